@@ -1,0 +1,67 @@
+#include "log.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static atomic_int log_level = LOG_LVL_INFO;
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const char *const level_names[8] = {"emerg", "alert",  "crit",
+                                           "error", "warning", "notice",
+                                           "info",  "debug"};
+
+void log_set_level(int level) {
+  if (level < LOG_LVL_ERROR)
+    level = LOG_LVL_ERROR;
+  if (level > LOG_LVL_DEBUG)
+    level = LOG_LVL_DEBUG;
+  atomic_store(&log_level, level);
+}
+
+int log_get_level(void) { return atomic_load(&log_level); }
+
+int log_level_from_name(const char *name) {
+  for (int i = LOG_LVL_ERROR; i <= LOG_LVL_DEBUG; i++)
+    if (strcasecmp(name, level_names[i]) == 0)
+      return i;
+  if (strcasecmp(name, "warn") == 0)
+    return LOG_LVL_WARNING;
+  return -1;
+}
+
+void log_vmsg(int level, const char *prefix, const char *fmt, va_list ap) {
+  if (level > atomic_load(&log_level))
+    return;
+  if (level < 0)
+    level = 0;
+  if (level > 7)
+    level = 7;
+  char line[2048];
+  int n = vsnprintf(line, sizeof line, fmt, ap);
+  if (n < 0)
+    return;
+  /* One record per line: embedded newlines would split a journald entry. */
+  for (char *p = line; *p; p++)
+    if (*p == '\n' || *p == '\r')
+      *p = ' ';
+  pthread_mutex_lock(&log_lock);
+  if (getenv("JOURNAL_STREAM"))
+    fprintf(stderr, "<%d>%s%s%s\n", level, prefix ? prefix : "",
+            prefix ? ": " : "", line);
+  else
+    fprintf(stderr, "c8y-agent[%s] %s%s%s\n", level_names[level],
+            prefix ? prefix : "", prefix ? ": " : "", line);
+  fflush(stderr);
+  pthread_mutex_unlock(&log_lock);
+}
+
+void log_msg(int level, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  log_vmsg(level, NULL, fmt, ap);
+  va_end(ap);
+}
