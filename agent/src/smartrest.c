@@ -1,0 +1,456 @@
+#include "smartrest.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- growable buffer ---------------------------------------------------- */
+
+void sr_buf_init(sr_buf *b) {
+  b->data = NULL;
+  b->len = 0;
+  b->cap = 0;
+}
+
+void sr_buf_free(sr_buf *b) {
+  free(b->data);
+  sr_buf_init(b);
+}
+
+void sr_buf_reset(sr_buf *b) {
+  b->len = 0;
+  if (b->data)
+    b->data[0] = '\0';
+}
+
+/* Makes room for `extra` more bytes plus the terminating NUL. */
+static int buf_reserve(sr_buf *b, size_t extra) {
+  if (extra > SIZE_MAX - 1 - b->len) {
+    errno = ENOMEM;
+    return -1;
+  }
+  size_t need = b->len + extra + 1;
+  if (need <= b->cap)
+    return 0;
+  /* Doubling keeps appends amortised O(1) on megabyte payloads. */
+  size_t cap = b->cap ? b->cap : 64;
+  while (cap < need)
+    cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+  char *p = realloc(b->data, cap);
+  if (!p) {
+    errno = ENOMEM;
+    return -1;
+  }
+  b->data = p;
+  b->cap = cap;
+  return 0;
+}
+
+int sr_buf_append(sr_buf *b, const char *s, size_t n) {
+  if (buf_reserve(b, n) < 0)
+    return -1;
+  if (n)
+    memcpy(b->data + b->len, s, n);
+  b->len += n;
+  b->data[b->len] = '\0';
+  return 0;
+}
+
+/* Gives an untouched buffer storage so it reads as "" rather than NULL. */
+static int buf_materialise(sr_buf *b) {
+  if (b->data)
+    return 0;
+  if (buf_reserve(b, 0) < 0)
+    return -1;
+  b->data[0] = '\0';
+  return 0;
+}
+
+static int buf_putc(sr_buf *b, char c) {
+  if (b->len + 1 >= b->cap && buf_reserve(b, 1) < 0)
+    return -1;
+  b->data[b->len++] = c;
+  b->data[b->len] = '\0';
+  return 0;
+}
+
+/* ---- encoder ------------------------------------------------------------- */
+
+/* Control characters confuse the platform's parser and log views; TAB, LF and
+ * CR are kept because they are legitimate inside quoted free text. */
+static int is_dropped(unsigned char c) {
+  return (c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f;
+}
+
+static int is_ws(unsigned char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Decides quoting on the text as it will be sent, i.e. after dropping control
+ * characters, so " \x01" and "\x01 " are judged by their visible spaces. */
+static int needs_quotes(const char *f) {
+  const unsigned char *p = (const unsigned char *)f;
+  int first = 1;
+  unsigned char last = 0;
+  for (; *p; p++) {
+    if (is_dropped(*p))
+      continue;
+    if (*p == '"' || *p == ',' || *p == '\r' || *p == '\n' || *p == '\t')
+      return 1;
+    if (first && is_ws(*p))
+      return 1;
+    first = 0;
+    last = *p;
+  }
+  return last && is_ws(last);
+}
+
+static int encode_into(sr_buf *b, const char *field) {
+  if (!field)
+    return 0;
+  const unsigned char *p = (const unsigned char *)field;
+  if (!needs_quotes(field)) {
+    const unsigned char *run = p;
+    for (; *p; p++) {
+      if (!is_dropped(*p))
+        continue;
+      if (sr_buf_append(b, (const char *)run, (size_t)(p - run)) < 0)
+        return -1;
+      run = p + 1;
+    }
+    return sr_buf_append(b, (const char *)run, (size_t)(p - run));
+  }
+  if (buf_putc(b, '"') < 0)
+    return -1;
+  /* Downstream parsers (ours included) read \" as an escaped quote, so an odd
+   * run of backslashes right before a quote or the closing quote would eat
+   * it. One backslash is added there: the value changes slightly, but the
+   * rest of the line keeps its framing. */
+  size_t backslashes = 0;
+  for (; *p; p++) {
+    if (is_dropped(*p))
+      continue;
+    if (*p == '"') {
+      if ((backslashes & 1) && buf_putc(b, '\\') < 0)
+        return -1;
+      if (sr_buf_append(b, "\"\"", 2) < 0)
+        return -1;
+      backslashes = 0;
+      continue;
+    }
+    backslashes = *p == '\\' ? backslashes + 1 : 0;
+    if (buf_putc(b, (char)*p) < 0)
+      return -1;
+  }
+  if ((backslashes & 1) && buf_putc(b, '\\') < 0)
+    return -1;
+  return buf_putc(b, '"');
+}
+
+int sr_append_field(sr_buf *b, const char *field) {
+  if (b->len > 0 && b->data[b->len - 1] != '\n' && buf_putc(b, ',') < 0)
+    return -1;
+  /* Keep the buffer a valid C string even when the field is empty. */
+  if (buf_materialise(b) < 0)
+    return -1;
+  return encode_into(b, field);
+}
+
+static int is_empty_after_sanitising(const char *f) {
+  if (!f)
+    return 1;
+  for (const unsigned char *p = (const unsigned char *)f; *p; p++)
+    if (!is_dropped(*p))
+      return 0;
+  return 1;
+}
+
+int sr_encode_line(sr_buf *b, const char *const *fields, size_t n) {
+  size_t old = b->len;
+  /* A line holding one empty field would be an empty line, which decoders
+   * skip; "" keeps the record. */
+  if (n == 1 && is_empty_after_sanitising(fields[0])) {
+    if (sr_append_field(b, NULL) < 0 || sr_buf_append(b, "\"\"", 2) < 0)
+      goto fail;
+    return 0;
+  }
+  /* Commas are written explicitly after the first field: the
+   * "empty buffer" rule of sr_append_field would lose leading empty fields. */
+  for (size_t i = 0; i < n; i++) {
+    int rc = i == 0 ? sr_append_field(b, fields[i])
+                    : (buf_putc(b, ',') < 0 ? -1 : encode_into(b, fields[i]));
+    if (rc < 0)
+      goto fail;
+  }
+  return 0;
+fail:
+  b->len = old;
+  if (b->data)
+    b->data[old] = '\0';
+  return -1;
+}
+
+char *sr_encode_field(const char *field) {
+  sr_buf b;
+  sr_buf_init(&b);
+  if (buf_materialise(&b) < 0 || encode_into(&b, field) < 0) {
+    sr_buf_free(&b);
+    return NULL;
+  }
+  return b.data;
+}
+
+/* ---- decoder ------------------------------------------------------------- */
+
+static const char ERR_UNTERMINATED[] = "unterminated quoted field";
+static const char ERR_GARBAGE[] = "unexpected character after closing quote";
+static const char ERR_NUL[] = "NUL byte in record";
+
+typedef struct decoder {
+  const char *p;
+  size_t len;
+  size_t i;
+  sr_buf field; /* current field, reused for every field of the payload */
+  size_t fields_cap;
+} decoder;
+
+static void record_free(sr_record *r) {
+  for (size_t i = 0; i < r->nfields; i++)
+    free(r->fields[i]);
+  free(r->fields);
+  r->fields = NULL;
+  r->nfields = 0;
+}
+
+void sr_records_free(sr_records *r) {
+  if (!r)
+    return;
+  for (size_t i = 0; i < r->count; i++)
+    record_free(&r->items[i]);
+  free(r->items);
+  r->items = NULL;
+  r->count = 0;
+}
+
+static int push_field(decoder *d, sr_record *r) {
+  if (r->nfields == d->fields_cap) {
+    size_t cap = d->fields_cap ? d->fields_cap * 2 : 8;
+    char **f = realloc(r->fields, cap * sizeof *f);
+    if (!f)
+      return -1;
+    r->fields = f;
+    d->fields_cap = cap;
+  }
+  char *s = malloc(d->field.len + 1);
+  if (!s)
+    return -1;
+  memcpy(s, d->field.data ? d->field.data : "", d->field.len);
+  s[d->field.len] = '\0';
+  r->fields[r->nfields++] = s;
+  return 0;
+}
+
+/* CR counts as part of the line break only right before LF or at the very
+ * end, so a lone CR inside a value survives. */
+static int at_eol(const decoder *d, size_t i) {
+  if (i >= d->len || d->p[i] == '\n')
+    return 1;
+  return d->p[i] == '\r' && (i + 1 >= d->len || d->p[i + 1] == '\n');
+}
+
+/* Steps over the line break at d->i (if any). */
+static void skip_eol(decoder *d) {
+  if (d->i < d->len && d->p[d->i] == '\r')
+    d->i++;
+  if (d->i < d->len && d->p[d->i] == '\n')
+    d->i++;
+}
+
+static void set_error(sr_record *r, const char *why) {
+  if (!r->error)
+    r->error = why;
+}
+
+/* Reads the quoted field whose opening quote is at d->i. Returns 1 when the
+ * closing quote was found, 0 when the payload ended first, -1 on ENOMEM. */
+static int read_quoted(decoder *d, sr_record *r) {
+  const char *p = d->p;
+  size_t i = d->i + 1;
+  while (i < d->len) {
+    char c = p[i];
+    if (c == '\\' && i + 1 < d->len) {
+      /* The platform escapes quotes with a backslash downstream; any other
+       * pair (\n, \\) is kept verbatim, and consumed as a pair so that \\"
+       * still ends the field. */
+      int r1 = p[i + 1] == '"' ? buf_putc(&d->field, '"')
+                               : sr_buf_append(&d->field, p + i, 2);
+      if (r1 < 0)
+        return -1;
+      if (p[i + 1] == '\0')
+        set_error(r, ERR_NUL);
+      i += 2;
+      continue;
+    }
+    if (c == '"') {
+      if (i + 1 < d->len && p[i + 1] == '"') {
+        if (buf_putc(&d->field, '"') < 0)
+          return -1;
+        i += 2;
+        continue;
+      }
+      d->i = i + 1;
+      return 1;
+    }
+    /* Copy the plain run in one go: keeps long values cheap. */
+    size_t j = i;
+    while (j < d->len && p[j] != '"' && p[j] != '\\' && p[j] != '\0')
+      j++;
+    if (j == i) { /* NUL, or a backslash that is the payload's last byte */
+      if (p[i] == '\0')
+        set_error(r, ERR_NUL);
+      j = i + 1;
+    }
+    if (sr_buf_append(&d->field, p + i, j - i) < 0)
+      return -1;
+    i = j;
+  }
+  d->i = d->len;
+  return 0;
+}
+
+/* Reads an unquoted field up to ',' or the end of the line, trimmed. */
+static int read_unquoted(decoder *d, sr_record *r) {
+  const char *p = d->p;
+  size_t i = d->i;
+  while (i < d->len && p[i] != ',' && !at_eol(d, i)) {
+    if (p[i] == '\0')
+      set_error(r, ERR_NUL);
+    i++;
+  }
+  size_t end = i;
+  while (end > d->i && (p[end - 1] == ' ' || p[end - 1] == '\t'))
+    end--;
+  if (sr_buf_append(&d->field, p + d->i, end - d->i) < 0)
+    return -1;
+  d->i = i;
+  return 0;
+}
+
+/* Parses one record starting at d->i and leaves d->i after its line break.
+ * Fields after the first error are not stored, but parsing goes on so the
+ * record ends where a well-formed one would. */
+static int read_record(decoder *d, sr_record *r) {
+  d->fields_cap = 0;
+  for (;;) {
+    while (d->i < d->len && (d->p[d->i] == ' ' || d->p[d->i] == '\t'))
+      d->i++;
+    sr_buf_reset(&d->field);
+    int ok = 1;
+    if (d->i < d->len && d->p[d->i] == '"') {
+      int rc = read_quoted(d, r);
+      if (rc < 0)
+        return -1;
+      if (rc == 0) {
+        set_error(r, ERR_UNTERMINATED);
+        return 0;
+      }
+      while (d->i < d->len && (d->p[d->i] == ' ' || d->p[d->i] == '\t'))
+        d->i++;
+      if (d->i < d->len && d->p[d->i] != ',' && !at_eol(d, d->i)) {
+        set_error(r, ERR_GARBAGE);
+        ok = 0;
+        /* Resynchronise as if the rest of the field were unquoted text. */
+        if (read_unquoted(d, r) < 0)
+          return -1;
+      }
+    } else if (read_unquoted(d, r) < 0) {
+      return -1;
+    }
+    if (ok && !r->error && push_field(d, r) < 0)
+      return -1;
+    if (d->i < d->len && d->p[d->i] == ',') {
+      d->i++;
+      continue;
+    }
+    skip_eol(d);
+    return 0;
+  }
+}
+
+/* A line of only blanks carries no message ID: skip it like an empty one. */
+static int skip_blank_line(decoder *d) {
+  size_t j = d->i;
+  while (j < d->len && (d->p[j] == ' ' || d->p[j] == '\t' || d->p[j] == '\r'))
+    j++;
+  if (j < d->len && d->p[j] != '\n')
+    return 0;
+  d->i = j < d->len ? j + 1 : j;
+  return 1;
+}
+
+int sr_decode(const char *payload, size_t len, sr_records *out) {
+  out->count = 0;
+  out->items = NULL;
+  if (!payload && len) {
+    errno = EINVAL;
+    return -1;
+  }
+  decoder d = {.p = payload, .len = len, .i = 0};
+  sr_buf_init(&d.field);
+  size_t cap = 0;
+  while (d.i < d.len) {
+    if (skip_blank_line(&d))
+      continue;
+    if (out->count == cap) {
+      size_t ncap = cap ? cap * 2 : 4;
+      sr_record *items = realloc(out->items, ncap * sizeof *items);
+      if (!items)
+        goto enomem;
+      out->items = items;
+      cap = ncap;
+    }
+    sr_record *r = &out->items[out->count++];
+    memset(r, 0, sizeof *r);
+    r->line = out->count;
+    if (read_record(&d, r) < 0)
+      goto enomem;
+  }
+  sr_buf_free(&d.field);
+  return 0;
+enomem:
+  sr_buf_free(&d.field);
+  sr_records_free(out);
+  errno = ENOMEM;
+  return -1;
+}
+
+/* ---- time ---------------------------------------------------------------- */
+
+void sr_format_time(long long unix_ms, char *out, size_t outlen) {
+  if (!out || outlen == 0)
+    return;
+  long long secs = unix_ms / 1000;
+  long long ms = unix_ms % 1000;
+  if (ms < 0) { /* floor, so -1 ms is 23:59:59.999 of the day before */
+    ms += 1000;
+    secs -= 1;
+  }
+  time_t t = (time_t)secs;
+  struct tm tm;
+  if ((long long)t != secs || !gmtime_r(&t, &tm) || tm.tm_year + 1900 > 9999 ||
+      tm.tm_year + 1900 < 0) {
+    /* An empty time field makes the platform use its own clock. */
+    log_warning("smartrest: timestamp %lld ms is out of range, sending none",
+                unix_ms);
+    out[0] = '\0';
+    return;
+  }
+  snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+           tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+           tm.tm_sec, (int)ms);
+}

@@ -1,0 +1,56 @@
+/* smartrest: SmartREST 2.0 CSV codec (see shared c8y-protocol.md section 4).
+ *
+ * Upstream: fields are quoted when they contain '"', ',', CR, LF, TAB or
+ * leading/trailing whitespace; embedded quotes are doubled (""). Control
+ * characters other than TAB/LF/CR are dropped.
+ * Downstream: a payload holds several records separated by LF outside quotes
+ * (CRLF accepted, empty lines skipped); inside quotes both \" and "" mean a
+ * quote; unquoted fields are trimmed of spaces/tabs; empty fields are kept. */
+#ifndef C8Y_SMARTREST_H
+#define C8Y_SMARTREST_H
+
+#include <stddef.h>
+
+/* A growable byte buffer, always NUL-terminated when data != NULL. */
+typedef struct sr_buf {
+  char *data;
+  size_t len;
+  size_t cap;
+} sr_buf;
+
+void sr_buf_init(sr_buf *b);
+void sr_buf_free(sr_buf *b);
+void sr_buf_reset(sr_buf *b); /* len = 0, keeps memory */
+int sr_buf_append(sr_buf *b, const char *s, size_t n); /* 0 / -1 on ENOMEM */
+
+/* Appends one field, preceded by ',' unless the buffer is empty or ends in
+ * '\n'. Returns 0 or -1 (ENOMEM). */
+int sr_append_field(sr_buf *b, const char *field);
+/* Appends fields[0..n) as one line (no trailing newline). NULL fields are
+ * written empty. */
+int sr_encode_line(sr_buf *b, const char *const *fields, size_t n);
+/* Encodes one field into a fresh malloc'ed string (quoted if needed). */
+char *sr_encode_field(const char *field);
+
+typedef struct sr_record {
+  size_t nfields;
+  char **fields;     /* unescaped, NUL-terminated, owned by the record */
+  const char *error; /* NULL if the record parsed; else a static reason */
+  size_t line;       /* 1-based record number inside the payload */
+} sr_record;
+
+typedef struct sr_records {
+  size_t count;
+  sr_record *items;
+} sr_records;
+
+/* Splits a downstream payload into records. A malformed record (unterminated
+ * quote, garbage after a closing quote) gets `error` set and parsing goes on
+ * with the next record. Returns 0, or -1 on ENOMEM (out is then empty). */
+int sr_decode(const char *payload, size_t len, sr_records *out);
+void sr_records_free(sr_records *r);
+
+/* Formats unix milliseconds as 2026-11-24T23:05:28.123Z into out (>= 32). */
+void sr_format_time(long long unix_ms, char *out, size_t outlen);
+
+#endif
