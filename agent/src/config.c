@@ -1,0 +1,1109 @@
+#include "config.h"
+
+#include "log.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#ifndef C8Y_DEFAULT_PLUGINDIR
+#define C8Y_DEFAULT_PLUGINDIR "/usr/lib/c8y-agent/plugins"
+#endif
+#ifndef C8Y_DEFAULT_STATEDIR
+#define C8Y_DEFAULT_STATEDIR "/var/lib/c8y-agent"
+#endif
+
+#define CFG_LOCAL_DEVICE_ID "c8y-agent-local"
+#define CFG_DEFAULT_QUEUE_BYTES (16LL * 1024 * 1024)
+/* inih copies section names into a 50-byte buffer and silently truncates. */
+#define CFG_MAX_SECTION 49
+#define CFG_PLUGIN_PREFIX "plugin."
+#define CFG_PLUGIN_NAME_MAX 32 /* [a-z0-9_]{1,32}, see sdk plugin.h */
+
+enum kind {
+  K_STR,    /* free text; empty = unset */
+  K_SECRET, /* never echoed; empty = unset */
+  K_PATH,   /* resolved against the setting file's directory; empty = unset */
+  K_BOOL,
+  K_INT,
+  K_SIZE, /* bytes with optional K/M/G suffix */
+  K_LEVEL,
+  K_TENANT,
+  K_HOST,
+  K_DEVID,
+  K_XID,
+};
+
+enum key_id {
+  C_TENANT,
+  C_USER,
+  C_PASSWORD,
+  C_PASSWORD_FILE,
+  C_HOST,
+  C_PORT,
+  C_TLS,
+  C_VERIFY,
+  C_CA,
+  C_CERT,
+  C_KEY,
+  C_KEEPALIVE,
+  C_QOS,
+  C_RMIN,
+  C_RMAX,
+  D_ID,
+  D_XID,
+  D_NAME,
+  D_TYPE,
+  D_INTERVAL,
+  D_SERIAL,
+  D_MODEL,
+  D_REVISION,
+  A_PLUGINDIR,
+  A_STATEDIR,
+  A_LOGLEVEL,
+  A_OPTIMEOUT,
+  A_QUEUE,
+  NKEYS
+};
+
+static const struct keydef {
+  const char *section;
+  const char *key;
+  enum kind kind;
+  long long min, max;
+} keydefs[NKEYS] = {
+    [C_TENANT] = {"c8y", "tenant", K_TENANT, 0, 0},
+    [C_USER] = {"c8y", "user", K_STR, 0, 0},
+    [C_PASSWORD] = {"c8y", "password", K_SECRET, 0, 0},
+    [C_PASSWORD_FILE] = {"c8y", "password_file", K_PATH, 0, 0},
+    [C_HOST] = {"c8y", "host", K_HOST, 0, 0},
+    [C_PORT] = {"c8y", "port", K_INT, 1, 65535},
+    [C_TLS] = {"c8y", "tls", K_BOOL, 0, 0},
+    [C_VERIFY] = {"c8y", "verify_hostname", K_BOOL, 0, 0},
+    [C_CA] = {"c8y", "ca_path", K_PATH, 0, 0},
+    [C_CERT] = {"c8y", "cert_file", K_PATH, 0, 0},
+    [C_KEY] = {"c8y", "key_file", K_PATH, 0, 0},
+    [C_KEEPALIVE] = {"c8y", "keepalive", K_INT, 5, 3600},
+    [C_QOS] = {"c8y", "qos", K_INT, 0, 2},
+    [C_RMIN] = {"c8y", "reconnect_min_ms", K_INT, 10, 3600000},
+    [C_RMAX] = {"c8y", "reconnect_max_ms", K_INT, 10, 3600000},
+    [D_ID] = {"device", "id", K_DEVID, 0, 0},
+    [D_XID] = {"device", "template_id", K_XID, 0, 0},
+    [D_NAME] = {"device", "name", K_STR, 0, 0},
+    [D_TYPE] = {"device", "type", K_STR, 0, 0},
+    [D_INTERVAL] = {"device", "required_interval", K_INT, 0, 10080},
+    [D_SERIAL] = {"device", "serial", K_STR, 0, 0},
+    [D_MODEL] = {"device", "model", K_STR, 0, 0},
+    [D_REVISION] = {"device", "revision", K_STR, 0, 0},
+    [A_PLUGINDIR] = {"agent", "plugin_dir", K_PATH, 0, 0},
+    [A_STATEDIR] = {"agent", "state_dir", K_PATH, 0, 0},
+    [A_LOGLEVEL] = {"agent", "log_level", K_LEVEL, 0, 0},
+    [A_OPTIMEOUT] = {"agent", "op_timeout", K_INT, 1, 604800},
+    [A_QUEUE] = {"agent", "queue_max_bytes", K_SIZE, 1024,
+                 64LL * 1024 * 1024 * 1024},
+};
+
+/* The winning assignment of one known key. */
+struct setting {
+  bool set;
+  char *str;        /* K_STR/K_SECRET/K_PATH/...: owned */
+  long long num;    /* K_BOOL/K_INT/K_SIZE/K_LEVEL */
+  const char *file; /* interned in parse_ctx.files */
+  unsigned line;
+};
+
+struct parse_ctx {
+  agent_config *cfg; /* plugin entries go straight here */
+  struct setting set[NKEYS];
+  char **files; /* every file name parsed, owned */
+  size_t nfiles;
+  const char *main_file;
+
+  /* the file being parsed */
+  FILE *fp;
+  const char *file;
+  const char *dir; /* absolute directory for relative paths */
+  unsigned line;
+  int perm_checked; /* 0 = not yet, 1 = ok (password= check) */
+  char *linebuf;
+  size_t linecap;
+
+  bool failed;
+  unsigned fail_line;
+  char *err;
+  size_t errlen;
+};
+
+/* ---- small helpers --------------------------------------------------------
+ */
+
+static void wipe_free(char *s) {
+  if (s) {
+    explicit_bzero(s, strlen(s));
+    free(s);
+  }
+}
+
+__attribute__((format(printf, 6, 0))) static void
+fail_v(struct parse_ctx *p, const char *file, unsigned line,
+       const char *section, const char *key, const char *fmt, va_list ap) {
+  if (p->failed)
+    return;
+  p->failed = true;
+  p->fail_line = line;
+  if (!p->err || p->errlen == 0)
+    return;
+  int n;
+  if (line > 0)
+    n = snprintf(p->err, p->errlen, "%s:%u: ", file, line);
+  else
+    n = snprintf(p->err, p->errlen, "%s: ", file);
+  if (n < 0 || (size_t)n >= p->errlen)
+    return;
+  if (section && key) {
+    int m =
+        snprintf(p->err + n, p->errlen - (size_t)n, "[%s] %s: ", section, key);
+    if (m < 0 || (size_t)(n + m) >= p->errlen)
+      return;
+    n += m;
+  }
+  vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
+  /* Keep the promise of exactly one line even if a value was odd. */
+  for (char *c = p->err; *c; c++)
+    if (*c == '\n' || *c == '\r')
+      *c = ' ';
+}
+
+__attribute__((format(printf, 6, 7))) static void
+fail_at(struct parse_ctx *p, const char *file, unsigned line,
+        const char *section, const char *key, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fail_v(p, file, line, section, key, fmt, ap);
+  va_end(ap);
+}
+
+/* Error about a known key at the place it was set (or the main file). */
+__attribute__((format(printf, 3, 4))) static void
+fail_key(struct parse_ctx *p, enum key_id k, const char *fmt, ...) {
+  const struct setting *s = &p->set[k];
+  va_list ap;
+  va_start(ap, fmt);
+  fail_v(p, s->set ? s->file : p->main_file, s->set ? s->line : 0,
+         keydefs[k].section, keydefs[k].key, fmt, ap);
+  va_end(ap);
+}
+
+static const char *intern_file(struct parse_ctx *p, const char *name) {
+  char **n = realloc(p->files, (p->nfiles + 1) * sizeof *n);
+  if (!n)
+    return NULL;
+  p->files = n;
+  char *d = strdup(name);
+  if (!d)
+    return NULL;
+  p->files[p->nfiles++] = d;
+  return d;
+}
+
+/* Absolute directory holding `path` (relative paths are taken against the
+ * cwd now, so a later chdir of the daemon does not change their meaning). */
+static char *abs_dir_of(const char *path) {
+  const char *slash = strrchr(path, '/');
+  char *dir;
+  if (!slash)
+    dir = strdup(".");
+  else if (slash == path)
+    dir = strdup("/");
+  else
+    dir = strndup(path, (size_t)(slash - path));
+  if (!dir || dir[0] == '/')
+    return dir;
+  char *cwd = getcwd(NULL, 0);
+  if (!cwd) {
+    free(dir);
+    return NULL;
+  }
+  char *out = NULL;
+  if (strcmp(dir, ".") == 0)
+    out = strdup(cwd);
+  else if (asprintf(&out, "%s/%s", strcmp(cwd, "/") == 0 ? "" : cwd, dir) < 0)
+    out = NULL;
+  free(cwd);
+  free(dir);
+  return out;
+}
+
+static char *resolve_path(const char *dir, const char *value) {
+  if (value[0] == '/')
+    return strdup(value);
+  char *out;
+  if (asprintf(&out, "%s/%s", strcmp(dir, "/") == 0 ? "" : dir, value) < 0)
+    return NULL;
+  return out;
+}
+
+/* ---- public value parsers -------------------------------------------------
+ */
+
+int cfg_parse_bool(const char *s, bool *out) {
+  static const char *const yes[] = {"true", "yes", "on", "1"};
+  static const char *const no[] = {"false", "no", "off", "0"};
+  if (!s || !out)
+    return -1;
+  for (size_t i = 0; i < sizeof yes / sizeof *yes; i++) {
+    if (strcasecmp(s, yes[i]) == 0) {
+      *out = true;
+      return 0;
+    }
+    if (strcasecmp(s, no[i]) == 0) {
+      *out = false;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+/* 0 = ok, -1 = not an integer, -2 = out of range. */
+static int parse_int_detail(const char *s, long long min, long long max,
+                            long long *out) {
+  if (!s || !*s || isspace((unsigned char)*s))
+    return -1;
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (end == s || *end != '\0')
+    return -1;
+  if (errno == ERANGE || v < min || v > max)
+    return -2;
+  *out = v;
+  return 0;
+}
+
+int cfg_parse_int(const char *s, long long min, long long max, long long *out) {
+  long long v;
+  if (!out || parse_int_detail(s, min, max, &v) != 0)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+/* Bytes with an optional binary suffix K/M/G (KiB, MiB, GiB). */
+static int parse_size(const char *s, long long min, long long max,
+                      long long *out) {
+  if (!s || !isdigit((unsigned char)*s))
+    return -1;
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno == ERANGE)
+    return -2;
+  unsigned shift = 0;
+  if (*end) {
+    switch (toupper((unsigned char)*end)) {
+    case 'K':
+      shift = 10;
+      break;
+    case 'M':
+      shift = 20;
+      break;
+    case 'G':
+      shift = 30;
+      break;
+    default:
+      return -1;
+    }
+    end++;
+    if (*end == 'i' && end[1] == 'B')
+      end += 2;
+    else if (*end == 'B')
+      end++;
+    if (*end)
+      return -1;
+  }
+  if (v > ((unsigned long long)LLONG_MAX >> shift))
+    return -2;
+  long long r = (long long)(v << shift);
+  if (r < min || r > max)
+    return -2;
+  *out = r;
+  return 0;
+}
+
+/* ---- the inih callbacks ------------------------------------------------- */
+
+/* Feeds inih one line at a time so we know the line number (Debian builds
+ * inih without INI_HANDLER_LINENO), refuse lines inih would silently split,
+ * and drop indentation (inih would otherwise treat an indented line as a
+ * continuation of the previous value). */
+static char *cfg_reader(char *str, int num, void *stream) {
+  struct parse_ctx *p = stream;
+  if (p->failed || num < 2)
+    return NULL;
+  errno = 0;
+  ssize_t n = getline(&p->linebuf, &p->linecap, p->fp);
+  if (n < 0) {
+    if (ferror(p->fp))
+      fail_at(p, p->file, 0, NULL, NULL, "read error: %s",
+              strerror(errno ? errno : EIO));
+    return NULL;
+  }
+  p->line++;
+  char *buf = p->linebuf;
+  size_t len = (size_t)n;
+  if (len > 0 && buf[len - 1] == '\n')
+    buf[--len] = '\0';
+  if (len > 0 && buf[len - 1] == '\r')
+    buf[--len] = '\0';
+  if (memchr(buf, '\0', len)) {
+    fail_at(p, p->file, p->line, NULL, NULL, "NUL byte in line");
+    return NULL;
+  }
+  if (len > (size_t)num - 1) {
+    fail_at(p, p->file, p->line, NULL, NULL, "line longer than %d characters",
+            num - 1);
+    return NULL;
+  }
+  const char *s = buf;
+  while (*s && isspace((unsigned char)*s))
+    s++;
+  if (*s == '[') {
+    const char *close = strchr(s, ']');
+    if (close && (size_t)(close - s - 1) > CFG_MAX_SECTION) {
+      fail_at(p, p->file, p->line, NULL, NULL,
+              "section name longer than %d characters", CFG_MAX_SECTION);
+      return NULL;
+    }
+  }
+  memcpy(str, s, strlen(s) + 1);
+  return str;
+}
+
+static int check_password_file_mode(struct parse_ctx *p, const char *path,
+                                    int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    fail_key(p, C_PASSWORD_FILE, "cannot stat %s: %s", path, strerror(errno));
+    return -1;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    fail_key(p, C_PASSWORD_FILE, "%s is not a regular file", path);
+    return -1;
+  }
+  if (st.st_mode & 077) {
+    fail_key(p, C_PASSWORD_FILE,
+             "%s is readable by others (mode %03o); run chmod 600 %s", path,
+             (unsigned)(st.st_mode & 0777), path);
+    return -1;
+  }
+  return 0;
+}
+
+static int add_plugin_entry(struct parse_ctx *p, const char *section,
+                            const char *key, const char *value) {
+  agent_config *c = p->cfg;
+  for (size_t i = 0; i < c->nentries; i++) {
+    cfg_entry *e = &c->entries[i];
+    if (strcmp(e->section, section) == 0 && strcmp(e->key, key) == 0) {
+      char *v = strdup(value);
+      char *f = strdup(p->file);
+      if (!v || !f) {
+        free(v);
+        free(f);
+        return -1;
+      }
+      free(e->value);
+      free(e->file);
+      e->value = v;
+      e->file = f;
+      e->line = p->line;
+      return 0;
+    }
+  }
+  cfg_entry *n = realloc(c->entries, (c->nentries + 1) * sizeof *n);
+  if (!n)
+    return -1;
+  c->entries = n;
+  cfg_entry *e = &c->entries[c->nentries];
+  memset(e, 0, sizeof *e);
+  e->section = strdup(section);
+  e->key = strdup(key);
+  e->value = strdup(value);
+  e->file = strdup(p->file);
+  e->line = p->line;
+  if (!e->section || !e->key || !e->value || !e->file) {
+    free(e->section);
+    free(e->key);
+    free(e->value);
+    free(e->file);
+    memset(e, 0, sizeof *e);
+    return -1;
+  }
+  c->nentries++;
+  return 0;
+}
+
+static bool valid_plugin_name(const char *name) {
+  size_t n = strlen(name);
+  if (n == 0 || n > CFG_PLUGIN_NAME_MAX)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!(islower((unsigned char)name[i]) || isdigit((unsigned char)name[i]) ||
+          name[i] == '_'))
+      return false;
+  return true;
+}
+
+static bool has_ctrl(const char *s) {
+  for (; *s; s++)
+    if ((unsigned char)*s < 0x20 || *s == 0x7f)
+      return true;
+  return false;
+}
+
+/* Validates one assignment of a known key; 0 or -1 (error already set). */
+static int store_setting(struct parse_ctx *p, enum key_id k,
+                         const char *value) {
+  const struct keydef *d = &keydefs[k];
+  struct setting tmp = {.set = true, .file = p->file, .line = p->line};
+  const char *sec = d->section, *key = d->key;
+  long long v;
+  int rc;
+  bool b;
+
+  switch (d->kind) {
+  case K_BOOL:
+    if (cfg_parse_bool(value, &b) != 0) {
+      fail_at(p, p->file, p->line, sec, key,
+              "'%s' is not a boolean (use true/false, yes/no, on/off, 1/0)",
+              value);
+      return -1;
+    }
+    tmp.num = b;
+    break;
+  case K_INT:
+    rc = parse_int_detail(value, d->min, d->max, &v);
+    if (rc == -1) {
+      fail_at(p, p->file, p->line, sec, key, "'%s' is not an integer", value);
+      return -1;
+    }
+    if (rc == -2) {
+      fail_at(p, p->file, p->line, sec, key, "%s is out of range (%lld..%lld)",
+              value, d->min, d->max);
+      return -1;
+    }
+    tmp.num = v;
+    break;
+  case K_SIZE:
+    rc = parse_size(value, d->min, d->max, &v);
+    if (rc == -1) {
+      fail_at(p, p->file, p->line, sec, key,
+              "'%s' is not a size (bytes, optionally with suffix K, M or G)",
+              value);
+      return -1;
+    }
+    if (rc == -2) {
+      fail_at(p, p->file, p->line, sec, key,
+              "%s is out of range (1K..64G bytes)", value);
+      return -1;
+    }
+    tmp.num = v;
+    break;
+  case K_LEVEL:
+    rc = log_level_from_name(value);
+    if (rc < 0) {
+      fail_at(p, p->file, p->line, sec, key,
+              "unknown level '%s' (use error, warning, notice, info, debug)",
+              value);
+      return -1;
+    }
+    tmp.num = rc;
+    break;
+  case K_DEVID:
+    if (!*value) {
+      fail_at(p, p->file, p->line, sec, key, "must not be empty");
+      return -1;
+    }
+    if (strchr(value, ':')) {
+      fail_at(p, p->file, p->line, sec, key,
+              "'%s' must not contain ':' (the MQTT clientId uses ':' as "
+              "separator)",
+              value);
+      return -1;
+    }
+    if (has_ctrl(value)) {
+      fail_at(p, p->file, p->line, sec, key,
+              "must not contain control characters");
+      return -1;
+    }
+    break;
+  case K_XID:
+    if (strpbrk(value, ":/+#")) {
+      fail_at(p, p->file, p->line, sec, key,
+              "'%s' must not contain ':', '/', '+' or '#' (it is part of the "
+              "clientId and of MQTT topics)",
+              value);
+      return -1;
+    }
+    if (has_ctrl(value)) {
+      fail_at(p, p->file, p->line, sec, key,
+              "must not contain control characters");
+      return -1;
+    }
+    break;
+  case K_TENANT:
+    if (strchr(value, '/')) {
+      fail_at(p, p->file, p->line, sec, key,
+              "'%s' must not contain '/' (the MQTT username is "
+              "<tenant>/<user>)",
+              value);
+      return -1;
+    }
+    break;
+  case K_HOST:
+    for (const char *c = value; *c; c++)
+      if (isspace((unsigned char)*c) || (unsigned char)*c < 0x20) {
+        fail_at(p, p->file, p->line, sec, key,
+                "'%s' must not contain whitespace", value);
+        return -1;
+      }
+    break;
+  case K_SECRET:
+    /* The file that holds the secret must be private too. */
+    if (*value && p->perm_checked == 0) {
+      struct stat st;
+      if (fstat(fileno(p->fp), &st) == 0 && (st.st_mode & 077)) {
+        fail_at(p, p->file, p->line, sec, key,
+                "%s is readable by others (mode %03o) and holds a password; "
+                "run chmod 600 %s",
+                p->file, (unsigned)(st.st_mode & 0777), p->file);
+        return -1;
+      }
+      p->perm_checked = 1;
+    }
+    break;
+  case K_STR:
+  case K_PATH:
+    break;
+  }
+
+  switch (d->kind) {
+  case K_BOOL:
+  case K_INT:
+  case K_SIZE:
+  case K_LEVEL:
+    break;
+  case K_PATH:
+    if (*value) {
+      tmp.str = resolve_path(p->dir, value);
+      if (!tmp.str)
+        goto oom;
+    }
+    break;
+  default:
+    /* An empty value unsets an optional key (e.g. in a conf.d drop-in);
+     * the device id is the exception and was refused above. */
+    if (*value) {
+      tmp.str = strdup(value);
+      if (!tmp.str)
+        goto oom;
+    }
+    break;
+  }
+  if (!tmp.str &&
+      (d->kind == K_STR || d->kind == K_SECRET || d->kind == K_PATH ||
+       d->kind == K_TENANT || d->kind == K_HOST || d->kind == K_XID))
+    tmp.set = false;
+  if (k == C_PASSWORD)
+    wipe_free(p->set[k].str);
+  else
+    free(p->set[k].str);
+  p->set[k] = tmp;
+  return 0;
+oom:
+  fail_at(p, p->file, p->line, sec, key, "out of memory");
+  return -1;
+}
+
+static int cfg_handler(void *user, const char *section, const char *name,
+                       const char *value) {
+  struct parse_ctx *p = user;
+  if (p->failed)
+    return 0;
+  if (strncmp(section, CFG_PLUGIN_PREFIX, strlen(CFG_PLUGIN_PREFIX)) == 0) {
+    const char *plugin = section + strlen(CFG_PLUGIN_PREFIX);
+    if (!valid_plugin_name(plugin)) {
+      fail_at(p, p->file, p->line, section, name,
+              "invalid plugin name '%s' (must match [a-z0-9_]{1,32})", plugin);
+      return 0;
+    }
+    if (add_plugin_entry(p, section, name, value) != 0) {
+      fail_at(p, p->file, p->line, section, name, "out of memory");
+      return 0;
+    }
+    return 1;
+  }
+  if (!*section) {
+    fail_at(p, p->file, p->line, section, name,
+            "key outside any section (start with [c8y], [device], [agent] "
+            "or [plugin.<name>])");
+    return 0;
+  }
+  bool known_section = false;
+  for (int k = 0; k < NKEYS; k++) {
+    if (strcmp(keydefs[k].section, section) != 0)
+      continue;
+    known_section = true;
+    if (strcmp(keydefs[k].key, name) == 0)
+      return store_setting(p, (enum key_id)k, value) == 0;
+  }
+  if (known_section)
+    fail_at(p, p->file, p->line, section, name, "unknown key");
+  else
+    fail_at(p, p->file, p->line, section, name,
+            "unknown section [%s] (known: [c8y], [device], [agent], "
+            "[plugin.<name>])",
+            section);
+  return 0;
+}
+
+/* Parses one file; 0 or -1 (error set). A missing file is an error. */
+static int parse_file(struct parse_ctx *p, const char *display,
+                      const char *dir) {
+  const char *file = intern_file(p, display);
+  if (!file) {
+    fail_at(p, display, 0, NULL, NULL, "out of memory");
+    return -1;
+  }
+  FILE *fp = fopen(display, "re");
+  if (!fp) {
+    fail_at(p, display, 0, NULL, NULL, "cannot open: %s", strerror(errno));
+    return -1;
+  }
+  p->fp = fp;
+  p->file = file;
+  p->dir = dir;
+  p->line = 0;
+  p->perm_checked = 0;
+  int rc = ini_parse_stream(cfg_reader, p, cfg_handler, p);
+  fclose(fp);
+  p->fp = NULL;
+  /* The line buffer may have held a password. */
+  if (p->linebuf)
+    explicit_bzero(p->linebuf, p->linecap);
+  if (rc > 0 && (!p->failed || (unsigned)rc < p->fail_line)) {
+    /* inih found a malformed line before any error of ours. */
+    p->failed = false;
+    fail_at(p, file, (unsigned)rc, NULL, NULL, "syntax error");
+    return -1;
+  }
+  if (p->failed)
+    return -1;
+  if (rc < 0) {
+    fail_at(p, file, 0, NULL, NULL, "cannot parse (error %d)", rc);
+    return -1;
+  }
+  return 0;
+}
+
+static int ini_name_filter(const struct dirent *d) {
+  size_t n = strlen(d->d_name);
+  return d->d_name[0] != '.' && n > 4 && strcmp(d->d_name + n - 4, ".ini") == 0;
+}
+
+/* Byte order, not the locale's collation: the order must not depend on the
+ * environment the daemon happens to run in. */
+static int name_cmp(const struct dirent **a, const struct dirent **b) {
+  return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+static int parse_confd(struct parse_ctx *p, const char *main_path,
+                       const char *main_absdir) {
+  const char *slash = strrchr(main_path, '/');
+  char *disp_dir = NULL, *abs_dir = NULL;
+  int rc = -1;
+  if (slash) {
+    if (asprintf(&disp_dir, "%.*s/conf.d", (int)(slash - main_path),
+                 main_path) < 0)
+      disp_dir = NULL;
+  } else {
+    disp_dir = strdup("conf.d");
+  }
+  if (asprintf(&abs_dir, "%s/conf.d",
+               strcmp(main_absdir, "/") == 0 ? "" : main_absdir) < 0)
+    abs_dir = NULL;
+  if (!disp_dir || !abs_dir) {
+    fail_at(p, main_path, 0, NULL, NULL, "out of memory");
+    goto out;
+  }
+  struct dirent **names = NULL;
+  int n = scandir(abs_dir, &names, ini_name_filter, name_cmp);
+  if (n < 0) {
+    if (errno == ENOENT)
+      rc = 0;
+    else
+      fail_at(p, disp_dir, 0, NULL, NULL, "cannot read directory: %s",
+              strerror(errno));
+    goto out;
+  }
+  rc = 0;
+  for (int i = 0; i < n; i++) {
+    if (rc == 0) {
+      char *full = NULL;
+      struct stat st;
+      if (asprintf(&full, "%s/%s", disp_dir, names[i]->d_name) < 0) {
+        fail_at(p, disp_dir, 0, NULL, NULL, "out of memory");
+        rc = -1;
+      } else if (stat(full, &st) == 0 && S_ISDIR(st.st_mode)) {
+        /* a directory named *.ini is not a drop-in */
+      } else if (parse_file(p, full, abs_dir) != 0) {
+        rc = -1;
+      }
+      free(full);
+    }
+    free(names[i]);
+  }
+  free(names);
+out:
+  free(disp_dir);
+  free(abs_dir);
+  return rc;
+}
+
+/* ---- building the result --------------------------------------------------
+ */
+
+static int take_str(struct parse_ctx *p, enum key_id k, char **dst,
+                    const char *fallback) {
+  if (p->set[k].set && p->set[k].str) {
+    *dst = p->set[k].str;
+    p->set[k].str = NULL;
+    return 0;
+  }
+  if (!fallback) {
+    *dst = NULL;
+    return 0;
+  }
+  *dst = strdup(fallback);
+  return *dst ? 0 : -1;
+}
+
+static long long num_or(const struct parse_ctx *p, enum key_id k,
+                        long long fallback) {
+  return p->set[k].set ? p->set[k].num : fallback;
+}
+
+/* First line of the password file, which must be private. */
+static int read_password_file(struct parse_ctx *p, const char *path,
+                              char **out) {
+  FILE *fp = fopen(path, "re");
+  if (!fp) {
+    fail_key(p, C_PASSWORD_FILE, "cannot open %s: %s", path, strerror(errno));
+    return -1;
+  }
+  if (check_password_file_mode(p, path, fileno(fp)) != 0) {
+    fclose(fp);
+    return -1;
+  }
+  char *line = NULL;
+  size_t cap = 0;
+  errno = 0;
+  ssize_t n = getline(&line, &cap, fp);
+  int err = errno;
+  bool bad_read = n < 0 && ferror(fp);
+  fclose(fp);
+  if (n < 0)
+    n = 0;
+  size_t len = (size_t)n;
+  if (len > 0 && line[len - 1] == '\n')
+    line[--len] = '\0';
+  if (len > 0 && line[len - 1] == '\r')
+    line[--len] = '\0';
+  if (bad_read || len == 0 || memchr(line, '\0', len)) {
+    if (line)
+      explicit_bzero(line, cap);
+    free(line);
+    if (bad_read)
+      fail_key(p, C_PASSWORD_FILE, "cannot read %s: %s", path,
+               strerror(err ? err : EIO));
+    else if (len == 0)
+      fail_key(p, C_PASSWORD_FILE,
+               "%s is empty (its first line must hold the password)", path);
+    else
+      fail_key(p, C_PASSWORD_FILE, "%s contains a NUL byte", path);
+    return -1;
+  }
+  *out = strdup(line);
+  explicit_bzero(line, cap);
+  free(line);
+  if (!*out) {
+    fail_key(p, C_PASSWORD_FILE, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+static int finalize(struct parse_ctx *p) {
+  agent_config *c = p->cfg;
+  struct setting *s = p->set;
+
+  c->local_sim = !s[C_TENANT].set && !s[C_CERT].set;
+  const char *why = s[C_TENANT].set ? "required when tenant is set"
+                                    : "required when cert_file is set";
+
+  /* Credential consistency first: it is what people get wrong. */
+  if (s[C_PASSWORD].set && s[C_PASSWORD_FILE].set) {
+    fail_key(p, C_PASSWORD_FILE,
+             "cannot be combined with password (set at %s:%u); keep one",
+             s[C_PASSWORD].file, s[C_PASSWORD].line);
+    return -1;
+  }
+  if (s[C_TENANT].set && !s[C_USER].set) {
+    fail_at(p, p->main_file, 0, "c8y", "user", "required when tenant is set");
+    return -1;
+  }
+  if (!c->local_sim && !s[C_TENANT].set && s[C_USER].set) {
+    fail_key(p, C_USER, "set, but tenant is not (username is <tenant>/<user>)");
+    return -1;
+  }
+  if (s[C_CERT].set && !s[C_KEY].set) {
+    fail_at(p, s[C_CERT].file, s[C_CERT].line, "c8y", "key_file",
+            "required when cert_file is set");
+    return -1;
+  }
+  if (s[C_KEY].set && !s[C_CERT].set) {
+    fail_at(p, s[C_KEY].file, s[C_KEY].line, "c8y", "cert_file",
+            "required when key_file is set");
+    return -1;
+  }
+
+  c->tls = num_or(p, C_TLS, !c->local_sim);
+  if (s[C_CERT].set && !c->tls) {
+    fail_key(p, C_TLS, "must be true when cert_file is set");
+    return -1;
+  }
+  c->verify_hostname = num_or(p, C_VERIFY, true);
+
+  char *pw = NULL;
+  if (s[C_PASSWORD_FILE].set &&
+      read_password_file(p, s[C_PASSWORD_FILE].str, &pw) != 0)
+    return -1;
+  if (s[C_PASSWORD].set) {
+    pw = s[C_PASSWORD].str;
+    s[C_PASSWORD].str = NULL;
+  }
+  c->password = pw;
+
+  if (c->local_sim) {
+    if (take_str(p, C_TENANT, &c->tenant, CFG_LOCAL_TENANT) ||
+        take_str(p, C_USER, &c->user, CFG_LOCAL_USER) ||
+        take_str(p, C_HOST, &c->host, CFG_LOCAL_HOST))
+      goto oom;
+    if (!c->password && !(c->password = strdup(CFG_LOCAL_PASSWORD)))
+      goto oom;
+    c->port = (int)num_or(p, C_PORT, CFG_LOCAL_PORT);
+  } else {
+    if (!s[C_HOST].set) {
+      fail_at(p, p->main_file, 0, "c8y", "host", "%s", why);
+      return -1;
+    }
+    if (s[C_TENANT].set && !s[C_CERT].set && !c->password) {
+      fail_at(p, p->main_file, 0, "c8y", "password",
+              "required when tenant is set without cert_file (set password "
+              "or password_file)");
+      return -1;
+    }
+    if (take_str(p, C_TENANT, &c->tenant, NULL) ||
+        take_str(p, C_USER, &c->user, NULL) ||
+        take_str(p, C_HOST, &c->host, NULL))
+      goto oom;
+    c->port = (int)num_or(p, C_PORT, c->tls ? 8883 : 1883);
+  }
+
+  if (take_str(p, C_PASSWORD_FILE, &c->password_file, NULL) ||
+      take_str(p, C_CA, &c->ca_path, NULL) ||
+      take_str(p, C_CERT, &c->cert_file, NULL) ||
+      take_str(p, C_KEY, &c->key_file, NULL))
+    goto oom;
+  c->keepalive = (int)num_or(p, C_KEEPALIVE, 60);
+  c->qos = (int)num_or(p, C_QOS, 1);
+  c->reconnect_min_ms = (int)num_or(p, C_RMIN, 1000);
+  c->reconnect_max_ms = (int)num_or(p, C_RMAX, 60000);
+  if (c->reconnect_min_ms > c->reconnect_max_ms) {
+    enum key_id k = s[C_RMAX].set ? C_RMAX : C_RMIN;
+    fail_key(p, k,
+             "reconnect_min_ms (%d) must not exceed reconnect_max_ms "
+             "(%d)",
+             c->reconnect_min_ms, c->reconnect_max_ms);
+    return -1;
+  }
+
+  /* [device] */
+  if (!s[D_ID].set && !c->local_sim) {
+    fail_at(p, p->main_file, 0, "device", "id", "%s", why);
+    return -1;
+  }
+  if (take_str(p, D_ID, &c->device_id, CFG_LOCAL_DEVICE_ID) ||
+      take_str(p, D_XID, &c->template_id, NULL) ||
+      take_str(p, D_TYPE, &c->device_type, "c8y_Linux") ||
+      take_str(p, D_SERIAL, &c->hw_serial, NULL) ||
+      take_str(p, D_MODEL, &c->hw_model, NULL) ||
+      take_str(p, D_REVISION, &c->hw_revision, NULL))
+    goto oom;
+  if (s[D_NAME].set) {
+    if (take_str(p, D_NAME, &c->device_name, NULL))
+      goto oom;
+  } else if (asprintf(&c->device_name, "c8y-agent %s", c->device_id) < 0) {
+    c->device_name = NULL;
+    goto oom;
+  }
+  c->required_interval = (int)num_or(p, D_INTERVAL, 60);
+
+  /* [agent] */
+  if (take_str(p, A_PLUGINDIR, &c->plugin_dir, C8Y_DEFAULT_PLUGINDIR) ||
+      take_str(p, A_STATEDIR, &c->state_dir, C8Y_DEFAULT_STATEDIR))
+    goto oom;
+  c->log_level = (int)num_or(p, A_LOGLEVEL, LOG_LVL_INFO);
+  c->op_timeout_s = (int)num_or(p, A_OPTIMEOUT, 600);
+  c->queue_max_bytes = num_or(p, A_QUEUE, CFG_DEFAULT_QUEUE_BYTES);
+
+  /* Warnings only once the whole configuration is known to be valid. */
+  if (c->qos == 2) {
+    log_warning("%s:%u: [c8y] qos: 2 is not supported by Cumulocity, using 1",
+                s[C_QOS].file, s[C_QOS].line);
+    c->qos = 1;
+  }
+  if (!c->verify_hostname)
+    log_warning("%s:%u: [c8y] verify_hostname: false; the server's identity "
+                "is NOT checked, anyone on the path can impersonate it. Use "
+                "this for testing only",
+                s[C_VERIFY].file, s[C_VERIFY].line);
+  return 0;
+oom:
+  fail_at(p, p->main_file, 0, NULL, NULL, "out of memory");
+  return -1;
+}
+
+/* ---- public API ------------------------------------------------------------
+ */
+
+int cfg_load(const char *path, agent_config *out, char *err, size_t errlen) {
+  if (err && errlen)
+    err[0] = '\0';
+  if (!out) {
+    if (err && errlen)
+      snprintf(err, errlen, "cfg_load: no output structure");
+    return -1;
+  }
+  memset(out, 0, sizeof *out);
+  if (!path || !*path) {
+    if (err && errlen)
+      snprintf(err, errlen, "cfg_load: no configuration file given");
+    return -1;
+  }
+
+  agent_config c;
+  memset(&c, 0, sizeof c);
+  struct parse_ctx p;
+  memset(&p, 0, sizeof p);
+  p.cfg = &c;
+  p.err = err;
+  p.errlen = errlen;
+  p.main_file = path;
+
+  int rc = -1;
+  char *absdir = abs_dir_of(path);
+  c.path = strdup(path);
+  if (!absdir || !c.path) {
+    fail_at(&p, path, 0, NULL, NULL, "cannot resolve directory: %s",
+            strerror(errno ? errno : ENOMEM));
+    goto out;
+  }
+  if (parse_file(&p, path, absdir) != 0 || parse_confd(&p, path, absdir) != 0)
+    goto out;
+  if (finalize(&p) != 0)
+    goto out;
+  rc = 0;
+
+out:
+  for (int k = 0; k < NKEYS; k++) {
+    if (k == C_PASSWORD)
+      wipe_free(p.set[k].str);
+    else
+      free(p.set[k].str);
+  }
+  for (size_t i = 0; i < p.nfiles; i++)
+    free(p.files[i]);
+  free(p.files);
+  free(p.linebuf);
+  free(absdir);
+  if (rc == 0)
+    *out = c;
+  else
+    cfg_free(&c);
+  return rc;
+}
+
+void cfg_free(agent_config *c) {
+  if (!c)
+    return;
+  char **strs[] = {&c->path,          &c->tenant,      &c->user,
+                   &c->password_file, &c->host,        &c->ca_path,
+                   &c->cert_file,     &c->key_file,    &c->device_id,
+                   &c->template_id,   &c->device_name, &c->device_type,
+                   &c->hw_serial,     &c->hw_model,    &c->hw_revision,
+                   &c->plugin_dir,    &c->state_dir};
+  for (size_t i = 0; i < sizeof strs / sizeof *strs; i++)
+    free(*strs[i]);
+  wipe_free(c->password);
+  for (size_t i = 0; i < c->nentries; i++) {
+    free(c->entries[i].section);
+    free(c->entries[i].key);
+    free(c->entries[i].value);
+    free(c->entries[i].file);
+  }
+  free(c->entries);
+  memset(c, 0, sizeof *c);
+}
+
+char *cfg_client_id(const agent_config *c) {
+  if (!c || !c->device_id)
+    return NULL;
+  char *s;
+  int n = c->template_id ? asprintf(&s, "d:%s:%s", c->device_id, c->template_id)
+                         : asprintf(&s, "d:%s", c->device_id);
+  return n < 0 ? NULL : s;
+}
+
+char *cfg_username(const agent_config *c) {
+  if (!c || !c->tenant || !c->user)
+    return NULL;
+  char *s;
+  return asprintf(&s, "%s/%s", c->tenant, c->user) < 0 ? NULL : s;
+}
+
+cfg_entry *cfg_plugin_lookup(agent_config *c, const char *plugin,
+                             const char *key) {
+  if (!c || !plugin || !key)
+    return NULL;
+  size_t plen = strlen(CFG_PLUGIN_PREFIX);
+  for (size_t i = 0; i < c->nentries; i++) {
+    cfg_entry *e = &c->entries[i];
+    if (strncmp(e->section, CFG_PLUGIN_PREFIX, plen) == 0 &&
+        strcmp(e->section + plen, plugin) == 0 && strcmp(e->key, key) == 0) {
+      e->used = true;
+      return e;
+    }
+  }
+  return NULL;
+}

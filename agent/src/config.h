@@ -1,0 +1,86 @@
+/* config: agent.ini (+ conf.d/ *.ini drop-ins, sorted by name, later values
+ * win) parsed with inih. Every problem is reported as one line
+ * "<file>:<line>: [section] key: reason". */
+#ifndef C8Y_CONFIG_H
+#define C8Y_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct cfg_entry {
+  char *section; /* e.g. "plugin.shell" */
+  char *key;
+  char *value;
+  char *file;    /* where it was set (last writer wins) */
+  unsigned line;
+  bool used;     /* set by cfg_plugin_lookup; unread keys get reported */
+} cfg_entry;
+
+typedef struct agent_config {
+  char *path;      /* main file as given */
+  bool local_sim;  /* no tenant configured: talk to the local simulator */
+
+  /* [c8y] */
+  char *tenant;
+  char *user;
+  char *password;  /* from password= or the first line of password_file= */
+  char *password_file;
+  char *host;
+  int port;        /* default 8883 with tls, 1883 without */
+  bool tls;
+  bool verify_hostname; /* default true; false logs a loud warning */
+  char *ca_path;   /* file or directory; NULL = system default */
+  char *cert_file; /* X.509 client auth (clientId must be the cert CN) */
+  char *key_file;
+  int keepalive;   /* seconds, default 60 */
+  int qos;         /* 0 or 1; 2 is accepted and downgraded to 1 */
+  int reconnect_min_ms; /* backoff, default 1000 */
+  int reconnect_max_ms; /* default 60000 */
+
+  /* [device] */
+  char *device_id;   /* mandatory unless local_sim (then "c8y-agent-local") */
+  char *template_id; /* optional default template X-ID */
+  char *device_name; /* default "c8y-agent <device_id>" */
+  char *device_type; /* default "c8y_Linux" */
+  int required_interval; /* 117, minutes, default 60; 0 = don't send */
+  char *hw_serial, *hw_model, *hw_revision; /* 110; empty = read /sys */
+
+  /* [agent] */
+  char *plugin_dir;
+  char *state_dir;
+  int log_level;     /* LOG_LVL_*, default info */
+  int op_timeout_s;  /* default operation handler timeout, default 600 */
+  long long queue_max_bytes; /* durable queue cap, default 16 MiB */
+
+  /* every key of every [plugin.*] section, in file order */
+  cfg_entry *entries;
+  size_t nentries;
+} agent_config;
+
+/* Local-simulator defaults used when no tenant is configured. */
+#define CFG_LOCAL_HOST "127.0.0.1"
+#define CFG_LOCAL_PORT 18830
+#define CFG_LOCAL_TENANT "local"
+#define CFG_LOCAL_USER "device"
+#define CFG_LOCAL_PASSWORD "local-sim-password"
+
+/* Loads `path` and its conf.d drop-ins (directory "conf.d" next to it).
+ * Returns 0, or -1 with one line in err. On error *out is left zeroed. */
+int cfg_load(const char *path, agent_config *out, char *err, size_t errlen);
+void cfg_free(agent_config *c);
+
+/* "d:<device_id>[:<template_id>]", malloc'ed. */
+char *cfg_client_id(const agent_config *c);
+/* "<tenant>/<user>", malloc'ed. */
+char *cfg_username(const agent_config *c);
+
+/* Entry of [plugin.<plugin>] key, or NULL; marks it used. */
+cfg_entry *cfg_plugin_lookup(agent_config *c, const char *plugin,
+                             const char *key);
+/* Parses a boolean the way the whole config does (true/false/yes/no/on/off/
+ * 1/0). Returns 0 or -1. */
+int cfg_parse_bool(const char *s, bool *out);
+/* Parses a base-10 integer in [min, max]. Returns 0 or -1. */
+int cfg_parse_int(const char *s, long long min, long long max, long long *out);
+
+#endif
