@@ -1,0 +1,784 @@
+/* Tests for the durable outbound queue. */
+#include "outq.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAXP 16000
+
+static char *make_dir(void) {
+  GError *err = NULL;
+  char *dir = g_dir_make_tmp("outq-test-XXXXXX", &err);
+  g_assert_no_error(err);
+  return dir;
+}
+
+static void rm_dir(char *dir) {
+  GDir *d = g_dir_open(dir, 0, NULL);
+  if (d) {
+    const char *name;
+    while ((name = g_dir_read_name(d))) {
+      char *p = g_build_filename(dir, name, NULL);
+      g_unlink(p);
+      g_free(p);
+    }
+    g_dir_close(d);
+  }
+  g_rmdir(dir);
+  g_free(dir);
+}
+
+static outq *open_q(const char *dir, int fsync_ms, size_t max_bytes) {
+  outq_options o;
+  outq_default_options(&o, dir);
+  for (int c = 0; c < OUTQ_NCLASSES; c++)
+    o.fsync_ms[c] = fsync_ms;
+  o.max_bytes = max_bytes;
+  outq *q = NULL;
+  char err[256] = "";
+  int rc = outq_open(&o, &q, err, sizeof err);
+  if (rc != 0)
+    g_error("outq_open: %s", err);
+  g_assert_nonnull(q);
+  return q;
+}
+
+static off_t file_size(const char *dir, int cls) {
+  char *p = g_strdup_printf("%s/queue-%d.log", dir, cls);
+  struct stat sb;
+  int rc = stat(p, &sb);
+  g_free(p);
+  return rc == 0 ? sb.st_size : -1;
+}
+
+static char *queue_path(const char *dir, int cls) {
+  return g_strdup_printf("%s/queue-%d.log", dir, cls);
+}
+
+/* Takes one batch, checks it, acks it and returns its payload. */
+static char *take_ack(outq *q, size_t maxp, outq_class want_cls,
+                      const char *want_topic) {
+  outq_batch b;
+  g_assert_cmpint(outq_take(q, maxp, &b), ==, 1);
+  g_assert_cmpint(b.cls, ==, want_cls);
+  if (want_topic)
+    g_assert_cmpstr(b.topic, ==, want_topic);
+  g_assert_cmpuint(strlen(b.payload), ==, b.len);
+  g_assert_cmpint(outq_ack(q, b.id), ==, 0);
+  char *s = g_strdup(b.payload);
+  outq_batch_free(&b);
+  return s;
+}
+
+static void assert_take_ack(outq *q, size_t maxp, outq_class cls,
+                            const char *topic, const char *payload) {
+  char *s = take_ack(q, maxp, cls, topic);
+  g_assert_cmpstr(s, ==, payload);
+  g_free(s);
+}
+
+static void assert_empty(outq *q) {
+  outq_batch b;
+  g_assert_cmpint(outq_take(q, MAXP, &b), ==, 0);
+  outq_stats st;
+  outq_get_stats(q, &st);
+  for (int c = 0; c < OUTQ_NCLASSES; c++)
+    g_assert_cmpuint(st.queued[c], ==, 0);
+}
+
+static void test_class_for_template(void) {
+  g_assert_cmpint(outq_class_for_template("100"), ==, OUTQ_INVENTORY);
+  g_assert_cmpint(outq_class_for_template("117"), ==, OUTQ_INVENTORY);
+  g_assert_cmpint(outq_class_for_template("200"), ==, OUTQ_MEASUREMENT);
+  g_assert_cmpint(outq_class_for_template("201"), ==, OUTQ_MEASUREMENT);
+  g_assert_cmpint(outq_class_for_template("301"), ==, OUTQ_ALARM);
+  g_assert_cmpint(outq_class_for_template("400"), ==, OUTQ_EVENT);
+  g_assert_cmpint(outq_class_for_template("503"), ==, OUTQ_OPSTATUS);
+  g_assert_cmpint(outq_class_for_template("501"), ==, OUTQ_OPSTATUS);
+  g_assert_cmpint(outq_class_for_template("999"), ==, OUTQ_EVENT);
+  g_assert_cmpint(outq_class_for_template("42"), ==, OUTQ_EVENT);
+  g_assert_cmpint(outq_class_for_template("abc"), ==, OUTQ_EVENT);
+  g_assert_cmpint(outq_class_for_template(""), ==, OUTQ_EVENT);
+  g_assert_cmpint(outq_class_for_template(NULL), ==, OUTQ_EVENT);
+}
+
+static void test_priority(void) {
+  outq *q = open_q(NULL, OUTQ_FSYNC_NEVER, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,a,b,1", 0, 0), ==,
+                  0);
+  g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, "s/us", "114,c8y_Restart", 0, 0),
+                  ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", "400,t,x", 0, 0), ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_ALARM, "s/us", "301,a,b", 0, 0), ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_Restart", 0, 0),
+                  ==, 0);
+  /* max_payload 1 forces one line per batch, so the class order shows. */
+  assert_take_ack(q, 1, OUTQ_OPSTATUS, "s/us", "503,c8y_Restart");
+  assert_take_ack(q, 1, OUTQ_ALARM, "s/us", "301,a,b");
+  assert_take_ack(q, 1, OUTQ_EVENT, "s/us", "400,t,x");
+  assert_take_ack(q, 1, OUTQ_INVENTORY, "s/us", "114,c8y_Restart");
+  assert_take_ack(q, 1, OUTQ_MEASUREMENT, "s/us", "200,a,b,1");
+  assert_empty(q);
+  outq_close(q);
+}
+
+static void test_fifo_and_packing(void) {
+  outq *q = open_q(NULL, OUTQ_FSYNC_NEVER, 0);
+  for (int i = 0; i < 5; i++) {
+    char line[32];
+    snprintf(line, sizeof line, "200,m,v,%d", i);
+    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==, 0);
+  }
+  /* Each line is 9 bytes: two lines plus the separator are 19 bytes. */
+  assert_take_ack(q, 19, OUTQ_MEASUREMENT, "s/us", "200,m,v,0\n200,m,v,1");
+  assert_take_ack(q, 18, OUTQ_MEASUREMENT, "s/us", "200,m,v,2");
+  assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us", "200,m,v,3\n200,m,v,4");
+  assert_empty(q);
+
+  /* A topic change ends a batch even when more would fit. */
+  outq_push(q, OUTQ_EVENT, "s/us", "400,a,1", 0, 0);
+  outq_push(q, OUTQ_EVENT, "s/us", "400,a,2", 0, 0);
+  outq_push(q, OUTQ_EVENT, "s/uc/x", "1,a", 0, 0);
+  outq_push(q, OUTQ_EVENT, "s/us", "400,a,3", 0, 0);
+  assert_take_ack(q, MAXP, OUTQ_EVENT, "s/us", "400,a,1\n400,a,2");
+  assert_take_ack(q, MAXP, OUTQ_EVENT, "s/uc/x", "1,a");
+  assert_take_ack(q, MAXP, OUTQ_EVENT, "s/us", "400,a,3");
+  assert_empty(q);
+  outq_close(q);
+}
+
+static void test_line_limit(void) {
+  outq *q = open_q(NULL, OUTQ_FSYNC_NEVER, 0);
+  char *at = g_malloc(MAXP + 2);
+  memset(at, 'x', MAXP + 1);
+  at[MAXP + 1] = '\0';
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", at, 0, 0), ==, -2);
+  at[MAXP] = '\0';
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", at, 0, 0), ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", "400,next", 0, 0), ==, 0);
+  outq_batch b;
+  g_assert_cmpint(outq_take(q, MAXP, &b), ==, 1);
+  g_assert_cmpuint(b.len, ==, MAXP);
+  g_assert_cmpuint(b.nlines, ==, 1);
+  g_assert_cmpstr(b.payload, ==, at);
+  outq_ack(q, b.id);
+  outq_batch_free(&b);
+  assert_take_ack(q, MAXP, OUTQ_EVENT, "s/us", "400,next");
+  /* Empty lines and topics are rejected, not queued. */
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", "", 0, 0), ==, -1);
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "", "400,a", 0, 0), ==, -1);
+  /* So are embedded newlines, which would split a line in two. */
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", "400,a\n400,b", 0, 0), ==,
+                  -1);
+  assert_empty(q);
+  g_free(at);
+  outq_close(q);
+}
+
+static void test_ack_nack(void) {
+  outq *q = open_q(NULL, OUTQ_FSYNC_NEVER, 0);
+  const char *lines[] = {"400,a", "400,b", "400,c", "400,d"};
+  for (int i = 0; i < 4; i++)
+    outq_push(q, OUTQ_EVENT, "s/us", lines[i], (uint64_t)i + 1, 0);
+  outq_batch b1, b2;
+  g_assert_cmpint(outq_take(q, 11, &b1), ==, 1); /* a, b */
+  g_assert_cmpint(outq_take(q, 11, &b2), ==, 1); /* c, d */
+  g_assert_cmpstr(b1.payload, ==, "400,a\n400,b");
+  g_assert_cmpstr(b2.payload, ==, "400,c\n400,d");
+  g_assert_cmpuint(b1.ntags, ==, 2);
+  g_assert_cmpuint(b1.tags[0], ==, 1);
+  g_assert_cmpuint(b1.tags[1], ==, 2);
+  g_assert_cmpuint(outq_inflight_batches(q), ==, 2);
+  outq_stats st;
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.inflight, ==, 4);
+  g_assert_cmpuint(st.queued[OUTQ_EVENT], ==, 0);
+  outq_batch none;
+  g_assert_cmpint(outq_take(q, MAXP, &none), ==, 0);
+
+  /* Nack of b2 then a new line: b2's lines come back before it. */
+  outq_push(q, OUTQ_EVENT, "s/us", "400,e", 0, 0);
+  g_assert_cmpint(outq_nack(q, b2.id), ==, 0);
+  g_assert_cmpint(outq_nack(q, b2.id), ==, -1);
+  g_assert_cmpint(outq_ack(q, b2.id), ==, -1);
+  assert_take_ack(q, MAXP, OUTQ_EVENT, "s/us", "400,c\n400,d\n400,e");
+  g_assert_cmpuint(outq_inflight_batches(q), ==, 1);
+  g_assert_cmpint(outq_ack(q, b1.id), ==, 0);
+  g_assert_cmpuint(outq_inflight_batches(q), ==, 0);
+  g_assert_cmpint(outq_ack(q, 12345), ==, -1);
+  outq_batch_free(&b2);
+
+  /* requeue_inflight restores the original order across batches. */
+  for (int i = 0; i < 4; i++)
+    outq_push(q, OUTQ_EVENT, "s/us", lines[i], 0, 0);
+  outq_batch x, y, z;
+  g_assert_cmpint(outq_take(q, 5, &x), ==, 1);
+  g_assert_cmpint(outq_take(q, 5, &y), ==, 1);
+  g_assert_cmpint(outq_take(q, 5, &z), ==, 1);
+  g_assert_cmpstr(z.payload, ==, "400,c");
+  outq_requeue_inflight(q);
+  g_assert_cmpuint(outq_inflight_batches(q), ==, 0);
+  g_assert_cmpint(outq_ack(q, y.id), ==, -1);
+  assert_take_ack(q, MAXP, OUTQ_EVENT, "s/us", "400,a\n400,b\n400,c\n400,d");
+  outq_batch_free(&x);
+  outq_batch_free(&y);
+  outq_batch_free(&z);
+  outq_batch_free(&b1);
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.inflight, ==, 0);
+  g_assert_cmpuint(st.bytes, ==, 0);
+  outq_close(q);
+}
+
+static void test_persist_reopen(void) {
+  char *dir = make_dir();
+  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,m,v,1", 0, 0);
+  outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,m,v,2", 0, 0);
+  outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_Restart", 77, 0);
+  outq_push(q, OUTQ_OPSTATUS, "s/us", "501,c8y_Restart", 0, OUTQ_VOLATILE);
+  outq_push(q, OUTQ_EVENT, "s/uc/x", "9,z", 0, 0);
+  outq_push(q, OUTQ_EVENT, "s/us", "400,a", 0, 0);
+  /* Taken but not acked: must come back after the restart. */
+  outq_batch b;
+  g_assert_cmpint(outq_take(q, MAXP, &b), ==, 1);
+  g_assert_cmpstr(b.payload, ==, "503,c8y_Restart\n501,c8y_Restart");
+  outq_batch_free(&b);
+  outq_close(q);
+
+  q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  outq_stats st;
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.replayed, ==, 5);
+  g_assert_cmpuint(st.queued[OUTQ_OPSTATUS], ==, 1);
+  g_assert_cmpuint(st.queued[OUTQ_MEASUREMENT], ==, 2);
+  g_assert_cmpuint(st.bytes, ==,
+                   strlen("s/us503,c8y_Restart") + 2 * strlen("s/us200,m,v,1") +
+                       strlen("s/uc/x9,z") + strlen("s/us400,a"));
+  g_assert_cmpint(outq_take(q, MAXP, &b), ==, 1);
+  g_assert_cmpstr(b.payload, ==, "503,c8y_Restart"); /* volatile is gone */
+  g_assert_cmpuint(b.ntags, ==, 1);
+  g_assert_cmpuint(b.tags[0], ==, 77);
+  g_assert_cmpint(outq_ack(q, b.id), ==, 0);
+  outq_batch_free(&b);
+  assert_take_ack(q, MAXP, OUTQ_EVENT, "s/uc/x", "9,z");
+  outq_close(q);
+
+  /* Acked entries are gone for good; the rest is still there. */
+  q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.replayed, ==, 3);
+  assert_take_ack(q, MAXP, OUTQ_EVENT, "s/us", "400,a");
+  /* New entries are numbered after the replayed ones. */
+  outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,m,v,3", 0, 0);
+  outq_close(q);
+  q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us",
+                  "200,m,v,1\n200,m,v,2\n200,m,v,3");
+  assert_empty(q);
+  outq_close(q);
+  q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  assert_empty(q);
+  outq_close(q);
+  for (int c = 0; c < OUTQ_NCLASSES; c++)
+    g_assert_cmpint(file_size(dir, c), ==, 0);
+  rm_dir(dir);
+}
+
+static void test_persist_volatile(void) {
+  char *dir = make_dir();
+  outq *q = open_q(dir, OUTQ_FSYNC_ALWAYS, 0);
+  g_assert_cmpint(
+      outq_push(q, OUTQ_OPSTATUS, "s/us", "501,c8y_Command", 0, OUTQ_VOLATILE),
+      ==, 0);
+  for (int c = 0; c < OUTQ_NCLASSES; c++)
+    g_assert_cmpint(file_size(dir, c), ==, 0);
+  outq_close(q);
+  q = open_q(dir, OUTQ_FSYNC_ALWAYS, 0);
+  assert_empty(q);
+  outq_close(q);
+  rm_dir(dir);
+}
+
+static void kill9_child(const char *dir, int n, int ack_first, int sig) {
+  outq_options o;
+  outq_default_options(&o, dir);
+  for (int c = 0; c < OUTQ_NCLASSES; c++)
+    o.fsync_ms[c] = OUTQ_FSYNC_ALWAYS;
+  outq *q;
+  char err[256];
+  if (outq_open(&o, &q, err, sizeof err) != 0)
+    _exit(3);
+  for (int i = 0; i < n; i++) {
+    char line[32];
+    snprintf(line, sizeof line, "400,e,%d", i);
+    if (outq_push(q, i % 2 ? OUTQ_EVENT : OUTQ_ALARM, "s/us", line, 0, 0) != 0)
+      _exit(4);
+  }
+  if (ack_first) {
+    outq_batch b;
+    if (outq_take(q, MAXP, &b) != 1 || outq_ack(q, b.id) != 0)
+      _exit(5);
+  }
+  if (sig)
+    raise(sig);
+  _exit(0);
+}
+
+static void test_kill9(void) {
+  for (int variant = 0; variant < 2; variant++) {
+    char *dir = make_dir();
+    const int n = 200;
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0)
+      kill9_child(dir, n, variant, variant ? SIGKILL : 0);
+    int status;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    if (variant)
+      g_assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    else
+      g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+    outq_stats st;
+    outq_get_stats(q, &st);
+    /* Variant 1 acked the alarms (one batch) before dying. */
+    g_assert_cmpuint(st.queued[OUTQ_ALARM], ==, variant ? 0 : n / 2);
+    g_assert_cmpuint(st.queued[OUTQ_EVENT], ==, n / 2);
+    GString *want = g_string_new(NULL);
+    for (int i = 1; i < n; i += 2)
+      g_string_append_printf(want, "%s400,e,%d", want->len ? "\n" : "", i);
+    if (!variant) {
+      GString *alarms = g_string_new(NULL);
+      for (int i = 0; i < n; i += 2)
+        g_string_append_printf(alarms, "%s400,e,%d", alarms->len ? "\n" : "",
+                               i);
+      assert_take_ack(q, MAXP, OUTQ_ALARM, "s/us", alarms->str);
+      g_string_free(alarms, TRUE);
+    }
+    assert_take_ack(q, MAXP, OUTQ_EVENT, "s/us", want->str);
+    g_string_free(want, TRUE);
+    assert_empty(q);
+    outq_close(q);
+    rm_dir(dir);
+  }
+}
+
+/* Five 9-byte lines on "s/us": every record is 32 + 4 + 9 = 45 bytes. */
+#define REC 45
+static void push_five(const char *dir) {
+  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  for (int i = 0; i < 5; i++) {
+    char line[32];
+    snprintf(line, sizeof line, "200,m,v,%d", i);
+    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==, 0);
+  }
+  outq_close(q);
+  g_assert_cmpint(file_size(dir, OUTQ_MEASUREMENT), ==, 5 * REC);
+}
+
+static void test_truncated_tail(void) {
+  if (g_test_subprocess()) {
+    char *dir = make_dir();
+    push_five(dir);
+    char *path = queue_path(dir, OUTQ_MEASUREMENT);
+    g_assert_cmpint(truncate(path, 5 * REC - 3), ==, 0);
+    outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+    outq_stats st;
+    outq_get_stats(q, &st);
+    g_assert_cmpuint(st.replayed, ==, 4);
+    outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,m,v,9", 0, 0);
+    outq_close(q);
+    q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+    assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us",
+                    "200,m,v,0\n200,m,v,1\n200,m,v,2\n200,m,v,3\n200,m,v,9");
+    outq_close(q);
+    g_free(path);
+    rm_dir(dir);
+    return;
+  }
+  g_test_trap_subprocess(NULL, 0, 0);
+  g_test_trap_assert_passed();
+  /* One warning naming the file and the offset of the torn record. */
+  g_test_trap_assert_stderr("*queue-4.log: truncated or corrupt record at "
+                            "offset 180,*");
+  g_test_trap_assert_stderr_unmatched("*queue-4.log*queue-4.log*");
+}
+
+static void test_corrupt_middle(void) {
+  if (g_test_subprocess()) {
+    char *dir = make_dir();
+    push_five(dir);
+    char *path = queue_path(dir, OUTQ_MEASUREMENT);
+    int fd = open(path, O_WRONLY);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(pwrite(fd, "#", 1, 2 * REC + 40), ==, 1);
+    close(fd);
+    outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+    assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us",
+                    "200,m,v,0\n200,m,v,1\n200,m,v,3\n200,m,v,4");
+    assert_empty(q);
+    outq_close(q);
+    g_free(path);
+    rm_dir(dir);
+    return;
+  }
+  g_test_trap_subprocess(NULL, 0, 0);
+  g_test_trap_assert_passed();
+  g_test_trap_assert_stderr("*queue-4.log: corrupt record at offset 90, "
+                            "skipped 45 bytes*");
+}
+
+static void test_garbage_file(void) {
+  if (g_test_subprocess()) {
+    char *dir = make_dir();
+    char *path = queue_path(dir, OUTQ_EVENT);
+    g_assert_true(
+        g_file_set_contents(path, "not a queue file at all\n", -1, NULL));
+    outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+    assert_empty(q);
+    outq_close(q);
+    /* The damage was cleaned up: no warning on the next start. */
+    g_assert_cmpint(file_size(dir, OUTQ_EVENT), ==, 0);
+    g_free(path);
+    rm_dir(dir);
+    return;
+  }
+  g_test_trap_subprocess(NULL, 0, 0);
+  g_test_trap_assert_passed();
+  g_test_trap_assert_stderr("*queue-2.log: truncated or corrupt record at "
+                            "offset 0, ignoring the last 24 bytes*");
+}
+
+static void test_drop_policy(void) {
+  char *dir = make_dir();
+  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 1000);
+  /* 4 + 16 = 20 bytes each */
+  g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_Restart1", 0, 0),
+                  ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_ALARM, "s/us", "301,c8y_Alarm,xx", 0, 0),
+                  ==, 0);
+  for (int i = 0; i < 100; i++) {
+    char line[32];
+    snprintf(line, sizeof line, "200,c8y_T,T,%04d", i); /* 16 bytes */
+    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==, 0);
+  }
+  outq_stats st;
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.bytes, <=, 1000);
+  g_assert_cmpuint(st.queued[OUTQ_MEASUREMENT], ==, 48);
+  g_assert_cmpuint(st.dropped[OUTQ_MEASUREMENT], ==, 52);
+  g_assert_cmpuint(st.queued[OUTQ_OPSTATUS], ==, 1);
+  g_assert_cmpuint(st.queued[OUTQ_ALARM], ==, 1);
+
+  /* The oldest measurements went; the newest are kept. An in-flight batch
+   * is never dropped. */
+  outq_batch hold, b;
+  g_assert_cmpint(outq_take(q, MAXP, &hold), ==, 1);
+  g_assert_cmpint(hold.cls, ==, OUTQ_OPSTATUS);
+  g_assert_cmpint(outq_take(q, MAXP, &b), ==, 1);
+  g_assert_cmpint(b.cls, ==, OUTQ_ALARM);
+  outq_nack(q, b.id);
+  outq_batch_free(&b);
+  g_assert_cmpint(outq_take(q, 16, &b), ==, 1);
+  g_assert_cmpint(b.cls, ==, OUTQ_ALARM);
+  outq_nack(q, b.id);
+  outq_batch_free(&b);
+
+  /* Measurements can't displace an alarm: the new one is refused once the
+   * measurements are gone... */
+  for (int i = 0; i < 48; i++)
+    g_assert_cmpint(outq_push(q, OUTQ_ALARM, "s/us", "301,c8y_Alarm,yy", 0, 0),
+                    ==, 0);
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.queued[OUTQ_MEASUREMENT], ==, 0);
+  g_assert_cmpuint(st.queued[OUTQ_ALARM], ==, 49);
+  g_assert_cmpuint(st.bytes, ==, 1000);
+  g_assert_cmpint(
+      outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,c8y_T,T,9999", 0, 0), ==, -1);
+  /* ...but opstatus displaces alarms, and never the in-flight opstatus. */
+  g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_Restart2", 0, 0),
+                  ==, 0);
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.dropped[OUTQ_ALARM], ==, 1);
+  g_assert_cmpuint(st.queued[OUTQ_ALARM], ==, 48);
+  g_assert_cmpuint(st.inflight, ==, 1);
+  /* A line larger than the whole bound can never fit. */
+  char big[1100];
+  memset(big, 'x', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", big, 0, 0), ==, -1);
+  outq_batch_free(&hold);
+  outq_close(q);
+
+  /* Drops are durable: the dropped measurements don't come back. */
+  q = open_q(dir, OUTQ_FSYNC_NEVER, 1000);
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.queued[OUTQ_OPSTATUS], ==, 2);
+  g_assert_cmpuint(st.queued[OUTQ_ALARM], ==, 48);
+  g_assert_cmpuint(st.queued[OUTQ_MEASUREMENT], ==, 0);
+  outq_close(q);
+
+  /* A lower bound at open drops the least important entries. */
+  q = open_q(dir, OUTQ_FSYNC_NEVER, 500);
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.bytes, <=, 500);
+  g_assert_cmpuint(st.queued[OUTQ_OPSTATUS], ==, 2);
+  g_assert_cmpuint(st.queued[OUTQ_ALARM], ==, 23);
+  outq_close(q);
+  rm_dir(dir);
+}
+
+static void test_coalesce(void) {
+  char *dir = make_dir();
+  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, "s/us", "114,c8y_Restart", 0, 0),
+                  ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, "s/us", "114,c8y_Restart", 0, 0),
+                  ==, 0);
+  outq_push(q, OUTQ_INVENTORY, "s/uc/x", "114,c8y_Restart", 0, 0);
+  outq_push(q, OUTQ_INVENTORY, "s/us", "117,10", 0, 0);
+  outq_push(q, OUTQ_INVENTORY, "s/us", "110,SN,model,1.0", 0, 0);
+  outq_push(q, OUTQ_INVENTORY, "s/us", "117,20", 0, 0);
+  /* Non-replace templates are kept even when their id repeats. */
+  outq_push(q, OUTQ_INVENTORY, "s/us", "101,child,1", 0, 0);
+  outq_push(q, OUTQ_INVENTORY, "s/us", "101,child,2", 0, 0);
+  /* Identical lines of other classes are not coalesced. */
+  outq_push(q, OUTQ_EVENT, "s/us", "400,a", 0, 0);
+  outq_push(q, OUTQ_EVENT, "s/us", "400,a", 0, 0);
+  outq_stats st;
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.coalesced, ==, 2);
+  g_assert_cmpuint(st.queued[OUTQ_INVENTORY], ==, 6);
+  g_assert_cmpuint(st.queued[OUTQ_EVENT], ==, 2);
+  assert_take_ack(q, MAXP, OUTQ_EVENT, "s/us", "400,a\n400,a");
+  assert_take_ack(q, MAXP, OUTQ_INVENTORY, "s/us", "114,c8y_Restart");
+  outq_close(q);
+
+  /* The superseded line stays gone after a restart. */
+  q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  assert_take_ack(q, MAXP, OUTQ_INVENTORY, "s/uc/x", "114,c8y_Restart");
+  outq_batch b;
+  g_assert_cmpint(outq_take(q, MAXP, &b), ==, 1);
+  g_assert_cmpstr(b.payload, ==,
+                  "110,SN,model,1.0\n117,20\n101,child,1\n101,child,2");
+  /* In-flight lines are neither coalesced with nor superseded. */
+  outq_push(q, OUTQ_INVENTORY, "s/us", "117,20", 0, 0);
+  outq_push(q, OUTQ_INVENTORY, "s/us", "110,SN,model,2.0", 0, 0);
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.queued[OUTQ_INVENTORY], ==, 2);
+  g_assert_cmpuint(st.inflight, ==, 4);
+  /* After a nack the old batch is queued again: a newer 117 supersedes it. */
+  outq_nack(q, b.id);
+  outq_batch_free(&b);
+  outq_push(q, OUTQ_INVENTORY, "s/us", "117,30", 0, 0);
+  assert_take_ack(q, MAXP, OUTQ_INVENTORY, "s/us",
+                  "110,SN,model,1.0\n101,child,1\n101,child,2\n110,SN,model,"
+                  "2.0\n117,30");
+  assert_empty(q);
+  outq_close(q);
+  rm_dir(dir);
+}
+
+static void test_remove_tag(void) {
+  char *dir = make_dir();
+  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  outq_push(q, OUTQ_OPSTATUS, "s/us", "501,c8y_A", 7, 0);
+  outq_push(q, OUTQ_OPSTATUS, "s/uc/x", "1,x", 8, 0);
+  outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_A", 7, 0);
+  outq_push(q, OUTQ_EVENT, "s/us", "400,a", 7, OUTQ_VOLATILE);
+  outq_push(q, OUTQ_EVENT, "s/us", "400,b", 0, 0);
+  outq_batch b;
+  g_assert_cmpint(outq_take(q, MAXP, &b), ==, 1); /* 501 in flight */
+  g_assert_cmpstr(b.payload, ==, "501,c8y_A");
+  g_assert_cmpuint(outq_remove_tag(q, 7), ==, 2);
+  g_assert_cmpuint(outq_remove_tag(q, 7), ==, 0);
+  g_assert_cmpuint(outq_remove_tag(q, 0), ==, 0);
+  outq_stats st;
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.queued[OUTQ_OPSTATUS], ==, 1);
+  g_assert_cmpuint(st.queued[OUTQ_EVENT], ==, 1);
+  g_assert_cmpuint(st.inflight, ==, 1);
+  outq_batch_free(&b);
+  outq_close(q);
+  q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  assert_take_ack(q, MAXP, OUTQ_OPSTATUS, "s/us", "501,c8y_A");
+  assert_take_ack(q, MAXP, OUTQ_OPSTATUS, "s/uc/x", "1,x");
+  assert_take_ack(q, MAXP, OUTQ_EVENT, "s/us", "400,b");
+  assert_empty(q);
+  outq_close(q);
+  rm_dir(dir);
+}
+
+static void test_compaction(void) {
+  char *dir = make_dir();
+  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  /* An entry held in flight the whole time keeps the file from ever being
+   * empty, so only a rewrite can bound it. */
+  outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,keep,me,1", 0, 0);
+  outq_batch hold;
+  g_assert_cmpint(outq_take(q, MAXP, &hold), ==, 1);
+  off_t max_seen = 0;
+  for (int i = 0; i < 6000; i++) {
+    char line[64];
+    snprintf(line, sizeof line, "200,c8y_Temperature,T,%d", i);
+    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==, 0);
+    g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", "400,a,b", 0, 0), ==, 0);
+    char *s = take_ack(q, MAXP, OUTQ_EVENT, "s/us");
+    g_free(s);
+    s = take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us");
+    g_assert_cmpstr(s, ==, line);
+    g_free(s);
+    outq_tick(q);
+    off_t sz = file_size(dir, OUTQ_MEASUREMENT);
+    if (sz > max_seen)
+      max_seen = sz;
+    /* A fully acked file is emptied right away. */
+    g_assert_cmpint(file_size(dir, OUTQ_EVENT), ==, 0);
+  }
+  /* Uncompacted, 6000 cycles would leave ~550 KB. */
+  g_assert_cmpint(max_seen, <, 200000);
+  outq_batch_free(&hold);
+  outq_close(q);
+  q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  outq_stats st;
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.replayed, ==, 1);
+  assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us", "200,keep,me,1");
+  outq_close(q);
+  rm_dir(dir);
+}
+
+static void test_open_errors(void) {
+  char *dir = make_dir();
+  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  outq_options o;
+  outq_default_options(&o, dir);
+  outq *q2 = NULL;
+  char err[256] = "";
+  /* A second process (or instance) must not append to the same files. */
+  g_assert_cmpint(outq_open(&o, &q2, err, sizeof err), ==, -1);
+  g_assert_null(q2);
+  g_assert_nonnull(strstr(err, "in use by another process"));
+  g_assert_nonnull(strstr(err, dir));
+  outq_close(q);
+
+  char *file = g_build_filename(dir, "plainfile", NULL);
+  g_assert_true(g_file_set_contents(file, "x", 1, NULL));
+  outq_default_options(&o, file);
+  g_assert_cmpint(outq_open(&o, &q2, err, sizeof err), ==, -1);
+  g_assert_nonnull(strstr(err, file));
+  g_assert_nonnull(strstr(err, "Not a directory"));
+  g_free(file);
+  rm_dir(dir);
+}
+
+static void test_many(void) {
+  char *dir = make_dir();
+  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 64u << 20);
+  const int n = 100000;
+  gint64 t0 = g_get_monotonic_time();
+  for (int i = 0; i < n; i++) {
+    char line[64];
+    snprintf(line, sizeof line, "200,c8y_Temperature,T,%d.5,C", i);
+    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==, 0);
+  }
+  gint64 t1 = g_get_monotonic_time();
+  size_t lines = 0, batches = 0;
+  outq_batch b;
+  while (outq_take(q, MAXP, &b) == 1) {
+    g_assert_cmpuint(b.len, <=, MAXP);
+    lines += b.nlines;
+    batches++;
+    g_assert_cmpint(outq_ack(q, b.id), ==, 0);
+    outq_batch_free(&b);
+    g_assert_cmpuint(batches, <=, (size_t)n);
+  }
+  gint64 t2 = g_get_monotonic_time();
+  g_assert_cmpuint(lines, ==, (size_t)n);
+  g_test_message("100k: push %.3f s, take+ack %.3f s, %zu batches",
+                 (t1 - t0) / 1e6, (t2 - t1) / 1e6, batches);
+  g_assert_cmpint(file_size(dir, OUTQ_MEASUREMENT), ==, 0);
+  outq_close(q);
+  rm_dir(dir);
+}
+
+/* Concurrent pushers and one consumer: every line arrives exactly once. */
+typedef struct {
+  outq *q;
+  int id;
+} pusher_arg;
+
+static gpointer pusher(gpointer p) {
+  pusher_arg *a = p;
+  for (int i = 0; i < 2000; i++) {
+    char line[32];
+    snprintf(line, sizeof line, "400,t%d,%d", a->id, i);
+    g_assert_cmpint(outq_push(a->q, OUTQ_EVENT, "s/us", line, 0, 0), ==, 0);
+  }
+  return NULL;
+}
+
+static void test_threads(void) {
+  outq *q = open_q(NULL, OUTQ_FSYNC_NEVER, 0);
+  pusher_arg args[4];
+  GThread *th[4];
+  for (int i = 0; i < 4; i++) {
+    args[i].q = q;
+    args[i].id = i;
+    th[i] = g_thread_new("pusher", pusher, &args[i]);
+  }
+  size_t got = 0;
+  int next[4] = {0};
+  for (int spins = 0; got < 8000 && spins < 10000000; spins++) {
+    outq_batch b;
+    if (outq_take(q, 200, &b) != 1)
+      continue;
+    gchar **lines = g_strsplit(b.payload, "\n", -1);
+    for (gchar **l = lines; *l; l++) {
+      int t, i;
+      g_assert_cmpint(sscanf(*l, "400,t%d,%d", &t, &i), ==, 2);
+      g_assert_cmpint(i, ==, next[t]); /* FIFO per producer */
+      next[t]++;
+      got++;
+    }
+    g_strfreev(lines);
+    outq_ack(q, b.id);
+    outq_batch_free(&b);
+  }
+  for (int i = 0; i < 4; i++)
+    g_thread_join(th[i]);
+  g_assert_cmpuint(got, ==, 8000);
+  outq_close(q);
+}
+
+int main(int argc, char **argv) {
+  g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/outq/class_for_template", test_class_for_template);
+  g_test_add_func("/outq/priority", test_priority);
+  g_test_add_func("/outq/fifo_packing", test_fifo_and_packing);
+  g_test_add_func("/outq/line_limit", test_line_limit);
+  g_test_add_func("/outq/ack_nack", test_ack_nack);
+  g_test_add_func("/outq/persist/reopen", test_persist_reopen);
+  g_test_add_func("/outq/persist/volatile", test_persist_volatile);
+  g_test_add_func("/outq/persist/kill9", test_kill9);
+  g_test_add_func("/outq/persist/truncated_tail", test_truncated_tail);
+  g_test_add_func("/outq/persist/corrupt_middle", test_corrupt_middle);
+  g_test_add_func("/outq/persist/garbage_file", test_garbage_file);
+  g_test_add_func("/outq/drop_policy", test_drop_policy);
+  g_test_add_func("/outq/coalesce", test_coalesce);
+  g_test_add_func("/outq/remove_tag", test_remove_tag);
+  g_test_add_func("/outq/compaction", test_compaction);
+  g_test_add_func("/outq/open_errors", test_open_errors);
+  g_test_add_func("/outq/many", test_many);
+  g_test_add_func("/outq/threads", test_threads);
+  return g_test_run();
+}
