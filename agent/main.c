@@ -1,0 +1,93 @@
+/* c8y-agent: command line entry point. */
+#include "agent.h"
+#include "config.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef C8Y_VERSION
+#define C8Y_VERSION "0.0.0"
+#endif
+#ifndef C8Y_DEFAULT_CONFIG
+#define C8Y_DEFAULT_CONFIG "/etc/c8y-agent/agent.ini"
+#endif
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: c8y-agent [-c FILE] [--check-config | --list-plugins]\n"
+          "\n"
+          "Cumulocity IoT edge agent: one MQTT session, native plugins.\n"
+          "\n"
+          "  -c, --config FILE  configuration (default %s,\n"
+          "                     or $C8Y_AGENT_CONFIG)\n"
+          "      --check-config validate the configuration and exit\n"
+          "      --list-plugins load the plugins, show what loaded and why\n"
+          "                     others did not, and exit\n"
+          "  -V, --version      print the version and exit\n"
+          "  -h, --help         show this help\n",
+          C8Y_DEFAULT_CONFIG);
+}
+
+static int check_config(const char *path) {
+  agent_config cfg;
+  char err[1024];
+  if (cfg_load(path, &cfg, err, sizeof err) != 0) {
+    fprintf(stderr, "%s\n", err);
+    return AGENT_EXIT_CONFIG;
+  }
+  char *client_id = cfg_client_id(&cfg);
+  printf("%s: OK (%s, clientId %s, %s:%d%s)\n", path,
+         cfg.local_sim ? "local simulator" : "Cumulocity tenant",
+         client_id ? client_id : "?", cfg.host, cfg.port,
+         cfg.tls ? " TLS" : "");
+  free(client_id);
+  cfg_free(&cfg);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  const char *config = getenv("C8Y_AGENT_CONFIG");
+  if (!config || !*config)
+    config = C8Y_DEFAULT_CONFIG;
+  enum { RUN, CHECK, LIST } mode = RUN;
+  for (int i = 1; i < argc; i++) {
+    const char *arg = argv[i];
+    if (strcmp(arg, "-c") == 0 || strcmp(arg, "--config") == 0) {
+      if (i + 1 >= argc) {
+        fprintf(stderr, "c8y-agent: %s needs a file name\n", arg);
+        return 2;
+      }
+      config = argv[++i];
+    } else if (strncmp(arg, "--config=", 9) == 0) {
+      config = arg + 9;
+    } else if (strcmp(arg, "--check-config") == 0) {
+      mode = CHECK;
+    } else if (strcmp(arg, "--list-plugins") == 0) {
+      mode = LIST;
+    } else if (strcmp(arg, "-V") == 0 || strcmp(arg, "--version") == 0) {
+      printf("c8y-agent %s (plugin ABI %d.%d)\n", C8Y_VERSION, 1, 0);
+      return 0;
+    } else if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+      usage(stdout);
+      return 0;
+    } else {
+      fprintf(stderr, "c8y-agent: unknown option '%s' (see --help)\n", arg);
+      return 2;
+    }
+  }
+  if (!*config) {
+    fprintf(stderr, "c8y-agent: empty configuration file name\n");
+    return 2;
+  }
+  switch (mode) {
+  case CHECK:
+    return check_config(config);
+  case LIST:
+    return agent_list_plugins(config, stdout);
+  case RUN:
+    break;
+  }
+  return agent_run(config);
+}

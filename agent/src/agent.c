@@ -1,0 +1,811 @@
+#include "agent.h"
+
+#include "config.h"
+#include "journal.h"
+#include "loader.h"
+#include "log.h"
+#include "notify.h"
+#include "ops.h"
+#include "outq.h"
+#include "plugin.h"
+#include "registry.h"
+#include "session.h"
+#include "smartrest.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef C8Y_VERSION
+#define C8Y_VERSION "0.0.0"
+#endif
+
+#define MAX_PAYLOAD 16000
+#define MAX_INFLIGHT 8 /* batches; Paho's own window is larger */
+
+enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_UP };
+enum ev_kind { EV_CONNECTED, EV_CONNECT_FAILED, EV_LOST, EV_MESSAGE,
+               EV_DELIVERED };
+
+typedef struct event {
+  struct event *next;
+  enum ev_kind kind;
+  int code;
+  bool ok;
+  uint64_t id;
+  char *topic;
+  char *text; /* payload or message */
+  size_t len;
+} event;
+
+typedef struct inflight {
+  uint64_t id;
+  uint64_t *tags;
+  size_t ntags;
+} inflight;
+
+typedef struct agent {
+  const char *config_path;
+  agent_config cfg;
+  outq *q;
+  journal *j;
+  registry reg;
+  ops *ops;
+  session *sess;
+  plugin_host host;
+  plugin_set plugins;
+  char *queue_dir;
+
+  pthread_mutex_t evmu;
+  event *ev_head, *ev_tail;
+  int wake_fd;
+
+  enum link_state link;
+  long long reconnect_at;
+  int attempt;
+  int auth_failures;
+  inflight window[MAX_INFLIGHT];
+  size_t ninflight;
+  long long next_tick;
+  long long next_watchdog;
+  long long watchdog_ms;
+  bool running;
+  int exit_code;
+} agent;
+
+static int signal_pipe[2] = {-1, -1};
+
+static long long mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_signal(int sig) {
+  int saved = errno;
+  unsigned char b = (unsigned char)sig;
+  if (write(signal_pipe[1], &b, 1) < 0) {
+    /* nothing sensible to do inside a handler */
+  }
+  errno = saved;
+}
+
+static void wake(void *ctx) {
+  agent *a = ctx;
+  uint64_t one = 1;
+  if (write(a->wake_fd, &one, sizeof one) < 0) {
+    /* the counter saturating still leaves the loop awake */
+  }
+}
+
+/* ---- events from Paho threads ---- */
+
+static void post(agent *a, event *e) {
+  pthread_mutex_lock(&a->evmu);
+  if (a->ev_tail)
+    a->ev_tail->next = e;
+  else
+    a->ev_head = e;
+  a->ev_tail = e;
+  pthread_mutex_unlock(&a->evmu);
+  wake(a);
+}
+
+static event *new_event(enum ev_kind kind) {
+  event *e = calloc(1, sizeof *e);
+  if (e)
+    e->kind = kind;
+  return e;
+}
+
+static void cb_connected(void *ctx) {
+  event *e = new_event(EV_CONNECTED);
+  if (e)
+    post(ctx, e);
+}
+
+static void cb_connect_failed(void *ctx, int code, const char *msg) {
+  event *e = new_event(EV_CONNECT_FAILED);
+  if (!e)
+    return;
+  e->code = code;
+  e->text = msg ? strdup(msg) : NULL;
+  post(ctx, e);
+}
+
+static void cb_lost(void *ctx, const char *cause) {
+  event *e = new_event(EV_LOST);
+  if (!e)
+    return;
+  e->text = strdup(cause);
+  post(ctx, e);
+}
+
+static void cb_message(void *ctx, const char *topic, const char *payload,
+                       size_t len) {
+  event *e = new_event(EV_MESSAGE);
+  if (!e)
+    return;
+  e->topic = strdup(topic);
+  e->text = malloc(len + 1);
+  if (!e->topic || !e->text) {
+    free(e->topic);
+    free(e->text);
+    free(e);
+    log_error("out of memory: dropped a message on %s", topic);
+    return;
+  }
+  memcpy(e->text, payload, len);
+  e->text[len] = 0;
+  e->len = len;
+  post(ctx, e);
+}
+
+static void cb_delivered(void *ctx, uint64_t id, bool ok) {
+  event *e = new_event(EV_DELIVERED);
+  if (!e)
+    return;
+  e->id = id;
+  e->ok = ok;
+  post(ctx, e);
+}
+
+/* ---- connect sequence ---- */
+
+static char *read_first_line(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return NULL;
+  char buf[256] = {0};
+  char *ok = fgets(buf, sizeof buf, f);
+  fclose(f);
+  if (!ok)
+    return NULL;
+  buf[strcspn(buf, "\r\n")] = 0;
+  /* Firmware fills unset DMI fields with placeholders. */
+  if (!buf[0] || strcmp(buf, "None") == 0 ||
+      strstr(buf, "To Be Filled") != NULL || strcmp(buf, "Default string") == 0)
+    return NULL;
+  return strdup(buf);
+}
+
+static void publish_line(agent *a, const char *topic,
+                         const char *const *fields, size_t n) {
+  sr_buf b;
+  sr_buf_init(&b);
+  if (sr_encode_line(&b, fields, n) == 0)
+    session_publish(a->sess, topic, b.data, b.len, a->cfg.qos, 0);
+  sr_buf_free(&b);
+}
+
+/* 100, 110, 122, children, 114, 117, subscriptions, 500: on every connect,
+ * because Cumulocity keeps no session state (clean session). */
+static void announce(agent *a) {
+  agent_config *c = &a->cfg;
+  const char *dev[] = {"100", c->device_name, c->device_type};
+  publish_line(a, "s/us", dev, 3);
+
+  char *serial = c->hw_serial ? strdup(c->hw_serial)
+                              : read_first_line("/sys/class/dmi/id/product_serial");
+  char *model = c->hw_model ? strdup(c->hw_model)
+                            : read_first_line("/sys/class/dmi/id/product_name");
+  char *rev = c->hw_revision
+                  ? strdup(c->hw_revision)
+                  : read_first_line("/sys/class/dmi/id/product_version");
+  struct utsname u;
+  char machine[200] = "Linux";
+  if (uname(&u) == 0)
+    snprintf(machine, sizeof machine, "Linux %s", u.machine);
+  const char *hw[] = {"110", serial ? serial : c->device_id,
+                      model ? model : machine, rev ? rev : ""};
+  publish_line(a, "s/us", hw, 4);
+  free(serial);
+  free(model);
+  free(rev);
+
+  const char *agent_info[] = {"122", "c8y-agent", C8Y_VERSION,
+                              "",
+                              "c8y-agent project"};
+  publish_line(a, "s/us", agent_info, 5);
+
+  for (size_t i = 0; i < a->reg.nchildren; i++) {
+    reg_child *ch = a->reg.children[i];
+    const char *f[] = {"101", ch->id, ch->name, ch->type};
+    publish_line(a, "s/us", f, 4);
+  }
+
+  char *supported = registry_supported_operations(&a->reg);
+  if (supported && *supported) {
+    size_t n = strlen(supported) + 8;
+    char *line = malloc(n);
+    if (line) {
+      snprintf(line, n, "114,%s", supported);
+      session_publish(a->sess, "s/us", line, strlen(line), a->cfg.qos, 0);
+      free(line);
+    }
+  }
+  free(supported);
+
+  if (c->required_interval > 0) {
+    char line[32];
+    snprintf(line, sizeof line, "117,%d", c->required_interval);
+    session_publish(a->sess, "s/us", line, strlen(line), a->cfg.qos, 0);
+  }
+
+  session_subscribe(a->sess, "s/ds", 1);
+  session_subscribe(a->sess, "s/e", 0);
+  const char **xids;
+  size_t nx = registry_xids(&a->reg, &xids);
+  for (size_t i = 0; i < nx; i++) {
+    char topic[300];
+    snprintf(topic, sizeof topic, "s/dc/%s", xids[i]);
+    session_subscribe(a->sess, topic, 1);
+  }
+  free(xids);
+  session_publish(a->sess, "s/us", "500", 3, a->cfg.qos, 0);
+}
+
+/* ---- queue draining ---- */
+
+static void drain(agent *a) {
+  while (a->link == LINK_UP && a->ninflight < MAX_INFLIGHT) {
+    outq_batch b;
+    if (outq_take(a->q, MAX_PAYLOAD, &b) != 1)
+      break;
+    if (session_publish(a->sess, b.topic, b.payload, b.len, a->cfg.qos,
+                        b.id) != 0) {
+      outq_nack(a->q, b.id);
+      outq_batch_free(&b);
+      break;
+    }
+    inflight *slot = &a->window[a->ninflight++];
+    slot->id = b.id;
+    slot->tags = b.tags;
+    slot->ntags = b.ntags;
+    b.tags = NULL;
+    b.ntags = 0;
+    outq_batch_free(&b);
+  }
+}
+
+static void delivered(agent *a, uint64_t id, bool ok) {
+  for (size_t i = 0; i < a->ninflight; i++) {
+    if (a->window[i].id != id)
+      continue;
+    inflight slot = a->window[i];
+    a->window[i] = a->window[--a->ninflight];
+    if (ok) {
+      outq_ack(a->q, id);
+      for (size_t k = 0; k < slot.ntags; k++)
+        ops_on_acked(a->ops, slot.tags[k]);
+    } else {
+      log_debug("publish of batch %llu failed; it goes back to the queue",
+                (unsigned long long)id);
+      outq_nack(a->q, id);
+    }
+    free(slot.tags);
+    return;
+  }
+}
+
+static void forget_inflight(agent *a) {
+  for (size_t i = 0; i < a->ninflight; i++)
+    free(a->window[i].tags);
+  a->ninflight = 0;
+  outq_requeue_inflight(a->q);
+}
+
+/* ---- link state ---- */
+
+static void schedule_reconnect(agent *a) {
+  long long delay = a->cfg.reconnect_min_ms;
+  for (int i = 0; i < a->attempt && delay < a->cfg.reconnect_max_ms; i++)
+    delay *= 2;
+  if (delay > a->cfg.reconnect_max_ms)
+    delay = a->cfg.reconnect_max_ms;
+  /* +-20% jitter so a fleet does not reconnect in lockstep. */
+  long long jitter = delay / 5;
+  if (jitter > 0)
+    delay += (long long)(rand() % (2 * jitter + 1)) - jitter;
+  a->attempt++;
+  a->reconnect_at = mono_ms() + delay;
+  log_info("reconnecting to %s in %lld ms", session_uri(a->sess), delay);
+}
+
+static void handle_message(agent *a, event *e) {
+  if (strcmp(e->topic, "s/ds") == 0) {
+    ops_handle_payload(a->ops, e->text, e->len);
+    return;
+  }
+  if (strcmp(e->topic, "s/e") == 0) {
+    log_warning("Cumulocity reported an error on s/e: %s", e->text);
+    return;
+  }
+  if (strncmp(e->topic, "s/dc/", 5) == 0) {
+    const char *xid = e->topic + 5;
+    sr_records recs;
+    if (sr_decode(e->text, e->len, &recs) != 0)
+      return;
+    for (size_t i = 0; i < recs.count; i++) {
+      sr_record *r = &recs.items[i];
+      if (r->error) {
+        log_warning("%s record %zu: %s; ignored", e->topic, r->line, r->error);
+        continue;
+      }
+      reg_message *m = registry_find_message(&a->reg, xid, r->fields[0]);
+      if (!m) {
+        log_info("%s: no handler for message id %s", e->topic, r->fields[0]);
+        continue;
+      }
+      /* The job takes the fields. */
+      plugin_queue_message(m->plugin, m, r->fields, r->nfields);
+      r->fields = NULL;
+      r->nfields = 0;
+    }
+    sr_records_free(&recs);
+    return;
+  }
+  log_debug("message on unexpected topic %s ignored", e->topic);
+}
+
+static void handle_event(agent *a, event *e) {
+  switch (e->kind) {
+  case EV_CONNECTED:
+    log_notice("connected to %s as %s", session_uri(a->sess),
+               a->cfg.device_id);
+    a->link = LINK_UP;
+    a->attempt = 0;
+    a->auth_failures = 0;
+    announce(a);
+    notify_send("STATUS=connected");
+    break;
+  case EV_CONNECT_FAILED:
+    a->link = LINK_DOWN;
+    if (e->code == 4 || e->code == 5) {
+      a->auth_failures++;
+      log_error("Cumulocity refused the connection for user %s/%s at %s: "
+                "CONNACK %d (%s) [%d of %d]",
+                a->cfg.tenant ? a->cfg.tenant : "",
+                a->cfg.user ? a->cfg.user : "", session_uri(a->sess), e->code,
+                session_connack_text(e->code), a->auth_failures,
+                AGENT_MAX_AUTH_FAILURES);
+      if (a->auth_failures >= AGENT_MAX_AUTH_FAILURES) {
+        log_error("giving up: check [c8y] tenant, user and password in %s",
+                  a->config_path);
+        a->exit_code = AGENT_EXIT_AUTH;
+        a->running = false;
+        break;
+      }
+    } else {
+      log_warning("cannot connect to %s: %s%s%s", session_uri(a->sess),
+                  e->code > 0 ? session_connack_text(e->code) : "failed",
+                  e->text ? ": " : "", e->text ? e->text : "");
+    }
+    schedule_reconnect(a);
+    break;
+  case EV_LOST:
+    log_warning("connection to %s lost: %s", session_uri(a->sess),
+                e->text ? e->text : "");
+    a->link = LINK_DOWN;
+    forget_inflight(a);
+    ops_on_disconnect(a->ops);
+    notify_send("STATUS=disconnected");
+    schedule_reconnect(a);
+    break;
+  case EV_MESSAGE:
+    handle_message(a, e);
+    break;
+  case EV_DELIVERED:
+    delivered(a, e->id, e->ok);
+    break;
+  }
+}
+
+static void process_events(agent *a) {
+  pthread_mutex_lock(&a->evmu);
+  event *e = a->ev_head;
+  a->ev_head = a->ev_tail = NULL;
+  pthread_mutex_unlock(&a->evmu);
+  while (e) {
+    event *next = e->next;
+    if (a->running)
+      handle_event(a, e);
+    free(e->topic);
+    free(e->text);
+    free(e);
+    e = next;
+  }
+}
+
+/* ---- scheduler ---- */
+
+static long long run_producers(agent *a, long long now) {
+  long long next = -1;
+  for (size_t i = 0; i < a->reg.nproducers; i++) {
+    reg_producer *p = a->reg.producers[i];
+    if (p->next_due_ms <= now) {
+      if (atomic_load(&p->busy))
+        log_debug("producer %s still busy; skipping a cycle", p->name);
+      else
+        plugin_queue_produce(p->plugin, p);
+      p->next_due_ms += p->interval_ms;
+      if (p->next_due_ms <= now) /* fell behind: don't burst to catch up */
+        p->next_due_ms = now + p->interval_ms;
+    }
+    if (next < 0 || p->next_due_ms < next)
+      next = p->next_due_ms;
+  }
+  return next;
+}
+
+/* ---- setup ---- */
+
+static int mkdir_p(const char *path, mode_t mode) {
+  char buf[4096];
+  if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+    return -1;
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/')
+      continue;
+    *p = 0;
+    if (mkdir(buf, mode) != 0 && errno != EEXIST)
+      return -1;
+    *p = '/';
+  }
+  return mkdir(buf, mode) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+static void dispatch_op(void *ctx, c8y_operation *op) {
+  (void)ctx;
+  c8y_plugin *p = ops_plugin(op);
+  if (plugin_queue_operation(p, op) != 0) {
+    ops_op_fail(op, "the plugin is shutting down");
+    /* The worker reference is ours to drop now: run nothing. */
+  }
+}
+
+static int load_config(agent *a, const char *path) {
+  char err[1024];
+  if (cfg_load(path, &a->cfg, err, sizeof err) != 0) {
+    log_error("%s", err);
+    return -1;
+  }
+  log_set_level(a->cfg.log_level);
+  if (a->cfg.local_sim)
+    log_notice("no tenant configured in %s: using the local Cumulocity "
+               "simulator at %s:%d",
+               path, a->cfg.host, a->cfg.port);
+  return 0;
+}
+
+static int open_state(agent *a) {
+  char err[1024];
+  if (mkdir_p(a->cfg.state_dir, 0750) != 0) {
+    log_error("state dir %s: %s", a->cfg.state_dir, strerror(errno));
+    return -1;
+  }
+  size_t n = strlen(a->cfg.state_dir) + 16;
+  a->queue_dir = malloc(n);
+  if (!a->queue_dir)
+    return -1;
+  snprintf(a->queue_dir, n, "%s/queue", a->cfg.state_dir);
+  if (mkdir_p(a->queue_dir, 0750) != 0) {
+    log_error("queue dir %s: %s", a->queue_dir, strerror(errno));
+    return -1;
+  }
+  outq_options qo;
+  outq_default_options(&qo, a->queue_dir);
+  qo.max_bytes = (size_t)a->cfg.queue_max_bytes;
+  if (outq_open(&qo, &a->q, err, sizeof err) != 0) {
+    log_error("%s", err);
+    return -1;
+  }
+  outq_stats st;
+  outq_get_stats(a->q, &st);
+  if (st.replayed)
+    log_notice("%llu queued lines survived the restart and will be sent",
+               (unsigned long long)st.replayed);
+  if (journal_open(a->cfg.state_dir, &a->j, err, sizeof err) != 0) {
+    log_error("%s", err);
+    return -1;
+  }
+  return 0;
+}
+
+static void setup_host(agent *a) {
+  a->host.cfg = &a->cfg;
+  a->host.reg = &a->reg;
+  a->host.q = a->q;
+  a->host.device_id = a->cfg.device_id;
+  a->host.state_dir = a->cfg.state_dir;
+  a->host.wake = wake;
+  a->host.wake_ctx = a;
+}
+
+static void shutdown_plugins(agent *a) {
+  loader_stop_all(&a->plugins);
+  /* Completions made by fini() become durable 503/502 lines. */
+  if (a->ops)
+    ops_process(a->ops, mono_ms());
+  loader_release_all(&a->plugins, &a->reg);
+}
+
+/* SIGHUP: new config and plugins without dropping the MQTT session. The
+ * identity (host, device, credentials) cannot change without a restart. */
+static void reload(agent *a) {
+  log_notice("SIGHUP: reloading %s and the plugins", a->config_path);
+  agent_config fresh;
+  char err[1024];
+  if (cfg_load(a->config_path, &fresh, err, sizeof err) != 0) {
+    log_error("reload refused, keeping the running configuration: %s", err);
+    return;
+  }
+  if (ops_active(a->ops) > 0) {
+    log_warning("reload postponed: operations are in progress");
+    cfg_free(&fresh);
+    return;
+  }
+  shutdown_plugins(a);
+  cfg_free(&a->cfg);
+  a->cfg = fresh;
+  log_set_level(a->cfg.log_level);
+  setup_host(a);
+  loader_load_all(&a->host, a->cfg.plugin_dir, true, &a->plugins);
+  long long now = mono_ms();
+  for (size_t i = 0; i < a->reg.nproducers; i++)
+    a->reg.producers[i]->next_due_ms = now;
+  if (a->link == LINK_UP)
+    announce(a);
+}
+
+static void flush_before_exit(agent *a) {
+  /* Give queued statuses a moment to reach the platform; anything left
+   * stays in the durable queue for the next start. */
+  long long until = mono_ms() + 2000;
+  while (a->link == LINK_UP && mono_ms() < until) {
+    drain(a);
+    outq_stats st;
+    outq_get_stats(a->q, &st);
+    if (st.inflight == 0 && st.queued[OUTQ_OPSTATUS] == 0)
+      break;
+    struct pollfd pfd = {.fd = a->wake_fd, .events = POLLIN};
+    if (poll(&pfd, 1, 50) > 0) {
+      uint64_t v;
+      if (read(a->wake_fd, &v, sizeof v) < 0) {
+        /* spurious */
+      }
+    }
+    pthread_mutex_lock(&a->evmu);
+    event *e = a->ev_head;
+    a->ev_head = a->ev_tail = NULL;
+    pthread_mutex_unlock(&a->evmu);
+    while (e) {
+      event *next = e->next;
+      if (e->kind == EV_DELIVERED)
+        delivered(a, e->id, e->ok);
+      else if (e->kind == EV_LOST)
+        a->link = LINK_DOWN;
+      free(e->topic);
+      free(e->text);
+      free(e);
+      e = next;
+    }
+  }
+}
+
+static void install_signals(void) {
+  if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+    return;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
+}
+
+static void main_loop(agent *a) {
+  a->running = true;
+  a->next_tick = mono_ms() + 1000;
+  a->watchdog_ms = notify_watchdog_interval_ms();
+  a->next_watchdog = mono_ms();
+  notify_send("READY=1\nSTATUS=connecting");
+  while (a->running) {
+    long long now = mono_ms();
+    if (a->link == LINK_DOWN && now >= a->reconnect_at) {
+      a->link = LINK_CONNECTING;
+      if (session_connect(a->sess) != 0) {
+        a->link = LINK_DOWN;
+        schedule_reconnect(a);
+      }
+    }
+    long long deadline = now + 1000;
+    long long next_op = ops_process(a->ops, now);
+    if (next_op >= 0 && next_op < deadline)
+      deadline = next_op;
+    long long next_prod = run_producers(a, now);
+    if (next_prod >= 0 && next_prod < deadline)
+      deadline = next_prod;
+    if (a->link == LINK_DOWN && a->reconnect_at < deadline)
+      deadline = a->reconnect_at;
+    if (now >= a->next_tick) {
+      outq_tick(a->q);
+      a->next_tick = now + 1000;
+    }
+    if (a->watchdog_ms > 0 && now >= a->next_watchdog) {
+      notify_send("WATCHDOG=1");
+      a->next_watchdog = now + a->watchdog_ms;
+    }
+    drain(a);
+
+    int timeout = (int)(deadline > now ? deadline - now : 0);
+    struct pollfd pfd[2] = {{.fd = a->wake_fd, .events = POLLIN},
+                            {.fd = signal_pipe[0], .events = POLLIN}};
+    int n = poll(pfd, 2, timeout);
+    if (n < 0 && errno != EINTR) {
+      log_error("poll: %s", strerror(errno));
+      break;
+    }
+    if (pfd[0].revents & POLLIN) {
+      uint64_t v;
+      if (read(a->wake_fd, &v, sizeof v) < 0) {
+        /* EAGAIN: nothing pending */
+      }
+    }
+    if (pfd[1].revents & POLLIN) {
+      unsigned char sig;
+      while (read(signal_pipe[0], &sig, 1) == 1) {
+        if (sig == SIGHUP) {
+          reload(a);
+        } else {
+          log_notice("signal %d: stopping", sig);
+          a->running = false;
+        }
+      }
+    }
+    process_events(a);
+  }
+  notify_send("STOPPING=1");
+}
+
+static void agent_cleanup(agent *a) {
+  shutdown_plugins(a);
+  if (a->sess) {
+    flush_before_exit(a);
+    session_disconnect(a->sess, 2000);
+    session_free(a->sess);
+  }
+  process_events(a); /* frees whatever arrived late */
+  ops_free(a->ops);
+  registry_free(&a->reg);
+  for (size_t i = 0; i < a->ninflight; i++)
+    free(a->window[i].tags);
+  outq_close(a->q);
+  journal_close(a->j);
+  free(a->queue_dir);
+  if (a->wake_fd >= 0)
+    close(a->wake_fd);
+  pthread_mutex_destroy(&a->evmu);
+  cfg_free(&a->cfg);
+}
+
+static int agent_init(agent *a, const char *config_path) {
+  memset(a, 0, sizeof *a);
+  a->config_path = config_path;
+  a->wake_fd = -1;
+  pthread_mutex_init(&a->evmu, NULL);
+  registry_init(&a->reg);
+  if (load_config(a, config_path) != 0)
+    return AGENT_EXIT_CONFIG;
+  a->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (a->wake_fd < 0) {
+    log_error("eventfd: %s", strerror(errno));
+    return AGENT_EXIT_RUNTIME;
+  }
+  return 0;
+}
+
+int agent_run(const char *config_path) {
+  agent a;
+  int rc = agent_init(&a, config_path);
+  if (rc != 0) {
+    if (rc != AGENT_EXIT_CONFIG)
+      agent_cleanup(&a);
+    else
+      pthread_mutex_destroy(&a.evmu);
+    return rc;
+  }
+  srand((unsigned)time(NULL) ^ (unsigned)getpid());
+  install_signals();
+  if (open_state(&a) != 0) {
+    agent_cleanup(&a);
+    return AGENT_EXIT_RUNTIME;
+  }
+  setup_host(&a);
+  ops_host oh = {.ctx = &a, .dispatch = dispatch_op, .wake = wake};
+  if (ops_new(a.cfg.device_id, &a.reg, a.q, a.j, &oh,
+              (uint32_t)a.cfg.op_timeout_s * 1000u, &a.ops) != 0) {
+    agent_cleanup(&a);
+    return AGENT_EXIT_RUNTIME;
+  }
+  ops_recover(a.ops);
+  loader_load_all(&a.host, a.cfg.plugin_dir, true, &a.plugins);
+  session_callbacks cb = {.ctx = &a,
+                          .connected = cb_connected,
+                          .connect_failed = cb_connect_failed,
+                          .lost = cb_lost,
+                          .message = cb_message,
+                          .delivered = cb_delivered};
+  char err[1024];
+  if (session_new(&a.cfg, &cb, &a.sess, err, sizeof err) != 0) {
+    log_error("%s", err);
+    agent_cleanup(&a);
+    return AGENT_EXIT_RUNTIME;
+  }
+  long long now = mono_ms();
+  for (size_t i = 0; i < a.reg.nproducers; i++)
+    a.reg.producers[i]->next_due_ms = now;
+  log_notice("c8y-agent %s started: device %s, %zu plugins", C8Y_VERSION,
+             a.cfg.device_id, a.plugins.n);
+  main_loop(&a);
+  rc = a.exit_code;
+  agent_cleanup(&a);
+  return rc;
+}
+
+int agent_list_plugins(const char *config_path, FILE *out) {
+  agent a;
+  int rc = agent_init(&a, config_path);
+  if (rc != 0) {
+    pthread_mutex_destroy(&a.evmu);
+    return rc;
+  }
+  /* Plugins may queue data during init: give them a memory-only queue. */
+  outq_options qo;
+  outq_default_options(&qo, NULL);
+  char err[256];
+  if (outq_open(&qo, &a.q, err, sizeof err) != 0) {
+    log_error("%s", err);
+    agent_cleanup(&a);
+    return AGENT_EXIT_RUNTIME;
+  }
+  setup_host(&a);
+  a.host.wake = NULL;
+  loader_load_all(&a.host, a.cfg.plugin_dir, false, &a.plugins);
+  fprintf(out, "plugin dir: %s\n", a.cfg.plugin_dir);
+  loader_print(&a.plugins, &a.reg, out);
+  rc = a.plugins.n == a.plugins.nentries ? 0 : 1;
+  agent_cleanup(&a);
+  return rc;
+}

@@ -1,0 +1,25 @@
+/* agent: the runtime. Loads the config and plugins, owns the durable queue,
+ * the journal, the operation engine and the MQTT session, and runs the main
+ * loop: scheduler, event dispatch, queue draining, reconnect backoff,
+ * signals (TERM/INT stop, HUP reloads config and plugins). */
+#ifndef C8Y_AGENT_H
+#define C8Y_AGENT_H
+
+#include <stdio.h>
+
+/* Exit codes */
+#define AGENT_EXIT_OK 0
+#define AGENT_EXIT_CONFIG 1    /* bad configuration */
+#define AGENT_EXIT_RUNTIME 2   /* state dir, queue, journal unusable */
+#define AGENT_EXIT_AUTH 3      /* the platform kept refusing the credentials */
+
+/* Connection refusals in a row (CONNACK 4/5) before the agent gives up. */
+#define AGENT_MAX_AUTH_FAILURES 5
+
+/* Runs until SIGTERM/SIGINT; returns an AGENT_EXIT_* code. */
+int agent_run(const char *config_path);
+/* Loads plugins without connecting and prints what loaded and why others
+ * did not. Returns 0 if every plugin loaded. */
+int agent_list_plugins(const char *config_path, FILE *out);
+
+#endif

@@ -1,0 +1,289 @@
+#include "journal.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define JOURNAL_FILE "operations.journal"
+
+struct journal {
+  char *path;
+  int fd;
+  char *boot_id;
+  uint64_t next_id;
+  journal_entry *recovered;
+  size_t nrecovered;
+};
+
+static void entry_clear(journal_entry *e) {
+  free(e->template_id);
+  free(e->fragment);
+  free(e->device);
+  free(e->boot_id);
+  memset(e, 0, sizeof *e);
+}
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+char *journal_boot_id(void) {
+  const char *path = getenv("C8Y_BOOT_ID_FILE");
+  if (!path || !*path)
+    path = "/proc/sys/kernel/random/boot_id";
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return NULL;
+  char buf[128] = {0};
+  char *ok = fgets(buf, sizeof buf, f);
+  fclose(f);
+  if (!ok)
+    return NULL;
+  buf[strcspn(buf, "\r\n")] = 0;
+  return buf[0] ? strdup(buf) : NULL;
+}
+
+/* Appends one JSON line and makes it durable before returning. */
+static int journal_append(journal *j, json_t *obj) {
+  char *text = json_dumps(obj, JSON_COMPACT);
+  json_decref(obj);
+  if (!text)
+    return -1;
+  size_t len = strlen(text);
+  text[len] = '\n';
+  ssize_t off = 0;
+  int rc = 0;
+  while ((size_t)off < len + 1) {
+    ssize_t n = write(j->fd, text + off, len + 1 - (size_t)off);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      log_error("%s: write failed: %s", j->path, strerror(errno));
+      rc = -1;
+      break;
+    }
+    off += n;
+  }
+  free(text);
+  if (rc == 0 && fdatasync(j->fd) != 0) {
+    log_error("%s: fdatasync failed: %s", j->path, strerror(errno));
+    rc = -1;
+  }
+  return rc;
+}
+
+static journal_entry *find_recovered(journal_entry *v, size_t n, uint64_t id) {
+  for (size_t i = 0; i < n; i++)
+    if (v[i].id == id)
+      return &v[i];
+  return NULL;
+}
+
+static void replay_line(journal *j, const char *line, size_t lineno) {
+  json_error_t jerr;
+  json_t *o = json_loads(line, 0, &jerr);
+  if (!json_is_object(o)) {
+    log_warning("%s:%zu: skipping unreadable journal line (%s)", j->path,
+                lineno, o ? "not an object" : jerr.text);
+    json_decref(o);
+    return;
+  }
+  const char *kind = json_string_value(json_object_get(o, "op"));
+  json_int_t id = json_integer_value(json_object_get(o, "id"));
+  if (!kind || id <= 0) {
+    log_warning("%s:%zu: skipping journal line without op/id", j->path,
+                lineno);
+    json_decref(o);
+    return;
+  }
+  if ((uint64_t)id >= j->next_id)
+    j->next_id = (uint64_t)id + 1;
+  journal_entry *e = find_recovered(j->recovered, j->nrecovered, (uint64_t)id);
+  if (strcmp(kind, "begin") == 0 && !e) {
+    journal_entry *grown =
+        realloc(j->recovered, (j->nrecovered + 1) * sizeof *grown);
+    if (grown) {
+      j->recovered = grown;
+      e = &grown[j->nrecovered++];
+      memset(e, 0, sizeof *e);
+      e->id = (uint64_t)id;
+      e->template_id =
+          dup_or_null(json_string_value(json_object_get(o, "template")));
+      e->fragment =
+          dup_or_null(json_string_value(json_object_get(o, "fragment")));
+      e->device = dup_or_null(json_string_value(json_object_get(o, "device")));
+      e->child = json_is_true(json_object_get(o, "child"));
+      e->boot_id = dup_or_null(json_string_value(json_object_get(o, "boot")));
+      e->reboot = json_is_true(json_object_get(o, "reboot"));
+      e->started_ms = json_integer_value(json_object_get(o, "t"));
+      if (!e->fragment || !e->device) {
+        log_warning("%s:%zu: journal entry %lld lacks fragment/device",
+                    j->path, lineno, (long long)id);
+        entry_clear(e);
+        j->nrecovered--;
+      }
+    }
+  } else if (strcmp(kind, "reboot") == 0 && e) {
+    e->reboot = true;
+  } else if (strcmp(kind, "end") == 0 && e) {
+    entry_clear(e);
+    *e = j->recovered[--j->nrecovered];
+  }
+  json_decref(o);
+}
+
+static int journal_replay(journal *j) {
+  FILE *f = fopen(j->path, "r");
+  if (!f)
+    return errno == ENOENT ? 0 : -1;
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t n;
+  size_t lineno = 0;
+  while ((n = getline(&line, &cap, f)) > 0) {
+    lineno++;
+    if (n > 0 && line[n - 1] == '\n')
+      line[n - 1] = 0;
+    if (line[0])
+      replay_line(j, line, lineno);
+  }
+  free(line);
+  fclose(f);
+  return 0;
+}
+
+/* Writes the still-recovered entries to a fresh file and renames it over the
+ * journal, so the file never grows without bound. */
+static int journal_rewrite(journal *j) {
+  char tmp[4096];
+  snprintf(tmp, sizeof tmp, "%s.tmp", j->path);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    log_error("%s: %s", tmp, strerror(errno));
+    return -1;
+  }
+  int old = j->fd;
+  j->fd = fd;
+  int rc = 0;
+  for (size_t i = 0; i < j->nrecovered && rc == 0; i++) {
+    journal_entry *e = &j->recovered[i];
+    rc = journal_append(
+        j, json_pack("{s:s, s:I, s:s?, s:s, s:s, s:b, s:s?, s:b, s:I}", "op",
+                     "begin", "id", (json_int_t)e->id, "template",
+                     e->template_id, "fragment", e->fragment, "device",
+                     e->device, "child", e->child, "boot", e->boot_id,
+                     "reboot", e->reboot, "t", (json_int_t)e->started_ms));
+  }
+  if (rc == 0 && rename(tmp, j->path) != 0) {
+    log_error("%s: rename failed: %s", j->path, strerror(errno));
+    rc = -1;
+  }
+  if (rc != 0) {
+    close(fd);
+    unlink(tmp);
+    j->fd = old;
+    return -1;
+  }
+  if (old >= 0)
+    close(old);
+  /* Keep appending to the new file. */
+  if (lseek(j->fd, 0, SEEK_END) < 0)
+    return -1;
+  return 0;
+}
+
+int journal_open(const char *dir, journal **out, char *err, size_t errlen) {
+  *out = NULL;
+  journal *j = calloc(1, sizeof *j);
+  if (!j) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  j->fd = -1;
+  j->next_id = 1;
+  size_t plen = strlen(dir) + sizeof(JOURNAL_FILE) + 2;
+  j->path = malloc(plen);
+  if (!j->path) {
+    free(j);
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  snprintf(j->path, plen, "%s/%s", dir, JOURNAL_FILE);
+  if (journal_replay(j) != 0) {
+    snprintf(err, errlen, "%s: %s", j->path, strerror(errno));
+    journal_close(j);
+    return -1;
+  }
+  j->fd = open(j->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (j->fd < 0) {
+    snprintf(err, errlen, "%s: %s", j->path, strerror(errno));
+    journal_close(j);
+    return -1;
+  }
+  j->boot_id = journal_boot_id();
+  /* Compact: only what is still executing survives the restart. */
+  if (journal_rewrite(j) != 0) {
+    snprintf(err, errlen, "%s: cannot rewrite the journal", j->path);
+    journal_close(j);
+    return -1;
+  }
+  *out = j;
+  return 0;
+}
+
+void journal_close(journal *j) {
+  if (!j)
+    return;
+  if (j->fd >= 0)
+    close(j->fd);
+  for (size_t i = 0; i < j->nrecovered; i++)
+    entry_clear(&j->recovered[i]);
+  free(j->recovered);
+  free(j->boot_id);
+  free(j->path);
+  free(j);
+}
+
+size_t journal_recovered(journal *j, const journal_entry **entries) {
+  *entries = j->recovered;
+  return j->nrecovered;
+}
+
+int journal_forget_recovered(journal *j) {
+  for (size_t i = 0; i < j->nrecovered; i++)
+    entry_clear(&j->recovered[i]);
+  j->nrecovered = 0;
+  return journal_rewrite(j);
+}
+
+uint64_t journal_next_id(journal *j) { return j->next_id++; }
+
+int journal_begin(journal *j, const journal_entry *e) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  if (e->id >= j->next_id)
+    j->next_id = e->id + 1;
+  return journal_append(
+      j, json_pack("{s:s, s:I, s:s?, s:s, s:s, s:b, s:s?, s:b, s:I}", "op",
+                   "begin", "id", (json_int_t)e->id, "template",
+                   e->template_id, "fragment", e->fragment, "device",
+                   e->device, "child", e->child, "boot", j->boot_id, "reboot",
+                   e->reboot, "t", (json_int_t)now));
+}
+
+int journal_mark_reboot(journal *j, uint64_t id) {
+  return journal_append(
+      j, json_pack("{s:s, s:I}", "op", "reboot", "id", (json_int_t)id));
+}
+
+int journal_end(journal *j, uint64_t id) {
+  return journal_append(j,
+                        json_pack("{s:s, s:I}", "op", "end", "id", (json_int_t)id));
+}

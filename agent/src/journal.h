@@ -1,0 +1,51 @@
+/* journal: the on-disk record of operations the agent set to EXECUTING.
+ *
+ * Each begin/reboot/end is one JSON line appended to
+ * <state_dir>/operations.journal and fsync'ed before the call returns, so
+ * after a crash, kill -9 or a reboot the agent knows which operations were
+ * still executing and finishes them (see agent.c: 503 for an operation that
+ * waited for the reboot that happened, 502 with a reason otherwise). */
+#ifndef C8Y_JOURNAL_H
+#define C8Y_JOURNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct journal_entry {
+  uint64_t id;
+  char *template_id;
+  char *fragment;
+  char *device;   /* external id; the root or a child */
+  bool child;     /* status goes to s/us/<device> */
+  char *boot_id;  /* of the boot during which the operation started */
+  bool reboot;    /* completes when the machine has rebooted */
+  long long started_ms;
+} journal_entry;
+
+typedef struct journal journal;
+
+/* Opens (creating) the journal in dir and reads what a previous run left
+ * executing. A corrupt line (a crash mid-write) is skipped with a warning. */
+int journal_open(const char *dir, journal **out, char *err, size_t errlen);
+void journal_close(journal *j);
+
+/* Operations left executing by the previous run (borrowed until
+ * journal_forget_recovered). */
+size_t journal_recovered(journal *j, const journal_entry **entries);
+/* Rewrites the file without the recovered entries (call once their final
+ * status is queued durably). */
+int journal_forget_recovered(journal *j);
+
+/* An id unique across restarts (larger than any id in the file). */
+uint64_t journal_next_id(journal *j);
+
+int journal_begin(journal *j, const journal_entry *e); /* e->boot_id ignored */
+int journal_mark_reboot(journal *j, uint64_t id);
+int journal_end(journal *j, uint64_t id);
+
+/* The kernel's boot id (C8Y_BOOT_ID_FILE overrides the path for tests);
+ * malloc'ed, or NULL. */
+char *journal_boot_id(void);
+
+#endif

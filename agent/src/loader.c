@@ -1,0 +1,311 @@
+#include "loader.h"
+
+#include "log.h"
+#include "status.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static bool valid_plugin_name(const char *name) {
+  size_t n = 0;
+  for (const char *c = name; *c; c++, n++)
+    if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_'))
+      return false;
+  return n >= 1 && n <= 32;
+}
+
+/* A path anyone else could write is a path anyone else could run code
+ * through: refuse it. */
+static const char *unsafe_mode(const struct stat *st) {
+  if (st->st_mode & S_IWOTH)
+    return "is world-writable";
+  if (st->st_mode & S_IWGRP)
+    return "is group-writable";
+  if (st->st_uid != 0 && st->st_uid != geteuid())
+    return "is owned by another user";
+  return NULL;
+}
+
+static loader_entry *add_entry(plugin_set *s, const char *file) {
+  loader_entry *grown =
+      realloc(s->entries, (s->nentries + 1) * sizeof *grown);
+  if (!grown)
+    return NULL;
+  s->entries = grown;
+  loader_entry *e = &grown[s->nentries++];
+  memset(e, 0, sizeof *e);
+  e->file = strdup(file);
+  return e;
+}
+
+__attribute__((format(printf, 2, 3))) static void
+refuse(loader_entry *e, const char *fmt, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  free(e->reason);
+  e->reason = strdup(buf);
+  log_error("plugin %s refused: %s", e->file, buf);
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool has_so_suffix(const char *name) {
+  size_t n = strlen(name);
+  return n > 3 && strcmp(name + n - 3, ".so") == 0;
+}
+
+static void load_one(plugin_host *h, const char *path, bool start_workers,
+                     plugin_set *s) {
+  loader_entry *e = add_entry(s, path);
+  if (!e || !e->file)
+    return;
+  struct stat st;
+  if (stat(path, &st) != 0) {
+    refuse(e, "cannot stat: %s", strerror(errno));
+    return;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    refuse(e, "not a regular file");
+    return;
+  }
+  const char *why = unsafe_mode(&st);
+  if (why) {
+    refuse(e, "the file %s", why);
+    return;
+  }
+  void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (!dl) {
+    const char *err = dlerror();
+    refuse(e, "dlopen failed: %s", err ? err : "unknown error");
+    return;
+  }
+  const c8y_plugin_info *info = dlsym(dl, C8Y_PLUGIN_SYMBOL_NAME);
+  if (!info) {
+    if (dlsym(dl, "c8y_plugin_info_v2"))
+      refuse(e, "built for plugin ABI 2; this agent supports ABI 1");
+    else
+      refuse(e, "not a c8y-agent plugin (no %s symbol)",
+             C8Y_PLUGIN_SYMBOL_NAME);
+    dlclose(dl);
+    return;
+  }
+  char v[64];
+  if (info->abi_major != C8Y_ABI_MAJOR) {
+    snprintf(v, sizeof v, "%u", (unsigned)info->abi_major);
+    refuse(e, "built for plugin ABI major %s; this agent supports 1", v);
+    dlclose(dl);
+    return;
+  }
+  if (info->abi_minor > C8Y_ABI_MINOR) {
+    snprintf(v, sizeof v, "1.%u, agent has 1.%u", (unsigned)info->abi_minor,
+             (unsigned)C8Y_ABI_MINOR);
+    refuse(e, "needs a newer agent (ABI %s)", v);
+    dlclose(dl);
+    return;
+  }
+  size_t need = offsetof(c8y_plugin_info, fini) + sizeof info->fini;
+  if (info->size < need) {
+    refuse(e, "plugin descriptor is truncated (size field too small)");
+    dlclose(dl);
+    return;
+  }
+  /* Read only what the plugin declared; newer fields stay zero. */
+  c8y_plugin_info local;
+  memset(&local, 0, sizeof local);
+  memcpy(&local, info, info->size < sizeof local ? info->size : sizeof local);
+  if (!local.name || !valid_plugin_name(local.name)) {
+    refuse(e, "invalid plugin name '%s' (want [a-z0-9_], 1-32 chars)",
+           local.name ? local.name : "(null)");
+    dlclose(dl);
+    return;
+  }
+  e->name = strdup(local.name);
+  e->version = strdup(local.version ? local.version : "");
+  for (size_t i = 0; i < s->n; i++)
+    if (strcmp(s->plugins[i]->name, local.name) == 0) {
+      refuse(e, "plugin name '%s' is already taken by %s", local.name,
+             s->plugins[i]->path);
+      dlclose(dl);
+      return;
+    }
+  if (!local.init) {
+    refuse(e, "plugin '%s' has no init function", local.name);
+    dlclose(dl);
+    return;
+  }
+  cfg_entry *en = cfg_plugin_lookup(h->cfg, local.name, "enabled");
+  bool enabled = true;
+  if (en && cfg_parse_bool(en->value, &enabled) != 0) {
+    char where[512];
+    snprintf(where, sizeof where, "%s:%u", en->file, en->line);
+    refuse(e, "%s: [plugin.%s] enabled: not a boolean", where, local.name);
+    dlclose(dl);
+    return;
+  }
+  if (!enabled) {
+    free(e->reason);
+    e->reason = strdup("disabled in the configuration");
+    log_info("plugin %s (%s) disabled in the configuration", local.name,
+             path);
+    dlclose(dl);
+    return;
+  }
+  c8y_plugin *p = plugin_new(h, local.name, local.version, path);
+  c8y_plugin **grown = p ? realloc(s->plugins, (s->n + 1) * sizeof *grown)
+                         : NULL;
+  if (!grown) {
+    plugin_free(p);
+    refuse(e, "out of memory");
+    dlclose(dl);
+    return;
+  }
+  s->plugins = grown;
+  p->dl = dl;
+  p->info = local;
+  p->registering = true;
+  int rc = local.init(p, plugin_api(), &p->user_data);
+  p->registering = false;
+  if (rc < 0 || p->init_error) {
+    if (rc >= 0 && local.fini)
+      local.fini(p, p->user_data); /* init succeeded: it may hold resources */
+    registry_remove_plugin(h->reg, p);
+    if (p->init_error)
+      refuse(e, "%s", p->init_error);
+    else
+      refuse(e, "init failed: %s", status_str(rc));
+    plugin_free(p);
+    dlclose(dl);
+    return;
+  }
+  plugin_report_unused_keys(p);
+  if (start_workers && plugin_start_worker(p) != 0) {
+    if (local.fini)
+      local.fini(p, p->user_data);
+    registry_remove_plugin(h->reg, p);
+    refuse(e, "cannot start its worker thread");
+    plugin_free(p);
+    dlclose(dl);
+    return;
+  }
+  s->plugins[s->n++] = p;
+  e->loaded = true;
+  size_t np, nh;
+  registry_count_for(h->reg, p, &np, &nh);
+  log_info("plugin %s %s loaded from %s (%zu producers, %zu operation "
+           "handlers)",
+           p->name, p->version, path, np, nh);
+}
+
+void loader_load_all(plugin_host *h, const char *dir, bool start_workers,
+                     plugin_set *out) {
+  memset(out, 0, sizeof *out);
+  struct stat st;
+  if (stat(dir, &st) != 0) {
+    log_warning("plugin dir %s: %s; no plugins loaded", dir, strerror(errno));
+    return;
+  }
+  const char *why = unsafe_mode(&st);
+  if (why) {
+    log_error("plugin dir %s %s; refusing to load any plugin from it", dir,
+              why);
+    return;
+  }
+  DIR *d = opendir(dir);
+  if (!d) {
+    log_error("plugin dir %s: %s; no plugins loaded", dir, strerror(errno));
+    return;
+  }
+  char **names = NULL;
+  size_t n = 0;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    if (de->d_name[0] == '.' || !has_so_suffix(de->d_name))
+      continue;
+    char **grown = realloc(names, (n + 1) * sizeof *grown);
+    if (!grown)
+      break;
+    names = grown;
+    if ((names[n] = strdup(de->d_name)))
+      n++;
+  }
+  closedir(d);
+  qsort(names, n, sizeof *names, cmp_str);
+  for (size_t i = 0; i < n; i++) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+    load_one(h, path, start_workers, out);
+    free(names[i]);
+  }
+  free(names);
+}
+
+void loader_stop_all(plugin_set *s) {
+  for (size_t i = s->n; i-- > 0;) {
+    c8y_plugin *p = s->plugins[i];
+    plugin_stop_worker(p);
+    if (p->info.fini)
+      p->info.fini(p, p->user_data);
+  }
+}
+
+void loader_release_all(plugin_set *s, registry *reg) {
+  for (size_t i = s->n; i-- > 0;) {
+    c8y_plugin *p = s->plugins[i];
+    void *dl = p->dl;
+    registry_remove_plugin(reg, p);
+    plugin_free(p);
+    dlclose(dl);
+  }
+  free(s->plugins);
+  for (size_t i = 0; i < s->nentries; i++) {
+    free(s->entries[i].file);
+    free(s->entries[i].name);
+    free(s->entries[i].version);
+    free(s->entries[i].reason);
+  }
+  free(s->entries);
+  memset(s, 0, sizeof *s);
+}
+
+void loader_print(const plugin_set *s, registry *reg, FILE *out) {
+  if (s->nentries == 0) {
+    fprintf(out, "no plugins found\n");
+    return;
+  }
+  for (size_t i = 0; i < s->nentries; i++) {
+    const loader_entry *e = &s->entries[i];
+    fprintf(out, "%-8s %-16s %-10s %s\n", e->loaded ? "loaded" : "refused",
+            e->name ? e->name : "-", e->version && *e->version ? e->version
+                                                               : "-",
+            e->file);
+    if (!e->loaded) {
+      fprintf(out, "         reason: %s\n", e->reason ? e->reason : "?");
+      continue;
+    }
+    for (size_t k = 0; k < s->n; k++) {
+      c8y_plugin *p = s->plugins[k];
+      if (strcmp(p->path, e->file) != 0)
+        continue;
+      for (size_t j = 0; j < reg->nhandlers; j++)
+        if (reg->handlers[j]->plugin == p)
+          fprintf(out, "         operation %s %s\n",
+                  reg->handlers[j]->template_id, reg->handlers[j]->fragment);
+      for (size_t j = 0; j < reg->nproducers; j++)
+        if (reg->producers[j]->plugin == p)
+          fprintf(out, "         producer %s every %u ms\n",
+                  reg->producers[j]->name, reg->producers[j]->interval_ms);
+    }
+  }
+}

@@ -1,0 +1,44 @@
+/* loader: finds, checks and loads plugin .so files from the plugin dir.
+ * A plugin is refused, with one log line naming the file and the reason,
+ * and the agent keeps running, when: its file or the dir is group/world-
+ * writable or owned by another user; dlopen fails; it has no
+ * c8y_plugin_info_v1 symbol; its ABI major differs or its minor is newer;
+ * its name is invalid or taken; it is disabled in the config; init fails
+ * (its registrations are rolled back); or it claims a template id another
+ * plugin already handles. */
+#ifndef C8Y_LOADER_H
+#define C8Y_LOADER_H
+
+#include "plugin.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+
+typedef struct loader_entry {
+  char *file;
+  char *name;    /* NULL if it never got that far */
+  char *version;
+  bool loaded;
+  char *reason;  /* why not */
+} loader_entry;
+
+typedef struct plugin_set {
+  c8y_plugin **plugins; /* loaded, in load order */
+  size_t n;
+  loader_entry *entries; /* one per candidate file, for --list-plugins */
+  size_t nentries;
+} plugin_set;
+
+/* Loads every *.so of dir in name order. Starts workers when
+ * start_workers is set. Never fails as a whole: problems are per plugin. */
+void loader_load_all(plugin_host *h, const char *dir, bool start_workers,
+                     plugin_set *out);
+/* Stops workers and calls fini for every plugin (reverse order). */
+void loader_stop_all(plugin_set *s);
+/* Removes registrations, dlcloses and frees everything in s. */
+void loader_release_all(plugin_set *s, registry *reg);
+
+/* Writes the --list-plugins table. */
+void loader_print(const plugin_set *s, registry *reg, FILE *out);
+
+#endif

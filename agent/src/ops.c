@@ -1,0 +1,676 @@
+#include "ops.h"
+
+#include "log.h"
+#include "smartrest.h"
+#include "status.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum op_state { OP_QUEUED, OP_STARTING, OP_RUNNING, OP_FINISHED };
+
+struct c8y_operation {
+  ops *engine;
+  uint64_t id;
+  char *template_id;
+  const char *fragment;
+  char *device;
+  bool child;
+  char **fields; /* parameters after the device id */
+  size_t nfields;
+  reg_handler *handler;
+  enum op_state state; /* main thread only */
+  long long deadline_ms;
+  struct c8y_operation *next; /* FIFO link (main thread) */
+  struct c8y_operation *next_done;
+  atomic_int refs;
+  /* guarded by engine->mu */
+  bool finished;
+  bool plugin_released;
+  bool timed_out;
+  bool reboot;
+  bool ok;
+  char **params;
+  size_t nparams;
+  char *reason;
+};
+
+typedef struct op_fifo {
+  char *device;
+  const char *fragment;
+  c8y_operation *head, *tail;
+} op_fifo;
+
+struct ops {
+  char *root;
+  registry *reg;
+  outq *q;
+  journal *j;
+  ops_host host;
+  uint32_t default_timeout_ms;
+  op_fifo *fifos;
+  size_t nfifos;
+  pthread_mutex_t mu; /* done list, completion fields, journal */
+  c8y_operation *done_head, *done_tail;
+  char **ignored; /* template ids already logged as unhandled */
+  size_t nignored;
+};
+
+static const struct {
+  const char *id;
+  const char *fragment;
+} op_templates[] = {
+    {"510", "c8y_Restart"},
+    {"511", "c8y_Command"},
+    {"513", "c8y_Configuration"},
+    {"515", "c8y_Firmware"},
+    {"516", "c8y_SoftwareList"},
+    {"517", "c8y_MeasurementRequestOperation"},
+    {"518", "c8y_Relay"},
+    {"519", "c8y_RelayArray"},
+    {"520", "c8y_UploadConfigFile"},
+    {"521", "c8y_DownloadConfigFile"},
+    {"522", "c8y_LogfileRequest"},
+    {"523", "c8y_CommunicationMode"},
+    {"524", "c8y_DownloadConfigFile"},
+    {"525", "c8y_Firmware"},
+    {"526", "c8y_UploadConfigFile"},
+    {"527", "c8y_DeviceProfile"},
+    {"528", "c8y_SoftwareUpdate"},
+    {"529", "c8y_SoftwareUpdate"},
+    {"530", "c8y_RemoteAccessConnect"},
+    {"531", "c8y_DeviceProfile"},
+    {"532", "c8y_ParameterUpdate"},
+};
+
+const char *ops_fragment_for(const char *template_id) {
+  for (size_t i = 0; i < sizeof op_templates / sizeof op_templates[0]; i++)
+    if (strcmp(op_templates[i].id, template_id) == 0)
+      return op_templates[i].fragment;
+  return NULL;
+}
+
+static long long mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void free_strv(char **v, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    free(v[i]);
+  free(v);
+}
+
+static void op_release(c8y_operation *op) {
+  if (atomic_fetch_sub(&op->refs, 1) != 1)
+    return;
+  free(op->template_id);
+  free(op->device);
+  free_strv(op->fields, op->nfields);
+  free_strv(op->params, op->nparams);
+  free(op->reason);
+  free(op);
+}
+
+int ops_new(const char *root_device, registry *reg, outq *q, journal *j,
+            const ops_host *host, uint32_t default_timeout_ms, ops **out) {
+  ops *o = calloc(1, sizeof *o);
+  if (!o || !(o->root = strdup(root_device))) {
+    free(o);
+    return -1;
+  }
+  o->reg = reg;
+  o->q = q;
+  o->j = j;
+  o->host = *host;
+  o->default_timeout_ms = default_timeout_ms;
+  pthread_mutex_init(&o->mu, NULL);
+  *out = o;
+  return 0;
+}
+
+void ops_free(ops *o) {
+  if (!o)
+    return;
+  for (size_t i = 0; i < o->nfifos; i++) {
+    c8y_operation *op = o->fifos[i].head;
+    while (op) {
+      c8y_operation *next = op->next;
+      op_release(op);
+      op = next;
+    }
+    free(o->fifos[i].device);
+  }
+  free(o->fifos);
+  free_strv(o->ignored, o->nignored);
+  pthread_mutex_destroy(&o->mu);
+  free(o->root);
+  free(o);
+}
+
+static const char *status_topic(const c8y_operation *op, char *buf,
+                                size_t len) {
+  if (!op->child)
+    return "s/us";
+  snprintf(buf, len, "s/us/%s", op->device);
+  return buf;
+}
+
+/* Cuts s to at most max bytes without splitting a UTF-8 sequence. */
+static void utf8_truncate(char *s, size_t max) {
+  size_t len = strlen(s);
+  if (len <= max)
+    return;
+  size_t cut = max;
+  while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80)
+    cut--;
+  s[cut] = 0;
+}
+
+static int queue_status_line(ops *o, const char *topic,
+                             const char *const *fields, size_t n,
+                             unsigned flags, uint64_t tag) {
+  sr_buf b;
+  sr_buf_init(&b);
+  int rc = sr_encode_line(&b, fields, n);
+  if (rc == 0)
+    rc = outq_push(o->q, OUTQ_OPSTATUS, topic, b.data, tag, flags);
+  if (rc != 0)
+    log_error("cannot queue '%.60s' for %s (status %d)", b.data ? b.data : "",
+              topic, rc);
+  sr_buf_free(&b);
+  return rc;
+}
+
+/* 503 with params: a result too large for one publish is cut, marked, and
+ * sent rather than lost. */
+static void queue_success(ops *o, const char *topic, const char *fragment,
+                          char **params, size_t nparams) {
+  const char **fields = calloc(nparams + 2, sizeof *fields);
+  if (!fields)
+    return;
+  fields[0] = "503";
+  fields[1] = fragment;
+  for (size_t i = 0; i < nparams; i++)
+    fields[i + 2] = params[i];
+  sr_buf b;
+  sr_buf_init(&b);
+  char *cut = NULL;
+  for (int attempt = 0; attempt < 20; attempt++) {
+    sr_buf_reset(&b);
+    if (sr_encode_line(&b, fields, nparams + 2) != 0)
+      break;
+    if (b.len <= 16000 || nparams == 0)
+      break;
+    const char *last = fields[nparams + 1];
+    size_t keep = strlen(last) * 8 / 10;
+    char *shorter = malloc(keep + 32);
+    if (!shorter)
+      break;
+    memcpy(shorter, last, keep);
+    shorter[keep] = 0;
+    utf8_truncate(shorter, keep);
+    strcat(shorter, "...[truncated]");
+    free(cut);
+    cut = shorter;
+    fields[nparams + 1] = cut;
+  }
+  if (b.data && outq_push(o->q, OUTQ_OPSTATUS, topic, b.data, 0, 0) != 0)
+    log_error("cannot queue the 503 for %s", fragment);
+  sr_buf_free(&b);
+  free(cut);
+  free(fields);
+}
+
+static void queue_failure(ops *o, const char *topic, const char *fragment,
+                          const char *reason) {
+  char *r = strdup(reason ? reason : "");
+  if (!r)
+    return;
+  utf8_truncate(r, OPS_REASON_MAX);
+  const char *fields[] = {"502", fragment, r};
+  queue_status_line(o, topic, fields, 3, 0, 0);
+  free(r);
+}
+
+static op_fifo *fifo_for(ops *o, const char *device, const char *fragment,
+                         bool create) {
+  for (size_t i = 0; i < o->nfifos; i++)
+    if (strcmp(o->fifos[i].device, device) == 0 &&
+        strcmp(o->fifos[i].fragment, fragment) == 0)
+      return &o->fifos[i];
+  if (!create)
+    return NULL;
+  op_fifo *grown = realloc(o->fifos, (o->nfifos + 1) * sizeof *grown);
+  if (!grown)
+    return NULL;
+  o->fifos = grown;
+  op_fifo *f = &grown[o->nfifos];
+  memset(f, 0, sizeof *f);
+  if (!(f->device = strdup(device)))
+    return NULL;
+  f->fragment = fragment;
+  o->nfifos++;
+  return f;
+}
+
+static void op_start(ops *o, c8y_operation *op) {
+  char tbuf[512];
+  const char *fields[] = {"501", op->fragment};
+  /* Volatile: a 501 left over from a previous run would move an operation
+   * nobody is working on to EXECUTING. */
+  if (queue_status_line(o, status_topic(op, tbuf, sizeof tbuf), fields, 2,
+                        OUTQ_VOLATILE, op->id) == 0)
+    op->state = OP_STARTING;
+}
+
+static void fifo_advance(ops *o, op_fifo *f) {
+  while (f->head && f->head->state == OP_FINISHED) {
+    c8y_operation *done = f->head;
+    f->head = done->next;
+    if (!f->head)
+      f->tail = NULL;
+    op_release(done);
+  }
+  if (f->head && f->head->state == OP_QUEUED)
+    op_start(o, f->head);
+}
+
+static bool ignored_before(ops *o, const char *id) {
+  for (size_t i = 0; i < o->nignored; i++)
+    if (strcmp(o->ignored[i], id) == 0)
+      return true;
+  char **grown = realloc(o->ignored, (o->nignored + 1) * sizeof *grown);
+  if (grown) {
+    o->ignored = grown;
+    grown[o->nignored] = strdup(id);
+    if (grown[o->nignored])
+      o->nignored++;
+  }
+  return false;
+}
+
+/* 527/531 (device profile) and 528/529 (software update) describe the same
+ * operation twice; only the richer one is handled. */
+static bool superseded(const sr_records *recs, size_t i) {
+  const sr_record *r = &recs->items[i];
+  const char *richer = strcmp(r->fields[0], "527") == 0   ? "531"
+                       : strcmp(r->fields[0], "528") == 0 ? "529"
+                                                          : NULL;
+  if (!richer || r->nfields < 2)
+    return false;
+  for (size_t k = 0; k < recs->count; k++) {
+    const sr_record *o = &recs->items[k];
+    if (!o->error && o->nfields >= 2 && strcmp(o->fields[0], richer) == 0 &&
+        strcmp(o->fields[1], r->fields[1]) == 0)
+      return true;
+  }
+  return false;
+}
+
+static void handle_record(ops *o, const sr_record *r) {
+  const char *tid = r->fields[0];
+  reg_handler *h = registry_find_handler(o->reg, tid);
+  if (!h) {
+    if (!ignored_before(o, tid))
+      log_notice("s/ds: no handler for template %s; left untouched (logged "
+                 "once per template)",
+                 tid);
+    return;
+  }
+  if (r->nfields < 2 || !r->fields[1][0]) {
+    log_warning("s/ds record %zu: template %s without a device id; ignored",
+                r->line, tid);
+    return;
+  }
+  const char *device = r->fields[1];
+  bool child = strcmp(device, o->root) != 0;
+  if (child && !registry_has_child(o->reg, device)) {
+    log_warning("s/ds record %zu: operation %s for unknown device '%s'; "
+                "ignored",
+                r->line, tid, device);
+    return;
+  }
+  c8y_operation *op = calloc(1, sizeof *op);
+  if (!op)
+    return;
+  op->engine = o;
+  op->id = journal_next_id(o->j);
+  op->template_id = strdup(tid);
+  op->device = strdup(device);
+  op->child = child;
+  op->fragment = h->fragment;
+  op->handler = h;
+  op->nfields = r->nfields - 2;
+  op->fields = calloc(op->nfields + 1, sizeof *op->fields);
+  atomic_init(&op->refs, 1);
+  bool ok = op->template_id && op->device && op->fields;
+  for (size_t i = 0; ok && i < op->nfields; i++)
+    ok = (op->fields[i] = strdup(r->fields[i + 2])) != NULL;
+  op_fifo *f = ok ? fifo_for(o, device, h->fragment, true) : NULL;
+  if (!f) {
+    log_error("out of memory queueing operation %s", tid);
+    op_release(op);
+    return;
+  }
+  log_info("operation %s (%s) for %s queued as #%llu", tid, h->fragment,
+           device, (unsigned long long)op->id);
+  if (f->tail)
+    f->tail->next = op;
+  else
+    f->head = op;
+  f->tail = op;
+  if (f->head == op)
+    op_start(o, op);
+}
+
+void ops_handle_payload(ops *o, const char *payload, size_t len) {
+  sr_records recs;
+  if (sr_decode(payload, len, &recs) != 0) {
+    log_error("s/ds: out of memory decoding a %zu-byte payload", len);
+    return;
+  }
+  for (size_t i = 0; i < recs.count; i++) {
+    const sr_record *r = &recs.items[i];
+    if (r->error) {
+      log_warning("s/ds record %zu: %s; record ignored", r->line, r->error);
+      continue;
+    }
+    if (r->nfields == 0 || !r->fields[0][0])
+      continue;
+    if (superseded(&recs, i)) {
+      log_debug("s/ds record %zu: template %s superseded by its typed twin",
+                r->line, r->fields[0]);
+      continue;
+    }
+    handle_record(o, r);
+  }
+  sr_records_free(&recs);
+}
+
+static c8y_operation *find_starting(ops *o, uint64_t id) {
+  for (size_t i = 0; i < o->nfifos; i++)
+    for (c8y_operation *op = o->fifos[i].head; op; op = op->next)
+      if (op->id == id)
+        return op->state == OP_STARTING ? op : NULL;
+  return NULL;
+}
+
+void ops_on_acked(ops *o, uint64_t tag) {
+  c8y_operation *op = find_starting(o, tag);
+  if (!op)
+    return;
+  journal_entry e = {.id = op->id,
+                     .template_id = op->template_id,
+                     .fragment = (char *)op->fragment,
+                     .device = op->device,
+                     .child = op->child};
+  pthread_mutex_lock(&o->mu);
+  int jrc = journal_begin(o->j, &e);
+  pthread_mutex_unlock(&o->mu);
+  if (jrc != 0)
+    log_warning("operation #%llu: journal write failed; a restart during it "
+                "will leave it EXECUTING",
+                (unsigned long long)op->id);
+  op->state = OP_RUNNING;
+  uint32_t timeout = op->handler->timeout_ms ? op->handler->timeout_ms
+                                             : o->default_timeout_ms;
+  op->deadline_ms = mono_ms() + timeout;
+  /* One reference for the plugin (released by its completion call) and one
+   * for the worker call itself. */
+  atomic_fetch_add(&op->refs, 2);
+  o->host.dispatch(o->host.ctx, op);
+}
+
+void ops_on_disconnect(ops *o) {
+  for (size_t i = 0; i < o->nfifos; i++) {
+    op_fifo *f = &o->fifos[i];
+    c8y_operation **link = &f->head;
+    c8y_operation *prev = NULL;
+    while (*link) {
+      c8y_operation *op = *link;
+      if (op->state == OP_QUEUED || op->state == OP_STARTING) {
+        if (op->state == OP_STARTING)
+          outq_remove_tag(o->q, op->id);
+        log_info("operation #%llu (%s) not started before the link dropped; "
+                 "the 500 after reconnecting brings it back",
+                 (unsigned long long)op->id, op->fragment);
+        *link = op->next;
+        op_release(op);
+      } else {
+        prev = op;
+        link = &op->next;
+      }
+    }
+    f->tail = prev;
+  }
+}
+
+static void finish(ops *o, c8y_operation *op) {
+  char tbuf[512];
+  const char *topic = status_topic(op, tbuf, sizeof tbuf);
+  if (op->timed_out) {
+    char reason[128];
+    uint32_t timeout = op->handler->timeout_ms ? op->handler->timeout_ms
+                                               : o->default_timeout_ms;
+    snprintf(reason, sizeof reason, "operation timed out after %u s",
+             (unsigned)(timeout / 1000));
+    log_warning("operation #%llu (%s): %s", (unsigned long long)op->id,
+                op->fragment, reason);
+    queue_failure(o, topic, op->fragment, reason);
+  } else if (op->ok) {
+    log_info("operation #%llu (%s) succeeded", (unsigned long long)op->id,
+             op->fragment);
+    queue_success(o, topic, op->fragment, op->params, op->nparams);
+  } else {
+    log_info("operation #%llu (%s) failed: %s", (unsigned long long)op->id,
+             op->fragment, op->reason ? op->reason : "");
+    queue_failure(o, topic, op->fragment, op->reason);
+  }
+  pthread_mutex_lock(&o->mu);
+  journal_end(o->j, op->id);
+  pthread_mutex_unlock(&o->mu);
+  op->state = OP_FINISHED;
+  op_fifo *f = fifo_for(o, op->device, op->fragment, false);
+  if (f)
+    fifo_advance(o, f);
+}
+
+long long ops_process(ops *o, long long now_ms) {
+  pthread_mutex_lock(&o->mu);
+  c8y_operation *done = o->done_head;
+  o->done_head = o->done_tail = NULL;
+  pthread_mutex_unlock(&o->mu);
+  while (done) {
+    c8y_operation *next = done->next_done;
+    finish(o, done);
+    done = next;
+  }
+  long long next_deadline = -1;
+  for (size_t i = 0; i < o->nfifos; i++) {
+    c8y_operation *op = o->fifos[i].head;
+    if (!op || op->state != OP_RUNNING)
+      continue;
+    if (op->deadline_ms <= now_ms) {
+      pthread_mutex_lock(&o->mu);
+      bool expire = !op->finished;
+      if (expire)
+        op->finished = op->timed_out = true;
+      pthread_mutex_unlock(&o->mu);
+      if (expire) {
+        finish(o, op);
+        i = (size_t)-1; /* the FIFO array may have changed: rescan */
+        continue;
+      }
+    } else if (next_deadline < 0 || op->deadline_ms < next_deadline) {
+      next_deadline = op->deadline_ms;
+    }
+  }
+  return next_deadline;
+}
+
+void ops_recover(ops *o) {
+  const journal_entry *entries;
+  size_t n = journal_recovered(o->j, &entries);
+  if (n == 0)
+    return;
+  char *boot = journal_boot_id();
+  int failures = 0;
+  for (size_t i = 0; i < n; i++) {
+    const journal_entry *e = &entries[i];
+    char tbuf[512];
+    const char *topic = "s/us";
+    if (e->child) {
+      snprintf(tbuf, sizeof tbuf, "s/us/%s", e->device);
+      topic = tbuf;
+    }
+    bool rebooted = boot && e->boot_id && strcmp(boot, e->boot_id) != 0;
+    if (e->reboot && rebooted) {
+      log_notice("operation #%llu (%s) completed by the reboot",
+                 (unsigned long long)e->id, e->fragment);
+      const char *fields[] = {"503", e->fragment};
+      failures += queue_status_line(o, topic, fields, 2, 0, 0) != 0;
+    } else {
+      const char *reason =
+          e->reboot ? "the agent restarted but the device did not reboot"
+                    : "the agent stopped while the operation was executing";
+      log_notice("operation #%llu (%s) failed: %s", (unsigned long long)e->id,
+                 e->fragment, reason);
+      const char *fields[] = {"502", e->fragment, reason};
+      failures += queue_status_line(o, topic, fields, 3, 0, 0) != 0;
+    }
+  }
+  free(boot);
+  if (failures == 0)
+    journal_forget_recovered(o->j);
+}
+
+size_t ops_active(ops *o) {
+  size_t n = 0;
+  for (size_t i = 0; i < o->nfifos; i++)
+    for (c8y_operation *op = o->fifos[i].head; op; op = op->next)
+      n += op->state != OP_FINISHED;
+  return n;
+}
+
+void ops_fail_all(ops *o, const char *reason) {
+  for (size_t i = 0; i < o->nfifos; i++) {
+    c8y_operation *op = o->fifos[i].head;
+    if (op && op->state == OP_RUNNING)
+      ops_op_fail(op, reason);
+  }
+  ops_process(o, mono_ms());
+}
+
+/* ---- completion (any thread) ---- */
+
+static int complete(c8y_operation *op, bool ok, const char *const *params,
+                    size_t n, const char *reason) {
+  ops *o = op->engine;
+  pthread_mutex_lock(&o->mu);
+  if (op->plugin_released) {
+    pthread_mutex_unlock(&o->mu);
+    return C8Y_ESTATE;
+  }
+  op->plugin_released = true;
+  if (op->finished) {
+    pthread_mutex_unlock(&o->mu);
+    op_release(op);
+    return C8Y_ETIMEDOUT;
+  }
+  op->finished = true;
+  op->ok = ok;
+  if (ok && n > 0) {
+    op->params = calloc(n, sizeof *op->params);
+    for (size_t i = 0; op->params && i < n; i++) {
+      op->params[i] = strdup(params[i] ? params[i] : "");
+      if (op->params[i])
+        op->nparams++;
+    }
+  }
+  if (!ok)
+    op->reason = strdup(reason ? reason : "");
+  if (o->done_tail)
+    o->done_tail->next_done = op;
+  else
+    o->done_head = op;
+  o->done_tail = op;
+  pthread_mutex_unlock(&o->mu);
+  o->host.wake(o->host.ctx);
+  op_release(op);
+  return C8Y_OK;
+}
+
+int ops_op_succeed(c8y_operation *op, const char *result) {
+  if (!op)
+    return C8Y_EINVAL;
+  const char *params[] = {result};
+  return complete(op, true, params, result ? 1 : 0, NULL);
+}
+
+int ops_op_succeed_params(c8y_operation *op, const char *const *params,
+                          size_t n) {
+  if (!op || (n > 0 && !params))
+    return C8Y_EINVAL;
+  return complete(op, true, params, n, NULL);
+}
+
+int ops_op_fail(c8y_operation *op, const char *reason) {
+  if (!op)
+    return C8Y_EINVAL;
+  return complete(op, false, NULL, 0, reason ? reason : "failed");
+}
+
+int ops_op_cancelled(const c8y_operation *op) {
+  ops *o = op->engine;
+  pthread_mutex_lock(&o->mu);
+  int cancelled = op->timed_out;
+  pthread_mutex_unlock(&o->mu);
+  return cancelled;
+}
+
+int ops_op_complete_on_reboot(c8y_operation *op) {
+  ops *o = op->engine;
+  pthread_mutex_lock(&o->mu);
+  int rc = C8Y_OK;
+  if (op->finished)
+    rc = C8Y_ESTATE;
+  else if (!op->reboot) {
+    op->reboot = true;
+    rc = journal_mark_reboot(o->j, op->id) == 0 ? C8Y_OK : C8Y_EIO;
+  }
+  pthread_mutex_unlock(&o->mu);
+  return rc;
+}
+
+void ops_run_handler(c8y_operation *op) {
+  reg_handler *h = op->handler;
+  int rc = h->fn(h->plugin, op, h->user_data);
+  ops *o = op->engine;
+  pthread_mutex_lock(&o->mu);
+  bool released = op->plugin_released;
+  pthread_mutex_unlock(&o->mu);
+  if (!released && rc != C8Y_PENDING) {
+    if (rc == C8Y_OK)
+      complete(op, true, NULL, 0, NULL);
+    else
+      complete(op, false, NULL, 0, status_str(rc));
+  }
+  op_release(op); /* the worker call's reference */
+}
+
+c8y_plugin *ops_plugin(const c8y_operation *op) { return op->handler->plugin; }
+const char *ops_op_template(const c8y_operation *op) {
+  return op->template_id;
+}
+const char *ops_op_fragment(const c8y_operation *op) { return op->fragment; }
+const char *ops_op_device(const c8y_operation *op) { return op->device; }
+size_t ops_op_field_count(const c8y_operation *op) { return op->nfields; }
+const char *ops_op_field(const c8y_operation *op, size_t index) {
+  return index < op->nfields ? op->fields[index] : NULL;
+}

@@ -1,0 +1,76 @@
+/* ops: the operation engine. The core, not the plugins, owns the Cumulocity
+ * operation lifecycle:
+ *   s/ds record -> queued per (device, fragment), strictly FIFO
+ *   head of its queue -> 501 queued (volatile) -> on PUBACK: journal begin,
+ *   handler dispatched to the plugin's worker -> completion (any thread) or
+ *   timeout -> 503/502 queued durably -> journal end -> next in queue.
+ * An operation whose 501 was not acknowledged when the link dropped is
+ * forgotten: it is still PENDING in Cumulocity and comes back with the 500
+ * sent after the reconnect. */
+#ifndef C8Y_OPS_H
+#define C8Y_OPS_H
+
+#include "journal.h"
+#include "outq.h"
+#include "registry.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ops ops;
+
+typedef struct ops_host {
+  void *ctx;
+  /* Queue the handler call on the plugin's worker (main thread). */
+  void (*dispatch)(void *ctx, c8y_operation *op);
+  /* An operation completed on some thread: call ops_process soon. */
+  void (*wake)(void *ctx);
+} ops_host;
+
+/* Max failure reason sent upstream, in bytes. */
+#define OPS_REASON_MAX 500
+
+int ops_new(const char *root_device, registry *reg, outq *q, journal *j,
+            const ops_host *host, uint32_t default_timeout_ms, ops **out);
+void ops_free(ops *o);
+
+/* Static operation template id -> fragment ("511" -> "c8y_Command"), or
+ * NULL when the id is not an operation template. */
+const char *ops_fragment_for(const char *template_id);
+
+/* A payload that arrived on s/ds. */
+void ops_handle_payload(ops *o, const char *payload, size_t len);
+/* A batch carrying this tag (an operation's 501) was acknowledged. */
+void ops_on_acked(ops *o, uint64_t tag);
+/* The MQTT link dropped (after outq_requeue_inflight). */
+void ops_on_disconnect(ops *o);
+/* Completions and timeouts; returns the next deadline (ms, monotonic) or
+ * -1 when none. */
+long long ops_process(ops *o, long long now_ms);
+/* Finishes what the previous run left executing (see journal.h). */
+void ops_recover(ops *o);
+/* Operations known to the engine (queued, starting or running). */
+size_t ops_active(ops *o);
+/* Fails every running operation (shutdown): 502 queued durably. */
+void ops_fail_all(ops *o, const char *reason);
+
+/* Runs the handler on the calling (plugin worker) thread. */
+void ops_run_handler(c8y_operation *op);
+/* The plugin that must run this operation's handler. */
+c8y_plugin *ops_plugin(const c8y_operation *op);
+
+/* c8y_api implementations. */
+const char *ops_op_template(const c8y_operation *op);
+const char *ops_op_fragment(const c8y_operation *op);
+const char *ops_op_device(const c8y_operation *op);
+size_t ops_op_field_count(const c8y_operation *op);
+const char *ops_op_field(const c8y_operation *op, size_t index);
+int ops_op_succeed(c8y_operation *op, const char *result);
+int ops_op_succeed_params(c8y_operation *op, const char *const *params,
+                          size_t n);
+int ops_op_fail(c8y_operation *op, const char *reason);
+int ops_op_cancelled(const c8y_operation *op);
+int ops_op_complete_on_reboot(c8y_operation *op);
+
+#endif

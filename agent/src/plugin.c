@@ -1,0 +1,705 @@
+#include "plugin.h"
+
+#include "log.h"
+#include "smartrest.h"
+#include "status.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define MAX_LINE 16000
+
+enum job_kind { JOB_PRODUCE, JOB_OPERATION, JOB_MESSAGE };
+
+typedef struct plugin_job {
+  struct plugin_job *next;
+  enum job_kind kind;
+  reg_producer *producer;
+  c8y_operation *op;
+  reg_message *message;
+  char **fields;
+  size_t nfields;
+} plugin_job;
+
+typedef struct sample {
+  char *fragment;
+  char *series;
+  char *unit;
+  double value;
+} sample;
+
+struct c8y_batch {
+  c8y_plugin *plugin;
+  reg_producer *producer;
+  long long time_ms;
+  char *type;
+  char *child;
+  sample *samples;
+  size_t n;
+  size_t cap;
+};
+
+struct c8y_message {
+  char **fields; /* fields[0] is the message id */
+  size_t n;
+};
+
+static long long wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- queueing upstream lines ---- */
+
+static bool valid_topic_segment(const char *s) {
+  if (!s || !*s || strlen(s) > 200)
+    return false;
+  return strpbrk(s, "/+#") == NULL;
+}
+
+static int build_topic(char *out, size_t len, const char *base,
+                       const char *child) {
+  if (!child)
+    return snprintf(out, len, "%s", base) < (int)len ? C8Y_OK : C8Y_EINVAL;
+  if (!valid_topic_segment(child))
+    return C8Y_EINVAL;
+  return snprintf(out, len, "%s/%s", base, child) < (int)len ? C8Y_OK
+                                                              : C8Y_EINVAL;
+}
+
+static int queue_line(plugin_host *h, outq_class cls, const char *topic,
+                      const char *line) {
+  int rc = outq_push(h->q, cls, topic, line, 0, 0);
+  if (rc == -2)
+    return C8Y_ETOOBIG;
+  if (rc != 0)
+    return C8Y_EAGAIN;
+  if (h->wake)
+    h->wake(h->wake_ctx);
+  return C8Y_OK;
+}
+
+int plugin_send_fields(plugin_host *h, outq_class cls, const char *topic,
+                       const char *const *fields, size_t n) {
+  sr_buf b;
+  sr_buf_init(&b);
+  int rc = sr_encode_line(&b, fields, n) == 0 ? C8Y_OK : C8Y_ENOMEM;
+  if (rc == C8Y_OK)
+    rc = b.len > MAX_LINE ? C8Y_ETOOBIG : queue_line(h, cls, topic, b.data);
+  sr_buf_free(&b);
+  return rc;
+}
+
+/* ---- api: basics ---- */
+
+static void api_log(c8y_plugin *self, c8y_log_level level, const char *fmt,
+                    ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char prefix[64];
+  snprintf(prefix, sizeof prefix, "plugin %s", self ? self->name : "?");
+  log_vmsg((int)level, prefix, fmt, ap);
+  va_end(ap);
+}
+
+static const char *api_config_string(c8y_plugin *self, const char *key,
+                                     const char *fallback) {
+  cfg_entry *e = cfg_plugin_lookup(self->host->cfg, self->name, key);
+  return e ? e->value : fallback;
+}
+
+static int api_config_int(c8y_plugin *self, const char *key,
+                          int64_t fallback, int64_t *out) {
+  cfg_entry *e = cfg_plugin_lookup(self->host->cfg, self->name, key);
+  if (!e) {
+    *out = fallback;
+    return C8Y_OK;
+  }
+  long long v;
+  if (cfg_parse_int(e->value, LLONG_MIN, LLONG_MAX, &v) != 0) {
+    log_error("%s:%u: [plugin.%s] %s: not an integer: '%s'", e->file, e->line,
+              self->name, key, e->value);
+    *out = fallback;
+    return C8Y_EINVAL;
+  }
+  *out = v;
+  return C8Y_OK;
+}
+
+static int api_config_bool(c8y_plugin *self, const char *key, int fallback,
+                           int *out) {
+  cfg_entry *e = cfg_plugin_lookup(self->host->cfg, self->name, key);
+  if (!e) {
+    *out = fallback;
+    return C8Y_OK;
+  }
+  bool v;
+  if (cfg_parse_bool(e->value, &v) != 0) {
+    log_error("%s:%u: [plugin.%s] %s: not a boolean (true/false): '%s'",
+              e->file, e->line, self->name, key, e->value);
+    *out = fallback;
+    return C8Y_EINVAL;
+  }
+  *out = v;
+  return C8Y_OK;
+}
+
+/* ---- api: registration (init only) ---- */
+
+static int api_add_producer(c8y_plugin *self, const char *name,
+                            uint32_t interval_ms, c8y_produce_fn fn,
+                            void *ud) {
+  if (!self->registering)
+    return C8Y_ESTATE;
+  if (!name || !*name || !fn || interval_ms < 100)
+    return C8Y_EINVAL;
+  return registry_add_producer(self->host->reg, self, name, interval_ms, fn,
+                               ud);
+}
+
+static int api_add_operation(c8y_plugin *self, const char *template_id,
+                             uint32_t timeout_ms, c8y_operation_fn fn,
+                             void *ud) {
+  if (!self->registering)
+    return C8Y_ESTATE;
+  if (!template_id || !fn)
+    return C8Y_EINVAL;
+  const char *fragment = ops_fragment_for(template_id);
+  if (!fragment) {
+    api_log(self, C8Y_LOG_ERROR,
+            "add_operation: '%s' is not a static operation template "
+            "(510-532)",
+            template_id);
+    return C8Y_EINVAL;
+  }
+  c8y_plugin *owner = NULL;
+  int rc = registry_add_handler(self->host->reg, self, template_id, fragment,
+                                timeout_ms, fn, ud, &owner);
+  if (rc == C8Y_EEXIST && owner && owner != self && !self->init_error) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "template %s is already handled by plugin %s",
+             template_id, owner->name);
+    self->init_error = strdup(buf);
+  }
+  return rc;
+}
+
+static int api_add_message_handler(c8y_plugin *self, const char *xid,
+                                   const char *message_id, c8y_message_fn fn,
+                                   void *ud) {
+  if (!self->registering)
+    return C8Y_ESTATE;
+  if (!valid_topic_segment(xid) || !message_id || !*message_id || !fn)
+    return C8Y_EINVAL;
+  return registry_add_message(self->host->reg, self, xid, message_id, fn, ud);
+}
+
+static int api_add_child(c8y_plugin *self, const char *child_id,
+                         const char *name, const char *type) {
+  if (!self->registering)
+    return C8Y_ESTATE;
+  if (!valid_topic_segment(child_id) ||
+      strcmp(child_id, self->host->device_id) == 0)
+    return C8Y_EINVAL;
+  return registry_add_child(self->host->reg, self, child_id, name, type);
+}
+
+/* ---- api: batches ---- */
+
+static int api_batch_add(c8y_batch *b, const char *fragment,
+                         const char *series, double value, const char *unit) {
+  if (!b || !fragment || !*fragment || !series || !*series || !isfinite(value))
+    return C8Y_EINVAL;
+  if (b->n == b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 8;
+    sample *grown = realloc(b->samples, cap * sizeof *grown);
+    if (!grown)
+      return C8Y_ENOMEM;
+    b->samples = grown;
+    b->cap = cap;
+  }
+  sample *s = &b->samples[b->n];
+  s->fragment = strdup(fragment);
+  s->series = strdup(series);
+  s->unit = strdup(unit ? unit : "");
+  s->value = value;
+  if (!s->fragment || !s->series || !s->unit) {
+    free(s->fragment);
+    free(s->series);
+    free(s->unit);
+    return C8Y_ENOMEM;
+  }
+  b->n++;
+  return C8Y_OK;
+}
+
+static int api_batch_set_time(c8y_batch *b, int64_t unix_ms) {
+  if (!b || unix_ms <= 0)
+    return C8Y_EINVAL;
+  b->time_ms = unix_ms;
+  return C8Y_OK;
+}
+
+static int replace_str(char **slot, const char *value) {
+  char *copy = strdup(value);
+  if (!copy)
+    return C8Y_ENOMEM;
+  free(*slot);
+  *slot = copy;
+  return C8Y_OK;
+}
+
+static int api_batch_set_type(c8y_batch *b, const char *type) {
+  if (!b || !type || !*type)
+    return C8Y_EINVAL;
+  return replace_str(&b->type, type);
+}
+
+static int api_batch_set_child(c8y_batch *b, const char *child) {
+  if (!b || !valid_topic_segment(child))
+    return C8Y_EINVAL;
+  return replace_str(&b->child, child);
+}
+
+static void batch_clear(c8y_batch *b) {
+  for (size_t i = 0; i < b->n; i++) {
+    free(b->samples[i].fragment);
+    free(b->samples[i].series);
+    free(b->samples[i].unit);
+  }
+  free(b->samples);
+  free(b->type);
+  free(b->child);
+}
+
+static void format_value(double v, char *buf, size_t len) {
+  snprintf(buf, len, "%.15g", v);
+}
+
+/* 1 sample -> 200; more -> 201 lines of one measurement type, split so no
+ * line exceeds the payload limit. */
+static int batch_flush(c8y_batch *b) {
+  plugin_host *h = b->plugin->host;
+  if (b->n == 0)
+    return C8Y_OK;
+  char topic[300];
+  if (build_topic(topic, sizeof topic, "s/us", b->child) != C8Y_OK)
+    return C8Y_EINVAL;
+  char when[40];
+  sr_format_time(b->time_ms, when, sizeof when);
+  char num[64];
+  if (b->n == 1) {
+    sample *s = &b->samples[0];
+    format_value(s->value, num, sizeof num);
+    const char *f[] = {"200", s->fragment, s->series, num, s->unit, when};
+    return plugin_send_fields(h, OUTQ_MEASUREMENT, topic, f, 6);
+  }
+  const char *type = b->type ? b->type : b->producer->name;
+  sr_buf line;
+  sr_buf_init(&line);
+  int rc = C8Y_OK;
+  size_t i = 0;
+  while (i < b->n && rc == C8Y_OK) {
+    sr_buf_reset(&line);
+    const char *head[] = {"201", type, when};
+    if (sr_encode_line(&line, head, 3) != 0) {
+      rc = C8Y_ENOMEM;
+      break;
+    }
+    size_t in_line = 0;
+    while (i < b->n) {
+      sample *s = &b->samples[i];
+      format_value(s->value, num, sizeof num);
+      size_t mark = line.len;
+      const char *f[] = {s->fragment, s->series, num, s->unit};
+      for (int k = 0; k < 4 && rc == C8Y_OK; k++)
+        if (sr_append_field(&line, f[k]) != 0)
+          rc = C8Y_ENOMEM;
+      if (rc != C8Y_OK)
+        break;
+      if (line.len > MAX_LINE) {
+        line.len = mark;
+        line.data[mark] = 0;
+        if (in_line == 0)
+          rc = C8Y_ETOOBIG; /* one sample alone does not fit */
+        break;
+      }
+      in_line++;
+      i++;
+    }
+    if (rc == C8Y_OK)
+      rc = queue_line(h, OUTQ_MEASUREMENT, topic, line.data);
+  }
+  sr_buf_free(&line);
+  return rc;
+}
+
+/* ---- api: upstream data ---- */
+
+static int api_send_static(c8y_plugin *self, const char *child,
+                           const char *const *fields, size_t n) {
+  if (!fields || n == 0 || !fields[0] || !*fields[0])
+    return C8Y_EINVAL;
+  for (const char *c = fields[0]; *c; c++)
+    if (*c < '0' || *c > '9')
+      return C8Y_EINVAL;
+  if (fields[0][0] == '5')
+    return C8Y_EINVAL; /* the agent owns operation status */
+  char topic[300];
+  if (build_topic(topic, sizeof topic, "s/us", child) != C8Y_OK)
+    return C8Y_EINVAL;
+  return plugin_send_fields(self->host, outq_class_for_template(fields[0]),
+                            topic, fields, n);
+}
+
+static int api_send_event(c8y_plugin *self, const char *child,
+                          const char *type, const char *text,
+                          int64_t time_ms) {
+  if (!type || !*type || !text)
+    return C8Y_EINVAL;
+  char when[40] = "";
+  if (time_ms > 0)
+    sr_format_time(time_ms, when, sizeof when);
+  const char *f[] = {"400", type, text, when};
+  return api_send_static(self, child, f, time_ms > 0 ? 4 : 3);
+}
+
+static int api_raise_alarm(c8y_plugin *self, const char *child,
+                           c8y_severity severity, const char *type,
+                           const char *text) {
+  const char *id;
+  switch (severity) {
+  case C8Y_CRITICAL:
+    id = "301";
+    break;
+  case C8Y_MAJOR:
+    id = "302";
+    break;
+  case C8Y_MINOR:
+    id = "303";
+    break;
+  case C8Y_WARNING:
+    id = "304";
+    break;
+  default:
+    return C8Y_EINVAL;
+  }
+  if (!type || !*type)
+    return C8Y_EINVAL;
+  const char *f[] = {id, type, text ? text : ""};
+  return api_send_static(self, child, f, 3);
+}
+
+static int api_clear_alarm(c8y_plugin *self, const char *child,
+                           const char *type) {
+  if (!type || !*type)
+    return C8Y_EINVAL;
+  const char *f[] = {"306", type};
+  return api_send_static(self, child, f, 2);
+}
+
+static int api_send_custom(c8y_plugin *self, const char *xid,
+                           const char *child, const char *const *fields,
+                           size_t n) {
+  if (!valid_topic_segment(xid) || !fields || n == 0 || !fields[0] ||
+      !*fields[0])
+    return C8Y_EINVAL;
+  char base[300];
+  snprintf(base, sizeof base, "s/uc/%s", xid);
+  char topic[600];
+  if (build_topic(topic, sizeof topic, base, child) != C8Y_OK)
+    return C8Y_EINVAL;
+  return plugin_send_fields(self->host, OUTQ_EVENT, topic, fields, n);
+}
+
+/* ---- api: messages, identity ---- */
+
+static const char *api_msg_id(const c8y_message *m) { return m->fields[0]; }
+static size_t api_msg_field_count(const c8y_message *m) { return m->n - 1; }
+static const char *api_msg_field(const c8y_message *m, size_t i) {
+  return i + 1 < m->n ? m->fields[i + 1] : NULL;
+}
+
+static const char *api_device_id(c8y_plugin *self) {
+  return self->host->device_id;
+}
+
+static int mkdir_p(const char *path) {
+  char buf[4096];
+  if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+    return -1;
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/')
+      continue;
+    *p = 0;
+    if (mkdir(buf, 0750) != 0 && errno != EEXIST)
+      return -1;
+    *p = '/';
+  }
+  return mkdir(buf, 0750) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+static const char *api_state_dir(c8y_plugin *self) {
+  pthread_mutex_lock(&self->mu);
+  if (!self->state_dir) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s/plugins/%s", self->host->state_dir,
+             self->name);
+    if (mkdir_p(buf) == 0)
+      self->state_dir = strdup(buf);
+    else
+      log_error("plugin %s: cannot create %s: %s", self->name, buf,
+                strerror(errno));
+  }
+  pthread_mutex_unlock(&self->mu);
+  return self->state_dir;
+}
+
+static const c8y_api the_api = {
+    .abi_major = C8Y_ABI_MAJOR,
+    .abi_minor = C8Y_ABI_MINOR,
+    .size = sizeof(c8y_api),
+    .status_str = status_str,
+    .log = api_log,
+    .config_string = api_config_string,
+    .config_int = api_config_int,
+    .config_bool = api_config_bool,
+    .add_producer = api_add_producer,
+    .add_operation = api_add_operation,
+    .add_message_handler = api_add_message_handler,
+    .add_child = api_add_child,
+    .batch_add = api_batch_add,
+    .batch_set_time = api_batch_set_time,
+    .batch_set_type = api_batch_set_type,
+    .batch_set_child = api_batch_set_child,
+    .send_event = api_send_event,
+    .raise_alarm = api_raise_alarm,
+    .clear_alarm = api_clear_alarm,
+    .send_static = api_send_static,
+    .send_custom = api_send_custom,
+    .op_template = ops_op_template,
+    .op_fragment = ops_op_fragment,
+    .op_device = ops_op_device,
+    .op_field_count = ops_op_field_count,
+    .op_field = ops_op_field,
+    .op_succeed = ops_op_succeed,
+    .op_succeed_params = ops_op_succeed_params,
+    .op_fail = ops_op_fail,
+    .op_cancelled = ops_op_cancelled,
+    .op_complete_on_reboot = ops_op_complete_on_reboot,
+    .msg_id = api_msg_id,
+    .msg_field_count = api_msg_field_count,
+    .msg_field = api_msg_field,
+    .device_id = api_device_id,
+    .state_dir = api_state_dir,
+};
+
+const c8y_api *plugin_api(void) { return &the_api; }
+
+/* ---- lifecycle and worker ---- */
+
+c8y_plugin *plugin_new(plugin_host *host, const char *name,
+                       const char *version, const char *path) {
+  c8y_plugin *p = calloc(1, sizeof *p);
+  if (!p)
+    return NULL;
+  p->host = host;
+  p->name = strdup(name);
+  p->version = strdup(version ? version : "");
+  p->path = strdup(path ? path : "");
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_cond_init(&p->cv, NULL);
+  if (!p->name || !p->version || !p->path) {
+    plugin_free(p);
+    return NULL;
+  }
+  return p;
+}
+
+static void free_fields(char **f, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    free(f[i]);
+  free(f);
+}
+
+static void run_produce(c8y_plugin *p, reg_producer *prod) {
+  c8y_batch b = {.plugin = p, .producer = prod, .time_ms = wall_ms()};
+  int rc = prod->fn(p, &b, prod->user_data);
+  if (rc < 0)
+    log_warning("plugin %s: producer %s failed: %s; batch dropped", p->name,
+                prod->name, status_str(rc));
+  else if ((rc = batch_flush(&b)) != C8Y_OK)
+    log_warning("plugin %s: producer %s: %s; batch dropped", p->name,
+                prod->name, status_str(rc));
+  batch_clear(&b);
+  atomic_store(&prod->busy, false);
+}
+
+static void run_job(c8y_plugin *p, plugin_job *job) {
+  switch (job->kind) {
+  case JOB_PRODUCE:
+    run_produce(p, job->producer);
+    break;
+  case JOB_OPERATION:
+    ops_run_handler(job->op);
+    break;
+  case JOB_MESSAGE: {
+    c8y_message m = {.fields = job->fields, .n = job->nfields};
+    job->message->fn(p, &m, job->message->user_data);
+    free_fields(job->fields, job->nfields);
+    break;
+  }
+  }
+  free(job);
+}
+
+static void *worker_main(void *arg) {
+  c8y_plugin *p = arg;
+  pthread_mutex_lock(&p->mu);
+  for (;;) {
+    while (!p->jobs_head && !p->stopping)
+      pthread_cond_wait(&p->cv, &p->mu);
+    plugin_job *job = p->jobs_head;
+    if (!job)
+      break; /* stopping and drained */
+    p->jobs_head = job->next;
+    if (!p->jobs_head)
+      p->jobs_tail = NULL;
+    pthread_mutex_unlock(&p->mu);
+    run_job(p, job);
+    pthread_mutex_lock(&p->mu);
+  }
+  pthread_mutex_unlock(&p->mu);
+  return NULL;
+}
+
+int plugin_start_worker(c8y_plugin *p) {
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  /* Plugins run small callbacks; a modest stack keeps the agent lean. */
+  pthread_attr_setstacksize(&attr, 512 * 1024);
+  int rc = pthread_create(&p->worker, &attr, worker_main, p);
+  pthread_attr_destroy(&attr);
+  if (rc != 0)
+    return -1;
+  p->worker_running = true;
+  return 0;
+}
+
+void plugin_stop_worker(c8y_plugin *p) {
+  if (!p->worker_running)
+    return;
+  pthread_mutex_lock(&p->mu);
+  p->stopping = true;
+  pthread_cond_signal(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  pthread_join(p->worker, NULL);
+  p->worker_running = false;
+}
+
+static int enqueue(c8y_plugin *p, plugin_job *job) {
+  pthread_mutex_lock(&p->mu);
+  if (p->stopping) {
+    pthread_mutex_unlock(&p->mu);
+    return -1;
+  }
+  if (p->jobs_tail)
+    p->jobs_tail->next = job;
+  else
+    p->jobs_head = job;
+  p->jobs_tail = job;
+  pthread_cond_signal(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  return 0;
+}
+
+int plugin_queue_produce(c8y_plugin *p, reg_producer *prod) {
+  plugin_job *job = calloc(1, sizeof *job);
+  if (!job)
+    return -1;
+  job->kind = JOB_PRODUCE;
+  job->producer = prod;
+  atomic_store(&prod->busy, true);
+  if (enqueue(p, job) != 0) {
+    atomic_store(&prod->busy, false);
+    free(job);
+    return -1;
+  }
+  return 0;
+}
+
+int plugin_queue_operation(c8y_plugin *p, c8y_operation *op) {
+  plugin_job *job = calloc(1, sizeof *job);
+  if (!job)
+    return -1;
+  job->kind = JOB_OPERATION;
+  job->op = op;
+  if (enqueue(p, job) != 0) {
+    free(job);
+    return -1;
+  }
+  return 0;
+}
+
+int plugin_queue_message(c8y_plugin *p, reg_message *m, char **fields,
+                         size_t nfields) {
+  plugin_job *job = calloc(1, sizeof *job);
+  if (!job) {
+    free_fields(fields, nfields);
+    return -1;
+  }
+  job->kind = JOB_MESSAGE;
+  job->message = m;
+  job->fields = fields;
+  job->nfields = nfields;
+  if (enqueue(p, job) != 0) {
+    free_fields(fields, nfields);
+    free(job);
+    return -1;
+  }
+  return 0;
+}
+
+void plugin_report_unused_keys(c8y_plugin *p) {
+  agent_config *c = p->host->cfg;
+  char section[128];
+  snprintf(section, sizeof section, "plugin.%s", p->name);
+  for (size_t i = 0; i < c->nentries; i++) {
+    cfg_entry *e = &c->entries[i];
+    if (!e->used && strcmp(e->section, section) == 0 &&
+        strcmp(e->key, "enabled") != 0)
+      log_warning("%s:%u: [%s] %s: unknown key (plugin %s never read it)",
+                  e->file, e->line, section, e->key, p->name);
+  }
+}
+
+void plugin_free(c8y_plugin *p) {
+  if (!p)
+    return;
+  plugin_stop_worker(p);
+  plugin_job *job = p->jobs_head;
+  while (job) {
+    plugin_job *next = job->next;
+    if (job->kind == JOB_MESSAGE)
+      free_fields(job->fields, job->nfields);
+    free(job);
+    job = next;
+  }
+  pthread_mutex_destroy(&p->mu);
+  pthread_cond_destroy(&p->cv);
+  free(p->name);
+  free(p->version);
+  free(p->path);
+  free(p->init_error);
+  free(p->state_dir);
+  free(p);
+}

@@ -1,0 +1,73 @@
+/* plugin: the host side of the SDK. Owns struct c8y_plugin, the single
+ * c8y_api table, batches, and one worker thread per plugin: every callback
+ * of a plugin runs on its worker, so callbacks of one plugin never overlap
+ * and a slow plugin delays only itself. */
+#ifndef C8Y_PLUGIN_HOST_H
+#define C8Y_PLUGIN_HOST_H
+
+#include "config.h"
+#include "ops.h"
+#include "outq.h"
+#include "registry.h"
+
+#include <c8y/plugin.h>
+#include <pthread.h>
+#include <stdbool.h>
+
+/* What every plugin shares: set up once by the runtime. */
+typedef struct plugin_host {
+  agent_config *cfg;
+  registry *reg;
+  outq *q;
+  const char *device_id;
+  const char *state_dir;
+  void (*wake)(void *ctx); /* new data queued: drain soon */
+  void *wake_ctx;
+} plugin_host;
+
+struct c8y_plugin {
+  plugin_host *host;
+  char *name;
+  char *version;
+  char *path;
+  void *dl;
+  c8y_plugin_info info;
+  void *user_data;
+  bool registering;  /* inside init() */
+  char *init_error;  /* why registration made the plugin unloadable */
+  char *state_dir;
+  bool worker_running;
+  pthread_t worker;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  struct plugin_job *jobs_head, *jobs_tail;
+  bool stopping;
+};
+
+const c8y_api *plugin_api(void);
+
+/* Creates the handle (no worker yet). */
+c8y_plugin *plugin_new(plugin_host *host, const char *name,
+                       const char *version, const char *path);
+/* Joins the worker (after its queue drains), then frees. Does not call
+ * fini or dlclose. */
+void plugin_free(c8y_plugin *p);
+
+int plugin_start_worker(c8y_plugin *p);
+/* Stops accepting jobs, lets queued ones finish and joins the worker. */
+void plugin_stop_worker(c8y_plugin *p);
+
+/* Queue jobs on the plugin's worker (main thread). */
+int plugin_queue_produce(c8y_plugin *p, reg_producer *prod);
+int plugin_queue_operation(c8y_plugin *p, c8y_operation *op);
+int plugin_queue_message(c8y_plugin *p, reg_message *m, char **fields,
+                         size_t nfields); /* takes ownership of fields */
+
+/* After init(): keys of [plugin.<name>] the plugin never read. */
+void plugin_report_unused_keys(c8y_plugin *p);
+
+/* Queue a static template line (used by the runtime too). */
+int plugin_send_fields(plugin_host *h, outq_class cls, const char *topic,
+                       const char *const *fields, size_t n);
+
+#endif

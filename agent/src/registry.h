@@ -1,0 +1,88 @@
+/* registry: what plugins registered during init (producers, operation
+ * handlers by template id, custom message handlers, child devices).
+ * Registration happens on the loading thread only while no plugin callback
+ * runs; lookups happen on the main loop thread afterwards. */
+#ifndef C8Y_REGISTRY_H
+#define C8Y_REGISTRY_H
+
+#include <c8y/plugin.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct reg_producer {
+  c8y_plugin *plugin;
+  char *name;
+  uint32_t interval_ms;
+  c8y_produce_fn fn;
+  void *user_data;
+  long long next_due_ms;
+  atomic_bool busy; /* a produce job is queued or running */
+} reg_producer;
+
+typedef struct reg_handler {
+  c8y_plugin *plugin;
+  char *template_id;
+  const char *fragment; /* static string from the template table */
+  uint32_t timeout_ms;
+  c8y_operation_fn fn;
+  void *user_data;
+} reg_handler;
+
+typedef struct reg_message {
+  c8y_plugin *plugin;
+  char *xid;
+  char *message_id;
+  c8y_message_fn fn;
+  void *user_data;
+} reg_message;
+
+typedef struct reg_child {
+  c8y_plugin *plugin;
+  char *id;
+  char *name;
+  char *type;
+} reg_child;
+
+typedef struct registry {
+  reg_producer **producers;
+  size_t nproducers;
+  reg_handler **handlers;
+  size_t nhandlers;
+  reg_message **messages;
+  size_t nmessages;
+  reg_child **children;
+  size_t nchildren;
+} registry;
+
+void registry_init(registry *r);
+void registry_free(registry *r);
+
+int registry_add_producer(registry *r, c8y_plugin *p, const char *name,
+                          uint32_t interval_ms, c8y_produce_fn fn, void *ud);
+/* C8Y_EEXIST if the template is taken; *owner gets the plugin that has it. */
+int registry_add_handler(registry *r, c8y_plugin *p, const char *template_id,
+                         const char *fragment, uint32_t timeout_ms,
+                         c8y_operation_fn fn, void *ud, c8y_plugin **owner);
+int registry_add_message(registry *r, c8y_plugin *p, const char *xid,
+                         const char *message_id, c8y_message_fn fn, void *ud);
+int registry_add_child(registry *r, c8y_plugin *p, const char *id,
+                       const char *name, const char *type);
+/* Removes every registration of p (init rollback, unload). */
+void registry_remove_plugin(registry *r, c8y_plugin *p);
+
+reg_handler *registry_find_handler(registry *r, const char *template_id);
+reg_message *registry_find_message(registry *r, const char *xid,
+                                   const char *message_id);
+bool registry_has_child(registry *r, const char *id);
+size_t registry_count_for(registry *r, c8y_plugin *p, size_t *producers,
+                          size_t *handlers);
+
+/* Distinct fragments of the registered handlers in registration order,
+ * joined with ',' (the 114 payload without the id); malloc'ed. */
+char *registry_supported_operations(registry *r);
+/* Distinct custom template X-IDs with message handlers; the caller frees
+ * the array (not the strings). */
+size_t registry_xids(registry *r, const char ***xids);
+
+#endif

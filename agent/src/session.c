@@ -1,0 +1,272 @@
+#include "session.h"
+
+#include "log.h"
+
+#include <MQTTAsync.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+struct session {
+  MQTTAsync client;
+  session_callbacks cb;
+  char uri[600];
+  char *client_id;
+  char *username;
+  char *password;
+  char *ca_file;
+  char *ca_dir;
+  char *cert_file;
+  char *key_file;
+  bool tls;
+  bool verify_hostname;
+  int keepalive;
+};
+
+typedef struct pub_ctx {
+  session *s;
+  uint64_t id;
+} pub_ctx;
+
+const char *session_connack_text(int code) {
+  switch (code) {
+  case 1:
+    return "unacceptable protocol version";
+  case 2:
+    return "client identifier rejected";
+  case 3:
+    return "server unavailable";
+  case 4:
+    return "bad user name or password";
+  case 5:
+    return "not authorized";
+  default:
+    return "connection failed";
+  }
+}
+
+const char *session_uri(const session *s) { return s->uri; }
+
+static void on_connection_lost(void *ctx, char *cause) {
+  session *s = ctx;
+  s->cb.lost(s->cb.ctx, cause ? cause : "connection lost");
+}
+
+static int on_message(void *ctx, char *topic, int topic_len,
+                      MQTTAsync_message *m) {
+  session *s = ctx;
+  char *t = topic_len > 0 ? strndup(topic, (size_t)topic_len) : strdup(topic);
+  if (t) {
+    s->cb.message(s->cb.ctx, t, m->payload, (size_t)m->payloadlen);
+    free(t);
+  }
+  MQTTAsync_freeMessage(&m);
+  MQTTAsync_free(topic);
+  return 1;
+}
+
+static void on_connect_success(void *ctx, MQTTAsync_successData *r) {
+  session *s = ctx;
+  s->cb.connected(s->cb.ctx);
+}
+
+static void on_connect_failure(void *ctx, MQTTAsync_failureData *r) {
+  session *s = ctx;
+  int code = r ? r->code : -1;
+  const char *msg = r && r->message ? r->message : NULL;
+  s->cb.connect_failed(s->cb.ctx, code, msg);
+}
+
+static void on_publish_success(void *ctx, MQTTAsync_successData *r) {
+  pub_ctx *p = ctx;
+  p->s->cb.delivered(p->s->cb.ctx, p->id, true);
+  free(p);
+}
+
+static void on_publish_failure(void *ctx, MQTTAsync_failureData *r) {
+  pub_ctx *p = ctx;
+  p->s->cb.delivered(p->s->cb.ctx, p->id, false);
+  free(p);
+}
+
+static void on_subscribe_failure(void *ctx, MQTTAsync_failureData *r) {
+  log_error("subscription failed (code %d%s%s)", r ? r->code : -1,
+            r && r->message ? ": " : "", r && r->message ? r->message : "");
+}
+
+static int on_ssl_error(const char *str, size_t len, void *u) {
+  log_error("TLS: %.*s", (int)len, str);
+  return 0;
+}
+
+static char *dup_opt(const char *s) { return s && *s ? strdup(s) : NULL; }
+
+int session_new(const agent_config *cfg, const session_callbacks *cb,
+                session **out, char *err, size_t errlen) {
+  *out = NULL;
+  session *s = calloc(1, sizeof *s);
+  if (!s) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  s->cb = *cb;
+  s->tls = cfg->tls;
+  s->verify_hostname = cfg->verify_hostname;
+  s->keepalive = cfg->keepalive;
+  snprintf(s->uri, sizeof s->uri, "%s://%s:%d", cfg->tls ? "ssl" : "tcp",
+           cfg->host, cfg->port);
+  s->client_id = cfg_client_id(cfg);
+  /* With a client certificate the CN identifies the device: no user name. */
+  if (cfg->tenant || !cfg->cert_file) {
+    s->username = cfg_username(cfg);
+    s->password = dup_opt(cfg->password);
+  }
+  if (cfg->ca_path) {
+    struct stat st;
+    if (stat(cfg->ca_path, &st) == 0 && S_ISDIR(st.st_mode))
+      s->ca_dir = strdup(cfg->ca_path);
+    else
+      s->ca_file = strdup(cfg->ca_path);
+  }
+  s->cert_file = dup_opt(cfg->cert_file);
+  s->key_file = dup_opt(cfg->key_file);
+  if (!s->client_id) {
+    session_free(s);
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
+  co.MQTTVersion = MQTTVERSION_3_1_1;
+  /* The agent's own durable queue holds data while offline, not Paho. */
+  co.sendWhileDisconnected = 0;
+  int rc = MQTTAsync_createWithOptions(&s->client, s->uri, s->client_id,
+                                       MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
+  if (rc != MQTTASYNC_SUCCESS) {
+    snprintf(err, errlen, "cannot create MQTT client for %s: %s", s->uri,
+             MQTTAsync_strerror(rc));
+    session_free(s);
+    return -1;
+  }
+  MQTTAsync_setCallbacks(s->client, s, on_connection_lost, on_message, NULL);
+  if (s->tls && !s->verify_hostname)
+    log_warning("TLS hostname verification is DISABLED ([c8y] "
+                "verify_hostname = false): the connection can be "
+                "intercepted by anyone holding any certificate the CA "
+                "signed");
+  *out = s;
+  return 0;
+}
+
+void session_free(session *s) {
+  if (!s)
+    return;
+  if (s->client)
+    MQTTAsync_destroy(&s->client);
+  free(s->client_id);
+  free(s->username);
+  free(s->password);
+  free(s->ca_file);
+  free(s->ca_dir);
+  free(s->cert_file);
+  free(s->key_file);
+  free(s);
+}
+
+int session_connect(session *s) {
+  MQTTAsync_connectOptions o = MQTTAsync_connectOptions_initializer;
+  MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
+  MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
+  o.keepAliveInterval = s->keepalive;
+  o.cleansession = 1;
+  o.MQTTVersion = MQTTVERSION_3_1_1;
+  /* Well above the runtime's own window so Paho never blocks on a full
+   * in-flight table (Debian's 1.3.12 stalls for up to 1 s when it does). */
+  o.maxInflight = 64;
+  o.connectTimeout = 15;
+  o.automaticReconnect = 0;
+  o.username = s->username;
+  o.password = s->password;
+  will.topicName = SESSION_WILL_TOPIC;
+  will.message = SESSION_WILL_PAYLOAD;
+  will.qos = 1;
+  will.retained = 0;
+  o.will = &will;
+  if (s->tls) {
+    ssl.enableServerCertAuth = 1;
+    ssl.verify = s->verify_hostname ? 1 : 0;
+    ssl.trustStore = s->ca_file;
+    ssl.CApath = s->ca_dir;
+    ssl.keyStore = s->cert_file;
+    ssl.privateKey = s->key_file;
+    ssl.sslVersion = MQTT_SSL_VERSION_TLS_1_2;
+    ssl.ssl_error_cb = on_ssl_error;
+    o.ssl = &ssl;
+  }
+  o.onSuccess = on_connect_success;
+  o.onFailure = on_connect_failure;
+  o.context = s;
+  int rc = MQTTAsync_connect(s->client, &o);
+  if (rc != MQTTASYNC_SUCCESS) {
+    log_error("cannot start connecting to %s: %s", s->uri,
+              MQTTAsync_strerror(rc));
+    return -1;
+  }
+  return 0;
+}
+
+int session_publish(session *s, const char *topic, const char *payload,
+                    size_t len, int qos, uint64_t id) {
+  MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+  pub_ctx *ctx = NULL;
+  if (id) {
+    ctx = malloc(sizeof *ctx);
+    if (!ctx)
+      return -1;
+    ctx->s = s;
+    ctx->id = id;
+    ro.onSuccess = on_publish_success;
+    ro.onFailure = on_publish_failure;
+    ro.context = ctx;
+  }
+  MQTTAsync_message m = MQTTAsync_message_initializer;
+  m.payload = (void *)payload;
+  m.payloadlen = (int)len;
+  m.qos = qos;
+  m.retained = 0;
+  int rc = MQTTAsync_sendMessage(s->client, topic, &m, &ro);
+  if (rc != MQTTASYNC_SUCCESS) {
+    free(ctx);
+    log_debug("publish on %s failed: %s", topic, MQTTAsync_strerror(rc));
+    return -1;
+  }
+  return 0;
+}
+
+int session_subscribe(session *s, const char *topic, int qos) {
+  MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+  ro.onFailure = on_subscribe_failure;
+  ro.context = s;
+  int rc = MQTTAsync_subscribe(s->client, topic, qos, &ro);
+  if (rc != MQTTASYNC_SUCCESS) {
+    log_error("cannot subscribe to %s: %s", topic, MQTTAsync_strerror(rc));
+    return -1;
+  }
+  return 0;
+}
+
+void session_disconnect(session *s, int timeout_ms) {
+  if (!MQTTAsync_isConnected(s->client))
+    return;
+  MQTTAsync_disconnectOptions o = MQTTAsync_disconnectOptions_initializer;
+  o.timeout = timeout_ms;
+  if (MQTTAsync_disconnect(s->client, &o) != MQTTASYNC_SUCCESS)
+    return;
+  /* Destroying the client before DISCONNECT went out would look like a
+   * lost link to the broker, which then publishes the will. */
+  struct timespec tick = {0, 10 * 1000000L};
+  for (int waited = 0; waited < timeout_ms && MQTTAsync_isConnected(s->client);
+       waited += 10)
+    nanosleep(&tick, NULL);
+}

@@ -1,0 +1,50 @@
+/* session: the single MQTT connection to Cumulocity (Paho MQTTAsync).
+ * clean session, MQTT 3.1.1, will "400,c8y_ConnectionEvent,..." on s/us
+ * (QoS 1, never retained), TLS with server and hostname verification unless
+ * configured otherwise. Reconnecting is the caller's decision (backoff lives
+ * in the runtime). Callbacks run on Paho's threads: keep them short. */
+#ifndef C8Y_SESSION_H
+#define C8Y_SESSION_H
+
+#include "config.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SESSION_WILL_TOPIC "s/us"
+#define SESSION_WILL_PAYLOAD "400,c8y_ConnectionEvent,\"Device connection was lost.\""
+
+typedef struct session session;
+
+typedef struct session_callbacks {
+  void *ctx;
+  void (*connected)(void *ctx);
+  /* code: CONNACK return code (1-5) or a negative Paho code. */
+  void (*connect_failed)(void *ctx, int code, const char *message);
+  void (*lost)(void *ctx, const char *cause);
+  void (*message)(void *ctx, const char *topic, const char *payload,
+                  size_t len);
+  /* The publish with this id was acknowledged (QoS 1: PUBACK) or failed. */
+  void (*delivered)(void *ctx, uint64_t id, bool ok);
+} session_callbacks;
+
+int session_new(const agent_config *cfg, const session_callbacks *cb,
+                session **out, char *err, size_t errlen);
+void session_free(session *s);
+
+/* Starts connecting; the outcome arrives as connected/connect_failed. */
+int session_connect(session *s);
+/* id 0: the outcome is not reported. Returns 0 or -1. */
+int session_publish(session *s, const char *topic, const char *payload,
+                    size_t len, int qos, uint64_t id);
+int session_subscribe(session *s, const char *topic, int qos);
+/* Clean DISCONNECT (the broker drops the will). */
+void session_disconnect(session *s, int timeout_ms);
+
+/* "bad user name or password" for CONNACK 4, ... */
+const char *session_connack_text(int code);
+/* "ssl://host:port" or "tcp://host:port" (for messages) */
+const char *session_uri(const session *s);
+
+#endif
