@@ -1,0 +1,87 @@
+/* Shared set-up for integration tests: a simulator (real mosquitto on a
+ * free loopback port) and the real agent binary configured against it with
+ * the scriptable itest plugin. */
+#ifndef C8Y_IT_FIXTURE_H
+#define C8Y_IT_FIXTURE_H
+
+#include "agent_proc.h"
+#include "sim.h"
+
+#include <glib.h>
+#include <string.h>
+
+#define FX_DEVICE "dev1"
+
+typedef struct fx {
+  sim *s;
+  agent_proc *a;
+  int reconnect_ms; /* backoff floor and ceiling; 0 = 100/1000 ms */
+} fx;
+
+static inline void fx_start_sim(fx *f) {
+  sim_options o = {.tenant = "t1",
+                   .user = "device",
+                   .password = "secret",
+                   .device_id = FX_DEVICE};
+  char err[512];
+  if (sim_start(&o, &f->s, err, sizeof err) != 0)
+    g_error("simulator: %s", err);
+}
+
+/* `extra` is appended to the generated agent.ini (may add sections). */
+static inline void fx_make_agent(fx *f, const char *password,
+                                 const char *extra) {
+  char *ini = g_strdup_printf(
+      "[c8y]\ntenant = t1\nuser = device\npassword = %s\nhost = 127.0.0.1\n"
+      "port = %d\ntls = false\nreconnect_min_ms = %d\n"
+      "reconnect_max_ms = %d\n[device]\nid = " FX_DEVICE "\n"
+      "[agent]\nplugin_dir = %s\nlog_level = debug\n%s",
+      password, sim_port(f->s), f->reconnect_ms ? f->reconnect_ms : 100,
+      f->reconnect_ms ? f->reconnect_ms : 1000, ITEST_PLUGIN_DIR,
+      extra ? extra : "");
+  f->a = agent_proc_new(ini);
+  g_free(ini);
+  g_assert_nonnull(f->a);
+}
+
+static inline void fx_start_agent(fx *f) {
+  g_assert_cmpint(agent_proc_start(f->a), ==, 0);
+}
+
+/* Starts both and waits until the agent asked for pending operations. */
+static inline void fx_up(fx *f, const char *extra) {
+  fx_start_sim(f);
+  fx_make_agent(f, "secret", extra);
+  fx_start_agent(f);
+  if (sim_wait_line(f->s, "s/us", "500", 0, 15000) < 0) {
+    char *log = agent_proc_log(f->a);
+    g_error("agent never sent 500; log:\n%s", log);
+  }
+}
+
+static inline void fx_down(fx *f) {
+  if (f->a && g_test_failed()) {
+    char *log = agent_proc_log(f->a);
+    g_printerr("---- agent log ----\n%s\n-------------------\n", log);
+    g_free(log);
+  }
+  agent_proc_free(f->a);
+  f->a = NULL;
+  if (f->s)
+    sim_stop(f->s);
+  f->s = NULL;
+}
+
+/* Waits for an operation to finish; returns its status. */
+static inline int fx_wait_op(fx *f, long id, int timeout_ms) {
+  int st = sim_wait_operation_done(f->s, id, timeout_ms);
+  if (st < 0) {
+    char *log = agent_proc_log(f->a);
+    g_printerr("operation %ld still %s; agent log:\n%s\n", id,
+               sim_op_status_name(sim_operation_status(f->s, id)), log);
+    g_free(log);
+  }
+  return st;
+}
+
+#endif

@@ -1,0 +1,138 @@
+/* itest: a plugin whose behaviour the integration tests script through the
+ * text of a c8y_Command (511) operation, so every lifecycle path of the core
+ * can be driven from the simulator:
+ *   ok <result>          succeed synchronously with <result>
+ *   fail <reason>        fail synchronously
+ *   error                return C8Y_EIO without completing
+ *   async <ms> <result>  succeed from another thread after <ms>
+ *   slow <ms>            block the handler <ms>, then succeed
+ *   hang                 return C8Y_PENDING and only give up (op_fail) once
+ *                        op_cancelled says the agent timed it out
+ *   reboot               op_complete_on_reboot, then C8Y_PENDING forever
+ *   order <tag>          append <tag> to <state_dir>/order, succeed
+ * 510 (c8y_Restart) behaves like "reboot". A producer "itest" emits a
+ * counter every `interval_ms` (0 = no producer). */
+#define _POSIX_C_SOURCE 200809L
+#include <c8y/plugin.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const c8y_api *api;
+
+typedef struct job {
+  c8y_operation *op;
+  int ms;
+  char result[256];
+  int hang;
+} job;
+
+static void sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+static void *job_thread(void *arg) {
+  job *j = arg;
+  if (j->hang) {
+    for (int i = 0; i < 6000 && !api->op_cancelled(j->op); i++)
+      sleep_ms(10);
+    int rc = api->op_fail(j->op, "gave up after cancellation");
+    api->log(NULL, C8Y_LOG_NOTICE, "itest: late completion returned %d (%s)",
+             rc, api->status_str(rc));
+  } else {
+    sleep_ms(j->ms);
+    api->op_succeed(j->op, j->result);
+  }
+  free(j);
+  return NULL;
+}
+
+static int spawn(job *j) {
+  pthread_t t;
+  if (pthread_create(&t, NULL, job_thread, j) != 0) {
+    free(j);
+    return C8Y_ENOMEM;
+  }
+  pthread_detach(t);
+  return C8Y_PENDING;
+}
+
+static int on_command(c8y_plugin *self, c8y_operation *op, void *ud) {
+  (void)ud;
+  const char *text = api->op_field(op, 0);
+  if (!text)
+    return api->op_fail(op, "no command text");
+  if (strncmp(text, "ok ", 3) == 0)
+    return api->op_succeed(op, text + 3);
+  if (strncmp(text, "fail ", 5) == 0)
+    return api->op_fail(op, text + 5);
+  if (strcmp(text, "error") == 0)
+    return C8Y_EIO;
+  if (strncmp(text, "async ", 6) == 0 || strcmp(text, "hang") == 0) {
+    job *j = calloc(1, sizeof *j);
+    if (!j)
+      return C8Y_ENOMEM;
+    j->op = op;
+    j->hang = strcmp(text, "hang") == 0;
+    if (!j->hang)
+      sscanf(text + 6, "%d %255[^\n]", &j->ms, j->result);
+    return spawn(j);
+  }
+  if (strncmp(text, "slow ", 5) == 0) {
+    sleep_ms(atoi(text + 5));
+    return api->op_succeed(op, "slow done");
+  }
+  if (strcmp(text, "reboot") == 0) {
+    int rc = api->op_complete_on_reboot(op);
+    return rc == C8Y_OK ? C8Y_PENDING : rc;
+  }
+  if (strncmp(text, "order ", 6) == 0) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/order", api->state_dir(self));
+    FILE *f = fopen(path, "a");
+    if (!f)
+      return api->op_fail(op, "cannot open the order file");
+    fprintf(f, "%s\n", text + 6);
+    fclose(f);
+    return api->op_succeed(op, text + 6);
+  }
+  return api->op_fail(op, "unknown itest command");
+}
+
+static int on_restart(c8y_plugin *self, c8y_operation *op, void *ud) {
+  (void)self;
+  (void)ud;
+  int rc = api->op_complete_on_reboot(op);
+  return rc == C8Y_OK ? C8Y_PENDING : rc;
+}
+
+static long counter;
+
+static int produce(c8y_plugin *self, c8y_batch *b, void *ud) {
+  (void)self;
+  (void)ud;
+  return api->batch_add(b, "c8y_Counter", "n", (double)++counter, "");
+}
+
+static int init(c8y_plugin *self, const c8y_api *a, void **ud) {
+  (void)ud;
+  api = a;
+  int64_t timeout_ms, interval_ms;
+  if (api->config_int(self, "timeout_ms", 0, &timeout_ms) != C8Y_OK ||
+      api->config_int(self, "interval_ms", 0, &interval_ms) != C8Y_OK)
+    return C8Y_EINVAL;
+  int rc = api->add_operation(self, "511", (uint32_t)timeout_ms, on_command,
+                              NULL);
+  if (rc == C8Y_OK)
+    rc = api->add_operation(self, "510", 0, on_restart, NULL);
+  if (rc == C8Y_OK && interval_ms > 0)
+    rc = api->add_producer(self, "itest", (uint32_t)interval_ms, produce,
+                           NULL);
+  return rc;
+}
+
+C8Y_PLUGIN(.name = "itest", .version = "1.0", .init = init);

@@ -1,0 +1,1154 @@
+#include "sim.h"
+
+#include "../support/broker.h"
+#include "smartrest.h"
+
+#include <MQTTAsync.h>
+#include <errno.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct sim_op {
+  long id;
+  int tpl;
+  char *line;
+  char *device;
+  const char *fragment;
+  sim_op_status st;
+  char *detail;
+} sim_op;
+
+typedef struct sim_dev {
+  char *id;
+  char *parent; /* NULL for the root */
+  long mo_id;
+  bool created;
+} sim_dev;
+
+typedef struct sim_coll {
+  char *xid;
+  long id;
+} sim_coll;
+
+/* Replies computed under the lock and published after it is released: Paho
+ * must never be entered while we hold `mu` (its thread calls us with its own
+ * locks in an unknown state). */
+typedef struct outmsg {
+  char *topic;
+  char *payload;
+} outmsg;
+
+typedef struct outbox {
+  outmsg *items;
+  size_t n, cap;
+} outbox;
+
+struct sim {
+  char *tenant, *user, *password, *device_id;
+  char *workdir;
+  bool own_workdir;
+  bool echo;
+  char *passwd_path, *acl_path;
+  char sim_password[33];
+  broker *br;
+
+  MQTTAsync client;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool subscribed;
+  unsigned sub_gen;  /* bumped on every successful (re)subscription */
+  unsigned kill_gen; /* sub_gen when the broker was last killed */
+  bool connect_failed;
+  char connect_err[160];
+  bool disconnected;
+
+  sim_message **msgs;
+  size_t nmsgs, capmsgs;
+  sim_op *ops;
+  size_t nops, capops;
+  long next_op_id;
+  sim_dev *devs;
+  size_t ndevs, capdevs;
+  long next_mo_id;
+  sim_coll *colls;
+  size_t ncolls, capcolls;
+};
+
+static const struct {
+  int tpl;
+  const char *fragment;
+} k_fragments[] = {
+    {510, "c8y_Restart"},
+    {511, "c8y_Command"},
+    {513, "c8y_Configuration"},
+    {515, "c8y_Firmware"},
+    {516, "c8y_SoftwareList"},
+    {517, "c8y_MeasurementRequestOperation"},
+    {518, "c8y_Relay"},
+    {519, "c8y_RelayArray"},
+    {520, "c8y_UploadConfigFile"},
+    {521, "c8y_DownloadConfigFile"},
+    {522, "c8y_LogfileRequest"},
+    {523, "c8y_CommunicationMode"},
+    {524, "c8y_DownloadConfigFile"},
+    {525, "c8y_Firmware"},
+    {526, "c8y_UploadConfigFile"},
+    {527, "c8y_DeviceProfile"},
+    {528, "c8y_SoftwareUpdate"},
+    {529, "c8y_SoftwareUpdate"},
+    {530, "c8y_RemoteAccessConnect"},
+    {531, "c8y_DeviceProfile"},
+    {532, "c8y_ParameterUpdate"},
+};
+
+/* Upstream static template ids the platform accepts (c8y-protocol.md 3.1). */
+static const int k_known_upstream[] = {
+    100, 101, 102, 104, 105, 107, 110, 111, 112, 113, 114, 115, 116, 117,
+    118, 119, 120, 121, 122, 123, 125, 140, 141, 142, 143, 150, 200, 201,
+    210, 211, 212, 301, 302, 303, 304, 305, 306, 307, 400, 401, 402, 407,
+    408, 500, 501, 502, 503, 504, 505, 506, 507, 600, 602};
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t errlen, const char *fmt, ...) {
+  if (!err || errlen == 0)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+static long long mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct timespec deadline_ts(int timeout_ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  long long ns = ts.tv_nsec + (long long)(timeout_ms % 1000) * 1000000LL;
+  ts.tv_sec += timeout_ms / 1000 + ns / 1000000000LL;
+  ts.tv_nsec = (long)(ns % 1000000000LL);
+  return ts;
+}
+
+/* Waits on the condvar until the deadline; false once it has passed. */
+static bool wait_until(sim *s, const struct timespec *dl) {
+  return pthread_cond_timedwait(&s->cv, &s->mu, dl) != ETIMEDOUT;
+}
+
+static const char *fragment_of(int tpl) {
+  for (size_t i = 0; i < sizeof k_fragments / sizeof k_fragments[0]; i++)
+    if (k_fragments[i].tpl == tpl)
+      return k_fragments[i].fragment;
+  return NULL;
+}
+
+static bool known_upstream(int tpl) {
+  for (size_t i = 0; i < sizeof k_known_upstream / sizeof k_known_upstream[0];
+       i++)
+    if (k_known_upstream[i] == tpl)
+      return true;
+  return false;
+}
+
+/* Strict decimal template id; -1 if the field is not one. */
+static int parse_tpl(const char *f) {
+  if (!f || !*f || strlen(f) > 6)
+    return -1;
+  int v = 0;
+  for (const char *p = f; *p; p++) {
+    if (*p < '0' || *p > '9')
+      return -1;
+    v = v * 10 + (*p - '0');
+  }
+  return v;
+}
+
+static bool grow(void **arr, size_t *cap, size_t need, size_t elem) {
+  if (need <= *cap)
+    return true;
+  size_t nc = *cap ? *cap * 2 : 16;
+  while (nc < need)
+    nc *= 2;
+  void *p = realloc(*arr, nc * elem);
+  if (!p)
+    return false;
+  *arr = p;
+  *cap = nc;
+  return true;
+}
+
+/* ---- outbox -------------------------------------------------------------- */
+
+static void outbox_add(outbox *ob, const char *topic, const char *payload) {
+  if (!grow((void **)&ob->items, &ob->cap, ob->n + 1, sizeof *ob->items))
+    return;
+  outmsg *m = &ob->items[ob->n];
+  m->topic = strdup(topic);
+  m->payload = strdup(payload);
+  if (!m->topic || !m->payload) {
+    free(m->topic);
+    free(m->payload);
+    return;
+  }
+  ob->n++;
+}
+
+/* Encodes fields as one line and queues it. */
+static void outbox_line(outbox *ob, const char *topic,
+                        const char *const *fields, size_t n) {
+  sr_buf b;
+  sr_buf_init(&b);
+  if (sr_encode_line(&b, fields, n) == 0 && b.data)
+    outbox_add(ob, topic, b.data);
+  sr_buf_free(&b);
+}
+
+static void echo_msg(const char *prefix, const char *topic,
+                     const char *payload) {
+  flockfile(stdout);
+  fputs(prefix, stdout);
+  fputs(topic, stdout);
+  putc_unlocked(' ', stdout);
+  for (const char *p = payload; *p; p++) {
+    if (*p == '\n')
+      fputs("\\n", stdout);
+    else if (*p != '\r')
+      putc_unlocked(*p, stdout);
+  }
+  putc_unlocked('\n', stdout);
+  fflush(stdout);
+  funlockfile(stdout);
+}
+
+static int publish_raw(sim *s, const char *topic, const char *payload) {
+  MQTTAsync_message m = MQTTAsync_message_initializer;
+  m.payload = (void *)payload;
+  m.payloadlen = (int)strlen(payload);
+  m.qos = 1;
+  m.retained = 0;
+  MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+  int rc = MQTTAsync_sendMessage(s->client, topic, &m, &ro);
+  if (s->echo)
+    echo_msg(rc == MQTTASYNC_SUCCESS ? "-> " : "-> (not sent) ", topic,
+             payload);
+  return rc == MQTTASYNC_SUCCESS ? 0 : -1;
+}
+
+static void outbox_flush(sim *s, outbox *ob) {
+  for (size_t i = 0; i < ob->n; i++) {
+    publish_raw(s, ob->items[i].topic, ob->items[i].payload);
+    free(ob->items[i].topic);
+    free(ob->items[i].payload);
+  }
+  free(ob->items);
+  ob->items = NULL;
+  ob->n = ob->cap = 0;
+}
+
+/* ---- platform state (all under s->mu) ------------------------------------ */
+
+static sim_dev *dev_find(sim *s, const char *id) {
+  for (size_t i = 0; i < s->ndevs; i++)
+    if (strcmp(s->devs[i].id, id) == 0)
+      return &s->devs[i];
+  return NULL;
+}
+
+static sim_dev *dev_add(sim *s, const char *id, const char *parent,
+                        bool created) {
+  if (!grow((void **)&s->devs, &s->capdevs, s->ndevs + 1, sizeof *s->devs))
+    return NULL;
+  sim_dev *d = &s->devs[s->ndevs];
+  d->id = strdup(id);
+  d->parent = parent ? strdup(parent) : NULL;
+  if (!d->id || (parent && !d->parent)) {
+    free(d->id);
+    free(d->parent);
+    return NULL;
+  }
+  d->mo_id = s->next_mo_id++;
+  d->created = created;
+  s->ndevs++;
+  return d;
+}
+
+static sim_op *op_find(sim *s, long id) {
+  for (size_t i = 0; i < s->nops; i++)
+    if (s->ops[i].id == id)
+      return &s->ops[i];
+  return NULL;
+}
+
+/* Oldest operation of `device` in state `st` with `fragment`. */
+static sim_op *op_oldest(sim *s, const char *device, const char *fragment,
+                         sim_op_status st) {
+  for (size_t i = 0; i < s->nops; i++) {
+    sim_op *o = &s->ops[i];
+    if (o->st == st && strcmp(o->fragment, fragment) == 0 &&
+        strcmp(o->device, device) == 0)
+      return o;
+  }
+  return NULL;
+}
+
+/* Operation result: a single param is kept unescaped (a command's output),
+ * several are re-encoded as CSV ("CLOSED,OPEN"). */
+static void op_finish(sim_op *o, sim_op_status st, char *const *params,
+                      size_t n) {
+  o->st = st;
+  free(o->detail);
+  o->detail = NULL;
+  if (n == 1) {
+    o->detail = strdup(params[0]);
+  } else if (n > 1) {
+    sr_buf b;
+    sr_buf_init(&b);
+    if (sr_encode_line(&b, (const char *const *)params, n) == 0 && b.data)
+      o->detail = strdup(b.data);
+    sr_buf_free(&b);
+  }
+}
+
+static void reply_error(outbox *ob, const char *code, const char *tpl,
+                        const char *text) {
+  const char *f[] = {code, tpl, text};
+  outbox_line(ob, "s/e", f, 3);
+}
+
+static void handle_record(sim *s, sim_dev *dev, const sr_record *r,
+                          outbox *ob) {
+  if (r->nfields == 0)
+    return;
+  const char *id0 = r->fields[0];
+  if (r->error) {
+    char text[128];
+    snprintf(text, sizeof text, "Malformed Request (%s)", r->error);
+    reply_error(ob, "42", id0, text);
+    return;
+  }
+  int tpl = parse_tpl(id0);
+  if (tpl < 0 || !known_upstream(tpl)) {
+    reply_error(ob, "40", id0, "No static template for this message id");
+    return;
+  }
+  char *const *arg = r->fields + 1;
+  size_t nargs = r->nfields - 1;
+  if (tpl == 100) {
+    if (dev->created)
+      reply_error(ob, "41", "100", "Device already existing");
+    dev->created = true;
+    return;
+  }
+  /* Data for an unknown device creates it, as on the platform. */
+  dev->created = true;
+  const char *devid = dev->id;
+  switch (tpl) {
+  case 101: {
+    if (nargs < 1 || !*arg[0]) {
+      reply_error(ob, "45", id0, "Wrong number of arguments");
+      return;
+    }
+    sim_dev *c = dev_find(s, arg[0]);
+    if (!c)
+      dev_add(s, arg[0], devid, true);
+    else
+      c->created = true;
+    return;
+  }
+  case 105: {
+    size_t n = 1;
+    const char **f = malloc((s->ndevs + 1) * sizeof *f);
+    if (!f)
+      return;
+    f[0] = "106";
+    for (size_t i = 0; i < s->ndevs; i++)
+      if (s->devs[i].parent && strcmp(s->devs[i].parent, devid) == 0)
+        f[n++] = s->devs[i].id;
+    outbox_line(ob, "s/ds", f, n);
+    free(f);
+    return;
+  }
+  case 123: {
+    char num[32];
+    snprintf(num, sizeof num, "%ld", dev->mo_id);
+    const char *f[] = {"124", num};
+    outbox_line(ob, "s/ds", f, 2);
+    return;
+  }
+  case 500: {
+    sr_buf b;
+    sr_buf_init(&b);
+    bool root = dev->parent == NULL;
+    for (size_t i = 0; i < s->nops; i++) {
+      sim_op *o = &s->ops[i];
+      if (o->st != SIM_OP_PENDING || (!root && strcmp(o->device, devid) != 0))
+        continue;
+      if (b.len)
+        sr_buf_append(&b, "\n", 1);
+      sr_buf_append(&b, o->line, strlen(o->line));
+    }
+    if (b.len)
+      outbox_add(ob, "s/ds", b.data);
+    sr_buf_free(&b);
+    return;
+  }
+  case 501:
+  case 502:
+  case 503: {
+    if (nargs < 1 || !*arg[0]) {
+      reply_error(ob, "45", id0, "Wrong number of arguments");
+      return;
+    }
+    sim_op *o = op_oldest(s, devid, arg[0],
+                          tpl == 501 ? SIM_OP_PENDING : SIM_OP_EXECUTING);
+    if (!o)
+      return; /* the platform silently ignores it */
+    if (tpl == 501)
+      o->st = SIM_OP_EXECUTING;
+    else
+      op_finish(o, tpl == 502 ? SIM_OP_FAILED : SIM_OP_SUCCESSFUL, arg + 1,
+                nargs - 1);
+    return;
+  }
+  case 504:
+  case 505:
+  case 506: {
+    char *end = NULL;
+    long id = nargs >= 1 ? strtol(arg[0], &end, 10) : 0;
+    if (nargs < 1 || !*arg[0] || *end) {
+      reply_error(ob, "45", id0, "Wrong number of arguments");
+      return;
+    }
+    sim_op *o = op_find(s, id);
+    if (!o || strcmp(o->device, devid) != 0)
+      return;
+    if (tpl == 504) {
+      if (o->st == SIM_OP_PENDING)
+        o->st = SIM_OP_EXECUTING;
+    } else if (o->st == SIM_OP_PENDING || o->st == SIM_OP_EXECUTING) {
+      op_finish(o, tpl == 505 ? SIM_OP_FAILED : SIM_OP_SUCCESSFUL, arg + 1,
+                nargs - 1);
+    }
+    return;
+  }
+  case 507: {
+    const char *frag = nargs >= 1 && *arg[0] ? arg[0] : NULL;
+    for (size_t i = 0; i < s->nops; i++) {
+      sim_op *o = &s->ops[i];
+      if (o->st == SIM_OP_EXECUTING && strcmp(o->device, devid) == 0 &&
+          (!frag || strcmp(o->fragment, frag) == 0))
+        op_finish(o, SIM_OP_FAILED, arg + 1, nargs >= 2 ? 1 : 0);
+    }
+    return;
+  }
+  case 600: {
+    const char *f[] = {"601", "c8y-sim"};
+    outbox_line(ob, "s/ds", f, 2);
+    return;
+  }
+  case 602: {
+    sr_buf b;
+    sr_buf_init(&b);
+    sr_append_field(&b, "603");
+    char num[16];
+    for (size_t i = 0; i < sizeof k_known_upstream / sizeof k_known_upstream[0];
+         i++) {
+      snprintf(num, sizeof num, "%d", k_known_upstream[i]);
+      sr_append_field(&b, num);
+    }
+    if (b.data)
+      outbox_add(ob, "s/ds", b.data);
+    sr_buf_free(&b);
+    return;
+  }
+  default:
+    return; /* data templates: recorded, nothing to answer */
+  }
+}
+
+/* s/ut/<X-ID>: a payload creates the collection; an empty one asks whether
+ * it exists. */
+static void handle_template_collection(sim *s, const char *xid,
+                                       const char *payload, outbox *ob) {
+  sim_coll *c = NULL;
+  for (size_t i = 0; i < s->ncolls; i++)
+    if (strcmp(s->colls[i].xid, xid) == 0)
+      c = &s->colls[i];
+  char num[32];
+  if (!*payload) {
+    if (c) {
+      snprintf(num, sizeof num, "%ld", c->id);
+      const char *f[] = {"20", xid, num};
+      outbox_line(ob, "s/dt", f, 3);
+    } else {
+      const char *f[] = {"41", xid};
+      outbox_line(ob, "s/dt", f, 2);
+    }
+    return;
+  }
+  if (c) {
+    reply_error(ob, "41", xid,
+                "Cannot create templates for already existing template "
+                "object");
+    return;
+  }
+  if (!grow((void **)&s->colls, &s->capcolls, s->ncolls + 1, sizeof *s->colls))
+    return;
+  c = &s->colls[s->ncolls];
+  if (!(c->xid = strdup(xid)))
+    return;
+  c->id = s->next_mo_id++;
+  s->ncolls++;
+  snprintf(num, sizeof num, "%ld", c->id);
+  const char *f[] = {"20", xid, num};
+  outbox_line(ob, "s/dt", f, 3);
+}
+
+/* Topics the simulator itself publishes (it sees them through "#"). */
+static bool is_downstream(const char *topic) {
+  if (strcmp(topic, "s/e") == 0 || strcmp(topic, "error") == 0 ||
+      strncmp(topic, "devicecontrol/", 14) == 0)
+    return true;
+  return strchr("stqc", topic[0]) && topic[0] && topic[1] == '/' &&
+         topic[2] == 'd';
+}
+
+static void handle_upstream(sim *s, const char *topic, const char *payload,
+                            size_t len, outbox *ob) {
+  /* <s|t|q|c>/us[/<child>] */
+  if (strchr("stqc", topic[0]) && topic[0] &&
+      strncmp(topic + 1, "/us", 3) == 0 &&
+      (topic[4] == '\0' ||
+       (topic[4] == '/' && topic[5] && !strchr(topic + 5, '/')))) {
+    sim_dev *dev = dev_find(s, topic[4] ? topic + 5 : s->device_id);
+    if (!dev)
+      dev = dev_add(s, topic + 5, s->device_id, false);
+    if (!dev)
+      return;
+    sr_records recs = {0};
+    if (sr_decode(payload, len, &recs) != 0)
+      return;
+    for (size_t i = 0; i < recs.count; i++) {
+      /* Re-find: dev_add (101) may move the array. */
+      sim_dev *d = dev_find(s, topic[4] ? topic + 5 : s->device_id);
+      if (d)
+        handle_record(s, d, &recs.items[i], ob);
+    }
+    sr_records_free(&recs);
+    return;
+  }
+  if (strncmp(topic, "s/ut/", 5) == 0 && topic[5] && !strchr(topic + 5, '/'))
+    handle_template_collection(s, topic + 5, payload, ob);
+}
+
+/* ---- Paho callbacks (Paho's thread) ---------------------------------------
+ */
+
+static int on_message(void *ctx, char *topic, int topiclen,
+                      MQTTAsync_message *m) {
+  sim *s = ctx;
+  char *t = topiclen > 0 ? strndup(topic, (size_t)topiclen) : strdup(topic);
+  outbox ob = {0};
+  if (t && !is_downstream(t)) {
+    bool stored = false;
+    sim_message *msg = calloc(1, sizeof *msg);
+    char *p = malloc((size_t)m->payloadlen + 1);
+    if (msg && p) {
+      memcpy(p, m->payload, (size_t)m->payloadlen);
+      p[m->payloadlen] = '\0';
+      msg->topic = t;
+      msg->payload = p;
+      msg->len = (size_t)m->payloadlen;
+      msg->t_ms = mono_ms();
+      t = NULL;
+      pthread_mutex_lock(&s->mu);
+      if (grow((void **)&s->msgs, &s->capmsgs, s->nmsgs + 1, sizeof *s->msgs)) {
+        s->msgs[s->nmsgs++] = msg;
+        if (s->echo)
+          echo_msg("", msg->topic, msg->payload);
+        handle_upstream(s, msg->topic, msg->payload, msg->len, &ob);
+        stored = true;
+      }
+      pthread_cond_broadcast(&s->cv);
+      pthread_mutex_unlock(&s->mu);
+    }
+    if (!stored) {
+      if (msg)
+        free(msg->topic);
+      free(msg);
+      free(p);
+    }
+  }
+  free(t);
+  outbox_flush(s, &ob);
+  MQTTAsync_freeMessage(&m);
+  MQTTAsync_free(topic);
+  return 1;
+}
+
+static void on_subscribed(void *ctx, MQTTAsync_successData *r) {
+  sim *s = ctx;
+  pthread_mutex_lock(&s->mu);
+  if (r && r->alt.qos == 0x80) {
+    s->connect_failed = true;
+    snprintf(s->connect_err, sizeof s->connect_err,
+             "broker refused the simulator's subscription to #");
+  } else {
+    s->subscribed = true;
+    s->sub_gen++;
+  }
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+static void on_subscribe_failed(void *ctx, MQTTAsync_failureData *r) {
+  sim *s = ctx;
+  pthread_mutex_lock(&s->mu);
+  s->connect_failed = true;
+  snprintf(s->connect_err, sizeof s->connect_err,
+           "subscribing to # failed (code %d)", r ? r->code : 0);
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+/* Clean session: subscribe again after every (re)connect. */
+static void on_connected(void *ctx, char *cause) {
+  sim *s = ctx;
+  MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+  ro.onSuccess = on_subscribed;
+  ro.onFailure = on_subscribe_failed;
+  ro.context = s;
+  MQTTAsync_subscribe(s->client, "#", 1, &ro);
+}
+
+static void on_connect_failed(void *ctx, MQTTAsync_failureData *r) {
+  sim *s = ctx;
+  pthread_mutex_lock(&s->mu);
+  s->connect_failed = true;
+  snprintf(s->connect_err, sizeof s->connect_err,
+           "simulator client cannot connect (code %d%s%s)", r ? r->code : 0,
+           r && r->message ? ": " : "", r && r->message ? r->message : "");
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+static void on_connection_lost(void *ctx, char *cause) {
+  sim *s = ctx;
+  pthread_mutex_lock(&s->mu);
+  s->subscribed = false;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+static void on_disconnected(void *ctx, MQTTAsync_successData *r) {
+  sim *s = ctx;
+  pthread_mutex_lock(&s->mu);
+  s->disconnected = true;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+static void on_disconnect_failed(void *ctx, MQTTAsync_failureData *r) {
+  on_disconnected(ctx, NULL);
+}
+
+/* ---- setup ----------------------------------------------------------------
+ */
+
+static int write_acl(sim *s, char *err, size_t errlen) {
+  FILE *f = fopen(s->acl_path, "w");
+  if (!f) {
+    seterr(err, errlen, "%s: cannot create: %s", s->acl_path, strerror(errno));
+    return -1;
+  }
+  fchmod(fileno(f), 0600);
+  /* No s/us read for the device: on the platform a device never sees other
+   * devices' (or its own) upstream traffic. */
+  fprintf(f,
+          "user sim\n"
+          "topic readwrite #\n"
+          "\n"
+          "user %s/%s\n",
+          s->tenant, s->user);
+  static const char *const writes[] = {"s/us",   "s/us/#", "s/uc/#",
+                                       "s/ut/#", "s/uat",  "s/ucr",
+                                       "t/us",   "q/us",   "c/us"};
+  static const char *const reads[] = {"s/ds", "s/e",   "s/dc/#",
+                                      "s/dt", "s/dat", "s/dcr"};
+  for (size_t i = 0; i < sizeof writes / sizeof writes[0]; i++)
+    fprintf(f, "topic write %s\n", writes[i]);
+  for (size_t i = 0; i < sizeof reads / sizeof reads[0]; i++)
+    fprintf(f, "topic read %s\n", reads[i]);
+  if (fclose(f) != 0) {
+    seterr(err, errlen, "%s: write failed: %s", s->acl_path, strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag,
+                    struct FTW *ftw) {
+  return remove(path) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+static void free_sim(sim *s) {
+  for (size_t i = 0; i < s->nmsgs; i++) {
+    free(s->msgs[i]->topic);
+    free(s->msgs[i]->payload);
+    free(s->msgs[i]);
+  }
+  free(s->msgs);
+  for (size_t i = 0; i < s->nops; i++) {
+    free(s->ops[i].line);
+    free(s->ops[i].device);
+    free(s->ops[i].detail);
+  }
+  free(s->ops);
+  for (size_t i = 0; i < s->ndevs; i++) {
+    free(s->devs[i].id);
+    free(s->devs[i].parent);
+  }
+  free(s->devs);
+  for (size_t i = 0; i < s->ncolls; i++)
+    free(s->colls[i].xid);
+  free(s->colls);
+  free(s->tenant);
+  free(s->user);
+  free(s->password);
+  free(s->device_id);
+  free(s->workdir);
+  free(s->passwd_path);
+  free(s->acl_path);
+  pthread_mutex_destroy(&s->mu);
+  pthread_cond_destroy(&s->cv);
+  free(s);
+}
+
+static bool valid_name(const char *v) {
+  return v && *v && !strpbrk(v, "/+#:\r\n ");
+}
+
+/* Connects the simulator's client and waits (<= 5 s) for its subscription. */
+static int connect_client(sim *s, char *err, size_t errlen) {
+  char uri[64], cid[64];
+  snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", broker_port(s->br));
+  snprintf(cid, sizeof cid, "c8y-sim-%d-%p", (int)getpid(), (void *)s);
+  if (MQTTAsync_create(&s->client, uri, cid, MQTTCLIENT_PERSISTENCE_NONE,
+                       NULL) != MQTTASYNC_SUCCESS) {
+    s->client = NULL;
+    seterr(err, errlen, "MQTTAsync_create(%s) failed", uri);
+    return -1;
+  }
+  MQTTAsync_setCallbacks(s->client, s, on_connection_lost, on_message, NULL);
+  MQTTAsync_setConnected(s->client, s, on_connected);
+  MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer;
+  co.keepAliveInterval = 10;
+  co.cleansession = 1;
+  co.username = "sim";
+  co.password = s->sim_password;
+  co.connectTimeout = 5;
+  co.MQTTVersion = MQTTVERSION_3_1_1;
+  co.automaticReconnect = 1;
+  co.minRetryInterval = 1;
+  co.maxRetryInterval = 2;
+  co.onFailure = on_connect_failed;
+  co.context = s;
+  int rc = MQTTAsync_connect(s->client, &co);
+  if (rc != MQTTASYNC_SUCCESS) {
+    seterr(err, errlen, "MQTTAsync_connect(%s) failed: %d", uri, rc);
+    return -1;
+  }
+  struct timespec dl = deadline_ts(5000);
+  pthread_mutex_lock(&s->mu);
+  while (!s->subscribed && !s->connect_failed && wait_until(s, &dl)) {
+  }
+  bool ok = s->subscribed;
+  if (!ok)
+    seterr(err, errlen, "%s",
+           s->connect_failed ? s->connect_err
+                             : "simulator client not subscribed within 5 s");
+  pthread_mutex_unlock(&s->mu);
+  return ok ? 0 : -1;
+}
+
+int sim_start(const sim_options *o, sim **out, char *err, size_t errlen) {
+  *out = NULL;
+  sim_options d = {0};
+  if (o)
+    d = *o;
+  if (!d.tenant)
+    d.tenant = "t1";
+  if (!d.user)
+    d.user = "device";
+  if (!d.password)
+    d.password = "secret";
+  if (!d.device_id)
+    d.device_id = "dev1";
+  if (!valid_name(d.tenant) || !valid_name(d.user) ||
+      !valid_name(d.device_id) || strchr(d.password, '\n')) {
+    seterr(err, errlen,
+           "sim options: tenant, user and device id must be "
+           "non-empty without '/', '+', '#', ':', spaces or newlines");
+    return -1;
+  }
+  if (d.port < 0 || d.port > 65535) {
+    seterr(err, errlen, "sim options: port %d out of range 0..65535", d.port);
+    return -1;
+  }
+  sim *s = calloc(1, sizeof *s);
+  if (!s) {
+    seterr(err, errlen, "out of memory");
+    return -1;
+  }
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&s->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  s->echo = d.echo;
+  s->next_op_id = 1001;
+  s->next_mo_id = 50001;
+  s->tenant = strdup(d.tenant);
+  s->user = strdup(d.user);
+  s->password = strdup(d.password);
+  s->device_id = strdup(d.device_id);
+  if (!s->tenant || !s->user || !s->password || !s->device_id ||
+      !dev_add(s, d.device_id, NULL, false)) {
+    seterr(err, errlen, "out of memory");
+    free_sim(s);
+    return -1;
+  }
+  if (d.workdir) {
+    if (mkdir(d.workdir, 0700) != 0 && errno != EEXIST) {
+      seterr(err, errlen, "%s: cannot create workdir: %s", d.workdir,
+             strerror(errno));
+      free_sim(s);
+      return -1;
+    }
+    s->workdir = strdup(d.workdir);
+  } else {
+    const char *tmp = getenv("TMPDIR");
+    if (asprintf(&s->workdir, "%s/c8y-sim-XXXXXX", tmp && *tmp ? tmp : "/tmp") <
+            0 ||
+        !mkdtemp(s->workdir)) {
+      seterr(err, errlen, "cannot create a temporary workdir: %s",
+             strerror(errno));
+      free_sim(s);
+      return -1;
+    }
+    s->own_workdir = true;
+  }
+  unsigned char rnd[16];
+  if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+    seterr(err, errlen, "getrandom failed: %s", strerror(errno));
+    sim_stop(s);
+    return -1;
+  }
+  for (size_t i = 0; i < sizeof rnd; i++)
+    snprintf(s->sim_password + 2 * i, 3, "%02x", rnd[i]);
+  char *devuser = NULL;
+  if (asprintf(&s->passwd_path, "%s/passwd", s->workdir) < 0 ||
+      asprintf(&s->acl_path, "%s/acl", s->workdir) < 0 ||
+      asprintf(&devuser, "%s/%s", s->tenant, s->user) < 0) {
+    seterr(err, errlen, "out of memory");
+    sim_stop(s);
+    return -1;
+  }
+  broker_user users[] = {{devuser, s->password}, {"sim", s->sim_password}};
+  int rc = broker_write_passwd(s->passwd_path, users, 2, err, errlen);
+  free(devuser);
+  if (rc != 0 || write_acl(s, err, errlen) != 0 ||
+      broker_start(s->workdir, s->passwd_path, s->acl_path, d.port, &s->br, err,
+                   errlen) != 0 ||
+      connect_client(s, err, errlen) != 0) {
+    sim_stop(s);
+    return -1;
+  }
+  *out = s;
+  return 0;
+}
+
+void sim_stop(sim *s) {
+  if (!s)
+    return;
+  if (s->client) {
+    MQTTAsync_disconnectOptions dopt = MQTTAsync_disconnectOptions_initializer;
+    dopt.timeout = 500;
+    dopt.onSuccess = on_disconnected;
+    dopt.onFailure = on_disconnect_failed;
+    dopt.context = s;
+    if (MQTTAsync_isConnected(s->client) &&
+        MQTTAsync_disconnect(s->client, &dopt) == MQTTASYNC_SUCCESS) {
+      struct timespec dl = deadline_ts(1000);
+      pthread_mutex_lock(&s->mu);
+      while (!s->disconnected && wait_until(s, &dl)) {
+      }
+      pthread_mutex_unlock(&s->mu);
+    }
+    MQTTAsync_destroy(&s->client);
+  }
+  broker_stop(s->br);
+  s->br = NULL;
+  if (s->own_workdir && s->workdir)
+    nftw(s->workdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+  free_sim(s);
+}
+
+int sim_port(const sim *s) { return broker_port(s->br); }
+
+const char *sim_workdir(const sim *s) { return s->workdir; }
+
+int sim_broker_kill(sim *s) {
+  pthread_mutex_lock(&s->mu);
+  s->kill_gen = s->sub_gen;
+  pthread_mutex_unlock(&s->mu);
+  return broker_kill(s->br);
+}
+
+int sim_broker_start(sim *s) {
+  char err[256];
+  if (broker_restart(s->br, err, sizeof err) != 0) {
+    fprintf(stderr, "c8y-sim: broker restart failed: %s\n", err);
+    return -1;
+  }
+  /* Skip Paho's back-off so the sim is back before the device usually is. */
+  MQTTAsync_reconnect(s->client);
+  struct timespec dl = deadline_ts(10000);
+  pthread_mutex_lock(&s->mu);
+  while (!(s->subscribed && s->sub_gen > s->kill_gen) && wait_until(s, &dl)) {
+  }
+  bool ok = s->subscribed && s->sub_gen > s->kill_gen;
+  pthread_mutex_unlock(&s->mu);
+  if (!ok)
+    fprintf(stderr, "c8y-sim: simulator did not reconnect within 10 s\n");
+  return ok ? 0 : -1;
+}
+
+/* ---- operations -----------------------------------------------------------
+ */
+
+long sim_create_operation(sim *s, const char *line) {
+  if (!line)
+    return -1;
+  sr_records recs = {0};
+  if (sr_decode(line, strlen(line), &recs) != 0)
+    return -1;
+  long id = -1;
+  const sr_record *r = recs.count == 1 ? &recs.items[0] : NULL;
+  int tpl = r && !r->error && r->nfields >= 2 ? parse_tpl(r->fields[0]) : -1;
+  const char *frag = tpl > 0 ? fragment_of(tpl) : NULL;
+  if (frag && *r->fields[1]) {
+    pthread_mutex_lock(&s->mu);
+    if (grow((void **)&s->ops, &s->capops, s->nops + 1, sizeof *s->ops)) {
+      sim_op *o = &s->ops[s->nops];
+      memset(o, 0, sizeof *o);
+      o->line = strdup(line);
+      o->device = strdup(r->fields[1]);
+      if (o->line && o->device) {
+        size_t l = strlen(o->line);
+        while (l && (o->line[l - 1] == '\n' || o->line[l - 1] == '\r'))
+          o->line[--l] = '\0';
+        o->id = s->next_op_id++;
+        o->tpl = tpl;
+        o->fragment = frag;
+        o->st = SIM_OP_PENDING;
+        id = o->id;
+        s->nops++;
+      } else {
+        free(o->line);
+        free(o->device);
+      }
+    }
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+  }
+  sr_records_free(&recs);
+  if (id > 0) {
+    /* Lost if the device is not subscribed, like on the platform; a 500
+     * delivers it again. */
+    publish_raw(s, "s/ds", sim_operation_line(s, id));
+  }
+  return id;
+}
+
+sim_op_status sim_operation_status(sim *s, long id) {
+  pthread_mutex_lock(&s->mu);
+  sim_op *o = op_find(s, id);
+  sim_op_status st = o ? o->st : SIM_OP_FAILED;
+  pthread_mutex_unlock(&s->mu);
+  return st;
+}
+
+const char *sim_operation_detail(sim *s, long id) {
+  pthread_mutex_lock(&s->mu);
+  sim_op *o = op_find(s, id);
+  const char *d = o ? o->detail : NULL;
+  pthread_mutex_unlock(&s->mu);
+  return d;
+}
+
+int sim_wait_operation_done(sim *s, long id, int timeout_ms) {
+  struct timespec dl = deadline_ts(timeout_ms);
+  int res = -1;
+  pthread_mutex_lock(&s->mu);
+  for (;;) {
+    sim_op *o = op_find(s, id);
+    if (!o)
+      break;
+    if (o->st == SIM_OP_SUCCESSFUL || o->st == SIM_OP_FAILED) {
+      res = (int)o->st;
+      break;
+    }
+    if (!wait_until(s, &dl))
+      break;
+  }
+  pthread_mutex_unlock(&s->mu);
+  return res;
+}
+
+const char *sim_op_status_name(sim_op_status st) {
+  switch (st) {
+  case SIM_OP_PENDING:
+    return "PENDING";
+  case SIM_OP_EXECUTING:
+    return "EXECUTING";
+  case SIM_OP_SUCCESSFUL:
+    return "SUCCESSFUL";
+  case SIM_OP_FAILED:
+    return "FAILED";
+  }
+  return "?";
+}
+
+size_t sim_operation_count(sim *s) {
+  pthread_mutex_lock(&s->mu);
+  size_t n = s->nops;
+  pthread_mutex_unlock(&s->mu);
+  return n;
+}
+
+long sim_operation_id_at(sim *s, size_t index) {
+  pthread_mutex_lock(&s->mu);
+  long id = index < s->nops ? s->ops[index].id : -1;
+  pthread_mutex_unlock(&s->mu);
+  return id;
+}
+
+bool sim_operation_exists(sim *s, long id) {
+  pthread_mutex_lock(&s->mu);
+  bool e = op_find(s, id) != NULL;
+  pthread_mutex_unlock(&s->mu);
+  return e;
+}
+
+const char *sim_operation_line(sim *s, long id) {
+  pthread_mutex_lock(&s->mu);
+  sim_op *o = op_find(s, id);
+  const char *l = o ? o->line : NULL;
+  pthread_mutex_unlock(&s->mu);
+  return l;
+}
+
+bool sim_device_exists(sim *s, const char *external_id) {
+  pthread_mutex_lock(&s->mu);
+  sim_dev *d = dev_find(s, external_id);
+  bool e = d && d->created;
+  pthread_mutex_unlock(&s->mu);
+  return e;
+}
+
+bool sim_connected(sim *s) {
+  pthread_mutex_lock(&s->mu);
+  bool c = s->subscribed;
+  pthread_mutex_unlock(&s->mu);
+  return c;
+}
+
+int sim_publish(sim *s, const char *topic, const char *payload) {
+  if (!topic || !*topic || !payload)
+    return -1;
+  return publish_raw(s, topic, payload);
+}
+
+/* ---- recorded messages ----------------------------------------------------
+ */
+
+size_t sim_message_count(sim *s) {
+  pthread_mutex_lock(&s->mu);
+  size_t n = s->nmsgs;
+  pthread_mutex_unlock(&s->mu);
+  return n;
+}
+
+const sim_message *sim_message_at(sim *s, size_t index) {
+  pthread_mutex_lock(&s->mu);
+  const sim_message *m = index < s->nmsgs ? s->msgs[index] : NULL;
+  pthread_mutex_unlock(&s->mu);
+  return m;
+}
+
+/* Records end at LF outside double quotes (a quoted field may hold LFs);
+ * counts those starting with prefix. */
+static size_t count_prefixed_lines(const char *p, const char *prefix) {
+  size_t plen = strlen(prefix), n = 0;
+  const char *start = p;
+  bool quoted = false;
+  for (;; p++) {
+    if (*p == '"') {
+      quoted = !quoted;
+    } else if (*p == '\0' || (*p == '\n' && !quoted)) {
+      size_t l = (size_t)(p - start);
+      if (l && start[l - 1] == '\r')
+        l--;
+      if (l > 0 && l >= plen && strncmp(start, prefix, plen) == 0)
+        n++;
+      if (!*p)
+        break;
+      start = p + 1;
+    }
+  }
+  return n;
+}
+
+long sim_wait_line(sim *s, const char *topic, const char *line_prefix,
+                   size_t from, int timeout_ms) {
+  struct timespec dl = deadline_ts(timeout_ms);
+  long found = -1;
+  size_t i = from;
+  pthread_mutex_lock(&s->mu);
+  for (;;) {
+    for (; i < s->nmsgs && found < 0; i++) {
+      const sim_message *m = s->msgs[i];
+      if (strcmp(m->topic, topic) == 0 &&
+          count_prefixed_lines(m->payload, line_prefix) > 0)
+        found = (long)i;
+    }
+    if (found >= 0 || !wait_until(s, &dl))
+      break;
+  }
+  pthread_mutex_unlock(&s->mu);
+  return found;
+}
+
+size_t sim_count_lines(sim *s, const char *topic, const char *line_prefix) {
+  size_t n = 0;
+  pthread_mutex_lock(&s->mu);
+  for (size_t i = 0; i < s->nmsgs; i++)
+    if (strcmp(s->msgs[i]->topic, topic) == 0)
+      n += count_prefixed_lines(s->msgs[i]->payload, line_prefix);
+  pthread_mutex_unlock(&s->mu);
+  return n;
+}

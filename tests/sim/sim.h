@@ -1,0 +1,108 @@
+/* sim: a Cumulocity stand-in for tests and local runs.
+ *
+ * sim_start launches a real mosquitto bound to 127.0.0.1 on a free port (or
+ * the one given) with a generated password file and an ACL: the device user
+ * may publish s/us, s/us/#, s/uc/#, s/ut/#, s/uat, s/ucr and subscribe s/ds,
+ * s/e, s/dc/#, s/dt, s/dat, s/dcr, but may NOT subscribe to s/us (as on the
+ * real platform). The simulator itself connects as a separate "cloud" user,
+ * records every message published upstream (including the last will), and
+ * plays the platform's part:
+ *   100 -> creates the device once; later 100s get "41,100,Device already
+ *          existing" on s/e
+ *   500 -> publishes every PENDING operation on s/ds, several lines in one
+ *          publish
+ *   501/502/503 -> moves the oldest PENDING/EXECUTING operation of that
+ *          fragment (per device topic) exactly like Cumulocity
+ *   123 -> "124,<id>"; 105 -> "106,<children>"; 101 registers a child;
+ *   unknown template ids -> "40,<id>,No static template for this message id"
+ * Operations are created with sim_create_operation and delivered immediately
+ * when the device is subscribed to s/ds (as the platform does) and again on
+ * every 500 while PENDING. */
+#ifndef C8Y_SIM_H
+#define C8Y_SIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct sim sim;
+
+typedef struct sim_options {
+  const char *tenant;    /* default "t1" */
+  const char *user;      /* default "device" */
+  const char *password;  /* default "secret" */
+  const char *device_id; /* the root's external id, default "dev1" */
+  int port;              /* 0 = pick a free loopback port */
+  const char *workdir;   /* NULL = a fresh mkdtemp dir, removed on stop */
+  const char *mosquitto; /* NULL = "mosquitto" from PATH or /usr/sbin */
+  bool echo;             /* print every message to stdout as it arrives */
+} sim_options;
+
+typedef enum sim_op_status {
+  SIM_OP_PENDING,
+  SIM_OP_EXECUTING,
+  SIM_OP_SUCCESSFUL,
+  SIM_OP_FAILED
+} sim_op_status;
+
+typedef struct sim_message {
+  char *topic;
+  char *payload; /* NUL-terminated */
+  size_t len;
+  long long t_ms; /* monotonic receive time */
+} sim_message;
+
+/* Returns 0, or -1 with a one-line reason in err. */
+int sim_start(const sim_options *o, sim **out, char *err, size_t errlen);
+void sim_stop(sim *s); /* stops the broker and removes the workdir */
+int sim_port(const sim *s);
+const char *sim_workdir(const sim *s);
+
+/* Broker faults: kill -9 the broker / start it again on the same port. */
+int sim_broker_kill(sim *s);
+int sim_broker_start(sim *s);
+
+/* Creates an operation: line is the full s/ds line, e.g. "511,dev1,ls".
+ * Returns the operation id (> 0) or -1. Its fragment comes from the
+ * template id (510 c8y_Restart, 511 c8y_Command, ...). */
+long sim_create_operation(sim *s, const char *line);
+sim_op_status sim_operation_status(sim *s, long id);
+/* Result params / failure reason as received with 503/502 (borrowed, valid
+ * until sim_stop), or NULL. */
+const char *sim_operation_detail(sim *s, long id);
+/* Waits until the operation leaves PENDING/EXECUTING; returns its final
+ * status or -1 on timeout. */
+int sim_wait_operation_done(sim *s, long id, int timeout_ms);
+
+/* Raw downstream publish (QoS 1). */
+int sim_publish(sim *s, const char *topic, const char *payload);
+
+/* Recorded upstream messages, in arrival order; one entry per MQTT message
+ * (a packed payload is one entry). Pointers stay valid until sim_stop. */
+size_t sim_message_count(sim *s);
+const sim_message *sim_message_at(sim *s, size_t index);
+/* Waits for a message on `topic` with a line starting with `line_prefix`,
+ * looking at indexes >= from. Returns the message index or -1 on timeout. */
+long sim_wait_line(sim *s, const char *topic, const char *line_prefix,
+                   size_t from, int timeout_ms);
+/* Counts lines (not messages) on `topic` starting with `line_prefix`. */
+size_t sim_count_lines(sim *s, const char *topic, const char *line_prefix);
+
+/* ---- additions (local runs and tests) ---- */
+
+/* "PENDING", "EXECUTING", "SUCCESSFUL", "FAILED" (or "?"). */
+const char *sim_op_status_name(sim_op_status st);
+/* Operations in creation order; id_at returns -1 past the end. An unknown
+ * id gives SIM_OP_FAILED from sim_operation_status: check with
+ * sim_operation_exists first when that matters. */
+size_t sim_operation_count(sim *s);
+long sim_operation_id_at(sim *s, size_t index);
+bool sim_operation_exists(sim *s, long id);
+/* The s/ds line the operation was created with (borrowed until sim_stop). */
+const char *sim_operation_line(sim *s, long id);
+/* Whether the platform side has created the device (root: by 100 or any
+ * data on s/us; child: by 101 or data on s/us/<child>). */
+bool sim_device_exists(sim *s, const char *external_id);
+/* True while the simulator's own MQTT client is connected and subscribed. */
+bool sim_connected(sim *s);
+
+#endif
