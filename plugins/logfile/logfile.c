@@ -1,0 +1,993 @@
+/* logfile: c8y_LogfileRequest (522) over files and the systemd journal.
+ *
+ * The matching lines are extracted here; uploading them as a binary needs
+ * HTTP, which an external helper does. Without a helper 522 is not offered.
+ * Date filtering of files is best-effort: lines starting with an ISO 8601 or
+ * syslog time are filtered, lines without a time are kept. */
+#include <c8y/plugin.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- Child processes ------------------------------------------------------
+ * Commands run in their own process group so that a timeout or a cancelled
+ * operation also kills whatever they started. */
+
+#define RUN_ERR_TAIL 1024
+
+typedef struct run_opts {
+  const char *const *env; /* extra "KEY=value", NULL-terminated, nullable */
+  int timeout_s;          /* <= 0: no limit */
+  const c8y_api *api;
+  const c8y_operation *op; /* polled with op_cancelled; nullable */
+  size_t out_cap;          /* bytes of stdout kept; more is drained */
+  /* If set, stdout goes here instead of run_result.out; < 0 stops. */
+  int (*on_out)(void *ctx, const char *data, size_t n);
+  void *ctx;
+} run_opts;
+
+typedef struct run_result {
+  int exit_code; /* -1 if killed by a signal */
+  char *out;     /* stdout, NUL-terminated, malloc'ed */
+  size_t out_len;
+  int out_truncated;
+  char err[RUN_ERR_TAIL]; /* last bytes of stderr, one line, trimmed */
+  char why[160];          /* set when the command did not run to completion */
+} run_result;
+
+static int64_t run_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* environ plus `extra`, whose keys win. The strings stay borrowed. */
+static char **run_env(const char *const *extra) {
+  size_t n = 0, k = 0;
+  while (environ[n])
+    n++;
+  while (extra && extra[k])
+    k++;
+  char **env = calloc(n + k + 1, sizeof(*env));
+  if (!env)
+    return NULL;
+  size_t j = 0;
+  for (size_t i = 0; i < k; i++)
+    env[j++] = (char *)extra[i];
+  for (size_t i = 0; i < n; i++) {
+    const char *eq = strchr(environ[i], '=');
+    size_t klen = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+    int overridden = 0;
+    for (size_t x = 0; x < k && !overridden; x++)
+      overridden =
+          strncmp(extra[x], environ[i], klen) == 0 && extra[x][klen] == '=';
+    if (!overridden)
+      env[j++] = environ[i];
+  }
+  return env;
+}
+
+static void run_keep_tail(char *tail, size_t *len, const char *d, size_t n) {
+  size_t cap = RUN_ERR_TAIL - 1;
+  if (n >= cap) {
+    memcpy(tail, d + n - cap, cap);
+    *len = cap;
+    return;
+  }
+  if (*len + n > cap) {
+    size_t drop = *len + n - cap;
+    memmove(tail, tail + drop, *len - drop);
+    *len -= drop;
+  }
+  memcpy(tail + *len, d, n);
+  *len += n;
+}
+
+/* Makes the stderr tail fit a one-line failure reason. */
+static void run_flatten(char *s) {
+  char *w = s;
+  int space = 0;
+  for (const char *r = s; *r; r++) {
+    unsigned char c = (unsigned char)*r;
+    if (c < 0x20 || c == 0x7f || c == ' ') {
+      space = w != s;
+      continue;
+    }
+    if (space)
+      *w++ = ' ';
+    space = 0;
+    *w++ = (char)c;
+  }
+  *w = '\0';
+  /* The tail may start inside a UTF-8 sequence. */
+  size_t skip = 0;
+  while (((unsigned char)s[skip] & 0xC0) == 0x80)
+    skip++;
+  memmove(s, s + skip, strlen(s + skip) + 1);
+}
+
+static int run_out_append(run_result *r, const char *d, size_t n, size_t cap,
+                          size_t *alloc) {
+  if (r->out_len + n > cap) {
+    n = cap > r->out_len ? cap - r->out_len : 0;
+    r->out_truncated = 1;
+  }
+  if (n == 0)
+    return 0;
+  if (r->out_len + n + 1 > *alloc) {
+    size_t na = *alloc ? *alloc : 4096;
+    while (na < r->out_len + n + 1)
+      na *= 2;
+    char *p = realloc(r->out, na);
+    if (!p)
+      return -1;
+    r->out = p;
+    *alloc = na;
+  }
+  memcpy(r->out + r->out_len, d, n);
+  r->out_len += n;
+  r->out[r->out_len] = '\0';
+  return 0;
+}
+
+static void run_kill(pid_t pid) {
+  kill(-pid, SIGTERM);
+  for (int i = 0; i < 40; i++) { /* up to 2 s of grace */
+    if (waitpid(pid, NULL, WNOHANG) == pid)
+      return;
+    nanosleep(&(struct timespec){0, 50000000}, NULL);
+  }
+  kill(-pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+}
+
+/* Runs argv (argv[0] searched in PATH unless it has a '/') with stdin from
+ * /dev/null. Returns 0 when the command exited (see exit_code), or < 0 with
+ * `why` set. Free r->out. */
+static int run_argv(char *const argv[], const run_opts *o, run_result *r) {
+  memset(r, 0, sizeof(*r));
+  r->exit_code = -1;
+  int out[2] = {-1, -1}, err[2] = {-1, -1};
+  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+    snprintf(r->why, sizeof(r->why), "cannot create pipe: %s", strerror(errno));
+    for (int i = 0; i < 2; i++)
+      if (out[i] >= 0)
+        close(out[i]);
+    return C8Y_EIO;
+  }
+  char **env = run_env(o->env);
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t at;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+  posix_spawnattr_init(&at);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&at, &none);
+  posix_spawnattr_setsigdefault(&at, &all);
+  posix_spawnattr_setpgroup(&at, 0);
+  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                    POSIX_SPAWN_SETSIGDEF);
+  pid_t pid = -1;
+  int rc = env ? posix_spawnp(&pid, argv[0], &fa, &at, argv, env) : ENOMEM;
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&at);
+  free(env);
+  close(out[1]);
+  close(err[1]);
+  if (rc != 0) {
+    snprintf(r->why, sizeof(r->why), "cannot start %s: %s", argv[0],
+             strerror(rc));
+    close(out[0]);
+    close(err[0]);
+    return C8Y_EIO;
+  }
+
+  int64_t deadline =
+      o->timeout_s > 0 ? run_now_ms() + o->timeout_s * 1000LL : INT64_MAX;
+  struct pollfd pf[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  size_t alloc = 0, err_len = 0;
+  int open_fds = 2, status = 0, result = 0;
+  char buf[8192];
+  for (;;) {
+    if (o->op && o->api->op_cancelled(o->op)) {
+      snprintf(r->why, sizeof(r->why), "cancelled: the operation timed out");
+      result = C8Y_ETIMEDOUT;
+      break;
+    }
+    if (run_now_ms() > deadline) {
+      snprintf(r->why, sizeof(r->why), "timed out after %d s", o->timeout_s);
+      result = C8Y_ETIMEDOUT;
+      break;
+    }
+    if (open_fds == 0) {
+      pid_t w = waitpid(pid, &status, WNOHANG);
+      if (w == pid)
+        break;
+      if (w < 0 && errno != EINTR) {
+        snprintf(r->why, sizeof(r->why), "waitpid: %s", strerror(errno));
+        result = C8Y_EIO;
+        break;
+      }
+      nanosleep(&(struct timespec){0, 20000000}, NULL);
+      continue;
+    }
+    int pr = poll(pf, 2, 200);
+    if (pr < 0 && errno != EINTR) {
+      snprintf(r->why, sizeof(r->why), "poll: %s", strerror(errno));
+      result = C8Y_EIO;
+      break;
+    }
+    for (int i = 0; i < 2 && pr > 0; i++) {
+      if (pf[i].fd < 0 || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
+        continue;
+      ssize_t n = read(pf[i].fd, buf, sizeof(buf));
+      if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        continue;
+      if (n <= 0) {
+        close(pf[i].fd);
+        pf[i].fd = -1;
+        open_fds--;
+        continue;
+      }
+      if (i == 1) {
+        run_keep_tail(r->err, &err_len, buf, (size_t)n);
+      } else if (o->on_out) {
+        result = o->on_out(o->ctx, buf, (size_t)n);
+        if (result < 0) {
+          snprintf(r->why, sizeof(r->why), "output processing failed: %s",
+                   o->api->status_str(result));
+          break;
+        }
+        result = 0;
+      } else if (run_out_append(r, buf, (size_t)n, o->out_cap, &alloc) != 0) {
+        snprintf(r->why, sizeof(r->why), "out of memory");
+        result = C8Y_ENOMEM;
+        break;
+      }
+    }
+    if (result)
+      break;
+  }
+  for (int i = 0; i < 2; i++)
+    if (pf[i].fd >= 0)
+      close(pf[i].fd);
+  if (result != 0) {
+    run_kill(pid);
+  } else if (WIFEXITED(status)) {
+    r->exit_code = WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    snprintf(r->why, sizeof(r->why), "killed by signal %d", WTERMSIG(status));
+    result = C8Y_EIO;
+  }
+  r->err[err_len] = '\0';
+  run_flatten(r->err);
+  if (!r->out && result == 0) {
+    r->out = strdup("");
+    if (!r->out)
+      result = C8Y_ENOMEM;
+  }
+  return result;
+}
+
+/* "exit 3: <stderr tail>" or the reason it did not finish, for op_fail. */
+static void run_describe(const run_result *r, int rc, char *out, size_t n) {
+  if (rc != 0)
+    snprintf(out, n, "%s", r->why);
+  else if (r->err[0])
+    snprintf(out, n, "exit %d: %.400s", r->exit_code, r->err);
+  else
+    snprintf(out, n, "exit %d", r->exit_code);
+}
+
+/* ---- Time stamps ------------------------------------------------------------
+ */
+
+#define LOG_MAX_LINES_LIMIT 100000
+#define LOG_MAX_SOURCES 64
+
+static int digits(const char *s, int n, int *out) {
+  int v = 0;
+  for (int i = 0; i < n; i++) {
+    if (s[i] < '0' || s[i] > '9')
+      return 0;
+    v = v * 10 + (s[i] - '0');
+  }
+  *out = v;
+  return 1;
+}
+
+static int tm_valid(const struct tm *tm) {
+  return tm->tm_mon >= 0 && tm->tm_mon <= 11 && tm->tm_mday >= 1 &&
+         tm->tm_mday <= 31 && tm->tm_hour >= 0 && tm->tm_hour <= 23 &&
+         tm->tm_min >= 0 && tm->tm_min <= 59 && tm->tm_sec >= 0 &&
+         tm->tm_sec <= 60;
+}
+
+/* "YYYY-MM-DD[T ]hh:mm[:ss[.fff]][Z|+hh|+hhmm|+hh:mm]" at s. Without an
+ * offset the time is local. Returns the number of bytes used, 0 if none. */
+static size_t parse_iso(const char *s, int64_t *ms) {
+  struct tm tm = {0};
+  int v, frac_ms = 0;
+  if (!digits(s, 4, &v) || s[4] != '-')
+    return 0;
+  tm.tm_year = v - 1900;
+  if (!digits(s + 5, 2, &v) || s[7] != '-')
+    return 0;
+  tm.tm_mon = v - 1;
+  if (!digits(s + 8, 2, &tm.tm_mday) || (s[10] != 'T' && s[10] != ' '))
+    return 0;
+  if (!digits(s + 11, 2, &tm.tm_hour) || s[13] != ':' ||
+      !digits(s + 14, 2, &tm.tm_min))
+    return 0;
+  size_t i = 16;
+  if (s[i] == ':') {
+    if (!digits(s + i + 1, 2, &tm.tm_sec))
+      return 0;
+    i += 3;
+    if (s[i] == '.' || s[i] == ',') {
+      int scale = 100;
+      i++;
+      if (s[i] < '0' || s[i] > '9')
+        return 0;
+      for (; s[i] >= '0' && s[i] <= '9'; i++, scale /= 10)
+        frac_ms += (s[i] - '0') * scale;
+    }
+  }
+  if (!tm_valid(&tm))
+    return 0;
+  int64_t off_s = 0;
+  int has_off = 0;
+  if (s[i] == 'Z') {
+    has_off = 1;
+    i++;
+  } else if ((s[i] == '+' || s[i] == '-') && digits(s + i + 1, 2, &v)) {
+    int sign = s[i] == '-' ? -1 : 1, mm = 0;
+    size_t j = i + 3;
+    if (s[j] == ':' && digits(s + j + 1, 2, &mm))
+      j += 3;
+    else if (digits(s + j, 2, &mm))
+      j += 2;
+    if (v > 23 || mm > 59)
+      return 0;
+    off_s = sign * (v * 3600 + mm * 60);
+    has_off = 1;
+    i = j;
+  }
+  time_t t;
+  if (has_off) {
+    t = timegm(&tm);
+  } else {
+    tm.tm_isdst = -1;
+    t = mktime(&tm);
+  }
+  *ms = ((int64_t)t - off_s) * 1000 + frac_ms;
+  return i;
+}
+
+/* "Mmm dd hh:mm:ss" (local time, no year: the latest year that is not in
+ * the future). Returns the bytes used or 0. */
+static size_t parse_syslog(const char *s, int64_t *ms) {
+  static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+  struct tm tm = {0};
+  int mon = -1;
+  for (int m = 0; m < 12 && mon < 0; m++)
+    if (strncmp(s, months + 3 * m, 3) == 0)
+      mon = m;
+  if (mon < 0 || s[3] != ' ')
+    return 0;
+  tm.tm_mon = mon;
+  const char *d = s + 4;
+  if (d[0] == ' ' && digits(d + 1, 1, &tm.tm_mday))
+    d += 2;
+  else if (digits(d, 2, &tm.tm_mday))
+    d += 2;
+  else
+    return 0;
+  if (d[0] != ' ' || !digits(d + 1, 2, &tm.tm_hour) || d[3] != ':' ||
+      !digits(d + 4, 2, &tm.tm_min) || d[6] != ':' ||
+      !digits(d + 7, 2, &tm.tm_sec) || !tm_valid(&tm))
+    return 0;
+  time_t now = time(NULL);
+  struct tm lt;
+  localtime_r(&now, &lt);
+  tm.tm_year = lt.tm_year;
+  tm.tm_isdst = -1;
+  struct tm copy = tm;
+  time_t t = mktime(&tm);
+  if (t > now + 86400) {
+    copy.tm_year--;
+    t = mktime(&copy);
+  }
+  *ms = (int64_t)t * 1000;
+  return (size_t)(d + 9 - s);
+}
+
+static int line_time(const char *line, int64_t *ms) {
+  return parse_iso(line, ms) > 0 || parse_syslog(line, ms) > 0;
+}
+
+/* An operation's date: empty = unbounded; otherwise the whole value must be
+ * a time (trailing spaces allowed). */
+static int parse_op_date(const char *s, int64_t *ms, int64_t unbounded) {
+  if (!s || !s[0]) {
+    *ms = unbounded;
+    return 1;
+  }
+  size_t n = parse_iso(s, ms);
+  if (n == 0)
+    return 0;
+  while (s[n] == ' ')
+    n++;
+  return s[n] == '\0';
+}
+
+/* ---- Matching ---------------------------------------------------------------
+ */
+
+/* Keeps the newest `max` matching lines in a ring. */
+typedef struct matcher {
+  const char *search; /* "" = every line */
+  int64_t from_ms, to_ms;
+  size_t max;
+  char **ring;
+  size_t head, count;
+  size_t matched;
+  char *partial; /* incomplete line of streamed input */
+  size_t partial_len;
+} matcher;
+
+static int matcher_line(matcher *m, const char *line, size_t len) {
+  if (len > 0 && line[len - 1] == '\r')
+    len--;
+  char *copy = strndup(line, len);
+  if (!copy)
+    return C8Y_ENOMEM;
+  int64_t t;
+  int keep = (!m->search[0] || strstr(copy, m->search)) &&
+             (!line_time(copy, &t) || (t >= m->from_ms && t <= m->to_ms));
+  if (!keep || m->max == 0) {
+    free(copy);
+    return C8Y_OK;
+  }
+  m->matched++;
+  if (m->count < m->max) {
+    m->ring[(m->head + m->count++) % m->max] = copy;
+  } else {
+    free(m->ring[m->head]);
+    m->ring[m->head] = copy;
+    m->head = (m->head + 1) % m->max;
+  }
+  return C8Y_OK;
+}
+
+static int matcher_feed(void *ctx, const char *data, size_t n) {
+  matcher *m = ctx;
+  while (n > 0) {
+    const char *nl = memchr(data, '\n', n);
+    size_t take = nl ? (size_t)(nl - data) : n;
+    char *p = realloc(m->partial, m->partial_len + take + 1);
+    if (!p)
+      return C8Y_ENOMEM;
+    m->partial = p;
+    memcpy(p + m->partial_len, data, take);
+    m->partial_len += take;
+    if (!nl)
+      break;
+    int rc = matcher_line(m, m->partial, m->partial_len);
+    m->partial_len = 0;
+    if (rc != C8Y_OK)
+      return rc;
+    data += take + 1;
+    n -= take + 1;
+  }
+  return C8Y_OK;
+}
+
+static int matcher_finish(matcher *m) {
+  int rc = m->partial_len ? matcher_line(m, m->partial, m->partial_len) : 0;
+  m->partial_len = 0;
+  return rc;
+}
+
+static void matcher_free(matcher *m) {
+  for (size_t i = 0; i < m->count; i++)
+    free(m->ring[(m->head + i) % m->max]);
+  free(m->ring);
+  free(m->partial);
+}
+
+/* ---- Plugin state -----------------------------------------------------------
+ */
+
+typedef struct log_source {
+  char *name;
+  char *source; /* absolute path, "journal" or "journal:<unit>" */
+} log_source;
+
+typedef struct lg {
+  c8y_plugin *self;
+  const c8y_api *api;
+  const char *http_helper;
+  int timeout_s;
+  size_t default_lines;
+  size_t keep_files;
+  char *logs_buf; /* owns the strings of logs[] */
+  log_source logs[LOG_MAX_SOURCES];
+  size_t nlogs;
+} lg;
+
+static const log_source *lg_find(const lg *l, const char *name) {
+  for (size_t i = 0; i < l->nlogs; i++)
+    if (strcmp(l->logs[i].name, name) == 0)
+      return &l->logs[i];
+  return NULL;
+}
+
+static int collect_file(const char *path, matcher *m, const c8y_api *api,
+                        const c8y_operation *op, char *why, size_t n) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    snprintf(why, n, "cannot open %.400s: %s", path, strerror(errno));
+    return C8Y_EIO;
+  }
+  char *line = NULL;
+  size_t cap = 0, count = 0;
+  ssize_t len;
+  int rc = C8Y_OK;
+  while (rc == C8Y_OK && (len = getline(&line, &cap, f)) >= 0) {
+    if (len > 0 && line[len - 1] == '\n')
+      len--;
+    rc = matcher_line(m, line, (size_t)len);
+    if (rc == C8Y_OK && ++count % 4096 == 0 && api->op_cancelled(op)) {
+      snprintf(why, n, "cancelled: the operation timed out");
+      rc = C8Y_ETIMEDOUT;
+    }
+  }
+  if (rc == C8Y_OK && ferror(f)) {
+    snprintf(why, n, "cannot read %.400s: %s", path, strerror(errno));
+    rc = C8Y_EIO;
+  } else if (rc == C8Y_ENOMEM) {
+    snprintf(why, n, "out of memory");
+  }
+  free(line);
+  fclose(f);
+  return rc;
+}
+
+static int collect_journal(lg *l, const char *source, matcher *m,
+                           const c8y_operation *op, char *why, size_t n) {
+  char since[40], until[40], lines[40];
+  char *argv[12];
+  size_t a = 0;
+  argv[a++] = "journalctl";
+  argv[a++] = "--no-pager";
+  argv[a++] = "--quiet";
+  argv[a++] = "--output=short-iso";
+  if (source[7] == ':') {
+    argv[a++] = "--unit";
+    argv[a++] = (char *)source + 8;
+  }
+  if (m->from_ms != INT64_MIN) {
+    snprintf(since, sizeof(since), "--since=@%lld",
+             (long long)(m->from_ms / 1000 - (m->from_ms % 1000 < 0)));
+    argv[a++] = since;
+  }
+  if (m->to_ms != INT64_MAX) {
+    snprintf(until, sizeof(until), "--until=@%lld",
+             (long long)(m->to_ms / 1000 + (m->to_ms % 1000 > 0)));
+    argv[a++] = until;
+  }
+  if (!m->search[0]) {
+    /* Nothing to filter in-process: let the journal do the tail. */
+    snprintf(lines, sizeof(lines), "--lines=%zu", m->max);
+    argv[a++] = lines;
+  }
+  argv[a] = NULL;
+  run_opts o = {.timeout_s = l->timeout_s,
+                .api = l->api,
+                .op = op,
+                .on_out = matcher_feed,
+                .ctx = m};
+  run_result r;
+  int rc = run_argv(argv, &o, &r);
+  free(r.out);
+  if (rc == 0)
+    rc = matcher_finish(m);
+  if (rc != 0 || r.exit_code != 0) {
+    char desc[600];
+    run_describe(&r, rc, desc, sizeof(desc));
+    snprintf(why, n, "journalctl failed (%s)", desc);
+    return C8Y_EIO;
+  }
+  return C8Y_OK;
+}
+
+static int lg_write(lg *l, const char *name, const matcher *m, char *path,
+                    size_t pathn, char *why, size_t n) {
+  const char *dir = l->api->state_dir(l->self);
+  if (!dir) {
+    snprintf(why, n, "the plugin has no state directory");
+    return C8Y_EIO;
+  }
+  struct timespec ts;
+  struct tm tm;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  gmtime_r(&ts.tv_sec, &tm);
+  char stamp[32];
+  strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+  int fd = -1;
+  for (int i = 1; fd < 0 && i <= 100; i++) {
+    if (i == 1)
+      snprintf(path, pathn, "%s/%s-%s.log", dir, name, stamp);
+    else
+      snprintf(path, pathn, "%s/%s-%s-%d.log", dir, name, stamp, i);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    if (fd < 0 && errno != EEXIST)
+      break;
+  }
+  FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+  if (!f) {
+    snprintf(why, n, "cannot create %.400s: %s", path, strerror(errno));
+    if (fd >= 0)
+      close(fd);
+    return C8Y_EIO;
+  }
+  for (size_t i = 0; i < m->count; i++) {
+    fputs(m->ring[(m->head + i) % m->max], f);
+    fputc('\n', f);
+  }
+  if (fflush(f) != 0 || ferror(f) || fclose(f) != 0) {
+    snprintf(why, n, "cannot write %.400s: %s", path, strerror(errno));
+    unlink(path);
+    return C8Y_EIO;
+  }
+  return C8Y_OK;
+}
+
+typedef struct extract {
+  char name[512];
+  struct timespec mtime;
+} extract;
+
+static int extract_newer_first(const void *a, const void *b) {
+  const extract *x = a, *y = b;
+  if (x->mtime.tv_sec != y->mtime.tv_sec)
+    return x->mtime.tv_sec < y->mtime.tv_sec ? 1 : -1;
+  if (x->mtime.tv_nsec != y->mtime.tv_nsec)
+    return x->mtime.tv_nsec < y->mtime.tv_nsec ? 1 : -1;
+  return -strcmp(x->name, y->name);
+}
+
+/* Keeps the newest keep_files extracts (*.log) of the state directory. */
+static void lg_prune(lg *l) {
+  const char *dir = l->api->state_dir(l->self);
+  DIR *d = dir ? opendir(dir) : NULL;
+  if (!d)
+    return;
+  extract *list = NULL;
+  size_t n = 0, cap = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    size_t len = strlen(e->d_name);
+    struct stat st;
+    if (len < 5 || len >= sizeof(list->name) ||
+        strcmp(e->d_name + len - 4, ".log") != 0 ||
+        fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+        !S_ISREG(st.st_mode))
+      continue;
+    if (n == cap) {
+      size_t nc = cap ? cap * 2 : 16;
+      extract *p = realloc(list, nc * sizeof(*p));
+      if (!p)
+        break;
+      list = p;
+      cap = nc;
+    }
+    memcpy(list[n].name, e->d_name, len + 1);
+    list[n].mtime = st.st_mtim;
+    n++;
+  }
+  if (n > l->keep_files) {
+    qsort(list, n, sizeof(*list), extract_newer_first);
+    for (size_t i = l->keep_files; i < n; i++)
+      if (unlinkat(dirfd(d), list[i].name, 0) != 0)
+        l->api->log(l->self, C8Y_LOG_WARNING, "cannot remove %s/%s: %s", dir,
+                    list[i].name, strerror(errno));
+  }
+  free(list);
+  closedir(d);
+}
+
+static int lg_upload(lg *l, c8y_operation *op, const char *name,
+                     const char *path, size_t lines, char *url, size_t urln,
+                     char *why, size_t n) {
+  const c8y_api *api = l->api;
+  char env_dev[300], env_name[300], env_lines[64];
+  snprintf(env_dev, sizeof(env_dev), "C8Y_DEVICE_ID=%s",
+           api->device_id(l->self));
+  snprintf(env_name, sizeof(env_name), "C8Y_LOG_NAME=%s", name);
+  snprintf(env_lines, sizeof(env_lines), "C8Y_LOG_LINES=%zu", lines);
+  const char *env[] = {env_dev, env_name, env_lines, NULL};
+  char *argv[] = {(char *)l->http_helper, "upload-log", (char *)name,
+                  (char *)path, NULL};
+  run_opts o = {.env = env,
+                .timeout_s = l->timeout_s,
+                .api = api,
+                .op = op,
+                .out_cap = 64 * 1024};
+  run_result r;
+  int rc = run_argv(argv, &o, &r);
+  if (rc != 0 || r.exit_code != 0) {
+    char desc[600];
+    run_describe(&r, rc, desc, sizeof(desc));
+    snprintf(why, n, "upload of log '%s' failed (%s)", name, desc);
+    free(r.out);
+    return C8Y_EIO;
+  }
+  char *u = r.out + strspn(r.out, " \t\r\n");
+  u[strcspn(u, "\r\n")] = '\0';
+  size_t ulen = strlen(u);
+  while (ulen > 0 && (u[ulen - 1] == ' ' || u[ulen - 1] == '\t'))
+    u[--ulen] = '\0';
+  if (ulen == 0 || ulen >= urln) {
+    snprintf(why, n, "upload of log '%s' failed: http_helper printed %s", name,
+             ulen ? "a URL longer than 4 KiB" : "no URL");
+    free(r.out);
+    return C8Y_EIO;
+  }
+  memcpy(url, u, ulen + 1);
+  free(r.out);
+  return C8Y_OK;
+}
+
+/* ---- 522 c8y_LogfileRequest -------------------------------------------------
+ */
+
+static int on_log_request(c8y_plugin *self, c8y_operation *op, void *ud) {
+  lg *l = ud;
+  const c8y_api *api = l->api;
+  char why[1024];
+  const char *dev = api->op_device(op);
+  if (dev && strcmp(dev, api->device_id(self)) != 0) {
+    snprintf(why, sizeof(why),
+             "c8y_LogfileRequest is not supported for child device '%.200s'",
+             dev);
+    api->op_fail(op, why);
+    return C8Y_OK;
+  }
+  if (api->op_field_count(op) != 5) {
+    snprintf(why, sizeof(why),
+             "c8y_LogfileRequest: expected 5 fields "
+             "(logFile,dateFrom,dateTo,searchText,maxLines), got %zu",
+             api->op_field_count(op));
+    api->op_fail(op, why);
+    return C8Y_OK;
+  }
+  const char *name = api->op_field(op, 0), *from = api->op_field(op, 1),
+             *to = api->op_field(op, 2), *max = api->op_field(op, 4);
+  const log_source *src = lg_find(l, name);
+  if (!src) {
+    int len =
+        snprintf(why, sizeof(why), "unknown log '%.200s' (supported:", name);
+    for (size_t i = 0; i < l->nlogs && len < (int)sizeof(why) - 40; i++)
+      len += snprintf(why + len, sizeof(why) - (size_t)len, "%s %s",
+                      i ? "," : "", l->logs[i].name);
+    if (len < (int)sizeof(why) - 2)
+      snprintf(why + len, sizeof(why) - (size_t)len, ")");
+    api->op_fail(op, why);
+    return C8Y_OK;
+  }
+  matcher m = {.search = api->op_field(op, 3)};
+  if (!parse_op_date(from, &m.from_ms, INT64_MIN) ||
+      !parse_op_date(to, &m.to_ms, INT64_MAX)) {
+    snprintf(why, sizeof(why),
+             "c8y_LogfileRequest: %s '%.100s' is not an ISO 8601 time",
+             parse_op_date(from, &m.from_ms, INT64_MIN) ? "dateTo" : "dateFrom",
+             parse_op_date(from, &m.from_ms, INT64_MIN) ? to : from);
+    api->op_fail(op, why);
+    return C8Y_OK;
+  }
+  if (m.from_ms > m.to_ms) {
+    snprintf(why, sizeof(why),
+             "c8y_LogfileRequest: dateFrom '%.60s' is after dateTo '%.60s'",
+             from, to);
+    api->op_fail(op, why);
+    return C8Y_OK;
+  }
+  m.max = l->default_lines;
+  if (max[0]) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(max, &end, 10);
+    if (errno || *end || v < 0) {
+      snprintf(why, sizeof(why),
+               "c8y_LogfileRequest: maxLines '%.60s' is not a non-negative "
+               "integer",
+               max);
+      api->op_fail(op, why);
+      return C8Y_OK;
+    }
+    if (v > 0)
+      m.max = v > LOG_MAX_LINES_LIMIT ? LOG_MAX_LINES_LIMIT : (size_t)v;
+  }
+  m.ring = calloc(m.max, sizeof(char *));
+  if (!m.ring) {
+    api->op_fail(op, "out of memory");
+    return C8Y_OK;
+  }
+  int rc = strncmp(src->source, "journal", 7) == 0
+               ? collect_journal(l, src->source, &m, op, why, sizeof(why))
+               : collect_file(src->source, &m, api, op, why, sizeof(why));
+  char path[4200], url[4096];
+  if (rc == C8Y_OK)
+    rc = lg_write(l, src->name, &m, path, sizeof(path), why, sizeof(why));
+  size_t lines = m.count;
+  matcher_free(&m);
+  if (rc == C8Y_OK) {
+    lg_prune(l);
+    api->log(self, C8Y_LOG_INFO, "log '%s': %zu line(s) in %s", src->name,
+             lines, path);
+    rc = lg_upload(l, op, src->name, path, lines, url, sizeof(url), why,
+                   sizeof(why));
+  }
+  if (rc != C8Y_OK) {
+    api->log(self, C8Y_LOG_ERROR, "%s", why);
+    api->op_fail(op, why);
+    return C8Y_OK;
+  }
+  api->op_succeed(op, url);
+  return C8Y_OK;
+}
+
+/* ---- Lifecycle --------------------------------------------------------------
+ */
+
+static int name_ok(const char *s) {
+  if (!*s)
+    return 0;
+  for (; *s; s++)
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+          (*s >= '0' && *s <= '9') || *s == '_' || *s == '-' || *s == '.'))
+      return 0;
+  return 1;
+}
+
+/* `logs = name=/path other=journal unit=journal:ssh.service` */
+static int lg_parse_logs(lg *l, const char *spec) {
+  l->logs_buf = strdup(spec);
+  if (!l->logs_buf)
+    return C8Y_ENOMEM;
+  char *save = NULL;
+  for (char *tok = strtok_r(l->logs_buf, " \t", &save); tok;
+       tok = strtok_r(NULL, " \t", &save)) {
+    char *eq = strchr(tok, '=');
+    const char *src = eq ? eq + 1 : "";
+    if (!eq || eq == tok ||
+        !(src[0] == '/' || strcmp(src, "journal") == 0 ||
+          (strncmp(src, "journal:", 8) == 0 && src[8]))) {
+      l->api->log(l->self, C8Y_LOG_ERROR,
+                  "logs: entry '%s' is not name=/path, name=journal or "
+                  "name=journal:<unit>",
+                  tok);
+      return C8Y_EINVAL;
+    }
+    *eq = '\0';
+    if (!name_ok(tok) || strcmp(tok, ".") == 0 || strcmp(tok, "..") == 0) {
+      l->api->log(l->self, C8Y_LOG_ERROR,
+                  "logs: name '%s' may contain only letters, digits, '_', "
+                  "'-' and '.'",
+                  tok);
+      return C8Y_EINVAL;
+    }
+    if (lg_find(l, tok)) {
+      l->api->log(l->self, C8Y_LOG_ERROR, "logs: name '%s' is listed twice",
+                  tok);
+      return C8Y_EINVAL;
+    }
+    if (l->nlogs == LOG_MAX_SOURCES) {
+      l->api->log(l->self, C8Y_LOG_ERROR, "logs: more than %d entries",
+                  LOG_MAX_SOURCES);
+      return C8Y_EINVAL;
+    }
+    l->logs[l->nlogs].name = tok;
+    l->logs[l->nlogs].source = eq + 1;
+    l->nlogs++;
+  }
+  return C8Y_OK;
+}
+
+static int lg_int(lg *l, const char *key, int64_t fallback, int64_t lo,
+                  int64_t hi, int64_t *out) {
+  int rc = l->api->config_int(l->self, key, fallback, out);
+  if (rc == C8Y_OK && (*out < lo || *out > hi)) {
+    l->api->log(l->self, C8Y_LOG_ERROR, "%s: %lld is out of range (%lld..%lld)",
+                key, (long long)*out, (long long)lo, (long long)hi);
+    rc = C8Y_EINVAL;
+  }
+  return rc;
+}
+
+static int lg_read_config(lg *l) {
+  const c8y_api *api = l->api;
+  int64_t timeout, lines, keep;
+  int rc = lg_int(l, "timeout", 300, 1, 86400, &timeout);
+  if (rc == C8Y_OK)
+    rc = lg_int(l, "max_lines", 1000, 1, LOG_MAX_LINES_LIMIT, &lines);
+  if (rc == C8Y_OK)
+    rc = lg_int(l, "keep_files", 5, 1, 1000, &keep);
+  if (rc != C8Y_OK)
+    return rc;
+  l->timeout_s = (int)timeout;
+  l->default_lines = (size_t)lines;
+  l->keep_files = (size_t)keep;
+  l->http_helper = api->config_string(l->self, "http_helper", "");
+  if (l->http_helper[0]) {
+    struct stat st;
+    if (l->http_helper[0] != '/' || stat(l->http_helper, &st) != 0 ||
+        !S_ISREG(st.st_mode) || access(l->http_helper, X_OK) != 0) {
+      api->log(l->self, C8Y_LOG_ERROR,
+               "http_helper: '%s' is not an executable file (absolute path "
+               "expected)",
+               l->http_helper);
+      return C8Y_EINVAL;
+    }
+  }
+  return lg_parse_logs(l, api->config_string(l->self, "logs", ""));
+}
+
+static void lg_free(lg *l) {
+  free(l->logs_buf);
+  free(l);
+}
+
+static int lg_init(c8y_plugin *self, const c8y_api *api, void **user_data) {
+  lg *l = calloc(1, sizeof(*l));
+  if (!l)
+    return C8Y_ENOMEM;
+  l->self = self;
+  l->api = api;
+  int rc = lg_read_config(l);
+  if (rc == C8Y_OK && l->nlogs > 0 && l->http_helper[0])
+    rc = api->add_operation(self, "522", (uint32_t)l->timeout_s * 1000,
+                            on_log_request, l);
+  if (rc != C8Y_OK) {
+    lg_free(l);
+    return rc;
+  }
+  if (l->nlogs == 0)
+    api->log(self, C8Y_LOG_NOTICE, "logs not set: no log files offered");
+  else if (!l->http_helper[0])
+    api->log(self, C8Y_LOG_NOTICE,
+             "log upload needs HTTP: without http_helper c8y_LogfileRequest "
+             "(522) is not offered");
+  if (l->nlogs > 0) {
+    const char *fields[LOG_MAX_SOURCES + 1] = {"118"};
+    for (size_t i = 0; i < l->nlogs; i++)
+      fields[i + 1] = l->logs[i].name;
+    rc = api->send_static(self, NULL, fields, l->nlogs + 1);
+    if (rc < 0)
+      api->log(self, C8Y_LOG_ERROR, "cannot send 118: %s", api->status_str(rc));
+  }
+  *user_data = l;
+  return C8Y_OK;
+}
+
+static void lg_fini(c8y_plugin *self, void *user_data) { lg_free(user_data); }
+
+C8Y_PLUGIN(.name = "logfile", .version = "1.0.0", .init = lg_init,
+           .fini = lg_fini);

@@ -1,0 +1,358 @@
+/* Tests of the configuration plugin (513, 524, 526, 119, 113) in the fake
+ * host. */
+#include "fake_api.h"
+
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define DEV "dev1"
+#define OP_WAIT_MS 20000
+
+typedef struct fixture {
+  char *dir; /* temp dir: config files, state, helper */
+  char *state;
+  char *text_file;
+  fake_host *h;
+} fixture;
+
+static void fx_setup(fixture *f, gconstpointer data) {
+  (void)data;
+  GError *err = NULL;
+  f->dir = g_dir_make_tmp("c8y-cfg-XXXXXX", &err);
+  g_assert_no_error(err);
+  f->state = g_build_filename(f->dir, "state", NULL);
+  f->text_file = g_build_filename(f->dir, "device-config.txt", NULL);
+  f->h = fake_host_new(DEV, f->state);
+}
+
+static void rm_rf(const char *path) {
+  GDir *d = g_dir_open(path, 0, NULL);
+  if (d) {
+    const char *name;
+    while ((name = g_dir_read_name(d)) != NULL) {
+      char *p = g_build_filename(path, name, NULL);
+      rm_rf(p);
+      g_free(p);
+    }
+    g_dir_close(d);
+    g_rmdir(path);
+  } else {
+    g_unlink(path);
+  }
+}
+
+static void fx_teardown(fixture *f, gconstpointer data) {
+  (void)data;
+  fake_host_free(f->h);
+  rm_rf(f->dir);
+  g_free(f->dir);
+  g_free(f->state);
+  g_free(f->text_file);
+}
+
+static void write_text(const char *path, const char *text) {
+  GError *err = NULL;
+  g_file_set_contents(path, text, -1, &err);
+  g_assert_no_error(err);
+}
+
+static char *read_text(const char *path) {
+  char *text = NULL;
+  GError *err = NULL;
+  g_file_get_contents(path, &text, NULL, &err);
+  g_assert_no_error(err);
+  return text;
+}
+
+/* Copies the fake helper into the temp dir and makes it executable (the
+ * source tree may not keep the x bit). */
+static char *install_helper(fixture *f) {
+  char *src = read_text(g_test_get_filename(
+      G_TEST_DIST, "data", "configuration", "http_helper.sh", NULL));
+  char *dst = g_build_filename(f->dir, "http_helper", NULL);
+  write_text(dst, src);
+  g_assert_cmpint(g_chmod(dst, 0755), ==, 0);
+  g_free(src);
+  return dst;
+}
+
+static gboolean log_contains(fake_host *h, const char *needle) {
+  for (size_t i = 0; i < fake_host_log_count(h); i++)
+    if (strstr(fake_host_log(h, i), needle))
+      return TRUE;
+  return FALSE;
+}
+
+/* ---- init -----------------------------------------------------------------
+ */
+
+static void test_init_reports(fixture *f, gconstpointer data) {
+  (void)data;
+  write_text(f->text_file, "a=1\nname=\"x, y\"\n");
+  fake_host_set_config(f->h, "text_file", f->text_file);
+  fake_host_set_config(f->h, "files",
+                       "agent_conf=/etc/c8y-agent/agent.ini "
+                       "ssh_conf=/etc/ssh/sshd_config");
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  g_assert_cmpstr(fake_host_find_line(f->h, "113,"), ==,
+                  "s/us|113,\"a=1\nname=\"\"x, y\"\"\n\"");
+  g_assert_cmpstr(fake_host_find_line(f->h, "119,"), ==,
+                  "s/us|119,agent_conf,ssh_conf");
+  g_assert_true(fake_host_has_operation(f->h, "513"));
+  /* Typed transfers need HTTP: without a helper they are not offered. */
+  g_assert_false(fake_host_has_operation(f->h, "524"));
+  g_assert_false(fake_host_has_operation(f->h, "526"));
+  g_assert_true(log_contains(f->h, "need HTTP"));
+}
+
+static void test_init_big_file_not_reported(fixture *f, gconstpointer data) {
+  (void)data;
+  char *big = g_strnfill(20000, 'x');
+  write_text(f->text_file, big);
+  g_free(big);
+  fake_host_set_config(f->h, "text_file", f->text_file);
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  g_assert_null(fake_host_find_line(f->h, "113"));
+  g_assert_true(log_contains(f->h, "not reported"));
+}
+
+static void test_init_no_text_file(fixture *f, gconstpointer data) {
+  (void)data;
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  g_assert_false(fake_host_has_operation(f->h, "513"));
+  g_assert_cmpuint(fake_host_line_count(f->h), ==, 0);
+}
+
+static void test_bad_config(fixture *f, gconstpointer data) {
+  (void)data;
+  fake_host_set_config(f->h, "files", "agent_conf=/a noequals");
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
+  g_assert_true(log_contains(f->h, "files: entry 'noequals'"));
+  fake_host_free(f->h);
+
+  f->h = fake_host_new(DEV, f->state);
+  fake_host_set_config(f->h, "files", "a=/x a=/y");
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
+  g_assert_true(log_contains(f->h, "listed twice"));
+  fake_host_free(f->h);
+
+  f->h = fake_host_new(DEV, f->state);
+  fake_host_set_config(f->h, "files", "a=/x");
+  fake_host_set_config(f->h, "http_helper", "/nonexistent/no-such-helper");
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
+  g_assert_true(log_contains(f->h, "http_helper"));
+}
+
+/* ---- 513 ------------------------------------------------------------------
+ */
+
+static void test_513_writes_and_reports(fixture *f, gconstpointer data) {
+  (void)data;
+  write_text(f->text_file, "old=1\n");
+  g_assert_cmpint(g_chmod(f->text_file, 0600), ==, 0);
+  fake_host_set_config(f->h, "text_file", f->text_file);
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  fake_host_clear_lines(f->h);
+
+  /* Downstream: a quoted field with a real LF and an escaped quote. */
+  fake_op_state st = fake_host_run_operation(
+      f->h, "513," DEV ",\"line1=a\nkey=\\\"v, w\\\"\"", OP_WAIT_MS);
+  g_assert_cmpint(st, ==, FAKE_OP_SUCCEEDED);
+  char *got = read_text(f->text_file);
+  g_assert_cmpstr(got, ==, "line1=a\nkey=\"v, w\"");
+  g_free(got);
+  struct stat sb;
+  g_assert_cmpint(stat(f->text_file, &sb), ==, 0);
+  g_assert_cmpint(sb.st_mode & 0777, ==, 0600);
+  g_assert_cmpuint(fake_host_line_count(f->h), ==, 1);
+  g_assert_cmpstr(fake_host_line(f->h, 0), ==,
+                  "s/us|113,\"line1=a\nkey=\"\"v, w\"\"\"");
+  /* No temporary files left next to the target. */
+  GDir *d = g_dir_open(f->dir, 0, NULL);
+  const char *name;
+  while ((name = g_dir_read_name(d)) != NULL)
+    g_assert_false(g_str_has_prefix(name, ".device-config.txt"));
+  g_dir_close(d);
+}
+
+static void test_513_wrong_field_count(fixture *f, gconstpointer data) {
+  (void)data;
+  fake_host_set_config(f->h, "text_file", f->text_file);
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  g_assert_cmpint(fake_host_run_operation(f->h, "513," DEV ",a,b", OP_WAIT_MS),
+                  ==, FAKE_OP_FAILED);
+  g_assert_nonnull(strstr(fake_host_op_detail(f->h), "expected 1 field"));
+  g_assert_false(g_file_test(f->text_file, G_FILE_TEST_EXISTS));
+}
+
+static void test_513_apply_failure_restores(fixture *f, gconstpointer data) {
+  (void)data;
+  write_text(f->text_file, "old=1\n");
+  fake_host_set_config(f->h, "text_file", f->text_file);
+  fake_host_set_config(
+      f->h, "apply_command",
+      "grep -q '^good' \"$C8Y_CONFIG_FILE\" || "
+      "{ echo \"rejected: $(cat \"$C8Y_CONFIG_FILE\")\" >&2; exit 3; }");
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  fake_host_clear_lines(f->h);
+
+  g_assert_cmpint(
+      fake_host_run_operation(f->h, "513," DEV ",bad=2", OP_WAIT_MS), ==,
+      FAKE_OP_FAILED);
+  const char *why = fake_host_op_detail(f->h);
+  g_assert_nonnull(strstr(why, "exit 3"));
+  g_assert_nonnull(strstr(why, "rejected: bad=2"));
+  g_assert_nonnull(strstr(why, "previous configuration restored"));
+  char *got = read_text(f->text_file);
+  g_assert_cmpstr(got, ==, "old=1\n");
+  g_free(got);
+  g_assert_cmpuint(fake_host_line_count(f->h), ==, 0);
+
+  g_assert_cmpint(
+      fake_host_run_operation(f->h, "513," DEV ",good=3", OP_WAIT_MS), ==,
+      FAKE_OP_SUCCEEDED);
+  got = read_text(f->text_file);
+  g_assert_cmpstr(got, ==, "good=3");
+  g_free(got);
+  g_assert_cmpstr(fake_host_find_line(f->h, "113,"), ==, "s/us|113,good=3");
+}
+
+static void test_513_apply_failure_removes_new_file(fixture *f,
+                                                    gconstpointer data) {
+  (void)data;
+  fake_host_set_config(f->h, "text_file", f->text_file);
+  fake_host_set_config(f->h, "apply_command", "exit 1");
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  g_assert_cmpint(fake_host_run_operation(f->h, "513," DEV ",x=1", OP_WAIT_MS),
+                  ==, FAKE_OP_FAILED);
+  g_assert_false(g_file_test(f->text_file, G_FILE_TEST_EXISTS));
+}
+
+/* ---- 524 / 526 through the helper -----------------------------------------
+ */
+
+static void load_with_helper(fixture *f, char **target, char **helper_log) {
+  char *helper = install_helper(f);
+  *target = g_build_filename(f->dir, "agent.ini", NULL);
+  *helper_log = g_build_filename(f->dir, "helper.log", NULL);
+  g_setenv("FAKE_HELPER_LOG", *helper_log, TRUE);
+  write_text(*target, "[old]\n");
+  char *files =
+      g_strdup_printf("agent_conf=%s ssh_conf=%s/sshd_config", *target, f->dir);
+  fake_host_set_config(f->h, "files", files);
+  fake_host_set_config(f->h, "http_helper", helper);
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  g_assert_true(fake_host_has_operation(f->h, "524"));
+  g_assert_true(fake_host_has_operation(f->h, "526"));
+  fake_host_clear_lines(f->h);
+  g_free(files);
+  g_free(helper);
+}
+
+static void test_524_download(fixture *f, gconstpointer data) {
+  (void)data;
+  char *target, *helper_log;
+  load_with_helper(f, &target, &helper_log);
+  char *src = g_build_filename(f->dir, "new.ini", NULL);
+  write_text(src, "[new]\nx=1\n");
+  char *line = g_strdup_printf("524," DEV ",file://%s,agent_conf", src);
+  g_assert_cmpint(fake_host_run_operation(f->h, line, OP_WAIT_MS), ==,
+                  FAKE_OP_SUCCEEDED);
+  char *got = read_text(target);
+  g_assert_cmpstr(got, ==, "[new]\nx=1\n");
+  g_free(got);
+  g_assert_cmpuint(fake_host_line_count(f->h), ==, 1);
+  char *prefix =
+      g_strdup_printf("s/us|120,agent_conf,file://%s,agent.ini,", src);
+  const char *l120 = fake_host_line(f->h, 0);
+  g_assert_true(g_str_has_prefix(l120, prefix));
+  /* 2026-11-24T23:05:28.123Z */
+  GRegex *re = g_regex_new(
+      "^\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z$", 0, 0, NULL);
+  g_assert_true(g_regex_match(re, l120 + strlen(prefix), 0, NULL));
+  g_regex_unref(re);
+  g_free(prefix);
+  g_free(line);
+
+  /* A failing download leaves the file and the directory untouched. */
+  line = g_strdup_printf("524," DEV ",file://%s/missing,agent_conf", f->dir);
+  g_assert_cmpint(fake_host_run_operation(f->h, line, OP_WAIT_MS), ==,
+                  FAKE_OP_FAILED);
+  g_assert_nonnull(
+      strstr(fake_host_op_detail(f->h), "download of 'agent_conf' failed"));
+  g_assert_nonnull(strstr(fake_host_op_detail(f->h), "exit 1"));
+  got = read_text(target);
+  g_assert_cmpstr(got, ==, "[new]\nx=1\n");
+  g_free(got);
+  GDir *d = g_dir_open(f->dir, 0, NULL);
+  const char *name;
+  while ((name = g_dir_read_name(d)) != NULL)
+    g_assert_false(g_str_has_prefix(name, ".agent.ini"));
+  g_dir_close(d);
+  g_free(line);
+  g_free(src);
+  g_free(target);
+  g_free(helper_log);
+}
+
+static void test_526_upload(fixture *f, gconstpointer data) {
+  (void)data;
+  char *target, *helper_log;
+  load_with_helper(f, &target, &helper_log);
+  g_assert_cmpint(
+      fake_host_run_operation(f->h, "526," DEV ",agent_conf", OP_WAIT_MS), ==,
+      FAKE_OP_SUCCEEDED);
+  char *got = read_text(helper_log);
+  char *want = g_strdup_printf(DEV " agent_conf agent_conf %s\n", target);
+  g_assert_cmpstr(got, ==, want);
+  g_free(want);
+  g_free(got);
+
+  /* The configured file of ssh_conf does not exist. */
+  g_assert_cmpint(
+      fake_host_run_operation(f->h, "526," DEV ",ssh_conf", OP_WAIT_MS), ==,
+      FAKE_OP_FAILED);
+  g_assert_nonnull(strstr(fake_host_op_detail(f->h), "cannot read"));
+  g_free(target);
+  g_free(helper_log);
+}
+
+static void test_unknown_type(fixture *f, gconstpointer data) {
+  (void)data;
+  char *target, *helper_log;
+  load_with_helper(f, &target, &helper_log);
+  g_assert_cmpint(fake_host_run_operation(f->h, "526," DEV ",nope", OP_WAIT_MS),
+                  ==, FAKE_OP_FAILED);
+  g_assert_cmpstr(fake_host_op_detail(f->h), ==,
+                  "unknown configuration type 'nope'");
+  g_assert_cmpint(fake_host_run_operation(
+                      f->h, "524," DEV ",file:///dev/null,other", OP_WAIT_MS),
+                  ==, FAKE_OP_FAILED);
+  g_assert_cmpstr(fake_host_op_detail(f->h), ==,
+                  "unknown configuration type 'other'");
+  g_assert_false(g_file_test(helper_log, G_FILE_TEST_EXISTS));
+  g_free(target);
+  g_free(helper_log);
+}
+
+int main(int argc, char **argv) {
+  g_test_init(&argc, &argv, NULL);
+#define ADD(path, fn) g_test_add(path, fixture, NULL, fx_setup, fn, fx_teardown)
+  ADD("/plugin/configuration/init/reports", test_init_reports);
+  ADD("/plugin/configuration/init/big-file", test_init_big_file_not_reported);
+  ADD("/plugin/configuration/init/no-text-file", test_init_no_text_file);
+  ADD("/plugin/configuration/init/bad-config", test_bad_config);
+  ADD("/plugin/configuration/513/write", test_513_writes_and_reports);
+  ADD("/plugin/configuration/513/field-count", test_513_wrong_field_count);
+  ADD("/plugin/configuration/513/apply-restores",
+      test_513_apply_failure_restores);
+  ADD("/plugin/configuration/513/apply-removes-new",
+      test_513_apply_failure_removes_new_file);
+  ADD("/plugin/configuration/524/download", test_524_download);
+  ADD("/plugin/configuration/526/upload", test_526_upload);
+  ADD("/plugin/configuration/typed/unknown-type", test_unknown_type);
+#undef ADD
+  return g_test_run();
+}

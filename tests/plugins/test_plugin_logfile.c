@@ -1,0 +1,371 @@
+/* Tests of the logfile plugin (118, 522) in the fake host. Runs with TZ=UTC
+ * so that times without an offset are deterministic. */
+#include "fake_api.h"
+
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DEV "dev1"
+#define OP_WAIT_MS 20000
+#define URL "https://127.0.0.1/inventory/binaries/7777"
+
+typedef struct fixture {
+  char *dir;
+  char *state;
+  char *copy; /* where the fake helper copies the uploaded file */
+  char *helper;
+  fake_host *h;
+} fixture;
+
+static void write_text(const char *path, const char *text) {
+  GError *err = NULL;
+  g_file_set_contents(path, text, -1, &err);
+  g_assert_no_error(err);
+}
+
+static char *read_text(const char *path) {
+  char *text = NULL;
+  GError *err = NULL;
+  g_file_get_contents(path, &text, NULL, &err);
+  g_assert_no_error(err);
+  return text;
+}
+
+/* Copies data/logfile/<name> to <dir>/<as> as an executable. */
+static char *install_script(const char *dir, const char *name, const char *as) {
+  char *src = read_text(
+      g_test_get_filename(G_TEST_DIST, "data", "logfile", name, NULL));
+  char *dst = g_build_filename(dir, as, NULL);
+  write_text(dst, src);
+  g_assert_cmpint(g_chmod(dst, 0755), ==, 0);
+  g_free(src);
+  return dst;
+}
+
+static void fx_setup(fixture *f, gconstpointer data) {
+  (void)data;
+  GError *err = NULL;
+  f->dir = g_dir_make_tmp("c8y-log-XXXXXX", &err);
+  g_assert_no_error(err);
+  f->state = g_build_filename(f->dir, "state", NULL);
+  f->copy = g_build_filename(f->dir, "uploaded", NULL);
+  f->helper = install_script(f->dir, "http_helper.sh", "http_helper");
+  g_setenv("FAKE_HELPER_COPY", f->copy, TRUE);
+  g_unsetenv("FAKE_HELPER_FAIL");
+  f->h = fake_host_new(DEV, f->state);
+}
+
+static void rm_rf(const char *path) {
+  GDir *d = g_dir_open(path, 0, NULL);
+  if (d) {
+    const char *name;
+    while ((name = g_dir_read_name(d)) != NULL) {
+      char *p = g_build_filename(path, name, NULL);
+      rm_rf(p);
+      g_free(p);
+    }
+    g_dir_close(d);
+    g_rmdir(path);
+  } else {
+    g_unlink(path);
+  }
+}
+
+static void fx_teardown(fixture *f, gconstpointer data) {
+  (void)data;
+  fake_host_free(f->h);
+  rm_rf(f->dir);
+  g_free(f->dir);
+  g_free(f->state);
+  g_free(f->copy);
+  g_free(f->helper);
+}
+
+static gboolean log_contains(fake_host *h, const char *needle) {
+  for (size_t i = 0; i < fake_host_log_count(h); i++)
+    if (strstr(fake_host_log(h, i), needle))
+      return TRUE;
+  return FALSE;
+}
+
+/* app = the fixture file, sys = a journal unit. */
+static void load(fixture *f, gboolean with_helper) {
+  char *logs = g_strdup_printf(
+      "app=%s sys=journal:ssh.service",
+      g_test_get_filename(G_TEST_DIST, "data", "logfile", "app.log", NULL));
+  fake_host_set_config(f->h, "logs", logs);
+  if (with_helper)
+    fake_host_set_config(f->h, "http_helper", f->helper);
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  g_free(logs);
+}
+
+/* Runs a 522 that must succeed; returns the uploaded content. */
+static char *request_ok(fixture *f, const char *params) {
+  char *line = g_strdup_printf("522," DEV ",%s", params);
+  fake_op_state st = fake_host_run_operation(f->h, line, OP_WAIT_MS);
+  if (st != FAKE_OP_SUCCEEDED)
+    g_error("%s: %s", line, fake_host_op_detail(f->h));
+  g_assert_cmpstr(fake_host_op_detail(f->h), ==, URL);
+  g_assert_cmpuint(fake_host_op_param_count(f->h), ==, 1);
+  g_assert_cmpstr(fake_host_op_param(f->h, 0), ==, URL);
+  g_free(line);
+  char *got = read_text(f->copy);
+  g_unlink(f->copy);
+  return got;
+}
+
+static const char *request_fails(fixture *f, const char *params) {
+  char *line = g_strdup_printf("522," DEV ",%s", params);
+  g_assert_cmpint(fake_host_run_operation(f->h, line, OP_WAIT_MS), ==,
+                  FAKE_OP_FAILED);
+  g_free(line);
+  return fake_host_op_detail(f->h);
+}
+
+/* ---- init -------------------------------------------------------------------
+ */
+
+static void test_init(fixture *f, gconstpointer data) {
+  (void)data;
+  load(f, TRUE);
+  g_assert_true(fake_host_has_operation(f->h, "522"));
+  g_assert_cmpuint(fake_host_line_count(f->h), ==, 1);
+  g_assert_cmpstr(fake_host_line(f->h, 0), ==, "s/us|118,app,sys");
+}
+
+static void test_init_without_helper(fixture *f, gconstpointer data) {
+  (void)data;
+  load(f, FALSE);
+  g_assert_false(fake_host_has_operation(f->h, "522"));
+  g_assert_true(log_contains(f->h, "needs HTTP"));
+  g_assert_cmpstr(fake_host_find_line(f->h, "118,"), ==, "s/us|118,app,sys");
+}
+
+static void test_bad_config(fixture *f, gconstpointer data) {
+  (void)data;
+  static const struct {
+    const char *logs, *why;
+  } cases[] = {
+      {"app=relative/path", "logs: entry 'app=relative/path'"},
+      {"a/b=/var/log/x", "logs: name 'a/b'"},
+      {"app=/a app=/b", "logs: name 'app' is listed twice"},
+      {"app=journal:", "logs: entry 'app=journal:'"},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+    fake_host_free(f->h);
+    f->h = fake_host_new(DEV, f->state);
+    fake_host_set_config(f->h, "logs", cases[i].logs);
+    g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
+    g_assert_true(log_contains(f->h, cases[i].why));
+  }
+}
+
+/* ---- 522 over a file
+ * ---------------------------------------------------------- */
+
+static void test_file_window_search(fixture *f, gconstpointer data) {
+  (void)data;
+  load(f, TRUE);
+  char *got = request_ok(
+      f, "app,2024-03-10T09:15:00+0200,2024-03-10T10:30:00+0200,ERROR,1000");
+  g_assert_cmpstr(got, ==,
+                  "2024-03-10T09:30:00+0200 ERROR disk low\n"
+                  "2024-03-10T10:00:00.500+02:00 ERROR disk full\n"
+                  "  continuation line with ERROR but no time\n"
+                  "2024-03-10T08:15:00Z ERROR reported in UTC\n"
+                  "2024-03-10T10:25:00.123456+0200 ERROR microseconds\n");
+  g_free(got);
+  char *meta_path = g_strconcat(f->copy, ".meta", NULL);
+  char *meta = read_text(meta_path);
+  g_assert_cmpstr(meta, ==, DEV " app app 5\n");
+  g_free(meta);
+  g_free(meta_path);
+
+  /* maxLines keeps the newest matching lines. */
+  got = request_ok(
+      f, "app,2024-03-10T09:15:00+02:00,2024-03-10T10:30:00+02:00,ERROR,2");
+  g_assert_cmpstr(got, ==,
+                  "2024-03-10T08:15:00Z ERROR reported in UTC\n"
+                  "2024-03-10T10:25:00.123456+0200 ERROR microseconds\n");
+  g_free(got);
+
+  /* The window bounds are inclusive, to the millisecond. */
+  got = request_ok(
+      f, "app,2024-03-10T10:00:00.500+0200,2024-03-10T08:00:00.500Z,disk,10");
+  g_assert_cmpstr(got, ==, "2024-03-10T10:00:00.500+02:00 ERROR disk full\n");
+  g_free(got);
+
+  /* No window and no search: the last lines of the file. */
+  got = request_ok(f, "app,,,,3");
+  g_assert_cmpstr(got, ==,
+                  "2024-03-10T10:20:00+0200 WARN no match here\n"
+                  "2024-03-10T10:25:00.123456+0200 ERROR microseconds\n"
+                  "2024-03-10T11:00:00+0200 ERROR after the window\n");
+  g_free(got);
+}
+
+static void test_syslog_times(fixture *f, gconstpointer data) {
+  (void)data;
+  /* Syslog times have no year: the plugin takes the latest year that is
+   * not in the future, so the fixture is built relative to now. */
+  time_t now = time(NULL);
+  char in[64], old[64], from[64], to[64];
+  time_t t_in = now - 2 * 86400, t_old = now - 5 * 86400;
+  time_t t_from = now - 3 * 86400, t_to = now - 86400;
+  strftime(in, sizeof in, "%b %e %H:%M:%S", gmtime(&t_in));
+  strftime(old, sizeof old, "%b %e %H:%M:%S", gmtime(&t_old));
+  strftime(from, sizeof from, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t_from));
+  strftime(to, sizeof to, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t_to));
+  char *path = g_build_filename(f->dir, "syslog", NULL);
+  char *text = g_strdup_printf("%s host a: old\n%s host a: in window\n"
+                               "no time at all\n",
+                               old, in);
+  write_text(path, text);
+  char *logs = g_strdup_printf("syslog=%s", path);
+  fake_host_set_config(f->h, "logs", logs);
+  fake_host_set_config(f->h, "http_helper", f->helper);
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  char *params = g_strdup_printf("syslog,%s,%s,,", from, to);
+  char *got = request_ok(f, params);
+  char *want = g_strdup_printf("%s host a: in window\nno time at all\n", in);
+  g_assert_cmpstr(got, ==, want);
+  g_free(want);
+  g_free(got);
+  g_free(params);
+  g_free(logs);
+  g_free(text);
+  g_free(path);
+}
+
+static void test_keeps_newest_extracts(fixture *f, gconstpointer data) {
+  (void)data;
+  load(f, TRUE);
+  for (int i = 0; i < 7; i++)
+    g_free(request_ok(f, "app,,,,1"));
+  GDir *d = g_dir_open(f->state, 0, NULL);
+  g_assert_nonnull(d);
+  const char *name;
+  int n = 0;
+  while ((name = g_dir_read_name(d)) != NULL) {
+    g_assert_true(g_str_has_prefix(name, "app-"));
+    g_assert_true(g_str_has_suffix(name, ".log"));
+    n++;
+  }
+  g_dir_close(d);
+  g_assert_cmpint(n, ==, 5);
+}
+
+static void test_failures(fixture *f, gconstpointer data) {
+  (void)data;
+  load(f, TRUE);
+  g_assert_cmpstr(request_fails(f, "nope,,,,10"), ==,
+                  "unknown log 'nope' (supported: app, sys)");
+  g_assert_cmpstr(request_fails(f, "app,yesterday,,,10"), ==,
+                  "c8y_LogfileRequest: dateFrom 'yesterday' is not an ISO "
+                  "8601 time");
+  g_assert_cmpstr(request_fails(f, "app,,2024-13-01T00:00:00Z,,10"), ==,
+                  "c8y_LogfileRequest: dateTo '2024-13-01T00:00:00Z' is not "
+                  "an ISO 8601 time");
+  g_assert_nonnull(strstr(
+      request_fails(f, "app,2024-03-11T00:00:00Z,2024-03-10T00:00:00Z,,10"),
+      "is after dateTo"));
+  g_assert_nonnull(strstr(request_fails(f, "app,,,,ten"),
+                          "maxLines 'ten' is not a non-negative integer"));
+  g_assert_nonnull(strstr(request_fails(f, "app,,,"), "expected 5 fields"));
+  g_assert_false(g_file_test(f->copy, G_FILE_TEST_EXISTS));
+
+  g_setenv("FAKE_HELPER_FAIL", "1", TRUE);
+  g_assert_cmpstr(request_fails(f, "app,,,,10"), ==,
+                  "upload of log 'app' failed (exit 4: HTTP 401 Unauthorized)");
+}
+
+static void test_missing_file(fixture *f, gconstpointer data) {
+  (void)data;
+  fake_host_set_config(f->h, "logs", "gone=/nonexistent/c8y-test.log");
+  fake_host_set_config(f->h, "http_helper", f->helper);
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  g_assert_cmpstr(request_fails(f, "gone,,,,10"), ==,
+                  "cannot open /nonexistent/c8y-test.log: No such file or "
+                  "directory");
+}
+
+/* ---- 522 over the journal
+ * ------------------------------------------------------ */
+
+static void test_journal(fixture *f, gconstpointer data) {
+  (void)data;
+  char *bin = g_build_filename(f->dir, "bin", NULL);
+  g_assert_cmpint(g_mkdir(bin, 0755), ==, 0);
+  g_free(install_script(bin, "journalctl", "journalctl"));
+  char *path = g_strdup_printf("%s:%s", bin, g_getenv("PATH"));
+  char *saved_path = g_strdup(g_getenv("PATH"));
+  g_setenv("PATH", path, TRUE);
+  char *args = g_build_filename(f->dir, "journal-args", NULL);
+  char *jdata = g_build_filename(f->dir, "journal-data", NULL);
+  g_setenv("FAKE_JOURNAL_ARGS", args, TRUE);
+  g_setenv("FAKE_JOURNAL_DATA", jdata, TRUE);
+  g_unsetenv("FAKE_JOURNAL_FAIL");
+  write_text(jdata,
+             "2024-03-10T09:20:00+0200 host sshd[1]: Accepted key for root\n"
+             "2024-03-10T09:21:00+0200 host sshd[1]: session opened\n"
+             "2024-03-10T09:22:00+0200 host sshd[2]: Accepted password\n"
+             "2024-03-10T11:22:00+0200 host sshd[3]: Accepted late");
+  load(f, TRUE);
+
+  char *got = request_ok(
+      f, "sys,2024-03-10T09:15:00+0200,2024-03-10T10:30:00+0200,Accepted,10");
+  /* journalctl selects the window; search and maxLines are applied here,
+   * and so is the window (the last line lies outside it). */
+  g_assert_cmpstr(
+      got, ==,
+      "2024-03-10T09:20:00+0200 host sshd[1]: Accepted key for root\n"
+      "2024-03-10T09:22:00+0200 host sshd[2]: Accepted password\n");
+  g_free(got);
+  char *a = read_text(args);
+  g_assert_cmpstr(a, ==,
+                  "--no-pager\n--quiet\n--output=short-iso\n--unit\n"
+                  "ssh.service\n--since=@1710054900\n--until=@1710059400\n");
+  g_free(a);
+
+  /* Without search text journalctl does the tail itself. */
+  g_free(request_ok(f, "sys,,,,2"));
+  a = read_text(args);
+  g_assert_cmpstr(a, ==,
+                  "--no-pager\n--quiet\n--output=short-iso\n--unit\n"
+                  "ssh.service\n--lines=2\n");
+  g_free(a);
+
+  g_setenv("FAKE_JOURNAL_FAIL", "1", TRUE);
+  g_assert_cmpstr(request_fails(f, "sys,,,,2"), ==,
+                  "journalctl failed (exit 1: Failed to open journal: "
+                  "Permission denied)");
+  g_unsetenv("FAKE_JOURNAL_FAIL");
+  g_setenv("PATH", saved_path, TRUE);
+  g_free(saved_path);
+  g_free(path);
+  g_free(args);
+  g_free(jdata);
+  g_free(bin);
+}
+
+int main(int argc, char **argv) {
+  g_setenv("TZ", "UTC", TRUE);
+  tzset();
+  g_test_init(&argc, &argv, NULL);
+#define ADD(path, fn) g_test_add(path, fixture, NULL, fx_setup, fn, fx_teardown)
+  ADD("/plugin/logfile/init/registers", test_init);
+  ADD("/plugin/logfile/init/without-helper", test_init_without_helper);
+  ADD("/plugin/logfile/init/bad-config", test_bad_config);
+  ADD("/plugin/logfile/file/window-search", test_file_window_search);
+  ADD("/plugin/logfile/file/syslog-times", test_syslog_times);
+  ADD("/plugin/logfile/file/keeps-newest", test_keeps_newest_extracts);
+  ADD("/plugin/logfile/file/missing", test_missing_file);
+  ADD("/plugin/logfile/failures", test_failures);
+  ADD("/plugin/logfile/journal", test_journal);
+#undef ADD
+  return g_test_run();
+}

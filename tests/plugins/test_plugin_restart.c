@@ -1,0 +1,156 @@
+/* The restart plugin against the fake host. The reboot "commands" are
+ * harmless shell snippets (true/false/echo). */
+#include "fake_api.h"
+
+#include <glib.h>
+#include <string.h>
+
+static fake_host *load(const char *command, const char *delay) {
+  fake_host *h = fake_host_new("dev1", NULL);
+  if (command)
+    fake_host_set_config(h, "command", command);
+  if (delay)
+    fake_host_set_config(h, "delay", delay);
+  g_assert_cmpint(fake_host_load(h, PLUGIN_PATH), ==, C8Y_OK);
+  g_assert_true(fake_host_has_operation(h, "510"));
+  return h;
+}
+
+static void test_registers(void) {
+  fake_host *h = load(NULL, NULL);
+  g_assert_null(fake_host_find_log(h, "unknown key"));
+  /* Room for a slow shutdown: well above the command's run time. */
+  g_assert_cmpuint(fake_host_operation_timeout(h, "510"), >=, 60000);
+  fake_host_free(h);
+}
+
+static void test_command_fails(void) {
+  fake_host *h = load("false", NULL);
+  g_assert_cmpint(fake_host_run_operation(h, "510,dev1", 5000), ==,
+                  FAKE_OP_FAILED);
+  g_assert_cmpstr(fake_host_op_detail(h), ==,
+                  "reboot command 'false' exited with status 1");
+  /* complete_on_reboot is armed before the command runs. */
+  g_assert_true(fake_host_op_reboot_requested(h));
+  fake_host_free(h);
+}
+
+static void test_command_stderr(void) {
+  fake_host *h =
+      load("echo 'no permission' >&2; echo second >&2; exit 4", NULL);
+  g_assert_cmpint(fake_host_run_operation(h, "510,dev1", 5000), ==,
+                  FAKE_OP_FAILED);
+  g_assert_cmpstr(fake_host_op_detail(h), ==,
+                  "reboot command 'echo 'no permission' >&2; echo second >&2; "
+                  "exit 4' exited with status 4: no permission");
+  fake_host_free(h);
+}
+
+static void test_command_missing(void) {
+  fake_host *h = load("/nonexistent/reboot", NULL);
+  g_assert_cmpint(fake_host_run_operation(h, "510,dev1", 5000), ==,
+                  FAKE_OP_FAILED);
+  const char *d = fake_host_op_detail(h);
+  g_assert_true(g_str_has_prefix(
+      d, "reboot command '/nonexistent/reboot' exited with status 127: "));
+  g_assert_nonnull(strstr(d, "/nonexistent/reboot"));
+  fake_host_free(h);
+}
+
+/* Success: the operation stays pending; the agent completes it after the
+ * reboot. */
+static void test_command_succeeds(void) {
+  fake_host *h = load("true", NULL);
+  g_assert_cmpint(fake_host_run_operation(h, "510,dev1", 300), ==,
+                  FAKE_OP_RUNNING);
+  g_assert_true(fake_host_handler_returned(h));
+  g_assert_true(fake_host_op_reboot_requested(h));
+  fake_host_unload(h);
+  g_assert_cmpint(fake_host_op_state(h), ==, FAKE_OP_RUNNING);
+  g_assert_null(fake_host_find_log(h, "still pending"));
+  fake_host_free(h);
+}
+
+/* With a delay the handler returns at once and the command runs later on a
+ * plugin thread, which may fail the operation. */
+static void test_delay_then_fail(void) {
+  fake_host *h = load("exit 9", "1");
+  gint64 t0 = g_get_monotonic_time();
+  g_assert_cmpint(fake_host_run_operation(h, "510,dev1", 200), ==,
+                  FAKE_OP_RUNNING);
+  g_assert_true(fake_host_handler_returned(h));
+  g_assert_true(fake_host_wait_op_released(h, 5000));
+  g_assert_cmpint(g_get_monotonic_time() - t0, >=, 900 * 1000);
+  g_assert_cmpint(fake_host_op_state(h), ==, FAKE_OP_FAILED);
+  g_assert_cmpstr(fake_host_op_detail(h), ==,
+                  "reboot command 'exit 9' exited with status 9");
+  fake_host_free(h);
+}
+
+static void test_delay_second_request(void) {
+  fake_host *h = load("true", "30");
+  g_assert_cmpint(fake_host_run_operation(h, "510,dev1", 100), ==,
+                  FAKE_OP_RUNNING);
+  g_assert_cmpint(fake_host_run_operation(h, "510,dev1", 2000), ==,
+                  FAKE_OP_FAILED);
+  g_assert_cmpstr(fake_host_op_detail(h), ==, "a restart is already scheduled");
+  fake_host_free(h); /* fini interrupts the 30 s wait */
+}
+
+/* fini during the delay: the plugin fails the operation and joins. */
+static void test_delay_unload(void) {
+  fake_host *h = load("true", "30");
+  g_assert_cmpint(fake_host_run_operation(h, "510,dev1", 100), ==,
+                  FAKE_OP_RUNNING);
+  gint64 t0 = g_get_monotonic_time();
+  fake_host_unload(h);
+  g_assert_cmpint(g_get_monotonic_time() - t0, <, 5 * G_USEC_PER_SEC);
+  g_assert_cmpint(fake_host_op_state(h), ==, FAKE_OP_FAILED);
+  g_assert_nonnull(strstr(fake_host_op_detail(h), "stopped"));
+  fake_host_free(h);
+}
+
+/* A hanging command is killed when the agent times the operation out. */
+static void test_cancel(void) {
+  fake_host *h = load("sleep 30", NULL);
+  g_assert_cmpint(fake_host_run_operation(h, "510,dev1", 300), ==,
+                  FAKE_OP_RUNNING);
+  gint64 t0 = g_get_monotonic_time();
+  fake_host_cancel_operation(h);
+  g_assert_true(fake_host_wait_op_released(h, 5000));
+  g_assert_cmpint(g_get_monotonic_time() - t0, <, 5 * G_USEC_PER_SEC);
+  fake_host_free(h);
+}
+
+static void test_bad_config(void) {
+  const char *bad[][3] = {{"delay", "-1", "delay: "},
+                          {"delay", "3601", "delay: "},
+                          {"delay", "soon", "delay: not an integer"},
+                          {"command", "", "command: "},
+                          {"command", "  ", "command: "}};
+  for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+    fake_host *h = fake_host_new("dev1", NULL);
+    fake_host_set_config(h, bad[i][0], bad[i][1]);
+    g_assert_cmpint(fake_host_load(h, PLUGIN_PATH), ==, C8Y_EINVAL);
+    if (!fake_host_find_log(h, bad[i][2]))
+      g_error("%s=%s: no log with '%s'", bad[i][0], bad[i][1], bad[i][2]);
+    g_assert_false(fake_host_has_operation(h, "510"));
+    fake_host_free(h);
+  }
+}
+
+int main(int argc, char **argv) {
+  g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/plugin/restart/registers", test_registers);
+  g_test_add_func("/plugin/restart/command-fails", test_command_fails);
+  g_test_add_func("/plugin/restart/command-stderr", test_command_stderr);
+  g_test_add_func("/plugin/restart/command-missing", test_command_missing);
+  g_test_add_func("/plugin/restart/command-succeeds", test_command_succeeds);
+  g_test_add_func("/plugin/restart/delay-then-fail", test_delay_then_fail);
+  g_test_add_func("/plugin/restart/delay-second-request",
+                  test_delay_second_request);
+  g_test_add_func("/plugin/restart/delay-unload", test_delay_unload);
+  g_test_add_func("/plugin/restart/cancel", test_cancel);
+  g_test_add_func("/plugin/restart/bad-config", test_bad_config);
+  return g_test_run();
+}

@@ -1,0 +1,347 @@
+/* Tests of the software plugin (140/141/143, 528, 529) in the fake host. */
+#include "fake_api.h"
+#include "smartrest.h"
+
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <string.h>
+
+#define DEV "dev1"
+#define OP_WAIT_MS 20000
+#define LINE_MAX_BYTES 16000
+
+typedef struct fixture {
+  char *dir;
+  char *db;  /* fake package database: name<TAB>version lines */
+  char *log; /* what install/remove commands did */
+  fake_host *h;
+} fixture;
+
+static void fx_setup(fixture *f, gconstpointer data) {
+  (void)data;
+  GError *err = NULL;
+  f->dir = g_dir_make_tmp("c8y-sw-XXXXXX", &err);
+  g_assert_no_error(err);
+  f->db = g_build_filename(f->dir, "db", NULL);
+  f->log = g_build_filename(f->dir, "log", NULL);
+  char *state = g_build_filename(f->dir, "state", NULL);
+  f->h = fake_host_new(DEV, state);
+  g_free(state);
+}
+
+static void rm_rf(const char *path) {
+  GDir *d = g_dir_open(path, 0, NULL);
+  if (d) {
+    const char *name;
+    while ((name = g_dir_read_name(d)) != NULL) {
+      char *p = g_build_filename(path, name, NULL);
+      rm_rf(p);
+      g_free(p);
+    }
+    g_dir_close(d);
+    g_rmdir(path);
+  } else {
+    g_unlink(path);
+  }
+}
+
+static void fx_teardown(fixture *f, gconstpointer data) {
+  (void)data;
+  fake_host_free(f->h);
+  rm_rf(f->dir);
+  g_free(f->dir);
+  g_free(f->db);
+  g_free(f->log);
+}
+
+static void write_text(const char *path, const char *text) {
+  GError *err = NULL;
+  g_file_set_contents(path, text, -1, &err);
+  g_assert_no_error(err);
+}
+
+/* "" when the file does not exist. */
+static char *read_text(const char *path) {
+  char *text = NULL;
+  if (!g_file_get_contents(path, &text, NULL, NULL))
+    text = g_strdup("");
+  return text;
+}
+
+static gboolean log_contains(fake_host *h, const char *needle) {
+  for (size_t i = 0; i < fake_host_log_count(h); i++)
+    if (strstr(fake_host_log(h, i), needle))
+      return TRUE;
+  return FALSE;
+}
+
+/* The software-list lines (140/141) recorded from index `from` on. */
+static GPtrArray *list_lines(fake_host *h, size_t from) {
+  GPtrArray *out = g_ptr_array_new();
+  for (size_t i = from; i < fake_host_line_count(h); i++) {
+    const char *l = fake_host_line(h, i);
+    if (g_str_has_prefix(l, "s/us|140,") || g_str_has_prefix(l, "s/us|141,"))
+      g_ptr_array_add(out, (gpointer)(l + strlen("s/us|")));
+  }
+  return out;
+}
+
+/* Decodes list lines into name -> "version|type|url", asserting the
+ * 140-then-141 order, the size limit and that no package repeats. */
+static GHashTable *decode_list(GPtrArray *lines) {
+  GHashTable *pk =
+      g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  g_assert_cmpuint(lines->len, >, 0);
+  for (guint i = 0; i < lines->len; i++) {
+    const char *l = lines->pdata[i];
+    g_assert_cmpuint(strlen(l), <=, LINE_MAX_BYTES);
+    g_assert_true(g_str_has_prefix(l, i == 0 ? "140," : "141,"));
+    sr_records r;
+    g_assert_cmpint(sr_decode(l, strlen(l), &r), ==, 0);
+    g_assert_cmpuint(r.count, ==, 1);
+    g_assert_null(r.items[0].error);
+    g_assert_cmpuint((r.items[0].nfields - 1) % 4, ==, 0);
+    for (size_t k = 1; k + 3 < r.items[0].nfields; k += 4) {
+      char **fl = r.items[0].fields;
+      g_assert_false(g_hash_table_contains(pk, fl[k]));
+      g_hash_table_insert(
+          pk, g_strdup(fl[k]),
+          g_strdup_printf("%s|%s|%s", fl[k + 1], fl[k + 2], fl[k + 3]));
+    }
+    sr_records_free(&r);
+  }
+  return pk;
+}
+
+/* ---- installed list ---------------------------------------------------------
+ */
+
+static void test_list_chunked(fixture *f, gconstpointer data) {
+  (void)data;
+  char *list = g_strdup_printf(
+      "sh '%s'",
+      g_test_get_filename(G_TEST_DIST, "data", "software", "list.sh", NULL));
+  fake_host_set_config(f->h, "list_command", list);
+  g_free(list);
+  fake_host_set_config(f->h, "type", "apt");
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  g_assert_true(fake_host_has_operation(f->h, "528"));
+  g_assert_true(fake_host_has_operation(f->h, "529"));
+  g_assert_cmpstr(fake_host_line(f->h, 0), ==, "s/us|143,apt");
+
+  GPtrArray *lines = list_lines(f->h, 0);
+  /* 3001 packages of ~160 bytes cannot fit in fewer than 30 lines. */
+  g_assert_cmpuint(lines->len, >=, 30);
+  g_assert_cmpuint(lines->len + 1, ==, fake_host_line_count(f->h));
+  /* Lines are filled: all but the last are close to the limit. */
+  for (guint i = 0; i + 1 < lines->len; i++)
+    g_assert_cmpuint(strlen(lines->pdata[i]), >, LINE_MAX_BYTES - 400);
+  GHashTable *pk = decode_list(lines);
+  g_assert_cmpuint(g_hash_table_size(pk), ==, 3001);
+  const char *longs =
+      "abcdefghijklmnopqrstuvwxyz-abcdefghijklmnopqrstuvwxyz-abcdefghijklmnop";
+  for (int i = 0; i < 3000; i++) {
+    char *name = g_strdup_printf("pkg-%04d-%s", i, longs);
+    char *want = g_strdup_printf("%d.0.%d-%s|apt|", i, i, longs);
+    g_assert_cmpstr(g_hash_table_lookup(pk, name), ==, want);
+    g_free(name);
+    g_free(want);
+  }
+  g_assert_cmpstr(g_hash_table_lookup(pk, "quoted\"pkg, one"), ==,
+                  "1.0 \"beta\"|apt|");
+  g_assert_true(log_contains(f->h, "1 line(s) are not name<TAB>version"));
+  g_hash_table_unref(pk);
+  g_ptr_array_unref(lines);
+}
+
+static void test_list_empty(fixture *f, gconstpointer data) {
+  (void)data;
+  fake_host_set_config(f->h, "list_command", "true");
+  fake_host_set_config(f->h, "type", "apt");
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  g_assert_cmpuint(fake_host_line_count(f->h), ==, 2);
+  g_assert_cmpstr(fake_host_line(f->h, 0), ==, "s/us|143,apt");
+  g_assert_cmpstr(fake_host_line(f->h, 1), ==, "s/us|140,,,,");
+}
+
+static void test_list_command_fails(fixture *f, gconstpointer data) {
+  (void)data;
+  fake_host_set_config(f->h, "list_command", "echo boom >&2; exit 2");
+  fake_host_set_config(f->h, "type", "apt");
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  g_assert_null(fake_host_find_line(f->h, "140"));
+  g_assert_true(log_contains(f->h, "list_command failed (exit 2: boom)"));
+}
+
+static void test_bad_config(fixture *f, gconstpointer data) {
+  (void)data;
+  fake_host_set_config(f->h, "list_command", "true");
+  fake_host_set_config(f->h, "type", "opkg");
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
+  g_assert_true(log_contains(f->h, "install_command: required"));
+  g_assert_false(fake_host_has_operation(f->h, "528"));
+}
+
+/* ---- 528 / 529 --------------------------------------------------------------
+ */
+
+/* A fake package manager over f->db that logs every call to f->log. */
+static void load_fake_pm(fixture *f, const char *install) {
+  char *list = g_strdup_printf("cat '%s'", f->db);
+  char *inst =
+      install ? g_strdup(install)
+              : g_strdup_printf(
+                    "printf '%%s\\t%%s\\n' {name} {version} >> '%s' && "
+                    "echo \"install $C8Y_SW_NAME|$C8Y_SW_VERSION|$C8Y_SW_URL|"
+                    "$C8Y_SW_TYPE\" >> '%s'",
+                    f->db, f->log);
+  char *rm = g_strdup_printf(
+      "awk -F '\\t' -v n=\"$C8Y_SW_NAME\" '$1 != n' '%s' > '%s.new' && "
+      "mv '%s.new' '%s' && echo \"delete $C8Y_SW_NAME\" >> '%s'",
+      f->db, f->db, f->db, f->db, f->log);
+  fake_host_set_config(f->h, "list_command", list);
+  fake_host_set_config(f->h, "install_command", inst);
+  fake_host_set_config(f->h, "remove_command", rm);
+  fake_host_set_config(f->h, "type", "apt");
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  g_free(list);
+  g_free(inst);
+  g_free(rm);
+}
+
+static void test_update_install_delete(fixture *f, gconstpointer data) {
+  (void)data;
+  write_text(f->db, "curl\t7.0\nvim\t9.0\n");
+  load_fake_pm(f, NULL);
+  fake_host_clear_lines(f->h);
+  g_assert_cmpint(fake_host_run_operation(
+                      f->h,
+                      "528," DEV ",nginx,1.2,http://127.0.0.1/nginx.deb,"
+                      "install,curl,,,delete",
+                      OP_WAIT_MS),
+                  ==, FAKE_OP_SUCCEEDED);
+  char *log = read_text(f->log);
+  g_assert_cmpstr(log, ==,
+                  "install nginx|1.2|http://127.0.0.1/nginx.deb|apt\n"
+                  "delete curl\n");
+  g_free(log);
+  /* The list is re-reported after the update. */
+  g_assert_cmpuint(fake_host_line_count(f->h), ==, 1);
+  g_assert_cmpstr(fake_host_line(f->h, 0), ==,
+                  "s/us|140,vim,9.0,apt,,nginx,1.2,apt,");
+
+  /* 529 carries a type per item; empty means the device's type. */
+  fake_host_clear_lines(f->h);
+  g_assert_cmpint(
+      fake_host_run_operation(
+          f->h, "529," DEV ",jq,1.6,apt,,install,tree,2,,,install", OP_WAIT_MS),
+      ==, FAKE_OP_SUCCEEDED);
+  g_assert_cmpstr(fake_host_find_line(f->h, "140,"), ==,
+                  "s/us|140,vim,9.0,apt,,nginx,1.2,apt,,jq,1.6,apt,,tree,2,"
+                  "apt,");
+}
+
+static void test_update_values_are_quoted(fixture *f, gconstpointer data) {
+  (void)data;
+  write_text(f->db, "");
+  char *pwned = g_build_filename(f->dir, "pwned", NULL);
+  char *inst = g_strdup_printf("echo {name} {version} >> '%s'", f->log);
+  load_fake_pm(f, inst);
+  char *line = g_strdup_printf(
+      "528," DEV ",\"x'; touch %s; '\",$(touch %s)`touch %s`,,install", pwned,
+      pwned, pwned);
+  g_assert_cmpint(fake_host_run_operation(f->h, line, OP_WAIT_MS), ==,
+                  FAKE_OP_SUCCEEDED);
+  char *log = read_text(f->log);
+  char *want = g_strdup_printf("x'; touch %s; ' $(touch %s)`touch %s`\n", pwned,
+                               pwned, pwned);
+  g_assert_cmpstr(log, ==, want);
+  g_assert_false(g_file_test(pwned, G_FILE_TEST_EXISTS));
+  g_free(want);
+  g_free(log);
+  g_free(line);
+  g_free(inst);
+  g_free(pwned);
+}
+
+static void test_update_stops_at_failure(fixture *f, gconstpointer data) {
+  (void)data;
+  write_text(f->db, "base\t1\n");
+  char *inst = g_strdup_printf(
+      "if [ \"$C8Y_SW_NAME\" = bad ]; then "
+      "echo 'Reading package lists...' >&2; "
+      "echo 'E: Unable to locate package bad' >&2; exit 100; fi; "
+      "echo \"$C8Y_SW_NAME\" >> '%s'",
+      f->log);
+  load_fake_pm(f, inst);
+  fake_host_clear_lines(f->h);
+  g_assert_cmpint(fake_host_run_operation(f->h,
+                                          "528," DEV ",good1,1,,install,bad,"
+                                          "2.0,,install,good2,3,,install",
+                                          OP_WAIT_MS),
+                  ==, FAKE_OP_FAILED);
+  g_assert_cmpstr(fake_host_op_detail(f->h), ==,
+                  "install of bad 2.0 failed (exit 100): Reading package "
+                  "lists... E: Unable to locate package bad");
+  char *log = read_text(f->log);
+  g_assert_cmpstr(log, ==, "good1\n");
+  g_free(log);
+  /* Re-reported even after a failure (good1 may have changed things). */
+  g_assert_cmpstr(fake_host_find_line(f->h, "140,"), ==,
+                  "s/us|140,base,1,apt,");
+  g_free(inst);
+}
+
+static void test_update_malformed(fixture *f, gconstpointer data) {
+  (void)data;
+  write_text(f->db, "");
+  load_fake_pm(f, NULL);
+  static const struct {
+    const char *line, *why;
+  } cases[] = {
+      {"528," DEV ",a,1,,install,b",
+       "5 fields is not a non-zero multiple of 4"},
+      {"529," DEV ",a,1,,install", "4 fields is not a non-zero multiple of 5"},
+      {"528," DEV ",a,1,,upgrade",
+       "item 1 (a): unknown action 'upgrade' (expected install or delete)"},
+      {"528," DEV ",a,1,,install,,2,,install", "item 2 has an empty name"},
+      {"529," DEV ",a,1,apt,,install,b,2,rpm,,install",
+       "item 2 (b): software type 'rpm' is not supported"},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+    g_assert_cmpint(fake_host_run_operation(f->h, cases[i].line, OP_WAIT_MS),
+                    ==, FAKE_OP_FAILED);
+    g_assert_nonnull(strstr(fake_host_op_detail(f->h), cases[i].why));
+  }
+  /* Validation happens before anything runs. */
+  g_assert_false(g_file_test(f->log, G_FILE_TEST_EXISTS));
+}
+
+static void test_update_cancelled(fixture *f, gconstpointer data) {
+  (void)data;
+  write_text(f->db, "");
+  load_fake_pm(f, "sleep 60");
+  gint64 start = g_get_monotonic_time();
+  g_assert_cmpint(
+      fake_host_run_operation(f->h, "528," DEV ",a,1,,install", 300), ==,
+      FAKE_OP_RUNNING);
+  fake_host_cancel_operation(f->h);
+  fake_host_unload(f->h); /* joins the handler: it must notice and stop */
+  g_assert_cmpint(g_get_monotonic_time() - start, <, 15 * G_USEC_PER_SEC);
+}
+
+int main(int argc, char **argv) {
+  g_test_init(&argc, &argv, NULL);
+#define ADD(path, fn) g_test_add(path, fixture, NULL, fx_setup, fn, fx_teardown)
+  ADD("/plugin/software/list/chunked", test_list_chunked);
+  ADD("/plugin/software/list/empty", test_list_empty);
+  ADD("/plugin/software/list/command-fails", test_list_command_fails);
+  ADD("/plugin/software/init/bad-config", test_bad_config);
+  ADD("/plugin/software/update/install-delete", test_update_install_delete);
+  ADD("/plugin/software/update/quoting", test_update_values_are_quoted);
+  ADD("/plugin/software/update/stops-at-failure", test_update_stops_at_failure);
+  ADD("/plugin/software/update/malformed", test_update_malformed);
+  ADD("/plugin/software/update/cancelled", test_update_cancelled);
+#undef ADD
+  return g_test_run();
+}
