@@ -687,10 +687,8 @@ static int rec_parse(const unsigned char *p, size_t avail, rec *r) {
   r->topic = p + REC_HDR;
   r->data = r->topic + r->tlen;
   if (r->type == REC_ENTRY)
-    return memchr(r->topic, 0, r->tlen) || memchr(r->data, 0, r->dlen) ||
-                   memchr(r->data, '\n', r->dlen)
-               ? -1
-               : 0;
+    return memchr(r->topic, 0, r->tlen) || memchr(r->data, 0, r->dlen) ? -1
+                                                                        : 0;
   for (size_t i = 0; i < r->dlen; i += 16) {
     uint64_t first = get64(r->data + i), count = get64(r->data + i + 8);
     if (first == 0 || count == 0 || first > UINT64_MAX - count)
@@ -1049,9 +1047,10 @@ int outq_push(outq *q, outq_class cls, const char *topic, const char *line,
   size_t tlen = strlen(topic), llen = strlen(line);
   if (llen > OUTQ_MAX_LINE)
     return -2;
-  /* An embedded newline would split the line into two messages. */
-  if (tlen == 0 || tlen > OUTQ_MAX_TOPIC || llen == 0 ||
-      memchr(line, '\n', llen)) {
+  /* A line may hold LFs inside quoted SmartREST fields (113 text, command
+   * output); the platform splits records only outside quotes, so packing
+   * lines with '\n' between them stays unambiguous. */
+  if (tlen == 0 || tlen > OUTQ_MAX_TOPIC || llen == 0) {
     errno = EINVAL;
     return -1;
   }
