@@ -233,7 +233,7 @@ typedef struct c8y_plugin_info {
  * C++20 needs the fields in declaration order (name, version, init, fini). */
 #define C8Y_PLUGIN(...)                                                        \
   C8Y_PLUGIN_EXTERN C8Y_EXPORT const c8y_plugin_info C8Y_PLUGIN_SYMBOL;        \
-  C8Y_EXPORT const c8y_plugin_info C8Y_PLUGIN_SYMBOL = {                       \
+  const c8y_plugin_info C8Y_PLUGIN_SYMBOL = {                                  \
       .abi_major = C8Y_ABI_MAJOR,                                              \
       .abi_minor = C8Y_ABI_MINOR,                                              \
       .size = sizeof(c8y_plugin_info),                                         \

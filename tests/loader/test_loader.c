@@ -1,0 +1,682 @@
+/* The plugin loader's refusals, with purpose-built bad plugins
+ * (tests/loader/fixtures). Each case copies the fixtures it needs into its
+ * own 0755 plugin dir, loads it with the real loader (cfg_load of a temp
+ * ini, a registry and a memory outq) and checks the entry, the one log
+ * line, the registry afterwards and whether init/fini ran. The /cli cases
+ * run `c8y-agent --list-plugins` on the same kind of dir. */
+#include "config.h"
+#include "loader.h"
+#include "log.h"
+#include "outq.h"
+#include "plugin.h"
+#include "registry.h"
+
+#include <c8y/plugin.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef struct fx {
+  char *root, *plugdir, *statedir, *ini, *marks, *logfile;
+  agent_config cfg;
+  registry reg;
+  outq *q;
+  plugin_host host;
+  plugin_set set;
+  bool loaded;
+  char *log; /* what the loader wrote to stderr */
+} fx;
+
+static void fx_setup(fx *f, gconstpointer data) {
+  (void)data;
+  memset(f, 0, sizeof *f);
+  GError *err = NULL;
+  f->root = g_dir_make_tmp("c8y-loader-XXXXXX", &err);
+  g_assert_no_error(err);
+  f->plugdir = g_build_filename(f->root, "plugins", NULL);
+  f->statedir = g_build_filename(f->root, "state", NULL);
+  f->ini = g_build_filename(f->root, "agent.ini", NULL);
+  f->marks = g_build_filename(f->root, "marks", NULL);
+  f->logfile = g_build_filename(f->root, "stderr", NULL);
+  g_assert_cmpint(g_mkdir(f->plugdir, 0755), ==, 0);
+  g_assert_cmpint(chmod(f->plugdir, 0755), ==, 0); /* whatever the umask */
+  g_assert_cmpint(g_mkdir(f->statedir, 0755), ==, 0);
+  g_setenv("C8Y_FIXTURE_LOG", f->marks, TRUE);
+  registry_init(&f->reg);
+}
+
+static void rm_rf(const char *path) {
+  GDir *d = g_dir_open(path, 0, NULL);
+  if (d) {
+    const char *name;
+    while ((name = g_dir_read_name(d))) {
+      char *p = g_build_filename(path, name, NULL);
+      if (g_file_test(p, G_FILE_TEST_IS_DIR) &&
+          !g_file_test(p, G_FILE_TEST_IS_SYMLINK))
+        rm_rf(p);
+      else
+        g_unlink(p);
+      g_free(p);
+    }
+    g_dir_close(d);
+  }
+  g_rmdir(path);
+}
+
+static void fx_teardown(fx *f, gconstpointer data) {
+  (void)data;
+  if (f->loaded) {
+    loader_stop_all(&f->set);
+    loader_release_all(&f->set, &f->reg);
+    outq_close(f->q);
+    cfg_free(&f->cfg);
+  }
+  g_assert_cmpuint(f->reg.nproducers, ==, 0);
+  g_assert_cmpuint(f->reg.nhandlers, ==, 0);
+  registry_free(&f->reg);
+  g_unsetenv("C8Y_FIXTURE_LOG");
+  chmod(f->plugdir, 0755);
+  rm_rf(f->root);
+  g_free(f->root);
+  g_free(f->plugdir);
+  g_free(f->statedir);
+  g_free(f->ini);
+  g_free(f->marks);
+  g_free(f->logfile);
+  g_free(f->log);
+}
+
+/* Copies fixture <name>.so into the plugin dir as <as> (mode 0755) and
+ * returns the new path. */
+static char *add_plugin_path(fx *f, const char *name, const char *as) {
+  char *src = g_strdup_printf("%s/%s.so", C8Y_FIXTURE_DIR, name);
+  char *dst = g_build_filename(f->plugdir, as ? as : name, NULL);
+  if (!as) {
+    char *with_so = g_strconcat(dst, ".so", NULL);
+    g_free(dst);
+    dst = with_so;
+  }
+  gchar *bytes = NULL;
+  gsize len = 0;
+  GError *err = NULL;
+  g_file_get_contents(src, &bytes, &len, &err);
+  g_assert_no_error(err);
+  g_file_set_contents(dst, bytes, (gssize)len, &err);
+  g_assert_no_error(err);
+  g_assert_cmpint(chmod(dst, 0755), ==, 0);
+  g_free(bytes);
+  g_free(src);
+  return dst;
+}
+
+static void add_plugin(fx *f, const char *name, const char *as) {
+  g_free(add_plugin_path(f, name, as));
+}
+
+static void write_ini(fx *f, const char *extra) {
+  char *text = g_strdup_printf("[agent]\nplugin_dir = %s\nstate_dir = %s\n%s",
+                               f->plugdir, f->statedir, extra ? extra : "");
+  GError *err = NULL;
+  g_file_set_contents(f->ini, text, -1, &err);
+  g_assert_no_error(err);
+  g_free(text);
+}
+
+/* Loads the plugin dir through the loader API, capturing its log lines. */
+static void load(fx *f, const char *extra_ini) {
+  write_ini(f, extra_ini);
+  char err[512] = "";
+  if (cfg_load(f->ini, &f->cfg, err, sizeof err) != 0)
+    g_error("cfg_load: %s", err);
+  outq_options qo;
+  outq_default_options(&qo, NULL);
+  g_assert_cmpint(outq_open(&qo, &f->q, err, sizeof err), ==, 0);
+  f->host = (plugin_host){.cfg = &f->cfg,
+                          .reg = &f->reg,
+                          .q = f->q,
+                          .device_id = "loader-test",
+                          .state_dir = f->statedir};
+  fflush(stderr);
+  int saved = dup(2);
+  int fd = open(f->logfile, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  g_assert_cmpint(fd, >=, 0);
+  dup2(fd, 2);
+  close(fd);
+  loader_load_all(&f->host, f->cfg.plugin_dir, false, &f->set);
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  f->loaded = true;
+  g_assert_true(g_file_get_contents(f->logfile, &f->log, NULL, NULL));
+  g_test_message("loader log:\n%s", f->log);
+}
+
+static char *marks(fx *f) {
+  char *text = NULL;
+  if (!g_file_get_contents(f->marks, &text, NULL, NULL))
+    text = g_strdup("");
+  return text;
+}
+
+static const loader_entry *entry(fx *f, const char *file) {
+  char *path = g_build_filename(f->plugdir, file, NULL);
+  const loader_entry *found = NULL;
+  for (size_t i = 0; i < f->set.nentries; i++)
+    if (strcmp(f->set.entries[i].file, path) == 0)
+      found = &f->set.entries[i];
+  g_free(path);
+  if (!found)
+    g_error("no loader entry for %s", file);
+  return found;
+}
+
+static c8y_plugin *loaded_plugin(fx *f, const char *name) {
+  for (size_t i = 0; i < f->set.n; i++)
+    if (strcmp(f->set.plugins[i]->name, name) == 0)
+      return f->set.plugins[i];
+  return NULL;
+}
+
+static size_t count_lines_with(const char *text, const char *a, const char *b) {
+  size_t n = 0;
+  char **lines = g_strsplit(text, "\n", -1);
+  for (char **l = lines; *l; l++)
+    if (strstr(*l, a) && (!b || strstr(*l, b)))
+      n++;
+  g_strfreev(lines);
+  return n;
+}
+
+/* The file was refused with a reason containing `why`, and the log has
+ * exactly one line "plugin <path> refused: <reason>". */
+static void assert_refused(fx *f, const char *file, const char *why) {
+  const loader_entry *e = entry(f, file);
+  g_assert_false(e->loaded);
+  g_assert_nonnull(e->reason);
+  if (!strstr(e->reason, why))
+    g_error("%s: reason '%s' does not contain '%s'", file, e->reason, why);
+  char *line = g_strdup_printf("plugin %s refused: %s", e->file, e->reason);
+  g_assert_cmpuint(count_lines_with(f->log, line, NULL), ==, 1);
+  g_assert_cmpuint(count_lines_with(f->log, e->file, "refused"), ==, 1);
+  g_free(line);
+}
+
+static void assert_no_registrations(fx *f) {
+  g_assert_cmpuint(f->reg.nproducers, ==, 0);
+  g_assert_cmpuint(f->reg.nhandlers, ==, 0);
+  g_assert_cmpuint(f->reg.nmessages, ==, 0);
+  g_assert_cmpuint(f->reg.nchildren, ==, 0);
+}
+
+/* ---- plugins that load ---- */
+
+static void test_good(fx *f, gconstpointer data) {
+  (void)data;
+  add_plugin(f, "good", NULL);
+  load(f, NULL);
+  const loader_entry *e = entry(f, "good.so");
+  g_assert_true(e->loaded);
+  g_assert_cmpstr(e->name, ==, "good");
+  g_assert_cmpstr(e->version, ==, "1.0");
+  g_assert_null(e->reason);
+  c8y_plugin *p = loaded_plugin(f, "good");
+  g_assert_nonnull(p);
+  reg_handler *h = registry_find_handler(&f->reg, "510");
+  g_assert_nonnull(h);
+  g_assert_true(h->plugin == p);
+  g_assert_cmpstr(h->fragment, ==, "c8y_Restart");
+  g_assert_cmpuint(f->reg.nproducers, ==, 1);
+  g_assert_cmpstr(f->reg.producers[0]->name, ==, "tick");
+  g_assert_true(strstr(f->log, "plugin good 1.0 loaded from"));
+  g_assert_null(strstr(f->log, "refused"));
+  char *m = marks(f);
+  g_assert_cmpstr(m, ==, "init good\n");
+  g_free(m);
+  loader_stop_all(&f->set);
+  m = marks(f);
+  g_assert_cmpstr(m, ==, "init good\nfini good\n");
+  g_free(m);
+  loader_release_all(&f->set, &f->reg);
+  assert_no_registrations(f);
+  outq_close(f->q);
+  cfg_free(&f->cfg);
+  f->loaded = false;
+}
+
+/* A 1.0 plugin (minor 0, the 1.0 descriptor size) keeps loading whatever
+ * minor this agent has. */
+static void test_minor0(fx *f, gconstpointer data) {
+  (void)data;
+  add_plugin(f, "minor0", NULL);
+  load(f, NULL);
+  g_assert_true(entry(f, "minor0.so")->loaded);
+  g_assert_nonnull(loaded_plugin(f, "minor0"));
+  char *m = marks(f);
+  g_assert_cmpstr(m, ==, "init minor0\n");
+  g_free(m);
+}
+
+/* ---- refusals before init ---- */
+
+typedef struct refusal {
+  const char *fixture;
+  const char *why;
+} refusal;
+
+static void test_refused_early(fx *f, gconstpointer data) {
+  const refusal *r = data;
+  add_plugin(f, r->fixture, NULL);
+  add_plugin(f, "good", NULL); /* a bad plugin never stops the others */
+  load(f, NULL);
+  char *file = g_strconcat(r->fixture, ".so", NULL);
+  assert_refused(f, file, r->why);
+  g_free(file);
+  g_assert_true(entry(f, "good.so")->loaded);
+  g_assert_cmpuint(f->set.n, ==, 1);
+  char *m = marks(f);
+  g_assert_cmpstr(m, ==, "init good\n"); /* the refused one never ran */
+  g_free(m);
+}
+
+static const refusal r_nosym = {"nosym", "not a c8y-agent plugin (no "
+                                         "c8y_plugin_info_v1 symbol)"};
+static const refusal r_major2 = {
+    "major2", "built for plugin ABI major 2; this agent supports 1"};
+static const refusal r_v2only = {
+    "v2only", "built for plugin ABI 2; this agent supports ABI 1"};
+static const refusal r_badname = {
+    "badname", "invalid plugin name 'Bad-Name' (want [a-z0-9_], 1-32 chars)"};
+static const refusal r_truncated = {"truncated",
+                                    "plugin descriptor is truncated"};
+static const refusal r_noinit = {"noinit",
+                                 "plugin 'noinit' has no init function"};
+static const refusal r_undef = {"undef", "dlopen failed: "};
+
+static void test_newer_minor(fx *f, gconstpointer data) {
+  (void)data;
+  add_plugin(f, "newminor", NULL);
+  load(f, NULL);
+  char *why = g_strdup_printf("needs a newer agent (ABI 1.%d, agent has 1.%d)",
+                              C8Y_ABI_MINOR + 1, C8Y_ABI_MINOR);
+  assert_refused(f, "newminor.so", why);
+  g_free(why);
+  g_assert_cmpuint(f->set.n, ==, 0);
+}
+
+static void test_undefined_symbol(fx *f, gconstpointer data) {
+  test_refused_early(f, &r_undef);
+  g_assert_nonnull(
+      strstr(entry(f, "undef.so")->reason, "c8y_fixture_missing_function"));
+}
+
+static void test_duplicate_name(fx *f, gconstpointer data) {
+  (void)data;
+  char *first = add_plugin_path(f, "good", "a_good.so");
+  add_plugin(f, "good", "b_good.so");
+  load(f, NULL);
+  g_assert_true(entry(f, "a_good.so")->loaded);
+  char *why =
+      g_strdup_printf("plugin name 'good' is already taken by %s", first);
+  assert_refused(f, "b_good.so", why);
+  g_free(why);
+  g_assert_cmpuint(f->set.n, ==, 1);
+  g_assert_cmpuint(f->reg.nproducers, ==, 1);
+  g_assert_true(registry_find_handler(&f->reg, "510")->plugin ==
+                f->set.plugins[0]);
+  char *m = marks(f);
+  g_assert_cmpstr(m, ==, "init good\n");
+  g_free(m);
+  g_free(first);
+}
+
+static void test_file_mode(fx *f, gconstpointer data) {
+  unsigned mode = GPOINTER_TO_UINT(data);
+  char *path = add_plugin_path(f, "good", NULL);
+  g_assert_cmpint(chmod(path, mode), ==, 0);
+  load(f, NULL);
+  assert_refused(f, "good.so",
+                 mode & 002 ? "the file is world-writable"
+                            : "the file is group-writable");
+  g_assert_cmpuint(f->set.n, ==, 0);
+  char *m = marks(f);
+  g_assert_cmpstr(m, ==, ""); /* never dlopened, never initialised */
+  g_free(m);
+  g_free(path);
+}
+
+static void test_dir_mode(fx *f, gconstpointer data) {
+  unsigned mode = GPOINTER_TO_UINT(data);
+  add_plugin(f, "good", NULL);
+  g_assert_cmpint(chmod(f->plugdir, mode), ==, 0);
+  load(f, NULL);
+  g_assert_cmpuint(f->set.n, ==, 0);
+  g_assert_cmpuint(f->set.nentries, ==, 0);
+  char *line = g_strdup_printf(
+      "plugin dir %s %s; refusing to load any plugin from it", f->plugdir,
+      mode & 002 ? "is world-writable" : "is group-writable");
+  g_assert_cmpuint(count_lines_with(f->log, line, NULL), ==, 1);
+  g_free(line);
+  char *m = marks(f);
+  g_assert_cmpstr(m, ==, "");
+  g_free(m);
+}
+
+/* ---- refusals during init, with rollback ---- */
+
+static void test_init_failure(fx *f, gconstpointer data) {
+  (void)data;
+  add_plugin(f, "good", NULL);
+  add_plugin(f, "initfail", NULL);
+  load(f, NULL);
+  assert_refused(f, "initfail.so", "init failed: I/O failure");
+  /* Everything initfail registered is gone; good's registrations stay. */
+  c8y_plugin *good = loaded_plugin(f, "good");
+  g_assert_nonnull(good);
+  g_assert_null(loaded_plugin(f, "initfail"));
+  g_assert_cmpuint(f->reg.nproducers, ==, 1);
+  g_assert_true(f->reg.producers[0]->plugin == good);
+  g_assert_cmpuint(f->reg.nhandlers, ==, 1);
+  g_assert_true(registry_find_handler(&f->reg, "510")->plugin == good);
+  g_assert_null(registry_find_handler(&f->reg, "513"));
+  g_assert_null(registry_find_handler(&f->reg, "515"));
+  g_assert_null(registry_find_message(&f->reg, "fx_xid", "901"));
+  g_assert_cmpuint(f->reg.nmessages, ==, 0);
+  g_assert_cmpuint(f->reg.nchildren, ==, 0);
+  g_assert_false(registry_has_child(&f->reg, "fx-child"));
+  /* A failed init is not followed by fini. */
+  char *m = marks(f);
+  g_assert_cmpstr(m, ==, "init good\ninit initfail\n");
+  g_free(m);
+}
+
+static void test_template_conflict(fx *f, gconstpointer data) {
+  (void)data;
+  add_plugin(f, "claim_a", NULL);
+  add_plugin(f, "claim_b", NULL);
+  load(f, NULL);
+  g_assert_true(entry(f, "claim_a.so")->loaded);
+  assert_refused(f, "claim_b.so",
+                 "template 511 is already handled by plugin claim_a");
+  c8y_plugin *a = loaded_plugin(f, "claim_a");
+  g_assert_nonnull(a);
+  g_assert_null(loaded_plugin(f, "claim_b"));
+  reg_handler *h = registry_find_handler(&f->reg, "511");
+  g_assert_nonnull(h);
+  g_assert_true(h->plugin == a);
+  /* claim_b's other registrations were rolled back. */
+  g_assert_null(registry_find_handler(&f->reg, "510"));
+  g_assert_cmpuint(f->reg.nhandlers, ==, 1);
+  g_assert_cmpuint(f->reg.nproducers, ==, 1);
+  g_assert_true(f->reg.producers[0]->plugin == a);
+  g_assert_cmpuint(f->reg.nmessages, ==, 0);
+  g_assert_cmpuint(f->reg.nchildren, ==, 0);
+  g_assert_null(registry_find_message(&f->reg, "fx_xid", "901"));
+  /* claim_b's init returned OK (it ignored the error), so it may hold
+   * resources: the loader must have called its fini. */
+  char *m = marks(f);
+  g_assert_cmpstr(m, ==, "init claim_a\ninit claim_b\nfini claim_b\n");
+  g_free(m);
+}
+
+/* Registration after init returns C8Y_ESTATE and changes nothing. */
+static void test_late_registration(fx *f, gconstpointer data) {
+  (void)data;
+  add_plugin(f, "good", NULL);
+  load(f, NULL);
+  c8y_plugin *p = loaded_plugin(f, "good");
+  g_assert_nonnull(p);
+  g_assert_false(p->registering);
+  g_assert_cmpuint(f->reg.nproducers, ==, 1);
+  reg_producer *prod = f->reg.producers[0];
+  /* The fixture's producer tries add_producer, add_operation,
+   * add_message_handler and add_child; it returns 100 + the index of the
+   * first one that was not refused with C8Y_ESTATE. */
+  g_assert_cmpint(prod->fn(p, NULL, prod->user_data), ==, C8Y_ESTATE);
+  g_assert_cmpuint(f->reg.nproducers, ==, 1);
+  g_assert_cmpuint(f->reg.nhandlers, ==, 1);
+  g_assert_cmpuint(f->reg.nmessages, ==, 0);
+  g_assert_cmpuint(f->reg.nchildren, ==, 0);
+  g_assert_null(registry_find_handler(&f->reg, "519"));
+}
+
+/* ---- configuration ---- */
+
+static void test_disabled(fx *f, gconstpointer data) {
+  (void)data;
+  add_plugin(f, "good", NULL);
+  add_plugin(f, "minor0", NULL);
+  load(f, "[plugin.good]\nenabled = false\n");
+  const loader_entry *e = entry(f, "good.so");
+  g_assert_false(e->loaded);
+  g_assert_cmpstr(e->reason, ==, "disabled in the configuration");
+  g_assert_true(entry(f, "minor0.so")->loaded);
+  g_assert_null(loaded_plugin(f, "good"));
+  assert_no_registrations(f); /* minor0 registers nothing */
+  g_assert_cmpuint(count_lines_with(f->log, "plugin good (", "disabled"), ==,
+                   1);
+  g_assert_null(strstr(f->log, "refused"));
+  char *m = marks(f);
+  g_assert_cmpstr(m, ==, "init minor0\n"); /* good's init never ran */
+  g_free(m);
+}
+
+static void test_enabled_not_bool(fx *f, gconstpointer data) {
+  (void)data;
+  add_plugin(f, "good", NULL);
+  /* [agent] takes lines 1-3 of the ini: enabled is on line 5. */
+  load(f, "[plugin.good]\nenabled = maybe\n");
+  char *why =
+      g_strdup_printf("%s:5: [plugin.good] enabled: not a boolean", f->ini);
+  assert_refused(f, "good.so", why);
+  g_free(why);
+  char *m = marks(f);
+  g_assert_cmpstr(m, ==, "");
+  g_free(m);
+}
+
+static void test_unknown_key(fx *f, gconstpointer data) {
+  (void)data;
+  add_plugin(f, "good", NULL);
+  load(f, "[plugin.good]\ninterval = 5\nintreval = 6\nenabled = yes\n");
+  g_assert_true(entry(f, "good.so")->loaded);
+  g_assert_cmpuint(f->reg.producers[0]->interval_ms, ==, 5000);
+  char *line = g_strdup_printf("%s:6: [plugin.good] intreval: unknown key "
+                               "(plugin good never read it)",
+                               f->ini);
+  g_assert_cmpuint(count_lines_with(f->log, line, NULL), ==, 1);
+  g_free(line);
+  /* Read keys and the host's own key are not reported. */
+  g_assert_cmpuint(count_lines_with(f->log, "unknown key", NULL), ==, 1);
+}
+
+/* ---- the api table itself ---- */
+
+#define API_FIELDS(X)                                                          \
+  X(status_str)                                                                \
+  X(log)                                                                       \
+  X(config_string)                                                             \
+  X(config_int)                                                                \
+  X(config_bool)                                                               \
+  X(add_producer)                                                              \
+  X(add_operation)                                                             \
+  X(add_message_handler)                                                       \
+  X(add_child)                                                                 \
+  X(batch_add)                                                                 \
+  X(batch_set_time)                                                            \
+  X(batch_set_type)                                                            \
+  X(batch_set_child)                                                           \
+  X(send_event)                                                                \
+  X(raise_alarm)                                                               \
+  X(clear_alarm)                                                               \
+  X(send_static)                                                               \
+  X(send_custom)                                                               \
+  X(op_template)                                                               \
+  X(op_fragment)                                                               \
+  X(op_device)                                                                 \
+  X(op_field_count)                                                            \
+  X(op_field)                                                                  \
+  X(op_succeed)                                                                \
+  X(op_succeed_params)                                                         \
+  X(op_fail)                                                                   \
+  X(op_cancelled)                                                              \
+  X(op_complete_on_reboot)                                                     \
+  X(msg_id)                                                                    \
+  X(msg_field_count)                                                           \
+  X(msg_field)                                                                 \
+  X(device_id)                                                                 \
+  X(state_dir)
+
+static void test_api_table(void) {
+  const c8y_api *api = plugin_api();
+  g_assert_cmpuint(api->abi_major, ==, C8Y_ABI_MAJOR);
+  g_assert_cmpuint(api->abi_minor, ==, C8Y_ABI_MINOR);
+  g_assert_cmpuint(api->size, ==, sizeof(c8y_api));
+  size_t n = 0;
+#define CHECK(field)                                                           \
+  if (!C8Y_API_HAS(api, field))                                                \
+    g_error("the agent's c8y_api lacks " #field);                              \
+  n++;
+  API_FIELDS(CHECK)
+#undef CHECK
+  /* Every pointer slot after the header is listed above. */
+  g_assert_cmpuint(offsetof(c8y_api, status_str) + n * sizeof(void (*)(void)),
+                   ==, sizeof(c8y_api));
+}
+
+/* ---- c8y-agent --list-plugins ---- */
+
+static int run_list(fx *f, char **out) {
+  const char *bin = g_getenv("C8Y_AGENT_BIN");
+  if (!bin)
+    g_error("C8Y_AGENT_BIN is not set (run through ctest)");
+  write_ini(f, NULL);
+  char *argv[] = {(char *)bin, "--list-plugins", "-c", f->ini, NULL};
+  char *err = NULL;
+  int status = -1;
+  GError *gerr = NULL;
+  g_spawn_sync(NULL, argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, out, &err,
+               &status, &gerr);
+  g_assert_no_error(gerr);
+  g_test_message("stdout:\n%s\nstderr:\n%s", *out, err);
+  g_free(err);
+  g_assert_true(WIFEXITED(status));
+  return WEXITSTATUS(status);
+}
+
+/* `refused  <name> <version> <path>` followed by `reason: <why>`. */
+static void assert_listed_refused(fx *f, const char *out, const char *file,
+                                  const char *why) {
+  char *path = g_build_filename(f->plugdir, file, NULL);
+  char **lines = g_strsplit(out, "\n", -1);
+  bool ok = false;
+  for (char **l = lines; *l && !ok; l++)
+    if (g_str_has_prefix(*l, "refused") && g_str_has_suffix(*l, path) && l[1] &&
+        strstr(l[1], "reason: ") && strstr(l[1], why))
+      ok = true;
+  g_strfreev(lines);
+  if (!ok)
+    g_error("--list-plugins does not show %s refused with '%s'", file, why);
+  g_free(path);
+}
+
+static void test_cli_refusals(fx *f, gconstpointer data) {
+  (void)data;
+  add_plugin(f, "good", NULL);
+  add_plugin(f, "nosym", NULL);
+  add_plugin(f, "major2", NULL);
+  add_plugin(f, "v2only", NULL);
+  add_plugin(f, "newminor", NULL);
+  add_plugin(f, "badname", NULL);
+  add_plugin(f, "truncated", NULL);
+  add_plugin(f, "undef", NULL);
+  add_plugin(f, "initfail", NULL);
+  add_plugin(f, "claim_a", NULL);
+  add_plugin(f, "claim_b", NULL);
+  add_plugin(f, "good", "z_good.so");
+  char *ww = add_plugin_path(f, "minor0", "ww.so");
+  g_assert_cmpint(chmod(ww, 0666), ==, 0);
+  g_free(ww);
+  char *out = NULL;
+  g_assert_cmpint(run_list(f, &out), ==, 1);
+  g_assert_true(g_str_has_prefix(out, "plugin dir: "));
+  char *p = g_build_filename(f->plugdir, "good.so", NULL);
+  char **lines = g_strsplit(out, "\n", -1);
+  bool good_ok = false;
+  for (char **l = lines; *l; l++)
+    if (g_str_has_prefix(*l, "loaded") && strstr(*l, " good ") &&
+        g_str_has_suffix(*l, p))
+      good_ok = true;
+  g_strfreev(lines);
+  g_free(p);
+  g_assert_true(good_ok);
+  g_assert_nonnull(strstr(out, "operation 510 c8y_Restart"));
+  g_assert_nonnull(strstr(out, "producer tick every 1000 ms"));
+  assert_listed_refused(f, out, "nosym.so", "no c8y_plugin_info_v1 symbol");
+  assert_listed_refused(f, out, "major2.so", "ABI major 2");
+  assert_listed_refused(f, out, "v2only.so", "built for plugin ABI 2");
+  assert_listed_refused(f, out, "newminor.so", "needs a newer agent");
+  assert_listed_refused(f, out, "badname.so", "invalid plugin name");
+  assert_listed_refused(f, out, "truncated.so", "truncated");
+  assert_listed_refused(f, out, "undef.so", "c8y_fixture_missing_function");
+  assert_listed_refused(f, out, "initfail.so", "init failed: I/O failure");
+  assert_listed_refused(f, out, "claim_b.so",
+                        "template 511 is already handled by plugin claim_a");
+  assert_listed_refused(f, out, "z_good.so", "already taken");
+  assert_listed_refused(f, out, "ww.so", "world-writable");
+  g_free(out);
+}
+
+static void test_cli_all_load(fx *f, gconstpointer data) {
+  (void)data;
+  add_plugin(f, "good", NULL);
+  add_plugin(f, "claim_a", NULL);
+  add_plugin(f, "minor0", NULL);
+  char *out = NULL;
+  g_assert_cmpint(run_list(f, &out), ==, 0);
+  g_assert_null(strstr(out, "refused"));
+  g_assert_cmpuint(count_lines_with(out, "loaded", NULL), ==, 3);
+  g_assert_nonnull(strstr(out, "operation 511 c8y_Command"));
+  g_free(out);
+}
+
+#define ADD(path, fn, data)                                                    \
+  g_test_add(path, fx, data, fx_setup, fn, fx_teardown)
+
+int main(int argc, char **argv) {
+  g_test_init(&argc, &argv, NULL);
+  log_set_level(LOG_LVL_DEBUG);
+  ADD("/loader/load/good", test_good, NULL);
+  ADD("/loader/load/abi-1.0-descriptor", test_minor0, NULL);
+  ADD("/loader/refuse/no-symbol", test_refused_early, &r_nosym);
+  ADD("/loader/refuse/abi-major-2", test_refused_early, &r_major2);
+  ADD("/loader/refuse/v2-symbol-only", test_refused_early, &r_v2only);
+  ADD("/loader/refuse/newer-minor", test_newer_minor, NULL);
+  ADD("/loader/refuse/bad-name", test_refused_early, &r_badname);
+  ADD("/loader/refuse/truncated-size", test_refused_early, &r_truncated);
+  ADD("/loader/refuse/no-init", test_refused_early, &r_noinit);
+  ADD("/loader/refuse/undefined-symbol", test_undefined_symbol, NULL);
+  ADD("/loader/refuse/duplicate-name", test_duplicate_name, NULL);
+  ADD("/loader/refuse/world-writable-file", test_file_mode,
+      GUINT_TO_POINTER(0666));
+  ADD("/loader/refuse/group-writable-file", test_file_mode,
+      GUINT_TO_POINTER(0775));
+  ADD("/loader/refuse/world-writable-dir", test_dir_mode,
+      GUINT_TO_POINTER(0777));
+  ADD("/loader/refuse/group-writable-dir", test_dir_mode,
+      GUINT_TO_POINTER(0775));
+  ADD("/loader/refuse/init-failure-rolls-back", test_init_failure, NULL);
+  ADD("/loader/refuse/template-conflict", test_template_conflict, NULL);
+  ADD("/loader/registration-after-init", test_late_registration, NULL);
+  ADD("/loader/config/disabled", test_disabled, NULL);
+  ADD("/loader/config/enabled-not-boolean", test_enabled_not_bool, NULL);
+  ADD("/loader/config/unknown-key", test_unknown_key, NULL);
+  g_test_add_func("/loader/api/table-complete", test_api_table);
+  ADD("/loader/cli/refusals", test_cli_refusals, NULL);
+  ADD("/loader/cli/all-load", test_cli_all_load, NULL);
+  return g_test_run();
+}

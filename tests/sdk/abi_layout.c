@@ -1,0 +1,108 @@
+/* Freezes the 1.0 plugin ABI on LP64 targets (x86_64, aarch64, ...): every
+ * offset and size below is written out by hand, so reordering, retyping or
+ * inserting a field fails to compile. A minor release may only append
+ * fields: then add asserts for them and keep every existing line. */
+#include <c8y/plugin.h>
+
+#include <stddef.h>
+
+#if !defined(__LP64__)
+#error "abi_layout.c: the frozen numbers are for LP64 targets"
+#endif
+
+#define AT(type, field, off)                                                   \
+  _Static_assert(offsetof(type, field) == (off),                               \
+                 #type "." #field " moved: the 1.0 ABI is frozen")
+
+_Static_assert(C8Y_ABI_MAJOR == 1, "ABI major changed: needs symbol _v2");
+_Static_assert(C8Y_ABI_MINOR >= 0, "ABI minor never decreases");
+
+/* c8y_api 1.0 */
+AT(c8y_api, abi_major, 0);
+AT(c8y_api, abi_minor, 4);
+AT(c8y_api, size, 8);
+AT(c8y_api, status_str, 16);
+AT(c8y_api, log, 24);
+AT(c8y_api, config_string, 32);
+AT(c8y_api, config_int, 40);
+AT(c8y_api, config_bool, 48);
+AT(c8y_api, add_producer, 56);
+AT(c8y_api, add_operation, 64);
+AT(c8y_api, add_message_handler, 72);
+AT(c8y_api, add_child, 80);
+AT(c8y_api, batch_add, 88);
+AT(c8y_api, batch_set_time, 96);
+AT(c8y_api, batch_set_type, 104);
+AT(c8y_api, batch_set_child, 112);
+AT(c8y_api, send_event, 120);
+AT(c8y_api, raise_alarm, 128);
+AT(c8y_api, clear_alarm, 136);
+AT(c8y_api, send_static, 144);
+AT(c8y_api, send_custom, 152);
+AT(c8y_api, op_template, 160);
+AT(c8y_api, op_fragment, 168);
+AT(c8y_api, op_device, 176);
+AT(c8y_api, op_field_count, 184);
+AT(c8y_api, op_field, 192);
+AT(c8y_api, op_succeed, 200);
+AT(c8y_api, op_succeed_params, 208);
+AT(c8y_api, op_fail, 216);
+AT(c8y_api, op_cancelled, 224);
+AT(c8y_api, op_complete_on_reboot, 232);
+AT(c8y_api, msg_id, 240);
+AT(c8y_api, msg_field_count, 248);
+AT(c8y_api, msg_field, 256);
+AT(c8y_api, device_id, 264);
+AT(c8y_api, state_dir, 272);
+/* 1.0 ends here; a minor release may only grow it. */
+_Static_assert(sizeof(c8y_api) >= 280, "c8y_api shrank");
+#if C8Y_ABI_MINOR == 0
+_Static_assert(sizeof(c8y_api) == 280, "c8y_api 1.0 must be 280 bytes");
+#endif
+
+/* c8y_plugin_info 1.0 */
+AT(c8y_plugin_info, abi_major, 0);
+AT(c8y_plugin_info, abi_minor, 4);
+AT(c8y_plugin_info, size, 8);
+AT(c8y_plugin_info, name, 16);
+AT(c8y_plugin_info, version, 24);
+AT(c8y_plugin_info, init, 32);
+AT(c8y_plugin_info, fini, 40);
+_Static_assert(sizeof(c8y_plugin_info) >= 48, "c8y_plugin_info shrank");
+#if C8Y_ABI_MINOR == 0
+_Static_assert(sizeof(c8y_plugin_info) == 48,
+               "c8y_plugin_info 1.0 must be 48 bytes");
+#endif
+
+/* Field types a plugin relies on. */
+_Static_assert(sizeof(((c8y_api *)0)->abi_major) == 4, "abi_major is u32");
+_Static_assert(sizeof(((c8y_api *)0)->size) == 8, "size is size_t");
+_Static_assert(sizeof(((c8y_plugin_info *)0)->abi_minor) == 4,
+               "abi_minor is u32");
+
+/* Values are part of the ABI: never renumbered, never reused. */
+_Static_assert(C8Y_OK == 0 && C8Y_PENDING == 1, "status values");
+_Static_assert(C8Y_EINVAL == -1 && C8Y_ENOMEM == -2 && C8Y_ENOTSUP == -3,
+               "status values");
+_Static_assert(C8Y_EEXIST == -4 && C8Y_ESTATE == -5 && C8Y_EAGAIN == -6,
+               "status values");
+_Static_assert(C8Y_EIO == -7 && C8Y_ETIMEDOUT == -8 && C8Y_ETOOBIG == -9,
+               "status values");
+_Static_assert(C8Y_LOG_ERROR == 3 && C8Y_LOG_WARNING == 4 &&
+                   C8Y_LOG_NOTICE == 5 && C8Y_LOG_INFO == 6 &&
+                   C8Y_LOG_DEBUG == 7,
+               "log levels equal syslog priorities");
+_Static_assert(C8Y_CRITICAL == 301 && C8Y_MAJOR == 302 && C8Y_MINOR == 303 &&
+                   C8Y_WARNING == 304,
+               "severities equal the SmartREST alarm templates");
+_Static_assert(sizeof(c8y_log_level) == sizeof(int) &&
+                   sizeof(c8y_severity) == sizeof(int),
+               "enums passed by value are int-sized");
+
+/* The symbol name carries the major. */
+_Static_assert(sizeof(C8Y_PLUGIN_SYMBOL_NAME) == sizeof("c8y_plugin_info_v1"),
+               "symbol name");
+
+/* So the translation unit is not empty under -Wpedantic. */
+int abi_layout_checked(void);
+int abi_layout_checked(void) { return 1; }
