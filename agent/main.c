@@ -3,6 +3,8 @@
 #include "config.h"
 #include "log.h"
 
+#include <c8y/plugin.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,7 +69,8 @@ int main(int argc, char **argv) {
     } else if (strcmp(arg, "--list-plugins") == 0) {
       mode = LIST;
     } else if (strcmp(arg, "-V") == 0 || strcmp(arg, "--version") == 0) {
-      printf("c8y-agent %s (plugin ABI %d.%d)\n", C8Y_VERSION, 1, 0);
+      printf("c8y-agent %s (plugin ABI %d.%d)\n", C8Y_VERSION, C8Y_ABI_MAJOR,
+             C8Y_ABI_MINOR);
       return 0;
     } else if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
       usage(stdout);

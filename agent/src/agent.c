@@ -805,7 +805,7 @@ int agent_list_plugins(const char *config_path, FILE *out) {
   loader_load_all(&a.host, a.cfg.plugin_dir, false, &a.plugins);
   fprintf(out, "plugin dir: %s\n", a.cfg.plugin_dir);
   loader_print(&a.plugins, &a.reg, out);
-  rc = a.plugins.n == a.plugins.nentries ? 0 : 1;
+  rc = loader_failures(&a.plugins) == 0 ? 0 : 1;
   agent_cleanup(&a);
   return rc;
 }

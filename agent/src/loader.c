@@ -155,6 +155,7 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
     return;
   }
   if (!enabled) {
+    e->disabled = true;
     free(e->reason);
     e->reason = strdup("disabled in the configuration");
     log_info("plugin %s (%s) disabled in the configuration", local.name,
@@ -220,6 +221,9 @@ void loader_load_all(plugin_host *h, const char *dir, bool start_workers,
   if (why) {
     log_error("plugin dir %s %s; refusing to load any plugin from it", dir,
               why);
+    char buf[512];
+    snprintf(buf, sizeof buf, "plugin dir %s %s", dir, why);
+    out->dir_refused = strdup(buf);
     return;
   }
   DIR *d = opendir(dir);
@@ -276,17 +280,30 @@ void loader_release_all(plugin_set *s, registry *reg) {
     free(s->entries[i].reason);
   }
   free(s->entries);
+  free(s->dir_refused);
   memset(s, 0, sizeof *s);
 }
 
+size_t loader_failures(const plugin_set *s) {
+  size_t n = s->dir_refused ? 1 : 0;
+  for (size_t i = 0; i < s->nentries; i++)
+    n += !s->entries[i].loaded && !s->entries[i].disabled;
+  return n;
+}
+
 void loader_print(const plugin_set *s, registry *reg, FILE *out) {
+  if (s->dir_refused) {
+    fprintf(out, "refused  all plugins: %s\n", s->dir_refused);
+    return;
+  }
   if (s->nentries == 0) {
     fprintf(out, "no plugins found\n");
     return;
   }
   for (size_t i = 0; i < s->nentries; i++) {
     const loader_entry *e = &s->entries[i];
-    fprintf(out, "%-8s %-16s %-10s %s\n", e->loaded ? "loaded" : "refused",
+    fprintf(out, "%-8s %-16s %-10s %s\n",
+            e->loaded ? "loaded" : e->disabled ? "disabled" : "refused",
             e->name ? e->name : "-", e->version && *e->version ? e->version
                                                                : "-",
             e->file);

@@ -19,6 +19,7 @@ typedef struct loader_entry {
   char *name;    /* NULL if it never got that far */
   char *version;
   bool loaded;
+  bool disabled; /* switched off in the config: not a failure */
   char *reason;  /* why not */
 } loader_entry;
 
@@ -27,7 +28,11 @@ typedef struct plugin_set {
   size_t n;
   loader_entry *entries; /* one per candidate file, for --list-plugins */
   size_t nentries;
+  char *dir_refused; /* why the whole plugin dir was refused, or NULL */
 } plugin_set;
+
+/* Plugins that should have loaded but did not (refusals, not disabled). */
+size_t loader_failures(const plugin_set *s);
 
 /* Loads every *.so of dir in name order. Starts workers when
  * start_workers is set. Never fails as a whole: problems are per plugin. */
