@@ -16,6 +16,7 @@ typedef struct fx {
   sim *s;
   agent_proc *a;
   int reconnect_ms; /* backoff floor and ceiling; 0 = 100/1000 ms */
+  const char *plugin_dir; /* NULL = the itest plugin only */
 } fx;
 
 static inline void fx_start_sim(fx *f) {
@@ -37,7 +38,8 @@ static inline void fx_make_agent(fx *f, const char *password,
       "reconnect_max_ms = %d\n[device]\nid = " FX_DEVICE "\n"
       "[agent]\nplugin_dir = %s\nlog_level = debug\n%s",
       password, sim_port(f->s), f->reconnect_ms ? f->reconnect_ms : 100,
-      f->reconnect_ms ? f->reconnect_ms : 1000, ITEST_PLUGIN_DIR,
+      f->reconnect_ms ? f->reconnect_ms : 1000,
+      f->plugin_dir ? f->plugin_dir : ITEST_PLUGIN_DIR,
       extra ? extra : "");
   f->a = agent_proc_new(ini);
   g_free(ini);

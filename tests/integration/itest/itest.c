@@ -11,7 +11,10 @@
  *   reboot               op_complete_on_reboot, then C8Y_PENDING forever
  *   order <tag>          append <tag> to <state_dir>/order, succeed
  * 510 (c8y_Restart) behaves like "reboot". A producer "itest" emits a
- * counter every `interval_ms` (0 = no producer). */
+ * counter every `interval_ms` (0 = no producer). With `burst = N`, init
+ * queues "200,c8y_Seq,n,<i>" for i = 1..N once per state dir (a marker file
+ * keeps a restarted agent from queueing them again) and logs
+ * "itest: burst of N queued": fault tests and benchmarks count them. */
 #define _POSIX_C_SOURCE 200809L
 #include <c8y/plugin.h>
 
@@ -118,13 +121,42 @@ static int produce(c8y_plugin *self, c8y_batch *b, void *ud) {
   return api->batch_add(b, "c8y_Counter", "n", (double)++counter, "");
 }
 
+static int queue_burst(c8y_plugin *self, int64_t n) {
+  char marker[4096];
+  snprintf(marker, sizeof marker, "%s/burst-done", api->state_dir(self));
+  FILE *f = fopen(marker, "r");
+  if (f) {
+    fclose(f);
+    return C8Y_OK;
+  }
+  for (int64_t i = 1; i <= n; i++) {
+    char value[32];
+    snprintf(value, sizeof value, "%lld", (long long)i);
+    const char *fields[] = {"200", "c8y_Seq", "n", value};
+    int rc = api->send_static(self, NULL, fields, 4);
+    if (rc != C8Y_OK) {
+      api->log(self, C8Y_LOG_ERROR, "itest: burst stopped at %lld: %s",
+               (long long)i, api->status_str(rc));
+      return rc;
+    }
+  }
+  f = fopen(marker, "w");
+  if (f)
+    fclose(f);
+  api->log(self, C8Y_LOG_NOTICE, "itest: burst of %lld queued", (long long)n);
+  return C8Y_OK;
+}
+
 static int init(c8y_plugin *self, const c8y_api *a, void **ud) {
   (void)ud;
   api = a;
-  int64_t timeout_ms, interval_ms;
+  int64_t timeout_ms, interval_ms, burst;
   if (api->config_int(self, "timeout_ms", 0, &timeout_ms) != C8Y_OK ||
-      api->config_int(self, "interval_ms", 0, &interval_ms) != C8Y_OK)
+      api->config_int(self, "interval_ms", 0, &interval_ms) != C8Y_OK ||
+      api->config_int(self, "burst", 0, &burst) != C8Y_OK)
     return C8Y_EINVAL;
+  if (burst > 0 && queue_burst(self, burst) != C8Y_OK)
+    return C8Y_EIO;
   int rc = api->add_operation(self, "511", (uint32_t)timeout_ms, on_command,
                               NULL);
   if (rc == C8Y_OK)
