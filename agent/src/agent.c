@@ -1,6 +1,7 @@
 #include "agent.h"
 
 #include "config.h"
+#include "fsutil.h"
 #include "journal.h"
 #include "loader.h"
 #include "log.h"
@@ -181,21 +182,18 @@ static void cb_delivered(void *ctx, uint64_t id, bool ok) {
 
 /* ---- connect sequence ---- */
 
-static char *read_first_line(const char *path) {
-  FILE *f = fopen(path, "r");
-  if (!f)
-    return NULL;
-  char buf[256] = {0};
-  char *ok = fgets(buf, sizeof buf, f);
-  fclose(f);
-  if (!ok)
-    return NULL;
-  buf[strcspn(buf, "\r\n")] = 0;
-  /* Firmware fills unset DMI fields with placeholders. */
-  if (!buf[0] || strcmp(buf, "None") == 0 ||
-      strstr(buf, "To Be Filled") != NULL || strcmp(buf, "Default string") == 0)
-    return NULL;
-  return strdup(buf);
+/* DMI field, or NULL when unset: firmware fills unset fields with
+ * placeholders. */
+static char *read_dmi(const char *field) {
+  char path[128];
+  snprintf(path, sizeof path, "/sys/class/dmi/id/%s", field);
+  char *v = fsu_read_first_line(path);
+  if (v && (strcmp(v, "None") == 0 || strstr(v, "To Be Filled") != NULL ||
+            strcmp(v, "Default string") == 0)) {
+    free(v);
+    v = NULL;
+  }
+  return v;
 }
 
 static void publish_line(agent *a, const char *topic,
@@ -214,13 +212,11 @@ static void announce(agent *a) {
   const char *dev[] = {"100", c->device_name, c->device_type};
   publish_line(a, "s/us", dev, 3);
 
-  char *serial = c->hw_serial ? strdup(c->hw_serial)
-                              : read_first_line("/sys/class/dmi/id/product_serial");
-  char *model = c->hw_model ? strdup(c->hw_model)
-                            : read_first_line("/sys/class/dmi/id/product_name");
-  char *rev = c->hw_revision
-                  ? strdup(c->hw_revision)
-                  : read_first_line("/sys/class/dmi/id/product_version");
+  char *serial =
+      c->hw_serial ? strdup(c->hw_serial) : read_dmi("product_serial");
+  char *model = c->hw_model ? strdup(c->hw_model) : read_dmi("product_name");
+  char *rev =
+      c->hw_revision ? strdup(c->hw_revision) : read_dmi("product_version");
   struct utsname u;
   char machine[200] = "Linux";
   if (uname(&u) == 0)
@@ -469,21 +465,6 @@ static long long run_producers(agent *a, long long now) {
 
 /* ---- setup ---- */
 
-static int mkdir_p(const char *path, mode_t mode) {
-  char buf[4096];
-  if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-    return -1;
-  for (char *p = buf + 1; *p; p++) {
-    if (*p != '/')
-      continue;
-    *p = 0;
-    if (mkdir(buf, mode) != 0 && errno != EEXIST)
-      return -1;
-    *p = '/';
-  }
-  return mkdir(buf, mode) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 static void dispatch_op(void *ctx, c8y_operation *op) {
   (void)ctx;
   c8y_plugin *p = ops_plugin(op);
@@ -509,7 +490,7 @@ static int load_config(agent *a, const char *path) {
 
 static int open_state(agent *a) {
   char err[1024];
-  if (mkdir_p(a->cfg.state_dir, 0750) != 0) {
+  if (fsu_mkdir_p(a->cfg.state_dir, 0750) != 0) {
     log_error("state dir %s: %s", a->cfg.state_dir, strerror(errno));
     return -1;
   }
@@ -518,7 +499,7 @@ static int open_state(agent *a) {
   if (!a->queue_dir)
     return -1;
   snprintf(a->queue_dir, n, "%s/queue", a->cfg.state_dir);
-  if (mkdir_p(a->queue_dir, 0750) != 0) {
+  if (fsu_mkdir_p(a->queue_dir, 0750) != 0) {
     log_error("queue dir %s: %s", a->queue_dir, strerror(errno));
     return -1;
   }

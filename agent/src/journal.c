@@ -1,5 +1,6 @@
 #include "journal.h"
 
+#include "fsutil.h"
 #include "log.h"
 
 #include <errno.h>
@@ -35,18 +36,8 @@ static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
 char *journal_boot_id(void) {
   const char *path = getenv("C8Y_BOOT_ID_FILE");
-  if (!path || !*path)
-    path = "/proc/sys/kernel/random/boot_id";
-  FILE *f = fopen(path, "r");
-  if (!f)
-    return NULL;
-  char buf[128] = {0};
-  char *ok = fgets(buf, sizeof buf, f);
-  fclose(f);
-  if (!ok)
-    return NULL;
-  buf[strcspn(buf, "\r\n")] = 0;
-  return buf[0] ? strdup(buf) : NULL;
+  return fsu_read_first_line(path && *path ? path
+                                           : "/proc/sys/kernel/random/boot_id");
 }
 
 /* Appends one JSON line and makes it durable before returning. */

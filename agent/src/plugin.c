@@ -1,5 +1,6 @@
 #include "plugin.h"
 
+#include "fsutil.h"
 #include "log.h"
 #include "smartrest.h"
 #include "status.h"
@@ -433,28 +434,13 @@ static const char *api_device_id(c8y_plugin *self) {
   return self->host->device_id;
 }
 
-static int mkdir_p(const char *path) {
-  char buf[4096];
-  if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-    return -1;
-  for (char *p = buf + 1; *p; p++) {
-    if (*p != '/')
-      continue;
-    *p = 0;
-    if (mkdir(buf, 0750) != 0 && errno != EEXIST)
-      return -1;
-    *p = '/';
-  }
-  return mkdir(buf, 0750) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 static const char *api_state_dir(c8y_plugin *self) {
   pthread_mutex_lock(&self->mu);
   if (!self->state_dir) {
     char buf[4096];
     snprintf(buf, sizeof buf, "%s/plugins/%s", self->host->state_dir,
              self->name);
-    if (mkdir_p(buf) == 0)
+    if (fsu_mkdir_p(buf, 0750) == 0)
       self->state_dir = strdup(buf);
     else
       log_error("plugin %s: cannot create %s: %s", self->name, buf,

@@ -1,0 +1,37 @@
+#include "fsutil.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int fsu_mkdir_p(const char *path, mode_t mode) {
+  char buf[4096];
+  if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/')
+      continue;
+    *p = 0;
+    if (mkdir(buf, mode) != 0 && errno != EEXIST)
+      return -1;
+    *p = '/';
+  }
+  return mkdir(buf, mode) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+char *fsu_read_first_line(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return NULL;
+  char buf[256] = {0};
+  char *ok = fgets(buf, sizeof buf, f);
+  fclose(f);
+  if (!ok)
+    return NULL;
+  buf[strcspn(buf, "\r\n")] = 0;
+  return buf[0] ? strdup(buf) : NULL;
+}

@@ -1,0 +1,13 @@
+/* fsutil: small file-system helpers shared by the core modules. */
+#ifndef C8Y_FSUTIL_H
+#define C8Y_FSUTIL_H
+
+#include <sys/types.h>
+
+/* mkdir -p with `mode` for every directory it creates. 0 or -1 (errno). */
+int fsu_mkdir_p(const char *path, mode_t mode);
+/* First line of a file without its line end; malloc'ed, NULL when the file
+ * is missing, unreadable or empty. */
+char *fsu_read_first_line(const char *path);
+
+#endif
