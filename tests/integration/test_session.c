@@ -2,6 +2,7 @@
 #include "fixture.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <unistd.h>
 
 static long first_index(sim *s, const char *prefix) {
@@ -101,6 +102,36 @@ static void test_broker_restart(void) {
   fx_down(&f);
 }
 
+/* SIGHUP: config and plugins reload without dropping the session; a broken
+ * config is refused and the running one kept. */
+static void test_sighup_reload(void) {
+  fx f = {0};
+  fx_up(&f, NULL);
+  size_t before = sim_message_count(f.s);
+  /* Switch the plugin off: the handler disappears and 114 is re-announced
+   * without it (an empty list is not sent, so look for the 100 instead). */
+  FILE *cfg = fopen(agent_proc_config(f.a), "a");
+  g_assert_nonnull(cfg);
+  fputs("[plugin.itest]\nenabled = false\n", cfg);
+  fclose(cfg);
+  g_assert_cmpint(agent_proc_signal(f.a, SIGHUP), ==, 0);
+  g_assert_true(agent_proc_wait_log(f.a, "itest (", 10000));
+  g_assert_true(agent_proc_wait_log(f.a, "disabled in the configuration", 100));
+  g_assert_cmpint(sim_wait_line(f.s, "s/us", "100,", before, 10000), >=, 0);
+  long unhandled = sim_create_operation(f.s, "511," FX_DEVICE ",ok nobody");
+  g_assert_true(agent_proc_wait_log(f.a, "no handler for template 511", 10000));
+  g_assert_cmpint(sim_operation_status(f.s, unhandled), ==, SIM_OP_PENDING);
+
+  /* A broken config on reload: refused, everything keeps running. */
+  cfg = fopen(agent_proc_config(f.a), "a");
+  fputs("[c8y]\nkeepalive = 1\n", cfg);
+  fclose(cfg);
+  g_assert_cmpint(agent_proc_signal(f.a, SIGHUP), ==, 0);
+  g_assert_true(agent_proc_wait_log(f.a, "reload refused", 10000));
+  g_assert_cmpint(agent_proc_wait_exit(f.a, 500), <, 0); /* still running */
+  fx_down(&f);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/session/registration-sequence",
@@ -110,5 +141,6 @@ int main(int argc, char **argv) {
                   test_no_will_on_clean_stop);
   g_test_add_func("/session/wrong-password", test_wrong_password);
   g_test_add_func("/session/broker-restart", test_broker_restart);
+  g_test_add_func("/session/sighup-reload", test_sighup_reload);
   return g_test_run();
 }

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Builds c8y-agent and runs every test (unit, plugins, SDK, integration,
+# fault, packaging) through ctest. Usage: scripts/test.sh [ctest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${C8Y_BUILD_DIR:-build}
+
+scripts/install-deps.sh
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DC8Y_WERROR="${C8Y_WERROR:-ON}" >/dev/null
+cmake --build "$build" -j"$(nproc)"
+ctest --test-dir "$build" --output-on-failure --timeout 900 "$@"
