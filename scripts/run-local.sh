@@ -41,11 +41,15 @@ chmod 600 "$run/agent.ini"
   --op '517,c8y-agent-local,LOAD' </dev/null &
 sim_pid=$!
 trap 'kill $sim_pid 2>/dev/null; wait $sim_pid 2>/dev/null' EXIT
-# The simulator prints "listening" once the broker accepts connections.
+# Wait until the simulator's broker accepts connections; stop if the
+# simulator died (e.g. port 18830 already taken by another broker).
 for _ in $(seq 1 100); do
+  kill -0 $sim_pid 2>/dev/null || { echo "run-local: the simulator did not start (see above)" >&2; exit 1; }
   (exec 3<>/dev/tcp/127.0.0.1/18830) 2>/dev/null && break
   sleep 0.1
 done
+sleep 0.5
+kill -0 $sim_pid 2>/dev/null || { echo "run-local: the simulator did not start (see above)" >&2; exit 1; }
 
 echo "== c8y-agent -> local simulator on 127.0.0.1:18830 (Ctrl-C to stop)"
 "$build/agent/c8y-agent" -c "$run/agent.ini"
