@@ -10,11 +10,16 @@
  *                        op_cancelled says the agent timed it out
  *   reboot               op_complete_on_reboot, then C8Y_PENDING forever
  *   order <tag>          append <tag> to <state_dir>/order, succeed
+ *   emit                 send an event, raise + clear an alarm, a 113 and a
+ *                        custom-template line (root and child), succeed
  * 510 (c8y_Restart) behaves like "reboot". A producer "itest" emits a
  * counter every `interval_ms` (0 = no producer). With `burst = N`, init
  * queues "200,c8y_Seq,n,<i>" for i = 1..N once per state dir (a marker file
  * keeps a restarted agent from queueing them again) and logs
- * "itest: burst of N queued": fault tests and benchmarks count them. */
+ * "itest: burst of N queued": fault tests and benchmarks count them.
+ * `child = <id>` registers a child device whose operations reach the same
+ * handlers; `xid = <X-ID>` registers a handler for message id 777 on
+ * s/dc/<X-ID> that logs "itest: message 777 <fields...>". */
 #define _POSIX_C_SOURCE 200809L
 #include <c8y/plugin.h>
 
@@ -25,6 +30,7 @@
 #include <time.h>
 
 static const c8y_api *api;
+static const char *xid; /* custom template collection, or NULL */
 
 typedef struct job {
   c8y_operation *op;
@@ -103,7 +109,34 @@ static int on_command(c8y_plugin *self, c8y_operation *op, void *ud) {
     fclose(f);
     return api->op_succeed(op, text + 6);
   }
+  if (strcmp(text, "emit") == 0) {
+    const char *dev = api->op_device(op);
+    const char *child = strcmp(dev, api->device_id(self)) == 0 ? NULL : dev;
+    const char *inv[] = {"113", "a=1\nb=\"two\""};
+    const char *custom[] = {"999", "25"};
+    int rc = api->send_event(self, child, "itest_Event", "hello, event", 0);
+    if (rc == C8Y_OK)
+      rc = api->raise_alarm(self, child, C8Y_MAJOR, "itest_Alarm", "raised");
+    if (rc == C8Y_OK)
+      rc = api->clear_alarm(self, child, "itest_Alarm");
+    if (rc == C8Y_OK)
+      rc = api->send_static(self, child, inv, 2);
+    if (rc == C8Y_OK && xid)
+      rc = api->send_custom(self, xid, child, custom, 2);
+    return rc == C8Y_OK ? api->op_succeed(op, dev) : rc;
+  }
   return api->op_fail(op, "unknown itest command");
+}
+
+static void on_message(c8y_plugin *self, const c8y_message *msg, void *ud) {
+  (void)ud;
+  char fields[512] = "";
+  for (size_t i = 0; i < api->msg_field_count(msg); i++) {
+    strncat(fields, " ", sizeof fields - strlen(fields) - 1);
+    strncat(fields, api->msg_field(msg, i), sizeof fields - strlen(fields) - 1);
+  }
+  api->log(self, C8Y_LOG_NOTICE, "itest: message %s%s", api->msg_id(msg),
+           fields);
 }
 
 static int on_restart(c8y_plugin *self, c8y_operation *op, void *ud) {
@@ -161,6 +194,12 @@ static int init(c8y_plugin *self, const c8y_api *a, void **ud) {
                               NULL);
   if (rc == C8Y_OK)
     rc = api->add_operation(self, "510", 0, on_restart, NULL);
+  const char *child = api->config_string(self, "child", NULL);
+  if (rc == C8Y_OK && child)
+    rc = api->add_child(self, child, "itest child", "itest_Child");
+  xid = api->config_string(self, "xid", NULL);
+  if (rc == C8Y_OK && xid)
+    rc = api->add_message_handler(self, xid, "777", on_message, NULL);
   if (rc == C8Y_OK && interval_ms > 0)
     rc = api->add_producer(self, "itest", (uint32_t)interval_ms, produce,
                            NULL);
