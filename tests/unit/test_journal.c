@@ -1,0 +1,144 @@
+/* journal: what a restarted agent learns about operations that were
+ * executing, including after torn writes. */
+#include "journal.h"
+
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+  char *dir;
+  char *path;
+} fx;
+
+static void fx_setup(fx *f, gconstpointer d) {
+  f->dir = g_dir_make_tmp("c8y-journal-XXXXXX", NULL);
+  f->path = g_build_filename(f->dir, "operations.journal", NULL);
+  char *boot = g_build_filename(f->dir, "boot", NULL);
+  g_assert_true(g_file_set_contents(boot, "boot-A\n", -1, NULL));
+  g_setenv("C8Y_BOOT_ID_FILE", boot, TRUE);
+  g_free(boot);
+}
+
+static void fx_teardown(fx *f, gconstpointer d) {
+  GDir *dir = g_dir_open(f->dir, 0, NULL);
+  const char *name;
+  while ((name = g_dir_read_name(dir))) {
+    char *p = g_build_filename(f->dir, name, NULL);
+    g_unlink(p);
+    g_free(p);
+  }
+  g_dir_close(dir);
+  g_rmdir(f->dir);
+  g_free(f->dir);
+  g_free(f->path);
+}
+
+static journal *open_j(fx *f) {
+  journal *j = NULL;
+  char err[256];
+  if (journal_open(f->dir, &j, err, sizeof err) != 0)
+    g_error("journal_open: %s", err);
+  return j;
+}
+
+static journal_entry entry(uint64_t id, const char *fragment,
+                           const char *device, bool child) {
+  journal_entry e = {.id = id,
+                     .template_id = (char *)"510",
+                     .fragment = (char *)fragment,
+                     .device = (char *)device,
+                     .child = child};
+  return e;
+}
+
+static void test_begin_end_recover(fx *f, gconstpointer d) {
+  journal *j = open_j(f);
+  const journal_entry *rec;
+  g_assert_cmpuint(journal_recovered(j, &rec), ==, 0);
+  journal_entry a = entry(journal_next_id(j), "c8y_Restart", "dev1", false);
+  journal_entry b = entry(journal_next_id(j), "c8y_Command", "child1", true);
+  journal_entry c = entry(journal_next_id(j), "c8y_Firmware", "dev1", false);
+  g_assert_cmpint(journal_begin(j, &a), ==, 0);
+  g_assert_cmpint(journal_begin(j, &b), ==, 0);
+  g_assert_cmpint(journal_begin(j, &c), ==, 0);
+  g_assert_cmpint(journal_mark_reboot(j, a.id), ==, 0);
+  g_assert_cmpint(journal_end(j, c.id), ==, 0);
+  journal_close(j); /* as if killed: nothing else is written at close */
+
+  j = open_j(f);
+  g_assert_cmpuint(journal_recovered(j, &rec), ==, 2);
+  const journal_entry *ra = rec[0].id == a.id ? &rec[0] : &rec[1];
+  const journal_entry *rb = rec[0].id == a.id ? &rec[1] : &rec[0];
+  g_assert_cmpstr(ra->fragment, ==, "c8y_Restart");
+  g_assert_true(ra->reboot);
+  g_assert_cmpstr(ra->boot_id, ==, "boot-A");
+  g_assert_false(ra->child);
+  g_assert_cmpstr(rb->device, ==, "child1");
+  g_assert_true(rb->child);
+  g_assert_false(rb->reboot);
+  /* Ids stay unique across restarts. */
+  g_assert_cmpuint(journal_next_id(j), >, c.id);
+  g_assert_cmpint(journal_forget_recovered(j), ==, 0);
+  journal_close(j);
+
+  j = open_j(f);
+  g_assert_cmpuint(journal_recovered(j, &rec), ==, 0);
+  journal_close(j);
+}
+
+static void test_torn_and_garbage_lines(fx *f, gconstpointer d) {
+  journal *j = open_j(f);
+  journal_entry a = entry(7, "c8y_Restart", "dev1", false);
+  g_assert_cmpint(journal_begin(j, &a), ==, 0);
+  journal_close(j);
+  /* A crash in the middle of the next append, and some noise. */
+  FILE *fp = fopen(f->path, "a");
+  fputs("not json at all\n{\"op\":\"begin\",\"id\":8,\"fragm", fp);
+  fclose(fp);
+  j = open_j(f);
+  const journal_entry *rec;
+  g_assert_cmpuint(journal_recovered(j, &rec), ==, 1);
+  g_assert_cmpuint(rec[0].id, ==, 7);
+  journal_close(j);
+}
+
+static void test_compaction(fx *f, gconstpointer d) {
+  journal *j = open_j(f);
+  for (uint64_t i = 1; i <= 2000; i++) {
+    journal_entry e = entry(i, "c8y_Command", "dev1", false);
+    g_assert_cmpint(journal_begin(j, &e), ==, 0);
+    g_assert_cmpint(journal_end(j, i), ==, 0);
+  }
+  journal_close(j);
+  j = open_j(f); /* a restart rewrites the file with what is still open */
+  journal_close(j);
+  GStatBuf st;
+  g_assert_cmpint(g_stat(f->path, &st), ==, 0);
+  g_assert_cmpint(st.st_size, ==, 0);
+}
+
+static void test_boot_id_override(fx *f, gconstpointer d) {
+  char *id = journal_boot_id();
+  g_assert_cmpstr(id, ==, "boot-A");
+  g_free(id);
+  g_unsetenv("C8Y_BOOT_ID_FILE");
+  id = journal_boot_id(); /* the kernel's */
+  g_assert_nonnull(id);
+  g_assert_cmpuint(strlen(id), ==, 36);
+  g_free(id);
+}
+
+int main(int argc, char **argv) {
+  g_test_init(&argc, &argv, NULL);
+  g_test_add("/journal/begin-end-recover", fx, NULL, fx_setup,
+             test_begin_end_recover, fx_teardown);
+  g_test_add("/journal/torn-and-garbage-lines", fx, NULL, fx_setup,
+             test_torn_and_garbage_lines, fx_teardown);
+  g_test_add("/journal/compaction", fx, NULL, fx_setup, test_compaction,
+             fx_teardown);
+  g_test_add("/journal/boot-id-override", fx, NULL, fx_setup,
+             test_boot_id_override, fx_teardown);
+  return g_test_run();
+}

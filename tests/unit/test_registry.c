@@ -1,0 +1,59 @@
+/* registry: template ownership, rollback of one plugin, and the 114 list. */
+#include "registry.h"
+
+#include <glib.h>
+#include <stdlib.h>
+
+static int op(c8y_plugin *p, c8y_operation *o, void *ud) { return C8Y_OK; }
+static int prod(c8y_plugin *p, c8y_batch *b, void *ud) { return C8Y_OK; }
+
+static void test_supported_operations_and_rollback(void) {
+  registry r;
+  registry_init(&r);
+  c8y_plugin *a = (c8y_plugin *)0x1, *b = (c8y_plugin *)0x2;
+  c8y_plugin *owner = NULL;
+  g_assert_cmpint(registry_add_handler(&r, a, "511", "c8y_Command", 0, op,
+                                       NULL, &owner),
+                  ==, C8Y_OK);
+  g_assert_cmpint(registry_add_handler(&r, b, "524", "c8y_DownloadConfigFile",
+                                       0, op, NULL, &owner),
+                  ==, C8Y_OK);
+  g_assert_cmpint(registry_add_handler(&r, b, "521", "c8y_DownloadConfigFile",
+                                       0, op, NULL, &owner),
+                  ==, C8Y_OK);
+  /* Template taken: the owner is reported. */
+  g_assert_cmpint(registry_add_handler(&r, b, "511", "c8y_Command", 0, op,
+                                       NULL, &owner),
+                  ==, C8Y_EEXIST);
+  g_assert_true(owner == a);
+  g_assert_cmpint(registry_add_producer(&r, b, "p", 1000, prod, NULL), ==,
+                  C8Y_OK);
+  g_assert_cmpint(registry_add_producer(&r, b, "p", 1000, prod, NULL), ==,
+                  C8Y_EEXIST);
+  g_assert_cmpint(registry_add_child(&r, b, "kid", "Kid", "t"), ==, C8Y_OK);
+  g_assert_cmpint(registry_add_message(&r, b, "x1", "777", NULL, NULL), ==,
+                  C8Y_OK);
+  /* Fragments once each, in registration order. */
+  char *ops = registry_supported_operations(&r);
+  g_assert_cmpstr(ops, ==, "c8y_Command,c8y_DownloadConfigFile");
+  free(ops);
+
+  registry_remove_plugin(&r, b);
+  ops = registry_supported_operations(&r);
+  g_assert_cmpstr(ops, ==, "c8y_Command");
+  free(ops);
+  g_assert_null(registry_find_handler(&r, "524"));
+  g_assert_nonnull(registry_find_handler(&r, "511"));
+  g_assert_false(registry_has_child(&r, "kid"));
+  g_assert_null(registry_find_message(&r, "x1", "777"));
+  size_t np, nh;
+  g_assert_cmpuint(registry_count_for(&r, b, &np, &nh), ==, 0);
+  registry_free(&r);
+}
+
+int main(int argc, char **argv) {
+  g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/registry/supported-operations-and-rollback",
+                  test_supported_operations_and_rollback);
+  return g_test_run();
+}
