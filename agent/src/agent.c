@@ -631,6 +631,11 @@ static void main_loop(agent *a) {
         schedule_reconnect(a);
       }
     }
+    /* The ping proves the loop runs: it comes from here, not a timer. */
+    if (a->watchdog_ms > 0 && now >= a->next_watchdog) {
+      notify_send("WATCHDOG=1");
+      a->next_watchdog = now + a->watchdog_ms;
+    }
     long long deadline = now + 1000;
     long long next_op = ops_process(a->ops, now);
     if (next_op >= 0 && next_op < deadline)
@@ -640,13 +645,11 @@ static void main_loop(agent *a) {
       deadline = next_prod;
     if (a->link == LINK_DOWN && a->reconnect_at < deadline)
       deadline = a->reconnect_at;
+    if (a->watchdog_ms > 0 && a->next_watchdog < deadline)
+      deadline = a->next_watchdog;
     if (now >= a->next_tick) {
       outq_tick(a->q);
       a->next_tick = now + 1000;
-    }
-    if (a->watchdog_ms > 0 && now >= a->next_watchdog) {
-      notify_send("WATCHDOG=1");
-      a->next_watchdog = now + a->watchdog_ms;
     }
     drain(a);
 

@@ -1,0 +1,75 @@
+/* Issue 6.2: the agent speaks the systemd notify protocol itself: READY
+ * once running, STATUS on connect, WATCHDOG from the healthy main loop,
+ * STOPPING on shutdown. */
+#include "fixture.h"
+
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static int notify_socket(char *path, size_t len) {
+  snprintf(path, len, "%s/c8y-notify-%d.sock", g_get_tmp_dir(), getpid());
+  unlink(path);
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  g_strlcpy(sa.sun_path, path, sizeof sa.sun_path);
+  g_assert_cmpint(bind(fd, (struct sockaddr *)&sa, sizeof sa), ==, 0);
+  struct timeval tv = {0, 200 * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+/* Collects datagrams until `want` appears or the time is up. */
+static gboolean wait_state(int fd, GString *seen, const char *want,
+                           int timeout_ms) {
+  gint64 end = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+  while (!strstr(seen->str, want) && g_get_monotonic_time() < end) {
+    char buf[512];
+    ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+    if (n > 0) {
+      buf[n] = 0;
+      g_string_append(seen, buf);
+      g_string_append_c(seen, '\n');
+    }
+  }
+  return strstr(seen->str, want) != NULL;
+}
+
+static void test_notify(void) {
+  char path[256];
+  int fd = notify_socket(path, sizeof path);
+  g_setenv("NOTIFY_SOCKET", path, TRUE);
+  g_setenv("WATCHDOG_USEC", "400000", TRUE); /* a ping every 200 ms */
+  fx f = {0};
+  fx_start_sim(&f);
+  fx_make_agent(&f, "secret", NULL);
+  fx_start_agent(&f);
+  g_unsetenv("NOTIFY_SOCKET");
+  g_unsetenv("WATCHDOG_USEC");
+  GString *seen = g_string_new("");
+  g_assert_true(wait_state(fd, seen, "READY=1", 10000));
+  g_assert_true(wait_state(fd, seen, "STATUS=connected", 10000));
+  /* Several watchdog pings within a second. */
+  g_string_truncate(seen, 0);
+  gint64 end = g_get_monotonic_time() + G_USEC_PER_SEC;
+  while (g_get_monotonic_time() < end)
+    wait_state(fd, seen, "never", 100);
+  int pings = 0;
+  for (const char *p = seen->str; (p = strstr(p, "WATCHDOG=1")); p++)
+    pings++;
+  g_assert_cmpint(pings, >=, 3);
+  agent_proc_signal(f.a, SIGTERM);
+  g_assert_true(wait_state(fd, seen, "STOPPING=1", 10000));
+  g_assert_cmpint(agent_proc_wait_exit(f.a, 10000), ==, 0);
+  g_string_free(seen, TRUE);
+  close(fd);
+  unlink(path);
+  fx_down(&f);
+}
+
+int main(int argc, char **argv) {
+  g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/notify/ready-watchdog-stopping", test_notify);
+  return g_test_run();
+}
