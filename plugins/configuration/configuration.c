@@ -7,297 +7,19 @@
  * it, and without one the typed operations are not offered at all. */
 #include <c8y/plugin.h>
 
+#include "cmn_cfg.h"
+#include "cmn_csv.h"
+#include "cmn_op.h"
+#include "cmn_proc.h"
+
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-/* ---- Child processes ------------------------------------------------------
- * Commands run in their own process group so that a timeout or a cancelled
- * operation also kills whatever they started. */
-
-#define RUN_ERR_TAIL 1024
-
-typedef struct run_opts {
-  const char *const *env; /* extra "KEY=value", NULL-terminated, nullable */
-  int timeout_s;          /* <= 0: no limit */
-  const c8y_api *api;
-  const c8y_operation *op; /* polled with op_cancelled; nullable */
-  size_t out_cap;          /* bytes of stdout kept; more is drained */
-  /* If set, stdout goes here instead of run_result.out; < 0 stops. */
-  int (*on_out)(void *ctx, const char *data, size_t n);
-  void *ctx;
-} run_opts;
-
-typedef struct run_result {
-  int exit_code; /* -1 if killed by a signal */
-  char *out;     /* stdout, NUL-terminated, malloc'ed */
-  size_t out_len;
-  int out_truncated;
-  char err[RUN_ERR_TAIL]; /* last bytes of stderr, one line, trimmed */
-  char why[160];          /* set when the command did not run to completion */
-} run_result;
-
-static int64_t run_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* environ plus `extra`, whose keys win. The strings stay borrowed. */
-static char **run_env(const char *const *extra) {
-  size_t n = 0, k = 0;
-  while (environ[n])
-    n++;
-  while (extra && extra[k])
-    k++;
-  char **env = calloc(n + k + 1, sizeof(*env));
-  if (!env)
-    return NULL;
-  size_t j = 0;
-  for (size_t i = 0; i < k; i++)
-    env[j++] = (char *)extra[i];
-  for (size_t i = 0; i < n; i++) {
-    const char *eq = strchr(environ[i], '=');
-    size_t klen = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
-    int overridden = 0;
-    for (size_t x = 0; x < k && !overridden; x++)
-      overridden =
-          strncmp(extra[x], environ[i], klen) == 0 && extra[x][klen] == '=';
-    if (!overridden)
-      env[j++] = environ[i];
-  }
-  return env;
-}
-
-static void run_keep_tail(char *tail, size_t *len, const char *d, size_t n) {
-  size_t cap = RUN_ERR_TAIL - 1;
-  if (n >= cap) {
-    memcpy(tail, d + n - cap, cap);
-    *len = cap;
-    return;
-  }
-  if (*len + n > cap) {
-    size_t drop = *len + n - cap;
-    memmove(tail, tail + drop, *len - drop);
-    *len -= drop;
-  }
-  memcpy(tail + *len, d, n);
-  *len += n;
-}
-
-/* Makes the stderr tail fit a one-line failure reason. */
-static void run_flatten(char *s) {
-  char *w = s;
-  int space = 0;
-  for (const char *r = s; *r; r++) {
-    unsigned char c = (unsigned char)*r;
-    if (c < 0x20 || c == 0x7f || c == ' ') {
-      space = w != s;
-      continue;
-    }
-    if (space)
-      *w++ = ' ';
-    space = 0;
-    *w++ = (char)c;
-  }
-  *w = '\0';
-  /* The tail may start inside a UTF-8 sequence. */
-  size_t skip = 0;
-  while (((unsigned char)s[skip] & 0xC0) == 0x80)
-    skip++;
-  memmove(s, s + skip, strlen(s + skip) + 1);
-}
-
-static int run_out_append(run_result *r, const char *d, size_t n, size_t cap,
-                          size_t *alloc) {
-  if (r->out_len + n > cap) {
-    n = cap > r->out_len ? cap - r->out_len : 0;
-    r->out_truncated = 1;
-  }
-  if (n == 0)
-    return 0;
-  if (r->out_len + n + 1 > *alloc) {
-    size_t na = *alloc ? *alloc : 4096;
-    while (na < r->out_len + n + 1)
-      na *= 2;
-    char *p = realloc(r->out, na);
-    if (!p)
-      return -1;
-    r->out = p;
-    *alloc = na;
-  }
-  memcpy(r->out + r->out_len, d, n);
-  r->out_len += n;
-  r->out[r->out_len] = '\0';
-  return 0;
-}
-
-static void run_kill(pid_t pid) {
-  kill(-pid, SIGTERM);
-  for (int i = 0; i < 40; i++) { /* up to 2 s of grace */
-    if (waitpid(pid, NULL, WNOHANG) == pid)
-      return;
-    nanosleep(&(struct timespec){0, 50000000}, NULL);
-  }
-  kill(-pid, SIGKILL);
-  waitpid(pid, NULL, 0);
-}
-
-/* Runs argv (argv[0] searched in PATH unless it has a '/') with stdin from
- * /dev/null. Returns 0 when the command exited (see exit_code), or < 0 with
- * `why` set. Free r->out. */
-static int run_argv(char *const argv[], const run_opts *o, run_result *r) {
-  memset(r, 0, sizeof(*r));
-  r->exit_code = -1;
-  int out[2] = {-1, -1}, err[2] = {-1, -1};
-  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
-    snprintf(r->why, sizeof(r->why), "cannot create pipe: %s", strerror(errno));
-    for (int i = 0; i < 2; i++)
-      if (out[i] >= 0)
-        close(out[i]);
-    return C8Y_EIO;
-  }
-  char **env = run_env(o->env);
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t at;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-  posix_spawn_file_actions_adddup2(&fa, err[1], 2);
-  posix_spawnattr_init(&at);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&at, &none);
-  posix_spawnattr_setsigdefault(&at, &all);
-  posix_spawnattr_setpgroup(&at, 0);
-  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                    POSIX_SPAWN_SETSIGDEF);
-  pid_t pid = -1;
-  int rc = env ? posix_spawnp(&pid, argv[0], &fa, &at, argv, env) : ENOMEM;
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&at);
-  free(env);
-  close(out[1]);
-  close(err[1]);
-  if (rc != 0) {
-    snprintf(r->why, sizeof(r->why), "cannot start %s: %s", argv[0],
-             strerror(rc));
-    close(out[0]);
-    close(err[0]);
-    return C8Y_EIO;
-  }
-
-  int64_t deadline =
-      o->timeout_s > 0 ? run_now_ms() + o->timeout_s * 1000LL : INT64_MAX;
-  struct pollfd pf[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
-  size_t alloc = 0, err_len = 0;
-  int open_fds = 2, status = 0, result = 0;
-  char buf[8192];
-  for (;;) {
-    if (o->op && o->api->op_cancelled(o->op)) {
-      snprintf(r->why, sizeof(r->why), "cancelled: the operation timed out");
-      result = C8Y_ETIMEDOUT;
-      break;
-    }
-    if (run_now_ms() > deadline) {
-      snprintf(r->why, sizeof(r->why), "timed out after %d s", o->timeout_s);
-      result = C8Y_ETIMEDOUT;
-      break;
-    }
-    if (open_fds == 0) {
-      pid_t w = waitpid(pid, &status, WNOHANG);
-      if (w == pid)
-        break;
-      if (w < 0 && errno != EINTR) {
-        snprintf(r->why, sizeof(r->why), "waitpid: %s", strerror(errno));
-        result = C8Y_EIO;
-        break;
-      }
-      nanosleep(&(struct timespec){0, 20000000}, NULL);
-      continue;
-    }
-    int pr = poll(pf, 2, 200);
-    if (pr < 0 && errno != EINTR) {
-      snprintf(r->why, sizeof(r->why), "poll: %s", strerror(errno));
-      result = C8Y_EIO;
-      break;
-    }
-    for (int i = 0; i < 2 && pr > 0; i++) {
-      if (pf[i].fd < 0 || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
-        continue;
-      ssize_t n = read(pf[i].fd, buf, sizeof(buf));
-      if (n < 0 && (errno == EINTR || errno == EAGAIN))
-        continue;
-      if (n <= 0) {
-        close(pf[i].fd);
-        pf[i].fd = -1;
-        open_fds--;
-        continue;
-      }
-      if (i == 1) {
-        run_keep_tail(r->err, &err_len, buf, (size_t)n);
-      } else if (o->on_out) {
-        result = o->on_out(o->ctx, buf, (size_t)n);
-        if (result < 0) {
-          snprintf(r->why, sizeof(r->why), "output processing failed: %s",
-                   o->api->status_str(result));
-          break;
-        }
-        result = 0;
-      } else if (run_out_append(r, buf, (size_t)n, o->out_cap, &alloc) != 0) {
-        snprintf(r->why, sizeof(r->why), "out of memory");
-        result = C8Y_ENOMEM;
-        break;
-      }
-    }
-    if (result)
-      break;
-  }
-  for (int i = 0; i < 2; i++)
-    if (pf[i].fd >= 0)
-      close(pf[i].fd);
-  if (result != 0) {
-    run_kill(pid);
-  } else if (WIFEXITED(status)) {
-    r->exit_code = WEXITSTATUS(status);
-  } else if (WIFSIGNALED(status)) {
-    snprintf(r->why, sizeof(r->why), "killed by signal %d", WTERMSIG(status));
-    result = C8Y_EIO;
-  }
-  r->err[err_len] = '\0';
-  run_flatten(r->err);
-  if (!r->out && result == 0) {
-    r->out = strdup("");
-    if (!r->out)
-      result = C8Y_ENOMEM;
-  }
-  return result;
-}
-
-static int run_shell(const char *cmd, const run_opts *o, run_result *r) {
-  char *argv[] = {"/bin/sh", "-c", (char *)cmd, NULL};
-  return run_argv(argv, o, r);
-}
-
-/* "exit 3: <stderr tail>" or the reason it did not finish, for op_fail. */
-static void run_describe(const run_result *r, int rc, char *out, size_t n) {
-  if (rc != 0)
-    snprintf(out, n, "%s", r->why);
-  else if (r->err[0])
-    snprintf(out, n, "exit %d: %.400s", r->exit_code, r->err);
-  else
-    snprintf(out, n, "exit %d", r->exit_code);
-}
 
 /* ---- Files ----------------------------------------------------------------
  */
@@ -305,23 +27,6 @@ static void run_describe(const run_result *r, int rc, char *out, size_t n) {
 #define CFG_REPORT_MAX 15000              /* encoded 113 line, below 16000 */
 #define CFG_BACKUP_MAX (16 * 1024 * 1024) /* old text config kept in memory */
 #define CFG_MAX_TYPES 64
-
-/* Length of a field as the SmartREST encoder writes it. Plugins cannot link
- * the core's codec, so this repeats its quoting rule; it never undercounts
- * (the core also drops control characters this counts). */
-static size_t csv_len(const char *s) {
-  size_t n = strlen(s), len = n, quotes = 0;
-  int quote = n > 0 && (s[0] == ' ' || s[0] == '\t' || s[n - 1] == ' ' ||
-                        s[n - 1] == '\t');
-  for (size_t i = 0; i < n; i++) {
-    if (s[i] == '"')
-      quotes++;
-    if (s[i] == '"' || s[i] == ',' || s[i] == '\r' || s[i] == '\n' ||
-        s[i] == '\t')
-      quote = 1;
-  }
-  return quote ? len + quotes + 2 : len;
-}
 
 /* Reads at most `max` bytes. *exists = 0 and C8Y_OK when there is no file;
  * C8Y_ETOOBIG when the file is longer than max. */
@@ -466,8 +171,8 @@ static void iso_now(char *out, size_t n) {
  */
 
 typedef struct cfg_file {
-  char *type;
-  char *path;
+  const char *type;
+  const char *path;
 } cfg_file;
 
 typedef struct cfg {
@@ -489,21 +194,8 @@ static const cfg_file *cfg_find(const cfg *c, const char *type) {
   return NULL;
 }
 
-/* Child devices have no configuration on this machine. */
-static int cfg_own_device(cfg *c, c8y_operation *op) {
-  const char *dev = c->api->op_device(op);
-  if (dev && strcmp(dev, c->api->device_id(c->self)) != 0) {
-    char why[300];
-    snprintf(why, sizeof(why), "%s is not supported for child device '%.200s'",
-             c->api->op_fragment(op), dev);
-    c->api->op_fail(op, why);
-    return 0;
-  }
-  return 1;
-}
-
 static void cfg_report_text(cfg *c, const char *text) {
-  if (4 + csv_len(text) > CFG_REPORT_MAX) {
+  if (4 + cmn_csv_len(text) > CFG_REPORT_MAX) {
     c->api->log(c->self, C8Y_LOG_WARNING,
                 "%s: configuration text is longer than %d bytes encoded; not "
                 "reported (113)",
@@ -524,16 +216,12 @@ static int on_text_config(c8y_plugin *self, c8y_operation *op, void *ud) {
   cfg *c = ud;
   const c8y_api *api = c->api;
   char why[1024];
-  if (!cfg_own_device(c, op))
+  /* Child devices have no configuration on this machine. */
+  if (!cmn_op_for_self(api, self, op) ||
+      !cmn_op_fields(api, op, 1,
+                     "c8y_Configuration: expected 1 field (configurationText)"))
     return C8Y_OK;
   const char *text = api->op_field(op, 0);
-  if (!text || api->op_field_count(op) != 1) {
-    snprintf(why, sizeof(why),
-             "c8y_Configuration: expected 1 field (configurationText), got %zu",
-             api->op_field_count(op));
-    api->op_fail(op, why);
-    return C8Y_OK;
-  }
   char *old = NULL;
   size_t old_len = 0;
   int existed = 0;
@@ -553,17 +241,17 @@ static int on_text_config(c8y_plugin *self, c8y_operation *op, void *ud) {
     char env_file[4200];
     snprintf(env_file, sizeof(env_file), "C8Y_CONFIG_FILE=%s", c->text_file);
     const char *env[] = {env_file, NULL};
-    run_opts o = {.env = env,
-                  .timeout_s = c->timeout_s,
-                  .api = api,
-                  .op = op,
-                  .out_cap = 64 * 1024};
-    run_result r;
-    rc = run_shell(c->apply_command, &o, &r);
+    cmn_proc_opts o = {.env = env,
+                       .timeout_s = c->timeout_s,
+                       .api = api,
+                       .op = op,
+                       .out_cap = 64 * 1024};
+    cmn_proc_result r;
+    rc = cmn_proc_shell(c->apply_command, &o, &r);
     free(r.out);
     if (rc != 0 || r.exit_code != 0) {
       char desc[600], restore[512] = "";
-      run_describe(&r, rc, desc, sizeof(desc));
+      cmn_proc_describe(&r, rc, desc, sizeof(desc));
       int rrc = existed ? write_atomic(c->text_file, old, old_len, restore,
                                        sizeof(restore))
                         : (unlink(c->text_file) == 0 ? 0 : C8Y_EIO);
@@ -609,16 +297,11 @@ static int on_download_file(c8y_plugin *self, c8y_operation *op, void *ud) {
   cfg *c = ud;
   const c8y_api *api = c->api;
   char why[1024];
-  if (!cfg_own_device(c, op))
+  if (!cmn_op_for_self(api, self, op) ||
+      !cmn_op_fields(api, op, 2,
+                     "c8y_DownloadConfigFile: expected 2 fields "
+                     "(url,configType)"))
     return C8Y_OK;
-  if (api->op_field_count(op) != 2) {
-    snprintf(why, sizeof(why),
-             "c8y_DownloadConfigFile: expected 2 fields (url,configType), got "
-             "%zu",
-             api->op_field_count(op));
-    api->op_fail(op, why);
-    return C8Y_OK;
-  }
   const char *url = api->op_field(op, 0);
   const cfg_file *f;
   if (!cfg_typed_file(c, op, api->op_field(op, 1), &f))
@@ -641,18 +324,18 @@ static int on_download_file(c8y_plugin *self, c8y_operation *op, void *ud) {
   snprintf(env_type, sizeof(env_type), "C8Y_CONFIG_TYPE=%s", f->type);
   const char *env[] = {env_dev, env_type, NULL};
   char *argv[] = {(char *)c->http_helper, "download", (char *)url, tmp, NULL};
-  run_opts o = {.env = env,
-                .timeout_s = c->timeout_s,
-                .api = api,
-                .op = op,
-                .out_cap = 64 * 1024};
-  run_result r;
-  int rc = run_argv(argv, &o, &r);
+  cmn_proc_opts o = {.env = env,
+                     .timeout_s = c->timeout_s,
+                     .api = api,
+                     .op = op,
+                     .out_cap = 64 * 1024};
+  cmn_proc_result r;
+  int rc = cmn_proc_run(argv, &o, &r);
   free(r.out);
   struct stat st;
   if (rc != 0 || r.exit_code != 0) {
     char desc[600];
-    run_describe(&r, rc, desc, sizeof(desc));
+    cmn_proc_describe(&r, rc, desc, sizeof(desc));
     snprintf(why, sizeof(why), "download of '%s' failed (%s)", f->type, desc);
   } else if (stat(tmp, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
     snprintf(why, sizeof(why),
@@ -695,15 +378,10 @@ static int on_upload_file(c8y_plugin *self, c8y_operation *op, void *ud) {
   cfg *c = ud;
   const c8y_api *api = c->api;
   char why[1024];
-  if (!cfg_own_device(c, op))
+  if (!cmn_op_for_self(api, self, op) ||
+      !cmn_op_fields(api, op, 1,
+                     "c8y_UploadConfigFile: expected 1 field (configType)"))
     return C8Y_OK;
-  if (api->op_field_count(op) != 1) {
-    snprintf(why, sizeof(why),
-             "c8y_UploadConfigFile: expected 1 field (configType), got %zu",
-             api->op_field_count(op));
-    api->op_fail(op, why);
-    return C8Y_OK;
-  }
   const cfg_file *f;
   if (!cfg_typed_file(c, op, api->op_field(op, 0), &f))
     return C8Y_OK;
@@ -717,17 +395,18 @@ static int on_upload_file(c8y_plugin *self, c8y_operation *op, void *ud) {
   snprintf(env_dev, sizeof(env_dev), "C8Y_DEVICE_ID=%s", api->device_id(self));
   snprintf(env_type, sizeof(env_type), "C8Y_CONFIG_TYPE=%s", f->type);
   const char *env[] = {env_dev, env_type, NULL};
-  char *argv[] = {(char *)c->http_helper, "upload", f->type, f->path, NULL};
-  run_opts o = {.env = env,
-                .timeout_s = c->timeout_s,
-                .api = api,
-                .op = op,
-                .out_cap = 64 * 1024};
-  run_result r;
-  int rc = run_argv(argv, &o, &r);
+  char *argv[] = {(char *)c->http_helper, "upload", (char *)f->type,
+                  (char *)f->path, NULL};
+  cmn_proc_opts o = {.env = env,
+                     .timeout_s = c->timeout_s,
+                     .api = api,
+                     .op = op,
+                     .out_cap = 64 * 1024};
+  cmn_proc_result r;
+  int rc = cmn_proc_run(argv, &o, &r);
   if (rc != 0 || r.exit_code != 0) {
     char desc[600];
-    run_describe(&r, rc, desc, sizeof(desc));
+    cmn_proc_describe(&r, rc, desc, sizeof(desc));
     snprintf(why, sizeof(why), "upload of '%s' failed (%s)", f->type, desc);
   } else {
     r.out[strcspn(r.out, "\r\n")] = '\0';
@@ -753,41 +432,26 @@ static int on_upload_file(c8y_plugin *self, c8y_operation *op, void *ud) {
 /* ---- Lifecycle ------------------------------------------------------------
  */
 
+static int type_ok(const char *type) { return !strpbrk(type, ",\""); }
+
+static int path_ok(const char *path) { return path[0] == '/'; }
+
 /* `files = type=/path type2=/path2`: types become the 119 list. */
-static int cfg_parse_files(cfg *c, const char *spec) {
-  c->files_buf = strdup(spec);
-  if (!c->files_buf)
-    return C8Y_ENOMEM;
-  char *save = NULL;
-  for (char *tok = strtok_r(c->files_buf, " \t", &save); tok;
-       tok = strtok_r(NULL, " \t", &save)) {
-    char *eq = strchr(tok, '=');
-    if (!eq || eq == tok || eq[1] != '/') {
-      c->api->log(c->self, C8Y_LOG_ERROR,
-                  "files: entry '%s' is not type=/absolute/path", tok);
-      return C8Y_EINVAL;
-    }
-    *eq = '\0';
-    if (strpbrk(tok, ",\"")) {
-      c->api->log(c->self, C8Y_LOG_ERROR,
-                  "files: type '%s' must not contain ',' or '\"'", tok);
-      return C8Y_EINVAL;
-    }
-    if (cfg_find(c, tok)) {
-      c->api->log(c->self, C8Y_LOG_ERROR, "files: type '%s' is listed twice",
-                  tok);
-      return C8Y_EINVAL;
-    }
-    if (c->nfiles == CFG_MAX_TYPES) {
-      c->api->log(c->self, C8Y_LOG_ERROR, "files: more than %d types",
-                  CFG_MAX_TYPES);
-      return C8Y_EINVAL;
-    }
-    c->files[c->nfiles].type = tok;
-    c->files[c->nfiles].path = eq + 1;
-    c->nfiles++;
-  }
-  return C8Y_OK;
+static int cfg_parse_files(cfg *c) {
+  static const cmn_cfg_list_rule rule = {.form = "type=/absolute/path",
+                                         .noun = "type",
+                                         .key_rule =
+                                             "must not contain ',' or '\"'",
+                                         .plural = "types",
+                                         .key_ok = type_ok,
+                                         .value_ok = path_ok};
+  cmn_cfg_pair pairs[CFG_MAX_TYPES];
+  size_t n;
+  int rc = cmn_cfg_list(c->api, c->self, "files", &rule, pairs, CFG_MAX_TYPES,
+                        &n, &c->files_buf);
+  for (size_t i = 0; rc == C8Y_OK && i < n; i++)
+    c->files[c->nfiles++] = (cfg_file){pairs[i].key, pairs[i].value};
+  return rc;
 }
 
 static void cfg_free(cfg *c) {
@@ -799,17 +463,11 @@ static int cfg_read_config(cfg *c) {
   const c8y_api *api = c->api;
   c->text_file = api->config_string(c->self, "text_file", "");
   c->apply_command = api->config_string(c->self, "apply_command", "");
-  c->http_helper = api->config_string(c->self, "http_helper", "");
   int64_t timeout;
-  int rc = api->config_int(c->self, "timeout", 300, &timeout);
+  int rc =
+      cmn_cfg_int(api, c->self, "timeout", 300, 1, 86400, " seconds", &timeout);
   if (rc != C8Y_OK)
     return rc;
-  if (timeout < 1 || timeout > 86400) {
-    api->log(c->self, C8Y_LOG_ERROR,
-             "timeout: %lld is out of range (1..86400 seconds)",
-             (long long)timeout);
-    return C8Y_EINVAL;
-  }
   c->timeout_s = (int)timeout;
   if (c->text_file[0] && c->text_file[0] != '/') {
     api->log(c->self, C8Y_LOG_ERROR, "text_file: '%s' is not an absolute path",
@@ -820,18 +478,10 @@ static int cfg_read_config(cfg *c) {
     api->log(c->self, C8Y_LOG_ERROR, "apply_command: needs text_file");
     return C8Y_EINVAL;
   }
-  if (c->http_helper[0]) {
-    struct stat st;
-    if (c->http_helper[0] != '/' || stat(c->http_helper, &st) != 0 ||
-        !S_ISREG(st.st_mode) || access(c->http_helper, X_OK) != 0) {
-      api->log(c->self, C8Y_LOG_ERROR,
-               "http_helper: '%s' is not an executable file (absolute path "
-               "expected)",
-               c->http_helper);
-      return C8Y_EINVAL;
-    }
-  }
-  return cfg_parse_files(c, api->config_string(c->self, "files", ""));
+  rc = cmn_cfg_program(api, c->self, "http_helper", &c->http_helper);
+  if (rc != C8Y_OK)
+    return rc;
+  return cfg_parse_files(c);
 }
 
 static void cfg_report_initial(cfg *c) {

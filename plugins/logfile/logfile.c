@@ -6,293 +6,19 @@
  * syslog time are filtered, lines without a time are kept. */
 #include <c8y/plugin.h>
 
+#include "cmn_cfg.h"
+#include "cmn_op.h"
+#include "cmn_proc.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-/* ---- Child processes ------------------------------------------------------
- * Commands run in their own process group so that a timeout or a cancelled
- * operation also kills whatever they started. */
-
-#define RUN_ERR_TAIL 1024
-
-typedef struct run_opts {
-  const char *const *env; /* extra "KEY=value", NULL-terminated, nullable */
-  int timeout_s;          /* <= 0: no limit */
-  const c8y_api *api;
-  const c8y_operation *op; /* polled with op_cancelled; nullable */
-  size_t out_cap;          /* bytes of stdout kept; more is drained */
-  /* If set, stdout goes here instead of run_result.out; < 0 stops. */
-  int (*on_out)(void *ctx, const char *data, size_t n);
-  void *ctx;
-} run_opts;
-
-typedef struct run_result {
-  int exit_code; /* -1 if killed by a signal */
-  char *out;     /* stdout, NUL-terminated, malloc'ed */
-  size_t out_len;
-  int out_truncated;
-  char err[RUN_ERR_TAIL]; /* last bytes of stderr, one line, trimmed */
-  char why[160];          /* set when the command did not run to completion */
-} run_result;
-
-static int64_t run_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* environ plus `extra`, whose keys win. The strings stay borrowed. */
-static char **run_env(const char *const *extra) {
-  size_t n = 0, k = 0;
-  while (environ[n])
-    n++;
-  while (extra && extra[k])
-    k++;
-  char **env = calloc(n + k + 1, sizeof(*env));
-  if (!env)
-    return NULL;
-  size_t j = 0;
-  for (size_t i = 0; i < k; i++)
-    env[j++] = (char *)extra[i];
-  for (size_t i = 0; i < n; i++) {
-    const char *eq = strchr(environ[i], '=');
-    size_t klen = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
-    int overridden = 0;
-    for (size_t x = 0; x < k && !overridden; x++)
-      overridden =
-          strncmp(extra[x], environ[i], klen) == 0 && extra[x][klen] == '=';
-    if (!overridden)
-      env[j++] = environ[i];
-  }
-  return env;
-}
-
-static void run_keep_tail(char *tail, size_t *len, const char *d, size_t n) {
-  size_t cap = RUN_ERR_TAIL - 1;
-  if (n >= cap) {
-    memcpy(tail, d + n - cap, cap);
-    *len = cap;
-    return;
-  }
-  if (*len + n > cap) {
-    size_t drop = *len + n - cap;
-    memmove(tail, tail + drop, *len - drop);
-    *len -= drop;
-  }
-  memcpy(tail + *len, d, n);
-  *len += n;
-}
-
-/* Makes the stderr tail fit a one-line failure reason. */
-static void run_flatten(char *s) {
-  char *w = s;
-  int space = 0;
-  for (const char *r = s; *r; r++) {
-    unsigned char c = (unsigned char)*r;
-    if (c < 0x20 || c == 0x7f || c == ' ') {
-      space = w != s;
-      continue;
-    }
-    if (space)
-      *w++ = ' ';
-    space = 0;
-    *w++ = (char)c;
-  }
-  *w = '\0';
-  /* The tail may start inside a UTF-8 sequence. */
-  size_t skip = 0;
-  while (((unsigned char)s[skip] & 0xC0) == 0x80)
-    skip++;
-  memmove(s, s + skip, strlen(s + skip) + 1);
-}
-
-static int run_out_append(run_result *r, const char *d, size_t n, size_t cap,
-                          size_t *alloc) {
-  if (r->out_len + n > cap) {
-    n = cap > r->out_len ? cap - r->out_len : 0;
-    r->out_truncated = 1;
-  }
-  if (n == 0)
-    return 0;
-  if (r->out_len + n + 1 > *alloc) {
-    size_t na = *alloc ? *alloc : 4096;
-    while (na < r->out_len + n + 1)
-      na *= 2;
-    char *p = realloc(r->out, na);
-    if (!p)
-      return -1;
-    r->out = p;
-    *alloc = na;
-  }
-  memcpy(r->out + r->out_len, d, n);
-  r->out_len += n;
-  r->out[r->out_len] = '\0';
-  return 0;
-}
-
-static void run_kill(pid_t pid) {
-  kill(-pid, SIGTERM);
-  for (int i = 0; i < 40; i++) { /* up to 2 s of grace */
-    if (waitpid(pid, NULL, WNOHANG) == pid)
-      return;
-    nanosleep(&(struct timespec){0, 50000000}, NULL);
-  }
-  kill(-pid, SIGKILL);
-  waitpid(pid, NULL, 0);
-}
-
-/* Runs argv (argv[0] searched in PATH unless it has a '/') with stdin from
- * /dev/null. Returns 0 when the command exited (see exit_code), or < 0 with
- * `why` set. Free r->out. */
-static int run_argv(char *const argv[], const run_opts *o, run_result *r) {
-  memset(r, 0, sizeof(*r));
-  r->exit_code = -1;
-  int out[2] = {-1, -1}, err[2] = {-1, -1};
-  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
-    snprintf(r->why, sizeof(r->why), "cannot create pipe: %s", strerror(errno));
-    for (int i = 0; i < 2; i++)
-      if (out[i] >= 0)
-        close(out[i]);
-    return C8Y_EIO;
-  }
-  char **env = run_env(o->env);
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t at;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-  posix_spawn_file_actions_adddup2(&fa, err[1], 2);
-  posix_spawnattr_init(&at);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&at, &none);
-  posix_spawnattr_setsigdefault(&at, &all);
-  posix_spawnattr_setpgroup(&at, 0);
-  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                    POSIX_SPAWN_SETSIGDEF);
-  pid_t pid = -1;
-  int rc = env ? posix_spawnp(&pid, argv[0], &fa, &at, argv, env) : ENOMEM;
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&at);
-  free(env);
-  close(out[1]);
-  close(err[1]);
-  if (rc != 0) {
-    snprintf(r->why, sizeof(r->why), "cannot start %s: %s", argv[0],
-             strerror(rc));
-    close(out[0]);
-    close(err[0]);
-    return C8Y_EIO;
-  }
-
-  int64_t deadline =
-      o->timeout_s > 0 ? run_now_ms() + o->timeout_s * 1000LL : INT64_MAX;
-  struct pollfd pf[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
-  size_t alloc = 0, err_len = 0;
-  int open_fds = 2, status = 0, result = 0;
-  char buf[8192];
-  for (;;) {
-    if (o->op && o->api->op_cancelled(o->op)) {
-      snprintf(r->why, sizeof(r->why), "cancelled: the operation timed out");
-      result = C8Y_ETIMEDOUT;
-      break;
-    }
-    if (run_now_ms() > deadline) {
-      snprintf(r->why, sizeof(r->why), "timed out after %d s", o->timeout_s);
-      result = C8Y_ETIMEDOUT;
-      break;
-    }
-    if (open_fds == 0) {
-      pid_t w = waitpid(pid, &status, WNOHANG);
-      if (w == pid)
-        break;
-      if (w < 0 && errno != EINTR) {
-        snprintf(r->why, sizeof(r->why), "waitpid: %s", strerror(errno));
-        result = C8Y_EIO;
-        break;
-      }
-      nanosleep(&(struct timespec){0, 20000000}, NULL);
-      continue;
-    }
-    int pr = poll(pf, 2, 200);
-    if (pr < 0 && errno != EINTR) {
-      snprintf(r->why, sizeof(r->why), "poll: %s", strerror(errno));
-      result = C8Y_EIO;
-      break;
-    }
-    for (int i = 0; i < 2 && pr > 0; i++) {
-      if (pf[i].fd < 0 || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
-        continue;
-      ssize_t n = read(pf[i].fd, buf, sizeof(buf));
-      if (n < 0 && (errno == EINTR || errno == EAGAIN))
-        continue;
-      if (n <= 0) {
-        close(pf[i].fd);
-        pf[i].fd = -1;
-        open_fds--;
-        continue;
-      }
-      if (i == 1) {
-        run_keep_tail(r->err, &err_len, buf, (size_t)n);
-      } else if (o->on_out) {
-        result = o->on_out(o->ctx, buf, (size_t)n);
-        if (result < 0) {
-          snprintf(r->why, sizeof(r->why), "output processing failed: %s",
-                   o->api->status_str(result));
-          break;
-        }
-        result = 0;
-      } else if (run_out_append(r, buf, (size_t)n, o->out_cap, &alloc) != 0) {
-        snprintf(r->why, sizeof(r->why), "out of memory");
-        result = C8Y_ENOMEM;
-        break;
-      }
-    }
-    if (result)
-      break;
-  }
-  for (int i = 0; i < 2; i++)
-    if (pf[i].fd >= 0)
-      close(pf[i].fd);
-  if (result != 0) {
-    run_kill(pid);
-  } else if (WIFEXITED(status)) {
-    r->exit_code = WEXITSTATUS(status);
-  } else if (WIFSIGNALED(status)) {
-    snprintf(r->why, sizeof(r->why), "killed by signal %d", WTERMSIG(status));
-    result = C8Y_EIO;
-  }
-  r->err[err_len] = '\0';
-  run_flatten(r->err);
-  if (!r->out && result == 0) {
-    r->out = strdup("");
-    if (!r->out)
-      result = C8Y_ENOMEM;
-  }
-  return result;
-}
-
-/* "exit 3: <stderr tail>" or the reason it did not finish, for op_fail. */
-static void run_describe(const run_result *r, int rc, char *out, size_t n) {
-  if (rc != 0)
-    snprintf(out, n, "%s", r->why);
-  else if (r->err[0])
-    snprintf(out, n, "exit %d: %.400s", r->exit_code, r->err);
-  else
-    snprintf(out, n, "exit %d", r->exit_code);
-}
 
 /* ---- Time stamps ------------------------------------------------------------
  */
@@ -515,8 +241,8 @@ static void matcher_free(matcher *m) {
  */
 
 typedef struct log_source {
-  char *name;
-  char *source; /* absolute path, "journal" or "journal:<unit>" */
+  const char *name;
+  const char *source; /* absolute path, "journal" or "journal:<unit>" */
 } log_source;
 
 typedef struct lg {
@@ -598,19 +324,19 @@ static int collect_journal(lg *l, const char *source, matcher *m,
     argv[a++] = lines;
   }
   argv[a] = NULL;
-  run_opts o = {.timeout_s = l->timeout_s,
-                .api = l->api,
-                .op = op,
-                .on_out = matcher_feed,
-                .ctx = m};
-  run_result r;
-  int rc = run_argv(argv, &o, &r);
+  cmn_proc_opts o = {.timeout_s = l->timeout_s,
+                     .api = l->api,
+                     .op = op,
+                     .on_out = matcher_feed,
+                     .ctx = m};
+  cmn_proc_result r;
+  int rc = cmn_proc_run(argv, &o, &r);
   free(r.out);
   if (rc == 0)
     rc = matcher_finish(m);
   if (rc != 0 || r.exit_code != 0) {
     char desc[600];
-    run_describe(&r, rc, desc, sizeof(desc));
+    cmn_proc_describe(&r, rc, desc, sizeof(desc));
     snprintf(why, n, "journalctl failed (%s)", desc);
     return C8Y_EIO;
   }
@@ -725,16 +451,16 @@ static int lg_upload(lg *l, c8y_operation *op, const char *name,
   const char *env[] = {env_dev, env_name, env_lines, NULL};
   char *argv[] = {(char *)l->http_helper, "upload-log", (char *)name,
                   (char *)path, NULL};
-  run_opts o = {.env = env,
-                .timeout_s = l->timeout_s,
-                .api = api,
-                .op = op,
-                .out_cap = 64 * 1024};
-  run_result r;
-  int rc = run_argv(argv, &o, &r);
+  cmn_proc_opts o = {.env = env,
+                     .timeout_s = l->timeout_s,
+                     .api = api,
+                     .op = op,
+                     .out_cap = 64 * 1024};
+  cmn_proc_result r;
+  int rc = cmn_proc_run(argv, &o, &r);
   if (rc != 0 || r.exit_code != 0) {
     char desc[600];
-    run_describe(&r, rc, desc, sizeof(desc));
+    cmn_proc_describe(&r, rc, desc, sizeof(desc));
     snprintf(why, n, "upload of log '%s' failed (%s)", name, desc);
     free(r.out);
     return C8Y_EIO;
@@ -762,22 +488,11 @@ static int on_log_request(c8y_plugin *self, c8y_operation *op, void *ud) {
   lg *l = ud;
   const c8y_api *api = l->api;
   char why[1024];
-  const char *dev = api->op_device(op);
-  if (dev && strcmp(dev, api->device_id(self)) != 0) {
-    snprintf(why, sizeof(why),
-             "c8y_LogfileRequest is not supported for child device '%.200s'",
-             dev);
-    api->op_fail(op, why);
+  if (!cmn_op_for_self(api, self, op) ||
+      !cmn_op_fields(api, op, 5,
+                     "c8y_LogfileRequest: expected 5 fields "
+                     "(logFile,dateFrom,dateTo,searchText,maxLines)"))
     return C8Y_OK;
-  }
-  if (api->op_field_count(op) != 5) {
-    snprintf(why, sizeof(why),
-             "c8y_LogfileRequest: expected 5 fields "
-             "(logFile,dateFrom,dateTo,searchText,maxLines), got %zu",
-             api->op_field_count(op));
-    api->op_fail(op, why);
-    return C8Y_OK;
-  }
   const char *name = api->op_field(op, 0), *from = api->op_field(op, 1),
              *to = api->op_field(op, 2), *max = api->op_field(op, 4);
   const log_source *src = lg_find(l, name);
@@ -857,97 +572,57 @@ static int on_log_request(c8y_plugin *self, c8y_operation *op, void *ud) {
 /* ---- Lifecycle --------------------------------------------------------------
  */
 
-static int name_ok(const char *s) {
-  if (!*s)
+static int name_ok(const char *name) {
+  if (!*name || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
     return 0;
-  for (; *s; s++)
+  for (const char *s = name; *s; s++)
     if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
           (*s >= '0' && *s <= '9') || *s == '_' || *s == '-' || *s == '.'))
       return 0;
   return 1;
 }
 
-/* `logs = name=/path other=journal unit=journal:ssh.service` */
-static int lg_parse_logs(lg *l, const char *spec) {
-  l->logs_buf = strdup(spec);
-  if (!l->logs_buf)
-    return C8Y_ENOMEM;
-  char *save = NULL;
-  for (char *tok = strtok_r(l->logs_buf, " \t", &save); tok;
-       tok = strtok_r(NULL, " \t", &save)) {
-    char *eq = strchr(tok, '=');
-    const char *src = eq ? eq + 1 : "";
-    if (!eq || eq == tok ||
-        !(src[0] == '/' || strcmp(src, "journal") == 0 ||
-          (strncmp(src, "journal:", 8) == 0 && src[8]))) {
-      l->api->log(l->self, C8Y_LOG_ERROR,
-                  "logs: entry '%s' is not name=/path, name=journal or "
-                  "name=journal:<unit>",
-                  tok);
-      return C8Y_EINVAL;
-    }
-    *eq = '\0';
-    if (!name_ok(tok) || strcmp(tok, ".") == 0 || strcmp(tok, "..") == 0) {
-      l->api->log(l->self, C8Y_LOG_ERROR,
-                  "logs: name '%s' may contain only letters, digits, '_', "
-                  "'-' and '.'",
-                  tok);
-      return C8Y_EINVAL;
-    }
-    if (lg_find(l, tok)) {
-      l->api->log(l->self, C8Y_LOG_ERROR, "logs: name '%s' is listed twice",
-                  tok);
-      return C8Y_EINVAL;
-    }
-    if (l->nlogs == LOG_MAX_SOURCES) {
-      l->api->log(l->self, C8Y_LOG_ERROR, "logs: more than %d entries",
-                  LOG_MAX_SOURCES);
-      return C8Y_EINVAL;
-    }
-    l->logs[l->nlogs].name = tok;
-    l->logs[l->nlogs].source = eq + 1;
-    l->nlogs++;
-  }
-  return C8Y_OK;
+static int source_ok(const char *src) {
+  return src[0] == '/' || strcmp(src, "journal") == 0 ||
+         (strncmp(src, "journal:", 8) == 0 && src[8]);
 }
 
-static int lg_int(lg *l, const char *key, int64_t fallback, int64_t lo,
-                  int64_t hi, int64_t *out) {
-  int rc = l->api->config_int(l->self, key, fallback, out);
-  if (rc == C8Y_OK && (*out < lo || *out > hi)) {
-    l->api->log(l->self, C8Y_LOG_ERROR, "%s: %lld is out of range (%lld..%lld)",
-                key, (long long)*out, (long long)lo, (long long)hi);
-    rc = C8Y_EINVAL;
-  }
+/* `logs = name=/path other=journal unit=journal:ssh.service` */
+static int lg_parse_logs(lg *l) {
+  static const cmn_cfg_list_rule rule = {
+      .form = "name=/path, name=journal or name=journal:<unit>",
+      .noun = "name",
+      .key_rule = "may contain only letters, digits, '_', '-' and '.'",
+      .plural = "entries",
+      .key_ok = name_ok,
+      .value_ok = source_ok};
+  cmn_cfg_pair pairs[LOG_MAX_SOURCES];
+  size_t n;
+  int rc = cmn_cfg_list(l->api, l->self, "logs", &rule, pairs, LOG_MAX_SOURCES,
+                        &n, &l->logs_buf);
+  for (size_t i = 0; rc == C8Y_OK && i < n; i++)
+    l->logs[l->nlogs++] = (log_source){pairs[i].key, pairs[i].value};
   return rc;
 }
 
 static int lg_read_config(lg *l) {
   const c8y_api *api = l->api;
   int64_t timeout, lines, keep;
-  int rc = lg_int(l, "timeout", 300, 1, 86400, &timeout);
+  int rc = cmn_cfg_int(api, l->self, "timeout", 300, 1, 86400, "", &timeout);
   if (rc == C8Y_OK)
-    rc = lg_int(l, "max_lines", 1000, 1, LOG_MAX_LINES_LIMIT, &lines);
+    rc = cmn_cfg_int(api, l->self, "max_lines", 1000, 1, LOG_MAX_LINES_LIMIT,
+                     "", &lines);
   if (rc == C8Y_OK)
-    rc = lg_int(l, "keep_files", 5, 1, 1000, &keep);
+    rc = cmn_cfg_int(api, l->self, "keep_files", 5, 1, 1000, "", &keep);
   if (rc != C8Y_OK)
     return rc;
   l->timeout_s = (int)timeout;
   l->default_lines = (size_t)lines;
   l->keep_files = (size_t)keep;
-  l->http_helper = api->config_string(l->self, "http_helper", "");
-  if (l->http_helper[0]) {
-    struct stat st;
-    if (l->http_helper[0] != '/' || stat(l->http_helper, &st) != 0 ||
-        !S_ISREG(st.st_mode) || access(l->http_helper, X_OK) != 0) {
-      api->log(l->self, C8Y_LOG_ERROR,
-               "http_helper: '%s' is not an executable file (absolute path "
-               "expected)",
-               l->http_helper);
-      return C8Y_EINVAL;
-    }
-  }
-  return lg_parse_logs(l, api->config_string(l->self, "logs", ""));
+  rc = cmn_cfg_program(api, l->self, "http_helper", &l->http_helper);
+  if (rc != C8Y_OK)
+    return rc;
+  return lg_parse_logs(l);
 }
 
 static void lg_free(lg *l) {

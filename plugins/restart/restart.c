@@ -8,9 +8,10 @@
  * the agent can still deliver the 501 status before the network goes away. */
 #include <c8y/plugin.h>
 
+#include "cmn_proc.h"
+
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -38,6 +39,26 @@ static bool should_stop(restart *r, c8y_operation *op) {
   bool stop = r->stopping;
   pthread_mutex_unlock(&r->mu);
   return stop || r->api->op_cancelled(op);
+}
+
+typedef struct watch_ctx {
+  restart *r;
+  c8y_operation *op;
+  char err[1024];
+  size_t elen;
+} watch_ctx;
+
+static int watch_stop(void *ctx) {
+  watch_ctx *c = ctx;
+  return should_stop(c->r, c->op);
+}
+
+static void keep_head(void *ctx, const char *data, size_t n) {
+  watch_ctx *c = ctx;
+  size_t room = sizeof c->err - 1 - c->elen;
+  size_t take = n < room ? n : room;
+  memcpy(c->err + c->elen, data, take);
+  c->elen += take;
 }
 
 /* Runs the command; 0 if it exited 0, else -1 with the reason filled in. */
@@ -79,45 +100,19 @@ static int run_command(restart *r, c8y_operation *op, char *reason, size_t n) {
   /* Keep the first 1 KiB of stderr; stop reading at EOF or shortly after
    * the shell exited (a daemon it started may keep the pipe open). */
   setpgid(pid, pid); /* also in the parent: kill(-pid) must not race */
-  char err[1024];
-  size_t elen = 0;
-  int status = 0, grace = 0;
-  bool exited = false, eof = false, cancelled = false;
-  for (;;) {
-    int pr = 0;
-    if (!eof) {
-      struct pollfd pfd = {errpipe[0], POLLIN, 0};
-      pr = poll(&pfd, 1, 100);
-      if (pr > 0) {
-        char tmp[512];
-        ssize_t got = read(errpipe[0], tmp, sizeof tmp);
-        if (got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN))
-          eof = true;
-        size_t room = sizeof err - 1 - elen;
-        size_t take = got > 0 && (size_t)got < room ? (size_t)got : room;
-        if (got > 0) {
-          memcpy(err + elen, tmp, take);
-          elen += take;
-        }
-      }
-    } else {
-      poll(NULL, 0, 100);
-    }
-    if (!exited && waitpid(pid, &status, WNOHANG) == pid)
-      exited = true;
-    if (exited && (eof || (pr == 0 && ++grace > 2)))
-      break;
-    if (!exited && should_stop(r, op)) {
-      kill(-pid, SIGKILL);
-      kill(pid, SIGKILL);
-      cancelled = true;
-      break;
-    }
-  }
+  watch_ctx c = {.r = r, .op = op};
+  cmn_proc_watcher w = {.stop = watch_stop, .on_data = keep_head, .ctx = &c};
+  int status = 0;
+  bool cancelled =
+      cmn_proc_watch(pid, errpipe[0], &w, &status) != CMN_PROC_EXITED;
   close(errpipe[0]);
-  if (!exited)
+  if (cancelled) {
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
-  err[elen] = '\0';
+  }
+  char *err = c.err;
+  err[c.elen] = '\0';
   err[strcspn(err, "\r\n")] = '\0';
   if (cancelled) {
     snprintf(reason, n, "reboot command '%s' was stopped", r->command);

@@ -13,10 +13,11 @@
  * twice, since SmartREST doubles it) so the 503 line always fits. */
 #include <c8y/plugin.h>
 
+#include "cmn_proc.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -25,7 +26,6 @@
 #include <string.h>
 #include <sys/types.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #define SH_TAIL 1000             /* output bytes quoted in a failure reason */
@@ -95,26 +95,6 @@ static void out_tail(const output *o, char *dst, size_t n) {
   snprintf(dst, n, "%s%s", o->total > SH_TAIL ? "..." : "", buf + start);
 }
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* SIGTERM to the group, SIGKILL after 2 s; reaps the shell. */
-static void kill_group(pid_t pid, int *status) {
-  kill(-pid, SIGTERM);
-  for (int i = 0; i < 40; i++) {
-    if (waitpid(pid, status, WNOHANG) == pid) {
-      kill(-pid, SIGKILL); /* whatever it left behind */
-      return;
-    }
-    poll(NULL, 0, 50);
-  }
-  kill(-pid, SIGKILL);
-  waitpid(pid, status, 0);
-}
-
 /* environ with HOME/USER/LOGNAME of the target user (malloc'ed array). */
 static char **user_env(const shell *sh, char *bufs[3]) {
   size_t n = 0;
@@ -138,6 +118,21 @@ static char **user_env(const shell *sh, char *bufs[3]) {
   env[k++] = bufs[1];
   env[k++] = bufs[2];
   return env;
+}
+
+typedef struct run_ctx {
+  output *out;
+  const c8y_api *api;
+  c8y_operation *op;
+} run_ctx;
+
+static int run_cancelled(void *ctx) {
+  run_ctx *c = ctx;
+  return c->api->op_cancelled(c->op);
+}
+
+static void run_output(void *ctx, const char *data, size_t n) {
+  out_add(((run_ctx *)ctx)->out, data, n);
 }
 
 static int run(shell *sh, c8y_operation *op, const char *cmd) {
@@ -203,41 +198,17 @@ static int run(shell *sh, c8y_operation *op, const char *cmd) {
   }
   setpgid(pid, pid); /* setsid() in the child may not have run yet */
 
-  double deadline = now_s() + (double)sh->timeout;
-  int status = 0, grace = 0;
-  bool exited = false, eof = false, timed_out = false, cancelled = false;
-  for (;;) {
-    int pr = 0;
-    if (!eof) {
-      struct pollfd pfd = {fds[0], POLLIN, 0};
-      pr = poll(&pfd, 1, 100);
-      if (pr > 0) {
-        char buf[4096];
-        ssize_t got = read(fds[0], buf, sizeof buf);
-        if (got > 0)
-          out_add(&o, buf, (size_t)got);
-        else if (got == 0 || (errno != EINTR && errno != EAGAIN))
-          eof = true;
-      }
-    } else {
-      poll(NULL, 0, 100);
-    }
-    if (!exited && waitpid(pid, &status, WNOHANG) == pid)
-      exited = true;
-    /* A background job may keep the pipe open: stop shortly after exit. */
-    if (exited && (eof || (pr == 0 && ++grace > 2)))
-      break;
-    if (!exited && now_s() >= deadline) {
-      timed_out = true;
-      kill_group(pid, &status);
-      break;
-    }
-    if (!exited && api->op_cancelled(op)) {
-      cancelled = true;
-      kill_group(pid, &status);
-      break;
-    }
-  }
+  run_ctx ctx = {&o, api, op};
+  cmn_proc_watcher w = {.timeout_ms = sh->timeout * 1000,
+                        .stop = run_cancelled,
+                        .on_data = run_output,
+                        .ctx = &ctx};
+  int status = 0;
+  cmn_proc_end end = cmn_proc_watch(pid, fds[0], &w, &status);
+  bool timed_out = end == CMN_PROC_TIMED_OUT;
+  bool cancelled = end == CMN_PROC_STOPPED;
+  if (end != CMN_PROC_EXITED)
+    cmn_proc_kill_group(pid, &status);
   close(fds[0]);
   if (env != environ)
     free(env);

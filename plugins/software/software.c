@@ -6,320 +6,18 @@
  * the environment (C8Y_SW_NAME, ...). */
 #include <c8y/plugin.h>
 
-#include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
+#include "cmn_cfg.h"
+#include "cmn_csv.h"
+#include "cmn_op.h"
+#include "cmn_proc.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
-
-/* ---- Child processes ------------------------------------------------------
- * Commands run in their own process group so that a timeout or a cancelled
- * operation also kills whatever they started. */
-
-#define RUN_ERR_TAIL 1024
-
-typedef struct run_opts {
-  const char *const *env; /* extra "KEY=value", NULL-terminated, nullable */
-  int timeout_s;          /* <= 0: no limit */
-  const c8y_api *api;
-  const c8y_operation *op; /* polled with op_cancelled; nullable */
-  size_t out_cap;          /* bytes of stdout kept; more is drained */
-  /* If set, stdout goes here instead of run_result.out; < 0 stops. */
-  int (*on_out)(void *ctx, const char *data, size_t n);
-  void *ctx;
-} run_opts;
-
-typedef struct run_result {
-  int exit_code; /* -1 if killed by a signal */
-  char *out;     /* stdout, NUL-terminated, malloc'ed */
-  size_t out_len;
-  int out_truncated;
-  char err[RUN_ERR_TAIL]; /* last bytes of stderr, one line, trimmed */
-  char why[160];          /* set when the command did not run to completion */
-} run_result;
-
-static int64_t run_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* environ plus `extra`, whose keys win. The strings stay borrowed. */
-static char **run_env(const char *const *extra) {
-  size_t n = 0, k = 0;
-  while (environ[n])
-    n++;
-  while (extra && extra[k])
-    k++;
-  char **env = calloc(n + k + 1, sizeof(*env));
-  if (!env)
-    return NULL;
-  size_t j = 0;
-  for (size_t i = 0; i < k; i++)
-    env[j++] = (char *)extra[i];
-  for (size_t i = 0; i < n; i++) {
-    const char *eq = strchr(environ[i], '=');
-    size_t klen = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
-    int overridden = 0;
-    for (size_t x = 0; x < k && !overridden; x++)
-      overridden =
-          strncmp(extra[x], environ[i], klen) == 0 && extra[x][klen] == '=';
-    if (!overridden)
-      env[j++] = environ[i];
-  }
-  return env;
-}
-
-static void run_keep_tail(char *tail, size_t *len, const char *d, size_t n) {
-  size_t cap = RUN_ERR_TAIL - 1;
-  if (n >= cap) {
-    memcpy(tail, d + n - cap, cap);
-    *len = cap;
-    return;
-  }
-  if (*len + n > cap) {
-    size_t drop = *len + n - cap;
-    memmove(tail, tail + drop, *len - drop);
-    *len -= drop;
-  }
-  memcpy(tail + *len, d, n);
-  *len += n;
-}
-
-/* Makes the stderr tail fit a one-line failure reason. */
-static void run_flatten(char *s) {
-  char *w = s;
-  int space = 0;
-  for (const char *r = s; *r; r++) {
-    unsigned char c = (unsigned char)*r;
-    if (c < 0x20 || c == 0x7f || c == ' ') {
-      space = w != s;
-      continue;
-    }
-    if (space)
-      *w++ = ' ';
-    space = 0;
-    *w++ = (char)c;
-  }
-  *w = '\0';
-  /* The tail may start inside a UTF-8 sequence. */
-  size_t skip = 0;
-  while (((unsigned char)s[skip] & 0xC0) == 0x80)
-    skip++;
-  memmove(s, s + skip, strlen(s + skip) + 1);
-}
-
-static int run_out_append(run_result *r, const char *d, size_t n, size_t cap,
-                          size_t *alloc) {
-  if (r->out_len + n > cap) {
-    n = cap > r->out_len ? cap - r->out_len : 0;
-    r->out_truncated = 1;
-  }
-  if (n == 0)
-    return 0;
-  if (r->out_len + n + 1 > *alloc) {
-    size_t na = *alloc ? *alloc : 4096;
-    while (na < r->out_len + n + 1)
-      na *= 2;
-    char *p = realloc(r->out, na);
-    if (!p)
-      return -1;
-    r->out = p;
-    *alloc = na;
-  }
-  memcpy(r->out + r->out_len, d, n);
-  r->out_len += n;
-  r->out[r->out_len] = '\0';
-  return 0;
-}
-
-static void run_kill(pid_t pid) {
-  kill(-pid, SIGTERM);
-  for (int i = 0; i < 40; i++) { /* up to 2 s of grace */
-    if (waitpid(pid, NULL, WNOHANG) == pid)
-      return;
-    nanosleep(&(struct timespec){0, 50000000}, NULL);
-  }
-  kill(-pid, SIGKILL);
-  waitpid(pid, NULL, 0);
-}
-
-/* Runs argv (argv[0] searched in PATH unless it has a '/') with stdin from
- * /dev/null. Returns 0 when the command exited (see exit_code), or < 0 with
- * `why` set. Free r->out. */
-static int run_argv(char *const argv[], const run_opts *o, run_result *r) {
-  memset(r, 0, sizeof(*r));
-  r->exit_code = -1;
-  int out[2] = {-1, -1}, err[2] = {-1, -1};
-  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
-    snprintf(r->why, sizeof(r->why), "cannot create pipe: %s", strerror(errno));
-    for (int i = 0; i < 2; i++)
-      if (out[i] >= 0)
-        close(out[i]);
-    return C8Y_EIO;
-  }
-  char **env = run_env(o->env);
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t at;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-  posix_spawn_file_actions_adddup2(&fa, err[1], 2);
-  posix_spawnattr_init(&at);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&at, &none);
-  posix_spawnattr_setsigdefault(&at, &all);
-  posix_spawnattr_setpgroup(&at, 0);
-  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                    POSIX_SPAWN_SETSIGDEF);
-  pid_t pid = -1;
-  int rc = env ? posix_spawnp(&pid, argv[0], &fa, &at, argv, env) : ENOMEM;
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&at);
-  free(env);
-  close(out[1]);
-  close(err[1]);
-  if (rc != 0) {
-    snprintf(r->why, sizeof(r->why), "cannot start %s: %s", argv[0],
-             strerror(rc));
-    close(out[0]);
-    close(err[0]);
-    return C8Y_EIO;
-  }
-
-  int64_t deadline =
-      o->timeout_s > 0 ? run_now_ms() + o->timeout_s * 1000LL : INT64_MAX;
-  struct pollfd pf[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
-  size_t alloc = 0, err_len = 0;
-  int open_fds = 2, status = 0, result = 0;
-  char buf[8192];
-  for (;;) {
-    if (o->op && o->api->op_cancelled(o->op)) {
-      snprintf(r->why, sizeof(r->why), "cancelled: the operation timed out");
-      result = C8Y_ETIMEDOUT;
-      break;
-    }
-    if (run_now_ms() > deadline) {
-      snprintf(r->why, sizeof(r->why), "timed out after %d s", o->timeout_s);
-      result = C8Y_ETIMEDOUT;
-      break;
-    }
-    if (open_fds == 0) {
-      pid_t w = waitpid(pid, &status, WNOHANG);
-      if (w == pid)
-        break;
-      if (w < 0 && errno != EINTR) {
-        snprintf(r->why, sizeof(r->why), "waitpid: %s", strerror(errno));
-        result = C8Y_EIO;
-        break;
-      }
-      nanosleep(&(struct timespec){0, 20000000}, NULL);
-      continue;
-    }
-    int pr = poll(pf, 2, 200);
-    if (pr < 0 && errno != EINTR) {
-      snprintf(r->why, sizeof(r->why), "poll: %s", strerror(errno));
-      result = C8Y_EIO;
-      break;
-    }
-    for (int i = 0; i < 2 && pr > 0; i++) {
-      if (pf[i].fd < 0 || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
-        continue;
-      ssize_t n = read(pf[i].fd, buf, sizeof(buf));
-      if (n < 0 && (errno == EINTR || errno == EAGAIN))
-        continue;
-      if (n <= 0) {
-        close(pf[i].fd);
-        pf[i].fd = -1;
-        open_fds--;
-        continue;
-      }
-      if (i == 1) {
-        run_keep_tail(r->err, &err_len, buf, (size_t)n);
-      } else if (o->on_out) {
-        result = o->on_out(o->ctx, buf, (size_t)n);
-        if (result < 0) {
-          snprintf(r->why, sizeof(r->why), "output processing failed: %s",
-                   o->api->status_str(result));
-          break;
-        }
-        result = 0;
-      } else if (run_out_append(r, buf, (size_t)n, o->out_cap, &alloc) != 0) {
-        snprintf(r->why, sizeof(r->why), "out of memory");
-        result = C8Y_ENOMEM;
-        break;
-      }
-    }
-    if (result)
-      break;
-  }
-  for (int i = 0; i < 2; i++)
-    if (pf[i].fd >= 0)
-      close(pf[i].fd);
-  if (result != 0) {
-    run_kill(pid);
-  } else if (WIFEXITED(status)) {
-    r->exit_code = WEXITSTATUS(status);
-  } else if (WIFSIGNALED(status)) {
-    snprintf(r->why, sizeof(r->why), "killed by signal %d", WTERMSIG(status));
-    result = C8Y_EIO;
-  }
-  r->err[err_len] = '\0';
-  run_flatten(r->err);
-  if (!r->out && result == 0) {
-    r->out = strdup("");
-    if (!r->out)
-      result = C8Y_ENOMEM;
-  }
-  return result;
-}
-
-static int run_shell(const char *cmd, const run_opts *o, run_result *r) {
-  char *argv[] = {"/bin/sh", "-c", (char *)cmd, NULL};
-  return run_argv(argv, o, r);
-}
-
-/* "exit 3: <stderr tail>" or the reason it did not finish, for op_fail. */
-static void run_describe(const run_result *r, int rc, char *out, size_t n) {
-  if (rc != 0)
-    snprintf(out, n, "%s", r->why);
-  else if (r->err[0])
-    snprintf(out, n, "exit %d: %.400s", r->exit_code, r->err);
-  else
-    snprintf(out, n, "exit %d", r->exit_code);
-}
-
-/* ---- SmartREST lengths ------------------------------------------------------
- */
 
 #define SW_LINE_MAX 16000 /* payload limit per published line */
 #define SW_LIST_OUT_MAX (64u * 1024 * 1024)
-
-/* Length of a field as the SmartREST encoder writes it. Plugins cannot link
- * the core's codec, so this repeats its quoting rule; it never undercounts
- * (the core also drops control characters this counts). */
-static size_t csv_len(const char *s) {
-  size_t n = strlen(s), len = n, quotes = 0;
-  int quote = n > 0 && (s[0] == ' ' || s[0] == '\t' || s[n - 1] == ' ' ||
-                        s[n - 1] == '\t');
-  for (size_t i = 0; i < n; i++) {
-    if (s[i] == '"')
-      quotes++;
-    if (s[i] == '"' || s[i] == ',' || s[i] == '\r' || s[i] == '\n' ||
-        s[i] == '\t')
-      quote = 1;
-  }
-  return quote ? len + quotes + 2 : len;
-}
 
 /* ---- Commands ---------------------------------------------------------------
  */
@@ -457,13 +155,13 @@ static int sw_flush(sw *s, sw_chunk *c) {
  * the rest as 141 (append), each within SW_LINE_MAX. */
 static int sw_report(sw *s) {
   const c8y_api *api = s->api;
-  run_opts o = {
+  cmn_proc_opts o = {
       .timeout_s = s->list_timeout_s, .api = api, .out_cap = SW_LIST_OUT_MAX};
-  run_result r;
-  int rc = run_shell(s->list_command, &o, &r);
+  cmn_proc_result r;
+  int rc = cmn_proc_shell(s->list_command, &o, &r);
   if (rc != 0 || r.exit_code != 0) {
     char desc[600];
-    run_describe(&r, rc, desc, sizeof(desc));
+    cmn_proc_describe(&r, rc, desc, sizeof(desc));
     api->log(s->self, C8Y_LOG_ERROR,
              "list_command failed (%s); software list not reported", desc);
     free(r.out);
@@ -484,7 +182,7 @@ static int sw_report(sw *s) {
     return C8Y_ENOMEM;
   }
   size_t total = 0, bad = 0, bad_line = 0, too_long = 0, lineno = 0;
-  size_t type_len = csv_len(s->type);
+  size_t type_len = cmn_csv_len(s->type);
   rc = C8Y_OK;
   for (char *line = r.out, *next; line && *line; line = next) {
     next = strchr(line, '\n');
@@ -502,7 +200,8 @@ static int sw_report(sw *s) {
     }
     *tab = '\0';
     const char *name = line, *version = tab + 1;
-    size_t add = 1 + csv_len(name) + 1 + csv_len(version) + 1 + type_len + 1;
+    size_t add =
+        1 + cmn_csv_len(name) + 1 + cmn_csv_len(version) + 1 + type_len + 1;
     if (3 + add > SW_LINE_MAX) {
       too_long++;
       continue;
@@ -549,19 +248,6 @@ static int sw_report(sw *s) {
 
 /* ---- 528 / 529 c8y_SoftwareUpdate -------------------------------------------
  */
-
-static int sw_own_device(sw *s, c8y_operation *op) {
-  const char *dev = s->api->op_device(op);
-  if (dev && strcmp(dev, s->api->device_id(s->self)) != 0) {
-    char why[300];
-    snprintf(why, sizeof(why),
-             "c8y_SoftwareUpdate is not supported for child device '%.200s'",
-             dev);
-    s->api->op_fail(op, why);
-    return 0;
-  }
-  return 1;
-}
 
 static void sw_item_at(const c8y_api *api, c8y_operation *op, size_t stride,
                        size_t i, const char *type, sw_item *it) {
@@ -621,16 +307,16 @@ static int sw_apply(sw *s, c8y_operation *op, const sw_item *it, char *why,
   for (size_t i = 0; i < 5; i++)
     envp[i + 1] = env[i];
   int rc = C8Y_ENOMEM;
-  run_result r = {0};
+  cmn_proc_result r = {0};
   if (ok) {
-    run_opts o = {.env = envp,
-                  .timeout_s = s->timeout_s,
-                  .api = s->api,
-                  .op = op,
-                  .out_cap = 64 * 1024};
+    cmn_proc_opts o = {.env = envp,
+                       .timeout_s = s->timeout_s,
+                       .api = s->api,
+                       .op = op,
+                       .out_cap = 64 * 1024};
     s->api->log(s->self, C8Y_LOG_INFO, "%s %s %s: %s", it->action, it->name,
                 it->version, cmd);
-    rc = run_shell(cmd, &o, &r);
+    rc = cmn_proc_shell(cmd, &o, &r);
     free(r.out);
   } else {
     snprintf(r.why, sizeof(r.why), "out of memory");
@@ -657,7 +343,7 @@ static int on_update(c8y_plugin *self, c8y_operation *op, void *ud) {
   sw *s = ud;
   const c8y_api *api = s->api;
   char why[1024];
-  if (!sw_own_device(s, op))
+  if (!cmn_op_for_self(api, self, op))
     return C8Y_OK;
   const char *tmpl = api->op_template(op);
   size_t stride = strcmp(tmpl, "529") == 0 ? 5 : 4;
@@ -699,17 +385,11 @@ static int on_update(c8y_plugin *self, c8y_operation *op, void *ud) {
 
 static int sw_timeout(sw *s, const char *key, int64_t fallback, int *out) {
   int64_t v;
-  int rc = s->api->config_int(s->self, key, fallback, &v);
-  if (rc != C8Y_OK)
-    return rc;
-  if (v < 1 || v > 86400) {
-    s->api->log(s->self, C8Y_LOG_ERROR,
-                "%s: %lld is out of range (1..86400 seconds)", key,
-                (long long)v);
-    return C8Y_EINVAL;
-  }
-  *out = (int)v;
-  return C8Y_OK;
+  int rc =
+      cmn_cfg_int(s->api, s->self, key, fallback, 1, 86400, " seconds", &v);
+  if (rc == C8Y_OK)
+    *out = (int)v;
+  return rc;
 }
 
 static int sw_read_config(sw *s) {

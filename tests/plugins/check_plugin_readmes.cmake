@@ -1,6 +1,7 @@
 # cmake -DDIRS=dir1|dir2 -P check_plugin_readmes.cmake
-# Every key a plugin reads with config_string/config_int/config_bool("key")
-# must appear as `key` in its README.md.
+# Every key a plugin reads with config_string/config_int/config_bool("key"),
+# directly or through plugins/common's cmn_cfg_*(api, self, "key"), must
+# appear as `key` in its README.md.
 string(REPLACE "|" ";" _dirs "${DIRS}")
 set(_bad 0)
 foreach(d ${_dirs})
@@ -15,6 +16,10 @@ foreach(d ${_dirs})
     file(READ ${s} _src)
     string(REGEX MATCHALL "config_(string|int|bool)\\([^,]+,[ \n\t]*\"[a-z0-9_]+\""
            _calls "${_src}")
+    # The shared helpers of plugins/common take (api, self, "key", ...).
+    string(REGEX MATCHALL "cmn_cfg_[a-z]+\\([^,]+,[^,]+,[ \n\t]*\"[a-z0-9_]+\""
+           _cmn_calls "${_src}")
+    list(APPEND _calls ${_cmn_calls})
     foreach(c ${_calls})
       string(REGEX MATCH "\"([a-z0-9_]+)\"$" _m "${c}")
       set(_key "${CMAKE_MATCH_1}")

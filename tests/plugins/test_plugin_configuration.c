@@ -1,6 +1,7 @@
 /* Tests of the configuration plugin (513, 524, 526, 119, 113) in the fake
  * host. */
 #include "fake_api.h"
+#include "plugin_test_util.h"
 
 #include <glib.h>
 #include <glib/gstdio.h>
@@ -19,70 +20,19 @@ typedef struct fixture {
 
 static void fx_setup(fixture *f, gconstpointer data) {
   (void)data;
-  GError *err = NULL;
-  f->dir = g_dir_make_tmp("c8y-cfg-XXXXXX", &err);
-  g_assert_no_error(err);
+  f->dir = ptu_make_tmpdir("c8y-cfg");
   f->state = g_build_filename(f->dir, "state", NULL);
   f->text_file = g_build_filename(f->dir, "device-config.txt", NULL);
   f->h = fake_host_new(DEV, f->state);
 }
 
-static void rm_rf(const char *path) {
-  GDir *d = g_dir_open(path, 0, NULL);
-  if (d) {
-    const char *name;
-    while ((name = g_dir_read_name(d)) != NULL) {
-      char *p = g_build_filename(path, name, NULL);
-      rm_rf(p);
-      g_free(p);
-    }
-    g_dir_close(d);
-    g_rmdir(path);
-  } else {
-    g_unlink(path);
-  }
-}
-
 static void fx_teardown(fixture *f, gconstpointer data) {
   (void)data;
   fake_host_free(f->h);
-  rm_rf(f->dir);
+  ptu_rm_rf(f->dir);
   g_free(f->dir);
   g_free(f->state);
   g_free(f->text_file);
-}
-
-static void write_text(const char *path, const char *text) {
-  GError *err = NULL;
-  g_file_set_contents(path, text, -1, &err);
-  g_assert_no_error(err);
-}
-
-static char *read_text(const char *path) {
-  char *text = NULL;
-  GError *err = NULL;
-  g_file_get_contents(path, &text, NULL, &err);
-  g_assert_no_error(err);
-  return text;
-}
-
-/* Copies the fake helper into the temp dir and makes it executable (the
- * source tree may not keep the x bit). */
-static char *install_helper(fixture *f) {
-  char *src = read_text(g_test_get_filename(
-      G_TEST_DIST, "data", "configuration", "http_helper.sh", NULL));
-  char *dst = g_build_filename(f->dir, "http_helper", NULL);
-  write_text(dst, src);
-  g_assert_cmpint(g_chmod(dst, 0755), ==, 0);
-  g_free(src);
-  return dst;
-}
-
-static gboolean log_contains(fake_host *h, const char *needle) {
-  for (size_t i = 0; i < fake_host_log_count(h); i++)
-    if (strstr(fake_host_log(h, i), needle))
-      return TRUE;
-  return FALSE;
 }
 
 /* ---- init -----------------------------------------------------------------
@@ -90,7 +40,7 @@ static gboolean log_contains(fake_host *h, const char *needle) {
 
 static void test_init_reports(fixture *f, gconstpointer data) {
   (void)data;
-  write_text(f->text_file, "a=1\nname=\"x, y\"\n");
+  ptu_write_text(f->text_file, "a=1\nname=\"x, y\"\n");
   fake_host_set_config(f->h, "text_file", f->text_file);
   fake_host_set_config(f->h, "files",
                        "agent_conf=/etc/c8y-agent/agent.ini "
@@ -104,18 +54,18 @@ static void test_init_reports(fixture *f, gconstpointer data) {
   /* Typed transfers need HTTP: without a helper they are not offered. */
   g_assert_false(fake_host_has_operation(f->h, "524"));
   g_assert_false(fake_host_has_operation(f->h, "526"));
-  g_assert_true(log_contains(f->h, "need HTTP"));
+  g_assert_nonnull(fake_host_find_log(f->h, "need HTTP"));
 }
 
 static void test_init_big_file_not_reported(fixture *f, gconstpointer data) {
   (void)data;
   char *big = g_strnfill(20000, 'x');
-  write_text(f->text_file, big);
+  ptu_write_text(f->text_file, big);
   g_free(big);
   fake_host_set_config(f->h, "text_file", f->text_file);
   g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
   g_assert_null(fake_host_find_line(f->h, "113"));
-  g_assert_true(log_contains(f->h, "not reported"));
+  g_assert_nonnull(fake_host_find_log(f->h, "not reported"));
 }
 
 static void test_init_no_text_file(fixture *f, gconstpointer data) {
@@ -129,20 +79,44 @@ static void test_bad_config(fixture *f, gconstpointer data) {
   (void)data;
   fake_host_set_config(f->h, "files", "agent_conf=/a noequals");
   g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
-  g_assert_true(log_contains(f->h, "files: entry 'noequals'"));
+  g_assert_nonnull(fake_host_find_log(f->h, "files: entry 'noequals'"));
   fake_host_free(f->h);
 
   f->h = fake_host_new(DEV, f->state);
   fake_host_set_config(f->h, "files", "a=/x a=/y");
   g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
-  g_assert_true(log_contains(f->h, "listed twice"));
+  g_assert_nonnull(fake_host_find_log(f->h, "listed twice"));
   fake_host_free(f->h);
 
   f->h = fake_host_new(DEV, f->state);
   fake_host_set_config(f->h, "files", "a=/x");
   fake_host_set_config(f->h, "http_helper", "/nonexistent/no-such-helper");
   g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
-  g_assert_true(log_contains(f->h, "http_helper"));
+  g_assert_nonnull(fake_host_find_log(f->h, "http_helper"));
+}
+
+/* Every check of the `files` list names the setting and the entry. */
+static void test_bad_files_list(fixture *f, gconstpointer data) {
+  (void)data;
+  GString *many = g_string_new("");
+  for (int i = 0; i <= 64; i++)
+    g_string_append_printf(many, "t%d=/x ", i);
+  const char *cases[][2] = {
+      {"=/x", "files: entry '=/x' is not type=/absolute/path"},
+      {"a=rel", "files: entry 'a=rel' is not type=/absolute/path"},
+      {"a,b=/x", "files: type 'a,b' must not contain ',' or '\"'"},
+      {"a=/x b=/y a=/z", "files: type 'a' is listed twice"},
+      {many->str, "files: more than 64 types"},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+    fake_host_free(f->h);
+    f->h = fake_host_new(DEV, f->state);
+    fake_host_set_config(f->h, "files", cases[i][0]);
+    g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
+    if (!fake_host_find_log(f->h, cases[i][1]))
+      g_error("files=%.40s: no log with '%s'", cases[i][0], cases[i][1]);
+  }
+  g_string_free(many, TRUE);
 }
 
 /* ---- 513 ------------------------------------------------------------------
@@ -150,7 +124,7 @@ static void test_bad_config(fixture *f, gconstpointer data) {
 
 static void test_513_writes_and_reports(fixture *f, gconstpointer data) {
   (void)data;
-  write_text(f->text_file, "old=1\n");
+  ptu_write_text(f->text_file, "old=1\n");
   g_assert_cmpint(g_chmod(f->text_file, 0600), ==, 0);
   fake_host_set_config(f->h, "text_file", f->text_file);
   g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
@@ -160,7 +134,7 @@ static void test_513_writes_and_reports(fixture *f, gconstpointer data) {
   fake_op_state st = fake_host_run_operation(
       f->h, "513," DEV ",\"line1=a\nkey=\\\"v, w\\\"\"", OP_WAIT_MS);
   g_assert_cmpint(st, ==, FAKE_OP_SUCCEEDED);
-  char *got = read_text(f->text_file);
+  char *got = ptu_read_text(f->text_file);
   g_assert_cmpstr(got, ==, "line1=a\nkey=\"v, w\"");
   g_free(got);
   struct stat sb;
@@ -189,7 +163,7 @@ static void test_513_wrong_field_count(fixture *f, gconstpointer data) {
 
 static void test_513_apply_failure_restores(fixture *f, gconstpointer data) {
   (void)data;
-  write_text(f->text_file, "old=1\n");
+  ptu_write_text(f->text_file, "old=1\n");
   fake_host_set_config(f->h, "text_file", f->text_file);
   fake_host_set_config(
       f->h, "apply_command",
@@ -205,7 +179,7 @@ static void test_513_apply_failure_restores(fixture *f, gconstpointer data) {
   g_assert_nonnull(strstr(why, "exit 3"));
   g_assert_nonnull(strstr(why, "rejected: bad=2"));
   g_assert_nonnull(strstr(why, "previous configuration restored"));
-  char *got = read_text(f->text_file);
+  char *got = ptu_read_text(f->text_file);
   g_assert_cmpstr(got, ==, "old=1\n");
   g_free(got);
   g_assert_cmpuint(fake_host_line_count(f->h), ==, 0);
@@ -213,7 +187,7 @@ static void test_513_apply_failure_restores(fixture *f, gconstpointer data) {
   g_assert_cmpint(
       fake_host_run_operation(f->h, "513," DEV ",good=3", OP_WAIT_MS), ==,
       FAKE_OP_SUCCEEDED);
-  got = read_text(f->text_file);
+  got = ptu_read_text(f->text_file);
   g_assert_cmpstr(got, ==, "good=3");
   g_free(got);
   g_assert_cmpstr(fake_host_find_line(f->h, "113,"), ==, "s/us|113,good=3");
@@ -234,11 +208,12 @@ static void test_513_apply_failure_removes_new_file(fixture *f,
  */
 
 static void load_with_helper(fixture *f, char **target, char **helper_log) {
-  char *helper = install_helper(f);
+  char *helper = ptu_install_script(f->dir, "configuration", "http_helper.sh",
+                                    "http_helper");
   *target = g_build_filename(f->dir, "agent.ini", NULL);
   *helper_log = g_build_filename(f->dir, "helper.log", NULL);
   g_setenv("FAKE_HELPER_LOG", *helper_log, TRUE);
-  write_text(*target, "[old]\n");
+  ptu_write_text(*target, "[old]\n");
   char *files =
       g_strdup_printf("agent_conf=%s ssh_conf=%s/sshd_config", *target, f->dir);
   fake_host_set_config(f->h, "files", files);
@@ -256,11 +231,11 @@ static void test_524_download(fixture *f, gconstpointer data) {
   char *target, *helper_log;
   load_with_helper(f, &target, &helper_log);
   char *src = g_build_filename(f->dir, "new.ini", NULL);
-  write_text(src, "[new]\nx=1\n");
+  ptu_write_text(src, "[new]\nx=1\n");
   char *line = g_strdup_printf("524," DEV ",file://%s,agent_conf", src);
   g_assert_cmpint(fake_host_run_operation(f->h, line, OP_WAIT_MS), ==,
                   FAKE_OP_SUCCEEDED);
-  char *got = read_text(target);
+  char *got = ptu_read_text(target);
   g_assert_cmpstr(got, ==, "[new]\nx=1\n");
   g_free(got);
   g_assert_cmpuint(fake_host_line_count(f->h), ==, 1);
@@ -283,7 +258,7 @@ static void test_524_download(fixture *f, gconstpointer data) {
   g_assert_nonnull(
       strstr(fake_host_op_detail(f->h), "download of 'agent_conf' failed"));
   g_assert_nonnull(strstr(fake_host_op_detail(f->h), "exit 1"));
-  got = read_text(target);
+  got = ptu_read_text(target);
   g_assert_cmpstr(got, ==, "[new]\nx=1\n");
   g_free(got);
   GDir *d = g_dir_open(f->dir, 0, NULL);
@@ -304,7 +279,7 @@ static void test_526_upload(fixture *f, gconstpointer data) {
   g_assert_cmpint(
       fake_host_run_operation(f->h, "526," DEV ",agent_conf", OP_WAIT_MS), ==,
       FAKE_OP_SUCCEEDED);
-  char *got = read_text(helper_log);
+  char *got = ptu_read_text(helper_log);
   char *want = g_strdup_printf(DEV " agent_conf agent_conf %s\n", target);
   g_assert_cmpstr(got, ==, want);
   g_free(want);
@@ -344,6 +319,7 @@ int main(int argc, char **argv) {
   ADD("/plugin/configuration/init/big-file", test_init_big_file_not_reported);
   ADD("/plugin/configuration/init/no-text-file", test_init_no_text_file);
   ADD("/plugin/configuration/init/bad-config", test_bad_config);
+  ADD("/plugin/configuration/init/bad-files-list", test_bad_files_list);
   ADD("/plugin/configuration/513/write", test_513_writes_and_reports);
   ADD("/plugin/configuration/513/field-count", test_513_wrong_field_count);
   ADD("/plugin/configuration/513/apply-restores",

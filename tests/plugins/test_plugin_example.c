@@ -1,8 +1,8 @@
 /* The example plugin against the fake host. */
 #include "fake_api.h"
+#include "plugin_test_util.h"
 
 #include <glib.h>
-#include <glib/gstdio.h>
 
 typedef struct fx {
   char *dir, *loadavg;
@@ -10,8 +10,7 @@ typedef struct fx {
 } fx;
 
 static void fx_setup(fx *f, gconstpointer data) {
-  f->dir = g_dir_make_tmp("c8y-example-XXXXXX", NULL);
-  g_assert_nonnull(f->dir);
+  f->dir = ptu_make_tmpdir("c8y-example");
   f->loadavg = g_build_filename(f->dir, "loadavg", NULL);
   g_assert_true(g_file_set_contents(f->loadavg, "0.52 0.58 0.59 1/467 12345\n",
                                     -1, NULL));
@@ -21,8 +20,7 @@ static void fx_setup(fx *f, gconstpointer data) {
 
 static void fx_teardown(fx *f, gconstpointer data) {
   fake_host_free(f->h);
-  g_unlink(f->loadavg);
-  g_rmdir(f->dir);
+  ptu_rm_rf(f->dir);
   g_free(f->loadavg);
   g_free(f->dir);
 }

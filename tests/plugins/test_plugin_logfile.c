@@ -1,6 +1,7 @@
 /* Tests of the logfile plugin (118, 522) in the fake host. Runs with TZ=UTC
  * so that times without an offset are deterministic. */
 #include "fake_api.h"
+#include "plugin_test_util.h"
 
 #include <glib.h>
 #include <glib/gstdio.h>
@@ -20,75 +21,26 @@ typedef struct fixture {
   fake_host *h;
 } fixture;
 
-static void write_text(const char *path, const char *text) {
-  GError *err = NULL;
-  g_file_set_contents(path, text, -1, &err);
-  g_assert_no_error(err);
-}
-
-static char *read_text(const char *path) {
-  char *text = NULL;
-  GError *err = NULL;
-  g_file_get_contents(path, &text, NULL, &err);
-  g_assert_no_error(err);
-  return text;
-}
-
-/* Copies data/logfile/<name> to <dir>/<as> as an executable. */
-static char *install_script(const char *dir, const char *name, const char *as) {
-  char *src = read_text(
-      g_test_get_filename(G_TEST_DIST, "data", "logfile", name, NULL));
-  char *dst = g_build_filename(dir, as, NULL);
-  write_text(dst, src);
-  g_assert_cmpint(g_chmod(dst, 0755), ==, 0);
-  g_free(src);
-  return dst;
-}
-
 static void fx_setup(fixture *f, gconstpointer data) {
   (void)data;
-  GError *err = NULL;
-  f->dir = g_dir_make_tmp("c8y-log-XXXXXX", &err);
-  g_assert_no_error(err);
+  f->dir = ptu_make_tmpdir("c8y-log");
   f->state = g_build_filename(f->dir, "state", NULL);
   f->copy = g_build_filename(f->dir, "uploaded", NULL);
-  f->helper = install_script(f->dir, "http_helper.sh", "http_helper");
+  f->helper =
+      ptu_install_script(f->dir, "logfile", "http_helper.sh", "http_helper");
   g_setenv("FAKE_HELPER_COPY", f->copy, TRUE);
   g_unsetenv("FAKE_HELPER_FAIL");
   f->h = fake_host_new(DEV, f->state);
 }
 
-static void rm_rf(const char *path) {
-  GDir *d = g_dir_open(path, 0, NULL);
-  if (d) {
-    const char *name;
-    while ((name = g_dir_read_name(d)) != NULL) {
-      char *p = g_build_filename(path, name, NULL);
-      rm_rf(p);
-      g_free(p);
-    }
-    g_dir_close(d);
-    g_rmdir(path);
-  } else {
-    g_unlink(path);
-  }
-}
-
 static void fx_teardown(fixture *f, gconstpointer data) {
   (void)data;
   fake_host_free(f->h);
-  rm_rf(f->dir);
+  ptu_rm_rf(f->dir);
   g_free(f->dir);
   g_free(f->state);
   g_free(f->copy);
   g_free(f->helper);
-}
-
-static gboolean log_contains(fake_host *h, const char *needle) {
-  for (size_t i = 0; i < fake_host_log_count(h); i++)
-    if (strstr(fake_host_log(h, i), needle))
-      return TRUE;
-  return FALSE;
 }
 
 /* app = the fixture file, sys = a journal unit. */
@@ -113,7 +65,7 @@ static char *request_ok(fixture *f, const char *params) {
   g_assert_cmpuint(fake_host_op_param_count(f->h), ==, 1);
   g_assert_cmpstr(fake_host_op_param(f->h, 0), ==, URL);
   g_free(line);
-  char *got = read_text(f->copy);
+  char *got = ptu_read_text(f->copy);
   g_unlink(f->copy);
   return got;
 }
@@ -141,7 +93,7 @@ static void test_init_without_helper(fixture *f, gconstpointer data) {
   (void)data;
   load(f, FALSE);
   g_assert_false(fake_host_has_operation(f->h, "522"));
-  g_assert_true(log_contains(f->h, "needs HTTP"));
+  g_assert_nonnull(fake_host_find_log(f->h, "needs HTTP"));
   g_assert_cmpstr(fake_host_find_line(f->h, "118,"), ==, "s/us|118,app,sys");
 }
 
@@ -155,12 +107,29 @@ static void test_bad_config(fixture *f, gconstpointer data) {
       {"app=/a app=/b", "logs: name 'app' is listed twice"},
       {"app=journal:", "logs: entry 'app=journal:'"},
   };
+  static const struct {
+    const char *key, *value, *why;
+  } keys[] = {
+      {"max_lines", "0", "max_lines: 0 is out of range (1..100000)"},
+      {"timeout", "86401", "timeout: 86401 is out of range (1..86400)"},
+      {"http_helper", "relative/helper",
+       "http_helper: 'relative/helper' is not an executable file (absolute "
+       "path expected)"},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(keys); i++) {
+    fake_host_free(f->h);
+    f->h = fake_host_new(DEV, f->state);
+    fake_host_set_config(f->h, "logs", "app=/var/log/app.log");
+    fake_host_set_config(f->h, keys[i].key, keys[i].value);
+    g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
+    g_assert_nonnull(fake_host_find_log(f->h, keys[i].why));
+  }
   for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
     fake_host_free(f->h);
     f->h = fake_host_new(DEV, f->state);
     fake_host_set_config(f->h, "logs", cases[i].logs);
     g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
-    g_assert_true(log_contains(f->h, cases[i].why));
+    g_assert_nonnull(fake_host_find_log(f->h, cases[i].why));
   }
 }
 
@@ -180,7 +149,7 @@ static void test_file_window_search(fixture *f, gconstpointer data) {
                   "2024-03-10T10:25:00.123456+0200 ERROR microseconds\n");
   g_free(got);
   char *meta_path = g_strconcat(f->copy, ".meta", NULL);
-  char *meta = read_text(meta_path);
+  char *meta = ptu_read_text(meta_path);
   g_assert_cmpstr(meta, ==, DEV " app app 5\n");
   g_free(meta);
   g_free(meta_path);
@@ -224,7 +193,7 @@ static void test_syslog_times(fixture *f, gconstpointer data) {
   char *text = g_strdup_printf("%s host a: old\n%s host a: in window\n"
                                "no time at all\n",
                                old, in);
-  write_text(path, text);
+  ptu_write_text(path, text);
   char *logs = g_strdup_printf("syslog=%s", path);
   fake_host_set_config(f->h, "logs", logs);
   fake_host_set_config(f->h, "http_helper", f->helper);
@@ -300,7 +269,7 @@ static void test_journal(fixture *f, gconstpointer data) {
   (void)data;
   char *bin = g_build_filename(f->dir, "bin", NULL);
   g_assert_cmpint(g_mkdir(bin, 0755), ==, 0);
-  g_free(install_script(bin, "journalctl", "journalctl"));
+  g_free(ptu_install_script(bin, "logfile", "journalctl", "journalctl"));
   char *path = g_strdup_printf("%s:%s", bin, g_getenv("PATH"));
   char *saved_path = g_strdup(g_getenv("PATH"));
   g_setenv("PATH", path, TRUE);
@@ -309,8 +278,8 @@ static void test_journal(fixture *f, gconstpointer data) {
   g_setenv("FAKE_JOURNAL_ARGS", args, TRUE);
   g_setenv("FAKE_JOURNAL_DATA", jdata, TRUE);
   g_unsetenv("FAKE_JOURNAL_FAIL");
-  write_text(jdata,
-             "2024-03-10T09:20:00+0200 host sshd[1]: Accepted key for root\n"
+  ptu_write_text(
+      jdata, "2024-03-10T09:20:00+0200 host sshd[1]: Accepted key for root\n"
              "2024-03-10T09:21:00+0200 host sshd[1]: session opened\n"
              "2024-03-10T09:22:00+0200 host sshd[2]: Accepted password\n"
              "2024-03-10T11:22:00+0200 host sshd[3]: Accepted late");
@@ -325,7 +294,7 @@ static void test_journal(fixture *f, gconstpointer data) {
       "2024-03-10T09:20:00+0200 host sshd[1]: Accepted key for root\n"
       "2024-03-10T09:22:00+0200 host sshd[2]: Accepted password\n");
   g_free(got);
-  char *a = read_text(args);
+  char *a = ptu_read_text(args);
   g_assert_cmpstr(a, ==,
                   "--no-pager\n--quiet\n--output=short-iso\n--unit\n"
                   "ssh.service\n--since=@1710054900\n--until=@1710059400\n");
@@ -333,7 +302,7 @@ static void test_journal(fixture *f, gconstpointer data) {
 
   /* Without search text journalctl does the tail itself. */
   g_free(request_ok(f, "sys,,,,2"));
-  a = read_text(args);
+  a = ptu_read_text(args);
   g_assert_cmpstr(a, ==,
                   "--no-pager\n--quiet\n--output=short-iso\n--unit\n"
                   "ssh.service\n--lines=2\n");

@@ -1,8 +1,8 @@
 /* The shell plugin against the fake host. */
 #include "fake_api.h"
+#include "plugin_test_util.h"
 
 #include <glib.h>
-#include <glib/gstdio.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,7 +117,7 @@ static bool process_alive(pid_t pid) {
 
 /* The whole process group dies on timeout, not just the shell. */
 static void test_timeout_kills_group(void) {
-  char *dir = g_dir_make_tmp("c8y-shell-XXXXXX", NULL);
+  char *dir = ptu_make_tmpdir("c8y-shell");
   char *pidfile = g_build_filename(dir, "pid", NULL);
   fake_host *h = load_allowed((const char *[]){"timeout", "1", NULL});
   char *cmd = g_strdup_printf("sleep 30 & echo $! > %s; wait", pidfile);
@@ -138,8 +138,7 @@ static void test_timeout_kills_group(void) {
   fake_host_free(h);
   g_free(text);
   g_free(cmd);
-  g_unlink(pidfile);
-  g_rmdir(dir);
+  ptu_rm_rf(dir);
   g_free(pidfile);
   g_free(dir);
 }

@@ -1,9 +1,9 @@
 /* Tests of the software plugin (140/141/143, 528, 529) in the fake host. */
 #include "fake_api.h"
+#include "plugin_test_util.h"
 #include "smartrest.h"
 
 #include <glib.h>
-#include <glib/gstdio.h>
 #include <string.h>
 
 #define DEV "dev1"
@@ -19,9 +19,7 @@ typedef struct fixture {
 
 static void fx_setup(fixture *f, gconstpointer data) {
   (void)data;
-  GError *err = NULL;
-  f->dir = g_dir_make_tmp("c8y-sw-XXXXXX", &err);
-  g_assert_no_error(err);
+  f->dir = ptu_make_tmpdir("c8y-sw");
   f->db = g_build_filename(f->dir, "db", NULL);
   f->log = g_build_filename(f->dir, "log", NULL);
   char *state = g_build_filename(f->dir, "state", NULL);
@@ -29,50 +27,13 @@ static void fx_setup(fixture *f, gconstpointer data) {
   g_free(state);
 }
 
-static void rm_rf(const char *path) {
-  GDir *d = g_dir_open(path, 0, NULL);
-  if (d) {
-    const char *name;
-    while ((name = g_dir_read_name(d)) != NULL) {
-      char *p = g_build_filename(path, name, NULL);
-      rm_rf(p);
-      g_free(p);
-    }
-    g_dir_close(d);
-    g_rmdir(path);
-  } else {
-    g_unlink(path);
-  }
-}
-
 static void fx_teardown(fixture *f, gconstpointer data) {
   (void)data;
   fake_host_free(f->h);
-  rm_rf(f->dir);
+  ptu_rm_rf(f->dir);
   g_free(f->dir);
   g_free(f->db);
   g_free(f->log);
-}
-
-static void write_text(const char *path, const char *text) {
-  GError *err = NULL;
-  g_file_set_contents(path, text, -1, &err);
-  g_assert_no_error(err);
-}
-
-/* "" when the file does not exist. */
-static char *read_text(const char *path) {
-  char *text = NULL;
-  if (!g_file_get_contents(path, &text, NULL, NULL))
-    text = g_strdup("");
-  return text;
-}
-
-static gboolean log_contains(fake_host *h, const char *needle) {
-  for (size_t i = 0; i < fake_host_log_count(h); i++)
-    if (strstr(fake_host_log(h, i), needle))
-      return TRUE;
-  return FALSE;
 }
 
 /* The software-list lines (140/141) recorded from index `from` on. */
@@ -149,7 +110,8 @@ static void test_list_chunked(fixture *f, gconstpointer data) {
   }
   g_assert_cmpstr(g_hash_table_lookup(pk, "quoted\"pkg, one"), ==,
                   "1.0 \"beta\"|apt|");
-  g_assert_true(log_contains(f->h, "1 line(s) are not name<TAB>version"));
+  g_assert_nonnull(
+      fake_host_find_log(f->h, "1 line(s) are not name<TAB>version"));
   g_hash_table_unref(pk);
   g_ptr_array_unref(lines);
 }
@@ -170,7 +132,8 @@ static void test_list_command_fails(fixture *f, gconstpointer data) {
   fake_host_set_config(f->h, "type", "apt");
   g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
   g_assert_null(fake_host_find_line(f->h, "140"));
-  g_assert_true(log_contains(f->h, "list_command failed (exit 2: boom)"));
+  g_assert_nonnull(
+      fake_host_find_log(f->h, "list_command failed (exit 2: boom)"));
 }
 
 static void test_bad_config(fixture *f, gconstpointer data) {
@@ -178,7 +141,18 @@ static void test_bad_config(fixture *f, gconstpointer data) {
   fake_host_set_config(f->h, "list_command", "true");
   fake_host_set_config(f->h, "type", "opkg");
   g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
-  g_assert_true(log_contains(f->h, "install_command: required"));
+  g_assert_nonnull(fake_host_find_log(f->h, "install_command: required"));
+  g_assert_false(fake_host_has_operation(f->h, "528"));
+}
+
+static void test_bad_timeout(fixture *f, gconstpointer data) {
+  (void)data;
+  fake_host_set_config(f->h, "list_command", "true");
+  fake_host_set_config(f->h, "type", "apt");
+  fake_host_set_config(f->h, "list_timeout", "0");
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
+  g_assert_nonnull(fake_host_find_log(
+      f->h, "list_timeout: 0 is out of range (1..86400 seconds)"));
   g_assert_false(fake_host_has_operation(f->h, "528"));
 }
 
@@ -211,7 +185,7 @@ static void load_fake_pm(fixture *f, const char *install) {
 
 static void test_update_install_delete(fixture *f, gconstpointer data) {
   (void)data;
-  write_text(f->db, "curl\t7.0\nvim\t9.0\n");
+  ptu_write_text(f->db, "curl\t7.0\nvim\t9.0\n");
   load_fake_pm(f, NULL);
   fake_host_clear_lines(f->h);
   g_assert_cmpint(fake_host_run_operation(
@@ -220,7 +194,7 @@ static void test_update_install_delete(fixture *f, gconstpointer data) {
                       "install,curl,,,delete",
                       OP_WAIT_MS),
                   ==, FAKE_OP_SUCCEEDED);
-  char *log = read_text(f->log);
+  char *log = ptu_read_text_or_empty(f->log);
   g_assert_cmpstr(log, ==,
                   "install nginx|1.2|http://127.0.0.1/nginx.deb|apt\n"
                   "delete curl\n");
@@ -243,7 +217,7 @@ static void test_update_install_delete(fixture *f, gconstpointer data) {
 
 static void test_update_values_are_quoted(fixture *f, gconstpointer data) {
   (void)data;
-  write_text(f->db, "");
+  ptu_write_text(f->db, "");
   char *pwned = g_build_filename(f->dir, "pwned", NULL);
   char *inst = g_strdup_printf("echo {name} {version} >> '%s'", f->log);
   load_fake_pm(f, inst);
@@ -252,7 +226,7 @@ static void test_update_values_are_quoted(fixture *f, gconstpointer data) {
       pwned, pwned);
   g_assert_cmpint(fake_host_run_operation(f->h, line, OP_WAIT_MS), ==,
                   FAKE_OP_SUCCEEDED);
-  char *log = read_text(f->log);
+  char *log = ptu_read_text_or_empty(f->log);
   char *want = g_strdup_printf("x'; touch %s; ' $(touch %s)`touch %s`\n", pwned,
                                pwned, pwned);
   g_assert_cmpstr(log, ==, want);
@@ -266,7 +240,7 @@ static void test_update_values_are_quoted(fixture *f, gconstpointer data) {
 
 static void test_update_stops_at_failure(fixture *f, gconstpointer data) {
   (void)data;
-  write_text(f->db, "base\t1\n");
+  ptu_write_text(f->db, "base\t1\n");
   char *inst = g_strdup_printf(
       "if [ \"$C8Y_SW_NAME\" = bad ]; then "
       "echo 'Reading package lists...' >&2; "
@@ -283,7 +257,7 @@ static void test_update_stops_at_failure(fixture *f, gconstpointer data) {
   g_assert_cmpstr(fake_host_op_detail(f->h), ==,
                   "install of bad 2.0 failed (exit 100): Reading package "
                   "lists... E: Unable to locate package bad");
-  char *log = read_text(f->log);
+  char *log = ptu_read_text_or_empty(f->log);
   g_assert_cmpstr(log, ==, "good1\n");
   g_free(log);
   /* Re-reported even after a failure (good1 may have changed things). */
@@ -294,7 +268,7 @@ static void test_update_stops_at_failure(fixture *f, gconstpointer data) {
 
 static void test_update_malformed(fixture *f, gconstpointer data) {
   (void)data;
-  write_text(f->db, "");
+  ptu_write_text(f->db, "");
   load_fake_pm(f, NULL);
   static const struct {
     const char *line, *why;
@@ -319,7 +293,7 @@ static void test_update_malformed(fixture *f, gconstpointer data) {
 
 static void test_update_cancelled(fixture *f, gconstpointer data) {
   (void)data;
-  write_text(f->db, "");
+  ptu_write_text(f->db, "");
   load_fake_pm(f, "sleep 60");
   gint64 start = g_get_monotonic_time();
   g_assert_cmpint(
@@ -337,6 +311,7 @@ int main(int argc, char **argv) {
   ADD("/plugin/software/list/empty", test_list_empty);
   ADD("/plugin/software/list/command-fails", test_list_command_fails);
   ADD("/plugin/software/init/bad-config", test_bad_config);
+  ADD("/plugin/software/init/bad-timeout", test_bad_timeout);
   ADD("/plugin/software/update/install-delete", test_update_install_delete);
   ADD("/plugin/software/update/quoting", test_update_values_are_quoted);
   ADD("/plugin/software/update/stops-at-failure", test_update_stops_at_failure);

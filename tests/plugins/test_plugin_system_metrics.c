@@ -1,6 +1,7 @@
 /* The system_metrics plugin against the fake host, with /proc fixtures from
  * tests/plugins/data/system_metrics/{a,b} (b is a later reading than a). */
 #include "fake_api.h"
+#include "plugin_test_util.h"
 
 #include <glib.h>
 #include <glib/gstdio.h>
@@ -37,8 +38,7 @@ static void snapshot(fx *f, const char *which) {
 }
 
 static void fx_setup(fx *f, gconstpointer data) {
-  f->dir = g_dir_make_tmp("c8y-sm-XXXXXX", NULL);
-  g_assert_nonnull(f->dir);
+  f->dir = ptu_make_tmpdir("c8y-sm");
   f->proc = g_build_filename(f->dir, "proc", NULL);
   char *net = g_build_filename(f->proc, "net", NULL);
   g_assert_cmpint(g_mkdir_with_parents(net, 0700), ==, 0);
@@ -50,13 +50,7 @@ static void fx_setup(fx *f, gconstpointer data) {
 
 static void fx_teardown(fx *f, gconstpointer data) {
   fake_host_free(f->h);
-  const char *files[] = {"stat", "meminfo", "uptime", "net/dev", "net", ""};
-  for (size_t i = 0; i < G_N_ELEMENTS(files); i++) {
-    char *p = g_build_filename(f->proc, files[i], NULL);
-    g_remove(p);
-    g_free(p);
-  }
-  g_rmdir(f->dir);
+  ptu_rm_rf(f->dir);
   g_free(f->proc);
   g_free(f->dir);
 }

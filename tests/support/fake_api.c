@@ -7,7 +7,9 @@
  * handler must have returned. */
 #include "fake_api.h"
 
+#include "ops.h"
 #include "smartrest.h"
+#include "status.h"
 
 #include <ctype.h>
 #include <dlfcn.h>
@@ -243,67 +245,8 @@ static void make_topic(char *out, size_t n, const char *base,
     snprintf(out, n, "%s", base);
 }
 
-/* Static operation templates and their fragments (c8y-protocol.md 3.2). */
-static const char *fragment_of(const char *tpl) {
-  static const struct {
-    const char *id, *fragment;
-  } map[] = {{"510", "c8y_Restart"},
-             {"511", "c8y_Command"},
-             {"513", "c8y_Configuration"},
-             {"515", "c8y_Firmware"},
-             {"516", "c8y_SoftwareList"},
-             {"517", "c8y_MeasurementRequestOperation"},
-             {"518", "c8y_Relay"},
-             {"519", "c8y_RelayArray"},
-             {"520", "c8y_UploadConfigFile"},
-             {"521", "c8y_DownloadConfigFile"},
-             {"522", "c8y_LogfileRequest"},
-             {"523", "c8y_CommunicationMode"},
-             {"524", "c8y_DownloadConfigFile"},
-             {"525", "c8y_Firmware"},
-             {"526", "c8y_UploadConfigFile"},
-             {"527", "c8y_DeviceProfile"},
-             {"528", "c8y_SoftwareUpdate"},
-             {"529", "c8y_SoftwareUpdate"},
-             {"530", "c8y_RemoteAccessConnect"},
-             {"531", "c8y_DeviceProfile"},
-             {"532", "c8y_ParameterUpdate"}};
-  for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-    if (strcmp(map[i].id, tpl) == 0)
-      return map[i].fragment;
-  return "";
-}
-
 /* ---- api: misc ------------------------------------------------------------
  */
-
-static const char *api_status_str(int status) {
-  switch (status) {
-  case C8Y_OK:
-    return "ok";
-  case C8Y_PENDING:
-    return "pending";
-  case C8Y_EINVAL:
-    return "invalid argument";
-  case C8Y_ENOMEM:
-    return "out of memory";
-  case C8Y_ENOTSUP:
-    return "not supported";
-  case C8Y_EEXIST:
-    return "already exists";
-  case C8Y_ESTATE:
-    return "called at the wrong time";
-  case C8Y_EAGAIN:
-    return "queue full";
-  case C8Y_EIO:
-    return "I/O error";
-  case C8Y_ETIMEDOUT:
-    return "timed out";
-  case C8Y_ETOOBIG:
-    return "line too long";
-  }
-  return "unknown status";
-}
 
 static void api_log(c8y_plugin *self, c8y_log_level level, const char *fmt, ...)
     C8Y_PRINTF(3, 4);
@@ -772,7 +715,7 @@ static const c8y_api fake_api_table = {
     .abi_major = C8Y_ABI_MAJOR,
     .abi_minor = C8Y_ABI_MINOR,
     .size = sizeof(c8y_api),
-    .status_str = api_status_str,
+    .status_str = status_str,
     .log = api_log,
     .config_string = api_config_string,
     .config_int = api_config_int,
@@ -950,8 +893,7 @@ int fake_host_init(fake_host *h, const c8y_plugin_info *info) {
   int rc = h->info.init(&h->self, &fake_api_table, &h->user_data);
   h->in_init = false;
   if (rc < 0) {
-    host_log(h, C8Y_LOG_ERROR, "fake_host: init failed: %s",
-             api_status_str(rc));
+    host_log(h, C8Y_LOG_ERROR, "fake_host: init failed: %s", status_str(rc));
     clear_registrations(h);
     return rc;
   }
@@ -1044,14 +986,14 @@ int fake_host_run_producer(fake_host *h, const char *name) {
   b.active = false;
   if (rc < 0) {
     host_log(h, C8Y_LOG_WARNING, "fake_host: producer %s: %s", name,
-             api_status_str(rc));
+             status_str(rc));
   } else {
     char topic[512];
     make_topic(topic, sizeof topic, "s/us", b.child);
     int lrc = batch_flush(h, &b, topic);
     if (lrc < 0) {
       host_log(h, C8Y_LOG_ERROR, "fake_host: producer %s: %s", name,
-               api_status_str(lrc));
+               status_str(lrc));
       rc = lrc;
     }
   }
@@ -1080,11 +1022,10 @@ static void *op_thread_main(void *arg) {
     host_log(h, C8Y_LOG_ERROR,
              "fake_host: handler returned C8Y_OK without completing");
   } else if (!completed && rc != C8Y_PENDING) {
-    op_finish(op, FAKE_OP_FAILED, api_status_str(rc), NULL, 0);
+    op_finish(op, FAKE_OP_FAILED, status_str(rc), NULL, 0);
   } else if (completed && rc != C8Y_OK && rc != C8Y_PENDING) {
     host_log(h, C8Y_LOG_WARNING,
-             "fake_host: handler returned %s after completing",
-             api_status_str(rc));
+             "fake_host: handler returned %s after completing", status_str(rc));
   }
   pthread_mutex_lock(&h->mu);
   pthread_cond_broadcast(&h->cv);
@@ -1130,7 +1071,8 @@ fake_op_state fake_host_run_operation(fake_host *h, const char *line,
     h->handler_returned = true;
     return op->state;
   }
-  op->fragment = fragment_of(op->rec.items[0].fields[0]);
+  const char *fragment = ops_fragment_for(op->rec.items[0].fields[0]);
+  op->fragment = fragment ? fragment : "";
   op->state = FAKE_OP_RUNNING;
   h->handler = hd;
   h->handler_returned = false;
@@ -1265,32 +1207,55 @@ int fake_host_deliver_message(fake_host *h, const char *xid, const char *line) {
 /* ---- recorded lines and logs
  * --------------------------------------------------------- */
 
-size_t fake_host_line_count(fake_host *h) {
+/* Recorded strings are never freed before fake_host_clear_lines/free, so
+ * returning them after unlocking is safe for the test thread. */
+static size_t sv_count_locked(fake_host *h, const strvec *sv) {
   pthread_mutex_lock(&h->mu);
-  size_t n = h->lines.n;
+  size_t n = sv->n;
   pthread_mutex_unlock(&h->mu);
   return n;
 }
 
-/* Recorded strings are never freed before fake_host_clear_lines/free, so
- * returning them after unlocking is safe for the test thread. */
-const char *fake_host_line(fake_host *h, size_t i) {
+/* Entry i, or the last entry if `last`; NULL if there is none. */
+static const char *sv_at_locked(fake_host *h, const strvec *sv, size_t i,
+                                bool last) {
   pthread_mutex_lock(&h->mu);
-  const char *s = i < h->lines.n ? h->lines.v[i] : NULL;
+  if (last)
+    i = sv->n - 1; /* wraps to SIZE_MAX, i.e. none, when empty */
+  const char *s = i < sv->n ? sv->v[i] : NULL;
   pthread_mutex_unlock(&h->mu);
   return s;
 }
 
-const char *fake_host_find_line(fake_host *h, const char *prefix) {
+/* The first entry for which match(entry + skip_topic, what) is true. */
+static const char *sv_find_locked(fake_host *h, const strvec *sv,
+                                  bool skip_topic, const char *what) {
   const char *found = NULL;
   pthread_mutex_lock(&h->mu);
-  for (size_t i = 0; i < h->lines.n && !found; i++) {
-    const char *bar = strchr(h->lines.v[i], '|');
-    if (bar && strncmp(bar + 1, prefix, strlen(prefix)) == 0)
-      found = h->lines.v[i];
+  for (size_t i = 0; i < sv->n && !found; i++) {
+    const char *s = sv->v[i];
+    if (skip_topic) {
+      const char *bar = strchr(s, '|');
+      if (bar && strncmp(bar + 1, what, strlen(what)) == 0)
+        found = s;
+    } else if (strstr(s, what)) {
+      found = s;
+    }
   }
   pthread_mutex_unlock(&h->mu);
   return found;
+}
+
+size_t fake_host_line_count(fake_host *h) {
+  return sv_count_locked(h, &h->lines);
+}
+
+const char *fake_host_line(fake_host *h, size_t i) {
+  return sv_at_locked(h, &h->lines, i, false);
+}
+
+const char *fake_host_find_line(fake_host *h, const char *prefix) {
+  return sv_find_locked(h, &h->lines, true, prefix);
 }
 
 void fake_host_clear_lines(fake_host *h) {
@@ -1300,32 +1265,17 @@ void fake_host_clear_lines(fake_host *h) {
 }
 
 size_t fake_host_log_count(fake_host *h) {
-  pthread_mutex_lock(&h->mu);
-  size_t n = h->logs.n;
-  pthread_mutex_unlock(&h->mu);
-  return n;
+  return sv_count_locked(h, &h->logs);
 }
 
 const char *fake_host_log(fake_host *h, size_t i) {
-  pthread_mutex_lock(&h->mu);
-  const char *s = i < h->logs.n ? h->logs.v[i] : NULL;
-  pthread_mutex_unlock(&h->mu);
-  return s;
+  return sv_at_locked(h, &h->logs, i, false);
 }
 
 const char *fake_host_last_log(fake_host *h) {
-  pthread_mutex_lock(&h->mu);
-  const char *s = h->logs.n ? h->logs.v[h->logs.n - 1] : NULL;
-  pthread_mutex_unlock(&h->mu);
-  return s;
+  return sv_at_locked(h, &h->logs, 0, true);
 }
 
 const char *fake_host_find_log(fake_host *h, const char *substring) {
-  const char *found = NULL;
-  pthread_mutex_lock(&h->mu);
-  for (size_t i = 0; i < h->logs.n && !found; i++)
-    if (strstr(h->logs.v[i], substring))
-      found = h->logs.v[i];
-  pthread_mutex_unlock(&h->mu);
-  return found;
+  return sv_find_locked(h, &h->logs, false, substring);
 }

@@ -1,0 +1,49 @@
+/* cmn_cfg: plugin configuration values checked the same way everywhere,
+ * each failure logged as one line naming the key. */
+#ifndef C8Y_CMN_CFG_H
+#define C8Y_CMN_CFG_H
+
+#include <c8y/plugin.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* config_int of `key` that must lie in lo..hi; the error reads
+ * "<key>: <v> is out of range (<lo>..<hi><unit>)". */
+int cmn_cfg_int(const c8y_api *api, c8y_plugin *self, const char *key,
+                int64_t fallback, int64_t lo, int64_t hi, const char *unit,
+                int64_t *out);
+
+/* config_string of `key` (default ""): empty, or an executable regular file
+ * given by an absolute path. *out stays borrowed from the config. */
+int cmn_cfg_program(const c8y_api *api, c8y_plugin *self, const char *key,
+                    const char **out);
+
+/* One "key=value" entry of a list-valued setting. */
+typedef struct cmn_cfg_pair {
+  const char *key, *value;
+} cmn_cfg_pair;
+
+/* How the entries of a list-valued setting are checked. The texts complete
+ * its error lines, e.g. for setting "files":
+ *   files: entry 'x' is not <form>
+ *   files: <noun> 'k' <key_rule>
+ *   files: <noun> 'k' is listed twice
+ *   files: more than <max> <plural> */
+typedef struct cmn_cfg_list_rule {
+  const char *form;
+  const char *noun;
+  const char *key_rule;
+  const char *plural;
+  int (*key_ok)(const char *key);
+  int (*value_ok)(const char *value);
+} cmn_cfg_list_rule;
+
+/* Reads setting `key` ("k=v k2=v2", blank-separated, default "") into at
+ * most `max` pairs with non-empty, unique keys. The strings live in *buf,
+ * which the caller frees, also after an error. */
+int cmn_cfg_list(const c8y_api *api, c8y_plugin *self, const char *key,
+                 const cmn_cfg_list_rule *rule, cmn_cfg_pair *out, size_t max,
+                 size_t *n, char **buf);
+
+#endif

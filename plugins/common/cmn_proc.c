@@ -1,0 +1,301 @@
+#include "cmn_proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* environ plus `extra`, whose keys win. The strings stay borrowed. */
+static char **merged_env(const char *const *extra) {
+  size_t n = 0, k = 0;
+  while (environ[n])
+    n++;
+  while (extra && extra[k])
+    k++;
+  char **env = calloc(n + k + 1, sizeof(*env));
+  if (!env)
+    return NULL;
+  size_t j = 0;
+  for (size_t i = 0; i < k; i++)
+    env[j++] = (char *)extra[i];
+  for (size_t i = 0; i < n; i++) {
+    const char *eq = strchr(environ[i], '=');
+    size_t klen = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+    int overridden = 0;
+    for (size_t x = 0; x < k && !overridden; x++)
+      overridden =
+          strncmp(extra[x], environ[i], klen) == 0 && extra[x][klen] == '=';
+    if (!overridden)
+      env[j++] = environ[i];
+  }
+  return env;
+}
+
+static void keep_tail(char *tail, size_t *len, const char *d, size_t n) {
+  size_t cap = CMN_PROC_ERR_TAIL - 1;
+  if (n >= cap) {
+    memcpy(tail, d + n - cap, cap);
+    *len = cap;
+    return;
+  }
+  if (*len + n > cap) {
+    size_t drop = *len + n - cap;
+    memmove(tail, tail + drop, *len - drop);
+    *len -= drop;
+  }
+  memcpy(tail + *len, d, n);
+  *len += n;
+}
+
+/* Makes the stderr tail fit a one-line failure reason. */
+static void flatten(char *s) {
+  char *w = s;
+  int space = 0;
+  for (const char *r = s; *r; r++) {
+    unsigned char c = (unsigned char)*r;
+    if (c < 0x20 || c == 0x7f || c == ' ') {
+      space = w != s;
+      continue;
+    }
+    if (space)
+      *w++ = ' ';
+    space = 0;
+    *w++ = (char)c;
+  }
+  *w = '\0';
+  /* The tail may start inside a UTF-8 sequence. */
+  size_t skip = 0;
+  while (((unsigned char)s[skip] & 0xC0) == 0x80)
+    skip++;
+  memmove(s, s + skip, strlen(s + skip) + 1);
+}
+
+static int out_append(cmn_proc_result *r, const char *d, size_t n, size_t cap,
+                      size_t *alloc) {
+  if (r->out_len + n > cap) {
+    n = cap > r->out_len ? cap - r->out_len : 0;
+    r->out_truncated = 1;
+  }
+  if (n == 0)
+    return 0;
+  if (r->out_len + n + 1 > *alloc) {
+    size_t na = *alloc ? *alloc : 4096;
+    while (na < r->out_len + n + 1)
+      na *= 2;
+    char *p = realloc(r->out, na);
+    if (!p)
+      return -1;
+    r->out = p;
+    *alloc = na;
+  }
+  memcpy(r->out + r->out_len, d, n);
+  r->out_len += n;
+  r->out[r->out_len] = '\0';
+  return 0;
+}
+
+void cmn_proc_kill_group(pid_t pid, int *status) {
+  kill(-pid, SIGTERM);
+  for (int i = 0; i < 40; i++) { /* up to 2 s of grace */
+    if (waitpid(pid, status, WNOHANG) == pid) {
+      kill(-pid, SIGKILL); /* whatever it left behind */
+      return;
+    }
+    nanosleep(&(struct timespec){0, 50000000}, NULL);
+  }
+  kill(-pid, SIGKILL);
+  waitpid(pid, status, 0);
+}
+
+cmn_proc_end cmn_proc_watch(pid_t pid, int fd, const cmn_proc_watcher *w,
+                            int *status) {
+  int64_t deadline = w->timeout_ms > 0 ? now_ms() + w->timeout_ms : INT64_MAX;
+  int grace = 0;
+  bool exited = false, eof = false;
+  for (;;) {
+    int pr = 0;
+    if (!eof) {
+      struct pollfd pfd = {fd, POLLIN, 0};
+      pr = poll(&pfd, 1, 100);
+      if (pr > 0) {
+        char buf[4096];
+        ssize_t got = read(fd, buf, sizeof buf);
+        if (got > 0 && w->on_data)
+          w->on_data(w->ctx, buf, (size_t)got);
+        else if (got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN))
+          eof = true;
+      }
+    } else {
+      poll(NULL, 0, 100);
+    }
+    if (!exited && waitpid(pid, status, WNOHANG) == pid)
+      exited = true;
+    /* A background job may keep the pipe open: stop shortly after exit. */
+    if (exited && (eof || (pr == 0 && ++grace > 2)))
+      return CMN_PROC_EXITED;
+    if (!exited && now_ms() >= deadline)
+      return CMN_PROC_TIMED_OUT;
+    if (!exited && w->stop && w->stop(w->ctx))
+      return CMN_PROC_STOPPED;
+  }
+}
+
+int cmn_proc_run(char *const argv[], const cmn_proc_opts *o,
+                 cmn_proc_result *r) {
+  memset(r, 0, sizeof(*r));
+  r->exit_code = -1;
+  int out[2] = {-1, -1}, err[2] = {-1, -1};
+  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+    snprintf(r->why, sizeof(r->why), "cannot create pipe: %s", strerror(errno));
+    for (int i = 0; i < 2; i++)
+      if (out[i] >= 0)
+        close(out[i]);
+    return C8Y_EIO;
+  }
+  char **env = merged_env(o->env);
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t at;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+  posix_spawnattr_init(&at);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&at, &none);
+  posix_spawnattr_setsigdefault(&at, &all);
+  posix_spawnattr_setpgroup(&at, 0);
+  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                    POSIX_SPAWN_SETSIGDEF);
+  pid_t pid = -1;
+  int rc = env ? posix_spawnp(&pid, argv[0], &fa, &at, argv, env) : ENOMEM;
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&at);
+  free(env);
+  close(out[1]);
+  close(err[1]);
+  if (rc != 0) {
+    snprintf(r->why, sizeof(r->why), "cannot start %s: %s", argv[0],
+             strerror(rc));
+    close(out[0]);
+    close(err[0]);
+    return C8Y_EIO;
+  }
+
+  int64_t deadline =
+      o->timeout_s > 0 ? now_ms() + o->timeout_s * 1000LL : INT64_MAX;
+  struct pollfd pf[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  size_t alloc = 0, err_len = 0;
+  int open_fds = 2, status = 0, result = 0;
+  char buf[8192];
+  for (;;) {
+    if (o->op && o->api->op_cancelled(o->op)) {
+      snprintf(r->why, sizeof(r->why), "cancelled: the operation timed out");
+      result = C8Y_ETIMEDOUT;
+      break;
+    }
+    if (now_ms() > deadline) {
+      snprintf(r->why, sizeof(r->why), "timed out after %d s", o->timeout_s);
+      result = C8Y_ETIMEDOUT;
+      break;
+    }
+    if (open_fds == 0) {
+      pid_t w = waitpid(pid, &status, WNOHANG);
+      if (w == pid)
+        break;
+      if (w < 0 && errno != EINTR) {
+        snprintf(r->why, sizeof(r->why), "waitpid: %s", strerror(errno));
+        result = C8Y_EIO;
+        break;
+      }
+      nanosleep(&(struct timespec){0, 20000000}, NULL);
+      continue;
+    }
+    int pr = poll(pf, 2, 200);
+    if (pr < 0 && errno != EINTR) {
+      snprintf(r->why, sizeof(r->why), "poll: %s", strerror(errno));
+      result = C8Y_EIO;
+      break;
+    }
+    for (int i = 0; i < 2 && pr > 0; i++) {
+      if (pf[i].fd < 0 || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
+        continue;
+      ssize_t n = read(pf[i].fd, buf, sizeof(buf));
+      if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        continue;
+      if (n <= 0) {
+        close(pf[i].fd);
+        pf[i].fd = -1;
+        open_fds--;
+        continue;
+      }
+      if (i == 1) {
+        keep_tail(r->err, &err_len, buf, (size_t)n);
+      } else if (o->on_out) {
+        result = o->on_out(o->ctx, buf, (size_t)n);
+        if (result < 0) {
+          snprintf(r->why, sizeof(r->why), "output processing failed: %s",
+                   o->api->status_str(result));
+          break;
+        }
+        result = 0;
+      } else if (out_append(r, buf, (size_t)n, o->out_cap, &alloc) != 0) {
+        snprintf(r->why, sizeof(r->why), "out of memory");
+        result = C8Y_ENOMEM;
+        break;
+      }
+    }
+    if (result)
+      break;
+  }
+  for (int i = 0; i < 2; i++)
+    if (pf[i].fd >= 0)
+      close(pf[i].fd);
+  if (result != 0) {
+    cmn_proc_kill_group(pid, NULL);
+  } else if (WIFEXITED(status)) {
+    r->exit_code = WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    snprintf(r->why, sizeof(r->why), "killed by signal %d", WTERMSIG(status));
+    result = C8Y_EIO;
+  }
+  r->err[err_len] = '\0';
+  flatten(r->err);
+  if (!r->out && result == 0) {
+    r->out = strdup("");
+    if (!r->out)
+      result = C8Y_ENOMEM;
+  }
+  return result;
+}
+
+int cmn_proc_shell(const char *cmd, const cmn_proc_opts *o,
+                   cmn_proc_result *r) {
+  char *argv[] = {"/bin/sh", "-c", (char *)cmd, NULL};
+  return cmn_proc_run(argv, o, r);
+}
+
+void cmn_proc_describe(const cmn_proc_result *r, int rc, char *out, size_t n) {
+  if (rc != 0)
+    snprintf(out, n, "%s", r->why);
+  else if (r->err[0])
+    snprintf(out, n, "exit %d: %.400s", r->exit_code, r->err);
+  else
+    snprintf(out, n, "exit %d", r->exit_code);
+}

@@ -1,0 +1,80 @@
+/* cmn_proc: runs a command for a plugin and collects what it printed.
+ *
+ * The command runs in its own process group (so a timeout or a cancelled
+ * operation also kills whatever it started), with stdin from /dev/null, the
+ * agent's environment plus extra variables and default signal handling. */
+#ifndef C8Y_CMN_PROC_H
+#define C8Y_CMN_PROC_H
+
+#include <c8y/plugin.h>
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define CMN_PROC_ERR_TAIL 1024
+
+typedef struct cmn_proc_opts {
+  const char *const *env;  /* extra "KEY=value", NULL-terminated, nullable */
+  int timeout_s;           /* <= 0: no limit */
+  const c8y_api *api;      /* required (status texts) */
+  const c8y_operation *op; /* polled with op_cancelled; nullable */
+  size_t out_cap;          /* bytes of stdout kept; more is drained */
+  /* If set, stdout goes here instead of cmn_proc_result.out; < 0 stops. */
+  int (*on_out)(void *ctx, const char *data, size_t n);
+  void *ctx;
+} cmn_proc_opts;
+
+typedef struct cmn_proc_result {
+  int exit_code; /* -1 if it did not exit normally */
+  char *out;     /* stdout, NUL-terminated, malloc'ed */
+  size_t out_len;
+  int out_truncated;
+  char err[CMN_PROC_ERR_TAIL]; /* last bytes of stderr, one line, trimmed */
+  char why[160]; /* set when the command did not run to completion */
+} cmn_proc_result;
+
+/* Runs argv (argv[0] searched in PATH unless it has a '/'). Returns 0 when
+ * the command exited (see exit_code), or < 0 (C8Y_EIO, C8Y_ETIMEDOUT for a
+ * timeout or cancellation, C8Y_ENOMEM, or on_out's error) with `why` set.
+ * r->out must be freed in every case. */
+int cmn_proc_run(char *const argv[], const cmn_proc_opts *o,
+                 cmn_proc_result *r);
+
+/* cmn_proc_run of "/bin/sh -c cmd". */
+int cmn_proc_shell(const char *cmd, const cmn_proc_opts *o, cmn_proc_result *r);
+
+/* "exit 3: <stderr tail>", "exit 3", or the reason the command did not
+ * finish (rc != 0), for op_fail. */
+void cmn_proc_describe(const cmn_proc_result *r, int rc, char *out, size_t n);
+
+/* ---- Lower level, for plugins that fork themselves (e.g. to switch user).
+ */
+
+/* SIGTERM to the process group `pid`, SIGKILL after 2 s (or at once to what
+ * the leader left behind when it exited); reaps the leader into *status
+ * (nullable). */
+void cmn_proc_kill_group(pid_t pid, int *status);
+
+typedef enum cmn_proc_end {
+  CMN_PROC_EXITED,    /* *status is the child's wait status */
+  CMN_PROC_TIMED_OUT, /* the child still runs and is not reaped */
+  CMN_PROC_STOPPED    /* stop() said so; still runs, not reaped */
+} cmn_proc_end;
+
+typedef struct cmn_proc_watcher {
+  int64_t timeout_ms; /* <= 0: no limit */
+  /* Polled about ten times a second while the child runs; nullable. */
+  int (*stop)(void *ctx);
+  /* Every chunk read from the pipe; nullable (the output is drained). */
+  void (*on_data)(void *ctx, const char *data, size_t n);
+  void *ctx;
+} cmn_proc_watcher;
+
+/* Reads `fd` (the read end of the child's output pipe) until EOF, or until
+ * shortly after `pid` exited when a background job keeps the pipe open.
+ * Does not close fd. On timeout or stop the caller decides how to kill. */
+cmn_proc_end cmn_proc_watch(pid_t pid, int fd, const cmn_proc_watcher *w,
+                            int *status);
+
+#endif
