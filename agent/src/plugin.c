@@ -30,22 +30,15 @@ typedef struct plugin_job {
   size_t nfields;
 } plugin_job;
 
-typedef struct sample {
-  char *fragment;
-  char *series;
-  char *unit;
-  double value;
-} sample;
-
 struct c8y_batch {
   c8y_plugin *plugin;
   reg_producer *producer;
   long long time_ms;
   char *type;
   char *child;
-  sample *samples;
-  size_t n;
-  size_t cap;
+  char **fields; /* fragment, series, value text, unit per sample */
+  size_t n;      /* samples */
+  size_t cap;    /* samples */
 };
 
 struct c8y_message {
@@ -222,21 +215,22 @@ static int api_batch_add(c8y_batch *b, const char *fragment,
     return C8Y_EINVAL;
   if (b->n == b->cap) {
     size_t cap = b->cap ? b->cap * 2 : 8;
-    sample *grown = realloc(b->samples, cap * sizeof *grown);
+    char **grown = realloc(b->fields, cap * 4 * sizeof *grown);
     if (!grown)
       return C8Y_ENOMEM;
-    b->samples = grown;
+    b->fields = grown;
     b->cap = cap;
   }
-  sample *s = &b->samples[b->n];
-  s->fragment = strdup(fragment);
-  s->series = strdup(series);
-  s->unit = strdup(unit ? unit : "");
-  s->value = value;
-  if (!s->fragment || !s->series || !s->unit) {
-    free(s->fragment);
-    free(s->series);
-    free(s->unit);
+  char num[64];
+  sr_format_value(value, num, sizeof num);
+  char **f = &b->fields[b->n * 4];
+  f[0] = strdup(fragment);
+  f[1] = strdup(series);
+  f[2] = strdup(num);
+  f[3] = strdup(unit ? unit : "");
+  if (!f[0] || !f[1] || !f[2] || !f[3]) {
+    for (int k = 0; k < 4; k++)
+      free(f[k]);
     return C8Y_ENOMEM;
   }
   b->n++;
@@ -272,24 +266,25 @@ static int api_batch_set_child(c8y_batch *b, const char *child) {
 }
 
 static void batch_clear(c8y_batch *b) {
-  for (size_t i = 0; i < b->n; i++) {
-    free(b->samples[i].fragment);
-    free(b->samples[i].series);
-    free(b->samples[i].unit);
-  }
-  free(b->samples);
+  for (size_t i = 0; i < b->n * 4; i++)
+    free(b->fields[i]);
+  free(b->fields);
   free(b->type);
   free(b->child);
 }
 
-static void format_value(double v, char *buf, size_t len) {
-  snprintf(buf, len, "%.15g", v);
+typedef struct flush_ctx {
+  plugin_host *host;
+  const char *topic;
+} flush_ctx;
+
+static int emit_measurement(void *ctx, const char *line) {
+  flush_ctx *f = ctx;
+  return queue_line(f->host, OUTQ_MEASUREMENT, f->topic, line);
 }
 
-/* 1 sample -> 200; more -> 201 lines of one measurement type, split so no
- * line exceeds the payload limit. */
+/* 1 sample -> 200; more -> 201 lines of one measurement type. */
 static int batch_flush(c8y_batch *b) {
-  plugin_host *h = b->plugin->host;
   if (b->n == 0)
     return C8Y_OK;
   char topic[300];
@@ -297,51 +292,12 @@ static int batch_flush(c8y_batch *b) {
     return C8Y_EINVAL;
   char when[40];
   sr_format_time(b->time_ms, when, sizeof when);
-  char num[64];
-  if (b->n == 1) {
-    sample *s = &b->samples[0];
-    format_value(s->value, num, sizeof num);
-    const char *f[] = {"200", s->fragment, s->series, num, s->unit, when};
-    return plugin_send_fields(h, OUTQ_MEASUREMENT, topic, f, 6);
-  }
-  const char *type = b->type ? b->type : b->producer->name;
-  sr_buf line;
-  sr_buf_init(&line);
-  int rc = C8Y_OK;
-  size_t i = 0;
-  while (i < b->n && rc == C8Y_OK) {
-    sr_buf_reset(&line);
-    const char *head[] = {"201", type, when};
-    if (sr_encode_line(&line, head, 3) != 0) {
-      rc = C8Y_ENOMEM;
-      break;
-    }
-    size_t in_line = 0;
-    while (i < b->n) {
-      sample *s = &b->samples[i];
-      format_value(s->value, num, sizeof num);
-      size_t mark = line.len;
-      const char *f[] = {s->fragment, s->series, num, s->unit};
-      for (int k = 0; k < 4 && rc == C8Y_OK; k++)
-        if (sr_append_field(&line, f[k]) != 0)
-          rc = C8Y_ENOMEM;
-      if (rc != C8Y_OK)
-        break;
-      if (line.len > MAX_LINE) {
-        line.len = mark;
-        line.data[mark] = 0;
-        if (in_line == 0)
-          rc = C8Y_ETOOBIG; /* one sample alone does not fit */
-        break;
-      }
-      in_line++;
-      i++;
-    }
-    if (rc == C8Y_OK)
-      rc = queue_line(h, OUTQ_MEASUREMENT, topic, line.data);
-  }
-  sr_buf_free(&line);
-  return rc;
+  flush_ctx ctx = {.host = b->plugin->host, .topic = topic};
+  int rc = sr_encode_measurements(
+      (const char *const *)b->fields, b->n,
+      b->type ? b->type : b->producer->name, when, MAX_LINE,
+      emit_measurement, &ctx);
+  return rc == -1 ? C8Y_ENOMEM : rc == -2 ? C8Y_ETOOBIG : rc;
 }
 
 /* ---- api: upstream data ---- */

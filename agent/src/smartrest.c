@@ -454,3 +454,61 @@ void sr_format_time(long long unix_ms, char *out, size_t outlen) {
            tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
            tm.tm_sec, (int)ms);
 }
+
+void sr_format_value(double v, char *out, size_t outlen) {
+  snprintf(out, outlen, "%.15g", v);
+}
+
+int sr_encode_measurements(const char *const *fields, size_t nsamples,
+                           const char *type, const char *when,
+                           size_t max_line,
+                           int (*emit)(void *ctx, const char *line),
+                           void *ctx) {
+  if (nsamples == 0)
+    return 0;
+  sr_buf line;
+  sr_buf_init(&line);
+  int rc = 0;
+  if (nsamples == 1) {
+    const char *f[] = {"200",     fields[0], fields[1],
+                       fields[2], fields[3], when};
+    if (sr_encode_line(&line, f, 6) != 0)
+      rc = -1;
+    else
+      rc = line.len > max_line ? -2 : emit(ctx, line.data);
+    sr_buf_free(&line);
+    return rc;
+  }
+  size_t i = 0;
+  while (i < nsamples && rc == 0) {
+    sr_buf_reset(&line);
+    const char *head[] = {"201", type, when};
+    if (sr_encode_line(&line, head, 3) != 0) {
+      rc = -1;
+      break;
+    }
+    size_t in_line = 0;
+    while (i < nsamples) {
+      size_t mark = line.len;
+      for (size_t k = 0; k < 4 && rc == 0; k++)
+        if (sr_append_field(&line, fields[i * 4 + k]) != 0)
+          rc = -1;
+      if (rc != 0)
+        break;
+      if (line.len > max_line) {
+        /* This sample starts the next line. */
+        line.len = mark;
+        line.data[mark] = 0;
+        if (in_line == 0)
+          rc = -2;
+        break;
+      }
+      in_line++;
+      i++;
+    }
+    if (rc == 0)
+      rc = emit(ctx, line.data);
+  }
+  sr_buf_free(&line);
+  return rc;
+}

@@ -50,6 +50,22 @@ typedef struct sr_records {
 int sr_decode(const char *payload, size_t len, sr_records *out);
 void sr_records_free(sr_records *r);
 
+/* A measurement value as sent: 15 significant digits, no exponent for
+ * ordinary magnitudes ("%.15g"). */
+void sr_format_value(double v, char *out, size_t outlen);
+
+/* Encodes measurement samples: one sample gives "200,frag,series,value,unit,
+ * when"; several give "201,type,when,(frag,series,value,unit)..." lines, each
+ * at most max_line bytes. `fields` holds 4 strings per sample (fragment,
+ * series, value text, unit). emit() is called once per line and may return
+ * non-zero to stop (that value is returned). Returns 0, -1 on ENOMEM, or -2
+ * when one sample alone does not fit in max_line. */
+int sr_encode_measurements(const char *const *fields, size_t nsamples,
+                           const char *type, const char *when,
+                           size_t max_line,
+                           int (*emit)(void *ctx, const char *line),
+                           void *ctx);
+
 /* Formats unix milliseconds as 2026-11-24T23:05:28.123Z into out (>= 32). */
 void sr_format_time(long long unix_ms, char *out, size_t outlen);
 

@@ -436,54 +436,30 @@ static int api_add_child(c8y_plugin *self, const char *child_id,
 /* ---- api: batches ----------------------------------------------------------
  */
 
-/* As the agent: 15 significant digits. */
-static void format_value(double v, char *out, size_t n) {
-  snprintf(out, n, "%.15g", v);
+typedef struct flush_ctx {
+  fake_host *h;
+  const char *topic;
+} flush_ctx;
+
+static int emit_line(void *ctx, const char *line) {
+  flush_ctx *f = ctx;
+  record_raw(f->h, f->topic, line);
+  return 0;
 }
 
-/* 1 sample -> 200; more -> 201 lines of one type, split (as the agent does)
- * so that no line exceeds the limit. */
+/* The agent's own encoder: 1 sample -> 200; more -> 201 lines of one type,
+ * none longer than the limit. */
 static int batch_flush(fake_host *h, const c8y_batch *b, const char *topic) {
-  size_t ns = b->fields.n / 4;
-  if (ns == 0)
-    return C8Y_OK;
   char when[40];
   sr_format_time(b->time_ms, when, sizeof when);
-  char *const *v = b->fields.v;
-  if (ns == 1) {
-    const char *f[] = {"200", v[0], v[1], v[2], v[3], when};
-    return record_line(h, topic, f, 6);
-  }
-  const char *head[] = {"201", b->type ? b->type : b->producer, when};
-  sr_buf line;
-  sr_buf_init(&line);
-  int rc = C8Y_OK;
-  size_t i = 0;
-  while (i < ns && rc == C8Y_OK) {
-    sr_buf_reset(&line);
-    if (sr_encode_line(&line, head, 3) != 0)
-      abort();
-    size_t in_line = 0;
-    while (i < ns) {
-      size_t mark = line.len;
-      for (size_t k = 0; k < 4; k++)
-        if (sr_append_field(&line, v[i * 4 + k]) != 0)
-          abort();
-      if (line.len > FAKE_MAX_LINE) {
-        line.len = mark;
-        line.data[mark] = '\0';
-        if (in_line == 0)
-          rc = C8Y_ETOOBIG; /* one sample alone does not fit */
-        break;
-      }
-      in_line++;
-      i++;
-    }
-    if (rc == C8Y_OK)
-      record_raw(h, topic, line.data);
-  }
-  sr_buf_free(&line);
-  return rc;
+  flush_ctx ctx = {h, topic};
+  int rc = sr_encode_measurements((const char *const *)b->fields.v,
+                                  b->fields.n / 4,
+                                  b->type ? b->type : b->producer, when,
+                                  FAKE_MAX_LINE, emit_line, &ctx);
+  if (rc == -1)
+    abort();
+  return rc == -2 ? C8Y_ETOOBIG : C8Y_OK;
 }
 
 static int api_batch_add(c8y_batch *b, const char *fragment, const char *series,
@@ -493,7 +469,7 @@ static int api_batch_add(c8y_batch *b, const char *fragment, const char *series,
   if (!b->active)
     return C8Y_ESTATE;
   char num[64];
-  format_value(value, num, sizeof num);
+  sr_format_value(value, num, sizeof num);
   sv_push(&b->fields, fragment);
   sv_push(&b->fields, series);
   sv_push(&b->fields, num);

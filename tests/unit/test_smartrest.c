@@ -473,7 +473,7 @@ static GPtrArray *load_examples(void) {
   const char *path = g_getenv("C8Y_EXAMPLES");
   if (!path || !*path)
     g_error(
-        "C8Y_EXAMPLES is not set (ctest sets it to shared/c8y-examples.txt)");
+        "C8Y_EXAMPLES is not set (ctest sets it to tests/unit/data/c8y-examples.txt)");
   char *text = NULL;
   GError *err = NULL;
   if (!g_file_get_contents(path, &text, NULL, &err))
@@ -742,6 +742,58 @@ static void test_time_format(void) {
   g_assert_cmpstr(small, ==, "1970-01");
 }
 
+static int collect_line(void *ctx, const char *line) {
+  g_ptr_array_add(ctx, g_strdup(line));
+  return 0;
+}
+
+static void test_encode_measurements(void) {
+  GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+  const char *one[] = {"c8y_Temperature", "T", "25", "C"};
+  g_assert_cmpint(
+      sr_encode_measurements(one, 1, "x", "", 16000, collect_line, out), ==, 0);
+  g_assert_cmpuint(out->len, ==, 1);
+  g_assert_cmpstr(g_ptr_array_index(out, 0), ==, "200,c8y_Temperature,T,25,C,");
+  g_ptr_array_set_size(out, 0);
+  /* 1000 samples, each ~30 bytes: split into several 201 lines, none over
+   * the limit, every sample exactly once and in order. */
+  GPtrArray *f = g_ptr_array_new_with_free_func(g_free);
+  for (int i = 0; i < 1000; i++) {
+    g_ptr_array_add(f, g_strdup("c8y_Series"));
+    g_ptr_array_add(f, g_strdup_printf("s%d", i));
+    g_ptr_array_add(f, g_strdup_printf("%d", i));
+    g_ptr_array_add(f, g_strdup("unit"));
+  }
+  g_assert_cmpint(sr_encode_measurements((const char *const *)f->pdata, 1000,
+                                         "c8y_Many", "2026-01-01T00:00:00Z",
+                                         2000, collect_line, out),
+                  ==, 0);
+  g_assert_cmpuint(out->len, >, 10);
+  int next = 0;
+  for (guint i = 0; i < out->len; i++) {
+    const char *line = g_ptr_array_index(out, i);
+    g_assert_cmpuint(strlen(line), <=, 2000);
+    g_assert_true(g_str_has_prefix(line, "201,c8y_Many,2026-01-01T00:00:00Z,"));
+    sr_records r;
+    g_assert_cmpint(sr_decode(line, strlen(line), &r), ==, 0);
+    g_assert_cmpuint((r.items[0].nfields - 3) % 4, ==, 0);
+    for (size_t k = 3; k < r.items[0].nfields; k += 4)
+      g_assert_cmpint(atoi(r.items[0].fields[k + 2]), ==, next++);
+    sr_records_free(&r);
+  }
+  g_assert_cmpint(next, ==, 1000);
+  /* A sample that cannot fit alone is refused, not cut. */
+  const char *big[] = {"a", "b", "1", "u", "c8y_Long", "series", "2", "unit"};
+  g_ptr_array_set_size(out, 0);
+  g_assert_cmpint(
+      sr_encode_measurements(big, 2, "t", "", 20, collect_line, out), ==, -2);
+  char num[64];
+  sr_format_value(0.1 + 0.2, num, sizeof num);
+  g_assert_cmpstr(num, ==, "0.3");
+  g_ptr_array_free(f, TRUE);
+  g_ptr_array_free(out, TRUE);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/smartrest/buf/basic", test_buf_basic);
@@ -767,5 +819,6 @@ int main(int argc, char **argv) {
   g_test_add_func("/smartrest/examples/down", test_examples_down);
   g_test_add_func("/smartrest/examples/up", test_examples_up);
   g_test_add_func("/smartrest/time/format", test_time_format);
+  g_test_add_func("/smartrest/encode/measurements", test_encode_measurements);
   return g_test_run();
 }
