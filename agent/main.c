@@ -2,6 +2,7 @@
 #include "agent.h"
 #include "config.h"
 #include "log.h"
+#include "x509.h"
 
 #include <c8y/plugin.h>
 
@@ -37,6 +38,13 @@ static int check_config(const char *path) {
   char err[1024];
   if (cfg_load(path, &cfg, err, sizeof err) != 0) {
     fprintf(stderr, "%s\n", err);
+    return AGENT_EXIT_CONFIG;
+  }
+  if (cfg.cert_file &&
+      x509_check_device_cert(cfg.cert_file, cfg.key_file, cfg.device_id, err,
+                             sizeof err) != 0) {
+    fprintf(stderr, "%s\n", err);
+    cfg_free(&cfg);
     return AGENT_EXIT_CONFIG;
   }
   char *client_id = cfg_client_id(&cfg);

@@ -12,6 +12,7 @@
 #include "registry.h"
 #include "session.h"
 #include "smartrest.h"
+#include "x509.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -745,6 +746,15 @@ int agent_run(const char *config_path) {
   }
   ops_recover(a.ops);
   loader_load_all(&a.host, a.cfg.plugin_dir, true, &a.plugins);
+  if (a.cfg.cert_file) {
+    char xerr[1024];
+    if (x509_check_device_cert(a.cfg.cert_file, a.cfg.key_file,
+                               a.cfg.device_id, xerr, sizeof xerr) != 0) {
+      log_error("%s", xerr);
+      agent_cleanup(&a);
+      return AGENT_EXIT_CONFIG;
+    }
+  }
   session_callbacks cb = {.ctx = &a,
                           .connected = cb_connected,
                           .connect_failed = cb_connect_failed,

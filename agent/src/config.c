@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include "log.h"
+#include "x509.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -948,12 +949,30 @@ static int finalize(struct parse_ctx *p) {
     return -1;
   }
 
-  /* [device] */
+  /* [device]: with a client certificate the CN is the identity Cumulocity
+   * uses, so it is the natural default. */
+  const char *id_default = CFG_LOCAL_DEVICE_ID;
+  char cn[256];
   if (!s[D_ID].set && !c->local_sim) {
-    fail_at(p, p->main_file, 0, "device", "id", "%s", why);
-    return -1;
+    if (!c->cert_file) {
+      fail_at(p, p->main_file, 0, "device", "id", "%s", why);
+      return -1;
+    }
+    char xerr[512];
+    if (x509_subject_cn(c->cert_file, cn, sizeof cn, xerr, sizeof xerr) != 0) {
+      fail_key(p, C_CERT, "%s", xerr);
+      return -1;
+    }
+    if (strchr(cn, ':') || strpbrk(cn, "/+#")) {
+      fail_key(p, C_CERT,
+               "the certificate CN '%s' cannot be a device id (':', '/', "
+               "'+' and '#' are not allowed); set [device] id",
+               cn);
+      return -1;
+    }
+    id_default = cn;
   }
-  if (take_str(p, D_ID, &c->device_id, CFG_LOCAL_DEVICE_ID) ||
+  if (take_str(p, D_ID, &c->device_id, id_default) ||
       take_str(p, D_XID, &c->template_id, NULL) ||
       take_str(p, D_TYPE, &c->device_type, "c8y_Linux") ||
       take_str(p, D_SERIAL, &c->hw_serial, NULL) ||

@@ -141,6 +141,9 @@ void ops_free(ops *o) {
     c8y_operation *op = o->fifos[i].head;
     while (op) {
       c8y_operation *next = op->next;
+      /* Plugins are gone: references they never gave back (an operation
+       * waiting for a reboot) die with the engine. */
+      atomic_store(&op->refs, 1);
       op_release(op);
       op = next;
     }

@@ -1,0 +1,170 @@
+#include "x509.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+/* OpenSSL's reason for the last failure, for the one-line error; the queue
+ * is per thread and emptied so that Paho never reports a stale entry. */
+static const char *ssl_reason(void) {
+  unsigned long e = ERR_peek_last_error();
+  const char *r = e ? ERR_reason_error_string(e) : NULL;
+  ERR_clear_error();
+  return r ? r : "no PEM data found";
+}
+
+/* Never prompt on the terminal for a passphrase: a daemon has none. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u) {
+  (void)buf;
+  (void)size;
+  (void)rwflag;
+  (void)u;
+  return -1;
+}
+
+static X509 *read_cert(const char *path, char *err, size_t errlen) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    seterr(err, errlen, "[c8y] cert_file %s: cannot open: %s", path,
+           strerror(errno));
+    return NULL;
+  }
+  X509 *x = PEM_read_X509(f, NULL, no_passphrase, NULL);
+  fclose(f);
+  if (!x)
+    seterr(err, errlen, "[c8y] cert_file %s: not a PEM certificate (%s)", path,
+           ssl_reason());
+  return x;
+}
+
+static int cert_cn(X509 *x, const char *path, char *cn, size_t cnlen, char *err,
+                   size_t errlen) {
+  X509_NAME *name = X509_get_subject_name(x);
+  int at = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+  if (at < 0) {
+    seterr(err, errlen,
+           "[c8y] cert_file %s: the certificate subject has no CN (Cumulocity "
+           "takes the device id from it)",
+           path);
+    return -1;
+  }
+  if (X509_NAME_get_index_by_NID(name, NID_commonName, at) >= 0) {
+    seterr(err, errlen,
+           "[c8y] cert_file %s: the certificate subject has several CNs; "
+           "the device id must be unambiguous",
+           path);
+    return -1;
+  }
+  ASN1_STRING *data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, at));
+  unsigned char *utf8 = NULL;
+  int n = ASN1_STRING_to_UTF8(&utf8, data);
+  if (n < 0) {
+    seterr(err, errlen, "[c8y] cert_file %s: unreadable subject CN (%s)", path,
+           ssl_reason());
+    return -1;
+  }
+  int rc = 0;
+  if (n == 0 || memchr(utf8, '\0', (size_t)n)) {
+    seterr(err, errlen, "[c8y] cert_file %s: the subject CN is %s", path,
+           n == 0 ? "empty" : "not text (contains a NUL byte)");
+    rc = -1;
+  } else if ((size_t)n >= cnlen) {
+    seterr(err, errlen,
+           "[c8y] cert_file %s: the subject CN is too long (%d bytes)", path,
+           n);
+    rc = -1;
+  } else {
+    memcpy(cn, utf8, (size_t)n);
+    cn[n] = '\0';
+  }
+  OPENSSL_free(utf8);
+  return rc;
+}
+
+int x509_subject_cn(const char *cert_file, char *cn, size_t cnlen, char *err,
+                    size_t errlen) {
+  X509 *x = read_cert(cert_file, err, errlen);
+  if (!x)
+    return -1;
+  int rc = cert_cn(x, cert_file, cn, cnlen, err, errlen);
+  X509_free(x);
+  return rc;
+}
+
+static int check_key(X509 *x, const char *cert_file, const char *key_file,
+                     char *err, size_t errlen) {
+  FILE *f = fopen(key_file, "r");
+  if (!f) {
+    seterr(err, errlen, "[c8y] key_file %s: cannot open: %s", key_file,
+           strerror(errno));
+    return -1;
+  }
+  EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, no_passphrase, NULL);
+  fclose(f);
+  if (!k) {
+    seterr(err, errlen,
+           "[c8y] key_file %s: not an unencrypted PEM private key (%s)",
+           key_file, ssl_reason());
+    return -1;
+  }
+  int ok = X509_check_private_key(x, k);
+  EVP_PKEY_free(k);
+  ERR_clear_error();
+  if (ok != 1) {
+    seterr(err, errlen,
+           "[c8y] key_file %s: is not the private key of the certificate in "
+           "[c8y] cert_file %s",
+           key_file, cert_file);
+    return -1;
+  }
+  return 0;
+}
+
+static void warn_validity(X509 *x, const char *path) {
+  if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0)
+    log_warning("[c8y] cert_file %s: the certificate has EXPIRED; the "
+                "platform will refuse it",
+                path);
+  else if (X509_cmp_current_time(X509_get0_notBefore(x)) > 0)
+    log_warning("[c8y] cert_file %s: the certificate is not valid yet "
+                "(check the system clock)",
+                path);
+}
+
+int x509_check_device_cert(const char *cert_file, const char *key_file,
+                           const char *device_id, char *err, size_t errlen) {
+  X509 *x = read_cert(cert_file, err, errlen);
+  if (!x)
+    return -1;
+  char cn[256];
+  int rc = cert_cn(x, cert_file, cn, sizeof cn, err, errlen);
+  if (rc == 0 && device_id && strcmp(cn, device_id) != 0) {
+    seterr(err, errlen,
+           "[c8y] cert_file %s: the certificate CN is \"%s\" but [device] id "
+           "is \"%s\"; Cumulocity identifies the device by the CN, so they "
+           "must be equal",
+           cert_file, cn, device_id);
+    rc = -1;
+  }
+  if (rc == 0)
+    rc = check_key(x, cert_file, key_file, err, errlen);
+  if (rc == 0)
+    warn_validity(x, cert_file);
+  X509_free(x);
+  return rc;
+}

@@ -1,0 +1,25 @@
+/* x509: the device identity in an X.509 client certificate. Cumulocity
+ * authenticates a certificate-based device by the subject CN, and the MQTT
+ * clientId must be d:<CN>: a mismatch, or a key that does not belong to the
+ * certificate, would only show up as an opaque TLS or CONNACK failure, so
+ * both are checked before connecting. */
+#ifndef C8Y_X509_H
+#define C8Y_X509_H
+
+#include <stddef.h>
+
+/* Subject CN of the first certificate in the PEM file `cert_file`.
+ * Returns 0, or -1 with one line in err (no CN, several CNs, a NUL byte in
+ * it, unreadable file). */
+int x509_subject_cn(const char *cert_file, char *cn, size_t cnlen, char *err,
+                    size_t errlen);
+
+/* Checks a client certificate set up: cert_file holds a PEM certificate,
+ * key_file the (unencrypted) private key of that certificate, and, when
+ * device_id is not NULL, the certificate's CN equals device_id. Logs a
+ * warning when the certificate is expired or not yet valid. Returns 0, or
+ * -1 with one line in err naming the files and both identities. */
+int x509_check_device_cert(const char *cert_file, const char *key_file,
+                           const char *device_id, char *err, size_t errlen);
+
+#endif
