@@ -33,6 +33,8 @@
 
 #define MAX_PAYLOAD 16000
 #define MAX_INFLIGHT 8 /* batches; Paho's own window is larger */
+/* Publish id of the liveness probe; queue batch ids never get this high. */
+#define PROBE_ID UINT64_MAX
 
 enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_UP };
 enum ev_kind { EV_CONNECTED, EV_CONNECT_FAILED, EV_LOST, EV_MESSAGE,
@@ -77,6 +79,9 @@ typedef struct agent {
   int auth_failures;
   inflight window[MAX_INFLIGHT];
   size_t ninflight;
+  long long last_inbound; /* last PUBACK or message from the broker */
+  long long probe_sent;   /* 0 = no probe outstanding */
+  bool dropping;          /* session_drop issued, waiting for the loss */
   long long next_tick;
   long long next_watchdog;
   long long watchdog_ms;
@@ -295,6 +300,12 @@ static void drain(agent *a) {
 }
 
 static void delivered(agent *a, uint64_t id, bool ok) {
+  if (ok)
+    a->last_inbound = mono_ms();
+  if (id == PROBE_ID) {
+    a->probe_sent = 0;
+    return;
+  }
   for (size_t i = 0; i < a->ninflight; i++) {
     if (a->window[i].id != id)
       continue;
@@ -322,6 +333,34 @@ static void forget_inflight(agent *a) {
 }
 
 /* ---- link state ---- */
+
+/* Paho notices a silent link only after about 2.5x keepalive (a PINGREQ
+ * after keepalive, a give-up after another). When nothing came back from
+ * the broker for half the keepalive, a 125 heartbeat (an availability
+ * update on the platform) goes out; no PUBACK within another half means
+ * the link is dead. So a blackholed link is noticed within keepalive.
+ * Returns the next time this needs to run. */
+static long long check_liveness(agent *a, long long now) {
+  long long half = (long long)a->cfg.keepalive * 500;
+  if (a->link != LINK_UP || a->dropping)
+    return now + half;
+  if (a->probe_sent) {
+    if (now - a->probe_sent < half)
+      return a->probe_sent + half;
+    log_warning("no answer from %s for %lld ms (keepalive %d s): dropping "
+                "the connection",
+                session_uri(a->sess), now - a->last_inbound, a->cfg.keepalive);
+    a->probe_sent = 0;
+    if (session_drop(a->sess, "no answer within keepalive") == 0)
+      a->dropping = true;
+    return now + half;
+  }
+  if (now - a->last_inbound < half)
+    return a->last_inbound + half;
+  if (session_publish(a->sess, "s/us", "125", 3, 1, PROBE_ID) == 0)
+    a->probe_sent = now;
+  return now + half;
+}
 
 static void schedule_reconnect(agent *a) {
   long long delay = a->cfg.reconnect_min_ms;
@@ -382,6 +421,9 @@ static void handle_event(agent *a, event *e) {
     a->link = LINK_UP;
     a->attempt = 0;
     a->auth_failures = 0;
+    a->last_inbound = mono_ms();
+    a->probe_sent = 0;
+    a->dropping = false;
     announce(a);
     notify_send("STATUS=connected");
     break;
@@ -410,15 +452,23 @@ static void handle_event(agent *a, event *e) {
     schedule_reconnect(a);
     break;
   case EV_LOST:
+    if (a->link != LINK_UP) {
+      /* Paho and a session_drop can both report the same loss. */
+      log_debug("loss already handled: %s", e->text ? e->text : "");
+      break;
+    }
     log_warning("connection to %s lost: %s", session_uri(a->sess),
                 e->text ? e->text : "");
     a->link = LINK_DOWN;
+    a->dropping = false;
+    a->probe_sent = 0;
     forget_inflight(a);
     ops_on_disconnect(a->ops);
     notify_send("STATUS=disconnected");
     schedule_reconnect(a);
     break;
   case EV_MESSAGE:
+    a->last_inbound = mono_ms();
     handle_message(a, e);
     break;
   case EV_DELIVERED:
@@ -648,6 +698,9 @@ static void main_loop(agent *a) {
       deadline = a->reconnect_at;
     if (a->watchdog_ms > 0 && a->next_watchdog < deadline)
       deadline = a->next_watchdog;
+    long long next_probe = check_liveness(a, now);
+    if (next_probe < deadline)
+      deadline = next_probe;
     if (now >= a->next_tick) {
       outq_tick(a->q);
       a->next_tick = now + 1000;

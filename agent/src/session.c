@@ -275,6 +275,42 @@ int session_subscribe(session *s, const char *topic, int qos) {
   return 0;
 }
 
+typedef struct drop_ctx {
+  session *s;
+  char why[200];
+} drop_ctx;
+
+static void on_dropped(void *ctx, MQTTAsync_successData *r) {
+  drop_ctx *d = ctx;
+  d->s->cb.lost(d->s->cb.ctx, d->why);
+  free(d);
+}
+
+static void on_drop_failed(void *ctx, MQTTAsync_failureData *r) {
+  drop_ctx *d = ctx;
+  d->s->cb.lost(d->s->cb.ctx, d->why);
+  free(d);
+}
+
+int session_drop(session *s, const char *why) {
+  drop_ctx *d = calloc(1, sizeof *d);
+  if (!d)
+    return -1;
+  d->s = s;
+  snprintf(d->why, sizeof d->why, "%s", why);
+  MQTTAsync_disconnectOptions o = MQTTAsync_disconnectOptions_initializer;
+  o.timeout = 0;
+  o.onSuccess = on_dropped;
+  o.onFailure = on_drop_failed;
+  o.context = d;
+  if (MQTTAsync_disconnect(s->client, &o) != MQTTASYNC_SUCCESS) {
+    /* Already disconnected: the loss is (or was) reported by Paho. */
+    free(d);
+    return -1;
+  }
+  return 0;
+}
+
 void session_disconnect(session *s, int timeout_ms) {
   if (!MQTTAsync_isConnected(s->client))
     return;

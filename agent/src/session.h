@@ -39,6 +39,9 @@ int session_connect(session *s);
 int session_publish(session *s, const char *topic, const char *payload,
                     size_t len, int qos, uint64_t id);
 int session_subscribe(session *s, const char *topic, int qos);
+/* Gives up on a link that stopped answering: closes it without waiting and
+ * reports it through the `lost` callback like any other loss. */
+int session_drop(session *s, const char *why);
 /* Clean DISCONNECT (the broker drops the will). */
 void session_disconnect(session *s, int timeout_ms);
 
