@@ -37,8 +37,13 @@
 #define PROBE_ID UINT64_MAX
 
 enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_UP };
-enum ev_kind { EV_CONNECTED, EV_CONNECT_FAILED, EV_LOST, EV_MESSAGE,
-               EV_DELIVERED };
+enum ev_kind {
+  EV_CONNECTED,
+  EV_CONNECT_FAILED,
+  EV_LOST,
+  EV_MESSAGE,
+  EV_DELIVERED
+};
 
 typedef struct event {
   struct event *next;
@@ -202,8 +207,8 @@ static char *read_dmi(const char *field) {
   return v;
 }
 
-static void publish_line(agent *a, const char *topic,
-                         const char *const *fields, size_t n) {
+static void publish_line(agent *a, const char *topic, const char *const *fields,
+                         size_t n) {
   sr_buf b;
   sr_buf_init(&b);
   if (sr_encode_line(&b, fields, n) == 0)
@@ -234,8 +239,7 @@ static void announce(agent *a) {
   free(model);
   free(rev);
 
-  const char *agent_info[] = {"122", "c8y-agent", C8Y_VERSION,
-                              "",
+  const char *agent_info[] = {"122", "c8y-agent", C8Y_VERSION, "",
                               "c8y-agent project"};
   publish_line(a, "s/us", agent_info, 5);
 
@@ -283,8 +287,8 @@ static void drain(agent *a) {
     outq_batch b;
     if (outq_take(a->q, MAX_PAYLOAD, &b) != 1)
       break;
-    if (session_publish(a->sess, b.topic, b.payload, b.len, a->cfg.qos,
-                        b.id) != 0) {
+    if (session_publish(a->sess, b.topic, b.payload, b.len, a->cfg.qos, b.id) !=
+        0) {
       outq_nack(a->q, b.id);
       outq_batch_free(&b);
       break;
@@ -416,8 +420,7 @@ static void handle_message(agent *a, event *e) {
 static void handle_event(agent *a, event *e) {
   switch (e->kind) {
   case EV_CONNECTED:
-    log_notice("connected to %s as %s", session_uri(a->sess),
-               a->cfg.device_id);
+    log_notice("connected to %s as %s", session_uri(a->sess), a->cfg.device_id);
     a->link = LINK_UP;
     a->attempt = 0;
     a->auth_failures = 0;
@@ -801,8 +804,8 @@ int agent_run(const char *config_path) {
   loader_load_all(&a.host, a.cfg.plugin_dir, true, &a.plugins);
   if (a.cfg.cert_file) {
     char xerr[1024];
-    if (x509_check_device_cert(a.cfg.cert_file, a.cfg.key_file,
-                               a.cfg.device_id, xerr, sizeof xerr) != 0) {
+    if (x509_check_device_cert(a.cfg.cert_file, a.cfg.key_file, a.cfg.device_id,
+                               xerr, sizeof xerr) != 0) {
       log_error("%s", xerr);
       agent_cleanup(&a);
       return AGENT_EXIT_CONFIG;

@@ -9,9 +9,9 @@
 
 /* Exit codes */
 #define AGENT_EXIT_OK 0
-#define AGENT_EXIT_CONFIG 1    /* bad configuration */
-#define AGENT_EXIT_RUNTIME 2   /* state dir, queue, journal unusable */
-#define AGENT_EXIT_AUTH 3      /* the platform kept refusing the credentials */
+#define AGENT_EXIT_CONFIG 1  /* bad configuration */
+#define AGENT_EXIT_RUNTIME 2 /* state dir, queue, journal unusable */
+#define AGENT_EXIT_AUTH 3    /* the platform kept refusing the credentials */
 
 /* Connection refusals in a row (CONNACK 4/5) before the agent gives up. */
 #define AGENT_MAX_AUTH_FAILURES 5

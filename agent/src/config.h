@@ -11,29 +11,29 @@ typedef struct cfg_entry {
   char *section; /* e.g. "plugin.shell" */
   char *key;
   char *value;
-  char *file;    /* where it was set (last writer wins) */
+  char *file; /* where it was set (last writer wins) */
   unsigned line;
-  bool used;     /* set by cfg_plugin_lookup; unread keys get reported */
+  bool used; /* set by cfg_plugin_lookup; unread keys get reported */
 } cfg_entry;
 
 typedef struct agent_config {
-  char *path;      /* main file as given */
-  bool local_sim;  /* no tenant configured: talk to the local simulator */
+  char *path;     /* main file as given */
+  bool local_sim; /* no tenant configured: talk to the local simulator */
 
   /* [c8y] */
   char *tenant;
   char *user;
-  char *password;  /* from password= or the first line of password_file= */
+  char *password; /* from password= or the first line of password_file= */
   char *password_file;
   char *host;
-  int port;        /* default 8883 with tls, 1883 without */
+  int port; /* default 8883 with tls, 1883 without */
   bool tls;
   bool verify_hostname; /* default true; false logs a loud warning */
-  char *ca_path;   /* file or directory; NULL = system default */
-  char *cert_file; /* X.509 client auth (clientId must be the cert CN) */
+  char *ca_path;        /* file or directory; NULL = system default */
+  char *cert_file;      /* X.509 client auth (clientId must be the cert CN) */
   char *key_file;
-  int keepalive;   /* seconds, default 60 */
-  int qos;         /* 0 or 1; 2 is accepted and downgraded to 1 */
+  int keepalive;        /* seconds, default 60 */
+  int qos;              /* 0 or 1; 2 is accepted and downgraded to 1 */
   int reconnect_min_ms; /* backoff, default 1000 */
   int reconnect_max_ms; /* default 60000 */
 
@@ -48,8 +48,8 @@ typedef struct agent_config {
   /* [agent] */
   char *plugin_dir;
   char *state_dir;
-  int log_level;     /* LOG_LVL_*, default info */
-  int op_timeout_s;  /* default operation handler timeout, default 600 */
+  int log_level;    /* LOG_LVL_*, default info */
+  int op_timeout_s; /* default operation handler timeout, default 600 */
   long long queue_max_bytes; /* durable queue cap, default 16 MiB */
 
   /* every key of every [plugin.*] section, in file order */

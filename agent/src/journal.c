@@ -88,8 +88,7 @@ static void replay_line(journal *j, const char *line, size_t lineno) {
   const char *kind = json_string_value(json_object_get(o, "op"));
   json_int_t id = json_integer_value(json_object_get(o, "id"));
   if (!kind || id <= 0) {
-    log_warning("%s:%zu: skipping journal line without op/id", j->path,
-                lineno);
+    log_warning("%s:%zu: skipping journal line without op/id", j->path, lineno);
     json_decref(o);
     return;
   }
@@ -114,8 +113,8 @@ static void replay_line(journal *j, const char *line, size_t lineno) {
       e->reboot = json_is_true(json_object_get(o, "reboot"));
       e->started_ms = json_integer_value(json_object_get(o, "t"));
       if (!e->fragment || !e->device) {
-        log_warning("%s:%zu: journal entry %lld lacks fragment/device",
-                    j->path, lineno, (long long)id);
+        log_warning("%s:%zu: journal entry %lld lacks fragment/device", j->path,
+                    lineno, (long long)id);
         entry_clear(e);
         j->nrecovered--;
       }
@@ -168,8 +167,8 @@ static int journal_rewrite(journal *j) {
         j, json_pack("{s:s, s:I, s:s?, s:s, s:s, s:b, s:s?, s:b, s:I}", "op",
                      "begin", "id", (json_int_t)e->id, "template",
                      e->template_id, "fragment", e->fragment, "device",
-                     e->device, "child", e->child, "boot", e->boot_id,
-                     "reboot", e->reboot, "t", (json_int_t)e->started_ms));
+                     e->device, "child", e->child, "boot", e->boot_id, "reboot",
+                     e->reboot, "t", (json_int_t)e->started_ms));
   }
   if (rc == 0 && rename(tmp, j->path) != 0) {
     log_error("%s: rename failed: %s", j->path, strerror(errno));
@@ -262,11 +261,11 @@ int journal_begin(journal *j, const journal_entry *e) {
   if (e->id >= j->next_id)
     j->next_id = e->id + 1;
   return journal_append(
-      j, json_pack("{s:s, s:I, s:s?, s:s, s:s, s:b, s:s?, s:b, s:I}", "op",
-                   "begin", "id", (json_int_t)e->id, "template",
-                   e->template_id, "fragment", e->fragment, "device",
-                   e->device, "child", e->child, "boot", j->boot_id, "reboot",
-                   e->reboot, "t", (json_int_t)now));
+      j,
+      json_pack("{s:s, s:I, s:s?, s:s, s:s, s:b, s:s?, s:b, s:I}", "op",
+                "begin", "id", (json_int_t)e->id, "template", e->template_id,
+                "fragment", e->fragment, "device", e->device, "child", e->child,
+                "boot", j->boot_id, "reboot", e->reboot, "t", (json_int_t)now));
 }
 
 int journal_mark_reboot(journal *j, uint64_t id) {
@@ -275,6 +274,6 @@ int journal_mark_reboot(journal *j, uint64_t id) {
 }
 
 int journal_end(journal *j, uint64_t id) {
-  return journal_append(j,
-                        json_pack("{s:s, s:I}", "op", "end", "id", (json_int_t)id));
+  return journal_append(
+      j, json_pack("{s:s, s:I}", "op", "end", "id", (json_int_t)id));
 }

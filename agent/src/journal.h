@@ -16,10 +16,10 @@ typedef struct journal_entry {
   uint64_t id;
   char *template_id;
   char *fragment;
-  char *device;   /* external id; the root or a child */
-  bool child;     /* status goes to s/us/<device> */
-  char *boot_id;  /* of the boot during which the operation started */
-  bool reboot;    /* completes when the machine has rebooted */
+  char *device;  /* external id; the root or a child */
+  bool child;    /* status goes to s/us/<device> */
+  char *boot_id; /* of the boot during which the operation started */
+  bool reboot;   /* completes when the machine has rebooted */
   long long started_ms;
 } journal_entry;
 

@@ -34,8 +34,7 @@ static const char *unsafe_mode(const struct stat *st) {
 }
 
 static loader_entry *add_entry(plugin_set *s, const char *file) {
-  loader_entry *grown =
-      realloc(s->entries, (s->nentries + 1) * sizeof *grown);
+  loader_entry *grown = realloc(s->entries, (s->nentries + 1) * sizeof *grown);
   if (!grown)
     return NULL;
   s->entries = grown;
@@ -45,8 +44,8 @@ static loader_entry *add_entry(plugin_set *s, const char *file) {
   return e;
 }
 
-__attribute__((format(printf, 2, 3))) static void
-refuse(loader_entry *e, const char *fmt, ...) {
+__attribute__((format(printf, 2, 3))) static void refuse(loader_entry *e,
+                                                         const char *fmt, ...) {
   char buf[512];
   va_list ap;
   va_start(ap, fmt);
@@ -158,14 +157,13 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
     e->disabled = true;
     free(e->reason);
     e->reason = strdup("disabled in the configuration");
-    log_info("plugin %s (%s) disabled in the configuration", local.name,
-             path);
+    log_info("plugin %s (%s) disabled in the configuration", local.name, path);
     dlclose(dl);
     return;
   }
   c8y_plugin *p = plugin_new(h, local.name, local.version, path);
-  c8y_plugin **grown = p ? realloc(s->plugins, (s->n + 1) * sizeof *grown)
-                         : NULL;
+  c8y_plugin **grown =
+      p ? realloc(s->plugins, (s->n + 1) * sizeof *grown) : NULL;
   if (!grown) {
     plugin_free(p);
     refuse(e, "out of memory");
@@ -303,10 +301,11 @@ void loader_print(const plugin_set *s, registry *reg, FILE *out) {
   for (size_t i = 0; i < s->nentries; i++) {
     const loader_entry *e = &s->entries[i];
     fprintf(out, "%-8s %-16s %-10s %s\n",
-            e->loaded ? "loaded" : e->disabled ? "disabled" : "refused",
-            e->name ? e->name : "-", e->version && *e->version ? e->version
-                                                               : "-",
-            e->file);
+            e->loaded     ? "loaded"
+            : e->disabled ? "disabled"
+                          : "refused",
+            e->name ? e->name : "-",
+            e->version && *e->version ? e->version : "-", e->file);
     if (!e->loaded) {
       fprintf(out, "         reason: %s\n", e->reason ? e->reason : "?");
       continue;

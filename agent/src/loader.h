@@ -16,7 +16,7 @@
 
 typedef struct loader_entry {
   char *file;
-  char *name;    /* NULL if it never got that far */
+  char *name; /* NULL if it never got that far */
   char *version;
   bool loaded;
   bool disabled; /* switched off in the config: not a failure */

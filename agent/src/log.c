@@ -10,9 +10,8 @@
 static atomic_int log_level = LOG_LVL_INFO;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static const char *const level_names[8] = {"emerg", "alert",  "crit",
-                                           "error", "warning", "notice",
-                                           "info",  "debug"};
+static const char *const level_names[8] = {
+    "emerg", "alert", "crit", "error", "warning", "notice", "info", "debug"};
 
 void log_set_level(int level) {
   if (level < LOG_LVL_ERROR)

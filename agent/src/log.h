@@ -6,8 +6,13 @@
 
 #include <stdarg.h>
 
-enum { LOG_LVL_ERROR = 3, LOG_LVL_WARNING = 4, LOG_LVL_NOTICE = 5,
-       LOG_LVL_INFO = 6, LOG_LVL_DEBUG = 7 };
+enum {
+  LOG_LVL_ERROR = 3,
+  LOG_LVL_WARNING = 4,
+  LOG_LVL_NOTICE = 5,
+  LOG_LVL_INFO = 6,
+  LOG_LVL_DEBUG = 7
+};
 
 /* Lines above `level` are dropped. Thread-safe. */
 void log_set_level(int level);
@@ -15,7 +20,8 @@ int log_get_level(void);
 /* Parses "error", "warning", "notice", "info", "debug"; -1 if unknown. */
 int log_level_from_name(const char *name);
 
-void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void log_msg(int level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 void log_vmsg(int level, const char *prefix, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));
 

@@ -361,8 +361,8 @@ static void handle_record(ops *o, const sr_record *r) {
     op_release(op);
     return;
   }
-  log_info("operation %s (%s) for %s queued as #%llu", tid, h->fragment,
-           device, (unsigned long long)op->id);
+  log_info("operation %s (%s) for %s queued as #%llu", tid, h->fragment, device,
+           (unsigned long long)op->id);
   if (f->tail)
     f->tail->next = op;
   else
@@ -421,8 +421,8 @@ void ops_on_acked(ops *o, uint64_t tag) {
                 "will leave it EXECUTING",
                 (unsigned long long)op->id);
   op->state = OP_RUNNING;
-  uint32_t timeout = op->handler->timeout_ms ? op->handler->timeout_ms
-                                             : o->default_timeout_ms;
+  uint32_t timeout =
+      op->handler->timeout_ms ? op->handler->timeout_ms : o->default_timeout_ms;
   op->deadline_ms = mono_ms() + timeout;
   /* One reference for the plugin (released by its completion call) and one
    * for the worker call itself. */
@@ -668,9 +668,7 @@ void ops_run_handler(c8y_operation *op) {
 }
 
 c8y_plugin *ops_plugin(const c8y_operation *op) { return op->handler->plugin; }
-const char *ops_op_template(const c8y_operation *op) {
-  return op->template_id;
-}
+const char *ops_op_template(const c8y_operation *op) { return op->template_id; }
 const char *ops_op_fragment(const c8y_operation *op) { return op->fragment; }
 const char *ops_op_device(const c8y_operation *op) { return op->device; }
 size_t ops_op_field_count(const c8y_operation *op) { return op->nfields; }

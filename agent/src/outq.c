@@ -687,8 +687,7 @@ static int rec_parse(const unsigned char *p, size_t avail, rec *r) {
   r->topic = p + REC_HDR;
   r->data = r->topic + r->tlen;
   if (r->type == REC_ENTRY)
-    return memchr(r->topic, 0, r->tlen) || memchr(r->data, 0, r->dlen) ? -1
-                                                                        : 0;
+    return memchr(r->topic, 0, r->tlen) || memchr(r->data, 0, r->dlen) ? -1 : 0;
   for (size_t i = 0; i < r->dlen; i += 16) {
     uint64_t first = get64(r->data + i), count = get64(r->data + i + 8);
     if (first == 0 || count == 0 || first > UINT64_MAX - count)

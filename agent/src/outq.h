@@ -34,7 +34,7 @@ typedef enum outq_class {
 } outq_class;
 
 /* fsync policies */
-#define OUTQ_FSYNC_ALWAYS 0 /* fsync before outq_push returns */
+#define OUTQ_FSYNC_ALWAYS 0   /* fsync before outq_push returns */
 #define OUTQ_FSYNC_NEVER (-1) /* leave it to the kernel */
 /* > 0: fsync at most every N milliseconds (on push or outq_tick) */
 
@@ -65,12 +65,12 @@ typedef struct outq_batch {
 } outq_batch;
 
 typedef struct outq_stats {
-  size_t queued[OUTQ_NCLASSES];  /* entries waiting (not in flight) */
-  size_t inflight;               /* entries in taken, unacked batches */
-  size_t bytes;                  /* stored bytes (payload + topic) */
+  size_t queued[OUTQ_NCLASSES];    /* entries waiting (not in flight) */
+  size_t inflight;                 /* entries in taken, unacked batches */
+  size_t bytes;                    /* stored bytes (payload + topic) */
   uint64_t dropped[OUTQ_NCLASSES]; /* dropped by the size bound */
   uint64_t coalesced;
-  uint64_t replayed;             /* entries recovered by outq_open */
+  uint64_t replayed; /* entries recovered by outq_open */
 } outq_stats;
 
 /* Returns 0 or -1 with one line in err (e.g. "state dir: Permission denied").

@@ -67,7 +67,7 @@ static int build_topic(char *out, size_t len, const char *base,
   if (!valid_topic_segment(child))
     return C8Y_EINVAL;
   return snprintf(out, len, "%s/%s", base, child) < (int)len ? C8Y_OK
-                                                              : C8Y_EINVAL;
+                                                             : C8Y_EINVAL;
 }
 
 static int queue_line(plugin_host *h, outq_class cls, const char *topic,
@@ -111,8 +111,8 @@ static const char *api_config_string(c8y_plugin *self, const char *key,
   return e ? e->value : fallback;
 }
 
-static int api_config_int(c8y_plugin *self, const char *key,
-                          int64_t fallback, int64_t *out) {
+static int api_config_int(c8y_plugin *self, const char *key, int64_t fallback,
+                          int64_t *out) {
   cfg_entry *e = cfg_plugin_lookup(self->host->cfg, self->name, key);
   if (!e) {
     *out = fallback;
@@ -150,8 +150,7 @@ static int api_config_bool(c8y_plugin *self, const char *key, int fallback,
 /* ---- api: registration (init only) ---- */
 
 static int api_add_producer(c8y_plugin *self, const char *name,
-                            uint32_t interval_ms, c8y_produce_fn fn,
-                            void *ud) {
+                            uint32_t interval_ms, c8y_produce_fn fn, void *ud) {
   if (!self->registering)
     return C8Y_ESTATE;
   if (!name || !*name || !fn || interval_ms < 100)
@@ -209,8 +208,8 @@ static int api_add_child(c8y_plugin *self, const char *child_id,
 
 /* ---- api: batches ---- */
 
-static int api_batch_add(c8y_batch *b, const char *fragment,
-                         const char *series, double value, const char *unit) {
+static int api_batch_add(c8y_batch *b, const char *fragment, const char *series,
+                         double value, const char *unit) {
   if (!b || !fragment || !*fragment || !series || !*series || !isfinite(value))
     return C8Y_EINVAL;
   if (b->n == b->cap) {
@@ -293,10 +292,9 @@ static int batch_flush(c8y_batch *b) {
   char when[40];
   sr_format_time(b->time_ms, when, sizeof when);
   flush_ctx ctx = {.host = b->plugin->host, .topic = topic};
-  int rc = sr_encode_measurements(
-      (const char *const *)b->fields, b->n,
-      b->type ? b->type : b->producer->name, when, MAX_LINE,
-      emit_measurement, &ctx);
+  int rc = sr_encode_measurements((const char *const *)b->fields, b->n,
+                                  b->type ? b->type : b->producer->name, when,
+                                  MAX_LINE, emit_measurement, &ctx);
   return rc == -1 ? C8Y_ENOMEM : rc == -2 ? C8Y_ETOOBIG : rc;
 }
 
@@ -318,9 +316,8 @@ static int api_send_static(c8y_plugin *self, const char *child,
                             topic, fields, n);
 }
 
-static int api_send_event(c8y_plugin *self, const char *child,
-                          const char *type, const char *text,
-                          int64_t time_ms) {
+static int api_send_event(c8y_plugin *self, const char *child, const char *type,
+                          const char *text, int64_t time_ms) {
   if (!type || !*type || !text)
     return C8Y_EINVAL;
   char when[40] = "";
@@ -364,9 +361,8 @@ static int api_clear_alarm(c8y_plugin *self, const char *child,
   return api_send_static(self, child, f, 2);
 }
 
-static int api_send_custom(c8y_plugin *self, const char *xid,
-                           const char *child, const char *const *fields,
-                           size_t n) {
+static int api_send_custom(c8y_plugin *self, const char *xid, const char *child,
+                           const char *const *fields, size_t n) {
   if (!valid_topic_segment(xid) || !fields || n == 0 || !fields[0] ||
       !*fields[0])
     return C8Y_EINVAL;
@@ -449,8 +445,8 @@ const c8y_api *plugin_api(void) { return &the_api; }
 
 /* ---- lifecycle and worker ---- */
 
-c8y_plugin *plugin_new(plugin_host *host, const char *name,
-                       const char *version, const char *path) {
+c8y_plugin *plugin_new(plugin_host *host, const char *name, const char *version,
+                       const char *path) {
   c8y_plugin *p = calloc(1, sizeof *p);
   if (!p)
     return NULL;

@@ -33,8 +33,8 @@ struct c8y_plugin {
   void *dl;
   c8y_plugin_info info;
   void *user_data;
-  bool registering;  /* inside init() */
-  char *init_error;  /* why registration made the plugin unloadable */
+  bool registering; /* inside init() */
+  char *init_error; /* why registration made the plugin unloadable */
   char *state_dir;
   bool worker_running;
   pthread_t worker;
@@ -47,8 +47,8 @@ struct c8y_plugin {
 const c8y_api *plugin_api(void);
 
 /* Creates the handle (no worker yet). */
-c8y_plugin *plugin_new(plugin_host *host, const char *name,
-                       const char *version, const char *path);
+c8y_plugin *plugin_new(plugin_host *host, const char *name, const char *version,
+                       const char *path);
 /* Joins the worker (after its queue drains), then frees. Does not call
  * fini or dlclose. */
 void plugin_free(c8y_plugin *p);

@@ -13,7 +13,8 @@
 #include <stdint.h>
 
 #define SESSION_WILL_TOPIC "s/us"
-#define SESSION_WILL_PAYLOAD "400,c8y_ConnectionEvent,\"Device connection was lost.\""
+#define SESSION_WILL_PAYLOAD                                                   \
+  "400,c8y_ConnectionEvent,\"Device connection was lost.\""
 
 typedef struct session session;
 

@@ -460,8 +460,7 @@ void sr_format_value(double v, char *out, size_t outlen) {
 }
 
 int sr_encode_measurements(const char *const *fields, size_t nsamples,
-                           const char *type, const char *when,
-                           size_t max_line,
+                           const char *type, const char *when, size_t max_line,
                            int (*emit)(void *ctx, const char *line),
                            void *ctx) {
   if (nsamples == 0)
@@ -470,8 +469,7 @@ int sr_encode_measurements(const char *const *fields, size_t nsamples,
   sr_buf_init(&line);
   int rc = 0;
   if (nsamples == 1) {
-    const char *f[] = {"200",     fields[0], fields[1],
-                       fields[2], fields[3], when};
+    const char *f[] = {"200", fields[0], fields[1], fields[2], fields[3], when};
     if (sr_encode_line(&line, f, 6) != 0)
       rc = -1;
     else

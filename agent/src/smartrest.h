@@ -61,10 +61,8 @@ void sr_format_value(double v, char *out, size_t outlen);
  * non-zero to stop (that value is returned). Returns 0, -1 on ENOMEM, or -2
  * when one sample alone does not fit in max_line. */
 int sr_encode_measurements(const char *const *fields, size_t nsamples,
-                           const char *type, const char *when,
-                           size_t max_line,
-                           int (*emit)(void *ctx, const char *line),
-                           void *ctx);
+                           const char *type, const char *when, size_t max_line,
+                           int (*emit)(void *ctx, const char *line), void *ctx);
 
 /* Formats unix milliseconds as 2026-11-24T23:05:28.123Z into out (>= 32). */
 void sr_format_time(long long unix_ms, char *out, size_t outlen);

@@ -15,7 +15,7 @@
 typedef struct fx {
   sim *s;
   agent_proc *a;
-  int reconnect_ms; /* backoff floor and ceiling; 0 = 100/1000 ms */
+  int reconnect_ms;       /* backoff floor and ceiling; 0 = 100/1000 ms */
   const char *plugin_dir; /* NULL = the itest plugin only */
 } fx;
 
@@ -39,8 +39,7 @@ static inline void fx_make_agent(fx *f, const char *password,
       "[agent]\nplugin_dir = %s\nlog_level = debug\n%s",
       password, sim_port(f->s), f->reconnect_ms ? f->reconnect_ms : 100,
       f->reconnect_ms ? f->reconnect_ms : 1000,
-      f->plugin_dir ? f->plugin_dir : ITEST_PLUGIN_DIR,
-      extra ? extra : "");
+      f->plugin_dir ? f->plugin_dir : ITEST_PLUGIN_DIR, extra ? extra : "");
   f->a = agent_proc_new(ini);
   g_free(ini);
   g_assert_nonnull(f->a);

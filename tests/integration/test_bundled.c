@@ -19,7 +19,8 @@ static void bundled_up(bundled *b) {
       "[plugin.restart]\ncommand = true\n"
       "[plugin.system_metrics]\ninterval = 1\n"
       "[plugin.configuration]\ntext_file = %s\n"
-      "[plugin.software]\nlist_command = printf 'nginx\\t1.22\\ncurl\\t7.88\\n'\n"
+      "[plugin.software]\nlist_command = printf "
+      "'nginx\\t1.22\\ncurl\\t7.88\\n'\n"
       "type = apt\ninstall_command = echo install {name} {version}\n"
       "remove_command = echo remove {name}\n",
       text);
@@ -62,9 +63,8 @@ static void test_announce_and_data(void) {
   g_assert_nonnull(strstr(list, "nginx,1.22,apt"));
   g_assert_nonnull(strstr(list, "curl,7.88,apt"));
   /* system_metrics every second */
-  g_assert_cmpint(sim_wait_line(b.f.s, "s/us", "201,c8y_SystemMetrics", 0,
-                                10000),
-                  >=, 0);
+  g_assert_cmpint(
+      sim_wait_line(b.f.s, "s/us", "201,c8y_SystemMetrics", 0, 10000), >=, 0);
   bundled_down(&b);
 }
 
@@ -79,7 +79,8 @@ static void test_operations(void) {
   g_assert_nonnull(strstr(sim_operation_detail(b.f.s, bad), "3"));
 
   size_t before = sim_message_count(b.f.s);
-  long cfg = sim_create_operation(b.f.s, "513," FX_DEVICE ",\"mode=turbo\nfan=on\"");
+  long cfg =
+      sim_create_operation(b.f.s, "513," FX_DEVICE ",\"mode=turbo\nfan=on\"");
   g_assert_cmpint(fx_wait_op(&b.f, cfg, 15000), ==, SIM_OP_SUCCESSFUL);
   g_assert_cmpint(sim_wait_line(b.f.s, "s/us", "113,", before, 5000), >=, 0);
   char *path = g_build_filename(b.dir, "device.txt", NULL);
@@ -89,8 +90,8 @@ static void test_operations(void) {
   g_free(text);
   g_free(path);
 
-  long sw = sim_create_operation(
-      b.f.s, "528," FX_DEVICE ",jq,1.6,,install,curl,7.88,,delete");
+  long sw = sim_create_operation(b.f.s, "528," FX_DEVICE
+                                        ",jq,1.6,,install,curl,7.88,,delete");
   g_assert_cmpint(fx_wait_op(&b.f, sw, 15000), ==, SIM_OP_SUCCESSFUL);
 
   long load = sim_create_operation(b.f.s, "517," FX_DEVICE ",LOAD");
@@ -105,9 +106,8 @@ static void test_restart_completes_after_reboot(void) {
   bundled b = {0};
   bundled_up(&b);
   long op = sim_create_operation(b.f.s, "510," FX_DEVICE);
-  for (int i = 0; i < 200 && sim_operation_status(b.f.s, op) !=
-                                 SIM_OP_EXECUTING;
-       i++)
+  for (int i = 0;
+       i < 200 && sim_operation_status(b.f.s, op) != SIM_OP_EXECUTING; i++)
     g_usleep(50 * 1000);
   g_assert_cmpint(sim_operation_status(b.f.s, op), ==, SIM_OP_EXECUTING);
   g_usleep(500 * 1000); /* the reboot command ran; nothing completes it */

@@ -19,9 +19,9 @@ static void test_success_with_result(void) {
   fx f = {0};
   fx_up(&f, NULL);
   const char *detail;
-  g_assert_cmpint(run_op(&f, "511," FX_DEVICE ",\"ok hello, \"\"world\"\"\"",
-                         &detail),
-                  ==, SIM_OP_SUCCESSFUL);
+  g_assert_cmpint(
+      run_op(&f, "511," FX_DEVICE ",\"ok hello, \"\"world\"\"\"", &detail), ==,
+      SIM_OP_SUCCESSFUL);
   g_assert_cmpstr(detail, ==, "hello, \"world\"");
   /* 501 went out before 503. */
   long exec = sim_wait_line(f.s, "s/us", "501,c8y_Command", 0, 100);
@@ -35,9 +35,10 @@ static void test_failures(void) {
   fx f = {0};
   fx_up(&f, NULL);
   const char *detail;
-  g_assert_cmpint(
-      run_op(&f, "511," FX_DEVICE ",\"fail bad \\\"thing\\\", really\"", &detail),
-      ==, SIM_OP_FAILED);
+  g_assert_cmpint(run_op(&f,
+                         "511," FX_DEVICE ",\"fail bad \\\"thing\\\", really\"",
+                         &detail),
+                  ==, SIM_OP_FAILED);
   g_assert_cmpstr(detail, ==, "bad \"thing\", really");
   /* A handler error without completion becomes 502 with the status text. */
   g_assert_cmpint(run_op(&f, "511," FX_DEVICE ",error", &detail), ==,
@@ -57,8 +58,8 @@ static void test_async_and_timeout(void) {
   fx f = {0};
   fx_up(&f, "[plugin.itest]\ntimeout_ms = 800\n");
   const char *detail;
-  g_assert_cmpint(run_op(&f, "511," FX_DEVICE ",async 200 later", &detail),
-                  ==, SIM_OP_SUCCESSFUL);
+  g_assert_cmpint(run_op(&f, "511," FX_DEVICE ",async 200 later", &detail), ==,
+                  SIM_OP_SUCCESSFUL);
   g_assert_cmpstr(detail, ==, "later");
   g_assert_cmpint(run_op(&f, "511," FX_DEVICE ",hang", &detail), ==,
                   SIM_OP_FAILED);
@@ -142,7 +143,8 @@ static void test_unknown_template_untouched(void) {
   g_free(log);
   /* An operation for a device that is neither the root nor a child. */
   long other = sim_create_operation(f.s, "511,someone-else,ok x");
-  g_assert_true(agent_proc_wait_log(f.a, "unknown device 'someone-else'", 5000));
+  g_assert_true(
+      agent_proc_wait_log(f.a, "unknown device 'someone-else'", 5000));
   g_assert_cmpint(sim_operation_status(f.s, other), ==, SIM_OP_PENDING);
   fx_down(&f);
 }
@@ -162,10 +164,9 @@ static void test_journal_after_kill(void) {
   /* 1. A restart that really rebooted: 503 after the agent comes back. */
   long restart = sim_create_operation(f.s, "510," FX_DEVICE);
   long slow = sim_create_operation(f.s, "511," FX_DEVICE ",slow 20000");
-  for (int i = 0; i < 200 && (sim_operation_status(f.s, restart) !=
-                                  SIM_OP_EXECUTING ||
-                              sim_operation_status(f.s, slow) !=
-                                  SIM_OP_EXECUTING);
+  for (int i = 0;
+       i < 200 && (sim_operation_status(f.s, restart) != SIM_OP_EXECUTING ||
+                   sim_operation_status(f.s, slow) != SIM_OP_EXECUTING);
        i++)
     g_usleep(50 * 1000);
   g_assert_cmpint(sim_operation_status(f.s, restart), ==, SIM_OP_EXECUTING);
@@ -181,9 +182,8 @@ static void test_journal_after_kill(void) {
 
   /* 2. The agent restarts but the machine did not reboot: 502. */
   long again = sim_create_operation(f.s, "510," FX_DEVICE);
-  for (int i = 0; i < 200 && sim_operation_status(f.s, again) !=
-                                 SIM_OP_EXECUTING;
-       i++)
+  for (int i = 0;
+       i < 200 && sim_operation_status(f.s, again) != SIM_OP_EXECUTING; i++)
     g_usleep(50 * 1000);
   g_usleep(300 * 1000); /* let the journal record the reboot request */
   agent_proc_kill(f.a);

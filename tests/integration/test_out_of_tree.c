@@ -31,8 +31,7 @@ static void test_oot_relay(void) {
                   "114,c8y_Relay");
   long open = sim_create_operation(f.s, "518," FX_DEVICE ",OPEN");
   g_assert_cmpint(fx_wait_op(&f, open, 10000), ==, SIM_OP_SUCCESSFUL);
-  g_assert_cmpint(sim_wait_line(f.s, "s/us", "400,oot_relay,", 0, 5000), >=,
-                  0);
+  g_assert_cmpint(sim_wait_line(f.s, "s/us", "400,oot_relay,", 0, 5000), >=, 0);
   long bad = sim_create_operation(f.s, "518," FX_DEVICE ",HALF");
   g_assert_cmpint(fx_wait_op(&f, bad, 10000), ==, SIM_OP_FAILED);
   fx_down(&f);

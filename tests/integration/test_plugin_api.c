@@ -31,23 +31,20 @@ static void test_child_and_upstream_lines(void) {
   long child = sim_create_operation(f.s, "511," CHILD ",emit");
   g_assert_cmpint(fx_wait_op(&f, child, 10000), ==, SIM_OP_SUCCESSFUL);
   g_assert_cmpstr(sim_operation_detail(f.s, child), ==, CHILD);
-  g_assert_cmpint(sim_wait_line(f.s, "s/us/" CHILD, "501,c8y_Command", 0,
-                                100),
+  g_assert_cmpint(sim_wait_line(f.s, "s/us/" CHILD, "501,c8y_Command", 0, 100),
                   >=, 0);
-  g_assert_cmpint(sim_wait_line(f.s, "s/us/" CHILD, "400,itest_Event", 0,
-                                5000),
+  g_assert_cmpint(sim_wait_line(f.s, "s/us/" CHILD, "400,itest_Event", 0, 5000),
                   >=, 0);
-  g_assert_cmpint(sim_wait_line(f.s, "s/uc/itestxid/" CHILD, "999,25", 0,
-                                5000),
+  g_assert_cmpint(sim_wait_line(f.s, "s/uc/itestxid/" CHILD, "999,25", 0, 5000),
                   >=, 0);
 
   /* Custom downstream records reach the registered message handler. */
-  g_assert_cmpint(sim_publish(f.s, "s/dc/itestxid",
-                              "777,x,\"y, z\"\n778,unhandled"),
-                  ==, 0);
+  g_assert_cmpint(
+      sim_publish(f.s, "s/dc/itestxid", "777,x,\"y, z\"\n778,unhandled"), ==,
+      0);
   g_assert_true(agent_proc_wait_log(f.a, "itest: message 777 x y, z", 10000));
-  g_assert_true(agent_proc_wait_log(f.a, "no handler for message id 778",
-                                    5000));
+  g_assert_true(
+      agent_proc_wait_log(f.a, "no handler for message id 778", 5000));
   fx_down(&f);
 }
 

@@ -12,8 +12,8 @@ static long first_index(sim *s, const char *prefix) {
 static void test_registration_sequence(void) {
   fx f = {0};
   fx_up(&f, NULL);
-  const char *order[] = {"100,", "110,", "122,c8y-agent,", "114,", "117,",
-                         "500"};
+  const char *order[] = {"100,", "110,", "122,c8y-agent,",
+                         "114,", "117,", "500"};
   long last = -1;
   for (size_t i = 0; i < G_N_ELEMENTS(order); i++) {
     long at = first_index(f.s, order[i]);
@@ -134,11 +134,9 @@ static void test_sighup_reload(void) {
 
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
-  g_test_add_func("/session/registration-sequence",
-                  test_registration_sequence);
+  g_test_add_func("/session/registration-sequence", test_registration_sequence);
   g_test_add_func("/session/will-on-sigkill", test_will_on_sigkill);
-  g_test_add_func("/session/no-will-on-clean-stop",
-                  test_no_will_on_clean_stop);
+  g_test_add_func("/session/no-will-on-clean-stop", test_no_will_on_clean_stop);
   g_test_add_func("/session/wrong-password", test_wrong_password);
   g_test_add_func("/session/broker-restart", test_broker_restart);
   g_test_add_func("/session/sighup-reload", test_sighup_reload);

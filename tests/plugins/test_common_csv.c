@@ -8,12 +8,12 @@
 #include <string.h>
 
 static void test_matches_encoder(void) {
-  const char *cases[] = {"plain",       "",           "a,b",
-                         " lead",       "trail ",     "tab\there",
-                         "q\"uote",     "\"\"",       "line\nbreak",
-                         "cr\rhere",    "back\\slash", "odd\\\"quote",
-                         "even\\\\\"q", "end\\",      "end,\\",
-                         "end,\\\\",    "x\\\\\\\",y"};
+  const char *cases[] = {
+      "plain",       "",          "a,b",         " lead",
+      "trail ",      "tab\there", "q\"uote",     "\"\"",
+      "line\nbreak", "cr\rhere",  "back\\slash", "odd\\\"quote",
+      "even\\\\\"q", "end\\",     "end,\\",      "end,\\\\",
+      "x\\\\\\\",y"};
   for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
     char *enc = sr_encode_field(cases[i]);
     g_assert_nonnull(enc);

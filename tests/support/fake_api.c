@@ -453,10 +453,9 @@ static int batch_flush(fake_host *h, const c8y_batch *b, const char *topic) {
   char when[40];
   sr_format_time(b->time_ms, when, sizeof when);
   flush_ctx ctx = {h, topic};
-  int rc = sr_encode_measurements((const char *const *)b->fields.v,
-                                  b->fields.n / 4,
-                                  b->type ? b->type : b->producer, when,
-                                  FAKE_MAX_LINE, emit_line, &ctx);
+  int rc = sr_encode_measurements(
+      (const char *const *)b->fields.v, b->fields.n / 4,
+      b->type ? b->type : b->producer, when, FAKE_MAX_LINE, emit_line, &ctx);
   if (rc == -1)
     abort();
   return rc == -2 ? C8Y_ETOOBIG : C8Y_OK;

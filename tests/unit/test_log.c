@@ -16,7 +16,8 @@ static void test_journald_prefix(void) {
   }
   g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
   g_test_trap_assert_passed();
-  g_test_trap_assert_stderr("<3>broken 1\n<4>careful\n<6>two lines\n<7>details\n");
+  g_test_trap_assert_stderr(
+      "<3>broken 1\n<4>careful\n<6>two lines\n<7>details\n");
 }
 
 static void test_plain_and_level(void) {

@@ -12,9 +12,9 @@ static void test_supported_operations_and_rollback(void) {
   registry_init(&r);
   c8y_plugin *a = (c8y_plugin *)0x1, *b = (c8y_plugin *)0x2;
   c8y_plugin *owner = NULL;
-  g_assert_cmpint(registry_add_handler(&r, a, "511", "c8y_Command", 0, op,
-                                       NULL, &owner),
-                  ==, C8Y_OK);
+  g_assert_cmpint(
+      registry_add_handler(&r, a, "511", "c8y_Command", 0, op, NULL, &owner),
+      ==, C8Y_OK);
   g_assert_cmpint(registry_add_handler(&r, b, "524", "c8y_DownloadConfigFile",
                                        0, op, NULL, &owner),
                   ==, C8Y_OK);
@@ -22,9 +22,9 @@ static void test_supported_operations_and_rollback(void) {
                                        0, op, NULL, &owner),
                   ==, C8Y_OK);
   /* Template taken: the owner is reported. */
-  g_assert_cmpint(registry_add_handler(&r, b, "511", "c8y_Command", 0, op,
-                                       NULL, &owner),
-                  ==, C8Y_EEXIST);
+  g_assert_cmpint(
+      registry_add_handler(&r, b, "511", "c8y_Command", 0, op, NULL, &owner),
+      ==, C8Y_EEXIST);
   g_assert_true(owner == a);
   g_assert_cmpint(registry_add_producer(&r, b, "p", 1000, prod, NULL), ==,
                   C8Y_OK);

@@ -472,8 +472,8 @@ typedef struct example {
 static GPtrArray *load_examples(void) {
   const char *path = g_getenv("C8Y_EXAMPLES");
   if (!path || !*path)
-    g_error(
-        "C8Y_EXAMPLES is not set (ctest sets it to tests/unit/data/c8y-examples.txt)");
+    g_error("C8Y_EXAMPLES is not set (ctest sets it to "
+            "tests/unit/data/c8y-examples.txt)");
   char *text = NULL;
   GError *err = NULL;
   if (!g_file_get_contents(path, &text, NULL, &err))

@@ -98,7 +98,8 @@ typedef int (*c8y_operation_fn)(c8y_plugin *self, c8y_operation *op,
 typedef void (*c8y_message_fn)(c8y_plugin *self, const c8y_message *msg,
                                void *user_data);
 
-/* ---- Services the agent provides ------------------------------------------ */
+/* ---- Services the agent provides ------------------------------------------
+ */
 typedef struct c8y_api {
   uint32_t abi_major; /* of the running agent */
   uint32_t abi_minor;
@@ -118,8 +119,7 @@ typedef struct c8y_api {
                                const char *fallback);
   int (*config_int)(c8y_plugin *self, const char *key, int64_t fallback,
                     int64_t *out);
-  int (*config_bool)(c8y_plugin *self, const char *key, int fallback,
-                     int *out);
+  int (*config_bool)(c8y_plugin *self, const char *key, int fallback, int *out);
 
   /* Registration: only inside init(); strings are copied. On error the
    * callback is never called. timeout_ms 0 = the agent's default. */
@@ -150,8 +150,7 @@ typedef struct c8y_api {
   int (*send_event)(c8y_plugin *self, const char *child_id, const char *type,
                     const char *text, int64_t time_ms);
   int (*raise_alarm)(c8y_plugin *self, const char *child_id,
-                     c8y_severity severity, const char *type,
-                     const char *text);
+                     c8y_severity severity, const char *type, const char *text);
   int (*clear_alarm)(c8y_plugin *self, const char *child_id, const char *type);
   /* Any static template line on s/us[/child]: fields[0] is the template id
    * (1xx inventory, 2xx measurement, 3xx alarm, 4xx event). Operation status
@@ -205,7 +204,8 @@ typedef struct c8y_api {
   ((api)->size >= offsetof(c8y_api, field) + sizeof((api)->field) &&           \
    (api)->field != NULL)
 
-/* ---- What a plugin exports ------------------------------------------------ */
+/* ---- What a plugin exports ------------------------------------------------
+ */
 typedef struct c8y_plugin_info {
   uint32_t abi_major;  /* C8Y_ABI_MAJOR at plugin compile time */
   uint32_t abi_minor;  /* C8Y_ABI_MINOR at plugin compile time */
@@ -233,11 +233,10 @@ typedef struct c8y_plugin_info {
  * C++20 needs the fields in declaration order (name, version, init, fini). */
 #define C8Y_PLUGIN(...)                                                        \
   C8Y_PLUGIN_EXTERN C8Y_EXPORT const c8y_plugin_info C8Y_PLUGIN_SYMBOL;        \
-  const c8y_plugin_info C8Y_PLUGIN_SYMBOL = {                                  \
-      .abi_major = C8Y_ABI_MAJOR,                                              \
-      .abi_minor = C8Y_ABI_MINOR,                                              \
-      .size = sizeof(c8y_plugin_info),                                         \
-      __VA_ARGS__}
+  const c8y_plugin_info C8Y_PLUGIN_SYMBOL = {.abi_major = C8Y_ABI_MAJOR,       \
+                                             .abi_minor = C8Y_ABI_MINOR,       \
+                                             .size = sizeof(c8y_plugin_info),  \
+                                             __VA_ARGS__}
 
 #ifdef __cplusplus
 }

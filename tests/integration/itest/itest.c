@@ -190,8 +190,8 @@ static int init(c8y_plugin *self, const c8y_api *a, void **ud) {
     return C8Y_EINVAL;
   if (burst > 0 && queue_burst(self, burst) != C8Y_OK)
     return C8Y_EIO;
-  int rc = api->add_operation(self, "511", (uint32_t)timeout_ms, on_command,
-                              NULL);
+  int rc =
+      api->add_operation(self, "511", (uint32_t)timeout_ms, on_command, NULL);
   if (rc == C8Y_OK)
     rc = api->add_operation(self, "510", 0, on_restart, NULL);
   const char *child = api->config_string(self, "child", NULL);
@@ -201,8 +201,7 @@ static int init(c8y_plugin *self, const c8y_api *a, void **ud) {
   if (rc == C8Y_OK && xid)
     rc = api->add_message_handler(self, xid, "777", on_message, NULL);
   if (rc == C8Y_OK && interval_ms > 0)
-    rc = api->add_producer(self, "itest", (uint32_t)interval_ms, produce,
-                           NULL);
+    rc = api->add_producer(self, "itest", (uint32_t)interval_ms, produce, NULL);
   return rc;
 }
 
