@@ -91,6 +91,7 @@ typedef struct agent {
   long long next_watchdog;
   long long watchdog_ms;
   bool running;
+  bool reload_pending; /* SIGHUP arrived while operations were running */
   int exit_code;
 } agent;
 
@@ -594,9 +595,48 @@ static void shutdown_plugins(agent *a) {
   loader_release_all(&a->plugins, &a->reg);
 }
 
-/* SIGHUP: new config and plugins without dropping the MQTT session. The
- * identity (host, device, credentials) cannot change without a restart. */
+static bool same_str(const char *x, const char *y) {
+  return (!x && !y) || (x && y && strcmp(x, y) == 0);
+}
+
+/* The first setting whose change the running session, queue or journal
+ * cannot pick up, or NULL. */
+static const char *restart_only_change(const agent_config *o,
+                                       const agent_config *n) {
+  if (!same_str(o->device_id, n->device_id))
+    return "[device] id";
+  if (!same_str(o->template_id, n->template_id))
+    return "[device] template_id";
+  if (!same_str(o->tenant, n->tenant) || !same_str(o->user, n->user) ||
+      !same_str(o->password, n->password))
+    return "[c8y] tenant/user/password";
+  if (!same_str(o->host, n->host) || o->port != n->port || o->tls != n->tls)
+    return "[c8y] host/port/tls";
+  if (!same_str(o->ca_path, n->ca_path) ||
+      !same_str(o->cert_file, n->cert_file) ||
+      !same_str(o->key_file, n->key_file) ||
+      o->verify_hostname != n->verify_hostname)
+    return "[c8y] ca_path/cert_file/key_file/verify_hostname";
+  if (o->keepalive != n->keepalive)
+    return "[c8y] keepalive";
+  if (!same_str(o->state_dir, n->state_dir) ||
+      o->queue_max_bytes != n->queue_max_bytes)
+    return "[agent] state_dir/queue_max_bytes";
+  if (o->op_timeout_s != n->op_timeout_s)
+    return "[agent] op_timeout";
+  return NULL;
+}
+
+/* SIGHUP: new config and plugins without dropping the MQTT session. What
+ * the session, queue and journal were built from needs a restart. */
 static void reload(agent *a) {
+  if (ops_active(a->ops) > 0) {
+    if (!a->reload_pending)
+      log_notice("SIGHUP: reload waits until the running operations finish");
+    a->reload_pending = true;
+    return;
+  }
+  a->reload_pending = false;
   log_notice("SIGHUP: reloading %s and the plugins", a->config_path);
   agent_config fresh;
   char err[1024];
@@ -604,8 +644,11 @@ static void reload(agent *a) {
     log_error("reload refused, keeping the running configuration: %s", err);
     return;
   }
-  if (ops_active(a->ops) > 0) {
-    log_warning("reload postponed: operations are in progress");
+  const char *changed = restart_only_change(&a->cfg, &fresh);
+  if (changed) {
+    log_error("reload refused, keeping the running configuration: %s "
+              "changed, which takes a restart of the agent",
+              changed);
     cfg_free(&fresh);
     return;
   }
@@ -736,6 +779,8 @@ static void main_loop(agent *a) {
       }
     }
     process_events(a);
+    if (a->reload_pending && a->running)
+      reload(a);
   }
   notify_send("STOPPING=1");
 }

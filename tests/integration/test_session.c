@@ -102,6 +102,11 @@ static void test_broker_restart(void) {
   fx_down(&f);
 }
 
+static int run_ok(fx *f) {
+  long op = sim_create_operation(f->s, "511," FX_DEVICE ",ok still here");
+  return fx_wait_op(f, op, 10000);
+}
+
 /* SIGHUP: config and plugins reload without dropping the session; a broken
  * config is refused and the running one kept. */
 static void test_sighup_reload(void) {
@@ -121,6 +126,40 @@ static void test_sighup_reload(void) {
   long unhandled = sim_create_operation(f.s, "511," FX_DEVICE ",ok nobody");
   g_assert_true(agent_proc_wait_log(f.a, "no handler for template 511", 10000));
   g_assert_cmpint(sim_operation_status(f.s, unhandled), ==, SIM_OP_PENDING);
+
+  /* A reload during an operation waits for it to finish. */
+  FILE *again = fopen(agent_proc_config(f.a), "a");
+  fputs("[plugin.itest]\nenabled = true\n", again);
+  fclose(again);
+  /* (re-enable first, so an operation can run) */
+  g_assert_cmpint(agent_proc_signal(f.a, SIGHUP), ==, 0);
+  g_assert_true(agent_proc_wait_log(f.a, "itest 1.0 loaded from", 10000));
+  long slow = sim_create_operation(f.s, "511," FX_DEVICE ",slow 1500");
+  for (int i = 0;
+       i < 100 && sim_operation_status(f.s, slow) != SIM_OP_EXECUTING; i++)
+    g_usleep(20 * 1000);
+  g_assert_cmpint(agent_proc_signal(f.a, SIGHUP), ==, 0);
+  g_assert_true(agent_proc_wait_log(f.a, "reload waits", 5000));
+  g_assert_cmpint(fx_wait_op(&f, slow, 10000), ==, SIM_OP_SUCCESSFUL);
+  /* ...and then happens: a "reloading" line after the "waits" line. */
+  gboolean reloaded = FALSE;
+  for (int i = 0; i < 250 && !reloaded; i++) {
+    char *log = agent_proc_log(f.a);
+    const char *waits = strstr(log, "reload waits");
+    reloaded = waits && strstr(waits, "SIGHUP: reloading");
+    g_free(log);
+    if (!reloaded)
+      g_usleep(20 * 1000);
+  }
+  g_assert_true(reloaded);
+
+  /* The device identity cannot change under a running session. */
+  FILE *id = fopen(agent_proc_config(f.a), "a");
+  fputs("[device]\nid = someone-else\n", id);
+  fclose(id);
+  g_assert_cmpint(agent_proc_signal(f.a, SIGHUP), ==, 0);
+  g_assert_true(agent_proc_wait_log(f.a, "[device] id changed", 10000));
+  g_assert_cmpint(run_ok(&f), ==, SIM_OP_SUCCESSFUL);
 
   /* A broken config on reload: refused, everything keeps running. */
   cfg = fopen(agent_proc_config(f.a), "a");
