@@ -319,7 +319,7 @@ static void delivered(agent *a, uint64_t id, bool ok) {
     if (ok) {
       outq_ack(a->q, id);
       for (size_t k = 0; k < slot.ntags; k++)
-        ops_on_acked(a->ops, slot.tags[k]);
+        ops_on_acked(a->ops, slot.tags[k], a->running);
     } else {
       log_debug("publish of batch %llu failed; it goes back to the queue",
                 (unsigned long long)id);
@@ -481,15 +481,21 @@ static void handle_event(agent *a, event *e) {
   }
 }
 
-static void process_events(agent *a) {
+/* Takes every queued event. While stopping, only deliveries and losses
+ * matter: the queue must not start new work. */
+static void process_events(agent *a, bool stopping) {
   pthread_mutex_lock(&a->evmu);
   event *e = a->ev_head;
   a->ev_head = a->ev_tail = NULL;
   pthread_mutex_unlock(&a->evmu);
   while (e) {
     event *next = e->next;
-    if (a->running)
+    if (!stopping && a->running)
       handle_event(a, e);
+    else if (stopping && e->kind == EV_DELIVERED)
+      delivered(a, e->id, e->ok);
+    else if (stopping && e->kind == EV_LOST)
+      a->link = LINK_DOWN;
     free(e->topic);
     free(e->text);
     free(e);
@@ -682,21 +688,7 @@ static void flush_before_exit(agent *a) {
         /* spurious */
       }
     }
-    pthread_mutex_lock(&a->evmu);
-    event *e = a->ev_head;
-    a->ev_head = a->ev_tail = NULL;
-    pthread_mutex_unlock(&a->evmu);
-    while (e) {
-      event *next = e->next;
-      if (e->kind == EV_DELIVERED)
-        delivered(a, e->id, e->ok);
-      else if (e->kind == EV_LOST)
-        a->link = LINK_DOWN;
-      free(e->topic);
-      free(e->text);
-      free(e);
-      e = next;
-    }
+    process_events(a, true);
   }
 }
 
@@ -778,7 +770,7 @@ static void main_loop(agent *a) {
         }
       }
     }
-    process_events(a);
+    process_events(a, false);
     if (a->reload_pending && a->running)
       reload(a);
   }
@@ -786,13 +778,15 @@ static void main_loop(agent *a) {
 }
 
 static void agent_cleanup(agent *a) {
+  if (a->ops)
+    ops_stop(a->ops);
   shutdown_plugins(a);
   if (a->sess) {
     flush_before_exit(a);
     session_disconnect(a->sess, 2000);
     session_free(a->sess);
   }
-  process_events(a); /* frees whatever arrived late */
+  process_events(a, true); /* frees whatever arrived late */
   ops_free(a->ops);
   registry_free(&a->reg);
   for (size_t i = 0; i < a->ninflight; i++)

@@ -56,6 +56,7 @@ struct ops {
   size_t nfifos;
   pthread_mutex_t mu; /* done list, completion fields, journal */
   c8y_operation *done_head, *done_tail;
+  bool stopping;  /* no new operation starts */
   char **ignored; /* template ids already logged as unhandled */
   size_t nignored;
 };
@@ -263,6 +264,8 @@ static op_fifo *fifo_for(ops *o, const char *device, const char *fragment,
 }
 
 static void op_start(ops *o, c8y_operation *op) {
+  if (o->stopping)
+    return;
   char tbuf[512];
   const char *fields[] = {"501", op->fragment};
   /* Volatile: a 501 left over from a previous run would move an operation
@@ -404,7 +407,7 @@ static c8y_operation *find_starting(ops *o, uint64_t id) {
   return NULL;
 }
 
-void ops_on_acked(ops *o, uint64_t tag) {
+void ops_on_acked(ops *o, uint64_t tag, bool run) {
   c8y_operation *op = find_starting(o, tag);
   if (!op)
     return;
@@ -421,6 +424,8 @@ void ops_on_acked(ops *o, uint64_t tag) {
                 "will leave it EXECUTING",
                 (unsigned long long)op->id);
   op->state = OP_RUNNING;
+  if (!run)
+    return;
   uint32_t timeout =
       op->handler->timeout_ms ? op->handler->timeout_ms : o->default_timeout_ms;
   op->deadline_ms = mono_ms() + timeout;
@@ -552,6 +557,8 @@ void ops_recover(ops *o) {
   if (failures == 0)
     journal_forget_recovered(o->j);
 }
+
+void ops_stop(ops *o) { o->stopping = true; }
 
 size_t ops_active(ops *o) {
   size_t n = 0;

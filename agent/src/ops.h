@@ -41,8 +41,11 @@ const char *ops_fragment_for(const char *template_id);
 
 /* A payload that arrived on s/ds. */
 void ops_handle_payload(ops *o, const char *payload, size_t len);
-/* A batch carrying this tag (an operation's 501) was acknowledged. */
-void ops_on_acked(ops *o, uint64_t tag);
+/* A batch carrying this tag (an operation's 501) was acknowledged. With
+ * run false (the agent is stopping, plugins are gone) the operation is only
+ * journaled, so the next start reports it failed instead of leaving it
+ * EXECUTING forever. */
+void ops_on_acked(ops *o, uint64_t tag, bool run);
 /* The MQTT link dropped (after outq_requeue_inflight). */
 void ops_on_disconnect(ops *o);
 /* Completions and timeouts; returns the next deadline (ms, monotonic) or
@@ -50,6 +53,9 @@ void ops_on_disconnect(ops *o);
 long long ops_process(ops *o, long long now_ms);
 /* Finishes what the previous run left executing (see journal.h). */
 void ops_recover(ops *o);
+/* The agent is stopping: operations still queued are not started (they
+ * stay PENDING in Cumulocity and come back with the next start's 500). */
+void ops_stop(ops *o);
 /* Operations known to the engine (queued, starting or running). */
 size_t ops_active(ops *o);
 /* Fails every running operation (shutdown): 502 queued durably. */

@@ -149,6 +149,30 @@ static void test_unknown_template_untouched(void) {
   fx_down(&f);
 }
 
+/* SIGTERM while an operation runs and others wait behind it: the running
+ * one finishes, the waiting ones are not started (they stay PENDING) and
+ * the next start picks them up. */
+static void test_stop_leaves_queued_pending(void) {
+  fx f = {0};
+  fx_up(&f, NULL);
+  long slow = sim_create_operation(f.s, "511," FX_DEVICE ",slow 800");
+  long a = sim_create_operation(f.s, "511," FX_DEVICE ",ok a");
+  long b = sim_create_operation(f.s, "511," FX_DEVICE ",ok b");
+  for (int i = 0;
+       i < 200 && sim_operation_status(f.s, slow) != SIM_OP_EXECUTING; i++)
+    g_usleep(10 * 1000);
+  g_assert_cmpint(sim_operation_status(f.s, slow), ==, SIM_OP_EXECUTING);
+  g_assert_cmpint(agent_proc_stop(f.a, 10000), ==, 0);
+  g_assert_cmpint(fx_wait_op(&f, slow, 5000), ==, SIM_OP_SUCCESSFUL);
+  g_assert_cmpint(sim_operation_status(f.s, a), ==, SIM_OP_PENDING);
+  g_assert_cmpint(sim_operation_status(f.s, b), ==, SIM_OP_PENDING);
+  fx_start_agent(&f);
+  g_assert_cmpint(fx_wait_op(&f, a, 15000), ==, SIM_OP_SUCCESSFUL);
+  g_assert_cmpint(fx_wait_op(&f, b, 15000), ==, SIM_OP_SUCCESSFUL);
+  g_assert_cmpstr(sim_operation_detail(f.s, b), ==, "b");
+  fx_down(&f);
+}
+
 static void write_boot_id(const char *path, const char *id) {
   g_assert_true(g_file_set_contents(path, id, -1, NULL));
 }
@@ -207,6 +231,8 @@ int main(int argc, char **argv) {
                   test_pending_delivered_on_connect);
   g_test_add_func("/operations/unknown-template-untouched",
                   test_unknown_template_untouched);
+  g_test_add_func("/operations/stop-leaves-queued-pending",
+                  test_stop_leaves_queued_pending);
   g_test_add_func("/operations/journal-after-kill", test_journal_after_kill);
   return g_test_run();
 }
