@@ -529,10 +529,8 @@ static long long run_producers(agent *a, long long now) {
 static void dispatch_op(void *ctx, c8y_operation *op) {
   (void)ctx;
   c8y_plugin *p = ops_plugin(op);
-  if (plugin_queue_operation(p, op) != 0) {
-    ops_op_fail(op, "the plugin is shutting down");
-    /* The worker reference is ours to drop now: run nothing. */
-  }
+  if (plugin_queue_operation(p, op) != 0)
+    ops_dispatch_failed(op, "the plugin is shutting down");
 }
 
 static int load_config(agent *a, const char *path) {

@@ -674,6 +674,11 @@ void ops_run_handler(c8y_operation *op) {
   op_release(op); /* the worker call's reference */
 }
 
+void ops_dispatch_failed(c8y_operation *op, const char *reason) {
+  complete(op, false, NULL, 0, reason);
+  op_release(op); /* the worker call's reference */
+}
+
 c8y_plugin *ops_plugin(const c8y_operation *op) { return op->handler->plugin; }
 const char *ops_op_template(const c8y_operation *op) { return op->template_id; }
 const char *ops_op_fragment(const c8y_operation *op) { return op->fragment; }

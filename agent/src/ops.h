@@ -61,6 +61,9 @@ size_t ops_active(ops *o);
 /* Fails every running operation (shutdown): 502 queued durably. */
 void ops_fail_all(ops *o, const char *reason);
 
+/* The handler could not be queued (the plugin is stopping): fails the
+ * operation and drops the reference the worker would have released. */
+void ops_dispatch_failed(c8y_operation *op, const char *reason);
 /* Runs the handler on the calling (plugin worker) thread. */
 void ops_run_handler(c8y_operation *op);
 /* The plugin that must run this operation's handler. */
