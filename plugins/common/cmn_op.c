@@ -1,6 +1,7 @@
 #include "cmn_op.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int cmn_op_for_self(const c8y_api *api, c8y_plugin *self, c8y_operation *op) {
@@ -24,4 +25,21 @@ int cmn_op_fields(const c8y_api *api, c8y_operation *op, size_t n,
   snprintf(why, sizeof(why), "%.300s, got %zu", usage, got);
   api->op_fail(op, why);
   return 0;
+}
+
+int cmn_send_names(const c8y_api *api, c8y_plugin *self,
+                   const char *template_id, const char *const *names,
+                   size_t n) {
+  const char **fields = calloc(n + 1, sizeof *fields);
+  if (!fields)
+    return C8Y_ENOMEM;
+  fields[0] = template_id;
+  for (size_t i = 0; i < n; i++)
+    fields[i + 1] = names[i];
+  int rc = api->send_static(self, NULL, fields, n + 1);
+  if (rc < 0)
+    api->log(self, C8Y_LOG_ERROR, "cannot send %s: %s", template_id,
+             api->status_str(rc));
+  free(fields);
+  return rc;
 }

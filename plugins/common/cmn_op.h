@@ -19,4 +19,10 @@ int cmn_op_for_self(const c8y_api *api, c8y_plugin *self, c8y_operation *op);
 int cmn_op_fields(const c8y_api *api, c8y_operation *op, size_t n,
                   const char *usage);
 
+/* Sends "<template_id>,<names...>" (e.g. 118 supported logs, 119 supported
+ * configurations) for the agent's own device; a failure is logged. Returns
+ * the send status. */
+int cmn_send_names(const c8y_api *api, c8y_plugin *self,
+                   const char *template_id, const char *const *names, size_t n);
+
 #endif

@@ -540,12 +540,10 @@ static int cfg_init(c8y_plugin *self, const c8y_api *api, void **user_data) {
   if (c->text_file[0])
     cfg_report_initial(c);
   if (c->nfiles > 0) {
-    const char *fields[CFG_MAX_TYPES + 1] = {"119"};
+    const char *types[CFG_MAX_TYPES];
     for (size_t i = 0; i < c->nfiles; i++)
-      fields[i + 1] = c->files[i].type;
-    rc = api->send_static(self, NULL, fields, c->nfiles + 1);
-    if (rc < 0)
-      api->log(self, C8Y_LOG_ERROR, "cannot send 119: %s", api->status_str(rc));
+      types[i] = c->files[i].type;
+    cmn_send_names(api, self, "119", types, c->nfiles);
   }
   *user_data = c;
   return C8Y_OK;

@@ -651,12 +651,10 @@ static int lg_init(c8y_plugin *self, const c8y_api *api, void **user_data) {
              "log upload needs HTTP: without http_helper c8y_LogfileRequest "
              "(522) is not offered");
   if (l->nlogs > 0) {
-    const char *fields[LOG_MAX_SOURCES + 1] = {"118"};
+    const char *names[LOG_MAX_SOURCES];
     for (size_t i = 0; i < l->nlogs; i++)
-      fields[i + 1] = l->logs[i].name;
-    rc = api->send_static(self, NULL, fields, l->nlogs + 1);
-    if (rc < 0)
-      api->log(self, C8Y_LOG_ERROR, "cannot send 118: %s", api->status_str(rc));
+      names[i] = l->logs[i].name;
+    cmn_send_names(api, self, "118", names, l->nlogs);
   }
   *user_data = l;
   return C8Y_OK;
