@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -100,10 +101,16 @@ int agent_proc_start_args(agent_proc *a, const char *const *extra) {
   for (int i = 0; extra && extra[i] && n < 47; i++)
     argv[n++] = extra[i];
   argv[n] = NULL;
+  pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0)
     return -1;
   if (pid == 0) {
+    /* A test that aborts on a failed assertion must not leave its agent
+     * running (and reconnecting) forever. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+      _exit(127);
     int fd = open(a->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
     if (fd >= 0) {
       dup2(fd, 2);
