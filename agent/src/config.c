@@ -205,6 +205,15 @@ fail_key(struct parse_ctx *p, enum key_id k, const char *fmt, ...) {
   va_end(ap);
 }
 
+/* Error about a key on the line being parsed right now. */
+__attribute__((format(printf, 3, 4))) static void
+fail_here(struct parse_ctx *p, enum key_id k, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fail_v(p, p->file, p->line, keydefs[k].section, keydefs[k].key, fmt, ap);
+  va_end(ap);
+}
+
 static const char *intern_file(struct parse_ctx *p, const char *name) {
   char **n = realloc(p->files, (p->nfiles + 1) * sizeof *n);
   if (!n)
@@ -477,17 +486,20 @@ static int store_setting(struct parse_ctx *p, enum key_id k,
                          const char *value) {
   const struct keydef *d = &keydefs[k];
   struct setting tmp = {.set = true, .file = p->file, .line = p->line};
-  const char *sec = d->section, *key = d->key;
   long long v;
   int rc;
   bool b;
 
+  if ((d->kind == K_DEVID || d->kind == K_XID) && has_ctrl(value)) {
+    fail_here(p, k, "must not contain control characters");
+    return -1;
+  }
   switch (d->kind) {
   case K_BOOL:
     if (cfg_parse_bool(value, &b) != 0) {
-      fail_at(p, p->file, p->line, sec, key,
-              "'%s' is not a boolean (use true/false, yes/no, on/off, 1/0)",
-              value);
+      fail_here(p, k,
+                "'%s' is not a boolean (use true/false, yes/no, on/off, 1/0)",
+                value);
       return -1;
     }
     tmp.num = b;
@@ -495,12 +507,11 @@ static int store_setting(struct parse_ctx *p, enum key_id k,
   case K_INT:
     rc = parse_int_detail(value, d->min, d->max, &v);
     if (rc == -1) {
-      fail_at(p, p->file, p->line, sec, key, "'%s' is not an integer", value);
+      fail_here(p, k, "'%s' is not an integer", value);
       return -1;
     }
     if (rc == -2) {
-      fail_at(p, p->file, p->line, sec, key, "%s is out of range (%lld..%lld)",
-              value, d->min, d->max);
+      fail_here(p, k, "%s is out of range (%lld..%lld)", value, d->min, d->max);
       return -1;
     }
     tmp.num = v;
@@ -508,14 +519,13 @@ static int store_setting(struct parse_ctx *p, enum key_id k,
   case K_SIZE:
     rc = parse_size(value, d->min, d->max, &v);
     if (rc == -1) {
-      fail_at(p, p->file, p->line, sec, key,
-              "'%s' is not a size (bytes, optionally with suffix K, M or G)",
-              value);
+      fail_here(p, k,
+                "'%s' is not a size (bytes, optionally with suffix K, M or G)",
+                value);
       return -1;
     }
     if (rc == -2) {
-      fail_at(p, p->file, p->line, sec, key,
-              "%s is out of range (1K..64G bytes)", value);
+      fail_here(p, k, "%s is out of range (1K..64G bytes)", value);
       return -1;
     }
     tmp.num = v;
@@ -523,59 +533,48 @@ static int store_setting(struct parse_ctx *p, enum key_id k,
   case K_LEVEL:
     rc = log_level_from_name(value);
     if (rc < 0) {
-      fail_at(p, p->file, p->line, sec, key,
-              "unknown level '%s' (use error, warning, notice, info, debug)",
-              value);
+      fail_here(p, k,
+                "unknown level '%s' (use error, warning, notice, info, debug)",
+                value);
       return -1;
     }
     tmp.num = rc;
     break;
   case K_DEVID:
     if (!*value) {
-      fail_at(p, p->file, p->line, sec, key, "must not be empty");
+      fail_here(p, k, "must not be empty");
       return -1;
     }
     if (strchr(value, ':')) {
-      fail_at(p, p->file, p->line, sec, key,
-              "'%s' must not contain ':' (the MQTT clientId uses ':' as "
-              "separator)",
-              value);
-      return -1;
-    }
-    if (has_ctrl(value)) {
-      fail_at(p, p->file, p->line, sec, key,
-              "must not contain control characters");
+      fail_here(p, k,
+                "'%s' must not contain ':' (the MQTT clientId uses ':' as "
+                "separator)",
+                value);
       return -1;
     }
     break;
   case K_XID:
     if (strpbrk(value, ":/+#")) {
-      fail_at(p, p->file, p->line, sec, key,
-              "'%s' must not contain ':', '/', '+' or '#' (it is part of the "
-              "clientId and of MQTT topics)",
-              value);
-      return -1;
-    }
-    if (has_ctrl(value)) {
-      fail_at(p, p->file, p->line, sec, key,
-              "must not contain control characters");
+      fail_here(p, k,
+                "'%s' must not contain ':', '/', '+' or '#' (it is part of the "
+                "clientId and of MQTT topics)",
+                value);
       return -1;
     }
     break;
   case K_TENANT:
     if (strchr(value, '/')) {
-      fail_at(p, p->file, p->line, sec, key,
-              "'%s' must not contain '/' (the MQTT username is "
-              "<tenant>/<user>)",
-              value);
+      fail_here(p, k,
+                "'%s' must not contain '/' (the MQTT username is "
+                "<tenant>/<user>)",
+                value);
       return -1;
     }
     break;
   case K_HOST:
     for (const char *c = value; *c; c++)
       if (isspace((unsigned char)*c) || (unsigned char)*c < 0x20) {
-        fail_at(p, p->file, p->line, sec, key,
-                "'%s' must not contain whitespace", value);
+        fail_here(p, k, "'%s' must not contain whitespace", value);
         return -1;
       }
     break;
@@ -584,10 +583,10 @@ static int store_setting(struct parse_ctx *p, enum key_id k,
     if (*value && p->perm_checked == 0) {
       struct stat st;
       if (fstat(fileno(p->fp), &st) == 0 && (st.st_mode & 077)) {
-        fail_at(p, p->file, p->line, sec, key,
-                "%s is readable by others (mode %03o) and holds a password; "
-                "run chmod 600 %s",
-                p->file, (unsigned)(st.st_mode & 0777), p->file);
+        fail_here(p, k,
+                  "%s is readable by others (mode %03o) and holds a password; "
+                  "run chmod 600 %s",
+                  p->file, (unsigned)(st.st_mode & 0777), p->file);
         return -1;
       }
       p->perm_checked = 1;
@@ -632,7 +631,7 @@ static int store_setting(struct parse_ctx *p, enum key_id k,
   p->set[k] = tmp;
   return 0;
 oom:
-  fail_at(p, p->file, p->line, sec, key, "out of memory");
+  fail_here(p, k, "out of memory");
   return -1;
 }
 
