@@ -32,7 +32,7 @@ extern "C" {
 
 /* Major must equal the agent's; minor must be <= the agent's. */
 #define C8Y_ABI_MAJOR 1
-#define C8Y_ABI_MINOR 0
+#define C8Y_ABI_MINOR 1
 
 #if defined(__GNUC__)
 #define C8Y_EXPORT __attribute__((visibility("default")))
@@ -60,7 +60,13 @@ enum {
   C8Y_EAGAIN = -6,    /* agent queue full: data dropped, try next cycle */
   C8Y_EIO = -7,       /* plugin-side I/O failure */
   C8Y_ETIMEDOUT = -8, /* the operation timed out and was already failed */
-  C8Y_ETOOBIG = -9    /* a line would exceed the 16000-byte payload limit */
+  C8Y_ETOOBIG = -9,   /* a line would exceed the 16000-byte payload limit */
+  /* ABI 1.1 */
+  C8Y_EHTTP = -10,     /* the HTTP peer answered with an error status */
+  C8Y_EAUTH = -11,     /* the platform refused the device's credentials */
+  C8Y_ENET = -12,      /* DNS, connect, TLS or a cut transfer */
+  C8Y_ECHECKSUM = -13, /* the downloaded file did not match its sha256 */
+  C8Y_ECANCELED = -14  /* stopped because the operation was cancelled */
 };
 
 /* Numerically equal to syslog priorities. */
@@ -97,6 +103,42 @@ typedef int (*c8y_operation_fn)(c8y_plugin *self, c8y_operation *op,
  * message and its strings are valid only during the call. */
 typedef void (*c8y_message_fn)(c8y_plugin *self, const c8y_message *msg,
                                void *user_data);
+
+/* ---- ABI 1.1: file transfers ----------------------------------------------
+ * Both structs are owned by the plugin (stack is fine). Set `size` to
+ * sizeof(the struct) so later minors can append fields. Inputs are read,
+ * outputs written by the agent before the call returns. The calls block the
+ * calling thread (never the agent's main loop) until the transfer ends.
+ * On failure `error` holds one line a human can act on, e.g.
+ * "HTTP 403 from example.cumulocity.com: access denied". */
+typedef struct c8y_download {
+  size_t size;             /* sizeof(c8y_download) */
+  const char *url;         /* http(s) URL; tenant URLs get the device's auth */
+  const char *file;        /* file name inside the plugin's state dir */
+  uint64_t max_bytes;      /* refuse larger files; 0 = the agent's limit */
+  const char *sha256;      /* expected lowercase hex digest, or NULL */
+  const c8y_operation *op; /* stop when op_cancelled(op); nullable */
+  /* outputs */
+  char path[512];  /* full path of the complete file on success */
+  uint64_t bytes;  /* size of the complete file */
+  long http_code;  /* last HTTP status seen, 0 if none */
+  char error[256]; /* reason on failure, "" on success */
+} c8y_download;
+
+typedef struct c8y_upload {
+  size_t size;              /* sizeof(c8y_upload) */
+  const char *path;         /* file to attach (any readable path) */
+  const char *child_id;     /* NULL = the agent's own device */
+  const char *type;         /* event type, e.g. "c8y_Logfile" */
+  const char *text;         /* event text */
+  const char *content_type; /* NULL = "application/octet-stream" */
+  const char *file_name;    /* name shown in Cumulocity; NULL = basename */
+  const c8y_operation *op;  /* stop when op_cancelled(op); nullable */
+  /* outputs */
+  char url[512];   /* URL of the attached binary on success */
+  long http_code;  /* last HTTP status seen, 0 if none */
+  char error[256]; /* reason on failure, "" on success */
+} c8y_upload;
 
 /* ---- Services the agent provides ------------------------------------------
  */
@@ -196,7 +238,18 @@ typedef struct c8y_api {
    * first use; valid for the plugin's lifetime. NULL on error. */
   const char *(*state_dir)(c8y_plugin *self);
 
-  /* ---- ABI 1.1+ fields go here, appended only ---- */
+  /* ---- ABI 1.1 ---- */
+  /* Streams `url` into <state_dir>/<file>: written to a partial file,
+   * resumed with Range after a cut, checked against sha256, fsync'ed and
+   * renamed into place. Returns C8Y_OK or C8Y_EINVAL, C8Y_EHTTP, C8Y_EAUTH,
+   * C8Y_ENET, C8Y_ECHECKSUM, C8Y_ETOOBIG, C8Y_ECANCELED, C8Y_EIO. Credentials
+   * are sent only to the tenant's own host. [any thread] */
+  int (*download)(c8y_plugin *self, c8y_download *d);
+  /* Creates an event of `type` on the device and attaches the file to it as
+   * its binary. Same return values as download. [any thread] */
+  int (*upload)(c8y_plugin *self, c8y_upload *u);
+
+  /* ---- ABI 1.2+ fields go here, appended only ---- */
 } c8y_api;
 
 /* True if the running agent provides `field` (for anything newer than 1.0). */
