@@ -248,6 +248,17 @@ typedef struct c8y_api {
   /* Creates an event of `type` on the device and attaches the file to it as
    * its binary. Same return values as download. [any thread] */
   int (*upload)(c8y_plugin *self, c8y_upload *u);
+  /* The operation outlives an agent restart: if the agent stops before it
+   * completes (e.g. the handler started a reboot or an upgrade of the agent
+   * itself), the next start hands it again to the handler registered for its
+   * template and device, with op_resumed() non-zero and the same fields, and
+   * the plugin decides (e.g. succeed only if the running firmware version is
+   * the requested one). Call before starting the action. [any thread] */
+  int (*op_resume_after_restart)(c8y_operation *op);
+  /* Non-zero if this operation was resumed after an agent restart; then
+   * op_rebooted() tells whether the machine booted since it started. */
+  int (*op_resumed)(const c8y_operation *op);
+  int (*op_rebooted)(const c8y_operation *op);
 
   /* ---- ABI 1.2+ fields go here, appended only ---- */
 } c8y_api;
