@@ -96,6 +96,7 @@ typedef struct agent {
   uint64_t reg_tag;       /* registration lines of this connect */
   uint64_t pending_tag;   /* the 500 of this connect */
   size_t reg_unacked;     /* registration lines not yet acknowledged */
+  bool pending_requested; /* this connect's 500 is queued */
   long long last_inbound; /* last PUBACK or message from the broker */
   long long probe_sent;   /* 0 = no probe outstanding */
   bool dropping;          /* session_drop issued, waiting for the loss */
@@ -277,6 +278,7 @@ static void request_operations(agent *a) {
   if (outq_push(a->q, OUTQ_OPSTATUS, "s/us", "500", a->pending_tag,
                 OUTQ_VOLATILE) != 0)
     log_error("cannot queue the 500 request for pending operations");
+  a->pending_requested = true;
   wake(a);
 }
 
@@ -288,6 +290,7 @@ static void announce(agent *a) {
   a->announce_gen++;
   a->reg_tag = ANNOUNCE_TAG_BASE + 2 * a->announce_gen;
   a->pending_tag = a->reg_tag + 1;
+  a->pending_requested = false;
   size_t n = 0;
   const char *dev[] = {"100", c->device_name, c->device_type};
   n += queue_announce(a, "s/us", dev, 3);
@@ -413,6 +416,13 @@ static void drain(agent *a) {
     outq_batch b;
     if (outq_take(a->q, MAX_PAYLOAD, &b) != 1)
       break;
+    if (!a->pending_requested && b.cls == OUTQ_MEASUREMENT) {
+      /* A measurement backlog must not fill the window (and a slow link)
+       * ahead of the 500 that follows the registration. */
+      outq_nack(a->q, b.id);
+      outq_batch_free(&b);
+      break;
+    }
     int rc = publishable_topic(b.topic)
                  ? session_publish(a->sess, b.topic, b.payload, b.len,
                                    publish_qos(a, b.cls), b.id)
