@@ -47,6 +47,15 @@ static int check_config(const char *path) {
     cfg_free(&cfg);
     return AGENT_EXIT_CONFIG;
   }
+  cfg_free(&cfg);
+  /* Plugin sections need the plugins themselves to tell a typo. */
+  int rc = agent_check_plugin_sections(path, stderr);
+  if (rc != 0)
+    return rc;
+  if (cfg_load(path, &cfg, err, sizeof err) != 0) {
+    fprintf(stderr, "%s\n", err);
+    return AGENT_EXIT_CONFIG;
+  }
   char *client_id = cfg_client_id(&cfg);
   printf("%s: OK (%s, clientId %s, %s:%d%s)\n", path,
          cfg.local_sim ? "local simulator" : "Cumulocity tenant",

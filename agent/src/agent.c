@@ -1115,28 +1115,77 @@ int agent_run(const char *config_path) {
   return rc;
 }
 
-int agent_list_plugins(const char *config_path, FILE *out) {
-  agent a;
-  int rc = agent_init(&a, config_path);
+/* Loads config and plugins as a start would, without connecting or starting
+ * workers (plugins may queue data during init: a memory-only queue). */
+static int load_for_inspection(agent *a, const char *config_path) {
+  int rc = agent_init(a, config_path);
   if (rc != 0) {
-    pthread_mutex_destroy(&a.evmu);
+    pthread_mutex_destroy(&a->evmu);
     return rc;
   }
-  /* Plugins may queue data during init: give them a memory-only queue. */
   outq_options qo;
   outq_default_options(&qo, NULL);
   char err[256];
-  if (outq_open(&qo, &a.q, err, sizeof err) != 0) {
+  if (outq_open(&qo, &a->q, err, sizeof err) != 0) {
     log_error("%s", err);
-    agent_cleanup(&a);
+    agent_cleanup(a);
     return AGENT_EXIT_RUNTIME;
   }
-  setup_host(&a);
-  a.host.wake = NULL;
-  loader_load_all(&a.host, a.cfg.plugin_dir, false, &a.plugins);
+  setup_host(a);
+  a->host.wake = NULL;
+  loader_load_all(&a->host, a->cfg.plugin_dir, false, &a->plugins);
+  return 0;
+}
+
+int agent_list_plugins(const char *config_path, FILE *out) {
+  agent a;
+  int rc = load_for_inspection(&a, config_path);
+  if (rc != 0)
+    return rc;
   fprintf(out, "plugin dir: %s\n", a.cfg.plugin_dir);
   loader_print(&a.plugins, &a.reg, out);
   rc = loader_failures(&a.plugins) == 0 ? 0 : 1;
   agent_cleanup(&a);
   return rc;
+}
+
+/* [plugin.<name>] sections nobody loads, and keys no plugin reads: typos
+ * that would otherwise silently leave a setting at its default. */
+int agent_check_plugin_sections(const char *config_path, FILE *out) {
+  agent a;
+  int rc = load_for_inspection(&a, config_path);
+  if (rc != 0)
+    return rc;
+  size_t problems = 0;
+  const char **names = calloc(a.plugins.nentries + 1, sizeof *names);
+  size_t nnames = 0;
+  for (size_t i = 0; names && i < a.plugins.nentries; i++)
+    if (a.plugins.entries[i].name)
+      names[nnames++] = a.plugins.entries[i].name;
+  /* Unknown keys were logged (with file:line) as the plugins loaded. */
+  for (size_t i = 0; i < a.plugins.n; i++)
+    problems += plugin_report_unused_keys(a.plugins.plugins[i], true);
+  const char *reported = NULL;
+  for (size_t i = 0; i < a.cfg.nentries; i++) {
+    const cfg_entry *e = &a.cfg.entries[i];
+    const char *name = e->section + strlen("plugin.");
+    bool known = false;
+    for (size_t k = 0; k < nnames && !known; k++)
+      known = strcmp(names[k], name) == 0;
+    if (known || (reported && strcmp(reported, e->section) == 0))
+      continue;
+    reported = e->section;
+    const char *hint = names ? plugin_closest(name, names, nnames) : NULL;
+    fprintf(out, "%s:%u: [%s]: no plugin '%s' in %s%s%s%s\n", e->file, e->line,
+            e->section, name, a.cfg.plugin_dir,
+            hint ? "; did you mean [plugin." : "", hint ? hint : "",
+            hint ? "]?" : "");
+    problems++;
+  }
+  free(names);
+  agent_cleanup(&a);
+  if (problems)
+    fprintf(out, "%s: %zu problem(s) in plugin sections\n", config_path,
+            problems);
+  return problems == 0 ? 0 : AGENT_EXIT_CONFIG;
 }

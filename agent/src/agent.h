@@ -21,5 +21,10 @@ int agent_run(const char *config_path);
 /* Loads plugins without connecting and prints what loaded and why others
  * did not. Returns 0 if every plugin loaded. */
 int agent_list_plugins(const char *config_path, FILE *out);
+/* --check-config's plugin part: loads the plugins and reports, with
+ * file:line, [plugin.<name>] sections for plugins that do not exist and
+ * keys a plugin never reads (with "did you mean" hints). Returns 0 or
+ * AGENT_EXIT_CONFIG. */
+int agent_check_plugin_sections(const char *config_path, FILE *out);
 
 #endif

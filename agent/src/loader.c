@@ -199,7 +199,7 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
     dlclose(dl);
     return;
   }
-  plugin_report_unused_keys(p);
+  plugin_report_unused_keys(p, false);
   if (start_workers && plugin_start_worker(p) != 0) {
     if (local.fini)
       local.fini(p, p->user_data);

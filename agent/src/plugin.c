@@ -105,15 +105,36 @@ static void api_log(c8y_plugin *self, c8y_log_level level, const char *fmt,
   va_end(ap);
 }
 
+/* Remembers what the plugin asked for, so a misspelt key in its section can
+ * be answered with the key it meant. */
+static cfg_entry *lookup(c8y_plugin *self, const char *key) {
+  if (!key)
+    return NULL;
+  pthread_mutex_lock(&self->mu);
+  bool known = false;
+  for (size_t i = 0; i < self->nasked && !known; i++)
+    known = strcmp(self->asked[i], key) == 0;
+  if (!known) {
+    char **grown = realloc(self->asked, (self->nasked + 1) * sizeof *grown);
+    if (grown) {
+      self->asked = grown;
+      if ((grown[self->nasked] = strdup(key)) != NULL)
+        self->nasked++;
+    }
+  }
+  pthread_mutex_unlock(&self->mu);
+  return cfg_plugin_lookup(self->host->cfg, self->name, key);
+}
+
 static const char *api_config_string(c8y_plugin *self, const char *key,
                                      const char *fallback) {
-  cfg_entry *e = cfg_plugin_lookup(self->host->cfg, self->name, key);
+  cfg_entry *e = lookup(self, key);
   return e ? e->value : fallback;
 }
 
 static int api_config_int(c8y_plugin *self, const char *key, int64_t fallback,
                           int64_t *out) {
-  cfg_entry *e = cfg_plugin_lookup(self->host->cfg, self->name, key);
+  cfg_entry *e = lookup(self, key);
   if (!e) {
     *out = fallback;
     return C8Y_OK;
@@ -131,7 +152,7 @@ static int api_config_int(c8y_plugin *self, const char *key, int64_t fallback,
 
 static int api_config_bool(c8y_plugin *self, const char *key, int fallback,
                            int *out) {
-  cfg_entry *e = cfg_plugin_lookup(self->host->cfg, self->name, key);
+  cfg_entry *e = lookup(self, key);
   if (!e) {
     *out = fallback;
     return C8Y_OK;
@@ -658,17 +679,63 @@ int plugin_queue_message(c8y_plugin *p, reg_message *m, char **fields,
   return 0;
 }
 
-void plugin_report_unused_keys(c8y_plugin *p) {
+static size_t edit_distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  if (la > 64 || lb > 64)
+    return SIZE_MAX;
+  size_t row[65];
+  for (size_t j = 0; j <= lb; j++)
+    row[j] = j;
+  for (size_t i = 1; i <= la; i++) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= lb; j++) {
+      size_t up = row[j];
+      size_t best = diag + (a[i - 1] != b[j - 1]);
+      if (up + 1 < best)
+        best = up + 1;
+      if (row[j - 1] + 1 < best)
+        best = row[j - 1] + 1;
+      row[j] = best;
+      diag = up;
+    }
+  }
+  return row[lb];
+}
+
+const char *plugin_closest(const char *word, const char *const *candidates,
+                           size_t n) {
+  const char *best = NULL;
+  size_t best_d = strlen(word) <= 4 ? 1 : 2;
+  for (size_t i = 0; i < n; i++) {
+    size_t d = edit_distance(word, candidates[i]);
+    if (d <= best_d && (!best || d < edit_distance(word, best)))
+      best = candidates[i];
+  }
+  return best;
+}
+
+size_t plugin_report_unused_keys(c8y_plugin *p, bool quiet) {
   agent_config *c = p->host->cfg;
   char section[128];
   snprintf(section, sizeof section, "plugin.%s", p->name);
+  size_t n = 0;
   for (size_t i = 0; i < c->nentries; i++) {
     cfg_entry *e = &c->entries[i];
-    if (!e->used && strcmp(e->section, section) == 0 &&
-        strcmp(e->key, "enabled") != 0)
-      log_warning("%s:%u: [%s] %s: unknown key (plugin %s never read it)",
-                  e->file, e->line, section, e->key, p->name);
+    if (e->used || strcmp(e->section, section) != 0 ||
+        strcmp(e->key, "enabled") == 0)
+      continue;
+    n++;
+    if (quiet)
+      continue;
+    const char *hint =
+        plugin_closest(e->key, (const char *const *)p->asked, p->nasked);
+    log_warning("%s:%u: [%s] %s: unknown key (plugin %s never read it)%s%s%s",
+                e->file, e->line, section, e->key, p->name,
+                hint ? "; did you mean '" : "", hint ? hint : "",
+                hint ? "'?" : "");
   }
+  return n;
 }
 
 void plugin_free(c8y_plugin *p) {
@@ -689,6 +756,9 @@ void plugin_free(c8y_plugin *p) {
   free(p->version);
   free(p->path);
   free(p->init_error);
+  for (size_t i = 0; i < p->nasked; i++)
+    free(p->asked[i]);
+  free(p->asked);
   free(p->state_dir);
   free(p);
 }

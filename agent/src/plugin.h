@@ -35,6 +35,8 @@ struct c8y_plugin {
   void *user_data;
   bool registering; /* inside init() */
   char *init_error; /* why registration made the plugin unloadable */
+  char **asked;     /* config keys the plugin looked up, for "did you mean" */
+  size_t nasked;
   char *state_dir;
   bool worker_running;
   pthread_t worker;
@@ -69,8 +71,14 @@ int plugin_queue_operation(c8y_plugin *p, c8y_operation *op);
 int plugin_queue_message(c8y_plugin *p, reg_message *m, char **fields,
                          size_t nfields); /* takes ownership of fields */
 
-/* After init(): keys of [plugin.<name>] the plugin never read. */
-void plugin_report_unused_keys(c8y_plugin *p);
+/* After init(): logs the keys of [plugin.<name>] the plugin never read
+ * ("file:line: [plugin.x] key: unknown key; did you mean ...?"), unless
+ * quiet. Returns how many there are. */
+size_t plugin_report_unused_keys(c8y_plugin *p, bool quiet);
+/* The closest of `candidates` to `word` within a small edit distance, or
+ * NULL: for "did you mean" hints. */
+const char *plugin_closest(const char *word, const char *const *candidates,
+                           size_t n);
 
 /* Queue a static template line (used by the runtime too). */
 int plugin_send_fields(plugin_host *h, outq_class cls, const char *topic,

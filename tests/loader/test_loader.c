@@ -486,7 +486,8 @@ static void test_unknown_key(fx *f, gconstpointer data) {
   g_assert_true(entry(f, "good.so")->loaded);
   g_assert_cmpuint(f->reg.producers[0]->interval_ms, ==, 5000);
   char *line = g_strdup_printf("%s:6: [plugin.good] intreval: unknown key "
-                               "(plugin good never read it)",
+                               "(plugin good never read it); did you mean "
+                               "'interval'?",
                                f->ini);
   g_assert_cmpuint(count_lines_with(f->log, line, NULL), ==, 1);
   g_free(line);
@@ -637,6 +638,53 @@ static void test_cli_refusals(fx *f, gconstpointer data) {
   g_free(out);
 }
 
+/* --check-config loads the plugins: a section nobody owns and a key nobody
+ * reads fail it, each with file:line and the likely intent. */
+static void test_cli_check_config(fx *f, gconstpointer data) {
+  (void)data;
+  add_plugin(f, "good", NULL);
+  const char *bin = g_getenv("C8Y_AGENT_BIN");
+  write_ini(f, "[plugin.good]\ninterval = 5\n[plugin.goood]\nx = 1\n");
+  char *argv[] = {(char *)bin, "--check-config", "-c", f->ini, NULL};
+  char *out = NULL, *err = NULL;
+  int status = -1;
+  GError *gerr = NULL;
+  g_spawn_sync(NULL, argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err,
+               &status, &gerr);
+  g_assert_no_error(gerr);
+  g_test_message("stdout:\n%s\nstderr:\n%s", out, err);
+  g_assert_true(WIFEXITED(status));
+  g_assert_cmpint(WEXITSTATUS(status), ==, 1);
+  char *want = g_strdup_printf("%s:7: [plugin.goood]: no plugin 'goood' in %s; "
+                               "did you mean [plugin.good]?",
+                               f->ini, f->plugdir);
+  g_assert_nonnull(strstr(err, want));
+  g_free(want);
+  g_free(out);
+  g_free(err);
+
+  /* A misspelt key of an existing plugin fails it too. */
+  write_ini(f, "[plugin.good]\nintervall = 5\n");
+  g_spawn_sync(NULL, argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err,
+               &status, &gerr);
+  g_assert_no_error(gerr);
+  g_assert_cmpint(WEXITSTATUS(status), ==, 1);
+  g_assert_nonnull(strstr(err, "intervall: unknown key"));
+  g_assert_nonnull(strstr(err, "did you mean 'interval'?"));
+  g_free(out);
+  g_free(err);
+
+  /* Clean sections pass. */
+  write_ini(f, "[plugin.good]\ninterval = 5\n");
+  g_spawn_sync(NULL, argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err,
+               &status, &gerr);
+  g_assert_no_error(gerr);
+  g_test_message("stdout:\n%s\nstderr:\n%s", out, err);
+  g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+  g_free(out);
+  g_free(err);
+}
+
 static void test_cli_all_load(fx *f, gconstpointer data) {
   (void)data;
   add_plugin(f, "good", NULL);
@@ -684,5 +732,6 @@ int main(int argc, char **argv) {
   g_test_add_func("/loader/api/table-complete", test_api_table);
   ADD("/loader/cli/refusals", test_cli_refusals, NULL);
   ADD("/loader/cli/all-load", test_cli_all_load, NULL);
+  ADD("/loader/cli/check-config", test_cli_check_config, NULL);
   return g_test_run();
 }
