@@ -39,14 +39,24 @@ void log_vmsg(int level, const char *prefix, const char *fmt, va_list ap) {
     level = 0;
   if (level > 7)
     level = 7;
-  char line[2048];
-  int n = vsnprintf(line, sizeof line, fmt, ap);
+  char raw[2048];
+  int n = vsnprintf(raw, sizeof raw, fmt, ap);
   if (n < 0)
     return;
-  /* One record per line: embedded newlines would split a journald entry. */
-  for (char *p = line; *p; p++)
+  /* One record per line: embedded newlines would split a journald entry,
+   * and other control bytes from the network (escape sequences) must not
+   * reach a terminal: shown as \xNN. */
+  char line[sizeof raw * 4];
+  size_t o = 0;
+  for (const unsigned char *p = (const unsigned char *)raw; *p; p++) {
     if (*p == '\n' || *p == '\r')
-      *p = ' ';
+      line[o++] = ' ';
+    else if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+      o += (size_t)snprintf(line + o, sizeof line - o, "\\x%02x", *p);
+    else
+      line[o++] = (char)*p;
+  }
+  line[o] = 0;
   pthread_mutex_lock(&log_lock);
   if (getenv("JOURNAL_STREAM"))
     fprintf(stderr, "<%d>%s%s%s\n", level, prefix ? prefix : "",
