@@ -8,6 +8,7 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -306,6 +307,55 @@ static void test_unterminated_quote_spoils_one_record(void) {
   fx_down(&f);
 }
 
+/* Processes plugins start inherit neither the MQTT socket nor the queue
+ * and journal files. */
+static void test_no_descriptor_leaks_into_children(void) {
+  fx f = {0};
+  fx_up(&f, NULL);
+  long op = sim_create_operation(f.s, "511," FX_DEVICE ",fds");
+  g_assert_cmpint(fx_wait_op(&f, op, 10000), ==, SIM_OP_SUCCESSFUL);
+  g_assert_cmpstr(sim_operation_detail(f.s, op), ==, "sockets=0 files=0");
+  fx_down(&f);
+}
+
+/* Backoff with jitter stays within [reconnect_min_ms, reconnect_max_ms]. */
+static void test_reconnect_delay_bounded(void) {
+  fx f = {.reconnect_ms = 150};
+  fx_up(&f, NULL);
+  g_assert_cmpint(sim_broker_kill(f.s), ==, 0);
+  /* With min = max = 150 ms, +-20% jitter used to give up to 180 ms. */
+  for (int tries = 0; tries < 300; tries++) {
+    char *log = agent_proc_log(f.a);
+    int n = 0;
+    for (const char *p = log; (p = strstr(p, "reconnecting to ")); p++) {
+      const char *in = strstr(p, " in ");
+      long ms = in ? strtol(in + 4, NULL, 10) : -1;
+      g_assert_cmpint(ms, >=, 150);
+      g_assert_cmpint(ms, <=, 150);
+      n++;
+    }
+    g_free(log);
+    if (n >= 8)
+      break;
+    g_usleep(20 * 1000);
+  }
+  g_assert_cmpint(sim_broker_start(f.s), ==, 0);
+  fx_down(&f);
+}
+
+/* A quiet device costs the platform nothing: no 125 probes while nothing
+ * waits for an acknowledgement (MQTT's PINGREQ watches the link). */
+static void test_idle_link_sends_no_heartbeat(void) {
+  fx f = {0};
+  fx_up(&f, "[c8y]\nkeepalive = 5\n");
+  size_t from = sim_message_count(f.s);
+  /* Three half-keepalive periods of silence. */
+  g_assert_cmpint(sim_wait_line(f.s, "s/us", "125", from, 7500), <, 0);
+  long op = sim_create_operation(f.s, "511," FX_DEVICE ",ok alive");
+  g_assert_cmpint(fx_wait_op(&f, op, 10000), ==, SIM_OP_SUCCESSFUL);
+  fx_down(&f);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/correct/child-operations",
@@ -324,5 +374,10 @@ int main(int argc, char **argv) {
                   test_statuses_use_qos1_when_data_uses_0);
   g_test_add_func("/correct/unterminated-quote",
                   test_unterminated_quote_spoils_one_record);
+  g_test_add_func("/correct/no-fd-leaks",
+                  test_no_descriptor_leaks_into_children);
+  g_test_add_func("/correct/reconnect-bounded", test_reconnect_delay_bounded);
+  g_test_add_func("/correct/idle-no-heartbeat",
+                  test_idle_link_sends_no_heartbeat);
   return g_test_run();
 }

@@ -16,6 +16,8 @@
  *                        same handle again and log what that returned
  *   stuck                block the handler for 10 minutes, ignoring
  *                        op_cancelled
+ *   fds                  succeed with what a process the plugin starts
+ *                        inherited: "sockets=<n> files=<n>" beyond 0-2
  * 510 (c8y_Restart) behaves like "reboot". A producer "itest" emits a
  * counter every `interval_ms` (0 = no producer). With `burst = N`, init
  * queues "200,c8y_Seq,n,<i>" for i = 1..N once per state dir (a marker file
@@ -110,6 +112,26 @@ static int on_command(c8y_plugin *self, c8y_operation *op, void *ud) {
     j->op = op;
     j->twice = 1;
     return spawn(j);
+  }
+  if (strcmp(text, "fds") == 0) {
+    /* The shell's own descriptors, as a process a plugin starts sees them. */
+    FILE *p = popen("for f in /proc/$$/fd/*; do n=${f##*/}; "
+                    "[ \"$n\" -gt 2 ] && readlink \"$f\"; done",
+                    "r");
+    if (!p)
+      return api->op_fail(op, "popen failed");
+    char line[512];
+    int sockets = 0, files = 0;
+    while (fgets(line, sizeof line, p)) {
+      if (strncmp(line, "socket:", 7) == 0)
+        sockets++;
+      else if (strncmp(line, "pipe:", 5) != 0)
+        files++;
+    }
+    pclose(p);
+    char result[64];
+    snprintf(result, sizeof result, "sockets=%d files=%d", sockets, files);
+    return api->op_succeed(op, result);
   }
   if (strcmp(text, "stuck") == 0) {
     sleep_ms(600000);
