@@ -356,6 +356,24 @@ static void test_idle_link_sends_no_heartbeat(void) {
   fx_down(&f);
 }
 
+/* SIGHUP while a producer never returns: the reload abandons that worker
+ * and goes on; the reloaded plugin works. */
+static void test_reload_with_a_stuck_producer(void) {
+  fx f = {0};
+  fx_up(&f, "[plugin.itest]\ninterval_ms = 200\nhang_producer = true\n");
+  g_assert_true(agent_proc_wait_log(f.a, "itest: producer hanging", 10000));
+  g_assert_cmpint(agent_proc_signal(f.a, SIGHUP), ==, 0);
+  g_assert_true(agent_proc_wait_log(f.a, "abandoning the plugin", 10000));
+  g_assert_true(agent_proc_wait_log(f.a, "plugin itest 1.0 loaded", 10000));
+  long op = sim_create_operation(f.s, "511," FX_DEVICE ",ok reloaded");
+  g_assert_cmpint(fx_wait_op(&f, op, 10000), ==, SIM_OP_SUCCESSFUL);
+  gint64 t0 = g_get_monotonic_time();
+  g_assert_cmpint(agent_proc_stop(f.a, 10000), ==, 0);
+  g_test_message("stop took %" G_GINT64_FORMAT " ms",
+                 (g_get_monotonic_time() - t0) / 1000);
+  fx_down(&f);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/correct/child-operations",
@@ -379,5 +397,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/correct/reconnect-bounded", test_reconnect_delay_bounded);
   g_test_add_func("/correct/idle-no-heartbeat",
                   test_idle_link_sends_no_heartbeat);
+  g_test_add_func("/correct/reload-stuck-producer",
+                  test_reload_with_a_stuck_producer);
   return g_test_run();
 }

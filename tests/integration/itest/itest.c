@@ -23,6 +23,8 @@
  * queues "200,c8y_Seq,n,<i>" for i = 1..N once per state dir (a marker file
  * keeps a restarted agent from queueing them again) and logs
  * "itest: burst of N queued": fault tests and benchmarks count them.
+ * With `hang_producer = true` the first produce call of the process never
+ * returns (logs "itest: producer hanging"), to test bounded stops.
  * `child = <id>` registers a child device whose operations reach the same
  * handlers; `xid = <X-ID>` registers a handler for message id 777 on
  * s/dc/<X-ID> that logs "itest: message 777 <fields...>". */
@@ -194,9 +196,17 @@ static int on_restart(c8y_plugin *self, c8y_operation *op, void *ud) {
 
 static long counter;
 
+static int hang_producer;
+static int hung; /* once per process: a reloaded instance must work */
+
 static int produce(c8y_plugin *self, c8y_batch *b, void *ud) {
-  (void)self;
   (void)ud;
+  if (hang_producer && !hung) {
+    hung = 1;
+    api->log(self, C8Y_LOG_NOTICE, "itest: producer hanging");
+    for (;;)
+      sleep_ms(1000);
+  }
   return api->batch_add(b, "c8y_Counter", "n", (double)++counter, "");
 }
 
@@ -232,7 +242,8 @@ static int init(c8y_plugin *self, const c8y_api *a, void **ud) {
   int64_t timeout_ms, interval_ms, burst;
   if (api->config_int(self, "timeout_ms", 0, &timeout_ms) != C8Y_OK ||
       api->config_int(self, "interval_ms", 0, &interval_ms) != C8Y_OK ||
-      api->config_int(self, "burst", 0, &burst) != C8Y_OK)
+      api->config_int(self, "burst", 0, &burst) != C8Y_OK ||
+      api->config_bool(self, "hang_producer", 0, &hang_producer) != C8Y_OK)
     return C8Y_EINVAL;
   if (burst > 0 && queue_burst(self, burst) != C8Y_OK)
     return C8Y_EIO;
