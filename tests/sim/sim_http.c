@@ -55,7 +55,7 @@ struct sim_http {
   int cuts;
   int fails, fail_status;
   int delay_ms;
-  size_t auth_seen, unauthorized;
+  size_t auth_seen, unauthorized, ranges;
   char **req_log; /* "METHOD path" */
   size_t nreq;
   ev *evs;
@@ -240,6 +240,9 @@ static enum MHD_Result serve_file(sim_http *h, struct MHD_Connection *c,
         return rc;
       }
       start = a;
+      pthread_mutex_lock(&h->mu);
+      h->ranges++;
+      pthread_mutex_unlock(&h->mu);
       if (n == 3 && b < end && b >= a)
         end = b;
       partial = true;
@@ -890,6 +893,7 @@ size_t sim_http_requests(sim_http *h, const char *method, const char *prefix) {
   }
 COUNTER(sim_http_auth_headers, auth_seen)
 COUNTER(sim_http_unauthorized, unauthorized)
+COUNTER(sim_http_range_requests, ranges)
 COUNTER(sim_http_tokens_issued, ntoks)
 COUNTER(sim_http_event_count, nevs)
 

@@ -65,8 +65,9 @@ void sim_http_set_delay(sim_http *h, int ms);
 /* ---- what was seen ---- */
 /* Requests whose method matches (NULL = any) and path starts with prefix. */
 size_t sim_http_requests(sim_http *h, const char *method, const char *prefix);
-size_t sim_http_auth_headers(sim_http *h); /* Authorization headers seen */
-size_t sim_http_unauthorized(sim_http *h); /* 401 answers */
+size_t sim_http_auth_headers(sim_http *h);   /* Authorization headers seen */
+size_t sim_http_unauthorized(sim_http *h);   /* 401 answers */
+size_t sim_http_range_requests(sim_http *h); /* satisfiable Range GETs */
 size_t sim_http_tokens_issued(sim_http *h);
 /* Events created, in order. Returned strings are borrowed until stop. */
 size_t sim_http_event_count(sim_http *h);
