@@ -487,6 +487,14 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *ud) {
                (unsigned long long)r->offset);
       r->offset = 0;
     }
+  } else if (r->fd >= 0 && r->max && r->code >= 200 && r->code < 300 &&
+             n > 15 && strncasecmp(data, "Content-Length:", 15) == 0) {
+    /* Refuse an oversized file before fetching any of it. */
+    unsigned long long len = strtoull(data + 15, NULL, 10);
+    if (r->offset + len > r->max) {
+      r->too_big = true;
+      return 0;
+    }
   }
   return n;
 }
