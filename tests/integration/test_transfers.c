@@ -359,6 +359,32 @@ static void test_slow_transfer_honours_cancel(void) {
   hx_down(&x);
 }
 
+/* SIGTERM during a transfer: the agent stops promptly instead of waiting
+ * for the server. */
+static void test_stop_during_transfer(void) {
+  hx x = {0};
+  hx_start_http(&x, "secret", NULL, NULL);
+  char *src = make_file(&x, "stop.bin", 1);
+  char *url = binary_url(&x, src);
+  hx_up(&x, NULL, NULL, NULL);
+  sim_http_set_delay(x.h, 8000);
+  char *line =
+      g_strdup_printf("511," FX_DEVICE ",\"download %s stop.bin\"", url);
+  g_assert_cmpint(sim_create_operation(x.f.s, line), >, 0);
+  g_assert_cmpint(sim_wait_line(x.f.s, "s/us", "501,", 0, 10000), >=, 0);
+  gint64 t0 = g_get_monotonic_time();
+  g_assert_cmpint(agent_proc_stop(x.f.a, 20000), ==, 0);
+  g_assert_cmpint(g_get_monotonic_time() - t0, <, 5 * G_USEC_PER_SEC);
+  char *log = agent_proc_log(x.f.a);
+  g_assert_nonnull(strstr(log, "the agent is stopping"));
+  g_free(log);
+  sim_http_set_delay(x.h, 0);
+  g_free(line);
+  g_free(url);
+  g_free(src);
+  hx_down(&x);
+}
+
 static void test_server_errors_are_retried_bounded(void) {
   hx x = {0};
   hx_start_http(&x, "secret", NULL, NULL);
@@ -511,6 +537,7 @@ int main(int argc, char **argv) {
                   test_jwt_renewed_before_expiry);
   g_test_add_func("/http/slow-transfer-honours-cancel",
                   test_slow_transfer_honours_cancel);
+  g_test_add_func("/http/stop-during-transfer", test_stop_during_transfer);
   g_test_add_func("/http/server-errors-retried-bounded",
                   test_server_errors_are_retried_bounded);
   g_test_add_func("/http/https-verified", test_https_verified);
