@@ -270,6 +270,30 @@ static void test_upload_event_binary(void) {
   hx_down(&x);
 }
 
+static void test_upload_to_child(void) {
+  hx x = {0};
+  hx_start_http(&x, "secret", NULL, NULL);
+  hx_up(&x, NULL, NULL, "[plugin.xfer]\nchild = kid1\n");
+  g_assert_cmpint(sim_wait_line(x.f.s, "s/us", "101,kid1", 0, 10000), >=, 0);
+  char *path = g_build_filename(x.dir, "child.txt", NULL);
+  g_assert_true(g_file_set_contents(path, "child data", -1, NULL));
+  char *cmd = g_strdup_printf("upload %s c8y_ChildFile kid1", path);
+  const char *detail = NULL;
+  g_assert_cmpint(run_cmd(&x, cmd, &detail), ==, SIM_OP_SUCCESSFUL);
+  char mo[32];
+  snprintf(mo, sizeof mo, "%ld", sim_device_mo_id(x.f.s, "kid1"));
+  g_assert_cmpstr(sim_http_event_source(x.h, 0), ==, mo);
+  g_assert_cmpstr(sim_http_event_type(x.h, 0), ==, "c8y_ChildFile");
+  /* an unknown child: the identity lookup's 404, explained */
+  g_free(cmd);
+  cmd = g_strdup_printf("upload %s c8y_ChildFile ghost", path);
+  g_assert_cmpint(run_cmd(&x, cmd, &detail), ==, SIM_OP_FAILED);
+  g_assert_nonnull(strstr(detail, "HTTP 404 from 127.0.0.1: device ghost"));
+  g_free(cmd);
+  g_free(path);
+  hx_down(&x);
+}
+
 static void test_wrong_password_fails_once(void) {
   hx x = {0};
   /* MQTT accepts the device, REST does not: a rotated password. */
@@ -529,6 +553,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/http/foreign-host-gets-no-credentials",
                   test_foreign_host_gets_no_credentials);
   g_test_add_func("/http/upload-event-binary", test_upload_event_binary);
+  g_test_add_func("/http/upload-to-child", test_upload_to_child);
   g_test_add_func("/http/wrong-password-fails-once",
                   test_wrong_password_fails_once);
   g_test_add_func("/http/jwt-renewed-once-on-401",
