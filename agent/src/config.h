@@ -36,6 +36,8 @@ typedef struct agent_config {
   int qos;              /* data and s/ds; statuses/registration use >= 1 */
   int reconnect_min_ms; /* backoff, default 1000 */
   int reconnect_max_ms; /* default 60000 */
+  char *http_url; /* REST base without trailing '/'; default https://<host> */
+  bool http_jwt;  /* http_auth: JWT over s/uat (cert devices) or Basic */
 
   /* [device] */
   char *device_id;   /* mandatory unless local_sim (then "c8y-agent-local") */
@@ -51,7 +53,8 @@ typedef struct agent_config {
   int log_level;     /* LOG_LVL_*, default info */
   int op_timeout_s;  /* default operation handler timeout, default 600 */
   int stop_grace_ms; /* on stop: time running handlers get, default 3000 */
-  long long queue_max_bytes; /* durable queue cap, default 16 MiB */
+  long long queue_max_bytes;    /* durable queue cap, default 16 MiB */
+  long long transfer_max_bytes; /* largest download, default 1 GiB */
 
   /* every key of every [plugin.*] section, in file order */
   cfg_entry *entries;
@@ -64,6 +67,7 @@ typedef struct agent_config {
 #define CFG_LOCAL_TENANT "local"
 #define CFG_LOCAL_USER "device"
 #define CFG_LOCAL_PASSWORD "local-sim-password"
+#define CFG_LOCAL_HTTP_URL "http://127.0.0.1:18831"
 
 /* Loads `path` and its conf.d drop-ins (directory "conf.d" next to it).
  * Returns 0, or -1 with one line in err. On error *out is left zeroed. */

@@ -93,4 +93,21 @@ bool fake_host_handler_returned(fake_host *h);
 /* First log line containing substring, or NULL. */
 const char *fake_host_find_log(fake_host *h, const char *substring);
 
+/* ---- ABI 1.1 transfers (opt-in) ----
+ * After fake_host_enable_transfers (before loading) the plugin sees
+ * api->download and api->upload. A download of a URL registered with
+ * fake_host_add_download copies that file to <state_dir>/<file>, honouring
+ * max_bytes (C8Y_ETOOBIG) and sha256 (C8Y_ECHECKSUM); other URLs fail with
+ * C8Y_EHTTP "HTTP 404 from fake: not found". fake_host_fail_transfers makes
+ * every transfer return `status` with `reason` as its error (0 = stop).
+ * Uploads are recorded and answered with "fake://binaries/<n>" (n from 1). */
+void fake_host_enable_transfers(fake_host *h);
+void fake_host_add_download(fake_host *h, const char *url, const char *path);
+void fake_host_fail_transfers(fake_host *h, int status, const char *reason);
+size_t fake_host_download_count(fake_host *h); /* calls, also failed ones */
+size_t fake_host_upload_count(fake_host *h);
+/* Upload i's "type", "child" ("" = root), "file_name", "content_type",
+ * "text" or "content" (the file's bytes as text); borrowed until free. */
+const char *fake_host_upload_field(fake_host *h, size_t i, const char *field);
+
 #endif
