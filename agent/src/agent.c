@@ -4,6 +4,7 @@
 #include "fsutil.h"
 #include "journal.h"
 #include "loader.h"
+#include "localapi.h"
 #include "log.h"
 #include "notify.h"
 #include "ops.h"
@@ -73,6 +74,7 @@ typedef struct agent {
   plugin_host host;
   plugin_set plugins;
   char *queue_dir;
+  localapi *api; /* NULL when disabled or it could not start */
 
   pthread_mutex_t evmu;
   event *ev_head, *ev_tail;
@@ -628,6 +630,10 @@ static const char *restart_only_change(const agent_config *o,
     return "[agent] state_dir/queue_max_bytes";
   if (o->op_timeout_s != n->op_timeout_s)
     return "[agent] op_timeout";
+  if (o->api_enabled != n->api_enabled ||
+      !same_str(o->api_socket, n->api_socket) || o->api_mode != n->api_mode ||
+      o->api_gid != n->api_gid)
+    return "[api] enabled/socket/mode/group";
   return NULL;
 }
 
@@ -662,6 +668,7 @@ static void reload(agent *a) {
   log_set_level(a->cfg.log_level);
   setup_host(a);
   loader_load_all(&a->host, a->cfg.plugin_dir, true, &a->plugins);
+  localapi_set_plugins(a->api, &a->plugins, &a->reg);
   long long now = mono_ms();
   for (size_t i = 0; i < a->reg.nproducers; i++)
     a->reg.producers[i]->next_due_ms = now;
@@ -703,6 +710,18 @@ static void install_signals(void) {
   sigaction(SIGHUP, &sa, NULL);
 }
 
+/* The snapshot `c8y-agent status` shows. */
+static void publish_state(agent *a) {
+  static const char *const names[] = {
+      [LINK_DOWN] = "down", [LINK_CONNECTING] = "connecting", [LINK_UP] = "up"};
+  localapi_set_state(a->api, names[a->link], session_uri(a->sess),
+                     ops_active(a->ops));
+}
+
+static void op_finished(void *ctx, const ops_outcome *r) {
+  localapi_record_op(((agent *)ctx)->api, r);
+}
+
 static void main_loop(agent *a) {
   a->running = true;
   a->next_tick = mono_ms() + 1000;
@@ -742,6 +761,7 @@ static void main_loop(agent *a) {
       a->next_tick = now + 1000;
     }
     drain(a);
+    publish_state(a);
 
     int timeout = (int)(deadline > now ? deadline - now : 0);
     struct pollfd pfd[2] = {{.fd = a->wake_fd, .events = POLLIN},
@@ -776,6 +796,8 @@ static void main_loop(agent *a) {
 }
 
 static void agent_cleanup(agent *a) {
+  localapi_stop(a->api);
+  a->api = NULL;
   if (a->ops)
     ops_stop(a->ops);
   shutdown_plugins(a);
@@ -831,7 +853,10 @@ int agent_run(const char *config_path) {
     return AGENT_EXIT_RUNTIME;
   }
   setup_host(&a);
-  ops_host oh = {.ctx = &a, .dispatch = dispatch_op, .wake = wake};
+  ops_host oh = {.ctx = &a,
+                 .dispatch = dispatch_op,
+                 .wake = wake,
+                 .finished = op_finished};
   if (ops_new(a.cfg.device_id, &a.reg, a.q, a.j, &oh,
               (uint32_t)a.cfg.op_timeout_s * 1000u, &a.ops) != 0) {
     agent_cleanup(&a);
@@ -860,6 +885,10 @@ int agent_run(const char *config_path) {
     agent_cleanup(&a);
     return AGENT_EXIT_RUNTIME;
   }
+  if (localapi_start(&a.cfg, a.q, wake, &a, &a.api, err, sizeof err) != 0)
+    log_error("%s; running without it", err);
+  localapi_set_plugins(a.api, &a.plugins, &a.reg);
+  publish_state(&a);
   long long now = mono_ms();
   for (size_t i = 0; i < a.reg.nproducers; i++)
     a.reg.producers[i]->next_due_ms = now;

@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <grp.h>
 #include <ini.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -19,6 +20,9 @@
 
 #ifndef C8Y_DEFAULT_PLUGINDIR
 #define C8Y_DEFAULT_PLUGINDIR "/usr/lib/c8y-agent/plugins"
+#endif
+#ifndef C8Y_DEFAULT_RUNDIR
+#define C8Y_DEFAULT_RUNDIR "/run/c8y-agent"
 #endif
 #ifndef C8Y_DEFAULT_STATEDIR
 #define C8Y_DEFAULT_STATEDIR "/var/lib/c8y-agent"
@@ -74,6 +78,10 @@ enum key_id {
   A_LOGLEVEL,
   A_OPTIMEOUT,
   A_QUEUE,
+  API_ENABLED,
+  API_SOCKET,
+  API_MODE,
+  API_GROUP,
   NKEYS
 };
 
@@ -112,6 +120,10 @@ static const struct keydef {
     [A_OPTIMEOUT] = {"agent", "op_timeout", K_INT, 1, 604800},
     [A_QUEUE] = {"agent", "queue_max_bytes", K_SIZE, 1024,
                  64LL * 1024 * 1024 * 1024},
+    [API_ENABLED] = {"api", "enabled", K_BOOL, 0, 0},
+    [API_SOCKET] = {"api", "socket", K_PATH, 0, 0},
+    [API_MODE] = {"api", "mode", K_STR, 0, 0},
+    [API_GROUP] = {"api", "group", K_STR, 0, 0},
 };
 
 /* The winning assignment of one known key. */
@@ -671,7 +683,7 @@ static int cfg_handler(void *user, const char *section, const char *name,
     fail_at(p, p->file, p->line, section, name, "unknown key");
   else
     fail_at(p, p->file, p->line, section, name,
-            "unknown section [%s] (known: [c8y], [device], [agent], "
+            "unknown section [%s] (known: [c8y], [device], [agent], [api], "
             "[plugin.<name>])",
             section);
   return 0;
@@ -853,6 +865,63 @@ static int read_password_file(struct parse_ctx *p, const char *path,
   return 0;
 }
 
+/* [api]: the local socket. Its default lives under the runtime dir, or in
+ * the state dir for the local simulator (no runtime dir is set up then). */
+static int finalize_api(struct parse_ctx *p) {
+  agent_config *c = p->cfg;
+  struct setting *s = p->set;
+  c->api_enabled = num_or(p, API_ENABLED, true);
+  if (s[API_SOCKET].set) {
+    c->api_socket = s[API_SOCKET].str;
+    s[API_SOCKET].str = NULL;
+  } else if (asprintf(&c->api_socket, "%s/api.sock",
+                      c->local_sim ? c->state_dir : C8Y_DEFAULT_RUNDIR) < 0) {
+    c->api_socket = NULL;
+    fail_at(p, p->main_file, 0, NULL, NULL, "out of memory");
+    return -1;
+  }
+  if (strlen(c->api_socket) >= CFG_API_SOCKET_MAX) {
+    enum key_id k = s[API_SOCKET].set ? API_SOCKET : A_STATEDIR;
+    fail_key(p, k,
+             "socket path %s is %zu bytes long; a Unix socket path must be "
+             "shorter than %d",
+             c->api_socket, strlen(c->api_socket), CFG_API_SOCKET_MAX);
+    return -1;
+  }
+  c->api_mode = 0660;
+  if (s[API_MODE].set) {
+    const char *m = s[API_MODE].str;
+    char *end = NULL;
+    long v = strtol(m, &end, 8);
+    if (!*m || *end || v < 0 || v > 0777 ||
+        strspn(m, "01234567") != strlen(m)) {
+      fail_key(p, API_MODE, "'%s' is not an octal file mode (e.g. 0660)", m);
+      return -1;
+    }
+    if (v & 0007) {
+      fail_key(p, API_MODE,
+               "%s gives other users access; use group instead (e.g. 0660)", m);
+      return -1;
+    }
+    c->api_mode = (unsigned)v;
+  }
+  c->api_gid = -1;
+  if (s[API_GROUP].set) {
+    struct group gr, *res = NULL;
+    char buf[4096];
+    int e = getgrnam_r(s[API_GROUP].str, &gr, buf, sizeof buf, &res);
+    if (!res) {
+      fail_key(p, API_GROUP, "no such group '%s'%s%s", s[API_GROUP].str,
+               e ? ": " : "", e ? strerror(e) : "");
+      return -1;
+    }
+    c->api_gid = (long long)gr.gr_gid;
+    c->api_group = s[API_GROUP].str;
+    s[API_GROUP].str = NULL;
+  }
+  return 0;
+}
+
 static int finalize(struct parse_ctx *p) {
   agent_config *c = p->cfg;
   struct setting *s = p->set;
@@ -994,6 +1063,8 @@ static int finalize(struct parse_ctx *p) {
   c->log_level = (int)num_or(p, A_LOGLEVEL, LOG_LVL_INFO);
   c->op_timeout_s = (int)num_or(p, A_OPTIMEOUT, 600);
   c->queue_max_bytes = num_or(p, A_QUEUE, CFG_DEFAULT_QUEUE_BYTES);
+  if (finalize_api(p) != 0)
+    return -1;
 
   /* Warnings only once the whole configuration is known to be valid. */
   if (c->qos == 2) {
@@ -1075,12 +1146,12 @@ out:
 void cfg_free(agent_config *c) {
   if (!c)
     return;
-  char **strs[] = {&c->path,          &c->tenant,      &c->user,
-                   &c->password_file, &c->host,        &c->ca_path,
-                   &c->cert_file,     &c->key_file,    &c->device_id,
-                   &c->template_id,   &c->device_name, &c->device_type,
-                   &c->hw_serial,     &c->hw_model,    &c->hw_revision,
-                   &c->plugin_dir,    &c->state_dir};
+  char **strs[] = {
+      &c->path,      &c->tenant,      &c->user,        &c->password_file,
+      &c->host,      &c->ca_path,     &c->cert_file,   &c->key_file,
+      &c->device_id, &c->template_id, &c->device_name, &c->device_type,
+      &c->hw_serial, &c->hw_model,    &c->hw_revision, &c->plugin_dir,
+      &c->state_dir, &c->api_socket,  &c->api_group};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++)
     free(*strs[i]);
   wipe_free(c->password);

@@ -52,6 +52,14 @@ typedef struct agent_config {
   int op_timeout_s; /* default operation handler timeout, default 600 */
   long long queue_max_bytes; /* durable queue cap, default 16 MiB */
 
+  /* [api]: the local Unix socket (docs/local-api.md) */
+  bool api_enabled;  /* default true */
+  char *api_socket;  /* default <rundir>/api.sock, <state_dir>/api.sock for
+                        the local simulator */
+  unsigned api_mode; /* default 0660; never world-accessible */
+  char *api_group;   /* NULL = only root and the agent's user */
+  long long api_gid; /* -1 when api_group is NULL */
+
   /* every key of every [plugin.*] section, in file order */
   cfg_entry *entries;
   size_t nentries;
@@ -63,6 +71,9 @@ typedef struct agent_config {
 #define CFG_LOCAL_TENANT "local"
 #define CFG_LOCAL_USER "device"
 #define CFG_LOCAL_PASSWORD "local-sim-password"
+
+/* sun_path holds 108 bytes including the NUL. */
+#define CFG_API_SOCKET_MAX 108
 
 /* Loads `path` and its conf.d drop-ins (directory "conf.d" next to it).
  * Returns 0, or -1 with one line in err. On error *out is left zeroed. */

@@ -462,8 +462,8 @@ void ops_on_disconnect(ops *o) {
 static void finish(ops *o, c8y_operation *op) {
   char tbuf[512];
   const char *topic = status_topic(op, tbuf, sizeof tbuf);
+  char reason[128] = "";
   if (op->timed_out) {
-    char reason[128];
     uint32_t timeout = op->handler->timeout_ms ? op->handler->timeout_ms
                                                : o->default_timeout_ms;
     snprintf(reason, sizeof reason, "operation timed out after %u s",
@@ -479,6 +479,15 @@ static void finish(ops *o, c8y_operation *op) {
     log_info("operation #%llu (%s) failed: %s", (unsigned long long)op->id,
              op->fragment, op->reason ? op->reason : "");
     queue_failure(o, topic, op->fragment, op->reason);
+  }
+  if (o->host.finished) {
+    ops_outcome r = {op->id,
+                     op->template_id,
+                     op->fragment,
+                     op->device,
+                     op->ok && !op->timed_out,
+                     op->timed_out ? reason : op->reason};
+    o->host.finished(o->host.ctx, &r);
   }
   pthread_mutex_lock(&o->mu);
   journal_end(o->j, op->id);
