@@ -898,11 +898,11 @@ static int finalize_api(struct parse_ctx *p) {
       fail_key(p, API_MODE, "'%s' is not an octal file mode (e.g. 0660)", m);
       return -1;
     }
-    if (v & 0007) {
-      fail_key(p, API_MODE,
-               "%s gives other users access; use group instead (e.g. 0660)", m);
-      return -1;
-    }
+    /* Peers are checked by credentials anyway; this is a second fence. */
+    if (v & 0007)
+      log_warning("%s:%u: [api] mode: %s lets every local user connect (the "
+                  "agent still refuses those not admitted); prefer a group",
+                  s[API_MODE].file, s[API_MODE].line, m);
     c->api_mode = (unsigned)v;
   }
   c->api_gid = -1;
