@@ -325,7 +325,7 @@ static void do_status_text(localapi *a, sr_buf *out) {
     if (strcmp(p->state, "loaded") == 0)
       appendf(&l, " (%zu producers, %zu operations)", p->producers,
               p->handlers);
-    else if (p->reason)
+    else if (p->reason && strcmp(p->state, "failed") == 0)
       appendf(&l, ": %s", p->reason);
     append(&l, "\n");
   }
