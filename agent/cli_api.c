@@ -74,8 +74,9 @@ static void usage(FILE *out) {
 /* --socket, $C8Y_AGENT_SOCKET, the configuration, or the built-in default
  * when the configuration cannot be read by this user. */
 static char *socket_path(const char *config, const char *opt, char *note,
-                         size_t notelen) {
+                         size_t notelen, char **alt) {
   note[0] = 0;
+  *alt = NULL;
   if (opt)
     return strdup(opt);
   const char *env = getenv("C8Y_AGENT_SOCKET");
@@ -96,6 +97,8 @@ static char *socket_path(const char *config, const char *opt, char *note,
     return strdup(C8Y_DEFAULT_RUNDIR "/api.sock");
   }
   char *path = cfg.api_enabled ? strdup(cfg.api_socket) : NULL;
+  if (path && cfg.api_socket_alt)
+    *alt = strdup(cfg.api_socket_alt);
   if (!cfg.api_enabled)
     snprintf(note, notelen, "the local API is disabled in %s ([api] enabled)",
              config);
@@ -103,28 +106,43 @@ static char *socket_path(const char *config, const char *opt, char *note,
   return path;
 }
 
-static int connect_api(const char *path, const char *note) {
+/* A connected socket, or -1 with errno set. */
+static int connect_path(const char *path) {
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   if (strlen(path) >= sizeof sa.sun_path) {
-    fprintf(stderr, "c8y-agent: socket path too long: %s\n", path);
+    errno = ENAMETOOLONG;
     return -1;
   }
   snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    fprintf(stderr, "c8y-agent: socket: %s\n", strerror(errno));
+  if (fd < 0)
     return -1;
-  }
   if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0)
     return fd;
   int e = errno;
   close(fd);
+  errno = e;
+  return -1;
+}
+
+/* path, or alt (where the agent binds when it cannot create the default
+ * runtime dir) when nothing answers at path. */
+static int connect_api(const char *path, const char *alt, const char *note) {
+  int fd = connect_path(path);
+  if (fd >= 0)
+    return fd;
+  int e = errno;
+  if (alt && (e == ENOENT || e == ECONNREFUSED || e == EACCES)) {
+    fd = connect_path(alt);
+    if (fd >= 0)
+      return fd;
+  }
   if (e == ENOENT || e == ECONNREFUSED)
     fprintf(stderr,
-            "c8y-agent: the agent is not running (%s %s)%s%s\n"
+            "c8y-agent: the agent is not running (%s %s%s%s)%s%s\n"
             "  start it with: systemctl start c8y-agent\n",
             e == ENOENT ? "no socket at" : "nothing listens on", path,
-            note[0] ? " " : "", note);
+            alt ? " or " : "", alt ? alt : "", note[0] ? " " : "", note);
   else if (e == EACCES || e == EPERM)
     fprintf(stderr,
             "c8y-agent: %s: %s: run as root or the agent's user, or as a "
@@ -227,7 +245,8 @@ static int add_lines(buf *req, const char *verb, const char *xid,
   return 0;
 }
 
-static int cmd_send(const char *path, const char *note, int argc, char **argv) {
+static int cmd_send(const char *path, const char *alt, const char *note,
+                    int argc, char **argv) {
   const char *child = NULL, *xid = NULL;
   int i = 0;
   for (; i < argc; i++) {
@@ -277,7 +296,7 @@ static int cmd_send(const char *path, const char *note, int argc, char **argv) {
     free(req.data);
     return 2;
   }
-  int fd = connect_api(path, note);
+  int fd = connect_api(path, alt, note);
   if (fd < 0) {
     free(req.data);
     return 3;
@@ -309,8 +328,8 @@ static int cmd_send(const char *path, const char *note, int argc, char **argv) {
 }
 
 /* status and ops: "ok <n>" + n lines, or "ok <json>" with json. */
-static int cmd_query(const char *path, const char *note, const char *verb,
-                     int argc, char **argv) {
+static int cmd_query(const char *path, const char *alt, const char *note,
+                     const char *verb, int argc, char **argv) {
   bool json = false;
   for (int i = 0; i < argc; i++) {
     if (strcmp(argv[i], "--json") == 0) {
@@ -326,7 +345,7 @@ static int cmd_query(const char *path, const char *note, const char *verb,
   snprintf(line, sizeof line, "%s%s\n", verb, json ? " json" : "");
   if (buf_add(&req, line, strlen(line)) != 0)
     return 1;
-  int fd = connect_api(path, note);
+  int fd = connect_api(path, alt, note);
   if (fd < 0) {
     free(req.data);
     return 3;
@@ -388,17 +407,19 @@ int cli_api_main(const char *config, int argc, char **argv) {
       rest[n++] = argv[i];
   }
   char note[1200];
-  char *path = socket_path(config, sock, note, sizeof note);
+  char *alt = NULL;
+  char *path = socket_path(config, sock, note, sizeof note, &alt);
   int rc;
   if (!path) {
     fprintf(stderr, "c8y-agent: %s\n", note[0] ? note : "out of memory");
     rc = 3;
   } else if (strcmp(verb, "send") == 0) {
-    rc = cmd_send(path, note, n, rest);
+    rc = cmd_send(path, alt, note, n, rest);
   } else {
-    rc = cmd_query(path, note, verb, n, rest);
+    rc = cmd_query(path, alt, note, verb, n, rest);
   }
   free(path);
+  free(alt);
   free(rest);
   return rc;
 }

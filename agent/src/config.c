@@ -880,6 +880,16 @@ static int finalize_api(struct parse_ctx *p) {
     fail_at(p, p->main_file, 0, NULL, NULL, "out of memory");
     return -1;
   }
+  if (!s[API_SOCKET].set && !c->local_sim &&
+      asprintf(&c->api_socket_alt, "%s/api.sock", c->state_dir) < 0) {
+    c->api_socket_alt = NULL;
+    fail_at(p, p->main_file, 0, NULL, NULL, "out of memory");
+    return -1;
+  }
+  if (c->api_socket_alt && strlen(c->api_socket_alt) >= CFG_API_SOCKET_MAX) {
+    free(c->api_socket_alt); /* the state dir is deep: no fallback then */
+    c->api_socket_alt = NULL;
+  }
   if (strlen(c->api_socket) >= CFG_API_SOCKET_MAX) {
     enum key_id k = s[API_SOCKET].set ? API_SOCKET : A_STATEDIR;
     fail_key(p, k,
@@ -1146,14 +1156,17 @@ out:
 void cfg_free(agent_config *c) {
   if (!c)
     return;
-  char **strs[] = {
-      &c->path,      &c->tenant,      &c->user,        &c->password_file,
-      &c->host,      &c->ca_path,     &c->cert_file,   &c->key_file,
-      &c->device_id, &c->template_id, &c->device_name, &c->device_type,
-      &c->hw_serial, &c->hw_model,    &c->hw_revision, &c->plugin_dir,
-      &c->state_dir, &c->api_socket,  &c->api_group};
+  char **strs[] = {&c->path,          &c->tenant,      &c->user,
+                   &c->password_file, &c->host,        &c->ca_path,
+                   &c->cert_file,     &c->key_file,    &c->device_id,
+                   &c->template_id,   &c->device_name, &c->device_type,
+                   &c->hw_serial,     &c->hw_model,    &c->hw_revision,
+                   &c->plugin_dir,    &c->state_dir};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++)
     free(*strs[i]);
+  free(c->api_socket);
+  free(c->api_socket_alt);
+  free(c->api_group);
   wipe_free(c->password);
   for (size_t i = 0; i < c->nentries; i++) {
     free(c->entries[i].section);

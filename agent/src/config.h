@@ -53,12 +53,14 @@ typedef struct agent_config {
   long long queue_max_bytes; /* durable queue cap, default 16 MiB */
 
   /* [api]: the local Unix socket (docs/local-api.md) */
-  bool api_enabled;  /* default true */
-  char *api_socket;  /* default <rundir>/api.sock, <state_dir>/api.sock for
-                        the local simulator */
-  unsigned api_mode; /* default 0660; never world-accessible */
-  char *api_group;   /* NULL = only root and the agent's user */
-  long long api_gid; /* -1 when api_group is NULL */
+  bool api_enabled;     /* default true */
+  char *api_socket;     /* default <rundir>/api.sock, <state_dir>/api.sock for
+                           the local simulator */
+  char *api_socket_alt; /* with the default path only: <state_dir>/api.sock,
+                           for when the runtime dir cannot be created */
+  unsigned api_mode;    /* default 0660; never world-accessible */
+  char *api_group;      /* NULL = only root and the agent's user */
+  long long api_gid;    /* -1 when api_group is NULL */
 
   /* every key of every [plugin.*] section, in file order */
   cfg_entry *entries;

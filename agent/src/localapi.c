@@ -715,9 +715,8 @@ static char *parent_dir(const char *path) {
   return d;
 }
 
-static int bind_socket(localapi *a, const agent_config *cfg, char *err,
-                       size_t errlen) {
-  const char *path = cfg->api_socket;
+static int bind_socket(localapi *a, const agent_config *cfg, const char *path,
+                       char *err, size_t errlen) {
   char *dir = parent_dir(path);
   if (!dir || fsu_mkdir_p(dir, 0755) != 0) {
     snprintf(err, errlen, "local API: cannot create %s: %s", dir ? dir : path,
@@ -738,11 +737,10 @@ static int bind_socket(localapi *a, const agent_config *cfg, char *err,
   }
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-  /* Until the chmod below, the umask keeps the socket private. */
-  mode_t old = umask(0177);
-  int rc = bind(a->lfd, (struct sockaddr *)&sa, sizeof sa);
-  umask(old);
-  if (rc != 0) {
+  /* No umask games (it is process-wide and plugins' threads run): until
+   * the chmod below the socket has the umask's mode, and every peer is
+   * checked by its credentials anyway. */
+  if (bind(a->lfd, (struct sockaddr *)&sa, sizeof sa) != 0) {
     snprintf(err, errlen, "local API: cannot bind %s: %s", path,
              strerror(errno));
     return -1;
@@ -828,14 +826,26 @@ int localapi_start(const agent_config *cfg, outq *q, void (*wake)(void *ctx),
   a->gid = cfg->api_gid;
   snprintf(a->link, sizeof a->link, "down");
   a->started_ms = a->link_since_ms = wall_ms();
-  a->path = strdup(cfg->api_socket);
   a->group = dup_or_null(cfg->api_group);
-  if (!a->path || (cfg->api_group && !a->group)) {
+  if (cfg->api_group && !a->group) {
     snprintf(err, errlen, "local API: out of memory");
     free_api(a);
     return -1;
   }
-  if (bind_socket(a, cfg, err, errlen) != 0) {
+  const char *path = cfg->api_socket;
+  int rc = bind_socket(a, cfg, path, err, errlen);
+  if (rc != 0 && cfg->api_socket_alt) {
+    /* The default runtime dir needs root or systemd's RuntimeDirectory. */
+    log_warning("%s; using %s instead", err, cfg->api_socket_alt);
+    if (a->lfd >= 0)
+      close(a->lfd);
+    a->lfd = -1;
+    path = cfg->api_socket_alt;
+    rc = bind_socket(a, cfg, path, err, errlen);
+  }
+  if (rc != 0 || !(a->path = strdup(path))) {
+    if (rc == 0)
+      snprintf(err, errlen, "local API: out of memory");
     free_api(a);
     return -1;
   }

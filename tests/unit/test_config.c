@@ -991,6 +991,7 @@ static void test_api(void) {
   g_assert_cmpstr(c.api_socket, ==, want); /* local simulator: state dir */
   g_free(want);
   g_assert_cmpuint(c.api_mode, ==, 0660);
+  g_assert_null(c.api_socket_alt);
   g_assert_null(c.api_group);
   g_assert_cmpint(c.api_gid, ==, -1);
   cfg_free(&c);
@@ -1000,6 +1001,10 @@ static void test_api(void) {
   load_ok(path, &c);
   g_assert_false(c.local_sim);
   g_assert_cmpstr(c.api_socket, ==, "/run/c8y-agent/api.sock");
+  /* where the agent goes when it cannot create the runtime dir */
+  char *alt = g_build_filename(c.state_dir, "api.sock", NULL);
+  g_assert_cmpstr(c.api_socket_alt, ==, alt);
+  g_free(alt);
   cfg_free(&c);
   g_free(path);
 
@@ -1015,6 +1020,7 @@ static void test_api(void) {
   g_assert_cmpstr(c.api_socket, ==, want); /* relative to the file */
   g_free(want);
   g_assert_cmpuint(c.api_mode, ==, 0600);
+  g_assert_null(c.api_socket_alt); /* a path set by hand is the only one */
   g_assert_cmpstr(c.api_group, ==, g->gr_name);
   g_assert_cmpint(c.api_gid, ==, (long long)getegid());
   cfg_free(&c);
