@@ -372,6 +372,9 @@ static void set_key(parse *ps, exec_op *o, const char *key, char *v) {
     if (strspn(v, "0123456789") != strlen(v) || strlen(v) != 3 ||
         strcmp(v, "510") < 0 || strcmp(v, "532") > 0)
       bad(ps, "template: '%s' is not a static operation template (510-532)", v);
+  } else if (strcmp(key, "fragment") == 0) {
+    bad(ps, "fragment: operations by fragment need JSON operations, which "
+            "this agent does not receive yet; use template");
   } else if (strcmp(key, "xid") == 0) {
     free(o->xid);
     o->xid = strdup(v);
