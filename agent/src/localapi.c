@@ -61,6 +61,8 @@ struct localapi {
   pthread_t thread;
   client *clients[MAX_CLIENTS];
   size_t nclients;
+  long long refusal_logged_ms; /* refusals are logged once a second */
+  unsigned refusals_unlogged;
 
   pthread_mutex_t mu; /* the snapshot below */
   char link[16];
@@ -512,7 +514,18 @@ static void accept_clients(localapi *a) {
     }
     char why[300];
     if (!peer_allowed(a, fd, why, sizeof why)) {
-      log_warning("local API: refused a client on %s: %s", a->path, why);
+      /* A local user hammering the socket must not flood the journal. */
+      long long now = mono_ms();
+      if (now - a->refusal_logged_ms >= 1000) {
+        if (a->refusals_unlogged)
+          log_warning("local API: %u more clients refused",
+                      a->refusals_unlogged);
+        log_warning("local API: refused a client on %s: %s", a->path, why);
+        a->refusal_logged_ms = now;
+        a->refusals_unlogged = 0;
+      } else {
+        a->refusals_unlogged++;
+      }
       refuse(fd, why);
       continue;
     }
