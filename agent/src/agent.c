@@ -13,8 +13,10 @@
 #include "registry.h"
 #include "session.h"
 #include "smartrest.h"
+#include "sockopt.h"
 #include "x509.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -36,6 +38,12 @@
 #define MAX_INFLIGHT 8 /* batches; Paho's own window is larger */
 /* Publish id of the liveness probe; queue batch ids never get this high. */
 #define PROBE_ID UINT64_MAX
+/* Queue tags of the registration lines and the 500 of one connect (two per
+ * connect); operation tags (journal ids) never get this high. */
+#define ANNOUNCE_TAG_BASE (UINT64_C(1) << 62)
+/* Batches the broker can never take are kept here for an operator. */
+#define REJECTED_FILE "rejected.log"
+#define REJECTED_MAX_BYTES (1024 * 1024)
 
 enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_UP };
 enum ev_kind {
@@ -86,6 +94,11 @@ typedef struct agent {
   int auth_failures;
   inflight window[MAX_INFLIGHT];
   size_t ninflight;
+  uint64_t announce_gen;  /* connects so far */
+  uint64_t reg_tag;       /* registration lines of this connect */
+  uint64_t pending_tag;   /* the 500 of this connect */
+  size_t reg_unacked;     /* registration lines not yet acknowledged */
+  bool pending_requested; /* this connect's 500 is queued */
   long long last_inbound; /* last PUBACK or message from the broker */
   long long probe_sent;   /* 0 = no probe outstanding */
   bool dropping;          /* session_drop issued, waiting for the loss */
@@ -94,6 +107,9 @@ typedef struct agent {
   long long watchdog_ms;
   bool running;
   bool reload_pending; /* SIGHUP arrived while operations were running */
+  /* A plugin thread may still hold operation handles: the engine is not
+   * freed at exit. */
+  bool plugin_abandoned;
   int exit_code;
 } agent;
 
@@ -210,21 +226,76 @@ static char *read_dmi(const char *field) {
   return v;
 }
 
-static void publish_line(agent *a, const char *topic, const char *const *fields,
-                         size_t n) {
+/* Registration goes through the queue like everything else: packed (1000
+ * children's 101 lines take a handful of publishes), in order, confirmed,
+ * and retried after a loss. Volatile: it is rebuilt on every connect. */
+static size_t queue_announce(agent *a, const char *topic,
+                             const char *const *fields, size_t n) {
   sr_buf b;
   sr_buf_init(&b);
-  if (sr_encode_line(&b, fields, n) == 0)
-    session_publish(a->sess, topic, b.data, b.len, a->cfg.qos, 0);
+  size_t queued = 0;
+  if (sr_encode_line(&b, fields, n) == 0 &&
+      outq_push(a->q, OUTQ_INVENTORY, topic, b.data, a->reg_tag,
+                OUTQ_VOLATILE) == 0)
+    queued = 1;
+  else
+    log_error("cannot queue the registration line '%.40s' for %s",
+              b.data ? b.data : fields[0], topic);
   sr_buf_free(&b);
+  return queued;
 }
 
-/* 100, 110, 122, children, 114, 117, subscriptions, 500: on every connect,
- * because Cumulocity keeps no session state (clean session). */
+static size_t queue_supported(agent *a, const char *topic,
+                              const char *supported) {
+  if (!supported || !*supported)
+    return 0;
+  size_t n = strlen(supported) + 8;
+  char *line = malloc(n);
+  size_t queued = 0;
+  if (line) {
+    snprintf(line, n, "114,%s", supported);
+    queued = outq_push(a->q, OUTQ_INVENTORY, topic, line, a->reg_tag,
+                       OUTQ_VOLATILE) == 0;
+    free(line);
+  }
+  return queued;
+}
+
+/* s/ds and the custom collections: downstream QoS is the subscription's. */
+static int downstream_qos(const agent *a) { return a->cfg.qos == 2 ? 2 : 1; }
+
+/* Every registration line was acknowledged: now the device exists with its
+ * capabilities, so subscribe and ask for the pending operations. */
+static void request_operations(agent *a) {
+  int qos = downstream_qos(a);
+  session_subscribe(a->sess, "s/ds", qos);
+  const char **xids;
+  size_t nx = registry_xids(&a->reg, &xids);
+  for (size_t i = 0; i < nx; i++) {
+    char topic[300];
+    snprintf(topic, sizeof topic, "s/dc/%s", xids[i]);
+    session_subscribe(a->sess, topic, qos);
+  }
+  free(xids);
+  if (outq_push(a->q, OUTQ_OPSTATUS, "s/us", "500", a->pending_tag,
+                OUTQ_VOLATILE) != 0)
+    log_error("cannot queue the 500 request for pending operations");
+  a->pending_requested = true;
+  wake(a);
+}
+
+/* 100, 110, 122, children (101, then each child's 114), 114, 117 on every
+ * connect, because Cumulocity keeps no session state (clean session); then
+ * request_operations once all of it is acknowledged. */
 static void announce(agent *a) {
   agent_config *c = &a->cfg;
+  a->announce_gen++;
+  a->reg_tag = ANNOUNCE_TAG_BASE + 2 * a->announce_gen;
+  a->pending_tag = a->reg_tag + 1;
+  a->pending_requested = false;
+  size_t n = 0;
   const char *dev[] = {"100", c->device_name, c->device_type};
-  publish_line(a, "s/us", dev, 3);
+  n += queue_announce(a, "s/us", dev, 3);
 
   char *serial =
       c->hw_serial ? strdup(c->hw_serial) : read_dmi("product_serial");
@@ -237,61 +308,133 @@ static void announce(agent *a) {
     snprintf(machine, sizeof machine, "Linux %s", u.machine);
   const char *hw[] = {"110", serial ? serial : c->device_id,
                       model ? model : machine, rev ? rev : ""};
-  publish_line(a, "s/us", hw, 4);
+  n += queue_announce(a, "s/us", hw, 4);
   free(serial);
   free(model);
   free(rev);
 
   const char *agent_info[] = {"122", "c8y-agent", C8Y_VERSION, "",
                               "c8y-agent project"};
-  publish_line(a, "s/us", agent_info, 5);
+  n += queue_announce(a, "s/us", agent_info, 5);
 
   for (size_t i = 0; i < a->reg.nchildren; i++) {
     reg_child *ch = a->reg.children[i];
     const char *f[] = {"101", ch->id, ch->name, ch->type};
-    publish_line(a, "s/us", f, 4);
+    n += queue_announce(a, "s/us", f, 4);
   }
-
   char *supported = registry_supported_operations(&a->reg);
-  if (supported && *supported) {
-    size_t n = strlen(supported) + 8;
-    char *line = malloc(n);
-    if (line) {
-      snprintf(line, n, "114,%s", supported);
-      session_publish(a->sess, "s/us", line, strlen(line), a->cfg.qos, 0);
-      free(line);
-    }
-  }
+  n += queue_supported(a, "s/us", supported);
   free(supported);
-
   if (c->required_interval > 0) {
-    char line[32];
-    snprintf(line, sizeof line, "117,%d", c->required_interval);
-    session_publish(a->sess, "s/us", line, strlen(line), a->cfg.qos, 0);
+    char interval[32];
+    snprintf(interval, sizeof interval, "%d", c->required_interval);
+    const char *f[] = {"117", interval};
+    n += queue_announce(a, "s/us", f, 2);
   }
-
-  session_subscribe(a->sess, "s/ds", 1);
-  session_subscribe(a->sess, "s/e", 0);
-  const char **xids;
-  size_t nx = registry_xids(&a->reg, &xids);
-  for (size_t i = 0; i < nx; i++) {
+  for (size_t i = 0; i < a->reg.nchildren; i++) {
+    reg_child *ch = a->reg.children[i];
     char topic[300];
-    snprintf(topic, sizeof topic, "s/dc/%s", xids[i]);
-    session_subscribe(a->sess, topic, 1);
+    snprintf(topic, sizeof topic, "s/us/%s", ch->id);
+    char *child_ops = registry_child_supported_operations(&a->reg, ch);
+    n += queue_supported(a, topic, child_ops);
+    free(child_ops);
   }
-  free(xids);
-  session_publish(a->sess, "s/us", "500", 3, a->cfg.qos, 0);
+  a->reg_unacked = n;
+  log_info("registration: %zu lines queued (%zu children)", n,
+           a->reg.nchildren);
+  session_subscribe(a->sess, "s/e", 0);
+  if (n == 0)
+    request_operations(a);
+}
+
+/* Acknowledged tags that belong to the connect sequence, not operations. */
+static bool announce_acked(agent *a, uint64_t tag) {
+  if (tag < ANNOUNCE_TAG_BASE)
+    return false;
+  if (tag == a->reg_tag && a->reg_unacked > 0 && --a->reg_unacked == 0) {
+    log_info("registration acknowledged; requesting pending operations");
+    request_operations(a);
+  } else if (tag == a->pending_tag) {
+    ops_on_pending_requested(a->ops, mono_ms());
+  }
+  return true;
 }
 
 /* ---- queue draining ---- */
+
+/* A topic the broker would answer with a protocol error (wildcards) or
+ * Paho refuses (not UTF-8): such a batch could never leave the queue. */
+static bool publishable_topic(const char *t) {
+  if (!*t || strpbrk(t, "+#"))
+    return false;
+  const unsigned char *p = (const unsigned char *)t;
+  while (*p) {
+    int extra = *p < 0x80             ? 0
+                : (*p & 0xE0) == 0xC0 ? 1
+                : (*p & 0xF0) == 0xE0 ? 2
+                : (*p & 0xF8) == 0xF0 ? 3
+                                      : -1;
+    if (extra < 0 || *p < 0x20 || *p == 0x7F)
+      return false;
+    p++;
+    for (int i = 0; i < extra; i++, p++)
+      if ((*p & 0xC0) != 0x80)
+        return false;
+  }
+  return true;
+}
+
+/* Sets an undeliverable batch aside (appended to rejected.log in the queue
+ * directory, capped) so it never blocks what is queued behind it. */
+static void set_aside(agent *a, outq_batch *b, const char *why) {
+  log_error("batch of %zu lines for topic '%s' can never be published (%s): "
+            "set aside in %s/%s; first line: %.80s",
+            b->nlines, b->topic, why, a->queue_dir, REJECTED_FILE, b->payload);
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", a->queue_dir, REJECTED_FILE);
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  struct stat st;
+  if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size < REJECTED_MAX_BYTES) {
+    dprintf(fd, "# %s: %s\n%s\n", b->topic, why, b->payload);
+  }
+  if (fd >= 0)
+    close(fd);
+  outq_ack(a->q, b->id);
+  for (size_t k = 0; k < b->ntags; k++)
+    if (!announce_acked(a, b->tags[k]))
+      ops_on_acked(a->ops, b->tags[k], a->running);
+}
+
+/* Statuses, 500 and registration need their acknowledgement: QoS >= 1
+ * whatever [c8y] qos says for data. */
+static int publish_qos(const agent *a, outq_class cls) {
+  if ((cls == OUTQ_OPSTATUS || cls == OUTQ_INVENTORY) && a->cfg.qos < 1)
+    return 1;
+  return a->cfg.qos;
+}
 
 static void drain(agent *a) {
   while (a->link == LINK_UP && a->ninflight < MAX_INFLIGHT) {
     outq_batch b;
     if (outq_take(a->q, MAX_PAYLOAD, &b) != 1)
       break;
-    if (session_publish(a->sess, b.topic, b.payload, b.len, a->cfg.qos, b.id) !=
-        0) {
+    if (!a->pending_requested && b.cls == OUTQ_MEASUREMENT) {
+      /* A measurement backlog must not fill the window (and a slow link)
+       * ahead of the 500 that follows the registration. */
+      outq_nack(a->q, b.id);
+      outq_batch_free(&b);
+      break;
+    }
+    int rc = publishable_topic(b.topic)
+                 ? session_publish(a->sess, b.topic, b.payload, b.len,
+                                   publish_qos(a, b.cls), b.id)
+                 : C8Y_EINVAL;
+    if (rc == C8Y_EINVAL) {
+      set_aside(a, &b, "invalid topic or payload");
+      outq_batch_free(&b);
+      continue;
+    }
+    if (rc != 0) {
       outq_nack(a->q, b.id);
       outq_batch_free(&b);
       break;
@@ -321,7 +464,8 @@ static void delivered(agent *a, uint64_t id, bool ok) {
     if (ok) {
       outq_ack(a->q, id);
       for (size_t k = 0; k < slot.ntags; k++)
-        ops_on_acked(a->ops, slot.tags[k], a->running);
+        if (!announce_acked(a, slot.tags[k]))
+          ops_on_acked(a->ops, slot.tags[k], a->running);
     } else {
       log_debug("publish of batch %llu failed; it goes back to the queue",
                 (unsigned long long)id);
@@ -332,25 +476,45 @@ static void delivered(agent *a, uint64_t id, bool ok) {
   }
 }
 
+/* The link dropped: what was in flight goes back to the queue, and the
+ * operations among it learn that their 501 may or may not have arrived. The
+ * registration of the lost connect is dropped: the next one redoes it. */
 static void forget_inflight(agent *a) {
+  size_t n = 0;
   for (size_t i = 0; i < a->ninflight; i++)
+    n += a->window[i].ntags;
+  uint64_t *tags = n ? malloc(n * sizeof *tags) : NULL;
+  size_t k = 0;
+  for (size_t i = 0; i < a->ninflight; i++) {
+    if (tags)
+      memcpy(tags + k, a->window[i].tags, a->window[i].ntags * sizeof *tags);
+    k += a->window[i].ntags;
     free(a->window[i].tags);
+  }
   a->ninflight = 0;
   outq_requeue_inflight(a->q);
+  outq_remove_tag(a->q, a->reg_tag);
+  outq_remove_tag(a->q, a->pending_tag);
+  a->reg_unacked = 0;
+  ops_on_disconnect(a->ops, tags, tags ? n : 0);
+  free(tags);
 }
 
 /* ---- link state ---- */
 
 /* Paho notices a silent link only after about 2.5x keepalive (a PINGREQ
- * after keepalive, a give-up after another). When nothing came back from
- * the broker for half the keepalive, a 125 heartbeat (an availability
- * update on the platform) goes out; no PUBACK within another half means
- * the link is dead. So a blackholed link is noticed within keepalive.
- * Returns the next time this needs to run. */
+ * after keepalive, a give-up after another). While something waits for its
+ * acknowledgement and nothing came back from the broker for half the
+ * keepalive, a 125 heartbeat (an availability update on the platform) goes
+ * out; no PUBACK within another half means the link is dead. So a
+ * blackholed link is noticed within keepalive when it matters, and a quiet
+ * device costs the platform nothing: with nothing outstanding, MQTT's own
+ * PINGREQ watches the link. Returns the next time this needs to run, or -1
+ * when nothing is waiting. */
 static long long check_liveness(agent *a, long long now) {
   long long half = (long long)a->cfg.keepalive * 500;
   if (a->link != LINK_UP || a->dropping)
-    return now + half;
+    return -1;
   if (a->probe_sent) {
     if (now - a->probe_sent < half)
       return a->probe_sent + half;
@@ -360,8 +524,10 @@ static long long check_liveness(agent *a, long long now) {
     a->probe_sent = 0;
     if (session_drop(a->sess, "no answer within keepalive") == 0)
       a->dropping = true;
-    return now + half;
+    return -1;
   }
+  if (a->ninflight == 0)
+    return -1;
   if (now - a->last_inbound < half)
     return a->last_inbound + half;
   if (session_publish(a->sess, "s/us", "125", 3, 1, PROBE_ID) == 0)
@@ -375,10 +541,15 @@ static void schedule_reconnect(agent *a) {
     delay *= 2;
   if (delay > a->cfg.reconnect_max_ms)
     delay = a->cfg.reconnect_max_ms;
-  /* +-20% jitter so a fleet does not reconnect in lockstep. */
+  /* +-20% jitter so a fleet does not reconnect in lockstep, within
+   * [reconnect_min_ms, reconnect_max_ms]. */
   long long jitter = delay / 5;
   if (jitter > 0)
     delay += (long long)(rand() % (2 * jitter + 1)) - jitter;
+  if (delay > a->cfg.reconnect_max_ms)
+    delay = a->cfg.reconnect_max_ms;
+  if (delay < a->cfg.reconnect_min_ms)
+    delay = a->cfg.reconnect_min_ms;
   a->attempt++;
   a->reconnect_at = mono_ms() + delay;
   log_info("reconnecting to %s in %lld ms", session_uri(a->sess), delay);
@@ -430,6 +601,9 @@ static void handle_event(agent *a, event *e) {
     a->last_inbound = mono_ms();
     a->probe_sent = 0;
     a->dropping = false;
+    if (sockopt_nodelay_to_port(a->cfg.port) == 0)
+      log_debug("TCP_NODELAY: no socket to port %d found", a->cfg.port);
+    sockopt_cloexec_all();
     announce(a);
     notify_send("STATUS=connected");
     break;
@@ -469,7 +643,6 @@ static void handle_event(agent *a, event *e) {
     a->dropping = false;
     a->probe_sent = 0;
     forget_inflight(a);
-    ops_on_disconnect(a->ops);
     notify_send("STATUS=disconnected");
     schedule_reconnect(a);
     break;
@@ -595,6 +768,8 @@ static void setup_host(agent *a) {
 
 static void shutdown_plugins(agent *a) {
   loader_stop_all(&a->plugins);
+  for (size_t i = 0; i < a->plugins.n; i++)
+    a->plugin_abandoned |= a->plugins.plugins[i]->abandoned;
   /* Completions made by fini() become durable 503/502 lines. */
   if (a->ops)
     ops_process(a->ops, mono_ms());
@@ -676,6 +851,8 @@ static void reload(agent *a) {
     announce(a);
 }
 
+static void stopping_step(agent *a, int wait_ms);
+
 static void flush_before_exit(agent *a) {
   /* Give queued statuses a moment to reach the platform; anything left
    * stays in the durable queue for the next start. */
@@ -686,14 +863,7 @@ static void flush_before_exit(agent *a) {
     outq_get_stats(a->q, &st);
     if (st.inflight == 0 && st.queued[OUTQ_OPSTATUS] == 0)
       break;
-    struct pollfd pfd = {.fd = a->wake_fd, .events = POLLIN};
-    if (poll(&pfd, 1, 50) > 0) {
-      uint64_t v;
-      if (read(a->wake_fd, &v, sizeof v) < 0) {
-        /* spurious */
-      }
-    }
-    process_events(a, true);
+    stopping_step(a, 50);
   }
 }
 
@@ -754,7 +924,7 @@ static void main_loop(agent *a) {
     if (a->watchdog_ms > 0 && a->next_watchdog < deadline)
       deadline = a->next_watchdog;
     long long next_probe = check_liveness(a, now);
-    if (next_probe < deadline)
+    if (next_probe >= 0 && next_probe < deadline)
       deadline = next_probe;
     if (now >= a->next_tick) {
       outq_tick(a->q);
@@ -795,19 +965,93 @@ static void main_loop(agent *a) {
   notify_send("STOPPING=1");
 }
 
+/* Waits (bounded) for the wake fd, then handles what arrived while
+ * stopping: deliveries, completions, losses. */
+static void stopping_step(agent *a, int wait_ms) {
+  struct pollfd pfd = {.fd = a->wake_fd, .events = POLLIN};
+  if (poll(&pfd, 1, wait_ms) > 0) {
+    uint64_t v;
+    if (read(a->wake_fd, &v, sizeof v) < 0) {
+      /* spurious */
+    }
+  }
+  process_events(a, true);
+  ops_process(a->ops, mono_ms());
+  drain(a);
+}
+
+/* SIGTERM with operations running: tell their handlers (op_cancelled),
+ * give them stop_grace_ms, then fail what is left with a durable 502, so
+ * nothing stays EXECUTING and the stop stays well within systemd's
+ * timeout. Operations waiting for a reboot are left to the next start. */
+static void stop_operations(agent *a) {
+  ops_stop(a->ops);
+  size_t n = ops_cancel_running(a->ops);
+  if (n == 0)
+    return;
+  log_notice("stopping: %zu running operation(s) told to stop; waiting up to "
+             "%d ms",
+             n, a->cfg.stop_grace_ms);
+  long long until = mono_ms() + a->cfg.stop_grace_ms;
+  while (ops_running(a->ops) > 0 && mono_ms() < until)
+    stopping_step(a, 20);
+  ops_fail_all(a->ops, "agent stopped");
+}
+
+/* Processes plugins started (in their own process groups) and left behind:
+ * ended with their group, so a stop leaves nothing running. */
+static void end_child_processes(void) {
+  DIR *d = opendir("/proc");
+  if (!d)
+    return;
+  pid_t self = getpid();
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    char *end;
+    long pid = strtol(e->d_name, &end, 10);
+    if (*end || pid <= 0)
+      continue;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+      continue;
+    long ppid = 0, pgrp = 0;
+    /* pid (comm) state ppid pgrp: comm may hold spaces and parentheses. */
+    char buf[512];
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    char *close_paren = strrchr(buf, ')');
+    if (!close_paren ||
+        sscanf(close_paren + 1, " %*c %ld %ld", &ppid, &pgrp) != 2)
+      continue;
+    if (ppid != self)
+      continue;
+    log_notice("stopping: ending process %ld left by a plugin", pid);
+    if (pgrp == pid)
+      kill(-(pid_t)pgrp, SIGKILL);
+    else
+      kill((pid_t)pid, SIGKILL);
+  }
+  closedir(d);
+}
+
 static void agent_cleanup(agent *a) {
   localapi_stop(a->api);
   a->api = NULL;
   if (a->ops)
-    ops_stop(a->ops);
+    stop_operations(a);
   shutdown_plugins(a);
+  end_child_processes();
   if (a->sess) {
     flush_before_exit(a);
-    session_disconnect(a->sess, 2000);
+    session_disconnect(a->sess, 1000);
     session_free(a->sess);
   }
   process_events(a, true); /* frees whatever arrived late */
-  ops_free(a->ops);
+  if (!a->plugin_abandoned)
+    ops_free(a->ops);
   registry_free(&a->reg);
   for (size_t i = 0; i < a->ninflight; i++)
     free(a->window[i].tags);

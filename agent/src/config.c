@@ -78,6 +78,7 @@ enum key_id {
   A_LOGLEVEL,
   A_OPTIMEOUT,
   A_QUEUE,
+  A_STOPGRACE,
   API_ENABLED,
   API_SOCKET,
   API_MODE,
@@ -118,6 +119,7 @@ static const struct keydef {
     [A_STATEDIR] = {"agent", "state_dir", K_PATH, 0, 0},
     [A_LOGLEVEL] = {"agent", "log_level", K_LEVEL, 0, 0},
     [A_OPTIMEOUT] = {"agent", "op_timeout", K_INT, 1, 604800},
+    [A_STOPGRACE] = {"agent", "stop_grace_ms", K_INT, 0, 60000},
     [A_QUEUE] = {"agent", "queue_max_bytes", K_SIZE, 1024,
                  64LL * 1024 * 1024 * 1024},
     [API_ENABLED] = {"api", "enabled", K_BOOL, 0, 0},
@@ -1072,16 +1074,16 @@ static int finalize(struct parse_ctx *p) {
     goto oom;
   c->log_level = (int)num_or(p, A_LOGLEVEL, LOG_LVL_INFO);
   c->op_timeout_s = (int)num_or(p, A_OPTIMEOUT, 600);
+  c->stop_grace_ms = (int)num_or(p, A_STOPGRACE, 3000);
   c->queue_max_bytes = num_or(p, A_QUEUE, CFG_DEFAULT_QUEUE_BYTES);
   if (finalize_api(p) != 0)
     return -1;
 
   /* Warnings only once the whole configuration is known to be valid. */
-  if (c->qos == 2) {
-    log_warning("%s:%u: [c8y] qos: 2 is not supported by Cumulocity, using 1",
+  if (c->qos == 2)
+    log_warning("%s:%u: [c8y] qos: 2 is used for data and s/ds; some "
+                "Cumulocity endpoints (the newer MQTT Service) refuse QoS 2",
                 s[C_QOS].file, s[C_QOS].line);
-    c->qos = 1;
-  }
   if (!c->verify_hostname)
     log_warning("%s:%u: [c8y] verify_hostname: false; the server's identity "
                 "is NOT checked, anyone on the path can impersonate it. Use "

@@ -33,7 +33,7 @@ typedef struct agent_config {
   char *cert_file;      /* X.509 client auth (clientId must be the cert CN) */
   char *key_file;
   int keepalive;        /* seconds, default 60 */
-  int qos;              /* 0 or 1; 2 is accepted and downgraded to 1 */
+  int qos;              /* data and s/ds; statuses/registration use >= 1 */
   int reconnect_min_ms; /* backoff, default 1000 */
   int reconnect_max_ms; /* default 60000 */
 
@@ -48,8 +48,9 @@ typedef struct agent_config {
   /* [agent] */
   char *plugin_dir;
   char *state_dir;
-  int log_level;    /* LOG_LVL_*, default info */
-  int op_timeout_s; /* default operation handler timeout, default 600 */
+  int log_level;     /* LOG_LVL_*, default info */
+  int op_timeout_s;  /* default operation handler timeout, default 600 */
+  int stop_grace_ms; /* on stop: time running handlers get, default 3000 */
   long long queue_max_bytes; /* durable queue cap, default 16 MiB */
 
   /* [api]: the local Unix socket (docs/local-api.md) */

@@ -24,7 +24,7 @@ int fsu_mkdir_p(const char *path, mode_t mode) {
 }
 
 char *fsu_read_first_line(const char *path) {
-  FILE *f = fopen(path, "r");
+  FILE *f = fopen(path, "re");
   if (!f)
     return NULL;
   char buf[256] = {0};

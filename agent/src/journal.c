@@ -129,7 +129,7 @@ static void replay_line(journal *j, const char *line, size_t lineno) {
 }
 
 static int journal_replay(journal *j) {
-  FILE *f = fopen(j->path, "r");
+  FILE *f = fopen(j->path, "re");
   if (!f)
     return errno == ENOENT ? 0 : -1;
   char *line = NULL;

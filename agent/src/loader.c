@@ -11,7 +11,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+
+/* How long all workers together get to return from their callbacks on a
+ * stop or reload; stuck ones are abandoned so the agent stays responsive. */
+#define LOADER_STOP_BUDGET_MS 1000
+
+static long long loader_mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static bool valid_plugin_name(const char *name) {
   size_t n = 0;
@@ -254,10 +265,14 @@ void loader_load_all(plugin_host *h, const char *dir, bool start_workers,
 }
 
 void loader_stop_all(plugin_set *s) {
+  /* Stop every worker first, so one slow plugin does not delay the others'
+   * stop, then wait for them within one shared budget. */
+  long long start = loader_mono_ms();
   for (size_t i = s->n; i-- > 0;) {
     c8y_plugin *p = s->plugins[i];
-    plugin_stop_worker(p);
-    if (p->info.fini)
+    long long left = LOADER_STOP_BUDGET_MS - (loader_mono_ms() - start);
+    plugin_stop_worker_within(p, left > 0 ? (int)left : 0);
+    if (p->info.fini && !p->abandoned)
       p->info.fini(p, p->user_data);
   }
 }
@@ -265,6 +280,12 @@ void loader_stop_all(plugin_set *s) {
 void loader_release_all(plugin_set *s, registry *reg) {
   for (size_t i = s->n; i-- > 0;) {
     c8y_plugin *p = s->plugins[i];
+    if (p->abandoned) {
+      /* Its thread may still run plugin code that reaches its handle and
+       * registrations: they stay allocated, out of the registry. */
+      registry_forget_plugin(reg, p);
+      continue;
+    }
     void *dl = p->dl;
     registry_remove_plugin(reg, p);
     plugin_free(p);

@@ -11,7 +11,32 @@
 #include <string.h>
 #include <time.h>
 
-enum op_state { OP_QUEUED, OP_STARTING, OP_RUNNING, OP_FINISHED };
+/* OP_UNCERTAIN: the link dropped while the 501 was in flight, so the
+ * platform may have it EXECUTING or still PENDING; settled after the
+ * reconnect (see ops_on_disconnect). OP_FINISHING: completed, but its final
+ * status could not be queued yet; retried. */
+enum op_state {
+  OP_QUEUED,
+  OP_STARTING,
+  OP_UNCERTAIN,
+  OP_RUNNING,
+  OP_FINISHING,
+  OP_FINISHED
+};
+
+/* Finished operations keep their (emptied) memory for this many later
+ * completions, so a plugin that completes a handle twice or late from its
+ * own thread gets C8Y_ESTATE instead of touching freed memory. */
+#define OPS_RETIRED_KEEP 4096
+/* Distinct unhandled template ids remembered for "logged once". */
+#define OPS_IGNORED_MAX 64
+/* Per payload: record-level warnings logged before the rest are counted. */
+#define OPS_WARN_PER_PAYLOAD 5
+/* After the reconnect's 500 was acknowledged: how long an operation whose
+ * 501 was in flight waits to come back as PENDING before it is taken as
+ * EXECUTING on the platform. */
+#define OPS_RECONCILE_MS 5000
+#define OPS_RETRY_MS 1000
 
 struct c8y_operation {
   ops *engine;
@@ -22,8 +47,9 @@ struct c8y_operation {
   bool child;
   char **fields; /* parameters after the device id */
   size_t nfields;
-  reg_handler *handler;
-  enum op_state state; /* main thread only */
+  reg_handler *handler;   /* NULL: no plugin serves it for this child */
+  enum op_state state;    /* main thread only */
+  long long reconcile_at; /* OP_UNCERTAIN: 0 until the 500 was acked */
   long long deadline_ms;
   struct c8y_operation *next; /* FIFO link (main thread) */
   struct c8y_operation *next_done;
@@ -31,7 +57,9 @@ struct c8y_operation {
   /* guarded by engine->mu */
   bool finished;
   bool plugin_released;
+  bool dead; /* memory kept only to refuse late calls (retired ring) */
   bool timed_out;
+  bool cancelled; /* the agent is stopping */
   bool reboot;
   bool ok;
   char **params;
@@ -56,9 +84,12 @@ struct ops {
   size_t nfifos;
   pthread_mutex_t mu; /* done list, completion fields, journal */
   c8y_operation *done_head, *done_tail;
-  bool stopping;  /* no new operation starts */
-  char **ignored; /* template ids already logged as unhandled */
+  bool stopping;                  /* no new operation starts */
+  char *ignored[OPS_IGNORED_MAX]; /* template ids logged as unhandled */
   size_t nignored;
+  c8y_operation *retired[OPS_RETIRED_KEEP]; /* guarded by mu */
+  size_t retired_next;
+  long long retry_at; /* an OP_FINISHING operation waits for the queue */
 };
 
 static const struct {
@@ -110,12 +141,22 @@ static void free_strv(char **v, size_t n) {
 static void op_release(c8y_operation *op) {
   if (atomic_fetch_sub(&op->refs, 1) != 1)
     return;
+  ops *o = op->engine;
+  pthread_mutex_lock(&o->mu);
   free(op->template_id);
   free(op->device);
   free_strv(op->fields, op->nfields);
   free_strv(op->params, op->nparams);
   free(op->reason);
-  free(op);
+  op->template_id = op->device = op->reason = NULL;
+  op->fields = op->params = NULL;
+  op->nfields = op->nparams = 0;
+  op->dead = true;
+  c8y_operation *evicted = o->retired[o->retired_next];
+  o->retired[o->retired_next] = op;
+  o->retired_next = (o->retired_next + 1) % OPS_RETIRED_KEEP;
+  pthread_mutex_unlock(&o->mu);
+  free(evicted);
 }
 
 int ops_new(const char *root_device, registry *reg, outq *q, journal *j,
@@ -151,7 +192,10 @@ void ops_free(ops *o) {
     free(o->fifos[i].device);
   }
   free(o->fifos);
-  free_strv(o->ignored, o->nignored);
+  for (size_t i = 0; i < o->nignored; i++)
+    free(o->ignored[i]);
+  for (size_t i = 0; i < OPS_RETIRED_KEEP; i++)
+    free(o->retired[i]);
   pthread_mutex_destroy(&o->mu);
   free(o->root);
   free(o);
@@ -193,11 +237,11 @@ static int queue_status_line(ops *o, const char *topic,
 
 /* 503 with params: a result too large for one publish is cut, marked, and
  * sent rather than lost. */
-static void queue_success(ops *o, const char *topic, const char *fragment,
-                          char **params, size_t nparams) {
+static int queue_success(ops *o, const char *topic, const char *fragment,
+                         char **params, size_t nparams) {
   const char **fields = calloc(nparams + 2, sizeof *fields);
   if (!fields)
-    return;
+    return C8Y_ENOMEM;
   fields[0] = "503";
   fields[1] = fragment;
   for (size_t i = 0; i < nparams; i++)
@@ -224,22 +268,27 @@ static void queue_success(ops *o, const char *topic, const char *fragment,
     cut = shorter;
     fields[nparams + 1] = cut;
   }
-  if (b.data && outq_push(o->q, OUTQ_OPSTATUS, topic, b.data, 0, 0) != 0)
-    log_error("cannot queue the 503 for %s", fragment);
+  int rc =
+      b.data ? outq_push(o->q, OUTQ_OPSTATUS, topic, b.data, 0, 0) : C8Y_ENOMEM;
+  if (rc != 0)
+    log_error("cannot queue the 503 for %s on %s (status %d)", fragment, topic,
+              rc);
   sr_buf_free(&b);
   free(cut);
   free(fields);
+  return rc;
 }
 
-static void queue_failure(ops *o, const char *topic, const char *fragment,
-                          const char *reason) {
+static int queue_failure(ops *o, const char *topic, const char *fragment,
+                         const char *reason) {
   char *r = strdup(reason ? reason : "");
   if (!r)
-    return;
+    return C8Y_ENOMEM;
   utf8_truncate(r, OPS_REASON_MAX);
   const char *fields[] = {"502", fragment, r};
-  queue_status_line(o, topic, fields, 3, 0, 0);
+  int rc = queue_status_line(o, topic, fields, 3, 0, 0);
   free(r);
+  return rc;
 }
 
 static op_fifo *fifo_for(ops *o, const char *device, const char *fragment,
@@ -287,42 +336,132 @@ static void fifo_advance(ops *o, op_fifo *f) {
     op_start(o, f->head);
 }
 
+/* Bounded, so a payload of 100k distinct bogus ids costs constant work per
+ * record; past the bound new ids are no longer logged individually. */
 static bool ignored_before(ops *o, const char *id) {
   for (size_t i = 0; i < o->nignored; i++)
     if (strcmp(o->ignored[i], id) == 0)
       return true;
-  char **grown = realloc(o->ignored, (o->nignored + 1) * sizeof *grown);
-  if (grown) {
-    o->ignored = grown;
-    grown[o->nignored] = strdup(id);
-    if (grown[o->nignored])
-      o->nignored++;
-  }
+  if (o->nignored == OPS_IGNORED_MAX)
+    return true;
+  if ((o->ignored[o->nignored] = strdup(id)) != NULL)
+    o->nignored++;
+  if (o->nignored == OPS_IGNORED_MAX)
+    log_notice("s/ds: %d distinct unhandled templates seen; further ones are "
+               "not logged",
+               OPS_IGNORED_MAX);
   return false;
 }
 
 /* 527/531 (device profile) and 528/529 (software update) describe the same
- * operation twice; only the richer one is handled. */
-static bool superseded(const sr_records *recs, size_t i) {
-  const sr_record *r = &recs->items[i];
-  const char *richer = strcmp(r->fields[0], "527") == 0   ? "531"
-                       : strcmp(r->fields[0], "528") == 0 ? "529"
-                                                          : NULL;
-  if (!richer || r->nfields < 2)
-    return false;
-  for (size_t k = 0; k < recs->count; k++) {
-    const sr_record *o = &recs->items[k];
-    if (!o->error && o->nfields >= 2 && strcmp(o->fields[0], richer) == 0 &&
-        strcmp(o->fields[1], r->fields[1]) == 0)
-      return true;
+ * operation twice; only the richer one is handled. The richer records of a
+ * payload are sorted by (template, device) once, so each lookup is a binary
+ * search instead of a scan of the whole payload. */
+typedef struct twin_set {
+  const sr_record **recs;
+  size_t n;
+} twin_set;
+
+static const char *richer_twin(const char *tid) {
+  return strcmp(tid, "527") == 0   ? "531"
+         : strcmp(tid, "528") == 0 ? "529"
+                                   : NULL;
+}
+
+static int twin_cmp(const void *a, const void *b) {
+  const sr_record *x = *(const sr_record *const *)a;
+  const sr_record *y = *(const sr_record *const *)b;
+  int c = strcmp(x->fields[0], y->fields[0]);
+  return c ? c : strcmp(x->fields[1], y->fields[1]);
+}
+
+static void twins_collect(const sr_records *recs, twin_set *t) {
+  t->recs = NULL;
+  t->n = 0;
+  size_t n = 0;
+  for (size_t i = 0; i < recs->count; i++) {
+    const sr_record *r = &recs->items[i];
+    n += !r->error && r->nfields >= 2 &&
+         (strcmp(r->fields[0], "531") == 0 || strcmp(r->fields[0], "529") == 0);
   }
+  if (n == 0 || !(t->recs = malloc(n * sizeof *t->recs)))
+    return;
+  for (size_t i = 0; i < recs->count; i++) {
+    const sr_record *r = &recs->items[i];
+    if (!r->error && r->nfields >= 2 &&
+        (strcmp(r->fields[0], "531") == 0 || strcmp(r->fields[0], "529") == 0))
+      t->recs[t->n++] = r;
+  }
+  qsort(t->recs, t->n, sizeof *t->recs, twin_cmp);
+}
+
+static bool superseded(const twin_set *t, const sr_record *r) {
+  const char *richer = richer_twin(r->fields[0]);
+  if (!richer || r->nfields < 2 || t->n == 0)
+    return false;
+  char *key_fields[2] = {(char *)richer, r->fields[1]};
+  sr_record key = {.fields = key_fields, .nfields = 2};
+  const sr_record *kp = &key;
+  return bsearch(&kp, t->recs, t->n, sizeof *t->recs, twin_cmp) != NULL;
+}
+
+/* Record-level warnings of one payload: the first few are logged, the rest
+ * counted and summed up once. */
+typedef struct warn_budget {
+  size_t logged, suppressed;
+} warn_budget;
+
+static bool may_warn(warn_budget *w) {
+  if (w->logged < OPS_WARN_PER_PAYLOAD) {
+    w->logged++;
+    return true;
+  }
+  w->suppressed++;
   return false;
 }
 
-static void handle_record(ops *o, const sr_record *r) {
+static bool same_fields(const c8y_operation *op, const sr_record *r) {
+  if (strcmp(op->template_id, r->fields[0]) != 0 ||
+      op->nfields != r->nfields - 2)
+    return false;
+  for (size_t i = 0; i < op->nfields; i++)
+    if (strcmp(op->fields[i], r->fields[i + 2]) != 0)
+      return false;
+  return true;
+}
+
+static void run_started(ops *o, c8y_operation *op);
+static int complete(c8y_operation *op, bool ok, const char *const *params,
+                    size_t n, const char *reason);
+
+/* The head of f waits to learn whether its in-flight 501 reached the
+ * platform. Cumulocity hands out PENDING operations oldest first, so the
+ * first record for this device and fragment after the reconnect settles it:
+ * the same operation means it is still PENDING (and r is that operation, not
+ * a new one); anything else means the 501 arrived and it is EXECUTING.
+ * Returns true when r was the uncertain operation itself. */
+static bool reconcile_with(ops *o, op_fifo *f, const sr_record *r) {
+  c8y_operation *op = f->head;
+  if (!op || op->state != OP_UNCERTAIN)
+    return false;
+  if (same_fields(op, r)) {
+    log_info("operation #%llu (%s) came back as PENDING: starting it again",
+             (unsigned long long)op->id, op->fragment);
+    op->state = OP_QUEUED;
+    op_start(o, op);
+    return true;
+  }
+  log_info("operation #%llu (%s): its 501 reached the platform before the "
+           "link dropped; running it",
+           (unsigned long long)op->id, op->fragment);
+  run_started(o, op);
+  return false;
+}
+
+static void handle_record(ops *o, const sr_record *r, warn_budget *w) {
   const char *tid = r->fields[0];
-  reg_handler *h = registry_find_handler(o->reg, tid);
-  if (!h) {
+  const char *fragment = ops_fragment_for(tid);
+  if (!fragment) {
     if (!ignored_before(o, tid))
       log_notice("s/ds: no handler for template %s; left untouched (logged "
                  "once per template)",
@@ -330,18 +469,31 @@ static void handle_record(ops *o, const sr_record *r) {
     return;
   }
   if (r->nfields < 2 || !r->fields[1][0]) {
-    log_warning("s/ds record %zu: template %s without a device id; ignored",
-                r->line, tid);
+    if (may_warn(w))
+      log_warning("s/ds record %zu: template %s without a device id; ignored",
+                  r->line, tid);
     return;
   }
   const char *device = r->fields[1];
   bool child = strcmp(device, o->root) != 0;
   if (child && !registry_has_child(o->reg, device)) {
-    log_warning("s/ds record %zu: operation %s for unknown device '%s'; "
-                "ignored",
-                r->line, tid, device);
+    if (may_warn(w))
+      log_warning("s/ds record %zu: operation %s for unknown device '%s'; "
+                  "ignored",
+                  r->line, tid, device);
     return;
   }
+  reg_handler *h = registry_handler_for(o->reg, tid, child ? device : NULL);
+  if (!h && !child) {
+    if (!ignored_before(o, tid))
+      log_notice("s/ds: no handler for template %s on %s; left untouched "
+                 "(logged once per template)",
+                 tid, device);
+    return;
+  }
+  op_fifo *f = fifo_for(o, device, fragment, true);
+  if (f && reconcile_with(o, f, r))
+    return;
   c8y_operation *op = calloc(1, sizeof *op);
   if (!op)
     return;
@@ -350,7 +502,7 @@ static void handle_record(ops *o, const sr_record *r) {
   op->template_id = strdup(tid);
   op->device = strdup(device);
   op->child = child;
-  op->fragment = h->fragment;
+  op->fragment = fragment;
   op->handler = h;
   op->nfields = r->nfields - 2;
   op->fields = calloc(op->nfields + 1, sizeof *op->fields);
@@ -358,14 +510,14 @@ static void handle_record(ops *o, const sr_record *r) {
   bool ok = op->template_id && op->device && op->fields;
   for (size_t i = 0; ok && i < op->nfields; i++)
     ok = (op->fields[i] = strdup(r->fields[i + 2])) != NULL;
-  op_fifo *f = ok ? fifo_for(o, device, h->fragment, true) : NULL;
-  if (!f) {
+  if (!ok || !f) {
     log_error("out of memory queueing operation %s", tid);
     op_release(op);
     return;
   }
-  log_info("operation %s (%s) for %s queued as #%llu", tid, h->fragment, device,
-           (unsigned long long)op->id);
+  log_info("operation %s (%s) for %s queued as #%llu%s", tid, fragment, device,
+           (unsigned long long)op->id,
+           h ? "" : " (its device's plugin does not handle it)");
   if (f->tail)
     f->tail->next = op;
   else
@@ -381,36 +533,50 @@ void ops_handle_payload(ops *o, const char *payload, size_t len) {
     log_error("s/ds: out of memory decoding a %zu-byte payload", len);
     return;
   }
+  twin_set twins;
+  twins_collect(&recs, &twins);
+  warn_budget w = {0, 0};
   for (size_t i = 0; i < recs.count; i++) {
     const sr_record *r = &recs.items[i];
     if (r->error) {
-      log_warning("s/ds record %zu: %s; record ignored", r->line, r->error);
+      if (may_warn(&w))
+        log_warning("s/ds record %zu: %s; record ignored", r->line, r->error);
       continue;
     }
     if (r->nfields == 0 || !r->fields[0][0])
       continue;
-    if (superseded(&recs, i)) {
+    if (superseded(&twins, r)) {
       log_debug("s/ds record %zu: template %s superseded by its typed twin",
                 r->line, r->fields[0]);
       continue;
     }
-    handle_record(o, r);
+    handle_record(o, r, &w);
   }
+  if (w.suppressed)
+    log_warning("s/ds: %zu more bad records in the same %zu-byte payload not "
+                "logged",
+                w.suppressed, len);
+  free(twins.recs);
   sr_records_free(&recs);
 }
 
+/* The 501 is only ever outstanding for the head of a FIFO. */
 static c8y_operation *find_starting(ops *o, uint64_t id) {
-  for (size_t i = 0; i < o->nfifos; i++)
-    for (c8y_operation *op = o->fifos[i].head; op; op = op->next)
-      if (op->id == id)
-        return op->state == OP_STARTING ? op : NULL;
+  for (size_t i = 0; i < o->nfifos; i++) {
+    c8y_operation *op = o->fifos[i].head;
+    if (op && op->id == id)
+      return op->state == OP_STARTING ? op : NULL;
+  }
   return NULL;
 }
 
-void ops_on_acked(ops *o, uint64_t tag, bool run) {
-  c8y_operation *op = find_starting(o, tag);
-  if (!op)
-    return;
+static uint32_t timeout_of(const ops *o, const c8y_operation *op) {
+  return op->handler && op->handler->timeout_ms ? op->handler->timeout_ms
+                                                : o->default_timeout_ms;
+}
+
+/* The operation is EXECUTING on the platform: journal it, then run it. */
+static void run_started(ops *o, c8y_operation *op) {
   journal_entry e = {.id = op->id,
                      .template_id = op->template_id,
                      .fragment = (char *)op->fragment,
@@ -424,25 +590,59 @@ void ops_on_acked(ops *o, uint64_t tag, bool run) {
                 "will leave it EXECUTING",
                 (unsigned long long)op->id);
   op->state = OP_RUNNING;
-  if (!run)
+  if (o->stopping) {
+    /* Plugins are gone: journaled, so the next start reports it failed
+     * instead of leaving it EXECUTING forever. */
     return;
-  uint32_t timeout =
-      op->handler->timeout_ms ? op->handler->timeout_ms : o->default_timeout_ms;
-  op->deadline_ms = mono_ms() + timeout;
+  }
+  op->deadline_ms = mono_ms() + timeout_of(o, op);
+  if (!op->handler) {
+    char reason[300];
+    snprintf(reason, sizeof reason, "not supported by %s", op->device);
+    atomic_fetch_add(&op->refs, 1); /* released by the completion */
+    complete(op, false, NULL, 0, reason);
+    return;
+  }
   /* One reference for the plugin (released by its completion call) and one
    * for the worker call itself. */
   atomic_fetch_add(&op->refs, 2);
   o->host.dispatch(o->host.ctx, op);
 }
 
-void ops_on_disconnect(ops *o) {
+void ops_on_acked(ops *o, uint64_t tag, bool run) {
+  c8y_operation *op = find_starting(o, tag);
+  if (!op)
+    return;
+  if (!run)
+    o->stopping = true;
+  run_started(o, op);
+}
+
+static bool tag_in(uint64_t tag, const uint64_t *tags, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (tags[i] == tag)
+      return true;
+  return false;
+}
+
+void ops_on_disconnect(ops *o, const uint64_t *inflight, size_t ninflight) {
   for (size_t i = 0; i < o->nfifos; i++) {
     op_fifo *f = &o->fifos[i];
     c8y_operation **link = &f->head;
     c8y_operation *prev = NULL;
     while (*link) {
       c8y_operation *op = *link;
-      if (op->state == OP_QUEUED || op->state == OP_STARTING) {
+      if (op->state == OP_STARTING && tag_in(op->id, inflight, ninflight)) {
+        /* Sent, not acknowledged: the platform may have it either way. */
+        outq_remove_tag(o->q, op->id);
+        op->state = OP_UNCERTAIN;
+        op->reconcile_at = 0;
+        log_info("operation #%llu (%s): the link dropped with its 501 in "
+                 "flight; settled after reconnecting",
+                 (unsigned long long)op->id, op->fragment);
+        prev = op;
+        link = &op->next;
+      } else if (op->state == OP_QUEUED || op->state == OP_STARTING) {
         if (op->state == OP_STARTING)
           outq_remove_tag(o->q, op->id);
         log_info("operation #%llu (%s) not started before the link dropped; "
@@ -459,27 +659,54 @@ void ops_on_disconnect(ops *o) {
   }
 }
 
+void ops_on_pending_requested(ops *o, long long now_ms) {
+  for (size_t i = 0; i < o->nfifos; i++) {
+    c8y_operation *op = o->fifos[i].head;
+    if (op && op->state == OP_UNCERTAIN && op->reconcile_at == 0)
+      op->reconcile_at = now_ms + OPS_RECONCILE_MS;
+  }
+}
+
+/* Queues the final status; the journal entry ends only once it is queued
+ * durably, so a status that cannot be queued now is retried, and a crash
+ * in between reports the operation again instead of losing it. */
 static void finish(ops *o, c8y_operation *op) {
   char tbuf[512];
   const char *topic = status_topic(op, tbuf, sizeof tbuf);
+  int rc;
+  bool retry = op->state == OP_FINISHING;
   char reason[128] = "";
   if (op->timed_out) {
-    uint32_t timeout = op->handler->timeout_ms ? op->handler->timeout_ms
-                                               : o->default_timeout_ms;
     snprintf(reason, sizeof reason, "operation timed out after %u s",
-             (unsigned)(timeout / 1000));
-    log_warning("operation #%llu (%s): %s", (unsigned long long)op->id,
-                op->fragment, reason);
-    queue_failure(o, topic, op->fragment, reason);
+             (unsigned)(timeout_of(o, op) / 1000));
+    if (!retry)
+      log_warning("operation #%llu (%s): %s", (unsigned long long)op->id,
+                  op->fragment, reason);
+    rc = queue_failure(o, topic, op->fragment, reason);
   } else if (op->ok) {
-    log_info("operation #%llu (%s) succeeded", (unsigned long long)op->id,
-             op->fragment);
-    queue_success(o, topic, op->fragment, op->params, op->nparams);
+    if (!retry)
+      log_info("operation #%llu (%s) succeeded", (unsigned long long)op->id,
+               op->fragment);
+    rc = queue_success(o, topic, op->fragment, op->params, op->nparams);
   } else {
-    log_info("operation #%llu (%s) failed: %s", (unsigned long long)op->id,
-             op->fragment, op->reason ? op->reason : "");
-    queue_failure(o, topic, op->fragment, op->reason);
+    if (!retry)
+      log_info("operation #%llu (%s) failed: %s", (unsigned long long)op->id,
+               op->fragment, op->reason ? op->reason : "");
+    rc = queue_failure(o, topic, op->fragment, op->reason);
   }
+  if (rc != 0) {
+    if (!retry)
+      log_error("operation #%llu (%s): its final status cannot be queued "
+                "(%s); retrying every %d ms",
+                (unsigned long long)op->id, op->fragment, status_str(rc),
+                OPS_RETRY_MS);
+    op->state = OP_FINISHING;
+    o->retry_at = mono_ms() + OPS_RETRY_MS;
+    return;
+  }
+  if (retry)
+    log_notice("operation #%llu (%s): final status queued after retrying",
+               (unsigned long long)op->id, op->fragment);
   if (o->host.finished) {
     ops_outcome r = {op->id,
                      op->template_id,
@@ -498,6 +725,13 @@ static void finish(ops *o, c8y_operation *op) {
     fifo_advance(o, f);
 }
 
+static void keep_earliest(long long *deadline, long long at) {
+  if (*deadline < 0 || at < *deadline)
+    *deadline = at;
+}
+
+/* finish() never grows the FIFO array (fifo_for without create), so the
+ * loops below can go on with the next FIFO after it. */
 long long ops_process(ops *o, long long now_ms) {
   pthread_mutex_lock(&o->mu);
   c8y_operation *done = o->done_head;
@@ -508,24 +742,42 @@ long long ops_process(ops *o, long long now_ms) {
     finish(o, done);
     done = next;
   }
-  long long next_deadline = -1;
+  bool retry_now = o->retry_at && o->retry_at <= now_ms;
+  if (retry_now)
+    o->retry_at = 0;
+  long long next_deadline = o->retry_at ? o->retry_at : -1;
   for (size_t i = 0; i < o->nfifos; i++) {
     c8y_operation *op = o->fifos[i].head;
-    if (!op || op->state != OP_RUNNING)
+    if (!op)
       continue;
-    if (op->deadline_ms <= now_ms) {
+    if (op->state == OP_FINISHING) {
+      if (retry_now)
+        finish(o, op);
+      if (o->retry_at)
+        keep_earliest(&next_deadline, o->retry_at);
+    } else if (op->state == OP_UNCERTAIN && op->reconcile_at) {
+      if (op->reconcile_at <= now_ms) {
+        log_info("operation #%llu (%s) did not come back as PENDING: its 501 "
+                 "reached the platform; running it",
+                 (unsigned long long)op->id, op->fragment);
+        run_started(o, op);
+        if (op->state == OP_RUNNING)
+          keep_earliest(&next_deadline, op->deadline_ms);
+      } else {
+        keep_earliest(&next_deadline, op->reconcile_at);
+      }
+    } else if (op->state == OP_RUNNING) {
+      if (op->deadline_ms > now_ms) {
+        keep_earliest(&next_deadline, op->deadline_ms);
+        continue;
+      }
       pthread_mutex_lock(&o->mu);
       bool expire = !op->finished;
       if (expire)
         op->finished = op->timed_out = true;
       pthread_mutex_unlock(&o->mu);
-      if (expire) {
+      if (expire)
         finish(o, op);
-        i = (size_t)-1; /* the FIFO array may have changed: rescan */
-        continue;
-      }
-    } else if (next_deadline < 0 || op->deadline_ms < next_deadline) {
-      next_deadline = op->deadline_ms;
     }
   }
   return next_deadline;
@@ -577,11 +829,58 @@ size_t ops_active(ops *o) {
   return n;
 }
 
+size_t ops_running(ops *o) {
+  size_t n = 0;
+  for (size_t i = 0; i < o->nfifos; i++) {
+    c8y_operation *op = o->fifos[i].head;
+    if (op && op->state == OP_RUNNING) {
+      pthread_mutex_lock(&o->mu);
+      n += !op->finished;
+      pthread_mutex_unlock(&o->mu);
+    }
+  }
+  return n;
+}
+
+/* Operations that must survive the stop: the reboot or upgrade they wait
+ * for is probably what stops the agent; the next start settles them. */
+static bool outlives_stop(const c8y_operation *op) { return op->reboot; }
+
+size_t ops_cancel_running(ops *o) {
+  size_t n = 0;
+  for (size_t i = 0; i < o->nfifos; i++) {
+    c8y_operation *op = o->fifos[i].head;
+    if (!op || op->state != OP_RUNNING)
+      continue;
+    pthread_mutex_lock(&o->mu);
+    if (!op->finished && !outlives_stop(op)) {
+      op->cancelled = true;
+      n++;
+    }
+    pthread_mutex_unlock(&o->mu);
+  }
+  return n;
+}
+
 void ops_fail_all(ops *o, const char *reason) {
   for (size_t i = 0; i < o->nfifos; i++) {
     c8y_operation *op = o->fifos[i].head;
-    if (op && op->state == OP_RUNNING)
-      ops_op_fail(op, reason);
+    if (!op || op->state != OP_RUNNING)
+      continue;
+    pthread_mutex_lock(&o->mu);
+    bool fail = !op->finished && !outlives_stop(op);
+    if (fail) {
+      /* Like a timeout: the engine ends it, the plugin's handle stays valid
+       * and its late completion returns C8Y_ETIMEDOUT. */
+      op->finished = true;
+      op->ok = false;
+      free(op->reason);
+      op->reason = strdup(reason);
+    }
+    pthread_mutex_unlock(&o->mu);
+    if (fail) {
+      finish(o, op);
+    }
   }
   ops_process(o, mono_ms());
 }
@@ -592,7 +891,7 @@ static int complete(c8y_operation *op, bool ok, const char *const *params,
                     size_t n, const char *reason) {
   ops *o = op->engine;
   pthread_mutex_lock(&o->mu);
-  if (op->plugin_released) {
+  if (op->plugin_released || op->dead) {
     pthread_mutex_unlock(&o->mu);
     return C8Y_ESTATE;
   }
@@ -648,7 +947,7 @@ int ops_op_fail(c8y_operation *op, const char *reason) {
 int ops_op_cancelled(const c8y_operation *op) {
   ops *o = op->engine;
   pthread_mutex_lock(&o->mu);
-  int cancelled = op->timed_out;
+  int cancelled = op->timed_out || op->cancelled || op->dead;
   pthread_mutex_unlock(&o->mu);
   return cancelled;
 }
@@ -657,7 +956,7 @@ int ops_op_complete_on_reboot(c8y_operation *op) {
   ops *o = op->engine;
   pthread_mutex_lock(&o->mu);
   int rc = C8Y_OK;
-  if (op->finished)
+  if (op->finished || op->dead || op->plugin_released)
     rc = C8Y_ESTATE;
   else if (!op->reboot) {
     op->reboot = true;

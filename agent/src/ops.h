@@ -4,9 +4,11 @@
  *   head of its queue -> 501 queued (volatile) -> on PUBACK: journal begin,
  *   handler dispatched to the plugin's worker -> completion (any thread) or
  *   timeout -> 503/502 queued durably -> journal end -> next in queue.
- * An operation whose 501 was not acknowledged when the link dropped is
- * forgotten: it is still PENDING in Cumulocity and comes back with the 500
- * sent after the reconnect. */
+ * Dispatch: the root device's operations go to the plugin serving the
+ * template for the root; a child's to the plugin that registered the child
+ * (registry_handler_for); a child's operation its plugin does not handle
+ * gets 501 + 502 "not supported by <child>". The journal entry ends only
+ * once the final status is queued durably. */
 #ifndef C8Y_OPS_H
 #define C8Y_OPS_H
 
@@ -57,8 +59,17 @@ void ops_handle_payload(ops *o, const char *payload, size_t len);
  * journaled, so the next start reports it failed instead of leaving it
  * EXECUTING forever. */
 void ops_on_acked(ops *o, uint64_t tag, bool run);
-/* The MQTT link dropped (after outq_requeue_inflight). */
-void ops_on_disconnect(ops *o);
+/* The MQTT link dropped (after outq_requeue_inflight). inflight: the tags
+ * of the batches that were sent but not acknowledged. An operation whose
+ * 501 was among them may be EXECUTING on the platform or still PENDING: it
+ * stays first in its queue until the reconnect settles it (it comes back
+ * with the 500: PENDING, started again; another operation of its fragment
+ * comes first, or nothing within a few seconds after the 500 was
+ * acknowledged: EXECUTING, run). Operations not yet sent are forgotten:
+ * the 500 brings them back. */
+void ops_on_disconnect(ops *o, const uint64_t *inflight, size_t ninflight);
+/* The reconnect's 500 was acknowledged. */
+void ops_on_pending_requested(ops *o, long long now_ms);
 /* Completions and timeouts; returns the next deadline (ms, monotonic) or
  * -1 when none. */
 long long ops_process(ops *o, long long now_ms);
@@ -69,7 +80,15 @@ void ops_recover(ops *o);
 void ops_stop(ops *o);
 /* Operations known to the engine (queued, starting or running). */
 size_t ops_active(ops *o);
-/* Fails every running operation (shutdown): 502 queued durably. */
+/* Operations whose handler is running and not yet completed. */
+size_t ops_running(ops *o);
+/* Shutdown, step 1: op_cancelled() turns true for every running operation
+ * (except those waiting for a reboot, which the next start settles).
+ * Returns how many were cancelled. */
+size_t ops_cancel_running(ops *o);
+/* Shutdown, step 2: ends every running operation still not completed
+ * (except those waiting for a reboot) with a 502 queued durably; the
+ * plugin's late completion returns C8Y_ETIMEDOUT. */
 void ops_fail_all(ops *o, const char *reason);
 
 /* The handler could not be queued (the plugin is stopping): fails the

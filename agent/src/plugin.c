@@ -159,9 +159,9 @@ static int api_add_producer(c8y_plugin *self, const char *name,
                                ud);
 }
 
-static int api_add_operation(c8y_plugin *self, const char *template_id,
-                             uint32_t timeout_ms, c8y_operation_fn fn,
-                             void *ud) {
+static int add_operation(c8y_plugin *self, const char *what,
+                         const char *template_id, uint32_t timeout_ms,
+                         c8y_operation_fn fn, void *ud, bool children_only) {
   if (!self->registering)
     return C8Y_ESTATE;
   if (!template_id || !fn)
@@ -169,11 +169,13 @@ static int api_add_operation(c8y_plugin *self, const char *template_id,
   const char *fragment = ops_fragment_for(template_id);
   if (!fragment) {
     api_log(self, C8Y_LOG_ERROR,
-            "add_operation: '%s' is not a static operation template "
-            "(510-532)",
+            "%s: '%s' is not a static operation template (510-532)", what,
             template_id);
     return C8Y_EINVAL;
   }
+  if (children_only)
+    return registry_add_child_handler(self->host->reg, self, template_id,
+                                      fragment, timeout_ms, fn, ud);
   c8y_plugin *owner = NULL;
   int rc = registry_add_handler(self->host->reg, self, template_id, fragment,
                                 timeout_ms, fn, ud, &owner);
@@ -184,6 +186,20 @@ static int api_add_operation(c8y_plugin *self, const char *template_id,
     self->init_error = strdup(buf);
   }
   return rc;
+}
+
+static int api_add_operation(c8y_plugin *self, const char *template_id,
+                             uint32_t timeout_ms, c8y_operation_fn fn,
+                             void *ud) {
+  return add_operation(self, "add_operation", template_id, timeout_ms, fn, ud,
+                       false);
+}
+
+static int api_add_child_operation(c8y_plugin *self, const char *template_id,
+                                   uint32_t timeout_ms, c8y_operation_fn fn,
+                                   void *ud) {
+  return add_operation(self, "add_child_operation", template_id, timeout_ms, fn,
+                       ud, true);
 }
 
 static int api_add_message_handler(c8y_plugin *self, const char *xid,
@@ -335,11 +351,14 @@ static int api_send_event(c8y_plugin *self, const char *child, const char *type,
                           const char *text, int64_t time_ms) {
   if (!type || !*type || !text)
     return C8Y_EINVAL;
-  char when[40] = "";
-  if (time_ms > 0)
-    sr_format_time(time_ms, when, sizeof when);
+  if (time_ms < 0)
+    return C8Y_EINVAL;
+  /* Stamped now, not when the line leaves the queue: after an outage the
+   * platform would otherwise date it at the upload. */
+  char when[40];
+  sr_format_time(time_ms > 0 ? time_ms : wall_ms(), when, sizeof when);
   const char *f[] = {"400", type, text, when};
-  return api_send_static(self, child, f, time_ms > 0 ? 4 : 3);
+  return api_send_static(self, child, f, 4);
 }
 
 static int api_raise_alarm(c8y_plugin *self, const char *child,
@@ -364,8 +383,10 @@ static int api_raise_alarm(c8y_plugin *self, const char *child,
   }
   if (!type || !*type)
     return C8Y_EINVAL;
-  const char *f[] = {id, type, text ? text : ""};
-  return api_send_static(self, child, f, 3);
+  char when[40];
+  sr_format_time(wall_ms(), when, sizeof when);
+  const char *f[] = {id, type, text ? text : "", when};
+  return api_send_static(self, child, f, 4);
 }
 
 static int api_clear_alarm(c8y_plugin *self, const char *child,
@@ -462,6 +483,7 @@ static const c8y_api the_api = {
     .msg_field = api_msg_field,
     .device_id = api_device_id,
     .state_dir = api_state_dir,
+    .add_child_operation = api_add_child_operation,
 };
 
 const c8y_api *plugin_api(void) { return &the_api; }
@@ -556,15 +578,44 @@ int plugin_start_worker(c8y_plugin *p) {
   return 0;
 }
 
-void plugin_stop_worker(c8y_plugin *p) {
-  if (!p->worker_running)
-    return;
+static void stop_accepting(c8y_plugin *p) {
   pthread_mutex_lock(&p->mu);
   p->stopping = true;
   pthread_cond_signal(&p->cv);
   pthread_mutex_unlock(&p->mu);
+}
+
+void plugin_stop_worker(c8y_plugin *p) {
+  if (!p->worker_running)
+    return;
+  stop_accepting(p);
   pthread_join(p->worker, NULL);
   p->worker_running = false;
+}
+
+bool plugin_stop_worker_within(c8y_plugin *p, int wait_ms) {
+  if (!p->worker_running)
+    return true;
+  stop_accepting(p);
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += wait_ms / 1000;
+  until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  if (pthread_timedjoin_np(p->worker, NULL, &until) == 0) {
+    p->worker_running = false;
+    return true;
+  }
+  log_error("plugin %s: a callback did not return within %d ms of the stop; "
+            "abandoning the plugin (it is not finalized or unloaded)",
+            p->name, wait_ms);
+  pthread_detach(p->worker);
+  p->worker_running = false;
+  p->abandoned = true;
+  return false;
 }
 
 static int enqueue(c8y_plugin *p, plugin_job *job) {

@@ -42,6 +42,9 @@ struct c8y_plugin {
   pthread_cond_t cv;
   struct plugin_job *jobs_head, *jobs_tail;
   bool stopping;
+  /* Its worker did not finish in time: its code may still run, so it is
+   * never finalized, unloaded or freed. */
+  bool abandoned;
 };
 
 const c8y_api *plugin_api(void);
@@ -56,6 +59,9 @@ void plugin_free(c8y_plugin *p);
 int plugin_start_worker(c8y_plugin *p);
 /* Stops accepting jobs, lets queued ones finish and joins the worker. */
 void plugin_stop_worker(c8y_plugin *p);
+/* The same, but gives up at `wait_ms`: the worker is then left running
+ * (detached), p->abandoned is set and false returned. */
+bool plugin_stop_worker_within(c8y_plugin *p, int wait_ms);
 
 /* Queue jobs on the plugin's worker (main thread). */
 int plugin_queue_produce(c8y_plugin *p, reg_producer *prod);

@@ -73,10 +73,22 @@ int registry_add_producer(registry *r, c8y_plugin *p, const char *name,
   return rc;
 }
 
-int registry_add_handler(registry *r, c8y_plugin *p, const char *template_id,
-                         const char *fragment, uint32_t timeout_ms,
-                         c8y_operation_fn fn, void *ud, c8y_plugin **owner) {
-  reg_handler *old = registry_find_handler(r, template_id);
+static reg_handler *own_handler(registry *r, c8y_plugin *p,
+                                const char *template_id) {
+  for (size_t i = 0; i < r->nhandlers; i++)
+    if (r->handlers[i]->plugin == p &&
+        strcmp(r->handlers[i]->template_id, template_id) == 0)
+      return r->handlers[i];
+  return NULL;
+}
+
+static int add_handler(registry *r, c8y_plugin *p, const char *template_id,
+                       const char *fragment, uint32_t timeout_ms,
+                       c8y_operation_fn fn, void *ud, bool children_only,
+                       c8y_plugin **owner) {
+  reg_handler *old = own_handler(r, p, template_id);
+  if (!old && !children_only)
+    old = registry_find_handler(r, template_id);
   if (old) {
     if (owner)
       *owner = old->plugin;
@@ -92,10 +104,26 @@ int registry_add_handler(registry *r, c8y_plugin *p, const char *template_id,
   x->timeout_ms = timeout_ms;
   x->fn = fn;
   x->user_data = ud;
+  x->children_only = children_only;
   int rc = vec_push((void ***)&r->handlers, &r->nhandlers, x);
   if (rc != C8Y_OK)
     free_handler(x);
   return rc;
+}
+
+int registry_add_handler(registry *r, c8y_plugin *p, const char *template_id,
+                         const char *fragment, uint32_t timeout_ms,
+                         c8y_operation_fn fn, void *ud, c8y_plugin **owner) {
+  return add_handler(r, p, template_id, fragment, timeout_ms, fn, ud, false,
+                     owner);
+}
+
+int registry_add_child_handler(registry *r, c8y_plugin *p,
+                               const char *template_id, const char *fragment,
+                               uint32_t timeout_ms, c8y_operation_fn fn,
+                               void *ud) {
+  return add_handler(r, p, template_id, fragment, timeout_ms, fn, ud, true,
+                     NULL);
 }
 
 int registry_add_message(registry *r, c8y_plugin *p, const char *xid,
@@ -159,11 +187,29 @@ void registry_remove_plugin(registry *r, c8y_plugin *p) {
   REMOVE_OWNED(r->children, r->nchildren, free_child);
 }
 
+static void keep_allocated(void *x) { (void)x; }
+
+void registry_forget_plugin(registry *r, c8y_plugin *p) {
+  REMOVE_OWNED(r->producers, r->nproducers, keep_allocated);
+  REMOVE_OWNED(r->handlers, r->nhandlers, keep_allocated);
+  REMOVE_OWNED(r->messages, r->nmessages, keep_allocated);
+  REMOVE_OWNED(r->children, r->nchildren, keep_allocated);
+}
+
 reg_handler *registry_find_handler(registry *r, const char *template_id) {
   for (size_t i = 0; i < r->nhandlers; i++)
-    if (strcmp(r->handlers[i]->template_id, template_id) == 0)
+    if (!r->handlers[i]->children_only &&
+        strcmp(r->handlers[i]->template_id, template_id) == 0)
       return r->handlers[i];
   return NULL;
+}
+
+reg_handler *registry_handler_for(registry *r, const char *template_id,
+                                  const char *device) {
+  if (!device)
+    return registry_find_handler(r, template_id);
+  reg_child *c = registry_find_child(r, device);
+  return c ? own_handler(r, c->plugin, template_id) : NULL;
 }
 
 reg_message *registry_find_message(registry *r, const char *xid,
@@ -175,11 +221,15 @@ reg_message *registry_find_message(registry *r, const char *xid,
   return NULL;
 }
 
-bool registry_has_child(registry *r, const char *id) {
+reg_child *registry_find_child(registry *r, const char *id) {
   for (size_t i = 0; i < r->nchildren; i++)
     if (strcmp(r->children[i]->id, id) == 0)
-      return true;
-  return false;
+      return r->children[i];
+  return NULL;
+}
+
+bool registry_has_child(registry *r, const char *id) {
+  return registry_find_child(r, id) != NULL;
 }
 
 size_t registry_count_for(registry *r, c8y_plugin *p, size_t *producers,
@@ -196,7 +246,12 @@ size_t registry_count_for(registry *r, c8y_plugin *p, size_t *producers,
   return np + nh;
 }
 
-char *registry_supported_operations(registry *r) {
+/* Handlers serving the root (owner NULL) or the children of owner. */
+static bool serves(const reg_handler *h, const c8y_plugin *owner) {
+  return owner ? h->plugin == owner : !h->children_only;
+}
+
+static char *supported_for(registry *r, const c8y_plugin *owner) {
   size_t cap = 1;
   for (size_t i = 0; i < r->nhandlers; i++)
     cap += strlen(r->handlers[i]->fragment) + 1;
@@ -204,10 +259,13 @@ char *registry_supported_operations(registry *r) {
   if (!out)
     return NULL;
   for (size_t i = 0; i < r->nhandlers; i++) {
+    if (!serves(r->handlers[i], owner))
+      continue;
     const char *frag = r->handlers[i]->fragment;
     bool seen = false;
     for (size_t k = 0; k < i && !seen; k++)
-      seen = strcmp(r->handlers[k]->fragment, frag) == 0;
+      seen = serves(r->handlers[k], owner) &&
+             strcmp(r->handlers[k]->fragment, frag) == 0;
     if (seen)
       continue;
     if (*out)
@@ -215,6 +273,14 @@ char *registry_supported_operations(registry *r) {
     strcat(out, frag);
   }
   return out;
+}
+
+char *registry_supported_operations(registry *r) {
+  return supported_for(r, NULL);
+}
+
+char *registry_child_supported_operations(registry *r, const reg_child *child) {
+  return supported_for(r, child->plugin);
 }
 
 size_t registry_xids(registry *r, const char ***xids) {

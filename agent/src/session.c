@@ -3,6 +3,8 @@
 #include "log.h"
 
 #include <MQTTAsync.h>
+#include <c8y/plugin.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -258,7 +260,13 @@ int session_publish(session *s, const char *topic, const char *payload,
   if (rc != MQTTASYNC_SUCCESS) {
     free(ctx);
     log_debug("publish on %s failed: %s", topic, MQTTAsync_strerror(rc));
-    return -1;
+    /* What the message itself makes impossible, as opposed to the state of
+     * the link: retrying it could never succeed. */
+    bool permanent = rc == MQTTASYNC_BAD_UTF8_STRING ||
+                     rc == MQTTASYNC_NULL_PARAMETER ||
+                     rc == MQTTASYNC_TOPICNAME_TRUNCATED ||
+                     rc == MQTTASYNC_BAD_STRUCTURE || rc == MQTTASYNC_BAD_QOS;
+    return permanent ? C8Y_EINVAL : C8Y_EAGAIN;
   }
   return 0;
 }

@@ -36,7 +36,9 @@ void session_free(session *s);
 
 /* Starts connecting; the outcome arrives as connected/connect_failed. */
 int session_connect(session *s);
-/* id 0: the outcome is not reported. Returns 0 or -1. */
+/* id 0: the outcome is not reported. Returns 0, C8Y_EINVAL when the message
+ * can never be published (e.g. a topic that is not valid UTF-8), or
+ * C8Y_EAGAIN (the link is not up, Paho's buffer is full). */
 int session_publish(session *s, const char *topic, const char *payload,
                     size_t len, int qos, uint64_t id);
 int session_subscribe(session *s, const char *topic, int qos);

@@ -352,11 +352,17 @@ static int read_record(decoder *d, sr_record *r) {
     sr_buf_reset(&d->field);
     int ok = 1;
     if (d->i < d->len && d->p[d->i] == '"') {
+      size_t quote_at = d->i;
       int rc = read_quoted(d, r);
       if (rc < 0)
         return -1;
       if (rc == 0) {
+        /* A quote that never closes spoils its own line only: valid
+         * records after it are still decoded (quoted fields may hold line
+         * breaks, but not an unclosed one). */
         set_error(r, ERR_UNTERMINATED);
+        const char *nl = memchr(d->p + quote_at, '\n', d->len - quote_at);
+        d->i = nl ? (size_t)(nl - d->p) + 1 : d->len;
         return 0;
       }
       while (d->i < d->len && (d->p[d->i] == ' ' || d->p[d->i] == '\t'))

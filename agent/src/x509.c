@@ -38,7 +38,7 @@ static int no_passphrase(char *buf, int size, int rwflag, void *u) {
 }
 
 static X509 *read_cert(const char *path, char *err, size_t errlen) {
-  FILE *f = fopen(path, "r");
+  FILE *f = fopen(path, "re");
   if (!f) {
     seterr(err, errlen, "[c8y] cert_file %s: cannot open: %s", path,
            strerror(errno));
@@ -108,7 +108,7 @@ int x509_subject_cn(const char *cert_file, char *cn, size_t cnlen, char *err,
 
 static int check_key(X509 *x, const char *cert_file, const char *key_file,
                      char *err, size_t errlen) {
-  FILE *f = fopen(key_file, "r");
+  FILE *f = fopen(key_file, "re");
   if (!f) {
     seterr(err, errlen, "[c8y] key_file %s: cannot open: %s", key_file,
            strerror(errno));

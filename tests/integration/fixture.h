@@ -19,6 +19,42 @@ typedef struct fx {
   const char *plugin_dir; /* NULL = the itest plugin only */
 } fx;
 
+/* Lines, not messages: the agent packs several lines into one publish.
+ * Returns the position of the first line on `topic` starting with `prefix`
+ * counted over all lines received on that topic from message `from` on, or
+ * -1; *line (nullable) gets a malloc'ed copy of the whole line. */
+static inline long fx_line_pos_from(fx *f, const char *topic,
+                                    const char *prefix, size_t from,
+                                    char **line) {
+  long pos = 0;
+  size_t plen = strlen(prefix);
+  for (size_t i = from; i < sim_message_count(f->s); i++) {
+    const sim_message *m = sim_message_at(f->s, i);
+    if (strcmp(m->topic, topic) != 0)
+      continue;
+    const char *p = m->payload;
+    for (;;) {
+      const char *nl = strchr(p, '\n');
+      size_t len = nl ? (size_t)(nl - p) : strlen(p);
+      if (len >= plen && strncmp(p, prefix, plen) == 0) {
+        if (line)
+          *line = g_strndup(p, len);
+        return pos;
+      }
+      pos++;
+      if (!nl)
+        break;
+      p = nl + 1;
+    }
+  }
+  return -1;
+}
+
+static inline long fx_line_pos(fx *f, const char *topic, const char *prefix,
+                               char **line) {
+  return fx_line_pos_from(f, topic, prefix, 0, line);
+}
+
 static inline void fx_start_sim(fx *f) {
   sim_options o = {.tenant = "t1",
                    .user = "device",

@@ -329,12 +329,16 @@ static void test_decode_malformed_middle(void) {
 }
 
 static void test_decode_unterminated(void) {
-  sr_records r = decode_str("510,dev\n511,dev,\"never closed\n510,dev\n");
-  g_assert_cmpuint(r.count, ==, 2);
+  /* The unclosed quote spoils its own line; the records after it survive. */
+  sr_records r =
+      decode_str("510,dev\n511,dev,\"never closed\n510,dev\n512,dev,x\n");
+  g_assert_cmpuint(r.count, ==, 4);
   assert_fields(&r.items[0], "510", "dev", NULL);
   g_assert_cmpstr(r.items[1].error, ==, "unterminated quoted field");
   g_assert_cmpuint(r.items[1].line, ==, 2);
   g_assert_cmpuint(r.items[1].nfields, ==, 2);
+  assert_fields(&r.items[2], "510", "dev", NULL);
+  assert_fields(&r.items[3], "512", "dev", "x", NULL);
   sr_records_free(&r);
 
   /* A trailing backslash escapes the would-be closing quote. */

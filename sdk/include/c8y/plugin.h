@@ -174,7 +174,8 @@ typedef struct c8y_api {
                              const char *message_id, c8y_message_fn fn,
                              void *user_data);
   /* Announce a child device (101 on the root topic) whose operations are then
-   * dispatched to this agent's handlers. Only inside init(). */
+   * dispatched to this plugin's handlers (see add_child_operation for the
+   * rule). Only inside init(). */
   int (*add_child)(c8y_plugin *self, const char *child_id, const char *name,
                    const char *type);
 
@@ -188,7 +189,9 @@ typedef struct c8y_api {
   int (*batch_set_child)(c8y_batch *b, const char *child_id);
 
   /* Upstream data, stored durably and sent in order of importance.
-   * child_id NULL = the agent's own device. time_ms 0 = now. [any thread] */
+   * child_id NULL = the agent's own device. time_ms 0 = the time of the call
+   * (events and alarms keep the time they happened, also when they are sent
+   * after an outage). [any thread] */
   int (*send_event)(c8y_plugin *self, const char *child_id, const char *type,
                     const char *text, int64_t time_ms);
   int (*raise_alarm)(c8y_plugin *self, const char *child_id,
@@ -259,6 +262,19 @@ typedef struct c8y_api {
    * op_rebooted() tells whether the machine booted since it started. */
   int (*op_resumed)(const c8y_operation *op);
   int (*op_rebooted)(const c8y_operation *op);
+  /* Like add_operation, but for this plugin's children (add_child) only,
+   * never the agent's own device: a gateway plugin can restart its children
+   * (510) while the restart plugin restarts the gateway. Only inside init().
+   *
+   * Who gets an operation: one for the agent's own device goes to the plugin
+   * that registered the template with add_operation (one plugin per
+   * template); one for a child goes to the plugin that registered the child,
+   * if that plugin registered the template (with either function). A child's
+   * operation that its plugin does not handle is answered 501 + 502 "not
+   * supported by <child>"; each child's 114 lists what its plugin handles. */
+  int (*add_child_operation)(c8y_plugin *self, const char *template_id,
+                             uint32_t timeout_ms, c8y_operation_fn fn,
+                             void *user_data);
 
   /* ---- ABI 1.2+ fields go here, appended only ---- */
 } c8y_api;

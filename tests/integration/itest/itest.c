@@ -12,6 +12,10 @@
  *   order <tag>          append <tag> to <state_dir>/order, succeed
  *   emit                 send an event, raise + clear an alarm, a 113 and a
  *                        custom-template line (root and child), succeed
+ *   twice                succeed from another thread, then complete the
+ *                        same handle again and log what that returned
+ *   stuck                block the handler for 10 minutes, ignoring
+ *                        op_cancelled
  * 510 (c8y_Restart) behaves like "reboot". A producer "itest" emits a
  * counter every `interval_ms` (0 = no producer). With `burst = N`, init
  * queues "200,c8y_Seq,n,<i>" for i = 1..N once per state dir (a marker file
@@ -37,6 +41,7 @@ typedef struct job {
   int ms;
   char result[256];
   int hang;
+  int twice;
 } job;
 
 static void sleep_ms(int ms) {
@@ -46,7 +51,14 @@ static void sleep_ms(int ms) {
 
 static void *job_thread(void *arg) {
   job *j = arg;
-  if (j->hang) {
+  if (j->twice) {
+    api->op_succeed(j->op, "first");
+    sleep_ms(200); /* the agent has finished and released it by now */
+    int rc = api->op_succeed(j->op, "second");
+    int rc2 = api->op_fail(j->op, "third");
+    api->log(NULL, C8Y_LOG_NOTICE, "itest: second completion returned %d %d",
+             rc, rc2);
+  } else if (j->hang) {
     for (int i = 0; i < 6000 && !api->op_cancelled(j->op); i++)
       sleep_ms(10);
     int rc = api->op_fail(j->op, "gave up after cancellation");
@@ -90,6 +102,18 @@ static int on_command(c8y_plugin *self, c8y_operation *op, void *ud) {
     if (!j->hang)
       sscanf(text + 6, "%d %255[^\n]", &j->ms, j->result);
     return spawn(j);
+  }
+  if (strcmp(text, "twice") == 0) {
+    job *j = calloc(1, sizeof *j);
+    if (!j)
+      return C8Y_ENOMEM;
+    j->op = op;
+    j->twice = 1;
+    return spawn(j);
+  }
+  if (strcmp(text, "stuck") == 0) {
+    sleep_ms(600000);
+    return api->op_succeed(op, "stuck done");
   }
   if (strncmp(text, "slow ", 5) == 0) {
     sleep_ms(atoi(text + 5));

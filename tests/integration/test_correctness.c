@@ -1,0 +1,328 @@
+/* Correct under real conditions: child devices, registration at scale,
+ * timestamps, shutdown with operations running, late completions, socket
+ * options. Each runs the real agent against the simulator. */
+#include "fixture.h"
+
+#include <glib/gstdio.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* A plugin dir holding copies of itest.so and the gateway plugin. */
+static char *gateway_plugin_dir(void) {
+  char *dir = g_dir_make_tmp("c8y-gw-XXXXXX", NULL);
+  g_assert_cmpint(g_chmod(dir, 0755), ==, 0);
+  const char *from[][2] = {{ITEST_PLUGIN_DIR, "itest.so"},
+                           {GATEWAY_PLUGIN_DIR, "gateway.so"}};
+  for (size_t i = 0; i < G_N_ELEMENTS(from); i++) {
+    char *src = g_build_filename(from[i][0], from[i][1], NULL);
+    char *dst = g_build_filename(dir, from[i][1], NULL);
+    char *bytes = NULL;
+    gsize len = 0;
+    g_assert_true(g_file_get_contents(src, &bytes, &len, NULL));
+    g_assert_true(g_file_set_contents(dst, bytes, (gssize)len, NULL));
+    g_assert_cmpint(g_chmod(dst, 0755), ==, 0);
+    g_free(bytes);
+    g_free(src);
+    g_free(dst);
+  }
+  return dir;
+}
+
+static void remove_plugin_dir(char *dir) {
+  char *a = g_build_filename(dir, "itest.so", NULL);
+  char *b = g_build_filename(dir, "gateway.so", NULL);
+  g_unlink(a);
+  g_unlink(b);
+  g_rmdir(dir);
+  g_free(a);
+  g_free(b);
+  g_free(dir);
+}
+
+static char *line_on(fx *f, const char *topic, const char *prefix) {
+  char *line = NULL;
+  if (fx_line_pos(f, topic, prefix, &line) < 0)
+    g_error("no line %s... on %s", prefix, topic);
+  return line;
+}
+
+static void test_child_operations_reach_their_plugin(void) {
+  char *dir = gateway_plugin_dir();
+  fx f = {.plugin_dir = dir};
+  fx_up(&f, "[plugin.itest]\nchild = kid1\n[plugin.gateway]\nchildren = 2\n");
+
+  /* Each device announces what its own plugin handles. */
+  char *root = line_on(&f, "s/us", "114,");
+  g_assert_cmpstr(root, ==, "114,c8y_Command,c8y_Restart");
+  g_assert_cmpint(sim_wait_line(f.s, "s/us/gw1", "114,", 0, 10000), >=, 0);
+  char *gw = line_on(&f, "s/us/gw1", "114,");
+  g_assert_cmpstr(gw, ==, "114,c8y_Restart");
+  char *kid = line_on(&f, "s/us/kid1", "114,");
+  g_assert_cmpstr(kid, ==, "114,c8y_Command,c8y_Restart");
+  g_free(root);
+  g_free(gw);
+  g_free(kid);
+
+  /* A command for a gateway child: not run on the gateway, but failed. */
+  long cmd = sim_create_operation(f.s, "511,gw1,ok should not run");
+  g_assert_cmpint(fx_wait_op(&f, cmd, 10000), ==, SIM_OP_FAILED);
+  g_assert_cmpstr(sim_operation_detail(f.s, cmd), ==, "not supported by gw1");
+  g_assert_cmpint(sim_wait_line(f.s, "s/us/gw1", "501,c8y_Command", 0, 1000),
+                  >=, 0);
+  /* A restart of the child goes to the gateway plugin, not the reboot. */
+  long rst = sim_create_operation(f.s, "510,gw2");
+  g_assert_cmpint(fx_wait_op(&f, rst, 10000), ==, SIM_OP_SUCCESSFUL);
+  g_assert_true(agent_proc_wait_log(f.a, "gateway: restart gw2", 5000));
+  /* The plugin that registered kid1 serves it; the root still works. */
+  long k = sim_create_operation(f.s, "511,kid1,ok kid ran");
+  g_assert_cmpint(fx_wait_op(&f, k, 10000), ==, SIM_OP_SUCCESSFUL);
+  long r = sim_create_operation(f.s, "511," FX_DEVICE ",ok root ran");
+  g_assert_cmpint(fx_wait_op(&f, r, 10000), ==, SIM_OP_SUCCESSFUL);
+  g_assert_cmpstr(sim_operation_detail(f.s, r), ==, "root ran");
+  fx_down(&f);
+  remove_plugin_dir(dir);
+}
+
+/* Counts messages on s/us carrying at least one 101 line, and the lines. */
+static size_t publishes_with(fx *f, const char *prefix, size_t from,
+                             size_t *lines) {
+  size_t n = 0, plen = strlen(prefix);
+  *lines = 0;
+  for (size_t i = from; i < sim_message_count(f->s); i++) {
+    const sim_message *m = sim_message_at(f->s, i);
+    if (strcmp(m->topic, "s/us") != 0)
+      continue;
+    size_t here = 0;
+    for (const char *p = m->payload; p; p = strchr(p, '\n')) {
+      if (*p == '\n')
+        p++;
+      here += strncmp(p, prefix, plen) == 0;
+    }
+    *lines += here;
+    n += here > 0;
+  }
+  return n;
+}
+
+static void test_registration_of_1000_children(void) {
+  char *dir = gateway_plugin_dir();
+  /* The simulator's own client must be back on the restarted broker before
+   * the agent reconnects, or it misses what the agent sends. */
+  fx f = {.plugin_dir = dir, .reconnect_ms = 3000};
+  fx_up(&f, "[plugin.gateway]\nchildren = 1000\n");
+  size_t lines = 0;
+  size_t pubs = publishes_with(&f, "101,", 0, &lines);
+  g_assert_cmpuint(lines, ==, 1000);
+  g_assert_cmpuint(pubs, <=, 10);
+  /* The 500 came after every registration line. */
+  long last101 = -1;
+  char *line = NULL;
+  char id[32];
+  snprintf(id, sizeof id, "101,gw1000,");
+  last101 = fx_line_pos(&f, "s/us", id, &line);
+  g_free(line);
+  g_assert_cmpint(last101, >=, 0);
+  g_assert_cmpint(fx_line_pos(&f, "s/us", "500", NULL), >, last101);
+  g_assert_cmpint(fx_line_pos(&f, "s/us", "117,", NULL), <,
+                  fx_line_pos(&f, "s/us", "500", NULL));
+
+  /* And again on the next connect. */
+  g_assert_cmpint(sim_broker_kill(f.s), ==, 0);
+  g_assert_true(agent_proc_wait_log(f.a, "lost", 15000));
+  size_t before = sim_message_count(f.s);
+  g_assert_cmpint(sim_broker_start(f.s), ==, 0);
+  if (sim_wait_line(f.s, "s/us", "500", before, 30000) < 0) {
+    char *log = agent_proc_log(f.a);
+    g_error("no 500 after the reconnect; log:\n%s", log);
+  }
+  publishes_with(&f, "101,", before, &lines);
+  g_assert_cmpuint(lines, ==, 1000);
+  long op = sim_create_operation(f.s, "510,gw777");
+  g_assert_cmpint(fx_wait_op(&f, op, 10000), ==, SIM_OP_SUCCESSFUL);
+  fx_down(&f);
+  remove_plugin_dir(dir);
+}
+
+/* "2026-12-01T22:01:02.345Z"-like: the time the plugin made the call. */
+static void assert_has_time(const char *line, size_t field) {
+  gchar **f = g_strsplit(line, ",", -1);
+  g_assert_cmpuint(g_strv_length(f), >, field);
+  g_assert_true(g_regex_match_simple(
+      "^20[0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-9:.]+(Z|[+-][0-9:]+)$", f[field],
+      0, 0));
+  g_strfreev(f);
+}
+
+static void test_events_and_alarms_keep_their_time(void) {
+  fx f = {0};
+  fx_up(&f, NULL);
+  long op = sim_create_operation(f.s, "511," FX_DEVICE ",emit");
+  g_assert_cmpint(fx_wait_op(&f, op, 10000), ==, SIM_OP_SUCCESSFUL);
+  char *ev = line_on(&f, "s/us", "400,itest_Event,");
+  assert_has_time(ev, 4);
+  char *al = line_on(&f, "s/us", "302,itest_Alarm,");
+  assert_has_time(al, 3);
+  g_free(ev);
+  g_free(al);
+  fx_down(&f);
+}
+
+static void test_sigterm_with_operations_running(void) {
+  fx f = {0};
+  fx_up(&f, NULL);
+  /* One handler that gives up when told (op_cancelled), one that never
+   * returns: the stop must not wait for either. */
+  long coop = sim_create_operation(f.s, "511," FX_DEVICE ",hang");
+  g_assert_true(agent_proc_wait_log(f.a, "queued as #", 5000));
+  long stuck = sim_create_operation(f.s, "511," FX_DEVICE ",stuck");
+  g_assert_cmpint(sim_wait_line(f.s, "s/us", "501,c8y_Command", 0, 5000), >=,
+                  0);
+  size_t before = sim_message_count(f.s);
+  gint64 t0 = g_get_monotonic_time();
+  g_assert_cmpint(agent_proc_signal(f.a, SIGTERM), ==, 0);
+  g_assert_cmpint(agent_proc_wait_exit(f.a, 10000), ==, 0);
+  gint64 took_ms = (g_get_monotonic_time() - t0) / 1000;
+  g_test_message("stop took %" G_GINT64_FORMAT " ms", took_ms);
+  /* The cooperative handler's own reason, and nothing left EXECUTING. */
+  g_assert_cmpint(sim_wait_operation_done(f.s, coop, 2000), ==, SIM_OP_FAILED);
+  g_assert_cmpstr(sim_operation_detail(f.s, coop), ==,
+                  "gave up after cancellation");
+  /* The stuck one was queued behind it (same fragment): still PENDING, so
+   * the next start's 500 brings it back. */
+  g_assert_cmpint(sim_operation_status(f.s, stuck), ==, SIM_OP_PENDING);
+  /* A clean DISCONNECT: no last will. */
+  g_assert_cmpint(
+      sim_wait_line(f.s, "s/us", "400,c8y_ConnectionEvent", before, 500), <, 0);
+  fx_down(&f);
+}
+
+static void test_sigterm_with_a_stuck_handler(void) {
+  fx f = {0};
+  fx_up(&f, NULL);
+  long stuck = sim_create_operation(f.s, "511," FX_DEVICE ",stuck");
+  g_assert_true(agent_proc_wait_log(f.a, "queued as #", 5000));
+  g_assert_cmpint(sim_wait_line(f.s, "s/us", "501,c8y_Command", 0, 5000), >=,
+                  0);
+  g_assert_cmpint(agent_proc_signal(f.a, SIGTERM), ==, 0);
+  g_assert_cmpint(agent_proc_wait_exit(f.a, 10000), ==, 0);
+  g_assert_cmpint(sim_wait_operation_done(f.s, stuck, 2000), ==, SIM_OP_FAILED);
+  g_assert_cmpstr(sim_operation_detail(f.s, stuck), ==, "agent stopped");
+  char *log = agent_proc_log(f.a);
+  g_assert_nonnull(strstr(log, "abandoning the plugin"));
+  g_free(log);
+  fx_down(&f);
+}
+
+static void test_late_completion_is_refused_safely(void) {
+  fx f = {0};
+  fx_up(&f, NULL);
+  long op = sim_create_operation(f.s, "511," FX_DEVICE ",twice");
+  g_assert_cmpint(fx_wait_op(&f, op, 10000), ==, SIM_OP_SUCCESSFUL);
+  g_assert_cmpstr(sim_operation_detail(f.s, op), ==, "first");
+  g_assert_true(agent_proc_wait_log(
+      f.a, "itest: second completion returned -5 -5", 5000));
+  /* Still alive and working. */
+  long next = sim_create_operation(f.s, "511," FX_DEVICE ",ok still here");
+  g_assert_cmpint(fx_wait_op(&f, next, 10000), ==, SIM_OP_SUCCESSFUL);
+  fx_down(&f);
+}
+
+/* The MQTT socket inside the agent: duplicated into this process with
+ * pidfd_getfd (needs ptrace rights over the agent: root or same user). */
+static int agent_socket_nodelay(fx *f) {
+#if defined(SYS_pidfd_open) && defined(SYS_pidfd_getfd)
+  int pidfd = (int)syscall(SYS_pidfd_open, agent_proc_pid(f->a), 0);
+  if (pidfd < 0)
+    return -1;
+  char dir[64];
+  snprintf(dir, sizeof dir, "/proc/%d/fd", (int)agent_proc_pid(f->a));
+  GDir *d = g_dir_open(dir, 0, NULL);
+  int result = -1;
+  const char *name;
+  while (d && (name = g_dir_read_name(d)) != NULL) {
+    int fd = (int)syscall(SYS_pidfd_getfd, pidfd, atoi(name), 0);
+    if (fd < 0)
+      continue;
+    struct sockaddr_in peer;
+    socklen_t len = sizeof peer;
+    if (getpeername(fd, (struct sockaddr *)&peer, &len) == 0 &&
+        peer.sin_family == AF_INET && ntohs(peer.sin_port) == sim_port(f->s)) {
+      int v = 0;
+      socklen_t vl = sizeof v;
+      if (getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, &vl) == 0)
+        result = v != 0;
+    }
+    close(fd);
+  }
+  if (d)
+    g_dir_close(d);
+  close(pidfd);
+  return result;
+#else
+  (void)f;
+  return -1;
+#endif
+}
+
+static void test_mqtt_socket_has_nodelay(void) {
+  fx f = {0};
+  fx_up(&f, NULL);
+  int v = agent_socket_nodelay(&f);
+  if (v < 0) {
+    g_test_skip("cannot inspect the agent's sockets (pidfd_getfd)");
+  } else {
+    g_assert_cmpint(v, ==, 1);
+  }
+  fx_down(&f);
+}
+
+static void test_statuses_use_qos1_when_data_uses_0(void) {
+  fx f = {0};
+  fx_up(&f, "[c8y]\nqos = 0\n");
+  long op = sim_create_operation(f.s, "511," FX_DEVICE ",ok q0");
+  g_assert_cmpint(fx_wait_op(&f, op, 10000), ==, SIM_OP_SUCCESSFUL);
+  fx_down(&f);
+}
+
+static void test_unterminated_quote_spoils_one_record(void) {
+  fx f = {0};
+  fx_up(&f, NULL);
+  long op = sim_create_operation(f.s, "511," FX_DEVICE ",ok after");
+  g_assert_cmpint(fx_wait_op(&f, op, 10000), ==, SIM_OP_SUCCESSFUL);
+  /* A broken record followed by a valid one in the same publish. */
+  long op2 = sim_create_operation(f.s, "511," FX_DEVICE ",ok second");
+  (void)op2;
+  g_assert_cmpint(sim_publish(f.s, "s/ds",
+                              "511," FX_DEVICE ",\"never closed\n"
+                              "510,unknown-device\n"),
+                  ==, 0);
+  g_assert_true(
+      agent_proc_wait_log(f.a, "unknown device 'unknown-device'", 5000));
+  fx_down(&f);
+}
+
+int main(int argc, char **argv) {
+  g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/correct/child-operations",
+                  test_child_operations_reach_their_plugin);
+  g_test_add_func("/correct/registration-1000-children",
+                  test_registration_of_1000_children);
+  g_test_add_func("/correct/timestamps",
+                  test_events_and_alarms_keep_their_time);
+  g_test_add_func("/correct/sigterm-running",
+                  test_sigterm_with_operations_running);
+  g_test_add_func("/correct/sigterm-stuck", test_sigterm_with_a_stuck_handler);
+  g_test_add_func("/correct/late-completion",
+                  test_late_completion_is_refused_safely);
+  g_test_add_func("/correct/nodelay", test_mqtt_socket_has_nodelay);
+  g_test_add_func("/correct/qos0-statuses",
+                  test_statuses_use_qos1_when_data_uses_0);
+  g_test_add_func("/correct/unterminated-quote",
+                  test_unterminated_quote_spoils_one_record);
+  return g_test_run();
+}
