@@ -55,9 +55,13 @@ static void lapi_up(lapi *l, const char *api_extra, bool exec) {
   l->opsdir = g_build_filename(l->dir, "operations.d", NULL);
   g_assert_cmpint(g_mkdir(l->opsdir, 0755), ==, 0);
   char *pdir = exec ? exec_plugin_dir(l->dir) : NULL;
-  char *extra = g_strdup_printf("[api]\nsocket = %s\n%s"
-                                "[plugin.exec]\ndir = %s\ntimeout = 20\n",
-                                l->sock, api_extra ? api_extra : "", l->opsdir);
+  char *execsec = exec ? g_strdup_printf("[plugin.exec]\ndir = %s\n"
+                                         "timeout = 20\n",
+                                         l->opsdir)
+                       : g_strdup("");
+  char *extra = g_strdup_printf("[api]\nsocket = %s\n%s%s", l->sock,
+                                api_extra ? api_extra : "", execsec);
+  g_free(execsec);
   l->f.plugin_dir = pdir; /* NULL: the itest plugin */
   fx_start_sim(&l->f);
   fx_make_agent(&l->f, "secret", extra);
