@@ -389,7 +389,7 @@ bool cli_api_is_command(const char *arg) {
 int cli_api_main(const char *config, int argc, char **argv) {
   const char *verb = argv[0];
   const char *sock = NULL;
-  /* --socket may come anywhere among the subcommand's own options. */
+  /* --socket and -c may come anywhere among the subcommand's options. */
   int n = 0;
   char **rest = calloc((size_t)argc, sizeof *rest);
   if (!rest)
@@ -397,6 +397,9 @@ int cli_api_main(const char *config, int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
       sock = argv[++i];
+    else if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) &&
+             i + 1 < argc)
+      config = argv[++i];
     else if (strncmp(argv[i], "--socket=", 9) == 0)
       sock = argv[i] + 9;
     else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
