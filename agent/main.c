@@ -1,5 +1,6 @@
 /* c8y-agent: command line entry point. */
 #include "agent.h"
+#include "cli_api.h"
 #include "config.h"
 #include "log.h"
 #include "x509.h"
@@ -20,6 +21,7 @@
 static void usage(FILE *out) {
   fprintf(out,
           "usage: c8y-agent [-c FILE] [--check-config | --list-plugins]\n"
+          "       c8y-agent [-c FILE] send|status|ops ... (see send --help)\n"
           "\n"
           "Cumulocity IoT edge agent: one MQTT session, native plugins.\n"
           "\n"
@@ -92,6 +94,8 @@ int main(int argc, char **argv) {
     } else if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
       usage(stdout);
       return 0;
+    } else if (cli_api_is_command(arg)) {
+      return cli_api_main(config, argc - i, argv + i);
     } else {
       fprintf(stderr, "c8y-agent: unknown option '%s' (see --help)\n", arg);
       return 2;

@@ -5,6 +5,7 @@
 #include "http.h"
 #include "journal.h"
 #include "loader.h"
+#include "localapi.h"
 #include "log.h"
 #include "notify.h"
 #include "ops.h"
@@ -85,6 +86,7 @@ typedef struct agent {
   char *queue_dir;
   http_ctx *http;
   atomic_bool token_wanted; /* a transfer waits for s/uat -> 71 */
+  localapi *api;            /* NULL when disabled or it could not start */
 
   pthread_mutex_t evmu;
   event *ev_head, *ev_tail;
@@ -820,6 +822,10 @@ static const char *restart_only_change(const agent_config *o,
     return "[agent] state_dir/queue_max_bytes";
   if (o->op_timeout_s != n->op_timeout_s)
     return "[agent] op_timeout";
+  if (o->api_enabled != n->api_enabled ||
+      !same_str(o->api_socket, n->api_socket) || o->api_mode != n->api_mode ||
+      o->api_gid != n->api_gid)
+    return "[api] enabled/socket/mode/group";
   return NULL;
 }
 
@@ -854,6 +860,7 @@ static void reload(agent *a) {
   log_set_level(a->cfg.log_level);
   setup_host(a);
   loader_load_all(&a->host, a->cfg.plugin_dir, true, &a->plugins);
+  localapi_set_plugins(a->api, &a->plugins, &a->reg);
   long long now = mono_ms();
   for (size_t i = 0; i < a->reg.nproducers; i++)
     a->reg.producers[i]->next_due_ms = now;
@@ -888,6 +895,18 @@ static void install_signals(void) {
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGHUP, &sa, NULL);
+}
+
+/* The snapshot `c8y-agent status` shows. */
+static void publish_state(agent *a) {
+  static const char *const names[] = {
+      [LINK_DOWN] = "down", [LINK_CONNECTING] = "connecting", [LINK_UP] = "up"};
+  localapi_set_state(a->api, names[a->link], session_uri(a->sess),
+                     ops_active(a->ops));
+}
+
+static void op_finished(void *ctx, const ops_outcome *r) {
+  localapi_record_op(((agent *)ctx)->api, r);
 }
 
 static void main_loop(agent *a) {
@@ -932,6 +951,7 @@ static void main_loop(agent *a) {
     /* QoS 0 and only while up: a queued token request would be stale. */
     if (a->link == LINK_UP && atomic_exchange(&a->token_wanted, false))
       session_publish(a->sess, "s/uat", "", 0, 0, 0);
+    publish_state(a);
 
     int timeout = (int)(deadline > now ? deadline - now : 0);
     struct pollfd pfd[2] = {{.fd = a->wake_fd, .events = POLLIN},
@@ -1038,6 +1058,8 @@ static void end_child_processes(void) {
 }
 
 static void agent_cleanup(agent *a) {
+  localapi_stop(a->api);
+  a->api = NULL;
   if (a->ops)
     stop_operations(a);
   http_stop(a->http); /* workers in a transfer return promptly */
@@ -1102,7 +1124,10 @@ int agent_run(const char *config_path) {
   if (http_new(&a.cfg, request_token, &a, &a.http, herr, sizeof herr) != 0)
     log_error("no file transfers: %s", herr);
   a.host.http = a.http;
-  ops_host oh = {.ctx = &a, .dispatch = dispatch_op, .wake = wake};
+  ops_host oh = {.ctx = &a,
+                 .dispatch = dispatch_op,
+                 .wake = wake,
+                 .finished = op_finished};
   if (ops_new(a.cfg.device_id, &a.reg, a.q, a.j, &oh,
               (uint32_t)a.cfg.op_timeout_s * 1000u, &a.ops) != 0) {
     agent_cleanup(&a);
@@ -1131,6 +1156,10 @@ int agent_run(const char *config_path) {
     agent_cleanup(&a);
     return AGENT_EXIT_RUNTIME;
   }
+  if (localapi_start(&a.cfg, a.q, wake, &a, &a.api, err, sizeof err) != 0)
+    log_error("%s; running without it", err);
+  localapi_set_plugins(a.api, &a.plugins, &a.reg);
+  publish_state(&a);
   long long now = mono_ms();
   for (size_t i = 0; i < a.reg.nproducers; i++)
     a.reg.producers[i]->next_due_ms = now;

@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <grp.h>
 #include <ini.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -19,6 +20,9 @@
 
 #ifndef C8Y_DEFAULT_PLUGINDIR
 #define C8Y_DEFAULT_PLUGINDIR "/usr/lib/c8y-agent/plugins"
+#endif
+#ifndef C8Y_DEFAULT_RUNDIR
+#define C8Y_DEFAULT_RUNDIR "/run/c8y-agent"
 #endif
 #ifndef C8Y_DEFAULT_STATEDIR
 #define C8Y_DEFAULT_STATEDIR "/var/lib/c8y-agent"
@@ -79,6 +83,10 @@ enum key_id {
   C_HTTP_URL,
   C_HTTP_AUTH,
   A_TRANSFER,
+  API_ENABLED,
+  API_SOCKET,
+  API_MODE,
+  API_GROUP,
   NKEYS
 };
 
@@ -122,6 +130,10 @@ static const struct keydef {
     [C_HTTP_AUTH] = {"c8y", "http_auth", K_STR, 0, 0},
     [A_TRANSFER] = {"agent", "transfer_max_bytes", K_SIZE, 1024,
                     64LL * 1024 * 1024 * 1024},
+    [API_ENABLED] = {"api", "enabled", K_BOOL, 0, 0},
+    [API_SOCKET] = {"api", "socket", K_PATH, 0, 0},
+    [API_MODE] = {"api", "mode", K_STR, 0, 0},
+    [API_GROUP] = {"api", "group", K_STR, 0, 0},
 };
 
 /* The winning assignment of one known key. */
@@ -681,7 +693,7 @@ static int cfg_handler(void *user, const char *section, const char *name,
     fail_at(p, p->file, p->line, section, name, "unknown key");
   else
     fail_at(p, p->file, p->line, section, name,
-            "unknown section [%s] (known: [c8y], [device], [agent], "
+            "unknown section [%s] (known: [c8y], [device], [agent], [api], "
             "[plugin.<name>])",
             section);
   return 0;
@@ -936,6 +948,73 @@ oom:
   return -1;
 }
 
+/* [api]: the local socket. Its default lives under the runtime dir, or in
+ * the state dir for the local simulator (no runtime dir is set up then). */
+static int finalize_api(struct parse_ctx *p) {
+  agent_config *c = p->cfg;
+  struct setting *s = p->set;
+  c->api_enabled = num_or(p, API_ENABLED, true);
+  if (s[API_SOCKET].set) {
+    c->api_socket = s[API_SOCKET].str;
+    s[API_SOCKET].str = NULL;
+  } else if (asprintf(&c->api_socket, "%s/api.sock",
+                      c->local_sim ? c->state_dir : C8Y_DEFAULT_RUNDIR) < 0) {
+    c->api_socket = NULL;
+    fail_at(p, p->main_file, 0, NULL, NULL, "out of memory");
+    return -1;
+  }
+  if (!s[API_SOCKET].set && !c->local_sim &&
+      asprintf(&c->api_socket_alt, "%s/api.sock", c->state_dir) < 0) {
+    c->api_socket_alt = NULL;
+    fail_at(p, p->main_file, 0, NULL, NULL, "out of memory");
+    return -1;
+  }
+  if (c->api_socket_alt && strlen(c->api_socket_alt) >= CFG_API_SOCKET_MAX) {
+    free(c->api_socket_alt); /* the state dir is deep: no fallback then */
+    c->api_socket_alt = NULL;
+  }
+  if (strlen(c->api_socket) >= CFG_API_SOCKET_MAX) {
+    enum key_id k = s[API_SOCKET].set ? API_SOCKET : A_STATEDIR;
+    fail_key(p, k,
+             "socket path %s is %zu bytes long; a Unix socket path must be "
+             "shorter than %d",
+             c->api_socket, strlen(c->api_socket), CFG_API_SOCKET_MAX);
+    return -1;
+  }
+  c->api_mode = 0660;
+  if (s[API_MODE].set) {
+    const char *m = s[API_MODE].str;
+    char *end = NULL;
+    long v = strtol(m, &end, 8);
+    if (!*m || *end || v < 0 || v > 0777 ||
+        strspn(m, "01234567") != strlen(m)) {
+      fail_key(p, API_MODE, "'%s' is not an octal file mode (e.g. 0660)", m);
+      return -1;
+    }
+    /* Peers are checked by credentials anyway; this is a second fence. */
+    if (v & 0007)
+      log_warning("%s:%u: [api] mode: %s lets every local user connect (the "
+                  "agent still refuses those not admitted); prefer a group",
+                  s[API_MODE].file, s[API_MODE].line, m);
+    c->api_mode = (unsigned)v;
+  }
+  c->api_gid = -1;
+  if (s[API_GROUP].set) {
+    struct group gr, *res = NULL;
+    char buf[4096];
+    int e = getgrnam_r(s[API_GROUP].str, &gr, buf, sizeof buf, &res);
+    if (!res) {
+      fail_key(p, API_GROUP, "no such group '%s'%s%s", s[API_GROUP].str,
+               e ? ": " : "", e ? strerror(e) : "");
+      return -1;
+    }
+    c->api_gid = (long long)gr.gr_gid;
+    c->api_group = s[API_GROUP].str;
+    s[API_GROUP].str = NULL;
+  }
+  return 0;
+}
+
 static int finalize(struct parse_ctx *p) {
   agent_config *c = p->cfg;
   struct setting *s = p->set;
@@ -1079,7 +1158,7 @@ static int finalize(struct parse_ctx *p) {
   c->stop_grace_ms = (int)num_or(p, A_STOPGRACE, 3000);
   c->queue_max_bytes = num_or(p, A_QUEUE, CFG_DEFAULT_QUEUE_BYTES);
   c->transfer_max_bytes = num_or(p, A_TRANSFER, CFG_DEFAULT_TRANSFER_BYTES);
-  if (finalize_http(p) != 0)
+  if (finalize_http(p) != 0 || finalize_api(p) != 0)
     return -1;
 
   /* Warnings only once the whole configuration is known to be valid. */
@@ -1169,6 +1248,9 @@ void cfg_free(agent_config *c) {
                    &c->hw_revision, &c->plugin_dir,    &c->state_dir};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++)
     free(*strs[i]);
+  free(c->api_socket);
+  free(c->api_socket_alt);
+  free(c->api_group);
   wipe_free(c->password);
   for (size_t i = 0; i < c->nentries; i++) {
     free(c->entries[i].section);

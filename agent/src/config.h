@@ -56,6 +56,16 @@ typedef struct agent_config {
   long long queue_max_bytes;    /* durable queue cap, default 16 MiB */
   long long transfer_max_bytes; /* largest download, default 1 GiB */
 
+  /* [api]: the local Unix socket (docs/local-api.md) */
+  bool api_enabled;     /* default true */
+  char *api_socket;     /* default <rundir>/api.sock, <state_dir>/api.sock for
+                           the local simulator */
+  char *api_socket_alt; /* with the default path only: <state_dir>/api.sock,
+                           for when the runtime dir cannot be created */
+  unsigned api_mode;    /* default 0660; never world-accessible */
+  char *api_group;      /* NULL = only root and the agent's user */
+  long long api_gid;    /* -1 when api_group is NULL */
+
   /* every key of every [plugin.*] section, in file order */
   cfg_entry *entries;
   size_t nentries;
@@ -68,6 +78,9 @@ typedef struct agent_config {
 #define CFG_LOCAL_USER "device"
 #define CFG_LOCAL_PASSWORD "local-sim-password"
 #define CFG_LOCAL_HTTP_URL "http://127.0.0.1:18831"
+
+/* sun_path holds 108 bytes including the NUL. */
+#define CFG_API_SOCKET_MAX 108
 
 /* Loads `path` and its conf.d drop-ins (directory "conf.d" next to it).
  * Returns 0, or -1 with one line in err. On error *out is left zeroed. */

@@ -6,9 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 static atomic_int log_level = LOG_LVL_INFO;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+/* guarded by log_lock: the last warning or error, for status reports */
+static char last_line[512];
+static int last_level;
+static long long last_ms;
 
 static const char *const level_names[8] = {
     "emerg", "alert", "crit", "error", "warning", "notice", "info", "debug"};
@@ -58,6 +63,19 @@ void log_vmsg(int level, const char *prefix, const char *fmt, va_list ap) {
   }
   line[o] = 0;
   pthread_mutex_lock(&log_lock);
+  if (level <= LOG_LVL_WARNING) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    /* A cut line is still the right hint. */
+    const char *parts[] = {prefix ? prefix : "", prefix ? ": " : "", line};
+    size_t k = 0;
+    for (size_t i = 0; i < 3; i++)
+      for (const char *c = parts[i]; *c && k + 1 < sizeof last_line; c++)
+        last_line[k++] = *c;
+    last_line[k] = 0;
+    last_level = level;
+    last_ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  }
   if (getenv("JOURNAL_STREAM"))
     fprintf(stderr, "<%d>%s%s%s\n", level, prefix ? prefix : "",
             prefix ? ": " : "", line);
@@ -73,4 +91,15 @@ void log_msg(int level, const char *fmt, ...) {
   va_start(ap, fmt);
   log_vmsg(level, NULL, fmt, ap);
   va_end(ap);
+}
+
+long long log_last_problem(char *buf, size_t n, int *level) {
+  pthread_mutex_lock(&log_lock);
+  long long when = last_ms;
+  if (buf && n)
+    snprintf(buf, n, "%s", last_line);
+  if (level)
+    *level = last_level;
+  pthread_mutex_unlock(&log_lock);
+  return when;
 }

@@ -675,8 +675,8 @@ static void finish(ops *o, c8y_operation *op) {
   const char *topic = status_topic(op, tbuf, sizeof tbuf);
   int rc;
   bool retry = op->state == OP_FINISHING;
+  char reason[128] = "";
   if (op->timed_out) {
-    char reason[128];
     snprintf(reason, sizeof reason, "operation timed out after %u s",
              (unsigned)(timeout_of(o, op) / 1000));
     if (!retry)
@@ -707,6 +707,15 @@ static void finish(ops *o, c8y_operation *op) {
   if (retry)
     log_notice("operation #%llu (%s): final status queued after retrying",
                (unsigned long long)op->id, op->fragment);
+  if (o->host.finished) {
+    ops_outcome r = {op->id,
+                     op->template_id,
+                     op->fragment,
+                     op->device,
+                     op->ok && !op->timed_out,
+                     op->timed_out ? reason : op->reason};
+    o->host.finished(o->host.ctx, &r);
+  }
   pthread_mutex_lock(&o->mu);
   journal_end(o->j, op->id);
   pthread_mutex_unlock(&o->mu);

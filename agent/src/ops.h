@@ -22,12 +22,23 @@
 
 typedef struct ops ops;
 
+/* How an operation ended, for the host's history (borrowed strings). */
+typedef struct ops_outcome {
+  uint64_t id;
+  const char *template_id, *fragment, *device;
+  bool ok;
+  const char *reason; /* failures: what went upstream with the 502 */
+} ops_outcome;
+
 typedef struct ops_host {
   void *ctx;
   /* Queue the handler call on the plugin's worker (main thread). */
   void (*dispatch)(void *ctx, c8y_operation *op);
   /* An operation completed on some thread: call ops_process soon. */
   void (*wake)(void *ctx);
+  /* An operation finished (main thread, after its 503/502 was queued);
+   * nullable. */
+  void (*finished)(void *ctx, const ops_outcome *r);
 } ops_host;
 
 /* Max failure reason sent upstream, in bytes. */

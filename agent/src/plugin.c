@@ -338,20 +338,35 @@ static int batch_flush(c8y_batch *b) {
 
 /* ---- api: upstream data ---- */
 
-static int api_send_static(c8y_plugin *self, const char *child,
-                           const char *const *fields, size_t n) {
+/* Sets *why (static text) when the line is refused. */
+static int refuse(const char **why, const char *reason) {
+  if (why)
+    *why = reason;
+  return C8Y_EINVAL;
+}
+
+int plugin_send_static(plugin_host *h, const char *child,
+                       const char *const *fields, size_t n, const char **why) {
   if (!fields || n == 0 || !fields[0] || !*fields[0])
-    return C8Y_EINVAL;
+    return refuse(why, "empty line");
   for (const char *c = fields[0]; *c; c++)
     if (*c < '0' || *c > '9')
-      return C8Y_EINVAL;
+      return refuse(why, "the first field must be a numeric static template "
+                         "id (custom templates go through send --custom)");
   if (fields[0][0] == '5')
-    return C8Y_EINVAL; /* the agent owns operation status */
+    return refuse(why, "operation status templates (5xx) are refused: the "
+                       "agent owns the operation lifecycle");
   char topic[300];
   if (build_topic(topic, sizeof topic, "s/us", child) != C8Y_OK)
-    return C8Y_EINVAL;
-  return plugin_send_fields(self->host, outq_class_for_template(fields[0]),
-                            topic, fields, n);
+    return refuse(why, "invalid child id (empty, over 200 bytes, or with "
+                       "'/', '+' or '#')");
+  return plugin_send_fields(h, outq_class_for_template(fields[0]), topic,
+                            fields, n);
+}
+
+static int api_send_static(c8y_plugin *self, const char *child,
+                           const char *const *fields, size_t n) {
+  return plugin_send_static(self->host, child, fields, n, NULL);
 }
 
 static int api_send_event(c8y_plugin *self, const char *child, const char *type,
@@ -404,17 +419,25 @@ static int api_clear_alarm(c8y_plugin *self, const char *child,
   return api_send_static(self, child, f, 2);
 }
 
-static int api_send_custom(c8y_plugin *self, const char *xid, const char *child,
-                           const char *const *fields, size_t n) {
-  if (!valid_topic_segment(xid) || !fields || n == 0 || !fields[0] ||
-      !*fields[0])
-    return C8Y_EINVAL;
+int plugin_send_custom(plugin_host *h, const char *xid, const char *child,
+                       const char *const *fields, size_t n, const char **why) {
+  if (!valid_topic_segment(xid))
+    return refuse(why, "invalid template collection id (empty, over 200 "
+                       "bytes, or with '/', '+' or '#')");
+  if (!fields || n == 0 || !fields[0] || !*fields[0])
+    return refuse(why, "empty line");
   char base[300];
   snprintf(base, sizeof base, "s/uc/%s", xid);
   char topic[600];
   if (build_topic(topic, sizeof topic, base, child) != C8Y_OK)
-    return C8Y_EINVAL;
-  return plugin_send_fields(self->host, OUTQ_EVENT, topic, fields, n);
+    return refuse(why, "invalid child id (empty, over 200 bytes, or with "
+                       "'/', '+' or '#')");
+  return plugin_send_fields(h, OUTQ_EVENT, topic, fields, n);
+}
+
+static int api_send_custom(c8y_plugin *self, const char *xid, const char *child,
+                           const char *const *fields, size_t n) {
+  return plugin_send_custom(self->host, xid, child, fields, n, NULL);
 }
 
 /* ---- api: messages, identity ---- */

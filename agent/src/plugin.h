@@ -85,4 +85,12 @@ const char *plugin_closest(const char *word, const char *const *candidates,
 int plugin_send_fields(plugin_host *h, outq_class cls, const char *topic,
                        const char *const *fields, size_t n);
 
+/* The checks and queueing behind api->send_static and api->send_custom,
+ * for other local producers (the local API). A refused line returns
+ * C8Y_EINVAL with a static reason in *why (nullable). Any thread. */
+int plugin_send_static(plugin_host *h, const char *child,
+                       const char *const *fields, size_t n, const char **why);
+int plugin_send_custom(plugin_host *h, const char *xid, const char *child,
+                       const char *const *fields, size_t n, const char **why);
+
 #endif

@@ -8,6 +8,7 @@
 #include <ftw.h>
 #include <glib.h>
 #include <glib/gstdio.h>
+#include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -521,6 +522,17 @@ static const err_case err_cases[] = {
     {"long_section",
      "[plugin.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa]\n", 1,
      "section name longer than 49 characters"},
+    {"api_bad_mode", "[api]\nmode = 0689\n", 2,
+     "[api] mode: '0689' is not an octal file mode"},
+    {"api_mode_too_big", "[api]\n\nmode = 1777\n", 3, "[api] mode:"},
+    {"api_no_group", "[api]\ngroup = no-such-group-c8y\n", 2,
+     "[api] group: no such group 'no-such-group-c8y'"},
+    {"api_bad_bool", "[api]\nenabled = perhaps\n", 2, "[api] enabled:"},
+    {"api_unknown_key", "[api]\nport = 1\n", 2, "[api] port: unknown key"},
+    {"api_socket_too_long",
+     "[api]\nsocket = /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock\n",
+     2, "[api] socket: socket path /aaa"},
 };
 
 static void test_error_case(gconstpointer data) {
@@ -1036,8 +1048,75 @@ static void test_shipped_default(void) {
   g_free(shipped);
 }
 
+/* [api]: defaults follow the mode of operation; values are taken as set. */
+static void test_api(void) {
+  char *dir = make_tmpdir();
+  char *path = write_file(dir, "agent.ini", "[agent]\nstate_dir = st\n", 0600);
+  agent_config c;
+  load_ok(path, &c);
+  g_assert_true(c.api_enabled);
+  char *want = g_build_filename(dir, "st", "api.sock", NULL);
+  g_assert_cmpstr(c.api_socket, ==, want); /* local simulator: state dir */
+  g_free(want);
+  g_assert_cmpuint(c.api_mode, ==, 0660);
+  g_assert_null(c.api_socket_alt);
+  g_assert_null(c.api_group);
+  g_assert_cmpint(c.api_gid, ==, -1);
+  cfg_free(&c);
+  g_free(path);
+
+  path = write_file(dir, "agent.ini", BASE, 0600);
+  load_ok(path, &c);
+  g_assert_false(c.local_sim);
+  g_assert_cmpstr(c.api_socket, ==, "/run/c8y-agent/api.sock");
+  /* where the agent goes when it cannot create the runtime dir */
+  char *alt = g_build_filename(c.state_dir, "api.sock", NULL);
+  g_assert_cmpstr(c.api_socket_alt, ==, alt);
+  g_free(alt);
+  cfg_free(&c);
+  g_free(path);
+
+  struct group *g = getgrgid(getegid());
+  g_assert_nonnull(g);
+  char *text = g_strdup_printf("[api]\nenabled = no\nsocket = run/x.sock\n"
+                               "mode = 0600\ngroup = %s\n",
+                               g->gr_name);
+  path = write_file(dir, "agent.ini", text, 0600);
+  load_ok(path, &c);
+  g_assert_false(c.api_enabled);
+  want = g_build_filename(dir, "run", "x.sock", NULL);
+  g_assert_cmpstr(c.api_socket, ==, want); /* relative to the file */
+  g_free(want);
+  g_assert_cmpuint(c.api_mode, ==, 0600);
+  g_assert_null(c.api_socket_alt); /* a path set by hand is the only one */
+  g_assert_cmpstr(c.api_group, ==, g->gr_name);
+  g_assert_cmpint(c.api_gid, ==, (long long)getegid());
+  cfg_free(&c);
+  g_free(text);
+  g_free(path);
+
+  /* the shipped file documents every [api] key */
+  const char *src = g_getenv("C8Y_SOURCE_DIR");
+  if (src) {
+    char *shipped = g_build_filename(src, "config", "agent.ini", NULL);
+    g_assert_true(g_file_get_contents(shipped, &text, NULL, NULL));
+    g_assert_nonnull(strstr(text, "\n[api]\n"));
+    const char *keys[] = {"enabled", "socket", "mode", "group"};
+    for (size_t i = 0; i < G_N_ELEMENTS(keys); i++) {
+      char *k = g_strdup_printf("\n;%s =", keys[i]);
+      g_assert_nonnull(strstr(strstr(text, "\n[api]\n"), k));
+      g_free(k);
+    }
+    g_free(text);
+    g_free(shipped);
+  }
+  rm_rf(dir);
+  g_free(dir);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/config/api", test_api);
   g_test_add_func("/config/parse_bool", test_parse_bool);
   g_test_add_func("/config/http_settings", test_http_settings);
   g_test_add_func("/config/parse_int", test_parse_int);

@@ -1,0 +1,79 @@
+/* localapi: the local API, a Unix stream socket with a line protocol
+ * (docs/local-api.md) for scripts and the c8y-agent CLI.
+ *
+ * It runs on its own thread, polling the listening socket and its clients,
+ * so a slow or stuck client never holds the main loop. Every peer's
+ * credentials are checked with SO_PEERCRED: root, the agent's own user and
+ * members of the configured group are served; anyone else gets one
+ * "error ..." line naming the reason and is disconnected (and logged).
+ *
+ * Lines sent through it take the plugins' path (plugin_send_static/custom:
+ * same checks, same class per template, the durable queue, then a wake of
+ * the main loop). What `status` reports is a snapshot the main loop
+ * publishes (localapi_set_*); the API thread never reads agent state. */
+#ifndef C8Y_LOCALAPI_H
+#define C8Y_LOCALAPI_H
+
+#include "config.h"
+#include "loader.h"
+#include "ops.h"
+#include "outq.h"
+#include "registry.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct localapi localapi;
+
+/* Operations remembered for `ops`. */
+#define LOCALAPI_HISTORY 64
+/* Longest request line, newline excluded: a 16000-byte SmartREST line plus
+ * the command words. */
+#define LOCALAPI_MAX_REQUEST 16400
+
+/* Binds cfg->api_socket (mode, group), starts the thread. q and wake are
+ * where accepted lines go. Returns 0, or -1 with one line in err; a NULL
+ * *out with 0 means the API is disabled in the configuration. */
+int localapi_start(const agent_config *cfg, outq *q, void (*wake)(void *ctx),
+                   void *wake_ctx, localapi **out, char *err, size_t errlen);
+/* Stops the thread, disconnects clients, removes the socket. NULL is a
+ * no-op. */
+void localapi_stop(localapi *a);
+
+/* ---- snapshot, published by the main loop (NULL a is a no-op) ---- */
+
+/* Link state ("down", "connecting", "up"), the server, operations known to
+ * the engine. The API records when the state last changed. */
+void localapi_set_state(localapi *a, const char *link, const char *server,
+                        size_t ops_running);
+/* The loaded and refused plugins with their registrations. */
+void localapi_set_plugins(localapi *a, const plugin_set *s, registry *reg);
+/* An operation finished (an ops_host.finished hook). */
+void localapi_record_op(localapi *a, const ops_outcome *r);
+
+/* ---- protocol (exposed for tests) ---- */
+
+typedef enum localapi_cmd {
+  LOCALAPI_SEND,   /* send [--child ID] LINE */
+  LOCALAPI_CUSTOM, /* custom XID [--child ID] LINE */
+  LOCALAPI_STATUS, /* status [json] */
+  LOCALAPI_OPS,    /* ops [json] */
+  LOCALAPI_HELP    /* help */
+} localapi_cmd;
+
+typedef struct localapi_request {
+  localapi_cmd cmd;
+  bool json;
+  char *xid;     /* custom */
+  char *child;   /* NULL = the agent's own device */
+  char **fields; /* send/custom: the decoded SmartREST line */
+  size_t nfields;
+} localapi_request;
+
+/* Parses one request line (no newline). Returns 0, or -1 with a one-line
+ * reason in err. */
+int localapi_parse(const char *line, localapi_request *r, char *err,
+                   size_t errlen);
+void localapi_request_free(localapi_request *r);
+
+#endif

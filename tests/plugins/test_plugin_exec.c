@@ -1,0 +1,296 @@
+/* The exec plugin against the fake host: drop-in files, what the command
+ * gets, what the operation reports. */
+#include "fake_api.h"
+#include "plugin_test_util.h"
+
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct env {
+  char *dir; /* scratch: scripts and output files */
+  char *ops; /* the drop-in directory */
+  fake_host *h;
+} env;
+
+static void env_init(env *e) {
+  e->dir = ptu_make_tmpdir("test-exec");
+  e->ops = g_build_filename(e->dir, "operations.d", NULL);
+  g_assert_cmpint(g_mkdir(e->ops, 0755), ==, 0);
+}
+
+static char *script(env *e, const char *name, const char *body) {
+  char *path = g_build_filename(e->dir, name, NULL);
+  char *text = g_strdup_printf("#!/bin/sh\n%s", body);
+  ptu_write_text(path, text);
+  g_assert_cmpint(chmod(path, 0755), ==, 0);
+  g_free(text);
+  return path;
+}
+
+static char *dropin(env *e, const char *name, const char *text) {
+  char *path = g_build_filename(e->ops, name, NULL);
+  ptu_write_text(path, text);
+  g_assert_cmpint(chmod(path, 0644), ==, 0);
+  return path;
+}
+
+static void load(env *e, const char *const *kv) {
+  e->h = fake_host_new("dev1", NULL);
+  fake_host_set_config(e->h, "dir", e->ops);
+  for (; kv && kv[0]; kv += 2)
+    fake_host_set_config(e->h, kv[0], kv[1]);
+  g_assert_cmpint(fake_host_load(e->h, PLUGIN_PATH), ==, C8Y_OK);
+}
+
+static void env_free(env *e) {
+  if (e->h)
+    fake_host_free(e->h);
+  ptu_rm_rf(e->dir);
+  g_free(e->dir);
+  g_free(e->ops);
+}
+
+static void expect_log(env *e, const char *part) {
+  if (!fake_host_find_log(e->h, part))
+    g_error("no log line with '%s'", part);
+}
+
+static void test_no_dir(void) {
+  env e;
+  env_init(&e);
+  ptu_rm_rf(e.ops);
+  load(&e, NULL);
+  expect_log(&e, "no operations");
+  g_assert_false(fake_host_has_operation(e.h, "511"));
+  env_free(&e);
+}
+
+static void test_arguments_and_environment(void) {
+  env e;
+  env_init(&e);
+  char *cmd = script(&e, "cmd.sh",
+                     "echo \"n=$# 1=$1 2=$2 3=$3\"\n"
+                     "echo \"t=$C8Y_OP_TEMPLATE f=$C8Y_OP_FRAGMENT "
+                     "d=$C8Y_OP_DEVICE c=$C8Y_OP_FIELD_COUNT "
+                     "e1=$C8Y_OP_FIELD_1 e2=$C8Y_OP_FIELD_2\"\n"
+                     "echo ignored >&2\n");
+  char *ini = g_strdup_printf("# relays\n[operation]\ntemplate = 519\n"
+                              "command = %s fixed\n",
+                              cmd);
+  g_free(dropin(&e, "relays.ini", ini));
+  g_free(ini);
+  load(&e, NULL);
+  g_assert_true(fake_host_has_operation(e.h, "519"));
+  g_assert_cmpint(fake_host_run_operation(e.h, "519,dev1,OPEN,\"a b\"", 10000),
+                  ==, FAKE_OP_SUCCEEDED);
+  g_assert_cmpuint(fake_host_op_param_count(e.h), ==, 1);
+  g_assert_cmpstr(fake_host_op_param(e.h, 0), ==,
+                  "n=3 1=fixed 2=OPEN 3=a b\n"
+                  "t=519 f=c8y_RelayArray d=dev1 c=2 e1=OPEN e2=a b");
+  g_free(cmd);
+  env_free(&e);
+}
+
+static void test_failure_reports_stderr(void) {
+  env e;
+  env_init(&e);
+  char *cmd = script(&e, "fail.sh",
+                     "echo stdout-text\necho \"bad value $1\" >&2\nexit 7\n");
+  char *ini = g_strdup_printf("template = 511\ncommand = %s\n", cmd);
+  g_free(dropin(&e, "cmd.ini", ini));
+  g_free(ini);
+  load(&e, NULL);
+  g_assert_cmpint(fake_host_run_operation(e.h, "511,dev1,xyz", 10000), ==,
+                  FAKE_OP_FAILED);
+  const char *why = fake_host_op_detail(e.h);
+  g_assert_nonnull(strstr(why, "7"));
+  g_assert_nonnull(strstr(why, "bad value xyz"));
+  g_assert_null(strstr(why, "stdout-text"));
+  g_free(cmd);
+  env_free(&e);
+}
+
+static void test_output_cap_and_no_result(void) {
+  env e;
+  env_init(&e);
+  char *big = script(&e, "big.sh",
+                     "i=0; while [ $i -lt 100 ]; do printf 'ééééé'; "
+                     "i=$((i+1)); done\n");
+  char *ini = g_strdup_printf("template = 511\ncommand = %s\n", big);
+  g_free(dropin(&e, "a.ini", ini));
+  g_free(ini);
+  ini = g_strdup_printf("template = 518\ncommand = %s\noutput_is_result = "
+                        "no\n",
+                        big);
+  g_free(dropin(&e, "b.ini", ini));
+  g_free(ini);
+  load(&e, (const char *[]){"max_output", "101", NULL});
+  g_assert_cmpint(fake_host_run_operation(e.h, "511,dev1,x", 10000), ==,
+                  FAKE_OP_SUCCEEDED);
+  const char *out = fake_host_op_param(e.h, 0);
+  /* 101 bytes cut back to a character boundary (50 two-byte characters) */
+  g_assert_true(g_str_has_suffix(out, "...[truncated]"));
+  g_assert_cmpuint(strlen(out), ==, 100 + strlen("...[truncated]"));
+  g_assert_true(g_utf8_validate(out, -1, NULL));
+  g_assert_cmpint(fake_host_run_operation(e.h, "518,dev1,OPEN", 10000), ==,
+                  FAKE_OP_SUCCEEDED);
+  g_assert_cmpuint(fake_host_op_param_count(e.h), ==, 0);
+  g_free(big);
+  env_free(&e);
+}
+
+static void test_timeout(void) {
+  env e;
+  env_init(&e);
+  char *slow = script(&e, "slow.sh", "sleep 30\n");
+  char *ini =
+      g_strdup_printf("template = 511\ncommand = %s\ntimeout = 1\n", slow);
+  g_free(dropin(&e, "slow.ini", ini));
+  g_free(ini);
+  load(&e, NULL);
+  /* the agent's backstop is behind the plugin's own timeout */
+  g_assert_cmpuint(fake_host_operation_timeout(e.h, "511"), >, 1000);
+  g_assert_cmpint(fake_host_run_operation(e.h, "511,dev1,x", 15000), ==,
+                  FAKE_OP_FAILED);
+  g_assert_nonnull(strstr(fake_host_op_detail(e.h), "timed out"));
+  g_free(slow);
+  env_free(&e);
+}
+
+static void test_bad_files(void) {
+  env e;
+  env_init(&e);
+  char *cmd = script(&e, "ok.sh", "exit 0\n");
+  char *plain = g_build_filename(e.dir, "plain.txt", NULL);
+  ptu_write_text(plain, "not a program");
+  struct {
+    const char *name, *text, *log;
+  } cases[] = {
+      {"01-unknown.ini", "template = 511\ncolour = red\n",
+       "01-unknown.ini:2: unknown key 'colour'"},
+      {"02-template.ini", "template = 600\ncommand = @\n",
+       "02-template.ini:1: template: '600' is not a static operation"},
+      {"03-nocommand.ini", "template = 513\n",
+       "03-nocommand.ini: command is required"},
+      {"04-relative.ini", "\ntemplate = 515\ncommand = ok.sh\n",
+       "04-relative.ini:3: command: 'ok.sh' must be an absolute path"},
+      {"05-notexec.ini", "template = 516\ncommand = @plain\n",
+       "05-notexec.ini:2: command: "},
+      {"06-timeout.ini", "template = 517\ncommand = @\ntimeout = 0\n",
+       "06-timeout.ini:3: timeout: '0' is not 1..86400"},
+      {"07-both.ini", "template = 520\nxid = x\nmessage_id = m\ncommand = @\n",
+       "07-both.ini: set either template or xid + message_id"},
+      {"08-syntax.ini", "template 521\n", "08-syntax.ini:1: expected"},
+      {"09-section.ini", "[other]\n", "09-section.ini:1: unknown section"},
+      {"10-dup.ini", "template = 522\ncommand = @\n", NULL},
+      {"11-dup.ini", "template = 522\ncommand = @\n",
+       "template 522 is already mapped by"},
+      {"12-bool.ini", "template = 523\ncommand = @\noutput_is_result = maybe\n",
+       "12-bool.ini:3: output_is_result:"},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+    GString *t = g_string_new(cases[i].text);
+    g_string_replace(t, "@plain", plain, 0);
+    g_string_replace(t, "@", cmd, 0);
+    g_free(dropin(&e, cases[i].name, t->str));
+    g_string_free(t, TRUE);
+  }
+  /* writable by others: refused whatever it says */
+  char *open_file = g_strdup_printf("template = 524\ncommand = %s\n", cmd);
+  char *p = dropin(&e, "13-mode.ini", open_file);
+  g_assert_cmpint(chmod(p, 0666), ==, 0);
+  g_free(p);
+  g_free(open_file);
+  g_free(dropin(&e, "14-ignored.txt", "garbage"));
+  load(&e, NULL);
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++)
+    if (cases[i].log)
+      expect_log(&e, cases[i].log);
+  expect_log(&e, "13-mode.ini: writable by group or others");
+  const char *never[] = {"511", "513", "515", "516", "517",
+                         "520", "521", "523", "524", "600"};
+  for (size_t i = 0; i < G_N_ELEMENTS(never); i++)
+    if (fake_host_has_operation(e.h, never[i]))
+      g_error("template %s registered from a bad file", never[i]);
+  /* the good file among them still works */
+  g_assert_true(fake_host_has_operation(e.h, "522"));
+  g_assert_null(fake_host_find_log(e.h, "14-ignored"));
+  g_free(cmd);
+  g_free(plain);
+  env_free(&e);
+}
+
+static void test_custom_message(void) {
+  env e;
+  env_init(&e);
+  char *out = g_build_filename(e.dir, "out.txt", NULL);
+  char *body = g_strdup_printf(
+      "echo \"$C8Y_OP_XID $C8Y_OP_MESSAGE_ID $C8Y_OP_FIELD_COUNT $*\" > %s\n",
+      out);
+  char *cmd = script(&e, "msg.sh", body);
+  g_free(body);
+  char *ini =
+      g_strdup_printf("xid = myxid\nmessage_id = m7\ncommand = %s\n", cmd);
+  g_free(dropin(&e, "msg.ini", ini));
+  g_free(ini);
+  load(&e, NULL);
+  g_assert_cmpint(fake_host_deliver_message(e.h, "myxid", "m7,dev1,on"), ==,
+                  C8Y_OK);
+  for (int i = 0; i < 200 && !fake_host_find_log(e.h, "handled"); i++)
+    g_usleep(20 * 1000);
+  expect_log(&e, "message myxid/m7 handled");
+  char *text = ptu_read_text(out);
+  g_assert_cmpstr(text, ==, "myxid m7 2 dev1 on\n");
+  g_free(text);
+  g_free(cmd);
+  g_free(out);
+  env_free(&e);
+}
+
+static void test_user(void) {
+  env e;
+  env_init(&e);
+  char *cmd = script(&e, "id.sh", "id -u\n");
+  char *ini =
+      g_strdup_printf("template = 511\ncommand = %s\nuser = nobody\n", cmd);
+  g_free(dropin(&e, "id.ini", ini));
+  g_free(ini);
+  load(&e, NULL);
+  if (geteuid() != 0) {
+    expect_log(&e, "id.ini:3: user: cannot run the command as 'nobody'");
+    g_assert_false(fake_host_has_operation(e.h, "511"));
+  } else {
+    struct passwd *pw = getpwnam("nobody");
+    g_assert_nonnull(pw);
+    /* the script lives in a private tmp dir: let nobody reach it */
+    g_assert_cmpint(chmod(e.dir, 0755), ==, 0);
+    g_assert_cmpint(fake_host_run_operation(e.h, "511,dev1,x", 10000), ==,
+                    FAKE_OP_SUCCEEDED);
+    char *want = g_strdup_printf("%u", (unsigned)pw->pw_uid);
+    g_assert_cmpstr(fake_host_op_param(e.h, 0), ==, want);
+    g_free(want);
+  }
+  g_free(cmd);
+  env_free(&e);
+}
+
+int main(int argc, char **argv) {
+  g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/exec/no-dir", test_no_dir);
+  g_test_add_func("/exec/arguments-and-environment",
+                  test_arguments_and_environment);
+  g_test_add_func("/exec/failure-reports-stderr", test_failure_reports_stderr);
+  g_test_add_func("/exec/output-cap-and-no-result",
+                  test_output_cap_and_no_result);
+  g_test_add_func("/exec/timeout", test_timeout);
+  g_test_add_func("/exec/bad-files", test_bad_files);
+  g_test_add_func("/exec/custom-message", test_custom_message);
+  g_test_add_func("/exec/user", test_user);
+  return g_test_run();
+}
