@@ -74,6 +74,8 @@ typedef struct options {
   const char *agent_bin;
   const char *baseline_bin;
   const char *itest_dir;
+  const char *gateway_dir; /* holds gateway.so (children for registration) */
+  long children;
   const char *plugins; /* ':'-separated .so paths */
   bool keep;
 } options;
@@ -291,8 +293,10 @@ typedef struct cloud {
   unsigned char *seen;
   long unique, dup_lines, seq_msgs, us_msgs;
   long long t_first_ns, t_done_ns;
-  long n500;  /* "500" lines: the agent finished its connect sequence */
-  long ready; /* messages on bench/ready */
+  long n500;         /* "500" lines: the agent finished its connect sequence */
+  long n101;         /* "101," lines: child registrations */
+  long long t500_ns; /* arrival of the first 500 */
+  long ready;        /* messages on bench/ready */
   /* one operation or echo in flight */
   char want503[64];
   long long t501_ns;
@@ -372,8 +376,13 @@ static bool count_line(cloud *c, const char *line, size_t len, long long t,
     c->t_done_ns = t;
     return true;
   }
+  if (len > 4 && memcmp(line, "101,", 4) == 0) {
+    c->n101++;
+    return false;
+  }
   if (len == 3 && memcmp(line, "500", 3) == 0) {
-    c->n500++;
+    if (c->n500++ == 0)
+      c->t500_ns = t;
   } else if (len >= 15 && memcmp(line, "501,c8y_Command", 15) == 0) {
     if (c->t501_ns == 0)
       c->t501_ns = t;
@@ -896,6 +905,72 @@ out:
 
 /* ---- output ---- */
 
+typedef struct reg_result {
+  bool ok;
+  double ms;     /* process start -> 500 (agent) or last PUBACK (base) */
+  long messages; /* s/us publishes it took */
+  long lines;    /* registration lines */
+} reg_result;
+
+/* 5. Registration of `children` children: the agent (gateway plugin)
+ * from start to its 500, which follows the confirmed registration; the
+ * baseline publishes as many lines one per message, as the agent used to
+ * (and then lost what overflowed Paho's buffer). */
+static reg_result run_registration(bench *b, bool agent, long children) {
+  reg_result r = {0};
+  child ch = {0};
+  long lines = children + 5; /* 100, 110, 122, 101 x N, 114, 117 */
+  cloud_reset(&b->c, agent ? 0 : lines);
+  char extra[128];
+  snprintf(extra, sizeof extra, "[plugin.gateway]\nchildren = %ld\n", children);
+  int rc = agent ? agent_start(b, &ch, b->o.gateway_dir, 1, extra)
+                 : baseline_start(b, &ch, "publish", lines, 1);
+  if (rc != 0) {
+    fail(b, "registration: cannot start the process");
+    return r;
+  }
+  bool done = agent ? cloud_wait(&b->c, p_n500, 1, b->o.timeout_s * 1000, &ch)
+                    : cloud_wait(&b->c, p_done, 0, b->o.timeout_s * 1000, &ch);
+  pthread_mutex_lock(&b->c.mu);
+  long long t_end = agent ? b->c.t500_ns : b->c.t_done_ns;
+  long n101 = b->c.n101, msgs = b->c.us_msgs;
+  pthread_mutex_unlock(&b->c.mu);
+  child_stop(&ch, 10000);
+  if (!done || (agent && n101 != children)) {
+    char what[160];
+    snprintf(what, sizeof what, "registration %s: %s (%ld of %ld 101 lines)",
+             agent ? "agent" : "baseline", done ? "lines missing" : "timed out",
+             n101, children);
+    fail(b, what);
+    child_dump_log(&ch);
+    return r;
+  }
+  r.ok = true;
+  r.ms = (double)(t_end - ch.t_start_ns) / 1e6;
+  r.messages = msgs;
+  r.lines = lines;
+  note("registration %-8s: %ld lines in %ld messages, %.1f ms from start",
+       agent ? "agent" : "baseline", lines, msgs, r.ms);
+  return r;
+}
+
+/* The same operation latency against a broker that sets TCP_NODELAY
+ * (mosquitto's set_tcp_nodelay), so only the agent's own socket decides. */
+static bool restart_broker_nodelay(bench *b, broker *br) {
+  char err[256];
+  cloud_stop(&b->c);
+  pthread_mutex_destroy(&b->c.mu);
+  pthread_cond_destroy(&b->c.cv);
+  memset(&b->c, 0, sizeof b->c);
+  if (broker_restart_with(br, "set_tcp_nodelay true", err, sizeof err) != 0 ||
+      cloud_start(&b->c, b->port, err, sizeof err) != 0) {
+    fail(b, err);
+    return false;
+  }
+  note("broker restarted with set_tcp_nodelay true");
+  return true;
+}
+
 static void row(const char *metric, double a, double base, int decimals) {
   char sa[32] = "n/a", sb[32] = "n/a", sr[32] = "n/a";
   if (a >= 0)
@@ -908,8 +983,8 @@ static void row(const char *metric, double a, double base, int decimals) {
 }
 
 static void print_results(const bench *b, const memstat *am, const memstat *bm,
-                          const tp_result tp[2][2],
-                          const lat_result lat[2][2]) {
+                          const tp_result tp[2][2], const lat_result lat[2][2],
+                          const reg_result reg[2], const lat_result lat_nd[2]) {
   printf("\nc8y-agent benchmark: loopback mosquitto, %ld CPUs, N = %ld lines, "
          "K = %d operations, baseline window %d\n",
          sysconf(_SC_NPROCESSORS_ONLN), b->o.lines, b->o.ops, b->o.window);
@@ -942,6 +1017,17 @@ static void print_results(const bench *b, const memstat *am, const memstat *bm,
     LAT("max", max_ms);
 #undef LAT
   }
+  const lat_result *na = &lat_nd[0], *ne = &lat_nd[1];
+  row("op qos1 latency p50 ms, no-delay broker", na->ok ? na->p50_ms : -1,
+      ne->ok ? ne->p50_ms : -1, 3);
+  row("op qos1 latency p99 ms, no-delay broker", na->ok ? na->p99_ms : -1,
+      ne->ok ? ne->p99_ms : -1, 3);
+  char m[64];
+  snprintf(m, sizeof m, "registration of %ld children ms", b->o.children);
+  row(m, reg[0].ok ? reg[0].ms : -1, reg[1].ok ? reg[1].ms : -1, 1);
+  snprintf(m, sizeof m, "registration of %ld children messages", b->o.children);
+  row(m, reg[0].ok ? (double)reg[0].messages : -1,
+      reg[1].ok ? (double)reg[1].messages : -1, 0);
   printf("result: %s\n",
          b->failures ? "INCOMPLETE (see FAILED lines)" : "complete");
 }
@@ -953,9 +1039,9 @@ static void usage(const char *argv0) {
       stderr,
       "usage: %s [--lines N] [--ops K] [--idle-ms MS] [--window W]\n"
       "          [--timeout-s S] [--keep] [--agent PATH] [--baseline PATH]\n"
-      "          [--itest-dir DIR] [--plugins A.so:B.so]\n"
+      "          [--itest-dir DIR] [--plugins A.so:B.so] [--children N]\n"
       "defaults: --lines 100000 --ops 200 --idle-ms 5000 --window 64 "
-      "--timeout-s 60\n",
+      "--timeout-s 60 --children 1000\n",
       argv0);
 }
 
@@ -982,6 +1068,8 @@ static int parse_args(int argc, char **argv, options *o) {
                  .agent_bin = BENCH_AGENT_BIN,
                  .baseline_bin = BENCH_BASELINE_BIN,
                  .itest_dir = BENCH_ITEST_DIR,
+                 .gateway_dir = BENCH_GATEWAY_DIR,
+                 .children = 1000,
                  .plugins = BENCH_PLUGINS};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1021,6 +1109,10 @@ static int parse_args(int argc, char **argv, options *o) {
       o->baseline_bin = v;
     } else if (v && strcmp(a, "--itest-dir") == 0) {
       o->itest_dir = v;
+    } else if (strcmp(a, "--children") == 0) {
+      if (parse_long(v, a, 1, 100000, &n) != 0)
+        return -1;
+      o->children = n;
     } else if (v && strcmp(a, "--plugins") == 0) {
       o->plugins = v;
     } else {
@@ -1034,7 +1126,8 @@ static int parse_args(int argc, char **argv, options *o) {
     int mode;
   } need[] = {{"--agent", o->agent_bin, X_OK},
               {"--baseline", o->baseline_bin, X_OK},
-              {"--itest-dir", o->itest_dir, R_OK}};
+              {"--itest-dir", o->itest_dir, R_OK},
+              {"gateway plugin dir", o->gateway_dir, R_OK}};
   for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
     if (!*need[i].path || access(need[i].path, need[i].mode) != 0) {
       fprintf(stderr, "c8y-bench: %s: '%s' is not usable: %s\n", need[i].what,
@@ -1126,10 +1219,21 @@ int main(int argc, char **argv) {
       if (!g_stop)
         lat[q][1] = run_latency_echo(&b, q);
     }
+    reg_result reg[2] = {{0}};
+    if (!g_stop)
+      reg[0] = run_registration(&b, true, b.o.children);
+    if (!g_stop)
+      reg[1] = run_registration(&b, false, b.o.children);
+    lat_result lat_nd[2] = {{0}};
+    if (!g_stop && restart_broker_nodelay(&b, br)) {
+      lat_nd[0] = run_latency_agent(&b, 1);
+      if (!g_stop)
+        lat_nd[1] = run_latency_echo(&b, 1);
+    }
     if (g_stop)
       fail(&b, "interrupted by a signal");
     print_results(&b, &am, &bm, (const tp_result(*)[2])tp,
-                  (const lat_result(*)[2])lat);
+                  (const lat_result(*)[2])lat, reg, lat_nd);
     note("total bench time %.1f s", (double)(now_ns() - t0) / 1e9);
     rc = b.failures ? 1 : 0;
   }

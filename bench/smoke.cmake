@@ -4,7 +4,7 @@ if(NOT BENCH)
   message(FATAL_ERROR "smoke.cmake: pass -DBENCH=<path of c8y-bench>")
 endif()
 execute_process(
-  COMMAND ${BENCH} --lines 3000 --ops 10 --idle-ms 300 --timeout-s 60
+  COMMAND ${BENCH} --lines 3000 --ops 10 --idle-ms 300 --timeout-s 60 --children 50
   RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 170)
 message("${out}")
 if(NOT rc EQUAL 0)
@@ -17,7 +17,9 @@ foreach(metric
     "qos1 CPU ms per 1000 lines"
     "qos0 lines/s \\(start->last line\\)" "qos0 messages/s \\(start->last line\\)"
     "qos0 CPU ms per 1000 lines"
-    "op qos1 latency p50 ms" "op qos1 latency p99 ms" "op qos0 latency p50 ms" "op qos0 latency p99 ms")
+    "op qos1 latency p50 ms" "op qos1 latency p99 ms" "op qos0 latency p50 ms" "op qos0 latency p99 ms"
+    "op qos1 latency p50 ms, no-delay broker" "registration of 50 children ms"
+    "registration of 50 children messages")
   if(NOT out MATCHES "${metric} +${num} +${num} +${num}")
     message(FATAL_ERROR "no complete line for '${metric}' in the output:\n${err}")
   endif()

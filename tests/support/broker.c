@@ -503,6 +503,25 @@ int broker_restart(broker *b, char *err, size_t errlen) {
   return spawn_retrying(b, err, errlen) == 0 ? 0 : -1;
 }
 
+int broker_restart_with(broker *b, const char *extra_conf, char *err,
+                        size_t errlen) {
+  if (!b) {
+    seterr(err, errlen, "no broker");
+    return -1;
+  }
+  if (b->pid > 0)
+    broker_kill(b);
+  FILE *f = fopen(b->conf, "a");
+  if (!f || fputs(extra_conf, f) < 0 || fputc('\n', f) < 0) {
+    seterr(err, errlen, "%s: cannot append: %s", b->conf, strerror(errno));
+    if (f)
+      fclose(f);
+    return -1;
+  }
+  fclose(f);
+  return spawn_retrying(b, err, errlen) == 0 ? 0 : -1;
+}
+
 int broker_port(const broker *b) { return b ? b->port : -1; }
 
 int broker_pid(const broker *b) { return b ? (int)b->pid : 0; }

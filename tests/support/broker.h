@@ -39,6 +39,10 @@ int broker_kill(broker *b);
 /* Starts a killed (or running: it is killed first) broker again on the same
  * port with the same files. Returns 0 or -1 with a reason. */
 int broker_restart(broker *b, char *err, size_t errlen);
+/* broker_restart with `extra_conf` (mosquitto.conf lines) appended to its
+ * configuration from now on, e.g. "set_tcp_nodelay true". */
+int broker_restart_with(broker *b, const char *extra_conf, char *err,
+                        size_t errlen);
 int broker_port(const broker *b);
 int broker_pid(const broker *b); /* 0 when not running */
 /* SIGTERM, then SIGKILL after 2 s; waitpid; frees b. NULL is a no-op. */
