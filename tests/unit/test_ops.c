@@ -99,10 +99,8 @@ static void feed(fx *f, const char *payload) {
   ops_handle_payload(f->o, payload, strlen(payload));
 }
 
-/* The 501 reached the platform but its PUBACK was lost with the link: the
- * operation does not come back with the 500, so it is run. */
-static void test_inflight_501_was_delivered(fx *f, gconstpointer d) {
-  feed(f, "511," ROOT ",ls");
+/* The 501 is sent, its PUBACK never comes, the link drops. */
+static void lose_link_with_501_in_flight(fx *f) {
   uint64_t *tags = NULL;
   size_t ntags = 0;
   char *p = take(f, false, &tags, &ntags);
@@ -111,6 +109,13 @@ static void test_inflight_501_was_delivered(fx *f, gconstpointer d) {
   outq_requeue_inflight(f->q);
   ops_on_disconnect(f->o, tags, ntags);
   g_free(tags);
+}
+
+/* The 501 reached the platform but its PUBACK was lost with the link: the
+ * operation does not come back with the 500, so it is run. */
+static void test_inflight_501_was_delivered(fx *f, gconstpointer d) {
+  feed(f, "511," ROOT ",ls");
+  lose_link_with_501_in_flight(f);
   g_assert_null(take(f, true, NULL, NULL)); /* no 501 resent blindly */
   g_assert_cmpuint(ops_active(f->o), ==, 1);
   /* Reconnected, 500 acknowledged, nothing came back: after the settle time
@@ -125,7 +130,7 @@ static void test_inflight_501_was_delivered(fx *f, gconstpointer d) {
   c8y_operation *op = g_ptr_array_index(f->dispatched, 0);
   g_assert_cmpint(ops_op_succeed(op, "done"), ==, C8Y_OK);
   ops_process(f->o, now_ms());
-  p = take(f, true, NULL, NULL);
+  char *p = take(f, true, NULL, NULL);
   g_assert_cmpstr(p, ==, "503,c8y_Command,done");
   g_free(p);
 }
@@ -134,12 +139,7 @@ static void test_inflight_501_was_delivered(fx *f, gconstpointer d) {
  * the 500; it is the same operation, started once more, not a second one. */
 static void test_inflight_501_was_lost(fx *f, gconstpointer d) {
   feed(f, "511," ROOT ",ls");
-  uint64_t *tags = NULL;
-  size_t ntags = 0;
-  g_free(take(f, false, &tags, &ntags));
-  outq_requeue_inflight(f->q);
-  ops_on_disconnect(f->o, tags, ntags);
-  g_free(tags);
+  lose_link_with_501_in_flight(f);
   feed(f, "511," ROOT ",ls");
   g_assert_cmpuint(ops_active(f->o), ==, 1);
   char *p = take(f, true, NULL, NULL);
@@ -159,12 +159,7 @@ static void test_inflight_501_was_lost(fx *f, gconstpointer d) {
  * uncertain one was EXECUTING (the platform hands out the oldest first). */
 static void test_inflight_501_then_other_operation(fx *f, gconstpointer d) {
   feed(f, "511," ROOT ",first");
-  uint64_t *tags = NULL;
-  size_t ntags = 0;
-  g_free(take(f, false, &tags, &ntags));
-  outq_requeue_inflight(f->q);
-  ops_on_disconnect(f->o, tags, ntags);
-  g_free(tags);
+  lose_link_with_501_in_flight(f);
   feed(f, "511," ROOT ",second");
   g_assert_cmpuint(f->dispatched->len, ==, 1);
   c8y_operation *op = g_ptr_array_index(f->dispatched, 0);
