@@ -3,6 +3,7 @@
 #include "fsutil.h"
 #include "log.h"
 #include "plugin.h"
+#include "proto.h"
 #include "smartrest.h"
 #include "status.h"
 
@@ -281,9 +282,8 @@ static void do_send(localapi *a, const localapi_request *r, sr_buf *out) {
           ? plugin_send_static(&a->host, r->child, f, r->nfields, &why)
           : plugin_send_custom(&a->host, r->xid, r->child, f, r->nfields, &why);
   if (rc == C8Y_OK) {
-    outq_class cls = r->cmd == LOCALAPI_SEND
-                         ? outq_class_for_template(r->fields[0])
-                         : OUTQ_EVENT;
+    outq_class cls =
+        r->cmd == LOCALAPI_SEND ? proto_class(r->fields[0]) : OUTQ_EVENT;
     appendf(out, "ok queued %s\n", class_names[cls]);
   } else if (why) {
     appendf(out, "error %s\n", why);

@@ -1,6 +1,7 @@
 #include "ops.h"
 
 #include "log.h"
+#include "proto.h"
 #include "smartrest.h"
 #include "status.h"
 
@@ -91,40 +92,6 @@ struct ops {
   size_t retired_next;
   long long retry_at; /* an OP_FINISHING operation waits for the queue */
 };
-
-static const struct {
-  const char *id;
-  const char *fragment;
-} op_templates[] = {
-    {"510", "c8y_Restart"},
-    {"511", "c8y_Command"},
-    {"513", "c8y_Configuration"},
-    {"515", "c8y_Firmware"},
-    {"516", "c8y_SoftwareList"},
-    {"517", "c8y_MeasurementRequestOperation"},
-    {"518", "c8y_Relay"},
-    {"519", "c8y_RelayArray"},
-    {"520", "c8y_UploadConfigFile"},
-    {"521", "c8y_DownloadConfigFile"},
-    {"522", "c8y_LogfileRequest"},
-    {"523", "c8y_CommunicationMode"},
-    {"524", "c8y_DownloadConfigFile"},
-    {"525", "c8y_Firmware"},
-    {"526", "c8y_UploadConfigFile"},
-    {"527", "c8y_DeviceProfile"},
-    {"528", "c8y_SoftwareUpdate"},
-    {"529", "c8y_SoftwareUpdate"},
-    {"530", "c8y_RemoteAccessConnect"},
-    {"531", "c8y_DeviceProfile"},
-    {"532", "c8y_ParameterUpdate"},
-};
-
-const char *ops_fragment_for(const char *template_id) {
-  for (size_t i = 0; i < sizeof op_templates / sizeof op_templates[0]; i++)
-    if (strcmp(op_templates[i].id, template_id) == 0)
-      return op_templates[i].fragment;
-  return NULL;
-}
 
 static long long mono_ms(void) {
   struct timespec ts;
@@ -362,12 +329,6 @@ typedef struct twin_set {
   size_t n;
 } twin_set;
 
-static const char *richer_twin(const char *tid) {
-  return strcmp(tid, "527") == 0   ? "531"
-         : strcmp(tid, "528") == 0 ? "529"
-                                   : NULL;
-}
-
 static int twin_cmp(const void *a, const void *b) {
   const sr_record *x = *(const sr_record *const *)a;
   const sr_record *y = *(const sr_record *const *)b;
@@ -375,28 +336,27 @@ static int twin_cmp(const void *a, const void *b) {
   return c ? c : strcmp(x->fields[1], y->fields[1]);
 }
 
+/* Every well-formed record of the payload, so a twin of any template can be
+ * looked up; only payloads that hold a template with a twin pay for it. */
 static void twins_collect(const sr_records *recs, twin_set *t) {
   t->recs = NULL;
   t->n = 0;
-  size_t n = 0;
-  for (size_t i = 0; i < recs->count; i++) {
-    const sr_record *r = &recs->items[i];
-    n += !r->error && r->nfields >= 2 &&
-         (strcmp(r->fields[0], "531") == 0 || strcmp(r->fields[0], "529") == 0);
-  }
-  if (n == 0 || !(t->recs = malloc(n * sizeof *t->recs)))
+  bool any = false;
+  for (size_t i = 0; i < recs->count && !any; i++)
+    any = !recs->items[i].error && recs->items[i].nfields >= 2 &&
+          proto_richer_twin(recs->items[i].fields[0]) != NULL;
+  if (!any || !(t->recs = malloc(recs->count * sizeof *t->recs)))
     return;
   for (size_t i = 0; i < recs->count; i++) {
     const sr_record *r = &recs->items[i];
-    if (!r->error && r->nfields >= 2 &&
-        (strcmp(r->fields[0], "531") == 0 || strcmp(r->fields[0], "529") == 0))
+    if (!r->error && r->nfields >= 2)
       t->recs[t->n++] = r;
   }
   qsort(t->recs, t->n, sizeof *t->recs, twin_cmp);
 }
 
 static bool superseded(const twin_set *t, const sr_record *r) {
-  const char *richer = richer_twin(r->fields[0]);
+  const char *richer = proto_richer_twin(r->fields[0]);
   if (!richer || r->nfields < 2 || t->n == 0)
     return false;
   char *key_fields[2] = {(char *)richer, r->fields[1]};
@@ -460,7 +420,7 @@ static bool reconcile_with(ops *o, op_fifo *f, const sr_record *r) {
 
 static void handle_record(ops *o, const sr_record *r, warn_budget *w) {
   const char *tid = r->fields[0];
-  const char *fragment = ops_fragment_for(tid);
+  const char *fragment = proto_fragment(tid);
   if (!fragment) {
     if (!ignored_before(o, tid))
       log_notice("s/ds: no handler for template %s; left untouched (logged "

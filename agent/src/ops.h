@@ -48,10 +48,6 @@ int ops_new(const char *root_device, registry *reg, outq *q, journal *j,
             const ops_host *host, uint32_t default_timeout_ms, ops **out);
 void ops_free(ops *o);
 
-/* Static operation template id -> fragment ("511" -> "c8y_Command"), or
- * NULL when the id is not an operation template. */
-const char *ops_fragment_for(const char *template_id);
-
 /* A payload that arrived on s/ds. */
 void ops_handle_payload(ops *o, const char *payload, size_t len);
 /* A batch carrying this tag (an operation's 501) was acknowledged. With

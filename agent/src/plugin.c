@@ -3,6 +3,7 @@
 #include "fsutil.h"
 #include "http.h"
 #include "log.h"
+#include "proto.h"
 #include "smartrest.h"
 #include "status.h"
 
@@ -188,7 +189,7 @@ static int add_operation(c8y_plugin *self, const char *what,
     return C8Y_ESTATE;
   if (!template_id || !fn)
     return C8Y_EINVAL;
-  const char *fragment = ops_fragment_for(template_id);
+  const char *fragment = proto_fragment(template_id);
   if (!fragment) {
     api_log(self, C8Y_LOG_ERROR,
             "%s: '%s' is not a static operation template (510-532)", what,
@@ -353,15 +354,15 @@ int plugin_send_static(plugin_host *h, const char *child,
     if (*c < '0' || *c > '9')
       return refuse(why, "the first field must be a numeric static template "
                          "id (custom templates go through send --custom)");
-  if (fields[0][0] == '5')
-    return refuse(why, "operation status templates (5xx) are refused: the "
-                       "agent owns the operation lifecycle");
+  if (proto_agent_owned(fields[0]))
+    return refuse(why, "operation statuses (5xx) and the supported "
+                       "operations list (114) are refused: the agent owns "
+                       "them");
   char topic[300];
   if (build_topic(topic, sizeof topic, "s/us", child) != C8Y_OK)
     return refuse(why, "invalid child id (empty, over 200 bytes, or with "
                        "'/', '+' or '#')");
-  return plugin_send_fields(h, outq_class_for_template(fields[0]), topic,
-                            fields, n);
+  return plugin_send_fields(h, proto_class(fields[0]), topic, fields, n);
 }
 
 static int api_send_static(c8y_plugin *self, const char *child,

@@ -113,6 +113,8 @@ static int run_cmd(hx *x, const char *text, const char **detail) {
   g_assert_cmpint(id, >, 0);
   int st = fx_wait_op(&x->f, id, 120000);
   *detail = sim_operation_detail(x->f.s, id);
+  g_test_message("'%s': %s: %s", text, sim_op_status_name(st),
+                 *detail ? *detail : "");
   return st;
 }
 

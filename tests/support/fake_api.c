@@ -9,6 +9,7 @@
 
 #include "http.h"
 #include "ops.h"
+#include "proto.h"
 #include "smartrest.h"
 #include "status.h"
 
@@ -1206,7 +1207,7 @@ fake_op_state fake_host_run_operation(fake_host *h, const char *line,
     h->handler_returned = true;
     return op->state;
   }
-  const char *fragment = ops_fragment_for(op->rec.items[0].fields[0]);
+  const char *fragment = proto_fragment(op->rec.items[0].fields[0]);
   op->fragment = fragment ? fragment : "";
   op->state = FAKE_OP_RUNNING;
   h->handler = hd;
