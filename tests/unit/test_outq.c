@@ -1,6 +1,8 @@
 /* Tests for the durable outbound queue. */
 #include "outq.h"
 
+#include <c8y/plugin.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
@@ -112,20 +114,31 @@ static void test_class_for_template(void) {
 
 static void test_priority(void) {
   outq *q = open_q(NULL, OUTQ_FSYNC_NEVER, 0);
-  g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,a,b,1", 0, 0), ==,
-                  0);
-  g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, "s/us", "114,c8y_Restart", 0, 0),
+  /* One topic per line: between topics, the class priority decides. */
+  g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us/m", "200,a,b,1", 0, 0),
                   ==, 0);
-  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", "400,t,x", 0, 0), ==, 0);
-  g_assert_cmpint(outq_push(q, OUTQ_ALARM, "s/us", "301,a,b", 0, 0), ==, 0);
+  g_assert_cmpint(
+      outq_push(q, OUTQ_INVENTORY, "s/us/i", "114,c8y_Restart", 0, 0), ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us/e", "400,t,x", 0, 0), ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_ALARM, "s/us/a", "301,a,b", 0, 0), ==, 0);
   g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_Restart", 0, 0),
                   ==, 0);
   /* max_payload 1 forces one line per batch, so the class order shows. */
   assert_take_ack(q, 1, OUTQ_OPSTATUS, "s/us", "503,c8y_Restart");
-  assert_take_ack(q, 1, OUTQ_ALARM, "s/us", "301,a,b");
-  assert_take_ack(q, 1, OUTQ_EVENT, "s/us", "400,t,x");
-  assert_take_ack(q, 1, OUTQ_INVENTORY, "s/us", "114,c8y_Restart");
-  assert_take_ack(q, 1, OUTQ_MEASUREMENT, "s/us", "200,a,b,1");
+  assert_take_ack(q, 1, OUTQ_ALARM, "s/us/a", "301,a,b");
+  assert_take_ack(q, 1, OUTQ_EVENT, "s/us/e", "400,t,x");
+  assert_take_ack(q, 1, OUTQ_INVENTORY, "s/us/i", "114,c8y_Restart");
+  assert_take_ack(q, 1, OUTQ_MEASUREMENT, "s/us/m", "200,a,b,1");
+  assert_empty(q);
+  /* On one topic, lines queued after a status still yield to it. */
+  outq_push(q, OUTQ_OPSTATUS, "s/us", "501,c8y_Restart", 0, 0);
+  outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,a,b,2", 0, 0);
+  outq_push(q, OUTQ_INVENTORY, "s/us", "114,c8y_Restart", 0, 0);
+  outq_push(q, OUTQ_ALARM, "s/us", "301,a,b", 0, 0);
+  assert_take_ack(q, MAXP, OUTQ_OPSTATUS, "s/us", "501,c8y_Restart");
+  assert_take_ack(q, MAXP, OUTQ_ALARM, "s/us", "301,a,b");
+  assert_take_ack(q, MAXP, OUTQ_INVENTORY, "s/us", "114,c8y_Restart");
+  assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us", "200,a,b,2");
   assert_empty(q);
   outq_close(q);
 }
@@ -160,7 +173,7 @@ static void test_line_limit(void) {
   char *at = g_malloc(MAXP + 2);
   memset(at, 'x', MAXP + 1);
   at[MAXP + 1] = '\0';
-  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", at, 0, 0), ==, -2);
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", at, 0, 0), ==, C8Y_ETOOBIG);
   at[MAXP] = '\0';
   g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", at, 0, 0), ==, 0);
   g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", "400,next", 0, 0), ==, 0);
@@ -173,8 +186,8 @@ static void test_line_limit(void) {
   outq_batch_free(&b);
   assert_take_ack(q, MAXP, OUTQ_EVENT, "s/us", "400,next");
   /* Empty lines and topics are rejected, not queued. */
-  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", "", 0, 0), ==, -1);
-  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "", "400,a", 0, 0), ==, -1);
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", "", 0, 0), ==, C8Y_EINVAL);
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "", "400,a", 0, 0), ==, C8Y_EINVAL);
   assert_empty(q);
   /* A quoted SmartREST field may hold LFs (113 text, command output): the
    * line is kept whole. */
@@ -506,7 +519,8 @@ static void test_drop_policy(void) {
   g_assert_cmpuint(st.queued[OUTQ_ALARM], ==, 49);
   g_assert_cmpuint(st.bytes, ==, 1000);
   g_assert_cmpint(
-      outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,c8y_T,T,9999", 0, 0), ==, -1);
+      outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,c8y_T,T,9999", 0, 0), ==,
+      C8Y_EAGAIN);
   /* ...but opstatus displaces alarms, and never the in-flight opstatus. */
   g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_Restart2", 0, 0),
                   ==, 0);
@@ -518,7 +532,8 @@ static void test_drop_policy(void) {
   char big[1100];
   memset(big, 'x', sizeof big - 1);
   big[sizeof big - 1] = '\0';
-  g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", big, 0, 0), ==, -1);
+  g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", big, 0, 0), ==,
+                  C8Y_EAGAIN);
   outq_batch_free(&hold);
   outq_close(q);
 
