@@ -807,6 +807,7 @@ static int sync_upto(outq *q, int cls, uint64_t gen) {
     int err = errno;
     pthread_mutex_lock(&q->mu);
     c->syncing = 0;
+    q->st.fsyncs++;
     if (rc == 0) {
       if (target > c->sgen)
         c->sgen = target;

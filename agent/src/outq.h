@@ -104,6 +104,7 @@ typedef struct outq_stats {
   size_t held;        /* statuses/alarms waiting in memory for disk space */
   uint64_t disk_full; /* times the queue ran into a full disk */
   uint64_t io_errors; /* pushes refused for an I/O error */
+  uint64_t fsyncs;    /* data fsyncs of the class files (group commits) */
 } outq_stats;
 
 /* Returns 0 or -1 with one line in err (e.g. "state dir: Permission denied").

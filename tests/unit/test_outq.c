@@ -778,6 +778,230 @@ static void test_threads(void) {
   outq_close(q);
 }
 
+/* A status closes what was sent before it on its topic: the lines a
+ * handler queued before completing reach the platform first, whatever
+ * their class. */
+static void test_status_order(void) {
+  char *dir = make_dir();
+  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,m,v,1", 0, 0);
+  outq_push(q, OUTQ_INVENTORY, "s/us", "115,pkg,1.0", 0, 0);
+  outq_push(q, OUTQ_INVENTORY, "s/us", "140,pkg,1.0,url", 0, 0);
+  outq_push(q, OUTQ_EVENT, "s/us", "400,c8y_Log,done", 0, 0);
+  outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_SoftwareUpdate", 0, 0);
+  /* Another device's status is not held up by the root's lines. */
+  outq_push(q, OUTQ_OPSTATUS, "s/us/child", "503,c8y_Restart", 0, 0);
+  /* Queued after the status: not ahead of it. */
+  outq_push(q, OUTQ_ALARM, "s/us", "301,c8y_Late,late", 0, 0);
+  outq_close(q);
+  /* The rule holds for replayed entries too. */
+  q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  /* The older inventory lines go first, in one payload; the child's
+   * status is not blocked, but the root's status waits for the ack. */
+  outq_batch inv;
+  g_assert_cmpint(outq_take(q, MAXP, &inv), ==, 1);
+  g_assert_cmpint(inv.cls, ==, OUTQ_INVENTORY);
+  g_assert_cmpstr(inv.payload, ==, "115,pkg,1.0\n140,pkg,1.0,url");
+  assert_take_ack(q, MAXP, OUTQ_OPSTATUS, "s/us/child", "503,c8y_Restart");
+  /* In flight: the root's status waits for it; unrelated classes and the
+   * alarm queued after the status wait for their turn as usual. */
+  outq_batch ev;
+  g_assert_cmpint(outq_take(q, MAXP, &ev), ==, 1);
+  g_assert_cmpint(ev.cls, ==, OUTQ_ALARM);
+  g_assert_cmpstr(ev.payload, ==, "301,c8y_Late,late");
+  outq_batch ev2;
+  g_assert_cmpint(outq_take(q, MAXP, &ev2), ==, 1);
+  g_assert_cmpint(ev2.cls, ==, OUTQ_EVENT);
+  g_assert_cmpstr(ev2.payload, ==, "400,c8y_Log,done");
+  /* Both older lines in flight: nothing may pass them but measurements. */
+  outq_batch m;
+  g_assert_cmpint(outq_take(q, MAXP, &m), ==, 1);
+  g_assert_cmpint(m.cls, ==, OUTQ_MEASUREMENT);
+  outq_batch none;
+  g_assert_cmpint(outq_take(q, MAXP, &none), ==, 0);
+  g_assert_cmpint(outq_ack(q, inv.id), ==, 0);
+  g_assert_cmpint(outq_take(q, MAXP, &none), ==, 0);
+  /* A lost batch comes back ahead of the status. */
+  g_assert_cmpint(outq_nack(q, ev2.id), ==, 0);
+  assert_take_ack(q, MAXP, OUTQ_EVENT, "s/us", "400,c8y_Log,done");
+  assert_take_ack(q, MAXP, OUTQ_OPSTATUS, "s/us", "503,c8y_SoftwareUpdate");
+  g_assert_cmpint(outq_ack(q, ev.id), ==, 0);
+  g_assert_cmpint(outq_ack(q, m.id), ==, 0);
+  outq_batch_free(&inv);
+  outq_batch_free(&ev);
+  outq_batch_free(&ev2);
+  outq_batch_free(&m);
+  assert_empty(q);
+
+  /* Statuses are packed only up to a line that must go before the next. */
+  outq_push(q, OUTQ_OPSTATUS, "s/us", "501,c8y_A", 0, 0);
+  outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_A", 0, 0);
+  outq_push(q, OUTQ_INVENTORY, "s/us", "115,b,2", 0, 0);
+  outq_push(q, OUTQ_OPSTATUS, "s/us", "501,c8y_B", 0, 0);
+  outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_B", 0, 0);
+  assert_take_ack(q, MAXP, OUTQ_OPSTATUS, "s/us", "501,c8y_A\n503,c8y_A");
+  assert_take_ack(q, MAXP, OUTQ_INVENTORY, "s/us", "115,b,2");
+  assert_take_ack(q, MAXP, OUTQ_OPSTATUS, "s/us", "501,c8y_B\n503,c8y_B");
+  assert_empty(q);
+  outq_close(q);
+  rm_dir(dir);
+}
+
+/* Lines are read back from the files: damage after the write is detected
+ * by the CRC when sending, logged, and costs only that line. */
+static void test_readback_crc(void) {
+  if (g_test_subprocess()) {
+    char *dir = make_dir();
+    outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+    for (int i = 0; i < 5; i++) {
+      char line[32];
+      snprintf(line, sizeof line, "200,m,v,%d", i);
+      g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==,
+                      0);
+    }
+    char *path = queue_path(dir, OUTQ_MEASUREMENT);
+    int fd = open(path, O_WRONLY);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(pwrite(fd, "#", 1, 2 * REC + 40), ==, 1);
+    close(fd);
+    assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us",
+                    "200,m,v,0\n200,m,v,1\n200,m,v,3\n200,m,v,4");
+    assert_empty(q);
+    outq_close(q);
+    g_free(path);
+    rm_dir(dir);
+    return;
+  }
+  g_test_trap_subprocess(NULL, 0, 0);
+  g_test_trap_assert_passed();
+  g_test_trap_assert_stderr("*queue-4.log: the record at offset 90 is damaged "
+                            "on disk*");
+}
+
+/* Acks are not fsync'ed one by one; pushers share fsyncs (group commit)
+ * and every accepted line is durable. */
+typedef struct {
+  outq *q;
+  int id;
+} sync_arg;
+
+static gpointer sync_pusher(gpointer p) {
+  sync_arg *a = p;
+  for (int i = 0; i < 100; i++) {
+    char line[32];
+    snprintf(line, sizeof line, "301,t%d,%d", a->id, i);
+    g_assert_cmpint(outq_push(a->q, OUTQ_ALARM, "s/us", line, 0, 0), ==, 0);
+  }
+  return NULL;
+}
+
+static void test_group_commit(void) {
+  char *dir = make_dir();
+  outq *q = open_q(dir, OUTQ_FSYNC_ALWAYS, 0);
+  outq_stats st;
+  outq_get_stats(q, &st);
+  uint64_t f0 = st.fsyncs;
+  g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", "501,c8y_A", 0, 0), ==,
+                  0);
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.fsyncs, ==, f0 + 1);
+  assert_take_ack(q, MAXP, OUTQ_OPSTATUS, "s/us", "501,c8y_A");
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.fsyncs, ==, f0 + 1); /* the ack was not fsync'ed */
+
+  sync_arg args[4];
+  GThread *th[4];
+  for (int i = 0; i < 4; i++) {
+    args[i] = (sync_arg){q, i};
+    th[i] = g_thread_new("sync-pusher", sync_pusher, &args[i]);
+  }
+  for (int i = 0; i < 4; i++)
+    g_thread_join(th[i]);
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.fsyncs - f0 - 1, <=, 400);
+  g_test_message("400 concurrent durable pushes: %" G_GUINT64_FORMAT " fsyncs",
+                 st.fsyncs - f0 - 1);
+  /* Durable before outq_push returned: a child killed right after its
+   * pushes (no close) loses nothing. */
+  outq_close(q);
+  pid_t pid = fork();
+  g_assert_cmpint(pid, >=, 0);
+  if (pid == 0) {
+    outq *cq = open_q(dir, OUTQ_FSYNC_ALWAYS, 0);
+    sync_arg a = {cq, 9};
+    sync_pusher(&a);
+    raise(SIGKILL);
+    _exit(1);
+  }
+  int status;
+  g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+  q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.queued[OUTQ_ALARM], ==, 500);
+  outq_close(q);
+  rm_dir(dir);
+}
+
+static long rss_kib(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  long pages = 0, res = 0;
+  if (f) {
+    if (fscanf(f, "%ld %ld", &pages, &res) != 2)
+      res = 0;
+    fclose(f);
+  }
+  return res * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* A backlog costs ~12 bytes of RAM per line, not the line: 200k lines of
+ * 40 bytes held in memory would take > 12 MiB. After the drain the memory
+ * is handed back. */
+static void test_backlog_memory(void) {
+  char *dir = make_dir();
+  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 256u << 20);
+  const int n = 200000;
+  long before = rss_kib();
+  for (int i = 0; i < n; i++) {
+    char line[64];
+    snprintf(line, sizeof line, "200,c8y_Temperature,T,%d.5,C", i);
+    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==, 0);
+  }
+  long full = rss_kib();
+  g_test_message("200k lines: RSS +%ld KiB", full - before);
+  g_assert_cmpint(full - before, <, 6 * 1024);
+  outq_close(q);
+  /* Replay does not load the lines either. */
+  before = rss_kib();
+  q = open_q(dir, OUTQ_FSYNC_NEVER, 256u << 20);
+  outq_stats st;
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.queued[OUTQ_MEASUREMENT], ==, (size_t)n);
+  long replayed = rss_kib();
+  g_test_message("200k lines replayed: RSS +%ld KiB", replayed - before);
+  g_assert_cmpint(replayed - before, <, 6 * 1024);
+  int got = 0;
+  outq_batch b;
+  while (got < n && outq_take(q, MAXP, &b) == 1) {
+    gchar **lines = g_strsplit(b.payload, "\n", -1);
+    for (gchar **l = lines; *l; l++) {
+      int v;
+      g_assert_cmpint(sscanf(*l, "200,c8y_Temperature,T,%d.5,C", &v), ==, 1);
+      g_assert_cmpint(v, ==, got);
+      got++;
+    }
+    g_strfreev(lines);
+    outq_ack(q, b.id);
+    outq_batch_free(&b);
+  }
+  g_assert_cmpint(got, ==, n);
+  long drained = rss_kib();
+  g_test_message("drained: RSS %+ld KiB against before the replay",
+                 drained - before);
+  g_assert_cmpint(drained - before, <, 1024);
+  outq_close(q);
+  rm_dir(dir);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/outq/class_for_template", test_class_for_template);
@@ -798,5 +1022,9 @@ int main(int argc, char **argv) {
   g_test_add_func("/outq/open_errors", test_open_errors);
   g_test_add_func("/outq/many", test_many);
   g_test_add_func("/outq/threads", test_threads);
+  g_test_add_func("/outq/status_order", test_status_order);
+  g_test_add_func("/outq/persist/readback_crc", test_readback_crc);
+  g_test_add_func("/outq/persist/group_commit", test_group_commit);
+  g_test_add_func("/outq/memory/backlog", test_backlog_memory);
   return g_test_run();
 }
