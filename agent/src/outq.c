@@ -40,6 +40,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1311,6 +1312,9 @@ static uint64_t make_room_in(outq *q, int d) {
   return punch_ok || c->ndisk == 0 ? freed : 0;
 }
 
+/* What a full disk takes first. */
+static const int room_order[3] = {OUTQ_MEASUREMENT, OUTQ_EVENT, OUTQ_INVENTORY};
+
 /* Appends a record; on a full disk makes room by the drop order
  * (measurements, then events, then inventory; never statuses or alarms) and
  * for statuses and alarms releases the reserve. 0, or -1 with errno. */
@@ -1329,10 +1333,12 @@ static int append_room(outq *q, int cls, const unsigned char *p, size_t len) {
                   "events, then inventory lines",
                   c->path, strerror(err));
     }
-    int lowest = cls <= OUTQ_ALARM ? OUTQ_INVENTORY : cls;
     uint64_t freed = 0;
-    for (int d = OUTQ_MEASUREMENT; d >= lowest && !freed; d--)
-      freed = make_room_in(q, d);
+    for (int k = 0; k < 3 && !freed; k++) {
+      freed = make_room_in(q, room_order[k]);
+      if (room_order[k] == cls)
+        break; /* a class takes room only from itself and those before */
+    }
     if (freed)
       continue;
     if (cls <= OUTQ_ALARM && q->resfd >= 0 && !q->reserve_out) {
@@ -1636,9 +1642,21 @@ static int replay_file(outq *q, int cls, char *err, size_t errlen) {
 
 /* ---- open and close --------------------------------------------------- */
 
+/* The full-disk state ends once nothing is held and the reserve is back
+ * (or, without one, there is room for it again). */
 static void disk_recovered(outq *q) {
   if (!q->disk_full || q->st.held)
     return;
+  if (q->resfd >= 0) {
+    reserve_make(q);
+    if (q->reserve_out)
+      return;
+  } else {
+    struct statvfs sv;
+    if (fstatvfs(q->dirfd, &sv) < 0 ||
+        (uint64_t)sv.f_bavail * sv.f_frsize < RESERVE_BYTES)
+      return;
+  }
   q->disk_full = 0;
   log_notice("outq: disk space is back: queueing to %s normally again", q->dir);
 }
@@ -1664,6 +1682,10 @@ void outq_close(outq *q) {
     free(qc->path);
     free(q->tombs[c].r);
   }
+  char msg[512];
+  q->droplog_ms = 0; /* whatever was not reported yet */
+  if (drop_report(q, msg, sizeof msg))
+    log_warning("outq: %s", msg);
   for (size_t i = 0; i < q->nmem; i++)
     free(q->mem[i]);
   free(q->mem);
@@ -1971,7 +1993,6 @@ int outq_push(outq *q, outq_class cls, const char *topic, const char *line,
     ;
   flush_tombs(q);
   if (durable && !held) {
-    disk_recovered(q);
     int ms = q->fsync_ms[cls];
     if (ms == OUTQ_FSYNC_ALWAYS) {
       if (sync_upto(q, cls, gen) < 0) {

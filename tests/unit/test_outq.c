@@ -7,9 +7,11 @@
 #include <fcntl.h>
 #include <glib.h>
 #include <glib/gstdio.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1002,6 +1004,205 @@ static void test_backlog_memory(void) {
   rm_dir(dir);
 }
 
+/* Mounts a small tmpfs on dir in a private mount namespace (as root, or
+ * as root of a new user namespace); NULL or why not. */
+static const char *mount_small_fs(const char *dir, const char *size) {
+  static char why[256];
+  if (unshare(CLONE_NEWNS) != 0) {
+    uid_t uid = getuid();
+    gid_t gid = getgid();
+    if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) {
+      snprintf(why, sizeof why, "unshare: %s", g_strerror(errno));
+      return why;
+    }
+    char map[64];
+    snprintf(map, sizeof map, "0 %u 1", (unsigned)uid);
+    g_file_set_contents("/proc/self/setgroups", "deny", -1, NULL);
+    if (!g_file_set_contents("/proc/self/uid_map", map, -1, NULL))
+      return "cannot write uid_map";
+    snprintf(map, sizeof map, "0 %u 1", (unsigned)gid);
+    if (!g_file_set_contents("/proc/self/gid_map", map, -1, NULL))
+      return "cannot write gid_map";
+  }
+  if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
+    snprintf(why, sizeof why, "private mounts: %s", g_strerror(errno));
+    return why;
+  }
+  char opts[64];
+  snprintf(opts, sizeof opts, "size=%s,mode=0700", size);
+  if (mount("tmpfs", dir, "tmpfs", 0, opts) != 0) {
+    snprintf(why, sizeof why, "mount tmpfs: %s", g_strerror(errno));
+    return why;
+  }
+  return NULL;
+}
+
+/* Writes a file until the file system is full; returns its size. */
+static off_t fill_fs(const char *path) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  g_assert_cmpint(fd, >=, 0);
+  static char chunk[4096];
+  memset(chunk, 'f', sizeof chunk);
+  off_t total = 0;
+  for (int i = 0; i < 1 << 20; i++) {
+    ssize_t n = write(fd, chunk, sizeof chunk);
+    if (n <= 0)
+      break;
+    total += n;
+  }
+  close(fd);
+  return total;
+}
+
+/* A full disk: measurements, then events, then inventory make room; a
+ * status is never lost: held in memory, sent, and written once space is
+ * back; the recovery is logged. */
+static void disk_full_child(int report) {
+  {
+    char *dir = make_dir();
+    const char *why = mount_small_fs(dir, "2m");
+    if (why) {
+      if (write(report, why, strlen(why)) < 0)
+        _exit(1);
+      g_rmdir(dir);
+      _exit(77);
+    }
+    char *qdir = g_build_filename(dir, "q", NULL);
+    outq *q;
+    outq_options o;
+    outq_default_options(&o, qdir);
+    o.max_bytes = 64u << 20;
+    char err[256];
+    g_assert_cmpint(outq_open(&o, &q, err, sizeof err), ==, 0);
+    for (int i = 0; i < 3000; i++) {
+      char line[64];
+      snprintf(line, sizeof line, "200,c8y_Temperature,T,%d", i);
+      g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==,
+                      0);
+    }
+    for (int i = 0; i < 300; i++) {
+      char line[64];
+      snprintf(line, sizeof line, "400,c8y_Ev,event %d", i);
+      g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us/ev", line, 0, 0), ==, 0);
+      snprintf(line, sizeof line, "101,child%d,name,c8y_Child", i);
+      g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, "s/us/inv", line, 0, 0), ==,
+                      0);
+    }
+    char *filler = g_build_filename(dir, "filler", NULL);
+    g_assert_cmpint(fill_fs(filler), >, 0);
+
+    /* Events take the room of the oldest measurements (the files' last
+     * pages may still hold a few). */
+    outq_stats st;
+    int nev = 0;
+    do {
+      g_assert_cmpint(
+          outq_push(q, OUTQ_EVENT, "s/us/ev", "400,c8y_Ev,after full", 0, 0),
+          ==, 0);
+      outq_get_stats(q, &st);
+    } while (!st.disk_full && ++nev < 1000);
+    g_assert_cmpuint(st.disk_full, ==, 1);
+    g_assert_cmpuint(st.dropped_disk_full[OUTQ_MEASUREMENT], >, 0);
+    g_assert_cmpuint(st.dropped_disk_full[OUTQ_EVENT], ==, 0);
+    g_assert_cmpuint(st.dropped_disk_full[OUTQ_INVENTORY], ==, 0);
+
+    /* Statuses take everything else, then the reserve, then are held. */
+    int n = 0;
+    for (; n < 40000; n++) {
+      char line[160];
+      snprintf(line, sizeof line,
+               "503,c8y_Command,status %06d with some result text to fill the "
+               "disk faster than short lines would",
+               n);
+      g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", line, 0, 0), ==, 0);
+      outq_get_stats(q, &st);
+      if (st.held >= 50)
+        break;
+    }
+    n++;
+    g_assert_cmpuint(st.held, ==, 50);
+    g_assert_cmpuint(st.queued[OUTQ_MEASUREMENT], ==, 0);
+    g_assert_cmpuint(st.queued[OUTQ_EVENT], ==, 0);
+    g_assert_cmpuint(st.queued[OUTQ_INVENTORY], ==, 0);
+    g_assert_cmpuint(st.dropped_disk_full[OUTQ_INVENTORY], ==, 300);
+    g_assert_cmpuint(st.queued[OUTQ_OPSTATUS], ==, (size_t)n);
+    /* An alarm is held too; lower classes are refused. */
+    g_assert_cmpint(outq_push(q, OUTQ_ALARM, "s/us", "301,c8y_A,a", 0, 0), ==,
+                    0);
+    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,m,v,1", 0, 0),
+                    ==, C8Y_EAGAIN);
+    /* Held lines are sent like any other; the first batch is in flight
+     * (not acked) when space comes back. */
+    outq_batch b;
+    g_assert_cmpint(outq_take(q, MAXP, &b), ==, 1);
+    g_assert_cmpint(b.cls, ==, OUTQ_OPSTATUS);
+    size_t first = b.nlines;
+    g_assert_cmpint(unlink(filler), ==, 0);
+    outq_tick(q);
+    outq_get_stats(q, &st);
+    g_assert_cmpuint(st.held, ==, 0);
+    outq_batch_free(&b);
+    outq_close(q);
+
+    /* Nothing accepted was lost, in order. */
+    g_assert_cmpint(outq_open(&o, &q, err, sizeof err), ==, 0);
+    outq_get_stats(q, &st);
+    g_assert_cmpuint(st.queued[OUTQ_OPSTATUS], ==, (size_t)n);
+    g_assert_cmpuint(st.queued[OUTQ_ALARM], ==, 1);
+    int next = 0;
+    while (outq_take(q, MAXP, &b) == 1 && b.cls == OUTQ_OPSTATUS) {
+      gchar **lines = g_strsplit(b.payload, "\n", -1);
+      for (gchar **l = lines; *l; l++) {
+        int v;
+        g_assert_cmpint(sscanf(*l, "503,c8y_Command,status %d", &v), ==, 1);
+        g_assert_cmpint(v, ==, next);
+        next++;
+      }
+      g_strfreev(lines);
+      outq_ack(q, b.id);
+      outq_batch_free(&b);
+    }
+    outq_batch_free(&b);
+    g_assert_cmpint(next, ==, n);
+    g_assert_cmpuint(first, >, 0);
+    outq_close(q);
+    umount2(dir, MNT_DETACH);
+    g_free(filler);
+    g_free(qdir);
+    g_rmdir(dir);
+    g_free(dir);
+    _exit(0);
+  }
+}
+
+static void test_disk_full(void) {
+  /* A child of our own: unsharing namespaces needs a single thread, and the
+   * mount must vanish with it. */
+  int p[2];
+  g_assert_cmpint(pipe(p), ==, 0);
+  pid_t pid = fork();
+  g_assert_cmpint(pid, >=, 0);
+  if (pid == 0) {
+    close(p[0]);
+    disk_full_child(p[1]);
+  }
+  close(p[1]);
+  char why[256] = "";
+  ssize_t n = read(p[0], why, sizeof why - 1);
+  why[n > 0 ? n : 0] = '\0';
+  close(p[0]);
+  int status;
+  g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 77) {
+    char *msg = g_strdup_printf("cannot mount a small file system: %s", why);
+    g_test_skip(msg);
+    g_free(msg);
+    return;
+  }
+  g_assert_true(WIFEXITED(status));
+  g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/outq/class_for_template", test_class_for_template);
@@ -1026,5 +1227,6 @@ int main(int argc, char **argv) {
   g_test_add_func("/outq/persist/readback_crc", test_readback_crc);
   g_test_add_func("/outq/persist/group_commit", test_group_commit);
   g_test_add_func("/outq/memory/backlog", test_backlog_memory);
+  g_test_add_func("/outq/persist/disk_full", test_disk_full);
   return g_test_run();
 }
