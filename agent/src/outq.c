@@ -968,9 +968,8 @@ static int file_rewrite(outq *q, int cls) {
       continue;
     const unsigned char *p = rec_get(q, cls, e);
     if (!p) {
-      /* Damaged since it was written: the line is lost either way. */
-      ent_kill(q, cls, pos, 0);
-      continue;
+      rc = -1; /* left to outq_take, which drops it when it gets there */
+      break;
     }
     memcpy(buf + fill, p, e->rlen);
     fill += e->rlen;
@@ -1526,6 +1525,13 @@ static int replay_entry(outq *q, int cls, const rec *r, uint64_t off) {
   ent_set_off(e, off);
   ent_set_state(e, ST_QUEUED);
   topic_ref(q, (uint32_t)tp, cls);
+  c->count++;
+  c->nlive++;
+  c->qbytes += r->len - REC_HDR;
+  c->live += r->len;
+  c->ndisk++;
+  q->bytes += r->len - REC_HDR;
+  q->st.replayed++;
   if (r->tag) {
     e->flags |= EF_TAGGED;
     q->ntagged++;
@@ -1538,13 +1544,6 @@ static int replay_entry(outq *q, int cls, const rec *r, uint64_t off) {
               hash_line((const char *)r->topic, r->tlen, (const char *)r->data,
                         r->dlen));
   }
-  c->count++;
-  c->nlive++;
-  c->qbytes += r->len - REC_HDR;
-  c->live += r->len;
-  c->ndisk++;
-  q->bytes += r->len - REC_HDR;
-  q->st.replayed++;
   return 0;
 }
 
@@ -2044,8 +2043,8 @@ static int make_batch(outq *q, int cls, uint64_t start, size_t max_payload,
     q->bt = nb;
     q->capbt = ncap;
   }
-  size_t first_len = ent_at(r, start)->rlen - REC_HDR - tlen;
-  size_t cap = first_len > max_payload ? first_len : max_payload;
+  /* Room for any first line: an unreadable one may be skipped. */
+  size_t cap = max_payload > OUTQ_MAX_LINE ? max_payload : OUTQ_MAX_LINE;
   char *payload = malloc(cap + 1);
   size_t nb = 0, capb = 16, ntags = 0, capt = 0, len = 0;
   bent *ev = malloc(capb * sizeof *ev);
