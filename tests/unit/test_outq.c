@@ -1015,6 +1015,34 @@ static void test_backlog_memory(void) {
   rm_dir(dir);
 }
 
+/* Drops at the bound are logged with counts per class, rate-limited: the
+ * first at once, the rest summed up (here: at close). */
+static void test_drop_log(void) {
+  if (g_test_subprocess()) {
+    outq *q = open_q(NULL, OUTQ_FSYNC_NEVER, 1000);
+    for (int i = 0; i < 100; i++) {
+      char line[32];
+      snprintf(line, sizeof line, "200,c8y_T,T,%04d", i);
+      g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==,
+                      0);
+    }
+    for (int i = 0; i < 60; i++)
+      g_assert_cmpint(
+          outq_push(q, OUTQ_EVENT, "s/us", "400,c8y_E,eeeeeee", 0, 0), ==, 0);
+    outq_stats st;
+    outq_get_stats(q, &st);
+    g_assert_cmpuint(st.dropped[OUTQ_MEASUREMENT], ==, 100);
+    g_assert_cmpuint(st.dropped[OUTQ_EVENT], ==, 13);
+    outq_close(q);
+    return;
+  }
+  g_test_trap_subprocess(NULL, 0, 0);
+  g_test_trap_assert_passed();
+  g_test_trap_assert_stderr("*queue full (max_bytes): dropped 1 measurements\n"
+                            "*queue full (max_bytes): dropped 13 events, 99 "
+                            "measurements\n*");
+}
+
 /* Mounts a small tmpfs on dir in a private mount namespace (as root, or
  * as root of a new user namespace); NULL or why not. */
 static const char *mount_small_fs(const char *dir, const char *size) {
@@ -1239,5 +1267,6 @@ int main(int argc, char **argv) {
   g_test_add_func("/outq/persist/group_commit", test_group_commit);
   g_test_add_func("/outq/memory/backlog", test_backlog_memory);
   g_test_add_func("/outq/persist/disk_full", test_disk_full);
+  g_test_add_func("/outq/drop_log", test_drop_log);
   return g_test_run();
 }
