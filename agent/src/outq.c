@@ -1006,7 +1006,10 @@ static int file_rewrite(outq *q, int cls) {
   c->fd = fd;
   c->fsize = nc.fsize;
   c->live = nc.fsize;
-  c->sgen = c->wgen = c->egen = 0;
+  /* Everything is durable now; generations only grow, so that a pusher
+   * waiting for an fsync of the old file is released. */
+  c->wgen++;
+  c->sgen = c->wgen;
   c->last_sync = now_ms();
   c->warned = 0;
   return 0;

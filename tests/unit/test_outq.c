@@ -455,6 +455,32 @@ static void test_corrupt_middle(void) {
                             "skipped 45 bytes*");
 }
 
+/* Records punched out to make room on a full disk read as zeros: replay
+ * skips them without calling it damage. */
+static void test_punched(void) {
+  if (g_test_subprocess()) {
+    char *dir = make_dir();
+    push_five(dir);
+    char *path = queue_path(dir, OUTQ_MEASUREMENT);
+    int fd = open(path, O_RDWR);
+    g_assert_cmpint(fd, >=, 0);
+    static const char zeros[2 * REC];
+    g_assert_cmpint(pwrite(fd, zeros, sizeof zeros, REC), ==, sizeof zeros);
+    close(fd);
+    outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+    assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us",
+                    "200,m,v,0\n200,m,v,3\n200,m,v,4");
+    assert_empty(q);
+    outq_close(q);
+    g_free(path);
+    rm_dir(dir);
+    return;
+  }
+  g_test_trap_subprocess(NULL, 0, 0);
+  g_test_trap_assert_passed();
+  g_test_trap_assert_stderr_unmatched("*corrupt*");
+}
+
 static void test_garbage_file(void) {
   if (g_test_subprocess()) {
     char *dir = make_dir();
@@ -1268,5 +1294,6 @@ int main(int argc, char **argv) {
   g_test_add_func("/outq/memory/backlog", test_backlog_memory);
   g_test_add_func("/outq/persist/disk_full", test_disk_full);
   g_test_add_func("/outq/drop_log", test_drop_log);
+  g_test_add_func("/outq/persist/punched", test_punched);
   return g_test_run();
 }
