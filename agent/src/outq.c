@@ -243,6 +243,7 @@ typedef struct qclass {
    * makes everything up to N durable (sgen) or failed (egen). */
   uint64_t wgen, sgen, egen;
   int syncing;
+  int readers; /* takes reading the file without the lock */
   int64_t last_sync;
   int warned; /* an I/O failure was logged; stay quiet until success */
 } qclass;
@@ -945,8 +946,8 @@ static int first_queued(outq *q, int cls, uint64_t *pos) {
  * is in place. */
 static int file_rewrite(outq *q, int cls) {
   qclass *c = &q->c[cls];
-  if (c->syncing)
-    return -1; /* its fd is being fsync'ed outside the lock */
+  if (c->syncing || c->readers)
+    return -1; /* its fd is in use outside the lock */
   char tmp[64];
   snprintf(tmp, sizeof tmp, "%s.tmp", c->name);
   int fd = openat(q->dirfd, tmp,
@@ -2143,6 +2144,187 @@ oom:
   return -1;
 }
 
+/* Reads above this span record by record instead of in one pread. */
+#define READ_SPAN_MAX (1u << 20)
+
+typedef struct rd_ent {
+  uint64_t pos, off;
+  uint32_t rlen;
+  int bad;
+} rd_ent;
+
+/* make_batch for entries in a class file, with the lines read back without
+ * q->mu: the entries are marked in flight first (nothing else touches
+ * them then, and a punch or truncation never covers a live record), and the
+ * file is not rewritten while c->readers is set. Called and returns with
+ * q->mu held; same results as make_batch. */
+static int make_batch_io(outq *q, int cls, uint64_t start, size_t max_payload,
+                         outq_batch *b) {
+  qclass *c = &q->c[cls];
+  ring *r = &c->r;
+  if (ent_at(r, start)->flags & EF_MEM)
+    return make_batch(q, cls, start, max_payload, UINT64_MAX, b);
+  uint32_t tp = ent_at(r, start)->topic;
+  size_t tlen = q->tp[tp].len;
+  if (q->nbt == q->capbt) {
+    size_t ncap = q->capbt ? q->capbt * 2 : 8;
+    batch *nb = realloc(q->bt, ncap * sizeof *nb);
+    if (!nb)
+      return -1;
+    q->bt = nb;
+    q->capbt = ncap;
+  }
+  size_t cap = max_payload > OUTQ_MAX_LINE ? max_payload : OUTQ_MAX_LINE;
+  char *payload = malloc(cap + 1), *topic = strdup(q->tp[tp].s);
+  size_t n = 0, capn = 16, len = 0;
+  rd_ent *v = malloc(capn * sizeof *v);
+  if (!payload || !topic || !v)
+    goto oom;
+  for (uint64_t pos = start; pos < r->tail; pos++) {
+    ent *e = ent_at(r, pos);
+    int st = ent_state(e);
+    if (st == ST_DEAD)
+      continue;
+    if (st != ST_QUEUED || e->topic != tp || (e->flags & EF_MEM))
+      break;
+    size_t llen = e->rlen - REC_HDR - tlen;
+    if (n && len + 1 + llen > max_payload)
+      break;
+    if (n == capn) {
+      rd_ent *nv = realloc(v, 2 * capn * sizeof *v);
+      if (!nv)
+        goto oom;
+      v = nv;
+      capn *= 2;
+    }
+    v[n++] = (rd_ent){pos, ent_off(e), e->rlen, 0};
+    len += (n > 1) + llen;
+  }
+  for (size_t i = 0; i < n; i++) {
+    ent *e = ent_at(r, v[i].pos);
+    ent_set_state(e, ST_INFLIGHT);
+    c->count--;
+    c->qbytes -= e->rlen - REC_HDR;
+  }
+  q->inflight += n;
+  first_queued(q, cls, &start); /* moves cur past what was taken */
+  c->readers++;
+  int fd = c->fd;
+  pthread_mutex_unlock(&q->mu);
+
+  uint64_t span = v[n - 1].off + v[n - 1].rlen - v[0].off;
+  unsigned char *buf = malloc(span <= READ_SPAN_MAX ? span : REC_MAX);
+  bent *ev = malloc(n * sizeof *ev);
+  uint64_t *tags = NULL;
+  size_t nb = 0, ntags = 0, capt = 0, plen = 0;
+  int io_err = 0;
+  if (buf && ev && span <= READ_SPAN_MAX &&
+      pread_full(fd, buf, span, v[0].off) != (ssize_t)span)
+    io_err = errno ? errno : EIO;
+  for (size_t i = 0; buf && ev && i < n; i++) {
+    const unsigned char *p;
+    if (span <= READ_SPAN_MAX) {
+      p = buf + (v[i].off - v[0].off);
+      if (io_err) {
+        v[i].bad = 1;
+        continue;
+      }
+    } else {
+      p = buf;
+      if (pread_full(fd, buf, v[i].rlen, v[i].off) != (ssize_t)v[i].rlen) {
+        v[i].bad = 1;
+        io_err = errno ? errno : EIO;
+        continue;
+      }
+    }
+    rec rr;
+    if (rec_parse(p, v[i].rlen, &rr) < 0 || rr.type != REC_ENTRY ||
+        rr.len != v[i].rlen || rr.tlen != tlen) {
+      v[i].bad = 1;
+      continue;
+    }
+    if (rr.tag) {
+      if (ntags == capt) {
+        size_t ncap = capt ? capt * 2 : 8;
+        uint64_t *nt = realloc(tags, ncap * sizeof *nt);
+        if (!nt) {
+          v[i].bad = 2; /* no memory: back in the queue, not lost */
+          continue;
+        }
+        tags = nt;
+        capt = ncap;
+      }
+      tags[ntags++] = rr.tag;
+    }
+    if (nb)
+      payload[plen++] = '\n';
+    memcpy(payload + plen, rr.data, rr.dlen);
+    plen += rr.dlen;
+    ev[nb++] = (bent){v[i].pos, rr.seq};
+  }
+  free(buf);
+
+  pthread_mutex_lock(&q->mu);
+  c->readers--;
+  if (!buf || !ev) {
+    for (size_t i = 0; i < n; i++)
+      v[i].bad = 2;
+    nb = 0;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (!v[i].bad)
+      continue;
+    if (v[i].bad == 2) {
+      ent *e = ent_at(r, v[i].pos);
+      ent_set_state(e, ST_QUEUED);
+      c->count++;
+      c->qbytes += e->rlen - REC_HDR;
+      q->inflight--;
+      if (v[i].pos < r->cur)
+        r->cur = v[i].pos;
+      continue;
+    }
+    if (io_err) {
+      errno = io_err;
+      io_warn(c, "reading back a queued line");
+    } else {
+      log_error("outq: %s: the record at offset %" PRIu64
+                " is damaged on disk; its line is lost",
+                c->path, v[i].off);
+    }
+    ent_kill(q, cls, v[i].pos, 0);
+  }
+  free(v);
+  ring_trim(r);
+  if (!nb) {
+    free(ev);
+    free(tags);
+    free(payload);
+    free(topic);
+    return !buf || !ev ? -1 : 0;
+  }
+  payload[plen] = '\0';
+  batch *bt = &q->bt[q->nbt++];
+  bt->id = ++q->next_batch;
+  bt->cls = cls;
+  bt->e = ev;
+  bt->n = nb;
+  b->id = bt->id;
+  b->cls = (outq_class)cls;
+  b->topic = topic;
+  b->payload = payload;
+  b->len = plen;
+  b->nlines = nb;
+  b->tags = tags;
+  b->ntags = ntags;
+  return 1;
+oom:
+  free(payload);
+  free(topic);
+  free(v);
+  return -1;
+}
+
 /* Oldest live (queued or in flight) entry of topic tp in class cls; 1 and
  * its position and sequence number if there is one. */
 static int oldest_on_topic(outq *q, int cls, uint32_t tp, uint64_t *pos,
@@ -2216,7 +2398,9 @@ int outq_take(outq *q, size_t max_payload, outq_batch *b) {
       if (cls == OUTQ_OPSTATUS)
         rc = take_status(q, max_payload, b);
       else if (first_queued(q, cls, &pos))
-        rc = make_batch(q, cls, pos, max_payload, UINT64_MAX, b);
+        rc = q->c[cls].fd >= 0
+                 ? make_batch_io(q, cls, pos, max_payload, b)
+                 : make_batch(q, cls, pos, max_payload, UINT64_MAX, b);
       /* 0 from make_batch: the line was unreadable and dropped; retry. */
       if (rc != 0 || cls == OUTQ_OPSTATUS)
         break;

@@ -773,8 +773,10 @@ static gpointer pusher(gpointer p) {
   return NULL;
 }
 
-static void test_threads(void) {
-  outq *q = open_q(NULL, OUTQ_FSYNC_NEVER, 0);
+/* dir: lines are read back from the files outside the lock while the
+ * pushers append. */
+static void threads_run(const char *dir) {
+  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
   pusher_arg args[4];
   GThread *th[4];
   for (int i = 0; i < 4; i++) {
@@ -804,6 +806,13 @@ static void test_threads(void) {
     g_thread_join(th[i]);
   g_assert_cmpuint(got, ==, 8000);
   outq_close(q);
+}
+
+static void test_threads(void) {
+  threads_run(NULL);
+  char *dir = make_dir();
+  threads_run(dir);
+  rm_dir(dir);
 }
 
 /* A status closes what was sent before it on its topic: the lines a
