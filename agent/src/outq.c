@@ -20,7 +20,9 @@
  * Memory: a queued line costs one 12-byte slot (file offset, record size,
  * interned topic id, flags) in a per-class ring of mmap'ed blocks that are
  * unmapped as the ring drains; lines are read back (pread, CRC-checked)
- * when outq_take packs a batch. Only records that are not in a file
+ * when outq_take packs a batch, without the lock for plain batches (the
+ * entries are marked in flight first). Appends (write) happen under the
+ * lock, their fsyncs outside it (group commit). Only records not in a file
  * (volatile entries, a memory-only queue, statuses held while the disk is
  * full) keep their bytes in memory. Sequence numbers and tags live in the
  * records, so they are read back too when needed (tombstones, ordering). */
@@ -1265,6 +1267,12 @@ static int drop_report(outq *q, char *buf, size_t len) {
       any = 1;
       q->droplog[why][c] = 0;
     }
+    uint64_t total = 0;
+    for (int c = 0; c < OUTQ_NCLASSES; c++)
+      total += why ? q->st.dropped_disk_full[c] : q->st.dropped[c];
+    if (any && o < len)
+      o += (size_t)snprintf(buf + o, len - o, " (%" PRIu64 " since the start)",
+                            total);
   }
   if (!o)
     return 0;

@@ -46,7 +46,9 @@
  * Lower classes are refused with C8Y_EAGAIN. Entering and leaving that state
  * is logged.
  *
- * All functions are thread-safe. */
+ * All functions are thread-safe. Batches are read back from the files
+ * without holding the queue's lock, so two concurrent outq_take calls may
+ * return in either order (the agent takes from one thread). */
 #ifndef C8Y_OUTQ_H
 #define C8Y_OUTQ_H
 

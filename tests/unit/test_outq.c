@@ -1073,9 +1073,10 @@ static void test_drop_log(void) {
   }
   g_test_trap_subprocess(NULL, 0, 0);
   g_test_trap_assert_passed();
-  g_test_trap_assert_stderr("*queue full (max_bytes): dropped 1 measurements\n"
-                            "*queue full (max_bytes): dropped 13 events, 99 "
-                            "measurements\n*");
+  g_test_trap_assert_stderr(
+      "*queue full (max_bytes): dropped 1 measurements (1 since the start)\n"
+      "*queue full (max_bytes): dropped 13 events, 99 measurements (113 since "
+      "the start)\n*");
 }
 
 /* Mounts a small tmpfs on dir in a private mount namespace (as root, or
