@@ -27,8 +27,9 @@
  * Memory: a queued line costs about 12 bytes of RAM (its place in the file,
  * size, topic id and flags; topics are interned); the line itself is read
  * back from the file when it is sent. Volatile entries, a memory-only queue
- * and statuses held on a full disk keep their bytes in memory. Memory is
- * handed back when the queue drains.
+ * and statuses held on a full disk keep their bytes in memory; inventory
+ * lines cost ~40 bytes more for the coalescing index. Memory is handed back
+ * when the queue drains.
  *
  * Bounds: when the stored bytes would exceed max_bytes, the oldest entries of
  * the least important non-empty class are dropped (never in-flight ones).
