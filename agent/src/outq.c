@@ -1886,6 +1886,10 @@ int outq_push(outq *q, outq_class cls, const char *topic, const char *line,
     rc = errno == EAGAIN ? C8Y_EAGAIN : C8Y_ENOMEM;
     goto out;
   }
+  /* Pinned for the whole push: making room, supersedes, drops, or a take
+   * and ack while we wait for the fsync may remove every other entry of
+   * the topic meanwhile. */
+  q->tp[tp].refs++;
   uint16_t tid = 0;
   uint64_t hl = 0;
   size_t sup_bytes = 0;
@@ -2022,8 +2026,10 @@ int outq_push(outq *q, outq_class cls, const char *topic, const char *line,
     }
   }
 out:
-  if (tp >= 0)
+  if (tp >= 0) {
+    q->tp[tp].refs--;
     topic_release(q, (uint32_t)tp);
+  }
   if (drop_report(q, msgbuf, sizeof msgbuf))
     msg = msgbuf;
   maybe_trim(q, &trim);
@@ -2572,6 +2578,7 @@ void outq_get_stats(outq *q, outq_stats *s) {
     s->queued[c] = q->c[c].count;
   s->inflight = q->inflight;
   s->bytes = q->bytes;
+  s->topics = q->ntopics;
   pthread_mutex_unlock(&q->mu);
 }
 

@@ -108,6 +108,7 @@ typedef struct outq_stats {
   uint64_t disk_full; /* times the queue ran into a full disk */
   uint64_t io_errors; /* pushes refused for an I/O error */
   uint64_t fsyncs;    /* data fsyncs of the class files (group commits) */
+  size_t topics;      /* distinct topics of queued and in-flight entries */
 } outq_stats;
 
 /* Returns 0 or -1 with one line in err (e.g. "state dir: Permission denied").
