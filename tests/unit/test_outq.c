@@ -1098,6 +1098,16 @@ static void test_drop_log(void) {
       "the start)\n*");
 }
 
+/* /proc files take one write(), not a temp file and a rename. */
+static int write_proc(const char *path, const char *text) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  ssize_t n = write(fd, text, strlen(text));
+  close(fd);
+  return n == (ssize_t)strlen(text) ? 0 : -1;
+}
+
 /* Mounts a small tmpfs on dir in a private mount namespace (as root, or
  * as root of a new user namespace); NULL or why not. */
 static const char *mount_small_fs(const char *dir, const char *size) {
@@ -1111,12 +1121,16 @@ static const char *mount_small_fs(const char *dir, const char *size) {
     }
     char map[64];
     snprintf(map, sizeof map, "0 %u 1", (unsigned)uid);
-    g_file_set_contents("/proc/self/setgroups", "deny", -1, NULL);
-    if (!g_file_set_contents("/proc/self/uid_map", map, -1, NULL))
-      return "cannot write uid_map";
+    write_proc("/proc/self/setgroups", "deny");
+    if (write_proc("/proc/self/uid_map", map) < 0) {
+      snprintf(why, sizeof why, "uid_map: %s", g_strerror(errno));
+      return why;
+    }
     snprintf(map, sizeof map, "0 %u 1", (unsigned)gid);
-    if (!g_file_set_contents("/proc/self/gid_map", map, -1, NULL))
-      return "cannot write gid_map";
+    if (write_proc("/proc/self/gid_map", map) < 0) {
+      snprintf(why, sizeof why, "gid_map: %s", g_strerror(errno));
+      return why;
+    }
   }
   if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
     snprintf(why, sizeof why, "private mounts: %s", g_strerror(errno));
