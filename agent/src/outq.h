@@ -44,8 +44,9 @@
  * them. A status or alarm that still cannot be written is held in memory
  * (outq_stats.held), sent normally, and written in order as soon as space is
  * back (outq_push or outq_tick); it survives a restart only once written.
- * Lower classes are refused with C8Y_EAGAIN. Entering and leaving that state
- * is logged.
+ * A line of those three classes takes room only from its own class and
+ * the ones before it in that order, and is refused with C8Y_EAGAIN when
+ * there is none. Entering and leaving that state is logged.
  *
  * All functions are thread-safe. Batches are read back from the files
  * without holding the queue's lock, so two concurrent outq_take calls may
