@@ -10,12 +10,16 @@ log="$build.log"
 echo "# building Release in $build (log: $log)" >&2
 if ! { cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release \
          -DC8Y_BUILD_TESTS=ON &&
-       cmake --build "$build" -j2 --target c8y-bench; } >"$log" 2>&1; then
+       cmake --build "$build" -j2 --target c8y-bench c8y-bench-outq; } \
+       >"$log" 2>&1; then
   tail -n 30 "$log" >&2
   echo "bench/run.sh: build failed; full log in $log" >&2
   exit 2
 fi
 rc=0
+# The queue's backlog cost first (in-process, no broker); N from
+# $C8Y_BENCH_OUTQ_LINES, default 1000000.
+"$build/bench/c8y-bench-outq" --lines "${C8Y_BENCH_OUTQ_LINES:-1000000}" || rc=$?
 "$build/bench/c8y-bench" "$@" || rc=$?
 echo "# download throughput and memory (c8y-bench-download)" >&2
 "$build/bench/c8y-bench-download" || rc=$?

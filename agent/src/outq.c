@@ -7,26 +7,42 @@
  * with magic bytes and carry a CRC32 so that a torn append at the tail or a
  * damaged record in the middle is detected and skipped, resyncing on the next
  * magic. A file whose entries are all gone is truncated; one that is mostly
- * garbage is rewritten (temp file + fsync + rename + fsync dir).
+ * garbage is rewritten (temp file + fsync + rename + fsync dir). Records of
+ * entries dropped to make room on a full disk are punched out (zeros), which
+ * replay skips silently.
  *
  * Record layout, little endian:
  *   0 magic "\xC8QUE"  4 crc32 of bytes 8..end  8 type  9 reserved (0)
  *  10 topic length u16  12 data length u32  16 seq u64  24 tag u64
  *  32 topic bytes, then data (the line, or tombstone ranges: u64 first,
- *     u64 count, repeated). */
+ *     u64 count, repeated).
+ *
+ * Memory: a queued line costs one 12-byte slot (file offset, record size,
+ * interned topic id, flags) in a per-class ring of mmap'ed blocks that are
+ * unmapped as the ring drains; lines are read back (pread, CRC-checked)
+ * when outq_take packs a batch, without the lock for plain batches (the
+ * entries are marked in flight first). Appends (write) happen under the
+ * lock, their fsyncs outside it (group commit). Only records not in a file
+ * (volatile entries, a memory-only queue, statuses held while the disk is
+ * full) keep their bytes in memory. Sequence numbers and tags live in the
+ * records, so they are read back too when needed (tombstones, ordering). */
 #include "outq.h"
 
 #include "log.h"
 
+#include <c8y/plugin.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,6 +50,7 @@
 #define OUTQ_MAX_TOPIC 1024u
 #define OUTQ_DEFAULT_MAX_BYTES (16u * 1024u * 1024u)
 #define REC_HDR 32u
+#define REC_MAX (REC_HDR + OUTQ_MAX_TOPIC + OUTQ_MAX_LINE)
 #define REC_ENTRY 1u
 #define REC_TOMB 2u
 /* Tombstones are split so that no record is much larger than an entry:
@@ -42,6 +59,22 @@
 /* Rewriting a file costs its live bytes; below this size it is not worth it
  * even when most of the file is garbage. */
 #define COMPACT_MIN_BYTES 65536u
+/* Read-back window: consecutive records of a class are usually adjacent in
+ * its file, so one pread serves many lines of a batch. */
+#define RB_WINDOW 65536u
+/* Replay streams the files through a buffer of this size. */
+#define REPLAY_BUF (1u << 20)
+/* Kept free for statuses and alarms: released when the disk is full and
+ * nothing else can be dropped, re-created once space is back. */
+#define RESERVE_BYTES (256u * 1024u)
+/* How much a full disk makes room for at a time. */
+#define ROOM_BYTES (64u * 1024u)
+/* Drop reports are rate-limited to one line per this many ms. */
+#define DROP_LOG_MS 10000
+/* Tombstones of acks are fsync'ed with the next data fsync, or by outq_tick
+ * after this long: losing one in a crash only resends a line. */
+#define TOMB_SYNC_MS 1000
+#define MAX_TOPICS 65535u
 
 static const unsigned char rec_magic[4] = {0xC8, 'Q', 'U', 'E'};
 
@@ -144,41 +177,87 @@ static int64_t now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-typedef struct entry {
-  struct entry *prev, *next;  /* class FIFO while queued */
-  struct entry *hline, *htid; /* inventory coalescing hash chains */
-  uint64_t seq, tag;
-  uint32_t tlen, llen;
-  uint32_t disk;      /* record size in the class file; 0 = volatile */
-  uint32_t hash_line; /* hash of (topic, line) */
-  uint32_t hash_tid;  /* hash of (topic, template id) */
-  uint16_t tid;       /* replace-semantics template id, 0 if none */
-  uint8_t cls;
-  uint8_t indexed;
-  char *topic; /* both point into data[] */
-  char *line;
-  char data[];
-} entry;
+/* ---- in-memory layout ------------------------------------------------- */
+
+enum { ST_DEAD = 0, ST_QUEUED = 1, ST_INFLIGHT = 2 };
+#define EF_STATE 3u
+#define EF_MEM 4u  /* record bytes in q->mem, not in a file */
+#define EF_HELD 8u /* durable class, not written yet: the disk was full */
+#define EF_TAGGED 16u
+
+typedef struct ent {
+  uint32_t off;   /* file offset (low 32 bits) or memory slot */
+  uint16_t rlen;  /* record size */
+  uint16_t topic; /* interned topic id */
+  uint8_t offhi;  /* file offset bits 32..39 */
+  uint8_t flags;
+  uint16_t tid; /* replace-semantics template id (inventory), 0 if none */
+} ent;
+_Static_assert(sizeof(ent) == 12, "a queued line costs 12 bytes");
+
+#define BLK_SHIFT 12
+#define BLK_N (1u << BLK_SHIFT)
+#define BLK_BYTES (BLK_N * sizeof(ent))
+
+/* Positions grow forever; [head, tail) is held in blocks of BLK_N slots.
+ * No entry before cur is queued (they are dead or in flight). */
+typedef struct ring {
+  ent **blk;
+  size_t nblk, capblk;
+  uint64_t b0; /* block number of blk[0] */
+  uint64_t head, tail, cur;
+} ring;
+
+typedef struct qtopic {
+  char *s; /* NULL = free slot */
+  uint32_t len, hash;
+  uint32_t next;                /* bucket chain / free list: id + 1 */
+  uint32_t live[OUTQ_NCLASSES]; /* queued + in flight, per class */
+  uint32_t refs;
+} qtopic;
+
+typedef struct tagref {
+  uint64_t pos, tag;
+  int cls;
+} tagref;
+
+/* Coalescing index node for a queued or in-flight inventory entry; nodes of
+ * dead entries are skipped and swept in bulk. */
+typedef struct inode {
+  uint64_t h; /* 64-bit hash of (topic, line) */
+  uint64_t pos;
+  uint32_t nl, nt; /* chains: node + 1 */
+} inode;
 
 typedef struct qclass {
-  entry *head, *tail;
+  ring r;
   size_t count;   /* queued entries */
+  size_t nlive;   /* queued + in flight */
   size_t qbytes;  /* payload + topic bytes of queued entries */
+  size_t nheld;   /* held in memory because the disk was full */
   int fd;         /* -1 without a directory */
   char *name;     /* file name inside the directory */
   char *path;     /* for messages */
   uint64_t fsize; /* bytes in the file */
   uint64_t live;  /* bytes of records of entries still alive */
   size_t ndisk;   /* alive entries that have a record */
-  int dirty;      /* written since the last fsync */
+  /* Group commit: appends count wgen; an fsync started when wgen was N
+   * makes everything up to N durable (sgen) or failed (egen). */
+  uint64_t wgen, sgen, egen;
+  int syncing;
+  int readers; /* takes reading the file without the lock */
   int64_t last_sync;
   int warned; /* an I/O failure was logged; stay quiet until success */
 } qclass;
 
+typedef struct bent {
+  uint64_t pos, seq;
+} bent;
+
 typedef struct batch {
   uint64_t id;
   int cls;
-  entry **e;
+  bent *e;
   size_t n;
 } batch;
 
@@ -194,6 +273,7 @@ typedef struct tomb {
 
 struct outq {
   pthread_mutex_t mu;
+  pthread_cond_t sync_cv; /* a group fsync finished */
   qclass c[OUTQ_NCLASSES];
   int fsync_ms[OUTQ_NCLASSES];
   size_t max_bytes;
@@ -203,12 +283,42 @@ struct outq {
   batch *bt;
   size_t nbt, capbt;
   size_t inflight;
-  entry **hl, **ht; /* coalescing hash tables (inventory, queued only) */
-  size_t hsize, nindexed;
+  /* interned topics */
+  qtopic *tp;
+  size_t ntp, captp;
+  uint32_t tpfree; /* id + 1 */
+  uint32_t *tpb;
+  size_t ntpb, ntopics;
+  /* records kept in memory */
+  unsigned char **mem;
+  size_t nmem, capmem;
+  uint32_t *memfree;
+  size_t nmemfree, capmemfree;
+  /* tagged entries, for outq_remove_tag */
+  tagref *tags;
+  size_t ntags, captags, ntagged;
+  /* inventory coalescing index */
+  inode *in;
+  size_t nin, capin, ninused;
+  uint32_t infree;
+  uint32_t *inl, *intid;
+  size_t ninb;
+  /* read-back window */
+  unsigned char *rb;
+  int rb_cls;
+  uint64_t rb_off;
+  size_t rb_len;
   int dirfd;
   int lockfd;
+  int resfd;       /* the space reserve, -1 if none */
+  int reserve_out; /* 0: in place, else to be (re)created */
+  int64_t reserve_try;
+  int disk_full; /* a write failed for lack of space and was not yet healed */
   char *dir;
-  tomb tombs[OUTQ_NCLASSES]; /* pending tombstones per class */
+  tomb tombs[OUTQ_NCLASSES];          /* pending tombstones per class */
+  uint64_t droplog[2][OUTQ_NCLASSES]; /* unreported drops: bound, disk */
+  int64_t droplog_ms;
+  int trim; /* the queue was large: return memory once it drains */
   outq_stats st;
 };
 
@@ -270,160 +380,255 @@ static uint32_t fnv1a(uint32_t h, const void *data, size_t len) {
   return h;
 }
 
-static uint32_t hash_pair(const char *topic, size_t tlen, const void *b,
-                          size_t blen) {
-  uint32_t h = fnv1a(2166136261u, topic, tlen);
-  h = fnv1a(h, "", 1);
-  return fnv1a(h, b, blen);
+static uint64_t fnv1a64(uint64_t h, const void *data, size_t len) {
+  const unsigned char *p = data;
+  for (size_t i = 0; i < len; i++)
+    h = (h ^ p[i]) * 1099511628211ull;
+  return h;
 }
 
-/* ---- coalescing index ------------------------------------------------- */
+static uint64_t hash_line(const char *topic, size_t tlen, const char *line,
+                          size_t llen) {
+  uint64_t h = fnv1a64(14695981039346656037ull, topic, tlen);
+  h = fnv1a64(h, "", 1);
+  return fnv1a64(h, line, llen);
+}
 
-static int index_grow(outq *q) {
-  size_t nsize = q->hsize ? q->hsize * 2 : 64;
-  entry **nl = calloc(nsize, sizeof *nl);
-  entry **nt = calloc(nsize, sizeof *nt);
-  if (!nl || !nt) {
-    free(nl);
-    free(nt);
-    return -1;
-  }
-  for (size_t i = 0; i < q->hsize; i++) {
-    for (entry *e = q->hl[i], *nx; e; e = nx) {
-      nx = e->hline;
-      e->hline = nl[e->hash_line & (nsize - 1)];
-      nl[e->hash_line & (nsize - 1)] = e;
+static int disk_full_errno(int e) {
+  return e == ENOSPC || e == EDQUOT || e == EFBIG;
+}
+
+/* ---- ring ------------------------------------------------------------- */
+
+static ent *ent_at(const ring *r, uint64_t pos) {
+  return &r->blk[(pos >> BLK_SHIFT) - r->b0][pos & (BLK_N - 1)];
+}
+
+static int ent_state(const ent *e) { return e->flags & EF_STATE; }
+
+static void ent_set_state(ent *e, int st) {
+  e->flags = (uint8_t)((e->flags & ~EF_STATE) | (unsigned)st);
+}
+
+static uint64_t ent_off(const ent *e) {
+  return (uint64_t)e->off | ((uint64_t)e->offhi << 32);
+}
+
+static void ent_set_off(ent *e, uint64_t off) {
+  e->off = (uint32_t)off;
+  e->offhi = (uint8_t)(off >> 32);
+}
+
+/* Appends a zeroed slot; returns it or NULL (ENOMEM). */
+static ent *ring_push(ring *r) {
+  uint64_t bn = r->tail >> BLK_SHIFT;
+  if (r->nblk == 0)
+    r->b0 = bn;
+  if (bn - r->b0 == r->nblk) {
+    if (r->nblk == r->capblk) {
+      size_t ncap = r->capblk ? r->capblk * 2 : 8;
+      ent **nb = realloc(r->blk, ncap * sizeof *nb);
+      if (!nb)
+        return NULL;
+      r->blk = nb;
+      r->capblk = ncap;
     }
-    for (entry *e = q->ht[i], *nx; e; e = nx) {
-      nx = e->htid;
-      e->htid = nt[e->hash_tid & (nsize - 1)];
-      nt[e->hash_tid & (nsize - 1)] = e;
-    }
+    /* Own mappings, so that a drained ring gives its pages back at once
+     * whatever malloc's heap looks like. */
+    void *m = mmap(NULL, BLK_BYTES, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+      return NULL;
+    r->blk[r->nblk++] = m;
   }
-  free(q->hl);
-  free(q->ht);
-  q->hl = nl;
-  q->ht = nt;
-  q->hsize = nsize;
-  return 0;
-}
-
-/* Only queued inventory entries are indexed. Failing to grow the table only
- * makes chains longer, so it is not an error. */
-static void index_add(outq *q, entry *e) {
-  if (e->cls != OUTQ_INVENTORY || e->indexed)
-    return;
-  if (q->nindexed >= q->hsize && index_grow(q) < 0 && !q->hsize)
-    return;
-  size_t m = q->hsize - 1;
-  e->hline = q->hl[e->hash_line & m];
-  q->hl[e->hash_line & m] = e;
-  if (e->tid) {
-    e->htid = q->ht[e->hash_tid & m];
-    q->ht[e->hash_tid & m] = e;
-  }
-  e->indexed = 1;
-  q->nindexed++;
-}
-
-static void index_del(outq *q, entry *e) {
-  if (!e->indexed)
-    return;
-  size_t m = q->hsize - 1;
-  for (entry **pp = &q->hl[e->hash_line & m]; *pp; pp = &(*pp)->hline)
-    if (*pp == e) {
-      *pp = e->hline;
-      break;
-    }
-  if (e->tid)
-    for (entry **pp = &q->ht[e->hash_tid & m]; *pp; pp = &(*pp)->htid)
-      if (*pp == e) {
-        *pp = e->htid;
-        break;
-      }
-  e->hline = e->htid = NULL;
-  e->indexed = 0;
-  q->nindexed--;
-}
-
-/* ---- FIFO ------------------------------------------------------------- */
-
-static void fifo_push_back(outq *q, entry *e) {
-  qclass *c = &q->c[e->cls];
-  e->next = NULL;
-  e->prev = c->tail;
-  if (c->tail)
-    c->tail->next = e;
-  else
-    c->head = e;
-  c->tail = e;
-  c->count++;
-  c->qbytes += e->tlen + e->llen;
-  index_add(q, e);
-}
-
-static void fifo_push_front(outq *q, entry *e) {
-  qclass *c = &q->c[e->cls];
-  e->prev = NULL;
-  e->next = c->head;
-  if (c->head)
-    c->head->prev = e;
-  else
-    c->tail = e;
-  c->head = e;
-  c->count++;
-  c->qbytes += e->tlen + e->llen;
-  index_add(q, e);
-}
-
-static void fifo_unlink(outq *q, entry *e) {
-  qclass *c = &q->c[e->cls];
-  if (e->prev)
-    e->prev->next = e->next;
-  else
-    c->head = e->next;
-  if (e->next)
-    e->next->prev = e->prev;
-  else
-    c->tail = e->prev;
-  e->prev = e->next = NULL;
-  c->count--;
-  c->qbytes -= e->tlen + e->llen;
-  index_del(q, e);
-}
-
-/* ---- records and files ----------------------------------------------- */
-
-static entry *entry_new(outq_class cls, const char *topic, size_t tlen,
-                        const char *line, size_t llen, uint64_t seq,
-                        uint64_t tag) {
-  entry *e = malloc(sizeof *e + tlen + llen + 2);
-  if (!e)
-    return NULL;
+  ent *e = ent_at(r, r->tail);
   memset(e, 0, sizeof *e);
-  e->topic = e->data;
-  e->line = e->data + tlen + 1;
-  memcpy(e->topic, topic, tlen);
-  e->topic[tlen] = '\0';
-  memcpy(e->line, line, llen);
-  e->line[llen] = '\0';
-  e->tlen = (uint32_t)tlen;
-  e->llen = (uint32_t)llen;
-  e->cls = (uint8_t)cls;
-  e->seq = seq;
-  e->tag = tag;
-  if (cls == OUTQ_INVENTORY) {
-    e->hash_line = hash_pair(topic, tlen, line, llen);
-    e->tid = replace_tid(line, llen);
-    if (e->tid)
-      e->hash_tid = hash_pair(topic, tlen, &e->tid, sizeof e->tid);
-  }
+  r->tail++;
   return e;
 }
 
-static size_t entry_rec_size(const entry *e) {
-  return REC_HDR + e->tlen + e->llen;
+/* Forgets dead slots at the front and unmaps blocks nobody needs. */
+static void ring_trim(ring *r) {
+  while (r->head < r->tail && ent_state(ent_at(r, r->head)) == ST_DEAD)
+    r->head++;
+  if (r->cur < r->head)
+    r->cur = r->head;
+  size_t drop = 0;
+  if (r->head == r->tail)
+    drop = r->nblk;
+  else
+    drop = (size_t)((r->head >> BLK_SHIFT) - r->b0);
+  if (!drop)
+    return;
+  for (size_t i = 0; i < drop; i++)
+    munmap(r->blk[i], BLK_BYTES);
+  memmove(r->blk, r->blk + drop, (r->nblk - drop) * sizeof *r->blk);
+  r->nblk -= drop;
+  r->b0 += drop;
+  if (r->nblk == 0) {
+    free(r->blk);
+    r->blk = NULL;
+    r->capblk = 0;
+  }
 }
+
+static void ring_free(ring *r) {
+  for (size_t i = 0; i < r->nblk; i++)
+    munmap(r->blk[i], BLK_BYTES);
+  free(r->blk);
+  memset(r, 0, sizeof *r);
+}
+
+static int ring_has(const ring *r, uint64_t pos) {
+  return pos >= r->head && pos < r->tail;
+}
+
+/* ---- topics ----------------------------------------------------------- */
+
+static int topic_rehash(outq *q, size_t nb) {
+  uint32_t *b = calloc(nb, sizeof *b);
+  if (!b)
+    return -1;
+  for (size_t i = 0; i < q->ntp; i++)
+    if (q->tp[i].s) {
+      size_t k = q->tp[i].hash & (nb - 1);
+      q->tp[i].next = b[k];
+      b[k] = (uint32_t)i + 1;
+    }
+  free(q->tpb);
+  q->tpb = b;
+  q->ntpb = nb;
+  return 0;
+}
+
+/* Id of the topic, interned if new (with no reference yet); -1 with errno. */
+static int topic_intern(outq *q, const char *s, size_t len) {
+  uint32_t h = fnv1a(2166136261u, s, len);
+  if (q->ntpb)
+    for (uint32_t i = q->tpb[h & (q->ntpb - 1)]; i; i = q->tp[i - 1].next) {
+      qtopic *t = &q->tp[i - 1];
+      if (t->hash == h && t->len == len && memcmp(t->s, s, len) == 0)
+        return (int)i - 1;
+    }
+  if (q->ntopics >= MAX_TOPICS) {
+    errno = EAGAIN;
+    return -1;
+  }
+  if (q->ntopics + 1 > q->ntpb / 2 &&
+      topic_rehash(q, q->ntpb ? q->ntpb * 2 : 64) < 0)
+    return -1;
+  uint32_t id;
+  if (q->tpfree) {
+    id = q->tpfree - 1;
+    q->tpfree = q->tp[id].next;
+  } else {
+    if (q->ntp == q->captp) {
+      size_t ncap = q->captp ? q->captp * 2 : 16;
+      qtopic *nt = realloc(q->tp, ncap * sizeof *nt);
+      if (!nt)
+        return -1;
+      q->tp = nt;
+      q->captp = ncap;
+    }
+    id = (uint32_t)q->ntp++;
+  }
+  qtopic *t = &q->tp[id];
+  memset(t, 0, sizeof *t);
+  t->s = malloc(len + 1);
+  if (!t->s) {
+    t->next = q->tpfree;
+    q->tpfree = id + 1;
+    return -1;
+  }
+  memcpy(t->s, s, len);
+  t->s[len] = '\0';
+  t->len = (uint32_t)len;
+  t->hash = h;
+  size_t k = h & (q->ntpb - 1);
+  t->next = q->tpb[k];
+  q->tpb[k] = id + 1;
+  q->ntopics++;
+  return (int)id;
+}
+
+/* Frees the topic once nothing refers to it. */
+static void topic_release(outq *q, uint32_t id) {
+  qtopic *t = &q->tp[id];
+  if (t->refs)
+    return;
+  for (uint32_t *pp = &q->tpb[t->hash & (q->ntpb - 1)]; *pp;
+       pp = &q->tp[*pp - 1].next)
+    if (*pp == id + 1) {
+      *pp = t->next;
+      break;
+    }
+  free(t->s);
+  t->s = NULL;
+  t->next = q->tpfree;
+  q->tpfree = id + 1;
+  q->ntopics--;
+}
+
+static void topic_ref(outq *q, uint32_t id, int cls) {
+  q->tp[id].refs++;
+  q->tp[id].live[cls]++;
+}
+
+static void topic_unref(outq *q, uint32_t id, int cls) {
+  q->tp[id].refs--;
+  q->tp[id].live[cls]--;
+  topic_release(q, id);
+}
+
+/* ---- records kept in memory ------------------------------------------- */
+
+static int mem_put(outq *q, const unsigned char *rec, size_t len,
+                   uint32_t *slot) {
+  unsigned char *p = malloc(len);
+  if (!p)
+    return -1;
+  memcpy(p, rec, len);
+  if (q->nmemfree) {
+    *slot = q->memfree[--q->nmemfree];
+  } else {
+    if (q->nmem == q->capmem) {
+      size_t ncap = q->capmem ? q->capmem * 2 : 16;
+      unsigned char **nm = realloc(q->mem, ncap * sizeof *nm);
+      if (!nm) {
+        free(p);
+        return -1;
+      }
+      q->mem = nm;
+      q->capmem = ncap;
+    }
+    *slot = (uint32_t)q->nmem++;
+  }
+  q->mem[*slot] = p;
+  return 0;
+}
+
+static void mem_del(outq *q, uint32_t slot) {
+  free(q->mem[slot]);
+  q->mem[slot] = NULL;
+  if (q->nmemfree == q->capmemfree) {
+    size_t ncap = q->capmemfree ? q->capmemfree * 2 : 16;
+    uint32_t *nf = realloc(q->memfree, ncap * sizeof *nf);
+    if (!nf)
+      return; /* the slot is simply not reused */
+    q->memfree = nf;
+    q->capmemfree = ncap;
+  }
+  q->memfree[q->nmemfree++] = slot;
+  if (q->nmemfree == q->nmem) {
+    free(q->mem);
+    free(q->memfree);
+    q->mem = NULL;
+    q->memfree = NULL;
+    q->nmem = q->capmem = q->nmemfree = q->capmemfree = 0;
+  }
+}
+
+/* ---- records ---------------------------------------------------------- */
 
 static void rec_header(unsigned char *p, unsigned type, size_t tlen,
                        size_t dlen, uint64_t seq, uint64_t tag) {
@@ -440,12 +645,56 @@ static void rec_seal(unsigned char *p, size_t len) {
   put32(p + 4, crc32_update(0, p + 8, len - 8));
 }
 
-/* Encodes e into p (entry_rec_size(e) bytes). */
-static void encode_entry(unsigned char *p, const entry *e) {
-  rec_header(p, REC_ENTRY, e->tlen, e->llen, e->seq, e->tag);
-  memcpy(p + REC_HDR, e->topic, e->tlen);
-  memcpy(p + REC_HDR + e->tlen, e->line, e->llen);
-  rec_seal(p, entry_rec_size(e));
+static void encode_entry(unsigned char *p, const char *topic, size_t tlen,
+                         const char *line, size_t llen, uint64_t seq,
+                         uint64_t tag) {
+  rec_header(p, REC_ENTRY, tlen, llen, seq, tag);
+  memcpy(p + REC_HDR, topic, tlen);
+  memcpy(p + REC_HDR + tlen, line, llen);
+  rec_seal(p, REC_HDR + tlen + llen);
+}
+
+typedef struct rec {
+  unsigned type;
+  uint32_t tlen, dlen;
+  uint64_t seq, tag;
+  const unsigned char *topic, *data;
+  size_t len;
+} rec;
+
+/* Validates one record at p; 0 if it is complete, intact and sane. */
+static int rec_parse(const unsigned char *p, size_t avail, rec *r) {
+  if (avail < REC_HDR || memcmp(p, rec_magic, 4) != 0 || p[9] != 0)
+    return -1;
+  r->type = p[8];
+  r->tlen = get16(p + 10);
+  r->dlen = get32(p + 12);
+  r->seq = get64(p + 16);
+  r->tag = get64(p + 24);
+  if (r->type == REC_ENTRY) {
+    if (r->tlen == 0 || r->tlen > OUTQ_MAX_TOPIC || r->dlen == 0 ||
+        r->dlen > OUTQ_MAX_LINE || r->seq == 0 || r->seq == UINT64_MAX)
+      return -1;
+  } else if (r->type == REC_TOMB) {
+    if (r->tlen != 0 || r->dlen == 0 || r->dlen % 16 != 0 ||
+        r->dlen > TOMB_MAX_RANGES * 16 || r->seq != 0 || r->tag != 0)
+      return -1;
+  } else {
+    return -1;
+  }
+  r->len = REC_HDR + (size_t)r->tlen + r->dlen;
+  if (r->len > avail || crc32_update(0, p + 8, r->len - 8) != get32(p + 4))
+    return -1;
+  r->topic = p + REC_HDR;
+  r->data = r->topic + r->tlen;
+  if (r->type == REC_ENTRY)
+    return memchr(r->topic, 0, r->tlen) || memchr(r->data, 0, r->dlen) ? -1 : 0;
+  for (size_t i = 0; i < r->dlen; i += 16) {
+    uint64_t first = get64(r->data + i), count = get64(r->data + i + 8);
+    if (first == 0 || count == 0 || first > UINT64_MAX - count)
+      return -1;
+  }
+  return 0;
 }
 
 static void io_warn(qclass *c, const char *what) {
@@ -453,6 +702,69 @@ static void io_warn(qclass *c, const char *what) {
     log_warning("outq: %s: %s: %s", c->path, what, strerror(errno));
   c->warned = 1;
 }
+
+static ssize_t pread_full(int fd, void *buf, size_t len, uint64_t off) {
+  size_t got = 0;
+  while (got < len) {
+    ssize_t n = pread(fd, (char *)buf + got, len - got, (off_t)(off + got));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return -1;
+    if (n == 0)
+      break;
+    got += (size_t)n;
+  }
+  return (ssize_t)got;
+}
+
+/* The record of a live entry, read back (files) and checked; NULL if it is
+ * unreadable or damaged (logged). The pointer stays valid until the next
+ * read-back or file change. */
+static const unsigned char *rec_get(outq *q, int cls, const ent *e) {
+  if (e->flags & EF_MEM)
+    return q->mem[e->off];
+  qclass *c = &q->c[cls];
+  uint64_t off = ent_off(e);
+  if (q->rb_cls != cls || off < q->rb_off ||
+      off + e->rlen > q->rb_off + q->rb_len) {
+    if (!q->rb && !(q->rb = malloc(RB_WINDOW + REC_MAX)))
+      return NULL;
+    size_t want = RB_WINDOW;
+    if (off + want > c->fsize)
+      want = c->fsize > off ? (size_t)(c->fsize - off) : 0;
+    if (want < e->rlen)
+      want = e->rlen;
+    ssize_t n = pread_full(c->fd, q->rb, want, off);
+    q->rb_cls = -1;
+    if (n < (ssize_t)e->rlen) {
+      if (n >= 0)
+        errno = EIO;
+      io_warn(c, "reading back a queued line");
+      return NULL;
+    }
+    q->rb_cls = cls;
+    q->rb_off = off;
+    q->rb_len = (size_t)n;
+  }
+  const unsigned char *p = q->rb + (off - q->rb_off);
+  rec r;
+  if (rec_parse(p, e->rlen, &r) < 0 || r.type != REC_ENTRY ||
+      r.len != e->rlen) {
+    log_error("outq: %s: the record at offset %" PRIu64
+              " is damaged on disk; its line is lost",
+              c->path, off);
+    return NULL;
+  }
+  return p;
+}
+
+static void rb_invalidate(outq *q, int cls) {
+  if (q->rb_cls == cls)
+    q->rb_cls = -1;
+}
+
+/* ---- files ------------------------------------------------------------- */
 
 /* A partial append is cut back so that the file never ends in a torn
  * record we wrote ourselves. */
@@ -473,30 +785,50 @@ static int file_append(qclass *c, const void *buf, size_t len) {
     off += (size_t)n;
   }
   c->fsize += len;
-  c->dirty = 1;
+  c->wgen++;
   return 0;
 }
 
-static int file_sync(qclass *c) {
-  if (c->fd < 0 || !c->dirty)
-    return 0;
-  if (fdatasync(c->fd) < 0) {
-    io_warn(c, "fsync");
-    return -1;
-  }
-  c->dirty = 0;
-  c->last_sync = now_ms();
-  return 0;
-}
+static int class_dirty(const qclass *c) { return c->sgen < c->wgen; }
 
-/* Applies the class's fsync policy after a write. */
-static void sync_policy(outq *q, int cls) {
+/* Makes the class file durable up to append generation gen. The fsync runs
+ * without q->mu (group commit): pushers arriving meanwhile append and wait
+ * for the next fsync, which covers all of them. Called with q->mu held. */
+static int sync_upto(outq *q, int cls, uint64_t gen) {
   qclass *c = &q->c[cls];
-  int ms = q->fsync_ms[cls];
-  if (!c->dirty || ms < 0)
-    return;
-  if (ms == OUTQ_FSYNC_ALWAYS || now_ms() - c->last_sync >= ms)
-    file_sync(c);
+  while (c->sgen < gen) {
+    if (c->egen >= gen)
+      return -1;
+    if (c->syncing) {
+      pthread_cond_wait(&q->sync_cv, &q->mu);
+      continue;
+    }
+    c->syncing = 1;
+    uint64_t target = c->wgen;
+    int fd = c->fd;
+    pthread_mutex_unlock(&q->mu);
+    int rc = fdatasync(fd);
+    int err = errno;
+    pthread_mutex_lock(&q->mu);
+    c->syncing = 0;
+    q->st.fsyncs++;
+    if (rc == 0) {
+      if (target > c->sgen)
+        c->sgen = target;
+      c->last_sync = now_ms();
+    } else {
+      c->egen = target;
+      errno = err;
+      io_warn(c, "fsync");
+    }
+    pthread_cond_broadcast(&q->sync_cv);
+  }
+  return 0;
+}
+
+static void wait_no_sync(outq *q, int cls) {
+  while (q->c[cls].syncing)
+    pthread_cond_wait(&q->sync_cv, &q->mu);
 }
 
 static void tomb_add(tomb *t, uint64_t seq) {
@@ -543,69 +875,115 @@ static void tomb_write(qclass *c, tomb *t) {
     }
   }
   t->n = 0;
-}
-
-/* Forgets an entry that is no longer queued nor in flight. */
-static void entry_gone(outq *q, entry *e, tomb *t) {
-  qclass *c = &q->c[e->cls];
-  q->bytes -= e->tlen + e->llen;
-  if (e->disk) {
-    c->live -= e->disk;
-    c->ndisk--;
-    tomb_add(t, e->seq);
+  if (t->cap > 64) {
+    free(t->r);
+    t->r = NULL;
+    t->cap = 0;
   }
-  free(e);
 }
 
-static int cmp_entry_seq(const void *a, const void *b) {
-  const entry *x = *(entry *const *)a, *y = *(entry *const *)b;
-  return x->seq < y->seq ? -1 : x->seq > y->seq;
+/* Sequence number of a live entry (read back for file entries); 0 if its
+ * record is unreadable. */
+static uint64_t ent_seq(outq *q, int cls, const ent *e) {
+  const unsigned char *p = rec_get(q, cls, e);
+  return p ? get64(p + 16) : 0;
 }
 
-/* Rewrites the class file with only its live records, atomically. */
+/* Forgets a live entry. seq: its number for the tombstone, 0 = no tombstone
+ * (unreadable record or punched out). */
+static void ent_kill(outq *q, int cls, uint64_t pos, uint64_t seq) {
+  qclass *c = &q->c[cls];
+  ent *e = ent_at(&c->r, pos);
+  size_t bytes = e->rlen - REC_HDR;
+  if (ent_state(e) == ST_QUEUED) {
+    c->count--;
+    c->qbytes -= bytes;
+  } else {
+    q->inflight--;
+  }
+  c->nlive--;
+  q->bytes -= bytes;
+  if (e->flags & EF_MEM) {
+    mem_del(q, e->off);
+    if (e->flags & EF_HELD) {
+      c->nheld--;
+      q->st.held--;
+    }
+  } else {
+    c->live -= e->rlen;
+    c->ndisk--;
+    if (seq)
+      tomb_add(&q->tombs[cls], seq);
+  }
+  if (e->flags & EF_TAGGED)
+    q->ntagged--;
+  topic_unref(q, e->topic, cls);
+  e->flags = ST_DEAD;
+}
+
+/* Kills a queued entry whose sequence number is not known yet. */
+static void ent_drop(outq *q, int cls, uint64_t pos) {
+  ent *e = ent_at(&q->c[cls].r, pos);
+  uint64_t seq = (e->flags & EF_MEM) ? 0 : ent_seq(q, cls, e);
+  ent_kill(q, cls, pos, seq);
+}
+
+/* First queued position of the class at or after cur; advances cur. */
+static int first_queued(outq *q, int cls, uint64_t *pos) {
+  ring *r = &q->c[cls].r;
+  if (!q->c[cls].count)
+    return 0;
+  for (; r->cur < r->tail; r->cur++)
+    if (ent_state(ent_at(r, r->cur)) == ST_QUEUED) {
+      *pos = r->cur;
+      return 1;
+    }
+  return 0;
+}
+
+/* ---- compaction -------------------------------------------------------- */
+
+/* Rewrites the class file with only its live records, atomically. Records
+ * are copied from the old file; offsets are switched only once the new file
+ * is in place. */
 static int file_rewrite(outq *q, int cls) {
   qclass *c = &q->c[cls];
-  size_t n = 0, cap = c->ndisk ? c->ndisk : 1;
-  entry **v = malloc(cap * sizeof *v);
-  if (!v)
-    return -1;
-  for (entry *e = c->head; e; e = e->next)
-    if (e->disk && n < cap)
-      v[n++] = e;
-  for (size_t b = 0; b < q->nbt; b++)
-    if (q->bt[b].cls == cls)
-      for (size_t i = 0; i < q->bt[b].n; i++)
-        if (q->bt[b].e[i]->disk && n < cap)
-          v[n++] = q->bt[b].e[i];
-  qsort(v, n, sizeof *v, cmp_entry_seq);
-
+  if (c->syncing || c->readers)
+    return -1; /* its fd is in use outside the lock */
   char tmp[64];
   snprintf(tmp, sizeof tmp, "%s.tmp", c->name);
   int fd = openat(q->dirfd, tmp,
-                  O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+                  O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
   if (fd < 0) {
     io_warn(c, "compaction");
-    free(v);
     return -1;
   }
   qclass nc = *c;
   nc.fd = fd;
   nc.fsize = 0;
-  unsigned char *buf = malloc(65536 + REC_HDR + OUTQ_MAX_TOPIC + OUTQ_MAX_LINE);
+  unsigned char *buf = malloc(RB_WINDOW + REC_MAX);
   int rc = buf ? 0 : -1;
   size_t fill = 0;
-  for (size_t i = 0; rc == 0 && i <= n; i++) {
-    if (fill && (i == n || fill >= 65536)) {
+  ring *r = &c->r;
+  for (uint64_t pos = r->head; rc == 0 && pos < r->tail; pos++) {
+    ent *e = ent_at(r, pos);
+    if (ent_state(e) == ST_DEAD || (e->flags & EF_MEM))
+      continue;
+    const unsigned char *p = rec_get(q, cls, e);
+    if (!p) {
+      rc = -1; /* left to outq_take, which drops it when it gets there */
+      break;
+    }
+    memcpy(buf + fill, p, e->rlen);
+    fill += e->rlen;
+    if (fill >= RB_WINDOW) {
       rc = file_append(&nc, buf, fill);
       fill = 0;
     }
-    if (i < n) {
-      encode_entry(buf + fill, v[i]);
-      fill += entry_rec_size(v[i]);
-    }
   }
+  if (rc == 0 && fill)
+    rc = file_append(&nc, buf, fill);
   free(buf);
-  free(v);
   if (rc == 0 && fdatasync(fd) < 0)
     rc = -1;
   if (rc == 0 && renameat(q->dirfd, tmp, q->dirfd, c->name) < 0)
@@ -618,11 +996,23 @@ static int file_rewrite(outq *q, int cls) {
   }
   if (fsync(q->dirfd) < 0)
     io_warn(c, "fsync of the directory");
+  uint64_t off = 0;
+  for (uint64_t pos = r->head; pos < r->tail; pos++) {
+    ent *e = ent_at(r, pos);
+    if (ent_state(e) == ST_DEAD || (e->flags & EF_MEM))
+      continue;
+    ent_set_off(e, off);
+    off += e->rlen;
+  }
   close(c->fd);
+  rb_invalidate(q, cls);
   c->fd = fd;
   c->fsize = nc.fsize;
   c->live = nc.fsize;
-  c->dirty = 0;
+  /* Everything is durable now; generations only grow, so that a pusher
+   * waiting for an fsync of the old file is released. */
+  c->wgen++;
+  c->sgen = c->wgen;
   c->last_sync = now_ms();
   c->warned = 0;
   return 0;
@@ -640,10 +1030,10 @@ static void maybe_compact(outq *q, int cls, int rewrite) {
       io_warn(c, "truncate");
       return;
     }
+    rb_invalidate(q, cls);
     c->fsize = 0;
     c->live = 0;
-    c->dirty = 1;
-    sync_policy(q, cls);
+    c->wgen++; /* the new size is made durable with the next fsync */
     return;
   }
   if (rewrite && c->fsize >= COMPACT_MIN_BYTES &&
@@ -651,63 +1041,445 @@ static void maybe_compact(outq *q, int cls, int rewrite) {
     file_rewrite(q, cls);
 }
 
-/* ---- replay ----------------------------------------------------------- */
+/* Tombstones go out without an fsync of their own: they ride on the next
+ * data fsync or outq_tick's. */
+static void flush_tombs(outq *q) {
+  for (int c = 0; c < OUTQ_NCLASSES; c++)
+    if (q->tombs[c].n) {
+      tomb_write(&q->c[c], &q->tombs[c]);
+      maybe_compact(q, c, 0);
+    }
+}
 
-typedef struct rec {
-  unsigned type;
-  uint32_t tlen, dlen;
-  uint64_t seq, tag;
-  const unsigned char *topic, *data;
-  size_t len;
-} rec;
+/* ---- tags ------------------------------------------------------------- */
 
-/* Validates one record at p; 0 if it is complete, intact and sane. */
-static int rec_parse(const unsigned char *p, size_t avail, rec *r) {
-  if (avail < REC_HDR || memcmp(p, rec_magic, 4) != 0 || p[9] != 0)
-    return -1;
-  r->type = p[8];
-  r->tlen = get16(p + 10);
-  r->dlen = get32(p + 12);
-  r->seq = get64(p + 16);
-  r->tag = get64(p + 24);
-  if (r->type == REC_ENTRY) {
-    if (r->tlen == 0 || r->tlen > OUTQ_MAX_TOPIC || r->dlen == 0 ||
-        r->dlen > OUTQ_MAX_LINE || r->seq == 0 || r->seq == UINT64_MAX)
+static int tag_add(outq *q, int cls, uint64_t pos, uint64_t tag) {
+  if (q->ntags > 2 * q->ntagged + 64) {
+    size_t k = 0;
+    for (size_t i = 0; i < q->ntags; i++) {
+      tagref *t = &q->tags[i];
+      ring *r = &q->c[t->cls].r;
+      if (ring_has(r, t->pos) && ent_state(ent_at(r, t->pos)) != ST_DEAD &&
+          (ent_at(r, t->pos)->flags & EF_TAGGED))
+        q->tags[k++] = *t;
+    }
+    q->ntags = k;
+  }
+  if (q->ntags == q->captags) {
+    size_t ncap = q->captags ? q->captags * 2 : 16;
+    tagref *nt = realloc(q->tags, ncap * sizeof *nt);
+    if (!nt)
       return -1;
-  } else if (r->type == REC_TOMB) {
-    if (r->tlen != 0 || r->dlen == 0 || r->dlen % 16 != 0 ||
-        r->dlen > TOMB_MAX_RANGES * 16 || r->seq != 0 || r->tag != 0)
-      return -1;
-  } else {
+    q->tags = nt;
+    q->captags = ncap;
+  }
+  q->tags[q->ntags++] = (tagref){pos, tag, cls};
+  return 0;
+}
+
+/* ---- inventory coalescing index -------------------------------------- */
+
+static uint32_t tid_bucket(uint32_t topic, uint16_t tid) {
+  uint32_t k[2] = {topic, tid};
+  return fnv1a(2166136261u, k, sizeof k);
+}
+
+static void index_link(outq *q, uint32_t id) {
+  inode *n = &q->in[id];
+  ent *e = ent_at(&q->c[OUTQ_INVENTORY].r, n->pos);
+  size_t m = q->ninb - 1;
+  n->nl = q->inl[n->h & m];
+  q->inl[n->h & m] = id + 1;
+  n->nt = 0;
+  if (e->tid) {
+    uint32_t b = tid_bucket(e->topic, e->tid) & m;
+    n->nt = q->intid[b];
+    q->intid[b] = id + 1;
+  }
+}
+
+static int index_live(outq *q, const inode *n) {
+  ring *r = &q->c[OUTQ_INVENTORY].r;
+  return ring_has(r, n->pos) && ent_state(ent_at(r, n->pos)) != ST_DEAD;
+}
+
+static void index_reset(outq *q) {
+  free(q->in);
+  free(q->inl);
+  free(q->intid);
+  q->in = NULL;
+  q->inl = q->intid = NULL;
+  q->nin = q->capin = q->ninused = q->ninb = 0;
+  q->infree = 0;
+}
+
+/* Drops nodes of dead entries and sizes the tables to what is alive. */
+static int index_rebuild(outq *q, size_t want) {
+  size_t nb = 64;
+  while (nb < want)
+    nb *= 2;
+  uint32_t *nl = calloc(nb, sizeof *nl), *nt = calloc(nb, sizeof *nt);
+  if (!nl || !nt) {
+    free(nl);
+    free(nt);
     return -1;
   }
-  r->len = REC_HDR + (size_t)r->tlen + r->dlen;
-  if (r->len > avail || crc32_update(0, p + 8, r->len - 8) != get32(p + 4))
-    return -1;
-  r->topic = p + REC_HDR;
-  r->data = r->topic + r->tlen;
-  if (r->type == REC_ENTRY)
-    return memchr(r->topic, 0, r->tlen) || memchr(r->data, 0, r->dlen) ? -1 : 0;
-  for (size_t i = 0; i < r->dlen; i += 16) {
-    uint64_t first = get64(r->data + i), count = get64(r->data + i + 8);
-    if (first == 0 || count == 0 || first > UINT64_MAX - count)
-      return -1;
+  free(q->inl);
+  free(q->intid);
+  q->inl = nl;
+  q->intid = nt;
+  q->ninb = nb;
+  q->infree = 0;
+  q->ninused = 0;
+  for (size_t i = q->nin; i-- > 0;) {
+    if (q->in[i].pos != UINT64_MAX && index_live(q, &q->in[i])) {
+      index_link(q, (uint32_t)i);
+      q->ninused++;
+    } else {
+      q->in[i].pos = UINT64_MAX;
+      q->in[i].nl = q->infree;
+      q->infree = (uint32_t)i + 1;
+    }
   }
   return 0;
 }
 
-/* Offset of the next intact record after `from`, or `size` if none. */
-static size_t resync(const unsigned char *buf, size_t size, size_t from) {
-  while (from + REC_HDR <= size) {
-    const unsigned char *m = memmem(buf + from, size - from, rec_magic, 4);
-    if (!m)
-      break;
-    rec r;
-    if (rec_parse(m, size - (size_t)(m - buf), &r) == 0)
-      return (size_t)(m - buf);
-    from = (size_t)(m - buf) + 1;
+/* Indexes a new inventory entry. Failing only makes coalescing miss it. */
+static void index_add(outq *q, uint64_t pos, uint64_t h) {
+  size_t live = q->c[OUTQ_INVENTORY].nlive;
+  if (q->ninused >= q->ninb || q->ninused > 2 * live + 256) {
+    if (live <= 1 && q->ninused) {
+      index_reset(q);
+    }
+    if (index_rebuild(q, 2 * (live + 1)) < 0)
+      return;
   }
-  return size;
+  uint32_t id;
+  if (q->infree) {
+    id = q->infree - 1;
+    q->infree = q->in[id].nl;
+  } else {
+    if (q->nin == q->capin) {
+      size_t ncap = q->capin ? q->capin * 2 : 64;
+      inode *nn = realloc(q->in, ncap * sizeof *nn);
+      if (!nn)
+        return;
+      q->in = nn;
+      q->capin = ncap;
+    }
+    id = (uint32_t)q->nin++;
+  }
+  q->in[id].h = h;
+  q->in[id].pos = pos;
+  index_link(q, id);
+  q->ninused++;
+}
+
+/* A queued inventory entry identical to (topic, line) that a new push may
+ * be folded into; 1 if found. */
+static int index_find_dup(outq *q, uint32_t topic, const char *line,
+                          size_t llen, uint64_t h, int vol) {
+  if (!q->ninb)
+    return 0;
+  qclass *c = &q->c[OUTQ_INVENTORY];
+  for (uint32_t i = q->inl[h & (q->ninb - 1)]; i; i = q->in[i - 1].nl) {
+    inode *n = &q->in[i - 1];
+    if (n->h != h || !index_live(q, n))
+      continue;
+    ent *e = ent_at(&c->r, n->pos);
+    /* A durable line is not folded into a volatile one: it must survive. */
+    if (ent_state(e) != ST_QUEUED || e->topic != topic ||
+        !(!(e->flags & EF_MEM) || (e->flags & EF_HELD) || vol || c->fd < 0))
+      continue;
+    const unsigned char *p = rec_get(q, OUTQ_INVENTORY, e);
+    size_t tlen = q->tp[topic].len;
+    if (p && e->rlen - REC_HDR - tlen == llen &&
+        memcmp(p + REC_HDR + tlen, line, llen) == 0)
+      return 1;
+  }
+  return 0;
+}
+
+/* Calls fn for every queued inventory entry of (topic, tid). */
+static size_t index_superseded(outq *q, uint32_t topic, uint16_t tid,
+                               int kill) {
+  if (!q->ninb)
+    return 0;
+  size_t bytes = 0;
+  ring *r = &q->c[OUTQ_INVENTORY].r;
+  uint32_t b = tid_bucket(topic, tid) & (q->ninb - 1);
+  for (uint32_t i = q->intid[b]; i; i = q->in[i - 1].nt) {
+    inode *n = &q->in[i - 1];
+    if (!index_live(q, n))
+      continue;
+    ent *e = ent_at(r, n->pos);
+    if (ent_state(e) != ST_QUEUED || e->topic != topic || e->tid != tid)
+      continue;
+    bytes += e->rlen - REC_HDR;
+    if (kill) {
+      ent_drop(q, OUTQ_INVENTORY, n->pos);
+      q->st.coalesced++;
+    }
+  }
+  return bytes;
+}
+
+/* ---- size bound and full disks ---------------------------------------- */
+
+static const char *const class_names[OUTQ_NCLASSES] = {
+    "statuses", "alarms", "events", "inventory lines", "measurements"};
+
+/* Drops the oldest queued entry of the least important non-empty class among
+ * [min_cls, OUTQ_NCLASSES); 0 if one was dropped. */
+static int drop_one(outq *q, int min_cls) {
+  for (int d = OUTQ_NCLASSES - 1; d >= min_cls; d--) {
+    uint64_t pos;
+    if (!first_queued(q, d, &pos))
+      continue;
+    ent_drop(q, d, pos);
+    ring_trim(&q->c[d].r);
+    q->st.dropped[d]++;
+    q->droplog[0][d]++;
+    return 0;
+  }
+  return -1;
+}
+
+/* Formats the unreported drops into buf once per DROP_LOG_MS; 1 if there is
+ * something to log (after unlocking). */
+static int drop_report(outq *q, char *buf, size_t len) {
+  int64_t now = now_ms();
+  if (q->droplog_ms && now - q->droplog_ms < DROP_LOG_MS)
+    return 0;
+  size_t o = 0;
+  for (int why = 0; why < 2; why++) {
+    int any = 0;
+    for (int c = 0; c < OUTQ_NCLASSES; c++) {
+      if (!q->droplog[why][c])
+        continue;
+      if (!any && o < len)
+        o += (size_t)snprintf(buf + o, len - o, "%s%s: dropped", o ? "; " : "",
+                              why ? "disk full" : "queue full (max_bytes)");
+      if (o < len)
+        o += (size_t)snprintf(buf + o, len - o, "%s %" PRIu64 " %s",
+                              any ? "," : "", q->droplog[why][c],
+                              class_names[c]);
+      any = 1;
+      q->droplog[why][c] = 0;
+    }
+    uint64_t total = 0;
+    for (int c = 0; c < OUTQ_NCLASSES; c++)
+      total += why ? q->st.dropped_disk_full[c] : q->st.dropped[c];
+    if (any && o < len)
+      o += (size_t)snprintf(buf + o, len - o, " (%" PRIu64 " since the start)",
+                            total);
+  }
+  if (!o)
+    return 0;
+  q->droplog_ms = now;
+  return 1;
+}
+
+/* Frees disk space by dropping the oldest queued entries of class d and
+ * punching their records out of the file (no tombstone needed, none could
+ * be written anyway). Returns the bytes freed. */
+static uint64_t make_room_in(outq *q, int d) {
+  qclass *c = &q->c[d];
+  ring *r = &c->r;
+  uint64_t freed = 0, ps = 0, pe = 0;
+  int punch_ok = 1;
+  for (uint64_t pos = r->cur; pos < r->tail && freed < ROOM_BYTES; pos++) {
+    ent *e = ent_at(r, pos);
+    if (ent_state(e) != ST_QUEUED || (e->flags & EF_MEM))
+      continue;
+    uint64_t off = ent_off(e), len = e->rlen;
+    uint64_t seq = ent_seq(q, d, e);
+    ent_kill(q, d, pos, seq); /* tombstone in case punching is refused */
+    q->st.dropped_disk_full[d]++;
+    q->droplog[1][d]++;
+    freed += len;
+    if (pe != off) {
+      if (pe > ps &&
+          fallocate(c->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                    (off_t)ps, (off_t)(pe - ps)) < 0)
+        punch_ok = 0;
+      ps = off;
+    }
+    pe = off + len;
+  }
+  if (pe > ps && fallocate(c->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                           (off_t)ps, (off_t)(pe - ps)) < 0)
+    punch_ok = 0;
+  if (!punch_ok && freed)
+    log_warning("outq: %s: cannot punch dropped records out (%s); space "
+                "comes back when the file is emptied",
+                c->path, strerror(errno));
+  rb_invalidate(q, d);
+  ring_trim(r);
+  if (c->ndisk == 0) {
+    q->tombs[d].n = 0; /* the file is emptied: nothing left to cover */
+    maybe_compact(q, d, 0);
+  }
+  return punch_ok || c->ndisk == 0 ? freed : 0;
+}
+
+/* What a full disk takes first. */
+static const int room_order[3] = {OUTQ_MEASUREMENT, OUTQ_EVENT, OUTQ_INVENTORY};
+
+/* Appends a record; on a full disk makes room by the drop order
+ * (measurements, then events, then inventory; never statuses or alarms) and
+ * for statuses and alarms releases the reserve. 0, or -1 with errno. */
+static int append_room(outq *q, int cls, const unsigned char *p, size_t len) {
+  qclass *c = &q->c[cls];
+  for (;;) {
+    if (file_append(c, p, len) == 0)
+      return 0;
+    int err = errno;
+    if (!disk_full_errno(err))
+      return -1;
+    if (!q->disk_full) {
+      q->disk_full = 1;
+      q->st.disk_full++;
+      log_warning("outq: %s: %s: making room by dropping measurements, "
+                  "events, then inventory lines",
+                  c->path, strerror(err));
+    }
+    uint64_t freed = 0;
+    for (int k = 0; k < 3 && !freed; k++) {
+      freed = make_room_in(q, room_order[k]);
+      if (room_order[k] == cls)
+        break; /* a class takes room only from itself and those before */
+    }
+    if (freed)
+      continue;
+    if (cls <= OUTQ_ALARM && q->resfd >= 0 && !q->reserve_out) {
+      if (ftruncate(q->resfd, 0) == 0) {
+        q->reserve_out = 1;
+        log_warning("outq: disk full: released the %u KiB reserve for "
+                    "statuses and alarms",
+                    RESERVE_BYTES / 1024);
+        continue;
+      }
+    }
+    errno = err;
+    return -1;
+  }
+}
+
+/* Writes the class's held entries, oldest first; 0 once none is left. */
+static int held_flush(outq *q, int cls) {
+  qclass *c = &q->c[cls];
+  ring *r = &c->r;
+  size_t wrote = 0;
+  for (uint64_t pos = r->head; c->nheld && pos < r->tail; pos++) {
+    ent *e = ent_at(r, pos);
+    if (ent_state(e) == ST_DEAD || !(e->flags & EF_HELD))
+      continue;
+    uint64_t off = c->fsize;
+    if (append_room(q, cls, q->mem[e->off], e->rlen) < 0)
+      break;
+    mem_del(q, e->off);
+    e->flags &= (uint8_t) ~(EF_MEM | EF_HELD);
+    ent_set_off(e, off);
+    c->live += e->rlen;
+    c->ndisk++;
+    c->nheld--;
+    q->st.held--;
+    wrote++;
+  }
+  if (wrote) {
+    c->warned = 0;
+    log_notice("outq: %s: disk space is back: wrote %zu held %s%s", c->path,
+               wrote, class_names[cls], c->nheld ? " (more still held)" : "");
+  }
+  return c->nheld ? -1 : 0;
+}
+
+static void reserve_make(outq *q) {
+  if (q->resfd < 0 || !q->reserve_out)
+    return;
+  int64_t now = now_ms();
+  if (q->reserve_try && now - q->reserve_try < 1000)
+    return;
+  q->reserve_try = now;
+  if (posix_fallocate(q->resfd, 0, RESERVE_BYTES) == 0) {
+    if (q->reserve_out == 1)
+      log_notice("outq: disk space is back: the reserve for statuses and "
+                 "alarms is restored");
+    q->reserve_out = 0;
+  } else if (ftruncate(q->resfd, 0) < 0) {
+    /* stays released */
+  }
+}
+
+/* ---- replay ----------------------------------------------------------- */
+
+/* Streams a file through a bounded buffer, so that replaying a large
+ * backlog does not hold the whole file in memory. */
+typedef struct reader {
+  int fd;
+  unsigned char *buf;
+  uint64_t boff, size;
+  size_t blen;
+} reader;
+
+/* Bytes at pos: at least `want` (<= REPLAY_BUF) unless the file ends. */
+static const unsigned char *rd_at(reader *r, uint64_t pos, size_t want,
+                                  size_t *avail) {
+  uint64_t bend = r->boff + r->blen;
+  if (pos < r->boff || pos > bend || (pos + want > bend && bend < r->size)) {
+    size_t n = REPLAY_BUF;
+    if (pos + n > r->size)
+      n = (size_t)(r->size - pos);
+    ssize_t got = pread_full(r->fd, r->buf, n, pos);
+    if (got < 0)
+      got = 0;
+    if ((size_t)got < n)
+      r->size = pos + (uint64_t)got; /* shrank under us: replay what is there */
+    r->boff = pos;
+    r->blen = (size_t)got;
+  }
+  *avail = (size_t)(r->boff + r->blen - pos);
+  return r->buf + (pos - r->boff);
+}
+
+/* Offset of the next intact record after `from`, or the file size. */
+static uint64_t rd_resync(reader *r, uint64_t from) {
+  uint64_t s = from;
+  while (s + REC_HDR <= r->size) {
+    size_t avail;
+    const unsigned char *p = rd_at(r, s, RB_WINDOW, &avail);
+    const unsigned char *m = memmem(p, avail, rec_magic, 4);
+    if (!m) {
+      if (avail < 4)
+        break;
+      s += avail - 3;
+      continue;
+    }
+    uint64_t cand = s + (uint64_t)(m - p);
+    rec rr;
+    p = rd_at(r, cand, REC_MAX, &avail);
+    if (rec_parse(p, avail, &rr) == 0)
+      return cand;
+    s = cand + 1;
+  }
+  return r->size;
+}
+
+/* Punched-out records read as zeros: skipping them is not damage. */
+static int rd_all_zero(reader *r, uint64_t from, uint64_t to) {
+  while (from < to) {
+    size_t avail;
+    const unsigned char *p = rd_at(r, from, RB_WINDOW, &avail);
+    if (!avail)
+      break;
+    size_t n = to - from < avail ? (size_t)(to - from) : avail;
+    for (size_t i = 0; i < n; i++)
+      if (p[i])
+        return 0;
+    from += n;
+  }
+  return 1;
 }
 
 static int cmp_range(const void *a, const void *b) {
@@ -742,173 +1514,162 @@ static int ranges_cover(const range *r, size_t n, uint64_t seq) {
   return lo > 0 && seq - r[lo - 1].first < r[lo - 1].count;
 }
 
-static int read_all(int fd, unsigned char **out, size_t *len) {
-  struct stat sb;
-  if (fstat(fd, &sb) < 0)
+typedef struct replay {
+  range *rv;
+  size_t nr, capr;
+  int damaged;
+} replay;
+
+/* Adds a replayed entry record (file offset off) to the class ring. */
+static int replay_entry(outq *q, int cls, const rec *r, uint64_t off) {
+  qclass *c = &q->c[cls];
+  int tp = topic_intern(q, (const char *)r->topic, r->tlen);
+  if (tp < 0)
     return -1;
-  size_t size = (size_t)sb.st_size;
-  unsigned char *buf = malloc(size ? size : 1);
-  if (!buf)
+  uint64_t pos = c->r.tail;
+  ent *e = ring_push(&c->r);
+  if (!e) {
+    topic_release(q, (uint32_t)tp);
     return -1;
-  size_t off = 0;
-  while (off < size) {
-    ssize_t n = pread(fd, buf + off, size - off, (off_t)off);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break; /* shrank under us: replay what was read */
-    off += (size_t)n;
   }
-  *out = buf;
-  *len = off;
+  e->rlen = (uint16_t)r->len;
+  e->topic = (uint16_t)tp;
+  ent_set_off(e, off);
+  ent_set_state(e, ST_QUEUED);
+  topic_ref(q, (uint32_t)tp, cls);
+  c->count++;
+  c->nlive++;
+  c->qbytes += r->len - REC_HDR;
+  c->live += r->len;
+  c->ndisk++;
+  q->bytes += r->len - REC_HDR;
+  q->st.replayed++;
+  if (r->tag) {
+    e->flags |= EF_TAGGED;
+    q->ntagged++;
+    if (tag_add(q, cls, pos, r->tag) < 0)
+      return -1;
+  }
+  if (cls == OUTQ_INVENTORY) {
+    e->tid = replace_tid((const char *)r->data, r->dlen);
+    index_add(q, pos,
+              hash_line((const char *)r->topic, r->tlen, (const char *)r->data,
+                        r->dlen));
+  }
+  return 0;
+}
+
+/* One pass over the class file: pass 0 collects tombstones, pass 1 loads
+ * the entries they do not cover and reports damage. */
+static int replay_pass(outq *q, int cls, reader *rd, replay *rp, int pass) {
+  qclass *c = &q->c[cls];
+  uint64_t pos = 0, last_seq = 0;
+  while (pos < rd->size) {
+    size_t avail;
+    const unsigned char *p = rd_at(rd, pos, REC_MAX, &avail);
+    rec r;
+    if (rec_parse(p, avail, &r) < 0 ||
+        (r.type == REC_ENTRY && r.seq <= last_seq)) {
+      uint64_t next = rd_resync(rd, pos + 1);
+      rp->damaged = 1;
+      if (pass == 1 && !rd_all_zero(rd, pos, next)) {
+        if (next < rd->size)
+          log_warning("outq: %s: corrupt record at offset %" PRIu64
+                      ", skipped %" PRIu64 " bytes to the next valid record",
+                      c->path, pos, next - pos);
+        else
+          log_warning("outq: %s: truncated or corrupt record at offset "
+                      "%" PRIu64 ", ignoring the last %" PRIu64 " bytes",
+                      c->path, pos, rd->size - pos);
+      }
+      pos = next;
+      continue;
+    }
+    if (r.type == REC_ENTRY) {
+      last_seq = r.seq;
+      if (r.seq >= q->next_seq)
+        q->next_seq = r.seq + 1;
+      if (pass == 1 && !ranges_cover(rp->rv, rp->nr, r.seq) &&
+          replay_entry(q, cls, &r, pos) < 0)
+        return -1;
+    } else if (pass == 0) {
+      for (size_t i = 0; i < r.dlen; i += 16) {
+        if (rp->nr == rp->capr) {
+          size_t ncap = rp->capr ? rp->capr * 2 : 64;
+          range *nv = realloc(rp->rv, ncap * sizeof *nv);
+          if (!nv)
+            return -1;
+          rp->rv = nv;
+          rp->capr = ncap;
+        }
+        rp->rv[rp->nr].first = get64(r.data + i);
+        rp->rv[rp->nr].count = get64(r.data + i + 8);
+        rp->nr++;
+      }
+    }
+    pos += r.len;
+  }
+  if (pass == 0 && rp->nr) {
+    qsort(rp->rv, rp->nr, sizeof *rp->rv, cmp_range);
+    rp->nr = ranges_merge(rp->rv, rp->nr);
+  }
   return 0;
 }
 
 /* Loads the class file: entries minus tombstones, in sequence order. */
 static int replay_file(outq *q, int cls, char *err, size_t errlen) {
   qclass *c = &q->c[cls];
-  unsigned char *buf;
-  size_t size;
-  if (read_all(c->fd, &buf, &size) < 0) {
+  struct stat sb;
+  if (fstat(c->fd, &sb) < 0) {
     snprintf(err, errlen, "%s: %s", c->path, strerror(errno));
     return -1;
   }
-  c->fsize = size;
-  entry **ev = NULL;
-  range *rv = NULL;
-  size_t ne = 0, cape = 0, nr = 0, capr = 0;
-  uint64_t last_seq = 0;
-  int damaged = 0, rc = 0;
-  size_t pos = 0;
-  while (pos < size) {
-    rec r;
-    if (rec_parse(buf + pos, size - pos, &r) < 0 ||
-        (r.type == REC_ENTRY && r.seq <= last_seq)) {
-      size_t next = resync(buf, size, pos + 1);
-      damaged = 1;
-      if (next < size)
-        log_warning("outq: %s: corrupt record at offset %zu, skipped %zu "
-                    "bytes to the next valid record",
-                    c->path, pos, next - pos);
-      else
-        log_warning("outq: %s: truncated or corrupt record at offset %zu, "
-                    "ignoring the last %zu bytes",
-                    c->path, pos, size - pos);
-      pos = next;
-      continue;
-    }
-    pos += r.len;
-    if (r.type == REC_ENTRY) {
-      last_seq = r.seq;
-      if (r.seq >= q->next_seq)
-        q->next_seq = r.seq + 1;
-      if (ne == cape) {
-        size_t ncap = cape ? cape * 2 : 64;
-        entry **nv = realloc(ev, ncap * sizeof *nv);
-        if (!nv)
-          goto oom;
-        ev = nv;
-        cape = ncap;
-      }
-      entry *e = entry_new((outq_class)cls, (const char *)r.topic, r.tlen,
-                           (const char *)r.data, r.dlen, r.seq, r.tag);
-      if (!e)
-        goto oom;
-      e->disk = (uint32_t)r.len;
-      ev[ne++] = e;
-    } else {
-      for (size_t i = 0; i < r.dlen; i += 16) {
-        if (nr == capr) {
-          size_t ncap = capr ? capr * 2 : 64;
-          range *nv = realloc(rv, ncap * sizeof *nv);
-          if (!nv)
-            goto oom;
-          rv = nv;
-          capr = ncap;
-        }
-        rv[nr].first = get64(r.data + i);
-        rv[nr].count = get64(r.data + i + 8);
-        nr++;
-      }
-    }
+  reader rd = {.fd = c->fd, .size = (uint64_t)sb.st_size};
+  replay rp = {0};
+  rd.buf = malloc(REPLAY_BUF);
+  int rc = rd.buf ? 0 : -1;
+  for (int pass = 0; rc == 0 && pass < 2; pass++) {
+    rd.boff = rd.blen = 0;
+    rp.damaged = 0;
+    rc = replay_pass(q, cls, &rd, &rp, pass);
   }
-  if (nr) {
-    qsort(rv, nr, sizeof *rv, cmp_range);
-    nr = ranges_merge(rv, nr);
+  free(rd.buf);
+  free(rp.rv);
+  if (rc < 0) {
+    snprintf(err, errlen, "%s: %s", c->path, strerror(ENOMEM));
+    return -1;
   }
-  for (size_t i = 0; i < ne; i++) {
-    entry *e = ev[i];
-    if (ranges_cover(rv, nr, e->seq)) {
-      free(e);
-      continue;
-    }
-    c->live += e->disk;
-    c->ndisk++;
-    q->bytes += e->tlen + e->llen;
-    q->st.replayed++;
-    fifo_push_back(q, e);
-  }
+  c->fsize = rd.size;
   /* Start from a clean file: damage would otherwise be reported again on
    * every start, and garbage left from before the restart is dropped. */
-  if (damaged || c->fsize != c->live) {
+  if (rp.damaged || c->fsize != c->live) {
     if (c->ndisk == 0)
       maybe_compact(q, cls, 0);
     else
       file_rewrite(q, cls);
   }
-  goto out;
-oom:
-  snprintf(err, errlen, "%s: %s", c->path, strerror(ENOMEM));
-  for (size_t i = 0; i < ne; i++)
-    free(ev[i]);
-  rc = -1;
-out:
-  free(ev);
-  free(rv);
-  free(buf);
-  return rc;
+  return 0;
 }
 
-/* ---- public API -------------------------------------------------------- */
+/* ---- open and close --------------------------------------------------- */
 
-/* Drops the oldest queued entry of the least important non-empty class among
- * [min_cls, OUTQ_NCLASSES); 0 if one was dropped. */
-static int drop_one(outq *q, int min_cls) {
-  for (int d = OUTQ_NCLASSES - 1; d >= min_cls; d--) {
-    entry *v = q->c[d].head;
-    if (!v)
-      continue;
-    fifo_unlink(q, v);
-    entry_gone(q, v, &q->tombs[d]);
-    q->st.dropped[d]++;
-    return 0;
+/* The full-disk state ends once nothing is held and the reserve is back
+ * (or, without one, there is room for it again). */
+static void disk_recovered(outq *q) {
+  if (!q->disk_full || q->st.held)
+    return;
+  if (q->resfd >= 0) {
+    reserve_make(q);
+    if (q->reserve_out)
+      return;
+  } else {
+    struct statvfs sv;
+    if (fstatvfs(q->dirfd, &sv) < 0 ||
+        (uint64_t)sv.f_bavail * sv.f_frsize < RESERVE_BYTES)
+      return;
   }
-  return -1;
-}
-
-static void flush_tombs(outq *q) {
-  for (int c = 0; c < OUTQ_NCLASSES; c++)
-    if (q->tombs[c].n) {
-      tomb_write(&q->c[c], &q->tombs[c]);
-      maybe_compact(q, c, 0);
-    }
-  for (int c = 0; c < OUTQ_NCLASSES; c++)
-    sync_policy(q, c);
-}
-
-static void free_entries(outq *q) {
-  for (int c = 0; c < OUTQ_NCLASSES; c++) {
-    for (entry *e = q->c[c].head, *nx; e; e = nx) {
-      nx = e->next;
-      free(e);
-    }
-    q->c[c].head = q->c[c].tail = NULL;
-  }
-  for (size_t b = 0; b < q->nbt; b++) {
-    for (size_t i = 0; i < q->bt[b].n; i++)
-      free(q->bt[b].e[i]);
-    free(q->bt[b].e);
-  }
+  q->disk_full = 0;
+  log_notice("outq: disk space is back: queueing to %s normally again", q->dir);
 }
 
 void outq_close(outq *q) {
@@ -916,23 +1677,49 @@ void outq_close(outq *q) {
     return;
   pthread_mutex_lock(&q->mu);
   for (int c = 0; c < OUTQ_NCLASSES; c++) {
-    file_sync(&q->c[c]);
-    if (q->c[c].fd >= 0)
-      close(q->c[c].fd);
-    free(q->c[c].name);
-    free(q->c[c].path);
+    wait_no_sync(q, c);
+    qclass *qc = &q->c[c];
+    if (qc->nheld && held_flush(q, c) < 0)
+      log_error("outq: %s: the disk is still full: %zu held %s are lost",
+                qc->path, qc->nheld, class_names[c]);
+    if (qc->fd >= 0) {
+      tomb_write(qc, &q->tombs[c]);
+      if (class_dirty(qc) && fdatasync(qc->fd) < 0)
+        io_warn(qc, "fsync");
+      close(qc->fd);
+    }
+    ring_free(&qc->r);
+    free(qc->name);
+    free(qc->path);
     free(q->tombs[c].r);
   }
-  free_entries(q);
+  char msg[512];
+  q->droplog_ms = 0; /* whatever was not reported yet */
+  if (drop_report(q, msg, sizeof msg))
+    log_warning("outq: %s", msg);
+  for (size_t i = 0; i < q->nmem; i++)
+    free(q->mem[i]);
+  free(q->mem);
+  free(q->memfree);
+  for (size_t i = 0; i < q->ntp; i++)
+    free(q->tp[i].s);
+  free(q->tp);
+  free(q->tpb);
+  free(q->tags);
+  index_reset(q);
+  for (size_t b = 0; b < q->nbt; b++)
+    free(q->bt[b].e);
   free(q->bt);
-  free(q->hl);
-  free(q->ht);
+  free(q->rb);
+  if (q->resfd >= 0)
+    close(q->resfd);
   if (q->lockfd >= 0)
     close(q->lockfd); /* releases the flock */
   if (q->dirfd >= 0)
     close(q->dirfd);
   free(q->dir);
   pthread_mutex_unlock(&q->mu);
+  pthread_cond_destroy(&q->sync_cv);
   pthread_mutex_destroy(&q->mu);
   free(q);
 }
@@ -975,6 +1762,17 @@ static int open_dir(outq *q, char *err, size_t errlen) {
     if (replay_file(q, c, err, errlen) < 0)
       return -1;
   }
+  /* Space a full disk cannot take from statuses and alarms. Without it
+   * (e.g. the disk is already full) the queue still works. */
+  q->resfd =
+      openat(q->dirfd, "queue.reserve", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (q->resfd >= 0) {
+    struct stat sb;
+    /* 2: not there yet (quiet); 1: released for a full disk (logged) */
+    q->reserve_out =
+        fstat(q->resfd, &sb) < 0 || sb.st_size < RESERVE_BYTES ? 2 : 0;
+    reserve_make(q);
+  }
   if (fsync(q->dirfd) < 0) {
     snprintf(err, errlen, "queue dir %s: fsync: %s", q->dir, strerror(errno));
     return -1;
@@ -995,9 +1793,11 @@ int outq_open(const outq_options *opts, outq **out, char *err, size_t errlen) {
     return -1;
   }
   pthread_mutex_init(&q->mu, NULL);
+  pthread_cond_init(&q->sync_cv, NULL);
   q->max_bytes = opts->max_bytes ? opts->max_bytes : OUTQ_DEFAULT_MAX_BYTES;
   q->next_seq = 1;
-  q->dirfd = q->lockfd = -1;
+  q->dirfd = q->lockfd = q->resfd = -1;
+  q->rb_cls = -1;
   for (int c = 0; c < OUTQ_NCLASSES; c++) {
     q->fsync_ms[c] = opts->fsync_ms[c];
     q->c[c].fd = -1;
@@ -1027,57 +1827,81 @@ int outq_open(const outq_options *opts, outq **out, char *err, size_t errlen) {
   while (q->bytes > q->max_bytes && drop_one(q, 0) == 0)
     ;
   flush_tombs(q);
+  char msg[512];
+  if (drop_report(q, msg, sizeof msg))
+    log_warning("outq: %s", msg);
   *out = q;
   return 0;
 }
 
-static int same_topic_line(const entry *e, const char *topic, size_t tlen,
-                           const char *line, size_t llen) {
-  return e->tlen == tlen && e->llen == llen &&
-         memcmp(e->topic, topic, tlen) == 0 && memcmp(e->line, line, llen) == 0;
+/* ---- push ------------------------------------------------------------- */
+
+static void maybe_trim(outq *q, int *trim) {
+  size_t live = 0;
+  for (int c = 0; c < OUTQ_NCLASSES; c++)
+    live += q->c[c].nlive;
+  if (live > 65536)
+    q->trim = 1;
+  else if (live == 0 && q->trim) {
+    q->trim = 0;
+    *trim = 1;
+  }
+}
+
+/* After unlocking: logs pending drop reports, hands memory back. */
+static void after_unlock(const char *msg, int trim) {
+  if (msg)
+    log_warning("outq: %s", msg);
+  if (trim)
+    malloc_trim(0);
 }
 
 int outq_push(outq *q, outq_class cls, const char *topic, const char *line,
               uint64_t tag, unsigned flags) {
-  if (!q || !topic || !line || (int)cls < 0 || cls >= OUTQ_NCLASSES) {
-    errno = EINVAL;
-    return -1;
-  }
+  if (!q || !topic || !line || (int)cls < 0 || cls >= OUTQ_NCLASSES)
+    return C8Y_EINVAL;
   size_t tlen = strlen(topic), llen = strlen(line);
   if (llen > OUTQ_MAX_LINE)
-    return -2;
+    return C8Y_ETOOBIG;
   /* A line may hold LFs inside quoted SmartREST fields (113 text, command
    * output); the platform splits records only outside quotes, so packing
    * lines with '\n' between them stays unambiguous. */
-  if (tlen == 0 || tlen > OUTQ_MAX_TOPIC || llen == 0) {
-    errno = EINVAL;
-    return -1;
-  }
+  if (tlen == 0 || tlen > OUTQ_MAX_TOPIC || llen == 0 ||
+      memchr(topic, '\n', tlen))
+    return C8Y_EINVAL;
   int vol = (flags & OUTQ_VOLATILE) != 0;
-  size_t need = tlen + llen;
+  size_t need = tlen + llen, rlen = REC_HDR + need;
+  unsigned char stackbuf[2048];
+  unsigned char *rb = rlen <= sizeof stackbuf ? stackbuf : malloc(rlen);
+  if (!rb)
+    return C8Y_ENOMEM;
   pthread_mutex_lock(&q->mu);
+  qclass *c = &q->c[cls];
+  int rc = C8Y_OK;
+  char msgbuf[512];
+  const char *msg = NULL;
+  int trim = 0;
+  int tp = topic_intern(q, topic, tlen);
+  if (tp < 0) {
+    rc = errno == EAGAIN ? C8Y_EAGAIN : C8Y_ENOMEM;
+    goto out;
+  }
+  /* Pinned for the whole push: making room, supersedes, drops, or a take
+   * and ack while we wait for the fsync may remove every other entry of
+   * the topic meanwhile. */
+  q->tp[tp].refs++;
   uint16_t tid = 0;
-  uint32_t htid = 0;
+  uint64_t hl = 0;
   size_t sup_bytes = 0;
-  if (cls == OUTQ_INVENTORY && q->hsize) {
-    size_t m = q->hsize - 1;
-    uint32_t h = hash_pair(topic, tlen, line, llen);
-    for (entry *e = q->hl[h & m]; e; e = e->hline)
-      /* A durable line is not folded into a volatile one: it must survive. */
-      if (e->hash_line == h && same_topic_line(e, topic, tlen, line, llen) &&
-          (e->disk || vol || q->c[cls].fd < 0)) {
-        q->st.coalesced++;
-        pthread_mutex_unlock(&q->mu);
-        return 0;
-      }
-    tid = replace_tid(line, llen);
-    if (tid) {
-      htid = hash_pair(topic, tlen, &tid, sizeof tid);
-      for (entry *e = q->ht[htid & m]; e; e = e->htid)
-        if (e->tid == tid && e->tlen == tlen &&
-            memcmp(e->topic, topic, tlen) == 0)
-          sup_bytes += e->tlen + e->llen;
+  if (cls == OUTQ_INVENTORY) {
+    hl = hash_line(topic, tlen, line, llen);
+    if (index_find_dup(q, (uint32_t)tp, line, llen, hl, vol)) {
+      q->st.coalesced++;
+      goto out;
     }
+    tid = replace_tid(line, llen);
+    if (tid)
+      sup_bytes = index_superseded(q, (uint32_t)tp, tid, 0);
   }
   if (q->bytes - sup_bytes + need > q->max_bytes) {
     size_t droppable = 0;
@@ -1086,74 +1910,493 @@ int outq_push(outq *q, outq_class cls, const char *topic, const char *line,
     if (cls <= OUTQ_INVENTORY)
       droppable -= sup_bytes;
     if (q->bytes - sup_bytes - droppable + need > q->max_bytes) {
-      pthread_mutex_unlock(&q->mu);
+      rc = C8Y_EAGAIN;
+      goto out;
+    }
+  }
+  encode_entry(rb, topic, tlen, line, llen, q->next_seq, tag);
+  int durable = c->fd >= 0 && !vol, held = 0;
+  uint64_t off = c->fsize, gen = 0;
+  if (durable) {
+    int wrc = c->nheld ? held_flush(q, cls) : 0;
+    if (wrc == 0) {
+      off = c->fsize;
+      wrc = append_room(q, cls, rb, rlen);
+    } else {
       errno = ENOSPC;
-      return -1;
     }
-  }
-  entry *e = entry_new(cls, topic, tlen, line, llen, q->next_seq, tag);
-  if (!e) {
-    pthread_mutex_unlock(&q->mu);
-    errno = ENOMEM;
-    return -1;
-  }
-  qclass *c = &q->c[cls];
-  if (c->fd >= 0 && !vol) {
-    size_t rlen = entry_rec_size(e);
-    unsigned char stackbuf[2048];
-    unsigned char *p = rlen <= sizeof stackbuf ? stackbuf : malloc(rlen);
-    int rc = -1;
-    if (p) {
-      encode_entry(p, e);
-      rc = file_append(c, p, rlen);
-      if (rc < 0)
+    if (wrc < 0) {
+      int err = errno;
+      if (!disk_full_errno(err)) {
+        q->st.io_errors++;
         io_warn(c, "write");
-      if (p != stackbuf)
-        free(p);
+        rc = C8Y_EIO;
+        goto out;
+      }
+      if (cls > OUTQ_ALARM) {
+        q->st.dropped_disk_full[cls]++;
+        q->droplog[1][cls]++;
+        rc = C8Y_EAGAIN;
+        goto out;
+      }
+      /* Never lose a status or an alarm to a full disk: keep it in memory
+       * and write it, in order, as soon as space is back. */
+      if (!c->nheld)
+        log_warning("outq: %s: %s: holding %s in memory until space is back",
+                    c->path, strerror(err), class_names[cls]);
+      held = 1;
+    } else {
+      gen = c->wgen;
+      c->warned = 0;
     }
-    if (rc == 0 && q->fsync_ms[cls] == OUTQ_FSYNC_ALWAYS && file_sync(c) < 0) {
-      /* Not durable, so not accepted: take the record back. */
-      if (ftruncate(c->fd, (off_t)(c->fsize - rlen)) == 0)
-        c->fsize -= rlen;
-      rc = -1;
-    }
-    if (rc < 0) {
-      int errsv = p ? errno : ENOMEM;
-      free(e);
-      pthread_mutex_unlock(&q->mu);
-      errno = errsv;
-      return -1;
-    }
-    c->warned = 0;
-    e->disk = (uint32_t)rlen;
+  }
+  uint32_t slot = 0;
+  if ((!durable || held) && mem_put(q, rb, rlen, &slot) < 0) {
+    rc = C8Y_ENOMEM;
+    goto out;
+  }
+  uint64_t pos = c->r.tail;
+  ent *e = ring_push(&c->r);
+  if (!e) {
+    if (!durable || held)
+      mem_del(q, slot);
+    else /* the written record must not come back after a restart */
+      tomb_add(&q->tombs[cls], q->next_seq);
+    q->next_seq++;
+    flush_tombs(q);
+    rc = C8Y_ENOMEM;
+    goto out;
+  }
+  e->rlen = (uint16_t)rlen;
+  e->topic = (uint16_t)tp;
+  e->tid = tid;
+  if (!durable || held) {
+    e->off = slot;
+    e->flags = EF_MEM | (held ? EF_HELD : 0);
+  } else {
+    ent_set_off(e, off);
     c->live += rlen;
     c->ndisk++;
   }
-  q->next_seq++;
-  if (sup_bytes) {
-    size_t m = q->hsize - 1;
-    entry *old;
-    do {
-      old = NULL;
-      for (entry *x = q->ht[htid & m]; x; x = x->htid)
-        if (x->tid == tid && x->tlen == tlen &&
-            memcmp(x->topic, topic, tlen) == 0) {
-          old = x;
-          break;
-        }
-      if (old) {
-        fifo_unlink(q, old);
-        entry_gone(q, old, &q->tombs[OUTQ_INVENTORY]);
-        q->st.coalesced++;
-      }
-    } while (old);
+  ent_set_state(e, ST_QUEUED);
+  if (held) {
+    c->nheld++;
+    q->st.held++;
   }
-  while (q->bytes + need > q->max_bytes && drop_one(q, (int)cls) == 0)
-    ;
+  topic_ref(q, (uint32_t)tp, cls);
+  if (tag) {
+    e->flags |= EF_TAGGED;
+    q->ntagged++;
+    tag_add(q, cls, pos, tag);
+  }
+  c->count++;
+  c->nlive++;
+  c->qbytes += need;
   q->bytes += need;
-  fifo_push_back(q, e);
+  q->next_seq++;
+  if (cls == OUTQ_INVENTORY)
+    index_add(q, pos, hl);
+  if (sup_bytes) {
+    /* The new entry is not superseded by itself: it is matched by (topic,
+     * tid) too, so take it out of the way first. */
+    ent_set_state(e, ST_INFLIGHT);
+    index_superseded(q, (uint32_t)tp, tid, 1);
+    ent_set_state(ent_at(&c->r, pos), ST_QUEUED);
+    ring_trim(&q->c[OUTQ_INVENTORY].r);
+  }
+  while (q->bytes > q->max_bytes && drop_one(q, (int)cls) == 0)
+    ;
   flush_tombs(q);
+  if (durable && !held) {
+    int ms = q->fsync_ms[cls];
+    if (ms == OUTQ_FSYNC_ALWAYS) {
+      if (sync_upto(q, cls, gen) < 0) {
+        /* Not durable, so not accepted. */
+        ring *r = &c->r;
+        if (ring_has(r, pos) && ent_state(ent_at(r, pos)) == ST_QUEUED) {
+          ent_drop(q, cls, pos);
+          ring_trim(r);
+          flush_tombs(q);
+        }
+        q->st.io_errors++;
+        rc = C8Y_EIO;
+      }
+    } else if (ms > 0 && class_dirty(c) && now_ms() - c->last_sync >= ms) {
+      sync_upto(q, cls, c->wgen);
+    }
+  }
+out:
+  if (tp >= 0) {
+    q->tp[tp].refs--;
+    topic_release(q, (uint32_t)tp);
+  }
+  if (drop_report(q, msgbuf, sizeof msgbuf))
+    msg = msgbuf;
+  maybe_trim(q, &trim);
   pthread_mutex_unlock(&q->mu);
+  if (rb != stackbuf)
+    free(rb);
+  after_unlock(msg, trim);
+  return rc;
+}
+
+/* ---- take ------------------------------------------------------------- */
+
+/* Packs queued entries of one class and topic, from `start` on, into a
+ * batch: consecutive in the class (dead entries skipped), within
+ * max_payload (the first line always goes: outq_push accepted it), and with
+ * sequence numbers below seq_limit. 1 if a batch was made, 0 if `start`
+ * turned out unreadable (dropped), -1 on ENOMEM. */
+static int make_batch(outq *q, int cls, uint64_t start, size_t max_payload,
+                      uint64_t seq_limit, outq_batch *b) {
+  qclass *c = &q->c[cls];
+  ring *r = &c->r;
+  uint32_t tp = ent_at(r, start)->topic;
+  size_t tlen = q->tp[tp].len;
+  if (q->nbt == q->capbt) {
+    size_t ncap = q->capbt ? q->capbt * 2 : 8;
+    batch *nb = realloc(q->bt, ncap * sizeof *nb);
+    if (!nb)
+      return -1;
+    q->bt = nb;
+    q->capbt = ncap;
+  }
+  /* Room for any first line: an unreadable one may be skipped. */
+  size_t cap = max_payload > OUTQ_MAX_LINE ? max_payload : OUTQ_MAX_LINE;
+  char *payload = malloc(cap + 1);
+  size_t nb = 0, capb = 16, ntags = 0, capt = 0, len = 0;
+  bent *ev = malloc(capb * sizeof *ev);
+  uint64_t *tags = NULL;
+  if (!payload || !ev)
+    goto oom;
+  for (uint64_t pos = start; pos < r->tail; pos++) {
+    ent *e = ent_at(r, pos);
+    int st = ent_state(e);
+    if (st == ST_DEAD)
+      continue;
+    if (st != ST_QUEUED || e->topic != tp)
+      break;
+    size_t llen = e->rlen - REC_HDR - tlen;
+    if (nb && len + 1 + llen > max_payload)
+      break;
+    const unsigned char *p = rec_get(q, cls, e);
+    if (!p) {
+      ent_kill(q, cls, pos, 0);
+      continue;
+    }
+    uint64_t seq = get64(p + 16), tag = get64(p + 24);
+    if (nb && seq >= seq_limit)
+      break;
+    if (nb == capb) {
+      bent *n2 = realloc(ev, 2 * capb * sizeof *ev);
+      if (!n2)
+        goto oom;
+      ev = n2;
+      capb *= 2;
+    }
+    if (tag) {
+      if (ntags == capt) {
+        size_t ncap = capt ? capt * 2 : 8;
+        uint64_t *nt = realloc(tags, ncap * sizeof *nt);
+        if (!nt)
+          goto oom;
+        tags = nt;
+        capt = ncap;
+      }
+      tags[ntags++] = tag;
+    }
+    if (nb)
+      payload[len++] = '\n';
+    memcpy(payload + len, p + REC_HDR + tlen, llen);
+    len += llen;
+    ev[nb++] = (bent){pos, seq};
+  }
+  if (!nb) {
+    free(payload);
+    free(ev);
+    free(tags);
+    ring_trim(r);
+    return 0;
+  }
+  payload[len] = '\0';
+  for (size_t i = 0; i < nb; i++) {
+    ent *e = ent_at(r, ev[i].pos);
+    ent_set_state(e, ST_INFLIGHT);
+    c->count--;
+    c->qbytes -= e->rlen - REC_HDR;
+  }
+  q->inflight += nb;
+  b->topic = strdup(q->tp[tp].s);
+  if (!b->topic) {
+    for (size_t i = 0; i < nb; i++) {
+      ent *e = ent_at(r, ev[i].pos);
+      ent_set_state(e, ST_QUEUED);
+      c->count++;
+      c->qbytes += e->rlen - REC_HDR;
+    }
+    q->inflight -= nb;
+    goto oom;
+  }
+  batch *bt = &q->bt[q->nbt++];
+  bt->id = ++q->next_batch;
+  bt->cls = cls;
+  bt->e = ev;
+  bt->n = nb;
+  b->id = bt->id;
+  b->cls = (outq_class)cls;
+  b->payload = payload;
+  b->len = len;
+  b->nlines = nb;
+  b->tags = tags;
+  b->ntags = ntags;
+  first_queued(q, cls, &start); /* moves cur past what was taken */
+  return 1;
+oom:
+  free(payload);
+  free(ev);
+  free(tags);
+  return -1;
+}
+
+/* Reads above this span record by record instead of in one pread. */
+#define READ_SPAN_MAX (1u << 20)
+
+typedef struct rd_ent {
+  uint64_t pos, off;
+  uint32_t rlen;
+  int bad;
+} rd_ent;
+
+/* make_batch for entries in a class file, with the lines read back without
+ * q->mu: the entries are marked in flight first (nothing else touches
+ * them then, and a punch or truncation never covers a live record), and the
+ * file is not rewritten while c->readers is set. Called and returns with
+ * q->mu held; same results as make_batch. */
+static int make_batch_io(outq *q, int cls, uint64_t start, size_t max_payload,
+                         outq_batch *b) {
+  qclass *c = &q->c[cls];
+  ring *r = &c->r;
+  if (ent_at(r, start)->flags & EF_MEM)
+    return make_batch(q, cls, start, max_payload, UINT64_MAX, b);
+  uint32_t tp = ent_at(r, start)->topic;
+  size_t tlen = q->tp[tp].len;
+  if (q->nbt == q->capbt) {
+    size_t ncap = q->capbt ? q->capbt * 2 : 8;
+    batch *nb = realloc(q->bt, ncap * sizeof *nb);
+    if (!nb)
+      return -1;
+    q->bt = nb;
+    q->capbt = ncap;
+  }
+  size_t cap = max_payload > OUTQ_MAX_LINE ? max_payload : OUTQ_MAX_LINE;
+  char *payload = malloc(cap + 1), *topic = strdup(q->tp[tp].s);
+  size_t n = 0, capn = 16, len = 0;
+  rd_ent *v = malloc(capn * sizeof *v);
+  if (!payload || !topic || !v)
+    goto oom;
+  for (uint64_t pos = start; pos < r->tail; pos++) {
+    ent *e = ent_at(r, pos);
+    int st = ent_state(e);
+    if (st == ST_DEAD)
+      continue;
+    if (st != ST_QUEUED || e->topic != tp || (e->flags & EF_MEM))
+      break;
+    size_t llen = e->rlen - REC_HDR - tlen;
+    if (n && len + 1 + llen > max_payload)
+      break;
+    if (n == capn) {
+      rd_ent *nv = realloc(v, 2 * capn * sizeof *v);
+      if (!nv)
+        goto oom;
+      v = nv;
+      capn *= 2;
+    }
+    v[n++] = (rd_ent){pos, ent_off(e), e->rlen, 0};
+    len += (n > 1) + llen;
+  }
+  for (size_t i = 0; i < n; i++) {
+    ent *e = ent_at(r, v[i].pos);
+    ent_set_state(e, ST_INFLIGHT);
+    c->count--;
+    c->qbytes -= e->rlen - REC_HDR;
+  }
+  q->inflight += n;
+  first_queued(q, cls, &start); /* moves cur past what was taken */
+  c->readers++;
+  int fd = c->fd;
+  pthread_mutex_unlock(&q->mu);
+
+  uint64_t span = v[n - 1].off + v[n - 1].rlen - v[0].off;
+  unsigned char *buf = malloc(span <= READ_SPAN_MAX ? span : REC_MAX);
+  bent *ev = malloc(n * sizeof *ev);
+  uint64_t *tags = NULL;
+  size_t nb = 0, ntags = 0, capt = 0, plen = 0;
+  int io_err = 0;
+  if (buf && ev && span <= READ_SPAN_MAX &&
+      pread_full(fd, buf, span, v[0].off) != (ssize_t)span)
+    io_err = errno ? errno : EIO;
+  for (size_t i = 0; buf && ev && i < n; i++) {
+    const unsigned char *p;
+    if (span <= READ_SPAN_MAX) {
+      p = buf + (v[i].off - v[0].off);
+      if (io_err) {
+        v[i].bad = 1;
+        continue;
+      }
+    } else {
+      p = buf;
+      if (pread_full(fd, buf, v[i].rlen, v[i].off) != (ssize_t)v[i].rlen) {
+        v[i].bad = 1;
+        io_err = errno ? errno : EIO;
+        continue;
+      }
+    }
+    rec rr;
+    if (rec_parse(p, v[i].rlen, &rr) < 0 || rr.type != REC_ENTRY ||
+        rr.len != v[i].rlen || rr.tlen != tlen) {
+      v[i].bad = 1;
+      continue;
+    }
+    if (rr.tag) {
+      if (ntags == capt) {
+        size_t ncap = capt ? capt * 2 : 8;
+        uint64_t *nt = realloc(tags, ncap * sizeof *nt);
+        if (!nt) {
+          v[i].bad = 2; /* no memory: back in the queue, not lost */
+          continue;
+        }
+        tags = nt;
+        capt = ncap;
+      }
+      tags[ntags++] = rr.tag;
+    }
+    if (nb)
+      payload[plen++] = '\n';
+    memcpy(payload + plen, rr.data, rr.dlen);
+    plen += rr.dlen;
+    ev[nb++] = (bent){v[i].pos, rr.seq};
+  }
+  free(buf);
+
+  pthread_mutex_lock(&q->mu);
+  c->readers--;
+  if (!buf || !ev) {
+    for (size_t i = 0; i < n; i++)
+      v[i].bad = 2;
+    nb = 0;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (!v[i].bad)
+      continue;
+    if (v[i].bad == 2) {
+      ent *e = ent_at(r, v[i].pos);
+      ent_set_state(e, ST_QUEUED);
+      c->count++;
+      c->qbytes += e->rlen - REC_HDR;
+      q->inflight--;
+      if (v[i].pos < r->cur)
+        r->cur = v[i].pos;
+      continue;
+    }
+    if (io_err) {
+      errno = io_err;
+      io_warn(c, "reading back a queued line");
+    } else {
+      log_error("outq: %s: the record at offset %" PRIu64
+                " is damaged on disk; its line is lost",
+                c->path, v[i].off);
+    }
+    ent_kill(q, cls, v[i].pos, 0);
+  }
+  free(v);
+  ring_trim(r);
+  if (!nb) {
+    free(ev);
+    free(tags);
+    free(payload);
+    free(topic);
+    return !buf || !ev ? -1 : 0;
+  }
+  payload[plen] = '\0';
+  batch *bt = &q->bt[q->nbt++];
+  bt->id = ++q->next_batch;
+  bt->cls = cls;
+  bt->e = ev;
+  bt->n = nb;
+  b->id = bt->id;
+  b->cls = (outq_class)cls;
+  b->topic = topic;
+  b->payload = payload;
+  b->len = plen;
+  b->nlines = nb;
+  b->tags = tags;
+  b->ntags = ntags;
+  return 1;
+oom:
+  free(payload);
+  free(topic);
+  free(v);
+  return -1;
+}
+
+/* Oldest live (queued or in flight) entry of topic tp in class cls; 1 and
+ * its position and sequence number if there is one. */
+static int oldest_on_topic(outq *q, int cls, uint32_t tp, uint64_t *pos,
+                           uint64_t *seq) {
+  if (!q->tp[tp].live[cls])
+    return 0;
+  ring *r = &q->c[cls].r;
+  for (uint64_t p = r->head; p < r->tail; p++) {
+    ent *e = ent_at(r, p);
+    if (ent_state(e) == ST_DEAD || e->topic != tp)
+      continue;
+    *seq = ent_seq(q, cls, e);
+    *pos = p;
+    return *seq != 0;
+  }
+  return 0;
+}
+
+/* Statuses close what a handler sent before them: a status is taken only
+ * once no older alarm, event or inventory line of its topic is queued or in
+ * flight; a queued one is taken first instead (see outq.h). */
+static int take_status(outq *q, size_t max_payload, outq_batch *b) {
+  ring *r = &q->c[OUTQ_OPSTATUS].r;
+  uint32_t blocked[32];
+  size_t nblocked = 0;
+  uint64_t start;
+  if (!first_queued(q, OUTQ_OPSTATUS, &start))
+    return 0;
+  for (uint64_t pos = start; pos < r->tail; pos++) {
+    ent *e = ent_at(r, pos);
+    if (ent_state(e) != ST_QUEUED)
+      continue;
+    uint32_t tp = e->topic;
+    int skip = 0;
+    for (size_t i = 0; i < nblocked && !skip; i++)
+      skip = blocked[i] == tp;
+    if (skip)
+      continue;
+    uint64_t sseq = ent_seq(q, OUTQ_OPSTATUS, e);
+    uint64_t min_seq = UINT64_MAX, bpos = 0;
+    int bcls = -1;
+    for (int d = OUTQ_ALARM; d <= OUTQ_INVENTORY; d++) {
+      uint64_t p2, s2;
+      if (oldest_on_topic(q, d, tp, &p2, &s2) && s2 < min_seq) {
+        min_seq = s2;
+        bpos = p2;
+        bcls = d;
+      }
+    }
+    if (bcls < 0 || sseq < min_seq)
+      return make_batch(q, OUTQ_OPSTATUS, pos, max_payload, min_seq, b);
+    if (ent_state(ent_at(&q->c[bcls].r, bpos)) == ST_QUEUED)
+      return make_batch(q, bcls, bpos, max_payload, UINT64_MAX, b);
+    /* Waits for the in-flight line; later statuses of the topic too. */
+    if (nblocked == sizeof blocked / sizeof *blocked)
+      break;
+    blocked[nblocked++] = tp;
+  }
   return 0;
 }
 
@@ -1162,73 +2405,28 @@ int outq_take(outq *q, size_t max_payload, outq_batch *b) {
   if (!q)
     return 0;
   pthread_mutex_lock(&q->mu);
-  int cls = 0;
-  while (cls < OUTQ_NCLASSES && !q->c[cls].head)
-    cls++;
-  if (cls == OUTQ_NCLASSES) {
-    pthread_mutex_unlock(&q->mu);
-    return 0;
+  int rc = 0;
+  for (int cls = 0; cls < OUTQ_NCLASSES && rc == 0; cls++) {
+    while (q->c[cls].count) {
+      uint64_t pos;
+      if (cls == OUTQ_OPSTATUS)
+        rc = take_status(q, max_payload, b);
+      else if (first_queued(q, cls, &pos))
+        rc = q->c[cls].fd >= 0
+                 ? make_batch_io(q, cls, pos, max_payload, b)
+                 : make_batch(q, cls, pos, max_payload, UINT64_MAX, b);
+      /* 0 from make_batch: the line was unreadable and dropped; retry. */
+      if (rc != 0 || cls == OUTQ_OPSTATUS)
+        break;
+    }
   }
-  /* The first line always goes, even over max_payload: it was accepted by
-   * outq_push and must not block the queue forever. */
-  entry *first = q->c[cls].head, *x = first->next;
-  size_t n = 1, len = first->llen, ntags = first->tag != 0;
-  for (; x && x->tlen == first->tlen && len + 1 + x->llen <= max_payload &&
-         memcmp(x->topic, first->topic, first->tlen) == 0;
-       x = x->next) {
-    len += 1 + x->llen;
-    n++;
-    ntags += x->tag != 0;
-  }
-  if (q->nbt == q->capbt) {
-    size_t ncap = q->capbt ? q->capbt * 2 : 8;
-    batch *nb = realloc(q->bt, ncap * sizeof *nb);
-    if (!nb)
-      goto oom;
-    q->bt = nb;
-    q->capbt = ncap;
-  }
-  entry **ev = malloc(n * sizeof *ev);
-  b->payload = malloc(len + 1);
-  b->topic = strdup(first->topic);
-  b->tags = ntags ? malloc(ntags * sizeof *b->tags) : NULL;
-  if (!ev || !b->payload || !b->topic || (ntags && !b->tags)) {
-    free(ev);
-    outq_batch_free(b);
-    goto oom;
-  }
-  char *p = b->payload;
-  entry *e = first;
-  for (size_t i = 0; i < n; i++) {
-    entry *nx = e->next;
-    if (i)
-      *p++ = '\n';
-    memcpy(p, e->line, e->llen);
-    p += e->llen;
-    if (e->tag)
-      b->tags[b->ntags++] = e->tag;
-    fifo_unlink(q, e);
-    ev[i] = e;
-    e = nx;
-  }
-  *p = '\0';
-  batch *bt = &q->bt[q->nbt++];
-  bt->id = ++q->next_batch;
-  bt->cls = cls;
-  bt->e = ev;
-  bt->n = n;
-  q->inflight += n;
-  b->id = bt->id;
-  b->cls = (outq_class)cls;
-  b->len = len;
-  b->nlines = n;
   pthread_mutex_unlock(&q->mu);
-  return 1;
-oom:
-  pthread_mutex_unlock(&q->mu);
-  memset(b, 0, sizeof *b);
-  errno = ENOMEM;
-  return -1;
+  if (rc < 0) {
+    memset(b, 0, sizeof *b);
+    errno = ENOMEM;
+    return -1;
+  }
+  return rc;
 }
 
 void outq_batch_free(outq_batch *b) {
@@ -1247,7 +2445,6 @@ static int batch_detach(outq *q, uint64_t id, batch *out) {
       *out = q->bt[i];
       memmove(&q->bt[i], &q->bt[i + 1], (q->nbt - i - 1) * sizeof *q->bt);
       q->nbt--;
-      q->inflight -= out->n;
       return 0;
     }
   return -1;
@@ -1262,17 +2459,37 @@ int outq_ack(outq *q, uint64_t batch_id) {
     pthread_mutex_unlock(&q->mu);
     return -1;
   }
-  for (size_t i = 0; i < bt.n; i++)
-    entry_gone(q, bt.e[i], &q->tombs[bt.cls]);
+  qclass *c = &q->c[bt.cls];
+  for (size_t i = 0; i < bt.n; i++) {
+    ent *e = ent_at(&c->r, bt.e[i].pos);
+    ent_kill(q, bt.cls, bt.e[i].pos, (e->flags & EF_MEM) ? 0 : bt.e[i].seq);
+  }
   free(bt.e);
+  ring_trim(&c->r);
   flush_tombs(q);
+  int trim = 0;
+  maybe_trim(q, &trim);
+  if (q->nbt == 0 && q->capbt > 64) {
+    free(q->bt);
+    q->bt = NULL;
+    q->capbt = 0;
+  }
   pthread_mutex_unlock(&q->mu);
+  after_unlock(NULL, trim);
   return 0;
 }
 
 static void nack_locked(outq *q, batch *bt) {
-  for (size_t i = bt->n; i-- > 0;)
-    fifo_push_front(q, bt->e[i]);
+  qclass *c = &q->c[bt->cls];
+  for (size_t i = 0; i < bt->n; i++) {
+    ent *e = ent_at(&c->r, bt->e[i].pos);
+    ent_set_state(e, ST_QUEUED);
+    c->count++;
+    c->qbytes += e->rlen - REC_HDR;
+    if (bt->e[i].pos < c->r.cur)
+      c->r.cur = bt->e[i].pos;
+  }
+  q->inflight -= bt->n;
   free(bt->e);
 }
 
@@ -1292,7 +2509,7 @@ void outq_requeue_inflight(outq *q) {
   if (!q)
     return;
   pthread_mutex_lock(&q->mu);
-  /* Newest first, so that the oldest batch ends up in front again. */
+  /* Entries keep their place in their class, so order is restored. */
   while (q->nbt) {
     batch bt;
     batch_detach(q, q->bt[q->nbt - 1].id, &bt);
@@ -1306,15 +2523,19 @@ size_t outq_remove_tag(outq *q, uint64_t tag) {
     return 0;
   size_t n = 0;
   pthread_mutex_lock(&q->mu);
+  for (size_t i = 0; i < q->ntags; i++) {
+    tagref *t = &q->tags[i];
+    ring *r = &q->c[t->cls].r;
+    if (t->tag != tag || !ring_has(r, t->pos))
+      continue;
+    ent *e = ent_at(r, t->pos);
+    if (ent_state(e) != ST_QUEUED || !(e->flags & EF_TAGGED))
+      continue;
+    ent_drop(q, t->cls, t->pos);
+    n++;
+  }
   for (int c = 0; c < OUTQ_NCLASSES; c++)
-    for (entry *e = q->c[c].head, *nx; e; e = nx) {
-      nx = e->next;
-      if (e->tag != tag)
-        continue;
-      fifo_unlink(q, e);
-      entry_gone(q, e, &q->tombs[c]);
-      n++;
-    }
+    ring_trim(&q->c[c].r);
   flush_tombs(q);
   pthread_mutex_unlock(&q->mu);
   return n;
@@ -1324,14 +2545,27 @@ void outq_tick(outq *q) {
   if (!q)
     return;
   pthread_mutex_lock(&q->mu);
-  int64_t now = now_ms();
   for (int c = 0; c < OUTQ_NCLASSES; c++) {
+    qclass *qc = &q->c[c];
+    if (qc->nheld)
+      held_flush(q, c);
     int ms = q->fsync_ms[c];
-    if (q->c[c].dirty && ms >= 0 && now - q->c[c].last_sync >= ms)
-      file_sync(&q->c[c]);
+    if (ms == OUTQ_FSYNC_ALWAYS)
+      ms = TOMB_SYNC_MS;
+    if (qc->fd >= 0 && class_dirty(qc) && ms >= 0 &&
+        now_ms() - qc->last_sync >= ms)
+      sync_upto(q, c, qc->wgen);
     maybe_compact(q, c, 1);
   }
+  disk_recovered(q);
+  if (!q->st.held)
+    reserve_make(q);
+  char msgbuf[512];
+  const char *msg = drop_report(q, msgbuf, sizeof msgbuf) ? msgbuf : NULL;
+  int trim = 0;
+  maybe_trim(q, &trim);
   pthread_mutex_unlock(&q->mu);
+  after_unlock(msg, trim);
 }
 
 void outq_get_stats(outq *q, outq_stats *s) {
@@ -1344,6 +2578,7 @@ void outq_get_stats(outq *q, outq_stats *s) {
     s->queued[c] = q->c[c].count;
   s->inflight = q->inflight;
   s->bytes = q->bytes;
+  s->topics = q->ntopics;
   pthread_mutex_unlock(&q->mu);
 }
 

@@ -1,23 +1,56 @@
 /* outq: the durable store-and-forward queue for everything the agent sends.
  *
- * Lines are queued per class and taken in strict priority order (operation
- * status first, measurements last); within a class, FIFO. outq_take packs
- * consecutive lines of one class and one topic into a single payload joined
- * by '\n' without exceeding max_payload bytes. An entry is deleted only when
- * its batch is acked (PUBACK); a nack or a disconnect puts it back in front.
+ * Order: lines are queued per class and taken in priority order (operation
+ * status first, measurements last); within a class, FIFO. One exception
+ * keeps what a handler sent before completing ahead of its status: an
+ * operation status is taken only once no alarm, event or inventory line of
+ * the same topic that was queued before it is still queued or in flight;
+ * while one is queued, outq_take returns that older line first, and while
+ * one is in flight, statuses of that topic wait for its ack (statuses of
+ * other topics are not held up). Measurements never hold a status back: a
+ * measurement backlog can be huge and carries no state a status depends on.
+ * Between topics, and among lines queued earlier, priority decides.
+ * outq_take packs consecutive lines of one class and one topic into a single
+ * payload joined by '\n' without exceeding max_payload bytes. An entry is
+ * deleted only when its batch is acked (PUBACK); a nack or a disconnect puts
+ * it back in its place.
  *
  * Durability: with a directory, every non-volatile entry is appended to an
  * append-only file in it before outq_push returns, and fsync'ed according to
- * the class's policy. outq_open replays what was not acked, so a crash or
- * kill -9 loses nothing that outq_push accepted (duplicates are possible: an
- * entry sent but not yet acked is sent again).
+ * the class's policy (group commit: the fsync runs outside the queue's lock
+ * and covers every pusher waiting for it). Acknowledgements are written but
+ * not fsync'ed on their own (a lost one resends a line after a crash).
+ * outq_open replays what was not acked, so a crash or kill -9 loses nothing
+ * that outq_push accepted (duplicates are possible: an entry sent but not
+ * yet acked is sent again).
+ *
+ * Memory: a queued line costs about 12 bytes of RAM (its place in the file,
+ * size, topic id and flags; topics are interned); the line itself is read
+ * back from the file when it is sent. Volatile entries, a memory-only queue
+ * and statuses held on a full disk keep their bytes in memory; inventory
+ * lines cost ~40 bytes more for the coalescing index. Memory is handed back
+ * when the queue drains.
  *
  * Bounds: when the stored bytes would exceed max_bytes, the oldest entries of
  * the least important non-empty class are dropped (never in-flight ones).
- * Inventory lines that replace state (110-119, 121, 122, 143, 150) supersede
- * an older queued line of the same template id and topic.
+ * Drops are counted in outq_stats and logged at most every 10 s with counts
+ * per class. Inventory lines that replace state (110-119, 121, 122, 143, 150)
+ * supersede an older queued line of the same template id and topic.
  *
- * All functions are thread-safe. */
+ * Full disk (ENOSPC, EDQUOT, EFBIG): the queue makes room in this order:
+ * queued measurements, then events, then inventory lines are dropped (their
+ * records punched out of the files); statuses and alarms are never dropped
+ * for space and may use a 256 KiB reserve file (queue.reserve) kept for
+ * them. A status or alarm that still cannot be written is held in memory
+ * (outq_stats.held), sent normally, and written in order as soon as space is
+ * back (outq_push or outq_tick); it survives a restart only once written.
+ * A line of those three classes takes room only from its own class and
+ * the ones before it in that order, and is refused with C8Y_EAGAIN when
+ * there is none. Entering and leaving that state is logged.
+ *
+ * All functions are thread-safe. Batches are read back from the files
+ * without holding the queue's lock, so two concurrent outq_take calls may
+ * return in either order (the agent takes from one thread). */
 #ifndef C8Y_OUTQ_H
 #define C8Y_OUTQ_H
 
@@ -71,6 +104,12 @@ typedef struct outq_stats {
   uint64_t dropped[OUTQ_NCLASSES]; /* dropped by the size bound */
   uint64_t coalesced;
   uint64_t replayed; /* entries recovered by outq_open */
+  uint64_t dropped_disk_full[OUTQ_NCLASSES]; /* dropped or refused: disk full */
+  size_t held;        /* statuses/alarms waiting in memory for disk space */
+  uint64_t disk_full; /* times the queue ran into a full disk */
+  uint64_t io_errors; /* pushes refused for an I/O error */
+  uint64_t fsyncs;    /* data fsyncs of the class files (group commits) */
+  size_t topics;      /* distinct topics of queued and in-flight entries */
 } outq_stats;
 
 /* Returns 0 or -1 with one line in err (e.g. "state dir: Permission denied").
@@ -80,8 +119,11 @@ int outq_open(const outq_options *opts, outq **out, char *err, size_t errlen);
 void outq_close(outq *q); /* fsyncs; in-flight entries stay stored */
 
 /* Queues one line (no trailing newline, < max payload). tag: opaque non-zero
- * value reported back in the batch (0 = none). Returns 0, -1 on I/O error or
- * ENOMEM (nothing queued), -2 if the line alone exceeds 16000 bytes. */
+ * value reported back in the batch (0 = none). Returns C8Y_OK (0) or, with
+ * nothing queued, an SDK code: C8Y_EAGAIN (queue full at max_bytes, or disk
+ * full for a class below alarms), C8Y_EIO (write or fsync failed),
+ * C8Y_ETOOBIG (the line alone exceeds 16000 bytes), C8Y_EINVAL (empty line
+ * or topic, topic over 1024 bytes or holding '\n'), C8Y_ENOMEM. */
 int outq_push(outq *q, outq_class cls, const char *topic, const char *line,
               uint64_t tag, unsigned flags);
 

@@ -75,10 +75,8 @@ static int build_topic(char *out, size_t len, const char *base,
 static int queue_line(plugin_host *h, outq_class cls, const char *topic,
                       const char *line) {
   int rc = outq_push(h->q, cls, topic, line, 0, 0);
-  if (rc == -2)
-    return C8Y_ETOOBIG;
-  if (rc != 0)
-    return C8Y_EAGAIN;
+  if (rc != C8Y_OK)
+    return rc; /* already in the SDK's code space */
   if (h->wake)
     h->wake(h->wake_ctx);
   return C8Y_OK;

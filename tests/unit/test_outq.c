@@ -1,13 +1,17 @@
 /* Tests for the durable outbound queue. */
 #include "outq.h"
 
+#include <c8y/plugin.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
 #include <glib/gstdio.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -112,20 +116,31 @@ static void test_class_for_template(void) {
 
 static void test_priority(void) {
   outq *q = open_q(NULL, OUTQ_FSYNC_NEVER, 0);
-  g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,a,b,1", 0, 0), ==,
-                  0);
-  g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, "s/us", "114,c8y_Restart", 0, 0),
+  /* One topic per line: between topics, the class priority decides. */
+  g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us/m", "200,a,b,1", 0, 0),
                   ==, 0);
-  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", "400,t,x", 0, 0), ==, 0);
-  g_assert_cmpint(outq_push(q, OUTQ_ALARM, "s/us", "301,a,b", 0, 0), ==, 0);
+  g_assert_cmpint(
+      outq_push(q, OUTQ_INVENTORY, "s/us/i", "114,c8y_Restart", 0, 0), ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us/e", "400,t,x", 0, 0), ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_ALARM, "s/us/a", "301,a,b", 0, 0), ==, 0);
   g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_Restart", 0, 0),
                   ==, 0);
   /* max_payload 1 forces one line per batch, so the class order shows. */
   assert_take_ack(q, 1, OUTQ_OPSTATUS, "s/us", "503,c8y_Restart");
-  assert_take_ack(q, 1, OUTQ_ALARM, "s/us", "301,a,b");
-  assert_take_ack(q, 1, OUTQ_EVENT, "s/us", "400,t,x");
-  assert_take_ack(q, 1, OUTQ_INVENTORY, "s/us", "114,c8y_Restart");
-  assert_take_ack(q, 1, OUTQ_MEASUREMENT, "s/us", "200,a,b,1");
+  assert_take_ack(q, 1, OUTQ_ALARM, "s/us/a", "301,a,b");
+  assert_take_ack(q, 1, OUTQ_EVENT, "s/us/e", "400,t,x");
+  assert_take_ack(q, 1, OUTQ_INVENTORY, "s/us/i", "114,c8y_Restart");
+  assert_take_ack(q, 1, OUTQ_MEASUREMENT, "s/us/m", "200,a,b,1");
+  assert_empty(q);
+  /* On one topic, lines queued after a status still yield to it. */
+  outq_push(q, OUTQ_OPSTATUS, "s/us", "501,c8y_Restart", 0, 0);
+  outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,a,b,2", 0, 0);
+  outq_push(q, OUTQ_INVENTORY, "s/us", "114,c8y_Restart", 0, 0);
+  outq_push(q, OUTQ_ALARM, "s/us", "301,a,b", 0, 0);
+  assert_take_ack(q, MAXP, OUTQ_OPSTATUS, "s/us", "501,c8y_Restart");
+  assert_take_ack(q, MAXP, OUTQ_ALARM, "s/us", "301,a,b");
+  assert_take_ack(q, MAXP, OUTQ_INVENTORY, "s/us", "114,c8y_Restart");
+  assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us", "200,a,b,2");
   assert_empty(q);
   outq_close(q);
 }
@@ -160,7 +175,7 @@ static void test_line_limit(void) {
   char *at = g_malloc(MAXP + 2);
   memset(at, 'x', MAXP + 1);
   at[MAXP + 1] = '\0';
-  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", at, 0, 0), ==, -2);
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", at, 0, 0), ==, C8Y_ETOOBIG);
   at[MAXP] = '\0';
   g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", at, 0, 0), ==, 0);
   g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", "400,next", 0, 0), ==, 0);
@@ -173,8 +188,8 @@ static void test_line_limit(void) {
   outq_batch_free(&b);
   assert_take_ack(q, MAXP, OUTQ_EVENT, "s/us", "400,next");
   /* Empty lines and topics are rejected, not queued. */
-  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", "", 0, 0), ==, -1);
-  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "", "400,a", 0, 0), ==, -1);
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", "", 0, 0), ==, C8Y_EINVAL);
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "", "400,a", 0, 0), ==, C8Y_EINVAL);
   assert_empty(q);
   /* A quoted SmartREST field may hold LFs (113 text, command output): the
    * line is kept whole. */
@@ -440,6 +455,32 @@ static void test_corrupt_middle(void) {
                             "skipped 45 bytes*");
 }
 
+/* Records punched out to make room on a full disk read as zeros: replay
+ * skips them without calling it damage. */
+static void test_punched(void) {
+  if (g_test_subprocess()) {
+    char *dir = make_dir();
+    push_five(dir);
+    char *path = queue_path(dir, OUTQ_MEASUREMENT);
+    int fd = open(path, O_RDWR);
+    g_assert_cmpint(fd, >=, 0);
+    static const char zeros[2 * REC];
+    g_assert_cmpint(pwrite(fd, zeros, sizeof zeros, REC), ==, sizeof zeros);
+    close(fd);
+    outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+    assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us",
+                    "200,m,v,0\n200,m,v,3\n200,m,v,4");
+    assert_empty(q);
+    outq_close(q);
+    g_free(path);
+    rm_dir(dir);
+    return;
+  }
+  g_test_trap_subprocess(NULL, 0, 0);
+  g_test_trap_assert_passed();
+  g_test_trap_assert_stderr_unmatched("*corrupt*");
+}
+
 static void test_garbage_file(void) {
   if (g_test_subprocess()) {
     char *dir = make_dir();
@@ -506,7 +547,8 @@ static void test_drop_policy(void) {
   g_assert_cmpuint(st.queued[OUTQ_ALARM], ==, 49);
   g_assert_cmpuint(st.bytes, ==, 1000);
   g_assert_cmpint(
-      outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,c8y_T,T,9999", 0, 0), ==, -1);
+      outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,c8y_T,T,9999", 0, 0), ==,
+      C8Y_EAGAIN);
   /* ...but opstatus displaces alarms, and never the in-flight opstatus. */
   g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_Restart2", 0, 0),
                   ==, 0);
@@ -518,7 +560,8 @@ static void test_drop_policy(void) {
   char big[1100];
   memset(big, 'x', sizeof big - 1);
   big[sizeof big - 1] = '\0';
-  g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", big, 0, 0), ==, -1);
+  g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", big, 0, 0), ==,
+                  C8Y_EAGAIN);
   outq_batch_free(&hold);
   outq_close(q);
 
@@ -730,8 +773,10 @@ static gpointer pusher(gpointer p) {
   return NULL;
 }
 
-static void test_threads(void) {
-  outq *q = open_q(NULL, OUTQ_FSYNC_NEVER, 0);
+/* dir: lines are read back from the files outside the lock while the
+ * pushers append. */
+static void threads_run(const char *dir) {
+  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
   pusher_arg args[4];
   GThread *th[4];
   for (int i = 0; i < 4; i++) {
@@ -763,6 +808,509 @@ static void test_threads(void) {
   outq_close(q);
 }
 
+static void test_threads(void) {
+  threads_run(NULL);
+  char *dir = make_dir();
+  threads_run(dir);
+  rm_dir(dir);
+}
+
+/* A status closes what was sent before it on its topic: the lines a
+ * handler queued before completing reach the platform first, whatever
+ * their class. */
+static void test_status_order(void) {
+  char *dir = make_dir();
+  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,m,v,1", 0, 0);
+  outq_push(q, OUTQ_INVENTORY, "s/us", "115,pkg,1.0", 0, 0);
+  outq_push(q, OUTQ_INVENTORY, "s/us", "140,pkg,1.0,url", 0, 0);
+  outq_push(q, OUTQ_EVENT, "s/us", "400,c8y_Log,done", 0, 0);
+  outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_SoftwareUpdate", 0, 0);
+  /* Another device's status is not held up by the root's lines. */
+  outq_push(q, OUTQ_OPSTATUS, "s/us/child", "503,c8y_Restart", 0, 0);
+  /* Queued after the status: not ahead of it. */
+  outq_push(q, OUTQ_ALARM, "s/us", "301,c8y_Late,late", 0, 0);
+  outq_close(q);
+  /* The rule holds for replayed entries too. */
+  q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  /* The older inventory lines go first, in one payload; the child's
+   * status is not blocked, but the root's status waits for the ack. */
+  outq_batch inv;
+  g_assert_cmpint(outq_take(q, MAXP, &inv), ==, 1);
+  g_assert_cmpint(inv.cls, ==, OUTQ_INVENTORY);
+  g_assert_cmpstr(inv.payload, ==, "115,pkg,1.0\n140,pkg,1.0,url");
+  assert_take_ack(q, MAXP, OUTQ_OPSTATUS, "s/us/child", "503,c8y_Restart");
+  /* In flight: the root's status waits for it; unrelated classes and the
+   * alarm queued after the status wait for their turn as usual. */
+  outq_batch ev;
+  g_assert_cmpint(outq_take(q, MAXP, &ev), ==, 1);
+  g_assert_cmpint(ev.cls, ==, OUTQ_ALARM);
+  g_assert_cmpstr(ev.payload, ==, "301,c8y_Late,late");
+  outq_batch ev2;
+  g_assert_cmpint(outq_take(q, MAXP, &ev2), ==, 1);
+  g_assert_cmpint(ev2.cls, ==, OUTQ_EVENT);
+  g_assert_cmpstr(ev2.payload, ==, "400,c8y_Log,done");
+  /* Both older lines in flight: nothing may pass them but measurements. */
+  outq_batch m;
+  g_assert_cmpint(outq_take(q, MAXP, &m), ==, 1);
+  g_assert_cmpint(m.cls, ==, OUTQ_MEASUREMENT);
+  outq_batch none;
+  g_assert_cmpint(outq_take(q, MAXP, &none), ==, 0);
+  g_assert_cmpint(outq_ack(q, inv.id), ==, 0);
+  g_assert_cmpint(outq_take(q, MAXP, &none), ==, 0);
+  /* A lost batch comes back ahead of the status. */
+  g_assert_cmpint(outq_nack(q, ev2.id), ==, 0);
+  assert_take_ack(q, MAXP, OUTQ_EVENT, "s/us", "400,c8y_Log,done");
+  assert_take_ack(q, MAXP, OUTQ_OPSTATUS, "s/us", "503,c8y_SoftwareUpdate");
+  g_assert_cmpint(outq_ack(q, ev.id), ==, 0);
+  g_assert_cmpint(outq_ack(q, m.id), ==, 0);
+  outq_batch_free(&inv);
+  outq_batch_free(&ev);
+  outq_batch_free(&ev2);
+  outq_batch_free(&m);
+  assert_empty(q);
+
+  /* Statuses are packed only up to a line that must go before the next. */
+  outq_push(q, OUTQ_OPSTATUS, "s/us", "501,c8y_A", 0, 0);
+  outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_A", 0, 0);
+  outq_push(q, OUTQ_INVENTORY, "s/us", "115,b,2", 0, 0);
+  outq_push(q, OUTQ_OPSTATUS, "s/us", "501,c8y_B", 0, 0);
+  outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_B", 0, 0);
+  assert_take_ack(q, MAXP, OUTQ_OPSTATUS, "s/us", "501,c8y_A\n503,c8y_A");
+  assert_take_ack(q, MAXP, OUTQ_INVENTORY, "s/us", "115,b,2");
+  assert_take_ack(q, MAXP, OUTQ_OPSTATUS, "s/us", "501,c8y_B\n503,c8y_B");
+  assert_empty(q);
+  outq_close(q);
+  rm_dir(dir);
+}
+
+/* Lines are read back from the files: damage after the write is detected
+ * by the CRC when sending, logged, and costs only that line. */
+static void test_readback_crc(void) {
+  if (g_test_subprocess()) {
+    char *dir = make_dir();
+    outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+    for (int i = 0; i < 5; i++) {
+      char line[32];
+      snprintf(line, sizeof line, "200,m,v,%d", i);
+      g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==,
+                      0);
+    }
+    char *path = queue_path(dir, OUTQ_MEASUREMENT);
+    int fd = open(path, O_WRONLY);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(pwrite(fd, "#", 1, 2 * REC + 40), ==, 1);
+    close(fd);
+    assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us",
+                    "200,m,v,0\n200,m,v,1\n200,m,v,3\n200,m,v,4");
+    assert_empty(q);
+    outq_close(q);
+    g_free(path);
+    rm_dir(dir);
+    return;
+  }
+  g_test_trap_subprocess(NULL, 0, 0);
+  g_test_trap_assert_passed();
+  g_test_trap_assert_stderr("*queue-4.log: the record at offset 90 is damaged "
+                            "on disk*");
+}
+
+/* Acks are not fsync'ed one by one; pushers share fsyncs (group commit)
+ * and every accepted line is durable. */
+typedef struct {
+  outq *q;
+  int id;
+} sync_arg;
+
+static gpointer sync_pusher(gpointer p) {
+  sync_arg *a = p;
+  for (int i = 0; i < 100; i++) {
+    char line[32];
+    snprintf(line, sizeof line, "301,t%d,%d", a->id, i);
+    g_assert_cmpint(outq_push(a->q, OUTQ_ALARM, "s/us", line, 0, 0), ==, 0);
+  }
+  return NULL;
+}
+
+static void test_group_commit(void) {
+  char *dir = make_dir();
+  outq *q = open_q(dir, OUTQ_FSYNC_ALWAYS, 0);
+  outq_stats st;
+  outq_get_stats(q, &st);
+  uint64_t f0 = st.fsyncs;
+  g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", "501,c8y_A", 0, 0), ==,
+                  0);
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.fsyncs, ==, f0 + 1);
+  assert_take_ack(q, MAXP, OUTQ_OPSTATUS, "s/us", "501,c8y_A");
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.fsyncs, ==, f0 + 1); /* the ack was not fsync'ed */
+
+  sync_arg args[4];
+  GThread *th[4];
+  for (int i = 0; i < 4; i++) {
+    args[i] = (sync_arg){q, i};
+    th[i] = g_thread_new("sync-pusher", sync_pusher, &args[i]);
+  }
+  /* Lines are taken and acked while their pushers still wait for the
+   * fsync: each one arrives once, and the queue's books stay right. */
+  int got = 0;
+  for (long spins = 0; got < 400 && spins < 100000000; spins++) {
+    outq_batch b;
+    if (outq_take(q, MAXP, &b) != 1) {
+      g_thread_yield();
+      continue;
+    }
+    got += (int)b.nlines;
+    g_assert_cmpint(outq_ack(q, b.id), ==, 0);
+    outq_batch_free(&b);
+  }
+  for (int i = 0; i < 4; i++)
+    g_thread_join(th[i]);
+  g_assert_cmpint(got, ==, 400);
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.topics, ==, 0);
+  g_assert_cmpuint(st.bytes, ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_ALARM, "s/us", "301,again", 0, 0), ==, 0);
+  assert_take_ack(q, MAXP, OUTQ_ALARM, "s/us", "301,again");
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.fsyncs - f0 - 1, <=, 400);
+  g_test_message("400 concurrent durable pushes: %" G_GUINT64_FORMAT " fsyncs",
+                 st.fsyncs - f0 - 1);
+  /* Durable before outq_push returned: a child killed right after its
+   * pushes (no close) loses nothing. */
+  outq_close(q);
+  pid_t pid = fork();
+  g_assert_cmpint(pid, >=, 0);
+  if (pid == 0) {
+    outq *cq = open_q(dir, OUTQ_FSYNC_ALWAYS, 0);
+    sync_arg a = {cq, 9};
+    sync_pusher(&a);
+    raise(SIGKILL);
+    _exit(1);
+  }
+  int status;
+  g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+  q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.queued[OUTQ_ALARM], ==, 100);
+  outq_close(q);
+  rm_dir(dir);
+}
+
+static long rss_kib(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  long pages = 0, res = 0;
+  if (f) {
+    if (fscanf(f, "%ld %ld", &pages, &res) != 2)
+      res = 0;
+    fclose(f);
+  }
+  return res * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* A backlog costs ~12 bytes of RAM per line, not the line: 200k lines of
+ * 40 bytes held in memory would take > 12 MiB. After the drain the memory
+ * is handed back. */
+static void test_backlog_memory(void) {
+  /* Sanitizers and valgrind bring their own allocators and quarantines:
+   * RSS says nothing about the queue there. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  g_test_skip("RSS is meaningless under a sanitizer");
+  return;
+#endif
+  const char *pre = getenv("LD_PRELOAD");
+  if (pre && strstr(pre, "vgpreload")) {
+    g_test_skip("RSS is meaningless under valgrind");
+    return;
+  }
+  char *dir = make_dir();
+  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 256u << 20);
+  const int n = 200000;
+  long before = rss_kib();
+  for (int i = 0; i < n; i++) {
+    char line[64];
+    snprintf(line, sizeof line, "200,c8y_Temperature,T,%d.5,C", i);
+    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==, 0);
+  }
+  long full = rss_kib();
+  g_test_message("200k lines: RSS +%ld KiB", full - before);
+  g_assert_cmpint(full - before, <, 6 * 1024);
+  outq_close(q);
+  /* Replay does not load the lines either. */
+  before = rss_kib();
+  q = open_q(dir, OUTQ_FSYNC_NEVER, 256u << 20);
+  outq_stats st;
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.queued[OUTQ_MEASUREMENT], ==, (size_t)n);
+  long replayed = rss_kib();
+  g_test_message("200k lines replayed: RSS +%ld KiB", replayed - before);
+  g_assert_cmpint(replayed - before, <, 6 * 1024);
+  int got = 0;
+  outq_batch b;
+  while (got < n && outq_take(q, MAXP, &b) == 1) {
+    gchar **lines = g_strsplit(b.payload, "\n", -1);
+    for (gchar **l = lines; *l; l++) {
+      int v;
+      g_assert_cmpint(sscanf(*l, "200,c8y_Temperature,T,%d.5,C", &v), ==, 1);
+      g_assert_cmpint(v, ==, got);
+      got++;
+    }
+    g_strfreev(lines);
+    outq_ack(q, b.id);
+    outq_batch_free(&b);
+  }
+  g_assert_cmpint(got, ==, n);
+  long drained = rss_kib();
+  g_test_message("drained: RSS %+ld KiB against before the replay",
+                 drained - before);
+  g_assert_cmpint(drained - before, <, 1024);
+  outq_close(q);
+  rm_dir(dir);
+}
+
+/* Drops at the bound are logged with counts per class, rate-limited: the
+ * first at once, the rest summed up (here: at close). */
+static void test_drop_log(void) {
+  if (g_test_subprocess()) {
+    outq *q = open_q(NULL, OUTQ_FSYNC_NEVER, 1000);
+    for (int i = 0; i < 100; i++) {
+      char line[32];
+      snprintf(line, sizeof line, "200,c8y_T,T,%04d", i);
+      g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==,
+                      0);
+    }
+    for (int i = 0; i < 60; i++)
+      g_assert_cmpint(
+          outq_push(q, OUTQ_EVENT, "s/us", "400,c8y_E,eeeeeee", 0, 0), ==, 0);
+    outq_stats st;
+    outq_get_stats(q, &st);
+    g_assert_cmpuint(st.dropped[OUTQ_MEASUREMENT], ==, 100);
+    g_assert_cmpuint(st.dropped[OUTQ_EVENT], ==, 13);
+    outq_close(q);
+    return;
+  }
+  g_test_trap_subprocess(NULL, 0, 0);
+  g_test_trap_assert_passed();
+  g_test_trap_assert_stderr(
+      "*queue full (max_bytes): dropped 1 measurements (1 since the start)\n"
+      "*queue full (max_bytes): dropped 13 events, 99 measurements (113 since "
+      "the start)\n*");
+}
+
+/* /proc files take one write(), not a temp file and a rename. */
+static int write_proc(const char *path, const char *text) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  ssize_t n = write(fd, text, strlen(text));
+  close(fd);
+  return n == (ssize_t)strlen(text) ? 0 : -1;
+}
+
+/* Mounts a small tmpfs on dir in a private mount namespace (as root, or
+ * as root of a new user namespace); NULL or why not. */
+static const char *mount_small_fs(const char *dir, const char *size) {
+  static char why[256];
+  if (unshare(CLONE_NEWNS) != 0) {
+    uid_t uid = getuid();
+    gid_t gid = getgid();
+    if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) {
+      snprintf(why, sizeof why, "unshare: %s", g_strerror(errno));
+      return why;
+    }
+    char map[64];
+    snprintf(map, sizeof map, "0 %u 1", (unsigned)uid);
+    write_proc("/proc/self/setgroups", "deny");
+    if (write_proc("/proc/self/uid_map", map) < 0) {
+      snprintf(why, sizeof why, "uid_map: %s", g_strerror(errno));
+      return why;
+    }
+    snprintf(map, sizeof map, "0 %u 1", (unsigned)gid);
+    if (write_proc("/proc/self/gid_map", map) < 0) {
+      snprintf(why, sizeof why, "gid_map: %s", g_strerror(errno));
+      return why;
+    }
+  }
+  if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
+    snprintf(why, sizeof why, "private mounts: %s", g_strerror(errno));
+    return why;
+  }
+  char opts[64];
+  snprintf(opts, sizeof opts, "size=%s,mode=0700", size);
+  if (mount("tmpfs", dir, "tmpfs", 0, opts) != 0) {
+    snprintf(why, sizeof why, "mount tmpfs: %s", g_strerror(errno));
+    return why;
+  }
+  return NULL;
+}
+
+/* Writes a file until the file system is full; returns its size. */
+static off_t fill_fs(const char *path) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  g_assert_cmpint(fd, >=, 0);
+  static char chunk[4096];
+  memset(chunk, 'f', sizeof chunk);
+  off_t total = 0;
+  for (int i = 0; i < 1 << 20; i++) {
+    ssize_t n = write(fd, chunk, sizeof chunk);
+    if (n <= 0)
+      break;
+    total += n;
+  }
+  close(fd);
+  return total;
+}
+
+/* A full disk: measurements, then events, then inventory make room; a
+ * status is never lost: held in memory, sent, and written once space is
+ * back; the recovery is logged. */
+static void disk_full_child(int report) {
+  {
+    char *dir = make_dir();
+    const char *why = mount_small_fs(dir, "2m");
+    if (why) {
+      if (write(report, why, strlen(why)) < 0)
+        _exit(1);
+      g_rmdir(dir);
+      _exit(77);
+    }
+    char *qdir = g_build_filename(dir, "q", NULL);
+    outq *q;
+    outq_options o;
+    outq_default_options(&o, qdir);
+    o.max_bytes = 64u << 20;
+    char err[256];
+    g_assert_cmpint(outq_open(&o, &q, err, sizeof err), ==, 0);
+    for (int i = 0; i < 3000; i++) {
+      char line[64];
+      snprintf(line, sizeof line, "200,c8y_Temperature,T,%d", i);
+      g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==,
+                      0);
+    }
+    for (int i = 0; i < 300; i++) {
+      char line[64];
+      snprintf(line, sizeof line, "400,c8y_Ev,event %d", i);
+      g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us/ev", line, 0, 0), ==, 0);
+      snprintf(line, sizeof line, "101,child%d,name,c8y_Child", i);
+      g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, "s/us/inv", line, 0, 0), ==,
+                      0);
+    }
+    char *filler = g_build_filename(dir, "filler", NULL);
+    g_assert_cmpint(fill_fs(filler), >, 0);
+
+    /* Events take the room of the oldest measurements (the files' last
+     * pages may still hold a few). */
+    outq_stats st;
+    int nev = 0;
+    do {
+      g_assert_cmpint(
+          outq_push(q, OUTQ_EVENT, "s/us/ev", "400,c8y_Ev,after full", 0, 0),
+          ==, 0);
+      outq_get_stats(q, &st);
+    } while (!st.disk_full && ++nev < 1000);
+    g_assert_cmpuint(st.disk_full, ==, 1);
+    g_assert_cmpuint(st.dropped_disk_full[OUTQ_MEASUREMENT], >, 0);
+    g_assert_cmpuint(st.dropped_disk_full[OUTQ_EVENT], ==, 0);
+    g_assert_cmpuint(st.dropped_disk_full[OUTQ_INVENTORY], ==, 0);
+
+    /* Statuses take everything else, then the reserve, then are held. */
+    int n = 0;
+    for (; n < 40000; n++) {
+      char line[160];
+      snprintf(line, sizeof line,
+               "503,c8y_Command,status %06d with some result text to fill the "
+               "disk faster than short lines would",
+               n);
+      g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", line, 0, 0), ==, 0);
+      outq_get_stats(q, &st);
+      if (st.held >= 50)
+        break;
+    }
+    n++;
+    g_assert_cmpuint(st.held, ==, 50);
+    g_assert_cmpuint(st.queued[OUTQ_MEASUREMENT], ==, 0);
+    g_assert_cmpuint(st.queued[OUTQ_EVENT], ==, 0);
+    g_assert_cmpuint(st.queued[OUTQ_INVENTORY], ==, 0);
+    g_assert_cmpuint(st.dropped_disk_full[OUTQ_INVENTORY], ==, 300);
+    g_assert_cmpuint(st.queued[OUTQ_OPSTATUS], ==, (size_t)n);
+    /* An alarm is held too; lower classes are refused. */
+    g_assert_cmpint(outq_push(q, OUTQ_ALARM, "s/us", "301,c8y_A,a", 0, 0), ==,
+                    0);
+    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,m,v,1", 0, 0),
+                    ==, C8Y_EAGAIN);
+    /* Held lines are sent like any other; the first batch is in flight
+     * (not acked) when space comes back. */
+    outq_batch b;
+    g_assert_cmpint(outq_take(q, MAXP, &b), ==, 1);
+    g_assert_cmpint(b.cls, ==, OUTQ_OPSTATUS);
+    size_t first = b.nlines;
+    g_assert_cmpint(unlink(filler), ==, 0);
+    outq_tick(q);
+    outq_get_stats(q, &st);
+    g_assert_cmpuint(st.held, ==, 0);
+    outq_batch_free(&b);
+    outq_close(q);
+
+    /* Nothing accepted was lost, in order. */
+    g_assert_cmpint(outq_open(&o, &q, err, sizeof err), ==, 0);
+    outq_get_stats(q, &st);
+    g_assert_cmpuint(st.queued[OUTQ_OPSTATUS], ==, (size_t)n);
+    g_assert_cmpuint(st.queued[OUTQ_ALARM], ==, 1);
+    int next = 0;
+    while (outq_take(q, MAXP, &b) == 1 && b.cls == OUTQ_OPSTATUS) {
+      gchar **lines = g_strsplit(b.payload, "\n", -1);
+      for (gchar **l = lines; *l; l++) {
+        int v;
+        g_assert_cmpint(sscanf(*l, "503,c8y_Command,status %d", &v), ==, 1);
+        g_assert_cmpint(v, ==, next);
+        next++;
+      }
+      g_strfreev(lines);
+      outq_ack(q, b.id);
+      outq_batch_free(&b);
+    }
+    outq_batch_free(&b);
+    g_assert_cmpint(next, ==, n);
+    g_assert_cmpuint(first, >, 0);
+    outq_close(q);
+    umount2(dir, MNT_DETACH);
+    g_free(filler);
+    g_free(qdir);
+    g_rmdir(dir);
+    g_free(dir);
+    _exit(0);
+  }
+}
+
+static void test_disk_full(void) {
+  /* A child of our own: unsharing namespaces needs a single thread, and the
+   * mount must vanish with it. */
+  int p[2];
+  g_assert_cmpint(pipe(p), ==, 0);
+  pid_t pid = fork();
+  g_assert_cmpint(pid, >=, 0);
+  if (pid == 0) {
+    close(p[0]);
+    disk_full_child(p[1]);
+  }
+  close(p[1]);
+  char why[256] = "";
+  ssize_t n = read(p[0], why, sizeof why - 1);
+  why[n > 0 ? n : 0] = '\0';
+  close(p[0]);
+  int status;
+  g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 77) {
+    char *msg = g_strdup_printf("cannot mount a small file system: %s", why);
+    g_test_skip(msg);
+    g_free(msg);
+    return;
+  }
+  g_assert_true(WIFEXITED(status));
+  g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/outq/class_for_template", test_class_for_template);
@@ -783,5 +1331,12 @@ int main(int argc, char **argv) {
   g_test_add_func("/outq/open_errors", test_open_errors);
   g_test_add_func("/outq/many", test_many);
   g_test_add_func("/outq/threads", test_threads);
+  g_test_add_func("/outq/status_order", test_status_order);
+  g_test_add_func("/outq/persist/readback_crc", test_readback_crc);
+  g_test_add_func("/outq/persist/group_commit", test_group_commit);
+  g_test_add_func("/outq/memory/backlog", test_backlog_memory);
+  g_test_add_func("/outq/persist/disk_full", test_disk_full);
+  g_test_add_func("/outq/drop_log", test_drop_log);
+  g_test_add_func("/outq/persist/punched", test_punched);
   return g_test_run();
 }
