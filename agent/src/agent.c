@@ -1,10 +1,12 @@
 #include "agent.h"
 
+#include "bootstrap.h"
 #include "config.h"
 #include "fsutil.h"
 #include "journal.h"
 #include "loader.h"
 #include "log.h"
+#include "netdiag.h"
 #include "notify.h"
 #include "ops.h"
 #include "outq.h"
@@ -262,6 +264,12 @@ static void announce(agent *a) {
   }
   free(supported);
 
+  char expiry[600];
+  if (c->cert_file && c->cert_warn_days > 0 &&
+      x509_expiry_line(c->cert_file, c->cert_warn_days, expiry,
+                       sizeof expiry) == 0)
+    session_publish(a->sess, "s/us", expiry, strlen(expiry), a->cfg.qos, 0);
+
   if (c->required_interval > 0) {
     char line[32];
     snprintf(line, sizeof line, "117,%d", c->required_interval);
@@ -452,6 +460,8 @@ static void handle_event(agent *a, event *e) {
       log_warning("cannot connect to %s: %s%s%s", session_uri(a->sess),
                   e->code > 0 ? session_connack_text(e->code) : "failed",
                   e->text ? ": " : "", e->text ? e->text : "");
+      if (e->code < 0)
+        netdiag_explain_async(&a->cfg); /* names the exact cause */
     }
     schedule_reconnect(a);
     break;
@@ -646,6 +656,11 @@ static void reload(agent *a) {
   char err[1024];
   if (cfg_load(a->config_path, &fresh, err, sizeof err) != 0) {
     log_error("reload refused, keeping the running configuration: %s", err);
+    return;
+  }
+  if (bootstrap_load_stored(&fresh, err, sizeof err) < 0) {
+    log_error("reload refused, keeping the running configuration: %s", err);
+    cfg_free(&fresh);
     return;
   }
   const char *changed = restart_only_change(&a->cfg, &fresh);
@@ -847,6 +862,13 @@ int agent_run(const char *config_path) {
       agent_cleanup(&a);
       return AGENT_EXIT_CONFIG;
     }
+  }
+  rc = bootstrap_ensure(&a.cfg, signal_pipe[0]);
+  if (rc != BOOTSTRAP_OK) {
+    agent_cleanup(&a);
+    return rc == BOOTSTRAP_STOPPED   ? AGENT_EXIT_OK
+           : rc == BOOTSTRAP_REFUSED ? AGENT_EXIT_AUTH
+                                     : AGENT_EXIT_RUNTIME;
   }
   session_callbacks cb = {.ctx = &a,
                           .connected = cb_connected,

@@ -22,7 +22,10 @@ static void usage(FILE *f) {
       "user device, password local-sim-password, device c8y-agent-local.\n"
       "Prints upstream messages as '<topic> <payload>' (LF shown as \\n),\n"
       "its own downstream publishes as '-> <topic> <payload>'.\n"
-      "stdin commands: op <line> | pub <topic> <payload> | status | quit\n",
+      "stdin commands: op <line> | pub <topic> <payload> | accept <device id>\n"
+      "                | status | quit\n"
+      "Bootstrap user " SIM_BOOTSTRAP_USER ", password " SIM_BOOTSTRAP_PASSWORD
+      ".\n",
       f);
 }
 
@@ -90,6 +93,13 @@ static bool run_command(sim *s, char *line) {
       if (sim_publish(s, topic, sp + 1) != 0)
         printf("error: publish on %s failed\n", topic);
     }
+  } else if (strncmp(cmd, "accept ", 7) == 0) {
+    /* The operator accepting a device in Device registration. */
+    if (sim_accept_registration(s, cmd + 7) == 0)
+      printf("registration of %s accepted: user device_%s, password %s\n",
+             cmd + 7, cmd + 7, sim_registration_password(s, cmd + 7));
+    else
+      printf("error: cannot accept the registration of '%s'\n", cmd + 7);
   } else if (strcmp(cmd, "status") == 0) {
     print_status(s);
   } else if (strcmp(cmd, "quit") == 0 || strcmp(cmd, "exit") == 0) {
@@ -97,7 +107,9 @@ static bool run_command(sim *s, char *line) {
   } else if (strcmp(cmd, "help") == 0) {
     usage(stdout);
   } else {
-    printf("error: unknown command '%s' (op, pub, status, quit, help)\n", cmd);
+    printf("error: unknown command '%s' (op, pub, accept, status, quit, "
+           "help)\n",
+           cmd);
   }
   fflush(stdout);
   return true;
