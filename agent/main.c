@@ -1,5 +1,7 @@
 /* c8y-agent: command line entry point. */
 #include "agent.h"
+#include "cli_cert.h"
+#include "cli_connect.h"
 #include "config.h"
 #include "log.h"
 #include "x509.h"
@@ -29,6 +31,11 @@ static void usage(FILE *out) {
           "      --list-plugins load the plugins, show what loaded and why\n"
           "                     others did not, and exit\n"
           "  -V, --version      print the version and exit\n"
+          "\n"
+          "  connect --test     check DNS, TCP, TLS, MQTT and one round trip\n"
+          "                     and say which step failed and why\n"
+          "  cert create|csr    a device key + self-signed certificate, or a\n"
+          "                     CSR, with CN = the device id (cert --help)\n"
           "  -h, --help         show this help\n",
           C8Y_DEFAULT_CONFIG);
 }
@@ -80,6 +87,10 @@ int main(int argc, char **argv) {
       printf("c8y-agent %s (plugin ABI %d.%d)\n", C8Y_VERSION, C8Y_ABI_MAJOR,
              C8Y_ABI_MINOR);
       return 0;
+    } else if (strcmp(arg, "cert") == 0) {
+      return cli_cert_main(config, argc - i, argv + i);
+    } else if (strcmp(arg, "connect") == 0) {
+      return cli_connect_main(config, argc - i, argv + i);
     } else if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
       usage(stdout);
       return 0;

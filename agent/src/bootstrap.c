@@ -460,6 +460,11 @@ int bootstrap_ensure(agent_config *cfg, int stop_fd) {
     struct timespec tick = {0, 10 * 1000000L};
     for (int i = 0; i < 100 && MQTTAsync_isConnected(b.client); i++)
       nanosleep(&tick, NULL);
+  } else if (rc != BOOTSTRAP_OK) {
+    /* Paho may still be finishing a failed attempt on its threads;
+     * destroying the client at once races with them (paho.mqtt.c #323). */
+    struct timespec grace = {0, 200 * 1000000L};
+    nanosleep(&grace, NULL);
   }
 out:
   if (b.client)
