@@ -1,5 +1,6 @@
 /* c8y-agent: command line entry point. */
 #include "agent.h"
+#include "bootstrap.h"
 #include "cli_cert.h"
 #include "cli_connect.h"
 #include "config.h"
@@ -54,9 +55,18 @@ static int check_config(const char *path) {
     cfg_free(&cfg);
     return AGENT_EXIT_CONFIG;
   }
+  int stored = bootstrap_load_stored(&cfg, err, sizeof err);
+  if (stored < 0) {
+    fprintf(stderr, "%s\n", err);
+    cfg_free(&cfg);
+    return AGENT_EXIT_CONFIG;
+  }
   char *client_id = cfg_client_id(&cfg);
   printf("%s: OK (%s, clientId %s, %s:%d%s)\n", path,
-         cfg.local_sim ? "local simulator" : "Cumulocity tenant",
+         cfg.local_sim            ? "local simulator"
+         : bootstrap_wanted(&cfg) ? "bootstrap: not registered yet"
+         : stored ? "Cumulocity tenant, credentials from bootstrap"
+                  : "Cumulocity tenant",
          client_id ? client_id : "?", cfg.host, cfg.port,
          cfg.tls ? " TLS" : "");
   free(client_id);

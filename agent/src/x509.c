@@ -197,6 +197,11 @@ int x509_expiry_line(const char *cert_file, int warn_days, char *line,
   for (char *c = name; *c; c++)
     if (*c == ',' || *c == '"' || (unsigned char)*c < 0x20)
       *c = '_';
+  if (left <= (long long)warn_days * 86400)
+    log_warning("[c8y] cert_file %s: the device certificate %s %s; raising "
+                "the %s alarm",
+                cert_file, left <= 0 ? "expired on" : "expires on", when,
+                X509_EXPIRY_ALARM);
   if (left <= 0)
     snprintf(line, linelen,
              "303," X509_EXPIRY_ALARM ",Device certificate %s expired on %s",

@@ -28,8 +28,9 @@ int x509_check_device_cert(const char *cert_file, const char *key_file,
 /* The upstream line for the certificate-expiry alarm of cert_file:
  * "304,c8y_CertificateExpiry,<text>" (WARNING) when it expires within
  * warn_days, "303,..." (MINOR) once it has expired, "306,c8y_Certificate
- * Expiry" (clear) otherwise. Returns 0, or -1 with the reason in line when
- * the certificate cannot be read. */
+ * Expiry" (clear) otherwise; a raised alarm is also logged as a warning.
+ * Returns 0, or -1 with the reason in line when the certificate cannot be
+ * read. */
 int x509_expiry_line(const char *cert_file, int warn_days, char *line,
                      size_t linelen);
 

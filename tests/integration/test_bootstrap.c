@@ -62,6 +62,10 @@ static size_t request_times(sim *s, long long *t, size_t max) {
 static void test_first_and_second_start(void) {
   sim *s = start_sim();
   agent_proc *a = bootstrap_agent(s, SIM_BOOTSTRAP_PASSWORD);
+  const char *check[] = {"--check-config", NULL};
+  g_assert_cmpint(agent_proc_start_args(a, check), ==, 0);
+  g_assert_cmpint(agent_proc_wait_exit(a, 10000), ==, 0);
+  g_assert_true(agent_proc_wait_log(a, "bootstrap: not registered yet", 1000));
   g_assert_cmpint(agent_proc_start(a), ==, 0);
 
   /* Not accepted yet: the agent keeps asking, every 5 s. */
@@ -107,6 +111,10 @@ static void test_first_and_second_start(void) {
   g_assert_null(strstr(log, SIM_BOOTSTRAP_PASSWORD));
   free(log);
   g_assert_cmpint(agent_proc_stop(a, 10000), ==, 0);
+  g_assert_cmpint(agent_proc_start_args(a, check), ==, 0);
+  g_assert_cmpint(agent_proc_wait_exit(a, 10000), ==, 0);
+  g_assert_true(agent_proc_wait_log(
+      a, "Cumulocity tenant, credentials from bootstrap", 1000));
 
   /* Second start: the stored credentials, no registration. */
   size_t requests = sim_bootstrap_requests(s);

@@ -932,6 +932,11 @@ static void test_cert_create(void) {
   char *blog = tb_log(&b);
   g_assert_true(contains(blog, "u'certdev1'"));
   g_free(blog);
+  /* 30 days left: the expiry alarm goes up on connect, and is logged. */
+  g_assert_true(agent_proc_wait_log(a,
+                                    "raising the c8y_CertificateExpiry "
+                                    "alarm",
+                                    5000));
   agent_proc_free(a);
   tb_stop(&b);
   g_free(lines);
