@@ -2,8 +2,7 @@
  * has no credentials, only [c8y] bootstrap = true and the bootstrap
  * password; it must ask on s/ucr until the device is accepted, store the
  * credentials it gets (0600) and use them, also on the next start. */
-#include "agent_proc.h"
-#include "sim.h"
+#include "fixture.h"
 
 #include <glib.h>
 #include <glib/gstdio.h>
@@ -38,14 +37,6 @@ static agent_proc *bootstrap_agent(sim *s, const char *password) {
   return a;
 }
 
-static void dump_on_failure(agent_proc *a) {
-  if (g_test_failed()) {
-    char *log = agent_proc_log(a);
-    g_printerr("---- agent log ----\n%s\n", log);
-    free(log);
-  }
-}
-
 /* Receive times of the s/ucr requests so far. */
 static size_t request_times(sim *s, long long *t, size_t max) {
   size_t n = 0;
@@ -70,7 +61,7 @@ static void test_first_and_second_start(void) {
 
   /* Not accepted yet: the agent keeps asking, every 5 s. */
   bool asked = sim_wait_bootstrap_requests(s, 2, 20000);
-  dump_on_failure(a);
+  fx_log_on_failure(a);
   g_assert_true(asked);
   long long t[4];
   g_assert_cmpuint(request_times(s, t, 4), >=, 2);
@@ -83,7 +74,7 @@ static void test_first_and_second_start(void) {
    * with the new user (only it may publish s/us) and announces itself. */
   g_assert_cmpint(sim_accept_registration(s, BS_DEVICE), ==, 0);
   long at = sim_wait_line(s, "s/us", "100", 0, 20000);
-  dump_on_failure(a);
+  fx_log_on_failure(a);
   g_assert_cmpint(at, >=, 0);
   g_assert_cmpint(sim_wait_line(s, "s/us", "500", 0, 10000), >=, 0);
   g_assert_true(agent_proc_wait_log(
@@ -121,7 +112,7 @@ static void test_first_and_second_start(void) {
   size_t from = sim_message_count(s);
   g_assert_cmpint(agent_proc_start(a), ==, 0);
   at = sim_wait_line(s, "s/us", "500", from, 20000);
-  dump_on_failure(a);
+  fx_log_on_failure(a);
   g_assert_cmpint(at, >=, 0);
   g_assert_cmpuint(sim_bootstrap_requests(s), ==, requests);
   g_assert_true(agent_proc_wait_log(
@@ -136,7 +127,7 @@ static void test_first_and_second_start(void) {
   g_assert_cmpint(g_chmod(file, 0644), ==, 0);
   g_assert_cmpint(agent_proc_start(a), ==, 0);
   int rc = agent_proc_wait_exit(a, 15000);
-  dump_on_failure(a);
+  fx_log_on_failure(a);
   g_assert_cmpint(rc, ==, 2);
   g_assert_true(agent_proc_wait_log(a, "readable by others", 1000));
   g_free(file);
@@ -150,7 +141,7 @@ static void test_bootstrap_refused(void) {
   agent_proc *a = bootstrap_agent(s, "wrong-bootstrap-password");
   g_assert_cmpint(agent_proc_start(a), ==, 0);
   int rc = agent_proc_wait_exit(a, 30000);
-  dump_on_failure(a);
+  fx_log_on_failure(a);
   g_assert_cmpint(rc, ==, 3);
   char *log = agent_proc_log(a);
   g_assert_nonnull(strstr(log, "refused " SIM_BOOTSTRAP_USER ": CONNACK 5"));
