@@ -811,6 +811,7 @@ static void agent_cleanup(agent *a) {
     close(a->wake_fd);
   pthread_mutex_destroy(&a->evmu);
   cfg_free(&a->cfg);
+  netdiag_wait(3000); /* not inside OpenSSL while the process exits */
 }
 
 static int agent_init(agent *a, const char *config_path) {

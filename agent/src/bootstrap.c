@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -396,8 +397,15 @@ static int bs_run(bs *b, int stop_fd) {
         /* nothing pending */
       }
     }
-    if (stop_fd >= 0 && n > 0 && (pfd[1].revents & POLLIN))
-      return BOOTSTRAP_STOPPED; /* the signal stays in the pipe */
+    if (stop_fd >= 0 && n > 0 && (pfd[1].revents & POLLIN)) {
+      unsigned char sig;
+      while (read(stop_fd, &sig, 1) == 1) {
+        if (sig != SIGHUP)
+          return BOOTSTRAP_STOPPED;
+        /* Nothing to reload yet: the session does not exist. */
+        log_notice("SIGHUP: ignored while the device is not registered");
+      }
+    }
   }
 }
 

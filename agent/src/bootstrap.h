@@ -35,9 +35,10 @@ int bootstrap_wanted(const agent_config *cfg);
 int bootstrap_load_stored(agent_config *cfg, char *err, size_t errlen);
 
 /* Stored credentials first; otherwise runs the registration flow until the
- * credentials arrive, or stop_fd (e.g. a signal pipe; -1 = none) becomes
- * readable, or the bootstrap user is refused too often. Returns BOOTSTRAP_*.
- * Blocks: call it before the main loop. */
+ * credentials arrive, or a signal other than SIGHUP arrives on stop_fd (a
+ * non-blocking pipe of signal numbers, one byte each; -1 = none), or the
+ * bootstrap user is refused too often. Returns BOOTSTRAP_*. Blocks: call it
+ * before the main loop. */
 int bootstrap_ensure(agent_config *cfg, int stop_fd);
 
 /* Stores credentials as <state_dir>/BOOTSTRAP_FILE (0600; temp file,

@@ -12,7 +12,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -432,7 +431,16 @@ int netdiag_probe(const agent_config *cfg, int timeout_ms,
 
 /* ---- the daemon's diagnosis thread ---- */
 
-static atomic_bool diag_running;
+static pthread_mutex_t diag_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t diag_cv = PTHREAD_COND_INITIALIZER;
+static bool diag_running; /* under diag_mu */
+
+static void diag_done(void) {
+  pthread_mutex_lock(&diag_mu);
+  diag_running = false;
+  pthread_cond_broadcast(&diag_cv);
+  pthread_mutex_unlock(&diag_mu);
+}
 
 static void *diag_thread(void *arg) {
   agent_config *c = arg;
@@ -449,14 +457,18 @@ static void *diag_thread(void *arg) {
              c->tls ? " and TLS" : "");
   cfg_free(c);
   free(c);
-  atomic_store(&diag_running, false);
+  diag_done();
   return NULL;
 }
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
 void netdiag_explain_async(const agent_config *cfg) {
-  if (atomic_exchange(&diag_running, true))
+  pthread_mutex_lock(&diag_mu);
+  bool busy = diag_running;
+  diag_running = true;
+  pthread_mutex_unlock(&diag_mu);
+  if (busy)
     return;
   agent_config *c = calloc(1, sizeof *c);
   if (c) {
@@ -477,7 +489,22 @@ void netdiag_explain_async(const agent_config *cfg) {
       cfg_free(c);
       free(c);
     }
-    atomic_store(&diag_running, false);
+    diag_done();
   }
   pthread_attr_destroy(&at);
+}
+
+int netdiag_wait(int timeout_ms) {
+  struct timespec dl;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  long long ns = dl.tv_nsec + (long long)(timeout_ms % 1000) * 1000000LL;
+  dl.tv_sec += timeout_ms / 1000 + ns / 1000000000LL;
+  dl.tv_nsec = (long)(ns % 1000000000LL);
+  pthread_mutex_lock(&diag_mu);
+  while (diag_running &&
+         pthread_cond_timedwait(&diag_cv, &diag_mu, &dl) != ETIMEDOUT) {
+  }
+  bool running = diag_running;
+  pthread_mutex_unlock(&diag_mu);
+  return running ? -1 : 0;
 }

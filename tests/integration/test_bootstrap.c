@@ -59,8 +59,14 @@ static void test_first_and_second_start(void) {
   g_assert_true(agent_proc_wait_log(a, "bootstrap: not registered yet", 1000));
   g_assert_cmpint(agent_proc_start(a), ==, 0);
 
-  /* Not accepted yet: the agent keeps asking, every 5 s. */
-  bool asked = sim_wait_bootstrap_requests(s, 2, 20000);
+  /* Not accepted yet: the agent keeps asking, every 5 s; a SIGHUP does not
+   * interrupt that. */
+  bool asked = sim_wait_bootstrap_requests(s, 1, 20000);
+  fx_log_on_failure(a);
+  g_assert_true(asked);
+  g_assert_cmpint(agent_proc_signal(a, SIGHUP), ==, 0);
+  g_assert_true(agent_proc_wait_log(a, "SIGHUP: ignored while", 5000));
+  asked = sim_wait_bootstrap_requests(s, 2, 20000);
   fx_log_on_failure(a);
   g_assert_true(asked);
   long long t[4];
