@@ -447,7 +447,7 @@ static void handle_event(agent *a, event *e) {
                 "CONNACK %d (%s) [%d of %d]",
                 a->cfg.tenant ? a->cfg.tenant : "",
                 a->cfg.user ? a->cfg.user : "", session_uri(a->sess), e->code,
-                session_connack_text(e->code), a->auth_failures,
+                netdiag_connack_meaning(e->code), a->auth_failures,
                 AGENT_MAX_AUTH_FAILURES);
       if (a->auth_failures >= AGENT_MAX_AUTH_FAILURES) {
         log_error("giving up: check [c8y] tenant, user and password in %s",
@@ -458,7 +458,7 @@ static void handle_event(agent *a, event *e) {
       }
     } else {
       log_warning("cannot connect to %s: %s%s%s", session_uri(a->sess),
-                  e->code > 0 ? session_connack_text(e->code) : "failed",
+                  e->code > 0 ? netdiag_connack_meaning(e->code) : "failed",
                   e->text ? ": " : "", e->text ? e->text : "");
       if (e->code < 0)
         netdiag_explain_async(&a->cfg); /* names the exact cause */

@@ -852,6 +852,18 @@ static void test_daemon_diagnosis(void) {
   diag_logged(PW_LINES, b.port, true, "127.0.0.1",
               "TLS step failed: untrusted server certificate");
   tb_stop(&b);
+  /* A refusal is explained by its CONNACK code. */
+  tb_start(&b, "server", false);
+  agent_proc *a =
+      agent_for(&b, "tenant = t1\nuser = device\npassword = wrong\n", DEVICE);
+  g_assert_cmpint(agent_proc_start(a), ==, 0);
+  g_assert_cmpint(agent_proc_wait_exit(a, 30000), ==, 3);
+  char *log = agent_proc_log(a);
+  g_assert_true(contains(log, "refused the connection for user t1/device"));
+  g_assert_true(contains(log, "CONNACK 5 (not authorized: wrong credentials"));
+  free(log);
+  agent_proc_free(a);
+  tb_stop(&b);
 }
 
 static char *openssl_out(const char *const *args) {
