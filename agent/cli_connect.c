@@ -303,6 +303,8 @@ int cli_connect_main(const char *config, int argc, char **argv) {
     cfg.tenant =
         strndup(cfg.bootstrap_user, (size_t)(slash - cfg.bootstrap_user));
     cfg.user = strdup(slash + 1);
+    if (cfg.password)
+      explicit_bzero(cfg.password, strlen(cfg.password));
     free(cfg.password);
     cfg.password = strdup(cfg.bootstrap_password);
   }

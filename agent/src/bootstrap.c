@@ -351,8 +351,9 @@ static int bs_run(bs *b, int stop_fd) {
             return BOOTSTRAP_REFUSED;
           }
         } else {
-          log_warning("bootstrap: cannot connect to %s: %s", b->uri, text);
-          netdiag_explain_async(c);
+          log_warning("bootstrap: no connection to %s: %s", b->uri, text);
+          if (code < 0)
+            netdiag_explain_async(c); /* names the exact cause */
         }
         long long delay = c->reconnect_min_ms;
         for (int i = 0; i < attempt && delay < c->reconnect_max_ms; i++)

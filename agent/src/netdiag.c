@@ -155,9 +155,9 @@ static int probe_tcp(probe *p, int *failed) {
   const agent_config *c = p->cfg;
   char port[16];
   snprintf(port, sizeof port, "%d", c->port);
-  struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                           .ai_socktype = SOCK_STREAM,
-                           .ai_flags = AI_ADDRCONFIG};
+  /* No AI_ADDRCONFIG: with only a loopback interface it hides 127.0.0.1
+   * and "localhost", which the session can still reach. */
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
   struct addrinfo *res = NULL;
   long long t0 = mono_ms();
   int g = getaddrinfo(c->host, port, &hints, &res);
@@ -247,6 +247,15 @@ static void cert_names(X509 *x, char *out, size_t outlen) {
     snprintf(out + n, outlen - n, "%sCN %s", n ? ", " : "", cn);
 }
 
+/* Never prompt on the terminal for a key passphrase. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u) {
+  (void)buf;
+  (void)size;
+  (void)rwflag;
+  (void)u;
+  return -1;
+}
+
 static SSL_CTX *make_ctx(probe *p, int *failed) {
   const agent_config *c = p->cfg;
   char r[256];
@@ -257,6 +266,7 @@ static SSL_CTX *make_ctx(probe *p, int *failed) {
     return NULL;
   }
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
   int ok;
   struct stat st;
   if (!c->ca_path)

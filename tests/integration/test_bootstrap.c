@@ -158,6 +158,26 @@ static void test_bootstrap_refused(void) {
   sim_stop(s);
 }
 
+/* Registration cannot reach the broker: the log names why. */
+static void test_bootstrap_diagnosis(void) {
+  sim *s = start_sim();
+  agent_proc *a = bootstrap_agent(s, SIM_BOOTSTRAP_PASSWORD);
+  int port = sim_port(s);
+  sim_stop(s); /* nothing listens on the port any more */
+  g_assert_cmpint(agent_proc_start(a), ==, 0);
+  char *want = g_strdup_printf("connection diagnosis for tcp://127.0.0.1:%d: "
+                               "TCP step failed: cannot connect to 127.0.0.1 "
+                               "port %d: Connection refused",
+                               port, port);
+  bool found = agent_proc_wait_log(a, want, 15000);
+  fx_log_on_failure(a);
+  g_assert_true(found);
+  g_assert_true(agent_proc_wait_log(a, "bootstrap: no connection to", 1000));
+  g_assert_cmpint(agent_proc_stop(a, 10000), ==, 0);
+  g_free(want);
+  agent_proc_free(a);
+}
+
 /* bootstrap = true needs the bootstrap password; one line names the key. */
 static void test_bootstrap_needs_password(void) {
   agent_proc *a = agent_proc_new("[c8y]\nbootstrap = true\nhost = 127.0.0.1\n"
@@ -177,6 +197,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/bootstrap/first_and_second_start",
                   test_first_and_second_start);
   g_test_add_func("/bootstrap/refused", test_bootstrap_refused);
+  g_test_add_func("/bootstrap/diagnosis", test_bootstrap_diagnosis);
   g_test_add_func("/bootstrap/needs_password", test_bootstrap_needs_password);
   return g_test_run();
 }
