@@ -452,6 +452,7 @@ static void handle_event(agent *a, event *e) {
       if (a->auth_failures >= AGENT_MAX_AUTH_FAILURES) {
         log_error("giving up: check [c8y] tenant, user and password in %s",
                   a->config_path);
+        bootstrap_explain_refusal(&a->cfg);
         a->exit_code = AGENT_EXIT_AUTH;
         a->running = false;
         break;

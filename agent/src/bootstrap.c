@@ -177,6 +177,18 @@ out:
   return rc;
 }
 
+void bootstrap_explain_refusal(const agent_config *cfg) {
+  if (!cfg->bootstrap || cfg->cert_file)
+    return;
+  char *path = cred_path(cfg->state_dir);
+  if (path && access(path, F_OK) == 0)
+    log_error("the credentials came from device registration (%s): if the "
+              "device was deleted or its user changed in Cumulocity, delete "
+              "that file to register the device again",
+              path);
+  free(path);
+}
+
 /* ---- the registration flow ---- */
 
 typedef struct bs {

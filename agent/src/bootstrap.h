@@ -34,6 +34,10 @@ int bootstrap_wanted(const agent_config *cfg);
  * is unreadable, not private or malformed. */
 int bootstrap_load_stored(agent_config *cfg, char *err, size_t errlen);
 
+/* After the platform kept refusing the credentials: when they came from
+ * bootstrap, logs how to register the device again. */
+void bootstrap_explain_refusal(const agent_config *cfg);
+
 /* Stored credentials first; otherwise runs the registration flow until the
  * credentials arrive, or a signal other than SIGHUP arrives on stop_fd (a
  * non-blocking pipe of signal numbers, one byte each; -1 = none), or the

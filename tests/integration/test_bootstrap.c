@@ -136,6 +136,19 @@ static void test_first_and_second_start(void) {
   fx_log_on_failure(a);
   g_assert_cmpint(rc, ==, 2);
   g_assert_true(agent_proc_wait_log(a, "readable by others", 1000));
+
+  /* Stored credentials the platform no longer accepts: the agent gives up
+   * and says how to register again. */
+  g_assert_true(g_file_set_contents(
+      file, "tenant=t7\nuser=device_" BS_DEVICE "\npassword=revoked\n", -1,
+      NULL));
+  g_assert_cmpint(g_chmod(file, 0600), ==, 0);
+  g_assert_cmpint(agent_proc_start(a), ==, 0);
+  rc = agent_proc_wait_exit(a, 30000);
+  fx_log_on_failure(a);
+  g_assert_cmpint(rc, ==, 3);
+  g_assert_true(agent_proc_wait_log(
+      a, "delete that file to register the device again", 1000));
   g_free(file);
   agent_proc_free(a);
   sim_stop(s);
