@@ -150,6 +150,47 @@ static int connect_one(const struct addrinfo *ai, int timeout_ms) {
   return fd;
 }
 
+/* getaddrinfo bounded by timeout_ms: a resolver that does not answer is a
+ * cause of its own (EAI_INPROGRESS), not a hang. */
+static int resolve(const char *host, const char *port,
+                   const struct addrinfo *hints, int timeout_ms,
+                   struct addrinfo **res) {
+  struct req {
+    struct gaicb cb;
+    struct addrinfo hints;
+    char host[256], port[16];
+  } *r = calloc(1, sizeof *r);
+  if (!r)
+    return EAI_MEMORY;
+  snprintf(r->host, sizeof r->host, "%s", host);
+  snprintf(r->port, sizeof r->port, "%s", port);
+  r->hints = *hints;
+  r->cb.ar_name = r->host;
+  r->cb.ar_service = r->port;
+  r->cb.ar_request = &r->hints;
+  struct gaicb *list[1] = {&r->cb};
+  int g = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
+  if (g != 0) {
+    free(r);
+    return g;
+  }
+  struct timespec ts = {.tv_sec = timeout_ms / 1000,
+                        .tv_nsec = (timeout_ms % 1000) * 1000000L};
+  long long until = mono_ms() + timeout_ms;
+  while ((g = gai_error(&r->cb)) == EAI_INPROGRESS && mono_ms() < until)
+    gai_suspend((const struct gaicb *const *)list, 1, &ts);
+  if (g == EAI_INPROGRESS) {
+    int c = gai_cancel(&r->cb);
+    if (c == EAI_NOTCANCELED)
+      return EAI_INPROGRESS; /* the resolver still writes to r: keep it */
+    g = c == EAI_CANCELED ? EAI_INPROGRESS : gai_error(&r->cb);
+  }
+  if (g == 0)
+    *res = r->cb.ar_result;
+  free(r);
+  return g;
+}
+
 /* DNS + TCP: a connected socket, or -1 with the failed step in *failed. */
 static int probe_tcp(probe *p, int *failed) {
   const agent_config *c = p->cfg;
@@ -160,13 +201,16 @@ static int probe_tcp(probe *p, int *failed) {
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
   struct addrinfo *res = NULL;
   long long t0 = mono_ms();
-  int g = getaddrinfo(c->host, port, &hints, &res);
+  int g = resolve(c->host, port, &hints, p->timeout_ms, &res);
   if (g != 0) {
-    *failed =
-        step_done(p, NETDIAG_DNS, false,
-                  "cannot resolve host name '%s': %s (check [c8y] host "
-                  "and the DNS set-up)",
-                  c->host, g == EAI_SYSTEM ? strerror(errno) : gai_strerror(g));
+    *failed = step_done(
+        p, NETDIAG_DNS, false,
+        "cannot resolve host name '%s': %s (check [c8y] host and the DNS "
+        "set-up)",
+        c->host,
+        g == EAI_SYSTEM       ? strerror(errno)
+        : g == EAI_INPROGRESS ? "no answer from the resolver in time"
+                              : gai_strerror(g));
     return -1;
   }
   char list[256] = "";
