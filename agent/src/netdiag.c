@@ -150,45 +150,90 @@ static int connect_one(const struct addrinfo *ai, int timeout_ms) {
   return fd;
 }
 
+/* One lookup, shared by the caller and the thread doing it: whoever lets
+ * go last frees it, so a caller that gave up does not wait for it. */
+typedef struct lookup {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int refs;
+  bool done;
+  int rc, err;
+  struct addrinfo *res;
+  struct addrinfo hints;
+  char host[256], port[16];
+} lookup;
+
+static void lookup_unref(lookup *l) {
+  pthread_mutex_lock(&l->mu);
+  int left = --l->refs;
+  pthread_mutex_unlock(&l->mu);
+  if (left)
+    return;
+  if (l->res)
+    freeaddrinfo(l->res);
+  pthread_cond_destroy(&l->cv);
+  pthread_mutex_destroy(&l->mu);
+  free(l);
+}
+
+static void *lookup_thread(void *arg) {
+  lookup *l = arg;
+  struct addrinfo *res = NULL;
+  int rc = getaddrinfo(l->host, l->port, &l->hints, &res);
+  int err = errno;
+  pthread_mutex_lock(&l->mu);
+  l->rc = rc;
+  l->err = err;
+  l->res = res;
+  l->done = true;
+  pthread_cond_broadcast(&l->cv);
+  pthread_mutex_unlock(&l->mu);
+  lookup_unref(l);
+  return NULL;
+}
+
 /* getaddrinfo bounded by timeout_ms: a resolver that does not answer is a
  * cause of its own (EAI_INPROGRESS), not a hang. */
 static int resolve(const char *host, const char *port,
                    const struct addrinfo *hints, int timeout_ms,
                    struct addrinfo **res) {
-  struct req {
-    struct gaicb cb;
-    struct addrinfo hints;
-    char host[256], port[16];
-  } *r = calloc(1, sizeof *r);
-  if (!r)
+  lookup *l = calloc(1, sizeof *l);
+  if (!l)
     return EAI_MEMORY;
-  snprintf(r->host, sizeof r->host, "%s", host);
-  snprintf(r->port, sizeof r->port, "%s", port);
-  r->hints = *hints;
-  r->cb.ar_name = r->host;
-  r->cb.ar_service = r->port;
-  r->cb.ar_request = &r->hints;
-  struct gaicb *list[1] = {&r->cb};
-  int g = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
-  if (g != 0) {
-    free(r);
-    return g;
+  pthread_mutex_init(&l->mu, NULL);
+  pthread_cond_init(&l->cv, NULL);
+  l->refs = 2;
+  l->hints = *hints;
+  snprintf(l->host, sizeof l->host, "%s", host);
+  snprintf(l->port, sizeof l->port, "%s", port);
+  pthread_attr_t at;
+  pthread_t t;
+  pthread_attr_init(&at);
+  pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+  int started = pthread_create(&t, &at, lookup_thread, l);
+  pthread_attr_destroy(&at);
+  if (started != 0) {
+    l->refs = 1;
+    lookup_unref(l);
+    return getaddrinfo(host, port, hints, res); /* unbounded, but answers */
   }
-  struct timespec ts = {.tv_sec = timeout_ms / 1000,
-                        .tv_nsec = (timeout_ms % 1000) * 1000000L};
-  long long until = mono_ms() + timeout_ms;
-  while ((g = gai_error(&r->cb)) == EAI_INPROGRESS && mono_ms() < until)
-    gai_suspend((const struct gaicb *const *)list, 1, &ts);
-  if (g == EAI_INPROGRESS) {
-    int c = gai_cancel(&r->cb);
-    if (c == EAI_NOTCANCELED)
-      return EAI_INPROGRESS; /* the resolver still writes to r: keep it */
-    g = c == EAI_CANCELED ? EAI_INPROGRESS : gai_error(&r->cb);
+  struct timespec dl;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  long long ns = dl.tv_nsec + (long long)(timeout_ms % 1000) * 1000000LL;
+  dl.tv_sec += timeout_ms / 1000 + ns / 1000000000LL;
+  dl.tv_nsec = (long)(ns % 1000000000LL);
+  pthread_mutex_lock(&l->mu);
+  while (!l->done && pthread_cond_timedwait(&l->cv, &l->mu, &dl) != ETIMEDOUT) {
   }
-  if (g == 0)
-    *res = r->cb.ar_result;
-  free(r);
-  return g;
+  int rc = l->done ? l->rc : EAI_INPROGRESS, err = l->err;
+  if (l->done) {
+    *res = l->res;
+    l->res = NULL;
+  }
+  pthread_mutex_unlock(&l->mu);
+  lookup_unref(l);
+  errno = err; /* for EAI_SYSTEM */
+  return rc;
 }
 
 /* DNS + TCP: a connected socket, or -1 with the failed step in *failed. */
