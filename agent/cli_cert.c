@@ -5,11 +5,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
+#include <pwd.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,9 +23,11 @@
 
 typedef struct cert_args {
   const char *cmd; /* "create" or "csr" */
-  const char *id, *cert, *key, *out;
+  const char *id, *cert, *key, *out, *owner;
   long days;
   bool force;
+  uid_t uid; /* (uid_t)-1: keep the creator's */
+  gid_t gid;
 } cert_args;
 
 static const char *ssl_err(void) {
@@ -43,8 +47,10 @@ static int write_key(FILE *f, void *k) {
 static int write_cert(FILE *f, void *x) { return PEM_write_X509(f, x); }
 static int write_req(FILE *f, void *r) { return PEM_write_X509_REQ(f, r); }
 
-/* Writes a PEM file as a whole or not at all (temp file, fsync, rename). */
-static int write_pem(const char *path, mode_t mode, pem_writer w, void *obj) {
+/* Writes a PEM file as a whole or not at all (temp file, fsync, rename),
+ * owned by a->uid/gid when set. */
+static int write_pem(const cert_args *a, const char *path, mode_t mode,
+                     pem_writer w, void *obj) {
   char *tmp = NULL;
   if (asprintf(&tmp, "%s.tmp-%d", path, (int)getpid()) < 0)
     return -1;
@@ -60,6 +66,14 @@ static int write_pem(const char *path, mode_t mode, pem_writer w, void *obj) {
     return -1;
   }
   fchmod(fd, mode); /* whatever the umask */
+  if (a->uid != (uid_t)-1 && fchown(fd, a->uid, a->gid) != 0) {
+    fprintf(stderr, "c8y-agent cert: %s: cannot give it to %s: %s\n", tmp,
+            a->owner, strerror(errno));
+    fclose(f);
+    unlink(tmp);
+    free(tmp);
+    return -1;
+  }
   bool ok = w(f, obj) == 1 && fflush(f) == 0 && fsync(fd) == 0;
   ok = fclose(f) == 0 && ok;
   if (!ok)
@@ -202,8 +216,8 @@ static int cert_create(const cert_args *a) {
   X509 *x = k ? self_signed(k, a->id, a->days) : NULL;
   int rc = 1;
   /* The key first: a certificate without its key is useless. */
-  if (x && write_pem(a->key, 0600, write_key, k) == 0 &&
-      write_pem(a->cert, 0644, write_cert, x) == 0) {
+  if (x && write_pem(a, a->key, 0600, write_key, k) == 0 &&
+      write_pem(a, a->cert, 0644, write_cert, x) == 0) {
     char err[1024];
     if (x509_check_device_cert(a->cert, a->key, a->id, err, sizeof err) != 0) {
       fprintf(stderr, "c8y-agent cert create: %s\n", err);
@@ -212,6 +226,10 @@ static int cert_create(const cert_args *a) {
              "(mode 0600)\n",
              a->cert, a->id, a->days, a->key);
       print_fingerprint(x);
+      if (geteuid() == 0 && a->uid == (uid_t)-1)
+        printf("The key belongs to root: if the agent runs as another user "
+               "(the service: c8y-agent), run again with --force --owner "
+               "c8y-agent or chown it.\n");
       printf("Upload %s to the tenant as a trusted certificate (Device "
              "management > Management > Trusted certificates), with "
              "auto-registration enabled; see the README.\n",
@@ -231,12 +249,12 @@ static int cert_csr(const cert_args *a) {
     return 1;
   int rc = 1;
   X509_REQ *r = NULL;
-  if (!have_key && write_pem(a->key, 0600, write_key, k) != 0)
+  if (!have_key && write_pem(a, a->key, 0600, write_key, k) != 0)
     goto out;
   if (!(r = make_csr(k, a->id)))
     goto out;
   if (a->out) {
-    if (write_pem(a->out, 0644, write_req, r) != 0)
+    if (write_pem(a, a->out, 0644, write_req, r) != 0)
       goto out;
     fprintf(stderr, "wrote %s (CN=%s) for the key %s%s\n", a->out, a->id,
             a->key, have_key ? "" : " (new, mode 0600)");
@@ -254,9 +272,11 @@ out:
 static void usage(FILE *f) {
   fputs("usage: c8y-agent [-c FILE] cert create [--id ID] [--cert FILE] "
         "[--key FILE]\n"
-        "                                  [--days N] [--force]\n"
+        "                                  [--days N] [--force] [--owner "
+        "USER[:GROUP]]\n"
         "       c8y-agent [-c FILE] cert csr [--id ID] [--key FILE] [--out "
         "FILE]\n"
+        "                                  [--owner USER[:GROUP]]\n"
         "create: a new EC P-256 key (mode 0600) and a self-signed "
         "certificate with\n"
         "        CN = the device id (default 365 days); refuses to replace "
@@ -265,9 +285,37 @@ static void usage(FILE *f) {
         "csr:    a certificate signing request (PEM, to stdout without "
         "--out) with\n"
         "        CN = the device id, for the key (created when missing).\n"
+        "--owner:  who owns the new files (the agent's user must read the "
+        "key).\n"
         "Defaults: [device] id, [c8y] cert_file and key_file of the "
         "configuration.\n",
         f);
+}
+
+/* --owner USER[:GROUP]: the service user must be able to read its key. */
+static int resolve_owner(cert_args *a) {
+  char user[256];
+  snprintf(user, sizeof user, "%s", a->owner);
+  char *group = strchr(user, ':');
+  if (group)
+    *group++ = '\0';
+  struct passwd *pw = getpwnam(user);
+  if (!pw) {
+    fprintf(stderr, "c8y-agent cert: --owner %s: no such user\n", user);
+    return -1;
+  }
+  a->uid = pw->pw_uid;
+  a->gid = pw->pw_gid;
+  if (group && *group) {
+    struct group *gr = getgrnam(group);
+    if (!gr) {
+      fprintf(stderr, "c8y-agent cert: --owner %s: no such group %s\n",
+              a->owner, group);
+      return -1;
+    }
+    a->gid = gr->gr_gid;
+  }
+  return 0;
 }
 
 static int parse_args(int argc, char **argv, const char **config,
@@ -283,10 +331,11 @@ static int parse_args(int argc, char **argv, const char **config,
   a->cmd = argv[1];
   for (int i = 2; i < argc; i++) {
     const char *o = argv[i];
-    const char **dst = !strcmp(o, "--id")                             ? &a->id
-                       : !strcmp(o, "--cert")                         ? &a->cert
-                       : !strcmp(o, "--key")                          ? &a->key
-                       : !strcmp(o, "--out")                          ? &a->out
+    const char **dst = !strcmp(o, "--id")      ? &a->id
+                       : !strcmp(o, "--cert")  ? &a->cert
+                       : !strcmp(o, "--key")   ? &a->key
+                       : !strcmp(o, "--out")   ? &a->out
+                       : !strcmp(o, "--owner") ? &a->owner
                        : (!strcmp(o, "-c") || !strcmp(o, "--config")) ? config
                                                                       : NULL;
     if (dst && i + 1 < argc) {
@@ -307,11 +356,13 @@ static int parse_args(int argc, char **argv, const char **config,
       return 2;
     }
   }
+  if (a->owner && resolve_owner(a) != 0)
+    return 2;
   return -1; /* go on */
 }
 
 int cli_cert_main(const char *config, int argc, char **argv) {
-  cert_args a = {.days = DEFAULT_DAYS};
+  cert_args a = {.days = DEFAULT_DAYS, .uid = (uid_t)-1, .gid = (gid_t)-1};
   int rc = parse_args(argc, argv, &config, &a);
   if (rc >= 0)
     return rc;

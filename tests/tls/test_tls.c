@@ -1007,6 +1007,38 @@ static void test_cert_csr(void) {
   g_free(p1);
   g_free(p2);
   g_free(csr2);
+  /* --owner: root hands the key to the service user (here: nobody);
+   * anyone else can only name themselves. */
+  struct passwd *who =
+      geteuid() == 0 ? getpwnam("nobody") : getpwuid(geteuid());
+  g_assert_nonnull(who);
+  char *owner = g_strdup(who->pw_name);
+  uid_t owner_uid = who->pw_uid;
+  char *key3 = g_strdup_printf("%s/owned.key", dir);
+  const char *owned[] = {g_getenv("C8Y_AGENT_BIN"),
+                         "-c",
+                         "/nonexistent.ini",
+                         "cert",
+                         "csr",
+                         "--id",
+                         "csrdev1",
+                         "--key",
+                         key3,
+                         "--owner",
+                         owner,
+                         NULL};
+  g_assert_cmpint(capture(owned, &out), ==, 0);
+  g_free(out);
+  struct stat st;
+  g_assert_cmpint(g_stat(key3, &st), ==, 0);
+  g_assert_cmpint(st.st_uid, ==, owner_uid);
+  g_assert_cmpint(st.st_mode & 0777, ==, 0600);
+  owned[10] = "no-such-user-c8y";
+  g_assert_cmpint(capture(owned, &out), ==, 2);
+  g_assert_true(contains(out, "--owner no-such-user-c8y: no such user"));
+  g_free(out);
+  g_free(key3);
+  g_free(owner);
   rm_rf(dir);
   g_free(key);
   g_free(csr);
