@@ -105,7 +105,7 @@ static EVP_PKEY *read_key(const char *path) {
             strerror(errno));
     return NULL;
   }
-  EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+  EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, x509_no_passphrase, NULL);
   fclose(f);
   if (!k)
     fprintf(stderr,

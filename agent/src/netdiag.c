@@ -1,6 +1,7 @@
 #include "netdiag.h"
 
 #include "log.h"
+#include "x509.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -336,15 +337,6 @@ static void cert_names(X509 *x, char *out, size_t outlen) {
     snprintf(out + n, outlen - n, "%sCN %s", n ? ", " : "", cn);
 }
 
-/* Never prompt on the terminal for a key passphrase. */
-static int no_passphrase(char *buf, int size, int rwflag, void *u) {
-  (void)buf;
-  (void)size;
-  (void)rwflag;
-  (void)u;
-  return -1;
-}
-
 static SSL_CTX *make_ctx(probe *p, int *failed) {
   const agent_config *c = p->cfg;
   char r[256];
@@ -355,7 +347,7 @@ static SSL_CTX *make_ctx(probe *p, int *failed) {
     return NULL;
   }
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-  SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+  SSL_CTX_set_default_passwd_cb(ctx, x509_no_passphrase);
   int ok;
   struct stat st;
   if (!c->ca_path)

@@ -28,8 +28,7 @@ static const char *ssl_reason(void) {
   return r ? r : "no PEM data found";
 }
 
-/* Never prompt on the terminal for a passphrase: a daemon has none. */
-static int no_passphrase(char *buf, int size, int rwflag, void *u) {
+int x509_no_passphrase(char *buf, int size, int rwflag, void *u) {
   (void)buf;
   (void)size;
   (void)rwflag;
@@ -44,7 +43,7 @@ static X509 *read_cert(const char *path, char *err, size_t errlen) {
            strerror(errno));
     return NULL;
   }
-  X509 *x = PEM_read_X509(f, NULL, no_passphrase, NULL);
+  X509 *x = PEM_read_X509(f, NULL, x509_no_passphrase, NULL);
   fclose(f);
   if (!x)
     seterr(err, errlen, "[c8y] cert_file %s: not a PEM certificate (%s)", path,
@@ -114,7 +113,7 @@ static int check_key(X509 *x, const char *cert_file, const char *key_file,
            strerror(errno));
     return -1;
   }
-  EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, no_passphrase, NULL);
+  EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, x509_no_passphrase, NULL);
   fclose(f);
   if (!k) {
     seterr(err, errlen,

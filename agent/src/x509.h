@@ -22,6 +22,10 @@ int x509_subject_cn(const char *cert_file, char *cn, size_t cnlen, char *err,
 int x509_check_device_cert(const char *cert_file, const char *key_file,
                            const char *device_id, char *err, size_t errlen);
 
+/* An OpenSSL pem_password_cb that refuses: a daemon must never prompt on
+ * a terminal for a key passphrase. */
+int x509_no_passphrase(char *buf, int size, int rwflag, void *u);
+
 /* Alarm type raised while the device certificate is about to expire. */
 #define X509_EXPIRY_ALARM "c8y_CertificateExpiry"
 
