@@ -75,6 +75,15 @@ static void test_first_and_second_start(void) {
   g_assert_cmpuint(sim_count_lines(s, "s/us", "100"), ==, 0);
   g_assert_true(
       agent_proc_wait_log(a, "waiting for the device to be accepted", 1000));
+  /* As the registration expects: clientId = the plain device id, user =
+   * the bootstrap user. */
+  char *blog_path = g_strdup_printf("%s/mosquitto.log", sim_workdir(s));
+  gchar *blog = NULL;
+  g_assert_true(g_file_get_contents(blog_path, &blog, NULL, NULL));
+  g_assert_nonnull(strstr(blog, " as " BS_DEVICE " ("));
+  g_assert_nonnull(strstr(blog, "u'" SIM_BOOTSTRAP_USER "'"));
+  g_free(blog);
+  g_free(blog_path);
 
   /* The operator accepts: the next request gets 70, the agent reconnects
    * with the new user (only it may publish s/us) and announces itself. */
