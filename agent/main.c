@@ -1,6 +1,9 @@
 /* c8y-agent: command line entry point. */
 #include "agent.h"
+#include "bootstrap.h"
 #include "cli_api.h"
+#include "cli_cert.h"
+#include "cli_connect.h"
 #include "config.h"
 #include "log.h"
 #include "x509.h"
@@ -31,6 +34,11 @@ static void usage(FILE *out) {
           "      --list-plugins load the plugins, show what loaded and why\n"
           "                     others did not, and exit\n"
           "  -V, --version      print the version and exit\n"
+          "\n"
+          "  connect --test     check DNS, TCP, TLS, MQTT and one round trip\n"
+          "                     and say which step failed and why\n"
+          "  cert create|csr    a device key + self-signed certificate, or a\n"
+          "                     CSR, with CN = the device id (cert --help)\n"
           "  -h, --help         show this help\n",
           C8Y_DEFAULT_CONFIG);
 }
@@ -58,9 +66,18 @@ static int check_config(const char *path) {
     fprintf(stderr, "%s\n", err);
     return AGENT_EXIT_CONFIG;
   }
+  int stored = bootstrap_load_stored(&cfg, err, sizeof err);
+  if (stored < 0) {
+    fprintf(stderr, "%s\n", err);
+    cfg_free(&cfg);
+    return AGENT_EXIT_CONFIG;
+  }
   char *client_id = cfg_client_id(&cfg);
   printf("%s: OK (%s, clientId %s, %s:%d%s)\n", path,
-         cfg.local_sim ? "local simulator" : "Cumulocity tenant",
+         cfg.local_sim            ? "local simulator"
+         : bootstrap_wanted(&cfg) ? "bootstrap: not registered yet"
+         : stored ? "Cumulocity tenant, credentials from bootstrap"
+                  : "Cumulocity tenant",
          client_id ? client_id : "?", cfg.host, cfg.port,
          cfg.tls ? " TLS" : "");
   free(client_id);
@@ -91,6 +108,10 @@ int main(int argc, char **argv) {
       printf("c8y-agent %s (plugin ABI %d.%d)\n", C8Y_VERSION, C8Y_ABI_MAJOR,
              C8Y_ABI_MINOR);
       return 0;
+    } else if (strcmp(arg, "cert") == 0) {
+      return cli_cert_main(config, argc - i, argv + i);
+    } else if (strcmp(arg, "connect") == 0) {
+      return cli_connect_main(config, argc - i, argv + i);
     } else if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
       usage(stdout);
       return 0;

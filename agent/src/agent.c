@@ -1,5 +1,6 @@
 #include "agent.h"
 
+#include "bootstrap.h"
 #include "config.h"
 #include "fsutil.h"
 #include "http.h"
@@ -7,10 +8,12 @@
 #include "loader.h"
 #include "localapi.h"
 #include "log.h"
+#include "netdiag.h"
 #include "notify.h"
 #include "ops.h"
 #include "outq.h"
 #include "plugin.h"
+#include "proto.h"
 #include "registry.h"
 #include "session.h"
 #include "smartrest.h"
@@ -336,6 +339,16 @@ static void announce(agent *a) {
   char *supported = registry_supported_operations(&a->reg);
   n += queue_supported(a, "s/us", supported);
   free(supported);
+  char expiry[600];
+  if (c->cert_file && c->cert_warn_days > 0 &&
+      x509_expiry_line(c->cert_file, c->cert_warn_days, expiry,
+                       sizeof expiry) == 0) {
+    /* An alarm (raised or cleared), not registration: the 500 does not
+     * wait for it. */
+    char id[4] = {expiry[0], expiry[1], expiry[2], 0};
+    if (outq_push(a->q, proto_class(id), "s/us", expiry, 0, OUTQ_VOLATILE) != 0)
+      log_error("cannot queue the certificate expiry line");
+  }
   if (c->required_interval > 0) {
     char interval[32];
     snprintf(interval, sizeof interval, "%d", c->required_interval);
@@ -632,19 +645,22 @@ static void handle_event(agent *a, event *e) {
                 "CONNACK %d (%s) [%d of %d]",
                 a->cfg.tenant ? a->cfg.tenant : "",
                 a->cfg.user ? a->cfg.user : "", session_uri(a->sess), e->code,
-                session_connack_text(e->code), a->auth_failures,
+                netdiag_connack_meaning(e->code), a->auth_failures,
                 AGENT_MAX_AUTH_FAILURES);
       if (a->auth_failures >= AGENT_MAX_AUTH_FAILURES) {
         log_error("giving up: check [c8y] tenant, user and password in %s",
                   a->config_path);
+        bootstrap_explain_refusal(&a->cfg);
         a->exit_code = AGENT_EXIT_AUTH;
         a->running = false;
         break;
       }
     } else {
       log_warning("cannot connect to %s: %s%s%s", session_uri(a->sess),
-                  e->code > 0 ? session_connack_text(e->code) : "failed",
+                  e->code > 0 ? netdiag_connack_meaning(e->code) : "failed",
                   e->text ? ": " : "", e->text ? e->text : "");
+      if (e->code < 0)
+        netdiag_explain_async(&a->cfg); /* names the exact cause */
     }
     schedule_reconnect(a);
     break;
@@ -844,6 +860,11 @@ static void reload(agent *a) {
   char err[1024];
   if (cfg_load(a->config_path, &fresh, err, sizeof err) != 0) {
     log_error("reload refused, keeping the running configuration: %s", err);
+    return;
+  }
+  if (bootstrap_load_stored(&fresh, err, sizeof err) < 0) {
+    log_error("reload refused, keeping the running configuration: %s", err);
+    cfg_free(&fresh);
     return;
   }
   const char *changed = restart_only_change(&a->cfg, &fresh);
@@ -1085,6 +1106,7 @@ static void agent_cleanup(agent *a) {
     close(a->wake_fd);
   pthread_mutex_destroy(&a->evmu);
   cfg_free(&a->cfg);
+  netdiag_wait(3000); /* not inside OpenSSL while the process exits */
 }
 
 static int agent_init(agent *a, const char *config_path) {
@@ -1143,6 +1165,13 @@ int agent_run(const char *config_path) {
       agent_cleanup(&a);
       return AGENT_EXIT_CONFIG;
     }
+  }
+  rc = bootstrap_ensure(&a.cfg, signal_pipe[0]);
+  if (rc != BOOTSTRAP_OK) {
+    agent_cleanup(&a);
+    return rc == BOOTSTRAP_STOPPED   ? AGENT_EXIT_OK
+           : rc == BOOTSTRAP_REFUSED ? AGENT_EXIT_AUTH
+                                     : AGENT_EXIT_RUNTIME;
   }
   session_callbacks cb = {.ctx = &a,
                           .connected = cb_connected,

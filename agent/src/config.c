@@ -66,6 +66,11 @@ enum key_id {
   C_QOS,
   C_RMIN,
   C_RMAX,
+  C_BOOTSTRAP,
+  C_BS_USER,
+  C_BS_PASSWORD,
+  C_BS_PASSWORD_FILE,
+  C_CERT_WARN,
   D_ID,
   D_XID,
   D_NAME,
@@ -111,6 +116,11 @@ static const struct keydef {
     [C_QOS] = {"c8y", "qos", K_INT, 0, 2},
     [C_RMIN] = {"c8y", "reconnect_min_ms", K_INT, 10, 3600000},
     [C_RMAX] = {"c8y", "reconnect_max_ms", K_INT, 10, 3600000},
+    [C_BOOTSTRAP] = {"c8y", "bootstrap", K_BOOL, 0, 0},
+    [C_BS_USER] = {"c8y", "bootstrap_user", K_STR, 0, 0},
+    [C_BS_PASSWORD] = {"c8y", "bootstrap_password", K_SECRET, 0, 0},
+    [C_BS_PASSWORD_FILE] = {"c8y", "bootstrap_password_file", K_PATH, 0, 0},
+    [C_CERT_WARN] = {"c8y", "cert_expiry_warn_days", K_INT, 0, 3650},
     [D_ID] = {"device", "id", K_DEVID, 0, 0},
     [D_XID] = {"device", "template_id", K_XID, 0, 0},
     [D_NAME] = {"device", "name", K_STR, 0, 0},
@@ -421,21 +431,20 @@ static char *cfg_reader(char *str, int num, void *stream) {
   return str;
 }
 
-static int check_password_file_mode(struct parse_ctx *p, const char *path,
-                                    int fd) {
+static int check_password_file_mode(struct parse_ctx *p, enum key_id key,
+                                    const char *path, int fd) {
   struct stat st;
   if (fstat(fd, &st) != 0) {
-    fail_key(p, C_PASSWORD_FILE, "cannot stat %s: %s", path, strerror(errno));
+    fail_key(p, key, "cannot stat %s: %s", path, strerror(errno));
     return -1;
   }
   if (!S_ISREG(st.st_mode)) {
-    fail_key(p, C_PASSWORD_FILE, "%s is not a regular file", path);
+    fail_key(p, key, "%s is not a regular file", path);
     return -1;
   }
   if (st.st_mode & 077) {
-    fail_key(p, C_PASSWORD_FILE,
-             "%s is readable by others (mode %03o); run chmod 600 %s", path,
-             (unsigned)(st.st_mode & 0777), path);
+    fail_key(p, key, "%s is readable by others (mode %03o); run chmod 600 %s",
+             path, (unsigned)(st.st_mode & 0777), path);
     return -1;
   }
   return 0;
@@ -646,7 +655,7 @@ static int store_setting(struct parse_ctx *p, enum key_id k,
       (d->kind == K_STR || d->kind == K_SECRET || d->kind == K_PATH ||
        d->kind == K_TENANT || d->kind == K_HOST || d->kind == K_XID))
     tmp.set = false;
-  if (k == C_PASSWORD)
+  if (k == C_PASSWORD || k == C_BS_PASSWORD)
     wipe_free(p->set[k].str);
   else
     free(p->set[k].str);
@@ -826,14 +835,14 @@ static long long num_or(const struct parse_ctx *p, enum key_id k,
 }
 
 /* First line of the password file, which must be private. */
-static int read_password_file(struct parse_ctx *p, const char *path,
-                              char **out) {
+static int read_password_file(struct parse_ctx *p, enum key_id key,
+                              const char *path, char **out) {
   FILE *fp = fopen(path, "re");
   if (!fp) {
-    fail_key(p, C_PASSWORD_FILE, "cannot open %s: %s", path, strerror(errno));
+    fail_key(p, key, "cannot open %s: %s", path, strerror(errno));
     return -1;
   }
-  if (check_password_file_mode(p, path, fileno(fp)) != 0) {
+  if (check_password_file_mode(p, key, path, fileno(fp)) != 0) {
     fclose(fp);
     return -1;
   }
@@ -856,20 +865,19 @@ static int read_password_file(struct parse_ctx *p, const char *path,
       explicit_bzero(line, cap);
     free(line);
     if (bad_read)
-      fail_key(p, C_PASSWORD_FILE, "cannot read %s: %s", path,
-               strerror(err ? err : EIO));
+      fail_key(p, key, "cannot read %s: %s", path, strerror(err ? err : EIO));
     else if (len == 0)
-      fail_key(p, C_PASSWORD_FILE,
-               "%s is empty (its first line must hold the password)", path);
+      fail_key(p, key, "%s is empty (its first line must hold the password)",
+               path);
     else
-      fail_key(p, C_PASSWORD_FILE, "%s contains a NUL byte", path);
+      fail_key(p, key, "%s contains a NUL byte", path);
     return -1;
   }
   *out = strdup(line);
   explicit_bzero(line, cap);
   free(line);
   if (!*out) {
-    fail_key(p, C_PASSWORD_FILE, "out of memory");
+    fail_key(p, key, "out of memory");
     return -1;
   }
   return 0;
@@ -1015,13 +1023,54 @@ static int finalize_api(struct parse_ctx *p) {
   return 0;
 }
 
+/* Bootstrap keys: the bootstrap password has no default (Cumulocity hands
+ * it out on request), so bootstrap = true without one is an error. */
+static int bootstrap_settings(struct parse_ctx *p) {
+  agent_config *c = p->cfg;
+  struct setting *s = p->set;
+  c->cert_warn_days = (int)num_or(p, C_CERT_WARN, 30);
+  if (s[C_BS_PASSWORD].set && s[C_BS_PASSWORD_FILE].set) {
+    fail_key(p, C_BS_PASSWORD_FILE,
+             "cannot be combined with bootstrap_password (set at %s:%u); "
+             "keep one",
+             s[C_BS_PASSWORD].file, s[C_BS_PASSWORD].line);
+    return -1;
+  }
+  if (take_str(p, C_BS_USER, &c->bootstrap_user, CFG_BOOTSTRAP_USER))
+    goto oom;
+  if (!strchr(c->bootstrap_user, '/')) {
+    fail_key(p, C_BS_USER, "'%s' must be <tenant>/<user>", c->bootstrap_user);
+    return -1;
+  }
+  if (s[C_BS_PASSWORD_FILE].set)
+    return read_password_file(p, C_BS_PASSWORD_FILE, s[C_BS_PASSWORD_FILE].str,
+                              &c->bootstrap_password);
+  if (s[C_BS_PASSWORD].set) {
+    c->bootstrap_password = s[C_BS_PASSWORD].str;
+    s[C_BS_PASSWORD].str = NULL;
+  } else if (c->bootstrap && !s[C_TENANT].set && !s[C_CERT].set) {
+    fail_at(p, s[C_BOOTSTRAP].file, s[C_BOOTSTRAP].line, "c8y",
+            "bootstrap_password",
+            "required when bootstrap is true (ask Cumulocity support for the "
+            "password of %s; or set bootstrap_password_file)",
+            c->bootstrap_user);
+    return -1;
+  }
+  return 0;
+oom:
+  fail_at(p, p->main_file, 0, NULL, NULL, "out of memory");
+  return -1;
+}
+
 static int finalize(struct parse_ctx *p) {
   agent_config *c = p->cfg;
   struct setting *s = p->set;
 
-  c->local_sim = !s[C_TENANT].set && !s[C_CERT].set;
+  c->bootstrap = num_or(p, C_BOOTSTRAP, false);
+  c->local_sim = !s[C_TENANT].set && !s[C_CERT].set && !c->bootstrap;
   const char *why = s[C_TENANT].set ? "required when tenant is set"
-                                    : "required when cert_file is set";
+                    : s[C_CERT].set ? "required when cert_file is set"
+                                    : "required when bootstrap is true";
 
   /* Credential consistency first: it is what people get wrong. */
   if (s[C_PASSWORD].set && s[C_PASSWORD_FILE].set) {
@@ -1058,13 +1107,15 @@ static int finalize(struct parse_ctx *p) {
 
   char *pw = NULL;
   if (s[C_PASSWORD_FILE].set &&
-      read_password_file(p, s[C_PASSWORD_FILE].str, &pw) != 0)
+      read_password_file(p, C_PASSWORD_FILE, s[C_PASSWORD_FILE].str, &pw) != 0)
     return -1;
   if (s[C_PASSWORD].set) {
     pw = s[C_PASSWORD].str;
     s[C_PASSWORD].str = NULL;
   }
   c->password = pw;
+  if (bootstrap_settings(p) != 0)
+    return -1;
 
   if (c->local_sim) {
     if (take_str(p, C_TENANT, &c->tenant, CFG_LOCAL_TENANT) ||
@@ -1220,7 +1271,7 @@ int cfg_load(const char *path, agent_config *out, char *err, size_t errlen) {
 
 out:
   for (int k = 0; k < NKEYS; k++) {
-    if (k == C_PASSWORD)
+    if (k == C_PASSWORD || k == C_BS_PASSWORD)
       wipe_free(p.set[k].str);
     else
       free(p.set[k].str);
@@ -1252,6 +1303,8 @@ void cfg_free(agent_config *c) {
   free(c->api_socket_alt);
   free(c->api_group);
   wipe_free(c->password);
+  free(c->bootstrap_user);
+  wipe_free(c->bootstrap_password);
   for (size_t i = 0; i < c->nentries; i++) {
     free(c->entries[i].section);
     free(c->entries[i].key);

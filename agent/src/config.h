@@ -38,6 +38,11 @@ typedef struct agent_config {
   int reconnect_max_ms; /* default 60000 */
   char *http_url; /* REST base without trailing '/'; default https://<host> */
   bool http_jwt;  /* http_auth: JWT over s/uat (cert devices) or Basic */
+  /* Device bootstrap (s/ucr -> 70 on s/dcr) when no tenant/cert is set. */
+  bool bootstrap;
+  char *bootstrap_user;     /* "<tenant>/<user>", management/devicebootstrap */
+  char *bootstrap_password; /* password= or bootstrap_password_file= */
+  int cert_warn_days;       /* c8y_CertificateExpiry alarm window; 0 = off */
 
   /* [device] */
   char *device_id;   /* mandatory unless local_sim (then "c8y-agent-local") */
@@ -70,6 +75,8 @@ typedef struct agent_config {
   cfg_entry *entries;
   size_t nentries;
 } agent_config;
+
+#define CFG_BOOTSTRAP_USER "management/devicebootstrap"
 
 /* Local-simulator defaults used when no tenant is configured. */
 #define CFG_LOCAL_HOST "127.0.0.1"

@@ -105,19 +105,13 @@ static int on_ssl_error(const char *str, size_t len, void *u) {
   return 0;
 }
 
-/* Paho reports a failed server host name check only through its trace; the
- * connect failure itself just says "TCP/TLS connect failure". Only lines
- * about certificate checks are forwarded: protocol trace lines carry
- * payload excerpts. */
+/* Certificate lines of Paho's trace, for debugging only: with an IP
+ * address as host Paho logs a failed X509_check_host before it checks the
+ * address, so a "failed" here is no verdict. The cause of a failed connect
+ * is logged by netdiag (see agent.c). Protocol trace lines carry payload
+ * excerpts and are not forwarded. */
 static void on_paho_trace(enum MQTTASYNC_TRACE_LEVELS level, char *message) {
-  if (!message)
-    return;
-  const char *check = strstr(message, "X509_check_host");
-  if (check && strstr(check, "failed"))
-    log_error("TLS: the server certificate is not valid for this host name "
-              "(%s); check [c8y] host",
-              check); /* without Paho's time stamp */
-  else if (strstr(message, "X509") || strstr(message, "SSL"))
+  if (message && (strstr(message, "X509") || strstr(message, "SSL")))
     log_debug("TLS (Paho trace, level %d): %s", (int)level, message);
 }
 

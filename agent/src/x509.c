@@ -28,8 +28,7 @@ static const char *ssl_reason(void) {
   return r ? r : "no PEM data found";
 }
 
-/* Never prompt on the terminal for a passphrase: a daemon has none. */
-static int no_passphrase(char *buf, int size, int rwflag, void *u) {
+int x509_no_passphrase(char *buf, int size, int rwflag, void *u) {
   (void)buf;
   (void)size;
   (void)rwflag;
@@ -44,7 +43,7 @@ static X509 *read_cert(const char *path, char *err, size_t errlen) {
            strerror(errno));
     return NULL;
   }
-  X509 *x = PEM_read_X509(f, NULL, no_passphrase, NULL);
+  X509 *x = PEM_read_X509(f, NULL, x509_no_passphrase, NULL);
   fclose(f);
   if (!x)
     seterr(err, errlen, "[c8y] cert_file %s: not a PEM certificate (%s)", path,
@@ -114,7 +113,7 @@ static int check_key(X509 *x, const char *cert_file, const char *key_file,
            strerror(errno));
     return -1;
   }
-  EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, no_passphrase, NULL);
+  EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, x509_no_passphrase, NULL);
   fclose(f);
   if (!k) {
     seterr(err, errlen,
@@ -167,4 +166,51 @@ int x509_check_device_cert(const char *cert_file, const char *key_file,
     warn_validity(x, cert_file);
   X509_free(x);
   return rc;
+}
+
+int x509_expiry_line(const char *cert_file, int warn_days, char *line,
+                     size_t linelen) {
+  char err[512];
+  X509 *x = read_cert(cert_file, err, sizeof err);
+  if (!x) {
+    snprintf(line, linelen, "%s", err);
+    return -1;
+  }
+  int days = 0, secs = 0;
+  const ASN1_TIME *na = X509_get0_notAfter(x);
+  struct tm tm;
+  char when[64] = "?";
+  if (ASN1_TIME_to_tm(na, &tm) == 1)
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", &tm);
+  int ok = ASN1_TIME_diff(&days, &secs, NULL, na);
+  X509_free(x);
+  if (!ok) {
+    snprintf(line, linelen, "[c8y] cert_file %s: unreadable expiry date",
+             cert_file);
+    return -1;
+  }
+  long long left = (long long)days * 86400 + secs;
+  /* The text goes unquoted into a CSV field: no ',' or '"' from the path. */
+  char name[256];
+  snprintf(name, sizeof name, "%s", cert_file);
+  for (char *c = name; *c; c++)
+    if (*c == ',' || *c == '"' || (unsigned char)*c < 0x20)
+      *c = '_';
+  if (left <= (long long)warn_days * 86400)
+    log_warning("[c8y] cert_file %s: the device certificate %s %s; raising "
+                "the %s alarm",
+                cert_file, left <= 0 ? "expired on" : "expires on", when,
+                X509_EXPIRY_ALARM);
+  if (left <= 0)
+    snprintf(line, linelen,
+             "303," X509_EXPIRY_ALARM ",Device certificate %s expired on %s",
+             name, when);
+  else if (left <= (long long)warn_days * 86400)
+    snprintf(line, linelen,
+             "304," X509_EXPIRY_ALARM
+             ",Device certificate %s expires on %s (in %d days)",
+             name, when, days);
+  else
+    snprintf(line, linelen, "306," X509_EXPIRY_ALARM);
+  return 0;
 }

@@ -22,4 +22,20 @@ int x509_subject_cn(const char *cert_file, char *cn, size_t cnlen, char *err,
 int x509_check_device_cert(const char *cert_file, const char *key_file,
                            const char *device_id, char *err, size_t errlen);
 
+/* An OpenSSL pem_password_cb that refuses: a daemon must never prompt on
+ * a terminal for a key passphrase. */
+int x509_no_passphrase(char *buf, int size, int rwflag, void *u);
+
+/* Alarm type raised while the device certificate is about to expire. */
+#define X509_EXPIRY_ALARM "c8y_CertificateExpiry"
+
+/* The upstream line for the certificate-expiry alarm of cert_file:
+ * "304,c8y_CertificateExpiry,<text>" (WARNING) when it expires within
+ * warn_days, "303,..." (MINOR) once it has expired, "306,c8y_Certificate
+ * Expiry" (clear) otherwise; a raised alarm is also logged as a warning.
+ * Returns 0, or -1 with the reason in line when the certificate cannot be
+ * read. */
+int x509_expiry_line(const char *cert_file, int warn_days, char *line,
+                     size_t linelen);
+
 #endif

@@ -96,12 +96,17 @@ static inline void fx_up(fx *f, const char *extra) {
   }
 }
 
-static inline void fx_down(fx *f) {
-  if (f->a && g_test_failed()) {
-    char *log = agent_proc_log(f->a);
+/* Prints the agent's log when the test has failed. */
+static inline void fx_log_on_failure(agent_proc *a) {
+  if (a && g_test_failed()) {
+    char *log = agent_proc_log(a);
     g_printerr("---- agent log ----\n%s\n-------------------\n", log);
     g_free(log);
   }
+}
+
+static inline void fx_down(fx *f) {
+  fx_log_on_failure(f->a);
   agent_proc_free(f->a);
   f->a = NULL;
   if (f->s)

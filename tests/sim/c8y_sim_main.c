@@ -26,7 +26,9 @@ static void usage(FILE *f) {
       "its own downstream publishes as '-> <topic> <payload>'.\n"
       "REST side (uploads, downloads) on 127.0.0.1:18831 unless --http-port.\n"
       "stdin commands: op <line> | pub <topic> <payload> | file <path> |\n"
-      "                status | quit\n",
+      "                accept <device id> | status | quit\n"
+      "Bootstrap user " SIM_BOOTSTRAP_USER ", password " SIM_BOOTSTRAP_PASSWORD
+      ".\n",
       f);
 }
 
@@ -103,6 +105,13 @@ static bool run_command(sim *s, char *line) {
              sim_http_url(g_http), id);
     else
       puts("error: out of memory");
+  } else if (strncmp(cmd, "accept ", 7) == 0) {
+    /* The operator accepting a device in Device registration. */
+    if (sim_accept_registration(s, cmd + 7) == 0)
+      printf("registration of %s accepted: user device_%s, password %s\n",
+             cmd + 7, cmd + 7, sim_registration_password(s, cmd + 7));
+    else
+      printf("error: cannot accept the registration of '%s'\n", cmd + 7);
   } else if (strcmp(cmd, "status") == 0) {
     print_status(s);
     for (size_t i = 0; i < sim_http_event_count(g_http); i++)
@@ -116,7 +125,9 @@ static bool run_command(sim *s, char *line) {
   } else if (strcmp(cmd, "help") == 0) {
     usage(stdout);
   } else {
-    printf("error: unknown command '%s' (op, pub, status, quit, help)\n", cmd);
+    printf("error: unknown command '%s' (op, pub, accept, status, quit, "
+           "help)\n",
+           cmd);
   }
   fflush(stdout);
   return true;

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <ftw.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +83,12 @@ struct sim {
   size_t ncolls, capcolls;
   char *(*mint_token)(void *ctx); /* s/uat answers; see sim_set_token_source */
   void *mint_ctx;
+
+  /* device registration (bootstrap), see the section at the end */
+  char *bs_password;
+  struct sim_reg *regs;
+  size_t nregs, capregs;
+  size_t bs_requests;
 };
 
 static const struct {
@@ -527,8 +534,14 @@ static bool is_downstream(const char *topic) {
          topic[2] == 'd';
 }
 
+static void handle_bootstrap_request(sim *s, outbox *ob);
+
 static void handle_upstream(sim *s, const char *topic, const char *payload,
                             size_t len, outbox *ob) {
+  if (strcmp(topic, "s/ucr") == 0) {
+    handle_bootstrap_request(s, ob);
+    return;
+  }
   /* <s|t|q|c>/us[/<child>] */
   if (strchr("stqc", topic[0]) && topic[0] &&
       strncmp(topic + 1, "/us", 3) == 0 &&
@@ -677,6 +690,23 @@ static void on_disconnect_failed(void *ctx, MQTTAsync_failureData *r) {
 /* ---- setup ----------------------------------------------------------------
  */
 
+/* What a device user may do on the platform. No s/us read: a device never
+ * sees other devices' (or its own) upstream traffic. */
+static void acl_device_user(FILE *f, const char *tenant, const char *user) {
+  static const char *const writes[] = {"s/us",   "s/us/#", "s/uc/#",
+                                       "s/ut/#", "s/uat",  "s/ucr",
+                                       "t/us",   "q/us",   "c/us"};
+  static const char *const reads[] = {"s/ds", "s/e",   "s/dc/#",
+                                      "s/dt", "s/dat", "s/dcr"};
+  fprintf(f, "\nuser %s/%s\n", tenant, user);
+  for (size_t i = 0; i < sizeof writes / sizeof writes[0]; i++)
+    fprintf(f, "topic write %s\n", writes[i]);
+  for (size_t i = 0; i < sizeof reads / sizeof reads[0]; i++)
+    fprintf(f, "topic read %s\n", reads[i]);
+}
+
+static const char *reg_user(const sim *s, size_t i);
+
 static int write_acl(sim *s, char *err, size_t errlen) {
   FILE *f = fopen(s->acl_path, "w");
   if (!f) {
@@ -684,23 +714,14 @@ static int write_acl(sim *s, char *err, size_t errlen) {
     return -1;
   }
   fchmod(fileno(f), 0600);
-  /* No s/us read for the device: on the platform a device never sees other
-   * devices' (or its own) upstream traffic. */
-  fprintf(f,
-          "user sim\n"
-          "topic readwrite #\n"
-          "\n"
-          "user %s/%s\n",
-          s->tenant, s->user);
-  static const char *const writes[] = {"s/us",   "s/us/#", "s/uc/#",
-                                       "s/ut/#", "s/uat",  "s/ucr",
-                                       "t/us",   "q/us",   "c/us"};
-  static const char *const reads[] = {"s/ds", "s/e",   "s/dc/#",
-                                      "s/dt", "s/dat", "s/dcr"};
-  for (size_t i = 0; i < sizeof writes / sizeof writes[0]; i++)
-    fprintf(f, "topic write %s\n", writes[i]);
-  for (size_t i = 0; i < sizeof reads / sizeof reads[0]; i++)
-    fprintf(f, "topic read %s\n", reads[i]);
+  fprintf(f, "user sim\ntopic readwrite #\n");
+  acl_device_user(f, s->tenant, s->user);
+  /* The bootstrap user can only ask for credentials and receive them. */
+  fprintf(f, "\nuser " SIM_BOOTSTRAP_USER "\ntopic write s/ucr\n"
+             "topic read s/dcr\n");
+  for (size_t i = 0; i < s->nregs; i++)
+    if (reg_user(s, i))
+      acl_device_user(f, s->tenant, reg_user(s, i));
   if (fclose(f) != 0) {
     seterr(err, errlen, "%s: write failed: %s", s->acl_path, strerror(errno));
     return -1;
@@ -712,6 +733,9 @@ static int rm_entry(const char *path, const struct stat *st, int flag,
                     struct FTW *ftw) {
   return remove(path) == 0 || errno == ENOENT ? 0 : -1;
 }
+
+static void free_regs(sim *s);
+static int write_passwd(sim *s, char *err, size_t errlen);
 
 static void free_sim(sim *s) {
   for (size_t i = 0; i < s->nmsgs; i++) {
@@ -741,6 +765,7 @@ static void free_sim(sim *s) {
   free(s->workdir);
   free(s->passwd_path);
   free(s->acl_path);
+  free_regs(s);
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->cv);
   free(s);
@@ -869,18 +894,20 @@ int sim_start(const sim_options *o, sim **out, char *err, size_t errlen) {
   }
   for (size_t i = 0; i < sizeof rnd; i++)
     snprintf(s->sim_password + 2 * i, 3, "%02x", rnd[i]);
-  char *devuser = NULL;
   if (asprintf(&s->passwd_path, "%s/passwd", s->workdir) < 0 ||
-      asprintf(&s->acl_path, "%s/acl", s->workdir) < 0 ||
-      asprintf(&devuser, "%s/%s", s->tenant, s->user) < 0) {
+      asprintf(&s->acl_path, "%s/acl", s->workdir) < 0) {
     seterr(err, errlen, "out of memory");
     sim_stop(s);
     return -1;
   }
-  broker_user users[] = {{devuser, s->password}, {"sim", s->sim_password}};
-  int rc = broker_write_passwd(s->passwd_path, users, 2, err, errlen);
-  free(devuser);
-  if (rc != 0 || write_acl(s, err, errlen) != 0 ||
+  if (!(s->bs_password =
+            strdup(d.bootstrap_password ? d.bootstrap_password
+                                        : SIM_BOOTSTRAP_PASSWORD))) {
+    seterr(err, errlen, "out of memory");
+    sim_stop(s);
+    return -1;
+  }
+  if (write_passwd(s, err, errlen) != 0 || write_acl(s, err, errlen) != 0 ||
       broker_start(s->workdir, s->passwd_path, s->acl_path, d.port, &s->br, err,
                    errlen) != 0 ||
       connect_client(s, err, errlen) != 0) {
@@ -1176,4 +1203,235 @@ size_t sim_count_lines(sim *s, const char *topic, const char *line_prefix) {
       n += count_prefixed_lines(s->msgs[i]->payload, line_prefix);
   pthread_mutex_unlock(&s->mu);
   return n;
+}
+
+/* ---- device registration (bootstrap) --------------------------------------
+ * Only the test thread (sim_accept_registration) adds registrations and
+ * writes the broker's files; Paho's thread reads `ready`/`delivered` under
+ * mu. */
+
+typedef struct sim_reg {
+  char *device_id;
+  char *user, *password;
+  bool ready;     /* the broker accepts the new credentials */
+  bool delivered; /* 70 went out */
+} sim_reg;
+
+static const char *reg_user(const sim *s, size_t i) { return s->regs[i].user; }
+
+static void free_regs(sim *s) {
+  for (size_t i = 0; i < s->nregs; i++) {
+    free(s->regs[i].device_id);
+    free(s->regs[i].user);
+    free(s->regs[i].password);
+  }
+  free(s->regs);
+  free(s->bs_password);
+}
+
+static int write_passwd(sim *s, char *err, size_t errlen) {
+  size_t n = 3 + s->nregs;
+  broker_user *users = calloc(n, sizeof *users);
+  char **names = calloc(n, sizeof *names);
+  int rc = -1;
+  if (!users || !names ||
+      asprintf(&names[0], "%s/%s", s->tenant, s->user) < 0) {
+    seterr(err, errlen, "out of memory");
+    goto out;
+  }
+  users[0] = (broker_user){names[0], s->password};
+  users[1] = (broker_user){"sim", s->sim_password};
+  users[2] = (broker_user){SIM_BOOTSTRAP_USER, s->bs_password};
+  for (size_t i = 0; i < s->nregs; i++) {
+    if (asprintf(&names[3 + i], "%s/%s", s->tenant, s->regs[i].user) < 0) {
+      seterr(err, errlen, "out of memory");
+      goto out;
+    }
+    users[3 + i] = (broker_user){names[3 + i], s->regs[i].password};
+  }
+  rc = broker_write_passwd(s->passwd_path, users, n, err, errlen);
+out:
+  for (size_t i = 0; names && i < n; i++)
+    free(names[i]);
+  free(names);
+  free(users);
+  return rc;
+}
+
+/* An empty s/ucr: answered with 70 once a registration is accepted and its
+ * user exists in the broker (called with mu held). The broker cannot tell
+ * the simulator which client asked, so the first accepted registration not
+ * yet delivered is the answer: tests register one device at a time. */
+static void handle_bootstrap_request(sim *s, outbox *ob) {
+  s->bs_requests++;
+  for (size_t i = 0; i < s->nregs; i++) {
+    sim_reg *r = &s->regs[i];
+    if (r->ready && !r->delivered) {
+      const char *f[] = {"70", s->tenant, r->user, r->password};
+      outbox_line(ob, "s/dcr", f, 4);
+      r->delivered = true;
+      return;
+    }
+  }
+}
+
+typedef struct login_probe {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int result; /* 0 pending, 1 ok, -1 refused */
+} login_probe;
+
+static void probe_set(login_probe *p, int result) {
+  pthread_mutex_lock(&p->mu);
+  p->result = result;
+  pthread_cond_broadcast(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+}
+static void probe_ok(void *ctx, MQTTAsync_successData *r) { probe_set(ctx, 1); }
+static void probe_failed(void *ctx, MQTTAsync_failureData *r) {
+  probe_set(ctx, -1);
+}
+
+/* Whether the broker accepts user/password now (one CONNECT, <= 2 s). */
+static bool broker_accepts(sim *s, const char *user, const char *password) {
+  char uri[64], cid[64];
+  snprintf(uri, sizeof uri, "tcp://127.0.0.1:%d", broker_port(s->br));
+  snprintf(cid, sizeof cid, "c8y-sim-probe-%d", (int)getpid());
+  MQTTAsync c;
+  if (MQTTAsync_create(&c, uri, cid, MQTTCLIENT_PERSISTENCE_NONE, NULL) !=
+      MQTTASYNC_SUCCESS)
+    return false;
+  login_probe p = {.result = 0};
+  pthread_mutex_init(&p.mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&p.cv, &ca);
+  pthread_condattr_destroy(&ca);
+  MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer;
+  co.cleansession = 1;
+  co.username = user;
+  co.password = password;
+  co.connectTimeout = 2;
+  co.MQTTVersion = MQTTVERSION_3_1_1;
+  co.onSuccess = probe_ok;
+  co.onFailure = probe_failed;
+  co.context = &p;
+  if (MQTTAsync_connect(c, &co) == MQTTASYNC_SUCCESS) {
+    struct timespec dl = deadline_ts(3000);
+    pthread_mutex_lock(&p.mu);
+    while (p.result == 0 &&
+           pthread_cond_timedwait(&p.cv, &p.mu, &dl) != ETIMEDOUT) {
+    }
+    pthread_mutex_unlock(&p.mu);
+  }
+  bool ok = p.result == 1;
+  if (ok) {
+    MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+    d.timeout = 500;
+    MQTTAsync_disconnect(c, &d);
+    for (int i = 0; i < 50 && MQTTAsync_isConnected(c); i++)
+      usleep(10 * 1000);
+  }
+  MQTTAsync_destroy(&c);
+  pthread_cond_destroy(&p.cv);
+  pthread_mutex_destroy(&p.mu);
+  return ok;
+}
+
+size_t sim_bootstrap_requests(sim *s) {
+  pthread_mutex_lock(&s->mu);
+  size_t n = s->bs_requests;
+  pthread_mutex_unlock(&s->mu);
+  return n;
+}
+
+bool sim_wait_bootstrap_requests(sim *s, size_t n, int timeout_ms) {
+  long long until = mono_ms() + timeout_ms;
+  while (sim_bootstrap_requests(s) < n) {
+    if (mono_ms() >= until)
+      return false;
+    usleep(20 * 1000);
+  }
+  return true;
+}
+
+int sim_accept_registration(sim *s, const char *device_id) {
+  if (!valid_name(device_id))
+    return -1;
+  for (size_t i = 0; i < s->nregs; i++)
+    if (strcmp(s->regs[i].device_id, device_id) == 0)
+      return -1; /* accepted already */
+  unsigned char rnd[12];
+  if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+    return -1;
+  char pw[2 * sizeof rnd + 1];
+  for (size_t i = 0; i < sizeof rnd; i++)
+    snprintf(pw + 2 * i, 3, "%02x", rnd[i]);
+  pthread_mutex_lock(&s->mu);
+  bool ok = grow((void **)&s->regs, &s->capregs, s->nregs + 1, sizeof *s->regs);
+  sim_reg *r = ok ? &s->regs[s->nregs] : NULL;
+  if (r) {
+    memset(r, 0, sizeof *r);
+    r->device_id = strdup(device_id);
+    r->password = strdup(pw);
+    if (asprintf(&r->user, "device_%s", device_id) < 0)
+      r->user = NULL;
+    ok = r->device_id && r->password && r->user;
+    if (ok)
+      s->nregs++;
+    else {
+      free(r->device_id);
+      free(r->password);
+      free(r->user);
+    }
+  }
+  pthread_mutex_unlock(&s->mu);
+  char err[256];
+  if (!ok || write_passwd(s, err, sizeof err) != 0 ||
+      write_acl(s, err, sizeof err) != 0) {
+    fprintf(stderr, "c8y-sim: cannot create the device user for %s\n",
+            device_id);
+    return -1;
+  }
+  /* mosquitto re-reads its password file and ACL on SIGHUP, asynchronously:
+   * the registration is ready once a login with the new user works. */
+  int pid = broker_pid(s->br);
+  char *login = NULL;
+  if (pid <= 0 || kill(pid, SIGHUP) != 0 ||
+      asprintf(&login, "%s/device_%s", s->tenant, device_id) < 0)
+    return -1;
+  bool accepted = false;
+  for (int i = 0; i < 50 && !accepted; i++) {
+    accepted = broker_accepts(s, login, pw);
+    if (!accepted)
+      usleep(100 * 1000);
+  }
+  free(login);
+  if (!accepted) {
+    fprintf(stderr, "c8y-sim: the broker does not accept the new user of %s\n",
+            device_id);
+    return -1;
+  }
+  pthread_mutex_lock(&s->mu);
+  s->regs[s->nregs - 1].ready = true;
+  pthread_mutex_unlock(&s->mu);
+  return 0;
+}
+
+static const sim_reg *reg_find(sim *s, const char *device_id) {
+  for (size_t i = 0; i < s->nregs; i++)
+    if (strcmp(s->regs[i].device_id, device_id) == 0)
+      return &s->regs[i];
+  return NULL;
+}
+
+const char *sim_registration_user(sim *s, const char *device_id) {
+  const sim_reg *r = reg_find(s, device_id);
+  return r ? r->user : NULL;
+}
+
+const char *sim_registration_password(sim *s, const char *device_id) {
+  const sim_reg *r = reg_find(s, device_id);
+  return r ? r->password : NULL;
 }

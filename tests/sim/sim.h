@@ -35,6 +35,8 @@ typedef struct sim_options {
   const char *workdir;   /* NULL = a fresh mkdtemp dir, removed on stop */
   const char *mosquitto; /* NULL = "mosquitto" from PATH or /usr/sbin */
   bool echo;             /* print every message to stdout as it arrives */
+  /* password of SIM_BOOTSTRAP_USER, NULL = SIM_BOOTSTRAP_PASSWORD */
+  const char *bootstrap_password;
 } sim_options;
 
 typedef enum sim_op_status {
@@ -113,5 +115,26 @@ bool sim_connected(sim *s);
 void sim_set_token_source(sim *s, char *(*mint)(void *ctx), void *ctx);
 /* Managed-object id of a created device, or -1. */
 long sim_device_mo_id(sim *s, const char *external_id);
+
+/* ---- device registration (bootstrap, c8y-protocol.md 1.5) ----
+ * The broker also knows the bootstrap user, who may only publish s/ucr and
+ * subscribe s/dcr. Empty s/ucr requests are counted; once a test accepts a
+ * device (the operator's "accept" in Device registration), the simulator
+ * creates the user device_<id> with a fresh password in the tenant, makes
+ * the broker accept it (password file + ACL reloaded), and answers the next
+ * s/ucr with 70,<tenant>,device_<id>,<password> on s/dcr. The broker cannot
+ * say which client asked, so register one device at a time. */
+#define SIM_BOOTSTRAP_USER "management/devicebootstrap"
+#define SIM_BOOTSTRAP_PASSWORD "sim-bootstrap-password"
+
+size_t sim_bootstrap_requests(sim *s);
+/* Waits until at least n requests arrived; false on timeout. */
+bool sim_wait_bootstrap_requests(sim *s, size_t n, int timeout_ms);
+/* Returns 0 once the new credentials work, -1 on failure or if the device
+ * was accepted before. Call from the thread that started the simulator. */
+int sim_accept_registration(sim *s, const char *device_id);
+/* Credentials created for an accepted device (borrowed until sim_stop). */
+const char *sim_registration_user(sim *s, const char *device_id);
+const char *sim_registration_password(sim *s, const char *device_id);
 
 #endif

@@ -11,6 +11,8 @@
 #include "sim.h"
 #include "x509.h"
 
+#define CLI_FAILED 4 /* c8y-agent connect --test: a step failed */
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +26,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -193,8 +196,8 @@ static const char *mosquitto_exe(void) {
 /* client_certs: require a client certificate and take its CN as the user
  * name (Cumulocity's certificate authentication); otherwise a password file
  * with TENANT_USER / PASSWORD. */
-static void tb_start(tls_broker *b, const char *server_cert,
-                     bool client_certs) {
+static void tb_start_ca(tls_broker *b, const char *server_cert,
+                        bool client_certs, const char *client_ca) {
   memset(b, 0, sizeof *b);
   GError *e = NULL;
   b->dir = g_dir_make_tmp("c8y-tls-broker-XXXXXX", &e);
@@ -216,13 +219,13 @@ static void tb_start(tls_broker *b, const char *server_cert,
     char *text = g_strdup_printf(
         "per_listener_settings false\n"
         "listener %d 127.0.0.1\n"
-        "cafile %s/ca.pem\ncertfile %s/%s.pem\nkeyfile %s/%s.key\n"
+        "cafile %s\ncertfile %s/%s.pem\nkeyfile %s/%s.key\n"
         "require_certificate %s\n%s"
         "allow_anonymous false\n%s%s%s"
         "persistence false\n"
         "log_dest file %s\nlog_type all\nconnection_messages true\n"
         "%s%s%s",
-        b->port, g_pki, g_pki, server_cert, g_pki, server_cert,
+        b->port, client_ca, g_pki, server_cert, g_pki, server_cert,
         client_certs ? "true" : "false",
         client_certs ? "use_identity_as_username true\n" : "",
         client_certs ? "" : "password_file ", client_certs ? "" : passwd,
@@ -276,6 +279,13 @@ static void tb_start(tls_broker *b, const char *server_cert,
   g_free(conf);
   g_free(out);
   g_free(passwd);
+}
+
+static void tb_start(tls_broker *b, const char *server_cert,
+                     bool client_certs) {
+  char *ca = pki("ca.pem");
+  tb_start_ca(b, server_cert, client_certs, ca);
+  g_free(ca);
 }
 
 static char *tb_log(tls_broker *b) {
@@ -393,11 +403,10 @@ static void test_wrong_host_refused(void) {
   tb_start(&b, "wronghost", false);
   char *log = refused_log(&b, PW_LINES);
   g_test_message("agent log:\n%s", log);
-  /* The reason reaches the log: Paho's TLS error through the ssl_error
-   * callback and/or the connect failure text. */
-  g_assert_true(contains(log, "c8y-agent[error] TLS: the server certificate "
-                              "is not valid for this host name"));
-  g_assert_true(contains(log, "for hostname 127.0.0.1 failed"));
+  /* The reason reaches the log: the connection diagnosis names it. */
+  g_assert_true(contains(log, "TLS step failed: certificate name mismatch: "
+                              "the server certificate is not valid for host "
+                              "name 127.0.0.1"));
   free(log);
   tb_stop(&b);
 }
@@ -571,9 +580,7 @@ static void test_x509_module(void) {
   g_free(missing);
 }
 
-/* (e) debug logging through a full session and an operation never shows
- * the password (plain MQTT here: what is logged does not depend on TLS). */
-static void test_no_secret_in_log(void) {
+static sim *plain_sim(void) {
   sim_options o = {.tenant = "t1",
                    .user = "device",
                    .password = PASSWORD,
@@ -582,6 +589,13 @@ static void test_no_secret_in_log(void) {
   char err[512];
   if (sim_start(&o, &s, err, sizeof err) != 0)
     g_error("simulator: %s", err);
+  return s;
+}
+
+/* (e) debug logging through a full session and an operation never shows
+ * the password (plain MQTT here: what is logged does not depend on TLS). */
+static void test_no_secret_in_log(void) {
+  sim *s = plain_sim();
   char *ini = g_strdup_printf(
       "[c8y]\ntenant = t1\nuser = device\npassword = %s\nhost = 127.0.0.1\n"
       "port = %d\ntls = false\nreconnect_min_ms = 100\n"
@@ -616,6 +630,430 @@ static void test_no_secret_in_log(void) {
   sim_stop(s);
 }
 
+/* ---- connect --test, the daemon's diagnosis, cert create/csr ------------ */
+
+/* Runs argv (NULL-terminated; argv[0] a path) and returns its exit status;
+ * stdout followed by stderr in *out. */
+static int capture(const char *const *argv, char **out) {
+  gchar *o = NULL, *e = NULL;
+  gint status = 0;
+  GError *err = NULL;
+  if (!g_spawn_sync(NULL, (gchar **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &o,
+                    &e, &status, &err))
+    g_error("%s: %s", argv[0], err->message);
+  *out = g_strconcat(o, e, NULL);
+  g_free(o);
+  g_free(e);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+/* `c8y-agent -c <tmp>/agent.ini <args>` with `ini` (a state dir added). */
+static int agent_cli(const char *ini, const char *const *args, char **out) {
+  GError *e = NULL;
+  char *dir = g_dir_make_tmp("c8y-cli-XXXXXX", &e);
+  g_assert_no_error(e);
+  char *conf = g_strdup_printf("%s/agent.ini", dir);
+  char *text = g_strdup_printf("%s\n[agent]\nstate_dir = %s/state\n", ini, dir);
+  g_assert_true(g_file_set_contents(conf, text, -1, NULL));
+  g_chmod(conf, 0600);
+  const char *argv[16] = {g_getenv("C8Y_AGENT_BIN"), "-c", conf};
+  int n = 3;
+  for (int i = 0; args[i] && n < 15; i++)
+    argv[n++] = args[i];
+  argv[n] = NULL;
+  int rc = capture(argv, out);
+  g_test_message("c8y-agent %s -> %d:\n%s", args[0], rc, *out);
+  rm_rf(dir);
+  g_free(text);
+  g_free(conf);
+  g_free(dir);
+  return rc;
+}
+
+static char *connect_ini(const char *host, int port, bool tls,
+                         const char *c8y_extra) {
+  char *ca = pki("ca.pem");
+  char *ini =
+      g_strdup_printf("[c8y]\nhost = %s\nport = %d\ntls = %s\n"
+                      "ca_path = %s\n%s[device]\nid = " DEVICE "\n",
+                      host, port, tls ? "true" : "false", ca, c8y_extra);
+  g_free(ca);
+  return ini;
+}
+
+/* connect --test output for one set-up; asserts the exit status. */
+static char *connect_test(const char *host, int port, bool tls,
+                          const char *c8y_extra, int want_rc) {
+  char *ini = connect_ini(host, port, tls, c8y_extra);
+  const char *args[] = {"connect", "--test", "--timeout", "5", NULL};
+  char *out = NULL;
+  int rc = agent_cli(ini, args, &out);
+  g_assert_cmpint(rc, ==, want_rc);
+  g_free(ini);
+  return out;
+}
+
+static void test_connect_ok_tls(void) {
+  tls_broker b;
+  tb_start(&b, "server", false);
+  char *out = connect_test("127.0.0.1", b.port, true, PW_LINES, 0);
+  g_assert_true(contains(out, "[ ok ] DNS"));
+  g_assert_true(contains(out, "[ ok ] TCP"));
+  g_assert_true(contains(out, "[ ok ] TLS"));
+  g_assert_true(contains(out, "server certificate verified for 127.0.0.1"));
+  g_assert_true(contains(out, "[ ok ] MQTT       CONNACK 0: connected as "
+                              "t1/device"));
+  g_assert_true(contains(out, "[ ok ] round trip 123 on s/us acknowledged"));
+  g_assert_true(contains(out, "connection test passed"));
+  g_assert_false(contains(out, PASSWORD));
+  g_free(out);
+  tb_stop(&b);
+}
+
+/* Against the simulator the round trip also gets the platform's answer. */
+static void test_connect_ok_sim(void) {
+  sim *s = plain_sim();
+  char *out = connect_test("127.0.0.1", sim_port(s), false, PW_LINES, 0);
+  g_assert_true(contains(out, "answer 124,"));
+  g_assert_cmpuint(sim_count_lines(s, "s/us", "123"), ==, 1);
+  g_free(out);
+  sim_stop(s);
+}
+
+static void test_connect_dns(void) {
+  char *out =
+      connect_test("nonexistent.invalid", 8883, true, PW_LINES, CLI_FAILED);
+  g_assert_true(contains(out, "[FAIL] DNS        cannot resolve host name "
+                              "'nonexistent.invalid': "));
+  g_assert_true(contains(out, "FAILED at step DNS"));
+  g_assert_false(contains(out, "[ ok ]"));
+  g_free(out);
+}
+
+static void test_connect_refused(void) {
+  int port = free_port();
+  char *out = connect_test("127.0.0.1", port, false, PW_LINES, CLI_FAILED);
+  char *want = g_strdup_printf("[FAIL] TCP        cannot connect to 127.0.0.1 "
+                               "port %d: Connection refused",
+                               port);
+  g_assert_true(contains(out, want));
+  g_assert_true(contains(out, "[ ok ] DNS"));
+  g_free(want);
+  g_free(out);
+}
+
+static void test_connect_tls_on_plain_port(void) {
+  sim *s = plain_sim();
+  char *out =
+      connect_test("127.0.0.1", sim_port(s), true, PW_LINES, CLI_FAILED);
+  g_assert_true(contains(out, "[ ok ] TCP"));
+  g_assert_true(contains(out, "[FAIL] TLS"));
+  g_assert_true(contains(out, "a plain MQTT port?"));
+  g_free(out);
+  sim_stop(s);
+}
+
+static void test_connect_wrong_host(void) {
+  tls_broker b;
+  tb_start(&b, "wronghost", false);
+  char *out = connect_test("127.0.0.1", b.port, true, PW_LINES, CLI_FAILED);
+  g_assert_true(contains(out, "[FAIL] TLS        certificate name mismatch: "
+                              "the server certificate is not valid for host "
+                              "name 127.0.0.1 (it is for: "
+                              "wrong.example.invalid"));
+  g_free(out);
+  tb_stop(&b);
+}
+
+static void test_connect_untrusted_ca(void) {
+  tls_broker b;
+  tb_start(&b, "rogue", false);
+  char *out = connect_test("127.0.0.1", b.port, true, PW_LINES, CLI_FAILED);
+  g_assert_true(
+      contains(out, "[FAIL] TLS        untrusted server certificate"));
+  g_assert_true(contains(out, "some other CA"));
+  g_free(out);
+  tb_stop(&b);
+}
+
+static void test_connect_bad_password(void) {
+  tls_broker b;
+  tb_start(&b, "server", false);
+  char *out = connect_test("127.0.0.1", b.port, true,
+                           "tenant = t1\nuser = device\npassword = wrong\n",
+                           CLI_FAILED);
+  g_assert_true(contains(out, "[ ok ] TLS"));
+  /* mosquitto says 5 (not authorized); Cumulocity may say 4. */
+  g_assert_true(contains(out, "[FAIL] MQTT       CONNACK 5 (not authorized): "
+                              "not authorized: wrong credentials") ||
+                contains(out, "[FAIL] MQTT       CONNACK 4 (bad user name or "
+                              "password)"));
+  g_free(out);
+  tb_stop(&b);
+}
+
+/* A broker that wants a client certificate says so only after a TLS 1.3
+ * handshake; connect --test still names TLS as the failed step. */
+static void test_connect_needs_client_cert(void) {
+  tls_broker b;
+  tb_start(&b, "server", true);
+  char *out = connect_test("127.0.0.1", b.port, true, PW_LINES, CLI_FAILED);
+  g_assert_true(contains(out, "[FAIL] TLS"));
+  g_assert_true(contains(out, "client certificate"));
+  g_free(out);
+  tb_stop(&b);
+}
+
+/* The daemon's own log names the same causes as connect --test. */
+static void diag_logged(const char *ini_extra, int port, bool tls,
+                        const char *host, const char *want) {
+  char *ca = pki("ca.pem");
+  char *ini = g_strdup_printf(
+      "[c8y]\nhost = %s\nport = %d\ntls = %s\nca_path = %s\n"
+      "reconnect_min_ms = 200\nreconnect_max_ms = 1000\n%s"
+      "[device]\nid = " DEVICE "\n[agent]\nplugin_dir = %s\n",
+      host, port, tls ? "true" : "false", ca, ini_extra, ITEST_PLUGIN_DIR);
+  agent_proc *a = agent_proc_new(ini);
+  g_assert_cmpint(agent_proc_start(a), ==, 0);
+  char *line = g_strdup_printf("connection diagnosis for %s://%s:%d: %s",
+                               tls ? "ssl" : "tcp", host, port, want);
+  bool found = agent_proc_wait_log(a, line, 20000);
+  dump_on_failure(a);
+  if (!found)
+    g_printerr("expected: %s\n", line);
+  g_assert_true(found);
+  g_assert_true(agent_proc_wait_log(a, "cannot connect to", 1000));
+  g_assert_cmpint(agent_proc_stop(a, 10000), ==, 0);
+  g_free(line);
+  g_free(ini);
+  g_free(ca);
+  agent_proc_free(a);
+}
+
+static void test_daemon_diagnosis(void) {
+  diag_logged(PW_LINES, 8883, true, "nonexistent.invalid",
+              "DNS step failed: cannot resolve host name "
+              "'nonexistent.invalid'");
+  int port = free_port();
+  char *want = g_strdup_printf("TCP step failed: cannot connect to 127.0.0.1 "
+                               "port %d: Connection refused",
+                               port);
+  diag_logged(PW_LINES, port, false, "127.0.0.1", want);
+  g_free(want);
+  sim *s = plain_sim();
+  diag_logged(PW_LINES, sim_port(s), true, "127.0.0.1", "TLS step failed: ");
+  sim_stop(s);
+  tls_broker b;
+  tb_start(&b, "wronghost", false);
+  diag_logged(PW_LINES, b.port, true, "127.0.0.1",
+              "TLS step failed: certificate name mismatch");
+  tb_stop(&b);
+  tb_start(&b, "rogue", false);
+  diag_logged(PW_LINES, b.port, true, "127.0.0.1",
+              "TLS step failed: untrusted server certificate");
+  tb_stop(&b);
+  /* A refusal is explained by its CONNACK code. */
+  tb_start(&b, "server", false);
+  agent_proc *a =
+      agent_for(&b, "tenant = t1\nuser = device\npassword = wrong\n", DEVICE);
+  g_assert_cmpint(agent_proc_start(a), ==, 0);
+  g_assert_cmpint(agent_proc_wait_exit(a, 30000), ==, 3);
+  char *log = agent_proc_log(a);
+  g_assert_true(contains(log, "refused the connection for user t1/device"));
+  g_assert_true(contains(log, "CONNACK 5 (not authorized: wrong credentials"));
+  free(log);
+  agent_proc_free(a);
+  tb_stop(&b);
+}
+
+static char *openssl_out(const char *const *args) {
+  const char *argv[16] = {C8Y_OPENSSL_CLI};
+  int n = 1;
+  for (int i = 0; args[i] && n < 15; i++)
+    argv[n++] = args[i];
+  argv[n] = NULL;
+  char *out = NULL;
+  int rc = capture(argv, &out);
+  if (rc != 0)
+    g_error("openssl %s failed: %s", args[0], out);
+  return out;
+}
+
+static mode_t file_mode(const char *path) {
+  struct stat st;
+  g_assert_cmpint(g_stat(path, &st), ==, 0);
+  return st.st_mode & 0777;
+}
+
+static void test_cert_create(void) {
+  GError *e = NULL;
+  char *dir = g_dir_make_tmp("c8y-cert-XXXXXX", &e);
+  g_assert_no_error(e);
+  char *pem = g_strdup_printf("%s/device-cert.pem", dir);
+  char *key = g_strdup_printf("%s/device-key.pem", dir);
+  char *ini = g_strdup_printf("[c8y]\nhost = 127.0.0.1\ncert_file = %s\n"
+                              "key_file = %s\n[device]\nid = certdev1\n",
+                              pem, key);
+  const char *create[] = {"cert", "create", NULL};
+  char *out = NULL;
+  g_assert_cmpint(agent_cli(ini, create, &out), ==, 0);
+  g_free(out);
+  g_assert_cmpint(file_mode(key), ==, 0600);
+  const char *subj[] = {
+      "x509",     "-in",     pem,    "-noout",           "-subject",
+      "-nameopt", "RFC2253", "-ext", "basicConstraints", NULL};
+  out = openssl_out(subj);
+  g_assert_true(contains(out, "subject=CN=certdev1\n"));
+  g_assert_true(contains(out, "CA:TRUE"));
+  g_free(out);
+  const char *ktext[] = {"pkey", "-in", key, "-noout", "-text", NULL};
+  out = openssl_out(ktext);
+  g_assert_true(contains(out, "P-256"));
+  g_free(out);
+  char err[512];
+  g_assert_cmpint(x509_check_device_cert(pem, key, "certdev1", err, sizeof err),
+                  ==, 0);
+
+  /* An existing identity is not replaced by accident. */
+  gchar *before = NULL;
+  g_assert_true(g_file_get_contents(key, &before, NULL, NULL));
+  g_assert_cmpint(agent_cli(ini, create, &out), ==, 1);
+  g_assert_true(contains(out, "already exists"));
+  g_free(out);
+  const char *force[] = {"cert", "create", "--force", "--days", "30", NULL};
+  g_assert_cmpint(agent_cli(ini, force, &out), ==, 0);
+  g_free(out);
+  gchar *after = NULL;
+  g_assert_true(g_file_get_contents(key, &after, NULL, NULL));
+  g_assert_cmpstr(before, !=, after);
+  g_assert_cmpint(x509_check_device_cert(pem, key, "certdev1", err, sizeof err),
+                  ==, 0);
+  /* 30 days: inside the default 30-day warning window. */
+  char line[600];
+  g_assert_cmpint(x509_expiry_line(pem, 30, line, sizeof line), ==, 0);
+  g_assert_true(g_str_has_prefix(line, "304,c8y_CertificateExpiry,"));
+  g_assert_cmpint(x509_expiry_line(pem, 7, line, sizeof line), ==, 0);
+  g_assert_cmpstr(line, ==, "306,c8y_CertificateExpiry");
+  g_free(before);
+  g_free(after);
+
+  /* The created pair authenticates against a broker that trusts it. */
+  tls_broker b;
+  tb_start_ca(&b, "server", true, pem);
+  char *lines = g_strdup_printf("cert_file = %s\nkey_file = %s\n", pem, key);
+  agent_proc *a = agent_for(&b, lines, "certdev1");
+  g_assert_cmpint(agent_proc_start(a), ==, 0);
+  bool up = agent_proc_wait_log(a, "connected to ssl://", 20000);
+  dump_on_failure(a);
+  g_assert_true(up);
+  char *blog = tb_log(&b);
+  g_assert_true(contains(blog, "u'certdev1'"));
+  g_free(blog);
+  /* 30 days left: the expiry alarm goes up on connect, and is logged. */
+  g_assert_true(agent_proc_wait_log(a,
+                                    "raising the c8y_CertificateExpiry "
+                                    "alarm",
+                                    5000));
+  agent_proc_free(a);
+  tb_stop(&b);
+  g_free(lines);
+  rm_rf(dir);
+  g_free(ini);
+  g_free(pem);
+  g_free(key);
+  g_free(dir);
+}
+
+static void test_cert_csr(void) {
+  GError *e = NULL;
+  char *dir = g_dir_make_tmp("c8y-csr-XXXXXX", &e);
+  g_assert_no_error(e);
+  char *key = g_strdup_printf("%s/new.key", dir);
+  char *csr = g_strdup_printf("%s/req.csr", dir);
+  /* No usable configuration: the flags give everything. */
+  const char *argv[] = {g_getenv("C8Y_AGENT_BIN"),
+                        "-c",
+                        "/nonexistent.ini",
+                        "cert",
+                        "csr",
+                        "--id",
+                        "csrdev1",
+                        "--key",
+                        key,
+                        "--out",
+                        csr,
+                        NULL};
+  char *out = NULL;
+  g_assert_cmpint(capture(argv, &out), ==, 0);
+  g_free(out);
+  g_assert_cmpint(file_mode(key), ==, 0600);
+  const char *req[] = {"req",      "-in",      csr,       "-noout", "-verify",
+                       "-subject", "-nameopt", "RFC2253", NULL};
+  out = openssl_out(req);
+  g_assert_true(contains(out, "subject=CN=csrdev1"));
+  g_assert_true(contains(out, "verify OK"));
+  g_free(out);
+  /* For an existing key, to stdout; the request carries that key. */
+  argv[9] = NULL; /* the same without --out */
+  g_assert_cmpint(capture(argv, &out), ==, 0);
+  g_assert_true(g_str_has_prefix(out, "-----BEGIN CERTIFICATE REQUEST-----"));
+  char *csr2 = g_strdup_printf("%s/stdout.csr", dir);
+  g_assert_true(g_file_set_contents(csr2, out, -1, NULL));
+  g_free(out);
+  const char *pub1[] = {"req", "-in", csr2, "-noout", "-pubkey", NULL};
+  const char *pub2[] = {"pkey", "-in", key, "-pubout", NULL};
+  char *p1 = openssl_out(pub1), *p2 = openssl_out(pub2);
+  g_assert_cmpstr(p1, ==, p2);
+  g_free(p1);
+  g_free(p2);
+  g_free(csr2);
+  /* --owner: root hands the key to the service user (here: nobody);
+   * anyone else can only name themselves. */
+  struct passwd *who =
+      geteuid() == 0 ? getpwnam("nobody") : getpwuid(geteuid());
+  g_assert_nonnull(who);
+  char *owner = g_strdup(who->pw_name);
+  uid_t owner_uid = who->pw_uid;
+  char *key3 = g_strdup_printf("%s/owned.key", dir);
+  /* The first command, for another key and with --owner. */
+  const char **owned = argv;
+  owned[8] = key3;
+  owned[9] = "--owner";
+  owned[10] = owner;
+  g_assert_cmpint(capture(owned, &out), ==, 0);
+  g_free(out);
+  struct stat st;
+  g_assert_cmpint(g_stat(key3, &st), ==, 0);
+  g_assert_cmpint(st.st_uid, ==, owner_uid);
+  g_assert_cmpint(st.st_mode & 0777, ==, 0600);
+  owned[10] = "no-such-user-c8y";
+  g_assert_cmpint(capture(owned, &out), ==, 2);
+  g_assert_true(contains(out, "--owner no-such-user-c8y: no such user"));
+  g_free(out);
+  g_free(key3);
+  g_free(owner);
+  rm_rf(dir);
+  g_free(key);
+  g_free(csr);
+  g_free(dir);
+}
+
+static void test_expiry_line(void) {
+  char *dev = pki("device.pem"), *missing = pki("missing.pem");
+  char line[600];
+  g_assert_cmpint(x509_expiry_line(dev, 30, line, sizeof line), ==, 0);
+  g_assert_true(g_str_has_prefix(line, "304," X509_EXPIRY_ALARM ","));
+  g_assert_true(contains(line, "device.pem expires on "));
+  g_assert_null(
+      strchr(strchr(line, ',') + 1 + strlen(X509_EXPIRY_ALARM) + 1, ','));
+  g_assert_cmpint(x509_expiry_line(dev, 1, line, sizeof line), ==, 0);
+  g_assert_cmpstr(line, ==, "306," X509_EXPIRY_ALARM);
+  g_assert_cmpint(x509_expiry_line(missing, 30, line, sizeof line), ==, -1);
+  g_assert_true(contains(line, "cannot open"));
+  g_free(dev);
+  g_free(missing);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   snprintf(g_pki, sizeof g_pki, "/tmp/c8y-tls-pki-XXXXXX");
@@ -631,6 +1069,21 @@ int main(int argc, char **argv) {
   g_test_add_func("/tls/cn-mismatch", test_cn_mismatch);
   g_test_add_func("/tls/key-mismatch", test_key_mismatch);
   g_test_add_func("/tls/no-secret-in-log", test_no_secret_in_log);
+  g_test_add_func("/tls/connect-test/ok-tls", test_connect_ok_tls);
+  g_test_add_func("/tls/connect-test/ok-sim", test_connect_ok_sim);
+  g_test_add_func("/tls/connect-test/dns", test_connect_dns);
+  g_test_add_func("/tls/connect-test/refused", test_connect_refused);
+  g_test_add_func("/tls/connect-test/tls-on-plain-port",
+                  test_connect_tls_on_plain_port);
+  g_test_add_func("/tls/connect-test/wrong-host", test_connect_wrong_host);
+  g_test_add_func("/tls/connect-test/untrusted-ca", test_connect_untrusted_ca);
+  g_test_add_func("/tls/connect-test/bad-password", test_connect_bad_password);
+  g_test_add_func("/tls/connect-test/needs-client-cert",
+                  test_connect_needs_client_cert);
+  g_test_add_func("/tls/daemon-diagnosis", test_daemon_diagnosis);
+  g_test_add_func("/tls/cert/create", test_cert_create);
+  g_test_add_func("/tls/cert/csr", test_cert_csr);
+  g_test_add_func("/tls/cert/expiry-line", test_expiry_line);
   int rc = g_test_run();
   if (!g_getenv("C8Y_KEEP_TEST_DIRS"))
     rm_rf(g_pki);

@@ -983,6 +983,82 @@ static void test_password_never_in_err(void) {
   g_free(dir);
 }
 
+/* [c8y] bootstrap: no tenant needed, the bootstrap password is. */
+#define BS_BASE                                                                \
+  "[c8y]\n"                                                                    \
+  "bootstrap = true\n"                                                         \
+  "host = mqtt.example.invalid\n"                                              \
+  "[device]\n"                                                                 \
+  "id = dev1\n"
+
+static void test_bootstrap_keys(void) {
+  char *dir = make_tmpdir();
+  char *path =
+      write_file(dir, "agent.ini",
+                 BS_BASE "[c8y]\nbootstrap_password = " SECRET "\n", 0600);
+  agent_config c;
+  load_ok(path, &c);
+  g_assert_true(c.bootstrap);
+  g_assert_false(c.local_sim);
+  g_assert_null(c.tenant);
+  g_assert_cmpstr(c.bootstrap_user, ==, "management/devicebootstrap");
+  g_assert_cmpstr(c.bootstrap_password, ==, SECRET);
+  g_assert_cmpint(c.cert_warn_days, ==, 30);
+  g_assert_true(c.tls);
+  g_assert_cmpint(c.port, ==, 8883);
+  cfg_free(&c);
+  g_free(path);
+
+  /* The password is required, from one of the two keys. */
+  path = write_file(dir, "agent.ini", BS_BASE, 0600);
+  load_fail(path, path, 2,
+            "[c8y] bootstrap_password: required when "
+            "bootstrap is true");
+  g_free(path);
+  char *pw = write_file(dir, "bs-pw", SECRET "\n", 0600);
+  char *text = g_strdup_printf(BS_BASE "[c8y]\nbootstrap_password_file = %s\n"
+                                       "bootstrap_user = other/boot\n"
+                                       "cert_expiry_warn_days = 0\n",
+                               pw);
+  path = write_file(dir, "agent.ini", text, 0600);
+  load_ok(path, &c);
+  g_assert_cmpstr(c.bootstrap_password, ==, SECRET);
+  g_assert_cmpstr(c.bootstrap_user, ==, "other/boot");
+  g_assert_cmpint(c.cert_warn_days, ==, 0);
+  cfg_free(&c);
+  g_free(path);
+  g_free(text);
+  g_assert_cmpint(chmod(pw, 0644), ==, 0);
+  text = g_strdup_printf(BS_BASE "[c8y]\nbootstrap_password_file = %s\n", pw);
+  path = write_file(dir, "agent.ini", text, 0600);
+  load_fail(path, path, 7, "readable by others");
+  g_free(path);
+  g_free(text);
+  text = g_strdup_printf(BS_BASE "[c8y]\nbootstrap_password = x\n"
+                                 "bootstrap_password_file = %s\n",
+                         pw);
+  path = write_file(dir, "agent.ini", text, 0600);
+  load_fail(path, path, 8, "cannot be combined with bootstrap_password");
+  g_free(path);
+  g_free(text);
+  path = write_file(dir, "agent.ini",
+                    BS_BASE "[c8y]\nbootstrap_password = x\n"
+                            "bootstrap_user = nouser\n",
+                    0600);
+  load_fail(path, path, 8, "must be <tenant>/<user>");
+  g_free(path);
+  /* Without host, bootstrap says why host is needed. */
+  path = write_file(dir, "agent.ini",
+                    "[c8y]\nbootstrap = true\nbootstrap_password = x\n"
+                    "[device]\nid = d\n",
+                    0600);
+  load_fail(path, path, 0, "[c8y] host: required when bootstrap is true");
+  g_free(path);
+  g_free(pw);
+  rm_rf(dir);
+  g_free(dir);
+}
+
 /* The agent.ini shipped to users loads as is (local simulator) and documents
  * every key. */
 static void test_shipped_default(void) {
@@ -1001,6 +1077,11 @@ static void test_shipped_default(void) {
                                      "qos",
                                      "reconnect_min_ms",
                                      "reconnect_max_ms",
+                                     "bootstrap",
+                                     "bootstrap_user",
+                                     "bootstrap_password",
+                                     "bootstrap_password_file",
+                                     "cert_expiry_warn_days",
                                      "id",
                                      "template_id",
                                      "name",
@@ -1140,5 +1221,6 @@ int main(int argc, char **argv) {
   g_test_add_func("/config/relative_paths", test_relative_paths);
   g_test_add_func("/config/password_never_in_err", test_password_never_in_err);
   g_test_add_func("/config/shipped_default", test_shipped_default);
+  g_test_add_func("/config/bootstrap_keys", test_bootstrap_keys);
   return g_test_run();
 }

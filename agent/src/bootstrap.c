@@ -1,0 +1,500 @@
+#include "bootstrap.h"
+
+#include "fsutil.h"
+#include "log.h"
+#include "netdiag.h"
+#include "notify.h"
+#include "smartrest.h"
+
+#include <MQTTAsync.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Bootstrap-user refusals in a row before giving up (as for the device). */
+#define BOOTSTRAP_MAX_REFUSALS 5
+
+int bootstrap_wanted(const agent_config *cfg) {
+  return cfg->bootstrap && !cfg->tenant && !cfg->cert_file;
+}
+
+static char *cred_path(const char *state_dir) {
+  char *p;
+  return asprintf(&p, "%s/%s", state_dir, BOOTSTRAP_FILE) < 0 ? NULL : p;
+}
+
+static void wipe_free(char *s) {
+  if (s) {
+    explicit_bzero(s, strlen(s));
+    free(s);
+  }
+}
+
+/* ---- the credentials file: "tenant=", "user=", "password=" lines ---- */
+
+int bootstrap_store(const char *state_dir, const char *tenant, const char *user,
+                    const char *password, char *err, size_t errlen) {
+  char *path = cred_path(state_dir);
+  char *tmp = NULL;
+  int fd = -1, rc = -1;
+  if (!path || asprintf(&tmp, "%s.tmp", path) < 0) {
+    tmp = NULL;
+    snprintf(err, errlen, "out of memory");
+    goto out;
+  }
+  if (fsu_mkdir_p(state_dir, 0750) != 0) {
+    snprintf(err, errlen, "state dir %s: %s", state_dir, strerror(errno));
+    goto out;
+  }
+  unlink(tmp); /* a leftover of a crash in the middle */
+  fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    snprintf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
+    goto out;
+  }
+  char *text = NULL;
+  int n = asprintf(&text, "tenant=%s\nuser=%s\npassword=%s\n", tenant, user,
+                   password);
+  if (n < 0) {
+    snprintf(err, errlen, "out of memory");
+    goto out;
+  }
+  ssize_t w = write(fd, text, (size_t)n);
+  int werr = errno;
+  explicit_bzero(text, (size_t)n);
+  free(text);
+  if (w != n) {
+    snprintf(err, errlen, "%s: write failed: %s", tmp,
+             w < 0 ? strerror(werr) : "short write");
+    goto out;
+  }
+  if (fsync(fd) != 0 || close(fd) != 0) {
+    fd = -1;
+    snprintf(err, errlen, "%s: fsync failed: %s", tmp, strerror(errno));
+    goto out;
+  }
+  fd = -1;
+  if (rename(tmp, path) != 0) {
+    snprintf(err, errlen, "%s: cannot rename to %s: %s", tmp, path,
+             strerror(errno));
+    goto out;
+  }
+  /* The rename itself must survive a power cut too. */
+  int dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    fsync(dfd);
+    close(dfd);
+  }
+  rc = 0;
+out:
+  if (fd >= 0)
+    close(fd);
+  if (rc != 0 && tmp)
+    unlink(tmp);
+  free(tmp);
+  free(path);
+  return rc;
+}
+
+int bootstrap_load_stored(agent_config *cfg, char *err, size_t errlen) {
+  if (!bootstrap_wanted(cfg))
+    return 0;
+  char *path = cred_path(cfg->state_dir);
+  if (!path) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  FILE *f = fopen(path, "re");
+  if (!f) {
+    int e = errno;
+    if (e != ENOENT)
+      snprintf(err, errlen, "%s: cannot open: %s", path, strerror(e));
+    free(path);
+    return e == ENOENT ? 0 : -1;
+  }
+  struct stat st;
+  char line[1024] = "";
+  char *vals[3] = {NULL, NULL, NULL};
+  static const char *const keys[3] = {"tenant=", "user=", "password="};
+  int rc = -1;
+  if (fstat(fileno(f), &st) != 0 || (st.st_mode & 077)) {
+    snprintf(err, errlen,
+             "%s: readable by others (mode %03o); it holds the device "
+             "password: run chmod 600 %s",
+             path, (unsigned)(st.st_mode & 0777), path);
+    goto out;
+  }
+  unsigned lineno = 0;
+  while (fgets(line, sizeof line, f)) {
+    lineno++;
+    line[strcspn(line, "\r\n")] = '\0';
+    bool known = false;
+    for (int k = 0; k < 3; k++) {
+      size_t kl = strlen(keys[k]);
+      if (strncmp(line, keys[k], kl) == 0 && line[kl]) {
+        wipe_free(vals[k]);
+        vals[k] = strdup(line + kl);
+        known = true;
+      }
+    }
+    if (!known) {
+      snprintf(err, errlen,
+               "%s:%u: expected tenant=, user= or password= with a value; "
+               "delete the file to register the device again",
+               path, lineno);
+      goto out;
+    }
+  }
+  for (int k = 0; k < 3; k++)
+    if (!vals[k]) {
+      snprintf(err, errlen,
+               "%s: no %s line; delete the file to register the device again",
+               path, keys[k]);
+      goto out;
+    }
+  cfg->tenant = vals[0];
+  cfg->user = vals[1];
+  wipe_free(cfg->password);
+  cfg->password = vals[2];
+  vals[0] = vals[1] = vals[2] = NULL;
+  rc = 1;
+out:
+  explicit_bzero(line, sizeof line);
+  for (int k = 0; k < 3; k++)
+    wipe_free(vals[k]);
+  fclose(f);
+  free(path);
+  return rc;
+}
+
+void bootstrap_explain_refusal(const agent_config *cfg) {
+  if (!cfg->bootstrap || cfg->cert_file)
+    return;
+  char *path = cred_path(cfg->state_dir);
+  if (path && access(path, F_OK) == 0)
+    log_error("the credentials came from device registration (%s): if the "
+              "device was deleted or its user changed in Cumulocity, delete "
+              "that file to register the device again",
+              path);
+  free(path);
+}
+
+/* ---- the registration flow ---- */
+
+typedef struct bs {
+  const agent_config *cfg;
+  MQTTAsync client;
+  char uri[600];
+  int wake_fd;
+  pthread_mutex_t mu;
+  enum { BS_DOWN, BS_CONNECTING, BS_UP, BS_FAILED } state;
+  int fail_code; /* CONNACK code or negative Paho code */
+  char fail_text[256];
+  char *tenant, *user, *password; /* from 70 */
+} bs;
+
+static void bs_wake(bs *b) {
+  uint64_t one = 1;
+  if (write(b->wake_fd, &one, sizeof one) < 0) {
+    /* saturated counter: the loop is awake anyway */
+  }
+}
+
+static void bs_set_state(bs *b, int state, int code, const char *text) {
+  pthread_mutex_lock(&b->mu);
+  b->state = state;
+  b->fail_code = code;
+  snprintf(b->fail_text, sizeof b->fail_text, "%s", text ? text : "");
+  pthread_mutex_unlock(&b->mu);
+  bs_wake(b);
+}
+
+static void bs_on_lost(void *ctx, char *cause) {
+  bs_set_state(ctx, BS_FAILED, 0, cause ? cause : "connection lost");
+}
+
+static void bs_on_connected(void *ctx, MQTTAsync_successData *r) {
+  (void)r;
+  bs_set_state(ctx, BS_UP, 0, NULL);
+}
+
+static void bs_on_connect_failed(void *ctx, MQTTAsync_failureData *r) {
+  bs_set_state(ctx, BS_FAILED, r ? r->code : -1,
+               r && r->message ? r->message : "connect failed");
+}
+
+/* 70,<tenant>,<user>,<password> on s/dcr (several lines possible). */
+static int bs_on_message(void *ctx, char *topic, int topic_len,
+                         MQTTAsync_message *m) {
+  bs *b = ctx;
+  (void)topic_len;
+  sr_records recs;
+  if (strcmp(topic, "s/dcr") == 0 &&
+      sr_decode(m->payload, (size_t)m->payloadlen, &recs) == 0) {
+    for (size_t i = 0; i < recs.count; i++) {
+      sr_record *r = &recs.items[i];
+      if (r->error || r->nfields < 4 || strcmp(r->fields[0], "70") != 0 ||
+          !*r->fields[1] || !*r->fields[2] || !*r->fields[3] ||
+          strpbrk(r->fields[1], "/\n") || strchr(r->fields[2], '\n') ||
+          strchr(r->fields[3], '\n')) {
+        log_warning("bootstrap: ignored an unexpected line on s/dcr "
+                    "(record %zu, %zu fields)",
+                    r->line, r->nfields);
+        continue;
+      }
+      pthread_mutex_lock(&b->mu);
+      if (!b->tenant) {
+        b->tenant = strdup(r->fields[1]);
+        b->user = strdup(r->fields[2]);
+        b->password = strdup(r->fields[3]);
+      }
+      pthread_mutex_unlock(&b->mu);
+      explicit_bzero(r->fields[3], strlen(r->fields[3]));
+    }
+    sr_records_free(&recs);
+    bs_wake(b);
+  }
+  MQTTAsync_freeMessage(&m);
+  MQTTAsync_free(topic);
+  return 1;
+}
+
+static int bs_connect(bs *b) {
+  const agent_config *c = b->cfg;
+  MQTTAsync_connectOptions o = MQTTAsync_connectOptions_initializer;
+  MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
+  o.keepAliveInterval = c->keepalive;
+  o.cleansession = 1;
+  o.MQTTVersion = MQTTVERSION_3_1_1;
+  o.connectTimeout = 15;
+  o.username = c->bootstrap_user;
+  o.password = c->bootstrap_password;
+  o.onSuccess = bs_on_connected;
+  o.onFailure = bs_on_connect_failed;
+  o.context = b;
+  struct stat st;
+  bool ca_dir = c->ca_path && stat(c->ca_path, &st) == 0 && S_ISDIR(st.st_mode);
+  if (c->tls) {
+    ssl.enableServerCertAuth = 1;
+    ssl.verify = c->verify_hostname ? 1 : 0;
+    ssl.trustStore = ca_dir ? NULL : c->ca_path;
+    ssl.CApath = ca_dir ? c->ca_path : NULL;
+    ssl.sslVersion = MQTT_SSL_VERSION_TLS_1_2;
+    o.ssl = &ssl;
+  }
+  pthread_mutex_lock(&b->mu);
+  b->state = BS_CONNECTING;
+  pthread_mutex_unlock(&b->mu);
+  int rc = MQTTAsync_connect(b->client, &o);
+  if (rc != MQTTASYNC_SUCCESS) {
+    log_error("bootstrap: cannot start connecting to %s: %s", b->uri,
+              MQTTAsync_strerror(rc));
+    bs_set_state(b, BS_FAILED, rc, MQTTAsync_strerror(rc));
+  }
+  return 0;
+}
+
+static void bs_request(bs *b) {
+  MQTTAsync_message m = MQTTAsync_message_initializer;
+  m.payload = (void *)"";
+  m.payloadlen = 0;
+  m.qos = 0;
+  m.retained = 0;
+  MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+  if (MQTTAsync_sendMessage(b->client, "s/ucr", &m, &ro) == MQTTASYNC_SUCCESS)
+    log_debug("bootstrap: asked for credentials on s/ucr");
+}
+
+static long long mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The loop: connect (with backoff), subscribe, ask every interval, until
+ * 70 arrives. Returns BOOTSTRAP_*. */
+static int bs_run(bs *b, int stop_fd) {
+  const agent_config *c = b->cfg;
+  long long next_connect = 0, next_request = 0, next_watchdog = 0;
+  long long wd = notify_watchdog_interval_ms();
+  int attempt = 0, refusals = 0, seen = BS_DOWN;
+  for (;;) {
+    long long now = mono_ms();
+    pthread_mutex_lock(&b->mu);
+    int state = b->state, code = b->fail_code;
+    char text[256];
+    snprintf(text, sizeof text, "%s", b->fail_text);
+    bool got = b->tenant != NULL;
+    pthread_mutex_unlock(&b->mu);
+    if (got)
+      return BOOTSTRAP_OK;
+    if (state != seen) {
+      seen = state;
+      if (state == BS_UP) {
+        log_notice("bootstrap: connected to %s as %s (clientId %s); waiting "
+                   "for the device to be accepted in Device management > "
+                   "Device registration",
+                   b->uri, c->bootstrap_user, c->device_id);
+        attempt = refusals = 0;
+        MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+        MQTTAsync_subscribe(b->client, "s/dcr", 1, &ro);
+        next_request = now; /* the first request right away */
+      } else if (state == BS_FAILED) {
+        if (code == 4 || code == 5) {
+          refusals++;
+          log_error("bootstrap: %s refused %s: CONNACK %d (%s) [%d of %d]",
+                    b->uri, c->bootstrap_user, code,
+                    netdiag_connack_meaning(code), refusals,
+                    BOOTSTRAP_MAX_REFUSALS);
+          if (refusals >= BOOTSTRAP_MAX_REFUSALS) {
+            log_error("bootstrap: giving up: check [c8y] bootstrap_user and "
+                      "bootstrap_password in %s",
+                      c->path);
+            return BOOTSTRAP_REFUSED;
+          }
+        } else {
+          log_warning("bootstrap: no connection to %s: %s", b->uri, text);
+          if (code < 0)
+            netdiag_explain_async(c); /* names the exact cause */
+        }
+        long long delay = c->reconnect_min_ms;
+        for (int i = 0; i < attempt && delay < c->reconnect_max_ms; i++)
+          delay *= 2;
+        if (delay > c->reconnect_max_ms)
+          delay = c->reconnect_max_ms;
+        attempt++;
+        next_connect = now + delay;
+        pthread_mutex_lock(&b->mu);
+        b->state = BS_DOWN;
+        pthread_mutex_unlock(&b->mu);
+        seen = BS_DOWN;
+        state = BS_DOWN;
+      }
+    }
+    if (state == BS_DOWN && now >= next_connect)
+      bs_connect(b);
+    if (state == BS_UP && now >= next_request) {
+      bs_request(b);
+      next_request = now + BOOTSTRAP_INTERVAL_MS;
+    }
+    if (wd > 0 && now >= next_watchdog) {
+      notify_send("WATCHDOG=1");
+      next_watchdog = now + wd;
+    }
+    long long until = state == BS_UP     ? next_request
+                      : state == BS_DOWN ? next_connect
+                                         : now + 1000;
+    if (wd > 0 && next_watchdog < until)
+      until = next_watchdog;
+    int timeout = until > now ? (int)(until - now) : 0;
+    if (timeout > 1000)
+      timeout = 1000;
+    struct pollfd pfd[2] = {{.fd = b->wake_fd, .events = POLLIN},
+                            {.fd = stop_fd, .events = POLLIN}};
+    int n = poll(pfd, stop_fd >= 0 ? 2 : 1, timeout);
+    if (n < 0 && errno != EINTR)
+      return BOOTSTRAP_ERROR;
+    if (n > 0 && (pfd[0].revents & POLLIN)) {
+      uint64_t v;
+      if (read(b->wake_fd, &v, sizeof v) < 0) {
+        /* nothing pending */
+      }
+    }
+    if (stop_fd >= 0 && n > 0 && (pfd[1].revents & POLLIN)) {
+      unsigned char sig;
+      while (read(stop_fd, &sig, 1) == 1) {
+        if (sig != SIGHUP)
+          return BOOTSTRAP_STOPPED;
+        /* Nothing to reload yet: the session does not exist. */
+        log_notice("SIGHUP: ignored while the device is not registered");
+      }
+    }
+  }
+}
+
+int bootstrap_ensure(agent_config *cfg, int stop_fd) {
+  char err[1024];
+  int st = bootstrap_load_stored(cfg, err, sizeof err);
+  if (st < 0) {
+    log_error("bootstrap: %s", err);
+    return BOOTSTRAP_ERROR;
+  }
+  if (st > 0)
+    log_info("bootstrap: using the credentials of %s/%s stored in %s/%s",
+             cfg->tenant, cfg->user, cfg->state_dir, BOOTSTRAP_FILE);
+  if (!bootstrap_wanted(cfg))
+    return BOOTSTRAP_OK;
+
+  bs b;
+  memset(&b, 0, sizeof b);
+  b.cfg = cfg;
+  pthread_mutex_init(&b.mu, NULL);
+  b.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  snprintf(b.uri, sizeof b.uri, "%s://%s:%d", cfg->tls ? "ssl" : "tcp",
+           cfg->host, cfg->port);
+  int rc = BOOTSTRAP_ERROR;
+  MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
+  co.MQTTVersion = MQTTVERSION_3_1_1;
+  /* clientId = the plain device id, as the registration expects it. */
+  if (b.wake_fd < 0 ||
+      MQTTAsync_createWithOptions(&b.client, b.uri, cfg->device_id,
+                                  MQTTCLIENT_PERSISTENCE_NONE, NULL,
+                                  &co) != MQTTASYNC_SUCCESS) {
+    log_error("bootstrap: cannot create an MQTT client for %s", b.uri);
+    b.client = NULL;
+    goto out;
+  }
+  MQTTAsync_setCallbacks(b.client, &b, bs_on_lost, bs_on_message, NULL);
+  notify_send("READY=1\nSTATUS=waiting for device registration (bootstrap)");
+  log_notice("bootstrap: no credentials yet for device %s: registering "
+             "through %s",
+             cfg->device_id, b.uri);
+  rc = bs_run(&b, stop_fd);
+  if (rc == BOOTSTRAP_OK && bootstrap_store(cfg->state_dir, b.tenant, b.user,
+                                            b.password, err, sizeof err) != 0) {
+    log_error("bootstrap: cannot store the credentials: %s", err);
+    rc = BOOTSTRAP_ERROR;
+  }
+  if (rc == BOOTSTRAP_OK) {
+    log_notice("bootstrap: received credentials for %s/%s, stored in %s/%s",
+               b.tenant, b.user, cfg->state_dir, BOOTSTRAP_FILE);
+    cfg->tenant = b.tenant;
+    cfg->user = b.user;
+    wipe_free(cfg->password);
+    cfg->password = b.password;
+    b.tenant = b.user = b.password = NULL;
+  }
+  if (MQTTAsync_isConnected(b.client)) {
+    MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+    d.timeout = 1000;
+    MQTTAsync_disconnect(b.client, &d);
+    struct timespec tick = {0, 10 * 1000000L};
+    for (int i = 0; i < 100 && MQTTAsync_isConnected(b.client); i++)
+      nanosleep(&tick, NULL);
+  } else if (rc != BOOTSTRAP_OK) {
+    /* Paho may still be finishing a failed attempt on its threads;
+     * destroying the client at once races with them (paho.mqtt.c #323). */
+    struct timespec grace = {0, 200 * 1000000L};
+    nanosleep(&grace, NULL);
+  }
+out:
+  if (b.client)
+    MQTTAsync_destroy(&b.client);
+  if (b.wake_fd >= 0)
+    close(b.wake_fd);
+  free(b.tenant);
+  free(b.user);
+  wipe_free(b.password);
+  pthread_mutex_destroy(&b.mu);
+  return rc;
+}
