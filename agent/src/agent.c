@@ -839,6 +839,7 @@ int agent_run(const char *config_path) {
   }
   ops_recover(a.ops);
   loader_load_all(&a.host, a.cfg.plugin_dir, true, &a.plugins);
+  ops_resume(a.ops);
   if (a.cfg.cert_file) {
     char xerr[1024];
     if (x509_check_device_cert(a.cfg.cert_file, a.cfg.key_file, a.cfg.device_id,
