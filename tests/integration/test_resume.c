@@ -111,11 +111,38 @@ static void test_resume_without_handler_fails(void) {
   g_free(empty);
 }
 
+/* An operation that never completes is not resumed forever. */
+static void test_resume_gives_up(void) {
+  fx f = {0};
+  fx_up(&f, NULL);
+  long id = sim_create_operation(f.s, "511," FX_DEVICE ",resume-loop");
+  g_assert_cmpint(id, >, 0);
+  for (int i = 0; i < 300 && count_in_log(&f, "itest: resume armed") < 1; i++)
+    g_usleep(20 * 1000);
+  for (int restart = 1; restart <= 5; restart++) {
+    agent_proc_kill(f.a);
+    fx_start_agent(&f);
+    for (int i = 0;
+         i < 500 && count_in_log(&f, "itest: resume armed") < restart + 1; i++)
+      g_usleep(20 * 1000);
+    g_assert_cmpint(count_in_log(&f, "itest: resume armed"), ==, restart + 1);
+    g_assert_cmpint(sim_operation_status(f.s, id), ==, SIM_OP_EXECUTING);
+  }
+  agent_proc_kill(f.a);
+  fx_start_agent(&f);
+  g_assert_cmpint(fx_wait_op(&f, id, 15000), ==, SIM_OP_FAILED);
+  g_assert_cmpstr(sim_operation_detail(f.s, id), ==,
+                  "the operation was resumed after 5 agent restarts without "
+                  "completing");
+  fx_down(&f);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/resume/after-stop-kill-and-reboot",
                   test_resume_after_stop_kill_and_reboot);
   g_test_add_func("/resume/without-handler-fails",
                   test_resume_without_handler_fails);
+  g_test_add_func("/resume/gives-up-after-5", test_resume_gives_up);
   return g_test_run();
 }

@@ -13,6 +13,8 @@
  *   resume <tag>         op_resume_after_restart, log "itest: resume armed"
  *                        and stay PENDING; handed again after a restart it
  *                        succeeds with "resumed rebooted=<0|1> <tag>"
+ *   resume-loop          like resume, but never completes, also when
+ *                        resumed (an action that keeps killing the agent)
  *   emit                 send an event, raise + clear an alarm, a 113 and a
  *                        custom-template line (root and child), succeed
  * 510 (c8y_Restart) behaves like "reboot". A producer "itest" emits a
@@ -97,6 +99,12 @@ static int on_command(c8y_plugin *self, c8y_operation *op, void *ud) {
   if (strncmp(text, "slow ", 5) == 0) {
     sleep_ms(atoi(text + 5));
     return api->op_succeed(op, "slow done");
+  }
+  if (strcmp(text, "resume-loop") == 0) {
+    int rc = api->op_resumed(op) ? C8Y_OK : api->op_resume_after_restart(op);
+    if (rc == C8Y_OK)
+      api->log(self, C8Y_LOG_NOTICE, "itest: resume armed");
+    return rc == C8Y_OK ? C8Y_PENDING : rc;
   }
   if (strncmp(text, "resume ", 7) == 0) {
     if (api->op_resumed(op)) {
