@@ -792,26 +792,31 @@ static c8y_operation *resumed_op(ops *o, journal_entry *e, reg_handler *h,
   return op;
 }
 
+/* The handler now registered for the entry's template (the same lookup as
+ * for a new operation of that template and device). */
+static reg_handler *resume_handler(ops *o, const journal_entry *e) {
+  return e->template_id ? registry_find_handler(o->reg, e->template_id) : NULL;
+}
+
 void ops_resume(ops *o) {
   char *boot = journal_boot_id();
   for (size_t i = 0; i < o->nresumable; i++) {
     journal_entry *e = &o->resumable[i];
     char reason[300];
-    reg_handler *h =
-        e->template_id ? registry_find_handler(o->reg, e->template_id) : NULL;
-    if (!h) {
-      snprintf(reason, sizeof reason,
-               "after the agent restarted no plugin handles template %.40s "
-               "any more",
-               e->template_id ? e->template_id : "(unknown)");
-      resume_refused(o, e, reason);
-      continue;
-    }
     if (e->child && !registry_has_child(o->reg, e->device)) {
       snprintf(reason, sizeof reason,
                "after the agent restarted no plugin announces the child "
                "device '%.200s' any more",
                e->device);
+      resume_refused(o, e, reason);
+      continue;
+    }
+    reg_handler *h = resume_handler(o, e);
+    if (!h) {
+      snprintf(reason, sizeof reason,
+               "after the agent restarted no plugin handles template %.40s "
+               "any more",
+               e->template_id ? e->template_id : "(unknown)");
       resume_refused(o, e, reason);
       continue;
     }
