@@ -463,7 +463,7 @@ static void make_certs(const char *dir) {
           "done\n");
 }
 
-static void https_case(const char *leaf, bool expect_ok) {
+static void https_case(const char *leaf, bool expect_ok, bool verify) {
   char *pki = g_dir_make_tmp("c8y-pki-XXXXXX", NULL);
   make_certs(pki);
   char *cert = g_strdup_printf("%s/%s.pem", pki, leaf);
@@ -474,7 +474,8 @@ static void https_case(const char *leaf, bool expect_ok) {
   char *sha = file_sha256(src);
   char *url = binary_url(&x, src);
   g_assert_true(g_str_has_prefix(url, "https://127.0.0.1:"));
-  char *ca = g_strdup_printf("ca_path = %s/ca.pem", pki);
+  char *ca = g_strdup_printf("ca_path = %s/ca.pem\n%s", pki,
+                             verify ? "" : "verify_hostname = false\n");
   hx_up(&x, NULL, ca, NULL);
   char *cmd = g_strdup_printf("download %s tls.bin %s", url, sha);
   const char *detail = NULL;
@@ -500,8 +501,14 @@ static void https_case(const char *leaf, bool expect_ok) {
   g_free(key);
 }
 
-static void test_https_verified(void) { https_case("good", true); }
-static void test_https_wrong_host_refused(void) { https_case("wrong", false); }
+static void test_https_verified(void) { https_case("good", true, true); }
+static void test_https_wrong_host_refused(void) {
+  https_case("wrong", false, true);
+}
+/* verify_hostname = false (MQTT's setting) applies to HTTPS too. */
+static void test_https_wrong_host_unverified(void) {
+  https_case("wrong", true, false);
+}
 
 /* ---- 522 through the bundled logfile plugin ------------------------------ */
 
@@ -568,6 +575,8 @@ int main(int argc, char **argv) {
   g_test_add_func("/http/https-verified", test_https_verified);
   g_test_add_func("/http/https-wrong-host-refused",
                   test_https_wrong_host_refused);
+  g_test_add_func("/http/https-wrong-host-unverified",
+                  test_https_wrong_host_unverified);
   g_test_add_func("/http/logfile-522-uploads", test_logfile_522_uploads);
   return g_test_run();
 }
