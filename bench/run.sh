@@ -15,4 +15,8 @@ if ! { cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release \
   echo "bench/run.sh: build failed; full log in $log" >&2
   exit 2
 fi
-exec "$build/bench/c8y-bench" "$@"
+rc=0
+"$build/bench/c8y-bench" "$@" || rc=$?
+echo "# download throughput and memory (c8y-bench-download)" >&2
+"$build/bench/c8y-bench-download" || rc=$?
+exit $rc

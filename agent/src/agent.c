@@ -798,6 +798,7 @@ static void main_loop(agent *a) {
 static void agent_cleanup(agent *a) {
   if (a->ops)
     ops_stop(a->ops);
+  http_stop(a->http); /* workers in a transfer return promptly */
   shutdown_plugins(a);
   if (a->sess) {
     flush_before_exit(a);

@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,7 @@ struct http_ctx {
   bool verify_host;
   uint64_t max_bytes;
 
+  atomic_bool stopping; /* http_stop: every transfer ends now */
   CURLSH *share;
   pthread_mutex_t share_mu[CURL_LOCK_DATA_LAST];
 
@@ -268,6 +270,8 @@ static int get_token(http_ctx *h, const char *stale, char *out, size_t outlen,
       pthread_mutex_unlock(&h->mu);
       return C8Y_OK;
     }
+    if (atomic_load(&h->stopping))
+      break;
     long long ms = mono_ms();
     if (h->token_asked_ms == 0 || ms - h->token_asked_ms > TOKEN_RETRY_MS) {
       h->token_asked_ms = ms;
@@ -287,6 +291,10 @@ static int get_token(http_ctx *h, const char *stale, char *out, size_t outlen,
       gen = before; /* a fresh token arrived: accept it above */
   }
   pthread_mutex_unlock(&h->mu);
+  if (atomic_load(&h->stopping)) {
+    seterr(err, errlen, "the agent is stopping");
+    return C8Y_ECANCELED;
+  }
   seterr(err, errlen,
          "no access token from Cumulocity within %d s (empty s/uat was not "
          "answered by 71 on s/dat); is the device connected?",
@@ -371,6 +379,15 @@ int http_new(const agent_config *cfg, http_token_request_fn request_token,
            h->jwt ? "JWT over s/uat" : "Basic");
   *out = h;
   return 0;
+}
+
+void http_stop(http_ctx *h) {
+  if (h) {
+    atomic_store(&h->stopping, true);
+    pthread_mutex_lock(&h->mu);
+    pthread_cond_broadcast(&h->cv); /* token waiters give up */
+    pthread_mutex_unlock(&h->mu);
+  }
 }
 
 void http_free(http_ctx *h) {
@@ -487,6 +504,14 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *ud) {
                (unsigned long long)r->offset);
       r->offset = 0;
     }
+  } else if (r->fd >= 0 && r->max && r->code >= 200 && r->code < 300 &&
+             n > 15 && strncasecmp(data, "Content-Length:", 15) == 0) {
+    /* Refuse an oversized file before fetching any of it. */
+    unsigned long long len = strtoull(data + 15, NULL, 10);
+    if (r->offset + len > r->max) {
+      r->too_big = true;
+      return 0;
+    }
   }
   return n;
 }
@@ -498,6 +523,8 @@ static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut,
   (void)ut;
   (void)un;
   req *r = ud;
+  if (atomic_load(&r->h->stopping))
+    return 1;
   return r->cancelled && r->op && r->cancelled(r->op) ? 1 : 0;
 }
 
@@ -641,6 +668,11 @@ static int perform(req *r, bool *retry) {
     curl_easy_cleanup(c);
     r->code = code;
 
+    if (atomic_load(&h->stopping)) {
+      seterr(r->err, r->errlen,
+             "transfer from %s stopped: the agent is stopping", u.host);
+      return C8Y_ECANCELED;
+    }
     if (r->cancelled && r->op && r->cancelled(r->op)) {
       seterr(r->err, r->errlen,
              "transfer from %s stopped: the operation was "
@@ -705,13 +737,13 @@ static int perform(req *r, bool *retry) {
 
 /* Waits before attempt n (1-based), honouring cancellation. Returns false
  * when the operation was cancelled meanwhile. */
-static bool backoff(int attempt, http_cancel_fn cancelled,
+static bool backoff(http_ctx *h, int attempt, http_cancel_fn cancelled,
                     const c8y_operation *op) {
   long ms = 250L << (attempt > 5 ? 5 : attempt);
   if (ms > 5000)
     ms = 5000;
   for (long waited = 0; waited < ms; waited += 50) {
-    if (cancelled && op && cancelled(op))
+    if ((cancelled && op && cancelled(op)) || atomic_load(&h->stopping))
       return false;
     struct timespec ts = {0, 50 * 1000000L};
     nanosleep(&ts, NULL);
@@ -728,7 +760,7 @@ static int perform_retrying(req *r) {
     if (rc == C8Y_OK || !retry || attempt == MAX_ATTEMPTS)
       break;
     log_info("%s (attempt %d of %d); retrying", r->err, attempt, MAX_ATTEMPTS);
-    if (!backoff(attempt, r->cancelled, r->op)) {
+    if (!backoff(r->h, attempt, r->cancelled, r->op)) {
       seterr(r->err, r->errlen, "stopped: the operation was cancelled");
       return C8Y_ECANCELED;
     }
@@ -827,6 +859,10 @@ int http_download(http_ctx *h, const char *dir, c8y_download *d,
     seterr(d->error, sizeof d->error, "the agent has no HTTP client");
     return C8Y_ENOTSUP;
   }
+  if (atomic_load(&h->stopping)) {
+    seterr(d->error, sizeof d->error, "the agent is stopping");
+    return C8Y_ECANCELED;
+  }
   http_url_parts u;
   if (!d->url || http_parse_url(d->url, &u) != 0) {
     seterr(d->error, sizeof d->error, "'%s' is not an http(s) URL",
@@ -906,7 +942,7 @@ int http_download(http_ctx *h, const char *dir, c8y_download *d,
     log_info("download of %s: %s at byte %llu (attempt %d of %d); resuming",
              d->file, d->error, (unsigned long long)r.offset, attempt,
              MAX_ATTEMPTS);
-    if (!backoff(attempt, cancelled, d->op)) {
+    if (!backoff(h, attempt, cancelled, d->op)) {
       seterr(d->error, sizeof d->error,
              "download stopped: the operation was cancelled");
       rc = C8Y_ECANCELED;
@@ -946,6 +982,8 @@ int http_download(http_ctx *h, const char *dir, c8y_download *d,
       d->bytes = r.offset;
       d->error[0] = '\0';
     }
+  } else if (atomic_load(&h->stopping)) {
+    /* Kept with its .source: the next start resumes it. */
   } else if (rc == C8Y_ETOOBIG || rc == C8Y_ECANCELED || rc == C8Y_EAUTH ||
              (rc == C8Y_EHTTP && r.code != 0 && r.code < 500)) {
     /* Nothing worth resuming later. */

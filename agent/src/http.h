@@ -26,6 +26,10 @@ typedef void (*http_token_request_fn)(void *ctx);
 /* cfg must outlive the context. Returns 0, or -1 with one line in err. */
 int http_new(const agent_config *cfg, http_token_request_fn request_token,
              void *ctx, http_ctx **out, char *err, size_t errlen);
+/* Ends running transfers and refuses new ones (C8Y_ECANCELED, "the agent
+ * is stopping"); partial downloads stay for the next start to resume. Any
+ * thread; call before joining the plugin workers. */
+void http_stop(http_ctx *h);
 void http_free(http_ctx *h);
 
 /* The "71" reply's token (main loop). */

@@ -270,6 +270,30 @@ static void test_upload_event_binary(void) {
   hx_down(&x);
 }
 
+static void test_upload_to_child(void) {
+  hx x = {0};
+  hx_start_http(&x, "secret", NULL, NULL);
+  hx_up(&x, NULL, NULL, "[plugin.xfer]\nchild = kid1\n");
+  g_assert_cmpint(sim_wait_line(x.f.s, "s/us", "101,kid1", 0, 10000), >=, 0);
+  char *path = g_build_filename(x.dir, "child.txt", NULL);
+  g_assert_true(g_file_set_contents(path, "child data", -1, NULL));
+  char *cmd = g_strdup_printf("upload %s c8y_ChildFile kid1", path);
+  const char *detail = NULL;
+  g_assert_cmpint(run_cmd(&x, cmd, &detail), ==, SIM_OP_SUCCESSFUL);
+  char mo[32];
+  snprintf(mo, sizeof mo, "%ld", sim_device_mo_id(x.f.s, "kid1"));
+  g_assert_cmpstr(sim_http_event_source(x.h, 0), ==, mo);
+  g_assert_cmpstr(sim_http_event_type(x.h, 0), ==, "c8y_ChildFile");
+  /* an unknown child: the identity lookup's 404, explained */
+  g_free(cmd);
+  cmd = g_strdup_printf("upload %s c8y_ChildFile ghost", path);
+  g_assert_cmpint(run_cmd(&x, cmd, &detail), ==, SIM_OP_FAILED);
+  g_assert_nonnull(strstr(detail, "HTTP 404 from 127.0.0.1: device ghost"));
+  g_free(cmd);
+  g_free(path);
+  hx_down(&x);
+}
+
 static void test_wrong_password_fails_once(void) {
   hx x = {0};
   /* MQTT accepts the device, REST does not: a rotated password. */
@@ -359,6 +383,32 @@ static void test_slow_transfer_honours_cancel(void) {
   hx_down(&x);
 }
 
+/* SIGTERM during a transfer: the agent stops promptly instead of waiting
+ * for the server. */
+static void test_stop_during_transfer(void) {
+  hx x = {0};
+  hx_start_http(&x, "secret", NULL, NULL);
+  char *src = make_file(&x, "stop.bin", 1);
+  char *url = binary_url(&x, src);
+  hx_up(&x, NULL, NULL, NULL);
+  sim_http_set_delay(x.h, 8000);
+  char *line =
+      g_strdup_printf("511," FX_DEVICE ",\"download %s stop.bin\"", url);
+  g_assert_cmpint(sim_create_operation(x.f.s, line), >, 0);
+  g_assert_cmpint(sim_wait_line(x.f.s, "s/us", "501,", 0, 10000), >=, 0);
+  gint64 t0 = g_get_monotonic_time();
+  g_assert_cmpint(agent_proc_stop(x.f.a, 20000), ==, 0);
+  g_assert_cmpint(g_get_monotonic_time() - t0, <, 5 * G_USEC_PER_SEC);
+  char *log = agent_proc_log(x.f.a);
+  g_assert_nonnull(strstr(log, "the agent is stopping"));
+  g_free(log);
+  sim_http_set_delay(x.h, 0);
+  g_free(line);
+  g_free(url);
+  g_free(src);
+  hx_down(&x);
+}
+
 static void test_server_errors_are_retried_bounded(void) {
   hx x = {0};
   hx_start_http(&x, "secret", NULL, NULL);
@@ -413,7 +463,7 @@ static void make_certs(const char *dir) {
           "done\n");
 }
 
-static void https_case(const char *leaf, bool expect_ok) {
+static void https_case(const char *leaf, bool expect_ok, bool verify) {
   char *pki = g_dir_make_tmp("c8y-pki-XXXXXX", NULL);
   make_certs(pki);
   char *cert = g_strdup_printf("%s/%s.pem", pki, leaf);
@@ -424,7 +474,8 @@ static void https_case(const char *leaf, bool expect_ok) {
   char *sha = file_sha256(src);
   char *url = binary_url(&x, src);
   g_assert_true(g_str_has_prefix(url, "https://127.0.0.1:"));
-  char *ca = g_strdup_printf("ca_path = %s/ca.pem", pki);
+  char *ca = g_strdup_printf("ca_path = %s/ca.pem\n%s", pki,
+                             verify ? "" : "verify_hostname = false\n");
   hx_up(&x, NULL, ca, NULL);
   char *cmd = g_strdup_printf("download %s tls.bin %s", url, sha);
   const char *detail = NULL;
@@ -450,8 +501,14 @@ static void https_case(const char *leaf, bool expect_ok) {
   g_free(key);
 }
 
-static void test_https_verified(void) { https_case("good", true); }
-static void test_https_wrong_host_refused(void) { https_case("wrong", false); }
+static void test_https_verified(void) { https_case("good", true, true); }
+static void test_https_wrong_host_refused(void) {
+  https_case("wrong", false, true);
+}
+/* verify_hostname = false (MQTT's setting) applies to HTTPS too. */
+static void test_https_wrong_host_unverified(void) {
+  https_case("wrong", true, false);
+}
 
 /* ---- 522 through the bundled logfile plugin ------------------------------ */
 
@@ -503,6 +560,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/http/foreign-host-gets-no-credentials",
                   test_foreign_host_gets_no_credentials);
   g_test_add_func("/http/upload-event-binary", test_upload_event_binary);
+  g_test_add_func("/http/upload-to-child", test_upload_to_child);
   g_test_add_func("/http/wrong-password-fails-once",
                   test_wrong_password_fails_once);
   g_test_add_func("/http/jwt-renewed-once-on-401",
@@ -511,11 +569,14 @@ int main(int argc, char **argv) {
                   test_jwt_renewed_before_expiry);
   g_test_add_func("/http/slow-transfer-honours-cancel",
                   test_slow_transfer_honours_cancel);
+  g_test_add_func("/http/stop-during-transfer", test_stop_during_transfer);
   g_test_add_func("/http/server-errors-retried-bounded",
                   test_server_errors_are_retried_bounded);
   g_test_add_func("/http/https-verified", test_https_verified);
   g_test_add_func("/http/https-wrong-host-refused",
                   test_https_wrong_host_refused);
+  g_test_add_func("/http/https-wrong-host-unverified",
+                  test_https_wrong_host_unverified);
   g_test_add_func("/http/logfile-522-uploads", test_logfile_522_uploads);
   return g_test_run();
 }

@@ -529,7 +529,16 @@ static void test_unknown_key(fx *f, gconstpointer data) {
   X(msg_field_count)                                                           \
   X(msg_field)                                                                 \
   X(device_id)                                                                 \
-  X(state_dir)
+  X(state_dir)                                                                 \
+  X(download)                                                                  \
+  X(upload)
+
+/* 1.1 slots whose implementation lands separately: counted for the layout,
+ * allowed to be NULL until then (move them up when they are filled). */
+#define API_FIELDS_PENDING(X)                                                  \
+  X(op_resume_after_restart)                                                   \
+  X(op_resumed)                                                                \
+  X(op_rebooted)
 
 static void test_api_table(void) {
   const c8y_api *api = plugin_api();
@@ -543,6 +552,9 @@ static void test_api_table(void) {
   n++;
   API_FIELDS(CHECK)
 #undef CHECK
+#define COUNT(field) n++;
+  API_FIELDS_PENDING(COUNT)
+#undef COUNT
   /* Every pointer slot after the header is listed above. */
   g_assert_cmpuint(offsetof(c8y_api, status_str) + n * sizeof(void (*)(void)),
                    ==, sizeof(c8y_api));

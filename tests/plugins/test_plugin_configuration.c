@@ -300,15 +300,14 @@ static void test_526_upload(fixture *f, gconstpointer data) {
  */
 
 typedef struct builtin {
-  char *target, *src, *uploads, *env_log;
+  char *target, *src, *url, *env_log;
 } builtin;
 
 static void load_builtin(fixture *f, builtin *b, const char *apply) {
   b->target = g_build_filename(f->dir, "agent.ini", NULL);
   b->src = g_build_filename(f->dir, "new.ini", NULL);
-  b->uploads = g_build_filename(f->dir, "uploads", NULL);
+  b->url = g_strdup_printf("file://%s", b->src);
   b->env_log = g_build_filename(f->dir, "apply.env", NULL);
-  g_assert_cmpint(g_mkdir(b->uploads, 0700), ==, 0);
   ptu_write_text(b->target, "[old]\n");
   g_chmod(b->target, 0640);
   ptu_write_text(b->src, "[new]\nx=1\n");
@@ -322,8 +321,8 @@ static void load_builtin(fixture *f, builtin *b, const char *apply) {
     fake_host_set_config(f->h, "file_apply_command", cmd);
     g_free(cmd);
   }
-  fake_host_set_transfers(f->h, fake_file_download, fake_dir_upload,
-                          b->uploads);
+  fake_host_enable_transfers(f->h);
+  fake_host_add_download(f->h, b->url, b->src);
   g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
   g_assert_true(fake_host_has_operation(f->h, "524"));
   g_assert_true(fake_host_has_operation(f->h, "526"));
@@ -335,7 +334,7 @@ static void load_builtin(fixture *f, builtin *b, const char *apply) {
 static void builtin_free(builtin *b) {
   g_free(b->target);
   g_free(b->src);
-  g_free(b->uploads);
+  g_free(b->url);
   g_free(b->env_log);
 }
 
@@ -363,7 +362,7 @@ static void test_524_builtin_download(fixture *f, gconstpointer data) {
   (void)data;
   builtin b;
   load_builtin(f, &b, NULL);
-  char *url = g_strdup_printf("file://%s", b.src);
+  const char *url = b.url;
   run_524(f, url, "agent_conf", FAKE_OP_SUCCEEDED);
   char *got = ptu_read_text(b.target);
   g_assert_cmpstr(got, ==, "[new]\nx=1\n");
@@ -392,7 +391,6 @@ static void test_524_builtin_download(fixture *f, gconstpointer data) {
   g_free(got);
   assert_no_leftovers(f);
   g_free(missing);
-  g_free(url);
   builtin_free(&b);
 }
 
@@ -400,7 +398,7 @@ static void test_524_apply_and_rollback(fixture *f, gconstpointer data) {
   (void)data;
   builtin b;
   load_builtin(f, &b, "test \"$C8Y_CONFIG_TYPE\" = agent_conf || exit 3");
-  char *url = g_strdup_printf("file://%s", b.src);
+  const char *url = b.url;
   /* agent_conf applies; the command saw the new file. */
   run_524(f, url, "agent_conf", FAKE_OP_SUCCEEDED);
   char *log = ptu_read_text(b.env_log);
@@ -429,16 +427,7 @@ static void test_524_apply_and_rollback(fixture *f, gconstpointer data) {
   g_free(got);
   assert_no_leftovers(f);
   g_free(fresh);
-  g_free(url);
   builtin_free(&b);
-}
-
-static int refuse_upload(void *ctx, c8y_upload *u) {
-  (void)ctx;
-  snprintf(u->error, sizeof u->error,
-           "HTTP 403 from fake: access denied (role ROLE_EVENT_ADMIN)");
-  u->http_code = 403;
-  return C8Y_EHTTP;
 }
 
 static void test_526_builtin_upload(fixture *f, gconstpointer data) {
@@ -450,20 +439,17 @@ static void test_526_builtin_upload(fixture *f, gconstpointer data) {
       FAKE_OP_SUCCEEDED);
   /* The binary URL is the result; the file went up as the event binary of
    * an event of the configuration type. */
-  g_assert_true(
-      g_str_has_prefix(fake_host_op_detail(f->h), "http://fake/event/events/"));
-  GDir *d = g_dir_open(b.uploads, 0, NULL);
-  const char *name = g_dir_read_name(d);
-  g_assert_nonnull(name);
-  g_assert_true(g_str_has_suffix(name, "-agent_conf-agent.ini"));
-  char *up = g_build_filename(b.uploads, name, NULL);
-  char *got = ptu_read_text(up);
-  g_assert_cmpstr(got, ==, "[old]\n");
-  g_free(got);
-  g_free(up);
-  g_dir_close(d);
+  g_assert_cmpstr(fake_host_op_detail(f->h), ==, "fake://binaries/1");
+  g_assert_cmpuint(fake_host_upload_count(f->h), ==, 1);
+  g_assert_cmpstr(fake_host_upload_field(f->h, 0, "type"), ==, "agent_conf");
+  g_assert_cmpstr(fake_host_upload_field(f->h, 0, "child"), ==, "");
+  g_assert_cmpstr(fake_host_upload_field(f->h, 0, "file_name"), ==,
+                  "agent.ini");
+  g_assert_cmpstr(fake_host_upload_field(f->h, 0, "content"), ==, "[old]\n");
 
-  fake_host_set_transfers(f->h, fake_file_download, refuse_upload, NULL);
+  fake_host_fail_transfers(
+      f->h, C8Y_EHTTP,
+      "HTTP 403 from fake: access denied (role ROLE_EVENT_ADMIN)");
   g_assert_cmpint(
       fake_host_run_operation(f->h, "526," DEV ",agent_conf", OP_WAIT_MS), ==,
       FAKE_OP_FAILED);

@@ -18,7 +18,6 @@ typedef struct fixture {
   char *reboot_mark;  /* reboot_command touches it */
   char *image;        /* the file the fake download serves */
   fake_host *h;
-  int downloads;
 } fixture;
 
 static void fx_setup(fixture *f, gconstpointer data) {
@@ -46,10 +45,12 @@ static void fx_teardown(fixture *f, gconstpointer data) {
   g_free(f->image);
 }
 
-static int counting_download(void *ctx, c8y_download *d) {
-  fixture *f = ctx;
-  f->downloads++;
-  return fake_file_download(NULL, d);
+/* The fake host serves the image at file://<image>. */
+static void serve_image(fixture *f) {
+  char *url = g_strdup_printf("file://%s", f->image);
+  fake_host_enable_transfers(f->h);
+  fake_host_add_download(f->h, url, f->image);
+  g_free(url);
 }
 
 /* install_command records its environment and the image content, and
@@ -76,7 +77,7 @@ static void configure(fixture *f, const char *installs_version,
   fake_host_set_config(f->h, "name", "os");
   if (extra_key)
     fake_host_set_config(f->h, extra_key, extra_value);
-  fake_host_set_transfers(f->h, counting_download, NULL, f);
+  serve_image(f);
   g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
   g_free(install);
   g_free(version);
@@ -141,7 +142,7 @@ static void test_install_reboot_and_confirm(fixture *f, gconstpointer data) {
                   FAKE_OP_RUNNING);
   g_assert_true(fake_host_handler_returned(f->h));
   g_assert_true(fake_host_op_resume_requested(f->h));
-  g_assert_cmpint(f->downloads, ==, 1);
+  g_assert_cmpuint(fake_host_download_count(f->h), ==, 1);
   char *log = ptu_read_text(f->install_log);
   char *want = g_strdup_printf("os|2.0|file://%s|" DEV "\nIMAGE 2.0", f->image);
   g_assert_cmpstr(log, ==, want);
@@ -165,7 +166,7 @@ static void test_install_reboot_and_confirm(fixture *f, gconstpointer data) {
   fake_host_set_resumed(f->h, true);
   g_assert_cmpint(fake_host_run_operation(f->h, line, OP_WAIT_MS), ==,
                   FAKE_OP_SUCCEEDED);
-  g_assert_cmpint(f->downloads, ==, 1);
+  g_assert_cmpuint(fake_host_download_count(f->h), ==, 1);
   char *l115 = g_strdup_printf("s/us|115,os,2.0,file://%s", f->image);
   g_assert_cmpstr(fake_host_find_line(f->h, "115,"), ==, l115);
 
@@ -211,7 +212,7 @@ static void test_already_running_and_provided(fixture *f, gconstpointer data) {
   g_assert_cmpint(
       fake_host_run_operation(f->h, "515," DEV ",os,1.0,$PROVIDED", OP_WAIT_MS),
       ==, FAKE_OP_SUCCEEDED);
-  g_assert_cmpint(f->downloads, ==, 0);
+  g_assert_cmpuint(fake_host_download_count(f->h), ==, 0);
   g_assert_false(g_file_test(f->install_log, G_FILE_TEST_EXISTS));
   g_assert_cmpstr(fake_host_find_line(f->h, "115,"), ==,
                   "s/us|115,os,1.0,$PROVIDED");
@@ -220,7 +221,7 @@ static void test_already_running_and_provided(fixture *f, gconstpointer data) {
   g_assert_cmpint(
       fake_host_run_operation(f->h, "515," DEV ",os,3.0,$PROVIDED", OP_WAIT_MS),
       ==, FAKE_OP_RUNNING);
-  g_assert_cmpint(f->downloads, ==, 0);
+  g_assert_cmpuint(fake_host_download_count(f->h), ==, 0);
   char *log = ptu_read_text(f->install_log);
   g_assert_cmpstr(log, ==, "os|3.0|$PROVIDED|" DEV "\nno-file\n");
   g_free(log);
@@ -283,7 +284,7 @@ static void test_verify_and_no_reboot(fixture *f, gconstpointer data) {
   fake_host_set_config(f->h, "version_command", version);
   g_free(version);
   fake_host_set_config(f->h, "reboot", "false");
-  fake_host_set_transfers(f->h, counting_download, NULL, f);
+  serve_image(f);
   g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
   g_assert_cmpint(fake_host_run_operation(f->h, line, OP_WAIT_MS), ==,
                   FAKE_OP_SUCCEEDED);

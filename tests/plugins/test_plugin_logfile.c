@@ -321,6 +321,37 @@ static void test_journal(fixture *f, gconstpointer data) {
   g_free(bin);
 }
 
+/* SDK 1.1: without a helper the agent uploads; the result is its URL. */
+static void test_upload_through_agent(fixture *f, gconstpointer data) {
+  (void)data;
+  fake_host_enable_transfers(f->h);
+  load(f, FALSE);
+  g_assert_true(fake_host_has_operation(f->h, "522"));
+  fake_op_state st =
+      fake_host_run_operation(f->h, "522," DEV ",app,,,disk,10", OP_WAIT_MS);
+  g_assert_cmpint(st, ==, FAKE_OP_SUCCEEDED);
+  g_assert_cmpstr(fake_host_op_detail(f->h), ==, "fake://binaries/1");
+  g_assert_cmpuint(fake_host_upload_count(f->h), ==, 1);
+  g_assert_cmpstr(fake_host_upload_field(f->h, 0, "type"), ==, "c8y_Logfile");
+  g_assert_cmpstr(fake_host_upload_field(f->h, 0, "child"), ==, "");
+  g_assert_cmpstr(fake_host_upload_field(f->h, 0, "content_type"), ==,
+                  "text/plain");
+  g_assert_true(
+      g_str_has_prefix(fake_host_upload_field(f->h, 0, "file_name"), "app-"));
+  const char *content = fake_host_upload_field(f->h, 0, "content");
+  g_assert_nonnull(strstr(content, "ERROR disk low"));
+  g_assert_nonnull(strstr(content, "ERROR disk full"));
+  g_assert_null(strstr(content, "service started"));
+  /* an upload failure fails the operation with the agent's reason */
+  fake_host_fail_transfers(f->h, C8Y_EHTTP,
+                           "HTTP 403 from t1.example.com: access denied");
+  st = fake_host_run_operation(f->h, "522," DEV ",app,,,disk,10", OP_WAIT_MS);
+  g_assert_cmpint(st, ==, FAKE_OP_FAILED);
+  g_assert_cmpstr(fake_host_op_detail(f->h), ==,
+                  "upload of log 'app' failed: HTTP 403 from t1.example.com: "
+                  "access denied");
+}
+
 int main(int argc, char **argv) {
   g_setenv("TZ", "UTC", TRUE);
   tzset();
@@ -335,6 +366,7 @@ int main(int argc, char **argv) {
   ADD("/plugin/logfile/file/missing", test_missing_file);
   ADD("/plugin/logfile/failures", test_failures);
   ADD("/plugin/logfile/journal", test_journal);
+  ADD("/plugin/logfile/upload-through-agent", test_upload_through_agent);
 #undef ADD
   return g_test_run();
 }

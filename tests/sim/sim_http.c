@@ -39,6 +39,7 @@ struct sim_http {
   struct MHD_Daemon *d;
   sim *mqtt;
   bool open;
+  bool echo;
   char *workdir;
   bool own_workdir;
   char url[64];
@@ -524,6 +525,11 @@ static enum MHD_Result finish(sim_http *h, struct MHD_Connection *c, hreq *q) {
     ev *e = find_event(h, q->arg);
     int status = !e ? 404 : e->bin ? 409 : 201;
     if (status == 201) {
+      if (h->echo) {
+        printf("http event %s (%s) binary '%s' stored in %s\n", e->id, e->type,
+               q->fname ? q->fname : "file", q->path);
+        fflush(stdout);
+      }
       e->bin = q->path;
       e->bin_name = q->fname ? q->fname : strdup("file");
       e->bin_type = q->ftype ? q->ftype : strdup("application/octet-stream");
@@ -612,6 +618,10 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c,
     if (delay > 0) {
       struct timespec ts = {delay / 1000, (delay % 1000) * 1000000L};
       nanosleep(&ts, NULL);
+    }
+    if (h->echo) {
+      printf("http %s %s\n", method, url);
+      fflush(stdout);
     }
     int auth = check_auth(h, c);
     if (auth)
@@ -705,6 +715,7 @@ int sim_http_start(const sim_http_options *o, sim_http **out, char *err,
   pthread_condattr_destroy(&ca);
   h->mqtt = o->mqtt;
   h->open = o->open;
+  h->echo = o->echo;
   h->lifetime_s = 3600;
   h->next_id = 70001;
   h->tenant = strdup(o->tenant ? o->tenant : "t1");

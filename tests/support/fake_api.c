@@ -7,6 +7,7 @@
  * handler must have returned. */
 #include "fake_api.h"
 
+#include "http.h"
 #include "ops.h"
 #include "smartrest.h"
 #include "status.h"
@@ -18,13 +19,11 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #define FAKE_MAX_LINE 16000
 
@@ -107,19 +106,25 @@ struct fake_host {
 
   strvec lines, logs;
 
+  /* ABI 1.1 transfers (fake_host_enable_transfers) */
+  bool transfers;
+  strvec downloads; /* url, path pairs */
+  strvec uploads;   /* type, child, file_name, content_type, text, content */
+  size_t ndownload_calls;
+  int xfer_fail;
+  char *xfer_reason;
+
   /* The last operation (NULL before the first). */
   c8y_operation *op;
   bool thread_live, handler_returned;
   pthread_t thread;
   op_handler *handler;
 
-  /* ABI 1.1 transfers and resume (fake_host_set_transfers/_set_resumed). */
-  fake_download_fn download;
-  fake_upload_fn upload;
-  void *transfer_ctx;
+  /* ABI 1.1 resume (fake_host_set_resumed) and an ABI 1.0 table
+   * (fake_host_set_abi_1_0). */
   bool next_resumed, next_rebooted;
-  c8y_api api; /* handed to init: transfers only if the test set them */
   bool use_1_0;
+  c8y_api api_1_0;
 };
 
 /* ---- small helpers --------------------------------------------------------
@@ -668,18 +673,6 @@ static int api_op_cancelled(const c8y_operation *op) {
   return c;
 }
 
-static int api_op_complete_on_reboot(c8y_operation *op) {
-  fake_host *h = op->h;
-  pthread_mutex_lock(&h->mu);
-  int rc = C8Y_OK;
-  if (op->completed)
-    rc = C8Y_ESTATE;
-  else
-    op->reboot = true;
-  pthread_mutex_unlock(&h->mu);
-  return rc;
-}
-
 static int api_op_resume_after_restart(c8y_operation *op) {
   fake_host *h = op->h;
   pthread_mutex_lock(&h->mu);
@@ -697,39 +690,16 @@ static int api_op_rebooted(const c8y_operation *op) {
   return op->resumed && op->rebooted;
 }
 
-/* Transfers go to the test's functions; without them the host answers like
- * an agent whose HTTP client is unavailable. */
-static int api_download(c8y_plugin *self, c8y_download *d) {
-  fake_host *h = self->h;
-  if (!d || d->size < sizeof *d || !d->url || !d->file)
-    return C8Y_EINVAL;
-  d->path[0] = d->error[0] = '\0';
-  d->bytes = 0;
-  d->http_code = 0;
-  if (!h->download) {
-    snprintf(d->error, sizeof d->error, "fake host: no download function");
-    return C8Y_ENOTSUP;
-  }
-  if (!api_state_dir(self))
-    return C8Y_EIO;
-  snprintf(d->path, sizeof d->path, "%s/%s", h->state_dir, d->file);
-  int rc = h->download(h->transfer_ctx, d);
-  if (rc != C8Y_OK)
-    d->path[0] = '\0';
+static int api_op_complete_on_reboot(c8y_operation *op) {
+  fake_host *h = op->h;
+  pthread_mutex_lock(&h->mu);
+  int rc = C8Y_OK;
+  if (op->completed)
+    rc = C8Y_ESTATE;
+  else
+    op->reboot = true;
+  pthread_mutex_unlock(&h->mu);
   return rc;
-}
-
-static int api_upload(c8y_plugin *self, c8y_upload *u) {
-  fake_host *h = self->h;
-  if (!u || u->size < sizeof *u || !u->path || !u->type)
-    return C8Y_EINVAL;
-  u->url[0] = u->error[0] = '\0';
-  u->http_code = 0;
-  if (!h->upload) {
-    snprintf(u->error, sizeof u->error, "fake host: no upload function");
-    return C8Y_ENOTSUP;
-  }
-  return h->upload(h->transfer_ctx, u);
 }
 
 /* ---- api: messages ----------------------------------------------------------
@@ -747,6 +717,136 @@ static const char *api_msg_field(const c8y_message *msg, size_t index) {
   if (index >= api_msg_field_count(msg))
     return NULL;
   return msg->rec->fields[index + 1];
+}
+
+/* ---- api: transfers (ABI 1.1, opt-in) -----------------------------------
+ */
+
+#define UPLOAD_FIELDS 6
+
+static int xfer_failed(fake_host *h, char *err, size_t len, long *code) {
+  pthread_mutex_lock(&h->mu);
+  int rc = h->xfer_fail;
+  if (rc)
+    snprintf(err, len, "%s", h->xfer_reason ? h->xfer_reason : "");
+  pthread_mutex_unlock(&h->mu);
+  if (rc == C8Y_EHTTP || rc == C8Y_EAUTH)
+    *code = rc == C8Y_EAUTH ? 401 : 500;
+  return rc;
+}
+
+static int copy_file(const char *from, const char *to, uint64_t max,
+                     uint64_t *bytes) {
+  FILE *in = fopen(from, "rb");
+  FILE *out = in ? fopen(to, "wb") : NULL;
+  int rc = in && out ? C8Y_OK : C8Y_EIO;
+  char buf[65536];
+  size_t n;
+  *bytes = 0;
+  while (rc == C8Y_OK && (n = fread(buf, 1, sizeof buf, in)) > 0) {
+    *bytes += n;
+    if (max && *bytes > max)
+      rc = C8Y_ETOOBIG;
+    else if (fwrite(buf, 1, n, out) != n)
+      rc = C8Y_EIO;
+  }
+  if (in)
+    fclose(in);
+  if (out && fclose(out) != 0 && rc == C8Y_OK)
+    rc = C8Y_EIO;
+  return rc;
+}
+
+static int api_download(c8y_plugin *self, c8y_download *d) {
+  fake_host *h = self->h;
+  if (!d || d->size < sizeof *d || !d->url || !d->file || !*d->file ||
+      strchr(d->file, '/') || d->file[0] == '.')
+    return C8Y_EINVAL;
+  d->path[0] = d->error[0] = '\0';
+  d->bytes = 0;
+  d->http_code = 0;
+  pthread_mutex_lock(&h->mu);
+  h->ndownload_calls++;
+  char *src = NULL;
+  for (size_t i = 0; i + 1 < h->downloads.n; i += 2)
+    if (strcmp(h->downloads.v[i], d->url) == 0)
+      src = xstrdup(h->downloads.v[i + 1]);
+  pthread_mutex_unlock(&h->mu);
+  int rc = xfer_failed(h, d->error, sizeof d->error, &d->http_code);
+  if (rc == C8Y_OK && !src) {
+    snprintf(d->error, sizeof d->error, "HTTP 404 from fake: not found");
+    d->http_code = 404;
+    rc = C8Y_EHTTP;
+  }
+  const char *dir = rc == C8Y_OK ? api_state_dir(self) : NULL;
+  if (rc == C8Y_OK && !dir)
+    rc = C8Y_EIO;
+  char path[sizeof d->path];
+  if (rc == C8Y_OK) {
+    snprintf(path, sizeof path, "%s/%s", dir, d->file);
+    rc = copy_file(src, path, d->max_bytes, &d->bytes);
+    if (rc != C8Y_OK)
+      snprintf(d->error, sizeof d->error, "%s", status_str(rc));
+  }
+  char hex[65];
+  if (rc == C8Y_OK && d->sha256 &&
+      (http_sha256_file(path, hex) != 0 || strcasecmp(hex, d->sha256) != 0)) {
+    snprintf(d->error, sizeof d->error,
+             "sha256 of the file from fake is %s, "
+             "expected %s",
+             hex, d->sha256);
+    rc = C8Y_ECHECKSUM;
+  }
+  if (rc == C8Y_OK) {
+    memcpy(d->path, path, sizeof path);
+    d->http_code = 200;
+  } else if (dir) {
+    remove(path);
+  }
+  free(src);
+  return rc;
+}
+
+static int api_upload(c8y_plugin *self, c8y_upload *u) {
+  fake_host *h = self->h;
+  if (!u || u->size < sizeof *u || !u->path || !u->type || !*u->type)
+    return C8Y_EINVAL;
+  u->url[0] = u->error[0] = '\0';
+  u->http_code = 0;
+  int rc = xfer_failed(h, u->error, sizeof u->error, &u->http_code);
+  if (rc != C8Y_OK)
+    return rc;
+  FILE *f = fopen(u->path, "rb");
+  if (!f) {
+    snprintf(u->error, sizeof u->error, "cannot read %s: %s", u->path,
+             strerror(errno));
+    return C8Y_EIO;
+  }
+  char *content = NULL;
+  size_t len = 0;
+  FILE *mem = open_memstream(&content, &len);
+  char buf[65536];
+  size_t n;
+  while (mem && (n = fread(buf, 1, sizeof buf, f)) > 0)
+    fwrite(buf, 1, n, mem);
+  fclose(f);
+  if (!mem || fclose(mem) != 0)
+    abort();
+  const char *base = strrchr(u->path, '/');
+  pthread_mutex_lock(&h->mu);
+  sv_push(&h->uploads, u->type);
+  sv_push(&h->uploads, u->child_id ? u->child_id : "");
+  sv_push(&h->uploads, u->file_name ? u->file_name : base ? base + 1 : u->path);
+  sv_push(&h->uploads,
+          u->content_type ? u->content_type : "application/octet-stream");
+  sv_push(&h->uploads, u->text ? u->text : u->type);
+  sv_push(&h->uploads, content);
+  size_t count = h->uploads.n / UPLOAD_FIELDS;
+  pthread_mutex_unlock(&h->mu);
+  free(content);
+  snprintf(u->url, sizeof u->url, "fake://binaries/%zu", count);
+  u->http_code = 201;
+  return C8Y_OK;
 }
 
 static const c8y_api fake_api_table = {
@@ -784,8 +884,6 @@ static const c8y_api fake_api_table = {
     .op_resume_after_restart = api_op_resume_after_restart,
     .op_resumed = api_op_resumed,
     .op_rebooted = api_op_rebooted,
-    .download = api_download,
-    .upload = api_upload,
     .msg_id = api_msg_id,
     .msg_field_count = api_msg_field_count,
     .msg_field = api_msg_field,
@@ -794,6 +892,24 @@ static const c8y_api fake_api_table = {
 };
 
 const c8y_api *fake_host_api(void) { return &fake_api_table; }
+
+/* The same table with the 1.1 transfer slots filled, for hosts that
+ * enabled transfers; written once, then only read. */
+static c8y_api xfer_api_table;
+static pthread_once_t xfer_api_once = PTHREAD_ONCE_INIT;
+
+static void xfer_api_init(void) {
+  xfer_api_table = fake_api_table;
+  xfer_api_table.download = api_download;
+  xfer_api_table.upload = api_upload;
+}
+
+static const c8y_api *host_api(const fake_host *h) {
+  if (!h->transfers)
+    return &fake_api_table;
+  pthread_once(&xfer_api_once, xfer_api_init);
+  return &xfer_api_table;
+}
 
 /* ---- host lifecycle
  * ----------------------------------------------------------- */
@@ -887,6 +1003,9 @@ void fake_host_free(fake_host *h) {
   sv_free(&h->children);
   sv_free(&h->lines);
   sv_free(&h->logs);
+  sv_free(&h->downloads);
+  sv_free(&h->uploads);
+  free(h->xfer_reason);
   free(h->device_id);
   free(h->state_dir);
   pthread_cond_destroy(&h->cv);
@@ -933,16 +1052,14 @@ int fake_host_init(fake_host *h, const c8y_plugin_info *info) {
   }
   h->in_init = true;
   h->user_data = NULL;
-  h->api = fake_api_table;
-  if (!h->download)
-    h->api.download = NULL;
-  if (!h->upload)
-    h->api.upload = NULL;
+  const c8y_api *api = host_api(h);
   if (h->use_1_0) {
-    h->api.abi_minor = 0;
-    h->api.size = offsetof(c8y_api, download);
+    h->api_1_0 = *api;
+    h->api_1_0.abi_minor = 0;
+    h->api_1_0.size = offsetof(c8y_api, download);
+    api = &h->api_1_0;
   }
-  int rc = h->info.init(&h->self, &h->api, &h->user_data);
+  int rc = h->info.init(&h->self, api, &h->user_data);
   h->in_init = false;
   if (rc < 0) {
     host_log(h, C8Y_LOG_ERROR, "fake_host: init failed: %s", status_str(rc));
@@ -1335,11 +1452,43 @@ const char *fake_host_find_log(fake_host *h, const char *substring) {
   return sv_find_locked(h, &h->logs, false, substring);
 }
 
-void fake_host_set_transfers(fake_host *h, fake_download_fn download,
-                             fake_upload_fn upload, void *ctx) {
-  h->download = download;
-  h->upload = upload;
-  h->transfer_ctx = ctx;
+/* ---- transfers (ABI 1.1) ---- */
+
+void fake_host_enable_transfers(fake_host *h) { h->transfers = true; }
+
+void fake_host_add_download(fake_host *h, const char *url, const char *path) {
+  pthread_mutex_lock(&h->mu);
+  sv_push(&h->downloads, url);
+  sv_push(&h->downloads, path);
+  pthread_mutex_unlock(&h->mu);
+}
+
+void fake_host_fail_transfers(fake_host *h, int status, const char *reason) {
+  pthread_mutex_lock(&h->mu);
+  h->xfer_fail = status;
+  free(h->xfer_reason);
+  h->xfer_reason = reason ? xstrdup(reason) : NULL;
+  pthread_mutex_unlock(&h->mu);
+}
+
+size_t fake_host_download_count(fake_host *h) {
+  pthread_mutex_lock(&h->mu);
+  size_t n = h->ndownload_calls;
+  pthread_mutex_unlock(&h->mu);
+  return n;
+}
+
+size_t fake_host_upload_count(fake_host *h) {
+  return sv_count_locked(h, &h->uploads) / UPLOAD_FIELDS;
+}
+
+const char *fake_host_upload_field(fake_host *h, size_t i, const char *field) {
+  static const char *const names[UPLOAD_FIELDS] = {
+      "type", "child", "file_name", "content_type", "text", "content"};
+  for (size_t k = 0; k < UPLOAD_FIELDS; k++)
+    if (strcmp(names[k], field) == 0)
+      return sv_at_locked(h, &h->uploads, i * UPLOAD_FIELDS + k, false);
+  return NULL;
 }
 
 void fake_host_set_resumed(fake_host *h, bool rebooted) {
@@ -1355,72 +1504,3 @@ bool fake_host_op_resume_requested(fake_host *h) {
 }
 
 void fake_host_set_abi_1_0(fake_host *h) { h->use_1_0 = true; }
-
-/* Copies in to out (a new file); 0 or -1. */
-static int copy_path(const char *in, const char *out, uint64_t *bytes) {
-  FILE *src = fopen(in, "rb");
-  if (!src)
-    return -1;
-  FILE *dst = fopen(out, "wb");
-  if (!dst) {
-    fclose(src);
-    return -1;
-  }
-  char buf[8192];
-  size_t n;
-  uint64_t total = 0;
-  int rc = 0;
-  while ((n = fread(buf, 1, sizeof buf, src)) > 0) {
-    if (fwrite(buf, 1, n, dst) != n)
-      rc = -1;
-    total += n;
-  }
-  if (ferror(src))
-    rc = -1;
-  fclose(src);
-  if (fclose(dst) != 0)
-    rc = -1;
-  if (bytes)
-    *bytes = total;
-  return rc;
-}
-
-int fake_file_download(void *ctx, c8y_download *d) {
-  (void)ctx;
-  if (strncmp(d->url, "file://", 7) != 0) {
-    snprintf(d->error, sizeof d->error, "fake download: not a file:// URL");
-    return C8Y_EINVAL;
-  }
-  if (copy_path(d->url + 7, d->path, &d->bytes) != 0) {
-    snprintf(d->error, sizeof d->error, "HTTP 404 from fake: %s: %s",
-             d->url + 7, strerror(errno));
-    d->http_code = 404;
-    unlink(d->path);
-    return C8Y_EHTTP;
-  }
-  if (d->max_bytes && d->bytes > d->max_bytes) {
-    snprintf(d->error, sizeof d->error, "larger than %llu bytes",
-             (unsigned long long)d->max_bytes);
-    unlink(d->path);
-    return C8Y_ETOOBIG;
-  }
-  d->http_code = 200;
-  return C8Y_OK;
-}
-
-int fake_dir_upload(void *ctx, c8y_upload *u) {
-  static atomic_int seq;
-  int n = atomic_fetch_add(&seq, 1) + 1;
-  const char *base = strrchr(u->path, '/');
-  const char *name = u->file_name ? u->file_name : base ? base + 1 : u->path;
-  char out[PATH_MAX];
-  snprintf(out, sizeof out, "%s/%d-%s-%s", (const char *)ctx, n, u->type, name);
-  if (copy_path(u->path, out, NULL) != 0) {
-    snprintf(u->error, sizeof u->error, "fake upload: %s: %s", u->path,
-             strerror(errno));
-    return C8Y_EIO;
-  }
-  u->http_code = 201;
-  snprintf(u->url, sizeof u->url, "http://fake/event/events/%d/binaries", n);
-  return C8Y_OK;
-}

@@ -93,17 +93,25 @@ bool fake_host_handler_returned(fake_host *h);
 /* First log line containing substring, or NULL. */
 const char *fake_host_find_log(fake_host *h, const char *substring);
 
-/* ---- ABI 1.1 ---- */
-/* api->download / api->upload call these (on the plugin's thread). The
- * host checks the struct and, for downloads, fills d->path with
- * <state_dir>/<file> before the call: the function writes the file there
- * (or fails: status + d->error). A slot whose function is not set before
- * loading is NULL in the table init() gets (an agent without HTTP). */
-typedef int (*fake_download_fn)(void *ctx, c8y_download *d);
-typedef int (*fake_upload_fn)(void *ctx, c8y_upload *u);
-void fake_host_set_transfers(fake_host *h, fake_download_fn download,
-                             fake_upload_fn upload, void *ctx);
-/* The next fake_host_run_operation looks resumed after an agent restart
+/* ---- ABI 1.1 transfers (opt-in) ----
+ * After fake_host_enable_transfers (before loading) the plugin sees
+ * api->download and api->upload. A download of a URL registered with
+ * fake_host_add_download copies that file to <state_dir>/<file>, honouring
+ * max_bytes (C8Y_ETOOBIG) and sha256 (C8Y_ECHECKSUM); other URLs fail with
+ * C8Y_EHTTP "HTTP 404 from fake: not found". fake_host_fail_transfers makes
+ * every transfer return `status` with `reason` as its error (0 = stop).
+ * Uploads are recorded and answered with "fake://binaries/<n>" (n from 1). */
+void fake_host_enable_transfers(fake_host *h);
+void fake_host_add_download(fake_host *h, const char *url, const char *path);
+void fake_host_fail_transfers(fake_host *h, int status, const char *reason);
+size_t fake_host_download_count(fake_host *h); /* calls, also failed ones */
+size_t fake_host_upload_count(fake_host *h);
+/* Upload i's "type", "child" ("" = root), "file_name", "content_type",
+ * "text" or "content" (the file's bytes as text); borrowed until free. */
+const char *fake_host_upload_field(fake_host *h, size_t i, const char *field);
+
+/* ---- ABI 1.1 resume after restart ----
+ * The next fake_host_run_operation looks resumed after an agent restart
  * (op_resumed() true), with op_rebooted() as given. */
 void fake_host_set_resumed(fake_host *h, bool rebooted);
 /* The plugin called op_resume_after_restart on the last operation. */
@@ -111,11 +119,5 @@ bool fake_host_op_resume_requested(fake_host *h);
 /* init() gets the table of an ABI 1.0 agent (no transfers, no resume);
  * call before loading. */
 void fake_host_set_abi_1_0(fake_host *h);
-/* Ready-made transfer functions: download copies the file of a file://
- * URL (a missing one gives C8Y_EHTTP, "HTTP 404 ..."); upload copies the
- * file to <ctx dir>/<n>-<type>-<file name> and answers the URL
- * http://fake/event/events/<n>/binaries. */
-int fake_file_download(void *ctx, c8y_download *d);
-int fake_dir_upload(void *ctx, c8y_upload *u);
 
 #endif

@@ -243,7 +243,9 @@ typedef struct c8y_api {
    * resumed with Range after a cut, checked against sha256, fsync'ed and
    * renamed into place. Returns C8Y_OK or C8Y_EINVAL, C8Y_EHTTP, C8Y_EAUTH,
    * C8Y_ENET, C8Y_ECHECKSUM, C8Y_ETOOBIG, C8Y_ECANCELED, C8Y_EIO. Credentials
-   * are sent only to the tenant's own host. [any thread] */
+   * are sent only to the tenant's own host ([c8y] http_url's, and the MQTT
+   * host over https); other URLs are fetched without them. A partial file
+   * from an earlier call for the same URL is resumed. [any thread] */
   int (*download)(c8y_plugin *self, c8y_download *d);
   /* Creates an event of `type` on the device and attaches the file to it as
    * its binary. Same return values as download. [any thread] */

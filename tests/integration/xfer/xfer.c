@@ -5,7 +5,8 @@
  *   upload <path> <type> [child]
  *       -> succeeds with the binary URL, fails with the agent's reason
  * Fails with "no transfers" when the agent predates ABI 1.1.
- * [plugin.xfer] timeout_ms sets the operation timeout (default 120000). */
+ * [plugin.xfer] timeout_ms sets the operation timeout (default 120000);
+ * child = <id> announces a child device. */
 #define _POSIX_C_SOURCE 200809L
 #include <c8y/plugin.h>
 
@@ -72,6 +73,9 @@ static int xfer_init(c8y_plugin *self, const c8y_api *a, void **ud) {
   int64_t timeout;
   int rc = api->config_int(self, "timeout_ms", 120000, &timeout);
   if (rc != C8Y_OK)
+    return rc;
+  const char *child = api->config_string(self, "child", NULL);
+  if (child && (rc = api->add_child(self, child, child, "xfer-child")) != 0)
     return rc;
   return api->add_operation(self, "511", (uint32_t)timeout, on_command, NULL);
 }
