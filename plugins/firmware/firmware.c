@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FW_PROVIDED "$PROVIDED"
@@ -169,10 +170,33 @@ static int succeed(fw *f, c8y_operation *op, const fw_req *r) {
 
 /* The device runs the requested version now, or the operation fails with
  * what it runs instead. */
+/* Right after a boot the tool behind version_command may not answer yet:
+ * a few attempts, FW_VERSION_RETRY_S apart, before giving up. */
+#define FW_VERSION_ATTEMPTS 5
+#define FW_VERSION_RETRY_S 3
+
+static int running_version_retried(fw *f, c8y_operation *op, char *out,
+                                   size_t n, char *why, size_t whyn) {
+  for (int attempt = 1;; attempt++) {
+    if (running_version(f, op, out, n, why, whyn) == 0)
+      return 0;
+    if (attempt == FW_VERSION_ATTEMPTS || f->api->op_cancelled(op))
+      return -1;
+    f->api->log(f->self, C8Y_LOG_WARNING, "%s; trying again in %d s", why,
+                FW_VERSION_RETRY_S);
+    for (int i = 0; i < FW_VERSION_RETRY_S * 10 && !f->api->op_cancelled(op);
+         i++) {
+      struct timespec ts = {0, 100 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+    }
+  }
+}
+
 static int check_running(fw *f, c8y_operation *op, const fw_req *r,
                          const char *when) {
   char running[512], why[1400];
-  if (running_version(f, op, running, sizeof running, why, sizeof why) != 0)
+  if (running_version_retried(f, op, running, sizeof running, why,
+                              sizeof why) != 0)
     return f->api->op_fail(op, why);
   if (strcmp(running, r->version) == 0)
     return succeed(f, op, r);
