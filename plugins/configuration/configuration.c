@@ -382,25 +382,16 @@ static int move_file(const char *from, const char *to) {
   return rc;
 }
 
-/* A name in the state dir that differs per type and URL, so a partial file
- * of one download is never resumed by another. */
-static void download_name(const cfg *c, const cfg_file *f, const char *url,
-                          char *out, size_t n) {
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-  for (const char *p = url; *p; p++)
-    h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-  snprintf(out, n, "config-%zu-%016llx", (size_t)(f - c->files),
-           (unsigned long long)h);
-}
-
 /* The agent's HTTP client streams the file into the state dir; it then
  * moves next to the target. */
 static int fetch_builtin(cfg *c, c8y_operation *op, const cfg_file *f,
                          const char *url, const char *tmp, char *why,
                          size_t whyn) {
   const c8y_api *api = c->api;
+  /* One name per type: a partial file is resumed only for the same URL
+   * (the agent checks), and a type never leaves more than one behind. */
   char name[64];
-  download_name(c, f, url, name, sizeof(name));
+  snprintf(name, sizeof(name), "config-%zu", (size_t)(f - c->files));
   c8y_download d = {.size = sizeof(d),
                     .url = url,
                     .file = name,

@@ -218,22 +218,13 @@ static int on_resumed(fw *f, c8y_operation *op, const fw_req *r) {
                        "the agent restarted without a reboot of the device;");
 }
 
-/* A URL-specific name, so a partial download of one image is never resumed
- * as another. */
-static void image_name(const char *url, char *out, size_t n) {
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-  for (const char *p = url; *p; p++)
-    h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-  snprintf(out, n, "image-%016llx", (unsigned long long)h);
-}
-
 static int fetch_image(fw *f, c8y_operation *op, const fw_req *r, char *path,
                        size_t n, char *why, size_t whyn) {
-  char name[64];
-  image_name(r->url, name, sizeof name);
+  /* One name for every image: a partial download is resumed only for the
+   * same URL (the agent checks), and at most one image occupies the disk. */
   c8y_download d = {.size = sizeof d,
                     .url = r->url,
-                    .file = name,
+                    .file = "image",
                     .max_bytes = (uint64_t)f->max_bytes,
                     .op = op};
   int rc = f->api->download(f->self, &d);
