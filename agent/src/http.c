@@ -38,7 +38,7 @@ struct http_ctx {
   char *user; /* <tenant>/<user> */
   char *password;
   bool jwt;
-  const char *ca_path;
+  char *ca_path; /* copied: the config is replaced on SIGHUP */
   bool ca_is_dir;
   bool verify_host;
   uint64_t max_bytes;
@@ -338,7 +338,7 @@ int http_new(const agent_config *cfg, http_token_request_fn request_token,
   h->request_ctx = ctx;
   h->jwt = cfg->http_jwt;
   h->verify_host = cfg->verify_hostname;
-  h->ca_path = cfg->ca_path;
+  h->ca_path = cfg->ca_path ? strdup(cfg->ca_path) : NULL;
   h->max_bytes = (uint64_t)cfg->transfer_max_bytes;
   struct stat st;
   h->ca_is_dir =
@@ -347,7 +347,8 @@ int http_new(const agent_config *cfg, http_token_request_fn request_token,
   h->tenant_host = cfg->host ? strdup(cfg->host) : NULL;
   h->user = cfg_username(cfg);
   h->password = cfg->password ? strdup(cfg->password) : NULL;
-  if (!h->base_url || (cfg->host && !h->tenant_host)) {
+  if (!h->base_url || (cfg->host && !h->tenant_host) ||
+      (cfg->ca_path && !h->ca_path)) {
     seterr(err, errlen, "out of memory");
     http_free(h);
     return -1;
@@ -408,6 +409,7 @@ void http_free(http_ctx *h) {
   free(h->ids);
   free(h->token);
   free(h->base_url);
+  free(h->ca_path);
   free(h->tenant_host);
   free(h->user);
   if (h->password) {
