@@ -255,40 +255,32 @@ static int get_token(http_ctx *h, const char *stale, char *out, size_t outlen,
                      char *err, size_t errlen) {
   pthread_mutex_lock(&h->mu);
   unsigned gen = h->token_gen;
+  long long deadline = mono_ms() + TOKEN_WAIT_MS;
   for (;;) {
     long long now = (long long)time(NULL);
-    bool refused = stale && h->token && strcmp(stale, h->token) == 0;
-    if (h->token && !refused && now < h->token_renew_at) {
+    bool usable = h->token && !(stale && strcmp(stale, h->token) == 0);
+    /* A token issued since this call started is taken even if it is near
+     * its end: the platform just issued it. */
+    if (usable && (now < h->token_renew_at ||
+                   (h->token_gen != gen && now < h->token_exp))) {
       snprintf(out, outlen, "%s", h->token);
       pthread_mutex_unlock(&h->mu);
       return C8Y_OK;
     }
-    /* A token newer than the one we started with is taken even if it is
-     * near its end: the platform just issued it. */
-    if (h->token && !refused && h->token_gen != gen && now < h->token_exp) {
-      snprintf(out, outlen, "%s", h->token);
-      pthread_mutex_unlock(&h->mu);
-      return C8Y_OK;
-    }
-    if (atomic_load(&h->stopping))
-      break;
     long long ms = mono_ms();
+    if (atomic_load(&h->stopping) || ms >= deadline)
+      break;
     if (h->token_asked_ms == 0 || ms - h->token_asked_ms > TOKEN_RETRY_MS) {
       h->token_asked_ms = ms;
       pthread_mutex_unlock(&h->mu);
       h->request_token(h->request_ctx);
       pthread_mutex_lock(&h->mu);
+      continue; /* the answer may already be here */
     }
     struct timespec dl;
     clock_gettime(CLOCK_MONOTONIC, &dl);
-    long long until = h->token_asked_ms + TOKEN_WAIT_MS;
-    if (mono_ms() >= until)
-      break;
     dl.tv_sec += 1;
-    unsigned before = h->token_gen;
     pthread_cond_timedwait(&h->cv, &h->mu, &dl);
-    if (h->token_gen != before)
-      gen = before; /* a fresh token arrived: accept it above */
   }
   pthread_mutex_unlock(&h->mu);
   if (atomic_load(&h->stopping)) {
