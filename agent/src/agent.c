@@ -645,6 +645,9 @@ static const char *restart_only_change(const agent_config *o,
     return "[agent] state_dir/queue_max_bytes";
   if (o->op_timeout_s != n->op_timeout_s)
     return "[agent] op_timeout";
+  if (!same_str(o->http_url, n->http_url) || o->http_jwt != n->http_jwt ||
+      o->transfer_max_bytes != n->transfer_max_bytes)
+    return "[c8y] http_url/http_auth or [agent] transfer_max_bytes";
   return NULL;
 }
 

@@ -113,6 +113,8 @@ static int run_cmd(hx *x, const char *text, const char **detail) {
   g_assert_cmpint(id, >, 0);
   int st = fx_wait_op(&x->f, id, 120000);
   *detail = sim_operation_detail(x->f.s, id);
+  g_test_message("%s -> %s: %s", text, sim_op_status_name((sim_op_status)st),
+                 *detail ? *detail : "");
   return st;
 }
 
@@ -395,7 +397,12 @@ static void test_stop_during_transfer(void) {
   char *line =
       g_strdup_printf("511," FX_DEVICE ",\"download %s stop.bin\"", url);
   g_assert_cmpint(sim_create_operation(x.f.s, line), >, 0);
-  g_assert_cmpint(sim_wait_line(x.f.s, "s/us", "501,", 0, 10000), >=, 0);
+  /* the handler is inside the transfer once the server saw the GET */
+  gint64 until = g_get_monotonic_time() + 15 * G_USEC_PER_SEC;
+  while (sim_http_requests(x.h, "GET", "/inventory/") == 0 &&
+         g_get_monotonic_time() < until)
+    g_usleep(10000);
+  g_assert_cmpuint(sim_http_requests(x.h, "GET", "/inventory/"), ==, 1);
   gint64 t0 = g_get_monotonic_time();
   g_assert_cmpint(agent_proc_stop(x.f.a, 20000), ==, 0);
   g_assert_cmpint(g_get_monotonic_time() - t0, <, 5 * G_USEC_PER_SEC);
