@@ -842,6 +842,9 @@ static const char *restart_only_change(const agent_config *o,
       !same_str(o->api_socket, n->api_socket) || o->api_mode != n->api_mode ||
       o->api_gid != n->api_gid)
     return "[api] enabled/socket/mode/group";
+  if (!same_str(o->http_url, n->http_url) || o->http_jwt != n->http_jwt ||
+      o->transfer_max_bytes != n->transfer_max_bytes)
+    return "[c8y] http_url/http_auth or [agent] transfer_max_bytes";
   return NULL;
 }
 
@@ -1157,6 +1160,7 @@ int agent_run(const char *config_path) {
   }
   ops_recover(a.ops);
   loader_load_all(&a.host, a.cfg.plugin_dir, true, &a.plugins);
+  ops_resume(a.ops);
   if (a.cfg.cert_file) {
     char xerr[1024];
     if (x509_check_device_cert(a.cfg.cert_file, a.cfg.key_file, a.cfg.device_id,

@@ -38,7 +38,7 @@ struct http_ctx {
   char *user; /* <tenant>/<user> */
   char *password;
   bool jwt;
-  const char *ca_path;
+  char *ca_path; /* copied: the config is replaced on SIGHUP */
   bool ca_is_dir;
   bool verify_host;
   uint64_t max_bytes;
@@ -255,40 +255,32 @@ static int get_token(http_ctx *h, const char *stale, char *out, size_t outlen,
                      char *err, size_t errlen) {
   pthread_mutex_lock(&h->mu);
   unsigned gen = h->token_gen;
+  long long deadline = mono_ms() + TOKEN_WAIT_MS;
   for (;;) {
     long long now = (long long)time(NULL);
-    bool refused = stale && h->token && strcmp(stale, h->token) == 0;
-    if (h->token && !refused && now < h->token_renew_at) {
+    bool usable = h->token && !(stale && strcmp(stale, h->token) == 0);
+    /* A token issued since this call started is taken even if it is near
+     * its end: the platform just issued it. */
+    if (usable && (now < h->token_renew_at ||
+                   (h->token_gen != gen && now < h->token_exp))) {
       snprintf(out, outlen, "%s", h->token);
       pthread_mutex_unlock(&h->mu);
       return C8Y_OK;
     }
-    /* A token newer than the one we started with is taken even if it is
-     * near its end: the platform just issued it. */
-    if (h->token && !refused && h->token_gen != gen && now < h->token_exp) {
-      snprintf(out, outlen, "%s", h->token);
-      pthread_mutex_unlock(&h->mu);
-      return C8Y_OK;
-    }
-    if (atomic_load(&h->stopping))
-      break;
     long long ms = mono_ms();
+    if (atomic_load(&h->stopping) || ms >= deadline)
+      break;
     if (h->token_asked_ms == 0 || ms - h->token_asked_ms > TOKEN_RETRY_MS) {
       h->token_asked_ms = ms;
       pthread_mutex_unlock(&h->mu);
       h->request_token(h->request_ctx);
       pthread_mutex_lock(&h->mu);
+      continue; /* the answer may already be here */
     }
     struct timespec dl;
     clock_gettime(CLOCK_MONOTONIC, &dl);
-    long long until = h->token_asked_ms + TOKEN_WAIT_MS;
-    if (mono_ms() >= until)
-      break;
     dl.tv_sec += 1;
-    unsigned before = h->token_gen;
     pthread_cond_timedwait(&h->cv, &h->mu, &dl);
-    if (h->token_gen != before)
-      gen = before; /* a fresh token arrived: accept it above */
   }
   pthread_mutex_unlock(&h->mu);
   if (atomic_load(&h->stopping)) {
@@ -338,7 +330,7 @@ int http_new(const agent_config *cfg, http_token_request_fn request_token,
   h->request_ctx = ctx;
   h->jwt = cfg->http_jwt;
   h->verify_host = cfg->verify_hostname;
-  h->ca_path = cfg->ca_path;
+  h->ca_path = cfg->ca_path ? strdup(cfg->ca_path) : NULL;
   h->max_bytes = (uint64_t)cfg->transfer_max_bytes;
   struct stat st;
   h->ca_is_dir =
@@ -347,7 +339,8 @@ int http_new(const agent_config *cfg, http_token_request_fn request_token,
   h->tenant_host = cfg->host ? strdup(cfg->host) : NULL;
   h->user = cfg_username(cfg);
   h->password = cfg->password ? strdup(cfg->password) : NULL;
-  if (!h->base_url || (cfg->host && !h->tenant_host)) {
+  if (!h->base_url || (cfg->host && !h->tenant_host) ||
+      (cfg->ca_path && !h->ca_path)) {
     seterr(err, errlen, "out of memory");
     http_free(h);
     return -1;
@@ -408,6 +401,7 @@ void http_free(http_ctx *h) {
   free(h->ids);
   free(h->token);
   free(h->base_url);
+  free(h->ca_path);
   free(h->tenant_host);
   free(h->user);
   if (h->password) {

@@ -241,7 +241,9 @@ int main(int argc, char **argv) {
                          .tenant = o.tenant,
                          .user = o.user,
                          .password = o.password,
-                         .port = http_port};
+                         .port = http_port,
+                         .workdir = sim_workdir(s),
+                         .echo = o.echo};
   if (sim_http_start(&ho, &g_http, err, sizeof err) != 0) {
     fprintf(stderr, "c8y-sim: %s\n", err);
     sim_stop(s);

@@ -1122,6 +1122,15 @@ long sim_device_mo_id(sim *s, const char *external_id) {
   return id;
 }
 
+bool sim_mo_exists(sim *s, long mo_id) {
+  bool found = false;
+  pthread_mutex_lock(&s->mu);
+  for (size_t i = 0; i < s->ndevs && !found; i++)
+    found = s->devs[i].created && s->devs[i].mo_id == mo_id;
+  pthread_mutex_unlock(&s->mu);
+  return found;
+}
+
 bool sim_connected(sim *s) {
   pthread_mutex_lock(&s->mu);
   bool c = s->subscribed;

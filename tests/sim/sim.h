@@ -115,6 +115,8 @@ bool sim_connected(sim *s);
 void sim_set_token_source(sim *s, char *(*mint)(void *ctx), void *ctx);
 /* Managed-object id of a created device, or -1. */
 long sim_device_mo_id(sim *s, const char *external_id);
+/* Whether a created device has this managed-object id. */
+bool sim_mo_exists(sim *s, long mo_id);
 
 /* ---- device registration (bootstrap, c8y-protocol.md 1.5) ----
  * The broker also knows the bootstrap user, who may only publish s/ucr and

@@ -39,6 +39,7 @@ struct sim_http {
   struct MHD_Daemon *d;
   sim *mqtt;
   bool open;
+  bool echo;
   char *workdir;
   bool own_workdir;
   char url[64];
@@ -306,6 +307,7 @@ typedef struct hreq {
   char *fname, *ftype;
   char *object; /* /inventory/binaries "object" part */
   bool failed;
+  int reject; /* status to answer once the body is read (auth, faults) */
 } hreq;
 
 static void hreq_free(hreq *q) {
@@ -499,6 +501,13 @@ static enum MHD_Result finish(sim_http *h, struct MHD_Connection *c, hreq *q) {
       return send_error(c, 422, "validationError",
                         "source.id, type, text and time are mandatory");
     }
+    char *end = NULL;
+    long src_id = strtol(src, &end, 10);
+    if (h->mqtt && (*end || !sim_mo_exists(h->mqtt, src_id))) {
+      json_decref(j);
+      return send_error(c, 422, "validationError",
+                        "source.id does not name a managed object");
+    }
     pthread_mutex_lock(&h->mu);
     long n = h->next_id++;
     ev *grown = realloc(h->evs, (h->nevs + 1) * sizeof *grown);
@@ -524,6 +533,11 @@ static enum MHD_Result finish(sim_http *h, struct MHD_Connection *c, hreq *q) {
     ev *e = find_event(h, q->arg);
     int status = !e ? 404 : e->bin ? 409 : 201;
     if (status == 201) {
+      if (h->echo) {
+        printf("http event %s (%s) binary '%s' stored in %s\n", e->id, e->type,
+               q->fname ? q->fname : "file", q->path);
+        fflush(stdout);
+      }
       e->bin = q->path;
       e->bin_name = q->fname ? q->fname : strdup("file");
       e->bin_type = q->ftype ? q->ftype : strdup("application/octet-stream");
@@ -613,16 +627,22 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c,
       struct timespec ts = {delay / 1000, (delay % 1000) * 1000000L};
       nanosleep(&ts, NULL);
     }
+    if (h->echo) {
+      printf("http %s %s\n", method, url);
+      fflush(stdout);
+    }
     int auth = check_auth(h, c);
-    if (auth)
-      return send_error(c, auth, "security/Unauthorized",
-                        "Invalid credentials! : Bad credentials");
-    if (fail)
-      return send_error(c, fail, "general/Internal Error", "simulated failure");
     q = calloc(1, sizeof *q);
     if (!q)
       return MHD_NO;
     q->fd = -1;
+    /* Refusals are answered after the request body was read, so the
+     * connection stays usable for the client's next request. */
+    q->reject = auth ? auth : fail;
+    if (q->reject) {
+      *con_cls = q;
+      return MHD_YES;
+    }
     q->route = route_of(method, url, &q->arg);
     if (h->open && q->route != R_BINARY_GET) {
       hreq_free(q);
@@ -649,6 +669,16 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c,
     *con_cls = q;
     return MHD_YES;
   }
+  if (*upload_size > 0 && q->reject) {
+    *upload_size = 0; /* discarded */
+    return MHD_YES;
+  }
+  if (q->reject == 401)
+    return send_error(c, 401, "security/Unauthorized",
+                      "Invalid credentials! : Bad credentials");
+  if (q->reject)
+    return send_error(c, q->reject, "general/Internal Error",
+                      "simulated failure");
   if (*upload_size > 0) {
     if (q->pp) {
       if (MHD_post_process(q->pp, upload_data, *upload_size) != MHD_YES)
@@ -705,6 +735,7 @@ int sim_http_start(const sim_http_options *o, sim_http **out, char *err,
   pthread_condattr_destroy(&ca);
   h->mqtt = o->mqtt;
   h->open = o->open;
+  h->echo = o->echo;
   h->lifetime_s = 3600;
   h->next_id = 70001;
   h->tenant = strdup(o->tenant ? o->tenant : "t1");

@@ -34,6 +34,7 @@ typedef struct sim_http_options {
   const char *key_pem;
   bool open;           /* foreign host: no auth, counts Authorization */
   const char *workdir; /* where uploads are stored; NULL = a temp dir */
+  bool echo;           /* print each request and stored file to stdout */
 } sim_http_options;
 
 int sim_http_start(const sim_http_options *o, sim_http **out, char *err,

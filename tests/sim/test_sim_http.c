@@ -165,6 +165,14 @@ static void test_events_and_binaries(void) {
            "{\"source\":{\"id\":\"1\"},\"type\":\"c8y_Logfile\",\"text\":\"t\","
            "\"time\":\"2024-01-01T00:00:00.000Z\"}",
            NULL, NULL, NULL);
+  g_assert_cmpint(r.code, ==, 422); /* no such managed object */
+  resp_free(&r);
+  char *ev =
+      g_strdup_printf("{\"source\":{\"id\":\"%ld\"},\"type\":\"c8y_Logfile\","
+                      "\"text\":\"t\",\"time\":\"2024-01-01T00:00:00.000Z\"}",
+                      sim_device_mo_id(x.s, "dev1"));
+  r = call("POST", url, x.basic, "application/json", ev, NULL, NULL, NULL);
+  g_free(ev);
   g_assert_cmpint(r.code, ==, 201);
   g_assert_cmpuint(sim_http_event_count(x.h), ==, 1);
   const char *eid = sim_http_event_id(x.h, 0);

@@ -74,6 +74,7 @@ struct c8y_operation {
   sr_records rec;       /* rec.items[0]: template, device, fields... */
   const char *fragment;
   bool completed, cancelled, reboot, released;
+  bool resume, resumed, rebooted; /* ABI 1.1 resume slots */
   fake_op_state state;
   char *detail;
   strvec params;
@@ -119,6 +120,12 @@ struct fake_host {
   bool thread_live, handler_returned;
   pthread_t thread;
   op_handler *handler;
+
+  /* ABI 1.1 resume (fake_host_set_resumed) and an ABI 1.0 table
+   * (fake_host_set_abi_1_0). */
+  bool next_resumed, next_rebooted;
+  bool use_1_0;
+  c8y_api api_1_0;
 };
 
 /* ---- small helpers --------------------------------------------------------
@@ -667,6 +674,23 @@ static int api_op_cancelled(const c8y_operation *op) {
   return c;
 }
 
+static int api_op_resume_after_restart(c8y_operation *op) {
+  fake_host *h = op->h;
+  pthread_mutex_lock(&h->mu);
+  int rc = C8Y_OK;
+  if (op->completed)
+    rc = C8Y_ESTATE;
+  else
+    op->resume = true;
+  pthread_mutex_unlock(&h->mu);
+  return rc;
+}
+
+static int api_op_resumed(const c8y_operation *op) { return op->resumed; }
+static int api_op_rebooted(const c8y_operation *op) {
+  return op->resumed && op->rebooted;
+}
+
 static int api_op_complete_on_reboot(c8y_operation *op) {
   fake_host *h = op->h;
   pthread_mutex_lock(&h->mu);
@@ -858,6 +882,9 @@ static const c8y_api fake_api_table = {
     .op_fail = api_op_fail,
     .op_cancelled = api_op_cancelled,
     .op_complete_on_reboot = api_op_complete_on_reboot,
+    .op_resume_after_restart = api_op_resume_after_restart,
+    .op_resumed = api_op_resumed,
+    .op_rebooted = api_op_rebooted,
     .msg_id = api_msg_id,
     .msg_field_count = api_msg_field_count,
     .msg_field = api_msg_field,
@@ -1026,7 +1053,14 @@ int fake_host_init(fake_host *h, const c8y_plugin_info *info) {
   }
   h->in_init = true;
   h->user_data = NULL;
-  int rc = h->info.init(&h->self, host_api(h), &h->user_data);
+  const c8y_api *api = host_api(h);
+  if (h->use_1_0) {
+    h->api_1_0 = *api;
+    h->api_1_0.abi_minor = 0;
+    h->api_1_0.size = offsetof(c8y_api, download);
+    api = &h->api_1_0;
+  }
+  int rc = h->info.init(&h->self, api, &h->user_data);
   h->in_init = false;
   if (rc < 0) {
     host_log(h, C8Y_LOG_ERROR, "fake_host: init failed: %s", status_str(rc));
@@ -1210,6 +1244,9 @@ fake_op_state fake_host_run_operation(fake_host *h, const char *line,
   const char *fragment = proto_fragment(op->rec.items[0].fields[0]);
   op->fragment = fragment ? fragment : "";
   op->state = FAKE_OP_RUNNING;
+  op->resumed = h->next_resumed;
+  op->rebooted = h->next_rebooted;
+  h->next_resumed = h->next_rebooted = false;
   h->handler = hd;
   h->handler_returned = false;
   if (pthread_create(&h->thread, NULL, op_thread_main, h) != 0)
@@ -1454,3 +1491,17 @@ const char *fake_host_upload_field(fake_host *h, size_t i, const char *field) {
       return sv_at_locked(h, &h->uploads, i * UPLOAD_FIELDS + k, false);
   return NULL;
 }
+
+void fake_host_set_resumed(fake_host *h, bool rebooted) {
+  h->next_resumed = true;
+  h->next_rebooted = rebooted;
+}
+
+bool fake_host_op_resume_requested(fake_host *h) {
+  pthread_mutex_lock(&h->mu);
+  bool r = h->op && h->op->resume;
+  pthread_mutex_unlock(&h->mu);
+  return r;
+}
+
+void fake_host_set_abi_1_0(fake_host *h) { h->use_1_0 = true; }

@@ -110,4 +110,14 @@ size_t fake_host_upload_count(fake_host *h);
  * "text" or "content" (the file's bytes as text); borrowed until free. */
 const char *fake_host_upload_field(fake_host *h, size_t i, const char *field);
 
+/* ---- ABI 1.1 resume after restart ----
+ * The next fake_host_run_operation looks resumed after an agent restart
+ * (op_resumed() true), with op_rebooted() as given. */
+void fake_host_set_resumed(fake_host *h, bool rebooted);
+/* The plugin called op_resume_after_restart on the last operation. */
+bool fake_host_op_resume_requested(fake_host *h);
+/* init() gets the table of an ABI 1.0 agent (no transfers, no resume);
+ * call before loading. */
+void fake_host_set_abi_1_0(fake_host *h);
+
 #endif

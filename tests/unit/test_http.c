@@ -6,6 +6,7 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <string.h>
+#include <time.h>
 
 static http_url_parts base_of(const char *url) {
   http_url_parts p;
@@ -267,12 +268,73 @@ static void test_not_found(dl_fx *f, gconstpointer unused) {
   g_free(url);
 }
 
+/* JWT: a token request answered at once (before the asking thread even
+ * waits) is used, and cached for the next transfer. */
+typedef struct instant {
+  http_ctx *h;
+  int asked;
+  char *token;
+} instant;
+
+static void answer_now(void *ctx) {
+  instant *in = ctx;
+  in->asked++;
+  http_token_received(in->h, in->token);
+}
+
+static void test_jwt_answered_at_once(void) {
+  sim_http *srv = NULL;
+  sim_http_options o = {.open = true};
+  char err[256];
+  g_assert_cmpint(sim_http_start(&o, &srv, err, sizeof err), ==, 0);
+  char *dir = g_dir_make_tmp("c8y-jwt-XXXXXX", NULL);
+  char *src = g_build_filename(dir, "src", NULL);
+  g_assert_true(g_file_set_contents(src, "payload", -1, NULL));
+  long id = sim_http_add_binary(srv, src);
+  char *url =
+      g_strdup_printf("%s/inventory/binaries/%ld", sim_http_url(srv), id);
+  char *hdr = b64url("{\"alg\":\"none\"}");
+  char *claims =
+      g_strdup_printf("{\"exp\":%lld}", (long long)time(NULL) + 3600);
+  char *pl = b64url(claims);
+  instant in = {.token = g_strdup_printf("%s.%s.sig", hdr, pl)};
+  agent_config cfg = {.http_url = (char *)sim_http_url(srv),
+                      .host = "127.0.0.1",
+                      .http_jwt = true,
+                      .verify_hostname = true,
+                      .transfer_max_bytes = 1 << 20};
+  g_assert_cmpint(http_new(&cfg, answer_now, &in, &in.h, err, sizeof err), ==,
+                  0);
+  for (int i = 0; i < 2; i++) {
+    c8y_download d = {.size = sizeof d, .url = url, .file = "got"};
+    g_assert_cmpint(http_download(in.h, dir, &d, NULL), ==, C8Y_OK);
+    g_assert_cmpuint(d.bytes, ==, 7);
+  }
+  g_assert_cmpint(in.asked, ==, 1);
+  g_assert_cmpuint(sim_http_auth_headers(srv), ==, 2);
+  http_free(in.h);
+  sim_http_stop(srv);
+  char *got = g_build_filename(dir, "got", NULL);
+  g_unlink(got);
+  g_unlink(src);
+  g_rmdir(dir);
+  g_free(got);
+  g_free(in.token);
+  g_free(pl);
+  g_free(claims);
+  g_free(hdr);
+  g_free(url);
+  g_free(src);
+  g_free(dir);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/http/parse-url", test_parse_url);
   g_test_add_func("/http/auth-rules", test_auth_rules);
   g_test_add_func("/http/jwt-times", test_jwt_times);
   g_test_add_func("/http/sha256", test_sha256);
+  g_test_add_func("/http/jwt-answered-at-once", test_jwt_answered_at_once);
   g_test_add("/http/resume-after-cut", dl_fx, NULL, dl_setup,
              test_resume_after_cut, dl_teardown);
   g_test_add("/http/resume-across-calls", dl_fx, NULL, dl_setup,
