@@ -186,6 +186,8 @@ static void load_fake_pm(fixture *f, const char *install) {
 static void test_update_install_delete(fixture *f, gconstpointer data) {
   (void)data;
   ptu_write_text(f->db, "curl\t7.0\nvim\t9.0\n");
+  /* The URL goes to install_command as {url}, not to a download. */
+  fake_host_set_config(f->h, "download", "false");
   load_fake_pm(f, NULL);
   fake_host_clear_lines(f->h);
   g_assert_cmpint(fake_host_run_operation(
@@ -304,6 +306,155 @@ static void test_update_cancelled(fixture *f, gconstpointer data) {
   g_assert_cmpint(g_get_monotonic_time() - start, <, 15 * G_USEC_PER_SEC);
 }
 
+/* ---- package files and the privileged helper --------------------------------
+ */
+
+static void test_update_url_needs_download(fixture *f, gconstpointer data) {
+  (void)data;
+  if (C8Y_API_HAS(fake_host_api(), download)) {
+    g_test_skip("the fake host downloads; covered by the download tests");
+    return;
+  }
+  ptu_write_text(f->db, "");
+  load_fake_pm(f, NULL);
+  g_assert_cmpint(fake_host_run_operation(
+                      f->h,
+                      "528," DEV ",nginx,1.2,https://t1.example/b/7,install",
+                      OP_WAIT_MS),
+                  ==, FAKE_OP_FAILED);
+  g_assert_nonnull(strstr(fake_host_op_detail(f->h),
+                          "install of nginx 1.2: this agent cannot download "
+                          "https://t1.example/b/7"));
+  /* Not handed to the by-name install command instead. */
+  g_assert_false(g_file_test(f->log, G_FILE_TEST_EXISTS));
+}
+
+typedef struct helper_fx {
+  char *sock, *errlog, *state;
+  ptu_priv *srv;
+} helper_fx;
+
+/* The plugin configured to use the privileged helper, which is served by
+ * the real c8y-agent-priv script in dry-run mode (it prints the command it
+ * would run). */
+static void load_with_helper(fixture *f, helper_fx *x, const char *reply) {
+  x->sock = g_build_filename(f->dir, "priv.sock", NULL);
+  x->errlog = g_build_filename(f->dir, "priv.log", NULL);
+  x->state = g_build_filename(f->dir, "state", NULL);
+  x->srv = ptu_priv_start(x->sock, reply ? NULL : PRIV_HELPER, x->state, reply,
+                          x->errlog);
+  char *list = g_strdup_printf("cat '%s'", f->db);
+  fake_host_set_config(f->h, "list_command", list);
+  fake_host_set_config(f->h, "type", "apt");
+  fake_host_set_config(f->h, "privileged", "helper");
+  fake_host_set_config(f->h, "helper_socket", x->sock);
+  /* Must not be used with the helper. */
+  fake_host_set_config(f->h, "install_command", "false");
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  g_free(list);
+}
+
+static void helper_done(helper_fx *x) {
+  ptu_priv_stop(x->srv);
+  g_free(x->sock);
+  g_free(x->errlog);
+  g_free(x->state);
+}
+
+static void test_helper_install_remove(fixture *f, gconstpointer data) {
+  (void)data;
+  ptu_write_text(f->db, "curl\t7.0\n");
+  helper_fx x;
+  load_with_helper(f, &x, NULL);
+  g_assert_nonnull(fake_host_find_log(f->h, "through the privileged helper"));
+  g_assert_cmpint(fake_host_run_operation(f->h,
+                                          "528," DEV
+                                          ",nginx,1.2-1,,install,jq,,,install,"
+                                          "curl,,,delete",
+                                          OP_WAIT_MS),
+                  ==, FAKE_OP_SUCCEEDED);
+  char *log = ptu_read_text_or_empty(x.errlog);
+  g_assert_nonnull(
+      strstr(log, "c8y-agent-priv: request: install nginx 1.2-1\n"));
+  g_assert_nonnull(strstr(log, "c8y-agent-priv: request: install jq\n"));
+  g_assert_nonnull(strstr(log, "c8y-agent-priv: request: remove curl\n"));
+  g_assert_nonnull(strstr(log, "install finished with status 0"));
+  g_free(log);
+  helper_done(&x);
+}
+
+static void test_helper_refuses(fixture *f, gconstpointer data) {
+  (void)data;
+  ptu_write_text(f->db, "");
+  helper_fx x;
+  load_with_helper(f, &x, NULL);
+  char *pwned = g_build_filename(f->dir, "pwned", NULL);
+  char *line = g_strdup_printf("528," DEV ",x;touch$IFS%s,1,,install", pwned);
+  g_assert_cmpint(fake_host_run_operation(f->h, line, OP_WAIT_MS), ==,
+                  FAKE_OP_FAILED);
+  g_assert_nonnull(strstr(fake_host_op_detail(f->h), "(exit 2)"));
+  g_assert_nonnull(strstr(fake_host_op_detail(f->h),
+                          "c8y-agent-priv: refused package name"));
+  /* Whitespace never reaches the helper. */
+  g_assert_cmpint(fake_host_run_operation(
+                      f->h, "528," DEV ",\"a b\",1,,install", OP_WAIT_MS),
+                  ==, FAKE_OP_FAILED);
+  g_assert_nonnull(strstr(fake_host_op_detail(f->h), "whitespace"));
+  g_assert_false(g_file_test(pwned, G_FILE_TEST_EXISTS));
+  g_free(line);
+  g_free(pwned);
+  helper_done(&x);
+}
+
+static void test_helper_failure_reason(fixture *f, gconstpointer data) {
+  (void)data;
+  ptu_write_text(f->db, "");
+  helper_fx x;
+  load_with_helper(f, &x,
+                   "Reading package lists...\n"
+                   "E: Unable to locate package nosuch\n"
+                   "=c8y-agent-priv status 100\n");
+  g_assert_cmpint(fake_host_run_operation(f->h, "528," DEV ",nosuch,1,,install",
+                                          OP_WAIT_MS),
+                  ==, FAKE_OP_FAILED);
+  g_assert_cmpstr(fake_host_op_detail(f->h), ==,
+                  "install of nosuch 1 failed (exit 100): E: Unable to locate "
+                  "package nosuch");
+  char *log = ptu_read_text_or_empty(x.errlog);
+  g_assert_cmpstr(log, ==, "install nosuch 1\n");
+  g_free(log);
+  helper_done(&x);
+}
+
+static void test_helper_unreachable(fixture *f, gconstpointer data) {
+  (void)data;
+  ptu_write_text(f->db, "");
+  char *list = g_strdup_printf("cat '%s'", f->db);
+  char *sock = g_build_filename(f->dir, "nobody.sock", NULL);
+  fake_host_set_config(f->h, "list_command", list);
+  fake_host_set_config(f->h, "type", "apt");
+  fake_host_set_config(f->h, "privileged", "helper");
+  fake_host_set_config(f->h, "helper_socket", sock);
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  g_assert_cmpint(
+      fake_host_run_operation(f->h, "528," DEV ",a,1,,install", OP_WAIT_MS), ==,
+      FAKE_OP_FAILED);
+  g_assert_nonnull(
+      strstr(fake_host_op_detail(f->h), "cannot reach the privileged helper"));
+  g_assert_nonnull(strstr(fake_host_op_detail(f->h), "c8y-agent-priv.socket"));
+  g_free(list);
+  g_free(sock);
+}
+
+static void test_bad_privileged(fixture *f, gconstpointer data) {
+  (void)data;
+  fake_host_set_config(f->h, "list_command", "true");
+  fake_host_set_config(f->h, "type", "apt");
+  fake_host_set_config(f->h, "privileged", "sudo");
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
+  g_assert_nonnull(fake_host_find_log(f->h, "privileged: 'sudo'"));
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
 #define ADD(path, fn) g_test_add(path, fixture, NULL, fx_setup, fn, fx_teardown)
@@ -317,6 +468,13 @@ int main(int argc, char **argv) {
   ADD("/plugin/software/update/stops-at-failure", test_update_stops_at_failure);
   ADD("/plugin/software/update/malformed", test_update_malformed);
   ADD("/plugin/software/update/cancelled", test_update_cancelled);
+  ADD("/plugin/software/update/url-needs-download",
+      test_update_url_needs_download);
+  ADD("/plugin/software/init/bad-privileged", test_bad_privileged);
+  ADD("/plugin/software/helper/install-remove", test_helper_install_remove);
+  ADD("/plugin/software/helper/refuses", test_helper_refuses);
+  ADD("/plugin/software/helper/failure-reason", test_helper_failure_reason);
+  ADD("/plugin/software/helper/unreachable", test_helper_unreachable);
 #undef ADD
   return g_test_run();
 }
