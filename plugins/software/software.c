@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SW_LINE_MAX 16000 /* payload limit per published line */
@@ -148,6 +149,7 @@ typedef struct sw {
   int download;   /* URL items: download and install the file */
   int timeout_s;
   int list_timeout_s;
+  int resume_wait_s;
   /* The update running on `thread` (one at a time; the agent runs the
    * operations of one fragment in order anyway). */
   pthread_mutex_t mu;
@@ -162,6 +164,7 @@ typedef struct sw {
  */
 
 typedef struct sw_chunk {
+  int publish;
   const char **fields;
   size_t n;   /* fields used, including the template id */
   size_t len; /* encoded line length */
@@ -170,7 +173,8 @@ typedef struct sw_chunk {
 
 static int sw_flush(sw *s, sw_chunk *c) {
   c->fields[0] = c->sent == 0 ? "140" : "141";
-  int rc = s->api->send_static(s->self, NULL, c->fields, c->n);
+  int rc =
+      c->publish ? s->api->send_static(s->self, NULL, c->fields, c->n) : C8Y_OK;
   if (rc < 0)
     s->api->log(s->self, C8Y_LOG_ERROR, "cannot send %s software list: %s",
                 c->fields[0], s->api->status_str(rc));
@@ -185,8 +189,8 @@ typedef void (*sw_seen_fn)(void *ctx, const char *name, const char *version);
 
 /* Runs list_command and publishes the list, the first line as 140 (set) and
  * the rest as 141 (append), each within SW_LINE_MAX. `seen` (nullable) sees
- * every package listed. */
-static int sw_report(sw *s, sw_seen_fn seen, void *seen_ctx) {
+ * every package listed; without `publish` nothing is sent. */
+static int sw_list(sw *s, sw_seen_fn seen, void *seen_ctx, int publish) {
   const c8y_api *api = s->api;
   cmn_proc_opts o = {
       .timeout_s = s->list_timeout_s, .api = api, .out_cap = SW_LIST_OUT_MAX};
@@ -209,7 +213,7 @@ static int sw_report(sw *s, sw_seen_fn seen, void *seen_ctx) {
     lines += r.out[i] == '\n';
   /* A chunk holds at most SW_LINE_MAX / 4 packages (",a,b,t," each). */
   size_t cap = 1 + 4 * (lines < SW_LINE_MAX / 4 ? lines : SW_LINE_MAX / 4);
-  sw_chunk c = {calloc(cap, sizeof(char *)), 1, 3, 0};
+  sw_chunk c = {publish, calloc(cap, sizeof(char *)), 1, 3, 0};
   if (!c.fields) {
     free(r.out);
     return C8Y_ENOMEM;
@@ -257,7 +261,7 @@ static int sw_report(sw *s, sw_seen_fn seen, void *seen_ctx) {
     int frc = sw_flush(s, &c);
     if (frc < 0)
       rc = frc;
-  } else if (c.sent == 0) {
+  } else if (c.sent == 0 && publish) {
     const char *empty[] = {"140", "", "", "", ""};
     rc = api->send_static(s->self, NULL, empty, 5);
     if (rc < 0)
@@ -274,12 +278,15 @@ static int sw_report(sw *s, sw_seen_fn seen, void *seen_ctx) {
              "list_command: %zu package(s) too long for one SmartREST line "
              "were skipped",
              too_long);
-  api->log(s->self, C8Y_LOG_INFO, "reported %zu packages in %zu line(s)", total,
-           c.sent ? c.sent : 1);
+  if (publish)
+    api->log(s->self, C8Y_LOG_INFO, "reported %zu packages in %zu line(s)",
+             total, c.sent ? c.sent : 1);
   free(c.fields);
   free(r.out);
   return rc < 0 ? rc : C8Y_OK;
 }
+
+static int sw_report(sw *s) { return sw_list(s, NULL, NULL, 1); }
 
 /* ---- 528 / 529 c8y_SoftwareUpdate -------------------------------------------
  */
@@ -493,9 +500,55 @@ static int sw_version_matches(const char *installed, const char *wanted) {
          (installed[n] == '\0' || installed[n] == '-');
 }
 
+/* Whether the system is now as the items asked; else the reason in why. */
+static int sw_check_items(sw *s, const sw_item *it, size_t items,
+                          char (*found)[128], char *why, size_t n) {
+  for (size_t i = 0; i < items; i++)
+    found[i][0] = '\0';
+  sw_check c = {it, items, found};
+  if (sw_list(s, sw_check_seen, &c, 0) != C8Y_OK) {
+    snprintf(why, n,
+             "c8y_SoftwareUpdate: cannot check the result after the "
+             "agent restarted: list_command failed");
+    return 0;
+  }
+  for (size_t i = 0; i < items; i++) {
+    int install = strcmp(it[i].action, "install") == 0;
+    if (install && !sw_version_matches(found[i], it[i].version)) {
+      snprintf(why, n,
+               "after the agent restarted, %.200s is %s%.100s, not %.100s as "
+               "requested",
+               it[i].name, found[i][0] ? "at version " : "not installed",
+               found[i], it[i].version[0] ? it[i].version : "installed");
+      return 0;
+    }
+    if (!install && found[i][0]) {
+      snprintf(why, n,
+               "after the agent restarted, %.200s %.100s is still installed",
+               it[i].name, found[i]);
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/* Sleeps up to ms, returning early (non-zero) when fini stops the plugin. */
+static int sw_nap(sw *s, int ms) {
+  for (int t = 0; t < ms; t += 100) {
+    if (atomic_load(&s->stopping))
+      return 1;
+    nanosleep(&(struct timespec){0, 100000000}, NULL);
+  }
+  return atomic_load(&s->stopping);
+}
+
 /* The agent restarted while the update ran (an upgrade of the agent itself):
- * reports the list and decides by what is installed now. */
-static void sw_resume(sw *s, c8y_operation *op, size_t stride, size_t items) {
+ * decides by what is installed. The package manager may still be finishing
+ * (the agent was restarted from the package's own maintainer script, so the
+ * package is not yet "installed"): the check is repeated every 5 s for up
+ * to resume_wait seconds before it fails. Returns 0 when fini stopped it
+ * (the operation is then resumed by the next start again). */
+static int sw_resume(sw *s, c8y_operation *op, size_t stride, size_t items) {
   const c8y_api *api = s->api;
   sw_item *it = calloc(items, sizeof(*it));
   char(*found)[128] = calloc(items, sizeof(*found));
@@ -503,7 +556,7 @@ static void sw_resume(sw *s, c8y_operation *op, size_t stride, size_t items) {
     free(it);
     free(found);
     api->op_fail(op, "out of memory");
-    return;
+    return 1;
   }
   for (size_t i = 0; i < items; i++) {
     sw_item_at(api, op, stride, i, s->type, &it[i]);
@@ -514,36 +567,36 @@ static void sw_resume(sw *s, c8y_operation *op, size_t stride, size_t items) {
         snprintf(path, sizeof(path), "%s/%s", dir, file) < (int)sizeof(path))
       unlink(path); /* left by the interrupted install */
   }
-  sw_check c = {it, items, found};
-  int rc = sw_report(s, sw_check_seen, &c);
   char why[1024] = "";
-  if (rc != C8Y_OK)
-    snprintf(why, sizeof(why),
-             "c8y_SoftwareUpdate: cannot check the result after the agent "
-             "restarted: list_command failed");
-  for (size_t i = 0; i < items && !why[0]; i++) {
-    int install = strcmp(it[i].action, "install") == 0;
-    if (install && !sw_version_matches(found[i], it[i].version))
-      snprintf(why, sizeof(why),
-               "after the agent restarted, %.200s is %s%.100s, not %.100s as "
-               "requested",
-               it[i].name, found[i][0] ? "at version " : "not installed",
-               found[i], it[i].version[0] ? it[i].version : "installed");
-    else if (!install && found[i][0])
-      snprintf(why, sizeof(why),
-               "after the agent restarted, %.200s %.100s is still installed",
-               it[i].name, found[i]);
+  int ok = 0, stopped = 0;
+  struct timespec t0, now;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    ok = sw_check_items(s, it, items, found, why, sizeof(why));
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (ok || now.tv_sec - t0.tv_sec >= s->resume_wait_s ||
+        api->op_cancelled(op))
+      break;
+    if (sw_nap(s, 5000)) {
+      stopped = 1;
+      break;
+    }
   }
-  if (why[0]) {
-    api->log(s->self, C8Y_LOG_ERROR, "%s", why);
-    api->op_fail(op, why);
-  } else {
-    api->log(s->self, C8Y_LOG_NOTICE,
-             "software update completed across an agent restart");
-    api->op_succeed(op, NULL);
+  if (!stopped) {
+    sw_report(s);
+    atomic_store(&s->thread_done, true);
+    if (!ok) {
+      api->log(s->self, C8Y_LOG_ERROR, "%s", why);
+      api->op_fail(op, why);
+    } else {
+      api->log(s->self, C8Y_LOG_NOTICE,
+               "software update completed across an agent restart");
+      api->op_succeed(op, NULL);
+    }
   }
   free(it);
   free(found);
+  return !stopped;
 }
 
 /* ---- The update, on the plugin's own thread ---------------------------------
@@ -555,6 +608,14 @@ static void *sw_update_main(void *arg) {
   const c8y_api *api = s->api;
   size_t stride = strcmp(api->op_template(op), "529") == 0 ? 5 : 4;
   size_t items = api->op_field_count(op) / stride;
+  if (C8Y_API_HAS(api, op_resumed) && api->op_resumed(op)) {
+    if (!sw_resume(s, op, stride, items))
+      api->log(s->self, C8Y_LOG_NOTICE,
+               "stopped while checking a resumed software update; it is "
+               "checked again after the restart");
+    atomic_store(&s->thread_done, true);
+    return NULL;
+  }
   /* If the agent stops before the end (its own package's maintainer
    * scripts restart it), the next start resumes the operation and checks. */
   int resumable = C8Y_API_HAS(api, op_resume_after_restart) &&
@@ -567,7 +628,7 @@ static void *sw_update_main(void *arg) {
     ok = sw_apply(s, op, i, &it, why, sizeof(why), &stopped);
   }
   if (!stopped)
-    sw_report(s, NULL, NULL); /* also after a failure: earlier items may have
+    sw_report(s); /* also after a failure: earlier items may have
                                  changed the system */
   /* Done before the completion: the agent may dispatch the next update as
    * soon as this one completes, and that one joins this thread. */
@@ -609,10 +670,6 @@ static int on_update(c8y_plugin *self, c8y_operation *op, void *ud) {
   size_t items = n / stride;
   if (!sw_validate(s, op, stride, items, why, sizeof(why))) {
     api->op_fail(op, why);
-    return C8Y_OK;
-  }
-  if (C8Y_API_HAS(api, op_resumed) && api->op_resumed(op)) {
-    sw_resume(s, op, stride, items);
     return C8Y_OK;
   }
   pthread_mutex_lock(&s->mu);
@@ -660,6 +717,8 @@ static int sw_read_config(sw *s) {
   int rc = sw_timeout(s, "timeout", 3600, &s->timeout_s);
   if (rc == C8Y_OK)
     rc = sw_timeout(s, "list_timeout", 120, &s->list_timeout_s);
+  if (rc == C8Y_OK)
+    rc = sw_timeout(s, "resume_wait", 600, &s->resume_wait_s);
   if (rc != C8Y_OK)
     return rc;
   if (strcmp(s->list_command, "auto") == 0) {
@@ -751,7 +810,7 @@ static int sw_init(c8y_plugin *self, const c8y_api *api, void **user_data) {
   rc = api->send_static(self, NULL, types, 2);
   if (rc < 0)
     api->log(self, C8Y_LOG_ERROR, "cannot send 143: %s", api->status_str(rc));
-  sw_report(s, NULL, NULL);
+  sw_report(s);
   *user_data = s;
   return C8Y_OK;
 }
