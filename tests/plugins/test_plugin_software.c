@@ -4,7 +4,11 @@
 #include "smartrest.h"
 
 #include <glib.h>
+#include <grp.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define DEV "dev1"
 #define OP_WAIT_MS 20000
@@ -455,6 +459,51 @@ static void test_bad_privileged(fixture *f, gconstpointer data) {
   g_assert_nonnull(fake_host_find_log(f->h, "privileged: 'sudo'"));
 }
 
+/* privileged = auto (the default) with helper_socket at `sock`: does the
+ * plugin choose the helper? */
+static int auto_uses_helper(const char *sock) {
+  fake_host *h = fake_host_new(DEV, NULL);
+  fake_host_set_config(h, "list_command", "true");
+  fake_host_set_config(h, "type", "apt");
+  fake_host_set_config(h, "helper_socket", sock);
+  g_assert_cmpint(fake_host_load(h, PLUGIN_PATH), ==, 0);
+  int r = fake_host_find_log(h, "through the privileged helper") != NULL;
+  fake_host_free(h);
+  return r;
+}
+
+/* Not root and the helper's socket exists: the helper; root, or no socket:
+ * the configured commands. */
+static void test_auto_not_root(fixture *f, gconstpointer data) {
+  (void)data;
+  char *sock = g_build_filename(f->dir, "priv.sock", NULL);
+  char *missing = g_build_filename(f->dir, "missing.sock", NULL);
+  char *log = g_build_filename(f->dir, "priv.log", NULL);
+  ptu_priv *srv = ptu_priv_start(sock, NULL, NULL, "", log);
+  g_assert_cmpint(chmod(f->dir, 0755), ==, 0);
+  if (geteuid() != 0) {
+    g_assert_true(auto_uses_helper(sock));
+    g_assert_false(auto_uses_helper(missing));
+  } else {
+    g_assert_false(auto_uses_helper(sock));
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+      if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
+        _exit(2);
+      _exit(auto_uses_helper(sock) && !auto_uses_helper(missing) ? 0 : 1);
+    }
+    int status = 0;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+  }
+  ptu_priv_stop(srv);
+  g_free(sock);
+  g_free(missing);
+  g_free(log);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
 #define ADD(path, fn) g_test_add(path, fixture, NULL, fx_setup, fn, fx_teardown)
@@ -475,6 +524,7 @@ int main(int argc, char **argv) {
   ADD("/plugin/software/helper/refuses", test_helper_refuses);
   ADD("/plugin/software/helper/failure-reason", test_helper_failure_reason);
   ADD("/plugin/software/helper/unreachable", test_helper_unreachable);
+  ADD("/plugin/software/helper/auto-not-root", test_auto_not_root);
 #undef ADD
   return g_test_run();
 }
