@@ -6,7 +6,8 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libpaho-mqtt-dev libssl-dev libinih-dev libjansson-dev libglib2.0-dev
-  mosquitto mosquitto-clients openssl
+  mosquitto mosquitto-clients openssl curl
+  libcurl4-openssl-dev libmicrohttpd-dev
   "$@"
 )
 

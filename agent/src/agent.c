@@ -2,6 +2,7 @@
 
 #include "config.h"
 #include "fsutil.h"
+#include "http.h"
 #include "journal.h"
 #include "loader.h"
 #include "log.h"
@@ -19,6 +20,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -73,6 +75,8 @@ typedef struct agent {
   plugin_host host;
   plugin_set plugins;
   char *queue_dir;
+  http_ctx *http;
+  atomic_bool token_wanted; /* a transfer waits for s/uat -> 71 */
 
   pthread_mutex_t evmu;
   event *ev_head, *ev_tail;
@@ -118,6 +122,13 @@ static void wake(void *ctx) {
   if (write(a->wake_fd, &one, sizeof one) < 0) {
     /* the counter saturating still leaves the loop awake */
   }
+}
+
+/* http module, any thread: the main loop publishes the s/uat. */
+static void request_token(void *ctx) {
+  agent *a = ctx;
+  atomic_store(&a->token_wanted, true);
+  wake(a);
 }
 
 /* ---- events from Paho threads ---- */
@@ -270,6 +281,7 @@ static void announce(agent *a) {
 
   session_subscribe(a->sess, "s/ds", 1);
   session_subscribe(a->sess, "s/e", 0);
+  session_subscribe(a->sess, "s/dat", 0); /* JWT for REST calls */
   const char **xids;
   size_t nx = registry_xids(&a->reg, &xids);
   for (size_t i = 0; i < nx; i++) {
@@ -385,6 +397,11 @@ static void schedule_reconnect(agent *a) {
 static void handle_message(agent *a, event *e) {
   if (strcmp(e->topic, "s/ds") == 0) {
     ops_handle_payload(a->ops, e->text, e->len);
+    return;
+  }
+  if (strcmp(e->topic, "s/dat") == 0) {
+    if (strncmp(e->text, "71,", 3) == 0)
+      http_token_received(a->http, e->text + 3);
     return;
   }
   if (strcmp(e->topic, "s/e") == 0) {
@@ -742,6 +759,9 @@ static void main_loop(agent *a) {
       a->next_tick = now + 1000;
     }
     drain(a);
+    /* QoS 0 and only while up: a queued token request would be stale. */
+    if (a->link == LINK_UP && atomic_exchange(&a->token_wanted, false))
+      session_publish(a->sess, "s/uat", "", 0, 0, 0);
 
     int timeout = (int)(deadline > now ? deadline - now : 0);
     struct pollfd pfd[2] = {{.fd = a->wake_fd, .events = POLLIN},
@@ -785,6 +805,7 @@ static void agent_cleanup(agent *a) {
     session_free(a->sess);
   }
   process_events(a, true); /* frees whatever arrived late */
+  http_free(a->http);
   ops_free(a->ops);
   registry_free(&a->reg);
   for (size_t i = 0; i < a->ninflight; i++)
@@ -831,6 +852,10 @@ int agent_run(const char *config_path) {
     return AGENT_EXIT_RUNTIME;
   }
   setup_host(&a);
+  char herr[512];
+  if (http_new(&a.cfg, request_token, &a, &a.http, herr, sizeof herr) != 0)
+    log_error("no file transfers: %s", herr);
+  a.host.http = a.http;
   ops_host oh = {.ctx = &a, .dispatch = dispatch_op, .wake = wake};
   if (ops_new(a.cfg.device_id, &a.reg, a.q, a.j, &oh,
               (uint32_t)a.cfg.op_timeout_s * 1000u, &a.ops) != 0) {
@@ -839,6 +864,7 @@ int agent_run(const char *config_path) {
   }
   ops_recover(a.ops);
   loader_load_all(&a.host, a.cfg.plugin_dir, true, &a.plugins);
+  ops_resume(a.ops);
   if (a.cfg.cert_file) {
     char xerr[1024];
     if (x509_check_device_cert(a.cfg.cert_file, a.cfg.key_file, a.cfg.device_id,

@@ -26,6 +26,7 @@
 
 #define CFG_LOCAL_DEVICE_ID "c8y-agent-local"
 #define CFG_DEFAULT_QUEUE_BYTES (16LL * 1024 * 1024)
+#define CFG_DEFAULT_TRANSFER_BYTES (1024LL * 1024 * 1024)
 /* inih copies section names into a 50-byte buffer and silently truncates. */
 #define CFG_MAX_SECTION 49
 #define CFG_PLUGIN_PREFIX "plugin."
@@ -74,6 +75,9 @@ enum key_id {
   A_LOGLEVEL,
   A_OPTIMEOUT,
   A_QUEUE,
+  C_HTTP_URL,
+  C_HTTP_AUTH,
+  A_TRANSFER,
   NKEYS
 };
 
@@ -112,6 +116,10 @@ static const struct keydef {
     [A_OPTIMEOUT] = {"agent", "op_timeout", K_INT, 1, 604800},
     [A_QUEUE] = {"agent", "queue_max_bytes", K_SIZE, 1024,
                  64LL * 1024 * 1024 * 1024},
+    [C_HTTP_URL] = {"c8y", "http_url", K_HOST, 0, 0},
+    [C_HTTP_AUTH] = {"c8y", "http_auth", K_STR, 0, 0},
+    [A_TRANSFER] = {"agent", "transfer_max_bytes", K_SIZE, 1024,
+                    64LL * 1024 * 1024 * 1024},
 };
 
 /* The winning assignment of one known key. */
@@ -881,6 +889,79 @@ static int read_password_file(struct parse_ctx *p, const char *path,
   return 0;
 }
 
+/* Host part of "http[s]://host[:port][/...]" is loopback. */
+static bool url_is_loopback(const char *rest) {
+  size_t n = strcspn(rest, ":/?#");
+  if (rest[0] == '[')
+    return strncmp(rest, "[::1]", 5) == 0;
+  return (n == 9 && strncasecmp(rest, "localhost", 9) == 0) ||
+         strncmp(rest, "127.", 4) == 0;
+}
+
+/* [c8y] http_url and http_auth: where and how the REST calls go. */
+static int finalize_http(struct parse_ctx *p) {
+  agent_config *c = p->cfg;
+  struct setting *s = p->set;
+  if (s[C_HTTP_URL].set) {
+    const char *u = s[C_HTTP_URL].str;
+    bool https = strncmp(u, "https://", 8) == 0;
+    const char *rest = u + (https ? 8 : 7);
+    if (!https && strncmp(u, "http://", 7) != 0) {
+      fail_key(p, C_HTTP_URL,
+               "'%s' must start with https:// (or http:// for "
+               "a loopback test server)",
+               u);
+      return -1;
+    }
+    if (!*rest || *rest == '/' || *rest == ':') {
+      fail_key(p, C_HTTP_URL, "'%s' has no host", u);
+      return -1;
+    }
+    if (!https && !url_is_loopback(rest)) {
+      fail_key(p, C_HTTP_URL,
+               "'%s': plain http:// is only allowed against loopback "
+               "(the device's credentials would travel unencrypted)",
+               u);
+      return -1;
+    }
+    if (!https)
+      log_warning("%s:%u: [c8y] http_url: %s is plain http (loopback test "
+                  "server only)",
+                  s[C_HTTP_URL].file, s[C_HTTP_URL].line, u);
+    if (take_str(p, C_HTTP_URL, &c->http_url, NULL))
+      goto oom;
+    size_t n = strlen(c->http_url);
+    while (n > 0 && c->http_url[n - 1] == '/')
+      c->http_url[--n] = '\0';
+  } else if (c->local_sim) {
+    if (!(c->http_url = strdup(CFG_LOCAL_HTTP_URL)))
+      goto oom;
+  } else if (asprintf(&c->http_url, "https://%s", c->host) < 0) {
+    c->http_url = NULL;
+    goto oom;
+  }
+  c->http_jwt = c->cert_file != NULL;
+  if (s[C_HTTP_AUTH].set) {
+    const char *a = s[C_HTTP_AUTH].str;
+    if (strcmp(a, "jwt") == 0) {
+      c->http_jwt = true;
+    } else if (strcmp(a, "basic") == 0 && c->password) {
+      c->http_jwt = false;
+    } else if (strcmp(a, "basic") == 0) {
+      fail_key(p, C_HTTP_AUTH,
+               "basic needs a password (certificate devices use jwt)");
+      return -1;
+    } else {
+      fail_key(p, C_HTTP_AUTH, "'%s' is not basic or jwt", a);
+      return -1;
+    }
+  }
+  return 0;
+oom:
+  fail_key(p, C_HTTP_URL, "out of memory");
+  return -1;
+}
+
 static int finalize(struct parse_ctx *p) {
   agent_config *c = p->cfg;
   struct setting *s = p->set;
@@ -1024,6 +1105,9 @@ static int finalize(struct parse_ctx *p) {
   c->log_level = (int)num_or(p, A_LOGLEVEL, LOG_LVL_INFO);
   c->op_timeout_s = (int)num_or(p, A_OPTIMEOUT, 600);
   c->queue_max_bytes = num_or(p, A_QUEUE, CFG_DEFAULT_QUEUE_BYTES);
+  c->transfer_max_bytes = num_or(p, A_TRANSFER, CFG_DEFAULT_TRANSFER_BYTES);
+  if (finalize_http(p) != 0)
+    return -1;
 
   /* Warnings only once the whole configuration is known to be valid. */
   if (c->qos == 2) {
@@ -1105,12 +1189,12 @@ out:
 void cfg_free(agent_config *c) {
   if (!c)
     return;
-  char **strs[] = {&c->path,          &c->tenant,      &c->user,
-                   &c->password_file, &c->host,        &c->ca_path,
-                   &c->cert_file,     &c->key_file,    &c->device_id,
-                   &c->template_id,   &c->device_name, &c->device_type,
-                   &c->hw_serial,     &c->hw_model,    &c->hw_revision,
-                   &c->plugin_dir,    &c->state_dir};
+  char **strs[] = {&c->http_url,    &c->path,          &c->tenant,
+                   &c->user,        &c->password_file, &c->host,
+                   &c->ca_path,     &c->cert_file,     &c->key_file,
+                   &c->device_id,   &c->template_id,   &c->device_name,
+                   &c->device_type, &c->hw_serial,     &c->hw_model,
+                   &c->hw_revision, &c->plugin_dir,    &c->state_dir};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++)
     free(*strs[i]);
   wipe_free(c->password);

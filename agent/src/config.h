@@ -36,6 +36,8 @@ typedef struct agent_config {
   int qos;              /* 0 or 1; 2 is accepted and downgraded to 1 */
   int reconnect_min_ms; /* backoff, default 1000 */
   int reconnect_max_ms; /* default 60000 */
+  char *http_url; /* REST base without trailing '/'; default https://<host> */
+  bool http_jwt;  /* http_auth: JWT over s/uat (cert devices) or Basic */
 
   /* [device] */
   char *device_id;   /* mandatory unless local_sim (then "c8y-agent-local") */
@@ -50,7 +52,8 @@ typedef struct agent_config {
   char *state_dir;
   int log_level;    /* LOG_LVL_*, default info */
   int op_timeout_s; /* default operation handler timeout, default 600 */
-  long long queue_max_bytes; /* durable queue cap, default 16 MiB */
+  long long queue_max_bytes;    /* durable queue cap, default 16 MiB */
+  long long transfer_max_bytes; /* largest download, default 1 GiB */
 
   /* every key of every [plugin.*] section, in file order */
   cfg_entry *entries;
@@ -63,6 +66,7 @@ typedef struct agent_config {
 #define CFG_LOCAL_TENANT "local"
 #define CFG_LOCAL_USER "device"
 #define CFG_LOCAL_PASSWORD "local-sim-password"
+#define CFG_LOCAL_HTTP_URL "http://127.0.0.1:18831"
 
 /* Loads `path` and its conf.d drop-ins (directory "conf.d" next to it).
  * Returns 0, or -1 with one line in err. On error *out is left zeroed. */

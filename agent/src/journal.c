@@ -22,17 +22,122 @@ struct journal {
   uint64_t next_id;
   journal_entry *recovered;
   size_t nrecovered;
+  bool *keep; /* parallel to recovered, after journal_keep_recovered */
 };
+
+static void free_fields(char **v, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    free(v[i]);
+  free(v);
+}
 
 static void entry_clear(journal_entry *e) {
   free(e->template_id);
   free(e->fragment);
   free(e->device);
   free(e->boot_id);
+  free_fields(e->fields, e->nfields);
   memset(e, 0, sizeof *e);
 }
 
+void journal_entry_free(journal_entry *e) { entry_clear(e); }
+
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+static int copy_fields(const char *const *src, size_t n, char ***out) {
+  *out = calloc(n + 1, sizeof **out);
+  if (!*out)
+    return -1;
+  for (size_t i = 0; i < n; i++)
+    if (!((*out)[i] = strdup(src[i] ? src[i] : ""))) {
+      free_fields(*out, i);
+      *out = NULL;
+      return -1;
+    }
+  return 0;
+}
+
+int journal_entry_copy(const journal_entry *e, journal_entry *out) {
+  memset(out, 0, sizeof *out);
+  *out = *e;
+  out->template_id = dup_or_null(e->template_id);
+  out->fragment = dup_or_null(e->fragment);
+  out->device = dup_or_null(e->device);
+  out->boot_id = dup_or_null(e->boot_id);
+  out->fields = NULL;
+  out->nfields = 0;
+  bool ok = (!e->template_id || out->template_id) &&
+            (!e->fragment || out->fragment) && (!e->device || out->device) &&
+            (!e->boot_id || out->boot_id);
+  if (ok && copy_fields((const char *const *)e->fields, e->nfields,
+                        &out->fields) == 0)
+    out->nfields = e->nfields;
+  else
+    ok = false;
+  if (!ok) {
+    entry_clear(out);
+    return -1;
+  }
+  return 0;
+}
+
+static json_t *fields_json(const char *const *fields, size_t n) {
+  json_t *a = json_array();
+  for (size_t i = 0; a && i < n; i++)
+    json_array_append_new(a, json_string(fields[i] ? fields[i] : ""));
+  return a;
+}
+
+/* A "begin" line; resume state only when there is some, so journals of
+ * ordinary operations look as they always did. */
+static json_t *entry_json(const journal_entry *e, const char *boot,
+                          long long t) {
+  json_t *o =
+      json_pack("{s:s, s:I, s:s?, s:s, s:s, s:b, s:s?, s:b, s:I}", "op",
+                "begin", "id", (json_int_t)e->id, "template", e->template_id,
+                "fragment", e->fragment, "device", e->device, "child", e->child,
+                "boot", boot, "reboot", e->reboot, "t", (json_int_t)t);
+  if (o && e->resume) {
+    json_object_set_new(o, "resume", json_true());
+    json_object_set_new(
+        o, "fields", fields_json((const char *const *)e->fields, e->nfields));
+    json_object_set_new(o, "resumes", json_integer(e->resumes));
+  }
+  return o;
+}
+
+/* Fields of a resume record; false if they are unreadable. */
+static bool read_fields(json_t *arr, journal_entry *e) {
+  if (!json_is_array(arr))
+    return false;
+  size_t n = json_array_size(arr);
+  char **v = calloc(n + 1, sizeof *v);
+  if (!v)
+    return false;
+  for (size_t i = 0; i < n; i++) {
+    const char *s = json_string_value(json_array_get(arr, i));
+    if (!s || !(v[i] = strdup(s))) {
+      free_fields(v, i);
+      return false;
+    }
+  }
+  free_fields(e->fields, e->nfields);
+  e->fields = v;
+  e->nfields = n;
+  return true;
+}
+
+static void read_resume(journal *j, size_t lineno, json_t *o,
+                        journal_entry *e) {
+  if (read_fields(json_object_get(o, "fields"), e)) {
+    e->resume = true;
+  } else {
+    log_warning("%s:%zu: resume record of entry %llu without readable "
+                "fields; the operation will fail instead",
+                j->path, lineno, (unsigned long long)e->id);
+    e->resume = false;
+  }
+}
 
 char *journal_boot_id(void) {
   const char *path = getenv("C8Y_BOOT_ID_FILE");
@@ -112,6 +217,10 @@ static void replay_line(journal *j, const char *line, size_t lineno) {
       e->boot_id = dup_or_null(json_string_value(json_object_get(o, "boot")));
       e->reboot = json_is_true(json_object_get(o, "reboot"));
       e->started_ms = json_integer_value(json_object_get(o, "t"));
+      json_int_t resumes = json_integer_value(json_object_get(o, "resumes"));
+      e->resumes = resumes > 0 ? (unsigned)resumes : 0;
+      if (json_is_true(json_object_get(o, "resume")))
+        read_resume(j, lineno, o, e);
       if (!e->fragment || !e->device) {
         log_warning("%s:%zu: journal entry %lld lacks fragment/device", j->path,
                     lineno, (long long)id);
@@ -121,6 +230,8 @@ static void replay_line(journal *j, const char *line, size_t lineno) {
     }
   } else if (strcmp(kind, "reboot") == 0 && e) {
     e->reboot = true;
+  } else if (strcmp(kind, "resume") == 0 && e) {
+    read_resume(j, lineno, o, e);
   } else if (strcmp(kind, "end") == 0 && e) {
     entry_clear(e);
     *e = j->recovered[--j->nrecovered];
@@ -150,7 +261,7 @@ static int journal_replay(journal *j) {
 
 /* Writes the still-recovered entries to a fresh file and renames it over the
  * journal, so the file never grows without bound. */
-static int journal_rewrite(journal *j) {
+static int journal_rewrite(journal *j, bool only_kept) {
   char tmp[4096];
   snprintf(tmp, sizeof tmp, "%s.tmp", j->path);
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -163,12 +274,9 @@ static int journal_rewrite(journal *j) {
   int rc = 0;
   for (size_t i = 0; i < j->nrecovered && rc == 0; i++) {
     journal_entry *e = &j->recovered[i];
-    rc = journal_append(
-        j, json_pack("{s:s, s:I, s:s?, s:s, s:s, s:b, s:s?, s:b, s:I}", "op",
-                     "begin", "id", (json_int_t)e->id, "template",
-                     e->template_id, "fragment", e->fragment, "device",
-                     e->device, "child", e->child, "boot", e->boot_id, "reboot",
-                     e->reboot, "t", (json_int_t)e->started_ms));
+    if (only_kept && !(j->keep && j->keep[i]))
+      continue;
+    rc = journal_append(j, entry_json(e, e->boot_id, e->started_ms));
   }
   if (rc == 0 && rename(tmp, j->path) != 0) {
     log_error("%s: rename failed: %s", j->path, strerror(errno));
@@ -218,7 +326,7 @@ int journal_open(const char *dir, journal **out, char *err, size_t errlen) {
   }
   j->boot_id = journal_boot_id();
   /* Compact: only what is still executing survives the restart. */
-  if (journal_rewrite(j) != 0) {
+  if (journal_rewrite(j, false) != 0) {
     snprintf(err, errlen, "%s: cannot rewrite the journal", j->path);
     journal_close(j);
     return -1;
@@ -235,6 +343,7 @@ void journal_close(journal *j) {
   for (size_t i = 0; i < j->nrecovered; i++)
     entry_clear(&j->recovered[i]);
   free(j->recovered);
+  free(j->keep);
   free(j->boot_id);
   free(j->path);
   free(j);
@@ -245,11 +354,27 @@ size_t journal_recovered(journal *j, const journal_entry **entries) {
   return j->nrecovered;
 }
 
+int journal_keep_recovered(journal *j, uint64_t id) {
+  journal_entry *e = find_recovered(j->recovered, j->nrecovered, id);
+  if (!e)
+    return -1;
+  if (!j->keep && !(j->keep = calloc(j->nrecovered, sizeof *j->keep)))
+    return -1;
+  size_t i = (size_t)(e - j->recovered);
+  if (!j->keep[i])
+    e->resumes++;
+  j->keep[i] = true;
+  return 0;
+}
+
 int journal_forget_recovered(journal *j) {
+  int rc = journal_rewrite(j, true);
   for (size_t i = 0; i < j->nrecovered; i++)
     entry_clear(&j->recovered[i]);
   j->nrecovered = 0;
-  return journal_rewrite(j);
+  free(j->keep);
+  j->keep = NULL;
+  return rc;
 }
 
 uint64_t journal_next_id(journal *j) { return j->next_id++; }
@@ -260,12 +385,15 @@ int journal_begin(journal *j, const journal_entry *e) {
   long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
   if (e->id >= j->next_id)
     j->next_id = e->id + 1;
-  return journal_append(
-      j,
-      json_pack("{s:s, s:I, s:s?, s:s, s:s, s:b, s:s?, s:b, s:I}", "op",
-                "begin", "id", (json_int_t)e->id, "template", e->template_id,
-                "fragment", e->fragment, "device", e->device, "child", e->child,
-                "boot", j->boot_id, "reboot", e->reboot, "t", (json_int_t)now));
+  return journal_append(j, entry_json(e, j->boot_id, now));
+}
+
+int journal_mark_resume(journal *j, uint64_t id, const char *const *fields,
+                        size_t nfields) {
+  json_t *o = json_pack("{s:s, s:I}", "op", "resume", "id", (json_int_t)id);
+  if (o)
+    json_object_set_new(o, "fields", fields_json(fields, nfields));
+  return journal_append(j, o);
 }
 
 int journal_mark_reboot(journal *j, uint64_t id) {

@@ -21,6 +21,13 @@ typedef struct journal_entry {
   char *boot_id; /* of the boot during which the operation started */
   bool reboot;   /* completes when the machine has rebooted */
   long long started_ms;
+  /* ABI 1.1 op_resume_after_restart: the next start hands the operation to
+   * its handler again, with these fields (the parameters after the device
+   * id). resumes counts the starts that already did so. */
+  bool resume;
+  char **fields;
+  size_t nfields;
+  unsigned resumes;
 } journal_entry;
 
 typedef struct journal journal;
@@ -34,14 +41,25 @@ void journal_close(journal *j);
  * journal_forget_recovered). */
 size_t journal_recovered(journal *j, const journal_entry **entries);
 /* Rewrites the file without the recovered entries (call once their final
- * status is queued durably). */
+ * status is queued durably), except those passed to journal_keep_recovered:
+ * they stay in the file as executing, with their resume count raised by
+ * one, until journal_end. */
 int journal_forget_recovered(journal *j);
+int journal_keep_recovered(journal *j, uint64_t id);
+
+/* A deep copy of e (*out is cleared first); journal_entry_free releases what
+ * a copy owns. */
+int journal_entry_copy(const journal_entry *e, journal_entry *out);
+void journal_entry_free(journal_entry *e);
 
 /* An id unique across restarts (larger than any id in the file). */
 uint64_t journal_next_id(journal *j);
 
 int journal_begin(journal *j, const journal_entry *e); /* e->boot_id ignored */
 int journal_mark_reboot(journal *j, uint64_t id);
+/* The operation is resumed after a restart, with these fields. */
+int journal_mark_resume(journal *j, uint64_t id, const char *const *fields,
+                        size_t nfields);
 int journal_end(journal *j, uint64_t id);
 
 /* The kernel's boot id (C8Y_BOOT_ID_FILE overrides the path for tests);

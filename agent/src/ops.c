@@ -28,11 +28,14 @@ struct c8y_operation {
   struct c8y_operation *next; /* FIFO link (main thread) */
   struct c8y_operation *next_done;
   atomic_int refs;
+  bool resumed;  /* handed again to its handler after a restart */
+  bool rebooted; /* ... and the machine booted since it started */
   /* guarded by engine->mu */
   bool finished;
   bool plugin_released;
   bool timed_out;
   bool reboot;
+  bool resume; /* op_resume_after_restart was called */
   bool ok;
   char **params;
   size_t nparams;
@@ -59,6 +62,8 @@ struct ops {
   bool stopping;  /* no new operation starts */
   char **ignored; /* template ids already logged as unhandled */
   size_t nignored;
+  journal_entry *resumable; /* from ops_recover, for ops_resume */
+  size_t nresumable;
 };
 
 static const struct {
@@ -152,6 +157,9 @@ void ops_free(ops *o) {
   }
   free(o->fifos);
   free_strv(o->ignored, o->nignored);
+  for (size_t i = 0; i < o->nresumable; i++)
+    journal_entry_free(&o->resumable[i]);
+  free(o->resumable);
   pthread_mutex_destroy(&o->mu);
   free(o->root);
   free(o);
@@ -263,9 +271,15 @@ static op_fifo *fifo_for(ops *o, const char *device, const char *fragment,
   return f;
 }
 
+static void run_resumed(ops *o, c8y_operation *op);
+
 static void op_start(ops *o, c8y_operation *op) {
   if (o->stopping)
     return;
+  if (op->resumed) { /* its 501 was sent before the restart */
+    run_resumed(o, op);
+    return;
+  }
   char tbuf[512];
   const char *fields[] = {"501", op->fragment};
   /* Volatile: a 501 left over from a previous run would move an operation
@@ -442,7 +456,8 @@ void ops_on_disconnect(ops *o) {
     c8y_operation *prev = NULL;
     while (*link) {
       c8y_operation *op = *link;
-      if (op->state == OP_QUEUED || op->state == OP_STARTING) {
+      if ((op->state == OP_QUEUED || op->state == OP_STARTING) &&
+          !op->resumed) {
         if (op->state == OP_STARTING)
           outq_remove_tag(o->q, op->id);
         log_info("operation #%llu (%s) not started before the link dropped; "
@@ -522,6 +537,46 @@ long long ops_process(ops *o, long long now_ms) {
   return next_deadline;
 }
 
+/* More starts than this without completing: the handler (or the action it
+ * started) keeps killing the agent, so the operation fails instead of
+ * looping forever. */
+#define OPS_MAX_RESUMES 5
+
+/* An operation marked with op_resume_after_restart: kept executing for
+ * ops_resume, or failed when it was resumed too often already. */
+static int keep_resumable(ops *o, const journal_entry *e, const char *topic) {
+  if (e->resumes < OPS_MAX_RESUMES) {
+    journal_entry *grown =
+        realloc(o->resumable, (o->nresumable + 1) * sizeof *grown);
+    if (grown) {
+      o->resumable = grown;
+      if (journal_entry_copy(e, &grown[o->nresumable]) == 0) {
+        if (journal_keep_recovered(o->j, e->id) == 0) {
+          o->nresumable++;
+          log_notice("operation #%llu (%s) will be resumed once the plugins "
+                     "are loaded",
+                     (unsigned long long)e->id, e->fragment);
+          return 0;
+        }
+        journal_entry_free(&grown[o->nresumable]);
+      }
+    }
+  }
+  char reason[160];
+  if (e->resumes >= OPS_MAX_RESUMES)
+    snprintf(reason, sizeof reason,
+             "the operation was resumed after %u agent restarts without "
+             "completing",
+             e->resumes);
+  else
+    snprintf(reason, sizeof reason,
+             "out of memory resuming the operation after the restart");
+  log_notice("operation #%llu (%s) failed: %s", (unsigned long long)e->id,
+             e->fragment, reason);
+  const char *fields[] = {"502", e->fragment, reason};
+  return queue_status_line(o, topic, fields, 3, 0, 0);
+}
+
 void ops_recover(ops *o) {
   const journal_entry *entries;
   size_t n = journal_recovered(o->j, &entries);
@@ -538,7 +593,9 @@ void ops_recover(ops *o) {
       topic = tbuf;
     }
     bool rebooted = boot && e->boot_id && strcmp(boot, e->boot_id) != 0;
-    if (e->reboot && rebooted) {
+    if (e->resume) {
+      failures += keep_resumable(o, e, topic) != 0;
+    } else if (e->reboot && rebooted) {
       log_notice("operation #%llu (%s) completed by the reboot",
                  (unsigned long long)e->id, e->fragment);
       const char *fields[] = {"503", e->fragment};
@@ -686,4 +743,134 @@ const char *ops_op_device(const c8y_operation *op) { return op->device; }
 size_t ops_op_field_count(const c8y_operation *op) { return op->nfields; }
 const char *ops_op_field(const c8y_operation *op, size_t index) {
   return index < op->nfields ? op->fields[index] : NULL;
+}
+
+/* ---- resume after restart (ABI 1.1) ---- */
+
+static void run_resumed(ops *o, c8y_operation *op) {
+  op->state = OP_RUNNING;
+  uint32_t timeout =
+      op->handler->timeout_ms ? op->handler->timeout_ms : o->default_timeout_ms;
+  op->deadline_ms = mono_ms() + timeout;
+  atomic_fetch_add(&op->refs, 2); /* the plugin's and the worker call's */
+  o->host.dispatch(o->host.ctx, op);
+}
+
+/* The handler or child that should take the operation is gone: 502, and
+ * the journal forgets it. */
+static void resume_refused(ops *o, const journal_entry *e, const char *reason) {
+  char tbuf[512];
+  const char *topic = "s/us";
+  if (e->child) {
+    snprintf(tbuf, sizeof tbuf, "s/us/%s", e->device);
+    topic = tbuf;
+  }
+  log_warning("operation #%llu (%s) cannot be resumed: %s",
+              (unsigned long long)e->id, e->fragment, reason);
+  queue_failure(o, topic, e->fragment, reason);
+  pthread_mutex_lock(&o->mu);
+  journal_end(o->j, e->id);
+  pthread_mutex_unlock(&o->mu);
+}
+
+static c8y_operation *resumed_op(ops *o, journal_entry *e, reg_handler *h,
+                                 const char *boot) {
+  c8y_operation *op = calloc(1, sizeof *op);
+  if (!op)
+    return NULL;
+  op->engine = o;
+  op->id = e->id;
+  op->template_id = strdup(e->template_id);
+  op->device = strdup(e->device);
+  op->child = e->child;
+  op->fragment = h->fragment;
+  op->handler = h;
+  op->fields = e->fields; /* taken over from the entry */
+  op->nfields = e->nfields;
+  e->fields = NULL;
+  e->nfields = 0;
+  op->resume = op->resumed = true;
+  op->rebooted = boot && e->boot_id && strcmp(boot, e->boot_id) != 0;
+  atomic_init(&op->refs, 1);
+  if (!op->template_id || !op->device) {
+    op_release(op);
+    return NULL;
+  }
+  return op;
+}
+
+void ops_resume(ops *o) {
+  char *boot = journal_boot_id();
+  for (size_t i = 0; i < o->nresumable; i++) {
+    journal_entry *e = &o->resumable[i];
+    char reason[300];
+    reg_handler *h =
+        e->template_id ? registry_find_handler(o->reg, e->template_id) : NULL;
+    if (!h) {
+      snprintf(reason, sizeof reason,
+               "after the agent restarted no plugin handles template %.40s "
+               "any more",
+               e->template_id ? e->template_id : "(unknown)");
+      resume_refused(o, e, reason);
+      continue;
+    }
+    if (e->child && !registry_has_child(o->reg, e->device)) {
+      snprintf(reason, sizeof reason,
+               "after the agent restarted no plugin announces the child "
+               "device '%.200s' any more",
+               e->device);
+      resume_refused(o, e, reason);
+      continue;
+    }
+    c8y_operation *op = resumed_op(o, e, h, boot);
+    op_fifo *f = op ? fifo_for(o, op->device, op->fragment, true) : NULL;
+    if (!f) {
+      if (op)
+        op_release(op);
+      resume_refused(o, e, "out of memory resuming the operation");
+      continue;
+    }
+    log_notice("operation #%llu (%s) for %s resumed after the restart%s",
+               (unsigned long long)op->id, op->fragment, op->device,
+               op->rebooted ? " (the machine rebooted)" : "");
+    if (f->tail)
+      f->tail->next = op;
+    else
+      f->head = op;
+    f->tail = op;
+    if (f->head == op)
+      op_start(o, op);
+  }
+  free(boot);
+  for (size_t i = 0; i < o->nresumable; i++)
+    journal_entry_free(&o->resumable[i]);
+  free(o->resumable);
+  o->resumable = NULL;
+  o->nresumable = 0;
+}
+
+int ops_op_resume_after_restart(c8y_operation *op) {
+  if (!op)
+    return C8Y_EINVAL;
+  ops *o = op->engine;
+  pthread_mutex_lock(&o->mu);
+  int rc = C8Y_OK;
+  if (op->finished)
+    rc = C8Y_ESTATE;
+  else if (!op->resume) {
+    op->resume = true;
+    rc = journal_mark_resume(o->j, op->id, (const char *const *)op->fields,
+                             op->nfields) == 0
+             ? C8Y_OK
+             : C8Y_EIO;
+    if (rc != C8Y_OK)
+      op->resume = false;
+  }
+  pthread_mutex_unlock(&o->mu);
+  return rc;
+}
+
+int ops_op_resumed(const c8y_operation *op) { return op && op->resumed; }
+int ops_op_rebooted(const c8y_operation *op) {
+  return op && op->resumed && op->rebooted;
 }

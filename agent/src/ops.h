@@ -51,8 +51,13 @@ void ops_on_disconnect(ops *o);
 /* Completions and timeouts; returns the next deadline (ms, monotonic) or
  * -1 when none. */
 long long ops_process(ops *o, long long now_ms);
-/* Finishes what the previous run left executing (see journal.h). */
+/* Finishes what the previous run left executing (see journal.h).
+ * Operations marked with op_resume_after_restart are kept for ops_resume. */
 void ops_recover(ops *o);
+/* After the plugins are loaded: hands each operation kept by ops_recover to
+ * the handler now registered for its template (no second 501), or fails it
+ * (502) when there is none or its child device is gone. */
+void ops_resume(ops *o);
 /* The agent is stopping: operations still queued are not started (they
  * stay PENDING in Cumulocity and come back with the next start's 500). */
 void ops_stop(ops *o);
@@ -81,5 +86,8 @@ int ops_op_succeed_params(c8y_operation *op, const char *const *params,
 int ops_op_fail(c8y_operation *op, const char *reason);
 int ops_op_cancelled(const c8y_operation *op);
 int ops_op_complete_on_reboot(c8y_operation *op);
+int ops_op_resume_after_restart(c8y_operation *op);
+int ops_op_resumed(const c8y_operation *op);
+int ops_op_rebooted(const c8y_operation *op);
 
 #endif

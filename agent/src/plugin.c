@@ -1,6 +1,7 @@
 #include "plugin.h"
 
 #include "fsutil.h"
+#include "http.h"
 #include "log.h"
 #include "smartrest.h"
 #include "status.h"
@@ -402,6 +403,30 @@ static const char *api_state_dir(c8y_plugin *self) {
   return self->state_dir;
 }
 
+/* ---- api: file transfers (ABI 1.1) ---- */
+
+static int api_download(c8y_plugin *self, c8y_download *d) {
+  if (!self || !d || d->size < sizeof *d)
+    return C8Y_EINVAL;
+  int rc =
+      http_download(self->host->http, api_state_dir(self), d, ops_op_cancelled);
+  if (rc != C8Y_OK)
+    log_warning("plugin %s: download of %s failed: %s", self->name,
+                d->url ? d->url : "(null)", d->error);
+  return rc;
+}
+
+static int api_upload(c8y_plugin *self, c8y_upload *u) {
+  if (!self || !u || u->size < sizeof *u)
+    return C8Y_EINVAL;
+  int rc =
+      http_upload(self->host->http, self->host->device_id, u, ops_op_cancelled);
+  if (rc != C8Y_OK)
+    log_warning("plugin %s: upload of %s failed: %s", self->name,
+                u->path ? u->path : "(null)", u->error);
+  return rc;
+}
+
 static const c8y_api the_api = {
     .abi_major = C8Y_ABI_MAJOR,
     .abi_minor = C8Y_ABI_MINOR,
@@ -434,11 +459,16 @@ static const c8y_api the_api = {
     .op_fail = ops_op_fail,
     .op_cancelled = ops_op_cancelled,
     .op_complete_on_reboot = ops_op_complete_on_reboot,
+    .op_resume_after_restart = ops_op_resume_after_restart,
+    .op_resumed = ops_op_resumed,
+    .op_rebooted = ops_op_rebooted,
     .msg_id = api_msg_id,
     .msg_field_count = api_msg_field_count,
     .msg_field = api_msg_field,
     .device_id = api_device_id,
     .state_dir = api_state_dir,
+    .download = api_download,
+    .upload = api_upload,
 };
 
 const c8y_api *plugin_api(void) { return &the_api; }

@@ -23,6 +23,7 @@ typedef struct plugin_host {
   const char *state_dir;
   void (*wake)(void *ctx); /* new data queued: drain soon */
   void *wake_ctx;
+  struct http_ctx *http; /* REST client for download/upload; NULL = none */
 } plugin_host;
 
 struct c8y_plugin {

@@ -26,6 +26,16 @@ const char *status_str(int status) {
     return "operation timed out";
   case C8Y_ETOOBIG:
     return "line exceeds the 16000-byte payload limit";
+  case C8Y_EHTTP:
+    return "the HTTP server answered with an error";
+  case C8Y_EAUTH:
+    return "the platform refused the device's credentials";
+  case C8Y_ENET:
+    return "network failure (DNS, connect, TLS or a cut transfer)";
+  case C8Y_ECHECKSUM:
+    return "the downloaded file does not match its sha256";
+  case C8Y_ECANCELED:
+    return "stopped because the operation was cancelled";
   default:
     return "unknown status";
   }

@@ -1,10 +1,9 @@
 /* configuration: the device's text configuration (513 c8y_Configuration)
- * and, with an HTTP helper, typed configuration files (524/526).
+ * and typed configuration files (524 download, 526 upload).
  *
- * Text configuration is written atomically, optionally applied by a command
- * and rolled back when that command fails. Typed file transfers need HTTP
- * (binaries API), which the agent does not speak: an external helper does
- * it, and without one the typed operations are not offered at all. */
+ * New content is always written atomically, optionally applied by a command
+ * and rolled back when that command fails. Typed files travel over the
+ * agent's HTTP client (SDK 1.1), or an external http_helper if configured. */
 #include <c8y/plugin.h>
 
 #include "cmn_cfg.h"
@@ -178,9 +177,11 @@ typedef struct cfg_file {
 typedef struct cfg {
   c8y_plugin *self;
   const c8y_api *api;
-  const char *text_file;     /* borrowed from the config until fini */
-  const char *apply_command; /* "" = none */
-  const char *http_helper;   /* "" = none */
+  const char *text_file;          /* borrowed from the config until fini */
+  const char *apply_command;      /* "" = none */
+  const char *http_helper;        /* "" = none: the agent's HTTP client */
+  const char *file_apply_command; /* "" = none */
+  int64_t max_bytes;              /* download limit; 0 = the agent's */
   int timeout_s;
   char *files_buf; /* owns the strings of files[] */
   cfg_file files[CFG_MAX_TYPES];
@@ -278,8 +279,9 @@ static int on_text_config(c8y_plugin *self, c8y_operation *op, void *ud) {
   return C8Y_OK;
 }
 
-/* ---- 524 / 526 typed configuration files (through http_helper) ------------
- */
+/* ---- 524 / 526 typed configuration files --------------------------------
+ * Transfers use the agent's HTTP client (SDK 1.1 download/upload), or the
+ * http_helper program when one is configured (an override). */
 
 static int cfg_typed_file(cfg *c, c8y_operation *op, const char *type,
                           const cfg_file **out) {
@@ -293,10 +295,195 @@ static int cfg_typed_file(cfg *c, c8y_operation *op, const char *type,
   return 0;
 }
 
+static void cfg_env(cfg *c, const cfg_file *f, char *dev, char *type,
+                    char *file, size_t n) {
+  snprintf(dev, n, "C8Y_DEVICE_ID=%s", c->api->device_id(c->self));
+  snprintf(type, n, "C8Y_CONFIG_TYPE=%s", f->type);
+  snprintf(file, n, "C8Y_CONFIG_FILE=%s", f->path);
+}
+
+/* <http_helper> download <url> <tmp>: the helper fills tmp itself. */
+static int fetch_with_helper(cfg *c, c8y_operation *op, const cfg_file *f,
+                             const char *url, const char *tmp, char *why,
+                             size_t whyn) {
+  char env_dev[300], env_type[300], env_file[4200];
+  cfg_env(c, f, env_dev, env_type, env_file, sizeof(env_type));
+  const char *env[] = {env_dev, env_type, NULL};
+  char *argv[] = {(char *)c->http_helper, "download", (char *)url, (char *)tmp,
+                  NULL};
+  cmn_proc_opts o = {.env = env,
+                     .timeout_s = c->timeout_s,
+                     .api = c->api,
+                     .op = op,
+                     .out_cap = 64 * 1024};
+  cmn_proc_result r;
+  int rc = cmn_proc_run(argv, &o, &r);
+  free(r.out);
+  struct stat st;
+  if (rc != 0 || r.exit_code != 0) {
+    char desc[600];
+    cmn_proc_describe(&r, rc, desc, sizeof(desc));
+    snprintf(why, whyn, "download of '%s' failed (%s)", f->type, desc);
+    return C8Y_EIO;
+  }
+  if (stat(tmp, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
+    snprintf(why, whyn,
+             "download of '%s' failed: http_helper left no data in %.400s",
+             f->type, tmp);
+    return C8Y_EIO;
+  }
+  return C8Y_OK;
+}
+
+static int copy_fd(int in, int out) {
+  char buf[65536];
+  for (;;) {
+    ssize_t n = read(in, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return -1;
+    if (n == 0)
+      return 0;
+    if (write_all(out, buf, (size_t)n) != 0)
+      return -1;
+  }
+}
+
+/* Moves `from` to `to` (an existing temporary file), copying when they are
+ * on different file systems. */
+static int move_file(const char *from, const char *to) {
+  if (rename(from, to) == 0)
+    return 0;
+  if (errno != EXDEV)
+    return -1;
+  int in = open(from, O_RDONLY | O_CLOEXEC);
+  int out = open(to, O_WRONLY | O_TRUNC | O_CLOEXEC);
+  int rc = in >= 0 && out >= 0 ? copy_fd(in, out) : -1;
+  int saved = errno;
+  if (in >= 0)
+    close(in);
+  if (out >= 0)
+    close(out);
+  if (rc == 0)
+    unlink(from);
+  errno = saved;
+  return rc;
+}
+
+/* A name in the state dir that differs per type and URL, so a partial file
+ * of one download is never resumed by another. */
+static void download_name(const cfg *c, const cfg_file *f, const char *url,
+                          char *out, size_t n) {
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+  for (const char *p = url; *p; p++)
+    h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+  snprintf(out, n, "config-%zu-%016llx", (size_t)(f - c->files),
+           (unsigned long long)h);
+}
+
+/* The agent's HTTP client streams the file into the state dir; it then
+ * moves next to the target. */
+static int fetch_builtin(cfg *c, c8y_operation *op, const cfg_file *f,
+                         const char *url, const char *tmp, char *why,
+                         size_t whyn) {
+  const c8y_api *api = c->api;
+  char name[64];
+  download_name(c, f, url, name, sizeof(name));
+  c8y_download d = {.size = sizeof(d),
+                    .url = url,
+                    .file = name,
+                    .max_bytes = (uint64_t)c->max_bytes,
+                    .op = op};
+  int rc = api->download(c->self, &d);
+  if (rc != C8Y_OK) {
+    snprintf(why, whyn, "download of '%s' failed: %s", f->type,
+             d.error[0] ? d.error : api->status_str(rc));
+    return rc;
+  }
+  if (move_file(d.path, tmp) != 0) {
+    snprintf(why, whyn, "cannot move %.400s to %.400s: %s", d.path, tmp,
+             strerror(errno));
+    unlink(d.path);
+    return C8Y_EIO;
+  }
+  return C8Y_OK;
+}
+
+/* Keeps the current target reachable under `backup` (a hard link, or a
+ * copy where links are impossible) for the rollback. *have = 0 when there
+ * is no current file. */
+static int backup_target(const char *path, char *backup, size_t n, int *have,
+                         char *why, size_t whyn) {
+  *have = 0;
+  if (access(path, F_OK) != 0)
+    return C8Y_OK;
+  int fd = temp_next_to(path, backup, n);
+  if (fd < 0) {
+    snprintf(why, whyn, "cannot back up %.400s: %s", path, strerror(errno));
+    return C8Y_EIO;
+  }
+  close(fd);
+  unlink(backup);
+  if (link(path, backup) == 0) {
+    *have = 1;
+    return C8Y_OK;
+  }
+  int in = open(path, O_RDONLY | O_CLOEXEC);
+  int out = open(backup, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  int rc = in >= 0 && out >= 0 ? copy_fd(in, out) : -1;
+  if (rc == 0) {
+    copy_mode(out, path);
+    rc = fsync(out);
+  }
+  if (rc != 0)
+    snprintf(why, whyn, "cannot back up %.400s: %s", path, strerror(errno));
+  if (in >= 0)
+    close(in);
+  if (out >= 0)
+    close(out);
+  if (rc != 0) {
+    unlink(backup);
+    return C8Y_EIO;
+  }
+  *have = 1;
+  return C8Y_OK;
+}
+
+/* Runs file_apply_command; on failure puts the old file (or no file) back
+ * and describes both in why. Returns 0 when the new file stays. */
+static int apply_or_rollback(cfg *c, c8y_operation *op, const cfg_file *f,
+                             const char *backup, int have_backup, char *why,
+                             size_t whyn) {
+  char env_dev[300], env_type[300], env_file[4200];
+  cfg_env(c, f, env_dev, env_type, env_file, sizeof(env_type));
+  const char *env[] = {env_dev, env_type, env_file, NULL};
+  cmn_proc_opts o = {.env = env,
+                     .timeout_s = c->timeout_s,
+                     .api = c->api,
+                     .op = op,
+                     .out_cap = 64 * 1024};
+  cmn_proc_result r;
+  int rc = cmn_proc_shell(c->file_apply_command, &o, &r);
+  free(r.out);
+  if (rc == 0 && r.exit_code == 0)
+    return 0;
+  char desc[600];
+  cmn_proc_describe(&r, rc, desc, sizeof(desc));
+  int rrc = have_backup ? rename(backup, f->path) : unlink(f->path);
+  const char *undo = rrc != 0      ? "RESTORE FAILED: "
+                     : have_backup ? "previous file restored"
+                                   : "new file removed";
+  snprintf(why, whyn, "file_apply_command failed for '%.100s' (%.500s); %s%s",
+           f->type, desc, undo, rrc != 0 ? strerror(errno) : "");
+  fsync_dir_of(f->path);
+  return -1;
+}
+
 static int on_download_file(c8y_plugin *self, c8y_operation *op, void *ud) {
   cfg *c = ud;
   const c8y_api *api = c->api;
-  char why[1024];
+  char why[1200] = "";
   if (!cmn_op_for_self(api, self, op) ||
       !cmn_op_fields(api, op, 2,
                      "c8y_DownloadConfigFile: expected 2 fields "
@@ -310,7 +497,8 @@ static int on_download_file(c8y_plugin *self, c8y_operation *op, void *ud) {
     api->op_fail(op, "c8y_DownloadConfigFile: empty url");
     return C8Y_OK;
   }
-  char tmp[4200];
+  char tmp[4200], backup[4200];
+  int have_backup = 0;
   int fd = temp_next_to(f->path, tmp, sizeof(tmp));
   if (fd < 0) {
     snprintf(why, sizeof(why), "cannot create a temporary file next to %s: %s",
@@ -319,47 +507,40 @@ static int on_download_file(c8y_plugin *self, c8y_operation *op, void *ud) {
     return C8Y_OK;
   }
   close(fd);
-  char env_dev[300], env_type[300];
-  snprintf(env_dev, sizeof(env_dev), "C8Y_DEVICE_ID=%s", api->device_id(self));
-  snprintf(env_type, sizeof(env_type), "C8Y_CONFIG_TYPE=%s", f->type);
-  const char *env[] = {env_dev, env_type, NULL};
-  char *argv[] = {(char *)c->http_helper, "download", (char *)url, tmp, NULL};
-  cmn_proc_opts o = {.env = env,
-                     .timeout_s = c->timeout_s,
-                     .api = api,
-                     .op = op,
-                     .out_cap = 64 * 1024};
-  cmn_proc_result r;
-  int rc = cmn_proc_run(argv, &o, &r);
-  free(r.out);
-  struct stat st;
-  if (rc != 0 || r.exit_code != 0) {
-    char desc[600];
-    cmn_proc_describe(&r, rc, desc, sizeof(desc));
-    snprintf(why, sizeof(why), "download of '%s' failed (%s)", f->type, desc);
-  } else if (stat(tmp, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
-    snprintf(why, sizeof(why),
-             "download of '%s' failed: http_helper left no data in %.400s",
-             f->type, tmp);
-  } else {
-    why[0] = '\0';
-  }
-  if (!why[0]) {
+  int rc = c->http_helper[0]
+               ? fetch_with_helper(c, op, f, url, tmp, why, sizeof(why))
+               : fetch_builtin(c, op, f, url, tmp, why, sizeof(why));
+  if (rc == C8Y_OK) {
     fd = open(tmp, O_RDWR | O_CLOEXEC);
-    if (fd < 0 || (copy_mode(fd, f->path), fsync(fd)) != 0 ||
-        rename(tmp, f->path) != 0)
-      snprintf(why, sizeof(why), "cannot install %.400s as %.400s: %s", tmp,
-               f->path, strerror(errno));
+    if (fd < 0 || (copy_mode(fd, f->path), fsync(fd)) != 0)
+      snprintf(why, sizeof(why), "cannot write %.400s: %s", tmp,
+               strerror(errno));
     if (fd >= 0)
       close(fd);
   }
+  if (!why[0] && c->file_apply_command[0])
+    backup_target(f->path, backup, sizeof(backup), &have_backup, why,
+                  sizeof(why));
+  if (!why[0] && rename(tmp, f->path) != 0)
+    snprintf(why, sizeof(why), "cannot install %.400s as %.400s: %s", tmp,
+             f->path, strerror(errno));
   if (why[0]) {
     unlink(tmp);
+    if (have_backup)
+      unlink(backup);
     api->log(self, C8Y_LOG_ERROR, "%s", why);
     api->op_fail(op, why);
     return C8Y_OK;
   }
   fsync_dir_of(f->path);
+  if (c->file_apply_command[0] &&
+      apply_or_rollback(c, op, f, backup, have_backup, why, sizeof(why)) != 0) {
+    api->log(self, C8Y_LOG_ERROR, "%s", why);
+    api->op_fail(op, why);
+    return C8Y_OK;
+  }
+  if (have_backup)
+    unlink(backup);
   api->log(self, C8Y_LOG_INFO, "installed configuration '%s' at %s", f->type,
            f->path);
   const char *slash = strrchr(f->path, '/');
@@ -374,10 +555,41 @@ static int on_download_file(c8y_plugin *self, c8y_operation *op, void *ud) {
   return C8Y_OK;
 }
 
+/* <http_helper> upload <type> <path> prints the binary URL. */
+static int upload_with_helper(cfg *c, c8y_operation *op, const cfg_file *f,
+                              char *url, size_t urln, char *why, size_t whyn) {
+  char env_dev[300], env_type[300], env_file[4200];
+  cfg_env(c, f, env_dev, env_type, env_file, sizeof(env_type));
+  const char *env[] = {env_dev, env_type, NULL};
+  char *argv[] = {(char *)c->http_helper, "upload", (char *)f->type,
+                  (char *)f->path, NULL};
+  cmn_proc_opts o = {.env = env,
+                     .timeout_s = c->timeout_s,
+                     .api = c->api,
+                     .op = op,
+                     .out_cap = 64 * 1024};
+  cmn_proc_result r;
+  int rc = cmn_proc_run(argv, &o, &r);
+  if (rc != 0 || r.exit_code != 0) {
+    char desc[600];
+    cmn_proc_describe(&r, rc, desc, sizeof(desc));
+    snprintf(why, whyn, "upload of '%s' failed (%s)", f->type, desc);
+  } else {
+    r.out[strcspn(r.out, "\r\n")] = '\0';
+    if (!r.out[0])
+      snprintf(why, whyn, "upload of '%s' failed: http_helper printed no URL",
+               f->type);
+    else
+      snprintf(url, urln, "%s", r.out);
+  }
+  free(r.out);
+  return why[0] ? C8Y_EIO : C8Y_OK;
+}
+
 static int on_upload_file(c8y_plugin *self, c8y_operation *op, void *ud) {
   cfg *c = ud;
   const c8y_api *api = c->api;
-  char why[1024];
+  char why[1024] = "";
   if (!cmn_op_for_self(api, self, op) ||
       !cmn_op_fields(api, op, 1,
                      "c8y_UploadConfigFile: expected 1 field (configType)"))
@@ -391,41 +603,38 @@ static int on_upload_file(c8y_plugin *self, c8y_operation *op, void *ud) {
     api->op_fail(op, why);
     return C8Y_OK;
   }
-  char env_dev[300], env_type[300];
-  snprintf(env_dev, sizeof(env_dev), "C8Y_DEVICE_ID=%s", api->device_id(self));
-  snprintf(env_type, sizeof(env_type), "C8Y_CONFIG_TYPE=%s", f->type);
-  const char *env[] = {env_dev, env_type, NULL};
-  char *argv[] = {(char *)c->http_helper, "upload", (char *)f->type,
-                  (char *)f->path, NULL};
-  cmn_proc_opts o = {.env = env,
-                     .timeout_s = c->timeout_s,
-                     .api = api,
-                     .op = op,
-                     .out_cap = 64 * 1024};
-  cmn_proc_result r;
-  int rc = cmn_proc_run(argv, &o, &r);
-  if (rc != 0 || r.exit_code != 0) {
-    char desc[600];
-    cmn_proc_describe(&r, rc, desc, sizeof(desc));
-    snprintf(why, sizeof(why), "upload of '%s' failed (%s)", f->type, desc);
+  char url[1024] = "";
+  if (c->http_helper[0]) {
+    upload_with_helper(c, op, f, url, sizeof(url), why, sizeof(why));
   } else {
-    r.out[strcspn(r.out, "\r\n")] = '\0';
-    if (!r.out[0])
-      snprintf(why, sizeof(why),
-               "upload of '%s' failed: http_helper printed no URL", f->type);
+    /* The snapshot: an event of the configuration type with the file as
+     * its binary, which the platform lists in the device's configuration
+     * repository. */
+    char text[300];
+    snprintf(text, sizeof(text), "Configuration snapshot '%.200s'", f->type);
+    const char *slash = strrchr(f->path, '/');
+    c8y_upload u = {.size = sizeof(u),
+                    .path = f->path,
+                    .type = f->type,
+                    .text = text,
+                    .file_name = slash ? slash + 1 : f->path,
+                    .op = op};
+    int rc = api->upload(self, &u);
+    if (rc != C8Y_OK)
+      snprintf(why, sizeof(why), "upload of '%s' failed: %s", f->type,
+               u.error[0] ? u.error : api->status_str(rc));
     else
-      why[0] = '\0';
+      snprintf(url, sizeof(url), "%s", u.url);
   }
   if (why[0]) {
-    free(r.out);
     api->log(self, C8Y_LOG_ERROR, "%s", why);
     api->op_fail(op, why);
     return C8Y_OK;
   }
   api->log(self, C8Y_LOG_INFO, "uploaded configuration '%s' to %s", f->type,
-           r.out);
-  free(r.out);
-  api->op_succeed(op, NULL);
+           url);
+  /* The binary URL as the result, as thin-edge reports it. */
+  api->op_succeed(op, url[0] ? url : NULL);
   return C8Y_OK;
 }
 
@@ -481,6 +690,11 @@ static int cfg_read_config(cfg *c) {
   rc = cmn_cfg_program(api, c->self, "http_helper", &c->http_helper);
   if (rc != C8Y_OK)
     return rc;
+  c->file_apply_command = api->config_string(c->self, "file_apply_command", "");
+  rc = cmn_cfg_int(api, c->self, "max_file_size", 0, 0, INT64_MAX / 2, " bytes",
+                   &c->max_bytes);
+  if (rc != C8Y_OK)
+    return rc;
   return cfg_parse_files(c);
 }
 
@@ -518,7 +732,9 @@ static int cfg_init(c8y_plugin *self, const c8y_api *api, void **user_data) {
   if (rc == C8Y_OK && c->text_file[0])
     rc = api->add_operation(self, "513", (uint32_t)c->timeout_s * 1000,
                             on_text_config, c);
-  if (rc == C8Y_OK && c->nfiles > 0 && c->http_helper[0]) {
+  int http = c->http_helper[0] ||
+             (C8Y_API_HAS(api, download) && C8Y_API_HAS(api, upload));
+  if (rc == C8Y_OK && c->nfiles > 0 && http) {
     rc = api->add_operation(self, "524", (uint32_t)c->timeout_s * 1000,
                             on_download_file, c);
     if (rc == C8Y_OK)
@@ -532,9 +748,10 @@ static int cfg_init(c8y_plugin *self, const c8y_api *api, void **user_data) {
   if (!c->text_file[0])
     api->log(self, C8Y_LOG_NOTICE,
              "text_file not set: c8y_Configuration (513) is not handled");
-  if (c->nfiles > 0 && !c->http_helper[0])
+  if (c->nfiles > 0 && !http)
     api->log(self, C8Y_LOG_NOTICE,
-             "typed configuration files need HTTP: without http_helper "
+             "typed configuration files need HTTP: this agent has no HTTP "
+             "client (SDK < 1.1) and no http_helper is set, so "
              "c8y_UploadConfigFile (526) and c8y_DownloadConfigFile (524) "
              "are not offered");
   if (c->text_file[0])
@@ -551,5 +768,5 @@ static int cfg_init(c8y_plugin *self, const c8y_api *api, void **user_data) {
 
 static void cfg_fini(c8y_plugin *self, void *user_data) { cfg_free(user_data); }
 
-C8Y_PLUGIN(.name = "configuration", .version = "1.0.0", .init = cfg_init,
+C8Y_PLUGIN(.name = "configuration", .version = "1.1.0", .init = cfg_init,
            .fini = cfg_fini);

@@ -1,7 +1,9 @@
 /* logfile: c8y_LogfileRequest (522) over files and the systemd journal.
  *
- * The matching lines are extracted here; uploading them as a binary needs
- * HTTP, which an external helper does. Without a helper 522 is not offered.
+ * The matching lines are extracted here and uploaded through the agent
+ * (SDK 1.1 api->upload) as the binary of a c8y_Logfile event; the binary's
+ * URL completes the operation. An http_helper program, when configured,
+ * does the upload instead (and is what an agent older than 1.1 needs).
  * Date filtering of files is best-effort: lines starting with an ISO 8601 or
  * syslog time are filtered, lines without a time are kept. */
 #include <c8y/plugin.h>
@@ -439,10 +441,37 @@ static void lg_prune(lg *l) {
   closedir(d);
 }
 
+/* Through the agent's own HTTP client: event c8y_Logfile + binary. */
+static int lg_upload_sdk(lg *l, c8y_operation *op, const char *name,
+                         const char *path, size_t lines, char *url, size_t urln,
+                         char *why, size_t n) {
+  const c8y_api *api = l->api;
+  char text[300];
+  snprintf(text, sizeof(text), "Log file '%s' (%zu lines)", name, lines);
+  const char *base = strrchr(path, '/');
+  c8y_upload u = {.size = sizeof(u),
+                  .path = path,
+                  .type = "c8y_Logfile",
+                  .text = text,
+                  .content_type = "text/plain",
+                  .file_name = base ? base + 1 : path,
+                  .op = op};
+  int rc = api->upload(l->self, &u);
+  if (rc != C8Y_OK) {
+    snprintf(why, n, "upload of log '%s' failed: %s", name,
+             u.error[0] ? u.error : api->status_str(rc));
+    return rc;
+  }
+  snprintf(url, urln, "%s", u.url);
+  return C8Y_OK;
+}
+
 static int lg_upload(lg *l, c8y_operation *op, const char *name,
                      const char *path, size_t lines, char *url, size_t urln,
                      char *why, size_t n) {
   const c8y_api *api = l->api;
+  if (!l->http_helper[0])
+    return lg_upload_sdk(l, op, name, path, lines, url, urln, why, n);
   char env_dev[300], env_name[300], env_lines[64];
   snprintf(env_dev, sizeof(env_dev), "C8Y_DEVICE_ID=%s",
            api->device_id(l->self));
@@ -637,7 +666,8 @@ static int lg_init(c8y_plugin *self, const c8y_api *api, void **user_data) {
   l->self = self;
   l->api = api;
   int rc = lg_read_config(l);
-  if (rc == C8Y_OK && l->nlogs > 0 && l->http_helper[0])
+  int can_upload = l->http_helper[0] || C8Y_API_HAS(api, upload);
+  if (rc == C8Y_OK && l->nlogs > 0 && can_upload)
     rc = api->add_operation(self, "522", (uint32_t)l->timeout_s * 1000,
                             on_log_request, l);
   if (rc != C8Y_OK) {
@@ -646,10 +676,10 @@ static int lg_init(c8y_plugin *self, const c8y_api *api, void **user_data) {
   }
   if (l->nlogs == 0)
     api->log(self, C8Y_LOG_NOTICE, "logs not set: no log files offered");
-  else if (!l->http_helper[0])
+  else if (!can_upload)
     api->log(self, C8Y_LOG_NOTICE,
-             "log upload needs HTTP: without http_helper c8y_LogfileRequest "
-             "(522) is not offered");
+             "this agent has no HTTP upload (SDK < 1.1) and no http_helper is "
+             "set: c8y_LogfileRequest (522) is not offered");
   if (l->nlogs > 0) {
     const char *names[LOG_MAX_SOURCES];
     for (size_t i = 0; i < l->nlogs; i++)

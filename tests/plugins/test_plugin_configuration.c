@@ -45,13 +45,15 @@ static void test_init_reports(fixture *f, gconstpointer data) {
   fake_host_set_config(f->h, "files",
                        "agent_conf=/etc/c8y-agent/agent.ini "
                        "ssh_conf=/etc/ssh/sshd_config");
+  fake_host_set_abi_1_0(f->h);
   g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
   g_assert_cmpstr(fake_host_find_line(f->h, "113,"), ==,
                   "s/us|113,\"a=1\nname=\"\"x, y\"\"\n\"");
   g_assert_cmpstr(fake_host_find_line(f->h, "119,"), ==,
                   "s/us|119,agent_conf,ssh_conf");
   g_assert_true(fake_host_has_operation(f->h, "513"));
-  /* Typed transfers need HTTP: without a helper they are not offered. */
+  /* Typed transfers need HTTP: an agent older than SDK 1.1 has no client,
+   * and without a helper they are not offered. */
   g_assert_false(fake_host_has_operation(f->h, "524"));
   g_assert_false(fake_host_has_operation(f->h, "526"));
   g_assert_nonnull(fake_host_find_log(f->h, "need HTTP"));
@@ -294,6 +296,183 @@ static void test_526_upload(fixture *f, gconstpointer data) {
   g_free(helper_log);
 }
 
+/* ---- 524 / 526 through the agent's HTTP client ----------------------------
+ */
+
+typedef struct builtin {
+  char *target, *src, *uploads, *env_log;
+} builtin;
+
+static void load_builtin(fixture *f, builtin *b, const char *apply) {
+  b->target = g_build_filename(f->dir, "agent.ini", NULL);
+  b->src = g_build_filename(f->dir, "new.ini", NULL);
+  b->uploads = g_build_filename(f->dir, "uploads", NULL);
+  b->env_log = g_build_filename(f->dir, "apply.env", NULL);
+  g_assert_cmpint(g_mkdir(b->uploads, 0700), ==, 0);
+  ptu_write_text(b->target, "[old]\n");
+  g_chmod(b->target, 0640);
+  ptu_write_text(b->src, "[new]\nx=1\n");
+  char *files =
+      g_strdup_printf("agent_conf=%s fresh=%s/fresh.conf", b->target, f->dir);
+  fake_host_set_config(f->h, "files", files);
+  if (apply) {
+    char *cmd = g_strdup_printf("echo \"$C8Y_CONFIG_TYPE $C8Y_CONFIG_FILE "
+                                "$(cat \"$C8Y_CONFIG_FILE\")\" >> %s; %s",
+                                b->env_log, apply);
+    fake_host_set_config(f->h, "file_apply_command", cmd);
+    g_free(cmd);
+  }
+  fake_host_set_transfers(f->h, fake_file_download, fake_dir_upload,
+                          b->uploads);
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  g_assert_true(fake_host_has_operation(f->h, "524"));
+  g_assert_true(fake_host_has_operation(f->h, "526"));
+  g_assert_null(fake_host_find_log(f->h, "need HTTP"));
+  fake_host_clear_lines(f->h);
+  g_free(files);
+}
+
+static void builtin_free(builtin *b) {
+  g_free(b->target);
+  g_free(b->src);
+  g_free(b->uploads);
+  g_free(b->env_log);
+}
+
+/* No temporary or backup file is left next to the target. */
+static void assert_no_leftovers(fixture *f) {
+  GDir *d = g_dir_open(f->dir, 0, NULL);
+  const char *name;
+  while ((name = g_dir_read_name(d)) != NULL)
+    if (strstr(name, ".c8y-"))
+      g_error("left behind: %s", name);
+  g_dir_close(d);
+}
+
+static void run_524(fixture *f, const char *url, const char *type,
+                    fake_op_state want) {
+  char *line = g_strdup_printf("524," DEV ",%s,%s", url, type);
+  fake_op_state st = fake_host_run_operation(f->h, line, OP_WAIT_MS);
+  if (st != want)
+    g_error("%s: state %d, want %d (%s)", line, st, want,
+            fake_host_op_detail(f->h));
+  g_free(line);
+}
+
+static void test_524_builtin_download(fixture *f, gconstpointer data) {
+  (void)data;
+  builtin b;
+  load_builtin(f, &b, NULL);
+  char *url = g_strdup_printf("file://%s", b.src);
+  run_524(f, url, "agent_conf", FAKE_OP_SUCCEEDED);
+  char *got = ptu_read_text(b.target);
+  g_assert_cmpstr(got, ==, "[new]\nx=1\n");
+  g_free(got);
+  /* The replaced file keeps the old one's mode. */
+  GStatBuf st;
+  g_assert_cmpint(g_stat(b.target, &st), ==, 0);
+  g_assert_cmpint(st.st_mode & 0777, ==, 0640);
+  char *prefix = g_strdup_printf("s/us|120,agent_conf,%s,agent.ini,", url);
+  g_assert_cmpuint(fake_host_line_count(f->h), ==, 1);
+  g_assert_true(g_str_has_prefix(fake_host_line(f->h, 0), prefix));
+  g_free(prefix);
+  assert_no_leftovers(f);
+  /* The download went to the state dir and was moved from there. */
+  GDir *d = g_dir_open(f->state, 0, NULL);
+  g_assert_null(g_dir_read_name(d));
+  g_dir_close(d);
+
+  /* A failed download names the peer's answer and changes nothing. */
+  char *missing = g_strdup_printf("file://%s/missing", f->dir);
+  run_524(f, missing, "agent_conf", FAKE_OP_FAILED);
+  g_assert_true(g_str_has_prefix(fake_host_op_detail(f->h),
+                                 "download of 'agent_conf' failed: HTTP 404"));
+  got = ptu_read_text(b.target);
+  g_assert_cmpstr(got, ==, "[new]\nx=1\n");
+  g_free(got);
+  assert_no_leftovers(f);
+  g_free(missing);
+  g_free(url);
+  builtin_free(&b);
+}
+
+static void test_524_apply_and_rollback(fixture *f, gconstpointer data) {
+  (void)data;
+  builtin b;
+  load_builtin(f, &b, "test \"$C8Y_CONFIG_TYPE\" = agent_conf || exit 3");
+  char *url = g_strdup_printf("file://%s", b.src);
+  /* agent_conf applies; the command saw the new file. */
+  run_524(f, url, "agent_conf", FAKE_OP_SUCCEEDED);
+  char *log = ptu_read_text(b.env_log);
+  char *want = g_strdup_printf("agent_conf %s [new]\nx=1\n", b.target);
+  g_assert_cmpstr(log, ==, want);
+  g_free(want);
+  g_free(log);
+  assert_no_leftovers(f);
+
+  /* The apply command refuses "fresh", which had no file: it is removed. */
+  char *fresh = g_build_filename(f->dir, "fresh.conf", NULL);
+  run_524(f, url, "fresh", FAKE_OP_FAILED);
+  g_assert_cmpstr(fake_host_op_detail(f->h), ==,
+                  "file_apply_command failed for 'fresh' (exit 3); new file "
+                  "removed");
+  g_assert_false(g_file_test(fresh, G_FILE_TEST_EXISTS));
+  g_assert_null(fake_host_find_line(f->h, "120,fresh"));
+
+  /* A refused change of an existing file puts the old content back. */
+  ptu_write_text(fresh, "old fresh\n");
+  run_524(f, url, "fresh", FAKE_OP_FAILED);
+  g_assert_true(
+      g_str_has_suffix(fake_host_op_detail(f->h), "previous file restored"));
+  char *got = ptu_read_text(fresh);
+  g_assert_cmpstr(got, ==, "old fresh\n");
+  g_free(got);
+  assert_no_leftovers(f);
+  g_free(fresh);
+  g_free(url);
+  builtin_free(&b);
+}
+
+static int refuse_upload(void *ctx, c8y_upload *u) {
+  (void)ctx;
+  snprintf(u->error, sizeof u->error,
+           "HTTP 403 from fake: access denied (role ROLE_EVENT_ADMIN)");
+  u->http_code = 403;
+  return C8Y_EHTTP;
+}
+
+static void test_526_builtin_upload(fixture *f, gconstpointer data) {
+  (void)data;
+  builtin b;
+  load_builtin(f, &b, NULL);
+  g_assert_cmpint(
+      fake_host_run_operation(f->h, "526," DEV ",agent_conf", OP_WAIT_MS), ==,
+      FAKE_OP_SUCCEEDED);
+  /* The binary URL is the result; the file went up as the event binary of
+   * an event of the configuration type. */
+  g_assert_true(
+      g_str_has_prefix(fake_host_op_detail(f->h), "http://fake/event/events/"));
+  GDir *d = g_dir_open(b.uploads, 0, NULL);
+  const char *name = g_dir_read_name(d);
+  g_assert_nonnull(name);
+  g_assert_true(g_str_has_suffix(name, "-agent_conf-agent.ini"));
+  char *up = g_build_filename(b.uploads, name, NULL);
+  char *got = ptu_read_text(up);
+  g_assert_cmpstr(got, ==, "[old]\n");
+  g_free(got);
+  g_free(up);
+  g_dir_close(d);
+
+  fake_host_set_transfers(f->h, fake_file_download, refuse_upload, NULL);
+  g_assert_cmpint(
+      fake_host_run_operation(f->h, "526," DEV ",agent_conf", OP_WAIT_MS), ==,
+      FAKE_OP_FAILED);
+  g_assert_cmpstr(fake_host_op_detail(f->h), ==,
+                  "upload of 'agent_conf' failed: HTTP 403 from fake: access "
+                  "denied (role ROLE_EVENT_ADMIN)");
+  builtin_free(&b);
+}
+
 static void test_unknown_type(fixture *f, gconstpointer data) {
   (void)data;
   char *target, *helper_log;
@@ -329,6 +508,10 @@ int main(int argc, char **argv) {
   ADD("/plugin/configuration/524/download", test_524_download);
   ADD("/plugin/configuration/526/upload", test_526_upload);
   ADD("/plugin/configuration/typed/unknown-type", test_unknown_type);
+  ADD("/plugin/configuration/524/builtin-download", test_524_builtin_download);
+  ADD("/plugin/configuration/524/apply-and-rollback",
+      test_524_apply_and_rollback);
+  ADD("/plugin/configuration/526/builtin-upload", test_526_builtin_upload);
 #undef ADD
   return g_test_run();
 }

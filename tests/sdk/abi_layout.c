@@ -1,6 +1,6 @@
-/* Freezes the 1.0 plugin ABI on LP64 targets (x86_64, aarch64, ...): every
- * offset and size below is written out by hand, so reordering, retyping or
- * inserting a field fails to compile. A minor release may only append
+/* Freezes the 1.0 and 1.1 plugin ABI on LP64 targets (x86_64, aarch64, ...):
+ * every offset and size below is written out by hand, so reordering, retyping
+ * or inserting a field fails to compile. A minor release may only append
  * fields: then add asserts for them and keep every existing line. */
 #include <c8y/plugin.h>
 
@@ -60,6 +60,49 @@ _Static_assert(sizeof(c8y_api) >= 280, "c8y_api shrank");
 _Static_assert(sizeof(c8y_api) == 280, "c8y_api 1.0 must be 280 bytes");
 #endif
 
+/* c8y_api 1.1: appended after state_dir */
+#if C8Y_ABI_MINOR >= 1
+AT(c8y_api, download, 280);
+AT(c8y_api, upload, 288);
+AT(c8y_api, op_resume_after_restart, 296);
+AT(c8y_api, op_resumed, 304);
+AT(c8y_api, op_rebooted, 312);
+_Static_assert(sizeof(c8y_api) >= 320, "c8y_api shrank below 1.1");
+#endif
+#if C8Y_ABI_MINOR == 1
+_Static_assert(sizeof(c8y_api) == 320, "c8y_api 1.1 must be 320 bytes");
+
+/* The transfer structs of 1.1; later minors append behind `error`. */
+AT(c8y_download, size, 0);
+AT(c8y_download, url, 8);
+AT(c8y_download, file, 16);
+AT(c8y_download, max_bytes, 24);
+AT(c8y_download, sha256, 32);
+AT(c8y_download, op, 40);
+AT(c8y_download, path, 48);
+AT(c8y_download, bytes, 560);
+AT(c8y_download, http_code, 568);
+AT(c8y_download, error, 576);
+_Static_assert(sizeof(c8y_download) == 832, "c8y_download 1.1 is 832 bytes");
+AT(c8y_upload, size, 0);
+AT(c8y_upload, path, 8);
+AT(c8y_upload, child_id, 16);
+AT(c8y_upload, type, 24);
+AT(c8y_upload, text, 32);
+AT(c8y_upload, content_type, 40);
+AT(c8y_upload, file_name, 48);
+AT(c8y_upload, op, 56);
+AT(c8y_upload, url, 64);
+AT(c8y_upload, http_code, 576);
+AT(c8y_upload, error, 584);
+_Static_assert(sizeof(c8y_upload) == 840, "c8y_upload 1.1 is 840 bytes");
+_Static_assert(sizeof(((c8y_download *)0)->path) == 512 &&
+                   sizeof(((c8y_download *)0)->error) == 256 &&
+                   sizeof(((c8y_upload *)0)->url) == 512 &&
+                   sizeof(((c8y_upload *)0)->error) == 256,
+               "transfer buffers");
+#endif
+
 /* c8y_plugin_info 1.0 */
 AT(c8y_plugin_info, abi_major, 0);
 AT(c8y_plugin_info, abi_minor, 4);
@@ -88,6 +131,9 @@ _Static_assert(C8Y_EEXIST == -4 && C8Y_ESTATE == -5 && C8Y_EAGAIN == -6,
                "status values");
 _Static_assert(C8Y_EIO == -7 && C8Y_ETIMEDOUT == -8 && C8Y_ETOOBIG == -9,
                "status values");
+_Static_assert(C8Y_EHTTP == -10 && C8Y_EAUTH == -11 && C8Y_ENET == -12 &&
+                   C8Y_ECHECKSUM == -13 && C8Y_ECANCELED == -14,
+               "1.1 status values");
 _Static_assert(C8Y_LOG_ERROR == 3 && C8Y_LOG_WARNING == 4 &&
                    C8Y_LOG_NOTICE == 5 && C8Y_LOG_INFO == 6 &&
                    C8Y_LOG_DEBUG == 7,

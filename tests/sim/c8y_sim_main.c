@@ -1,6 +1,7 @@
 /* c8y-sim: run the Cumulocity simulator for a local agent
  * (agent defaults: 127.0.0.1:18830, tenant "local", user "device"). */
 #include "sim.h"
+#include "sim_http.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -18,11 +19,14 @@ static void usage(FILE *f) {
   fputs(
       "usage: c8y-sim [--port N] [--tenant T] [--user U] [--password-file F]\n"
       "               [--device ID] [--op LINE]... [--workdir D] [--quiet]\n"
+      "               [--http-port N]\n"
       "Defaults match the agent's local mode: port 18830, tenant local,\n"
       "user device, password local-sim-password, device c8y-agent-local.\n"
       "Prints upstream messages as '<topic> <payload>' (LF shown as \\n),\n"
       "its own downstream publishes as '-> <topic> <payload>'.\n"
-      "stdin commands: op <line> | pub <topic> <payload> | status | quit\n",
+      "REST side (uploads, downloads) on 127.0.0.1:18831 unless --http-port.\n"
+      "stdin commands: op <line> | pub <topic> <payload> | file <path> |\n"
+      "                status | quit\n",
       f);
 }
 
@@ -66,6 +70,8 @@ static void print_status(sim *s) {
   fflush(stdout);
 }
 
+static sim_http *g_http;
+
 /* Returns false when the user asked to quit. */
 static bool run_command(sim *s, char *line) {
   line[strcspn(line, "\r\n")] = '\0';
@@ -90,8 +96,21 @@ static bool run_command(sim *s, char *line) {
       if (sim_publish(s, topic, sp + 1) != 0)
         printf("error: publish on %s failed\n", topic);
     }
+  } else if (strncmp(cmd, "file ", 5) == 0) {
+    long id = sim_http_add_binary(g_http, cmd + 5);
+    if (id > 0)
+      printf("file %s served at %s/inventory/binaries/%ld\n", cmd + 5,
+             sim_http_url(g_http), id);
+    else
+      puts("error: out of memory");
   } else if (strcmp(cmd, "status") == 0) {
     print_status(s);
+    for (size_t i = 0; i < sim_http_event_count(g_http); i++)
+      printf("event %s %s on %s%s%s\n", sim_http_event_id(g_http, i),
+             sim_http_event_type(g_http, i), sim_http_event_source(g_http, i),
+             sim_http_event_binary(g_http, i) ? " binary " : "",
+             sim_http_event_binary(g_http, i) ? sim_http_event_binary(g_http, i)
+                                              : "");
   } else if (strcmp(cmd, "quit") == 0 || strcmp(cmd, "exit") == 0) {
     return false;
   } else if (strcmp(cmd, "help") == 0) {
@@ -113,6 +132,7 @@ int main(int argc, char **argv) {
       {"op", required_argument, NULL, 'o'},
       {"workdir", required_argument, NULL, 'w'},
       {"quiet", no_argument, NULL, 'q'},
+      {"http-port", required_argument, NULL, 'H'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   sim_options o = {.tenant = "local",
@@ -124,8 +144,9 @@ int main(int argc, char **argv) {
   char **ops = calloc((size_t)argc, sizeof *ops);
   size_t nops = 0;
   char *password = NULL;
+  int http_port = 18831;
   int c;
-  while ((c = getopt_long(argc, argv, "p:t:u:P:d:o:w:qh", longopts, NULL)) !=
+  while ((c = getopt_long(argc, argv, "p:t:u:P:d:o:w:qhH:", longopts, NULL)) !=
          -1) {
     switch (c) {
     case 'p': {
@@ -137,6 +158,17 @@ int main(int argc, char **argv) {
         return 2;
       }
       o.port = (int)v;
+      break;
+    }
+    case 'H': {
+      char *end;
+      long v = strtol(optarg, &end, 10);
+      if (*end || v < 0 || v > 65535) {
+        fprintf(stderr, "c8y-sim: --http-port: '%s' is not a port (0..65535)\n",
+                optarg);
+        return 2;
+      }
+      http_port = (int)v;
       break;
     }
     case 't':
@@ -194,10 +226,23 @@ int main(int argc, char **argv) {
     free(ops);
     return 1;
   }
+  sim_http_options ho = {.mqtt = s,
+                         .tenant = o.tenant,
+                         .user = o.user,
+                         .password = o.password,
+                         .port = http_port};
+  if (sim_http_start(&ho, &g_http, err, sizeof err) != 0) {
+    fprintf(stderr, "c8y-sim: %s\n", err);
+    sim_stop(s);
+    free(password);
+    free(ops);
+    return 1;
+  }
   fprintf(stderr,
           "c8y-sim: listening on 127.0.0.1:%d (user %s/%s, device %s, "
-          "workdir %s)\n",
-          sim_port(s), o.tenant, o.user, o.device_id, sim_workdir(s));
+          "workdir %s), REST at %s\n",
+          sim_port(s), o.tenant, o.user, o.device_id, sim_workdir(s),
+          sim_http_url(g_http));
   int rc = 0;
   for (size_t i = 0; i < nops; i++) {
     long id = sim_create_operation(s, ops[i]);
@@ -252,6 +297,7 @@ int main(int argc, char **argv) {
   free(line);
   if (caught)
     fprintf(stderr, "c8y-sim: %s, stopping\n", strsignal(caught));
+  sim_http_stop(g_http);
   sim_stop(s);
   free(password);
   free(ops);

@@ -80,6 +80,8 @@ struct sim {
   long next_mo_id;
   sim_coll *colls;
   size_t ncolls, capcolls;
+  char *(*mint_token)(void *ctx); /* s/uat answers; see sim_set_token_source */
+  void *mint_ctx;
 };
 
 static const struct {
@@ -551,6 +553,14 @@ static void handle_upstream(sim *s, const char *topic, const char *payload,
   }
   if (strncmp(topic, "s/ut/", 5) == 0 && topic[5] && !strchr(topic + 5, '/'))
     handle_template_collection(s, topic + 5, payload, ob);
+  if (strcmp(topic, "s/uat") == 0 && s->mint_token) {
+    char *tok = s->mint_token(s->mint_ctx);
+    if (tok) {
+      const char *f[] = {"71", tok};
+      outbox_line(ob, "s/dat", f, 2);
+    }
+    free(tok);
+  }
 }
 
 /* ---- Paho callbacks (Paho's thread) ---------------------------------------
@@ -1068,6 +1078,21 @@ bool sim_device_exists(sim *s, const char *external_id) {
   bool e = d && d->created;
   pthread_mutex_unlock(&s->mu);
   return e;
+}
+
+void sim_set_token_source(sim *s, char *(*mint)(void *ctx), void *ctx) {
+  pthread_mutex_lock(&s->mu);
+  s->mint_token = mint;
+  s->mint_ctx = ctx;
+  pthread_mutex_unlock(&s->mu);
+}
+
+long sim_device_mo_id(sim *s, const char *external_id) {
+  pthread_mutex_lock(&s->mu);
+  sim_dev *d = dev_find(s, external_id);
+  long id = d && d->created ? d->mo_id : -1;
+  pthread_mutex_unlock(&s->mu);
+  return id;
 }
 
 bool sim_connected(sim *s) {

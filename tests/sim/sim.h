@@ -105,4 +105,13 @@ bool sim_device_exists(sim *s, const char *external_id);
 /* True while the simulator's own MQTT client is connected and subscribed. */
 bool sim_connected(sim *s);
 
+/* ---- HTTP side hooks (sim_http.h) ---- */
+
+/* An empty publish on s/uat is answered with "71,<mint(ctx)>" on s/dat
+ * (malloc'ed token; NULL = no answer). mint runs under the simulator's lock
+ * and must not call back into it. */
+void sim_set_token_source(sim *s, char *(*mint)(void *ctx), void *ctx);
+/* Managed-object id of a created device, or -1. */
+long sim_device_mo_id(sim *s, const char *external_id);
+
 #endif

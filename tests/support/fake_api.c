@@ -18,11 +18,13 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define FAKE_MAX_LINE 16000
 
@@ -72,6 +74,7 @@ struct c8y_operation {
   sr_records rec;       /* rec.items[0]: template, device, fields... */
   const char *fragment;
   bool completed, cancelled, reboot, released;
+  bool resume, resumed, rebooted; /* ABI 1.1 resume slots */
   fake_op_state state;
   char *detail;
   strvec params;
@@ -109,6 +112,14 @@ struct fake_host {
   bool thread_live, handler_returned;
   pthread_t thread;
   op_handler *handler;
+
+  /* ABI 1.1 transfers and resume (fake_host_set_transfers/_set_resumed). */
+  fake_download_fn download;
+  fake_upload_fn upload;
+  void *transfer_ctx;
+  bool next_resumed, next_rebooted;
+  c8y_api api_1_0; /* fake_host_set_abi_1_0: the table cut before 1.1 */
+  bool use_1_0;
 };
 
 /* ---- small helpers --------------------------------------------------------
@@ -669,6 +680,58 @@ static int api_op_complete_on_reboot(c8y_operation *op) {
   return rc;
 }
 
+static int api_op_resume_after_restart(c8y_operation *op) {
+  fake_host *h = op->h;
+  pthread_mutex_lock(&h->mu);
+  int rc = C8Y_OK;
+  if (op->completed)
+    rc = C8Y_ESTATE;
+  else
+    op->resume = true;
+  pthread_mutex_unlock(&h->mu);
+  return rc;
+}
+
+static int api_op_resumed(const c8y_operation *op) { return op->resumed; }
+static int api_op_rebooted(const c8y_operation *op) {
+  return op->resumed && op->rebooted;
+}
+
+/* Transfers go to the test's functions; without them the host answers like
+ * an agent whose HTTP client is unavailable. */
+static int api_download(c8y_plugin *self, c8y_download *d) {
+  fake_host *h = self->h;
+  if (!d || d->size < sizeof *d || !d->url || !d->file)
+    return C8Y_EINVAL;
+  d->path[0] = d->error[0] = '\0';
+  d->bytes = 0;
+  d->http_code = 0;
+  if (!h->download) {
+    snprintf(d->error, sizeof d->error, "fake host: no download function");
+    return C8Y_ENOTSUP;
+  }
+  if (!api_state_dir(self))
+    return C8Y_EIO;
+  snprintf(d->path, sizeof d->path, "%s/%s", h->state_dir, d->file);
+  int rc = h->download(h->transfer_ctx, d);
+  if (rc != C8Y_OK)
+    d->path[0] = '\0';
+  return rc;
+}
+
+static int api_upload(c8y_plugin *self, c8y_upload *u) {
+  fake_host *h = self->h;
+  if (!u || u->size < sizeof *u || !u->path || !u->type)
+    return C8Y_EINVAL;
+  u->url[0] = u->error[0] = '\0';
+  u->http_code = 0;
+  if (!h->upload) {
+    snprintf(u->error, sizeof u->error, "fake host: no upload function");
+    return C8Y_ENOTSUP;
+  }
+  return h->upload(h->transfer_ctx, u);
+}
+
 /* ---- api: messages ----------------------------------------------------------
  */
 
@@ -718,6 +781,11 @@ static const c8y_api fake_api_table = {
     .op_fail = api_op_fail,
     .op_cancelled = api_op_cancelled,
     .op_complete_on_reboot = api_op_complete_on_reboot,
+    .op_resume_after_restart = api_op_resume_after_restart,
+    .op_resumed = api_op_resumed,
+    .op_rebooted = api_op_rebooted,
+    .download = api_download,
+    .upload = api_upload,
     .msg_id = api_msg_id,
     .msg_field_count = api_msg_field_count,
     .msg_field = api_msg_field,
@@ -865,7 +933,8 @@ int fake_host_init(fake_host *h, const c8y_plugin_info *info) {
   }
   h->in_init = true;
   h->user_data = NULL;
-  int rc = h->info.init(&h->self, &fake_api_table, &h->user_data);
+  int rc = h->info.init(&h->self, h->use_1_0 ? &h->api_1_0 : &fake_api_table,
+                        &h->user_data);
   h->in_init = false;
   if (rc < 0) {
     host_log(h, C8Y_LOG_ERROR, "fake_host: init failed: %s", status_str(rc));
@@ -1049,6 +1118,9 @@ fake_op_state fake_host_run_operation(fake_host *h, const char *line,
   const char *fragment = ops_fragment_for(op->rec.items[0].fields[0]);
   op->fragment = fragment ? fragment : "";
   op->state = FAKE_OP_RUNNING;
+  op->resumed = h->next_resumed;
+  op->rebooted = h->next_rebooted;
+  h->next_resumed = h->next_rebooted = false;
   h->handler = hd;
   h->handler_returned = false;
   if (pthread_create(&h->thread, NULL, op_thread_main, h) != 0)
@@ -1253,4 +1325,99 @@ const char *fake_host_last_log(fake_host *h) {
 
 const char *fake_host_find_log(fake_host *h, const char *substring) {
   return sv_find_locked(h, &h->logs, false, substring);
+}
+
+void fake_host_set_transfers(fake_host *h, fake_download_fn download,
+                             fake_upload_fn upload, void *ctx) {
+  h->download = download;
+  h->upload = upload;
+  h->transfer_ctx = ctx;
+}
+
+void fake_host_set_resumed(fake_host *h, bool rebooted) {
+  h->next_resumed = true;
+  h->next_rebooted = rebooted;
+}
+
+bool fake_host_op_resume_requested(fake_host *h) {
+  pthread_mutex_lock(&h->mu);
+  bool r = h->op && h->op->resume;
+  pthread_mutex_unlock(&h->mu);
+  return r;
+}
+
+void fake_host_set_abi_1_0(fake_host *h) {
+  h->api_1_0 = fake_api_table;
+  h->api_1_0.abi_minor = 0;
+  h->api_1_0.size = offsetof(c8y_api, download);
+  h->use_1_0 = true;
+}
+
+/* Copies in to out (a new file); 0 or -1. */
+static int copy_path(const char *in, const char *out, uint64_t *bytes) {
+  FILE *src = fopen(in, "rb");
+  if (!src)
+    return -1;
+  FILE *dst = fopen(out, "wb");
+  if (!dst) {
+    fclose(src);
+    return -1;
+  }
+  char buf[8192];
+  size_t n;
+  uint64_t total = 0;
+  int rc = 0;
+  while ((n = fread(buf, 1, sizeof buf, src)) > 0) {
+    if (fwrite(buf, 1, n, dst) != n)
+      rc = -1;
+    total += n;
+  }
+  if (ferror(src))
+    rc = -1;
+  fclose(src);
+  if (fclose(dst) != 0)
+    rc = -1;
+  if (bytes)
+    *bytes = total;
+  return rc;
+}
+
+int fake_file_download(void *ctx, c8y_download *d) {
+  (void)ctx;
+  if (strncmp(d->url, "file://", 7) != 0) {
+    snprintf(d->error, sizeof d->error, "fake download: not a file:// URL");
+    return C8Y_EINVAL;
+  }
+  if (copy_path(d->url + 7, d->path, &d->bytes) != 0) {
+    snprintf(d->error, sizeof d->error, "HTTP 404 from fake: %s: %s",
+             d->url + 7, strerror(errno));
+    d->http_code = 404;
+    unlink(d->path);
+    return C8Y_EHTTP;
+  }
+  if (d->max_bytes && d->bytes > d->max_bytes) {
+    snprintf(d->error, sizeof d->error, "larger than %llu bytes",
+             (unsigned long long)d->max_bytes);
+    unlink(d->path);
+    return C8Y_ETOOBIG;
+  }
+  d->http_code = 200;
+  return C8Y_OK;
+}
+
+int fake_dir_upload(void *ctx, c8y_upload *u) {
+  static atomic_int seq;
+  int n = atomic_fetch_add(&seq, 1) + 1;
+  const char *base = strrchr(u->path, '/');
+  const char *name = u->file_name ? u->file_name : base ? base + 1 : u->path;
+  char out[PATH_MAX];
+  snprintf(out, sizeof out, "%s/%d-%s-%s", (const char *)ctx, n, u->type, name);
+  if (copy_path(u->path, out, NULL) != 0) {
+    snprintf(u->error, sizeof u->error, "fake upload: %s: %s", u->path,
+             strerror(errno));
+    return C8Y_EIO;
+  }
+  u->http_code = 201;
+  snprintf(u->url, sizeof u->url, "http://fake/event/events/%d/binaries", n);
+  return C8Y_OK;
 }

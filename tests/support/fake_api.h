@@ -93,4 +93,28 @@ bool fake_host_handler_returned(fake_host *h);
 /* First log line containing substring, or NULL. */
 const char *fake_host_find_log(fake_host *h, const char *substring);
 
+/* ---- ABI 1.1 ---- */
+/* api->download / api->upload call these (on the plugin's thread). The
+ * host checks the struct and, for downloads, fills d->path with
+ * <state_dir>/<file> before the call: the function writes the file there
+ * (or fails: status + d->error). Without them both return C8Y_ENOTSUP. */
+typedef int (*fake_download_fn)(void *ctx, c8y_download *d);
+typedef int (*fake_upload_fn)(void *ctx, c8y_upload *u);
+void fake_host_set_transfers(fake_host *h, fake_download_fn download,
+                             fake_upload_fn upload, void *ctx);
+/* The next fake_host_run_operation looks resumed after an agent restart
+ * (op_resumed() true), with op_rebooted() as given. */
+void fake_host_set_resumed(fake_host *h, bool rebooted);
+/* The plugin called op_resume_after_restart on the last operation. */
+bool fake_host_op_resume_requested(fake_host *h);
+/* init() gets the table of an ABI 1.0 agent (no transfers, no resume);
+ * call before loading. */
+void fake_host_set_abi_1_0(fake_host *h);
+/* Ready-made transfer functions: download copies the file of a file://
+ * URL (a missing one gives C8Y_EHTTP, "HTTP 404 ..."); upload copies the
+ * file to <ctx dir>/<n>-<type>-<file name> and answers the URL
+ * http://fake/event/events/<n>/binaries. */
+int fake_file_download(void *ctx, c8y_download *d);
+int fake_dir_upload(void *ctx, c8y_upload *u);
+
 #endif

@@ -130,6 +130,90 @@ static void test_boot_id_override(fx *f, gconstpointer d) {
   g_free(id);
 }
 
+static const journal_entry *find_id(const journal_entry *v, size_t n,
+                                    uint64_t id) {
+  for (size_t i = 0; i < n; i++)
+    if (v[i].id == id)
+      return &v[i];
+  return NULL;
+}
+
+/* op_resume_after_restart: the fields survive restarts (and the rewrite of
+ * every open), a kept entry stays executing with its resume count raised,
+ * and an end finally forgets it. */
+static void test_resume_kept_across_restarts(fx *f, gconstpointer d) {
+  journal *j = open_j(f);
+  journal_entry a = entry(journal_next_id(j), "c8y_Firmware", "dev1", false);
+  journal_entry b = entry(journal_next_id(j), "c8y_Command", "dev1", false);
+  g_assert_cmpint(journal_begin(j, &a), ==, 0);
+  g_assert_cmpint(journal_begin(j, &b), ==, 0);
+  const char *fields[] = {"fw", "2.0", "http://h/x?a=1,b=\"2\"", ""};
+  g_assert_cmpint(journal_mark_resume(j, a.id, fields, 4), ==, 0);
+  journal_close(j);
+
+  for (unsigned run = 1; run <= 3; run++) {
+    j = open_j(f);
+    const journal_entry *rec;
+    size_t n = journal_recovered(j, &rec);
+    /* b (not resumable) is reported by the first restart, then forgotten. */
+    g_assert_cmpuint(n, ==, run == 1 ? 2 : 1);
+    const journal_entry *ra = find_id(rec, n, a.id);
+    g_assert_nonnull(ra);
+    g_assert_true(ra->resume);
+    g_assert_cmpuint(ra->resumes, ==, run - 1);
+    g_assert_cmpuint(ra->nfields, ==, 4);
+    for (size_t i = 0; i < 4; i++)
+      g_assert_cmpstr(ra->fields[i], ==, fields[i]);
+    g_assert_cmpstr(ra->boot_id, ==, "boot-A");
+    g_assert_cmpstr(ra->template_id, ==, "510");
+    if (run == 1) {
+      const journal_entry *rb = find_id(rec, n, b.id);
+      g_assert_nonnull(rb);
+      g_assert_false(rb->resume);
+      g_assert_cmpuint(rb->nfields, ==, 0);
+    }
+    journal_entry copy;
+    g_assert_cmpint(journal_entry_copy(ra, &copy), ==, 0);
+    g_assert_cmpint(journal_keep_recovered(j, a.id), ==, 0);
+    g_assert_cmpint(journal_keep_recovered(j, a.id), ==, 0); /* idempotent */
+    g_assert_cmpint(journal_keep_recovered(j, 999), !=, 0);
+    g_assert_cmpint(journal_forget_recovered(j), ==, 0);
+    g_assert_cmpuint(journal_recovered(j, &rec), ==, 0);
+    /* The copy owns its strings beyond forget. */
+    g_assert_cmpstr(copy.fields[2], ==, fields[2]);
+    g_assert_cmpstr(copy.fragment, ==, "c8y_Firmware");
+    journal_entry_free(&copy);
+    journal_close(j);
+  }
+
+  j = open_j(f);
+  const journal_entry *rec;
+  g_assert_cmpuint(journal_recovered(j, &rec), ==, 1);
+  g_assert_cmpuint(rec[0].resumes, ==, 3);
+  g_assert_cmpint(journal_end(j, a.id), ==, 0);
+  journal_close(j);
+  j = open_j(f);
+  g_assert_cmpuint(journal_recovered(j, &rec), ==, 0);
+  journal_close(j);
+}
+
+/* A resume record whose fields are unreadable degrades to an ordinary
+ * entry (the operation fails) instead of resuming with wrong fields. */
+static void test_resume_bad_fields(fx *f, gconstpointer d) {
+  journal *j = open_j(f);
+  journal_entry a = entry(3, "c8y_Firmware", "dev1", false);
+  g_assert_cmpint(journal_begin(j, &a), ==, 0);
+  journal_close(j);
+  FILE *fp = fopen(f->path, "a");
+  fputs("{\"op\":\"resume\",\"id\":3,\"fields\":[1,2]}\n", fp);
+  fclose(fp);
+  j = open_j(f);
+  const journal_entry *rec;
+  g_assert_cmpuint(journal_recovered(j, &rec), ==, 1);
+  g_assert_false(rec[0].resume);
+  journal_close(j);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add("/journal/begin-end-recover", fx, NULL, fx_setup,
@@ -140,5 +224,9 @@ int main(int argc, char **argv) {
              fx_teardown);
   g_test_add("/journal/boot-id-override", fx, NULL, fx_setup,
              test_boot_id_override, fx_teardown);
+  g_test_add("/journal/resume-kept-across-restarts", fx, NULL, fx_setup,
+             test_resume_kept_across_restarts, fx_teardown);
+  g_test_add("/journal/resume-bad-fields", fx, NULL, fx_setup,
+             test_resume_bad_fields, fx_teardown);
   return g_test_run();
 }

@@ -253,7 +253,9 @@ typedef struct c8y_api {
    * itself), the next start hands it again to the handler registered for its
    * template and device, with op_resumed() non-zero and the same fields, and
    * the plugin decides (e.g. succeed only if the running firmware version is
-   * the requested one). Call before starting the action. [any thread] */
+   * the requested one). Call before starting the action; fini() may then
+   * leave it incomplete. It is resumed at most 5 times, then fails. The
+   * handler's timeout starts again at each resume. [any thread] */
   int (*op_resume_after_restart)(c8y_operation *op);
   /* Non-zero if this operation was resumed after an agent restart; then
    * op_rebooted() tells whether the machine booted since it started. */

@@ -10,6 +10,11 @@
  *                        op_cancelled says the agent timed it out
  *   reboot               op_complete_on_reboot, then C8Y_PENDING forever
  *   order <tag>          append <tag> to <state_dir>/order, succeed
+ *   resume <tag>         op_resume_after_restart, log "itest: resume armed"
+ *                        and stay PENDING; handed again after a restart it
+ *                        succeeds with "resumed rebooted=<0|1> <tag>"
+ *   resume-loop          like resume, but never completes, also when
+ *                        resumed (an action that keeps killing the agent)
  *   emit                 send an event, raise + clear an alarm, a 113 and a
  *                        custom-template line (root and child), succeed
  * 510 (c8y_Restart) behaves like "reboot". A producer "itest" emits a
@@ -94,6 +99,24 @@ static int on_command(c8y_plugin *self, c8y_operation *op, void *ud) {
   if (strncmp(text, "slow ", 5) == 0) {
     sleep_ms(atoi(text + 5));
     return api->op_succeed(op, "slow done");
+  }
+  if (strcmp(text, "resume-loop") == 0) {
+    int rc = api->op_resumed(op) ? C8Y_OK : api->op_resume_after_restart(op);
+    if (rc == C8Y_OK)
+      api->log(self, C8Y_LOG_NOTICE, "itest: resume armed");
+    return rc == C8Y_OK ? C8Y_PENDING : rc;
+  }
+  if (strncmp(text, "resume ", 7) == 0) {
+    if (api->op_resumed(op)) {
+      char result[300];
+      snprintf(result, sizeof result, "resumed rebooted=%d %s",
+               api->op_rebooted(op) ? 1 : 0, text + 7);
+      return api->op_succeed(op, result);
+    }
+    int rc = api->op_resume_after_restart(op);
+    if (rc == C8Y_OK)
+      api->log(self, C8Y_LOG_NOTICE, "itest: resume armed");
+    return rc == C8Y_OK ? C8Y_PENDING : rc;
   }
   if (strcmp(text, "reboot") == 0) {
     int rc = api->op_complete_on_reboot(op);

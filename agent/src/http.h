@@ -1,0 +1,64 @@
+/* http: the agent's Cumulocity REST client (libcurl), used by the SDK's
+ * download/upload calls.
+ *
+ * One easy handle per transfer, run on the calling (plugin) thread; the
+ * handles share one connection, DNS and TLS-session cache. Authentication
+ * uses the MQTT session's identity: Basic "<tenant>/<user>:<password>", or
+ * for certificate devices a JWT that the main loop fetches over MQTT (s/uat ->
+ * "71,<token>" on s/dat). Credentials go only to the tenant host and the
+ * http_url host; any other URL is fetched without them. */
+#ifndef C8Y_HTTP_H
+#define C8Y_HTTP_H
+
+#include "config.h"
+
+#include <c8y/plugin.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct http_ctx http_ctx;
+
+/* Called (from any thread) when a JWT is needed: the agent publishes an empty
+ * s/uat on its main loop and later hands the 71 reply to
+ * http_token_received. Must not block. */
+typedef void (*http_token_request_fn)(void *ctx);
+
+/* cfg must outlive the context. Returns 0, or -1 with one line in err. */
+int http_new(const agent_config *cfg, http_token_request_fn request_token,
+             void *ctx, http_ctx **out, char *err, size_t errlen);
+void http_free(http_ctx *h);
+
+/* The "71" reply's token (main loop). */
+void http_token_received(http_ctx *h, const char *token);
+
+/* Cancellation probe for a transfer (e.g. ops_op_cancelled). */
+typedef int (*http_cancel_fn)(const c8y_operation *op);
+
+/* The SDK calls: `dir` is the plugin's state dir. Blocking; any thread
+ * except the main loop and Paho's. Fill d->error / u->error on failure. */
+int http_download(http_ctx *h, const char *dir, c8y_download *d,
+                  http_cancel_fn cancelled);
+int http_upload(http_ctx *h, const char *device_id, c8y_upload *u,
+                http_cancel_fn cancelled);
+
+/* ---- pure helpers (exposed for unit tests) ---- */
+
+typedef struct http_url_parts {
+  bool https;
+  char host[256]; /* lower case, without brackets for IPv6 */
+  int port;       /* explicit or the scheme's default */
+} http_url_parts;
+
+/* Parses "http[s]://[user@]host[:port][/...]". Returns 0 or -1. */
+int http_parse_url(const char *url, http_url_parts *out);
+/* Whether the device's credentials may go to `url`: same scheme, host and
+ * port as http_url, or https on the tenant (MQTT) host's port 443. */
+bool http_auth_allowed(const http_url_parts *base, const char *tenant_host,
+                       const char *url);
+/* The exp and iat claims of a JWT (seconds since the epoch; iat 0 when
+ * absent). Returns 0 or -1 when the token has no readable exp. */
+int http_jwt_times(const char *token, long long *exp, long long *iat);
+/* Lowercase hex sha256 of a file into hex[65]. Returns 0 or -1 (errno). */
+int http_sha256_file(const char *path, char hex[65]);
+
+#endif

@@ -1,0 +1,285 @@
+/* http module: URL/host rules for credentials, JWT claims, sha256, and
+ * Range resume of a download against the simulator's REST side. */
+#include "http.h"
+#include "sim_http.h"
+
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <string.h>
+
+static http_url_parts base_of(const char *url) {
+  http_url_parts p;
+  g_assert_cmpint(http_parse_url(url, &p), ==, 0);
+  return p;
+}
+
+static void test_parse_url(void) {
+  http_url_parts p;
+  g_assert_cmpint(http_parse_url("https://Tenant.Example.com/x", &p), ==, 0);
+  g_assert_true(p.https);
+  g_assert_cmpstr(p.host, ==, "tenant.example.com");
+  g_assert_cmpint(p.port, ==, 443);
+  g_assert_cmpint(http_parse_url("http://127.0.0.1:8111", &p), ==, 0);
+  g_assert_false(p.https);
+  g_assert_cmpint(p.port, ==, 8111);
+  g_assert_cmpint(http_parse_url("https://[::1]:9/a", &p), ==, 0);
+  g_assert_cmpstr(p.host, ==, "::1");
+  g_assert_cmpint(p.port, ==, 9);
+  g_assert_cmpint(http_parse_url("https://u:pw@evil.example/", &p), ==, 0);
+  g_assert_cmpstr(p.host, ==, "evil.example");
+  g_assert_cmpint(http_parse_url("ftp://host/", &p), ==, -1);
+  g_assert_cmpint(http_parse_url("https:///path", &p), ==, -1);
+  g_assert_cmpint(http_parse_url("https://host:99999/", &p), ==, -1);
+  g_assert_cmpint(http_parse_url("https://host:12ab/", &p), ==, -1);
+}
+
+static void test_auth_rules(void) {
+  http_url_parts b = base_of("https://t1.example.com");
+  const char *th = "mqtt.example.com";
+  g_assert_true(http_auth_allowed(&b, th, "https://t1.example.com/inv/1"));
+  g_assert_true(http_auth_allowed(&b, th, "https://T1.EXAMPLE.COM:443/x"));
+  g_assert_true(http_auth_allowed(&b, th, "https://t1.example.com./x"));
+  /* the tenant (MQTT) host over https */
+  g_assert_true(http_auth_allowed(&b, th, "https://mqtt.example.com/x"));
+  /* other hosts, ports and schemes get nothing */
+  g_assert_false(http_auth_allowed(&b, th, "https://files.example.net/x"));
+  g_assert_false(http_auth_allowed(&b, th, "https://t1.example.com:8443/x"));
+  g_assert_false(http_auth_allowed(&b, th, "http://t1.example.com/x"));
+  g_assert_false(http_auth_allowed(&b, th, "http://mqtt.example.com/x"));
+  g_assert_false(
+      http_auth_allowed(&b, th, "https://t1.example.com@evil.example/x"));
+  g_assert_false(
+      http_auth_allowed(&b, th, "https://t1.example.com.evil.example/x"));
+  g_assert_false(http_auth_allowed(&b, th, "not a url"));
+  http_url_parts local = base_of("http://127.0.0.1:18831");
+  g_assert_true(http_auth_allowed(&local, "127.0.0.1",
+                                  "http://127.0.0.1:18831/inventory/x"));
+  g_assert_false(
+      http_auth_allowed(&local, "127.0.0.1", "http://127.0.0.1:18832/x"));
+}
+
+static char *b64url(const char *s) {
+  gchar *b = g_base64_encode((const guchar *)s, strlen(s));
+  for (char *c = b; *c; c++)
+    *c = *c == '+' ? '-' : *c == '/' ? '_' : *c;
+  char *eq = strchr(b, '=');
+  if (eq)
+    *eq = '\0';
+  return b;
+}
+
+static void test_jwt_times(void) {
+  char *h = b64url("{\"alg\":\"RS256\"}");
+  char *p = b64url("{\"sub\":\"t1/device\",\"iat\":1700000000,"
+                   "\"exp\":1700003600}");
+  char *tok = g_strdup_printf("%s.%s.c2lnbmF0dXJl", h, p);
+  long long exp, iat;
+  g_assert_cmpint(http_jwt_times(tok, &exp, &iat), ==, 0);
+  g_assert_cmpint(exp, ==, 1700003600);
+  g_assert_cmpint(iat, ==, 1700000000);
+  char *nop = b64url("{\"sub\":\"x\"}");
+  char *bad = g_strdup_printf("%s.%s.sig", h, nop);
+  g_assert_cmpint(http_jwt_times(bad, &exp, &iat), ==, -1);
+  g_assert_cmpint(http_jwt_times("no-dots-here", &exp, &iat), ==, -1);
+  g_assert_cmpint(http_jwt_times("a.!!!.b", &exp, &iat), ==, -1);
+  g_free(h);
+  g_free(p);
+  g_free(tok);
+  g_free(nop);
+  g_free(bad);
+}
+
+static void test_sha256(void) {
+  char *dir = g_dir_make_tmp("c8y-sha-XXXXXX", NULL);
+  char *path = g_build_filename(dir, "abc", NULL);
+  g_assert_true(g_file_set_contents(path, "abc", 3, NULL));
+  char hex[65];
+  g_assert_cmpint(http_sha256_file(path, hex), ==, 0);
+  g_assert_cmpstr(
+      hex, ==,
+      "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  g_unlink(path);
+  g_assert_cmpint(http_sha256_file(path, hex), ==, -1);
+  g_rmdir(dir);
+  g_free(path);
+  g_free(dir);
+}
+
+/* ---- downloads against an in-process REST server ------------------------ */
+
+typedef struct dl_fx {
+  sim_http *srv;
+  agent_config cfg;
+  http_ctx *h;
+  char *dir;
+  char *src;
+  char *sha;
+  gchar *data;
+  gsize len;
+  char *url;
+} dl_fx;
+
+static void no_token(void *ctx) { (void)ctx; }
+
+static void dl_setup(dl_fx *f, gconstpointer unused) {
+  (void)unused;
+  sim_http_options o = {.password = "secret"};
+  char err[256];
+  g_assert_cmpint(sim_http_start(&o, &f->srv, err, sizeof err), ==, 0);
+  f->dir = g_dir_make_tmp("c8y-dl-XXXXXX", NULL);
+  f->src = g_build_filename(f->dir, "source.bin", NULL);
+  f->len = 3 * 1024 * 1024 + 17;
+  f->data = g_malloc(f->len);
+  for (gsize i = 0; i < f->len; i++)
+    f->data[i] = (gchar)((i * 2654435761u) >> 13);
+  g_assert_true(g_file_set_contents(f->src, f->data, (gssize)f->len, NULL));
+  f->sha = g_compute_checksum_for_data(G_CHECKSUM_SHA256,
+                                       (const guchar *)f->data, f->len);
+  long id = sim_http_add_binary(f->srv, f->src);
+  f->url =
+      g_strdup_printf("%s/inventory/binaries/%ld", sim_http_url(f->srv), id);
+  f->cfg.http_url = (char *)sim_http_url(f->srv);
+  f->cfg.host = "127.0.0.1";
+  f->cfg.tenant = "t1";
+  f->cfg.user = "device";
+  f->cfg.password = "secret";
+  f->cfg.verify_hostname = true;
+  f->cfg.transfer_max_bytes = 64 * 1024 * 1024;
+  g_assert_cmpint(http_new(&f->cfg, no_token, NULL, &f->h, err, sizeof err), ==,
+                  0);
+}
+
+static void dl_teardown(dl_fx *f, gconstpointer unused) {
+  (void)unused;
+  http_free(f->h);
+  sim_http_stop(f->srv);
+  GDir *d = g_dir_open(f->dir, 0, NULL);
+  const char *n;
+  while (d && (n = g_dir_read_name(d))) {
+    char *p = g_build_filename(f->dir, n, NULL);
+    g_unlink(p);
+    g_free(p);
+  }
+  if (d)
+    g_dir_close(d);
+  g_rmdir(f->dir);
+  g_free(f->dir);
+  g_free(f->src);
+  g_free(f->sha);
+  g_free(f->data);
+  g_free(f->url);
+}
+
+static int download(dl_fx *f, const char *file, c8y_download *d) {
+  *d = (c8y_download){
+      .size = sizeof *d, .url = f->url, .file = file, .sha256 = f->sha};
+  return http_download(f->h, f->dir, d, NULL);
+}
+
+static void assert_complete(dl_fx *f, const c8y_download *d) {
+  gchar *got = NULL;
+  gsize n = 0;
+  g_assert_true(g_file_get_contents(d->path, &got, &n, NULL));
+  g_assert_cmpuint(n, ==, f->len);
+  g_assert_true(memcmp(got, f->data, n) == 0);
+  g_assert_cmpuint(d->bytes, ==, f->len);
+  g_free(got);
+}
+
+static void test_resume_after_cut(dl_fx *f, gconstpointer unused) {
+  (void)unused;
+  sim_http_cut_downloads(f->srv, 2);
+  c8y_download d;
+  g_assert_cmpint(download(f, "out.bin", &d), ==, C8Y_OK);
+  assert_complete(f, &d);
+  g_assert_cmpuint(sim_http_requests(f->srv, "GET", "/inventory/"), ==, 3);
+  g_assert_cmpuint(sim_http_range_requests(f->srv), ==, 2);
+  g_assert_cmpint(d.http_code, ==, 206);
+}
+
+static void write_partial(dl_fx *f, const char *file, const char *url,
+                          gsize bytes) {
+  char *part = g_strdup_printf("%s/.%s.partial", f->dir, file);
+  char *src = g_strdup_printf("%s/.%s.source", f->dir, file);
+  g_assert_true(g_file_set_contents(part, f->data, (gssize)bytes, NULL));
+  g_assert_true(g_file_set_contents(src, url, -1, NULL));
+  g_free(part);
+  g_free(src);
+}
+
+/* A partial file left by an earlier call (e.g. before a reboot) is resumed
+ * when it came from the same URL, and ignored otherwise. */
+static void test_resume_across_calls(dl_fx *f, gconstpointer unused) {
+  (void)unused;
+  write_partial(f, "a.bin", f->url, f->len / 3);
+  c8y_download d;
+  g_assert_cmpint(download(f, "a.bin", &d), ==, C8Y_OK);
+  assert_complete(f, &d);
+  g_assert_cmpuint(sim_http_range_requests(f->srv), ==, 1);
+
+  /* same name, other URL: starts from zero */
+  write_partial(f, "b.bin", "http://127.0.0.1:1/other", f->len / 3);
+  g_assert_cmpint(download(f, "b.bin", &d), ==, C8Y_OK);
+  assert_complete(f, &d);
+  g_assert_cmpuint(sim_http_range_requests(f->srv), ==, 1);
+
+  /* a partial that is garbage fails the checksum and is not kept */
+  char junk[1024];
+  memset(junk, 'x', sizeof junk);
+  char *part = g_strdup_printf("%s/.c.bin.partial", f->dir);
+  char *src = g_strdup_printf("%s/.c.bin.source", f->dir);
+  g_assert_true(g_file_set_contents(part, junk, sizeof junk, NULL));
+  g_assert_true(g_file_set_contents(src, f->url, -1, NULL));
+  g_assert_cmpint(download(f, "c.bin", &d), ==, C8Y_ECHECKSUM);
+  g_assert_nonnull(strstr(d.error, "sha256"));
+  g_assert_false(g_file_test(part, G_FILE_TEST_EXISTS));
+  g_free(part);
+  g_free(src);
+}
+
+static void test_bad_arguments(dl_fx *f, gconstpointer unused) {
+  (void)unused;
+  c8y_download d;
+  g_assert_cmpint(download(f, "../escape", &d), ==, C8Y_EINVAL);
+  g_assert_nonnull(strstr(d.error, "plain name"));
+  g_assert_cmpint(download(f, ".hidden", &d), ==, C8Y_EINVAL);
+  d = (c8y_download){
+      .size = sizeof d, .url = f->url, .file = "x", .sha256 = "12ab"};
+  g_assert_cmpint(http_download(f->h, f->dir, &d, NULL), ==, C8Y_EINVAL);
+  d = (c8y_download){.size = 8, .url = f->url, .file = "x"};
+  g_assert_cmpint(http_download(f->h, f->dir, &d, NULL), ==, C8Y_EINVAL);
+  d = (c8y_download){.size = sizeof d, .url = "ftp://x/y", .file = "x"};
+  g_assert_cmpint(http_download(f->h, f->dir, &d, NULL), ==, C8Y_EINVAL);
+  g_assert_cmpuint(sim_http_requests(f->srv, NULL, NULL), ==, 0);
+}
+
+static void test_not_found(dl_fx *f, gconstpointer unused) {
+  (void)unused;
+  c8y_download d = {.size = sizeof d, .file = "nf.bin"};
+  char *url =
+      g_strdup_printf("%s/inventory/binaries/999", sim_http_url(f->srv));
+  d.url = url;
+  g_assert_cmpint(http_download(f->h, f->dir, &d, NULL), ==, C8Y_EHTTP);
+  g_assert_cmpint(d.http_code, ==, 404);
+  g_assert_true(g_str_has_prefix(d.error, "HTTP 404 from 127.0.0.1: "));
+  /* 404 is final: one request, no retries */
+  g_assert_cmpuint(sim_http_requests(f->srv, NULL, NULL), ==, 1);
+  g_free(url);
+}
+
+int main(int argc, char **argv) {
+  g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/http/parse-url", test_parse_url);
+  g_test_add_func("/http/auth-rules", test_auth_rules);
+  g_test_add_func("/http/jwt-times", test_jwt_times);
+  g_test_add_func("/http/sha256", test_sha256);
+  g_test_add("/http/resume-after-cut", dl_fx, NULL, dl_setup,
+             test_resume_after_cut, dl_teardown);
+  g_test_add("/http/resume-across-calls", dl_fx, NULL, dl_setup,
+             test_resume_across_calls, dl_teardown);
+  g_test_add("/http/bad-arguments", dl_fx, NULL, dl_setup, test_bad_arguments,
+             dl_teardown);
+  g_test_add("/http/not-found", dl_fx, NULL, dl_setup, test_not_found,
+             dl_teardown);
+  return g_test_run();
+}
