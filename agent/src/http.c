@@ -620,6 +620,8 @@ static int perform(req *r, bool *retry) {
       snprintf(range, sizeof range, "%llu-", (unsigned long long)r->offset);
       curl_easy_setopt(c, CURLOPT_RANGE, range);
     }
+    if (r->fd >= 0) /* fewer, larger writes; what the curl tool uses */
+      curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 128L * 1024);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);

@@ -678,8 +678,9 @@ static int lg_init(c8y_plugin *self, const c8y_api *api, void **user_data) {
     api->log(self, C8Y_LOG_NOTICE, "logs not set: no log files offered");
   else if (!can_upload)
     api->log(self, C8Y_LOG_NOTICE,
-             "this agent has no HTTP upload (SDK < 1.1) and no http_helper is "
-             "set: c8y_LogfileRequest (522) is not offered");
+             "log upload needs HTTP: this agent has no upload (SDK < 1.1) and "
+             "no http_helper is set, so c8y_LogfileRequest (522) is not "
+             "offered");
   if (l->nlogs > 0) {
     const char *names[LOG_MAX_SOURCES];
     for (size_t i = 0; i < l->nlogs; i++)

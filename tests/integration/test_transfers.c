@@ -316,6 +316,49 @@ static void test_jwt_renewed_once_on_401(void) {
   hx_down(&x);
 }
 
+/* Tokens are renewed before they expire: no request ever gets a 401. */
+static void test_jwt_renewed_before_expiry(void) {
+  hx x = {0};
+  hx_start_http(&x, "secret", NULL, NULL);
+  sim_http_set_token_lifetime(x.h, 8); /* renewal due 2 s before exp */
+  hx_up(&x, NULL, "http_auth = jwt", NULL);
+  char *path = g_build_filename(x.dir, "f.txt", NULL);
+  g_assert_true(g_file_set_contents(path, "jwt", -1, NULL));
+  char *cmd = g_strdup_printf("upload %s c8y_TestFile", path);
+  const char *detail = NULL;
+  gint64 until = g_get_monotonic_time() + 20 * G_USEC_PER_SEC;
+  while (sim_http_tokens_issued(x.h) < 2 && g_get_monotonic_time() < until)
+    g_assert_cmpint(run_cmd(&x, cmd, &detail), ==, SIM_OP_SUCCESSFUL);
+  g_assert_cmpuint(sim_http_tokens_issued(x.h), ==, 2);
+  g_assert_cmpuint(sim_http_unauthorized(x.h), ==, 0);
+  g_free(cmd);
+  g_free(path);
+  hx_down(&x);
+}
+
+/* A transfer stops once its operation timed out, instead of running on. */
+static void test_slow_transfer_honours_cancel(void) {
+  hx x = {0};
+  hx_start_http(&x, "secret", NULL, NULL);
+  char *src = make_file(&x, "slow.bin", 1);
+  char *url = binary_url(&x, src);
+  hx_up(&x, NULL, NULL, "[plugin.xfer]\ntimeout_ms = 1500\n");
+  sim_http_set_delay(x.h, 6000);
+  char *cmd = g_strdup_printf("download %s slow.bin", url);
+  const char *detail = NULL;
+  gint64 t0 = g_get_monotonic_time();
+  g_assert_cmpint(run_cmd(&x, cmd, &detail), ==, SIM_OP_FAILED);
+  g_assert_nonnull(strstr(detail, "timed out"));
+  g_assert_true(agent_proc_wait_log(x.f.a, "cancelled", 5000));
+  /* stopped well before the server would have answered */
+  g_assert_cmpint(g_get_monotonic_time() - t0, <, 5 * G_USEC_PER_SEC);
+  sim_http_set_delay(x.h, 0);
+  g_free(cmd);
+  g_free(url);
+  g_free(src);
+  hx_down(&x);
+}
+
 static void test_server_errors_are_retried_bounded(void) {
   hx x = {0};
   hx_start_http(&x, "secret", NULL, NULL);
@@ -464,6 +507,10 @@ int main(int argc, char **argv) {
                   test_wrong_password_fails_once);
   g_test_add_func("/http/jwt-renewed-once-on-401",
                   test_jwt_renewed_once_on_401);
+  g_test_add_func("/http/jwt-renewed-before-expiry",
+                  test_jwt_renewed_before_expiry);
+  g_test_add_func("/http/slow-transfer-honours-cancel",
+                  test_slow_transfer_honours_cancel);
   g_test_add_func("/http/server-errors-retried-bounded",
                   test_server_errors_are_retried_bounded);
   g_test_add_func("/http/https-verified", test_https_verified);

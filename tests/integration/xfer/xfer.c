@@ -4,7 +4,8 @@
  *       -> succeeds with "<bytes> <path>", fails with the agent's reason
  *   upload <path> <type> [child]
  *       -> succeeds with the binary URL, fails with the agent's reason
- * Fails with "no transfers" when the agent predates ABI 1.1. */
+ * Fails with "no transfers" when the agent predates ABI 1.1.
+ * [plugin.xfer] timeout_ms sets the operation timeout (default 120000). */
 #define _POSIX_C_SOURCE 200809L
 #include <c8y/plugin.h>
 
@@ -68,7 +69,11 @@ static int on_command(c8y_plugin *self, c8y_operation *op, void *ud) {
 static int xfer_init(c8y_plugin *self, const c8y_api *a, void **ud) {
   (void)ud;
   api = a;
-  return api->add_operation(self, "511", 120000, on_command, NULL);
+  int64_t timeout;
+  int rc = api->config_int(self, "timeout_ms", 120000, &timeout);
+  if (rc != C8Y_OK)
+    return rc;
+  return api->add_operation(self, "511", (uint32_t)timeout, on_command, NULL);
 }
 
 C8Y_PLUGIN(.name = "xfer", .version = "1.0", .init = xfer_init);

@@ -1,0 +1,21 @@
+# Runs c8y-bench-download with a small file: it must exit 0 and print the
+# throughput and RSS lines with numbers. No timing assertions.
+if(NOT BENCH)
+  message(FATAL_ERROR "download_smoke.cmake: pass -DBENCH=<c8y-bench-download>")
+endif()
+execute_process(COMMAND ${BENCH} --mb 8 --rounds 1
+  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 170)
+message("${out}")
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "c8y-bench-download exited with ${rc}:\n${err}")
+endif()
+set(num "[0-9]+(\\.[0-9]+)?")
+if(NOT out MATCHES "download MB/s +${num} +${num} +${num}")
+  message(FATAL_ERROR "no throughput line:\n${out}\n${err}")
+endif()
+if(NOT out MATCHES "download RSS growth KiB \\(limit\\) +-?[0-9]+ +4096 +ok")
+  message(FATAL_ERROR "no RSS line:\n${out}\n${err}")
+endif()
+if(NOT out MATCHES "result: complete")
+  message(FATAL_ERROR "the run did not complete:\n${err}")
+endif()
