@@ -315,11 +315,8 @@ static void test_update_cancelled(fixture *f, gconstpointer data) {
 
 static void test_update_url_needs_download(fixture *f, gconstpointer data) {
   (void)data;
-  if (C8Y_API_HAS(fake_host_api(), download)) {
-    g_test_skip("the fake host downloads; covered by the download tests");
-    return;
-  }
   ptu_write_text(f->db, "");
+  fake_host_set_abi_1_0(f->h);
   load_fake_pm(f, NULL);
   g_assert_cmpint(fake_host_run_operation(
                       f->h,
@@ -331,6 +328,150 @@ static void test_update_url_needs_download(fixture *f, gconstpointer data) {
                           "https://t1.example/b/7"));
   /* Not handed to the by-name install command instead. */
   g_assert_false(g_file_test(f->log, G_FILE_TEST_EXISTS));
+}
+
+/* A download that "fetches" any http(s) URL by copying a local package
+ * file (ctx), and remembers what it was asked. */
+typedef struct dl_fake {
+  const char *src;
+  char url[256], file[128];
+  int calls;
+} dl_fake;
+
+static int dl_copy(void *ctx, c8y_download *d) {
+  dl_fake *x = ctx;
+  x->calls++;
+  g_strlcpy(x->url, d->url, sizeof(x->url));
+  g_strlcpy(x->file, d->file, sizeof(x->file));
+  if (!x->src) {
+    g_snprintf(d->error, sizeof(d->error),
+               "HTTP 404 from t1.example: binary not found");
+    d->http_code = 404;
+    return C8Y_EHTTP;
+  }
+  char *body = ptu_read_text(x->src);
+  ptu_write_text(d->path, body);
+  d->bytes = strlen(body);
+  d->http_code = 200;
+  g_free(body);
+  return C8Y_OK;
+}
+
+static void test_update_url_downloads(fixture *f, gconstpointer data) {
+  (void)data;
+  ptu_write_text(f->db, "");
+  char *src = g_build_filename(f->dir, "nginx_1.2_amd64.deb", NULL);
+  ptu_write_text(src, "!<arch>\nfake deb\n");
+  dl_fake x = {.src = src};
+  fake_host_set_transfers(f->h, dl_copy, NULL, &x);
+  /* The file must exist while the command runs; its content is logged. */
+  char *inst =
+      g_strdup_printf("printf '%%s\\t%%s\\n' {name} {version} >> '%s' && "
+                      "{ echo \"file $C8Y_SW_FILE\"; cat {file}; } >> '%s'",
+                      f->db, f->log);
+  fake_host_set_config(f->h, "install_file_command", inst);
+  load_fake_pm(f, "false"); /* the by-name install must not run */
+  g_assert_cmpint(fake_host_run_operation(
+                      f->h,
+                      "528," DEV
+                      ",nginx,1.2,https://t1.example/inventory/binaries/42,"
+                      "install",
+                      OP_WAIT_MS),
+                  ==, FAKE_OP_SUCCEEDED);
+  g_assert_cmpint(x.calls, ==, 1);
+  g_assert_cmpstr(x.url, ==, "https://t1.example/inventory/binaries/42");
+  g_assert_cmpstr(x.file, ==, "pkg-1-nginx.deb");
+  char *state = g_build_filename(f->dir, "state", "pkg-1-nginx.deb", NULL);
+  char *want = g_strdup_printf("file %s\n!<arch>\nfake deb\n", state);
+  char *log = ptu_read_text_or_empty(f->log);
+  g_assert_cmpstr(log, ==, want);
+  /* Deleted after the install; the list shows the package. */
+  g_assert_false(g_file_test(state, G_FILE_TEST_EXISTS));
+  g_assert_nonnull(fake_host_find_line(f->h, "140,nginx,1.2,apt,"));
+  /* Marked before anything ran: an upgrade of the agent itself completes
+   * after its restart. */
+  g_assert_true(fake_host_op_resume_requested(f->h));
+  g_free(log);
+  g_free(want);
+  g_free(state);
+  g_free(inst);
+  g_free(src);
+}
+
+static void test_update_url_download_fails(fixture *f, gconstpointer data) {
+  (void)data;
+  ptu_write_text(f->db, "");
+  dl_fake x = {.src = NULL};
+  fake_host_set_transfers(f->h, dl_copy, NULL, &x);
+  char *inst = g_strdup_printf("echo ran >> '%s'", f->log);
+  fake_host_set_config(f->h, "install_file_command", inst);
+  load_fake_pm(f, NULL);
+  g_assert_cmpint(fake_host_run_operation(
+                      f->h,
+                      "528," DEV ",nginx,1.2,http://t1.example/b/1,install",
+                      OP_WAIT_MS),
+                  ==, FAKE_OP_FAILED);
+  g_assert_cmpstr(fake_host_op_detail(f->h), ==,
+                  "download of nginx 1.2 failed: HTTP 404 from t1.example: "
+                  "binary not found");
+  g_assert_false(g_file_test(f->log, G_FILE_TEST_EXISTS));
+  g_free(inst);
+}
+
+/* Resumed after the agent restarted (its own package restarted it): the
+ * result is what is installed now; nothing is run again. */
+static void test_resumed_checks_versions(fixture *f, gconstpointer data) {
+  (void)data;
+  ptu_write_text(f->db, "c8y-agent\t1:0.2.0-1\nold\t1\n");
+  fake_host_set_config(f->h, "resume_wait", "1");
+  load_fake_pm(f, NULL);
+  static const char op[] =
+      "528," DEV ",c8y-agent,0.2.0,https://t1.example/b/9,install,"
+      "old,,,delete";
+  fake_host_set_resumed(f->h, false);
+  g_assert_cmpint(fake_host_run_operation(f->h, op, OP_WAIT_MS), ==,
+                  FAKE_OP_FAILED);
+  g_assert_cmpstr(fake_host_op_detail(f->h), ==,
+                  "after the agent restarted, old 1 is still installed");
+  ptu_write_text(f->db, "c8y-agent\t1:0.2.0-1\n");
+  fake_host_clear_lines(f->h);
+  fake_host_set_resumed(f->h, false);
+  g_assert_cmpint(fake_host_run_operation(f->h, op, OP_WAIT_MS), ==,
+                  FAKE_OP_SUCCEEDED);
+  g_assert_nonnull(fake_host_find_line(f->h, "140,c8y-agent,1:0.2.0-1,apt,"));
+  ptu_write_text(f->db, "c8y-agent\t0.1.0-1\n");
+  fake_host_set_resumed(f->h, false);
+  g_assert_cmpint(fake_host_run_operation(f->h, op, OP_WAIT_MS), ==,
+                  FAKE_OP_FAILED);
+  g_assert_cmpstr(fake_host_op_detail(f->h), ==,
+                  "after the agent restarted, c8y-agent is at version "
+                  "0.1.0-1, not 0.2.0 as requested");
+  /* Nothing was installed or removed again. */
+  g_assert_false(g_file_test(f->log, G_FILE_TEST_EXISTS));
+}
+
+/* dpkg may still be configuring the package when the new agent starts: the
+ * check is repeated until it shows up. */
+static void test_resumed_waits(fixture *f, gconstpointer data) {
+  (void)data;
+  char *cnt = g_build_filename(f->dir, "count", NULL);
+  char *list = g_strdup_printf(
+      "n=$(cat '%s' 2>/dev/null || echo 0); echo $((n + 1)) > '%s'; "
+      "[ \"$n\" -lt 2 ] || printf 'c8y-agent\\t0.2.0-1\\n'",
+      cnt, cnt);
+  fake_host_set_config(f->h, "list_command", list);
+  fake_host_set_config(f->h, "type", "apt");
+  fake_host_set_config(f->h, "resume_wait", "60");
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0); /* 1st list */
+  fake_host_set_resumed(f->h, false);
+  g_assert_cmpint(fake_host_run_operation(
+                      f->h, "528," DEV ",c8y-agent,0.2.0,,install", OP_WAIT_MS),
+                  ==, FAKE_OP_SUCCEEDED);
+  char *n = ptu_read_text(cnt);
+  g_assert_cmpstr(n, ==, "4\n"); /* 2 checks failed, the 3rd passed, report */
+  g_free(n);
+  g_free(list);
+  g_free(cnt);
 }
 
 typedef struct helper_fx {
@@ -384,6 +525,37 @@ static void test_helper_install_remove(fixture *f, gconstpointer data) {
   g_assert_nonnull(strstr(log, "c8y-agent-priv: request: remove curl\n"));
   g_assert_nonnull(strstr(log, "install finished with status 0"));
   g_free(log);
+  helper_done(&x);
+}
+
+/* A downloaded package goes to the helper as install-file; the real helper
+ * accepts the path the plugin uses (below <state>/plugins/software). */
+static void test_helper_install_file(fixture *f, gconstpointer data) {
+  (void)data;
+  ptu_write_text(f->db, "");
+  fake_host_free(f->h);
+  char *pstate = g_build_filename(f->dir, "state", "plugins", "software", NULL);
+  f->h = fake_host_new(DEV, pstate);
+  char *src = g_build_filename(f->dir, "pkg.deb", NULL);
+  ptu_write_text(src, "deb\n");
+  dl_fake d = {.src = src};
+  fake_host_set_transfers(f->h, dl_copy, NULL, &d);
+  helper_fx x;
+  load_with_helper(f, &x, NULL);
+  g_assert_cmpint(
+      fake_host_run_operation(
+          f->h, "528," DEV ",c8y-agent,0.2.0,https://t1.example/b/3,install",
+          OP_WAIT_MS),
+      ==, FAKE_OP_SUCCEEDED);
+  char *log = ptu_read_text_or_empty(x.errlog);
+  char *want = g_strdup_printf(
+      "c8y-agent-priv: request: install-file %s/pkg-1-c8y-agent.deb\n", pstate);
+  g_assert_nonnull(strstr(log, want));
+  g_assert_nonnull(strstr(log, "install-file finished with status 0"));
+  g_free(want);
+  g_free(log);
+  g_free(src);
+  g_free(pstate);
   helper_done(&x);
 }
 
@@ -520,8 +692,14 @@ int main(int argc, char **argv) {
   ADD("/plugin/software/update/url-needs-download",
       test_update_url_needs_download);
   ADD("/plugin/software/init/bad-privileged", test_bad_privileged);
+  ADD("/plugin/software/update/url-downloads", test_update_url_downloads);
+  ADD("/plugin/software/update/url-download-fails",
+      test_update_url_download_fails);
+  ADD("/plugin/software/resumed/checks-versions", test_resumed_checks_versions);
+  ADD("/plugin/software/resumed/waits", test_resumed_waits);
   ADD("/plugin/software/helper/install-remove", test_helper_install_remove);
   ADD("/plugin/software/helper/refuses", test_helper_refuses);
+  ADD("/plugin/software/helper/install-file", test_helper_install_file);
   ADD("/plugin/software/helper/failure-reason", test_helper_failure_reason);
   ADD("/plugin/software/helper/unreachable", test_helper_unreachable);
   ADD("/plugin/software/helper/auto-not-root", test_auto_not_root);
