@@ -115,6 +115,13 @@ case $out in *"would run"*) bad "--serve expanded a glob" ;;
 *"=c8y-agent-priv status 2") pass "--serve does not expand globs" ;;
 *) bad "--serve glob gave '$out'" ;; esac
 
+# The client going away (the agent restarted by the package it installs)
+# does not stop the action: it still runs to its end.
+printf 'remove curl\n' | sh "$helper" --serve 2>"$tmp/gone.err" | :
+grep -q '^c8y-agent-priv: remove finished with status 0$' "$tmp/gone.err" &&
+  pass "--serve finishes the action when the client has gone" ||
+  bad "--serve with the client gone: $(cat "$tmp/gone.err")"
+
 # Without dry-run, only root may use it directly (checked before the verb
 # runs; as a non-root user nothing could be run anyway).
 if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null 2>&1; then
