@@ -3,8 +3,9 @@
  * Each begin/reboot/end is one JSON line appended to
  * <state_dir>/operations.journal and fsync'ed before the call returns, so
  * after a crash, kill -9 or a reboot the agent knows which operations were
- * still executing and finishes them (see agent.c: 503 for an operation that
- * waited for the reboot that happened, 502 with a reason otherwise). */
+ * still executing and finishes them (see ops.c: 503 for an operation that
+ * waited for the reboot that happened, a second run of the handler for one
+ * marked "resume" with its fields, 502 with a reason otherwise). */
 #ifndef C8Y_JOURNAL_H
 #define C8Y_JOURNAL_H
 

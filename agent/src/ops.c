@@ -53,6 +53,8 @@ struct ops {
   registry *reg;
   outq *q;
   journal *j;
+  journal_entry *resumable; /* from ops_recover, for ops_resume */
+  size_t nresumable;
   ops_host host;
   uint32_t default_timeout_ms;
   op_fifo *fifos;
@@ -62,8 +64,6 @@ struct ops {
   bool stopping;  /* no new operation starts */
   char **ignored; /* template ids already logged as unhandled */
   size_t nignored;
-  journal_entry *resumable; /* from ops_recover, for ops_resume */
-  size_t nresumable;
 };
 
 static const struct {
@@ -155,11 +155,11 @@ void ops_free(ops *o) {
     }
     free(o->fifos[i].device);
   }
-  free(o->fifos);
-  free_strv(o->ignored, o->nignored);
   for (size_t i = 0; i < o->nresumable; i++)
     journal_entry_free(&o->resumable[i]);
   free(o->resumable);
+  free(o->fifos);
+  free_strv(o->ignored, o->nignored);
   pthread_mutex_destroy(&o->mu);
   free(o->root);
   free(o);
@@ -271,15 +271,9 @@ static op_fifo *fifo_for(ops *o, const char *device, const char *fragment,
   return f;
 }
 
-static void run_resumed(ops *o, c8y_operation *op);
-
 static void op_start(ops *o, c8y_operation *op) {
   if (o->stopping)
     return;
-  if (op->resumed) { /* its 501 was sent before the restart */
-    run_resumed(o, op);
-    return;
-  }
   char tbuf[512];
   const char *fields[] = {"501", op->fragment};
   /* Volatile: a 501 left over from a previous run would move an operation
@@ -456,8 +450,7 @@ void ops_on_disconnect(ops *o) {
     c8y_operation *prev = NULL;
     while (*link) {
       c8y_operation *op = *link;
-      if ((op->state == OP_QUEUED || op->state == OP_STARTING) &&
-          !op->resumed) {
+      if (op->state == OP_QUEUED || op->state == OP_STARTING) {
         if (op->state == OP_STARTING)
           outq_remove_tag(o->q, op->id);
         log_info("operation #%llu (%s) not started before the link dropped; "
@@ -799,26 +792,31 @@ static c8y_operation *resumed_op(ops *o, journal_entry *e, reg_handler *h,
   return op;
 }
 
+/* The handler now registered for the entry's template (the same lookup as
+ * for a new operation of that template and device). */
+static reg_handler *resume_handler(ops *o, const journal_entry *e) {
+  return e->template_id ? registry_find_handler(o->reg, e->template_id) : NULL;
+}
+
 void ops_resume(ops *o) {
   char *boot = journal_boot_id();
   for (size_t i = 0; i < o->nresumable; i++) {
     journal_entry *e = &o->resumable[i];
     char reason[300];
-    reg_handler *h =
-        e->template_id ? registry_find_handler(o->reg, e->template_id) : NULL;
-    if (!h) {
-      snprintf(reason, sizeof reason,
-               "after the agent restarted no plugin handles template %.40s "
-               "any more",
-               e->template_id ? e->template_id : "(unknown)");
-      resume_refused(o, e, reason);
-      continue;
-    }
     if (e->child && !registry_has_child(o->reg, e->device)) {
       snprintf(reason, sizeof reason,
                "after the agent restarted no plugin announces the child "
                "device '%.200s' any more",
                e->device);
+      resume_refused(o, e, reason);
+      continue;
+    }
+    reg_handler *h = resume_handler(o, e);
+    if (!h) {
+      snprintf(reason, sizeof reason,
+               "after the agent restarted no plugin handles template %.40s "
+               "any more",
+               e->template_id ? e->template_id : "(unknown)");
       resume_refused(o, e, reason);
       continue;
     }
@@ -833,13 +831,14 @@ void ops_resume(ops *o) {
     log_notice("operation #%llu (%s) for %s resumed after the restart%s",
                (unsigned long long)op->id, op->fragment, op->device,
                op->rebooted ? " (the machine rebooted)" : "");
+    /* Its 501 was sent before the restart: it runs at once. (Nothing else
+     * can be queued yet: s/ds is not subscribed before the plugins load.) */
     if (f->tail)
       f->tail->next = op;
     else
       f->head = op;
     f->tail = op;
-    if (f->head == op)
-      op_start(o, op);
+    run_resumed(o, op);
   }
   free(boot);
   for (size_t i = 0; i < o->nresumable; i++)

@@ -295,20 +295,31 @@ static int cfg_typed_file(cfg *c, c8y_operation *op, const char *type,
   return 0;
 }
 
-static void cfg_env(cfg *c, const cfg_file *f, char *dev, char *type,
-                    char *file, size_t n) {
-  snprintf(dev, n, "C8Y_DEVICE_ID=%s", c->api->device_id(c->self));
-  snprintf(type, n, "C8Y_CONFIG_TYPE=%s", f->type);
-  snprintf(file, n, "C8Y_CONFIG_FILE=%s", f->path);
+typedef struct cfg_envbuf {
+  char dev[300], type[300], file[4200];
+  const char *env[4];
+} cfg_envbuf;
+
+/* C8Y_DEVICE_ID, C8Y_CONFIG_TYPE and (with_file) C8Y_CONFIG_FILE. */
+static const char *const *cfg_env(cfg *c, const cfg_file *f, cfg_envbuf *b,
+                                  int with_file) {
+  snprintf(b->dev, sizeof(b->dev), "C8Y_DEVICE_ID=%s",
+           c->api->device_id(c->self));
+  snprintf(b->type, sizeof(b->type), "C8Y_CONFIG_TYPE=%s", f->type);
+  snprintf(b->file, sizeof(b->file), "C8Y_CONFIG_FILE=%s", f->path);
+  b->env[0] = b->dev;
+  b->env[1] = b->type;
+  b->env[2] = with_file ? b->file : NULL;
+  b->env[3] = NULL;
+  return b->env;
 }
 
 /* <http_helper> download <url> <tmp>: the helper fills tmp itself. */
 static int fetch_with_helper(cfg *c, c8y_operation *op, const cfg_file *f,
                              const char *url, const char *tmp, char *why,
                              size_t whyn) {
-  char env_dev[300], env_type[300], env_file[4200];
-  cfg_env(c, f, env_dev, env_type, env_file, sizeof(env_type));
-  const char *env[] = {env_dev, env_type, NULL};
+  cfg_envbuf eb;
+  const char *const *env = cfg_env(c, f, &eb, 0);
   char *argv[] = {(char *)c->http_helper, "download", (char *)url, (char *)tmp,
                   NULL};
   cmn_proc_opts o = {.env = env,
@@ -455,9 +466,8 @@ static int backup_target(const char *path, char *backup, size_t n, int *have,
 static int apply_or_rollback(cfg *c, c8y_operation *op, const cfg_file *f,
                              const char *backup, int have_backup, char *why,
                              size_t whyn) {
-  char env_dev[300], env_type[300], env_file[4200];
-  cfg_env(c, f, env_dev, env_type, env_file, sizeof(env_type));
-  const char *env[] = {env_dev, env_type, env_file, NULL};
+  cfg_envbuf eb;
+  const char *const *env = cfg_env(c, f, &eb, 1);
   cmn_proc_opts o = {.env = env,
                      .timeout_s = c->timeout_s,
                      .api = c->api,
@@ -558,9 +568,8 @@ static int on_download_file(c8y_plugin *self, c8y_operation *op, void *ud) {
 /* <http_helper> upload <type> <path> prints the binary URL. */
 static int upload_with_helper(cfg *c, c8y_operation *op, const cfg_file *f,
                               char *url, size_t urln, char *why, size_t whyn) {
-  char env_dev[300], env_type[300], env_file[4200];
-  cfg_env(c, f, env_dev, env_type, env_file, sizeof(env_type));
-  const char *env[] = {env_dev, env_type, NULL};
+  cfg_envbuf eb;
+  const char *const *env = cfg_env(c, f, &eb, 0);
   char *argv[] = {(char *)c->http_helper, "upload", (char *)f->type,
                   (char *)f->path, NULL};
   cmn_proc_opts o = {.env = env,

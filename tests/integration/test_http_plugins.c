@@ -115,6 +115,12 @@ static void test_config_download_and_upload(void) {
   g_free(extra);
   g_assert_cmpint(sim_wait_line(x.f.s, "s/us", "119,app_conf", 0, 10000), >=,
                   0);
+  /* The platform offers the typed transfers only if 114 lists them. */
+  long at = sim_wait_line(x.f.s, "s/us", "114,", 0, 10000);
+  g_assert_cmpint(at, >=, 0);
+  const char *ops = sim_message_at(x.f.s, (size_t)at)->payload;
+  g_assert_nonnull(strstr(ops, "c8y_DownloadConfigFile"));
+  g_assert_nonnull(strstr(ops, "c8y_UploadConfigFile"));
 
   /* 524: the file is replaced and 120 names type, URL and file name. */
   char *good = path_in(&x, "good.conf");
@@ -256,6 +262,10 @@ static void test_firmware_update_after_reboot(void) {
   px *x = &w.x;
   g_assert_cmpint(sim_wait_line(x->f.s, "s/us", "115,devos,1.0", 0, 10000), >=,
                   0);
+  long at = sim_wait_line(x->f.s, "s/us", "114,", 0, 10000);
+  g_assert_cmpint(at, >=, 0);
+  g_assert_nonnull(
+      strstr(sim_message_at(x->f.s, (size_t)at)->payload, "c8y_Firmware"));
   char *image = make_image(&w, "os-2.0.img", 3 * 1024);
   char *url = binary_url(x, image);
   /* The download is cut once half way and resumed. */

@@ -79,6 +79,20 @@ static void test_resume_after_stop_kill_and_reboot(void) {
   g_free(boot);
 }
 
+/* Replaces `from` by `to` in the agent's config file (mode kept 0600). */
+static void edit_config(fx *f, const char *from, const char *to) {
+  char *ini = NULL;
+  g_assert_true(g_file_get_contents(agent_proc_config(f->a), &ini, NULL, NULL));
+  char **parts = g_strsplit(ini, from, 2);
+  g_assert_nonnull(parts[1]);
+  char *fresh = g_strconcat(parts[0], to, parts[1], NULL);
+  g_assert_true(g_file_set_contents(agent_proc_config(f->a), fresh, -1, NULL));
+  g_chmod(agent_proc_config(f->a), 0600);
+  g_strfreev(parts);
+  g_free(fresh);
+  g_free(ini);
+}
+
 /* After the restart no plugin handles the template any more. */
 static void test_resume_without_handler_fails(void) {
   fx f = {0};
@@ -88,27 +102,41 @@ static void test_resume_without_handler_fails(void) {
   /* The same state dir, but a plugin directory without the plugin. */
   char *empty = g_build_filename(agent_proc_dir(f.a), "no-plugins", NULL);
   g_assert_cmpint(g_mkdir(empty, 0700), ==, 0);
-  char *ini = NULL;
-  g_assert_true(g_file_get_contents(agent_proc_config(f.a), &ini, NULL, NULL));
   char *from = g_strdup_printf("plugin_dir = %s\n", ITEST_PLUGIN_DIR);
   char *to = g_strdup_printf("plugin_dir = %s\n", empty);
-  char **parts = g_strsplit(ini, from, 2);
-  g_assert_nonnull(parts[1]);
-  char *fresh = g_strconcat(parts[0], to, parts[1], NULL);
-  g_assert_true(g_file_set_contents(agent_proc_config(f.a), fresh, -1, NULL));
-  g_chmod(agent_proc_config(f.a), 0600);
+  edit_config(&f, from, to);
   fx_start_agent(&f);
   g_assert_cmpint(fx_wait_op(&f, a, 15000), ==, SIM_OP_FAILED);
   g_assert_cmpstr(sim_operation_detail(f.s, a), ==,
                   "after the agent restarted no plugin handles template 511 "
                   "any more");
-  g_strfreev(parts);
-  g_free(fresh);
   g_free(from);
   g_free(to);
-  g_free(ini);
   fx_down(&f);
   g_free(empty);
+}
+
+/* After the restart the child device the operation was for is gone. */
+static void test_resume_without_child_fails(void) {
+  fx f = {0};
+  fx_up(&f, "[plugin.itest]\nchild = kid\n");
+  long id = sim_create_operation(f.s, "511,kid,resume child");
+  g_assert_cmpint(id, >, 0);
+  for (int i = 0; i < 300 && count_in_log(&f, "itest: resume armed") < 1; i++)
+    g_usleep(20 * 1000);
+  g_assert_cmpint(count_in_log(&f, "itest: resume armed"), ==, 1);
+  g_assert_cmpint(agent_proc_stop(f.a, 10000), ==, 0);
+  edit_config(&f, "child = kid\n", "");
+  size_t seen = sim_message_count(f.s);
+  fx_start_agent(&f);
+  g_assert_cmpint(fx_wait_op(&f, id, 15000), ==, SIM_OP_FAILED);
+  g_assert_cmpstr(sim_operation_detail(f.s, id), ==,
+                  "after the agent restarted no plugin announces the child "
+                  "device 'kid' any more");
+  /* The status went to the child's topic. */
+  g_assert_cmpint(sim_wait_line(f.s, "s/us/kid", "502,c8y_Command", seen, 100),
+                  >=, 0);
+  fx_down(&f);
 }
 
 /* An operation that never completes is not resumed forever. */
@@ -144,5 +172,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/resume/without-handler-fails",
                   test_resume_without_handler_fails);
   g_test_add_func("/resume/gives-up-after-5", test_resume_gives_up);
+  g_test_add_func("/resume/without-child-fails",
+                  test_resume_without_child_fails);
   return g_test_run();
 }

@@ -118,7 +118,7 @@ struct fake_host {
   fake_upload_fn upload;
   void *transfer_ctx;
   bool next_resumed, next_rebooted;
-  c8y_api api_1_0; /* fake_host_set_abi_1_0: the table cut before 1.1 */
+  c8y_api api; /* handed to init: transfers only if the test set them */
   bool use_1_0;
 };
 
@@ -933,8 +933,16 @@ int fake_host_init(fake_host *h, const c8y_plugin_info *info) {
   }
   h->in_init = true;
   h->user_data = NULL;
-  int rc = h->info.init(&h->self, h->use_1_0 ? &h->api_1_0 : &fake_api_table,
-                        &h->user_data);
+  h->api = fake_api_table;
+  if (!h->download)
+    h->api.download = NULL;
+  if (!h->upload)
+    h->api.upload = NULL;
+  if (h->use_1_0) {
+    h->api.abi_minor = 0;
+    h->api.size = offsetof(c8y_api, download);
+  }
+  int rc = h->info.init(&h->self, &h->api, &h->user_data);
   h->in_init = false;
   if (rc < 0) {
     host_log(h, C8Y_LOG_ERROR, "fake_host: init failed: %s", status_str(rc));
@@ -1346,12 +1354,7 @@ bool fake_host_op_resume_requested(fake_host *h) {
   return r;
 }
 
-void fake_host_set_abi_1_0(fake_host *h) {
-  h->api_1_0 = fake_api_table;
-  h->api_1_0.abi_minor = 0;
-  h->api_1_0.size = offsetof(c8y_api, download);
-  h->use_1_0 = true;
-}
+void fake_host_set_abi_1_0(fake_host *h) { h->use_1_0 = true; }
 
 /* Copies in to out (a new file); 0 or -1. */
 static int copy_path(const char *in, const char *out, uint64_t *bytes) {

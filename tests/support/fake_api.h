@@ -97,7 +97,8 @@ const char *fake_host_find_log(fake_host *h, const char *substring);
 /* api->download / api->upload call these (on the plugin's thread). The
  * host checks the struct and, for downloads, fills d->path with
  * <state_dir>/<file> before the call: the function writes the file there
- * (or fails: status + d->error). Without them both return C8Y_ENOTSUP. */
+ * (or fails: status + d->error). A slot whose function is not set before
+ * loading is NULL in the table init() gets (an agent without HTTP). */
 typedef int (*fake_download_fn)(void *ctx, c8y_download *d);
 typedef int (*fake_upload_fn)(void *ctx, c8y_upload *u);
 void fake_host_set_transfers(fake_host *h, fake_download_fn download,

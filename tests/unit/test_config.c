@@ -331,6 +331,55 @@ static void test_tenant_defaults(void) {
   g_free(dir);
 }
 
+static void test_http_settings(void) {
+  char *dir = make_tmpdir();
+  agent_config c;
+  /* default: https on the MQTT host, Basic, 1 GiB */
+  char *p = write_file(dir, "agent.ini", BASE, 0600);
+  load_ok(p, &c);
+  g_assert_cmpstr(c.http_url, ==, "https://mqtt.example.invalid");
+  g_assert_false(c.http_jwt);
+  g_assert_cmpint(c.transfer_max_bytes, ==, 1024LL * 1024 * 1024);
+  cfg_free(&c);
+  g_free(p);
+  /* explicit URL (trailing '/' dropped), JWT, a smaller cap */
+  p = write_file(dir, "agent.ini",
+                 BASE "[c8y]\nhttp_url = https://t1.example.com/\n"
+                      "http_auth = jwt\n[agent]\ntransfer_max_bytes = 64M\n",
+                 0600);
+  load_ok(p, &c);
+  g_assert_cmpstr(c.http_url, ==, "https://t1.example.com");
+  g_assert_true(c.http_jwt);
+  g_assert_cmpint(c.transfer_max_bytes, ==, 64LL * 1024 * 1024);
+  cfg_free(&c);
+  g_free(p);
+  /* plain http against loopback is accepted */
+  p = write_file(dir, "agent.ini",
+                 BASE "[c8y]\nhttp_url = http://127.0.0.1:8111\n", 0600);
+  load_ok(p, &c);
+  g_assert_cmpstr(c.http_url, ==, "http://127.0.0.1:8111");
+  cfg_free(&c);
+  g_free(p);
+  /* certificate devices use a JWT; the local simulator its REST port */
+  p = write_file(dir, "agent.ini",
+                 "[c8y]\nhost = h.invalid\ncert_file = /c.pem\n"
+                 "key_file = /k.pem\n[device]\nid = d\n",
+                 0600);
+  load_ok(p, &c);
+  g_assert_true(c.http_jwt);
+  g_assert_cmpstr(c.http_url, ==, "https://h.invalid");
+  cfg_free(&c);
+  g_free(p);
+  p = write_file(dir, "agent.ini", "[agent]\nlog_level = info\n", 0600);
+  load_ok(p, &c);
+  g_assert_cmpstr(c.http_url, ==, CFG_LOCAL_HTTP_URL);
+  g_assert_false(c.http_jwt);
+  cfg_free(&c);
+  g_free(p);
+  rm_rf(dir);
+  g_free(dir);
+}
+
 static void test_indented_lines(void) {
   /* inih would take an indented line as a continuation of the previous
    * value; we want indentation to be insignificant. */
@@ -453,6 +502,22 @@ static const err_case err_cases[] = {
     {"syntax_no_equals", "[c8y]\njustaword\n", 2, "syntax error"},
     /* inih's error comes first: line 1, not the handler's line 2 */
     {"syntax_before_key_error", "[c8y\nfoo = 1\n", 1, "syntax error"},
+    {"http_url_plain_remote", BASE "[c8y]\nhttp_url = http://t1.example.com\n",
+     9,
+     "[c8y] http_url: 'http://t1.example.com': plain http:// is only "
+     "allowed against loopback"},
+    {"http_url_scheme", BASE "[c8y]\nhttp_url = ftp://t1.example.com\n", 9,
+     "[c8y] http_url: 'ftp://t1.example.com' must start with https://"},
+    {"http_url_no_host", BASE "[c8y]\nhttp_url = https:///x\n", 9,
+     "[c8y] http_url: 'https:///x' has no host"},
+    {"http_auth_unknown", BASE "[c8y]\nhttp_auth = digest\n", 9,
+     "[c8y] http_auth: 'digest' is not basic or jwt"},
+    {"http_auth_basic_without_password",
+     "[c8y]\nhost = h\ncert_file = /c.pem\nkey_file = /k.pem\n"
+     "http_auth = basic\n[device]\nid = d\n",
+     5, "[c8y] http_auth: basic needs a password"},
+    {"transfer_too_small", "[agent]\ntransfer_max_bytes = 10\n", 2,
+     "[agent] transfer_max_bytes: 10 is out of range"},
     {"long_section",
      "[plugin.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa]\n", 1,
      "section name longer than 49 characters"},
@@ -971,6 +1036,7 @@ static void test_shipped_default(void) {
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/config/parse_bool", test_parse_bool);
+  g_test_add_func("/config/http_settings", test_http_settings);
   g_test_add_func("/config/parse_int", test_parse_int);
   g_test_add_func("/config/full", test_full);
   g_test_add_func("/config/local_sim_defaults", test_local_sim_defaults);
