@@ -529,7 +529,12 @@ static void test_unknown_key(fx *f, gconstpointer data) {
   X(msg_field_count)                                                           \
   X(msg_field)                                                                 \
   X(device_id)                                                                 \
-  X(state_dir)
+  X(state_dir)                                                                 \
+  X(download)                                                                  \
+  X(upload)                                                                    \
+  X(op_resume_after_restart)                                                   \
+  X(op_resumed)                                                                \
+  X(op_rebooted)
 
 static void test_api_table(void) {
   const c8y_api *api = plugin_api();
