@@ -1,11 +1,12 @@
 # C8yPlugin.cmake - build a c8y-agent plugin with one line:
 #
-#   c8y_add_plugin(<name> SOURCES a.c b.c [LIBRARIES lib...])
+#   c8y_add_plugin(<name> SOURCES a.c b.c [LIBRARIES lib...] [NO_INSTALL])
 #
 # produces <name>.so (no "lib" prefix) that exports only c8y_plugin_info_v1
 # (hidden visibility), refuses to link with undefined symbols (a plugin gets
 # everything from the agent through the c8y_api table, never by symbol), and
-# installs into ${C8Y_PLUGINDIR} in the "runtime" component.
+# installs into ${C8Y_PLUGINDIR} in the "runtime" component (not with
+# NO_INSTALL: built and tested, but never loaded by an installed agent).
 #
 # Used in-tree and shipped with the SDK package, so it depends only on the
 # C8y::sdk target; c8y_options (warnings, sanitizers) is used when present.
@@ -22,7 +23,7 @@ if(NOT DEFINED C8Y_PLUGIN_OUTPUT_DIR)
 endif()
 
 function(c8y_add_plugin name)
-  cmake_parse_arguments(P "" "" "SOURCES;LIBRARIES" ${ARGN})
+  cmake_parse_arguments(P "NO_INSTALL" "" "SOURCES;LIBRARIES" ${ARGN})
   if(P_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR "c8y_add_plugin(${name}): unknown arguments: ${P_UNPARSED_ARGUMENTS}")
   endif()
@@ -49,7 +50,10 @@ function(c8y_add_plugin name)
     VISIBILITY_INLINES_HIDDEN ON
     LIBRARY_OUTPUT_DIRECTORY ${C8Y_PLUGIN_OUTPUT_DIR})
   target_link_options(${name} PRIVATE "LINKER:--no-undefined")
-  install(TARGETS ${name} LIBRARY DESTINATION ${C8Y_PLUGINDIR} COMPONENT runtime)
+  if(NOT P_NO_INSTALL)
+    install(TARGETS ${name} LIBRARY DESTINATION ${C8Y_PLUGINDIR} COMPONENT runtime)
+    set_property(GLOBAL APPEND PROPERTY C8Y_INSTALLED_PLUGINS ${name})
+  endif()
   # Lets tests (e.g. the exported-symbols check) iterate over all plugins.
   set_property(GLOBAL APPEND PROPERTY C8Y_PLUGIN_TARGETS ${name})
 endfunction()

@@ -829,6 +829,34 @@ static int take_str(struct parse_ctx *p, enum key_id k, char **dst,
   return *dst ? 0 : -1;
 }
 
+/* The plugin directory of the installation this binary belongs to:
+ * <dir of the executable>/C8Y_PLUGINDIR_FROM_BINDIR when that exists (an
+ * install with `cmake --install --prefix P` finds P's plugins), else the
+ * directory compiled in. */
+static const char *default_plugindir(char *buf, size_t n) {
+#ifdef C8Y_PLUGINDIR_FROM_BINDIR
+  char exe[PATH_MAX];
+  ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  struct stat st;
+  if (len > 0) {
+    exe[len] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) {
+      *slash = '\0';
+      char dir[PATH_MAX];
+      if (snprintf(dir, sizeof(dir), "%s/%s", exe, C8Y_PLUGINDIR_FROM_BINDIR) <
+              (int)sizeof(dir) &&
+          n >= PATH_MAX && realpath(dir, buf) && stat(buf, &st) == 0 &&
+          S_ISDIR(st.st_mode))
+        return buf;
+    }
+  }
+#endif
+  (void)buf;
+  (void)n;
+  return C8Y_DEFAULT_PLUGINDIR;
+}
+
 static long long num_or(const struct parse_ctx *p, enum key_id k,
                         long long fallback) {
   return p->set[k].set ? p->set[k].num : fallback;
@@ -1201,7 +1229,9 @@ static int finalize(struct parse_ctx *p) {
   c->required_interval = (int)num_or(p, D_INTERVAL, 60);
 
   /* [agent] */
-  if (take_str(p, A_PLUGINDIR, &c->plugin_dir, C8Y_DEFAULT_PLUGINDIR) ||
+  char plugindir[PATH_MAX];
+  if (take_str(p, A_PLUGINDIR, &c->plugin_dir,
+               default_plugindir(plugindir, sizeof(plugindir))) ||
       take_str(p, A_STATEDIR, &c->state_dir, C8Y_DEFAULT_STATEDIR))
     goto oom;
   c->log_level = (int)num_or(p, A_LOGLEVEL, LOG_LVL_INFO);

@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -210,6 +213,11 @@ int cmn_proc_run(char *const argv[], const cmn_proc_opts *o,
       result = C8Y_ETIMEDOUT;
       break;
     }
+    if (o->stop && o->stop(o->stop_ctx)) {
+      snprintf(r->why, sizeof(r->why), "stopped: the plugin is unloading");
+      result = C8Y_ECANCELED;
+      break;
+    }
     if (now_ms() > deadline) {
       snprintf(r->why, sizeof(r->why), "timed out after %d s", o->timeout_s);
       result = C8Y_ETIMEDOUT;
@@ -298,4 +306,186 @@ void cmn_proc_describe(const cmn_proc_result *r, int rc, char *out, size_t n) {
     snprintf(out, n, "exit %d: %.400s", r->exit_code, r->err);
   else
     snprintf(out, n, "exit %d", r->exit_code);
+}
+
+/* ---- Privileged helper client -------------------------------------------- */
+
+int cmn_priv_use_helper(const char *mode, const char *socket_path) {
+  if (strcmp(mode, "direct") == 0)
+    return 0;
+  if (strcmp(mode, "helper") == 0)
+    return 1;
+  if (strcmp(mode, "auto") != 0)
+    return -1;
+  struct stat st;
+  return geteuid() != 0 && stat(socket_path, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+/* The helper's last line: "=c8y-agent-priv status N". */
+#define PRIV_STATUS "=c8y-agent-priv status "
+
+static int priv_connect(const char *path, cmn_proc_result *r) {
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof(sa.sun_path)) {
+    snprintf(r->why, sizeof(r->why), "helper socket path too long: %.100s",
+             path);
+    return -1;
+  }
+  memcpy(sa.sun_path, path, strlen(path) + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+    snprintf(r->why, sizeof(r->why),
+             "cannot reach the privileged helper at %.80s: %s (is "
+             "c8y-agent-priv.socket running?)",
+             path, strerror(errno));
+    if (fd >= 0)
+      close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+static int priv_request(const char *const argv[], char *req, size_t n,
+                        cmn_proc_result *r) {
+  size_t len = 0;
+  for (size_t i = 0; argv[i]; i++) {
+    const char *a = argv[i];
+    for (const char *c = a; *c; c++)
+      if ((unsigned char)*c <= ' ' || *c == 0x7f) {
+        snprintf(r->why, sizeof(r->why),
+                 "argument '%.60s' has whitespace or control characters", a);
+        return C8Y_EINVAL;
+      }
+    if (!a[0] || len + strlen(a) + 2 > n) {
+      snprintf(r->why, sizeof(r->why), "empty or too long helper request");
+      return C8Y_EINVAL;
+    }
+    len += (size_t)snprintf(req + len, n - len, "%s%s", i ? " " : "", a);
+  }
+  req[len++] = '\n';
+  req[len] = '\0';
+  return C8Y_OK;
+}
+
+static int write_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      return -1;
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+/* Splits the status line off the output; the line before it goes to err. */
+static int priv_parse(cmn_proc_result *r) {
+  while (r->out_len > 0 && r->out[r->out_len - 1] == '\n')
+    r->out[--r->out_len] = '\0';
+  char *last = strrchr(r->out, '\n');
+  last = last ? last + 1 : r->out;
+  char *end = NULL;
+  long code = -1;
+  if (strncmp(last, PRIV_STATUS, strlen(PRIV_STATUS)) == 0)
+    code = strtol(last + strlen(PRIV_STATUS), &end, 10);
+  if (code < 0 || code > 255 || !end || *end) {
+    snprintf(r->why, sizeof(r->why),
+             "the privileged helper ended without a status line%s%.100s",
+             r->out_len ? ": " : "", last);
+    return C8Y_EIO;
+  }
+  r->exit_code = (int)code;
+  *last = '\0';
+  r->out_len = (size_t)(last - r->out);
+  while (r->out_len > 0 && r->out[r->out_len - 1] == '\n')
+    r->out[--r->out_len] = '\0';
+  const char *line = strrchr(r->out, '\n');
+  snprintf(r->err, sizeof(r->err), "%s", line ? line + 1 : r->out);
+  flatten(r->err);
+  return 0;
+}
+
+int cmn_priv_run(const char *socket_path, const char *const argv[],
+                 const cmn_proc_opts *o, cmn_proc_result *r) {
+  memset(r, 0, sizeof(*r));
+  r->exit_code = -1;
+  char req[4096];
+  int rc = priv_request(argv, req, sizeof(req), r);
+  if (rc != C8Y_OK)
+    return rc;
+  int fd = priv_connect(socket_path, r);
+  if (fd < 0)
+    return C8Y_EIO;
+  if (write_all(fd, req, strlen(req)) != 0) {
+    snprintf(r->why, sizeof(r->why), "cannot send to the privileged helper: %s",
+             strerror(errno));
+    close(fd);
+    return C8Y_EIO;
+  }
+  shutdown(fd, SHUT_WR);
+  int64_t deadline =
+      o->timeout_s > 0 ? now_ms() + o->timeout_s * 1000LL : INT64_MAX;
+  size_t alloc = 0, cap = o->out_cap ? o->out_cap : 64 * 1024;
+  int result = 0;
+  char buf[8192];
+  for (;;) {
+    if (o->op && o->api->op_cancelled(o->op)) {
+      snprintf(r->why, sizeof(r->why), "cancelled: the operation timed out");
+      result = C8Y_ETIMEDOUT;
+      break;
+    }
+    if (o->stop && o->stop(o->stop_ctx)) {
+      snprintf(r->why, sizeof(r->why), "stopped: the plugin is unloading");
+      result = C8Y_ECANCELED;
+      break;
+    }
+    if (now_ms() > deadline) {
+      snprintf(r->why, sizeof(r->why), "timed out after %d s", o->timeout_s);
+      result = C8Y_ETIMEDOUT;
+      break;
+    }
+    struct pollfd pfd = {fd, POLLIN, 0};
+    int pr = poll(&pfd, 1, 200);
+    if (pr < 0 && errno != EINTR) {
+      snprintf(r->why, sizeof(r->why), "poll: %s", strerror(errno));
+      result = C8Y_EIO;
+      break;
+    }
+    if (pr <= 0)
+      continue;
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+      continue;
+    if (n < 0) {
+      snprintf(r->why, sizeof(r->why), "reading from the helper: %s",
+               strerror(errno));
+      result = C8Y_EIO;
+      break;
+    }
+    if (n == 0)
+      break;
+    /* Keep the tail: the status line comes last. */
+    if (r->out_len + (size_t)n > cap && r->out_len > 0) {
+      size_t drop =
+          r->out_len + (size_t)n > cap ? r->out_len + (size_t)n - cap : 0;
+      drop = drop > r->out_len ? r->out_len : drop;
+      memmove(r->out, r->out + drop, r->out_len - drop);
+      r->out_len -= drop;
+      r->out_truncated = 1;
+    }
+    if (out_append(r, buf, (size_t)n, SIZE_MAX, &alloc) != 0) {
+      snprintf(r->why, sizeof(r->why), "out of memory");
+      result = C8Y_ENOMEM;
+      break;
+    }
+  }
+  close(fd);
+  if (!r->out) {
+    r->out = strdup("");
+    if (!r->out)
+      return C8Y_ENOMEM;
+  }
+  return result != 0 ? result : priv_parse(r);
 }

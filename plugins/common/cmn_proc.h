@@ -23,6 +23,10 @@ typedef struct cmn_proc_opts {
   /* If set, stdout goes here instead of cmn_proc_result.out; < 0 stops. */
   int (*on_out)(void *ctx, const char *data, size_t n);
   void *ctx;
+  /* Polled like op_cancelled; non-zero stops the command (C8Y_ECANCELED),
+   * e.g. when the plugin is being unloaded. Nullable. */
+  int (*stop)(void *stop_ctx);
+  void *stop_ctx;
 } cmn_proc_opts;
 
 typedef struct cmn_proc_result {
@@ -47,6 +51,29 @@ int cmn_proc_shell(const char *cmd, const cmn_proc_opts *o, cmn_proc_result *r);
 /* "exit 3: <stderr tail>", "exit 3", or the reason the command did not
  * finish (rc != 0), for op_fail. */
 void cmn_proc_describe(const cmn_proc_result *r, int rc, char *out, size_t n);
+
+/* ---- Privileged actions through c8y-agent-priv ---------------------------
+ * The shipped service runs the agent unprivileged and sandboxed. The few
+ * actions that need root (reboot, installing or removing a package) are
+ * asked of c8y-agent-priv, a root helper with a fixed set of verbs that
+ * systemd starts per connection on this socket (c8y-agent-priv.socket,
+ * mode 0660 root:c8y-agent) in its own unit, so outside the agent's
+ * sandbox and cgroup: an install that restarts the agent completes. */
+#define CMN_PRIV_SOCKET "/run/c8y-agent-priv.sock"
+
+/* mode "auto": the helper when not root and `socket_path` exists; "helper":
+ * always; "direct": never (run the configured commands). 1 = use the helper,
+ * 0 = not, -1 = unknown mode. */
+int cmn_priv_use_helper(const char *mode, const char *socket_path);
+
+/* Asks the helper to run argv (verb and arguments, NULL-terminated; no
+ * whitespace or control characters in them) and waits for its status line.
+ * Same contract as cmn_proc_run: 0 with exit_code set (out: what the action
+ * printed, err: its last line), or < 0 with `why` (helper not reachable,
+ * timeout, cancelled, stopped). Giving up does not stop the helper's action
+ * (it must survive the agent's own restart). */
+int cmn_priv_run(const char *socket_path, const char *const argv[],
+                 const cmn_proc_opts *o, cmn_proc_result *r);
 
 /* ---- Lower level, for plugins that fork themselves (e.g. to switch user).
  */

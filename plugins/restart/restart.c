@@ -5,7 +5,11 @@
  * when it starts again and reports success; if the command fails, the
  * operation fails here with the command's exit status and first stderr line.
  * With `delay` > 0 the command runs on a plugin thread after the delay so
- * the agent can still deliver the 501 status before the network goes away. */
+ * the agent can still deliver the 501 status before the network goes away.
+ *
+ * Not running as root (the shipped service), the reboot is asked of the
+ * privileged helper c8y-agent-priv (verb "reboot") instead of running
+ * `command`, which could not reboot from inside the sandbox. */
 #include <c8y/plugin.h>
 
 #include "cmn_proc.h"
@@ -26,7 +30,9 @@ typedef struct restart {
   const c8y_api *api;
   c8y_plugin *self;
   const char *command;
-  int64_t delay; /* seconds */
+  const char *helper_socket;
+  int use_helper; /* reboot through c8y-agent-priv */
+  int64_t delay;  /* seconds */
   pthread_mutex_t mu;
   pthread_cond_t cv;
   bool thread_live, thread_done, stopping; /* under mu */
@@ -61,8 +67,36 @@ static void keep_head(void *ctx, const char *data, size_t n) {
   c->elen += take;
 }
 
+static int helper_stop(void *ctx) {
+  restart *r = ctx;
+  pthread_mutex_lock(&r->mu);
+  bool stop = r->stopping;
+  pthread_mutex_unlock(&r->mu);
+  return stop;
+}
+
+static int run_helper(restart *r, c8y_operation *op, char *reason, size_t n) {
+  const char *argv[] = {"reboot", NULL};
+  cmn_proc_opts o = {.timeout_s = 120,
+                     .api = r->api,
+                     .op = op,
+                     .stop = helper_stop,
+                     .stop_ctx = r};
+  cmn_proc_result res;
+  int rc = cmn_priv_run(r->helper_socket, argv, &o, &res);
+  free(res.out);
+  if (rc == 0 && res.exit_code == 0)
+    return 0;
+  char desc[600];
+  cmn_proc_describe(&res, rc, desc, sizeof desc);
+  snprintf(reason, n, "reboot through the privileged helper failed: %s", desc);
+  return -1;
+}
+
 /* Runs the command; 0 if it exited 0, else -1 with the reason filled in. */
 static int run_command(restart *r, c8y_operation *op, char *reason, size_t n) {
+  if (r->use_helper)
+    return run_helper(r, op, reason, n);
   int errpipe[2];
   int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
   if (devnull < 0 || pipe2(errpipe, O_CLOEXEC) != 0) {
@@ -183,7 +217,8 @@ static int on_restart(c8y_plugin *self, c8y_operation *op, void *user_data) {
   char reason[1400];
   if (run_command(r, op, reason, sizeof reason) != 0)
     return r->api->op_fail(op, reason);
-  r->api->log(self, C8Y_LOG_NOTICE, "reboot command '%s' started", r->command);
+  r->api->log(self, C8Y_LOG_NOTICE, "reboot command '%s' started",
+              r->use_helper ? "c8y-agent-priv reboot" : r->command);
   return C8Y_PENDING; /* completed by the agent after the reboot */
 }
 
@@ -198,6 +233,19 @@ static int init(c8y_plugin *self, const c8y_api *api, void **user_data) {
   if (r->command[strspn(r->command, " \t")] == '\0') {
     api->log(self, C8Y_LOG_ERROR, "command: must not be empty");
     rc = C8Y_EINVAL;
+  }
+  const char *mode = api->config_string(self, "privileged", "auto");
+  r->helper_socket = api->config_string(self, "helper_socket", CMN_PRIV_SOCKET);
+  r->use_helper = cmn_priv_use_helper(mode, r->helper_socket);
+  if (r->use_helper < 0) {
+    api->log(self, C8Y_LOG_ERROR,
+             "privileged: '%s' is not auto, helper or direct", mode);
+    rc = C8Y_EINVAL;
+  } else if (r->use_helper) {
+    api->log(self, C8Y_LOG_INFO,
+             "reboots go through the privileged helper at %s (command is "
+             "not used)",
+             r->helper_socket);
   }
   if (api->config_int(self, "delay", 0, &r->delay) != C8Y_OK) {
     rc = C8Y_EINVAL;

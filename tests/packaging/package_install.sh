@@ -55,6 +55,16 @@ cleanup() {
     echo "cleanup: purging $pkg"
     dpkg --purge "$pkg" >/dev/null 2>&1 || echo "cleanup: dpkg --purge $pkg failed"
   fi
+  # Purge keeps the system user on purpose; this test created it (it did not
+  # exist before), so it removes it, with the secret it planted.
+  rm -f "$sysconfdir/password"
+  rmdir "$sysconfdir" 2>/dev/null
+  if getent passwd "$user" >/dev/null; then
+    userdel "$user" >/dev/null 2>&1 || echo "cleanup: userdel $user failed"
+  fi
+  if getent group "$user" >/dev/null; then
+    groupdel "$user" >/dev/null 2>&1 || echo "cleanup: groupdel $user failed"
+  fi
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -148,6 +158,30 @@ if command -v deb-systemd-helper >/dev/null 2>&1; then
   check "the unit is enabled (deb-systemd-helper, no running systemd needed)" \
     test -L "$wants"
 fi
+# The privileged path: the helper, its socket (enabled) and service template.
+priv=$(dpkg -L "$pkg" | grep '/libexec/c8y-agent/c8y-agent-priv$')
+check "the privileged helper is installed ($priv)" test -x "$priv"
+check "the helper is root:root 755" mode_is "$priv" "root:root 755"
+for u in c8y-agent-priv.socket c8y-agent-priv@.service; do
+  check "$u is installed" test -f "$(dirname "$unitfile")/$u"
+done
+check "the helper's service runs the installed helper" \
+  grep -q "^ExecStart=$priv --serve\$" "$(dirname "$unitfile")/c8y-agent-priv@.service"
+check "the socket is group $user, mode 0660" \
+  grep -q "^SocketGroup=$user\$" "$(dirname "$unitfile")/c8y-agent-priv.socket"
+if command -v deb-systemd-helper >/dev/null 2>&1; then
+  check "the helper's socket is enabled" \
+    test -L /etc/systemd/system/sockets.target.wants/c8y-agent-priv.socket
+fi
+check "the helper refuses a bad request (dry run)" \
+  sh -c "printf 'install a;id\\n' | C8Y_PRIV_DRY_RUN=1 $priv --serve | tail -1 | grep -qx '=c8y-agent-priv status 2'"
+check "the example plugin is not in the package" \
+  not matches "$(dpkg -L "$pkg")" '/plugins/example\.so$'
+check "the configuration reference man 5 c8y-agent.ini" \
+  test -f /usr/share/man/man5/c8y-agent.ini.5.gz
+for p in "${plugin_list[@]}"; do
+  check "plugin README /usr/share/doc/$pkg/plugins/$p.md" test -f "/usr/share/doc/$pkg/plugins/$p.md"
+done
 check "copyright and changelog in /usr/share/doc/$pkg" \
   test -f /usr/share/doc/$pkg/copyright -a -f /usr/share/doc/$pkg/changelog.Debian.gz
 check "manual page /usr/share/man/man8/c8y-agent.8.gz" \
@@ -198,15 +232,31 @@ check "remove keeps the user" quiet getent passwd "$user"
 check "remove keeps $statedir" test -d "$statedir"
 
 # ---- purge: nothing of the package is left --------------------------------
+# Secrets the agent's user holds: credentials the agent stored itself (in
+# its state directory, like bootstrap's) and a password file the
+# administrator gave it in /etc.
+uid=$(id -u "$user")
+install -m 0600 -o "$user" -g "$user" /dev/null "$statedir/credentials"
+echo 'secret' >"$statedir/credentials"
+install -m 0600 -o "$user" -g "$user" /dev/null "$sysconfdir/password"
+echo 'secret' >"$sysconfdir/password"
 if dpkg --purge "$pkg" >"$tmp/dpkg.log" 2>&1; then
   pass "dpkg --purge"
 else
   cat "$tmp/dpkg.log"
   fail "dpkg --purge failed"
 fi
-check "purge deletes the user" not getent passwd "$user"
-check "purge deletes the group" not getent group "$user"
-check "purge deletes $statedir" test ! -e "$statedir"
+check "purge deletes $statedir (the agent's own secrets)" test ! -e "$statedir"
+# No later account can get the uid and with it what the user still owns.
+check "purge keeps the user with its uid" test "$(id -u "$user" 2>/dev/null)" = "$uid"
+check "purge keeps the group" quiet getent group "$user"
+check "the kept user has no login shell" \
+  matches "$(getent passwd "$user" | cut -d: -f7)" '(/nologin|/false)$'
+left=$(find /etc /var -xdev -uid "$uid" 2>/dev/null | grep -v -x "$sysconfdir/password")
+check "after purge the uid owns nothing but the administrator's password file" \
+  test -z "$left"
+rm -f "$sysconfdir/password"
+rmdir "$sysconfdir" 2>/dev/null
 check "purge deletes $sysconfdir" test ! -e "$sysconfdir"
 check "purge drops the statoverride" not dpkg-statoverride --list "$config"
 check "purge drops the enablement link" test ! -e "$wants" -a ! -L "$wants"
@@ -219,7 +269,8 @@ if [ $rpm_rc -eq 0 ]; then
     pass "cpack -G RPM: $(basename "$rpm_") $(basename "$devrpm")"
     rpm -qpl "$rpm_" >"$tmp/rpm.list"
     for f in "$bin" "$config" "$sysconfdir/conf.d" "$unitfile" \
-        /usr/share/doc/$pkg/copyright; do
+        /usr/share/doc/$pkg/copyright /usr/share/man/man5/c8y-agent.ini.5.gz \
+        "$priv" "$(dirname "$unitfile")/c8y-agent-priv.socket"; do
       check "rpm -qpl lists $f" grep -qx "$f" "$tmp/rpm.list"
     done
     for p in "${plugin_list[@]}"; do
@@ -235,6 +286,9 @@ if [ $rpm_rc -eq 0 ]; then
     check "the RPM has $config as %config, 0640 root:$user" \
       matches "$(rpm -qp --dump "$rpm_")" "^$config [0-9]+ [0-9]+ [0-9a-f]+ 0100640 root $user 1 "
     check "the RPM %pre creates the user" matches "$(rpm -qp --scripts "$rpm_")" 'useradd -r'
+    check "the RPM starts the helper's socket" \
+      matches "$(rpm -qp --scripts "$rpm_")" 'c8y-agent-priv\.socket'
+    check "the example plugin is not in the RPM" not grep -q '/plugins/example\.so$' "$tmp/rpm.list"
     check "rpm -qpl of the devel package lists plugin.h" \
       matches "$(rpm -qpl "$devrpm")" '^/usr/include/c8y/plugin\.h$' 
   else

@@ -2,6 +2,19 @@
 
 #include <glib/gstdio.h>
 
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 char *ptu_make_tmpdir(const char *prefix) {
   GError *err = NULL;
   char *tmpl = g_strdup_printf("%s-XXXXXX", prefix);
@@ -57,4 +70,111 @@ char *ptu_install_script(const char *dir, const char *subdir, const char *name,
   g_assert_cmpint(g_chmod(dst, 0755), ==, 0);
   g_free(src);
   return dst;
+}
+
+struct ptu_priv {
+  int lfd;
+  pthread_t thread;
+  atomic_bool stop;
+  char *path, *helper, *statedir, *reply, *errlog;
+};
+
+static void priv_canned(ptu_priv *p, int c) {
+  char req[2048];
+  size_t n = 0;
+  /* The client half-closes after its line. */
+  for (;;) {
+    struct pollfd pfd = {c, POLLIN, 0};
+    if (poll(&pfd, 1, 5000) <= 0)
+      break;
+    ssize_t got = read(c, req + n, sizeof(req) - 1 - n);
+    if (got <= 0)
+      break;
+    n += (size_t)got;
+    if (n == sizeof(req) - 1)
+      break;
+  }
+  req[n] = '\0';
+  FILE *f = fopen(p->errlog, "a");
+  g_assert_nonnull(f);
+  fputs(req, f);
+  fclose(f);
+  g_assert_cmpint(write(c, p->reply, strlen(p->reply)), ==,
+                  (ssize_t)strlen(p->reply));
+}
+
+static void priv_exec(ptu_priv *p, int c) {
+  char *env_dry = g_strdup("C8Y_PRIV_DRY_RUN=1");
+  char *env_pm = g_strdup("C8Y_PRIV_PM=apt");
+  char *env_state = g_strdup_printf("C8Y_PRIV_STATEDIR=%s", p->statedir);
+  char *envp[] = {env_dry, env_pm, env_state, NULL};
+  int err = open(p->errlog, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  g_assert_cmpint(err, >=, 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(c, 0);
+    dup2(c, 1);
+    dup2(err, 2);
+    execle("/bin/sh", "sh", p->helper, "--serve", (char *)NULL, envp);
+    _exit(127);
+  }
+  g_assert_cmpint(pid, >, 0);
+  close(err);
+  int status;
+  waitpid(pid, &status, 0);
+  g_free(env_dry);
+  g_free(env_pm);
+  g_free(env_state);
+}
+
+static void *priv_main(void *arg) {
+  ptu_priv *p = arg;
+  while (!atomic_load(&p->stop)) {
+    struct pollfd pfd = {p->lfd, POLLIN, 0};
+    if (poll(&pfd, 1, 50) <= 0)
+      continue;
+    int c = accept4(p->lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (c < 0)
+      continue;
+    if (p->helper)
+      priv_exec(p, c);
+    else
+      priv_canned(p, c);
+    close(c);
+  }
+  return NULL;
+}
+
+ptu_priv *ptu_priv_start(const char *socket_path, const char *helper,
+                         const char *statedir, const char *reply,
+                         const char *errlog) {
+  ptu_priv *p = g_new0(ptu_priv, 1);
+  p->path = g_strdup(socket_path);
+  p->helper = g_strdup(helper);
+  p->statedir = g_strdup(statedir ? statedir : "/nonexistent");
+  p->reply = g_strdup(reply ? reply : "");
+  p->errlog = g_strdup(errlog);
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  g_assert_cmpuint(strlen(socket_path), <, sizeof(sa.sun_path));
+  strcpy(sa.sun_path, socket_path);
+  p->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  g_assert_cmpint(p->lfd, >=, 0);
+  unlink(socket_path);
+  g_assert_cmpint(bind(p->lfd, (struct sockaddr *)&sa, sizeof(sa)), ==, 0);
+  g_assert_cmpint(listen(p->lfd, 8), ==, 0);
+  g_assert_cmpint(pthread_create(&p->thread, NULL, priv_main, p), ==, 0);
+  return p;
+}
+
+void ptu_priv_stop(ptu_priv *p) {
+  atomic_store(&p->stop, true);
+  pthread_join(p->thread, NULL);
+  close(p->lfd);
+  unlink(p->path);
+  g_free(p->path);
+  g_free(p->helper);
+  g_free(p->statedir);
+  g_free(p->reply);
+  g_free(p->errlog);
+  g_free(p);
 }

@@ -25,4 +25,17 @@ char *ptu_read_text_or_empty(const char *path);
 char *ptu_install_script(const char *dir, const char *subdir, const char *name,
                          const char *as);
 
+/* A stand-in for c8y-agent-priv.socket (systemd, Accept=yes): listens on
+ * `socket_path` and serves each connection in turn. With `helper` set it runs
+ * that script as "sh helper --serve" with the connection as stdin/stdout,
+ * ALWAYS with C8Y_PRIV_DRY_RUN=1 (actions are printed, never run),
+ * C8Y_PRIV_PM=apt and C8Y_PRIV_STATEDIR=statedir, its stderr appended to
+ * `errlog`. Without `helper` it answers every request with `reply` and
+ * appends the request line to `errlog`. */
+typedef struct ptu_priv ptu_priv;
+ptu_priv *ptu_priv_start(const char *socket_path, const char *helper,
+                         const char *statedir, const char *reply,
+                         const char *errlog);
+void ptu_priv_stop(ptu_priv *p);
+
 #endif

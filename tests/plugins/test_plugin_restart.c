@@ -1,6 +1,7 @@
 /* The restart plugin against the fake host. The reboot "commands" are
  * harmless shell snippets (true/false/echo). */
 #include "fake_api.h"
+#include "plugin_test_util.h"
 
 #include <glib.h>
 #include <string.h>
@@ -139,6 +140,67 @@ static void test_bad_config(void) {
   }
 }
 
+/* Through the privileged helper (canned answers: nothing is ever run). */
+static fake_host *load_helper(const char *dir, const char *reply,
+                              ptu_priv **srv, char **reqlog) {
+  char *sock = g_build_filename(dir, "priv.sock", NULL);
+  *reqlog = g_build_filename(dir, "requests", NULL);
+  *srv = ptu_priv_start(sock, NULL, NULL, reply, *reqlog);
+  fake_host *h = fake_host_new("dev1", NULL);
+  fake_host_set_config(h, "command", "false"); /* not used with the helper */
+  fake_host_set_config(h, "privileged", "helper");
+  fake_host_set_config(h, "helper_socket", sock);
+  g_assert_cmpint(fake_host_load(h, PLUGIN_PATH), ==, C8Y_OK);
+  g_free(sock);
+  return h;
+}
+
+static void test_helper_reboots(void) {
+  char *dir = ptu_make_tmpdir("c8y-restart");
+  ptu_priv *srv;
+  char *reqlog;
+  fake_host *h = load_helper(dir, "=c8y-agent-priv status 0\n", &srv, &reqlog);
+  g_assert_cmpint(fake_host_run_operation(h, "510,dev1", 5000), ==,
+                  FAKE_OP_RUNNING);
+  g_assert_true(fake_host_op_reboot_requested(h));
+  char *req = ptu_read_text(reqlog);
+  g_assert_cmpstr(req, ==, "reboot\n");
+  g_free(req);
+  fake_host_free(h);
+  ptu_priv_stop(srv);
+  ptu_rm_rf(dir);
+  g_free(reqlog);
+  g_free(dir);
+}
+
+static void test_helper_fails(void) {
+  char *dir = ptu_make_tmpdir("c8y-restart");
+  ptu_priv *srv;
+  char *reqlog;
+  fake_host *h = load_helper(dir,
+                             "Failed to reboot: Access denied\n"
+                             "=c8y-agent-priv status 1\n",
+                             &srv, &reqlog);
+  g_assert_cmpint(fake_host_run_operation(h, "510,dev1", 5000), ==,
+                  FAKE_OP_FAILED);
+  g_assert_cmpstr(fake_host_op_detail(h), ==,
+                  "reboot through the privileged helper failed: exit 1: "
+                  "Failed to reboot: Access denied");
+  fake_host_free(h);
+  ptu_priv_stop(srv);
+  /* A helper that answers without a status line is not a success. */
+  g_free(reqlog);
+  h = load_helper(dir, "garbage\n", &srv, &reqlog);
+  g_assert_cmpint(fake_host_run_operation(h, "510,dev1", 5000), ==,
+                  FAKE_OP_FAILED);
+  g_assert_nonnull(strstr(fake_host_op_detail(h), "without a status line"));
+  fake_host_free(h);
+  ptu_priv_stop(srv);
+  ptu_rm_rf(dir);
+  g_free(reqlog);
+  g_free(dir);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/plugin/restart/registers", test_registers);
@@ -152,5 +214,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/plugin/restart/delay-unload", test_delay_unload);
   g_test_add_func("/plugin/restart/cancel", test_cancel);
   g_test_add_func("/plugin/restart/bad-config", test_bad_config);
+  g_test_add_func("/plugin/restart/helper/reboots", test_helper_reboots);
+  g_test_add_func("/plugin/restart/helper/fails", test_helper_fails);
   return g_test_run();
 }

@@ -4,7 +4,11 @@
 #include "smartrest.h"
 
 #include <glib.h>
+#include <grp.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define DEV "dev1"
 #define OP_WAIT_MS 20000
@@ -186,6 +190,8 @@ static void load_fake_pm(fixture *f, const char *install) {
 static void test_update_install_delete(fixture *f, gconstpointer data) {
   (void)data;
   ptu_write_text(f->db, "curl\t7.0\nvim\t9.0\n");
+  /* The URL goes to install_command as {url}, not to a download. */
+  fake_host_set_config(f->h, "download", "false");
   load_fake_pm(f, NULL);
   fake_host_clear_lines(f->h);
   g_assert_cmpint(fake_host_run_operation(
@@ -304,6 +310,344 @@ static void test_update_cancelled(fixture *f, gconstpointer data) {
   g_assert_cmpint(g_get_monotonic_time() - start, <, 15 * G_USEC_PER_SEC);
 }
 
+/* ---- package files and the privileged helper --------------------------------
+ */
+
+static void test_update_url_needs_download(fixture *f, gconstpointer data) {
+  (void)data;
+  ptu_write_text(f->db, "");
+  fake_host_set_abi_1_0(f->h);
+  load_fake_pm(f, NULL);
+  g_assert_cmpint(fake_host_run_operation(
+                      f->h,
+                      "528," DEV ",nginx,1.2,https://t1.example/b/7,install",
+                      OP_WAIT_MS),
+                  ==, FAKE_OP_FAILED);
+  g_assert_nonnull(strstr(fake_host_op_detail(f->h),
+                          "install of nginx 1.2: this agent cannot download "
+                          "https://t1.example/b/7"));
+  /* Not handed to the by-name install command instead. */
+  g_assert_false(g_file_test(f->log, G_FILE_TEST_EXISTS));
+}
+
+/* A download that "fetches" any http(s) URL by copying a local package
+ * file (ctx), and remembers what it was asked. */
+static void test_update_url_downloads(fixture *f, gconstpointer data) {
+  (void)data;
+  ptu_write_text(f->db, "");
+  char *src = g_build_filename(f->dir, "nginx_1.2_amd64.deb", NULL);
+  ptu_write_text(src, "!<arch>\nfake deb\n");
+  fake_host_enable_transfers(f->h);
+  fake_host_add_download(f->h, "https://t1.example/inventory/binaries/42", src);
+  /* The file must exist while the command runs; its content is logged. */
+  char *inst =
+      g_strdup_printf("printf '%%s\\t%%s\\n' {name} {version} >> '%s' && "
+                      "{ echo \"file $C8Y_SW_FILE\"; cat {file}; } >> '%s'",
+                      f->db, f->log);
+  fake_host_set_config(f->h, "install_file_command", inst);
+  load_fake_pm(f, "false"); /* the by-name install must not run */
+  g_assert_cmpint(fake_host_run_operation(
+                      f->h,
+                      "528," DEV
+                      ",nginx,1.2,https://t1.example/inventory/binaries/42,"
+                      "install",
+                      OP_WAIT_MS),
+                  ==, FAKE_OP_SUCCEEDED);
+  g_assert_cmpuint(fake_host_download_count(f->h), ==, 1);
+  char *state = g_build_filename(f->dir, "state", "pkg-1-nginx.deb", NULL);
+  char *want = g_strdup_printf("file %s\n!<arch>\nfake deb\n", state);
+  char *log = ptu_read_text_or_empty(f->log);
+  g_assert_cmpstr(log, ==, want);
+  /* Deleted after the install; the list shows the package. */
+  g_assert_false(g_file_test(state, G_FILE_TEST_EXISTS));
+  g_assert_nonnull(fake_host_find_line(f->h, "140,nginx,1.2,apt,"));
+  /* Marked before anything ran: an upgrade of the agent itself completes
+   * after its restart. */
+  g_assert_true(fake_host_op_resume_requested(f->h));
+  g_free(log);
+  g_free(want);
+  g_free(state);
+  g_free(inst);
+  g_free(src);
+}
+
+static void test_update_url_download_fails(fixture *f, gconstpointer data) {
+  (void)data;
+  ptu_write_text(f->db, "");
+  fake_host_enable_transfers(f->h); /* nothing registered: a 404 */
+  char *inst = g_strdup_printf("echo ran >> '%s'", f->log);
+  fake_host_set_config(f->h, "install_file_command", inst);
+  load_fake_pm(f, NULL);
+  g_assert_cmpint(fake_host_run_operation(
+                      f->h,
+                      "528," DEV ",nginx,1.2,http://t1.example/b/1,install",
+                      OP_WAIT_MS),
+                  ==, FAKE_OP_FAILED);
+  g_assert_cmpstr(fake_host_op_detail(f->h), ==,
+                  "download of nginx 1.2 failed: HTTP 404 from fake: not "
+                  "found");
+  g_assert_false(g_file_test(f->log, G_FILE_TEST_EXISTS));
+  g_free(inst);
+}
+
+/* Resumed after the agent restarted (its own package restarted it): the
+ * result is what is installed now; nothing is run again. */
+static void test_resumed_checks_versions(fixture *f, gconstpointer data) {
+  (void)data;
+  ptu_write_text(f->db, "c8y-agent\t1:0.2.0-1\nold\t1\n");
+  fake_host_set_config(f->h, "resume_wait", "1");
+  load_fake_pm(f, NULL);
+  static const char op[] =
+      "528," DEV ",c8y-agent,0.2.0,https://t1.example/b/9,install,"
+      "old,,,delete";
+  fake_host_set_resumed(f->h, false);
+  g_assert_cmpint(fake_host_run_operation(f->h, op, OP_WAIT_MS), ==,
+                  FAKE_OP_FAILED);
+  g_assert_cmpstr(fake_host_op_detail(f->h), ==,
+                  "after the agent restarted, old 1 is still installed");
+  ptu_write_text(f->db, "c8y-agent\t1:0.2.0-1\n");
+  fake_host_clear_lines(f->h);
+  fake_host_set_resumed(f->h, false);
+  g_assert_cmpint(fake_host_run_operation(f->h, op, OP_WAIT_MS), ==,
+                  FAKE_OP_SUCCEEDED);
+  g_assert_nonnull(fake_host_find_line(f->h, "140,c8y-agent,1:0.2.0-1,apt,"));
+  ptu_write_text(f->db, "c8y-agent\t0.1.0-1\n");
+  fake_host_set_resumed(f->h, false);
+  g_assert_cmpint(fake_host_run_operation(f->h, op, OP_WAIT_MS), ==,
+                  FAKE_OP_FAILED);
+  g_assert_cmpstr(fake_host_op_detail(f->h), ==,
+                  "after the agent restarted, c8y-agent is at version "
+                  "0.1.0-1, not 0.2.0 as requested");
+  /* Nothing was installed or removed again. */
+  g_assert_false(g_file_test(f->log, G_FILE_TEST_EXISTS));
+}
+
+/* dpkg may still be configuring the package when the new agent starts: the
+ * check is repeated until it shows up. */
+static void test_resumed_waits(fixture *f, gconstpointer data) {
+  (void)data;
+  char *cnt = g_build_filename(f->dir, "count", NULL);
+  char *list = g_strdup_printf(
+      "n=$(cat '%s' 2>/dev/null || echo 0); echo $((n + 1)) > '%s'; "
+      "[ \"$n\" -lt 2 ] || printf 'c8y-agent\\t0.2.0-1\\n'",
+      cnt, cnt);
+  fake_host_set_config(f->h, "list_command", list);
+  fake_host_set_config(f->h, "type", "apt");
+  fake_host_set_config(f->h, "resume_wait", "60");
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0); /* 1st list */
+  fake_host_set_resumed(f->h, false);
+  g_assert_cmpint(fake_host_run_operation(
+                      f->h, "528," DEV ",c8y-agent,0.2.0,,install", OP_WAIT_MS),
+                  ==, FAKE_OP_SUCCEEDED);
+  char *n = ptu_read_text(cnt);
+  g_assert_cmpstr(n, ==, "4\n"); /* 2 checks failed, the 3rd passed, report */
+  g_free(n);
+  g_free(list);
+  g_free(cnt);
+}
+
+typedef struct helper_fx {
+  char *sock, *errlog, *state;
+  ptu_priv *srv;
+} helper_fx;
+
+/* The plugin configured to use the privileged helper, which is served by
+ * the real c8y-agent-priv script in dry-run mode (it prints the command it
+ * would run). */
+static void load_with_helper(fixture *f, helper_fx *x, const char *reply) {
+  x->sock = g_build_filename(f->dir, "priv.sock", NULL);
+  x->errlog = g_build_filename(f->dir, "priv.log", NULL);
+  x->state = g_build_filename(f->dir, "state", NULL);
+  x->srv = ptu_priv_start(x->sock, reply ? NULL : PRIV_HELPER, x->state, reply,
+                          x->errlog);
+  char *list = g_strdup_printf("cat '%s'", f->db);
+  fake_host_set_config(f->h, "list_command", list);
+  fake_host_set_config(f->h, "type", "apt");
+  fake_host_set_config(f->h, "privileged", "helper");
+  fake_host_set_config(f->h, "helper_socket", x->sock);
+  /* Must not be used with the helper. */
+  fake_host_set_config(f->h, "install_command", "false");
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  g_free(list);
+}
+
+static void helper_done(helper_fx *x) {
+  ptu_priv_stop(x->srv);
+  g_free(x->sock);
+  g_free(x->errlog);
+  g_free(x->state);
+}
+
+static void test_helper_install_remove(fixture *f, gconstpointer data) {
+  (void)data;
+  ptu_write_text(f->db, "curl\t7.0\n");
+  helper_fx x;
+  load_with_helper(f, &x, NULL);
+  g_assert_nonnull(fake_host_find_log(f->h, "through the privileged helper"));
+  g_assert_cmpint(fake_host_run_operation(f->h,
+                                          "528," DEV
+                                          ",nginx,1.2-1,,install,jq,,,install,"
+                                          "curl,,,delete",
+                                          OP_WAIT_MS),
+                  ==, FAKE_OP_SUCCEEDED);
+  char *log = ptu_read_text_or_empty(x.errlog);
+  g_assert_nonnull(
+      strstr(log, "c8y-agent-priv: request: install nginx 1.2-1\n"));
+  g_assert_nonnull(strstr(log, "c8y-agent-priv: request: install jq\n"));
+  g_assert_nonnull(strstr(log, "c8y-agent-priv: request: remove curl\n"));
+  g_assert_nonnull(strstr(log, "install finished with status 0"));
+  g_free(log);
+  helper_done(&x);
+}
+
+/* A downloaded package goes to the helper as install-file; the real helper
+ * accepts the path the plugin uses (below <state>/plugins/software). */
+static void test_helper_install_file(fixture *f, gconstpointer data) {
+  (void)data;
+  ptu_write_text(f->db, "");
+  fake_host_free(f->h);
+  char *pstate = g_build_filename(f->dir, "state", "plugins", "software", NULL);
+  f->h = fake_host_new(DEV, pstate);
+  char *src = g_build_filename(f->dir, "pkg.deb", NULL);
+  ptu_write_text(src, "deb\n");
+  fake_host_enable_transfers(f->h);
+  fake_host_add_download(f->h, "https://t1.example/b/3", src);
+  helper_fx x;
+  load_with_helper(f, &x, NULL);
+  g_assert_cmpint(
+      fake_host_run_operation(
+          f->h, "528," DEV ",c8y-agent,0.2.0,https://t1.example/b/3,install",
+          OP_WAIT_MS),
+      ==, FAKE_OP_SUCCEEDED);
+  char *log = ptu_read_text_or_empty(x.errlog);
+  char *want = g_strdup_printf(
+      "c8y-agent-priv: request: install-file %s/pkg-1-c8y-agent.deb\n", pstate);
+  g_assert_nonnull(strstr(log, want));
+  g_assert_nonnull(strstr(log, "install-file finished with status 0"));
+  g_free(want);
+  g_free(log);
+  g_free(src);
+  g_free(pstate);
+  helper_done(&x);
+}
+
+static void test_helper_refuses(fixture *f, gconstpointer data) {
+  (void)data;
+  ptu_write_text(f->db, "");
+  helper_fx x;
+  load_with_helper(f, &x, NULL);
+  char *pwned = g_build_filename(f->dir, "pwned", NULL);
+  char *line = g_strdup_printf("528," DEV ",x;touch$IFS%s,1,,install", pwned);
+  g_assert_cmpint(fake_host_run_operation(f->h, line, OP_WAIT_MS), ==,
+                  FAKE_OP_FAILED);
+  g_assert_nonnull(strstr(fake_host_op_detail(f->h), "(exit 2)"));
+  g_assert_nonnull(strstr(fake_host_op_detail(f->h),
+                          "c8y-agent-priv: refused package name"));
+  /* Whitespace never reaches the helper. */
+  g_assert_cmpint(fake_host_run_operation(
+                      f->h, "528," DEV ",\"a b\",1,,install", OP_WAIT_MS),
+                  ==, FAKE_OP_FAILED);
+  g_assert_nonnull(strstr(fake_host_op_detail(f->h), "whitespace"));
+  g_assert_false(g_file_test(pwned, G_FILE_TEST_EXISTS));
+  g_free(line);
+  g_free(pwned);
+  helper_done(&x);
+}
+
+static void test_helper_failure_reason(fixture *f, gconstpointer data) {
+  (void)data;
+  ptu_write_text(f->db, "");
+  helper_fx x;
+  load_with_helper(f, &x,
+                   "Reading package lists...\n"
+                   "E: Unable to locate package nosuch\n"
+                   "=c8y-agent-priv status 100\n");
+  g_assert_cmpint(fake_host_run_operation(f->h, "528," DEV ",nosuch,1,,install",
+                                          OP_WAIT_MS),
+                  ==, FAKE_OP_FAILED);
+  g_assert_cmpstr(fake_host_op_detail(f->h), ==,
+                  "install of nosuch 1 failed (exit 100): E: Unable to locate "
+                  "package nosuch");
+  char *log = ptu_read_text_or_empty(x.errlog);
+  g_assert_cmpstr(log, ==, "install nosuch 1\n");
+  g_free(log);
+  helper_done(&x);
+}
+
+static void test_helper_unreachable(fixture *f, gconstpointer data) {
+  (void)data;
+  ptu_write_text(f->db, "");
+  char *list = g_strdup_printf("cat '%s'", f->db);
+  char *sock = g_build_filename(f->dir, "nobody.sock", NULL);
+  fake_host_set_config(f->h, "list_command", list);
+  fake_host_set_config(f->h, "type", "apt");
+  fake_host_set_config(f->h, "privileged", "helper");
+  fake_host_set_config(f->h, "helper_socket", sock);
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  g_assert_cmpint(
+      fake_host_run_operation(f->h, "528," DEV ",a,1,,install", OP_WAIT_MS), ==,
+      FAKE_OP_FAILED);
+  g_assert_nonnull(
+      strstr(fake_host_op_detail(f->h), "cannot reach the privileged helper"));
+  g_assert_nonnull(strstr(fake_host_op_detail(f->h), "c8y-agent-priv.socket"));
+  g_free(list);
+  g_free(sock);
+}
+
+static void test_bad_privileged(fixture *f, gconstpointer data) {
+  (void)data;
+  fake_host_set_config(f->h, "list_command", "true");
+  fake_host_set_config(f->h, "type", "apt");
+  fake_host_set_config(f->h, "privileged", "sudo");
+  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
+  g_assert_nonnull(fake_host_find_log(f->h, "privileged: 'sudo'"));
+}
+
+/* privileged = auto (the default) with helper_socket at `sock`: does the
+ * plugin choose the helper? */
+static int auto_uses_helper(const char *sock) {
+  fake_host *h = fake_host_new(DEV, NULL);
+  fake_host_set_config(h, "list_command", "true");
+  fake_host_set_config(h, "type", "apt");
+  fake_host_set_config(h, "helper_socket", sock);
+  g_assert_cmpint(fake_host_load(h, PLUGIN_PATH), ==, 0);
+  int r = fake_host_find_log(h, "through the privileged helper") != NULL;
+  fake_host_free(h);
+  return r;
+}
+
+/* Not root and the helper's socket exists: the helper; root, or no socket:
+ * the configured commands. */
+static void test_auto_not_root(fixture *f, gconstpointer data) {
+  (void)data;
+  char *sock = g_build_filename(f->dir, "priv.sock", NULL);
+  char *missing = g_build_filename(f->dir, "missing.sock", NULL);
+  char *log = g_build_filename(f->dir, "priv.log", NULL);
+  ptu_priv *srv = ptu_priv_start(sock, NULL, NULL, "", log);
+  g_assert_cmpint(chmod(f->dir, 0755), ==, 0);
+  if (geteuid() != 0) {
+    g_assert_true(auto_uses_helper(sock));
+    g_assert_false(auto_uses_helper(missing));
+  } else {
+    g_assert_false(auto_uses_helper(sock));
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+      if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
+        _exit(2);
+      _exit(auto_uses_helper(sock) && !auto_uses_helper(missing) ? 0 : 1);
+    }
+    int status = 0;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+  }
+  ptu_priv_stop(srv);
+  g_free(sock);
+  g_free(missing);
+  g_free(log);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
 #define ADD(path, fn) g_test_add(path, fixture, NULL, fx_setup, fn, fx_teardown)
@@ -317,6 +661,20 @@ int main(int argc, char **argv) {
   ADD("/plugin/software/update/stops-at-failure", test_update_stops_at_failure);
   ADD("/plugin/software/update/malformed", test_update_malformed);
   ADD("/plugin/software/update/cancelled", test_update_cancelled);
+  ADD("/plugin/software/update/url-needs-download",
+      test_update_url_needs_download);
+  ADD("/plugin/software/init/bad-privileged", test_bad_privileged);
+  ADD("/plugin/software/update/url-downloads", test_update_url_downloads);
+  ADD("/plugin/software/update/url-download-fails",
+      test_update_url_download_fails);
+  ADD("/plugin/software/resumed/checks-versions", test_resumed_checks_versions);
+  ADD("/plugin/software/resumed/waits", test_resumed_waits);
+  ADD("/plugin/software/helper/install-remove", test_helper_install_remove);
+  ADD("/plugin/software/helper/refuses", test_helper_refuses);
+  ADD("/plugin/software/helper/install-file", test_helper_install_file);
+  ADD("/plugin/software/helper/failure-reason", test_helper_failure_reason);
+  ADD("/plugin/software/helper/unreachable", test_helper_unreachable);
+  ADD("/plugin/software/helper/auto-not-root", test_auto_not_root);
 #undef ADD
   return g_test_run();
 }
