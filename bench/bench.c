@@ -632,7 +632,7 @@ static int agent_start(bench *b, child *ch, const char *plugin_dir, int qos,
 
 static int baseline_start(bench *b, child *ch, const char *mode, long lines,
                           int qos) {
-  char port[16], n[32], q[8], w[16], log[PATH_MAX + 32];
+  char port[16], n[32], q[16], w[16], log[PATH_MAX + 32];
   snprintf(port, sizeof port, "%d", b->port);
   snprintf(n, sizeof n, "%ld", lines);
   snprintf(q, sizeof q, "%d", qos);

@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include "ident.h"
 #include "log.h"
 #include "x509.h"
 
@@ -489,6 +490,7 @@ static int store_setting(struct parse_ctx *p, enum key_id k,
   long long v;
   int rc;
   bool b;
+  const char *why;
 
   if ((d->kind == K_DEVID || d->kind == K_XID) && has_ctrl(value)) {
     fail_here(p, k, "must not contain control characters");
@@ -550,6 +552,10 @@ static int store_setting(struct parse_ctx *p, enum key_id k,
                 "'%s' must not contain ':' (the MQTT clientId uses ':' as "
                 "separator)",
                 value);
+      return -1;
+    }
+    if ((why = ident_check(value, true)) != NULL) {
+      fail_here(p, k, "not a usable device id: it %s", why);
       return -1;
     }
     break;
@@ -962,11 +968,12 @@ static int finalize(struct parse_ctx *p) {
       fail_key(p, C_CERT, "%s", xerr);
       return -1;
     }
-    if (strchr(cn, ':') || strpbrk(cn, "/+#")) {
+    const char *bad = ident_check(cn, true);
+    if (bad) {
       fail_key(p, C_CERT,
-               "the certificate CN '%s' cannot be a device id (':', '/', "
-               "'+' and '#' are not allowed); set [device] id",
-               cn);
+               "the certificate CN cannot be a device id: it %s; set "
+               "[device] id",
+               bad);
       return -1;
     }
     id_default = cn;

@@ -1,6 +1,7 @@
 #include "journal.h"
 
 #include "fsutil.h"
+#include "ident.h"
 #include "log.h"
 
 #include <errno.h>
@@ -112,9 +113,14 @@ static void replay_line(journal *j, const char *line, size_t lineno) {
       e->boot_id = dup_or_null(json_string_value(json_object_get(o, "boot")));
       e->reboot = json_is_true(json_object_get(o, "reboot"));
       e->started_ms = json_integer_value(json_object_get(o, "t"));
-      if (!e->fragment || !e->device) {
-        log_warning("%s:%zu: journal entry %lld lacks fragment/device", j->path,
-                    lineno, (long long)id);
+      const char *bad = e->device ? ident_check(e->device, false) : NULL;
+      if (!e->fragment || !e->device || bad) {
+        if (bad)
+          log_warning("%s:%zu: journal entry %lld skipped: its device id %s",
+                      j->path, lineno, (long long)id, bad);
+        else
+          log_warning("%s:%zu: journal entry %lld lacks fragment/device",
+                      j->path, lineno, (long long)id);
         entry_clear(e);
         j->nrecovered--;
       }

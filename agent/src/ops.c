@@ -1,5 +1,6 @@
 #include "ops.h"
 
+#include "ident.h"
 #include "log.h"
 #include "smartrest.h"
 #include "status.h"
@@ -335,6 +336,12 @@ static void handle_record(ops *o, const sr_record *r) {
     return;
   }
   const char *device = r->fields[1];
+  const char *bad_id = ident_check(device, false);
+  if (bad_id) {
+    log_warning("s/ds record %zu: operation %s: the device id %s; ignored",
+                r->line, tid, bad_id);
+    return;
+  }
   bool child = strcmp(device, o->root) != 0;
   if (child && !registry_has_child(o->reg, device)) {
     log_warning("s/ds record %zu: operation %s for unknown device '%s'; "

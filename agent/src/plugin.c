@@ -1,6 +1,7 @@
 #include "plugin.h"
 
 #include "fsutil.h"
+#include "ident.h"
 #include "log.h"
 #include "smartrest.h"
 #include "status.h"
@@ -64,7 +65,7 @@ static int build_topic(char *out, size_t len, const char *base,
                        const char *child) {
   if (!child)
     return snprintf(out, len, "%s", base) < (int)len ? C8Y_OK : C8Y_EINVAL;
-  if (!valid_topic_segment(child))
+  if (ident_check(child, false))
     return C8Y_EINVAL;
   return snprintf(out, len, "%s/%s", base, child) < (int)len ? C8Y_OK
                                                              : C8Y_EINVAL;
@@ -200,8 +201,12 @@ static int api_add_child(c8y_plugin *self, const char *child_id,
                          const char *name, const char *type) {
   if (!self->registering)
     return C8Y_ESTATE;
-  if (!valid_topic_segment(child_id) ||
-      strcmp(child_id, self->host->device_id) == 0)
+  const char *why = ident_check(child_id, false);
+  if (why) {
+    api_log(self, C8Y_LOG_ERROR, "add_child: refused: the child id %s", why);
+    return C8Y_EINVAL;
+  }
+  if (strcmp(child_id, self->host->device_id) == 0)
     return C8Y_EINVAL;
   return registry_add_child(self->host->reg, self, child_id, name, type);
 }
@@ -259,7 +264,7 @@ static int api_batch_set_type(c8y_batch *b, const char *type) {
 }
 
 static int api_batch_set_child(c8y_batch *b, const char *child) {
-  if (!b || !valid_topic_segment(child))
+  if (!b || ident_check(child, false))
     return C8Y_EINVAL;
   return replace_str(&b->child, child);
 }

@@ -104,6 +104,30 @@ static void test_torn_and_garbage_lines(fx *f, gconstpointer d) {
   journal_close(j);
 }
 
+/* An entry whose device could never be addressed (a topic wildcard, not
+ * UTF-8) would make every status for it fail to publish: recovery skips it
+ * and keeps the rest. */
+static void test_bad_device_skipped(fx *f, gconstpointer d) {
+  journal *j = open_j(f);
+  journal_entry a = entry(3, "c8y_Restart", "dev1", false);
+  g_assert_cmpint(journal_begin(j, &a), ==, 0);
+  journal_close(j);
+  FILE *fp = fopen(f->path, "a");
+  fputs("{\"op\":\"begin\",\"id\":4,\"template\":\"511\",\"fragment\":"
+        "\"c8y_Command\",\"device\":\"evil/#\",\"child\":true}\n",
+        fp);
+  fputs("{\"op\":\"begin\",\"id\":5,\"template\":\"511\",\"fragment\":"
+        "\"c8y_Command\",\"device\":\"a\\u0001b\",\"child\":true}\n",
+        fp);
+  fclose(fp);
+  j = open_j(f);
+  const journal_entry *rec;
+  g_assert_cmpuint(journal_recovered(j, &rec), ==, 1);
+  g_assert_cmpuint(rec[0].id, ==, 3);
+  g_assert_cmpuint(journal_next_id(j), >, 5);
+  journal_close(j);
+}
+
 static void test_compaction(fx *f, gconstpointer d) {
   journal *j = open_j(f);
   for (uint64_t i = 1; i <= 2000; i++) {
@@ -136,6 +160,8 @@ int main(int argc, char **argv) {
              test_begin_end_recover, fx_teardown);
   g_test_add("/journal/torn-and-garbage-lines", fx, NULL, fx_setup,
              test_torn_and_garbage_lines, fx_teardown);
+  g_test_add("/journal/bad-device-skipped", fx, NULL, fx_setup,
+             test_bad_device_skipped, fx_teardown);
   g_test_add("/journal/compaction", fx, NULL, fx_setup, test_compaction,
              fx_teardown);
   g_test_add("/journal/boot-id-override", fx, NULL, fx_setup,
