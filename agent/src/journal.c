@@ -88,7 +88,9 @@ static void replay_line(journal *j, const char *line, size_t lineno) {
   }
   const char *kind = json_string_value(json_object_get(o, "op"));
   json_int_t id = json_integer_value(json_object_get(o, "id"));
-  if (!kind || id <= 0) {
+  /* Ids count operations; one near INT64_MAX is damage, and the next id
+   * after it would not survive the next write. */
+  if (!kind || id <= 0 || id > ((json_int_t)1 << 53)) {
     log_warning("%s:%zu: skipping journal line without op/id", j->path, lineno);
     json_decref(o);
     return;
