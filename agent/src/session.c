@@ -3,6 +3,8 @@
 #include "log.h"
 
 #include <MQTTAsync.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,8 +69,12 @@ static int on_message(void *ctx, char *topic, int topic_len,
   return 1;
 }
 
+static void take_held_host_failure(char *out, size_t len);
+
 static void on_connect_success(void *ctx, MQTTAsync_successData *r) {
   session *s = ctx;
+  char held[2];
+  take_held_host_failure(held, sizeof held); /* the IP SAN matched */
   if (s->tls)
     MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_ERROR);
   s->cb.connected(s->cb.ctx);
@@ -78,6 +84,12 @@ static void on_connect_failure(void *ctx, MQTTAsync_failureData *r) {
   session *s = ctx;
   int code = r ? r->code : -1;
   const char *msg = r && r->message ? r->message : NULL;
+  char held[512];
+  take_held_host_failure(held, sizeof held);
+  if (held[0]) /* no IP address verdict came: the name check decided */
+    log_error("TLS: the server certificate is not valid for this host name "
+              "(%s); check [c8y] host",
+              held);
   s->cb.connect_failed(s->cb.ctx, code, msg);
 }
 
@@ -106,17 +118,48 @@ static int on_ssl_error(const char *str, size_t len, void *u) {
 /* Paho reports a failed server host name check only through its trace; the
  * connect failure itself just says "TCP/TLS connect failure". Only lines
  * about certificate checks are forwarded: protocol trace lines carry
- * payload excerpts. */
+ * payload excerpts.
+ * Paho checks the DNS names first and, when they do not match, the IP
+ * addresses ("rc from X509_check_ip_asc is N" follows): a certificate with a
+ * matching IP SAN is fine, so the name failure is held back until that
+ * second verdict says the host really did not match. */
+static pthread_mutex_t trace_mu = PTHREAD_MUTEX_INITIALIZER;
+static char held_host_failure[512];
+
+static void take_held_host_failure(char *out, size_t len) {
+  pthread_mutex_lock(&trace_mu);
+  size_t n = strnlen(held_host_failure, sizeof held_host_failure);
+  if (n >= len)
+    n = len - 1;
+  memcpy(out, held_host_failure, n);
+  out[n] = '\0';
+  held_host_failure[0] = '\0';
+  pthread_mutex_unlock(&trace_mu);
+}
+
 static void on_paho_trace(enum MQTTASYNC_TRACE_LEVELS level, char *message) {
   if (!message)
     return;
   const char *check = strstr(message, "X509_check_host");
-  if (check && strstr(check, "failed"))
-    log_error("TLS: the server certificate is not valid for this host name "
-              "(%s); check [c8y] host",
-              check); /* without Paho's time stamp */
-  else if (strstr(message, "X509") || strstr(message, "SSL"))
+  const char *ip = strstr(message, "X509_check_ip_asc is ");
+  if (check && strstr(check, "failed")) {
+    pthread_mutex_lock(&trace_mu);
+    snprintf(held_host_failure, sizeof held_host_failure, "%s", check);
+    pthread_mutex_unlock(&trace_mu);
+    log_debug("TLS (Paho trace): %s", check);
+  } else if (ip) {
+    bool matched = atoi(ip + strlen("X509_check_ip_asc is ")) == 1;
+    char held[sizeof held_host_failure];
+    take_held_host_failure(held, sizeof held);
+    if (matched)
+      log_debug("TLS: the server certificate matches the IP address");
+    else if (held[0])
+      log_error("TLS: the server certificate is not valid for this host name "
+                "(%s); check [c8y] host",
+                held); /* without Paho's time stamp */
+  } else if (strstr(message, "X509") || strstr(message, "SSL")) {
     log_debug("TLS (Paho trace, level %d): %s", (int)level, message);
+  }
 }
 
 static char *dup_opt(const char *s) { return s && *s ? strdup(s) : NULL; }
@@ -218,10 +261,10 @@ int session_connect(session *s) {
     o.ssl = &ssl;
   }
   if (s->tls) {
-    /* Trace costs a little per packet: only while connecting (PROTOCOL is
-     * the level of the host name check line), see on_connect_success. */
+    /* Trace costs a little per packet: only while connecting (MINIMUM is
+     * the level of the IP address check line), see on_connect_success. */
     MQTTAsync_setTraceCallback(on_paho_trace);
-    MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_PROTOCOL);
+    MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_MINIMUM);
   }
   o.onSuccess = on_connect_success;
   o.onFailure = on_connect_failure;
