@@ -2,6 +2,7 @@
 #include "agent.h"
 #include "config.h"
 #include "log.h"
+#include "notify.h"
 #include "x509.h"
 
 #include <c8y/plugin.h>
@@ -57,6 +58,24 @@ static int check_config(const char *path) {
   return 0;
 }
 
+/* The reason a failed start or a fatal exit gives `systemctl status`: the
+ * unit does not restart on AGENT_EXIT_CONFIG/AGENT_EXIT_AUTH
+ * (RestartPreventExitStatus), so this line is what the operator sees. */
+static int report_exit(int rc) {
+  if (rc == AGENT_EXIT_OK)
+    return rc;
+  const char *what =
+      rc == AGENT_EXIT_CONFIG ? "bad configuration, not restarted"
+      : rc == AGENT_EXIT_AUTH ? "credentials refused, not restarted"
+                              : "runtime failure";
+  char last[512], status[700];
+  log_last_error(last, sizeof last);
+  snprintf(status, sizeof status, "STATUS=exited %d (%s)%s%s", rc, what,
+           last[0] ? ": " : "", last);
+  notify_send(status);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   const char *config = getenv("C8Y_AGENT_CONFIG");
   if (!config || !*config)
@@ -100,5 +119,5 @@ int main(int argc, char **argv) {
   case RUN:
     break;
   }
-  return agent_run(config);
+  return report_exit(agent_run(config));
 }

@@ -10,6 +10,9 @@
 static atomic_int log_level = LOG_LVL_INFO;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* The last error line, for the reason a fatal exit gives systemd. */
+static char last_error[512];
+
 static const char *const level_names[8] = {
     "emerg", "alert", "crit", "error", "warning", "notice", "info", "debug"};
 
@@ -48,6 +51,19 @@ void log_vmsg(int level, const char *prefix, const char *fmt, va_list ap) {
     if (*p == '\n' || *p == '\r')
       *p = ' ';
   pthread_mutex_lock(&log_lock);
+  if (level <= LOG_LVL_ERROR) {
+    size_t pl = prefix ? strlen(prefix) : 0, at = 0;
+    const char *parts[3] = {prefix ? prefix : "", prefix ? ": " : "", line};
+    size_t lens[3] = {pl, prefix ? 2 : 0, strlen(line)};
+    for (int k = 0; k < 3; k++) {
+      size_t take = lens[k] < sizeof last_error - 1 - at
+                        ? lens[k]
+                        : sizeof last_error - 1 - at;
+      memcpy(last_error + at, parts[k], take);
+      at += take;
+    }
+    last_error[at] = '\0';
+  }
   if (getenv("JOURNAL_STREAM"))
     fprintf(stderr, "<%d>%s%s%s\n", level, prefix ? prefix : "",
             prefix ? ": " : "", line);
@@ -63,4 +79,12 @@ void log_msg(int level, const char *fmt, ...) {
   va_start(ap, fmt);
   log_vmsg(level, NULL, fmt, ap);
   va_end(ap);
+}
+
+void log_last_error(char *out, size_t len) {
+  if (!out || len == 0)
+    return;
+  pthread_mutex_lock(&log_lock);
+  snprintf(out, len, "%s", last_error);
+  pthread_mutex_unlock(&log_lock);
 }

@@ -5,6 +5,7 @@
 #define C8Y_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 enum {
   LOG_LVL_ERROR = 3,
@@ -24,6 +25,9 @@ void log_msg(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void log_vmsg(int level, const char *prefix, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));
+
+/* Copies the most recent error line (empty if none) into out. */
+void log_last_error(char *out, size_t len);
 
 #define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_LVL_WARNING, __VA_ARGS__)
