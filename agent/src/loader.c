@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,45 @@ static const char *unsafe_mode(const struct stat *st) {
   if (st->st_uid != 0 && st->st_uid != geteuid())
     return "is owned by another user";
   return NULL;
+}
+
+/* The plugin dir's ancestors up to '/': a directory someone else can write
+ * lets them swap the whole subtree. A root-owned sticky directory (/tmp) is
+ * fine: others cannot rename or remove what they do not own in it. NULL, or
+ * the reason with the offending directory in buf. */
+static const char *unsafe_ancestor(const char *dir, char *buf, size_t len) {
+  char *real = realpath(dir, NULL);
+  if (!real) {
+    snprintf(buf, len, "cannot resolve %s: %s", dir, strerror(errno));
+    return buf;
+  }
+  const char *why = NULL;
+  for (;;) {
+    char *slash = strrchr(real, '/');
+    if (!slash)
+      break;
+    if (slash == real)
+      slash[1] = '\0'; /* "/" itself */
+    else
+      *slash = '\0';
+    struct stat st;
+    if (lstat(real, &st) != 0) {
+      snprintf(buf, len, "cannot stat %s: %s", real, strerror(errno));
+      why = buf;
+      break;
+    }
+    bool sticky_root = (st.st_mode & S_ISVTX) && st.st_uid == 0;
+    const char *bad = sticky_root && st.st_uid == 0 ? NULL : unsafe_mode(&st);
+    if (bad) {
+      snprintf(buf, len, "its parent directory %s %s", real, bad);
+      why = buf;
+      break;
+    }
+    if (strcmp(real, "/") == 0)
+      break;
+  }
+  free(real);
+  return why;
 }
 
 static loader_entry *add_entry(plugin_set *s, const char *file) {
@@ -65,29 +105,53 @@ static bool has_so_suffix(const char *name) {
   return n > 3 && strcmp(name + n - 3, ".so") == 0;
 }
 
+/* The descriptor stays open while the library is loaded: the dynamic linker
+ * knows a library by its name, /proc/self/fd/<fd>, and a reused number
+ * would hand back the previous plugin. */
+static void close_lib(void *dl, int fd) {
+  dlclose(dl);
+  close(fd);
+}
+
 static void load_one(plugin_host *h, const char *path, bool start_workers,
                      plugin_set *s) {
   loader_entry *e = add_entry(s, path);
   if (!e || !e->file)
     return;
+  /* Checked and loaded through one descriptor: neither a symlink nor a
+   * rename between the check and dlopen can substitute another file. */
+  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    if (errno == ELOOP)
+      refuse(e, "is a symbolic link (plugins are not loaded through links)");
+    else
+      refuse(e, "cannot open: %s", strerror(errno));
+    return;
+  }
   struct stat st;
-  if (stat(path, &st) != 0) {
+  if (fstat(fd, &st) != 0) {
     refuse(e, "cannot stat: %s", strerror(errno));
+    close(fd);
     return;
   }
   if (!S_ISREG(st.st_mode)) {
     refuse(e, "not a regular file");
+    close(fd);
     return;
   }
   const char *why = unsafe_mode(&st);
   if (why) {
     refuse(e, "the file %s", why);
+    close(fd);
     return;
   }
-  void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  char fdpath[64];
+  snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", fd);
+  void *dl = dlopen(fdpath, RTLD_NOW | RTLD_LOCAL);
   if (!dl) {
     const char *err = dlerror();
     refuse(e, "dlopen failed: %s", err ? err : "unknown error");
+    close(fd);
     return;
   }
   const c8y_plugin_info *info = dlsym(dl, C8Y_PLUGIN_SYMBOL_NAME);
@@ -97,27 +161,27 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
     else
       refuse(e, "not a c8y-agent plugin (no %s symbol)",
              C8Y_PLUGIN_SYMBOL_NAME);
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   char v[64];
   if (info->abi_major != C8Y_ABI_MAJOR) {
     snprintf(v, sizeof v, "%u", (unsigned)info->abi_major);
     refuse(e, "built for plugin ABI major %s; this agent supports 1", v);
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   if (info->abi_minor > C8Y_ABI_MINOR) {
     snprintf(v, sizeof v, "1.%u, agent has 1.%u", (unsigned)info->abi_minor,
              (unsigned)C8Y_ABI_MINOR);
     refuse(e, "needs a newer agent (ABI %s)", v);
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   size_t need = offsetof(c8y_plugin_info, fini) + sizeof info->fini;
   if (info->size < need) {
     refuse(e, "plugin descriptor is truncated (size field too small)");
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   /* Read only what the plugin declared; newer fields stay zero. */
@@ -127,7 +191,7 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
   if (!local.name || !valid_plugin_name(local.name)) {
     refuse(e, "invalid plugin name '%s' (want [a-z0-9_], 1-32 chars)",
            local.name ? local.name : "(null)");
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   e->name = strdup(local.name);
@@ -136,12 +200,12 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
     if (strcmp(s->plugins[i]->name, local.name) == 0) {
       refuse(e, "plugin name '%s' is already taken by %s", local.name,
              s->plugins[i]->path);
-      dlclose(dl);
+      close_lib(dl, fd);
       return;
     }
   if (!local.init) {
     refuse(e, "plugin '%s' has no init function", local.name);
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   cfg_entry *en = cfg_plugin_lookup(h->cfg, local.name, "enabled");
@@ -150,7 +214,7 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
     char where[512];
     snprintf(where, sizeof where, "%s:%u", en->file, en->line);
     refuse(e, "%s: [plugin.%s] enabled: not a boolean", where, local.name);
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   if (!enabled) {
@@ -158,7 +222,7 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
     free(e->reason);
     e->reason = strdup("disabled in the configuration");
     log_info("plugin %s (%s) disabled in the configuration", local.name, path);
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   c8y_plugin *p = plugin_new(h, local.name, local.version, path);
@@ -167,11 +231,12 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
   if (!grown) {
     plugin_free(p);
     refuse(e, "out of memory");
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   s->plugins = grown;
   p->dl = dl;
+  p->lib_fd = fd;
   p->info = local;
   p->registering = true;
   int rc = local.init(p, plugin_api(), &p->user_data);
@@ -185,7 +250,7 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
     else
       refuse(e, "init failed: %s", status_str(rc));
     plugin_free(p);
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   plugin_report_unused_keys(p);
@@ -195,7 +260,7 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
     registry_remove_plugin(h->reg, p);
     refuse(e, "cannot start its worker thread");
     plugin_free(p);
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   s->plugins[s->n++] = p;
@@ -221,6 +286,15 @@ void loader_load_all(plugin_host *h, const char *dir, bool start_workers,
               why);
     char buf[512];
     snprintf(buf, sizeof buf, "plugin dir %s %s", dir, why);
+    out->dir_refused = strdup(buf);
+    return;
+  }
+  char abuf[4200];
+  if ((why = unsafe_ancestor(dir, abuf, sizeof abuf))) {
+    log_error("plugin dir %s: %s; refusing to load any plugin from it", dir,
+              why);
+    char buf[4400];
+    snprintf(buf, sizeof buf, "plugin dir %s: %s", dir, why);
     out->dir_refused = strdup(buf);
     return;
   }
@@ -266,9 +340,10 @@ void loader_release_all(plugin_set *s, registry *reg) {
   for (size_t i = s->n; i-- > 0;) {
     c8y_plugin *p = s->plugins[i];
     void *dl = p->dl;
+    int fd = p->lib_fd;
     registry_remove_plugin(reg, p);
     plugin_free(p);
-    dlclose(dl);
+    close_lib(dl, fd);
   }
   free(s->plugins);
   for (size_t i = 0; i < s->nentries; i++) {

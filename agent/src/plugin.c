@@ -456,6 +456,7 @@ c8y_plugin *plugin_new(plugin_host *host, const char *name, const char *version,
   if (!p)
     return NULL;
   p->host = host;
+  p->lib_fd = -1;
   p->name = strdup(name);
   p->version = strdup(version ? version : "");
   p->path = strdup(path ? path : "");

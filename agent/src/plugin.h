@@ -31,6 +31,7 @@ struct c8y_plugin {
   char *version;
   char *path;
   void *dl;
+  int lib_fd; /* the .so, open while loaded (see loader.c), or -1 */
   c8y_plugin_info info;
   void *user_data;
   bool registering; /* inside init() */

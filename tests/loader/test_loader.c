@@ -366,6 +366,48 @@ static void test_dir_mode(fx *f, gconstpointer data) {
   g_free(m);
 }
 
+/* A writable directory above the plugin dir lets its writer swap the
+ * whole plugin dir: nothing loads. */
+static void test_parent_dir_mode(fx *f, gconstpointer data) {
+  (void)data;
+  add_plugin(f, "good", NULL);
+  g_assert_cmpint(chmod(f->root, 0775), ==, 0);
+  load(f, NULL);
+  chmod(f->root, 0700);
+  g_assert_cmpuint(f->set.n, ==, 0);
+  g_assert_nonnull(f->set.dir_refused);
+  char *line = g_strdup_printf("plugin dir %s: its parent directory %s is "
+                               "group-writable; refusing to load any plugin",
+                               f->plugdir, f->root);
+  g_assert_cmpuint(count_lines_with(f->log, line, NULL), ==, 1);
+  g_free(line);
+  char *m = marks(f);
+  g_assert_cmpstr(m, ==, "");
+  g_free(m);
+}
+
+/* A symlink in the plugin dir is not followed (its target could be
+ * anywhere, and swapped at any time); the real files still load. */
+static void test_symlink(fx *f, gconstpointer data) {
+  (void)data;
+  char *target = g_build_filename(f->root, "elsewhere.so", NULL);
+  char *src = add_plugin_path(f, "good", "real.so");
+  g_assert_cmpint(rename(src, target), ==, 0);
+  char *link = g_build_filename(f->plugdir, "linked.so", NULL);
+  g_assert_cmpint(symlink(target, link), ==, 0);
+  add_plugin(f, "minor0", NULL);
+  load(f, NULL);
+  assert_refused(f, "linked.so", "is a symbolic link");
+  g_assert_true(entry(f, "minor0.so")->loaded);
+  g_assert_cmpuint(f->set.n, ==, 1);
+  char *m = marks(f);
+  g_assert_cmpstr(m, ==, "init minor0\n");
+  g_free(m);
+  g_free(target);
+  g_free(src);
+  g_free(link);
+}
+
 /* ---- refusals during init, with rollback ---- */
 
 static void test_init_failure(fx *f, gconstpointer data) {
@@ -669,6 +711,8 @@ int main(int argc, char **argv) {
       GUINT_TO_POINTER(0777));
   ADD("/loader/refuse/group-writable-dir", test_dir_mode,
       GUINT_TO_POINTER(0775));
+  ADD("/loader/refuse/writable-parent-dir", test_parent_dir_mode, NULL);
+  ADD("/loader/refuse/symlink", test_symlink, NULL);
   ADD("/loader/refuse/init-failure-rolls-back", test_init_failure, NULL);
   ADD("/loader/refuse/template-conflict", test_template_conflict, NULL);
   ADD("/loader/registration-after-init", test_late_registration, NULL);
