@@ -7,9 +7,11 @@
 
 #include <c8y/plugin.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #ifndef C8Y_VERSION
 #define C8Y_VERSION "0.0.0"
@@ -119,5 +121,9 @@ int main(int argc, char **argv) {
   case RUN:
     break;
   }
+  /* The process holds the password: no core dump, no ptrace by the same
+   * user, no /proc/<pid>/mem for others (the unit adds LimitCORE=0). */
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+    log_warning("prctl(PR_SET_DUMPABLE): %s", strerror(errno));
   return report_exit(agent_run(config));
 }

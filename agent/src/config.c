@@ -4,11 +4,13 @@
 #include "log.h"
 #include "x509.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <ini.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +77,9 @@ enum key_id {
   A_LOGLEVEL,
   A_OPTIMEOUT,
   A_QUEUE,
+  C_ALLOW_PLAIN,
+  A_MAX_PRODUCERS,
+  A_MAX_LINES,
   NKEYS
 };
 
@@ -113,6 +118,9 @@ static const struct keydef {
     [A_OPTIMEOUT] = {"agent", "op_timeout", K_INT, 1, 604800},
     [A_QUEUE] = {"agent", "queue_max_bytes", K_SIZE, 1024,
                  64LL * 1024 * 1024 * 1024},
+    [C_ALLOW_PLAIN] = {"c8y", "allow_plaintext", K_BOOL, 0, 0},
+    [A_MAX_PRODUCERS] = {"agent", "plugin_max_producers", K_INT, 1, 10000},
+    [A_MAX_LINES] = {"agent", "plugin_max_lines_per_s", K_INT, 0, 10000000},
 };
 
 /* The winning assignment of one known key. */
@@ -400,6 +408,11 @@ static char *cfg_reader(char *str, int num, void *stream) {
   return str;
 }
 
+/* Whoever owns a secret file can rewrite it (or chmod it readable). */
+static bool secret_owner_ok(const struct stat *st) {
+  return st->st_uid == 0 || st->st_uid == geteuid();
+}
+
 static int check_password_file_mode(struct parse_ctx *p, const char *path,
                                     int fd) {
   struct stat st;
@@ -415,6 +428,13 @@ static int check_password_file_mode(struct parse_ctx *p, const char *path,
     fail_key(p, C_PASSWORD_FILE,
              "%s is readable by others (mode %03o); run chmod 600 %s", path,
              (unsigned)(st.st_mode & 0777), path);
+    return -1;
+  }
+  if (!secret_owner_ok(&st)) {
+    fail_key(p, C_PASSWORD_FILE,
+             "%s is owned by uid %u; a secret must be owned by root or the "
+             "agent's user (uid %u)",
+             path, (unsigned)st.st_uid, (unsigned)geteuid());
     return -1;
   }
   return 0;
@@ -593,6 +613,13 @@ static int store_setting(struct parse_ctx *p, enum key_id k,
                   "%s is readable by others (mode %03o) and holds a password; "
                   "run chmod 600 %s",
                   p->file, (unsigned)(st.st_mode & 0777), p->file);
+        return -1;
+      }
+      if (fstat(fileno(p->fp), &st) == 0 && !secret_owner_ok(&st)) {
+        fail_here(p, k,
+                  "%s holds a password and is owned by uid %u; it must be "
+                  "owned by root or the agent's user (uid %u)",
+                  p->file, (unsigned)st.st_uid, (unsigned)geteuid());
         return -1;
       }
       p->perm_checked = 1;
@@ -859,6 +886,17 @@ static int read_password_file(struct parse_ctx *p, const char *path,
   return 0;
 }
 
+static bool is_loopback(const char *host) {
+  unsigned char a[16];
+  if (strcasecmp(host, "localhost") == 0)
+    return true;
+  if (inet_pton(AF_INET, host, a) == 1)
+    return a[0] == 127;
+  if (inet_pton(AF_INET6, host, a) == 1)
+    return IN6_IS_ADDR_LOOPBACK((struct in6_addr *)a);
+  return false;
+}
+
 static int finalize(struct parse_ctx *p) {
   agent_config *c = p->cfg;
   struct setting *s = p->set;
@@ -899,6 +937,17 @@ static int finalize(struct parse_ctx *p) {
     return -1;
   }
   c->verify_hostname = num_or(p, C_VERIFY, true);
+  /* A password sent without TLS can be read by anyone on the path; only a
+   * broker on this machine (a local bridge, tests) is exempt. */
+  if (!c->local_sim && !c->tls && !s[C_CERT].set &&
+      (s[C_PASSWORD].set || s[C_PASSWORD_FILE].set) && s[C_HOST].set &&
+      !is_loopback(s[C_HOST].str) && !num_or(p, C_ALLOW_PLAIN, false)) {
+    fail_key(p, C_TLS,
+             "false would send the password in clear text to %s; enable TLS, "
+             "or set [c8y] allow_plaintext = true if the path is trusted",
+             s[C_HOST].str);
+    return -1;
+  }
 
   char *pw = NULL;
   if (s[C_PASSWORD_FILE].set &&
@@ -1001,6 +1050,8 @@ static int finalize(struct parse_ctx *p) {
   c->log_level = (int)num_or(p, A_LOGLEVEL, LOG_LVL_INFO);
   c->op_timeout_s = (int)num_or(p, A_OPTIMEOUT, 600);
   c->queue_max_bytes = num_or(p, A_QUEUE, CFG_DEFAULT_QUEUE_BYTES);
+  c->plugin_max_producers = (int)num_or(p, A_MAX_PRODUCERS, 64);
+  c->plugin_max_lines_per_s = num_or(p, A_MAX_LINES, 1000);
 
   /* Warnings only once the whole configuration is known to be valid. */
   if (c->qos == 2) {

@@ -51,6 +51,10 @@ typedef struct agent_config {
   int log_level;    /* LOG_LVL_*, default info */
   int op_timeout_s; /* default operation handler timeout, default 600 */
   long long queue_max_bytes; /* durable queue cap, default 16 MiB */
+  int plugin_max_producers;  /* per plugin, default 64 */
+  /* Lines one plugin may queue per second on average (0 = no limit),
+   * default 1000; bursts of up to 100 s worth pass. */
+  long long plugin_max_lines_per_s;
 
   /* every key of every [plugin.*] section, in file order */
   cfg_entry *entries;

@@ -71,6 +71,59 @@ static int build_topic(char *out, size_t len, const char *base,
                                                              : C8Y_EINVAL;
 }
 
+static long long mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Seconds of the per-plugin line rate a burst may use up at once. */
+#define LINE_BURST_S 100
+#define REFUSED_LOG_MS 10000
+
+/* One line a plugin wants to queue: within [agent] plugin_max_lines_per_s
+ * (on average, bursts of LINE_BURST_S seconds' worth pass)? A plugin over
+ * its limit gets C8Y_EAGAIN and one warning per REFUSED_LOG_MS with the
+ * count, so a flood cannot also flood the log. */
+static int admit_line(c8y_plugin *p) {
+  const agent_config *cfg = p->host->cfg;
+  long long rate = cfg ? cfg->plugin_max_lines_per_s : 0;
+  if (rate <= 0)
+    return C8Y_OK;
+  double cap = (double)rate * LINE_BURST_S;
+  long long now = mono_ms();
+  int rc = C8Y_OK;
+  unsigned long long report = 0;
+  pthread_mutex_lock(&p->mu);
+  if (p->line_refill_ms == 0) {
+    p->line_tokens = cap;
+  } else if (now > p->line_refill_ms) {
+    p->line_tokens += (double)(now - p->line_refill_ms) * (double)rate / 1000.0;
+    if (p->line_tokens > cap)
+      p->line_tokens = cap;
+  }
+  p->line_refill_ms = now;
+  if (p->line_tokens >= 1.0) {
+    p->line_tokens -= 1.0;
+  } else {
+    rc = C8Y_EAGAIN;
+    p->lines_refused++;
+    if (p->refused_logged_ms == 0 ||
+        now - p->refused_logged_ms >= REFUSED_LOG_MS) {
+      report = p->lines_refused;
+      p->lines_refused = 0;
+      p->refused_logged_ms = now;
+    }
+  }
+  pthread_mutex_unlock(&p->mu);
+  if (report)
+    log_warning("plugin %s: over its limit of %lld lines/s ([agent] "
+                "plugin_max_lines_per_s); %llu line(s) refused since the last "
+                "report",
+                p->name, rate, report);
+  return rc;
+}
+
 static int queue_line(plugin_host *h, outq_class cls, const char *topic,
                       const char *line) {
   int rc = outq_push(h->q, cls, topic, line, 0, 0);
@@ -156,6 +209,16 @@ static int api_add_producer(c8y_plugin *self, const char *name,
     return C8Y_ESTATE;
   if (!name || !*name || !fn || interval_ms < 100)
     return C8Y_EINVAL;
+  size_t have = 0;
+  registry_count_for(self->host->reg, self, &have, NULL);
+  int max = self->host->cfg ? self->host->cfg->plugin_max_producers : 0;
+  if (max > 0 && have >= (size_t)max) {
+    api_log(self, C8Y_LOG_ERROR,
+            "add_producer '%s' refused: the plugin already has %zu producers "
+            "([agent] plugin_max_producers = %d)",
+            name, have, max);
+    return C8Y_EINVAL;
+  }
   return registry_add_producer(self->host->reg, self, name, interval_ms, fn,
                                ud);
 }
@@ -278,13 +341,16 @@ static void batch_clear(c8y_batch *b) {
 }
 
 typedef struct flush_ctx {
-  plugin_host *host;
+  c8y_plugin *plugin;
   const char *topic;
 } flush_ctx;
 
 static int emit_measurement(void *ctx, const char *line) {
   flush_ctx *f = ctx;
-  return queue_line(f->host, OUTQ_MEASUREMENT, f->topic, line);
+  int rc = admit_line(f->plugin);
+  return rc != C8Y_OK
+             ? rc
+             : queue_line(f->plugin->host, OUTQ_MEASUREMENT, f->topic, line);
 }
 
 /* 1 sample -> 200; more -> 201 lines of one measurement type. */
@@ -296,7 +362,7 @@ static int batch_flush(c8y_batch *b) {
     return C8Y_EINVAL;
   char when[40];
   sr_format_time(b->time_ms, when, sizeof when);
-  flush_ctx ctx = {.host = b->plugin->host, .topic = topic};
+  flush_ctx ctx = {.plugin = b->plugin, .topic = topic};
   int rc = sr_encode_measurements((const char *const *)b->fields, b->n,
                                   b->type ? b->type : b->producer->name, when,
                                   MAX_LINE, emit_measurement, &ctx);
@@ -317,6 +383,9 @@ static int api_send_static(c8y_plugin *self, const char *child,
   char topic[300];
   if (build_topic(topic, sizeof topic, "s/us", child) != C8Y_OK)
     return C8Y_EINVAL;
+  int rc = admit_line(self);
+  if (rc != C8Y_OK)
+    return rc;
   return plugin_send_fields(self->host, outq_class_for_template(fields[0]),
                             topic, fields, n);
 }
@@ -376,6 +445,9 @@ static int api_send_custom(c8y_plugin *self, const char *xid, const char *child,
   char topic[600];
   if (build_topic(topic, sizeof topic, base, child) != C8Y_OK)
     return C8Y_EINVAL;
+  int rc = admit_line(self);
+  if (rc != C8Y_OK)
+    return rc;
   return plugin_send_fields(self->host, OUTQ_EVENT, topic, fields, n);
 }
 

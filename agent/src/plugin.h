@@ -43,6 +43,11 @@ struct c8y_plugin {
   pthread_cond_t cv;
   struct plugin_job *jobs_head, *jobs_tail;
   bool stopping;
+  /* [agent] plugin_max_lines_per_s, a token bucket under mu */
+  double line_tokens;
+  long long line_refill_ms; /* 0 = bucket not started */
+  unsigned long long lines_refused;
+  long long refused_logged_ms;
 };
 
 const c8y_api *plugin_api(void);

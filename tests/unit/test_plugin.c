@@ -65,9 +65,61 @@ static void test_add_child_validates(fx *f, gconstpointer d) {
                   ==, C8Y_OK);
 }
 
+static int produce_nothing(c8y_plugin *self, c8y_batch *b, void *ud) {
+  (void)self;
+  (void)b;
+  (void)ud;
+  return C8Y_OK;
+}
+
+static void test_producer_cap(fx *f, gconstpointer d) {
+  (void)d;
+  f->cfg.plugin_max_producers = 2;
+  f->p->registering = true;
+  g_assert_cmpint(f->api->add_producer(f->p, "a", 1000, produce_nothing, NULL),
+                  ==, C8Y_OK);
+  g_assert_cmpint(f->api->add_producer(f->p, "b", 1000, produce_nothing, NULL),
+                  ==, C8Y_OK);
+  g_assert_cmpint(f->api->add_producer(f->p, "c", 1000, produce_nothing, NULL),
+                  ==, C8Y_EINVAL);
+  g_assert_cmpuint(f->reg.nproducers, ==, 2);
+  f->p->registering = false;
+}
+
+/* 1 line/s on average, a burst of 100 s worth: the 101st line in a row is
+ * refused, and nothing refused reaches the queue. */
+static void test_line_rate(fx *f, gconstpointer d) {
+  (void)d;
+  f->cfg.plugin_max_lines_per_s = 1;
+  int ok = 0, refused = 0;
+  for (int i = 0; i < 150; i++) {
+    int rc = f->api->send_event(f->p, NULL, "c8y_Flood", "x", 0);
+    if (rc == C8Y_OK)
+      ok++;
+    else if (rc == C8Y_EAGAIN)
+      refused++;
+  }
+  /* A second may pass during the loop on a loaded machine: one more. */
+  g_assert_cmpint(ok, >=, 100);
+  g_assert_cmpint(ok, <=, 102);
+  g_assert_cmpint(ok + refused, ==, 150);
+  outq_stats st;
+  outq_get_stats(f->q, &st);
+  g_assert_cmpuint(st.queued[OUTQ_EVENT], ==, (size_t)ok);
+  /* Another plugin has its own allowance. */
+  c8y_plugin *other = plugin_new(&f->host, "other", "1", "/x/other.so");
+  g_assert_cmpint(f->api->send_event(other, NULL, "c8y_Ok", "x", 0), ==,
+                  C8Y_OK);
+  plugin_free(other);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add("/plugin/add-child-validates", fx, NULL, fx_setup,
              test_add_child_validates, fx_teardown);
+  g_test_add("/plugin/producer-cap", fx, NULL, fx_setup, test_producer_cap,
+             fx_teardown);
+  g_test_add("/plugin/line-rate", fx, NULL, fx_setup, test_line_rate,
+             fx_teardown);
   return g_test_run();
 }
