@@ -1,5 +1,6 @@
 #include "loader.h"
 
+#include "crash.h"
 #include "log.h"
 #include "status.h"
 
@@ -113,6 +114,15 @@ static void close_lib(void *dl, int fd) {
   close(fd);
 }
 
+static void load_dir(plugin_host *h, const char *dir, bool start_workers,
+                     plugin_set *out);
+
+static void call_fini(c8y_plugin *p) {
+  crash_enter(p->crash_head, "fini", NULL);
+  p->info.fini(p, p->user_data);
+  crash_leave();
+}
+
 static void load_one(plugin_host *h, const char *path, bool start_workers,
                      plugin_set *s) {
   loader_entry *e = add_entry(s, path);
@@ -145,9 +155,23 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
     close(fd);
     return;
   }
+  char qwhy[512], qname[80];
+  if (h->state_dir && crash_quarantined(h->state_dir, path, &st, qwhy,
+                                        sizeof qwhy, qname, sizeof qname)) {
+    e->quarantined = true;
+    e->name = strdup(qname);
+    refuse(e, "%s", qwhy);
+    close(fd);
+    return;
+  }
   char fdpath[64];
   snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", fd);
+  /* Constructors run inside dlopen: a crash there counts too. */
+  char *head = crash_plugin_head("", path, &st);
+  crash_enter(head, "dlopen", NULL);
   void *dl = dlopen(fdpath, RTLD_NOW | RTLD_LOCAL);
+  crash_leave();
+  free(head);
   if (!dl) {
     const char *err = dlerror();
     refuse(e, "dlopen failed: %s", err ? err : "unknown error");
@@ -238,12 +262,15 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
   p->dl = dl;
   p->lib_fd = fd;
   p->info = local;
+  p->crash_head = crash_plugin_head(local.name, path, &st);
   p->registering = true;
+  crash_enter(p->crash_head, "init", NULL);
   int rc = local.init(p, plugin_api(), &p->user_data);
+  crash_leave();
   p->registering = false;
   if (rc < 0 || p->init_error) {
     if (rc >= 0 && local.fini)
-      local.fini(p, p->user_data); /* init succeeded: it may hold resources */
+      call_fini(p); /* init succeeded: it may hold resources */
     registry_remove_plugin(h->reg, p);
     if (p->init_error)
       refuse(e, "%s", p->init_error);
@@ -256,7 +283,7 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
   plugin_report_unused_keys(p);
   if (start_workers && plugin_start_worker(p) != 0) {
     if (local.fini)
-      local.fini(p, p->user_data);
+      call_fini(p);
     registry_remove_plugin(h->reg, p);
     refuse(e, "cannot start its worker thread");
     plugin_free(p);
@@ -272,9 +299,56 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
            p->name, p->version, path, np, nh);
 }
 
+/* The platform learns about quarantined plugins through one major alarm,
+ * cleared once none is left (a marker file remembers it was raised). */
+static void quarantine_alarm(plugin_host *h, const plugin_set *s) {
+  char marker[4200];
+  snprintf(marker, sizeof marker, "%s/%s/.alarm", h->state_dir,
+           CRASH_QUARANTINE_DIR);
+  char text[1024] = "";
+  size_t len = 0;
+  for (size_t i = 0; i < s->nentries; i++) {
+    const loader_entry *e = &s->entries[i];
+    if (!e->quarantined)
+      continue;
+    int n = snprintf(text + len, sizeof text - len, "%sPlugin %s %s",
+                     len ? "; " : "", e->name ? e->name : e->file, e->reason);
+    if (n < 0 || (size_t)n >= sizeof text - len)
+      break;
+    len += (size_t)n;
+  }
+  if (len) {
+    const char *f[] = {"302", "c8y_PluginQuarantined", text};
+    if (plugin_send_fields(h, OUTQ_ALARM, "s/us", f, 3) == C8Y_OK) {
+      int fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+      if (fd >= 0)
+        close(fd);
+    }
+  } else if (access(marker, F_OK) == 0) {
+    const char *f[] = {"306", "c8y_PluginQuarantined"};
+    if (plugin_send_fields(h, OUTQ_ALARM, "s/us", f, 2) == C8Y_OK)
+      unlink(marker);
+  }
+}
+
 void loader_load_all(plugin_host *h, const char *dir, bool start_workers,
                      plugin_set *out) {
   memset(out, 0, sizeof *out);
+  if (start_workers && h->state_dir) {
+    /* The daemon: record crashes from now on, and learn of the last one
+     * before deciding what to load. */
+    if (crash_install(h->state_dir) != 0)
+      log_warning("crash attribution disabled: state dir path too long");
+    crash_take_record(h->state_dir);
+    out->state_dir = strdup(h->state_dir);
+  }
+  load_dir(h, dir, start_workers, out);
+  if (out->state_dir)
+    quarantine_alarm(h, out);
+}
+
+static void load_dir(plugin_host *h, const char *dir, bool start_workers,
+                     plugin_set *out) {
   struct stat st;
   if (stat(dir, &st) != 0) {
     log_warning("plugin dir %s: %s; no plugins loaded", dir, strerror(errno));
@@ -332,8 +406,10 @@ void loader_stop_all(plugin_set *s) {
     c8y_plugin *p = s->plugins[i];
     plugin_stop_worker(p);
     if (p->info.fini)
-      p->info.fini(p, p->user_data);
+      call_fini(p);
   }
+  if (s->state_dir)
+    crash_reset_streaks(s->state_dir); /* a clean stop */
 }
 
 void loader_release_all(plugin_set *s, registry *reg) {
@@ -354,6 +430,7 @@ void loader_release_all(plugin_set *s, registry *reg) {
   }
   free(s->entries);
   free(s->dir_refused);
+  free(s->state_dir);
   memset(s, 0, sizeof *s);
 }
 
@@ -376,9 +453,10 @@ void loader_print(const plugin_set *s, registry *reg, FILE *out) {
   for (size_t i = 0; i < s->nentries; i++) {
     const loader_entry *e = &s->entries[i];
     fprintf(out, "%-8s %-16s %-10s %s\n",
-            e->loaded     ? "loaded"
-            : e->disabled ? "disabled"
-                          : "refused",
+            e->loaded        ? "loaded"
+            : e->disabled    ? "disabled"
+            : e->quarantined ? "quarantined"
+                             : "refused",
             e->name ? e->name : "-",
             e->version && *e->version ? e->version : "-", e->file);
     if (!e->loaded) {
@@ -399,4 +477,24 @@ void loader_print(const plugin_set *s, registry *reg, FILE *out) {
                   reg->producers[j]->name, reg->producers[j]->interval_ms);
     }
   }
+}
+
+size_t loader_status_note(const plugin_set *s, char *buf, size_t len) {
+  size_t n = 0, used = 0;
+  if (len)
+    buf[0] = '\0';
+  for (size_t i = 0; i < s->nentries; i++) {
+    const loader_entry *e = &s->entries[i];
+    if (!e->quarantined)
+      continue;
+    n++;
+    if (used < len) {
+      int w = snprintf(buf + used, len - used, "%s%s",
+                       n == 1 ? "; quarantined plugins: " : ", ",
+                       e->name ? e->name : e->file);
+      if (w > 0)
+        used += (size_t)w;
+    }
+  }
+  return n;
 }

@@ -1,5 +1,6 @@
 #include "plugin.h"
 
+#include "crash.h"
 #include "fsutil.h"
 #include "ident.h"
 #include "log.h"
@@ -276,9 +277,23 @@ static int api_add_child(c8y_plugin *self, const char *child_id,
 
 /* ---- api: batches ---- */
 
+/* The batch of the produce call running on this thread. A batch lives on
+ * the worker's stack: a pointer a plugin kept past its callback (or uses
+ * from another thread) is refused without being dereferenced. */
+static _Thread_local c8y_batch *live_batch;
+
+static int batch_check(const c8y_batch *b) {
+  if (!b)
+    return C8Y_EINVAL;
+  return b == live_batch ? C8Y_OK : C8Y_ESTATE;
+}
+
 static int api_batch_add(c8y_batch *b, const char *fragment, const char *series,
                          double value, const char *unit) {
-  if (!b || !fragment || !*fragment || !series || !*series || !isfinite(value))
+  int live = batch_check(b);
+  if (live != C8Y_OK)
+    return live;
+  if (!fragment || !*fragment || !series || !*series || !isfinite(value))
     return C8Y_EINVAL;
   if (b->n == b->cap) {
     size_t cap = b->cap ? b->cap * 2 : 8;
@@ -305,7 +320,10 @@ static int api_batch_add(c8y_batch *b, const char *fragment, const char *series,
 }
 
 static int api_batch_set_time(c8y_batch *b, int64_t unix_ms) {
-  if (!b || unix_ms <= 0)
+  int live = batch_check(b);
+  if (live != C8Y_OK)
+    return live;
+  if (unix_ms <= 0)
     return C8Y_EINVAL;
   b->time_ms = unix_ms;
   return C8Y_OK;
@@ -321,13 +339,19 @@ static int replace_str(char **slot, const char *value) {
 }
 
 static int api_batch_set_type(c8y_batch *b, const char *type) {
-  if (!b || !type || !*type)
+  int live = batch_check(b);
+  if (live != C8Y_OK)
+    return live;
+  if (!type || !*type)
     return C8Y_EINVAL;
   return replace_str(&b->type, type);
 }
 
 static int api_batch_set_child(c8y_batch *b, const char *child) {
-  if (!b || ident_check(child, false))
+  int live = batch_check(b);
+  if (live != C8Y_OK)
+    return live;
+  if (ident_check(child, false))
     return C8Y_EINVAL;
   return replace_str(&b->child, child);
 }
@@ -549,7 +573,11 @@ static void free_fields(char **f, size_t n) {
 
 static void run_produce(c8y_plugin *p, reg_producer *prod) {
   c8y_batch b = {.plugin = p, .producer = prod, .time_ms = wall_ms()};
+  live_batch = &b;
+  crash_enter(p->crash_head, "producer", prod->name);
   int rc = prod->fn(p, &b, prod->user_data);
+  crash_leave();
+  live_batch = NULL;
   if (rc < 0)
     log_warning("plugin %s: producer %s failed: %s; batch dropped", p->name,
                 prod->name, status_str(rc));
@@ -566,11 +594,15 @@ static void run_job(c8y_plugin *p, plugin_job *job) {
     run_produce(p, job->producer);
     break;
   case JOB_OPERATION:
+    crash_enter(p->crash_head, "operation handler", ops_op_template(job->op));
     ops_run_handler(job->op);
+    crash_leave();
     break;
   case JOB_MESSAGE: {
     c8y_message m = {.fields = job->fields, .n = job->nfields};
+    crash_enter(p->crash_head, "message handler", job->message->message_id);
     job->message->fn(p, &m, job->message->user_data);
+    crash_leave();
     free_fields(job->fields, job->nfields);
     break;
   }
@@ -580,6 +612,7 @@ static void run_job(c8y_plugin *p, plugin_job *job) {
 
 static void *worker_main(void *arg) {
   c8y_plugin *p = arg;
+  crash_thread_init();
   pthread_mutex_lock(&p->mu);
   for (;;) {
     while (!p->jobs_head && !p->stopping)
@@ -595,6 +628,7 @@ static void *worker_main(void *arg) {
     pthread_mutex_lock(&p->mu);
   }
   pthread_mutex_unlock(&p->mu);
+  crash_thread_fini();
   return NULL;
 }
 
@@ -717,5 +751,6 @@ void plugin_free(c8y_plugin *p) {
   free(p->path);
   free(p->init_error);
   free(p->state_dir);
+  free(p->crash_head);
   free(p);
 }

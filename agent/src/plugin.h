@@ -31,7 +31,8 @@ struct c8y_plugin {
   char *version;
   char *path;
   void *dl;
-  int lib_fd; /* the .so, open while loaded (see loader.c), or -1 */
+  int lib_fd;       /* the .so, open while loaded (see loader.c), or -1 */
+  char *crash_head; /* crash_plugin_head() of the file, set by the loader */
   c8y_plugin_info info;
   void *user_data;
   bool registering; /* inside init() */

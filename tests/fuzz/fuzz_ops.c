@@ -3,7 +3,8 @@
  * engine must never crash or leak, whatever the records hold, and every
  * operation it starts must end once its 501 is acknowledged and the
  * handlers complete (the handler succeeds, fails or stays pending depending
- * on the operation's first parameter). */
+ * on the operation's first parameter; pending ones complete at the end of
+ * the input, some after their timeout). */
 #include "journal.h"
 #include "log.h"
 #include "ops.h"
@@ -24,6 +25,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static char *fuzz_dir;
 static char journal_path[4096];
 static int plugin_token; /* stands in for the owning plugin */
+
+/* Operations a handler left pending: completed at the end of the input, as
+ * a plugin finishing late (possibly after the timeout) would. */
+#define MAX_HELD 256
+static c8y_operation *held[MAX_HELD];
+static size_t nheld;
 
 static void check(int ok, const char *what) {
   if (!ok) {
@@ -60,7 +67,10 @@ static int handler(c8y_plugin *self, c8y_operation *op, void *ud) {
   case 'f':
     return C8Y_EIO; /* the engine fails it */
   case 'p':
-    return C8Y_PENDING; /* left running: ops_free must clean up */
+    if (nheld == MAX_HELD)
+      return C8Y_EIO;
+    held[nheld++] = op;
+    return C8Y_PENDING;
   case 'x':
     check(ops_op_fail(op, first) == C8Y_OK, "explicit fail");
     check(ops_op_fail(op, first) == C8Y_ESTATE, "second completion refused");
@@ -134,6 +144,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   if (size % 2)
     ops_on_disconnect(o);
+  for (size_t i = 0; i < nheld; i++) {
+    int rc = ops_op_succeed(held[i], NULL);
+    check(rc == C8Y_OK || rc == C8Y_ETIMEDOUT || rc == C8Y_ESTATE,
+          "late completion");
+  }
+  nheld = 0;
+  ops_process(o, now_ms());
   ops_stop(o);
   ops_free(o);
   journal_close(j);

@@ -113,6 +113,43 @@ static void test_line_rate(fx *f, gconstpointer d) {
   plugin_free(other);
 }
 
+static c8y_batch *kept_batch;
+static int add_inside = -1;
+
+static int produce_and_keep(c8y_plugin *self, c8y_batch *b, void *ud) {
+  (void)self;
+  (void)ud;
+  kept_batch = b;
+  add_inside = plugin_api()->batch_add(b, "c8y_T", "T", 1.5, "C");
+  return C8Y_OK;
+}
+
+/* The batch lives on the worker's stack for the duration of the produce
+ * call: a pointer kept past it is refused, never written through. */
+static void test_batch_outside_callback(fx *f, gconstpointer d) {
+  (void)d;
+  f->p->registering = true;
+  g_assert_cmpint(
+      f->api->add_producer(f->p, "keep", 1000, produce_and_keep, NULL), ==,
+      C8Y_OK);
+  f->p->registering = false;
+  g_assert_cmpint(plugin_start_worker(f->p), ==, 0);
+  g_assert_cmpint(plugin_queue_produce(f->p, f->reg.producers[0]), ==, 0);
+  plugin_stop_worker(f->p); /* runs the queued job, then joins */
+  g_assert_cmpint(add_inside, ==, C8Y_OK);
+  g_assert_nonnull(kept_batch);
+  g_assert_cmpint(f->api->batch_add(kept_batch, "c8y_T", "T", 2.0, "C"), ==,
+                  C8Y_ESTATE);
+  g_assert_cmpint(f->api->batch_set_time(kept_batch, 1000), ==, C8Y_ESTATE);
+  g_assert_cmpint(f->api->batch_set_type(kept_batch, "x"), ==, C8Y_ESTATE);
+  g_assert_cmpint(f->api->batch_set_child(kept_batch, "kid"), ==, C8Y_ESTATE);
+  g_assert_cmpint(f->api->batch_add(NULL, "c8y_T", "T", 2.0, "C"), ==,
+                  C8Y_EINVAL);
+  outq_stats st;
+  outq_get_stats(f->q, &st);
+  g_assert_cmpuint(st.queued[OUTQ_MEASUREMENT], ==, 1); /* the inside one */
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add("/plugin/add-child-validates", fx, NULL, fx_setup,
@@ -121,5 +158,7 @@ int main(int argc, char **argv) {
              fx_teardown);
   g_test_add("/plugin/line-rate", fx, NULL, fx_setup, test_line_rate,
              fx_teardown);
+  g_test_add("/plugin/batch-outside-callback", fx, NULL, fx_setup,
+             test_batch_outside_callback, fx_teardown);
   return g_test_run();
 }
