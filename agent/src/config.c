@@ -587,6 +587,11 @@ static int store_setting(struct parse_ctx *p, enum key_id k,
                 value);
       return -1;
     }
+    /* Also a topic segment (s/uc/<X-ID>): the same rule as an id. */
+    if (*value && (why = ident_check(value, true)) != NULL) {
+      fail_here(p, k, "not a usable template id: it %s", why);
+      return -1;
+    }
     break;
   case K_TENANT:
     if (strchr(value, '/')) {

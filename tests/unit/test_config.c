@@ -444,6 +444,8 @@ static const err_case err_cases[] = {
      "[agent] plugin_max_producers: 0 is out of range"},
     {"max_lines_negative", "[agent]\nplugin_max_lines_per_s = -1\n", 2,
      "[agent] plugin_max_lines_per_s: -1 is out of range"},
+    {"template_not_utf8", "[device]\ntemplate_id = x\xc3\n", 2,
+     "[device] template_id: not a usable template id: it is not valid UTF-8"},
     {"template_colon", "[device]\ntemplate_id = x:y\n", 2,
      "[device] template_id:"},
     {"template_slash", "[device]\n\ntemplate_id = x/y\n", 3,
