@@ -347,6 +347,15 @@ void loader_load_all(plugin_host *h, const char *dir, bool start_workers,
     quarantine_alarm(h, out);
 }
 
+static void refuse_dir(plugin_set *out, const char *dir, const char *sep,
+                       const char *why) {
+  log_error("plugin dir %s%s%s; refusing to load any plugin from it", dir, sep,
+            why);
+  char buf[4400];
+  snprintf(buf, sizeof buf, "plugin dir %s%s%s", dir, sep, why);
+  out->dir_refused = strdup(buf);
+}
+
 static void load_dir(plugin_host *h, const char *dir, bool start_workers,
                      plugin_set *out) {
   struct stat st;
@@ -355,21 +364,13 @@ static void load_dir(plugin_host *h, const char *dir, bool start_workers,
     return;
   }
   const char *why = unsafe_mode(&st);
+  char abuf[4200];
   if (why) {
-    log_error("plugin dir %s %s; refusing to load any plugin from it", dir,
-              why);
-    char buf[512];
-    snprintf(buf, sizeof buf, "plugin dir %s %s", dir, why);
-    out->dir_refused = strdup(buf);
+    refuse_dir(out, dir, " ", why);
     return;
   }
-  char abuf[4200];
   if ((why = unsafe_ancestor(dir, abuf, sizeof abuf))) {
-    log_error("plugin dir %s: %s; refusing to load any plugin from it", dir,
-              why);
-    char buf[4400];
-    snprintf(buf, sizeof buf, "plugin dir %s: %s", dir, why);
-    out->dir_refused = strdup(buf);
+    refuse_dir(out, dir, ": ", why);
     return;
   }
   DIR *d = opendir(dir);

@@ -5,6 +5,7 @@
  * handlers complete (the handler succeeds, fails or stays pending depending
  * on the operation's first parameter; pending ones complete at the end of
  * the input, some after their timeout). */
+#include "fuzz_tmp.h"
 #include "journal.h"
 #include "log.h"
 #include "ops.h"
@@ -22,8 +23,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define ROOT "fuzz-root"
 
-static char *fuzz_dir;
-static char journal_path[4096];
 static int plugin_token; /* stands in for the owning plugin */
 
 /* Operations a handler left pending: completed at the end of the input, as
@@ -36,18 +35,6 @@ static void check(int ok, const char *what) {
   if (!ok) {
     fprintf(stderr, "fuzz_ops: invariant violated: %s\n", what);
     abort();
-  }
-}
-
-static void remove_dir(void) {
-  if (fuzz_dir) {
-    unlink(journal_path);
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", journal_path);
-    unlink(tmp);
-    rmdir(fuzz_dir);
-    free(fuzz_dir);
-    fuzz_dir = NULL;
   }
 }
 
@@ -88,19 +75,9 @@ static void dispatch(void *ctx, c8y_operation *op) {
 static void wake(void *ctx) { (void)ctx; }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  if (!fuzz_dir) {
-    log_set_level(LOG_LVL_ERROR); /* refusals are expected */
-    const char *tmp = getenv("TMPDIR");
-    if (!tmp && access("/dev/shm", W_OK) == 0)
-      tmp = "/dev/shm";
-    if (asprintf(&fuzz_dir, "%s/fuzz-ops-XXXXXX", tmp ? tmp : "/tmp") < 0 ||
-        !mkdtemp(fuzz_dir))
-      abort();
-    snprintf(journal_path, sizeof journal_path, "%s/operations.journal",
-             fuzz_dir);
-    atexit(remove_dir);
-  }
-  unlink(journal_path);
+  const char *dir = fuzz_tmp_state_dir("ops");
+  log_set_level(LOG_LVL_ERROR); /* refusals are expected */
+  unlink(fuzz_journal_path);
 
   c8y_plugin *pl = (c8y_plugin *)&plugin_token;
   registry reg;
@@ -123,7 +100,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char err[256];
   journal *j = NULL;
   check(outq_open(&qo, &q, err, sizeof err) == 0, "outq_open");
-  check(journal_open(fuzz_dir, &j, err, sizeof err) == 0, "journal_open");
+  check(journal_open(dir, &j, err, sizeof err) == 0, "journal_open");
   ops_host host = {.ctx = NULL, .dispatch = dispatch, .wake = wake};
   ops *o = NULL;
   check(ops_new(ROOT, &reg, q, j, &host, 60000, &o) == 0, "ops_new");
