@@ -995,6 +995,22 @@ static int finalize(struct parse_ctx *p) {
       take_str(p, C_CERT, &c->cert_file, NULL) ||
       take_str(p, C_KEY, &c->key_file, NULL))
     goto oom;
+  /* The private key is a secret too: whoever owns it controls it. */
+  struct stat kst;
+  if (c->key_file && stat(c->key_file, &kst) == 0) {
+    if (!secret_owner_ok(&kst)) {
+      fail_key(p, C_KEY,
+               "%s is owned by uid %u; a secret must be owned by root or the "
+               "agent's user (uid %u)",
+               c->key_file, (unsigned)kst.st_uid, (unsigned)geteuid());
+      return -1;
+    }
+    if (kst.st_mode & 077)
+      log_warning("%s:%u: [c8y] key_file: %s is readable by others (mode "
+                  "%03o); run chmod 600 %s",
+                  s[C_KEY].file, s[C_KEY].line, c->key_file,
+                  (unsigned)(kst.st_mode & 0777), c->key_file);
+  }
   c->keepalive = (int)num_or(p, C_KEEPALIVE, 60);
   c->qos = (int)num_or(p, C_QOS, 1);
   c->reconnect_min_ms = (int)num_or(p, C_RMIN, 1000);

@@ -103,8 +103,10 @@ int crash_install(const char *state_dir) {
 }
 
 void crash_thread_init(void) {
-  if (alt_stack)
-    return;
+  stack_t cur;
+  if (alt_stack ||
+      (sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE)))
+    return; /* this thread has one already (a sanitizer runtime's, say) */
   size_t size = 64 * 1024;
   alt_stack = malloc(size);
   if (!alt_stack)

@@ -808,6 +808,19 @@ static void test_secret_owner(void) {
   load_ok(path, &c);
   g_assert_cmpstr(c.password, ==, SECRET);
   cfg_free(&c);
+  /* The client certificate's private key as well. */
+  char *key = write_file(dir, "key.pem", "not really a key\n", 0600);
+  g_assert_cmpint(chown(key, 65534, 65534), ==, 0);
+  char *ktxt = g_strdup_printf("[c8y]\nhost = h.invalid\ncert_file = /c.pem\n"
+                               "key_file = %s\n[device]\nid = d\n",
+                               key);
+  g_free(write_file(dir, "agent.ini", ktxt, 0600));
+  load_fail(path, path, 4, "[c8y] key_file: ");
+  g_assert_cmpint(chown(key, 0, 0), ==, 0);
+  load_ok(path, &c);
+  cfg_free(&c);
+  g_free(ktxt);
+  g_free(key);
   rm_rf(dir);
   g_free(txt);
   g_free(pw);
