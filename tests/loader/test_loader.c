@@ -774,7 +774,7 @@ static void test_quarantine(fx *f, gconstpointer data) {
     g_free(r.log);
   }
   /* The fourth start runs without it and says why. */
-  run_result r = run_agent(f, "c8y-agent 0.1.0 started");
+  run_result r = run_agent(f, " started: device ");
   g_assert_false(r.signaled);
   g_assert_cmpint(r.code, ==, 0);
   g_assert_nonnull(strstr(r.log, "crashed the agent 3 times in a row: "
