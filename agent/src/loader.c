@@ -167,14 +167,26 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
   char fdpath[64];
   snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", fd);
   /* Constructors run inside dlopen: a crash there counts too. */
+  bool by_fd = access(fdpath, F_OK) == 0;
+  if (!by_fd)
+    log_warning("plugin %s: %s is not available (/proc not mounted?); "
+                "loading it by path",
+                path, fdpath);
   char *head = crash_plugin_head("", path, &st);
   crash_enter(head, "dlopen", NULL);
-  void *dl = dlopen(fdpath, RTLD_NOW | RTLD_LOCAL);
+  void *dl = dlopen(by_fd ? fdpath : path, RTLD_NOW | RTLD_LOCAL);
   crash_leave();
   free(head);
   if (!dl) {
     const char *err = dlerror();
-    refuse(e, "dlopen failed: %s", err ? err : "unknown error");
+    if (!err)
+      err = "unknown error";
+    /* The linker names the descriptor; the operator knows the file. */
+    size_t fl = strlen(fdpath);
+    if (by_fd && strncmp(err, fdpath, fl) == 0)
+      refuse(e, "dlopen failed: %s%s", path, err + fl);
+    else
+      refuse(e, "dlopen failed: %s", err);
     close(fd);
     return;
   }

@@ -315,6 +315,10 @@ static void test_undefined_symbol(fx *f, gconstpointer data) {
   test_refused_early(f, &r_undef);
   g_assert_nonnull(
       strstr(entry(f, "undef.so")->reason, "c8y_fixture_missing_function"));
+  /* Named by its file, not by the descriptor it was loaded through. */
+  char *named = g_strdup_printf("dlopen failed: %s/undef.so: ", f->plugdir);
+  g_assert_nonnull(strstr(entry(f, "undef.so")->reason, named));
+  g_free(named);
 }
 
 static void test_duplicate_name(fx *f, gconstpointer data) {
