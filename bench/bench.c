@@ -619,7 +619,9 @@ static int agent_start(bench *b, child *ch, const char *plugin_dir, int qos,
            "host = 127.0.0.1\nport = %d\ntls = false\nqos = %d\n"
            "[device]\nid = " DEVICE "\n"
            "[agent]\nplugin_dir = %s\nstate_dir = %s/state\n"
-           "log_level = notice\n%s",
+           "log_level = notice\n"
+           "plugin_max_lines_per_s = 0\n" /* throughput, not the limit */
+           "%s",
            b->port, qos, plugin_dir, dir, extra ? extra : "");
   snprintf(path, sizeof path, "%s/agent.ini", dir);
   if (write_file(path, ini, 0600) != 0)
