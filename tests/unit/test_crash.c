@@ -26,21 +26,10 @@ static void fx_setup(fx *f, gconstpointer d) {
   g_assert_cmpint(stat(f->so_b, &f->st_b), ==, 0);
 }
 
-static void rm_rf(const char *path) {
-  GDir *d = g_dir_open(path, 0, NULL);
-  if (d) {
-    const char *name;
-    while ((name = g_dir_read_name(d))) {
-      char *p = g_build_filename(path, name, NULL);
-      if (g_file_test(p, G_FILE_TEST_IS_DIR))
-        rm_rf(p);
-      else
-        g_unlink(p);
-      g_free(p);
-    }
-    g_dir_close(d);
-  }
-  g_rmdir(path);
+static void rm_rf(const char *dir) {
+  const char *argv[] = {"rm", "-rf", dir, NULL};
+  g_assert_true(g_spawn_sync(NULL, (gchar **)argv, NULL, G_SPAWN_SEARCH_PATH,
+                             NULL, NULL, NULL, NULL, NULL, NULL));
 }
 
 static void fx_teardown(fx *f, gconstpointer d) {
