@@ -5,14 +5,18 @@
 #include "cli_cert.h"
 #include "cli_connect.h"
 #include "config.h"
+#include "crash.h"
 #include "log.h"
+#include "notify.h"
 #include "x509.h"
 
 #include <c8y/plugin.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #ifndef C8Y_VERSION
 #define C8Y_VERSION "0.0.0"
@@ -33,6 +37,9 @@ static void usage(FILE *out) {
           "      --check-config validate the configuration and exit\n"
           "      --list-plugins load the plugins, show what loaded and why\n"
           "                     others did not, and exit\n"
+          "      --clear-quarantine NAME\n"
+          "                     load plugin NAME again although it crashed\n"
+          "                     the agent repeatedly, and exit\n"
           "  -V, --version      print the version and exit\n"
           "\n"
           "  connect --test     check DNS, TCP, TLS, MQTT and one round trip\n"
@@ -85,11 +92,52 @@ static int check_config(const char *path) {
   return 0;
 }
 
+/* The reason a failed start or a fatal exit gives `systemctl status`: the
+ * unit does not restart on AGENT_EXIT_CONFIG/AGENT_EXIT_AUTH
+ * (RestartPreventExitStatus), so this line is what the operator sees. */
+static int report_exit(int rc) {
+  if (rc == AGENT_EXIT_OK)
+    return rc;
+  const char *what =
+      rc == AGENT_EXIT_CONFIG ? "bad configuration, not restarted"
+      : rc == AGENT_EXIT_AUTH ? "credentials refused, not restarted"
+                              : "runtime failure";
+  char last[512], status[700];
+  log_last_error(last, sizeof last);
+  snprintf(status, sizeof status, "STATUS=exited %d (%s)%s%s", rc, what,
+           last[0] ? ": " : "", last);
+  notify_send(status);
+  return rc;
+}
+
+static int clear_quarantine(const char *path, const char *name) {
+  agent_config cfg;
+  char err[1024];
+  if (cfg_load(path, &cfg, err, sizeof err) != 0) {
+    fprintf(stderr, "%s\n", err);
+    return AGENT_EXIT_CONFIG;
+  }
+  int rc = crash_clear_quarantine(cfg.state_dir, name);
+  if (rc == 0)
+    printf("plugin %s: quarantine cleared; it loads at the next start or "
+           "reload\n",
+           name);
+  else if (rc == 1)
+    fprintf(stderr, "plugin %s is not quarantined (see --list-plugins)\n",
+            name);
+  else
+    fprintf(stderr, "plugin %s: cannot clear the quarantine in %s: %s\n", name,
+            cfg.state_dir, strerror(errno));
+  cfg_free(&cfg);
+  return rc == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
   const char *config = getenv("C8Y_AGENT_CONFIG");
   if (!config || !*config)
     config = C8Y_DEFAULT_CONFIG;
-  enum { RUN, CHECK, LIST } mode = RUN;
+  enum { RUN, CHECK, LIST, CLEAR } mode = RUN;
+  const char *clear_name = NULL;
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i];
     if (strcmp(arg, "-c") == 0 || strcmp(arg, "--config") == 0) {
@@ -104,6 +152,13 @@ int main(int argc, char **argv) {
       mode = CHECK;
     } else if (strcmp(arg, "--list-plugins") == 0) {
       mode = LIST;
+    } else if (strcmp(arg, "--clear-quarantine") == 0) {
+      if (i + 1 >= argc) {
+        fprintf(stderr, "c8y-agent: %s needs a plugin name\n", arg);
+        return 2;
+      }
+      mode = CLEAR;
+      clear_name = argv[++i];
     } else if (strcmp(arg, "-V") == 0 || strcmp(arg, "--version") == 0) {
       printf("c8y-agent %s (plugin ABI %d.%d)\n", C8Y_VERSION, C8Y_ABI_MAJOR,
              C8Y_ABI_MINOR);
@@ -131,8 +186,14 @@ int main(int argc, char **argv) {
     return check_config(config);
   case LIST:
     return agent_list_plugins(config, stdout);
+  case CLEAR:
+    return clear_quarantine(config, clear_name);
   case RUN:
     break;
   }
-  return agent_run(config);
+  /* The process holds the password: no core dump, no ptrace by the same
+   * user, no /proc/<pid>/mem for others (the unit adds LimitCORE=0). */
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+    log_warning("prctl(PR_SET_DUMPABLE): %s", strerror(errno));
+  return report_exit(agent_run(config));
 }

@@ -621,6 +621,14 @@ static void handle_message(agent *a, event *e) {
   log_debug("message on unexpected topic %s ignored", e->topic);
 }
 
+/* STATUS= for systemctl status, with what the operator must know. */
+static void notify_status(agent *a, const char *state) {
+  char note[512], buf[640];
+  loader_status_note(&a->plugins, note, sizeof note);
+  snprintf(buf, sizeof buf, "STATUS=%s%s", state, note);
+  notify_send(buf);
+}
+
 static void handle_event(agent *a, event *e) {
   switch (e->kind) {
   case EV_CONNECTED:
@@ -635,7 +643,7 @@ static void handle_event(agent *a, event *e) {
       log_debug("TCP_NODELAY: no socket to port %d found", a->cfg.port);
     sockopt_cloexec_all();
     announce(a);
-    notify_send("STATUS=connected");
+    notify_status(a, "connected");
     break;
   case EV_CONNECT_FAILED:
     a->link = LINK_DOWN;
@@ -676,7 +684,7 @@ static void handle_event(agent *a, event *e) {
     a->dropping = false;
     a->probe_sent = 0;
     forget_inflight(a);
-    notify_send("STATUS=disconnected");
+    notify_status(a, "disconnected");
     schedule_reconnect(a);
     break;
   case EV_MESSAGE:
@@ -938,7 +946,8 @@ static void main_loop(agent *a) {
   a->next_tick = mono_ms() + 1000;
   a->watchdog_ms = notify_watchdog_interval_ms();
   a->next_watchdog = mono_ms();
-  notify_send("READY=1\nSTATUS=connecting");
+  notify_send("READY=1");
+  notify_status(a, "connecting");
   while (a->running) {
     long long now = mono_ms();
     if (a->link == LINK_DOWN && now >= a->reconnect_at) {

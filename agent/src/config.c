@@ -1,14 +1,17 @@
 #include "config.h"
 
+#include "ident.h"
 #include "log.h"
 #include "x509.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <grp.h>
 #include <ini.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,6 +95,9 @@ enum key_id {
   API_SOCKET,
   API_MODE,
   API_GROUP,
+  C_ALLOW_PLAIN,
+  A_MAX_PRODUCERS,
+  A_MAX_LINES,
   NKEYS
 };
 
@@ -144,6 +150,9 @@ static const struct keydef {
     [API_SOCKET] = {"api", "socket", K_PATH, 0, 0},
     [API_MODE] = {"api", "mode", K_STR, 0, 0},
     [API_GROUP] = {"api", "group", K_STR, 0, 0},
+    [C_ALLOW_PLAIN] = {"c8y", "allow_plaintext", K_BOOL, 0, 0},
+    [A_MAX_PRODUCERS] = {"agent", "plugin_max_producers", K_INT, 1, 10000},
+    [A_MAX_LINES] = {"agent", "plugin_max_lines_per_s", K_INT, 0, 10000000},
 };
 
 /* The winning assignment of one known key. */
@@ -431,6 +440,11 @@ static char *cfg_reader(char *str, int num, void *stream) {
   return str;
 }
 
+/* Whoever owns a secret file can rewrite it (or chmod it readable). */
+static bool secret_owner_ok(const struct stat *st) {
+  return st->st_uid == 0 || st->st_uid == geteuid();
+}
+
 static int check_password_file_mode(struct parse_ctx *p, enum key_id key,
                                     const char *path, int fd) {
   struct stat st;
@@ -445,6 +459,13 @@ static int check_password_file_mode(struct parse_ctx *p, enum key_id key,
   if (st.st_mode & 077) {
     fail_key(p, key, "%s is readable by others (mode %03o); run chmod 600 %s",
              path, (unsigned)(st.st_mode & 0777), path);
+    return -1;
+  }
+  if (!secret_owner_ok(&st)) {
+    fail_key(p, C_PASSWORD_FILE,
+             "%s is owned by uid %u; a secret must be owned by root or the "
+             "agent's user (uid %u)",
+             path, (unsigned)st.st_uid, (unsigned)geteuid());
     return -1;
   }
   return 0;
@@ -520,6 +541,7 @@ static int store_setting(struct parse_ctx *p, enum key_id k,
   long long v;
   int rc;
   bool b;
+  const char *why;
 
   if ((d->kind == K_DEVID || d->kind == K_XID) && has_ctrl(value)) {
     fail_here(p, k, "must not contain control characters");
@@ -583,6 +605,10 @@ static int store_setting(struct parse_ctx *p, enum key_id k,
                 value);
       return -1;
     }
+    if ((why = ident_check(value, true)) != NULL) {
+      fail_here(p, k, "not a usable device id: it %s", why);
+      return -1;
+    }
     break;
   case K_XID:
     if (strpbrk(value, ":/+#")) {
@@ -590,6 +616,11 @@ static int store_setting(struct parse_ctx *p, enum key_id k,
                 "'%s' must not contain ':', '/', '+' or '#' (it is part of the "
                 "clientId and of MQTT topics)",
                 value);
+      return -1;
+    }
+    /* Also a topic segment (s/uc/<X-ID>): the same rule as an id. */
+    if (*value && (why = ident_check(value, true)) != NULL) {
+      fail_here(p, k, "not a usable template id: it %s", why);
       return -1;
     }
     break;
@@ -618,6 +649,13 @@ static int store_setting(struct parse_ctx *p, enum key_id k,
                   "%s is readable by others (mode %03o) and holds a password; "
                   "run chmod 600 %s",
                   p->file, (unsigned)(st.st_mode & 0777), p->file);
+        return -1;
+      }
+      if (fstat(fileno(p->fp), &st) == 0 && !secret_owner_ok(&st)) {
+        fail_here(p, k,
+                  "%s holds a password and is owned by uid %u; it must be "
+                  "owned by root or the agent's user (uid %u)",
+                  p->file, (unsigned)st.st_uid, (unsigned)geteuid());
         return -1;
       }
       p->perm_checked = 1;
@@ -1090,6 +1128,17 @@ oom:
   return -1;
 }
 
+static bool is_loopback(const char *host) {
+  unsigned char a[16];
+  if (strcasecmp(host, "localhost") == 0)
+    return true;
+  if (inet_pton(AF_INET, host, a) == 1)
+    return a[0] == 127;
+  if (inet_pton(AF_INET6, host, a) == 1)
+    return IN6_IS_ADDR_LOOPBACK((struct in6_addr *)a);
+  return false;
+}
+
 static int finalize(struct parse_ctx *p) {
   agent_config *c = p->cfg;
   struct setting *s = p->set;
@@ -1132,6 +1181,17 @@ static int finalize(struct parse_ctx *p) {
     return -1;
   }
   c->verify_hostname = num_or(p, C_VERIFY, true);
+  /* A password sent without TLS can be read by anyone on the path; only a
+   * broker on this machine (a local bridge, tests) is exempt. */
+  if (!c->local_sim && !c->tls && !s[C_CERT].set &&
+      (s[C_PASSWORD].set || s[C_PASSWORD_FILE].set) && s[C_HOST].set &&
+      !is_loopback(s[C_HOST].str) && !num_or(p, C_ALLOW_PLAIN, false)) {
+    fail_key(p, C_TLS,
+             "false would send the password in clear text to %s; enable TLS, "
+             "or set [c8y] allow_plaintext = true if the path is trusted",
+             s[C_HOST].str);
+    return -1;
+  }
 
   char *pw = NULL;
   if (s[C_PASSWORD_FILE].set &&
@@ -1176,6 +1236,22 @@ static int finalize(struct parse_ctx *p) {
       take_str(p, C_CERT, &c->cert_file, NULL) ||
       take_str(p, C_KEY, &c->key_file, NULL))
     goto oom;
+  /* The private key is a secret too: whoever owns it controls it. */
+  struct stat kst;
+  if (c->key_file && stat(c->key_file, &kst) == 0) {
+    if (!secret_owner_ok(&kst)) {
+      fail_key(p, C_KEY,
+               "%s is owned by uid %u; a secret must be owned by root or the "
+               "agent's user (uid %u)",
+               c->key_file, (unsigned)kst.st_uid, (unsigned)geteuid());
+      return -1;
+    }
+    if (kst.st_mode & 077)
+      log_warning("%s:%u: [c8y] key_file: %s is readable by others (mode "
+                  "%03o); run chmod 600 %s",
+                  s[C_KEY].file, s[C_KEY].line, c->key_file,
+                  (unsigned)(kst.st_mode & 0777), c->key_file);
+  }
   c->keepalive = (int)num_or(p, C_KEEPALIVE, 60);
   c->qos = (int)num_or(p, C_QOS, 1);
   c->reconnect_min_ms = (int)num_or(p, C_RMIN, 1000);
@@ -1203,11 +1279,12 @@ static int finalize(struct parse_ctx *p) {
       fail_key(p, C_CERT, "%s", xerr);
       return -1;
     }
-    if (strchr(cn, ':') || strpbrk(cn, "/+#")) {
+    const char *bad = ident_check(cn, true);
+    if (bad) {
       fail_key(p, C_CERT,
-               "the certificate CN '%s' cannot be a device id (':', '/', "
-               "'+' and '#' are not allowed); set [device] id",
-               cn);
+               "the certificate CN cannot be a device id: it %s; set "
+               "[device] id",
+               bad);
       return -1;
     }
     id_default = cn;
@@ -1238,6 +1315,8 @@ static int finalize(struct parse_ctx *p) {
   c->op_timeout_s = (int)num_or(p, A_OPTIMEOUT, 600);
   c->stop_grace_ms = (int)num_or(p, A_STOPGRACE, 3000);
   c->queue_max_bytes = num_or(p, A_QUEUE, CFG_DEFAULT_QUEUE_BYTES);
+  c->plugin_max_producers = (int)num_or(p, A_MAX_PRODUCERS, 64);
+  c->plugin_max_lines_per_s = num_or(p, A_MAX_LINES, 1000);
   c->transfer_max_bytes = num_or(p, A_TRANSFER, CFG_DEFAULT_TRANSFER_BYTES);
   if (finalize_http(p) != 0 || finalize_api(p) != 0)
     return -1;

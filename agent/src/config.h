@@ -70,6 +70,10 @@ typedef struct agent_config {
   unsigned api_mode;    /* default 0660; never world-accessible */
   char *api_group;      /* NULL = only root and the agent's user */
   long long api_gid;    /* -1 when api_group is NULL */
+  int plugin_max_producers; /* per plugin, default 64 */
+  /* Lines one plugin may queue per second on average (0 = no limit),
+   * default 1000; bursts of up to 100 s worth pass. */
+  long long plugin_max_lines_per_s;
 
   /* every key of every [plugin.*] section, in file order */
   cfg_entry *entries;

@@ -1,6 +1,7 @@
 #include "journal.h"
 
 #include "fsutil.h"
+#include "ident.h"
 #include "log.h"
 
 #include <errno.h>
@@ -192,7 +193,9 @@ static void replay_line(journal *j, const char *line, size_t lineno) {
   }
   const char *kind = json_string_value(json_object_get(o, "op"));
   json_int_t id = json_integer_value(json_object_get(o, "id"));
-  if (!kind || id <= 0) {
+  /* Ids count operations; one near INT64_MAX is damage, and the next id
+   * after it would not survive the next write. */
+  if (!kind || id <= 0 || id > ((json_int_t)1 << 53)) {
     log_warning("%s:%zu: skipping journal line without op/id", j->path, lineno);
     json_decref(o);
     return;
@@ -221,9 +224,14 @@ static void replay_line(journal *j, const char *line, size_t lineno) {
       e->resumes = resumes > 0 ? (unsigned)resumes : 0;
       if (json_is_true(json_object_get(o, "resume")))
         read_resume(j, lineno, o, e);
-      if (!e->fragment || !e->device) {
-        log_warning("%s:%zu: journal entry %lld lacks fragment/device", j->path,
-                    lineno, (long long)id);
+      const char *bad = e->device ? ident_check(e->device, false) : NULL;
+      if (!e->fragment || !e->device || bad) {
+        if (bad)
+          log_warning("%s:%zu: journal entry %lld skipped: its device id %s",
+                      j->path, lineno, (long long)id, bad);
+        else
+          log_warning("%s:%zu: journal entry %lld lacks fragment/device",
+                      j->path, lineno, (long long)id);
         entry_clear(e);
         j->nrecovered--;
       }

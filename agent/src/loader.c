@@ -1,11 +1,13 @@
 #include "loader.h"
 
+#include "crash.h"
 #include "log.h"
 #include "status.h"
 
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +46,45 @@ static const char *unsafe_mode(const struct stat *st) {
   return NULL;
 }
 
+/* The plugin dir's ancestors up to '/': a directory someone else can write
+ * lets them swap the whole subtree. A root-owned sticky directory (/tmp) is
+ * fine: others cannot rename or remove what they do not own in it. NULL, or
+ * the reason with the offending directory in buf. */
+static const char *unsafe_ancestor(const char *dir, char *buf, size_t len) {
+  char *real = realpath(dir, NULL);
+  if (!real) {
+    snprintf(buf, len, "cannot resolve %s: %s", dir, strerror(errno));
+    return buf;
+  }
+  const char *why = NULL;
+  for (;;) {
+    char *slash = strrchr(real, '/');
+    if (!slash)
+      break;
+    if (slash == real)
+      slash[1] = '\0'; /* "/" itself */
+    else
+      *slash = '\0';
+    struct stat st;
+    if (lstat(real, &st) != 0) {
+      snprintf(buf, len, "cannot stat %s: %s", real, strerror(errno));
+      why = buf;
+      break;
+    }
+    bool sticky_root = (st.st_mode & S_ISVTX) && st.st_uid == 0;
+    const char *bad = sticky_root && st.st_uid == 0 ? NULL : unsafe_mode(&st);
+    if (bad) {
+      snprintf(buf, len, "its parent directory %s %s", real, bad);
+      why = buf;
+      break;
+    }
+    if (strcmp(real, "/") == 0)
+      break;
+  }
+  free(real);
+  return why;
+}
+
 static loader_entry *add_entry(plugin_set *s, const char *file) {
   loader_entry *grown = realloc(s->entries, (s->nentries + 1) * sizeof *grown);
   if (!grown)
@@ -76,29 +117,88 @@ static bool has_so_suffix(const char *name) {
   return n > 3 && strcmp(name + n - 3, ".so") == 0;
 }
 
+/* The descriptor stays open while the library is loaded: the dynamic linker
+ * knows a library by its name, /proc/self/fd/<fd>, and a reused number
+ * would hand back the previous plugin. */
+static void close_lib(void *dl, int fd) {
+  dlclose(dl);
+  close(fd);
+}
+
+static void load_dir(plugin_host *h, const char *dir, bool start_workers,
+                     plugin_set *out);
+
+static void call_fini(c8y_plugin *p) {
+  crash_enter(p->crash_head, "fini", NULL);
+  p->info.fini(p, p->user_data);
+  crash_leave();
+}
+
 static void load_one(plugin_host *h, const char *path, bool start_workers,
                      plugin_set *s) {
   loader_entry *e = add_entry(s, path);
   if (!e || !e->file)
     return;
+  /* Checked and loaded through one descriptor: neither a symlink nor a
+   * rename between the check and dlopen can substitute another file. */
+  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    if (errno == ELOOP)
+      refuse(e, "is a symbolic link (plugins are not loaded through links)");
+    else
+      refuse(e, "cannot open: %s", strerror(errno));
+    return;
+  }
   struct stat st;
-  if (stat(path, &st) != 0) {
+  if (fstat(fd, &st) != 0) {
     refuse(e, "cannot stat: %s", strerror(errno));
+    close(fd);
     return;
   }
   if (!S_ISREG(st.st_mode)) {
     refuse(e, "not a regular file");
+    close(fd);
     return;
   }
   const char *why = unsafe_mode(&st);
   if (why) {
     refuse(e, "the file %s", why);
+    close(fd);
     return;
   }
-  void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  char qwhy[512], qname[80];
+  if (h->state_dir && crash_quarantined(h->state_dir, path, &st, qwhy,
+                                        sizeof qwhy, qname, sizeof qname)) {
+    e->quarantined = true;
+    e->name = strdup(qname);
+    refuse(e, "%s", qwhy);
+    close(fd);
+    return;
+  }
+  char fdpath[64];
+  snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", fd);
+  /* Constructors run inside dlopen: a crash there counts too. */
+  bool by_fd = access(fdpath, F_OK) == 0;
+  if (!by_fd)
+    log_warning("plugin %s: %s is not available (/proc not mounted?); "
+                "loading it by path",
+                path, fdpath);
+  char *head = crash_plugin_head("", path, &st);
+  crash_enter(head, "dlopen", NULL);
+  void *dl = dlopen(by_fd ? fdpath : path, RTLD_NOW | RTLD_LOCAL);
+  crash_leave();
+  free(head);
   if (!dl) {
     const char *err = dlerror();
-    refuse(e, "dlopen failed: %s", err ? err : "unknown error");
+    if (!err)
+      err = "unknown error";
+    /* The linker names the descriptor; the operator knows the file. */
+    size_t fl = strlen(fdpath);
+    if (by_fd && strncmp(err, fdpath, fl) == 0)
+      refuse(e, "dlopen failed: %s%s", path, err + fl);
+    else
+      refuse(e, "dlopen failed: %s", err);
+    close(fd);
     return;
   }
   const c8y_plugin_info *info = dlsym(dl, C8Y_PLUGIN_SYMBOL_NAME);
@@ -108,27 +208,27 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
     else
       refuse(e, "not a c8y-agent plugin (no %s symbol)",
              C8Y_PLUGIN_SYMBOL_NAME);
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   char v[64];
   if (info->abi_major != C8Y_ABI_MAJOR) {
     snprintf(v, sizeof v, "%u", (unsigned)info->abi_major);
     refuse(e, "built for plugin ABI major %s; this agent supports 1", v);
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   if (info->abi_minor > C8Y_ABI_MINOR) {
     snprintf(v, sizeof v, "1.%u, agent has 1.%u", (unsigned)info->abi_minor,
              (unsigned)C8Y_ABI_MINOR);
     refuse(e, "needs a newer agent (ABI %s)", v);
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   size_t need = offsetof(c8y_plugin_info, fini) + sizeof info->fini;
   if (info->size < need) {
     refuse(e, "plugin descriptor is truncated (size field too small)");
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   /* Read only what the plugin declared; newer fields stay zero. */
@@ -138,7 +238,7 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
   if (!local.name || !valid_plugin_name(local.name)) {
     refuse(e, "invalid plugin name '%s' (want [a-z0-9_], 1-32 chars)",
            local.name ? local.name : "(null)");
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   e->name = strdup(local.name);
@@ -147,12 +247,12 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
     if (strcmp(s->plugins[i]->name, local.name) == 0) {
       refuse(e, "plugin name '%s' is already taken by %s", local.name,
              s->plugins[i]->path);
-      dlclose(dl);
+      close_lib(dl, fd);
       return;
     }
   if (!local.init) {
     refuse(e, "plugin '%s' has no init function", local.name);
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   cfg_entry *en = cfg_plugin_lookup(h->cfg, local.name, "enabled");
@@ -161,7 +261,7 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
     char where[512];
     snprintf(where, sizeof where, "%s:%u", en->file, en->line);
     refuse(e, "%s: [plugin.%s] enabled: not a boolean", where, local.name);
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   if (!enabled) {
@@ -169,7 +269,7 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
     free(e->reason);
     e->reason = strdup("disabled in the configuration");
     log_info("plugin %s (%s) disabled in the configuration", local.name, path);
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   c8y_plugin *p = plugin_new(h, local.name, local.version, path);
@@ -178,35 +278,39 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
   if (!grown) {
     plugin_free(p);
     refuse(e, "out of memory");
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   s->plugins = grown;
   p->dl = dl;
+  p->lib_fd = fd;
   p->info = local;
+  p->crash_head = crash_plugin_head(local.name, path, &st);
   p->registering = true;
+  crash_enter(p->crash_head, "init", NULL);
   int rc = local.init(p, plugin_api(), &p->user_data);
+  crash_leave();
   p->registering = false;
   if (rc < 0 || p->init_error) {
     if (rc >= 0 && local.fini)
-      local.fini(p, p->user_data); /* init succeeded: it may hold resources */
+      call_fini(p); /* init succeeded: it may hold resources */
     registry_remove_plugin(h->reg, p);
     if (p->init_error)
       refuse(e, "%s", p->init_error);
     else
       refuse(e, "init failed: %s", status_str(rc));
     plugin_free(p);
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   plugin_report_unused_keys(p, false);
   if (start_workers && plugin_start_worker(p) != 0) {
     if (local.fini)
-      local.fini(p, p->user_data);
+      call_fini(p);
     registry_remove_plugin(h->reg, p);
     refuse(e, "cannot start its worker thread");
     plugin_free(p);
-    dlclose(dl);
+    close_lib(dl, fd);
     return;
   }
   s->plugins[s->n++] = p;
@@ -218,21 +322,78 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
            p->name, p->version, path, np, nh);
 }
 
+/* The platform learns about quarantined plugins through one major alarm,
+ * cleared once none is left (a marker file remembers it was raised). */
+static void quarantine_alarm(plugin_host *h, const plugin_set *s) {
+  char marker[4200];
+  snprintf(marker, sizeof marker, "%s/%s/.alarm", h->state_dir,
+           CRASH_QUARANTINE_DIR);
+  char text[1024] = "";
+  size_t len = 0;
+  for (size_t i = 0; i < s->nentries; i++) {
+    const loader_entry *e = &s->entries[i];
+    if (!e->quarantined)
+      continue;
+    int n = snprintf(text + len, sizeof text - len, "%sPlugin %s %s",
+                     len ? "; " : "", e->name ? e->name : e->file, e->reason);
+    if (n < 0 || (size_t)n >= sizeof text - len)
+      break;
+    len += (size_t)n;
+  }
+  if (len) {
+    const char *f[] = {"302", "c8y_PluginQuarantined", text};
+    if (plugin_send_fields(h, OUTQ_ALARM, "s/us", f, 3) == C8Y_OK) {
+      int fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+      if (fd >= 0)
+        close(fd);
+    }
+  } else if (access(marker, F_OK) == 0) {
+    const char *f[] = {"306", "c8y_PluginQuarantined"};
+    if (plugin_send_fields(h, OUTQ_ALARM, "s/us", f, 2) == C8Y_OK)
+      unlink(marker);
+  }
+}
+
 void loader_load_all(plugin_host *h, const char *dir, bool start_workers,
                      plugin_set *out) {
   memset(out, 0, sizeof *out);
+  if (start_workers && h->state_dir) {
+    /* The daemon: record crashes from now on, and learn of the last one
+     * before deciding what to load. */
+    if (crash_install(h->state_dir) != 0)
+      log_warning("crash attribution disabled: state dir path too long");
+    crash_take_record(h->state_dir);
+    out->state_dir = strdup(h->state_dir);
+  }
+  load_dir(h, dir, start_workers, out);
+  if (out->state_dir)
+    quarantine_alarm(h, out);
+}
+
+static void refuse_dir(plugin_set *out, const char *dir, const char *sep,
+                       const char *why) {
+  log_error("plugin dir %s%s%s; refusing to load any plugin from it", dir, sep,
+            why);
+  char buf[4400];
+  snprintf(buf, sizeof buf, "plugin dir %s%s%s", dir, sep, why);
+  out->dir_refused = strdup(buf);
+}
+
+static void load_dir(plugin_host *h, const char *dir, bool start_workers,
+                     plugin_set *out) {
   struct stat st;
   if (stat(dir, &st) != 0) {
     log_warning("plugin dir %s: %s; no plugins loaded", dir, strerror(errno));
     return;
   }
   const char *why = unsafe_mode(&st);
+  char abuf[4200];
   if (why) {
-    log_error("plugin dir %s %s; refusing to load any plugin from it", dir,
-              why);
-    char buf[512];
-    snprintf(buf, sizeof buf, "plugin dir %s %s", dir, why);
-    out->dir_refused = strdup(buf);
+    refuse_dir(out, dir, " ", why);
+    return;
+  }
+  if ((why = unsafe_ancestor(dir, abuf, sizeof abuf))) {
+    refuse_dir(out, dir, ": ", why);
     return;
   }
   DIR *d = opendir(dir);
@@ -273,8 +434,10 @@ void loader_stop_all(plugin_set *s) {
     long long left = LOADER_STOP_BUDGET_MS - (loader_mono_ms() - start);
     plugin_stop_worker_within(p, left > 0 ? (int)left : 0);
     if (p->info.fini && !p->abandoned)
-      p->info.fini(p, p->user_data);
+      call_fini(p);
   }
+  if (s->state_dir)
+    crash_reset_streaks(s->state_dir); /* a clean stop */
 }
 
 void loader_release_all(plugin_set *s, registry *reg) {
@@ -287,9 +450,10 @@ void loader_release_all(plugin_set *s, registry *reg) {
       continue;
     }
     void *dl = p->dl;
+    int fd = p->lib_fd;
     registry_remove_plugin(reg, p);
     plugin_free(p);
-    dlclose(dl);
+    close_lib(dl, fd);
   }
   free(s->plugins);
   for (size_t i = 0; i < s->nentries; i++) {
@@ -300,6 +464,7 @@ void loader_release_all(plugin_set *s, registry *reg) {
   }
   free(s->entries);
   free(s->dir_refused);
+  free(s->state_dir);
   memset(s, 0, sizeof *s);
 }
 
@@ -322,9 +487,10 @@ void loader_print(const plugin_set *s, registry *reg, FILE *out) {
   for (size_t i = 0; i < s->nentries; i++) {
     const loader_entry *e = &s->entries[i];
     fprintf(out, "%-8s %-16s %-10s %s\n",
-            e->loaded     ? "loaded"
-            : e->disabled ? "disabled"
-                          : "refused",
+            e->loaded        ? "loaded"
+            : e->disabled    ? "disabled"
+            : e->quarantined ? "quarantined"
+                             : "refused",
             e->name ? e->name : "-",
             e->version && *e->version ? e->version : "-", e->file);
     if (!e->loaded) {
@@ -345,4 +511,24 @@ void loader_print(const plugin_set *s, registry *reg, FILE *out) {
                   reg->producers[j]->name, reg->producers[j]->interval_ms);
     }
   }
+}
+
+size_t loader_status_note(const plugin_set *s, char *buf, size_t len) {
+  size_t n = 0, used = 0;
+  if (len)
+    buf[0] = '\0';
+  for (size_t i = 0; i < s->nentries; i++) {
+    const loader_entry *e = &s->entries[i];
+    if (!e->quarantined)
+      continue;
+    n++;
+    if (used < len) {
+      int w = snprintf(buf + used, len - used, "%s%s",
+                       n == 1 ? "; quarantined plugins: " : ", ",
+                       e->name ? e->name : e->file);
+      if (w > 0)
+        used += (size_t)w;
+    }
+  }
+  return n;
 }

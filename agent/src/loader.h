@@ -5,7 +5,11 @@
  * c8y_plugin_info_v1 symbol; its ABI major differs or its minor is newer;
  * its name is invalid or taken; it is disabled in the config; init fails
  * (its registrations are rolled back); or it claims a template id another
- * plugin already handles. */
+ * plugin already handles; or it is quarantined for crashing the agent again
+ * and again (see crash.h; the daemon raises a c8y_PluginQuarantined alarm).
+ * A plugin is opened without following symlinks, checked with fstat and
+ * loaded through that descriptor; the plugin dir's ancestors must not be
+ * writable by others either. */
 #ifndef C8Y_LOADER_H
 #define C8Y_LOADER_H
 
@@ -19,8 +23,9 @@ typedef struct loader_entry {
   char *name; /* NULL if it never got that far */
   char *version;
   bool loaded;
-  bool disabled; /* switched off in the config: not a failure */
-  char *reason;  /* why not */
+  bool disabled;    /* switched off in the config: not a failure */
+  bool quarantined; /* crashed the agent too often, see crash.h */
+  char *reason;     /* why not */
 } loader_entry;
 
 typedef struct plugin_set {
@@ -29,6 +34,7 @@ typedef struct plugin_set {
   loader_entry *entries; /* one per candidate file, for --list-plugins */
   size_t nentries;
   char *dir_refused; /* why the whole plugin dir was refused, or NULL */
+  char *state_dir;   /* set for the daemon (crash records, quarantine) */
 } plugin_set;
 
 /* Plugins that should have loaded but did not (refusals, not disabled). */
@@ -42,6 +48,10 @@ void loader_load_all(plugin_host *h, const char *dir, bool start_workers,
 void loader_stop_all(plugin_set *s);
 /* Removes registrations, dlcloses and frees everything in s. */
 void loader_release_all(plugin_set *s, registry *reg);
+
+/* For the systemd status line: "; quarantined plugins: a, b" in buf (empty
+ * when none); returns how many. */
+size_t loader_status_note(const plugin_set *s, char *buf, size_t len);
 
 /* Writes the --list-plugins table. */
 void loader_print(const plugin_set *s, registry *reg, FILE *out);

@@ -15,6 +15,9 @@ static char last_line[512];
 static int last_level;
 static long long last_ms;
 
+/* The last error line, for the reason a fatal exit gives systemd. */
+static char last_error[512];
+
 static const char *const level_names[8] = {
     "emerg", "alert", "crit", "error", "warning", "notice", "info", "debug"};
 
@@ -35,6 +38,15 @@ int log_level_from_name(const char *name) {
   if (strcasecmp(name, "warn") == 0)
     return LOG_LVL_WARNING;
   return -1;
+}
+
+/* prefix, ": ", line into a fixed buffer, cut if need be. */
+static void join3(char *out, size_t size, const char *const parts[3]) {
+  size_t k = 0;
+  for (size_t i = 0; i < 3; i++)
+    for (const char *c = parts[i]; *c && k + 1 < size; c++)
+      out[k++] = *c;
+  out[k] = 0;
 }
 
 void log_vmsg(int level, const char *prefix, const char *fmt, va_list ap) {
@@ -68,13 +80,11 @@ void log_vmsg(int level, const char *prefix, const char *fmt, va_list ap) {
     clock_gettime(CLOCK_REALTIME, &ts);
     /* A cut line is still the right hint. */
     const char *parts[] = {prefix ? prefix : "", prefix ? ": " : "", line};
-    size_t k = 0;
-    for (size_t i = 0; i < 3; i++)
-      for (const char *c = parts[i]; *c && k + 1 < sizeof last_line; c++)
-        last_line[k++] = *c;
-    last_line[k] = 0;
+    join3(last_line, sizeof last_line, parts);
     last_level = level;
     last_ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (level <= LOG_LVL_ERROR)
+      join3(last_error, sizeof last_error, parts);
   }
   if (getenv("JOURNAL_STREAM"))
     fprintf(stderr, "<%d>%s%s%s\n", level, prefix ? prefix : "",
@@ -102,4 +112,12 @@ long long log_last_problem(char *buf, size_t n, int *level) {
     *level = last_level;
   pthread_mutex_unlock(&log_lock);
   return when;
+}
+
+void log_last_error(char *out, size_t len) {
+  if (!out || len == 0)
+    return;
+  pthread_mutex_lock(&log_lock);
+  snprintf(out, len, "%s", last_error);
+  pthread_mutex_unlock(&log_lock);
 }

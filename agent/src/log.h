@@ -29,6 +29,8 @@ void log_vmsg(int level, const char *prefix, const char *fmt, va_list ap)
 /* The last warning or error line printed, copied into buf, its level into
  * *level. Returns when it was logged (unix ms), 0 if none yet. Thread-safe. */
 long long log_last_problem(char *buf, size_t n, int *level);
+/* Copies the most recent error line (empty if none) into out. */
+void log_last_error(char *out, size_t len);
 
 #define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_LVL_WARNING, __VA_ARGS__)

@@ -1,5 +1,6 @@
 #include "ops.h"
 
+#include "ident.h"
 #include "log.h"
 #include "proto.h"
 #include "smartrest.h"
@@ -443,6 +444,12 @@ static void handle_record(ops *o, const sr_record *r, warn_budget *w) {
     return;
   }
   const char *device = r->fields[1];
+  const char *bad_id = ident_check(device, false);
+  if (bad_id) {
+    log_warning("s/ds record %zu: operation %s: the device id %s; ignored",
+                r->line, tid, bad_id);
+    return;
+  }
   bool child = strcmp(device, o->root) != 0;
   if (child && !registry_has_child(o->reg, device)) {
     if (may_warn(w))

@@ -1,7 +1,9 @@
 #include "plugin.h"
 
+#include "crash.h"
 #include "fsutil.h"
 #include "http.h"
+#include "ident.h"
 #include "log.h"
 #include "proto.h"
 #include "smartrest.h"
@@ -66,10 +68,63 @@ static int build_topic(char *out, size_t len, const char *base,
                        const char *child) {
   if (!child)
     return snprintf(out, len, "%s", base) < (int)len ? C8Y_OK : C8Y_EINVAL;
-  if (!valid_topic_segment(child))
+  if (ident_check(child, false))
     return C8Y_EINVAL;
   return snprintf(out, len, "%s/%s", base, child) < (int)len ? C8Y_OK
                                                              : C8Y_EINVAL;
+}
+
+static long long mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Seconds of the per-plugin line rate a burst may use up at once. */
+#define LINE_BURST_S 100
+#define REFUSED_LOG_MS 10000
+
+/* One line a plugin wants to queue: within [agent] plugin_max_lines_per_s
+ * (on average, bursts of LINE_BURST_S seconds' worth pass)? A plugin over
+ * its limit gets C8Y_EAGAIN and one warning per REFUSED_LOG_MS with the
+ * count, so a flood cannot also flood the log. */
+static int admit_line(c8y_plugin *p) {
+  const agent_config *cfg = p->host->cfg;
+  long long rate = cfg ? cfg->plugin_max_lines_per_s : 0;
+  if (rate <= 0)
+    return C8Y_OK;
+  double cap = (double)rate * LINE_BURST_S;
+  long long now = mono_ms();
+  int rc = C8Y_OK;
+  unsigned long long report = 0;
+  pthread_mutex_lock(&p->mu);
+  if (p->line_refill_ms == 0) {
+    p->line_tokens = cap;
+  } else if (now > p->line_refill_ms) {
+    p->line_tokens += (double)(now - p->line_refill_ms) * (double)rate / 1000.0;
+    if (p->line_tokens > cap)
+      p->line_tokens = cap;
+  }
+  p->line_refill_ms = now;
+  if (p->line_tokens >= 1.0) {
+    p->line_tokens -= 1.0;
+  } else {
+    rc = C8Y_EAGAIN;
+    p->lines_refused++;
+    if (p->refused_logged_ms == 0 ||
+        now - p->refused_logged_ms >= REFUSED_LOG_MS) {
+      report = p->lines_refused;
+      p->lines_refused = 0;
+      p->refused_logged_ms = now;
+    }
+  }
+  pthread_mutex_unlock(&p->mu);
+  if (report)
+    log_warning("plugin %s: over its limit of %lld lines/s ([agent] "
+                "plugin_max_lines_per_s); %llu line(s) refused since the last "
+                "report",
+                p->name, rate, report);
+  return rc;
 }
 
 static int queue_line(plugin_host *h, outq_class cls, const char *topic,
@@ -176,6 +231,16 @@ static int api_add_producer(c8y_plugin *self, const char *name,
     return C8Y_ESTATE;
   if (!name || !*name || !fn || interval_ms < 100)
     return C8Y_EINVAL;
+  size_t have = 0;
+  registry_count_for(self->host->reg, self, &have, NULL);
+  int max = self->host->cfg ? self->host->cfg->plugin_max_producers : 0;
+  if (max > 0 && have >= (size_t)max) {
+    api_log(self, C8Y_LOG_ERROR,
+            "add_producer '%s' refused: the plugin already has %zu producers "
+            "([agent] plugin_max_producers = %d)",
+            name, have, max);
+    return C8Y_EINVAL;
+  }
   return registry_add_producer(self->host->reg, self, name, interval_ms, fn,
                                ud);
 }
@@ -237,17 +302,35 @@ static int api_add_child(c8y_plugin *self, const char *child_id,
                          const char *name, const char *type) {
   if (!self->registering)
     return C8Y_ESTATE;
-  if (!valid_topic_segment(child_id) ||
-      strcmp(child_id, self->host->device_id) == 0)
+  const char *why = ident_check(child_id, false);
+  if (why) {
+    api_log(self, C8Y_LOG_ERROR, "add_child: refused: the child id %s", why);
+    return C8Y_EINVAL;
+  }
+  if (strcmp(child_id, self->host->device_id) == 0)
     return C8Y_EINVAL;
   return registry_add_child(self->host->reg, self, child_id, name, type);
 }
 
 /* ---- api: batches ---- */
 
+/* The batch of the produce call running on this thread. A batch lives on
+ * the worker's stack: a pointer a plugin kept past its callback (or uses
+ * from another thread) is refused without being dereferenced. */
+static _Thread_local c8y_batch *live_batch;
+
+static int batch_check(const c8y_batch *b) {
+  if (!b)
+    return C8Y_EINVAL;
+  return b == live_batch ? C8Y_OK : C8Y_ESTATE;
+}
+
 static int api_batch_add(c8y_batch *b, const char *fragment, const char *series,
                          double value, const char *unit) {
-  if (!b || !fragment || !*fragment || !series || !*series || !isfinite(value))
+  int live = batch_check(b);
+  if (live != C8Y_OK)
+    return live;
+  if (!fragment || !*fragment || !series || !*series || !isfinite(value))
     return C8Y_EINVAL;
   if (b->n == b->cap) {
     size_t cap = b->cap ? b->cap * 2 : 8;
@@ -274,7 +357,10 @@ static int api_batch_add(c8y_batch *b, const char *fragment, const char *series,
 }
 
 static int api_batch_set_time(c8y_batch *b, int64_t unix_ms) {
-  if (!b || unix_ms <= 0)
+  int live = batch_check(b);
+  if (live != C8Y_OK)
+    return live;
+  if (unix_ms <= 0)
     return C8Y_EINVAL;
   b->time_ms = unix_ms;
   return C8Y_OK;
@@ -290,13 +376,19 @@ static int replace_str(char **slot, const char *value) {
 }
 
 static int api_batch_set_type(c8y_batch *b, const char *type) {
-  if (!b || !type || !*type)
+  int live = batch_check(b);
+  if (live != C8Y_OK)
+    return live;
+  if (!type || !*type)
     return C8Y_EINVAL;
   return replace_str(&b->type, type);
 }
 
 static int api_batch_set_child(c8y_batch *b, const char *child) {
-  if (!b || !valid_topic_segment(child))
+  int live = batch_check(b);
+  if (live != C8Y_OK)
+    return live;
+  if (ident_check(child, false))
     return C8Y_EINVAL;
   return replace_str(&b->child, child);
 }
@@ -310,13 +402,16 @@ static void batch_clear(c8y_batch *b) {
 }
 
 typedef struct flush_ctx {
-  plugin_host *host;
+  c8y_plugin *plugin;
   const char *topic;
 } flush_ctx;
 
 static int emit_measurement(void *ctx, const char *line) {
   flush_ctx *f = ctx;
-  return queue_line(f->host, OUTQ_MEASUREMENT, f->topic, line);
+  int rc = admit_line(f->plugin);
+  return rc != C8Y_OK
+             ? rc
+             : queue_line(f->plugin->host, OUTQ_MEASUREMENT, f->topic, line);
 }
 
 /* 1 sample -> 200; more -> 201 lines of one measurement type. */
@@ -328,7 +423,7 @@ static int batch_flush(c8y_batch *b) {
     return C8Y_EINVAL;
   char when[40];
   sr_format_time(b->time_ms, when, sizeof when);
-  flush_ctx ctx = {.host = b->plugin->host, .topic = topic};
+  flush_ctx ctx = {.plugin = b->plugin, .topic = topic};
   int rc = sr_encode_measurements((const char *const *)b->fields, b->n,
                                   b->type ? b->type : b->producer->name, when,
                                   MAX_LINE, emit_measurement, &ctx);
@@ -365,6 +460,9 @@ int plugin_send_static(plugin_host *h, const char *child,
 
 static int api_send_static(c8y_plugin *self, const char *child,
                            const char *const *fields, size_t n) {
+  int rc = admit_line(self);
+  if (rc != C8Y_OK)
+    return rc;
   return plugin_send_static(self->host, child, fields, n, NULL);
 }
 
@@ -436,6 +534,9 @@ int plugin_send_custom(plugin_host *h, const char *xid, const char *child,
 
 static int api_send_custom(c8y_plugin *self, const char *xid, const char *child,
                            const char *const *fields, size_t n) {
+  int rc = admit_line(self);
+  if (rc != C8Y_OK)
+    return rc;
   return plugin_send_custom(self->host, xid, child, fields, n, NULL);
 }
 
@@ -546,6 +647,7 @@ c8y_plugin *plugin_new(plugin_host *host, const char *name, const char *version,
   if (!p)
     return NULL;
   p->host = host;
+  p->lib_fd = -1;
   p->name = strdup(name);
   p->version = strdup(version ? version : "");
   p->path = strdup(path ? path : "");
@@ -566,7 +668,11 @@ static void free_fields(char **f, size_t n) {
 
 static void run_produce(c8y_plugin *p, reg_producer *prod) {
   c8y_batch b = {.plugin = p, .producer = prod, .time_ms = wall_ms()};
+  live_batch = &b;
+  crash_enter(p->crash_head, "producer", prod->name);
   int rc = prod->fn(p, &b, prod->user_data);
+  crash_leave();
+  live_batch = NULL;
   if (rc < 0)
     log_warning("plugin %s: producer %s failed: %s; batch dropped", p->name,
                 prod->name, status_str(rc));
@@ -583,11 +689,15 @@ static void run_job(c8y_plugin *p, plugin_job *job) {
     run_produce(p, job->producer);
     break;
   case JOB_OPERATION:
+    crash_enter(p->crash_head, "operation handler", ops_op_template(job->op));
     ops_run_handler(job->op);
+    crash_leave();
     break;
   case JOB_MESSAGE: {
     c8y_message m = {.fields = job->fields, .n = job->nfields};
+    crash_enter(p->crash_head, "message handler", job->message->message_id);
     job->message->fn(p, &m, job->message->user_data);
+    crash_leave();
     free_fields(job->fields, job->nfields);
     break;
   }
@@ -597,6 +707,7 @@ static void run_job(c8y_plugin *p, plugin_job *job) {
 
 static void *worker_main(void *arg) {
   c8y_plugin *p = arg;
+  crash_thread_init();
   pthread_mutex_lock(&p->mu);
   for (;;) {
     while (!p->jobs_head && !p->stopping)
@@ -612,6 +723,7 @@ static void *worker_main(void *arg) {
     pthread_mutex_lock(&p->mu);
   }
   pthread_mutex_unlock(&p->mu);
+  crash_thread_fini();
   return NULL;
 }
 
@@ -812,5 +924,6 @@ void plugin_free(c8y_plugin *p) {
     free(p->asked[i]);
   free(p->asked);
   free(p->state_dir);
+  free(p->crash_head);
   free(p);
 }

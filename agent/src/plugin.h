@@ -32,6 +32,8 @@ struct c8y_plugin {
   char *version;
   char *path;
   void *dl;
+  int lib_fd;       /* the .so, open while loaded (see loader.c), or -1 */
+  char *crash_head; /* crash_plugin_head() of the file, set by the loader */
   c8y_plugin_info info;
   void *user_data;
   bool registering; /* inside init() */
@@ -48,6 +50,11 @@ struct c8y_plugin {
   /* Its worker did not finish in time: its code may still run, so it is
    * never finalized, unloaded or freed. */
   bool abandoned;
+  /* [agent] plugin_max_lines_per_s, a token bucket under mu */
+  double line_tokens;
+  long long line_refill_ms; /* 0 = bucket not started */
+  unsigned long long lines_refused;
+  long long refused_logged_ms;
 };
 
 const c8y_api *plugin_api(void);

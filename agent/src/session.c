@@ -214,10 +214,10 @@ int session_connect(session *s) {
     o.ssl = &ssl;
   }
   if (s->tls) {
-    /* Trace costs a little per packet: only while connecting (PROTOCOL is
-     * the level of the host name check line), see on_connect_success. */
+    /* Trace costs a little per packet: only while connecting (MINIMUM is
+     * the level of the IP address check line), see on_connect_success. */
     MQTTAsync_setTraceCallback(on_paho_trace);
-    MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_PROTOCOL);
+    MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_MINIMUM);
   }
   o.onSuccess = on_connect_success;
   o.onFailure = on_connect_failure;

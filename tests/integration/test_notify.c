@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int notify_socket(char *path, size_t len) {
@@ -68,8 +69,60 @@ static void test_notify(void) {
   fx_down(&f);
 }
 
+/* A start a restart cannot fix (a bad device id) exits with the status the
+ * unit's RestartPreventExitStatus lists and tells systemd why. */
+static void test_fatal_status(void) {
+  char path[256];
+  int fd = notify_socket(path, sizeof path);
+  g_setenv("NOTIFY_SOCKET", path, TRUE);
+  agent_proc *a = agent_proc_new("[c8y]\ntenant = t1\nuser = u\npassword = p\n"
+                                 "host = 127.0.0.1\ntls = false\n"
+                                 "[device]\nid = dev,1\n");
+  g_assert_nonnull(a);
+  g_assert_cmpint(agent_proc_start(a), ==, 0);
+  g_unsetenv("NOTIFY_SOCKET");
+  GString *seen = g_string_new("");
+  g_assert_true(
+      wait_state(fd, seen, "STATUS=exited 1 (bad configuration", 10000));
+  g_assert_nonnull(strstr(seen->str, "[device] id: not a usable device id"));
+  g_assert_null(strstr(seen->str, "READY=1"));
+  g_assert_cmpint(agent_proc_wait_exit(a, 10000), ==, 1);
+  agent_proc_free(a);
+  g_string_free(seen, TRUE);
+  close(fd);
+  unlink(path);
+}
+
+/* --check-config refuses what a start would refuse (a non-UTF-8 id used to
+ * pass it, then the daemon exited 2 and systemd restarted it forever). */
+static void test_check_config_agrees(void) {
+  agent_proc *a = agent_proc_new("[c8y]\ntenant = t1\nuser = u\npassword = p\n"
+                                 "host = 127.0.0.1\ntls = false\n"
+                                 "[device]\nid = dev\xff\xfe\n");
+  g_assert_nonnull(a);
+  const char *bin = g_getenv("C8Y_AGENT_BIN");
+  char *argv[] = {(char *)bin, "--check-config", "-c",
+                  (char *)agent_proc_config(a), NULL};
+  char *err = NULL;
+  int status = -1;
+  GError *gerr = NULL;
+  g_spawn_sync(NULL, argv, NULL, G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL,
+               &err, &status, &gerr);
+  g_assert_no_error(gerr);
+  g_assert_true(WIFEXITED(status));
+  g_assert_cmpint(WEXITSTATUS(status), ==, 1);
+  g_assert_nonnull(strstr(err, "[device] id: not a usable device id: it is "
+                               "not valid UTF-8"));
+  g_free(err);
+  g_assert_cmpint(agent_proc_start(a), ==, 0);
+  g_assert_cmpint(agent_proc_wait_exit(a, 10000), ==, 1);
+  agent_proc_free(a);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/notify/ready-watchdog-stopping", test_notify);
+  g_test_add_func("/notify/fatal-exit-status", test_fatal_status);
+  g_test_add_func("/notify/check-config-agrees", test_check_config_agrees);
   return g_test_run();
 }

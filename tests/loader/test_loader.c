@@ -15,9 +15,12 @@
 #include <fcntl.h>
 #include <glib.h>
 #include <glib/gstdio.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -312,6 +315,10 @@ static void test_undefined_symbol(fx *f, gconstpointer data) {
   test_refused_early(f, &r_undef);
   g_assert_nonnull(
       strstr(entry(f, "undef.so")->reason, "c8y_fixture_missing_function"));
+  /* Named by its file, not by the descriptor it was loaded through. */
+  char *named = g_strdup_printf("dlopen failed: %s/undef.so: ", f->plugdir);
+  g_assert_nonnull(strstr(entry(f, "undef.so")->reason, named));
+  g_free(named);
 }
 
 static void test_duplicate_name(fx *f, gconstpointer data) {
@@ -364,6 +371,48 @@ static void test_dir_mode(fx *f, gconstpointer data) {
   char *m = marks(f);
   g_assert_cmpstr(m, ==, "");
   g_free(m);
+}
+
+/* A writable directory above the plugin dir lets its writer swap the
+ * whole plugin dir: nothing loads. */
+static void test_parent_dir_mode(fx *f, gconstpointer data) {
+  (void)data;
+  add_plugin(f, "good", NULL);
+  g_assert_cmpint(chmod(f->root, 0775), ==, 0);
+  load(f, NULL);
+  chmod(f->root, 0700);
+  g_assert_cmpuint(f->set.n, ==, 0);
+  g_assert_nonnull(f->set.dir_refused);
+  char *line = g_strdup_printf("plugin dir %s: its parent directory %s is "
+                               "group-writable; refusing to load any plugin",
+                               f->plugdir, f->root);
+  g_assert_cmpuint(count_lines_with(f->log, line, NULL), ==, 1);
+  g_free(line);
+  char *m = marks(f);
+  g_assert_cmpstr(m, ==, "");
+  g_free(m);
+}
+
+/* A symlink in the plugin dir is not followed (its target could be
+ * anywhere, and swapped at any time); the real files still load. */
+static void test_symlink(fx *f, gconstpointer data) {
+  (void)data;
+  char *target = g_build_filename(f->root, "elsewhere.so", NULL);
+  char *src = add_plugin_path(f, "good", "real.so");
+  g_assert_cmpint(rename(src, target), ==, 0);
+  char *link = g_build_filename(f->plugdir, "linked.so", NULL);
+  g_assert_cmpint(symlink(target, link), ==, 0);
+  add_plugin(f, "minor0", NULL);
+  load(f, NULL);
+  assert_refused(f, "linked.so", "is a symbolic link");
+  g_assert_true(entry(f, "minor0.so")->loaded);
+  g_assert_cmpuint(f->set.n, ==, 1);
+  char *m = marks(f);
+  g_assert_cmpstr(m, ==, "init minor0\n");
+  g_free(m);
+  g_free(target);
+  g_free(src);
+  g_free(link);
 }
 
 /* ---- refusals during init, with rollback ---- */
@@ -698,6 +747,179 @@ static void test_cli_all_load(fx *f, gconstpointer data) {
   g_free(out);
 }
 
+/* ---- crash attribution and quarantine (the real daemon) ---- */
+
+typedef struct run_result {
+  bool signaled;
+  int code; /* exit status, or the signal */
+  char *log;
+} run_result;
+
+/* Runs `c8y-agent -c ini` with stderr to a file. When `stop_on` appears in
+ * the log the agent gets SIGTERM; either way it is reaped within 20 s. */
+static run_result run_agent(fx *f, const char *stop_on) {
+  const char *bin = g_getenv("C8Y_AGENT_BIN");
+  if (!bin)
+    g_error("C8Y_AGENT_BIN is not set (run through ctest)");
+  static int runs;
+  char *logname = g_strdup_printf("agent-%d.log", ++runs);
+  char *logpath = g_build_filename(f->root, logname, NULL);
+  g_free(logname);
+  /* A sanitizer build must let the fault through, as a release build does. */
+  const char *asan = g_getenv("ASAN_OPTIONS");
+  char *asan_env =
+      g_strdup_printf("%s%shandle_segv=0", asan ? asan : "", asan ? ":" : "");
+  pid_t pid = fork();
+  g_assert_cmpint(pid, >=, 0);
+  if (pid == 0) {
+    int fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(fd, 2);
+    setenv("ASAN_OPTIONS", asan_env, 1);
+    execl(bin, bin, "-c", f->ini, (char *)NULL);
+    _exit(127);
+  }
+  g_free(asan_env);
+  run_result r = {0};
+  int status = 0;
+  bool termed = false;
+  gint64 end = g_get_monotonic_time() + 20 * G_USEC_PER_SEC;
+  for (;;) {
+    pid_t w = waitpid(pid, &status, WNOHANG);
+    if (w == pid)
+      break;
+    gchar *text = NULL;
+    if (!termed && stop_on && g_file_get_contents(logpath, &text, NULL, NULL) &&
+        strstr(text, stop_on)) {
+      kill(pid, SIGTERM);
+      termed = true;
+    }
+    g_free(text);
+    if (g_get_monotonic_time() > end) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      g_error("the agent neither crashed nor stopped within 20 s");
+    }
+    g_usleep(20 * 1000); /* polling a child: bounded by `end` */
+  }
+  r.signaled = WIFSIGNALED(status);
+  r.code = r.signaled ? WTERMSIG(status) : WEXITSTATUS(status);
+  g_assert_true(g_file_get_contents(logpath, &r.log, NULL, NULL));
+  g_test_message("agent %s %d, log:\n%s",
+                 r.signaled ? "killed by signal" : "exit", r.code, r.log);
+  g_free(logpath);
+  return r;
+}
+
+static void test_quarantine(fx *f, gconstpointer data) {
+  (void)data;
+  char *crashy = add_plugin_path(f, "crashy", NULL);
+  add_plugin(f, "good", NULL);
+  /* No broker on port 1: the producers run all the same. */
+  write_ini(f, "[c8y]\nhost = 127.0.0.1\nport = 1\n");
+  for (int i = 1; i <= 3; i++) {
+    run_result r = run_agent(f, NULL);
+    g_assert_true(r.signaled);
+    g_assert_cmpint(r.code, ==, SIGSEGV);
+    if (i > 1) {
+      /* The previous crash is named on the next start. */
+      char *want = g_strdup_printf("the previous run died of SIGSEGV in plugin "
+                                   "crashy (%s) during producer boom",
+                                   crashy);
+      g_assert_nonnull(strstr(r.log, want));
+      g_free(want);
+      char *n = g_strdup_printf("crash %d of 3", i - 1);
+      g_assert_nonnull(strstr(r.log, n));
+      g_free(n);
+    }
+    g_free(r.log);
+  }
+  /* The fourth start runs without it and says why. */
+  /* systemd hears it too (STATUS=, see `systemctl status`). */
+  char *sock_path = g_build_filename(f->root, "notify.sock", NULL);
+  int sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  g_strlcpy(sa.sun_path, sock_path, sizeof sa.sun_path);
+  g_assert_cmpint(bind(sock, (struct sockaddr *)&sa, sizeof sa), ==, 0);
+  g_setenv("NOTIFY_SOCKET", sock_path, TRUE);
+  run_result r = run_agent(f, " started: device ");
+  g_unsetenv("NOTIFY_SOCKET");
+  GString *states = g_string_new("");
+  char dgram[512];
+  ssize_t got;
+  while ((got = recv(sock, dgram, sizeof dgram - 1, 0)) > 0) {
+    dgram[got] = '\0';
+    g_string_append_printf(states, "%s\n", dgram);
+  }
+  close(sock);
+  g_assert_nonnull(strstr(states->str, "STATUS=connecting; quarantined "
+                                       "plugins: crashy"));
+  g_string_free(states, TRUE);
+  g_free(sock_path);
+  g_assert_false(r.signaled);
+  g_assert_cmpint(r.code, ==, 0);
+  g_assert_nonnull(strstr(r.log, "crashed the agent 3 times in a row: "
+                                 "quarantined"));
+  char *refused = g_strdup_printf(
+      "plugin %s refused: quarantined: it crashed the agent 3 times in a row "
+      "(last: producer boom (SIGSEGV)); replace the file or run c8y-agent "
+      "--clear-quarantine crashy",
+      crashy);
+  g_assert_nonnull(strstr(r.log, refused));
+  g_assert_nonnull(strstr(r.log, "plugin good 1.0 loaded"));
+  g_free(r.log);
+  /* ...and tells the platform: a major alarm waits in the durable queue. */
+  char *q = g_build_filename(f->statedir, "queue", "queue-1.log", NULL);
+  gchar *qtext = NULL;
+  gsize qlen = 0;
+  g_assert_true(g_file_get_contents(q, &qtext, &qlen, NULL));
+  static const char alarm[] =
+      "302,c8y_PluginQuarantined,Plugin crashy quarantined: it crashed";
+  g_assert_nonnull(memmem(qtext, qlen, alarm, sizeof alarm - 1));
+  g_free(qtext);
+  g_free(q);
+
+  char *out = NULL;
+  g_assert_cmpint(run_list(f, &out), ==, 1);
+  g_assert_nonnull(strstr(out, "quarantined crashy"));
+  g_assert_nonnull(strstr(out, "reason: quarantined: it crashed"));
+  g_free(out);
+
+  /* A new file (another mtime) lifts the quarantine. */
+  char *entry_path =
+      g_build_filename(f->statedir, "quarantine", "crashy", NULL);
+  gchar *saved = NULL;
+  gsize saved_len = 0;
+  g_assert_true(g_file_get_contents(entry_path, &saved, &saved_len, NULL));
+  struct timespec ts[2] = {{.tv_sec = 1000000000}, {.tv_sec = 1000000000}};
+  g_assert_cmpint(utimensat(AT_FDCWD, crashy, ts, 0), ==, 0);
+  g_assert_cmpint(run_list(f, &out), ==, 0);
+  g_assert_null(strstr(out, "quarantined"));
+  g_free(out);
+  g_assert_false(g_file_test(entry_path, G_FILE_TEST_EXISTS));
+
+  /* So does the operator. */
+  g_assert_true(
+      g_file_set_contents(entry_path, saved, (gssize)saved_len, NULL));
+  const char *bin = g_getenv("C8Y_AGENT_BIN");
+  char *argv[] = {(char *)bin, "--clear-quarantine", "crashy", "-c", f->ini,
+                  NULL};
+  int status = -1;
+  GError *gerr = NULL;
+  g_spawn_sync(NULL, argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, NULL, NULL,
+               &status, &gerr);
+  g_assert_no_error(gerr);
+  g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  g_assert_false(g_file_test(entry_path, G_FILE_TEST_EXISTS));
+  g_spawn_sync(NULL, argv, NULL, G_SPAWN_STDERR_TO_DEV_NULL, NULL, NULL, NULL,
+               NULL, &status, &gerr);
+  g_assert_no_error(gerr);
+  g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+  g_free(saved);
+  g_free(entry_path);
+  g_free(refused);
+  g_free(crashy);
+}
+
 #define ADD(path, fn, data)                                                    \
   g_test_add(path, fx, data, fx_setup, fn, fx_teardown)
 
@@ -723,12 +945,15 @@ int main(int argc, char **argv) {
       GUINT_TO_POINTER(0777));
   ADD("/loader/refuse/group-writable-dir", test_dir_mode,
       GUINT_TO_POINTER(0775));
+  ADD("/loader/refuse/writable-parent-dir", test_parent_dir_mode, NULL);
+  ADD("/loader/refuse/symlink", test_symlink, NULL);
   ADD("/loader/refuse/init-failure-rolls-back", test_init_failure, NULL);
   ADD("/loader/refuse/template-conflict", test_template_conflict, NULL);
   ADD("/loader/registration-after-init", test_late_registration, NULL);
   ADD("/loader/config/disabled", test_disabled, NULL);
   ADD("/loader/config/enabled-not-boolean", test_enabled_not_bool, NULL);
   ADD("/loader/config/unknown-key", test_unknown_key, NULL);
+  ADD("/loader/quarantine/crash-loop", test_quarantine, NULL);
   g_test_add_func("/loader/api/table-complete", test_api_table);
   ADD("/loader/cli/refusals", test_cli_refusals, NULL);
   ADD("/loader/cli/all-load", test_cli_all_load, NULL);

@@ -18,7 +18,8 @@ fail=0
 for want in 'Type=notify' 'NotifyAccess=main' 'WatchdogSec=' \
     'ExecStart=/.*/c8y-agent -c /.*/agent.ini$' \
     'ExecReload=/bin/kill -HUP \$MAINPID' 'Restart=on-failure' \
-    'RestartPreventExitStatus=1' 'User=c8y-agent' 'Group=c8y-agent' \
+    'RestartPreventExitStatus=1 3$' 'LimitCORE=0$' 'MemoryMax=[0-9]' \
+    'TasksMax=[0-9]' 'User=c8y-agent' 'Group=c8y-agent' \
     'StateDirectory=' 'ProtectSystem=strict' 'CapabilityBoundingSet=$' \
     'WantedBy=multi-user.target' 'NoNewPrivileges=yes' 'PrivateUsers=yes' \
     'Wants=.*c8y-agent-priv\.socket' 'After=.*c8y-agent-priv\.socket'; do

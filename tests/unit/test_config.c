@@ -304,13 +304,39 @@ static void test_tenant_defaults(void) {
   g_assert_true(c.tls);
   g_assert_cmpint(c.port, ==, 8883);
   g_assert_cmpstr(c.password, ==, SECRET);
+  g_assert_cmpint(c.plugin_max_producers, ==, 64);
+  g_assert_cmpint(c.plugin_max_lines_per_s, ==, 1000);
   cfg_free(&c);
 
+  /* Plain MQTT to a remote host would send the password in clear: only
+   * with the explicit opt-in... */
   char *p2 = write_file(dir, "agent.ini", BASE "[c8y]\ntls = false\n", 0600);
+  load_fail(p2, p2, 9, "[c8y] tls: false would send the password in clear");
+  g_free(write_file(dir, "agent.ini",
+                    BASE "[c8y]\ntls = false\nallow_plaintext = true\n", 0600));
   load_ok(p2, &c);
   g_assert_false(c.tls);
   g_assert_cmpint(c.port, ==, 1883);
   cfg_free(&c);
+  /* ...or to a broker on this machine. */
+  static const char *const local[] = {"127.0.0.1", "localhost", "::1",
+                                      "127.8.9.10"};
+  for (size_t i = 0; i < G_N_ELEMENTS(local); i++) {
+    char *txt = g_strdup_printf("[c8y]\ntenant = t1\nuser = u\npassword = "
+                                "p\nhost = %s\ntls = false\n[device]\nid = "
+                                "d\n",
+                                local[i]);
+    g_free(write_file(dir, "agent.ini", txt, 0600));
+    load_ok(p2, &c);
+    g_assert_false(c.tls);
+    cfg_free(&c);
+    g_free(txt);
+  }
+  g_free(write_file(dir, "agent.ini",
+                    "[c8y]\ntenant = t1\nuser = u\npassword = p\nhost = "
+                    "127.0.0.1.example.com\ntls = false\n[device]\nid = d\n",
+                    0600));
+  load_fail(p2, p2, 6, "would send the password in clear");
 
   /* X.509 only: no tenant, user or password needed. */
   char *p3 = write_file(dir, "agent.ini",
@@ -456,6 +482,20 @@ static const err_case err_cases[] = {
      "[device] id: must not be empty"},
     {"device_id_colon", "[device]\nid = a:b\n", 2,
      "[device] id: 'a:b' must not contain ':'"},
+    {"device_id_comma", "[device]\nid = a,b\n", 2,
+     "[device] id: not a usable device id: it contains ','"},
+    {"device_id_quote", "[device]\nid = a\"b\n", 2,
+     "[device] id: not a usable device id: it contains '\"'"},
+    {"device_id_slash", "[device]\nid = evil/#\n", 2,
+     "[device] id: not a usable device id: it contains '/'"},
+    {"device_id_not_utf8", "[device]\nid = dev\xff\xfe\n", 2,
+     "[device] id: not a usable device id: it is not valid UTF-8"},
+    {"max_producers_zero", "[agent]\nplugin_max_producers = 0\n", 2,
+     "[agent] plugin_max_producers: 0 is out of range"},
+    {"max_lines_negative", "[agent]\nplugin_max_lines_per_s = -1\n", 2,
+     "[agent] plugin_max_lines_per_s: -1 is out of range"},
+    {"template_not_utf8", "[device]\ntemplate_id = x\xc3\n", 2,
+     "[device] template_id: not a usable template id: it is not valid UTF-8"},
     {"template_colon", "[device]\ntemplate_id = x:y\n", 2,
      "[device] template_id:"},
     {"template_slash", "[device]\n\ntemplate_id = x/y\n", 3,
@@ -823,6 +863,51 @@ static void test_permissions(void) {
 /* ---- client id / username ---------------------------------------------------
  */
 
+/* A secret owned by someone else is under their control (they can rewrite
+ * or chmod it at will): refused for the ini holding password= and for
+ * password_file. */
+static void test_secret_owner(void) {
+  if (geteuid() != 0) {
+    g_test_skip("needs root to chown a file to another user");
+    return;
+  }
+  char *dir = make_tmpdir();
+  char *path = write_file(dir, "agent.ini", BASE, 0600);
+  g_assert_cmpint(chown(path, 65534, 65534), ==, 0);
+  load_fail(path, path, 4, "owned by uid 65534; it must be owned by root or");
+  char *pw = write_file(dir, "pw", SECRET "\n", 0600);
+  g_assert_cmpint(chown(pw, 65534, 65534), ==, 0);
+  char *txt = g_strdup_printf("[c8y]\ntenant = t1\nuser = u\npassword_file = "
+                              "%s\nhost = h\n[device]\nid = d\n",
+                              pw);
+  g_free(write_file(dir, "agent.ini", txt, 0600));
+  g_assert_cmpint(chown(path, 0, 0), ==, 0);
+  load_fail(path, path, 4, "is owned by uid 65534; a secret must be owned");
+  g_assert_cmpint(chown(pw, 0, 0), ==, 0);
+  agent_config c;
+  load_ok(path, &c);
+  g_assert_cmpstr(c.password, ==, SECRET);
+  cfg_free(&c);
+  /* The client certificate's private key as well. */
+  char *key = write_file(dir, "key.pem", "not really a key\n", 0600);
+  g_assert_cmpint(chown(key, 65534, 65534), ==, 0);
+  char *ktxt = g_strdup_printf("[c8y]\nhost = h.invalid\ncert_file = /c.pem\n"
+                               "key_file = %s\n[device]\nid = d\n",
+                               key);
+  g_free(write_file(dir, "agent.ini", ktxt, 0600));
+  load_fail(path, path, 4, "[c8y] key_file: ");
+  g_assert_cmpint(chown(key, 0, 0), ==, 0);
+  load_ok(path, &c);
+  cfg_free(&c);
+  g_free(ktxt);
+  g_free(key);
+  rm_rf(dir);
+  g_free(txt);
+  g_free(pw);
+  g_free(path);
+  g_free(dir);
+}
+
 static void test_client_id(void) {
   char *dir = make_tmpdir();
   agent_config c;
@@ -1094,7 +1179,10 @@ static void test_shipped_default(void) {
                                      "state_dir",
                                      "log_level",
                                      "op_timeout",
-                                     "queue_max_bytes"};
+                                     "queue_max_bytes",
+                                     "allow_plaintext",
+                                     "plugin_max_producers",
+                                     "plugin_max_lines_per_s"};
   const char *src = g_getenv("C8Y_SOURCE_DIR");
   if (!src) {
     g_test_skip("C8Y_SOURCE_DIR not set");
@@ -1218,6 +1306,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/config/qos2_kept", test_qos2_kept);
   g_test_add_func("/config/permissions", test_permissions);
   g_test_add_func("/config/client_id", test_client_id);
+  g_test_add_func("/config/secret_owner", test_secret_owner);
   g_test_add_func("/config/relative_paths", test_relative_paths);
   g_test_add_func("/config/password_never_in_err", test_password_never_in_err);
   g_test_add_func("/config/shipped_default", test_shipped_default);

@@ -88,19 +88,41 @@ static void test_begin_end_recover(fx *f, gconstpointer d) {
   journal_close(j);
 }
 
-static void test_torn_and_garbage_lines(fx *f, gconstpointer d) {
+/* A journal holding one good entry `id`, then `text` appended raw. */
+static void one_entry_then(fx *f, uint64_t id, const char *text) {
   journal *j = open_j(f);
-  journal_entry a = entry(7, "c8y_Restart", "dev1", false);
+  journal_entry a = entry(id, "c8y_Restart", "dev1", false);
   g_assert_cmpint(journal_begin(j, &a), ==, 0);
   journal_close(j);
-  /* A crash in the middle of the next append, and some noise. */
   FILE *fp = fopen(f->path, "a");
-  fputs("not json at all\n{\"op\":\"begin\",\"id\":8,\"fragm", fp);
+  fputs(text, fp);
   fclose(fp);
-  j = open_j(f);
+}
+
+static void test_torn_and_garbage_lines(fx *f, gconstpointer d) {
+  /* A crash in the middle of the next append, and some noise. */
+  one_entry_then(f, 7, "not json at all\n{\"op\":\"begin\",\"id\":8,\"fragm");
+  journal *j = open_j(f);
   const journal_entry *rec;
   g_assert_cmpuint(journal_recovered(j, &rec), ==, 1);
   g_assert_cmpuint(rec[0].id, ==, 7);
+  journal_close(j);
+}
+
+/* An entry whose device could never be addressed (a topic wildcard, not
+ * UTF-8) would make every status for it fail to publish: recovery skips it
+ * and keeps the rest. */
+static void test_bad_device_skipped(fx *f, gconstpointer d) {
+  one_entry_then(f, 3,
+                 "{\"op\":\"begin\",\"id\":4,\"template\":\"511\",\"fragment\":"
+                 "\"c8y_Command\",\"device\":\"evil/#\",\"child\":true}\n"
+                 "{\"op\":\"begin\",\"id\":5,\"template\":\"511\",\"fragment\":"
+                 "\"c8y_Command\",\"device\":\"a\\u0001b\",\"child\":true}\n");
+  journal *j = open_j(f);
+  const journal_entry *rec;
+  g_assert_cmpuint(journal_recovered(j, &rec), ==, 1);
+  g_assert_cmpuint(rec[0].id, ==, 3);
+  g_assert_cmpuint(journal_next_id(j), >, 5);
   journal_close(j);
 }
 
@@ -220,6 +242,8 @@ int main(int argc, char **argv) {
              test_begin_end_recover, fx_teardown);
   g_test_add("/journal/torn-and-garbage-lines", fx, NULL, fx_setup,
              test_torn_and_garbage_lines, fx_teardown);
+  g_test_add("/journal/bad-device-skipped", fx, NULL, fx_setup,
+             test_bad_device_skipped, fx_teardown);
   g_test_add("/journal/compaction", fx, NULL, fx_setup, test_compaction,
              fx_teardown);
   g_test_add("/journal/boot-id-override", fx, NULL, fx_setup,
