@@ -290,6 +290,12 @@ static void test_firmware_update_after_reboot(void) {
   g_assert_cmpint(fx_wait_op(&x->f, op, 30000), ==, SIM_OP_SUCCESSFUL);
   char *l115 = g_strdup_printf("115,devos,2.0,%s", url);
   g_assert_cmpint(sim_wait_line(x->f.s, "s/us", l115, seen, 5000), >=, 0);
+  /* The documented order: the new version is reported before the 503,
+   * also when both waited in the queue for the link after the restart. */
+  long at115 = fx_line_pos_from(&x->f, "s/us", l115, seen, NULL);
+  long at503 = fx_line_pos_from(&x->f, "s/us", "503,c8y_Firmware", seen, NULL);
+  g_assert_cmpint(at115, >=, 0);
+  g_assert_cmpint(at503, >, at115);
   g_free(l115);
   g_assert_cmpuint(sim_count_lines(x->f.s, "s/us", "501,c8y_Firmware"), ==, 1);
   g_free(line);
