@@ -282,14 +282,6 @@ static void test_mqtt_socket_has_nodelay(void) {
   fx_down(&f);
 }
 
-static void test_statuses_use_qos1_when_data_uses_0(void) {
-  fx f = {0};
-  fx_up(&f, "[c8y]\nqos = 0\n");
-  long op = sim_create_operation(f.s, "511," FX_DEVICE ",ok q0");
-  g_assert_cmpint(fx_wait_op(&f, op, 10000), ==, SIM_OP_SUCCESSFUL);
-  fx_down(&f);
-}
-
 static void test_unterminated_quote_spoils_one_record(void) {
   fx f = {0};
   fx_up(&f, NULL);
@@ -388,8 +380,6 @@ int main(int argc, char **argv) {
   g_test_add_func("/correct/late-completion",
                   test_late_completion_is_refused_safely);
   g_test_add_func("/correct/nodelay", test_mqtt_socket_has_nodelay);
-  g_test_add_func("/correct/qos0-statuses",
-                  test_statuses_use_qos1_when_data_uses_0);
   g_test_add_func("/correct/unterminated-quote",
                   test_unterminated_quote_spoils_one_record);
   g_test_add_func("/correct/no-fd-leaks",

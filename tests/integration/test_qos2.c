@@ -71,7 +71,15 @@ static void free_seen(gpointer p) {
   g_free(s);
 }
 
-static void test_qos2_on_the_wire(void) {
+/* The QoS a line must arrive with when the agent runs with [c8y] qos:
+ * statuses, 500 and registration (5xx, 1xx) never below 1. */
+static int expected_qos(int cfg_qos, const char *payload) {
+  if (cfg_qos >= 1)
+    return cfg_qos;
+  return payload[0] == '5' || payload[0] == '1' ? 1 : 0;
+}
+
+static void wire_case(int qos) {
   char *dir = g_dir_make_tmp("c8y-qos2-XXXXXX", NULL);
   g_assert_cmpint(g_chmod(dir, 0755), ==, 0);
   char *passwd = g_build_filename(dir, "passwd", NULL);
@@ -103,10 +111,10 @@ static void test_qos2_on_the_wire(void) {
 
   char *ini = g_strdup_printf(
       "[c8y]\ntenant = t1\nuser = device\npassword = secret\n"
-      "host = 127.0.0.1\nport = %d\ntls = false\nqos = 2\n"
+      "host = 127.0.0.1\nport = %d\ntls = false\nqos = %d\n"
       "reconnect_min_ms = 100\nreconnect_max_ms = 1000\n"
       "[device]\nid = dev1\n[agent]\nplugin_dir = %s\nlog_level = debug\n",
-      broker_port(b), ITEST_PLUGIN_DIR);
+      broker_port(b), qos, ITEST_PLUGIN_DIR);
   agent_proc *a = agent_proc_new(ini);
   g_free(ini);
   g_assert_cmpint(agent_proc_start(a), ==, 0);
@@ -117,10 +125,11 @@ static void test_qos2_on_the_wire(void) {
    * reaches it, and its statuses come back at QoS 2, once each. */
   g_assert_true(agent_proc_wait_log(a, "registration acknowledged", 5000));
   MQTTClient_message m = MQTTClient_message_initializer;
-  const char *op = "511,dev1,ok exactly once";
+  /* With qos = 0 the handler also sends data, which stays at QoS 0. */
+  const char *op = qos == 2 ? "511,dev1,ok exactly once" : "511,dev1,emit";
   m.payload = (void *)op;
   m.payloadlen = (int)strlen(op);
-  m.qos = 2;
+  m.qos = qos == 2 ? 2 : 1;
   MQTTClient_deliveryToken tok;
   g_assert_cmpint(MQTTClient_publishMessage(c, "s/ds", &m, &tok), ==,
                   MQTTCLIENT_SUCCESS);
@@ -131,17 +140,21 @@ static void test_qos2_on_the_wire(void) {
   receive_until(c, log, "s/us", "never", 500);
   for (guint i = 0; i < log->len; i++) {
     seen *s = g_ptr_array_index(log, i);
-    if (s->qos != 2)
-      g_error("'%.40s' on %s arrived with QoS %d", s->payload, s->topic,
-              s->qos);
+    if (s->qos != expected_qos(qos, s->payload))
+      g_error("'%.40s' on %s arrived with QoS %d, not %d", s->payload, s->topic,
+              s->qos, expected_qos(qos, s->payload));
   }
   g_assert_cmpuint(count_lines(log, "100,"), ==, 1);
   g_assert_cmpuint(count_lines(log, "501,c8y_Command"), ==, 1);
-  g_assert_cmpuint(count_lines(log, "503,c8y_Command,exactly once"), ==, 1);
-  char *alog = agent_proc_log(a);
-  g_assert_nonnull(strstr(alog, "some Cumulocity endpoints (the newer MQTT "
-                                "Service) refuse QoS 2"));
-  g_free(alog);
+  if (qos == 2) {
+    g_assert_cmpuint(count_lines(log, "503,c8y_Command,exactly once"), ==, 1);
+    char *alog = agent_proc_log(a);
+    g_assert_nonnull(strstr(alog, "some Cumulocity endpoints (the newer MQTT "
+                                  "Service) refuse QoS 2"));
+    g_free(alog);
+  } else {
+    g_assert_cmpuint(count_lines(log, "400,itest_Event,"), ==, 1);
+  }
 
   g_assert_cmpint(agent_proc_stop(a, 10000), ==, 0);
   agent_proc_free(a);
@@ -156,8 +169,15 @@ static void test_qos2_on_the_wire(void) {
   g_free(dir);
 }
 
+static void test_qos2_on_the_wire(void) { wire_case(2); }
+
+/* qos = 0 for data: statuses, 500 and registration still need their
+ * PUBACK, so they go at QoS 1 while the event stays at QoS 0. */
+static void test_qos0_keeps_statuses_at_1(void) { wire_case(0); }
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/qos2/on-the-wire", test_qos2_on_the_wire);
+  g_test_add_func("/qos0/statuses-at-1", test_qos0_keeps_statuses_at_1);
   return g_test_run();
 }
