@@ -403,6 +403,13 @@ static void test_stop_during_transfer(void) {
       g_strdup_printf("511," FX_DEVICE ",\"download %s stop.bin\"", url);
   g_assert_cmpint(sim_create_operation(x.f.s, line), >, 0);
   g_assert_cmpint(sim_wait_line(x.f.s, "s/us", "501,", 0, 10000), >=, 0);
+  /* Stop only once the download waits on the server: right after the 501
+   * the handler may not run yet (its PUBACK unprocessed), and then the stop
+   * rightly never starts it (seen under scripts/check-tsan.sh). */
+  const char *bins = "/inventory/binaries/";
+  for (int i = 0; i < 1000 && sim_http_requests(x.h, "GET", bins) == 0; i++)
+    g_usleep(10 * 1000);
+  g_assert_cmpuint(sim_http_requests(x.h, "GET", bins), ==, 1);
   gint64 t0 = g_get_monotonic_time();
   g_assert_cmpint(agent_proc_stop(x.f.a, 20000), ==, 0);
   g_assert_cmpint(g_get_monotonic_time() - t0, <, 5 * G_USEC_PER_SEC);
