@@ -6,6 +6,7 @@
 #include "smartrest.h"
 #include "status.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -567,7 +568,11 @@ static void run_started(ops *o, c8y_operation *op) {
   op->state = OP_RUNNING;
   if (o->stopping) {
     /* Plugins are gone: journaled, so the next start reports it failed
-     * instead of leaving it EXECUTING forever. */
+     * instead of leaving it EXECUTING forever. It must not expire in
+     * ops_process either: "timed out" would be a false reason, and its
+     * handler may already be unloaded (timeout_of read freed memory,
+     * found by scripts/check-tsan.sh). */
+    op->deadline_ms = LLONG_MAX;
     return;
   }
   op->deadline_ms = mono_ms() + timeout_of(o, op);

@@ -150,6 +150,9 @@ int plugin_send_fields(plugin_host *h, outq_class cls, const char *topic,
 
 /* ---- api: basics ---- */
 
+/* The attribute lets clang check that fmt reaches log_vmsg as a format. */
+static void api_log(c8y_plugin *self, c8y_log_level level, const char *fmt, ...)
+    C8Y_PRINTF(3, 4);
 static void api_log(c8y_plugin *self, c8y_log_level level, const char *fmt,
                     ...) {
   va_list ap;

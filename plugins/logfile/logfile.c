@@ -666,7 +666,9 @@ static int lg_init(c8y_plugin *self, const c8y_api *api, void **user_data) {
   l->self = self;
   l->api = api;
   int rc = lg_read_config(l);
-  int can_upload = l->http_helper[0] || C8Y_API_HAS(api, upload);
+  /* http_helper is only set once the config was read without error. */
+  int can_upload =
+      rc == C8Y_OK && (l->http_helper[0] || C8Y_API_HAS(api, upload));
   if (rc == C8Y_OK && l->nlogs > 0 && can_upload)
     rc = api->add_operation(self, "522", (uint32_t)l->timeout_s * 1000,
                             on_log_request, l);

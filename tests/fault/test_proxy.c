@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -17,7 +18,7 @@ typedef struct echo {
   int lfd;
   int port;
   pthread_t th;
-  volatile int stop;
+  atomic_int stop; /* volatile is no synchronization (a data race) */
 } echo;
 
 static void *echo_conn(void *arg) {

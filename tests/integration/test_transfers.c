@@ -98,8 +98,15 @@ static void rm_rf(const char *dir) {
 }
 
 static void hx_down(hx *x) {
-  fx_down(&x->f); /* the agent first: it may still be transferring */
+  /* The agent first: it may still be transferring. The MQTT sim last:
+   * sim_http_stop unhooks its token source from it (it used the freed sim,
+   * found by scripts/check-tsan.sh). */
+  sim *s = x->f.s;
+  x->f.s = NULL;
+  fx_down(&x->f);
   sim_http_stop(x->h);
+  if (s)
+    sim_stop(s);
   if (x->dir)
     rm_rf(x->dir);
   g_free(x->dir);

@@ -5,13 +5,16 @@
 
 #include <MQTTAsync.h>
 #include <arpa/inet.h>
+#include <errno.h>
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define TENANT "t1"
@@ -27,17 +30,28 @@ typedef struct dev_msg {
   char *payload;
 } dev_msg;
 
+/* pthread, not GMutex/GCond: GLib's are raw futexes that ThreadSanitizer
+ * (scripts/check-tsan.sh) cannot see, so every access from Paho's callback
+ * thread would be reported as a race. */
 typedef struct dev {
   MQTTAsync c;
-  GMutex mu;
-  GCond cv;
-  GPtrArray *msgs; /* dev_msg* */
+  pthread_mutex_t mu;
+  pthread_cond_t cv; /* CLOCK_MONOTONIC, see dev_cond_wait_until */
+  GPtrArray *msgs;   /* dev_msg* */
   bool connect_done;
   int connect_rc; /* 0 or Paho's failure code */
   bool sub_done;
   int sub_qos; /* granted QoS, 0x80 = refused, -1 = failure callback */
   bool lost;
 } dev;
+
+/* g_cond_wait_until's contract: `end` in g_get_monotonic_time() units;
+ * false once it has passed. */
+static bool dev_cond_wait_until(dev *d, gint64 end) {
+  struct timespec dl = {.tv_sec = (time_t)(end / G_USEC_PER_SEC),
+                        .tv_nsec = (long)(end % G_USEC_PER_SEC) * 1000};
+  return pthread_cond_timedwait(&d->cv, &d->mu, &dl) != ETIMEDOUT;
+}
 
 static void dev_msg_free(gpointer p) {
   dev_msg *m = p;
@@ -52,10 +66,10 @@ static int dev_on_message(void *ctx, char *topic, int tlen,
   dev_msg *dm = g_new0(dev_msg, 1);
   dm->topic = tlen > 0 ? g_strndup(topic, (gsize)tlen) : g_strdup(topic);
   dm->payload = g_strndup(m->payload, (gsize)m->payloadlen);
-  g_mutex_lock(&d->mu);
+  pthread_mutex_lock(&d->mu);
   g_ptr_array_add(d->msgs, dm);
-  g_cond_broadcast(&d->cv);
-  g_mutex_unlock(&d->mu);
+  pthread_cond_broadcast(&d->cv);
+  pthread_mutex_unlock(&d->mu);
   MQTTAsync_freeMessage(&m);
   MQTTAsync_free(topic);
   return 1;
@@ -63,53 +77,53 @@ static int dev_on_message(void *ctx, char *topic, int tlen,
 
 static void dev_on_lost(void *ctx, char *cause) {
   dev *d = ctx;
-  g_mutex_lock(&d->mu);
+  pthread_mutex_lock(&d->mu);
   d->lost = true;
-  g_cond_broadcast(&d->cv);
-  g_mutex_unlock(&d->mu);
+  pthread_cond_broadcast(&d->cv);
+  pthread_mutex_unlock(&d->mu);
 }
 
 static void dev_on_connect(void *ctx, MQTTAsync_successData *r) {
   dev *d = ctx;
-  g_mutex_lock(&d->mu);
+  pthread_mutex_lock(&d->mu);
   d->connect_done = true;
   d->connect_rc = 0;
-  g_cond_broadcast(&d->cv);
-  g_mutex_unlock(&d->mu);
+  pthread_cond_broadcast(&d->cv);
+  pthread_mutex_unlock(&d->mu);
 }
 
 static void dev_on_connect_fail(void *ctx, MQTTAsync_failureData *r) {
   dev *d = ctx;
-  g_mutex_lock(&d->mu);
+  pthread_mutex_lock(&d->mu);
   d->connect_done = true;
   d->connect_rc = r && r->code ? r->code : -1;
-  g_cond_broadcast(&d->cv);
-  g_mutex_unlock(&d->mu);
+  pthread_cond_broadcast(&d->cv);
+  pthread_mutex_unlock(&d->mu);
 }
 
 static void dev_on_sub(void *ctx, MQTTAsync_successData *r) {
   dev *d = ctx;
-  g_mutex_lock(&d->mu);
+  pthread_mutex_lock(&d->mu);
   d->sub_done = true;
   d->sub_qos = r ? r->alt.qos : 0;
-  g_cond_broadcast(&d->cv);
-  g_mutex_unlock(&d->mu);
+  pthread_cond_broadcast(&d->cv);
+  pthread_mutex_unlock(&d->mu);
 }
 
 static void dev_on_sub_fail(void *ctx, MQTTAsync_failureData *r) {
   dev *d = ctx;
-  g_mutex_lock(&d->mu);
+  pthread_mutex_lock(&d->mu);
   d->sub_done = true;
   d->sub_qos = -1;
-  g_cond_broadcast(&d->cv);
-  g_mutex_unlock(&d->mu);
+  pthread_cond_broadcast(&d->cv);
+  pthread_mutex_unlock(&d->mu);
 }
 
 /* Waits on d->cv until *flag or 5 s; call with d->mu held. */
 static bool dev_wait_flag(dev *d, const bool *flag, int timeout_ms) {
   gint64 end = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
   while (!*flag)
-    if (!g_cond_wait_until(&d->cv, &d->mu, end))
+    if (!dev_cond_wait_until(d, end))
       break;
   return *flag;
 }
@@ -118,8 +132,12 @@ static bool dev_wait_flag(dev *d, const bool *flag, int timeout_ms) {
 static dev *dev_connect(int port, const char *user, const char *password,
                         int *rc) {
   dev *d = g_new0(dev, 1);
-  g_mutex_init(&d->mu);
-  g_cond_init(&d->cv);
+  pthread_mutex_init(&d->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&d->cv, &ca);
+  pthread_condattr_destroy(&ca);
   d->msgs = g_ptr_array_new_with_free_func(dev_msg_free);
   char *uri = g_strdup_printf("tcp://127.0.0.1:%d", port);
   static int seq;
@@ -140,10 +158,10 @@ static dev *dev_connect(int port, const char *user, const char *password,
   co.onFailure = dev_on_connect_fail;
   co.context = d;
   g_assert_cmpint(MQTTAsync_connect(d->c, &co), ==, MQTTASYNC_SUCCESS);
-  g_mutex_lock(&d->mu);
+  pthread_mutex_lock(&d->mu);
   bool done = dev_wait_flag(d, &d->connect_done, 8000);
   *rc = done ? d->connect_rc : -99;
-  g_mutex_unlock(&d->mu);
+  pthread_mutex_unlock(&d->mu);
   g_free(uri);
   g_free(cid);
   if (*rc == 0)
@@ -173,8 +191,8 @@ static void dev_close(dev *d) {
   }
   MQTTAsync_destroy(&d->c);
   g_ptr_array_free(d->msgs, TRUE);
-  g_mutex_clear(&d->mu);
-  g_cond_clear(&d->cv);
+  pthread_mutex_destroy(&d->mu);
+  pthread_cond_destroy(&d->cv);
   g_free(d);
 }
 
@@ -184,15 +202,15 @@ static int dev_subscribe(dev *d, const char *topic) {
   ro.onSuccess = dev_on_sub;
   ro.onFailure = dev_on_sub_fail;
   ro.context = d;
-  g_mutex_lock(&d->mu);
+  pthread_mutex_lock(&d->mu);
   d->sub_done = false;
-  g_mutex_unlock(&d->mu);
+  pthread_mutex_unlock(&d->mu);
   g_assert_cmpint(MQTTAsync_subscribe(d->c, topic, 1, &ro), ==,
                   MQTTASYNC_SUCCESS);
-  g_mutex_lock(&d->mu);
+  pthread_mutex_lock(&d->mu);
   bool done = dev_wait_flag(d, &d->sub_done, 5000);
   int q = d->sub_qos;
-  g_mutex_unlock(&d->mu);
+  pthread_mutex_unlock(&d->mu);
   g_assert_true(done);
   return q;
 }
@@ -215,37 +233,37 @@ static long dev_wait(dev *d, const char *topic, const char *prefix, guint *from,
                      int timeout_ms) {
   gint64 end = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
   long found = -1;
-  g_mutex_lock(&d->mu);
+  pthread_mutex_lock(&d->mu);
   for (;;) {
     for (guint i = *from; i < d->msgs->len && found < 0; i++) {
       dev_msg *m = g_ptr_array_index(d->msgs, i);
       if (strcmp(m->topic, topic) == 0 && g_str_has_prefix(m->payload, prefix))
         found = (long)i;
     }
-    if (found >= 0 || !g_cond_wait_until(&d->cv, &d->mu, end))
+    if (found >= 0 || !dev_cond_wait_until(d, end))
       break;
   }
   if (found >= 0)
     *from = (guint)found + 1;
-  g_mutex_unlock(&d->mu);
+  pthread_mutex_unlock(&d->mu);
   return found;
 }
 
 static const char *dev_payload(dev *d, long index) {
-  g_mutex_lock(&d->mu);
+  pthread_mutex_lock(&d->mu);
   dev_msg *m = g_ptr_array_index(d->msgs, (guint)index);
-  g_mutex_unlock(&d->mu);
+  pthread_mutex_unlock(&d->mu);
   return m->payload;
 }
 
 static guint dev_count(dev *d, const char *topic) {
   guint n = 0;
-  g_mutex_lock(&d->mu);
+  pthread_mutex_lock(&d->mu);
   for (guint i = 0; i < d->msgs->len; i++)
     if (!topic ||
         strcmp(((dev_msg *)g_ptr_array_index(d->msgs, i))->topic, topic) == 0)
       n++;
-  g_mutex_unlock(&d->mu);
+  pthread_mutex_unlock(&d->mu);
   return n;
 }
 
@@ -560,9 +578,9 @@ static void test_broker_restart(void) {
   sync_with_sim(s, d, "s/us");
   g_assert_cmpint(sim_broker_kill(s), ==, 0);
   /* Bounded wait for both clients to notice. */
-  g_mutex_lock(&d->mu);
+  pthread_mutex_lock(&d->mu);
   g_assert_true(dev_wait_flag(d, &d->lost, 5000));
-  g_mutex_unlock(&d->mu);
+  pthread_mutex_unlock(&d->mu);
   int rc = 0;
   g_assert_null(dev_connect(port, TENANT "/" USER, PASSWORD, &rc));
   g_assert_cmpint(rc, !=, 0);

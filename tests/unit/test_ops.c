@@ -218,6 +218,26 @@ static void test_stop_cancels_then_fails(fx *f, gconstpointer d) {
   g_assert_cmpint(ops_op_succeed(op, NULL), ==, C8Y_ETIMEDOUT);
 }
 
+/* The 501's PUBACK arrives while stopping: the plugins are gone, so the
+ * operation is journaled (the next start fails it) and never run; it must
+ * not expire either, with a false "timed out" (and its handler unloaded). */
+static void test_acked_while_stopping(fx *f, gconstpointer d) {
+  feed(f, "511," ROOT ",x");
+  uint64_t *tags = NULL;
+  size_t ntags = 0;
+  char *p = take(f, false, &tags, &ntags);
+  g_assert_cmpstr(p, ==, "501,c8y_Command");
+  g_free(p);
+  g_assert_cmpuint(ntags, ==, 1);
+  ops_stop(f->o);
+  ops_on_acked(f->o, tags[0], false);
+  g_free(tags);
+  g_assert_cmpuint(f->dispatched->len, ==, 0);
+  ops_process(f->o, now_ms() + 24LL * 3600 * 1000);
+  p = take(f, true, NULL, NULL);
+  g_assert_null(p);
+}
+
 /* 100k distinct unknown templates: constant work per record. */
 static void test_unknown_template_flood(fx *f, gconstpointer d) {
   GString *s = g_string_new(NULL);
@@ -241,6 +261,7 @@ int main(int argc, char **argv) {
   ADD("/ops/child-without-handler", test_child_without_handler);
   ADD("/ops/double-completion", test_double_completion);
   ADD("/ops/stop", test_stop_cancels_then_fails);
+  ADD("/ops/stop/acked-while-stopping", test_acked_while_stopping);
   ADD("/ops/unknown-template-flood", test_unknown_template_flood);
   return g_test_run();
 }
