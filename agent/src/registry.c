@@ -187,7 +187,19 @@ void registry_remove_plugin(registry *r, c8y_plugin *p) {
   REMOVE_OWNED(r->children, r->nchildren, free_child);
 }
 
-static void keep_allocated(void *x) { (void)x; }
+/* What registry_forget_plugin removed stays allocated for the abandoned
+ * thread; kept reachable here so leak checkers see it as deliberate. Only
+ * the main thread forgets plugins (on a stop or reload). */
+static void **graveyard;
+static size_t ngraveyard;
+
+static void keep_allocated(void *x) {
+  void **grown = realloc(graveyard, (ngraveyard + 1) * sizeof *grown);
+  if (grown) {
+    graveyard = grown;
+    graveyard[ngraveyard++] = x;
+  }
+}
 
 void registry_forget_plugin(registry *r, c8y_plugin *p) {
   REMOVE_OWNED(r->producers, r->nproducers, keep_allocated);

@@ -75,8 +75,13 @@ static void rm_rf(const char *dir) {
 }
 
 static void px_down(px *x) {
+  /* sim_http_stop unhooks itself from the MQTT sim: stop that last. */
+  sim *s = x->f.s;
+  x->f.s = NULL;
   fx_down(&x->f);
   sim_http_stop(x->h);
+  if (s)
+    sim_stop(s);
   g_unsetenv("C8Y_BOOT_ID_FILE");
   rm_rf(x->dir);
   g_free(x->dir);

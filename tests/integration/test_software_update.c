@@ -54,8 +54,13 @@ static void swx_up(swx *x, const char *version, int hang, int resume_wait) {
 }
 
 static void swx_down(swx *x) {
+  /* sim_http_stop unhooks itself from the MQTT sim: stop that last. */
+  sim *s = x->f.s;
+  x->f.s = NULL;
   fx_down(&x->f);
   sim_http_stop(x->h);
+  if (s)
+    sim_stop(s);
   ptu_rm_rf(x->dir);
   g_free(x->dir);
   g_free(x->db);
