@@ -415,7 +415,8 @@ static void load_dir(plugin_host *h, const char *dir, bool start_workers,
       n++;
   }
   closedir(d);
-  qsort(names, n, sizeof *names, cmp_str);
+  if (n > 1) /* an empty dir has no array at all */
+    qsort(names, n, sizeof *names, cmp_str);
   for (size_t i = 0; i < n; i++) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, names[i]);
