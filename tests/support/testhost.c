@@ -1,0 +1,423 @@
+/* testhost: see testhost.h. The test thread is the agent's main loop: it
+ * alone calls ops_* and outq_take/ack; plugin workers complete operations
+ * and wake it through the condition variable. */
+#include "testhost.h"
+
+#include "config.h"
+#include "journal.h"
+#include "log.h"
+#include "ops.h"
+#include "outq.h"
+#include "plugin.h"
+#include "registry.h"
+
+#include <dlfcn.h>
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+/* A producer's callback wrapped so the test learns its status; the worker
+ * calls it exactly as it calls the plugin's own. */
+typedef struct prod_wrap {
+  c8y_produce_fn fn;
+  void *ud;
+  int rc;
+} prod_wrap;
+
+struct testhost {
+  char *device_id, *state_dir, *tmp_dir, *cfg_path;
+  GPtrArray *cfg_keys; /* key, value, key, value ... */
+  agent_config cfg;
+  bool cfg_loaded;
+  registry reg;
+  outq *q;
+  journal *j;
+  ops *o;
+  plugin_host host;
+  c8y_plugin *p;
+  void *dl;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool woken;      /* under mu */
+  GPtrArray *logs; /* under mu */
+  GPtrArray *lines;
+  bool op_done;
+  bool op_ok;
+  char *op_detail;
+  char *op_fragment;
+};
+
+static long long mono_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void wake(void *ctx) {
+  testhost *h = ctx;
+  pthread_mutex_lock(&h->mu);
+  h->woken = true;
+  pthread_cond_broadcast(&h->cv);
+  pthread_mutex_unlock(&h->mu);
+}
+
+/* Sleeps until woken or until ms passed. */
+static void wait_wake(testhost *h, long long ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (ms % 1000) * 1000000;
+  if (ts.tv_nsec >= 1000000000) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000;
+  }
+  pthread_mutex_lock(&h->mu);
+  while (!h->woken)
+    if (pthread_cond_timedwait(&h->cv, &h->mu, &ts) != 0)
+      break;
+  h->woken = false;
+  pthread_mutex_unlock(&h->mu);
+}
+
+static void log_tap(void *ctx, int level, const char *line) {
+  testhost *h = ctx;
+  static const char *const names[] = {"error",   "error",  "error", "error",
+                                      "warning", "notice", "info",  "debug"};
+  char *s = g_strdup_printf("%s %s", names[level & 7], line);
+  /* log_vmsg holds its own lock: mu nests inside it, never the reverse. */
+  pthread_mutex_lock(&h->mu);
+  g_ptr_array_add(h->logs, s);
+  pthread_mutex_unlock(&h->mu);
+}
+
+static void dispatch(void *ctx, c8y_operation *op) {
+  (void)ctx;
+  if (plugin_queue_operation(ops_plugin(op), op) != 0)
+    ops_dispatch_failed(op, "the plugin is shutting down");
+}
+
+static void finished(void *ctx, const ops_outcome *r) {
+  testhost *h = ctx;
+  h->op_done = true;
+  h->op_ok = r->ok;
+  g_free(h->op_detail);
+  h->op_detail = g_strdup(r->ok ? "" : r->reason ? r->reason : "");
+  g_free(h->op_fragment);
+  h->op_fragment = g_strdup(r->fragment ? r->fragment : "");
+}
+
+/* The agent's drain: everything queued is "published" and acknowledged. */
+static void drain(testhost *h) {
+  for (int guard = 0; guard < 100000; guard++) {
+    outq_batch b;
+    if (outq_take(h->q, 16000, &b) != 1)
+      break;
+    gchar **lines = g_strsplit(b.payload, "\n", -1);
+    for (gchar **l = lines; *l; l++)
+      if (**l) {
+        g_ptr_array_add(h->lines, g_strdup_printf("%s|%s", b.topic, *l));
+        if (h->op_fragment && h->op_ok && g_str_has_prefix(*l, "503,")) {
+          const char *rest = *l + 4;
+          size_t fl = strlen(h->op_fragment);
+          if (strncmp(rest, h->op_fragment, fl) == 0) {
+            g_free(h->op_detail);
+            h->op_detail = g_strdup(rest[fl] == ',' ? rest + fl + 1 : "");
+          }
+        }
+      }
+    g_strfreev(lines);
+    outq_ack(h->q, b.id);
+    for (size_t k = 0; k < b.ntags; k++)
+      ops_on_acked(h->o, b.tags[k], true);
+    outq_batch_free(&b);
+  }
+}
+
+/* One main-loop turn. */
+static void pump(testhost *h) {
+  drain(h);
+  ops_process(h->o, mono_now());
+  drain(h);
+}
+
+testhost *testhost_new(const char *device_id, const char *state_dir) {
+  testhost *h = g_new0(testhost, 1);
+  h->device_id = g_strdup(device_id);
+  h->tmp_dir = g_dir_make_tmp("c8y-testhost-XXXXXX", NULL);
+  g_assert_nonnull(h->tmp_dir);
+  h->state_dir = g_strdup(state_dir ? state_dir : h->tmp_dir);
+  g_assert_cmpint(g_mkdir_with_parents(h->state_dir, 0700), ==, 0);
+  h->cfg_keys = g_ptr_array_new_with_free_func(g_free);
+  h->logs = g_ptr_array_new_with_free_func(g_free);
+  h->lines = g_ptr_array_new_with_free_func(g_free);
+  pthread_mutex_init(&h->mu, NULL);
+  pthread_cond_init(&h->cv, NULL);
+  registry_init(&h->reg);
+  outq_options qo;
+  outq_default_options(&qo, NULL);
+  char err[512];
+  if (outq_open(&qo, &h->q, err, sizeof err) != 0)
+    g_error("outq: %s", err);
+  char *jdir = g_build_filename(h->tmp_dir, "journal", NULL);
+  g_assert_cmpint(g_mkdir_with_parents(jdir, 0700), ==, 0);
+  if (journal_open(jdir, &h->j, err, sizeof err) != 0)
+    g_error("journal: %s", err);
+  g_free(jdir);
+  ops_host oh = {
+      .ctx = h, .dispatch = dispatch, .wake = wake, .finished = finished};
+  g_assert_cmpint(ops_new(h->device_id, &h->reg, h->q, h->j, &oh, 60000, &h->o),
+                  ==, 0);
+  log_set_tap(log_tap, h);
+  return h;
+}
+
+static void rm_rf(const char *path) {
+  GDir *d = g_dir_open(path, 0, NULL);
+  if (d) {
+    const char *n;
+    while ((n = g_dir_read_name(d))) {
+      char *c = g_build_filename(path, n, NULL);
+      rm_rf(c);
+      g_free(c);
+    }
+    g_dir_close(d);
+  }
+  g_remove(path);
+}
+
+void testhost_unload(testhost *h) {
+  if (!h->p)
+    return;
+  plugin_stop_worker(h->p);
+  /* The agent's shutdown: running operations end with a 502. */
+  ops_stop(h->o);
+  ops_cancel_running(h->o);
+  ops_fail_all(h->o, "the agent is stopping");
+  pump(h);
+  if (h->p->info.fini)
+    h->p->info.fini(h->p, h->p->user_data);
+  registry_remove_plugin(&h->reg, h->p);
+  plugin_free(h->p);
+  h->p = NULL;
+  dlclose(h->dl);
+  h->dl = NULL;
+}
+
+void testhost_free(testhost *h) {
+  if (!h)
+    return;
+  testhost_unload(h);
+  log_set_tap(NULL, NULL);
+  ops_free(h->o);
+  journal_close(h->j);
+  outq_close(h->q);
+  registry_free(&h->reg);
+  if (h->cfg_loaded)
+    cfg_free(&h->cfg);
+  rm_rf(h->tmp_dir);
+  g_free(h->tmp_dir);
+  g_free(h->state_dir);
+  g_free(h->device_id);
+  g_free(h->cfg_path);
+  g_free(h->op_detail);
+  g_free(h->op_fragment);
+  g_ptr_array_free(h->cfg_keys, TRUE);
+  g_ptr_array_free(h->logs, TRUE);
+  g_ptr_array_free(h->lines, TRUE);
+  pthread_mutex_destroy(&h->mu);
+  pthread_cond_destroy(&h->cv);
+  g_free(h);
+}
+
+void testhost_set_config(testhost *h, const char *key, const char *value) {
+  g_ptr_array_add(h->cfg_keys, g_strdup(key));
+  g_ptr_array_add(h->cfg_keys, g_strdup(value));
+}
+
+/* The plugin's section goes through the agent's own config parser, so the
+ * plugin sees what an agent.ini with these lines would give it. */
+static void load_config(testhost *h, const char *plugin) {
+  GString *ini = g_string_new("");
+  g_string_append_printf(ini, "[device]\nid = %s\n[agent]\nstate_dir = %s\n",
+                         h->device_id, h->state_dir);
+  g_string_append_printf(ini, "[plugin.%s]\n", plugin);
+  for (guint i = 0; i + 1 < h->cfg_keys->len; i += 2)
+    g_string_append_printf(ini, "%s = %s\n",
+                           (char *)g_ptr_array_index(h->cfg_keys, i),
+                           (char *)g_ptr_array_index(h->cfg_keys, i + 1));
+  h->cfg_path = g_build_filename(h->tmp_dir, "agent.ini", NULL);
+  g_assert_true(g_file_set_contents(h->cfg_path, ini->str, -1, NULL));
+  g_string_free(ini, TRUE);
+  char err[1024];
+  if (cfg_load(h->cfg_path, &h->cfg, err, sizeof err) != 0)
+    g_error("config: %s", err);
+  h->cfg_loaded = true;
+}
+
+int testhost_load(testhost *h, const char *so_path) {
+  g_assert_null(h->p);
+  h->dl = dlopen(so_path, RTLD_NOW | RTLD_LOCAL);
+  if (!h->dl) {
+    g_test_message("dlopen %s: %s", so_path, dlerror());
+    return C8Y_EINVAL;
+  }
+  const c8y_plugin_info *info = dlsym(h->dl, C8Y_PLUGIN_SYMBOL_NAME);
+  g_assert_nonnull(info);
+  load_config(h, info->name);
+  h->host = (plugin_host){.cfg = &h->cfg,
+                          .reg = &h->reg,
+                          .q = h->q,
+                          .device_id = h->device_id,
+                          .state_dir = h->state_dir,
+                          .wake = wake,
+                          .wake_ctx = h};
+  h->p = plugin_new(&h->host, info->name, info->version, so_path);
+  g_assert_nonnull(h->p);
+  h->p->dl = h->dl;
+  h->p->info = *info;
+  h->p->registering = true;
+  int rc = info->init(h->p, plugin_api(), &h->p->user_data);
+  h->p->registering = false;
+  if (rc >= 0 && h->p->init_error)
+    rc = C8Y_EINVAL;
+  if (rc < 0) {
+    registry_remove_plugin(&h->reg, h->p);
+    plugin_free(h->p);
+    h->p = NULL;
+    dlclose(h->dl);
+    h->dl = NULL;
+    return rc;
+  }
+  plugin_report_unused_keys(h->p, false);
+  g_assert_cmpint(plugin_start_worker(h->p), ==, 0);
+  return rc;
+}
+
+size_t testhost_producer_count(testhost *h) { return h->reg.nproducers; }
+
+const char *testhost_producer_name(testhost *h, size_t i) {
+  return i < h->reg.nproducers ? h->reg.producers[i]->name : NULL;
+}
+
+uint32_t testhost_producer_interval(testhost *h, size_t i) {
+  return i < h->reg.nproducers ? h->reg.producers[i]->interval_ms : 0;
+}
+
+bool testhost_has_operation(testhost *h, const char *template_id) {
+  return registry_find_handler(&h->reg, template_id) != NULL;
+}
+
+uint32_t testhost_operation_timeout(testhost *h, const char *template_id) {
+  reg_handler *r = registry_find_handler(&h->reg, template_id);
+  return r ? r->timeout_ms : 0;
+}
+
+static int wrapped_produce(c8y_plugin *self, c8y_batch *out, void *ud) {
+  prod_wrap *w = ud;
+  w->rc = w->fn(self, out, w->ud);
+  return w->rc;
+}
+
+int testhost_run_producer(testhost *h, const char *name) {
+  reg_producer *prod = NULL;
+  for (size_t i = 0; i < h->reg.nproducers; i++)
+    if (strcmp(h->reg.producers[i]->name, name) == 0)
+      prod = h->reg.producers[i];
+  g_assert_nonnull(prod);
+  prod_wrap w = {.fn = prod->fn, .ud = prod->user_data, .rc = C8Y_EINVAL};
+  prod->fn = wrapped_produce;
+  prod->user_data = &w;
+  g_assert_cmpint(plugin_queue_produce(h->p, prod), ==, 0);
+  long long end = mono_now() + 30000;
+  while (atomic_load(&prod->busy) && mono_now() < end)
+    wait_wake(h, 10);
+  g_assert_false(atomic_load(&prod->busy));
+  prod->fn = w.fn;
+  prod->user_data = w.ud;
+  pump(h);
+  return w.rc;
+}
+
+testhost_op_state testhost_op_state_now(testhost *h) {
+  pump(h);
+  if (!h->op_done)
+    return TESTHOST_OP_RUNNING;
+  return h->op_ok ? TESTHOST_OP_SUCCEEDED : TESTHOST_OP_FAILED;
+}
+
+testhost_op_state testhost_run_operation(testhost *h, const char *line,
+                                         int timeout_ms) {
+  h->op_done = false;
+  g_free(h->op_detail);
+  h->op_detail = NULL;
+  g_free(h->op_fragment);
+  h->op_fragment = NULL;
+  ops_handle_payload(h->o, line, strlen(line));
+  long long end = mono_now() + timeout_ms;
+  for (;;) {
+    testhost_op_state st = testhost_op_state_now(h);
+    long long left = end - mono_now();
+    if (st != TESTHOST_OP_RUNNING || left <= 0)
+      return st;
+    wait_wake(h, left < 50 ? left : 50);
+  }
+}
+
+const char *testhost_op_detail(testhost *h) {
+  return h->op_detail ? h->op_detail : "";
+}
+
+size_t testhost_line_count(testhost *h) {
+  pump(h);
+  return h->lines->len;
+}
+
+const char *testhost_line(testhost *h, size_t i) {
+  pump(h);
+  return i < h->lines->len ? g_ptr_array_index(h->lines, i) : NULL;
+}
+
+const char *testhost_find_line(testhost *h, const char *prefix) {
+  pump(h);
+  for (guint i = 0; i < h->lines->len; i++) {
+    const char *l = g_ptr_array_index(h->lines, i);
+    const char *bar = strchr(l, '|');
+    if (bar && g_str_has_prefix(bar + 1, prefix))
+      return l;
+  }
+  return NULL;
+}
+
+void testhost_clear_lines(testhost *h) {
+  pump(h);
+  g_ptr_array_set_size(h->lines, 0);
+}
+
+size_t testhost_log_count(testhost *h) {
+  pthread_mutex_lock(&h->mu);
+  size_t n = h->logs->len;
+  pthread_mutex_unlock(&h->mu);
+  return n;
+}
+
+/* Log lines are only appended while the host lives: a returned pointer
+ * stays valid until testhost_free. */
+const char *testhost_log(testhost *h, size_t i) {
+  pthread_mutex_lock(&h->mu);
+  const char *s = i < h->logs->len ? g_ptr_array_index(h->logs, i) : NULL;
+  pthread_mutex_unlock(&h->mu);
+  return s;
+}
+
+const char *testhost_find_log(testhost *h, const char *substring) {
+  const char *found = NULL;
+  pthread_mutex_lock(&h->mu);
+  for (guint i = 0; i < h->logs->len && !found; i++)
+    if (strstr(g_ptr_array_index(h->logs, i), substring))
+      found = g_ptr_array_index(h->logs, i);
+  pthread_mutex_unlock(&h->mu);
+  return found;
+}

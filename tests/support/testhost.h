@@ -1,0 +1,74 @@
+/* testhost: the real plugin host for plugin tests, without MQTT.
+ *
+ * It runs the agent's own modules: the plugin host (plugin.c: api table,
+ * batches, one worker per plugin), the operation engine (ops.c, with a real
+ * journal in the state dir), the registry and an outq opened memory-only.
+ * What would be published is captured by taking batches from the queue and
+ * acknowledging them, feeding the 501 acks back to the engine as the
+ * agent's drain does; the test thread plays the main loop. Only the test
+ * controls are its own: config keys, running a producer now, injecting an
+ * s/ds line, and reading the captured lines and log lines. */
+#ifndef C8Y_TESTHOST_H
+#define C8Y_TESTHOST_H
+
+#include <c8y/plugin.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct testhost testhost;
+
+typedef enum testhost_op_state {
+  TESTHOST_OP_RUNNING,   /* no 503/502 queued yet */
+  TESTHOST_OP_SUCCEEDED, /* the engine queued its 503 */
+  TESTHOST_OP_FAILED     /* the engine queued its 502 */
+} testhost_op_state;
+
+/* state_dir: the agent's state dir (NULL = a temporary one, removed by
+ * testhost_free); plugins get <state_dir>/plugins/<name> as the real agent
+ * gives them. */
+testhost *testhost_new(const char *device_id, const char *state_dir);
+void testhost_free(testhost *h); /* unloads the plugin if loaded */
+
+/* A key of the plugin's [plugin.<name>] section; call before loading. */
+void testhost_set_config(testhost *h, const char *key, const char *value);
+
+/* dlopen()s the .so, calls its init with the real api table through the
+ * plugin host and starts its worker. Returns init's status (negative:
+ * the plugin was not loaded, its registrations rolled back). */
+int testhost_load(testhost *h, const char *so_path);
+void testhost_unload(testhost *h); /* stops the worker, calls fini */
+
+/* What the plugin registered (from the real registry). */
+size_t testhost_producer_count(testhost *h);
+const char *testhost_producer_name(testhost *h, size_t i);
+uint32_t testhost_producer_interval(testhost *h, size_t i);
+bool testhost_has_operation(testhost *h, const char *template_id);
+uint32_t testhost_operation_timeout(testhost *h, const char *template_id);
+
+/* Queues producer `name` on the plugin's worker, waits for it and for its
+ * lines to be captured. Returns the produce callback's status. */
+int testhost_run_producer(testhost *h, const char *name);
+
+/* Hands a downstream s/ds line (e.g. "511,dev1,ls -l") to the engine and
+ * runs the main loop's part until the operation's 503/502 is queued or
+ * timeout_ms passed. Detail: the 502's reason or the 503's fields after
+ * the fragment (as published, CSV). */
+testhost_op_state testhost_run_operation(testhost *h, const char *line,
+                                         int timeout_ms);
+const char *testhost_op_detail(testhost *h);
+testhost_op_state testhost_op_state_now(testhost *h);
+
+/* Captured lines "topic|line" in publish order (501/503/502 included). */
+size_t testhost_line_count(testhost *h);
+const char *testhost_line(testhost *h, size_t i); /* borrowed until clear */
+/* First captured line starting with prefix (after "topic|"), or NULL. */
+const char *testhost_find_line(testhost *h, const char *prefix);
+void testhost_clear_lines(testhost *h);
+
+/* The agent's log lines while this host exists, in order. */
+size_t testhost_log_count(testhost *h);
+const char *testhost_log(testhost *h, size_t i);
+const char *testhost_find_log(testhost *h, const char *substring);
+
+#endif
