@@ -10,6 +10,7 @@
 #include "outq.h"
 #include "plugin.h"
 #include "registry.h"
+#include "smartrest.h"
 
 #include <dlfcn.h>
 #include <glib.h>
@@ -48,6 +49,8 @@ struct testhost {
   bool op_ok;
   char *op_detail;
   char *op_fragment;
+  GPtrArray *op_params;
+  char *last_503; /* the last 503 captured, after "503," */
 };
 
 static long long mono_now(void) {
@@ -109,23 +112,49 @@ static void finished(void *ctx, const ops_outcome *r) {
   h->op_fragment = g_strdup(r->fragment ? r->fragment : "");
 }
 
+static void set_params(testhost *h, const char *csv) {
+  g_ptr_array_set_size(h->op_params, 0);
+  sr_records r;
+  if (!*csv || sr_decode(csv, strlen(csv), &r) != 0)
+    return;
+  if (r.count == 1 && !r.items[0].error)
+    for (size_t i = 0; i < r.items[0].nfields; i++)
+      g_ptr_array_add(h->op_params, g_strdup(r.items[0].fields[i]));
+  sr_records_free(&r);
+}
+
+/* A batch's lines are joined by '\n'; a quoted field may hold one too. */
+static gchar **split_lines(const char *payload) {
+  GPtrArray *out = g_ptr_array_new();
+  bool quoted = false;
+  const char *start = payload;
+  for (const char *c = payload;; c++) {
+    if (*c == '"')
+      quoted = !quoted;
+    if (*c == '\0' || (*c == '\n' && !quoted)) {
+      g_ptr_array_add(out, g_strndup(start, (gsize)(c - start)));
+      if (!*c)
+        break;
+      start = c + 1;
+    }
+  }
+  g_ptr_array_add(out, NULL);
+  return (gchar **)g_ptr_array_free(out, FALSE);
+}
+
 /* The agent's drain: everything queued is "published" and acknowledged. */
 static void drain(testhost *h) {
   for (int guard = 0; guard < 100000; guard++) {
     outq_batch b;
     if (outq_take(h->q, 16000, &b) != 1)
       break;
-    gchar **lines = g_strsplit(b.payload, "\n", -1);
+    gchar **lines = split_lines(b.payload);
     for (gchar **l = lines; *l; l++)
       if (**l) {
         g_ptr_array_add(h->lines, g_strdup_printf("%s|%s", b.topic, *l));
-        if (h->op_fragment && h->op_ok && g_str_has_prefix(*l, "503,")) {
-          const char *rest = *l + 4;
-          size_t fl = strlen(h->op_fragment);
-          if (strncmp(rest, h->op_fragment, fl) == 0) {
-            g_free(h->op_detail);
-            h->op_detail = g_strdup(rest[fl] == ',' ? rest + fl + 1 : "");
-          }
+        if (g_str_has_prefix(*l, "503,")) {
+          g_free(h->last_503);
+          h->last_503 = g_strdup(*l + 4);
         }
       }
     g_strfreev(lines);
@@ -136,11 +165,31 @@ static void drain(testhost *h) {
   }
 }
 
+/* The engine may queue a 503 from the completing thread before its
+ * main-loop turn reports the outcome: the detail is read from the captured
+ * 503 once both are there. */
+static void settle(testhost *h) {
+  if (!h->op_done || !h->op_ok || !h->op_fragment || !h->last_503)
+    return;
+  const char *rest = h->last_503;
+  size_t fl = strlen(h->op_fragment);
+  if (strncmp(rest, h->op_fragment, fl) != 0 || (rest[fl] && rest[fl] != ','))
+    return;
+  set_params(h, rest[fl] == ',' ? rest + fl + 1 : "");
+  g_ptr_array_add(h->op_params, NULL);
+  g_free(h->op_detail);
+  h->op_detail = g_strjoinv(",", (gchar **)h->op_params->pdata);
+  g_ptr_array_set_size(h->op_params, h->op_params->len - 1);
+  g_free(h->op_fragment);
+  h->op_fragment = NULL;
+}
+
 /* One main-loop turn. */
 static void pump(testhost *h) {
   drain(h);
   ops_process(h->o, mono_now());
   drain(h);
+  settle(h);
 }
 
 testhost *testhost_new(const char *device_id, const char *state_dir) {
@@ -153,6 +202,7 @@ testhost *testhost_new(const char *device_id, const char *state_dir) {
   h->cfg_keys = g_ptr_array_new_with_free_func(g_free);
   h->logs = g_ptr_array_new_with_free_func(g_free);
   h->lines = g_ptr_array_new_with_free_func(g_free);
+  h->op_params = g_ptr_array_new_with_free_func(g_free);
   pthread_mutex_init(&h->mu, NULL);
   pthread_cond_init(&h->cv, NULL);
   registry_init(&h->reg);
@@ -224,9 +274,11 @@ void testhost_free(testhost *h) {
   g_free(h->cfg_path);
   g_free(h->op_detail);
   g_free(h->op_fragment);
+  g_free(h->last_503);
   g_ptr_array_free(h->cfg_keys, TRUE);
   g_ptr_array_free(h->logs, TRUE);
   g_ptr_array_free(h->lines, TRUE);
+  g_ptr_array_free(h->op_params, TRUE);
   pthread_mutex_destroy(&h->mu);
   pthread_cond_destroy(&h->cv);
   g_free(h);
@@ -355,15 +407,60 @@ testhost_op_state testhost_run_operation(testhost *h, const char *line,
   h->op_detail = NULL;
   g_free(h->op_fragment);
   h->op_fragment = NULL;
+  g_ptr_array_set_size(h->op_params, 0);
+  g_free(h->last_503);
+  h->last_503 = NULL;
   ops_handle_payload(h->o, line, strlen(line));
+  testhost_wait_op_done(h, timeout_ms);
+  return testhost_op_state_now(h);
+}
+
+bool testhost_wait_op_done(testhost *h, int timeout_ms) {
   long long end = mono_now() + timeout_ms;
   for (;;) {
     testhost_op_state st = testhost_op_state_now(h);
     long long left = end - mono_now();
-    if (st != TESTHOST_OP_RUNNING || left <= 0)
-      return st;
+    if (st != TESTHOST_OP_RUNNING)
+      return true;
+    if (left <= 0)
+      return false;
     wait_wake(h, left < 50 ? left : 50);
   }
+}
+
+size_t testhost_op_param_count(testhost *h) {
+  pump(h);
+  return h->op_params->len;
+}
+
+const char *testhost_op_param(testhost *h, size_t i) {
+  pump(h);
+  return i < h->op_params->len ? g_ptr_array_index(h->op_params, i) : NULL;
+}
+
+void testhost_cancel_operation(testhost *h) {
+  ops_cancel_running(h->o);
+  pump(h);
+}
+
+int testhost_deliver_message(testhost *h, const char *xid, const char *line) {
+  sr_records r;
+  g_assert_cmpint(sr_decode(line, strlen(line), &r), ==, 0);
+  g_assert_cmpuint(r.count, ==, 1);
+  g_assert_null(r.items[0].error);
+  reg_message *m = registry_find_message(&h->reg, xid, r.items[0].fields[0]);
+  int rc = C8Y_EINVAL;
+  if (m) {
+    /* The job takes the fields. */
+    rc = plugin_queue_message(m->plugin, m, r.items[0].fields,
+                              r.items[0].nfields) == 0
+             ? C8Y_OK
+             : C8Y_EIO;
+    r.items[0].fields = NULL;
+    r.items[0].nfields = 0;
+  }
+  sr_records_free(&r);
+  return rc;
 }
 
 const char *testhost_op_detail(testhost *h) {

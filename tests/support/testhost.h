@@ -53,11 +53,25 @@ int testhost_run_producer(testhost *h, const char *name);
 /* Hands a downstream s/ds line (e.g. "511,dev1,ls -l") to the engine and
  * runs the main loop's part until the operation's 503/502 is queued or
  * timeout_ms passed. Detail: the 502's reason or the 503's fields after
- * the fragment (as published, CSV). */
+ * the fragment, decoded and joined by ','. */
 testhost_op_state testhost_run_operation(testhost *h, const char *line,
                                          int timeout_ms);
 const char *testhost_op_detail(testhost *h);
 testhost_op_state testhost_op_state_now(testhost *h);
+
+/* The fields of the last operation's 503 after the fragment, decoded. */
+size_t testhost_op_param_count(testhost *h);
+const char *testhost_op_param(testhost *h, size_t i);
+/* The agent's shutdown step 1 (ops_cancel_running): op_cancelled() turns
+ * true for the running operation; the plugin still has to complete it. */
+void testhost_cancel_operation(testhost *h);
+/* Runs the main loop until the last operation's 503/502 is queued. */
+bool testhost_wait_op_done(testhost *h, int timeout_ms);
+
+/* Hands a custom downstream record "<message id>,<fields>" of template
+ * `xid` to its handler on the plugin's worker, as the agent's dispatcher
+ * does. C8Y_EINVAL if no handler serves it. */
+int testhost_deliver_message(testhost *h, const char *xid, const char *line);
 
 /* Captured lines "topic|line" in publish order (501/503/502 included). */
 size_t testhost_line_count(testhost *h);
