@@ -4,6 +4,7 @@
 #include "testhost.h"
 
 #include "config.h"
+#include "http.h"
 #include "journal.h"
 #include "log.h"
 #include "ops.h"
@@ -11,13 +12,17 @@
 #include "plugin.h"
 #include "registry.h"
 #include "smartrest.h"
+#include "status.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 /* A producer's callback wrapped so the test learns its status; the worker
@@ -51,7 +56,17 @@ struct testhost {
   char *op_fragment;
   GPtrArray *op_params;
   char *last_503; /* the last 503 captured, after "503," */
+  /* transfers and the api table init gets */
+  c8y_api api;
+  bool transfers, abi_1_0;
+  GPtrArray *downloads; /* url, path, ... (under mu) */
+  GPtrArray *uploads;   /* UPLOAD_FIELDS per upload (under mu) */
+  size_t ndownloads;    /* under mu */
+  int xfer_fail;        /* under mu */
+  char *xfer_reason;    /* under mu */
 };
+
+#define UPLOAD_FIELDS 6
 
 static long long mono_now(void) {
   struct timespec ts;
@@ -203,6 +218,8 @@ testhost *testhost_new(const char *device_id, const char *state_dir) {
   h->logs = g_ptr_array_new_with_free_func(g_free);
   h->lines = g_ptr_array_new_with_free_func(g_free);
   h->op_params = g_ptr_array_new_with_free_func(g_free);
+  h->downloads = g_ptr_array_new_with_free_func(g_free);
+  h->uploads = g_ptr_array_new_with_free_func(g_free);
   pthread_mutex_init(&h->mu, NULL);
   pthread_cond_init(&h->cv, NULL);
   registry_init(&h->reg);
@@ -279,6 +296,9 @@ void testhost_free(testhost *h) {
   g_ptr_array_free(h->logs, TRUE);
   g_ptr_array_free(h->lines, TRUE);
   g_ptr_array_free(h->op_params, TRUE);
+  g_ptr_array_free(h->downloads, TRUE);
+  g_ptr_array_free(h->uploads, TRUE);
+  g_free(h->xfer_reason);
   pthread_mutex_destroy(&h->mu);
   pthread_cond_destroy(&h->cv);
   g_free(h);
@@ -291,7 +311,7 @@ void testhost_set_config(testhost *h, const char *key, const char *value) {
 
 /* The plugin's section goes through the agent's own config parser, so the
  * plugin sees what an agent.ini with these lines would give it. */
-static void load_config(testhost *h, const char *plugin) {
+static int load_config(testhost *h, const char *plugin) {
   GString *ini = g_string_new("");
   g_string_append_printf(ini, "[device]\nid = %s\n[agent]\nstate_dir = %s\n",
                          h->device_id, h->state_dir);
@@ -304,9 +324,180 @@ static void load_config(testhost *h, const char *plugin) {
   g_assert_true(g_file_set_contents(h->cfg_path, ini->str, -1, NULL));
   g_string_free(ini, TRUE);
   char err[1024];
-  if (cfg_load(h->cfg_path, &h->cfg, err, sizeof err) != 0)
-    g_error("config: %s", err);
+  if (cfg_load(h->cfg_path, &h->cfg, err, sizeof err) != 0) {
+    log_error("%s", err); /* what the agent would say at start */
+    return C8Y_EINVAL;
+  }
   h->cfg_loaded = true;
+  return C8Y_OK;
+}
+
+/* ---- transfers (see testhost.h) ---- */
+
+static testhost *host_of(c8y_plugin *self) { return self->host->wake_ctx; }
+
+static int xfer_failed(testhost *h, char *err, size_t len, long *code) {
+  pthread_mutex_lock(&h->mu);
+  int rc = h->xfer_fail;
+  if (rc)
+    snprintf(err, len, "%s", h->xfer_reason ? h->xfer_reason : "");
+  pthread_mutex_unlock(&h->mu);
+  if (rc == C8Y_EHTTP || rc == C8Y_EAUTH)
+    *code = rc == C8Y_EAUTH ? 401 : 500;
+  return rc;
+}
+
+static int copy_file(const char *from, const char *to, uint64_t max,
+                     uint64_t *bytes) {
+  FILE *in = fopen(from, "rb");
+  FILE *out = in ? fopen(to, "wb") : NULL;
+  int rc = in && out ? C8Y_OK : C8Y_EIO;
+  char buf[65536];
+  size_t n;
+  *bytes = 0;
+  while (rc == C8Y_OK && (n = fread(buf, 1, sizeof buf, in)) > 0) {
+    *bytes += n;
+    if (max && *bytes > max)
+      rc = C8Y_ETOOBIG;
+    else if (fwrite(buf, 1, n, out) != n)
+      rc = C8Y_EIO;
+  }
+  if (in)
+    fclose(in);
+  if (out && fclose(out) != 0 && rc == C8Y_OK)
+    rc = C8Y_EIO;
+  return rc;
+}
+
+static int xfer_download(c8y_plugin *self, c8y_download *d) {
+  testhost *h = host_of(self);
+  if (!d || d->size < sizeof *d || !d->url || !d->file || !*d->file ||
+      strchr(d->file, '/') || d->file[0] == '.')
+    return C8Y_EINVAL;
+  d->path[0] = d->error[0] = '\0';
+  d->bytes = 0;
+  d->http_code = 0;
+  pthread_mutex_lock(&h->mu);
+  h->ndownloads++;
+  char *src = NULL;
+  for (guint i = 0; i + 1 < h->downloads->len; i += 2)
+    if (strcmp(g_ptr_array_index(h->downloads, i), d->url) == 0)
+      src = g_strdup(g_ptr_array_index(h->downloads, i + 1));
+  pthread_mutex_unlock(&h->mu);
+  int rc = xfer_failed(h, d->error, sizeof d->error, &d->http_code);
+  if (rc == C8Y_OK && !src) {
+    snprintf(d->error, sizeof d->error, "HTTP 404 from testhost: not found");
+    d->http_code = 404;
+    rc = C8Y_EHTTP;
+  }
+  /* The real slot's destination: the plugin's state dir. */
+  const char *dir = rc == C8Y_OK ? plugin_api()->state_dir(self) : NULL;
+  if (rc == C8Y_OK && !dir)
+    rc = C8Y_EIO;
+  char path[sizeof d->path];
+  if (rc == C8Y_OK) {
+    snprintf(path, sizeof path, "%s/%s", dir, d->file);
+    rc = copy_file(src, path, d->max_bytes, &d->bytes);
+    if (rc != C8Y_OK)
+      snprintf(d->error, sizeof d->error, "%s", status_str(rc));
+  }
+  char hex[65];
+  if (rc == C8Y_OK && d->sha256 &&
+      (http_sha256_file(path, hex) != 0 || strcasecmp(hex, d->sha256) != 0)) {
+    snprintf(d->error, sizeof d->error,
+             "sha256 of the file from testhost is %s, expected %s", hex,
+             d->sha256);
+    rc = C8Y_ECHECKSUM;
+  }
+  if (rc == C8Y_OK) {
+    memcpy(d->path, path, sizeof path);
+    d->http_code = 200;
+  } else if (dir) {
+    remove(path);
+  }
+  g_free(src);
+  return rc;
+}
+
+static int xfer_upload(c8y_plugin *self, c8y_upload *u) {
+  testhost *h = host_of(self);
+  if (!u || u->size < sizeof *u || !u->path || !u->type || !*u->type)
+    return C8Y_EINVAL;
+  u->url[0] = u->error[0] = '\0';
+  u->http_code = 0;
+  int rc = xfer_failed(h, u->error, sizeof u->error, &u->http_code);
+  if (rc != C8Y_OK)
+    return rc;
+  gchar *content = NULL;
+  GError *err = NULL;
+  if (!g_file_get_contents(u->path, &content, NULL, &err)) {
+    snprintf(u->error, sizeof u->error, "cannot read %s: %s", u->path,
+             err->message);
+    g_error_free(err);
+    return C8Y_EIO;
+  }
+  const char *base = strrchr(u->path, '/');
+  pthread_mutex_lock(&h->mu);
+  g_ptr_array_add(h->uploads, g_strdup(u->type));
+  g_ptr_array_add(h->uploads, g_strdup(u->child_id ? u->child_id : ""));
+  g_ptr_array_add(h->uploads, g_strdup(u->file_name ? u->file_name
+                                       : base       ? base + 1
+                                                    : u->path));
+  g_ptr_array_add(
+      h->uploads,
+      g_strdup(u->content_type ? u->content_type : "application/octet-stream"));
+  g_ptr_array_add(h->uploads, g_strdup(u->text ? u->text : u->type));
+  g_ptr_array_add(h->uploads, content);
+  size_t count = h->uploads->len / UPLOAD_FIELDS;
+  pthread_mutex_unlock(&h->mu);
+  snprintf(u->url, sizeof u->url, "testhost://binaries/%zu", count);
+  u->http_code = 201;
+  return C8Y_OK;
+}
+
+void testhost_enable_transfers(testhost *h) { h->transfers = true; }
+void testhost_set_abi_1_0(testhost *h) { h->abi_1_0 = true; }
+
+void testhost_add_download(testhost *h, const char *url, const char *path) {
+  pthread_mutex_lock(&h->mu);
+  g_ptr_array_add(h->downloads, g_strdup(url));
+  g_ptr_array_add(h->downloads, g_strdup(path));
+  pthread_mutex_unlock(&h->mu);
+}
+
+void testhost_fail_transfers(testhost *h, int status, const char *reason) {
+  pthread_mutex_lock(&h->mu);
+  h->xfer_fail = status;
+  g_free(h->xfer_reason);
+  h->xfer_reason = g_strdup(reason);
+  pthread_mutex_unlock(&h->mu);
+}
+
+size_t testhost_download_count(testhost *h) {
+  pthread_mutex_lock(&h->mu);
+  size_t n = h->ndownloads;
+  pthread_mutex_unlock(&h->mu);
+  return n;
+}
+
+size_t testhost_upload_count(testhost *h) {
+  pthread_mutex_lock(&h->mu);
+  size_t n = h->uploads->len / UPLOAD_FIELDS;
+  pthread_mutex_unlock(&h->mu);
+  return n;
+}
+
+/* Uploads are only appended: a field stays valid until testhost_free. */
+const char *testhost_upload_field(testhost *h, size_t i, const char *field) {
+  static const char *const names[UPLOAD_FIELDS] = {
+      "type", "child", "file_name", "content_type", "text", "content"};
+  const char *v = NULL;
+  pthread_mutex_lock(&h->mu);
+  for (size_t k = 0; k < UPLOAD_FIELDS; k++)
+    if (strcmp(names[k], field) == 0 && i * UPLOAD_FIELDS + k < h->uploads->len)
+      v = g_ptr_array_index(h->uploads, i * UPLOAD_FIELDS + k);
+  pthread_mutex_unlock(&h->mu);
+  return v;
 }
 
 int testhost_load(testhost *h, const char *so_path) {
@@ -318,7 +509,11 @@ int testhost_load(testhost *h, const char *so_path) {
   }
   const c8y_plugin_info *info = dlsym(h->dl, C8Y_PLUGIN_SYMBOL_NAME);
   g_assert_nonnull(info);
-  load_config(h, info->name);
+  if (load_config(h, info->name) != C8Y_OK) {
+    dlclose(h->dl);
+    h->dl = NULL;
+    return C8Y_EINVAL;
+  }
   h->host = (plugin_host){.cfg = &h->cfg,
                           .reg = &h->reg,
                           .q = h->q,
@@ -331,7 +526,16 @@ int testhost_load(testhost *h, const char *so_path) {
   h->p->dl = h->dl;
   h->p->info = *info;
   h->p->registering = true;
-  int rc = info->init(h->p, plugin_api(), &h->p->user_data);
+  h->api = *plugin_api();
+  if (h->transfers) {
+    h->api.download = xfer_download;
+    h->api.upload = xfer_upload;
+  }
+  if (h->abi_1_0) {
+    h->api.abi_minor = 0;
+    h->api.size = offsetof(c8y_api, download);
+  }
+  int rc = info->init(h->p, &h->api, &h->p->user_data);
   h->p->registering = false;
   if (rc >= 0 && h->p->init_error)
     rc = C8Y_EINVAL;
@@ -486,6 +690,30 @@ const char *testhost_find_line(testhost *h, const char *prefix) {
       return l;
   }
   return NULL;
+}
+
+static bool engine_status(const char *topic_line) {
+  const char *l = strchr(topic_line, '|');
+  return l &&
+         (g_str_has_prefix(l + 1, "501,") || g_str_has_prefix(l + 1, "502,") ||
+          g_str_has_prefix(l + 1, "503,"));
+}
+
+const char *testhost_sent(testhost *h, size_t i) {
+  pump(h);
+  for (guint k = 0; k < h->lines->len; k++) {
+    const char *l = g_ptr_array_index(h->lines, k);
+    if (!engine_status(l) && i-- == 0)
+      return l;
+  }
+  return NULL;
+}
+
+size_t testhost_sent_count(testhost *h) {
+  size_t n = 0;
+  while (testhost_sent(h, n))
+    n++;
+  return n;
 }
 
 void testhost_clear_lines(testhost *h) {

@@ -73,12 +73,39 @@ bool testhost_wait_op_done(testhost *h, int timeout_ms);
  * does. C8Y_EINVAL if no handler serves it. */
 int testhost_deliver_message(testhost *h, const char *xid, const char *line);
 
+/* ---- Transfers: the one deviation from the real api table ----
+ * The real api->download/upload need Cumulocity's REST side over HTTPS.
+ * After testhost_enable_transfers (before loading) the plugin's init gets a
+ * copy of the real table whose download and upload slots are replaced (all
+ * other slots stay the agent's): a download of a URL registered with
+ * testhost_add_download copies that file into the plugin's state dir,
+ * honouring max_bytes (C8Y_ETOOBIG) and sha256 (C8Y_ECHECKSUM); other URLs
+ * fail with C8Y_EHTTP "HTTP 404 from testhost: not found".
+ * testhost_fail_transfers makes every transfer return `status` with `reason`
+ * (0 = stop). Uploads are recorded and answered with
+ * "testhost://binaries/<n>" (n from 1). */
+void testhost_enable_transfers(testhost *h);
+void testhost_add_download(testhost *h, const char *url, const char *path);
+void testhost_fail_transfers(testhost *h, int status, const char *reason);
+size_t testhost_download_count(testhost *h); /* calls, also failed ones */
+size_t testhost_upload_count(testhost *h);
+/* Upload i's "type", "child" ("" = root), "file_name", "content_type",
+ * "text" or "content" (the file's bytes as text); borrowed until free. */
+const char *testhost_upload_field(testhost *h, size_t i, const char *field);
+/* init() gets the table as an ABI 1.0 agent has it (no transfers, no
+ * resume): call before loading. */
+void testhost_set_abi_1_0(testhost *h);
+
 /* Captured lines "topic|line" in publish order (501/503/502 included). */
 size_t testhost_line_count(testhost *h);
 const char *testhost_line(testhost *h, size_t i); /* borrowed until clear */
 /* First captured line starting with prefix (after "topic|"), or NULL. */
 const char *testhost_find_line(testhost *h, const char *prefix);
 void testhost_clear_lines(testhost *h);
+/* The same without the engine's operation statuses (501, 502, 503): what
+ * the plugin itself sent. */
+size_t testhost_sent_count(testhost *h);
+const char *testhost_sent(testhost *h, size_t i);
 
 /* The agent's log lines while this host exists, in order. */
 size_t testhost_log_count(testhost *h);
