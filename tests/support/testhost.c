@@ -19,6 +19,7 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -32,6 +33,13 @@ typedef struct prod_wrap {
   void *ud;
   int rc;
 } prod_wrap;
+
+/* Each registered handler wrapped so the test sees when it returned. */
+typedef struct handler_wrap {
+  testhost *h;
+  c8y_operation_fn fn;
+  void *ud;
+} handler_wrap;
 
 struct testhost {
   char *device_id, *state_dir, *tmp_dir, *cfg_path;
@@ -63,7 +71,11 @@ struct testhost {
   GPtrArray *uploads;   /* UPLOAD_FIELDS per upload (under mu) */
   size_t ndownloads;    /* under mu */
   int xfer_fail;        /* under mu */
-  char *xfer_reason;    /* under mu */
+  long long skipped_ms; /* testhost_advance */
+  handler_wrap *wraps;
+  size_t nwraps;
+  atomic_bool handler_returned, reboot_requested;
+  char *xfer_reason; /* under mu */
 };
 
 #define UPLOAD_FIELDS 6
@@ -72,6 +84,11 @@ static long long mono_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The engine's clock: monotonic time plus what the test skipped. */
+static long long engine_now(const testhost *h) {
+  return mono_now() + h->skipped_ms;
 }
 
 static void wake(void *ctx) {
@@ -202,7 +219,7 @@ static void settle(testhost *h) {
 /* One main-loop turn. */
 static void pump(testhost *h) {
   drain(h);
-  ops_process(h->o, mono_now());
+  ops_process(h->o, engine_now(h));
   drain(h);
   settle(h);
 }
@@ -258,19 +275,30 @@ static void rm_rf(const char *path) {
 void testhost_unload(testhost *h) {
   if (!h->p)
     return;
-  plugin_stop_worker(h->p);
-  /* The agent's shutdown: running operations end with a 502. */
+  /* The agent's stop: running handlers are told (op_cancelled), given the
+   * grace time, what is left fails; then the worker stops and fini runs. */
   ops_stop(h->o);
-  ops_cancel_running(h->o);
-  ops_fail_all(h->o, "the agent is stopping");
+  if (ops_cancel_running(h->o) > 0) {
+    long long until = mono_now() + h->cfg.stop_grace_ms;
+    while (ops_running(h->o) > 0 && mono_now() < until) {
+      pump(h);
+      wait_wake(h, 20);
+    }
+  }
+  ops_fail_all(h->o, "agent stopped");
   pump(h);
+  plugin_stop_worker(h->p);
   if (h->p->info.fini)
     h->p->info.fini(h->p, h->p->user_data);
+  /* Completions made by fini() become 503/502 lines. */
+  pump(h);
   registry_remove_plugin(&h->reg, h->p);
   plugin_free(h->p);
   h->p = NULL;
   dlclose(h->dl);
   h->dl = NULL;
+  g_free(h->wraps);
+  h->wraps = NULL;
 }
 
 void testhost_free(testhost *h) {
@@ -500,6 +528,46 @@ const char *testhost_upload_field(testhost *h, size_t i, const char *field) {
   return v;
 }
 
+static int wrapped_handler(c8y_plugin *self, c8y_operation *op, void *ud) {
+  handler_wrap *w = ud;
+  int rc = w->fn(self, op, w->ud);
+  atomic_store(&w->h->handler_returned, true);
+  wake(w->h);
+  return rc;
+}
+
+static void wrap_handlers(testhost *h) {
+  h->wraps = g_new0(handler_wrap, h->reg.nhandlers + 1);
+  for (size_t i = 0; i < h->reg.nhandlers; i++) {
+    reg_handler *r = h->reg.handlers[i];
+    h->wraps[i] = (handler_wrap){.h = h, .fn = r->fn, .ud = r->user_data};
+    r->fn = wrapped_handler;
+    r->user_data = &h->wraps[i];
+  }
+  h->nwraps = h->reg.nhandlers;
+}
+
+static int observed_complete_on_reboot(c8y_operation *op) {
+  int rc = plugin_api()->op_complete_on_reboot(op);
+  if (rc == C8Y_OK)
+    atomic_store(
+        &((testhost *)ops_plugin(op)->host->wake_ctx)->reboot_requested, true);
+  return rc;
+}
+
+void testhost_advance(testhost *h, long long ms) {
+  h->skipped_ms += ms;
+  pump(h);
+}
+
+bool testhost_handler_returned(testhost *h) {
+  return atomic_load(&h->handler_returned);
+}
+
+bool testhost_op_reboot_requested(testhost *h) {
+  return atomic_load(&h->reboot_requested);
+}
+
 int testhost_load(testhost *h, const char *so_path) {
   g_assert_null(h->p);
   h->dl = dlopen(so_path, RTLD_NOW | RTLD_LOCAL);
@@ -531,6 +599,7 @@ int testhost_load(testhost *h, const char *so_path) {
     h->api.download = xfer_download;
     h->api.upload = xfer_upload;
   }
+  h->api.op_complete_on_reboot = observed_complete_on_reboot;
   if (h->abi_1_0) {
     h->api.abi_minor = 0;
     h->api.size = offsetof(c8y_api, download);
@@ -548,6 +617,7 @@ int testhost_load(testhost *h, const char *so_path) {
     return rc;
   }
   plugin_report_unused_keys(h->p, false);
+  wrap_handlers(h);
   g_assert_cmpint(plugin_start_worker(h->p), ==, 0);
   return rc;
 }
@@ -612,6 +682,8 @@ testhost_op_state testhost_run_operation(testhost *h, const char *line,
   g_free(h->op_fragment);
   h->op_fragment = NULL;
   g_ptr_array_set_size(h->op_params, 0);
+  atomic_store(&h->handler_returned, false);
+  atomic_store(&h->reboot_requested, false);
   g_free(h->last_503);
   h->last_503 = NULL;
   ops_handle_payload(h->o, line, strlen(line));

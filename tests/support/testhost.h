@@ -68,6 +68,16 @@ void testhost_cancel_operation(testhost *h);
 /* Runs the main loop until the last operation's 503/502 is queued. */
 bool testhost_wait_op_done(testhost *h, int timeout_ms);
 
+/* Moves the engine's clock forward (operation timeouts) and runs a
+ * main-loop turn. */
+void testhost_advance(testhost *h, long long ms);
+/* True once the last operation's handler function returned (its worker
+ * job ended). */
+bool testhost_handler_returned(testhost *h);
+/* The plugin called op_complete_on_reboot on the last operation (observed
+ * by a wrapper around the real slot that calls it first). */
+bool testhost_op_reboot_requested(testhost *h);
+
 /* Hands a custom downstream record "<message id>,<fields>" of template
  * `xid` to its handler on the plugin's worker, as the agent's dispatcher
  * does. C8Y_EINVAL if no handler serves it. */
