@@ -49,6 +49,17 @@ static void join3(char *out, size_t size, const char *const parts[3]) {
   out[k] = 0;
 }
 
+static void (*log_tap_fn)(void *ctx, int level, const char *line);
+static void *log_tap_ctx;
+
+void log_set_tap(void (*fn)(void *ctx, int level, const char *line),
+                 void *ctx) {
+  pthread_mutex_lock(&log_lock);
+  log_tap_fn = fn;
+  log_tap_ctx = ctx;
+  pthread_mutex_unlock(&log_lock);
+}
+
 void log_vmsg(int level, const char *prefix, const char *fmt, va_list ap) {
   if (level > atomic_load(&log_level))
     return;
@@ -85,6 +96,12 @@ void log_vmsg(int level, const char *prefix, const char *fmt, va_list ap) {
     last_ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
     if (level <= LOG_LVL_ERROR)
       join3(last_error, sizeof last_error, parts);
+  }
+  if (log_tap_fn) {
+    const char *parts[] = {prefix ? prefix : "", prefix ? ": " : "", line};
+    char whole[sizeof line];
+    join3(whole, sizeof whole, parts);
+    log_tap_fn(log_tap_ctx, level, whole);
   }
   if (getenv("JOURNAL_STREAM"))
     fprintf(stderr, "<%d>%s%s%s\n", level, prefix ? prefix : "",

@@ -32,6 +32,9 @@ long long log_last_problem(char *buf, size_t n, int *level);
 /* Copies the most recent error line (empty if none) into out. */
 void log_last_error(char *out, size_t len);
 
+/* Test hook: every printed line (prefix included) is also handed to fn,
+ * under the log lock (fn must not log). NULL removes it. */
+void log_set_tap(void (*fn)(void *ctx, int level, const char *line), void *ctx);
 #define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_LVL_WARNING, __VA_ARGS__)
 #define log_notice(...) log_msg(LOG_LVL_NOTICE, __VA_ARGS__)

@@ -1,7 +1,7 @@
-/* The exec plugin against the fake host: drop-in files, what the command
- * gets, what the operation reports. */
-#include "fake_api.h"
+/* The exec plugin against the real plugin host (testhost): drop-in files, what
+ * the command gets, what the operation reports. */
 #include "plugin_test_util.h"
+#include "testhost.h"
 
 #include <glib.h>
 #include <glib/gstdio.h>
@@ -15,7 +15,7 @@
 typedef struct env {
   char *dir; /* scratch: scripts and output files */
   char *ops; /* the drop-in directory */
-  fake_host *h;
+  testhost *h;
 } env;
 
 static void env_init(env *e) {
@@ -41,23 +41,23 @@ static char *dropin(env *e, const char *name, const char *text) {
 }
 
 static void load(env *e, const char *const *kv) {
-  e->h = fake_host_new("dev1", NULL);
-  fake_host_set_config(e->h, "dir", e->ops);
+  e->h = testhost_new("dev1", NULL);
+  testhost_set_config(e->h, "dir", e->ops);
   for (; kv && kv[0]; kv += 2)
-    fake_host_set_config(e->h, kv[0], kv[1]);
-  g_assert_cmpint(fake_host_load(e->h, PLUGIN_PATH), ==, C8Y_OK);
+    testhost_set_config(e->h, kv[0], kv[1]);
+  g_assert_cmpint(testhost_load(e->h, PLUGIN_PATH), ==, C8Y_OK);
 }
 
 static void env_free(env *e) {
   if (e->h)
-    fake_host_free(e->h);
+    testhost_free(e->h);
   ptu_rm_rf(e->dir);
   g_free(e->dir);
   g_free(e->ops);
 }
 
 static void expect_log(env *e, const char *part) {
-  if (!fake_host_find_log(e->h, part))
+  if (!testhost_find_log(e->h, part))
     g_error("no log line with '%s'", part);
 }
 
@@ -67,7 +67,7 @@ static void test_no_dir(void) {
   ptu_rm_rf(e.ops);
   load(&e, NULL);
   expect_log(&e, "no operations");
-  g_assert_false(fake_host_has_operation(e.h, "511"));
+  g_assert_false(testhost_has_operation(e.h, "511"));
   env_free(&e);
 }
 
@@ -86,11 +86,11 @@ static void test_arguments_and_environment(void) {
   g_free(dropin(&e, "relays.ini", ini));
   g_free(ini);
   load(&e, NULL);
-  g_assert_true(fake_host_has_operation(e.h, "519"));
-  g_assert_cmpint(fake_host_run_operation(e.h, "519,dev1,OPEN,\"a b\"", 10000),
-                  ==, FAKE_OP_SUCCEEDED);
-  g_assert_cmpuint(fake_host_op_param_count(e.h), ==, 1);
-  g_assert_cmpstr(fake_host_op_param(e.h, 0), ==,
+  g_assert_true(testhost_has_operation(e.h, "519"));
+  g_assert_cmpint(testhost_run_operation(e.h, "519,dev1,OPEN,\"a b\"", 10000),
+                  ==, TESTHOST_OP_SUCCEEDED);
+  g_assert_cmpuint(testhost_op_param_count(e.h), ==, 1);
+  g_assert_cmpstr(testhost_op_param(e.h, 0), ==,
                   "n=3 1=fixed 2=OPEN 3=a b\n"
                   "t=519 f=c8y_RelayArray d=dev1 c=2 e1=OPEN e2=a b");
   g_free(cmd);
@@ -106,9 +106,9 @@ static void test_failure_reports_stderr(void) {
   g_free(dropin(&e, "cmd.ini", ini));
   g_free(ini);
   load(&e, NULL);
-  g_assert_cmpint(fake_host_run_operation(e.h, "511,dev1,xyz", 10000), ==,
-                  FAKE_OP_FAILED);
-  const char *why = fake_host_op_detail(e.h);
+  g_assert_cmpint(testhost_run_operation(e.h, "511,dev1,xyz", 10000), ==,
+                  TESTHOST_OP_FAILED);
+  const char *why = testhost_op_detail(e.h);
   g_assert_nonnull(strstr(why, "7"));
   g_assert_nonnull(strstr(why, "bad value xyz"));
   g_assert_null(strstr(why, "stdout-text"));
@@ -131,16 +131,16 @@ static void test_output_cap_and_no_result(void) {
   g_free(dropin(&e, "b.ini", ini));
   g_free(ini);
   load(&e, (const char *[]){"max_output", "101", NULL});
-  g_assert_cmpint(fake_host_run_operation(e.h, "511,dev1,x", 10000), ==,
-                  FAKE_OP_SUCCEEDED);
-  const char *out = fake_host_op_param(e.h, 0);
+  g_assert_cmpint(testhost_run_operation(e.h, "511,dev1,x", 10000), ==,
+                  TESTHOST_OP_SUCCEEDED);
+  const char *out = testhost_op_param(e.h, 0);
   /* 101 bytes cut back to a character boundary (50 two-byte characters) */
   g_assert_true(g_str_has_suffix(out, "...[truncated]"));
   g_assert_cmpuint(strlen(out), ==, 100 + strlen("...[truncated]"));
   g_assert_true(g_utf8_validate(out, -1, NULL));
-  g_assert_cmpint(fake_host_run_operation(e.h, "518,dev1,OPEN", 10000), ==,
-                  FAKE_OP_SUCCEEDED);
-  g_assert_cmpuint(fake_host_op_param_count(e.h), ==, 0);
+  g_assert_cmpint(testhost_run_operation(e.h, "518,dev1,OPEN", 10000), ==,
+                  TESTHOST_OP_SUCCEEDED);
+  g_assert_cmpuint(testhost_op_param_count(e.h), ==, 0);
   g_free(big);
   env_free(&e);
 }
@@ -155,10 +155,10 @@ static void test_timeout(void) {
   g_free(ini);
   load(&e, NULL);
   /* the agent's backstop is behind the plugin's own timeout */
-  g_assert_cmpuint(fake_host_operation_timeout(e.h, "511"), >, 1000);
-  g_assert_cmpint(fake_host_run_operation(e.h, "511,dev1,x", 15000), ==,
-                  FAKE_OP_FAILED);
-  g_assert_nonnull(strstr(fake_host_op_detail(e.h), "timed out"));
+  g_assert_cmpuint(testhost_operation_timeout(e.h, "511"), >, 1000);
+  g_assert_cmpint(testhost_run_operation(e.h, "511,dev1,x", 15000), ==,
+                  TESTHOST_OP_FAILED);
+  g_assert_nonnull(strstr(testhost_op_detail(e.h), "timed out"));
   g_free(slow);
   env_free(&e);
 }
@@ -216,11 +216,11 @@ static void test_bad_files(void) {
   const char *never[] = {"511", "513", "515", "516", "517",
                          "520", "521", "523", "524", "600"};
   for (size_t i = 0; i < G_N_ELEMENTS(never); i++)
-    if (fake_host_has_operation(e.h, never[i]))
+    if (testhost_has_operation(e.h, never[i]))
       g_error("template %s registered from a bad file", never[i]);
   /* the good file among them still works */
-  g_assert_true(fake_host_has_operation(e.h, "522"));
-  g_assert_null(fake_host_find_log(e.h, "14-ignored"));
+  g_assert_true(testhost_has_operation(e.h, "522"));
+  g_assert_null(testhost_find_log(e.h, "14-ignored"));
   g_free(cmd);
   g_free(plain);
   env_free(&e);
@@ -240,9 +240,9 @@ static void test_custom_message(void) {
   g_free(dropin(&e, "msg.ini", ini));
   g_free(ini);
   load(&e, NULL);
-  g_assert_cmpint(fake_host_deliver_message(e.h, "myxid", "m7,dev1,on"), ==,
+  g_assert_cmpint(testhost_deliver_message(e.h, "myxid", "m7,dev1,on"), ==,
                   C8Y_OK);
-  for (int i = 0; i < 200 && !fake_host_find_log(e.h, "handled"); i++)
+  for (int i = 0; i < 200 && !testhost_find_log(e.h, "handled"); i++)
     g_usleep(20 * 1000);
   expect_log(&e, "message myxid/m7 handled");
   char *text = ptu_read_text(out);
@@ -264,16 +264,16 @@ static void test_user(void) {
   load(&e, NULL);
   if (geteuid() != 0) {
     expect_log(&e, "id.ini:3: user: cannot run the command as 'nobody'");
-    g_assert_false(fake_host_has_operation(e.h, "511"));
+    g_assert_false(testhost_has_operation(e.h, "511"));
   } else {
     struct passwd *pw = getpwnam("nobody");
     g_assert_nonnull(pw);
     /* the script lives in a private tmp dir: let nobody reach it */
     g_assert_cmpint(chmod(e.dir, 0755), ==, 0);
-    g_assert_cmpint(fake_host_run_operation(e.h, "511,dev1,x", 10000), ==,
-                    FAKE_OP_SUCCEEDED);
+    g_assert_cmpint(testhost_run_operation(e.h, "511,dev1,x", 10000), ==,
+                    TESTHOST_OP_SUCCEEDED);
     char *want = g_strdup_printf("%u", (unsigned)pw->pw_uid);
-    g_assert_cmpstr(fake_host_op_param(e.h, 0), ==, want);
+    g_assert_cmpstr(testhost_op_param(e.h, 0), ==, want);
     g_free(want);
   }
   g_free(cmd);

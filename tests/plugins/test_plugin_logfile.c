@@ -1,7 +1,7 @@
-/* Tests of the logfile plugin (118, 522) in the fake host. Runs with TZ=UTC
- * so that times without an offset are deterministic. */
-#include "fake_api.h"
+/* Tests of the logfile plugin (118, 522) in the real plugin host (testhost).
+ * Runs with TZ=UTC so that times without an offset are deterministic. */
 #include "plugin_test_util.h"
+#include "testhost.h"
 
 #include <glib.h>
 #include <glib/gstdio.h>
@@ -18,7 +18,7 @@ typedef struct fixture {
   char *state;
   char *copy; /* where the fake helper copies the uploaded file */
   char *helper;
-  fake_host *h;
+  testhost *h;
 } fixture;
 
 static void fx_setup(fixture *f, gconstpointer data) {
@@ -30,12 +30,12 @@ static void fx_setup(fixture *f, gconstpointer data) {
       ptu_install_script(f->dir, "logfile", "http_helper.sh", "http_helper");
   g_setenv("FAKE_HELPER_COPY", f->copy, TRUE);
   g_unsetenv("FAKE_HELPER_FAIL");
-  f->h = fake_host_new(DEV, f->state);
+  f->h = testhost_new(DEV, f->state);
 }
 
 static void fx_teardown(fixture *f, gconstpointer data) {
   (void)data;
-  fake_host_free(f->h);
+  testhost_free(f->h);
   ptu_rm_rf(f->dir);
   g_free(f->dir);
   g_free(f->state);
@@ -48,22 +48,22 @@ static void load(fixture *f, gboolean with_helper) {
   char *logs = g_strdup_printf(
       "app=%s sys=journal:ssh.service",
       g_test_get_filename(G_TEST_DIST, "data", "logfile", "app.log", NULL));
-  fake_host_set_config(f->h, "logs", logs);
+  testhost_set_config(f->h, "logs", logs);
   if (with_helper)
-    fake_host_set_config(f->h, "http_helper", f->helper);
-  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+    testhost_set_config(f->h, "http_helper", f->helper);
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, 0);
   g_free(logs);
 }
 
 /* Runs a 522 that must succeed; returns the uploaded content. */
 static char *request_ok(fixture *f, const char *params) {
   char *line = g_strdup_printf("522," DEV ",%s", params);
-  fake_op_state st = fake_host_run_operation(f->h, line, OP_WAIT_MS);
-  if (st != FAKE_OP_SUCCEEDED)
-    g_error("%s: %s", line, fake_host_op_detail(f->h));
-  g_assert_cmpstr(fake_host_op_detail(f->h), ==, URL);
-  g_assert_cmpuint(fake_host_op_param_count(f->h), ==, 1);
-  g_assert_cmpstr(fake_host_op_param(f->h, 0), ==, URL);
+  testhost_op_state st = testhost_run_operation(f->h, line, OP_WAIT_MS);
+  if (st != TESTHOST_OP_SUCCEEDED)
+    g_error("%s: %s", line, testhost_op_detail(f->h));
+  g_assert_cmpstr(testhost_op_detail(f->h), ==, URL);
+  g_assert_cmpuint(testhost_op_param_count(f->h), ==, 1);
+  g_assert_cmpstr(testhost_op_param(f->h, 0), ==, URL);
   g_free(line);
   char *got = ptu_read_text(f->copy);
   g_unlink(f->copy);
@@ -72,10 +72,10 @@ static char *request_ok(fixture *f, const char *params) {
 
 static const char *request_fails(fixture *f, const char *params) {
   char *line = g_strdup_printf("522," DEV ",%s", params);
-  g_assert_cmpint(fake_host_run_operation(f->h, line, OP_WAIT_MS), ==,
-                  FAKE_OP_FAILED);
+  g_assert_cmpint(testhost_run_operation(f->h, line, OP_WAIT_MS), ==,
+                  TESTHOST_OP_FAILED);
   g_free(line);
-  return fake_host_op_detail(f->h);
+  return testhost_op_detail(f->h);
 }
 
 /* ---- init -------------------------------------------------------------------
@@ -84,17 +84,19 @@ static const char *request_fails(fixture *f, const char *params) {
 static void test_init(fixture *f, gconstpointer data) {
   (void)data;
   load(f, TRUE);
-  g_assert_true(fake_host_has_operation(f->h, "522"));
-  g_assert_cmpuint(fake_host_line_count(f->h), ==, 1);
-  g_assert_cmpstr(fake_host_line(f->h, 0), ==, "s/us|118,app,sys");
+  g_assert_true(testhost_has_operation(f->h, "522"));
+  g_assert_cmpuint(testhost_line_count(f->h), ==, 1);
+  g_assert_cmpstr(testhost_line(f->h, 0), ==, "s/us|118,app,sys");
 }
 
 static void test_init_without_helper(fixture *f, gconstpointer data) {
   (void)data;
+  /* The real agent always offers upload: "no upload" is an ABI 1.0 agent. */
+  testhost_set_abi_1_0(f->h);
   load(f, FALSE);
-  g_assert_false(fake_host_has_operation(f->h, "522"));
-  g_assert_nonnull(fake_host_find_log(f->h, "needs HTTP"));
-  g_assert_cmpstr(fake_host_find_line(f->h, "118,"), ==, "s/us|118,app,sys");
+  g_assert_false(testhost_has_operation(f->h, "522"));
+  g_assert_nonnull(testhost_find_log(f->h, "needs HTTP"));
+  g_assert_cmpstr(testhost_find_line(f->h, "118,"), ==, "s/us|118,app,sys");
 }
 
 static void test_bad_config(fixture *f, gconstpointer data) {
@@ -117,19 +119,19 @@ static void test_bad_config(fixture *f, gconstpointer data) {
        "path expected)"},
   };
   for (size_t i = 0; i < G_N_ELEMENTS(keys); i++) {
-    fake_host_free(f->h);
-    f->h = fake_host_new(DEV, f->state);
-    fake_host_set_config(f->h, "logs", "app=/var/log/app.log");
-    fake_host_set_config(f->h, keys[i].key, keys[i].value);
-    g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
-    g_assert_nonnull(fake_host_find_log(f->h, keys[i].why));
+    testhost_free(f->h);
+    f->h = testhost_new(DEV, f->state);
+    testhost_set_config(f->h, "logs", "app=/var/log/app.log");
+    testhost_set_config(f->h, keys[i].key, keys[i].value);
+    g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
+    g_assert_nonnull(testhost_find_log(f->h, keys[i].why));
   }
   for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
-    fake_host_free(f->h);
-    f->h = fake_host_new(DEV, f->state);
-    fake_host_set_config(f->h, "logs", cases[i].logs);
-    g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
-    g_assert_nonnull(fake_host_find_log(f->h, cases[i].why));
+    testhost_free(f->h);
+    f->h = testhost_new(DEV, f->state);
+    testhost_set_config(f->h, "logs", cases[i].logs);
+    g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
+    g_assert_nonnull(testhost_find_log(f->h, cases[i].why));
   }
 }
 
@@ -195,9 +197,9 @@ static void test_syslog_times(fixture *f, gconstpointer data) {
                                old, in);
   ptu_write_text(path, text);
   char *logs = g_strdup_printf("syslog=%s", path);
-  fake_host_set_config(f->h, "logs", logs);
-  fake_host_set_config(f->h, "http_helper", f->helper);
-  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  testhost_set_config(f->h, "logs", logs);
+  testhost_set_config(f->h, "http_helper", f->helper);
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, 0);
   char *params = g_strdup_printf("syslog,%s,%s,,", from, to);
   char *got = request_ok(f, params);
   char *want = g_strdup_printf("%s host a: in window\nno time at all\n", in);
@@ -215,7 +217,10 @@ static void test_keeps_newest_extracts(fixture *f, gconstpointer data) {
   load(f, TRUE);
   for (int i = 0; i < 7; i++)
     g_free(request_ok(f, "app,,,,1"));
-  GDir *d = g_dir_open(f->state, 0, NULL);
+  /* The real host gives each plugin <state_dir>/plugins/<name>. */
+  char *pdir = g_build_filename(f->state, "plugins", "logfile", NULL);
+  GDir *d = g_dir_open(pdir, 0, NULL);
+  g_free(pdir);
   g_assert_nonnull(d);
   const char *name;
   int n = 0;
@@ -254,9 +259,9 @@ static void test_failures(fixture *f, gconstpointer data) {
 
 static void test_missing_file(fixture *f, gconstpointer data) {
   (void)data;
-  fake_host_set_config(f->h, "logs", "gone=/nonexistent/c8y-test.log");
-  fake_host_set_config(f->h, "http_helper", f->helper);
-  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  testhost_set_config(f->h, "logs", "gone=/nonexistent/c8y-test.log");
+  testhost_set_config(f->h, "http_helper", f->helper);
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, 0);
   g_assert_cmpstr(request_fails(f, "gone,,,,10"), ==,
                   "cannot open /nonexistent/c8y-test.log: No such file or "
                   "directory");
@@ -324,30 +329,30 @@ static void test_journal(fixture *f, gconstpointer data) {
 /* SDK 1.1: without a helper the agent uploads; the result is its URL. */
 static void test_upload_through_agent(fixture *f, gconstpointer data) {
   (void)data;
-  fake_host_enable_transfers(f->h);
+  testhost_enable_transfers(f->h);
   load(f, FALSE);
-  g_assert_true(fake_host_has_operation(f->h, "522"));
-  fake_op_state st =
-      fake_host_run_operation(f->h, "522," DEV ",app,,,disk,10", OP_WAIT_MS);
-  g_assert_cmpint(st, ==, FAKE_OP_SUCCEEDED);
-  g_assert_cmpstr(fake_host_op_detail(f->h), ==, "fake://binaries/1");
-  g_assert_cmpuint(fake_host_upload_count(f->h), ==, 1);
-  g_assert_cmpstr(fake_host_upload_field(f->h, 0, "type"), ==, "c8y_Logfile");
-  g_assert_cmpstr(fake_host_upload_field(f->h, 0, "child"), ==, "");
-  g_assert_cmpstr(fake_host_upload_field(f->h, 0, "content_type"), ==,
+  g_assert_true(testhost_has_operation(f->h, "522"));
+  testhost_op_state st =
+      testhost_run_operation(f->h, "522," DEV ",app,,,disk,10", OP_WAIT_MS);
+  g_assert_cmpint(st, ==, TESTHOST_OP_SUCCEEDED);
+  g_assert_cmpstr(testhost_op_detail(f->h), ==, "testhost://binaries/1");
+  g_assert_cmpuint(testhost_upload_count(f->h), ==, 1);
+  g_assert_cmpstr(testhost_upload_field(f->h, 0, "type"), ==, "c8y_Logfile");
+  g_assert_cmpstr(testhost_upload_field(f->h, 0, "child"), ==, "");
+  g_assert_cmpstr(testhost_upload_field(f->h, 0, "content_type"), ==,
                   "text/plain");
   g_assert_true(
-      g_str_has_prefix(fake_host_upload_field(f->h, 0, "file_name"), "app-"));
-  const char *content = fake_host_upload_field(f->h, 0, "content");
+      g_str_has_prefix(testhost_upload_field(f->h, 0, "file_name"), "app-"));
+  const char *content = testhost_upload_field(f->h, 0, "content");
   g_assert_nonnull(strstr(content, "ERROR disk low"));
   g_assert_nonnull(strstr(content, "ERROR disk full"));
   g_assert_null(strstr(content, "service started"));
   /* an upload failure fails the operation with the agent's reason */
-  fake_host_fail_transfers(f->h, C8Y_EHTTP,
-                           "HTTP 403 from t1.example.com: access denied");
-  st = fake_host_run_operation(f->h, "522," DEV ",app,,,disk,10", OP_WAIT_MS);
-  g_assert_cmpint(st, ==, FAKE_OP_FAILED);
-  g_assert_cmpstr(fake_host_op_detail(f->h), ==,
+  testhost_fail_transfers(f->h, C8Y_EHTTP,
+                          "HTTP 403 from t1.example.com: access denied");
+  st = testhost_run_operation(f->h, "522," DEV ",app,,,disk,10", OP_WAIT_MS);
+  g_assert_cmpint(st, ==, TESTHOST_OP_FAILED);
+  g_assert_cmpstr(testhost_op_detail(f->h), ==,
                   "upload of log 'app' failed: HTTP 403 from t1.example.com: "
                   "access denied");
 }

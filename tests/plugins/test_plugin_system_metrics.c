@@ -1,7 +1,8 @@
-/* The system_metrics plugin against the fake host, with /proc fixtures from
- * tests/plugins/data/system_metrics/{a,b} (b is a later reading than a). */
-#include "fake_api.h"
+/* The system_metrics plugin against the real plugin host (testhost), with /proc
+ * fixtures from tests/plugins/data/system_metrics/{a,b} (b is a later reading
+ * than a). */
 #include "plugin_test_util.h"
+#include "testhost.h"
 
 #include <glib.h>
 #include <glib/gstdio.h>
@@ -13,7 +14,7 @@
 
 typedef struct fx {
   char *dir, *proc;
-  fake_host *h;
+  testhost *h;
 } fx;
 
 static void put(const char *proc, const char *snapshot, const char *rel) {
@@ -44,19 +45,19 @@ static void fx_setup(fx *f, gconstpointer data) {
   g_assert_cmpint(g_mkdir_with_parents(net, 0700), ==, 0);
   g_free(net);
   snapshot(f, "a");
-  f->h = fake_host_new("dev1", NULL);
-  fake_host_set_config(f->h, "proc_root", f->proc);
+  f->h = testhost_new("dev1", NULL);
+  testhost_set_config(f->h, "proc_root", f->proc);
 }
 
 static void fx_teardown(fx *f, gconstpointer data) {
-  fake_host_free(f->h);
+  testhost_free(f->h);
   ptu_rm_rf(f->dir);
   g_free(f->proc);
   g_free(f->dir);
 }
 
-static void assert_line(fake_host *h, size_t i, const char *body_re) {
-  const char *line = fake_host_line(h, i);
+static void assert_line(testhost *h, size_t i, const char *body_re) {
+  const char *line = testhost_line(h, i);
   g_assert_nonnull(line);
   char *re =
       g_strdup_printf("^s/us\\|201,c8y_SystemMetrics,%s,%s$", TIME_RE, body_re);
@@ -66,31 +67,31 @@ static void assert_line(fake_host *h, size_t i, const char *body_re) {
 }
 
 static void test_registers(fx *f, gconstpointer data) {
-  fake_host_set_config(f->h, "interval", "15");
-  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_OK);
-  g_assert_cmpuint(fake_host_producer_count(f->h), ==, 1);
-  g_assert_cmpstr(fake_host_producer_name(f->h, 0), ==, "system_metrics");
-  g_assert_cmpuint(fake_host_producer_interval(f->h, 0), ==, 15000);
-  fake_host_unload(f->h);
-  fake_host *h = fake_host_new("dev1", NULL);
-  g_assert_cmpint(fake_host_load(h, PLUGIN_PATH), ==, C8Y_OK);
-  g_assert_cmpuint(fake_host_producer_interval(h, 0), ==, 60000);
-  fake_host_free(h);
+  testhost_set_config(f->h, "interval", "15");
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_OK);
+  g_assert_cmpuint(testhost_producer_count(f->h), ==, 1);
+  g_assert_cmpstr(testhost_producer_name(f->h, 0), ==, "system_metrics");
+  g_assert_cmpuint(testhost_producer_interval(f->h, 0), ==, 15000);
+  testhost_unload(f->h);
+  testhost *h = testhost_new("dev1", NULL);
+  g_assert_cmpint(testhost_load(h, PLUGIN_PATH), ==, C8Y_OK);
+  g_assert_cmpuint(testhost_producer_interval(h, 0), ==, 60000);
+  testhost_free(h);
 }
 
 /* First reading primes CPU and network; the second one has rates computed
  * from the fixture deltas (10 s of uptime apart). */
 static void test_two_readings(fx *f, gconstpointer data) {
-  fake_host_set_config(f->h, "disk", "false");
-  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_OK);
-  g_assert_cmpint(fake_host_run_producer(f->h, "system_metrics"), ==, C8Y_OK);
-  g_assert_cmpuint(fake_host_line_count(f->h), ==, 1);
+  testhost_set_config(f->h, "disk", "false");
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_OK);
+  g_assert_cmpint(testhost_run_producer(f->h, "system_metrics"), ==, C8Y_OK);
+  g_assert_cmpuint(testhost_line_count(f->h), ==, 1);
   assert_line(f->h, 0,
               "c8y_Memory,used_percent,25,%,c8y_Memory,used,1953\\.13,MB,"
               "c8y_Memory,total,7812\\.5,MB,c8y_Uptime,uptime,1000,s");
   snapshot(f, "b");
-  g_assert_cmpint(fake_host_run_producer(f->h, "system_metrics"), ==, C8Y_OK);
-  g_assert_cmpuint(fake_host_line_count(f->h), ==, 2);
+  g_assert_cmpint(testhost_run_producer(f->h, "system_metrics"), ==, C8Y_OK);
+  g_assert_cmpuint(testhost_line_count(f->h), ==, 2);
   /* cpu: busy 800 of 1500 jiffies; eth0: +100000/+20000 B in 10 s; lo is
    * left out when no interfaces are configured. */
   assert_line(f->h, 1,
@@ -108,13 +109,13 @@ static void test_selected_interface(fx *f, gconstpointer data) {
                           {"cpu", "0"},
                           {"interfaces", "lo eth0 eth9"}};
   for (size_t i = 0; i < G_N_ELEMENTS(cfg); i++)
-    fake_host_set_config(f->h, cfg[i][0], cfg[i][1]);
-  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_OK);
-  g_assert_cmpint(fake_host_run_producer(f->h, "system_metrics"), ==, C8Y_OK);
-  g_assert_cmpuint(fake_host_line_count(f->h), ==, 0);
-  g_assert_nonnull(fake_host_find_log(f->h, "interfaces: eth9"));
+    testhost_set_config(f->h, cfg[i][0], cfg[i][1]);
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_OK);
+  g_assert_cmpint(testhost_run_producer(f->h, "system_metrics"), ==, C8Y_OK);
+  g_assert_cmpuint(testhost_line_count(f->h), ==, 0);
+  g_assert_nonnull(testhost_find_log(f->h, "interfaces: eth9"));
   snapshot(f, "b");
-  g_assert_cmpint(fake_host_run_producer(f->h, "system_metrics"), ==, C8Y_OK);
+  g_assert_cmpint(testhost_run_producer(f->h, "system_metrics"), ==, C8Y_OK);
   assert_line(f->h, 0,
               "c8y_Network,lo_rx,2222\\.2,B/s,c8y_Network,lo_tx,2222\\.2,B/s,"
               "c8y_Network,eth0_rx,10000,B/s,c8y_Network,eth0_tx,2000,B/s");
@@ -122,23 +123,23 @@ static void test_selected_interface(fx *f, gconstpointer data) {
 
 /* A counter that went backwards (interface recreated) is not a rate. */
 static void test_counter_reset(fx *f, gconstpointer data) {
-  fake_host_set_config(f->h, "interfaces", "eth0");
-  fake_host_set_config(f->h, "memory", "false");
-  fake_host_set_config(f->h, "disk", "false");
-  fake_host_set_config(f->h, "uptime", "false");
-  fake_host_set_config(f->h, "cpu", "false");
+  testhost_set_config(f->h, "interfaces", "eth0");
+  testhost_set_config(f->h, "memory", "false");
+  testhost_set_config(f->h, "disk", "false");
+  testhost_set_config(f->h, "uptime", "false");
+  testhost_set_config(f->h, "cpu", "false");
   snapshot(f, "b");
-  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_OK);
-  g_assert_cmpint(fake_host_run_producer(f->h, "system_metrics"), ==, C8Y_OK);
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_OK);
+  g_assert_cmpint(testhost_run_producer(f->h, "system_metrics"), ==, C8Y_OK);
   put(f->proc, "a", "net/dev"); /* lower counters */
   char *up = g_build_filename(f->proc, "uptime", NULL);
   g_assert_true(g_file_set_contents(up, "1020.00 0\n", -1, NULL));
-  g_assert_cmpint(fake_host_run_producer(f->h, "system_metrics"), ==, C8Y_OK);
-  g_assert_cmpuint(fake_host_line_count(f->h), ==, 0);
+  g_assert_cmpint(testhost_run_producer(f->h, "system_metrics"), ==, C8Y_OK);
+  g_assert_cmpuint(testhost_line_count(f->h), ==, 0);
   put(f->proc, "b", "net/dev");
   g_assert_true(g_file_set_contents(up, "1030.00 0\n", -1, NULL));
   g_free(up);
-  g_assert_cmpint(fake_host_run_producer(f->h, "system_metrics"), ==, C8Y_OK);
+  g_assert_cmpint(testhost_run_producer(f->h, "system_metrics"), ==, C8Y_OK);
   /* One interface gives two samples: a 201 line. */
   assert_line(f->h, 0,
               "c8y_Network,eth0_rx,10000,B/s,c8y_Network,eth0_tx,2000,B/s");
@@ -160,11 +161,11 @@ static void test_disk(fx *f, gconstpointer data) {
                           {"network", "false"},
                           {"mounts", " /  /tmp /nonexistent-mount "}};
   for (size_t i = 0; i < G_N_ELEMENTS(cfg); i++)
-    fake_host_set_config(f->h, cfg[i][0], cfg[i][1]);
-  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_OK);
-  g_assert_cmpint(fake_host_run_producer(f->h, "system_metrics"), ==, C8Y_OK);
-  g_assert_nonnull(fake_host_find_log(f->h, "mounts: /nonexistent-mount"));
-  const char *line = fake_host_line(f->h, 0);
+    testhost_set_config(f->h, cfg[i][0], cfg[i][1]);
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_OK);
+  g_assert_cmpint(testhost_run_producer(f->h, "system_metrics"), ==, C8Y_OK);
+  g_assert_nonnull(testhost_find_log(f->h, "mounts: /nonexistent-mount"));
+  const char *line = testhost_line(f->h, 0);
   g_assert_nonnull(line);
   assert_line(f->h, 0,
               "c8y_Disk,root_used_percent,[0-9.]+,%,c8y_Disk,root_free,"
@@ -183,19 +184,19 @@ static void test_disk(fx *f, gconstpointer data) {
 }
 
 static void test_real_proc(fx *f, gconstpointer data) {
-  fake_host *h = fake_host_new("dev1", NULL);
-  g_assert_cmpint(fake_host_load(h, PLUGIN_PATH), ==, C8Y_OK);
-  g_assert_cmpint(fake_host_run_producer(h, "system_metrics"), ==, C8Y_OK);
+  testhost *h = testhost_new("dev1", NULL);
+  g_assert_cmpint(testhost_load(h, PLUGIN_PATH), ==, C8Y_OK);
+  g_assert_cmpint(testhost_run_producer(h, "system_metrics"), ==, C8Y_OK);
   g_usleep(200 * 1000);
-  g_assert_cmpint(fake_host_run_producer(h, "system_metrics"), ==, C8Y_OK);
-  const char *line = fake_host_line(h, 1);
+  g_assert_cmpint(testhost_run_producer(h, "system_metrics"), ==, C8Y_OK);
+  const char *line = testhost_line(h, 1);
   g_assert_nonnull(line);
   double mem = field_value(line, "used_percent");
   g_assert_cmpfloat(mem, >, 0.0);
   g_assert_cmpfloat(mem, <=, 100.0);
   g_assert_cmpfloat(field_value(line, "uptime"), >, 0.0);
   g_assert_nonnull(strstr(line, ",c8y_Disk,root_free,"));
-  fake_host_free(h);
+  testhost_free(h);
 }
 
 static void test_bad_config(fx *f, gconstpointer data) {
@@ -209,13 +210,13 @@ static void test_bad_config(fx *f, gconstpointer data) {
       {"network", "2", "network: "},
   };
   for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
-    fake_host *h = fake_host_new("dev1", NULL);
-    fake_host_set_config(h, bad[i][0], bad[i][1]);
-    g_assert_cmpint(fake_host_load(h, PLUGIN_PATH), ==, C8Y_EINVAL);
-    if (!fake_host_find_log(h, bad[i][2]))
+    testhost *h = testhost_new("dev1", NULL);
+    testhost_set_config(h, bad[i][0], bad[i][1]);
+    g_assert_cmpint(testhost_load(h, PLUGIN_PATH), ==, C8Y_EINVAL);
+    if (!testhost_find_log(h, bad[i][2]))
       g_error("%s=%s: no log with '%s'", bad[i][0], bad[i][1], bad[i][2]);
-    g_assert_cmpuint(fake_host_producer_count(h), ==, 0);
-    fake_host_free(h);
+    g_assert_cmpuint(testhost_producer_count(h), ==, 0);
+    testhost_free(h);
   }
 }
 
