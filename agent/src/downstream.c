@@ -1,0 +1,55 @@
+#include "downstream.h"
+
+#include "log.h"
+#include "plugin.h"
+#include "smartrest.h"
+
+#include <string.h>
+
+/* s/dc/<xid>: each record goes to the plugin that owns its message id. */
+static void custom_records(const downstream *d, const char *topic,
+                           const char *payload, size_t len) {
+  const char *xid = topic + 5;
+  sr_records recs;
+  if (sr_decode(payload, len, &recs) != 0)
+    return;
+  for (size_t i = 0; i < recs.count; i++) {
+    sr_record *r = &recs.items[i];
+    if (r->error) {
+      log_warning("%s record %zu: %s; ignored", topic, r->line, r->error);
+      continue;
+    }
+    reg_message *m = registry_find_message(d->reg, xid, r->fields[0]);
+    if (!m) {
+      log_info("%s: no handler for message id %s", topic, r->fields[0]);
+      continue;
+    }
+    /* The job takes the fields. */
+    plugin_queue_message(m->plugin, m, r->fields, r->nfields);
+    r->fields = NULL;
+    r->nfields = 0;
+  }
+  sr_records_free(&recs);
+}
+
+void downstream_handle(const downstream *d, const char *topic,
+                       const char *payload, size_t len) {
+  if (strcmp(topic, "s/ds") == 0) {
+    ops_handle_payload(d->ops, payload, len);
+    return;
+  }
+  if (strcmp(topic, "s/dat") == 0) {
+    if (strncmp(payload, "71,", 3) == 0)
+      http_token_received(d->http, payload + 3);
+    return;
+  }
+  if (strcmp(topic, "s/e") == 0) {
+    log_warning("Cumulocity reported an error on s/e: %s", payload);
+    return;
+  }
+  if (strncmp(topic, "s/dc/", 5) == 0) {
+    custom_records(d, topic, payload, len);
+    return;
+  }
+  log_debug("message on unexpected topic %s ignored", topic);
+}

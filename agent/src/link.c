@@ -1,0 +1,699 @@
+#include "link.h"
+
+#include "clock.h"
+#include "fsutil.h"
+#include "log.h"
+#include "netdiag.h"
+#include "proto.h"
+#include "session.h"
+#include "smartrest.h"
+#include "sockopt.h"
+#include "x509.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#ifndef C8Y_VERSION
+#define C8Y_VERSION "0.0.0"
+#endif
+
+#define MAX_PAYLOAD 16000
+#define MAX_INFLIGHT 8 /* batches; Paho's own window is larger */
+/* Publish id of the liveness probe; queue batch ids never get this high. */
+#define PROBE_ID UINT64_MAX
+/* Queue tags of the registration lines and the 500 of one connect (two per
+ * connect); operation tags (journal ids) never get this high. */
+#define ANNOUNCE_TAG_BASE (UINT64_C(1) << 62)
+/* Batches the broker can never take are kept here for an operator. */
+#define REJECTED_FILE "rejected.log"
+#define REJECTED_MAX_BYTES (1024 * 1024)
+
+enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_UP };
+enum ev_kind {
+  EV_CONNECTED,
+  EV_CONNECT_FAILED,
+  EV_LOST,
+  EV_MESSAGE,
+  EV_DELIVERED
+};
+
+typedef struct event {
+  struct event *next;
+  enum ev_kind kind;
+  int code;
+  bool ok;
+  uint64_t id;
+  char *topic;
+  char *text; /* payload or message */
+  size_t len;
+} event;
+
+typedef struct inflight {
+  uint64_t id;
+  uint64_t *tags;
+  size_t ntags;
+} inflight;
+
+struct link_ctx {
+  const agent_config *cfg;
+  outq *q;
+  ops *ops;
+  registry *reg;
+  const char *queue_dir;
+  const bool *running;
+  int max_auth_failures;
+  link_host host;
+  session *sess;
+
+  pthread_mutex_t evmu;
+  event *ev_head, *ev_tail;
+
+  enum link_state state;
+  long long reconnect_at;
+  int attempt;
+  int auth_failures;
+  inflight window[MAX_INFLIGHT];
+  size_t ninflight;
+  uint64_t announce_gen;  /* connects so far */
+  uint64_t reg_tag;       /* registration lines of this connect */
+  uint64_t pending_tag;   /* the 500 of this connect */
+  size_t reg_unacked;     /* registration lines not yet acknowledged */
+  bool pending_requested; /* this connect's 500 is queued */
+  long long last_inbound; /* last PUBACK or message from the broker */
+  long long probe_sent;   /* 0 = no probe outstanding */
+  bool dropping;          /* session_drop issued, waiting for the loss */
+};
+
+/* ---- events from Paho threads ---- */
+
+static void post(link_ctx *l, event *e) {
+  pthread_mutex_lock(&l->evmu);
+  if (l->ev_tail)
+    l->ev_tail->next = e;
+  else
+    l->ev_head = e;
+  l->ev_tail = e;
+  pthread_mutex_unlock(&l->evmu);
+  l->host.wake(l->host.ctx);
+}
+
+static event *new_event(enum ev_kind kind) {
+  event *e = calloc(1, sizeof *e);
+  if (e)
+    e->kind = kind;
+  return e;
+}
+
+static void cb_connected(void *ctx) {
+  event *e = new_event(EV_CONNECTED);
+  if (e)
+    post(ctx, e);
+}
+
+static void cb_connect_failed(void *ctx, int code, const char *msg) {
+  event *e = new_event(EV_CONNECT_FAILED);
+  if (!e)
+    return;
+  e->code = code;
+  e->text = msg ? strdup(msg) : NULL;
+  post(ctx, e);
+}
+
+static void cb_lost(void *ctx, const char *cause) {
+  event *e = new_event(EV_LOST);
+  if (!e)
+    return;
+  e->text = strdup(cause);
+  post(ctx, e);
+}
+
+static void cb_message(void *ctx, const char *topic, const char *payload,
+                       size_t len) {
+  event *e = new_event(EV_MESSAGE);
+  if (!e)
+    return;
+  e->topic = strdup(topic);
+  e->text = malloc(len + 1);
+  if (!e->topic || !e->text) {
+    free(e->topic);
+    free(e->text);
+    free(e);
+    log_error("out of memory: dropped a message on %s", topic);
+    return;
+  }
+  memcpy(e->text, payload, len);
+  e->text[len] = 0;
+  e->len = len;
+  post(ctx, e);
+}
+
+static void cb_delivered(void *ctx, uint64_t id, bool ok) {
+  event *e = new_event(EV_DELIVERED);
+  if (!e)
+    return;
+  e->id = id;
+  e->ok = ok;
+  post(ctx, e);
+}
+
+/* ---- connect sequence ---- */
+
+/* DMI field, or NULL when unset: firmware fills unset fields with
+ * placeholders. */
+static char *read_dmi(const char *field) {
+  char path[128];
+  snprintf(path, sizeof path, "/sys/class/dmi/id/%s", field);
+  char *v = fsu_read_first_line(path);
+  if (v && (strcmp(v, "None") == 0 || strstr(v, "To Be Filled") != NULL ||
+            strcmp(v, "Default string") == 0)) {
+    free(v);
+    v = NULL;
+  }
+  return v;
+}
+
+/* Registration goes through the queue like everything else: packed (1000
+ * children's 101 lines take a handful of publishes), in order, confirmed,
+ * and retried after a loss. Volatile: it is rebuilt on every connect. */
+static size_t queue_announce(link_ctx *l, const char *topic,
+                             const char *const *fields, size_t n) {
+  sr_buf b;
+  sr_buf_init(&b);
+  size_t queued = 0;
+  if (sr_encode_line(&b, fields, n) == 0 &&
+      outq_push(l->q, OUTQ_INVENTORY, topic, b.data, l->reg_tag,
+                OUTQ_VOLATILE) == 0)
+    queued = 1;
+  else
+    log_error("cannot queue the registration line '%.40s' for %s",
+              b.data ? b.data : fields[0], topic);
+  sr_buf_free(&b);
+  return queued;
+}
+
+static size_t queue_supported(link_ctx *l, const char *topic,
+                              const char *supported) {
+  if (!supported || !*supported)
+    return 0;
+  size_t n = strlen(supported) + 8;
+  char *line = malloc(n);
+  size_t queued = 0;
+  if (line) {
+    snprintf(line, n, "114,%s", supported);
+    queued = outq_push(l->q, OUTQ_INVENTORY, topic, line, l->reg_tag,
+                       OUTQ_VOLATILE) == 0;
+    free(line);
+  }
+  return queued;
+}
+
+/* s/ds and the custom collections: downstream QoS is the subscription's. */
+static int downstream_qos(const link_ctx *l) {
+  return l->cfg->qos == 2 ? 2 : 1;
+}
+
+/* Every registration line was acknowledged: now the device exists with its
+ * capabilities, so subscribe and ask for the pending operations. */
+static void request_operations(link_ctx *l) {
+  int qos = downstream_qos(l);
+  session_subscribe(l->sess, "s/ds", qos);
+  const char **xids;
+  size_t nx = registry_xids(l->reg, &xids);
+  for (size_t i = 0; i < nx; i++) {
+    char topic[300];
+    snprintf(topic, sizeof topic, "s/dc/%s", xids[i]);
+    session_subscribe(l->sess, topic, qos);
+  }
+  free(xids);
+  if (outq_push(l->q, OUTQ_OPSTATUS, "s/us", "500", l->pending_tag,
+                OUTQ_VOLATILE) != 0)
+    log_error("cannot queue the 500 request for pending operations");
+  l->pending_requested = true;
+  l->host.wake(l->host.ctx);
+}
+
+/* 100, 110, 122, children (101, then each child's 114), 114, 117 on every
+ * connect, because Cumulocity keeps no session state (clean session); then
+ * request_operations once all of it is acknowledged. */
+static void announce(link_ctx *l) {
+  const agent_config *c = l->cfg;
+  l->announce_gen++;
+  l->reg_tag = ANNOUNCE_TAG_BASE + 2 * l->announce_gen;
+  l->pending_tag = l->reg_tag + 1;
+  l->pending_requested = false;
+  size_t n = 0;
+  const char *dev[] = {"100", c->device_name, c->device_type};
+  n += queue_announce(l, "s/us", dev, 3);
+
+  char *serial =
+      c->hw_serial ? strdup(c->hw_serial) : read_dmi("product_serial");
+  char *model = c->hw_model ? strdup(c->hw_model) : read_dmi("product_name");
+  char *rev =
+      c->hw_revision ? strdup(c->hw_revision) : read_dmi("product_version");
+  struct utsname u;
+  char machine[200] = "Linux";
+  if (uname(&u) == 0)
+    snprintf(machine, sizeof machine, "Linux %s", u.machine);
+  const char *hw[] = {"110", serial ? serial : c->device_id,
+                      model ? model : machine, rev ? rev : ""};
+  n += queue_announce(l, "s/us", hw, 4);
+  free(serial);
+  free(model);
+  free(rev);
+
+  const char *agent_info[] = {"122", "c8y-agent", C8Y_VERSION, "",
+                              "c8y-agent project"};
+  n += queue_announce(l, "s/us", agent_info, 5);
+
+  for (size_t i = 0; i < l->reg->nchildren; i++) {
+    reg_child *ch = l->reg->children[i];
+    const char *f[] = {"101", ch->id, ch->name, ch->type};
+    n += queue_announce(l, "s/us", f, 4);
+  }
+  char *supported = registry_supported_operations(l->reg);
+  n += queue_supported(l, "s/us", supported);
+  free(supported);
+  char expiry[600];
+  if (c->cert_file && c->cert_warn_days > 0 &&
+      x509_expiry_line(c->cert_file, c->cert_warn_days, expiry,
+                       sizeof expiry) == 0) {
+    /* An alarm (raised or cleared), not registration: the 500 does not
+     * wait for it. */
+    char id[4] = {expiry[0], expiry[1], expiry[2], 0};
+    if (outq_push(l->q, proto_class(id), "s/us", expiry, 0, OUTQ_VOLATILE) != 0)
+      log_error("cannot queue the certificate expiry line");
+  }
+  if (c->required_interval > 0) {
+    char interval[32];
+    snprintf(interval, sizeof interval, "%d", c->required_interval);
+    const char *f[] = {"117", interval};
+    n += queue_announce(l, "s/us", f, 2);
+  }
+  for (size_t i = 0; i < l->reg->nchildren; i++) {
+    reg_child *ch = l->reg->children[i];
+    char topic[300];
+    snprintf(topic, sizeof topic, "s/us/%s", ch->id);
+    char *child_ops = registry_child_supported_operations(l->reg, ch);
+    n += queue_supported(l, topic, child_ops);
+    free(child_ops);
+  }
+  l->reg_unacked = n;
+  log_info("registration: %zu lines queued (%zu children)", n,
+           l->reg->nchildren);
+  session_subscribe(l->sess, "s/e", 0);
+  session_subscribe(l->sess, "s/dat", 0); /* JWT for REST calls */
+  if (n == 0)
+    request_operations(l);
+}
+
+/* Acknowledged tags that belong to the connect sequence, not operations. */
+static bool announce_acked(link_ctx *l, uint64_t tag) {
+  if (tag < ANNOUNCE_TAG_BASE)
+    return false;
+  if (tag == l->reg_tag && l->reg_unacked > 0 && --l->reg_unacked == 0) {
+    log_info("registration acknowledged; requesting pending operations");
+    request_operations(l);
+  } else if (tag == l->pending_tag) {
+    ops_on_pending_requested(l->ops, clock_mono_ms());
+  }
+  return true;
+}
+
+/* ---- queue draining ---- */
+
+/* A topic the broker would answer with a protocol error (wildcards) or
+ * Paho refuses (not UTF-8): such a batch could never leave the queue. */
+static bool publishable_topic(const char *t) {
+  if (!*t || strpbrk(t, "+#"))
+    return false;
+  const unsigned char *p = (const unsigned char *)t;
+  while (*p) {
+    int extra = *p < 0x80             ? 0
+                : (*p & 0xE0) == 0xC0 ? 1
+                : (*p & 0xF0) == 0xE0 ? 2
+                : (*p & 0xF8) == 0xF0 ? 3
+                                      : -1;
+    if (extra < 0 || *p < 0x20 || *p == 0x7F)
+      return false;
+    p++;
+    for (int i = 0; i < extra; i++, p++)
+      if ((*p & 0xC0) != 0x80)
+        return false;
+  }
+  return true;
+}
+
+/* Sets an undeliverable batch aside (appended to rejected.log in the queue
+ * directory, capped) so it never blocks what is queued behind it. */
+static void set_aside(link_ctx *l, outq_batch *b, const char *why) {
+  log_error("batch of %zu lines for topic '%s' can never be published (%s): "
+            "set aside in %s/%s; first line: %.80s",
+            b->nlines, b->topic, why, l->queue_dir, REJECTED_FILE, b->payload);
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", l->queue_dir, REJECTED_FILE);
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  struct stat st;
+  if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size < REJECTED_MAX_BYTES) {
+    dprintf(fd, "# %s: %s\n%s\n", b->topic, why, b->payload);
+  }
+  if (fd >= 0)
+    close(fd);
+  outq_ack(l->q, b->id);
+  for (size_t k = 0; k < b->ntags; k++)
+    if (!announce_acked(l, b->tags[k]))
+      ops_on_acked(l->ops, b->tags[k], *l->running);
+}
+
+/* Statuses, 500 and registration need their acknowledgement: QoS >= 1
+ * whatever [c8y] qos says for data. */
+static int publish_qos(const link_ctx *l, outq_class cls) {
+  if ((cls == OUTQ_OPSTATUS || cls == OUTQ_INVENTORY) && l->cfg->qos < 1)
+    return 1;
+  return l->cfg->qos;
+}
+
+void link_drain(link_ctx *l) {
+  if (!l)
+    return;
+  while (l->state == LINK_UP && l->ninflight < MAX_INFLIGHT) {
+    outq_batch b;
+    if (outq_take(l->q, MAX_PAYLOAD, &b) != 1)
+      break;
+    if (!l->pending_requested && b.cls == OUTQ_MEASUREMENT) {
+      /* A measurement backlog must not fill the window (and a slow link)
+       * ahead of the 500 that follows the registration. */
+      outq_nack(l->q, b.id);
+      outq_batch_free(&b);
+      break;
+    }
+    int rc = publishable_topic(b.topic)
+                 ? session_publish(l->sess, b.topic, b.payload, b.len,
+                                   publish_qos(l, b.cls), b.id)
+                 : C8Y_EINVAL;
+    if (rc == C8Y_EINVAL) {
+      set_aside(l, &b, "invalid topic or payload");
+      outq_batch_free(&b);
+      continue;
+    }
+    if (rc != 0) {
+      outq_nack(l->q, b.id);
+      outq_batch_free(&b);
+      break;
+    }
+    inflight *slot = &l->window[l->ninflight++];
+    slot->id = b.id;
+    slot->tags = b.tags;
+    slot->ntags = b.ntags;
+    b.tags = NULL;
+    b.ntags = 0;
+    outq_batch_free(&b);
+  }
+}
+
+static void delivered(link_ctx *l, uint64_t id, bool ok) {
+  if (ok)
+    l->last_inbound = clock_mono_ms();
+  if (id == PROBE_ID) {
+    l->probe_sent = 0;
+    return;
+  }
+  for (size_t i = 0; i < l->ninflight; i++) {
+    if (l->window[i].id != id)
+      continue;
+    inflight slot = l->window[i];
+    l->window[i] = l->window[--l->ninflight];
+    if (ok) {
+      outq_ack(l->q, id);
+      for (size_t k = 0; k < slot.ntags; k++)
+        if (!announce_acked(l, slot.tags[k]))
+          ops_on_acked(l->ops, slot.tags[k], *l->running);
+    } else {
+      log_debug("publish of batch %llu failed; it goes back to the queue",
+                (unsigned long long)id);
+      outq_nack(l->q, id);
+    }
+    free(slot.tags);
+    return;
+  }
+}
+
+/* The link dropped: what was in flight goes back to the queue, and the
+ * operations among it learn that their 501 may or may not have arrived. The
+ * registration of the lost connect is dropped: the next one redoes it. */
+static void forget_inflight(link_ctx *l) {
+  size_t n = 0;
+  for (size_t i = 0; i < l->ninflight; i++)
+    n += l->window[i].ntags;
+  uint64_t *tags = n ? malloc(n * sizeof *tags) : NULL;
+  size_t k = 0;
+  for (size_t i = 0; i < l->ninflight; i++) {
+    if (tags)
+      memcpy(tags + k, l->window[i].tags, l->window[i].ntags * sizeof *tags);
+    k += l->window[i].ntags;
+    free(l->window[i].tags);
+  }
+  l->ninflight = 0;
+  outq_requeue_inflight(l->q);
+  outq_remove_tag(l->q, l->reg_tag);
+  outq_remove_tag(l->q, l->pending_tag);
+  l->reg_unacked = 0;
+  ops_on_disconnect(l->ops, tags, tags ? n : 0);
+  free(tags);
+}
+
+/* ---- link state ---- */
+
+/* Paho notices a silent link only after about 2.5x keepalive (a PINGREQ
+ * after keepalive, a give-up after another). While something waits for its
+ * acknowledgement and nothing came back from the broker for half the
+ * keepalive, a 125 heartbeat (an availability update on the platform) goes
+ * out; no PUBACK within another half means the link is dead. So a
+ * blackholed link is noticed within keepalive when it matters, and a quiet
+ * device costs the platform nothing: with nothing outstanding, MQTT's own
+ * PINGREQ watches the link. Returns the next time this needs to run, or -1
+ * when nothing is waiting. */
+static long long check_liveness(link_ctx *l, long long now) {
+  long long half = (long long)l->cfg->keepalive * 500;
+  if (l->state != LINK_UP || l->dropping)
+    return -1;
+  if (l->probe_sent) {
+    if (now - l->probe_sent < half)
+      return l->probe_sent + half;
+    log_warning("no answer from %s for %lld ms (keepalive %d s): dropping "
+                "the connection",
+                session_uri(l->sess), now - l->last_inbound, l->cfg->keepalive);
+    l->probe_sent = 0;
+    if (session_drop(l->sess, "no answer within keepalive") == 0)
+      l->dropping = true;
+    return -1;
+  }
+  if (l->ninflight == 0)
+    return -1;
+  if (now - l->last_inbound < half)
+    return l->last_inbound + half;
+  if (session_publish(l->sess, "s/us", "125", 3, 1, PROBE_ID) == 0)
+    l->probe_sent = now;
+  return now + half;
+}
+
+static void schedule_reconnect(link_ctx *l) {
+  long long delay = l->cfg->reconnect_min_ms;
+  for (int i = 0; i < l->attempt && delay < l->cfg->reconnect_max_ms; i++)
+    delay *= 2;
+  if (delay > l->cfg->reconnect_max_ms)
+    delay = l->cfg->reconnect_max_ms;
+  /* +-20% jitter so a fleet does not reconnect in lockstep, within
+   * [reconnect_min_ms, reconnect_max_ms]. */
+  long long jitter = delay / 5;
+  if (jitter > 0)
+    delay += (long long)(rand() % (2 * jitter + 1)) - jitter;
+  if (delay > l->cfg->reconnect_max_ms)
+    delay = l->cfg->reconnect_max_ms;
+  if (delay < l->cfg->reconnect_min_ms)
+    delay = l->cfg->reconnect_min_ms;
+  l->attempt++;
+  l->reconnect_at = clock_mono_ms() + delay;
+  log_info("reconnecting to %s in %lld ms", session_uri(l->sess), delay);
+}
+
+static void handle_event(link_ctx *l, event *e) {
+  switch (e->kind) {
+  case EV_CONNECTED:
+    log_notice("connected to %s as %s", session_uri(l->sess),
+               l->cfg->device_id);
+    l->state = LINK_UP;
+    l->attempt = 0;
+    l->auth_failures = 0;
+    l->last_inbound = clock_mono_ms();
+    l->probe_sent = 0;
+    l->dropping = false;
+    if (sockopt_nodelay_to_port(l->cfg->port) == 0)
+      log_debug("TCP_NODELAY: no socket to port %d found", l->cfg->port);
+    sockopt_cloexec_all();
+    announce(l);
+    l->host.state(l->host.ctx, "connected");
+    break;
+  case EV_CONNECT_FAILED:
+    l->state = LINK_DOWN;
+    if (e->code == 4 || e->code == 5) {
+      l->auth_failures++;
+      log_error("Cumulocity refused the connection for user %s/%s at %s: "
+                "CONNACK %d (%s) [%d of %d]",
+                l->cfg->tenant ? l->cfg->tenant : "",
+                l->cfg->user ? l->cfg->user : "", session_uri(l->sess), e->code,
+                netdiag_connack_meaning(e->code), l->auth_failures,
+                l->max_auth_failures);
+      if (l->auth_failures >= l->max_auth_failures) {
+        l->host.gave_up(l->host.ctx);
+        break;
+      }
+    } else {
+      log_warning("cannot connect to %s: %s%s%s", session_uri(l->sess),
+                  e->code > 0 ? netdiag_connack_meaning(e->code) : "failed",
+                  e->text ? ": " : "", e->text ? e->text : "");
+      if (e->code < 0)
+        netdiag_explain_async(l->cfg); /* names the exact cause */
+    }
+    schedule_reconnect(l);
+    break;
+  case EV_LOST:
+    if (l->state != LINK_UP) {
+      /* Paho and a session_drop can both report the same loss. */
+      log_debug("loss already handled: %s", e->text ? e->text : "");
+      break;
+    }
+    log_warning("connection to %s lost: %s", session_uri(l->sess),
+                e->text ? e->text : "");
+    l->state = LINK_DOWN;
+    l->dropping = false;
+    l->probe_sent = 0;
+    forget_inflight(l);
+    l->host.state(l->host.ctx, "disconnected");
+    schedule_reconnect(l);
+    break;
+  case EV_MESSAGE:
+    l->last_inbound = clock_mono_ms();
+    l->host.message(l->host.ctx, e->topic, e->text, e->len);
+    break;
+  case EV_DELIVERED:
+    delivered(l, e->id, e->ok);
+    break;
+  }
+}
+
+/* Takes every queued event. While stopping, only deliveries and losses
+ * matter: the queue must not start new work. */
+void link_process_events(link_ctx *l, bool stopping) {
+  if (!l)
+    return;
+  pthread_mutex_lock(&l->evmu);
+  event *e = l->ev_head;
+  l->ev_head = l->ev_tail = NULL;
+  pthread_mutex_unlock(&l->evmu);
+  while (e) {
+    event *next = e->next;
+    if (!stopping && *l->running)
+      handle_event(l, e);
+    else if (stopping && e->kind == EV_DELIVERED)
+      delivered(l, e->id, e->ok);
+    else if (stopping && e->kind == EV_LOST)
+      l->state = LINK_DOWN;
+    free(e->topic);
+    free(e->text);
+    free(e);
+    e = next;
+  }
+}
+
+/* ---- interface ---- */
+
+int link_new(const link_params *p, link_ctx **out) {
+  *out = NULL;
+  link_ctx *l = calloc(1, sizeof *l);
+  if (!l)
+    return C8Y_ENOMEM;
+  l->cfg = p->cfg;
+  l->q = p->q;
+  l->ops = p->ops;
+  l->reg = p->reg;
+  l->queue_dir = p->queue_dir;
+  l->running = p->running;
+  l->max_auth_failures = p->max_auth_failures;
+  l->host = p->host;
+  pthread_mutex_init(&l->evmu, NULL);
+  *out = l;
+  return 0;
+}
+
+int link_open_session(link_ctx *l, char *err, size_t errlen) {
+  session_callbacks cb = {.ctx = l,
+                          .connected = cb_connected,
+                          .connect_failed = cb_connect_failed,
+                          .lost = cb_lost,
+                          .message = cb_message,
+                          .delivered = cb_delivered};
+  return session_new(l->cfg, &cb, &l->sess, err, errlen);
+}
+
+void link_close_session(link_ctx *l, int timeout_ms) {
+  if (!l || !l->sess)
+    return;
+  session_disconnect(l->sess, timeout_ms);
+  session_free(l->sess);
+  l->sess = NULL;
+}
+
+void link_free(link_ctx *l) {
+  if (!l)
+    return;
+  link_close_session(l, 0);
+  link_process_events(l, true); /* frees whatever arrived late */
+  for (size_t i = 0; i < l->ninflight; i++)
+    free(l->window[i].tags);
+  pthread_mutex_destroy(&l->evmu);
+  free(l);
+}
+
+long long link_step(link_ctx *l, long long now) {
+  if (l->sess && l->state == LINK_DOWN && now >= l->reconnect_at) {
+    l->state = LINK_CONNECTING;
+    if (session_connect(l->sess) != 0) {
+      l->state = LINK_DOWN;
+      schedule_reconnect(l);
+    }
+  }
+  long long next = l->state == LINK_DOWN ? l->reconnect_at : -1;
+  long long next_probe = check_liveness(l, now);
+  if (next_probe >= 0 && (next < 0 || next_probe < next))
+    next = next_probe;
+  link_drain(l);
+  return next;
+}
+
+void link_announce(link_ctx *l) {
+  if (l->state == LINK_UP)
+    announce(l);
+}
+
+void link_request_token(link_ctx *l) {
+  if (l->state == LINK_UP)
+    session_publish(l->sess, "s/uat", "", 0, 0, 0);
+}
+
+bool link_is_up(const link_ctx *l) { return l && l->state == LINK_UP; }
+
+const char *link_state_name(const link_ctx *l) {
+  static const char *const names[] = {
+      [LINK_DOWN] = "down", [LINK_CONNECTING] = "connecting", [LINK_UP] = "up"};
+  return names[l ? l->state : LINK_DOWN];
+}
+
+const char *link_uri(const link_ctx *l) {
+  return l && l->sess ? session_uri(l->sess) : NULL;
+}

@@ -1,0 +1,72 @@
+/* link: the MQTT link as the main loop sees it. Owns the session, the door
+ * through which Paho's threads hand events to the main loop, the link state
+ * with its reconnect backoff and liveness probe, the window of batches in
+ * flight (queue -> Paho -> PUBACK -> outq_ack and the operations' tags), and
+ * the registration each connect repeats (100/110/122/101/114/117, then the
+ * 500 once all of it is acknowledged). Everything except the event door runs
+ * on the main loop's thread. */
+#ifndef C8Y_LINK_H
+#define C8Y_LINK_H
+
+#include "config.h"
+#include "ops.h"
+#include "outq.h"
+#include "registry.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct link_ctx link_ctx;
+
+typedef struct link_host {
+  void *ctx;
+  /* Any thread: an event is waiting for link_process_events. */
+  void (*wake)(void *ctx);
+  /* A message arrived on a subscribed topic (main loop). */
+  void (*message)(void *ctx, const char *topic, const char *payload,
+                  size_t len);
+  /* "connected" / "disconnected", for the service manager's status. */
+  void (*state)(void *ctx, const char *what);
+  /* The platform refused the credentials AGENT_MAX_AUTH_FAILURES times. */
+  void (*gave_up)(void *ctx);
+} link_host;
+
+typedef struct link_params {
+  const agent_config *cfg; /* read again after every reload */
+  outq *q;
+  ops *ops;
+  registry *reg;
+  const char *queue_dir; /* rejected.log goes here */
+  const bool *running;   /* false once the agent stops */
+  int max_auth_failures;
+  link_host host;
+} link_params;
+
+int link_new(const link_params *p, link_ctx **out);
+/* Creates the MQTT session (not yet connected). */
+int link_open_session(link_ctx *l, char *err, size_t errlen);
+/* Disconnects cleanly (the broker drops the will) and frees the session. */
+void link_close_session(link_ctx *l, int timeout_ms);
+void link_free(link_ctx *l);
+
+/* Main loop: connects when the backoff allows, watches liveness and moves
+ * queued batches into the window. Returns the next time it needs to run
+ * (ms, monotonic) or -1. */
+long long link_step(link_ctx *l, long long now);
+/* Moves queued batches into the in-flight window while the link is up. */
+void link_drain(link_ctx *l);
+/* Handles what Paho's threads posted. While stopping, only deliveries and
+ * losses are taken; the rest is freed. */
+void link_process_events(link_ctx *l, bool stopping);
+/* Redoes the registration (after a reload changed plugins or children). */
+void link_announce(link_ctx *l);
+/* s/uat (QoS 0, only while up: a queued token request would be stale). */
+void link_request_token(link_ctx *l);
+
+bool link_is_up(const link_ctx *l);
+/* "down", "connecting" or "up" */
+const char *link_state_name(const link_ctx *l);
+/* "ssl://host:port" */
+const char *link_uri(const link_ctx *l);
+
+#endif
