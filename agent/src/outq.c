@@ -348,21 +348,6 @@ static long leading_id(const char *s, size_t len) {
   return v;
 }
 
-outq_class outq_class_for_template(const char *template_id) {
-  if (!template_id)
-    return OUTQ_EVENT;
-  long id = leading_id(template_id, strlen(template_id));
-  if (id >= 100 && id < 200)
-    return OUTQ_INVENTORY;
-  if (id >= 200 && id < 300)
-    return OUTQ_MEASUREMENT;
-  if (id >= 300 && id < 400)
-    return OUTQ_ALARM;
-  if (id >= 500 && id < 600)
-    return OUTQ_OPSTATUS;
-  return OUTQ_EVENT;
-}
-
 /* Template ids whose line replaces the previous state of the same fragment,
  * so an older queued one is pointless once a newer one is queued. */
 static uint16_t replace_tid(const char *line, size_t len) {

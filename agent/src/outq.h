@@ -142,7 +142,4 @@ void outq_tick(outq *q);
 void outq_get_stats(outq *q, outq_stats *s);
 size_t outq_inflight_batches(outq *q);
 
-/* Class of a static template line by its id ("200" -> MEASUREMENT, ...). */
-outq_class outq_class_for_template(const char *template_id);
-
 #endif

@@ -98,22 +98,6 @@ static void assert_empty(outq *q) {
     g_assert_cmpuint(st.queued[c], ==, 0);
 }
 
-static void test_class_for_template(void) {
-  g_assert_cmpint(outq_class_for_template("100"), ==, OUTQ_INVENTORY);
-  g_assert_cmpint(outq_class_for_template("117"), ==, OUTQ_INVENTORY);
-  g_assert_cmpint(outq_class_for_template("200"), ==, OUTQ_MEASUREMENT);
-  g_assert_cmpint(outq_class_for_template("201"), ==, OUTQ_MEASUREMENT);
-  g_assert_cmpint(outq_class_for_template("301"), ==, OUTQ_ALARM);
-  g_assert_cmpint(outq_class_for_template("400"), ==, OUTQ_EVENT);
-  g_assert_cmpint(outq_class_for_template("503"), ==, OUTQ_OPSTATUS);
-  g_assert_cmpint(outq_class_for_template("501"), ==, OUTQ_OPSTATUS);
-  g_assert_cmpint(outq_class_for_template("999"), ==, OUTQ_EVENT);
-  g_assert_cmpint(outq_class_for_template("42"), ==, OUTQ_EVENT);
-  g_assert_cmpint(outq_class_for_template("abc"), ==, OUTQ_EVENT);
-  g_assert_cmpint(outq_class_for_template(""), ==, OUTQ_EVENT);
-  g_assert_cmpint(outq_class_for_template(NULL), ==, OUTQ_EVENT);
-}
-
 static void test_priority(void) {
   outq *q = open_q(NULL, OUTQ_FSYNC_NEVER, 0);
   /* One topic per line: between topics, the class priority decides. */
@@ -1313,7 +1297,6 @@ static void test_disk_full(void) {
 
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
-  g_test_add_func("/outq/class_for_template", test_class_for_template);
   g_test_add_func("/outq/priority", test_priority);
   g_test_add_func("/outq/fifo_packing", test_fifo_and_packing);
   g_test_add_func("/outq/line_limit", test_line_limit);

@@ -29,6 +29,8 @@ static void test_upstream_classes(void) {
   g_assert_cmpint(proto_class("503"), ==, OUTQ_OPSTATUS);
   g_assert_cmpint(proto_class("9999"), ==, OUTQ_EVENT);
   g_assert_cmpint(proto_class("abc"), ==, OUTQ_EVENT);
+  g_assert_cmpint(proto_class("42"), ==, OUTQ_EVENT);
+  g_assert_cmpint(proto_class(""), ==, OUTQ_EVENT);
   g_assert_cmpint(proto_class(NULL), ==, OUTQ_EVENT);
 }
 
