@@ -8,6 +8,7 @@
 #include "sim.h"
 
 #include <glib.h>
+#include <glib/gstdio.h>
 #include <string.h>
 
 #define FX_DEVICE "dev1"
@@ -86,14 +87,38 @@ static inline void fx_start_agent(fx *f) {
 }
 
 /* Starts both and waits until the agent asked for pending operations. */
-static inline void fx_up(fx *f, const char *extra) {
-  fx_start_sim(f);
-  fx_make_agent(f, "secret", extra);
+/* Starts the agent made by fx_make_agent and waits for its 500. */
+static inline void fx_start_connected(fx *f) {
   fx_start_agent(f);
   if (sim_wait_line(f->s, "s/us", "500", 0, 15000) < 0) {
     char *log = agent_proc_log(f->a);
     g_error("agent never sent 500; log:\n%s", log);
   }
+}
+
+static inline void fx_up(fx *f, const char *extra) {
+  fx_start_sim(f);
+  fx_make_agent(f, "secret", extra);
+  fx_start_connected(f);
+}
+
+/* Removes a test's directory tree (symlinks are removed, not followed). */
+static inline void fx_rm_rf(const char *dir) {
+  GDir *d = g_dir_open(dir, 0, NULL);
+  if (!d)
+    return;
+  const char *n;
+  while ((n = g_dir_read_name(d))) {
+    char *p = g_build_filename(dir, n, NULL);
+    if (g_file_test(p, G_FILE_TEST_IS_DIR) &&
+        !g_file_test(p, G_FILE_TEST_IS_SYMLINK))
+      fx_rm_rf(p);
+    else
+      g_unlink(p);
+    g_free(p);
+  }
+  g_dir_close(d);
+  g_rmdir(dir);
 }
 
 /* Prints the agent's log when the test has failed. */

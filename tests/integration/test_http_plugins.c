@@ -49,29 +49,7 @@ static void px_up(px *x, const char *extra) {
   g_assert_nonnull(x->f.plugin_dir);
   fx_make_agent(&x->f, "secret", ini);
   g_free(ini);
-  fx_start_agent(&x->f);
-  if (sim_wait_line(x->f.s, "s/us", "500", 0, 15000) < 0) {
-    char *log = agent_proc_log(x->f.a);
-    g_error("agent never sent 500; log:\n%s", log);
-  }
-}
-
-static void rm_rf(const char *dir) {
-  GDir *d = g_dir_open(dir, 0, NULL);
-  if (!d)
-    return;
-  const char *n;
-  while ((n = g_dir_read_name(d))) {
-    char *p = g_build_filename(dir, n, NULL);
-    if (g_file_test(p, G_FILE_TEST_IS_DIR) &&
-        !g_file_test(p, G_FILE_TEST_IS_SYMLINK))
-      rm_rf(p);
-    else
-      g_unlink(p);
-    g_free(p);
-  }
-  g_dir_close(d);
-  g_rmdir(dir);
+  fx_start_connected(&x->f);
 }
 
 static void px_down(px *x) {
@@ -83,7 +61,7 @@ static void px_down(px *x) {
   if (s)
     sim_stop(s);
   g_unsetenv("C8Y_BOOT_ID_FILE");
-  rm_rf(x->dir);
+  fx_rm_rf(x->dir);
   g_free(x->dir);
   g_free(x->boot);
 }
@@ -180,7 +158,7 @@ static void test_config_download_and_upload(void) {
   g_assert_nonnull(strstr(detail, "/event/events/"));
 
   px_down(&x);
-  rm_rf(cfgdir);
+  fx_rm_rf(cfgdir);
   g_free(cfgdir);
   g_free(good);
   g_free(bad);
@@ -216,7 +194,7 @@ static void fw_up(fwx *w) {
 
 static void fw_down(fwx *w) {
   px_down(&w->x);
-  rm_rf(w->cfgdir);
+  fx_rm_rf(w->cfgdir);
   g_free(w->cfgdir);
   g_free(w->running);
   g_free(w->pending);

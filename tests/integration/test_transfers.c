@@ -72,29 +72,7 @@ static void hx_up(hx *x, const char *plugin_dir, const char *c8y_extra,
   x->f.plugin_dir = plugin_dir ? plugin_dir : XFER_PLUGIN_DIR;
   fx_make_agent(&x->f, "secret", ini);
   g_free(ini);
-  fx_start_agent(&x->f);
-  if (sim_wait_line(x->f.s, "s/us", "500", 0, 15000) < 0) {
-    char *log = agent_proc_log(x->f.a);
-    g_error("agent never sent 500; log:\n%s", log);
-  }
-}
-
-static void rm_rf(const char *dir) {
-  GDir *d = g_dir_open(dir, 0, NULL);
-  if (!d)
-    return;
-  const char *n;
-  while ((n = g_dir_read_name(d))) {
-    char *p = g_build_filename(dir, n, NULL);
-    if (g_file_test(p, G_FILE_TEST_IS_DIR) &&
-        !g_file_test(p, G_FILE_TEST_IS_SYMLINK))
-      rm_rf(p);
-    else
-      g_unlink(p);
-    g_free(p);
-  }
-  g_dir_close(d);
-  g_rmdir(dir);
+  fx_start_connected(&x->f);
 }
 
 static void hx_down(hx *x) {
@@ -108,7 +86,7 @@ static void hx_down(hx *x) {
   if (s)
     sim_stop(s);
   if (x->dir)
-    rm_rf(x->dir);
+    fx_rm_rf(x->dir);
   g_free(x->dir);
 }
 
@@ -513,7 +491,7 @@ static void https_case(const char *leaf, bool expect_ok, bool verify) {
   g_free(sha);
   g_free(src);
   hx_down(&x);
-  rm_rf(pki);
+  fx_rm_rf(pki);
   g_free(pki);
   g_free(cert);
   g_free(key);
