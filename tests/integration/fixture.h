@@ -102,6 +102,16 @@ static inline void fx_up(fx *f, const char *extra) {
   fx_start_connected(f);
 }
 
+/* After the handler showed it runs: the broker acknowledged the 501 before
+ * the handler was called, but the simulator's own client may read it a
+ * moment later. Returns the status once it left PENDING (bounded). */
+static inline sim_op_status fx_status_after_start(fx *f, long id) {
+  for (int i = 0; i < 500 && sim_operation_status(f->s, id) == SIM_OP_PENDING;
+       i++)
+    g_usleep(10 * 1000);
+  return sim_operation_status(f->s, id);
+}
+
 /* Removes a test's directory tree (symlinks are removed, not followed). */
 static inline void fx_rm_rf(const char *dir) {
   GDir *d = g_dir_open(dir, 0, NULL);

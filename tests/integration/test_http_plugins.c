@@ -256,7 +256,7 @@ static void test_firmware_update_after_reboot(void) {
   char *line = g_strdup_printf("515," FX_DEVICE ",devos,2.0,%s", url);
   long op = sim_create_operation(x->f.s, line);
   wait_reboot_request(&w);
-  g_assert_cmpint(sim_operation_status(x->f.s, op), ==, SIM_OP_EXECUTING);
+  g_assert_cmpint(fx_status_after_start(&x->f, op), ==, SIM_OP_EXECUTING);
   g_assert_cmpuint(sim_http_range_requests(x->h), >=, 1);
   char *want, *got;
   gsize wl, gl;

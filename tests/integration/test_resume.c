@@ -34,7 +34,7 @@ static long arm(fx *f, const char *tag, int armed_before) {
       g_usleep(20 * 1000);
   }
   g_assert_cmpint(armed, >, armed_before);
-  g_assert_cmpint(sim_operation_status(f->s, id), ==, SIM_OP_EXECUTING);
+  g_assert_cmpint(fx_status_after_start(f, id), ==, SIM_OP_EXECUTING);
   return id;
 }
 
