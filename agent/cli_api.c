@@ -87,7 +87,7 @@ static char *socket_path(const char *config, const char *opt, char *note,
   /* Only the path is wanted: the loader's warnings are not this tool's. */
   int level = log_get_level();
   log_set_level(LOG_LVL_ERROR);
-  int rc = cfg_load(config, &cfg, err, sizeof err);
+  int rc = config_load(config, &cfg, err, sizeof err);
   log_set_level(level);
   if (rc != 0) {
     snprintf(note, notelen,
@@ -102,7 +102,7 @@ static char *socket_path(const char *config, const char *opt, char *note,
   if (!cfg.api_enabled)
     snprintf(note, notelen, "the local API is disabled in %s ([api] enabled)",
              config);
-  cfg_free(&cfg);
+  config_free(&cfg);
   return path;
 }
 

@@ -371,7 +371,7 @@ int cli_cert_main(const char *config, int argc, char **argv) {
    * exist). */
   agent_config cfg;
   char err[1024];
-  bool have_cfg = cfg_load(config, &cfg, err, sizeof err) == 0;
+  bool have_cfg = config_load(config, &cfg, err, sizeof err) == 0;
   bool need_cfg = !a.id || !a.key || (!strcmp(a.cmd, "create") && !a.cert);
   if (!have_cfg && need_cfg) {
     fprintf(stderr, "%s\n", err);
@@ -401,6 +401,6 @@ int cli_cert_main(const char *config, int argc, char **argv) {
   else
     rc = !strcmp(a.cmd, "create") ? cert_create(&a) : cert_csr(&a);
   if (have_cfg)
-    cfg_free(&cfg);
+    config_free(&cfg);
   return rc;
 }

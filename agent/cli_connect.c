@@ -160,7 +160,7 @@ static int mqtt_steps(const agent_config *cfg, int timeout_s, bool roundtrip) {
     goto out;
   }
   ct_wait(&t, &t.connected, t0 + timeout_s * 1000LL);
-  char *user = cfg_username(cfg);
+  char *user = config_username(cfg);
   char line[1024];
   if (!t.connected) {
     if (t.failed && t.code > 0)
@@ -279,7 +279,7 @@ int cli_connect_main(const char *config, int argc, char **argv) {
   }
   agent_config cfg;
   char err[1024];
-  if (cfg_load(config, &cfg, err, sizeof err) != 0) {
+  if (config_load(config, &cfg, err, sizeof err) != 0) {
     fprintf(stderr, "%s\n", err);
     return 1;
   }
@@ -308,8 +308,8 @@ int cli_connect_main(const char *config, int argc, char **argv) {
     free(cfg.password);
     cfg.password = strdup(cfg.bootstrap_password);
   }
-  char *cid = cfg_client_id(&cfg);
-  char *user = cfg_username(&cfg);
+  char *cid = config_client_id(&cfg);
+  char *user = config_username(&cfg);
   printf("Testing %s://%s:%d as %s%s (clientId %s), %s\n",
          cfg.tls ? "ssl" : "tcp", cfg.host, cfg.port,
          cfg.cert_file ? "the certificate " : "",
@@ -328,6 +328,6 @@ int cli_connect_main(const char *config, int argc, char **argv) {
   else
     rc = mqtt_steps(&cfg, (int)timeout_s, !bootstrap_user);
 out:
-  cfg_free(&cfg);
+  config_free(&cfg);
   return rc;
 }

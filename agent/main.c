@@ -53,7 +53,7 @@ static void usage(FILE *out) {
 static int check_config(const char *path) {
   agent_config cfg;
   char err[1024];
-  if (cfg_load(path, &cfg, err, sizeof err) != 0) {
+  if (config_load(path, &cfg, err, sizeof err) != 0) {
     fprintf(stderr, "%s\n", err);
     return AGENT_EXIT_CONFIG;
   }
@@ -61,25 +61,25 @@ static int check_config(const char *path) {
       x509_check_device_cert(cfg.cert_file, cfg.key_file, cfg.device_id, err,
                              sizeof err) != 0) {
     fprintf(stderr, "%s\n", err);
-    cfg_free(&cfg);
+    config_free(&cfg);
     return AGENT_EXIT_CONFIG;
   }
-  cfg_free(&cfg);
+  config_free(&cfg);
   /* Plugin sections need the plugins themselves to tell a typo. */
   int rc = agent_check_plugin_sections(path, stderr);
   if (rc != 0)
     return rc;
-  if (cfg_load(path, &cfg, err, sizeof err) != 0) {
+  if (config_load(path, &cfg, err, sizeof err) != 0) {
     fprintf(stderr, "%s\n", err);
     return AGENT_EXIT_CONFIG;
   }
   int stored = bootstrap_load_stored(&cfg, err, sizeof err);
   if (stored < 0) {
     fprintf(stderr, "%s\n", err);
-    cfg_free(&cfg);
+    config_free(&cfg);
     return AGENT_EXIT_CONFIG;
   }
-  char *client_id = cfg_client_id(&cfg);
+  char *client_id = config_client_id(&cfg);
   printf("%s: OK (%s, clientId %s, %s:%d%s)\n", path,
          cfg.local_sim            ? "local simulator"
          : bootstrap_wanted(&cfg) ? "bootstrap: not registered yet"
@@ -88,7 +88,7 @@ static int check_config(const char *path) {
          client_id ? client_id : "?", cfg.host, cfg.port,
          cfg.tls ? " TLS" : "");
   free(client_id);
-  cfg_free(&cfg);
+  config_free(&cfg);
   return 0;
 }
 
@@ -113,7 +113,7 @@ static int report_exit(int rc) {
 static int clear_quarantine(const char *path, const char *name) {
   agent_config cfg;
   char err[1024];
-  if (cfg_load(path, &cfg, err, sizeof err) != 0) {
+  if (config_load(path, &cfg, err, sizeof err) != 0) {
     fprintf(stderr, "%s\n", err);
     return AGENT_EXIT_CONFIG;
   }
@@ -128,7 +128,7 @@ static int clear_quarantine(const char *path, const char *name) {
   else
     fprintf(stderr, "plugin %s: cannot clear the quarantine in %s: %s\n", name,
             cfg.state_dir, strerror(errno));
-  cfg_free(&cfg);
+  config_free(&cfg);
   return rc == 0 ? 0 : 1;
 }
 

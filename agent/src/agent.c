@@ -15,7 +15,7 @@
 #include "notify.h"
 #include "ops.h"
 #include "outq.h"
-#include "plugin.h"
+#include "plugin_host.h"
 #include "proto.h"
 #include "registry.h"
 #include "scheduler.h"
@@ -128,13 +128,13 @@ static void gave_up(void *ctx) {
 static void dispatch_op(void *ctx, c8y_operation *op) {
   (void)ctx;
   c8y_plugin *p = ops_plugin(op);
-  if (plugin_queue_operation(p, op) != 0)
+  if (plugin_host_queue_operation(p, op) != 0)
     ops_dispatch_failed(op, "the plugin is shutting down");
 }
 
 static int load_config(agent *a, const char *path) {
   char err[1024];
-  if (cfg_load(path, &a->cfg, err, sizeof err) != 0) {
+  if (config_load(path, &a->cfg, err, sizeof err) != 0) {
     log_error("%s", err);
     return -1;
   }
@@ -148,7 +148,7 @@ static int load_config(agent *a, const char *path) {
 
 static int open_state(agent *a) {
   char err[1024];
-  if (fsu_mkdir_p(a->cfg.state_dir, 0750) != 0) {
+  if (fsutil_mkdir_p(a->cfg.state_dir, 0750) != 0) {
     log_error("state dir %s: %s", a->cfg.state_dir, strerror(errno));
     return -1;
   }
@@ -157,7 +157,7 @@ static int open_state(agent *a) {
   if (!a->queue_dir)
     return -1;
   snprintf(a->queue_dir, n, "%s/queue", a->cfg.state_dir);
-  if (fsu_mkdir_p(a->queue_dir, 0750) != 0) {
+  if (fsutil_mkdir_p(a->queue_dir, 0750) != 0) {
     log_error("queue dir %s: %s", a->queue_dir, strerror(errno));
     return -1;
   }
@@ -252,13 +252,13 @@ static void reload(agent *a) {
   log_notice("SIGHUP: reloading %s and the plugins", a->config_path);
   agent_config fresh;
   char err[1024];
-  if (cfg_load(a->config_path, &fresh, err, sizeof err) != 0) {
+  if (config_load(a->config_path, &fresh, err, sizeof err) != 0) {
     log_error("reload refused, keeping the running configuration: %s", err);
     return;
   }
   if (bootstrap_load_stored(&fresh, err, sizeof err) < 0) {
     log_error("reload refused, keeping the running configuration: %s", err);
-    cfg_free(&fresh);
+    config_free(&fresh);
     return;
   }
   const char *changed = restart_only_change(&a->cfg, &fresh);
@@ -266,11 +266,11 @@ static void reload(agent *a) {
     log_error("reload refused, keeping the running configuration: %s "
               "changed, which takes a restart of the agent",
               changed);
-    cfg_free(&fresh);
+    config_free(&fresh);
     return;
   }
   shutdown_plugins(a);
-  cfg_free(&a->cfg);
+  config_free(&a->cfg);
   a->cfg = fresh;
   log_set_level(a->cfg.log_level);
   setup_host(a);
@@ -483,7 +483,7 @@ static void agent_cleanup(agent *a) {
   free(a->queue_dir);
   if (a->wake_fd >= 0)
     close(a->wake_fd);
-  cfg_free(&a->cfg);
+  config_free(&a->cfg);
   netdiag_wait(3000); /* not inside OpenSSL while the process exits */
 }
 
@@ -632,10 +632,10 @@ int agent_check_plugin_sections(const char *config_path, FILE *out) {
       names[nnames++] = a.plugins.entries[i].name;
   /* Unknown keys were logged (with file:line) as the plugins loaded. */
   for (size_t i = 0; i < a.plugins.n; i++)
-    problems += plugin_report_unused_keys(a.plugins.plugins[i], true);
+    problems += plugin_host_report_unused_keys(a.plugins.plugins[i], true);
   const char *reported = NULL;
   for (size_t i = 0; i < a.cfg.nentries; i++) {
-    const cfg_entry *e = &a.cfg.entries[i];
+    const config_entry *e = &a.cfg.entries[i];
     const char *name = e->section + strlen("plugin.");
     bool known = false;
     for (size_t k = 0; k < nnames && !known; k++)
@@ -643,7 +643,7 @@ int agent_check_plugin_sections(const char *config_path, FILE *out) {
     if (known || (reported && strcmp(reported, e->section) == 0))
       continue;
     reported = e->section;
-    const char *hint = names ? plugin_closest(name, names, nnames) : NULL;
+    const char *hint = names ? plugin_host_closest(name, names, nnames) : NULL;
     fprintf(out, "%s:%u: [%s]: no plugin '%s' in %s%s%s%s\n", e->file, e->line,
             e->section, name, a.cfg.plugin_dir,
             hint ? "; did you mean [plugin." : "", hint ? hint : "",

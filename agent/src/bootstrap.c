@@ -1,5 +1,6 @@
 #include "bootstrap.h"
 
+#include "clock.h"
 #include "fsutil.h"
 #include "log.h"
 #include "netdiag.h"
@@ -52,7 +53,7 @@ int bootstrap_store(const char *state_dir, const char *tenant, const char *user,
     snprintf(err, errlen, "out of memory");
     goto out;
   }
-  if (fsu_mkdir_p(state_dir, 0750) != 0) {
+  if (fsutil_mkdir_p(state_dir, 0750) != 0) {
     snprintf(err, errlen, "state dir %s: %s", state_dir, strerror(errno));
     goto out;
   }
@@ -238,11 +239,11 @@ static int bs_on_message(void *ctx, char *topic, int topic_len,
                          MQTTAsync_message *m) {
   bs *b = ctx;
   (void)topic_len;
-  sr_records recs;
+  smartrest_records recs;
   if (strcmp(topic, "s/dcr") == 0 &&
-      sr_decode(m->payload, (size_t)m->payloadlen, &recs) == 0) {
+      smartrest_decode(m->payload, (size_t)m->payloadlen, &recs) == 0) {
     for (size_t i = 0; i < recs.count; i++) {
-      sr_record *r = &recs.items[i];
+      smartrest_record *r = &recs.items[i];
       if (r->error || r->nfields < 4 || strcmp(r->fields[0], "70") != 0 ||
           !*r->fields[1] || !*r->fields[2] || !*r->fields[3] ||
           strpbrk(r->fields[1], "/\n") || strchr(r->fields[2], '\n') ||
@@ -261,7 +262,7 @@ static int bs_on_message(void *ctx, char *topic, int topic_len,
       pthread_mutex_unlock(&b->mu);
       explicit_bzero(r->fields[3], strlen(r->fields[3]));
     }
-    sr_records_free(&recs);
+    smartrest_records_free(&recs);
     bs_wake(b);
   }
   MQTTAsync_freeMessage(&m);
@@ -315,12 +316,6 @@ static void bs_request(bs *b) {
     log_debug("bootstrap: asked for credentials on s/ucr");
 }
 
-static long long mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* The loop: connect (with backoff), subscribe, ask every interval, until
  * 70 arrives. Returns BOOTSTRAP_*. */
 static int bs_run(bs *b, int stop_fd) {
@@ -329,7 +324,7 @@ static int bs_run(bs *b, int stop_fd) {
   long long wd = notify_watchdog_interval_ms();
   int attempt = 0, refusals = 0, seen = BS_DOWN;
   for (;;) {
-    long long now = mono_ms();
+    long long now = clock_mono_ms();
     pthread_mutex_lock(&b->mu);
     int state = b->state, code = b->fail_code;
     char text[256];

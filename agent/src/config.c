@@ -307,7 +307,7 @@ static char *resolve_path(const char *dir, const char *value) {
 /* ---- public value parsers -------------------------------------------------
  */
 
-int cfg_parse_bool(const char *s, bool *out) {
+int config_parse_bool(const char *s, bool *out) {
   static const char *const yes[] = {"true", "yes", "on", "1"};
   static const char *const no[] = {"false", "no", "off", "0"};
   if (!s || !out)
@@ -341,7 +341,8 @@ static int parse_int_detail(const char *s, long long min, long long max,
   return 0;
 }
 
-int cfg_parse_int(const char *s, long long min, long long max, long long *out) {
+int config_parse_int(const char *s, long long min, long long max,
+                     long long *out) {
   long long v;
   if (!out || parse_int_detail(s, min, max, &v) != 0)
     return -1;
@@ -475,7 +476,7 @@ static int add_plugin_entry(struct parse_ctx *p, const char *section,
                             const char *key, const char *value) {
   agent_config *c = p->cfg;
   for (size_t i = 0; i < c->nentries; i++) {
-    cfg_entry *e = &c->entries[i];
+    config_entry *e = &c->entries[i];
     if (strcmp(e->section, section) == 0 && strcmp(e->key, key) == 0) {
       char *v = strdup(value);
       char *f = strdup(p->file);
@@ -492,11 +493,11 @@ static int add_plugin_entry(struct parse_ctx *p, const char *section,
       return 0;
     }
   }
-  cfg_entry *n = realloc(c->entries, (c->nentries + 1) * sizeof *n);
+  config_entry *n = realloc(c->entries, (c->nentries + 1) * sizeof *n);
   if (!n)
     return -1;
   c->entries = n;
-  cfg_entry *e = &c->entries[c->nentries];
+  config_entry *e = &c->entries[c->nentries];
   memset(e, 0, sizeof *e);
   e->section = strdup(section);
   e->key = strdup(key);
@@ -549,7 +550,7 @@ static int store_setting(struct parse_ctx *p, enum key_id k,
   }
   switch (d->kind) {
   case K_BOOL:
-    if (cfg_parse_bool(value, &b) != 0) {
+    if (config_parse_bool(value, &b) != 0) {
       fail_here(p, k,
                 "'%s' is not a boolean (use true/false, yes/no, on/off, 1/0)",
                 value);
@@ -1340,18 +1341,18 @@ oom:
 /* ---- public API ------------------------------------------------------------
  */
 
-int cfg_load(const char *path, agent_config *out, char *err, size_t errlen) {
+int config_load(const char *path, agent_config *out, char *err, size_t errlen) {
   if (err && errlen)
     err[0] = '\0';
   if (!out) {
     if (err && errlen)
-      snprintf(err, errlen, "cfg_load: no output structure");
+      snprintf(err, errlen, "config_load: no output structure");
     return -1;
   }
   memset(out, 0, sizeof *out);
   if (!path || !*path) {
     if (err && errlen)
-      snprintf(err, errlen, "cfg_load: no configuration file given");
+      snprintf(err, errlen, "config_load: no configuration file given");
     return -1;
   }
 
@@ -1393,11 +1394,11 @@ out:
   if (rc == 0)
     *out = c;
   else
-    cfg_free(&c);
+    config_free(&c);
   return rc;
 }
 
-void cfg_free(agent_config *c) {
+void config_free(agent_config *c) {
   if (!c)
     return;
   char **strs[] = {&c->http_url,    &c->path,          &c->tenant,
@@ -1424,7 +1425,7 @@ void cfg_free(agent_config *c) {
   memset(c, 0, sizeof *c);
 }
 
-char *cfg_client_id(const agent_config *c) {
+char *config_client_id(const agent_config *c) {
   if (!c || !c->device_id)
     return NULL;
   char *s;
@@ -1433,20 +1434,20 @@ char *cfg_client_id(const agent_config *c) {
   return n < 0 ? NULL : s;
 }
 
-char *cfg_username(const agent_config *c) {
+char *config_username(const agent_config *c) {
   if (!c || !c->tenant || !c->user)
     return NULL;
   char *s;
   return asprintf(&s, "%s/%s", c->tenant, c->user) < 0 ? NULL : s;
 }
 
-cfg_entry *cfg_plugin_lookup(agent_config *c, const char *plugin,
-                             const char *key) {
+config_entry *config_plugin_lookup(agent_config *c, const char *plugin,
+                                   const char *key) {
   if (!c || !plugin || !key)
     return NULL;
   size_t plen = strlen(CFG_PLUGIN_PREFIX);
   for (size_t i = 0; i < c->nentries; i++) {
-    cfg_entry *e = &c->entries[i];
+    config_entry *e = &c->entries[i];
     if (strncmp(e->section, CFG_PLUGIN_PREFIX, plen) == 0 &&
         strcmp(e->section + plen, plugin) == 0 && strcmp(e->key, key) == 0) {
       e->used = true;

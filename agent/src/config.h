@@ -7,14 +7,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-typedef struct cfg_entry {
+typedef struct config_entry {
   char *section; /* e.g. "plugin.shell" */
   char *key;
   char *value;
   char *file; /* where it was set (last writer wins) */
   unsigned line;
-  bool used; /* set by cfg_plugin_lookup; unread keys get reported */
-} cfg_entry;
+  bool used; /* set by config_plugin_lookup; unread keys get reported */
+} config_entry;
 
 typedef struct agent_config {
   char *path;     /* main file as given */
@@ -76,7 +76,7 @@ typedef struct agent_config {
   long long plugin_max_lines_per_s;
 
   /* every key of every [plugin.*] section, in file order */
-  cfg_entry *entries;
+  config_entry *entries;
   size_t nentries;
 } agent_config;
 
@@ -95,21 +95,22 @@ typedef struct agent_config {
 
 /* Loads `path` and its conf.d drop-ins (directory "conf.d" next to it).
  * Returns 0, or -1 with one line in err. On error *out is left zeroed. */
-int cfg_load(const char *path, agent_config *out, char *err, size_t errlen);
-void cfg_free(agent_config *c);
+int config_load(const char *path, agent_config *out, char *err, size_t errlen);
+void config_free(agent_config *c);
 
 /* "d:<device_id>[:<template_id>]", malloc'ed. */
-char *cfg_client_id(const agent_config *c);
+char *config_client_id(const agent_config *c);
 /* "<tenant>/<user>", malloc'ed. */
-char *cfg_username(const agent_config *c);
+char *config_username(const agent_config *c);
 
 /* Entry of [plugin.<plugin>] key, or NULL; marks it used. */
-cfg_entry *cfg_plugin_lookup(agent_config *c, const char *plugin,
-                             const char *key);
+config_entry *config_plugin_lookup(agent_config *c, const char *plugin,
+                                   const char *key);
 /* Parses a boolean the way the whole config does (true/false/yes/no/on/off/
  * 1/0). Returns 0 or -1. */
-int cfg_parse_bool(const char *s, bool *out);
+int config_parse_bool(const char *s, bool *out);
 /* Parses a base-10 integer in [min, max]. Returns 0 or -1. */
-int cfg_parse_int(const char *s, long long min, long long max, long long *out);
+int config_parse_int(const char *s, long long min, long long max,
+                     long long *out);
 
 #endif

@@ -315,7 +315,7 @@ bool crash_take_record(const char *state_dir) {
   log_error("the previous run died of %s in plugin %s (%s) during %s",
             signal_name(r.signal), name, r.file,
             *r.callback ? r.callback : "an unknown callback");
-  if (fsu_mkdir_p(dir, 0750) != 0) {
+  if (fsutil_mkdir_p(dir, 0750) != 0) {
     log_error("%s: %s; the crash is not counted", dir, strerror(errno));
     return true;
   }

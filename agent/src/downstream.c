@@ -1,7 +1,7 @@
 #include "downstream.h"
 
 #include "log.h"
-#include "plugin.h"
+#include "plugin_host.h"
 #include "smartrest.h"
 
 #include <string.h>
@@ -10,11 +10,11 @@
 static void custom_records(const downstream *d, const char *topic,
                            const char *payload, size_t len) {
   const char *xid = topic + 5;
-  sr_records recs;
-  if (sr_decode(payload, len, &recs) != 0)
+  smartrest_records recs;
+  if (smartrest_decode(payload, len, &recs) != 0)
     return;
   for (size_t i = 0; i < recs.count; i++) {
-    sr_record *r = &recs.items[i];
+    smartrest_record *r = &recs.items[i];
     if (r->error) {
       log_warning("%s record %zu: %s; ignored", topic, r->line, r->error);
       continue;
@@ -25,11 +25,11 @@ static void custom_records(const downstream *d, const char *topic,
       continue;
     }
     /* The job takes the fields. */
-    plugin_queue_message(m->plugin, m, r->fields, r->nfields);
+    plugin_host_queue_message(m->plugin, m, r->fields, r->nfields);
     r->fields = NULL;
     r->nfields = 0;
   }
-  sr_records_free(&recs);
+  smartrest_records_free(&recs);
 }
 
 void downstream_handle(const downstream *d, const char *topic,

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-int fsu_mkdir_p(const char *path, mode_t mode) {
+int fsutil_mkdir_p(const char *path, mode_t mode) {
   char buf[4096];
   if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
     errno = ENAMETOOLONG;
@@ -23,7 +23,7 @@ int fsu_mkdir_p(const char *path, mode_t mode) {
   return mkdir(buf, mode) != 0 && errno != EEXIST ? -1 : 0;
 }
 
-char *fsu_read_first_line(const char *path) {
+char *fsutil_read_first_line(const char *path) {
   FILE *f = fopen(path, "re");
   if (!f)
     return NULL;

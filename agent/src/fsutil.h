@@ -5,9 +5,9 @@
 #include <sys/types.h>
 
 /* mkdir -p with `mode` for every directory it creates. 0 or -1 (errno). */
-int fsu_mkdir_p(const char *path, mode_t mode);
+int fsutil_mkdir_p(const char *path, mode_t mode);
 /* First line of a file without its line end; malloc'ed, NULL when the file
  * is missing, unreadable or empty. */
-char *fsu_read_first_line(const char *path);
+char *fsutil_read_first_line(const char *path);
 
 #endif

@@ -1,5 +1,6 @@
 #include "http.h"
 
+#include "clock.h"
 #include "log.h"
 
 #include <ctype.h>
@@ -58,12 +59,6 @@ struct http_ctx {
   id_entry *ids;
   size_t nids;
 };
-
-static long long mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void seterr(char *err, size_t len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -255,7 +250,7 @@ static int get_token(http_ctx *h, const char *stale, char *out, size_t outlen,
                      char *err, size_t errlen) {
   pthread_mutex_lock(&h->mu);
   unsigned gen = h->token_gen;
-  long long deadline = mono_ms() + TOKEN_WAIT_MS;
+  long long deadline = clock_mono_ms() + TOKEN_WAIT_MS;
   for (;;) {
     long long now = (long long)time(NULL);
     bool usable = h->token && !(stale && strcmp(stale, h->token) == 0);
@@ -267,7 +262,7 @@ static int get_token(http_ctx *h, const char *stale, char *out, size_t outlen,
       pthread_mutex_unlock(&h->mu);
       return C8Y_OK;
     }
-    long long ms = mono_ms();
+    long long ms = clock_mono_ms();
     if (atomic_load(&h->stopping) || ms >= deadline)
       break;
     if (h->token_asked_ms == 0 || ms - h->token_asked_ms > TOKEN_RETRY_MS) {
@@ -337,7 +332,7 @@ int http_new(const agent_config *cfg, http_token_request_fn request_token,
       cfg->ca_path && stat(cfg->ca_path, &st) == 0 && S_ISDIR(st.st_mode);
   h->base_url = strdup(cfg->http_url ? cfg->http_url : "");
   h->tenant_host = cfg->host ? strdup(cfg->host) : NULL;
-  h->user = cfg_username(cfg);
+  h->user = config_username(cfg);
   h->password = cfg->password ? strdup(cfg->password) : NULL;
   if (!h->base_url || (cfg->host && !h->tenant_host) ||
       (cfg->ca_path && !h->ca_path)) {

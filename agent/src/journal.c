@@ -1,5 +1,6 @@
 #include "journal.h"
 
+#include "clock.h"
 #include "fsutil.h"
 #include "ident.h"
 #include "log.h"
@@ -142,8 +143,8 @@ static void read_resume(journal *j, size_t lineno, json_t *o,
 
 char *journal_boot_id(void) {
   const char *path = getenv("C8Y_BOOT_ID_FILE");
-  return fsu_read_first_line(path && *path ? path
-                                           : "/proc/sys/kernel/random/boot_id");
+  return fsutil_read_first_line(
+      path && *path ? path : "/proc/sys/kernel/random/boot_id");
 }
 
 /* Appends one JSON line and makes it durable before returning. */
@@ -388,9 +389,7 @@ int journal_forget_recovered(journal *j) {
 uint64_t journal_next_id(journal *j) { return j->next_id++; }
 
 int journal_begin(journal *j, const journal_entry *e) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  long long now = clock_wall_ms();
   if (e->id >= j->next_id)
     j->next_id = e->id + 1;
   return journal_append(j, entry_json(e, j->boot_id, now));

@@ -169,7 +169,7 @@ static void cb_delivered(void *ctx, uint64_t id, bool ok) {
 static char *read_dmi(const char *field) {
   char path[128];
   snprintf(path, sizeof path, "/sys/class/dmi/id/%s", field);
-  char *v = fsu_read_first_line(path);
+  char *v = fsutil_read_first_line(path);
   if (v && (strcmp(v, "None") == 0 || strstr(v, "To Be Filled") != NULL ||
             strcmp(v, "Default string") == 0)) {
     free(v);
@@ -183,17 +183,17 @@ static char *read_dmi(const char *field) {
  * and retried after a loss. Volatile: it is rebuilt on every connect. */
 static size_t queue_announce(link_ctx *l, const char *topic,
                              const char *const *fields, size_t n) {
-  sr_buf b;
-  sr_buf_init(&b);
+  smartrest_buf b;
+  smartrest_buf_init(&b);
   size_t queued = 0;
-  if (sr_encode_line(&b, fields, n) == 0 &&
+  if (smartrest_encode_line(&b, fields, n) == 0 &&
       outq_push(l->q, OUTQ_INVENTORY, topic, b.data, l->reg_tag,
                 OUTQ_VOLATILE) == 0)
     queued = 1;
   else
     log_error("cannot queue the registration line '%.40s' for %s",
               b.data ? b.data : fields[0], topic);
-  sr_buf_free(&b);
+  smartrest_buf_free(&b);
   return queued;
 }
 

@@ -1,5 +1,6 @@
 #include "loader.h"
 
+#include "clock.h"
 #include "crash.h"
 #include "log.h"
 #include "status.h"
@@ -19,12 +20,6 @@
 /* How long all workers together get to return from their callbacks on a
  * stop or reload; stuck ones are abandoned so the agent stays responsive. */
 #define LOADER_STOP_BUDGET_MS 1000
-
-static long long loader_mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static bool valid_plugin_name(const char *name) {
   size_t n = 0;
@@ -255,9 +250,9 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
     close_lib(dl, fd);
     return;
   }
-  cfg_entry *en = cfg_plugin_lookup(h->cfg, local.name, "enabled");
+  config_entry *en = config_plugin_lookup(h->cfg, local.name, "enabled");
   bool enabled = true;
-  if (en && cfg_parse_bool(en->value, &enabled) != 0) {
+  if (en && config_parse_bool(en->value, &enabled) != 0) {
     char where[512];
     snprintf(where, sizeof where, "%s:%u", en->file, en->line);
     refuse(e, "%s: [plugin.%s] enabled: not a boolean", where, local.name);
@@ -272,11 +267,11 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
     close_lib(dl, fd);
     return;
   }
-  c8y_plugin *p = plugin_new(h, local.name, local.version, path);
+  c8y_plugin *p = plugin_host_new_plugin(h, local.name, local.version, path);
   c8y_plugin **grown =
       p ? realloc(s->plugins, (s->n + 1) * sizeof *grown) : NULL;
   if (!grown) {
-    plugin_free(p);
+    plugin_host_free_plugin(p);
     refuse(e, "out of memory");
     close_lib(dl, fd);
     return;
@@ -288,7 +283,7 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
   p->crash_head = crash_plugin_head(local.name, path, &st);
   p->registering = true;
   crash_enter(p->crash_head, "init", NULL);
-  int rc = local.init(p, plugin_api(), &p->user_data);
+  int rc = local.init(p, plugin_host_api(), &p->user_data);
   crash_leave();
   p->registering = false;
   if (rc < 0 || p->init_error) {
@@ -299,17 +294,17 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
       refuse(e, "%s", p->init_error);
     else
       refuse(e, "init failed: %s", status_str(rc));
-    plugin_free(p);
+    plugin_host_free_plugin(p);
     close_lib(dl, fd);
     return;
   }
-  plugin_report_unused_keys(p, false);
-  if (start_workers && plugin_start_worker(p) != 0) {
+  plugin_host_report_unused_keys(p, false);
+  if (start_workers && plugin_host_start_worker(p) != 0) {
     if (local.fini)
       call_fini(p);
     registry_remove_plugin(h->reg, p);
     refuse(e, "cannot start its worker thread");
-    plugin_free(p);
+    plugin_host_free_plugin(p);
     close_lib(dl, fd);
     return;
   }
@@ -342,14 +337,14 @@ static void quarantine_alarm(plugin_host *h, const plugin_set *s) {
   }
   if (len) {
     const char *f[] = {"302", "c8y_PluginQuarantined", text};
-    if (plugin_send_fields(h, OUTQ_ALARM, "s/us", f, 3) == C8Y_OK) {
+    if (plugin_host_send_fields(h, OUTQ_ALARM, "s/us", f, 3) == C8Y_OK) {
       int fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
       if (fd >= 0)
         close(fd);
     }
   } else if (access(marker, F_OK) == 0) {
     const char *f[] = {"306", "c8y_PluginQuarantined"};
-    if (plugin_send_fields(h, OUTQ_ALARM, "s/us", f, 2) == C8Y_OK)
+    if (plugin_host_send_fields(h, OUTQ_ALARM, "s/us", f, 2) == C8Y_OK)
       unlink(marker);
   }
 }
@@ -429,11 +424,11 @@ static void load_dir(plugin_host *h, const char *dir, bool start_workers,
 void loader_stop_all(plugin_set *s) {
   /* Stop every worker first, so one slow plugin does not delay the others'
    * stop, then wait for them within one shared budget. */
-  long long start = loader_mono_ms();
+  long long start = clock_mono_ms();
   for (size_t i = s->n; i-- > 0;) {
     c8y_plugin *p = s->plugins[i];
-    long long left = LOADER_STOP_BUDGET_MS - (loader_mono_ms() - start);
-    plugin_stop_worker_within(p, left > 0 ? (int)left : 0);
+    long long left = LOADER_STOP_BUDGET_MS - (clock_mono_ms() - start);
+    plugin_host_stop_worker_within(p, left > 0 ? (int)left : 0);
     if (p->info.fini && !p->abandoned)
       call_fini(p);
   }
@@ -453,7 +448,7 @@ void loader_release_all(plugin_set *s, registry *reg) {
     void *dl = p->dl;
     int fd = p->lib_fd;
     registry_remove_plugin(reg, p);
-    plugin_free(p);
+    plugin_host_free_plugin(p);
     close_lib(dl, fd);
   }
   free(s->plugins);

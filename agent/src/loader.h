@@ -13,7 +13,7 @@
 #ifndef C8Y_LOADER_H
 #define C8Y_LOADER_H
 
-#include "plugin.h"
+#include "plugin_host.h"
 
 #include <stdbool.h>
 #include <stdio.h>

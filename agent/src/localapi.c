@@ -1,8 +1,9 @@
 #include "localapi.h"
 
+#include "clock.h"
 #include "fsutil.h"
 #include "log.h"
-#include "plugin.h"
+#include "plugin_host.h"
 #include "proto.h"
 #include "smartrest.h"
 #include "status.h"
@@ -32,7 +33,7 @@ typedef struct client {
   int fd;
   char in[LOCALAPI_MAX_REQUEST + 2];
   size_t inlen;
-  sr_buf out;
+  smartrest_buf out;
   size_t outoff;
   bool closing; /* close once `out` is written */
   long long last_ms;
@@ -76,18 +77,6 @@ struct localapi {
   size_t nhistory, hnext; /* ring: hnext is the slot written next */
   long long started_ms;
 };
-
-static long long wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static long long mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
@@ -133,8 +122,8 @@ static int parse_line(const char *s, localapi_request *r, char *err,
   s = skip_spaces(s);
   if (!*s)
     return fail(err, errlen, "no SmartREST line given");
-  sr_records recs;
-  if (sr_decode(s, strlen(s), &recs) != 0)
+  smartrest_records recs;
+  if (smartrest_decode(s, strlen(s), &recs) != 0)
     return fail(err, errlen, "out of memory");
   int rc = -1;
   if (recs.count != 1)
@@ -148,7 +137,7 @@ static int parse_line(const char *s, localapi_request *r, char *err,
     recs.items[0].nfields = 0;
     rc = 0;
   }
-  sr_records_free(&recs);
+  smartrest_records_free(&recs);
   return rc;
 }
 
@@ -232,13 +221,13 @@ void localapi_request_free(localapi_request *r) {
 static const char *const class_names[OUTQ_NCLASSES] = {
     "opstatus", "alarm", "event", "inventory", "measurement"};
 
-static void append(sr_buf *b, const char *s) {
-  if (sr_buf_append(b, s, strlen(s)) != 0)
+static void append(smartrest_buf *b, const char *s) {
+  if (smartrest_buf_append(b, s, strlen(s)) != 0)
     log_warning("local API: out of memory building an answer");
 }
 
 __attribute__((format(printf, 2, 3))) static void
-appendf(sr_buf *b, const char *fmt, ...) {
+appendf(smartrest_buf *b, const char *fmt, ...) {
   char line[2048];
   va_list ap;
   va_start(ap, fmt);
@@ -248,13 +237,14 @@ appendf(sr_buf *b, const char *fmt, ...) {
 }
 
 /* Answers with data: "ok <n>" and n lines. */
-static void answer_lines(sr_buf *out, const sr_buf *lines, size_t n) {
+static void answer_lines(smartrest_buf *out, const smartrest_buf *lines,
+                         size_t n) {
   appendf(out, "ok %zu\n", n);
   if (lines->len)
     append(out, lines->data);
 }
 
-static void answer_json(sr_buf *out, json_t *j) {
+static void answer_json(smartrest_buf *out, json_t *j) {
   char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
   if (s) {
     appendf(out, "ok ");
@@ -271,16 +261,18 @@ static void iso_time(long long ms, char *out, size_t n) {
   if (ms <= 0)
     snprintf(out, n, "-");
   else
-    sr_format_time(ms, out, n);
+    smartrest_format_time(ms, out, n);
 }
 
-static void do_send(localapi *a, const localapi_request *r, sr_buf *out) {
+static void do_send(localapi *a, const localapi_request *r,
+                    smartrest_buf *out) {
   const char *why = NULL;
   const char *const *f = (const char *const *)r->fields;
   int rc =
       r->cmd == LOCALAPI_SEND
-          ? plugin_send_static(&a->host, r->child, f, r->nfields, &why)
-          : plugin_send_custom(&a->host, r->xid, r->child, f, r->nfields, &why);
+          ? plugin_host_send_static(&a->host, r->child, f, r->nfields, &why)
+          : plugin_host_send_custom(&a->host, r->xid, r->child, f, r->nfields,
+                                    &why);
   if (rc == C8Y_OK) {
     outq_class cls =
         r->cmd == LOCALAPI_SEND ? proto_class(r->fields[0]) : OUTQ_EVENT;
@@ -294,11 +286,11 @@ static void do_send(localapi *a, const localapi_request *r, sr_buf *out) {
   }
 }
 
-static void do_status_text(localapi *a, sr_buf *out) {
+static void do_status_text(localapi *a, smartrest_buf *out) {
   outq_stats st;
   outq_get_stats(a->host.q, &st);
-  sr_buf l;
-  sr_buf_init(&l);
+  smartrest_buf l;
+  smartrest_buf_init(&l);
   size_t n = 0;
   char since[40], when[40], problem[512];
   int level = 0;
@@ -306,7 +298,7 @@ static void do_status_text(localapi *a, sr_buf *out) {
   pthread_mutex_lock(&a->mu);
   iso_time(a->link_since_ms, since, sizeof since);
   appendf(&l, "link: %s since %s (%lld s)\n", a->link, since,
-          (wall_ms() - a->link_since_ms) / 1000);
+          (clock_wall_ms() - a->link_since_ms) / 1000);
   appendf(&l, "server: %s\n", a->server ? a->server : "-");
   n += 2;
   size_t queued = 0;
@@ -340,10 +332,10 @@ static void do_status_text(localapi *a, sr_buf *out) {
     append(&l, "last error: none\n");
   n++;
   answer_lines(out, &l, n);
-  sr_buf_free(&l);
+  smartrest_buf_free(&l);
 }
 
-static void do_status_json(localapi *a, sr_buf *out) {
+static void do_status_json(localapi *a, smartrest_buf *out) {
   outq_stats st;
   outq_get_stats(a->host.q, &st);
   char since[40], when[40], problem[512];
@@ -383,9 +375,9 @@ static void do_status_json(localapi *a, sr_buf *out) {
                              "last_error", last));
 }
 
-static void do_ops(localapi *a, bool json, sr_buf *out) {
-  sr_buf l;
-  sr_buf_init(&l);
+static void do_ops(localapi *a, bool json, smartrest_buf *out) {
+  smartrest_buf l;
+  smartrest_buf_init(&l);
   json_t *arr = json ? json_array() : NULL;
   pthread_mutex_lock(&a->mu);
   size_t n = a->nhistory;
@@ -416,10 +408,10 @@ static void do_ops(localapi *a, bool json, sr_buf *out) {
     answer_json(out, arr);
   else
     answer_lines(out, &l, n);
-  sr_buf_free(&l);
+  smartrest_buf_free(&l);
 }
 
-static void do_help(sr_buf *out) {
+static void do_help(smartrest_buf *out) {
   static const char *const lines[] = {
       "send [--child ID] LINE      queue a static SmartREST line (s/us)",
       "custom XID [--child ID] LINE  queue a line of template collection XID",
@@ -432,7 +424,7 @@ static void do_help(sr_buf *out) {
     appendf(out, "%s\n", lines[i]);
 }
 
-static void handle_request(localapi *a, const char *line, sr_buf *out) {
+static void handle_request(localapi *a, const char *line, smartrest_buf *out) {
   localapi_request r;
   char err[300];
   if (localapi_parse(line, &r, err, sizeof err) != 0) {
@@ -515,7 +507,7 @@ static void accept_clients(localapi *a) {
     char why[300];
     if (!peer_allowed(a, fd, why, sizeof why)) {
       /* A local user hammering the socket must not flood the journal. */
-      long long now = mono_ms();
+      long long now = clock_mono_ms();
       if (now - a->refusal_logged_ms >= 1000) {
         if (a->refusals_unlogged)
           log_warning("local API: %u more clients refused",
@@ -539,8 +531,8 @@ static void accept_clients(localapi *a) {
       continue;
     }
     c->fd = fd;
-    sr_buf_init(&c->out);
-    c->last_ms = mono_ms();
+    smartrest_buf_init(&c->out);
+    c->last_ms = clock_mono_ms();
     a->clients[a->nclients++] = c;
   }
 }
@@ -548,7 +540,7 @@ static void accept_clients(localapi *a) {
 static void drop_client(localapi *a, size_t i) {
   client *c = a->clients[i];
   close(c->fd);
-  sr_buf_free(&c->out);
+  smartrest_buf_free(&c->out);
   free(c);
   a->clients[i] = a->clients[--a->nclients];
 }
@@ -585,7 +577,7 @@ static bool client_read(localapi *a, client *c) {
     ssize_t n = read(c->fd, c->in + c->inlen, room);
     if (n > 0) {
       c->inlen += (size_t)n;
-      c->last_ms = mono_ms();
+      c->last_ms = clock_mono_ms();
       if (memchr(c->in, 0, c->inlen)) {
         append(&c->out, "error NUL byte in request\n");
         c->closing = true;
@@ -627,7 +619,7 @@ static bool client_write(client *c) {
       return true;
     return false;
   }
-  sr_buf_reset(&c->out);
+  smartrest_buf_reset(&c->out);
   c->outoff = 0;
   return !c->closing;
 }
@@ -655,7 +647,7 @@ static void *api_main(void *arg) {
     }
     if (pfd[0].revents)
       break;
-    long long now = mono_ms();
+    long long now = clock_mono_ms();
     /* Backwards: drop_client moves the last client into slot i. */
     for (size_t i = nc; i-- > 0;) {
       client *c = a->clients[i];
@@ -731,7 +723,7 @@ static char *parent_dir(const char *path) {
 static int bind_socket(localapi *a, const agent_config *cfg, const char *path,
                        char *err, size_t errlen) {
   char *dir = parent_dir(path);
-  if (!dir || fsu_mkdir_p(dir, 0755) != 0) {
+  if (!dir || fsutil_mkdir_p(dir, 0755) != 0) {
     snprintf(err, errlen, "local API: cannot create %s: %s", dir ? dir : path,
              strerror(errno));
     free(dir);
@@ -838,7 +830,7 @@ int localapi_start(const agent_config *cfg, outq *q, void (*wake)(void *ctx),
   a->self_uid = geteuid();
   a->gid = cfg->api_gid;
   snprintf(a->link, sizeof a->link, "down");
-  a->started_ms = a->link_since_ms = wall_ms();
+  a->started_ms = a->link_since_ms = clock_wall_ms();
   a->group = dup_or_null(cfg->api_group);
   if (cfg->api_group && !a->group) {
     snprintf(err, errlen, "local API: out of memory");
@@ -898,7 +890,7 @@ void localapi_set_state(localapi *a, const char *link, const char *server,
   pthread_mutex_lock(&a->mu);
   if (strcmp(a->link, link) != 0) {
     snprintf(a->link, sizeof a->link, "%s", link);
-    a->link_since_ms = wall_ms();
+    a->link_since_ms = clock_wall_ms();
   }
   if (server && (!a->server || strcmp(a->server, server) != 0)) {
     free(a->server);
@@ -951,7 +943,7 @@ void localapi_record_op(localapi *a, const ops_outcome *r) {
                  .device = dup_or_null(r->device),
                  .reason = dup_or_null(r->reason),
                  .ok = r->ok,
-                 .when_ms = wall_ms()};
+                 .when_ms = clock_wall_ms()};
   pthread_mutex_lock(&a->mu);
   op_record *slot = &a->history[a->hnext];
   op_record old = *slot;

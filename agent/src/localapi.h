@@ -7,7 +7,7 @@
  * members of the configured group are served; anyone else gets one
  * "error ..." line naming the reason and is disconnected (and logged).
  *
- * Lines sent through it take the plugins' path (plugin_send_static/custom:
+ * Lines sent through it take the plugins' path (plugin_host_send_static/custom:
  * same checks, same class per template, the durable queue, then a wake of
  * the main loop). What `status` reports is a snapshot the main loop
  * publishes (localapi_set_*); the API thread never reads agent state. */

@@ -1,5 +1,6 @@
 #include "netdiag.h"
 
+#include "clock.h"
 #include "log.h"
 #include "x509.h"
 
@@ -63,12 +64,6 @@ const char *netdiag_connack_meaning(int code) {
   default:
     return "connection refused by the broker";
   }
-}
-
-static long long mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 typedef struct probe {
@@ -246,7 +241,7 @@ static int probe_tcp(probe *p, int *failed) {
    * and "localhost", which the session can still reach. */
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
   struct addrinfo *res = NULL;
-  long long t0 = mono_ms();
+  long long t0 = clock_mono_ms();
   int g = resolve(c->host, port, &hints, p->timeout_ms, &res);
   if (g != 0) {
     *failed = step_done(
@@ -270,12 +265,12 @@ static int probe_tcp(probe *p, int *failed) {
           (size_t)snprintf(list + n, sizeof list - n, "%s%s", n ? ", " : "", a);
   }
   step_done(p, NETDIAG_DNS, true, "%s resolves to %s (%lld ms)", c->host, list,
-            mono_ms() - t0);
+            clock_mono_ms() - t0);
   int fd = -1, err = 0;
   char last[INET6_ADDRSTRLEN + 2] = "?";
   for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
     addr_text(ai->ai_addr, last, sizeof last);
-    t0 = mono_ms();
+    t0 = clock_mono_ms();
     fd = connect_one(ai, p->timeout_ms);
     if (fd < 0)
       err = errno;
@@ -295,7 +290,7 @@ static int probe_tcp(probe *p, int *failed) {
   }
   snprintf(p->addr, sizeof p->addr, "%s", last);
   step_done(p, NETDIAG_TCP, true, "connected to %s port %d (%lld ms)", last,
-            c->port, mono_ms() - t0);
+            c->port, clock_mono_ms() - t0);
   return fd;
 }
 
@@ -436,7 +431,7 @@ static int probe_tls(probe *p, int fd) {
   }
   SSL_set_fd(ssl, fd);
   errno = 0;
-  long long t0 = mono_ms();
+  long long t0 = clock_mono_ms();
   int ret = SSL_connect(ssl);
   if (ret != 1) {
     failed = handshake_failed(p, ssl, ret);
@@ -490,7 +485,7 @@ static int probe_tls(probe *p, int fd) {
                 "%s, server certificate verified%s%s (%s; issuer %s) (%lld ms)",
                 SSL_get_version(ssl), c->verify_hostname ? " for " : "",
                 c->verify_hostname ? c->host : " (host name NOT checked)",
-                names, issuer, mono_ms() - t0);
+                names, issuer, clock_mono_ms() - t0);
     ERR_clear_error();
   }
 out:
@@ -546,7 +541,7 @@ static void *diag_thread(void *arg) {
              "failure is in the MQTT layer",
              c->tls ? "ssl" : "tcp", c->host, c->port,
              c->tls ? " and TLS" : "");
-  cfg_free(c);
+  config_free(c);
   free(c);
   diag_done();
   return NULL;
@@ -577,7 +572,7 @@ void netdiag_explain_async(const agent_config *cfg) {
   pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
   if (!c || !c->host || pthread_create(&t, &at, diag_thread, c) != 0) {
     if (c) {
-      cfg_free(c);
+      config_free(c);
       free(c);
     }
     diag_done();

@@ -1,5 +1,6 @@
 #include "ops.h"
 
+#include "clock.h"
 #include "ident.h"
 #include "log.h"
 #include "proto.h"
@@ -100,12 +101,6 @@ struct ops {
   long long retry_at; /* an OP_FINISHING operation waits for the queue */
 };
 
-static long long mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void free_strv(char **v, size_t n) {
   for (size_t i = 0; i < n; i++)
     free(v[i]);
@@ -200,15 +195,15 @@ static void utf8_truncate(char *s, size_t max) {
 static int queue_status_line(ops *o, const char *topic,
                              const char *const *fields, size_t n,
                              unsigned flags, uint64_t tag) {
-  sr_buf b;
-  sr_buf_init(&b);
-  int rc = sr_encode_line(&b, fields, n);
+  smartrest_buf b;
+  smartrest_buf_init(&b);
+  int rc = smartrest_encode_line(&b, fields, n);
   if (rc == 0)
     rc = outq_push(o->q, OUTQ_OPSTATUS, topic, b.data, tag, flags);
   if (rc != 0)
     log_error("cannot queue '%.60s' for %s (status %d)", b.data ? b.data : "",
               topic, rc);
-  sr_buf_free(&b);
+  smartrest_buf_free(&b);
   return rc;
 }
 
@@ -223,12 +218,12 @@ static int queue_success(ops *o, const char *topic, const char *fragment,
   fields[1] = fragment;
   for (size_t i = 0; i < nparams; i++)
     fields[i + 2] = params[i];
-  sr_buf b;
-  sr_buf_init(&b);
+  smartrest_buf b;
+  smartrest_buf_init(&b);
   char *cut = NULL;
   for (int attempt = 0; attempt < 20; attempt++) {
-    sr_buf_reset(&b);
-    if (sr_encode_line(&b, fields, nparams + 2) != 0)
+    smartrest_buf_reset(&b);
+    if (smartrest_encode_line(&b, fields, nparams + 2) != 0)
       break;
     if (b.len <= 16000 || nparams == 0)
       break;
@@ -250,7 +245,7 @@ static int queue_success(ops *o, const char *topic, const char *fragment,
   if (rc != 0)
     log_error("cannot queue the 503 for %s on %s (status %d)", fragment, topic,
               rc);
-  sr_buf_free(&b);
+  smartrest_buf_free(&b);
   free(cut);
   free(fields);
   return rc;
@@ -335,20 +330,20 @@ static bool ignored_before(ops *o, const char *id) {
  * payload are sorted by (template, device) once, so each lookup is a binary
  * search instead of a scan of the whole payload. */
 typedef struct twin_set {
-  const sr_record **recs;
+  const smartrest_record **recs;
   size_t n;
 } twin_set;
 
 static int twin_cmp(const void *a, const void *b) {
-  const sr_record *x = *(const sr_record *const *)a;
-  const sr_record *y = *(const sr_record *const *)b;
+  const smartrest_record *x = *(const smartrest_record *const *)a;
+  const smartrest_record *y = *(const smartrest_record *const *)b;
   int c = strcmp(x->fields[0], y->fields[0]);
   return c ? c : strcmp(x->fields[1], y->fields[1]);
 }
 
 /* Every well-formed record of the payload, so a twin of any template can be
  * looked up; only payloads that hold a template with a twin pay for it. */
-static void twins_collect(const sr_records *recs, twin_set *t) {
+static void twins_collect(const smartrest_records *recs, twin_set *t) {
   t->recs = NULL;
   t->n = 0;
   bool any = false;
@@ -358,20 +353,20 @@ static void twins_collect(const sr_records *recs, twin_set *t) {
   if (!any || !(t->recs = malloc(recs->count * sizeof *t->recs)))
     return;
   for (size_t i = 0; i < recs->count; i++) {
-    const sr_record *r = &recs->items[i];
+    const smartrest_record *r = &recs->items[i];
     if (!r->error && r->nfields >= 2)
       t->recs[t->n++] = r;
   }
   qsort(t->recs, t->n, sizeof *t->recs, twin_cmp);
 }
 
-static bool superseded(const twin_set *t, const sr_record *r) {
+static bool superseded(const twin_set *t, const smartrest_record *r) {
   const char *richer = proto_richer_twin(r->fields[0]);
   if (!richer || r->nfields < 2 || t->n == 0)
     return false;
   char *key_fields[2] = {(char *)richer, r->fields[1]};
-  sr_record key = {.fields = key_fields, .nfields = 2};
-  const sr_record *kp = &key;
+  smartrest_record key = {.fields = key_fields, .nfields = 2};
+  const smartrest_record *kp = &key;
   return bsearch(&kp, t->recs, t->n, sizeof *t->recs, twin_cmp) != NULL;
 }
 
@@ -390,7 +385,7 @@ static bool may_warn(warn_budget *w) {
   return false;
 }
 
-static bool same_fields(const c8y_operation *op, const sr_record *r) {
+static bool same_fields(const c8y_operation *op, const smartrest_record *r) {
   if (strcmp(op->template_id, r->fields[0]) != 0 ||
       op->nfields != r->nfields - 2)
     return false;
@@ -410,7 +405,7 @@ static int complete(c8y_operation *op, bool ok, const char *const *params,
  * the same operation means it is still PENDING (and r is that operation, not
  * a new one); anything else means the 501 arrived and it is EXECUTING.
  * Returns true when r was the uncertain operation itself. */
-static bool reconcile_with(ops *o, op_fifo *f, const sr_record *r) {
+static bool reconcile_with(ops *o, op_fifo *f, const smartrest_record *r) {
   c8y_operation *op = f->head;
   if (!op || op->state != OP_UNCERTAIN)
     return false;
@@ -428,7 +423,7 @@ static bool reconcile_with(ops *o, op_fifo *f, const sr_record *r) {
   return false;
 }
 
-static void handle_record(ops *o, const sr_record *r, warn_budget *w) {
+static void handle_record(ops *o, const smartrest_record *r, warn_budget *w) {
   const char *tid = r->fields[0];
   const char *fragment = proto_fragment(tid);
   if (!fragment) {
@@ -504,8 +499,8 @@ static void handle_record(ops *o, const sr_record *r, warn_budget *w) {
 }
 
 void ops_handle_payload(ops *o, const char *payload, size_t len) {
-  sr_records recs;
-  if (sr_decode(payload, len, &recs) != 0) {
+  smartrest_records recs;
+  if (smartrest_decode(payload, len, &recs) != 0) {
     log_error("s/ds: out of memory decoding a %zu-byte payload", len);
     return;
   }
@@ -513,7 +508,7 @@ void ops_handle_payload(ops *o, const char *payload, size_t len) {
   twins_collect(&recs, &twins);
   warn_budget w = {0, 0};
   for (size_t i = 0; i < recs.count; i++) {
-    const sr_record *r = &recs.items[i];
+    const smartrest_record *r = &recs.items[i];
     if (r->error) {
       if (may_warn(&w))
         log_warning("s/ds record %zu: %s; record ignored", r->line, r->error);
@@ -533,7 +528,7 @@ void ops_handle_payload(ops *o, const char *payload, size_t len) {
                 "logged",
                 w.suppressed, len);
   free(twins.recs);
-  sr_records_free(&recs);
+  smartrest_records_free(&recs);
 }
 
 /* The 501 is only ever outstanding for the head of a FIFO. */
@@ -575,7 +570,7 @@ static void run_started(ops *o, c8y_operation *op) {
     op->deadline_ms = LLONG_MAX;
     return;
   }
-  op->deadline_ms = mono_ms() + timeout_of(o, op);
+  op->deadline_ms = clock_mono_ms() + timeout_of(o, op);
   if (!op->handler) {
     char reason[300];
     snprintf(reason, sizeof reason, "not supported by %s", op->device);
@@ -681,7 +676,7 @@ static void finish(ops *o, c8y_operation *op) {
                 (unsigned long long)op->id, op->fragment, status_str(rc),
                 OPS_RETRY_MS);
     op->state = OP_FINISHING;
-    o->retry_at = mono_ms() + OPS_RETRY_MS;
+    o->retry_at = clock_mono_ms() + OPS_RETRY_MS;
     return;
   }
   if (retry)
@@ -906,7 +901,7 @@ void ops_fail_all(ops *o, const char *reason) {
       finish(o, op);
     }
   }
-  ops_process(o, mono_ms());
+  ops_process(o, clock_mono_ms());
 }
 
 /* ---- completion (any thread) ---- */
@@ -1026,7 +1021,7 @@ static void run_resumed(ops *o, c8y_operation *op) {
   op->state = OP_RUNNING;
   uint32_t timeout =
       op->handler->timeout_ms ? op->handler->timeout_ms : o->default_timeout_ms;
-  op->deadline_ms = mono_ms() + timeout;
+  op->deadline_ms = clock_mono_ms() + timeout;
   atomic_fetch_add(&op->refs, 2); /* the plugin's and the worker call's */
   o->host.dispatch(o->host.ctx, op);
 }

@@ -28,6 +28,7 @@
  * records, so they are read back too when needed (tombstones, ordering). */
 #include "outq.h"
 
+#include "clock.h"
 #include "log.h"
 
 #include <c8y/plugin.h>
@@ -169,12 +170,6 @@ static uint64_t get64(const unsigned char *p) {
   for (int i = 7; i >= 0; i--)
     v = (v << 8) | p[i];
   return v;
-}
-
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* ---- in-memory layout ------------------------------------------------- */
@@ -800,7 +795,7 @@ static int sync_upto(outq *q, int cls, uint64_t gen) {
     if (rc == 0) {
       if (target > c->sgen)
         c->sgen = target;
-      c->last_sync = now_ms();
+      c->last_sync = clock_mono_ms();
     } else {
       c->egen = target;
       errno = err;
@@ -998,7 +993,7 @@ static int file_rewrite(outq *q, int cls) {
    * waiting for an fsync of the old file is released. */
   c->wgen++;
   c->sgen = c->wgen;
-  c->last_sync = now_ms();
+  c->last_sync = clock_mono_ms();
   c->warned = 0;
   return 0;
 }
@@ -1233,7 +1228,7 @@ static int drop_one(outq *q, int min_cls) {
 /* Formats the unreported drops into buf once per DROP_LOG_MS; 1 if there is
  * something to log (after unlocking). */
 static int drop_report(outq *q, char *buf, size_t len) {
-  int64_t now = now_ms();
+  int64_t now = clock_mono_ms();
   if (q->droplog_ms && now - q->droplog_ms < DROP_LOG_MS)
     return 0;
   size_t o = 0;
@@ -1383,7 +1378,7 @@ static int held_flush(outq *q, int cls) {
 static void reserve_make(outq *q) {
   if (q->resfd < 0 || !q->reserve_out)
     return;
-  int64_t now = now_ms();
+  int64_t now = clock_mono_ms();
   if (q->reserve_try && now - q->reserve_try < 1000)
     return;
   q->reserve_try = now;
@@ -1786,7 +1781,7 @@ int outq_open(const outq_options *opts, outq **out, char *err, size_t errlen) {
   for (int c = 0; c < OUTQ_NCLASSES; c++) {
     q->fsync_ms[c] = opts->fsync_ms[c];
     q->c[c].fd = -1;
-    q->c[c].last_sync = now_ms();
+    q->c[c].last_sync = clock_mono_ms();
   }
   int ok = 1;
   if (opts->dir) {
@@ -2006,7 +2001,8 @@ int outq_push(outq *q, outq_class cls, const char *topic, const char *line,
         q->st.io_errors++;
         rc = C8Y_EIO;
       }
-    } else if (ms > 0 && class_dirty(c) && now_ms() - c->last_sync >= ms) {
+    } else if (ms > 0 && class_dirty(c) &&
+               clock_mono_ms() - c->last_sync >= ms) {
       sync_upto(q, cls, c->wgen);
     }
   }
@@ -2538,7 +2534,7 @@ void outq_tick(outq *q) {
     if (ms == OUTQ_FSYNC_ALWAYS)
       ms = TOMB_SYNC_MS;
     if (qc->fd >= 0 && class_dirty(qc) && ms >= 0 &&
-        now_ms() - qc->last_sync >= ms)
+        clock_mono_ms() - qc->last_sync >= ms)
       sync_upto(q, c, qc->wgen);
     maybe_compact(q, c, 1);
   }

@@ -1,7 +1,7 @@
 #include "scheduler.h"
 
 #include "log.h"
-#include "plugin.h"
+#include "plugin_host.h"
 
 #include <stdatomic.h>
 
@@ -13,7 +13,7 @@ long long scheduler_run(registry *reg, long long now) {
       if (atomic_load(&p->busy))
         log_debug("producer %s still busy; skipping a cycle", p->name);
       else
-        plugin_queue_produce(p->plugin, p);
+        plugin_host_queue_produce(p->plugin, p);
       p->next_due_ms += p->interval_ms;
       if (p->next_due_ms <= now) /* fell behind: don't burst to catch up */
         p->next_due_ms = now + p->interval_ms;

@@ -131,10 +131,10 @@ int session_new(const agent_config *cfg, const session_callbacks *cb,
   s->keepalive = cfg->keepalive;
   snprintf(s->uri, sizeof s->uri, "%s://%s:%d", cfg->tls ? "ssl" : "tcp",
            cfg->host, cfg->port);
-  s->client_id = cfg_client_id(cfg);
+  s->client_id = config_client_id(cfg);
   /* With a client certificate the CN identifies the device: no user name. */
   if (cfg->tenant || !cfg->cert_file) {
-    s->username = cfg_username(cfg);
+    s->username = config_username(cfg);
     s->password = dup_opt(cfg->password);
   }
   if (cfg->ca_path) {

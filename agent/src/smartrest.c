@@ -11,25 +11,25 @@
 
 /* ---- growable buffer ---------------------------------------------------- */
 
-void sr_buf_init(sr_buf *b) {
+void smartrest_buf_init(smartrest_buf *b) {
   b->data = NULL;
   b->len = 0;
   b->cap = 0;
 }
 
-void sr_buf_free(sr_buf *b) {
+void smartrest_buf_free(smartrest_buf *b) {
   free(b->data);
-  sr_buf_init(b);
+  smartrest_buf_init(b);
 }
 
-void sr_buf_reset(sr_buf *b) {
+void smartrest_buf_reset(smartrest_buf *b) {
   b->len = 0;
   if (b->data)
     b->data[0] = '\0';
 }
 
 /* Makes room for `extra` more bytes plus the terminating NUL. */
-static int buf_reserve(sr_buf *b, size_t extra) {
+static int buf_reserve(smartrest_buf *b, size_t extra) {
   if (extra > SIZE_MAX - 1 - b->len) {
     errno = ENOMEM;
     return -1;
@@ -51,7 +51,7 @@ static int buf_reserve(sr_buf *b, size_t extra) {
   return 0;
 }
 
-int sr_buf_append(sr_buf *b, const char *s, size_t n) {
+int smartrest_buf_append(smartrest_buf *b, const char *s, size_t n) {
   if (buf_reserve(b, n) < 0)
     return -1;
   if (n)
@@ -62,7 +62,7 @@ int sr_buf_append(sr_buf *b, const char *s, size_t n) {
 }
 
 /* Gives an untouched buffer storage so it reads as "" rather than NULL. */
-static int buf_materialise(sr_buf *b) {
+static int buf_materialise(smartrest_buf *b) {
   if (b->data)
     return 0;
   if (buf_reserve(b, 0) < 0)
@@ -71,7 +71,7 @@ static int buf_materialise(sr_buf *b) {
   return 0;
 }
 
-static int buf_putc(sr_buf *b, char c) {
+static int buf_putc(smartrest_buf *b, char c) {
   if (b->len + 1 >= b->cap && buf_reserve(b, 1) < 0)
     return -1;
   b->data[b->len++] = c;
@@ -110,7 +110,7 @@ static int needs_quotes(const char *f) {
   return last && is_ws(last);
 }
 
-static int encode_into(sr_buf *b, const char *field) {
+static int encode_into(smartrest_buf *b, const char *field) {
   if (!field)
     return 0;
   const unsigned char *p = (const unsigned char *)field;
@@ -119,11 +119,11 @@ static int encode_into(sr_buf *b, const char *field) {
     for (; *p; p++) {
       if (!is_dropped(*p))
         continue;
-      if (sr_buf_append(b, (const char *)run, (size_t)(p - run)) < 0)
+      if (smartrest_buf_append(b, (const char *)run, (size_t)(p - run)) < 0)
         return -1;
       run = p + 1;
     }
-    return sr_buf_append(b, (const char *)run, (size_t)(p - run));
+    return smartrest_buf_append(b, (const char *)run, (size_t)(p - run));
   }
   if (buf_putc(b, '"') < 0)
     return -1;
@@ -138,7 +138,7 @@ static int encode_into(sr_buf *b, const char *field) {
     if (*p == '"') {
       if ((backslashes & 1) && buf_putc(b, '\\') < 0)
         return -1;
-      if (sr_buf_append(b, "\"\"", 2) < 0)
+      if (smartrest_buf_append(b, "\"\"", 2) < 0)
         return -1;
       backslashes = 0;
       continue;
@@ -152,7 +152,7 @@ static int encode_into(sr_buf *b, const char *field) {
   return buf_putc(b, '"');
 }
 
-int sr_append_field(sr_buf *b, const char *field) {
+int smartrest_append_field(smartrest_buf *b, const char *field) {
   if (b->len > 0 && b->data[b->len - 1] != '\n' && buf_putc(b, ',') < 0)
     return -1;
   /* Keep the buffer a valid C string even when the field is empty. */
@@ -170,19 +170,22 @@ static int is_empty_after_sanitising(const char *f) {
   return 1;
 }
 
-int sr_encode_line(sr_buf *b, const char *const *fields, size_t n) {
+int smartrest_encode_line(smartrest_buf *b, const char *const *fields,
+                          size_t n) {
   size_t old = b->len;
   /* A line holding one empty field would be an empty line, which decoders
    * skip; "" keeps the record. */
   if (n == 1 && is_empty_after_sanitising(fields[0])) {
-    if (sr_append_field(b, NULL) < 0 || sr_buf_append(b, "\"\"", 2) < 0)
+    if (smartrest_append_field(b, NULL) < 0 ||
+        smartrest_buf_append(b, "\"\"", 2) < 0)
       goto fail;
     return 0;
   }
   /* Commas are written explicitly after the first field: the
-   * "empty buffer" rule of sr_append_field would lose leading empty fields. */
+   * "empty buffer" rule of smartrest_append_field would lose leading empty
+   * fields. */
   for (size_t i = 0; i < n; i++) {
-    int rc = i == 0 ? sr_append_field(b, fields[i])
+    int rc = i == 0 ? smartrest_append_field(b, fields[i])
                     : (buf_putc(b, ',') < 0 ? -1 : encode_into(b, fields[i]));
     if (rc < 0)
       goto fail;
@@ -195,11 +198,11 @@ fail:
   return -1;
 }
 
-char *sr_encode_field(const char *field) {
-  sr_buf b;
-  sr_buf_init(&b);
+char *smartrest_encode_field(const char *field) {
+  smartrest_buf b;
+  smartrest_buf_init(&b);
   if (buf_materialise(&b) < 0 || encode_into(&b, field) < 0) {
-    sr_buf_free(&b);
+    smartrest_buf_free(&b);
     return NULL;
   }
   return b.data;
@@ -215,11 +218,12 @@ typedef struct decoder {
   const char *p;
   size_t len;
   size_t i;
-  sr_buf field; /* current field, reused for every field of the payload */
+  smartrest_buf
+      field; /* current field, reused for every field of the payload */
   size_t fields_cap;
 } decoder;
 
-static void record_free(sr_record *r) {
+static void record_free(smartrest_record *r) {
   for (size_t i = 0; i < r->nfields; i++)
     free(r->fields[i]);
   free(r->fields);
@@ -227,7 +231,7 @@ static void record_free(sr_record *r) {
   r->nfields = 0;
 }
 
-void sr_records_free(sr_records *r) {
+void smartrest_records_free(smartrest_records *r) {
   if (!r)
     return;
   for (size_t i = 0; i < r->count; i++)
@@ -237,7 +241,7 @@ void sr_records_free(sr_records *r) {
   r->count = 0;
 }
 
-static int push_field(decoder *d, sr_record *r) {
+static int push_field(decoder *d, smartrest_record *r) {
   if (r->nfields == d->fields_cap) {
     size_t cap = d->fields_cap ? d->fields_cap * 2 : 8;
     char **f = realloc(r->fields, cap * sizeof *f);
@@ -271,14 +275,14 @@ static void skip_eol(decoder *d) {
     d->i++;
 }
 
-static void set_error(sr_record *r, const char *why) {
+static void set_error(smartrest_record *r, const char *why) {
   if (!r->error)
     r->error = why;
 }
 
 /* Reads the quoted field whose opening quote is at d->i. Returns 1 when the
  * closing quote was found, 0 when the payload ended first, -1 on ENOMEM. */
-static int read_quoted(decoder *d, sr_record *r) {
+static int read_quoted(decoder *d, smartrest_record *r) {
   const char *p = d->p;
   size_t i = d->i + 1;
   while (i < d->len) {
@@ -288,7 +292,7 @@ static int read_quoted(decoder *d, sr_record *r) {
        * pair (\n, \\) is kept verbatim, and consumed as a pair so that \\"
        * still ends the field. */
       int r1 = p[i + 1] == '"' ? buf_putc(&d->field, '"')
-                               : sr_buf_append(&d->field, p + i, 2);
+                               : smartrest_buf_append(&d->field, p + i, 2);
       if (r1 < 0)
         return -1;
       if (p[i + 1] == '\0')
@@ -315,7 +319,7 @@ static int read_quoted(decoder *d, sr_record *r) {
         set_error(r, ERR_NUL);
       j = i + 1;
     }
-    if (sr_buf_append(&d->field, p + i, j - i) < 0)
+    if (smartrest_buf_append(&d->field, p + i, j - i) < 0)
       return -1;
     i = j;
   }
@@ -324,7 +328,7 @@ static int read_quoted(decoder *d, sr_record *r) {
 }
 
 /* Reads an unquoted field up to ',' or the end of the line, trimmed. */
-static int read_unquoted(decoder *d, sr_record *r) {
+static int read_unquoted(decoder *d, smartrest_record *r) {
   const char *p = d->p;
   size_t i = d->i;
   while (i < d->len && p[i] != ',' && !at_eol(d, i)) {
@@ -335,7 +339,7 @@ static int read_unquoted(decoder *d, sr_record *r) {
   size_t end = i;
   while (end > d->i && (p[end - 1] == ' ' || p[end - 1] == '\t'))
     end--;
-  if (sr_buf_append(&d->field, p + d->i, end - d->i) < 0)
+  if (smartrest_buf_append(&d->field, p + d->i, end - d->i) < 0)
     return -1;
   d->i = i;
   return 0;
@@ -344,12 +348,12 @@ static int read_unquoted(decoder *d, sr_record *r) {
 /* Parses one record starting at d->i and leaves d->i after its line break.
  * Fields after the first error are not stored, but parsing goes on so the
  * record ends where a well-formed one would. */
-static int read_record(decoder *d, sr_record *r) {
+static int read_record(decoder *d, smartrest_record *r) {
   d->fields_cap = 0;
   for (;;) {
     while (d->i < d->len && (d->p[d->i] == ' ' || d->p[d->i] == '\t'))
       d->i++;
-    sr_buf_reset(&d->field);
+    smartrest_buf_reset(&d->field);
     int ok = 1;
     if (d->i < d->len && d->p[d->i] == '"') {
       size_t quote_at = d->i;
@@ -399,7 +403,7 @@ static int skip_blank_line(decoder *d) {
   return 1;
 }
 
-int sr_decode(const char *payload, size_t len, sr_records *out) {
+int smartrest_decode(const char *payload, size_t len, smartrest_records *out) {
   out->count = 0;
   out->items = NULL;
   if (!payload && len) {
@@ -407,37 +411,37 @@ int sr_decode(const char *payload, size_t len, sr_records *out) {
     return -1;
   }
   decoder d = {.p = payload, .len = len, .i = 0};
-  sr_buf_init(&d.field);
+  smartrest_buf_init(&d.field);
   size_t cap = 0;
   while (d.i < d.len) {
     if (skip_blank_line(&d))
       continue;
     if (out->count == cap) {
       size_t ncap = cap ? cap * 2 : 4;
-      sr_record *items = realloc(out->items, ncap * sizeof *items);
+      smartrest_record *items = realloc(out->items, ncap * sizeof *items);
       if (!items)
         goto enomem;
       out->items = items;
       cap = ncap;
     }
-    sr_record *r = &out->items[out->count++];
+    smartrest_record *r = &out->items[out->count++];
     memset(r, 0, sizeof *r);
     r->line = out->count;
     if (read_record(&d, r) < 0)
       goto enomem;
   }
-  sr_buf_free(&d.field);
+  smartrest_buf_free(&d.field);
   return 0;
 enomem:
-  sr_buf_free(&d.field);
-  sr_records_free(out);
+  smartrest_buf_free(&d.field);
+  smartrest_records_free(out);
   errno = ENOMEM;
   return -1;
 }
 
 /* ---- time ---------------------------------------------------------------- */
 
-void sr_format_time(long long unix_ms, char *out, size_t outlen) {
+void smartrest_format_time(long long unix_ms, char *out, size_t outlen) {
   if (!out || outlen == 0)
     return;
   long long secs = unix_ms / 1000;
@@ -461,33 +465,34 @@ void sr_format_time(long long unix_ms, char *out, size_t outlen) {
            tm.tm_sec, (int)ms);
 }
 
-void sr_format_value(double v, char *out, size_t outlen) {
+void smartrest_format_value(double v, char *out, size_t outlen) {
   snprintf(out, outlen, "%.15g", v);
 }
 
-int sr_encode_measurements(const char *const *fields, size_t nsamples,
-                           const char *type, const char *when, size_t max_line,
-                           int (*emit)(void *ctx, const char *line),
-                           void *ctx) {
+int smartrest_encode_measurements(const char *const *fields, size_t nsamples,
+                                  const char *type, const char *when,
+                                  size_t max_line,
+                                  int (*emit)(void *ctx, const char *line),
+                                  void *ctx) {
   if (nsamples == 0)
     return 0;
-  sr_buf line;
-  sr_buf_init(&line);
+  smartrest_buf line;
+  smartrest_buf_init(&line);
   int rc = 0;
   if (nsamples == 1) {
     const char *f[] = {"200", fields[0], fields[1], fields[2], fields[3], when};
-    if (sr_encode_line(&line, f, 6) != 0)
+    if (smartrest_encode_line(&line, f, 6) != 0)
       rc = -1;
     else
       rc = line.len > max_line ? -2 : emit(ctx, line.data);
-    sr_buf_free(&line);
+    smartrest_buf_free(&line);
     return rc;
   }
   size_t i = 0;
   while (i < nsamples && rc == 0) {
-    sr_buf_reset(&line);
+    smartrest_buf_reset(&line);
     const char *head[] = {"201", type, when};
-    if (sr_encode_line(&line, head, 3) != 0) {
+    if (smartrest_encode_line(&line, head, 3) != 0) {
       rc = -1;
       break;
     }
@@ -495,7 +500,7 @@ int sr_encode_measurements(const char *const *fields, size_t nsamples,
     while (i < nsamples) {
       size_t mark = line.len;
       for (size_t k = 0; k < 4 && rc == 0; k++)
-        if (sr_append_field(&line, fields[i * 4 + k]) != 0)
+        if (smartrest_append_field(&line, fields[i * 4 + k]) != 0)
           rc = -1;
       if (rc != 0)
         break;
@@ -513,6 +518,6 @@ int sr_encode_measurements(const char *const *fields, size_t nsamples,
     if (rc == 0)
       rc = emit(ctx, line.data);
   }
-  sr_buf_free(&line);
+  smartrest_buf_free(&line);
   return rc;
 }

@@ -12,47 +12,49 @@
 #include <stddef.h>
 
 /* A growable byte buffer, always NUL-terminated when data != NULL. */
-typedef struct sr_buf {
+typedef struct smartrest_buf {
   char *data;
   size_t len;
   size_t cap;
-} sr_buf;
+} smartrest_buf;
 
-void sr_buf_init(sr_buf *b);
-void sr_buf_free(sr_buf *b);
-void sr_buf_reset(sr_buf *b); /* len = 0, keeps memory */
-int sr_buf_append(sr_buf *b, const char *s, size_t n); /* 0 / -1 on ENOMEM */
+void smartrest_buf_init(smartrest_buf *b);
+void smartrest_buf_free(smartrest_buf *b);
+void smartrest_buf_reset(smartrest_buf *b); /* len = 0, keeps memory */
+int smartrest_buf_append(smartrest_buf *b, const char *s,
+                         size_t n); /* 0 / -1 on ENOMEM */
 
 /* Appends one field, preceded by ',' unless the buffer is empty or ends in
  * '\n'. Returns 0 or -1 (ENOMEM). */
-int sr_append_field(sr_buf *b, const char *field);
+int smartrest_append_field(smartrest_buf *b, const char *field);
 /* Appends fields[0..n) as one line (no trailing newline). NULL fields are
  * written empty. */
-int sr_encode_line(sr_buf *b, const char *const *fields, size_t n);
+int smartrest_encode_line(smartrest_buf *b, const char *const *fields,
+                          size_t n);
 /* Encodes one field into a fresh malloc'ed string (quoted if needed). */
-char *sr_encode_field(const char *field);
+char *smartrest_encode_field(const char *field);
 
-typedef struct sr_record {
+typedef struct smartrest_record {
   size_t nfields;
   char **fields;     /* unescaped, NUL-terminated, owned by the record */
   const char *error; /* NULL if the record parsed; else a static reason */
   size_t line;       /* 1-based record number inside the payload */
-} sr_record;
+} smartrest_record;
 
-typedef struct sr_records {
+typedef struct smartrest_records {
   size_t count;
-  sr_record *items;
-} sr_records;
+  smartrest_record *items;
+} smartrest_records;
 
 /* Splits a downstream payload into records. A malformed record (unterminated
  * quote, garbage after a closing quote) gets `error` set and parsing goes on
  * with the next record. Returns 0, or -1 on ENOMEM (out is then empty). */
-int sr_decode(const char *payload, size_t len, sr_records *out);
-void sr_records_free(sr_records *r);
+int smartrest_decode(const char *payload, size_t len, smartrest_records *out);
+void smartrest_records_free(smartrest_records *r);
 
 /* A measurement value as sent: 15 significant digits, no exponent for
  * ordinary magnitudes ("%.15g"). */
-void sr_format_value(double v, char *out, size_t outlen);
+void smartrest_format_value(double v, char *out, size_t outlen);
 
 /* Encodes measurement samples: one sample gives "200,frag,series,value,unit,
  * when"; several give "201,type,when,(frag,series,value,unit)..." lines, each
@@ -60,11 +62,13 @@ void sr_format_value(double v, char *out, size_t outlen);
  * series, value text, unit). emit() is called once per line and may return
  * non-zero to stop (that value is returned). Returns 0, -1 on ENOMEM, or -2
  * when one sample alone does not fit in max_line. */
-int sr_encode_measurements(const char *const *fields, size_t nsamples,
-                           const char *type, const char *when, size_t max_line,
-                           int (*emit)(void *ctx, const char *line), void *ctx);
+int smartrest_encode_measurements(const char *const *fields, size_t nsamples,
+                                  const char *type, const char *when,
+                                  size_t max_line,
+                                  int (*emit)(void *ctx, const char *line),
+                                  void *ctx);
 
 /* Formats unix milliseconds as 2026-11-24T23:05:28.123Z into out (>= 32). */
-void sr_format_time(long long unix_ms, char *out, size_t outlen);
+void smartrest_format_time(long long unix_ms, char *out, size_t outlen);
 
 #endif

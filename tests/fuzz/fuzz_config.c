@@ -38,13 +38,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   agent_config c;
   char err[256];
-  if (cfg_load(path, &c, err, sizeof err) == 0) {
-    free(cfg_client_id(&c));
-    free(cfg_username(&c));
+  if (config_load(path, &c, err, sizeof err) == 0) {
+    free(config_client_id(&c));
+    free(config_username(&c));
     if (c.nentries > 0)
-      (void)cfg_plugin_lookup(&c, c.entries[0].section + sizeof "plugin." - 1,
-                              c.entries[0].key);
-    cfg_free(&c);
+      (void)config_plugin_lookup(
+          &c, c.entries[0].section + sizeof "plugin." - 1, c.entries[0].key);
+    config_free(&c);
   }
   unlink(path);
   return 0;

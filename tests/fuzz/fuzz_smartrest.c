@@ -64,25 +64,26 @@ static char *expected(const char *field) {
   return e;
 }
 
-static void fail(const char *what, const sr_record *rec, size_t idx,
+static void fail(const char *what, const smartrest_record *rec, size_t idx,
                  const char *line) {
   fprintf(stderr, "fuzz_smartrest: %s (record %zu, field %zu)\nline: %s\n",
           what, rec->line, idx, line ? line : "(none)");
   abort();
 }
 
-static void check_record(const sr_record *rec) {
-  sr_buf b;
-  sr_buf_init(&b);
-  if (sr_encode_line(&b, (const char *const *)rec->fields, rec->nfields) < 0)
+static void check_record(const smartrest_record *rec) {
+  smartrest_buf b;
+  smartrest_buf_init(&b);
+  if (smartrest_encode_line(&b, (const char *const *)rec->fields,
+                            rec->nfields) < 0)
     abort();
-  sr_records again;
-  if (sr_decode(b.data ? b.data : "", b.len, &again) < 0)
+  smartrest_records again;
+  if (smartrest_decode(b.data ? b.data : "", b.len, &again) < 0)
     abort();
   if (again.count != 1)
     fail("re-encoded record does not decode to exactly one record", rec, 0,
          b.data);
-  const sr_record *r2 = &again.items[0];
+  const smartrest_record *r2 = &again.items[0];
   if (r2->error)
     fail(r2->error, rec, 0, b.data);
   if (r2->nfields != rec->nfields)
@@ -94,23 +95,24 @@ static void check_record(const sr_record *rec) {
     free(want);
   }
   /* Encoding what came back must be stable: a second trip changes nothing. */
-  sr_buf b2;
-  sr_buf_init(&b2);
-  if (sr_encode_line(&b2, (const char *const *)r2->fields, r2->nfields) < 0)
+  smartrest_buf b2;
+  smartrest_buf_init(&b2);
+  if (smartrest_encode_line(&b2, (const char *const *)r2->fields, r2->nfields) <
+      0)
     abort();
   if (b.len != b2.len || memcmp(b.data, b2.data, b.len) != 0)
     fail("encoding is not idempotent", rec, 0, b2.data);
-  sr_buf_free(&b2);
-  sr_records_free(&again);
-  sr_buf_free(&b);
+  smartrest_buf_free(&b2);
+  smartrest_records_free(&again);
+  smartrest_buf_free(&b);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  sr_records recs;
-  if (sr_decode((const char *)data, size, &recs) < 0)
+  smartrest_records recs;
+  if (smartrest_decode((const char *)data, size, &recs) < 0)
     return 0; /* ENOMEM only */
   for (size_t i = 0; i < recs.count; i++) {
-    const sr_record *rec = &recs.items[i];
+    const smartrest_record *rec = &recs.items[i];
     if (rec->line != i + 1)
       fail("record numbers are not consecutive", rec, 0, NULL);
     if (rec->error)
@@ -119,6 +121,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       fail("clean record without fields", rec, 0, NULL);
     check_record(rec);
   }
-  sr_records_free(&recs);
+  smartrest_records_free(&recs);
   return 0;
 }

@@ -1,6 +1,6 @@
 /* The plugin loader's refusals, with purpose-built bad plugins
  * (tests/loader/fixtures). Each case copies the fixtures it needs into its
- * own 0755 plugin dir, loads it with the real loader (cfg_load of a temp
+ * own 0755 plugin dir, loads it with the real loader (config_load of a temp
  * ini, a registry and a memory outq) and checks the entry, the one log
  * line, the registry afterwards and whether init/fini ran. The /cli cases
  * run `c8y-agent --list-plugins` on the same kind of dir. */
@@ -8,7 +8,7 @@
 #include "loader.h"
 #include "log.h"
 #include "outq.h"
-#include "plugin.h"
+#include "plugin_host.h"
 #include "registry.h"
 
 #include <c8y/plugin.h>
@@ -77,7 +77,7 @@ static void fx_teardown(fx *f, gconstpointer data) {
     loader_stop_all(&f->set);
     loader_release_all(&f->set, &f->reg);
     outq_close(f->q);
-    cfg_free(&f->cfg);
+    config_free(&f->cfg);
   }
   g_assert_cmpuint(f->reg.nproducers, ==, 0);
   g_assert_cmpuint(f->reg.nhandlers, ==, 0);
@@ -134,8 +134,8 @@ static void write_ini(fx *f, const char *extra) {
 static void load(fx *f, const char *extra_ini) {
   write_ini(f, extra_ini);
   char err[512] = "";
-  if (cfg_load(f->ini, &f->cfg, err, sizeof err) != 0)
-    g_error("cfg_load: %s", err);
+  if (config_load(f->ini, &f->cfg, err, sizeof err) != 0)
+    g_error("config_load: %s", err);
   outq_options qo;
   outq_default_options(&qo, NULL);
   g_assert_cmpint(outq_open(&qo, &f->q, err, sizeof err), ==, 0);
@@ -247,7 +247,7 @@ static void test_good(fx *f, gconstpointer data) {
   loader_release_all(&f->set, &f->reg);
   assert_no_registrations(f);
   outq_close(f->q);
-  cfg_free(&f->cfg);
+  config_free(&f->cfg);
   f->loaded = false;
 }
 
@@ -588,7 +588,7 @@ static void test_unknown_key(fx *f, gconstpointer data) {
   X(add_child_operation)
 
 static void test_api_table(void) {
-  const c8y_api *api = plugin_api();
+  const c8y_api *api = plugin_host_api();
   g_assert_cmpuint(api->abi_major, ==, C8Y_ABI_MAJOR);
   g_assert_cmpuint(api->abi_minor, ==, C8Y_ABI_MINOR);
   g_assert_cmpuint(api->size, ==, sizeof(c8y_api));

@@ -15,7 +15,7 @@ static void test_matches_encoder(void) {
       "even\\\\\"q", "end\\",     "end,\\",      "end,\\\\",
       "x\\\\\\\",y"};
   for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
-    char *enc = sr_encode_field(cases[i]);
+    char *enc = smartrest_encode_field(cases[i]);
     g_assert_nonnull(enc);
     if (strlen(enc) != cmn_csv_len(cases[i]))
       g_error("case %zu <%s>: encoder %zu bytes <%s>, cmn_csv_len %zu", i,

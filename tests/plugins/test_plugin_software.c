@@ -61,8 +61,8 @@ static GHashTable *decode_list(GPtrArray *lines) {
     const char *l = lines->pdata[i];
     g_assert_cmpuint(strlen(l), <=, LINE_MAX_BYTES);
     g_assert_true(g_str_has_prefix(l, i == 0 ? "140," : "141,"));
-    sr_records r;
-    g_assert_cmpint(sr_decode(l, strlen(l), &r), ==, 0);
+    smartrest_records r;
+    g_assert_cmpint(smartrest_decode(l, strlen(l), &r), ==, 0);
     g_assert_cmpuint(r.count, ==, 1);
     g_assert_null(r.items[0].error);
     g_assert_cmpuint((r.items[0].nfields - 1) % 4, ==, 0);
@@ -73,7 +73,7 @@ static GHashTable *decode_list(GPtrArray *lines) {
           pk, g_strdup(fl[k]),
           g_strdup_printf("%s|%s|%s", fl[k + 1], fl[k + 2], fl[k + 3]));
     }
-    sr_records_free(&r);
+    smartrest_records_free(&r);
   }
   return pk;
 }

@@ -217,11 +217,11 @@ static void outbox_add(outbox *ob, const char *topic, const char *payload) {
 /* Encodes fields as one line and queues it. */
 static void outbox_line(outbox *ob, const char *topic,
                         const char *const *fields, size_t n) {
-  sr_buf b;
-  sr_buf_init(&b);
-  if (sr_encode_line(&b, fields, n) == 0 && b.data)
+  smartrest_buf b;
+  smartrest_buf_init(&b);
+  if (smartrest_encode_line(&b, fields, n) == 0 && b.data)
     outbox_add(ob, topic, b.data);
-  sr_buf_free(&b);
+  smartrest_buf_free(&b);
 }
 
 static void echo_msg(const char *prefix, const char *topic,
@@ -322,11 +322,12 @@ static void op_finish(sim_op *o, sim_op_status st, char *const *params,
   if (n == 1) {
     o->detail = strdup(params[0]);
   } else if (n > 1) {
-    sr_buf b;
-    sr_buf_init(&b);
-    if (sr_encode_line(&b, (const char *const *)params, n) == 0 && b.data)
+    smartrest_buf b;
+    smartrest_buf_init(&b);
+    if (smartrest_encode_line(&b, (const char *const *)params, n) == 0 &&
+        b.data)
       o->detail = strdup(b.data);
-    sr_buf_free(&b);
+    smartrest_buf_free(&b);
   }
 }
 
@@ -336,7 +337,7 @@ static void reply_error(outbox *ob, const char *code, const char *tpl,
   outbox_line(ob, "s/e", f, 3);
 }
 
-static void handle_record(sim *s, sim_dev *dev, const sr_record *r,
+static void handle_record(sim *s, sim_dev *dev, const smartrest_record *r,
                           outbox *ob) {
   if (r->nfields == 0)
     return;
@@ -397,20 +398,20 @@ static void handle_record(sim *s, sim_dev *dev, const sr_record *r,
     return;
   }
   case 500: {
-    sr_buf b;
-    sr_buf_init(&b);
+    smartrest_buf b;
+    smartrest_buf_init(&b);
     bool root = dev->parent == NULL;
     for (size_t i = 0; i < s->nops; i++) {
       sim_op *o = &s->ops[i];
       if (o->st != SIM_OP_PENDING || (!root && strcmp(o->device, devid) != 0))
         continue;
       if (b.len)
-        sr_buf_append(&b, "\n", 1);
-      sr_buf_append(&b, o->line, strlen(o->line));
+        smartrest_buf_append(&b, "\n", 1);
+      smartrest_buf_append(&b, o->line, strlen(o->line));
     }
     if (b.len)
       outbox_add(ob, "s/ds", b.data);
-    sr_buf_free(&b);
+    smartrest_buf_free(&b);
     return;
   }
   case 501:
@@ -468,18 +469,18 @@ static void handle_record(sim *s, sim_dev *dev, const sr_record *r,
     return;
   }
   case 602: {
-    sr_buf b;
-    sr_buf_init(&b);
-    sr_append_field(&b, "603");
+    smartrest_buf b;
+    smartrest_buf_init(&b);
+    smartrest_append_field(&b, "603");
     char num[16];
     for (size_t i = 0; i < sizeof k_known_upstream / sizeof k_known_upstream[0];
          i++) {
       snprintf(num, sizeof num, "%d", k_known_upstream[i]);
-      sr_append_field(&b, num);
+      smartrest_append_field(&b, num);
     }
     if (b.data)
       outbox_add(ob, "s/ds", b.data);
-    sr_buf_free(&b);
+    smartrest_buf_free(&b);
     return;
   }
   default:
@@ -552,8 +553,8 @@ static void handle_upstream(sim *s, const char *topic, const char *payload,
       dev = dev_add(s, topic + 5, s->device_id, false);
     if (!dev)
       return;
-    sr_records recs = {0};
-    if (sr_decode(payload, len, &recs) != 0)
+    smartrest_records recs = {0};
+    if (smartrest_decode(payload, len, &recs) != 0)
       return;
     for (size_t i = 0; i < recs.count; i++) {
       /* Re-find: dev_add (101) may move the array. */
@@ -561,7 +562,7 @@ static void handle_upstream(sim *s, const char *topic, const char *payload,
       if (d)
         handle_record(s, d, &recs.items[i], ob);
     }
-    sr_records_free(&recs);
+    smartrest_records_free(&recs);
     return;
   }
   if (strncmp(topic, "s/ut/", 5) == 0 && topic[5] && !strchr(topic + 5, '/'))
@@ -980,11 +981,11 @@ int sim_broker_start(sim *s) {
 long sim_create_operation(sim *s, const char *line) {
   if (!line)
     return -1;
-  sr_records recs = {0};
-  if (sr_decode(line, strlen(line), &recs) != 0)
+  smartrest_records recs = {0};
+  if (smartrest_decode(line, strlen(line), &recs) != 0)
     return -1;
   long id = -1;
-  const sr_record *r = recs.count == 1 ? &recs.items[0] : NULL;
+  const smartrest_record *r = recs.count == 1 ? &recs.items[0] : NULL;
   int tpl = r && !r->error && r->nfields >= 2 ? parse_tpl(r->fields[0]) : -1;
   const char *frag = tpl > 0 ? fragment_of(tpl) : NULL;
   if (frag && *r->fields[1]) {
@@ -1012,7 +1013,7 @@ long sim_create_operation(sim *s, const char *line) {
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
   }
-  sr_records_free(&recs);
+  smartrest_records_free(&recs);
   if (id > 0) {
     /* Lost if the device is not subscribed, like on the platform; a 500
      * delivers it again. */

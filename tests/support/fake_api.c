@@ -70,8 +70,8 @@ struct c8y_batch {
  * hold a pending one when the test dispatches the next. */
 struct c8y_operation {
   fake_host *h;
-  c8y_operation *older; /* list of all operations, newest first */
-  sr_records rec;       /* rec.items[0]: template, device, fields... */
+  c8y_operation *older;  /* list of all operations, newest first */
+  smartrest_records rec; /* rec.items[0]: template, device, fields... */
   const char *fragment;
   bool completed, cancelled, reboot, released;
   bool resume, resumed, rebooted; /* ABI 1.1 resume slots */
@@ -81,7 +81,7 @@ struct c8y_operation {
 };
 
 struct c8y_message {
-  sr_record *rec;
+  smartrest_record *rec;
 };
 
 struct fake_host {
@@ -233,14 +233,14 @@ static void record_raw(fake_host *h, const char *topic, const char *line) {
 /* Encodes fields as one line and records it, as the agent queues it. */
 static int record_line(fake_host *h, const char *topic,
                        const char *const *fields, size_t n) {
-  sr_buf b;
-  sr_buf_init(&b);
-  int rc = sr_encode_line(&b, fields, n) == 0 ? C8Y_OK : C8Y_ENOMEM;
+  smartrest_buf b;
+  smartrest_buf_init(&b);
+  int rc = smartrest_encode_line(&b, fields, n) == 0 ? C8Y_OK : C8Y_ENOMEM;
   if (rc == C8Y_OK && b.len > FAKE_MAX_LINE)
     rc = C8Y_ETOOBIG;
   if (rc == C8Y_OK)
     record_raw(h, topic, b.data ? b.data : "");
-  sr_buf_free(&b);
+  smartrest_buf_free(&b);
   return rc;
 }
 
@@ -468,9 +468,9 @@ static int emit_line(void *ctx, const char *line) {
  * none longer than the limit. */
 static int batch_flush(fake_host *h, const c8y_batch *b, const char *topic) {
   char when[40];
-  sr_format_time(b->time_ms, when, sizeof when);
+  smartrest_format_time(b->time_ms, when, sizeof when);
   flush_ctx ctx = {h, topic};
-  int rc = sr_encode_measurements(
+  int rc = smartrest_encode_measurements(
       (const char *const *)b->fields.v, b->fields.n / 4,
       b->type ? b->type : b->producer, when, FAKE_MAX_LINE, emit_line, &ctx);
   if (rc == -1)
@@ -485,7 +485,7 @@ static int api_batch_add(c8y_batch *b, const char *fragment, const char *series,
   if (!b->active)
     return C8Y_ESTATE;
   char num[64];
-  sr_format_value(value, num, sizeof num);
+  smartrest_format_value(value, num, sizeof num);
   sv_push(&b->fields, fragment);
   sv_push(&b->fields, series);
   sv_push(&b->fields, num);
@@ -533,7 +533,7 @@ static int api_send_event(c8y_plugin *self, const char *child_id,
   make_topic(topic, sizeof topic, "s/us", child_id);
   const char *f[4] = {"400", type, text, tbuf};
   if (time_ms > 0)
-    sr_format_time(time_ms, tbuf, sizeof tbuf);
+    smartrest_format_time(time_ms, tbuf, sizeof tbuf);
   return record_line(self->h, topic, f, time_ms > 0 ? 4 : 3);
 }
 
@@ -586,7 +586,7 @@ static int api_send_custom(c8y_plugin *self, const char *xid,
 /* ---- api: operations --------------------------------------------------------
  */
 
-static const sr_record *op_rec(const c8y_operation *op) {
+static const smartrest_record *op_rec(const c8y_operation *op) {
   return &op->rec.items[0];
 }
 
@@ -944,7 +944,7 @@ static void free_ops(fake_host *h) {
   while (h->op) {
     c8y_operation *op = h->op;
     h->op = op->older;
-    sr_records_free(&op->rec);
+    smartrest_records_free(&op->rec);
     free(op->detail);
     sv_free(&op->params);
     free(op);
@@ -1226,8 +1226,9 @@ fake_op_state fake_host_run_operation(fake_host *h, const char *line,
   pthread_mutex_unlock(&h->mu);
   const char *error = NULL;
   op_handler *hd = NULL;
-  if (sr_decode(line, strlen(line), &op->rec) != 0 || op->rec.count != 1 ||
-      op->rec.items[0].error || op->rec.items[0].nfields < 2) {
+  if (smartrest_decode(line, strlen(line), &op->rec) != 0 ||
+      op->rec.count != 1 || op->rec.items[0].error ||
+      op->rec.items[0].nfields < 2) {
     error = "fake_host: not one valid operation line";
   } else if (!h->loaded || !(hd = find_op(h, op->rec.items[0].fields[0]))) {
     error = "fake_host: no handler";
@@ -1235,7 +1236,7 @@ fake_op_state fake_host_run_operation(fake_host *h, const char *line,
     error = "fake_host: unknown device";
   }
   if (error) {
-    sr_records_free(&op->rec);
+    smartrest_records_free(&op->rec);
     op->completed = op->released = true;
     op->detail = xstrdup(error);
     h->handler_returned = true;
@@ -1350,12 +1351,12 @@ bool fake_host_handler_returned(fake_host *h) {
 int fake_host_deliver_message(fake_host *h, const char *xid, const char *line) {
   if (!h->loaded || !xid || !line)
     return C8Y_EINVAL;
-  sr_records recs;
-  if (sr_decode(line, strlen(line), &recs) != 0)
+  smartrest_records recs;
+  if (smartrest_decode(line, strlen(line), &recs) != 0)
     return C8Y_ENOMEM;
   int rc = C8Y_OK;
   for (size_t r = 0; r < recs.count && rc == C8Y_OK; r++) {
-    sr_record *rec = &recs.items[r];
+    smartrest_record *rec = &recs.items[r];
     if (rec->error || rec->nfields == 0) {
       rc = C8Y_EINVAL;
       break;
@@ -1373,7 +1374,7 @@ int fake_host_deliver_message(fake_host *h, const char *xid, const char *line) {
     c8y_message msg = {rec};
     m->fn(&h->self, &msg, m->ud);
   }
-  sr_records_free(&recs);
+  smartrest_records_free(&recs);
   return rc;
 }
 

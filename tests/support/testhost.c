@@ -9,7 +9,7 @@
 #include "log.h"
 #include "ops.h"
 #include "outq.h"
-#include "plugin.h"
+#include "plugin_host.h"
 #include "registry.h"
 #include "smartrest.h"
 #include "status.h"
@@ -130,7 +130,7 @@ static void log_tap(void *ctx, int level, const char *line) {
 
 static void dispatch(void *ctx, c8y_operation *op) {
   (void)ctx;
-  if (plugin_queue_operation(ops_plugin(op), op) != 0)
+  if (plugin_host_queue_operation(ops_plugin(op), op) != 0)
     ops_dispatch_failed(op, "the plugin is shutting down");
 }
 
@@ -146,13 +146,13 @@ static void finished(void *ctx, const ops_outcome *r) {
 
 static void set_params(testhost *h, const char *csv) {
   g_ptr_array_set_size(h->op_params, 0);
-  sr_records r;
-  if (!*csv || sr_decode(csv, strlen(csv), &r) != 0)
+  smartrest_records r;
+  if (!*csv || smartrest_decode(csv, strlen(csv), &r) != 0)
     return;
   if (r.count == 1 && !r.items[0].error)
     for (size_t i = 0; i < r.items[0].nfields; i++)
       g_ptr_array_add(h->op_params, g_strdup(r.items[0].fields[i]));
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 }
 
 /* A batch's lines are joined by '\n'; a quoted field may hold one too. */
@@ -287,13 +287,13 @@ void testhost_unload(testhost *h) {
   }
   ops_fail_all(h->o, "agent stopped");
   pump(h);
-  plugin_stop_worker(h->p);
+  plugin_host_stop_worker(h->p);
   if (h->p->info.fini)
     h->p->info.fini(h->p, h->p->user_data);
   /* Completions made by fini() become 503/502 lines. */
   pump(h);
   registry_remove_plugin(&h->reg, h->p);
-  plugin_free(h->p);
+  plugin_host_free_plugin(h->p);
   h->p = NULL;
   dlclose(h->dl);
   h->dl = NULL;
@@ -311,7 +311,7 @@ void testhost_free(testhost *h) {
   outq_close(h->q);
   registry_free(&h->reg);
   if (h->cfg_loaded)
-    cfg_free(&h->cfg);
+    config_free(&h->cfg);
   rm_rf(h->tmp_dir);
   g_free(h->tmp_dir);
   g_free(h->state_dir);
@@ -352,7 +352,7 @@ static int load_config(testhost *h, const char *plugin) {
   g_assert_true(g_file_set_contents(h->cfg_path, ini->str, -1, NULL));
   g_string_free(ini, TRUE);
   char err[1024];
-  if (cfg_load(h->cfg_path, &h->cfg, err, sizeof err) != 0) {
+  if (config_load(h->cfg_path, &h->cfg, err, sizeof err) != 0) {
     log_error("%s", err); /* what the agent would say at start */
     return C8Y_EINVAL;
   }
@@ -419,7 +419,7 @@ static int xfer_download(c8y_plugin *self, c8y_download *d) {
     rc = C8Y_EHTTP;
   }
   /* The real slot's destination: the plugin's state dir. */
-  const char *dir = rc == C8Y_OK ? plugin_api()->state_dir(self) : NULL;
+  const char *dir = rc == C8Y_OK ? plugin_host_api()->state_dir(self) : NULL;
   if (rc == C8Y_OK && !dir)
     rc = C8Y_EIO;
   char path[sizeof d->path];
@@ -548,7 +548,7 @@ static void wrap_handlers(testhost *h) {
 }
 
 static int observed_complete_on_reboot(c8y_operation *op) {
-  int rc = plugin_api()->op_complete_on_reboot(op);
+  int rc = plugin_host_api()->op_complete_on_reboot(op);
   if (rc == C8Y_OK)
     atomic_store(
         &((testhost *)ops_plugin(op)->host->wake_ctx)->reboot_requested, true);
@@ -589,12 +589,12 @@ int testhost_load(testhost *h, const char *so_path) {
                           .state_dir = h->state_dir,
                           .wake = wake,
                           .wake_ctx = h};
-  h->p = plugin_new(&h->host, info->name, info->version, so_path);
+  h->p = plugin_host_new_plugin(&h->host, info->name, info->version, so_path);
   g_assert_nonnull(h->p);
   h->p->dl = h->dl;
   h->p->info = *info;
   h->p->registering = true;
-  h->api = *plugin_api();
+  h->api = *plugin_host_api();
   if (h->transfers) {
     h->api.download = xfer_download;
     h->api.upload = xfer_upload;
@@ -610,15 +610,15 @@ int testhost_load(testhost *h, const char *so_path) {
     rc = C8Y_EINVAL;
   if (rc < 0) {
     registry_remove_plugin(&h->reg, h->p);
-    plugin_free(h->p);
+    plugin_host_free_plugin(h->p);
     h->p = NULL;
     dlclose(h->dl);
     h->dl = NULL;
     return rc;
   }
-  plugin_report_unused_keys(h->p, false);
+  plugin_host_report_unused_keys(h->p, false);
   wrap_handlers(h);
-  g_assert_cmpint(plugin_start_worker(h->p), ==, 0);
+  g_assert_cmpint(plugin_host_start_worker(h->p), ==, 0);
   return rc;
 }
 
@@ -656,7 +656,7 @@ int testhost_run_producer(testhost *h, const char *name) {
   prod_wrap w = {.fn = prod->fn, .ud = prod->user_data, .rc = C8Y_EINVAL};
   prod->fn = wrapped_produce;
   prod->user_data = &w;
-  g_assert_cmpint(plugin_queue_produce(h->p, prod), ==, 0);
+  g_assert_cmpint(plugin_host_queue_produce(h->p, prod), ==, 0);
   long long end = mono_now() + 30000;
   while (atomic_load(&prod->busy) && mono_now() < end)
     wait_wake(h, 10);
@@ -720,22 +720,22 @@ void testhost_cancel_operation(testhost *h) {
 }
 
 int testhost_deliver_message(testhost *h, const char *xid, const char *line) {
-  sr_records r;
-  g_assert_cmpint(sr_decode(line, strlen(line), &r), ==, 0);
+  smartrest_records r;
+  g_assert_cmpint(smartrest_decode(line, strlen(line), &r), ==, 0);
   g_assert_cmpuint(r.count, ==, 1);
   g_assert_null(r.items[0].error);
   reg_message *m = registry_find_message(&h->reg, xid, r.items[0].fields[0]);
   int rc = C8Y_EINVAL;
   if (m) {
     /* The job takes the fields. */
-    rc = plugin_queue_message(m->plugin, m, r.items[0].fields,
-                              r.items[0].nfields) == 0
+    rc = plugin_host_queue_message(m->plugin, m, r.items[0].fields,
+                                   r.items[0].nfields) == 0
              ? C8Y_OK
              : C8Y_EIO;
     r.items[0].fields = NULL;
     r.items[0].nfields = 0;
   }
-  sr_records_free(&r);
+  smartrest_records_free(&r);
   return rc;
 }
 

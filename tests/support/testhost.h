@@ -1,6 +1,6 @@
 /* testhost: the real plugin host for plugin tests, without MQTT.
  *
- * It runs the agent's own modules: the plugin host (plugin.c: api table,
+ * It runs the agent's own modules: the plugin host (plugin_host.c: api table,
  * batches, one worker per plugin), the operation engine (ops.c, with a real
  * journal in the state dir), the registry and an outq opened memory-only.
  * What would be published is captured by taking batches from the queue and

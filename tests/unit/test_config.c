@@ -76,7 +76,7 @@ static void assert_zeroed(const agent_config *c) {
 /* Loads a config that must be valid. */
 static void load_ok(const char *path, agent_config *c) {
   char err[512] = "untouched";
-  int rc = cfg_load(path, c, err, sizeof err);
+  int rc = config_load(path, c, err, sizeof err);
   if (rc != 0)
     g_test_message("unexpected error: %s", err);
   g_assert_cmpint(rc, ==, 0);
@@ -89,7 +89,7 @@ static void load_fail(const char *path, const char *file, unsigned line,
   agent_config c;
   memset(&c, 0xab, sizeof c);
   char err[512] = "";
-  int rc = cfg_load(path, &c, err, sizeof err);
+  int rc = config_load(path, &c, err, sizeof err);
   g_test_message("err: %s", err);
   g_assert_cmpint(rc, ==, -1);
   assert_zeroed(&c);
@@ -112,35 +112,35 @@ static void test_parse_bool(void) {
   bool b;
   for (size_t i = 0; i < G_N_ELEMENTS(t); i++) {
     b = false;
-    g_assert_cmpint(cfg_parse_bool(t[i], &b), ==, 0);
+    g_assert_cmpint(config_parse_bool(t[i], &b), ==, 0);
     g_assert_true(b);
   }
   for (size_t i = 0; i < G_N_ELEMENTS(f); i++) {
     b = true;
-    g_assert_cmpint(cfg_parse_bool(f[i], &b), ==, 0);
+    g_assert_cmpint(config_parse_bool(f[i], &b), ==, 0);
     g_assert_false(b);
   }
   for (size_t i = 0; i < G_N_ELEMENTS(bad); i++)
-    g_assert_cmpint(cfg_parse_bool(bad[i], &b), ==, -1);
+    g_assert_cmpint(config_parse_bool(bad[i], &b), ==, -1);
 }
 
 static void test_parse_int(void) {
   long long v = 0;
-  g_assert_cmpint(cfg_parse_int("42", 0, 100, &v), ==, 0);
+  g_assert_cmpint(config_parse_int("42", 0, 100, &v), ==, 0);
   g_assert_cmpint(v, ==, 42);
-  g_assert_cmpint(cfg_parse_int("-5", -10, 10, &v), ==, 0);
+  g_assert_cmpint(config_parse_int("-5", -10, 10, &v), ==, 0);
   g_assert_cmpint(v, ==, -5);
-  g_assert_cmpint(cfg_parse_int("0", 0, 0, &v), ==, 0);
+  g_assert_cmpint(config_parse_int("0", 0, 0, &v), ==, 0);
   g_assert_cmpint(v, ==, 0);
   v = 7;
-  g_assert_cmpint(cfg_parse_int("101", 0, 100, &v), ==, -1);
-  g_assert_cmpint(cfg_parse_int("-1", 0, 100, &v), ==, -1);
-  g_assert_cmpint(cfg_parse_int("", 0, 100, &v), ==, -1);
-  g_assert_cmpint(cfg_parse_int(" 5", 0, 100, &v), ==, -1);
-  g_assert_cmpint(cfg_parse_int("5x", 0, 100, &v), ==, -1);
-  g_assert_cmpint(cfg_parse_int("0x10", 0, 100, &v), ==, -1);
-  g_assert_cmpint(cfg_parse_int("99999999999999999999", 0, G_MAXINT64, &v), ==,
-                  -1);
+  g_assert_cmpint(config_parse_int("101", 0, 100, &v), ==, -1);
+  g_assert_cmpint(config_parse_int("-1", 0, 100, &v), ==, -1);
+  g_assert_cmpint(config_parse_int("", 0, 100, &v), ==, -1);
+  g_assert_cmpint(config_parse_int(" 5", 0, 100, &v), ==, -1);
+  g_assert_cmpint(config_parse_int("5x", 0, 100, &v), ==, -1);
+  g_assert_cmpint(config_parse_int("0x10", 0, 100, &v), ==, -1);
+  g_assert_cmpint(config_parse_int("99999999999999999999", 0, G_MAXINT64, &v),
+                  ==, -1);
   g_assert_cmpint(v, ==, 7); /* untouched on error */
 }
 
@@ -227,9 +227,9 @@ static void test_full(void) {
   g_assert_cmpstr(c.entries[1].key, ==, "timeout");
   g_assert_cmpuint(c.entries[1].line, ==, 35);
   g_assert_false(c.entries[0].used);
-  cfg_free(&c);
+  config_free(&c);
   assert_zeroed(&c);
-  cfg_free(&c); /* idempotent */
+  config_free(&c); /* idempotent */
   rm_rf(dir);
   g_free(pw);
   g_free(path);
@@ -273,7 +273,7 @@ static void test_local_sim_defaults(void) {
   g_assert_cmpint(c.op_timeout_s, ==, 600);
   g_assert_cmpint(c.queue_max_bytes, ==, 16 * 1024 * 1024);
   g_assert_cmpuint(c.nentries, ==, 0);
-  cfg_free(&c);
+  config_free(&c);
 
   /* Explicit values still win in local-sim mode. */
   char *p2 = write_file(dir, "agent.ini",
@@ -288,7 +288,7 @@ static void test_local_sim_defaults(void) {
   g_assert_true(c.tls);
   g_assert_cmpstr(c.device_id, ==, "sim-dev");
   g_assert_cmpstr(c.device_name, ==, "c8y-agent sim-dev");
-  cfg_free(&c);
+  config_free(&c);
   rm_rf(dir);
   g_free(path);
   g_free(p2);
@@ -306,7 +306,7 @@ static void test_tenant_defaults(void) {
   g_assert_cmpstr(c.password, ==, SECRET);
   g_assert_cmpint(c.plugin_max_producers, ==, 64);
   g_assert_cmpint(c.plugin_max_lines_per_s, ==, 1000);
-  cfg_free(&c);
+  config_free(&c);
 
   /* Plain MQTT to a remote host would send the password in clear: only
    * with the explicit opt-in... */
@@ -317,7 +317,7 @@ static void test_tenant_defaults(void) {
   load_ok(p2, &c);
   g_assert_false(c.tls);
   g_assert_cmpint(c.port, ==, 1883);
-  cfg_free(&c);
+  config_free(&c);
   /* ...or to a broker on this machine. */
   static const char *const local[] = {"127.0.0.1", "localhost", "::1",
                                       "127.8.9.10"};
@@ -329,7 +329,7 @@ static void test_tenant_defaults(void) {
     g_free(write_file(dir, "agent.ini", txt, 0600));
     load_ok(p2, &c);
     g_assert_false(c.tls);
-    cfg_free(&c);
+    config_free(&c);
     g_free(txt);
   }
   g_free(write_file(dir, "agent.ini",
@@ -349,8 +349,8 @@ static void test_tenant_defaults(void) {
   g_assert_cmpint(c.port, ==, 8883);
   g_assert_null(c.tenant);
   g_assert_null(c.password);
-  g_assert_null(cfg_username(&c));
-  cfg_free(&c);
+  g_assert_null(config_username(&c));
+  config_free(&c);
   rm_rf(dir);
   g_free(path);
   g_free(p2);
@@ -367,7 +367,7 @@ static void test_http_settings(void) {
   g_assert_cmpstr(c.http_url, ==, "https://mqtt.example.invalid");
   g_assert_false(c.http_jwt);
   g_assert_cmpint(c.transfer_max_bytes, ==, 1024LL * 1024 * 1024);
-  cfg_free(&c);
+  config_free(&c);
   g_free(p);
   /* explicit URL (trailing '/' dropped), JWT, a smaller cap */
   p = write_file(dir, "agent.ini",
@@ -378,14 +378,14 @@ static void test_http_settings(void) {
   g_assert_cmpstr(c.http_url, ==, "https://t1.example.com");
   g_assert_true(c.http_jwt);
   g_assert_cmpint(c.transfer_max_bytes, ==, 64LL * 1024 * 1024);
-  cfg_free(&c);
+  config_free(&c);
   g_free(p);
   /* plain http against loopback is accepted */
   p = write_file(dir, "agent.ini",
                  BASE "[c8y]\nhttp_url = http://127.0.0.1:8111\n", 0600);
   load_ok(p, &c);
   g_assert_cmpstr(c.http_url, ==, "http://127.0.0.1:8111");
-  cfg_free(&c);
+  config_free(&c);
   g_free(p);
   /* certificate devices use a JWT; the local simulator its REST port */
   p = write_file(dir, "agent.ini",
@@ -395,13 +395,13 @@ static void test_http_settings(void) {
   load_ok(p, &c);
   g_assert_true(c.http_jwt);
   g_assert_cmpstr(c.http_url, ==, "https://h.invalid");
-  cfg_free(&c);
+  config_free(&c);
   g_free(p);
   p = write_file(dir, "agent.ini", "[agent]\nlog_level = info\n", 0600);
   load_ok(p, &c);
   g_assert_cmpstr(c.http_url, ==, CFG_LOCAL_HTTP_URL);
   g_assert_false(c.http_jwt);
-  cfg_free(&c);
+  config_free(&c);
   g_free(p);
   rm_rf(dir);
   g_free(dir);
@@ -420,7 +420,7 @@ static void test_indented_lines(void) {
   g_assert_cmpstr(c.host, ==, "h1");
   g_assert_cmpint(c.port, ==, 1999);
   g_assert_cmpstr(c.device_id, ==, "x");
-  cfg_free(&c);
+  config_free(&c);
   rm_rf(dir);
   g_free(path);
   g_free(dir);
@@ -440,7 +440,7 @@ static void test_queue_sizes(void) {
     agent_config c;
     load_ok(path, &c);
     g_assert_cmpint(c.queue_max_bytes, ==, ok[i].want);
-    cfg_free(&c);
+    config_free(&c);
     g_free(txt);
     g_free(path);
   }
@@ -617,7 +617,7 @@ static void test_long_line(void) {
   load_ok(path, &c);
   g_assert_cmpuint(c.nentries, ==, 1);
   g_assert_cmpstr(c.entries[0].value, ==, v195);
-  cfg_free(&c);
+  config_free(&c);
   g_free(txt);
   g_free(path);
 
@@ -710,16 +710,16 @@ static void test_confd(void) {
   g_assert_cmpuint(c.entries[3].line, ==, 5);
 
   /* lookup marks used, and only the entry asked for */
-  cfg_entry *e = cfg_plugin_lookup(&c, "demo", "b");
+  config_entry *e = config_plugin_lookup(&c, "demo", "b");
   g_assert_nonnull(e);
   g_assert_cmpstr(e->value, ==, "20");
   g_assert_true(e->used);
   g_assert_false(c.entries[0].used);
   g_assert_false(c.entries[2].used);
-  g_assert_null(cfg_plugin_lookup(&c, "demo", "z"));
-  g_assert_null(cfg_plugin_lookup(&c, "dem", "a"));
-  g_assert_null(cfg_plugin_lookup(&c, "nope", "a"));
-  cfg_free(&c);
+  g_assert_null(config_plugin_lookup(&c, "demo", "z"));
+  g_assert_null(config_plugin_lookup(&c, "dem", "a"));
+  g_assert_null(config_plugin_lookup(&c, "nope", "a"));
+  config_free(&c);
 
   /* An error in a drop-in names the drop-in and its line; the winner's
    * place is what a later error refers to. */
@@ -759,7 +759,7 @@ static void test_qos2_kept(void) {
     load_ok(path, &c);
     g_assert_cmpint(c.qos, ==, 2);
     g_assert_false(c.verify_hostname);
-    cfg_free(&c);
+    config_free(&c);
     g_free(path);
     return;
   }
@@ -802,7 +802,7 @@ static void test_permissions(void) {
   load_fail(path, path, 4, "chmod 600");
   g_assert_cmpint(chmod(path, 0600), ==, 0);
   load_ok(path, &c);
-  cfg_free(&c);
+  config_free(&c);
   g_free(path);
 
   /* the same in a drop-in */
@@ -834,12 +834,12 @@ static void test_permissions(void) {
   load_ok(path, &c);
   g_assert_cmpstr(c.password, ==, SECRET);
   g_assert_cmpstr(c.password_file, ==, pw);
-  cfg_free(&c);
+  config_free(&c);
 
   g_free(write_file(dir, "pw", SECRET, 0600)); /* no newline at all */
   load_ok(path, &c);
   g_assert_cmpstr(c.password, ==, SECRET);
-  cfg_free(&c);
+  config_free(&c);
 
   g_free(write_file(dir, "pw", "\n" SECRET "\n", 0600));
   load_fail(path, path, 4, "is empty");
@@ -852,7 +852,7 @@ static void test_permissions(void) {
   g_free(path);
   path = write_file(dir, "agent.ini", "[device]\nid = d\n", 0644);
   load_ok(path, &c);
-  cfg_free(&c);
+  config_free(&c);
 
   rm_rf(dir);
   g_free(pw);
@@ -887,7 +887,7 @@ static void test_secret_owner(void) {
   agent_config c;
   load_ok(path, &c);
   g_assert_cmpstr(c.password, ==, SECRET);
-  cfg_free(&c);
+  config_free(&c);
   /* The client certificate's private key as well. */
   char *key = write_file(dir, "key.pem", "not really a key\n", 0600);
   g_assert_cmpint(chown(key, 65534, 65534), ==, 0);
@@ -898,7 +898,7 @@ static void test_secret_owner(void) {
   load_fail(path, path, 4, "[c8y] key_file: ");
   g_assert_cmpint(chown(key, 0, 0), ==, 0);
   load_ok(path, &c);
-  cfg_free(&c);
+  config_free(&c);
   g_free(ktxt);
   g_free(key);
   rm_rf(dir);
@@ -913,44 +913,44 @@ static void test_client_id(void) {
   agent_config c;
   char *path = write_file(dir, "agent.ini", BASE, 0600);
   load_ok(path, &c);
-  char *s = cfg_client_id(&c);
+  char *s = config_client_id(&c);
   g_assert_cmpstr(s, ==, "d:dev1");
   free(s);
-  s = cfg_username(&c);
+  s = config_username(&c);
   g_assert_cmpstr(s, ==, "t1/u");
   free(s);
-  cfg_free(&c);
+  config_free(&c);
   g_free(path);
 
   path = write_file(dir, "agent.ini", BASE "template_id = tpl_1\n", 0600);
   load_ok(path, &c);
-  s = cfg_client_id(&c);
+  s = config_client_id(&c);
   g_assert_cmpstr(s, ==, "d:dev1:tpl_1");
   free(s);
-  cfg_free(&c);
+  config_free(&c);
   g_free(path);
 
   /* empty template_id unsets it */
   path = write_file(dir, "agent.ini", BASE "template_id =\n", 0600);
   load_ok(path, &c);
   g_assert_null(c.template_id);
-  s = cfg_client_id(&c);
+  s = config_client_id(&c);
   g_assert_cmpstr(s, ==, "d:dev1");
   free(s);
-  cfg_free(&c);
+  config_free(&c);
   g_free(path);
 
   path = write_file(dir, "agent.ini", "", 0600);
   load_ok(path, &c);
-  s = cfg_client_id(&c);
+  s = config_client_id(&c);
   g_assert_cmpstr(s, ==, "d:c8y-agent-local");
   free(s);
-  s = cfg_username(&c);
+  s = config_username(&c);
   g_assert_cmpstr(s, ==, CFG_LOCAL_TENANT "/" CFG_LOCAL_USER);
   free(s);
-  cfg_free(&c);
-  g_assert_null(cfg_client_id(&c));
-  g_assert_null(cfg_username(&c));
+  config_free(&c);
+  g_assert_null(config_client_id(&c));
+  g_assert_null(config_username(&c));
 
   rm_rf(dir);
   g_free(path);
@@ -1000,24 +1000,24 @@ static void test_relative_paths(void) {
   agent_config c;
   load_ok(path, &c);
   check_resolved(&c, etc);
-  cfg_free(&c);
+  config_free(&c);
 
   /* a relative main path resolves against the cwd at load time */
   char *cwd = g_get_current_dir();
   g_assert_cmpint(chdir(dir), ==, 0);
   char err[512] = "";
-  int rc = cfg_load("etc/agent.ini", &c, err, sizeof err);
+  int rc = config_load("etc/agent.ini", &c, err, sizeof err);
   g_assert_cmpint(chdir(cwd), ==, 0);
   g_assert_cmpint(rc, ==, 0);
   g_assert_cmpstr(c.path, ==, "etc/agent.ini");
   check_resolved(&c, etc);
-  cfg_free(&c);
+  config_free(&c);
 
   /* and errors name the file as given */
   g_assert_cmpint(chmod(pw, 0644), ==, 0);
   g_assert_cmpint(chdir(etc), ==, 0);
   memset(&c, 0x5a, sizeof c);
-  rc = cfg_load("agent.ini", &c, err, sizeof err);
+  rc = config_load("agent.ini", &c, err, sizeof err);
   g_assert_cmpint(chdir(cwd), ==, 0);
   g_assert_cmpint(rc, ==, -1);
   assert_zeroed(&c);
@@ -1048,7 +1048,7 @@ static void test_password_never_in_err(void) {
       char *path = write_file(dir, "agent.ini", texts[i], pass ? 0644 : 0600);
       agent_config c;
       char err[512] = "";
-      g_assert_cmpint(cfg_load(path, &c, err, sizeof err), ==, -1);
+      g_assert_cmpint(config_load(path, &c, err, sizeof err), ==, -1);
       g_test_message("err: %s", err);
       g_assert_cmpuint(strlen(err), >, 0);
       g_assert_null(strstr(err, SECRET));
@@ -1060,9 +1060,9 @@ static void test_password_never_in_err(void) {
   agent_config c;
   char small[8];
   memset(small, 'x', sizeof small);
-  g_assert_cmpint(cfg_load(path, &c, small, sizeof small), ==, -1);
+  g_assert_cmpint(config_load(path, &c, small, sizeof small), ==, -1);
   g_assert_cmpuint(strlen(small), <, sizeof small);
-  g_assert_cmpint(cfg_load(path, &c, NULL, 0), ==, -1);
+  g_assert_cmpint(config_load(path, &c, NULL, 0), ==, -1);
   g_free(path);
   rm_rf(dir);
   g_free(dir);
@@ -1091,7 +1091,7 @@ static void test_bootstrap_keys(void) {
   g_assert_cmpint(c.cert_warn_days, ==, 30);
   g_assert_true(c.tls);
   g_assert_cmpint(c.port, ==, 8883);
-  cfg_free(&c);
+  config_free(&c);
   g_free(path);
 
   /* The password is required, from one of the two keys. */
@@ -1110,7 +1110,7 @@ static void test_bootstrap_keys(void) {
   g_assert_cmpstr(c.bootstrap_password, ==, SECRET);
   g_assert_cmpstr(c.bootstrap_user, ==, "other/boot");
   g_assert_cmpint(c.cert_warn_days, ==, 0);
-  cfg_free(&c);
+  config_free(&c);
   g_free(path);
   g_free(text);
   g_assert_cmpint(chmod(pw, 0644), ==, 0);
@@ -1209,7 +1209,7 @@ static void test_shipped_default(void) {
   g_assert_cmpint(c.port, ==, CFG_LOCAL_PORT);
   g_assert_cmpstr(c.device_id, ==, "c8y-agent-local");
   g_assert_cmpuint(c.nentries, ==, 0);
-  cfg_free(&c);
+  config_free(&c);
   rm_rf(dir);
   g_free(path);
   g_free(dir);
@@ -1231,7 +1231,7 @@ static void test_api(void) {
   g_assert_null(c.api_socket_alt);
   g_assert_null(c.api_group);
   g_assert_cmpint(c.api_gid, ==, -1);
-  cfg_free(&c);
+  config_free(&c);
   g_free(path);
 
   path = write_file(dir, "agent.ini", BASE, 0600);
@@ -1242,7 +1242,7 @@ static void test_api(void) {
   char *alt = g_build_filename(c.state_dir, "api.sock", NULL);
   g_assert_cmpstr(c.api_socket_alt, ==, alt);
   g_free(alt);
-  cfg_free(&c);
+  config_free(&c);
   g_free(path);
 
   struct group *g = getgrgid(getegid());
@@ -1260,7 +1260,7 @@ static void test_api(void) {
   g_assert_null(c.api_socket_alt); /* a path set by hand is the only one */
   g_assert_cmpstr(c.api_group, ==, g->gr_name);
   g_assert_cmpint(c.api_gid, ==, (long long)getegid());
-  cfg_free(&c);
+  config_free(&c);
   g_free(text);
   g_free(path);
 

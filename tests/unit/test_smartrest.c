@@ -7,15 +7,15 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static sr_records decode_str(const char *s) {
-  sr_records r;
-  g_assert_cmpint(sr_decode(s, strlen(s), &r), ==, 0);
+static smartrest_records decode_str(const char *s) {
+  smartrest_records r;
+  g_assert_cmpint(smartrest_decode(s, strlen(s), &r), ==, 0);
   return r;
 }
 
 /* Asserts that `rec` parsed cleanly and holds exactly the NULL-terminated
  * list of expected fields. */
-static void assert_fields(const sr_record *rec, ...) {
+static void assert_fields(const smartrest_record *rec, ...) {
   va_list ap;
   va_start(ap, rec);
   g_assert_null(rec->error);
@@ -30,16 +30,18 @@ static void assert_fields(const sr_record *rec, ...) {
 }
 
 static char *encode_fields(char *const *fields, size_t n) {
-  sr_buf b;
-  sr_buf_init(&b);
-  g_assert_cmpint(sr_encode_line(&b, (const char *const *)fields, n), ==, 0);
+  smartrest_buf b;
+  smartrest_buf_init(&b);
+  g_assert_cmpint(smartrest_encode_line(&b, (const char *const *)fields, n), ==,
+                  0);
   g_assert_nonnull(b.data);
   char *s = g_strdup(b.data);
-  sr_buf_free(&b);
+  smartrest_buf_free(&b);
   return s;
 }
 
-static void assert_same_record(const sr_record *a, const sr_record *b) {
+static void assert_same_record(const smartrest_record *a,
+                               const smartrest_record *b) {
   g_assert_null(a->error);
   g_assert_null(b->error);
   g_assert_cmpuint(a->nfields, ==, b->nfields);
@@ -59,23 +61,23 @@ static char *sanitise(const char *s) {
 /* ---- buffer -------------------------------------------------------------- */
 
 static void test_buf_basic(void) {
-  sr_buf b;
-  sr_buf_init(&b);
+  smartrest_buf b;
+  smartrest_buf_init(&b);
   g_assert_null(b.data);
   g_assert_cmpuint(b.len, ==, 0);
-  g_assert_cmpint(sr_buf_append(&b, "abc", 3), ==, 0);
+  g_assert_cmpint(smartrest_buf_append(&b, "abc", 3), ==, 0);
   g_assert_cmpstr(b.data, ==, "abc");
   for (int i = 0; i < 1000; i++)
-    g_assert_cmpint(sr_buf_append(&b, "0123456789", 10), ==, 0);
+    g_assert_cmpint(smartrest_buf_append(&b, "0123456789", 10), ==, 0);
   g_assert_cmpuint(b.len, ==, 10003);
   g_assert_cmpuint(strlen(b.data), ==, 10003);
   g_assert_cmpuint(b.cap, >, b.len);
   size_t cap = b.cap;
-  sr_buf_reset(&b);
+  smartrest_buf_reset(&b);
   g_assert_cmpuint(b.len, ==, 0);
   g_assert_cmpuint(b.cap, ==, cap);
   g_assert_cmpstr(b.data, ==, "");
-  sr_buf_free(&b);
+  smartrest_buf_free(&b);
   g_assert_null(b.data);
   g_assert_cmpuint(b.cap, ==, 0);
 }
@@ -83,7 +85,7 @@ static void test_buf_basic(void) {
 /* ---- encoder ------------------------------------------------------------- */
 
 static void check_encode(const char *in, const char *want) {
-  char *got = sr_encode_field(in);
+  char *got = smartrest_encode_field(in);
   g_assert_nonnull(got);
   g_assert_cmpstr(got, ==, want);
   free(got);
@@ -132,143 +134,143 @@ static void test_encode_backslash_quote(void) {
   /* Unquoted fields keep any backslashes. */
   check_encode("path\\", "path\\");
 
-  sr_records r = decode_str("1,\"a\\\\\"\"b\",\"x,\\\\\"");
+  smartrest_records r = decode_str("1,\"a\\\\\"\"b\",\"x,\\\\\"");
   g_assert_cmpuint(r.count, ==, 1);
   assert_fields(&r.items[0], "1", "a\\\\\"b", "x,\\\\", NULL);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 }
 
 static void test_encode_append_field(void) {
-  sr_buf b;
-  sr_buf_init(&b);
-  g_assert_cmpint(sr_append_field(&b, "200"), ==, 0);
+  smartrest_buf b;
+  smartrest_buf_init(&b);
+  g_assert_cmpint(smartrest_append_field(&b, "200"), ==, 0);
   g_assert_cmpstr(b.data, ==, "200");
-  g_assert_cmpint(sr_append_field(&b, "c8y_Temperature"), ==, 0);
-  g_assert_cmpint(sr_append_field(&b, NULL), ==, 0);
-  g_assert_cmpint(sr_append_field(&b, "a,b"), ==, 0);
+  g_assert_cmpint(smartrest_append_field(&b, "c8y_Temperature"), ==, 0);
+  g_assert_cmpint(smartrest_append_field(&b, NULL), ==, 0);
+  g_assert_cmpint(smartrest_append_field(&b, "a,b"), ==, 0);
   g_assert_cmpstr(b.data, ==, "200,c8y_Temperature,,\"a,b\"");
-  g_assert_cmpint(sr_buf_append(&b, "\n", 1), ==, 0);
-  g_assert_cmpint(sr_append_field(&b, "500"), ==, 0);
+  g_assert_cmpint(smartrest_buf_append(&b, "\n", 1), ==, 0);
+  g_assert_cmpint(smartrest_append_field(&b, "500"), ==, 0);
   g_assert_cmpstr(b.data, ==, "200,c8y_Temperature,,\"a,b\"\n500");
-  sr_buf_free(&b);
+  smartrest_buf_free(&b);
 
   /* An empty first field still leaves a valid (empty) C string. */
-  sr_buf_init(&b);
-  g_assert_cmpint(sr_append_field(&b, ""), ==, 0);
+  smartrest_buf_init(&b);
+  g_assert_cmpint(smartrest_append_field(&b, ""), ==, 0);
   g_assert_nonnull(b.data);
   g_assert_cmpstr(b.data, ==, "");
-  g_assert_cmpint(sr_append_field(&b, "myType"), ==, 0);
+  g_assert_cmpint(smartrest_append_field(&b, "myType"), ==, 0);
   /* The buffer was empty, so no comma: the caller gets what it asked. */
   g_assert_cmpstr(b.data, ==, "myType");
-  sr_buf_free(&b);
+  smartrest_buf_free(&b);
 }
 
 static void test_encode_line(void) {
   const char *f[] = {"100", NULL, "myType"};
-  sr_buf b;
-  sr_buf_init(&b);
-  g_assert_cmpint(sr_encode_line(&b, f, 3), ==, 0);
+  smartrest_buf b;
+  smartrest_buf_init(&b);
+  g_assert_cmpint(smartrest_encode_line(&b, f, 3), ==, 0);
   g_assert_cmpstr(b.data, ==, "100,,myType");
-  g_assert_cmpint(sr_buf_append(&b, "\n", 1), ==, 0);
+  g_assert_cmpint(smartrest_buf_append(&b, "\n", 1), ==, 0);
   const char *g[] = {"502", "c8y_Restart", "Could not restart, \"busy\""};
-  g_assert_cmpint(sr_encode_line(&b, g, 3), ==, 0);
+  g_assert_cmpint(smartrest_encode_line(&b, g, 3), ==, 0);
   g_assert_cmpstr(b.data, ==,
                   "100,,myType\n502,c8y_Restart,"
                   "\"Could not restart, \"\"busy\"\"\"");
-  sr_buf_free(&b);
+  smartrest_buf_free(&b);
 
   /* One empty field would be an empty line, which decoders skip. */
   const char *e[] = {""};
-  sr_buf_init(&b);
-  g_assert_cmpint(sr_encode_line(&b, e, 1), ==, 0);
+  smartrest_buf_init(&b);
+  g_assert_cmpint(smartrest_encode_line(&b, e, 1), ==, 0);
   g_assert_cmpstr(b.data, ==, "\"\"");
-  sr_records r = decode_str(b.data);
+  smartrest_records r = decode_str(b.data);
   g_assert_cmpuint(r.count, ==, 1);
   assert_fields(&r.items[0], "", NULL);
-  sr_records_free(&r);
-  sr_buf_free(&b);
+  smartrest_records_free(&r);
+  smartrest_buf_free(&b);
 
   const char *two[] = {NULL, ""};
-  sr_buf_init(&b);
-  g_assert_cmpint(sr_encode_line(&b, two, 2), ==, 0);
+  smartrest_buf_init(&b);
+  g_assert_cmpint(smartrest_encode_line(&b, two, 2), ==, 0);
   g_assert_cmpstr(b.data, ==, ",");
   const char *lead[] = {"", "", "x"};
-  g_assert_cmpint(sr_buf_append(&b, "\n", 1), ==, 0);
-  g_assert_cmpint(sr_encode_line(&b, lead, 3), ==, 0);
+  g_assert_cmpint(smartrest_buf_append(&b, "\n", 1), ==, 0);
+  g_assert_cmpint(smartrest_encode_line(&b, lead, 3), ==, 0);
   g_assert_cmpstr(b.data, ==, ",\n,,x");
-  sr_buf_free(&b);
+  smartrest_buf_free(&b);
 }
 
 /* ---- decoder ------------------------------------------------------------- */
 
 static void test_decode_basic(void) {
-  sr_records r = decode_str("510,DeviceSerial");
+  smartrest_records r = decode_str("510,DeviceSerial");
   g_assert_cmpuint(r.count, ==, 1);
   assert_fields(&r.items[0], "510", "DeviceSerial", NULL);
   g_assert_cmpuint(r.items[0].line, ==, 1);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
   g_assert_cmpuint(r.count, ==, 0);
   g_assert_null(r.items);
 
   r = decode_str("");
   g_assert_cmpuint(r.count, ==, 0);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
   r = decode_str("\n\r\n  \n\t\n");
   g_assert_cmpuint(r.count, ==, 0);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 }
 
 static void test_decode_multi_record(void) {
-  sr_records r = decode_str("526,dev,a\n526,dev,b");
+  smartrest_records r = decode_str("526,dev,a\n526,dev,b");
   g_assert_cmpuint(r.count, ==, 2);
   assert_fields(&r.items[0], "526", "dev", "a", NULL);
   assert_fields(&r.items[1], "526", "dev", "b", NULL);
   g_assert_cmpuint(r.items[0].line, ==, 1);
   g_assert_cmpuint(r.items[1].line, ==, 2);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 
   /* Trailing LF and empty lines in between add no records. */
   r = decode_str("\n526,dev,a\n\n\n526,dev,b\n");
   g_assert_cmpuint(r.count, ==, 2);
   assert_fields(&r.items[0], "526", "dev", "a", NULL);
   assert_fields(&r.items[1], "526", "dev", "b", NULL);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 }
 
 static void test_decode_crlf(void) {
-  sr_records r = decode_str("510,dev\r\n511,dev,\"ls\"\r\n513,dev,x\r");
+  smartrest_records r = decode_str("510,dev\r\n511,dev,\"ls\"\r\n513,dev,x\r");
   g_assert_cmpuint(r.count, ==, 3);
   assert_fields(&r.items[0], "510", "dev", NULL);
   assert_fields(&r.items[1], "511", "dev", "ls", NULL);
   assert_fields(&r.items[2], "513", "dev", "x", NULL);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 
   /* A CR that is not part of a line break is data; inside quotes CRLF is. */
   r = decode_str("1,a\rb,\"c\r\nd\"\r\n");
   g_assert_cmpuint(r.count, ==, 1);
   assert_fields(&r.items[0], "1", "a\rb", "c\r\nd", NULL);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 }
 
 static void test_decode_empty_fields(void) {
-  sr_records r = decode_str("a,,b\n100,,myType\n502,c8y_X,\n,\n\"\"");
+  smartrest_records r = decode_str("a,,b\n100,,myType\n502,c8y_X,\n,\n\"\"");
   g_assert_cmpuint(r.count, ==, 5);
   assert_fields(&r.items[0], "a", "", "b", NULL);
   assert_fields(&r.items[1], "100", "", "myType", NULL);
   assert_fields(&r.items[2], "502", "c8y_X", "", NULL);
   assert_fields(&r.items[3], "", "", NULL);
   assert_fields(&r.items[4], "", NULL);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 }
 
 static void test_decode_quotes(void) {
   /* Both escapes for a quote; other backslash pairs stay literal. */
-  sr_records r = decode_str("1,\"a \\\"b\\\" c\",\"a \"\"b\"\" c\","
-                            "\"x\\ny\\\\z\",\"\",\"a,b\",\"\\\\\"");
+  smartrest_records r = decode_str("1,\"a \\\"b\\\" c\",\"a \"\"b\"\" c\","
+                                   "\"x\\ny\\\\z\",\"\",\"a,b\",\"\\\\\"");
   g_assert_cmpuint(r.count, ==, 1);
   assert_fields(&r.items[0], "1", "a \"b\" c", "a \"b\" c", "x\\ny\\\\z", "",
                 "a,b", "\\\\", NULL);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 
   /* Real LFs inside quotes belong to the value, not the record break. */
   r = decode_str("511,dev,\"line1\nline2\n\\\"q\\\"\"\n510,dev");
@@ -276,32 +278,33 @@ static void test_decode_quotes(void) {
   assert_fields(&r.items[0], "511", "dev", "line1\nline2\n\"q\"", NULL);
   assert_fields(&r.items[1], "510", "dev", NULL);
   g_assert_cmpuint(r.items[1].line, ==, 2);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 
   /* Blanks around a quoted value are allowed and dropped. */
   r = decode_str("1, \"a b\" ,\t\"c\"\t");
   g_assert_cmpuint(r.count, ==, 1);
   assert_fields(&r.items[0], "1", "a b", "c", NULL);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 
   /* A quote inside an unquoted value is plain text. */
   r = decode_str("41,100,Unknown \"thing\"");
   g_assert_cmpuint(r.count, ==, 1);
   assert_fields(&r.items[0], "41", "100", "Unknown \"thing\"", NULL);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 }
 
 static void test_decode_trim(void) {
-  sr_records r = decode_str("  510 ,\tdev  x\t, \t\n 511, a ");
+  smartrest_records r = decode_str("  510 ,\tdev  x\t, \t\n 511, a ");
   g_assert_cmpuint(r.count, ==, 2);
   assert_fields(&r.items[0], "510", "dev  x", "", NULL);
   assert_fields(&r.items[1], "511", "a", NULL);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 }
 
 static void test_decode_malformed_middle(void) {
-  sr_records r = decode_str("526,dev,a\n526,\"dev\"x,b\n526,dev,c\n"
-                            "511,\"ok\" junk,\"multi\nline\"\n510,dev\n");
+  smartrest_records r =
+      decode_str("526,dev,a\n526,\"dev\"x,b\n526,dev,c\n"
+                 "511,\"ok\" junk,\"multi\nline\"\n510,dev\n");
   g_assert_cmpuint(r.count, ==, 5);
   assert_fields(&r.items[0], "526", "dev", "a", NULL);
   g_assert_cmpstr(r.items[1].error, ==,
@@ -318,19 +321,19 @@ static void test_decode_malformed_middle(void) {
   g_assert_cmpuint(r.items[3].nfields, ==, 1);
   assert_fields(&r.items[4], "510", "dev", NULL);
   g_assert_cmpuint(r.items[4].line, ==, 5);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 
   r = decode_str("511,\"ok\" junk,\"multi\nline\"\n510,dev\n");
   g_assert_cmpuint(r.count, ==, 2);
   g_assert_nonnull(r.items[0].error);
   assert_fields(&r.items[1], "510", "dev", NULL);
   g_assert_cmpuint(r.items[1].line, ==, 2);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 }
 
 static void test_decode_unterminated(void) {
   /* The unclosed quote spoils its own line; the records after it survive. */
-  sr_records r =
+  smartrest_records r =
       decode_str("510,dev\n511,dev,\"never closed\n510,dev\n512,dev,x\n");
   g_assert_cmpuint(r.count, ==, 4);
   assert_fields(&r.items[0], "510", "dev", NULL);
@@ -339,33 +342,33 @@ static void test_decode_unterminated(void) {
   g_assert_cmpuint(r.items[1].nfields, ==, 2);
   assert_fields(&r.items[2], "510", "dev", NULL);
   assert_fields(&r.items[3], "512", "dev", "x", NULL);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 
   /* A trailing backslash escapes the would-be closing quote. */
   r = decode_str("1,\"abc\\\"");
   g_assert_cmpuint(r.count, ==, 1);
   g_assert_nonnull(r.items[0].error);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
   r = decode_str("1,\"abc\\");
   g_assert_cmpuint(r.count, ==, 1);
   g_assert_nonnull(r.items[0].error);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 }
 
 static void test_decode_nul(void) {
   static const char in[] = "510,de\0v\n510,ok";
-  sr_records r;
-  g_assert_cmpint(sr_decode(in, sizeof in - 1, &r), ==, 0);
+  smartrest_records r;
+  g_assert_cmpint(smartrest_decode(in, sizeof in - 1, &r), ==, 0);
   g_assert_cmpuint(r.count, ==, 2);
   g_assert_cmpstr(r.items[0].error, ==, "NUL byte in record");
   assert_fields(&r.items[1], "510", "ok", NULL);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 
   /* Only `len` bytes are read: a record may stop right before the NUL. */
-  g_assert_cmpint(sr_decode(in, 6, &r), ==, 0);
+  g_assert_cmpint(smartrest_decode(in, 6, &r), ==, 0);
   g_assert_cmpuint(r.count, ==, 1);
   assert_fields(&r.items[0], "510", "de", NULL);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 }
 
 /* Builds ~1 MiB of records and checks that decoding is linear: the whole
@@ -380,8 +383,8 @@ static void test_decode_large(void) {
     n++;
   }
   gint64 t0 = g_get_monotonic_time();
-  sr_records r;
-  g_assert_cmpint(sr_decode(g->str, g->len, &r), ==, 0);
+  smartrest_records r;
+  g_assert_cmpint(smartrest_decode(g->str, g->len, &r), ==, 0);
   gint64 dt = g_get_monotonic_time() - t0;
   g_test_message("decoded %zu records (%zu bytes) in %" G_GINT64_FORMAT " us",
                  r.count, g->len, dt);
@@ -394,7 +397,7 @@ static void test_decode_large(void) {
     assert_fields(&r.items[2 * i + 1], "526", dev, "a", "", "b", NULL);
     g_assert_cmpuint(r.items[2 * i + 1].line, ==, 2 * i + 2);
   }
-  sr_records_free(&r);
+  smartrest_records_free(&r);
   g_assert_cmpint(dt, <, 5 * G_USEC_PER_SEC);
   g_string_free(g, TRUE);
 }
@@ -404,36 +407,36 @@ static void test_decode_large(void) {
 static void test_decode_pathological(void) {
   const size_t big = 1024 * 1024;
   char *buf = g_malloc(big + 16);
-  sr_records r;
+  smartrest_records r;
   gint64 t0 = g_get_monotonic_time();
 
   memset(buf, ',', big); /* big + 1 empty fields */
-  g_assert_cmpint(sr_decode(buf, big, &r), ==, 0);
+  g_assert_cmpint(smartrest_decode(buf, big, &r), ==, 0);
   g_assert_cmpuint(r.count, ==, 1);
   g_assert_cmpuint(r.items[0].nfields, ==, big + 1);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 
   buf[0] = '"'; /* "\"\"\"..." : a quoted field of escaped quotes */
   for (size_t i = 1; i + 1 < big; i += 2)
     buf[i] = '\\', buf[i + 1] = '"';
   buf[big - 1] = '"';
-  g_assert_cmpint(sr_decode(buf, big, &r), ==, 0);
+  g_assert_cmpint(smartrest_decode(buf, big, &r), ==, 0);
   g_assert_cmpuint(r.count, ==, 1);
   g_assert_null(r.items[0].error);
   g_assert_cmpuint(strlen(r.items[0].fields[0]), ==, (big - 2) / 2);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 
   memset(buf, '\n', big);
-  g_assert_cmpint(sr_decode(buf, big, &r), ==, 0);
+  g_assert_cmpint(smartrest_decode(buf, big, &r), ==, 0);
   g_assert_cmpuint(r.count, ==, 0);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 
   buf[0] = '"'; /* unterminated: swallows everything, once */
   memset(buf + 1, 'x', big - 1);
-  g_assert_cmpint(sr_decode(buf, big, &r), ==, 0);
+  g_assert_cmpint(smartrest_decode(buf, big, &r), ==, 0);
   g_assert_cmpuint(r.count, ==, 1);
   g_assert_nonnull(r.items[0].error);
-  sr_records_free(&r);
+  smartrest_records_free(&r);
 
   gint64 dt = g_get_monotonic_time() - t0;
   g_test_message("pathological payloads took %" G_GINT64_FORMAT " us", dt);
@@ -454,12 +457,12 @@ static void test_roundtrip_strings(void) {
   for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
     char *f[] = {"999", (char *)cases[i], "end"};
     char *line = encode_fields(f, 3);
-    sr_records r = decode_str(line);
+    smartrest_records r = decode_str(line);
     g_assert_cmpuint(r.count, ==, 1);
     char *want = sanitise(cases[i]);
     assert_fields(&r.items[0], "999", want, "end", NULL);
     g_free(want);
-    sr_records_free(&r);
+    smartrest_records_free(&r);
     g_free(line);
   }
 }
@@ -599,9 +602,9 @@ static void test_examples_down(void) {
       continue;
     ndown++;
     g_test_message("examples:%zu: %s", e->lineno, e->line);
-    sr_records r = decode_str(e->line);
+    smartrest_records r = decode_str(e->line);
     g_assert_cmpuint(r.count, ==, 1);
-    const sr_record *rec = &r.items[0];
+    const smartrest_record *rec = &r.items[0];
     g_assert_null(rec->error);
     g_assert_cmpuint(rec->nfields, >=, 1);
     g_assert_cmpstr(rec->fields[0], ==, e->id);
@@ -630,7 +633,7 @@ static void test_examples_down(void) {
       g_error("examples:%zu: quoted down line %s has no explicit expectation",
               e->lineno, e->line);
     }
-    sr_records_free(&r);
+    smartrest_records_free(&r);
   }
   g_assert_cmpuint(ndown, >=, 20);
   for (size_t k = 0; k < G_N_ELEMENTS(down_expects); k++) {
@@ -689,12 +692,12 @@ static void test_examples_up(void) {
       continue;
     nup++;
     g_test_message("examples:%zu: %s", e->lineno, e->line);
-    sr_records r1 = decode_str(e->line);
+    smartrest_records r1 = decode_str(e->line);
     g_assert_cmpuint(r1.count, ==, 1);
     g_assert_null(r1.items[0].error);
     g_assert_cmpstr(r1.items[0].fields[0], ==, e->id);
     char *enc = encode_fields(r1.items[0].fields, r1.items[0].nfields);
-    sr_records r2 = decode_str(enc);
+    smartrest_records r2 = decode_str(enc);
     g_assert_cmpuint(r2.count, ==, 1);
     assert_same_record(&r1.items[0], &r2.items[0]);
 
@@ -710,8 +713,8 @@ static void test_examples_up(void) {
     /* Unquoted example lines need no quoting, so they come out unchanged. */
     g_assert_cmpstr(enc, ==, want ? want : e->line);
     g_free(enc);
-    sr_records_free(&r1);
-    sr_records_free(&r2);
+    smartrest_records_free(&r1);
+    smartrest_records_free(&r2);
   }
   g_assert_cmpuint(nup, >=, 50);
   for (size_t k = 0; k < G_N_ELEMENTS(up_expects); k++)
@@ -726,7 +729,7 @@ static void test_examples_up(void) {
 static void check_time(long long ms, const char *want) {
   char out[32];
   memset(out, 'X', sizeof out);
-  sr_format_time(ms, out, sizeof out);
+  smartrest_format_time(ms, out, sizeof out);
   g_assert_cmpstr(out, ==, want);
 }
 
@@ -742,7 +745,7 @@ static void test_time_format(void) {
   check_time(253402300800000LL, "");
 
   char small[8];
-  sr_format_time(0, small, sizeof small);
+  smartrest_format_time(0, small, sizeof small);
   g_assert_cmpstr(small, ==, "1970-01");
 }
 
@@ -755,7 +758,8 @@ static void test_encode_measurements(void) {
   GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
   const char *one[] = {"c8y_Temperature", "T", "25", "C"};
   g_assert_cmpint(
-      sr_encode_measurements(one, 1, "x", "", 16000, collect_line, out), ==, 0);
+      smartrest_encode_measurements(one, 1, "x", "", 16000, collect_line, out),
+      ==, 0);
   g_assert_cmpuint(out->len, ==, 1);
   g_assert_cmpstr(g_ptr_array_index(out, 0), ==, "200,c8y_Temperature,T,25,C,");
   g_ptr_array_set_size(out, 0);
@@ -768,9 +772,9 @@ static void test_encode_measurements(void) {
     g_ptr_array_add(f, g_strdup_printf("%d", i));
     g_ptr_array_add(f, g_strdup("unit"));
   }
-  g_assert_cmpint(sr_encode_measurements((const char *const *)f->pdata, 1000,
-                                         "c8y_Many", "2026-01-01T00:00:00Z",
-                                         2000, collect_line, out),
+  g_assert_cmpint(smartrest_encode_measurements(
+                      (const char *const *)f->pdata, 1000, "c8y_Many",
+                      "2026-01-01T00:00:00Z", 2000, collect_line, out),
                   ==, 0);
   g_assert_cmpuint(out->len, >, 10);
   int next = 0;
@@ -778,21 +782,22 @@ static void test_encode_measurements(void) {
     const char *line = g_ptr_array_index(out, i);
     g_assert_cmpuint(strlen(line), <=, 2000);
     g_assert_true(g_str_has_prefix(line, "201,c8y_Many,2026-01-01T00:00:00Z,"));
-    sr_records r;
-    g_assert_cmpint(sr_decode(line, strlen(line), &r), ==, 0);
+    smartrest_records r;
+    g_assert_cmpint(smartrest_decode(line, strlen(line), &r), ==, 0);
     g_assert_cmpuint((r.items[0].nfields - 3) % 4, ==, 0);
     for (size_t k = 3; k < r.items[0].nfields; k += 4)
       g_assert_cmpint(atoi(r.items[0].fields[k + 2]), ==, next++);
-    sr_records_free(&r);
+    smartrest_records_free(&r);
   }
   g_assert_cmpint(next, ==, 1000);
   /* A sample that cannot fit alone is refused, not cut. */
   const char *big[] = {"a", "b", "1", "u", "c8y_Long", "series", "2", "unit"};
   g_ptr_array_set_size(out, 0);
   g_assert_cmpint(
-      sr_encode_measurements(big, 2, "t", "", 20, collect_line, out), ==, -2);
+      smartrest_encode_measurements(big, 2, "t", "", 20, collect_line, out), ==,
+      -2);
   char num[64];
-  sr_format_value(0.1 + 0.2, num, sizeof num);
+  smartrest_format_value(0.1 + 0.2, num, sizeof num);
   g_assert_cmpstr(num, ==, "0.3");
   g_ptr_array_free(f, TRUE);
   g_ptr_array_free(out, TRUE);

@@ -2,7 +2,7 @@
  * with a memory-only queue (no loader, no worker threads). */
 #include "config.h"
 #include "outq.h"
-#include "plugin.h"
+#include "plugin_host.h"
 #include "registry.h"
 
 #include <c8y/plugin.h>
@@ -31,15 +31,16 @@ static void fx_setup(fx *f, gconstpointer d) {
   f->host.q = f->q;
   f->host.device_id = "root-dev";
   f->host.state_dir = "/nonexistent";
-  f->p = plugin_new(&f->host, "unit", "1.0", "/nonexistent/unit.so");
+  f->p =
+      plugin_host_new_plugin(&f->host, "unit", "1.0", "/nonexistent/unit.so");
   g_assert_nonnull(f->p);
-  f->api = plugin_api();
+  f->api = plugin_host_api();
 }
 
 static void fx_teardown(fx *f, gconstpointer d) {
   (void)d;
   registry_remove_plugin(&f->reg, f->p);
-  plugin_free(f->p);
+  plugin_host_free_plugin(f->p);
   registry_free(&f->reg);
   outq_close(f->q);
 }
@@ -107,10 +108,11 @@ static void test_line_rate(fx *f, gconstpointer d) {
   outq_get_stats(f->q, &st);
   g_assert_cmpuint(st.queued[OUTQ_EVENT], ==, (size_t)ok);
   /* Another plugin has its own allowance. */
-  c8y_plugin *other = plugin_new(&f->host, "other", "1", "/x/other.so");
+  c8y_plugin *other =
+      plugin_host_new_plugin(&f->host, "other", "1", "/x/other.so");
   g_assert_cmpint(f->api->send_event(other, NULL, "c8y_Ok", "x", 0), ==,
                   C8Y_OK);
-  plugin_free(other);
+  plugin_host_free_plugin(other);
 }
 
 static c8y_batch *kept_batch;
@@ -120,7 +122,7 @@ static int produce_and_keep(c8y_plugin *self, c8y_batch *b, void *ud) {
   (void)self;
   (void)ud;
   kept_batch = b;
-  add_inside = plugin_api()->batch_add(b, "c8y_T", "T", 1.5, "C");
+  add_inside = plugin_host_api()->batch_add(b, "c8y_T", "T", 1.5, "C");
   return C8Y_OK;
 }
 
@@ -133,9 +135,9 @@ static void test_batch_outside_callback(fx *f, gconstpointer d) {
       f->api->add_producer(f->p, "keep", 1000, produce_and_keep, NULL), ==,
       C8Y_OK);
   f->p->registering = false;
-  g_assert_cmpint(plugin_start_worker(f->p), ==, 0);
-  g_assert_cmpint(plugin_queue_produce(f->p, f->reg.producers[0]), ==, 0);
-  plugin_stop_worker(f->p); /* runs the queued job, then joins */
+  g_assert_cmpint(plugin_host_start_worker(f->p), ==, 0);
+  g_assert_cmpint(plugin_host_queue_produce(f->p, f->reg.producers[0]), ==, 0);
+  plugin_host_stop_worker(f->p); /* runs the queued job, then joins */
   g_assert_cmpint(add_inside, ==, C8Y_OK);
   g_assert_nonnull(kept_batch);
   g_assert_cmpint(f->api->batch_add(kept_batch, "c8y_T", "T", 2.0, "C"), ==,

@@ -1,4 +1,4 @@
-/* plugin: the host side of the SDK. Owns struct c8y_plugin, the single
+/* plugin_host: the host side of the SDK. Owns struct c8y_plugin, the single
  * c8y_api table, batches, and one worker thread per plugin: every callback
  * of a plugin runs on its worker, so callbacks of one plugin never overlap
  * and a slow plugin delays only itself. */
@@ -57,47 +57,49 @@ struct c8y_plugin {
   long long refused_logged_ms;
 };
 
-const c8y_api *plugin_api(void);
+const c8y_api *plugin_host_api(void);
 
 /* Creates the handle (no worker yet). */
-c8y_plugin *plugin_new(plugin_host *host, const char *name, const char *version,
-                       const char *path);
+c8y_plugin *plugin_host_new_plugin(plugin_host *host, const char *name,
+                                   const char *version, const char *path);
 /* Joins the worker (after its queue drains), then frees. Does not call
  * fini or dlclose. */
-void plugin_free(c8y_plugin *p);
+void plugin_host_free_plugin(c8y_plugin *p);
 
-int plugin_start_worker(c8y_plugin *p);
+int plugin_host_start_worker(c8y_plugin *p);
 /* Stops accepting jobs, lets queued ones finish and joins the worker. */
-void plugin_stop_worker(c8y_plugin *p);
+void plugin_host_stop_worker(c8y_plugin *p);
 /* The same, but gives up at `wait_ms`: the worker is then left running
  * (detached), p->abandoned is set and false returned. */
-bool plugin_stop_worker_within(c8y_plugin *p, int wait_ms);
+bool plugin_host_stop_worker_within(c8y_plugin *p, int wait_ms);
 
 /* Queue jobs on the plugin's worker (main thread). */
-int plugin_queue_produce(c8y_plugin *p, reg_producer *prod);
-int plugin_queue_operation(c8y_plugin *p, c8y_operation *op);
-int plugin_queue_message(c8y_plugin *p, reg_message *m, char **fields,
-                         size_t nfields); /* takes ownership of fields */
+int plugin_host_queue_produce(c8y_plugin *p, reg_producer *prod);
+int plugin_host_queue_operation(c8y_plugin *p, c8y_operation *op);
+int plugin_host_queue_message(c8y_plugin *p, reg_message *m, char **fields,
+                              size_t nfields); /* takes ownership of fields */
 
 /* After init(): logs the keys of [plugin.<name>] the plugin never read
  * ("file:line: [plugin.x] key: unknown key; did you mean ...?"), unless
  * quiet. Returns how many there are. */
-size_t plugin_report_unused_keys(c8y_plugin *p, bool quiet);
+size_t plugin_host_report_unused_keys(c8y_plugin *p, bool quiet);
 /* The closest of `candidates` to `word` within a small edit distance, or
  * NULL: for "did you mean" hints. */
-const char *plugin_closest(const char *word, const char *const *candidates,
-                           size_t n);
+const char *plugin_host_closest(const char *word, const char *const *candidates,
+                                size_t n);
 
 /* Queue a static template line (used by the runtime too). */
-int plugin_send_fields(plugin_host *h, outq_class cls, const char *topic,
-                       const char *const *fields, size_t n);
+int plugin_host_send_fields(plugin_host *h, outq_class cls, const char *topic,
+                            const char *const *fields, size_t n);
 
 /* The checks and queueing behind api->send_static and api->send_custom,
  * for other local producers (the local API). A refused line returns
  * C8Y_EINVAL with a static reason in *why (nullable). Any thread. */
-int plugin_send_static(plugin_host *h, const char *child,
-                       const char *const *fields, size_t n, const char **why);
-int plugin_send_custom(plugin_host *h, const char *xid, const char *child,
-                       const char *const *fields, size_t n, const char **why);
+int plugin_host_send_static(plugin_host *h, const char *child,
+                            const char *const *fields, size_t n,
+                            const char **why);
+int plugin_host_send_custom(plugin_host *h, const char *xid, const char *child,
+                            const char *const *fields, size_t n,
+                            const char **why);
 
 #endif

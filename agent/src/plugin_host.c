@@ -1,5 +1,6 @@
-#include "plugin.h"
+#include "plugin_host.h"
 
+#include "clock.h"
 #include "crash.h"
 #include "fsutil.h"
 #include "http.h"
@@ -50,12 +51,6 @@ struct c8y_message {
   size_t n;
 };
 
-static long long wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- queueing upstream lines ---- */
 
 static bool valid_topic_segment(const char *s) {
@@ -74,12 +69,6 @@ static int build_topic(char *out, size_t len, const char *base,
                                                              : C8Y_EINVAL;
 }
 
-static long long mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Seconds of the per-plugin line rate a burst may use up at once. */
 #define LINE_BURST_S 100
 #define REFUSED_LOG_MS 10000
@@ -94,7 +83,7 @@ static int admit_line(c8y_plugin *p) {
   if (rate <= 0)
     return C8Y_OK;
   double cap = (double)rate * LINE_BURST_S;
-  long long now = mono_ms();
+  long long now = clock_mono_ms();
   int rc = C8Y_OK;
   unsigned long long report = 0;
   pthread_mutex_lock(&p->mu);
@@ -137,14 +126,14 @@ static int queue_line(plugin_host *h, outq_class cls, const char *topic,
   return C8Y_OK;
 }
 
-int plugin_send_fields(plugin_host *h, outq_class cls, const char *topic,
-                       const char *const *fields, size_t n) {
-  sr_buf b;
-  sr_buf_init(&b);
-  int rc = sr_encode_line(&b, fields, n) == 0 ? C8Y_OK : C8Y_ENOMEM;
+int plugin_host_send_fields(plugin_host *h, outq_class cls, const char *topic,
+                            const char *const *fields, size_t n) {
+  smartrest_buf b;
+  smartrest_buf_init(&b);
+  int rc = smartrest_encode_line(&b, fields, n) == 0 ? C8Y_OK : C8Y_ENOMEM;
   if (rc == C8Y_OK)
     rc = b.len > MAX_LINE ? C8Y_ETOOBIG : queue_line(h, cls, topic, b.data);
-  sr_buf_free(&b);
+  smartrest_buf_free(&b);
   return rc;
 }
 
@@ -165,7 +154,7 @@ static void api_log(c8y_plugin *self, c8y_log_level level, const char *fmt,
 
 /* Remembers what the plugin asked for, so a misspelt key in its section can
  * be answered with the key it meant. */
-static cfg_entry *lookup(c8y_plugin *self, const char *key) {
+static config_entry *lookup(c8y_plugin *self, const char *key) {
   if (!key)
     return NULL;
   pthread_mutex_lock(&self->mu);
@@ -181,24 +170,24 @@ static cfg_entry *lookup(c8y_plugin *self, const char *key) {
     }
   }
   pthread_mutex_unlock(&self->mu);
-  return cfg_plugin_lookup(self->host->cfg, self->name, key);
+  return config_plugin_lookup(self->host->cfg, self->name, key);
 }
 
 static const char *api_config_string(c8y_plugin *self, const char *key,
                                      const char *fallback) {
-  cfg_entry *e = lookup(self, key);
+  config_entry *e = lookup(self, key);
   return e ? e->value : fallback;
 }
 
 static int api_config_int(c8y_plugin *self, const char *key, int64_t fallback,
                           int64_t *out) {
-  cfg_entry *e = lookup(self, key);
+  config_entry *e = lookup(self, key);
   if (!e) {
     *out = fallback;
     return C8Y_OK;
   }
   long long v;
-  if (cfg_parse_int(e->value, LLONG_MIN, LLONG_MAX, &v) != 0) {
+  if (config_parse_int(e->value, LLONG_MIN, LLONG_MAX, &v) != 0) {
     log_error("%s:%u: [plugin.%s] %s: not an integer: '%s'", e->file, e->line,
               self->name, key, e->value);
     *out = fallback;
@@ -210,13 +199,13 @@ static int api_config_int(c8y_plugin *self, const char *key, int64_t fallback,
 
 static int api_config_bool(c8y_plugin *self, const char *key, int fallback,
                            int *out) {
-  cfg_entry *e = lookup(self, key);
+  config_entry *e = lookup(self, key);
   if (!e) {
     *out = fallback;
     return C8Y_OK;
   }
   bool v;
-  if (cfg_parse_bool(e->value, &v) != 0) {
+  if (config_parse_bool(e->value, &v) != 0) {
     log_error("%s:%u: [plugin.%s] %s: not a boolean (true/false): '%s'",
               e->file, e->line, self->name, key, e->value);
     *out = fallback;
@@ -344,7 +333,7 @@ static int api_batch_add(c8y_batch *b, const char *fragment, const char *series,
     b->cap = cap;
   }
   char num[64];
-  sr_format_value(value, num, sizeof num);
+  smartrest_format_value(value, num, sizeof num);
   char **f = &b->fields[b->n * 4];
   f[0] = strdup(fragment);
   f[1] = strdup(series);
@@ -425,11 +414,12 @@ static int batch_flush(c8y_batch *b) {
   if (build_topic(topic, sizeof topic, "s/us", b->child) != C8Y_OK)
     return C8Y_EINVAL;
   char when[40];
-  sr_format_time(b->time_ms, when, sizeof when);
+  smartrest_format_time(b->time_ms, when, sizeof when);
   flush_ctx ctx = {.plugin = b->plugin, .topic = topic};
-  int rc = sr_encode_measurements((const char *const *)b->fields, b->n,
-                                  b->type ? b->type : b->producer->name, when,
-                                  MAX_LINE, emit_measurement, &ctx);
+  int rc =
+      smartrest_encode_measurements((const char *const *)b->fields, b->n,
+                                    b->type ? b->type : b->producer->name, when,
+                                    MAX_LINE, emit_measurement, &ctx);
   return rc == -1 ? C8Y_ENOMEM : rc == -2 ? C8Y_ETOOBIG : rc;
 }
 
@@ -442,8 +432,9 @@ static int refuse(const char **why, const char *reason) {
   return C8Y_EINVAL;
 }
 
-int plugin_send_static(plugin_host *h, const char *child,
-                       const char *const *fields, size_t n, const char **why) {
+int plugin_host_send_static(plugin_host *h, const char *child,
+                            const char *const *fields, size_t n,
+                            const char **why) {
   if (!fields || n == 0 || !fields[0] || !*fields[0])
     return refuse(why, "empty line");
   for (const char *c = fields[0]; *c; c++)
@@ -458,7 +449,7 @@ int plugin_send_static(plugin_host *h, const char *child,
   if (build_topic(topic, sizeof topic, "s/us", child) != C8Y_OK)
     return refuse(why, "invalid child id (empty, over 200 bytes, or with "
                        "'/', '+' or '#')");
-  return plugin_send_fields(h, proto_class(fields[0]), topic, fields, n);
+  return plugin_host_send_fields(h, proto_class(fields[0]), topic, fields, n);
 }
 
 static int api_send_static(c8y_plugin *self, const char *child,
@@ -466,7 +457,7 @@ static int api_send_static(c8y_plugin *self, const char *child,
   int rc = admit_line(self);
   if (rc != C8Y_OK)
     return rc;
-  return plugin_send_static(self->host, child, fields, n, NULL);
+  return plugin_host_send_static(self->host, child, fields, n, NULL);
 }
 
 static int api_send_event(c8y_plugin *self, const char *child, const char *type,
@@ -478,7 +469,8 @@ static int api_send_event(c8y_plugin *self, const char *child, const char *type,
   /* Stamped now, not when the line leaves the queue: after an outage the
    * platform would otherwise date it at the upload. */
   char when[40];
-  sr_format_time(time_ms > 0 ? time_ms : wall_ms(), when, sizeof when);
+  smartrest_format_time(time_ms > 0 ? time_ms : clock_wall_ms(), when,
+                        sizeof when);
   const char *f[] = {"400", type, text, when};
   return api_send_static(self, child, f, 4);
 }
@@ -506,7 +498,7 @@ static int api_raise_alarm(c8y_plugin *self, const char *child,
   if (!type || !*type)
     return C8Y_EINVAL;
   char when[40];
-  sr_format_time(wall_ms(), when, sizeof when);
+  smartrest_format_time(clock_wall_ms(), when, sizeof when);
   const char *f[] = {id, type, text ? text : "", when};
   return api_send_static(self, child, f, 4);
 }
@@ -519,8 +511,9 @@ static int api_clear_alarm(c8y_plugin *self, const char *child,
   return api_send_static(self, child, f, 2);
 }
 
-int plugin_send_custom(plugin_host *h, const char *xid, const char *child,
-                       const char *const *fields, size_t n, const char **why) {
+int plugin_host_send_custom(plugin_host *h, const char *xid, const char *child,
+                            const char *const *fields, size_t n,
+                            const char **why) {
   if (!valid_topic_segment(xid))
     return refuse(why, "invalid template collection id (empty, over 200 "
                        "bytes, or with '/', '+' or '#')");
@@ -532,7 +525,7 @@ int plugin_send_custom(plugin_host *h, const char *xid, const char *child,
   if (build_topic(topic, sizeof topic, base, child) != C8Y_OK)
     return refuse(why, "invalid child id (empty, over 200 bytes, or with "
                        "'/', '+' or '#')");
-  return plugin_send_fields(h, OUTQ_EVENT, topic, fields, n);
+  return plugin_host_send_fields(h, OUTQ_EVENT, topic, fields, n);
 }
 
 static int api_send_custom(c8y_plugin *self, const char *xid, const char *child,
@@ -540,7 +533,7 @@ static int api_send_custom(c8y_plugin *self, const char *xid, const char *child,
   int rc = admit_line(self);
   if (rc != C8Y_OK)
     return rc;
-  return plugin_send_custom(self->host, xid, child, fields, n, NULL);
+  return plugin_host_send_custom(self->host, xid, child, fields, n, NULL);
 }
 
 /* ---- api: messages, identity ---- */
@@ -561,7 +554,7 @@ static const char *api_state_dir(c8y_plugin *self) {
     char buf[4096];
     snprintf(buf, sizeof buf, "%s/plugins/%s", self->host->state_dir,
              self->name);
-    if (fsu_mkdir_p(buf, 0750) == 0)
+    if (fsutil_mkdir_p(buf, 0750) == 0)
       self->state_dir = strdup(buf);
     else
       log_error("plugin %s: cannot create %s: %s", self->name, buf,
@@ -640,12 +633,12 @@ static const c8y_api the_api = {
     .upload = api_upload,
 };
 
-const c8y_api *plugin_api(void) { return &the_api; }
+const c8y_api *plugin_host_api(void) { return &the_api; }
 
 /* ---- lifecycle and worker ---- */
 
-c8y_plugin *plugin_new(plugin_host *host, const char *name, const char *version,
-                       const char *path) {
+c8y_plugin *plugin_host_new_plugin(plugin_host *host, const char *name,
+                                   const char *version, const char *path) {
   c8y_plugin *p = calloc(1, sizeof *p);
   if (!p)
     return NULL;
@@ -657,7 +650,7 @@ c8y_plugin *plugin_new(plugin_host *host, const char *name, const char *version,
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv, NULL);
   if (!p->name || !p->version || !p->path) {
-    plugin_free(p);
+    plugin_host_free_plugin(p);
     return NULL;
   }
   return p;
@@ -670,7 +663,7 @@ static void free_fields(char **f, size_t n) {
 }
 
 static void run_produce(c8y_plugin *p, reg_producer *prod) {
-  c8y_batch b = {.plugin = p, .producer = prod, .time_ms = wall_ms()};
+  c8y_batch b = {.plugin = p, .producer = prod, .time_ms = clock_wall_ms()};
   live_batch = &b;
   crash_enter(p->crash_head, "producer", prod->name);
   int rc = prod->fn(p, &b, prod->user_data);
@@ -730,7 +723,7 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
-int plugin_start_worker(c8y_plugin *p) {
+int plugin_host_start_worker(c8y_plugin *p) {
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   /* Plugins run small callbacks; a modest stack keeps the agent lean. */
@@ -750,7 +743,7 @@ static void stop_accepting(c8y_plugin *p) {
   pthread_mutex_unlock(&p->mu);
 }
 
-void plugin_stop_worker(c8y_plugin *p) {
+void plugin_host_stop_worker(c8y_plugin *p) {
   if (!p->worker_running)
     return;
   stop_accepting(p);
@@ -758,7 +751,7 @@ void plugin_stop_worker(c8y_plugin *p) {
   p->worker_running = false;
 }
 
-bool plugin_stop_worker_within(c8y_plugin *p, int wait_ms) {
+bool plugin_host_stop_worker_within(c8y_plugin *p, int wait_ms) {
   if (!p->worker_running)
     return true;
   stop_accepting(p);
@@ -799,7 +792,7 @@ static int enqueue(c8y_plugin *p, plugin_job *job) {
   return 0;
 }
 
-int plugin_queue_produce(c8y_plugin *p, reg_producer *prod) {
+int plugin_host_queue_produce(c8y_plugin *p, reg_producer *prod) {
   plugin_job *job = calloc(1, sizeof *job);
   if (!job)
     return -1;
@@ -814,7 +807,7 @@ int plugin_queue_produce(c8y_plugin *p, reg_producer *prod) {
   return 0;
 }
 
-int plugin_queue_operation(c8y_plugin *p, c8y_operation *op) {
+int plugin_host_queue_operation(c8y_plugin *p, c8y_operation *op) {
   plugin_job *job = calloc(1, sizeof *job);
   if (!job)
     return -1;
@@ -827,8 +820,8 @@ int plugin_queue_operation(c8y_plugin *p, c8y_operation *op) {
   return 0;
 }
 
-int plugin_queue_message(c8y_plugin *p, reg_message *m, char **fields,
-                         size_t nfields) {
+int plugin_host_queue_message(c8y_plugin *p, reg_message *m, char **fields,
+                              size_t nfields) {
   plugin_job *job = calloc(1, sizeof *job);
   if (!job) {
     free_fields(fields, nfields);
@@ -870,8 +863,8 @@ static size_t edit_distance(const char *a, const char *b) {
   return row[lb];
 }
 
-const char *plugin_closest(const char *word, const char *const *candidates,
-                           size_t n) {
+const char *plugin_host_closest(const char *word, const char *const *candidates,
+                                size_t n) {
   const char *best = NULL;
   size_t best_d = strlen(word) <= 4 ? 1 : 2;
   for (size_t i = 0; i < n; i++) {
@@ -882,13 +875,13 @@ const char *plugin_closest(const char *word, const char *const *candidates,
   return best;
 }
 
-size_t plugin_report_unused_keys(c8y_plugin *p, bool quiet) {
+size_t plugin_host_report_unused_keys(c8y_plugin *p, bool quiet) {
   agent_config *c = p->host->cfg;
   char section[128];
   snprintf(section, sizeof section, "plugin.%s", p->name);
   size_t n = 0;
   for (size_t i = 0; i < c->nentries; i++) {
-    cfg_entry *e = &c->entries[i];
+    config_entry *e = &c->entries[i];
     if (e->used || strcmp(e->section, section) != 0 ||
         strcmp(e->key, "enabled") == 0)
       continue;
@@ -896,7 +889,7 @@ size_t plugin_report_unused_keys(c8y_plugin *p, bool quiet) {
     if (quiet)
       continue;
     const char *hint =
-        plugin_closest(e->key, (const char *const *)p->asked, p->nasked);
+        plugin_host_closest(e->key, (const char *const *)p->asked, p->nasked);
     log_warning("%s:%u: [%s] %s: unknown key (plugin %s never read it)%s%s%s",
                 e->file, e->line, section, e->key, p->name,
                 hint ? "; did you mean '" : "", hint ? hint : "",
@@ -905,10 +898,10 @@ size_t plugin_report_unused_keys(c8y_plugin *p, bool quiet) {
   return n;
 }
 
-void plugin_free(c8y_plugin *p) {
+void plugin_host_free_plugin(c8y_plugin *p) {
   if (!p)
     return;
-  plugin_stop_worker(p);
+  plugin_host_stop_worker(p);
   plugin_job *job = p->jobs_head;
   while (job) {
     plugin_job *next = job->next;
