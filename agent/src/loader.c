@@ -123,12 +123,6 @@ static void close_lib(void *dl, int fd) {
 static void load_dir(plugin_host *h, const char *dir, bool start_workers,
                      plugin_set *out);
 
-static void call_fini(c8y_plugin *p) {
-  crash_enter(p->crash_head, "fini", NULL);
-  p->info.fini(p, p->user_data);
-  crash_leave();
-}
-
 static void load_one(plugin_host *h, const char *path, bool start_workers,
                      plugin_set *s) {
   loader_entry *e = add_entry(s, path);
@@ -281,27 +275,16 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
   p->lib_fd = fd;
   p->info = local;
   p->crash_head = crash_plugin_head(local.name, path, &st);
-  p->registering = true;
-  crash_enter(p->crash_head, "init", NULL);
-  int rc = local.init(p, plugin_host_api(), &p->user_data);
-  crash_leave();
-  p->registering = false;
-  if (rc < 0 || p->init_error) {
-    if (rc >= 0 && local.fini)
-      call_fini(p); /* init succeeded: it may hold resources */
-    registry_remove_plugin(h->reg, p);
-    if (p->init_error)
-      refuse(e, "%s", p->init_error);
-    else
-      refuse(e, "init failed: %s", status_str(rc));
+  char why_init[512];
+  if (plugin_host_init_plugin(p, why_init, sizeof why_init) != C8Y_OK) {
+    refuse(e, "%s", why_init);
     plugin_host_free_plugin(p);
     close_lib(dl, fd);
     return;
   }
   plugin_host_report_unused_keys(p, false);
   if (start_workers && plugin_host_start_worker(p) != 0) {
-    if (local.fini)
-      call_fini(p);
+    plugin_host_fini_plugin(p);
     registry_remove_plugin(h->reg, p);
     refuse(e, "cannot start its worker thread");
     plugin_host_free_plugin(p);
@@ -429,8 +412,7 @@ void loader_stop_all(plugin_set *s) {
     c8y_plugin *p = s->plugins[i];
     long long left = LOADER_STOP_BUDGET_MS - (clock_mono_ms() - start);
     plugin_host_stop_worker_within(p, left > 0 ? (int)left : 0);
-    if (p->info.fini && !p->abandoned)
-      call_fini(p);
+    plugin_host_fini_plugin(p);
   }
   if (s->state_dir)
     crash_reset_streaks(s->state_dir); /* a clean stop */

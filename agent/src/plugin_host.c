@@ -656,6 +656,32 @@ c8y_plugin *plugin_host_new_plugin(plugin_host *host, const char *name,
   return p;
 }
 
+int plugin_host_init_plugin(c8y_plugin *p, char *why, size_t len) {
+  p->registering = true;
+  crash_enter(p->crash_head, "init", NULL);
+  int rc = p->info.init(p, plugin_host_api(), &p->user_data);
+  crash_leave();
+  p->registering = false;
+  if (rc >= 0 && !p->init_error)
+    return C8Y_OK;
+  if (rc >= 0)
+    plugin_host_fini_plugin(p); /* init succeeded: it may hold resources */
+  registry_remove_plugin(p->host->reg, p);
+  if (p->init_error)
+    snprintf(why, len, "%s", p->init_error);
+  else
+    snprintf(why, len, "init failed: %s", status_str(rc));
+  return rc < 0 ? rc : C8Y_EINVAL;
+}
+
+void plugin_host_fini_plugin(c8y_plugin *p) {
+  if (!p->info.fini || p->abandoned)
+    return;
+  crash_enter(p->crash_head, "fini", NULL);
+  p->info.fini(p, p->user_data);
+  crash_leave();
+}
+
 static void free_fields(char **f, size_t n) {
   for (size_t i = 0; i < n; i++)
     free(f[i]);

@@ -66,6 +66,15 @@ c8y_plugin *plugin_host_new_plugin(plugin_host *host, const char *name,
  * fini or dlclose. */
 void plugin_host_free_plugin(c8y_plugin *p);
 
+/* Runs the plugin's init (registration open, crash attribution "init").
+ * On failure (init < 0, or a registration that made it unloadable) it calls
+ * fini if init itself succeeded, rolls back p's registrations, writes the
+ * reason to why and returns a C8Y_* error; p stays allocated. */
+int plugin_host_init_plugin(c8y_plugin *p, char *why, size_t len);
+/* Calls fini (crash attribution "fini"), unless the plugin has none or was
+ * abandoned: its code may still run on its detached worker. */
+void plugin_host_fini_plugin(c8y_plugin *p);
+
 int plugin_host_start_worker(c8y_plugin *p);
 /* Stops accepting jobs, lets queued ones finish and joins the worker. */
 void plugin_host_stop_worker(c8y_plugin *p);
