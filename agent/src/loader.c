@@ -479,14 +479,18 @@ void loader_print(const plugin_set *s, registry *reg, FILE *out) {
       c8y_plugin *p = s->plugins[k];
       if (strcmp(p->path, e->file) != 0)
         continue;
-      for (size_t j = 0; j < reg->nhandlers; j++)
-        if (reg->handlers[j]->plugin == p)
-          fprintf(out, "         operation %s %s\n",
-                  reg->handlers[j]->template_id, reg->handlers[j]->fragment);
-      for (size_t j = 0; j < reg->nproducers; j++)
-        if (reg->producers[j]->plugin == p)
-          fprintf(out, "         producer %s every %u ms\n",
-                  reg->producers[j]->name, reg->producers[j]->interval_ms);
+      for (size_t j = 0; j < registry_handler_count(reg); j++) {
+        const reg_handler *hd = registry_handler_at(reg, j);
+        if (hd->plugin == p)
+          fprintf(out, "         operation %s %s\n", hd->template_id,
+                  hd->fragment);
+      }
+      for (size_t j = 0; j < registry_producer_count(reg); j++) {
+        const reg_producer *pr = registry_producer_at(reg, j);
+        if (pr->plugin == p)
+          fprintf(out, "         producer %s every %u ms\n", pr->name,
+                  pr->interval_ms);
+      }
     }
   }
 }
