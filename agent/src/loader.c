@@ -264,19 +264,22 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
   c8y_plugin *p = plugin_host_new_plugin(h, local.name, local.version, path);
   c8y_plugin **grown =
       p ? realloc(s->plugins, (s->n + 1) * sizeof *grown) : NULL;
-  if (!grown) {
+  if (grown)
+    s->plugins = grown;
+  loader_lib *libs = grown ? realloc(s->libs, (s->n + 1) * sizeof *libs) : NULL;
+  if (libs)
+    s->libs = libs;
+  if (!libs) {
     plugin_host_free_plugin(p);
     refuse(e, "out of memory");
     close_lib(dl, fd);
     return;
   }
-  s->plugins = grown;
-  p->dl = dl;
-  p->lib_fd = fd;
-  p->info = local;
-  p->crash_head = crash_plugin_head(local.name, path, &st);
+  head = crash_plugin_head(local.name, path, &st);
   char why_init[512];
-  if (plugin_host_init_plugin(p, why_init, sizeof why_init) != C8Y_OK) {
+  int rc = plugin_host_init_plugin(p, &local, head, why_init, sizeof why_init);
+  free(head);
+  if (rc != C8Y_OK) {
     refuse(e, "%s", why_init);
     plugin_host_free_plugin(p);
     close_lib(dl, fd);
@@ -291,6 +294,7 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
     close_lib(dl, fd);
     return;
   }
+  s->libs[s->n] = (loader_lib){.dl = dl, .fd = fd};
   s->plugins[s->n++] = p;
   e->loaded = true;
   size_t np, nh;
@@ -427,13 +431,12 @@ void loader_release_all(plugin_set *s, registry *reg) {
       registry_forget_plugin(reg, p);
       continue;
     }
-    void *dl = p->dl;
-    int fd = p->lib_fd;
     registry_remove_plugin(reg, p);
     plugin_host_free_plugin(p);
-    close_lib(dl, fd);
+    close_lib(s->libs[i].dl, s->libs[i].fd);
   }
   free(s->plugins);
+  free(s->libs);
   for (size_t i = 0; i < s->nentries; i++) {
     free(s->entries[i].file);
     free(s->entries[i].name);

@@ -643,7 +643,6 @@ c8y_plugin *plugin_host_new_plugin(plugin_host *host, const char *name,
   if (!p)
     return NULL;
   p->host = host;
-  p->lib_fd = -1;
   p->name = strdup(name);
   p->version = strdup(version ? version : "");
   p->path = strdup(path ? path : "");
@@ -656,7 +655,11 @@ c8y_plugin *plugin_host_new_plugin(plugin_host *host, const char *name,
   return p;
 }
 
-int plugin_host_init_plugin(c8y_plugin *p, char *why, size_t len) {
+int plugin_host_init_plugin(c8y_plugin *p, const c8y_plugin_info *info,
+                            const char *crash_head, char *why, size_t len) {
+  p->info = *info;
+  free(p->crash_head);
+  p->crash_head = crash_head ? strdup(crash_head) : NULL;
   p->registering = true;
   crash_enter(p->crash_head, "init", NULL);
   int rc = p->info.init(p, plugin_host_api(), &p->user_data);

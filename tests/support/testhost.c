@@ -592,7 +592,6 @@ int testhost_load(testhost *h, const char *so_path) {
                           .wake_ctx = h};
   h->p = plugin_host_new_plugin(&h->host, info->name, info->version, so_path);
   g_assert_nonnull(h->p);
-  h->p->dl = h->dl;
   h->p->info = *info;
   h->p->registering = true;
   h->api = *plugin_host_api();
