@@ -47,7 +47,7 @@ typedef struct agent {
   agent_config cfg;
   outq *q;
   journal *j;
-  registry reg;
+  registry *reg;
   ops *ops;
   link_ctx *link;
   downstream down;
@@ -182,7 +182,7 @@ static int open_state(agent *a) {
 
 static void setup_host(agent *a) {
   a->host.cfg = &a->cfg;
-  a->host.reg = &a->reg;
+  a->host.reg = a->reg;
   a->host.q = a->q;
   a->host.device_id = a->cfg.device_id;
   a->host.state_dir = a->cfg.state_dir;
@@ -197,7 +197,7 @@ static void shutdown_plugins(agent *a) {
   /* Completions made by fini() become durable 503/502 lines. */
   if (a->ops)
     ops_process(a->ops, clock_mono_ms());
-  loader_release_all(&a->plugins, &a->reg);
+  loader_release_all(&a->plugins, a->reg);
 }
 
 static bool same_str(const char *x, const char *y) {
@@ -275,8 +275,8 @@ static void reload(agent *a) {
   log_set_level(a->cfg.log_level);
   setup_host(a);
   loader_load_all(&a->host, a->cfg.plugin_dir, true, &a->plugins);
-  localapi_set_plugins(a->api, &a->plugins, &a->reg);
-  scheduler_reset(&a->reg, clock_mono_ms());
+  localapi_set_plugins(a->api, &a->plugins, a->reg);
+  scheduler_reset(a->reg, clock_mono_ms());
   link_announce(a->link);
 }
 
@@ -337,7 +337,7 @@ static void main_loop(agent *a) {
     long long next_op = ops_process(a->ops, now);
     if (next_op >= 0 && next_op < deadline)
       deadline = next_op;
-    long long next_prod = scheduler_run(&a->reg, now);
+    long long next_prod = scheduler_run(a->reg, now);
     if (next_prod >= 0 && next_prod < deadline)
       deadline = next_prod;
     if (a->watchdog_ms > 0 && a->next_watchdog < deadline)
@@ -477,7 +477,7 @@ static void agent_cleanup(agent *a) {
     kept_for_abandoned[0] = a->http;
     kept_for_abandoned[1] = a->ops;
   }
-  registry_free(&a->reg);
+  registry_free(a->reg);
   outq_close(a->q);
   journal_close(a->j);
   free(a->queue_dir);
@@ -491,9 +491,13 @@ static int agent_init(agent *a, const char *config_path) {
   memset(a, 0, sizeof *a);
   a->config_path = config_path;
   a->wake_fd = -1;
-  registry_init(&a->reg);
   if (load_config(a, config_path) != 0)
     return AGENT_EXIT_CONFIG;
+  a->reg = registry_new();
+  if (!a->reg) {
+    log_error("out of memory");
+    return AGENT_EXIT_RUNTIME;
+  }
   a->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (a->wake_fd < 0) {
     log_error("eventfd: %s", strerror(errno));
@@ -525,7 +529,7 @@ int agent_run(const char *config_path) {
                  .dispatch = dispatch_op,
                  .wake = wake,
                  .finished = op_finished};
-  if (ops_new(a.cfg.device_id, &a.reg, a.q, a.j, &oh,
+  if (ops_new(a.cfg.device_id, a.reg, a.q, a.j, &oh,
               (uint32_t)a.cfg.op_timeout_s * 1000u, &a.ops) != 0) {
     agent_cleanup(&a);
     return AGENT_EXIT_RUNTIME;
@@ -552,7 +556,7 @@ int agent_run(const char *config_path) {
   link_params lp = {.cfg = &a.cfg,
                     .q = a.q,
                     .ops = a.ops,
-                    .reg = &a.reg,
+                    .reg = a.reg,
                     .queue_dir = a.queue_dir,
                     .running = &a.running,
                     .max_auth_failures = AGENT_MAX_AUTH_FAILURES,
@@ -561,7 +565,7 @@ int agent_run(const char *config_path) {
                              .message = on_message,
                              .state = notify_status,
                              .gave_up = gave_up}};
-  a.down = (downstream){.ops = a.ops, .http = a.http, .reg = &a.reg};
+  a.down = (downstream){.ops = a.ops, .http = a.http, .reg = a.reg};
   char err[1024];
   if (link_new(&lp, &a.link) != 0) {
     agent_cleanup(&a);
@@ -574,9 +578,9 @@ int agent_run(const char *config_path) {
   }
   if (localapi_start(&a.cfg, a.q, wake, &a, &a.api, err, sizeof err) != 0)
     log_error("%s; running without it", err);
-  localapi_set_plugins(a.api, &a.plugins, &a.reg);
+  localapi_set_plugins(a.api, &a.plugins, a.reg);
   publish_state(&a);
-  scheduler_reset(&a.reg, clock_mono_ms());
+  scheduler_reset(a.reg, clock_mono_ms());
   log_notice("c8y-agent %s started: device %s, %zu plugins", C8Y_VERSION,
              a.cfg.device_id, a.plugins.n);
   main_loop(&a);
@@ -611,7 +615,7 @@ int agent_list_plugins(const char *config_path, FILE *out) {
   if (rc != 0)
     return rc;
   fprintf(out, "plugin dir: %s\n", a.cfg.plugin_dir);
-  loader_print(&a.plugins, &a.reg, out);
+  loader_print(&a.plugins, a.reg, out);
   rc = loader_failures(&a.plugins) == 0 ? 0 : 1;
   agent_cleanup(&a);
   return rc;

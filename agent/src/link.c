@@ -271,8 +271,8 @@ static void announce(link_ctx *l) {
                               "c8y-agent project"};
   n += queue_announce(l, "s/us", agent_info, 5);
 
-  for (size_t i = 0; i < l->reg->nchildren; i++) {
-    reg_child *ch = l->reg->children[i];
+  for (size_t i = 0; i < registry_child_count(l->reg); i++) {
+    reg_child *ch = registry_child_at(l->reg, i);
     const char *f[] = {"101", ch->id, ch->name, ch->type};
     n += queue_announce(l, "s/us", f, 4);
   }
@@ -295,8 +295,8 @@ static void announce(link_ctx *l) {
     const char *f[] = {"117", interval};
     n += queue_announce(l, "s/us", f, 2);
   }
-  for (size_t i = 0; i < l->reg->nchildren; i++) {
-    reg_child *ch = l->reg->children[i];
+  for (size_t i = 0; i < registry_child_count(l->reg); i++) {
+    reg_child *ch = registry_child_at(l->reg, i);
     char topic[300];
     snprintf(topic, sizeof topic, "s/us/%s", ch->id);
     char *child_ops = registry_child_supported_operations(l->reg, ch);
@@ -305,7 +305,7 @@ static void announce(link_ctx *l) {
   }
   l->reg_unacked = n;
   log_info("registration: %zu lines queued (%zu children)", n,
-           l->reg->nchildren);
+           registry_child_count(l->reg));
   session_subscribe(l->sess, "s/e", 0);
   session_subscribe(l->sess, "s/dat", 0); /* JWT for REST calls */
   if (n == 0)

@@ -123,12 +123,6 @@ static void close_lib(void *dl, int fd) {
 static void load_dir(plugin_host *h, const char *dir, bool start_workers,
                      plugin_set *out);
 
-static void call_fini(c8y_plugin *p) {
-  crash_enter(p->crash_head, "fini", NULL);
-  p->info.fini(p, p->user_data);
-  crash_leave();
-}
-
 static void load_one(plugin_host *h, const char *path, bool start_workers,
                      plugin_set *s) {
   loader_entry *e = add_entry(s, path);
@@ -270,44 +264,37 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
   c8y_plugin *p = plugin_host_new_plugin(h, local.name, local.version, path);
   c8y_plugin **grown =
       p ? realloc(s->plugins, (s->n + 1) * sizeof *grown) : NULL;
-  if (!grown) {
+  if (grown)
+    s->plugins = grown;
+  loader_lib *libs = grown ? realloc(s->libs, (s->n + 1) * sizeof *libs) : NULL;
+  if (libs)
+    s->libs = libs;
+  if (!libs) {
     plugin_host_free_plugin(p);
     refuse(e, "out of memory");
     close_lib(dl, fd);
     return;
   }
-  s->plugins = grown;
-  p->dl = dl;
-  p->lib_fd = fd;
-  p->info = local;
-  p->crash_head = crash_plugin_head(local.name, path, &st);
-  p->registering = true;
-  crash_enter(p->crash_head, "init", NULL);
-  int rc = local.init(p, plugin_host_api(), &p->user_data);
-  crash_leave();
-  p->registering = false;
-  if (rc < 0 || p->init_error) {
-    if (rc >= 0 && local.fini)
-      call_fini(p); /* init succeeded: it may hold resources */
-    registry_remove_plugin(h->reg, p);
-    if (p->init_error)
-      refuse(e, "%s", p->init_error);
-    else
-      refuse(e, "init failed: %s", status_str(rc));
+  head = crash_plugin_head(local.name, path, &st);
+  char why_init[512];
+  int rc = plugin_host_init_plugin(p, &local, head, why_init, sizeof why_init);
+  free(head);
+  if (rc != C8Y_OK) {
+    refuse(e, "%s", why_init);
     plugin_host_free_plugin(p);
     close_lib(dl, fd);
     return;
   }
   plugin_host_report_unused_keys(p, false);
   if (start_workers && plugin_host_start_worker(p) != 0) {
-    if (local.fini)
-      call_fini(p);
+    plugin_host_fini_plugin(p);
     registry_remove_plugin(h->reg, p);
     refuse(e, "cannot start its worker thread");
     plugin_host_free_plugin(p);
     close_lib(dl, fd);
     return;
   }
+  s->libs[s->n] = (loader_lib){.dl = dl, .fd = fd};
   s->plugins[s->n++] = p;
   e->loaded = true;
   size_t np, nh;
@@ -429,8 +416,7 @@ void loader_stop_all(plugin_set *s) {
     c8y_plugin *p = s->plugins[i];
     long long left = LOADER_STOP_BUDGET_MS - (clock_mono_ms() - start);
     plugin_host_stop_worker_within(p, left > 0 ? (int)left : 0);
-    if (p->info.fini && !p->abandoned)
-      call_fini(p);
+    plugin_host_fini_plugin(p);
   }
   if (s->state_dir)
     crash_reset_streaks(s->state_dir); /* a clean stop */
@@ -445,13 +431,12 @@ void loader_release_all(plugin_set *s, registry *reg) {
       registry_forget_plugin(reg, p);
       continue;
     }
-    void *dl = p->dl;
-    int fd = p->lib_fd;
     registry_remove_plugin(reg, p);
     plugin_host_free_plugin(p);
-    close_lib(dl, fd);
+    close_lib(s->libs[i].dl, s->libs[i].fd);
   }
   free(s->plugins);
+  free(s->libs);
   for (size_t i = 0; i < s->nentries; i++) {
     free(s->entries[i].file);
     free(s->entries[i].name);
@@ -497,14 +482,18 @@ void loader_print(const plugin_set *s, registry *reg, FILE *out) {
       c8y_plugin *p = s->plugins[k];
       if (strcmp(p->path, e->file) != 0)
         continue;
-      for (size_t j = 0; j < reg->nhandlers; j++)
-        if (reg->handlers[j]->plugin == p)
-          fprintf(out, "         operation %s %s\n",
-                  reg->handlers[j]->template_id, reg->handlers[j]->fragment);
-      for (size_t j = 0; j < reg->nproducers; j++)
-        if (reg->producers[j]->plugin == p)
-          fprintf(out, "         producer %s every %u ms\n",
-                  reg->producers[j]->name, reg->producers[j]->interval_ms);
+      for (size_t j = 0; j < registry_handler_count(reg); j++) {
+        const reg_handler *hd = registry_handler_at(reg, j);
+        if (hd->plugin == p)
+          fprintf(out, "         operation %s %s\n", hd->template_id,
+                  hd->fragment);
+      }
+      for (size_t j = 0; j < registry_producer_count(reg); j++) {
+        const reg_producer *pr = registry_producer_at(reg, j);
+        if (pr->plugin == p)
+          fprintf(out, "         producer %s every %u ms\n", pr->name,
+                  pr->interval_ms);
+      }
     }
   }
 }

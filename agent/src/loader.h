@@ -28,8 +28,15 @@ typedef struct loader_entry {
   char *reason;     /* why not */
 } loader_entry;
 
+/* A loaded library, open until its plugin is released. */
+typedef struct loader_lib {
+  void *dl;
+  int fd;
+} loader_lib;
+
 typedef struct plugin_set {
   c8y_plugin **plugins; /* loaded, in load order */
+  loader_lib *libs;     /* plugins[i]'s library */
   size_t n;
   loader_entry *entries; /* one per candidate file, for --list-plugins */
   size_t nentries;

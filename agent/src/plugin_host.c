@@ -643,7 +643,6 @@ c8y_plugin *plugin_host_new_plugin(plugin_host *host, const char *name,
   if (!p)
     return NULL;
   p->host = host;
-  p->lib_fd = -1;
   p->name = strdup(name);
   p->version = strdup(version ? version : "");
   p->path = strdup(path ? path : "");
@@ -654,6 +653,36 @@ c8y_plugin *plugin_host_new_plugin(plugin_host *host, const char *name,
     return NULL;
   }
   return p;
+}
+
+int plugin_host_init_plugin(c8y_plugin *p, const c8y_plugin_info *info,
+                            const char *crash_head, char *why, size_t len) {
+  p->info = *info;
+  free(p->crash_head);
+  p->crash_head = crash_head ? strdup(crash_head) : NULL;
+  p->registering = true;
+  crash_enter(p->crash_head, "init", NULL);
+  int rc = p->info.init(p, plugin_host_api(), &p->user_data);
+  crash_leave();
+  p->registering = false;
+  if (rc >= 0 && !p->init_error)
+    return C8Y_OK;
+  if (rc >= 0)
+    plugin_host_fini_plugin(p); /* init succeeded: it may hold resources */
+  registry_remove_plugin(p->host->reg, p);
+  if (p->init_error)
+    snprintf(why, len, "%s", p->init_error);
+  else
+    snprintf(why, len, "init failed: %s", status_str(rc));
+  return rc < 0 ? rc : C8Y_EINVAL;
+}
+
+void plugin_host_fini_plugin(c8y_plugin *p) {
+  if (!p->info.fini || p->abandoned)
+    return;
+  crash_enter(p->crash_head, "fini", NULL);
+  p->info.fini(p, p->user_data);
+  crash_leave();
 }
 
 static void free_fields(char **f, size_t n) {

@@ -31,9 +31,7 @@ struct c8y_plugin {
   char *name;
   char *version;
   char *path;
-  void *dl;
-  int lib_fd;       /* the .so, open while loaded (see loader.c), or -1 */
-  char *crash_head; /* crash_plugin_head() of the file, set by the loader */
+  char *crash_head; /* crash_plugin_head() of the file, see crash.h */
   c8y_plugin_info info;
   void *user_data;
   bool registering; /* inside init() */
@@ -65,6 +63,18 @@ c8y_plugin *plugin_host_new_plugin(plugin_host *host, const char *name,
 /* Joins the worker (after its queue drains), then frees. Does not call
  * fini or dlclose. */
 void plugin_host_free_plugin(c8y_plugin *p);
+
+/* Takes the plugin's descriptor (read as far as the plugin declared it) and
+ * its crash head (copied), then runs its init (registration open, crash
+ * attribution "init").
+ * On failure (init < 0, or a registration that made it unloadable) it calls
+ * fini if init itself succeeded, rolls back p's registrations, writes the
+ * reason to why and returns a C8Y_* error; p stays allocated. */
+int plugin_host_init_plugin(c8y_plugin *p, const c8y_plugin_info *info,
+                            const char *crash_head, char *why, size_t len);
+/* Calls fini (crash attribution "fini"), unless the plugin has none or was
+ * abandoned: its code may still run on its detached worker. */
+void plugin_host_fini_plugin(c8y_plugin *p);
 
 int plugin_host_start_worker(c8y_plugin *p);
 /* Stops accepting jobs, lets queued ones finish and joins the worker. */

@@ -3,7 +3,32 @@
 #include <stdlib.h>
 #include <string.h>
 
-void registry_init(registry *r) { memset(r, 0, sizeof *r); }
+struct registry {
+  reg_producer **producers;
+  size_t nproducers;
+  reg_handler **handlers;
+  size_t nhandlers;
+  reg_message **messages;
+  size_t nmessages;
+  reg_child **children;
+  size_t nchildren;
+};
+
+registry *registry_new(void) { return calloc(1, sizeof(registry)); }
+
+size_t registry_producer_count(const registry *r) { return r->nproducers; }
+reg_producer *registry_producer_at(const registry *r, size_t i) {
+  return i < r->nproducers ? r->producers[i] : NULL;
+}
+size_t registry_handler_count(const registry *r) { return r->nhandlers; }
+reg_handler *registry_handler_at(const registry *r, size_t i) {
+  return i < r->nhandlers ? r->handlers[i] : NULL;
+}
+size_t registry_message_count(const registry *r) { return r->nmessages; }
+size_t registry_child_count(const registry *r) { return r->nchildren; }
+reg_child *registry_child_at(const registry *r, size_t i) {
+  return i < r->nchildren ? r->children[i] : NULL;
+}
 
 /* Appends to a pointer vector; the vectors are tiny, growth by one is fine. */
 static int vec_push(void ***vec, size_t *n, void *item) {
@@ -36,6 +61,8 @@ static void free_child(reg_child *x) {
 }
 
 void registry_free(registry *r) {
+  if (!r)
+    return;
   for (size_t i = 0; i < r->nproducers; i++)
     free_producer(r->producers[i]);
   for (size_t i = 0; i < r->nhandlers; i++)
@@ -48,7 +75,7 @@ void registry_free(registry *r) {
   free(r->handlers);
   free(r->messages);
   free(r->children);
-  memset(r, 0, sizeof *r);
+  free(r);
 }
 
 int registry_add_producer(registry *r, c8y_plugin *p, const char *name,

@@ -45,19 +45,20 @@ typedef struct reg_child {
   char *type;
 } reg_child;
 
-typedef struct registry {
-  reg_producer **producers;
-  size_t nproducers;
-  reg_handler **handlers;
-  size_t nhandlers;
-  reg_message **messages;
-  size_t nmessages;
-  reg_child **children;
-  size_t nchildren;
-} registry;
+typedef struct registry registry;
 
-void registry_init(registry *r);
+/* NULL when out of memory. */
+registry *registry_new(void);
 void registry_free(registry *r);
+
+/* The entries in registration order, for iterating (i < count). */
+size_t registry_producer_count(const registry *r);
+reg_producer *registry_producer_at(const registry *r, size_t i);
+size_t registry_handler_count(const registry *r);
+reg_handler *registry_handler_at(const registry *r, size_t i);
+size_t registry_message_count(const registry *r);
+size_t registry_child_count(const registry *r);
+reg_child *registry_child_at(const registry *r, size_t i);
 
 int registry_add_producer(registry *r, c8y_plugin *p, const char *name,
                           uint32_t interval_ms, c8y_produce_fn fn, void *ud);

@@ -7,8 +7,8 @@
 
 long long scheduler_run(registry *reg, long long now) {
   long long next = -1;
-  for (size_t i = 0; i < reg->nproducers; i++) {
-    reg_producer *p = reg->producers[i];
+  for (size_t i = 0; i < registry_producer_count(reg); i++) {
+    reg_producer *p = registry_producer_at(reg, i);
     if (p->next_due_ms <= now) {
       if (atomic_load(&p->busy))
         log_debug("producer %s still busy; skipping a cycle", p->name);
@@ -25,6 +25,6 @@ long long scheduler_run(registry *reg, long long now) {
 }
 
 void scheduler_reset(registry *reg, long long now) {
-  for (size_t i = 0; i < reg->nproducers; i++)
-    reg->producers[i]->next_due_ms = now;
+  for (size_t i = 0; i < registry_producer_count(reg); i++)
+    registry_producer_at(reg, i)->next_due_ms = now;
 }

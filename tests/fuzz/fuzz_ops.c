@@ -80,17 +80,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   unlink(fuzz_journal_path);
 
   c8y_plugin *pl = (c8y_plugin *)&plugin_token;
-  registry reg;
-  registry_init(&reg);
+  registry *reg = registry_new();
+  check(reg != NULL, "registry_new");
   static const char *const templates[][2] = {{"510", "c8y_Restart"},
                                              {"511", "c8y_Command"},
                                              {"513", "c8y_Configuration"},
                                              {"515", "c8y_Firmware"}};
   for (size_t i = 0; i < sizeof templates / sizeof *templates; i++)
-    check(registry_add_handler(&reg, pl, templates[i][0], templates[i][1],
+    check(registry_add_handler(reg, pl, templates[i][0], templates[i][1],
                                i == 0 ? 1 : 0, handler, NULL, NULL) == C8Y_OK,
           "add handler");
-  check(registry_add_child(&reg, pl, ROOT ":device:kid", "kid", "t") == C8Y_OK,
+  check(registry_add_child(reg, pl, ROOT ":device:kid", "kid", "t") == C8Y_OK,
         "add child");
 
   outq_options qo;
@@ -103,7 +103,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   check(journal_open(dir, &j, err, sizeof err) == 0, "journal_open");
   ops_host host = {.ctx = NULL, .dispatch = dispatch, .wake = wake};
   ops *o = NULL;
-  check(ops_new(ROOT, &reg, q, j, &host, 60000, &o) == 0, "ops_new");
+  check(ops_new(ROOT, reg, q, j, &host, 60000, &o) == 0, "ops_new");
 
   uint64_t first = journal_next_id(j);
   ops_handle_payload(o, (const char *)data, size);
@@ -142,6 +142,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   ops_free(o);
   journal_close(j);
   outq_close(q);
-  registry_free(&reg);
+  registry_free(reg);
   return 0;
 }

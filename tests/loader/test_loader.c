@@ -27,7 +27,7 @@
 typedef struct fx {
   char *root, *plugdir, *statedir, *ini, *marks, *logfile;
   agent_config cfg;
-  registry reg;
+  registry *reg;
   outq *q;
   plugin_host host;
   plugin_set set;
@@ -50,7 +50,8 @@ static void fx_setup(fx *f, gconstpointer data) {
   g_assert_cmpint(chmod(f->plugdir, 0755), ==, 0); /* whatever the umask */
   g_assert_cmpint(g_mkdir(f->statedir, 0755), ==, 0);
   g_setenv("C8Y_FIXTURE_LOG", f->marks, TRUE);
-  registry_init(&f->reg);
+  f->reg = registry_new();
+  g_assert_nonnull(f->reg);
 }
 
 static void rm_rf(const char *path) {
@@ -75,13 +76,13 @@ static void fx_teardown(fx *f, gconstpointer data) {
   (void)data;
   if (f->loaded) {
     loader_stop_all(&f->set);
-    loader_release_all(&f->set, &f->reg);
+    loader_release_all(&f->set, f->reg);
     outq_close(f->q);
     config_free(&f->cfg);
   }
-  g_assert_cmpuint(f->reg.nproducers, ==, 0);
-  g_assert_cmpuint(f->reg.nhandlers, ==, 0);
-  registry_free(&f->reg);
+  g_assert_cmpuint(registry_producer_count(f->reg), ==, 0);
+  g_assert_cmpuint(registry_handler_count(f->reg), ==, 0);
+  registry_free(f->reg);
   g_unsetenv("C8Y_FIXTURE_LOG");
   chmod(f->plugdir, 0755);
   rm_rf(f->root);
@@ -140,7 +141,7 @@ static void load(fx *f, const char *extra_ini) {
   outq_default_options(&qo, NULL);
   g_assert_cmpint(outq_open(&qo, &f->q, err, sizeof err), ==, 0);
   f->host = (plugin_host){.cfg = &f->cfg,
-                          .reg = &f->reg,
+                          .reg = f->reg,
                           .q = f->q,
                           .device_id = "loader-test",
                           .state_dir = f->statedir};
@@ -210,10 +211,10 @@ static void assert_refused(fx *f, const char *file, const char *why) {
 }
 
 static void assert_no_registrations(fx *f) {
-  g_assert_cmpuint(f->reg.nproducers, ==, 0);
-  g_assert_cmpuint(f->reg.nhandlers, ==, 0);
-  g_assert_cmpuint(f->reg.nmessages, ==, 0);
-  g_assert_cmpuint(f->reg.nchildren, ==, 0);
+  g_assert_cmpuint(registry_producer_count(f->reg), ==, 0);
+  g_assert_cmpuint(registry_handler_count(f->reg), ==, 0);
+  g_assert_cmpuint(registry_message_count(f->reg), ==, 0);
+  g_assert_cmpuint(registry_child_count(f->reg), ==, 0);
 }
 
 /* ---- plugins that load ---- */
@@ -229,12 +230,12 @@ static void test_good(fx *f, gconstpointer data) {
   g_assert_null(e->reason);
   c8y_plugin *p = loaded_plugin(f, "good");
   g_assert_nonnull(p);
-  reg_handler *h = registry_find_handler(&f->reg, "510");
+  reg_handler *h = registry_find_handler(f->reg, "510");
   g_assert_nonnull(h);
   g_assert_true(h->plugin == p);
   g_assert_cmpstr(h->fragment, ==, "c8y_Restart");
-  g_assert_cmpuint(f->reg.nproducers, ==, 1);
-  g_assert_cmpstr(f->reg.producers[0]->name, ==, "tick");
+  g_assert_cmpuint(registry_producer_count(f->reg), ==, 1);
+  g_assert_cmpstr(registry_producer_at(f->reg, 0)->name, ==, "tick");
   g_assert_true(strstr(f->log, "plugin good 1.0 loaded from"));
   g_assert_null(strstr(f->log, "refused"));
   char *m = marks(f);
@@ -244,7 +245,7 @@ static void test_good(fx *f, gconstpointer data) {
   m = marks(f);
   g_assert_cmpstr(m, ==, "init good\nfini good\n");
   g_free(m);
-  loader_release_all(&f->set, &f->reg);
+  loader_release_all(&f->set, f->reg);
   assert_no_registrations(f);
   outq_close(f->q);
   config_free(&f->cfg);
@@ -332,8 +333,8 @@ static void test_duplicate_name(fx *f, gconstpointer data) {
   assert_refused(f, "b_good.so", why);
   g_free(why);
   g_assert_cmpuint(f->set.n, ==, 1);
-  g_assert_cmpuint(f->reg.nproducers, ==, 1);
-  g_assert_true(registry_find_handler(&f->reg, "510")->plugin ==
+  g_assert_cmpuint(registry_producer_count(f->reg), ==, 1);
+  g_assert_true(registry_find_handler(f->reg, "510")->plugin ==
                 f->set.plugins[0]);
   char *m = marks(f);
   g_assert_cmpstr(m, ==, "init good\n");
@@ -427,16 +428,16 @@ static void test_init_failure(fx *f, gconstpointer data) {
   c8y_plugin *good = loaded_plugin(f, "good");
   g_assert_nonnull(good);
   g_assert_null(loaded_plugin(f, "initfail"));
-  g_assert_cmpuint(f->reg.nproducers, ==, 1);
-  g_assert_true(f->reg.producers[0]->plugin == good);
-  g_assert_cmpuint(f->reg.nhandlers, ==, 1);
-  g_assert_true(registry_find_handler(&f->reg, "510")->plugin == good);
-  g_assert_null(registry_find_handler(&f->reg, "513"));
-  g_assert_null(registry_find_handler(&f->reg, "515"));
-  g_assert_null(registry_find_message(&f->reg, "fx_xid", "901"));
-  g_assert_cmpuint(f->reg.nmessages, ==, 0);
-  g_assert_cmpuint(f->reg.nchildren, ==, 0);
-  g_assert_false(registry_has_child(&f->reg, "fx-child"));
+  g_assert_cmpuint(registry_producer_count(f->reg), ==, 1);
+  g_assert_true(registry_producer_at(f->reg, 0)->plugin == good);
+  g_assert_cmpuint(registry_handler_count(f->reg), ==, 1);
+  g_assert_true(registry_find_handler(f->reg, "510")->plugin == good);
+  g_assert_null(registry_find_handler(f->reg, "513"));
+  g_assert_null(registry_find_handler(f->reg, "515"));
+  g_assert_null(registry_find_message(f->reg, "fx_xid", "901"));
+  g_assert_cmpuint(registry_message_count(f->reg), ==, 0);
+  g_assert_cmpuint(registry_child_count(f->reg), ==, 0);
+  g_assert_false(registry_has_child(f->reg, "fx-child"));
   /* A failed init is not followed by fini. */
   char *m = marks(f);
   g_assert_cmpstr(m, ==, "init good\ninit initfail\n");
@@ -454,17 +455,17 @@ static void test_template_conflict(fx *f, gconstpointer data) {
   c8y_plugin *a = loaded_plugin(f, "claim_a");
   g_assert_nonnull(a);
   g_assert_null(loaded_plugin(f, "claim_b"));
-  reg_handler *h = registry_find_handler(&f->reg, "511");
+  reg_handler *h = registry_find_handler(f->reg, "511");
   g_assert_nonnull(h);
   g_assert_true(h->plugin == a);
   /* claim_b's other registrations were rolled back. */
-  g_assert_null(registry_find_handler(&f->reg, "510"));
-  g_assert_cmpuint(f->reg.nhandlers, ==, 1);
-  g_assert_cmpuint(f->reg.nproducers, ==, 1);
-  g_assert_true(f->reg.producers[0]->plugin == a);
-  g_assert_cmpuint(f->reg.nmessages, ==, 0);
-  g_assert_cmpuint(f->reg.nchildren, ==, 0);
-  g_assert_null(registry_find_message(&f->reg, "fx_xid", "901"));
+  g_assert_null(registry_find_handler(f->reg, "510"));
+  g_assert_cmpuint(registry_handler_count(f->reg), ==, 1);
+  g_assert_cmpuint(registry_producer_count(f->reg), ==, 1);
+  g_assert_true(registry_producer_at(f->reg, 0)->plugin == a);
+  g_assert_cmpuint(registry_message_count(f->reg), ==, 0);
+  g_assert_cmpuint(registry_child_count(f->reg), ==, 0);
+  g_assert_null(registry_find_message(f->reg, "fx_xid", "901"));
   /* claim_b's init returned OK (it ignored the error), so it may hold
    * resources: the loader must have called its fini. */
   char *m = marks(f);
@@ -480,17 +481,17 @@ static void test_late_registration(fx *f, gconstpointer data) {
   c8y_plugin *p = loaded_plugin(f, "good");
   g_assert_nonnull(p);
   g_assert_false(p->registering);
-  g_assert_cmpuint(f->reg.nproducers, ==, 1);
-  reg_producer *prod = f->reg.producers[0];
+  g_assert_cmpuint(registry_producer_count(f->reg), ==, 1);
+  reg_producer *prod = registry_producer_at(f->reg, 0);
   /* The fixture's producer tries add_producer, add_operation,
    * add_message_handler and add_child; it returns 100 + the index of the
    * first one that was not refused with C8Y_ESTATE. */
   g_assert_cmpint(prod->fn(p, NULL, prod->user_data), ==, C8Y_ESTATE);
-  g_assert_cmpuint(f->reg.nproducers, ==, 1);
-  g_assert_cmpuint(f->reg.nhandlers, ==, 1);
-  g_assert_cmpuint(f->reg.nmessages, ==, 0);
-  g_assert_cmpuint(f->reg.nchildren, ==, 0);
-  g_assert_null(registry_find_handler(&f->reg, "519"));
+  g_assert_cmpuint(registry_producer_count(f->reg), ==, 1);
+  g_assert_cmpuint(registry_handler_count(f->reg), ==, 1);
+  g_assert_cmpuint(registry_message_count(f->reg), ==, 0);
+  g_assert_cmpuint(registry_child_count(f->reg), ==, 0);
+  g_assert_null(registry_find_handler(f->reg, "519"));
 }
 
 /* ---- configuration ---- */
@@ -533,7 +534,7 @@ static void test_unknown_key(fx *f, gconstpointer data) {
   add_plugin(f, "good", NULL);
   load(f, "[plugin.good]\ninterval = 5\nintreval = 6\nenabled = yes\n");
   g_assert_true(entry(f, "good.so")->loaded);
-  g_assert_cmpuint(f->reg.producers[0]->interval_ms, ==, 5000);
+  g_assert_cmpuint(registry_producer_at(f->reg, 0)->interval_ms, ==, 5000);
   char *line = g_strdup_printf("%s:6: [plugin.good] intreval: unknown key "
                                "(plugin good never read it); did you mean "
                                "'interval'?",

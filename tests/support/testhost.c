@@ -46,7 +46,7 @@ struct testhost {
   GPtrArray *cfg_keys; /* key, value, key, value ... */
   agent_config cfg;
   bool cfg_loaded;
-  registry reg;
+  registry *reg;
   outq *q;
   journal *j;
   ops *o;
@@ -239,7 +239,8 @@ testhost *testhost_new(const char *device_id, const char *state_dir) {
   h->uploads = g_ptr_array_new_with_free_func(g_free);
   pthread_mutex_init(&h->mu, NULL);
   pthread_cond_init(&h->cv, NULL);
-  registry_init(&h->reg);
+  h->reg = registry_new();
+  g_assert_nonnull(h->reg);
   outq_options qo;
   outq_default_options(&qo, NULL);
   char err[512];
@@ -252,7 +253,7 @@ testhost *testhost_new(const char *device_id, const char *state_dir) {
   g_free(jdir);
   ops_host oh = {
       .ctx = h, .dispatch = dispatch, .wake = wake, .finished = finished};
-  g_assert_cmpint(ops_new(h->device_id, &h->reg, h->q, h->j, &oh, 60000, &h->o),
+  g_assert_cmpint(ops_new(h->device_id, h->reg, h->q, h->j, &oh, 60000, &h->o),
                   ==, 0);
   log_set_tap(log_tap, h);
   return h;
@@ -292,7 +293,7 @@ void testhost_unload(testhost *h) {
     h->p->info.fini(h->p, h->p->user_data);
   /* Completions made by fini() become 503/502 lines. */
   pump(h);
-  registry_remove_plugin(&h->reg, h->p);
+  registry_remove_plugin(h->reg, h->p);
   plugin_host_free_plugin(h->p);
   h->p = NULL;
   dlclose(h->dl);
@@ -309,7 +310,7 @@ void testhost_free(testhost *h) {
   ops_free(h->o);
   journal_close(h->j);
   outq_close(h->q);
-  registry_free(&h->reg);
+  registry_free(h->reg);
   if (h->cfg_loaded)
     config_free(&h->cfg);
   rm_rf(h->tmp_dir);
@@ -537,14 +538,14 @@ static int wrapped_handler(c8y_plugin *self, c8y_operation *op, void *ud) {
 }
 
 static void wrap_handlers(testhost *h) {
-  h->wraps = g_new0(handler_wrap, h->reg.nhandlers + 1);
-  for (size_t i = 0; i < h->reg.nhandlers; i++) {
-    reg_handler *r = h->reg.handlers[i];
+  h->wraps = g_new0(handler_wrap, registry_handler_count(h->reg) + 1);
+  for (size_t i = 0; i < registry_handler_count(h->reg); i++) {
+    reg_handler *r = registry_handler_at(h->reg, i);
     h->wraps[i] = (handler_wrap){.h = h, .fn = r->fn, .ud = r->user_data};
     r->fn = wrapped_handler;
     r->user_data = &h->wraps[i];
   }
-  h->nwraps = h->reg.nhandlers;
+  h->nwraps = registry_handler_count(h->reg);
 }
 
 static int observed_complete_on_reboot(c8y_operation *op) {
@@ -583,7 +584,7 @@ int testhost_load(testhost *h, const char *so_path) {
     return C8Y_EINVAL;
   }
   h->host = (plugin_host){.cfg = &h->cfg,
-                          .reg = &h->reg,
+                          .reg = h->reg,
                           .q = h->q,
                           .device_id = h->device_id,
                           .state_dir = h->state_dir,
@@ -591,7 +592,6 @@ int testhost_load(testhost *h, const char *so_path) {
                           .wake_ctx = h};
   h->p = plugin_host_new_plugin(&h->host, info->name, info->version, so_path);
   g_assert_nonnull(h->p);
-  h->p->dl = h->dl;
   h->p->info = *info;
   h->p->registering = true;
   h->api = *plugin_host_api();
@@ -609,7 +609,7 @@ int testhost_load(testhost *h, const char *so_path) {
   if (rc >= 0 && h->p->init_error)
     rc = C8Y_EINVAL;
   if (rc < 0) {
-    registry_remove_plugin(&h->reg, h->p);
+    registry_remove_plugin(h->reg, h->p);
     plugin_host_free_plugin(h->p);
     h->p = NULL;
     dlclose(h->dl);
@@ -622,22 +622,28 @@ int testhost_load(testhost *h, const char *so_path) {
   return rc;
 }
 
-size_t testhost_producer_count(testhost *h) { return h->reg.nproducers; }
+size_t testhost_producer_count(testhost *h) {
+  return registry_producer_count(h->reg);
+}
 
 const char *testhost_producer_name(testhost *h, size_t i) {
-  return i < h->reg.nproducers ? h->reg.producers[i]->name : NULL;
+  return i < registry_producer_count(h->reg)
+             ? registry_producer_at(h->reg, i)->name
+             : NULL;
 }
 
 uint32_t testhost_producer_interval(testhost *h, size_t i) {
-  return i < h->reg.nproducers ? h->reg.producers[i]->interval_ms : 0;
+  return i < registry_producer_count(h->reg)
+             ? registry_producer_at(h->reg, i)->interval_ms
+             : 0;
 }
 
 bool testhost_has_operation(testhost *h, const char *template_id) {
-  return registry_find_handler(&h->reg, template_id) != NULL;
+  return registry_find_handler(h->reg, template_id) != NULL;
 }
 
 uint32_t testhost_operation_timeout(testhost *h, const char *template_id) {
-  reg_handler *r = registry_find_handler(&h->reg, template_id);
+  reg_handler *r = registry_find_handler(h->reg, template_id);
   return r ? r->timeout_ms : 0;
 }
 
@@ -649,9 +655,9 @@ static int wrapped_produce(c8y_plugin *self, c8y_batch *out, void *ud) {
 
 int testhost_run_producer(testhost *h, const char *name) {
   reg_producer *prod = NULL;
-  for (size_t i = 0; i < h->reg.nproducers; i++)
-    if (strcmp(h->reg.producers[i]->name, name) == 0)
-      prod = h->reg.producers[i];
+  for (size_t i = 0; i < registry_producer_count(h->reg); i++)
+    if (strcmp(registry_producer_at(h->reg, i)->name, name) == 0)
+      prod = registry_producer_at(h->reg, i);
   g_assert_nonnull(prod);
   prod_wrap w = {.fn = prod->fn, .ud = prod->user_data, .rc = C8Y_EINVAL};
   prod->fn = wrapped_produce;
@@ -724,7 +730,7 @@ int testhost_deliver_message(testhost *h, const char *xid, const char *line) {
   g_assert_cmpint(smartrest_decode(line, strlen(line), &r), ==, 0);
   g_assert_cmpuint(r.count, ==, 1);
   g_assert_null(r.items[0].error);
-  reg_message *m = registry_find_message(&h->reg, xid, r.items[0].fields[0]);
+  reg_message *m = registry_find_message(h->reg, xid, r.items[0].fields[0]);
   int rc = C8Y_EINVAL;
   if (m) {
     /* The job takes the fields. */

@@ -13,7 +13,7 @@ typedef struct {
   char *dir;
   outq *q;
   journal *j;
-  registry reg;
+  registry *reg;
   ops *o;
   GPtrArray *dispatched; /* c8y_operation* handed to the "plugin" */
 } fx;
@@ -45,21 +45,22 @@ static void fx_setup(fx *f, gconstpointer d) {
   char err[256];
   g_assert_cmpint(outq_open(&qo, &f->q, err, sizeof err), ==, 0);
   g_assert_cmpint(journal_open(f->dir, &f->j, err, sizeof err), ==, 0);
-  registry_init(&f->reg);
+  f->reg = registry_new();
+  g_assert_nonnull(f->reg);
   c8y_plugin *plugin = (c8y_plugin *)0x1;
-  g_assert_cmpint(registry_add_handler(&f->reg, plugin, "511", "c8y_Command",
+  g_assert_cmpint(registry_add_handler(f->reg, plugin, "511", "c8y_Command",
                                        60000, handler, NULL, NULL),
                   ==, C8Y_OK);
-  g_assert_cmpint(registry_add_child(&f->reg, plugin, "kid", "Kid", "t"), ==,
+  g_assert_cmpint(registry_add_child(f->reg, plugin, "kid", "Kid", "t"), ==,
                   C8Y_OK);
   f->dispatched = g_ptr_array_new();
   ops_host h = {.ctx = f, .dispatch = on_dispatch, .wake = on_wake};
-  g_assert_cmpint(ops_new(ROOT, &f->reg, f->q, f->j, &h, 60000, &f->o), ==, 0);
+  g_assert_cmpint(ops_new(ROOT, f->reg, f->q, f->j, &h, 60000, &f->o), ==, 0);
 }
 
 static void fx_teardown(fx *f, gconstpointer d) {
   ops_free(f->o);
-  registry_free(&f->reg);
+  registry_free(f->reg);
   journal_close(f->j);
   outq_close(f->q);
   g_ptr_array_free(f->dispatched, TRUE);

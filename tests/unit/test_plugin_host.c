@@ -11,7 +11,7 @@
 
 typedef struct {
   agent_config cfg;
-  registry reg;
+  registry *reg;
   outq *q;
   plugin_host host;
   c8y_plugin *p;
@@ -21,13 +21,14 @@ typedef struct {
 static void fx_setup(fx *f, gconstpointer d) {
   (void)d;
   memset(f, 0, sizeof *f);
-  registry_init(&f->reg);
+  f->reg = registry_new();
+  g_assert_nonnull(f->reg);
   outq_options qo;
   outq_default_options(&qo, NULL);
   char err[256];
   g_assert_cmpint(outq_open(&qo, &f->q, err, sizeof err), ==, 0);
   f->host.cfg = &f->cfg;
-  f->host.reg = &f->reg;
+  f->host.reg = f->reg;
   f->host.q = f->q;
   f->host.device_id = "root-dev";
   f->host.state_dir = "/nonexistent";
@@ -39,9 +40,9 @@ static void fx_setup(fx *f, gconstpointer d) {
 
 static void fx_teardown(fx *f, gconstpointer d) {
   (void)d;
-  registry_remove_plugin(&f->reg, f->p);
+  registry_remove_plugin(f->reg, f->p);
   plugin_host_free_plugin(f->p);
-  registry_free(&f->reg);
+  registry_free(f->reg);
   outq_close(f->q);
 }
 
@@ -54,10 +55,10 @@ static void test_add_child_validates(fx *f, gconstpointer d) {
                                     "q\"uote",    " pad",   ""};
   for (size_t i = 0; i < G_N_ELEMENTS(bad); i++)
     g_assert_cmpint(f->api->add_child(f->p, bad[i], "n", "t"), ==, C8Y_EINVAL);
-  g_assert_cmpuint(f->reg.nchildren, ==, 0);
+  g_assert_cmpuint(registry_child_count(f->reg), ==, 0);
   g_assert_cmpint(f->api->add_child(f->p, "root-dev:device:kid", "n", "t"), ==,
                   C8Y_OK);
-  g_assert_true(registry_has_child(&f->reg, "root-dev:device:kid"));
+  g_assert_true(registry_has_child(f->reg, "root-dev:device:kid"));
   f->p->registering = false;
   /* Lines addressed to a bad child are refused the same way. */
   g_assert_cmpint(f->api->send_event(f->p, "ch\xff", "t", "x", 0), ==,
@@ -83,7 +84,7 @@ static void test_producer_cap(fx *f, gconstpointer d) {
                   ==, C8Y_OK);
   g_assert_cmpint(f->api->add_producer(f->p, "c", 1000, produce_nothing, NULL),
                   ==, C8Y_EINVAL);
-  g_assert_cmpuint(f->reg.nproducers, ==, 2);
+  g_assert_cmpuint(registry_producer_count(f->reg), ==, 2);
   f->p->registering = false;
 }
 
@@ -136,7 +137,8 @@ static void test_batch_outside_callback(fx *f, gconstpointer d) {
       C8Y_OK);
   f->p->registering = false;
   g_assert_cmpint(plugin_host_start_worker(f->p), ==, 0);
-  g_assert_cmpint(plugin_host_queue_produce(f->p, f->reg.producers[0]), ==, 0);
+  g_assert_cmpint(
+      plugin_host_queue_produce(f->p, registry_producer_at(f->reg, 0)), ==, 0);
   plugin_host_stop_worker(f->p); /* runs the queued job, then joins */
   g_assert_cmpint(add_inside, ==, C8Y_OK);
   g_assert_nonnull(kept_batch);
