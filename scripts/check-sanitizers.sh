@@ -19,25 +19,15 @@
 # plugin author would); those plugins load fine into a sanitized agent.
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-build=${C8Y_SAN_BUILD_DIR:-$root/build-san}
-cc=${CC:-gcc}
+san_root=$(cd "$(dirname "$0")/.." && pwd)
+. "$san_root/scripts/lib-sanitizer-build.sh"
+build=${C8Y_SAN_BUILD_DIR:-$san_root/build-san}
 jobs=${C8Y_JOBS:-2}
 
-command -v "$cc" >/dev/null || { echo "$cc not found" >&2; exit 1; }
-
-echo "== configuring $build ($cc, address;undefined, -Werror)"
-mkdir -p "$build"
-CC=$cc cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DC8Y_SANITIZE="address;undefined" -DC8Y_WERROR=ON \
-  >"$build/configure.log" 2>&1 || { cat "$build/configure.log" >&2; exit 1; }
-echo "== building (-j$jobs)"
-cmake --build "$build" -j"$jobs" >"$build/build.log" 2>&1 ||
-  { tail -n 80 "$build/build.log" >&2; echo "build failed, see $build/build.log" >&2; exit 1; }
+san_build "$build" "address;undefined" "${CC:-gcc}" "$jobs"
 
 logs=$build/san-logs
-rm -rf "$logs"
-mkdir -p "$logs"
+san_fresh_logs "$logs"
 
 # halt_on_error + -fno-sanitize-recover=all (set by C8Y_SANITIZE): the first
 # finding stops the process with a non-zero status. log_path appends .<pid>.
@@ -48,27 +38,5 @@ print_summary=1:fast_unwind_on_malloc=0:malloc_context_size=30:\
 log_path=$logs/asan"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$logs/ubsan"
 
-echo "== ctest"
-set +e
-ctest --test-dir "$build" --output-on-failure -j"$jobs" "$@" 2>&1 |
-  tee "$build/ctest.log"
-ctest_status=${PIPESTATUS[0]}
-set -e
-status=$ctest_status
-
-reports=$(find "$logs" -type f | sort)
-if [ -n "$reports" ]; then
-  echo "== sanitizer reports (from tests or the processes they started):" >&2
-  for r in $reports; do
-    echo "---- $r" >&2
-    head -n 60 "$r" >&2
-  done
-  status=1
-fi
-if [ "$status" -ne 0 ]; then
-  nrep=0
-  [ -n "$reports" ] && nrep=$(printf '%s\n' "$reports" | wc -l)
-  echo "check-sanitizers: FAILED (ctest exit $ctest_status, $nrep sanitizer report file(s) in $logs)" >&2
-  exit 1
-fi
+san_ctest_and_check check-sanitizers sanitizer 60 "$build" "$logs" "$jobs" "$@"
 echo "check-sanitizers: clean (no sanitizer report, all tests passed)"

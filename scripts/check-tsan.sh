@@ -24,54 +24,23 @@
 # without sanitizers on purpose; those plugins load into a TSan agent fine.
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-build=${C8Y_TSAN_BUILD_DIR:-$root/build-tsan}
-cc=${CC:-gcc}
+san_root=$(cd "$(dirname "$0")/.." && pwd)
+. "$san_root/scripts/lib-sanitizer-build.sh"
+build=${C8Y_TSAN_BUILD_DIR:-$san_root/build-tsan}
 jobs=${C8Y_JOBS:-2}
 
-command -v "$cc" >/dev/null || { echo "$cc not found" >&2; exit 1; }
-
-echo "== configuring $build ($cc, thread, -Werror)"
-mkdir -p "$build"
-CC=$cc cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DC8Y_SANITIZE=thread -DC8Y_WERROR=ON \
-  >"$build/configure.log" 2>&1 || { cat "$build/configure.log" >&2; exit 1; }
-echo "== building (-j$jobs)"
-cmake --build "$build" -j"$jobs" >"$build/build.log" 2>&1 ||
-  { tail -n 80 "$build/build.log" >&2; echo "build failed, see $build/build.log" >&2; exit 1; }
+san_build "$build" thread "${CC:-gcc}" "$jobs"
 
 logs=$build/tsan-logs
-rm -rf "$logs"
-mkdir -p "$logs"
+san_fresh_logs "$logs"
 
 # halt_on_error: the first report stops the process (exit 66), so a race in
 # an agent child also shows up as a failed test. log_path appends .<pid>.
 # second_deadlock_stack: lock-order reports show both acquisitions.
 export TSAN_OPTIONS="halt_on_error=1:exitcode=66:second_deadlock_stack=1:\
 history_size=4:report_signal_unsafe=1:\
-suppressions=$root/tests/tsan.supp:log_path=$logs/tsan"
+suppressions=$san_root/tests/tsan.supp:log_path=$logs/tsan"
 
-echo "== ctest"
-set +e
-ctest --test-dir "$build" --output-on-failure -j"$jobs" \
-  -E '^(package_deb_install|bench_.*)$' "$@" 2>&1 | tee "$build/ctest.log"
-ctest_status=${PIPESTATUS[0]}
-set -e
-status=$ctest_status
-
-reports=$(find "$logs" -type f | sort)
-if [ -n "$reports" ]; then
-  echo "== ThreadSanitizer reports (from tests or the processes they started):" >&2
-  for r in $reports; do
-    echo "---- $r" >&2
-    head -n 80 "$r" >&2
-  done
-  status=1
-fi
-if [ "$status" -ne 0 ]; then
-  nrep=0
-  [ -n "$reports" ] && nrep=$(printf '%s\n' "$reports" | wc -l)
-  echo "check-tsan: FAILED (ctest exit $ctest_status, $nrep TSan report file(s) in $logs)" >&2
-  exit 1
-fi
+san_ctest_and_check check-tsan ThreadSanitizer 80 "$build" "$logs" "$jobs" \
+  -E '^(package_deb_install|bench_.*)$' "$@"
 echo "check-tsan: clean (no ThreadSanitizer report, all tests passed)"

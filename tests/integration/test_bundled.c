@@ -1,4 +1,4 @@
-/* Issue 4: the bundled plugins inside the real agent, driven through the
+/* The bundled plugins inside the real agent, driven through the
  * simulator: what an operator sees after installing the package. */
 #include "fixture.h"
 

@@ -1,4 +1,4 @@
-/* Issue 13: the local API and its CLI (send, status, ops) and the exec
+/* The local API and its CLI (send, status, ops) and the exec
  * plugin, through the real agent and the simulator. */
 #include "fixture.h"
 

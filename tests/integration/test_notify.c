@@ -1,4 +1,4 @@
-/* Issue 6.2: the agent speaks the systemd notify protocol itself: READY
+/* The agent speaks the systemd notify protocol itself: READY
  * once running, STATUS on connect, WATCHDOG from the healthy main loop,
  * STOPPING on shutdown. */
 #include "fixture.h"

@@ -1,4 +1,4 @@
-/* Issue 3: the operation engine end to end through the broker: 501 before
+/* The operation engine end to end through the broker: 501 before
  * the handler, 503/502 after, FIFO per fragment, async completion, timeouts,
  * unknown templates left alone, and the journal across restarts. */
 #include "fixture.h"

@@ -1,4 +1,4 @@
-/* Issue 3.6: a plugin built only from the installed SDK files (pkg-config,
+/* A plugin built only from the installed SDK files (pkg-config,
  * out of tree; tests/sdk/oot_build.sh) loads into the agent and handles an
  * operation end to end through the broker. */
 #include "fixture.h"

@@ -1,4 +1,4 @@
-/* Issue 3: what plugins send through the real core — events, alarms,
+/* What plugins send through the real core — events, alarms,
  * inventory, custom templates, child devices and their operations, and
  * downstream custom messages. */
 #include "fixture.h"

@@ -1,4 +1,4 @@
-/* Issue 2: one real Cumulocity session, end to end, through a real broker. */
+/* One real Cumulocity session, end to end, through a real broker. */
 #include "fixture.h"
 
 #include <signal.h>

@@ -77,15 +77,31 @@ static char *package(swx *x, const char *name, const char *body, long *id) {
   return g_strdup_printf("%s/inventory/binaries/%ld", sim_http_url(x->h), *id);
 }
 
+/* Serves BODY as the binary FILE and asks for c8y-agent 0.2.0 from it
+ * (528); returns the operation's id. */
+static long request_update(swx *x, const char *file, const char *body) {
+  long bin;
+  char *url = package(x, file, body, &bin);
+  char *line =
+      g_strdup_printf("528," FX_DEVICE ",c8y-agent,0.2.0,%s,install", url);
+  long id = sim_create_operation(x->f.s, line);
+  g_free(line);
+  g_free(url);
+  return id;
+}
+
+/* Bounded wait for the install command's mark: the "postinst" ran. */
+static void wait_installed(swx *x) {
+  for (int i = 0; i < 1500 && !g_file_test(x->mark, G_FILE_TEST_EXISTS); i++)
+    g_usleep(20 * 1000);
+  g_assert_true(g_file_test(x->mark, G_FILE_TEST_EXISTS));
+}
+
 static void test_528_url(void) {
   swx x = {0};
   swx_up(&x, "0.2.0-1", 0, 30);
-  long bin;
-  char *url = package(&x, "c8y-agent_0.2.0-1_amd64.deb", "!<arch>\nv2\n", &bin);
-  char *line =
-      g_strdup_printf("528," FX_DEVICE ",c8y-agent,0.2.0,%s,install", url);
   size_t from = sim_message_count(x.f.s);
-  long id = sim_create_operation(x.f.s, line);
+  long id = request_update(&x, "c8y-agent_0.2.0-1_amd64.deb", "!<arch>\nv2\n");
   g_assert_cmpint(fx_wait_op(&x.f, id, 30000), ==, SIM_OP_SUCCESSFUL);
   char *got = ptu_read_text_or_empty(x.installed);
   g_assert_cmpstr(got, ==, "!<arch>\nv2\n");
@@ -96,23 +112,15 @@ static void test_528_url(void) {
       sim_wait_line(x.f.s, "s/us", "140,c8y-agent,0.2.0-1,apt,", from, 5000),
       >=, 0);
   g_free(got);
-  g_free(line);
-  g_free(url);
   swx_down(&x);
 }
 
 static void test_self_update_across_restart(void) {
   swx x = {0};
   swx_up(&x, "0.2.0-1", 1, 30);
-  long bin;
-  char *url = package(&x, "c8y-agent.deb", "!<arch>\nv2\n", &bin);
-  char *line =
-      g_strdup_printf("528," FX_DEVICE ",c8y-agent,0.2.0,%s,install", url);
-  long id = sim_create_operation(x.f.s, line);
+  long id = request_update(&x, "c8y-agent.deb", "!<arch>\nv2\n");
   /* The install ran; the "postinst" now restarts the agent. */
-  for (int i = 0; i < 1500 && !g_file_test(x.mark, G_FILE_TEST_EXISTS); i++)
-    g_usleep(20 * 1000);
-  g_assert_true(g_file_test(x.mark, G_FILE_TEST_EXISTS));
+  wait_installed(&x);
   g_assert_cmpint(fx_status_after_start(&x.f, id), ==, SIM_OP_EXECUTING);
   g_assert_cmpint(agent_proc_stop(x.f.a, 15000), ==, 0);
   g_assert_cmpint(sim_operation_status(x.f.s, id), ==, SIM_OP_EXECUTING);
@@ -122,8 +130,6 @@ static void test_self_update_across_restart(void) {
   g_assert_cmpint(
       sim_wait_line(x.f.s, "s/us", "140,c8y-agent,0.2.0-1,apt,", from, 5000),
       >=, 0);
-  g_free(line);
-  g_free(url);
   swx_down(&x);
 }
 
@@ -132,22 +138,14 @@ static void test_self_update_wrong_version(void) {
   /* The package turns out to carry another version than requested; the
    * check gives up after resume_wait (short here). */
   swx_up(&x, "0.1.9-1", 1, 1);
-  long bin;
-  char *url = package(&x, "c8y-agent.deb", "!<arch>\nold\n", &bin);
-  char *line =
-      g_strdup_printf("528," FX_DEVICE ",c8y-agent,0.2.0,%s,install", url);
-  long id = sim_create_operation(x.f.s, line);
-  for (int i = 0; i < 1500 && !g_file_test(x.mark, G_FILE_TEST_EXISTS); i++)
-    g_usleep(20 * 1000);
-  g_assert_true(g_file_test(x.mark, G_FILE_TEST_EXISTS));
+  long id = request_update(&x, "c8y-agent.deb", "!<arch>\nold\n");
+  wait_installed(&x);
   g_assert_cmpint(agent_proc_stop(x.f.a, 15000), ==, 0);
   fx_start_agent(&x.f);
   g_assert_cmpint(fx_wait_op(&x.f, id, 30000), ==, SIM_OP_FAILED);
   g_assert_cmpstr(sim_operation_detail(x.f.s, id), ==,
                   "after the agent restarted, c8y-agent is at version 0.1.9-1, "
                   "not 0.2.0 as requested");
-  g_free(line);
-  g_free(url);
   swx_down(&x);
 }
 
