@@ -10,6 +10,8 @@
 #include "sockopt.h"
 #include "x509.h"
 
+#include <c8y/plugin.h>
+
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -23,7 +25,6 @@
 #define C8Y_VERSION "0.0.0"
 #endif
 
-#define MAX_PAYLOAD 16000
 #define MAX_INFLIGHT 8 /* batches; Paho's own window is larger */
 /* Publish id of the liveness probe; queue batch ids never get this high. */
 #define PROBE_ID UINT64_MAX
@@ -383,7 +384,7 @@ void link_drain(link_ctx *l) {
     return;
   while (l->state == LINK_UP && l->ninflight < MAX_INFLIGHT) {
     outq_batch b;
-    if (outq_take(l->q, MAX_PAYLOAD, &b) != 1)
+    if (outq_take(l->q, C8Y_MAX_LINE, &b) != 1)
       break;
     if (!l->pending_requested && b.cls == OUTQ_MEASUREMENT) {
       /* A measurement backlog must not fill the window (and a slow link)

@@ -7,6 +7,8 @@
 #include "smartrest.h"
 #include "status.h"
 
+#include <c8y/plugin.h>
+
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -225,7 +227,7 @@ static int queue_success(ops *o, const char *topic, const char *fragment,
     smartrest_buf_reset(&b);
     if (smartrest_encode_line(&b, fields, nparams + 2) != 0)
       break;
-    if (b.len <= 16000 || nparams == 0)
+    if (b.len <= C8Y_MAX_LINE || nparams == 0)
       break;
     const char *last = fields[nparams + 1];
     size_t keep = strlen(last) * 8 / 10;

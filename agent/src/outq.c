@@ -47,7 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define OUTQ_MAX_LINE 16000u
+#define OUTQ_MAX_LINE ((unsigned)C8Y_MAX_LINE)
 #define OUTQ_MAX_TOPIC 1024u
 #define OUTQ_DEFAULT_MAX_BYTES (16u * 1024u * 1024u)
 #define REC_HDR 32u

@@ -21,7 +21,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#define MAX_LINE 16000
+#define MAX_LINE C8Y_MAX_LINE
 
 enum job_kind { JOB_PRODUCE, JOB_OPERATION, JOB_MESSAGE };
 

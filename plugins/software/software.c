@@ -28,7 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SW_LINE_MAX 16000 /* payload limit per published line */
+#define SW_LINE_MAX C8Y_MAX_LINE
 #define SW_LIST_OUT_MAX (64u * 1024 * 1024)
 
 /* ---- Commands ---------------------------------------------------------------

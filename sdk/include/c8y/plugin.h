@@ -48,6 +48,10 @@ typedef struct c8y_batch c8y_batch;         /* samples of one produce call */
 typedef struct c8y_operation c8y_operation; /* one Cumulocity operation */
 typedef struct c8y_message c8y_message;     /* one downstream custom record */
 
+/* Longest SmartREST line the agent publishes (Cumulocity's MQTT payload
+ * limit), in bytes; a longer line is refused with C8Y_ETOOBIG. */
+#define C8Y_MAX_LINE 16000
+
 /* 0 ok, > 0 non-error status, < 0 error. Fixed forever. */
 enum {
   C8Y_OK = 0,
