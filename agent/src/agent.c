@@ -59,7 +59,6 @@ typedef struct agent {
   localapi *api;            /* NULL when disabled or it could not start */
 
   int wake_fd;
-  long long next_tick;
   long long next_watchdog;
   long long watchdog_ms;
   bool running;
@@ -319,9 +318,11 @@ static void op_finished(void *ctx, const ops_outcome *r) {
   localapi_record_op(((agent *)ctx)->api, r);
 }
 
+/* A missed wakeup costs at most this much. */
+#define MAIN_LOOP_MAX_SLEEP_MS 60000
+
 static void main_loop(agent *a) {
   a->running = true;
-  a->next_tick = clock_mono_ms() + 1000;
   a->watchdog_ms = notify_watchdog_interval_ms();
   a->next_watchdog = clock_mono_ms();
   notify_send("READY=1");
@@ -333,7 +334,9 @@ static void main_loop(agent *a) {
       notify_send("WATCHDOG=1");
       a->next_watchdog = now + a->watchdog_ms;
     }
-    long long deadline = now + 1000;
+    /* Each module says when it next has work; the cap only bounds the damage
+     * of a missed wakeup. */
+    long long deadline = now + MAIN_LOOP_MAX_SLEEP_MS;
     long long next_op = ops_process(a->ops, now);
     if (next_op >= 0 && next_op < deadline)
       deadline = next_op;
@@ -342,10 +345,13 @@ static void main_loop(agent *a) {
       deadline = next_prod;
     if (a->watchdog_ms > 0 && a->next_watchdog < deadline)
       deadline = a->next_watchdog;
-    if (now >= a->next_tick) {
+    long long next_q = outq_next_deadline(a->q);
+    if (next_q >= 0 && next_q <= now) {
       outq_tick(a->q);
-      a->next_tick = now + 1000;
+      next_q = outq_next_deadline(a->q);
     }
+    if (next_q >= 0 && next_q < deadline)
+      deadline = next_q;
     long long next_link = link_step(a->link, now);
     if (next_link >= 0 && next_link < deadline)
       deadline = next_link;

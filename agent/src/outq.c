@@ -313,7 +313,8 @@ struct outq {
   tomb tombs[OUTQ_NCLASSES];          /* pending tombstones per class */
   uint64_t droplog[2][OUTQ_NCLASSES]; /* unreported drops: bound, disk */
   int64_t droplog_ms;
-  int trim; /* the queue was large: return memory once it drains */
+  int trim;        /* the queue was large: return memory once it drains */
+  int64_t tick_ms; /* the last outq_tick, for outq_next_deadline */
   outq_stats st;
 };
 
@@ -2526,6 +2527,7 @@ void outq_tick(outq *q) {
   if (!q)
     return;
   pthread_mutex_lock(&q->mu);
+  q->tick_ms = clock_mono_ms();
   for (int c = 0; c < OUTQ_NCLASSES; c++) {
     qclass *qc = &q->c[c];
     if (qc->nheld)
@@ -2547,6 +2549,34 @@ void outq_tick(outq *q) {
   maybe_trim(q, &trim);
   pthread_mutex_unlock(&q->mu);
   after_unlock(msg, trim);
+}
+
+static int64_t earlier(int64_t a, int64_t b) { return a < 0 || b < a ? b : a; }
+
+long long outq_next_deadline(outq *q) {
+  if (!q)
+    return -1;
+  pthread_mutex_lock(&q->mu);
+  int64_t due = -1;
+  /* Work outq_tick retries about once a second while it lasts. */
+  int retry = q->disk_full || q->st.held || q->reserve_out || q->trim;
+  for (int c = 0; c < OUTQ_NCLASSES; c++) {
+    qclass *qc = &q->c[c];
+    retry |= q->droplog[0][c] || q->droplog[1][c];
+    int ms = q->fsync_ms[c];
+    if (ms == OUTQ_FSYNC_ALWAYS)
+      ms = TOMB_SYNC_MS;
+    if (qc->fd >= 0 && class_dirty(qc) && ms >= 0)
+      due = earlier(due, qc->last_sync + ms);
+    if (qc->fd >= 0 && qc->fsize > 0 &&
+        (qc->ndisk == 0 || (qc->fsize >= COMPACT_MIN_BYTES &&
+                            (qc->fsize - qc->live) * 2 > qc->fsize)))
+      due = earlier(due, q->tick_ms + 1000);
+  }
+  if (retry)
+    due = earlier(due, q->tick_ms + 1000);
+  pthread_mutex_unlock(&q->mu);
+  return due;
 }
 
 void outq_get_stats(outq *q, outq_stats *s) {

@@ -139,6 +139,10 @@ size_t outq_remove_tag(outq *q, uint64_t tag);
 
 /* Periodic work: time-based fsync and compaction of fully acked files. */
 void outq_tick(outq *q);
+/* Monotonic ms (clock_mono_ms) at which outq_tick has work to do (a due
+ * fsync, a compaction, a full-disk retry, a drop report), or -1 for none:
+ * an idle queue needs no tick. A push may make it earlier. */
+long long outq_next_deadline(outq *q);
 void outq_get_stats(outq *q, outq_stats *s);
 size_t outq_inflight_batches(outq *q);
 

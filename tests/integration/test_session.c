@@ -171,6 +171,37 @@ static void test_sighup_reload(void) {
   fx_down(&f);
 }
 
+/* The main thread's voluntary context switches: one per wakeup from poll. */
+static long main_thread_wakeups(pid_t pid) {
+  char path[64], line[128];
+  snprintf(path, sizeof path, "/proc/%d/task/%d/status", (int)pid, (int)pid);
+  FILE *fp = fopen(path, "r");
+  long n = -1;
+  while (fp && fgets(line, sizeof line, fp))
+    if (sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1)
+      break;
+  if (fp)
+    fclose(fp);
+  return n;
+}
+
+/* Idle and connected, the main loop sleeps until its next deadline instead
+ * of waking every second. The window is a measurement, not a wait. */
+static void test_idle_loop_sleeps(void) {
+  fx f = {0};
+  fx_up(&f, NULL);
+  /* Let the registration burst and its acks settle. */
+  g_usleep(2000 * 1000);
+  pid_t pid = agent_proc_pid(f.a);
+  long before = main_thread_wakeups(pid);
+  g_assert_cmpint(before, >=, 0);
+  g_usleep(6000 * 1000);
+  long woke = main_thread_wakeups(pid) - before;
+  g_test_message("main loop woke %ld times in 6 s", woke);
+  g_assert_cmpint(woke, <, 3);
+  fx_down(&f);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/session/registration-sequence", test_registration_sequence);
@@ -179,5 +210,6 @@ int main(int argc, char **argv) {
   g_test_add_func("/session/wrong-password", test_wrong_password);
   g_test_add_func("/session/broker-restart", test_broker_restart);
   g_test_add_func("/session/sighup-reload", test_sighup_reload);
+  g_test_add_func("/session/idle-loop-sleeps", test_idle_loop_sleeps);
   return g_test_run();
 }
