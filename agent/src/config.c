@@ -5,6 +5,7 @@
 #include "x509.h"
 
 #include <arpa/inet.h>
+#include <c8y/plugin.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -311,7 +312,7 @@ int config_parse_bool(const char *s, bool *out) {
   static const char *const yes[] = {"true", "yes", "on", "1"};
   static const char *const no[] = {"false", "no", "off", "0"};
   if (!s || !out)
-    return -1;
+    return C8Y_EINVAL;
   for (size_t i = 0; i < sizeof yes / sizeof *yes; i++) {
     if (strcasecmp(s, yes[i]) == 0) {
       *out = true;
@@ -322,44 +323,47 @@ int config_parse_bool(const char *s, bool *out) {
       return 0;
     }
   }
-  return -1;
+  return C8Y_EINVAL;
 }
 
-/* 0 = ok, -1 = not an integer, -2 = out of range. */
-static int parse_int_detail(const char *s, long long min, long long max,
-                            long long *out) {
+/* The number parsers tell the key's error message which of the two went
+ * wrong; both are C8Y_EINVAL to anyone outside this file. */
+enum num_parse { NUM_OK = 0, NUM_SYNTAX, NUM_RANGE };
+
+static enum num_parse parse_int_detail(const char *s, long long min,
+                                       long long max, long long *out) {
   if (!s || !*s || isspace((unsigned char)*s))
-    return -1;
+    return NUM_SYNTAX;
   char *end;
   errno = 0;
   long long v = strtoll(s, &end, 10);
   if (end == s || *end != '\0')
-    return -1;
+    return NUM_SYNTAX;
   if (errno == ERANGE || v < min || v > max)
-    return -2;
+    return NUM_RANGE;
   *out = v;
-  return 0;
+  return NUM_OK;
 }
 
 int config_parse_int(const char *s, long long min, long long max,
                      long long *out) {
   long long v;
-  if (!out || parse_int_detail(s, min, max, &v) != 0)
-    return -1;
+  if (!out || parse_int_detail(s, min, max, &v) != NUM_OK)
+    return C8Y_EINVAL;
   *out = v;
   return 0;
 }
 
 /* Bytes with an optional binary suffix K/M/G (KiB, MiB, GiB). */
-static int parse_size(const char *s, long long min, long long max,
-                      long long *out) {
+static enum num_parse parse_size(const char *s, long long min, long long max,
+                                 long long *out) {
   if (!s || !isdigit((unsigned char)*s))
-    return -1;
+    return NUM_SYNTAX;
   char *end;
   errno = 0;
   unsigned long long v = strtoull(s, &end, 10);
   if (errno == ERANGE)
-    return -2;
+    return NUM_RANGE;
   unsigned shift = 0;
   if (*end) {
     switch (toupper((unsigned char)*end)) {
@@ -373,7 +377,7 @@ static int parse_size(const char *s, long long min, long long max,
       shift = 30;
       break;
     default:
-      return -1;
+      return NUM_SYNTAX;
     }
     end++;
     if (*end == 'i' && end[1] == 'B')
@@ -381,15 +385,15 @@ static int parse_size(const char *s, long long min, long long max,
     else if (*end == 'B')
       end++;
     if (*end)
-      return -1;
+      return NUM_SYNTAX;
   }
   if (v > ((unsigned long long)LLONG_MAX >> shift))
-    return -2;
+    return NUM_RANGE;
   long long r = (long long)(v << shift);
   if (r < min || r > max)
-    return -2;
+    return NUM_RANGE;
   *out = r;
-  return 0;
+  return NUM_OK;
 }
 
 /* ---- the inih callbacks ------------------------------------------------- */
@@ -540,6 +544,7 @@ static int store_setting(struct parse_ctx *p, enum key_id k,
   const struct keydef *d = &keydefs[k];
   struct setting tmp = {.set = true, .file = p->file, .line = p->line};
   long long v;
+  enum num_parse np;
   int rc;
   bool b;
   const char *why;
@@ -559,26 +564,26 @@ static int store_setting(struct parse_ctx *p, enum key_id k,
     tmp.num = b;
     break;
   case K_INT:
-    rc = parse_int_detail(value, d->min, d->max, &v);
-    if (rc == -1) {
+    np = parse_int_detail(value, d->min, d->max, &v);
+    if (np == NUM_SYNTAX) {
       fail_here(p, k, "'%s' is not an integer", value);
       return -1;
     }
-    if (rc == -2) {
+    if (np == NUM_RANGE) {
       fail_here(p, k, "%s is out of range (%lld..%lld)", value, d->min, d->max);
       return -1;
     }
     tmp.num = v;
     break;
   case K_SIZE:
-    rc = parse_size(value, d->min, d->max, &v);
-    if (rc == -1) {
+    np = parse_size(value, d->min, d->max, &v);
+    if (np == NUM_SYNTAX) {
       fail_here(p, k,
                 "'%s' is not a size (bytes, optionally with suffix K, M or G)",
                 value);
       return -1;
     }
-    if (rc == -2) {
+    if (np == NUM_RANGE) {
       fail_here(p, k, "%s is out of range (1K..64G bytes)", value);
       return -1;
     }
@@ -1347,13 +1352,13 @@ int config_load(const char *path, agent_config *out, char *err, size_t errlen) {
   if (!out) {
     if (err && errlen)
       snprintf(err, errlen, "config_load: no output structure");
-    return -1;
+    return C8Y_EINVAL;
   }
   memset(out, 0, sizeof *out);
   if (!path || !*path) {
     if (err && errlen)
       snprintf(err, errlen, "config_load: no configuration file given");
-    return -1;
+    return C8Y_EINVAL;
   }
 
   agent_config c;
@@ -1365,7 +1370,7 @@ int config_load(const char *path, agent_config *out, char *err, size_t errlen) {
   p.errlen = errlen;
   p.main_file = path;
 
-  int rc = -1;
+  int rc = C8Y_EINVAL;
   char *absdir = abs_dir_of(path);
   c.path = strdup(path);
   if (!absdir || !c.path) {

@@ -94,7 +94,8 @@ typedef struct agent_config {
 #define CFG_API_SOCKET_MAX 108
 
 /* Loads `path` and its conf.d drop-ins (directory "conf.d" next to it).
- * Returns 0, or -1 with one line in err. On error *out is left zeroed. */
+ * Returns 0, or C8Y_EINVAL with one line in err naming the cause (a bad
+ * value, an unreadable file, out of memory). On error *out is left zeroed. */
 int config_load(const char *path, agent_config *out, char *err, size_t errlen);
 void config_free(agent_config *c);
 
@@ -107,9 +108,9 @@ char *config_username(const agent_config *c);
 config_entry *config_plugin_lookup(agent_config *c, const char *plugin,
                                    const char *key);
 /* Parses a boolean the way the whole config does (true/false/yes/no/on/off/
- * 1/0). Returns 0 or -1. */
+ * 1/0). Returns 0 or C8Y_EINVAL. */
 int config_parse_bool(const char *s, bool *out);
-/* Parses a base-10 integer in [min, max]. Returns 0 or -1. */
+/* Parses a base-10 integer in [min, max]. Returns 0 or C8Y_EINVAL. */
 int config_parse_int(const char *s, long long min, long long max,
                      long long *out);
 

@@ -420,7 +420,7 @@ static int batch_flush(c8y_batch *b) {
       smartrest_encode_measurements((const char *const *)b->fields, b->n,
                                     b->type ? b->type : b->producer->name, when,
                                     MAX_LINE, emit_measurement, &ctx);
-  return rc == -1 ? C8Y_ENOMEM : rc == -2 ? C8Y_ETOOBIG : rc;
+  return rc;
 }
 
 /* ---- api: upstream data ---- */

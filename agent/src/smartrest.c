@@ -2,6 +2,8 @@
 
 #include "log.h"
 
+#include <c8y/plugin.h>
+
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -32,7 +34,7 @@ void smartrest_buf_reset(smartrest_buf *b) {
 static int buf_reserve(smartrest_buf *b, size_t extra) {
   if (extra > SIZE_MAX - 1 - b->len) {
     errno = ENOMEM;
-    return -1;
+    return C8Y_ENOMEM;
   }
   size_t need = b->len + extra + 1;
   if (need <= b->cap)
@@ -44,7 +46,7 @@ static int buf_reserve(smartrest_buf *b, size_t extra) {
   char *p = realloc(b->data, cap);
   if (!p) {
     errno = ENOMEM;
-    return -1;
+    return C8Y_ENOMEM;
   }
   b->data = p;
   b->cap = cap;
@@ -53,7 +55,7 @@ static int buf_reserve(smartrest_buf *b, size_t extra) {
 
 int smartrest_buf_append(smartrest_buf *b, const char *s, size_t n) {
   if (buf_reserve(b, n) < 0)
-    return -1;
+    return C8Y_ENOMEM;
   if (n)
     memcpy(b->data + b->len, s, n);
   b->len += n;
@@ -66,14 +68,14 @@ static int buf_materialise(smartrest_buf *b) {
   if (b->data)
     return 0;
   if (buf_reserve(b, 0) < 0)
-    return -1;
+    return C8Y_ENOMEM;
   b->data[0] = '\0';
   return 0;
 }
 
 static int buf_putc(smartrest_buf *b, char c) {
   if (b->len + 1 >= b->cap && buf_reserve(b, 1) < 0)
-    return -1;
+    return C8Y_ENOMEM;
   b->data[b->len++] = c;
   b->data[b->len] = '\0';
   return 0;
@@ -120,13 +122,13 @@ static int encode_into(smartrest_buf *b, const char *field) {
       if (!is_dropped(*p))
         continue;
       if (smartrest_buf_append(b, (const char *)run, (size_t)(p - run)) < 0)
-        return -1;
+        return C8Y_ENOMEM;
       run = p + 1;
     }
     return smartrest_buf_append(b, (const char *)run, (size_t)(p - run));
   }
   if (buf_putc(b, '"') < 0)
-    return -1;
+    return C8Y_ENOMEM;
   /* Downstream parsers (ours included) read \" as an escaped quote, so an odd
    * run of backslashes right before a quote or the closing quote would eat
    * it. One backslash is added there: the value changes slightly, but the
@@ -137,27 +139,27 @@ static int encode_into(smartrest_buf *b, const char *field) {
       continue;
     if (*p == '"') {
       if ((backslashes & 1) && buf_putc(b, '\\') < 0)
-        return -1;
+        return C8Y_ENOMEM;
       if (smartrest_buf_append(b, "\"\"", 2) < 0)
-        return -1;
+        return C8Y_ENOMEM;
       backslashes = 0;
       continue;
     }
     backslashes = *p == '\\' ? backslashes + 1 : 0;
     if (buf_putc(b, (char)*p) < 0)
-      return -1;
+      return C8Y_ENOMEM;
   }
   if ((backslashes & 1) && buf_putc(b, '\\') < 0)
-    return -1;
+    return C8Y_ENOMEM;
   return buf_putc(b, '"');
 }
 
 int smartrest_append_field(smartrest_buf *b, const char *field) {
   if (b->len > 0 && b->data[b->len - 1] != '\n' && buf_putc(b, ',') < 0)
-    return -1;
+    return C8Y_ENOMEM;
   /* Keep the buffer a valid C string even when the field is empty. */
   if (buf_materialise(b) < 0)
-    return -1;
+    return C8Y_ENOMEM;
   return encode_into(b, field);
 }
 
@@ -186,7 +188,8 @@ int smartrest_encode_line(smartrest_buf *b, const char *const *fields,
    * fields. */
   for (size_t i = 0; i < n; i++) {
     int rc = i == 0 ? smartrest_append_field(b, fields[i])
-                    : (buf_putc(b, ',') < 0 ? -1 : encode_into(b, fields[i]));
+                    : (buf_putc(b, ',') < 0 ? C8Y_ENOMEM
+                                            : encode_into(b, fields[i]));
     if (rc < 0)
       goto fail;
   }
@@ -195,7 +198,7 @@ fail:
   b->len = old;
   if (b->data)
     b->data[old] = '\0';
-  return -1;
+  return C8Y_ENOMEM;
 }
 
 char *smartrest_encode_field(const char *field) {
@@ -246,13 +249,13 @@ static int push_field(decoder *d, smartrest_record *r) {
     size_t cap = d->fields_cap ? d->fields_cap * 2 : 8;
     char **f = realloc(r->fields, cap * sizeof *f);
     if (!f)
-      return -1;
+      return C8Y_ENOMEM;
     r->fields = f;
     d->fields_cap = cap;
   }
   char *s = malloc(d->field.len + 1);
   if (!s)
-    return -1;
+    return C8Y_ENOMEM;
   memcpy(s, d->field.data ? d->field.data : "", d->field.len);
   s[d->field.len] = '\0';
   r->fields[r->nfields++] = s;
@@ -281,7 +284,7 @@ static void set_error(smartrest_record *r, const char *why) {
 }
 
 /* Reads the quoted field whose opening quote is at d->i. Returns 1 when the
- * closing quote was found, 0 when the payload ended first, -1 on ENOMEM. */
+ * closing quote was found, 0 when the payload ended first, C8Y_ENOMEM. */
 static int read_quoted(decoder *d, smartrest_record *r) {
   const char *p = d->p;
   size_t i = d->i + 1;
@@ -294,7 +297,7 @@ static int read_quoted(decoder *d, smartrest_record *r) {
       int r1 = p[i + 1] == '"' ? buf_putc(&d->field, '"')
                                : smartrest_buf_append(&d->field, p + i, 2);
       if (r1 < 0)
-        return -1;
+        return C8Y_ENOMEM;
       if (p[i + 1] == '\0')
         set_error(r, ERR_NUL);
       i += 2;
@@ -303,7 +306,7 @@ static int read_quoted(decoder *d, smartrest_record *r) {
     if (c == '"') {
       if (i + 1 < d->len && p[i + 1] == '"') {
         if (buf_putc(&d->field, '"') < 0)
-          return -1;
+          return C8Y_ENOMEM;
         i += 2;
         continue;
       }
@@ -320,7 +323,7 @@ static int read_quoted(decoder *d, smartrest_record *r) {
       j = i + 1;
     }
     if (smartrest_buf_append(&d->field, p + i, j - i) < 0)
-      return -1;
+      return C8Y_ENOMEM;
     i = j;
   }
   d->i = d->len;
@@ -340,7 +343,7 @@ static int read_unquoted(decoder *d, smartrest_record *r) {
   while (end > d->i && (p[end - 1] == ' ' || p[end - 1] == '\t'))
     end--;
   if (smartrest_buf_append(&d->field, p + d->i, end - d->i) < 0)
-    return -1;
+    return C8Y_ENOMEM;
   d->i = i;
   return 0;
 }
@@ -359,7 +362,7 @@ static int read_record(decoder *d, smartrest_record *r) {
       size_t quote_at = d->i;
       int rc = read_quoted(d, r);
       if (rc < 0)
-        return -1;
+        return C8Y_ENOMEM;
       if (rc == 0) {
         /* A quote that never closes spoils its own line only: valid
          * records after it are still decoded (quoted fields may hold line
@@ -376,13 +379,13 @@ static int read_record(decoder *d, smartrest_record *r) {
         ok = 0;
         /* Resynchronise as if the rest of the field were unquoted text. */
         if (read_unquoted(d, r) < 0)
-          return -1;
+          return C8Y_ENOMEM;
       }
     } else if (read_unquoted(d, r) < 0) {
-      return -1;
+      return C8Y_ENOMEM;
     }
     if (ok && !r->error && push_field(d, r) < 0)
-      return -1;
+      return C8Y_ENOMEM;
     if (d->i < d->len && d->p[d->i] == ',') {
       d->i++;
       continue;
@@ -408,7 +411,7 @@ int smartrest_decode(const char *payload, size_t len, smartrest_records *out) {
   out->items = NULL;
   if (!payload && len) {
     errno = EINVAL;
-    return -1;
+    return C8Y_EINVAL;
   }
   decoder d = {.p = payload, .len = len, .i = 0};
   smartrest_buf_init(&d.field);
@@ -436,7 +439,7 @@ enomem:
   smartrest_buf_free(&d.field);
   smartrest_records_free(out);
   errno = ENOMEM;
-  return -1;
+  return C8Y_ENOMEM;
 }
 
 /* ---- time ---------------------------------------------------------------- */
@@ -482,9 +485,9 @@ int smartrest_encode_measurements(const char *const *fields, size_t nsamples,
   if (nsamples == 1) {
     const char *f[] = {"200", fields[0], fields[1], fields[2], fields[3], when};
     if (smartrest_encode_line(&line, f, 6) != 0)
-      rc = -1;
+      rc = C8Y_ENOMEM;
     else
-      rc = line.len > max_line ? -2 : emit(ctx, line.data);
+      rc = line.len > max_line ? C8Y_ETOOBIG : emit(ctx, line.data);
     smartrest_buf_free(&line);
     return rc;
   }
@@ -493,7 +496,7 @@ int smartrest_encode_measurements(const char *const *fields, size_t nsamples,
     smartrest_buf_reset(&line);
     const char *head[] = {"201", type, when};
     if (smartrest_encode_line(&line, head, 3) != 0) {
-      rc = -1;
+      rc = C8Y_ENOMEM;
       break;
     }
     size_t in_line = 0;
@@ -501,7 +504,7 @@ int smartrest_encode_measurements(const char *const *fields, size_t nsamples,
       size_t mark = line.len;
       for (size_t k = 0; k < 4 && rc == 0; k++)
         if (smartrest_append_field(&line, fields[i * 4 + k]) != 0)
-          rc = -1;
+          rc = C8Y_ENOMEM;
       if (rc != 0)
         break;
       if (line.len > max_line) {
@@ -509,7 +512,7 @@ int smartrest_encode_measurements(const char *const *fields, size_t nsamples,
         line.len = mark;
         line.data[mark] = 0;
         if (in_line == 0)
-          rc = -2;
+          rc = C8Y_ETOOBIG;
         break;
       }
       in_line++;

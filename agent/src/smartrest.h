@@ -11,6 +11,10 @@
 
 #include <stddef.h>
 
+/* Errors are the SDK's C8Y_* codes (c8y/plugin.h): C8Y_ENOMEM when memory
+ * runs out, C8Y_EINVAL for a bad argument, C8Y_ETOOBIG for a sample that
+ * cannot fit in one line. */
+
 /* A growable byte buffer, always NUL-terminated when data != NULL. */
 typedef struct smartrest_buf {
   char *data;
@@ -22,13 +26,13 @@ void smartrest_buf_init(smartrest_buf *b);
 void smartrest_buf_free(smartrest_buf *b);
 void smartrest_buf_reset(smartrest_buf *b); /* len = 0, keeps memory */
 int smartrest_buf_append(smartrest_buf *b, const char *s,
-                         size_t n); /* 0 / -1 on ENOMEM */
+                         size_t n); /* 0 or C8Y_ENOMEM */
 
 /* Appends one field, preceded by ',' unless the buffer is empty or ends in
- * '\n'. Returns 0 or -1 (ENOMEM). */
+ * '\n'. Returns 0 or C8Y_ENOMEM. */
 int smartrest_append_field(smartrest_buf *b, const char *field);
 /* Appends fields[0..n) as one line (no trailing newline). NULL fields are
- * written empty. */
+ * written empty. Returns 0 or C8Y_ENOMEM (b is then as before). */
 int smartrest_encode_line(smartrest_buf *b, const char *const *fields,
                           size_t n);
 /* Encodes one field into a fresh malloc'ed string (quoted if needed). */
@@ -48,7 +52,8 @@ typedef struct smartrest_records {
 
 /* Splits a downstream payload into records. A malformed record (unterminated
  * quote, garbage after a closing quote) gets `error` set and parsing goes on
- * with the next record. Returns 0, or -1 on ENOMEM (out is then empty). */
+ * with the next record. Returns 0, C8Y_EINVAL (NULL payload with a length)
+ * or C8Y_ENOMEM; out is empty on error. */
 int smartrest_decode(const char *payload, size_t len, smartrest_records *out);
 void smartrest_records_free(smartrest_records *r);
 
@@ -60,8 +65,8 @@ void smartrest_format_value(double v, char *out, size_t outlen);
  * when"; several give "201,type,when,(frag,series,value,unit)..." lines, each
  * at most max_line bytes. `fields` holds 4 strings per sample (fragment,
  * series, value text, unit). emit() is called once per line and may return
- * non-zero to stop (that value is returned). Returns 0, -1 on ENOMEM, or -2
- * when one sample alone does not fit in max_line. */
+ * non-zero to stop (that value is returned as is). Returns 0, C8Y_ENOMEM, or
+ * C8Y_ETOOBIG when one sample alone does not fit in max_line. */
 int smartrest_encode_measurements(const char *const *fields, size_t nsamples,
                                   const char *type, const char *when,
                                   size_t max_line,

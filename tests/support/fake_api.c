@@ -473,9 +473,9 @@ static int batch_flush(fake_host *h, const c8y_batch *b, const char *topic) {
   int rc = smartrest_encode_measurements(
       (const char *const *)b->fields.v, b->fields.n / 4,
       b->type ? b->type : b->producer, when, FAKE_MAX_LINE, emit_line, &ctx);
-  if (rc == -1)
+  if (rc == C8Y_ENOMEM)
     abort();
-  return rc == -2 ? C8Y_ETOOBIG : C8Y_OK;
+  return rc;
 }
 
 static int api_batch_add(c8y_batch *b, const char *fragment, const char *series,

@@ -4,6 +4,7 @@
 #include "config.h"
 #include "log.h"
 
+#include <c8y/plugin.h>
 #include <errno.h>
 #include <ftw.h>
 #include <glib.h>
@@ -91,7 +92,7 @@ static void load_fail(const char *path, const char *file, unsigned line,
   char err[512] = "";
   int rc = config_load(path, &c, err, sizeof err);
   g_test_message("err: %s", err);
-  g_assert_cmpint(rc, ==, -1);
+  g_assert_cmpint(rc, ==, C8Y_EINVAL);
   assert_zeroed(&c);
   char *prefix = line ? g_strdup_printf("%s:%u: ", file, line)
                       : g_strdup_printf("%s: ", file);
@@ -121,7 +122,7 @@ static void test_parse_bool(void) {
     g_assert_false(b);
   }
   for (size_t i = 0; i < G_N_ELEMENTS(bad); i++)
-    g_assert_cmpint(config_parse_bool(bad[i], &b), ==, -1);
+    g_assert_cmpint(config_parse_bool(bad[i], &b), ==, C8Y_EINVAL);
 }
 
 static void test_parse_int(void) {
@@ -133,14 +134,14 @@ static void test_parse_int(void) {
   g_assert_cmpint(config_parse_int("0", 0, 0, &v), ==, 0);
   g_assert_cmpint(v, ==, 0);
   v = 7;
-  g_assert_cmpint(config_parse_int("101", 0, 100, &v), ==, -1);
-  g_assert_cmpint(config_parse_int("-1", 0, 100, &v), ==, -1);
-  g_assert_cmpint(config_parse_int("", 0, 100, &v), ==, -1);
-  g_assert_cmpint(config_parse_int(" 5", 0, 100, &v), ==, -1);
-  g_assert_cmpint(config_parse_int("5x", 0, 100, &v), ==, -1);
-  g_assert_cmpint(config_parse_int("0x10", 0, 100, &v), ==, -1);
+  g_assert_cmpint(config_parse_int("101", 0, 100, &v), ==, C8Y_EINVAL);
+  g_assert_cmpint(config_parse_int("-1", 0, 100, &v), ==, C8Y_EINVAL);
+  g_assert_cmpint(config_parse_int("", 0, 100, &v), ==, C8Y_EINVAL);
+  g_assert_cmpint(config_parse_int(" 5", 0, 100, &v), ==, C8Y_EINVAL);
+  g_assert_cmpint(config_parse_int("5x", 0, 100, &v), ==, C8Y_EINVAL);
+  g_assert_cmpint(config_parse_int("0x10", 0, 100, &v), ==, C8Y_EINVAL);
   g_assert_cmpint(config_parse_int("99999999999999999999", 0, G_MAXINT64, &v),
-                  ==, -1);
+                  ==, C8Y_EINVAL);
   g_assert_cmpint(v, ==, 7); /* untouched on error */
 }
 
@@ -1019,7 +1020,7 @@ static void test_relative_paths(void) {
   memset(&c, 0x5a, sizeof c);
   rc = config_load("agent.ini", &c, err, sizeof err);
   g_assert_cmpint(chdir(cwd), ==, 0);
-  g_assert_cmpint(rc, ==, -1);
+  g_assert_cmpint(rc, ==, C8Y_EINVAL);
   assert_zeroed(&c);
   g_assert_true(g_str_has_prefix(err, "agent.ini:4: [c8y] password_file: "));
   g_assert_nonnull(strstr(err, pw)); /* resolved path in the chmod hint */
@@ -1048,7 +1049,7 @@ static void test_password_never_in_err(void) {
       char *path = write_file(dir, "agent.ini", texts[i], pass ? 0644 : 0600);
       agent_config c;
       char err[512] = "";
-      g_assert_cmpint(config_load(path, &c, err, sizeof err), ==, -1);
+      g_assert_cmpint(config_load(path, &c, err, sizeof err), ==, C8Y_EINVAL);
       g_test_message("err: %s", err);
       g_assert_cmpuint(strlen(err), >, 0);
       g_assert_null(strstr(err, SECRET));
@@ -1060,9 +1061,9 @@ static void test_password_never_in_err(void) {
   agent_config c;
   char small[8];
   memset(small, 'x', sizeof small);
-  g_assert_cmpint(config_load(path, &c, small, sizeof small), ==, -1);
+  g_assert_cmpint(config_load(path, &c, small, sizeof small), ==, C8Y_EINVAL);
   g_assert_cmpuint(strlen(small), <, sizeof small);
-  g_assert_cmpint(config_load(path, &c, NULL, 0), ==, -1);
+  g_assert_cmpint(config_load(path, &c, NULL, 0), ==, C8Y_EINVAL);
   g_free(path);
   rm_rf(dir);
   g_free(dir);

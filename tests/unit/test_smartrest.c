@@ -1,6 +1,7 @@
 /* Unit tests for the SmartREST 2.0 CSV codec (agent/src/smartrest.c). */
 #include "smartrest.h"
 
+#include <c8y/plugin.h>
 #include <glib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -754,6 +755,31 @@ static int collect_line(void *ctx, const char *line) {
   return 0;
 }
 
+/* Fails like a full queue, an invalid line or a broken disk would. */
+static int refuse_line(void *ctx, const char *line) {
+  (void)line;
+  return *(const int *)ctx;
+}
+
+/* What emit() returns reaches the caller unchanged: a full queue stays
+ * C8Y_EAGAIN and a refused line C8Y_EINVAL instead of being read as the
+ * encoder's own out-of-memory. */
+static void test_encode_measurements_emit_status(void) {
+  const char *one[] = {"c8y_Temperature", "T", "25", "C"};
+  const char *two[] = {"c8y_T", "a", "1", "C", "c8y_T", "b", "2", "C"};
+  const int codes[] = {C8Y_EINVAL, C8Y_ENOMEM, C8Y_EAGAIN, C8Y_EIO,
+                       C8Y_ETOOBIG};
+  for (size_t i = 0; i < sizeof codes / sizeof *codes; i++) {
+    int code = codes[i];
+    g_assert_cmpint(smartrest_encode_measurements(one, 1, "t", "", 16000,
+                                                  refuse_line, &code),
+                    ==, code);
+    g_assert_cmpint(smartrest_encode_measurements(two, 2, "t", "", 16000,
+                                                  refuse_line, &code),
+                    ==, code);
+  }
+}
+
 static void test_encode_measurements(void) {
   GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
   const char *one[] = {"c8y_Temperature", "T", "25", "C"};
@@ -795,7 +821,7 @@ static void test_encode_measurements(void) {
   g_ptr_array_set_size(out, 0);
   g_assert_cmpint(
       smartrest_encode_measurements(big, 2, "t", "", 20, collect_line, out), ==,
-      -2);
+      C8Y_ETOOBIG);
   char num[64];
   smartrest_format_value(0.1 + 0.2, num, sizeof num);
   g_assert_cmpstr(num, ==, "0.3");
@@ -829,5 +855,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/smartrest/examples/up", test_examples_up);
   g_test_add_func("/smartrest/time/format", test_time_format);
   g_test_add_func("/smartrest/encode/measurements", test_encode_measurements);
+  g_test_add_func("/smartrest/encode/measurements_emit_status",
+                  test_encode_measurements_emit_status);
   return g_test_run();
 }
