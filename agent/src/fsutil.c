@@ -1,5 +1,7 @@
 #include "fsutil.h"
 
+#include <c8y/plugin.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,17 +12,17 @@ int fsutil_mkdir_p(const char *path, mode_t mode) {
   char buf[4096];
   if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
     errno = ENAMETOOLONG;
-    return -1;
+    return C8Y_EINVAL;
   }
   for (char *p = buf + 1; *p; p++) {
     if (*p != '/')
       continue;
     *p = 0;
     if (mkdir(buf, mode) != 0 && errno != EEXIST)
-      return -1;
+      return C8Y_EIO;
     *p = '/';
   }
-  return mkdir(buf, mode) != 0 && errno != EEXIST ? -1 : 0;
+  return mkdir(buf, mode) != 0 && errno != EEXIST ? C8Y_EIO : 0;
 }
 
 char *fsutil_read_first_line(const char *path) {

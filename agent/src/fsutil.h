@@ -4,7 +4,8 @@
 
 #include <sys/types.h>
 
-/* mkdir -p with `mode` for every directory it creates. 0 or -1 (errno). */
+/* mkdir -p with `mode` for every directory it creates. 0, C8Y_EINVAL for a
+ * path longer than 4095 bytes or C8Y_EIO; errno says why either way. */
 int fsutil_mkdir_p(const char *path, mode_t mode);
 /* First line of a file without its line end; malloc'ed, NULL when the file
  * is missing, unreadable or empty. */
