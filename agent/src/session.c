@@ -117,13 +117,34 @@ static void on_paho_trace(enum MQTTASYNC_TRACE_LEVELS level, char *message) {
 
 static char *dup_opt(const char *s) { return s && *s ? strdup(s) : NULL; }
 
+/* What the request itself makes impossible (retrying it could never
+ * succeed) as opposed to the state of the link, which `otherwise` names. */
+static int paho_status(int rc, int otherwise) {
+  switch (rc) {
+  case MQTTASYNC_BAD_UTF8_STRING:
+  case MQTTASYNC_NULL_PARAMETER:
+  case MQTTASYNC_TOPICNAME_TRUNCATED:
+  case MQTTASYNC_BAD_STRUCTURE:
+  case MQTTASYNC_BAD_QOS:
+  case MQTTASYNC_BAD_PROTOCOL:
+  case MQTTASYNC_BAD_MQTT_OPTION:
+  case MQTTASYNC_WRONG_MQTT_VERSION:
+  case MQTTASYNC_0_LEN_WILL_TOPIC:
+    return C8Y_EINVAL;
+  case MQTTASYNC_SSL_NOT_SUPPORTED:
+    return C8Y_ENOTSUP;
+  default:
+    return otherwise;
+  }
+}
+
 int session_new(const agent_config *cfg, const session_callbacks *cb,
                 session **out, char *err, size_t errlen) {
   *out = NULL;
   session *s = calloc(1, sizeof *s);
   if (!s) {
     snprintf(err, errlen, "out of memory");
-    return -1;
+    return C8Y_ENOMEM;
   }
   s->cb = *cb;
   s->tls = cfg->tls;
@@ -149,7 +170,7 @@ int session_new(const agent_config *cfg, const session_callbacks *cb,
   if (!s->client_id) {
     session_free(s);
     snprintf(err, errlen, "out of memory");
-    return -1;
+    return C8Y_ENOMEM;
   }
   MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
   co.MQTTVersion = MQTTVERSION_3_1_1;
@@ -161,7 +182,7 @@ int session_new(const agent_config *cfg, const session_callbacks *cb,
     snprintf(err, errlen, "cannot create MQTT client for %s: %s", s->uri,
              MQTTAsync_strerror(rc));
     session_free(s);
-    return -1;
+    return paho_status(rc, C8Y_EIO);
   }
   MQTTAsync_setCallbacks(s->client, s, on_connection_lost, on_message, NULL);
   *out = s;
@@ -226,7 +247,7 @@ int session_connect(session *s) {
   if (rc != MQTTASYNC_SUCCESS) {
     log_error("cannot start connecting to %s: %s", s->uri,
               MQTTAsync_strerror(rc));
-    return -1;
+    return paho_status(rc, C8Y_EIO);
   }
   return 0;
 }
@@ -238,7 +259,7 @@ int session_publish(session *s, const char *topic, const char *payload,
   if (id) {
     ctx = malloc(sizeof *ctx);
     if (!ctx)
-      return -1;
+      return C8Y_ENOMEM;
     ctx->s = s;
     ctx->id = id;
     ro.onSuccess = on_publish_success;
@@ -254,13 +275,7 @@ int session_publish(session *s, const char *topic, const char *payload,
   if (rc != MQTTASYNC_SUCCESS) {
     free(ctx);
     log_debug("publish on %s failed: %s", topic, MQTTAsync_strerror(rc));
-    /* What the message itself makes impossible, as opposed to the state of
-     * the link: retrying it could never succeed. */
-    bool permanent = rc == MQTTASYNC_BAD_UTF8_STRING ||
-                     rc == MQTTASYNC_NULL_PARAMETER ||
-                     rc == MQTTASYNC_TOPICNAME_TRUNCATED ||
-                     rc == MQTTASYNC_BAD_STRUCTURE || rc == MQTTASYNC_BAD_QOS;
-    return permanent ? C8Y_EINVAL : C8Y_EAGAIN;
+    return paho_status(rc, C8Y_EAGAIN);
   }
   return 0;
 }
@@ -272,7 +287,7 @@ int session_subscribe(session *s, const char *topic, int qos) {
   int rc = MQTTAsync_subscribe(s->client, topic, qos, &ro);
   if (rc != MQTTASYNC_SUCCESS) {
     log_error("cannot subscribe to %s: %s", topic, MQTTAsync_strerror(rc));
-    return -1;
+    return paho_status(rc, C8Y_EAGAIN);
   }
   return 0;
 }
@@ -297,7 +312,7 @@ static void on_drop_failed(void *ctx, MQTTAsync_failureData *r) {
 int session_drop(session *s, const char *why) {
   drop_ctx *d = calloc(1, sizeof *d);
   if (!d)
-    return -1;
+    return C8Y_ENOMEM;
   d->s = s;
   snprintf(d->why, sizeof d->why, "%s", why);
   MQTTAsync_disconnectOptions o = MQTTAsync_disconnectOptions_initializer;
@@ -308,7 +323,7 @@ int session_drop(session *s, const char *why) {
   if (MQTTAsync_disconnect(s->client, &o) != MQTTASYNC_SUCCESS) {
     /* Already disconnected: the loss is (or was) reported by Paho. */
     free(d);
-    return -1;
+    return C8Y_ESTATE;
   }
   return 0;
 }

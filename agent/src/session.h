@@ -30,20 +30,26 @@ typedef struct session_callbacks {
   void (*delivered)(void *ctx, uint64_t id, bool ok);
 } session_callbacks;
 
+/* 0, or C8Y_ENOMEM, C8Y_EINVAL (Paho refuses the URI or client id),
+ * C8Y_ENOTSUP (no TLS in this Paho) or C8Y_EIO, with a message in err. */
 int session_new(const agent_config *cfg, const session_callbacks *cb,
                 session **out, char *err, size_t errlen);
 void session_free(session *s);
 
-/* Starts connecting; the outcome arrives as connected/connect_failed. */
+/* Starts connecting; the outcome arrives as connected/connect_failed.
+ * A request Paho refuses at once is logged and returns C8Y_EINVAL,
+ * C8Y_ENOTSUP or C8Y_EIO. */
 int session_connect(session *s);
 /* id 0: the outcome is not reported. Returns 0, C8Y_EINVAL when the message
- * can never be published (e.g. a topic that is not valid UTF-8), or
- * C8Y_EAGAIN (the link is not up, Paho's buffer is full). */
+ * can never be published (e.g. a topic that is not valid UTF-8),
+ * C8Y_ENOMEM, or C8Y_EAGAIN (the link is not up, Paho's buffer is full). */
 int session_publish(session *s, const char *topic, const char *payload,
                     size_t len, int qos, uint64_t id);
+/* 0, C8Y_EINVAL for a topic or QoS Paho refuses, or C8Y_EAGAIN. */
 int session_subscribe(session *s, const char *topic, int qos);
 /* Gives up on a link that stopped answering: closes it without waiting and
- * reports it through the `lost` callback like any other loss. */
+ * reports it through the `lost` callback like any other loss. C8Y_ESTATE
+ * when it was already down (Paho reports that loss itself), C8Y_ENOMEM. */
 int session_drop(session *s, const char *why);
 /* Clean DISCONNECT (the broker drops the will). */
 void session_disconnect(session *s, int timeout_ms);
