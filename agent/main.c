@@ -122,7 +122,7 @@ static int clear_quarantine(const char *path, const char *name) {
     printf("plugin %s: quarantine cleared; it loads at the next start or "
            "reload\n",
            name);
-  else if (rc == 1)
+  else if (rc == C8Y_ESTATE)
     fprintf(stderr, "plugin %s is not quarantined (see --list-plugins)\n",
             name);
   else

@@ -3,6 +3,7 @@
 #include "fsutil.h"
 #include "log.h"
 
+#include <c8y/plugin.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -86,7 +87,7 @@ int crash_install(const char *state_dir) {
   int n = snprintf(record_path, sizeof record_path, "%s/%s", state_dir,
                    CRASH_RECORD_FILE);
   if (n < 0 || (size_t)n >= sizeof record_path)
-    return -1;
+    return C8Y_EINVAL;
   if (installed)
     return 0;
   struct sigaction sa;
@@ -96,7 +97,7 @@ int crash_install(const char *state_dir) {
   sigemptyset(&sa.sa_mask);
   for (size_t i = 0; i < NFATAL; i++)
     if (sigaction(fatal_signals[i], &sa, &previous[i]) != 0)
-      return -1;
+      return C8Y_ENOTSUP;
   installed = true;
   crash_thread_init();
   return 0;
@@ -257,18 +258,22 @@ static int write_entry(const char *dir, const char *name, const kv *e) {
   char tmpname[128];
   snprintf(tmpname, sizeof tmpname, ".%.64s.tmp", name);
   if (!join(path, sizeof path, dir, name) ||
-      !join(tmp, sizeof tmp, dir, tmpname))
-    return -1;
+      !join(tmp, sizeof tmp, dir, tmpname)) {
+    errno = ENAMETOOLONG;
+    return C8Y_EINVAL;
+  }
   FILE *f = fopen(tmp, "we");
   if (!f)
-    return -1;
+    return C8Y_EIO;
   fprintf(f, "crashes=%d\nplugin=%s\nfile=%s\nid=%s\nlast=%s\n", e->crashes,
           e->plugin, e->file, e->id, e->callback);
   bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
   ok = fclose(f) == 0 && ok;
   if (!ok || rename(tmp, path) != 0) {
+    int saved = errno;
     unlink(tmp);
-    return -1;
+    errno = saved;
+    return C8Y_EIO;
   }
   return 0;
 }
@@ -400,15 +405,15 @@ void crash_reset_streaks(const char *state_dir) {
 int crash_clear_quarantine(const char *state_dir, const char *name) {
   if (!valid_name(name)) {
     errno = EINVAL;
-    return -1;
+    return C8Y_EINVAL;
   }
   char dir[4200], path[4300];
   quarantine_dir(state_dir, dir, sizeof dir);
   if (!join(path, sizeof path, dir, name)) {
     errno = ENAMETOOLONG;
-    return -1;
+    return C8Y_EINVAL;
   }
   if (unlink(path) == 0)
     return 0;
-  return errno == ENOENT ? 1 : -1;
+  return errno == ENOENT ? C8Y_ESTATE : C8Y_EIO;
 }

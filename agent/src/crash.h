@@ -26,7 +26,8 @@
 #define CRASH_QUARANTINE_DIR "quarantine"
 
 /* Installs the fatal-signal handlers (once) and sets where the record goes.
- * Returns 0 or -1. */
+ * Returns 0, C8Y_EINVAL when the record path would be too long, or
+ * C8Y_ENOTSUP when the system refuses a handler. */
 int crash_install(const char *state_dir);
 /* An alternate signal stack for the calling thread, so a plugin that
  * overflows its stack is still recorded. Pair with crash_thread_fini. */
@@ -54,8 +55,9 @@ bool crash_quarantined(const char *state_dir, const char *path,
                        char *name, size_t namelen);
 /* A clean stop: streaks of plugins not quarantined end. */
 void crash_reset_streaks(const char *state_dir);
-/* Removes the quarantine of `name`. 0 removed, 1 not quarantined, -1
- * error (errno). */
+/* Removes the quarantine of `name`. 0 removed, C8Y_ESTATE when it is not
+ * quarantined, C8Y_EINVAL for a name that cannot be one (errno EINVAL) or
+ * too long a path, C8Y_EIO when removing fails (errno says why). */
 int crash_clear_quarantine(const char *state_dir, const char *name);
 
 #endif

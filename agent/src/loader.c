@@ -342,8 +342,11 @@ void loader_load_all(plugin_host *h, const char *dir, bool start_workers,
   if (start_workers && h->state_dir) {
     /* The daemon: record crashes from now on, and learn of the last one
      * before deciding what to load. */
-    if (crash_install(h->state_dir) != 0)
-      log_warning("crash attribution disabled: state dir path too long");
+    int rc = crash_install(h->state_dir);
+    if (rc != 0)
+      log_warning("crash attribution disabled: %s",
+                  rc == C8Y_EINVAL ? "state dir path too long"
+                                   : "cannot install the signal handlers");
     crash_take_record(h->state_dir);
     out->state_dir = strdup(h->state_dir);
   }

@@ -3,6 +3,7 @@
 #include "crash.h"
 #include "log.h"
 
+#include <c8y/plugin.h>
 #include <errno.h>
 #include <glib.h>
 #include <glib/gstdio.h>
@@ -103,11 +104,11 @@ static void test_clear(fx *f, gconstpointer d) {
   (void)d;
   for (int i = 0; i < CRASH_QUARANTINE_AFTER; i++)
     crash_in(f, "a", f->so_a, &f->st_a);
-  g_assert_cmpint(crash_clear_quarantine(f->dir, "../a"), ==, -1);
+  g_assert_cmpint(crash_clear_quarantine(f->dir, "../a"), ==, C8Y_EINVAL);
   g_assert_cmpint(errno, ==, EINVAL);
   g_assert_cmpint(crash_clear_quarantine(f->dir, "a"), ==, 0);
   g_assert_false(quarantined(f, f->so_a, &f->st_a));
-  g_assert_cmpint(crash_clear_quarantine(f->dir, "a"), ==, 1);
+  g_assert_cmpint(crash_clear_quarantine(f->dir, "a"), ==, C8Y_ESTATE);
 }
 
 /* A crash before the plugin's name was known (in its constructor) is
@@ -122,6 +123,16 @@ static void test_unnamed(fx *f, gconstpointer d) {
   g_assert_cmpstr(name, ==, "b");
 }
 
+/* A record path that does not fit is refused before any handler is
+ * installed. */
+static void test_install_long_path(void) {
+  char dir[4200];
+  memset(dir, 'd', sizeof dir - 1);
+  dir[0] = '/';
+  dir[sizeof dir - 1] = '\0';
+  g_assert_cmpint(crash_install(dir), ==, C8Y_EINVAL);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   log_set_level(LOG_LVL_ERROR);
@@ -130,5 +141,6 @@ int main(int argc, char **argv) {
              fx_teardown);
   g_test_add("/crash/clear", fx, NULL, fx_setup, test_clear, fx_teardown);
   g_test_add("/crash/unnamed", fx, NULL, fx_setup, test_unnamed, fx_teardown);
+  g_test_add_func("/crash/install-long-path", test_install_long_path);
   return g_test_run();
 }
