@@ -2,6 +2,7 @@
 
 #include "log.h"
 
+#include <c8y/plugin.h>
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -36,19 +37,21 @@ int x509_no_passphrase(char *buf, int size, int rwflag, void *u) {
   return -1;
 }
 
-static X509 *read_cert(const char *path, char *err, size_t errlen) {
+static int read_cert(const char *path, X509 **out, char *err, size_t errlen) {
   FILE *f = fopen(path, "re");
   if (!f) {
     seterr(err, errlen, "[c8y] cert_file %s: cannot open: %s", path,
            strerror(errno));
-    return NULL;
+    return C8Y_EIO;
   }
-  X509 *x = PEM_read_X509(f, NULL, x509_no_passphrase, NULL);
+  *out = PEM_read_X509(f, NULL, x509_no_passphrase, NULL);
   fclose(f);
-  if (!x)
+  if (!*out) {
     seterr(err, errlen, "[c8y] cert_file %s: not a PEM certificate (%s)", path,
            ssl_reason());
-  return x;
+    return C8Y_EINVAL;
+  }
+  return 0;
 }
 
 static int cert_cn(X509 *x, const char *path, char *cn, size_t cnlen, char *err,
@@ -60,14 +63,14 @@ static int cert_cn(X509 *x, const char *path, char *cn, size_t cnlen, char *err,
            "[c8y] cert_file %s: the certificate subject has no CN (Cumulocity "
            "takes the device id from it)",
            path);
-    return -1;
+    return C8Y_EINVAL;
   }
   if (X509_NAME_get_index_by_NID(name, NID_commonName, at) >= 0) {
     seterr(err, errlen,
            "[c8y] cert_file %s: the certificate subject has several CNs; "
            "the device id must be unambiguous",
            path);
-    return -1;
+    return C8Y_EINVAL;
   }
   ASN1_STRING *data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, at));
   unsigned char *utf8 = NULL;
@@ -75,18 +78,18 @@ static int cert_cn(X509 *x, const char *path, char *cn, size_t cnlen, char *err,
   if (n < 0) {
     seterr(err, errlen, "[c8y] cert_file %s: unreadable subject CN (%s)", path,
            ssl_reason());
-    return -1;
+    return C8Y_EINVAL;
   }
   int rc = 0;
   if (n == 0 || memchr(utf8, '\0', (size_t)n)) {
     seterr(err, errlen, "[c8y] cert_file %s: the subject CN is %s", path,
            n == 0 ? "empty" : "not text (contains a NUL byte)");
-    rc = -1;
+    rc = C8Y_EINVAL;
   } else if ((size_t)n >= cnlen) {
     seterr(err, errlen,
            "[c8y] cert_file %s: the subject CN is too long (%d bytes)", path,
            n);
-    rc = -1;
+    rc = C8Y_EINVAL;
   } else {
     memcpy(cn, utf8, (size_t)n);
     cn[n] = '\0';
@@ -97,10 +100,11 @@ static int cert_cn(X509 *x, const char *path, char *cn, size_t cnlen, char *err,
 
 int x509_subject_cn(const char *cert_file, char *cn, size_t cnlen, char *err,
                     size_t errlen) {
-  X509 *x = read_cert(cert_file, err, errlen);
-  if (!x)
-    return -1;
-  int rc = cert_cn(x, cert_file, cn, cnlen, err, errlen);
+  X509 *x;
+  int rc = read_cert(cert_file, &x, err, errlen);
+  if (rc != 0)
+    return rc;
+  rc = cert_cn(x, cert_file, cn, cnlen, err, errlen);
   X509_free(x);
   return rc;
 }
@@ -111,7 +115,7 @@ static int check_key(X509 *x, const char *cert_file, const char *key_file,
   if (!f) {
     seterr(err, errlen, "[c8y] key_file %s: cannot open: %s", key_file,
            strerror(errno));
-    return -1;
+    return C8Y_EIO;
   }
   EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, x509_no_passphrase, NULL);
   fclose(f);
@@ -119,7 +123,7 @@ static int check_key(X509 *x, const char *cert_file, const char *key_file,
     seterr(err, errlen,
            "[c8y] key_file %s: not an unencrypted PEM private key (%s)",
            key_file, ssl_reason());
-    return -1;
+    return C8Y_EINVAL;
   }
   int ok = X509_check_private_key(x, k);
   EVP_PKEY_free(k);
@@ -129,7 +133,7 @@ static int check_key(X509 *x, const char *cert_file, const char *key_file,
            "[c8y] key_file %s: is not the private key of the certificate in "
            "[c8y] cert_file %s",
            key_file, cert_file);
-    return -1;
+    return C8Y_EINVAL;
   }
   return 0;
 }
@@ -147,18 +151,19 @@ static void warn_validity(X509 *x, const char *path) {
 
 int x509_check_device_cert(const char *cert_file, const char *key_file,
                            const char *device_id, char *err, size_t errlen) {
-  X509 *x = read_cert(cert_file, err, errlen);
-  if (!x)
-    return -1;
+  X509 *x;
+  int rc = read_cert(cert_file, &x, err, errlen);
+  if (rc != 0)
+    return rc;
   char cn[256];
-  int rc = cert_cn(x, cert_file, cn, sizeof cn, err, errlen);
+  rc = cert_cn(x, cert_file, cn, sizeof cn, err, errlen);
   if (rc == 0 && device_id && strcmp(cn, device_id) != 0) {
     seterr(err, errlen,
            "[c8y] cert_file %s: the certificate CN is \"%s\" but [device] id "
            "is \"%s\"; Cumulocity identifies the device by the CN, so they "
            "must be equal",
            cert_file, cn, device_id);
-    rc = -1;
+    rc = C8Y_EINVAL;
   }
   if (rc == 0)
     rc = check_key(x, cert_file, key_file, err, errlen);
@@ -171,10 +176,11 @@ int x509_check_device_cert(const char *cert_file, const char *key_file,
 int x509_expiry_line(const char *cert_file, int warn_days, char *line,
                      size_t linelen) {
   char err[512];
-  X509 *x = read_cert(cert_file, err, sizeof err);
-  if (!x) {
+  X509 *x;
+  int rc = read_cert(cert_file, &x, err, sizeof err);
+  if (rc != 0) {
     snprintf(line, linelen, "%s", err);
-    return -1;
+    return rc;
   }
   int days = 0, secs = 0;
   const ASN1_TIME *na = X509_get0_notAfter(x);
@@ -187,7 +193,7 @@ int x509_expiry_line(const char *cert_file, int warn_days, char *line,
   if (!ok) {
     snprintf(line, linelen, "[c8y] cert_file %s: unreadable expiry date",
              cert_file);
-    return -1;
+    return C8Y_EINVAL;
   }
   long long left = (long long)days * 86400 + secs;
   /* The text goes unquoted into a CSV field: no ',' or '"' from the path. */

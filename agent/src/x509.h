@@ -9,8 +9,9 @@
 #include <stddef.h>
 
 /* Subject CN of the first certificate in the PEM file `cert_file`.
- * Returns 0, or -1 with one line in err (no CN, several CNs, a NUL byte in
- * it, unreadable file). */
+ * Returns 0, or with one line in err: C8Y_EIO when the file cannot be
+ * opened, C8Y_EINVAL for what is in it (not PEM, no CN, several CNs, a NUL
+ * byte in it, too long for cnlen). */
 int x509_subject_cn(const char *cert_file, char *cn, size_t cnlen, char *err,
                     size_t errlen);
 
@@ -18,12 +19,13 @@ int x509_subject_cn(const char *cert_file, char *cn, size_t cnlen, char *err,
  * key_file the (unencrypted) private key of that certificate, and, when
  * device_id is not NULL, the certificate's CN equals device_id. Logs a
  * warning when the certificate is expired or not yet valid. Returns 0, or
- * -1 with one line in err naming the files and both identities. */
+ * with one line in err naming the files and both identities: C8Y_EIO when
+ * a file cannot be opened, C8Y_EINVAL when the files do not fit. */
 int x509_check_device_cert(const char *cert_file, const char *key_file,
                            const char *device_id, char *err, size_t errlen);
 
-/* An OpenSSL pem_password_cb that refuses: a daemon must never prompt on
- * a terminal for a key passphrase. */
+/* An OpenSSL pem_password_cb that refuses (OpenSSL's -1, not a C8Y_*
+ * code): a daemon must never prompt on a terminal for a key passphrase. */
 int x509_no_passphrase(char *buf, int size, int rwflag, void *u);
 
 /* Alarm type raised while the device certificate is about to expire. */
@@ -33,8 +35,8 @@ int x509_no_passphrase(char *buf, int size, int rwflag, void *u);
  * "304,c8y_CertificateExpiry,<text>" (WARNING) when it expires within
  * warn_days, "303,..." (MINOR) once it has expired, "306,c8y_Certificate
  * Expiry" (clear) otherwise; a raised alarm is also logged as a warning.
- * Returns 0, or -1 with the reason in line when the certificate cannot be
- * read. */
+ * Returns 0, or C8Y_EIO (cannot open) or C8Y_EINVAL (not a certificate,
+ * no readable expiry) with the reason in line. */
 int x509_expiry_line(const char *cert_file, int warn_days, char *line,
                      size_t linelen);
 

@@ -14,6 +14,7 @@
 #define CLI_FAILED 4 /* c8y-agent connect --test: a step failed */
 
 #include <arpa/inet.h>
+#include <c8y/plugin.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
@@ -555,26 +556,26 @@ static void test_x509_module(void) {
   g_assert_cmpint(x509_check_device_cert(dev, key, NULL, err, sizeof err), ==,
                   0);
   g_assert_cmpint(x509_check_device_cert(dev, key, "x", err, sizeof err), ==,
-                  -1);
+                  C8Y_EINVAL);
   g_assert_true(contains(err, "\"" DEVICE "\"") && contains(err, "\"x\""));
   g_assert_cmpint(x509_check_device_cert(dev, other, DEVICE, err, sizeof err),
-                  ==, -1);
+                  ==, C8Y_EINVAL);
   g_assert_true(contains(err, "other.key"));
   g_assert_cmpint(x509_subject_cn(nocn, cn, sizeof cn, err, sizeof err), ==,
-                  -1);
+                  C8Y_EINVAL);
   g_assert_true(contains(err, "no CN"));
   g_assert_cmpint(x509_subject_cn(garbage, cn, sizeof cn, err, sizeof err), ==,
-                  -1);
+                  C8Y_EINVAL);
   g_assert_true(contains(err, "garbage.pem") && contains(err, "not a PEM"));
   g_assert_cmpint(x509_subject_cn(missing, cn, sizeof cn, err, sizeof err), ==,
-                  -1);
+                  C8Y_EIO);
   g_assert_true(contains(err, "missing.pem") && contains(err, "cannot open"));
   /* A key file that holds a certificate, not a key. */
   g_assert_cmpint(x509_check_device_cert(dev, dev, DEVICE, err, sizeof err), ==,
-                  -1);
+                  C8Y_EINVAL);
   g_assert_true(contains(err, "key_file"));
   /* Too small a buffer is an error, not a truncated CN. */
-  g_assert_cmpint(x509_subject_cn(dev, cn, 4, err, sizeof err), ==, -1);
+  g_assert_cmpint(x509_subject_cn(dev, cn, 4, err, sizeof err), ==, C8Y_EINVAL);
   g_free(dev);
   g_free(key);
   g_free(other);
@@ -1051,7 +1052,8 @@ static void test_expiry_line(void) {
       strchr(strchr(line, ',') + 1 + strlen(X509_EXPIRY_ALARM) + 1, ','));
   g_assert_cmpint(x509_expiry_line(dev, 1, line, sizeof line), ==, 0);
   g_assert_cmpstr(line, ==, "306," X509_EXPIRY_ALARM);
-  g_assert_cmpint(x509_expiry_line(missing, 30, line, sizeof line), ==, -1);
+  g_assert_cmpint(x509_expiry_line(missing, 30, line, sizeof line), ==,
+                  C8Y_EIO);
   g_assert_true(contains(line, "cannot open"));
   g_free(dev);
   g_free(missing);
