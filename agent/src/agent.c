@@ -553,11 +553,11 @@ int agent_run(const char *config_path) {
     }
   }
   rc = bootstrap_ensure(&a.cfg, signal_pipe[0]);
-  if (rc != BOOTSTRAP_OK) {
+  if (rc != 0) {
     agent_cleanup(&a);
-    return rc == BOOTSTRAP_STOPPED   ? AGENT_EXIT_OK
-           : rc == BOOTSTRAP_REFUSED ? AGENT_EXIT_AUTH
-                                     : AGENT_EXIT_RUNTIME;
+    return rc == C8Y_ECANCELED ? AGENT_EXIT_OK
+           : rc == C8Y_EAUTH   ? AGENT_EXIT_AUTH
+                               : AGENT_EXIT_RUNTIME;
   }
   link_params lp = {.cfg = &a.cfg,
                     .q = a.q,

@@ -8,6 +8,7 @@
 #include "smartrest.h"
 
 #include <MQTTAsync.h>
+#include <c8y/plugin.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -47,16 +48,18 @@ int bootstrap_store(const char *state_dir, const char *tenant, const char *user,
                     const char *password, char *err, size_t errlen) {
   char *path = cred_path(state_dir);
   char *tmp = NULL;
-  int fd = -1, rc = -1;
+  int fd = -1, rc = C8Y_ENOMEM;
   if (!path || asprintf(&tmp, "%s.tmp", path) < 0) {
     tmp = NULL;
     snprintf(err, errlen, "out of memory");
     goto out;
   }
-  if (fsutil_mkdir_p(state_dir, 0750) != 0) {
+  rc = fsutil_mkdir_p(state_dir, 0750);
+  if (rc != 0) {
     snprintf(err, errlen, "state dir %s: %s", state_dir, strerror(errno));
     goto out;
   }
+  rc = C8Y_EIO;
   unlink(tmp); /* a leftover of a crash in the middle */
   fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {
@@ -68,6 +71,7 @@ int bootstrap_store(const char *state_dir, const char *tenant, const char *user,
                    password);
   if (n < 0) {
     snprintf(err, errlen, "out of memory");
+    rc = C8Y_ENOMEM;
     goto out;
   }
   ssize_t w = write(fd, text, (size_t)n);
@@ -113,7 +117,7 @@ int bootstrap_load_stored(agent_config *cfg, char *err, size_t errlen) {
   char *path = cred_path(cfg->state_dir);
   if (!path) {
     snprintf(err, errlen, "out of memory");
-    return -1;
+    return C8Y_ENOMEM;
   }
   FILE *f = fopen(path, "re");
   if (!f) {
@@ -121,14 +125,19 @@ int bootstrap_load_stored(agent_config *cfg, char *err, size_t errlen) {
     if (e != ENOENT)
       snprintf(err, errlen, "%s: cannot open: %s", path, strerror(e));
     free(path);
-    return e == ENOENT ? 0 : -1;
+    return e == ENOENT ? 0 : C8Y_EIO;
   }
   struct stat st;
   char line[1024] = "";
   char *vals[3] = {NULL, NULL, NULL};
   static const char *const keys[3] = {"tenant=", "user=", "password="};
-  int rc = -1;
-  if (fstat(fileno(f), &st) != 0 || (st.st_mode & 077)) {
+  int rc = C8Y_EIO;
+  if (fstat(fileno(f), &st) != 0) {
+    snprintf(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
+    goto out;
+  }
+  rc = C8Y_EINVAL;
+  if (st.st_mode & 077) {
     snprintf(err, errlen,
              "%s: readable by others (mode %03o); it holds the device "
              "password: run chmod 600 %s",
@@ -317,7 +326,7 @@ static void bs_request(bs *b) {
 }
 
 /* The loop: connect (with backoff), subscribe, ask every interval, until
- * 70 arrives. Returns BOOTSTRAP_*. */
+ * 70 arrives. Returns what bootstrap_ensure does. */
 static int bs_run(bs *b, int stop_fd) {
   const agent_config *c = b->cfg;
   long long next_connect = 0, next_request = 0, next_watchdog = 0;
@@ -332,7 +341,7 @@ static int bs_run(bs *b, int stop_fd) {
     bool got = b->tenant != NULL;
     pthread_mutex_unlock(&b->mu);
     if (got)
-      return BOOTSTRAP_OK;
+      return 0;
     if (state != seen) {
       seen = state;
       if (state == BS_UP) {
@@ -355,7 +364,7 @@ static int bs_run(bs *b, int stop_fd) {
             log_error("bootstrap: giving up: check [c8y] bootstrap_user and "
                       "bootstrap_password in %s",
                       c->path);
-            return BOOTSTRAP_REFUSED;
+            return C8Y_EAUTH;
           }
         } else {
           log_warning("bootstrap: no connection to %s: %s", b->uri, text);
@@ -398,7 +407,7 @@ static int bs_run(bs *b, int stop_fd) {
                             {.fd = stop_fd, .events = POLLIN}};
     int n = poll(pfd, stop_fd >= 0 ? 2 : 1, timeout);
     if (n < 0 && errno != EINTR)
-      return BOOTSTRAP_ERROR;
+      return C8Y_EIO;
     if (n > 0 && (pfd[0].revents & POLLIN)) {
       uint64_t v;
       if (read(b->wake_fd, &v, sizeof v) < 0) {
@@ -409,7 +418,7 @@ static int bs_run(bs *b, int stop_fd) {
       unsigned char sig;
       while (read(stop_fd, &sig, 1) == 1) {
         if (sig != SIGHUP)
-          return BOOTSTRAP_STOPPED;
+          return C8Y_ECANCELED;
         /* Nothing to reload yet: the session does not exist. */
         log_notice("SIGHUP: ignored while the device is not registered");
       }
@@ -422,13 +431,13 @@ int bootstrap_ensure(agent_config *cfg, int stop_fd) {
   int st = bootstrap_load_stored(cfg, err, sizeof err);
   if (st < 0) {
     log_error("bootstrap: %s", err);
-    return BOOTSTRAP_ERROR;
+    return st;
   }
   if (st > 0)
     log_info("bootstrap: using the credentials of %s/%s stored in %s/%s",
              cfg->tenant, cfg->user, cfg->state_dir, BOOTSTRAP_FILE);
   if (!bootstrap_wanted(cfg))
-    return BOOTSTRAP_OK;
+    return 0;
 
   bs b;
   memset(&b, 0, sizeof b);
@@ -437,7 +446,7 @@ int bootstrap_ensure(agent_config *cfg, int stop_fd) {
   b.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   snprintf(b.uri, sizeof b.uri, "%s://%s:%d", cfg->tls ? "ssl" : "tcp",
            cfg->host, cfg->port);
-  int rc = BOOTSTRAP_ERROR;
+  int rc = C8Y_EIO;
   MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
   co.MQTTVersion = MQTTVERSION_3_1_1;
   /* clientId = the plain device id, as the registration expects it. */
@@ -455,12 +464,13 @@ int bootstrap_ensure(agent_config *cfg, int stop_fd) {
              "through %s",
              cfg->device_id, b.uri);
   rc = bs_run(&b, stop_fd);
-  if (rc == BOOTSTRAP_OK && bootstrap_store(cfg->state_dir, b.tenant, b.user,
-                                            b.password, err, sizeof err) != 0) {
-    log_error("bootstrap: cannot store the credentials: %s", err);
-    rc = BOOTSTRAP_ERROR;
+  if (rc == 0) {
+    rc = bootstrap_store(cfg->state_dir, b.tenant, b.user, b.password, err,
+                         sizeof err);
+    if (rc != 0)
+      log_error("bootstrap: cannot store the credentials: %s", err);
   }
-  if (rc == BOOTSTRAP_OK) {
+  if (rc == 0) {
     log_notice("bootstrap: received credentials for %s/%s, stored in %s/%s",
                b.tenant, b.user, cfg->state_dir, BOOTSTRAP_FILE);
     cfg->tenant = b.tenant;
@@ -476,7 +486,7 @@ int bootstrap_ensure(agent_config *cfg, int stop_fd) {
     struct timespec tick = {0, 10 * 1000000L};
     for (int i = 0; i < 100 && MQTTAsync_isConnected(b.client); i++)
       nanosleep(&tick, NULL);
-  } else if (rc != BOOTSTRAP_OK) {
+  } else if (rc != 0) {
     /* Paho may still be finishing a failed attempt on its threads;
      * destroying the client at once races with them (paho.mqtt.c #323). */
     struct timespec grace = {0, 200 * 1000000L};
