@@ -5,6 +5,7 @@
 #include "x509.h"
 
 #include <arpa/inet.h>
+#include <c8y/plugin.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -101,13 +102,14 @@ static void addr_text(const struct sockaddr *sa, char *out, size_t outlen) {
   snprintf(out, outlen, sa->sa_family == AF_INET6 ? "[%s]" : "%s", host);
 }
 
-/* Non-blocking connect bounded by timeout_ms; the socket (blocking again)
- * or -1 with errno. */
+/* Non-blocking connect bounded by timeout_ms; the socket (blocking again),
+ * or C8Y_EIO when there is none or C8Y_ENET when it does not connect, with
+ * errno saying why. */
 static int connect_one(const struct addrinfo *ai, int timeout_ms) {
   int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
                   ai->ai_protocol);
   if (fd < 0)
-    return -1;
+    return C8Y_EIO;
   int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
   if (rc != 0 && errno == EINPROGRESS) {
     struct pollfd pfd = {.fd = fd, .events = POLLOUT};
@@ -118,7 +120,7 @@ static int connect_one(const struct addrinfo *ai, int timeout_ms) {
     if (n == 0) {
       close(fd);
       errno = ETIMEDOUT;
-      return -1;
+      return C8Y_ENET;
     }
     int soerr = 0;
     socklen_t len = sizeof soerr;
@@ -127,7 +129,7 @@ static int connect_one(const struct addrinfo *ai, int timeout_ms) {
     if (soerr) {
       close(fd);
       errno = soerr;
-      return -1;
+      return C8Y_ENET;
     }
     rc = 0;
   }
@@ -135,7 +137,7 @@ static int connect_one(const struct addrinfo *ai, int timeout_ms) {
     int e = errno;
     close(fd);
     errno = e;
-    return -1;
+    return C8Y_ENET;
   }
   int fl = fcntl(fd, F_GETFL);
   fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
@@ -232,7 +234,8 @@ static int resolve(const char *host, const char *port,
   return rc;
 }
 
-/* DNS + TCP: a connected socket, or -1 with the failed step in *failed. */
+/* DNS + TCP: a connected socket, or C8Y_ENET with the failed step in
+ * *failed. */
 static int probe_tcp(probe *p, int *failed) {
   const agent_config *c = p->cfg;
   char port[16];
@@ -252,7 +255,7 @@ static int probe_tcp(probe *p, int *failed) {
         g == EAI_SYSTEM       ? strerror(errno)
         : g == EAI_INPROGRESS ? "no answer from the resolver in time"
                               : gai_strerror(g));
-    return -1;
+    return C8Y_ENET;
   }
   char list[256] = "";
   size_t n = 0;
@@ -286,7 +289,7 @@ static int probe_tcp(probe *p, int *failed) {
     *failed = step_done(p, NETDIAG_TCP, false,
                         "cannot connect to %s port %d: %s%s", last, c->port,
                         err == ETIMEDOUT ? "timed out" : strerror(err), hint);
-    return -1;
+    return C8Y_ENET;
   }
   snprintf(p->addr, sizeof p->addr, "%s", last);
   step_done(p, NETDIAG_TCP, true, "connected to %s port %d (%lld ms)", last,
@@ -592,5 +595,5 @@ int netdiag_wait(int timeout_ms) {
   }
   bool running = diag_running;
   pthread_mutex_unlock(&diag_mu);
-  return running ? -1 : 0;
+  return running ? C8Y_ETIMEDOUT : 0;
 }

@@ -49,7 +49,7 @@ int netdiag_probe(const agent_config *cfg, int timeout_ms,
 void netdiag_explain_async(const agent_config *cfg);
 /* Waits (at most timeout_ms) for a running diagnosis to finish: before the
  * process exits, so the thread is not inside OpenSSL during its clean-up.
- * Returns 0, or -1 when it is still running. */
+ * Returns 0, or C8Y_ETIMEDOUT when it is still running. */
 int netdiag_wait(int timeout_ms);
 
 #endif
