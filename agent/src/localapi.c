@@ -106,13 +106,14 @@ static bool word_is(const char *s, const char *w) {
   return strncmp(s, w, n) == 0 && (s[n] == 0 || s[n] == ' ' || s[n] == '\t');
 }
 
+/* A request the client got wrong: C8Y_EINVAL with the reason in err. */
 __attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen,
                                                       const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(err, errlen, fmt, ap);
   va_end(ap);
-  return -1;
+  return C8Y_EINVAL;
 }
 
 /* The SmartREST part: exactly one record, decoded the way Cumulocity reads
@@ -123,9 +124,12 @@ static int parse_line(const char *s, localapi_request *r, char *err,
   if (!*s)
     return fail(err, errlen, "no SmartREST line given");
   smartrest_records recs;
-  if (smartrest_decode(s, strlen(s), &recs) != 0)
-    return fail(err, errlen, "out of memory");
-  int rc = -1;
+  int rc = smartrest_decode(s, strlen(s), &recs);
+  if (rc != 0) {
+    snprintf(err, errlen, "out of memory");
+    return rc;
+  }
+  rc = C8Y_EINVAL;
   if (recs.count != 1)
     fail(err, errlen, "expected one SmartREST line");
   else if (recs.items[0].error)
@@ -677,14 +681,14 @@ static void *api_main(void *arg) {
 static int clear_stale(const char *path, char *err, size_t errlen) {
   struct stat st;
   if (lstat(path, &st) != 0)
-    return errno == ENOENT ? 0 : -1;
+    return errno == ENOENT ? 0 : C8Y_EIO;
   if (!S_ISSOCK(st.st_mode)) {
     snprintf(err, errlen, "%s exists and is not a socket; remove it", path);
-    return -1;
+    return C8Y_EEXIST;
   }
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
-    return -1;
+    return C8Y_EIO;
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
   int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
@@ -694,12 +698,12 @@ static int clear_stale(const char *path, char *err, size_t errlen) {
              "%s: another c8y-agent is serving this socket; set [api] socket "
              "to a different path",
              path);
-    return -1;
+    return C8Y_EEXIST;
   }
   if (unlink(path) != 0 && errno != ENOENT) {
     snprintf(err, errlen, "cannot remove the stale socket %s: %s", path,
              strerror(errno));
-    return -1;
+    return C8Y_EIO;
   }
   return 0;
 }
@@ -723,22 +727,24 @@ static char *parent_dir(const char *path) {
 static int bind_socket(localapi *a, const agent_config *cfg, const char *path,
                        char *err, size_t errlen) {
   char *dir = parent_dir(path);
-  if (!dir || fsutil_mkdir_p(dir, 0755) != 0) {
+  int rc = dir ? fsutil_mkdir_p(dir, 0755) : C8Y_ENOMEM;
+  if (rc != 0) {
     snprintf(err, errlen, "local API: cannot create %s: %s", dir ? dir : path,
-             strerror(errno));
+             dir ? strerror(errno) : "out of memory");
     free(dir);
-    return -1;
+    return rc;
   }
   free(dir);
   char why[300] = "";
-  if (clear_stale(path, why, sizeof why) != 0) {
+  rc = clear_stale(path, why, sizeof why);
+  if (rc != 0) {
     snprintf(err, errlen, "local API: %s", why[0] ? why : strerror(errno));
-    return -1;
+    return rc;
   }
   a->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (a->lfd < 0) {
     snprintf(err, errlen, "local API: socket: %s", strerror(errno));
-    return -1;
+    return C8Y_EIO;
   }
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
@@ -748,7 +754,7 @@ static int bind_socket(localapi *a, const agent_config *cfg, const char *path,
   if (bind(a->lfd, (struct sockaddr *)&sa, sizeof sa) != 0) {
     snprintf(err, errlen, "local API: cannot bind %s: %s", path,
              strerror(errno));
-    return -1;
+    return C8Y_EIO;
   }
   struct stat st;
   if (stat(path, &st) == 0) {
@@ -760,11 +766,11 @@ static int bind_socket(localapi *a, const agent_config *cfg, const char *path,
              "local API: cannot give %s to group %s: %s (the agent must be "
              "root or a member of that group)",
              path, cfg->api_group, strerror(errno));
-    return -1;
+    return C8Y_EIO;
   }
   if (chmod(path, (mode_t)cfg->api_mode) != 0 || listen(a->lfd, 16) != 0) {
     snprintf(err, errlen, "local API: %s: %s", path, strerror(errno));
-    return -1;
+    return C8Y_EIO;
   }
   return 0;
 }
@@ -820,7 +826,7 @@ int localapi_start(const agent_config *cfg, outq *q, void (*wake)(void *ctx),
   localapi *a = calloc(1, sizeof *a);
   if (!a) {
     snprintf(err, errlen, "local API: out of memory");
-    return -1;
+    return C8Y_ENOMEM;
   }
   a->lfd = a->stopfd = -1;
   pthread_mutex_init(&a->mu, NULL);
@@ -835,7 +841,7 @@ int localapi_start(const agent_config *cfg, outq *q, void (*wake)(void *ctx),
   if (cfg->api_group && !a->group) {
     snprintf(err, errlen, "local API: out of memory");
     free_api(a);
-    return -1;
+    return C8Y_ENOMEM;
   }
   const char *path = cfg->api_socket;
   int rc = bind_socket(a, cfg, path, err, errlen);
@@ -848,11 +854,13 @@ int localapi_start(const agent_config *cfg, outq *q, void (*wake)(void *ctx),
     path = cfg->api_socket_alt;
     rc = bind_socket(a, cfg, path, err, errlen);
   }
-  if (rc != 0 || !(a->path = strdup(path))) {
-    if (rc == 0)
-      snprintf(err, errlen, "local API: out of memory");
+  if (rc == 0 && !(a->path = strdup(path))) {
+    snprintf(err, errlen, "local API: out of memory");
+    rc = C8Y_ENOMEM;
+  }
+  if (rc != 0) {
     free_api(a);
-    return -1;
+    return rc;
   }
   a->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   int e = a->stopfd < 0 ? errno : pthread_create(&a->thread, NULL, api_main, a);
@@ -860,7 +868,7 @@ int localapi_start(const agent_config *cfg, outq *q, void (*wake)(void *ctx),
     snprintf(err, errlen, "local API: cannot start its thread: %s",
              strerror(e));
     free_api(a);
-    return -1;
+    return C8Y_EIO;
   }
   log_info("local API listening on %s (mode %04o%s%s)", a->path, cfg->api_mode,
            a->group ? ", group " : "", a->group ? a->group : "");

@@ -32,8 +32,10 @@ typedef struct localapi localapi;
 #define LOCALAPI_MAX_REQUEST 16400
 
 /* Binds cfg->api_socket (mode, group), starts the thread. q and wake are
- * where accepted lines go. Returns 0, or -1 with one line in err; a NULL
- * *out with 0 means the API is disabled in the configuration. */
+ * where accepted lines go. Returns 0, or with one line in err C8Y_EEXIST
+ * (the path is another agent's socket or not a socket), C8Y_EIO, C8Y_EINVAL
+ * (too long a path) or C8Y_ENOMEM; a NULL *out with 0 means the API is
+ * disabled in the configuration. */
 int localapi_start(const agent_config *cfg, outq *q, void (*wake)(void *ctx),
                    void *wake_ctx, localapi **out, char *err, size_t errlen);
 /* Stops the thread, disconnects clients, removes the socket. NULL is a
@@ -70,8 +72,8 @@ typedef struct localapi_request {
   size_t nfields;
 } localapi_request;
 
-/* Parses one request line (no newline). Returns 0, or -1 with a one-line
- * reason in err. */
+/* Parses one request line (no newline). Returns 0, or C8Y_EINVAL (or
+ * C8Y_ENOMEM) with a one-line reason in err. */
 int localapi_parse(const char *line, localapi_request *r, char *err,
                    size_t errlen);
 void localapi_request_free(localapi_request *r);

@@ -16,7 +16,7 @@ static localapi_request parse_ok(const char *line) {
 static char *parse_err(const char *line) {
   localapi_request r;
   char err[300] = "";
-  g_assert_cmpint(localapi_parse(line, &r, err, sizeof err), ==, -1);
+  g_assert_cmpint(localapi_parse(line, &r, err, sizeof err), ==, C8Y_EINVAL);
   g_assert_null(r.fields);
   g_assert_null(r.child);
   g_assert_null(r.xid);
