@@ -74,7 +74,7 @@ static void seterr(char *err, size_t len, const char *fmt, ...) {
 int http_parse_url(const char *url, http_url_parts *out) {
   memset(out, 0, sizeof *out);
   if (!url)
-    return -1;
+    return C8Y_EINVAL;
   const char *p;
   if (strncasecmp(url, "https://", 8) == 0) {
     out->https = true;
@@ -82,7 +82,7 @@ int http_parse_url(const char *url, http_url_parts *out) {
   } else if (strncasecmp(url, "http://", 7) == 0) {
     p = url + 7;
   } else {
-    return -1;
+    return C8Y_EINVAL;
   }
   size_t auth_len = strcspn(p, "/?#");
   const char *at = memchr(p, '@', auth_len);
@@ -97,10 +97,10 @@ int http_parse_url(const char *url, http_url_parts *out) {
     host = p + 1;
     host_end = memchr(host, ']', (size_t)(end - host));
     if (!host_end)
-      return -1;
+      return C8Y_EINVAL;
     if (host_end + 1 < end) {
       if (host_end[1] != ':')
-        return -1;
+        return C8Y_EINVAL;
       port = host_end + 2;
     }
   } else {
@@ -112,11 +112,11 @@ int http_parse_url(const char *url, http_url_parts *out) {
   }
   size_t hl = (size_t)(host_end - host);
   if (hl == 0 || hl >= sizeof out->host)
-    return -1;
+    return C8Y_EINVAL;
   for (size_t i = 0; i < hl; i++) {
     unsigned char c = (unsigned char)host[i];
     if (c <= ' ' || c == '%' || c == '\\')
-      return -1;
+      return C8Y_EINVAL;
     out->host[i] = (char)tolower(c);
   }
   while (hl > 1 && out->host[hl - 1] == '.') /* "example.com." */
@@ -128,10 +128,10 @@ int http_parse_url(const char *url, http_url_parts *out) {
     long v = 0;
     for (const char *c = port; c < end; c++) {
       if (*c < '0' || *c > '9' || (v = v * 10 + (*c - '0')) > 65535)
-        return -1;
+        return C8Y_EINVAL;
     }
     if (v == 0)
-      return -1;
+      return C8Y_EINVAL;
     out->port = (int)v;
   }
   return 0;
@@ -175,12 +175,12 @@ int http_jwt_times(const char *token, long long *exp, long long *iat) {
   *exp = *iat = 0;
   const char *p = token ? strchr(token, '.') : NULL;
   if (!p)
-    return -1;
+    return C8Y_EINVAL;
   p++;
   size_t n = strcspn(p, ".");
   char *json = malloc(n + 1);
   if (!json)
-    return -1;
+    return C8Y_ENOMEM;
   size_t out = 0;
   unsigned acc = 0;
   int bits = 0;
@@ -188,7 +188,7 @@ int http_jwt_times(const char *token, long long *exp, long long *iat) {
     int v = b64url_val((unsigned char)p[i]);
     if (v < 0) {
       free(json);
-      return -1;
+      return C8Y_EINVAL;
     }
     acc = (acc << 6) | (unsigned)v;
     bits += 6;
@@ -201,13 +201,13 @@ int http_jwt_times(const char *token, long long *exp, long long *iat) {
   json_t *root = json_loads(json, 0, NULL);
   free(json);
   json_t *e = root ? json_object_get(root, "exp") : NULL;
-  int rc = -1;
+  int rc = C8Y_EINVAL;
   if (json_is_integer(e) || json_is_real(e)) {
     *exp = (long long)json_number_value(e);
     json_t *i = json_object_get(root, "iat");
     if (json_is_integer(i) || json_is_real(i))
       *iat = (long long)json_number_value(i);
-    rc = *exp > 0 ? 0 : -1;
+    rc = *exp > 0 ? 0 : C8Y_EINVAL;
   }
   json_decref(root);
   return rc;
@@ -311,7 +311,7 @@ int http_new(const agent_config *cfg, http_token_request_fn request_token,
   http_ctx *h = calloc(1, sizeof *h);
   if (!h) {
     seterr(err, errlen, "out of memory");
-    return -1;
+    return C8Y_ENOMEM;
   }
   pthread_mutex_init(&h->mu, NULL);
   pthread_condattr_t ca;
@@ -338,24 +338,24 @@ int http_new(const agent_config *cfg, http_token_request_fn request_token,
       (cfg->ca_path && !h->ca_path)) {
     seterr(err, errlen, "out of memory");
     http_free(h);
-    return -1;
+    return C8Y_ENOMEM;
   }
   if (http_parse_url(h->base_url, &h->base) != 0) {
     seterr(err, errlen, "[c8y] http_url: '%s' is not an http(s) URL",
            h->base_url);
     http_free(h);
-    return -1;
+    return C8Y_EINVAL;
   }
   if (!h->jwt && (!h->user || !h->password)) {
     seterr(err, errlen, "HTTP Basic auth needs [c8y] tenant, user, password");
     http_free(h);
-    return -1;
+    return C8Y_EINVAL;
   }
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK ||
       !(h->share = curl_share_init())) {
     seterr(err, errlen, "libcurl initialisation failed");
     http_free(h);
-    return -1;
+    return C8Y_EIO;
   }
   curl_share_setopt(h->share, CURLSHOPT_LOCKFUNC, share_lock);
   curl_share_setopt(h->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
@@ -762,13 +762,13 @@ static int perform_retrying(req *r) {
 int http_sha256_file(const char *path, char hex[65]) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
-    return -1;
+    return C8Y_EIO;
   EVP_MD_CTX *md = EVP_MD_CTX_new();
   if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
     EVP_MD_CTX_free(md);
     close(fd);
     errno = ENOMEM;
-    return -1;
+    return C8Y_ENOMEM;
   }
   unsigned char buf[65536];
   ssize_t n;
@@ -780,7 +780,7 @@ int http_sha256_file(const char *path, char hex[65]) {
       EVP_MD_CTX_free(md);
       close(fd);
       errno = e;
-      return -1;
+      return C8Y_EIO;
     }
     EVP_DigestUpdate(md, buf, (size_t)n);
   }
@@ -823,18 +823,18 @@ static bool same_source(const char *src_path, const char *url) {
 static int write_source(const char *src_path, const char *url) {
   FILE *f = fopen(src_path, "we");
   if (!f)
-    return -1;
+    return C8Y_EIO;
   int ok = fputs(url, f) >= 0;
-  return (fclose(f) == 0 && ok) ? 0 : -1;
+  return (fclose(f) == 0 && ok) ? 0 : C8Y_EIO;
 }
 
 static int fsync_dir(const char *dir) {
   int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0)
-    return -1;
+    return C8Y_EIO;
   int rc = fsync(fd);
   close(fd);
-  return rc;
+  return rc == 0 ? 0 : C8Y_EIO;
 }
 
 int http_download(http_ctx *h, const char *dir, c8y_download *d,

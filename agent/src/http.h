@@ -23,7 +23,9 @@ typedef struct http_ctx http_ctx;
  * http_token_received. Must not block. */
 typedef void (*http_token_request_fn)(void *ctx);
 
-/* cfg must outlive the context. Returns 0, or -1 with one line in err. */
+/* cfg must outlive the context. Returns 0, or with one line in err
+ * C8Y_EINVAL (http_url, missing Basic credentials), C8Y_ENOMEM or C8Y_EIO
+ * (libcurl does not initialise). */
 int http_new(const agent_config *cfg, http_token_request_fn request_token,
              void *ctx, http_ctx **out, char *err, size_t errlen);
 /* Ends running transfers and refuses new ones (C8Y_ECANCELED, "the agent
@@ -53,16 +55,18 @@ typedef struct http_url_parts {
   int port;       /* explicit or the scheme's default */
 } http_url_parts;
 
-/* Parses "http[s]://[user@]host[:port][/...]". Returns 0 or -1. */
+/* Parses "http[s]://[user@]host[:port][/...]". Returns 0 or C8Y_EINVAL. */
 int http_parse_url(const char *url, http_url_parts *out);
 /* Whether the device's credentials may go to `url`: same scheme, host and
  * port as http_url, or https on the tenant (MQTT) host's port 443. */
 bool http_auth_allowed(const http_url_parts *base, const char *tenant_host,
                        const char *url);
 /* The exp and iat claims of a JWT (seconds since the epoch; iat 0 when
- * absent). Returns 0 or -1 when the token has no readable exp. */
+ * absent). Returns 0, C8Y_EINVAL when the token has no readable exp, or
+ * C8Y_ENOMEM. */
 int http_jwt_times(const char *token, long long *exp, long long *iat);
-/* Lowercase hex sha256 of a file into hex[65]. Returns 0 or -1 (errno). */
+/* Lowercase hex sha256 of a file into hex[65]. Returns 0, C8Y_EIO or
+ * C8Y_ENOMEM (errno says why). */
 int http_sha256_file(const char *path, char hex[65]);
 
 #endif

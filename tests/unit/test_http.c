@@ -28,10 +28,10 @@ static void test_parse_url(void) {
   g_assert_cmpint(p.port, ==, 9);
   g_assert_cmpint(http_parse_url("https://u:pw@evil.example/", &p), ==, 0);
   g_assert_cmpstr(p.host, ==, "evil.example");
-  g_assert_cmpint(http_parse_url("ftp://host/", &p), ==, -1);
-  g_assert_cmpint(http_parse_url("https:///path", &p), ==, -1);
-  g_assert_cmpint(http_parse_url("https://host:99999/", &p), ==, -1);
-  g_assert_cmpint(http_parse_url("https://host:12ab/", &p), ==, -1);
+  g_assert_cmpint(http_parse_url("ftp://host/", &p), ==, C8Y_EINVAL);
+  g_assert_cmpint(http_parse_url("https:///path", &p), ==, C8Y_EINVAL);
+  g_assert_cmpint(http_parse_url("https://host:99999/", &p), ==, C8Y_EINVAL);
+  g_assert_cmpint(http_parse_url("https://host:12ab/", &p), ==, C8Y_EINVAL);
 }
 
 static void test_auth_rules(void) {
@@ -80,9 +80,9 @@ static void test_jwt_times(void) {
   g_assert_cmpint(iat, ==, 1700000000);
   char *nop = b64url("{\"sub\":\"x\"}");
   char *bad = g_strdup_printf("%s.%s.sig", h, nop);
-  g_assert_cmpint(http_jwt_times(bad, &exp, &iat), ==, -1);
-  g_assert_cmpint(http_jwt_times("no-dots-here", &exp, &iat), ==, -1);
-  g_assert_cmpint(http_jwt_times("a.!!!.b", &exp, &iat), ==, -1);
+  g_assert_cmpint(http_jwt_times(bad, &exp, &iat), ==, C8Y_EINVAL);
+  g_assert_cmpint(http_jwt_times("no-dots-here", &exp, &iat), ==, C8Y_EINVAL);
+  g_assert_cmpint(http_jwt_times("a.!!!.b", &exp, &iat), ==, C8Y_EINVAL);
   g_free(h);
   g_free(p);
   g_free(tok);
@@ -100,7 +100,7 @@ static void test_sha256(void) {
       hex, ==,
       "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   g_unlink(path);
-  g_assert_cmpint(http_sha256_file(path, hex), ==, -1);
+  g_assert_cmpint(http_sha256_file(path, hex), ==, C8Y_EIO);
   g_rmdir(dir);
   g_free(path);
   g_free(dir);
