@@ -135,7 +135,7 @@ int ops_new(const char *root_device, registry *reg, outq *q, journal *j,
   ops *o = calloc(1, sizeof *o);
   if (!o || !(o->root = strdup(root_device))) {
     free(o);
-    return -1;
+    return C8Y_ENOMEM;
   }
   o->reg = reg;
   o->q = q;

@@ -44,6 +44,7 @@ typedef struct ops_host {
 /* Max failure reason sent upstream, in bytes. */
 #define OPS_REASON_MAX 500
 
+/* 0 or C8Y_ENOMEM. */
 int ops_new(const char *root_device, registry *reg, outq *q, journal *j,
             const ops_host *host, uint32_t default_timeout_ms, ops **out);
 void ops_free(ops *o);
