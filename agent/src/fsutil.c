@@ -3,10 +3,12 @@
 #include <c8y/plugin.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 int fsutil_mkdir_p(const char *path, mode_t mode) {
   char buf[4096];
@@ -36,4 +38,15 @@ char *fsutil_read_first_line(const char *path) {
     return NULL;
   buf[strcspn(buf, "\r\n")] = 0;
   return buf[0] ? strdup(buf) : NULL;
+}
+
+int fsutil_fsync_dir(const char *dir) {
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  int rc = fsync(fd);
+  int err = errno;
+  close(fd);
+  errno = err;
+  return rc;
 }

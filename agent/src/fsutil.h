@@ -10,5 +10,8 @@ int fsutil_mkdir_p(const char *path, mode_t mode);
 /* First line of a file without its line end; malloc'ed, NULL when the file
  * is missing, unreadable or empty. */
 char *fsutil_read_first_line(const char *path);
+/* fsync of a directory, so a rename or create in it survives a power cut.
+ * 0 or -1 (errno). */
+int fsutil_fsync_dir(const char *dir);
 
 #endif

@@ -4,10 +4,13 @@
 #include "fsutil.h"
 #include "ident.h"
 #include "log.h"
+#include "status.h"
 
+#include <c8y/plugin.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,15 +19,43 @@
 #include <unistd.h>
 
 #define JOURNAL_FILE "operations.journal"
+/* A running agent rewrites the journal once it has grown to twice what the
+ * last rewrite left (amortised: each line is copied at most about once),
+ * but not below this size, where a rewrite saves nothing worth a fsync. */
+#define COMPACT_MIN_BYTES 65536u
+/* A rewrite races with appends from other threads; it gives up when one
+ * slipped in and tries again on a later append. */
+#define COMPACT_RETRY_BYTES 4096u
 
+/* Locking: mu guards everything below it. Lines are written to the file
+ * under mu (page cache only); fdatasync runs outside it with a group-commit
+ * token (syncing), so concurrent writers share one fsync and no thread waits
+ * on the disk while holding mu. A rewrite builds the new file outside mu,
+ * then swaps it in under mu only if no line was appended meanwhile. */
 struct journal {
+  char *dir;
   char *path;
-  int fd;
   char *boot_id;
+  pthread_mutex_t mu;
+  pthread_cond_t synced_cv;
+  int fd;
   uint64_t next_id;
+  /* What the previous run left executing: borrowed by ops until
+   * journal_forget_recovered, and in the file until then. */
   journal_entry *recovered;
   size_t nrecovered;
   bool *keep; /* parallel to recovered, after journal_keep_recovered */
+  bool recovered_in_file;
+  /* Operations begun by this run (and recovered ones kept executing): the
+   * state a rewrite writes out. */
+  journal_entry *live;
+  size_t nlive, caplive;
+  uint64_t appended;               /* lines written to the file */
+  uint64_t synced;                 /* lines known durable */
+  uint64_t failed_from, failed_to; /* lines whose fdatasync failed */
+  bool syncing;
+  bool compacting;
+  uint64_t file_bytes, compact_at;
 };
 
 static void free_fields(char **v, size_t n) {
@@ -147,32 +178,88 @@ char *journal_boot_id(void) {
       path && *path ? path : "/proc/sys/kernel/random/boot_id");
 }
 
-/* Appends one JSON line and makes it durable before returning. */
-static int journal_append(journal *j, json_t *obj) {
-  char *text = json_dumps(obj, JSON_COMPACT);
-  json_decref(obj);
-  if (!text)
-    return -1;
-  size_t len = strlen(text);
-  text[len] = '\n';
-  ssize_t off = 0;
-  int rc = 0;
-  while ((size_t)off < len + 1) {
-    ssize_t n = write(j->fd, text + off, len + 1 - (size_t)off);
+/* write(2) of the whole buffer; 0 or -1 with errno. */
+static int write_all(int fd, const char *p, size_t len) {
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
     if (n < 0) {
       if (errno == EINTR)
         continue;
-      log_error("%s: write failed: %s", j->path, strerror(errno));
-      rc = -1;
-      break;
+      return -1;
     }
-    off += n;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+/* Waits until line `seq` is durable, running the fdatasync itself when no
+ * other thread is; every line written before it is covered by the same
+ * call. Called with mu held; mu is released around the fdatasync. */
+static int sync_through(journal *j, uint64_t seq) {
+  while (j->synced < seq) {
+    if (j->syncing) {
+      pthread_cond_wait(&j->synced_cv, &j->mu);
+      continue;
+    }
+    j->syncing = true;
+    uint64_t target = j->appended;
+    int fd = j->fd;
+    pthread_mutex_unlock(&j->mu);
+    int rc = fdatasync(fd);
+    int err = errno;
+    pthread_mutex_lock(&j->mu);
+    if (rc != 0) {
+      log_error("%s: fdatasync failed: %s", j->path, strerror(err));
+      /* Linux reports a writeback error once: retrying would wrongly
+       * succeed, so every line of this batch is reported failed. */
+      j->failed_from = j->synced + 1;
+      j->failed_to = target;
+    }
+    j->synced = target;
+    j->syncing = false;
+    pthread_cond_broadcast(&j->synced_cv);
+  }
+  return seq >= j->failed_from && seq <= j->failed_to ? C8Y_EIO : C8Y_OK;
+}
+
+/* Writes one JSON line (mu held); the line's sequence number in *seq.
+ * A partial write is cut off again so the next line starts clean. */
+static int write_line(journal *j, json_t *obj, uint64_t *seq) {
+  char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+  json_decref(obj);
+  if (!text)
+    return C8Y_ENOMEM;
+  size_t len = strlen(text);
+  text[len] = '\n';
+  int rc = C8Y_OK;
+  if (write_all(j->fd, text, len + 1) != 0) {
+    log_error("%s: write failed: %s", j->path, strerror(errno));
+    if (ftruncate(j->fd, (off_t)j->file_bytes) != 0)
+      log_error("%s: cannot cut off the partial line: %s", j->path,
+                strerror(errno));
+    rc = C8Y_EIO;
+  } else {
+    j->file_bytes += len + 1;
+    *seq = ++j->appended;
   }
   free(text);
-  if (rc == 0 && fdatasync(j->fd) != 0) {
-    log_error("%s: fdatasync failed: %s", j->path, strerror(errno));
-    rc = -1;
-  }
+  return rc;
+}
+
+static void compact(journal *j, bool wait);
+
+/* Appends one line and returns once it is durable; may then compact the
+ * file. Called with mu held, returns with it released. */
+static int append_unlock(journal *j, json_t *obj) {
+  uint64_t seq = 0;
+  int rc = write_line(j, obj, &seq);
+  if (rc == C8Y_OK)
+    rc = sync_through(j, seq);
+  bool due = j->file_bytes >= j->compact_at && !j->compacting;
+  pthread_mutex_unlock(&j->mu);
+  if (due)
+    compact(j, false);
   return rc;
 }
 
@@ -268,41 +355,177 @@ static int journal_replay(journal *j) {
   return 0;
 }
 
-/* Writes the still-recovered entries to a fresh file and renames it over the
- * journal, so the file never grows without bound. */
-static int journal_rewrite(journal *j, bool only_kept) {
-  char tmp[4096];
-  snprintf(tmp, sizeof tmp, "%s.tmp", j->path);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+/* ---- the executing set and rewrites ------------------------------------ */
+
+static journal_entry *find_live(journal *j, uint64_t id) {
+  for (size_t i = 0; i < j->nlive; i++)
+    if (j->live[i].id == id)
+      return &j->live[i];
+  return NULL;
+}
+
+static int live_reserve(journal *j, size_t more) {
+  if (j->nlive + more <= j->caplive)
+    return C8Y_OK;
+  size_t cap = j->caplive ? j->caplive : 8;
+  while (cap < j->nlive + more)
+    cap *= 2;
+  journal_entry *grown = realloc(j->live, cap * sizeof *grown);
+  if (!grown)
+    return C8Y_ENOMEM;
+  j->live = grown;
+  j->caplive = cap;
+  return C8Y_OK;
+}
+
+typedef struct textbuf {
+  char *p;
+  size_t len, cap;
+  bool failed;
+} textbuf;
+
+static void textbuf_add_entry(textbuf *b, const journal_entry *e) {
+  char *text = NULL;
+  json_t *o = entry_json(e, e->boot_id, e->started_ms);
+  if (o)
+    text = json_dumps(o, JSON_COMPACT);
+  json_decref(o);
+  size_t n = text ? strlen(text) + 1 : 0;
+  if (text && b->len + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + n)
+      cap *= 2;
+    char *grown = realloc(b->p, cap);
+    if (grown) {
+      b->p = grown;
+      b->cap = cap;
+    }
+  }
+  if (!text || b->len + n > b->cap) {
+    b->failed = true;
+  } else {
+    memcpy(b->p + b->len, text, n - 1);
+    b->p[b->len + n - 1] = '\n';
+    b->len += n;
+  }
+  free(text);
+}
+
+/* What the file must say now: the previous run's entries until they are
+ * forgotten, then what is executing. mu held. */
+static int snapshot(journal *j, textbuf *b) {
+  for (size_t i = 0; j->recovered_in_file && i < j->nrecovered; i++)
+    textbuf_add_entry(b, &j->recovered[i]);
+  for (size_t i = 0; i < j->nlive; i++)
+    textbuf_add_entry(b, &j->live[i]);
+  return b->failed ? C8Y_ENOMEM : C8Y_OK;
+}
+
+/* A fresh file holding `b`, durable; its descriptor or a C8Y_* code. */
+static int write_fresh(const char *tmp, const textbuf *b) {
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
   if (fd < 0) {
     log_error("%s: %s", tmp, strerror(errno));
-    return -1;
+    return C8Y_EIO;
+  }
+  if (write_all(fd, b->p ? b->p : "", b->len) != 0 || fdatasync(fd) != 0) {
+    log_error("%s: %s", tmp, strerror(errno));
+    close(fd);
+    unlink(tmp);
+    return C8Y_EIO;
+  }
+  return fd;
+}
+
+static void compact_done(journal *j, uint64_t next_at) {
+  j->compacting = false;
+  j->compact_at = next_at;
+  pthread_cond_broadcast(&j->synced_cv);
+}
+
+/* Rewrites the journal with only what is still executing and renames it
+ * over the old one, so the file stays small however long the agent runs.
+ * `wait`: take over from a rewrite in progress instead of skipping. */
+static void compact_run(journal *j, bool wait, int *result) {
+  char tmp[4096];
+  snprintf(tmp, sizeof tmp, "%s.tmp", j->path);
+  pthread_mutex_lock(&j->mu);
+  while (wait && j->compacting)
+    pthread_cond_wait(&j->synced_cv, &j->mu);
+  if (j->compacting) {
+    pthread_mutex_unlock(&j->mu);
+    *result = C8Y_EAGAIN;
+    return;
+  }
+  j->compacting = true;
+  textbuf b = {0};
+  int rc = snapshot(j, &b);
+  uint64_t gen = j->appended;
+  pthread_mutex_unlock(&j->mu);
+
+  int fd = rc == C8Y_OK ? write_fresh(tmp, &b) : rc;
+  free(b.p);
+  pthread_mutex_lock(&j->mu);
+  if (fd < 0) {
+    compact_done(j, j->file_bytes + COMPACT_MIN_BYTES);
+    pthread_mutex_unlock(&j->mu);
+    *result = fd;
+    return;
+  }
+  /* The sync token: no fdatasync may run on the descriptor being replaced,
+   * and appenders wait for the directory fsync below. */
+  while (j->syncing)
+    pthread_cond_wait(&j->synced_cv, &j->mu);
+  if (j->appended != gen) {
+    compact_done(j, j->file_bytes + COMPACT_RETRY_BYTES);
+    pthread_mutex_unlock(&j->mu);
+    close(fd);
+    unlink(tmp);
+    *result = C8Y_EAGAIN;
+    return;
+  }
+  /* Under mu because the swap must be atomic with appends: a line written
+   * to the old file after the rename would be lost. rename(2) only updates
+   * the directory in memory; the fsync that waits for the disk follows
+   * outside mu. */
+  if (rename(tmp, j->path) != 0) {
+    log_error("%s: rename failed: %s", j->path, strerror(errno));
+    compact_done(j, j->file_bytes + COMPACT_MIN_BYTES);
+    pthread_mutex_unlock(&j->mu);
+    close(fd);
+    unlink(tmp);
+    *result = C8Y_EIO;
+    return;
   }
   int old = j->fd;
   j->fd = fd;
-  int rc = 0;
-  for (size_t i = 0; i < j->nrecovered && rc == 0; i++) {
-    journal_entry *e = &j->recovered[i];
-    if (only_kept && !(j->keep && j->keep[i]))
-      continue;
-    rc = journal_append(j, entry_json(e, e->boot_id, e->started_ms));
-  }
-  if (rc == 0 && rename(tmp, j->path) != 0) {
-    log_error("%s: rename failed: %s", j->path, strerror(errno));
-    rc = -1;
-  }
-  if (rc != 0) {
-    close(fd);
-    unlink(tmp);
-    j->fd = old;
-    return -1;
-  }
+  j->file_bytes = (uint64_t)b.len;
+  j->syncing = true;
+  pthread_mutex_unlock(&j->mu);
   if (old >= 0)
     close(old);
-  /* Keep appending to the new file. */
-  if (lseek(j->fd, 0, SEEK_END) < 0)
-    return -1;
-  return 0;
+  /* Without it a power cut could bring the old name back, and with it the
+   * old file, without the lines appended to the new one from now on. */
+  rc = fsutil_fsync_dir(j->dir);
+  if (rc != 0)
+    log_error("%s: fsync failed: %s", j->dir, strerror(errno));
+  pthread_mutex_lock(&j->mu);
+  j->syncing = false;
+  if (j->synced < gen)
+    j->synced = gen;
+  uint64_t next_at = 2 * j->file_bytes;
+  compact_done(j, next_at < COMPACT_MIN_BYTES ? COMPACT_MIN_BYTES : next_at);
+  pthread_mutex_unlock(&j->mu);
+  *result = rc == 0 ? C8Y_OK : C8Y_EIO;
+}
+
+static void compact(journal *j, bool wait) {
+  int rc;
+  compact_run(j, wait, &rc);
+  if (rc != C8Y_OK && rc != C8Y_EAGAIN)
+    log_warning("%s: not compacted (%s); it keeps growing until the next "
+                "rewrite succeeds",
+                j->path, status_str(rc));
 }
 
 int journal_open(const char *dir, journal **out, char *err, size_t errlen) {
@@ -310,38 +533,40 @@ int journal_open(const char *dir, journal **out, char *err, size_t errlen) {
   journal *j = calloc(1, sizeof *j);
   if (!j) {
     snprintf(err, errlen, "out of memory");
-    return -1;
+    return C8Y_ENOMEM;
   }
+  pthread_mutex_init(&j->mu, NULL);
+  pthread_cond_init(&j->synced_cv, NULL);
   j->fd = -1;
   j->next_id = 1;
+  j->recovered_in_file = true;
+  j->compact_at = COMPACT_MIN_BYTES;
   size_t plen = strlen(dir) + sizeof(JOURNAL_FILE) + 2;
   j->path = malloc(plen);
-  if (!j->path) {
-    free(j);
+  j->dir = strdup(dir);
+  if (!j->path || !j->dir) {
+    journal_close(j);
     snprintf(err, errlen, "out of memory");
-    return -1;
+    return C8Y_ENOMEM;
   }
   snprintf(j->path, plen, "%s/%s", dir, JOURNAL_FILE);
   if (journal_replay(j) != 0) {
     snprintf(err, errlen, "%s: %s", j->path, strerror(errno));
     journal_close(j);
-    return -1;
-  }
-  j->fd = open(j->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (j->fd < 0) {
-    snprintf(err, errlen, "%s: %s", j->path, strerror(errno));
-    journal_close(j);
-    return -1;
+    return C8Y_EIO;
   }
   j->boot_id = journal_boot_id();
-  /* Compact: only what is still executing survives the restart. */
-  if (journal_rewrite(j, false) != 0) {
-    snprintf(err, errlen, "%s: cannot rewrite the journal", j->path);
+  /* Only what is still executing survives the restart. */
+  int rc;
+  compact_run(j, true, &rc);
+  if (rc != C8Y_OK) {
+    snprintf(err, errlen, "%s: cannot rewrite the journal: %s", j->path,
+             status_str(rc));
     journal_close(j);
-    return -1;
+    return rc;
   }
   *out = j;
-  return 0;
+  return C8Y_OK;
 }
 
 void journal_close(journal *j) {
@@ -351,10 +576,16 @@ void journal_close(journal *j) {
     close(j->fd);
   for (size_t i = 0; i < j->nrecovered; i++)
     entry_clear(&j->recovered[i]);
+  for (size_t i = 0; i < j->nlive; i++)
+    entry_clear(&j->live[i]);
   free(j->recovered);
+  free(j->live);
   free(j->keep);
   free(j->boot_id);
   free(j->path);
+  free(j->dir);
+  pthread_cond_destroy(&j->synced_cv);
+  pthread_mutex_destroy(&j->mu);
   free(j);
 }
 
@@ -364,51 +595,120 @@ size_t journal_recovered(journal *j, const journal_entry **entries) {
 }
 
 int journal_keep_recovered(journal *j, uint64_t id) {
+  pthread_mutex_lock(&j->mu);
+  int rc = C8Y_OK;
   journal_entry *e = find_recovered(j->recovered, j->nrecovered, id);
   if (!e)
-    return -1;
-  if (!j->keep && !(j->keep = calloc(j->nrecovered, sizeof *j->keep)))
-    return -1;
-  size_t i = (size_t)(e - j->recovered);
-  if (!j->keep[i])
-    e->resumes++;
-  j->keep[i] = true;
-  return 0;
-}
-
-int journal_forget_recovered(journal *j) {
-  int rc = journal_rewrite(j, true);
-  for (size_t i = 0; i < j->nrecovered; i++)
-    entry_clear(&j->recovered[i]);
-  j->nrecovered = 0;
-  free(j->keep);
-  j->keep = NULL;
+    rc = C8Y_EINVAL;
+  else if (!j->keep && !(j->keep = calloc(j->nrecovered, sizeof *j->keep)))
+    rc = C8Y_ENOMEM;
+  if (rc == C8Y_OK) {
+    size_t i = (size_t)(e - j->recovered);
+    if (!j->keep[i])
+      e->resumes++;
+    j->keep[i] = true;
+  }
+  pthread_mutex_unlock(&j->mu);
   return rc;
 }
 
-uint64_t journal_next_id(journal *j) { return j->next_id++; }
+int journal_forget_recovered(journal *j) {
+  pthread_mutex_lock(&j->mu);
+  size_t kept = 0;
+  for (size_t i = 0; j->keep && i < j->nrecovered; i++)
+    kept += j->keep[i];
+  if (live_reserve(j, kept) != C8Y_OK) {
+    pthread_mutex_unlock(&j->mu);
+    return C8Y_ENOMEM;
+  }
+  /* Kept entries stay executing: they move to the set a rewrite writes. */
+  for (size_t i = 0; i < j->nrecovered; i++) {
+    if (j->keep && j->keep[i]) {
+      j->live[j->nlive++] = j->recovered[i];
+      memset(&j->recovered[i], 0, sizeof j->recovered[i]);
+    } else {
+      entry_clear(&j->recovered[i]);
+    }
+  }
+  j->nrecovered = 0;
+  j->recovered_in_file = false;
+  free(j->keep);
+  j->keep = NULL;
+  pthread_mutex_unlock(&j->mu);
+  int rc;
+  compact_run(j, true, &rc);
+  return rc;
+}
+
+uint64_t journal_next_id(journal *j) {
+  pthread_mutex_lock(&j->mu);
+  uint64_t id = j->next_id++;
+  pthread_mutex_unlock(&j->mu);
+  return id;
+}
 
 int journal_begin(journal *j, const journal_entry *e) {
-  long long now = clock_wall_ms();
+  pthread_mutex_lock(&j->mu);
   if (e->id >= j->next_id)
     j->next_id = e->id + 1;
-  return journal_append(j, entry_json(e, j->boot_id, now));
+  journal_entry *copy = NULL;
+  if (live_reserve(j, 1) == C8Y_OK) {
+    copy = &j->live[j->nlive];
+    if (journal_entry_copy(e, copy) == 0) {
+      j->nlive++;
+      free(copy->boot_id);
+      copy->boot_id = dup_or_null(j->boot_id);
+      copy->started_ms = clock_wall_ms();
+    } else {
+      copy = NULL;
+    }
+  }
+  if (!copy || (j->boot_id && !copy->boot_id)) {
+    if (copy)
+      entry_clear(&j->live[--j->nlive]);
+    pthread_mutex_unlock(&j->mu);
+    return C8Y_ENOMEM;
+  }
+  return append_unlock(j, entry_json(copy, copy->boot_id, copy->started_ms));
 }
 
 int journal_mark_resume(journal *j, uint64_t id, const char *const *fields,
                         size_t nfields) {
+  pthread_mutex_lock(&j->mu);
+  journal_entry *e = find_live(j, id);
+  if (e) {
+    char **copy;
+    if (copy_fields(fields, nfields, &copy) != 0) {
+      pthread_mutex_unlock(&j->mu);
+      return C8Y_ENOMEM;
+    }
+    free_fields(e->fields, e->nfields);
+    e->fields = copy;
+    e->nfields = nfields;
+    e->resume = true;
+  }
   json_t *o = json_pack("{s:s, s:I}", "op", "resume", "id", (json_int_t)id);
   if (o)
     json_object_set_new(o, "fields", fields_json(fields, nfields));
-  return journal_append(j, o);
+  return append_unlock(j, o);
 }
 
 int journal_mark_reboot(journal *j, uint64_t id) {
-  return journal_append(
+  pthread_mutex_lock(&j->mu);
+  journal_entry *e = find_live(j, id);
+  if (e)
+    e->reboot = true;
+  return append_unlock(
       j, json_pack("{s:s, s:I}", "op", "reboot", "id", (json_int_t)id));
 }
 
 int journal_end(journal *j, uint64_t id) {
-  return journal_append(
+  pthread_mutex_lock(&j->mu);
+  journal_entry *e = find_live(j, id);
+  if (e) {
+    entry_clear(e);
+    *e = j->live[--j->nlive];
+  }
+  return append_unlock(
       j, json_pack("{s:s, s:I}", "op", "end", "id", (json_int_t)id));
 }

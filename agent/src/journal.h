@@ -1,11 +1,20 @@
 /* journal: the on-disk record of operations the agent set to EXECUTING.
  *
  * Each begin/reboot/end is one JSON line appended to
- * <state_dir>/operations.journal and fsync'ed before the call returns, so
+ * <state_dir>/operations.journal and fdatasync'ed before the call returns, so
  * after a crash, kill -9 or a reboot the agent knows which operations were
  * still executing and finishes them (see ops.c: 503 for an operation that
  * waited for the reboot that happened, a second run of the handler for one
- * marked "resume" with its fields, 502 with a reason otherwise). */
+ * marked "resume" with its fields, 502 with a reason otherwise).
+ *
+ * The file holds only what is executing after every open and, while the
+ * agent runs, whenever it has grown to twice what the last rewrite left
+ * (at least 64 KiB): the rewrite goes to a temporary file, is fdatasync'ed,
+ * renamed over the journal and the directory fsync'ed.
+ *
+ * Thread-safe. Writers that call concurrently share one fdatasync (group
+ * commit), and no lock is held while the disk is waited for, so callers
+ * need no lock of their own around these calls. */
 #ifndef C8Y_JOURNAL_H
 #define C8Y_JOURNAL_H
 
@@ -34,7 +43,10 @@ typedef struct journal_entry {
 typedef struct journal journal;
 
 /* Opens (creating) the journal in dir and reads what a previous run left
- * executing. A corrupt line (a crash mid-write) is skipped with a warning. */
+ * executing. A corrupt line (a crash mid-write) is skipped with a warning.
+ * Returns C8Y_OK or C8Y_ENOMEM / C8Y_EIO with one line in err. The calls
+ * below return C8Y_OK, C8Y_ENOMEM, C8Y_EIO (write or fdatasync failed) or
+ * C8Y_EINVAL (an id that is not recovered). */
 int journal_open(const char *dir, journal **out, char *err, size_t errlen);
 void journal_close(journal *j);
 

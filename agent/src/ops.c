@@ -555,9 +555,8 @@ static void run_started(ops *o, c8y_operation *op) {
                      .fragment = (char *)op->fragment,
                      .device = op->device,
                      .child = op->child};
-  pthread_mutex_lock(&o->mu);
+  /* Not under o->mu: the journal fsyncs, and it has its own lock. */
   int jrc = journal_begin(o->j, &e);
-  pthread_mutex_unlock(&o->mu);
   if (jrc != 0)
     log_warning("operation #%llu: journal write failed; a restart during it "
                 "will leave it EXECUTING",
@@ -693,9 +692,7 @@ static void finish(ops *o, c8y_operation *op) {
                      op->timed_out ? reason : op->reason};
     o->host.finished(o->host.ctx, &r);
   }
-  pthread_mutex_lock(&o->mu);
   journal_end(o->j, op->id);
-  pthread_mutex_unlock(&o->mu);
   op->state = OP_FINISHED;
   op_fifo *f = fifo_for(o, op->device, op->fragment, false);
   if (f)
@@ -981,7 +978,18 @@ int ops_op_complete_on_reboot(c8y_operation *op) {
     rc = C8Y_ESTATE;
   else if (!op->reboot) {
     op->reboot = true;
-    rc = journal_mark_reboot(o->j, op->id) == 0 ? C8Y_OK : C8Y_EIO;
+    /* The journal write (an fsync) runs without o->mu, which every status
+     * and the main loop need. If the operation finishes meanwhile, its
+     * end line may precede this one; replay ignores a reboot mark for an
+     * ended entry. */
+    pthread_mutex_unlock(&o->mu);
+    rc = journal_mark_reboot(o->j, op->id);
+    if (rc != C8Y_OK) {
+      pthread_mutex_lock(&o->mu);
+      op->reboot = false;
+      pthread_mutex_unlock(&o->mu);
+    }
+    return rc;
   }
   pthread_mutex_unlock(&o->mu);
   return rc;
@@ -1040,9 +1048,7 @@ static void resume_refused(ops *o, const journal_entry *e, const char *reason) {
   log_warning("operation #%llu (%s) cannot be resumed: %s",
               (unsigned long long)e->id, e->fragment, reason);
   queue_failure(o, topic, e->fragment, reason);
-  pthread_mutex_lock(&o->mu);
   journal_end(o->j, e->id);
-  pthread_mutex_unlock(&o->mu);
 }
 
 static c8y_operation *resumed_op(ops *o, journal_entry *e, reg_handler *h,
@@ -1139,12 +1145,17 @@ int ops_op_resume_after_restart(c8y_operation *op) {
     rc = C8Y_ESTATE;
   else if (!op->resume) {
     op->resume = true;
+    /* As for the reboot mark: no fsync under o->mu. The fields are the
+     * operation's own, fixed since dispatch. */
+    pthread_mutex_unlock(&o->mu);
     rc = journal_mark_resume(o->j, op->id, (const char *const *)op->fields,
-                             op->nfields) == 0
-             ? C8Y_OK
-             : C8Y_EIO;
-    if (rc != C8Y_OK)
+                             op->nfields);
+    if (rc != C8Y_OK) {
+      pthread_mutex_lock(&o->mu);
       op->resume = false;
+      pthread_mutex_unlock(&o->mu);
+    }
+    return rc;
   }
   pthread_mutex_unlock(&o->mu);
   return rc;

@@ -141,6 +141,118 @@ static void test_compaction(fx *f, gconstpointer d) {
   g_assert_cmpint(st.st_size, ==, 0);
 }
 
+static long long file_size(const char *path) {
+  GStatBuf st;
+  g_assert_cmpint(g_stat(path, &st), ==, 0);
+  return (long long)st.st_size;
+}
+
+/* A long-running agent: thousands of operations come and go while one
+ * waits for a reboot. The file is rewritten while running, so it stays
+ * small, and a kill at any point still recovers exactly the open one. */
+static void test_compaction_while_running(fx *f, gconstpointer d) {
+  journal *j = open_j(f);
+  journal_entry open_op =
+      entry(journal_next_id(j), "c8y_Restart", "dev1", false);
+  g_assert_cmpint(journal_begin(j, &open_op), ==, 0);
+  g_assert_cmpint(journal_mark_reboot(j, open_op.id), ==, 0);
+  long long largest = 0;
+  for (int i = 0; i < 5000; i++) {
+    journal_entry e = entry(journal_next_id(j), "c8y_Command", "child1", true);
+    g_assert_cmpint(journal_begin(j, &e), ==, 0);
+    g_assert_cmpint(journal_end(j, e.id), ==, 0);
+    long long size = file_size(f->path);
+    if (size > largest)
+      largest = size;
+  }
+  /* 5000 begin+end pairs are ~1 MB of lines; the rewrite threshold is
+   * 64 KiB (twice the live set, which is one line here). */
+  g_assert_cmpint(largest, <, 2 * 65536);
+  uint64_t last = journal_next_id(j);
+  journal_close(j); /* killed: no rewrite at close */
+
+  j = open_j(f);
+  const journal_entry *rec;
+  g_assert_cmpuint(journal_recovered(j, &rec), ==, 1);
+  g_assert_cmpuint(rec[0].id, ==, open_op.id);
+  g_assert_true(rec[0].reboot);
+  g_assert_cmpstr(rec[0].boot_id, ==, "boot-A");
+  g_assert_cmpuint(journal_next_id(j), >, last - 1);
+  journal_close(j);
+}
+
+/* The rewrite of journal_forget_recovered keeps the kept entries and every
+ * operation begun since the open, not only the recovered ones. */
+static void test_forget_keeps_new_operations(fx *f, gconstpointer d) {
+  one_entry_then(f, 4, "");
+  journal *j = open_j(f);
+  const journal_entry *rec;
+  g_assert_cmpuint(journal_recovered(j, &rec), ==, 1);
+  journal_entry fresh = entry(journal_next_id(j), "c8y_Command", "dev1", false);
+  g_assert_cmpint(journal_begin(j, &fresh), ==, 0);
+  g_assert_cmpint(journal_forget_recovered(j), ==, 0);
+  journal_close(j);
+  j = open_j(f);
+  g_assert_cmpuint(journal_recovered(j, &rec), ==, 1);
+  g_assert_cmpuint(rec[0].id, ==, fresh.id);
+  journal_close(j);
+}
+
+typedef struct {
+  journal *j;
+  unsigned thread;
+  uint64_t left_open[50];
+  size_t nleft;
+} writer_args;
+
+static gpointer writer(gpointer p) {
+  writer_args *a = p;
+  for (unsigned i = 0; i < 500; i++) {
+    journal_entry e =
+        entry(journal_next_id(a->j), "c8y_Command", "dev1", false);
+    g_assert_cmpint(journal_begin(a->j, &e), ==, 0);
+    if (i % 10 == 3) {
+      g_assert_cmpint(journal_mark_reboot(a->j, e.id), ==, 0);
+      a->left_open[a->nleft++] = e.id;
+    } else {
+      g_assert_cmpint(journal_end(a->j, e.id), ==, 0);
+    }
+  }
+  return NULL;
+}
+
+/* Plugin workers and the main loop write concurrently (group commit, and
+ * rewrites racing with appends): nothing is lost and nothing ended comes
+ * back. */
+static void test_concurrent_writers(fx *f, gconstpointer d) {
+  journal *j = open_j(f);
+  writer_args args[4] = {{0}};
+  GThread *threads[4];
+  for (unsigned t = 0; t < 4; t++) {
+    args[t].j = j;
+    args[t].thread = t;
+    threads[t] = g_thread_new("writer", writer, &args[t]);
+  }
+  for (unsigned t = 0; t < 4; t++)
+    g_thread_join(threads[t]);
+  journal_close(j);
+
+  j = open_j(f);
+  const journal_entry *rec;
+  size_t n = journal_recovered(j, &rec);
+  g_assert_cmpuint(n, ==, 4 * 50);
+  for (unsigned t = 0; t < 4; t++)
+    for (size_t k = 0; k < args[t].nleft; k++) {
+      const journal_entry *e = NULL;
+      for (size_t i = 0; i < n && !e; i++)
+        if (rec[i].id == args[t].left_open[k])
+          e = &rec[i];
+      g_assert_nonnull(e);
+      g_assert_true(e->reboot);
+    }
+  journal_close(j);
+}
+
 static void test_boot_id_override(fx *f, gconstpointer d) {
   char *id = journal_boot_id();
   g_assert_cmpstr(id, ==, "boot-A");
@@ -246,11 +358,18 @@ int main(int argc, char **argv) {
              test_bad_device_skipped, fx_teardown);
   g_test_add("/journal/compaction", fx, NULL, fx_setup, test_compaction,
              fx_teardown);
+  g_test_add("/journal/compaction-while-running", fx, NULL, fx_setup,
+             test_compaction_while_running, fx_teardown);
+  g_test_add("/journal/forget-keeps-new-operations", fx, NULL, fx_setup,
+             test_forget_keeps_new_operations, fx_teardown);
   g_test_add("/journal/boot-id-override", fx, NULL, fx_setup,
              test_boot_id_override, fx_teardown);
   g_test_add("/journal/resume-kept-across-restarts", fx, NULL, fx_setup,
              test_resume_kept_across_restarts, fx_teardown);
   g_test_add("/journal/resume-bad-fields", fx, NULL, fx_setup,
              test_resume_bad_fields, fx_teardown);
+  /* Last: it starts threads, after which the fixtures' setenv is unsafe. */
+  g_test_add("/journal/concurrent-writers", fx, NULL, fx_setup,
+             test_concurrent_writers, fx_teardown);
   return g_test_run();
 }
