@@ -95,11 +95,7 @@ int bootstrap_store(const char *state_dir, const char *tenant, const char *user,
     goto out;
   }
   /* The rename itself must survive a power cut too. */
-  int dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
-  }
+  fsutil_fsync_dir(state_dir);
   rc = 0;
 out:
   if (fd >= 0)

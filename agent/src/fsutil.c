@@ -43,10 +43,10 @@ char *fsutil_read_first_line(const char *path) {
 int fsutil_fsync_dir(const char *dir) {
   int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0)
-    return -1;
+    return C8Y_EIO;
   int rc = fsync(fd);
   int err = errno;
   close(fd);
   errno = err;
-  return rc;
+  return rc == 0 ? 0 : C8Y_EIO;
 }

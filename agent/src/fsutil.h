@@ -11,7 +11,7 @@ int fsutil_mkdir_p(const char *path, mode_t mode);
  * is missing, unreadable or empty. */
 char *fsutil_read_first_line(const char *path);
 /* fsync of a directory, so a rename or create in it survives a power cut.
- * 0 or -1 (errno). */
+ * 0 or C8Y_EIO; errno says why. */
 int fsutil_fsync_dir(const char *dir);
 
 #endif

@@ -1,6 +1,7 @@
 #include "http.h"
 
 #include "clock.h"
+#include "fsutil.h"
 #include "log.h"
 
 #include <ctype.h>
@@ -828,15 +829,6 @@ static int write_source(const char *src_path, const char *url) {
   return (fclose(f) == 0 && ok) ? 0 : C8Y_EIO;
 }
 
-static int fsync_dir(const char *dir) {
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0)
-    return C8Y_EIO;
-  int rc = fsync(fd);
-  close(fd);
-  return rc == 0 ? 0 : C8Y_EIO;
-}
-
 int http_download(http_ctx *h, const char *dir, c8y_download *d,
                   http_cancel_fn cancelled) {
   if (!d || d->size < sizeof *d)
@@ -966,7 +958,7 @@ int http_download(http_ctx *h, const char *dir, c8y_download *d,
       rc = C8Y_EIO;
     } else {
       unlink(src);
-      fsync_dir(dir);
+      fsutil_fsync_dir(dir);
       snprintf(d->path, sizeof d->path, "%s", final);
       d->bytes = r.offset;
       d->error[0] = '\0';
