@@ -12,10 +12,15 @@
  * replay skips silently.
  *
  * Record layout, little endian:
- *   0 magic "\xC8QUE"  4 crc32 of bytes 8..end  8 type  9 reserved (0)
+ *   0 magic "\xC8QUE"  4 crc32 of bytes 8..end  8 type
+ *   9 replace key (entries: the caller's key, 0 = none; tombstones: 0)
  *  10 topic length u16  12 data length u32  16 seq u64  24 tag u64
  *  32 topic bytes, then data (the line, or tombstone ranges: u64 first,
  *     u64 count, repeated).
+ * Byte 9 was reserved (always 0) before replace keys were stored, so older
+ * files replay unchanged, as entries without a key. An older agent rejects
+ * a record whose byte 9 is not 0: after a downgrade it skips keyed entries
+ * as damage (logged, the line lost) and keeps the rest.
  *
  * Memory: a queued line costs one 12-byte slot (file offset, record size,
  * interned topic id, flags) in a per-class ring of mmap'ed blocks that are
@@ -186,7 +191,7 @@ typedef struct ent {
   uint16_t topic; /* interned topic id */
   uint8_t offhi;  /* file offset bits 32..39 */
   uint8_t flags;
-  uint16_t tid; /* replace-semantics template id (inventory), 0 if none */
+  uint8_t key; /* replace key (inventory), 0 if none */
 } ent;
 _Static_assert(sizeof(ent) == 12, "a queued line costs 12 bytes");
 
@@ -296,7 +301,7 @@ struct outq {
   inode *in;
   size_t nin, capin, ninused;
   uint32_t infree;
-  uint32_t *inl, *intid;
+  uint32_t *inl, *inkey;
   size_t ninb;
   /* read-back window */
   unsigned char *rb;
@@ -327,31 +332,6 @@ void outq_default_options(outq_options *o, const char *dir) {
   o->fsync_ms[OUTQ_EVENT] = 1000;
   o->fsync_ms[OUTQ_INVENTORY] = 1000;
   o->fsync_ms[OUTQ_MEASUREMENT] = 2000;
-}
-
-/* Leading number of a template id or of a line's first CSV field; -1 if the
- * field is not a plain number. */
-static long leading_id(const char *s, size_t len) {
-  long v = 0;
-  size_t i = 0;
-  for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
-    v = v * 10 + (s[i] - '0');
-    if (v > 99999)
-      return -1;
-  }
-  if (i == 0 || (i < len && s[i] != ','))
-    return -1;
-  return v;
-}
-
-/* Template ids whose line replaces the previous state of the same fragment,
- * so an older queued one is pointless once a newer one is queued. */
-static uint16_t replace_tid(const char *line, size_t len) {
-  long id = leading_id(line, len);
-  if ((id >= 110 && id <= 119) || id == 121 || id == 122 || id == 143 ||
-      id == 150)
-    return (uint16_t)id;
-  return 0;
 }
 
 static uint32_t fnv1a(uint32_t h, const void *data, size_t len) {
@@ -611,11 +591,11 @@ static void mem_del(outq *q, uint32_t slot) {
 
 /* ---- records ---------------------------------------------------------- */
 
-static void rec_header(unsigned char *p, unsigned type, size_t tlen,
-                       size_t dlen, uint64_t seq, uint64_t tag) {
+static void rec_header(unsigned char *p, unsigned type, uint8_t key,
+                       size_t tlen, size_t dlen, uint64_t seq, uint64_t tag) {
   memcpy(p, rec_magic, 4);
   p[8] = (unsigned char)type;
-  p[9] = 0;
+  p[9] = key;
   put16(p + 10, (uint16_t)tlen);
   put32(p + 12, (uint32_t)dlen);
   put64(p + 16, seq);
@@ -626,10 +606,10 @@ static void rec_seal(unsigned char *p, size_t len) {
   put32(p + 4, crc32_update(0, p + 8, len - 8));
 }
 
-static void encode_entry(unsigned char *p, const char *topic, size_t tlen,
-                         const char *line, size_t llen, uint64_t seq,
-                         uint64_t tag) {
-  rec_header(p, REC_ENTRY, tlen, llen, seq, tag);
+static void encode_entry(unsigned char *p, uint8_t key, const char *topic,
+                         size_t tlen, const char *line, size_t llen,
+                         uint64_t seq, uint64_t tag) {
+  rec_header(p, REC_ENTRY, key, tlen, llen, seq, tag);
   memcpy(p + REC_HDR, topic, tlen);
   memcpy(p + REC_HDR + tlen, line, llen);
   rec_seal(p, REC_HDR + tlen + llen);
@@ -637,6 +617,7 @@ static void encode_entry(unsigned char *p, const char *topic, size_t tlen,
 
 typedef struct rec {
   unsigned type;
+  uint8_t key;
   uint32_t tlen, dlen;
   uint64_t seq, tag;
   const unsigned char *topic, *data;
@@ -645,9 +626,10 @@ typedef struct rec {
 
 /* Validates one record at p; 0 if it is complete, intact and sane. */
 static int rec_parse(const unsigned char *p, size_t avail, rec *r) {
-  if (avail < REC_HDR || memcmp(p, rec_magic, 4) != 0 || p[9] != 0)
+  if (avail < REC_HDR || memcmp(p, rec_magic, 4) != 0)
     return -1;
   r->type = p[8];
+  r->key = p[9];
   r->tlen = get16(p + 10);
   r->dlen = get32(p + 12);
   r->seq = get64(p + 16);
@@ -658,7 +640,8 @@ static int rec_parse(const unsigned char *p, size_t avail, rec *r) {
       return -1;
   } else if (r->type == REC_TOMB) {
     if (r->tlen != 0 || r->dlen == 0 || r->dlen % 16 != 0 ||
-        r->dlen > TOMB_MAX_RANGES * 16 || r->seq != 0 || r->tag != 0)
+        r->dlen > TOMB_MAX_RANGES * 16 || r->seq != 0 || r->tag != 0 ||
+        r->key != 0)
       return -1;
   } else {
     return -1;
@@ -841,7 +824,7 @@ static void tomb_write(qclass *c, tomb *t) {
       unsigned char *p = len <= sizeof stackbuf ? stackbuf : malloc(len);
       if (!p)
         break;
-      rec_header(p, REC_TOMB, 0, n * 16, 0, 0);
+      rec_header(p, REC_TOMB, 0, 0, n * 16, 0, 0);
       for (size_t k = 0; k < n; k++) {
         put64(p + REC_HDR + 16 * k, t->r[i + k].first);
         put64(p + REC_HDR + 16 * k + 8, t->r[i + k].count);
@@ -1060,8 +1043,8 @@ static int tag_add(outq *q, int cls, uint64_t pos, uint64_t tag) {
 
 /* ---- inventory coalescing index -------------------------------------- */
 
-static uint32_t tid_bucket(uint32_t topic, uint16_t tid) {
-  uint32_t k[2] = {topic, tid};
+static uint32_t key_bucket(uint32_t topic, uint8_t key) {
+  uint32_t k[2] = {topic, key};
   return fnv1a(2166136261u, k, sizeof k);
 }
 
@@ -1072,10 +1055,10 @@ static void index_link(outq *q, uint32_t id) {
   n->nl = q->inl[n->h & m];
   q->inl[n->h & m] = id + 1;
   n->nt = 0;
-  if (e->tid) {
-    uint32_t b = tid_bucket(e->topic, e->tid) & m;
-    n->nt = q->intid[b];
-    q->intid[b] = id + 1;
+  if (e->key) {
+    uint32_t b = key_bucket(e->topic, e->key) & m;
+    n->nt = q->inkey[b];
+    q->inkey[b] = id + 1;
   }
 }
 
@@ -1087,9 +1070,9 @@ static int index_live(outq *q, const inode *n) {
 static void index_reset(outq *q) {
   free(q->in);
   free(q->inl);
-  free(q->intid);
+  free(q->inkey);
   q->in = NULL;
-  q->inl = q->intid = NULL;
+  q->inl = q->inkey = NULL;
   q->nin = q->capin = q->ninused = q->ninb = 0;
   q->infree = 0;
 }
@@ -1106,9 +1089,9 @@ static int index_rebuild(outq *q, size_t want) {
     return -1;
   }
   free(q->inl);
-  free(q->intid);
+  free(q->inkey);
   q->inl = nl;
-  q->intid = nt;
+  q->inkey = nt;
   q->ninb = nb;
   q->infree = 0;
   q->ninused = 0;
@@ -1181,20 +1164,20 @@ static int index_find_dup(outq *q, uint32_t topic, const char *line,
   return 0;
 }
 
-/* Calls fn for every queued inventory entry of (topic, tid). */
-static size_t index_superseded(outq *q, uint32_t topic, uint16_t tid,
-                               int kill) {
+/* Bytes of the queued inventory entries of (topic, key) that a new entry
+ * with that key supersedes; with `kill`, drops them too. */
+static size_t index_superseded(outq *q, uint32_t topic, uint8_t key, int kill) {
   if (!q->ninb)
     return 0;
   size_t bytes = 0;
   ring *r = &q->c[OUTQ_INVENTORY].r;
-  uint32_t b = tid_bucket(topic, tid) & (q->ninb - 1);
-  for (uint32_t i = q->intid[b]; i; i = q->in[i - 1].nt) {
+  uint32_t b = key_bucket(topic, key) & (q->ninb - 1);
+  for (uint32_t i = q->inkey[b]; i; i = q->in[i - 1].nt) {
     inode *n = &q->in[i - 1];
     if (!index_live(q, n))
       continue;
     ent *e = ent_at(r, n->pos);
-    if (ent_state(e) != ST_QUEUED || e->topic != topic || e->tid != tid)
+    if (ent_state(e) != ST_QUEUED || e->topic != topic || e->key != key)
       continue;
     bytes += e->rlen - REC_HDR;
     if (kill) {
@@ -1532,7 +1515,7 @@ static int replay_entry(outq *q, int cls, const rec *r, uint64_t off) {
       return -1;
   }
   if (cls == OUTQ_INVENTORY) {
-    e->tid = replace_tid((const char *)r->data, r->dlen);
+    e->key = r->key;
     index_add(q, pos,
               hash_line((const char *)r->topic, r->tlen, (const char *)r->data,
                         r->dlen));
@@ -1837,9 +1820,10 @@ static void after_unlock(const char *msg, int trim) {
     malloc_trim(0);
 }
 
-int outq_push(outq *q, outq_class cls, const char *topic, const char *line,
-              uint64_t tag, unsigned flags) {
-  if (!q || !topic || !line || (int)cls < 0 || cls >= OUTQ_NCLASSES)
+int outq_push(outq *q, outq_class cls, uint8_t replace_key, const char *topic,
+              const char *line, uint64_t tag, unsigned flags) {
+  if (!q || !topic || !line || (int)cls < 0 || cls >= OUTQ_NCLASSES ||
+      (replace_key && cls != OUTQ_INVENTORY))
     return C8Y_EINVAL;
   size_t tlen = strlen(topic), llen = strlen(line);
   if (llen > OUTQ_MAX_LINE)
@@ -1871,7 +1855,6 @@ int outq_push(outq *q, outq_class cls, const char *topic, const char *line,
    * and ack while we wait for the fsync may remove every other entry of
    * the topic meanwhile. */
   q->tp[tp].refs++;
-  uint16_t tid = 0;
   uint64_t hl = 0;
   size_t sup_bytes = 0;
   if (cls == OUTQ_INVENTORY) {
@@ -1880,9 +1863,8 @@ int outq_push(outq *q, outq_class cls, const char *topic, const char *line,
       q->st.coalesced++;
       goto out;
     }
-    tid = replace_tid(line, llen);
-    if (tid)
-      sup_bytes = index_superseded(q, (uint32_t)tp, tid, 0);
+    if (replace_key)
+      sup_bytes = index_superseded(q, (uint32_t)tp, replace_key, 0);
   }
   if (q->bytes - sup_bytes + need > q->max_bytes) {
     size_t droppable = 0;
@@ -1895,7 +1877,7 @@ int outq_push(outq *q, outq_class cls, const char *topic, const char *line,
       goto out;
     }
   }
-  encode_entry(rb, topic, tlen, line, llen, q->next_seq, tag);
+  encode_entry(rb, replace_key, topic, tlen, line, llen, q->next_seq, tag);
   int durable = c->fd >= 0 && !vol, held = 0;
   uint64_t off = c->fsize, gen = 0;
   if (durable) {
@@ -1950,7 +1932,7 @@ int outq_push(outq *q, outq_class cls, const char *topic, const char *line,
   }
   e->rlen = (uint16_t)rlen;
   e->topic = (uint16_t)tp;
-  e->tid = tid;
+  e->key = replace_key;
   if (!durable || held) {
     e->off = slot;
     e->flags = EF_MEM | (held ? EF_HELD : 0);
@@ -1979,9 +1961,9 @@ int outq_push(outq *q, outq_class cls, const char *topic, const char *line,
     index_add(q, pos, hl);
   if (sup_bytes) {
     /* The new entry is not superseded by itself: it is matched by (topic,
-     * tid) too, so take it out of the way first. */
+     * key) too, so take it out of the way first. */
     ent_set_state(e, ST_INFLIGHT);
-    index_superseded(q, (uint32_t)tp, tid, 1);
+    index_superseded(q, (uint32_t)tp, replace_key, 1);
     ent_set_state(ent_at(&c->r, pos), ST_QUEUED);
     ring_trim(&q->c[OUTQ_INVENTORY].r);
   }
