@@ -1,6 +1,8 @@
 /* Tests for the durable outbound queue. */
 #include "outq.h"
 
+#include "clock.h"
+
 #include <c8y/plugin.h>
 
 #include <errno.h>
@@ -946,6 +948,67 @@ static void test_status_order(void) {
   rm_dir(dir);
 }
 
+/* Spins until the monotonic clock reaches ms (bounded: callers pass a time
+ * at most a period ahead). */
+static void wait_mono(long long ms) {
+  while (clock_mono_ms() < ms)
+    sched_yield();
+}
+
+#define DEADLINE_FSYNC_MS 500
+
+static void test_next_deadline(void) {
+  /* Memory only: an fsync period never makes work for outq_tick. */
+  outq *q = open_q(NULL, DEADLINE_FSYNC_MS, 0);
+  g_assert_cmpint(outq_next_deadline(q), ==, -1);
+  outq_push(q, OUTQ_EVENT, 0, "s/us", "400,e,mem", 0, 0);
+  g_assert_cmpint(outq_next_deadline(q), ==, -1);
+  assert_take_ack(q, MAXP, OUTQ_EVENT, "s/us", "400,e,mem");
+  g_assert_cmpint(outq_next_deadline(q), ==, -1);
+  outq_close(q);
+
+  char *dir = make_dir();
+  long long opened = clock_mono_ms();
+  q = open_q(dir, DEADLINE_FSYNC_MS, 0);
+  g_assert_cmpint(outq_next_deadline(q), ==, -1);
+  /* A push that finds the last fsync a period old syncs at once and leaves
+   * nothing due; the next one is due a period after that fsync. */
+  long long due = -1;
+  int pushed = 0;
+  while (due < 0 && pushed < 10) {
+    char line[32];
+    snprintf(line, sizeof line, "400,e,%d", pushed++);
+    g_assert_cmpint(outq_push(q, OUTQ_EVENT, 0, "s/us", line, 0, 0), ==, 0);
+    due = outq_next_deadline(q);
+  }
+  g_assert_cmpint(due, >=, opened + DEADLINE_FSYNC_MS);
+  g_assert_cmpint(due, <=, clock_mono_ms() + DEADLINE_FSYNC_MS);
+  outq_stats st;
+  outq_get_stats(q, &st);
+  uint64_t fsyncs = st.fsyncs;
+  wait_mono(due);
+  long long ticked = clock_mono_ms();
+  outq_tick(q);
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.fsyncs, >, fsyncs);
+  g_assert_cmpint(outq_next_deadline(q), ==, -1);
+
+  /* Drained: the emptied file is truncated, and that too is synced by a
+   * tick a period later; then nothing is due. */
+  for (int i = 0; i < pushed; i++)
+    g_free(take_ack(q, 1, OUTQ_EVENT, "s/us"));
+  assert_empty(q);
+  g_assert_cmpint(file_size(dir, OUTQ_EVENT), ==, 0);
+  due = outq_next_deadline(q);
+  g_assert_cmpint(due, >=, ticked + DEADLINE_FSYNC_MS);
+  g_assert_cmpint(due, <=, clock_mono_ms() + DEADLINE_FSYNC_MS);
+  wait_mono(due);
+  outq_tick(q);
+  g_assert_cmpint(outq_next_deadline(q), ==, -1);
+  outq_close(q);
+  rm_dir(dir);
+}
+
 /* Lines are read back from the files: damage after the write is detected
  * by the CRC when sending, logged, and costs only that line. */
 static void test_readback_crc(void) {
@@ -1402,6 +1465,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/outq/status_order", test_status_order);
   g_test_add_func("/outq/persist/readback_crc", test_readback_crc);
   g_test_add_func("/outq/persist/group_commit", test_group_commit);
+  g_test_add_func("/outq/persist/next_deadline", test_next_deadline);
   g_test_add_func("/outq/memory/backlog", test_backlog_memory);
   g_test_add_func("/outq/persist/disk_full", test_disk_full);
   g_test_add_func("/outq/drop_log", test_drop_log);
