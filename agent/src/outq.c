@@ -355,6 +355,19 @@ static uint64_t hash_line(const char *topic, size_t tlen, const char *line,
   return fnv1a64(h, line, llen);
 }
 
+/* Room for one more element after the n in array p of *cap elements of
+ * elem bytes (doubling, from `first`): the array, moved or not, or NULL
+ * (p untouched) on ENOMEM. */
+static void *grow(void *p, size_t n, size_t *cap, size_t elem, size_t first) {
+  if (n < *cap)
+    return p;
+  size_t ncap = *cap ? *cap * 2 : first;
+  void *np = realloc(p, ncap * elem);
+  if (np)
+    *cap = ncap;
+  return np;
+}
+
 static int disk_full_errno(int e) {
   return e == ENOSPC || e == EDQUOT || e == EFBIG;
 }
@@ -386,14 +399,10 @@ static ent *ring_push(ring *r) {
   if (r->nblk == 0)
     r->b0 = bn;
   if (bn - r->b0 == r->nblk) {
-    if (r->nblk == r->capblk) {
-      size_t ncap = r->capblk ? r->capblk * 2 : 8;
-      ent **nb = realloc(r->blk, ncap * sizeof *nb);
-      if (!nb)
-        return NULL;
-      r->blk = nb;
-      r->capblk = ncap;
-    }
+    ent **nb = grow(r->blk, r->nblk, &r->capblk, sizeof *nb, 8);
+    if (!nb)
+      return NULL;
+    r->blk = nb;
     /* Own mappings, so that a drained ring gives its pages back at once
      * whatever malloc's heap looks like. */
     void *m = mmap(NULL, BLK_BYTES, PROT_READ | PROT_WRITE,
@@ -483,14 +492,10 @@ static int topic_intern(outq *q, const char *s, size_t len) {
     id = q->tpfree - 1;
     q->tpfree = q->tp[id].next;
   } else {
-    if (q->ntp == q->captp) {
-      size_t ncap = q->captp ? q->captp * 2 : 16;
-      qtopic *nt = realloc(q->tp, ncap * sizeof *nt);
-      if (!nt)
-        return -1;
-      q->tp = nt;
-      q->captp = ncap;
-    }
+    qtopic *nt = grow(q->tp, q->ntp, &q->captp, sizeof *nt, 16);
+    if (!nt)
+      return -1;
+    q->tp = nt;
     id = (uint32_t)q->ntp++;
   }
   qtopic *t = &q->tp[id];
@@ -552,16 +557,12 @@ static int mem_put(outq *q, const unsigned char *rec, size_t len,
   if (q->nmemfree) {
     *slot = q->memfree[--q->nmemfree];
   } else {
-    if (q->nmem == q->capmem) {
-      size_t ncap = q->capmem ? q->capmem * 2 : 16;
-      unsigned char **nm = realloc(q->mem, ncap * sizeof *nm);
-      if (!nm) {
-        free(p);
-        return -1;
-      }
-      q->mem = nm;
-      q->capmem = ncap;
+    unsigned char **nm = grow(q->mem, q->nmem, &q->capmem, sizeof *nm, 16);
+    if (!nm) {
+      free(p);
+      return -1;
     }
+    q->mem = nm;
     *slot = (uint32_t)q->nmem++;
   }
   q->mem[*slot] = p;
@@ -571,14 +572,10 @@ static int mem_put(outq *q, const unsigned char *rec, size_t len,
 static void mem_del(outq *q, uint32_t slot) {
   free(q->mem[slot]);
   q->mem[slot] = NULL;
-  if (q->nmemfree == q->capmemfree) {
-    size_t ncap = q->capmemfree ? q->capmemfree * 2 : 16;
-    uint32_t *nf = realloc(q->memfree, ncap * sizeof *nf);
-    if (!nf)
-      return; /* the slot is simply not reused */
-    q->memfree = nf;
-    q->capmemfree = ncap;
-  }
+  uint32_t *nf = grow(q->memfree, q->nmemfree, &q->capmemfree, sizeof *nf, 16);
+  if (!nf)
+    return; /* the slot is simply not reused */
+  q->memfree = nf;
   q->memfree[q->nmemfree++] = slot;
   if (q->nmemfree == q->nmem) {
     free(q->mem);
@@ -800,14 +797,10 @@ static void tomb_add(tomb *t, uint64_t seq) {
     t->r[t->n - 1].count++;
     return;
   }
-  if (t->n == t->cap) {
-    size_t ncap = t->cap ? t->cap * 2 : 8;
-    range *nr = realloc(t->r, ncap * sizeof *nr);
-    if (!nr)
-      return; /* the entry reappears after a restart: a duplicate, no loss */
-    t->r = nr;
-    t->cap = ncap;
-  }
+  range *nr = grow(t->r, t->n, &t->cap, sizeof *nr, 8);
+  if (!nr)
+    return; /* the entry reappears after a restart: a duplicate, no loss */
+  t->r = nr;
   t->r[t->n].first = seq;
   t->r[t->n].count = 1;
   t->n++;
@@ -1029,14 +1022,10 @@ static int tag_add(outq *q, int cls, uint64_t pos, uint64_t tag) {
     }
     q->ntags = k;
   }
-  if (q->ntags == q->captags) {
-    size_t ncap = q->captags ? q->captags * 2 : 16;
-    tagref *nt = realloc(q->tags, ncap * sizeof *nt);
-    if (!nt)
-      return -1;
-    q->tags = nt;
-    q->captags = ncap;
-  }
+  tagref *nt = grow(q->tags, q->ntags, &q->captags, sizeof *nt, 16);
+  if (!nt)
+    return -1;
+  q->tags = nt;
   q->tags[q->ntags++] = (tagref){pos, tag, cls};
   return 0;
 }
@@ -1123,14 +1112,10 @@ static void index_add(outq *q, uint64_t pos, uint64_t h) {
     id = q->infree - 1;
     q->infree = q->in[id].nl;
   } else {
-    if (q->nin == q->capin) {
-      size_t ncap = q->capin ? q->capin * 2 : 64;
-      inode *nn = realloc(q->in, ncap * sizeof *nn);
-      if (!nn)
-        return;
-      q->in = nn;
-      q->capin = ncap;
-    }
+    inode *nn = grow(q->in, q->nin, &q->capin, sizeof *nn, 64);
+    if (!nn)
+      return;
+    q->in = nn;
     id = (uint32_t)q->nin++;
   }
   q->in[id].h = h;
@@ -1558,14 +1543,10 @@ static int replay_pass(outq *q, int cls, reader *rd, replay *rp, int pass) {
         return -1;
     } else if (pass == 0) {
       for (size_t i = 0; i < r.dlen; i += 16) {
-        if (rp->nr == rp->capr) {
-          size_t ncap = rp->capr ? rp->capr * 2 : 64;
-          range *nv = realloc(rp->rv, ncap * sizeof *nv);
-          if (!nv)
-            return -1;
-          rp->rv = nv;
-          rp->capr = ncap;
-        }
+        range *nv = grow(rp->rv, rp->nr, &rp->capr, sizeof *nv, 64);
+        if (!nv)
+          return -1;
+        rp->rv = nv;
         rp->rv[rp->nr].first = get64(r.data + i);
         rp->rv[rp->nr].count = get64(r.data + i + 8);
         rp->nr++;
@@ -2006,6 +1987,107 @@ out:
 
 /* ---- take ------------------------------------------------------------- */
 
+/* An entry taken into a batch: out of the queue, in flight. */
+static void ent_take(outq *q, int cls, uint64_t pos) {
+  qclass *c = &q->c[cls];
+  ent *e = ent_at(&c->r, pos);
+  ent_set_state(e, ST_INFLIGHT);
+  c->count--;
+  c->qbytes -= e->rlen - REC_HDR;
+  q->inflight++;
+}
+
+/* An in-flight entry back in its place in the queue. */
+static void ent_requeue(outq *q, int cls, uint64_t pos) {
+  qclass *c = &q->c[cls];
+  ent *e = ent_at(&c->r, pos);
+  ent_set_state(e, ST_QUEUED);
+  c->count++;
+  c->qbytes += e->rlen - REC_HDR;
+  q->inflight--;
+  if (pos < c->r.cur)
+    c->r.cur = pos;
+}
+
+/* Room for one more batch in q->bt; -1 on ENOMEM. */
+static int bt_reserve(outq *q) {
+  batch *nb = grow(q->bt, q->nbt, &q->capbt, sizeof *nb, 8);
+  if (!nb)
+    return -1;
+  q->bt = nb;
+  return 0;
+}
+
+/* A batch being packed: its lines joined by '\n', its entries and tags. */
+typedef struct pack {
+  char *payload;
+  size_t len;
+  bent *ev;
+  size_t nb, capb;
+  uint64_t *tags;
+  size_t ntags, capt;
+} pack;
+
+/* Room for any first line (an unreadable one may be skipped) and for
+ * nent entries to start with; -1 on ENOMEM. */
+static int pack_init(pack *pk, size_t max_payload, size_t nent) {
+  memset(pk, 0, sizeof *pk);
+  size_t cap = max_payload > OUTQ_MAX_LINE ? max_payload : OUTQ_MAX_LINE;
+  pk->payload = malloc(cap + 1);
+  pk->ev = malloc(nent * sizeof *pk->ev);
+  pk->capb = nent;
+  return pk->payload && pk->ev ? 0 : -1;
+}
+
+static void pack_free(pack *pk) {
+  free(pk->payload);
+  free(pk->ev);
+  free(pk->tags);
+}
+
+/* Appends the line of the entry at pos; -1 (nothing appended) on ENOMEM.
+ * The caller keeps the payload within its capacity. */
+static int pack_add(pack *pk, const void *line, size_t llen, uint64_t pos,
+                    uint64_t seq, uint64_t tag) {
+  bent *nv = grow(pk->ev, pk->nb, &pk->capb, sizeof *nv, 16);
+  if (!nv)
+    return -1;
+  pk->ev = nv;
+  if (tag) {
+    uint64_t *nt = grow(pk->tags, pk->ntags, &pk->capt, sizeof *nt, 8);
+    if (!nt)
+      return -1;
+    pk->tags = nt;
+    pk->tags[pk->ntags++] = tag;
+  }
+  if (pk->nb)
+    pk->payload[pk->len++] = '\n';
+  memcpy(pk->payload + pk->len, line, llen);
+  pk->len += llen;
+  pk->ev[pk->nb++] = (bent){pos, seq};
+  return 0;
+}
+
+/* Hands the packed lines over as batch b (topic: owned by it) and enters
+ * it in the table of in-flight batches, where bt_reserve made room. */
+static void pack_publish(outq *q, int cls, pack *pk, char *topic,
+                         outq_batch *b) {
+  pk->payload[pk->len] = '\0';
+  batch *bt = &q->bt[q->nbt++];
+  bt->id = ++q->next_batch;
+  bt->cls = cls;
+  bt->e = pk->ev;
+  bt->n = pk->nb;
+  b->id = bt->id;
+  b->cls = (outq_class)cls;
+  b->topic = topic;
+  b->payload = pk->payload;
+  b->len = pk->len;
+  b->nlines = pk->nb;
+  b->tags = pk->tags;
+  b->ntags = pk->ntags;
+}
+
 /* Packs queued entries of one class and topic, from `start` on, into a
  * batch: consecutive in the class (dead entries skipped), within
  * max_payload (the first line always goes: outq_push accepted it), and with
@@ -2013,25 +2095,11 @@ out:
  * turned out unreadable (dropped), -1 on ENOMEM. */
 static int make_batch(outq *q, int cls, uint64_t start, size_t max_payload,
                       uint64_t seq_limit, outq_batch *b) {
-  qclass *c = &q->c[cls];
-  ring *r = &c->r;
+  ring *r = &q->c[cls].r;
   uint32_t tp = ent_at(r, start)->topic;
   size_t tlen = q->tp[tp].len;
-  if (q->nbt == q->capbt) {
-    size_t ncap = q->capbt ? q->capbt * 2 : 8;
-    batch *nb = realloc(q->bt, ncap * sizeof *nb);
-    if (!nb)
-      return -1;
-    q->bt = nb;
-    q->capbt = ncap;
-  }
-  /* Room for any first line: an unreadable one may be skipped. */
-  size_t cap = max_payload > OUTQ_MAX_LINE ? max_payload : OUTQ_MAX_LINE;
-  char *payload = malloc(cap + 1);
-  size_t nb = 0, capb = 16, ntags = 0, capt = 0, len = 0;
-  bent *ev = malloc(capb * sizeof *ev);
-  uint64_t *tags = NULL;
-  if (!payload || !ev)
+  pack pk;
+  if (pack_init(&pk, max_payload, 16) < 0 || bt_reserve(q) < 0)
     goto oom;
   for (uint64_t pos = start; pos < r->tail; pos++) {
     ent *e = ent_at(r, pos);
@@ -2041,84 +2109,34 @@ static int make_batch(outq *q, int cls, uint64_t start, size_t max_payload,
     if (st != ST_QUEUED || e->topic != tp)
       break;
     size_t llen = e->rlen - REC_HDR - tlen;
-    if (nb && len + 1 + llen > max_payload)
+    if (pk.nb && pk.len + 1 + llen > max_payload)
       break;
     const unsigned char *p = rec_get(q, cls, e);
     if (!p) {
       ent_kill(q, cls, pos, 0);
       continue;
     }
-    uint64_t seq = get64(p + 16), tag = get64(p + 24);
-    if (nb && seq >= seq_limit)
+    uint64_t seq = get64(p + 16);
+    if (pk.nb && seq >= seq_limit)
       break;
-    if (nb == capb) {
-      bent *n2 = realloc(ev, 2 * capb * sizeof *ev);
-      if (!n2)
-        goto oom;
-      ev = n2;
-      capb *= 2;
-    }
-    if (tag) {
-      if (ntags == capt) {
-        size_t ncap = capt ? capt * 2 : 8;
-        uint64_t *nt = realloc(tags, ncap * sizeof *nt);
-        if (!nt)
-          goto oom;
-        tags = nt;
-        capt = ncap;
-      }
-      tags[ntags++] = tag;
-    }
-    if (nb)
-      payload[len++] = '\n';
-    memcpy(payload + len, p + REC_HDR + tlen, llen);
-    len += llen;
-    ev[nb++] = (bent){pos, seq};
+    if (pack_add(&pk, p + REC_HDR + tlen, llen, pos, seq, get64(p + 24)) < 0)
+      goto oom;
   }
-  if (!nb) {
-    free(payload);
-    free(ev);
-    free(tags);
+  if (!pk.nb) {
+    pack_free(&pk);
     ring_trim(r);
     return 0;
   }
-  payload[len] = '\0';
-  for (size_t i = 0; i < nb; i++) {
-    ent *e = ent_at(r, ev[i].pos);
-    ent_set_state(e, ST_INFLIGHT);
-    c->count--;
-    c->qbytes -= e->rlen - REC_HDR;
-  }
-  q->inflight += nb;
-  b->topic = strdup(q->tp[tp].s);
-  if (!b->topic) {
-    for (size_t i = 0; i < nb; i++) {
-      ent *e = ent_at(r, ev[i].pos);
-      ent_set_state(e, ST_QUEUED);
-      c->count++;
-      c->qbytes += e->rlen - REC_HDR;
-    }
-    q->inflight -= nb;
+  char *topic = strdup(q->tp[tp].s);
+  if (!topic)
     goto oom;
-  }
-  batch *bt = &q->bt[q->nbt++];
-  bt->id = ++q->next_batch;
-  bt->cls = cls;
-  bt->e = ev;
-  bt->n = nb;
-  b->id = bt->id;
-  b->cls = (outq_class)cls;
-  b->payload = payload;
-  b->len = len;
-  b->nlines = nb;
-  b->tags = tags;
-  b->ntags = ntags;
+  for (size_t i = 0; i < pk.nb; i++)
+    ent_take(q, cls, pk.ev[i].pos);
+  pack_publish(q, cls, &pk, topic, b);
   first_queued(q, cls, &start); /* moves cur past what was taken */
   return 1;
 oom:
-  free(payload);
-  free(ev);
-  free(tags);
+  pack_free(&pk);
   return -1;
 }
 
@@ -2144,19 +2162,12 @@ static int make_batch_io(outq *q, int cls, uint64_t start, size_t max_payload,
     return make_batch(q, cls, start, max_payload, UINT64_MAX, b);
   uint32_t tp = ent_at(r, start)->topic;
   size_t tlen = q->tp[tp].len;
-  if (q->nbt == q->capbt) {
-    size_t ncap = q->capbt ? q->capbt * 2 : 8;
-    batch *nb = realloc(q->bt, ncap * sizeof *nb);
-    if (!nb)
-      return -1;
-    q->bt = nb;
-    q->capbt = ncap;
-  }
-  size_t cap = max_payload > OUTQ_MAX_LINE ? max_payload : OUTQ_MAX_LINE;
-  char *payload = malloc(cap + 1), *topic = strdup(q->tp[tp].s);
+  char *topic = strdup(q->tp[tp].s);
   size_t n = 0, capn = 16, len = 0;
   rd_ent *v = malloc(capn * sizeof *v);
-  if (!payload || !topic || !v)
+  pack pk;
+  if (pack_init(&pk, max_payload, capn) < 0 || bt_reserve(q) < 0 || !topic ||
+      !v)
     goto oom;
   for (uint64_t pos = start; pos < r->tail; pos++) {
     ent *e = ent_at(r, pos);
@@ -2168,23 +2179,15 @@ static int make_batch_io(outq *q, int cls, uint64_t start, size_t max_payload,
     size_t llen = e->rlen - REC_HDR - tlen;
     if (n && len + 1 + llen > max_payload)
       break;
-    if (n == capn) {
-      rd_ent *nv = realloc(v, 2 * capn * sizeof *v);
-      if (!nv)
-        goto oom;
-      v = nv;
-      capn *= 2;
-    }
+    rd_ent *nv = grow(v, n, &capn, sizeof *v, 16);
+    if (!nv)
+      goto oom;
+    v = nv;
     v[n++] = (rd_ent){pos, ent_off(e), e->rlen, 0};
     len += (n > 1) + llen;
   }
-  for (size_t i = 0; i < n; i++) {
-    ent *e = ent_at(r, v[i].pos);
-    ent_set_state(e, ST_INFLIGHT);
-    c->count--;
-    c->qbytes -= e->rlen - REC_HDR;
-  }
-  q->inflight += n;
+  for (size_t i = 0; i < n; i++)
+    ent_take(q, cls, v[i].pos);
   first_queued(q, cls, &start); /* moves cur past what was taken */
   c->readers++;
   int fd = c->fd;
@@ -2192,14 +2195,11 @@ static int make_batch_io(outq *q, int cls, uint64_t start, size_t max_payload,
 
   uint64_t span = v[n - 1].off + v[n - 1].rlen - v[0].off;
   unsigned char *buf = malloc(span <= READ_SPAN_MAX ? span : REC_MAX);
-  bent *ev = malloc(n * sizeof *ev);
-  uint64_t *tags = NULL;
-  size_t nb = 0, ntags = 0, capt = 0, plen = 0;
   int io_err = 0;
-  if (buf && ev && span <= READ_SPAN_MAX &&
+  if (buf && span <= READ_SPAN_MAX &&
       pread_full(fd, buf, span, v[0].off) != (ssize_t)span)
     io_err = errno ? errno : EIO;
-  for (size_t i = 0; buf && ev && i < n; i++) {
+  for (size_t i = 0; buf && i < n; i++) {
     const unsigned char *p;
     if (span <= READ_SPAN_MAX) {
       p = buf + (v[i].off - v[0].off);
@@ -2221,45 +2221,23 @@ static int make_batch_io(outq *q, int cls, uint64_t start, size_t max_payload,
       v[i].bad = 1;
       continue;
     }
-    if (rr.tag) {
-      if (ntags == capt) {
-        size_t ncap = capt ? capt * 2 : 8;
-        uint64_t *nt = realloc(tags, ncap * sizeof *nt);
-        if (!nt) {
-          v[i].bad = 2; /* no memory: back in the queue, not lost */
-          continue;
-        }
-        tags = nt;
-        capt = ncap;
-      }
-      tags[ntags++] = rr.tag;
-    }
-    if (nb)
-      payload[plen++] = '\n';
-    memcpy(payload + plen, rr.data, rr.dlen);
-    plen += rr.dlen;
-    ev[nb++] = (bent){v[i].pos, rr.seq};
+    if (pack_add(&pk, rr.data, rr.dlen, v[i].pos, rr.seq, rr.tag) < 0)
+      v[i].bad = 2; /* no memory: back in the queue, not lost */
   }
   free(buf);
 
   pthread_mutex_lock(&q->mu);
   c->readers--;
-  if (!buf || !ev) {
+  if (!buf) {
     for (size_t i = 0; i < n; i++)
       v[i].bad = 2;
-    nb = 0;
+    pk.nb = 0;
   }
   for (size_t i = 0; i < n; i++) {
     if (!v[i].bad)
       continue;
     if (v[i].bad == 2) {
-      ent *e = ent_at(r, v[i].pos);
-      ent_set_state(e, ST_QUEUED);
-      c->count++;
-      c->qbytes += e->rlen - REC_HDR;
-      q->inflight--;
-      if (v[i].pos < r->cur)
-        r->cur = v[i].pos;
+      ent_requeue(q, cls, v[i].pos);
       continue;
     }
     if (io_err) {
@@ -2274,30 +2252,15 @@ static int make_batch_io(outq *q, int cls, uint64_t start, size_t max_payload,
   }
   free(v);
   ring_trim(r);
-  if (!nb) {
-    free(ev);
-    free(tags);
-    free(payload);
+  if (!pk.nb) {
+    pack_free(&pk);
     free(topic);
-    return !buf || !ev ? -1 : 0;
+    return !buf ? -1 : 0;
   }
-  payload[plen] = '\0';
-  batch *bt = &q->bt[q->nbt++];
-  bt->id = ++q->next_batch;
-  bt->cls = cls;
-  bt->e = ev;
-  bt->n = nb;
-  b->id = bt->id;
-  b->cls = (outq_class)cls;
-  b->topic = topic;
-  b->payload = payload;
-  b->len = plen;
-  b->nlines = nb;
-  b->tags = tags;
-  b->ntags = ntags;
+  pack_publish(q, cls, &pk, topic, b);
   return 1;
 oom:
-  free(payload);
+  pack_free(&pk);
   free(topic);
   free(v);
   return -1;
@@ -2444,16 +2407,8 @@ int outq_ack(outq *q, uint64_t batch_id) {
 }
 
 static void nack_locked(outq *q, batch *bt) {
-  qclass *c = &q->c[bt->cls];
-  for (size_t i = 0; i < bt->n; i++) {
-    ent *e = ent_at(&c->r, bt->e[i].pos);
-    ent_set_state(e, ST_QUEUED);
-    c->count++;
-    c->qbytes += e->rlen - REC_HDR;
-    if (bt->e[i].pos < c->r.cur)
-      c->r.cur = bt->e[i].pos;
-  }
-  q->inflight -= bt->n;
+  for (size_t i = 0; i < bt->n; i++)
+    ent_requeue(q, bt->cls, bt->e[i].pos);
   free(bt->e);
 }
 
