@@ -100,6 +100,30 @@ static void assert_empty(outq *q) {
     g_assert_cmpuint(st.queued[c], ==, 0);
 }
 
+/* Queues n measurements "<head><i><tail>" on "s/us", i from 0. */
+static void push_numbered(outq *q, const char *head, const char *tail, int n) {
+  for (int i = 0; i < n; i++) {
+    char line[64];
+    snprintf(line, sizeof line, "%s%d%s", head, i, tail);
+    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", line, 0, 0), ==,
+                    0);
+  }
+}
+
+/* 9-byte lines "200,m,v,<i>". */
+static void push_mv(outq *q, int n) { push_numbered(q, "200,m,v,", "", n); }
+
+/* Overwrites len bytes at off in the class file, as damage on disk would. */
+static void poke(const char *dir, int cls, off_t off, const void *data,
+                 size_t len) {
+  char *path = queue_path(dir, cls);
+  int fd = open(path, O_WRONLY);
+  g_assert_cmpint(fd, >=, 0);
+  g_assert_cmpint(pwrite(fd, data, len, off), ==, (ssize_t)len);
+  close(fd);
+  g_free(path);
+}
+
 static void test_priority(void) {
   outq *q = open_q(NULL, OUTQ_FSYNC_NEVER, 0);
   /* One topic per line: between topics, the class priority decides. */
@@ -136,12 +160,7 @@ static void test_priority(void) {
 
 static void test_fifo_and_packing(void) {
   outq *q = open_q(NULL, OUTQ_FSYNC_NEVER, 0);
-  for (int i = 0; i < 5; i++) {
-    char line[32];
-    snprintf(line, sizeof line, "200,m,v,%d", i);
-    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", line, 0, 0), ==,
-                    0);
-  }
+  push_mv(q, 5);
   /* Each line is 9 bytes: two lines plus the separator are 19 bytes. */
   assert_take_ack(q, 19, OUTQ_MEASUREMENT, "s/us", "200,m,v,0\n200,m,v,1");
   assert_take_ack(q, 18, OUTQ_MEASUREMENT, "s/us", "200,m,v,2");
@@ -388,12 +407,7 @@ static void test_kill9(void) {
 #define REC 45
 static void push_five(const char *dir) {
   outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
-  for (int i = 0; i < 5; i++) {
-    char line[32];
-    snprintf(line, sizeof line, "200,m,v,%d", i);
-    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", line, 0, 0), ==,
-                    0);
-  }
+  push_mv(q, 5);
   outq_close(q);
   g_assert_cmpint(file_size(dir, OUTQ_MEASUREMENT), ==, 5 * REC);
 }
@@ -426,22 +440,26 @@ static void test_truncated_tail(void) {
   g_test_trap_assert_stderr_unmatched("*queue-4.log*queue-4.log*");
 }
 
+/* One byte of the third line's record is damaged: it alone is lost. */
+#define DAMAGE_OFF (2 * REC + 40)
+#define DAMAGED_FIVE "200,m,v,0\n200,m,v,1\n200,m,v,3\n200,m,v,4"
+
+/* Five lines written, damaged at off, replayed: want is what comes back. */
+static void replay_damaged(off_t off, const void *data, size_t len,
+                           const char *want) {
+  char *dir = make_dir();
+  push_five(dir);
+  poke(dir, OUTQ_MEASUREMENT, off, data, len);
+  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us", want);
+  assert_empty(q);
+  outq_close(q);
+  rm_dir(dir);
+}
+
 static void test_corrupt_middle(void) {
   if (g_test_subprocess()) {
-    char *dir = make_dir();
-    push_five(dir);
-    char *path = queue_path(dir, OUTQ_MEASUREMENT);
-    int fd = open(path, O_WRONLY);
-    g_assert_cmpint(fd, >=, 0);
-    g_assert_cmpint(pwrite(fd, "#", 1, 2 * REC + 40), ==, 1);
-    close(fd);
-    outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
-    assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us",
-                    "200,m,v,0\n200,m,v,1\n200,m,v,3\n200,m,v,4");
-    assert_empty(q);
-    outq_close(q);
-    g_free(path);
-    rm_dir(dir);
+    replay_damaged(DAMAGE_OFF, "#", 1, DAMAGED_FIVE);
     return;
   }
   g_test_trap_subprocess(NULL, 0, 0);
@@ -454,21 +472,8 @@ static void test_corrupt_middle(void) {
  * skips them without calling it damage. */
 static void test_punched(void) {
   if (g_test_subprocess()) {
-    char *dir = make_dir();
-    push_five(dir);
-    char *path = queue_path(dir, OUTQ_MEASUREMENT);
-    int fd = open(path, O_RDWR);
-    g_assert_cmpint(fd, >=, 0);
     static const char zeros[2 * REC];
-    g_assert_cmpint(pwrite(fd, zeros, sizeof zeros, REC), ==, sizeof zeros);
-    close(fd);
-    outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
-    assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us",
-                    "200,m,v,0\n200,m,v,3\n200,m,v,4");
-    assert_empty(q);
-    outq_close(q);
-    g_free(path);
-    rm_dir(dir);
+    replay_damaged(REC, zeros, sizeof zeros, "200,m,v,0\n200,m,v,3\n200,m,v,4");
     return;
   }
   g_test_trap_subprocess(NULL, 0, 0);
@@ -795,12 +800,7 @@ static void test_many(void) {
   outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 64u << 20);
   const int n = 100000;
   gint64 t0 = g_get_monotonic_time();
-  for (int i = 0; i < n; i++) {
-    char line[64];
-    snprintf(line, sizeof line, "200,c8y_Temperature,T,%d.5,C", i);
-    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", line, 0, 0), ==,
-                    0);
-  }
+  push_numbered(q, "200,c8y_Temperature,T,", ".5,C", n);
   gint64 t1 = g_get_monotonic_time();
   size_t lines = 0, batches = 0;
   outq_batch b;
@@ -821,35 +821,49 @@ static void test_many(void) {
   rm_dir(dir);
 }
 
-/* Concurrent pushers and one consumer: every line arrives exactly once. */
+/* A pusher queues n lines "<tid>,t<id>,<i>" of one class on "s/us". */
 typedef struct {
   outq *q;
-  int id;
+  outq_class cls;
+  const char *tid;
+  int id, n;
+  GThread *th;
 } pusher_arg;
 
 static gpointer pusher(gpointer p) {
   pusher_arg *a = p;
-  for (int i = 0; i < 2000; i++) {
+  for (int i = 0; i < a->n; i++) {
     char line[32];
-    snprintf(line, sizeof line, "400,t%d,%d", a->id, i);
-    g_assert_cmpint(outq_push(a->q, OUTQ_EVENT, 0, "s/us", line, 0, 0), ==, 0);
+    snprintf(line, sizeof line, "%s,t%d,%d", a->tid, a->id, i);
+    g_assert_cmpint(outq_push(a->q, a->cls, 0, "s/us", line, 0, 0), ==, 0);
   }
   return NULL;
 }
 
-/* dir: lines are read back from the files outside the lock while the
+#define NPUSHERS 4
+
+static void pushers_start(pusher_arg *a, outq *q, outq_class cls,
+                          const char *tid, int n) {
+  for (int i = 0; i < NPUSHERS; i++) {
+    a[i] = (pusher_arg){q, cls, tid, i, n, NULL};
+    a[i].th = g_thread_new("pusher", pusher, &a[i]);
+  }
+}
+
+static void pushers_join(pusher_arg *a) {
+  for (int i = 0; i < NPUSHERS; i++)
+    g_thread_join(a[i].th);
+}
+
+/* Concurrent pushers and one consumer: every line arrives exactly once.
+ * dir: lines are read back from the files outside the lock while the
  * pushers append. */
 static void threads_run(const char *dir) {
   outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
-  pusher_arg args[4];
-  GThread *th[4];
-  for (int i = 0; i < 4; i++) {
-    args[i].q = q;
-    args[i].id = i;
-    th[i] = g_thread_new("pusher", pusher, &args[i]);
-  }
+  pusher_arg args[NPUSHERS];
+  pushers_start(args, q, OUTQ_EVENT, "400", 2000);
   size_t got = 0;
-  int next[4] = {0};
+  int next[NPUSHERS] = {0};
   for (int spins = 0; got < 8000 && spins < 10000000; spins++) {
     outq_batch b;
     if (outq_take(q, 200, &b) != 1)
@@ -866,8 +880,7 @@ static void threads_run(const char *dir) {
     outq_ack(q, b.id);
     outq_batch_free(&b);
   }
-  for (int i = 0; i < 4; i++)
-    g_thread_join(th[i]);
+  pushers_join(args);
   g_assert_cmpuint(got, ==, 8000);
   outq_close(q);
 }
@@ -1015,22 +1028,11 @@ static void test_readback_crc(void) {
   if (g_test_subprocess()) {
     char *dir = make_dir();
     outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
-    for (int i = 0; i < 5; i++) {
-      char line[32];
-      snprintf(line, sizeof line, "200,m,v,%d", i);
-      g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", line, 0, 0), ==,
-                      0);
-    }
-    char *path = queue_path(dir, OUTQ_MEASUREMENT);
-    int fd = open(path, O_WRONLY);
-    g_assert_cmpint(fd, >=, 0);
-    g_assert_cmpint(pwrite(fd, "#", 1, 2 * REC + 40), ==, 1);
-    close(fd);
-    assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us",
-                    "200,m,v,0\n200,m,v,1\n200,m,v,3\n200,m,v,4");
+    push_mv(q, 5);
+    poke(dir, OUTQ_MEASUREMENT, DAMAGE_OFF, "#", 1);
+    assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us", DAMAGED_FIVE);
     assert_empty(q);
     outq_close(q);
-    g_free(path);
     rm_dir(dir);
     return;
   }
@@ -1042,21 +1044,6 @@ static void test_readback_crc(void) {
 
 /* Acks are not fsync'ed one by one; pushers share fsyncs (group commit)
  * and every accepted line is durable. */
-typedef struct {
-  outq *q;
-  int id;
-} sync_arg;
-
-static gpointer sync_pusher(gpointer p) {
-  sync_arg *a = p;
-  for (int i = 0; i < 100; i++) {
-    char line[32];
-    snprintf(line, sizeof line, "301,t%d,%d", a->id, i);
-    g_assert_cmpint(outq_push(a->q, OUTQ_ALARM, 0, "s/us", line, 0, 0), ==, 0);
-  }
-  return NULL;
-}
-
 static void test_group_commit(void) {
   char *dir = make_dir();
   outq *q = open_q(dir, OUTQ_FSYNC_ALWAYS, 0);
@@ -1071,12 +1058,8 @@ static void test_group_commit(void) {
   outq_get_stats(q, &st);
   g_assert_cmpuint(st.fsyncs, ==, f0 + 1); /* the ack was not fsync'ed */
 
-  sync_arg args[4];
-  GThread *th[4];
-  for (int i = 0; i < 4; i++) {
-    args[i] = (sync_arg){q, i};
-    th[i] = g_thread_new("sync-pusher", sync_pusher, &args[i]);
-  }
+  pusher_arg args[NPUSHERS];
+  pushers_start(args, q, OUTQ_ALARM, "301", 100);
   /* Lines are taken and acked while their pushers still wait for the
    * fsync: each one arrives once, and the queue's books stay right. */
   int got = 0;
@@ -1090,8 +1073,7 @@ static void test_group_commit(void) {
     g_assert_cmpint(outq_ack(q, b.id), ==, 0);
     outq_batch_free(&b);
   }
-  for (int i = 0; i < 4; i++)
-    g_thread_join(th[i]);
+  pushers_join(args);
   g_assert_cmpint(got, ==, 400);
   outq_get_stats(q, &st);
   g_assert_cmpuint(st.topics, ==, 0);
@@ -1110,8 +1092,8 @@ static void test_group_commit(void) {
   g_assert_cmpint(pid, >=, 0);
   if (pid == 0) {
     outq *cq = open_q(dir, OUTQ_FSYNC_ALWAYS, 0);
-    sync_arg a = {cq, 9};
-    sync_pusher(&a);
+    pusher_arg a = {cq, OUTQ_ALARM, "301", 9, 100, NULL};
+    pusher(&a);
     raise(SIGKILL);
     _exit(1);
   }
@@ -1154,12 +1136,7 @@ static void test_backlog_memory(void) {
   outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 256u << 20);
   const int n = 200000;
   long before = rss_kib();
-  for (int i = 0; i < n; i++) {
-    char line[64];
-    snprintf(line, sizeof line, "200,c8y_Temperature,T,%d.5,C", i);
-    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", line, 0, 0), ==,
-                    0);
-  }
+  push_numbered(q, "200,c8y_Temperature,T,", ".5,C", n);
   long full = rss_kib();
   g_test_message("200k lines: RSS +%ld KiB", full - before);
   g_assert_cmpint(full - before, <, 6 * 1024);
