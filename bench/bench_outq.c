@@ -125,7 +125,7 @@ int main(int argc, char **argv) {
   t0 = now_s();
   for (long i = 0; i < n; i++) {
     line_for(line, sizeof line, i);
-    if (outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0) != 0) {
+    if (outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", line, 0, 0) != 0) {
       fprintf(stderr, "c8y-bench-outq: push %ld failed\n", i);
       return 2;
     }

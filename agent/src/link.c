@@ -188,8 +188,8 @@ static size_t queue_announce(link_ctx *l, const char *topic,
   smartrest_buf_init(&b);
   size_t queued = 0;
   if (smartrest_encode_line(&b, fields, n) == 0 &&
-      outq_push(l->q, OUTQ_INVENTORY, topic, b.data, l->reg_tag,
-                OUTQ_VOLATILE) == 0)
+      outq_push(l->q, OUTQ_INVENTORY, proto_replace_key(fields[0]), topic,
+                b.data, l->reg_tag, OUTQ_VOLATILE) == 0)
     queued = 1;
   else
     log_error("cannot queue the registration line '%.40s' for %s",
@@ -207,8 +207,8 @@ static size_t queue_supported(link_ctx *l, const char *topic,
   size_t queued = 0;
   if (line) {
     snprintf(line, n, "114,%s", supported);
-    queued = outq_push(l->q, OUTQ_INVENTORY, topic, line, l->reg_tag,
-                       OUTQ_VOLATILE) == 0;
+    queued = outq_push(l->q, OUTQ_INVENTORY, proto_replace_key("114"), topic,
+                       line, l->reg_tag, OUTQ_VOLATILE) == 0;
     free(line);
   }
   return queued;
@@ -232,7 +232,7 @@ static void request_operations(link_ctx *l) {
     session_subscribe(l->sess, topic, qos);
   }
   free(xids);
-  if (outq_push(l->q, OUTQ_OPSTATUS, "s/us", "500", l->pending_tag,
+  if (outq_push(l->q, OUTQ_OPSTATUS, 0, "s/us", "500", l->pending_tag,
                 OUTQ_VOLATILE) != 0)
     log_error("cannot queue the 500 request for pending operations");
   l->pending_requested = true;
@@ -287,7 +287,8 @@ static void announce(link_ctx *l) {
     /* An alarm (raised or cleared), not registration: the 500 does not
      * wait for it. */
     char id[4] = {expiry[0], expiry[1], expiry[2], 0};
-    if (outq_push(l->q, proto_class(id), "s/us", expiry, 0, OUTQ_VOLATILE) != 0)
+    if (outq_push(l->q, proto_class(id), proto_replace_key(id), "s/us", expiry,
+                  0, OUTQ_VOLATILE) != 0)
       log_error("cannot queue the certificate expiry line");
   }
   if (c->required_interval > 0) {

@@ -201,7 +201,7 @@ static int queue_status_line(ops *o, const char *topic,
   smartrest_buf_init(&b);
   int rc = smartrest_encode_line(&b, fields, n);
   if (rc == 0)
-    rc = outq_push(o->q, OUTQ_OPSTATUS, topic, b.data, tag, flags);
+    rc = outq_push(o->q, OUTQ_OPSTATUS, 0, topic, b.data, tag, flags);
   if (rc != 0)
     log_error("cannot queue '%.60s' for %s (status %d)", b.data ? b.data : "",
               topic, rc);
@@ -242,8 +242,8 @@ static int queue_success(ops *o, const char *topic, const char *fragment,
     cut = shorter;
     fields[nparams + 1] = cut;
   }
-  int rc =
-      b.data ? outq_push(o->q, OUTQ_OPSTATUS, topic, b.data, 0, 0) : C8Y_ENOMEM;
+  int rc = b.data ? outq_push(o->q, OUTQ_OPSTATUS, 0, topic, b.data, 0, 0)
+                  : C8Y_ENOMEM;
   if (rc != 0)
     log_error("cannot queue the 503 for %s on %s (status %d)", fragment, topic,
               rc);

@@ -12,10 +12,15 @@
  * replay skips silently.
  *
  * Record layout, little endian:
- *   0 magic "\xC8QUE"  4 crc32 of bytes 8..end  8 type  9 reserved (0)
+ *   0 magic "\xC8QUE"  4 crc32 of bytes 8..end  8 type
+ *   9 replace key (entries: the caller's key, 0 = none; tombstones: 0)
  *  10 topic length u16  12 data length u32  16 seq u64  24 tag u64
  *  32 topic bytes, then data (the line, or tombstone ranges: u64 first,
  *     u64 count, repeated).
+ * Byte 9 was reserved (always 0) before replace keys were stored, so older
+ * files replay unchanged, as entries without a key. An older agent rejects
+ * a record whose byte 9 is not 0: after a downgrade it skips keyed entries
+ * as damage (logged, the line lost) and keeps the rest.
  *
  * Memory: a queued line costs one 12-byte slot (file offset, record size,
  * interned topic id, flags) in a per-class ring of mmap'ed blocks that are
@@ -186,7 +191,7 @@ typedef struct ent {
   uint16_t topic; /* interned topic id */
   uint8_t offhi;  /* file offset bits 32..39 */
   uint8_t flags;
-  uint16_t tid; /* replace-semantics template id (inventory), 0 if none */
+  uint8_t key; /* replace key (inventory), 0 if none */
 } ent;
 _Static_assert(sizeof(ent) == 12, "a queued line costs 12 bytes");
 
@@ -296,7 +301,7 @@ struct outq {
   inode *in;
   size_t nin, capin, ninused;
   uint32_t infree;
-  uint32_t *inl, *intid;
+  uint32_t *inl, *inkey;
   size_t ninb;
   /* read-back window */
   unsigned char *rb;
@@ -329,31 +334,6 @@ void outq_default_options(outq_options *o, const char *dir) {
   o->fsync_ms[OUTQ_MEASUREMENT] = 2000;
 }
 
-/* Leading number of a template id or of a line's first CSV field; -1 if the
- * field is not a plain number. */
-static long leading_id(const char *s, size_t len) {
-  long v = 0;
-  size_t i = 0;
-  for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
-    v = v * 10 + (s[i] - '0');
-    if (v > 99999)
-      return -1;
-  }
-  if (i == 0 || (i < len && s[i] != ','))
-    return -1;
-  return v;
-}
-
-/* Template ids whose line replaces the previous state of the same fragment,
- * so an older queued one is pointless once a newer one is queued. */
-static uint16_t replace_tid(const char *line, size_t len) {
-  long id = leading_id(line, len);
-  if ((id >= 110 && id <= 119) || id == 121 || id == 122 || id == 143 ||
-      id == 150)
-    return (uint16_t)id;
-  return 0;
-}
-
 static uint32_t fnv1a(uint32_t h, const void *data, size_t len) {
   const unsigned char *p = data;
   for (size_t i = 0; i < len; i++)
@@ -373,6 +353,19 @@ static uint64_t hash_line(const char *topic, size_t tlen, const char *line,
   uint64_t h = fnv1a64(14695981039346656037ull, topic, tlen);
   h = fnv1a64(h, "", 1);
   return fnv1a64(h, line, llen);
+}
+
+/* Room for one more element after the n in array p of *cap elements of
+ * elem bytes (doubling, from `first`): the array, moved or not, or NULL
+ * (p untouched) on ENOMEM. */
+static void *grow(void *p, size_t n, size_t *cap, size_t elem, size_t first) {
+  if (n < *cap)
+    return p;
+  size_t ncap = *cap ? *cap * 2 : first;
+  void *np = realloc(p, ncap * elem);
+  if (np)
+    *cap = ncap;
+  return np;
 }
 
 static int disk_full_errno(int e) {
@@ -406,14 +399,10 @@ static ent *ring_push(ring *r) {
   if (r->nblk == 0)
     r->b0 = bn;
   if (bn - r->b0 == r->nblk) {
-    if (r->nblk == r->capblk) {
-      size_t ncap = r->capblk ? r->capblk * 2 : 8;
-      ent **nb = realloc(r->blk, ncap * sizeof *nb);
-      if (!nb)
-        return NULL;
-      r->blk = nb;
-      r->capblk = ncap;
-    }
+    ent **nb = grow(r->blk, r->nblk, &r->capblk, sizeof *nb, 8);
+    if (!nb)
+      return NULL;
+    r->blk = nb;
     /* Own mappings, so that a drained ring gives its pages back at once
      * whatever malloc's heap looks like. */
     void *m = mmap(NULL, BLK_BYTES, PROT_READ | PROT_WRITE,
@@ -503,14 +492,10 @@ static int topic_intern(outq *q, const char *s, size_t len) {
     id = q->tpfree - 1;
     q->tpfree = q->tp[id].next;
   } else {
-    if (q->ntp == q->captp) {
-      size_t ncap = q->captp ? q->captp * 2 : 16;
-      qtopic *nt = realloc(q->tp, ncap * sizeof *nt);
-      if (!nt)
-        return -1;
-      q->tp = nt;
-      q->captp = ncap;
-    }
+    qtopic *nt = grow(q->tp, q->ntp, &q->captp, sizeof *nt, 16);
+    if (!nt)
+      return -1;
+    q->tp = nt;
     id = (uint32_t)q->ntp++;
   }
   qtopic *t = &q->tp[id];
@@ -572,16 +557,12 @@ static int mem_put(outq *q, const unsigned char *rec, size_t len,
   if (q->nmemfree) {
     *slot = q->memfree[--q->nmemfree];
   } else {
-    if (q->nmem == q->capmem) {
-      size_t ncap = q->capmem ? q->capmem * 2 : 16;
-      unsigned char **nm = realloc(q->mem, ncap * sizeof *nm);
-      if (!nm) {
-        free(p);
-        return -1;
-      }
-      q->mem = nm;
-      q->capmem = ncap;
+    unsigned char **nm = grow(q->mem, q->nmem, &q->capmem, sizeof *nm, 16);
+    if (!nm) {
+      free(p);
+      return -1;
     }
+    q->mem = nm;
     *slot = (uint32_t)q->nmem++;
   }
   q->mem[*slot] = p;
@@ -591,14 +572,10 @@ static int mem_put(outq *q, const unsigned char *rec, size_t len,
 static void mem_del(outq *q, uint32_t slot) {
   free(q->mem[slot]);
   q->mem[slot] = NULL;
-  if (q->nmemfree == q->capmemfree) {
-    size_t ncap = q->capmemfree ? q->capmemfree * 2 : 16;
-    uint32_t *nf = realloc(q->memfree, ncap * sizeof *nf);
-    if (!nf)
-      return; /* the slot is simply not reused */
-    q->memfree = nf;
-    q->capmemfree = ncap;
-  }
+  uint32_t *nf = grow(q->memfree, q->nmemfree, &q->capmemfree, sizeof *nf, 16);
+  if (!nf)
+    return; /* the slot is simply not reused */
+  q->memfree = nf;
   q->memfree[q->nmemfree++] = slot;
   if (q->nmemfree == q->nmem) {
     free(q->mem);
@@ -611,11 +588,11 @@ static void mem_del(outq *q, uint32_t slot) {
 
 /* ---- records ---------------------------------------------------------- */
 
-static void rec_header(unsigned char *p, unsigned type, size_t tlen,
-                       size_t dlen, uint64_t seq, uint64_t tag) {
+static void rec_header(unsigned char *p, unsigned type, uint8_t key,
+                       size_t tlen, size_t dlen, uint64_t seq, uint64_t tag) {
   memcpy(p, rec_magic, 4);
   p[8] = (unsigned char)type;
-  p[9] = 0;
+  p[9] = key;
   put16(p + 10, (uint16_t)tlen);
   put32(p + 12, (uint32_t)dlen);
   put64(p + 16, seq);
@@ -626,10 +603,10 @@ static void rec_seal(unsigned char *p, size_t len) {
   put32(p + 4, crc32_update(0, p + 8, len - 8));
 }
 
-static void encode_entry(unsigned char *p, const char *topic, size_t tlen,
-                         const char *line, size_t llen, uint64_t seq,
-                         uint64_t tag) {
-  rec_header(p, REC_ENTRY, tlen, llen, seq, tag);
+static void encode_entry(unsigned char *p, uint8_t key, const char *topic,
+                         size_t tlen, const char *line, size_t llen,
+                         uint64_t seq, uint64_t tag) {
+  rec_header(p, REC_ENTRY, key, tlen, llen, seq, tag);
   memcpy(p + REC_HDR, topic, tlen);
   memcpy(p + REC_HDR + tlen, line, llen);
   rec_seal(p, REC_HDR + tlen + llen);
@@ -637,6 +614,7 @@ static void encode_entry(unsigned char *p, const char *topic, size_t tlen,
 
 typedef struct rec {
   unsigned type;
+  uint8_t key;
   uint32_t tlen, dlen;
   uint64_t seq, tag;
   const unsigned char *topic, *data;
@@ -645,9 +623,10 @@ typedef struct rec {
 
 /* Validates one record at p; 0 if it is complete, intact and sane. */
 static int rec_parse(const unsigned char *p, size_t avail, rec *r) {
-  if (avail < REC_HDR || memcmp(p, rec_magic, 4) != 0 || p[9] != 0)
+  if (avail < REC_HDR || memcmp(p, rec_magic, 4) != 0)
     return -1;
   r->type = p[8];
+  r->key = p[9];
   r->tlen = get16(p + 10);
   r->dlen = get32(p + 12);
   r->seq = get64(p + 16);
@@ -658,7 +637,8 @@ static int rec_parse(const unsigned char *p, size_t avail, rec *r) {
       return -1;
   } else if (r->type == REC_TOMB) {
     if (r->tlen != 0 || r->dlen == 0 || r->dlen % 16 != 0 ||
-        r->dlen > TOMB_MAX_RANGES * 16 || r->seq != 0 || r->tag != 0)
+        r->dlen > TOMB_MAX_RANGES * 16 || r->seq != 0 || r->tag != 0 ||
+        r->key != 0)
       return -1;
   } else {
     return -1;
@@ -817,14 +797,10 @@ static void tomb_add(tomb *t, uint64_t seq) {
     t->r[t->n - 1].count++;
     return;
   }
-  if (t->n == t->cap) {
-    size_t ncap = t->cap ? t->cap * 2 : 8;
-    range *nr = realloc(t->r, ncap * sizeof *nr);
-    if (!nr)
-      return; /* the entry reappears after a restart: a duplicate, no loss */
-    t->r = nr;
-    t->cap = ncap;
-  }
+  range *nr = grow(t->r, t->n, &t->cap, sizeof *nr, 8);
+  if (!nr)
+    return; /* the entry reappears after a restart: a duplicate, no loss */
+  t->r = nr;
   t->r[t->n].first = seq;
   t->r[t->n].count = 1;
   t->n++;
@@ -841,7 +817,7 @@ static void tomb_write(qclass *c, tomb *t) {
       unsigned char *p = len <= sizeof stackbuf ? stackbuf : malloc(len);
       if (!p)
         break;
-      rec_header(p, REC_TOMB, 0, n * 16, 0, 0);
+      rec_header(p, REC_TOMB, 0, 0, n * 16, 0, 0);
       for (size_t k = 0; k < n; k++) {
         put64(p + REC_HDR + 16 * k, t->r[i + k].first);
         put64(p + REC_HDR + 16 * k + 8, t->r[i + k].count);
@@ -1046,22 +1022,18 @@ static int tag_add(outq *q, int cls, uint64_t pos, uint64_t tag) {
     }
     q->ntags = k;
   }
-  if (q->ntags == q->captags) {
-    size_t ncap = q->captags ? q->captags * 2 : 16;
-    tagref *nt = realloc(q->tags, ncap * sizeof *nt);
-    if (!nt)
-      return -1;
-    q->tags = nt;
-    q->captags = ncap;
-  }
+  tagref *nt = grow(q->tags, q->ntags, &q->captags, sizeof *nt, 16);
+  if (!nt)
+    return -1;
+  q->tags = nt;
   q->tags[q->ntags++] = (tagref){pos, tag, cls};
   return 0;
 }
 
 /* ---- inventory coalescing index -------------------------------------- */
 
-static uint32_t tid_bucket(uint32_t topic, uint16_t tid) {
-  uint32_t k[2] = {topic, tid};
+static uint32_t key_bucket(uint32_t topic, uint8_t key) {
+  uint32_t k[2] = {topic, key};
   return fnv1a(2166136261u, k, sizeof k);
 }
 
@@ -1072,10 +1044,10 @@ static void index_link(outq *q, uint32_t id) {
   n->nl = q->inl[n->h & m];
   q->inl[n->h & m] = id + 1;
   n->nt = 0;
-  if (e->tid) {
-    uint32_t b = tid_bucket(e->topic, e->tid) & m;
-    n->nt = q->intid[b];
-    q->intid[b] = id + 1;
+  if (e->key) {
+    uint32_t b = key_bucket(e->topic, e->key) & m;
+    n->nt = q->inkey[b];
+    q->inkey[b] = id + 1;
   }
 }
 
@@ -1087,9 +1059,9 @@ static int index_live(outq *q, const inode *n) {
 static void index_reset(outq *q) {
   free(q->in);
   free(q->inl);
-  free(q->intid);
+  free(q->inkey);
   q->in = NULL;
-  q->inl = q->intid = NULL;
+  q->inl = q->inkey = NULL;
   q->nin = q->capin = q->ninused = q->ninb = 0;
   q->infree = 0;
 }
@@ -1106,9 +1078,9 @@ static int index_rebuild(outq *q, size_t want) {
     return -1;
   }
   free(q->inl);
-  free(q->intid);
+  free(q->inkey);
   q->inl = nl;
-  q->intid = nt;
+  q->inkey = nt;
   q->ninb = nb;
   q->infree = 0;
   q->ninused = 0;
@@ -1140,14 +1112,10 @@ static void index_add(outq *q, uint64_t pos, uint64_t h) {
     id = q->infree - 1;
     q->infree = q->in[id].nl;
   } else {
-    if (q->nin == q->capin) {
-      size_t ncap = q->capin ? q->capin * 2 : 64;
-      inode *nn = realloc(q->in, ncap * sizeof *nn);
-      if (!nn)
-        return;
-      q->in = nn;
-      q->capin = ncap;
-    }
+    inode *nn = grow(q->in, q->nin, &q->capin, sizeof *nn, 64);
+    if (!nn)
+      return;
+    q->in = nn;
     id = (uint32_t)q->nin++;
   }
   q->in[id].h = h;
@@ -1181,20 +1149,20 @@ static int index_find_dup(outq *q, uint32_t topic, const char *line,
   return 0;
 }
 
-/* Calls fn for every queued inventory entry of (topic, tid). */
-static size_t index_superseded(outq *q, uint32_t topic, uint16_t tid,
-                               int kill) {
+/* Bytes of the queued inventory entries of (topic, key) that a new entry
+ * with that key supersedes; with `kill`, drops them too. */
+static size_t index_superseded(outq *q, uint32_t topic, uint8_t key, int kill) {
   if (!q->ninb)
     return 0;
   size_t bytes = 0;
   ring *r = &q->c[OUTQ_INVENTORY].r;
-  uint32_t b = tid_bucket(topic, tid) & (q->ninb - 1);
-  for (uint32_t i = q->intid[b]; i; i = q->in[i - 1].nt) {
+  uint32_t b = key_bucket(topic, key) & (q->ninb - 1);
+  for (uint32_t i = q->inkey[b]; i; i = q->in[i - 1].nt) {
     inode *n = &q->in[i - 1];
     if (!index_live(q, n))
       continue;
     ent *e = ent_at(r, n->pos);
-    if (ent_state(e) != ST_QUEUED || e->topic != topic || e->tid != tid)
+    if (ent_state(e) != ST_QUEUED || e->topic != topic || e->key != key)
       continue;
     bytes += e->rlen - REC_HDR;
     if (kill) {
@@ -1532,7 +1500,7 @@ static int replay_entry(outq *q, int cls, const rec *r, uint64_t off) {
       return -1;
   }
   if (cls == OUTQ_INVENTORY) {
-    e->tid = replace_tid((const char *)r->data, r->dlen);
+    e->key = r->key;
     index_add(q, pos,
               hash_line((const char *)r->topic, r->tlen, (const char *)r->data,
                         r->dlen));
@@ -1575,14 +1543,10 @@ static int replay_pass(outq *q, int cls, reader *rd, replay *rp, int pass) {
         return -1;
     } else if (pass == 0) {
       for (size_t i = 0; i < r.dlen; i += 16) {
-        if (rp->nr == rp->capr) {
-          size_t ncap = rp->capr ? rp->capr * 2 : 64;
-          range *nv = realloc(rp->rv, ncap * sizeof *nv);
-          if (!nv)
-            return -1;
-          rp->rv = nv;
-          rp->capr = ncap;
-        }
+        range *nv = grow(rp->rv, rp->nr, &rp->capr, sizeof *nv, 64);
+        if (!nv)
+          return -1;
+        rp->rv = nv;
         rp->rv[rp->nr].first = get64(r.data + i);
         rp->rv[rp->nr].count = get64(r.data + i + 8);
         rp->nr++;
@@ -1837,9 +1801,10 @@ static void after_unlock(const char *msg, int trim) {
     malloc_trim(0);
 }
 
-int outq_push(outq *q, outq_class cls, const char *topic, const char *line,
-              uint64_t tag, unsigned flags) {
-  if (!q || !topic || !line || (int)cls < 0 || cls >= OUTQ_NCLASSES)
+int outq_push(outq *q, outq_class cls, uint8_t replace_key, const char *topic,
+              const char *line, uint64_t tag, unsigned flags) {
+  if (!q || !topic || !line || (int)cls < 0 || cls >= OUTQ_NCLASSES ||
+      (replace_key && cls != OUTQ_INVENTORY))
     return C8Y_EINVAL;
   size_t tlen = strlen(topic), llen = strlen(line);
   if (llen > OUTQ_MAX_LINE)
@@ -1871,7 +1836,6 @@ int outq_push(outq *q, outq_class cls, const char *topic, const char *line,
    * and ack while we wait for the fsync may remove every other entry of
    * the topic meanwhile. */
   q->tp[tp].refs++;
-  uint16_t tid = 0;
   uint64_t hl = 0;
   size_t sup_bytes = 0;
   if (cls == OUTQ_INVENTORY) {
@@ -1880,9 +1844,8 @@ int outq_push(outq *q, outq_class cls, const char *topic, const char *line,
       q->st.coalesced++;
       goto out;
     }
-    tid = replace_tid(line, llen);
-    if (tid)
-      sup_bytes = index_superseded(q, (uint32_t)tp, tid, 0);
+    if (replace_key)
+      sup_bytes = index_superseded(q, (uint32_t)tp, replace_key, 0);
   }
   if (q->bytes - sup_bytes + need > q->max_bytes) {
     size_t droppable = 0;
@@ -1895,7 +1858,7 @@ int outq_push(outq *q, outq_class cls, const char *topic, const char *line,
       goto out;
     }
   }
-  encode_entry(rb, topic, tlen, line, llen, q->next_seq, tag);
+  encode_entry(rb, replace_key, topic, tlen, line, llen, q->next_seq, tag);
   int durable = c->fd >= 0 && !vol, held = 0;
   uint64_t off = c->fsize, gen = 0;
   if (durable) {
@@ -1950,7 +1913,7 @@ int outq_push(outq *q, outq_class cls, const char *topic, const char *line,
   }
   e->rlen = (uint16_t)rlen;
   e->topic = (uint16_t)tp;
-  e->tid = tid;
+  e->key = replace_key;
   if (!durable || held) {
     e->off = slot;
     e->flags = EF_MEM | (held ? EF_HELD : 0);
@@ -1979,9 +1942,9 @@ int outq_push(outq *q, outq_class cls, const char *topic, const char *line,
     index_add(q, pos, hl);
   if (sup_bytes) {
     /* The new entry is not superseded by itself: it is matched by (topic,
-     * tid) too, so take it out of the way first. */
+     * key) too, so take it out of the way first. */
     ent_set_state(e, ST_INFLIGHT);
-    index_superseded(q, (uint32_t)tp, tid, 1);
+    index_superseded(q, (uint32_t)tp, replace_key, 1);
     ent_set_state(ent_at(&c->r, pos), ST_QUEUED);
     ring_trim(&q->c[OUTQ_INVENTORY].r);
   }
@@ -2024,6 +1987,107 @@ out:
 
 /* ---- take ------------------------------------------------------------- */
 
+/* An entry taken into a batch: out of the queue, in flight. */
+static void ent_take(outq *q, int cls, uint64_t pos) {
+  qclass *c = &q->c[cls];
+  ent *e = ent_at(&c->r, pos);
+  ent_set_state(e, ST_INFLIGHT);
+  c->count--;
+  c->qbytes -= e->rlen - REC_HDR;
+  q->inflight++;
+}
+
+/* An in-flight entry back in its place in the queue. */
+static void ent_requeue(outq *q, int cls, uint64_t pos) {
+  qclass *c = &q->c[cls];
+  ent *e = ent_at(&c->r, pos);
+  ent_set_state(e, ST_QUEUED);
+  c->count++;
+  c->qbytes += e->rlen - REC_HDR;
+  q->inflight--;
+  if (pos < c->r.cur)
+    c->r.cur = pos;
+}
+
+/* Room for one more batch in q->bt; -1 on ENOMEM. */
+static int bt_reserve(outq *q) {
+  batch *nb = grow(q->bt, q->nbt, &q->capbt, sizeof *nb, 8);
+  if (!nb)
+    return -1;
+  q->bt = nb;
+  return 0;
+}
+
+/* A batch being packed: its lines joined by '\n', its entries and tags. */
+typedef struct pack {
+  char *payload;
+  size_t len;
+  bent *ev;
+  size_t nb, capb;
+  uint64_t *tags;
+  size_t ntags, capt;
+} pack;
+
+/* Room for any first line (an unreadable one may be skipped) and for
+ * nent entries to start with; -1 on ENOMEM. */
+static int pack_init(pack *pk, size_t max_payload, size_t nent) {
+  memset(pk, 0, sizeof *pk);
+  size_t cap = max_payload > OUTQ_MAX_LINE ? max_payload : OUTQ_MAX_LINE;
+  pk->payload = malloc(cap + 1);
+  pk->ev = malloc(nent * sizeof *pk->ev);
+  pk->capb = nent;
+  return pk->payload && pk->ev ? 0 : -1;
+}
+
+static void pack_free(pack *pk) {
+  free(pk->payload);
+  free(pk->ev);
+  free(pk->tags);
+}
+
+/* Appends the line of the entry at pos; -1 (nothing appended) on ENOMEM.
+ * The caller keeps the payload within its capacity. */
+static int pack_add(pack *pk, const void *line, size_t llen, uint64_t pos,
+                    uint64_t seq, uint64_t tag) {
+  bent *nv = grow(pk->ev, pk->nb, &pk->capb, sizeof *nv, 16);
+  if (!nv)
+    return -1;
+  pk->ev = nv;
+  if (tag) {
+    uint64_t *nt = grow(pk->tags, pk->ntags, &pk->capt, sizeof *nt, 8);
+    if (!nt)
+      return -1;
+    pk->tags = nt;
+    pk->tags[pk->ntags++] = tag;
+  }
+  if (pk->nb)
+    pk->payload[pk->len++] = '\n';
+  memcpy(pk->payload + pk->len, line, llen);
+  pk->len += llen;
+  pk->ev[pk->nb++] = (bent){pos, seq};
+  return 0;
+}
+
+/* Hands the packed lines over as batch b (topic: owned by it) and enters
+ * it in the table of in-flight batches, where bt_reserve made room. */
+static void pack_publish(outq *q, int cls, pack *pk, char *topic,
+                         outq_batch *b) {
+  pk->payload[pk->len] = '\0';
+  batch *bt = &q->bt[q->nbt++];
+  bt->id = ++q->next_batch;
+  bt->cls = cls;
+  bt->e = pk->ev;
+  bt->n = pk->nb;
+  b->id = bt->id;
+  b->cls = (outq_class)cls;
+  b->topic = topic;
+  b->payload = pk->payload;
+  b->len = pk->len;
+  b->nlines = pk->nb;
+  b->tags = pk->tags;
+  b->ntags = pk->ntags;
+}
+
 /* Packs queued entries of one class and topic, from `start` on, into a
  * batch: consecutive in the class (dead entries skipped), within
  * max_payload (the first line always goes: outq_push accepted it), and with
@@ -2031,25 +2095,11 @@ out:
  * turned out unreadable (dropped), -1 on ENOMEM. */
 static int make_batch(outq *q, int cls, uint64_t start, size_t max_payload,
                       uint64_t seq_limit, outq_batch *b) {
-  qclass *c = &q->c[cls];
-  ring *r = &c->r;
+  ring *r = &q->c[cls].r;
   uint32_t tp = ent_at(r, start)->topic;
   size_t tlen = q->tp[tp].len;
-  if (q->nbt == q->capbt) {
-    size_t ncap = q->capbt ? q->capbt * 2 : 8;
-    batch *nb = realloc(q->bt, ncap * sizeof *nb);
-    if (!nb)
-      return -1;
-    q->bt = nb;
-    q->capbt = ncap;
-  }
-  /* Room for any first line: an unreadable one may be skipped. */
-  size_t cap = max_payload > OUTQ_MAX_LINE ? max_payload : OUTQ_MAX_LINE;
-  char *payload = malloc(cap + 1);
-  size_t nb = 0, capb = 16, ntags = 0, capt = 0, len = 0;
-  bent *ev = malloc(capb * sizeof *ev);
-  uint64_t *tags = NULL;
-  if (!payload || !ev)
+  pack pk;
+  if (pack_init(&pk, max_payload, 16) < 0 || bt_reserve(q) < 0)
     goto oom;
   for (uint64_t pos = start; pos < r->tail; pos++) {
     ent *e = ent_at(r, pos);
@@ -2059,84 +2109,34 @@ static int make_batch(outq *q, int cls, uint64_t start, size_t max_payload,
     if (st != ST_QUEUED || e->topic != tp)
       break;
     size_t llen = e->rlen - REC_HDR - tlen;
-    if (nb && len + 1 + llen > max_payload)
+    if (pk.nb && pk.len + 1 + llen > max_payload)
       break;
     const unsigned char *p = rec_get(q, cls, e);
     if (!p) {
       ent_kill(q, cls, pos, 0);
       continue;
     }
-    uint64_t seq = get64(p + 16), tag = get64(p + 24);
-    if (nb && seq >= seq_limit)
+    uint64_t seq = get64(p + 16);
+    if (pk.nb && seq >= seq_limit)
       break;
-    if (nb == capb) {
-      bent *n2 = realloc(ev, 2 * capb * sizeof *ev);
-      if (!n2)
-        goto oom;
-      ev = n2;
-      capb *= 2;
-    }
-    if (tag) {
-      if (ntags == capt) {
-        size_t ncap = capt ? capt * 2 : 8;
-        uint64_t *nt = realloc(tags, ncap * sizeof *nt);
-        if (!nt)
-          goto oom;
-        tags = nt;
-        capt = ncap;
-      }
-      tags[ntags++] = tag;
-    }
-    if (nb)
-      payload[len++] = '\n';
-    memcpy(payload + len, p + REC_HDR + tlen, llen);
-    len += llen;
-    ev[nb++] = (bent){pos, seq};
+    if (pack_add(&pk, p + REC_HDR + tlen, llen, pos, seq, get64(p + 24)) < 0)
+      goto oom;
   }
-  if (!nb) {
-    free(payload);
-    free(ev);
-    free(tags);
+  if (!pk.nb) {
+    pack_free(&pk);
     ring_trim(r);
     return 0;
   }
-  payload[len] = '\0';
-  for (size_t i = 0; i < nb; i++) {
-    ent *e = ent_at(r, ev[i].pos);
-    ent_set_state(e, ST_INFLIGHT);
-    c->count--;
-    c->qbytes -= e->rlen - REC_HDR;
-  }
-  q->inflight += nb;
-  b->topic = strdup(q->tp[tp].s);
-  if (!b->topic) {
-    for (size_t i = 0; i < nb; i++) {
-      ent *e = ent_at(r, ev[i].pos);
-      ent_set_state(e, ST_QUEUED);
-      c->count++;
-      c->qbytes += e->rlen - REC_HDR;
-    }
-    q->inflight -= nb;
+  char *topic = strdup(q->tp[tp].s);
+  if (!topic)
     goto oom;
-  }
-  batch *bt = &q->bt[q->nbt++];
-  bt->id = ++q->next_batch;
-  bt->cls = cls;
-  bt->e = ev;
-  bt->n = nb;
-  b->id = bt->id;
-  b->cls = (outq_class)cls;
-  b->payload = payload;
-  b->len = len;
-  b->nlines = nb;
-  b->tags = tags;
-  b->ntags = ntags;
+  for (size_t i = 0; i < pk.nb; i++)
+    ent_take(q, cls, pk.ev[i].pos);
+  pack_publish(q, cls, &pk, topic, b);
   first_queued(q, cls, &start); /* moves cur past what was taken */
   return 1;
 oom:
-  free(payload);
-  free(ev);
-  free(tags);
+  pack_free(&pk);
   return -1;
 }
 
@@ -2162,19 +2162,12 @@ static int make_batch_io(outq *q, int cls, uint64_t start, size_t max_payload,
     return make_batch(q, cls, start, max_payload, UINT64_MAX, b);
   uint32_t tp = ent_at(r, start)->topic;
   size_t tlen = q->tp[tp].len;
-  if (q->nbt == q->capbt) {
-    size_t ncap = q->capbt ? q->capbt * 2 : 8;
-    batch *nb = realloc(q->bt, ncap * sizeof *nb);
-    if (!nb)
-      return -1;
-    q->bt = nb;
-    q->capbt = ncap;
-  }
-  size_t cap = max_payload > OUTQ_MAX_LINE ? max_payload : OUTQ_MAX_LINE;
-  char *payload = malloc(cap + 1), *topic = strdup(q->tp[tp].s);
+  char *topic = strdup(q->tp[tp].s);
   size_t n = 0, capn = 16, len = 0;
   rd_ent *v = malloc(capn * sizeof *v);
-  if (!payload || !topic || !v)
+  pack pk;
+  if (pack_init(&pk, max_payload, capn) < 0 || bt_reserve(q) < 0 || !topic ||
+      !v)
     goto oom;
   for (uint64_t pos = start; pos < r->tail; pos++) {
     ent *e = ent_at(r, pos);
@@ -2186,23 +2179,15 @@ static int make_batch_io(outq *q, int cls, uint64_t start, size_t max_payload,
     size_t llen = e->rlen - REC_HDR - tlen;
     if (n && len + 1 + llen > max_payload)
       break;
-    if (n == capn) {
-      rd_ent *nv = realloc(v, 2 * capn * sizeof *v);
-      if (!nv)
-        goto oom;
-      v = nv;
-      capn *= 2;
-    }
+    rd_ent *nv = grow(v, n, &capn, sizeof *v, 16);
+    if (!nv)
+      goto oom;
+    v = nv;
     v[n++] = (rd_ent){pos, ent_off(e), e->rlen, 0};
     len += (n > 1) + llen;
   }
-  for (size_t i = 0; i < n; i++) {
-    ent *e = ent_at(r, v[i].pos);
-    ent_set_state(e, ST_INFLIGHT);
-    c->count--;
-    c->qbytes -= e->rlen - REC_HDR;
-  }
-  q->inflight += n;
+  for (size_t i = 0; i < n; i++)
+    ent_take(q, cls, v[i].pos);
   first_queued(q, cls, &start); /* moves cur past what was taken */
   c->readers++;
   int fd = c->fd;
@@ -2210,14 +2195,11 @@ static int make_batch_io(outq *q, int cls, uint64_t start, size_t max_payload,
 
   uint64_t span = v[n - 1].off + v[n - 1].rlen - v[0].off;
   unsigned char *buf = malloc(span <= READ_SPAN_MAX ? span : REC_MAX);
-  bent *ev = malloc(n * sizeof *ev);
-  uint64_t *tags = NULL;
-  size_t nb = 0, ntags = 0, capt = 0, plen = 0;
   int io_err = 0;
-  if (buf && ev && span <= READ_SPAN_MAX &&
+  if (buf && span <= READ_SPAN_MAX &&
       pread_full(fd, buf, span, v[0].off) != (ssize_t)span)
     io_err = errno ? errno : EIO;
-  for (size_t i = 0; buf && ev && i < n; i++) {
+  for (size_t i = 0; buf && i < n; i++) {
     const unsigned char *p;
     if (span <= READ_SPAN_MAX) {
       p = buf + (v[i].off - v[0].off);
@@ -2239,45 +2221,23 @@ static int make_batch_io(outq *q, int cls, uint64_t start, size_t max_payload,
       v[i].bad = 1;
       continue;
     }
-    if (rr.tag) {
-      if (ntags == capt) {
-        size_t ncap = capt ? capt * 2 : 8;
-        uint64_t *nt = realloc(tags, ncap * sizeof *nt);
-        if (!nt) {
-          v[i].bad = 2; /* no memory: back in the queue, not lost */
-          continue;
-        }
-        tags = nt;
-        capt = ncap;
-      }
-      tags[ntags++] = rr.tag;
-    }
-    if (nb)
-      payload[plen++] = '\n';
-    memcpy(payload + plen, rr.data, rr.dlen);
-    plen += rr.dlen;
-    ev[nb++] = (bent){v[i].pos, rr.seq};
+    if (pack_add(&pk, rr.data, rr.dlen, v[i].pos, rr.seq, rr.tag) < 0)
+      v[i].bad = 2; /* no memory: back in the queue, not lost */
   }
   free(buf);
 
   pthread_mutex_lock(&q->mu);
   c->readers--;
-  if (!buf || !ev) {
+  if (!buf) {
     for (size_t i = 0; i < n; i++)
       v[i].bad = 2;
-    nb = 0;
+    pk.nb = 0;
   }
   for (size_t i = 0; i < n; i++) {
     if (!v[i].bad)
       continue;
     if (v[i].bad == 2) {
-      ent *e = ent_at(r, v[i].pos);
-      ent_set_state(e, ST_QUEUED);
-      c->count++;
-      c->qbytes += e->rlen - REC_HDR;
-      q->inflight--;
-      if (v[i].pos < r->cur)
-        r->cur = v[i].pos;
+      ent_requeue(q, cls, v[i].pos);
       continue;
     }
     if (io_err) {
@@ -2292,30 +2252,15 @@ static int make_batch_io(outq *q, int cls, uint64_t start, size_t max_payload,
   }
   free(v);
   ring_trim(r);
-  if (!nb) {
-    free(ev);
-    free(tags);
-    free(payload);
+  if (!pk.nb) {
+    pack_free(&pk);
     free(topic);
-    return !buf || !ev ? -1 : 0;
+    return !buf ? -1 : 0;
   }
-  payload[plen] = '\0';
-  batch *bt = &q->bt[q->nbt++];
-  bt->id = ++q->next_batch;
-  bt->cls = cls;
-  bt->e = ev;
-  bt->n = nb;
-  b->id = bt->id;
-  b->cls = (outq_class)cls;
-  b->topic = topic;
-  b->payload = payload;
-  b->len = plen;
-  b->nlines = nb;
-  b->tags = tags;
-  b->ntags = ntags;
+  pack_publish(q, cls, &pk, topic, b);
   return 1;
 oom:
-  free(payload);
+  pack_free(&pk);
   free(topic);
   free(v);
   return -1;
@@ -2462,16 +2407,8 @@ int outq_ack(outq *q, uint64_t batch_id) {
 }
 
 static void nack_locked(outq *q, batch *bt) {
-  qclass *c = &q->c[bt->cls];
-  for (size_t i = 0; i < bt->n; i++) {
-    ent *e = ent_at(&c->r, bt->e[i].pos);
-    ent_set_state(e, ST_QUEUED);
-    c->count++;
-    c->qbytes += e->rlen - REC_HDR;
-    if (bt->e[i].pos < c->r.cur)
-      c->r.cur = bt->e[i].pos;
-  }
-  q->inflight -= bt->n;
+  for (size_t i = 0; i < bt->n; i++)
+    ent_requeue(q, bt->cls, bt->e[i].pos);
   free(bt->e);
 }
 

@@ -34,8 +34,18 @@
  * Bounds: when the stored bytes would exceed max_bytes, the oldest entries of
  * the least important non-empty class are dropped (never in-flight ones).
  * Drops are counted in outq_stats and logged at most every 10 s with counts
- * per class. Inventory lines that replace state (110-119, 121, 122, 143, 150)
- * supersede an older queued line of the same template id and topic.
+ * per class.
+ *
+ * Coalescing (inventory only): a line identical to a queued one of the same
+ * topic is folded into it. A line pushed with a replace key (the caller's,
+ * e.g. proto_replace_key; the queue does not read the line) supersedes the
+ * queued, not yet taken lines of the same topic and key. The key is stored
+ * in the entry's record, so replayed entries keep it. Downgrade: an agent
+ * from before keys were stored rejects such a record and skips it as damage
+ * (a warning, the line is lost); unkeyed records and queue files written
+ * before keys replay everywhere. The agent's own registration lines (100,
+ * 110, 122, 114, 117) are volatile and rebuilt on every connect, so they are
+ * never affected; keyed lines that plugins queued are lost in that case.
  *
  * Full disk (ENOSPC, EDQUOT, EFBIG): the queue makes room in this order:
  * queued measurements, then events, then inventory lines are dropped (their
@@ -118,14 +128,17 @@ typedef struct outq_stats {
 int outq_open(const outq_options *opts, outq **out, char *err, size_t errlen);
 void outq_close(outq *q); /* fsyncs; in-flight entries stay stored */
 
-/* Queues one line (no trailing newline, < max payload). tag: opaque non-zero
- * value reported back in the batch (0 = none). Returns C8Y_OK (0) or, with
- * nothing queued, an SDK code: C8Y_EAGAIN (queue full at max_bytes, or disk
- * full for a class below alarms), C8Y_EIO (write or fsync failed),
- * C8Y_ETOOBIG (the line alone exceeds 16000 bytes), C8Y_EINVAL (empty line
- * or topic, topic over 1024 bytes or holding '\n'), C8Y_ENOMEM. */
-int outq_push(outq *q, outq_class cls, const char *topic, const char *line,
-              uint64_t tag, unsigned flags);
+/* Queues one line (no trailing newline, < max payload). replace_key: 0, or
+ * for an inventory line that states the current value of something, a key
+ * under which it supersedes older queued lines of its topic (see above).
+ * tag: opaque non-zero value reported back in the batch (0 = none). Returns
+ * C8Y_OK (0) or, with nothing queued, an SDK code: C8Y_EAGAIN (queue full at
+ * max_bytes, or disk full for a class below alarms), C8Y_EIO (write or fsync
+ * failed), C8Y_ETOOBIG (the line alone exceeds 16000 bytes), C8Y_EINVAL
+ * (empty line or topic, topic over 1024 bytes or holding '\n', a replace key
+ * outside the inventory class), C8Y_ENOMEM. */
+int outq_push(outq *q, outq_class cls, uint8_t replace_key, const char *topic,
+              const char *line, uint64_t tag, unsigned flags);
 
 /* Takes the next batch. Returns 1 and fills *b, or 0 if nothing is queued. */
 int outq_take(outq *q, size_t max_payload, outq_batch *b);

@@ -116,9 +116,9 @@ static int admit_line(c8y_plugin *p) {
   return rc;
 }
 
-static int queue_line(plugin_host *h, outq_class cls, const char *topic,
-                      const char *line) {
-  int rc = outq_push(h->q, cls, topic, line, 0, 0);
+static int queue_line(plugin_host *h, outq_class cls, uint8_t replace_key,
+                      const char *topic, const char *line) {
+  int rc = outq_push(h->q, cls, replace_key, topic, line, 0, 0);
   if (rc != C8Y_OK)
     return rc; /* already in the SDK's code space */
   if (h->wake)
@@ -131,8 +131,11 @@ int plugin_host_send_fields(plugin_host *h, outq_class cls, const char *topic,
   smartrest_buf b;
   smartrest_buf_init(&b);
   int rc = smartrest_encode_line(&b, fields, n) == 0 ? C8Y_OK : C8Y_ENOMEM;
+  /* Custom templates go as events: their ids are no static ones. */
+  uint8_t key = cls == OUTQ_INVENTORY && n ? proto_replace_key(fields[0]) : 0;
   if (rc == C8Y_OK)
-    rc = b.len > MAX_LINE ? C8Y_ETOOBIG : queue_line(h, cls, topic, b.data);
+    rc =
+        b.len > MAX_LINE ? C8Y_ETOOBIG : queue_line(h, cls, key, topic, b.data);
   smartrest_buf_free(&b);
   return rc;
 }
@@ -403,7 +406,7 @@ static int emit_measurement(void *ctx, const char *line) {
   int rc = admit_line(f->plugin);
   return rc != C8Y_OK
              ? rc
-             : queue_line(f->plugin->host, OUTQ_MEASUREMENT, f->topic, line);
+             : queue_line(f->plugin->host, OUTQ_MEASUREMENT, 0, f->topic, line);
 }
 
 /* 1 sample -> 200; more -> 201 lines of one measurement type. */

@@ -73,10 +73,12 @@ outq_class proto_class(const char *template_id) {
   return OUTQ_EVENT;
 }
 
-bool proto_replaces_state(const char *template_id) {
+uint8_t proto_replace_key(const char *template_id) {
   int id = numeric_id(template_id);
-  return (id >= 110 && id <= 119) || id == 121 || id == 122 || id == 143 ||
-         id == 150;
+  if ((id >= 110 && id <= 119) || id == 121 || id == 122 || id == 143 ||
+      id == 150)
+    return (uint8_t)id;
+  return 0;
 }
 
 bool proto_agent_owned(const char *template_id) {

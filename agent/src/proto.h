@@ -1,10 +1,10 @@
 /* proto: what the agent knows about Cumulocity's static SmartREST 2.0
  * templates, in one table (shared/c8y-protocol.md section 3): for each
  * template id, which queue class an upstream line travels in, whether a
- * newer line replaces the state an older one carries (so the queue may drop
- * the older one), whether only the agent itself may send it, and for
- * downstream operation templates their fragment and typed twin. Upstream
- * (1xx-4xx, 500-507) and downstream (510-532) ids do not overlap. */
+ * newer line replaces the state an older one carries (its replace key, so
+ * the queue may drop the older one), whether only the agent itself may send it,
+ * and for downstream operation templates their fragment and typed twin.
+ * Upstream (1xx-4xx, 500-507) and downstream (510-532) ids do not overlap. */
 #ifndef C8Y_PROTO_H
 #define C8Y_PROTO_H
 
@@ -23,10 +23,12 @@ const char *proto_richer_twin(const char *template_id);
  * measurement, 3xx alarm, 5xx operation status, anything else (4xx events,
  * custom templates) event. */
 outq_class proto_class(const char *template_id);
-/* An upstream line that states the current value of something (hardware,
- * firmware, software list, supported operations, ...): a newer one with the
- * same id on the same topic makes an older queued one pointless. */
-bool proto_replaces_state(const char *template_id);
+/* Replace key for outq_push: an upstream line that states the current value
+ * of something (hardware, firmware, software list, supported operations,
+ * ...) makes an older queued one with the same id on the same topic
+ * pointless, so its key is its template id (110-119, 121, 122, 143, 150;
+ * all fit a byte); 0 for every other line. */
+uint8_t proto_replace_key(const char *template_id);
 /* Owned by the agent: operation statuses (the engine runs the lifecycle)
  * and the supported-operations list (built from every plugin's handlers).
  * Plugins and the local API may not send them. */

@@ -120,7 +120,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   check(acked == queued, "every replayed entry acked once");
   outq_get_stats(q, &st);
   check(st.bytes == 0 && st.inflight == 0, "empty after draining");
-  check(outq_push(q, OUTQ_ALARM, "s/us", "301,c8y_Fuzz,fuzz", 0, 0) == 0,
+  check(outq_push(q, OUTQ_ALARM, 0, "s/us", "301,c8y_Fuzz,fuzz", 0, 0) == 0,
         "push after replay");
   outq_close(q);
 

@@ -1,6 +1,8 @@
 /* Tests for the durable outbound queue. */
 #include "outq.h"
 
+#include "clock.h"
+
 #include <c8y/plugin.h>
 
 #include <errno.h>
@@ -98,17 +100,44 @@ static void assert_empty(outq *q) {
     g_assert_cmpuint(st.queued[c], ==, 0);
 }
 
+/* Queues n measurements "<head><i><tail>" on "s/us", i from 0. */
+static void push_numbered(outq *q, const char *head, const char *tail, int n) {
+  for (int i = 0; i < n; i++) {
+    char line[64];
+    snprintf(line, sizeof line, "%s%d%s", head, i, tail);
+    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", line, 0, 0), ==,
+                    0);
+  }
+}
+
+/* 9-byte lines "200,m,v,<i>". */
+static void push_mv(outq *q, int n) { push_numbered(q, "200,m,v,", "", n); }
+
+/* Overwrites len bytes at off in the class file, as damage on disk would. */
+static void poke(const char *dir, int cls, off_t off, const void *data,
+                 size_t len) {
+  char *path = queue_path(dir, cls);
+  int fd = open(path, O_WRONLY);
+  g_assert_cmpint(fd, >=, 0);
+  g_assert_cmpint(pwrite(fd, data, len, off), ==, (ssize_t)len);
+  close(fd);
+  g_free(path);
+}
+
 static void test_priority(void) {
   outq *q = open_q(NULL, OUTQ_FSYNC_NEVER, 0);
   /* One topic per line: between topics, the class priority decides. */
-  g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us/m", "200,a,b,1", 0, 0),
-                  ==, 0);
   g_assert_cmpint(
-      outq_push(q, OUTQ_INVENTORY, "s/us/i", "114,c8y_Restart", 0, 0), ==, 0);
-  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us/e", "400,t,x", 0, 0), ==, 0);
-  g_assert_cmpint(outq_push(q, OUTQ_ALARM, "s/us/a", "301,a,b", 0, 0), ==, 0);
-  g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_Restart", 0, 0),
-                  ==, 0);
+      outq_push(q, OUTQ_MEASUREMENT, 0, "s/us/m", "200,a,b,1", 0, 0), ==, 0);
+  g_assert_cmpint(
+      outq_push(q, OUTQ_INVENTORY, 0, "s/us/i", "114,c8y_Restart", 0, 0), ==,
+      0);
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, 0, "s/us/e", "400,t,x", 0, 0), ==,
+                  0);
+  g_assert_cmpint(outq_push(q, OUTQ_ALARM, 0, "s/us/a", "301,a,b", 0, 0), ==,
+                  0);
+  g_assert_cmpint(
+      outq_push(q, OUTQ_OPSTATUS, 0, "s/us", "503,c8y_Restart", 0, 0), ==, 0);
   /* max_payload 1 forces one line per batch, so the class order shows. */
   assert_take_ack(q, 1, OUTQ_OPSTATUS, "s/us", "503,c8y_Restart");
   assert_take_ack(q, 1, OUTQ_ALARM, "s/us/a", "301,a,b");
@@ -117,10 +146,10 @@ static void test_priority(void) {
   assert_take_ack(q, 1, OUTQ_MEASUREMENT, "s/us/m", "200,a,b,1");
   assert_empty(q);
   /* On one topic, lines queued after a status still yield to it. */
-  outq_push(q, OUTQ_OPSTATUS, "s/us", "501,c8y_Restart", 0, 0);
-  outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,a,b,2", 0, 0);
-  outq_push(q, OUTQ_INVENTORY, "s/us", "114,c8y_Restart", 0, 0);
-  outq_push(q, OUTQ_ALARM, "s/us", "301,a,b", 0, 0);
+  outq_push(q, OUTQ_OPSTATUS, 0, "s/us", "501,c8y_Restart", 0, 0);
+  outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", "200,a,b,2", 0, 0);
+  outq_push(q, OUTQ_INVENTORY, 0, "s/us", "114,c8y_Restart", 0, 0);
+  outq_push(q, OUTQ_ALARM, 0, "s/us", "301,a,b", 0, 0);
   assert_take_ack(q, MAXP, OUTQ_OPSTATUS, "s/us", "501,c8y_Restart");
   assert_take_ack(q, MAXP, OUTQ_ALARM, "s/us", "301,a,b");
   assert_take_ack(q, MAXP, OUTQ_INVENTORY, "s/us", "114,c8y_Restart");
@@ -131,11 +160,7 @@ static void test_priority(void) {
 
 static void test_fifo_and_packing(void) {
   outq *q = open_q(NULL, OUTQ_FSYNC_NEVER, 0);
-  for (int i = 0; i < 5; i++) {
-    char line[32];
-    snprintf(line, sizeof line, "200,m,v,%d", i);
-    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==, 0);
-  }
+  push_mv(q, 5);
   /* Each line is 9 bytes: two lines plus the separator are 19 bytes. */
   assert_take_ack(q, 19, OUTQ_MEASUREMENT, "s/us", "200,m,v,0\n200,m,v,1");
   assert_take_ack(q, 18, OUTQ_MEASUREMENT, "s/us", "200,m,v,2");
@@ -143,10 +168,10 @@ static void test_fifo_and_packing(void) {
   assert_empty(q);
 
   /* A topic change ends a batch even when more would fit. */
-  outq_push(q, OUTQ_EVENT, "s/us", "400,a,1", 0, 0);
-  outq_push(q, OUTQ_EVENT, "s/us", "400,a,2", 0, 0);
-  outq_push(q, OUTQ_EVENT, "s/uc/x", "1,a", 0, 0);
-  outq_push(q, OUTQ_EVENT, "s/us", "400,a,3", 0, 0);
+  outq_push(q, OUTQ_EVENT, 0, "s/us", "400,a,1", 0, 0);
+  outq_push(q, OUTQ_EVENT, 0, "s/us", "400,a,2", 0, 0);
+  outq_push(q, OUTQ_EVENT, 0, "s/uc/x", "1,a", 0, 0);
+  outq_push(q, OUTQ_EVENT, 0, "s/us", "400,a,3", 0, 0);
   assert_take_ack(q, MAXP, OUTQ_EVENT, "s/us", "400,a,1\n400,a,2");
   assert_take_ack(q, MAXP, OUTQ_EVENT, "s/uc/x", "1,a");
   assert_take_ack(q, MAXP, OUTQ_EVENT, "s/us", "400,a,3");
@@ -159,10 +184,11 @@ static void test_line_limit(void) {
   char *at = g_malloc(MAXP + 2);
   memset(at, 'x', MAXP + 1);
   at[MAXP + 1] = '\0';
-  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", at, 0, 0), ==, C8Y_ETOOBIG);
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, 0, "s/us", at, 0, 0), ==,
+                  C8Y_ETOOBIG);
   at[MAXP] = '\0';
-  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", at, 0, 0), ==, 0);
-  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", "400,next", 0, 0), ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, 0, "s/us", at, 0, 0), ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, 0, "s/us", "400,next", 0, 0), ==, 0);
   outq_batch b;
   g_assert_cmpint(outq_take(q, MAXP, &b), ==, 1);
   g_assert_cmpuint(b.len, ==, MAXP);
@@ -172,13 +198,15 @@ static void test_line_limit(void) {
   outq_batch_free(&b);
   assert_take_ack(q, MAXP, OUTQ_EVENT, "s/us", "400,next");
   /* Empty lines and topics are rejected, not queued. */
-  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", "", 0, 0), ==, C8Y_EINVAL);
-  g_assert_cmpint(outq_push(q, OUTQ_EVENT, "", "400,a", 0, 0), ==, C8Y_EINVAL);
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, 0, "s/us", "", 0, 0), ==,
+                  C8Y_EINVAL);
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, 0, "", "400,a", 0, 0), ==,
+                  C8Y_EINVAL);
   assert_empty(q);
   /* A quoted SmartREST field may hold LFs (113 text, command output): the
    * line is kept whole. */
   g_assert_cmpint(
-      outq_push(q, OUTQ_INVENTORY, "s/us", "113,\"a=1\nb=2\"", 0, 0), ==, 0);
+      outq_push(q, OUTQ_INVENTORY, 0, "s/us", "113,\"a=1\nb=2\"", 0, 0), ==, 0);
   assert_take_ack(q, MAXP, OUTQ_INVENTORY, "s/us", "113,\"a=1\nb=2\"");
   assert_empty(q);
   g_free(at);
@@ -189,7 +217,7 @@ static void test_ack_nack(void) {
   outq *q = open_q(NULL, OUTQ_FSYNC_NEVER, 0);
   const char *lines[] = {"400,a", "400,b", "400,c", "400,d"};
   for (int i = 0; i < 4; i++)
-    outq_push(q, OUTQ_EVENT, "s/us", lines[i], (uint64_t)i + 1, 0);
+    outq_push(q, OUTQ_EVENT, 0, "s/us", lines[i], (uint64_t)i + 1, 0);
   outq_batch b1, b2;
   g_assert_cmpint(outq_take(q, 11, &b1), ==, 1); /* a, b */
   g_assert_cmpint(outq_take(q, 11, &b2), ==, 1); /* c, d */
@@ -207,7 +235,7 @@ static void test_ack_nack(void) {
   g_assert_cmpint(outq_take(q, MAXP, &none), ==, 0);
 
   /* Nack of b2 then a new line: b2's lines come back before it. */
-  outq_push(q, OUTQ_EVENT, "s/us", "400,e", 0, 0);
+  outq_push(q, OUTQ_EVENT, 0, "s/us", "400,e", 0, 0);
   g_assert_cmpint(outq_nack(q, b2.id), ==, 0);
   g_assert_cmpint(outq_nack(q, b2.id), ==, -1);
   g_assert_cmpint(outq_ack(q, b2.id), ==, -1);
@@ -220,7 +248,7 @@ static void test_ack_nack(void) {
 
   /* requeue_inflight restores the original order across batches. */
   for (int i = 0; i < 4; i++)
-    outq_push(q, OUTQ_EVENT, "s/us", lines[i], 0, 0);
+    outq_push(q, OUTQ_EVENT, 0, "s/us", lines[i], 0, 0);
   outq_batch x, y, z;
   g_assert_cmpint(outq_take(q, 5, &x), ==, 1);
   g_assert_cmpint(outq_take(q, 5, &y), ==, 1);
@@ -243,12 +271,12 @@ static void test_ack_nack(void) {
 static void test_persist_reopen(void) {
   char *dir = make_dir();
   outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
-  outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,m,v,1", 0, 0);
-  outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,m,v,2", 0, 0);
-  outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_Restart", 77, 0);
-  outq_push(q, OUTQ_OPSTATUS, "s/us", "501,c8y_Restart", 0, OUTQ_VOLATILE);
-  outq_push(q, OUTQ_EVENT, "s/uc/x", "9,z", 0, 0);
-  outq_push(q, OUTQ_EVENT, "s/us", "400,a", 0, 0);
+  outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", "200,m,v,1", 0, 0);
+  outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", "200,m,v,2", 0, 0);
+  outq_push(q, OUTQ_OPSTATUS, 0, "s/us", "503,c8y_Restart", 77, 0);
+  outq_push(q, OUTQ_OPSTATUS, 0, "s/us", "501,c8y_Restart", 0, OUTQ_VOLATILE);
+  outq_push(q, OUTQ_EVENT, 0, "s/uc/x", "9,z", 0, 0);
+  outq_push(q, OUTQ_EVENT, 0, "s/us", "400,a", 0, 0);
   /* Taken but not acked: must come back after the restart. */
   outq_batch b;
   g_assert_cmpint(outq_take(q, MAXP, &b), ==, 1);
@@ -280,7 +308,7 @@ static void test_persist_reopen(void) {
   g_assert_cmpuint(st.replayed, ==, 3);
   assert_take_ack(q, MAXP, OUTQ_EVENT, "s/us", "400,a");
   /* New entries are numbered after the replayed ones. */
-  outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,m,v,3", 0, 0);
+  outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", "200,m,v,3", 0, 0);
   outq_close(q);
   q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
   assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us",
@@ -298,9 +326,9 @@ static void test_persist_reopen(void) {
 static void test_persist_volatile(void) {
   char *dir = make_dir();
   outq *q = open_q(dir, OUTQ_FSYNC_ALWAYS, 0);
-  g_assert_cmpint(
-      outq_push(q, OUTQ_OPSTATUS, "s/us", "501,c8y_Command", 0, OUTQ_VOLATILE),
-      ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, 0, "s/us", "501,c8y_Command", 0,
+                            OUTQ_VOLATILE),
+                  ==, 0);
   for (int c = 0; c < OUTQ_NCLASSES; c++)
     g_assert_cmpint(file_size(dir, c), ==, 0);
   outq_close(q);
@@ -322,7 +350,8 @@ static void kill9_child(const char *dir, int n, int ack_first, int sig) {
   for (int i = 0; i < n; i++) {
     char line[32];
     snprintf(line, sizeof line, "400,e,%d", i);
-    if (outq_push(q, i % 2 ? OUTQ_EVENT : OUTQ_ALARM, "s/us", line, 0, 0) != 0)
+    if (outq_push(q, i % 2 ? OUTQ_EVENT : OUTQ_ALARM, 0, "s/us", line, 0, 0) !=
+        0)
       _exit(4);
   }
   if (ack_first) {
@@ -378,11 +407,7 @@ static void test_kill9(void) {
 #define REC 45
 static void push_five(const char *dir) {
   outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
-  for (int i = 0; i < 5; i++) {
-    char line[32];
-    snprintf(line, sizeof line, "200,m,v,%d", i);
-    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==, 0);
-  }
+  push_mv(q, 5);
   outq_close(q);
   g_assert_cmpint(file_size(dir, OUTQ_MEASUREMENT), ==, 5 * REC);
 }
@@ -397,7 +422,7 @@ static void test_truncated_tail(void) {
     outq_stats st;
     outq_get_stats(q, &st);
     g_assert_cmpuint(st.replayed, ==, 4);
-    outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,m,v,9", 0, 0);
+    outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", "200,m,v,9", 0, 0);
     outq_close(q);
     q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
     assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us",
@@ -415,22 +440,26 @@ static void test_truncated_tail(void) {
   g_test_trap_assert_stderr_unmatched("*queue-4.log*queue-4.log*");
 }
 
+/* One byte of the third line's record is damaged: it alone is lost. */
+#define DAMAGE_OFF (2 * REC + 40)
+#define DAMAGED_FIVE "200,m,v,0\n200,m,v,1\n200,m,v,3\n200,m,v,4"
+
+/* Five lines written, damaged at off, replayed: want is what comes back. */
+static void replay_damaged(off_t off, const void *data, size_t len,
+                           const char *want) {
+  char *dir = make_dir();
+  push_five(dir);
+  poke(dir, OUTQ_MEASUREMENT, off, data, len);
+  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us", want);
+  assert_empty(q);
+  outq_close(q);
+  rm_dir(dir);
+}
+
 static void test_corrupt_middle(void) {
   if (g_test_subprocess()) {
-    char *dir = make_dir();
-    push_five(dir);
-    char *path = queue_path(dir, OUTQ_MEASUREMENT);
-    int fd = open(path, O_WRONLY);
-    g_assert_cmpint(fd, >=, 0);
-    g_assert_cmpint(pwrite(fd, "#", 1, 2 * REC + 40), ==, 1);
-    close(fd);
-    outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
-    assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us",
-                    "200,m,v,0\n200,m,v,1\n200,m,v,3\n200,m,v,4");
-    assert_empty(q);
-    outq_close(q);
-    g_free(path);
-    rm_dir(dir);
+    replay_damaged(DAMAGE_OFF, "#", 1, DAMAGED_FIVE);
     return;
   }
   g_test_trap_subprocess(NULL, 0, 0);
@@ -443,21 +472,8 @@ static void test_corrupt_middle(void) {
  * skips them without calling it damage. */
 static void test_punched(void) {
   if (g_test_subprocess()) {
-    char *dir = make_dir();
-    push_five(dir);
-    char *path = queue_path(dir, OUTQ_MEASUREMENT);
-    int fd = open(path, O_RDWR);
-    g_assert_cmpint(fd, >=, 0);
     static const char zeros[2 * REC];
-    g_assert_cmpint(pwrite(fd, zeros, sizeof zeros, REC), ==, sizeof zeros);
-    close(fd);
-    outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
-    assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us",
-                    "200,m,v,0\n200,m,v,3\n200,m,v,4");
-    assert_empty(q);
-    outq_close(q);
-    g_free(path);
-    rm_dir(dir);
+    replay_damaged(REC, zeros, sizeof zeros, "200,m,v,0\n200,m,v,3\n200,m,v,4");
     return;
   }
   g_test_trap_subprocess(NULL, 0, 0);
@@ -490,14 +506,15 @@ static void test_drop_policy(void) {
   char *dir = make_dir();
   outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 1000);
   /* 4 + 16 = 20 bytes each */
-  g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_Restart1", 0, 0),
-                  ==, 0);
-  g_assert_cmpint(outq_push(q, OUTQ_ALARM, "s/us", "301,c8y_Alarm,xx", 0, 0),
+  g_assert_cmpint(
+      outq_push(q, OUTQ_OPSTATUS, 0, "s/us", "503,c8y_Restart1", 0, 0), ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_ALARM, 0, "s/us", "301,c8y_Alarm,xx", 0, 0),
                   ==, 0);
   for (int i = 0; i < 100; i++) {
     char line[32];
     snprintf(line, sizeof line, "200,c8y_T,T,%04d", i); /* 16 bytes */
-    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==, 0);
+    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", line, 0, 0), ==,
+                    0);
   }
   outq_stats st;
   outq_get_stats(q, &st);
@@ -524,18 +541,18 @@ static void test_drop_policy(void) {
   /* Measurements can't displace an alarm: the new one is refused once the
    * measurements are gone... */
   for (int i = 0; i < 48; i++)
-    g_assert_cmpint(outq_push(q, OUTQ_ALARM, "s/us", "301,c8y_Alarm,yy", 0, 0),
-                    ==, 0);
+    g_assert_cmpint(
+        outq_push(q, OUTQ_ALARM, 0, "s/us", "301,c8y_Alarm,yy", 0, 0), ==, 0);
   outq_get_stats(q, &st);
   g_assert_cmpuint(st.queued[OUTQ_MEASUREMENT], ==, 0);
   g_assert_cmpuint(st.queued[OUTQ_ALARM], ==, 49);
   g_assert_cmpuint(st.bytes, ==, 1000);
   g_assert_cmpint(
-      outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,c8y_T,T,9999", 0, 0), ==,
+      outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", "200,c8y_T,T,9999", 0, 0), ==,
       C8Y_EAGAIN);
   /* ...but opstatus displaces alarms, and never the in-flight opstatus. */
-  g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_Restart2", 0, 0),
-                  ==, 0);
+  g_assert_cmpint(
+      outq_push(q, OUTQ_OPSTATUS, 0, "s/us", "503,c8y_Restart2", 0, 0), ==, 0);
   outq_get_stats(q, &st);
   g_assert_cmpuint(st.dropped[OUTQ_ALARM], ==, 1);
   g_assert_cmpuint(st.queued[OUTQ_ALARM], ==, 48);
@@ -544,7 +561,7 @@ static void test_drop_policy(void) {
   char big[1100];
   memset(big, 'x', sizeof big - 1);
   big[sizeof big - 1] = '\0';
-  g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", big, 0, 0), ==,
+  g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, 0, "s/us", big, 0, 0), ==,
                   C8Y_EAGAIN);
   outq_batch_free(&hold);
   outq_close(q);
@@ -567,23 +584,26 @@ static void test_drop_policy(void) {
   rm_dir(dir);
 }
 
+/* An inventory line with its replace key (0 = none). */
+static int push_inv(outq *q, const char *topic, const char *line, uint8_t key) {
+  return outq_push(q, OUTQ_INVENTORY, key, topic, line, 0, 0);
+}
+
 static void test_coalesce(void) {
   char *dir = make_dir();
   outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
-  g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, "s/us", "114,c8y_Restart", 0, 0),
-                  ==, 0);
-  g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, "s/us", "114,c8y_Restart", 0, 0),
-                  ==, 0);
-  outq_push(q, OUTQ_INVENTORY, "s/uc/x", "114,c8y_Restart", 0, 0);
-  outq_push(q, OUTQ_INVENTORY, "s/us", "117,10", 0, 0);
-  outq_push(q, OUTQ_INVENTORY, "s/us", "110,SN,model,1.0", 0, 0);
-  outq_push(q, OUTQ_INVENTORY, "s/us", "117,20", 0, 0);
-  /* Non-replace templates are kept even when their id repeats. */
-  outq_push(q, OUTQ_INVENTORY, "s/us", "101,child,1", 0, 0);
-  outq_push(q, OUTQ_INVENTORY, "s/us", "101,child,2", 0, 0);
+  g_assert_cmpint(push_inv(q, "s/us", "114,c8y_Restart", 114), ==, 0);
+  g_assert_cmpint(push_inv(q, "s/us", "114,c8y_Restart", 114), ==, 0);
+  push_inv(q, "s/uc/x", "114,c8y_Restart", 114);
+  push_inv(q, "s/us", "117,10", 117);
+  push_inv(q, "s/us", "110,SN,model,1.0", 110);
+  push_inv(q, "s/us", "117,20", 117);
+  /* Lines without a key are kept even when they look alike. */
+  push_inv(q, "s/us", "101,child,1", 0);
+  push_inv(q, "s/us", "101,child,2", 0);
   /* Identical lines of other classes are not coalesced. */
-  outq_push(q, OUTQ_EVENT, "s/us", "400,a", 0, 0);
-  outq_push(q, OUTQ_EVENT, "s/us", "400,a", 0, 0);
+  outq_push(q, OUTQ_EVENT, 0, "s/us", "400,a", 0, 0);
+  outq_push(q, OUTQ_EVENT, 0, "s/us", "400,a", 0, 0);
   outq_stats st;
   outq_get_stats(q, &st);
   g_assert_cmpuint(st.coalesced, ==, 2);
@@ -601,15 +621,15 @@ static void test_coalesce(void) {
   g_assert_cmpstr(b.payload, ==,
                   "110,SN,model,1.0\n117,20\n101,child,1\n101,child,2");
   /* In-flight lines are neither coalesced with nor superseded. */
-  outq_push(q, OUTQ_INVENTORY, "s/us", "117,20", 0, 0);
-  outq_push(q, OUTQ_INVENTORY, "s/us", "110,SN,model,2.0", 0, 0);
+  push_inv(q, "s/us", "117,20", 117);
+  push_inv(q, "s/us", "110,SN,model,2.0", 110);
   outq_get_stats(q, &st);
   g_assert_cmpuint(st.queued[OUTQ_INVENTORY], ==, 2);
   g_assert_cmpuint(st.inflight, ==, 4);
   /* After a nack the old batch is queued again: a newer 117 supersedes it. */
   outq_nack(q, b.id);
   outq_batch_free(&b);
-  outq_push(q, OUTQ_INVENTORY, "s/us", "117,30", 0, 0);
+  push_inv(q, "s/us", "117,30", 117);
   assert_take_ack(q, MAXP, OUTQ_INVENTORY, "s/us",
                   "110,SN,model,1.0\n101,child,1\n101,child,2\n110,SN,model,"
                   "2.0\n117,30");
@@ -618,14 +638,76 @@ static void test_coalesce(void) {
   rm_dir(dir);
 }
 
+/* Byte 9 of the n-th record of a class file: its stored replace key. */
+static int record_key(const char *dir, int cls, int n) {
+  char *path = queue_path(dir, cls);
+  gchar *data = NULL;
+  gsize len = 0;
+  g_assert_true(g_file_get_contents(path, &data, &len, NULL));
+  g_free(path);
+  size_t off = 0;
+  for (int i = 0; i < n; i++) {
+    g_assert_cmpuint(off + 32, <=, len);
+    const unsigned char *p = (const unsigned char *)data + off;
+    off += 32 + (p[10] | p[11] << 8) +
+           ((size_t)p[12] | (size_t)p[13] << 8 | (size_t)p[14] << 16 |
+            (size_t)p[15] << 24);
+  }
+  g_assert_cmpuint(off + 32, <=, len);
+  int key = (unsigned char)data[off + 9];
+  g_free(data);
+  return key;
+}
+
+/* The queue never reads the line: only the caller's key supersedes. */
+static void test_replace_keys(void) {
+  char *dir = make_dir();
+  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  push_inv(q, "s/us", "a,1", 7);
+  push_inv(q, "s/us/child", "a,1 child", 7); /* another topic */
+  push_inv(q, "s/us", "b,1", 8);             /* another key */
+  push_inv(q, "s/us", "117,1", 0);           /* looks like state, no key */
+  push_inv(q, "s/us", "a,2", 7);             /* supersedes "a,1" only */
+  outq_stats st;
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.coalesced, ==, 1);
+  g_assert_cmpuint(st.queued[OUTQ_INVENTORY], ==, 4);
+  /* A key is for inventory lines only. */
+  g_assert_cmpint(outq_push(q, OUTQ_EVENT, 7, "s/us", "a,3", 0, 0), ==,
+                  C8Y_EINVAL);
+  g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, 1, "s/us", "200,a,b,1", 0, 0),
+                  ==, C8Y_EINVAL);
+  /* Stored in the record (byte 9, 0 for none, as older agents wrote). */
+  g_assert_cmpint(record_key(dir, OUTQ_INVENTORY, 0), ==, 7);
+  g_assert_cmpint(record_key(dir, OUTQ_INVENTORY, 2), ==, 8);
+  g_assert_cmpint(record_key(dir, OUTQ_INVENTORY, 3), ==, 0);
+  outq_close(q);
+
+  /* Replayed entries keep their key: newer lines still supersede them, and
+   * lines written without one replay and are not superseded. */
+  q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.replayed, ==, 4);
+  push_inv(q, "s/us", "a,3", 7);
+  push_inv(q, "s/us", "b,2", 8);
+  push_inv(q, "s/us", "117,2", 117);
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.coalesced, ==, 2);
+  assert_take_ack(q, MAXP, OUTQ_INVENTORY, "s/us/child", "a,1 child");
+  assert_take_ack(q, MAXP, OUTQ_INVENTORY, "s/us", "117,1\na,3\nb,2\n117,2");
+  assert_empty(q);
+  outq_close(q);
+  rm_dir(dir);
+}
+
 static void test_remove_tag(void) {
   char *dir = make_dir();
   outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
-  outq_push(q, OUTQ_OPSTATUS, "s/us", "501,c8y_A", 7, 0);
-  outq_push(q, OUTQ_OPSTATUS, "s/uc/x", "1,x", 8, 0);
-  outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_A", 7, 0);
-  outq_push(q, OUTQ_EVENT, "s/us", "400,a", 7, OUTQ_VOLATILE);
-  outq_push(q, OUTQ_EVENT, "s/us", "400,b", 0, 0);
+  outq_push(q, OUTQ_OPSTATUS, 0, "s/us", "501,c8y_A", 7, 0);
+  outq_push(q, OUTQ_OPSTATUS, 0, "s/uc/x", "1,x", 8, 0);
+  outq_push(q, OUTQ_OPSTATUS, 0, "s/us", "503,c8y_A", 7, 0);
+  outq_push(q, OUTQ_EVENT, 0, "s/us", "400,a", 7, OUTQ_VOLATILE);
+  outq_push(q, OUTQ_EVENT, 0, "s/us", "400,b", 0, 0);
   outq_batch b;
   g_assert_cmpint(outq_take(q, MAXP, &b), ==, 1); /* 501 in flight */
   g_assert_cmpstr(b.payload, ==, "501,c8y_A");
@@ -653,15 +735,17 @@ static void test_compaction(void) {
   outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
   /* An entry held in flight the whole time keeps the file from ever being
    * empty, so only a rewrite can bound it. */
-  outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,keep,me,1", 0, 0);
+  outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", "200,keep,me,1", 0, 0);
   outq_batch hold;
   g_assert_cmpint(outq_take(q, MAXP, &hold), ==, 1);
   off_t max_seen = 0;
   for (int i = 0; i < 6000; i++) {
     char line[64];
     snprintf(line, sizeof line, "200,c8y_Temperature,T,%d", i);
-    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==, 0);
-    g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us", "400,a,b", 0, 0), ==, 0);
+    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", line, 0, 0), ==,
+                    0);
+    g_assert_cmpint(outq_push(q, OUTQ_EVENT, 0, "s/us", "400,a,b", 0, 0), ==,
+                    0);
     char *s = take_ack(q, MAXP, OUTQ_EVENT, "s/us");
     g_free(s);
     s = take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us");
@@ -716,11 +800,7 @@ static void test_many(void) {
   outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 64u << 20);
   const int n = 100000;
   gint64 t0 = g_get_monotonic_time();
-  for (int i = 0; i < n; i++) {
-    char line[64];
-    snprintf(line, sizeof line, "200,c8y_Temperature,T,%d.5,C", i);
-    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==, 0);
-  }
+  push_numbered(q, "200,c8y_Temperature,T,", ".5,C", n);
   gint64 t1 = g_get_monotonic_time();
   size_t lines = 0, batches = 0;
   outq_batch b;
@@ -741,35 +821,49 @@ static void test_many(void) {
   rm_dir(dir);
 }
 
-/* Concurrent pushers and one consumer: every line arrives exactly once. */
+/* A pusher queues n lines "<tid>,t<id>,<i>" of one class on "s/us". */
 typedef struct {
   outq *q;
-  int id;
+  outq_class cls;
+  const char *tid;
+  int id, n;
+  GThread *th;
 } pusher_arg;
 
 static gpointer pusher(gpointer p) {
   pusher_arg *a = p;
-  for (int i = 0; i < 2000; i++) {
+  for (int i = 0; i < a->n; i++) {
     char line[32];
-    snprintf(line, sizeof line, "400,t%d,%d", a->id, i);
-    g_assert_cmpint(outq_push(a->q, OUTQ_EVENT, "s/us", line, 0, 0), ==, 0);
+    snprintf(line, sizeof line, "%s,t%d,%d", a->tid, a->id, i);
+    g_assert_cmpint(outq_push(a->q, a->cls, 0, "s/us", line, 0, 0), ==, 0);
   }
   return NULL;
 }
 
-/* dir: lines are read back from the files outside the lock while the
+#define NPUSHERS 4
+
+static void pushers_start(pusher_arg *a, outq *q, outq_class cls,
+                          const char *tid, int n) {
+  for (int i = 0; i < NPUSHERS; i++) {
+    a[i] = (pusher_arg){q, cls, tid, i, n, NULL};
+    a[i].th = g_thread_new("pusher", pusher, &a[i]);
+  }
+}
+
+static void pushers_join(pusher_arg *a) {
+  for (int i = 0; i < NPUSHERS; i++)
+    g_thread_join(a[i].th);
+}
+
+/* Concurrent pushers and one consumer: every line arrives exactly once.
+ * dir: lines are read back from the files outside the lock while the
  * pushers append. */
 static void threads_run(const char *dir) {
   outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
-  pusher_arg args[4];
-  GThread *th[4];
-  for (int i = 0; i < 4; i++) {
-    args[i].q = q;
-    args[i].id = i;
-    th[i] = g_thread_new("pusher", pusher, &args[i]);
-  }
+  pusher_arg args[NPUSHERS];
+  pushers_start(args, q, OUTQ_EVENT, "400", 2000);
   size_t got = 0;
-  int next[4] = {0};
+  int next[NPUSHERS] = {0};
   for (int spins = 0; got < 8000 && spins < 10000000; spins++) {
     outq_batch b;
     if (outq_take(q, 200, &b) != 1)
@@ -786,8 +880,7 @@ static void threads_run(const char *dir) {
     outq_ack(q, b.id);
     outq_batch_free(&b);
   }
-  for (int i = 0; i < 4; i++)
-    g_thread_join(th[i]);
+  pushers_join(args);
   g_assert_cmpuint(got, ==, 8000);
   outq_close(q);
 }
@@ -805,15 +898,15 @@ static void test_threads(void) {
 static void test_status_order(void) {
   char *dir = make_dir();
   outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
-  outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,m,v,1", 0, 0);
-  outq_push(q, OUTQ_INVENTORY, "s/us", "115,pkg,1.0", 0, 0);
-  outq_push(q, OUTQ_INVENTORY, "s/us", "140,pkg,1.0,url", 0, 0);
-  outq_push(q, OUTQ_EVENT, "s/us", "400,c8y_Log,done", 0, 0);
-  outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_SoftwareUpdate", 0, 0);
+  outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", "200,m,v,1", 0, 0);
+  outq_push(q, OUTQ_INVENTORY, 0, "s/us", "115,pkg,1.0", 0, 0);
+  outq_push(q, OUTQ_INVENTORY, 0, "s/us", "140,pkg,1.0,url", 0, 0);
+  outq_push(q, OUTQ_EVENT, 0, "s/us", "400,c8y_Log,done", 0, 0);
+  outq_push(q, OUTQ_OPSTATUS, 0, "s/us", "503,c8y_SoftwareUpdate", 0, 0);
   /* Another device's status is not held up by the root's lines. */
-  outq_push(q, OUTQ_OPSTATUS, "s/us/child", "503,c8y_Restart", 0, 0);
+  outq_push(q, OUTQ_OPSTATUS, 0, "s/us/child", "503,c8y_Restart", 0, 0);
   /* Queued after the status: not ahead of it. */
-  outq_push(q, OUTQ_ALARM, "s/us", "301,c8y_Late,late", 0, 0);
+  outq_push(q, OUTQ_ALARM, 0, "s/us", "301,c8y_Late,late", 0, 0);
   outq_close(q);
   /* The rule holds for replayed entries too. */
   q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
@@ -855,15 +948,76 @@ static void test_status_order(void) {
   assert_empty(q);
 
   /* Statuses are packed only up to a line that must go before the next. */
-  outq_push(q, OUTQ_OPSTATUS, "s/us", "501,c8y_A", 0, 0);
-  outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_A", 0, 0);
-  outq_push(q, OUTQ_INVENTORY, "s/us", "115,b,2", 0, 0);
-  outq_push(q, OUTQ_OPSTATUS, "s/us", "501,c8y_B", 0, 0);
-  outq_push(q, OUTQ_OPSTATUS, "s/us", "503,c8y_B", 0, 0);
+  outq_push(q, OUTQ_OPSTATUS, 0, "s/us", "501,c8y_A", 0, 0);
+  outq_push(q, OUTQ_OPSTATUS, 0, "s/us", "503,c8y_A", 0, 0);
+  outq_push(q, OUTQ_INVENTORY, 0, "s/us", "115,b,2", 0, 0);
+  outq_push(q, OUTQ_OPSTATUS, 0, "s/us", "501,c8y_B", 0, 0);
+  outq_push(q, OUTQ_OPSTATUS, 0, "s/us", "503,c8y_B", 0, 0);
   assert_take_ack(q, MAXP, OUTQ_OPSTATUS, "s/us", "501,c8y_A\n503,c8y_A");
   assert_take_ack(q, MAXP, OUTQ_INVENTORY, "s/us", "115,b,2");
   assert_take_ack(q, MAXP, OUTQ_OPSTATUS, "s/us", "501,c8y_B\n503,c8y_B");
   assert_empty(q);
+  outq_close(q);
+  rm_dir(dir);
+}
+
+/* Spins until the monotonic clock reaches ms (bounded: callers pass a time
+ * at most a period ahead). */
+static void wait_mono(long long ms) {
+  while (clock_mono_ms() < ms)
+    sched_yield();
+}
+
+#define DEADLINE_FSYNC_MS 500
+
+static void test_next_deadline(void) {
+  /* Memory only: an fsync period never makes work for outq_tick. */
+  outq *q = open_q(NULL, DEADLINE_FSYNC_MS, 0);
+  g_assert_cmpint(outq_next_deadline(q), ==, -1);
+  outq_push(q, OUTQ_EVENT, 0, "s/us", "400,e,mem", 0, 0);
+  g_assert_cmpint(outq_next_deadline(q), ==, -1);
+  assert_take_ack(q, MAXP, OUTQ_EVENT, "s/us", "400,e,mem");
+  g_assert_cmpint(outq_next_deadline(q), ==, -1);
+  outq_close(q);
+
+  char *dir = make_dir();
+  long long opened = clock_mono_ms();
+  q = open_q(dir, DEADLINE_FSYNC_MS, 0);
+  g_assert_cmpint(outq_next_deadline(q), ==, -1);
+  /* A push that finds the last fsync a period old syncs at once and leaves
+   * nothing due; the next one is due a period after that fsync. */
+  long long due = -1;
+  int pushed = 0;
+  while (due < 0 && pushed < 10) {
+    char line[32];
+    snprintf(line, sizeof line, "400,e,%d", pushed++);
+    g_assert_cmpint(outq_push(q, OUTQ_EVENT, 0, "s/us", line, 0, 0), ==, 0);
+    due = outq_next_deadline(q);
+  }
+  g_assert_cmpint(due, >=, opened + DEADLINE_FSYNC_MS);
+  g_assert_cmpint(due, <=, clock_mono_ms() + DEADLINE_FSYNC_MS);
+  outq_stats st;
+  outq_get_stats(q, &st);
+  uint64_t fsyncs = st.fsyncs;
+  wait_mono(due);
+  long long ticked = clock_mono_ms();
+  outq_tick(q);
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.fsyncs, >, fsyncs);
+  g_assert_cmpint(outq_next_deadline(q), ==, -1);
+
+  /* Drained: the emptied file is truncated, and that too is synced by a
+   * tick a period later; then nothing is due. */
+  for (int i = 0; i < pushed; i++)
+    g_free(take_ack(q, 1, OUTQ_EVENT, "s/us"));
+  assert_empty(q);
+  g_assert_cmpint(file_size(dir, OUTQ_EVENT), ==, 0);
+  due = outq_next_deadline(q);
+  g_assert_cmpint(due, >=, ticked + DEADLINE_FSYNC_MS);
+  g_assert_cmpint(due, <=, clock_mono_ms() + DEADLINE_FSYNC_MS);
+  wait_mono(due);
+  outq_tick(q);
+  g_assert_cmpint(outq_next_deadline(q), ==, -1);
   outq_close(q);
   rm_dir(dir);
 }
@@ -874,22 +1028,11 @@ static void test_readback_crc(void) {
   if (g_test_subprocess()) {
     char *dir = make_dir();
     outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
-    for (int i = 0; i < 5; i++) {
-      char line[32];
-      snprintf(line, sizeof line, "200,m,v,%d", i);
-      g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==,
-                      0);
-    }
-    char *path = queue_path(dir, OUTQ_MEASUREMENT);
-    int fd = open(path, O_WRONLY);
-    g_assert_cmpint(fd, >=, 0);
-    g_assert_cmpint(pwrite(fd, "#", 1, 2 * REC + 40), ==, 1);
-    close(fd);
-    assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us",
-                    "200,m,v,0\n200,m,v,1\n200,m,v,3\n200,m,v,4");
+    push_mv(q, 5);
+    poke(dir, OUTQ_MEASUREMENT, DAMAGE_OFF, "#", 1);
+    assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us", DAMAGED_FIVE);
     assert_empty(q);
     outq_close(q);
-    g_free(path);
     rm_dir(dir);
     return;
   }
@@ -901,28 +1044,13 @@ static void test_readback_crc(void) {
 
 /* Acks are not fsync'ed one by one; pushers share fsyncs (group commit)
  * and every accepted line is durable. */
-typedef struct {
-  outq *q;
-  int id;
-} sync_arg;
-
-static gpointer sync_pusher(gpointer p) {
-  sync_arg *a = p;
-  for (int i = 0; i < 100; i++) {
-    char line[32];
-    snprintf(line, sizeof line, "301,t%d,%d", a->id, i);
-    g_assert_cmpint(outq_push(a->q, OUTQ_ALARM, "s/us", line, 0, 0), ==, 0);
-  }
-  return NULL;
-}
-
 static void test_group_commit(void) {
   char *dir = make_dir();
   outq *q = open_q(dir, OUTQ_FSYNC_ALWAYS, 0);
   outq_stats st;
   outq_get_stats(q, &st);
   uint64_t f0 = st.fsyncs;
-  g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", "501,c8y_A", 0, 0), ==,
+  g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, 0, "s/us", "501,c8y_A", 0, 0), ==,
                   0);
   outq_get_stats(q, &st);
   g_assert_cmpuint(st.fsyncs, ==, f0 + 1);
@@ -930,12 +1058,8 @@ static void test_group_commit(void) {
   outq_get_stats(q, &st);
   g_assert_cmpuint(st.fsyncs, ==, f0 + 1); /* the ack was not fsync'ed */
 
-  sync_arg args[4];
-  GThread *th[4];
-  for (int i = 0; i < 4; i++) {
-    args[i] = (sync_arg){q, i};
-    th[i] = g_thread_new("sync-pusher", sync_pusher, &args[i]);
-  }
+  pusher_arg args[NPUSHERS];
+  pushers_start(args, q, OUTQ_ALARM, "301", 100);
   /* Lines are taken and acked while their pushers still wait for the
    * fsync: each one arrives once, and the queue's books stay right. */
   int got = 0;
@@ -949,13 +1073,13 @@ static void test_group_commit(void) {
     g_assert_cmpint(outq_ack(q, b.id), ==, 0);
     outq_batch_free(&b);
   }
-  for (int i = 0; i < 4; i++)
-    g_thread_join(th[i]);
+  pushers_join(args);
   g_assert_cmpint(got, ==, 400);
   outq_get_stats(q, &st);
   g_assert_cmpuint(st.topics, ==, 0);
   g_assert_cmpuint(st.bytes, ==, 0);
-  g_assert_cmpint(outq_push(q, OUTQ_ALARM, "s/us", "301,again", 0, 0), ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_ALARM, 0, "s/us", "301,again", 0, 0), ==,
+                  0);
   assert_take_ack(q, MAXP, OUTQ_ALARM, "s/us", "301,again");
   outq_get_stats(q, &st);
   g_assert_cmpuint(st.fsyncs - f0 - 1, <=, 400);
@@ -968,8 +1092,8 @@ static void test_group_commit(void) {
   g_assert_cmpint(pid, >=, 0);
   if (pid == 0) {
     outq *cq = open_q(dir, OUTQ_FSYNC_ALWAYS, 0);
-    sync_arg a = {cq, 9};
-    sync_pusher(&a);
+    pusher_arg a = {cq, OUTQ_ALARM, "301", 9, 100, NULL};
+    pusher(&a);
     raise(SIGKILL);
     _exit(1);
   }
@@ -1012,11 +1136,7 @@ static void test_backlog_memory(void) {
   outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 256u << 20);
   const int n = 200000;
   long before = rss_kib();
-  for (int i = 0; i < n; i++) {
-    char line[64];
-    snprintf(line, sizeof line, "200,c8y_Temperature,T,%d.5,C", i);
-    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==, 0);
-  }
+  push_numbered(q, "200,c8y_Temperature,T,", ".5,C", n);
   long full = rss_kib();
   g_test_message("200k lines: RSS +%ld KiB", full - before);
   g_assert_cmpint(full - before, <, 6 * 1024);
@@ -1061,12 +1181,13 @@ static void test_drop_log(void) {
     for (int i = 0; i < 100; i++) {
       char line[32];
       snprintf(line, sizeof line, "200,c8y_T,T,%04d", i);
-      g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==,
+      g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", line, 0, 0), ==,
                       0);
     }
     for (int i = 0; i < 60; i++)
       g_assert_cmpint(
-          outq_push(q, OUTQ_EVENT, "s/us", "400,c8y_E,eeeeeee", 0, 0), ==, 0);
+          outq_push(q, OUTQ_EVENT, 0, "s/us", "400,c8y_E,eeeeeee", 0, 0), ==,
+          0);
     outq_stats st;
     outq_get_stats(q, &st);
     g_assert_cmpuint(st.dropped[OUTQ_MEASUREMENT], ==, 100);
@@ -1169,16 +1290,17 @@ static void disk_full_child(int report) {
     for (int i = 0; i < 3000; i++) {
       char line[64];
       snprintf(line, sizeof line, "200,c8y_Temperature,T,%d", i);
-      g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", line, 0, 0), ==,
+      g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", line, 0, 0), ==,
                       0);
     }
     for (int i = 0; i < 300; i++) {
       char line[64];
       snprintf(line, sizeof line, "400,c8y_Ev,event %d", i);
-      g_assert_cmpint(outq_push(q, OUTQ_EVENT, "s/us/ev", line, 0, 0), ==, 0);
-      snprintf(line, sizeof line, "101,child%d,name,c8y_Child", i);
-      g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, "s/us/inv", line, 0, 0), ==,
+      g_assert_cmpint(outq_push(q, OUTQ_EVENT, 0, "s/us/ev", line, 0, 0), ==,
                       0);
+      snprintf(line, sizeof line, "101,child%d,name,c8y_Child", i);
+      g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, 0, "s/us/inv", line, 0, 0),
+                      ==, 0);
     }
     char *filler = g_build_filename(dir, "filler", NULL);
     g_assert_cmpint(fill_fs(filler), >, 0);
@@ -1189,7 +1311,7 @@ static void disk_full_child(int report) {
     int nev = 0;
     do {
       g_assert_cmpint(
-          outq_push(q, OUTQ_EVENT, "s/us/ev", "400,c8y_Ev,after full", 0, 0),
+          outq_push(q, OUTQ_EVENT, 0, "s/us/ev", "400,c8y_Ev,after full", 0, 0),
           ==, 0);
       outq_get_stats(q, &st);
     } while (!st.disk_full && ++nev < 1000);
@@ -1206,7 +1328,8 @@ static void disk_full_child(int report) {
                "503,c8y_Command,status %06d with some result text to fill the "
                "disk faster than short lines would",
                n);
-      g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, "s/us", line, 0, 0), ==, 0);
+      g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, 0, "s/us", line, 0, 0), ==,
+                      0);
       outq_get_stats(q, &st);
       if (st.held >= 50)
         break;
@@ -1219,10 +1342,11 @@ static void disk_full_child(int report) {
     g_assert_cmpuint(st.dropped_disk_full[OUTQ_INVENTORY], ==, 300);
     g_assert_cmpuint(st.queued[OUTQ_OPSTATUS], ==, (size_t)n);
     /* An alarm is held too; lower classes are refused. */
-    g_assert_cmpint(outq_push(q, OUTQ_ALARM, "s/us", "301,c8y_A,a", 0, 0), ==,
-                    0);
-    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, "s/us", "200,m,v,1", 0, 0),
-                    ==, C8Y_EAGAIN);
+    g_assert_cmpint(outq_push(q, OUTQ_ALARM, 0, "s/us", "301,c8y_A,a", 0, 0),
+                    ==, 0);
+    g_assert_cmpint(
+        outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", "200,m,v,1", 0, 0), ==,
+        C8Y_EAGAIN);
     /* Held lines are sent like any other; the first batch is in flight
      * (not acked) when space comes back. */
     outq_batch b;
@@ -1309,6 +1433,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/outq/persist/garbage_file", test_garbage_file);
   g_test_add_func("/outq/drop_policy", test_drop_policy);
   g_test_add_func("/outq/coalesce", test_coalesce);
+  g_test_add_func("/outq/replace_keys", test_replace_keys);
   g_test_add_func("/outq/remove_tag", test_remove_tag);
   g_test_add_func("/outq/compaction", test_compaction);
   g_test_add_func("/outq/open_errors", test_open_errors);
@@ -1317,6 +1442,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/outq/status_order", test_status_order);
   g_test_add_func("/outq/persist/readback_crc", test_readback_crc);
   g_test_add_func("/outq/persist/group_commit", test_group_commit);
+  g_test_add_func("/outq/persist/next_deadline", test_next_deadline);
   g_test_add_func("/outq/memory/backlog", test_backlog_memory);
   g_test_add_func("/outq/persist/disk_full", test_disk_full);
   g_test_add_func("/outq/drop_log", test_drop_log);

@@ -2,6 +2,7 @@
 #include "proto.h"
 
 #include <glib.h>
+#include <stdlib.h>
 
 static void test_operation_templates(void) {
   g_assert_cmpstr(proto_fragment("510"), ==, "c8y_Restart");
@@ -34,14 +35,21 @@ static void test_upstream_classes(void) {
   g_assert_cmpint(proto_class(NULL), ==, OUTQ_EVENT);
 }
 
-static void test_state_and_ownership(void) {
-  const char *state[] = {"110", "114", "115", "116", "117",
-                         "121", "122", "143", "150"};
+static void test_replace_key_and_ownership(void) {
+  /* The key is the template id itself, so distinct state never collides. */
+  const char *state[] = {"110", "111", "114", "115", "116", "117",
+                         "119", "121", "122", "143", "150"};
   for (size_t i = 0; i < G_N_ELEMENTS(state); i++)
-    g_assert_true(proto_replaces_state(state[i]));
-  const char *not_state[] = {"100", "101", "120", "140", "141", "200", "400"};
+    g_assert_cmpuint(proto_replace_key(state[i]), ==, atoi(state[i]));
+  const char *not_state[] = {"100", "101",  "109", "120",  "123", "140",
+                             "141", "144",  "151", "200",  "301", "400",
+                             "503", "1170", "11",  "117a", "",    "abc"};
   for (size_t i = 0; i < G_N_ELEMENTS(not_state); i++)
-    g_assert_false(proto_replaces_state(not_state[i]));
+    g_assert_cmpuint(proto_replace_key(not_state[i]), ==, 0);
+  g_assert_cmpuint(proto_replace_key(NULL), ==, 0);
+  /* Every keyed id travels in the one class where the queue honours keys. */
+  for (size_t i = 0; i < G_N_ELEMENTS(state); i++)
+    g_assert_cmpint(proto_class(state[i]), ==, OUTQ_INVENTORY);
   g_assert_true(proto_agent_owned("500"));
   g_assert_true(proto_agent_owned("503"));
   g_assert_true(proto_agent_owned("114"));
@@ -53,6 +61,7 @@ int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/proto/operation-templates", test_operation_templates);
   g_test_add_func("/proto/upstream-classes", test_upstream_classes);
-  g_test_add_func("/proto/state-and-ownership", test_state_and_ownership);
+  g_test_add_func("/proto/replace-key-and-ownership",
+                  test_replace_key_and_ownership);
   return g_test_run();
 }
