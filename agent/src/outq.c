@@ -42,6 +42,7 @@
 #include <inttypes.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1567,12 +1568,12 @@ static int replay_file(outq *q, int cls, char *err, size_t errlen) {
   struct stat sb;
   if (fstat(c->fd, &sb) < 0) {
     snprintf(err, errlen, "%s: %s", c->path, strerror(errno));
-    return -1;
+    return C8Y_EIO;
   }
   reader rd = {.fd = c->fd, .size = (uint64_t)sb.st_size};
   replay rp = {0};
   rd.buf = malloc(REPLAY_BUF);
-  int rc = rd.buf ? 0 : -1;
+  int rc = rd.buf ? C8Y_OK : C8Y_ENOMEM;
   for (int pass = 0; rc == 0 && pass < 2; pass++) {
     rd.boff = rd.blen = 0;
     rp.damaged = 0;
@@ -1581,8 +1582,9 @@ static int replay_file(outq *q, int cls, char *err, size_t errlen) {
   free(rd.buf);
   free(rp.rv);
   if (rc < 0) {
-    snprintf(err, errlen, "%s: %s", c->path, strerror(ENOMEM));
-    return -1;
+    snprintf(err, errlen, "%s: %s", c->path,
+             rc == C8Y_ENOMEM ? strerror(ENOMEM) : "cannot be replayed");
+    return rc;
   }
   c->fsize = rd.size;
   /* Start from a clean file: damage would otherwise be reported again on
@@ -1672,12 +1674,12 @@ void outq_close(outq *q) {
 static int open_dir(outq *q, char *err, size_t errlen) {
   if (mkdir(q->dir, 0700) < 0 && errno != EEXIST) {
     snprintf(err, errlen, "queue dir %s: %s", q->dir, strerror(errno));
-    return -1;
+    return C8Y_EIO;
   }
   q->dirfd = open(q->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (q->dirfd < 0) {
     snprintf(err, errlen, "queue dir %s: %s", q->dir, strerror(errno));
-    return -1;
+    return C8Y_EIO;
   }
   /* Two processes appending to the same logs would corrupt each other. */
   q->lockfd =
@@ -1685,13 +1687,13 @@ static int open_dir(outq *q, char *err, size_t errlen) {
   if (q->lockfd < 0) {
     snprintf(err, errlen, "queue dir %s: queue.lock: %s", q->dir,
              strerror(errno));
-    return -1;
+    return C8Y_EIO;
   }
   if (flock(q->lockfd, LOCK_EX | LOCK_NB) < 0) {
+    bool busy = errno == EWOULDBLOCK;
     snprintf(err, errlen, "queue dir %s: %s", q->dir,
-             errno == EWOULDBLOCK ? "in use by another process"
-                                  : strerror(errno));
-    return -1;
+             busy ? "in use by another process" : strerror(errno));
+    return busy ? C8Y_EEXIST : C8Y_EIO;
   }
   for (int c = 0; c < OUTQ_NCLASSES; c++) {
     qclass *qc = &q->c[c];
@@ -1702,10 +1704,11 @@ static int open_dir(outq *q, char *err, size_t errlen) {
                     0600);
     if (qc->fd < 0) {
       snprintf(err, errlen, "%s: %s", qc->path, strerror(errno));
-      return -1;
+      return C8Y_EIO;
     }
-    if (replay_file(q, c, err, errlen) < 0)
-      return -1;
+    int rc = replay_file(q, c, err, errlen);
+    if (rc < 0)
+      return rc;
   }
   /* Space a full disk cannot take from statuses and alarms. Without it
    * (e.g. the disk is already full) the queue still works. */
@@ -1720,7 +1723,7 @@ static int open_dir(outq *q, char *err, size_t errlen) {
   }
   if (fsync(q->dirfd) < 0) {
     snprintf(err, errlen, "queue dir %s: fsync: %s", q->dir, strerror(errno));
-    return -1;
+    return C8Y_EIO;
   }
   return 0;
 }
@@ -1735,7 +1738,7 @@ int outq_open(const outq_options *opts, outq **out, char *err, size_t errlen) {
   outq *q = calloc(1, sizeof *q);
   if (!q) {
     snprintf(err, errlen, "queue: %s", strerror(ENOMEM));
-    return -1;
+    return C8Y_ENOMEM;
   }
   pthread_mutex_init(&q->mu, NULL);
   pthread_cond_init(&q->sync_cv, NULL);
@@ -1762,11 +1765,12 @@ int outq_open(const outq_options *opts, outq **out, char *err, size_t errlen) {
   if (!ok) {
     snprintf(err, errlen, "queue: %s", strerror(ENOMEM));
     outq_close(q);
-    return -1;
+    return C8Y_ENOMEM;
   }
-  if (opts->dir && open_dir(q, err, errlen) < 0) {
+  int rc = opts->dir ? open_dir(q, err, errlen) : C8Y_OK;
+  if (rc < 0) {
     outq_close(q);
-    return -1;
+    return rc;
   }
   /* The bound may have been lowered since the files were written. */
   while (q->bytes > q->max_bytes && drop_one(q, 0) == 0)

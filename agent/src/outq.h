@@ -122,7 +122,9 @@ typedef struct outq_stats {
   size_t topics;      /* distinct topics of queued and in-flight entries */
 } outq_stats;
 
-/* Returns 0 or -1 with one line in err (e.g. "state dir: Permission denied").
+/* Returns 0 or, with one line in err (e.g. "state dir: Permission denied"),
+ * C8Y_EIO, C8Y_ENOMEM or C8Y_EEXIST (the directory is locked by another
+ * process).
  * A corrupt or truncated record at a file's tail is skipped with a warning
  * (a crash mid-append); everything before it is kept. */
 int outq_open(const outq_options *opts, outq **out, char *err, size_t errlen);

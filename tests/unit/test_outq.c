@@ -779,7 +779,7 @@ static void test_open_errors(void) {
   outq *q2 = NULL;
   char err[256] = "";
   /* A second process (or instance) must not append to the same files. */
-  g_assert_cmpint(outq_open(&o, &q2, err, sizeof err), ==, -1);
+  g_assert_cmpint(outq_open(&o, &q2, err, sizeof err), ==, C8Y_EEXIST);
   g_assert_null(q2);
   g_assert_nonnull(strstr(err, "in use by another process"));
   g_assert_nonnull(strstr(err, dir));
@@ -788,7 +788,7 @@ static void test_open_errors(void) {
   char *file = g_build_filename(dir, "plainfile", NULL);
   g_assert_true(g_file_set_contents(file, "x", 1, NULL));
   outq_default_options(&o, file);
-  g_assert_cmpint(outq_open(&o, &q2, err, sizeof err), ==, -1);
+  g_assert_cmpint(outq_open(&o, &q2, err, sizeof err), ==, C8Y_EIO);
   g_assert_nonnull(strstr(err, file));
   g_assert_nonnull(strstr(err, "Not a directory"));
   g_free(file);
