@@ -133,9 +133,10 @@ static void dispatch_op(void *ctx, c8y_operation *op) {
 
 static int load_config(agent *a, const char *path) {
   char err[1024];
-  if (config_load(path, &a->cfg, err, sizeof err) != 0) {
+  int rc = config_load(path, &a->cfg, err, sizeof err);
+  if (rc != 0) {
     log_error("%s", err);
-    return -1;
+    return rc;
   }
   log_set_level(a->cfg.log_level);
   if (a->cfg.local_sim)
@@ -147,34 +148,35 @@ static int load_config(agent *a, const char *path) {
 
 static int open_state(agent *a) {
   char err[1024];
-  if (fsutil_mkdir_p(a->cfg.state_dir, 0750) != 0) {
+  int rc = fsutil_mkdir_p(a->cfg.state_dir, 0750);
+  if (rc != 0) {
     log_error("state dir %s: %s", a->cfg.state_dir, strerror(errno));
-    return -1;
+    return rc;
   }
   size_t n = strlen(a->cfg.state_dir) + 16;
   a->queue_dir = malloc(n);
   if (!a->queue_dir)
-    return -1;
+    return C8Y_ENOMEM;
   snprintf(a->queue_dir, n, "%s/queue", a->cfg.state_dir);
-  if (fsutil_mkdir_p(a->queue_dir, 0750) != 0) {
+  if ((rc = fsutil_mkdir_p(a->queue_dir, 0750)) != 0) {
     log_error("queue dir %s: %s", a->queue_dir, strerror(errno));
-    return -1;
+    return rc;
   }
   outq_options qo;
   outq_default_options(&qo, a->queue_dir);
   qo.max_bytes = (size_t)a->cfg.queue_max_bytes;
-  if (outq_open(&qo, &a->q, err, sizeof err) != 0) {
+  if ((rc = outq_open(&qo, &a->q, err, sizeof err)) != 0) {
     log_error("%s", err);
-    return -1;
+    return rc;
   }
   outq_stats st;
   outq_get_stats(a->q, &st);
   if (st.replayed)
     log_notice("%llu queued lines survived the restart and will be sent",
                (unsigned long long)st.replayed);
-  if (journal_open(a->cfg.state_dir, &a->j, err, sizeof err) != 0) {
+  if ((rc = journal_open(a->cfg.state_dir, &a->j, err, sizeof err)) != 0) {
     log_error("%s", err);
-    return -1;
+    return rc;
   }
   return 0;
 }

@@ -1,5 +1,6 @@
 #include "notify.h"
 
+#include <c8y/plugin.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,18 +15,18 @@ int notify_send(const char *state) {
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   size_t len = strlen(path);
   if (len >= sizeof sa.sun_path || (path[0] != '/' && path[0] != '@'))
-    return -1;
+    return C8Y_EINVAL;
   memcpy(sa.sun_path, path, len);
   if (sa.sun_path[0] == '@')
     sa.sun_path[0] = 0; /* abstract namespace */
   int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
-    return -1;
+    return C8Y_EIO;
   socklen_t salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
   ssize_t n = sendto(fd, state, strlen(state), MSG_NOSIGNAL,
                      (struct sockaddr *)&sa, salen);
   close(fd);
-  return n < 0 ? -1 : 0;
+  return n < 0 ? C8Y_EIO : C8Y_OK;
 }
 
 long long notify_watchdog_interval_ms(void) {

@@ -763,7 +763,7 @@ int plugin_host_start_worker(c8y_plugin *p) {
   int rc = pthread_create(&p->worker, &attr, worker_main, p);
   pthread_attr_destroy(&attr);
   if (rc != 0)
-    return -1;
+    return rc == EAGAIN ? C8Y_EAGAIN : C8Y_ENOMEM;
   p->worker_running = true;
   return 0;
 }
@@ -812,7 +812,7 @@ static int enqueue(c8y_plugin *p, plugin_job *job) {
   pthread_mutex_lock(&p->mu);
   if (p->stopping) {
     pthread_mutex_unlock(&p->mu);
-    return -1;
+    return C8Y_ESTATE;
   }
   if (p->jobs_tail)
     p->jobs_tail->next = job;
@@ -827,29 +827,28 @@ static int enqueue(c8y_plugin *p, plugin_job *job) {
 int plugin_host_queue_produce(c8y_plugin *p, reg_producer *prod) {
   plugin_job *job = calloc(1, sizeof *job);
   if (!job)
-    return -1;
+    return C8Y_ENOMEM;
   job->kind = JOB_PRODUCE;
   job->producer = prod;
   atomic_store(&prod->busy, true);
-  if (enqueue(p, job) != 0) {
+  int rc = enqueue(p, job);
+  if (rc != C8Y_OK) {
     atomic_store(&prod->busy, false);
     free(job);
-    return -1;
   }
-  return 0;
+  return rc;
 }
 
 int plugin_host_queue_operation(c8y_plugin *p, c8y_operation *op) {
   plugin_job *job = calloc(1, sizeof *job);
   if (!job)
-    return -1;
+    return C8Y_ENOMEM;
   job->kind = JOB_OPERATION;
   job->op = op;
-  if (enqueue(p, job) != 0) {
+  int rc = enqueue(p, job);
+  if (rc != C8Y_OK)
     free(job);
-    return -1;
-  }
-  return 0;
+  return rc;
 }
 
 int plugin_host_queue_message(c8y_plugin *p, reg_message *m, char **fields,
@@ -857,18 +856,18 @@ int plugin_host_queue_message(c8y_plugin *p, reg_message *m, char **fields,
   plugin_job *job = calloc(1, sizeof *job);
   if (!job) {
     free_fields(fields, nfields);
-    return -1;
+    return C8Y_ENOMEM;
   }
   job->kind = JOB_MESSAGE;
   job->message = m;
   job->fields = fields;
   job->nfields = nfields;
-  if (enqueue(p, job) != 0) {
+  int rc = enqueue(p, job);
+  if (rc != C8Y_OK) {
     free_fields(fields, nfields);
     free(job);
-    return -1;
   }
-  return 0;
+  return rc;
 }
 
 static size_t edit_distance(const char *a, const char *b) {

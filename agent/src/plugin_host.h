@@ -76,6 +76,7 @@ int plugin_host_init_plugin(c8y_plugin *p, const c8y_plugin_info *info,
  * abandoned: its code may still run on its detached worker. */
 void plugin_host_fini_plugin(c8y_plugin *p);
 
+/* C8Y_OK, or C8Y_EAGAIN / C8Y_ENOMEM when no thread can be created. */
 int plugin_host_start_worker(c8y_plugin *p);
 /* Stops accepting jobs, lets queued ones finish and joins the worker. */
 void plugin_host_stop_worker(c8y_plugin *p);
@@ -83,7 +84,8 @@ void plugin_host_stop_worker(c8y_plugin *p);
  * (detached), p->abandoned is set and false returned. */
 bool plugin_host_stop_worker_within(c8y_plugin *p, int wait_ms);
 
-/* Queue jobs on the plugin's worker (main thread). */
+/* Queue jobs on the plugin's worker (main thread): C8Y_OK, C8Y_ENOMEM, or
+ * C8Y_ESTATE once the worker is stopping. */
 int plugin_host_queue_produce(c8y_plugin *p, reg_producer *prod);
 int plugin_host_queue_operation(c8y_plugin *p, c8y_operation *op);
 int plugin_host_queue_message(c8y_plugin *p, reg_message *m, char **fields,
