@@ -4,6 +4,7 @@
  * New content is always written atomically, optionally applied by a command
  * and rolled back when that command fails. Typed files travel over the
  * agent's HTTP client (SDK 1.1), or an external http_helper if configured. */
+#define _POSIX_C_SOURCE 200809L
 #include <c8y/plugin.h>
 
 #include "cmn_cfg.h"

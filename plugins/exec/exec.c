@@ -7,6 +7,7 @@
  * fragment, so commands finishing out of order would report each other's
  * results. The drop-ins are read in init, so the agent's SIGHUP reload
  * (fini + init) picks up new, changed and removed files. */
+#define _GNU_SOURCE
 #include <c8y/plugin.h>
 
 #include "cmn_cfg.h"

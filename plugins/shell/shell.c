@@ -11,6 +11,7 @@
  * killed on timeout), stdin is /dev/null, stdout and stderr are merged. The
  * output is capped at `max_output` bytes as sent (a double quote counts
  * twice, since SmartREST doubles it) so the 503 line always fits. */
+#define _GNU_SOURCE
 #include <c8y/plugin.h>
 
 #include "cmn_proc.h"
