@@ -24,7 +24,7 @@
 /* ---- Files ----------------------------------------------------------------
  */
 
-#define CFG_REPORT_MAX 15000              /* encoded 113 line, below 16000 */
+#define CFG_REPORT_MAX CMN_CSV_TEXT_MAX   /* encoded 113 line */
 #define CFG_BACKUP_MAX (16 * 1024 * 1024) /* old text config kept in memory */
 #define CFG_MAX_TYPES 64
 
