@@ -38,7 +38,6 @@
 /* inih copies section names into a 50-byte buffer and silently truncates. */
 #define CFG_MAX_SECTION 49
 #define CFG_PLUGIN_PREFIX "plugin."
-#define CFG_PLUGIN_NAME_MAX 32 /* [a-z0-9_]{1,32}, see sdk plugin.h */
 
 enum kind {
   K_STR,    /* free text; empty = unset */
@@ -520,17 +519,6 @@ static int add_plugin_entry(struct parse_ctx *p, const char *section,
   return 0;
 }
 
-static bool valid_plugin_name(const char *name) {
-  size_t n = strlen(name);
-  if (n == 0 || n > CFG_PLUGIN_NAME_MAX)
-    return false;
-  for (size_t i = 0; i < n; i++)
-    if (!(islower((unsigned char)name[i]) || isdigit((unsigned char)name[i]) ||
-          name[i] == '_'))
-      return false;
-  return true;
-}
-
 static bool has_ctrl(const char *s) {
   for (; *s; s++)
     if ((unsigned char)*s < 0x20 || *s == 0x7f)
@@ -717,7 +705,7 @@ static int cfg_handler(void *user, const char *section, const char *name,
     return 0;
   if (strncmp(section, CFG_PLUGIN_PREFIX, strlen(CFG_PLUGIN_PREFIX)) == 0) {
     const char *plugin = section + strlen(CFG_PLUGIN_PREFIX);
-    if (!valid_plugin_name(plugin)) {
+    if (!ident_plugin_name_ok(plugin)) {
       fail_at(p, p->file, p->line, section, name,
               "invalid plugin name '%s' (must match [a-z0-9_]{1,32})", plugin);
       return 0;
