@@ -9,7 +9,8 @@
 # NO_INSTALL: built and tested, but never loaded by an installed agent).
 #
 # Used in-tree and shipped with the SDK package, so it depends only on the
-# C8y::sdk target; c8y_options (warnings, sanitizers) is used when present.
+# C8y::sdk target; c8y_warnings (warnings, sanitizers, no feature macros:
+# a plugin source defines its own) is used when present.
 include_guard(GLOBAL)
 include(GNUInstallDirs)
 
@@ -39,8 +40,8 @@ function(c8y_add_plugin name)
 
   add_library(${name} MODULE ${P_SOURCES})
   target_link_libraries(${name} PRIVATE C8y::sdk ${P_LIBRARIES})
-  if(TARGET c8y_options)
-    target_link_libraries(${name} PRIVATE c8y_options)
+  if(TARGET c8y_warnings)
+    target_link_libraries(${name} PRIVATE c8y_warnings)
   endif()
   set_target_properties(${name} PROPERTIES
     PREFIX ""

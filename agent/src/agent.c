@@ -201,45 +201,6 @@ static void shutdown_plugins(agent *a) {
   loader_release_all(&a->plugins, a->reg);
 }
 
-static bool same_str(const char *x, const char *y) {
-  return (!x && !y) || (x && y && strcmp(x, y) == 0);
-}
-
-/* The first setting whose change the running session, queue or journal
- * cannot pick up, or NULL. */
-static const char *restart_only_change(const agent_config *o,
-                                       const agent_config *n) {
-  if (!same_str(o->device_id, n->device_id))
-    return "[device] id";
-  if (!same_str(o->template_id, n->template_id))
-    return "[device] template_id";
-  if (!same_str(o->tenant, n->tenant) || !same_str(o->user, n->user) ||
-      !same_str(o->password, n->password))
-    return "[c8y] tenant/user/password";
-  if (!same_str(o->host, n->host) || o->port != n->port || o->tls != n->tls)
-    return "[c8y] host/port/tls";
-  if (!same_str(o->ca_path, n->ca_path) ||
-      !same_str(o->cert_file, n->cert_file) ||
-      !same_str(o->key_file, n->key_file) ||
-      o->verify_hostname != n->verify_hostname)
-    return "[c8y] ca_path/cert_file/key_file/verify_hostname";
-  if (o->keepalive != n->keepalive)
-    return "[c8y] keepalive";
-  if (!same_str(o->state_dir, n->state_dir) ||
-      o->queue_max_bytes != n->queue_max_bytes)
-    return "[agent] state_dir/queue_max_bytes";
-  if (o->op_timeout_s != n->op_timeout_s)
-    return "[agent] op_timeout";
-  if (o->api_enabled != n->api_enabled ||
-      !same_str(o->api_socket, n->api_socket) || o->api_mode != n->api_mode ||
-      o->api_gid != n->api_gid)
-    return "[api] enabled/socket/mode/group";
-  if (!same_str(o->http_url, n->http_url) || o->http_jwt != n->http_jwt ||
-      o->transfer_max_bytes != n->transfer_max_bytes)
-    return "[c8y] http_url/http_auth or [agent] transfer_max_bytes";
-  return NULL;
-}
-
 /* SIGHUP: new config and plugins without dropping the MQTT session. What
  * the session, queue and journal were built from needs a restart. */
 static void reload(agent *a) {
@@ -262,7 +223,7 @@ static void reload(agent *a) {
     config_free(&fresh);
     return;
   }
-  const char *changed = restart_only_change(&a->cfg, &fresh);
+  const char *changed = config_restart_only_change(&a->cfg, &fresh);
   if (changed) {
     log_error("reload refused, keeping the running configuration: %s "
               "changed, which takes a restart of the agent",

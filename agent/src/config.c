@@ -38,7 +38,6 @@
 /* inih copies section names into a 50-byte buffer and silently truncates. */
 #define CFG_MAX_SECTION 49
 #define CFG_PLUGIN_PREFIX "plugin."
-#define CFG_PLUGIN_NAME_MAX 32 /* [a-z0-9_]{1,32}, see sdk plugin.h */
 
 enum kind {
   K_STR,    /* free text; empty = unset */
@@ -102,58 +101,112 @@ enum key_id {
   NKEYS
 };
 
+/* The agent_config field a key ends up in, for the keys a reload cannot
+ * apply. */
+enum field_type {
+  FIELD_NONE, /* the key is reloadable */
+  FIELD_STR,
+  FIELD_BOOL,
+  FIELD_INT,
+  FIELD_UINT,
+  FIELD_LLONG,
+};
+struct restart_field {
+  size_t offset;
+  enum field_type type;
+};
+
+#define KEY(section, key) section, key, "[" section "] " key
+#define FIELD_TYPE(m)                                                          \
+  _Generic(((agent_config *)0)->m,                                             \
+      char *: FIELD_STR,                                                       \
+      bool: FIELD_BOOL,                                                        \
+      int: FIELD_INT,                                                          \
+      unsigned: FIELD_UINT,                                                    \
+      long long: FIELD_LLONG)
+/* The MQTT session, the queue, the journal, the HTTP client or the local
+ * socket were built from agent_config's field m when the agent started, so
+ * a SIGHUP reload that would change it is refused. The field holds the
+ * resolved value (defaults, password_file, stored credentials applied). */
+#define RESTART_ONLY(m)                                                        \
+  { offsetof(agent_config, m), FIELD_TYPE(m) }
+/* A reload applies the key: what uses it reads the new agent_config. */
+#define RELOADABLE                                                             \
+  { 0, FIELD_NONE }
+
 static const struct keydef {
   const char *section;
   const char *key;
+  const char *name; /* "[section] key" */
   enum kind kind;
   long long min, max;
+  struct restart_field restart;
 } keydefs[NKEYS] = {
-    [C_TENANT] = {"c8y", "tenant", K_TENANT, 0, 0},
-    [C_USER] = {"c8y", "user", K_STR, 0, 0},
-    [C_PASSWORD] = {"c8y", "password", K_SECRET, 0, 0},
-    [C_PASSWORD_FILE] = {"c8y", "password_file", K_PATH, 0, 0},
-    [C_HOST] = {"c8y", "host", K_HOST, 0, 0},
-    [C_PORT] = {"c8y", "port", K_INT, 1, 65535},
-    [C_TLS] = {"c8y", "tls", K_BOOL, 0, 0},
-    [C_VERIFY] = {"c8y", "verify_hostname", K_BOOL, 0, 0},
-    [C_CA] = {"c8y", "ca_path", K_PATH, 0, 0},
-    [C_CERT] = {"c8y", "cert_file", K_PATH, 0, 0},
-    [C_KEY] = {"c8y", "key_file", K_PATH, 0, 0},
-    [C_KEEPALIVE] = {"c8y", "keepalive", K_INT, 5, 3600},
-    [C_QOS] = {"c8y", "qos", K_INT, 0, 2},
-    [C_RMIN] = {"c8y", "reconnect_min_ms", K_INT, 10, 3600000},
-    [C_RMAX] = {"c8y", "reconnect_max_ms", K_INT, 10, 3600000},
-    [C_BOOTSTRAP] = {"c8y", "bootstrap", K_BOOL, 0, 0},
-    [C_BS_USER] = {"c8y", "bootstrap_user", K_STR, 0, 0},
-    [C_BS_PASSWORD] = {"c8y", "bootstrap_password", K_SECRET, 0, 0},
-    [C_BS_PASSWORD_FILE] = {"c8y", "bootstrap_password_file", K_PATH, 0, 0},
-    [C_CERT_WARN] = {"c8y", "cert_expiry_warn_days", K_INT, 0, 3650},
-    [D_ID] = {"device", "id", K_DEVID, 0, 0},
-    [D_XID] = {"device", "template_id", K_XID, 0, 0},
-    [D_NAME] = {"device", "name", K_STR, 0, 0},
-    [D_TYPE] = {"device", "type", K_STR, 0, 0},
-    [D_INTERVAL] = {"device", "required_interval", K_INT, 0, 10080},
-    [D_SERIAL] = {"device", "serial", K_STR, 0, 0},
-    [D_MODEL] = {"device", "model", K_STR, 0, 0},
-    [D_REVISION] = {"device", "revision", K_STR, 0, 0},
-    [A_PLUGINDIR] = {"agent", "plugin_dir", K_PATH, 0, 0},
-    [A_STATEDIR] = {"agent", "state_dir", K_PATH, 0, 0},
-    [A_LOGLEVEL] = {"agent", "log_level", K_LEVEL, 0, 0},
-    [A_OPTIMEOUT] = {"agent", "op_timeout", K_INT, 1, 604800},
-    [A_STOPGRACE] = {"agent", "stop_grace_ms", K_INT, 0, 60000},
-    [A_QUEUE] = {"agent", "queue_max_bytes", K_SIZE, 1024,
-                 64LL * 1024 * 1024 * 1024},
-    [C_HTTP_URL] = {"c8y", "http_url", K_HOST, 0, 0},
-    [C_HTTP_AUTH] = {"c8y", "http_auth", K_STR, 0, 0},
-    [A_TRANSFER] = {"agent", "transfer_max_bytes", K_SIZE, 1024,
-                    64LL * 1024 * 1024 * 1024},
-    [API_ENABLED] = {"api", "enabled", K_BOOL, 0, 0},
-    [API_SOCKET] = {"api", "socket", K_PATH, 0, 0},
-    [API_MODE] = {"api", "mode", K_STR, 0, 0},
-    [API_GROUP] = {"api", "group", K_STR, 0, 0},
-    [C_ALLOW_PLAIN] = {"c8y", "allow_plaintext", K_BOOL, 0, 0},
-    [A_MAX_PRODUCERS] = {"agent", "plugin_max_producers", K_INT, 1, 10000},
-    [A_MAX_LINES] = {"agent", "plugin_max_lines_per_s", K_INT, 0, 10000000},
+    [C_TENANT] = {KEY("c8y", "tenant"), K_TENANT, 0, 0, RESTART_ONLY(tenant)},
+    [C_USER] = {KEY("c8y", "user"), K_STR, 0, 0, RESTART_ONLY(user)},
+    [C_PASSWORD] = {KEY("c8y", "password"), K_SECRET, 0, 0,
+                    RESTART_ONLY(password)},
+    /* Its content is what [c8y] password compares. */
+    [C_PASSWORD_FILE] = {KEY("c8y", "password_file"), K_PATH, 0, 0, RELOADABLE},
+    [C_HOST] = {KEY("c8y", "host"), K_HOST, 0, 0, RESTART_ONLY(host)},
+    [C_PORT] = {KEY("c8y", "port"), K_INT, 1, 65535, RESTART_ONLY(port)},
+    [C_TLS] = {KEY("c8y", "tls"), K_BOOL, 0, 0, RESTART_ONLY(tls)},
+    [C_VERIFY] = {KEY("c8y", "verify_hostname"), K_BOOL, 0, 0,
+                  RESTART_ONLY(verify_hostname)},
+    [C_CA] = {KEY("c8y", "ca_path"), K_PATH, 0, 0, RESTART_ONLY(ca_path)},
+    [C_CERT] = {KEY("c8y", "cert_file"), K_PATH, 0, 0, RESTART_ONLY(cert_file)},
+    [C_KEY] = {KEY("c8y", "key_file"), K_PATH, 0, 0, RESTART_ONLY(key_file)},
+    [C_KEEPALIVE] = {KEY("c8y", "keepalive"), K_INT, 5, 3600,
+                     RESTART_ONLY(keepalive)},
+    [C_QOS] = {KEY("c8y", "qos"), K_INT, 0, 2, RELOADABLE},
+    [C_RMIN] = {KEY("c8y", "reconnect_min_ms"), K_INT, 10, 3600000, RELOADABLE},
+    [C_RMAX] = {KEY("c8y", "reconnect_max_ms"), K_INT, 10, 3600000, RELOADABLE},
+    [C_BOOTSTRAP] = {KEY("c8y", "bootstrap"), K_BOOL, 0, 0, RELOADABLE},
+    [C_BS_USER] = {KEY("c8y", "bootstrap_user"), K_STR, 0, 0, RELOADABLE},
+    [C_BS_PASSWORD] = {KEY("c8y", "bootstrap_password"), K_SECRET, 0, 0,
+                       RELOADABLE},
+    [C_BS_PASSWORD_FILE] = {KEY("c8y", "bootstrap_password_file"), K_PATH, 0, 0,
+                            RELOADABLE},
+    [C_CERT_WARN] = {KEY("c8y", "cert_expiry_warn_days"), K_INT, 0, 3650,
+                     RELOADABLE},
+    [D_ID] = {KEY("device", "id"), K_DEVID, 0, 0, RESTART_ONLY(device_id)},
+    [D_XID] = {KEY("device", "template_id"), K_XID, 0, 0,
+               RESTART_ONLY(template_id)},
+    [D_NAME] = {KEY("device", "name"), K_STR, 0, 0, RELOADABLE},
+    [D_TYPE] = {KEY("device", "type"), K_STR, 0, 0, RELOADABLE},
+    [D_INTERVAL] = {KEY("device", "required_interval"), K_INT, 0, 10080,
+                    RELOADABLE},
+    [D_SERIAL] = {KEY("device", "serial"), K_STR, 0, 0, RELOADABLE},
+    [D_MODEL] = {KEY("device", "model"), K_STR, 0, 0, RELOADABLE},
+    [D_REVISION] = {KEY("device", "revision"), K_STR, 0, 0, RELOADABLE},
+    [A_PLUGINDIR] = {KEY("agent", "plugin_dir"), K_PATH, 0, 0, RELOADABLE},
+    [A_STATEDIR] = {KEY("agent", "state_dir"), K_PATH, 0, 0,
+                    RESTART_ONLY(state_dir)},
+    [A_LOGLEVEL] = {KEY("agent", "log_level"), K_LEVEL, 0, 0, RELOADABLE},
+    [A_OPTIMEOUT] = {KEY("agent", "op_timeout"), K_INT, 1, 604800,
+                     RESTART_ONLY(op_timeout_s)},
+    [A_STOPGRACE] = {KEY("agent", "stop_grace_ms"), K_INT, 0, 60000,
+                     RELOADABLE},
+    [A_QUEUE] = {KEY("agent", "queue_max_bytes"), K_SIZE, 1024,
+                 64LL * 1024 * 1024 * 1024, RESTART_ONLY(queue_max_bytes)},
+    [C_HTTP_URL] = {KEY("c8y", "http_url"), K_HOST, 0, 0,
+                    RESTART_ONLY(http_url)},
+    [C_HTTP_AUTH] = {KEY("c8y", "http_auth"), K_STR, 0, 0,
+                     RESTART_ONLY(http_jwt)},
+    [A_TRANSFER] = {KEY("agent", "transfer_max_bytes"), K_SIZE, 1024,
+                    64LL * 1024 * 1024 * 1024,
+                    RESTART_ONLY(transfer_max_bytes)},
+    [API_ENABLED] = {KEY("api", "enabled"), K_BOOL, 0, 0,
+                     RESTART_ONLY(api_enabled)},
+    [API_SOCKET] = {KEY("api", "socket"), K_PATH, 0, 0,
+                    RESTART_ONLY(api_socket)},
+    [API_MODE] = {KEY("api", "mode"), K_STR, 0, 0, RESTART_ONLY(api_mode)},
+    [API_GROUP] = {KEY("api", "group"), K_STR, 0, 0, RESTART_ONLY(api_gid)},
+    [C_ALLOW_PLAIN] = {KEY("c8y", "allow_plaintext"), K_BOOL, 0, 0, RELOADABLE},
+    [A_MAX_PRODUCERS] = {KEY("agent", "plugin_max_producers"), K_INT, 1, 10000,
+                         RELOADABLE},
+    [A_MAX_LINES] = {KEY("agent", "plugin_max_lines_per_s"), K_INT, 0, 10000000,
+                     RELOADABLE},
 };
 
 /* The winning assignment of one known key. */
@@ -520,17 +573,6 @@ static int add_plugin_entry(struct parse_ctx *p, const char *section,
   return 0;
 }
 
-static bool valid_plugin_name(const char *name) {
-  size_t n = strlen(name);
-  if (n == 0 || n > CFG_PLUGIN_NAME_MAX)
-    return false;
-  for (size_t i = 0; i < n; i++)
-    if (!(islower((unsigned char)name[i]) || isdigit((unsigned char)name[i]) ||
-          name[i] == '_'))
-      return false;
-  return true;
-}
-
 static bool has_ctrl(const char *s) {
   for (; *s; s++)
     if ((unsigned char)*s < 0x20 || *s == 0x7f)
@@ -717,7 +759,7 @@ static int cfg_handler(void *user, const char *section, const char *name,
     return 0;
   if (strncmp(section, CFG_PLUGIN_PREFIX, strlen(CFG_PLUGIN_PREFIX)) == 0) {
     const char *plugin = section + strlen(CFG_PLUGIN_PREFIX);
-    if (!valid_plugin_name(plugin)) {
+    if (!ident_plugin_name_ok(plugin)) {
       fail_at(p, p->file, p->line, section, name,
               "invalid plugin name '%s' (must match [a-z0-9_]{1,32})", plugin);
       return 0;
@@ -1444,6 +1486,38 @@ char *config_username(const agent_config *c) {
     return NULL;
   char *s;
   return asprintf(&s, "%s/%s", c->tenant, c->user) < 0 ? NULL : s;
+}
+
+static bool field_equal(const agent_config *a, const agent_config *b,
+                        struct restart_field f) {
+  const char *x = (const char *)a + f.offset;
+  const char *y = (const char *)b + f.offset;
+  switch (f.type) {
+  case FIELD_STR: {
+    const char *s = *(char *const *)x, *t = *(char *const *)y;
+    return (!s && !t) || (s && t && strcmp(s, t) == 0);
+  }
+  case FIELD_BOOL:
+    return *(const bool *)x == *(const bool *)y;
+  case FIELD_INT:
+    return *(const int *)x == *(const int *)y;
+  case FIELD_UINT:
+    return *(const unsigned *)x == *(const unsigned *)y;
+  case FIELD_LLONG:
+    return *(const long long *)x == *(const long long *)y;
+  case FIELD_NONE:
+    break;
+  }
+  return true;
+}
+
+const char *config_restart_only_change(const agent_config *running,
+                                       const agent_config *loaded) {
+  for (int k = 0; k < NKEYS; k++)
+    if (keydefs[k].restart.type != FIELD_NONE &&
+        !field_equal(running, loaded, keydefs[k].restart))
+      return keydefs[k].name;
+  return NULL;
 }
 
 config_entry *config_plugin_lookup(agent_config *c, const char *plugin,

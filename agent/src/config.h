@@ -104,6 +104,15 @@ char *config_client_id(const agent_config *c);
 /* "<tenant>/<user>", malloc'ed. */
 char *config_username(const agent_config *c);
 
+/* "[section] key" of the first key that differs between the two and that a
+ * reload cannot apply (the MQTT session, queue, journal, HTTP client or local
+ * socket were built from it), or NULL when a reload can take `loaded`.
+ * Values are compared as loaded: defaults, password_file and stored
+ * credentials applied. Which keys these are is marked in config.c's key
+ * table. */
+const char *config_restart_only_change(const agent_config *running,
+                                       const agent_config *loaded);
+
 /* Entry of [plugin.<plugin>] key, or NULL; marks it used. */
 config_entry *config_plugin_lookup(agent_config *c, const char *plugin,
                                    const char *key);

@@ -71,3 +71,13 @@ const char *ident_check(const char *id, bool root) {
   }
   return NULL;
 }
+
+bool ident_plugin_name_ok(const char *name) {
+  if (!name)
+    return false;
+  size_t n = 0;
+  for (const char *c = name; *c; c++, n++)
+    if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_'))
+      return false;
+  return n >= 1 && n <= IDENT_PLUGIN_NAME_MAX;
+}

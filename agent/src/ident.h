@@ -1,5 +1,6 @@
 /* ident: the one rule for device identifiers (the root's [device] id, child
- * ids from add_child, device ids in s/ds records and in the journal).
+ * ids from add_child, device ids in s/ds records and in the journal), and
+ * the one rule for plugin names.
  *
  * An id becomes an MQTT topic segment (s/us/<id>), a SmartREST field and an
  * external id, so it must be: 1..200 bytes of valid UTF-8 (no overlong
@@ -17,5 +18,10 @@
 
 /* NULL when `id` is acceptable, else a static reason ("contains '/'"). */
 const char *ident_check(const char *id, bool root);
+
+#define IDENT_PLUGIN_NAME_MAX 32
+/* A plugin name (c8y_plugin_info.name, the <name> of [plugin.<name>]) is
+ * [a-z0-9_]{1,32}: it is also a config section and a file name. */
+bool ident_plugin_name_ok(const char *name);
 
 #endif

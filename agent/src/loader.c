@@ -2,6 +2,7 @@
 
 #include "clock.h"
 #include "crash.h"
+#include "ident.h"
 #include "log.h"
 #include "status.h"
 
@@ -20,14 +21,6 @@
 /* How long all workers together get to return from their callbacks on a
  * stop or reload; stuck ones are abandoned so the agent stays responsive. */
 #define LOADER_STOP_BUDGET_MS 1000
-
-static bool valid_plugin_name(const char *name) {
-  size_t n = 0;
-  for (const char *c = name; *c; c++, n++)
-    if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_'))
-      return false;
-  return n >= 1 && n <= 32;
-}
 
 /* A path anyone else could write is a path anyone else could run code
  * through: refuse it. */
@@ -224,7 +217,7 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
   c8y_plugin_info local;
   memset(&local, 0, sizeof local);
   memcpy(&local, info, info->size < sizeof local ? info->size : sizeof local);
-  if (!local.name || !valid_plugin_name(local.name)) {
+  if (!ident_plugin_name_ok(local.name)) {
     refuse(e, "invalid plugin name '%s' (want [a-z0-9_], 1-32 chars)",
            local.name ? local.name : "(null)");
     close_lib(dl, fd);

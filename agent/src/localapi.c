@@ -284,7 +284,8 @@ static void do_send(localapi *a, const localapi_request *r,
   } else if (why) {
     appendf(out, "error %s\n", why);
   } else if (rc == C8Y_ETOOBIG) {
-    append(out, "error line too long (at most 16000 bytes as sent)\n");
+    appendf(out, "error line too long (at most %d bytes as sent)\n",
+            C8Y_MAX_LINE);
   } else {
     appendf(out, "error not queued: %s\n", status_str(rc));
   }

@@ -20,6 +20,7 @@
 #include "outq.h"
 #include "registry.h"
 
+#include <c8y/plugin.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -27,9 +28,9 @@ typedef struct localapi localapi;
 
 /* Operations remembered for `ops`. */
 #define LOCALAPI_HISTORY 64
-/* Longest request line, newline excluded: a 16000-byte SmartREST line plus
+/* Longest request line, newline excluded: a C8Y_MAX_LINE SmartREST line plus
  * the command words. */
-#define LOCALAPI_MAX_REQUEST 16400
+#define LOCALAPI_MAX_REQUEST (C8Y_MAX_LINE + 400)
 
 /* Binds cfg->api_socket (mode, group), starts the thread. q and wake are
  * where accepted lines go. Returns 0, or with one line in err C8Y_EEXIST

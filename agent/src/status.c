@@ -2,6 +2,10 @@
 
 #include <c8y/plugin.h>
 
+/* So the text cannot drift from the limit it names. */
+#define STATUS_STR_(x) #x
+#define STATUS_STR(x) STATUS_STR_(x)
+
 const char *status_str(int status) {
   switch (status) {
   case C8Y_OK:
@@ -25,7 +29,7 @@ const char *status_str(int status) {
   case C8Y_ETIMEDOUT:
     return "operation timed out";
   case C8Y_ETOOBIG:
-    return "line exceeds the 16000-byte payload limit";
+    return "line exceeds the " STATUS_STR(C8Y_MAX_LINE) "-byte payload limit";
   case C8Y_EHTTP:
     return "the HTTP server answered with an error";
   case C8Y_EAUTH:

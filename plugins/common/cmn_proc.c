@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 #include "cmn_proc.h"
 
 #include <errno.h>

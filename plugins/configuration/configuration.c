@@ -4,6 +4,7 @@
  * New content is always written atomically, optionally applied by a command
  * and rolled back when that command fails. Typed files travel over the
  * agent's HTTP client (SDK 1.1), or an external http_helper if configured. */
+#define _POSIX_C_SOURCE 200809L
 #include <c8y/plugin.h>
 
 #include "cmn_cfg.h"
@@ -23,7 +24,7 @@
 /* ---- Files ----------------------------------------------------------------
  */
 
-#define CFG_REPORT_MAX 15000              /* encoded 113 line, below 16000 */
+#define CFG_REPORT_MAX CMN_CSV_TEXT_MAX   /* encoded 113 line */
 #define CFG_BACKUP_MAX (16 * 1024 * 1024) /* old text config kept in memory */
 #define CFG_MAX_TYPES 64
 

@@ -3,6 +3,7 @@
  * It sends the system load average as measurement c8y_LoadAverage every
  * `interval` seconds, and answers c8y_MeasurementRequestOperation (517,
  * "take a reading now") by sending one immediately. See README.md. */
+#define _POSIX_C_SOURCE 200809L
 #include <c8y/plugin.h>
 
 #include <stdio.h>

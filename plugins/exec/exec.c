@@ -7,9 +7,11 @@
  * fragment, so commands finishing out of order would report each other's
  * results. The drop-ins are read in init, so the agent's SIGHUP reload
  * (fini + init) picks up new, changed and removed files. */
+#define _GNU_SOURCE
 #include <c8y/plugin.h>
 
 #include "cmn_cfg.h"
+#include "cmn_csv.h"
 #include "cmn_proc.h"
 
 #include <ctype.h>
@@ -593,7 +595,7 @@ static int init(c8y_plugin *self, const c8y_api *api, void **user_data) {
   int rc = C8Y_OK;
   if (cmn_cfg_int(api, self, "timeout", 60, 1, 86400, " s", &timeout) !=
           C8Y_OK ||
-      cmn_cfg_int(api, self, "max_output", 8000, 1, 15000, " bytes",
+      cmn_cfg_int(api, self, "max_output", 8000, 1, CMN_CSV_TEXT_MAX, " bytes",
                   &p->max_output) != C8Y_OK)
     rc = C8Y_EINVAL;
   const char *dir = api->config_string(self, "dir", EXEC_DEFAULT_DIR);

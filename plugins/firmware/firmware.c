@@ -8,6 +8,7 @@
  * hands it back here, and it succeeds only if version_command reports the
  * requested version. A URL of "$PROVIDED" means the platform has no file:
  * install_command must find the image itself. */
+#define _POSIX_C_SOURCE 200809L
 #include <c8y/plugin.h>
 
 #include "cmn_cfg.h"

@@ -6,6 +6,7 @@
  * does the upload instead (and is what an agent older than 1.1 needs).
  * Date filtering of files is best-effort: lines starting with an ISO 8601 or
  * syslog time are filtered, lines without a time are kept. */
+#define _GNU_SOURCE
 #include <c8y/plugin.h>
 
 #include "cmn_cfg.h"

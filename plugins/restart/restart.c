@@ -10,6 +10,7 @@
  * Not running as root (the shipped service), the reboot is asked of the
  * privileged helper c8y-agent-priv (verb "reboot") instead of running
  * `command`, which could not reboot from inside the sandbox. */
+#define _GNU_SOURCE
 #include <c8y/plugin.h>
 
 #include "cmn_proc.h"

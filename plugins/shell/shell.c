@@ -11,8 +11,10 @@
  * killed on timeout), stdin is /dev/null, stdout and stderr are merged. The
  * output is capped at `max_output` bytes as sent (a double quote counts
  * twice, since SmartREST doubles it) so the 503 line always fits. */
+#define _GNU_SOURCE
 #include <c8y/plugin.h>
 
+#include "cmn_csv.h"
 #include "cmn_proc.h"
 
 #include <errno.h>
@@ -345,11 +347,11 @@ static int init(c8y_plugin *self, const c8y_api *api, void **user_data) {
   }
   if (api->config_int(self, "max_output", 8000, &sh->max_output) != C8Y_OK) {
     rc = C8Y_EINVAL;
-  } else if (sh->max_output < 1 || sh->max_output > 15000) {
+  } else if (sh->max_output < 1 || sh->max_output > CMN_CSV_TEXT_MAX) {
     api->log(self, C8Y_LOG_ERROR,
-             "max_output: must be 1..15000 bytes (the result must fit one "
-             "16000-byte line), got %lld",
-             (long long)sh->max_output);
+             "max_output: must be 1..%d bytes (the result must fit one "
+             "%d-byte line), got %lld",
+             CMN_CSV_TEXT_MAX, C8Y_MAX_LINE, (long long)sh->max_output);
     rc = C8Y_EINVAL;
   }
   sh->shell = api->config_string(self, "shell", "/bin/sh");

@@ -12,6 +12,7 @@
  * Values from the platform never reach a shell unquoted: placeholders in the
  * commands are replaced by single-quoted values, and the same values are in
  * the environment (C8Y_SW_NAME, ...). */
+#define _GNU_SOURCE
 #include <c8y/plugin.h>
 
 #include "cmn_cfg.h"

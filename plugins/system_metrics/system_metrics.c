@@ -6,6 +6,7 @@
  * <proc_root>/uptime rather than a clock, so a fixture directory fully
  * determines the output (and /proc/uptime is CLOCK_BOOTTIME on Linux, which
  * keeps counting across suspend like the kernel's byte counters). */
+#define _POSIX_C_SOURCE 200809L
 #include <c8y/plugin.h>
 
 #include <errno.h>

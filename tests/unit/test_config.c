@@ -1284,6 +1284,139 @@ static void test_api(void) {
   g_free(dir);
 }
 
+/* ---- what a reload cannot apply ------------------------------------------
+ */
+
+/* config_restart_only_change between BASE + before and BASE + after. */
+static const char *restart_change(const char *before, const char *after) {
+  char *dir = make_tmpdir();
+  agent_config running, loaded;
+  char *text = g_strconcat(BASE, before, NULL);
+  char *path = write_file(dir, "agent.ini", text, 0600);
+  load_ok(path, &running);
+  g_free(text);
+  g_free(path);
+  text = g_strconcat(BASE, after, NULL);
+  path = write_file(dir, "agent.ini", text, 0600);
+  load_ok(path, &loaded);
+  const char *changed = config_restart_only_change(&running, &loaded);
+  g_assert_true(config_restart_only_change(&running, &running) == NULL);
+  config_free(&running);
+  config_free(&loaded);
+  g_free(text);
+  g_free(path);
+  rm_rf(dir);
+  g_free(dir);
+  return changed;
+}
+
+typedef struct restart_case {
+  const char *key; /* what the change must be reported as */
+  const char *before, *after;
+} restart_case;
+
+/* Every key the running session, queue, journal, HTTP client or local
+ * socket was built from; port is pinned where a default would follow. */
+static const restart_case restart_cases[] = {
+    {"[c8y] tenant", "", "[c8y]\ntenant = t2\n"},
+    {"[c8y] user", "", "[c8y]\nuser = u2\n"},
+    {"[c8y] password", "", "[c8y]\npassword = another-secret\n"},
+    {"[c8y] host", "", "[c8y]\nhost = other.example.invalid\n"},
+    {"[c8y] port", "", "[c8y]\nport = 8884\n"},
+    {"[c8y] tls", "[c8y]\nport = 8883\nallow_plaintext = true\n",
+     "[c8y]\nport = 8883\nallow_plaintext = true\ntls = false\n"},
+    {"[c8y] verify_hostname", "", "[c8y]\nverify_hostname = false\n"},
+    {"[c8y] ca_path", "", "[c8y]\nca_path = /etc/ssl/other.pem\n"},
+    {"[c8y] cert_file", "", "[c8y]\ncert_file = /c.pem\nkey_file = /k.pem\n"},
+    {"[c8y] key_file", "[c8y]\ncert_file = /c.pem\nkey_file = /k.pem\n",
+     "[c8y]\ncert_file = /c.pem\nkey_file = /k2.pem\n"},
+    {"[c8y] keepalive", "", "[c8y]\nkeepalive = 30\n"},
+    {"[c8y] http_url", "", "[c8y]\nhttp_url = https://rest.example.invalid\n"},
+    {"[c8y] http_auth", "", "[c8y]\nhttp_auth = jwt\n"},
+    {"[device] id", "", "id = dev2\n"},
+    {"[device] template_id", "", "template_id = tpl\n"},
+    {"[agent] state_dir", "", "[agent]\nstate_dir = /var/lib/other\n"},
+    {"[agent] op_timeout", "", "[agent]\nop_timeout = 60\n"},
+    {"[agent] queue_max_bytes", "", "[agent]\nqueue_max_bytes = 2M\n"},
+    {"[agent] transfer_max_bytes", "", "[agent]\ntransfer_max_bytes = 2M\n"},
+    {"[api] enabled", "", "[api]\nenabled = false\n"},
+    {"[api] socket", "", "[api]\nsocket = /tmp/other.sock\n"},
+    {"[api] mode", "", "[api]\nmode = 0600\n"},
+};
+
+static void test_restart_only_key(gconstpointer data) {
+  const restart_case *c = data;
+  g_assert_cmpstr(restart_change(c->before, c->after), ==, c->key);
+}
+
+static void test_restart_only_group(void) {
+  struct group *g = getgrgid(getegid());
+  g_assert_nonnull(g);
+  char *group = g_strdup_printf("[api]\ngroup = %s\n", g->gr_name);
+  g_assert_cmpstr(restart_change("", group), ==, "[api] group");
+  g_free(group);
+}
+
+/* Keys a reload applies: a change of any of them alone is no reason to
+ * refuse it. */
+static void test_reloadable_keys(void) {
+  static const char *const changes[] = {
+      "[c8y]\nqos = 0\n",
+      "[c8y]\nreconnect_min_ms = 500\n",
+      "[c8y]\nreconnect_max_ms = 120000\n",
+      "[c8y]\nbootstrap = true\n",
+      "[c8y]\nbootstrap_user = t9/u9\n",
+      "[c8y]\nbootstrap_password = bs-secret\n",
+      "[c8y]\ncert_expiry_warn_days = 7\n",
+      "[c8y]\nallow_plaintext = true\n",
+      "name = other name\n",
+      "type = other_type\n",
+      "required_interval = 5\n",
+      "serial = S1\n",
+      "model = M1\n",
+      "revision = R1\n",
+      "[agent]\nplugin_dir = /tmp/other-plugins\n",
+      "[agent]\nlog_level = debug\n",
+      "[agent]\nstop_grace_ms = 100\n",
+      "[agent]\nplugin_max_producers = 8\n",
+      "[agent]\nplugin_max_lines_per_s = 10\n",
+      "[plugin.shell]\nallow = true\n",
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(changes); i++) {
+    g_test_message("change: %s", changes[i]);
+    g_assert_null(restart_change("", changes[i]));
+  }
+}
+
+/* The password is compared as loaded: moving the same secret from
+ * password= to password_file= changes nothing, another secret does. */
+static void test_restart_password_file(void) {
+  char *dir = make_tmpdir();
+  agent_config inline_pw, file_pw;
+  char *path = write_file(dir, "agent.ini", BASE, 0600);
+  load_ok(path, &inline_pw);
+  g_free(path);
+  path = write_file(dir, "agent.ini",
+                    "[c8y]\ntenant = t1\nuser = u\npassword_file = pw\n"
+                    "host = mqtt.example.invalid\n[device]\nid = dev1\n",
+                    0600);
+  char *pw = write_file(dir, "pw", SECRET "\n", 0600);
+  load_ok(path, &file_pw);
+  g_assert_null(config_restart_only_change(&inline_pw, &file_pw));
+  config_free(&file_pw);
+  g_free(pw);
+  pw = write_file(dir, "pw", "another-secret\n", 0600);
+  load_ok(path, &file_pw);
+  g_assert_cmpstr(config_restart_only_change(&inline_pw, &file_pw), ==,
+                  "[c8y] password");
+  config_free(&file_pw);
+  config_free(&inline_pw);
+  g_free(pw);
+  g_free(path);
+  rm_rf(dir);
+  g_free(dir);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/config/api", test_api);
@@ -1312,5 +1445,18 @@ int main(int argc, char **argv) {
   g_test_add_func("/config/password_never_in_err", test_password_never_in_err);
   g_test_add_func("/config/shipped_default", test_shipped_default);
   g_test_add_func("/config/bootstrap_keys", test_bootstrap_keys);
+  for (size_t i = 0; i < G_N_ELEMENTS(restart_cases); i++) {
+    /* "[c8y] tenant" -> /config/restart_only/c8y/tenant */
+    char **parts = g_strsplit(restart_cases[i].key + 1, "] ", 2);
+    char *name =
+        g_strdup_printf("/config/restart_only/%s/%s", parts[0], parts[1]);
+    g_strfreev(parts);
+    g_test_add_data_func(name, &restart_cases[i], test_restart_only_key);
+    g_free(name);
+  }
+  g_test_add_func("/config/restart_only/api/group", test_restart_only_group);
+  g_test_add_func("/config/restart_only/reloadable", test_reloadable_keys);
+  g_test_add_func("/config/restart_only/password_file",
+                  test_restart_password_file);
   return g_test_run();
 }

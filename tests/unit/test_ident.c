@@ -60,6 +60,25 @@ static void test_length(void) {
   g_assert_nonnull(ident_check(NULL, false));
 }
 
+static void test_plugin_name(void) {
+  static const char *const good[] = {"a", "shell", "system_metrics", "x9_",
+                                     "0"};
+  static const char *const bad[] = {"",    "Shell",    "a-b",      "a.b",
+                                    "a b", "plugin/x", "\xc3\xa9", "a\n"};
+  for (size_t i = 0; i < G_N_ELEMENTS(good); i++)
+    g_assert_true(ident_plugin_name_ok(good[i]));
+  for (size_t i = 0; i < G_N_ELEMENTS(bad); i++)
+    g_assert_false(ident_plugin_name_ok(bad[i]));
+  g_assert_false(ident_plugin_name_ok(NULL));
+  char buf[IDENT_PLUGIN_NAME_MAX + 2];
+  memset(buf, 'p', sizeof buf);
+  buf[IDENT_PLUGIN_NAME_MAX] = '\0';
+  g_assert_true(ident_plugin_name_ok(buf));
+  buf[IDENT_PLUGIN_NAME_MAX] = 'p';
+  buf[IDENT_PLUGIN_NAME_MAX + 1] = '\0';
+  g_assert_false(ident_plugin_name_ok(buf));
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
@@ -68,5 +87,6 @@ int main(int argc, char **argv) {
     g_free(name);
   }
   g_test_add_func("/ident/length", test_length);
+  g_test_add_func("/ident/plugin_name", test_plugin_name);
   return g_test_run();
 }
