@@ -123,6 +123,28 @@ static void test_unnamed(fx *f, gconstpointer d) {
   g_assert_cmpstr(name, ==, "b");
 }
 
+/* A long file name still gives a name --clear-quarantine accepts. */
+static void test_unnamed_long_file(fx *f, gconstpointer d) {
+  (void)d;
+  char base[81];
+  memset(base, 'x', 77);
+  memcpy(base + 77, ".so", 4);
+  char *so = g_build_filename(f->dir, base, NULL);
+  struct stat st;
+  g_assert_true(g_file_set_contents(so, "C", -1, NULL));
+  g_assert_cmpint(stat(so, &st), ==, 0);
+  for (int i = 0; i < CRASH_QUARANTINE_AFTER; i++)
+    crash_in(f, "", so, &st);
+  char why[512], name[80];
+  g_assert_true(
+      crash_quarantined(f->dir, so, &st, why, sizeof why, name, sizeof name));
+  g_assert_cmpuint(strlen(name), ==, 64);
+  g_assert_cmpint(crash_clear_quarantine(f->dir, name), ==, 0);
+  g_assert_false(
+      crash_quarantined(f->dir, so, &st, why, sizeof why, name, sizeof name));
+  g_free(so);
+}
+
 /* A record path that does not fit is refused before any handler is
  * installed. */
 static void test_install_long_path(void) {
@@ -141,6 +163,8 @@ int main(int argc, char **argv) {
              fx_teardown);
   g_test_add("/crash/clear", fx, NULL, fx_setup, test_clear, fx_teardown);
   g_test_add("/crash/unnamed", fx, NULL, fx_setup, test_unnamed, fx_teardown);
+  g_test_add("/crash/unnamed-long-file", fx, NULL, fx_setup,
+             test_unnamed_long_file, fx_teardown);
   g_test_add_func("/crash/install-long-path", test_install_long_path);
   return g_test_run();
 }
