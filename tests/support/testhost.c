@@ -590,6 +590,19 @@ bool testhost_op_resume_requested(testhost *h) {
   return atomic_load(&h->resume_requested);
 }
 
+bool testhost_wait_handler_returned(testhost *h, int timeout_ms) {
+  long long end = mono_now() + timeout_ms;
+  for (;;) {
+    pump(h);
+    long long left = end - mono_now();
+    if (atomic_load(&h->handler_returned))
+      return true;
+    if (left <= 0)
+      return false;
+    wait_wake(h, left < 50 ? left : 50);
+  }
+}
+
 /* plugin_host_init_plugin hands init the agent's table: this stand-in for
  * the plugin's init passes the test's copy on instead (transfers, ABI 1.0,
  * the observed slots), so the rest of the lifecycle is the agent's own. */

@@ -87,6 +87,8 @@ void testhost_advance(testhost *h, long long ms);
 /* True once the last operation's handler function returned (its worker
  * job ended). */
 bool testhost_handler_returned(testhost *h);
+/* Runs the main loop until then, at most timeout_ms; false if it did not. */
+bool testhost_wait_handler_returned(testhost *h, int timeout_ms);
 /* The plugin called op_complete_on_reboot on the last operation (observed
  * by a wrapper around the real slot that calls it first). */
 bool testhost_op_reboot_requested(testhost *h);
