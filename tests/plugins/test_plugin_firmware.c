@@ -79,17 +79,6 @@ static void serve_image(fixture *f) {
   g_free(url);
 }
 
-/* A shell script <dir>/<name> with `body`; returns "sh <path>" (an
- * agent.ini line holds at most 199 characters: long commands go to a
- * script). */
-static char *script(fixture *f, const char *name, const char *body) {
-  char *path = g_build_filename(f->dir, name, NULL);
-  ptu_write_text(path, body);
-  char *cmd = g_strdup_printf("sh %s", path);
-  g_free(path);
-  return cmd;
-}
-
 /* install_command records its environment and the image content, and
  * "installs" by writing `installs_version` (NULL: exit 4) as the version
  * the next boot will run into a pending file. version_command: NULL prints
@@ -106,7 +95,7 @@ static void configure(fixture *f, const char *installs_version,
                       "echo %s > %s\n",
                       f->install_log, installs_version, pending);
   char *install = installs_version
-                      ? script(f, "install.sh", body)
+                      ? ptu_sh_script(f->dir, "install.sh", body)
                       : g_strdup("echo 'slot B is bad' >&2; exit 4");
   g_free(body);
   char *version = version_command ? g_strdup(version_command)
@@ -150,15 +139,6 @@ static testhost_op_state run_until_returned(fixture *f, const char *line) {
 static testhost_op_state resumed_outcome(fixture *f) {
   g_assert_true(testhost_wait_op_done(f->h, OP_WAIT_MS));
   return testhost_op_state_now(f->h);
-}
-
-static size_t count_lines(testhost *h, const char *prefix) {
-  size_t n = 0;
-  for (size_t i = 0; i < testhost_line_count(h); i++) {
-    const char *bar = strchr(testhost_line(h, i), '|');
-    n += bar && g_str_has_prefix(bar + 1, prefix);
-  }
-  return n;
 }
 
 static void test_init_reports_and_registers(fixture *f, gconstpointer data) {
@@ -230,7 +210,7 @@ static void test_install_reboot_and_confirm(fixture *f, gconstpointer data) {
       "n=$(cat %s 2>/dev/null || echo 0); echo $((n + 1)) > %s; "
       "[ \"$n\" -ge 2 ] || { echo 'not ready' >&2; exit 1; }; cat %s\n",
       calls, calls, f->version_file);
-  char *version = script(f, "version.sh", body);
+  char *version = ptu_sh_script(f->dir, "version.sh", body);
   restart(f, TRUE);
   configure(f, "2.0", version, NULL, NULL);
   g_free(version);
@@ -241,7 +221,7 @@ static void test_install_reboot_and_confirm(fixture *f, gconstpointer data) {
   g_assert_cmpuint(testhost_download_count(f->h), ==, 0);
   g_assert_nonnull(testhost_find_log(f->h, "not ready); trying again"));
   char *l115 = g_strdup_printf("s/us|115,os,2.0,file://%s", f->image);
-  g_assert_cmpuint(count_lines(f->h, "115,"), ==, 1);
+  g_assert_cmpuint(testhost_count_lines(f->h, "115,"), ==, 1);
   g_assert_cmpstr(testhost_find_line(f->h, "115,"), ==, l115);
 
   /* The next start names the installed firmware and its URL. */
@@ -265,7 +245,7 @@ static void test_rolled_back_image_fails(fixture *f, gconstpointer data) {
                   "after the reboot (the new image did not boot or was rolled "
                   "back) the running firmware version is '1.0', not '2.0'");
   /* Only init's report: the failure reports no version. */
-  g_assert_cmpuint(count_lines(f->h, "115,"), ==, 1);
+  g_assert_cmpuint(testhost_count_lines(f->h, "115,"), ==, 1);
   g_assert_cmpstr(testhost_find_line(f->h, "115,"), ==, "s/us|115,os,1.0,");
 
   /* A restart of the agent alone says so. */

@@ -817,15 +817,25 @@ const char *testhost_line(testhost *h, size_t i) {
   return i < h->lines->len ? g_ptr_array_index(h->lines, i) : NULL;
 }
 
+static bool line_has_prefix(const char *topic_line, const char *prefix) {
+  const char *bar = strchr(topic_line, '|');
+  return bar && g_str_has_prefix(bar + 1, prefix);
+}
+
 const char *testhost_find_line(testhost *h, const char *prefix) {
   pump(h);
-  for (guint i = 0; i < h->lines->len; i++) {
-    const char *l = g_ptr_array_index(h->lines, i);
-    const char *bar = strchr(l, '|');
-    if (bar && g_str_has_prefix(bar + 1, prefix))
-      return l;
-  }
+  for (guint i = 0; i < h->lines->len; i++)
+    if (line_has_prefix(g_ptr_array_index(h->lines, i), prefix))
+      return g_ptr_array_index(h->lines, i);
   return NULL;
+}
+
+size_t testhost_count_lines(testhost *h, const char *prefix) {
+  pump(h);
+  size_t n = 0;
+  for (guint i = 0; i < h->lines->len; i++)
+    n += line_has_prefix(g_ptr_array_index(h->lines, i), prefix);
+  return n;
 }
 
 static bool engine_status(const char *topic_line) {

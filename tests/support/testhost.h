@@ -128,6 +128,8 @@ size_t testhost_line_count(testhost *h);
 const char *testhost_line(testhost *h, size_t i); /* borrowed until clear */
 /* First captured line starting with prefix (after "topic|"), or NULL. */
 const char *testhost_find_line(testhost *h, const char *prefix);
+/* How many captured lines start with prefix (after "topic|"). */
+size_t testhost_count_lines(testhost *h, const char *prefix);
 void testhost_clear_lines(testhost *h);
 /* The same without the engine's operation statuses (501, 502, 503): what
  * the plugin itself sent. */
