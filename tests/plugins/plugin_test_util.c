@@ -54,6 +54,33 @@ char *ptu_read_text(const char *path) {
   return text;
 }
 
+char *ptu_sh_script(const char *dir, const char *name, const char *body) {
+  char *path = g_build_filename(dir, name, NULL);
+  ptu_write_text(path, body);
+  char *cmd = g_strdup_printf("sh '%s'", path);
+  g_free(path);
+  return cmd;
+}
+
+gboolean ptu_wait_until(gboolean (*done)(const void *ctx), const void *ctx,
+                        int timeout_ms) {
+  gint64 end = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+  while (!done(ctx)) {
+    if (g_get_monotonic_time() >= end)
+      return done(ctx);
+    g_usleep(10 * 1000);
+  }
+  return TRUE;
+}
+
+static gboolean file_exists(const void *path) {
+  return g_file_test(path, G_FILE_TEST_EXISTS);
+}
+
+gboolean ptu_wait_file(const char *path, int timeout_ms) {
+  return ptu_wait_until(file_exists, path, timeout_ms);
+}
+
 char *ptu_read_text_or_empty(const char *path) {
   char *text = NULL;
   if (!g_file_get_contents(path, &text, NULL, NULL))

@@ -19,6 +19,17 @@ char *ptu_read_text(const char *path);
 /* The file's content, or "" when it cannot be read. g_free it. */
 char *ptu_read_text_or_empty(const char *path);
 
+/* Writes `body` to <dir>/<name> and returns the command "sh '<path>'";
+ * g_free it. For commands too long for one agent.ini line (199
+ * characters). */
+char *ptu_sh_script(const char *dir, const char *name, const char *body);
+
+/* Polls done(ctx) until it is true or timeout_ms passed; its last value. */
+gboolean ptu_wait_until(gboolean (*done)(const void *ctx), const void *ctx,
+                        int timeout_ms);
+/* Waits up to timeout_ms for path to exist. */
+gboolean ptu_wait_file(const char *path, int timeout_ms);
+
 /* Copies tests/plugins/data/<subdir>/<name> to <dir>/<as> and makes it
  * executable (the source tree may not keep the x bit). Returns the new
  * path; g_free it. */

@@ -1,9 +1,12 @@
-/* Tests of the software plugin (140/141/143, 528, 529) in the fake host. */
-#include "fake_api.h"
+/* Tests of the software plugin (140/141/143, 528, 529) on the real plugin
+ * host (testhost). A restart of the agent during an update is a host
+ * restart on the same state dir. */
 #include "plugin_test_util.h"
 #include "smartrest.h"
+#include "testhost.h"
 
 #include <glib.h>
+#include <glib/gstdio.h>
 #include <grp.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -16,9 +19,10 @@
 
 typedef struct fixture {
   char *dir;
+  char *state;
   char *db;  /* fake package database: name<TAB>version lines */
   char *log; /* what install/remove commands did */
-  fake_host *h;
+  testhost *h;
 } fixture;
 
 static void fx_setup(fixture *f, gconstpointer data) {
@@ -26,25 +30,25 @@ static void fx_setup(fixture *f, gconstpointer data) {
   f->dir = ptu_make_tmpdir("c8y-sw");
   f->db = g_build_filename(f->dir, "db", NULL);
   f->log = g_build_filename(f->dir, "log", NULL);
-  char *state = g_build_filename(f->dir, "state", NULL);
-  f->h = fake_host_new(DEV, state);
-  g_free(state);
+  f->state = g_build_filename(f->dir, "state", NULL);
+  f->h = testhost_new(DEV, f->state);
 }
 
 static void fx_teardown(fixture *f, gconstpointer data) {
   (void)data;
-  fake_host_free(f->h);
+  testhost_free(f->h);
   ptu_rm_rf(f->dir);
   g_free(f->dir);
+  g_free(f->state);
   g_free(f->db);
   g_free(f->log);
 }
 
 /* The software-list lines (140/141) recorded from index `from` on. */
-static GPtrArray *list_lines(fake_host *h, size_t from) {
+static GPtrArray *list_lines(testhost *h, size_t from) {
   GPtrArray *out = g_ptr_array_new();
-  for (size_t i = from; i < fake_host_line_count(h); i++) {
-    const char *l = fake_host_line(h, i);
+  for (size_t i = from; i < testhost_line_count(h); i++) {
+    const char *l = testhost_line(h, i);
     if (g_str_has_prefix(l, "s/us|140,") || g_str_has_prefix(l, "s/us|141,"))
       g_ptr_array_add(out, (gpointer)(l + strlen("s/us|")));
   }
@@ -86,18 +90,18 @@ static void test_list_chunked(fixture *f, gconstpointer data) {
   char *list = g_strdup_printf(
       "sh '%s'",
       g_test_get_filename(G_TEST_DIST, "data", "software", "list.sh", NULL));
-  fake_host_set_config(f->h, "list_command", list);
+  testhost_set_config(f->h, "list_command", list);
   g_free(list);
-  fake_host_set_config(f->h, "type", "apt");
-  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
-  g_assert_true(fake_host_has_operation(f->h, "528"));
-  g_assert_true(fake_host_has_operation(f->h, "529"));
-  g_assert_cmpstr(fake_host_line(f->h, 0), ==, "s/us|143,apt");
+  testhost_set_config(f->h, "type", "apt");
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, 0);
+  g_assert_true(testhost_has_operation(f->h, "528"));
+  g_assert_true(testhost_has_operation(f->h, "529"));
+  g_assert_cmpstr(testhost_line(f->h, 0), ==, "s/us|143,apt");
 
   GPtrArray *lines = list_lines(f->h, 0);
   /* 3001 packages of ~160 bytes cannot fit in fewer than 30 lines. */
   g_assert_cmpuint(lines->len, >=, 30);
-  g_assert_cmpuint(lines->len + 1, ==, fake_host_line_count(f->h));
+  g_assert_cmpuint(lines->len + 1, ==, testhost_line_count(f->h));
   /* Lines are filled: all but the last are close to the limit. */
   for (guint i = 0; i + 1 < lines->len; i++)
     g_assert_cmpuint(strlen(lines->pdata[i]), >, LINE_MAX_BYTES - 400);
@@ -115,49 +119,49 @@ static void test_list_chunked(fixture *f, gconstpointer data) {
   g_assert_cmpstr(g_hash_table_lookup(pk, "quoted\"pkg, one"), ==,
                   "1.0 \"beta\"|apt|");
   g_assert_nonnull(
-      fake_host_find_log(f->h, "1 line(s) are not name<TAB>version"));
+      testhost_find_log(f->h, "1 line(s) are not name<TAB>version"));
   g_hash_table_unref(pk);
   g_ptr_array_unref(lines);
 }
 
 static void test_list_empty(fixture *f, gconstpointer data) {
   (void)data;
-  fake_host_set_config(f->h, "list_command", "true");
-  fake_host_set_config(f->h, "type", "apt");
-  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
-  g_assert_cmpuint(fake_host_line_count(f->h), ==, 2);
-  g_assert_cmpstr(fake_host_line(f->h, 0), ==, "s/us|143,apt");
-  g_assert_cmpstr(fake_host_line(f->h, 1), ==, "s/us|140,,,,");
+  testhost_set_config(f->h, "list_command", "true");
+  testhost_set_config(f->h, "type", "apt");
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, 0);
+  g_assert_cmpuint(testhost_line_count(f->h), ==, 2);
+  g_assert_cmpstr(testhost_line(f->h, 0), ==, "s/us|143,apt");
+  g_assert_cmpstr(testhost_line(f->h, 1), ==, "s/us|140,,,,");
 }
 
 static void test_list_command_fails(fixture *f, gconstpointer data) {
   (void)data;
-  fake_host_set_config(f->h, "list_command", "echo boom >&2; exit 2");
-  fake_host_set_config(f->h, "type", "apt");
-  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
-  g_assert_null(fake_host_find_line(f->h, "140"));
+  testhost_set_config(f->h, "list_command", "echo boom >&2; exit 2");
+  testhost_set_config(f->h, "type", "apt");
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, 0);
+  g_assert_null(testhost_find_line(f->h, "140"));
   g_assert_nonnull(
-      fake_host_find_log(f->h, "list_command failed (exit 2: boom)"));
+      testhost_find_log(f->h, "list_command failed (exit 2: boom)"));
 }
 
 static void test_bad_config(fixture *f, gconstpointer data) {
   (void)data;
-  fake_host_set_config(f->h, "list_command", "true");
-  fake_host_set_config(f->h, "type", "opkg");
-  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
-  g_assert_nonnull(fake_host_find_log(f->h, "install_command: required"));
-  g_assert_false(fake_host_has_operation(f->h, "528"));
+  testhost_set_config(f->h, "list_command", "true");
+  testhost_set_config(f->h, "type", "opkg");
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
+  g_assert_nonnull(testhost_find_log(f->h, "install_command: required"));
+  g_assert_false(testhost_has_operation(f->h, "528"));
 }
 
 static void test_bad_timeout(fixture *f, gconstpointer data) {
   (void)data;
-  fake_host_set_config(f->h, "list_command", "true");
-  fake_host_set_config(f->h, "type", "apt");
-  fake_host_set_config(f->h, "list_timeout", "0");
-  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
-  g_assert_nonnull(fake_host_find_log(
+  testhost_set_config(f->h, "list_command", "true");
+  testhost_set_config(f->h, "type", "apt");
+  testhost_set_config(f->h, "list_timeout", "0");
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
+  g_assert_nonnull(testhost_find_log(
       f->h, "list_timeout: 0 is out of range (1..86400 seconds)"));
-  g_assert_false(fake_host_has_operation(f->h, "528"));
+  g_assert_false(testhost_has_operation(f->h, "528"));
 }
 
 /* ---- 528 / 529 --------------------------------------------------------------
@@ -166,22 +170,29 @@ static void test_bad_timeout(fixture *f, gconstpointer data) {
 /* A fake package manager over f->db that logs every call to f->log. */
 static void load_fake_pm(fixture *f, const char *install) {
   char *list = g_strdup_printf("cat '%s'", f->db);
-  char *inst =
-      install ? g_strdup(install)
-              : g_strdup_printf(
-                    "printf '%%s\\t%%s\\n' {name} {version} >> '%s' && "
-                    "echo \"install $C8Y_SW_NAME|$C8Y_SW_VERSION|$C8Y_SW_URL|"
-                    "$C8Y_SW_TYPE\" >> '%s'",
-                    f->db, f->log);
-  char *rm = g_strdup_printf(
+  char *body =
+      g_strdup_printf("echo \"install $C8Y_SW_NAME|$C8Y_SW_VERSION|$C8Y_SW_URL|"
+                      "$C8Y_SW_TYPE\" >> '%s'\n",
+                      f->log);
+  char *log_install = ptu_sh_script(f->dir, "log-install.sh", body);
+  g_free(body);
+  char *inst = install
+                   ? g_strdup(install)
+                   : g_strdup_printf("printf '%%s\\t%%s\\n' {name} {version} "
+                                     ">> '%s' && %s",
+                                     f->db, log_install);
+  g_free(log_install);
+  body = g_strdup_printf(
       "awk -F '\\t' -v n=\"$C8Y_SW_NAME\" '$1 != n' '%s' > '%s.new' && "
-      "mv '%s.new' '%s' && echo \"delete $C8Y_SW_NAME\" >> '%s'",
+      "mv '%s.new' '%s' && echo \"delete $C8Y_SW_NAME\" >> '%s'\n",
       f->db, f->db, f->db, f->db, f->log);
-  fake_host_set_config(f->h, "list_command", list);
-  fake_host_set_config(f->h, "install_command", inst);
-  fake_host_set_config(f->h, "remove_command", rm);
-  fake_host_set_config(f->h, "type", "apt");
-  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  char *rm = ptu_sh_script(f->dir, "remove.sh", body);
+  g_free(body);
+  testhost_set_config(f->h, "list_command", list);
+  testhost_set_config(f->h, "install_command", inst);
+  testhost_set_config(f->h, "remove_command", rm);
+  testhost_set_config(f->h, "type", "apt");
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, 0);
   g_free(list);
   g_free(inst);
   g_free(rm);
@@ -191,32 +202,32 @@ static void test_update_install_delete(fixture *f, gconstpointer data) {
   (void)data;
   ptu_write_text(f->db, "curl\t7.0\nvim\t9.0\n");
   /* The URL goes to install_command as {url}, not to a download. */
-  fake_host_set_config(f->h, "download", "false");
+  testhost_set_config(f->h, "download", "false");
   load_fake_pm(f, NULL);
-  fake_host_clear_lines(f->h);
-  g_assert_cmpint(fake_host_run_operation(
-                      f->h,
-                      "528," DEV ",nginx,1.2,http://127.0.0.1/nginx.deb,"
-                      "install,curl,,,delete",
-                      OP_WAIT_MS),
-                  ==, FAKE_OP_SUCCEEDED);
+  testhost_clear_lines(f->h);
+  g_assert_cmpint(
+      testhost_run_operation(f->h,
+                             "528," DEV ",nginx,1.2,http://127.0.0.1/nginx.deb,"
+                             "install,curl,,,delete",
+                             OP_WAIT_MS),
+      ==, TESTHOST_OP_SUCCEEDED);
   char *log = ptu_read_text_or_empty(f->log);
   g_assert_cmpstr(log, ==,
                   "install nginx|1.2|http://127.0.0.1/nginx.deb|apt\n"
                   "delete curl\n");
   g_free(log);
   /* The list is re-reported after the update. */
-  g_assert_cmpuint(fake_host_line_count(f->h), ==, 1);
-  g_assert_cmpstr(fake_host_line(f->h, 0), ==,
+  g_assert_cmpuint(testhost_sent_count(f->h), ==, 1);
+  g_assert_cmpstr(testhost_sent(f->h, 0), ==,
                   "s/us|140,vim,9.0,apt,,nginx,1.2,apt,");
 
   /* 529 carries a type per item; empty means the device's type. */
-  fake_host_clear_lines(f->h);
+  testhost_clear_lines(f->h);
   g_assert_cmpint(
-      fake_host_run_operation(
+      testhost_run_operation(
           f->h, "529," DEV ",jq,1.6,apt,,install,tree,2,,,install", OP_WAIT_MS),
-      ==, FAKE_OP_SUCCEEDED);
-  g_assert_cmpstr(fake_host_find_line(f->h, "140,"), ==,
+      ==, TESTHOST_OP_SUCCEEDED);
+  g_assert_cmpstr(testhost_find_line(f->h, "140,"), ==,
                   "s/us|140,vim,9.0,apt,,nginx,1.2,apt,,jq,1.6,apt,,tree,2,"
                   "apt,");
 }
@@ -230,8 +241,8 @@ static void test_update_values_are_quoted(fixture *f, gconstpointer data) {
   char *line = g_strdup_printf(
       "528," DEV ",\"x'; touch %s; '\",$(touch %s)`touch %s`,,install", pwned,
       pwned, pwned);
-  g_assert_cmpint(fake_host_run_operation(f->h, line, OP_WAIT_MS), ==,
-                  FAKE_OP_SUCCEEDED);
+  g_assert_cmpint(testhost_run_operation(f->h, line, OP_WAIT_MS), ==,
+                  TESTHOST_OP_SUCCEEDED);
   char *log = ptu_read_text_or_empty(f->log);
   char *want = g_strdup_printf("x'; touch %s; ' $(touch %s)`touch %s`\n", pwned,
                                pwned, pwned);
@@ -247,28 +258,29 @@ static void test_update_values_are_quoted(fixture *f, gconstpointer data) {
 static void test_update_stops_at_failure(fixture *f, gconstpointer data) {
   (void)data;
   ptu_write_text(f->db, "base\t1\n");
-  char *inst = g_strdup_printf(
+  char *body = g_strdup_printf(
       "if [ \"$C8Y_SW_NAME\" = bad ]; then "
       "echo 'Reading package lists...' >&2; "
       "echo 'E: Unable to locate package bad' >&2; exit 100; fi; "
-      "echo \"$C8Y_SW_NAME\" >> '%s'",
+      "echo \"$C8Y_SW_NAME\" >> '%s'\n",
       f->log);
+  char *inst = ptu_sh_script(f->dir, "install.sh", body);
+  g_free(body);
   load_fake_pm(f, inst);
-  fake_host_clear_lines(f->h);
-  g_assert_cmpint(fake_host_run_operation(f->h,
-                                          "528," DEV ",good1,1,,install,bad,"
-                                          "2.0,,install,good2,3,,install",
-                                          OP_WAIT_MS),
-                  ==, FAKE_OP_FAILED);
-  g_assert_cmpstr(fake_host_op_detail(f->h), ==,
+  testhost_clear_lines(f->h);
+  g_assert_cmpint(testhost_run_operation(f->h,
+                                         "528," DEV ",good1,1,,install,bad,"
+                                         "2.0,,install,good2,3,,install",
+                                         OP_WAIT_MS),
+                  ==, TESTHOST_OP_FAILED);
+  g_assert_cmpstr(testhost_op_detail(f->h), ==,
                   "install of bad 2.0 failed (exit 100): Reading package "
                   "lists... E: Unable to locate package bad");
   char *log = ptu_read_text_or_empty(f->log);
   g_assert_cmpstr(log, ==, "good1\n");
   g_free(log);
   /* Re-reported even after a failure (good1 may have changed things). */
-  g_assert_cmpstr(fake_host_find_line(f->h, "140,"), ==,
-                  "s/us|140,base,1,apt,");
+  g_assert_cmpstr(testhost_find_line(f->h, "140,"), ==, "s/us|140,base,1,apt,");
   g_free(inst);
 }
 
@@ -289,25 +301,78 @@ static void test_update_malformed(fixture *f, gconstpointer data) {
        "item 2 (b): software type 'rpm' is not supported"},
   };
   for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
-    g_assert_cmpint(fake_host_run_operation(f->h, cases[i].line, OP_WAIT_MS),
-                    ==, FAKE_OP_FAILED);
-    g_assert_nonnull(strstr(fake_host_op_detail(f->h), cases[i].why));
+    g_assert_cmpint(testhost_run_operation(f->h, cases[i].line, OP_WAIT_MS), ==,
+                    TESTHOST_OP_FAILED);
+    g_assert_nonnull(strstr(testhost_op_detail(f->h), cases[i].why));
   }
   /* Validation happens before anything runs. */
   g_assert_false(g_file_test(f->log, G_FILE_TEST_EXISTS));
 }
 
+typedef struct log_wait {
+  testhost *h;
+  const char *substring;
+} log_wait;
+
+static gboolean logged(const void *ctx) {
+  const log_wait *w = ctx;
+  return testhost_find_log(w->h, w->substring) != NULL;
+}
+
+/* Waits up to timeout_ms for a log line containing substring. */
+static gboolean wait_log(testhost *h, const char *substring, int timeout_ms) {
+  log_wait w = {h, substring};
+  return ptu_wait_until(logged, &w, timeout_ms);
+}
+
+/* An install that runs until it is stopped, touching `started` first. */
+static char *blocking_install(const char *started) {
+  return g_strdup_printf("touch '%s'; exec sleep 60", started);
+}
+
+/* A long install is stopped, and the plugin's unload does not wait for it:
+ * when the operation times out (op_cancelled) it fails; when the agent
+ * stops during it, it is kept for the next start (an update marked with
+ * op_resume_after_restart outlives the stop: ops_cancel_running leaves it
+ * alone, fini stops the install). */
 static void test_update_cancelled(fixture *f, gconstpointer data) {
   (void)data;
   ptu_write_text(f->db, "");
-  load_fake_pm(f, "sleep 60");
+  char *started = g_build_filename(f->dir, "started", NULL);
+  char *inst = blocking_install(started);
+  load_fake_pm(f, inst);
   gint64 start = g_get_monotonic_time();
-  g_assert_cmpint(
-      fake_host_run_operation(f->h, "528," DEV ",a,1,,install", 300), ==,
-      FAKE_OP_RUNNING);
-  fake_host_cancel_operation(f->h);
-  fake_host_unload(f->h); /* joins the handler: it must notice and stop */
+  g_assert_cmpint(testhost_run_operation(f->h, "528," DEV ",a,1,,install", 0),
+                  ==, TESTHOST_OP_RUNNING);
+  g_assert_true(ptu_wait_file(started, OP_WAIT_MS));
+  g_assert_true(testhost_op_resume_requested(f->h));
+  testhost_advance(f->h, testhost_operation_timeout(f->h, "528") + 1000);
+  g_assert_cmpint(testhost_op_state_now(f->h), ==, TESTHOST_OP_FAILED);
+  g_assert_true(
+      g_str_has_prefix(testhost_op_detail(f->h), "operation timed out after"));
+  /* The handler's thread noticed and stopped the install by itself. */
+  g_assert_true(wait_log(f->h, "install of a 1 failed: cancelled", OP_WAIT_MS));
+  testhost_unload(f->h);
   g_assert_cmpint(g_get_monotonic_time() - start, <, 15 * G_USEC_PER_SEC);
+
+  /* The agent stops during the install. */
+  testhost_free(f->h);
+  f->h = testhost_new(DEV, NULL);
+  g_unlink(started);
+  load_fake_pm(f, inst);
+  start = g_get_monotonic_time();
+  g_assert_cmpint(testhost_run_operation(f->h, "528," DEV ",a,1,,install", 0),
+                  ==, TESTHOST_OP_RUNNING);
+  g_assert_true(ptu_wait_file(started, OP_WAIT_MS));
+  testhost_cancel_operation(f->h);
+  testhost_unload(f->h); /* joins the handler: it must notice and stop */
+  g_assert_cmpint(g_get_monotonic_time() - start, <, 15 * G_USEC_PER_SEC);
+  g_assert_nonnull(testhost_find_log(
+      f->h, "the agent is stopping during the software update; the result is "
+            "checked after the restart"));
+  g_assert_cmpint(testhost_op_state_now(f->h), ==, TESTHOST_OP_RUNNING);
+  g_free(inst);
+  g_free(started);
 }
 
 /* ---- package files and the privileged helper --------------------------------
@@ -316,14 +381,14 @@ static void test_update_cancelled(fixture *f, gconstpointer data) {
 static void test_update_url_needs_download(fixture *f, gconstpointer data) {
   (void)data;
   ptu_write_text(f->db, "");
-  fake_host_set_abi_1_0(f->h);
+  testhost_set_abi_1_0(f->h);
   load_fake_pm(f, NULL);
-  g_assert_cmpint(fake_host_run_operation(
+  g_assert_cmpint(testhost_run_operation(
                       f->h,
                       "528," DEV ",nginx,1.2,https://t1.example/b/7,install",
                       OP_WAIT_MS),
-                  ==, FAKE_OP_FAILED);
-  g_assert_nonnull(strstr(fake_host_op_detail(f->h),
+                  ==, TESTHOST_OP_FAILED);
+  g_assert_nonnull(strstr(testhost_op_detail(f->h),
                           "install of nginx 1.2: this agent cannot download "
                           "https://t1.example/b/7"));
   /* Not handed to the by-name install command instead. */
@@ -337,33 +402,38 @@ static void test_update_url_downloads(fixture *f, gconstpointer data) {
   ptu_write_text(f->db, "");
   char *src = g_build_filename(f->dir, "nginx_1.2_amd64.deb", NULL);
   ptu_write_text(src, "!<arch>\nfake deb\n");
-  fake_host_enable_transfers(f->h);
-  fake_host_add_download(f->h, "https://t1.example/inventory/binaries/42", src);
+  testhost_enable_transfers(f->h);
+  testhost_add_download(f->h, "https://t1.example/inventory/binaries/42", src);
   /* The file must exist while the command runs; its content is logged. */
-  char *inst =
-      g_strdup_printf("printf '%%s\\t%%s\\n' {name} {version} >> '%s' && "
-                      "{ echo \"file $C8Y_SW_FILE\"; cat {file}; } >> '%s'",
-                      f->db, f->log);
-  fake_host_set_config(f->h, "install_file_command", inst);
+  char *body = g_strdup_printf(
+      "{ echo \"file $C8Y_SW_FILE\"; cat \"$1\"; } >> '%s'\n", f->log);
+  char *log_file = ptu_sh_script(f->dir, "log-file.sh", body);
+  g_free(body);
+  char *inst = g_strdup_printf(
+      "printf '%%s\\t%%s\\n' {name} {version} >> '%s' && %s {file}", f->db,
+      log_file);
+  g_free(log_file);
+  testhost_set_config(f->h, "install_file_command", inst);
   load_fake_pm(f, "false"); /* the by-name install must not run */
-  g_assert_cmpint(fake_host_run_operation(
+  g_assert_cmpint(testhost_run_operation(
                       f->h,
                       "528," DEV
                       ",nginx,1.2,https://t1.example/inventory/binaries/42,"
                       "install",
                       OP_WAIT_MS),
-                  ==, FAKE_OP_SUCCEEDED);
-  g_assert_cmpuint(fake_host_download_count(f->h), ==, 1);
-  char *state = g_build_filename(f->dir, "state", "pkg-1-nginx.deb", NULL);
+                  ==, TESTHOST_OP_SUCCEEDED);
+  g_assert_cmpuint(testhost_download_count(f->h), ==, 1);
+  char *state = g_build_filename(f->state, "plugins", "software",
+                                 "pkg-1-nginx.deb", NULL);
   char *want = g_strdup_printf("file %s\n!<arch>\nfake deb\n", state);
   char *log = ptu_read_text_or_empty(f->log);
   g_assert_cmpstr(log, ==, want);
   /* Deleted after the install; the list shows the package. */
   g_assert_false(g_file_test(state, G_FILE_TEST_EXISTS));
-  g_assert_nonnull(fake_host_find_line(f->h, "140,nginx,1.2,apt,"));
+  g_assert_nonnull(testhost_find_line(f->h, "140,nginx,1.2,apt,"));
   /* Marked before anything ran: an upgrade of the agent itself completes
    * after its restart. */
-  g_assert_true(fake_host_op_resume_requested(f->h));
+  g_assert_true(testhost_op_resume_requested(f->h));
   g_free(log);
   g_free(want);
   g_free(state);
@@ -374,73 +444,118 @@ static void test_update_url_downloads(fixture *f, gconstpointer data) {
 static void test_update_url_download_fails(fixture *f, gconstpointer data) {
   (void)data;
   ptu_write_text(f->db, "");
-  fake_host_enable_transfers(f->h); /* nothing registered: a 404 */
+  testhost_enable_transfers(f->h); /* nothing registered: a 404 */
   char *inst = g_strdup_printf("echo ran >> '%s'", f->log);
-  fake_host_set_config(f->h, "install_file_command", inst);
+  testhost_set_config(f->h, "install_file_command", inst);
   load_fake_pm(f, NULL);
-  g_assert_cmpint(fake_host_run_operation(
+  g_assert_cmpint(testhost_run_operation(
                       f->h,
                       "528," DEV ",nginx,1.2,http://t1.example/b/1,install",
                       OP_WAIT_MS),
-                  ==, FAKE_OP_FAILED);
-  g_assert_cmpstr(fake_host_op_detail(f->h), ==,
-                  "download of nginx 1.2 failed: HTTP 404 from fake: not "
+                  ==, TESTHOST_OP_FAILED);
+  g_assert_cmpstr(testhost_op_detail(f->h), ==,
+                  "download of nginx 1.2 failed: HTTP 404 from testhost: not "
                   "found");
   g_assert_false(g_file_test(f->log, G_FILE_TEST_EXISTS));
   g_free(inst);
+}
+
+/* The agent stops during the update `op` (its own package's maintainer
+ * script restarts it): the install command is running when the host stops,
+ * and the host starts again on the same state dir. With `url` set, the
+ * host serves a package file there. */
+static void interrupt_update(fixture *f, const char *op, const char *url) {
+  char *started = g_build_filename(f->dir, "started", NULL);
+  char *inst = blocking_install(started);
+  char *src = g_build_filename(f->dir, "agent.deb", NULL);
+  g_unlink(started);
+  if (url) {
+    ptu_write_text(src, "deb\n");
+    testhost_enable_transfers(f->h);
+    testhost_add_download(f->h, url, src);
+  }
+  testhost_set_config(f->h, "install_file_command", inst);
+  load_fake_pm(f, inst);
+  g_assert_cmpint(testhost_run_operation(f->h, op, 0), ==, TESTHOST_OP_RUNNING);
+  g_assert_true(ptu_wait_file(started, OP_WAIT_MS));
+  testhost_free(f->h);
+  f->h = testhost_new(DEV, f->state);
+  g_free(src);
+  g_free(inst);
+  g_free(started);
+}
+
+/* The outcome of the operation the restarted agent resumed. */
+static testhost_op_state resumed_outcome(fixture *f) {
+  g_assert_true(testhost_wait_op_done(f->h, OP_WAIT_MS));
+  return testhost_op_state_now(f->h);
 }
 
 /* Resumed after the agent restarted (its own package restarted it): the
  * result is what is installed now; nothing is run again. */
 static void test_resumed_checks_versions(fixture *f, gconstpointer data) {
   (void)data;
-  ptu_write_text(f->db, "c8y-agent\t1:0.2.0-1\nold\t1\n");
-  fake_host_set_config(f->h, "resume_wait", "1");
-  load_fake_pm(f, NULL);
-  static const char op[] =
-      "528," DEV ",c8y-agent,0.2.0,https://t1.example/b/9,install,"
-      "old,,,delete";
-  fake_host_set_resumed(f->h, false);
-  g_assert_cmpint(fake_host_run_operation(f->h, op, OP_WAIT_MS), ==,
-                  FAKE_OP_FAILED);
-  g_assert_cmpstr(fake_host_op_detail(f->h), ==,
-                  "after the agent restarted, old 1 is still installed");
-  ptu_write_text(f->db, "c8y-agent\t1:0.2.0-1\n");
-  fake_host_clear_lines(f->h);
-  fake_host_set_resumed(f->h, false);
-  g_assert_cmpint(fake_host_run_operation(f->h, op, OP_WAIT_MS), ==,
-                  FAKE_OP_SUCCEEDED);
-  g_assert_nonnull(fake_host_find_line(f->h, "140,c8y-agent,1:0.2.0-1,apt,"));
-  ptu_write_text(f->db, "c8y-agent\t0.1.0-1\n");
-  fake_host_set_resumed(f->h, false);
-  g_assert_cmpint(fake_host_run_operation(f->h, op, OP_WAIT_MS), ==,
-                  FAKE_OP_FAILED);
-  g_assert_cmpstr(fake_host_op_detail(f->h), ==,
-                  "after the agent restarted, c8y-agent is at version "
-                  "0.1.0-1, not 0.2.0 as requested");
+  static const char url[] = "https://t1.example/b/9";
+  static const char op[] = "528," DEV ",c8y-agent,0.2.0,https://t1.example/b/9,"
+                           "install,old,,,delete";
+  static const struct {
+    const char *db, *list;
+    testhost_op_state state;
+    const char *why;
+  } cases[] = {
+      {"c8y-agent\t1:0.2.0-1\nold\t1\n",
+       "140,c8y-agent,1:0.2.0-1,apt,,old,1,apt,", TESTHOST_OP_FAILED,
+       "after the agent restarted, old 1 is still installed"},
+      {"c8y-agent\t1:0.2.0-1\n", "140,c8y-agent,1:0.2.0-1,apt,",
+       TESTHOST_OP_SUCCEEDED, ""},
+      {"c8y-agent\t0.1.0-1\n", "140,c8y-agent,0.1.0-1,apt,", TESTHOST_OP_FAILED,
+       "after the agent restarted, c8y-agent is at version 0.1.0-1, not 0.2.0 "
+       "as requested"},
+  };
+  char *leftover = g_build_filename(f->state, "plugins", "software",
+                                    "pkg-1-c8y-agent.deb", NULL);
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+    ptu_write_text(f->db, "c8y-agent\t0.1.0-1\nold\t1\n");
+    interrupt_update(f, op, url);
+    ptu_write_text(f->db, cases[i].db);
+    testhost_set_config(f->h, "resume_wait", "1");
+    load_fake_pm(f, NULL);
+    g_assert_cmpint(resumed_outcome(f), ==, cases[i].state);
+    g_assert_cmpstr(testhost_op_detail(f->h), ==, cases[i].why);
+    /* Re-reported after the check (init reported once). */
+    g_assert_cmpuint(testhost_count_lines(f->h, "140,"), ==, 2);
+    g_assert_cmpuint(testhost_count_lines(f->h, cases[i].list), ==, 2);
+    /* The interrupted install's package file is gone. */
+    g_assert_false(g_file_test(leftover, G_FILE_TEST_EXISTS));
+    testhost_free(f->h);
+    f->h = testhost_new(DEV, f->state);
+  }
   /* Nothing was installed or removed again. */
   g_assert_false(g_file_test(f->log, G_FILE_TEST_EXISTS));
+  g_free(leftover);
 }
 
 /* dpkg may still be configuring the package when the new agent starts: the
  * check is repeated until it shows up. */
 static void test_resumed_waits(fixture *f, gconstpointer data) {
   (void)data;
+  ptu_write_text(f->db, "");
+  interrupt_update(f, "528," DEV ",c8y-agent,0.2.0,,install", NULL);
   char *cnt = g_build_filename(f->dir, "count", NULL);
-  char *list = g_strdup_printf(
+  char *body = g_strdup_printf(
       "n=$(cat '%s' 2>/dev/null || echo 0); echo $((n + 1)) > '%s'; "
-      "[ \"$n\" -lt 2 ] || printf 'c8y-agent\\t0.2.0-1\\n'",
+      "[ \"$n\" -lt 2 ] || printf 'c8y-agent\\t0.2.0-1\\n'\n",
       cnt, cnt);
-  fake_host_set_config(f->h, "list_command", list);
-  fake_host_set_config(f->h, "type", "apt");
-  fake_host_set_config(f->h, "resume_wait", "60");
-  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0); /* 1st list */
-  fake_host_set_resumed(f->h, false);
-  g_assert_cmpint(fake_host_run_operation(
-                      f->h, "528," DEV ",c8y-agent,0.2.0,,install", OP_WAIT_MS),
-                  ==, FAKE_OP_SUCCEEDED);
+  char *list = ptu_sh_script(f->dir, "list.sh", body);
+  g_free(body);
+  testhost_set_config(f->h, "list_command", list);
+  testhost_set_config(f->h, "type", "apt");
+  testhost_set_config(f->h, "resume_wait", "60");
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, 0); /* 1st list */
+  g_assert_cmpint(resumed_outcome(f), ==, TESTHOST_OP_SUCCEEDED);
   char *n = ptu_read_text(cnt);
-  g_assert_cmpstr(n, ==, "4\n"); /* 2 checks failed, the 3rd passed, report */
+  /* init's list, a check that failed, one that passed, the report */
+  g_assert_cmpstr(n, ==, "4\n");
   g_free(n);
   g_free(list);
   g_free(cnt);
@@ -461,13 +576,13 @@ static void load_with_helper(fixture *f, helper_fx *x, const char *reply) {
   x->srv = ptu_priv_start(x->sock, reply ? NULL : PRIV_HELPER, x->state, reply,
                           x->errlog);
   char *list = g_strdup_printf("cat '%s'", f->db);
-  fake_host_set_config(f->h, "list_command", list);
-  fake_host_set_config(f->h, "type", "apt");
-  fake_host_set_config(f->h, "privileged", "helper");
-  fake_host_set_config(f->h, "helper_socket", x->sock);
+  testhost_set_config(f->h, "list_command", list);
+  testhost_set_config(f->h, "type", "apt");
+  testhost_set_config(f->h, "privileged", "helper");
+  testhost_set_config(f->h, "helper_socket", x->sock);
   /* Must not be used with the helper. */
-  fake_host_set_config(f->h, "install_command", "false");
-  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  testhost_set_config(f->h, "install_command", "false");
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, 0);
   g_free(list);
 }
 
@@ -483,13 +598,13 @@ static void test_helper_install_remove(fixture *f, gconstpointer data) {
   ptu_write_text(f->db, "curl\t7.0\n");
   helper_fx x;
   load_with_helper(f, &x, NULL);
-  g_assert_nonnull(fake_host_find_log(f->h, "through the privileged helper"));
-  g_assert_cmpint(fake_host_run_operation(f->h,
-                                          "528," DEV
-                                          ",nginx,1.2-1,,install,jq,,,install,"
-                                          "curl,,,delete",
-                                          OP_WAIT_MS),
-                  ==, FAKE_OP_SUCCEEDED);
+  g_assert_nonnull(testhost_find_log(f->h, "through the privileged helper"));
+  g_assert_cmpint(testhost_run_operation(f->h,
+                                         "528," DEV
+                                         ",nginx,1.2-1,,install,jq,,,install,"
+                                         "curl,,,delete",
+                                         OP_WAIT_MS),
+                  ==, TESTHOST_OP_SUCCEEDED);
   char *log = ptu_read_text_or_empty(x.errlog);
   g_assert_nonnull(
       strstr(log, "c8y-agent-priv: request: install nginx 1.2-1\n"));
@@ -505,20 +620,18 @@ static void test_helper_install_remove(fixture *f, gconstpointer data) {
 static void test_helper_install_file(fixture *f, gconstpointer data) {
   (void)data;
   ptu_write_text(f->db, "");
-  fake_host_free(f->h);
-  char *pstate = g_build_filename(f->dir, "state", "plugins", "software", NULL);
-  f->h = fake_host_new(DEV, pstate);
+  char *pstate = g_build_filename(f->state, "plugins", "software", NULL);
   char *src = g_build_filename(f->dir, "pkg.deb", NULL);
   ptu_write_text(src, "deb\n");
-  fake_host_enable_transfers(f->h);
-  fake_host_add_download(f->h, "https://t1.example/b/3", src);
+  testhost_enable_transfers(f->h);
+  testhost_add_download(f->h, "https://t1.example/b/3", src);
   helper_fx x;
   load_with_helper(f, &x, NULL);
   g_assert_cmpint(
-      fake_host_run_operation(
+      testhost_run_operation(
           f->h, "528," DEV ",c8y-agent,0.2.0,https://t1.example/b/3,install",
           OP_WAIT_MS),
-      ==, FAKE_OP_SUCCEEDED);
+      ==, TESTHOST_OP_SUCCEEDED);
   char *log = ptu_read_text_or_empty(x.errlog);
   char *want = g_strdup_printf(
       "c8y-agent-priv: request: install-file %s/pkg-1-c8y-agent.deb\n", pstate);
@@ -538,16 +651,16 @@ static void test_helper_refuses(fixture *f, gconstpointer data) {
   load_with_helper(f, &x, NULL);
   char *pwned = g_build_filename(f->dir, "pwned", NULL);
   char *line = g_strdup_printf("528," DEV ",x;touch$IFS%s,1,,install", pwned);
-  g_assert_cmpint(fake_host_run_operation(f->h, line, OP_WAIT_MS), ==,
-                  FAKE_OP_FAILED);
-  g_assert_nonnull(strstr(fake_host_op_detail(f->h), "(exit 2)"));
-  g_assert_nonnull(strstr(fake_host_op_detail(f->h),
-                          "c8y-agent-priv: refused package name"));
+  g_assert_cmpint(testhost_run_operation(f->h, line, OP_WAIT_MS), ==,
+                  TESTHOST_OP_FAILED);
+  g_assert_nonnull(strstr(testhost_op_detail(f->h), "(exit 2)"));
+  g_assert_nonnull(
+      strstr(testhost_op_detail(f->h), "c8y-agent-priv: refused package name"));
   /* Whitespace never reaches the helper. */
-  g_assert_cmpint(fake_host_run_operation(
-                      f->h, "528," DEV ",\"a b\",1,,install", OP_WAIT_MS),
-                  ==, FAKE_OP_FAILED);
-  g_assert_nonnull(strstr(fake_host_op_detail(f->h), "whitespace"));
+  g_assert_cmpint(testhost_run_operation(f->h, "528," DEV ",\"a b\",1,,install",
+                                         OP_WAIT_MS),
+                  ==, TESTHOST_OP_FAILED);
+  g_assert_nonnull(strstr(testhost_op_detail(f->h), "whitespace"));
   g_assert_false(g_file_test(pwned, G_FILE_TEST_EXISTS));
   g_free(line);
   g_free(pwned);
@@ -562,10 +675,10 @@ static void test_helper_failure_reason(fixture *f, gconstpointer data) {
                    "Reading package lists...\n"
                    "E: Unable to locate package nosuch\n"
                    "=c8y-agent-priv status 100\n");
-  g_assert_cmpint(fake_host_run_operation(f->h, "528," DEV ",nosuch,1,,install",
-                                          OP_WAIT_MS),
-                  ==, FAKE_OP_FAILED);
-  g_assert_cmpstr(fake_host_op_detail(f->h), ==,
+  g_assert_cmpint(
+      testhost_run_operation(f->h, "528," DEV ",nosuch,1,,install", OP_WAIT_MS),
+      ==, TESTHOST_OP_FAILED);
+  g_assert_cmpstr(testhost_op_detail(f->h), ==,
                   "install of nosuch 1 failed (exit 100): E: Unable to locate "
                   "package nosuch");
   char *log = ptu_read_text_or_empty(x.errlog);
@@ -579,40 +692,40 @@ static void test_helper_unreachable(fixture *f, gconstpointer data) {
   ptu_write_text(f->db, "");
   char *list = g_strdup_printf("cat '%s'", f->db);
   char *sock = g_build_filename(f->dir, "nobody.sock", NULL);
-  fake_host_set_config(f->h, "list_command", list);
-  fake_host_set_config(f->h, "type", "apt");
-  fake_host_set_config(f->h, "privileged", "helper");
-  fake_host_set_config(f->h, "helper_socket", sock);
-  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, 0);
+  testhost_set_config(f->h, "list_command", list);
+  testhost_set_config(f->h, "type", "apt");
+  testhost_set_config(f->h, "privileged", "helper");
+  testhost_set_config(f->h, "helper_socket", sock);
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, 0);
   g_assert_cmpint(
-      fake_host_run_operation(f->h, "528," DEV ",a,1,,install", OP_WAIT_MS), ==,
-      FAKE_OP_FAILED);
+      testhost_run_operation(f->h, "528," DEV ",a,1,,install", OP_WAIT_MS), ==,
+      TESTHOST_OP_FAILED);
   g_assert_nonnull(
-      strstr(fake_host_op_detail(f->h), "cannot reach the privileged helper"));
-  g_assert_nonnull(strstr(fake_host_op_detail(f->h), "c8y-agent-priv.socket"));
+      strstr(testhost_op_detail(f->h), "cannot reach the privileged helper"));
+  g_assert_nonnull(strstr(testhost_op_detail(f->h), "c8y-agent-priv.socket"));
   g_free(list);
   g_free(sock);
 }
 
 static void test_bad_privileged(fixture *f, gconstpointer data) {
   (void)data;
-  fake_host_set_config(f->h, "list_command", "true");
-  fake_host_set_config(f->h, "type", "apt");
-  fake_host_set_config(f->h, "privileged", "sudo");
-  g_assert_cmpint(fake_host_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
-  g_assert_nonnull(fake_host_find_log(f->h, "privileged: 'sudo'"));
+  testhost_set_config(f->h, "list_command", "true");
+  testhost_set_config(f->h, "type", "apt");
+  testhost_set_config(f->h, "privileged", "sudo");
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
+  g_assert_nonnull(testhost_find_log(f->h, "privileged: 'sudo'"));
 }
 
 /* privileged = auto (the default) with helper_socket at `sock`: does the
  * plugin choose the helper? */
 static int auto_uses_helper(const char *sock) {
-  fake_host *h = fake_host_new(DEV, NULL);
-  fake_host_set_config(h, "list_command", "true");
-  fake_host_set_config(h, "type", "apt");
-  fake_host_set_config(h, "helper_socket", sock);
-  g_assert_cmpint(fake_host_load(h, PLUGIN_PATH), ==, 0);
-  int r = fake_host_find_log(h, "through the privileged helper") != NULL;
-  fake_host_free(h);
+  testhost *h = testhost_new(DEV, NULL);
+  testhost_set_config(h, "list_command", "true");
+  testhost_set_config(h, "type", "apt");
+  testhost_set_config(h, "helper_socket", sock);
+  g_assert_cmpint(testhost_load(h, PLUGIN_PATH), ==, 0);
+  int r = testhost_find_log(h, "through the privileged helper") != NULL;
+  testhost_free(h);
   return r;
 }
 

@@ -4,6 +4,7 @@
 #include "testhost.h"
 
 #include "config.h"
+#include "crash.h"
 #include "http.h"
 #include "journal.h"
 #include "log.h"
@@ -24,6 +25,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 
 /* A producer's callback wrapped so the test learns its status; the worker
@@ -53,6 +55,8 @@ struct testhost {
   plugin_host host;
   c8y_plugin *p;
   void *dl;
+  /* the plugin's own init, see init_with_test_api */
+  int (*plugin_init)(c8y_plugin *self, const c8y_api *api, void **user_data);
   pthread_mutex_t mu;
   pthread_cond_t cv;
   bool woken;      /* under mu */
@@ -74,7 +78,7 @@ struct testhost {
   long long skipped_ms; /* testhost_advance */
   handler_wrap *wraps;
   size_t nwraps;
-  atomic_bool handler_returned, reboot_requested;
+  atomic_bool handler_returned, reboot_requested, resume_requested;
   char *xfer_reason; /* under mu */
 };
 
@@ -246,16 +250,18 @@ testhost *testhost_new(const char *device_id, const char *state_dir) {
   char err[512];
   if (outq_open(&qo, &h->q, err, sizeof err) != 0)
     g_error("outq: %s", err);
-  char *jdir = g_build_filename(h->tmp_dir, "journal", NULL);
-  g_assert_cmpint(g_mkdir_with_parents(jdir, 0700), ==, 0);
-  if (journal_open(jdir, &h->j, err, sizeof err) != 0)
+  log_set_tap(log_tap, h);
+  /* The agent's start: the journal in the state dir, then what the
+   * previous run on this state dir left executing is settled or kept for
+   * ops_resume (testhost_load). A restart is testhost_free + testhost_new
+   * on the same state dir. */
+  if (journal_open(h->state_dir, &h->j, err, sizeof err) != 0)
     g_error("journal: %s", err);
-  g_free(jdir);
   ops_host oh = {
       .ctx = h, .dispatch = dispatch, .wake = wake, .finished = finished};
   g_assert_cmpint(ops_new(h->device_id, h->reg, h->q, h->j, &oh, 60000, &h->o),
                   ==, 0);
-  log_set_tap(log_tap, h);
+  ops_recover(h->o);
   return h;
 }
 
@@ -289,8 +295,7 @@ void testhost_unload(testhost *h) {
   ops_fail_all(h->o, "agent stopped");
   pump(h);
   plugin_host_stop_worker(h->p);
-  if (h->p->info.fini)
-    h->p->info.fini(h->p, h->p->user_data);
+  plugin_host_fini_plugin(h->p);
   /* Completions made by fini() become 503/502 lines. */
   pump(h);
   registry_remove_plugin(h->reg, h->p);
@@ -349,6 +354,10 @@ static int load_config(testhost *h, const char *plugin) {
     g_string_append_printf(ini, "%s = %s\n",
                            (char *)g_ptr_array_index(h->cfg_keys, i),
                            (char *)g_ptr_array_index(h->cfg_keys, i + 1));
+  if (h->cfg_loaded) /* loaded again after testhost_unload */
+    config_free(&h->cfg);
+  h->cfg_loaded = false;
+  g_free(h->cfg_path);
   h->cfg_path = g_build_filename(h->tmp_dir, "agent.ini", NULL);
   g_assert_true(g_file_set_contents(h->cfg_path, ini->str, -1, NULL));
   g_string_free(ini, TRUE);
@@ -556,6 +565,14 @@ static int observed_complete_on_reboot(c8y_operation *op) {
   return rc;
 }
 
+static int observed_resume_after_restart(c8y_operation *op) {
+  int rc = plugin_host_api()->op_resume_after_restart(op);
+  if (rc == C8Y_OK)
+    atomic_store(
+        &((testhost *)ops_plugin(op)->host->wake_ctx)->resume_requested, true);
+  return rc;
+}
+
 void testhost_advance(testhost *h, long long ms) {
   h->skipped_ms += ms;
   pump(h);
@@ -569,6 +586,44 @@ bool testhost_op_reboot_requested(testhost *h) {
   return atomic_load(&h->reboot_requested);
 }
 
+bool testhost_op_resume_requested(testhost *h) {
+  return atomic_load(&h->resume_requested);
+}
+
+bool testhost_wait_handler_returned(testhost *h, int timeout_ms) {
+  long long end = mono_now() + timeout_ms;
+  for (;;) {
+    pump(h);
+    long long left = end - mono_now();
+    if (atomic_load(&h->handler_returned))
+      return true;
+    if (left <= 0)
+      return false;
+    wait_wake(h, left < 50 ? left : 50);
+  }
+}
+
+/* plugin_host_init_plugin hands init the agent's table: this stand-in for
+ * the plugin's init passes the test's copy on instead (transfers, ABI 1.0,
+ * the observed slots), so the rest of the lifecycle is the agent's own. */
+static int init_with_test_api(c8y_plugin *self, const c8y_api *api,
+                              void **user_data) {
+  testhost *h = host_of(self);
+  g_assert_true(api == plugin_host_api());
+  h->api = *api;
+  if (h->transfers) {
+    h->api.download = xfer_download;
+    h->api.upload = xfer_upload;
+  }
+  h->api.op_complete_on_reboot = observed_complete_on_reboot;
+  h->api.op_resume_after_restart = observed_resume_after_restart;
+  if (h->abi_1_0) {
+    h->api.abi_minor = 0;
+    h->api.size = offsetof(c8y_api, download);
+  }
+  return h->plugin_init(self, &h->api, user_data);
+}
+
 int testhost_load(testhost *h, const char *so_path) {
   g_assert_null(h->p);
   h->dl = dlopen(so_path, RTLD_NOW | RTLD_LOCAL);
@@ -578,7 +633,13 @@ int testhost_load(testhost *h, const char *so_path) {
   }
   const c8y_plugin_info *info = dlsym(h->dl, C8Y_PLUGIN_SYMBOL_NAME);
   g_assert_nonnull(info);
-  if (load_config(h, info->name) != C8Y_OK) {
+  /* As the loader: only what the plugin declared, newer fields zero. */
+  c8y_plugin_info local;
+  memset(&local, 0, sizeof local);
+  memcpy(&local, info, info->size < sizeof local ? info->size : sizeof local);
+  g_assert_nonnull(local.name);
+  g_assert_nonnull(local.init);
+  if (load_config(h, local.name) != C8Y_OK) {
     dlclose(h->dl);
     h->dl = NULL;
     return C8Y_EINVAL;
@@ -590,35 +651,31 @@ int testhost_load(testhost *h, const char *so_path) {
                           .state_dir = h->state_dir,
                           .wake = wake,
                           .wake_ctx = h};
-  h->p = plugin_host_new_plugin(&h->host, info->name, info->version, so_path);
+  h->p = plugin_host_new_plugin(&h->host, local.name, local.version, so_path);
   g_assert_nonnull(h->p);
-  h->p->info = *info;
-  h->p->registering = true;
-  h->api = *plugin_host_api();
-  if (h->transfers) {
-    h->api.download = xfer_download;
-    h->api.upload = xfer_upload;
-  }
-  h->api.op_complete_on_reboot = observed_complete_on_reboot;
-  if (h->abi_1_0) {
-    h->api.abi_minor = 0;
-    h->api.size = offsetof(c8y_api, download);
-  }
-  int rc = info->init(h->p, &h->api, &h->p->user_data);
-  h->p->registering = false;
-  if (rc >= 0 && h->p->init_error)
-    rc = C8Y_EINVAL;
-  if (rc < 0) {
-    registry_remove_plugin(h->reg, h->p);
+  h->plugin_init = local.init;
+  local.init = init_with_test_api;
+  struct stat st;
+  g_assert_cmpint(stat(so_path, &st), ==, 0);
+  char *head = crash_plugin_head(local.name, so_path, &st);
+  char why[512];
+  int rc = plugin_host_init_plugin(h->p, &local, head, why, sizeof why);
+  free(head);
+  if (rc != C8Y_OK) {
+    log_error("plugin %s refused: %s", so_path, why); /* as the loader */
     plugin_host_free_plugin(h->p);
     h->p = NULL;
     dlclose(h->dl);
     h->dl = NULL;
-    return rc;
+  } else {
+    plugin_host_report_unused_keys(h->p, false);
+    wrap_handlers(h);
+    g_assert_cmpint(plugin_host_start_worker(h->p), ==, 0);
   }
-  plugin_host_report_unused_keys(h->p, false);
-  wrap_handlers(h);
-  g_assert_cmpint(plugin_host_start_worker(h->p), ==, 0);
+  /* The agent's start after loading: operations kept across the restart
+   * go to the handlers now registered, or fail. */
+  ops_resume(h->o);
+  pump(h);
   return rc;
 }
 
@@ -690,6 +747,7 @@ testhost_op_state testhost_run_operation(testhost *h, const char *line,
   g_ptr_array_set_size(h->op_params, 0);
   atomic_store(&h->handler_returned, false);
   atomic_store(&h->reboot_requested, false);
+  atomic_store(&h->resume_requested, false);
   g_free(h->last_503);
   h->last_503 = NULL;
   ops_handle_payload(h->o, line, strlen(line));
@@ -759,15 +817,25 @@ const char *testhost_line(testhost *h, size_t i) {
   return i < h->lines->len ? g_ptr_array_index(h->lines, i) : NULL;
 }
 
+static bool line_has_prefix(const char *topic_line, const char *prefix) {
+  const char *bar = strchr(topic_line, '|');
+  return bar && g_str_has_prefix(bar + 1, prefix);
+}
+
 const char *testhost_find_line(testhost *h, const char *prefix) {
   pump(h);
-  for (guint i = 0; i < h->lines->len; i++) {
-    const char *l = g_ptr_array_index(h->lines, i);
-    const char *bar = strchr(l, '|');
-    if (bar && g_str_has_prefix(bar + 1, prefix))
-      return l;
-  }
+  for (guint i = 0; i < h->lines->len; i++)
+    if (line_has_prefix(g_ptr_array_index(h->lines, i), prefix))
+      return g_ptr_array_index(h->lines, i);
   return NULL;
+}
+
+size_t testhost_count_lines(testhost *h, const char *prefix) {
+  pump(h);
+  size_t n = 0;
+  for (guint i = 0; i < h->lines->len; i++)
+    n += line_has_prefix(g_ptr_array_index(h->lines, i), prefix);
+  return n;
 }
 
 static bool engine_status(const char *topic_line) {

@@ -7,7 +7,13 @@
  * acknowledging them, feeding the 501 acks back to the engine as the
  * agent's drain does; the test thread plays the main loop. Only the test
  * controls are its own: config keys, running a producer now, injecting an
- * s/ds line, and reading the captured lines and log lines. */
+ * s/ds line, and reading the captured lines and log lines.
+ *
+ * A restart of the agent is testhost_free + testhost_new on the same state
+ * dir: the journal lives there, as the agent's does, so what the plugin
+ * left executing is settled or resumed by the next host. A reboot between
+ * the two is a new boot id: the journal reads it from the file named by
+ * C8Y_BOOT_ID_FILE (set it before the first testhost_new). */
 #ifndef C8Y_TESTHOST_H
 #define C8Y_TESTHOST_H
 
@@ -26,18 +32,25 @@ typedef enum testhost_op_state {
 
 /* state_dir: the agent's state dir (NULL = a temporary one, removed by
  * testhost_free); plugins get <state_dir>/plugins/<name> as the real agent
- * gives them. */
+ * gives them. Opens the journal there and recovers what a previous host
+ * left executing (ops_recover): its 502/503 lines are captured. */
 testhost *testhost_new(const char *device_id, const char *state_dir);
 void testhost_free(testhost *h); /* unloads the plugin if loaded */
 
 /* A key of the plugin's [plugin.<name>] section; call before loading. */
 void testhost_set_config(testhost *h, const char *key, const char *value);
 
-/* dlopen()s the .so, calls its init with the real api table through the
- * plugin host and starts its worker. Returns init's status (negative:
- * the plugin was not loaded, its registrations rolled back). */
+/* dlopen()s the .so and loads it as the agent's loader does
+ * (plugin_host_init_plugin, then its worker), then resumes the operations
+ * recovered by testhost_new (ops_resume): wait for one with
+ * testhost_wait_op_done. Returns init's status (negative: the plugin was
+ * not loaded, its registrations rolled back, "plugin <path> refused: why"
+ * logged). */
 int testhost_load(testhost *h, const char *so_path);
-void testhost_unload(testhost *h); /* stops the worker, calls fini */
+/* The agent's stop: running operations are cancelled and, after the grace
+ * time, failed (except those waiting for a reboot or restart), the worker
+ * stops and fini runs (plugin_host_fini_plugin). */
+void testhost_unload(testhost *h);
 
 /* What the plugin registered (from the real registry). */
 size_t testhost_producer_count(testhost *h);
@@ -74,9 +87,13 @@ void testhost_advance(testhost *h, long long ms);
 /* True once the last operation's handler function returned (its worker
  * job ended). */
 bool testhost_handler_returned(testhost *h);
+/* Runs the main loop until then, at most timeout_ms; false if it did not. */
+bool testhost_wait_handler_returned(testhost *h, int timeout_ms);
 /* The plugin called op_complete_on_reboot on the last operation (observed
  * by a wrapper around the real slot that calls it first). */
 bool testhost_op_reboot_requested(testhost *h);
+/* The same for op_resume_after_restart. */
+bool testhost_op_resume_requested(testhost *h);
 
 /* Hands a custom downstream record "<message id>,<fields>" of template
  * `xid` to its handler on the plugin's worker, as the agent's dispatcher
@@ -111,6 +128,8 @@ size_t testhost_line_count(testhost *h);
 const char *testhost_line(testhost *h, size_t i); /* borrowed until clear */
 /* First captured line starting with prefix (after "topic|"), or NULL. */
 const char *testhost_find_line(testhost *h, const char *prefix);
+/* How many captured lines start with prefix (after "topic|"). */
+size_t testhost_count_lines(testhost *h, const char *prefix);
 void testhost_clear_lines(testhost *h);
 /* The same without the engine's operation statuses (501, 502, 503): what
  * the plugin itself sent. */
