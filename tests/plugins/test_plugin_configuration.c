@@ -109,7 +109,7 @@ static void test_bad_files_list(fixture *f, gconstpointer data) {
       {"a,b=/x", "files: type 'a,b' must not contain ',' or '\"'"},
       {"a=/x b=/y a=/z", "files: type 'a' is listed twice"},
       /* The agent's config parser refuses such a line before the plugin
-       * sees it (the fake host passed it on). */
+       * sees it. */
       {many->str, "line longer than 199 characters"},
   };
   for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {

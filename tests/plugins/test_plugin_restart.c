@@ -93,7 +93,7 @@ static void test_delay_second_request(void) {
                   TESTHOST_OP_RUNNING);
   /* The engine runs one operation per fragment and device at a time: the
    * second waits behind the first (no second 501) instead of reaching the
-   * plugin as with the fake host. */
+   * plugin. */
   testhost_clear_lines(h);
   g_assert_cmpint(testhost_run_operation(h, "510,dev1", 300), ==,
                   TESTHOST_OP_RUNNING);
