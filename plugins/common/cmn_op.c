@@ -27,9 +27,9 @@ int cmn_op_fields(const c8y_api *api, c8y_operation *op, size_t n,
   return 0;
 }
 
-int cmn_send_names(const c8y_api *api, c8y_plugin *self,
-                   const char *template_id, const char *const *names,
-                   size_t n) {
+int cmn_op_send_names(const c8y_api *api, c8y_plugin *self,
+                      const char *template_id, const char *const *names,
+                      size_t n) {
   const char **fields = calloc(n + 1, sizeof *fields);
   if (!fields)
     return C8Y_ENOMEM;

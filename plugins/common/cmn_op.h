@@ -22,7 +22,8 @@ int cmn_op_fields(const c8y_api *api, c8y_operation *op, size_t n,
 /* Sends "<template_id>,<names...>" (e.g. 118 supported logs, 119 supported
  * configurations) for the agent's own device; a failure is logged. Returns
  * the send status. */
-int cmn_send_names(const c8y_api *api, c8y_plugin *self,
-                   const char *template_id, const char *const *names, size_t n);
+int cmn_op_send_names(const c8y_api *api, c8y_plugin *self,
+                      const char *template_id, const char *const *names,
+                      size_t n);
 
 #endif

@@ -311,7 +311,7 @@ void cmn_proc_describe(const cmn_proc_result *r, int rc, char *out, size_t n) {
 
 /* ---- Privileged helper client -------------------------------------------- */
 
-int cmn_priv_use_helper(const char *mode, const char *socket_path) {
+int cmn_proc_priv_use_helper(const char *mode, const char *socket_path) {
   if (strcmp(mode, "direct") == 0)
     return 0;
   if (strcmp(mode, "helper") == 0)
@@ -408,8 +408,8 @@ static int priv_parse(cmn_proc_result *r) {
   return 0;
 }
 
-int cmn_priv_run(const char *socket_path, const char *const argv[],
-                 const cmn_proc_opts *o, cmn_proc_result *r) {
+int cmn_proc_priv_run(const char *socket_path, const char *const argv[],
+                      const cmn_proc_opts *o, cmn_proc_result *r) {
   memset(r, 0, sizeof(*r));
   r->exit_code = -1;
   char req[4096];

@@ -64,7 +64,7 @@ void cmn_proc_describe(const cmn_proc_result *r, int rc, char *out, size_t n);
 /* mode "auto": the helper when not root and `socket_path` exists; "helper":
  * always; "direct": never (run the configured commands). 1 = use the helper,
  * 0 = not, -1 = unknown mode. */
-int cmn_priv_use_helper(const char *mode, const char *socket_path);
+int cmn_proc_priv_use_helper(const char *mode, const char *socket_path);
 
 /* Asks the helper to run argv (verb and arguments, NULL-terminated; no
  * whitespace or control characters in them) and waits for its status line.
@@ -72,8 +72,8 @@ int cmn_priv_use_helper(const char *mode, const char *socket_path);
  * printed, err: its last line), or < 0 with `why` (helper not reachable,
  * timeout, cancelled, stopped). Giving up does not stop the helper's action
  * (it must survive the agent's own restart). */
-int cmn_priv_run(const char *socket_path, const char *const argv[],
-                 const cmn_proc_opts *o, cmn_proc_result *r);
+int cmn_proc_priv_run(const char *socket_path, const char *const argv[],
+                      const cmn_proc_opts *o, cmn_proc_result *r);
 
 /* ---- Lower level, for plugins that fork themselves (e.g. to switch user).
  */

@@ -761,7 +761,7 @@ static int cfg_init(c8y_plugin *self, const c8y_api *api, void **user_data) {
     const char *types[CFG_MAX_TYPES];
     for (size_t i = 0; i < c->nfiles; i++)
       types[i] = c->files[i].type;
-    cmn_send_names(api, self, "119", types, c->nfiles);
+    cmn_op_send_names(api, self, "119", types, c->nfiles);
   }
   *user_data = c;
   return C8Y_OK;

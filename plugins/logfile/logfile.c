@@ -688,7 +688,7 @@ static int lg_init(c8y_plugin *self, const c8y_api *api, void **user_data) {
     const char *names[LOG_MAX_SOURCES];
     for (size_t i = 0; i < l->nlogs; i++)
       names[i] = l->logs[i].name;
-    cmn_send_names(api, self, "118", names, l->nlogs);
+    cmn_op_send_names(api, self, "118", names, l->nlogs);
   }
   *user_data = l;
   return C8Y_OK;

@@ -84,7 +84,7 @@ static int run_helper(restart *r, c8y_operation *op, char *reason, size_t n) {
                      .stop = helper_stop,
                      .stop_ctx = r};
   cmn_proc_result res;
-  int rc = cmn_priv_run(r->helper_socket, argv, &o, &res);
+  int rc = cmn_proc_priv_run(r->helper_socket, argv, &o, &res);
   free(res.out);
   if (rc == 0 && res.exit_code == 0)
     return 0;
@@ -237,7 +237,7 @@ static int init(c8y_plugin *self, const c8y_api *api, void **user_data) {
   }
   const char *mode = api->config_string(self, "privileged", "auto");
   r->helper_socket = api->config_string(self, "helper_socket", CMN_PRIV_SOCKET);
-  r->use_helper = cmn_priv_use_helper(mode, r->helper_socket);
+  r->use_helper = cmn_proc_priv_use_helper(mode, r->helper_socket);
   if (r->use_helper < 0) {
     api->log(self, C8Y_LOG_ERROR,
              "privileged: '%s' is not auto, helper or direct", mode);

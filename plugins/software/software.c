@@ -4,8 +4,8 @@
  * An item with an http(s) URL is downloaded by the agent (api->download) and
  * installed as a package file; plain names go to the package manager. When
  * the agent is not root (the shipped service), the actions are asked of the
- * privileged helper c8y-agent-priv (cmn_priv_run), which runs them in its own
- * unit: an update of the agent itself survives the agent's restart, and the
+ * privileged helper c8y-agent-priv (cmn_proc_priv_run), which runs them in its
+ * own unit: an update of the agent itself survives the agent's restart, and the
  * operation, kept across the restart (op_resume_after_restart), is then
  * decided by checking the installed versions.
  *
@@ -388,7 +388,7 @@ static int sw_run_action(sw *s, c8y_operation *op, const sw_item *it, char *why,
     s->api->log(s->self, C8Y_LOG_INFO, "%s %s %s: c8y-agent-priv %s %s%s%s",
                 it->action, it->name, it->version, argv[0], argv[1],
                 argv[2] ? " " : "", argv[2] ? argv[2] : "");
-    rc = cmn_priv_run(s->helper_socket, argv, &o, &r);
+    rc = cmn_proc_priv_run(s->helper_socket, argv, &o, &r);
   } else {
     const char *tmpl = !install      ? s->remove_command
                        : it->file[0] ? s->install_file_command
@@ -754,7 +754,7 @@ static int sw_read_config(sw *s) {
   const char *mode = api->config_string(s->self, "privileged", "auto");
   s->helper_socket =
       api->config_string(s->self, "helper_socket", CMN_PRIV_SOCKET);
-  s->use_helper = cmn_priv_use_helper(mode, s->helper_socket);
+  s->use_helper = cmn_proc_priv_use_helper(mode, s->helper_socket);
   if (s->use_helper < 0) {
     api->log(s->self, C8Y_LOG_ERROR,
              "privileged: '%s' is not auto, helper or direct", mode);
