@@ -17,10 +17,14 @@ san_build() {
     { tail -n 80 "$build/build.log" >&2; echo "build failed, see $build/build.log" >&2; exit 1; }
 }
 
-# san_fresh_logs DIR: an empty report directory for log_path.
+# san_fresh_logs DIR: an empty report directory for log_path. Sticky and
+# world-writable (like /tmp): tests run as root drop children to nobody
+# (the software plugin's helper checks), and a sanitizer that cannot open
+# its log in such a child exits with its error code instead of reporting.
 san_fresh_logs() {
   rm -rf "$1"
   mkdir -p "$1"
+  chmod 1777 "$1"
 }
 
 # san_ctest_and_check NAME WHAT HEAD BUILD LOGS JOBS [CTEST_ARGS...]

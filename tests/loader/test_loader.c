@@ -766,20 +766,26 @@ static run_result run_agent(fx *f, const char *stop_on) {
   char *logname = g_strdup_printf("agent-%d.log", ++runs);
   char *logpath = g_build_filename(f->root, logname, NULL);
   g_free(logname);
-  /* A sanitizer build must let the fault through, as a release build does. */
+  /* A sanitizer build must let the fault through, as a release build does
+   * (ASan's and TSan's own SEGV handlers would report and exit instead). */
   const char *asan = g_getenv("ASAN_OPTIONS");
   char *asan_env =
       g_strdup_printf("%s%shandle_segv=0", asan ? asan : "", asan ? ":" : "");
+  const char *tsan = g_getenv("TSAN_OPTIONS");
+  char *tsan_env =
+      g_strdup_printf("%s%shandle_segv=0", tsan ? tsan : "", tsan ? ":" : "");
   pid_t pid = fork();
   g_assert_cmpint(pid, >=, 0);
   if (pid == 0) {
     int fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     dup2(fd, 2);
     setenv("ASAN_OPTIONS", asan_env, 1);
+    setenv("TSAN_OPTIONS", tsan_env, 1);
     execl(bin, bin, "-c", f->ini, (char *)NULL);
     _exit(127);
   }
   g_free(asan_env);
+  g_free(tsan_env);
   run_result r = {0};
   int status = 0;
   bool termed = false;
