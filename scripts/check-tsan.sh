@@ -37,8 +37,12 @@ san_fresh_logs "$logs"
 # halt_on_error: the first report stops the process (exit 66), so a race in
 # an agent child also shows up as a failed test. log_path appends .<pid>.
 # second_deadlock_stack: lock-order reports show both acquisitions.
+# die_after_fork=0: run as root, the software plugin's tests fork the
+# multi-threaded test process and load the plugin as nobody in the child
+# (which starts threads); TSan would kill such a child instead of running it.
+# The agent itself only forks to exec.
 export TSAN_OPTIONS="halt_on_error=1:exitcode=66:second_deadlock_stack=1:\
-history_size=4:report_signal_unsafe=1:\
+history_size=4:report_signal_unsafe=1:die_after_fork=0:\
 suppressions=$san_root/tests/tsan.supp:log_path=$logs/tsan"
 
 san_ctest_and_check check-tsan ThreadSanitizer 80 "$build" "$logs" "$jobs" \
