@@ -74,13 +74,12 @@ int bootstrap_store(const char *state_dir, const char *tenant, const char *user,
     rc = C8Y_ENOMEM;
     goto out;
   }
-  ssize_t w = write(fd, text, (size_t)n);
+  int wrc = fsutil_write_all(fd, text, (size_t)n, NULL);
   int werr = errno;
   explicit_bzero(text, (size_t)n);
   free(text);
-  if (w != n) {
-    snprintf(err, errlen, "%s: write failed: %s", tmp,
-             w < 0 ? strerror(werr) : "short write");
+  if (wrc != 0) {
+    snprintf(err, errlen, "%s: write failed: %s", tmp, strerror(werr));
     goto out;
   }
   if (fsync(fd) != 0 || close(fd) != 0) {

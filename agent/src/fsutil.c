@@ -50,3 +50,24 @@ int fsutil_fsync_dir(const char *dir) {
   errno = err;
   return rc == 0 ? 0 : C8Y_EIO;
 }
+
+int fsutil_write_all(int fd, const void *buf, size_t len, size_t *written) {
+  const char *p = buf;
+  size_t off = 0;
+  int rc = 0;
+  while (off < len) {
+    ssize_t n = write(fd, p + off, len - off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      if (n == 0)
+        errno = EIO;
+      rc = C8Y_EIO;
+      break;
+    }
+    off += (size_t)n;
+  }
+  if (written)
+    *written = off;
+  return rc;
+}

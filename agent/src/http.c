@@ -457,17 +457,10 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud) {
     r->too_big = true;
     return 0;
   }
-  size_t done = 0;
-  while (done < n) {
-    ssize_t w = write(r->fd, data + done, n - done);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      r->write_errno = errno;
-      r->write_failed = true;
-      return 0;
-    }
-    done += (size_t)w;
+  if (fsutil_write_all(r->fd, data, n, NULL) != 0) {
+    r->write_errno = errno;
+    r->write_failed = true;
+    return 0;
   }
   r->offset += n;
   return n;

@@ -55,6 +55,7 @@ struct journal {
   uint64_t failed_from, failed_to; /* lines whose fdatasync failed */
   bool syncing;
   bool compacting;
+  bool torn; /* the file ends in a partial line that could not be cut off */
   uint64_t file_bytes, compact_at;
 };
 
@@ -178,21 +179,6 @@ char *journal_boot_id(void) {
       path && *path ? path : "/proc/sys/kernel/random/boot_id");
 }
 
-/* write(2) of the whole buffer; 0 or -1 with errno. */
-static int write_all(int fd, const char *p, size_t len) {
-  while (len > 0) {
-    ssize_t n = write(fd, p, len);
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    p += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
-
 /* Waits until line `seq` is durable, running the fdatasync itself when no
  * other thread is; every line written before it is covered by the same
  * call. Called with mu held; mu is released around the fdatasync. */
@@ -224,21 +210,32 @@ static int sync_through(journal *j, uint64_t seq) {
 }
 
 /* Writes one JSON line (mu held); the line's sequence number in *seq.
- * A partial write is cut off again so the next line starts clean. */
+ * A partial write is cut off again so the next line starts clean; where
+ * that fails, the next line starts on a line of its own, so the torn one
+ * costs only itself at replay. */
 static int write_line(journal *j, json_t *obj, uint64_t *seq) {
   char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
   json_decref(obj);
   if (!text)
     return C8Y_ENOMEM;
-  size_t len = strlen(text);
+  size_t len = strlen(text), written = 0;
   text[len] = '\n';
   int rc = C8Y_OK;
-  if (write_all(j->fd, text, len + 1) != 0) {
+  if (j->torn) {
+    rc = fsutil_write_all(j->fd, "\n", 1, &written);
+    j->file_bytes += written;
+    j->torn = rc != C8Y_OK;
+  }
+  if (rc == C8Y_OK)
+    rc = fsutil_write_all(j->fd, text, len + 1, &written);
+  if (rc != C8Y_OK) {
     log_error("%s: write failed: %s", j->path, strerror(errno));
-    if (ftruncate(j->fd, (off_t)j->file_bytes) != 0)
+    if (written > 0 && ftruncate(j->fd, (off_t)j->file_bytes) != 0) {
       log_error("%s: cannot cut off the partial line: %s", j->path,
                 strerror(errno));
-    rc = C8Y_EIO;
+      j->file_bytes += written;
+      j->torn = true;
+    }
   } else {
     j->file_bytes += len + 1;
     *seq = ++j->appended;
@@ -428,7 +425,8 @@ static int write_fresh(const char *tmp, const textbuf *b) {
     log_error("%s: %s", tmp, strerror(errno));
     return C8Y_EIO;
   }
-  if (write_all(fd, b->p ? b->p : "", b->len) != 0 || fdatasync(fd) != 0) {
+  if (fsutil_write_all(fd, b->p ? b->p : "", b->len, NULL) != 0 ||
+      fdatasync(fd) != 0) {
     log_error("%s: %s", tmp, strerror(errno));
     close(fd);
     unlink(tmp);
@@ -500,6 +498,7 @@ static void compact_run(journal *j, bool wait, int *result) {
   int old = j->fd;
   j->fd = fd;
   j->file_bytes = (uint64_t)b.len;
+  j->torn = false;
   j->syncing = true;
   pthread_mutex_unlock(&j->mu);
   if (old >= 0)

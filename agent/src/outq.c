@@ -34,6 +34,7 @@
 #include "outq.h"
 
 #include "clock.h"
+#include "fsutil.h"
 #include "log.h"
 
 #include <c8y/plugin.h>
@@ -731,20 +732,13 @@ static void rb_invalidate(outq *q, int cls) {
 /* A partial append is cut back so that the file never ends in a torn
  * record we wrote ourselves. */
 static int file_append(qclass *c, const void *buf, size_t len) {
-  const unsigned char *p = buf;
   size_t off = 0;
-  while (off < len) {
-    ssize_t n = write(c->fd, p + off, len - off);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      int err = n < 0 ? errno : EIO;
-      if (off > 0 && ftruncate(c->fd, (off_t)c->fsize) < 0)
-        c->fsize += off; /* the torn record stays; replay skips it */
-      errno = err;
-      return -1;
-    }
-    off += (size_t)n;
+  if (fsutil_write_all(c->fd, buf, len, &off) != 0) {
+    int err = errno;
+    if (off > 0 && ftruncate(c->fd, (off_t)c->fsize) < 0)
+      c->fsize += off; /* the torn record stays; replay skips it */
+    errno = err;
+    return -1;
   }
   c->fsize += len;
   c->wgen++;

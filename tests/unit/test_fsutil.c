@@ -1,12 +1,17 @@
-/* fsutil: mkdir -p, and which status says why it failed. */
+/* fsutil: mkdir -p, whole writes, and which status says why they failed. */
 #include "fsutil.h"
 
 #include <c8y/plugin.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <glib.h>
 #include <glib/gstdio.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static void test_mkdir_p(void) {
   g_autofree char *dir = g_dir_make_tmp("c8y-fsutil-XXXXXX", NULL);
@@ -41,9 +46,58 @@ static void test_too_long(void) {
   g_assert_cmpint(errno, ==, ENAMETOOLONG);
 }
 
+static void test_write_all(void) {
+  g_autofree char *dir = g_dir_make_tmp("c8y-fsutil-XXXXXX", NULL);
+  g_autofree char *path = g_build_filename(dir, "f", NULL);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  g_assert_cmpint(fd, >=, 0);
+  size_t len = 1 << 20, written = 0;
+  char *buf = g_malloc(len);
+  for (size_t i = 0; i < len; i++)
+    buf[i] = (char)(i * 31);
+  g_assert_cmpint(fsutil_write_all(fd, buf, len, &written), ==, 0);
+  g_assert_cmpuint(written, ==, len);
+  close(fd);
+  g_autofree char *back = NULL;
+  gsize blen = 0;
+  g_assert_true(g_file_get_contents(path, &back, &blen, NULL));
+  g_assert_cmpuint(blen, ==, len);
+  g_assert_true(memcmp(back, buf, len) == 0);
+
+  /* A short write followed by a failing one (the file size limit): what
+   * reached the file is reported, errno says why the rest did not. */
+  fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+  g_assert_cmpint(fd, >=, 0);
+  struct rlimit old, small = {.rlim_cur = 1000};
+  g_assert_cmpint(getrlimit(RLIMIT_FSIZE, &old), ==, 0);
+  small.rlim_max = old.rlim_max;
+  void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+  g_assert_cmpint(setrlimit(RLIMIT_FSIZE, &small), ==, 0);
+  errno = 0;
+  int rc = fsutil_write_all(fd, buf, 4000, &written);
+  int err = errno;
+  g_assert_cmpint(setrlimit(RLIMIT_FSIZE, &old), ==, 0);
+  signal(SIGXFSZ, prev);
+  g_assert_cmpint(rc, ==, C8Y_EIO);
+  g_assert_cmpint(err, ==, EFBIG);
+  g_assert_cmpuint(written, ==, 1000);
+  close(fd);
+
+  /* Nothing written at all; written may be NULL. */
+  errno = 0;
+  g_assert_cmpint(fsutil_write_all(-1, buf, 10, &written), ==, C8Y_EIO);
+  g_assert_cmpint(errno, ==, EBADF);
+  g_assert_cmpuint(written, ==, 0);
+  g_assert_cmpint(fsutil_write_all(-1, buf, 10, NULL), ==, C8Y_EIO);
+  g_free(buf);
+  g_assert_cmpint(g_remove(path), ==, 0);
+  g_assert_cmpint(g_remove(dir), ==, 0);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/fsutil/mkdir-p", test_mkdir_p);
   g_test_add_func("/fsutil/too-long", test_too_long);
+  g_test_add_func("/fsutil/write-all", test_write_all);
   return g_test_run();
 }

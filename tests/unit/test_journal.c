@@ -2,10 +2,14 @@
  * executing, including after torn writes. */
 #include "journal.h"
 
+#include <c8y/plugin.h>
+#include <errno.h>
 #include <glib.h>
 #include <glib/gstdio.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 typedef struct {
   char *dir;
@@ -123,6 +127,39 @@ static void test_bad_device_skipped(fx *f, gconstpointer d) {
   g_assert_cmpuint(journal_recovered(j, &rec), ==, 1);
   g_assert_cmpuint(rec[0].id, ==, 3);
   g_assert_cmpuint(journal_next_id(j), >, 5);
+  journal_close(j);
+}
+
+/* A write that stops part-way (here the file size limit; a full disk is
+ * the same) fails the call and leaves no partial line behind, so the next
+ * line is whole and recovered. */
+static void test_partial_write_cut_off(fx *f, gconstpointer d) {
+  journal *j = open_j(f);
+  journal_entry a = entry(1, "c8y_Restart", "dev1", false);
+  g_assert_cmpint(journal_begin(j, &a), ==, 0);
+  GStatBuf st;
+  g_assert_cmpint(g_stat(f->path, &st), ==, 0);
+  struct rlimit old, small = {.rlim_cur = (rlim_t)st.st_size + 10};
+  g_assert_cmpint(getrlimit(RLIMIT_FSIZE, &old), ==, 0);
+  small.rlim_max = old.rlim_max;
+  void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+  g_assert_cmpint(setrlimit(RLIMIT_FSIZE, &small), ==, 0);
+  journal_entry b = entry(2, "c8y_Command", "dev1", false);
+  int rc = journal_begin(j, &b);
+  g_assert_cmpint(setrlimit(RLIMIT_FSIZE, &old), ==, 0);
+  signal(SIGXFSZ, prev);
+  g_assert_cmpint(rc, ==, C8Y_EIO);
+  GStatBuf after;
+  g_assert_cmpint(g_stat(f->path, &after), ==, 0);
+  g_assert_cmpint(after.st_size, ==, st.st_size);
+  journal_entry c = entry(3, "c8y_Firmware", "dev1", false);
+  g_assert_cmpint(journal_begin(j, &c), ==, 0);
+  journal_close(j);
+
+  j = open_j(f);
+  const journal_entry *rec;
+  g_assert_cmpuint(journal_recovered(j, &rec), ==, 2);
+  g_assert_cmpuint(rec[0].id + rec[1].id, ==, 1 + 3);
   journal_close(j);
 }
 
@@ -356,6 +393,8 @@ int main(int argc, char **argv) {
              test_torn_and_garbage_lines, fx_teardown);
   g_test_add("/journal/bad-device-skipped", fx, NULL, fx_setup,
              test_bad_device_skipped, fx_teardown);
+  g_test_add("/journal/partial-write-cut-off", fx, NULL, fx_setup,
+             test_partial_write_cut_off, fx_teardown);
   g_test_add("/journal/compaction", fx, NULL, fx_setup, test_compaction,
              fx_teardown);
   g_test_add("/journal/compaction-while-running", fx, NULL, fx_setup,
