@@ -136,7 +136,7 @@ void outq_close(outq *q); /* fsyncs; in-flight entries stay stored */
  * tag: opaque non-zero value reported back in the batch (0 = none). Returns
  * C8Y_OK (0) or, with nothing queued, an SDK code: C8Y_EAGAIN (queue full at
  * max_bytes, or disk full for a class below alarms), C8Y_EIO (write or fsync
- * failed), C8Y_ETOOBIG (the line alone exceeds 16000 bytes), C8Y_EINVAL
+ * failed), C8Y_ETOOBIG (the line alone exceeds C8Y_MAX_LINE bytes), C8Y_EINVAL
  * (empty line or topic, topic over 1024 bytes or holding '\n', a replace key
  * outside the inventory class), C8Y_ENOMEM. */
 int outq_push(outq *q, outq_class cls, uint8_t replace_key, const char *topic,

@@ -21,8 +21,6 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#define MAX_LINE C8Y_MAX_LINE
-
 enum job_kind { JOB_PRODUCE, JOB_OPERATION, JOB_MESSAGE };
 
 typedef struct plugin_job {
@@ -131,11 +129,13 @@ int plugin_host_send_fields(plugin_host *h, outq_class cls, const char *topic,
   smartrest_buf b;
   smartrest_buf_init(&b);
   int rc = smartrest_encode_line(&b, fields, n) == 0 ? C8Y_OK : C8Y_ENOMEM;
-  /* Custom templates go as events: their ids are no static ones. */
+  /* Only static inventory templates replace state; custom templates
+   * (s/uc) are queued as events, so their ids are never taken for static
+   * ones. */
   uint8_t key = cls == OUTQ_INVENTORY && n ? proto_replace_key(fields[0]) : 0;
   if (rc == C8Y_OK)
-    rc =
-        b.len > MAX_LINE ? C8Y_ETOOBIG : queue_line(h, cls, key, topic, b.data);
+    rc = b.len > C8Y_MAX_LINE ? C8Y_ETOOBIG
+                              : queue_line(h, cls, key, topic, b.data);
   smartrest_buf_free(&b);
   return rc;
 }
@@ -422,7 +422,7 @@ static int batch_flush(c8y_batch *b) {
   int rc =
       smartrest_encode_measurements((const char *const *)b->fields, b->n,
                                     b->type ? b->type : b->producer->name, when,
-                                    MAX_LINE, emit_measurement, &ctx);
+                                    C8Y_MAX_LINE, emit_measurement, &ctx);
   return rc;
 }
 
