@@ -40,6 +40,8 @@ const char *status_str(int status) {
     return "the downloaded file does not match its sha256";
   case C8Y_ECANCELED:
     return "stopped because the operation was cancelled";
+  case C8Y_ERATE:
+    return "over the plugin's line rate limit: not queued";
   default:
     return "unknown status";
   }

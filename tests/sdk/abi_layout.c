@@ -72,8 +72,11 @@ _Static_assert(sizeof(c8y_api) >= 328, "c8y_api shrank below 1.1");
 #endif
 #if C8Y_ABI_MINOR == 1
 _Static_assert(sizeof(c8y_api) == 328, "c8y_api 1.1 must be 328 bytes");
+#endif
 
-/* The transfer structs of 1.1; later minors append behind `error`. */
+#if C8Y_ABI_MINOR >= 1
+/* The transfer structs of 1.1; frozen in every later minor (a 1.1 plugin
+ * passes exactly these sizes). */
 AT(c8y_download, size, 0);
 AT(c8y_download, url, 8);
 AT(c8y_download, file, 16);
@@ -102,6 +105,36 @@ _Static_assert(sizeof(((c8y_download *)0)->path) == 512 &&
                    sizeof(((c8y_upload *)0)->url) == 512 &&
                    sizeof(((c8y_upload *)0)->error) == 256,
                "transfer buffers");
+#endif
+
+/* c8y_api 1.2: appended after add_child_operation */
+#if C8Y_ABI_MINOR >= 2
+AT(c8y_api, add_fragment_operation, 328);
+AT(c8y_api, add_device_operation, 336);
+AT(c8y_api, op_id, 344);
+AT(c8y_api, op_json, 352);
+AT(c8y_api, op_json_value, 360);
+AT(c8y_api, op_cancel_reason, 368);
+AT(c8y_api, remove_child, 376);
+AT(c8y_api, batch_begin, 384);
+AT(c8y_api, batch_commit, 392);
+AT(c8y_api, batch_discard, 400);
+AT(c8y_api, set_health, 408);
+AT(c8y_api, platform_auth, 416);
+_Static_assert(sizeof(c8y_api) >= 424, "c8y_api shrank below 1.2");
+AT(c8y_platform_auth, size, 0);
+AT(c8y_platform_auth, url, 8);
+AT(c8y_platform_auth, authorization, 16);
+AT(c8y_platform_auth, base_url, 8208);
+AT(c8y_platform_auth, ca_file, 8720);
+AT(c8y_platform_auth, ca_path, 9232);
+AT(c8y_platform_auth, verify_peer, 9744);
+AT(c8y_platform_auth, error, 9748);
+_Static_assert(sizeof(c8y_platform_auth) == 10008,
+               "c8y_platform_auth 1.2 is 10008 bytes");
+#endif
+#if C8Y_ABI_MINOR == 2
+_Static_assert(sizeof(c8y_api) == 424, "c8y_api 1.2 must be 424 bytes");
 #endif
 
 /* c8y_plugin_info 1.0 */

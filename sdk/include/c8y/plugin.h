@@ -32,7 +32,7 @@ extern "C" {
 
 /* Major must equal the agent's; minor must be <= the agent's. */
 #define C8Y_ABI_MAJOR 1
-#define C8Y_ABI_MINOR 1
+#define C8Y_ABI_MINOR 2
 
 #if defined(__GNUC__)
 #define C8Y_EXPORT __attribute__((visibility("default")))
@@ -70,8 +70,14 @@ enum {
   C8Y_EAUTH = -11,     /* the platform refused the device's credentials */
   C8Y_ENET = -12,      /* DNS, connect, TLS or a cut transfer */
   C8Y_ECHECKSUM = -13, /* the downloaded file did not match its sha256 */
-  C8Y_ECANCELED = -14  /* stopped because the operation was cancelled */
+  C8Y_ECANCELED = -14, /* stopped because the operation was cancelled */
+  /* ABI 1.2 */
+  C8Y_ERATE = -15 /* over the plugin's configured line rate: not queued */
 };
+
+/* ABI 1.2: add_device_operation's `device` for "every child this plugin
+ * owns, also those added later". */
+#define C8Y_ALL_CHILDREN "*"
 
 /* Numerically equal to syslog priorities. */
 typedef enum c8y_log_level {
@@ -143,6 +149,23 @@ typedef struct c8y_upload {
   long http_code;  /* last HTTP status seen, 0 if none */
   char error[256]; /* reason on failure, "" on success */
 } c8y_upload;
+
+/* ---- ABI 1.2: the platform, for plugins that open their own connections --
+ * (remote access opens a WebSocket to the tenant). Owned by the plugin; set
+ * `size` to sizeof(c8y_platform_auth). The secret in `authorization` is the
+ * device's: never log it, never send it to another host. */
+typedef struct c8y_platform_auth {
+  size_t size;     /* sizeof(c8y_platform_auth) */
+  const char *url; /* the http(s)/ws(s) URL the plugin is going to open */
+  /* outputs */
+  char authorization[8192]; /* "Basic ..." or "Bearer <jwt>" when `url` is on
+                               the tenant's host, "" otherwise */
+  char base_url[512];       /* the tenant's https base URL, no trailing '/' */
+  char ca_file[512];        /* trust anchors: "" = the system's */
+  char ca_path[512];        /* "" = the system's */
+  int verify_peer;          /* 0 only when the configuration turns it off */
+  char error[256];          /* reason on failure, "" on success */
+} c8y_platform_auth;
 
 /* ---- Services the agent provides ------------------------------------------
  */
@@ -284,7 +307,69 @@ typedef struct c8y_api {
                              uint32_t timeout_ms, c8y_operation_fn fn,
                              void *user_data);
 
-  /* ---- ABI 1.2+ fields go here, appended only ---- */
+  /* ---- ABI 1.2 ---- */
+  /* Operations by fragment: any operation whose JSON (devicecontrol/
+   * notifications, or a custom template on s/dc/<xid>) carries `fragment`
+   * for the agent's own device, e.g. "c8y_ServiceCommand" or a custom one.
+   * The fragment joins the device's 114. One plugin per fragment and device.
+   * The handler reads op_json()/op_json_value() and op_id(). Only inside
+   * init(). Returns C8Y_OK, C8Y_EINVAL, C8Y_EEXIST, C8Y_ESTATE, C8Y_ENOMEM.
+   */
+  int (*add_fragment_operation)(c8y_plugin *self, const char *fragment,
+                                uint32_t timeout_ms, c8y_operation_fn fn,
+                                void *user_data);
+  /* A handler scoped to a device. `device`: NULL = the agent's own device;
+   * a child id this plugin added; C8Y_ALL_CHILDREN = every child this plugin
+   * owns, including children added after init. `what`: a static template id
+   * ("510") or a fragment ("c8y_Custom"). Only inside init(). Returns like
+   * add_fragment_operation. */
+  int (*add_device_operation)(c8y_plugin *self, const char *device,
+                              const char *what, uint32_t timeout_ms,
+                              c8y_operation_fn fn, void *user_data);
+  /* The Cumulocity operation id ("12345"), or NULL when the platform did not
+   * tell it (a static template line with no JSON copy). Borrowed until the
+   * operation is completed. With an id the agent reports by id (504/505/
+   * 506), so a status can never complete another operation of the fragment.
+   */
+  const char *(*op_id)(const c8y_operation *op);
+  /* The operation as Cumulocity's JSON document, or NULL when only a
+   * SmartREST line arrived. Borrowed until the operation is completed. */
+  const char *(*op_json)(const c8y_operation *op);
+  /* One value of the JSON document by a dotted path ("c8y_Command.text",
+   * "c8y_Foo.items.0.name"): strings unquoted, numbers and booleans as
+   * written, objects and arrays as compact JSON. NULL if absent or there is
+   * no JSON. Borrowed until the operation is completed. */
+  const char *(*op_json_value)(const c8y_operation *op, const char *path);
+  /* Why op_cancelled() is non-zero: 0 = not cancelled, C8Y_ETIMEDOUT = the
+   * handler's timeout passed, C8Y_ECANCELED = the agent is stopping. A
+   * reason the plugin then passes to op_fail follows the agent's own text.
+   * [any thread] */
+  int (*op_cancel_reason)(const c8y_operation *op);
+  /* From ABI 1.2 add_child() may be called at any time, from any thread:
+   * the child is announced (101, its own 114) and its queued operations
+   * reach this plugin. remove_child() stops dispatching to it; operations
+   * of it still running complete normally. Returns C8Y_OK, C8Y_EINVAL
+   * (unknown or not this plugin's child), C8Y_ENOMEM. [any thread] */
+  int (*remove_child)(c8y_plugin *self, const char *child_id);
+  /* Measurements outside a produce callback ("measure now"): a batch owned
+   * by the caller until batch_commit (queues its lines, like the end of a
+   * produce call) or batch_discard; either releases it. batch_add and the
+   * batch_set_* calls work on it from the same thread. NULL on C8Y_ENOMEM
+   * or while the plugin is stopping. [any thread] */
+  c8y_batch *(*batch_begin)(c8y_plugin *self);
+  int (*batch_commit)(c8y_batch *b);
+  void (*batch_discard)(c8y_batch *b);
+  /* The plugin's health, shown as its service on the device (102/104):
+   * up != 0 "up", 0 "down" with `reason` logged and in STATUS. [any thread]
+   */
+  int (*set_health)(c8y_plugin *self, int up, const char *reason);
+  /* Fills `a` for a connection the plugin opens itself to `a->url`. May
+   * block (bounded, at most 30 s) while a JWT is fetched. Returns C8Y_OK,
+   * C8Y_EINVAL, C8Y_EAUTH (no credentials yet), C8Y_ETIMEDOUT.
+   * [any thread] */
+  int (*platform_auth)(c8y_plugin *self, c8y_platform_auth *a);
+
+  /* ---- ABI 1.3+ fields go here, appended only ---- */
 } c8y_api;
 
 /* True if the running agent provides `field` (for anything newer than 1.0). */
