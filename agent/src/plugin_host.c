@@ -591,6 +591,23 @@ static int api_upload(c8y_plugin *self, c8y_upload *u) {
   return rc;
 }
 
+/* ---- api: the platform for a plugin's own connections (ABI 1.2) ---- */
+
+static int api_platform_auth(c8y_plugin *self, c8y_platform_auth *a) {
+  if (!self || !a || a->size < sizeof *a)
+    return C8Y_EINVAL;
+  if (!self->host->http) {
+    snprintf(a->error, sizeof a->error,
+             "the agent has no REST client (see the start-up log)");
+    return C8Y_EAUTH;
+  }
+  int rc = http_platform_auth(self->host->http, a);
+  if (rc != C8Y_OK)
+    log_warning("plugin %s: credentials for %s: %s", self->name,
+                a->url ? a->url : "(null)", a->error);
+  return rc;
+}
+
 static const c8y_api the_api = {
     .abi_major = C8Y_ABI_MAJOR,
     .abi_minor = C8Y_ABI_MINOR,
@@ -634,6 +651,7 @@ static const c8y_api the_api = {
     .add_child_operation = api_add_child_operation,
     .download = api_download,
     .upload = api_upload,
+    .platform_auth = api_platform_auth,
 };
 
 const c8y_api *plugin_host_api(void) { return &the_api; }

@@ -369,7 +369,8 @@ typedef struct c8y_api {
   int (*set_health)(c8y_plugin *self, int up, const char *reason);
   /* Fills `a` for a connection the plugin opens itself to `a->url`. May
    * block (bounded, at most 30 s) while a JWT is fetched. Returns C8Y_OK,
-   * C8Y_EINVAL, C8Y_EAUTH (no credentials yet), C8Y_ETIMEDOUT.
+   * C8Y_EINVAL, C8Y_EAUTH (no credentials yet), C8Y_ETIMEDOUT, C8Y_ECANCELED
+   * (the agent is stopping).
    * [any thread] */
   int (*platform_auth)(c8y_plugin *self, c8y_platform_auth *a);
 
