@@ -434,12 +434,14 @@ int http_platform_auth(http_ctx *h, c8y_platform_auth *a) {
   if (h->ca_path)
     snprintf(h->ca_is_dir ? a->ca_path : a->ca_file, sizeof a->ca_path, "%s",
              h->ca_path);
+  if (!a->url)
+    return C8Y_OK; /* the caller derives its URL from base_url */
   char url[2048];
   http_url_parts u;
-  if (!a->url || as_http_url(a->url, url, sizeof url) != C8Y_OK ||
+  if (as_http_url(a->url, url, sizeof url) != C8Y_OK ||
       http_parse_url(url, &u) != 0) {
     seterr(a->error, sizeof a->error, "'%s' is not an http(s) or ws(s) URL",
-           a->url ? a->url : "(null)");
+           a->url);
     return C8Y_EINVAL;
   }
   if (atomic_load(&h->stopping)) {

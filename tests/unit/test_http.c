@@ -373,6 +373,11 @@ static void test_platform_auth(void) {
     g_assert_cmpint(http_platform_auth(h, &a), ==, C8Y_OK);
     g_assert_cmpstr(a.authorization, ==, "");
   }
+  a.url = NULL; /* only the tenant's URL and the trust settings */
+  g_assert_cmpint(http_platform_auth(h, &a), ==, C8Y_OK);
+  g_assert_cmpstr(a.authorization, ==, "");
+  g_assert_cmpstr(a.base_url, ==, "https://t1.example.com");
+  g_assert_cmpstr(a.ca_file, ==, "/nonexistent/ca.pem");
   a.url = "ftp://t1.example.com/x";
   g_assert_cmpint(http_platform_auth(h, &a), ==, C8Y_EINVAL);
   g_assert_nonnull(strstr(a.error, "ftp://t1.example.com/x"));

@@ -370,7 +370,9 @@ typedef struct c8y_api {
   /* Fills `a` for a connection the plugin opens itself to `a->url`. May
    * block (bounded, at most 30 s) while a JWT is fetched. Returns C8Y_OK,
    * C8Y_EINVAL, C8Y_EAUTH (no credentials yet), C8Y_ETIMEDOUT, C8Y_ECANCELED
-   * (the agent is stopping).
+   * (the agent is stopping). With a->url NULL it fills only base_url and
+   * the trust settings (for a plugin that derives its URL from the
+   * tenant's) and returns C8Y_OK.
    * [any thread] */
   int (*platform_auth)(c8y_plugin *self, c8y_platform_auth *a);
 
