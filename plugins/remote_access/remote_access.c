@@ -293,7 +293,7 @@ static void session_unlink_and_free(session *s) {
       break;
     }
   r->api->log(r->self, C8Y_LOG_INFO,
-              "session %u to %s:%d ended (%s); %llu bytes to the cloud, %llu "
+              "session %u ended (%s:%d, %s); %llu bytes to the cloud, %llu "
               "to the target",
               s->id, s->host, s->port, s->why[0] ? s->why : "closed",
               (unsigned long long)s->bytes_up,
@@ -426,7 +426,9 @@ static bool flush_ring(session *s, struct lws *wsi, ring *g, bool ws) {
     w = lws_write(wsi, (unsigned char *)p, n, LWS_WRITE_RAW);
   }
   if (w < 0) {
-    note_why(s, "write to the %s failed", ws ? "cloud" : "target");
+    /* a reset: the peer went away with data still coming */
+    note_why(s, "the %s closed the connection (write failed)",
+             ws ? "cloud" : "target");
     return false;
   }
   ring_drop(g, n);
