@@ -8,6 +8,7 @@
  * after the first one (the plugin's libwebsockets context and service
  * thread are made with the first session and live until unload). */
 #include "plugin_test_util.h"
+#include "sim_echo.h"
 #include "sim_http.h"
 #include "sim_ws.h"
 #include "testhost.h"
@@ -26,86 +27,6 @@
 
 #define WAIT_MS 20000
 #define BIG (50u << 20) /* each way through the tunnel */
-
-/* ---- the echo server behind the device ----------------------------------
- * One connection at a time on one thread, so the fd and thread counts after
- * a session are exact. */
-typedef enum { ECHO, STALL, CLOSE_AFTER } echo_mode;
-
-typedef struct echo_srv {
-  int lfd, port;
-  pthread_t thread;
-  atomic_int mode;
-  atomic_bool release; /* a stalled connection reads again */
-  atomic_bool stop;
-  atomic_ullong received; /* of the current connection */
-  atomic_int open;        /* connections being served */
-  unsigned long long close_after;
-} echo_srv;
-
-static void *echo_main(void *arg) {
-  echo_srv *e = arg;
-  static unsigned char buf[65536];
-  while (!atomic_load(&e->stop)) {
-    struct pollfd lp = {.fd = e->lfd, .events = POLLIN};
-    if (poll(&lp, 1, 50) <= 0)
-      continue;
-    int c = accept(e->lfd, NULL, NULL);
-    if (c < 0)
-      continue;
-    atomic_store(&e->received, 0);
-    atomic_store(&e->open, 1);
-    for (;;) {
-      if (atomic_load(&e->stop))
-        break;
-      if (atomic_load(&e->mode) == STALL && !atomic_load(&e->release)) {
-        struct pollfd hp = {.fd = c, .events = POLLRDHUP};
-        poll(&hp, 1, 20);
-        continue;
-      }
-      struct pollfd p = {.fd = c, .events = POLLIN};
-      if (poll(&p, 1, 50) <= 0)
-        continue;
-      ssize_t n = read(c, buf, sizeof buf);
-      if (n <= 0)
-        break;
-      atomic_fetch_add(&e->received, (unsigned long long)n);
-      if (atomic_load(&e->mode) == CLOSE_AFTER &&
-          atomic_load(&e->received) >= e->close_after)
-        break;
-      for (ssize_t off = 0; off < n;) {
-        ssize_t w = write(c, buf + off, (size_t)(n - off));
-        if (w <= 0)
-          goto done;
-        off += w;
-      }
-    }
-  done:
-    close(c);
-    atomic_store(&e->open, 0);
-  }
-  return NULL;
-}
-
-static void echo_start(echo_srv *e) {
-  memset(e, 0, sizeof *e);
-  e->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  g_assert_cmpint(e->lfd, >=, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET,
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t al = sizeof a;
-  g_assert_cmpint(bind(e->lfd, (struct sockaddr *)&a, sizeof a), ==, 0);
-  g_assert_cmpint(listen(e->lfd, 4), ==, 0);
-  g_assert_cmpint(getsockname(e->lfd, (struct sockaddr *)&a, &al), ==, 0);
-  e->port = ntohs(a.sin_port);
-  g_assert_cmpint(pthread_create(&e->thread, NULL, echo_main, e), ==, 0);
-}
-
-static void echo_stop(echo_srv *e) {
-  atomic_store(&e->stop, true);
-  pthread_join(e->thread, NULL);
-  close(e->lfd);
-}
 
 /* A loopback port nothing listens on. */
 static int closed_port(void) {
@@ -152,7 +73,7 @@ static gboolean usage_back(const void *ctx) {
 typedef struct fx {
   sim_http *rest;
   sim_ws *ws;
-  echo_srv echo;
+  sim_echo echo;
   int dead_port;
   testhost *h;
   usage base;
@@ -173,7 +94,7 @@ static void fx_start(fx *f, const char *password, const char *max_sessions) {
   g_assert_cmpint(sim_http_start(&ho, &f->rest, err, sizeof err), ==, 0);
   sim_ws_options wo = {.auth = f->rest};
   g_assert_cmpint(sim_ws_start(&wo, &f->ws, err, sizeof err), ==, 0);
-  echo_start(&f->echo);
+  g_assert_cmpint(sim_echo_start(&f->echo), ==, 0);
   f->dead_port = closed_port();
   fx_host(f, max_sessions);
 }
@@ -194,7 +115,7 @@ static void fx_host(fx *f, const char *max_sessions) {
 
 static void fx_stop(fx *f) {
   testhost_free(f->h);
-  echo_stop(&f->echo);
+  sim_echo_stop(&f->echo);
   sim_ws_stop(f->ws);
   sim_http_stop(f->rest);
 }
@@ -237,7 +158,7 @@ static void assert_freed(fx *f, unsigned id) {
 }
 
 static gboolean echo_idle(const void *ctx) {
-  return atomic_load(&((const echo_srv *)ctx)->open) == 0;
+  return atomic_load(&((const sim_echo *)ctx)->open) == 0;
 }
 
 /* ---- the operator's reader: checks every byte that comes back ---------- */
@@ -422,7 +343,7 @@ static void test_target_closes(void) {
   fx f;
   fx_start(&f, NULL, NULL);
   warm_up(&f);
-  atomic_store(&f.echo.mode, CLOSE_AFTER);
+  atomic_store(&f.echo.mode, SIM_ECHO_CLOSE_AFTER);
   f.echo.close_after = 1 << 20;
   char *key = open_session(&f, f.echo.port, TESTHOST_OP_SUCCEEDED);
   g_assert_true(sim_ws_wait_connected(f.ws, key, WAIT_MS));
@@ -441,7 +362,7 @@ static void test_stalled_target_backpressure(void) {
   fx f;
   fx_start(&f, NULL, NULL);
   warm_up(&f);
-  atomic_store(&f.echo.mode, STALL);
+  atomic_store(&f.echo.mode, SIM_ECHO_STALL);
   char *key = open_session(&f, f.echo.port, TESTHOST_OP_SUCCEEDED);
   g_assert_true(sim_ws_wait_connected(f.ws, key, WAIT_MS));
   size_t took = send_pattern(&f, key, 0, 64u << 20, 3000);
