@@ -85,9 +85,11 @@ static unsigned char pattern(uint64_t i) {
   return (unsigned char)((i * 2654435761u) >> 24 ^ (i >> 16));
 }
 
-static void fx_host(fx *f, const char *max_sessions);
+static void fx_host(fx *f, const char *key, const char *value);
 
-static void fx_start(fx *f, const char *password, const char *max_sessions) {
+/* key/value: one more [plugin.remote_access] key, or NULL. */
+static void fx_start(fx *f, const char *password, const char *key,
+                     const char *value) {
   memset(f, 0, sizeof *f);
   char err[256];
   sim_http_options ho = {.password = password};
@@ -96,19 +98,19 @@ static void fx_start(fx *f, const char *password, const char *max_sessions) {
   g_assert_cmpint(sim_ws_start(&wo, &f->ws, err, sizeof err), ==, 0);
   g_assert_cmpint(sim_echo_start(&f->echo), ==, 0);
   f->dead_port = closed_port();
-  fx_host(f, max_sessions);
+  fx_host(f, key, value);
 }
 
 /* A fresh agent with the plugin loaded (a restart is free + new). */
-static void fx_host(fx *f, const char *max_sessions) {
+static void fx_host(fx *f, const char *key, const char *value) {
   f->h = testhost_new("dev1", NULL);
   testhost_set_platform(f->h, sim_ws_url(f->ws), NULL);
   char *targets =
       g_strdup_printf("127.0.0.1:%d,127.0.0.1:%d", f->echo.port, f->dead_port);
   testhost_set_config(f->h, "allowed_targets", targets);
   testhost_set_config(f->h, "connect_timeout", "10");
-  if (max_sessions)
-    testhost_set_config(f->h, "max_sessions", max_sessions);
+  if (key)
+    testhost_set_config(f->h, key, value);
   g_free(targets);
   g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_OK);
 }
@@ -227,7 +229,7 @@ static void warm_up(fx *f) {
 
 static void test_announce(void) {
   fx f;
-  fx_start(&f, NULL, NULL);
+  fx_start(&f, NULL, NULL, NULL);
   g_assert_true(testhost_has_operation(f.h, "530"));
   g_assert_nonnull(testhost_find_line(f.h, "150,SSH,PASSTHROUGH"));
   fx_stop(&f);
@@ -235,7 +237,7 @@ static void test_announce(void) {
 
 static void test_fifty_megabytes_each_way(void) {
   fx f;
-  fx_start(&f, NULL, NULL);
+  fx_start(&f, NULL, NULL, NULL);
   warm_up(&f);
   char *key = open_session(&f, f.echo.port, TESTHOST_OP_SUCCEEDED);
   g_assert_true(sim_ws_wait_connected(f.ws, key, WAIT_MS));
@@ -257,7 +259,7 @@ static void test_fifty_megabytes_each_way(void) {
 
 static void test_refused_target(void) {
   fx f;
-  fx_start(&f, NULL, NULL);
+  fx_start(&f, NULL, NULL, NULL);
   warm_up(&f);
   sim_ws_add_key(f.ws, "k-refused");
   g_assert_cmpint(
@@ -279,7 +281,7 @@ static void test_refused_target(void) {
 
 static void test_unknown_key(void) {
   fx f;
-  fx_start(&f, NULL, NULL);
+  fx_start(&f, NULL, NULL, NULL);
   warm_up(&f);
   char *line =
       g_strdup_printf("530,dev1,127.0.0.1,%d,not-a-known-key", f.echo.port);
@@ -297,7 +299,7 @@ static void test_unknown_key(void) {
 
 static void test_wrong_credentials(void) {
   fx f;
-  fx_start(&f, "not-the-device-password", NULL);
+  fx_start(&f, "not-the-device-password", NULL, NULL);
   char *key = open_session(&f, f.echo.port, TESTHOST_OP_FAILED);
   g_assert_nonnull(strstr(testhost_op_detail(f.h), "HTTP 401"));
   g_assert_cmpuint(sim_ws_refused(f.ws, 401), ==, 1);
@@ -308,7 +310,7 @@ static void test_wrong_credentials(void) {
 
 static void test_closed_port(void) {
   fx f;
-  fx_start(&f, NULL, NULL);
+  fx_start(&f, NULL, NULL, NULL);
   warm_up(&f);
   char *key = open_session(&f, f.dead_port, TESTHOST_OP_FAILED);
   char *want = g_strdup_printf("cannot connect to 127.0.0.1:%d", f.dead_port);
@@ -322,7 +324,7 @@ static void test_closed_port(void) {
 
 static void test_cloud_closes_mid_transfer(void) {
   fx f;
-  fx_start(&f, NULL, NULL);
+  fx_start(&f, NULL, NULL, NULL);
   warm_up(&f);
   char *key = open_session(&f, f.echo.port, TESTHOST_OP_SUCCEEDED);
   g_assert_true(sim_ws_wait_connected(f.ws, key, WAIT_MS));
@@ -341,7 +343,7 @@ static void test_cloud_closes_mid_transfer(void) {
 
 static void test_target_closes(void) {
   fx f;
-  fx_start(&f, NULL, NULL);
+  fx_start(&f, NULL, NULL, NULL);
   warm_up(&f);
   atomic_store(&f.echo.mode, SIM_ECHO_CLOSE_AFTER);
   f.echo.close_after = 1 << 20;
@@ -360,7 +362,7 @@ static void test_target_closes(void) {
  * plugin's bounded rings hold what it could. */
 static void test_stalled_target_backpressure(void) {
   fx f;
-  fx_start(&f, NULL, NULL);
+  fx_start(&f, NULL, NULL, NULL);
   warm_up(&f);
   atomic_store(&f.echo.mode, SIM_ECHO_STALL);
   char *key = open_session(&f, f.echo.port, TESTHOST_OP_SUCCEEDED);
@@ -384,7 +386,7 @@ static void test_stalled_target_backpressure(void) {
 
 static void test_max_sessions(void) {
   fx f;
-  fx_start(&f, NULL, "1");
+  fx_start(&f, NULL, "max_sessions", "1");
   char *a = open_session(&f, f.echo.port, TESTHOST_OP_SUCCEEDED);
   char *b = open_session(&f, f.echo.port, TESTHOST_OP_FAILED);
   g_assert_nonnull(strstr(testhost_op_detail(f.h), "max_sessions"));
@@ -399,13 +401,27 @@ static void test_max_sessions(void) {
   fx_stop(&f);
 }
 
+/* A session without traffic for idle_timeout is closed at both ends. */
+static void test_idle_timeout(void) {
+  fx f;
+  fx_start(&f, NULL, "idle_timeout", "5");
+  char *key = open_session(&f, f.echo.port, TESTHOST_OP_SUCCEEDED);
+  g_assert_true(sim_ws_wait_connected(f.ws, key, WAIT_MS));
+  g_assert_true(sim_ws_wait_closed(f.ws, key, WAIT_MS));
+  g_assert_true(ptu_wait_until(echo_idle, &f.echo, WAIT_MS));
+  assert_freed(&f, 1);
+  g_assert_nonnull(testhost_find_log(f.h, "idle for 5 s"));
+  g_free(key);
+  fx_stop(&f);
+}
+
 /* Stopping the agent ends a running session: both ends see it close. */
 static void test_stop_closes_sessions(void) {
   fx f;
-  fx_start(&f, NULL, NULL);
+  fx_start(&f, NULL, NULL, NULL);
   testhost_free(f.h);
   usage before = usage_now(); /* no agent, no plugin */
-  fx_host(&f, NULL);
+  fx_host(&f, NULL, NULL);
   char *key = open_session(&f, f.echo.port, TESTHOST_OP_SUCCEEDED);
   g_assert_true(sim_ws_wait_connected(f.ws, key, WAIT_MS));
   testhost_free(f.h);
@@ -452,6 +468,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/remote_access/stalled-target-backpressure",
                   test_stalled_target_backpressure);
   g_test_add_func("/remote_access/max-sessions", test_max_sessions);
+  g_test_add_func("/remote_access/idle-timeout", test_idle_timeout);
   g_test_add_func("/remote_access/stop-closes-sessions",
                   test_stop_closes_sessions);
   g_test_add_func("/remote_access/bad-config", test_bad_config);
