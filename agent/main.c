@@ -191,6 +191,14 @@ int main(int argc, char **argv) {
   case RUN:
     break;
   }
+#ifdef C8Y_SYSTEST_BROKEN_AGENT
+  /* A deliberately broken build (CMake C8Y_SYSTEST_BROKEN_AGENT, never for
+   * a release) for the system test of a self-upgrade that must roll back:
+   * it never connects and exits with a status systemd restarts. */
+  fprintf(stderr, "c8y-agent: built broken on purpose "
+                  "(C8Y_SYSTEST_BROKEN_AGENT); exiting\n");
+  return 2;
+#endif
   /* The process holds the password: no core dump, no ptrace by the same
    * user, no /proc/<pid>/mem for others (the unit adds LimitCORE=0). */
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)

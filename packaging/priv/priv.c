@@ -606,11 +606,11 @@ static void priv_ini_file(priv_ctx *c, const char *path, priv_agent_ini *ini) {
         strcmp(s, "rollback_timeout") == 0) {
       char *e = NULL;
       long t = strtol(v, &e, 10);
-      if (e && !*e && t >= 10 && t <= 3600)
+      if (e && !*e && t >= 10 && t <= 86400)
         ini->rollback_timeout_s = (int)t;
       else
         fprintf(stderr,
-                "%s: %s:%u: [software] rollback_timeout '%s' is not 10..3600 "
+                "%s: %s:%u: [software] rollback_timeout '%s' is not 10..86400 "
                 "seconds; using %d\n",
                 PRIV_ME, path, lineno, v, ini->rollback_timeout_s);
     } else if (strcmp(section, "api") == 0 && strcmp(s, "enabled") == 0) {
