@@ -602,7 +602,7 @@ static void priv_ini_file(priv_ctx *c, const char *path, priv_agent_ini *ini) {
     size_t vl = strlen(v);
     while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
       v[--vl] = '\0';
-    if (strcmp(section, "software") == 0 &&
+    if (strcmp(section, "plugin.software") == 0 &&
         strcmp(s, "rollback_timeout") == 0) {
       char *e = NULL;
       long t = strtol(v, &e, 10);
@@ -610,7 +610,8 @@ static void priv_ini_file(priv_ctx *c, const char *path, priv_agent_ini *ini) {
         ini->rollback_timeout_s = (int)t;
       else
         fprintf(stderr,
-                "%s: %s:%u: [software] rollback_timeout '%s' is not 10..86400 "
+                "%s: %s:%u: [plugin.software] rollback_timeout '%s' is not "
+                "10..86400 "
                 "seconds; using %d\n",
                 PRIV_ME, path, lineno, v, ini->rollback_timeout_s);
     } else if (strcmp(section, "api") == 0 && strcmp(s, "enabled") == 0) {
@@ -660,8 +661,8 @@ static void priv_read_agent_ini(priv_ctx *c, priv_agent_ini *ini) {
 /* ---- Self-upgrade with rollback ---------------------------------------------
  * The agent cannot judge its own replacement, so the helper does: it keeps
  * the installed agent package, installs the new one, and waits up to
- * [software] rollback_timeout seconds for the new agent to report its link
- * "up" for PRIV_HEALTHY_AFTER_S seconds on its local API, answered by the
+ * [plugin.software] rollback_timeout seconds for the new agent to report its
+ * link "up" for PRIV_HEALTHY_AFTER_S seconds on its local API, answered by the
  * unit's main process (SO_PEERCRED of the answer against MainPID). If that
  * does not happen, the kept package is reinstalled. The verdict goes to
  * <home>/self-upgrade (world-readable, root-written) for the software
@@ -769,7 +770,8 @@ static void priv_wait_healthy(priv_ctx *c, const priv_agent_ini *ini,
     sleep(1);
   }
   snprintf(why, n,
-           "%s %s did not connect within %d s ([software] rollback_timeout)%s",
+           "%s %s did not connect within %d s ([plugin.software] "
+           "rollback_timeout)%s",
            c->cfg.package, to, ini->rollback_timeout_s,
            restarts ? "; it restarted" : "");
 }

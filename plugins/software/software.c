@@ -147,9 +147,9 @@ typedef struct sw {
   const char *install_file_command;
   const char *helper_socket;
   const char *helper_verdict; /* c8y-agent-priv's self-upgrade verdict */
-  int use_helper; /* actions through c8y-agent-priv */
-  int rollback_timeout_s; /* read by the helper; checked and shown here */
-  int download;   /* URL items: download and install the file */
+  int use_helper;             /* actions through c8y-agent-priv */
+  int rollback_timeout_s;     /* read by the helper; checked and shown here */
+  int download;               /* URL items: download and install the file */
   int timeout_s;
   int list_timeout_s;
   int resume_wait_s;
@@ -651,8 +651,7 @@ static int sw_resume(sw *s, c8y_operation *op, size_t stride, size_t items) {
     /* While the helper decides, its rollback_timeout adds to the wait. */
     int wait_s =
         s->resume_wait_s + (v == SW_V_WAIT ? s->rollback_timeout_s + 60 : 0);
-    if (ok || now.tv_sec - t0.tv_sec >= wait_s ||
-        api->op_cancelled(op))
+    if (ok || now.tv_sec - t0.tv_sec >= wait_s || api->op_cancelled(op))
       break;
     if (sw_nap(s, 5000)) {
       stopped = 1;
@@ -836,8 +835,8 @@ static int sw_read_config(sw *s) {
    * here so that a bad value is reported where the others are. */
   rc = sw_timeout(s, "rollback_timeout", 120, &s->rollback_timeout_s);
   if (rc == C8Y_OK && s->rollback_timeout_s < 10) {
-    api->log(s->self, C8Y_LOG_ERROR,
-             "rollback_timeout: %d is below 10 seconds", s->rollback_timeout_s);
+    api->log(s->self, C8Y_LOG_ERROR, "rollback_timeout: %d is below 10 seconds",
+             s->rollback_timeout_s);
     rc = C8Y_EINVAL;
   }
   if (rc != C8Y_OK)
