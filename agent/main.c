@@ -53,7 +53,14 @@ static void usage(FILE *out) {
 static int check_config(const char *path) {
   agent_config cfg;
   char err[1024];
-  if (config_load(path, &cfg, err, sizeof err) != 0) {
+  /* The configuration is read three times here; its warnings are shown by
+   * the read that also loads the plugins (agent_check_plugin_sections), so
+   * that each appears once. Errors come back in err. */
+  int level = log_get_level();
+  log_set_level(LOG_LVL_ERROR);
+  int loaded = config_load(path, &cfg, err, sizeof err);
+  log_set_level(level);
+  if (loaded != 0) {
     fprintf(stderr, "%s\n", err);
     return AGENT_EXIT_CONFIG;
   }
@@ -69,7 +76,10 @@ static int check_config(const char *path) {
   int rc = agent_check_plugin_sections(path, stderr);
   if (rc != 0)
     return rc;
-  if (config_load(path, &cfg, err, sizeof err) != 0) {
+  log_set_level(LOG_LVL_ERROR);
+  loaded = config_load(path, &cfg, err, sizeof err);
+  log_set_level(level);
+  if (loaded != 0) {
     fprintf(stderr, "%s\n", err);
     return AGENT_EXIT_CONFIG;
   }
