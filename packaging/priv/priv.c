@@ -101,7 +101,8 @@ typedef struct priv_out {
 } priv_out;
 
 typedef struct priv_req {
-  char line[PRIV_REQ_MAX + 1];
+  char line[PRIV_REQ_MAX + 1]; /* split into argv */
+  char raw[PRIV_REQ_MAX + 1];  /* as received, for the journal */
   const char *argv[PRIV_MAX_ARGS + 1];
   int argc;
 } priv_req;
@@ -139,22 +140,41 @@ static void priv_out_add(priv_out *o, const char *p, size_t n) {
 }
 
 /* A line for the client (and the journal through stderr). */
-static void say(priv_ctx *c, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void say(priv_ctx *c, const char *fmt, ...) {
-  char line[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
-  va_end(ap);
+static void priv_line(priv_ctx *c, const char *prefix, const char *fmt,
+                      va_list ap) {
+  char line[1100];
+  int p = snprintf(line, sizeof(line), "%s", prefix);
+  int n = vsnprintf(line + p, sizeof(line) - (size_t)p - 1, fmt, ap);
   if (n < 0)
     return;
+  n += p;
   if ((size_t)n > sizeof(line) - 2)
     n = (int)sizeof(line) - 2;
   line[n++] = '\n';
   priv_out_add(&c->out, line, (size_t)n);
   if (c->serving)
-    fprintf(stderr, "%s: %.*s", PRIV_ME, n, line);
+    fprintf(stderr, "%s%.*s", prefix[0] ? "" : PRIV_ME ": ", n, line);
+}
+
+/* The helper's own messages carry its name (the plugins show the last line
+ * of the reply as the reason). */
+static void say(priv_ctx *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void say(priv_ctx *c, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  priv_line(c, PRIV_ME ": ", fmt, ap);
+  va_end(ap);
+}
+
+/* A line as it is ("would run: ..." of a dry run). */
+static void say_plain(priv_ctx *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void say_plain(priv_ctx *c, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  priv_line(c, "", fmt, ap);
+  va_end(ap);
 }
 
 static bool priv_is_apt(const priv_ctx *c) {
@@ -332,7 +352,7 @@ static int priv_action(priv_ctx *c, const char *const *argv) {
     size_t n = (size_t)snprintf(line, sizeof(line), "would run:");
     for (size_t i = 0; argv[i] && n < sizeof(line); i++)
       n += (size_t)snprintf(line + n, sizeof(line) - n, " %s", argv[i]);
-    say(c, "%s", line);
+    say_plain(c, "%s", line);
     return 0;
   }
   char line[2048];
@@ -1264,6 +1284,7 @@ static int priv_read_request(priv_ctx *c, int fd, priv_req *r, char *why,
       return -1;
     }
   }
+  memcpy(r->raw, r->line, len + 1);
   /* Printable ASCII words separated by single blanks. */
   r->argc = 0;
   char *s = r->line;
@@ -1316,9 +1337,9 @@ static void priv_reply(priv_ctx *c, int fd, int status) {
       continue;
     if (w <= 0) {
       fprintf(stderr,
-              "%s: the client went away before the reply (%s); the "
-              "action's status was %d\n",
-              PRIV_ME, w < 0 ? strerror(errno) : "closed", status);
+              "%s: the agent went away before the reply (it restarted or "
+              "stopped); the action's status was %d\n",
+              PRIV_ME, status);
       return;
     }
     p += w;
@@ -1345,7 +1366,7 @@ static int priv_serve(priv_ctx *c) {
     priv_reply(c, 1, 2);
     return 0;
   }
-  fprintf(stderr, "%s: request: %s\n", PRIV_ME, r.line[0] ? r.line : "(empty)");
+  fprintf(stderr, "%s: request: %s\n", PRIV_ME, r.raw[0] ? r.raw : "(empty)");
   sigset_t term;
   sigemptyset(&term);
   sigaddset(&term, SIGTERM);
