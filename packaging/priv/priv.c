@@ -112,6 +112,7 @@ typedef struct priv_ctx {
   priv_out out;
   bool serving;         /* say() also logs to the journal (stderr) */
   const char *exec_cwd; /* working directory of the next priv_exec */
+  bool keep_sigmask;    /* the child inherits blocked SIGTERM (reboot) */
 } priv_ctx;
 
 typedef struct priv_verb {
@@ -293,7 +294,8 @@ static int priv_exec(priv_ctx *c, const char *const *argv, char **all) {
       _exit(126);
     sigset_t none;
     sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (!c->keep_sigmask)
+      sigprocmask(SIG_SETMASK, &none, NULL);
     signal(SIGPIPE, SIG_DFL);
     signal(SIGHUP, SIG_DFL);
     umask(022);
@@ -964,6 +966,7 @@ static int verb_reboot(priv_ctx *c, int argc, const char *const *argv) {
   (void)argv;
   /* A shutdown stops this unit too: the status goes back before anything
    * is stopped (SIGTERM is blocked until then; see priv_serve). */
+  c->keep_sigmask = true; /* systemctl too: the shutdown signals us all */
   if (access("/run/systemd/system", F_OK) == 0) {
     const char *a[] = {"systemctl", "--no-block", "reboot", NULL};
     return priv_action(c, a);
