@@ -13,6 +13,7 @@
 #include <ini.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -498,9 +499,20 @@ static char *cfg_reader(char *str, int num, void *stream) {
   return str;
 }
 
-/* Whoever owns a secret file can rewrite it (or chmod it readable). */
+/* The service account the package runs the agent as. */
+#ifndef C8Y_SERVICE_USER
+#define C8Y_SERVICE_USER "c8y-agent"
+#endif
+
+/* Whoever owns a secret file can rewrite it (or chmod it readable): root,
+ * the user running now, or the package's service account (the docs have
+ * the administrator give it the password file; root checks the
+ * configuration with --check-config and `connect --test`). */
 static bool secret_owner_ok(const struct stat *st) {
-  return st->st_uid == 0 || st->st_uid == geteuid();
+  if (st->st_uid == 0 || st->st_uid == geteuid())
+    return true;
+  const struct passwd *pw = getpwnam(C8Y_SERVICE_USER);
+  return pw && pw->pw_uid == st->st_uid;
 }
 
 static int check_password_file_mode(struct parse_ctx *p, enum key_id key,
@@ -522,7 +534,7 @@ static int check_password_file_mode(struct parse_ctx *p, enum key_id key,
   if (!secret_owner_ok(&st)) {
     fail_key(p, C_PASSWORD_FILE,
              "%s is owned by uid %u; a secret must be owned by root or the "
-             "agent's user (uid %u)",
+             "agent's user (" C8Y_SERVICE_USER " or uid %u)",
              path, (unsigned)st.st_uid, (unsigned)geteuid());
     return -1;
   }
@@ -702,7 +714,8 @@ static int store_setting(struct parse_ctx *p, enum key_id k,
       if (fstat(fileno(p->fp), &st) == 0 && !secret_owner_ok(&st)) {
         fail_here(p, k,
                   "%s holds a password and is owned by uid %u; it must be "
-                  "owned by root or the agent's user (uid %u)",
+                  "owned by root or the agent's user (" C8Y_SERVICE_USER
+                  " or uid %u)",
                   p->file, (unsigned)st.st_uid, (unsigned)geteuid());
         return -1;
       }
@@ -1290,7 +1303,7 @@ static int finalize(struct parse_ctx *p) {
     if (!secret_owner_ok(&kst)) {
       fail_key(p, C_KEY,
                "%s is owned by uid %u; a secret must be owned by root or the "
-               "agent's user (uid %u)",
+               "agent's user (" C8Y_SERVICE_USER " or uid %u)",
                c->key_file, (unsigned)kst.st_uid, (unsigned)geteuid());
       return -1;
     }
