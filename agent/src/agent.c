@@ -116,8 +116,13 @@ static void on_message(void *ctx, const char *topic, const char *payload,
 
 static void gave_up(void *ctx) {
   agent *a = ctx;
-  log_error("giving up: check [c8y] tenant, user and password in %s",
-            a->config_path);
+  static const char *const keys[] = {"tenant", "user", "password",
+                                     "password_file"};
+  char where[1024];
+  config_origins_text(&a->cfg, "c8y", keys, sizeof keys / sizeof *keys, where,
+                      sizeof where);
+  log_error("giving up: the platform keeps refusing the credentials; check %s",
+            where);
   bootstrap_explain_refusal(&a->cfg);
   a->exit_code = AGENT_EXIT_AUTH;
   a->running = false;

@@ -1437,6 +1437,19 @@ int config_load(const char *path, agent_config *out, char *err, size_t errlen) {
     goto out;
   if (finalize(&p) != 0)
     goto out;
+  c.origins = calloc(NKEYS, sizeof *c.origins);
+  if (!c.origins) {
+    fail_at(&p, path, 0, NULL, NULL, "out of memory");
+    goto out;
+  }
+  for (int k = 0; k < NKEYS; k++) {
+    if (p.set[k].set && p.set[k].file &&
+        asprintf(&c.origins[k], "%s:%u", p.set[k].file, p.set[k].line) < 0) {
+      c.origins[k] = NULL;
+      fail_at(&p, path, 0, NULL, NULL, "out of memory");
+      goto out;
+    }
+  }
   rc = 0;
 
 out:
@@ -1482,7 +1495,42 @@ void config_free(agent_config *c) {
     free(c->entries[i].file);
   }
   free(c->entries);
+  if (c->origins)
+    for (int k = 0; k < NKEYS; k++)
+      free(c->origins[k]);
+  free(c->origins);
   memset(c, 0, sizeof *c);
+}
+
+void config_origins_text(const agent_config *c, const char *section,
+                         const char *const *keys, size_t nkeys, char *out,
+                         size_t len) {
+  if (!out || len == 0)
+    return;
+  size_t n = (size_t)snprintf(out, len, "[%s]", section);
+  bool any = false;
+  for (size_t i = 0; i < nkeys; i++)
+    any |= config_origin(c, section, keys[i]) != NULL;
+  bool first = true;
+  for (size_t i = 0; i < nkeys && n < len; i++) {
+    const char *o = config_origin(c, section, keys[i]);
+    if (!o && any)
+      continue;
+    n += (size_t)snprintf(out + n, len - n, "%s %s (%s)", first ? "" : ",",
+                          keys[i], o ? o : "not set");
+    first = false;
+  }
+}
+
+const char *config_origin(const agent_config *c, const char *section,
+                          const char *key) {
+  if (!c || !c->origins || !section || !key)
+    return NULL;
+  for (int k = 0; k < NKEYS; k++)
+    if (strcmp(keydefs[k].section, section) == 0 &&
+        strcmp(keydefs[k].key, key) == 0)
+      return c->origins[k];
+  return NULL;
 }
 
 char *config_client_id(const agent_config *c) {
