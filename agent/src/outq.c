@@ -1838,11 +1838,12 @@ int outq_push(outq *q, outq_class cls, uint8_t replace_key, const char *topic,
   size_t sup_bytes = 0;
   if (cls == OUTQ_INVENTORY) {
     hl = hash_line(topic, tlen, line, llen);
-    if (index_find_dup(q, (uint32_t)tp, line, llen, hl, vol)) {
+    int listed = (flags & (OUTQ_LIST_HEAD | OUTQ_LIST_CHUNK)) != 0;
+    if (!listed && index_find_dup(q, (uint32_t)tp, line, llen, hl, vol)) {
       q->st.coalesced++;
       goto out;
     }
-    if (replace_key)
+    if (replace_key && !(flags & OUTQ_LIST_CHUNK))
       sup_bytes = index_superseded(q, (uint32_t)tp, replace_key, 0);
   }
   if (q->bytes - sup_bytes + need > q->max_bytes) {

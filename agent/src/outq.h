@@ -83,6 +83,13 @@ typedef enum outq_class {
 
 /* Entry flags */
 #define OUTQ_VOLATILE 1u /* kept in memory only, never written to disk */
+/* A list sent as several lines (a software list: 140, then 141 chunks)
+ * shares one replace key. The head (OUTQ_LIST_HEAD) supersedes every queued
+ * line of its topic and key, the chunks of an older list included; a chunk
+ * (OUTQ_LIST_CHUNK) supersedes nothing. Neither is folded into an identical
+ * queued line: a list is only right as a whole, in its order. */
+#define OUTQ_LIST_HEAD 2u
+#define OUTQ_LIST_CHUNK 4u
 
 typedef struct outq_options {
   const char *dir;  /* NULL = memory only */

@@ -115,8 +115,8 @@ static int admit_line(c8y_plugin *p) {
 }
 
 static int queue_line(plugin_host *h, outq_class cls, uint8_t replace_key,
-                      const char *topic, const char *line) {
-  int rc = outq_push(h->q, cls, replace_key, topic, line, 0, 0);
+                      unsigned flags, const char *topic, const char *line) {
+  int rc = outq_push(h->q, cls, replace_key, topic, line, 0, flags);
   if (rc != C8Y_OK)
     return rc; /* already in the SDK's code space */
   if (h->wake)
@@ -132,10 +132,12 @@ int plugin_host_send_fields(plugin_host *h, outq_class cls, const char *topic,
   /* Only static inventory templates replace state; custom templates
    * (s/uc) are queued as events, so their ids are never taken for static
    * ones. */
-  uint8_t key = cls == OUTQ_INVENTORY && n ? proto_replace_key(fields[0]) : 0;
+  bool keyed = cls == OUTQ_INVENTORY && n;
+  uint8_t key = keyed ? proto_replace_key(fields[0]) : 0;
+  unsigned flags = keyed ? proto_replace_flags(fields[0]) : 0;
   if (rc == C8Y_OK)
     rc = b.len > C8Y_MAX_LINE ? C8Y_ETOOBIG
-                              : queue_line(h, cls, key, topic, b.data);
+                              : queue_line(h, cls, key, flags, topic, b.data);
   smartrest_buf_free(&b);
   return rc;
 }
@@ -404,9 +406,9 @@ typedef struct flush_ctx {
 static int emit_measurement(void *ctx, const char *line) {
   flush_ctx *f = ctx;
   int rc = admit_line(f->plugin);
-  return rc != C8Y_OK
-             ? rc
-             : queue_line(f->plugin->host, OUTQ_MEASUREMENT, 0, f->topic, line);
+  return rc != C8Y_OK ? rc
+                      : queue_line(f->plugin->host, OUTQ_MEASUREMENT, 0, 0,
+                                   f->topic, line);
 }
 
 /* 1 sample -> 200; more -> 201 lines of one measurement type. */

@@ -753,6 +753,52 @@ static void test_take_tagged(void) {
   rm_dir(dir);
 }
 
+/* A software list queued before a restart (140 + 141 chunks) is replaced as
+ * a whole by the list the restarted agent sends: the first 140 the platform
+ * gets after a self-upgrade lists the new version, and no stale chunk of
+ * the old list is appended to the new one. */
+static void test_list_replaced_whole(void) {
+  char *dir = make_dir();
+  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, 140, "s/us", "140,agent,1.0", 0,
+                            OUTQ_LIST_HEAD),
+                  ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, 140, "s/us", "141,old,1", 0,
+                            OUTQ_LIST_CHUNK),
+                  ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, 140, "s/us", "141,gone,1", 0,
+                            OUTQ_LIST_CHUNK),
+                  ==, 0);
+  outq_close(q);
+  q = open_q(dir, OUTQ_FSYNC_NEVER, 0); /* the upgraded agent */
+  g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, 140, "s/us", "140,agent,2.0", 0,
+                            OUTQ_LIST_HEAD),
+                  ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, 140, "s/us", "141,old,1", 0,
+                            OUTQ_LIST_CHUNK),
+                  ==, 0);
+  assert_take_ack(q, MAXP, OUTQ_INVENTORY, "s/us", "140,agent,2.0\n141,old,1");
+  assert_empty(q);
+  /* An unchanged head is not folded into the queued one: the chunks after
+   * it still replace the old chunks. */
+  g_assert_cmpint(
+      outq_push(q, OUTQ_INVENTORY, 140, "s/us", "140,a,1", 0, OUTQ_LIST_HEAD),
+      ==, 0);
+  g_assert_cmpint(
+      outq_push(q, OUTQ_INVENTORY, 140, "s/us", "141,b,1", 0, OUTQ_LIST_CHUNK),
+      ==, 0);
+  g_assert_cmpint(
+      outq_push(q, OUTQ_INVENTORY, 140, "s/us", "140,a,1", 0, OUTQ_LIST_HEAD),
+      ==, 0);
+  g_assert_cmpint(
+      outq_push(q, OUTQ_INVENTORY, 140, "s/us", "141,c,1", 0, OUTQ_LIST_CHUNK),
+      ==, 0);
+  assert_take_ack(q, MAXP, OUTQ_INVENTORY, "s/us", "140,a,1\n141,c,1");
+  assert_empty(q);
+  outq_close(q);
+  rm_dir(dir);
+}
+
 static void test_remove_tag(void) {
   char *dir = make_dir();
   outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
@@ -1489,6 +1535,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/outq/replace_keys", test_replace_keys);
   g_test_add_func("/outq/remove_tag", test_remove_tag);
   g_test_add_func("/outq/take_tagged", test_take_tagged);
+  g_test_add_func("/outq/list_replaced_whole", test_list_replaced_whole);
   g_test_add_func("/outq/compaction", test_compaction);
   g_test_add_func("/outq/open_errors", test_open_errors);
   g_test_add_func("/outq/many", test_many);
