@@ -11,8 +11,7 @@
 
 #if defined(__LP64__)
 #define C8Y_ABI_LP64 1
-#elif __SIZEOF_POINTER__ == 4 && __SIZEOF_LONG__ == 4 &&                      \
-    __SIZEOF_SIZE_T__ == 4
+#elif __SIZEOF_POINTER__ == 4 && __SIZEOF_LONG__ == 4 && __SIZEOF_SIZE_T__ == 4
 #define C8Y_ABI_ILP32 1
 #else
 #error "abi_layout.c: the frozen numbers are for LP64 and ILP32 targets"
