@@ -29,7 +29,7 @@ armhf) qemu=qemu-arm ;;
 esac
 shift
 run_tests=1
-ctest_args=(-L 'unit|sdk|plugins')
+ctest_args=(-L 'unit|sdk|plugins|loader|fuzz')
 while [ $# -gt 0 ]; do
   case $1 in
   --no-test) run_tests=0 ;;
