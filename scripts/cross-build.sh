@@ -13,9 +13,9 @@
 #
 # Installs what it needs (scripts/install-deps.sh --arch) and registers
 # qemu-user in binfmt_misc, so it runs as root (or with sudo) on Debian 12.
-# The integration, TLS and fault tests (a real mosquitto, the simulator and
-# timing-bound fault scripts) are not run under emulation: see
-# docs/packaging.md, "Other architectures".
+# By default the integration, TLS and fault tests (mosquitto, the simulator,
+# ~3.5 min more under qemu) are left out: pass their labels after -- to run
+# them too (docs/packaging.md, "Other architectures").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
