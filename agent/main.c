@@ -29,7 +29,7 @@
 static void usage(FILE *out) {
   fprintf(out,
           "usage: c8y-agent [-c FILE] [--check-config | --list-plugins]\n"
-          "       c8y-agent [-c FILE] send|status|ops|diag ... (see send --help)\n"
+          "       c8y-agent [-c FILE] send|status|ops|diag ... (CMD --help)\n"
           "\n"
           "Cumulocity IoT edge agent: one MQTT session, native plugins.\n"
           "\n"
