@@ -147,10 +147,11 @@ static int try_identity(void *ctx, const char *cert_file,
 }
 
 /* Renewal worker: Cumulocity documents a JWT for simplereenroll. */
-static int renewal_bearer(void *ctx, char *out, size_t outlen) {
+static int renewal_bearer(void *ctx, const char *stale, char *out,
+                          size_t outlen) {
   agent *a = ctx;
   char err[512];
-  int rc = http_bearer_token(a->http, out, outlen, err, sizeof err);
+  int rc = http_bearer_token(a->http, stale, out, outlen, err, sizeof err);
   if (rc != 0)
     log_info("certificate renewal without a JWT: %s", err);
   return rc;

@@ -3,7 +3,6 @@
 #include "clock.h"
 #include "enroll.h"
 #include "log.h"
-#include "x509.h"
 
 #include <c8y/plugin.h>
 #include <pthread.h>
@@ -11,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define RETRY_MIN_S 60LL
 #define RETRY_MAX_S (6LL * 3600)
@@ -117,16 +117,6 @@ static void push_alarm(renew *r, const char *severity, const char *text) {
   r->host.wake(r->host.ctx);
 }
 
-static void push_expiry(renew *r) {
-  const agent_config *c = r->cfg;
-  char line[600];
-  if (c->cert_warn_days > 0 &&
-      x509_expiry_line(c->cert_file, c->cert_warn_days, line, sizeof line) ==
-          0 &&
-      outq_push(r->q, OUTQ_ALARM, 0, "s/us", line, 0, 0) != 0)
-    log_error("cannot queue the certificate expiry line");
-}
-
 /* Retry after a failure: doubling from a minute, at most 6 h and at most a
  * tenth of the time the certificate has left. */
 static void schedule_retry(renew *r) {
@@ -153,7 +143,8 @@ static void *worker_main(void *arg) {
   renew *r = arg;
   job *j = r->job;
   char token[8192] = "";
-  if (r->host.bearer && r->host.bearer(r->host.ctx, token, sizeof token) != 0)
+  if (r->host.bearer &&
+      r->host.bearer(r->host.ctx, NULL, token, sizeof token) != 0)
     token[0] = '\0';
   enroll_request req = {.base_url = j->base_url,
                         .device_id = j->device_id,
@@ -165,6 +156,17 @@ static void *worker_main(void *arg) {
                         .bearer = token[0] ? token : NULL,
                         .cancel = &r->cancel};
   j->rc = enroll_request_certificate(&req, j->err, sizeof j->err);
+  /* A token the platform no longer takes (expired, revoked, from before a
+   * reconnect) is replaced once over s/uat -> 71, as transfers do. */
+  char fresh[sizeof token];
+  if (j->rc == C8Y_EAUTH && token[0] &&
+      r->host.bearer(r->host.ctx, token, fresh, sizeof fresh) == 0 &&
+      strcmp(fresh, token) != 0) {
+    log_info("certificate renewal: the JWT was refused; again with a new one");
+    req.bearer = fresh;
+    j->rc = enroll_request_certificate(&req, j->err, sizeof j->err);
+  }
+  explicit_bzero(fresh, sizeof fresh);
   explicit_bzero(token, sizeof token);
   atomic_store(&r->done, true);
   r->host.wake(r->host.ctx);
@@ -265,8 +267,9 @@ void renew_identity_result(renew *r, bool accepted, const char *why) {
   r->next_wall_s = 0;
   log_notice("certificate renewal: %s and %s replaced by the renewed pair",
              r->tried_cert, r->tried_key);
+  /* The link announces the device next, with the expiry line of the new
+   * certificate: that clears c8y_CertificateExpiry. */
   push_alarm(r, NULL, NULL);
-  push_expiry(r);
 }
 
 static long long wait_ms(long long now_ms, long long now_wall_s,
@@ -312,8 +315,13 @@ long long renew_step(renew *r, long long now_ms, bool link_up) {
       log_warning("certificate renewal: %s", err);
       r->next_wall_s = now_s + RETRY_MIN_S;
     } else {
-      log_info("certificate renewal due at %lld (%d%% of its lifetime)",
-               r->next_wall_s, c->cert_renew_percent);
+      char when[64] = "?";
+      time_t t = (time_t)r->next_wall_s;
+      struct tm tm;
+      if (gmtime_r(&t, &tm))
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", &tm);
+      log_info("certificate renewal due on %s (%d%% of its lifetime)", when,
+               c->cert_renew_percent);
     }
   }
   if (now_s < r->next_wall_s)

@@ -9,9 +9,10 @@
  * client id would make the broker drop the first). Only when the platform
  * accepts it is the pair committed under the configured names; a refused
  * pair is discarded, the link goes back to the current one, and a MINOR
- * alarm c8y_CertificateRenewal says why. Success clears that alarm and the
- * expiry alarm. A failed attempt is retried with a growing delay (at most
- * a tenth of the time left, never sooner than a minute).
+ * alarm c8y_CertificateRenewal says why. Success clears that alarm, and
+ * the announcement on the new connection clears the expiry alarm. A failed
+ * attempt is retried with a growing delay (at most a tenth of the time left,
+ * never sooner than a minute).
  *
  * Everything but the worker runs on the main loop; the worker only does
  * the request and the files of the staged pair. */
@@ -35,8 +36,9 @@ typedef struct renew_host {
    * (the link is down): then it is asked again later. */
   int (*try_identity)(void *ctx, const char *cert_file, const char *key_file);
   /* Worker thread, may be NULL: the device's JWT into out (blocking,
-   * bounded); 0 or a C8Y_* code (then the request goes without it). */
-  int (*bearer)(void *ctx, char *out, size_t outlen);
+   * bounded), a fresh one when `stale` (the token just refused) is set; 0
+   * or a C8Y_* code (then the request goes without it). */
+  int (*bearer)(void *ctx, const char *stale, char *out, size_t outlen);
 } renew_host;
 
 /* cfg is the running configuration (read again at each step: a reload
