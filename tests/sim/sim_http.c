@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -42,6 +44,8 @@ struct sim_http {
   sim *mqtt;
   sim_est *est;        /* the certificate authority's EST endpoints */
   bool est_single_use; /* a token re-enrolls once */
+  sim_http_est_auth est_auth;
+  size_t est_by_cert, est_by_token; /* re-enrollments authenticated so */
   bool open;
   bool echo;
   char *workdir;
@@ -488,6 +492,27 @@ static ev *find_event(sim_http *h, const char *id) {
   return NULL;
 }
 
+/* The CN of a client certificate the TLS layer verified against the
+ * client CA (sim_http_options.client_ca_pem). */
+static bool client_cert_cn(struct MHD_Connection *c, char *cn, size_t cnlen) {
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+  gnutls_session_t tls = ci ? (gnutls_session_t)ci->tls_session : NULL;
+  unsigned status = 0, n = 0;
+  if (!tls || gnutls_certificate_verify_peers2(tls, &status) != 0 || status)
+    return false;
+  const gnutls_datum_t *certs = gnutls_certificate_get_peers(tls, &n);
+  gnutls_x509_crt_t crt;
+  if (!certs || n == 0 || gnutls_x509_crt_init(&crt) != 0)
+    return false;
+  size_t len = cnlen;
+  bool ok = gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) == 0 &&
+            gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0,
+                                          0, cn, &len) == 0;
+  gnutls_x509_crt_deinit(crt);
+  return ok;
+}
+
 /* The EST endpoints authenticate by themselves: a one-time password for
  * simpleenroll, the device's JWT for simplereenroll. */
 static enum MHD_Result finish_est(sim_http *h, struct MHD_Connection *c,
@@ -501,13 +526,25 @@ static enum MHD_Result finish_est(sim_http *h, struct MHD_Connection *c,
     status = sim_est_simpleenroll(h->est, a, q->body ? q->body : "", q->len,
                                   &reply, &ctype);
   } else {
+    char cn[256];
+    bool by_cert = h->est_auth != SIM_EST_AUTH_TOKEN &&
+                   client_cert_cn(c, cn, sizeof cn) &&
+                   sim_est_enrolled(h->est, cn);
     pthread_mutex_lock(&h->mu);
-    bool authenticated = bearer_ok_locked(h, a);
+    bool by_token =
+        h->est_auth != SIM_EST_AUTH_CLIENT_CERT && bearer_ok_locked(h, a);
+    bool authenticated = by_cert || by_token;
     pthread_mutex_unlock(&h->mu);
     status = sim_est_simplereenroll(
         h->est, authenticated, q->body ? q->body : "", q->len, &reply, &ctype);
     pthread_mutex_lock(&h->mu);
-    for (size_t i = 0; status == 200 && h->est_single_use && i < h->ntoks; i++)
+    if (status == 200) {
+      h->est_by_cert += by_cert;
+      h->est_by_token += by_token && !by_cert;
+    }
+    for (size_t i = 0; status == 200 && h->est_single_use && by_token &&
+                       !by_cert && i < h->ntoks;
+         i++)
       if (strcmp(h->toks[i].text, a + 7) == 0)
         h->toks[i].expired = true;
     pthread_mutex_unlock(&h->mu);
@@ -845,7 +882,16 @@ int sim_http_start(const sim_http_options *o, sim_http **out, char *err,
     }
     flags |= MHD_USE_TLS;
   }
-  if (tls)
+  /* With a client CA, TLS clients are asked (not required) for a
+   * certificate: the EST re-enrollment can authenticate by it. */
+  char *trust = tls && o->client_ca_pem ? slurp(o->client_ca_pem) : NULL;
+  if (trust)
+    h->d = MHD_start_daemon(
+        flags, 0, NULL, NULL, handler, h, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, on_done, NULL,
+        MHD_OPTION_HTTPS_MEM_KEY, key, MHD_OPTION_HTTPS_MEM_CERT, cert,
+        MHD_OPTION_HTTPS_MEM_TRUST, trust, MHD_OPTION_END);
+  else if (tls)
     h->d =
         MHD_start_daemon(flags, 0, NULL, NULL, handler, h, MHD_OPTION_SOCK_ADDR,
                          (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED,
@@ -858,6 +904,7 @@ int sim_http_start(const sim_http_options *o, sim_http **out, char *err,
                          on_done, NULL, MHD_OPTION_END);
   free(cert);
   free(key);
+  free(trust);
   if (!h->d) {
     seterr(err, errlen, "cannot start the HTTP server on 127.0.0.1:%d",
            o->port);
@@ -946,6 +993,14 @@ SETTER(sim_http_reject_tokens, bool, reject)
 SETTER(sim_http_set_token_lifetime, int, lifetime_s)
 SETTER(sim_http_set_delay, int, delay_ms)
 SETTER(sim_http_est_single_use_tokens, bool, est_single_use)
+SETTER(sim_http_set_est_auth, sim_http_est_auth, est_auth)
+
+size_t sim_http_est_reenrolls(sim_http *h, bool by_cert) {
+  pthread_mutex_lock(&h->mu);
+  size_t n = by_cert ? h->est_by_cert : h->est_by_token;
+  pthread_mutex_unlock(&h->mu);
+  return n;
+}
 
 void sim_http_fail_requests(sim_http *h, int n, int status) {
   pthread_mutex_lock(&h->mu);

@@ -35,6 +35,9 @@ typedef struct sim_http_options {
   int port;             /* 0 = a free loopback port */
   const char *cert_pem; /* server certificate + key files: HTTPS */
   const char *key_pem;
+  /* CA file whose client certificates the TLS layer accepts (asked for,
+   * not required): simplereenroll may authenticate by one. */
+  const char *client_ca_pem;
   bool open;           /* foreign host: no auth, counts Authorization */
   const char *workdir; /* where uploads are stored; NULL = a temp dir */
   bool echo;           /* print each request and stored file to stdout */
@@ -62,6 +65,15 @@ sim_est *sim_http_est(sim_http *h);
 /* While true, a token that re-enrolled once is refused afterwards (the
  * device must fetch a new one over s/uat). */
 void sim_http_est_single_use_tokens(sim_http *h, bool on);
+/* What authenticates simplereenroll (default: either). */
+typedef enum sim_http_est_auth {
+  SIM_EST_AUTH_EITHER,
+  SIM_EST_AUTH_TOKEN,      /* the device's JWT only */
+  SIM_EST_AUTH_CLIENT_CERT /* its client certificate only */
+} sim_http_est_auth;
+void sim_http_set_est_auth(sim_http *h, sim_http_est_auth auth);
+/* Re-enrollments accepted by client certificate (true) or by JWT. */
+size_t sim_http_est_reenrolls(sim_http *h, bool by_cert);
 
 /* ---- faults ---- */
 /* The next n downloads stop (connection closed) half way through what they

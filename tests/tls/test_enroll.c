@@ -92,7 +92,8 @@ static void fx_start(fx *f) {
   char *srv = pki("server.pem"), *srvk = pki("server.key");
   if (sim_add_cert_listener(f->s, ca, srv, srvk, err, sizeof err) <= 0)
     g_error("%s", err);
-  sim_http_options ho = {.mqtt = f->s, .cert_pem = srv, .key_pem = srvk};
+  sim_http_options ho = {
+      .mqtt = f->s, .cert_pem = srv, .key_pem = srvk, .client_ca_pem = ca};
   if (sim_http_start(&ho, &f->h, err, sizeof err) != 0)
     g_error("%s", err);
   f->est = sim_http_est(f->h);
@@ -308,6 +309,7 @@ static void test_renewal(void) {
   fx f;
   fx_start(&f);
   sim_est_set_validity(f.est, 90 * DAY, 100 * DAY, 2);
+  sim_http_set_est_auth(f.h, SIM_EST_AUTH_TOKEN);
   sim_http_est_single_use_tokens(f.h, true);
   write_otp(&f, OTP);
   f.a = fx_agent(&f, NULL);
@@ -324,6 +326,7 @@ static void test_renewal(void) {
   g_assert_cmpuint(
       sim_http_requests(f.h, "POST", "/.well-known/est/simplereenroll"), ==, 3);
   g_assert_cmpuint(sim_http_tokens_issued(f.h), >=, 2);
+  g_assert_cmpuint(sim_http_est_reenrolls(f.h, false), ==, 2);
   g_assert_true(wait_lines(f.s, "400,c8y_RenewTest,", 40, 30000));
   g_assert_cmpint(
       sim_wait_line(f.s, "s/us", "306,c8y_CertificateExpiry", 0, 30000), >=, 0);
@@ -339,9 +342,30 @@ static void test_renewal(void) {
       enroll_renew_time(f.cert, 67, &renew_at, &not_after, err, sizeof err), ==,
       0);
   g_assert_cmpint(not_after, >, (long long)time(NULL) + 300 * DAY);
-  /* Each renewal cost exactly one reconnect. */
+  /* Each renewal cost exactly one reconnect, a clean one: the broker
+   * published no last will. */
   g_assert_true(wait_count(f.a, "connected to ssl://", 3, 30000));
   g_assert_false(wait_count(f.a, "connected to ssl://", 4, 1000));
+  g_assert_cmpuint(lines_with(f.s, "400,c8y_ConnectionEvent"), ==, 0);
+  g_assert_cmpint(agent_proc_stop(f.a, 10000), ==, 0);
+  fx_stop(&f);
+}
+
+/* Re-enrollment authenticated by the current certificate alone (mutual
+ * TLS): the simulator ignores tokens here. */
+static void test_renewal_mtls(void) {
+  fx f;
+  fx_start(&f);
+  sim_est_set_validity(f.est, 90 * DAY, 100 * DAY, 1);
+  sim_http_set_est_auth(f.h, SIM_EST_AUTH_CLIENT_CERT);
+  write_otp(&f, OTP);
+  f.a = fx_agent(&f, NULL);
+  g_assert_cmpint(agent_proc_start(f.a), ==, 0);
+  g_assert_true(
+      agent_proc_wait_log(f.a, "replaced by the renewed pair", 60000));
+  g_assert_cmpuint(sim_http_est_reenrolls(f.h, true), ==, 1);
+  g_assert_cmpuint(sim_est_issued(f.est), ==, 2);
+  assert_pair(&f);
   g_assert_cmpint(agent_proc_stop(f.a, 10000), ==, 0);
   fx_stop(&f);
 }
@@ -497,6 +521,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/enroll/from-nothing", test_enroll_from_nothing);
   g_test_add_func("/enroll/wrong-otp", test_enroll_wrong_otp);
   g_test_add_func("/enroll/renewal", test_renewal);
+  g_test_add_func("/enroll/renewal-mtls", test_renewal_mtls);
   g_test_add_func("/enroll/renewal-refused", test_renewal_refused);
   g_test_add_func("/enroll/kill/during-request", test_kill_during_request);
   g_test_add_func("/enroll/kill/when-staged", test_kill_when_staged);
