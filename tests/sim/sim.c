@@ -967,13 +967,10 @@ int sim_broker_kill(sim *s) {
   return broker_kill(s->br);
 }
 
-int sim_broker_start(sim *s) {
-  char err[256];
-  if (broker_restart(s->br, err, sizeof err) != 0) {
-    fprintf(stderr, "c8y-sim: broker restart failed: %s\n", err);
-    return -1;
-  }
-  /* Skip Paho's back-off so the sim is back before the device usually is. */
+/* After a broker restart: skips Paho's back-off so the sim is back before
+ * the device usually is, and waits (10 s at most) until it subscribed
+ * again. */
+static bool reconnected(sim *s) {
   MQTTAsync_reconnect(s->client);
   struct timespec dl = deadline_ts(10000);
   pthread_mutex_lock(&s->mu);
@@ -981,9 +978,20 @@ int sim_broker_start(sim *s) {
   }
   bool ok = s->subscribed && s->sub_gen > s->kill_gen;
   pthread_mutex_unlock(&s->mu);
-  if (!ok)
+  return ok;
+}
+
+int sim_broker_start(sim *s) {
+  char err[256];
+  if (broker_restart(s->br, err, sizeof err) != 0) {
+    fprintf(stderr, "c8y-sim: broker restart failed: %s\n", err);
+    return -1;
+  }
+  if (!reconnected(s)) {
     fprintf(stderr, "c8y-sim: simulator did not reconnect within 10 s\n");
-  return ok ? 0 : -1;
+    return -1;
+  }
+  return 0;
 }
 
 int sim_add_cert_listener(sim *s, const char *ca_file, const char *cert_file,
@@ -1009,14 +1017,7 @@ int sim_add_cert_listener(sim *s, const char *ca_file, const char *cert_file,
   if (broker_restart_with(s->br, conf, err, errlen) != 0)
     return -1;
   s->cert_port = port;
-  MQTTAsync_reconnect(s->client);
-  struct timespec dl = deadline_ts(10000);
-  pthread_mutex_lock(&s->mu);
-  while (!(s->subscribed && s->sub_gen > s->kill_gen) && wait_until(s, &dl)) {
-  }
-  bool ok = s->subscribed && s->sub_gen > s->kill_gen;
-  pthread_mutex_unlock(&s->mu);
-  if (!ok) {
+  if (!reconnected(s)) {
     seterr(err, errlen, "the simulator did not reconnect within 10 s");
     return -1;
   }

@@ -81,34 +81,32 @@ static int load_ca(const char *ca_cert, const char *ca_key, X509 **x,
   return -1;
 }
 
-int sim_est_set_ca(sim_est *e, const char *ca_cert, const char *ca_key,
-                   char *err, size_t errlen) {
-  X509 *x;
-  EVP_PKEY *k;
-  if (load_ca(ca_cert, ca_key, &x, &k, err, errlen) != 0)
+/* Loads a CA and puts it into *x and *k under the lock, freeing what was
+ * there. */
+static int replace_ca(sim_est *e, X509 **x, EVP_PKEY **k, const char *ca_cert,
+                      const char *ca_key, char *err, size_t errlen) {
+  X509 *nx;
+  EVP_PKEY *nk;
+  if (load_ca(ca_cert, ca_key, &nx, &nk, err, errlen) != 0)
     return -1;
   pthread_mutex_lock(&e->mu);
-  X509_free(e->ca);
-  EVP_PKEY_free(e->ca_key);
-  e->ca = x;
-  e->ca_key = k;
+  X509_free(*x);
+  EVP_PKEY_free(*k);
+  *x = nx;
+  *k = nk;
   pthread_mutex_unlock(&e->mu);
   return 0;
 }
 
+int sim_est_set_ca(sim_est *e, const char *ca_cert, const char *ca_key,
+                   char *err, size_t errlen) {
+  return replace_ca(e, &e->ca, &e->ca_key, ca_cert, ca_key, err, errlen);
+}
+
 int sim_est_set_renewal_ca(sim_est *e, const char *ca_cert, const char *ca_key,
                            char *err, size_t errlen) {
-  X509 *x;
-  EVP_PKEY *k;
-  if (load_ca(ca_cert, ca_key, &x, &k, err, errlen) != 0)
-    return -1;
-  pthread_mutex_lock(&e->mu);
-  X509_free(e->renewal_ca);
-  EVP_PKEY_free(e->renewal_key);
-  e->renewal_ca = x;
-  e->renewal_key = k;
-  pthread_mutex_unlock(&e->mu);
-  return 0;
+  return replace_ca(e, &e->renewal_ca, &e->renewal_key, ca_cert, ca_key, err,
+                    errlen);
 }
 
 int sim_est_add_otp(sim_est *e, const char *device_id, const char *otp) {

@@ -514,9 +514,66 @@ static void test_repair(void) {
   fx_stop(&f);
 }
 
+/* The reply formats EST servers use: base64 PKCS#7 (RFC 7030, thin-edge's
+ * reading of Cumulocity), raw DER, PEM PKCS#7, PEM certificates (the
+ * Cumulocity documentation's example); the certificate for the key comes
+ * first whatever the order. */
+static void test_reply_formats(void) {
+  pki_sh(C8Y_OPENSSL_CLI " crl2pkcs7 -nocrl -certfile ca.pem -certfile "
+                         "server.pem -out both.p7.pem && " C8Y_OPENSSL_CLI
+                         " crl2pkcs7 -nocrl -certfile server.pem -outform DER "
+                         "-out server.p7.der && base64 server.p7.der > "
+                         "server.p7.b64 && cat ca.pem server.pem > both.pem");
+  char *key_path = pki("server.key"), *cert_path = pki("server.pem");
+  char *key = file_text(key_path), *cert = file_text(cert_path);
+  const char *files[] = {"both.p7.pem", "server.p7.der", "server.p7.b64",
+                         "both.pem"};
+  char err[512];
+  for (size_t i = 0; i < G_N_ELEMENTS(files); i++) {
+    char *path = pki(files[i]);
+    gchar *body = NULL;
+    gsize len = 0;
+    g_assert_true(g_file_get_contents(path, &body, &len, NULL));
+    char *pem = NULL;
+    int rc = enroll_reply_to_pem(body, len, key, &pem, err, sizeof err);
+    if (rc != 0)
+      g_error("%s: %s", files[i], err);
+    g_assert_true(g_str_has_prefix(pem, cert)); /* the leaf first */
+    free(pem);
+    /* Another key: no certificate in the reply is for it. */
+    char *ca_key_path = pki("ca.key");
+    char *other = file_text(ca_key_path);
+    if (strstr(files[i], "both")) {
+      g_assert_cmpint(
+          enroll_reply_to_pem(body, len, other, &pem, err, sizeof err), ==, 0);
+      g_assert_false(g_str_has_prefix(pem, cert));
+      free(pem);
+    } else {
+      g_assert_cmpint(
+          enroll_reply_to_pem(body, len, other, &pem, err, sizeof err), ==,
+          C8Y_EINVAL);
+      g_assert_nonnull(strstr(err, "is for the key"));
+    }
+    g_free(other);
+    g_free(ca_key_path);
+    g_free(body);
+    g_free(path);
+  }
+  char *pem = NULL;
+  g_assert_cmpint(
+      enroll_reply_to_pem("<html>oops</html>", 17, key, &pem, err, sizeof err),
+      ==, C8Y_EINVAL);
+  g_assert_nonnull(strstr(err, "no certificate"));
+  g_free(key);
+  g_free(cert);
+  g_free(key_path);
+  g_free(cert_path);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   make_pki();
+  g_test_add_func("/enroll/reply-formats", test_reply_formats);
   g_test_add_func("/enroll/repair", test_repair);
   g_test_add_func("/enroll/from-nothing", test_enroll_from_nothing);
   g_test_add_func("/enroll/wrong-otp", test_enroll_wrong_otp);
