@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #ifndef C8Y_VERSION
 #define C8Y_VERSION "0.0.0"
@@ -47,6 +48,8 @@ static void usage(FILE *out) {
           "                     and say which step failed and why\n"
           "  cert create|csr    a device key + self-signed certificate, or a\n"
           "                     CSR, with CN = the device id (cert --help)\n"
+          "  cert enroll        a device key + certificate from Cumulocity's\n"
+          "                     certificate authority (one-time password)\n"
           "  diag [-o FILE]     a support bundle (.tar.gz): versions, config\n"
           "                     without secrets, status, logs (diag --help)\n"
           "  -h, --help         show this help\n",
@@ -67,7 +70,9 @@ static int check_config(const char *path) {
     fprintf(stderr, "%s\n", err);
     return AGENT_EXIT_CONFIG;
   }
-  if (cfg.cert_file &&
+  /* A device that enrolls at start has no certificate yet. */
+  bool enrolls = cfg.enroll_otp && access(cfg.cert_file, F_OK) != 0;
+  if (cfg.cert_file && !enrolls &&
       x509_check_device_cert(cfg.cert_file, cfg.key_file, cfg.device_id, err,
                              sizeof err) != 0) {
     fprintf(stderr, "%s\n", err);
