@@ -368,6 +368,18 @@ typedef struct c8y_api {
    * C8Y_EINVAL, C8Y_EAUTH (no credentials yet), C8Y_ETIMEDOUT.
    * [any thread] */
   int (*platform_auth)(c8y_plugin *self, c8y_platform_auth *a);
+  /* Records of message id `message_id` of custom template collection `xid`
+   * (a response template whose records are operations: the platform puts
+   * the device's id after the message id) are operations of `fragment`:
+   * the agent subscribes s/dc/<xid>, reports them 501 and exactly one final
+   * status, and runs the handler registered for the fragment and the
+   * record's device (add_fragment_operation, add_device_operation) with
+   * op_template() the message id and op_field() the record's fields after
+   * the device id. Only inside init(). Returns C8Y_OK, C8Y_EINVAL,
+   * C8Y_EEXIST (the message id is a message handler's or taken), C8Y_ESTATE,
+   * C8Y_ENOMEM. */
+  int (*add_template_operation)(c8y_plugin *self, const char *xid,
+                                const char *message_id, const char *fragment);
 
   /* ---- ABI 1.3+ fields go here, appended only ---- */
 } c8y_api;
