@@ -319,7 +319,7 @@ static void test_resume_kept_across_restarts(fx *f, gconstpointer d) {
   g_assert_cmpint(journal_begin(j, &a), ==, 0);
   g_assert_cmpint(journal_begin(j, &b), ==, 0);
   const char *fields[] = {"fw", "2.0", "http://h/x?a=1,b=\"2\"", ""};
-  g_assert_cmpint(journal_mark_resume(j, a.id, fields, 4), ==, 0);
+  g_assert_cmpint(journal_mark_resume(j, a.id, fields, 4, NULL), ==, 0);
   journal_close(j);
 
   for (unsigned run = 1; run <= 3; run++) {
