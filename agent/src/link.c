@@ -700,11 +700,10 @@ void link_announce_children(link_ctx *l) {
   uint64_t seq = registry_child_seq(l->reg);
   if (seq == l->announced_seq)
     return;
-  size_t n = 0;
-  for (size_t i = 0; i < registry_child_count(l->reg); i++) {
-    reg_child *ch = registry_child_at(l->reg, i);
-    if (!ch || ch->seq <= l->announced_seq)
-      continue;
+  reg_child **added;
+  size_t n = registry_children_since(l->reg, l->announced_seq, &added);
+  for (size_t i = 0; i < n; i++) {
+    reg_child *ch = added[i];
     const char *f[] = {"101", ch->id, ch->name, ch->type};
     smartrest_buf b;
     smartrest_buf_init(&b);
@@ -728,8 +727,8 @@ void link_announce_children(link_ctx *l) {
       }
     }
     free(child_ops);
-    n++;
   }
+  free(added);
   l->announced_seq = seq;
   if (n)
     log_info("registration: %zu child(ren) added at run time announced", n);

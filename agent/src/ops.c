@@ -66,10 +66,15 @@ struct c8y_operation {
   bool child;
   char **fields; /* parameters after the device id */
   size_t nfields;
-  bool has_line;   /* a SmartREST copy arrived (fields, template_id) */
-  char *c8y_id;    /* a JSON copy arrived (or the journal knew it) */
-  char *json;      /* its document, compact */
-  json_t *doc;     /* the same, parsed (read-only once dispatched) */
+  bool has_line; /* a SmartREST copy arrived (main thread only) */
+  char *c8y_id;  /* a JSON copy arrived (or the journal knew it) */
+  char *json;    /* its document, compact */
+  json_t *doc;   /* the same, parsed */
+  /* What the plugin reads (template_id, xid, fields, c8y_id, json, doc) is
+   * fixed once the handler is dispatched (handle != 0): the plugin may read
+   * it on its own thread. A JSON copy matched later only gives the engine
+   * the id for the statuses. */
+  char *late_c8y_id;
   bool needs_line; /* its template handler waits for the SmartREST copy */
   bool awaiting_line_copy; /* came back PENDING by JSON; its line follows */
   long long arrived_ms;
@@ -264,6 +269,7 @@ static void free_strv(char **v, size_t n) {
 }
 
 static void op_free(c8y_operation *op) {
+  free(op->late_c8y_id);
   free(op->template_id);
   free(op->xid);
   free(op->fragment);
@@ -526,11 +532,15 @@ static void park(ops *o, c8y_operation *op) {
 /* ---- starting ------------------------------------------------------------
  */
 
+/* The id the statuses use, once known (main thread). */
+static const char *status_id(const c8y_operation *op) {
+  return op->c8y_id ? op->c8y_id : op->late_c8y_id;
+}
 static bool start_queued(ops *o, c8y_operation *op) {
   char tbuf[512];
   const char *topic = status_topic(op->device, op->child, tbuf, sizeof tbuf);
-  const char *fields[] = {op->c8y_id ? "504" : "501",
-                          op->c8y_id ? op->c8y_id : op->fragment};
+  const char *fields[] = {status_id(op) ? "504" : "501",
+                          status_id(op) ? status_id(op) : op->fragment};
   /* Volatile: a 501 left over from a previous run would move an operation
    * nobody is working on to EXECUTING. */
   if (queue_status_line(o, topic, fields, 2, OUTQ_VOLATILE, op->id) != 0)
@@ -667,8 +677,8 @@ static bool token_take(ops *o, const c8y_operation *op, bool line) {
 static c8y_operation *find_by_c8y_id(ops *o, const char *c8y_id) {
   for (size_t i = 0; i < o->nfifos; i++)
     for (c8y_operation *op = o->fifos[i].head; op; op = op->next)
-      if (op->c8y_id && op->state != OP_FINISHED &&
-          strcmp(op->c8y_id, c8y_id) == 0)
+      if (status_id(op) && op->state != OP_FINISHED &&
+          strcmp(status_id(op), c8y_id) == 0)
         return op;
   for (c8y_operation *op = o->parked_head; op; op = op->next)
     if (op->c8y_id && strcmp(op->c8y_id, c8y_id) == 0)
@@ -726,35 +736,46 @@ static int complete(c8y_operation *op, bool ok, const char *const *params,
 /* The journal learns an id that arrived after the operation began. */
 static void journal_id(ops *o, c8y_operation *op) {
   if ((op->state == OP_RUNNING || op->state == OP_FINISHING) &&
-      journal_set_c8y_id(o->j, op->id, op->c8y_id) != C8Y_OK)
+      journal_set_c8y_id(o->j, op->id, status_id(op)) != C8Y_OK)
     log_warning("operation #%llu: journal write failed; a restart during it "
                 "reports it by fragment",
                 (unsigned long long)op->id);
 }
 
 /* The other copy of `mate` arrived as `copy`: mate takes what it carries.
- * The handler stays the one chosen for mate unless mate has not started
- * and the line names a template a template handler serves. */
+ * Once mate's handler was dispatched the plugin may be reading its fields
+ * and document on its own thread, so they stay as they are: the engine
+ * only learns the id for the statuses (and that the line came). The handler
+ * stays the one chosen for mate unless mate has not started and the line
+ * names a template a template handler serves. */
 static void merge(ops *o, c8y_operation *mate, c8y_operation *copy) {
-  if (copy->c8y_id && !mate->c8y_id) {
-    mate->c8y_id = copy->c8y_id;
-    mate->json = copy->json;
-    mate->doc = copy->doc;
-    copy->c8y_id = copy->json = NULL;
-    copy->doc = NULL;
+  bool visible = mate->handle != 0;
+  if (copy->c8y_id && !status_id(mate)) {
+    if (visible) {
+      mate->late_c8y_id = copy->c8y_id;
+      copy->c8y_id = NULL;
+    } else {
+      mate->c8y_id = copy->c8y_id;
+      mate->json = copy->json;
+      mate->doc = copy->doc;
+      copy->c8y_id = copy->json = NULL;
+      copy->doc = NULL;
+    }
     log_info("operation #%llu (%s) is Cumulocity operation %s",
-             (unsigned long long)mate->id, mate->fragment, mate->c8y_id);
+             (unsigned long long)mate->id, mate->fragment, status_id(mate));
     journal_id(o, mate);
   }
   if (copy->has_line && !mate->has_line) {
-    mate->template_id = copy->template_id;
-    mate->xid = copy->xid;
-    mate->fields = copy->fields;
-    mate->nfields = copy->nfields;
     mate->has_line = true;
-    copy->template_id = copy->xid = NULL;
-    copy->fields = NULL;
-    copy->nfields = 0;
+    if (!visible) {
+      mate->template_id = copy->template_id;
+      mate->xid = copy->xid;
+      mate->fields = copy->fields;
+      mate->nfields = copy->nfields;
+      copy->template_id = copy->xid = NULL;
+      copy->fields = NULL;
+      copy->nfields = 0;
+    }
     if (mate->needs_line) {
       mate->needs_line = false;
       o->nwaiting--;
@@ -771,9 +792,9 @@ static c8y_operation *find_mate(op_fifo *f, const c8y_operation *op) {
   for (c8y_operation *x = f->head; x; x = x->next) {
     if (x->state == OP_FINISHED || x->state == OP_UNCERTAIN)
       continue;
-    if (op->c8y_id && !op->has_line && x->has_line && !x->c8y_id)
+    if (op->c8y_id && !op->has_line && x->has_line && !status_id(x))
       return x;
-    if (op->has_line && !op->c8y_id && x->c8y_id && !x->has_line)
+    if (op->has_line && !op->c8y_id && status_id(x) && !x->has_line)
       return x;
   }
   return NULL;
@@ -1131,8 +1152,13 @@ static void handle_json_doc(ops *o, json_t *doc, size_t index, warn_budget *w) {
   }
   json_t *ext = json_object_get(doc, "externalSource");
   const char *device = json_string_value(json_object_get(ext, "externalId"));
-  if (!ext)
-    device = o->root; /* the agent's own device carries no externalSource */
+  /* The agent's own operations have deviceId == agentId (the device may
+   * have more than one external id, and externalSource names one of
+   * them); without externalSource there is only the agent itself. */
+  const char *dev_mo = json_string_value(json_object_get(doc, "deviceId"));
+  const char *agent_mo = json_string_value(json_object_get(doc, "agentId"));
+  if (!ext || (dev_mo && agent_mo && strcmp(dev_mo, agent_mo) == 0))
+    device = o->root;
   const char *bad_id = device ? ident_check(device, false) : "is missing";
   if (bad_id) {
     if (may_warn(w))
@@ -1205,7 +1231,7 @@ static void handle_json_doc(ops *o, json_t *doc, size_t index, warn_budget *w) {
     return;
   }
   op_fifo *f = fifo_for(o, device, fragment, false);
-  if (f && f->head && f->head->state == OP_UNCERTAIN && f->head->c8y_id) {
+  if (f && f->head && f->head->state == OP_UNCERTAIN && status_id(f->head)) {
     /* Another operation of the fragment comes first: the uncertain one's
      * 504 arrived (see reconcile_line). */
     log_info("operation #%llu (%s): its start reached the platform before "
@@ -1323,7 +1349,7 @@ static uint32_t timeout_of(const ops *o, const c8y_operation *op) {
 /* The operation is EXECUTING on the platform: journal it, then run it. */
 static void run_started(ops *o, c8y_operation *op) {
   journal_entry e = {.id = op->id,
-                     .c8y_id = op->c8y_id,
+                     .c8y_id = (char *)status_id(op),
                      .template_id = op->template_id,
                      .xid = op->xid,
                      .fragment = op->fragment,
@@ -1458,8 +1484,8 @@ static char *failure_text(const ops *o, const c8y_operation *op) {
 static void finish(ops *o, c8y_operation *op) {
   char tbuf[512];
   const char *topic = status_topic(op->device, op->child, tbuf, sizeof tbuf);
-  bool by_id = op->c8y_id != NULL;
-  const char *key = by_id ? op->c8y_id : op->fragment;
+  bool by_id = status_id(op) != NULL;
+  const char *key = by_id ? status_id(op) : op->fragment;
   int rc;
   bool retry = op->state == OP_FINISHING;
   bool ok = op->ok && !op->timed_out;
@@ -1500,18 +1526,18 @@ static void finish(ops *o, c8y_operation *op) {
     ops_outcome r = {op->id,       op->template_id ? op->template_id : "-",
                      op->fragment, op->device,
                      ok,           ok ? NULL : reason,
-                     op->c8y_id};
+                     status_id(op)};
     o->host.finished(o->host.ctx, &r);
   }
   free(reason);
   journal_end(o->j, op->id);
   op->state = OP_FINISHED;
   /* A copy still on its way must not start it again. */
-  if (op->c8y_id)
-    ended_add(o, op->c8y_id);
-  if (op->has_line && !op->c8y_id && o->json_seen)
+  if (status_id(op))
+    ended_add(o, status_id(op));
+  if (op->has_line && !status_id(op) && o->json_seen)
     token_add(o, op, false);
-  else if (op->c8y_id && !op->has_line &&
+  else if (status_id(op) && !op->has_line &&
            (proto_fragment_has_template(op->fragment) ||
             registry_fragment_has_template(o->reg, op->fragment)))
     token_add(o, op, true);

@@ -20,6 +20,8 @@ struct registry {
   reg_child **removed; /* kept allocated: see registry.h */
   size_t nremoved;
   uint64_t child_seq;
+  char **old_names; /* names and types a re-added child replaced */
+  size_t nold_names;
 };
 
 registry *registry_new(void) {
@@ -58,6 +60,21 @@ uint64_t registry_child_seq(registry *r) {
   uint64_t s = r->child_seq;
   pthread_mutex_unlock(&r->children_mu);
   return s;
+}
+
+size_t registry_children_since(registry *r, uint64_t seq, reg_child ***out) {
+  pthread_mutex_lock(&r->children_mu);
+  size_t n = 0;
+  *out = r->nchildren ? malloc(r->nchildren * sizeof **out) : NULL;
+  for (size_t i = 0; *out && i < r->nchildren; i++)
+    if (r->children[i]->seq > seq)
+      (*out)[n++] = r->children[i];
+  pthread_mutex_unlock(&r->children_mu);
+  if (n == 0) {
+    free(*out);
+    *out = NULL;
+  }
+  return n;
 }
 
 /* Appends to a pointer vector; the vectors are tiny, growth by one is fine. */
@@ -119,6 +136,9 @@ void registry_free(registry *r) {
   free(r->template_ops);
   free(r->children);
   free(r->removed);
+  for (size_t i = 0; i < r->nold_names; i++)
+    free(r->old_names[i]);
+  free(r->old_names);
   pthread_mutex_destroy(&r->children_mu);
   free(r);
 }
@@ -315,11 +335,21 @@ static reg_child *find_in(reg_child **v, size_t n, const char *id, size_t *at) {
   return NULL;
 }
 
-static int set_str(char **slot, const char *v) {
-  char *copy = strdup(v ? v : "");
-  if (!copy)
+/* A child record's strings are read without the lock by the thread that
+ * holds the record (the main loop announcing it): one that changes when a
+ * removed child comes back is replaced, and the old string is kept until
+ * the registry is freed. Children_mu held. */
+static int set_str(registry *r, char **slot, const char *v) {
+  if (!v)
+    v = "";
+  if (strcmp(*slot, v) == 0)
+    return C8Y_OK;
+  char *copy = strdup(v);
+  if (!copy ||
+      vec_push((void ***)&r->old_names, &r->nold_names, *slot) != C8Y_OK) {
+    free(copy);
     return C8Y_ENOMEM;
-  free(*slot);
+  }
   *slot = copy;
   return C8Y_OK;
 }
@@ -335,8 +365,8 @@ int registry_add_child(registry *r, c8y_plugin *p, const char *id,
   } else if ((x = find_in(r->removed, r->nremoved, id, &at)) != NULL) {
     /* Removed before: the record comes back (another plugin may take it
      * over, as a device can move between gateways). */
-    if (set_str(&x->name, name) != C8Y_OK ||
-        set_str(&x->type, type) != C8Y_OK ||
+    if (set_str(r, &x->name, name) != C8Y_OK ||
+        set_str(r, &x->type, type) != C8Y_OK ||
         vec_push((void ***)&r->children, &r->nchildren, x) != C8Y_OK) {
       rc = C8Y_ENOMEM;
     } else {

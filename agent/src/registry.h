@@ -138,6 +138,10 @@ int registry_remove_child(registry *r, c8y_plugin *p, const char *id);
 /* Grows by one with every child added (also again after a removal): a
  * caller that remembers it learns whether children were added since. */
 uint64_t registry_child_seq(registry *r);
+/* The children (not removed) added after sequence number `seq`, read under
+ * one lock: a malloc'ed array the caller frees (not the records, which
+ * stay valid). Returns how many; *out is NULL when none or out of memory. */
+size_t registry_children_since(registry *r, uint64_t seq, reg_child ***out);
 /* Removes every registration of p (init rollback, unload). */
 void registry_remove_plugin(registry *r, c8y_plugin *p);
 /* Removes p's registrations from the lookups without freeing them: for a

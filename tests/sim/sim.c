@@ -345,15 +345,21 @@ static char *op_json(sim *s, const sim_op *o) {
     json_decref(doc);
     return NULL;
   }
-  char id[32], mo[32], agent[32];
+  char id[32], mo[32];
   snprintf(id, sizeof id, "%ld", o->id);
+  json_object_set_new(doc, "id", json_string(id));
+  /* Managed-object ids of the device and of the agent (the root), as far
+   * as the platform side knows them. */
   const sim_dev *d = dev_find(s, o->device);
   const sim_dev *root = dev_find(s, s->device_id);
-  snprintf(mo, sizeof mo, "%ld", d ? d->mo_id : 0L);
-  snprintf(agent, sizeof agent, "%ld", root ? root->mo_id : 0L);
-  json_object_set_new(doc, "id", json_string(id));
-  json_object_set_new(doc, "deviceId", json_string(mo));
-  json_object_set_new(doc, "agentId", json_string(agent));
+  if (d) {
+    snprintf(mo, sizeof mo, "%ld", d->mo_id);
+    json_object_set_new(doc, "deviceId", json_string(mo));
+  }
+  if (root) {
+    snprintf(mo, sizeof mo, "%ld", root->mo_id);
+    json_object_set_new(doc, "agentId", json_string(mo));
+  }
   json_object_set_new(doc, "status", json_string(sim_op_status_name(o->st)));
   json_object_set_new(doc, "creationTime",
                       json_string("2026-01-01T00:00:00.000Z"));
@@ -1083,6 +1089,36 @@ static void publish_json(sim *s, long id) {
   free(doc);
 }
 
+/* Appends `o` (its strings taken over) as a PENDING operation when `ok`
+ * (all its strings were allocated); frees them otherwise. Under s->mu.
+ * Returns its id or -1. */
+static long op_append(sim *s, sim_op *o, bool ok) {
+  if (ok && grow((void **)&s->ops, &s->capops, s->nops + 1, sizeof *s->ops)) {
+    o->id = s->next_op_id++;
+    o->st = SIM_OP_PENDING;
+    if (o->own_fragment)
+      o->fragment = o->own_fragment;
+    s->ops[s->nops++] = *o;
+    pthread_cond_broadcast(&s->cv);
+    return o->id;
+  }
+  free(o->line);
+  free(o->device);
+  free(o->own_fragment);
+  free(o->fragments);
+  free(o->xid);
+  return -1;
+}
+
+/* A strdup of line without its line end. */
+static char *line_copy(const char *line) {
+  char *c = strdup(line);
+  size_t l = c ? strlen(c) : 0;
+  while (l && (c[l - 1] == '\n' || c[l - 1] == '\r'))
+    c[--l] = '\0';
+  return c;
+}
+
 long sim_create_operation(sim *s, const char *line) {
   if (!line)
     return -1;
@@ -1097,29 +1133,12 @@ long sim_create_operation(sim *s, const char *line) {
   if (frag && *r->fields[1]) {
     pthread_mutex_lock(&s->mu);
     json = s->json_ops;
-    if (grow((void **)&s->ops, &s->capops, s->nops + 1, sizeof *s->ops)) {
-      sim_op *o = &s->ops[s->nops];
-      memset(o, 0, sizeof *o);
-      o->line = strdup(line);
-      o->device = strdup(r->fields[1]);
-      o->fragments = json ? static_fragments(r, frag) : NULL;
-      if (o->line && o->device && (!json || o->fragments)) {
-        size_t l = strlen(o->line);
-        while (l && (o->line[l - 1] == '\n' || o->line[l - 1] == '\r'))
-          o->line[--l] = '\0';
-        o->id = s->next_op_id++;
-        o->tpl = tpl;
-        o->fragment = frag;
-        o->st = SIM_OP_PENDING;
-        id = o->id;
-        s->nops++;
-      } else {
-        free(o->line);
-        free(o->device);
-        free(o->fragments);
-      }
-    }
-    pthread_cond_broadcast(&s->cv);
+    sim_op o = {.tpl = tpl,
+                .fragment = frag,
+                .line = line_copy(line),
+                .device = strdup(r->fields[1]),
+                .fragments = json ? static_fragments(r, frag) : NULL};
+    id = op_append(s, &o, o.line && o.device && (!json || o.fragments));
     pthread_mutex_unlock(&s->mu);
   }
   smartrest_records_free(&recs);
@@ -1146,28 +1165,14 @@ long sim_create_json_operation(sim *s, const char *device,
         first = key;
     }
   long id = -1;
-  pthread_mutex_lock(&s->mu);
-  if (first &&
-      grow((void **)&s->ops, &s->capops, s->nops + 1, sizeof *s->ops)) {
-    sim_op *o = &s->ops[s->nops];
-    memset(o, 0, sizeof *o);
-    o->device = strdup(device);
-    o->own_fragment = strdup(first);
-    o->fragments = json_dumps(doc, JSON_COMPACT);
-    if (o->device && o->own_fragment && o->fragments) {
-      o->id = s->next_op_id++;
-      o->fragment = o->own_fragment;
-      o->st = SIM_OP_PENDING;
-      id = o->id;
-      s->nops++;
-    } else {
-      free(o->device);
-      free(o->own_fragment);
-      free(o->fragments);
-    }
+  if (first) {
+    pthread_mutex_lock(&s->mu);
+    sim_op o = {.device = strdup(device),
+                .own_fragment = strdup(first),
+                .fragments = json_dumps(doc, JSON_COMPACT)};
+    id = op_append(s, &o, o.device && o.own_fragment && o.fragments);
+    pthread_mutex_unlock(&s->mu);
   }
-  pthread_cond_broadcast(&s->cv);
-  pthread_mutex_unlock(&s->mu);
   json_decref(doc);
   if (id > 0)
     publish_json(s, id);
@@ -1180,38 +1185,22 @@ long sim_create_custom_operation(sim *s, const char *xid, const char *line,
   if (!xid || !*xid || !line || !fragment || !*fragment ||
       smartrest_decode(line, strlen(line), &recs) != 0)
     return -1;
-  bool usable = recs.count == 1 && !recs.items[0].error &&
-                recs.items[0].nfields >= 2 && *recs.items[0].fields[1];
   long id = -1;
-  pthread_mutex_lock(&s->mu);
-  if (usable &&
-      grow((void **)&s->ops, &s->capops, s->nops + 1, sizeof *s->ops)) {
-    sim_op *o = &s->ops[s->nops];
-    memset(o, 0, sizeof *o);
-    o->line = strdup(line);
-    o->device = strdup(recs.items[0].fields[1]);
-    o->own_fragment = strdup(fragment);
-    o->xid = strdup(xid);
-    if (o->line && o->device && o->own_fragment && o->xid) {
-      o->id = s->next_op_id++;
-      o->fragment = o->own_fragment;
-      o->st = SIM_OP_PENDING;
-      id = o->id;
-      s->nops++;
-    } else {
-      free(o->line);
-      free(o->device);
-      free(o->own_fragment);
-      free(o->xid);
-    }
+  if (recs.count == 1 && !recs.items[0].error && recs.items[0].nfields >= 2 &&
+      *recs.items[0].fields[1]) {
+    pthread_mutex_lock(&s->mu);
+    sim_op o = {.line = line_copy(line),
+                .device = strdup(recs.items[0].fields[1]),
+                .own_fragment = strdup(fragment),
+                .xid = strdup(xid)};
+    id = op_append(s, &o, o.line && o.device && o.own_fragment && o.xid);
+    pthread_mutex_unlock(&s->mu);
   }
-  pthread_cond_broadcast(&s->cv);
-  pthread_mutex_unlock(&s->mu);
   smartrest_records_free(&recs);
   if (id > 0) {
     char topic[300];
     snprintf(topic, sizeof topic, "s/dc/%s", xid);
-    publish_raw(s, topic, line);
+    publish_raw(s, topic, sim_operation_line(s, id));
   }
   return id;
 }

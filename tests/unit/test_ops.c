@@ -323,6 +323,14 @@ static void test_json_custom_root(fx *f, gconstpointer d) {
   feed_json(f, DOC("4711", "\"acme_Reset\":{}"));
   g_assert_null(take(f, true, NULL, NULL));
   g_assert_cmpuint(f->dispatched->len, ==, 1);
+  /* The agent's own operation named by another of its external ids:
+   * deviceId == agentId says it is the agent's. */
+  feed_json(f, "{\"id\":\"4712\",\"status\":\"PENDING\",\"deviceId\":\"5\","
+               "\"agentId\":\"5\",\"externalSource\":{\"externalId\":"
+               "\"imei-1\",\"type\":\"c8y_IMEI\"},\"acme_Reset\":{}}");
+  p = take_all(f);
+  g_assert_cmpstr(p, ==, "504,4712");
+  g_free(p);
 }
 
 /* A child's JSON operation: statuses on the child's own topic (504-506
@@ -392,6 +400,21 @@ static void test_both_channels(fx *f, gconstpointer d) {
   p = take_all(f);
   g_assert_cmpstr(p, ==, "505,101,no");
   g_free(p);
+  /* The JSON copy after the handler started: what the plugin reads stays
+   * as it was (it may be reading it on its own thread), the final status
+   * still goes by id, and the journal learns it. */
+  feed(f, "511," ROOT ",late");
+  g_free(take_all(f));
+  op = g_ptr_array_index(f->dispatched, 2);
+  feed_json(f, DOC("102", "\"c8y_Command\":{\"text\":\"late\"}"));
+  g_assert_null(ops_op_id(op));
+  g_assert_null(ops_op_json(op));
+  g_assert_cmpint(ops_op_succeed(op, "ok"), ==, C8Y_OK);
+  ops_process(f->o, now_ms());
+  p = take_all(f);
+  g_assert_cmpstr(p, ==, "506,102,ok");
+  g_free(p);
+  g_assert_cmpuint(f->dispatched->len, ==, 3);
   g_assert_cmpuint(ops_active(f->o), ==, 0);
 }
 
