@@ -13,9 +13,11 @@
  * via MQTT" page: devicecontrol/notifications carries "id", "status",
  * "externalSource" and the fragments, and "upon subscription, all
  * operations which are not yet forwarded will be published"; thin-edge's
- * c8y mapper: JSON operations with their id, statuses 504/505/506 on the
- * device's own SmartREST topic, PENDING operations published again on JSON
- * after every 500 (thin-edge issues #3403, #3744, PR #2482)):
+ * c8y mapper (crates/extensions/c8y_mapper_ext, c8y.smartrest.
+ * use_operation_id, default true): JSON operations with their id, statuses
+ * 504/505/506 on the device's own SmartREST topic, no id for anything that
+ * came as SmartREST, PENDING operations published again on JSON after
+ * every 500 (thin-edge issues #3403, #3744, PR #2482)):
  *   - A JSON document carries its id: copies with a known id are dropped,
  *     documents whose status is not PENDING never start anything.
  *   - A SmartREST line has no id. A line and a document of the same device
