@@ -76,6 +76,7 @@ struct testhost {
   size_t ndownloads;    /* under mu */
   int xfer_fail;        /* under mu */
   long long skipped_ms; /* testhost_advance */
+  uint64_t child_seq;   /* registry_child_seq the engine has seen */
   handler_wrap *wraps;
   size_t nwraps;
   atomic_bool handler_returned, reboot_requested, resume_requested;
@@ -229,6 +230,11 @@ static void settle(testhost *h) {
 
 /* One main-loop turn. */
 static void pump(testhost *h) {
+  uint64_t seq = registry_child_seq(h->reg);
+  if (seq != h->child_seq) {
+    h->child_seq = seq;
+    ops_children_changed(h->o);
+  }
   drain(h);
   ops_process(h->o, engine_now(h));
   drain(h);
@@ -588,19 +594,26 @@ static void wrap_handlers(testhost *h) {
   h->nwraps = registry_handler_count(h->reg);
 }
 
+/* The plugin's handle names its plugin only while it is live: read it
+ * before the call that may end it. */
+static testhost *host_of_op(c8y_operation *op) {
+  c8y_plugin *p = ops_handle_plugin(op);
+  return p ? p->host->wake_ctx : NULL;
+}
+
 static int observed_complete_on_reboot(c8y_operation *op) {
+  testhost *h = host_of_op(op);
   int rc = plugin_host_api()->op_complete_on_reboot(op);
-  if (rc == C8Y_OK)
-    atomic_store(
-        &((testhost *)ops_plugin(op)->host->wake_ctx)->reboot_requested, true);
+  if (rc == C8Y_OK && h)
+    atomic_store(&h->reboot_requested, true);
   return rc;
 }
 
 static int observed_resume_after_restart(c8y_operation *op) {
+  testhost *h = host_of_op(op);
   int rc = plugin_host_api()->op_resume_after_restart(op);
-  if (rc == C8Y_OK)
-    atomic_store(
-        &((testhost *)ops_plugin(op)->host->wake_ctx)->resume_requested, true);
+  if (rc == C8Y_OK && h)
+    atomic_store(&h->resume_requested, true);
   return rc;
 }
 
