@@ -4,6 +4,7 @@
 #include "fsutil.h"
 #include "log.h"
 #include "netdiag.h"
+#include "profile.h"
 #include "proto.h"
 #include "session.h"
 #include "smartrest.h"
@@ -286,7 +287,7 @@ static void announce(link_ctx *l) {
     const char *f[] = {"101", ch->id, ch->name, ch->type};
     n += queue_announce(l, "s/us", f, 4);
   }
-  char *supported = registry_supported_operations(l->reg);
+  char *supported = profile_supported_operations(l->reg);
   n += queue_supported(l, "s/us", supported);
   free(supported);
   char expiry[600];
