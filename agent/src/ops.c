@@ -906,6 +906,8 @@ static void merge(ops *o, c8y_operation *mate, c8y_operation *copy) {
   bool visible = mate->handle != 0 || mate->plan != NULL;
   mate->twin_seen = mate->twin_seen || copy->twin_seen;
   if (copy->c8y_id && !status_id(mate)) {
+    if (mate->plan) /* 121,true names the profile */
+      profile_plan_learn_id(mate->plan, copy->json);
     if (visible) {
       mate->late_c8y_id = copy->c8y_id;
       copy->c8y_id = NULL;

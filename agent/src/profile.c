@@ -379,6 +379,13 @@ static int json_profile_id(json_t *doc, profile_plan *p) {
   return C8Y_OK;
 }
 
+void profile_plan_learn_id(profile_plan *p, const char *json) {
+  json_t *doc = !p->profile_id && json ? json_loads(json, 0, NULL) : NULL;
+  if (doc)
+    json_profile_id(doc, p);
+  json_decref(doc);
+}
+
 static int plan_from_json(json_t *doc, profile_plan *p, char *err,
                           size_t errlen) {
   json_t *dp = json_object_get(doc, PROFILE_FRAGMENT);

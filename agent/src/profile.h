@@ -60,6 +60,9 @@ int profile_plan_new(const char *template_id, char *const *fields, size_t n,
                      const char *json, profile_plan *out, char *err,
                      size_t errlen);
 void profile_plan_free(profile_plan *p);
+/* The profileId of a JSON copy that arrived after the plan was made from
+ * the SmartREST line (the steps stay as they are). */
+void profile_plan_learn_id(profile_plan *p, const char *json);
 
 /* Whether two static operation lines describe one operation sent twice:
  * 527 and 531 (or 528 and 529) whose parameters are equal once the typed

@@ -1203,6 +1203,45 @@ long sim_create_operation(sim *s, const char *line) {
   return id;
 }
 
+long sim_create_operation_copies(sim *s, const char *lines,
+                                 const char *fragments) {
+  smartrest_records recs = {0};
+  if (!lines || smartrest_decode(lines, strlen(lines), &recs) != 0)
+    return -1;
+  const char *frag = NULL, *device = NULL;
+  bool ok = recs.count > 0;
+  for (size_t i = 0; ok && i < recs.count; i++) {
+    const smartrest_record *r = &recs.items[i];
+    int tpl = !r->error && r->nfields >= 2 ? parse_tpl(r->fields[0]) : -1;
+    const char *f = tpl > 0 ? fragment_of(tpl) : NULL;
+    ok = f && *r->fields[1] && (!frag || strcmp(f, frag) == 0) &&
+         (!device || strcmp(r->fields[1], device) == 0);
+    frag = f;
+    device = r->fields[1];
+  }
+  json_t *doc = fragments ? json_loads(fragments, 0, NULL) : NULL;
+  ok = ok && (!fragments || json_is_object(doc));
+  long id = -1;
+  if (ok) {
+    pthread_mutex_lock(&s->mu);
+    sim_op o = {.tpl = parse_tpl(recs.items[0].fields[0]),
+                .fragment = frag,
+                .line = line_copy(lines),
+                .device = strdup(device),
+                .fragments = doc ? json_dumps(doc, JSON_COMPACT) : NULL};
+    id = op_append(s, &o, o.line && o.device && (!doc || o.fragments));
+    pthread_mutex_unlock(&s->mu);
+  }
+  json_decref(doc);
+  smartrest_records_free(&recs);
+  if (id > 0) {
+    publish_raw(s, "s/ds", sim_operation_line(s, id));
+    if (fragments)
+      publish_json(s, id);
+  }
+  return id;
+}
+
 long sim_create_json_operation(sim *s, const char *device,
                                const char *fragments) {
   json_t *doc =

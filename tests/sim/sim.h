@@ -72,6 +72,13 @@ int sim_broker_start(sim *s);
  * (sim_set_json_operations) it is also published as JSON on
  * devicecontrol/notifications, after the s/ds line. */
 long sim_create_operation(sim *s, const char *line);
+/* One operation that the platform sends as several s/ds lines in one
+ * publish (a device profile's 527 and 531) and, when `fragments` (a JSON
+ * object, as for sim_create_json_operation, plus e.g. "profileId") is not
+ * NULL, also as that JSON document. The lines must name one device and one
+ * fragment. Returns the id or -1. */
+long sim_create_operation_copies(sim *s, const char *lines,
+                                 const char *fragments);
 /* Creates an operation of any fragment for `device` (root or child id), as
  * the UI or REST API does: `fragments` is a JSON object, e.g.
  * {"acme_Reset":{"mode":"hard"}}; its first key is the fragment. Published
