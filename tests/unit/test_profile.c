@@ -672,6 +672,31 @@ static void test_killed(fx *f, gconstpointer d) {
   expect_lines(f, "121,true,\n503,c8y_DeviceProfile");
 }
 
+/* SIGTERM during a step that cannot outlive it: the step is told, then
+ * failed, and with it the profile, before the agent exits; nothing is
+ * left for the next start. */
+static void test_stopped(fx *f, gconstpointer d) {
+  (void)d;
+  start(f);
+  feed(f, P527);
+  flush(f);
+  succeed(f, got_op(f, 0, FW_STEP));
+  flush(f);
+  c8y_operation *sw = got_op(f, 1, SW_STEP_528);
+  ops_stop(f->o);
+  g_assert_cmpuint(ops_cancel_running(f->o), ==, 1); /* the step only */
+  g_assert_true(ops_op_cancelled(sw));
+  g_assert_cmpuint(ops_running(f->o), ==, 1);
+  ops_fail_all(f->o, "agent stopped");
+  expect_lines(f, "502,c8y_DeviceProfile,software: agent stopped");
+  g_assert_cmpuint(ops_active(f->o), ==, 0);
+  stop(f, true);
+  g_ptr_array_set_size(f->ops, 0);
+  start(f);
+  expect_lines(f, "");
+  g_assert_cmpuint(f->ops->len, ==, 0);
+}
+
 /* A step's timeout fails the profile with the agent's reason. */
 static void test_step_timeout(fx *f, gconstpointer d) {
   (void)d;
@@ -707,6 +732,7 @@ int main(int argc, char **argv) {
   ADD("/profile/run/resume-across-reboot", test_resume_across_reboot);
   ADD("/profile/run/complete-on-reboot", test_complete_on_reboot);
   ADD("/profile/run/killed", test_killed);
+  ADD("/profile/run/stopped", test_stopped);
   ADD("/profile/run/step-timeout", test_step_timeout);
   return g_test_run();
 }
