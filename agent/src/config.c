@@ -2,6 +2,7 @@
 
 #include "ident.h"
 #include "log.h"
+#include "trust.h"
 #include "x509.h"
 
 #include <arpa/inet.h>
@@ -500,7 +501,7 @@ static char *cfg_reader(char *str, int num, void *stream) {
 
 /* Whoever owns a secret file can rewrite it (or chmod it readable). */
 static bool secret_owner_ok(const struct stat *st) {
-  return st->st_uid == 0 || st->st_uid == geteuid();
+  return trust_uid(st->st_uid);
 }
 
 static int check_password_file_mode(struct parse_ctx *p, enum key_id key,

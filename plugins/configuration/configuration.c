@@ -10,6 +10,7 @@
 #include "cmn_cfg.h"
 #include "cmn_csv.h"
 #include "cmn_op.h"
+#include "cmn_path.h"
 #include "cmn_proc.h"
 
 #include <errno.h>
@@ -692,6 +693,11 @@ static int cfg_read_config(cfg *c) {
   if (rc != C8Y_OK)
     return rc;
   c->file_apply_command = api->config_string(c->self, "file_apply_command", "");
+  if (cmn_path_check_key(api, c->self, "apply_command", c->apply_command) !=
+          C8Y_OK ||
+      cmn_path_check_key(api, c->self, "file_apply_command",
+                         c->file_apply_command) != C8Y_OK)
+    return C8Y_EINVAL;
   rc = cmn_cfg_int(api, c->self, "max_file_size", 0, 0, INT64_MAX / 2, " bytes",
                    &c->max_bytes);
   if (rc != C8Y_OK)

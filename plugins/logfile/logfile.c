@@ -11,6 +11,7 @@
 
 #include "cmn_cfg.h"
 #include "cmn_op.h"
+#include "cmn_path.h"
 #include "cmn_proc.h"
 
 #include <dirent.h>
@@ -632,6 +633,9 @@ static int lg_parse_logs(lg *l) {
                         &n, &l->logs_buf);
   for (size_t i = 0; rc == C8Y_OK && i < n; i++)
     l->logs[l->nlogs++] = (log_source){pairs[i].key, pairs[i].value};
+  for (size_t i = 0; rc == C8Y_OK && i < l->nlogs; i++)
+    if (strncmp(l->logs[i].source, "journal", 7) == 0)
+      return cmn_path_check_key(l->api, l->self, "logs", "journalctl");
   return rc;
 }
 
