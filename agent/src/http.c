@@ -3,6 +3,7 @@
 #include "clock.h"
 #include "fsutil.h"
 #include "log.h"
+#include "outq.h"
 
 #include <ctype.h>
 #include <curl/curl.h>
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -434,6 +436,10 @@ typedef struct req {
   bool too_big;      /* cap exceeded */
   bool write_failed; /* local disk error */
   int write_errno;
+  bool no_space;        /* the file would not fit (or ENOSPC/EDQUOT) */
+  uint64_t space_avail; /* what the file system had left then */
+  uint64_t space_need;  /* the file's size (or so far, "or more") */
+  bool space_more;
 
   /* outputs */
   long code;
@@ -441,6 +447,23 @@ typedef struct req {
   char *err;
   size_t errlen;
 } req;
+
+/* Whether `n` more bytes fit on the download's file system and leave
+ * OUTQ_RESERVE_BYTES free: a cloud-chosen URL must not fill the disk the
+ * queue needs for statuses and alarms. */
+static bool room_for(req *r, uint64_t n, bool whole) {
+  struct statvfs sv;
+  if (fstatvfs(r->fd, &sv) != 0)
+    return true; /* unknown: a full disk shows in the write */
+  uint64_t avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+  if (avail >= OUTQ_RESERVE_BYTES && avail - OUTQ_RESERVE_BYTES >= n)
+    return true;
+  r->no_space = true;
+  r->space_avail = avail;
+  r->space_need = r->offset + n;
+  r->space_more = !whole;
+  return false;
+}
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *ud) {
   req *r = ud;
@@ -457,9 +480,12 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud) {
     r->too_big = true;
     return 0;
   }
+  if (!room_for(r, n, false))
+    return 0;
   if (fsutil_write_all(r->fd, data, n, NULL) != 0) {
     r->write_errno = errno;
     r->write_failed = true;
+    r->no_space = errno == ENOSPC || errno == EDQUOT;
     return 0;
   }
   r->offset += n;
@@ -487,14 +513,17 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *ud) {
                (unsigned long long)r->offset);
       r->offset = 0;
     }
-  } else if (r->fd >= 0 && r->max && r->code >= 200 && r->code < 300 &&
-             n > 15 && strncasecmp(data, "Content-Length:", 15) == 0) {
-    /* Refuse an oversized file before fetching any of it. */
+  } else if (r->fd >= 0 && r->code >= 200 && r->code < 300 && n > 15 &&
+             strncasecmp(data, "Content-Length:", 15) == 0) {
+    /* Refuse an oversized file, or one the disk cannot take, before
+     * fetching any of it. */
     unsigned long long len = strtoull(data + 15, NULL, 10);
-    if (r->offset + len > r->max) {
+    if (r->max && r->offset + len > r->max) {
       r->too_big = true;
       return 0;
     }
+    if (!room_for(r, len, true))
+      return 0;
   }
   return n;
 }
@@ -643,6 +672,7 @@ static int perform(req *r, bool *retry) {
     r->resp.len = 0;
     r->resp.data[0] = '\0';
     r->too_big = false;
+    r->no_space = false;
     CURLcode cc = curl_easy_perform(c);
     long code = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
@@ -668,6 +698,16 @@ static int perform(req *r, bool *retry) {
              "file from %s is larger than the limit of %llu bytes", u.host,
              (unsigned long long)r->max);
       return C8Y_ETOOBIG;
+    }
+    if (r->no_space && !r->write_failed) {
+      seterr(r->err, r->errlen,
+             "not enough disk space for the file from %s: it needs %llu "
+             "bytes%s, %llu are free, and the agent keeps %u KiB free for "
+             "its queue",
+             u.host, (unsigned long long)r->space_need,
+             r->space_more ? " or more" : "",
+             (unsigned long long)r->space_avail, OUTQ_RESERVE_BYTES / 1024);
+      return C8Y_EIO;
     }
     if (r->write_failed) {
       seterr(r->err, r->errlen, "cannot write the download: %s",
@@ -956,11 +996,12 @@ int http_download(http_ctx *h, const char *dir, c8y_download *d,
       d->bytes = r.offset;
       d->error[0] = '\0';
     }
-  } else if (atomic_load(&h->stopping)) {
-    /* Kept with its .source: the next start resumes it. */
-  } else if (rc == C8Y_ETOOBIG || rc == C8Y_ECANCELED || rc == C8Y_EAUTH ||
-             (rc == C8Y_EHTTP && r.code != 0 && r.code < 500)) {
-    /* Nothing worth resuming later. */
+  } else if (atomic_load(&h->stopping) || rc == C8Y_ENET) {
+    /* A network cut (or the agent's stop): kept with its .source, so the
+     * next call or start resumes it with Range. */
+  } else {
+    /* Anything else would fail the same way again; above all, a file that
+     * did not fit must not keep the disk full. */
     unlink(part);
     unlink(src);
   }
