@@ -257,7 +257,7 @@ static int walk(const char *path, walk_kind kind, uid_t also, bool *missing,
       if (err == ENOENT && kind != WALK_READ)
         rc = check_missing_dir(&w, name);
       else
-        rc = refuse(&w, "%s/%s: %s", w.shown, name, strerror(err));
+        rc = refuse(&w, "cannot open %s: %s", path, strerror(err));
       errno = err;
       break;
     }

@@ -268,11 +268,18 @@ static const log_source *lg_find(const lg *l, const char *name) {
   return NULL;
 }
 
+/* The file is opened as cmn_path_open_read does: a symlink (or a hard link)
+ * that a user who can write the log directory planted in its place is not
+ * followed, so the agent never uploads a file that user cannot read. */
 static int collect_file(const char *path, matcher *m, const c8y_api *api,
                         const c8y_operation *op, char *why, size_t n) {
-  FILE *f = fopen(path, "r");
+  int fd = cmn_path_open_read(path, why, n);
+  FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
   if (!f) {
-    snprintf(why, n, "cannot open %.400s: %s", path, strerror(errno));
+    if (fd >= 0) {
+      snprintf(why, n, "cannot open %.400s: %s", path, strerror(errno));
+      close(fd);
+    }
     return C8Y_EIO;
   }
   char *line = NULL;
