@@ -53,7 +53,14 @@ static void usage(FILE *out) {
 static int check_config(const char *path) {
   agent_config cfg;
   char err[1024];
-  if (config_load(path, &cfg, err, sizeof err) != 0) {
+  /* The configuration is read three times here; its warnings are shown by
+   * the read that also loads the plugins (agent_check_plugin_sections), so
+   * that each appears once. Errors come back in err. */
+  int level = log_get_level();
+  log_set_level(LOG_LVL_ERROR);
+  int loaded = config_load(path, &cfg, err, sizeof err);
+  log_set_level(level);
+  if (loaded != 0) {
     fprintf(stderr, "%s\n", err);
     return AGENT_EXIT_CONFIG;
   }
@@ -69,7 +76,10 @@ static int check_config(const char *path) {
   int rc = agent_check_plugin_sections(path, stderr);
   if (rc != 0)
     return rc;
-  if (config_load(path, &cfg, err, sizeof err) != 0) {
+  log_set_level(LOG_LVL_ERROR);
+  loaded = config_load(path, &cfg, err, sizeof err);
+  log_set_level(level);
+  if (loaded != 0) {
     fprintf(stderr, "%s\n", err);
     return AGENT_EXIT_CONFIG;
   }
@@ -191,6 +201,14 @@ int main(int argc, char **argv) {
   case RUN:
     break;
   }
+#ifdef C8Y_SYSTEST_BROKEN_AGENT
+  /* A deliberately broken build (CMake C8Y_SYSTEST_BROKEN_AGENT, never for
+   * a release) for the system test of a self-upgrade that must roll back:
+   * it never connects and exits with a status systemd restarts. */
+  fprintf(stderr, "c8y-agent: built broken on purpose "
+                  "(C8Y_SYSTEST_BROKEN_AGENT); exiting\n");
+  return 2;
+#endif
   /* The process holds the password: no core dump, no ptrace by the same
    * user, no /proc/<pid>/mem for others (the unit adds LimitCORE=0). */
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)

@@ -63,6 +63,7 @@ typedef struct agent {
   long long watchdog_ms;
   bool running;
   bool reload_pending; /* SIGHUP arrived while operations were running */
+  unsigned reloads;    /* reloads done or refused since the start */
   /* A plugin thread may still hold operation handles: the engine is not
    * freed at exit. */
   bool plugin_abandoned;
@@ -115,8 +116,13 @@ static void on_message(void *ctx, const char *topic, const char *payload,
 
 static void gave_up(void *ctx) {
   agent *a = ctx;
-  log_error("giving up: check [c8y] tenant, user and password in %s",
-            a->config_path);
+  static const char *const keys[] = {"tenant", "user", "password",
+                                     "password_file"};
+  char where[1024];
+  config_origins_text(&a->cfg, "c8y", keys, sizeof keys / sizeof *keys, where,
+                      sizeof where);
+  log_error("giving up: the platform keeps refusing the credentials; check %s",
+            where);
   bootstrap_explain_refusal(&a->cfg);
   a->exit_code = AGENT_EXIT_AUTH;
   a->running = false;
@@ -203,14 +209,7 @@ static void shutdown_plugins(agent *a) {
 
 /* SIGHUP: new config and plugins without dropping the MQTT session. What
  * the session, queue and journal were built from needs a restart. */
-static void reload(agent *a) {
-  if (ops_active(a->ops) > 0) {
-    if (!a->reload_pending)
-      log_notice("SIGHUP: reload waits until the running operations finish");
-    a->reload_pending = true;
-    return;
-  }
-  a->reload_pending = false;
+static void reload_apply(agent *a) {
   log_notice("SIGHUP: reloading %s and the plugins", a->config_path);
   agent_config fresh;
   char err[1024];
@@ -240,6 +239,51 @@ static void reload(agent *a) {
   localapi_set_plugins(a->api, &a->plugins, a->reg);
   scheduler_reset(a->reg, clock_mono_ms());
   link_announce(a->link);
+}
+
+/* systemd learns when a reload starts and ends (RELOADING=1 ... READY=1,
+ * the protocol of Type=notify-reload), and the unit's ExecReload= waits for
+ * the count in $RUNTIME_DIRECTORY/reloads to change: systemd 252 has no
+ * notify-reload, and its reload job would end when `kill -HUP` returns. */
+static void reload_notify_start(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  char msg[96];
+  snprintf(msg, sizeof msg, "RELOADING=1\nMONOTONIC_USEC=%llu",
+           (unsigned long long)ts.tv_sec * 1000000ULL +
+               (unsigned long long)ts.tv_nsec / 1000ULL);
+  notify_send(msg);
+}
+
+static void reload_notify_done(agent *a) {
+  a->reloads++;
+  const char *dir = getenv("RUNTIME_DIRECTORY");
+  if (dir && *dir && !strchr(dir, ':')) {
+    char path[512], tmp[520];
+    snprintf(path, sizeof path, "%s/reloads", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "we");
+    if (f) {
+      fprintf(f, "%u\n", a->reloads);
+      if (fclose(f) != 0 || rename(tmp, path) != 0)
+        log_warning("cannot write %s: %s", path, strerror(errno));
+    }
+  }
+  notify_send("READY=1");
+}
+
+static void reload(agent *a) {
+  if (!a->reload_pending)
+    reload_notify_start();
+  if (ops_active(a->ops) > 0) {
+    if (!a->reload_pending)
+      log_notice("SIGHUP: reload waits until the running operations finish");
+    a->reload_pending = true;
+    return;
+  }
+  a->reload_pending = false;
+  reload_apply(a);
+  reload_notify_done(a);
 }
 
 static void stopping_step(agent *a, int wait_ms);

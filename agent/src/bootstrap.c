@@ -356,9 +356,15 @@ static int bs_run(bs *b, int stop_fd) {
                     netdiag_connack_meaning(code), refusals,
                     BOOTSTRAP_MAX_REFUSALS);
           if (refusals >= BOOTSTRAP_MAX_REFUSALS) {
-            log_error("bootstrap: giving up: check [c8y] bootstrap_user and "
-                      "bootstrap_password in %s",
-                      c->path);
+            static const char *const keys[] = {"bootstrap_user",
+                                               "bootstrap_password",
+                                               "bootstrap_password_file"};
+            char where[1024];
+            config_origins_text(c, "c8y", keys, sizeof keys / sizeof *keys,
+                                where, sizeof where);
+            log_error("bootstrap: giving up: check %s (bootstrap_user "
+                      "defaults to " CFG_BOOTSTRAP_USER ")",
+                      where);
             return C8Y_EAUTH;
           }
         } else {

@@ -499,7 +499,16 @@ static char *cfg_reader(char *str, int num, void *stream) {
   return str;
 }
 
-/* Whoever owns a secret file can rewrite it (or chmod it readable). */
+/* The service account the package runs the agent as. */
+#ifndef C8Y_SERVICE_USER
+#define C8Y_SERVICE_USER "c8y-agent"
+#endif
+
+/* Whoever owns a secret file can rewrite it (or chmod it readable): a
+ * trusted writer (trust.h: root, the user running now, or the package's
+ * service account; the docs have the administrator give it the password
+ * file; root checks the configuration with --check-config and `connect
+ * --test`). */
 static bool secret_owner_ok(const struct stat *st) {
   return trust_uid(st->st_uid);
 }
@@ -523,7 +532,7 @@ static int check_password_file_mode(struct parse_ctx *p, enum key_id key,
   if (!secret_owner_ok(&st)) {
     fail_key(p, C_PASSWORD_FILE,
              "%s is owned by uid %u; a secret must be owned by root or the "
-             "agent's user (uid %u)",
+             "agent's user (" C8Y_SERVICE_USER " or uid %u)",
              path, (unsigned)st.st_uid, (unsigned)geteuid());
     return -1;
   }
@@ -703,7 +712,8 @@ static int store_setting(struct parse_ctx *p, enum key_id k,
       if (fstat(fileno(p->fp), &st) == 0 && !secret_owner_ok(&st)) {
         fail_here(p, k,
                   "%s holds a password and is owned by uid %u; it must be "
-                  "owned by root or the agent's user (uid %u)",
+                  "owned by root or the agent's user (" C8Y_SERVICE_USER
+                  " or uid %u)",
                   p->file, (unsigned)st.st_uid, (unsigned)geteuid());
         return -1;
       }
@@ -1291,7 +1301,7 @@ static int finalize(struct parse_ctx *p) {
     if (!secret_owner_ok(&kst)) {
       fail_key(p, C_KEY,
                "%s is owned by uid %u; a secret must be owned by root or the "
-               "agent's user (uid %u)",
+               "agent's user (" C8Y_SERVICE_USER " or uid %u)",
                c->key_file, (unsigned)kst.st_uid, (unsigned)geteuid());
       return -1;
     }
@@ -1425,6 +1435,19 @@ int config_load(const char *path, agent_config *out, char *err, size_t errlen) {
     goto out;
   if (finalize(&p) != 0)
     goto out;
+  c.origins = calloc(NKEYS, sizeof *c.origins);
+  if (!c.origins) {
+    fail_at(&p, path, 0, NULL, NULL, "out of memory");
+    goto out;
+  }
+  for (int k = 0; k < NKEYS; k++) {
+    if (p.set[k].set && p.set[k].file &&
+        asprintf(&c.origins[k], "%s:%u", p.set[k].file, p.set[k].line) < 0) {
+      c.origins[k] = NULL;
+      fail_at(&p, path, 0, NULL, NULL, "out of memory");
+      goto out;
+    }
+  }
   rc = 0;
 
 out:
@@ -1470,7 +1493,42 @@ void config_free(agent_config *c) {
     free(c->entries[i].file);
   }
   free(c->entries);
+  if (c->origins)
+    for (int k = 0; k < NKEYS; k++)
+      free(c->origins[k]);
+  free(c->origins);
   memset(c, 0, sizeof *c);
+}
+
+void config_origins_text(const agent_config *c, const char *section,
+                         const char *const *keys, size_t nkeys, char *out,
+                         size_t len) {
+  if (!out || len == 0)
+    return;
+  size_t n = (size_t)snprintf(out, len, "[%s]", section);
+  bool any = false;
+  for (size_t i = 0; i < nkeys; i++)
+    any |= config_origin(c, section, keys[i]) != NULL;
+  bool first = true;
+  for (size_t i = 0; i < nkeys && n < len; i++) {
+    const char *o = config_origin(c, section, keys[i]);
+    if (!o && any)
+      continue;
+    n += (size_t)snprintf(out + n, len - n, "%s %s (%s)", first ? "" : ",",
+                          keys[i], o ? o : "not set");
+    first = false;
+  }
+}
+
+const char *config_origin(const agent_config *c, const char *section,
+                          const char *key) {
+  if (!c || !c->origins || !section || !key)
+    return NULL;
+  for (int k = 0; k < NKEYS; k++)
+    if (strcmp(keydefs[k].section, section) == 0 &&
+        strcmp(keydefs[k].key, key) == 0)
+      return c->origins[k];
+  return NULL;
 }
 
 char *config_client_id(const agent_config *c) {

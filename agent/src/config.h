@@ -78,6 +78,9 @@ typedef struct agent_config {
   /* every key of every [plugin.*] section, in file order */
   config_entry *entries;
   size_t nentries;
+
+  /* "<file>:<line>" where each core key was set (config_origin) */
+  char **origins;
 } agent_config;
 
 #define CFG_BOOTSTRAP_USER "management/devicebootstrap"
@@ -112,6 +115,21 @@ char *config_username(const agent_config *c);
  * table. */
 const char *config_restart_only_change(const agent_config *running,
                                        const agent_config *loaded);
+
+/* "<file>:<line>" of the assignment of core key [section] key that won
+ * (agent.ini or a conf.d drop-in), or NULL when it was not set. Borrowed
+ * until config_free. */
+const char *config_origin(const agent_config *c, const char *section,
+                          const char *key);
+
+/* "[section] k1 (<file>:<line>), k2 (not set), ..." for messages that tell
+ * the operator which settings to fix, e.g. after the platform refused the
+ * credentials: a key set in a conf.d drop-in is named there. Keys never set
+ * are left out unless none of `keys` was set, so alternatives ("password",
+ * "password_file") can both be passed. */
+void config_origins_text(const agent_config *c, const char *section,
+                         const char *const *keys, size_t nkeys, char *out,
+                         size_t len);
 
 /* Entry of [plugin.<plugin>] key, or NULL; marks it used. */
 config_entry *config_plugin_lookup(agent_config *c, const char *plugin,

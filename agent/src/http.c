@@ -408,6 +408,74 @@ void http_free(http_ctx *h) {
   free(h);
 }
 
+/* ---- credentials for a plugin's own connection --------------------------- */
+
+/* "ws://" and "wss://" as "http://" and "https://", so one host rule covers
+ * both (RFC 6455 4.1: ws/wss use the ports and TLS of http/https). */
+static int as_http_url(const char *url, char *out, size_t len) {
+  const char *rest = NULL, *scheme = NULL;
+  if (strncasecmp(url, "wss://", 6) == 0) {
+    scheme = "https://";
+    rest = url + 6;
+  } else if (strncasecmp(url, "ws://", 5) == 0) {
+    scheme = "http://";
+    rest = url + 5;
+  }
+  int n = rest ? snprintf(out, len, "%s%s", scheme, rest)
+               : snprintf(out, len, "%s", url);
+  return n < 0 || (size_t)n >= len ? C8Y_EINVAL : C8Y_OK;
+}
+
+int http_platform_auth(http_ctx *h, c8y_platform_auth *a) {
+  a->authorization[0] = a->base_url[0] = a->ca_file[0] = a->ca_path[0] = '\0';
+  a->error[0] = '\0';
+  a->verify_peer = 1; /* the agent never turns chain verification off */
+  a->verify_hostname = h->verify_host ? 1 : 0;
+  snprintf(a->base_url, sizeof a->base_url, "%s", h->base_url);
+  if (h->ca_path)
+    snprintf(h->ca_is_dir ? a->ca_path : a->ca_file, sizeof a->ca_path, "%s",
+             h->ca_path);
+  if (!a->url)
+    return C8Y_OK; /* the caller derives its URL from base_url */
+  char url[2048];
+  http_url_parts u;
+  if (as_http_url(a->url, url, sizeof url) != C8Y_OK ||
+      http_parse_url(url, &u) != 0) {
+    seterr(a->error, sizeof a->error, "'%s' is not an http(s) or ws(s) URL",
+           a->url);
+    return C8Y_EINVAL;
+  }
+  if (atomic_load(&h->stopping)) {
+    seterr(a->error, sizeof a->error, "the agent is stopping");
+    return C8Y_ECANCELED;
+  }
+  if (!http_auth_allowed(&h->base, h->tenant_host, url))
+    return C8Y_OK; /* not the tenant: no credentials, as for downloads */
+  if (h->jwt) {
+    char token[sizeof a->authorization - 8];
+    int rc = get_token(h, NULL, token, sizeof token, a->error, sizeof a->error);
+    if (rc == C8Y_OK)
+      snprintf(a->authorization, sizeof a->authorization, "Bearer %s", token);
+    memset(token, 0, sizeof token);
+    return rc;
+  }
+  /* Basic "<tenant>/<user>:<password>" (RFC 7617), what curl sends. */
+  size_t ul = strlen(h->user), pl = strlen(h->password);
+  size_t raw_len = ul + 1 + pl;
+  if (6 + 4 * ((raw_len + 2) / 3) + 1 > sizeof a->authorization) {
+    seterr(a->error, sizeof a->error, "credentials too long for a header");
+    return C8Y_EINVAL;
+  }
+  unsigned char raw[sizeof a->authorization];
+  memcpy(raw, h->user, ul);
+  raw[ul] = ':';
+  memcpy(raw + ul + 1, h->password, pl);
+  memcpy(a->authorization, "Basic ", 6);
+  EVP_EncodeBlock((unsigned char *)a->authorization + 6, raw, (int)raw_len);
+  memset(raw, 0, raw_len);
+  return C8Y_OK;
+}
+
 /* ---- one request --------------------------------------------------------- */
 
 typedef struct req {

@@ -48,6 +48,14 @@ int http_download(http_ctx *h, const char *dir, c8y_download *d,
 int http_upload(http_ctx *h, const char *device_id, c8y_upload *u,
                 http_cancel_fn cancelled);
 
+/* The SDK's platform_auth: the Authorization value for a connection the
+ * plugin opens itself to a->url (http, https, ws or wss; ws(s) counts as
+ * http(s) for the tenant-host rule), the base URL and the TLS trust
+ * settings. May wait (bounded) for a JWT; any thread except the main loop
+ * and Paho's. Returns C8Y_OK, C8Y_EINVAL, C8Y_EAUTH, C8Y_ECANCELED with
+ * a->error filled. */
+int http_platform_auth(http_ctx *h, c8y_platform_auth *a);
+
 /* ---- what a server sends (exposed for tests and the fuzzer) ----
  * The curl callbacks hand every header line and piece of body (curl has
  * undone any chunking) to these, and the answers are read from the

@@ -173,10 +173,85 @@ static void read_resume(journal *j, size_t lineno, json_t *o,
   }
 }
 
+/* The token in <RUNTIME_DIRECTORY>/boot-token, made on first use. The unit
+ * keeps the directory across service restarts (RuntimeDirectoryPreserve=),
+ * so only a new boot (a fresh /run) makes a new token. NULL without systemd
+ * or when the token cannot be kept: then the kernel's id alone decides. */
+static char *boot_token(void) {
+  const char *dir = getenv("RUNTIME_DIRECTORY");
+  if (!dir || dir[0] != '/')
+    return NULL;
+  char path[512];
+  size_t dlen = strcspn(dir, ":"); /* several directories: the first */
+  if (snprintf(path, sizeof path, "%.*s/boot-token", (int)dlen, dir) >=
+      (int)sizeof path)
+    return NULL;
+  char *tok = fsutil_read_first_line(path);
+  if (tok && strlen(tok) == 32 && strspn(tok, "0123456789abcdef") == 32)
+    return tok;
+  free(tok);
+  unsigned char raw[16];
+  int rfd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  if (rfd < 0)
+    return NULL;
+  ssize_t got = read(rfd, raw, sizeof raw);
+  close(rfd);
+  if (got != (ssize_t)sizeof raw)
+    return NULL;
+  char hex[33];
+  for (size_t i = 0; i < sizeof raw; i++)
+    snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+  /* O_EXCL: of two starts racing, one token wins and both read it. */
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+  if (fd >= 0) {
+    hex[32] = '\n';
+    int ok = fsutil_write_all(fd, hex, 33, NULL) == 0;
+    hex[32] = '\0';
+    close(fd);
+    if (!ok) {
+      unlink(path);
+      return NULL;
+    }
+  } else if (errno != EEXIST) {
+    return NULL;
+  }
+  tok = fsutil_read_first_line(path);
+  if (tok && strlen(tok) == 32)
+    return tok;
+  free(tok);
+  return NULL;
+}
+
 char *journal_boot_id(void) {
   const char *path = getenv("C8Y_BOOT_ID_FILE");
-  return fsutil_read_first_line(
-      path && *path ? path : "/proc/sys/kernel/random/boot_id");
+  if (path && *path)
+    return fsutil_read_first_line(path);
+  char *kernel = fsutil_read_first_line("/proc/sys/kernel/random/boot_id");
+  char *tok = boot_token();
+  if (!kernel || !tok) {
+    free(tok);
+    return kernel;
+  }
+  char *both = malloc(strlen(kernel) + 1 + strlen(tok) + 1);
+  if (both)
+    sprintf(both, "%s %s", kernel, tok);
+  free(kernel);
+  free(tok);
+  return both;
+}
+
+bool journal_booted_since(const char *now, const char *then) {
+  if (!now || !then)
+    return false;
+  size_t nk = strcspn(now, " "), tk = strcspn(then, " ");
+  if (nk != tk || memcmp(now, then, nk) != 0)
+    return true;
+  /* Same kernel id: a token on both sides still tells a container reboot;
+   * an entry written before tokens existed has none and is judged by the
+   * kernel id alone. */
+  if (now[nk] == ' ' && then[tk] == ' ')
+    return strcmp(now + nk + 1, then + tk + 1) != 0;
+  return false;
 }
 
 /* Waits until line `seq` is durable, running the fdatasync itself when no

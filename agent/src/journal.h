@@ -75,8 +75,18 @@ int journal_mark_resume(journal *j, uint64_t id, const char *const *fields,
                         size_t nfields);
 int journal_end(journal *j, uint64_t id);
 
-/* The kernel's boot id (C8Y_BOOT_ID_FILE overrides the path for tests);
- * malloc'ed, or NULL. */
+/* Which boot this is: the kernel's boot id, followed by " <token>" when the
+ * agent runs with a systemd RuntimeDirectory (a token it keeps there, in
+ * tmpfs, created on its first start of the boot). The token is needed in
+ * containers: systemd-nspawn gives each container boot its own boot id only
+ * in the container's /proc, and the unit's ProtectProc= mounts a fresh
+ * procfs that shows the host's id, so a rebooted container would look like
+ * the same boot. C8Y_BOOT_ID_FILE overrides it all for tests. malloc'ed, or
+ * NULL when nothing can be read. */
 char *journal_boot_id(void);
+/* True when `then` (recorded by journal_boot_id at some earlier time) names
+ * an earlier boot than `now`: the kernel ids differ, or both carry a token
+ * and the tokens differ. False when either is NULL (unknown). */
+bool journal_booted_since(const char *now, const char *then);
 
 #endif

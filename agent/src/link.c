@@ -385,7 +385,13 @@ void link_drain(link_ctx *l) {
     return;
   while (l->state == LINK_UP && l->ninflight < MAX_INFLIGHT) {
     outq_batch b;
-    if (outq_take(l->q, C8Y_MAX_LINE, &b) != 1)
+    /* Until the platform acknowledged this connect's registration, only its
+     * lines go: 100 must create the device (with its name and type) before
+     * lines plugins queued earlier, e.g. the software list, reach it. */
+    int took = l->reg_unacked > 0
+                   ? outq_take_tagged(l->q, l->reg_tag, C8Y_MAX_LINE, &b)
+                   : outq_take(l->q, C8Y_MAX_LINE, &b);
+    if (took != 1)
       break;
     if (!l->pending_requested && b.cls == OUTQ_MEASUREMENT) {
       /* A measurement backlog must not fill the window (and a slow link)

@@ -812,7 +812,7 @@ void ops_recover(ops *o) {
       snprintf(tbuf, sizeof tbuf, "s/us/%s", e->device);
       topic = tbuf;
     }
-    bool rebooted = boot && e->boot_id && strcmp(boot, e->boot_id) != 0;
+    bool rebooted = journal_booted_since(boot, e->boot_id);
     if (e->resume) {
       failures += keep_resumable(o, e, topic) != 0;
     } else if (e->reboot && rebooted) {
@@ -1068,7 +1068,7 @@ static c8y_operation *resumed_op(ops *o, journal_entry *e, reg_handler *h,
   e->fields = NULL;
   e->nfields = 0;
   op->resume = op->resumed = true;
-  op->rebooted = boot && e->boot_id && strcmp(boot, e->boot_id) != 0;
+  op->rebooted = journal_booted_since(boot, e->boot_id);
   atomic_init(&op->refs, 1);
   if (!op->template_id || !op->device) {
     op_release(op);

@@ -1838,11 +1838,12 @@ int outq_push(outq *q, outq_class cls, uint8_t replace_key, const char *topic,
   size_t sup_bytes = 0;
   if (cls == OUTQ_INVENTORY) {
     hl = hash_line(topic, tlen, line, llen);
-    if (index_find_dup(q, (uint32_t)tp, line, llen, hl, vol)) {
+    int listed = (flags & (OUTQ_LIST_HEAD | OUTQ_LIST_CHUNK)) != 0;
+    if (!listed && index_find_dup(q, (uint32_t)tp, line, llen, hl, vol)) {
       q->st.coalesced++;
       goto out;
     }
-    if (replace_key)
+    if (replace_key && !(flags & OUTQ_LIST_CHUNK))
       sup_bytes = index_superseded(q, (uint32_t)tp, replace_key, 0);
   }
   if (q->bytes - sup_bytes + need > q->max_bytes) {
@@ -2091,8 +2092,11 @@ static void pack_publish(outq *q, int cls, pack *pk, char *topic,
  * max_payload (the first line always goes: outq_push accepted it), and with
  * sequence numbers below seq_limit. 1 if a batch was made, 0 if `start`
  * turned out unreadable (dropped), -1 on ENOMEM. */
-static int make_batch(outq *q, int cls, uint64_t start, size_t max_payload,
-                      uint64_t seq_limit, outq_batch *b) {
+/* Packs queued entries of start's topic from start on. only_tag != 0: only
+ * entries carrying that tag; the others are stepped over and stay queued in
+ * their place. */
+static int make_batch_of(outq *q, int cls, uint64_t start, size_t max_payload,
+                         uint64_t seq_limit, uint64_t only_tag, outq_batch *b) {
   ring *r = &q->c[cls].r;
   uint32_t tp = ent_at(r, start)->topic;
   size_t tlen = q->tp[tp].len;
@@ -2104,6 +2108,8 @@ static int make_batch(outq *q, int cls, uint64_t start, size_t max_payload,
     int st = ent_state(e);
     if (st == ST_DEAD)
       continue;
+    if (only_tag && (st != ST_QUEUED || !(e->flags & EF_TAGGED)))
+      continue;
     if (st != ST_QUEUED || e->topic != tp)
       break;
     size_t llen = e->rlen - REC_HDR - tlen;
@@ -2114,6 +2120,8 @@ static int make_batch(outq *q, int cls, uint64_t start, size_t max_payload,
       ent_kill(q, cls, pos, 0);
       continue;
     }
+    if (only_tag && get64(p + 24) != only_tag)
+      continue;
     uint64_t seq = get64(p + 16);
     if (pk.nb && seq >= seq_limit)
       break;
@@ -2136,6 +2144,11 @@ static int make_batch(outq *q, int cls, uint64_t start, size_t max_payload,
 oom:
   pack_free(&pk);
   return -1;
+}
+
+static int make_batch(outq *q, int cls, uint64_t start, size_t max_payload,
+                      uint64_t seq_limit, outq_batch *b) {
+  return make_batch_of(q, cls, start, max_payload, seq_limit, 0, b);
 }
 
 /* Reads above this span record by record instead of in one pread. */
@@ -2345,6 +2358,40 @@ int outq_take(outq *q, size_t max_payload, outq_batch *b) {
         break;
     }
   }
+  pthread_mutex_unlock(&q->mu);
+  if (rc < 0) {
+    memset(b, 0, sizeof *b);
+    errno = ENOMEM;
+    return -1;
+  }
+  return rc;
+}
+
+int outq_take_tagged(outq *q, uint64_t tag, size_t max_payload, outq_batch *b) {
+  memset(b, 0, sizeof *b);
+  if (!q || !tag)
+    return 0;
+  pthread_mutex_lock(&q->mu);
+  /* The oldest queued entry with the tag, most important class first. */
+  int best_cls = -1;
+  uint64_t best_pos = 0;
+  for (size_t i = 0; i < q->ntags; i++) {
+    tagref *t = &q->tags[i];
+    ring *r = &q->c[t->cls].r;
+    if (t->tag != tag || !ring_has(r, t->pos))
+      continue;
+    ent *e = ent_at(r, t->pos);
+    if (ent_state(e) != ST_QUEUED || !(e->flags & EF_TAGGED))
+      continue;
+    if (best_cls < 0 || t->cls < best_cls ||
+        (t->cls == best_cls && t->pos < best_pos)) {
+      best_cls = t->cls;
+      best_pos = t->pos;
+    }
+  }
+  int rc = best_cls < 0 ? 0
+                        : make_batch_of(q, best_cls, best_pos, max_payload,
+                                        UINT64_MAX, tag, b);
   pthread_mutex_unlock(&q->mu);
   if (rc < 0) {
     memset(b, 0, sizeof *b);

@@ -88,6 +88,13 @@ typedef enum outq_class {
 
 /* Entry flags */
 #define OUTQ_VOLATILE 1u /* kept in memory only, never written to disk */
+/* A list sent as several lines (a software list: 140, then 141 chunks)
+ * shares one replace key. The head (OUTQ_LIST_HEAD) supersedes every queued
+ * line of its topic and key, the chunks of an older list included; a chunk
+ * (OUTQ_LIST_CHUNK) supersedes nothing. Neither is folded into an identical
+ * queued line: a list is only right as a whole, in its order. */
+#define OUTQ_LIST_HEAD 2u
+#define OUTQ_LIST_CHUNK 4u
 
 typedef struct outq_options {
   const char *dir;  /* NULL = memory only */
@@ -149,6 +156,11 @@ int outq_push(outq *q, outq_class cls, uint8_t replace_key, const char *topic,
 
 /* Takes the next batch. Returns 1 and fills *b, or 0 if nothing is queued. */
 int outq_take(outq *q, size_t max_payload, outq_batch *b);
+/* Like outq_take, but only entries queued with `tag`, oldest first, packed
+ * by topic; everything else stays queued in its place. The link uses it to
+ * send the registration of a connect before lines plugins queued earlier.
+ * Returns 1, 0 (none queued) or -1 (ENOMEM). */
+int outq_take_tagged(outq *q, uint64_t tag, size_t max_payload, outq_batch *b);
 /* Frees the batch's memory (not its entries). */
 void outq_batch_free(outq_batch *b);
 int outq_ack(outq *q, uint64_t batch_id);  /* entries deleted for good */

@@ -115,8 +115,8 @@ static int admit_line(c8y_plugin *p) {
 }
 
 static int queue_line(plugin_host *h, outq_class cls, uint8_t replace_key,
-                      const char *topic, const char *line) {
-  int rc = outq_push(h->q, cls, replace_key, topic, line, 0, 0);
+                      unsigned flags, const char *topic, const char *line) {
+  int rc = outq_push(h->q, cls, replace_key, topic, line, 0, flags);
   if (rc != C8Y_OK)
     return rc; /* already in the SDK's code space */
   if (h->wake)
@@ -132,10 +132,12 @@ int plugin_host_send_fields(plugin_host *h, outq_class cls, const char *topic,
   /* Only static inventory templates replace state; custom templates
    * (s/uc) are queued as events, so their ids are never taken for static
    * ones. */
-  uint8_t key = cls == OUTQ_INVENTORY && n ? proto_replace_key(fields[0]) : 0;
+  bool keyed = cls == OUTQ_INVENTORY && n;
+  uint8_t key = keyed ? proto_replace_key(fields[0]) : 0;
+  unsigned flags = keyed ? proto_replace_flags(fields[0]) : 0;
   if (rc == C8Y_OK)
     rc = b.len > C8Y_MAX_LINE ? C8Y_ETOOBIG
-                              : queue_line(h, cls, key, topic, b.data);
+                              : queue_line(h, cls, key, flags, topic, b.data);
   smartrest_buf_free(&b);
   return rc;
 }
@@ -404,9 +406,9 @@ typedef struct flush_ctx {
 static int emit_measurement(void *ctx, const char *line) {
   flush_ctx *f = ctx;
   int rc = admit_line(f->plugin);
-  return rc != C8Y_OK
-             ? rc
-             : queue_line(f->plugin->host, OUTQ_MEASUREMENT, 0, f->topic, line);
+  return rc != C8Y_OK ? rc
+                      : queue_line(f->plugin->host, OUTQ_MEASUREMENT, 0, 0,
+                                   f->topic, line);
 }
 
 /* 1 sample -> 200; more -> 201 lines of one measurement type. */
@@ -591,6 +593,23 @@ static int api_upload(c8y_plugin *self, c8y_upload *u) {
   return rc;
 }
 
+/* ---- api: the platform for a plugin's own connections (ABI 1.2) ---- */
+
+static int api_platform_auth(c8y_plugin *self, c8y_platform_auth *a) {
+  if (!self || !a || a->size < sizeof *a)
+    return C8Y_EINVAL;
+  if (!self->host->http) {
+    snprintf(a->error, sizeof a->error,
+             "the agent has no REST client (see the start-up log)");
+    return C8Y_EAUTH;
+  }
+  int rc = http_platform_auth(self->host->http, a);
+  if (rc != C8Y_OK)
+    log_warning("plugin %s: credentials for %s: %s", self->name,
+                a->url ? a->url : "(null)", a->error);
+  return rc;
+}
+
 static const c8y_api the_api = {
     .abi_major = C8Y_ABI_MAJOR,
     .abi_minor = C8Y_ABI_MINOR,
@@ -634,6 +653,7 @@ static const c8y_api the_api = {
     .add_child_operation = api_add_child_operation,
     .download = api_download,
     .upload = api_upload,
+    .platform_auth = api_platform_auth,
 };
 
 const c8y_api *plugin_host_api(void) { return &the_api; }

@@ -78,6 +78,17 @@ uint8_t proto_replace_key(const char *template_id) {
   if ((id >= 110 && id <= 119) || id == 121 || id == 122 || id == 143 ||
       id == 150)
     return (uint8_t)id;
+  if (id >= 140 && id <= 142)
+    return 140;
+  return 0;
+}
+
+unsigned proto_replace_flags(const char *template_id) {
+  int id = numeric_id(template_id);
+  if (id == 140)
+    return OUTQ_LIST_HEAD;
+  if (id == 141 || id == 142)
+    return OUTQ_LIST_CHUNK;
   return 0;
 }
 

@@ -27,8 +27,15 @@ outq_class proto_class(const char *template_id);
  * of something (hardware, firmware, software list, supported operations,
  * ...) makes an older queued one with the same id on the same topic
  * pointless, so its key is its template id (110-119, 121, 122, 143, 150;
- * all fit a byte); 0 for every other line. */
+ * all fit a byte; 140-142 share 140, see proto_replace_flags); 0 for every
+ * other line. */
 uint8_t proto_replace_key(const char *template_id);
+/* outq_push flags that go with the replace key: the software list is sent
+ * as 140 (the head, which sets the list) and 141 chunks (which append) and
+ * 142 (removals); all share key 140 and a new 140 makes every queued line
+ * of an older list pointless (OUTQ_LIST_HEAD / OUTQ_LIST_CHUNK). 0 for
+ * every other template. */
+unsigned proto_replace_flags(const char *template_id);
 /* Owned by the agent: operation statuses (the engine runs the lifecycle)
  * and the supported-operations list (built from every plugin's handlers).
  * Plugins and the local API may not send them. */

@@ -1,9 +1,10 @@
 /* trust: the one rule for who may write what the agent runs, reads as a
  * secret or follows as a symlink.
  *
- * Trusted writers are root, the user the agent runs as and, when the agent
- * runs as root, the service account the package creates (c8y-agent): that
- * account is the agent. Anyone else who can write a program the agent runs,
+ * Trusted writers are root, the user the agent runs as and the service
+ * account the package creates (c8y-agent): that account is the agent (an
+ * agent started by root, e.g. `connect --test`, reads the files the service
+ * owns). Anyone else who can write a program the agent runs,
  * a secret it reads or a symlink it follows gets the agent's privileges or
  * its secrets. Used by config (secret files) and, compiled into the bundled
  * plugins' common library, by cmn_path (commands, uploaded files). */

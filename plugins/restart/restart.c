@@ -89,6 +89,15 @@ static int run_helper(restart *r, c8y_operation *op, char *reason, size_t n) {
   free(res.out);
   if (rc == 0 && res.exit_code == 0)
     return 0;
+  /* The agent is stopping while the helper has the request: that is the
+   * reboot's shutdown. The operation completes after the boot (or fails
+   * then if there was none). */
+  if (rc == C8Y_ECANCELED) {
+    r->api->log(r->self, C8Y_LOG_NOTICE,
+                "stopping while the privileged helper reboots; the operation "
+                "is completed after the boot");
+    return 0;
+  }
   char desc[600];
   cmn_proc_describe(&res, rc, desc, sizeof desc);
   snprintf(reason, n, "reboot through the privileged helper failed: %s", desc);

@@ -147,8 +147,10 @@ typedef struct sw {
   const char *remove_command;
   const char *install_file_command;
   const char *helper_socket;
-  int use_helper; /* actions through c8y-agent-priv */
-  int download;   /* URL items: download and install the file */
+  const char *helper_verdict; /* c8y-agent-priv's self-upgrade verdict */
+  int use_helper;             /* actions through c8y-agent-priv */
+  int rollback_timeout_s;     /* read by the helper; checked and shown here */
+  int download;               /* URL items: download and install the file */
   int timeout_s;
   int list_timeout_s;
   int resume_wait_s;
@@ -544,6 +546,66 @@ static int sw_check_items(sw *s, const sw_item *it, size_t items,
   return 1;
 }
 
+/* ---- The helper's verdict on an upgrade of the agent itself ----------------
+ * c8y-agent-priv keeps the installed agent package, installs the new one
+ * and waits for the new agent to connect; if it does not within
+ * rollback_timeout, it reinstalls the kept one. Its verdict, a root-owned
+ * file of key=value lines, names the request it came from. The (old or new)
+ * agent that resumes the operation reads it: "pending"/"rolling-back" means
+ * wait, "rolled-back"/"failed" is the 502 reason, "ok" lets the usual check
+ * decide. */
+enum sw_verdict { SW_V_NONE, SW_V_WAIT, SW_V_OK, SW_V_FAILED };
+
+/* The request sw_run_action sent the helper for item i. */
+static void sw_helper_request(const sw *s, size_t i, const sw_item *it,
+                              char *out, size_t n) {
+  const char *dir = s->api->state_dir(s->self);
+  if (sw_has_url(it) && s->download && dir) {
+    char file[128];
+    sw_file_name(s, i, it, file, sizeof(file));
+    snprintf(out, n, "install-file %s/%s", dir, file);
+  } else {
+    snprintf(out, n, "install %s%s%s", it->name, it->version[0] ? " " : "",
+             it->version);
+  }
+}
+
+static enum sw_verdict sw_read_verdict(const sw *s, const sw_item *it,
+                                       size_t items, char *why, size_t n) {
+  if (!s->use_helper || !s->helper_verdict[0])
+    return SW_V_NONE;
+  FILE *f = fopen(s->helper_verdict, "re");
+  if (!f)
+    return SW_V_NONE;
+  char line[1200], state[32] = "", request[700] = "", reason[1000] = "";
+  while (fgets(line, sizeof(line), f)) {
+    line[strcspn(line, "\n")] = '\0';
+    if (strncmp(line, "state=", 6) == 0)
+      snprintf(state, sizeof(state), "%.31s", line + 6);
+    else if (strncmp(line, "request=", 8) == 0)
+      snprintf(request, sizeof(request), "%.699s", line + 8);
+    else if (strncmp(line, "reason=", 7) == 0)
+      snprintf(reason, sizeof(reason), "%.999s", line + 7);
+  }
+  fclose(f);
+  bool ours = false;
+  for (size_t i = 0; i < items && !ours; i++) {
+    if (strcmp(it[i].action, "install") != 0)
+      continue;
+    char req[700];
+    sw_helper_request(s, i, &it[i], req, sizeof(req));
+    ours = strcmp(req, request) == 0;
+  }
+  if (!ours)
+    return SW_V_NONE;
+  if (strcmp(state, "pending") == 0 || strcmp(state, "rolling-back") == 0)
+    return SW_V_WAIT;
+  if (strcmp(state, "ok") == 0)
+    return SW_V_OK;
+  snprintf(why, n, "%s", reason[0] ? reason : "the self-upgrade failed");
+  return SW_V_FAILED;
+}
+
 /* Sleeps up to ms, returning early (non-zero) when fini stops the plugin. */
 static int sw_nap(sw *s, int ms) {
   for (int t = 0; t < ms; t += 100) {
@@ -584,10 +646,23 @@ static int sw_resume(sw *s, c8y_operation *op, size_t stride, size_t items) {
   struct timespec t0, now;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   for (;;) {
-    ok = sw_check_items(s, it, items, found, why, sizeof(why));
+    enum sw_verdict v = sw_read_verdict(s, it, items, why, sizeof(why));
+    if (v == SW_V_FAILED)
+      ok = 0;
+    else if (v == SW_V_WAIT)
+      snprintf(why, sizeof(why),
+               "the privileged helper is still deciding on the upgrade of the "
+               "agent (no verdict in %s)",
+               s->helper_verdict);
+    else
+      ok = sw_check_items(s, it, items, found, why, sizeof(why));
     clock_gettime(CLOCK_MONOTONIC, &now);
-    if (ok || now.tv_sec - t0.tv_sec >= s->resume_wait_s ||
-        api->op_cancelled(op))
+    if (v == SW_V_FAILED)
+      break;
+    /* While the helper decides, its rollback_timeout adds to the wait. */
+    int wait_s =
+        s->resume_wait_s + (v == SW_V_WAIT ? s->rollback_timeout_s + 60 : 0);
+    if (ok || now.tv_sec - t0.tv_sec >= wait_s || api->op_cancelled(op))
       break;
     if (sw_nap(s, 5000)) {
       stopped = 1;
@@ -768,6 +843,18 @@ static int sw_read_config(sw *s) {
   const char *mode = api->config_string(s->self, "privileged", "auto");
   s->helper_socket =
       api->config_string(s->self, "helper_socket", CMN_PRIV_SOCKET);
+  s->helper_verdict = api->config_string(
+      s->self, "helper_verdict", "/var/lib/c8y-agent-priv/self-upgrade");
+  /* Read by c8y-agent-priv (as root, from the root-owned agent.ini); checked
+   * here so that a bad value is reported where the others are. */
+  rc = sw_timeout(s, "rollback_timeout", 120, &s->rollback_timeout_s);
+  if (rc == C8Y_OK && s->rollback_timeout_s < 10) {
+    api->log(s->self, C8Y_LOG_ERROR, "rollback_timeout: %d is below 10 seconds",
+             s->rollback_timeout_s);
+    rc = C8Y_EINVAL;
+  }
+  if (rc != C8Y_OK)
+    return rc;
   s->use_helper = cmn_proc_priv_use_helper(mode, s->helper_socket);
   if (s->use_helper < 0) {
     api->log(s->self, C8Y_LOG_ERROR,

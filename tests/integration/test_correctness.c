@@ -159,6 +159,22 @@ static void assert_has_time(const char *line, size_t field) {
   g_strfreev(f);
 }
 
+/* A plugin's inventory line queued before the connect (the software
+ * plugin's 143/140) goes out only after the registration: 100 creates the
+ * device with its name and type, 114 lists its operations first. */
+static void test_registration_before_plugin_lines(void) {
+  fx f = {0};
+  fx_up(&f, "[plugin.itest]\ninit_static = 143,itest_pkg\n");
+  g_assert_cmpint(sim_wait_line(f.s, "s/us", "143,itest_pkg", 0, 10000), >=, 0);
+  long p100 = fx_line_pos(&f, "s/us", "100,", NULL);
+  long p114 = fx_line_pos(&f, "s/us", "114,", NULL);
+  long p143 = fx_line_pos(&f, "s/us", "143,itest_pkg", NULL);
+  g_assert_cmpint(p100, ==, 0);
+  g_assert_cmpint(p114, >, p100);
+  g_assert_cmpint(p143, >, p114);
+  fx_down(&f);
+}
+
 static void test_events_and_alarms_keep_their_time(void) {
   fx f = {0};
   fx_up(&f, NULL);
@@ -372,6 +388,8 @@ int main(int argc, char **argv) {
                   test_child_operations_reach_their_plugin);
   g_test_add_func("/correct/registration-1000-children",
                   test_registration_of_1000_children);
+  g_test_add_func("/correct/registration-before-plugin-lines",
+                  test_registration_before_plugin_lines);
   g_test_add_func("/correct/timestamps",
                   test_events_and_alarms_keep_their_time);
   g_test_add_func("/correct/sigterm-running",

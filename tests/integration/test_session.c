@@ -44,6 +44,32 @@ static void test_will_on_sigkill(void) {
   fx_down(&f);
 }
 
+/* The give-up message names where each credential was set: a password from
+ * a conf.d drop-in is named there, not in agent.ini. */
+static void test_give_up_names_the_drop_in(void) {
+  fx f = {0};
+  fx_start_sim(&f);
+  fx_make_agent(&f, "secret", NULL);
+  char *confd = g_build_filename(agent_proc_dir(f.a), "conf.d", NULL);
+  g_assert_cmpint(g_mkdir_with_parents(confd, 0700), ==, 0);
+  char *dropin = g_build_filename(confd, "50-credentials.ini", NULL);
+  g_assert_true(g_file_set_contents(
+      dropin, "[c8y]\npassword = not-the-password\n", -1, NULL));
+  g_assert_cmpint(g_chmod(dropin, 0600), ==, 0);
+  fx_start_agent(&f);
+  g_assert_cmpint(agent_proc_wait_exit(f.a, 30000), ==, 3);
+  char *log = agent_proc_log(f.a);
+  char *want = g_strdup_printf("password (%s:2)", dropin);
+  g_assert_nonnull(strstr(log, "giving up"));
+  g_assert_nonnull(strstr(log, want));
+  g_assert_null(strstr(log, "not-the-password"));
+  g_free(want);
+  g_free(log);
+  g_free(dropin);
+  g_free(confd);
+  fx_down(&f);
+}
+
 static void test_no_will_on_clean_stop(void) {
   fx f = {0};
   fx_up(&f, NULL);
@@ -208,6 +234,8 @@ int main(int argc, char **argv) {
   g_test_add_func("/session/will-on-sigkill", test_will_on_sigkill);
   g_test_add_func("/session/no-will-on-clean-stop", test_no_will_on_clean_stop);
   g_test_add_func("/session/wrong-password", test_wrong_password);
+  g_test_add_func("/session/give-up-names-the-drop-in",
+                  test_give_up_names_the_drop_in);
   g_test_add_func("/session/broker-restart", test_broker_restart);
   g_test_add_func("/session/sighup-reload", test_sighup_reload);
   g_test_add_func("/session/idle-loop-sleeps", test_idle_loop_sleeps);

@@ -586,7 +586,8 @@ static void test_unknown_key(fx *f, gconstpointer data) {
   X(op_resume_after_restart)                                                   \
   X(op_resumed)                                                                \
   X(op_rebooted)                                                               \
-  X(add_child_operation)
+  X(add_child_operation)                                                       \
+  X(platform_auth)
 
 static void test_api_table(void) {
   const c8y_api *api = plugin_host_api();

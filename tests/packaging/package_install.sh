@@ -167,8 +167,8 @@ for u in c8y-agent-priv.socket c8y-agent-priv@.service; do
 done
 check "the helper's service runs the installed helper" \
   grep -q "^ExecStart=$priv --serve\$" "$(dirname "$unitfile")/c8y-agent-priv@.service"
-check "the socket is group $user, mode 0660" \
-  grep -q "^SocketGroup=$user\$" "$(dirname "$unitfile")/c8y-agent-priv.socket"
+check "the socket belongs to $user, mode 0600" \
+  grep -q "^SocketUser=$user\$" "$(dirname "$unitfile")/c8y-agent-priv.socket"
 if command -v deb-systemd-helper >/dev/null 2>&1; then
   check "the helper's socket is enabled" \
     test -L /etc/systemd/system/sockets.target.wants/c8y-agent-priv.socket

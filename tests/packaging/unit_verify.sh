@@ -17,7 +17,7 @@ fail=0
 # exit codes, user, state directory).
 for want in 'Type=notify' 'NotifyAccess=main' 'WatchdogSec=' \
     'ExecStart=/.*/c8y-agent -c /.*/agent.ini$' \
-    'ExecReload=/bin/kill -HUP \$MAINPID' 'Restart=on-failure' \
+    'ExecReload=/bin/sh -c .*/reloads;.*kill -HUP' 'Restart=on-failure' \
     'RestartPreventExitStatus=1 3$' 'LimitCORE=0$' 'MemoryMax=[0-9]' \
     'TasksMax=[0-9]' 'User=c8y-agent' 'Group=c8y-agent' \
     'StateDirectory=' 'ProtectSystem=strict' 'CapabilityBoundingSet=$' \
@@ -28,17 +28,19 @@ for want in 'Type=notify' 'NotifyAccess=main' 'WatchdogSec=' \
     fail=1
   fi
 done
-# The helper's socket: only root and the agent's group may connect, one
+# The helper's socket: only root and the agent's user may connect (not its
+# group, which operators join for the local API), no file left behind, one
 # service instance per connection (so each request is its own unit, outside
 # the agent's cgroup), and the instance runs the helper on the connection.
-for want in 'ListenStream=/run/c8y-agent-priv\.sock$' 'SocketUser=root$' \
-    'SocketGroup=c8y-agent$' 'SocketMode=0660$' 'Accept=yes$' \
+for want in 'ListenStream=/run/c8y-agent-priv\.sock$' 'SocketUser=c8y-agent$' \
+    'SocketMode=0600$' 'RemoveOnStop=yes$' 'Accept=yes$' \
     'WantedBy=sockets.target$'; do
   grep -q -E "^$want" "$psock" || {
     echo "FAIL: $psock has no line matching ^$want"; fail=1; }
 done
 for want in 'ExecStart=/.*/c8y-agent-priv --serve$' 'StandardInput=socket$' \
-    'StandardOutput=socket$' 'User=root$' 'RuntimeMaxSec='; do
+    'StandardOutput=socket$' 'User=root$' 'RuntimeMaxSec=' \
+    'StateDirectory=c8y-agent-priv$'; do
   grep -q -E "^$want" "$psvc" || {
     echo "FAIL: $psvc has no line matching ^$want"; fail=1; }
 done

@@ -130,11 +130,34 @@ static void priv_canned(ptu_priv *p, int c) {
                   (ssize_t)strlen(p->reply));
 }
 
+/* This process's cgroup: the helper admits only the agent unit's, and the
+ * plugin under test runs here. */
+static char *own_cgroup(void) {
+  char *cg = NULL;
+  g_assert_true(g_file_get_contents("/proc/self/cgroup", &cg, NULL, NULL));
+  const char *l = strstr(cg, "0::");
+  if (l && (l == cg || l[-1] == '\n'))
+    l += 3;
+  else if ((l = strstr(cg, ":name=systemd:")))
+    l += strlen(":name=systemd:");
+  g_assert_nonnull(l);
+  char *r = g_strndup(l, strcspn(l, "\n"));
+  g_free(cg);
+  return r;
+}
+
 static void priv_exec(ptu_priv *p, int c) {
-  char *env_dry = g_strdup("C8Y_PRIV_DRY_RUN=1");
-  char *env_pm = g_strdup("C8Y_PRIV_PM=apt");
-  char *env_state = g_strdup_printf("C8Y_PRIV_STATEDIR=%s", p->statedir);
-  char *envp[] = {env_dry, env_pm, env_state, NULL};
+  char *cg = own_cgroup();
+  char *envp[] = {
+      g_strdup("C8Y_PRIV_DRY_RUN=1"), g_strdup("C8Y_PRIV_PM=apt"),
+      g_strdup_printf("C8Y_PRIV_STATEDIR=%s", p->statedir),
+      g_strdup_printf("C8Y_PRIV_HOME=%s-priv", p->statedir),
+      g_strdup_printf("C8Y_PRIV_CGROUP=%s", cg),
+      /* The dry run's "repository" and installed packages (name=version*). */
+      g_strdup("C8Y_PRIV_DRY_PACKAGES=nginx=1.2-1 jq=1.6-2 curl=7.0* "
+               "c8y-agent=0.1.0-1*"),
+      NULL};
+  g_free(cg);
   int err = open(p->errlog, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   g_assert_cmpint(err, >=, 0);
   pid_t pid = fork();
@@ -142,16 +165,15 @@ static void priv_exec(ptu_priv *p, int c) {
     dup2(c, 0);
     dup2(c, 1);
     dup2(err, 2);
-    execle("/bin/sh", "sh", p->helper, "--serve", (char *)NULL, envp);
+    execle(p->helper, p->helper, "--serve", (char *)NULL, envp);
     _exit(127);
   }
   g_assert_cmpint(pid, >, 0);
   close(err);
   int status;
   waitpid(pid, &status, 0);
-  g_free(env_dry);
-  g_free(env_pm);
-  g_free(env_state);
+  for (size_t i = 0; envp[i]; i++)
+    g_free(envp[i]);
 }
 
 static void *priv_main(void *arg) {

@@ -130,6 +130,7 @@ AT(c8y_platform_auth, ca_file, 8720);
 AT(c8y_platform_auth, ca_path, 9232);
 AT(c8y_platform_auth, verify_peer, 9744);
 AT(c8y_platform_auth, error, 9748);
+AT(c8y_platform_auth, verify_hostname, 10004);
 _Static_assert(sizeof(c8y_platform_auth) == 10008,
                "c8y_platform_auth 1.2 is 10008 bytes");
 #endif

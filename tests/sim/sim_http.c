@@ -413,8 +413,11 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind,
 
 /* 0 = allowed; otherwise the status to answer. */
 static int check_auth(sim_http *h, struct MHD_Connection *c) {
-  const char *a =
-      MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+  return sim_http_check_authorization(
+      h, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization"));
+}
+
+int sim_http_check_authorization(sim_http *h, const char *a) {
   pthread_mutex_lock(&h->mu);
   if (a)
     h->auth_seen++;

@@ -48,6 +48,11 @@ const char *sim_http_url(const sim_http *h);
  * /inventory/binaries/<id>. Returns the id (> 0) or -1. */
 long sim_http_add_binary(sim_http *h, const char *path);
 
+/* The REST side's credential check for another endpoint of the same
+ * tenant (the remote-access WebSocket, sim_ws): 0 when the Authorization
+ * value (NULL = none) is accepted, else 401; counted like a request's. */
+int sim_http_check_authorization(sim_http *h, const char *authorization);
+
 /* ---- faults ---- */
 /* The next n downloads stop (connection closed) half way through what they
  * were asked for. */

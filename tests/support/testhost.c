@@ -83,6 +83,9 @@ struct testhost {
   atomic_bool handler_returned, reboot_requested, resume_requested;
   char *xfer_reason; /* under mu */
   atomic_int crash;  /* testhost_crash */
+  /* testhost_set_platform */
+  agent_config platform_cfg;
+  http_ctx *http;
 };
 
 #define UPLOAD_FIELDS 6
@@ -297,8 +300,12 @@ void testhost_unload(testhost *h) {
   }
   ops_fail_all(h->o, "agent stopped");
   pump(h);
+  if (h->http) /* the agent's order: transfers end before the workers */
+    http_stop(h->http);
   plugin_host_stop_worker(h->p);
   plugin_host_fini_plugin(h->p);
+  http_free(h->http);
+  h->http = NULL;
   /* Completions made by fini() become 503/502 lines. */
   pump(h);
   registry_remove_plugin(h->reg, h->p);
@@ -336,10 +343,28 @@ void testhost_free(testhost *h) {
   g_ptr_array_free(h->downloads, TRUE);
   g_ptr_array_free(h->uploads, TRUE);
   g_free(h->xfer_reason);
+  g_free(h->platform_cfg.http_url);
+  g_free(h->platform_cfg.ca_path);
   pthread_mutex_destroy(&h->mu);
   pthread_cond_destroy(&h->cv);
   g_free(h);
 }
+
+void testhost_set_platform(testhost *h, const char *http_url,
+                           const char *ca_path) {
+  g_free(h->platform_cfg.http_url);
+  g_free(h->platform_cfg.ca_path);
+  h->platform_cfg = (agent_config){.http_url = g_strdup(http_url),
+                                   .host = "127.0.0.1",
+                                   .tenant = "t1",
+                                   .user = "device",
+                                   .password = "secret",
+                                   .ca_path = g_strdup(ca_path),
+                                   .verify_hostname = true,
+                                   .transfer_max_bytes = 1 << 20};
+}
+
+static void no_token_source(void *ctx) { (void)ctx; }
 
 void testhost_set_config(testhost *h, const char *key, const char *value) {
   g_ptr_array_add(h->cfg_keys, g_strdup(key));
@@ -687,6 +712,13 @@ int testhost_load(testhost *h, const char *so_path) {
                           .state_dir = h->state_dir,
                           .wake = wake,
                           .wake_ctx = h};
+  if (h->platform_cfg.http_url) {
+    char err[256];
+    g_assert_cmpint(http_new(&h->platform_cfg, no_token_source, NULL, &h->http,
+                             err, sizeof err),
+                    ==, 0);
+    h->host.http = h->http;
+  }
   h->p = plugin_host_new_plugin(&h->host, local.name, local.version, so_path);
   g_assert_nonnull(h->p);
   h->plugin_init = local.init;
@@ -701,6 +733,8 @@ int testhost_load(testhost *h, const char *so_path) {
     log_error("plugin %s refused: %s", so_path, why); /* as the loader */
     plugin_host_free_plugin(h->p);
     h->p = NULL;
+    http_free(h->http);
+    h->http = NULL;
     dlclose(h->dl);
     h->dl = NULL;
   } else {

@@ -138,6 +138,15 @@ const char *testhost_upload_field(testhost *h, size_t i, const char *field);
  * resume): call before loading. */
 void testhost_set_abi_1_0(testhost *h);
 
+/* ---- The platform: api->platform_auth (ABI 1.2) ----
+ * After testhost_set_platform (before loading) the host has the agent's own
+ * REST client (http.c) for [c8y] http_url = `http_url` with Basic
+ * "t1/device:secret" (what sim_http accepts by default); `ca_path` as
+ * [c8y] ca_path (NULL = the system's). Without it platform_auth fails with
+ * C8Y_EAUTH, as on an agent that has no REST client. */
+void testhost_set_platform(testhost *h, const char *http_url,
+                           const char *ca_path);
+
 /* Captured lines "topic|line" in publish order (501/503/502 included). */
 size_t testhost_line_count(testhost *h);
 const char *testhost_line(testhost *h, size_t i); /* borrowed until clear */

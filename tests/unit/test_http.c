@@ -437,6 +437,95 @@ static void test_jwt_answered_at_once(void) {
   g_free(dir);
 }
 
+static void never_asked(void *ctx) { (void)ctx; }
+
+/* platform_auth: the tenant-host rule covers ws/wss like http/https, Basic
+ * is "<tenant>/<user>:<password>", a certificate device gets the JWT, and
+ * the trust settings are the REST client's. */
+static void test_platform_auth(void) {
+  char err[256];
+  agent_config cfg = {.http_url = "https://t1.example.com",
+                      .host = "mqtt.example.com",
+                      .tenant = "t1",
+                      .user = "device",
+                      .password = "secret",
+                      .ca_path = "/nonexistent/ca.pem",
+                      .verify_hostname = false,
+                      .transfer_max_bytes = 1 << 20};
+  http_ctx *h = NULL;
+  g_assert_cmpint(http_new(&cfg, never_asked, NULL, &h, err, sizeof err), ==,
+                  0);
+  c8y_platform_auth a = {
+      .size = sizeof a,
+      .url = "wss://t1.example.com/service/remoteaccess/device/k1"};
+  g_assert_cmpint(http_platform_auth(h, &a), ==, C8Y_OK);
+  gchar *basic = g_base64_encode((const guchar *)"t1/device:secret", 16);
+  gchar *want = g_strconcat("Basic ", basic, NULL);
+  g_assert_cmpstr(a.authorization, ==, want);
+  g_assert_cmpstr(a.base_url, ==, "https://t1.example.com");
+  g_assert_cmpstr(a.ca_file, ==, "/nonexistent/ca.pem");
+  g_assert_cmpstr(a.ca_path, ==, "");
+  g_assert_cmpint(a.verify_peer, ==, 1);
+  g_assert_cmpint(a.verify_hostname, ==, 0);
+  g_assert_cmpstr(a.error, ==, "");
+  /* the MQTT host over wss (port 443) is the tenant too */
+  a.url = "wss://mqtt.example.com/service/remoteaccess/device/k1";
+  g_assert_cmpint(http_platform_auth(h, &a), ==, C8Y_OK);
+  g_assert_cmpstr(a.authorization, ==, want);
+  /* another host, port or plain ws gets no credentials */
+  const char *foreign[] = {"wss://evil.example/service/remoteaccess/device/k",
+                           "wss://t1.example.com:8443/x",
+                           "ws://t1.example.com/x",
+                           "wss://t1.example.com@evil.example/x"};
+  for (size_t i = 0; i < G_N_ELEMENTS(foreign); i++) {
+    a.url = foreign[i];
+    g_assert_cmpint(http_platform_auth(h, &a), ==, C8Y_OK);
+    g_assert_cmpstr(a.authorization, ==, "");
+  }
+  a.url = NULL; /* only the tenant's URL and the trust settings */
+  g_assert_cmpint(http_platform_auth(h, &a), ==, C8Y_OK);
+  g_assert_cmpstr(a.authorization, ==, "");
+  g_assert_cmpstr(a.base_url, ==, "https://t1.example.com");
+  g_assert_cmpstr(a.ca_file, ==, "/nonexistent/ca.pem");
+  a.url = "ftp://t1.example.com/x";
+  g_assert_cmpint(http_platform_auth(h, &a), ==, C8Y_EINVAL);
+  g_assert_nonnull(strstr(a.error, "ftp://t1.example.com/x"));
+  http_stop(h);
+  a.url = "wss://t1.example.com/x";
+  g_assert_cmpint(http_platform_auth(h, &a), ==, C8Y_ECANCELED);
+  http_free(h);
+  g_free(want);
+  g_free(basic);
+
+  /* a certificate device: the JWT fetched over s/uat, as a Bearer */
+  char *hdr = b64url("{\"alg\":\"none\"}");
+  char *claims =
+      g_strdup_printf("{\"exp\":%lld}", (long long)time(NULL) + 3600);
+  char *pl = b64url(claims);
+  instant in = {.token = g_strdup_printf("%s.%s.sig", hdr, pl)};
+  agent_config jcfg = {.http_url = "https://t1.example.com",
+                       .host = "t1.example.com",
+                       .http_jwt = true,
+                       .verify_hostname = true,
+                       .transfer_max_bytes = 1 << 20};
+  g_assert_cmpint(http_new(&jcfg, answer_now, &in, &in.h, err, sizeof err), ==,
+                  0);
+  c8y_platform_auth j = {.size = sizeof j,
+                         .url = "wss://t1.example.com/service/x"};
+  g_assert_cmpint(http_platform_auth(in.h, &j), ==, C8Y_OK);
+  gchar *bearer = g_strconcat("Bearer ", in.token, NULL);
+  g_assert_cmpstr(j.authorization, ==, bearer);
+  g_assert_cmpint(j.verify_hostname, ==, 1);
+  g_assert_cmpstr(j.ca_file, ==, "");
+  g_assert_cmpint(in.asked, ==, 1);
+  http_free(in.h);
+  g_free(bearer);
+  g_free(in.token);
+  g_free(pl);
+  g_free(claims);
+  g_free(hdr);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/http/parse-url", test_parse_url);
@@ -444,6 +533,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/http/jwt-times", test_jwt_times);
   g_test_add_func("/http/sha256", test_sha256);
   g_test_add_func("/http/jwt-answered-at-once", test_jwt_answered_at_once);
+  g_test_add_func("/http/platform-auth", test_platform_auth);
   g_test_add("/http/resume-after-cut", dl_fx, NULL, dl_setup,
              test_resume_after_cut, dl_teardown);
   g_test_add("/http/resume-across-calls", dl_fx, NULL, dl_setup,

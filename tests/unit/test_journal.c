@@ -295,10 +295,49 @@ static void test_boot_id_override(fx *f, gconstpointer d) {
   g_assert_cmpstr(id, ==, "boot-A");
   g_free(id);
   g_unsetenv("C8Y_BOOT_ID_FILE");
+  g_unsetenv("RUNTIME_DIRECTORY");
   id = journal_boot_id(); /* the kernel's */
   g_assert_nonnull(id);
   g_assert_cmpuint(strlen(id), ==, 36);
   g_free(id);
+}
+
+/* Under systemd a per-boot token in the runtime directory joins the kernel
+ * id: kept across agent restarts, new when /run is new (a container reboot
+ * with the host's kernel id unchanged). */
+static void test_boot_token(fx *f, gconstpointer d) {
+  g_unsetenv("C8Y_BOOT_ID_FILE");
+  char *run = g_build_filename(f->dir, "run", NULL);
+  g_assert_cmpint(g_mkdir(run, 0750), ==, 0);
+  g_setenv("RUNTIME_DIRECTORY", run, TRUE);
+  char *first = journal_boot_id();
+  g_assert_nonnull(first);
+  g_assert_cmpuint(strlen(first), ==, 36 + 1 + 32);
+  char *again = journal_boot_id(); /* an agent restart: same boot */
+  g_assert_cmpstr(again, ==, first);
+  g_assert_false(journal_booted_since(again, first));
+  char *tokfile = g_build_filename(run, "boot-token", NULL);
+  g_assert_cmpint(g_unlink(tokfile), ==, 0); /* a new /run: a reboot */
+  char *after = journal_boot_id();
+  g_assert_nonnull(after);
+  g_assert_cmpstr(after, !=, first);
+  g_assert_true(journal_booted_since(after, first));
+  /* An entry from before tokens: the kernel id alone decides. */
+  char kernel_only[37];
+  memcpy(kernel_only, first, 36);
+  kernel_only[36] = '\0';
+  g_assert_false(journal_booted_since(after, kernel_only));
+  g_assert_true(journal_booted_since("other-kernel-id", kernel_only));
+  g_assert_false(journal_booted_since(NULL, first));
+  g_assert_false(journal_booted_since(after, NULL));
+  g_unsetenv("RUNTIME_DIRECTORY");
+  g_unlink(tokfile);
+  g_rmdir(run);
+  g_free(tokfile);
+  g_free(run);
+  g_free(first);
+  g_free(again);
+  g_free(after);
 }
 
 static const journal_entry *find_id(const journal_entry *v, size_t n,
@@ -403,6 +442,8 @@ int main(int argc, char **argv) {
              test_forget_keeps_new_operations, fx_teardown);
   g_test_add("/journal/boot-id-override", fx, NULL, fx_setup,
              test_boot_id_override, fx_teardown);
+  g_test_add("/journal/boot-token", fx, NULL, fx_setup, test_boot_token,
+             fx_teardown);
   g_test_add("/journal/resume-kept-across-restarts", fx, NULL, fx_setup,
              test_resume_kept_across_restarts, fx_teardown);
   g_test_add("/journal/resume-bad-fields", fx, NULL, fx_setup,

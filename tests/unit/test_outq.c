@@ -700,6 +700,105 @@ static void test_replace_keys(void) {
   rm_dir(dir);
 }
 
+/* The registration of a connect goes before inventory lines plugins queued
+ * earlier (a software list, supported types): taken by its tag, packed,
+ * with the other lines stepped over and left in their place. */
+static void test_take_tagged(void) {
+  char *dir = make_dir();
+  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, 0, "s/us", "143,apt", 0, 0), ==,
+                  0);
+  g_assert_cmpint(
+      outq_push(q, OUTQ_INVENTORY, 0, "s/us", "140,a,1", 0, OUTQ_VOLATILE), ==,
+      0);
+  g_assert_cmpint(outq_push(q, OUTQ_ALARM, 0, "s/us", "301,x", 0, 0), ==, 0);
+  const uint64_t reg = 1000;
+  g_assert_cmpint(
+      outq_push(q, OUTQ_INVENTORY, 0, "s/us", "100,dev,t", reg, OUTQ_VOLATILE),
+      ==, 0);
+  g_assert_cmpint(
+      outq_push(q, OUTQ_INVENTORY, 0, "s/us", "110,1,m,r", reg, OUTQ_VOLATILE),
+      ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, 0, "s/us/c1", "114,c8y_Restart",
+                            reg, OUTQ_VOLATILE),
+                  ==, 0);
+  outq_batch b;
+  g_assert_cmpint(outq_take_tagged(q, reg, MAXP, &b), ==, 1);
+  g_assert_cmpstr(b.topic, ==, "s/us");
+  g_assert_cmpstr(b.payload, ==, "100,dev,t\n110,1,m,r");
+  g_assert_cmpuint(b.ntags, ==, 2);
+  uint64_t first = b.id;
+  outq_batch_free(&b);
+  g_assert_cmpint(outq_take_tagged(q, reg, MAXP, &b), ==, 1);
+  g_assert_cmpstr(b.topic, ==, "s/us/c1");
+  g_assert_cmpstr(b.payload, ==, "114,c8y_Restart");
+  uint64_t second = b.id;
+  outq_batch_free(&b);
+  g_assert_cmpint(outq_take_tagged(q, reg, MAXP, &b), ==, 0);
+  g_assert_cmpint(outq_take_tagged(q, 77, MAXP, &b), ==, 0);
+  /* A lost link puts a registration batch back; it is taken again first. */
+  g_assert_cmpint(outq_nack(q, second), ==, 0);
+  g_assert_cmpint(outq_take_tagged(q, reg, MAXP, &b), ==, 1);
+  g_assert_cmpstr(b.payload, ==, "114,c8y_Restart");
+  second = b.id;
+  outq_batch_free(&b);
+  g_assert_cmpint(outq_ack(q, first), ==, 0);
+  g_assert_cmpint(outq_ack(q, second), ==, 0);
+  /* What was stepped over is still there, in its order. */
+  assert_take_ack(q, MAXP, OUTQ_ALARM, "s/us", "301,x");
+  assert_take_ack(q, MAXP, OUTQ_INVENTORY, "s/us", "143,apt");
+  assert_take_ack(q, MAXP, OUTQ_INVENTORY, "s/us", "140,a,1");
+  assert_empty(q);
+  outq_close(q);
+  rm_dir(dir);
+}
+
+/* A software list queued before a restart (140 + 141 chunks) is replaced as
+ * a whole by the list the restarted agent sends: the first 140 the platform
+ * gets after a self-upgrade lists the new version, and no stale chunk of
+ * the old list is appended to the new one. */
+static void test_list_replaced_whole(void) {
+  char *dir = make_dir();
+  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, 140, "s/us", "140,agent,1.0", 0,
+                            OUTQ_LIST_HEAD),
+                  ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, 140, "s/us", "141,old,1", 0,
+                            OUTQ_LIST_CHUNK),
+                  ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, 140, "s/us", "141,gone,1", 0,
+                            OUTQ_LIST_CHUNK),
+                  ==, 0);
+  outq_close(q);
+  q = open_q(dir, OUTQ_FSYNC_NEVER, 0); /* the upgraded agent */
+  g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, 140, "s/us", "140,agent,2.0", 0,
+                            OUTQ_LIST_HEAD),
+                  ==, 0);
+  g_assert_cmpint(outq_push(q, OUTQ_INVENTORY, 140, "s/us", "141,old,1", 0,
+                            OUTQ_LIST_CHUNK),
+                  ==, 0);
+  assert_take_ack(q, MAXP, OUTQ_INVENTORY, "s/us", "140,agent,2.0\n141,old,1");
+  assert_empty(q);
+  /* An unchanged head is not folded into the queued one: the chunks after
+   * it still replace the old chunks. */
+  g_assert_cmpint(
+      outq_push(q, OUTQ_INVENTORY, 140, "s/us", "140,a,1", 0, OUTQ_LIST_HEAD),
+      ==, 0);
+  g_assert_cmpint(
+      outq_push(q, OUTQ_INVENTORY, 140, "s/us", "141,b,1", 0, OUTQ_LIST_CHUNK),
+      ==, 0);
+  g_assert_cmpint(
+      outq_push(q, OUTQ_INVENTORY, 140, "s/us", "140,a,1", 0, OUTQ_LIST_HEAD),
+      ==, 0);
+  g_assert_cmpint(
+      outq_push(q, OUTQ_INVENTORY, 140, "s/us", "141,c,1", 0, OUTQ_LIST_CHUNK),
+      ==, 0);
+  assert_take_ack(q, MAXP, OUTQ_INVENTORY, "s/us", "140,a,1\n141,c,1");
+  assert_empty(q);
+  outq_close(q);
+  rm_dir(dir);
+}
+
 static void test_remove_tag(void) {
   char *dir = make_dir();
   outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
@@ -1435,6 +1534,8 @@ int main(int argc, char **argv) {
   g_test_add_func("/outq/coalesce", test_coalesce);
   g_test_add_func("/outq/replace_keys", test_replace_keys);
   g_test_add_func("/outq/remove_tag", test_remove_tag);
+  g_test_add_func("/outq/take_tagged", test_take_tagged);
+  g_test_add_func("/outq/list_replaced_whole", test_list_replaced_whole);
   g_test_add_func("/outq/compaction", test_compaction);
   g_test_add_func("/outq/open_errors", test_open_errors);
   g_test_add_func("/outq/many", test_many);

@@ -41,12 +41,22 @@ static void test_replace_key_and_ownership(void) {
                          "119", "121", "122", "143", "150"};
   for (size_t i = 0; i < G_N_ELEMENTS(state); i++)
     g_assert_cmpuint(proto_replace_key(state[i]), ==, atoi(state[i]));
-  const char *not_state[] = {"100", "101",  "109", "120",  "123", "140",
-                             "141", "144",  "151", "200",  "301", "400",
-                             "503", "1170", "11",  "117a", "",    "abc"};
+  const char *not_state[] = {"100", "101",  "109", "120", "123", "144",
+                             "151", "200",  "301", "400", "503", "1170",
+                             "11",  "117a", "",    "abc"};
   for (size_t i = 0; i < G_N_ELEMENTS(not_state); i++)
     g_assert_cmpuint(proto_replace_key(not_state[i]), ==, 0);
   g_assert_cmpuint(proto_replace_key(NULL), ==, 0);
+  /* The software list is one list over 140 + 141 chunks (+ 142): one key,
+   * and only the head supersedes. */
+  g_assert_cmpuint(proto_replace_key("140"), ==, 140);
+  g_assert_cmpuint(proto_replace_key("141"), ==, 140);
+  g_assert_cmpuint(proto_replace_key("142"), ==, 140);
+  g_assert_cmpuint(proto_replace_flags("140"), ==, OUTQ_LIST_HEAD);
+  g_assert_cmpuint(proto_replace_flags("141"), ==, OUTQ_LIST_CHUNK);
+  g_assert_cmpuint(proto_replace_flags("142"), ==, OUTQ_LIST_CHUNK);
+  g_assert_cmpuint(proto_replace_flags("114"), ==, 0);
+  g_assert_cmpuint(proto_replace_flags(NULL), ==, 0);
   /* Every keyed id travels in the one class where the queue honours keys. */
   for (size_t i = 0; i < G_N_ELEMENTS(state); i++)
     g_assert_cmpint(proto_class(state[i]), ==, OUTQ_INVENTORY);

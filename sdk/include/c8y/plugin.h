@@ -165,6 +165,10 @@ typedef struct c8y_platform_auth {
   char ca_path[512];        /* "" = the system's */
   int verify_peer;          /* 0 only when the configuration turns it off */
   char error[256];          /* reason on failure, "" on success */
+  /* Whether the certificate must name the host ([c8y] verify_hostname);
+   * independent of verify_peer (the chain is still checked when this is 0).
+   * Written only when `size` covers it. */
+  int verify_hostname;
 } c8y_platform_auth;
 
 /* ---- Services the agent provides ------------------------------------------
@@ -365,7 +369,10 @@ typedef struct c8y_api {
   int (*set_health)(c8y_plugin *self, int up, const char *reason);
   /* Fills `a` for a connection the plugin opens itself to `a->url`. May
    * block (bounded, at most 30 s) while a JWT is fetched. Returns C8Y_OK,
-   * C8Y_EINVAL, C8Y_EAUTH (no credentials yet), C8Y_ETIMEDOUT.
+   * C8Y_EINVAL, C8Y_EAUTH (no credentials yet), C8Y_ETIMEDOUT, C8Y_ECANCELED
+   * (the agent is stopping). With a->url NULL it fills only base_url and
+   * the trust settings (for a plugin that derives its URL from the
+   * tenant's) and returns C8Y_OK.
    * [any thread] */
   int (*platform_auth)(c8y_plugin *self, c8y_platform_auth *a);
 

@@ -270,6 +270,20 @@ static int init(c8y_plugin *self, const c8y_api *a, void **ud) {
     return C8Y_EINVAL;
   if (burst > 0 && queue_burst(self, burst) != C8Y_OK)
     return C8Y_EIO;
+  /* An inventory line queued at init, before the agent has connected (as
+   * the software plugin's 143/140 are). */
+  const char *init_static = api->config_string(self, "init_static", NULL);
+  if (init_static) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", init_static);
+    const char *fields[16];
+    size_t n = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok && n < 16;
+         tok = strtok_r(NULL, ",", &save))
+      fields[n++] = tok;
+    if (n == 0 || api->send_static(self, NULL, fields, n) != C8Y_OK)
+      return C8Y_EINVAL;
+  }
   int rc =
       api->add_operation(self, "511", (uint32_t)timeout_ms, on_command, NULL);
   if (rc == C8Y_OK)
