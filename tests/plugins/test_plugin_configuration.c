@@ -593,16 +593,17 @@ static void test_crash(fixture *f, gconstpointer data) {
   char *got = ptu_read_text(target);
   g_assert_cmpstr(got, ==, applied ? "new=1" : "old=1");
   g_free(got);
+  char *engine_502 = g_strdup_printf("502,%s,the agent stopped while the "
+                                     "operation was executing",
+                                     fragment);
   if (cc->step == STEP_DOWNLOAD || cc->step == STEP_APPLY) {
     /* Not marked to outlive a restart: the engine fails it at start. */
-    char *want = g_strdup_printf("s/us|502,%s,the agent stopped while the "
-                                 "operation was executing",
-                                 fragment);
-    g_assert_cmpstr(testhost_find_line(f->h, "502,"), ==, want);
-    g_free(want);
+    g_assert_nonnull(testhost_find_line(f->h, engine_502));
+    g_assert_cmpuint(testhost_count_lines(f->h, "502,"), ==, 1);
   } else {
-    /* Handed back to the plugin, which reports what its record says. */
-    g_assert_null(testhost_find_line(f->h, "502,"));
+    /* Handed back to the plugin, which reports what its record says (it
+     * may have done so already while the plugin loaded). */
+    g_assert_null(testhost_find_line(f->h, engine_502));
     g_assert_true(testhost_wait_op_done(f->h, OP_WAIT_MS));
     g_assert_cmpint(testhost_op_state_now(f->h), ==,
                     applied ? TESTHOST_OP_SUCCEEDED : TESTHOST_OP_FAILED);
@@ -614,6 +615,7 @@ static void test_crash(fixture *f, gconstpointer data) {
       g_free(want);
     }
   }
+  g_free(engine_502);
   if (cc->step == STEP_APPLY || cc->step == STEP_RESUME_MARK)
     g_assert_nonnull(testhost_find_log(f->h, "previous file restored"));
   /* What is in force is what 113 reported at start. */
