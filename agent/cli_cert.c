@@ -1,8 +1,10 @@
 #include "cli_cert.h"
 
 #include "config.h"
+#include "enroll.h"
 #include "x509.h"
 
+#include <c8y/plugin.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -22,8 +24,10 @@
 #define DEFAULT_DAYS 365
 
 typedef struct cert_args {
-  const char *cmd; /* "create" or "csr" */
+  const char *cmd; /* "create", "csr" or "enroll" */
   const char *id, *cert, *key, *out, *owner;
+  const char *url, *otp_file, *key_type; /* enroll */
+  bool otp_stdin;
   long days;
   bool force;
   uid_t uid; /* (uid_t)-1: keep the creator's */
@@ -269,6 +273,134 @@ out:
   return rc;
 }
 
+/* First line of path (the one-time password), malloc'ed, or NULL. */
+static char *read_secret_line(FILE *f) {
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t n = getline(&line, &cap, f);
+  if (n <= 0) {
+    free(line);
+    return NULL;
+  }
+  line[strcspn(line, "\r\n")] = '\0';
+  if (!*line) {
+    free(line);
+    return NULL;
+  }
+  return line;
+}
+
+static void wipe(char *s) {
+  if (s) {
+    explicit_bzero(s, strlen(s));
+    free(s);
+  }
+}
+
+static int give_to_owner(const cert_args *a, const char *path) {
+  if (a->uid == (uid_t)-1 || chown(path, a->uid, a->gid) == 0)
+    return 0;
+  fprintf(stderr, "c8y-agent cert enroll: %s: cannot give it to %s: %s\n", path,
+          a->owner, strerror(errno));
+  return -1;
+}
+
+/* The by-hand form of what the daemon does at start with a one-time
+ * password (see agent.c enroll_at_start): one attempt, its outcome
+ * printed. */
+static int cert_enroll(const cert_args *a, const agent_config *cfg) {
+  char err[1024];
+  if (!a->force &&
+      enroll_pair_usable(a->cert, a->key, a->id, err, sizeof err)) {
+    fprintf(stderr,
+            "c8y-agent cert enroll: %s already holds a usable certificate "
+            "for %s; use --force to enroll a new one\n",
+            a->cert, a->id);
+    return 1;
+  }
+  const char *url = a->url ? a->url : cfg ? cfg->enroll_url : NULL;
+  const char *key_type = a->key_type ? a->key_type
+                         : cfg       ? cfg->cert_key_type
+                                     : NULL;
+  if (!url || strncmp(url, "https://", 8) != 0) {
+    fprintf(stderr,
+            "c8y-agent cert enroll: no https URL of the certificate "
+            "authority: set [c8y] enroll_url or http_url, or pass --url\n");
+    return 1;
+  }
+  if (!enroll_key_type_valid(key_type)) {
+    fprintf(stderr,
+            "c8y-agent cert enroll: key type '%s' is not ec-p256, rsa-2048, "
+            "rsa-3072 or rsa-4096\n",
+            key_type);
+    return 2;
+  }
+  const char *otp_file = a->otp_file            ? a->otp_file
+                         : a->otp_stdin || !cfg ? NULL
+                                                : cfg->enroll_otp_file;
+  char *otp = NULL;
+  if (a->otp_file) {
+    FILE *f = fopen(a->otp_file, "re");
+    if (!f) {
+      fprintf(stderr, "c8y-agent cert enroll: --otp-file %s: %s\n", a->otp_file,
+              strerror(errno));
+      return 1;
+    }
+    otp = read_secret_line(f);
+    fclose(f);
+  } else if (a->otp_stdin) {
+    otp = read_secret_line(stdin);
+  } else if (cfg && cfg->enroll_otp) {
+    otp = strdup(cfg->enroll_otp);
+  }
+  if (!otp) {
+    fprintf(stderr, "c8y-agent cert enroll: no one-time password: set [c8y] "
+                    "enroll_otp_file, or pass --otp-file FILE or --otp-stdin "
+                    "(its first line)\n");
+    return 1;
+  }
+  enroll_request req = {.base_url = url,
+                        .device_id = a->id,
+                        .key_type = key_type,
+                        .cert_file = a->cert,
+                        .key_file = a->key,
+                        .ca_path = cfg ? cfg->ca_path : NULL,
+                        .verify_hostname = cfg ? cfg->verify_hostname : true,
+                        .otp = otp};
+  int rc = enroll_request_certificate(&req, err, sizeof err);
+  wipe(otp);
+  char *staged_key = enroll_staged_path(a->key);
+  char *staged_cert = enroll_staged_path(a->cert);
+  if (rc == 0 &&
+      (!staged_key || !staged_cert || give_to_owner(a, staged_key) != 0 ||
+       give_to_owner(a, staged_cert) != 0)) {
+    enroll_discard(a->cert, a->key);
+    rc = C8Y_EIO;
+    snprintf(err, sizeof err, "the new files could not be handed over");
+  }
+  free(staged_key);
+  free(staged_cert);
+  if (rc == 0)
+    rc = enroll_commit(a->cert, a->key, err, sizeof err);
+  if (rc != 0) {
+    fprintf(stderr, "c8y-agent cert enroll: %s\n", err);
+    return rc == C8Y_EAUTH ? 3 : 1;
+  }
+  printf("enrolled %s (CN=%s, issued by the certificate authority at %s) "
+         "and its key %s (mode 0600)\n",
+         a->cert, a->id, url, a->key);
+  if (otp_file) {
+    if (unlink(otp_file) == 0)
+      printf("removed the used one-time password file %s\n", otp_file);
+    else if (errno != ENOENT)
+      fprintf(stderr,
+              "c8y-agent cert enroll: cannot remove the used one-time "
+              "password file %s: %s; remove it by hand\n",
+              otp_file, strerror(errno));
+  }
+  return 0;
+}
+
 static void usage(FILE *f) {
   fputs("usage: c8y-agent [-c FILE] cert create [--id ID] [--cert FILE] "
         "[--key FILE]\n"
@@ -285,6 +417,22 @@ static void usage(FILE *f) {
         "csr:    a certificate signing request (PEM, to stdout without "
         "--out) with\n"
         "        CN = the device id, for the key (created when missing).\n"
+        "       c8y-agent [-c FILE] cert enroll [--id ID] [--cert FILE] "
+        "[--key FILE]\n"
+        "                                  [--otp-file FILE | --otp-stdin] "
+        "[--url URL]\n"
+        "                                  [--key-type TYPE] [--force] "
+        "[--owner USER[:GROUP]]\n"
+        "enroll: a new key (ec-p256, or --key-type rsa-2048|rsa-3072|"
+        "rsa-4096) and a\n"
+        "        certificate from Cumulocity's certificate authority (EST "
+        "simpleenroll),\n"
+        "        authenticated by the device's one-time password ([c8y] "
+        "enroll_otp or\n"
+        "        enroll_otp_file, --otp-file, or one line on stdin); a used "
+        "password file\n"
+        "        is removed. Refuses to replace a usable certificate without "
+        "--force.\n"
         "--owner:  who owns the new files (the agent's user must read the "
         "key).\n"
         "Defaults: [device] id, [c8y] cert_file and key_file of the "
@@ -320,7 +468,8 @@ static int resolve_owner(cert_args *a) {
 
 static int parse_args(int argc, char **argv, const char **config,
                       cert_args *a) {
-  if (argc < 2 || (strcmp(argv[1], "create") && strcmp(argv[1], "csr"))) {
+  if (argc < 2 || (strcmp(argv[1], "create") && strcmp(argv[1], "csr") &&
+                   strcmp(argv[1], "enroll"))) {
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
       usage(stdout);
       return 0;
@@ -331,11 +480,14 @@ static int parse_args(int argc, char **argv, const char **config,
   a->cmd = argv[1];
   for (int i = 2; i < argc; i++) {
     const char *o = argv[i];
-    const char **dst = !strcmp(o, "--id")      ? &a->id
-                       : !strcmp(o, "--cert")  ? &a->cert
-                       : !strcmp(o, "--key")   ? &a->key
-                       : !strcmp(o, "--out")   ? &a->out
-                       : !strcmp(o, "--owner") ? &a->owner
+    const char **dst = !strcmp(o, "--id")         ? &a->id
+                       : !strcmp(o, "--cert")     ? &a->cert
+                       : !strcmp(o, "--key")      ? &a->key
+                       : !strcmp(o, "--out")      ? &a->out
+                       : !strcmp(o, "--owner")    ? &a->owner
+                       : !strcmp(o, "--url")      ? &a->url
+                       : !strcmp(o, "--otp-file") ? &a->otp_file
+                       : !strcmp(o, "--key-type") ? &a->key_type
                        : (!strcmp(o, "-c") || !strcmp(o, "--config")) ? config
                                                                       : NULL;
     if (dst && i + 1 < argc) {
@@ -350,6 +502,8 @@ static int parse_args(int argc, char **argv, const char **config,
       }
     } else if (!strcmp(o, "--force")) {
       a->force = true;
+    } else if (!strcmp(o, "--otp-stdin")) {
+      a->otp_stdin = true;
     } else {
       fprintf(stderr, "c8y-agent cert: unknown or incomplete argument '%s'\n",
               o);
@@ -372,11 +526,14 @@ int cli_cert_main(const char *config, int argc, char **argv) {
   agent_config cfg;
   char err[1024];
   bool have_cfg = config_load(config, &cfg, err, sizeof err) == 0;
-  bool need_cfg = !a.id || !a.key || (!strcmp(a.cmd, "create") && !a.cert);
+  bool need_cfg = !a.id || !a.key || (strcmp(a.cmd, "csr") && !a.cert) ||
+                  (!strcmp(a.cmd, "enroll") && !a.url);
   if (!have_cfg && need_cfg) {
     fprintf(stderr, "%s\n", err);
     fprintf(stderr, "c8y-agent cert: or pass --id, --key%s\n",
-            strcmp(a.cmd, "create") ? "" : " and --cert");
+            !strcmp(a.cmd, "csr")      ? ""
+            : !strcmp(a.cmd, "enroll") ? ", --cert and --url"
+                                       : " and --cert");
     return 1;
   }
   if (have_cfg) {
@@ -388,7 +545,7 @@ int cli_cert_main(const char *config, int argc, char **argv) {
       a.key = cfg.key_file;
   }
   rc = 1;
-  if (!a.key || (!strcmp(a.cmd, "create") && !a.cert))
+  if (!a.key || (strcmp(a.cmd, "csr") && !a.cert))
     fprintf(stderr,
             "c8y-agent cert: no %s file: set [c8y] cert_file and key_file in "
             "%s or pass --cert/--key\n",
@@ -398,6 +555,8 @@ int cli_cert_main(const char *config, int argc, char **argv) {
             "c8y-agent cert: device id '%s' cannot be a certificate CN for "
             "Cumulocity (':', '/', '+' and '#' are not allowed)\n",
             a.id);
+  else if (!strcmp(a.cmd, "enroll"))
+    rc = cert_enroll(&a, have_cfg ? &cfg : NULL);
   else
     rc = !strcmp(a.cmd, "create") ? cert_create(&a) : cert_csr(&a);
   if (have_cfg)

@@ -4,6 +4,7 @@
 #include "cli_api.h"
 #include "cli_cert.h"
 #include "cli_connect.h"
+#include "cli_diag.h"
 #include "config.h"
 #include "crash.h"
 #include "log.h"
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #ifndef C8Y_VERSION
 #define C8Y_VERSION "0.0.0"
@@ -28,7 +30,7 @@
 static void usage(FILE *out) {
   fprintf(out,
           "usage: c8y-agent [-c FILE] [--check-config | --list-plugins]\n"
-          "       c8y-agent [-c FILE] send|status|ops ... (see send --help)\n"
+          "       c8y-agent [-c FILE] send|status|ops|diag ... (CMD --help)\n"
           "\n"
           "Cumulocity IoT edge agent: one MQTT session, native plugins.\n"
           "\n"
@@ -46,6 +48,10 @@ static void usage(FILE *out) {
           "                     and say which step failed and why\n"
           "  cert create|csr    a device key + self-signed certificate, or a\n"
           "                     CSR, with CN = the device id (cert --help)\n"
+          "  cert enroll        a device key + certificate from Cumulocity's\n"
+          "                     certificate authority (one-time password)\n"
+          "  diag [-o FILE]     a support bundle (.tar.gz): versions, config\n"
+          "                     without secrets, status, logs (diag --help)\n"
           "  -h, --help         show this help\n",
           C8Y_DEFAULT_CONFIG);
 }
@@ -64,7 +70,9 @@ static int check_config(const char *path) {
     fprintf(stderr, "%s\n", err);
     return AGENT_EXIT_CONFIG;
   }
-  if (cfg.cert_file &&
+  /* A device that enrolls at start has no certificate yet. */
+  bool enrolls = cfg.enroll_otp && access(cfg.cert_file, F_OK) != 0;
+  if (cfg.cert_file && !enrolls &&
       x509_check_device_cert(cfg.cert_file, cfg.key_file, cfg.device_id, err,
                              sizeof err) != 0) {
     fprintf(stderr, "%s\n", err);
@@ -177,6 +185,8 @@ int main(int argc, char **argv) {
       return cli_cert_main(config, argc - i, argv + i);
     } else if (strcmp(arg, "connect") == 0) {
       return cli_connect_main(config, argc - i, argv + i);
+    } else if (strcmp(arg, "diag") == 0) {
+      return cli_diag_main(config, argc - i, argv + i);
     } else if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
       usage(stdout);
       return 0;
@@ -209,6 +219,10 @@ int main(int argc, char **argv) {
                   "(C8Y_SYSTEST_BROKEN_AGENT); exiting\n");
   return 2;
 #endif
+  /* What plugins start (the logfile plugin's `c8y-agent diag`) reads the
+   * configuration this agent runs with, also when it came from -c. */
+  if (setenv("C8Y_AGENT_CONFIG", config, 1) != 0)
+    log_warning("setenv(C8Y_AGENT_CONFIG): %s", strerror(errno));
   /* The process holds the password: no core dump, no ptrace by the same
    * user, no /proc/<pid>/mem for others (the unit adds LimitCORE=0). */
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)

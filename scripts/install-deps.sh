@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages needed to build, test and run c8y-agent.
 # Idempotent: does nothing when everything is already there.
+#   scripts/install-deps.sh [PKG...]              native build (+ PKG...)
+#   scripts/install-deps.sh --arch ARCH [PKG...]  also what a cross build for
+#       the Debian architecture ARCH (arm64, armhf) needs: the cross
+#       compilers, qemu-user with binfmt_misc, and every lib*-dev below as
+#       its :ARCH package (so a library added here is cross-built too).
 set -euo pipefail
+
+cross_arch=""
+if [ "${1:-}" = --arch ]; then
+  cross_arch=${2:?--arch needs a Debian architecture (arm64, armhf)}
+  shift 2
+fi
 
 packages=(
   build-essential cmake pkg-config
@@ -10,6 +21,13 @@ packages=(
   libcurl4-openssl-dev libmicrohttpd-dev libwebsockets-dev
   "$@"
 )
+
+if [ -n "$cross_arch" ]; then
+  for p in "${packages[@]}"; do
+    case $p in lib*-dev) packages+=("$p:$cross_arch") ;; esac
+  done
+  packages+=("crossbuild-essential-$cross_arch" qemu-user-static binfmt-support)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -27,5 +45,9 @@ if [ "$(id -u)" -ne 0 ]; then
   sudo=sudo
 fi
 echo "install-deps: installing ${missing[*]}"
+if [ -n "$cross_arch" ] &&
+  ! dpkg --print-foreign-architectures | grep -qx "$cross_arch"; then
+  $sudo dpkg --add-architecture "$cross_arch"
+fi
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

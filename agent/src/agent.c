@@ -4,6 +4,7 @@
 #include "clock.h"
 #include "config.h"
 #include "downstream.h"
+#include "enroll.h"
 #include "fsutil.h"
 #include "http.h"
 #include "journal.h"
@@ -18,6 +19,7 @@
 #include "plugin_host.h"
 #include "proto.h"
 #include "registry.h"
+#include "renew.h"
 #include "scheduler.h"
 #include "smartrest.h"
 #include "sockopt.h"
@@ -57,6 +59,7 @@ typedef struct agent {
   http_ctx *http;
   atomic_bool token_wanted; /* a transfer waits for s/uat -> 71 */
   localapi *api;            /* NULL when disabled or it could not start */
+  renew *renew;             /* NULL without a client certificate */
 
   int wake_fd;
   long long next_watchdog;
@@ -71,6 +74,8 @@ typedef struct agent {
 } agent;
 
 static int signal_pipe[2] = {-1, -1};
+/* Set by SIGTERM/SIGINT: ends a start-up enrollment request at once. */
+static atomic_bool stop_signalled;
 /* With a plugin thread abandoned (still running, it may reach them) the HTTP
  * client and the operation engine stay allocated until the process ends;
  * kept reachable here so leak checkers see that as deliberate. */
@@ -79,6 +84,8 @@ static void *volatile kept_for_abandoned[2];
 static void on_signal(int sig) {
   int saved = errno;
   unsigned char b = (unsigned char)sig;
+  if (sig != SIGHUP)
+    atomic_store(&stop_signalled, true); /* lock-free: signal-safe */
   if (write(signal_pipe[1], &b, 1) < 0) {
     /* nothing sensible to do inside a handler */
   }
@@ -126,6 +133,142 @@ static void gave_up(void *ctx) {
   bootstrap_explain_refusal(&a->cfg);
   a->exit_code = AGENT_EXIT_AUTH;
   a->running = false;
+}
+
+/* ---- the device certificate (enroll, renew) ---- */
+
+static void identity_tried(void *ctx, bool accepted, const char *why) {
+  renew_identity_result(((agent *)ctx)->renew, accepted, why);
+}
+
+static int try_identity(void *ctx, const char *cert_file,
+                        const char *key_file) {
+  return link_try_identity(((agent *)ctx)->link, cert_file, key_file);
+}
+
+/* Renewal worker: Cumulocity documents a JWT for simplereenroll. */
+static int renewal_bearer(void *ctx, const char *stale, char *out,
+                          size_t outlen) {
+  agent *a = ctx;
+  char err[512];
+  int rc = http_bearer_token(a->http, stale, out, outlen, err, sizeof err);
+  if (rc != 0)
+    log_info("certificate renewal without a JWT: %s", err);
+  return rc;
+}
+
+/* Sleeps up to ms unless SIGTERM/SIGINT arrives (true then). */
+static bool wait_or_stop(long long ms) {
+  long long until = clock_mono_ms() + ms;
+  while (!atomic_load(&stop_signalled)) {
+    long long left = until - clock_mono_ms();
+    if (left <= 0)
+      return false;
+    struct pollfd p = {.fd = signal_pipe[0], .events = POLLIN};
+    if (poll(&p, 1, (int)(left > 60000 ? 60000 : left)) > 0) {
+      unsigned char sig;
+      while (read(signal_pipe[0], &sig, 1) == 1)
+        if (sig != SIGHUP)
+          atomic_store(&stop_signalled, true);
+    }
+  }
+  return true;
+}
+
+/* The one-time password did its job: it must not stay on disk. */
+static void forget_otp(agent *a) {
+  if (a->cfg.enroll_otp_file) {
+    if (unlink(a->cfg.enroll_otp_file) == 0 || errno == ENOENT)
+      log_notice("[c8y] enroll_otp_file %s: used, removed",
+                 a->cfg.enroll_otp_file);
+    else
+      log_warning("[c8y] enroll_otp_file %s: used, but cannot remove it "
+                  "(%s); remove it by hand",
+                  a->cfg.enroll_otp_file, strerror(errno));
+  }
+  explicit_bzero(a->cfg.enroll_otp, strlen(a->cfg.enroll_otp));
+  free(a->cfg.enroll_otp);
+  a->cfg.enroll_otp = NULL;
+}
+
+/* Start: completes a certificate swap a stop cut short and, with a
+ * one-time password and no usable certificate, enrolls one from
+ * Cumulocity's certificate authority. A refused password is retried
+ * slowly (from a minute up to an hour: the operator may still be
+ * registering the device), a network failure with the reconnect backoff.
+ * Returns 0, an AGENT_EXIT_* code, or -1 when a signal stopped it. */
+static int enroll_at_start(agent *a) {
+  const agent_config *c = &a->cfg;
+  char err[1024];
+  if (enroll_repair(c->cert_file, c->key_file, err, sizeof err) < 0) {
+    log_error("%s", err);
+    return AGENT_EXIT_RUNTIME;
+  }
+  if (!c->enroll_otp)
+    return 0;
+  if (enroll_pair_usable(c->cert_file, c->key_file, c->device_id, err,
+                         sizeof err)) {
+    log_info("[c8y] cert_file %s is usable: no enrollment needed",
+             c->cert_file);
+    return 0;
+  }
+  if (!c->enroll_url) {
+    log_error("[c8y] enroll_url: no https URL for the certificate authority "
+              "(http_url is %s)",
+              c->http_url);
+    return AGENT_EXIT_CONFIG;
+  }
+  log_notice("%s: enrolling device %s with the certificate authority at %s",
+             err, c->device_id, c->enroll_url);
+  enroll_request req = {.base_url = c->enroll_url,
+                        .device_id = c->device_id,
+                        .key_type = c->cert_key_type,
+                        .cert_file = c->cert_file,
+                        .key_file = c->key_file,
+                        .ca_path = c->ca_path,
+                        .verify_hostname = c->verify_hostname,
+                        .otp = c->enroll_otp,
+                        .cancel = &stop_signalled};
+  long long net_delay = c->reconnect_min_ms;
+  long long auth_delay =
+      c->reconnect_max_ms > 60000 ? c->reconnect_max_ms : 60000;
+  for (int attempt = 1;; attempt++) {
+    int rc = enroll_request_certificate(&req, err, sizeof err);
+    if (rc == 0)
+      break;
+    if (rc == C8Y_ECANCELED || atomic_load(&stop_signalled))
+      return -1;
+    long long *delay = rc == C8Y_EAUTH ? &auth_delay : &net_delay;
+    long long cap = rc == C8Y_EAUTH ? 3600000 : c->reconnect_max_ms;
+    log_error("certificate enrollment failed (attempt %d): %s; next attempt "
+              "in %lld s",
+              attempt, err, (*delay + 999) / 1000);
+    notify_send(rc == C8Y_EAUTH ? "STATUS=enrollment refused: check the "
+                                  "one-time password"
+                                : "STATUS=enrollment failed: retrying");
+    if (wait_or_stop(*delay))
+      return -1;
+    *delay = *delay * 2 > cap ? cap : *delay * 2;
+  }
+  if (enroll_commit(c->cert_file, c->key_file, err, sizeof err) != 0) {
+    log_error("certificate enrollment: %s", err);
+    return AGENT_EXIT_RUNTIME;
+  }
+  log_notice("enrolled: %s (CN=%s) and its key %s (mode 0600)", c->cert_file,
+             c->device_id, c->key_file);
+  forget_otp(a);
+  return 0;
+}
+
+static int start_renewal(agent *a) {
+  if (!a->cfg.cert_file)
+    return 0;
+  renew_host rh = {.ctx = a,
+                   .wake = wake,
+                   .try_identity = try_identity,
+                   .bearer =
+                       a->cfg.http_jwt && a->http ? renewal_bearer : NULL};
+  return renew_new(&a->cfg, a->q, &rh, &a->renew);
 }
 
 /* ---- setup ---- */
@@ -362,6 +505,9 @@ static void main_loop(agent *a) {
     long long next_link = link_step(a->link, now);
     if (next_link >= 0 && next_link < deadline)
       deadline = next_link;
+    long long next_renew = renew_step(a->renew, now, link_is_up(a->link));
+    if (next_renew >= 0 && next_renew < deadline)
+      deadline = next_renew;
     if (link_is_up(a->link) && atomic_exchange(&a->token_wanted, false))
       link_request_token(a->link);
     publish_state(a);
@@ -475,7 +621,9 @@ static void agent_cleanup(agent *a) {
   a->api = NULL;
   if (a->ops)
     stop_operations(a);
-  http_stop(a->http); /* workers in a transfer return promptly */
+  http_stop(a->http);   /* workers in a transfer return promptly */
+  renew_free(a->renew); /* its request is cancelled, its token wait ended */
+  a->renew = NULL;
   shutdown_plugins(a);
   end_child_processes();
   if (a->link) {
@@ -550,6 +698,10 @@ int agent_run(const char *config_path) {
   ops_recover(a.ops);
   loader_load_all(&a.host, a.cfg.plugin_dir, true, &a.plugins);
   ops_resume(a.ops);
+  if (a.cfg.cert_file && (rc = enroll_at_start(&a)) != 0) {
+    agent_cleanup(&a);
+    return rc < 0 ? AGENT_EXIT_OK : rc;
+  }
   if (a.cfg.cert_file) {
     char xerr[1024];
     if (x509_check_device_cert(a.cfg.cert_file, a.cfg.key_file, a.cfg.device_id,
@@ -577,7 +729,8 @@ int agent_run(const char *config_path) {
                              .wake = wake,
                              .message = on_message,
                              .state = notify_status,
-                             .gave_up = gave_up}};
+                             .gave_up = gave_up,
+                             .identity_tried = identity_tried}};
   a.down = (downstream){.ops = a.ops, .http = a.http, .reg = a.reg};
   char err[1024];
   if (link_new(&lp, &a.link) != 0) {
@@ -586,6 +739,10 @@ int agent_run(const char *config_path) {
   }
   if (link_open_session(a.link, err, sizeof err) != 0) {
     log_error("%s", err);
+    agent_cleanup(&a);
+    return AGENT_EXIT_RUNTIME;
+  }
+  if (start_renewal(&a) != 0) {
     agent_cleanup(&a);
     return AGENT_EXIT_RUNTIME;
   }

@@ -99,6 +99,11 @@ enum key_id {
   C_ALLOW_PLAIN,
   A_MAX_PRODUCERS,
   A_MAX_LINES,
+  C_ENROLL_OTP,
+  C_ENROLL_OTP_FILE,
+  C_ENROLL_URL,
+  C_KEY_TYPE,
+  C_RENEW_PERCENT,
   NKEYS
 };
 
@@ -208,6 +213,14 @@ static const struct keydef {
                          RELOADABLE},
     [A_MAX_LINES] = {KEY("agent", "plugin_max_lines_per_s"), K_INT, 0, 10000000,
                      RELOADABLE},
+    /* Enrollment is read at start only; renewal reads these each time. */
+    [C_ENROLL_OTP] = {KEY("c8y", "enroll_otp"), K_SECRET, 0, 0, RELOADABLE},
+    [C_ENROLL_OTP_FILE] = {KEY("c8y", "enroll_otp_file"), K_PATH, 0, 0,
+                           RELOADABLE},
+    [C_ENROLL_URL] = {KEY("c8y", "enroll_url"), K_HOST, 0, 0, RELOADABLE},
+    [C_KEY_TYPE] = {KEY("c8y", "cert_key_type"), K_STR, 0, 0, RELOADABLE},
+    [C_RENEW_PERCENT] = {KEY("c8y", "cert_renew_percent"), K_INT, 0, 99,
+                         RELOADABLE},
 };
 
 /* The winning assignment of one known key. */
@@ -1187,6 +1200,82 @@ oom:
   return -1;
 }
 
+/* Certificate authority keys. The one-time password file is removed once
+ * the certificate is enrolled, so a missing file means "nothing to enroll
+ * with", not an error. */
+static int enroll_settings(struct parse_ctx *p) {
+  agent_config *c = p->cfg;
+  struct setting *s = p->set;
+  if (s[C_ENROLL_OTP].set && s[C_ENROLL_OTP_FILE].set) {
+    fail_key(p, C_ENROLL_OTP_FILE,
+             "cannot be combined with enroll_otp (set at %s:%u); keep one",
+             s[C_ENROLL_OTP].file, s[C_ENROLL_OTP].line);
+    return -1;
+  }
+  if ((s[C_ENROLL_OTP].set || s[C_ENROLL_OTP_FILE].set) && !s[C_CERT].set) {
+    enum key_id k = s[C_ENROLL_OTP].set ? C_ENROLL_OTP : C_ENROLL_OTP_FILE;
+    fail_key(p, k,
+             "needs cert_file and key_file (where the enrolled certificate "
+             "and its key are stored)");
+    return -1;
+  }
+  if ((s[C_ENROLL_OTP].set || s[C_ENROLL_OTP_FILE].set) && !s[D_ID].set) {
+    enum key_id k = s[C_ENROLL_OTP].set ? C_ENROLL_OTP : C_ENROLL_OTP_FILE;
+    fail_key(p, k,
+             "needs [device] id (the CN of the certificate to enroll, as "
+             "registered in Cumulocity)");
+    return -1;
+  }
+  if (s[C_ENROLL_OTP_FILE].set) {
+    const char *path = s[C_ENROLL_OTP_FILE].str;
+    if (access(path, F_OK) == 0 &&
+        read_password_file(p, C_ENROLL_OTP_FILE, path, &c->enroll_otp) != 0)
+      return -1;
+    c->enroll_otp_file = s[C_ENROLL_OTP_FILE].str;
+    s[C_ENROLL_OTP_FILE].str = NULL;
+  } else if (s[C_ENROLL_OTP].set) {
+    c->enroll_otp = s[C_ENROLL_OTP].str;
+    s[C_ENROLL_OTP].str = NULL;
+  }
+  if (s[C_KEY_TYPE].set) {
+    static const char *const types[] = {"ec-p256", "rsa-2048", "rsa-3072",
+                                        "rsa-4096"};
+    bool known = false;
+    for (size_t i = 0; i < sizeof types / sizeof *types && !known; i++)
+      known = strcmp(s[C_KEY_TYPE].str, types[i]) == 0;
+    if (!known) {
+      fail_key(p, C_KEY_TYPE,
+               "'%s' is not ec-p256, rsa-2048, rsa-3072 or rsa-4096",
+               s[C_KEY_TYPE].str);
+      return -1;
+    }
+  }
+  if (take_str(p, C_KEY_TYPE, &c->cert_key_type, NULL))
+    goto oom;
+  if (s[C_ENROLL_URL].set) {
+    if (strncmp(s[C_ENROLL_URL].str, "https://", 8) != 0) {
+      fail_key(p, C_ENROLL_URL,
+               "'%s' must start with https:// (the one-time password and "
+               "the device's identity travel with it)",
+               s[C_ENROLL_URL].str);
+      return -1;
+    }
+    if (take_str(p, C_ENROLL_URL, &c->enroll_url, NULL))
+      goto oom;
+    size_t n = strlen(c->enroll_url);
+    while (n > 0 && c->enroll_url[n - 1] == '/')
+      c->enroll_url[--n] = '\0';
+  } else if (c->http_url && strncmp(c->http_url, "https://", 8) == 0 &&
+             !(c->enroll_url = strdup(c->http_url))) {
+    goto oom;
+  }
+  c->cert_renew_percent = (int)num_or(p, C_RENEW_PERCENT, 67);
+  return 0;
+oom:
+  fail_at(p, p->main_file, 0, NULL, NULL, "out of memory");
+  return -1;
+}
+
 static bool is_loopback(const char *host) {
   unsigned char a[16];
   if (strcasecmp(host, "localhost") == 0)
@@ -1377,7 +1466,7 @@ static int finalize(struct parse_ctx *p) {
   c->plugin_max_producers = (int)num_or(p, A_MAX_PRODUCERS, 64);
   c->plugin_max_lines_per_s = num_or(p, A_MAX_LINES, 1000);
   c->transfer_max_bytes = num_or(p, A_TRANSFER, CFG_DEFAULT_TRANSFER_BYTES);
-  if (finalize_http(p) != 0 || finalize_api(p) != 0)
+  if (finalize_http(p) != 0 || finalize_api(p) != 0 || enroll_settings(p) != 0)
     return -1;
 
   /* Warnings only once the whole configuration is known to be valid. */
@@ -1486,6 +1575,10 @@ void config_free(agent_config *c) {
   wipe_free(c->password);
   free(c->bootstrap_user);
   wipe_free(c->bootstrap_password);
+  wipe_free(c->enroll_otp);
+  free(c->enroll_otp_file);
+  free(c->enroll_url);
+  free(c->cert_key_type);
   for (size_t i = 0; i < c->nentries; i++) {
     free(c->entries[i].section);
     free(c->entries[i].key);

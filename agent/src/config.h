@@ -43,6 +43,16 @@ typedef struct agent_config {
   char *bootstrap_user;     /* "<tenant>/<user>", management/devicebootstrap */
   char *bootstrap_password; /* password= or bootstrap_password_file= */
   int cert_warn_days;       /* c8y_CertificateExpiry alarm window; 0 = off */
+  /* Certificate authority (enroll/renew modules): the one-time password
+   * (enroll_otp= or the first line of enroll_otp_file=, NULL once used and
+   * removed), its file, the EST base URL (default http_url), the key type
+   * (NULL = ec-p256) and when to renew (percent of the lifetime, 0 = never;
+   * default 67). */
+  char *enroll_otp;
+  char *enroll_otp_file;
+  char *enroll_url;
+  char *cert_key_type;
+  int cert_renew_percent;
 
   /* [device] */
   char *device_id;   /* mandatory unless local_sim (then "c8y-agent-local") */

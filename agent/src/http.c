@@ -291,6 +291,15 @@ static int get_token(http_ctx *h, const char *stale, char *out, size_t outlen,
   return C8Y_EAUTH;
 }
 
+int http_bearer_token(http_ctx *h, const char *stale, char *out, size_t outlen,
+                      char *err, size_t errlen) {
+  if (!h || !h->jwt) {
+    seterr(err, errlen, "the device does not use a JWT ([c8y] http_auth)");
+    return C8Y_ENOTSUP;
+  }
+  return get_token(h, stale, out, outlen, err, errlen);
+}
+
 /* ---- context ------------------------------------------------------------- */
 
 static void share_lock(CURL *c, curl_lock_data data, curl_lock_access a,

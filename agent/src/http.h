@@ -38,6 +38,14 @@ void http_free(http_ctx *h);
 /* The "71" reply's token (main loop). */
 void http_token_received(http_ctx *h, const char *token);
 
+/* The device's JWT for a REST call the agent makes itself (certificate
+ * renewal): blocking, bounded, any thread except the main loop and Paho's.
+ * stale: a token the server just refused (a new one is fetched), or NULL.
+ * 0, C8Y_ENOTSUP (Basic authentication), C8Y_EAUTH (no token came),
+ * C8Y_ECANCELED (http_stop), with the reason in err. */
+int http_bearer_token(http_ctx *h, const char *stale, char *out, size_t outlen,
+                      char *err, size_t errlen);
+
 /* Cancellation probe for a transfer (e.g. ops_op_cancelled). */
 typedef int (*http_cancel_fn)(const c8y_operation *op);
 

@@ -89,6 +89,7 @@ struct link_ctx {
   long long last_inbound; /* last PUBACK or message from the broker */
   long long probe_sent;   /* 0 = no probe outstanding */
   bool dropping;          /* session_drop issued, waiting for the loss */
+  bool trying_identity;   /* reconnecting with a renewed certificate */
 };
 
 /* ---- events from Paho threads ---- */
@@ -530,11 +531,25 @@ static void schedule_reconnect(link_ctx *l) {
   log_info("reconnecting to %s in %lld ms", session_uri(l->sess), delay);
 }
 
+/* The end of a try with a renewed pair: whatever the outcome, later
+ * connects use the configured names (holding the new pair once the host
+ * committed it on acceptance, the old one otherwise). */
+static void identity_outcome(link_ctx *l, bool accepted, const char *why) {
+  l->trying_identity = false;
+  if (l->host.identity_tried)
+    l->host.identity_tried(l->host.ctx, accepted, why);
+  if (session_set_identity(l->sess, l->cfg->cert_file, l->cfg->key_file) != 0)
+    log_error("out of memory: the next connect may use the wrong "
+              "certificate");
+}
+
 static void handle_event(link_ctx *l, event *e) {
   switch (e->kind) {
   case EV_CONNECTED:
     log_notice("connected to %s as %s", session_uri(l->sess),
                l->cfg->device_id);
+    if (l->trying_identity)
+      identity_outcome(l, true, NULL);
     l->state = LINK_UP;
     l->attempt = 0;
     l->auth_failures = 0;
@@ -549,6 +564,19 @@ static void handle_event(link_ctx *l, event *e) {
     break;
   case EV_CONNECT_FAILED:
     l->state = LINK_DOWN;
+    if (l->trying_identity) {
+      char why[400];
+      snprintf(why, sizeof why, "%s%s%s",
+               e->code > 0 ? netdiag_connack_meaning(e->code)
+                           : "the TLS or MQTT connect failed",
+               e->text ? ": " : "", e->text ? e->text : "");
+      log_warning("%s refused the renewed certificate: %s; connecting again "
+                  "with the current one",
+                  session_uri(l->sess), why);
+      identity_outcome(l, false, why);
+      l->reconnect_at = clock_mono_ms();
+      break;
+    }
     if (e->code == 4 || e->code == 5) {
       l->auth_failures++;
       log_error("Cumulocity refused the connection for user %s/%s at %s: "
@@ -583,7 +611,10 @@ static void handle_event(link_ctx *l, event *e) {
     l->probe_sent = 0;
     forget_inflight(l);
     l->host.state(l->host.ctx, "disconnected");
-    schedule_reconnect(l);
+    if (l->trying_identity)
+      l->reconnect_at = clock_mono_ms(); /* the renewal's one reconnect */
+    else
+      schedule_reconnect(l);
     break;
   case EV_MESSAGE:
     l->last_inbound = clock_mono_ms();
@@ -692,6 +723,25 @@ void link_announce(link_ctx *l) {
 void link_request_token(link_ctx *l) {
   if (l->state == LINK_UP)
     session_publish(l->sess, "s/uat", "", 0, 0, 0);
+}
+
+int link_try_identity(link_ctx *l, const char *cert_file,
+                      const char *key_file) {
+  if (!l->sess || l->state != LINK_UP || l->trying_identity || l->dropping)
+    return C8Y_ESTATE;
+  int rc = session_set_identity(l->sess, cert_file, key_file);
+  if (rc != 0)
+    return rc;
+  log_notice("reconnecting to %s with the renewed certificate %s",
+             session_uri(l->sess), cert_file);
+  rc = session_drop(l->sess, "reconnecting with the renewed certificate");
+  if (rc != 0) {
+    session_set_identity(l->sess, l->cfg->cert_file, l->cfg->key_file);
+    return rc;
+  }
+  l->trying_identity = true;
+  l->dropping = true;
+  return 0;
 }
 
 bool link_is_up(const link_ctx *l) { return l && l->state == LINK_UP; }

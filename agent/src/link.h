@@ -29,6 +29,9 @@ typedef struct link_host {
   void (*state)(void *ctx, const char *what);
   /* The platform refused the credentials AGENT_MAX_AUTH_FAILURES times. */
   void (*gave_up)(void *ctx);
+  /* Main loop, may be NULL: the outcome of link_try_identity (why: the
+   * refusal). Called on acceptance before the device is announced. */
+  void (*identity_tried)(void *ctx, bool accepted, const char *why);
 } link_host;
 
 typedef struct link_params {
@@ -62,6 +65,15 @@ void link_process_events(link_ctx *l, bool stopping);
 void link_announce(link_ctx *l);
 /* s/uat (QoS 0, only while up: a queued token request would be stale). */
 void link_request_token(link_ctx *l);
+
+/* Certificate renewal: drops the link cleanly (no will) and connects again
+ * at once with cert_file/key_file; the outcome arrives through
+ * host.identity_tried. After an acceptance later connects use the
+ * configured names again (the caller has put the new pair there); after a
+ * refusal the link reconnects at once with the configured pair, without
+ * counting it as an authentication failure. C8Y_ESTATE while the link is
+ * not up or a try runs, C8Y_ENOMEM. */
+int link_try_identity(link_ctx *l, const char *cert_file, const char *key_file);
 
 bool link_is_up(const link_ctx *l);
 /* "down", "connecting" or "up" */

@@ -252,6 +252,22 @@ int session_connect(session *s) {
   return 0;
 }
 
+int session_set_identity(session *s, const char *cert_file,
+                         const char *key_file) {
+  char *c = cert_file ? strdup(cert_file) : NULL;
+  char *k = key_file ? strdup(key_file) : NULL;
+  if ((cert_file && !c) || (key_file && !k)) {
+    free(c);
+    free(k);
+    return C8Y_ENOMEM;
+  }
+  free(s->cert_file);
+  free(s->key_file);
+  s->cert_file = c;
+  s->key_file = k;
+  return 0;
+}
+
 int session_publish(session *s, const char *topic, const char *payload,
                     size_t len, int qos, uint64_t id) {
   MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;

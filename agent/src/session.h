@@ -54,6 +54,12 @@ int session_drop(session *s, const char *why);
 /* Clean DISCONNECT (the broker drops the will). */
 void session_disconnect(session *s, int timeout_ms);
 
+/* The client certificate and key the next session_connect presents (a
+ * renewed pair on trial, then the configured names again); the current
+ * connection is not touched. 0 or C8Y_ENOMEM. */
+int session_set_identity(session *s, const char *cert_file,
+                         const char *key_file);
+
 /* "bad user name or password" for CONNACK 4, ... */
 const char *session_connack_text(int code);
 /* "ssl://host:port" or "tcp://host:port" (for messages) */

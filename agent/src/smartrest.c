@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* ---- growable buffer ---------------------------------------------------- */
 
@@ -444,28 +443,50 @@ enomem:
 
 /* ---- time ---------------------------------------------------------------- */
 
+/* Proleptic Gregorian date of day `z` since 1970-01-01 (H. Hinnant's
+ * days_from_civil inverse), without time_t: the range must not depend on its
+ * width (32 bits on Debian 12 armhf, where gmtime_r stops in 2038). */
+static void civil_from_days(long long z, long long *y, int *m, int *d) {
+  z += 719468;
+  long long era = (z >= 0 ? z : z - 146096) / 146097;
+  long long doe = z - era * 146097; /* 0..146096 */
+  long long yoe =
+      (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365; /* 0..399 */
+  long long doy =
+      doe - (365 * yoe + yoe / 4 - yoe / 100); /* 0..365, from Mar 1 */
+  long long mp = (5 * doy + 2) / 153;          /* 0..11, from March */
+  *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+  *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+  *y = yoe + era * 400 + (*m <= 2);
+}
+
 void smartrest_format_time(long long unix_ms, char *out, size_t outlen) {
   if (!out || outlen == 0)
     return;
-  long long secs = unix_ms / 1000;
-  long long ms = unix_ms % 1000;
-  if (ms < 0) { /* floor, so -1 ms is 23:59:59.999 of the day before */
+  /* floor division, so -1 ms is 23:59:59.999 of the day before */
+  long long ms = unix_ms % 1000, secs = unix_ms / 1000;
+  if (ms < 0) {
     ms += 1000;
     secs -= 1;
   }
-  time_t t = (time_t)secs;
-  struct tm tm;
-  if ((long long)t != secs || !gmtime_r(&t, &tm) || tm.tm_year + 1900 > 9999 ||
-      tm.tm_year + 1900 < 0) {
+  long long sod = secs % 86400, days = secs / 86400;
+  if (sod < 0) {
+    sod += 86400;
+    days -= 1;
+  }
+  long long year;
+  int mon, mday;
+  civil_from_days(days, &year, &mon, &mday);
+  if (year > 9999 || year < 0) {
     /* An empty time field makes the platform use its own clock. */
     log_warning("smartrest: timestamp %lld ms is out of range, sending none",
                 unix_ms);
     out[0] = '\0';
     return;
   }
-  snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-           tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-           tm.tm_sec, (int)ms);
+  snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", (int)year, mon,
+           mday, (int)(sod / 3600), (int)(sod / 60 % 60), (int)(sod % 60),
+           (int)ms);
 }
 
 void smartrest_format_value(double v, char *out, size_t outlen) {

@@ -13,6 +13,7 @@
 #include "cmn_op.h"
 #include "cmn_path.h"
 #include "cmn_proc.h"
+#include "lg_diag.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -259,6 +260,7 @@ typedef struct lg {
   char *logs_buf; /* owns the strings of logs[] */
   log_source logs[LOG_MAX_SOURCES];
   size_t nlogs;
+  lg_diag diag; /* the support bundle as one more log (lg_diag.c) */
 } lg;
 
 static const log_source *lg_find(const lg *l, const char *name) {
@@ -578,6 +580,18 @@ static int on_log_request(c8y_plugin *self, c8y_operation *op, void *ud) {
     if (v > 0)
       m.max = v > LOG_MAX_LINES_LIMIT ? LOG_MAX_LINES_LIMIT : (size_t)v;
   }
+  if (strcmp(src->source, LG_DIAG_SOURCE) == 0) {
+    char url[4096];
+    int rc = lg_diag_request(&l->diag, api, self, op, l->timeout_s, m.max, url,
+                             sizeof(url), why, sizeof(why));
+    if (rc != C8Y_OK) {
+      api->log(self, C8Y_LOG_ERROR, "%s", why);
+      api->op_fail(op, why);
+    } else {
+      api->op_succeed(op, url);
+    }
+    return C8Y_OK;
+  }
   m.ring = calloc(m.max, sizeof(char *));
   if (!m.ring) {
     api->op_fail(op, "out of memory");
@@ -661,9 +675,31 @@ static int lg_read_config(lg *l) {
   l->default_lines = (size_t)lines;
   l->keep_files = (size_t)keep;
   rc = cmn_cfg_program(api, l->self, "http_helper", &l->http_helper);
+  if (rc == C8Y_OK)
+    rc = lg_diag_configure(api, l->self, &l->diag);
   if (rc != C8Y_OK)
     return rc;
   return lg_parse_logs(l);
+}
+
+/* The support bundle goes last in the 118 list. */
+static int lg_add_diag(lg *l) {
+  if (lg_find(l, LG_DIAG_NAME)) {
+    l->api->log(l->self, C8Y_LOG_ERROR,
+                "logs: name '%s' is the support bundle's (set diag = false "
+                "to use it for a log)",
+                LG_DIAG_NAME);
+    return C8Y_EINVAL;
+  }
+  if (l->nlogs == LOG_MAX_SOURCES) {
+    l->api->log(l->self, C8Y_LOG_ERROR,
+                "logs: at most %d entries with the support bundle (set diag "
+                "= false for %d)",
+                LOG_MAX_SOURCES - 1, LOG_MAX_SOURCES);
+    return C8Y_EINVAL;
+  }
+  l->logs[l->nlogs++] = (log_source){LG_DIAG_NAME, LG_DIAG_SOURCE};
+  return C8Y_OK;
 }
 
 static void lg_free(lg *l) {
@@ -678,6 +714,9 @@ static int lg_init(c8y_plugin *self, const c8y_api *api, void **user_data) {
   l->self = self;
   l->api = api;
   int rc = lg_read_config(l);
+  size_t configured = l->nlogs;
+  if (rc == C8Y_OK && l->diag.enabled)
+    rc = lg_add_diag(l);
   /* http_helper is only set once the config was read without error. */
   int can_upload =
       rc == C8Y_OK && (l->http_helper[0] || C8Y_API_HAS(api, upload));
@@ -688,8 +727,9 @@ static int lg_init(c8y_plugin *self, const c8y_api *api, void **user_data) {
     lg_free(l);
     return rc;
   }
-  if (l->nlogs == 0)
-    api->log(self, C8Y_LOG_NOTICE, "logs not set: no log files offered");
+  if (configured == 0)
+    api->log(self, C8Y_LOG_NOTICE, "logs not set: no log files offered%s",
+             l->nlogs ? " (only the support bundle " LG_DIAG_NAME ")" : "");
   else if (!can_upload)
     api->log(self, C8Y_LOG_NOTICE,
              "log upload needs HTTP: this agent has no upload (SDK < 1.1) and "

@@ -555,8 +555,80 @@ static void test_logfile_522_uploads(void) {
   hx_down(&x);
 }
 
+/* The support bundle as a log: a 522 for c8y-agent-diag makes the archive
+ * with the agent's own binary and configuration and attaches it. */
+static void test_logfile_522_diag_bundle(void) {
+  hx x = {0};
+  hx_start_http(&x, "secret", NULL, NULL);
+  char *plugins = g_build_filename(x.dir, "plugins", NULL);
+  g_assert_cmpint(g_mkdir(plugins, 0700), ==, 0);
+  char *so = g_build_filename(plugins, "logfile.so", NULL);
+  char *bytes = NULL;
+  gsize len = 0;
+  g_assert_true(g_file_get_contents(C8Y_LOGFILE_PLUGIN_DIR "/logfile.so",
+                                    &bytes, &len, NULL));
+  g_assert_true(g_file_set_contents(so, bytes, (gssize)len, NULL));
+  g_assert_cmpint(chmod(so, 0755), ==, 0);
+  g_free(bytes);
+  /* no `logs`: the bundle is offered by default; a private API socket */
+  char *extra = g_strdup_printf("[api]\nsocket = %s/api.sock\n", x.dir);
+  hx_up(&x, plugins, NULL, extra);
+  g_assert_cmpint(sim_wait_line(x.f.s, "s/us", "118,c8y-agent-diag", 0, 10000),
+                  >=, 0);
+  long id =
+      sim_create_operation(x.f.s, "522," FX_DEVICE ",c8y-agent-diag,,,,50");
+  g_assert_cmpint(fx_wait_op(&x.f, id, 120000), ==, SIM_OP_SUCCESSFUL);
+  g_assert_cmpuint(sim_http_event_count(x.h), ==, 1);
+  g_assert_cmpstr(sim_http_event_type(x.h, 0), ==, "c8y_Logfile");
+  const char *bin = sim_http_event_binary(x.h, 0);
+  char *out = g_build_filename(x.dir, "bundle", NULL);
+  g_assert_cmpint(g_mkdir(out, 0700), ==, 0);
+  char *tar[] = {"tar", "-xzf", (char *)bin, "-C", out, NULL};
+  gint status = -1;
+  g_assert_true(g_spawn_sync(NULL, tar, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
+                             NULL, NULL, &status, NULL));
+  g_assert_cmpint(status, ==, 0); /* the attachment is the .tar.gz */
+  char *find[] = {"find", out, "-name", "*.txt", NULL};
+  char *files = NULL;
+  g_assert_true(g_spawn_sync(NULL, find, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
+                             &files, NULL, &status, NULL));
+  for (const char *const *f =
+           (const char *const[]){"/SUMMARY.txt", "/versions.txt", "/config.txt",
+                                 "/status.txt", "/state.txt", NULL};
+       *f; f++)
+    if (!strstr(files, *f))
+      g_error("the uploaded bundle has no %s:\n%s", *f, files);
+  /* the running agent answered its status: its own configuration was used */
+  char *st_path = NULL;
+  char **lines = g_strsplit(files, "\n", -1);
+  for (char **l = lines; *l; l++)
+    if (g_str_has_suffix(*l, "/status.txt"))
+      st_path = g_strdup(*l);
+  g_strfreev(lines);
+  char *st = NULL;
+  g_assert_true(g_file_get_contents(st_path, &st, NULL, NULL));
+  g_assert_nonnull(strstr(st, "\nlink: up"));
+  /* the password ("secret") is nowhere in it */
+  char *grep[] = {"grep", "-r", "-l", "secret", out, NULL};
+  char *hits = NULL;
+  g_assert_true(g_spawn_sync(NULL, grep, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
+                             &hits, NULL, &status, NULL));
+  g_assert_cmpstr(hits, ==, "");
+  g_free(hits);
+  g_free(st);
+  g_free(st_path);
+  g_free(files);
+  g_free(out);
+  g_free(extra);
+  g_free(so);
+  g_free(plugins);
+  hx_down(&x);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/http/logfile-522-diag-bundle",
+                  test_logfile_522_diag_bundle);
   g_test_add_func("/http/download-cut-twice-resumes", test_download_cut_twice);
   g_test_add_func("/http/download-checksum-and-limit",
                   test_download_checksum_and_limit);

@@ -50,6 +50,7 @@ static void load(fixture *f, gboolean with_helper) {
       "app=%s sys=journal:ssh.service",
       g_test_get_filename(G_TEST_DIST, "data", "logfile", "app.log", NULL));
   testhost_set_config(f->h, "logs", logs);
+  testhost_set_config(f->h, "diag", "false"); /* tested on its own below */
   if (with_helper)
     testhost_set_config(f->h, "http_helper", f->helper);
   g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, 0);
@@ -415,6 +416,124 @@ static void test_upload_through_agent(fixture *f, gconstpointer data) {
                   "access denied");
 }
 
+/* ---- the support bundle (lg_diag.c) --------------------------------------
+ */
+
+#define DIAG_SECRET "Diag-Secret-4711"
+
+static gboolean tar_lists(const char *archive, const char *name) {
+  char *argv[] = {"tar", "-tzf", (char *)archive, NULL};
+  char *out = NULL;
+  gint status = -1;
+  g_assert_true(g_spawn_sync(NULL, argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
+                             &out, NULL, &status, NULL));
+  g_assert_cmpint(status, ==, 0);
+  gboolean found = FALSE;
+  char **lines = g_strsplit(out, "\n", -1);
+  for (char **l = lines; *l; l++)
+    if (g_str_has_suffix(*l, name))
+      found = TRUE;
+  g_strfreev(lines);
+  g_free(out);
+  return found;
+}
+
+static void test_diag_bundle(fixture *f, gconstpointer data) {
+  (void)data;
+  const char *agent = g_getenv("C8Y_AGENT_BIN");
+  g_assert_nonnull(agent);
+  char *conf = g_build_filename(f->dir, "agent.ini", NULL);
+  char *ini = g_strdup_printf(
+      "[c8y]\ntenant = t1\nuser = dev\npassword = " DIAG_SECRET "\n"
+      "host = 127.0.0.1\nport = 1\ntls = false\n[device]\nid = " DEV "\n"
+      "[agent]\nstate_dir = %s/agent-state\n",
+      f->dir);
+  ptu_write_text(conf, ini);
+  g_chmod(conf, 0600);
+  char *agent_state = g_build_filename(f->dir, "agent-state", NULL);
+  g_assert_cmpint(g_mkdir(agent_state, 0700), ==, 0);
+  g_free(agent_state);
+  char *copy = g_build_filename(f->dir, "bundle.tar.gz", NULL);
+  char *wrap = ptu_install_script(f->dir, "logfile", "diag_wrap.sh", "diag");
+  g_setenv("C8Y_AGENT_CONFIG", conf, TRUE);
+  g_setenv("DIAG_COPY", copy, TRUE);
+  g_unsetenv("DIAG_FAIL");
+
+  testhost_enable_transfers(f->h);
+  testhost_set_config(f->h, "diag_program", wrap);
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, 0);
+  /* offered without any `logs` */
+  g_assert_true(testhost_has_operation(f->h, "522"));
+  g_assert_cmpstr(testhost_find_line(f->h, "118,"), ==,
+                  "s/us|118,c8y-agent-diag");
+
+  testhost_op_state st = testhost_run_operation(
+      f->h, "522," DEV ",c8y-agent-diag,,,,20", OP_WAIT_MS);
+  if (st != TESTHOST_OP_SUCCEEDED)
+    g_error("diag 522: %s", testhost_op_detail(f->h));
+  g_assert_cmpstr(testhost_op_detail(f->h), ==, "testhost://binaries/1");
+  g_assert_cmpuint(testhost_upload_count(f->h), ==, 1);
+  g_assert_cmpstr(testhost_upload_field(f->h, 0, "type"), ==, "c8y_Logfile");
+  g_assert_cmpstr(testhost_upload_field(f->h, 0, "content_type"), ==,
+                  "application/gzip");
+  const char *name = testhost_upload_field(f->h, 0, "file_name");
+  g_assert_true(g_str_has_prefix(name, "c8y-agent-diag-"));
+  g_assert_true(g_str_has_suffix(name, ".tar.gz"));
+  /* gzip magic: what was uploaded is the archive */
+  g_assert_true(
+      g_str_has_prefix(testhost_upload_field(f->h, 0, "content"), "\x1f\x8b"));
+  /* the same archive, kept by the wrapper: every section, no secret */
+  g_assert_true(tar_lists(copy, "/SUMMARY.txt"));
+  g_assert_true(tar_lists(copy, "/config.txt"));
+  g_assert_true(tar_lists(copy, "/versions.txt"));
+  g_assert_true(tar_lists(copy, "/state.txt"));
+  char *x = g_build_filename(f->dir, "x", NULL);
+  g_assert_cmpint(g_mkdir(x, 0700), ==, 0);
+  char *argv[] = {"tar", "-xzf", copy, "-C", x, NULL};
+  gint status = -1;
+  g_assert_true(g_spawn_sync(NULL, argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
+                             NULL, NULL, &status, NULL));
+  g_assert_cmpint(status, ==, 0);
+  char *grep[] = {"grep", "-r", "-l", DIAG_SECRET, x, NULL};
+  char *hits = NULL;
+  g_assert_true(g_spawn_sync(NULL, grep, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
+                             &hits, NULL, &status, NULL));
+  g_assert_cmpstr(hits, ==, ""); /* grep found nothing */
+  g_free(hits);
+  /* made on demand, not kept in the plugin's state dir */
+  char *find[] = {"find", f->state, "-name", "*.tar.gz", NULL};
+  char *left = NULL;
+  g_assert_true(g_spawn_sync(NULL, find, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
+                             &left, NULL, &status, NULL));
+  g_assert_cmpstr(left, ==, "");
+  g_free(left);
+
+  /* a bundle that cannot be made fails the operation with the reason */
+  g_setenv("DIAG_FAIL", "1", TRUE);
+  st = testhost_run_operation(f->h, "522," DEV ",c8y-agent-diag,,,,20",
+                              OP_WAIT_MS);
+  g_assert_cmpint(st, ==, TESTHOST_OP_FAILED);
+  g_assert_nonnull(strstr(testhost_op_detail(f->h), "c8y-agent diag failed"));
+  g_assert_nonnull(strstr(testhost_op_detail(f->h), "diag broke"));
+  g_unsetenv("DIAG_FAIL");
+  g_unsetenv("C8Y_AGENT_CONFIG");
+  g_unsetenv("DIAG_COPY");
+  g_free(x);
+  g_free(wrap);
+  g_free(copy);
+  g_free(ini);
+  g_free(conf);
+}
+
+/* A configured log may not take the bundle's name while it is offered. */
+static void test_diag_name_taken(fixture *f, gconstpointer data) {
+  (void)data;
+  testhost_enable_transfers(f->h);
+  testhost_set_config(f->h, "logs", "c8y-agent-diag=/var/log/syslog");
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
+  g_assert_nonnull(testhost_find_log(f->h, "is the support bundle's"));
+}
+
 int main(int argc, char **argv) {
   g_setenv("TZ", "UTC", TRUE);
   tzset();
@@ -431,6 +550,8 @@ int main(int argc, char **argv) {
   ADD("/plugin/logfile/failures", test_failures);
   ADD("/plugin/logfile/journal", test_journal);
   ADD("/plugin/logfile/upload-through-agent", test_upload_through_agent);
+  ADD("/plugin/logfile/diag/bundle", test_diag_bundle);
+  ADD("/plugin/logfile/diag/name-taken", test_diag_name_taken);
 #undef ADD
   return g_test_run();
 }

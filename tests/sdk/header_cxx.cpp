@@ -24,6 +24,8 @@ void fini(c8y_plugin *self, void *) {
 }
 } // namespace
 
-static_assert(sizeof(c8y_plugin_info) >= 48, "descriptor layout");
+static_assert(sizeof(c8y_plugin_info) >=
+                  offsetof(c8y_plugin_info, fini) + sizeof(void (*)(void)),
+              "descriptor layout");
 
 C8Y_PLUGIN(.name = "header_cxx", .version = "1.0", .init = init, .fini = fini);

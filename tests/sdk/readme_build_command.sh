@@ -1,5 +1,7 @@
 #!/bin/sh
 # readme_build_command.sh <README.md> <build dir> <c8y-agent> <workdir>
+# Env: CC (default: the README's own `cc`), PKG_CONFIG is not used: the
+# command calls pkg-config itself (the .pc is header-only, any arch).
 # Runs the SDK README's one-line pkg-config build command, exactly as
 # written, against the SDK installed into a temporary prefix (so the
 # installed, ${pcfiledir}-relative c8y-plugin.pc is what is used), on a
@@ -60,5 +62,12 @@ static void fini(c8y_plugin *self, void *ud) { free(ud); }
 
 C8Y_PLUGIN(.name = "uptime", .version = "1.0", .init = init, .fini = fini);
 C
+# The README says `cc`: the compiler under test stands in for it (the cross
+# compiler in a cross build, whose plugin the target's agent must load).
+if [ -n "${CC:-}" ]; then
+  cc_path=$(command -v "$CC") || { echo "FAIL: compiler '$CC' not found"; exit 1; }
+  mkdir -p "$work/bin" && ln -sf "$cc_path" "$work/bin/cc" || exit 1
+  PATH=$work/bin:$PATH
+fi
 (cd "$work" && eval "$cmd") || { echo "FAIL: the README's build command failed"; exit 1; }
 sh "$here/load_check.sh" "$agent" "$work/uptime.so" uptime

@@ -60,6 +60,8 @@ struct sim {
   char *passwd_path, *acl_path;
   char sim_password[33];
   broker *br;
+  bool cert_device; /* device_id may log in by certificate (CN) */
+  int cert_port;
 
   MQTTAsync client;
   pthread_mutex_t mu;
@@ -693,17 +695,23 @@ static void on_disconnect_failed(void *ctx, MQTTAsync_failureData *r) {
 
 /* What a device user may do on the platform. No s/us read: a device never
  * sees other devices' (or its own) upstream traffic. */
-static void acl_device_user(FILE *f, const char *tenant, const char *user) {
+static void acl_device_name(FILE *f, const char *name) {
   static const char *const writes[] = {"s/us",   "s/us/#", "s/uc/#",
                                        "s/ut/#", "s/uat",  "s/ucr",
                                        "t/us",   "q/us",   "c/us"};
   static const char *const reads[] = {"s/ds", "s/e",   "s/dc/#",
                                       "s/dt", "s/dat", "s/dcr"};
-  fprintf(f, "\nuser %s/%s\n", tenant, user);
+  fprintf(f, "\nuser %s\n", name);
   for (size_t i = 0; i < sizeof writes / sizeof writes[0]; i++)
     fprintf(f, "topic write %s\n", writes[i]);
   for (size_t i = 0; i < sizeof reads / sizeof reads[0]; i++)
     fprintf(f, "topic read %s\n", reads[i]);
+}
+
+static void acl_device_user(FILE *f, const char *tenant, const char *user) {
+  char name[512];
+  snprintf(name, sizeof name, "%s/%s", tenant, user);
+  acl_device_name(f, name);
 }
 
 static const char *reg_user(const sim *s, size_t i);
@@ -717,6 +725,9 @@ static int write_acl(sim *s, char *err, size_t errlen) {
   fchmod(fileno(f), 0600);
   fprintf(f, "user sim\ntopic readwrite #\n");
   acl_device_user(f, s->tenant, s->user);
+  /* A certificate device's user name is its CN, without a tenant. */
+  if (s->cert_device)
+    acl_device_name(f, s->device_id);
   /* The bootstrap user can only ask for credentials and receive them. */
   fprintf(f, "\nuser " SIM_BOOTSTRAP_USER "\ntopic write s/ucr\n"
              "topic read s/dcr\n");
@@ -956,13 +967,10 @@ int sim_broker_kill(sim *s) {
   return broker_kill(s->br);
 }
 
-int sim_broker_start(sim *s) {
-  char err[256];
-  if (broker_restart(s->br, err, sizeof err) != 0) {
-    fprintf(stderr, "c8y-sim: broker restart failed: %s\n", err);
-    return -1;
-  }
-  /* Skip Paho's back-off so the sim is back before the device usually is. */
+/* After a broker restart: skips Paho's back-off so the sim is back before
+ * the device usually is, and waits (10 s at most) until it subscribed
+ * again. */
+static bool reconnected(sim *s) {
   MQTTAsync_reconnect(s->client);
   struct timespec dl = deadline_ts(10000);
   pthread_mutex_lock(&s->mu);
@@ -970,10 +978,53 @@ int sim_broker_start(sim *s) {
   }
   bool ok = s->subscribed && s->sub_gen > s->kill_gen;
   pthread_mutex_unlock(&s->mu);
-  if (!ok)
-    fprintf(stderr, "c8y-sim: simulator did not reconnect within 10 s\n");
-  return ok ? 0 : -1;
+  return ok;
 }
+
+int sim_broker_start(sim *s) {
+  char err[256];
+  if (broker_restart(s->br, err, sizeof err) != 0) {
+    fprintf(stderr, "c8y-sim: broker restart failed: %s\n", err);
+    return -1;
+  }
+  if (!reconnected(s)) {
+    fprintf(stderr, "c8y-sim: simulator did not reconnect within 10 s\n");
+    return -1;
+  }
+  return 0;
+}
+
+int sim_add_cert_listener(sim *s, const char *ca_file, const char *cert_file,
+                          const char *key_file, char *err, size_t errlen) {
+  s->cert_device = true; /* only this (the test's) thread writes the ACL */
+  if (write_acl(s, err, errlen) != 0)
+    return -1;
+  int port = broker_free_port();
+  if (port <= 0) {
+    seterr(err, errlen, "no free port for the certificate listener");
+    return -1;
+  }
+  char conf[4096];
+  /* Cumulocity's certificate authentication: a client certificate from the
+   * tenant's CA is required and its CN is the identity. */
+  snprintf(conf, sizeof conf,
+           "listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n"
+           "require_certificate true\nuse_identity_as_username true\n",
+           port, ca_file, cert_file, key_file);
+  pthread_mutex_lock(&s->mu);
+  s->kill_gen = s->sub_gen;
+  pthread_mutex_unlock(&s->mu);
+  if (broker_restart_with(s->br, conf, err, errlen) != 0)
+    return -1;
+  s->cert_port = port;
+  if (!reconnected(s)) {
+    seterr(err, errlen, "the simulator did not reconnect within 10 s");
+    return -1;
+  }
+  return port;
+}
+
+int sim_cert_port(const sim *s) { return s->cert_port; }
 
 /* ---- operations -----------------------------------------------------------
  */

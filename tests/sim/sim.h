@@ -118,6 +118,17 @@ long sim_device_mo_id(sim *s, const char *external_id);
 /* Whether a created device has this managed-object id. */
 bool sim_mo_exists(sim *s, long mo_id);
 
+/* ---- certificate devices (c8y-protocol.md 1.3) ----
+ * A second broker listener (TLS on 127.0.0.1) that requires a client
+ * certificate issued by ca_file and takes its CN as the user name, which
+ * then must be the device id (it gets the device's ACL). cert_file/key_file
+ * are the server's. The broker restarts with it (the simulator reconnects
+ * before this returns). Returns the listener's port, or -1 with err. */
+int sim_add_cert_listener(sim *s, const char *ca_file, const char *cert_file,
+                          const char *key_file, char *err, size_t errlen);
+/* That port, 0 before. */
+int sim_cert_port(const sim *s);
+
 /* ---- device registration (bootstrap, c8y-protocol.md 1.5) ----
  * The broker also knows the bootstrap user, who may only publish s/ucr and
  * subscribe s/dcr. Empty s/ucr requests are counted; once a test accepts a

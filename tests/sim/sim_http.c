@@ -1,9 +1,13 @@
 #include "sim_http.h"
 
+#include "sim_est.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -38,6 +42,10 @@ typedef struct bin {
 struct sim_http {
   struct MHD_Daemon *d;
   sim *mqtt;
+  sim_est *est;        /* the certificate authority's EST endpoints */
+  bool est_single_use; /* a token re-enrolls once */
+  sim_http_est_auth est_auth;
+  size_t est_by_cert, est_by_token; /* re-enrollments authenticated so */
   bool open;
   bool echo;
   char *workdir;
@@ -295,7 +303,9 @@ enum route {
   R_EVENT_BINARY_PUT,
   R_EVENT_BINARY_GET,
   R_BINARY_CREATE,
-  R_BINARY_GET
+  R_BINARY_GET,
+  R_EST_ENROLL,
+  R_EST_REENROLL
 };
 
 typedef struct hreq {
@@ -411,6 +421,17 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind,
   return MHD_YES;
 }
 
+static bool bearer_ok_locked(sim_http *h, const char *a) {
+  if (!a || strncasecmp(a, "Bearer ", 7) != 0 || h->reject)
+    return false;
+  long long now = (long long)time(NULL);
+  for (size_t i = 0; i < h->ntoks; i++)
+    if (strcmp(h->toks[i].text, a + 7) == 0 && !h->toks[i].expired &&
+        h->toks[i].exp > now)
+      return true;
+  return false;
+}
+
 /* 0 = allowed; otherwise the status to answer. */
 static int check_auth(sim_http *h, struct MHD_Connection *c) {
   return sim_http_check_authorization(
@@ -426,12 +447,8 @@ int sim_http_check_authorization(sim_http *h, const char *a) {
     rc = 0;
   } else if (a && strcmp(a, h->basic) == 0) {
     rc = 0;
-  } else if (a && strncasecmp(a, "Bearer ", 7) == 0 && !h->reject) {
-    long long now = (long long)time(NULL);
-    for (size_t i = 0; i < h->ntoks; i++)
-      if (strcmp(h->toks[i].text, a + 7) == 0 && !h->toks[i].expired &&
-          h->toks[i].exp > now)
-        rc = 0;
+  } else if (bearer_ok_locked(h, a)) {
+    rc = 0;
   }
   if (rc == 401)
     h->unauthorized++;
@@ -452,6 +469,10 @@ static enum route route_of(const char *method, const char *url, char **arg) {
     return R_EVENT_CREATE;
   if (post && strcmp(url, "/inventory/binaries") == 0)
     return R_BINARY_CREATE;
+  if (post && strcmp(url, "/.well-known/est/simpleenroll") == 0)
+    return R_EST_ENROLL;
+  if (post && strcmp(url, "/.well-known/est/simplereenroll") == 0)
+    return R_EST_REENROLL;
   const char *p;
   if (strncmp(url, "/event/events/", 14) == 0 &&
       (p = strstr(url + 14, "/binaries")) && strcmp(p, "/binaries") == 0 &&
@@ -474,9 +495,79 @@ static ev *find_event(sim_http *h, const char *id) {
   return NULL;
 }
 
+/* The CN of a client certificate the TLS layer verified against the
+ * client CA (sim_http_options.client_ca_pem). */
+static bool client_cert_cn(struct MHD_Connection *c, char *cn, size_t cnlen) {
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+  gnutls_session_t tls = ci ? (gnutls_session_t)ci->tls_session : NULL;
+  unsigned status = 0, n = 0;
+  if (!tls || gnutls_certificate_verify_peers2(tls, &status) != 0 || status)
+    return false;
+  const gnutls_datum_t *certs = gnutls_certificate_get_peers(tls, &n);
+  gnutls_x509_crt_t crt;
+  if (!certs || n == 0 || gnutls_x509_crt_init(&crt) != 0)
+    return false;
+  size_t len = cnlen;
+  bool ok = gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) == 0 &&
+            gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0,
+                                          0, cn, &len) == 0;
+  gnutls_x509_crt_deinit(crt);
+  return ok;
+}
+
+/* The EST endpoints authenticate by themselves: a one-time password for
+ * simpleenroll, the device's JWT for simplereenroll. */
+static enum MHD_Result finish_est(sim_http *h, struct MHD_Connection *c,
+                                  hreq *q) {
+  const char *a =
+      MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+  char *reply = NULL;
+  const char *ctype = NULL;
+  int status;
+  if (q->route == R_EST_ENROLL) {
+    status = sim_est_simpleenroll(h->est, a, q->body ? q->body : "", q->len,
+                                  &reply, &ctype);
+  } else {
+    char cn[256];
+    bool by_cert = h->est_auth != SIM_EST_AUTH_TOKEN &&
+                   client_cert_cn(c, cn, sizeof cn) &&
+                   sim_est_enrolled(h->est, cn);
+    pthread_mutex_lock(&h->mu);
+    bool by_token =
+        h->est_auth != SIM_EST_AUTH_CLIENT_CERT && bearer_ok_locked(h, a);
+    bool authenticated = by_cert || by_token;
+    pthread_mutex_unlock(&h->mu);
+    status = sim_est_simplereenroll(
+        h->est, authenticated, q->body ? q->body : "", q->len, &reply, &ctype);
+    pthread_mutex_lock(&h->mu);
+    if (status == 200) {
+      h->est_by_cert += by_cert;
+      h->est_by_token += by_token && !by_cert;
+    }
+    for (size_t i = 0; status == 200 && h->est_single_use && by_token &&
+                       !by_cert && i < h->ntoks;
+         i++)
+      if (strcmp(h->toks[i].text, a + 7) == 0)
+        h->toks[i].expired = true;
+    pthread_mutex_unlock(&h->mu);
+  }
+  if (status == 401) {
+    pthread_mutex_lock(&h->mu);
+    h->unauthorized++;
+    pthread_mutex_unlock(&h->mu);
+  }
+  enum MHD_Result rc = send_text(c, status, ctype, reply ? reply : "");
+  free(reply);
+  return rc;
+}
+
 static enum MHD_Result finish(sim_http *h, struct MHD_Connection *c, hreq *q) {
   char self[256];
   switch (q->route) {
+  case R_EST_ENROLL:
+  case R_EST_REENROLL:
+    return finish_est(h, c, q);
   case R_IDENTITY: {
     long mo = h->mqtt ? sim_device_mo_id(h->mqtt, q->arg) : -1;
     if (mo < 0) {
@@ -637,7 +728,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c,
       printf("http %s %s\n", method, url);
       fflush(stdout);
     }
-    int auth = check_auth(h, c);
+    bool est = strncmp(url, "/.well-known/est/", 17) == 0 && !h->open;
+    int auth = est ? 0 : check_auth(h, c);
     q = calloc(1, sizeof *q);
     if (!q)
       return MHD_NO;
@@ -742,6 +834,7 @@ int sim_http_start(const sim_http_options *o, sim_http **out, char *err,
   h->mqtt = o->mqtt;
   h->open = o->open;
   h->echo = o->echo;
+  h->est = sim_est_new();
   h->lifetime_s = 3600;
   h->next_id = 70001;
   h->tenant = strdup(o->tenant ? o->tenant : "t1");
@@ -792,7 +885,16 @@ int sim_http_start(const sim_http_options *o, sim_http **out, char *err,
     }
     flags |= MHD_USE_TLS;
   }
-  if (tls)
+  /* With a client CA, TLS clients are asked (not required) for a
+   * certificate: the EST re-enrollment can authenticate by it. */
+  char *trust = tls && o->client_ca_pem ? slurp(o->client_ca_pem) : NULL;
+  if (trust)
+    h->d = MHD_start_daemon(
+        flags, 0, NULL, NULL, handler, h, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, on_done, NULL,
+        MHD_OPTION_HTTPS_MEM_KEY, key, MHD_OPTION_HTTPS_MEM_CERT, cert,
+        MHD_OPTION_HTTPS_MEM_TRUST, trust, MHD_OPTION_END);
+  else if (tls)
     h->d =
         MHD_start_daemon(flags, 0, NULL, NULL, handler, h, MHD_OPTION_SOCK_ADDR,
                          (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED,
@@ -805,6 +907,7 @@ int sim_http_start(const sim_http_options *o, sim_http **out, char *err,
                          on_done, NULL, MHD_OPTION_END);
   free(cert);
   free(key);
+  free(trust);
   if (!h->d) {
     seterr(err, errlen, "cannot start the HTTP server on 127.0.0.1:%d",
            o->port);
@@ -851,6 +954,7 @@ void sim_http_stop(sim_http *h) {
   if (h->own_workdir && h->workdir)
     nftw(h->workdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
   free(h->workdir);
+  sim_est_free(h->est);
   free(h->basic);
   free(h->tenant);
   free(h->user);
@@ -860,6 +964,7 @@ void sim_http_stop(sim_http *h) {
 }
 
 int sim_http_port(const sim_http *h) { return h->port; }
+sim_est *sim_http_est(sim_http *h) { return h->est; }
 const char *sim_http_url(const sim_http *h) { return h->url; }
 
 long sim_http_add_binary(sim_http *h, const char *path) {
@@ -891,6 +996,15 @@ SETTER(sim_http_reject_tokens, bool, reject)
 SETTER(sim_http_set_token_lifetime, int, lifetime_s)
 SETTER(sim_http_set_delay, int, delay_ms)
 SETTER(sim_http_set_chunked, bool, chunked)
+SETTER(sim_http_est_single_use_tokens, bool, est_single_use)
+SETTER(sim_http_set_est_auth, sim_http_est_auth, est_auth)
+
+size_t sim_http_est_reenrolls(sim_http *h, bool by_cert) {
+  pthread_mutex_lock(&h->mu);
+  size_t n = by_cert ? h->est_by_cert : h->est_by_token;
+  pthread_mutex_unlock(&h->mu);
+  return n;
+}
 
 void sim_http_fail_requests(sim_http *h, int n, int status) {
   pthread_mutex_lock(&h->mu);

@@ -7,6 +7,8 @@
  *   GET  /event/events/<id>/binaries            -> the attached file
  *   POST /inventory/binaries                    (multipart "object" + "file")
  *   GET  /inventory/binaries/<id>               with Range (206)
+ *   POST /.well-known/est/simpleenroll          (sim_est.h)
+ *   POST /.well-known/est/simplereenroll
  * Every request needs Basic "<tenant>/<user>:<password>" or a Bearer token
  * minted for the MQTT side's s/uat (71 on s/dat), except on an "open"
  * server, which plays a foreign file host: it serves binaries to anyone and
@@ -17,6 +19,7 @@
 #define C8Y_SIM_HTTP_H
 
 #include "sim.h"
+#include "sim_est.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -32,6 +35,9 @@ typedef struct sim_http_options {
   int port;             /* 0 = a free loopback port */
   const char *cert_pem; /* server certificate + key files: HTTPS */
   const char *key_pem;
+  /* CA file whose client certificates the TLS layer accepts (asked for,
+   * not required): simplereenroll may authenticate by one. */
+  const char *client_ca_pem;
   bool open;           /* foreign host: no auth, counts Authorization */
   const char *workdir; /* where uploads are stored; NULL = a temp dir */
   bool echo;           /* print each request and stored file to stdout */
@@ -52,6 +58,22 @@ long sim_http_add_binary(sim_http *h, const char *path);
  * tenant (the remote-access WebSocket, sim_ws): 0 when the Authorization
  * value (NULL = none) is accepted, else 401; counted like a request's. */
 int sim_http_check_authorization(sim_http *h, const char *authorization);
+
+/* The certificate authority behind /.well-known/est/ (sim_est.h): set its
+ * CA and one-time passwords there. Without a CA it answers 500. */
+sim_est *sim_http_est(sim_http *h);
+/* While true, a token that re-enrolled once is refused afterwards (the
+ * device must fetch a new one over s/uat). */
+void sim_http_est_single_use_tokens(sim_http *h, bool on);
+/* What authenticates simplereenroll (default: either). */
+typedef enum sim_http_est_auth {
+  SIM_EST_AUTH_EITHER,
+  SIM_EST_AUTH_TOKEN,      /* the device's JWT only */
+  SIM_EST_AUTH_CLIENT_CERT /* its client certificate only */
+} sim_http_est_auth;
+void sim_http_set_est_auth(sim_http *h, sim_http_est_auth auth);
+/* Re-enrollments accepted by client certificate (true) or by JWT. */
+size_t sim_http_est_reenrolls(sim_http *h, bool by_cert);
 
 /* ---- faults ---- */
 /* The next n downloads stop (connection closed) half way through what they

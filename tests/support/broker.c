@@ -524,6 +524,8 @@ int broker_restart_with(broker *b, const char *extra_conf, char *err,
 
 int broker_port(const broker *b) { return b ? b->port : -1; }
 
+int broker_free_port(void) { return free_port(); }
+
 int broker_pid(const broker *b) { return b ? (int)b->pid : 0; }
 
 void broker_stop(broker *b) {

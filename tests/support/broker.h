@@ -44,6 +44,8 @@ int broker_restart(broker *b, char *err, size_t errlen);
 int broker_restart_with(broker *b, const char *extra_conf, char *err,
                         size_t errlen);
 int broker_port(const broker *b);
+/* A loopback port free right now (for another listener). */
+int broker_free_port(void);
 int broker_pid(const broker *b); /* 0 when not running */
 /* SIGTERM, then SIGKILL after 2 s; waitpid; frees b. NULL is a no-op. */
 void broker_stop(broker *b);

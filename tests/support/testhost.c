@@ -81,6 +81,10 @@ struct testhost {
   handler_wrap *wraps;
   size_t nwraps;
   atomic_bool handler_returned, reboot_requested, resume_requested;
+  /* Bumped by each testhost_run_operation: a handler of an earlier
+   * operation that returns late (its op_succeed already let the test go on)
+   * must not mark the next one's handler as returned. */
+  atomic_uint op_gen;
   char *xfer_reason; /* under mu */
   atomic_int crash;  /* testhost_crash */
   /* testhost_set_platform */
@@ -568,8 +572,10 @@ const char *testhost_upload_field(testhost *h, size_t i, const char *field) {
 
 static int wrapped_handler(c8y_plugin *self, c8y_operation *op, void *ud) {
   handler_wrap *w = ud;
+  unsigned gen = atomic_load(&w->h->op_gen);
   int rc = w->fn(self, op, w->ud);
-  atomic_store(&w->h->handler_returned, true);
+  if (atomic_load(&w->h->op_gen) == gen)
+    atomic_store(&w->h->handler_returned, true);
   wake(w->h);
   return rc;
 }
@@ -815,6 +821,7 @@ testhost_op_state testhost_run_operation(testhost *h, const char *line,
   g_free(h->op_fragment);
   h->op_fragment = NULL;
   g_ptr_array_set_size(h->op_params, 0);
+  atomic_fetch_add(&h->op_gen, 1);
   atomic_store(&h->handler_returned, false);
   atomic_store(&h->reboot_requested, false);
   atomic_store(&h->resume_requested, false);

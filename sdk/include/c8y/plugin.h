@@ -164,11 +164,11 @@ typedef struct c8y_platform_auth {
   char ca_file[512];        /* trust anchors: "" = the system's */
   char ca_path[512];        /* "" = the system's */
   int verify_peer;          /* 0 only when the configuration turns it off */
-  char error[256];          /* reason on failure, "" on success */
   /* Whether the certificate must name the host ([c8y] verify_hostname);
    * independent of verify_peer (the chain is still checked when this is 0).
-   * Written only when `size` covers it. */
+   */
   int verify_hostname;
+  char error[256]; /* reason on failure, "" on success */
 } c8y_platform_auth;
 
 /* ---- Services the agent provides ------------------------------------------
