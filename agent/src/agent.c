@@ -58,8 +58,13 @@ typedef struct agent {
   char *queue_dir;
   http_ctx *http;
   atomic_bool token_wanted; /* a transfer waits for s/uat -> 71 */
-  localapi *api;            /* NULL when disabled or it could not start */
-  renew *renew;             /* NULL without a client certificate */
+  /* an upload waits for 123 -> 124 (the child, NULL = root) */
+  pthread_mutex_t identity_mu;
+  bool identity_wanted;
+  char *identity_child;
+  uint64_t child_seq; /* registry_child_seq the engine and link have seen */
+  localapi *api;      /* NULL when disabled or it could not start */
+  renew *renew;       /* NULL without a client certificate */
 
   int wake_fd;
   long long next_watchdog;
@@ -105,6 +110,40 @@ static void request_token(void *ctx) {
   agent *a = ctx;
   atomic_store(&a->token_wanted, true);
   wake(a);
+}
+
+/* http module, any thread: the main loop publishes the 123. */
+static void request_identity(void *ctx, const char *child) {
+  agent *a = ctx;
+  pthread_mutex_lock(&a->identity_mu);
+  free(a->identity_child);
+  a->identity_child = child ? strdup(child) : NULL;
+  a->identity_wanted = !child || a->identity_child;
+  pthread_mutex_unlock(&a->identity_mu);
+  wake(a);
+}
+
+static void send_identity_request(agent *a) {
+  pthread_mutex_lock(&a->identity_mu);
+  bool wanted = a->identity_wanted;
+  char *child = a->identity_child;
+  a->identity_wanted = false;
+  a->identity_child = NULL;
+  pthread_mutex_unlock(&a->identity_mu);
+  if (wanted)
+    link_request_identity(a->link, child);
+  free(child);
+}
+
+/* ABI 1.2: a plugin added children (any thread; its wake brings the loop
+ * here): operations kept for them are dispatched, and they are announced. */
+static void children_step(agent *a) {
+  uint64_t seq = registry_child_seq(a->reg);
+  if (seq != a->child_seq) {
+    a->child_seq = seq;
+    ops_children_changed(a->ops);
+  }
+  link_announce_children(a->link);
 }
 
 /* STATUS= for systemctl status, with what the operator must know. */
@@ -377,6 +416,7 @@ static void reload_apply(agent *a) {
   config_free(&a->cfg);
   a->cfg = fresh;
   log_set_level(a->cfg.log_level);
+  ops_set_cancel_grace(a->ops, (uint32_t)a->cfg.stop_grace_ms);
   setup_host(a);
   loader_load_all(&a->host, a->cfg.plugin_dir, true, &a->plugins);
   localapi_set_plugins(a->api, &a->plugins, a->reg);
@@ -510,6 +550,9 @@ static void main_loop(agent *a) {
       deadline = next_renew;
     if (link_is_up(a->link) && atomic_exchange(&a->token_wanted, false))
       link_request_token(a->link);
+    if (link_is_up(a->link))
+      send_identity_request(a);
+    children_step(a);
     publish_state(a);
 
     int timeout = (int)(deadline > now ? deadline - now : 0);
@@ -642,6 +685,8 @@ static void agent_cleanup(agent *a) {
   outq_close(a->q);
   journal_close(a->j);
   free(a->queue_dir);
+  free(a->identity_child);
+  pthread_mutex_destroy(&a->identity_mu);
   if (a->wake_fd >= 0)
     close(a->wake_fd);
   config_free(&a->cfg);
@@ -652,6 +697,7 @@ static int agent_init(agent *a, const char *config_path) {
   memset(a, 0, sizeof *a);
   a->config_path = config_path;
   a->wake_fd = -1;
+  pthread_mutex_init(&a->identity_mu, NULL);
   if (load_config(a, config_path) != 0)
     return AGENT_EXIT_CONFIG;
   a->reg = registry_new();
@@ -685,6 +731,7 @@ int agent_run(const char *config_path) {
   char herr[512];
   if (http_new(&a.cfg, request_token, &a, &a.http, herr, sizeof herr) != 0)
     log_error("no file transfers: %s", herr);
+  http_set_identity_source(a.http, request_identity, &a);
   a.host.http = a.http;
   ops_host oh = {.ctx = &a,
                  .dispatch = dispatch_op,
@@ -695,6 +742,7 @@ int agent_run(const char *config_path) {
     agent_cleanup(&a);
     return AGENT_EXIT_RUNTIME;
   }
+  ops_set_cancel_grace(a.ops, (uint32_t)a.cfg.stop_grace_ms);
   ops_recover(a.ops);
   loader_load_all(&a.host, a.cfg.plugin_dir, true, &a.plugins);
   ops_resume(a.ops);

@@ -1,7 +1,9 @@
 /* downstream: everything Cumulocity sends, routed by topic on the main
- * loop. s/ds -> the operation engine, s/dc/<xid> -> the plugin that
- * registered the custom template's message id, s/dat (71, the JWT) -> the
- * transfers, s/e -> the log. */
+ * loop. s/ds -> the operation engine (124, the managed-object id, -> the
+ * REST client), devicecontrol/notifications (JSON operations) -> the
+ * engine, s/dc/<xid> -> the engine for template operations, else the
+ * plugin that registered the custom template's message id, s/dat (71, the
+ * JWT) -> the transfers, s/e -> the log. */
 #ifndef C8Y_DOWNSTREAM_H
 #define C8Y_DOWNSTREAM_H
 

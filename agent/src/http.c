@@ -29,9 +29,18 @@
 #define STALL_SECONDS 60     /* below 1 byte/s this long = a dead peer */
 #define CONNECT_TIMEOUT_S 30 /* DNS + TCP + TLS */
 
+#define IDENTITY_WAIT_MS 15000 /* 123 -> 124 round trip */
+
+/* A device's managed-object id: known (mo), being looked up by one caller
+ * while the others wait for its answer (looking), or the failure of the
+ * last lookup, handed to those who waited for it. */
 typedef struct id_entry {
   char *ext;
   char *mo;
+  bool looking;
+  int rc;
+  long code;
+  char err[256];
 } id_entry;
 
 struct http_ctx {
@@ -60,6 +69,13 @@ struct http_ctx {
   void *request_ctx;
   id_entry *ids;
   size_t nids;
+  /* 123 over MQTT: one question at a time, since the 124 answer does not
+   * say which device it is about. */
+  http_identity_request_fn request_identity;
+  void *identity_ctx;
+  bool identity_busy;
+  char *identity_answer;
+  unsigned identity_gen;
 };
 
 static void seterr(char *err, size_t len, const char *fmt, ...)
@@ -389,9 +405,32 @@ void http_stop(http_ctx *h) {
   }
 }
 
+void http_set_identity_source(http_ctx *h, http_identity_request_fn fn,
+                              void *ctx) {
+  if (!h)
+    return;
+  pthread_mutex_lock(&h->mu);
+  h->request_identity = fn;
+  h->identity_ctx = ctx;
+  pthread_mutex_unlock(&h->mu);
+}
+
+void http_identity_received(http_ctx *h, const char *mo) {
+  if (!h || !mo || !*mo)
+    return;
+  pthread_mutex_lock(&h->mu);
+  if (h->identity_busy && !h->identity_answer) {
+    h->identity_answer = strdup(mo);
+    h->identity_gen++;
+    pthread_cond_broadcast(&h->cv);
+  }
+  pthread_mutex_unlock(&h->mu);
+}
+
 void http_free(http_ctx *h) {
   if (!h)
     return;
+  free(h->identity_answer);
   if (h->share) {
     curl_share_cleanup(h->share);
     curl_global_cleanup();
@@ -1169,18 +1208,68 @@ static char *url_escape(const char *s) {
   return copy;
 }
 
-/* The managed-object id of external id `ext` (c8y_Serial), cached. */
-static int lookup_mo(http_ctx *h, const char *ext, char *mo, size_t molen,
-                     http_cancel_fn cancelled, const c8y_operation *op,
-                     long *code, char *err, size_t errlen) {
+/* Waits (h->mu held) up to a second for a broadcast. */
+static void wait_a_moment(http_ctx *h) {
+  struct timespec dl;
+  clock_gettime(CLOCK_MONOTONIC, &dl);
+  dl.tv_sec += 1;
+  pthread_cond_timedwait(&h->cv, &h->mu, &dl);
+}
+
+/* 123 on the device's own topic, answered by 124,<id> on s/ds (Cumulocity
+ * static templates 123/124): the MQTT session's own device binding, for
+ * when REST cannot say (the device's user may not read identities, or its
+ * identity is not a c8y_Serial one). */
+static int lookup_mo_mqtt(http_ctx *h, const char *ext, bool child, char *mo,
+                          size_t molen, http_cancel_fn cancelled,
+                          const c8y_operation *op, char *err, size_t errlen) {
+  long long deadline = clock_mono_ms() + IDENTITY_WAIT_MS;
   pthread_mutex_lock(&h->mu);
-  for (size_t i = 0; i < h->nids; i++)
-    if (strcmp(h->ids[i].ext, ext) == 0) {
-      snprintf(mo, molen, "%s", h->ids[i].mo);
-      pthread_mutex_unlock(&h->mu);
-      return C8Y_OK;
-    }
+  while (h->identity_busy && !atomic_load(&h->stopping) &&
+         clock_mono_ms() < deadline && !(cancelled && op && cancelled(op)))
+    wait_a_moment(h);
+  if (h->identity_busy || !h->request_identity) {
+    pthread_mutex_unlock(&h->mu);
+    seterr(err, errlen, "no managed-object id for %s: no answer to 123", ext);
+    return atomic_load(&h->stopping) ? C8Y_ECANCELED : C8Y_ETIMEDOUT;
+  }
+  h->identity_busy = true;
+  free(h->identity_answer);
+  h->identity_answer = NULL;
+  http_identity_request_fn ask = h->request_identity;
+  void *ctx = h->identity_ctx;
   pthread_mutex_unlock(&h->mu);
+  ask(ctx, child ? ext : NULL);
+  pthread_mutex_lock(&h->mu);
+  while (!h->identity_answer && !atomic_load(&h->stopping) &&
+         clock_mono_ms() < deadline && !(cancelled && op && cancelled(op)))
+    wait_a_moment(h);
+  int rc = C8Y_OK;
+  if (h->identity_answer)
+    snprintf(mo, molen, "%s", h->identity_answer);
+  else if (atomic_load(&h->stopping) || (cancelled && op && cancelled(op)))
+    rc = C8Y_ECANCELED;
+  else
+    rc = C8Y_ETIMEDOUT;
+  free(h->identity_answer);
+  h->identity_answer = NULL;
+  h->identity_busy = false;
+  pthread_cond_broadcast(&h->cv);
+  pthread_mutex_unlock(&h->mu);
+  if (rc == C8Y_OK)
+    log_info("managed-object id of %s: %s (123 over MQTT)", ext, mo);
+  else
+    seterr(err, errlen,
+           "no managed-object id for %s: 123 on its MQTT topic got no 124 "
+           "within %d s",
+           ext, IDENTITY_WAIT_MS / 1000);
+  return rc;
+}
+
+/* GET /identity/externalIds/c8y_Serial/<ext>. */
+static int lookup_mo_rest(http_ctx *h, const char *ext, char *mo, size_t molen,
+                          http_cancel_fn cancelled, const c8y_operation *op,
+                          long *code, char *err, size_t errlen) {
   char *esc = url_escape(ext);
   char *url = NULL;
   if (!esc || asprintf(&url, "%s/identity/externalIds/c8y_Serial/%s",
@@ -1217,22 +1306,97 @@ static int lookup_mo(http_ctx *h, const char *ext, char *mo, size_t molen,
   }
   free(r);
   free(url);
-  if (rc == C8Y_OK) {
-    pthread_mutex_lock(&h->mu);
-    id_entry *grown = realloc(h->ids, (h->nids + 1) * sizeof *grown);
-    if (grown) {
-      h->ids = grown;
-      h->ids[h->nids].ext = strdup(ext);
-      h->ids[h->nids].mo = strdup(mo);
-      if (h->ids[h->nids].ext && h->ids[h->nids].mo)
-        h->nids++;
-      else {
-        free(h->ids[h->nids].ext);
-        free(h->ids[h->nids].mo);
-      }
-    }
-    pthread_mutex_unlock(&h->mu);
+  return rc;
+}
+
+static id_entry *find_id(http_ctx *h, const char *ext) {
+  for (size_t i = 0; i < h->nids; i++)
+    if (strcmp(h->ids[i].ext, ext) == 0)
+      return &h->ids[i];
+  return NULL;
+}
+
+/* The managed-object id of external id `ext` (c8y_Serial), cached. Callers
+ * that ask at the same time share one lookup and its answer (a 522 and a
+ * 526 in one publish ask once). REST first; for the root device, where
+ * the REST side refuses or does not know its identity (403, 404), 123 over
+ * MQTT. */
+static int lookup_mo(http_ctx *h, const char *ext, bool child, char *mo,
+                     size_t molen, http_cancel_fn cancelled,
+                     const c8y_operation *op, long *code, char *err,
+                     size_t errlen) {
+  pthread_mutex_lock(&h->mu);
+  id_entry *e = find_id(h, ext);
+  bool waited = false;
+  while (e && e->looking && !atomic_load(&h->stopping) &&
+         !(cancelled && op && cancelled(op))) {
+    waited = true;
+    wait_a_moment(h);
+    e = find_id(h, ext);
   }
+  if (e && e->mo) {
+    snprintf(mo, molen, "%s", e->mo);
+    pthread_mutex_unlock(&h->mu);
+    return C8Y_OK;
+  }
+  if (e && waited && !e->looking) {
+    /* The lookup this call waited for failed: same answer. */
+    int rc = e->rc;
+    *code = e->code;
+    seterr(err, errlen, "%s", e->err);
+    pthread_mutex_unlock(&h->mu);
+    return rc;
+  }
+  if (e && e->looking) {
+    pthread_mutex_unlock(&h->mu);
+    seterr(err, errlen, "identity lookup of %s: stopped", ext);
+    return C8Y_ECANCELED;
+  }
+  if (!e) {
+    id_entry *grown = realloc(h->ids, (h->nids + 1) * sizeof *grown);
+    char *copy = strdup(ext);
+    if (!grown || !copy) {
+      if (grown)
+        h->ids = grown;
+      free(copy);
+      pthread_mutex_unlock(&h->mu);
+      seterr(err, errlen, "out of memory");
+      return C8Y_ENOMEM;
+    }
+    h->ids = grown;
+    e = &h->ids[h->nids++];
+    memset(e, 0, sizeof *e);
+    e->ext = copy;
+  }
+  e->looking = true;
+  bool mqtt = h->request_identity != NULL;
+  pthread_mutex_unlock(&h->mu);
+
+  int rc = lookup_mo_rest(h, ext, mo, molen, cancelled, op, code, err, errlen);
+  /* Not for children: anything on s/us/<child> creates that child. */
+  if (rc != C8Y_OK && mqtt && !child && (*code == 403 || *code == 404)) {
+    log_notice("identity of %s not readable over REST (HTTP %ld); asking "
+               "over MQTT (123)",
+               ext, *code);
+    char why[256];
+    int mrc = lookup_mo_mqtt(h, ext, child, mo, molen, cancelled, op, why,
+                             sizeof why);
+    if (mrc == C8Y_OK)
+      rc = C8Y_OK;
+  }
+
+  pthread_mutex_lock(&h->mu);
+  e = find_id(h, ext); /* the array may have moved */
+  if (e) {
+    e->looking = false;
+    e->rc = rc;
+    e->code = *code;
+    snprintf(e->err, sizeof e->err, "%s", rc == C8Y_OK ? "" : err);
+    if (rc == C8Y_OK && !(e->mo = strdup(mo)))
+      e->rc = C8Y_ENOMEM;
+  }
+  pthread_cond_broadcast(&h->cv);
+  pthread_mutex_unlock(&h->mu);
   return rc;
 }
 
@@ -1277,8 +1441,8 @@ int http_upload(http_ctx *h, const char *device_id, c8y_upload *u,
   }
   const char *dev = u->child_id ? u->child_id : device_id;
   char mo[128];
-  int rc = lookup_mo(h, dev, mo, sizeof mo, cancelled, u->op, &u->http_code,
-                     u->error, sizeof u->error);
+  int rc = lookup_mo(h, dev, u->child_id != NULL, mo, sizeof mo, cancelled,
+                     u->op, &u->http_code, u->error, sizeof u->error);
   if (rc != C8Y_OK)
     return rc;
 

@@ -45,6 +45,17 @@ void http_token_received(http_ctx *h, const char *token);
  * C8Y_ECANCELED (http_stop), with the reason in err. */
 int http_bearer_token(http_ctx *h, const char *stale, char *out, size_t outlen,
                       char *err, size_t errlen);
+/* Asks (from any thread, must not block) for "123" on the device's topic:
+ * s/us for the root (child NULL), s/us/<child> for a child. The answer
+ * "124,<id>" goes to http_identity_received. */
+typedef void (*http_identity_request_fn)(void *ctx, const char *child);
+/* Where REST cannot read the root device's identity (HTTP 403/404),
+ * uploads ask over MQTT (never for a child: a line on s/us/<child> would
+ * create it). Without a source they fail with the REST error. */
+void http_set_identity_source(http_ctx *h, http_identity_request_fn fn,
+                              void *ctx);
+/* The "124" reply's id (main loop). */
+void http_identity_received(http_ctx *h, const char *mo);
 
 /* Cancellation probe for a transfer (e.g. ops_op_cancelled). */
 typedef int (*http_cancel_fn)(const c8y_operation *op);

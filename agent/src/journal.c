@@ -66,6 +66,9 @@ static void free_fields(char **v, size_t n) {
 }
 
 static void entry_clear(journal_entry *e) {
+  free(e->c8y_id);
+  free(e->xid);
+  free(e->json);
   free(e->template_id);
   free(e->fragment);
   free(e->device);
@@ -94,13 +97,17 @@ static int copy_fields(const char *const *src, size_t n, char ***out) {
 int journal_entry_copy(const journal_entry *e, journal_entry *out) {
   memset(out, 0, sizeof *out);
   *out = *e;
+  out->c8y_id = dup_or_null(e->c8y_id);
+  out->xid = dup_or_null(e->xid);
+  out->json = dup_or_null(e->json);
   out->template_id = dup_or_null(e->template_id);
   out->fragment = dup_or_null(e->fragment);
   out->device = dup_or_null(e->device);
   out->boot_id = dup_or_null(e->boot_id);
   out->fields = NULL;
   out->nfields = 0;
-  bool ok = (!e->template_id || out->template_id) &&
+  bool ok = (!e->c8y_id || out->c8y_id) && (!e->xid || out->xid) &&
+            (!e->json || out->json) && (!e->template_id || out->template_id) &&
             (!e->fragment || out->fragment) && (!e->device || out->device) &&
             (!e->boot_id || out->boot_id);
   if (ok && copy_fields((const char *const *)e->fields, e->nfields,
@@ -122,8 +129,8 @@ static json_t *fields_json(const char *const *fields, size_t n) {
   return a;
 }
 
-/* A "begin" line; resume state only when there is some, so journals of
- * ordinary operations look as they always did. */
+/* A "begin" line; resume state and ids only when there are some, so
+ * journals of ordinary operations look as they always did. */
 static json_t *entry_json(const journal_entry *e, const char *boot,
                           long long t) {
   json_t *o =
@@ -131,10 +138,16 @@ static json_t *entry_json(const journal_entry *e, const char *boot,
                 "begin", "id", (json_int_t)e->id, "template", e->template_id,
                 "fragment", e->fragment, "device", e->device, "child", e->child,
                 "boot", boot, "reboot", e->reboot, "t", (json_int_t)t);
+  if (o && e->c8y_id)
+    json_object_set_new(o, "c8y_id", json_string(e->c8y_id));
+  if (o && e->xid)
+    json_object_set_new(o, "xid", json_string(e->xid));
   if (o && e->resume) {
     json_object_set_new(o, "resume", json_true());
     json_object_set_new(
         o, "fields", fields_json((const char *const *)e->fields, e->nfields));
+    if (e->json)
+      json_object_set_new(o, "json", json_string(e->json));
     json_object_set_new(o, "resumes", json_integer(e->resumes));
   }
   return o;
@@ -165,6 +178,9 @@ static void read_resume(journal *j, size_t lineno, json_t *o,
                         journal_entry *e) {
   if (read_fields(json_object_get(o, "fields"), e)) {
     e->resume = true;
+    const char *doc = json_string_value(json_object_get(o, "json"));
+    free(e->json);
+    e->json = dup_or_null(doc);
   } else {
     log_warning("%s:%zu: resume record of entry %llu without readable "
                 "fields; the operation will fail instead",
@@ -373,6 +389,8 @@ static void replay_line(journal *j, const char *line, size_t lineno) {
       e->id = (uint64_t)id;
       e->template_id =
           dup_or_null(json_string_value(json_object_get(o, "template")));
+      e->c8y_id = dup_or_null(json_string_value(json_object_get(o, "c8y_id")));
+      e->xid = dup_or_null(json_string_value(json_object_get(o, "xid")));
       e->fragment =
           dup_or_null(json_string_value(json_object_get(o, "fragment")));
       e->device = dup_or_null(json_string_value(json_object_get(o, "device")));
@@ -400,6 +418,10 @@ static void replay_line(journal *j, const char *line, size_t lineno) {
     e->reboot = true;
   } else if (strcmp(kind, "resume") == 0 && e) {
     read_resume(j, lineno, o, e);
+  } else if (strcmp(kind, "cid") == 0 && e) {
+    const char *cid = json_string_value(json_object_get(o, "c8y_id"));
+    if (cid && !e->c8y_id)
+      e->c8y_id = strdup(cid);
   } else if (strcmp(kind, "end") == 0 && e) {
     entry_clear(e);
     *e = j->recovered[--j->nrecovered];
@@ -747,24 +769,43 @@ int journal_begin(journal *j, const journal_entry *e) {
 }
 
 int journal_mark_resume(journal *j, uint64_t id, const char *const *fields,
-                        size_t nfields) {
+                        size_t nfields, const char *json) {
   pthread_mutex_lock(&j->mu);
   journal_entry *e = find_live(j, id);
   if (e) {
     char **copy;
-    if (copy_fields(fields, nfields, &copy) != 0) {
+    char *doc = dup_or_null(json);
+    if ((json && !doc) || copy_fields(fields, nfields, &copy) != 0) {
+      free(doc);
       pthread_mutex_unlock(&j->mu);
       return C8Y_ENOMEM;
     }
     free_fields(e->fields, e->nfields);
     e->fields = copy;
     e->nfields = nfields;
+    free(e->json);
+    e->json = doc;
     e->resume = true;
   }
   json_t *o = json_pack("{s:s, s:I}", "op", "resume", "id", (json_int_t)id);
   if (o)
     json_object_set_new(o, "fields", fields_json(fields, nfields));
+  if (o && json)
+    json_object_set_new(o, "json", json_string(json));
   return append_unlock(j, o);
+}
+
+int journal_set_c8y_id(journal *j, uint64_t id, const char *c8y_id) {
+  if (!c8y_id)
+    return C8Y_EINVAL;
+  pthread_mutex_lock(&j->mu);
+  journal_entry *e = find_live(j, id);
+  if (e && !e->c8y_id && !(e->c8y_id = strdup(c8y_id))) {
+    pthread_mutex_unlock(&j->mu);
+    return C8Y_ENOMEM;
+  }
+  return append_unlock(j, json_pack("{s:s, s:I, s:s}", "op", "cid", "id",
+                                    (json_int_t)id, "c8y_id", c8y_id));
 }
 
 int journal_mark_reboot(journal *j, uint64_t id) {

@@ -1,6 +1,6 @@
 /* journal: the on-disk record of operations the agent set to EXECUTING.
  *
- * Each begin/reboot/end is one JSON line appended to
+ * Each begin/reboot/resume/id/end is one JSON line appended to
  * <state_dir>/operations.journal and fdatasync'ed before the call returns, so
  * after a crash, kill -9 or a reboot the agent knows which operations were
  * still executing and finishes them (see ops.c: 503 for an operation that
@@ -23,8 +23,12 @@
 #include <stdint.h>
 
 typedef struct journal_entry {
-  uint64_t id;
-  char *template_id;
+  uint64_t id;       /* the agent's own operation number */
+  char *c8y_id;      /* Cumulocity's operation id, NULL when it was not known:
+                        the final status after a restart goes by id (505/506)
+                        when there is one, by fragment (502/503) otherwise */
+  char *template_id; /* static template, custom message id, or NULL (JSON) */
+  char *xid;         /* custom template collection of template_id, or NULL */
   char *fragment;
   char *device;  /* external id; the root or a child */
   bool child;    /* status goes to s/us/<device> */
@@ -37,6 +41,7 @@ typedef struct journal_entry {
   bool resume;
   char **fields;
   size_t nfields;
+  char *json; /* the operation's JSON document, or NULL */
   unsigned resumes;
 } journal_entry;
 
@@ -70,9 +75,13 @@ uint64_t journal_next_id(journal *j);
 
 int journal_begin(journal *j, const journal_entry *e); /* e->boot_id ignored */
 int journal_mark_reboot(journal *j, uint64_t id);
-/* The operation is resumed after a restart, with these fields. */
+/* The operation is resumed after a restart, with these fields and JSON
+ * document (nullable). */
 int journal_mark_resume(journal *j, uint64_t id, const char *const *fields,
-                        size_t nfields);
+                        size_t nfields, const char *json);
+/* Cumulocity's id of an operation begun without it (its JSON copy arrived
+ * after the SmartREST line had started it). */
+int journal_set_c8y_id(journal *j, uint64_t id, const char *c8y_id);
 int journal_end(journal *j, uint64_t id);
 
 /* Which boot this is: the kernel's boot id, followed by " <token>" when the

@@ -90,6 +90,7 @@ struct link_ctx {
   long long probe_sent;   /* 0 = no probe outstanding */
   bool dropping;          /* session_drop issued, waiting for the loss */
   bool trying_identity;   /* reconnecting with a renewed certificate */
+  uint64_t announced_seq; /* children up to this registry_child_seq */
 };
 
 /* ---- events from Paho threads ---- */
@@ -221,10 +222,15 @@ static int downstream_qos(const link_ctx *l) {
 }
 
 /* Every registration line was acknowledged: now the device exists with its
- * capabilities, so subscribe and ask for the pending operations. */
+ * capabilities, so subscribe and ask for the pending operations. JSON
+ * operations too (Cumulocity "JSON via MQTT": operations of any fragment,
+ * with their id; on subscription those not yet forwarded are published):
+ * static templates keep arriving on s/ds, and the engine runs each
+ * operation once whichever copies arrive (see ops.h). */
 static void request_operations(link_ctx *l) {
   int qos = downstream_qos(l);
   session_subscribe(l->sess, "s/ds", qos);
+  session_subscribe(l->sess, "devicecontrol/notifications", qos);
   const char **xids;
   size_t nx = registry_xids(l->reg, &xids);
   for (size_t i = 0; i < nx; i++) {
@@ -249,6 +255,8 @@ static void announce(link_ctx *l) {
   l->reg_tag = ANNOUNCE_TAG_BASE + 2 * l->announce_gen;
   l->pending_tag = l->reg_tag + 1;
   l->pending_requested = false;
+  /* Children added from now on are announced on their own afterwards. */
+  l->announced_seq = registry_child_seq(l->reg);
   size_t n = 0;
   const char *dev[] = {"100", c->device_name, c->device_type};
   n += queue_announce(l, "s/us", dev, 3);
@@ -718,6 +726,59 @@ long long link_step(link_ctx *l, long long now) {
 void link_announce(link_ctx *l) {
   if (l->state == LINK_UP)
     announce(l);
+}
+
+/* ABI 1.2 children added at run time, once the registration of this
+ * connect is through: each gets its 101 and its own 114, queued volatile
+ * (the next connect's registration announces every child again). */
+void link_announce_children(link_ctx *l) {
+  if (!l || l->state != LINK_UP || !l->pending_requested)
+    return;
+  uint64_t seq = registry_child_seq(l->reg);
+  if (seq == l->announced_seq)
+    return;
+  reg_child **added;
+  size_t n = registry_children_since(l->reg, l->announced_seq, &added);
+  for (size_t i = 0; i < n; i++) {
+    reg_child *ch = added[i];
+    const char *f[] = {"101", ch->id, ch->name, ch->type};
+    smartrest_buf b;
+    smartrest_buf_init(&b);
+    if (smartrest_encode_line(&b, f, 4) != 0 ||
+        outq_push(l->q, OUTQ_INVENTORY, 0, "s/us", b.data, 0, OUTQ_VOLATILE) !=
+            0)
+      log_error("cannot queue the 101 of child %s", ch->id);
+    smartrest_buf_free(&b);
+    char topic[300];
+    snprintf(topic, sizeof topic, "s/us/%s", ch->id);
+    char *child_ops = registry_child_supported_operations(l->reg, ch);
+    if (child_ops && *child_ops) {
+      size_t len = strlen(child_ops) + 8;
+      char *line = malloc(len);
+      if (line) {
+        snprintf(line, len, "114,%s", child_ops);
+        if (outq_push(l->q, OUTQ_INVENTORY, proto_replace_key("114"), topic,
+                      line, 0, OUTQ_VOLATILE) != 0)
+          log_error("cannot queue the 114 of child %s", ch->id);
+        free(line);
+      }
+    }
+    free(child_ops);
+  }
+  free(added);
+  l->announced_seq = seq;
+  if (n)
+    log_info("registration: %zu child(ren) added at run time announced", n);
+  l->host.wake(l->host.ctx);
+}
+
+void link_request_identity(link_ctx *l, const char *child) {
+  if (l->state != LINK_UP)
+    return;
+  char topic[300];
+  if (child)
+    snprintf(topic, sizeof topic, "s/us/%s", child);
+  session_publish(l->sess, child ? topic : "s/us", "123", 3, 0, 0);
 }
 
 void link_request_token(link_ctx *l) {

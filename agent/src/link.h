@@ -3,8 +3,9 @@
  * with its reconnect backoff and liveness probe, the window of batches in
  * flight (queue -> Paho -> PUBACK -> outq_ack and the operations' tags), and
  * the registration each connect repeats (100/110/122/101/114/117, then the
- * 500 once all of it is acknowledged). Everything except the event door runs
- * on the main loop's thread. */
+ * subscriptions (s/ds, devicecontrol/notifications, s/dc/<xid>) and the
+ * 500 once all of it is acknowledged), and children added at run time.
+ * Everything except the event door runs on the main loop's thread. */
 #ifndef C8Y_LINK_H
 #define C8Y_LINK_H
 
@@ -65,6 +66,11 @@ void link_process_events(link_ctx *l, bool stopping);
 void link_announce(link_ctx *l);
 /* s/uat (QoS 0, only while up: a queued token request would be stale). */
 void link_request_token(link_ctx *l);
+/* 123 on s/us or s/us/<child> (QoS 0, only while up), answered by 124. */
+void link_request_identity(link_ctx *l, const char *child);
+/* Announces children added since the registration (101, their own 114)
+ * once it is through; cheap when nothing was added. */
+void link_announce_children(link_ctx *l);
 
 /* Certificate renewal: drops the link cleanly (no will) and connects again
  * at once with cert_file/key_file; the outcome arrives through

@@ -481,8 +481,8 @@ void loader_print(const plugin_set *s, registry *reg, FILE *out) {
       for (size_t j = 0; j < registry_handler_count(reg); j++) {
         const reg_handler *hd = registry_handler_at(reg, j);
         if (hd->plugin == p)
-          fprintf(out, "         operation %s %s\n", hd->template_id,
-                  hd->fragment);
+          fprintf(out, "         operation %s %s\n",
+                  hd->template_id ? hd->template_id : "-", hd->fragment);
       }
       for (size_t j = 0; j < registry_producer_count(reg); j++) {
         const reg_producer *pr = registry_producer_at(reg, j);

@@ -9,6 +9,7 @@
 
 #include <c8y/plugin.h>
 
+#include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -30,11 +31,8 @@ enum op_state {
   OP_FINISHED
 };
 
-/* Finished operations keep their (emptied) memory for this many later
- * completions, so a plugin that completes a handle twice or late from its
- * own thread gets C8Y_ESTATE instead of touching freed memory. */
-#define OPS_RETIRED_KEEP 4096
-/* Distinct unhandled template ids remembered for "logged once". */
+/* Distinct unhandled template ids and fragments remembered for "logged
+ * once". */
 #define OPS_IGNORED_MAX 64
 /* Per payload: record-level warnings logged before the rest are counted. */
 #define OPS_WARN_PER_PAYLOAD 5
@@ -43,44 +41,82 @@ enum op_state {
  * EXECUTING on the platform. */
 #define OPS_RECONCILE_MS 5000
 #define OPS_RETRY_MS 1000
+/* Ids of ended operations, so a late JSON copy never runs one again. */
+#define OPS_ENDED_IDS 1024
+/* Operations that ended with only one of their copies seen. */
+#define OPS_TOKENS_MAX 256
+#define OPS_DEFAULT_GRACE_MS 3000
+/* The failure text of a stop; a plugin's own reason follows it. */
+#define OPS_STOP_TEXT "agent stopped"
+
+typedef struct json_memo {
+  struct json_memo *next;
+  char *path;
+  char *value;
+} json_memo;
 
 struct c8y_operation {
   ops *engine;
-  uint64_t id;
-  char *template_id;
-  const char *fragment;
+  uint64_t id;       /* the journal's number */
+  uintptr_t handle;  /* what the plugin holds; 0 until dispatched */
+  char *template_id; /* static template or custom message id; NULL: JSON */
+  char *xid;         /* the custom template collection, or NULL */
+  char *fragment;
   char *device;
   bool child;
   char **fields; /* parameters after the device id */
   size_t nfields;
+  bool has_line; /* a SmartREST copy arrived (main thread only) */
+  char *c8y_id;  /* a JSON copy arrived (or the journal knew it) */
+  char *json;    /* its document, compact */
+  json_t *doc;   /* the same, parsed */
+  /* What the plugin reads (template_id, xid, fields, c8y_id, json, doc) is
+   * fixed once the handler is dispatched (handle != 0): the plugin may read
+   * it on its own thread. A JSON copy matched later only gives the engine
+   * the id for the statuses. */
+  char *late_c8y_id;
+  bool needs_line; /* its template handler waits for the SmartREST copy */
+  bool awaiting_line_copy; /* came back PENDING by JSON; its line follows */
+  long long arrived_ms;
   reg_handler *handler;   /* NULL: no plugin serves it for this child */
   enum op_state state;    /* main thread only */
   long long reconcile_at; /* OP_UNCERTAIN: 0 until the 500 was acked */
   long long deadline_ms;
-  struct c8y_operation *next; /* FIFO link (main thread) */
+  long long grace_until;      /* timed out: when the engine fails it itself */
+  struct c8y_operation *next; /* FIFO or parked link (main thread) */
   struct c8y_operation *next_done;
-  atomic_int refs;
+  unsigned refs; /* under handles.mu */
   bool resumed;  /* handed again to its handler after a restart */
   bool rebooted; /* ... and the machine booted since it started */
   /* guarded by engine->mu */
   bool finished;
   bool plugin_released;
-  bool dead; /* memory kept only to refuse late calls (retired ring) */
+  bool engine_failed; /* ended by ops_fail_all: reason is the agent's */
   bool timed_out;
   bool cancelled; /* the agent is stopping */
+  int cancel_reason;
   bool reboot;
   bool resume; /* op_resume_after_restart was called */
   bool ok;
   char **params;
   size_t nparams;
   char *reason;
+  json_memo *memo; /* op_json_value answers, alive until the operation is */
 };
 
 typedef struct op_fifo {
   char *device;
-  const char *fragment;
+  char *fragment;
   c8y_operation *head, *tail;
 } op_fifo;
+
+/* An operation ended with only one copy seen: the other may still come
+ * (within OPS_PAIR_WINDOW_MS) and must not start it again. */
+typedef struct pair_token {
+  char *device, *fragment;
+  bool expect_line; /* else a JSON copy */
+  long long until;
+} pair_token;
 
 struct ops {
   char *root;
@@ -91,17 +127,140 @@ struct ops {
   size_t nresumable;
   ops_host host;
   uint32_t default_timeout_ms;
+  uint32_t grace_ms;
   op_fifo *fifos;
   size_t nfifos;
-  pthread_mutex_t mu; /* done list, completion fields, journal */
+  pthread_mutex_t mu; /* done list, completion fields */
   c8y_operation *done_head, *done_tail;
   bool stopping;                  /* no new operation starts */
   char *ignored[OPS_IGNORED_MAX]; /* template ids logged as unhandled */
   size_t nignored;
-  c8y_operation *retired[OPS_RETIRED_KEEP]; /* guarded by mu */
-  size_t retired_next;
   long long retry_at; /* an OP_FINISHING operation waits for the queue */
+  bool json_seen;     /* a JSON operation arrived: the channel works */
+  size_t nwaiting;    /* queued operations with needs_line */
+  c8y_operation *parked_head, *parked_tail;
+  size_t nparked;
+  pair_token tokens[OPS_TOKENS_MAX];
+  size_t ntokens;
+  char *ended[OPS_ENDED_IDS];
+  size_t ended_next;
 };
+
+/* ---- handles -------------------------------------------------------------
+ * The plugin holds a number: looked up here under one lock that also
+ * guards every reference count, so a lookup never finds an operation whose
+ * last reference is being dropped. Process-wide because several engines
+ * can live in one process (tests), and the numbers must not collide. */
+
+typedef struct handle_slot {
+  uintptr_t key; /* 0 = empty */
+  c8y_operation *op;
+} handle_slot;
+
+static struct {
+  pthread_mutex_t mu;
+  uintptr_t next;
+  handle_slot *tab;
+  size_t cap, n; /* cap is a power of two */
+} handles = {.mu = PTHREAD_MUTEX_INITIALIZER, .next = 1};
+
+static size_t slot_of(uintptr_t key, size_t cap) {
+  return (size_t)(((uint64_t)key * UINT64_C(0x9E3779B97F4A7C15)) >> 17) &
+         (cap - 1);
+}
+
+/* handles.mu held. */
+static bool table_grow(void) {
+  size_t cap = handles.cap ? handles.cap * 2 : 64;
+  handle_slot *tab = calloc(cap, sizeof *tab);
+  if (!tab)
+    return false;
+  for (size_t i = 0; i < handles.cap; i++) {
+    if (!handles.tab[i].key)
+      continue;
+    size_t s = slot_of(handles.tab[i].key, cap);
+    while (tab[s].key)
+      s = (s + 1) & (cap - 1);
+    tab[s] = handles.tab[i];
+  }
+  free(handles.tab);
+  handles.tab = tab;
+  handles.cap = cap;
+  return true;
+}
+
+/* handles.mu held. */
+static c8y_operation *table_find(uintptr_t key) {
+  if (!key || !handles.cap)
+    return NULL;
+  for (size_t s = slot_of(key, handles.cap);; s = (s + 1) & (handles.cap - 1)) {
+    if (!handles.tab[s].key)
+      return NULL;
+    if (handles.tab[s].key == key)
+      return handles.tab[s].op;
+  }
+}
+
+/* handles.mu held. Linear probing without tombstones: the entries after
+ * the removed one move back into the gap where their probe allows. */
+static void table_remove(uintptr_t key) {
+  if (!handles.cap)
+    return;
+  size_t mask = handles.cap - 1, s = slot_of(key, handles.cap);
+  while (handles.tab[s].key && handles.tab[s].key != key)
+    s = (s + 1) & mask;
+  if (!handles.tab[s].key)
+    return;
+  handles.tab[s].key = 0;
+  handles.n--;
+  for (size_t i = (s + 1) & mask; handles.tab[i].key; i = (i + 1) & mask) {
+    size_t home = slot_of(handles.tab[i].key, handles.cap);
+    /* Moves back if its home is not within (s, i] cyclically. */
+    bool between = s <= i ? (home > s && home <= i) : (home > s || home <= i);
+    if (!between) {
+      handles.tab[s] = handles.tab[i];
+      handles.tab[i].key = 0;
+      s = i;
+    }
+  }
+}
+
+/* Gives op a handle number (its dispatch); false when out of memory. */
+static bool handle_assign(c8y_operation *op) {
+  pthread_mutex_lock(&handles.mu);
+  bool ok = (handles.n + 1) * 2 <= handles.cap || table_grow();
+  if (ok) {
+    uintptr_t key = handles.next++;
+    if (!handles.next) /* 32-bit wrap after 4e9 operations: skip 0 */
+      handles.next = 1;
+    size_t s = slot_of(key, handles.cap);
+    while (handles.tab[s].key)
+      s = (s + 1) & (handles.cap - 1);
+    handles.tab[s] = (handle_slot){key, op};
+    handles.n++;
+    op->handle = key;
+  }
+  pthread_mutex_unlock(&handles.mu);
+  return ok;
+}
+
+static void op_ref(c8y_operation *op, unsigned n) {
+  pthread_mutex_lock(&handles.mu);
+  op->refs += n;
+  pthread_mutex_unlock(&handles.mu);
+}
+
+/* The live operation behind a plugin's handle, with a reference the caller
+ * drops with op_release; NULL when it is gone. */
+static c8y_operation *acquire(const c8y_operation *handle) {
+  uintptr_t key = (uintptr_t)handle;
+  pthread_mutex_lock(&handles.mu);
+  c8y_operation *op = table_find(key);
+  if (op)
+    op->refs++;
+  pthread_mutex_unlock(&handles.mu);
+  return op;
+}
 
 static void free_strv(char **v, size_t n) {
   for (size_t i = 0; i < n; i++)
@@ -109,26 +268,39 @@ static void free_strv(char **v, size_t n) {
   free(v);
 }
 
-static void op_release(c8y_operation *op) {
-  if (atomic_fetch_sub(&op->refs, 1) != 1)
-    return;
-  ops *o = op->engine;
-  pthread_mutex_lock(&o->mu);
+static void op_free(c8y_operation *op) {
+  free(op->late_c8y_id);
   free(op->template_id);
+  free(op->xid);
+  free(op->fragment);
   free(op->device);
+  free(op->c8y_id);
+  free(op->json);
+  json_decref(op->doc);
   free_strv(op->fields, op->nfields);
   free_strv(op->params, op->nparams);
   free(op->reason);
-  op->template_id = op->device = op->reason = NULL;
-  op->fields = op->params = NULL;
-  op->nfields = op->nparams = 0;
-  op->dead = true;
-  c8y_operation *evicted = o->retired[o->retired_next];
-  o->retired[o->retired_next] = op;
-  o->retired_next = (o->retired_next + 1) % OPS_RETIRED_KEEP;
-  pthread_mutex_unlock(&o->mu);
-  free(evicted);
+  for (json_memo *m = op->memo, *next; m; m = next) {
+    next = m->next;
+    free(m->path);
+    free(m->value);
+    free(m);
+  }
+  free(op);
 }
+
+static void op_release(c8y_operation *op) {
+  pthread_mutex_lock(&handles.mu);
+  bool last = --op->refs == 0;
+  if (last && op->handle)
+    table_remove(op->handle);
+  pthread_mutex_unlock(&handles.mu);
+  if (last)
+    op_free(op);
+}
+
+/* ---- engine --------------------------------------------------------------
+ */
 
 int ops_new(const char *root_device, registry *reg, outq *q, journal *j,
             const ops_host *host, uint32_t default_timeout_ms, ops **out) {
@@ -142,44 +314,63 @@ int ops_new(const char *root_device, registry *reg, outq *q, journal *j,
   o->j = j;
   o->host = *host;
   o->default_timeout_ms = default_timeout_ms;
+  o->grace_ms = OPS_DEFAULT_GRACE_MS;
   pthread_mutex_init(&o->mu, NULL);
   *out = o;
   return 0;
+}
+
+void ops_set_cancel_grace(ops *o, uint32_t grace_ms) { o->grace_ms = grace_ms; }
+
+static void release_list(c8y_operation *op) {
+  while (op) {
+    c8y_operation *next = op->next;
+    /* Plugins are gone: references they never gave back (an operation
+     * waiting for a reboot) die with the engine. */
+    pthread_mutex_lock(&handles.mu);
+    op->refs = 1;
+    pthread_mutex_unlock(&handles.mu);
+    op_release(op);
+    op = next;
+  }
+}
+
+static void tokens_clear(ops *o) {
+  for (size_t i = 0; i < o->ntokens; i++) {
+    free(o->tokens[i].device);
+    free(o->tokens[i].fragment);
+  }
+  o->ntokens = 0;
 }
 
 void ops_free(ops *o) {
   if (!o)
     return;
   for (size_t i = 0; i < o->nfifos; i++) {
-    c8y_operation *op = o->fifos[i].head;
-    while (op) {
-      c8y_operation *next = op->next;
-      /* Plugins are gone: references they never gave back (an operation
-       * waiting for a reboot) die with the engine. */
-      atomic_store(&op->refs, 1);
-      op_release(op);
-      op = next;
-    }
+    release_list(o->fifos[i].head);
     free(o->fifos[i].device);
+    free(o->fifos[i].fragment);
   }
+  release_list(o->parked_head);
   for (size_t i = 0; i < o->nresumable; i++)
     journal_entry_free(&o->resumable[i]);
   free(o->resumable);
   free(o->fifos);
   for (size_t i = 0; i < o->nignored; i++)
     free(o->ignored[i]);
-  for (size_t i = 0; i < OPS_RETIRED_KEEP; i++)
-    free(o->retired[i]);
+  for (size_t i = 0; i < OPS_ENDED_IDS; i++)
+    free(o->ended[i]);
+  tokens_clear(o);
   pthread_mutex_destroy(&o->mu);
   free(o->root);
   free(o);
 }
 
-static const char *status_topic(const c8y_operation *op, char *buf,
+static const char *status_topic(const char *device, bool child, char *buf,
                                 size_t len) {
-  if (!op->child)
+  if (!child)
     return "s/us";
-  snprintf(buf, len, "s/us/%s", op->device);
+  snprintf(buf, len, "s/us/%s", device);
   return buf;
 }
 
@@ -209,15 +400,15 @@ static int queue_status_line(ops *o, const char *topic,
   return rc;
 }
 
-/* 503 with params: a result too large for one publish is cut, marked, and
- * sent rather than lost. */
-static int queue_success(ops *o, const char *topic, const char *fragment,
+/* 503/506 with params: a result too large for one publish is cut, marked,
+ * and sent rather than lost. `key` is the fragment (503) or the id (506). */
+static int queue_success(ops *o, const char *topic, const char *key, bool by_id,
                          char **params, size_t nparams) {
   const char **fields = calloc(nparams + 2, sizeof *fields);
   if (!fields)
     return C8Y_ENOMEM;
-  fields[0] = "503";
-  fields[1] = fragment;
+  fields[0] = by_id ? "506" : "503";
+  fields[1] = key;
   for (size_t i = 0; i < nparams; i++)
     fields[i + 2] = params[i];
   smartrest_buf b;
@@ -245,21 +436,21 @@ static int queue_success(ops *o, const char *topic, const char *fragment,
   int rc = b.data ? outq_push(o->q, OUTQ_OPSTATUS, 0, topic, b.data, 0, 0)
                   : C8Y_ENOMEM;
   if (rc != 0)
-    log_error("cannot queue the 503 for %s on %s (status %d)", fragment, topic,
-              rc);
+    log_error("cannot queue the %s for %s on %s (status %d)", fields[0], key,
+              topic, rc);
   smartrest_buf_free(&b);
   free(cut);
   free(fields);
   return rc;
 }
 
-static int queue_failure(ops *o, const char *topic, const char *fragment,
+static int queue_failure(ops *o, const char *topic, const char *key, bool by_id,
                          const char *reason) {
   char *r = strdup(reason ? reason : "");
   if (!r)
     return C8Y_ENOMEM;
   utf8_truncate(r, OPS_REASON_MAX);
-  const char *fields[] = {"502", fragment, r};
+  const char *fields[] = {by_id ? "505" : "502", key, r};
   int rc = queue_status_line(o, topic, fields, 3, 0, 0);
   free(r);
   return rc;
@@ -279,23 +470,107 @@ static op_fifo *fifo_for(ops *o, const char *device, const char *fragment,
   o->fifos = grown;
   op_fifo *f = &grown[o->nfifos];
   memset(f, 0, sizeof *f);
-  if (!(f->device = strdup(device)))
+  f->device = strdup(device);
+  f->fragment = strdup(fragment);
+  if (!f->device || !f->fragment) {
+    free(f->device);
+    free(f->fragment);
     return NULL;
-  f->fragment = fragment;
+  }
   o->nfifos++;
   return f;
 }
 
-static void op_start(ops *o, c8y_operation *op) {
-  if (o->stopping)
+static void fifo_append(op_fifo *f, c8y_operation *op) {
+  op->next = NULL;
+  if (f->tail)
+    f->tail->next = op;
+  else
+    f->head = op;
+  f->tail = op;
+}
+
+/* Unlinks op (not necessarily the head) from f. */
+static void fifo_unlink(op_fifo *f, c8y_operation *op) {
+  c8y_operation *prev = NULL;
+  for (c8y_operation *x = f->head; x; prev = x, x = x->next) {
+    if (x != op)
+      continue;
+    if (prev)
+      prev->next = x->next;
+    else
+      f->head = x->next;
+    if (f->tail == x)
+      f->tail = prev;
+    x->next = NULL;
     return;
+  }
+}
+
+static void park(ops *o, c8y_operation *op) {
+  if (o->nparked >= OPS_PARKED_MAX) {
+    c8y_operation *oldest = o->parked_head;
+    o->parked_head = oldest->next;
+    if (!o->parked_head)
+      o->parked_tail = NULL;
+    o->nparked--;
+    log_warning("operation for %s (%s) dropped from the %d kept for children "
+                "no plugin announced yet; it stays PENDING until the next "
+                "connect",
+                oldest->device, oldest->fragment, OPS_PARKED_MAX);
+    op_release(oldest);
+  }
+  op->next = NULL;
+  if (o->parked_tail)
+    o->parked_tail->next = op;
+  else
+    o->parked_head = op;
+  o->parked_tail = op;
+  o->nparked++;
+}
+
+/* ---- starting ------------------------------------------------------------
+ */
+
+/* The id the statuses use, once known (main thread). */
+static const char *status_id(const c8y_operation *op) {
+  return op->c8y_id ? op->c8y_id : op->late_c8y_id;
+}
+static bool start_queued(ops *o, c8y_operation *op) {
   char tbuf[512];
-  const char *fields[] = {"501", op->fragment};
+  const char *topic = status_topic(op->device, op->child, tbuf, sizeof tbuf);
+  const char *fields[] = {status_id(op) ? "504" : "501",
+                          status_id(op) ? status_id(op) : op->fragment};
   /* Volatile: a 501 left over from a previous run would move an operation
    * nobody is working on to EXECUTING. */
-  if (queue_status_line(o, status_topic(op, tbuf, sizeof tbuf), fields, 2,
-                        OUTQ_VOLATILE, op->id) == 0)
-    op->state = OP_STARTING;
+  if (queue_status_line(o, topic, fields, 2, OUTQ_VOLATILE, op->id) != 0)
+    return false;
+  op->state = OP_STARTING;
+  return true;
+}
+
+/* Starts the head of f when it may start: not while stopping, not before
+ * a template handler has its SmartREST line, and not for a child its plugin
+ * removed since it was queued (then it is parked). */
+static void start_head(ops *o, op_fifo *f) {
+  while (f->head && f->head->state == OP_QUEUED && !o->stopping) {
+    c8y_operation *op = f->head;
+    if (op->child && !registry_has_child(o->reg, op->device)) {
+      fifo_unlink(f, op);
+      if (op->needs_line)
+        o->nwaiting--;
+      log_info("operation #%llu (%s): child %s is gone; kept until it is "
+               "added again",
+               (unsigned long long)op->id, op->fragment, op->device);
+      op->handler = NULL;
+      park(o, op);
+      continue;
+    }
+    if (op->needs_line && !op->has_line)
+      return;
+    start_queued(o, op);
+    return;
+  }
 }
 
 static void fifo_advance(ops *o, op_fifo *f) {
@@ -306,9 +581,11 @@ static void fifo_advance(ops *o, op_fifo *f) {
       f->tail = NULL;
     op_release(done);
   }
-  if (f->head && f->head->state == OP_QUEUED)
-    op_start(o, f->head);
+  start_head(o, f);
 }
+
+/* ---- arrival -------------------------------------------------------------
+ */
 
 /* Bounded, so a payload of 100k distinct bogus ids costs constant work per
  * record; past the bound new ids are no longer logged individually. */
@@ -316,15 +593,365 @@ static bool ignored_before(ops *o, const char *id) {
   for (size_t i = 0; i < o->nignored; i++)
     if (strcmp(o->ignored[i], id) == 0)
       return true;
-  if (o->nignored == OPS_IGNORED_MAX)
+  if (o->nignored < OPS_IGNORED_MAX) {
+    char *copy = strdup(id);
+    if (copy)
+      o->ignored[o->nignored++] = copy;
+    return false;
+  }
+  return true;
+}
+
+/* Record-level warnings of one payload: the first few are logged, the rest
+ * counted and summed up once. */
+typedef struct warn_budget {
+  size_t logged, suppressed;
+} warn_budget;
+
+static bool may_warn(warn_budget *w) {
+  if (w->logged < OPS_WARN_PER_PAYLOAD) {
+    w->logged++;
     return true;
-  if ((o->ignored[o->nignored] = strdup(id)) != NULL)
-    o->nignored++;
-  if (o->nignored == OPS_IGNORED_MAX)
-    log_notice("s/ds: %d distinct unhandled templates seen; further ones are "
-               "not logged",
-               OPS_IGNORED_MAX);
+  }
+  w->suppressed++;
   return false;
+}
+
+static bool ended_before(ops *o, const char *c8y_id) {
+  for (size_t i = 0; i < OPS_ENDED_IDS; i++)
+    if (o->ended[i] && strcmp(o->ended[i], c8y_id) == 0)
+      return true;
+  return false;
+}
+
+static void ended_add(ops *o, const char *c8y_id) {
+  char *copy = strdup(c8y_id);
+  if (!copy)
+    return;
+  free(o->ended[o->ended_next]);
+  o->ended[o->ended_next] = copy;
+  o->ended_next = (o->ended_next + 1) % OPS_ENDED_IDS;
+}
+
+static void token_add(ops *o, const c8y_operation *op, bool expect_line) {
+  if (o->ntokens == OPS_TOKENS_MAX) {
+    free(o->tokens[0].device);
+    free(o->tokens[0].fragment);
+    memmove(&o->tokens[0], &o->tokens[1],
+            (OPS_TOKENS_MAX - 1) * sizeof o->tokens[0]);
+    o->ntokens--;
+  }
+  pair_token *t = &o->tokens[o->ntokens];
+  t->device = strdup(op->device);
+  t->fragment = strdup(op->fragment);
+  if (!t->device || !t->fragment) {
+    free(t->device);
+    free(t->fragment);
+    return;
+  }
+  t->expect_line = expect_line;
+  t->until = clock_mono_ms() + OPS_PAIR_WINDOW_MS;
+  o->ntokens++;
+}
+
+/* A late copy of an operation that already ended: the oldest token of its
+ * device and fragment that expects this kind of copy is used up. */
+static bool token_take(ops *o, const c8y_operation *op, bool line) {
+  long long now = clock_mono_ms();
+  for (size_t i = 0; i < o->ntokens; i++) {
+    pair_token *t = &o->tokens[i];
+    if (t->until <= now || t->expect_line != line ||
+        strcmp(t->device, op->device) != 0 ||
+        strcmp(t->fragment, op->fragment) != 0)
+      continue;
+    free(t->device);
+    free(t->fragment);
+    memmove(t, t + 1, (o->ntokens - i - 1) * sizeof *t);
+    o->ntokens--;
+    return true;
+  }
+  return false;
+}
+
+/* The operation in the engine (queued, running or parked) with this id. */
+static c8y_operation *find_by_c8y_id(ops *o, const char *c8y_id) {
+  for (size_t i = 0; i < o->nfifos; i++)
+    for (c8y_operation *op = o->fifos[i].head; op; op = op->next)
+      if (status_id(op) && op->state != OP_FINISHED &&
+          strcmp(status_id(op), c8y_id) == 0)
+        return op;
+  for (c8y_operation *op = o->parked_head; op; op = op->next)
+    if (op->c8y_id && strcmp(op->c8y_id, c8y_id) == 0)
+      return op;
+  return NULL;
+}
+
+static c8y_operation *op_alloc(ops *o, const char *device, bool child,
+                               const char *fragment) {
+  c8y_operation *op = calloc(1, sizeof *op);
+  if (!op)
+    return NULL;
+  op->engine = o;
+  op->refs = 1;
+  op->device = strdup(device);
+  op->fragment = strdup(fragment);
+  op->child = child;
+  op->arrived_ms = clock_mono_ms();
+  if (!op->device || !op->fragment) {
+    op_release(op);
+    return NULL;
+  }
+  return op;
+}
+
+/* The line's template, collection and parameters (fields after the device
+ * id). */
+static bool set_line(c8y_operation *op, const char *template_id,
+                     const char *xid, char *const *params, size_t n) {
+  op->template_id = strdup(template_id);
+  op->xid = xid ? strdup(xid) : NULL;
+  op->fields = calloc(n + 1, sizeof *op->fields);
+  bool ok = op->template_id && (!xid || op->xid) && op->fields;
+  for (size_t i = 0; ok && i < n; i++)
+    ok = (op->fields[op->nfields++] = strdup(params[i])) != NULL;
+  op->has_line = true;
+  return ok;
+}
+
+static bool same_fields(const c8y_operation *op, const c8y_operation *line) {
+  if (!op->has_line || !op->template_id ||
+      strcmp(op->template_id, line->template_id) != 0 ||
+      op->nfields != line->nfields)
+    return false;
+  for (size_t i = 0; i < op->nfields; i++)
+    if (strcmp(op->fields[i], line->fields[i]) != 0)
+      return false;
+  return true;
+}
+
+static void run_started(ops *o, c8y_operation *op);
+static int complete(c8y_operation *op, bool ok, const char *const *params,
+                    size_t n, const char *reason);
+
+/* The journal learns an id that arrived after the operation began. */
+static void journal_id(ops *o, c8y_operation *op) {
+  if ((op->state == OP_RUNNING || op->state == OP_FINISHING) &&
+      journal_set_c8y_id(o->j, op->id, status_id(op)) != C8Y_OK)
+    log_warning("operation #%llu: journal write failed; a restart during it "
+                "reports it by fragment",
+                (unsigned long long)op->id);
+}
+
+/* The other copy of `mate` arrived as `copy`: mate takes what it carries.
+ * Once mate's handler was dispatched the plugin may be reading its fields
+ * and document on its own thread, so they stay as they are: the engine
+ * only learns the id for the statuses (and that the line came). The handler
+ * stays the one chosen for mate unless mate has not started and the line
+ * names a template a template handler serves. */
+static void merge(ops *o, c8y_operation *mate, c8y_operation *copy) {
+  bool visible = mate->handle != 0;
+  if (copy->c8y_id && !status_id(mate)) {
+    if (visible) {
+      mate->late_c8y_id = copy->c8y_id;
+      copy->c8y_id = NULL;
+    } else {
+      mate->c8y_id = copy->c8y_id;
+      mate->json = copy->json;
+      mate->doc = copy->doc;
+      copy->c8y_id = copy->json = NULL;
+      copy->doc = NULL;
+    }
+    log_info("operation #%llu (%s) is Cumulocity operation %s",
+             (unsigned long long)mate->id, mate->fragment, status_id(mate));
+    journal_id(o, mate);
+  }
+  if (copy->has_line && !mate->has_line) {
+    mate->has_line = true;
+    if (!visible) {
+      mate->template_id = copy->template_id;
+      mate->xid = copy->xid;
+      mate->fields = copy->fields;
+      mate->nfields = copy->nfields;
+      copy->template_id = copy->xid = NULL;
+      copy->fields = NULL;
+      copy->nfields = 0;
+    }
+    if (mate->needs_line) {
+      mate->needs_line = false;
+      o->nwaiting--;
+    }
+    if (mate->state == OP_QUEUED && copy->handler)
+      mate->handler = copy->handler;
+  }
+}
+
+/* The oldest operation of f that lacks the copy `op` is: one JSON copy and
+ * one SmartREST copy per operation. An operation waiting to learn whether
+ * its 501 arrived is settled by the reconnect, not matched. */
+static c8y_operation *find_mate(op_fifo *f, const c8y_operation *op) {
+  for (c8y_operation *x = f->head; x; x = x->next) {
+    if (x->state == OP_FINISHED || x->state == OP_UNCERTAIN)
+      continue;
+    if (op->c8y_id && !op->has_line && x->has_line && !status_id(x))
+      return x;
+    if (op->has_line && !op->c8y_id && status_id(x) && !x->has_line)
+      return x;
+  }
+  return NULL;
+}
+
+/* Same for a parked copy (its child not announced yet). */
+static c8y_operation *find_parked_mate(ops *o, const c8y_operation *op) {
+  for (c8y_operation *x = o->parked_head; x; x = x->next) {
+    if (strcmp(x->device, op->device) != 0 ||
+        strcmp(x->fragment, op->fragment) != 0)
+      continue;
+    if ((op->c8y_id && !op->has_line && x->has_line && !x->c8y_id) ||
+        (op->has_line && !op->c8y_id && x->c8y_id && !x->has_line))
+      return x;
+  }
+  return NULL;
+}
+
+/* Queues a new copy: matched with its other copy, dropped as a late copy
+ * of an ended operation, or a new operation at the end of its FIFO. Takes
+ * the caller's reference. */
+static void admit(ops *o, c8y_operation *op) {
+  op_fifo *f = fifo_for(o, op->device, op->fragment, true);
+  if (!f) {
+    log_error("out of memory queueing an operation for %s", op->device);
+    op_release(op);
+    return;
+  }
+  c8y_operation *mate = find_mate(f, op);
+  if (mate) {
+    merge(o, mate, op);
+    op_release(op);
+    start_head(o, f);
+    return;
+  }
+  bool line_only = op->has_line && !op->c8y_id;
+  bool json_only = op->c8y_id && !op->has_line;
+  if ((line_only || json_only) && token_take(o, op, line_only)) {
+    log_info("%s copy of an operation of %s on %s that already ran; ignored",
+             line_only ? "SmartREST" : "JSON", op->fragment, op->device);
+    if (json_only)
+      ended_add(o, op->c8y_id);
+    op_release(op);
+    return;
+  }
+  op->id = journal_next_id(o->j);
+  op->needs_line = op->handler && op->handler->template_id && !op->has_line;
+  if (op->needs_line)
+    o->nwaiting++;
+  bool both = op->template_id && op->c8y_id;
+  log_info("operation %s (%s) for %s queued as #%llu%s%s%s",
+           op->template_id ? op->template_id : op->c8y_id, op->fragment,
+           op->device, (unsigned long long)op->id,
+           both ? ", Cumulocity id " : "", both ? op->c8y_id : "",
+           op->handler ? "" : " (its device's plugin does not handle it)");
+  fifo_append(f, op);
+  if (f->head == op)
+    start_head(o, f);
+}
+
+/* The head of f waits to learn whether its in-flight 501 reached the
+ * platform. Cumulocity hands out PENDING operations oldest first, so the
+ * first copy for this device and fragment after the reconnect settles it:
+ * the same operation means it is still PENDING (and the copy is that
+ * operation, not a new one); anything else means the 501 arrived and it is
+ * EXECUTING. Returns true when `line` was the uncertain operation itself
+ * (or a second copy of one that came back). */
+static bool reconcile_line(ops *o, op_fifo *f, const c8y_operation *line) {
+  for (c8y_operation *x = f->head; x; x = x->next)
+    if (x->awaiting_line_copy && same_fields(x, line)) {
+      x->awaiting_line_copy = false;
+      return true;
+    }
+  c8y_operation *op = f->head;
+  if (!op || op->state != OP_UNCERTAIN)
+    return false;
+  if (same_fields(op, line)) {
+    log_info("operation #%llu (%s) came back as PENDING: starting it again",
+             (unsigned long long)op->id, op->fragment);
+    op->state = OP_QUEUED;
+    op->awaiting_line_copy = false;
+    start_head(o, f);
+    return true;
+  }
+  log_info("operation #%llu (%s): its 501 reached the platform before the "
+           "link dropped; running it",
+           (unsigned long long)op->id, op->fragment);
+  run_started(o, op);
+  return false;
+}
+
+/* Where a copy comes from, for the log. */
+typedef struct line_in {
+  const char *where; /* "s/ds" or "s/dc/<xid>" */
+  const char *template_id, *xid, *fragment;
+  const smartrest_record *r;
+} line_in;
+
+static void handle_line(ops *o, const line_in *in, warn_budget *w) {
+  const smartrest_record *r = in->r;
+  const char *tid = in->template_id;
+  if (r->nfields < 2 || !r->fields[1][0]) {
+    if (may_warn(w))
+      log_warning("%s record %zu: template %s without a device id; ignored",
+                  in->where, r->line, tid);
+    return;
+  }
+  const char *device = r->fields[1];
+  const char *bad_id = ident_check(device, false);
+  if (bad_id) {
+    log_warning("%s record %zu: operation %s: the device id %s; ignored",
+                in->where, r->line, tid, bad_id);
+    return;
+  }
+  bool child = strcmp(device, o->root) != 0;
+  bool known = !child || registry_has_child(o->reg, device);
+  reg_handler *h = NULL;
+  if (known)
+    h = in->xid ? registry_fragment_handler_for(o->reg, in->fragment,
+                                                child ? device : NULL)
+                : registry_handler_for(o->reg, tid, in->fragment,
+                                       child ? device : NULL);
+  if (known && !h && !child) {
+    if (!ignored_before(o, tid))
+      log_notice("%s: no handler for template %s on %s; left untouched "
+                 "(logged once per template)",
+                 in->where, tid, device);
+    return;
+  }
+  c8y_operation *op = op_alloc(o, device, child, in->fragment);
+  if (!op || !set_line(op, tid, in->xid, r->fields + 2, r->nfields - 2)) {
+    log_error("out of memory queueing operation %s", tid);
+    if (op)
+      op_release(op);
+    return;
+  }
+  op->handler = h;
+  if (!known) {
+    c8y_operation *mate = find_parked_mate(o, op);
+    if (mate) {
+      merge(o, mate, op);
+      op_release(op);
+      return;
+    }
+    if (may_warn(w))
+      log_notice("%s record %zu: operation %s for unknown device '%s': no "
+                 "plugin announced such a child (yet); kept until one adds it",
+                 in->where, r->line, tid, device);
+    park(o, op);
+    return;
+  }
+  op_fifo *f = fifo_for(o, device, in->fragment, false);
+  if (f && reconcile_line(o, f, op)) {
+    op_release(op);
+    return;
+  }
+  admit(o, op);
 }
 
 /* 527/531 (device profile) and 528/529 (software update) describe the same
@@ -372,132 +999,48 @@ static bool superseded(const twin_set *t, const smartrest_record *r) {
   return bsearch(&kp, t->recs, t->n, sizeof *t->recs, twin_cmp) != NULL;
 }
 
-/* Record-level warnings of one payload: the first few are logged, the rest
- * counted and summed up once. */
-typedef struct warn_budget {
-  size_t logged, suppressed;
-} warn_budget;
-
-static bool may_warn(warn_budget *w) {
-  if (w->logged < OPS_WARN_PER_PAYLOAD) {
-    w->logged++;
-    return true;
-  }
-  w->suppressed++;
-  return false;
+/* Downstream records that are answers, not operations. */
+static bool is_reply(const char *tid) {
+  return strcmp(tid, "106") == 0 || strcmp(tid, "124") == 0 ||
+         strcmp(tid, "601") == 0 || strcmp(tid, "603") == 0;
 }
 
-static bool same_fields(const c8y_operation *op, const smartrest_record *r) {
-  if (strcmp(op->template_id, r->fields[0]) != 0 ||
-      op->nfields != r->nfields - 2)
-    return false;
-  for (size_t i = 0; i < op->nfields; i++)
-    if (strcmp(op->fields[i], r->fields[i + 2]) != 0)
-      return false;
-  return true;
-}
-
-static void run_started(ops *o, c8y_operation *op);
-static int complete(c8y_operation *op, bool ok, const char *const *params,
-                    size_t n, const char *reason);
-
-/* The head of f waits to learn whether its in-flight 501 reached the
- * platform. Cumulocity hands out PENDING operations oldest first, so the
- * first record for this device and fragment after the reconnect settles it:
- * the same operation means it is still PENDING (and r is that operation, not
- * a new one); anything else means the 501 arrived and it is EXECUTING.
- * Returns true when r was the uncertain operation itself. */
-static bool reconcile_with(ops *o, op_fifo *f, const smartrest_record *r) {
-  c8y_operation *op = f->head;
-  if (!op || op->state != OP_UNCERTAIN)
-    return false;
-  if (same_fields(op, r)) {
-    log_info("operation #%llu (%s) came back as PENDING: starting it again",
-             (unsigned long long)op->id, op->fragment);
-    op->state = OP_QUEUED;
-    op_start(o, op);
-    return true;
+void ops_handle_records(ops *o, const smartrest_records *recs) {
+  twin_set twins;
+  twins_collect(recs, &twins);
+  warn_budget w = {0, 0};
+  for (size_t i = 0; i < recs->count; i++) {
+    const smartrest_record *r = &recs->items[i];
+    if (r->error) {
+      if (may_warn(&w))
+        log_warning("s/ds record %zu: %s; record ignored", r->line, r->error);
+      continue;
+    }
+    if (r->nfields == 0 || !r->fields[0][0] || is_reply(r->fields[0]))
+      continue;
+    if (superseded(&twins, r)) {
+      log_debug("s/ds record %zu: template %s superseded by its typed twin",
+                r->line, r->fields[0]);
+      continue;
+    }
+    const char *fragment = proto_fragment(r->fields[0]);
+    if (!fragment) {
+      if (!ignored_before(o, r->fields[0]))
+        log_notice("s/ds: no handler for template %s; left untouched (logged "
+                   "once per template)",
+                   r->fields[0]);
+      continue;
+    }
+    line_in in = {.where = "s/ds",
+                  .template_id = r->fields[0],
+                  .fragment = fragment,
+                  .r = r};
+    handle_line(o, &in, &w);
   }
-  log_info("operation #%llu (%s): its 501 reached the platform before the "
-           "link dropped; running it",
-           (unsigned long long)op->id, op->fragment);
-  run_started(o, op);
-  return false;
-}
-
-static void handle_record(ops *o, const smartrest_record *r, warn_budget *w) {
-  const char *tid = r->fields[0];
-  const char *fragment = proto_fragment(tid);
-  if (!fragment) {
-    if (!ignored_before(o, tid))
-      log_notice("s/ds: no handler for template %s; left untouched (logged "
-                 "once per template)",
-                 tid);
-    return;
-  }
-  if (r->nfields < 2 || !r->fields[1][0]) {
-    if (may_warn(w))
-      log_warning("s/ds record %zu: template %s without a device id; ignored",
-                  r->line, tid);
-    return;
-  }
-  const char *device = r->fields[1];
-  const char *bad_id = ident_check(device, false);
-  if (bad_id) {
-    log_warning("s/ds record %zu: operation %s: the device id %s; ignored",
-                r->line, tid, bad_id);
-    return;
-  }
-  bool child = strcmp(device, o->root) != 0;
-  if (child && !registry_has_child(o->reg, device)) {
-    if (may_warn(w))
-      log_warning("s/ds record %zu: operation %s for unknown device '%s'; "
-                  "ignored",
-                  r->line, tid, device);
-    return;
-  }
-  reg_handler *h = registry_handler_for(o->reg, tid, child ? device : NULL);
-  if (!h && !child) {
-    if (!ignored_before(o, tid))
-      log_notice("s/ds: no handler for template %s on %s; left untouched "
-                 "(logged once per template)",
-                 tid, device);
-    return;
-  }
-  op_fifo *f = fifo_for(o, device, fragment, true);
-  if (f && reconcile_with(o, f, r))
-    return;
-  c8y_operation *op = calloc(1, sizeof *op);
-  if (!op)
-    return;
-  op->engine = o;
-  op->id = journal_next_id(o->j);
-  op->template_id = strdup(tid);
-  op->device = strdup(device);
-  op->child = child;
-  op->fragment = fragment;
-  op->handler = h;
-  op->nfields = r->nfields - 2;
-  op->fields = calloc(op->nfields + 1, sizeof *op->fields);
-  atomic_init(&op->refs, 1);
-  bool ok = op->template_id && op->device && op->fields;
-  for (size_t i = 0; ok && i < op->nfields; i++)
-    ok = (op->fields[i] = strdup(r->fields[i + 2])) != NULL;
-  if (!ok || !f) {
-    log_error("out of memory queueing operation %s", tid);
-    op_release(op);
-    return;
-  }
-  log_info("operation %s (%s) for %s queued as #%llu%s", tid, fragment, device,
-           (unsigned long long)op->id,
-           h ? "" : " (its device's plugin does not handle it)");
-  if (f->tail)
-    f->tail->next = op;
-  else
-    f->head = op;
-  f->tail = op;
-  if (f->head == op)
-    op_start(o, op);
+  if (w.suppressed)
+    log_warning("s/ds: %zu more bad records in the same payload not logged",
+                w.suppressed);
+  free(twins.recs);
 }
 
 void ops_handle_payload(ops *o, const char *payload, size_t len) {
@@ -506,32 +1049,287 @@ void ops_handle_payload(ops *o, const char *payload, size_t len) {
     log_error("s/ds: out of memory decoding a %zu-byte payload", len);
     return;
   }
-  twin_set twins;
-  twins_collect(&recs, &twins);
-  warn_budget w = {0, 0};
-  for (size_t i = 0; i < recs.count; i++) {
-    const smartrest_record *r = &recs.items[i];
-    if (r->error) {
-      if (may_warn(&w))
-        log_warning("s/ds record %zu: %s; record ignored", r->line, r->error);
-      continue;
-    }
-    if (r->nfields == 0 || !r->fields[0][0])
-      continue;
-    if (superseded(&twins, r)) {
-      log_debug("s/ds record %zu: template %s superseded by its typed twin",
-                r->line, r->fields[0]);
-      continue;
-    }
-    handle_record(o, r, &w);
-  }
-  if (w.suppressed)
-    log_warning("s/ds: %zu more bad records in the same %zu-byte payload not "
-                "logged",
-                w.suppressed, len);
-  free(twins.recs);
+  ops_handle_records(o, &recs);
   smartrest_records_free(&recs);
 }
+
+void ops_handle_template_record(ops *o, const reg_template_op *t,
+                                const smartrest_record *r) {
+  char where[300];
+  snprintf(where, sizeof where, "s/dc/%s", t->xid);
+  line_in in = {.where = where,
+                .template_id = t->message_id,
+                .xid = t->xid,
+                .fragment = t->fragment,
+                .r = r};
+  warn_budget w = {0, 0};
+  handle_line(o, &in, &w);
+}
+
+/* ---- JSON operations ------------------------------------------------------
+ * Source: Cumulocity "JSON via MQTT", Receiving operations: the document
+ * is the operation as the REST API has it ("id", "status", "deviceId",
+ * "creationTime", "description", "delivery", the fragments) plus
+ * "externalSource" naming the device or child. */
+
+/* Keys of an operation that are no fragment of it. */
+static bool operation_property(const char *key) {
+  static const char *const props[] = {"delivery", "externalSource", "self",
+                                      "com_cumulocity_model_event_"
+                                      "CumulocitySeverity"};
+  for (size_t i = 0; i < sizeof props / sizeof props[0]; i++)
+    if (strcmp(key, props[i]) == 0)
+      return true;
+  return false;
+}
+
+/* The operation's fragment: the first one a handler serves for the device
+ * (NULL = root; not looked up when !known), else the first one it
+ * carries, with *h NULL. NULL: it carries none. */
+static const char *json_fragment(ops *o, json_t *doc, const char *device,
+                                 bool known, reg_handler **h) {
+  const char *first = NULL, *key;
+  json_t *v;
+  *h = NULL;
+  json_object_foreach(doc, key, v) {
+    if ((!json_is_object(v) && !json_is_array(v)) || operation_property(key))
+      continue;
+    if (!first)
+      first = key;
+    if (!known)
+      break;
+    reg_handler *found = registry_fragment_handler_for(o->reg, key, device);
+    if (found) {
+      *h = found;
+      return key;
+    }
+  }
+  return first;
+}
+
+/* The id as text: Cumulocity sends it as a string; a number is taken too. */
+static bool json_id(json_t *v, char *buf, size_t len) {
+  if (json_is_string(v) && json_string_length(v) > 0 &&
+      json_string_length(v) < len) {
+    snprintf(buf, len, "%s", json_string_value(v));
+  } else if (json_is_integer(v) && json_integer_value(v) > 0) {
+    snprintf(buf, len, "%lld", (long long)json_integer_value(v));
+  } else {
+    return false;
+  }
+  /* It goes into 504/505/506 lines as one field: digits only. */
+  for (const char *c = buf; *c; c++)
+    if (*c < '0' || *c > '9')
+      return false;
+  return true;
+}
+
+static void handle_json_doc(ops *o, json_t *doc, size_t index, warn_budget *w) {
+  char cid[64];
+  if (!json_id(json_object_get(doc, "id"), cid, sizeof cid)) {
+    if (may_warn(w))
+      log_warning("devicecontrol/notifications document %zu: no operation "
+                  "id (a string of digits); ignored",
+                  index);
+    return;
+  }
+  o->json_seen = true;
+  const char *status = json_string_value(json_object_get(doc, "status"));
+  bool pending = !status || strcmp(status, "PENDING") == 0;
+  c8y_operation *known = find_by_c8y_id(o, cid);
+  if (known && known->state == OP_UNCERTAIN && status &&
+      strcmp(status, "EXECUTING") == 0) {
+    log_info("operation #%llu (%s) is EXECUTING on the platform: its start "
+             "arrived before the link dropped; running it",
+             (unsigned long long)known->id, known->fragment);
+    run_started(o, known);
+    return;
+  }
+  if (!pending) {
+    /* Another agent run or another channel moved it on already. */
+    log_debug("operation %s is %s: not run again", cid, status);
+    return;
+  }
+  json_t *ext = json_object_get(doc, "externalSource");
+  const char *device = json_string_value(json_object_get(ext, "externalId"));
+  /* The agent's own operations have deviceId == agentId (the device may
+   * have more than one external id, and externalSource names one of
+   * them); without externalSource there is only the agent itself. */
+  const char *dev_mo = json_string_value(json_object_get(doc, "deviceId"));
+  const char *agent_mo = json_string_value(json_object_get(doc, "agentId"));
+  if (!ext || (dev_mo && agent_mo && strcmp(dev_mo, agent_mo) == 0))
+    device = o->root;
+  const char *bad_id = device ? ident_check(device, false) : "is missing";
+  if (bad_id) {
+    if (may_warn(w))
+      log_warning("devicecontrol/notifications: operation %s: the device id "
+                  "(externalSource.externalId) %s; ignored",
+                  cid, bad_id);
+    return;
+  }
+  if (known) {
+    if (known->state == OP_UNCERTAIN) {
+      log_info("operation #%llu (%s) came back as PENDING: starting it again",
+               (unsigned long long)known->id, known->fragment);
+      known->state = OP_QUEUED;
+      known->awaiting_line_copy = known->has_line;
+      op_fifo *kf = fifo_for(o, known->device, known->fragment, false);
+      if (kf)
+        start_head(o, kf);
+    } else {
+      log_debug("operation %s delivered again; already known", cid);
+    }
+    return;
+  }
+  if (ended_before(o, cid)) {
+    log_debug("operation %s delivered again after it ended; ignored", cid);
+    return;
+  }
+  bool child = strcmp(device, o->root) != 0;
+  bool known_device = !child || registry_has_child(o->reg, device);
+  reg_handler *h = NULL;
+  const char *fragment =
+      json_fragment(o, doc, child ? device : NULL, known_device, &h);
+  if (!fragment) {
+    if (may_warn(w))
+      log_warning("devicecontrol/notifications: operation %s carries no "
+                  "fragment; ignored",
+                  cid);
+    return;
+  }
+  if (known_device && !h && !child) {
+    if (!ignored_before(o, fragment))
+      log_notice("devicecontrol/notifications: no handler for fragment %s on "
+                 "%s; left PENDING (logged once per fragment)",
+                 fragment, device);
+    return;
+  }
+  c8y_operation *op = op_alloc(o, device, child, fragment);
+  if (op) {
+    op->c8y_id = strdup(cid);
+    op->json = json_dumps(doc, JSON_COMPACT);
+    op->doc = json_incref(doc);
+  }
+  if (!op || !op->c8y_id || !op->json) {
+    log_error("out of memory queueing operation %s", cid);
+    if (op)
+      op_release(op);
+    return;
+  }
+  op->handler = h;
+  if (!known_device) {
+    c8y_operation *mate = find_parked_mate(o, op);
+    if (mate) {
+      merge(o, mate, op);
+      op_release(op);
+      return;
+    }
+    log_notice("operation %s (%s) for unknown device '%s': no plugin "
+               "announced such a child (yet); kept until one adds it",
+               cid, fragment, device);
+    park(o, op);
+    return;
+  }
+  op_fifo *f = fifo_for(o, device, fragment, false);
+  if (f && f->head && f->head->state == OP_UNCERTAIN && status_id(f->head)) {
+    /* Another operation of the fragment comes first: the uncertain one's
+     * 504 arrived (see reconcile_line). */
+    log_info("operation #%llu (%s): its start reached the platform before "
+             "the link dropped; running it",
+             (unsigned long long)f->head->id, f->head->fragment);
+    run_started(o, f->head);
+  }
+  admit(o, op);
+}
+
+void ops_handle_json(ops *o, const char *payload, size_t len) {
+  warn_budget w = {0, 0};
+  size_t pos = 0, index = 0, bad = 0;
+  bool resyncing = false;
+  while (pos < len) {
+    while (pos < len && strchr(" \t\r\n", payload[pos]) && payload[pos])
+      pos++;
+    if (pos >= len)
+      break;
+    json_error_t err;
+    json_t *doc =
+        json_loadb(payload + pos, len - pos,
+                   JSON_DISABLE_EOF_CHECK | JSON_REJECT_DUPLICATES, &err);
+    if (doc) {
+      pos += err.position > 0 ? (size_t)err.position : len - pos;
+      index++;
+      resyncing = false;
+      if (json_is_object(doc))
+        handle_json_doc(o, doc, index, &w);
+      else if (may_warn(&w))
+        log_warning("devicecontrol/notifications document %zu: not a JSON "
+                    "object; ignored",
+                    index);
+      json_decref(doc);
+      continue;
+    }
+    /* One warning per unreadable stretch, then the next line that parses:
+     * the documents after it are not lost. */
+    if (!resyncing) {
+      index++;
+      if (bad++ == 0)
+        log_warning("devicecontrol/notifications: document %zu is not valid "
+                    "JSON (%s at byte %zu); skipped",
+                    index, err.text, pos + (size_t)err.position);
+    }
+    resyncing = true;
+    const char *nl = memchr(payload + pos, '\n', len - pos);
+    if (!nl)
+      break;
+    pos = (size_t)(nl - payload) + 1;
+  }
+  if (bad > 1)
+    log_warning("devicecontrol/notifications: %zu more unreadable documents "
+                "in the same payload",
+                bad - 1);
+  if (w.suppressed)
+    log_warning("devicecontrol/notifications: %zu more bad documents in the "
+                "same payload not logged",
+                w.suppressed);
+}
+
+/* Parked copies whose child is now announced go to its plugin's handler. */
+void ops_children_changed(ops *o) {
+  c8y_operation *list = o->parked_head;
+  o->parked_head = o->parked_tail = NULL;
+  o->nparked = 0;
+  while (list) {
+    c8y_operation *op = list;
+    list = op->next;
+    op->next = NULL;
+    if (!registry_has_child(o->reg, op->device)) {
+      park(o, op);
+      continue;
+    }
+    if (op->has_line && !op->xid)
+      op->handler = registry_handler_for(o->reg, op->template_id, op->fragment,
+                                         op->device);
+    else if (op->has_line || !op->doc)
+      op->handler =
+          registry_fragment_handler_for(o->reg, op->fragment, op->device);
+    else {
+      reg_handler *h = NULL;
+      const char *fragment = json_fragment(o, op->doc, op->device, true, &h);
+      char *copy = fragment && h ? strdup(fragment) : NULL;
+      if (copy) {
+        free(op->fragment);
+        op->fragment = copy;
+      }
+      op->handler = h;
+    }
+    log_info("operation for %s (%s): the child was added; queued", op->device,
+             op->fragment);
+    admit(o, op);
+  }
+}
+
+/* ---- the lifecycle -------------------------------------------------------
+ */
 
 /* The 501 is only ever outstanding for the head of a FIFO. */
 static c8y_operation *find_starting(ops *o, uint64_t id) {
@@ -551,8 +1349,10 @@ static uint32_t timeout_of(const ops *o, const c8y_operation *op) {
 /* The operation is EXECUTING on the platform: journal it, then run it. */
 static void run_started(ops *o, c8y_operation *op) {
   journal_entry e = {.id = op->id,
+                     .c8y_id = (char *)status_id(op),
                      .template_id = op->template_id,
-                     .fragment = (char *)op->fragment,
+                     .xid = op->xid,
+                     .fragment = op->fragment,
                      .device = op->device,
                      .child = op->child};
   /* Not under o->mu: the journal fsyncs, and it has its own lock. */
@@ -575,13 +1375,20 @@ static void run_started(ops *o, c8y_operation *op) {
   if (!op->handler) {
     char reason[300];
     snprintf(reason, sizeof reason, "not supported by %s", op->device);
-    atomic_fetch_add(&op->refs, 1); /* released by the completion */
+    op_ref(op, 1); /* released by the completion */
     complete(op, false, NULL, 0, reason);
+    return;
+  }
+  if (!handle_assign(op)) {
+    log_error("operation #%llu: out of memory for its handle",
+              (unsigned long long)op->id);
+    op_ref(op, 1);
+    complete(op, false, NULL, 0, "out of memory in the agent");
     return;
   }
   /* One reference for the plugin (released by its completion call) and one
    * for the worker call itself. */
-  atomic_fetch_add(&op->refs, 2);
+  op_ref(op, 2);
   o->host.dispatch(o->host.ctx, op);
 }
 
@@ -613,6 +1420,7 @@ void ops_on_disconnect(ops *o, const uint64_t *inflight, size_t ninflight) {
         outq_remove_tag(o->q, op->id);
         op->state = OP_UNCERTAIN;
         op->reconcile_at = 0;
+        op->awaiting_line_copy = false;
         log_info("operation #%llu (%s): the link dropped with its 501 in "
                  "flight; settled after reconnecting",
                  (unsigned long long)op->id, op->fragment);
@@ -621,18 +1429,27 @@ void ops_on_disconnect(ops *o, const uint64_t *inflight, size_t ninflight) {
       } else if (op->state == OP_QUEUED || op->state == OP_STARTING) {
         if (op->state == OP_STARTING)
           outq_remove_tag(o->q, op->id);
+        if (op->needs_line)
+          o->nwaiting--;
         log_info("operation #%llu (%s) not started before the link dropped; "
                  "the 500 after reconnecting brings it back",
                  (unsigned long long)op->id, op->fragment);
         *link = op->next;
         op_release(op);
       } else {
+        op->awaiting_line_copy = false;
         prev = op;
         link = &op->next;
       }
     }
     f->tail = prev;
   }
+  /* Parked and late copies: the reconnect delivers what is still PENDING
+   * again, on both channels. */
+  release_list(o->parked_head);
+  o->parked_head = o->parked_tail = NULL;
+  o->nparked = 0;
+  tokens_clear(o);
 }
 
 void ops_on_pending_requested(ops *o, long long now_ms) {
@@ -643,32 +1460,53 @@ void ops_on_pending_requested(ops *o, long long now_ms) {
   }
 }
 
+/* The text of the final failure (malloc'ed): the agent's reason first when
+ * it stopped the operation (timeout, stop), then the plugin's. */
+static char *failure_text(const ops *o, const c8y_operation *op) {
+  const char *plugin = op->reason && *op->reason ? op->reason : NULL;
+  char agent_part[64] = "";
+  if (op->timed_out)
+    snprintf(agent_part, sizeof agent_part, "operation timed out after %u s",
+             (unsigned)(timeout_of(o, op) / 1000));
+  else if (op->cancelled && !op->engine_failed)
+    snprintf(agent_part, sizeof agent_part, OPS_STOP_TEXT);
+  size_t n = strlen(agent_part) + (plugin ? strlen(plugin) : 0) + 3;
+  char *text = malloc(n);
+  if (text)
+    snprintf(text, n, "%s%s%s", agent_part, *agent_part && plugin ? ": " : "",
+             plugin ? plugin : "");
+  return text;
+}
+
 /* Queues the final status; the journal entry ends only once it is queued
  * durably, so a status that cannot be queued now is retried, and a crash
  * in between reports the operation again instead of losing it. */
 static void finish(ops *o, c8y_operation *op) {
   char tbuf[512];
-  const char *topic = status_topic(op, tbuf, sizeof tbuf);
+  const char *topic = status_topic(op->device, op->child, tbuf, sizeof tbuf);
+  bool by_id = status_id(op) != NULL;
+  const char *key = by_id ? status_id(op) : op->fragment;
   int rc;
   bool retry = op->state == OP_FINISHING;
-  char reason[128] = "";
-  if (op->timed_out) {
-    snprintf(reason, sizeof reason, "operation timed out after %u s",
-             (unsigned)(timeout_of(o, op) / 1000));
-    if (!retry)
-      log_warning("operation #%llu (%s): %s", (unsigned long long)op->id,
-                  op->fragment, reason);
-    rc = queue_failure(o, topic, op->fragment, reason);
-  } else if (op->ok) {
+  bool ok = op->ok && !op->timed_out;
+  char *reason = NULL;
+  if (ok) {
     if (!retry)
       log_info("operation #%llu (%s) succeeded", (unsigned long long)op->id,
                op->fragment);
-    rc = queue_success(o, topic, op->fragment, op->params, op->nparams);
+    rc = queue_success(o, topic, key, by_id, op->params, op->nparams);
+  } else if (!(reason = failure_text(o, op))) {
+    rc = C8Y_ENOMEM;
   } else {
-    if (!retry)
-      log_info("operation #%llu (%s) failed: %s", (unsigned long long)op->id,
-               op->fragment, op->reason ? op->reason : "");
-    rc = queue_failure(o, topic, op->fragment, op->reason);
+    if (!retry) {
+      if (op->timed_out)
+        log_warning("operation #%llu (%s): %s", (unsigned long long)op->id,
+                    op->fragment, reason);
+      else
+        log_info("operation #%llu (%s) failed: %s", (unsigned long long)op->id,
+                 op->fragment, reason);
+    }
+    rc = queue_failure(o, topic, key, by_id, reason);
   }
   if (rc != 0) {
     if (!retry)
@@ -678,22 +1516,31 @@ static void finish(ops *o, c8y_operation *op) {
                 OPS_RETRY_MS);
     op->state = OP_FINISHING;
     o->retry_at = clock_mono_ms() + OPS_RETRY_MS;
+    free(reason);
     return;
   }
   if (retry)
     log_notice("operation #%llu (%s): final status queued after retrying",
                (unsigned long long)op->id, op->fragment);
   if (o->host.finished) {
-    ops_outcome r = {op->id,
-                     op->template_id,
-                     op->fragment,
-                     op->device,
-                     op->ok && !op->timed_out,
-                     op->timed_out ? reason : op->reason};
+    ops_outcome r = {op->id,       op->template_id ? op->template_id : "-",
+                     op->fragment, op->device,
+                     ok,           ok ? NULL : reason,
+                     status_id(op)};
     o->host.finished(o->host.ctx, &r);
   }
+  free(reason);
   journal_end(o->j, op->id);
   op->state = OP_FINISHED;
+  /* A copy still on its way must not start it again. */
+  if (status_id(op))
+    ended_add(o, status_id(op));
+  if (op->has_line && !status_id(op) && o->json_seen)
+    token_add(o, op, false);
+  else if (status_id(op) && !op->has_line &&
+           (proto_fragment_has_template(op->fragment) ||
+            registry_fragment_has_template(o->reg, op->fragment)))
+    token_add(o, op, true);
   op_fifo *f = fifo_for(o, op->device, op->fragment, false);
   if (f)
     fifo_advance(o, f);
@@ -702,6 +1549,35 @@ static void finish(ops *o, c8y_operation *op) {
 static void keep_earliest(long long *deadline, long long at) {
   if (*deadline < 0 || at < *deadline)
     *deadline = at;
+}
+
+/* A JSON copy whose template handler never got its SmartREST line: left
+ * PENDING on the platform (the next 500 brings both copies again). */
+static void expire_waiting(ops *o, long long now_ms, long long *next) {
+  for (size_t i = 0; i < o->nfifos && o->nwaiting; i++) {
+    op_fifo *f = &o->fifos[i];
+    c8y_operation *op = f->head;
+    while (op) {
+      c8y_operation *next_op = op->next;
+      if (op->state == OP_QUEUED && op->needs_line && !op->has_line) {
+        long long until = op->arrived_ms + OPS_PAIR_WINDOW_MS;
+        if (until <= now_ms) {
+          log_notice("operation %s (%s) for %s: its SmartREST line never "
+                     "came, which its handler (template %s) needs; left "
+                     "PENDING",
+                     op->c8y_id, op->fragment, op->device,
+                     op->handler->template_id);
+          fifo_unlink(f, op);
+          o->nwaiting--;
+          op_release(op);
+        } else {
+          keep_earliest(next, until);
+        }
+      }
+      op = next_op;
+    }
+    start_head(o, f);
+  }
 }
 
 /* finish() never grows the FIFO array (fifo_for without create), so the
@@ -745,15 +1621,29 @@ long long ops_process(ops *o, long long now_ms) {
         keep_earliest(&next_deadline, op->deadline_ms);
         continue;
       }
+      /* Timed out: the handler is told (op_cancelled) and has the grace
+       * time to stop and say why; then the engine fails it itself. */
       pthread_mutex_lock(&o->mu);
-      bool expire = !op->finished;
-      if (expire)
-        op->finished = op->timed_out = true;
+      bool expire = false;
+      if (!op->finished && !op->timed_out) {
+        op->timed_out = true;
+        if (!op->cancel_reason)
+          op->cancel_reason = C8Y_ETIMEDOUT;
+        op->grace_until = now_ms + o->grace_ms;
+      }
+      if (!op->finished && op->grace_until <= now_ms)
+        expire = op->finished = true;
+      long long grace_until = op->grace_until;
+      bool waiting = !op->finished;
       pthread_mutex_unlock(&o->mu);
       if (expire)
         finish(o, op);
+      else if (waiting)
+        keep_earliest(&next_deadline, grace_until);
     }
   }
+  if (o->nwaiting)
+    expire_waiting(o, now_ms, &next_deadline);
   return next_deadline;
 }
 
@@ -762,9 +1652,21 @@ long long ops_process(ops *o, long long now_ms) {
  * looping forever. */
 #define OPS_MAX_RESUMES 5
 
+static const char *entry_topic(const journal_entry *e, char *buf, size_t len) {
+  return status_topic(e->device, e->child, buf, len);
+}
+
+/* 502/505 for a journal entry. */
+static int fail_entry(ops *o, const journal_entry *e, const char *reason) {
+  char tbuf[512];
+  return queue_failure(o, entry_topic(e, tbuf, sizeof tbuf),
+                       e->c8y_id ? e->c8y_id : e->fragment, e->c8y_id != NULL,
+                       reason);
+}
+
 /* An operation marked with op_resume_after_restart: kept executing for
  * ops_resume, or failed when it was resumed too often already. */
-static int keep_resumable(ops *o, const journal_entry *e, const char *topic) {
+static int keep_resumable(ops *o, const journal_entry *e) {
   if (e->resumes < OPS_MAX_RESUMES) {
     journal_entry *grown =
         realloc(o->resumable, (o->nresumable + 1) * sizeof *grown);
@@ -793,8 +1695,7 @@ static int keep_resumable(ops *o, const journal_entry *e, const char *topic) {
              "out of memory resuming the operation after the restart");
   log_notice("operation #%llu (%s) failed: %s", (unsigned long long)e->id,
              e->fragment, reason);
-  const char *fields[] = {"502", e->fragment, reason};
-  return queue_status_line(o, topic, fields, 3, 0, 0);
+  return fail_entry(o, e, reason);
 }
 
 void ops_recover(ops *o) {
@@ -806,29 +1707,29 @@ void ops_recover(ops *o) {
   int failures = 0;
   for (size_t i = 0; i < n; i++) {
     const journal_entry *e = &entries[i];
-    char tbuf[512];
-    const char *topic = "s/us";
-    if (e->child) {
-      snprintf(tbuf, sizeof tbuf, "s/us/%s", e->device);
-      topic = tbuf;
-    }
     bool rebooted = journal_booted_since(boot, e->boot_id);
     if (e->resume) {
-      failures += keep_resumable(o, e, topic) != 0;
+      failures += keep_resumable(o, e) != 0;
     } else if (e->reboot && rebooted) {
-      log_notice("operation #%llu (%s) completed by the reboot",
-                 (unsigned long long)e->id, e->fragment);
-      const char *fields[] = {"503", e->fragment};
-      failures += queue_status_line(o, topic, fields, 2, 0, 0) != 0;
+      log_notice("operation #%llu (%s%s%s) completed by the reboot",
+                 (unsigned long long)e->id, e->fragment,
+                 e->c8y_id ? ", Cumulocity id " : "",
+                 e->c8y_id ? e->c8y_id : "");
+      char tbuf[512];
+      const char *fields[] = {e->c8y_id ? "506" : "503",
+                              e->c8y_id ? e->c8y_id : e->fragment};
+      failures += queue_status_line(o, entry_topic(e, tbuf, sizeof tbuf),
+                                    fields, 2, 0, 0) != 0;
     } else {
       const char *reason =
           e->reboot ? "the agent restarted but the device did not reboot"
                     : "the agent stopped while the operation was executing";
       log_notice("operation #%llu (%s) failed: %s", (unsigned long long)e->id,
                  e->fragment, reason);
-      const char *fields[] = {"502", e->fragment, reason};
-      failures += queue_status_line(o, topic, fields, 3, 0, 0) != 0;
+      failures += fail_entry(o, e, reason) != 0;
     }
+    if (e->c8y_id)
+      ended_add(o, e->c8y_id);
   }
   free(boot);
   if (failures == 0)
@@ -873,6 +1774,8 @@ size_t ops_cancel_running(ops *o) {
     pthread_mutex_lock(&o->mu);
     if (!op->finished && !outlives_stop(op)) {
       op->cancelled = true;
+      if (!op->cancel_reason)
+        op->cancel_reason = C8Y_ECANCELED;
       n++;
     }
     pthread_mutex_unlock(&o->mu);
@@ -892,8 +1795,11 @@ void ops_fail_all(ops *o, const char *reason) {
        * and its late completion returns C8Y_ETIMEDOUT. */
       op->finished = true;
       op->ok = false;
-      free(op->reason);
-      op->reason = strdup(reason);
+      op->engine_failed = true;
+      if (!op->timed_out) {
+        free(op->reason);
+        op->reason = strdup(reason);
+      }
     }
     pthread_mutex_unlock(&o->mu);
     if (fail) {
@@ -909,7 +1815,7 @@ static int complete(c8y_operation *op, bool ok, const char *const *params,
                     size_t n, const char *reason) {
   ops *o = op->engine;
   pthread_mutex_lock(&o->mu);
-  if (op->plugin_released || op->dead) {
+  if (op->plugin_released) {
     pthread_mutex_unlock(&o->mu);
     return C8Y_ESTATE;
   }
@@ -919,9 +1825,12 @@ static int complete(c8y_operation *op, bool ok, const char *const *params,
     op_release(op);
     return C8Y_ETIMEDOUT;
   }
+  /* Within the grace after a timeout the plugin's reason still reaches
+   * the 502 (after the agent's); a success came too late. */
+  int rc = op->timed_out ? C8Y_ETIMEDOUT : C8Y_OK;
   op->finished = true;
-  op->ok = ok;
-  if (ok && n > 0) {
+  op->ok = ok && !op->timed_out;
+  if (op->ok && n > 0) {
     op->params = calloc(n, sizeof *op->params);
     for (size_t i = 0; op->params && i < n; i++) {
       op->params[i] = strdup(params[i] ? params[i] : "");
@@ -939,44 +1848,78 @@ static int complete(c8y_operation *op, bool ok, const char *const *params,
   pthread_mutex_unlock(&o->mu);
   o->host.wake(o->host.ctx);
   op_release(op);
-  return C8Y_OK;
+  return rc;
 }
 
-int ops_op_succeed(c8y_operation *op, const char *result) {
-  if (!op)
+int ops_op_succeed(c8y_operation *handle, const char *result) {
+  if (!handle)
     return C8Y_EINVAL;
+  c8y_operation *op = acquire(handle);
+  if (!op)
+    return C8Y_ESTATE;
   const char *params[] = {result};
-  return complete(op, true, params, result ? 1 : 0, NULL);
+  int rc = complete(op, true, params, result ? 1 : 0, NULL);
+  op_release(op);
+  return rc;
 }
 
-int ops_op_succeed_params(c8y_operation *op, const char *const *params,
+int ops_op_succeed_params(c8y_operation *handle, const char *const *params,
                           size_t n) {
-  if (!op || (n > 0 && !params))
+  if (!handle || (n > 0 && !params))
     return C8Y_EINVAL;
-  return complete(op, true, params, n, NULL);
-}
-
-int ops_op_fail(c8y_operation *op, const char *reason) {
+  c8y_operation *op = acquire(handle);
   if (!op)
-    return C8Y_EINVAL;
-  return complete(op, false, NULL, 0, reason ? reason : "failed");
+    return C8Y_ESTATE;
+  int rc = complete(op, true, params, n, NULL);
+  op_release(op);
+  return rc;
 }
 
-int ops_op_cancelled(const c8y_operation *op) {
+int ops_op_fail(c8y_operation *handle, const char *reason) {
+  if (!handle)
+    return C8Y_EINVAL;
+  c8y_operation *op = acquire(handle);
+  if (!op)
+    return C8Y_ESTATE;
+  int rc = complete(op, false, NULL, 0, reason ? reason : "failed");
+  op_release(op);
+  return rc;
+}
+
+int ops_op_cancelled(const c8y_operation *handle) {
+  c8y_operation *op = acquire(handle);
+  if (!op)
+    return 1; /* gone: nothing to work on any more */
   ops *o = op->engine;
   pthread_mutex_lock(&o->mu);
-  int cancelled = op->timed_out || op->cancelled || op->dead;
+  int cancelled = op->timed_out || op->cancelled || op->plugin_released;
   pthread_mutex_unlock(&o->mu);
+  op_release(op);
   return cancelled;
 }
 
-int ops_op_complete_on_reboot(c8y_operation *op) {
+int ops_op_cancel_reason(const c8y_operation *handle) {
+  c8y_operation *op = acquire(handle);
+  if (!op)
+    return C8Y_ESTATE;
+  ops *o = op->engine;
+  pthread_mutex_lock(&o->mu);
+  int reason = op->plugin_released ? C8Y_ESTATE : op->cancel_reason;
+  pthread_mutex_unlock(&o->mu);
+  op_release(op);
+  return reason;
+}
+
+int ops_op_complete_on_reboot(c8y_operation *handle) {
+  c8y_operation *op = acquire(handle);
+  if (!op)
+    return C8Y_ESTATE;
   ops *o = op->engine;
   pthread_mutex_lock(&o->mu);
   int rc = C8Y_OK;
-  if (op->finished || op->dead || op->plugin_released)
+  if (op->finished || op->plugin_released) {
     rc = C8Y_ESTATE;
-  else if (!op->reboot) {
+  } else if (!op->reboot) {
     op->reboot = true;
     /* The journal write (an fsync) runs without o->mu, which every status
      * and the main loop need. If the operation finishes meanwhile, its
@@ -989,15 +1932,17 @@ int ops_op_complete_on_reboot(c8y_operation *op) {
       op->reboot = false;
       pthread_mutex_unlock(&o->mu);
     }
+    op_release(op);
     return rc;
   }
   pthread_mutex_unlock(&o->mu);
+  op_release(op);
   return rc;
 }
 
 void ops_run_handler(c8y_operation *op) {
   reg_handler *h = op->handler;
-  int rc = h->fn(h->plugin, op, h->user_data);
+  int rc = h->fn(h->plugin, (c8y_operation *)op->handle, h->user_data);
   ops *o = op->engine;
   pthread_mutex_lock(&o->mu);
   bool released = op->plugin_released;
@@ -1017,72 +1962,207 @@ void ops_dispatch_failed(c8y_operation *op, const char *reason) {
 }
 
 c8y_plugin *ops_plugin(const c8y_operation *op) { return op->handler->plugin; }
-const char *ops_op_template(const c8y_operation *op) { return op->template_id; }
-const char *ops_op_fragment(const c8y_operation *op) { return op->fragment; }
-const char *ops_op_device(const c8y_operation *op) { return op->device; }
-size_t ops_op_field_count(const c8y_operation *op) { return op->nfields; }
-const char *ops_op_field(const c8y_operation *op, size_t index) {
-  return index < op->nfields ? op->fields[index] : NULL;
+
+const char *ops_what(const c8y_operation *op) {
+  return op->template_id ? op->template_id : op->fragment;
 }
 
-/* ---- resume after restart (ABI 1.1) ---- */
-
-static void run_resumed(ops *o, c8y_operation *op) {
-  op->state = OP_RUNNING;
-  uint32_t timeout =
-      op->handler->timeout_ms ? op->handler->timeout_ms : o->default_timeout_ms;
-  op->deadline_ms = clock_mono_ms() + timeout;
-  atomic_fetch_add(&op->refs, 2); /* the plugin's and the worker call's */
-  o->host.dispatch(o->host.ctx, op);
-}
-
-/* The handler or child that should take the operation is gone: 502, and
- * the journal forgets it. */
-static void resume_refused(ops *o, const journal_entry *e, const char *reason) {
-  char tbuf[512];
-  const char *topic = "s/us";
-  if (e->child) {
-    snprintf(tbuf, sizeof tbuf, "s/us/%s", e->device);
-    topic = tbuf;
-  }
-  log_warning("operation #%llu (%s) cannot be resumed: %s",
-              (unsigned long long)e->id, e->fragment, reason);
-  queue_failure(o, topic, e->fragment, reason);
-  journal_end(o->j, e->id);
-}
-
-static c8y_operation *resumed_op(ops *o, journal_entry *e, reg_handler *h,
-                                 const char *boot) {
-  c8y_operation *op = calloc(1, sizeof *op);
+c8y_plugin *ops_handle_plugin(const c8y_operation *handle) {
+  c8y_operation *op = acquire(handle);
   if (!op)
     return NULL;
-  op->engine = o;
-  op->id = e->id;
-  op->template_id = strdup(e->template_id);
-  op->device = strdup(e->device);
-  op->child = e->child;
-  op->fragment = h->fragment;
-  op->handler = h;
-  op->fields = e->fields; /* taken over from the entry */
-  op->nfields = e->nfields;
-  e->fields = NULL;
-  e->nfields = 0;
-  op->resume = op->resumed = true;
-  op->rebooted = journal_booted_since(boot, e->boot_id);
-  atomic_init(&op->refs, 1);
-  if (!op->template_id || !op->device) {
+  c8y_plugin *p = op->handler ? op->handler->plugin : NULL;
+  op_release(op);
+  return p;
+}
+
+/* The live operation behind a handle the plugin has not completed yet:
+ * the accessors' strings live until the completion, so after it they
+ * answer NULL instead of pointing into memory about to be freed. */
+static c8y_operation *acquire_live(const c8y_operation *handle) {
+  c8y_operation *op = acquire(handle);
+  if (!op)
+    return NULL;
+  pthread_mutex_lock(&op->engine->mu);
+  bool released = op->plugin_released;
+  pthread_mutex_unlock(&op->engine->mu);
+  if (released) {
     op_release(op);
     return NULL;
   }
   return op;
 }
 
-/* The handler now registered for the entry's template (the same lookup as
- * for a new operation of that template and device). */
+/* The reference taken for the lookup is dropped again at once: while the
+ * plugin has not completed the operation, its own reference keeps the
+ * memory the returned string points into. */
+static const char *borrowed(c8y_operation *op, const char *s) {
+  op_release(op);
+  return s;
+}
+
+const char *ops_op_template(const c8y_operation *h) {
+  c8y_operation *op = acquire_live(h);
+  return op ? borrowed(op, op->template_id) : NULL;
+}
+const char *ops_op_fragment(const c8y_operation *h) {
+  c8y_operation *op = acquire_live(h);
+  return op ? borrowed(op, op->fragment) : NULL;
+}
+const char *ops_op_device(const c8y_operation *h) {
+  c8y_operation *op = acquire_live(h);
+  return op ? borrowed(op, op->device) : NULL;
+}
+size_t ops_op_field_count(const c8y_operation *h) {
+  c8y_operation *op = acquire_live(h);
+  if (!op)
+    return 0;
+  size_t n = op->nfields;
+  op_release(op);
+  return n;
+}
+const char *ops_op_field(const c8y_operation *h, size_t index) {
+  c8y_operation *op = acquire_live(h);
+  return op ? borrowed(op, index < op->nfields ? op->fields[index] : NULL)
+            : NULL;
+}
+const char *ops_op_id(const c8y_operation *h) {
+  c8y_operation *op = acquire_live(h);
+  return op ? borrowed(op, op->c8y_id) : NULL;
+}
+const char *ops_op_json(const c8y_operation *h) {
+  c8y_operation *op = acquire_live(h);
+  return op ? borrowed(op, op->json) : NULL;
+}
+int ops_op_resumed(const c8y_operation *h) {
+  c8y_operation *op = acquire(h);
+  if (!op)
+    return 0;
+  int v = op->resumed;
+  op_release(op);
+  return v;
+}
+int ops_op_rebooted(const c8y_operation *h) {
+  c8y_operation *op = acquire(h);
+  if (!op)
+    return 0;
+  int v = op->resumed && op->rebooted;
+  op_release(op);
+  return v;
+}
+
+/* One value by a dotted path: object keys, array indexes. */
+static char *json_path_value(json_t *doc, const char *path) {
+  char *copy = strdup(path);
+  if (!copy)
+    return NULL;
+  json_t *v = doc;
+  char *save = NULL;
+  for (char *part = strtok_r(copy, ".", &save); part && v;
+       part = strtok_r(NULL, ".", &save)) {
+    if (json_is_object(v)) {
+      v = json_object_get(v, part);
+    } else if (json_is_array(v)) {
+      char *end;
+      unsigned long i = strtoul(part, &end, 10);
+      v = *part && !*end ? json_array_get(v, i) : NULL;
+    } else {
+      v = NULL;
+    }
+  }
+  free(copy);
+  if (!v || json_is_null(v))
+    return NULL;
+  if (json_is_string(v))
+    return strdup(json_string_value(v));
+  return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+}
+
+const char *ops_op_json_value(const c8y_operation *handle, const char *path) {
+  if (!path || !*path)
+    return NULL;
+  c8y_operation *op = acquire_live(handle);
+  if (!op)
+    return NULL;
+  const char *out = NULL;
+  if (op->doc) {
+    ops *o = op->engine;
+    pthread_mutex_lock(&o->mu);
+    for (json_memo *m = op->memo; m && !out; m = m->next)
+      if (strcmp(m->path, path) == 0)
+        out = m->value;
+    if (!out) {
+      json_memo *m = calloc(1, sizeof *m);
+      char *value = json_path_value(op->doc, path);
+      if (m && value && (m->path = strdup(path))) {
+        m->value = value;
+        m->next = op->memo;
+        op->memo = m;
+        out = value;
+      } else {
+        free(m);
+        free(value);
+      }
+    }
+    pthread_mutex_unlock(&o->mu);
+  }
+  op_release(op);
+  return out;
+}
+
+/* ---- resume after restart (ABI 1.1) ---- */
+
+static void run_resumed(ops *o, c8y_operation *op) {
+  op->state = OP_RUNNING;
+  op->deadline_ms = clock_mono_ms() + timeout_of(o, op);
+  if (!handle_assign(op)) {
+    op_ref(op, 1);
+    complete(op, false, NULL, 0, "out of memory in the agent");
+    return;
+  }
+  op_ref(op, 2); /* the plugin's and the worker call's */
+  o->host.dispatch(o->host.ctx, op);
+}
+
+/* The handler or child that should take the operation is gone: 502, and
+ * the journal forgets it. */
+static void resume_refused(ops *o, const journal_entry *e, const char *reason) {
+  log_warning("operation #%llu (%s) cannot be resumed: %s",
+              (unsigned long long)e->id, e->fragment, reason);
+  fail_entry(o, e, reason);
+  journal_end(o->j, e->id);
+}
+
+static c8y_operation *resumed_op(ops *o, journal_entry *e, reg_handler *h,
+                                 const char *boot) {
+  c8y_operation *op = op_alloc(o, e->device, e->child, e->fragment);
+  if (!op)
+    return NULL;
+  op->id = e->id;
+  op->handler = h;
+  op->has_line = e->template_id != NULL;
+  op->template_id = e->template_id; /* taken over from the entry */
+  op->xid = e->xid;
+  op->c8y_id = e->c8y_id;
+  op->json = e->json;
+  op->fields = e->fields;
+  op->nfields = e->nfields;
+  e->template_id = e->xid = e->c8y_id = e->json = NULL;
+  e->fields = NULL;
+  e->nfields = 0;
+  op->doc = op->json ? json_loads(op->json, 0, NULL) : NULL;
+  op->resume = op->resumed = true;
+  op->rebooted = journal_booted_since(boot, e->boot_id);
+  return op;
+}
+
+/* The handler now registered for the entry (the same lookup as for a new
+ * copy of that operation and device). */
 static reg_handler *resume_handler(ops *o, const journal_entry *e) {
-  return e->template_id ? registry_handler_for(o->reg, e->template_id,
-                                               e->child ? e->device : NULL)
-                        : NULL;
+  const char *device = e->child ? e->device : NULL;
+  if (e->template_id && !e->xid)
+    return registry_handler_for(o->reg, e->template_id, e->fragment, device);
+  return registry_fragment_handler_for(o->reg, e->fragment, device);
 }
 
 void ops_resume(ops *o) {
@@ -1101,9 +2181,9 @@ void ops_resume(ops *o) {
     reg_handler *h = resume_handler(o, e);
     if (!h) {
       snprintf(reason, sizeof reason,
-               "after the agent restarted no plugin handles template %.40s "
-               "any more",
-               e->template_id ? e->template_id : "(unknown)");
+               "after the agent restarted no plugin handles %s %.40s any more",
+               e->template_id ? "template" : "fragment",
+               e->template_id ? e->template_id : e->fragment);
       resume_refused(o, e, reason);
       continue;
     }
@@ -1120,11 +2200,7 @@ void ops_resume(ops *o) {
                op->rebooted ? " (the machine rebooted)" : "");
     /* Its 501 was sent before the restart: it runs at once. (Nothing else
      * can be queued yet: s/ds is not subscribed before the plugins load.) */
-    if (f->tail)
-      f->tail->next = op;
-    else
-      f->head = op;
-    f->tail = op;
+    fifo_append(f, op);
     run_resumed(o, op);
   }
   free(boot);
@@ -1135,33 +2211,33 @@ void ops_resume(ops *o) {
   o->nresumable = 0;
 }
 
-int ops_op_resume_after_restart(c8y_operation *op) {
-  if (!op)
+int ops_op_resume_after_restart(c8y_operation *handle) {
+  if (!handle)
     return C8Y_EINVAL;
+  c8y_operation *op = acquire(handle);
+  if (!op)
+    return C8Y_ESTATE;
   ops *o = op->engine;
   pthread_mutex_lock(&o->mu);
   int rc = C8Y_OK;
-  if (op->finished)
+  if (op->finished || op->plugin_released) {
     rc = C8Y_ESTATE;
-  else if (!op->resume) {
+  } else if (!op->resume) {
     op->resume = true;
-    /* As for the reboot mark: no fsync under o->mu. The fields are the
-     * operation's own, fixed since dispatch. */
+    /* As for the reboot mark: no fsync under o->mu. The fields and the
+     * document are the operation's own, fixed since dispatch. */
     pthread_mutex_unlock(&o->mu);
     rc = journal_mark_resume(o->j, op->id, (const char *const *)op->fields,
-                             op->nfields);
+                             op->nfields, op->json);
     if (rc != C8Y_OK) {
       pthread_mutex_lock(&o->mu);
       op->resume = false;
       pthread_mutex_unlock(&o->mu);
     }
+    op_release(op);
     return rc;
   }
   pthread_mutex_unlock(&o->mu);
+  op_release(op);
   return rc;
-}
-
-int ops_op_resumed(const c8y_operation *op) { return op && op->resumed; }
-int ops_op_rebooted(const c8y_operation *op) {
-  return op && op->resumed && op->rebooted;
 }

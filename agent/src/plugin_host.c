@@ -15,6 +15,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +36,8 @@ typedef struct plugin_job {
 
 struct c8y_batch {
   c8y_plugin *plugin;
-  reg_producer *producer;
+  reg_producer *producer;       /* NULL: begun with batch_begin */
+  struct c8y_batch *next_begun; /* this thread's begun batches */
   long long time_ms;
   char *type;
   char *child;
@@ -73,8 +75,9 @@ static int build_topic(char *out, size_t len, const char *base,
 
 /* One line a plugin wants to queue: within [agent] plugin_max_lines_per_s
  * (on average, bursts of LINE_BURST_S seconds' worth pass)? A plugin over
- * its limit gets C8Y_EAGAIN and one warning per REFUSED_LOG_MS with the
- * count, so a flood cannot also flood the log. */
+ * its limit gets C8Y_ERATE (C8Y_EAGAIN when built for ABI 1.0/1.1, which
+ * had no code of its own for it) and one warning per REFUSED_LOG_MS with
+ * the count, so a flood cannot also flood the log. */
 static int admit_line(c8y_plugin *p) {
   const agent_config *cfg = p->host->cfg;
   long long rate = cfg ? cfg->plugin_max_lines_per_s : 0;
@@ -96,7 +99,7 @@ static int admit_line(c8y_plugin *p) {
   if (p->line_tokens >= 1.0) {
     p->line_tokens -= 1.0;
   } else {
-    rc = C8Y_EAGAIN;
+    rc = p->info.abi_minor >= 2 ? C8Y_ERATE : C8Y_EAGAIN;
     p->lines_refused++;
     if (p->refused_logged_ms == 0 ||
         now - p->refused_logged_ms >= REFUSED_LOG_MS) {
@@ -242,30 +245,61 @@ static int api_add_producer(c8y_plugin *self, const char *name,
                                ud);
 }
 
-static int add_operation(c8y_plugin *self, const char *what,
-                         const char *template_id, uint32_t timeout_ms,
-                         c8y_operation_fn fn, void *ud, bool children_only) {
+/* A fragment a plugin registers: a JSON key as Cumulocity names
+ * fragments (c8y_Restart, acme_Reset), never all digits (a template id) and
+ * never an operation's own property. */
+static const char *fragment_problem(const char *f) {
+  if (!f || !*f)
+    return "is empty";
+  if (strlen(f) > 100)
+    return "is longer than 100 bytes";
+  if (!((*f >= 'A' && *f <= 'Z') || (*f >= 'a' && *f <= 'z') || *f == '_'))
+    return "must start with a letter or '_'";
+  for (const char *c = f; *c; c++)
+    if (!((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') ||
+          (*c >= '0' && *c <= '9') || *c == '_' || *c == '-'))
+      return "may hold only letters, digits, '_' and '-'";
+  if (strcmp(f, "delivery") == 0 || strcmp(f, "externalSource") == 0)
+    return "is a property of every operation, not a fragment";
+  return NULL;
+}
+
+/* Every operation registration: `what` a static template id ("510") or a
+ * fragment; scope and child as registry_add_scoped_handler takes them. */
+static int add_handler(c8y_plugin *self, const char *fn_name, const char *what,
+                       reg_scope scope, const char *child, uint32_t timeout_ms,
+                       c8y_operation_fn fn, void *ud, bool templates_only) {
   if (!self->registering)
     return C8Y_ESTATE;
-  if (!template_id || !fn)
+  if (!what || !fn)
     return C8Y_EINVAL;
-  const char *fragment = proto_fragment(template_id);
-  if (!fragment) {
+  const char *fragment = proto_fragment(what);
+  const char *template_id = fragment ? what : NULL;
+  if (!fragment && templates_only) {
     api_log(self, C8Y_LOG_ERROR,
-            "%s: '%s' is not a static operation template (510-532)", what,
-            template_id);
+            "%s: '%s' is not a static operation template (510-532)", fn_name,
+            what);
     return C8Y_EINVAL;
   }
-  if (children_only)
-    return registry_add_child_handler(self->host->reg, self, template_id,
-                                      fragment, timeout_ms, fn, ud);
+  if (!fragment) {
+    const char *why = fragment_problem(what);
+    if (why) {
+      api_log(self, C8Y_LOG_ERROR,
+              "%s: '%s' is neither a static operation template (510-532) nor "
+              "a fragment name: it %s",
+              fn_name, what, why);
+      return C8Y_EINVAL;
+    }
+    fragment = what;
+  }
   c8y_plugin *owner = NULL;
-  int rc = registry_add_handler(self->host->reg, self, template_id, fragment,
-                                timeout_ms, fn, ud, &owner);
+  int rc =
+      registry_add_scoped_handler(self->host->reg, self, template_id, fragment,
+                                  scope, child, timeout_ms, fn, ud, &owner);
   if (rc == C8Y_EEXIST && owner && owner != self && !self->init_error) {
     char buf[256];
-    snprintf(buf, sizeof buf, "template %s is already handled by plugin %s",
-             template_id, owner->name);
+    snprintf(buf, sizeof buf, "%s %s is already handled by plugin %s",
+             template_id ? "template" : "fragment", what, owner->name);
     self->init_error = strdup(buf);
   }
   return rc;
@@ -274,15 +308,55 @@ static int add_operation(c8y_plugin *self, const char *what,
 static int api_add_operation(c8y_plugin *self, const char *template_id,
                              uint32_t timeout_ms, c8y_operation_fn fn,
                              void *ud) {
-  return add_operation(self, "add_operation", template_id, timeout_ms, fn, ud,
-                       false);
+  return add_handler(self, "add_operation", template_id,
+                     REG_SCOPE_ROOT_AND_OWN_CHILDREN, NULL, timeout_ms, fn, ud,
+                     true);
 }
 
 static int api_add_child_operation(c8y_plugin *self, const char *template_id,
                                    uint32_t timeout_ms, c8y_operation_fn fn,
                                    void *ud) {
-  return add_operation(self, "add_child_operation", template_id, timeout_ms, fn,
-                       ud, true);
+  return add_handler(self, "add_child_operation", template_id,
+                     REG_SCOPE_OWN_CHILDREN, NULL, timeout_ms, fn, ud, true);
+}
+
+static int api_add_device_operation(c8y_plugin *self, const char *device,
+                                    const char *what, uint32_t timeout_ms,
+                                    c8y_operation_fn fn, void *ud) {
+  if (!self->registering)
+    return C8Y_ESTATE;
+  reg_scope scope = REG_SCOPE_ROOT;
+  if (device && strcmp(device, C8Y_ALL_CHILDREN) == 0) {
+    scope = REG_SCOPE_OWN_CHILDREN;
+  } else if (device && strcmp(device, self->host->device_id) != 0) {
+    if (!registry_owns_child(self->host->reg, self, device)) {
+      api_log(self, C8Y_LOG_ERROR,
+              "add_device_operation: '%s' is not a child this plugin added "
+              "(add_child it first)",
+              device);
+      return C8Y_EINVAL;
+    }
+    scope = REG_SCOPE_CHILD;
+  }
+  return add_handler(self, "add_device_operation", what, scope,
+                     scope == REG_SCOPE_CHILD ? device : NULL, timeout_ms, fn,
+                     ud, false);
+}
+
+static int api_add_fragment_operation(c8y_plugin *self, const char *fragment,
+                                      uint32_t timeout_ms, c8y_operation_fn fn,
+                                      void *ud) {
+  if (!self->registering)
+    return C8Y_ESTATE;
+  if (fragment && proto_fragment(fragment)) {
+    api_log(self, C8Y_LOG_ERROR,
+            "add_fragment_operation: '%s' is a template id; use add_operation "
+            "or add_device_operation",
+            fragment);
+    return C8Y_EINVAL;
+  }
+  return add_handler(self, "add_fragment_operation", fragment, REG_SCOPE_ROOT,
+                     NULL, timeout_ms, fn, ud, false);
 }
 
 static int api_add_message_handler(c8y_plugin *self, const char *xid,
@@ -295,9 +369,30 @@ static int api_add_message_handler(c8y_plugin *self, const char *xid,
   return registry_add_message(self->host->reg, self, xid, message_id, fn, ud);
 }
 
+static int api_add_template_operation(c8y_plugin *self, const char *xid,
+                                      const char *message_id,
+                                      const char *fragment) {
+  if (!self->registering)
+    return C8Y_ESTATE;
+  if (!valid_topic_segment(xid) || !message_id || !*message_id)
+    return C8Y_EINVAL;
+  const char *why = fragment_problem(fragment);
+  if (why) {
+    api_log(self, C8Y_LOG_ERROR, "add_template_operation: the fragment '%s' %s",
+            fragment ? fragment : "", why);
+    return C8Y_EINVAL;
+  }
+  return registry_add_template_op(self->host->reg, self, xid, message_id,
+                                  fragment);
+}
+
+/* Inside init the child is announced with the registration of the next
+ * connect; later (ABI 1.2) the main loop notices the new child (the
+ * registry's child sequence) and announces it at once. */
 static int api_add_child(c8y_plugin *self, const char *child_id,
                          const char *name, const char *type) {
-  if (!self->registering)
+  /* A plugin built for 1.0/1.1 was promised C8Y_ESTATE outside init. */
+  if (!self->registering && self->info.abi_minor < 2)
     return C8Y_ESTATE;
   const char *why = ident_check(child_id, false);
   if (why) {
@@ -306,20 +401,47 @@ static int api_add_child(c8y_plugin *self, const char *child_id,
   }
   if (strcmp(child_id, self->host->device_id) == 0)
     return C8Y_EINVAL;
-  return registry_add_child(self->host->reg, self, child_id, name, type);
+  int rc = registry_add_child(self->host->reg, self, child_id, name, type);
+  if (rc == C8Y_OK && !self->registering) {
+    api_log(self, C8Y_LOG_INFO, "child %s added", child_id);
+    if (self->host->wake)
+      self->host->wake(self->host->wake_ctx);
+  }
+  return rc;
+}
+
+static int api_remove_child(c8y_plugin *self, const char *child_id) {
+  if (!self || !child_id)
+    return C8Y_EINVAL;
+  int rc = registry_remove_child(self->host->reg, self, child_id);
+  if (rc == C8Y_OK)
+    api_log(self, C8Y_LOG_INFO,
+            "child %s removed: its operations are no longer dispatched",
+            child_id);
+  return rc;
 }
 
 /* ---- api: batches ---- */
 
-/* The batch of the produce call running on this thread. A batch lives on
- * the worker's stack: a pointer a plugin kept past its callback (or uses
- * from another thread) is refused without being dereferenced. */
+/* The batch of the produce call running on this thread, and the batches
+ * this thread began (ABI 1.2 batch_begin) and has not committed or
+ * discarded. A pointer a plugin kept past its callback or its commit, or
+ * uses from another thread, is refused: it is only compared with these,
+ * never dereferenced. */
 static _Thread_local c8y_batch *live_batch;
+static _Thread_local c8y_batch *begun_batches;
+
+static bool begun_here(const c8y_batch *b) {
+  for (const c8y_batch *x = begun_batches; x; x = x->next_begun)
+    if (x == b)
+      return true;
+  return false;
+}
 
 static int batch_check(const c8y_batch *b) {
   if (!b)
     return C8Y_EINVAL;
-  return b == live_batch ? C8Y_OK : C8Y_ESTATE;
+  return b == live_batch || begun_here(b) ? C8Y_OK : C8Y_ESTATE;
 }
 
 static int api_batch_add(c8y_batch *b, const char *fragment, const char *series,
@@ -423,9 +545,60 @@ static int batch_flush(c8y_batch *b) {
   flush_ctx ctx = {.plugin = b->plugin, .topic = topic};
   int rc =
       smartrest_encode_measurements((const char *const *)b->fields, b->n,
-                                    b->type ? b->type : b->producer->name, when,
-                                    C8Y_MAX_LINE, emit_measurement, &ctx);
+                                    b->type       ? b->type
+                                    : b->producer ? b->producer->name
+                                                  : b->plugin->name,
+                                    when, C8Y_MAX_LINE, emit_measurement, &ctx);
   return rc;
+}
+
+/* ABI 1.2: a batch outside a produce call ("measure now"), owned by the
+ * thread that began it until it commits or discards it. */
+static c8y_batch *api_batch_begin(c8y_plugin *self) {
+  if (!self)
+    return NULL;
+  pthread_mutex_lock(&self->mu);
+  bool stopping = self->stopping;
+  pthread_mutex_unlock(&self->mu);
+  if (stopping)
+    return NULL;
+  c8y_batch *b = calloc(1, sizeof *b);
+  if (!b)
+    return NULL;
+  b->plugin = self;
+  b->time_ms = clock_wall_ms();
+  b->next_begun = begun_batches;
+  begun_batches = b;
+  return b;
+}
+
+/* Unlinks and frees a begun batch of this thread; false if it is none. */
+static bool batch_end(c8y_batch *b, bool commit, int *rc) {
+  c8y_batch **link = &begun_batches;
+  while (*link && *link != b)
+    link = &(*link)->next_begun;
+  if (!b || !*link)
+    return false;
+  *link = b->next_begun;
+  *rc = commit ? batch_flush(b) : C8Y_OK;
+  if (*rc != C8Y_OK)
+    log_warning("plugin %s: batch_commit: %s; batch dropped", b->plugin->name,
+                status_str(*rc));
+  batch_clear(b);
+  free(b);
+  return true;
+}
+
+static int api_batch_commit(c8y_batch *b) {
+  int rc;
+  if (!b)
+    return C8Y_EINVAL;
+  return batch_end(b, true, &rc) ? rc : C8Y_ESTATE;
+}
+
+static void api_batch_discard(c8y_batch *b) {
+  int rc;
+  batch_end(b, false, &rc);
 }
 
 /* ---- api: upstream data ---- */
@@ -571,25 +744,51 @@ static const char *api_state_dir(c8y_plugin *self) {
 
 /* ---- api: file transfers (ABI 1.1) ---- */
 
+/* The smallest struct any 1.x plugin can pass: the 1.1 layout, which every
+ * later minor only appends to. A plugin's struct is copied into the
+ * agent's current one (fields it does not have stay zero) and the outputs
+ * are copied back only as far as the plugin's struct reaches, so a plugin
+ * built against 1.1 keeps working with every later agent. */
+#define DOWNLOAD_SIZE_1_1                                                      \
+  (offsetof(c8y_download, error) + sizeof(((c8y_download *)0)->error))
+#define UPLOAD_SIZE_1_1                                                        \
+  (offsetof(c8y_upload, error) + sizeof(((c8y_upload *)0)->error))
+
+static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
+
 static int api_download(c8y_plugin *self, c8y_download *d) {
-  if (!self || !d || d->size < sizeof *d)
+  if (!self || !d || d->size < DOWNLOAD_SIZE_1_1)
     return C8Y_EINVAL;
-  int rc =
-      http_download(self->host->http, api_state_dir(self), d, ops_op_cancelled);
+  c8y_download mine;
+  memset(&mine, 0, sizeof mine);
+  size_t n = min_size(d->size, sizeof mine);
+  memcpy(&mine, d, n);
+  mine.size = sizeof mine;
+  int rc = http_download(self->host->http, api_state_dir(self), &mine,
+                         ops_op_cancelled);
+  mine.size = d->size;
+  memcpy(d, &mine, n);
   if (rc != C8Y_OK)
     log_warning("plugin %s: download of %s failed: %s", self->name,
-                d->url ? d->url : "(null)", d->error);
+                mine.url ? mine.url : "(null)", mine.error);
   return rc;
 }
 
 static int api_upload(c8y_plugin *self, c8y_upload *u) {
-  if (!self || !u || u->size < sizeof *u)
+  if (!self || !u || u->size < UPLOAD_SIZE_1_1)
     return C8Y_EINVAL;
-  int rc =
-      http_upload(self->host->http, self->host->device_id, u, ops_op_cancelled);
+  c8y_upload mine;
+  memset(&mine, 0, sizeof mine);
+  size_t n = min_size(u->size, sizeof mine);
+  memcpy(&mine, u, n);
+  mine.size = sizeof mine;
+  int rc = http_upload(self->host->http, self->host->device_id, &mine,
+                       ops_op_cancelled);
+  mine.size = u->size;
+  memcpy(u, &mine, n);
   if (rc != C8Y_OK)
     log_warning("plugin %s: upload of %s failed: %s", self->name,
-                u->path ? u->path : "(null)", u->error);
+                mine.path ? mine.path : "(null)", mine.error);
   return rc;
 }
 
@@ -653,7 +852,18 @@ static const c8y_api the_api = {
     .add_child_operation = api_add_child_operation,
     .download = api_download,
     .upload = api_upload,
+    .add_fragment_operation = api_add_fragment_operation,
+    .add_device_operation = api_add_device_operation,
+    .op_id = ops_op_id,
+    .op_json = ops_op_json,
+    .op_json_value = ops_op_json_value,
+    .op_cancel_reason = ops_op_cancel_reason,
+    .remove_child = api_remove_child,
+    .batch_begin = api_batch_begin,
+    .batch_commit = api_batch_commit,
+    .batch_discard = api_batch_discard,
     .platform_auth = api_platform_auth,
+    .add_template_operation = api_add_template_operation,
 };
 
 const c8y_api *plugin_host_api(void) { return &the_api; }
@@ -737,7 +947,7 @@ static void run_job(c8y_plugin *p, plugin_job *job) {
     run_produce(p, job->producer);
     break;
   case JOB_OPERATION:
-    crash_enter(p->crash_head, "operation handler", ops_op_template(job->op));
+    crash_enter(p->crash_head, "operation handler", ops_what(job->op));
     ops_run_handler(job->op);
     crash_leave();
     break;

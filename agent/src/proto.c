@@ -45,6 +45,14 @@ const char *proto_fragment(const char *template_id) {
   return t ? t->fragment : NULL;
 }
 
+bool proto_fragment_has_template(const char *fragment) {
+  for (size_t i = 0;
+       fragment && i < sizeof op_templates / sizeof op_templates[0]; i++)
+    if (strcmp(op_templates[i].fragment, fragment) == 0)
+      return true;
+  return false;
+}
+
 const char *proto_richer_twin(const char *template_id) {
   const struct op_template *t = find_op(template_id);
   return t ? t->richer_twin : NULL;

@@ -15,6 +15,9 @@
 /* Static operation template id -> fragment ("511" -> "c8y_Command"), or
  * NULL when the id is not a downstream operation template. */
 const char *proto_fragment(const char *template_id);
+/* Whether a static downstream template delivers operations of this
+ * fragment (then a SmartREST copy of its JSON operations is sent too). */
+bool proto_fragment_has_template(const char *fragment);
 /* 527 and 528 describe the same operation as the richer 531 and 529 sent
  * in the same payload: the twin that supersedes template_id, or NULL. */
 const char *proto_richer_twin(const char *template_id);

@@ -159,6 +159,17 @@ cmn_proc_end cmn_proc_watch(pid_t pid, int fd, const cmn_proc_watcher *w,
   }
 }
 
+/* The agent told the operation to stop: why (ABI 1.2 op_cancel_reason;
+ * an older agent only cancels on a timeout) is its status, and the text
+ * says what happened here; the agent puts its own reason in front. */
+static int cancel_status(const cmn_proc_opts *o, cmn_proc_result *r) {
+  snprintf(r->why, sizeof(r->why), "cancelled: the command was stopped");
+  int why = C8Y_API_HAS(o->api, op_cancel_reason)
+                ? o->api->op_cancel_reason(o->op)
+                : C8Y_ETIMEDOUT;
+  return why == C8Y_ECANCELED ? C8Y_ECANCELED : C8Y_ETIMEDOUT;
+}
+
 int cmn_proc_run(char *const argv[], const cmn_proc_opts *o,
                  cmn_proc_result *r) {
   memset(r, 0, sizeof(*r));
@@ -210,8 +221,7 @@ int cmn_proc_run(char *const argv[], const cmn_proc_opts *o,
   char buf[8192];
   for (;;) {
     if (o->op && o->api->op_cancelled(o->op)) {
-      snprintf(r->why, sizeof(r->why), "cancelled: the operation timed out");
-      result = C8Y_ETIMEDOUT;
+      result = cancel_status(o, r);
       break;
     }
     if (o->stop && o->stop(o->stop_ctx)) {
@@ -433,8 +443,7 @@ int cmn_proc_priv_run(const char *socket_path, const char *const argv[],
   char buf[8192];
   for (;;) {
     if (o->op && o->api->op_cancelled(o->op)) {
-      snprintf(r->why, sizeof(r->why), "cancelled: the operation timed out");
-      result = C8Y_ETIMEDOUT;
+      result = cancel_status(o, r);
       break;
     }
     if (o->stop && o->stop(o->stop_ctx)) {

@@ -39,8 +39,10 @@ typedef struct cmn_proc_result {
 } cmn_proc_result;
 
 /* Runs argv (argv[0] searched in PATH unless it has a '/'). Returns 0 when
- * the command exited (see exit_code), or < 0 (C8Y_EIO, C8Y_ETIMEDOUT for a
- * timeout or cancellation, C8Y_ENOMEM, or on_out's error) with `why` set.
+ * the command exited (see exit_code), or < 0 (C8Y_EIO, C8Y_ETIMEDOUT for
+ * its own timeout or the operation's, C8Y_ECANCELED when the agent stops
+ * the operation or `stop` says so, C8Y_ENOMEM, or on_out's error) with
+ * `why` set.
  * r->out must be freed in every case. */
 int cmn_proc_run(char *const argv[], const cmn_proc_opts *o,
                  cmn_proc_result *r);

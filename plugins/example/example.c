@@ -30,17 +30,22 @@ static int read_load(c8y_plugin *self, const example *ex, double load[3]) {
   return 0;
 }
 
-/* Producer: called on the plugin's own worker every interval. Samples added
- * to `out` become one 201 line; the agent queues it durably. */
+/* The three samples; they become one 201 line of type c8y_LoadAverage. */
+static int add_load(const c8y_api *api, c8y_batch *b, const double load[3]) {
+  api->batch_set_type(b, "c8y_LoadAverage");
+  api->batch_add(b, "c8y_LoadAverage", "1min", load[0], NULL);
+  api->batch_add(b, "c8y_LoadAverage", "5min", load[1], NULL);
+  return api->batch_add(b, "c8y_LoadAverage", "15min", load[2], NULL);
+}
+
+/* Producer: called on the plugin's own worker every interval. The agent
+ * queues what was added to `out` durably after the call. */
 static int produce(c8y_plugin *self, c8y_batch *out, void *user_data) {
   example *ex = user_data;
   double load[3];
   if (read_load(self, ex, load) != 0)
     return C8Y_EIO; /* the batch is dropped; the agent logs the status */
-  ex->api->batch_set_type(out, "c8y_LoadAverage");
-  ex->api->batch_add(out, "c8y_LoadAverage", "1min", load[0], NULL);
-  ex->api->batch_add(out, "c8y_LoadAverage", "5min", load[1], NULL);
-  return ex->api->batch_add(out, "c8y_LoadAverage", "15min", load[2], NULL);
+  return add_load(ex->api, out, load);
 }
 
 /* Operation handler for 517: the agent already sent 501 (EXECUTING). Either
@@ -52,21 +57,15 @@ static int on_measurement_request(c8y_plugin *self, c8y_operation *op,
   double load[3];
   if (read_load(self, ex, load) != 0)
     return ex->api->op_fail(op, "cannot read the load average");
-  /* Outside a producer, send a measurement as a static template line; the
-   * strings are copied, so stack buffers are fine. */
-  char v1[32], v5[32], v15[32];
-  snprintf(v1, sizeof v1, "%.2f", load[0]);
-  snprintf(v5, sizeof v5, "%.2f", load[1]);
-  snprintf(v15, sizeof v15, "%.2f", load[2]);
-  const char *line[] = {"201",   "c8y_LoadAverage",
-                        "",      "c8y_LoadAverage",
-                        "1min",  v1,
-                        "",      "c8y_LoadAverage",
-                        "5min",  v5,
-                        "",      "c8y_LoadAverage",
-                        "15min", v15,
-                        ""};
-  int rc = ex->api->send_static(self, NULL, line, sizeof line / sizeof *line);
+  /* Outside a producer: a batch of our own (ABI 1.2), queued at commit. */
+  c8y_batch *b = ex->api->batch_begin(self);
+  if (!b)
+    return ex->api->op_fail(op, "the agent is stopping");
+  int rc = add_load(ex->api, b, load);
+  if (rc == C8Y_OK)
+    rc = ex->api->batch_commit(b); /* releases b */
+  else
+    ex->api->batch_discard(b);
   if (rc != C8Y_OK)
     return ex->api->op_fail(op, ex->api->status_str(rc));
   return ex->api->op_succeed(op, NULL);

@@ -293,8 +293,9 @@ static int collect_file(const char *path, matcher *m, const c8y_api *api,
       len--;
     rc = matcher_line(m, line, (size_t)len);
     if (rc == C8Y_OK && ++count % 4096 == 0 && api->op_cancelled(op)) {
-      snprintf(why, n, "cancelled: the operation timed out");
-      rc = C8Y_ETIMEDOUT;
+      /* The agent puts why (timeout or stop) in front of this. */
+      snprintf(why, n, "stopped reading the log files");
+      rc = C8Y_ECANCELED;
     }
   }
   if (rc == C8Y_OK && ferror(f)) {

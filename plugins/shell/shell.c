@@ -229,7 +229,9 @@ static int run(shell *sh, c8y_operation *op, const char *cmd) {
   const char *sep = tail[0] ? ": " : "";
   int rc;
   if (cancelled) {
-    rc = api->op_fail(op, "cancelled (operation timed out)");
+    /* The agent puts why first ("operation timed out after N s: ",
+     * "agent stopped: "). */
+    rc = api->op_fail(op, "the command was killed");
   } else if (timed_out) {
     snprintf(reason, sizeof reason, "timed out after %lld s",
              (long long)sh->timeout);

@@ -205,10 +205,11 @@ static void test_sigterm_with_operations_running(void) {
   g_assert_cmpint(agent_proc_wait_exit(f.a, 10000), ==, 0);
   gint64 took_ms = (g_get_monotonic_time() - t0) / 1000;
   g_test_message("stop took %" G_GINT64_FORMAT " ms", took_ms);
-  /* The cooperative handler's own reason, and nothing left EXECUTING. */
+  /* The cooperative handler's own reason after the agent's, and nothing
+   * left EXECUTING. */
   g_assert_cmpint(sim_wait_operation_done(f.s, coop, 2000), ==, SIM_OP_FAILED);
   g_assert_cmpstr(sim_operation_detail(f.s, coop), ==,
-                  "gave up after cancellation");
+                  "agent stopped: gave up after cancellation");
   /* The stuck one was queued behind it (same fragment): still PENDING, so
    * the next start's 500 brings it back. */
   g_assert_cmpint(sim_operation_status(f.s, stuck), ==, SIM_OP_PENDING);

@@ -473,7 +473,9 @@ static void test_template_conflict(fx *f, gconstpointer data) {
   g_free(m);
 }
 
-/* Registration after init returns C8Y_ESTATE and changes nothing. */
+/* Registration after init returns C8Y_ESTATE and changes nothing, except
+ * add_child, which an ABI 1.2 plugin may call at any time (gateways find
+ * their devices at run time). */
 static void test_late_registration(fx *f, gconstpointer data) {
   (void)data;
   add_plugin(f, "good", NULL);
@@ -486,11 +488,12 @@ static void test_late_registration(fx *f, gconstpointer data) {
   /* The fixture's producer tries add_producer, add_operation,
    * add_message_handler and add_child; it returns 100 + the index of the
    * first one that was not refused with C8Y_ESTATE. */
-  g_assert_cmpint(prod->fn(p, NULL, prod->user_data), ==, C8Y_ESTATE);
+  g_assert_cmpint(prod->fn(p, NULL, prod->user_data), ==, 103);
   g_assert_cmpuint(registry_producer_count(f->reg), ==, 1);
   g_assert_cmpuint(registry_handler_count(f->reg), ==, 1);
   g_assert_cmpuint(registry_message_count(f->reg), ==, 0);
-  g_assert_cmpuint(registry_child_count(f->reg), ==, 0);
+  g_assert_cmpuint(registry_child_count(f->reg), ==, 1);
+  g_assert_true(registry_owns_child(f->reg, p, "late-child"));
   g_assert_null(registry_find_handler(f->reg, "519"));
 }
 
@@ -587,7 +590,21 @@ static void test_unknown_key(fx *f, gconstpointer data) {
   X(op_resumed)                                                                \
   X(op_rebooted)                                                               \
   X(add_child_operation)                                                       \
-  X(platform_auth)
+  X(add_fragment_operation)                                                    \
+  X(add_device_operation)                                                      \
+  X(op_id)                                                                     \
+  X(op_json)                                                                   \
+  X(op_json_value)                                                             \
+  X(op_cancel_reason)                                                          \
+  X(remove_child)                                                              \
+  X(batch_begin)                                                               \
+  X(batch_commit)                                                              \
+  X(batch_discard)                                                             \
+  X(platform_auth)                                                             \
+  X(add_template_operation)
+/* Declared 1.2 slots that other parts of the agent fill as they land: they
+ * move to API_FIELDS then. */
+#define API_FIELDS_PENDING(X) X(set_health)
 
 static void test_api_table(void) {
   const c8y_api *api = plugin_host_api();
@@ -601,6 +618,9 @@ static void test_api_table(void) {
   n++;
   API_FIELDS(CHECK)
 #undef CHECK
+#define COUNT(field) n++;
+  API_FIELDS_PENDING(COUNT)
+#undef COUNT
   /* Every pointer slot after the header is listed above. */
   g_assert_cmpuint(offsetof(c8y_api, status_str) + n * sizeof(void (*)(void)),
                    ==, sizeof(c8y_api));

@@ -121,6 +121,9 @@ static void test_cancel(void) {
                   TESTHOST_OP_RUNNING);
   gint64 t0 = g_get_monotonic_time();
   testhost_advance(h, testhost_operation_timeout(h, "510") + 1000);
+  /* The plugin is told (op_cancelled) and may still say why within the
+   * stop grace; the 502 follows at once when it does. */
+  g_assert_true(testhost_wait_op_done(h, 10000));
   g_assert_cmpint(testhost_op_state_now(h), ==, TESTHOST_OP_FAILED);
   g_assert_true(g_str_has_prefix(testhost_op_detail(h), "operation timed out"));
   /* The plugin notices (op_cancelled) and its worker stops in time. */

@@ -215,6 +215,9 @@ static void test_cancel(void) {
   testhost_cancel_operation(h);
   g_assert_true(testhost_wait_op_done(h, 8000));
   g_assert_cmpint(g_get_monotonic_time() - t0, <, 5 * G_USEC_PER_SEC);
+  /* The stop's reason first, then what the plugin did (not "timed out"). */
+  g_assert_cmpstr(testhost_op_detail(h), ==,
+                  "agent stopped: the command was killed");
   testhost_free(h);
 }
 

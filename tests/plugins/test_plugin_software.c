@@ -408,6 +408,8 @@ static void test_update_cancelled(fixture *f, gconstpointer data) {
   g_assert_true(ptu_wait_file(started, OP_WAIT_MS));
   g_assert_true(testhost_op_resume_requested(f->h));
   testhost_advance(f->h, testhost_operation_timeout(f->h, "528") + 1000);
+  /* Told (op_cancelled), the handler may still say why within the grace. */
+  g_assert_true(testhost_wait_op_done(f->h, OP_WAIT_MS));
   g_assert_cmpint(testhost_op_state_now(f->h), ==, TESTHOST_OP_FAILED);
   g_assert_true(
       g_str_has_prefix(testhost_op_detail(f->h), "operation timed out after"));

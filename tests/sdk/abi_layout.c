@@ -129,7 +129,8 @@ AT(c8y_api, batch_commit, 392);
 AT(c8y_api, batch_discard, 400);
 AT(c8y_api, set_health, 408);
 AT(c8y_api, platform_auth, 416);
-_Static_assert(sizeof(c8y_api) >= 424, "c8y_api shrank below 1.2");
+AT(c8y_api, add_template_operation, 424);
+_Static_assert(sizeof(c8y_api) >= 432, "c8y_api shrank below 1.2");
 AT(c8y_platform_auth, size, 0);
 AT(c8y_platform_auth, url, 8);
 AT(c8y_platform_auth, authorization, 16);
@@ -143,7 +144,7 @@ _Static_assert(sizeof(c8y_platform_auth) == 10008,
                "c8y_platform_auth 1.2 is 10008 bytes");
 #endif
 #if C8Y_ABI_MINOR == 2
-_Static_assert(sizeof(c8y_api) == 424, "c8y_api 1.2 must be 424 bytes");
+_Static_assert(sizeof(c8y_api) == 432, "c8y_api 1.2 must be 432 bytes");
 #endif
 
 /* c8y_plugin_info 1.0 */
@@ -274,7 +275,8 @@ AT(c8y_api, batch_commit, 200);
 AT(c8y_api, batch_discard, 204);
 AT(c8y_api, set_health, 208);
 AT(c8y_api, platform_auth, 212);
-_Static_assert(sizeof(c8y_api) >= 216, "c8y_api shrank below 1.2");
+AT(c8y_api, add_template_operation, 216);
+_Static_assert(sizeof(c8y_api) >= 220, "c8y_api shrank below 1.2");
 AT(c8y_platform_auth, size, 0);
 AT(c8y_platform_auth, url, 4);
 AT(c8y_platform_auth, authorization, 8);
@@ -288,7 +290,7 @@ _Static_assert(sizeof(c8y_platform_auth) == 10000,
                "c8y_platform_auth 1.2 is 10000 bytes");
 #endif
 #if C8Y_ABI_MINOR == 2
-_Static_assert(sizeof(c8y_api) == 216, "c8y_api 1.2 must be 216 bytes");
+_Static_assert(sizeof(c8y_api) == 220, "c8y_api 1.2 must be 220 bytes");
 #endif
 
 /* c8y_plugin_info 1.0 */

@@ -25,7 +25,8 @@ static void usage(FILE *f) {
       "Prints upstream messages as '<topic> <payload>' (LF shown as \\n),\n"
       "its own downstream publishes as '-> <topic> <payload>'.\n"
       "REST side (uploads, downloads) on 127.0.0.1:18831 unless --http-port.\n"
-      "stdin commands: op <line> | pub <topic> <payload> | file <path> |\n"
+      "stdin commands: op <line> | json <device id> <fragments JSON> |\n"
+      "                pub <topic> <payload> | file <path> |\n"
       "                accept <device id> | status | quit\n"
       "Bootstrap user " SIM_BOOTSTRAP_USER ", password " SIM_BOOTSTRAP_PASSWORD
       ".\n",
@@ -64,10 +65,10 @@ static void print_status(sim *s) {
   for (size_t i = 0; i < n; i++) {
     long id = sim_operation_id_at(s, i);
     const char *detail = sim_operation_detail(s, id);
+    const char *line = sim_operation_line(s, id);
     printf("op %ld %s %s%s%s\n", id,
            sim_op_status_name(sim_operation_status(s, id)),
-           sim_operation_line(s, id), detail ? " | " : "",
-           detail ? detail : "");
+           line ? line : "(JSON)", detail ? " | " : "", detail ? detail : "");
   }
   fflush(stdout);
 }
@@ -88,6 +89,18 @@ static bool run_command(sim *s, char *line) {
       printf("error: not an operation line with a known template id "
              "(510-532) and a device id: %s\n",
              cmd + 3);
+  } else if (strncmp(cmd, "json ", 5) == 0) {
+    char *device = cmd + 5;
+    char *sp = strchr(device, ' ');
+    long id = -1;
+    if (sp) {
+      *sp = '\0';
+      id = sim_create_json_operation(s, device, sp + 1);
+    }
+    if (id > 0)
+      printf("op %ld created\n", id);
+    else
+      puts("error: usage: json <device id> {\"<fragment>\":{...}}");
   } else if (strncmp(cmd, "pub ", 4) == 0) {
     char *topic = cmd + 4;
     char *sp = strchr(topic, ' ');
@@ -125,7 +138,7 @@ static bool run_command(sim *s, char *line) {
   } else if (strcmp(cmd, "help") == 0) {
     usage(stdout);
   } else {
-    printf("error: unknown command '%s' (op, pub, accept, status, quit, "
+    printf("error: unknown command '%s' (op, json, pub, accept, status, quit, "
            "help)\n",
            cmd);
   }

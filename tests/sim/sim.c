@@ -6,6 +6,7 @@
 #include <MQTTAsync.h>
 #include <errno.h>
 #include <ftw.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -19,10 +20,13 @@
 
 typedef struct sim_op {
   long id;
-  int tpl;
-  char *line;
+  int tpl;    /* static template, 0 for a JSON-only operation */
+  char *line; /* its s/ds line, NULL for a JSON-only operation */
   char *device;
   const char *fragment;
+  char *own_fragment; /* what fragment points to for JSON operations */
+  char *fragments;    /* JSON object of its fragments, or NULL */
+  char *xid; /* rendered by custom template collection xid on s/dc/<xid> */
   sim_op_status st;
   char *detail;
 } sim_op;
@@ -83,6 +87,7 @@ struct sim {
   long next_mo_id;
   sim_coll *colls;
   size_t ncolls, capcolls;
+  bool json_ops;                  /* static operations get a JSON copy too */
   char *(*mint_token)(void *ctx); /* s/uat answers; see sim_set_token_source */
   void *mint_ctx;
 
@@ -333,6 +338,46 @@ static void op_finish(sim_op *o, sim_op_status st, char *const *params,
   }
 }
 
+/* The operation as devicecontrol/notifications carries it (Cumulocity
+ * "JSON via MQTT", Receiving operations): the REST representation with
+ * externalSource naming the device. Under s->mu; malloc'ed. */
+static char *op_json(sim *s, const sim_op *o) {
+  json_t *doc = json_loads(o->fragments, 0, NULL);
+  if (!json_is_object(doc)) {
+    json_decref(doc);
+    return NULL;
+  }
+  char id[32], mo[32];
+  snprintf(id, sizeof id, "%ld", o->id);
+  json_object_set_new(doc, "id", json_string(id));
+  /* Managed-object ids of the device and of the agent (the root), as far
+   * as the platform side knows them. */
+  const sim_dev *d = dev_find(s, o->device);
+  const sim_dev *root = dev_find(s, s->device_id);
+  if (d) {
+    snprintf(mo, sizeof mo, "%ld", d->mo_id);
+    json_object_set_new(doc, "deviceId", json_string(mo));
+  }
+  if (root) {
+    snprintf(mo, sizeof mo, "%ld", root->mo_id);
+    json_object_set_new(doc, "agentId", json_string(mo));
+  }
+  json_object_set_new(doc, "status", json_string(sim_op_status_name(o->st)));
+  json_object_set_new(doc, "creationTime",
+                      json_string("2026-01-01T00:00:00.000Z"));
+  json_object_set_new(doc, "description", json_string(o->fragment));
+  json_object_set_new(doc, "delivery",
+                      json_pack("{s:[],s:s,s:s}", "log", "status",
+                                sim_op_status_name(o->st), "time",
+                                "2026-01-01T00:00:00.000Z"));
+  json_object_set_new(
+      doc, "externalSource",
+      json_pack("{s:s,s:s}", "externalId", o->device, "type", "c8y_Serial"));
+  char *text = json_dumps(doc, JSON_COMPACT);
+  json_decref(doc);
+  return text;
+}
+
 static void reply_error(outbox *ob, const char *code, const char *tpl,
                         const char *text) {
   const char *f[] = {code, tpl, text};
@@ -405,7 +450,8 @@ static void handle_record(sim *s, sim_dev *dev, const smartrest_record *r,
     bool root = dev->parent == NULL;
     for (size_t i = 0; i < s->nops; i++) {
       sim_op *o = &s->ops[i];
-      if (o->st != SIM_OP_PENDING || (!root && strcmp(o->device, devid) != 0))
+      if (o->st != SIM_OP_PENDING || !o->line || o->xid ||
+          (!root && strcmp(o->device, devid) != 0))
         continue;
       if (b.len)
         smartrest_buf_append(&b, "\n", 1);
@@ -413,7 +459,34 @@ static void handle_record(sim *s, sim_dev *dev, const smartrest_record *r,
     }
     if (b.len)
       outbox_add(ob, "s/ds", b.data);
+    /* The platform publishes PENDING operations again on JSON as well
+     * (thin-edge issue #3403). */
+    smartrest_buf_reset(&b);
+    for (size_t i = 0; i < s->nops; i++) {
+      sim_op *o = &s->ops[i];
+      if (o->st != SIM_OP_PENDING || !o->fragments ||
+          (!root && strcmp(o->device, devid) != 0))
+        continue;
+      char *doc = op_json(s, o);
+      if (doc) {
+        if (b.len)
+          smartrest_buf_append(&b, "\n", 1);
+        smartrest_buf_append(&b, doc, strlen(doc));
+      }
+      free(doc);
+    }
+    if (b.len)
+      outbox_add(ob, "devicecontrol/notifications", b.data);
     smartrest_buf_free(&b);
+    for (size_t i = 0; i < s->nops; i++) {
+      sim_op *o = &s->ops[i];
+      if (o->st != SIM_OP_PENDING || !o->xid ||
+          (!root && strcmp(o->device, devid) != 0))
+        continue;
+      char topic[300];
+      snprintf(topic, sizeof topic, "s/dc/%s", o->xid);
+      outbox_add(ob, topic, o->line);
+    }
     return;
   }
   case 501:
@@ -699,8 +772,13 @@ static void acl_device_name(FILE *f, const char *name) {
   static const char *const writes[] = {"s/us",   "s/us/#", "s/uc/#",
                                        "s/ut/#", "s/uat",  "s/ucr",
                                        "t/us",   "q/us",   "c/us"};
-  static const char *const reads[] = {"s/ds", "s/e",   "s/dc/#",
-                                      "s/dt", "s/dat", "s/dcr"};
+  static const char *const reads[] = {"s/ds",
+                                      "s/e",
+                                      "s/dc/#",
+                                      "s/dt",
+                                      "s/dat",
+                                      "s/dcr",
+                                      "devicecontrol/notifications"};
   fprintf(f, "\nuser %s\n", name);
   for (size_t i = 0; i < sizeof writes / sizeof writes[0]; i++)
     fprintf(f, "topic write %s\n", writes[i]);
@@ -760,6 +838,9 @@ static void free_sim(sim *s) {
     free(s->ops[i].line);
     free(s->ops[i].device);
     free(s->ops[i].detail);
+    free(s->ops[i].own_fragment);
+    free(s->ops[i].fragments);
+    free(s->ops[i].xid);
   }
   free(s->ops);
   for (size_t i = 0; i < s->ndevs; i++) {
@@ -1029,6 +1110,66 @@ int sim_cert_port(const sim *s) { return s->cert_port; }
 /* ---- operations -----------------------------------------------------------
  */
 
+/* The fragment object of a static operation's JSON copy: c8y_Command
+ * carries its text, the others their parameters as the line has them. */
+static char *static_fragments(const smartrest_record *r, const char *frag) {
+  json_t *inner = json_object();
+  if (strcmp(frag, "c8y_Command") == 0 && r->nfields >= 3)
+    json_object_set_new(inner, "text", json_string(r->fields[2]));
+  else if (r->nfields > 2) {
+    json_t *params = json_array();
+    for (size_t i = 2; i < r->nfields; i++)
+      json_array_append_new(params, json_string(r->fields[i]));
+    json_object_set_new(inner, "parameters", params);
+  }
+  json_t *doc = json_object();
+  json_object_set_new(doc, frag, inner);
+  char *text = json_dumps(doc, JSON_COMPACT);
+  json_decref(doc);
+  return text;
+}
+
+/* Publishes the operation's JSON document (not under s->mu). */
+static void publish_json(sim *s, long id) {
+  pthread_mutex_lock(&s->mu);
+  sim_op *o = op_find(s, id);
+  char *doc = o && o->fragments ? op_json(s, o) : NULL;
+  pthread_mutex_unlock(&s->mu);
+  if (doc)
+    publish_raw(s, "devicecontrol/notifications", doc);
+  free(doc);
+}
+
+/* Appends `o` (its strings taken over) as a PENDING operation when `ok`
+ * (all its strings were allocated); frees them otherwise. Under s->mu.
+ * Returns its id or -1. */
+static long op_append(sim *s, sim_op *o, bool ok) {
+  if (ok && grow((void **)&s->ops, &s->capops, s->nops + 1, sizeof *s->ops)) {
+    o->id = s->next_op_id++;
+    o->st = SIM_OP_PENDING;
+    if (o->own_fragment)
+      o->fragment = o->own_fragment;
+    s->ops[s->nops++] = *o;
+    pthread_cond_broadcast(&s->cv);
+    return o->id;
+  }
+  free(o->line);
+  free(o->device);
+  free(o->own_fragment);
+  free(o->fragments);
+  free(o->xid);
+  return -1;
+}
+
+/* A strdup of line without its line end. */
+static char *line_copy(const char *line) {
+  char *c = strdup(line);
+  size_t l = c ? strlen(c) : 0;
+  while (l && (c[l - 1] == '\n' || c[l - 1] == '\r'))
+    c[--l] = '\0';
+  return c;
+}
+
 long sim_create_operation(sim *s, const char *line) {
   if (!line)
     return -1;
@@ -1039,29 +1180,16 @@ long sim_create_operation(sim *s, const char *line) {
   const smartrest_record *r = recs.count == 1 ? &recs.items[0] : NULL;
   int tpl = r && !r->error && r->nfields >= 2 ? parse_tpl(r->fields[0]) : -1;
   const char *frag = tpl > 0 ? fragment_of(tpl) : NULL;
+  bool json = false;
   if (frag && *r->fields[1]) {
     pthread_mutex_lock(&s->mu);
-    if (grow((void **)&s->ops, &s->capops, s->nops + 1, sizeof *s->ops)) {
-      sim_op *o = &s->ops[s->nops];
-      memset(o, 0, sizeof *o);
-      o->line = strdup(line);
-      o->device = strdup(r->fields[1]);
-      if (o->line && o->device) {
-        size_t l = strlen(o->line);
-        while (l && (o->line[l - 1] == '\n' || o->line[l - 1] == '\r'))
-          o->line[--l] = '\0';
-        o->id = s->next_op_id++;
-        o->tpl = tpl;
-        o->fragment = frag;
-        o->st = SIM_OP_PENDING;
-        id = o->id;
-        s->nops++;
-      } else {
-        free(o->line);
-        free(o->device);
-      }
-    }
-    pthread_cond_broadcast(&s->cv);
+    json = s->json_ops;
+    sim_op o = {.tpl = tpl,
+                .fragment = frag,
+                .line = line_copy(line),
+                .device = strdup(r->fields[1]),
+                .fragments = json ? static_fragments(r, frag) : NULL};
+    id = op_append(s, &o, o.line && o.device && (!json || o.fragments));
     pthread_mutex_unlock(&s->mu);
   }
   smartrest_records_free(&recs);
@@ -1069,8 +1197,69 @@ long sim_create_operation(sim *s, const char *line) {
     /* Lost if the device is not subscribed, like on the platform; a 500
      * delivers it again. */
     publish_raw(s, "s/ds", sim_operation_line(s, id));
+    if (json)
+      publish_json(s, id);
   }
   return id;
+}
+
+long sim_create_json_operation(sim *s, const char *device,
+                               const char *fragments) {
+  json_t *doc =
+      device && *device && fragments ? json_loads(fragments, 0, NULL) : NULL;
+  const char *first = NULL;
+  const char *key;
+  json_t *v;
+  if (json_is_object(doc))
+    json_object_foreach(doc, key, v) {
+      if (!first)
+        first = key;
+    }
+  long id = -1;
+  if (first) {
+    pthread_mutex_lock(&s->mu);
+    sim_op o = {.device = strdup(device),
+                .own_fragment = strdup(first),
+                .fragments = json_dumps(doc, JSON_COMPACT)};
+    id = op_append(s, &o, o.device && o.own_fragment && o.fragments);
+    pthread_mutex_unlock(&s->mu);
+  }
+  json_decref(doc);
+  if (id > 0)
+    publish_json(s, id);
+  return id;
+}
+
+long sim_create_custom_operation(sim *s, const char *xid, const char *line,
+                                 const char *fragment) {
+  smartrest_records recs = {0};
+  if (!xid || !*xid || !line || !fragment || !*fragment ||
+      smartrest_decode(line, strlen(line), &recs) != 0)
+    return -1;
+  long id = -1;
+  if (recs.count == 1 && !recs.items[0].error && recs.items[0].nfields >= 2 &&
+      *recs.items[0].fields[1]) {
+    pthread_mutex_lock(&s->mu);
+    sim_op o = {.line = line_copy(line),
+                .device = strdup(recs.items[0].fields[1]),
+                .own_fragment = strdup(fragment),
+                .xid = strdup(xid)};
+    id = op_append(s, &o, o.line && o.device && o.own_fragment && o.xid);
+    pthread_mutex_unlock(&s->mu);
+  }
+  smartrest_records_free(&recs);
+  if (id > 0) {
+    char topic[300];
+    snprintf(topic, sizeof topic, "s/dc/%s", xid);
+    publish_raw(s, topic, sim_operation_line(s, id));
+  }
+  return id;
+}
+
+void sim_set_json_operations(sim *s, bool on) {
+  pthread_mutex_lock(&s->mu);
+  s->json_ops = on;
+  pthread_mutex_unlock(&s->mu);
 }
 
 sim_op_status sim_operation_status(sim *s, long id) {

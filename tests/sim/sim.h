@@ -10,9 +10,12 @@
  *   100 -> creates the device once; later 100s get "41,100,Device already
  *          existing" on s/e
  *   500 -> publishes every PENDING operation on s/ds, several lines in one
- *          publish
+ *          publish, and those with a JSON document again on
+ *          devicecontrol/notifications (as thin-edge saw, issue #3403)
  *   501/502/503 -> moves the oldest PENDING/EXECUTING operation of that
  *          fragment (per device topic) exactly like Cumulocity
+ *   504/505/506 -> moves the operation with that id, if it belongs to the
+ *          device of the topic
  *   123 -> "124,<id>"; 105 -> "106,<children>"; 101 registers a child;
  *   unknown template ids -> "40,<id>,No static template for this message id"
  * Operations are created with sim_create_operation and delivered immediately
@@ -65,8 +68,28 @@ int sim_broker_start(sim *s);
 
 /* Creates an operation: line is the full s/ds line, e.g. "511,dev1,ls".
  * Returns the operation id (> 0) or -1. Its fragment comes from the
- * template id (510 c8y_Restart, 511 c8y_Command, ...). */
+ * template id (510 c8y_Restart, 511 c8y_Command, ...). With JSON copies on
+ * (sim_set_json_operations) it is also published as JSON on
+ * devicecontrol/notifications, after the s/ds line. */
 long sim_create_operation(sim *s, const char *line);
+/* Creates an operation of any fragment for `device` (root or child id), as
+ * the UI or REST API does: `fragments` is a JSON object, e.g.
+ * {"acme_Reset":{"mode":"hard"}}; its first key is the fragment. Published
+ * only as JSON on devicecontrol/notifications ({"id", "status", "deviceId",
+ * "agentId", "creationTime", "delivery", "externalSource", the fragments}).
+ * Returns the id or -1. */
+long sim_create_json_operation(sim *s, const char *device,
+                               const char *fragments);
+/* Creates an operation of `fragment` that a custom response template of
+ * collection `xid` renders as `line` ("<message id>,<device id>,<values>",
+ * SmartREST 2.0: the platform puts the device id after the message id) and
+ * publishes it on s/dc/<xid> (again on every 500 while PENDING). Returns
+ * the id or -1. */
+long sim_create_custom_operation(sim *s, const char *xid, const char *line,
+                                 const char *fragment);
+/* Static operations get a JSON copy too (the platform sends both to a
+ * device subscribed to both). Off by default. */
+void sim_set_json_operations(sim *s, bool on);
 sim_op_status sim_operation_status(sim *s, long id);
 /* Result params / failure reason as received with 503/502 (borrowed, valid
  * until sim_stop), or NULL. */
@@ -99,7 +122,8 @@ const char *sim_op_status_name(sim_op_status st);
 size_t sim_operation_count(sim *s);
 long sim_operation_id_at(sim *s, size_t index);
 bool sim_operation_exists(sim *s, long id);
-/* The s/ds line the operation was created with (borrowed until sim_stop). */
+/* The s/ds line the operation was created with (borrowed until sim_stop);
+ * NULL for a JSON-only operation. */
 const char *sim_operation_line(sim *s, long id);
 /* Whether the platform side has created the device (root: by 100 or any
  * data on s/us; child: by 101 or data on s/us/<child>). */

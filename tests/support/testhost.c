@@ -78,6 +78,7 @@ struct testhost {
   size_t ndownloads;    /* under mu */
   int xfer_fail;        /* under mu */
   long long skipped_ms; /* testhost_advance */
+  uint64_t child_seq;   /* registry_child_seq the engine has seen */
   handler_wrap *wraps;
   size_t nwraps;
   atomic_bool handler_returned, reboot_requested, resume_requested;
@@ -232,6 +233,11 @@ static void settle(testhost *h) {
 
 /* One main-loop turn. */
 static void pump(testhost *h) {
+  uint64_t seq = registry_child_seq(h->reg);
+  if (seq != h->child_seq) {
+    h->child_seq = seq;
+    ops_children_changed(h->o);
+  }
   drain(h);
   ops_process(h->o, engine_now(h));
   drain(h);
@@ -591,29 +597,33 @@ static void wrap_handlers(testhost *h) {
   h->nwraps = registry_handler_count(h->reg);
 }
 
-static int observed_complete_on_reboot(c8y_operation *op) {
-  int rc = plugin_host_api()->op_complete_on_reboot(op);
-  if (rc == C8Y_OK)
-    atomic_store(
-        &((testhost *)ops_plugin(op)->host->wake_ctx)->reboot_requested, true);
-  return rc;
+/* The plugin's handle names its plugin only while it is live: read it
+ * before the call that may end it. */
+static testhost *host_of_op(c8y_operation *op) {
+  c8y_plugin *p = ops_handle_plugin(op);
+  return p ? p->host->wake_ctx : NULL;
 }
 
-static testhost *host_of_op(const c8y_operation *op) {
-  return (testhost *)ops_plugin(op)->host->wake_ctx;
+static int observed_complete_on_reboot(c8y_operation *op) {
+  testhost *h = host_of_op(op);
+  int rc = plugin_host_api()->op_complete_on_reboot(op);
+  if (rc == C8Y_OK && h)
+    atomic_store(&h->reboot_requested, true);
+  return rc;
 }
 
 /* The process dies as a kill -9 would end the agent at that point. */
 static void crash_if(testhost *h, testhost_crash when) {
-  if (atomic_load(&h->crash) == (int)when)
+  if (h && atomic_load(&h->crash) == (int)when)
     kill(getpid(), SIGKILL);
 }
 
 static int observed_resume_after_restart(c8y_operation *op) {
+  testhost *h = host_of_op(op);
   int rc = plugin_host_api()->op_resume_after_restart(op);
-  if (rc == C8Y_OK)
-    atomic_store(&host_of_op(op)->resume_requested, true);
-  crash_if(host_of_op(op), TESTHOST_CRASH_AFTER_RESUME_MARK);
+  if (rc == C8Y_OK && h)
+    atomic_store(&h->resume_requested, true);
+  crash_if(h, TESTHOST_CRASH_AFTER_RESUME_MARK);
   return rc;
 }
 

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <glib.h>
 #include <glib/gstdio.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/statvfs.h>
@@ -526,8 +527,91 @@ static void test_platform_auth(void) {
   g_free(hdr);
 }
 
+/* ---- the device's managed-object id ------------------------------------ */
+
+typedef struct ident_fx {
+  dl_fx *f;
+  pthread_mutex_t mu;
+  int asked;
+  bool asked_child;
+  c8y_upload u[2];
+  int rc[2];
+} ident_fx;
+
+static void ask_identity(void *ctx, const char *child) {
+  ident_fx *x = ctx;
+  pthread_mutex_lock(&x->mu);
+  x->asked++;
+  x->asked_child |= child != NULL;
+  pthread_mutex_unlock(&x->mu);
+}
+
+static void *upload_thread(void *arg) {
+  ident_fx **pp = arg;
+  ident_fx *x = pp[0];
+  int i = (int)(pp[1] != NULL);
+  x->rc[i] = http_upload(x->f->h, "dev1", &x->u[i], NULL);
+  return NULL;
+}
+
+/* Two uploads at once share one identity lookup; REST does not know the
+ * root (404 here), so the lookup asks over MQTT once (123 -> 124), and
+ * both events get the answer. A child is never asked over MQTT. */
+static void test_identity_shared(dl_fx *f, gconstpointer unused) {
+  (void)unused;
+  ident_fx x = {.f = f};
+  pthread_mutex_init(&x.mu, NULL);
+  http_set_identity_source(f->h, ask_identity, &x);
+  sim_http_set_delay(f->srv, 300);
+  for (int i = 0; i < 2; i++)
+    x.u[i] = (c8y_upload){
+        .size = sizeof x.u[i], .path = f->src, .type = "c8y_Log", .text = "t"};
+  ident_fx *args[2][2] = {{&x, NULL}, {&x, &x}};
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++)
+    g_assert_cmpint(pthread_create(&th[i], NULL, upload_thread, args[i]), ==,
+                    0);
+  /* The main loop's part: publish 123, hand the 124 back. */
+  for (int i = 0; i < 500; i++) {
+    pthread_mutex_lock(&x.mu);
+    int asked = x.asked;
+    pthread_mutex_unlock(&x.mu);
+    if (asked)
+      break;
+    g_usleep(10000);
+  }
+  http_identity_received(f->h, "4242");
+  for (int i = 0; i < 2; i++)
+    pthread_join(th[i], NULL);
+  g_assert_cmpint(x.rc[0], ==, C8Y_OK);
+  g_assert_cmpint(x.rc[1], ==, C8Y_OK);
+  g_assert_cmpint(x.asked, ==, 1);
+  g_assert_cmpuint(sim_http_requests(f->srv, "GET", "/identity/"), ==, 1);
+  g_assert_cmpuint(sim_http_event_count(f->srv), ==, 2);
+  g_assert_cmpstr(sim_http_event_source(f->srv, 0), ==, "4242");
+  g_assert_cmpstr(sim_http_event_source(f->srv, 1), ==, "4242");
+  /* Cached now: no more lookups. */
+  sim_http_set_delay(f->srv, 0);
+  c8y_upload again = {
+      .size = sizeof again, .path = f->src, .type = "c8y_Log", .text = "t"};
+  g_assert_cmpint(http_upload(f->h, "dev1", &again, NULL), ==, C8Y_OK);
+  g_assert_cmpuint(sim_http_requests(f->srv, "GET", "/identity/"), ==, 1);
+  /* A child: the REST answer stands; nothing on s/us/<child>. */
+  c8y_upload child = {.size = sizeof child,
+                      .path = f->src,
+                      .type = "c8y_Log",
+                      .child_id = "kid"};
+  g_assert_cmpint(http_upload(f->h, "dev1", &child, NULL), ==, C8Y_EHTTP);
+  g_assert_nonnull(strstr(child.error, "HTTP 404"));
+  g_assert_false(x.asked_child);
+  g_assert_cmpint(x.asked, ==, 1);
+  pthread_mutex_destroy(&x.mu);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
+  g_test_add("/http/identity-shared", dl_fx, NULL, dl_setup,
+             test_identity_shared, dl_teardown);
   g_test_add_func("/http/parse-url", test_parse_url);
   g_test_add_func("/http/auth-rules", test_auth_rules);
   g_test_add_func("/http/jwt-times", test_jwt_times);

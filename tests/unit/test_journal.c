@@ -358,7 +358,7 @@ static void test_resume_kept_across_restarts(fx *f, gconstpointer d) {
   g_assert_cmpint(journal_begin(j, &a), ==, 0);
   g_assert_cmpint(journal_begin(j, &b), ==, 0);
   const char *fields[] = {"fw", "2.0", "http://h/x?a=1,b=\"2\"", ""};
-  g_assert_cmpint(journal_mark_resume(j, a.id, fields, 4), ==, 0);
+  g_assert_cmpint(journal_mark_resume(j, a.id, fields, 4, NULL), ==, 0);
   journal_close(j);
 
   for (unsigned run = 1; run <= 3; run++) {
@@ -409,6 +409,39 @@ static void test_resume_kept_across_restarts(fx *f, gconstpointer d) {
 
 /* A resume record whose fields are unreadable degrades to an ordinary
  * entry (the operation fails) instead of resuming with wrong fields. */
+/* Cumulocity's id survives a restart, also when it arrived after the begin
+ * (the JSON copy came after the SmartREST line started the operation), and
+ * with a resume the operation's document too; compaction keeps both. */
+static void test_ids_survive(fx *f, gconstpointer d) {
+  journal *j = open_j(f);
+  journal_entry a = entry(journal_next_id(j), "c8y_Restart", "dev1", false);
+  journal_entry b = entry(journal_next_id(j), "acme_Reset", "kid", true);
+  b.template_id = NULL;
+  b.c8y_id = (char *)"778";
+  g_assert_cmpint(journal_begin(j, &a), ==, 0);
+  g_assert_cmpint(journal_begin(j, &b), ==, 0);
+  g_assert_cmpint(journal_set_c8y_id(j, a.id, "777"), ==, 0);
+  const char *none[] = {NULL};
+  g_assert_cmpint(journal_mark_resume(j, b.id, none, 0,
+                                      "{\"id\":\"778\",\"acme_Reset\":{}}"),
+                  ==, 0);
+  journal_close(j);
+  for (int run = 0; run < 2; run++) { /* the second after a compaction */
+    j = open_j(f);
+    const journal_entry *e;
+    g_assert_cmpuint(journal_recovered(j, &e), ==, 2);
+    const journal_entry *ra = e[0].id == a.id ? &e[0] : &e[1];
+    const journal_entry *rb = e[0].id == a.id ? &e[1] : &e[0];
+    g_assert_cmpstr(ra->c8y_id, ==, "777");
+    g_assert_cmpstr(ra->template_id, ==, "510");
+    g_assert_cmpstr(rb->c8y_id, ==, "778");
+    g_assert_null(rb->template_id);
+    g_assert_true(rb->resume);
+    g_assert_cmpstr(rb->json, ==, "{\"id\":\"778\",\"acme_Reset\":{}}");
+    journal_close(j);
+  }
+}
+
 static void test_resume_bad_fields(fx *f, gconstpointer d) {
   journal *j = open_j(f);
   journal_entry a = entry(3, "c8y_Firmware", "dev1", false);
@@ -446,6 +479,8 @@ int main(int argc, char **argv) {
              fx_teardown);
   g_test_add("/journal/resume-kept-across-restarts", fx, NULL, fx_setup,
              test_resume_kept_across_restarts, fx_teardown);
+  g_test_add("/journal/ids-survive", fx, NULL, fx_setup, test_ids_survive,
+             fx_teardown);
   g_test_add("/journal/resume-bad-fields", fx, NULL, fx_setup,
              test_resume_bad_fields, fx_teardown);
   /* Last: it starts threads, after which the fixtures' setenv is unsafe. */

@@ -7,6 +7,7 @@
 
 #include <c8y/plugin.h>
 #include <glib.h>
+#include <pthread.h>
 #include <string.h>
 
 typedef struct {
@@ -154,6 +155,214 @@ static void test_batch_outside_callback(fx *f, gconstpointer d) {
   g_assert_cmpuint(st.queued[OUTQ_MEASUREMENT], ==, 1); /* the inside one */
 }
 
+/* The rate limit's refusal has its own code for 1.2 plugins; one built for
+ * 1.1 keeps getting the C8Y_EAGAIN it was documented. */
+static void test_line_rate_code_by_abi(fx *f, gconstpointer d) {
+  (void)d;
+  f->cfg.plugin_max_lines_per_s = 1;
+  for (int minor = 1; minor <= 2; minor++) {
+    c8y_plugin *p = plugin_host_new_plugin(&f->host, minor == 1 ? "old" : "new",
+                                           "1", "/x/p.so");
+    p->info.abi_major = 1;
+    p->info.abi_minor = (uint32_t)minor;
+    int rc = C8Y_OK;
+    for (int i = 0; i < 200 && rc == C8Y_OK; i++)
+      rc = f->api->send_event(p, NULL, "c8y_Flood", "x", 0);
+    g_assert_cmpint(rc, ==, minor == 1 ? C8Y_EAGAIN : C8Y_ERATE);
+    g_assert_cmpstr(f->api->status_str(C8Y_ERATE), !=, "unknown status");
+    plugin_host_free_plugin(p);
+  }
+}
+
+static int op_nop(c8y_plugin *self, c8y_operation *op, void *ud) {
+  (void)self;
+  (void)op;
+  (void)ud;
+  return C8Y_OK;
+}
+
+/* Operation registrations: templates, fragments, devices, conflicts. */
+static void test_operation_registrations(fx *f, gconstpointer d) {
+  (void)d;
+  f->p->registering = true;
+  const c8y_api *a = f->api;
+  g_assert_cmpint(
+      a->add_fragment_operation(f->p, "acme_Reset", 0, op_nop, NULL), ==,
+      C8Y_OK);
+  /* a template id is not a fragment; bad names are refused */
+  g_assert_cmpint(a->add_fragment_operation(f->p, "510", 0, op_nop, NULL), ==,
+                  C8Y_EINVAL);
+  static const char *const bad[] = {
+      "", "9lives", "a,b", "a b", "delivery", "x.y", "Ã©", "externalSource"};
+  for (size_t i = 0; i < G_N_ELEMENTS(bad); i++)
+    g_assert_cmpint(a->add_fragment_operation(f->p, bad[i], 0, op_nop, NULL),
+                    ==, C8Y_EINVAL);
+  g_assert_cmpint(
+      a->add_fragment_operation(f->p, "acme_Reset", 0, op_nop, NULL), ==,
+      C8Y_EEXIST);
+  /* a fragment served by a template handler cannot get a fragment handler
+   * for the same device, and the other way round */
+  g_assert_cmpint(a->add_operation(f->p, "511", 0, op_nop, NULL), ==, C8Y_OK);
+  g_assert_cmpint(
+      a->add_fragment_operation(f->p, "c8y_Command", 0, op_nop, NULL), ==,
+      C8Y_EEXIST);
+  /* devices: a child must be this plugin's */
+  g_assert_cmpint(
+      a->add_device_operation(f->p, "nobody", "acme_Blink", 0, op_nop, NULL),
+      ==, C8Y_EINVAL);
+  g_assert_cmpint(a->add_child(f->p, "root-dev:kid", "k", "t"), ==, C8Y_OK);
+  g_assert_cmpint(a->add_device_operation(f->p, "root-dev:kid", "acme_Blink", 0,
+                                          op_nop, NULL),
+                  ==, C8Y_OK);
+  g_assert_cmpint(
+      a->add_device_operation(f->p, C8Y_ALL_CHILDREN, "510", 0, op_nop, NULL),
+      ==, C8Y_OK);
+  g_assert_cmpint(
+      a->add_device_operation(f->p, NULL, "acme_Root", 0, op_nop, NULL), ==,
+      C8Y_OK);
+  g_assert_cmpint(a->add_template_operation(f->p, "acme", "dm1", "acme_Cfg"),
+                  ==, C8Y_OK);
+  g_assert_cmpint(a->add_template_operation(f->p, "acme", "dm1", "acme_Cfg"),
+                  ==, C8Y_EEXIST);
+  g_assert_cmpint(a->add_template_operation(f->p, "a/b", "dm2", "acme_Cfg"), ==,
+                  C8Y_EINVAL);
+  f->p->registering = false;
+  g_assert_cmpint(a->add_fragment_operation(f->p, "acme_Late", 0, op_nop, NULL),
+                  ==, C8Y_ESTATE);
+  g_assert_cmpint(a->add_template_operation(f->p, "acme", "dm3", "acme_Cfg"),
+                  ==, C8Y_ESTATE);
+  char *root = registry_supported_operations(f->reg);
+  g_assert_cmpstr(root, ==, "acme_Reset,c8y_Command,acme_Root");
+  g_free(root);
+  char *kid = registry_child_supported_operations(
+      f->reg, registry_find_child(f->reg, "root-dev:kid"));
+  /* the 1.0 add_operation serves the plugin's children too (1.1 rule) */
+  g_assert_cmpstr(kid, ==, "c8y_Command,acme_Blink,c8y_Restart");
+  g_free(kid);
+}
+
+/* Children after init: a 1.2 plugin may add and remove them at any time;
+ * one built for 1.1 was promised C8Y_ESTATE. */
+static void test_children_at_run_time(fx *f, gconstpointer d) {
+  (void)d;
+  f->p->info.abi_minor = 1;
+  g_assert_cmpint(f->api->add_child(f->p, "root-dev:a", "a", "t"), ==,
+                  C8Y_ESTATE);
+  f->p->info.abi_minor = 2;
+  uint64_t seq = registry_child_seq(f->reg);
+  g_assert_cmpint(f->api->add_child(f->p, "root-dev:a", "a", "t"), ==, C8Y_OK);
+  g_assert_cmpuint(registry_child_seq(f->reg), >, seq);
+  g_assert_cmpint(f->api->add_child(f->p, "root-dev:a", "a", "t"), ==,
+                  C8Y_EEXIST);
+  g_assert_cmpint(f->api->remove_child(f->p, "root-dev:b"), ==, C8Y_EINVAL);
+  c8y_plugin *other =
+      plugin_host_new_plugin(&f->host, "other", "1", "/x/other.so");
+  g_assert_cmpint(f->api->remove_child(other, "root-dev:a"), ==, C8Y_EINVAL);
+  reg_child *kept = registry_find_child(f->reg, "root-dev:a");
+  g_assert_cmpint(f->api->remove_child(f->p, "root-dev:a"), ==, C8Y_OK);
+  g_assert_false(registry_has_child(f->reg, "root-dev:a"));
+  /* the record the main loop may hold stays valid, and comes back */
+  g_assert_cmpstr(kept->id, ==, "root-dev:a");
+  g_assert_cmpint(f->api->add_child(f->p, "root-dev:a", "again", "t"), ==,
+                  C8Y_OK);
+  g_assert_true(registry_find_child(f->reg, "root-dev:a") == kept);
+  g_assert_cmpstr(kept->name, ==, "again");
+  plugin_host_free_plugin(other);
+}
+
+typedef struct batch_thread {
+  fx *f;
+  c8y_batch *b;
+  int add, commit, late, discard_add;
+} batch_thread;
+
+static void *measure_now(void *arg) {
+  batch_thread *t = arg;
+  const c8y_api *a = t->f->api;
+  t->b = a->batch_begin(t->f->p);
+  t->add = a->batch_add(t->b, "c8y_Now", "v", 42, "u");
+  a->batch_set_type(t->b, "now");
+  t->commit = a->batch_commit(t->b);
+  t->late = a->batch_add(t->b, "c8y_Now", "v", 1, "u"); /* committed */
+  c8y_batch *d = a->batch_begin(t->f->p);
+  t->discard_add = a->batch_add(d, "c8y_Gone", "v", 1, "u");
+  a->batch_discard(d);
+  return NULL;
+}
+
+static void *use_foreign(void *arg) {
+  batch_thread *t = arg;
+  t->add = t->f->api->batch_add(t->b, "c8y_T", "T", 1, "C");
+  t->commit = t->f->api->batch_commit(t->b);
+  return NULL;
+}
+
+/* ABI 1.2 batches from a thread of the plugin: its lines are queued at the
+ * commit; a batch is refused on other threads and after its commit. */
+static void test_batch_from_any_thread(fx *f, gconstpointer d) {
+  (void)d;
+  batch_thread t = {.f = f};
+  pthread_t th;
+  g_assert_cmpint(pthread_create(&th, NULL, measure_now, &t), ==, 0);
+  pthread_join(th, NULL);
+  g_assert_cmpint(t.add, ==, C8Y_OK);
+  g_assert_cmpint(t.commit, ==, C8Y_OK);
+  g_assert_cmpint(t.late, ==, C8Y_ESTATE);
+  g_assert_cmpint(t.discard_add, ==, C8Y_OK);
+  outq_stats st;
+  outq_get_stats(f->q, &st);
+  g_assert_cmpuint(st.queued[OUTQ_MEASUREMENT], ==, 1);
+  /* begun here, used on another thread: refused without being touched */
+  c8y_batch *mine = f->api->batch_begin(f->p);
+  batch_thread other = {.f = f, .b = mine};
+  g_assert_cmpint(pthread_create(&th, NULL, use_foreign, &other), ==, 0);
+  pthread_join(th, NULL);
+  g_assert_cmpint(other.add, ==, C8Y_ESTATE);
+  g_assert_cmpint(other.commit, ==, C8Y_ESTATE);
+  g_assert_cmpint(f->api->batch_commit(NULL), ==, C8Y_EINVAL);
+  g_assert_cmpint(f->api->batch_add(mine, "c8y_T", "T", 1, "C"), ==, C8Y_OK);
+  f->api->batch_discard(mine);
+  g_assert_cmpint(f->api->batch_commit(mine), ==, C8Y_ESTATE);
+  outq_get_stats(f->q, &st);
+  g_assert_cmpuint(st.queued[OUTQ_MEASUREMENT], ==, 1);
+  /* a stopping plugin gets none */
+  f->p->stopping = true;
+  g_assert_null(f->api->batch_begin(f->p));
+  f->p->stopping = false;
+}
+
+/* Transfer structs are checked against the 1.1 size (the smallest a 1.x
+ * plugin passes) and written no further than the plugin's struct. */
+static void test_transfer_struct_sizes(fx *f, gconstpointer d) {
+  (void)d;
+  struct {
+    c8y_download d;
+    unsigned char canary[64];
+  } buf;
+  memset(&buf, 0xAA, sizeof buf);
+  c8y_download *dl = &buf.d;
+  memset(dl, 0, sizeof *dl);
+  dl->url = "http://example.invalid/x";
+  dl->file = "x";
+  dl->size = 832 - 1;
+  g_assert_cmpint(f->api->download(f->p, dl), ==, C8Y_EINVAL);
+  dl->size = 832;
+  /* no HTTP client in this host: refused past the size check */
+  g_assert_cmpint(f->api->download(f->p, dl), ==, C8Y_ENOTSUP);
+  g_assert_cmpuint(dl->size, ==, 832);
+  g_assert_cmpstr(dl->error, !=, "");
+  for (size_t i = 0; i < sizeof buf.canary; i++)
+    g_assert_cmpuint(buf.canary[i], ==, 0xAA);
+  c8y_upload u;
+  memset(&u, 0, sizeof u);
+  u.path = "/nonexistent";
+  u.type = "t";
+  u.size = 840 - 8;
+  g_assert_cmpint(f->api->upload(f->p, &u), ==, C8Y_EINVAL);
+  u.size = 840;
+  g_assert_cmpint(f->api->upload(f->p, &u), !=, C8Y_EINVAL);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add("/plugin/add-child-validates", fx, NULL, fx_setup,
@@ -164,5 +373,15 @@ int main(int argc, char **argv) {
              fx_teardown);
   g_test_add("/plugin/batch-outside-callback", fx, NULL, fx_setup,
              test_batch_outside_callback, fx_teardown);
+  g_test_add("/plugin/line-rate-code-by-abi", fx, NULL, fx_setup,
+             test_line_rate_code_by_abi, fx_teardown);
+  g_test_add("/plugin/operation-registrations", fx, NULL, fx_setup,
+             test_operation_registrations, fx_teardown);
+  g_test_add("/plugin/children-at-run-time", fx, NULL, fx_setup,
+             test_children_at_run_time, fx_teardown);
+  g_test_add("/plugin/batch-from-any-thread", fx, NULL, fx_setup,
+             test_batch_from_any_thread, fx_teardown);
+  g_test_add("/plugin/transfer-struct-sizes", fx, NULL, fx_setup,
+             test_transfer_struct_sizes, fx_teardown);
   return g_test_run();
 }

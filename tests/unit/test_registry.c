@@ -66,8 +66,46 @@ static void test_supported_operations_and_rollback(void) {
   registry_free(r);
 }
 
+/* Children come and go at run time: a sequence number tells what was
+ * added since, removed records stay valid, and a child's plugin serves it
+ * only while it owns it. */
+static void test_children_at_run_time(void) {
+  registry *r = registry_new();
+  c8y_plugin *a = (c8y_plugin *)0x1, *b = (c8y_plugin *)0x2;
+  g_assert_cmpint(registry_add_scoped_handler(r, a, NULL, "acme_Blink",
+                                              REG_SCOPE_OWN_CHILDREN, NULL, 0,
+                                              op, NULL, NULL),
+                  ==, C8Y_OK);
+  g_assert_cmpint(registry_add_child(r, a, "k1", "one", "t"), ==, C8Y_OK);
+  uint64_t seq = registry_child_seq(r);
+  g_assert_cmpint(registry_add_child(r, a, "k2", "two", "t"), ==, C8Y_OK);
+  reg_child **added = NULL;
+  g_assert_cmpuint(registry_children_since(r, seq, &added), ==, 1);
+  g_assert_cmpstr(added[0]->id, ==, "k2");
+  free(added);
+  g_assert_nonnull(registry_fragment_handler_for(r, "acme_Blink", "k2"));
+  g_assert_null(registry_fragment_handler_for(r, "acme_Blink", NULL));
+  reg_child *k2 = registry_find_child(r, "k2");
+  g_assert_cmpint(registry_remove_child(r, b, "k2"), ==, C8Y_EINVAL);
+  g_assert_cmpint(registry_remove_child(r, a, "k2"), ==, C8Y_OK);
+  g_assert_null(registry_fragment_handler_for(r, "acme_Blink", "k2"));
+  g_assert_cmpuint(registry_child_count(r), ==, 1);
+  const char *old_name = k2->name;
+  /* Another plugin takes it over; the old name stays readable. */
+  g_assert_cmpint(registry_add_child(r, b, "k2", "moved", "t"), ==, C8Y_OK);
+  g_assert_true(registry_find_child(r, "k2") == k2);
+  g_assert_cmpstr(old_name, ==, "two");
+  g_assert_cmpstr(k2->name, ==, "moved");
+  g_assert_null(registry_fragment_handler_for(r, "acme_Blink", "k2"));
+  g_assert_cmpuint(registry_children_since(r, registry_child_seq(r), &added),
+                   ==, 0);
+  g_assert_null(added);
+  registry_free(r);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/registry/children-at-run-time", test_children_at_run_time);
   g_test_add_func("/registry/supported-operations-and-rollback",
                   test_supported_operations_and_rollback);
   return g_test_run();
