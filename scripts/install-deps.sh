@@ -18,7 +18,7 @@ packages=(
   build-essential cmake pkg-config
   libpaho-mqtt-dev libssl-dev libinih-dev libjansson-dev libglib2.0-dev
   mosquitto mosquitto-clients openssl curl
-  libcurl4-openssl-dev libmicrohttpd-dev libwebsockets-dev
+  libcurl4-openssl-dev libmicrohttpd-dev libwebsockets-dev libsystemd-dev
   "$@"
 )
 

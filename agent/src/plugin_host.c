@@ -951,6 +951,7 @@ int plugin_host_init_plugin(c8y_plugin *p, const c8y_plugin_info *info,
   free(p->crash_head);
   p->crash_head = crash_head ? strdup(crash_head) : NULL;
   p->registering = true;
+  services_plugin_reset(p->host->svc, p->name);
   crash_enter(p->crash_head, "init", NULL);
   int rc = p->info.init(p, plugin_host_api(), &p->user_data);
   crash_leave();

@@ -361,9 +361,6 @@ void services_plugin_loaded(services *s, const char *plugin, bool loaded,
   pending pd = {0};
   if (p) {
     p->named = true;
-    /* A fresh instance: what the old one said no longer holds. */
-    p->own_down = false;
-    set_why(&p->own_why, NULL);
     p->agent_down = !loaded;
     if (!loaded && !set_why(&p->agent_why, why ? why : "not loaded"))
       p->agent_down = false;
@@ -377,6 +374,18 @@ void services_plugin_loaded(services *s, const char *plugin, bool loaded,
   }
   flush(s, &pd);
   pthread_mutex_unlock(&s->emit_mu);
+}
+
+void services_plugin_reset(services *s, const char *plugin) {
+  if (!s || !plugin)
+    return;
+  pthread_mutex_lock(&s->mu);
+  svc_plugin *p = find(s, plugin);
+  if (p) {
+    p->own_down = false;
+    set_why(&p->own_why, NULL);
+  }
+  pthread_mutex_unlock(&s->mu);
 }
 
 void services_plugins_done(services *s) {

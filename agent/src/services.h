@@ -72,6 +72,10 @@ void services_free(services *s);
  * C8Y_ENOMEM. */
 int services_plugin_health(services *s, const char *plugin,
                            services_source source, bool up, const char *why);
+/* Before a plugin's init (the loading thread): what an earlier instance
+ * said of itself no longer holds; nothing is sent until it says more or
+ * services_plugin_loaded settles it. */
+void services_plugin_reset(services *s, const char *plugin);
 /* Main loop, after the plugins were (re)loaded: one call per plugin file;
  * a loaded plugin starts afresh (up), one that did not load is down with
  * `why` if it is a service already or `failed` (a refusal, not the
