@@ -17,7 +17,7 @@ fi
 packages=(
   build-essential cmake pkg-config
   libpaho-mqtt-dev libssl-dev libinih-dev libjansson-dev libglib2.0-dev
-  mosquitto mosquitto-clients openssl curl
+  mosquitto mosquitto-clients openssl curl dbus-daemon
   libcurl4-openssl-dev libmicrohttpd-dev libwebsockets-dev libsystemd-dev
   "$@"
 )

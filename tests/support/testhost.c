@@ -12,6 +12,7 @@
 #include "outq.h"
 #include "plugin_host.h"
 #include "registry.h"
+#include "services.h"
 #include "smartrest.h"
 #include "status.h"
 
@@ -52,6 +53,7 @@ struct testhost {
   outq *q;
   journal *j;
   ops *o;
+  services *svc; /* set_health works as in the agent */
   plugin_host host;
   c8y_plugin *p;
   void *dl;
@@ -275,6 +277,9 @@ testhost *testhost_new(const char *device_id, const char *state_dir) {
   g_assert_cmpint(ops_new(h->device_id, h->reg, h->q, h->j, &oh, 60000, &h->o),
                   ==, 0);
   ops_recover(h->o);
+  g_assert_cmpint(
+      services_new(h->device_id, h->state_dir, h->q, h->reg, wake, h, &h->svc),
+      ==, 0);
   return h;
 }
 
@@ -330,6 +335,7 @@ void testhost_free(testhost *h) {
   testhost_unload(h);
   log_set_tap(NULL, NULL);
   ops_free(h->o);
+  services_free(h->svc);
   journal_close(h->j);
   outq_close(h->q);
   registry_free(h->reg);
@@ -694,7 +700,8 @@ int testhost_load(testhost *h, const char *so_path) {
                           .device_id = h->device_id,
                           .state_dir = h->state_dir,
                           .wake = wake,
-                          .wake_ctx = h};
+                          .wake_ctx = h,
+                          .svc = h->svc};
   if (h->platform_cfg.http_url) {
     char err[256];
     g_assert_cmpint(http_new(&h->platform_cfg, no_token_source, NULL, &h->http,
@@ -805,6 +812,27 @@ testhost_op_state testhost_run_operation(testhost *h, const char *line,
   g_free(h->last_503);
   h->last_503 = NULL;
   ops_handle_payload(h->o, line, strlen(line));
+  testhost_wait_op_done(h, timeout_ms);
+  return testhost_op_state_now(h);
+}
+
+bool testhost_has_fragment(testhost *h, const char *fragment) {
+  return registry_fragment_handler_for(h->reg, fragment, NULL) != NULL;
+}
+
+testhost_op_state testhost_run_json_operation(testhost *h, const char *json,
+                                              int timeout_ms) {
+  h->op_done = false;
+  g_free(h->op_detail);
+  h->op_detail = NULL;
+  g_free(h->op_fragment);
+  h->op_fragment = NULL;
+  g_ptr_array_set_size(h->op_params, 0);
+  atomic_fetch_add(&h->op_gen, 1);
+  atomic_store(&h->handler_returned, false);
+  g_free(h->last_503);
+  h->last_503 = NULL;
+  ops_handle_json(h->o, json, strlen(json));
   testhost_wait_op_done(h, timeout_ms);
   return testhost_op_state_now(h);
 }

@@ -236,7 +236,14 @@ allow = true
 
 [plugin.software]
 rollback_timeout = 20
+
+[plugin.services]
+units = systest-svc.service
 EOF
+# A unit for the services plugin to watch and command.
+printf '[Unit]\nDescription=c8y-agent system test unit\n[Service]\nExecStart=/bin/sleep infinity\n' \
+  >"$root/etc/systemd/system/systest-svc.service"
+ctr systemctl daemon-reload
 ctr sh -c 'chown root:c8y-agent /etc/c8y-agent/conf.d/10-tenant.ini && chmod 640 /etc/c8y-agent/conf.d/10-tenant.ini'
 out=$(ctr c8y-agent --check-config 2>&1)
 check "c8y-agent --check-config as root accepts the password file of c8y-agent" test $? -eq 0
@@ -255,6 +262,27 @@ wait_for "systemctl status says connected" 30 \
 # ---- 511 --------------------------------------------------------------------------
 op "511,$dev,echo hello-from-511"
 wait_for "511 ends 503 with the command's output" 30 seen "503,c8y_Command,.*hello-from-511"
+
+# ---- services: the agent, a watched unit, c8y_ServiceCommand ----------------------
+svc=${dev}_systest-svc.service
+check "the agent is a service of the device, up (102)" seen "102,${dev}_c8y-agent,c8y-agent,c8y-agent,up"
+wait_for "the watched unit is a service, down (102), offering c8y_ServiceCommand (114)" 30 \
+  sh -c "grep -q '102,$svc,systemd,systest-svc.service,down' '$tmp/sim.log' && grep -q '^s/us/$svc 114,c8y_ServiceCommand' '$tmp/sim.log'"
+ctr systemctl start systest-svc
+wait_for "a start is reported up (104) from inside the sandbox, over D-Bus" 30 seen "^s/us/$svc 104,up"
+ctr systemctl stop systest-svc
+wait_for "a stop is reported down (104)" 30 seen "^s/us/$svc 104,down"
+sleep 2 # a late duplicate would show up within this
+check "each change was reported once ($(count "^s/us/$svc 104,up") up, $(count "^s/us/$svc 104,down") down)" \
+  test "$(count "^s/us/$svc 104,up")" = 1 -a "$(count "^s/us/$svc 104,down")" = 1
+simcmd "json $svc {\"c8y_ServiceCommand\":{\"command\":\"START\",\"serviceName\":\"systest-svc.service\",\"serviceType\":\"systemd\"}}"
+wait_for "c8y_ServiceCommand START ends 506 (through the privileged helper)" 60 seen "^s/us/$svc 506,"
+check "the unit runs" ctr systemctl is-active -q systest-svc
+check "the helper ran systemctl" sh -c "nsenter -t $leader -a -- journalctl -q -u 'c8y-agent-priv@*' | grep -q 'running systemctl start -- systest-svc.service'"
+wait_for "... and the start is reported up" 30 sh -c "[ \$(grep -c '^s/us/$svc 104,up' '$tmp/sim.log') -ge 2 ]"
+simcmd "json $dev {\"c8y_ServiceCommand\":{\"command\":\"STOP\",\"serviceName\":\"ssh.service\",\"serviceType\":\"systemd\"}}"
+wait_for "a command for a unit that is not listed is refused with the reason (505)" 30 seen "505,[0-9]+,.*refused: service 'ssh.service'"
+ctr systemctl stop systest-svc
 
 # ---- 528 from the Debian mirror -----------------------------------------------------
 op "528,$dev,hello,,,install"
@@ -309,6 +337,7 @@ restarts=$(ctr systemctl show -P NRestarts c8y-agent)
 ctr sh -c "kill -SEGV $pid"
 wait_for "a crash (SIGSEGV) is restarted" 60 \
   sh -c "[ \"\$(nsenter -t $leader -a -- systemctl show -P NRestarts c8y-agent)\" -gt $restarts ] && nsenter -t $leader -a -- systemctl is-active -q c8y-agent"
+check "the will set the agent's service down" seen "102,${dev}_c8y-agent,c8y-agent,c8y-agent,down"
 rm -f "$root/etc/systemd/system/c8y-agent.service.d/50-systest.conf"
 ctr systemctl daemon-reload
 wait_for "connected again" 60 sh -c "nsenter -t $leader -a -- systemctl show -P StatusText c8y-agent | grep -q connected"
