@@ -487,6 +487,8 @@ int registry_add_service(registry *r, c8y_plugin *owner, const char *id,
     rc = C8Y_ENOMEM;
   } else {
     x->owner = owner;
+    /* Operations kept for it until now may run (ops_children_changed). */
+    r->child_seq++;
   }
   pthread_mutex_unlock(&r->children_mu);
   return rc;

@@ -155,7 +155,8 @@ uint64_t registry_child_seq(registry *r);
  * stay valid). Returns how many; *out is NULL when none or out of memory. */
 size_t registry_children_since(registry *r, uint64_t seq, reg_child ***out);
 /* Any thread: records (or takes over, for a new owner) the service `id`
- * of `parent` (NULL = root). C8Y_ENOMEM. */
+ * of `parent` (NULL = root). A new service bumps registry_child_seq, so
+ * operations kept for it are dispatched. C8Y_ENOMEM. */
 int registry_add_service(registry *r, c8y_plugin *owner, const char *id,
                          const char *parent);
 /* The service record, or NULL; stays valid until registry_free. */
