@@ -337,7 +337,8 @@ restarts=$(ctr systemctl show -P NRestarts c8y-agent)
 ctr sh -c "kill -SEGV $pid"
 wait_for "a crash (SIGSEGV) is restarted" 60 \
   sh -c "[ \"\$(nsenter -t $leader -a -- systemctl show -P NRestarts c8y-agent)\" -gt $restarts ] && nsenter -t $leader -a -- systemctl is-active -q c8y-agent"
-check "the will set the agent's service down" seen "102,${dev}_c8y-agent,c8y-agent,c8y-agent,down"
+check "the will (400 event and 102 down in one payload) set the agent's service down" \
+  seen "c8y_ConnectionEvent.*102,${dev}_c8y-agent,c8y-agent,c8y-agent,down"
 rm -f "$root/etc/systemd/system/c8y-agent.service.d/50-systest.conf"
 ctr systemctl daemon-reload
 wait_for "connected again" 60 sh -c "nsenter -t $leader -a -- systemctl show -P StatusText c8y-agent | grep -q connected"
