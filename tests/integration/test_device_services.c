@@ -32,6 +32,17 @@ static void rewrite_config(fx *f, const char *from, const char *to) {
   g_free(text);
 }
 
+/* The text of the plugin service's c8y_PluginDown alarm (g_free). */
+static char *down_alarm(fx *f) {
+  g_assert_cmpint(
+      sim_wait_line(f->s, "s/us/" PLUGIN_SVC, "302,c8y_PluginDown,", 0, 5000),
+      >=, 0);
+  char *alarm = NULL;
+  g_assert_cmpint(
+      fx_line_pos(f, "s/us/" PLUGIN_SVC, "302,c8y_PluginDown,", &alarm), >=, 0);
+  return alarm;
+}
+
 /* 102 ... up with the registration, before the 500; down through the will
  * (one payload: the 400 event and the 102) when the agent is killed; up
  * again when it is back. */
@@ -84,13 +95,7 @@ static void test_failed_init_is_down(void) {
   svc_up(&f, "[plugin.svctest]\nfail_init = yes\n");
   g_assert_true(sim_wait_service_status(f.s, PLUGIN_SVC, "down", 5000));
   g_assert_cmpstr(sim_service_parent(f.s, PLUGIN_SVC), ==, FX_DEVICE);
-  g_assert_cmpint(
-      sim_wait_line(f.s, "s/us/" PLUGIN_SVC, "302,c8y_PluginDown,", 0, 5000),
-      >=, 0);
-  char *alarm = NULL;
-  g_assert_cmpint(
-      fx_line_pos(&f, "s/us/" PLUGIN_SVC, "302,c8y_PluginDown,", &alarm), >=,
-      0);
+  char *alarm = down_alarm(&f);
   g_assert_nonnull(strstr(alarm, "init failed"));
   g_free(alarm);
   /* The service line came first: the alarm's topic names a service, not a
@@ -155,13 +160,7 @@ static void test_failing_producer_is_down(void) {
   fx f = {0};
   svc_up(&f, "[plugin.svctest]\nfail_produce = yes\n");
   g_assert_true(sim_wait_service_status(f.s, PLUGIN_SVC, "down", 10000));
-  g_assert_cmpint(
-      sim_wait_line(f.s, "s/us/" PLUGIN_SVC, "302,c8y_PluginDown,", 0, 5000),
-      >=, 0);
-  char *alarm = NULL;
-  g_assert_cmpint(
-      fx_line_pos(&f, "s/us/" PLUGIN_SVC, "302,c8y_PluginDown,", &alarm), >=,
-      0);
+  char *alarm = down_alarm(&f);
   g_assert_nonnull(strstr(alarm, "producer broken failed 5 times in a row"));
   g_free(alarm);
   fx_down(&f);

@@ -797,8 +797,8 @@ testhost_op_state testhost_op_state_now(testhost *h) {
   return h->op_ok ? TESTHOST_OP_SUCCEEDED : TESTHOST_OP_FAILED;
 }
 
-testhost_op_state testhost_run_operation(testhost *h, const char *line,
-                                         int timeout_ms) {
+/* Forgets what the previous operation left: the next one is observed. */
+static void begin_operation(testhost *h) {
   h->op_done = false;
   g_free(h->op_detail);
   h->op_detail = NULL;
@@ -811,6 +811,11 @@ testhost_op_state testhost_run_operation(testhost *h, const char *line,
   atomic_store(&h->resume_requested, false);
   g_free(h->last_503);
   h->last_503 = NULL;
+}
+
+testhost_op_state testhost_run_operation(testhost *h, const char *line,
+                                         int timeout_ms) {
+  begin_operation(h);
   ops_handle_payload(h->o, line, strlen(line));
   testhost_wait_op_done(h, timeout_ms);
   return testhost_op_state_now(h);
@@ -822,16 +827,7 @@ bool testhost_has_fragment(testhost *h, const char *fragment) {
 
 testhost_op_state testhost_run_json_operation(testhost *h, const char *json,
                                               int timeout_ms) {
-  h->op_done = false;
-  g_free(h->op_detail);
-  h->op_detail = NULL;
-  g_free(h->op_fragment);
-  h->op_fragment = NULL;
-  g_ptr_array_set_size(h->op_params, 0);
-  atomic_fetch_add(&h->op_gen, 1);
-  atomic_store(&h->handler_returned, false);
-  g_free(h->last_503);
-  h->last_503 = NULL;
+  begin_operation(h);
   ops_handle_json(h->o, json, strlen(json));
   testhost_wait_op_done(h, timeout_ms);
   return testhost_op_state_now(h);
