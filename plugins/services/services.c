@@ -366,7 +366,7 @@ static int on_command(c8y_plugin *self, c8y_operation *op, void *ud) {
   } else if (name && strcmp(name, u->name) != 0) {
     snprintf(why, sizeof why,
              "refused: serviceName '%.200s' is not the unit of service %.200s "
-             "(%s)",
+             "(%.200s)",
              name, device, u->name);
     return api->op_fail(op, why);
   }
