@@ -10,9 +10,11 @@
 # the container shares, and the REST side for downloads). Then, end to end:
 # install and `systemd-analyze security`; the README's set-up as root
 # (--check-config, connect --test) with the password file owned by the
-# service account; 511; 528 install and remove from the Debian mirror;
+# service account; 511; services (the agent's own, a unit watched over
+# D-Bus from inside the sandbox, c8y_ServiceCommand through the helper,
+# one refused); 528 install and remove from the Debian mirror;
 # reload while an operation runs; stop with a running operation; the
-# watchdog (a hung main loop); a crash restart; a self-upgrade by URL; a
+# watchdog (a hung main loop); a crash restart and its will; a self-upgrade by URL; a
 # broken self-upgrade that the privileged helper rolls back (502); 510 ->
 # reboot -> 503 after the boot; purge.
 #
