@@ -173,6 +173,11 @@ static void report_plugins(agent *a) {
       char *dot = strstr(name, ".so");
       if (dot)
         *dot = '\0';
+      /* It becomes part of a topic: nothing a topic cannot carry. */
+      if (!*name || strspn(name, "abcdefghijklmnopqrstuvwxyz"
+                                 "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
+                        strlen(name))
+        continue;
       n = name;
     }
     char why[600];
