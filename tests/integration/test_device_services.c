@@ -100,7 +100,9 @@ static void test_failed_init_is_down(void) {
   g_free(alarm);
   /* The service line came first: the alarm's topic names a service, not a
    * new device. */
-  g_assert_nonnull(sim_service_status(f.s, PLUGIN_SVC));
+  char *status = sim_service_status(f.s, PLUGIN_SVC);
+  g_assert_cmpstr(status, ==, "down");
+  g_free(status);
   char *log = agent_proc_log(f.a);
   g_assert_nonnull(strstr(log, "plugin svctest is down: init failed"));
   g_free(log);
