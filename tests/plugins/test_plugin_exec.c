@@ -212,7 +212,7 @@ static void test_bad_files(void) {
   for (size_t i = 0; i < G_N_ELEMENTS(cases); i++)
     if (cases[i].log)
       expect_log(&e, cases[i].log);
-  expect_log(&e, "13-mode.ini: writable by group or others");
+  expect_log(&e, "13-mode.ini: the drop-in is writable by others (mode 0666)");
   const char *never[] = {"511", "513", "515", "516", "517",
                          "520", "521", "523", "524", "600"};
   for (size_t i = 0; i < G_N_ELEMENTS(never); i++)
@@ -280,6 +280,143 @@ static void test_user(void) {
   env_free(&e);
 }
 
+#define TRUST_HINT                                                             \
+  "only root and the agent's user may write what the agent runs"
+
+/* A drop-in's command runs with the agent's privileges: the executable and
+ * every directory up to / must be writable by root or the agent's user
+ * only, else the file is refused with one line naming the key and path. */
+static void test_untrusted_command(void) {
+  env e;
+  env_init(&e);
+  char *open_dir = g_build_filename(e.dir, "open", NULL);
+  g_assert_cmpint(g_mkdir(open_dir, 0755), ==, 0);
+  g_assert_cmpint(chmod(open_dir, 0777), ==, 0);
+  char *in_open = g_build_filename(open_dir, "cmd.sh", NULL);
+  ptu_write_text(in_open, "#!/bin/sh\nexit 0\n");
+  g_assert_cmpint(chmod(in_open, 0755), ==, 0);
+  char *writable = script(&e, "writable.sh", "exit 0\n");
+  g_assert_cmpint(chmod(writable, 0777), ==, 0);
+  /* A symlink from a safe place into the open directory: followed, and
+   * what it leads to is checked too. */
+  char *link = g_build_filename(e.dir, "link.sh", NULL);
+  g_assert_cmpint(symlink(in_open, link), ==, 0);
+  /* A sticky directory (like /tmp) is fine for an entry that is ours. */
+  char *sticky = g_build_filename(e.dir, "sticky", NULL);
+  g_assert_cmpint(g_mkdir(sticky, 0755), ==, 0);
+  g_assert_cmpint(chmod(sticky, 01777), ==, 0);
+  char *in_sticky = g_build_filename(sticky, "ok.sh", NULL);
+  ptu_write_text(in_sticky, "#!/bin/sh\necho sticky-ok\n");
+  g_assert_cmpint(chmod(in_sticky, 0755), ==, 0);
+  struct {
+    const char *file, *template_id, *cmd, *log;
+  } cases[] = {
+      {"20-open-dir.ini", "511", in_open, open_dir},
+      {"21-writable.ini", "513", writable, writable},
+      {"22-link.ini", "515", link, open_dir},
+      {"23-sticky.ini", "516", in_sticky, NULL},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+    char *ini = g_strdup_printf("template = %s\ncommand = %s\n",
+                                cases[i].template_id, cases[i].cmd);
+    g_free(dropin(&e, cases[i].file, ini));
+    g_free(ini);
+  }
+  load(&e, NULL);
+  char *want = g_strdup_printf("20-open-dir.ini: command: %s is writable by "
+                               "others (mode 0777); " TRUST_HINT,
+                               open_dir);
+  expect_log(&e, want);
+  g_free(want);
+  want = g_strdup_printf("21-writable.ini: command: %s is writable by others "
+                         "(mode 0777); " TRUST_HINT,
+                         writable);
+  expect_log(&e, want);
+  g_free(want);
+  want = g_strdup_printf("22-link.ini: command: %s is writable by others",
+                         open_dir);
+  expect_log(&e, want);
+  g_free(want);
+  g_assert_false(testhost_has_operation(e.h, "511"));
+  g_assert_false(testhost_has_operation(e.h, "513"));
+  g_assert_false(testhost_has_operation(e.h, "515"));
+  g_assert_true(testhost_has_operation(e.h, "516"));
+  g_assert_cmpint(testhost_run_operation(e.h, "516,dev1,x", 10000), ==,
+                  TESTHOST_OP_SUCCEEDED);
+  g_assert_cmpstr(testhost_op_param(e.h, 0), ==, "sticky-ok");
+
+  /* Opened up after loading: refused when it would run. */
+  g_assert_cmpint(chmod(sticky, 0777), ==, 0);
+  g_assert_cmpint(testhost_run_operation(e.h, "516,dev1,x", 10000), ==,
+                  TESTHOST_OP_FAILED);
+  want =
+      g_strdup_printf("command: %s is writable by others (mode 0777)", sticky);
+  g_assert_cmpstr(testhost_op_detail(e.h), ==, want);
+  g_free(want);
+  g_free(in_sticky);
+  g_free(sticky);
+  g_free(link);
+  g_free(writable);
+  g_free(in_open);
+  g_free(open_dir);
+  env_free(&e);
+}
+
+/* Whoever can add a drop-in chooses what runs: the directory itself must be
+ * safe, else nothing in it is loaded. */
+static void test_untrusted_dir(void) {
+  env e;
+  env_init(&e);
+  char *cmd = script(&e, "ok.sh", "exit 0\n");
+  char *ini = g_strdup_printf("template = 511\ncommand = %s\n", cmd);
+  g_free(dropin(&e, "ok.ini", ini));
+  g_free(ini);
+  g_assert_cmpint(chmod(e.ops, 0777), ==, 0);
+  load(&e, NULL);
+  char *want = g_strdup_printf("dir: %s is writable by others (mode 0777); "
+                               "" TRUST_HINT "; no operations",
+                               e.ops);
+  expect_log(&e, want);
+  g_free(want);
+  g_assert_false(testhost_has_operation(e.h, "511"));
+  g_free(cmd);
+  env_free(&e);
+}
+
+/* Run as another user, the command may be that user's own: it gains
+ * nothing. Anyone else's is still refused. */
+static void test_untrusted_command_of_user(void) {
+  if (geteuid() != 0) {
+    g_test_skip("switching users needs root");
+    return;
+  }
+  struct passwd *pw = getpwnam("nobody");
+  g_assert_nonnull(pw);
+  uid_t nobody = pw->pw_uid;
+  gid_t nogroup = pw->pw_gid;
+  env e;
+  env_init(&e);
+  g_assert_cmpint(chmod(e.dir, 0755), ==, 0);
+  char *cmd = script(&e, "mine.sh", "id -u\n");
+  g_assert_cmpint(chown(cmd, nobody, nogroup), ==, 0);
+  char *ini =
+      g_strdup_printf("template = 511\ncommand = %s\nuser = nobody\n", cmd);
+  g_free(dropin(&e, "as-nobody.ini", ini));
+  g_free(ini);
+  ini = g_strdup_printf("template = 513\ncommand = %s\n", cmd);
+  g_free(dropin(&e, "as-agent.ini", ini));
+  g_free(ini);
+  load(&e, NULL);
+  g_assert_true(testhost_has_operation(e.h, "511"));
+  char *want = g_strdup_printf("as-agent.ini: command: %s is owned by uid %u",
+                               cmd, (unsigned)nobody);
+  expect_log(&e, want);
+  g_free(want);
+  g_assert_false(testhost_has_operation(e.h, "513"));
+  g_free(cmd);
+  env_free(&e);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/exec/no-dir", test_no_dir);
@@ -292,5 +429,9 @@ int main(int argc, char **argv) {
   g_test_add_func("/exec/bad-files", test_bad_files);
   g_test_add_func("/exec/custom-message", test_custom_message);
   g_test_add_func("/exec/user", test_user);
+  g_test_add_func("/exec/untrusted-command", test_untrusted_command);
+  g_test_add_func("/exec/untrusted-dir", test_untrusted_dir);
+  g_test_add_func("/exec/untrusted-command-of-user",
+                  test_untrusted_command_of_user);
   return g_test_run();
 }

@@ -21,6 +21,7 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -28,6 +29,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* A producer's callback wrapped so the test learns its status; the worker
  * calls it exactly as it calls the plugin's own. */
@@ -87,6 +89,7 @@ struct testhost {
    * must not mark the next one's handler as returned. */
   atomic_uint op_gen;
   char *xfer_reason; /* under mu */
+  atomic_int crash;  /* testhost_crash */
   /* testhost_set_platform */
   agent_config platform_cfg;
   http_ctx *http;
@@ -615,12 +618,39 @@ static int observed_complete_on_reboot(c8y_operation *op) {
   return rc;
 }
 
+/* The process dies as a kill -9 would end the agent at that point. */
+static void crash_if(testhost *h, testhost_crash when) {
+  if (h && atomic_load(&h->crash) == (int)when)
+    kill(getpid(), SIGKILL);
+}
+
 static int observed_resume_after_restart(c8y_operation *op) {
   testhost *h = host_of_op(op);
   int rc = plugin_host_api()->op_resume_after_restart(op);
   if (rc == C8Y_OK && h)
     atomic_store(&h->resume_requested, true);
+  crash_if(h, TESTHOST_CRASH_AFTER_RESUME_MARK);
   return rc;
+}
+
+static int crashing_succeed(c8y_operation *op, const char *result) {
+  crash_if(host_of_op(op), TESTHOST_CRASH_AT_COMPLETION);
+  return plugin_host_api()->op_succeed(op, result);
+}
+
+static int crashing_succeed_params(c8y_operation *op, const char *const *params,
+                                   size_t n) {
+  crash_if(host_of_op(op), TESTHOST_CRASH_AT_COMPLETION);
+  return plugin_host_api()->op_succeed_params(op, params, n);
+}
+
+static int crashing_fail(c8y_operation *op, const char *reason) {
+  crash_if(host_of_op(op), TESTHOST_CRASH_AT_COMPLETION);
+  return plugin_host_api()->op_fail(op, reason);
+}
+
+void testhost_crash_at(testhost *h, testhost_crash when) {
+  atomic_store(&h->crash, (int)when);
 }
 
 void testhost_advance(testhost *h, long long ms) {
@@ -667,6 +697,9 @@ static int init_with_test_api(c8y_plugin *self, const c8y_api *api,
   }
   h->api.op_complete_on_reboot = observed_complete_on_reboot;
   h->api.op_resume_after_restart = observed_resume_after_restart;
+  h->api.op_succeed = crashing_succeed;
+  h->api.op_succeed_params = crashing_succeed_params;
+  h->api.op_fail = crashing_fail;
   if (h->abi_1_0) {
     h->api.abi_minor = 0;
     h->api.size = offsetof(c8y_api, download);
