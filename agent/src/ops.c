@@ -600,7 +600,7 @@ static bool start_queued(ops *o, c8y_operation *op) {
 static void start_head(ops *o, op_fifo *f) {
   while (f->head && f->head->state == OP_QUEUED && !o->stopping) {
     c8y_operation *op = f->head;
-    if (op->child && !registry_has_child(o->reg, op->device)) {
+    if (op->child && !registry_device_known(o->reg, op->device)) {
       fifo_unlink(f, op);
       if (op->needs_line)
         o->nwaiting--;
@@ -1072,7 +1072,7 @@ static void handle_line(ops *o, const line_in *in, warn_budget *w) {
     return;
   }
   bool child = strcmp(device, o->root) != 0;
-  bool known = !child || registry_has_child(o->reg, device);
+  bool known = !child || registry_device_known(o->reg, device);
   reg_handler *h = NULL;
   if (known)
     h = in->xid ? registry_fragment_handler_for(o->reg, in->fragment,
@@ -1361,7 +1361,7 @@ static void handle_json_doc(ops *o, json_t *doc, size_t index, warn_budget *w) {
     return;
   }
   bool child = strcmp(device, o->root) != 0;
-  bool known_device = !child || registry_has_child(o->reg, device);
+  bool known_device = !child || registry_device_known(o->reg, device);
   reg_handler *h = NULL;
   const char *fragment =
       json_fragment(o, doc, child ? device : NULL, known_device, &h);
@@ -1483,7 +1483,7 @@ void ops_children_changed(ops *o) {
     c8y_operation *op = list;
     list = op->next;
     op->next = NULL;
-    if (!registry_has_child(o->reg, op->device)) {
+    if (!registry_device_known(o->reg, op->device)) {
       park(o, op);
       continue;
     }
@@ -2796,7 +2796,7 @@ void ops_resume(ops *o) {
     char reason[300];
     if (e->profile || e->parent)
       continue;
-    if (e->child && !registry_has_child(o->reg, e->device)) {
+    if (e->child && !registry_device_known(o->reg, e->device)) {
       snprintf(reason, sizeof reason,
                "after the agent restarted no plugin announces the child "
                "device '%.200s' any more",

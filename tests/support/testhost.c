@@ -12,6 +12,7 @@
 #include "outq.h"
 #include "plugin_host.h"
 #include "registry.h"
+#include "services.h"
 #include "smartrest.h"
 #include "status.h"
 
@@ -54,6 +55,7 @@ struct testhost {
   outq *q;
   journal *j;
   ops *o;
+  services *svc; /* set_health works as in the agent */
   plugin_host host;
   c8y_plugin *p;
   void *dl;
@@ -278,6 +280,9 @@ testhost *testhost_new(const char *device_id, const char *state_dir) {
   g_assert_cmpint(ops_new(h->device_id, h->reg, h->q, h->j, &oh, 60000, &h->o),
                   ==, 0);
   ops_recover(h->o);
+  g_assert_cmpint(
+      services_new(h->device_id, h->state_dir, h->q, h->reg, wake, h, &h->svc),
+      ==, 0);
   return h;
 }
 
@@ -333,6 +338,7 @@ void testhost_free(testhost *h) {
   testhost_unload(h);
   log_set_tap(NULL, NULL);
   ops_free(h->o);
+  services_free(h->svc);
   journal_close(h->j);
   outq_close(h->q);
   registry_free(h->reg);
@@ -727,7 +733,8 @@ int testhost_load(testhost *h, const char *so_path) {
                           .device_id = h->device_id,
                           .state_dir = h->state_dir,
                           .wake = wake,
-                          .wake_ctx = h};
+                          .wake_ctx = h,
+                          .svc = h->svc};
   if (h->platform_cfg.http_url) {
     char err[256];
     g_assert_cmpint(http_new(&h->platform_cfg, no_token_source, NULL, &h->http,
@@ -823,8 +830,8 @@ testhost_op_state testhost_op_state_now(testhost *h) {
   return h->op_ok ? TESTHOST_OP_SUCCEEDED : TESTHOST_OP_FAILED;
 }
 
-testhost_op_state testhost_run_operation(testhost *h, const char *line,
-                                         int timeout_ms) {
+/* Forgets what the previous operation left: the next one is observed. */
+static void begin_operation(testhost *h) {
   h->op_done = false;
   g_free(h->op_detail);
   h->op_detail = NULL;
@@ -837,7 +844,24 @@ testhost_op_state testhost_run_operation(testhost *h, const char *line,
   atomic_store(&h->resume_requested, false);
   g_free(h->last_503);
   h->last_503 = NULL;
+}
+
+testhost_op_state testhost_run_operation(testhost *h, const char *line,
+                                         int timeout_ms) {
+  begin_operation(h);
   ops_handle_payload(h->o, line, strlen(line));
+  testhost_wait_op_done(h, timeout_ms);
+  return testhost_op_state_now(h);
+}
+
+bool testhost_has_fragment(testhost *h, const char *fragment) {
+  return registry_fragment_handler_for(h->reg, fragment, NULL) != NULL;
+}
+
+testhost_op_state testhost_run_json_operation(testhost *h, const char *json,
+                                              int timeout_ms) {
+  begin_operation(h);
+  ops_handle_json(h->o, json, strlen(json));
   testhost_wait_op_done(h, timeout_ms);
   return testhost_op_state_now(h);
 }

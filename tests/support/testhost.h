@@ -69,6 +69,13 @@ int testhost_run_producer(testhost *h, const char *name);
  * the fragment, decoded and joined by ','. */
 testhost_op_state testhost_run_operation(testhost *h, const char *line,
                                          int timeout_ms);
+/* Whether a handler serves `fragment` for the root device. */
+bool testhost_has_fragment(testhost *h, const char *fragment);
+/* The same for a JSON operation as devicecontrol/notifications carries it
+ * ({"id":"7","c8y_X":{...}} for the root; "externalSource" names a child
+ * or a service). */
+testhost_op_state testhost_run_json_operation(testhost *h, const char *json,
+                                              int timeout_ms);
 const char *testhost_op_detail(testhost *h);
 testhost_op_state testhost_op_state_now(testhost *h);
 
