@@ -154,6 +154,8 @@ void capture_advance(capture *c, long long ms) {
   capture_pump(c);
 }
 
+void capture_reset_clock(capture *c) { c->skipped_ms = 0; }
+
 static char *dup_or(const char *s, const char *fallback) {
   return strdup(s ? s : fallback);
 }

@@ -101,8 +101,13 @@ void capture_wait(capture *c, long long ms);
 void capture_wake(capture *c);
 /* The engine's clock: monotonic ms plus what capture_advance skipped. */
 long long capture_now(const capture *c);
-/* Moves the engine's clock forward (operation timeouts) and pumps. */
+/* Moves the engine's clock forward (operation timeouts) and pumps. The
+ * engine stamps deadlines with the monotonic clock, so every deadline set
+ * later looks that much nearer: see capture_reset_clock. */
 void capture_advance(capture *c, long long ms);
+/* The engine's clock is the monotonic clock again. Only while no operation
+ * runs (one that timed out meanwhile would get its grace again). */
+void capture_reset_clock(capture *c);
 
 /* Queues producer `prod` on the plugin's worker and waits up to timeout_ms
  * (< 0: unbounded) for its callback to return, then pumps. Returns true

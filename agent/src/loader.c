@@ -18,10 +18,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* How long all workers together get to return from their callbacks on a
- * stop or reload; stuck ones are abandoned so the agent stays responsive. */
-#define LOADER_STOP_BUDGET_MS 1000
-
 /* A path anyone else could write is a path anyone else could run code
  * through: refuse it. */
 static const char *unsafe_mode(const struct stat *st) {

@@ -18,6 +18,10 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+/* How long all workers together get to return from their callbacks on a
+ * stop or reload; stuck ones are abandoned so the agent stays responsive. */
+#define LOADER_STOP_BUDGET_MS 1000
+
 typedef struct loader_entry {
   char *file;
   char *name; /* NULL if it never got that far */
