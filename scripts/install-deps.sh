@@ -19,6 +19,8 @@ packages=(
   libpaho-mqtt-dev libssl-dev libinih-dev libjansson-dev libglib2.0-dev
   mosquitto mosquitto-clients openssl curl
   libcurl4-openssl-dev libmicrohttpd-dev libwebsockets-dev
+  # c8y-plugin-check's leak check (ctest -L check), scripts/check-valgrind.sh
+  valgrind
   "$@"
 )
 

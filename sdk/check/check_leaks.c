@@ -148,17 +148,42 @@ int check_leaks_valgrind(const char *xml_path, const char *object, bool leaks,
 
 /* ---- sanitizer reports ---- */
 
-/* A frame line "#1 in fn file:line:col <module>". */
+/* The agent loads a plugin through /proc/self/fd/<n> (loader.c), so the
+ * sanitizer knows the plugin's module by that name; nothing else in the
+ * process has such a name. */
+#define FD_MODULE "/proc/self/fd/"
+
+/* A frame line "#1 in fn file:line:col <module>": the text between "in"
+ * and the module into out (a plugin's fd name replaced by its path), and
+ * whether the module is the plugin. */
 static bool frame_line(const char *l, const char *object, char *out,
                        size_t len) {
   const char *lt = strrchr(l, '<'), *gt = strrchr(l, '>');
   if (!lt || !gt || gt < lt)
     return false;
-  bool ours = (size_t)(gt - lt - 1) == strlen(object) &&
-              strncmp(lt + 1, object, strlen(object)) == 0;
+  size_t mlen = (size_t)(gt - lt - 1);
+  bool by_fd = mlen > strlen(FD_MODULE) &&
+               strncmp(lt + 1, FD_MODULE, strlen(FD_MODULE)) == 0;
+  bool ours =
+      by_fd || (mlen == strlen(object) && strncmp(lt + 1, object, mlen) == 0);
   const char *in = strstr(l, " in ");
-  const char *from = in ? in + 4 : l;
-  snprintf(out, len, "%.*s", (int)(lt - from > 0 ? lt - from - 1 : 0), from);
+  const char *from = in ? in + 4 : strchr(l, ' '); /* after "#<n>" */
+  if (!from)
+    from = l;
+  while (*from == ' ')
+    from++;
+  int text = lt - from > 0 ? (int)(lt - from - 1) : 0;
+  snprintf(out, len, "%.*s", text, from);
+  /* "(/proc/self/fd/5+0x129c)": unsymbolised, name the file instead */
+  char *fd = strstr(out, FD_MODULE);
+  if (fd) {
+    char *end = fd + strlen(FD_MODULE);
+    while (*end >= '0' && *end <= '9')
+      end++;
+    char rest[512];
+    snprintf(rest, sizeof rest, "%s", end);
+    snprintf(fd, len - (size_t)(fd - out), "%s%s", object, rest);
+  }
   return ours;
 }
 
@@ -169,11 +194,11 @@ static int asan_file(const char *path, const char *object, bool leaks,
     return -1;
   int n = 0;
   char *save = NULL;
-  char head[512] = "", frames[1024] = "";
-  bool in_record = false, ours = false, is_leak = false;
-  int shown = 0;
+  char head[512] = "", frames[1024] = "", callee[256] = "";
+  bool in_record = false, is_leak = false;
+  int shown = 0; /* the plugin's frames; -1 once back in the agent */
   size_t used = 0;
-  /* A record: a head line, then "#n" frame lines until a blank line. */
+  /* A record: a head line, then "#n" frame lines. */
   for (char *l = strtok_r(text, "\n", &save);;
        l = strtok_r(NULL, "\n", &save)) {
     const char *t = l;
@@ -181,12 +206,12 @@ static int asan_file(const char *path, const char *object, bool leaks,
       t++;
     bool frame = t && *t == '#';
     if (in_record && !frame) {
-      if (ours && (!is_leak || leaks)) {
-        char detail[1100];
-        snprintf(detail, sizeof detail, "%s", head);
-        fn(ctx, is_leak ? "leak" : "memory-error", frames, detail);
+      if (shown && (!is_leak || leaks)) {
+        if (*callee && used < sizeof frames)
+          snprintf(frames + used, sizeof frames - used, ", via %s", callee);
+        fn(ctx, is_leak ? "leak" : "memory-error", frames, head);
         n++;
-      } else if (!ours) {
+      } else if (!shown) {
         (*others)++;
       }
       in_record = false;
@@ -196,9 +221,14 @@ static int asan_file(const char *path, const char *object, bool leaks,
     if (frame && in_record) {
       char f[600];
       bool mine = frame_line(t, object, f, sizeof f);
-      if (mine)
-        ours = true;
-      if (ours && shown < 3) {
+      if (!mine && shown > 0)
+        shown = -shown; /* back in the agent: the rest is not shown */
+      if (!mine && shown == 0) {
+        /* the function the plugin called, without its source location */
+        snprintf(callee, sizeof callee, "%.255s", f);
+        callee[strcspn(callee, " ")] = '\0';
+      }
+      if (mine && shown >= 0 && shown < 3) {
         int w = snprintf(frames + used, sizeof frames - used, "%s%s",
                          shown ? " < " : "", f);
         if (w > 0 && (size_t)w < sizeof frames - used)
@@ -211,23 +241,26 @@ static int asan_file(const char *path, const char *object, bool leaks,
     const char *err = strstr(t, "ERROR: AddressSanitizer: ");
     bool access_head = strncmp(t, "READ of size", 12) == 0 ||
                        strncmp(t, "WRITE of size", 13) == 0;
-    if (leak_head || access_head || (err && !strstr(t, "LeakSanitizer"))) {
-      /* An ERROR line is followed by its access line and stack. */
-      if (err && !access_head) {
-        snprintf(head, sizeof head, "%s (AddressSanitizer)",
-                 err + strlen("ERROR: AddressSanitizer: "));
-        continue;
+    if (err && !access_head) {
+      /* the access line and the stack follow */
+      snprintf(head, sizeof head, "%s (AddressSanitizer)",
+               err + strlen("ERROR: AddressSanitizer: "));
+      continue;
+    }
+    if (leak_head || access_head) {
+      if (leak_head) {
+        snprintf(head, sizeof head, "%s", t + strlen("Direct leak of "));
+        char *from = strstr(head, " allocated from:");
+        if (from)
+          *from = '\0';
+        snprintf(head + strlen(head), sizeof head - strlen(head),
+                 " definitely lost (LeakSanitizer)");
       }
-      if (leak_head)
-        snprintf(head, sizeof head, "%s (LeakSanitizer)", t);
-      else if (!*head)
-        snprintf(head, sizeof head, "%s (AddressSanitizer)", t);
       in_record = true;
-      ours = false;
       is_leak = leak_head;
       shown = 0;
       used = 0;
-      frames[0] = '\0';
+      frames[0] = callee[0] = '\0';
     }
   }
   free(text);

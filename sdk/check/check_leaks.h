@@ -8,7 +8,9 @@
  * valgrind: its XML output (--xml=yes --xml-file=...), kinds
  * Leak_DefinitelyLost and every memory error (InvalidRead, UninitCondition,
  * ...). LeakSanitizer/AddressSanitizer: the report files of log_path,
- * written with CHECK_ASAN_FRAME_FORMAT so each frame names its module. */
+ * written with CHECK_ASAN_FRAME_FORMAT so each frame names its module (the
+ * plugin's is /proc/self/fd/<n>, the name the agent's loader opened it
+ * by). */
 #ifndef C8Y_CHECK_LEAKS_H
 #define C8Y_CHECK_LEAKS_H
 

@@ -255,15 +255,17 @@ static bool run_child(parent *p, int run, size_t from, long *last_step,
       dup2(log, STDOUT_FILENO);
       dup2(log, STDERR_FILENO);
     }
-    if (p->leaks == LEAKS_ASAN) {
+    if (CHECK_ASAN) {
       /* Later flags win: the reports go to the work dir, where the
-       * parent reads them, whatever the caller's ASAN_OPTIONS say. */
+       * parent reads them, whatever the caller's ASAN_OPTIONS say (also
+       * with --leak-check off: a crash's report is read from there). */
       const char *old = getenv("ASAN_OPTIONS");
       char *opts = NULL;
       if (asprintf(&opts,
-                   "%s%sdetect_leaks=1:log_path=%s/asan.%d:"
+                   "%s%sdetect_leaks=%d:log_path=%s/asan.%d:"
                    "stack_trace_format=%s",
-                   old ? old : "", old && *old ? ":" : "", p->work, run,
+                   old ? old : "", old && *old ? ":" : "",
+                   p->leaks == LEAKS_ASAN, p->work, run,
                    CHECK_ASAN_FRAME_FORMAT) > 0)
         setenv("ASAN_OPTIONS", opts, 1);
     }
@@ -381,7 +383,7 @@ static int parent_main(parent *p) {
   const char *tmp = getenv("TMPDIR");
   snprintf(tmpl, sizeof tmpl, "%s/c8y-plugin-check.XXXXXX",
            tmp && *tmp ? tmp : "/tmp");
-  p->work = mkdtemp(tmpl);
+  p->work = mkdtemp(tmpl) ? strdup(tmpl) : NULL;
   if (!p->work) {
     fprintf(stderr, "c8y-plugin-check: cannot create %s: %s\n", tmpl,
             strerror(errno));
@@ -639,6 +641,7 @@ int main(int argc, char **argv) {
     else
       remove_tree(p.work);
   }
+  free(p.work);
   free(p.name);
   free(p.version);
   return rc;

@@ -17,6 +17,7 @@
 #include "status.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -69,6 +70,17 @@ const check_info check_infos[] = {
                      "or AddressSanitizer)"},
 };
 const size_t check_ninfos = sizeof check_infos / sizeof check_infos[0];
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CHECK_RUN_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CHECK_RUN_ASAN 1
+#endif
+#endif
+#ifndef CHECK_RUN_ASAN
+#define CHECK_RUN_ASAN 0
+#endif
 
 #define NO_CASE ((size_t)-1)
 #define CHECK_DEVICE "c8y-plugin-check"
@@ -708,6 +720,17 @@ static int open_capture(run *r, char *err, size_t len) {
 
 static int load_plugin(run *r, char *why, size_t len) {
   int rc = capture_load(r->c, r->o->plugin, &r->cfg, &r->api, NULL, why, len);
+#if CHECK_RUN_ASAN
+  /* LeakSanitizer reports at exit, when the agent has unloaded the
+   * plugin: kept mapped, its frames still name it. (A restart then keeps
+   * the plugin's static data; valgrind, with --keep-debuginfo, needs no
+   * such help.) */
+  void *keep = rc == C8Y_OK ? dlopen(r->o->plugin,
+                                     RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE)
+                            : NULL;
+  if (keep)
+    dlclose(keep);
+#endif
   capture_resume(r->c);
   return rc;
 }
@@ -1338,103 +1361,107 @@ static void run_steps(run *r) {
   }
 }
 
+/* Static, not on the stack: when the plugin is abandoned the run's memory
+ * stays, reachable, for its still running thread. */
+static run the_run_storage;
+
 int check_run(const check_options *o) {
-  run r = {.o = o, .current = NO_CASE, .next_id = 1000};
-  the_run = &r;
-  pthread_mutex_init(&r.mu, NULL);
-  pthread_mutex_init(&r.report_mu, NULL);
-  r.report = fdopen(o->report_fd, "w");
-  if (!r.report)
+  run *r = &the_run_storage;
+  *r = (run){.o = o, .current = NO_CASE, .next_id = 1000};
+  the_run = r;
+  pthread_mutex_init(&r->mu, NULL);
+  pthread_mutex_init(&r->report_mu, NULL);
+  r->report = fdopen(o->report_fd, "w");
+  if (!r->report)
     return 2;
   int status = 2;
   char err[1024];
-  r.state_dir = xprintf("%s/state.%d", o->work_dir, o->run);
-  r.binary = xprintf("%s/binary", o->work_dir);
-  r.boot_id_file = xprintf("%s/boot_id", o->work_dir);
+  r->state_dir = xprintf("%s/state.%d", o->work_dir, o->run);
+  r->binary = xprintf("%s/binary", o->work_dir);
+  r->boot_id_file = xprintf("%s/boot_id", o->work_dir);
   if (o->config) {
-    r.cfg_path = strdup(o->config);
+    r->cfg_path = strdup(o->config);
   } else {
-    r.cfg_path = xprintf("%s/agent.ini", o->work_dir);
+    r->cfg_path = xprintf("%s/agent.ini", o->work_dir);
     char *ini = xprintf("[device]\nid = " CHECK_DEVICE "\n");
-    int w = write_file(r.cfg_path, ini);
+    int w = write_file(r->cfg_path, ini);
     free(ini);
     if (w != 0) {
-      note(&r, "fatal", "cannot write %s: %s", r.cfg_path, strerror(errno));
+      note(r, "fatal", "cannot write %s: %s", r->cfg_path, strerror(errno));
       goto out;
     }
   }
-  if (config_load(r.cfg_path, &r.cfg, err, sizeof err) != 0) {
-    note(&r, "fatal", "%s", err);
+  if (config_load(r->cfg_path, &r->cfg, err, sizeof err) != 0) {
+    note(r, "fatal", "%s", err);
     goto out;
   }
-  r.cfg_loaded = true;
-  if (write_file(r.binary, "c8y-plugin-check: a file the platform serves\n")) {
-    note(&r, "fatal", "cannot write %s: %s", r.binary, strerror(errno));
+  r->cfg_loaded = true;
+  if (write_file(r->binary, "c8y-plugin-check: a file the platform serves\n")) {
+    note(r, "fatal", "cannot write %s: %s", r->binary, strerror(errno));
     goto out;
   }
-  if (open_capture(&r, err, sizeof err) != C8Y_OK) {
-    note(&r, "fatal", "%s", err);
+  if (open_capture(r, err, sizeof err) != C8Y_OK) {
+    note(r, "fatal", "%s", err);
     goto out;
   }
-  build_api(&r);
+  build_api(r);
   strlist threads_before = {0};
   thread_names(&threads_before);
-  if (load_plugin(&r, err, sizeof err) != C8Y_OK) {
-    note(&r, "fatal", "the agent does not load %s: %s", o->plugin, err);
+  if (load_plugin(r, err, sizeof err) != C8Y_OK) {
+    note(r, "fatal", "the agent does not load %s: %s", o->plugin, err);
     strlist_free(&threads_before);
     goto out;
   }
-  c8y_plugin *p = capture_plugin(r.c);
-  r.plugin_name = strdup(p->name);
-  record(&r, "plugin", p->name, p->version, (char *)NULL);
-  build_cases(&r);
-  run_steps(&r);
+  c8y_plugin *p = capture_plugin(r->c);
+  r->plugin_name = strdup(p->name);
+  record(r, "plugin", p->name, p->version, (char *)NULL);
+  build_cases(r);
+  run_steps(r);
   /* Late completions (a second one from a plugin thread) arrive now. */
   long long end = clock_mono_ms() + SETTLE_MS;
   while (clock_mono_ms() < end) {
-    capture_pump(r.c);
-    capture_wait(r.c, 20);
+    capture_pump(r->c);
+    capture_wait(r->c, 20);
   }
   char stop_step[32];
-  snprintf(stop_step, sizeof stop_step, "%zu", r.nsteps);
-  record(&r, "step", stop_step, "stop", "the agent's stop (fini)",
-         (char *)NULL);
+  snprintf(stop_step, sizeof stop_step, "%zu", r->nsteps);
+  record(r, "step", stop_step, "stop", "the agent's stop (fini)", (char *)NULL);
   /* A step that blocked the worker was reported; the stop that then
    * abandons the plugin is its consequence. */
-  bool stuck = r.blocked;
-  if (!r.abandoned && !capture_unload(r.c, LOADER_STOP_BUDGET_MS)) {
+  bool stuck = r->blocked;
+  if (!r->abandoned && !capture_unload(r->c, LOADER_STOP_BUDGET_MS)) {
     if (!stuck)
-      finding(&r, "blocked-worker", "the agent's stop",
+      finding(r, "blocked-worker", "the agent's stop",
               "a callback did not return within %d ms of the stop: the "
               "agent abandons the plugin (fini is not called, the .so stays "
               "loaded)",
               LOADER_STOP_BUDGET_MS);
-    r.abandoned = true;
+    r->abandoned = true;
   }
-  for (size_t ci = 0; ci < r.cases.n; ci++)
-    case_findings(&r, ci, true);
-  upstream_findings(&r);
-  if (!r.abandoned) {
-    left_threads(&r, &threads_before);
-    left_processes(&r);
+  for (size_t ci = 0; ci < r->cases.n; ci++)
+    case_findings(r, ci, true);
+  upstream_findings(r);
+  if (!r->abandoned) {
+    left_threads(r, &threads_before);
+    left_processes(r);
   }
   strlist_free(&threads_before);
-  if (r.abandoned) {
-    record(&r, "abandoned", (char *)NULL);
+  if (r->abandoned) {
+    record(r, "abandoned", (char *)NULL);
   } else {
-    capture_free(r.c);
-    r.c = NULL;
+    capture_free(r->c);
+    r->c = NULL;
   }
   char steps[32], next[32];
-  snprintf(steps, sizeof steps, "%zu", r.nsteps);
-  snprintf(next, sizeof next, "%zu", r.next_step);
-  record(&r, "done", steps, next, (char *)NULL);
+  snprintf(steps, sizeof steps, "%zu", r->nsteps);
+  snprintf(next, sizeof next, "%zu", r->next_step);
+  record(r, "done", steps, next, (char *)NULL);
   status = 0;
 out:
-  if (r.c && !r.abandoned)
-    capture_free(r.c);
-  if (!r.abandoned)
-    free_run(&r);
-  fclose(r.report);
+  if (r->c && !r->abandoned)
+    capture_free(r->c);
+  if (!r->abandoned)
+    free_run(r);
+  fclose(r->report);
   return status;
 }
