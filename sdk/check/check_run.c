@@ -154,6 +154,7 @@ typedef struct run {
   strlist messages;     /* xid, message id, ... */
   unsigned msg_started, msg_returned;
   unsigned stray; /* handler calls outside a case */
+  bool platform_asked;
   refusal *refusals;
   size_t nrefusals;
   long long line_sec;
@@ -600,6 +601,24 @@ static int w_batch_commit(c8y_batch *b) {
                  "the batch's lines");
 }
 
+/* The kit has no tenant: platform_auth answers as an agent without a REST
+ * client does (C8Y_EAUTH), and what the plugin would do with its own
+ * connection is not checked. Said once. */
+static int w_platform_auth(c8y_plugin *self, c8y_platform_auth *a) {
+  run *r = the_run;
+  pthread_mutex_lock(&r->mu);
+  bool first = !r->platform_asked;
+  r->platform_asked = true;
+  pthread_mutex_unlock(&r->mu);
+  if (first)
+    note(r, "note",
+         "the plugin asked for the platform's credentials (platform_auth) "
+         "for %s: the kit has no tenant and answers as an agent without a "
+         "REST client; the connection it would open is not checked",
+         a && a->size >= sizeof *a && a->url ? a->url : "its connection");
+  return r->real->platform_auth(self, a);
+}
+
 /* The agent's table, each slot the kit watches replaced by an observer
  * that calls the agent's own; transfers go to the kit's platform. */
 static void build_api(run *r) {
@@ -629,6 +648,7 @@ static void build_api(run *r) {
   a->batch_commit = w_batch_commit;
   a->download = capture_download;
   a->upload = capture_upload;
+  a->platform_auth = w_platform_auth;
 }
 
 /* ---- the capture's callbacks (main thread) ---- */
