@@ -34,6 +34,17 @@
 #ifndef CHECK_ASAN
 #define CHECK_ASAN 0
 #endif
+/* valgrind cannot run a ThreadSanitizer build either. */
+#if defined(__SANITIZE_THREAD__)
+#define CHECK_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CHECK_TSAN 1
+#endif
+#endif
+#ifndef CHECK_TSAN
+#define CHECK_TSAN 0
+#endif
 
 /* Crashes after which the kit stops starting new children. */
 #define MAX_CRASHES 3
@@ -268,6 +279,14 @@ static bool run_child(parent *p, int run, size_t from, long *last_step,
                    p->leaks == LEAKS_ASAN, p->work, run,
                    CHECK_ASAN_FRAME_FORMAT) > 0)
         setenv("ASAN_OPTIONS", opts, 1);
+    }
+    if (CHECK_TSAN) {
+      /* A plugin's crash is the kit's finding, not a race report. */
+      const char *old = getenv("TSAN_OPTIONS");
+      char *opts = NULL;
+      if (asprintf(&opts, "%s%shandle_segv=0", old ? old : "",
+                   old && *old ? ":" : "") > 0)
+        setenv("TSAN_OPTIONS", opts, 1);
     }
     execv(argv[0], (char *const *)argv);
     fprintf(stderr, "c8y-plugin-check: cannot run %s: %s\n", argv[0],
@@ -619,6 +638,14 @@ int main(int argc, char **argv) {
     if (want_vg)
       printf("note: this kit is an AddressSanitizer build, which valgrind "
              "cannot run: LeakSanitizer checks leaks instead\n");
+  } else if (CHECK_TSAN && strcmp(p.leak_opt, "off") != 0) {
+    if (want_vg) {
+      fprintf(stderr, "c8y-plugin-check: --leak-check valgrind: this kit is "
+                      "a ThreadSanitizer build, which valgrind cannot run\n");
+      return EXIT_CANNOT;
+    }
+    printf("note: leaks and memory errors not checked: this kit is a "
+           "ThreadSanitizer build, which valgrind cannot run\n");
   } else if (strcmp(p.leak_opt, "off") != 0) {
     if (find_in_path("valgrind", p.valgrind, sizeof p.valgrind)) {
       p.leaks = LEAKS_VALGRIND;
