@@ -660,6 +660,10 @@ int main(int argc, char **argv) {
   } else {
     printf("note: leaks and memory errors not checked (--leak-check off)\n");
   }
+  if (geteuid() == 0)
+    printf("note: running as root: the plugin acts on this machine with "
+           "root's rights, and the operations are real (a restart handler "
+           "that is not configured for a dry run reboots it)\n");
   signal(SIGPIPE, SIG_IGN);
   int rc = parent_main(&p);
   if (p.work) {
