@@ -358,7 +358,8 @@ static bool run_child(parent *p, int run, size_t from, long *last_step,
   for (size_t i = 0; !done && i < nsuspects; i++)
     print_finding(p, suspects[i].check, suspects[i].subject,
                   suspects[i].detail);
-  if (p->verbose) {
+  /* Why it could not run is often in the plugin's own log lines. */
+  if (p->verbose || p->cannot_run) {
     FILE *l = fopen(log_path, "r");
     char buf[4096];
     fprintf(stderr, "---- the agent's log (run %d)\n", run);
