@@ -9,6 +9,7 @@
 #include "journal.h"
 #include "loader.h"
 #include "outq.h"
+#include "services.h"
 #include "status.h"
 
 #include <errno.h>
@@ -38,6 +39,7 @@ struct capture {
   outq *q;
   journal *j;
   ops *o;
+  services *svc; /* set_health works as in the agent */
   plugin_host host;
   plugin_set set;
   bool loaded, abandoned;
@@ -202,6 +204,11 @@ int capture_new(const capture_options *o, capture **out, char *err,
   /* The agent's start: what the previous run on this state dir left
    * executing is settled, or kept for capture_resume. */
   ops_recover(c->o);
+  if (services_new(c->device_id, c->state_dir, c->q, c->reg, wake, c,
+                   &c->svc) != 0) {
+    snprintf(err, len, "out of memory");
+    goto fail;
+  }
   capture_pump(c);
   *out = c;
   return C8Y_OK;
@@ -226,6 +233,7 @@ void capture_free(capture *c) {
     return;
   }
   ops_free(c->o);
+  services_free(c->svc);
   journal_close(c->j);
   outq_close(c->q);
   registry_free(c->reg);
@@ -271,6 +279,7 @@ int capture_load(capture *c, const char *so_path, agent_config *cfg,
                           .wake = wake,
                           .wake_ctx = c,
                           .http = http,
+                          .svc = c->svc,
                           .api = api};
   ops_set_cancel_grace(c->o, (uint32_t)cfg->stop_grace_ms);
   loader_load_file(&c->host, so_path, true, &c->set);

@@ -2,6 +2,7 @@
 
 #include "ident.h"
 #include "log.h"
+#include "trust.h"
 #include "x509.h"
 
 #include <arpa/inet.h>
@@ -13,7 +14,6 @@
 #include <ini.h>
 #include <limits.h>
 #include <netinet/in.h>
-#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -517,15 +517,13 @@ static char *cfg_reader(char *str, int num, void *stream) {
 #define C8Y_SERVICE_USER "c8y-agent"
 #endif
 
-/* Whoever owns a secret file can rewrite it (or chmod it readable): root,
- * the user running now, or the package's service account (the docs have
- * the administrator give it the password file; root checks the
- * configuration with --check-config and `connect --test`). */
+/* Whoever owns a secret file can rewrite it (or chmod it readable): a
+ * trusted writer (trust.h: root, the user running now, or the package's
+ * service account; the docs have the administrator give it the password
+ * file; root checks the configuration with --check-config and `connect
+ * --test`). */
 static bool secret_owner_ok(const struct stat *st) {
-  if (st->st_uid == 0 || st->st_uid == geteuid())
-    return true;
-  const struct passwd *pw = getpwnam(C8Y_SERVICE_USER);
-  return pw && pw->pw_uid == st->st_uid;
+  return trust_uid(st->st_uid);
 }
 
 static int check_password_file_mode(struct parse_ctx *p, enum key_id key,

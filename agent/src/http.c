@@ -3,6 +3,7 @@
 #include "clock.h"
 #include "fsutil.h"
 #include "log.h"
+#include "outq.h"
 
 #include <ctype.h>
 #include <curl/curl.h>
@@ -17,10 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
-#define ERRBODY_MAX 4096     /* error and JSON bodies kept in memory */
 #define TOKEN_WAIT_MS 15000  /* s/uat -> 71 round trip */
 #define TOKEN_RETRY_MS 5000  /* re-ask when a request got no answer */
 #define TOKEN_MARGIN_S 60    /* renew this long before exp */
@@ -525,11 +526,6 @@ int http_platform_auth(http_ctx *h, c8y_platform_auth *a) {
 
 /* ---- one request --------------------------------------------------------- */
 
-typedef struct membuf {
-  char data[ERRBODY_MAX + 1];
-  size_t len;
-} membuf;
-
 typedef struct req {
   http_ctx *h;
   const char *method; /* NULL = GET */
@@ -542,77 +538,149 @@ typedef struct req {
   http_cancel_fn cancelled;
   const c8y_operation *op;
 
-  /* download sink: fd >= 0 takes 2xx bodies */
-  int fd;
-  uint64_t offset;   /* bytes already in fd (Range start) */
-  uint64_t max;      /* cap on the whole file */
-  bool restarted;    /* server ignored Range: file rewound */
-  bool too_big;      /* cap exceeded */
-  bool write_failed; /* local disk error */
-  int write_errno;
+  bool restarted; /* server ignored Range: file rewound */
 
-  /* outputs */
-  long code;
-  membuf resp; /* non-sink bodies (JSON, errors) */
+  /* what the server sent (and the download sink, rep.fd) */
+  http_reply rep;
   char *err;
   size_t errlen;
 } req;
 
-static size_t on_body(char *data, size_t size, size_t nmemb, void *ud) {
-  req *r = ud;
-  size_t n = size * nmemb;
+/* Whether `n` more bytes fit on the download's file system and leave
+ * OUTQ_RESERVE_BYTES free: a cloud-chosen URL must not fill the disk the
+ * queue needs for statuses and alarms. */
+static bool room_for(http_reply *r, uint64_t n, bool whole) {
+  struct statvfs sv;
+  if (fstatvfs(r->fd, &sv) != 0)
+    return true; /* unknown: a full disk shows in the write */
+  uint64_t avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+  if (avail >= OUTQ_RESERVE_BYTES && avail - OUTQ_RESERVE_BYTES >= n)
+    return true;
+  r->no_space = true;
+  r->space_avail = avail;
+  r->space_need = r->offset + n;
+  r->space_more = !whole;
+  return false;
+}
+
+/* Whether `n` more bytes stay within the cap (without overflowing). */
+static bool within_max(const http_reply *r, uint64_t n) {
+  return !r->max || (r->offset <= r->max && n <= r->max - r->offset);
+}
+
+bool http_reply_body(http_reply *r, const char *data, size_t n) {
   if (r->fd < 0 || r->code < 200 || r->code >= 300) {
-    size_t room = ERRBODY_MAX - r->resp.len;
+    size_t room = HTTP_BODY_MAX - r->body_len;
     size_t take = n < room ? n : room;
-    memcpy(r->resp.data + r->resp.len, data, take);
-    r->resp.len += take;
-    r->resp.data[r->resp.len] = '\0';
-    return n;
+    memcpy(r->body + r->body_len, data, take);
+    r->body_len += take;
+    r->body[r->body_len] = '\0';
+    return true;
   }
-  if (r->max && r->offset + n > r->max) {
+  if (!within_max(r, n)) {
     r->too_big = true;
-    return 0;
+    return false;
   }
+  if (!room_for(r, n, false))
+    return false;
   if (fsutil_write_all(r->fd, data, n, NULL) != 0) {
     r->write_errno = errno;
     r->write_failed = true;
-    return 0;
+    r->no_space = errno == ENOSPC || errno == EDQUOT;
+    return false;
   }
   r->offset += n;
-  return n;
+  return true;
+}
+
+/* The header line (not NUL-terminated, CRLF included) as a string without
+ * its line end, cut to fit `out`; false if it was cut. */
+static bool header_text(const char *data, size_t n, char *out, size_t cap) {
+  while (n > 0 && (data[n - 1] == '\n' || data[n - 1] == '\r'))
+    n--;
+  bool whole = n < cap;
+  if (!whole)
+    n = cap - 1;
+  memcpy(out, data, n);
+  out[n] = '\0';
+  return whole;
+}
+
+/* "HTTP/1.1 200 OK", "HTTP/2 404": the status, or -1. */
+static int status_of(const char *line) {
+  if (strncmp(line, "HTTP/", 5) != 0)
+    return -1;
+  const char *p = line + 5 + strcspn(line + 5, " ");
+  if (*p != ' ' || p[1] < '1' || p[1] > '9' || !isdigit((unsigned char)p[2]) ||
+      !isdigit((unsigned char)p[3]) || (p[4] && p[4] != ' '))
+    return -1;
+  return (p[1] - '0') * 100 + (p[2] - '0') * 10 + (p[3] - '0');
+}
+
+/* "Content-Length: <digits>": the value, or -1 (absent, malformed, or more
+ * than 2^63). */
+static long long content_length_of(const char *line) {
+  if (strncasecmp(line, "Content-Length:", 15) != 0)
+    return -1;
+  const char *p = line + 15;
+  p += strspn(p, " \t");
+  if (!isdigit((unsigned char)*p))
+    return -1;
+  errno = 0;
+  char *end = NULL;
+  long long v = strtoll(p, &end, 10);
+  if (errno || v < 0 || end[strspn(end, " \t")])
+    return -1;
+  return v;
 }
 
 /* The status line decides whether the body is the file or an error text. */
-static size_t on_header(char *data, size_t size, size_t nmemb, void *ud) {
-  req *r = ud;
-  size_t n = size * nmemb;
-  int code;
-  if (n > 9 && strncmp(data, "HTTP/", 5) == 0 &&
-      sscanf(data, "HTTP/%*s %d", &code) == 1) {
+bool http_reply_header(http_reply *r, const char *data, size_t n) {
+  char line[256];
+  bool whole = header_text(data, n, line, sizeof line);
+  int code = status_of(line);
+  if (code >= 0) {
     r->code = code;
-    r->resp.len = 0;
-    r->resp.data[0] = '\0';
+    r->body_len = 0;
+    r->body[0] = '\0';
     if (code == 200 && r->fd >= 0 && r->offset > 0) {
       /* The server ignored Range and sends the whole file: start over. */
       if (ftruncate(r->fd, 0) != 0 || lseek(r->fd, 0, SEEK_SET) != 0) {
         r->write_errno = errno;
         r->write_failed = true;
-        return 0;
+        return false;
       }
       log_info("the server ignored Range at byte %llu; taking the whole file",
                (unsigned long long)r->offset);
       r->offset = 0;
     }
-  } else if (r->fd >= 0 && r->max && r->code >= 200 && r->code < 300 &&
-             n > 15 && strncasecmp(data, "Content-Length:", 15) == 0) {
-    /* Refuse an oversized file before fetching any of it. */
-    unsigned long long len = strtoull(data + 15, NULL, 10);
-    if (r->offset + len > r->max) {
-      r->too_big = true;
-      return 0;
-    }
+    return true;
   }
-  return n;
+  long long len;
+  if (r->fd >= 0 && r->code >= 200 && r->code < 300 && whole &&
+      (len = content_length_of(line)) >= 0) {
+    /* Refuse an oversized file, or one the disk cannot take, before
+     * fetching any of it. */
+    if (!within_max(r, (uint64_t)len)) {
+      r->too_big = true;
+      return false;
+    }
+    if (!room_for(r, (uint64_t)len, true))
+      return false;
+  }
+  return true;
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *ud) {
+  req *r = ud;
+  size_t n = size * nmemb;
+  return http_reply_body(&r->rep, data, n) ? n : 0;
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *ud) {
+  req *r = ud;
+  size_t n = size * nmemb;
+  return http_reply_header(&r->rep, data, n) ? n : 0;
 }
 
 static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut,
@@ -628,20 +696,56 @@ static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut,
 }
 
 /* Cumulocity's error JSON {"error":..,"message":..} or the first line. */
-static void error_text(const membuf *b, char *out, size_t len) {
+void http_reply_error_text(const http_reply *r, char *out, size_t len) {
   out[0] = '\0';
-  json_t *j = b->len ? json_loadb(b->data, b->len, 0, NULL) : NULL;
+  json_t *j = r->body_len ? json_loadb(r->body, r->body_len, 0, NULL) : NULL;
   const char *msg = j ? json_string_value(json_object_get(j, "message")) : NULL;
   const char *kind = j ? json_string_value(json_object_get(j, "error")) : NULL;
   if (msg || kind)
     snprintf(out, len, "%s%s%s", kind ? kind : "", kind && msg ? ": " : "",
              msg ? msg : "");
-  else if (b->len)
-    snprintf(out, len, "%.*s", (int)strcspn(b->data, "\r\n"), b->data);
+  else if (r->body_len)
+    snprintf(out, len, "%.*s", (int)strcspn(r->body, "\r\n"), r->body);
   json_decref(j);
   for (char *c = out; *c; c++)
-    if ((unsigned char)*c < ' ')
+    if ((unsigned char)*c < ' ' || *c == 0x7f)
       *c = ' ';
+}
+
+/* An id of the platform's ("12345") as it goes into a URL path: letters,
+ * digits, '-' and '_' only, so an answer cannot steer the next request. A
+ * JSON string or integer; 0, or C8Y_EINVAL. */
+static int id_from(json_t *v, char *out, size_t n) {
+  char buf[128];
+  if (json_is_integer(v))
+    snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(v));
+  else if (json_is_string(v) && json_string_length(v) < sizeof buf)
+    memcpy(buf, json_string_value(v), json_string_length(v) + 1);
+  else
+    return C8Y_EINVAL;
+  size_t len = strlen(buf);
+  if (len == 0 || len >= n ||
+      len != strspn(buf, "0123456789abcdefghijklmnopq"
+                         "rstuvwxyzABCDEFGHIJKLMNOPQRS"
+                         "TUVWXYZ-_"))
+    return C8Y_EINVAL;
+  memcpy(out, buf, len + 1);
+  return 0;
+}
+
+int http_reply_identity(const http_reply *r, char *mo, size_t n) {
+  json_t *j = json_loadb(r->body, r->body_len, 0, NULL);
+  int rc = id_from(json_object_get(json_object_get(j, "managedObject"), "id"),
+                   mo, n);
+  json_decref(j);
+  return rc;
+}
+
+int http_reply_event_id(const http_reply *r, char *id, size_t n) {
+  json_t *j = json_loadb(r->body, r->body_len, 0, NULL);
+  int rc = id_from(json_object_get(j, "id"), id, n);
+  json_decref(j);
+  return rc;
 }
 
 static const char *status_hint(long code) {
@@ -742,11 +846,11 @@ static int perform(req *r, bool *retry) {
     /* CURLOPT_RANGE rather than RESUME_FROM: a 200 answer (Range ignored)
      * is then taken as the whole file instead of an error. */
     char range[32];
-    if (r->fd >= 0 && r->offset > 0) {
-      snprintf(range, sizeof range, "%llu-", (unsigned long long)r->offset);
+    if (r->rep.fd >= 0 && r->rep.offset > 0) {
+      snprintf(range, sizeof range, "%llu-", (unsigned long long)r->rep.offset);
       curl_easy_setopt(c, CURLOPT_RANGE, range);
     }
-    if (r->fd >= 0) /* fewer, larger writes; what the curl tool uses */
+    if (r->rep.fd >= 0) /* fewer, larger writes; what the curl tool uses */
       curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 128L * 1024);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
@@ -755,17 +859,18 @@ static int perform(req *r, bool *retry) {
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, r);
-    r->code = 0;
-    r->resp.len = 0;
-    r->resp.data[0] = '\0';
-    r->too_big = false;
+    r->rep.code = 0;
+    r->rep.body_len = 0;
+    r->rep.body[0] = '\0';
+    r->rep.too_big = false;
+    r->rep.no_space = false;
     CURLcode cc = curl_easy_perform(c);
     long code = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
     curl_slist_free_all(hdrs);
     curl_mime_free(mime);
     curl_easy_cleanup(c);
-    r->code = code;
+    r->rep.code = code;
 
     if (atomic_load(&h->stopping)) {
       seterr(r->err, r->errlen,
@@ -779,15 +884,25 @@ static int perform(req *r, bool *retry) {
              u.host);
       return C8Y_ECANCELED;
     }
-    if (r->too_big) {
+    if (r->rep.too_big) {
       seterr(r->err, r->errlen,
              "file from %s is larger than the limit of %llu bytes", u.host,
-             (unsigned long long)r->max);
+             (unsigned long long)r->rep.max);
       return C8Y_ETOOBIG;
     }
-    if (r->write_failed) {
+    if (r->rep.no_space && !r->rep.write_failed) {
+      seterr(r->err, r->errlen,
+             "not enough disk space for the file from %s: it needs %llu "
+             "bytes%s, %llu are free, and the agent keeps %u KiB free for "
+             "its queue",
+             u.host, (unsigned long long)r->rep.space_need,
+             r->rep.space_more ? " or more" : "",
+             (unsigned long long)r->rep.space_avail, OUTQ_RESERVE_BYTES / 1024);
+      return C8Y_EIO;
+    }
+    if (r->rep.write_failed) {
       seterr(r->err, r->errlen, "cannot write the download: %s",
-             strerror(r->write_errno));
+             strerror(r->rep.write_errno));
       return C8Y_EIO;
     }
     if (code == 401 && auth && h->jwt && pass == 0) {
@@ -798,7 +913,7 @@ static int perform(req *r, bool *retry) {
     }
     if (code >= 400) {
       char why[200];
-      error_text(&r->resp, why, sizeof why);
+      http_reply_error_text(&r->rep, why, sizeof why);
       seterr(r->err, r->errlen, "HTTP %ld from %s: %s%s%s", code, u.host,
              status_hint(code), why[0] ? ": " : "", why);
       if (code == 401)
@@ -808,7 +923,7 @@ static int perform(req *r, bool *retry) {
     }
     if (cc == CURLE_RANGE_ERROR || cc == CURLE_BAD_DOWNLOAD_RESUME) {
       seterr(r->err, r->errlen, "%s cannot resume at byte %llu", u.host,
-             (unsigned long long)r->offset);
+             (unsigned long long)r->rep.offset);
       *retry = true;
       r->restarted = true; /* caller rewinds */
       return C8Y_ENET;
@@ -1002,22 +1117,22 @@ int http_download(http_ctx *h, const char *dir, c8y_download *d,
            .url = d->url,
            .cancelled = cancelled,
            .op = d->op,
-           .fd = fd,
-           .offset = have > 0 ? (uint64_t)have : 0,
-           .max = max,
+           .rep.fd = fd,
+           .rep.offset = have > 0 ? (uint64_t)have : 0,
+           .rep.max = max,
            .err = d->error,
            .errlen = sizeof d->error};
-  if (r.offset)
+  if (r.rep.offset)
     log_info("resuming download of %s at byte %llu", d->file,
-             (unsigned long long)r.offset);
+             (unsigned long long)r.rep.offset);
   int rc = C8Y_EIO;
   for (int attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
     bool retry;
-    uint64_t before = r.offset;
+    uint64_t before = r.rep.offset;
     rc = perform(&r, &retry);
-    if (r.restarted || (rc == C8Y_EHTTP && r.code == 416)) {
+    if (r.restarted || (rc == C8Y_EHTTP && r.rep.code == 416)) {
       r.restarted = false;
-      r.offset = 0;
+      r.rep.offset = 0;
       if (ftruncate(fd, 0) != 0 || lseek(fd, 0, SEEK_SET) != 0) {
         seterr(d->error, sizeof d->error, "cannot rewind %s: %s", part,
                strerror(errno));
@@ -1030,7 +1145,7 @@ int http_download(http_ctx *h, const char *dir, c8y_download *d,
     if (rc == C8Y_OK || !retry || attempt == MAX_ATTEMPTS)
       break;
     log_info("download of %s: %s at byte %llu (attempt %d of %d); resuming",
-             d->file, d->error, (unsigned long long)r.offset, attempt,
+             d->file, d->error, (unsigned long long)r.rep.offset, attempt,
              MAX_ATTEMPTS);
     if (!backoff(h, attempt, cancelled, d->op)) {
       seterr(d->error, sizeof d->error,
@@ -1039,7 +1154,7 @@ int http_download(http_ctx *h, const char *dir, c8y_download *d,
       break;
     }
   }
-  d->http_code = r.code;
+  d->http_code = r.rep.code;
   if (rc == C8Y_OK && fsync(fd) != 0) {
     seterr(d->error, sizeof d->error, "fsync %s: %s", part, strerror(errno));
     rc = C8Y_EIO;
@@ -1069,14 +1184,15 @@ int http_download(http_ctx *h, const char *dir, c8y_download *d,
       unlink(src);
       fsutil_fsync_dir(dir);
       snprintf(d->path, sizeof d->path, "%s", final);
-      d->bytes = r.offset;
+      d->bytes = r.rep.offset;
       d->error[0] = '\0';
     }
-  } else if (atomic_load(&h->stopping)) {
-    /* Kept with its .source: the next start resumes it. */
-  } else if (rc == C8Y_ETOOBIG || rc == C8Y_ECANCELED || rc == C8Y_EAUTH ||
-             (rc == C8Y_EHTTP && r.code != 0 && r.code < 500)) {
-    /* Nothing worth resuming later. */
+  } else if (atomic_load(&h->stopping) || rc == C8Y_ENET) {
+    /* A network cut (or the agent's stop): kept with its .source, so the
+     * next call or start resumes it with Range. */
+  } else {
+    /* Anything else would fail the same way again; above all, a file that
+     * did not fit must not keep the disk full. */
     unlink(part);
     unlink(src);
   }
@@ -1172,27 +1288,17 @@ static int lookup_mo_rest(http_ctx *h, const char *ext, char *mo, size_t molen,
              .url = url,
              .cancelled = cancelled,
              .op = op,
-             .fd = -1,
+             .rep.fd = -1,
              .err = err,
              .errlen = errlen};
   int rc = perform_retrying(r);
-  *code = r->code;
-  if (rc == C8Y_OK) {
-    json_t *j = json_loadb(r->resp.data, r->resp.len, 0, NULL);
-    json_t *id = json_object_get(json_object_get(j, "managedObject"), "id");
-    if (json_is_string(id) && *json_string_value(id))
-      snprintf(mo, molen, "%s", json_string_value(id));
-    else if (json_is_integer(id))
-      snprintf(mo, molen, "%lld", (long long)json_integer_value(id));
-    else {
-      seterr(err, errlen,
-             "identity lookup of %s at %s: no managedObject.id "
-             "in the answer",
-             ext, h->base.host);
-      rc = C8Y_EHTTP;
-    }
-    json_decref(j);
-  } else if (r->code == 404) {
+  *code = r->rep.code;
+  if (rc == C8Y_OK && http_reply_identity(&r->rep, mo, molen) != 0) {
+    seterr(err, errlen,
+           "identity lookup of %s at %s: no managedObject.id in the answer",
+           ext, h->base.host);
+    rc = C8Y_EHTTP;
+  } else if (r->rep.code == 404) {
     seterr(err, errlen,
            "HTTP 404 from %s: device %s has no c8y_Serial identity "
            "(is it registered?)",
@@ -1372,23 +1478,16 @@ int http_upload(http_ctx *h, const char *device_id, c8y_upload *u,
              .body_len = strlen(body),
              .cancelled = cancelled,
              .op = u->op,
-             .fd = -1,
+             .rep.fd = -1,
              .err = u->error,
              .errlen = sizeof u->error};
   rc = perform_retrying(r);
   free(body);
   char eid[128] = "";
-  if (rc == C8Y_OK) {
-    json_t *j = json_loadb(r->resp.data, r->resp.len, 0, NULL);
-    json_t *id = json_object_get(j, "id");
-    if (json_is_string(id))
-      snprintf(eid, sizeof eid, "%s", json_string_value(id));
-    json_decref(j);
-    if (!eid[0] || strpbrk(eid, "/?#")) {
-      seterr(u->error, sizeof u->error,
-             "event creation at %s: no usable id in the answer", h->base.host);
-      rc = C8Y_EHTTP;
-    }
+  if (rc == C8Y_OK && http_reply_event_id(&r->rep, eid, sizeof eid) != 0) {
+    seterr(u->error, sizeof u->error,
+           "event creation at %s: no usable id in the answer", h->base.host);
+    rc = C8Y_EHTTP;
   }
   if (rc == C8Y_OK) {
     const char *base = strrchr(u->path, '/');
@@ -1403,7 +1502,7 @@ int http_upload(http_ctx *h, const char *device_id, c8y_upload *u,
                .mime_ud = &ps,
                .cancelled = cancelled,
                .op = u->op,
-               .fd = -1,
+               .rep.fd = -1,
                .err = u->error,
                .errlen = sizeof u->error};
     rc = perform_retrying(r);
@@ -1416,7 +1515,7 @@ int http_upload(http_ctx *h, const char *device_id, c8y_upload *u,
       u->error[0] = '\0';
     }
   }
-  u->http_code = r->code;
+  u->http_code = r->rep.code;
   free(r);
   return rc;
 }

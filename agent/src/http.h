@@ -15,6 +15,7 @@
 #include <c8y/plugin.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct http_ctx http_ctx;
 
@@ -73,6 +74,45 @@ int http_upload(http_ctx *h, const char *device_id, c8y_upload *u,
  * and Paho's. Returns C8Y_OK, C8Y_EINVAL, C8Y_EAUTH, C8Y_ECANCELED with
  * a->error filled. */
 int http_platform_auth(http_ctx *h, c8y_platform_auth *a);
+
+/* ---- what a server sends (exposed for tests and the fuzzer) ----
+ * The curl callbacks hand every header line and piece of body (curl has
+ * undone any chunking) to these, and the answers are read from the
+ * result; nothing here trusts the server. */
+
+#define HTTP_BODY_MAX 4096 /* error and JSON bodies kept in memory */
+
+typedef struct http_reply {
+  long code;                    /* of the last status line, 0 before one */
+  char body[HTTP_BODY_MAX + 1]; /* a body that is not the file, cut */
+  size_t body_len;              /* NUL-terminated at body_len */
+  int fd;                       /* download sink: >= 0 takes 2xx bodies */
+  uint64_t offset;              /* bytes already in fd (the Range start) */
+  uint64_t max;                 /* cap on the whole file, 0 = none */
+  bool too_big;                 /* the cap was exceeded */
+  bool write_failed;            /* a local write error (write_errno) */
+  int write_errno;
+  bool no_space;        /* it would not fit with OUTQ_RESERVE_BYTES free */
+  uint64_t space_avail; /* what the file system had left then */
+  uint64_t space_need;  /* the file's size (or so far: space_more) */
+  bool space_more;
+} http_reply;
+
+/* One header line as curl gives it (not NUL-terminated, line end
+ * included): the status line resets the body, a 200 to a Range request
+ * rewinds the sink, Content-Length is checked against the cap and the free
+ * space. false to abort the transfer (the reason is in r). */
+bool http_reply_header(http_reply *r, const char *data, size_t n);
+/* A piece of the body: a 2xx answer goes to the sink (capped, space
+ * checked), any other body is kept in body. false to abort. */
+bool http_reply_body(http_reply *r, const char *data, size_t n);
+/* The reason in an error answer: Cumulocity's {"error","message"}, else
+ * its first line; control characters blanked. */
+void http_reply_error_text(const http_reply *r, char *out, size_t n);
+/* managedObject.id of an identity answer / id of a created event, checked
+ * to be a plain id (letters, digits, '-', '_'). 0, or C8Y_EINVAL. */
+int http_reply_identity(const http_reply *r, char *mo, size_t n);
+int http_reply_event_id(const http_reply *r, char *id, size_t n);
 
 /* ---- pure helpers (exposed for unit tests) ---- */
 

@@ -31,8 +31,7 @@
 
 typedef struct client {
   int fd;
-  char in[LOCALAPI_MAX_REQUEST + 2];
-  size_t inlen;
+  localapi_framer in;
   smartrest_buf out;
   size_t outoff;
   bool closing; /* close once `out` is written */
@@ -550,56 +549,90 @@ static void drop_client(localapi *a, size_t i) {
   a->clients[i] = a->clients[--a->nclients];
 }
 
-/* Answers every complete line in the input buffer. */
-static void serve_lines(localapi *a, client *c) {
-  size_t start = 0;
+/* Answers every complete line in the buffer from `start` on; returns
+ * where the incomplete rest begins. */
+static size_t take_lines(localapi_framer *f, size_t start, localapi_line_fn fn,
+                         void *ctx) {
   for (;;) {
-    char *nl = memchr(c->in + start, '\n', c->inlen - start);
+    char *nl = memchr(f->in + start, '\n', f->len - start);
     if (!nl)
-      break;
+      return start;
     *nl = 0;
-    if (nl > c->in + start && nl[-1] == '\r')
+    if (nl > f->in + start && nl[-1] == '\r')
       nl[-1] = 0;
-    const char *line = c->in + start;
-    start = (size_t)(nl - c->in) + 1;
+    const char *line = f->in + start;
+    start = (size_t)(nl - f->in) + 1;
     if (*line)
-      handle_request(a, line, &c->out);
+      fn(ctx, line);
   }
-  memmove(c->in, c->in + start, c->inlen - start);
-  c->inlen -= start;
-  if (c->inlen > LOCALAPI_MAX_REQUEST) {
-    appendf(&c->out, "error request line too long (at most %d bytes)\n",
-            LOCALAPI_MAX_REQUEST);
-    c->closing = true;
-    c->inlen = 0;
+}
+
+localapi_frame localapi_framer_feed(localapi_framer *f, const char *data,
+                                    size_t n, localapi_line_fn fn, void *ctx) {
+  if (memchr(data, 0, n)) {
+    f->len = 0;
+    return LOCALAPI_FRAME_NUL;
   }
+  while (n > 0) {
+    /* The rest of a line never exceeds LOCALAPI_MAX_REQUEST here, so
+     * there is room for at least one more byte. */
+    size_t room = sizeof f->in - 1 - f->len;
+    size_t take = n < room ? n : room;
+    memcpy(f->in + f->len, data, take);
+    f->len += take;
+    data += take;
+    n -= take;
+    size_t rest = take_lines(f, 0, fn, ctx);
+    memmove(f->in, f->in + rest, f->len - rest);
+    f->len -= rest;
+    if (f->len > LOCALAPI_MAX_REQUEST) {
+      f->len = 0;
+      return LOCALAPI_FRAME_TOO_LONG;
+    }
+  }
+  return LOCALAPI_FRAME_OK;
+}
+
+void localapi_framer_end(localapi_framer *f, localapi_line_fn fn, void *ctx) {
+  if (f->len > 0 && f->len <= LOCALAPI_MAX_REQUEST) {
+    f->in[f->len++] = '\n';
+    take_lines(f, 0, fn, ctx);
+  }
+  f->len = 0;
+}
+
+typedef struct serve_ctx {
+  localapi *a;
+  client *c;
+} serve_ctx;
+
+static void serve_line(void *ctx, const char *line) {
+  serve_ctx *s = ctx;
+  handle_request(s->a, line, &s->c->out);
 }
 
 /* Reads what the client sent; false when it is to be dropped now. */
 static bool client_read(localapi *a, client *c) {
+  serve_ctx sc = {a, c};
+  char buf[4096];
   for (;;) {
-    size_t room = sizeof c->in - 1 - c->inlen;
-    ssize_t n = read(c->fd, c->in + c->inlen, room);
+    ssize_t n = read(c->fd, buf, sizeof buf);
     if (n > 0) {
-      c->inlen += (size_t)n;
       c->last_ms = clock_mono_ms();
-      if (memchr(c->in, 0, c->inlen)) {
+      localapi_frame fr =
+          localapi_framer_feed(&c->in, buf, (size_t)n, serve_line, &sc);
+      if (fr == LOCALAPI_FRAME_NUL)
         append(&c->out, "error NUL byte in request\n");
-        c->closing = true;
-        c->inlen = 0;
-        return true;
-      }
-      serve_lines(a, c);
+      else if (fr == LOCALAPI_FRAME_TOO_LONG)
+        appendf(&c->out, "error request line too long (at most %d bytes)\n",
+                LOCALAPI_MAX_REQUEST);
+      c->closing = fr != LOCALAPI_FRAME_OK;
       if (c->closing || c->out.len > MAX_OUT)
         return true;
       continue;
     }
     if (n == 0) {
-      /* A last request without newline still counts. */
-      if (c->inlen > 0 && c->inlen <= LOCALAPI_MAX_REQUEST) {
-        c->in[c->inlen++] = '\n';
-        serve_lines(a, c);
-      }
+      localapi_framer_end(&c->in, serve_line, &sc);
       c->closing = true;
       return true;
     }

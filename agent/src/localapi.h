@@ -73,8 +73,33 @@ typedef struct localapi_request {
   size_t nfields;
 } localapi_request;
 
-/* Parses one request line (no newline). Returns 0, or C8Y_EINVAL (or
- * C8Y_ENOMEM) with a one-line reason in err. */
+/* The request framing of one client's byte stream: the daemon hands every
+ * read to localapi_framer_feed, which calls `fn` for each complete request
+ * line (line end and a CR before it removed, empty lines skipped). */
+typedef struct localapi_framer {
+  char in[LOCALAPI_MAX_REQUEST + 2];
+  size_t len;
+} localapi_framer;
+
+typedef enum localapi_frame {
+  LOCALAPI_FRAME_OK,
+  LOCALAPI_FRAME_TOO_LONG, /* a line longer than LOCALAPI_MAX_REQUEST */
+  LOCALAPI_FRAME_NUL       /* a NUL byte: none of `data` is served */
+} localapi_frame;
+
+typedef void (*localapi_line_fn)(void *ctx, const char *line);
+
+/* Feeds `n` bytes the client sent. On an error the client is to be closed
+ * after its answer; the framer is then empty. */
+localapi_frame localapi_framer_feed(localapi_framer *f, const char *data,
+                                    size_t n, localapi_line_fn fn, void *ctx);
+/* The client shut down its side: a last request without a newline still
+ * counts. */
+void localapi_framer_end(localapi_framer *f, localapi_line_fn fn, void *ctx);
+
+/* Parses one request line (no newline), as the daemon does with each line
+ * the framer gives. Returns 0, or C8Y_EINVAL (or C8Y_ENOMEM) with a
+ * one-line reason in err. */
 int localapi_parse(const char *line, localapi_request *r, char *err,
                    size_t errlen);
 void localapi_request_free(localapi_request *r);

@@ -74,7 +74,7 @@
 #define REPLAY_BUF (1u << 20)
 /* Kept free for statuses and alarms: released when the disk is full and
  * nothing else can be dropped, re-created once space is back. */
-#define RESERVE_BYTES (256u * 1024u)
+#define RESERVE_BYTES OUTQ_RESERVE_BYTES
 /* How much a full disk makes room for at a time. */
 #define ROOM_BYTES (64u * 1024u)
 /* Drop reports are rate-limited to one line per this many ms. */

@@ -67,6 +67,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The size of queue.reserve. Transfers (http) keep at least this much of
+ * the state file system free, so a download can never take the room the
+ * queue needs to re-create its reserve. */
+#define OUTQ_RESERVE_BYTES (256u * 1024u)
+
 typedef enum outq_class {
   OUTQ_OPSTATUS = 0,
   OUTQ_ALARM = 1,

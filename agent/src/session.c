@@ -1,6 +1,7 @@
 #include "session.h"
 
 #include "log.h"
+#include "services.h"
 
 #include <MQTTAsync.h>
 #include <c8y/plugin.h>
@@ -25,6 +26,7 @@ struct session {
   bool tls;
   bool verify_hostname;
   int keepalive;
+  char will[700]; /* services_will: the 400 event and the agent's 102 down */
 };
 
 typedef struct pub_ctx {
@@ -153,6 +155,12 @@ int session_new(const agent_config *cfg, const session_callbacks *cb,
   snprintf(s->uri, sizeof s->uri, "%s://%s:%d", cfg->tls ? "ssl" : "tcp",
            cfg->host, cfg->port);
   s->client_id = config_client_id(cfg);
+  if (services_will(cfg->device_id ? cfg->device_id : "", s->will,
+                    sizeof s->will) != C8Y_OK) {
+    session_free(s);
+    snprintf(err, errlen, "device id too long for the last will");
+    return C8Y_EINVAL;
+  }
   /* With a client certificate the CN identifies the device: no user name. */
   if (cfg->tenant || !cfg->cert_file) {
     s->username = config_username(cfg);
@@ -219,7 +227,7 @@ int session_connect(session *s) {
   o.username = s->username;
   o.password = s->password;
   will.topicName = SESSION_WILL_TOPIC;
-  will.message = SESSION_WILL_PAYLOAD;
+  will.message = s->will;
   will.qos = 1;
   will.retained = 0;
   o.will = &will;

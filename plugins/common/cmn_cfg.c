@@ -1,6 +1,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cmn_cfg.h"
 
+#include "cmn_path.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -30,6 +32,14 @@ int cmn_cfg_program(const c8y_api *api, c8y_plugin *self, const char *key,
     api->log(self, C8Y_LOG_ERROR,
              "%s: '%s' is not an executable file (absolute path expected)", key,
              v);
+    return C8Y_EINVAL;
+  }
+  char why[600];
+  if (cmn_path_check_program(v, (uid_t)-1, NULL, why, sizeof why) != 0) {
+    api->log(self, C8Y_LOG_ERROR,
+             "%s: %s; only root and the agent's user may write what the agent "
+             "runs",
+             key, why);
     return C8Y_EINVAL;
   }
   return C8Y_OK;

@@ -15,7 +15,8 @@ int cmn_cfg_int(const c8y_api *api, c8y_plugin *self, const char *key,
                 int64_t *out);
 
 /* config_string of `key` (default ""): empty, or an executable regular file
- * given by an absolute path. *out stays borrowed from the config. */
+ * given by an absolute path that only trusted writers can change (cmn_path).
+ * *out stays borrowed from the config. */
 int cmn_cfg_program(const c8y_api *api, c8y_plugin *self, const char *key,
                     const char **out);
 

@@ -12,7 +12,9 @@
 
 #include "cmn_cfg.h"
 #include "cmn_csv.h"
+#include "cmn_path.h"
 #include "cmn_proc.h"
+#include "exec_param.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -146,6 +148,19 @@ static void trim_output(cmn_proc_result *r, size_t max) {
   }
 }
 
+#define TRUST_HINT                                                             \
+  "only root and the agent's user may write what the agent runs"
+
+/* The command (and setpriv) may be run only while nobody with less
+ * privilege than the agent can change them; a command run as `user` may
+ * also be that user's own. 0, or -1 with why. */
+static int command_trusted(const exec_op *o, char *why, size_t n) {
+  uid_t also = o->user ? o->uid : (uid_t)-1;
+  if (cmn_path_check_program(o->argv[0], also, NULL, why, n) != 0)
+    return -1;
+  return o->user ? cmn_path_check_program(SETPRIV, (uid_t)-1, NULL, why, n) : 0;
+}
+
 /* Runs the command; returns the cmn_proc status and fills r. */
 static int run_command(exec_op *o, const char *const *params, size_t nparams,
                        env_list *env, c8y_operation *op, cmn_proc_result *r) {
@@ -170,18 +185,30 @@ static int run_command(exec_op *o, const char *const *params, size_t nparams,
                       .op = op,
                       .out_cap = (size_t)p->max_output + 1};
   int rc = C8Y_ENOMEM;
-  if (!o->user || (ids[0] && ids[1]))
+  char why[600];
+  if (command_trusted(o, why, sizeof why) != 0) {
+    /* Changed since the drop-in was loaded. */
+    snprintf(r->why, sizeof r->why, "command: %.150s", why);
+    rc = C8Y_EIO;
+  } else if (!o->user || (ids[0] && ids[1])) {
     rc = cmn_proc_run((char *const *)argv, &po, r);
+  }
   free(ids[0]);
   free(ids[1]);
   return rc;
 }
 
 static int on_operation(c8y_plugin *self, c8y_operation *op, void *ud) {
-  (void)self;
   exec_op *o = ud;
   const c8y_api *api = o->plugin->api;
   size_t n = api->op_field_count(op);
+  /* c8y_ParameterUpdate: checked before the hook runs, reported with 408
+   * once it applied the values (exec_param.h). */
+  bool param = o->template_id && strcmp(o->template_id, "532") == 0;
+  char why[600];
+  size_t room = MAX_ARGS * 2 + 8 - 1 - o->argc - (o->user ? 5 : 0);
+  if (param && !exec_param_check(api, op, room, why, sizeof why))
+    return api->op_fail(op, why);
   const char **params = calloc(n + 1, sizeof *params);
   env_list env = {.n = 0};
   if (!params)
@@ -202,7 +229,11 @@ static int on_operation(c8y_plugin *self, c8y_operation *op, void *ud) {
   cmn_proc_result r;
   int rc = run_command(o, params, n, &env, op, &r);
   int done;
-  if (rc == 0 && r.exit_code == 0) {
+  if (rc == 0 && r.exit_code == 0 && param) {
+    done = exec_param_report(api, self, op, why, sizeof why) == C8Y_OK
+               ? api->op_succeed(op, NULL)
+               : api->op_fail(op, why);
+  } else if (rc == 0 && r.exit_code == 0) {
     trim_output(&r, (size_t)o->plugin->max_output);
     done = api->op_succeed(op, o->output_is_result ? r.out : NULL);
   } else {
@@ -413,10 +444,11 @@ static void set_key(parse *ps, exec_op *o, const char *key, char *v) {
   }
 }
 
-/* Files that decide what runs, maybe as root, must be the agent's or
- * root's, and writable by nobody else. */
+/* Files that decide what runs, maybe as root, must be writable by trusted
+ * writers only (cmn_path: root, the agent's user). */
 static bool safe_file(parse *ps, int fd) {
   struct stat st;
+  char why[200];
   if (fstat(fd, &st) != 0) {
     bad(ps, "%s", strerror(errno));
     return false;
@@ -425,14 +457,8 @@ static bool safe_file(parse *ps, int fd) {
     bad(ps, "not a regular file");
     return false;
   }
-  if (st.st_uid != 0 && st.st_uid != geteuid()) {
-    bad(ps, "owned by uid %u, neither root nor the agent's user",
-        (unsigned)st.st_uid);
-    return false;
-  }
-  if (st.st_mode & 022) {
-    bad(ps, "writable by group or others (mode %03o); run chmod go-w %s",
-        (unsigned)(st.st_mode & 0777), ps->file);
+  if (cmn_path_check_fd(fd, why, sizeof why) != 0) {
+    bad(ps, "the drop-in %s; " TRUST_HINT, why);
     return false;
   }
   return true;
@@ -491,6 +517,9 @@ static exec_op *load_file(exec_plugin *p, const char *path, int64_t timeout) {
     else if (o->argc == 0)
       bad(&ps, "command is required");
   }
+  char why[600];
+  if (!ps.failed && command_trusted(o, why, sizeof why) != 0)
+    bad(&ps, "command: %s; " TRUST_HINT, why);
   if (ps.failed) {
     op_free(o);
     return NULL;
@@ -535,6 +564,13 @@ static int register_op(exec_plugin *p, exec_op *o) {
 
 static void load_dir(exec_plugin *p, const char *dir, int64_t timeout) {
   const c8y_api *api = p->api;
+  char why[600];
+  /* Whoever can add a file here chooses what the agent runs. */
+  if (access(dir, F_OK) == 0 && cmn_path_check_dir(dir, why, sizeof why) != 0) {
+    api->log(p->self, C8Y_LOG_ERROR, "dir: %s; " TRUST_HINT "; no operations",
+             why);
+    return;
+  }
   struct dirent **names = NULL;
   int n = scandir(dir, &names, filter_ini, by_name);
   if (n < 0) {

@@ -13,6 +13,7 @@
 
 #include "cmn_cfg.h"
 #include "cmn_op.h"
+#include "cmn_path.h"
 #include "cmn_proc.h"
 
 #include <errno.h>
@@ -365,6 +366,15 @@ static int read_config(fw *f) {
     api->log(self, C8Y_LOG_ERROR, "name: contains control characters");
     return C8Y_EINVAL;
   }
+  if (cmn_path_check_key(api, self, "install_command", f->install_command) !=
+          C8Y_OK ||
+      cmn_path_check_key(api, self, "version_command", f->version_command) !=
+          C8Y_OK ||
+      cmn_path_check_key(api, self, "verify_command", f->verify_command) !=
+          C8Y_OK ||
+      (f->reboot && cmn_path_check_key(api, self, "reboot_command",
+                                       f->reboot_command) != C8Y_OK))
+    return C8Y_EINVAL;
   return C8Y_OK;
 }
 

@@ -11,6 +11,7 @@
 
 #include "cmn_cfg.h"
 #include "cmn_op.h"
+#include "cmn_path.h"
 #include "cmn_proc.h"
 #include "lg_diag.h"
 
@@ -269,11 +270,18 @@ static const log_source *lg_find(const lg *l, const char *name) {
   return NULL;
 }
 
+/* The file is opened as cmn_path_open_read does: a symlink (or a hard link)
+ * that a user who can write the log directory planted in its place is not
+ * followed, so the agent never uploads a file that user cannot read. */
 static int collect_file(const char *path, matcher *m, const c8y_api *api,
                         const c8y_operation *op, char *why, size_t n) {
-  FILE *f = fopen(path, "r");
+  int fd = cmn_path_open_read(path, why, n);
+  FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
   if (!f) {
-    snprintf(why, n, "cannot open %.400s: %s", path, strerror(errno));
+    if (fd >= 0) {
+      snprintf(why, n, "cannot open %.400s: %s", path, strerror(errno));
+      close(fd);
+    }
     return C8Y_EIO;
   }
   char *line = NULL;
@@ -647,6 +655,9 @@ static int lg_parse_logs(lg *l) {
                         &n, &l->logs_buf);
   for (size_t i = 0; rc == C8Y_OK && i < n; i++)
     l->logs[l->nlogs++] = (log_source){pairs[i].key, pairs[i].value};
+  for (size_t i = 0; rc == C8Y_OK && i < l->nlogs; i++)
+    if (strncmp(l->logs[i].source, "journal", 7) == 0)
+      return cmn_path_check_key(l->api, l->self, "logs", "journalctl");
   return rc;
 }
 

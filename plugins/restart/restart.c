@@ -13,6 +13,7 @@
 #define _GNU_SOURCE
 #include <c8y/plugin.h>
 
+#include "cmn_path.h"
 #include "cmn_proc.h"
 
 #include <errno.h>
@@ -256,6 +257,9 @@ static int init(c8y_plugin *self, const c8y_api *api, void **user_data) {
              "reboots go through the privileged helper at %s (command is "
              "not used)",
              r->helper_socket);
+  } else if (rc == C8Y_OK &&
+             cmn_path_check_key(api, self, "command", r->command) != C8Y_OK) {
+    rc = C8Y_EINVAL;
   }
   if (api->config_int(self, "delay", 0, &r->delay) != C8Y_OK) {
     rc = C8Y_EINVAL;

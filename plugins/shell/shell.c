@@ -15,6 +15,7 @@
 #include <c8y/plugin.h>
 
 #include "cmn_csv.h"
+#include "cmn_path.h"
 #include "cmn_proc.h"
 
 #include <errno.h>
@@ -367,6 +368,16 @@ static int init(c8y_plugin *self, const c8y_api *api, void **user_data) {
   const char *user = api->config_string(self, "user", "");
   if (user[0] && rc == C8Y_OK)
     rc = setup_user(self, sh, user);
+  char why[600];
+  if (rc == C8Y_OK &&
+      cmn_path_check_program(sh->shell, sh->switch_user ? sh->uid : (uid_t)-1,
+                             NULL, why, sizeof why) != 0) {
+    api->log(self, C8Y_LOG_ERROR,
+             "shell: %s; only root and the agent's user may write what the "
+             "agent runs",
+             why);
+    rc = C8Y_EINVAL;
+  }
   if (rc == C8Y_OK && !allow) {
     api->log(self, C8Y_LOG_NOTICE,
              "c8y_Command is disabled; set allow = true in [plugin.shell] "

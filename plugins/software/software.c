@@ -18,6 +18,7 @@
 #include "cmn_cfg.h"
 #include "cmn_csv.h"
 #include "cmn_op.h"
+#include "cmn_path.h"
 #include "cmn_proc.h"
 
 #include <pthread.h>
@@ -314,6 +315,16 @@ static int sw_validate(sw *s, c8y_operation *op, size_t stride, size_t items,
     sw_item_at(s->api, op, stride, i, s->type, &it);
     if (!it.name[0]) {
       snprintf(why, n, "c8y_SoftwareUpdate: item %zu has an empty name", i + 1);
+      return 0;
+    }
+    /* The package manager would read it as an option (apt-get's -o can run
+     * any command): refused as the helper refuses it. */
+    if (!s->use_helper && (it.name[0] == '-' || it.version[0] == '-')) {
+      snprintf(why, n,
+               "c8y_SoftwareUpdate: item %zu: %s '%.200s' must not start "
+               "with '-'",
+               i + 1, it.name[0] == '-' ? "name" : "version",
+               it.name[0] == '-' ? it.name : it.version);
       return 0;
     }
     if (strcmp(it.action, "install") != 0 && strcmp(it.action, "delete") != 0) {
@@ -806,6 +817,9 @@ static int sw_read_config(sw *s) {
     }
     s->list_command = dpkg ? APT_LIST : RPM_LIST;
   }
+  if (cmn_path_check_key(api, s->self, "list_command", s->list_command) !=
+      C8Y_OK)
+    return C8Y_EINVAL;
   if (!s->type[0] || strpbrk(s->type, ",\"\n")) {
     api->log(s->self, C8Y_LOG_ERROR,
              "type: '%s' is not a software type (set type, e.g. apt)", s->type);
@@ -872,6 +886,16 @@ static int sw_read_config(sw *s) {
              s->type);
     return C8Y_EINVAL;
   }
+  /* Direct mode runs these with the agent's privileges (root). */
+  if (cmn_path_check_key(api, s->self, "install_command", s->install_command) !=
+          C8Y_OK ||
+      (s->install_any && cmn_path_check_key(api, s->self, "install_command",
+                                            s->install_any) != C8Y_OK) ||
+      cmn_path_check_key(api, s->self, "remove_command", s->remove_command) !=
+          C8Y_OK ||
+      cmn_path_check_key(api, s->self, "install_file_command",
+                         s->install_file_command) != C8Y_OK)
+    return C8Y_EINVAL;
   return C8Y_OK;
 }
 

@@ -5,8 +5,12 @@
 
 #include <glib.h>
 #include <glib/gstdio.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define DEV "dev1"
 #define OP_WAIT_MS 20000
@@ -285,14 +289,18 @@ static void test_526_upload(fixture *f, gconstpointer data) {
   char *got = ptu_read_text(helper_log);
   char *want = g_strdup_printf(DEV " agent_conf agent_conf %s\n", target);
   g_assert_cmpstr(got, ==, want);
-  g_free(want);
   g_free(got);
+  g_free(want);
 
   /* The configured file of ssh_conf does not exist. */
   g_assert_cmpint(
       testhost_run_operation(f->h, "526," DEV ",ssh_conf", OP_WAIT_MS), ==,
       TESTHOST_OP_FAILED);
-  g_assert_nonnull(strstr(testhost_op_detail(f->h), "cannot read"));
+  want = g_strdup_printf("configuration 'ssh_conf': cannot open "
+                         "%s/sshd_config: No such file or directory",
+                         f->dir);
+  g_assert_cmpstr(testhost_op_detail(f->h), ==, want);
+  g_free(want);
   g_free(target);
   g_free(helper_log);
 }
@@ -377,11 +385,13 @@ static void test_524_builtin_download(fixture *f, gconstpointer data) {
   g_assert_true(g_str_has_prefix(testhost_sent(f->h, 0), prefix));
   g_free(prefix);
   assert_no_leftovers(f);
-  /* The download went to the state dir and was moved from there. */
+  /* The download went to the state dir and was moved from there; only the
+   * operation's record (kept until the next 524) is there. */
   /* The real host gives each plugin <state_dir>/plugins/<name>. */
   char *pdir = g_build_filename(f->state, "plugins", "configuration", NULL);
   GDir *d = g_dir_open(pdir, 0, NULL);
   g_free(pdir);
+  g_assert_cmpstr(g_dir_read_name(d), ==, "apply-524");
   g_assert_null(g_dir_read_name(d));
   g_dir_close(d);
 
@@ -481,6 +491,246 @@ static void test_unknown_type(fixture *f, gconstpointer data) {
   g_free(helper_log);
 }
 
+/* ---- a crash at each step of 513 and 524 ------------------------------------
+ * A forked child plays the agent on f->state and dies with SIGKILL at one
+ * step (a real kill -9 of the process, from a command of the operation, or
+ * testhost_crash_at); the next start on the same state dir must end with
+ * either the old file and 502 or the new file and 503, leave nothing next to
+ * the target, and report (113) what is in force. */
+
+typedef enum crash_step {
+  STEP_NONE,
+  STEP_DOWNLOAD,    /* 524: the helper is still fetching the new file */
+  STEP_APPLY,       /* the new file is in place, the apply command runs */
+  STEP_RESUME_MARK, /* applied, the operation marked to outlive a restart */
+  STEP_COMPLETION   /* the plugin completes it; the engine never hears */
+} crash_step;
+
+typedef struct crash_case {
+  const char *kind; /* "513" or "524" */
+  crash_step step;
+} crash_case;
+
+#define KILL_PARENT "kill -9 $PPID; sleep 30"
+
+/* text_file / agent_conf with "old" content; the commands kill the agent
+ * at `step` and succeed otherwise. */
+static void crash_configure(fixture *f, testhost *h, const char *kind,
+                            crash_step step) {
+  const char *apply = step == STEP_APPLY ? KILL_PARENT : "true";
+  if (strcmp(kind, "513") == 0) {
+    testhost_set_config(h, "text_file", f->text_file);
+    testhost_set_config(h, "apply_command", apply);
+  } else {
+    char *helper = g_build_filename(f->dir, "crash-helper.sh", NULL);
+    char *body = g_strdup_printf(
+        "#!/bin/sh\ncase \"$1\" in\ndownload) %s;;\n*) exit 2;;\nesac\n",
+        step == STEP_DOWNLOAD ? "printf partial > \"$3\"; " KILL_PARENT
+                              : "cp \"${2#file://}\" \"$3\"");
+    ptu_write_text(helper, body);
+    g_assert_cmpint(g_chmod(helper, 0755), ==, 0);
+    char *files = g_strdup_printf("agent_conf=%s/agent.ini", f->dir);
+    testhost_set_config(h, "files", files);
+    testhost_set_config(h, "http_helper", helper);
+    testhost_set_config(h, "file_apply_command", apply);
+    g_free(files);
+    g_free(body);
+    g_free(helper);
+  }
+}
+
+static char *crash_target(fixture *f, const char *kind) {
+  return strcmp(kind, "513") == 0 ? g_strdup(f->text_file)
+                                  : g_build_filename(f->dir, "agent.ini", NULL);
+}
+
+/* Runs the operation in a child that dies at `step`, then starts the next
+ * host (f->h) on the same state dir with the plugin loaded. */
+static void crash_and_restart(fixture *f, const crash_case *cc) {
+  char *src = g_build_filename(f->dir, "new.ini", NULL);
+  ptu_write_text(src, "new=1");
+  char *line = strcmp(cc->kind, "513") == 0
+                   ? g_strdup("513," DEV ",new=1")
+                   : g_strdup_printf("524," DEV ",file://%s,agent_conf", src);
+  testhost_free(f->h);
+  f->h = NULL;
+  fflush(NULL);
+  pid_t pid = fork();
+  g_assert_cmpint(pid, >=, 0);
+  if (pid == 0) {
+    testhost *h = testhost_new(DEV, f->state);
+    crash_configure(f, h, cc->kind, cc->step);
+    if (testhost_load(h, PLUGIN_PATH) != 0)
+      _exit(2);
+    testhost_crash_at(
+        h, cc->step == STEP_RESUME_MARK  ? TESTHOST_CRASH_AFTER_RESUME_MARK
+           : cc->step == STEP_COMPLETION ? TESTHOST_CRASH_AT_COMPLETION
+                                         : TESTHOST_CRASH_NONE);
+    testhost_run_operation(h, line, OP_WAIT_MS);
+    _exit(3); /* not killed: the step was never reached */
+  }
+  int status = 0;
+  g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+  if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
+    g_error("the agent did not die at step %d (status 0x%x)", cc->step,
+            (unsigned)status);
+  f->h = testhost_new(DEV, f->state);
+  crash_configure(f, f->h, cc->kind, STEP_NONE);
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, 0);
+  g_free(line);
+  g_free(src);
+}
+
+static void test_crash(fixture *f, gconstpointer data) {
+  const crash_case *cc = data;
+  bool text = strcmp(cc->kind, "513") == 0;
+  const char *fragment = text ? "c8y_Configuration" : "c8y_DownloadConfigFile";
+  char *target = crash_target(f, cc->kind);
+  ptu_write_text(target, "old=1");
+  crash_and_restart(f, cc);
+
+  bool applied = cc->step == STEP_COMPLETION;
+  char *got = ptu_read_text(target);
+  g_assert_cmpstr(got, ==, applied ? "new=1" : "old=1");
+  g_free(got);
+  char *engine_502 = g_strdup_printf("502,%s,the agent stopped while the "
+                                     "operation was executing",
+                                     fragment);
+  if (cc->step == STEP_DOWNLOAD || cc->step == STEP_APPLY) {
+    /* Not marked to outlive a restart: the engine fails it at start. */
+    g_assert_nonnull(testhost_find_line(f->h, engine_502));
+    g_assert_cmpuint(testhost_count_lines(f->h, "502,"), ==, 1);
+  } else {
+    /* Handed back to the plugin, which reports what its record says (it
+     * may have done so already while the plugin loaded). */
+    g_assert_null(testhost_find_line(f->h, engine_502));
+    g_assert_true(testhost_wait_op_done(f->h, OP_WAIT_MS));
+    g_assert_cmpint(testhost_op_state_now(f->h), ==,
+                    applied ? TESTHOST_OP_SUCCEEDED : TESTHOST_OP_FAILED);
+    if (!applied) {
+      char *want = g_strdup_printf("the agent stopped while the new %s was "
+                                   "applied; previous file restored",
+                                   target);
+      g_assert_cmpstr(testhost_op_detail(f->h), ==, want);
+      g_free(want);
+    }
+  }
+  g_free(engine_502);
+  if (cc->step == STEP_APPLY || cc->step == STEP_RESUME_MARK)
+    g_assert_nonnull(testhost_find_log(f->h, "previous file restored"));
+  /* What is in force is what 113 reported at start. */
+  if (text)
+    g_assert_cmpstr(testhost_find_line(f->h, "113,"), ==,
+                    applied ? "s/us|113,new=1" : "s/us|113,old=1");
+  assert_no_leftovers(f);
+
+  /* The next operation of the kind works as usual. */
+  testhost_clear_lines(f->h);
+  char *src = g_build_filename(f->dir, "new.ini", NULL);
+  ptu_write_text(src, "newer=2");
+  char *line = text ? g_strdup("513," DEV ",newer=2")
+                    : g_strdup_printf("524," DEV ",file://%s,agent_conf", src);
+  g_assert_cmpint(testhost_run_operation(f->h, line, OP_WAIT_MS), ==,
+                  TESTHOST_OP_SUCCEEDED);
+  got = ptu_read_text(target);
+  g_assert_cmpstr(got, ==, "newer=2");
+  g_free(got);
+  assert_no_leftovers(f);
+  g_free(line);
+  g_free(src);
+  g_free(target);
+}
+
+/* Temporaries and backups a crash left next to the configured files are
+ * removed at start. */
+static void test_strays_removed(fixture *f, gconstpointer data) {
+  (void)data;
+  ptu_write_text(f->text_file, "a=1\n");
+  char *stray = g_build_filename(f->dir, ".device-config.txt.c8y-Ab12Cd", NULL);
+  char *other = g_build_filename(f->dir, ".unrelated.c8y-Ab12Cd", NULL);
+  ptu_write_text(stray, "half a file");
+  ptu_write_text(other, "not ours");
+  testhost_set_config(f->h, "text_file", f->text_file);
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, 0);
+  g_assert_false(g_file_test(stray, G_FILE_TEST_EXISTS));
+  g_assert_true(g_file_test(other, G_FILE_TEST_EXISTS));
+  g_unlink(other);
+  g_free(stray);
+  g_free(other);
+}
+
+/* A text_file replaced by a symlink to a file its writer may not read is
+ * not followed: 113 does not report that file. */
+static void test_513_symlink_not_followed(fixture *f, gconstpointer data) {
+  (void)data;
+  char *open_dir = g_build_filename(f->dir, "app", NULL);
+  g_assert_cmpint(g_mkdir(open_dir, 0755), ==, 0);
+  g_assert_cmpint(g_chmod(open_dir, 0777), ==, 0);
+  char *secret = g_build_filename(f->dir, "secret", NULL);
+  ptu_write_text(secret, "root-only\n");
+  g_assert_cmpint(g_chmod(secret, 0600), ==, 0);
+  char *text_file = g_build_filename(open_dir, "app.conf", NULL);
+  g_assert_cmpint(symlink(secret, text_file), ==, 0);
+  testhost_set_config(f->h, "text_file", text_file);
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, 0);
+  g_assert_null(testhost_find_line(f->h, "113,"));
+  char *want = g_strdup_printf("%s is a symlink in %s, which is writable by "
+                               "others (mode 0777); not followed",
+                               text_file, open_dir);
+  if (!testhost_find_log(f->h, want))
+    g_error("no log line '%s'", want);
+  g_free(want);
+  g_free(text_file);
+  g_free(secret);
+  g_free(open_dir);
+}
+
+/* 526: a symlink planted in place of the configured file (in a directory a
+ * less privileged user can write) is not followed, so no root-only file is
+ * uploaded; the same file reached through a symlink root put in a safe
+ * directory is. */
+static void test_526_symlink_not_followed(fixture *f, gconstpointer data) {
+  (void)data;
+  char *open_dir = g_build_filename(f->dir, "app", NULL);
+  g_assert_cmpint(g_mkdir(open_dir, 0755), ==, 0);
+  g_assert_cmpint(g_chmod(open_dir, 0777), ==, 0);
+  char *secret = g_build_filename(f->dir, "secret", NULL);
+  ptu_write_text(secret, "root-only\n");
+  g_assert_cmpint(g_chmod(secret, 0600), ==, 0);
+  char *planted = g_build_filename(open_dir, "app.conf", NULL);
+  g_assert_cmpint(symlink(secret, planted), ==, 0);
+  char *safe_dir = g_build_filename(f->dir, "etc", NULL);
+  g_assert_cmpint(g_mkdir(safe_dir, 0755), ==, 0);
+  char *safe_link = g_build_filename(safe_dir, "app.conf", NULL);
+  g_assert_cmpint(symlink(secret, safe_link), ==, 0);
+  char *files = g_strdup_printf("planted=%s linked=%s", planted, safe_link);
+  testhost_set_config(f->h, "files", files);
+  testhost_enable_transfers(f->h);
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, 0);
+  g_assert_cmpint(
+      testhost_run_operation(f->h, "526," DEV ",planted", OP_WAIT_MS), ==,
+      TESTHOST_OP_FAILED);
+  char *want = g_strdup_printf("configuration 'planted': %s is a symlink in "
+                               "%s, which is writable by others (mode "
+                               "0777); not followed",
+                               planted, open_dir);
+  g_assert_cmpstr(testhost_op_detail(f->h), ==, want);
+  g_assert_cmpuint(testhost_upload_count(f->h), ==, 0);
+  g_assert_cmpint(
+      testhost_run_operation(f->h, "526," DEV ",linked", OP_WAIT_MS), ==,
+      TESTHOST_OP_SUCCEEDED);
+  g_assert_cmpuint(testhost_upload_count(f->h), ==, 1);
+  g_assert_cmpstr(testhost_upload_field(f->h, 0, "content"), ==, "root-only\n");
+  g_assert_cmpstr(testhost_upload_field(f->h, 0, "file_name"), ==, "app.conf");
+  g_free(want);
+  g_free(files);
+  g_free(safe_link);
+  g_free(safe_dir);
+  g_free(planted);
+  g_free(secret);
+  g_free(open_dir);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
 #define ADD(path, fn) g_test_add(path, fixture, NULL, fx_setup, fn, fx_teardown)
@@ -502,6 +752,24 @@ int main(int argc, char **argv) {
   ADD("/plugin/configuration/524/apply-and-rollback",
       test_524_apply_and_rollback);
   ADD("/plugin/configuration/526/builtin-upload", test_526_builtin_upload);
+  ADD("/plugin/configuration/526/symlink-not-followed",
+      test_526_symlink_not_followed);
+  ADD("/plugin/configuration/513/symlink-not-followed",
+      test_513_symlink_not_followed);
+  ADD("/plugin/configuration/init/strays-removed", test_strays_removed);
 #undef ADD
+  static const crash_case cases[] = {
+      {"524", STEP_DOWNLOAD},   {"524", STEP_APPLY}, {"524", STEP_RESUME_MARK},
+      {"524", STEP_COMPLETION}, {"513", STEP_APPLY}, {"513", STEP_RESUME_MARK},
+      {"513", STEP_COMPLETION},
+  };
+  static const char *const steps[] = {"none", "download", "apply",
+                                      "resume-mark", "completion"};
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+    char *path = g_strdup_printf("/plugin/configuration/%s/crash-at-%s",
+                                 cases[i].kind, steps[cases[i].step]);
+    g_test_add(path, fixture, &cases[i], fx_setup, test_crash, fx_teardown);
+    g_free(path);
+  }
   return g_test_run();
 }

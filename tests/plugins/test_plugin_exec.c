@@ -212,7 +212,7 @@ static void test_bad_files(void) {
   for (size_t i = 0; i < G_N_ELEMENTS(cases); i++)
     if (cases[i].log)
       expect_log(&e, cases[i].log);
-  expect_log(&e, "13-mode.ini: writable by group or others");
+  expect_log(&e, "13-mode.ini: the drop-in is writable by others (mode 0666)");
   const char *never[] = {"511", "513", "515", "516", "517",
                          "520", "521", "523", "524", "600"};
   for (size_t i = 0; i < G_N_ELEMENTS(never); i++)
@@ -280,6 +280,226 @@ static void test_user(void) {
   env_free(&e);
 }
 
+#define TRUST_HINT                                                             \
+  "only root and the agent's user may write what the agent runs"
+
+/* A drop-in's command runs with the agent's privileges: the executable and
+ * every directory up to / must be writable by root or the agent's user
+ * only, else the file is refused with one line naming the key and path. */
+static void test_untrusted_command(void) {
+  env e;
+  env_init(&e);
+  char *open_dir = g_build_filename(e.dir, "open", NULL);
+  g_assert_cmpint(g_mkdir(open_dir, 0755), ==, 0);
+  g_assert_cmpint(chmod(open_dir, 0777), ==, 0);
+  char *in_open = g_build_filename(open_dir, "cmd.sh", NULL);
+  ptu_write_text(in_open, "#!/bin/sh\nexit 0\n");
+  g_assert_cmpint(chmod(in_open, 0755), ==, 0);
+  char *writable = script(&e, "writable.sh", "exit 0\n");
+  g_assert_cmpint(chmod(writable, 0777), ==, 0);
+  /* A symlink from a safe place into the open directory: followed, and
+   * what it leads to is checked too. */
+  char *link = g_build_filename(e.dir, "link.sh", NULL);
+  g_assert_cmpint(symlink(in_open, link), ==, 0);
+  /* A sticky directory (like /tmp) is fine for an entry that is ours. */
+  char *sticky = g_build_filename(e.dir, "sticky", NULL);
+  g_assert_cmpint(g_mkdir(sticky, 0755), ==, 0);
+  g_assert_cmpint(chmod(sticky, 01777), ==, 0);
+  char *in_sticky = g_build_filename(sticky, "ok.sh", NULL);
+  ptu_write_text(in_sticky, "#!/bin/sh\necho sticky-ok\n");
+  g_assert_cmpint(chmod(in_sticky, 0755), ==, 0);
+  struct {
+    const char *file, *template_id, *cmd, *log;
+  } cases[] = {
+      {"20-open-dir.ini", "511", in_open, open_dir},
+      {"21-writable.ini", "513", writable, writable},
+      {"22-link.ini", "515", link, open_dir},
+      {"23-sticky.ini", "516", in_sticky, NULL},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+    char *ini = g_strdup_printf("template = %s\ncommand = %s\n",
+                                cases[i].template_id, cases[i].cmd);
+    g_free(dropin(&e, cases[i].file, ini));
+    g_free(ini);
+  }
+  load(&e, NULL);
+  char *want = g_strdup_printf("20-open-dir.ini: command: %s is writable by "
+                               "others (mode 0777); " TRUST_HINT,
+                               open_dir);
+  expect_log(&e, want);
+  g_free(want);
+  want = g_strdup_printf("21-writable.ini: command: %s is writable by others "
+                         "(mode 0777); " TRUST_HINT,
+                         writable);
+  expect_log(&e, want);
+  g_free(want);
+  want = g_strdup_printf("22-link.ini: command: %s is writable by others",
+                         open_dir);
+  expect_log(&e, want);
+  g_free(want);
+  g_assert_false(testhost_has_operation(e.h, "511"));
+  g_assert_false(testhost_has_operation(e.h, "513"));
+  g_assert_false(testhost_has_operation(e.h, "515"));
+  g_assert_true(testhost_has_operation(e.h, "516"));
+  g_assert_cmpint(testhost_run_operation(e.h, "516,dev1,x", 10000), ==,
+                  TESTHOST_OP_SUCCEEDED);
+  g_assert_cmpstr(testhost_op_param(e.h, 0), ==, "sticky-ok");
+
+  /* Opened up after loading: refused when it would run. */
+  g_assert_cmpint(chmod(sticky, 0777), ==, 0);
+  g_assert_cmpint(testhost_run_operation(e.h, "516,dev1,x", 10000), ==,
+                  TESTHOST_OP_FAILED);
+  want =
+      g_strdup_printf("command: %s is writable by others (mode 0777)", sticky);
+  g_assert_cmpstr(testhost_op_detail(e.h), ==, want);
+  g_free(want);
+  g_free(in_sticky);
+  g_free(sticky);
+  g_free(link);
+  g_free(writable);
+  g_free(in_open);
+  g_free(open_dir);
+  env_free(&e);
+}
+
+/* Whoever can add a drop-in chooses what runs: the directory itself must be
+ * safe, else nothing in it is loaded. */
+static void test_untrusted_dir(void) {
+  env e;
+  env_init(&e);
+  char *cmd = script(&e, "ok.sh", "exit 0\n");
+  char *ini = g_strdup_printf("template = 511\ncommand = %s\n", cmd);
+  g_free(dropin(&e, "ok.ini", ini));
+  g_free(ini);
+  g_assert_cmpint(chmod(e.ops, 0777), ==, 0);
+  load(&e, NULL);
+  char *want = g_strdup_printf("dir: %s is writable by others (mode 0777); "
+                               "" TRUST_HINT "; no operations",
+                               e.ops);
+  expect_log(&e, want);
+  g_free(want);
+  g_assert_false(testhost_has_operation(e.h, "511"));
+  g_free(cmd);
+  env_free(&e);
+}
+
+/* Run as another user, the command may be that user's own: it gains
+ * nothing. Anyone else's is still refused. */
+static void test_untrusted_command_of_user(void) {
+  if (geteuid() != 0) {
+    g_test_skip("switching users needs root");
+    return;
+  }
+  struct passwd *pw = getpwnam("nobody");
+  g_assert_nonnull(pw);
+  uid_t nobody = pw->pw_uid;
+  gid_t nogroup = pw->pw_gid;
+  env e;
+  env_init(&e);
+  g_assert_cmpint(chmod(e.dir, 0755), ==, 0);
+  char *cmd = script(&e, "mine.sh", "id -u\n");
+  g_assert_cmpint(chown(cmd, nobody, nogroup), ==, 0);
+  char *ini =
+      g_strdup_printf("template = 511\ncommand = %s\nuser = nobody\n", cmd);
+  g_free(dropin(&e, "as-nobody.ini", ini));
+  g_free(ini);
+  ini = g_strdup_printf("template = 513\ncommand = %s\n", cmd);
+  g_free(dropin(&e, "as-agent.ini", ini));
+  g_free(ini);
+  load(&e, NULL);
+  g_assert_true(testhost_has_operation(e.h, "511"));
+  char *want = g_strdup_printf("as-agent.ini: command: %s is owned by uid %u",
+                               cmd, (unsigned)nobody);
+  expect_log(&e, want);
+  g_free(want);
+  g_assert_false(testhost_has_operation(e.h, "513"));
+  g_free(cmd);
+  env_free(&e);
+}
+
+/* c8y_ParameterUpdate (532): the hook gets path type value per parameter
+ * as arguments; once it applied them, 408 with change detection reports
+ * them, then 503. A failing hook: 502 with its reason, no 408, and the
+ * hook's state keeps the old value. */
+static void test_parameter_update(void) {
+  env e;
+  env_init(&e);
+  char *state = g_build_filename(e.dir, "params", NULL);
+  ptu_write_text(state, "old\n");
+  char *body = g_strdup_printf(
+      "for v in \"$@\"; do [ \"$v\" = refuse ] && { echo \"cannot set $1\" "
+      ">&2; exit 4; }; done\n"
+      "printf '%%s|' \"$#\" \"$@\" > '%s'\n",
+      state);
+  char *cmd = script(&e, "params.sh", body);
+  g_free(body);
+  char *ini = g_strdup_printf("template = 532\ncommand = %s\n", cmd);
+  g_free(dropin(&e, "params.ini", ini));
+  g_free(ini);
+  load(&e, NULL);
+  g_assert_true(testhost_has_operation(e.h, "532"));
+  g_assert_cmpint(
+      testhost_run_operation(e.h,
+                             "532,dev1,c8y_RelayStatus.left,b,false,"
+                             "Maint.name,s,\"Smith, J.\",Limit,n,2.5,Gone,,",
+                             10000),
+      ==, TESTHOST_OP_SUCCEEDED);
+  g_assert_cmpuint(testhost_op_param_count(e.h), ==, 0);
+  char *got = ptu_read_text_or_empty(state);
+  g_assert_cmpstr(got, ==,
+                  "12|c8y_RelayStatus.left|b|false|Maint.name|s|Smith, J.|"
+                  "Limit|n|2.5|Gone|||");
+  g_free(got);
+  g_assert_cmpstr(testhost_find_line(e.h, "408,"), ==,
+                  "s/us|408,,,true,c8y_RelayStatus.left,BOOLEAN,false,"
+                  "Maint.name,STRING,\"Smith, J.\",Limit,NUMBER,2.5,Gone,"
+                  "STRING,");
+  /* 408 before the 503 */
+  size_t at408 = 0, at503 = 0;
+  for (size_t i = 0; i < testhost_line_count(e.h); i++) {
+    if (g_str_has_prefix(testhost_line(e.h, i), "s/us|408,"))
+      at408 = i + 1;
+    if (g_str_has_prefix(testhost_line(e.h, i), "s/us|503,c8y_Parameter"))
+      at503 = i + 1;
+  }
+  g_assert_cmpuint(at408, >, 0);
+  g_assert_cmpuint(at503, >, at408);
+
+  testhost_clear_lines(e.h);
+  ptu_write_text(state, "old\n");
+  g_assert_cmpint(testhost_run_operation(e.h, "532,dev1,Mode,s,refuse", 10000),
+                  ==, TESTHOST_OP_FAILED);
+  g_assert_nonnull(strstr(testhost_op_detail(e.h), "exit 4"));
+  g_assert_nonnull(strstr(testhost_op_detail(e.h), "cannot set Mode"));
+  g_assert_null(testhost_find_line(e.h, "408,"));
+  got = ptu_read_text_or_empty(state);
+  g_assert_cmpstr(got, ==, "old\n");
+  g_free(got);
+
+  /* Refused before the hook runs: what 408 could not report truthfully. */
+  const char *bad[][2] = {
+      {"532,dev1,a,b,maybe", "parameter 1 (a, type 'b') has type b with a "
+                             "value that is not true or false"},
+      {"532,dev1,a,s,x,b,q,1", "parameter 2 (b, type 'q') has an unknown type "
+                               "code (b, s, n or empty for null)"},
+      {"532,dev1,a,n,1e", "type n with a value that is not a number"},
+      {"532,dev1,a,s", "2 parameters are not sets of path,type,value"},
+      {"532,dev1,,s,x", "has an empty path"}};
+  for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+    g_assert_cmpint(testhost_run_operation(e.h, bad[i][0], 10000), ==,
+                    TESTHOST_OP_FAILED);
+    if (!strstr(testhost_op_detail(e.h), bad[i][1]))
+      g_error("%s: %s", bad[i][0], testhost_op_detail(e.h));
+  }
+  got = ptu_read_text_or_empty(state);
+  g_assert_cmpstr(got, ==, "old\n");
+  g_free(got);
+  g_assert_null(testhost_find_line(e.h, "408,"));
+  g_free(state);
+  g_free(cmd);
+  env_free(&e);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/exec/no-dir", test_no_dir);
@@ -292,5 +512,10 @@ int main(int argc, char **argv) {
   g_test_add_func("/exec/bad-files", test_bad_files);
   g_test_add_func("/exec/custom-message", test_custom_message);
   g_test_add_func("/exec/user", test_user);
+  g_test_add_func("/exec/untrusted-command", test_untrusted_command);
+  g_test_add_func("/exec/untrusted-dir", test_untrusted_dir);
+  g_test_add_func("/exec/untrusted-command-of-user",
+                  test_untrusted_command_of_user);
+  g_test_add_func("/exec/parameter-update", test_parameter_update);
   return g_test_run();
 }

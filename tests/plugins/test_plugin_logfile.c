@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DEV "dev1"
 #define OP_WAIT_MS 20000
@@ -268,6 +269,63 @@ static void test_missing_file(fixture *f, gconstpointer data) {
                   "directory");
 }
 
+/* A user who can write the log directory plants a symlink (or a hard link)
+ * to a file only root may read in place of the log: the agent does not
+ * follow it, so that file is never uploaded. The same file reached through
+ * a symlink in a directory only root can write is read. */
+static void test_planted_link_not_followed(fixture *f, gconstpointer data) {
+  (void)data;
+  char *logdir = g_build_filename(f->dir, "log", NULL);
+  g_assert_cmpint(g_mkdir(logdir, 0755), ==, 0);
+  g_assert_cmpint(g_chmod(logdir, 0777), ==, 0);
+  char *secret = g_build_filename(f->dir, "shadow", NULL);
+  ptu_write_text(secret, "root:$6$secret:19000::::::\n");
+  g_assert_cmpint(g_chmod(secret, 0600), ==, 0);
+  char *planted = g_build_filename(logdir, "app.log", NULL);
+  g_assert_cmpint(symlink(secret, planted), ==, 0);
+  char *hard = g_build_filename(logdir, "hard.log", NULL);
+  g_assert_cmpint(link(secret, hard), ==, 0);
+  char *inside = g_build_filename(logdir, "sub", NULL);
+  char *via_dir = g_build_filename(inside, "x.log", NULL);
+  g_assert_cmpint(symlink(f->dir, inside), ==, 0); /* a planted directory */
+  char *safe = g_build_filename(f->dir, "etc-link.log", NULL);
+  g_assert_cmpint(symlink(secret, safe), ==, 0);
+  char *logs = g_strdup_printf("app=%s hard=%s via=%s/shadow safe=%s", planted,
+                               hard, inside, safe);
+  testhost_set_config(f->h, "logs", logs);
+  testhost_set_config(f->h, "http_helper", f->helper);
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, 0);
+
+  char *want = g_strdup_printf("%s is a symlink in %s, which is writable by "
+                               "others (mode 0777); not followed",
+                               planted, logdir);
+  g_assert_cmpstr(request_fails(f, "app,,,,10"), ==, want);
+  g_free(want);
+  want = g_strdup_printf("%s has 2 hard links in %s, which is writable by "
+                         "others (mode 0777); not read",
+                         hard, logdir);
+  g_assert_cmpstr(request_fails(f, "hard,,,,10"), ==, want);
+  g_free(want);
+  want = g_strdup_printf("%s is a symlink in %s, which is writable by "
+                         "others (mode 0777); not followed",
+                         inside, logdir);
+  g_assert_cmpstr(request_fails(f, "via,,,,10"), ==, want);
+  g_free(want);
+  g_assert_false(g_file_test(f->copy, G_FILE_TEST_EXISTS));
+  /* Root's own symlink is followed. */
+  char *got = request_ok(f, "safe,,,,10");
+  g_assert_cmpstr(got, ==, "root:$6$secret:19000::::::\n");
+  g_free(got);
+  g_free(logs);
+  g_free(safe);
+  g_free(via_dir);
+  g_free(inside);
+  g_free(hard);
+  g_free(planted);
+  g_free(secret);
+  g_free(logdir);
+}
+
 /* ---- 522 over the journal
  * ------------------------------------------------------ */
 
@@ -488,6 +546,7 @@ int main(int argc, char **argv) {
   ADD("/plugin/logfile/file/syslog-times", test_syslog_times);
   ADD("/plugin/logfile/file/keeps-newest", test_keeps_newest_extracts);
   ADD("/plugin/logfile/file/missing", test_missing_file);
+  ADD("/plugin/logfile/file/planted-link", test_planted_link_not_followed);
   ADD("/plugin/logfile/failures", test_failures);
   ADD("/plugin/logfile/journal", test_journal);
   ADD("/plugin/logfile/upload-through-agent", test_upload_through_agent);

@@ -255,6 +255,67 @@ static void test_update_values_are_quoted(fixture *f, gconstpointer data) {
   g_free(pwned);
 }
 
+/* Direct mode: a name or version starting with '-' would be an option of
+ * the package manager (apt-get -o... runs commands): refused before any
+ * command runs, as the helper refuses it. */
+static void test_update_refuses_options(fixture *f, gconstpointer data) {
+  (void)data;
+  ptu_write_text(f->db, "");
+  char *inst = g_strdup_printf("echo {name} {version} >> '%s'", f->log);
+  load_fake_pm(f, inst);
+  g_assert_cmpint(testhost_run_operation(
+                      f->h,
+                      "528," DEV ",-oAPT::Update::Pre-Invoke::=id,1,,install",
+                      OP_WAIT_MS),
+                  ==, TESTHOST_OP_FAILED);
+  g_assert_cmpstr(testhost_op_detail(f->h), ==,
+                  "c8y_SoftwareUpdate: item 1: name "
+                  "'-oAPT::Update::Pre-Invoke::=id' must not start with '-'");
+  g_assert_cmpint(testhost_run_operation(f->h,
+                                         "528," DEV ",ok,1,,install,curl,"
+                                         "--reinstall,,install",
+                                         OP_WAIT_MS),
+                  ==, TESTHOST_OP_FAILED);
+  g_assert_cmpstr(testhost_op_detail(f->h), ==,
+                  "c8y_SoftwareUpdate: item 2: version '--reinstall' must not "
+                  "start with '-'");
+  /* Nothing ran, not even the valid first item. */
+  char *log = ptu_read_text_or_empty(f->log);
+  g_assert_cmpstr(log, ==, "");
+  g_free(log);
+  g_free(inst);
+}
+
+/* A command that runs as root from a directory others can write is refused
+ * at start, naming the key and the path. */
+static void test_untrusted_command(fixture *f, gconstpointer data) {
+  (void)data;
+  char *open_dir = g_build_filename(f->dir, "open", NULL);
+  g_assert_cmpint(g_mkdir(open_dir, 0755), ==, 0);
+  g_assert_cmpint(chmod(open_dir, 0777), ==, 0);
+  char *tool = g_build_filename(open_dir, "pm.sh", NULL);
+  ptu_write_text(tool, "#!/bin/sh\nexit 0\n");
+  g_assert_cmpint(chmod(tool, 0755), ==, 0);
+  char *remove = g_strdup_printf("%s remove {name}", tool);
+  testhost_set_config(f->h, "list_command", "true");
+  testhost_set_config(f->h, "install_command", "true");
+  testhost_set_config(f->h, "remove_command", remove);
+  testhost_set_config(f->h, "type", "apt");
+  testhost_set_config(f->h, "privileged", "direct");
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
+  char *want = g_strdup_printf("remove_command: %s is writable by others "
+                               "(mode 0777); only root and the agent's user "
+                               "may write what the agent runs",
+                               open_dir);
+  if (!testhost_find_log(f->h, want))
+    g_error("no log line '%s'", want);
+  g_assert_false(testhost_has_operation(f->h, "528"));
+  g_free(want);
+  g_free(remove);
+  g_free(tool);
+  g_free(open_dir);
+}
+
 static void test_update_stops_at_failure(fixture *f, gconstpointer data) {
   (void)data;
   ptu_write_text(f->db, "base\t1\n");
@@ -774,6 +835,8 @@ int main(int argc, char **argv) {
   ADD("/plugin/software/update/install-delete", test_update_install_delete);
   ADD("/plugin/software/update/quoting", test_update_values_are_quoted);
   ADD("/plugin/software/update/stops-at-failure", test_update_stops_at_failure);
+  ADD("/plugin/software/update/refuses-options", test_update_refuses_options);
+  ADD("/plugin/software/init/untrusted-command", test_untrusted_command);
   ADD("/plugin/software/update/malformed", test_update_malformed);
   ADD("/plugin/software/update/cancelled", test_update_cancelled);
   ADD("/plugin/software/update/url-needs-download",

@@ -64,6 +64,7 @@ struct sim_http {
   int cuts;
   int fails, fail_status;
   int delay_ms;
+  bool chunked; /* downloads without Content-Length */
   size_t auth_seen, unauthorized, ranges;
   char **req_log; /* "METHOD path" */
   size_t nreq;
@@ -271,9 +272,11 @@ static enum MHD_Result serve_file(sim_http *h, struct MHD_Connection *c,
     h->cuts--;
     fr->cut_at = fr->len / 2;
   }
+  bool chunked = h->chunked;
   pthread_mutex_unlock(&h->mu);
-  struct MHD_Response *r = MHD_create_response_from_callback(
-      fr->len, 64 * 1024, read_file, fr, free_reader);
+  struct MHD_Response *r =
+      MHD_create_response_from_callback(chunked ? MHD_SIZE_UNKNOWN : fr->len,
+                                        64 * 1024, read_file, fr, free_reader);
   if (!r) {
     free_reader(fr);
     return MHD_NO;
@@ -992,6 +995,7 @@ SETTER(sim_http_cut_downloads, int, cuts)
 SETTER(sim_http_reject_tokens, bool, reject)
 SETTER(sim_http_set_token_lifetime, int, lifetime_s)
 SETTER(sim_http_set_delay, int, delay_ms)
+SETTER(sim_http_set_chunked, bool, chunked)
 SETTER(sim_http_est_single_use_tokens, bool, est_single_use)
 SETTER(sim_http_set_est_auth, sim_http_est_auth, est_auth)
 

@@ -89,6 +89,8 @@ void sim_http_reject_tokens(sim_http *h, bool reject);
 void sim_http_set_token_lifetime(sim_http *h, int seconds);
 /* Each answer waits this long first. */
 void sim_http_set_delay(sim_http *h, int ms);
+/* While true, downloads are sent chunked, without a Content-Length. */
+void sim_http_set_chunked(sim_http *h, bool chunked);
 
 /* ---- what was seen ---- */
 /* Requests whose method matches (NULL = any) and path starts with prefix. */

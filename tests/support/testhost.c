@@ -18,11 +18,13 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Each registered handler wrapped so the test sees when it returned. */
 typedef struct handler_wrap {
@@ -56,6 +58,7 @@ struct testhost {
    * operation that returns late (its op_succeed already let the test go on)
    * must not mark the next one's handler as returned. */
   atomic_uint op_gen;
+  atomic_int crash; /* testhost_crash */
   /* testhost_set_platform */
   agent_config platform_cfg;
   http_ctx *http;
@@ -332,12 +335,39 @@ static int observed_complete_on_reboot(c8y_operation *op) {
   return rc;
 }
 
+/* The process dies as a kill -9 would end the agent at that point. */
+static void crash_if(testhost *h, testhost_crash when) {
+  if (h && atomic_load(&h->crash) == (int)when)
+    kill(getpid(), SIGKILL);
+}
+
 static int observed_resume_after_restart(c8y_operation *op) {
   testhost *h = host_of_op(op);
   int rc = plugin_host_api()->op_resume_after_restart(op);
   if (rc == C8Y_OK && h)
     atomic_store(&h->resume_requested, true);
+  crash_if(h, TESTHOST_CRASH_AFTER_RESUME_MARK);
   return rc;
+}
+
+static int crashing_succeed(c8y_operation *op, const char *result) {
+  crash_if(host_of_op(op), TESTHOST_CRASH_AT_COMPLETION);
+  return plugin_host_api()->op_succeed(op, result);
+}
+
+static int crashing_succeed_params(c8y_operation *op, const char *const *params,
+                                   size_t n) {
+  crash_if(host_of_op(op), TESTHOST_CRASH_AT_COMPLETION);
+  return plugin_host_api()->op_succeed_params(op, params, n);
+}
+
+static int crashing_fail(c8y_operation *op, const char *reason) {
+  crash_if(host_of_op(op), TESTHOST_CRASH_AT_COMPLETION);
+  return plugin_host_api()->op_fail(op, reason);
+}
+
+void testhost_crash_at(testhost *h, testhost_crash when) {
+  atomic_store(&h->crash, (int)when);
 }
 
 void testhost_advance(testhost *h, long long ms) {
@@ -381,6 +411,9 @@ static void build_test_api(testhost *h) {
   }
   h->api.op_complete_on_reboot = observed_complete_on_reboot;
   h->api.op_resume_after_restart = observed_resume_after_restart;
+  h->api.op_succeed = crashing_succeed;
+  h->api.op_succeed_params = crashing_succeed_params;
+  h->api.op_fail = crashing_fail;
   if (h->abi_1_0) {
     h->api.abi_minor = 0;
     h->api.size = offsetof(c8y_api, download);
@@ -478,8 +511,8 @@ testhost_op_state testhost_op_state_now(testhost *h) {
   return h->op_ok ? TESTHOST_OP_SUCCEEDED : TESTHOST_OP_FAILED;
 }
 
-testhost_op_state testhost_run_operation(testhost *h, const char *line,
-                                         int timeout_ms) {
+/* Forgets what the previous operation left: the next one is observed. */
+static void begin_operation(testhost *h) {
   h->op_done = false;
   g_free(h->op_detail);
   h->op_detail = NULL;
@@ -492,7 +525,25 @@ testhost_op_state testhost_run_operation(testhost *h, const char *line,
   atomic_store(&h->resume_requested, false);
   g_free(h->last_503);
   h->last_503 = NULL;
+}
+
+testhost_op_state testhost_run_operation(testhost *h, const char *line,
+                                         int timeout_ms) {
+  begin_operation(h);
   ops_handle_payload(capture_ops(h->c), line, strlen(line));
+  testhost_wait_op_done(h, timeout_ms);
+  return testhost_op_state_now(h);
+}
+
+bool testhost_has_fragment(testhost *h, const char *fragment) {
+  return registry_fragment_handler_for(capture_registry(h->c), fragment,
+                                       NULL) != NULL;
+}
+
+testhost_op_state testhost_run_json_operation(testhost *h, const char *json,
+                                              int timeout_ms) {
+  begin_operation(h);
+  ops_handle_json(capture_ops(h->c), json, strlen(json));
   testhost_wait_op_done(h, timeout_ms);
   return testhost_op_state_now(h);
 }

@@ -70,6 +70,13 @@ int testhost_run_producer(testhost *h, const char *name);
  * the fragment, decoded and joined by ','. */
 testhost_op_state testhost_run_operation(testhost *h, const char *line,
                                          int timeout_ms);
+/* Whether a handler serves `fragment` for the root device. */
+bool testhost_has_fragment(testhost *h, const char *fragment);
+/* The same for a JSON operation as devicecontrol/notifications carries it
+ * ({"id":"7","c8y_X":{...}} for the root; "externalSource" names a child
+ * or a service). */
+testhost_op_state testhost_run_json_operation(testhost *h, const char *json,
+                                              int timeout_ms);
 const char *testhost_op_detail(testhost *h);
 testhost_op_state testhost_op_state_now(testhost *h);
 
@@ -95,6 +102,21 @@ bool testhost_wait_handler_returned(testhost *h, int timeout_ms);
 bool testhost_op_reboot_requested(testhost *h);
 /* The same for op_resume_after_restart. */
 bool testhost_op_resume_requested(testhost *h);
+
+/* ---- Crashes, for a forked child playing the agent ----
+ * The process SIGKILLs itself at that point of an operation, as a kill -9
+ * or a power cut would stop the agent there; the test then starts a new
+ * host on the same state dir (the journal and the plugin's files are what
+ * the next start finds; the queue is memory-only, so statuses queued before
+ * are lost as unsent ones would be). */
+typedef enum testhost_crash {
+  TESTHOST_CRASH_NONE,
+  /* op_resume_after_restart returned, its mark journaled */
+  TESTHOST_CRASH_AFTER_RESUME_MARK,
+  /* the plugin calls op_succeed/op_fail: the engine never sees it */
+  TESTHOST_CRASH_AT_COMPLETION
+} testhost_crash;
+void testhost_crash_at(testhost *h, testhost_crash when);
 
 /* Hands a custom downstream record "<message id>,<fields>" of template
  * `xid` to its handler on the plugin's worker, as the agent's dispatcher

@@ -3,10 +3,15 @@
 #include "http.h"
 #include "sim_http.h"
 
+#include "outq.h"
+
+#include <errno.h>
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 static http_url_parts base_of(const char *url) {
@@ -269,6 +274,110 @@ static void test_not_found(dl_fx *f, gconstpointer unused) {
   g_free(url);
 }
 
+/* A download that the network cut keeps its partial file for a Range
+ * resume, across calls too. */
+static void test_cut_keeps_partial(dl_fx *f, gconstpointer unused) {
+  (void)unused;
+  sim_http_cut_downloads(f->srv, 6); /* every attempt of the call */
+  c8y_download d;
+  g_assert_cmpint(download(f, "cut.bin", &d), ==, C8Y_ENET);
+  char *part = g_strdup_printf("%s/.cut.bin.partial", f->dir);
+  g_assert_true(g_file_test(part, G_FILE_TEST_EXISTS));
+  g_assert_cmpint(download(f, "cut.bin", &d), ==, C8Y_OK);
+  assert_complete(f, &d);
+  g_assert_false(g_file_test(part, G_FILE_TEST_EXISTS));
+  g_free(part);
+}
+
+/* A small file system of its own for the downloads (tmpfs, root only);
+ * NULL with the test skipped when it cannot be mounted. */
+static char *small_fs(dl_fx *f, unsigned long long bytes) {
+  if (geteuid() != 0) {
+    g_test_skip("mounting a small tmpfs needs root");
+    return NULL;
+  }
+  char *dir = g_build_filename(f->dir, "small", NULL);
+  g_assert_cmpint(g_mkdir(dir, 0700), ==, 0);
+  char opts[64];
+  snprintf(opts, sizeof opts, "size=%llu,mode=0700", bytes);
+  if (mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, opts) != 0) {
+    char *why = g_strdup_printf("cannot mount a tmpfs: %s", g_strerror(errno));
+    g_test_skip(why);
+    g_free(why);
+    g_rmdir(dir);
+    g_free(dir);
+    return NULL;
+  }
+  return dir;
+}
+
+static void small_fs_free(char *dir) {
+  g_assert_cmpint(umount2(dir, MNT_DETACH), ==, 0);
+  g_rmdir(dir);
+  g_free(dir);
+}
+
+static unsigned long long free_bytes(const char *dir) {
+  struct statvfs sv;
+  g_assert_cmpint(statvfs(dir, &sv), ==, 0);
+  return (unsigned long long)sv.f_bavail * sv.f_frsize;
+}
+
+static size_t entries(const char *dir) {
+  GDir *d = g_dir_open(dir, 0, NULL);
+  g_assert_nonnull(d);
+  size_t n = 0;
+  while (g_dir_read_name(d))
+    n++;
+  g_dir_close(d);
+  return n;
+}
+
+/* A file larger than the disk: refused (before any byte when the size is
+ * announced, at the limit when it is not), nothing left behind, so a URL
+ * the platform chose cannot keep the disk full and starve the queue. */
+static void test_no_space(dl_fx *f, gconstpointer chunked) {
+  char *dir = small_fs(f, 1024 * 1024);
+  if (!dir)
+    return;
+  unsigned long long before = free_bytes(dir);
+  sim_http_set_chunked(f->srv, chunked != NULL);
+  c8y_download d = {.size = sizeof d, .url = f->url, .file = "big.bin"};
+  g_assert_cmpint(http_download(f->h, dir, &d, NULL), ==, C8Y_EIO);
+  g_test_message("%s", d.error);
+  g_assert_nonnull(strstr(d.error, "not enough disk space for the file from "
+                                   "127.0.0.1"));
+  g_assert_cmpuint(entries(dir), ==, 0);
+  g_assert_cmpuint(free_bytes(dir), ==, before);
+  /* Final: not tried again. */
+  g_assert_cmpuint(sim_http_requests(f->srv, "GET", "/inventory/"), ==, 1);
+  small_fs_free(dir);
+}
+
+/* A file that fits the disk but would leave less than the queue's reserve
+ * free is refused too: transfers never use the queue's room. */
+static void test_keeps_queue_room(dl_fx *f, gconstpointer chunked) {
+  char *dir = small_fs(f, f->len + OUTQ_RESERVE_BYTES / 2);
+  if (!dir)
+    return;
+  g_assert_cmpuint(free_bytes(dir), >=, f->len);
+  sim_http_set_chunked(f->srv, chunked != NULL);
+  c8y_download d = {.size = sizeof d, .url = f->url, .file = "fits.bin"};
+  g_assert_cmpint(http_download(f->h, dir, &d, NULL), ==, C8Y_EIO);
+  g_assert_nonnull(strstr(d.error, "the agent keeps 256 KiB free for its "
+                                   "queue"));
+  g_assert_cmpuint(entries(dir), ==, 0);
+  small_fs_free(dir);
+
+  /* With room to spare it is taken. */
+  dir = small_fs(f, f->len + 2 * OUTQ_RESERVE_BYTES);
+  if (!dir)
+    return;
+  g_assert_cmpint(http_download(f->h, dir, &d, NULL), ==, C8Y_OK);
+  assert_complete(f, &d);
+  small_fs_free(dir);
+}
+
 /* JWT: a token request answered at once (before the asking thread even
  * waits) is used, and cached for the next transfer. */
 typedef struct instant {
@@ -517,5 +626,15 @@ int main(int argc, char **argv) {
              dl_teardown);
   g_test_add("/http/not-found", dl_fx, NULL, dl_setup, test_not_found,
              dl_teardown);
+  g_test_add("/http/cut-keeps-partial", dl_fx, NULL, dl_setup,
+             test_cut_keeps_partial, dl_teardown);
+  g_test_add("/http/no-space/sized", dl_fx, NULL, dl_setup, test_no_space,
+             dl_teardown);
+  g_test_add("/http/no-space/chunked", dl_fx, "chunked", dl_setup,
+             test_no_space, dl_teardown);
+  g_test_add("/http/keeps-queue-room/sized", dl_fx, NULL, dl_setup,
+             test_keeps_queue_room, dl_teardown);
+  g_test_add("/http/keeps-queue-room/chunked", dl_fx, "chunked", dl_setup,
+             test_keeps_queue_room, dl_teardown);
   return g_test_run();
 }
