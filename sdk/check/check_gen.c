@@ -1,6 +1,7 @@
 /* check_gen: see check_gen.h. */
 #include "check_gen.h"
 
+#include "profile.h"
 #include "proto.h"
 #include "smartrest.h"
 
@@ -581,6 +582,49 @@ char *check_gen_twin_document(const char *fragment, const char *device,
   json_t *v = fragment_value(fragment, h);
   return document(fragment, v ? v : json_object(), device,
                   "the second copy of an operation", (*next_id)++);
+}
+
+char *check_gen_twin_template_line(const char *line) {
+  smartrest_records rec;
+  if (!line || smartrest_decode(line, strlen(line), &rec) != 0)
+    return NULL;
+  char *out = NULL;
+  const smartrest_record *r = rec.count == 1 ? &rec.items[0] : NULL;
+  const char *tid = r && r->nfields >= 2 ? r->fields[0] : NULL;
+  const char *richer = proto_richer_twin(tid);
+  const char *plain = proto_plain_twin(tid);
+  const char *twin = richer ? richer : plain;
+  if (twin) {
+    char *const *f = r->fields + 2;
+    size_t n = r->nfields - 2;
+    /* Software items: 527/528 carry 4 fields each, 531/529 5 (the type
+     * third); in a profile they sit between $SW and $CONF. */
+    size_t from = 0, to = n;
+    bool profile = strcmp(tid, "527") == 0 || strcmp(tid, "531") == 0;
+    for (size_t i = 0; profile && i < n; i++) {
+      if (strcmp(f[i], "$SW") == 0)
+        from = i + 1;
+      else if (strcmp(f[i], "$CONF") == 0)
+        to = i;
+    }
+    size_t per = richer ? 4 : 5;
+    strv t = {0};
+    strv_add(&t, twin);
+    strv_add(&t, r->fields[1]);
+    for (size_t i = 0; i < n; i++) {
+      bool item = i >= from && i < to;
+      size_t k = item ? (i - from) % per : 0;
+      if (item && richer && k == 2)
+        strv_add(&t, "c8y-plugin-check"); /* the type, before the url */
+      if (!(item && plain && k == 2))
+        strv_add(&t, f[i]);
+    }
+    if (profile_twins(tid, f, n, twin, t.v + 2, t.n - 2))
+      out = encode_fields(t.v, t.n);
+    strv_free(&t);
+  }
+  smartrest_records_free(&rec);
+  return out;
 }
 
 char *check_gen_settled_document(const char *device, unsigned *next_id) {

@@ -86,6 +86,13 @@ char *check_gen_twin_line(const char *fragment, const char *device,
                           const check_hints *h);
 char *check_gen_twin_document(const char *fragment, const char *device,
                               const check_hints *h, unsigned *next_id);
+/* The platform sends an operation of 527/531 (device profile) or 528/529
+ * (software update) as both templates; the agent runs it once and drops
+ * the other line as its twin. For a line of one of them: the other
+ * template's line of the same operation (software items with the type
+ * added or dropped), or NULL when its fields make no such pair. */
+char *check_gen_twin_template_line(const char *line);
+
 /* A document that starts nothing (its status is SUCCESSFUL): what the
  * platform's JSON channel delivers for an operation another agent run
  * finished. */

@@ -874,6 +874,13 @@ static void send_twin(run *r, const check_case *k) {
     }
   }
   free(copy);
+  /* and the line of its other template (528/529, 527/531) */
+  copy = k->channel == CHECK_LINE || k->channel == CHECK_LINE_JSON
+             ? check_gen_twin_template_line(k->line)
+             : NULL;
+  if (copy)
+    ops_handle_payload(capture_ops(r->c), copy, strlen(copy));
+  free(copy);
   pthread_mutex_lock(&r->mu);
   unsigned before = r->stray;
   pthread_mutex_unlock(&r->mu);
