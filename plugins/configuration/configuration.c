@@ -915,7 +915,9 @@ static int type_ok(const char *type) { return !strpbrk(type, ",\""); }
 
 static int path_ok(const char *path) { return path[0] == '/'; }
 
-/* `files = type=/path type2=/path2`: types become the 119 list. */
+/* `files = type=/path type2=/path2`: types become the 119 list. Quotes
+ * hold blanks ("my app"="/etc/my app/app.conf"); an entry that cannot be
+ * used is logged and left out. */
 static int cfg_parse_files(cfg *c) {
   static const cmn_cfg_list_rule rule = {.form = "type=/absolute/path",
                                          .noun = "type",

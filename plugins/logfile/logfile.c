@@ -640,7 +640,9 @@ static int source_ok(const char *src) {
          (strncmp(src, "journal:", 8) == 0 && src[8]);
 }
 
-/* `logs = name=/path other=journal unit=journal:ssh.service` */
+/* `logs = name=/path other=journal unit=journal:ssh.service`, a path with
+ * blanks in quotes (app="/var/log/my app.log"). An entry that cannot be
+ * used is logged and left out; only a list with none left fails. */
 static int lg_parse_logs(lg *l) {
   static const cmn_cfg_list_rule rule = {
       .form = "name=/path, name=journal or name=journal:<unit>",
@@ -651,14 +653,39 @@ static int lg_parse_logs(lg *l) {
       .value_ok = source_ok};
   cmn_cfg_pair pairs[LOG_MAX_SOURCES];
   size_t n;
-  int rc = cmn_cfg_list(l->api, l->self, "logs", &rule, pairs, LOG_MAX_SOURCES,
-                        &n, &l->logs_buf);
-  for (size_t i = 0; rc == C8Y_OK && i < n; i++)
-    l->logs[l->nlogs++] = (log_source){pairs[i].key, pairs[i].value};
-  for (size_t i = 0; rc == C8Y_OK && i < l->nlogs; i++)
-    if (strncmp(l->logs[i].source, "journal", 7) == 0)
-      return cmn_path_check_key(l->api, l->self, "logs", "journalctl");
-  return rc;
+  /* The support bundle takes the last place of the list. */
+  size_t max = LOG_MAX_SOURCES - (l->diag.enabled ? 1 : 0);
+  int rc = cmn_cfg_list(l->api, l->self, "logs", &rule, pairs, max, &n,
+                        &l->logs_buf);
+  if (rc != C8Y_OK)
+    return rc;
+  int journal = -1; /* unknown until an entry needs journalctl */
+  for (size_t i = 0; i < n; i++) {
+    const cmn_cfg_pair *p = &pairs[i];
+    if (l->diag.enabled && strcmp(p->key, LG_DIAG_NAME) == 0) {
+      cmn_cfg_entry_error(l->api, l->self, "logs", p,
+                          "name '%s' is the support bundle's (set diag = "
+                          "false to use it for a log)",
+                          p->key);
+      continue;
+    }
+    if (strncmp(p->value, "journal", 7) == 0) {
+      if (journal < 0)
+        journal =
+            cmn_path_check_key(l->api, l->self, "logs", "journalctl") == C8Y_OK;
+      if (!journal) {
+        cmn_cfg_entry_error(l->api, l->self, "logs", p,
+                            "journalctl cannot be run (see above)");
+        continue;
+      }
+    }
+    l->logs[l->nlogs++] = (log_source){p->key, p->value};
+  }
+  if (n > 0 && l->nlogs == 0) {
+    l->api->log(l->self, C8Y_LOG_ERROR, "logs: no usable entry");
+    return C8Y_EINVAL;
+  }
+  return C8Y_OK;
 }
 
 static int lg_read_config(lg *l) {
@@ -683,24 +710,10 @@ static int lg_read_config(lg *l) {
   return lg_parse_logs(l);
 }
 
-/* The support bundle goes last in the 118 list. */
-static int lg_add_diag(lg *l) {
-  if (lg_find(l, LG_DIAG_NAME)) {
-    l->api->log(l->self, C8Y_LOG_ERROR,
-                "logs: name '%s' is the support bundle's (set diag = false "
-                "to use it for a log)",
-                LG_DIAG_NAME);
-    return C8Y_EINVAL;
-  }
-  if (l->nlogs == LOG_MAX_SOURCES) {
-    l->api->log(l->self, C8Y_LOG_ERROR,
-                "logs: at most %d entries with the support bundle (set diag "
-                "= false for %d)",
-                LOG_MAX_SOURCES - 1, LOG_MAX_SOURCES);
-    return C8Y_EINVAL;
-  }
+/* The support bundle goes last in the 118 list: lg_parse_logs kept its
+ * name and its place free. */
+static void lg_add_diag(lg *l) {
   l->logs[l->nlogs++] = (log_source){LG_DIAG_NAME, LG_DIAG_SOURCE};
-  return C8Y_OK;
 }
 
 static void lg_free(lg *l) {
@@ -717,7 +730,7 @@ static int lg_init(c8y_plugin *self, const c8y_api *api, void **user_data) {
   int rc = lg_read_config(l);
   size_t configured = l->nlogs;
   if (rc == C8Y_OK && l->diag.enabled)
-    rc = lg_add_diag(l);
+    lg_add_diag(l);
   /* http_helper is only set once the config was read without error. */
   int can_upload =
       rc == C8Y_OK && (l->http_helper[0] || C8Y_API_HAS(api, upload));
