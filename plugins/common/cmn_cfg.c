@@ -1,6 +1,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cmn_cfg.h"
 
+#include "cfgbool.h"
 #include "cmn_path.h"
 
 #include <stdarg.h>
@@ -21,6 +22,10 @@ int cmn_cfg_int(const c8y_api *api, c8y_plugin *self, const char *key,
     rc = C8Y_EINVAL;
   }
   return rc;
+}
+
+int cmn_cfg_parse_bool(const char *s, bool *out) {
+  return cfgbool_parse(s, out);
 }
 
 int cmn_cfg_program(const c8y_api *api, c8y_plugin *self, const char *key,

@@ -5,6 +5,7 @@
 
 #include <c8y/plugin.h>
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,6 +20,11 @@ int cmn_cfg_int(const c8y_api *api, c8y_plugin *self, const char *key,
  * *out stays borrowed from the config. */
 int cmn_cfg_program(const c8y_api *api, c8y_plugin *self, const char *key,
                     const char **out);
+
+/* A boolean written in a file the plugin reads itself: the words the
+ * agent's config accepts (cfgbool: true/yes/on/1, false/no/off/0, any
+ * case). 0 with *out set, or C8Y_EINVAL. */
+int cmn_cfg_parse_bool(const char *s, bool *out);
 
 /* One "key=value" entry of a list-valued setting; `entry` is its text as
  * written (quotes included), for messages. */

@@ -322,20 +322,6 @@ static char *trim(char *s) {
   return s;
 }
 
-static bool parse_bool(const char *v, bool *out) {
-  static const char *const yes[] = {"true", "yes", "on", "1"};
-  static const char *const no[] = {"false", "no", "off", "0"};
-  for (size_t i = 0; i < 4; i++) {
-    if (strcmp(v, yes[i]) == 0)
-      return *out = true;
-    if (strcmp(v, no[i]) == 0) {
-      *out = false;
-      return true;
-    }
-  }
-  return false;
-}
-
 static bool valid_word(const char *s) {
   if (!*s || strlen(s) > 200)
     return false;
@@ -434,7 +420,7 @@ static void set_key(parse *ps, exec_op *o, const char *key, char *v) {
     if (*v)
       set_user(ps, o, v);
   } else if (strcmp(key, "output_is_result") == 0) {
-    if (!parse_bool(v, &o->output_is_result))
+    if (cmn_cfg_parse_bool(v, &o->output_is_result) != 0)
       bad(ps, "output_is_result: '%s' is not a boolean (true/false)", v);
   } else {
     bad(ps,
