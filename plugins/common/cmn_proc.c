@@ -319,6 +319,40 @@ int cmn_proc_shell(const char *cmd, const cmn_proc_opts *o,
   return cmn_proc_run(argv, o, r);
 }
 
+int cmn_proc_upload_url(char *const argv[], const cmn_proc_opts *o,
+                        const char *what, char *url, size_t urln, char *why,
+                        size_t whyn) {
+  cmn_proc_result r;
+  int rc = cmn_proc_run(argv, o, &r);
+  if (rc != 0 || r.exit_code != 0) {
+    char desc[600];
+    cmn_proc_describe(&r, rc, desc, sizeof(desc));
+    snprintf(why, whyn, "upload of %s failed (%s)", what, desc);
+    free(r.out);
+    return C8Y_EIO;
+  }
+  char *u = r.out + strspn(r.out, " \t\r\n");
+  u[strcspn(u, "\r\n")] = '\0';
+  size_t ulen = strlen(u);
+  while (ulen > 0 && (u[ulen - 1] == ' ' || u[ulen - 1] == '\t'))
+    u[--ulen] = '\0';
+  if (ulen == 0 || ulen >= urln) {
+    if (ulen)
+      snprintf(why, whyn,
+               "upload of %s failed: http_helper printed a URL longer than "
+               "%zu bytes",
+               what, urln - 1);
+    else
+      snprintf(why, whyn, "upload of %s failed: http_helper printed no URL",
+               what);
+    free(r.out);
+    return C8Y_EIO;
+  }
+  memcpy(url, u, ulen + 1);
+  free(r.out);
+  return C8Y_OK;
+}
+
 void cmn_proc_describe(const cmn_proc_result *r, int rc, char *out, size_t n) {
   if (rc != 0)
     snprintf(out, n, "%s", r->why);

@@ -100,6 +100,19 @@ static void env_add(env_list *e, const char *key, const char *value) {
   }
 }
 
+/* C8Y_OP_FIELD_COUNT and C8Y_OP_FIELD_<n> (the first MAX_ARGS) for the
+ * fields the command also gets as arguments. */
+static void env_add_fields(env_list *e, const char *const *fields, size_t n) {
+  char count[32];
+  snprintf(count, sizeof count, "%zu", n);
+  env_add(e, "C8Y_OP_FIELD_COUNT", count);
+  for (size_t i = 0; i < n && i < MAX_ARGS; i++) {
+    char key[48];
+    snprintf(key, sizeof key, "C8Y_OP_FIELD_%zu", i + 1);
+    env_add(e, key, fields[i]);
+  }
+}
+
 static void env_free(env_list *e) {
   for (size_t i = 0; i < e->n; i++)
     free(e->v[i]);
@@ -216,16 +229,9 @@ static int on_operation(c8y_plugin *self, c8y_operation *op, void *ud) {
   env_add(&env, "C8Y_OP_TEMPLATE", api->op_template(op));
   env_add(&env, "C8Y_OP_FRAGMENT", api->op_fragment(op));
   env_add(&env, "C8Y_OP_DEVICE", api->op_device(op));
-  char count[32];
-  snprintf(count, sizeof count, "%zu", n);
-  env_add(&env, "C8Y_OP_FIELD_COUNT", count);
-  for (size_t i = 0; i < n; i++) {
+  for (size_t i = 0; i < n; i++)
     params[i] = api->op_field(op, i);
-    char key[48];
-    snprintf(key, sizeof key, "C8Y_OP_FIELD_%zu", i + 1);
-    if (i < MAX_ARGS)
-      env_add(&env, key, params[i]);
-  }
+  env_add_fields(&env, params, n);
   cmn_proc_result r;
   int rc = run_command(o, params, n, &env, op, &r);
   int done;
@@ -263,16 +269,9 @@ static void on_message(c8y_plugin *self, const c8y_message *m, void *ud) {
   }
   env_add(&env, "C8Y_OP_XID", o->xid);
   env_add(&env, "C8Y_OP_MESSAGE_ID", api->msg_id(m));
-  char count[32];
-  snprintf(count, sizeof count, "%zu", n);
-  env_add(&env, "C8Y_OP_FIELD_COUNT", count);
-  for (size_t i = 0; i < n; i++) {
+  for (size_t i = 0; i < n; i++)
     params[i] = api->msg_field(m, i);
-    char key[48];
-    snprintf(key, sizeof key, "C8Y_OP_FIELD_%zu", i + 1);
-    if (i < MAX_ARGS)
-      env_add(&env, key, params[i]);
-  }
+  env_add_fields(&env, params, n);
   cmn_proc_result r;
   int rc = run_command(o, params, n, &env, NULL, &r);
   if (rc == 0 && r.exit_code == 0) {
