@@ -5,29 +5,24 @@
 #
 #   scripts/test-summary.sh BUILD_DIR [CTEST_CONSOLE_LOG]
 #
-# Reads BUILD_DIR/Testing/Temporary/LastTestsFailed.log (the names) and
-# LastTest.log (their output) of the last ctest run in BUILD_DIR. For each
-# failed test it prints the first lines that say why (a GLib assertion, a
-# "Bail out!", a "not ok", a sanitizer report, a timeout), or else the last
-# lines of its output; then one closing line "summary: N passed, N failed".
+# Reads BUILD_DIR/Testing/Temporary/LastTest.log, the whole record of the
+# last ctest run in BUILD_DIR (LastTestsFailed.log is not rewritten by a run
+# without failures, so it can be stale). For each failed test it prints the
+# first lines that say why (a GLib assertion, a "Bail out!", a "not ok", a
+# sanitizer report, a timeout), or else the last lines of its output; then
+# one closing line "summary: N passed, N failed, N skipped" (skipped only
+# known from the console output).
 # With the console output of that run (tee'd to a file), each test also gets
 # ctest's verdict: Failed, Timeout, Subprocess aborted, Exception: SegFault.
 set -euo pipefail
 build=${1:?usage: test-summary.sh BUILD_DIR [CTEST_CONSOLE_LOG]}
 console=${2:-}
 tmp=$build/Testing/Temporary
-failed_list=$tmp/LastTestsFailed.log
 log=$tmp/LastTest.log
 [ -f "$log" ] || { echo "test-summary: no $log" >&2; exit 1; }
 
-names=""
-if [ -f "$failed_list" ]; then
-  # "12:test_name" per line
-  names=$(cut -d: -f2- "$failed_list" | tr '\n' '|')
-fi
 total=$(grep -cE '^[0-9]+/[0-9]+ Testing: ' "$log" || true)
-nfailed=0
-[ -n "$names" ] && nfailed=$(printf '%s' "$names" | tr '|' '\n' | grep -c . || true)
+nfailed=$(grep -c '^Test Failed' "$log" || true)
 
 if [ "$nfailed" -gt 0 ]; then
   echo
@@ -38,7 +33,7 @@ if [ "$nfailed" -gt 0 ]; then
     verdicts=$(sed -nE 's/^ *[0-9]+\/[0-9]+ Test +#[0-9]+: ([^ ]+) \.*(\*\*\*)?([A-Za-z][^0-9]*[A-Za-z:])? +[0-9.]+ sec$/\1=\3/p' \
       "$console" | tr '\n' '|')
   fi
-  awk -v names="|$names" -v verdicts="|$verdicts" '
+  awk -v verdicts="|$verdicts" '
     function emit(   i, k, shown) {
       printf "--- %s%s\n", name, verdict != "" ? " (" verdict ")" : ""
       shown = 0
@@ -69,10 +64,15 @@ if [ "$nfailed" -gt 0 ]; then
         sub(/:$/, "", v)
         if (v != "") verdict = v
       }
-      if (index(names, "|" name "|") > 0) emit()
+      if ($0 ~ /^Test Failed/) emit()
     }
   ' "$log"
   echo "Re-run one: ctest --test-dir $build -R '^<name>\$' --output-on-failure"
   echo "==============================================================="
 fi
-echo "summary: $((total - nfailed)) passed, $nfailed failed"
+skipped=0
+if [ -n "$console" ] && [ -f "$console" ]; then
+  skipped=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .*(\*\*\*Skipped|Not Run)' \
+    "$console" || true)
+fi
+echo "summary: $((total - nfailed - skipped)) passed, $nfailed failed, $skipped skipped"
