@@ -1369,6 +1369,25 @@ int sim_wait_operation_done(sim *s, long id, int timeout_ms) {
   return res;
 }
 
+int sim_wait_operation_started(sim *s, long id, int timeout_ms) {
+  struct timespec dl = deadline_ts(timeout_ms);
+  int res = -1;
+  pthread_mutex_lock(&s->mu);
+  for (;;) {
+    sim_op *o = op_find(s, id);
+    if (!o)
+      break;
+    if (o->st != SIM_OP_PENDING) {
+      res = (int)o->st;
+      break;
+    }
+    if (!wait_until(s, &dl))
+      break;
+  }
+  pthread_mutex_unlock(&s->mu);
+  return res;
+}
+
 const char *sim_op_status_name(sim_op_status st) {
   switch (st) {
   case SIM_OP_PENDING:

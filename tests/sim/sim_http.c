@@ -60,6 +60,7 @@ struct sim_http {
   tok *toks;
   size_t ntoks;
   int lifetime_s;
+  int token_age_s; /* iat this long before the token is minted */
   bool reject;
   int cuts;
   int stalls;     /* next downloads to hold half way */
@@ -127,12 +128,12 @@ static char *mint(void *ctx) {
   if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
     return NULL;
   pthread_mutex_lock(&h->mu);
-  long long exp = now + h->lifetime_s;
+  long long exp = now + h->lifetime_s, iat = now - h->token_age_s;
   pthread_mutex_unlock(&h->mu);
   char payload[512];
   snprintf(payload, sizeof payload,
            "{\"sub\":\"%s/%s\",\"ten\":\"%s\",\"iat\":%lld,\"exp\":%lld}",
-           h->tenant, h->user, h->tenant, now, exp);
+           h->tenant, h->user, h->tenant, iat, exp);
   static const char hdr[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
   char *a = b64((const unsigned char *)hdr, strlen(hdr), true);
   char *b = b64((const unsigned char *)payload, strlen(payload), true);
@@ -1033,6 +1034,7 @@ SETTER(sim_http_cut_downloads, int, cuts)
 SETTER(sim_http_stall_downloads, int, stalls)
 SETTER(sim_http_reject_tokens, bool, reject)
 SETTER(sim_http_set_token_lifetime, int, lifetime_s)
+SETTER(sim_http_set_token_age, int, token_age_s)
 SETTER(sim_http_set_delay, int, delay_ms)
 SETTER(sim_http_set_chunked, bool, chunked)
 SETTER(sim_http_est_single_use_tokens, bool, est_single_use)

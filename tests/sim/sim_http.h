@@ -93,6 +93,9 @@ void sim_http_expire_tokens(sim_http *h);
 void sim_http_reject_tokens(sim_http *h, bool reject);
 /* Lifetime of new tokens (default 3600 s). */
 void sim_http_set_token_lifetime(sim_http *h, int seconds);
+/* New tokens claim to have been issued this long ago (iat = now - seconds;
+ * default 0): a token whose renewal is near while its expiry is not. */
+void sim_http_set_token_age(sim_http *h, int seconds);
 /* Each answer waits this long first. */
 void sim_http_set_delay(sim_http *h, int ms);
 /* While true, downloads are sent chunked, without a Content-Length. */
