@@ -239,6 +239,18 @@ static char *make_image(fwx *w, const char *name, size_t kib) {
   return path;
 }
 
+/* The installed copy is the served image, byte for byte. */
+static void assert_same_file(const char *want_path, const char *got_path) {
+  char *want, *got;
+  gsize wl, gl;
+  g_assert_true(g_file_get_contents(want_path, &want, &wl, NULL));
+  g_assert_true(g_file_get_contents(got_path, &got, &gl, NULL));
+  g_assert_cmpuint(wl, ==, gl);
+  g_assert_cmpint(memcmp(want, got, wl), ==, 0);
+  g_free(want);
+  g_free(got);
+}
+
 static void test_firmware_update_after_reboot(void) {
   fwx w = {0};
   fw_up(&w);
@@ -258,14 +270,7 @@ static void test_firmware_update_after_reboot(void) {
   wait_reboot_request(&w);
   g_assert_cmpint(fx_status_after_start(&x->f, op), ==, SIM_OP_EXECUTING);
   g_assert_cmpuint(sim_http_range_requests(x->h), >=, 1);
-  char *want, *got;
-  gsize wl, gl;
-  g_assert_true(g_file_get_contents(image, &want, &wl, NULL));
-  g_assert_true(g_file_get_contents(w.slot, &got, &gl, NULL));
-  g_assert_cmpuint(wl, ==, gl);
-  g_assert_cmpint(memcmp(want, got, wl), ==, 0);
-  g_free(want);
-  g_free(got);
+  assert_same_file(image, w.slot);
 
   /* Reboot into the new slot: 115 with the new version, then 503. */
   size_t seen = sim_message_count(x->f.s);
@@ -379,15 +384,8 @@ static void test_firmware_download_resumes_after_sigterm(void) {
   g_assert_cmpint(sim_http_range_requests(x->h), ==, ranges + 1);
   g_assert_true(agent_proc_wait_log(
       x->f.a, "resuming download of image at byte 1048576", 1000));
-  char *want, *got;
-  gsize wl, gl;
-  g_assert_true(g_file_get_contents(image, &want, &wl, NULL));
-  g_assert_true(g_file_get_contents(w.slot, &got, &gl, NULL));
-  g_assert_cmpuint(wl, ==, gl);
-  g_assert_cmpint(memcmp(want, got, wl), ==, 0);
+  assert_same_file(image, w.slot);
   g_assert_cmpint(file_size(part), ==, -1);
-  g_free(want);
-  g_free(got);
   g_free(part);
   g_free(line);
   g_free(url);

@@ -1040,7 +1040,8 @@ SETTER(sim_http_set_chunked, bool, chunked)
 SETTER(sim_http_est_single_use_tokens, bool, est_single_use)
 SETTER(sim_http_set_est_auth, sim_http_est_auth, est_auth)
 
-bool sim_http_wait_stalled(sim_http *h, size_t n, int timeout_ms) {
+/* CLOCK_MONOTONIC (h->cv's clock) timeout_ms from now. */
+static struct timespec deadline_in(int timeout_ms) {
   struct timespec dl;
   clock_gettime(CLOCK_MONOTONIC, &dl);
   dl.tv_sec += timeout_ms / 1000;
@@ -1049,6 +1050,11 @@ bool sim_http_wait_stalled(sim_http *h, size_t n, int timeout_ms) {
     dl.tv_sec++;
     dl.tv_nsec -= 1000000000L;
   }
+  return dl;
+}
+
+bool sim_http_wait_stalled(sim_http *h, size_t n, int timeout_ms) {
+  struct timespec dl = deadline_in(timeout_ms);
   pthread_mutex_lock(&h->mu);
   while (h->stalled < n &&
          pthread_cond_timedwait(&h->cv, &h->mu, &dl) != ETIMEDOUT) {
@@ -1123,14 +1129,7 @@ EVENT_FIELD(sim_http_event_binary_name, bin_name)
 EVENT_FIELD(sim_http_event_binary_type, bin_type)
 
 bool sim_http_wait_binaries(sim_http *h, size_t n, int timeout_ms) {
-  struct timespec dl;
-  clock_gettime(CLOCK_MONOTONIC, &dl);
-  dl.tv_sec += timeout_ms / 1000;
-  dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (dl.tv_nsec >= 1000000000L) {
-    dl.tv_sec++;
-    dl.tv_nsec -= 1000000000L;
-  }
+  struct timespec dl = deadline_in(timeout_ms);
   pthread_mutex_lock(&h->mu);
   bool ok = false;
   for (;;) {
