@@ -29,6 +29,8 @@ packages=(
   libpaho-mqtt-dev libssl-dev libinih-dev libjansson-dev libglib2.0-dev
   mosquitto mosquitto-clients openssl curl dbus-daemon
   libcurl4-openssl-dev libmicrohttpd-dev libwebsockets-dev libsystemd-dev
+  # c8y-plugin-check's leak check (ctest -L check), scripts/check-valgrind.sh
+  valgrind
   "$@"
 )
 

@@ -85,9 +85,10 @@ static int signal_pipe[2] = {-1, -1};
 /* Set by SIGTERM/SIGINT: ends a start-up enrollment request at once. */
 static atomic_bool stop_signalled;
 /* With a plugin thread abandoned (still running, it may reach them) the HTTP
- * client and the operation engine stay allocated until the process ends;
- * kept reachable here so leak checkers see that as deliberate. */
-static void *volatile kept_for_abandoned[2];
+ * client, the operation engine and the services stay allocated until the
+ * process ends; kept reachable here so leak checkers see that as
+ * deliberate. */
+static void *volatile kept_for_abandoned[3];
 
 static void on_signal(int sig) {
   int saved = errno;
@@ -719,9 +720,10 @@ static void agent_cleanup(agent *a) {
   } else {
     kept_for_abandoned[0] = a->http;
     kept_for_abandoned[1] = a->ops;
+    kept_for_abandoned[2] = a->svc; /* its thread may still call set_health */
   }
   if (!a->plugin_abandoned)
-    services_free(a->svc); /* else its thread may still call set_health */
+    services_free(a->svc);
   registry_free(a->reg);
   outq_close(a->q);
   journal_close(a->j);

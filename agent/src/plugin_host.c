@@ -979,7 +979,8 @@ int plugin_host_init_plugin(c8y_plugin *p, const c8y_plugin_info *info,
   p->registering = true;
   services_plugin_reset(p->host->svc, p->name);
   crash_enter(p->crash_head, "init", NULL);
-  int rc = p->info.init(p, plugin_host_api(), &p->user_data);
+  int rc = p->info.init(p, p->host->api ? p->host->api : plugin_host_api(),
+                        &p->user_data);
   crash_leave();
   p->registering = false;
   if (rc >= 0 && !p->init_error)

@@ -25,6 +25,10 @@ typedef struct plugin_host {
   void *wake_ctx;
   struct http_ctx *http; /* REST client for download/upload; NULL = none */
   struct services *svc;  /* plugins' health (set_health); NULL = none */
+  /* The table init() gets; NULL = plugin_host_api(). A capture host (see
+   * capture.h) hands a copy whose slots observe the plugin's calls and then
+   * call the agent's own. */
+  const c8y_api *api;
 } plugin_host;
 
 struct c8y_plugin {
