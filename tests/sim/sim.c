@@ -1361,8 +1361,8 @@ static int wait_operation_past(sim *s, long id, sim_op_status past,
     sim_op *o = op_find(s, id);
     if (!o)
       break;
-    if (o->st != SIM_OP_PENDING && (past == SIM_OP_PENDING ||
-                                    o->st != SIM_OP_EXECUTING)) {
+    if (o->st != SIM_OP_PENDING &&
+        (past == SIM_OP_PENDING || o->st != SIM_OP_EXECUTING)) {
       res = (int)o->st;
       break;
     }
