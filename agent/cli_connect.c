@@ -133,8 +133,10 @@ static int failed_at(int step, const char *why) {
   return CLI_CONNECT_FAILED;
 }
 
-/* CONNECT and one round trip through the agent's own session code. */
-static int mqtt_steps(const agent_config *cfg, int timeout_s, bool roundtrip) {
+/* CONNECT and one round trip through the agent's own session code; as the
+ * bootstrap user (registration) only the CONNECT. */
+static int mqtt_steps(const agent_config *cfg, int timeout_s,
+                      bool registration) {
   conn_test t;
   memset(&t, 0, sizeof t);
   pthread_mutex_init(&t.mu, NULL);
@@ -148,7 +150,12 @@ static int mqtt_steps(const agent_config *cfg, int timeout_s, bool roundtrip) {
   session *s = NULL;
   char err[1024];
   int rc = 0;
-  if (session_new(cfg, &cb, &s, err, sizeof err) != 0) {
+  /* The bootstrap user connects the way the registration does (clientId
+   * = the plain device id), not as the device will once registered. */
+  int new_rc = registration
+                   ? session_new_registration(cfg, &cb, &s, err, sizeof err)
+                   : session_new(cfg, &cb, &s, err, sizeof err);
+  if (new_rc != 0) {
     report(NULL, NETDIAG_MQTT, false, err);
     rc = failed_at(NETDIAG_MQTT, err);
     goto out;
@@ -178,7 +185,7 @@ static int mqtt_steps(const agent_config *cfg, int timeout_s, bool roundtrip) {
            user ? user : "the certificate's CN", mono_ms() - t0);
   free(user);
   report(NULL, NETDIAG_MQTT, true, line);
-  if (!roundtrip) {
+  if (registration) {
     printf("[skip] %-10s the bootstrap user may only ask for credentials\n",
            netdiag_step_name(NETDIAG_ROUNDTRIP));
     goto done;
@@ -308,7 +315,7 @@ int cli_connect_main(const char *config, int argc, char **argv) {
     free(cfg.password);
     cfg.password = strdup(cfg.bootstrap_password);
   }
-  char *cid = config_client_id(&cfg);
+  char *cid = bootstrap_user ? strdup(cfg.device_id) : config_client_id(&cfg);
   char *user = config_username(&cfg);
   printf("Testing %s://%s:%d as %s%s (clientId %s), %s\n",
          cfg.tls ? "ssl" : "tcp", cfg.host, cfg.port,
@@ -326,7 +333,7 @@ int cli_connect_main(const char *config, int argc, char **argv) {
   if (step)
     rc = failed_at(step, why);
   else
-    rc = mqtt_steps(&cfg, (int)timeout_s, !bootstrap_user);
+    rc = mqtt_steps(&cfg, (int)timeout_s, bootstrap_user);
 out:
   config_free(&cfg);
   return rc;

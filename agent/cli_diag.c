@@ -107,16 +107,25 @@ static void usage(FILE *out) {
 
 /* ---- Summary ------------------------------------------------------------ */
 
+/* One summary line: collected or not, the file or item, then the text. */
+static void note_line(diag *d, bool ok, const char *what, const char *fmt,
+                      va_list ap) {
+  fprintf(d->summary, "%-14s %-20s ", ok ? "collected" : "NOT COLLECTED", what);
+  vfprintf(d->summary, fmt, ap);
+  fputc('\n', d->summary);
+  if (ok)
+    d->collected++;
+  else
+    d->missing++;
+}
+
 static void note_ok(diag *d, const char *file, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void note_ok(diag *d, const char *file, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  fprintf(d->summary, "collected      %-20s ", file);
-  vfprintf(d->summary, fmt, ap);
-  fputc('\n', d->summary);
+  note_line(d, true, file, fmt, ap);
   va_end(ap);
-  d->collected++;
 }
 
 static void note_missing(diag *d, const char *what, const char *fmt, ...)
@@ -124,11 +133,8 @@ static void note_missing(diag *d, const char *what, const char *fmt, ...)
 static void note_missing(diag *d, const char *what, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  fprintf(d->summary, "NOT COLLECTED  %-20s ", what);
-  vfprintf(d->summary, fmt, ap);
-  fputc('\n', d->summary);
+  note_line(d, false, what, fmt, ap);
   va_end(ap);
-  d->missing++;
 }
 
 /* ---- Redaction ---------------------------------------------------------- */
@@ -185,6 +191,19 @@ static void sb_add(sbuf *b, const char *s, size_t n) {
 
 static void sb_str(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
 
+/* Ends a rewrite of `text`: `rest` (a tail of text) appended, text freed.
+ * The new text with its length in *len, or NULL when memory ran out. */
+static char *sb_finish(sbuf *out, const char *rest, char *text, size_t *len) {
+  sb_str(out, rest);
+  free(text);
+  if (out->oom) {
+    free(out->p);
+    return NULL;
+  }
+  *len = out->len;
+  return out->p ? out->p : strdup("");
+}
+
 /* Patterns for text (logs, command output); group 2 is the secret. */
 static const char *const patterns[] = {
     /* password=x, "token": "x", secret: x, bootstrap_password = x */
@@ -225,15 +244,7 @@ static char *redact_regex(char *text, size_t *len, const regex_t *re,
     s += eo;
     eflags = REG_NOTBOL;
   }
-  sb_str(&out, s);
-  if (out.oom) {
-    free(out.p);
-    free(text);
-    return NULL;
-  }
-  free(text);
-  *len = out.len;
-  return out.p ? out.p : strdup("");
+  return sb_finish(&out, s, text, len);
 }
 
 static char *redact_literal(char *text, size_t *len, const char *secret) {
@@ -247,14 +258,7 @@ static char *redact_literal(char *text, size_t *len, const char *secret) {
     sb_str(&out, DIAG_REDACTED);
     s = hit + n;
   }
-  sb_str(&out, s);
-  free(text);
-  if (out.oom) {
-    free(out.p);
-    return NULL;
-  }
-  *len = out.len;
-  return out.p;
+  return sb_finish(&out, s, text, len);
 }
 
 /* PEM private key blocks become one line. */
@@ -279,14 +283,7 @@ static char *redact_pem(char *text, size_t *len) {
     sb_str(&out, DIAG_REDACTED " (PEM private key)");
     s = after;
   }
-  sb_str(&out, s);
-  free(text);
-  if (out.oom) {
-    free(out.p);
-    return NULL;
-  }
-  *len = out.len;
-  return out.p;
+  return sb_finish(&out, s, text, len);
 }
 
 /* key_values: also the key=value patterns (off for the configuration dump,
@@ -425,6 +422,41 @@ typedef struct cmd_result {
   size_t bytes;
 } cmd_result;
 
+/* Runs argv (argv[0] an absolute path) with stdin from /dev/null, the
+ * default signal handling and, when out_fd >= 0, stdout and stderr into
+ * out_fd; a command still running after timeout_s (0: no limit) is killed
+ * by SIGALRM. 0 with its wait status in *st, or -1 when it could not be
+ * started. */
+static int run_wait(char *const argv[], int out_fd, unsigned timeout_s,
+                    int *st) {
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0)
+    return -1;
+  if (pid == 0) {
+    int null = open("/dev/null", O_RDONLY);
+    if (null >= 0)
+      dup2(null, 0);
+    if (out_fd >= 0) {
+      dup2(out_fd, 1);
+      dup2(out_fd, 2);
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGALRM, SIG_DFL);
+    signal(SIGPIPE, SIG_DFL);
+    alarm(timeout_s); /* kept across execv: a hanging command dies */
+    execv(argv[0], argv);
+    dprintf(2, "%scannot run %s: %s\n", out_fd < 0 ? "c8y-agent diag: " : "",
+            argv[0], strerror(errno));
+    _exit(127);
+  }
+  while (waitpid(pid, st, 0) < 0 && errno == EINTR)
+    ;
+  return 0;
+}
+
 /* Runs argv (argv[0] an absolute path) with stdout and stderr appended to
  * the bundle's `file` after a "$ command" header. */
 static int run_to_file(diag *d, const char *file, char *const argv[],
@@ -448,31 +480,11 @@ static int run_to_file(diag *d, const char *file, char *const argv[],
   }
   free(head.p);
   off_t start = lseek(fd, 0, SEEK_END);
-  fflush(NULL);
-  pid_t pid = fork();
-  if (pid < 0) {
+  int st;
+  if (run_wait(argv, fd, timeout_s, &st) != 0) {
     close(fd);
     return -1;
   }
-  if (pid == 0) {
-    int null = open("/dev/null", O_RDONLY);
-    if (null >= 0)
-      dup2(null, 0);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    signal(SIGALRM, SIG_DFL);
-    signal(SIGPIPE, SIG_DFL);
-    alarm(timeout_s); /* kept across execv: a hanging command dies */
-    execv(argv[0], argv);
-    dprintf(2, "cannot run %s: %s\n", argv[0], strerror(errno));
-    _exit(127);
-  }
-  int st;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-    ;
   off_t end = lseek(fd, 0, SEEK_END);
   r->bytes = end > start ? (size_t)(end - start) : 0;
   if (WIFEXITED(st)) {
@@ -1002,24 +1014,11 @@ static int make_archive(diag *d, const char *output) {
   char *argv[] = {
       tar,           "--create", "--gzip", "--file",        (char *)output,
       "--directory", d->tmp,     "--",     (char *)d->name, NULL};
-  fflush(NULL);
-  pid_t pid = fork();
-  if (pid < 0) {
-    free(tar);
-    return -1;
-  }
-  if (pid == 0) {
-    int null = open("/dev/null", O_RDONLY);
-    if (null >= 0)
-      dup2(null, 0);
-    execv(argv[0], argv);
-    dprintf(2, "c8y-agent diag: cannot run %s: %s\n", argv[0], strerror(errno));
-    _exit(127);
-  }
   int st;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-    ;
+  int started = run_wait(argv, -1, 0, &st);
   free(tar);
+  if (started != 0)
+    return -1;
   if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
     fprintf(stderr, "c8y-agent diag: tar failed writing %s\n", output);
     unlink(output);

@@ -51,6 +51,9 @@ san_ctest_and_check() {
     done
     status=1
   fi
+  if [ "$ctest_status" -ne 0 ]; then
+    "$san_root/scripts/test-summary.sh" "$build" "$build/ctest.log" >&2
+  fi
   if [ "$status" -ne 0 ]; then
     local nrep=0
     [ -n "$reports" ] && nrep=$(printf '%s\n' "$reports" | wc -l)

@@ -12,4 +12,14 @@ cmake --build "$build" -j"$(nproc)"
 # As many tests at once as there are cores: the suite must hold under load
 # (tests wait on events, not time), and CI has 30 minutes for all of it.
 # Tests that install system-wide are RUN_SERIAL.
-ctest --test-dir "$build" --output-on-failure --timeout 900 -j"$(nproc)" "$@"
+# A failing run ends with the failed tests and the first lines that say why
+# (scripts/test-summary.sh), not only with ctest's list of names.
+set +e
+ctest --test-dir "$build" --output-on-failure --timeout 900 -j"$(nproc)" "$@" \
+  2>&1 | tee "$build/ctest.log"
+status=${PIPESTATUS[0]}
+set -e
+if [ "$status" -ne 0 ]; then
+  scripts/test-summary.sh "$build" "$build/ctest.log"
+fi
+exit "$status"

@@ -1,5 +1,7 @@
 #include "config.h"
 
+#include "cfgbool.h"
+
 #include "ident.h"
 #include "log.h"
 #include "trust.h"
@@ -376,21 +378,7 @@ static char *resolve_path(const char *dir, const char *value) {
  */
 
 int config_parse_bool(const char *s, bool *out) {
-  static const char *const yes[] = {"true", "yes", "on", "1"};
-  static const char *const no[] = {"false", "no", "off", "0"};
-  if (!s || !out)
-    return C8Y_EINVAL;
-  for (size_t i = 0; i < sizeof yes / sizeof *yes; i++) {
-    if (strcasecmp(s, yes[i]) == 0) {
-      *out = true;
-      return 0;
-    }
-    if (strcasecmp(s, no[i]) == 0) {
-      *out = false;
-      return 0;
-    }
-  }
-  return C8Y_EINVAL;
+  return cfgbool_parse(s, out);
 }
 
 /* The number parsers tell the key's error message which of the two went

@@ -2,6 +2,7 @@
 
 #include "fsutil.h"
 #include "log.h"
+#include "status.h"
 #include "x509.h"
 
 #include <c8y/plugin.h>
@@ -28,22 +29,6 @@
 #define MAX_REPLY_BYTES (256 * 1024)
 #define DEFAULT_TIMEOUT_S 60
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
-static const char *ssl_reason(void) {
-  unsigned long e = ERR_peek_last_error();
-  const char *r = e ? ERR_reason_error_string(e) : NULL;
-  ERR_clear_error();
-  return r ? r : "unknown OpenSSL error";
-}
-
 bool enroll_key_type_valid(const char *key_type) {
   static const char *const known[] = {"ec-p256", "rsa-2048", "rsa-3072",
                                       "rsa-4096"};
@@ -62,15 +47,16 @@ static EVP_PKEY *new_key(const char *key_type, char *err, size_t errlen) {
   else if (strncmp(key_type, "rsa-", 4) == 0 && enroll_key_type_valid(key_type))
     k = EVP_RSA_gen((unsigned)atoi(key_type + 4));
   else {
-    seterr(err, errlen,
-           "[c8y] cert_key_type '%s' is not ec-p256, rsa-2048, "
-           "rsa-3072 or rsa-4096",
-           key_type);
+    status_seterr(err, errlen,
+                  "[c8y] cert_key_type '%s' is not ec-p256, rsa-2048, "
+                  "rsa-3072 or rsa-4096",
+                  key_type);
     return NULL;
   }
   if (!k)
-    seterr(err, errlen, "cannot generate a %s key: %s",
-           key_type ? key_type : "ec-p256", ssl_reason());
+    status_seterr(err, errlen, "cannot generate a %s key: %s",
+                  key_type ? key_type : "ec-p256",
+                  x509_ssl_reason("unknown OpenSSL error"));
   return k;
 }
 
@@ -111,8 +97,8 @@ static char *make_csr_base64(EVP_PKEY *k, const char *device_id, char *err,
     free(tmp);
   }
   if (!out)
-    seterr(err, errlen, "cannot build the certificate request: %s",
-           ssl_reason());
+    status_seterr(err, errlen, "cannot build the certificate request: %s",
+                  x509_ssl_reason("unknown OpenSSL error"));
   OPENSSL_free(der);
   X509_NAME_free(n);
   X509_REQ_free(r);
@@ -213,12 +199,13 @@ int enroll_reply_to_pem(const char *body, size_t len, const char *key_pem,
       leaf = i;
   ERR_clear_error();
   if (n == 0) {
-    seterr(err, errlen, "the reply holds no certificate (%s)", what);
+    status_seterr(err, errlen, "the reply holds no certificate (%s)", what);
   } else if (leaf < 0) {
-    seterr(err, errlen,
-           "none of the %d certificate(s) in the reply is for the key this "
-           "request was made with",
-           n);
+    status_seterr(
+        err, errlen,
+        "none of the %d certificate(s) in the reply is for the key this "
+        "request was made with",
+        n);
   } else {
     BIO *out = BIO_new(BIO_s_mem());
     bool ok = out && append_pem(out, sk_X509_value(certs, leaf)) == 0;
@@ -232,7 +219,7 @@ int enroll_reply_to_pem(const char *body, size_t len, const char *key_pem,
       (*pem)[dlen] = '\0';
       rc = 0;
     } else {
-      seterr(err, errlen, "out of memory");
+      status_seterr(err, errlen, "out of memory");
       rc = C8Y_ENOMEM;
     }
     BIO_free(out);
@@ -273,24 +260,24 @@ static int write_whole(const char *path, const char *data, size_t len,
       open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
   int rc = C8Y_EIO;
   if (fd < 0) {
-    seterr(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
+    status_seterr(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
     free(tmp);
     return rc;
   }
   if (fchmod(fd, mode) != 0 || fsutil_write_all(fd, data, len, NULL) != 0 ||
       fsync(fd) != 0) {
-    seterr(err, errlen, "%s: cannot write: %s", tmp, strerror(errno));
+    status_seterr(err, errlen, "%s: cannot write: %s", tmp, strerror(errno));
   } else if (close(fd) != 0) {
     fd = -1;
-    seterr(err, errlen, "%s: cannot write: %s", tmp, strerror(errno));
+    status_seterr(err, errlen, "%s: cannot write: %s", tmp, strerror(errno));
   } else {
     fd = -1;
     if (rename(tmp, path) != 0)
-      seterr(err, errlen, "cannot rename %s to %s: %s", tmp, path,
-             strerror(errno));
+      status_seterr(err, errlen, "cannot rename %s to %s: %s", tmp, path,
+                    strerror(errno));
     else if (fsync_parent(path) != 0)
-      seterr(err, errlen, "%s: cannot sync its directory: %s", path,
-             strerror(errno));
+      status_seterr(err, errlen, "%s: cannot sync its directory: %s", path,
+                    strerror(errno));
     else
       rc = 0;
   }
@@ -404,7 +391,7 @@ static int post_csr(const enroll_request *r, const char *csr_b64, membuf *reply,
   if (strncmp(r->base_url, "https://", 8) != 0) {
     /* The one-time password and the new certificate's request must not
      * travel in clear text. */
-    seterr(err, errlen, "%s: enrollment needs https", url);
+    status_seterr(err, errlen, "%s: enrollment needs https", url);
     free(url);
     return C8Y_EINVAL;
   }
@@ -466,24 +453,25 @@ static int post_csr(const enroll_request *r, const char *csr_b64, membuf *reply,
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
   int rc = 0;
   if (cc == CURLE_ABORTED_BY_CALLBACK) {
-    seterr(err, errlen, "%s: the agent is stopping", url);
+    status_seterr(err, errlen, "%s: the agent is stopping", url);
     rc = C8Y_ECANCELED;
   } else if (cc != CURLE_OK) {
-    seterr(err, errlen, "%s: %s", url,
-           reply->too_big ? "the reply is too large"
-           : *errbuf      ? errbuf
-                          : curl_easy_strerror(cc));
+    status_seterr(err, errlen, "%s: %s", url,
+                  reply->too_big ? "the reply is too large"
+                  : *errbuf      ? errbuf
+                                 : curl_easy_strerror(cc));
     rc = C8Y_ENET;
   } else if (status != 200 && status != 201) {
     char why[300];
     reply_reason(reply, why, sizeof why);
     if (status == 401 || status == 403)
-      seterr(err, errlen, "%s: HTTP %ld%s (%s)", url, status, why,
-             r->otp ? "the one-time password is wrong or used up, or the "
-                      "device is not registered with it in Cumulocity"
-                    : "the platform refused the device's identity");
+      status_seterr(err, errlen, "%s: HTTP %ld%s (%s)", url, status, why,
+                    r->otp
+                        ? "the one-time password is wrong or used up, or the "
+                          "device is not registered with it in Cumulocity"
+                        : "the platform refused the device's identity");
     else
-      seterr(err, errlen, "%s: HTTP %ld%s", url, status, why);
+      status_seterr(err, errlen, "%s: HTTP %ld%s", url, status, why);
     rc = status == 401 || status == 403 ? C8Y_EAUTH : C8Y_EHTTP;
   }
   curl_slist_free_all(h);
@@ -495,9 +483,9 @@ static int post_csr(const enroll_request *r, const char *csr_b64, membuf *reply,
 int enroll_request_certificate(const enroll_request *r, char *err,
                                size_t errlen) {
   if (!r->base_url || !r->device_id || !r->cert_file || !r->key_file) {
-    seterr(err, errlen,
-           "enrollment needs a URL, a device id, cert_file and "
-           "key_file");
+    status_seterr(err, errlen,
+                  "enrollment needs a URL, a device id, cert_file and "
+                  "key_file");
     return C8Y_EINVAL;
   }
   EVP_PKEY *k = new_key(r->key_type, err, errlen);
@@ -518,9 +506,9 @@ int enroll_request_certificate(const enroll_request *r, char *err,
     rc = enroll_reply_to_pem(reply.data ? reply.data : "", reply.len, key_pem,
                              &cert_pem, why, sizeof why);
     if (rc != 0)
-      seterr(err, errlen, "%s%s: %s", r->base_url,
-             r->otp ? ENROLL_PATH_SIMPLEENROLL : ENROLL_PATH_SIMPLEREENROLL,
-             why);
+      status_seterr(
+          err, errlen, "%s%s: %s", r->base_url,
+          r->otp ? ENROLL_PATH_SIMPLEENROLL : ENROLL_PATH_SIMPLEREENROLL, why);
   }
   if (rc == 0)
     rc = stage_pair(r, key_pem, cert_pem, err, errlen);
@@ -533,7 +521,8 @@ int enroll_request_certificate(const enroll_request *r, char *err,
       rc = C8Y_ENOMEM;
     } else if (x509_check_device_cert(cs, ks, r->device_id, xerr,
                                       sizeof xerr) != 0) {
-      seterr(err, errlen, "the issued certificate does not fit: %s", xerr);
+      status_seterr(err, errlen, "the issued certificate does not fit: %s",
+                    xerr);
       rc = C8Y_EINVAL;
       enroll_discard(r->cert_file, r->key_file);
     }
@@ -583,13 +572,13 @@ static bool files_match(const char *cert_path, const char *key_path) {
 static int rename_synced(const char *from, const char *to, char *err,
                          size_t errlen) {
   if (rename(from, to) != 0) {
-    seterr(err, errlen, "cannot rename %s to %s: %s", from, to,
-           strerror(errno));
+    status_seterr(err, errlen, "cannot rename %s to %s: %s", from, to,
+                  strerror(errno));
     return C8Y_EIO;
   }
   if (fsync_parent(to) != 0) {
-    seterr(err, errlen, "%s: cannot sync its directory: %s", to,
-           strerror(errno));
+    status_seterr(err, errlen, "%s: cannot sync its directory: %s", to,
+                  strerror(errno));
     return C8Y_EIO;
   }
   return 0;
@@ -631,7 +620,7 @@ int enroll_repair(const char *cert_file, const char *key_file, char *err,
   if (!ks || !cs) {
     free(ks);
     free(cs);
-    seterr(err, errlen, "out of memory");
+    status_seterr(err, errlen, "out of memory");
     return C8Y_ENOMEM;
   }
   int rc = 0;
@@ -652,8 +641,8 @@ int enroll_repair(const char *cert_file, const char *key_file, char *err,
              staged_key ? " and " : "", staged_key ? ks : "");
     if ((staged_cert && unlink(cs) != 0 && errno != ENOENT) ||
         (staged_key && unlink(ks) != 0 && errno != ENOENT)) {
-      seterr(err, errlen, "cannot remove the staged pair %s, %s: %s", cs, ks,
-             strerror(errno));
+      status_seterr(err, errlen, "cannot remove the staged pair %s, %s: %s", cs,
+                    ks, strerror(errno));
       rc = C8Y_EIO;
     }
   }
@@ -665,7 +654,7 @@ int enroll_repair(const char *cert_file, const char *key_file, char *err,
 bool enroll_pair_usable(const char *cert_file, const char *key_file,
                         const char *device_id, char *err, size_t errlen) {
   if (access(cert_file, F_OK) != 0) {
-    seterr(err, errlen, "[c8y] cert_file %s does not exist", cert_file);
+    status_seterr(err, errlen, "[c8y] cert_file %s does not exist", cert_file);
     return false;
   }
   if (x509_check_device_cert(cert_file, key_file, device_id, err, errlen) != 0)
@@ -674,9 +663,10 @@ bool enroll_pair_usable(const char *cert_file, const char *key_file,
   bool valid = x && X509_cmp_current_time(X509_get0_notAfter(x)) > 0 &&
                X509_cmp_current_time(X509_get0_notBefore(x)) < 0;
   if (x && !valid)
-    seterr(err, errlen, "[c8y] cert_file %s: the certificate is %s", cert_file,
-           X509_cmp_current_time(X509_get0_notAfter(x)) <= 0 ? "expired"
-                                                             : "not valid yet");
+    status_seterr(
+        err, errlen, "[c8y] cert_file %s: the certificate is %s", cert_file,
+        X509_cmp_current_time(X509_get0_notAfter(x)) <= 0 ? "expired"
+                                                          : "not valid yet");
   X509_free(x);
   return valid;
 }
@@ -693,8 +683,8 @@ int enroll_renew_time(const char *cert_file, int percent, long long *renew_at,
                       long long *not_after, char *err, size_t errlen) {
   X509 *x = load_cert(cert_file);
   if (!x) {
-    seterr(err, errlen, "[c8y] cert_file %s: cannot read the certificate",
-           cert_file);
+    status_seterr(err, errlen,
+                  "[c8y] cert_file %s: cannot read the certificate", cert_file);
     return access(cert_file, R_OK) == 0 ? C8Y_EINVAL : C8Y_EIO;
   }
   long long nb = 0, na = 0;
@@ -702,8 +692,8 @@ int enroll_renew_time(const char *cert_file, int percent, long long *renew_at,
             asn1_time_to_epoch(X509_get0_notAfter(x), &na) && na > nb;
   X509_free(x);
   if (!ok) {
-    seterr(err, errlen, "[c8y] cert_file %s: unreadable validity period",
-           cert_file);
+    status_seterr(err, errlen, "[c8y] cert_file %s: unreadable validity period",
+                  cert_file);
     return C8Y_EINVAL;
   }
   *renew_at = nb + (na - nb) * percent / 100;

@@ -1187,9 +1187,12 @@ int http_download(http_ctx *h, const char *dir, c8y_download *d,
       d->bytes = r.rep.offset;
       d->error[0] = '\0';
     }
-  } else if (atomic_load(&h->stopping) || rc == C8Y_ENET) {
-    /* A network cut (or the agent's stop): kept with its .source, so the
-     * next call or start resumes it with Range. */
+  } else if (atomic_load(&h->stopping) || rc == C8Y_ENET ||
+             rc == C8Y_ECANCELED) {
+    /* A network cut, the agent's stop or a cancelled operation: kept with
+     * its .source, so the next call or start resumes it with Range. The
+     * stop cancels running operations before http_stop, so a SIGTERM in
+     * the middle of a download ends here as C8Y_ECANCELED. */
   } else {
     /* Anything else would fail the same way again; above all, a file that
      * did not fit must not keep the disk full. */

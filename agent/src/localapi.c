@@ -105,23 +105,13 @@ static bool word_is(const char *s, const char *w) {
   return strncmp(s, w, n) == 0 && (s[n] == 0 || s[n] == ' ' || s[n] == '\t');
 }
 
-/* A request the client got wrong: C8Y_EINVAL with the reason in err. */
-__attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen,
-                                                      const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return C8Y_EINVAL;
-}
-
 /* The SmartREST part: exactly one record, decoded the way Cumulocity reads
  * upstream CSV. */
 static int parse_line(const char *s, localapi_request *r, char *err,
                       size_t errlen) {
   s = skip_spaces(s);
   if (!*s)
-    return fail(err, errlen, "no SmartREST line given");
+    return status_error(C8Y_EINVAL, err, errlen, "no SmartREST line given");
   smartrest_records recs;
   int rc = smartrest_decode(s, strlen(s), &recs);
   if (rc != 0) {
@@ -130,9 +120,10 @@ static int parse_line(const char *s, localapi_request *r, char *err,
   }
   rc = C8Y_EINVAL;
   if (recs.count != 1)
-    fail(err, errlen, "expected one SmartREST line");
+    status_error(C8Y_EINVAL, err, errlen, "expected one SmartREST line");
   else if (recs.items[0].error)
-    fail(err, errlen, "bad SmartREST line: %s", recs.items[0].error);
+    status_error(C8Y_EINVAL, err, errlen, "bad SmartREST line: %s",
+                 recs.items[0].error);
   else {
     r->fields = recs.items[0].fields;
     r->nfields = recs.items[0].nfields;
@@ -152,7 +143,8 @@ static int parse_child(const char **s, localapi_request *r, char *err,
   p += strlen("--child");
   r->child = next_word(&p);
   if (!r->child)
-    return fail(err, errlen, "--child needs a child device id");
+    return status_error(C8Y_EINVAL, err, errlen,
+                        "--child needs a child device id");
   *s = p;
   return 0;
 }
@@ -165,7 +157,8 @@ static int parse_json_flag(const char *s, localapi_request *r, char *err,
     s = skip_spaces(s + 4);
   }
   if (*s)
-    return fail(err, errlen, "%s takes no argument other than 'json'", cmd);
+    return status_error(C8Y_EINVAL, err, errlen,
+                        "%s takes no argument other than 'json'", cmd);
   return 0;
 }
 
@@ -185,7 +178,8 @@ int localapi_parse(const char *line, localapi_request *r, char *err,
     s += 6;
     r->xid = next_word(&s);
     if (!r->xid || strcmp(r->xid, "--child") == 0)
-      rc = fail(err, errlen, "custom needs a template collection id (XID)");
+      rc = status_error(C8Y_EINVAL, err, errlen,
+                        "custom needs a template collection id (XID)");
     else if ((rc = parse_child(&s, r, err, errlen)) == 0)
       rc = parse_line(s, r, err, errlen);
   } else if (word_is(s, "status")) {
@@ -200,8 +194,9 @@ int localapi_parse(const char *line, localapi_request *r, char *err,
   } else {
     char word[40];
     snprintf(word, sizeof word, "%.*s", (int)strcspn(s, " \t"), s);
-    rc = fail(err, errlen,
-              "unknown command '%s' (send, custom, status, ops, help)", word);
+    rc = status_error(C8Y_EINVAL, err, errlen,
+                      "unknown command '%s' (send, custom, status, ops, help)",
+                      word);
   }
   if (rc != 0)
     localapi_request_free(r);

@@ -2428,26 +2428,33 @@ int ops_op_cancel_reason(const c8y_operation *handle) {
   return reason;
 }
 
-int ops_op_complete_on_reboot(c8y_operation *handle) {
+/* Marks a live operation to be completed after a reboot (`reboot`) or
+ * resumed after a restart: the flag, then its journal line. The journal
+ * write (an fsync) runs without o->mu, which every status and the main loop
+ * need; a failed write clears the flag again. If the operation finishes
+ * meanwhile, its end line may precede the mark; replay ignores a mark for
+ * an ended entry. The fields and the document are the operation's own,
+ * fixed since dispatch. */
+static int mark_op(c8y_operation *handle, bool reboot) {
   c8y_operation *op = acquire(handle);
   if (!op)
     return C8Y_ESTATE;
   ops *o = op->engine;
+  bool *flag = reboot ? &op->reboot : &op->resume;
   pthread_mutex_lock(&o->mu);
   int rc = C8Y_OK;
   if (op->finished || op->plugin_released) {
     rc = C8Y_ESTATE;
-  } else if (!op->reboot) {
-    op->reboot = true;
-    /* The journal write (an fsync) runs without o->mu, which every status
-     * and the main loop need. If the operation finishes meanwhile, its
-     * end line may precede this one; replay ignores a reboot mark for an
-     * ended entry. */
+  } else if (!*flag) {
+    *flag = true;
     pthread_mutex_unlock(&o->mu);
-    rc = journal_mark_reboot(o->j, op->id);
+    rc = reboot ? journal_mark_reboot(o->j, op->id)
+                : journal_mark_resume(o->j, op->id,
+                                      (const char *const *)op->fields,
+                                      op->nfields, op->json);
     if (rc != C8Y_OK) {
       pthread_mutex_lock(&o->mu);
-      op->reboot = false;
+      *flag = false;
       pthread_mutex_unlock(&o->mu);
     }
     op_release(op);
@@ -2456,6 +2463,10 @@ int ops_op_complete_on_reboot(c8y_operation *handle) {
   pthread_mutex_unlock(&o->mu);
   op_release(op);
   return rc;
+}
+
+int ops_op_complete_on_reboot(c8y_operation *handle) {
+  return mark_op(handle, true);
 }
 
 void ops_run_handler(c8y_operation *op) {
@@ -2840,30 +2851,5 @@ void ops_resume(ops *o) {
 int ops_op_resume_after_restart(c8y_operation *handle) {
   if (!handle)
     return C8Y_EINVAL;
-  c8y_operation *op = acquire(handle);
-  if (!op)
-    return C8Y_ESTATE;
-  ops *o = op->engine;
-  pthread_mutex_lock(&o->mu);
-  int rc = C8Y_OK;
-  if (op->finished || op->plugin_released) {
-    rc = C8Y_ESTATE;
-  } else if (!op->resume) {
-    op->resume = true;
-    /* As for the reboot mark: no fsync under o->mu. The fields and the
-     * document are the operation's own, fixed since dispatch. */
-    pthread_mutex_unlock(&o->mu);
-    rc = journal_mark_resume(o->j, op->id, (const char *const *)op->fields,
-                             op->nfields, op->json);
-    if (rc != C8Y_OK) {
-      pthread_mutex_lock(&o->mu);
-      op->resume = false;
-      pthread_mutex_unlock(&o->mu);
-    }
-    op_release(op);
-    return rc;
-  }
-  pthread_mutex_unlock(&o->mu);
-  op_release(op);
-  return rc;
+  return mark_op(handle, false);
 }

@@ -189,6 +189,31 @@ static const char *api_config_string(c8y_plugin *self, const char *key,
   return e ? e->value : fallback;
 }
 
+static const char *api_config_origin(c8y_plugin *self, const char *key) {
+  config_entry *e = lookup(self, key);
+  if (!e)
+    return NULL;
+  char *text;
+  if (asprintf(&text, "%s:%u", e->file, e->line) < 0)
+    return NULL;
+  const char *found = NULL;
+  pthread_mutex_lock(&self->mu);
+  for (size_t i = 0; i < self->norigins && !found; i++)
+    if (strcmp(self->origins[i], text) == 0)
+      found = self->origins[i];
+  if (!found) {
+    char **grown = realloc(self->origins, (self->norigins + 1) * sizeof *grown);
+    if (grown) {
+      self->origins = grown;
+      found = grown[self->norigins++] = text;
+      text = NULL;
+    }
+  }
+  pthread_mutex_unlock(&self->mu);
+  free(text);
+  return found;
+}
+
 static int api_config_int(c8y_plugin *self, const char *key, int64_t fallback,
                           int64_t *out) {
   config_entry *e = lookup(self, key);
@@ -943,6 +968,7 @@ static const c8y_api the_api = {
     .platform_auth = api_platform_auth,
     .set_health = api_set_health,
     .add_template_operation = api_add_template_operation,
+    .config_origin = api_config_origin,
 };
 
 const c8y_api *plugin_host_api(void) { return &the_api; }
@@ -1276,6 +1302,9 @@ void plugin_host_free_plugin(c8y_plugin *p) {
   for (size_t i = 0; i < p->nasked; i++)
     free(p->asked[i]);
   free(p->asked);
+  for (size_t i = 0; i < p->norigins; i++)
+    free(p->origins[i]);
+  free(p->origins);
   free(p->state_dir);
   free(p->crash_head);
   free(p);

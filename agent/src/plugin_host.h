@@ -43,6 +43,8 @@ struct c8y_plugin {
   char *init_error; /* why registration made the plugin unloadable */
   char **asked;     /* config keys the plugin looked up, for "did you mean" */
   size_t nasked;
+  char **origins; /* config_origin's answers, alive until the plugin is freed */
+  size_t norigins;
   char *state_dir;
   bool worker_running;
   pthread_t worker;

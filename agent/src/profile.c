@@ -1,6 +1,7 @@
 #include "profile.h"
 
 #include "proto.h"
+#include "status.h"
 
 #include <c8y/plugin.h>
 
@@ -13,15 +14,6 @@
 #define FW_FRAGMENT "c8y_Firmware"
 #define SW_FRAGMENT "c8y_SoftwareUpdate"
 #define CONF_FRAGMENT "c8y_DownloadConfigFile"
-
-__attribute__((format(printf, 3, 4))) static int bad(char *err, size_t errlen,
-                                                     const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return C8Y_EINVAL;
-}
 
 static void free_strv(char **v, size_t n) {
   for (size_t i = 0; i < n; i++)
@@ -177,20 +169,23 @@ static int split_sections(const char *tid, char *const *f, size_t n,
     int k = marker_of(f[i]);
     if (k < 0) {
       if (cur < 0)
-        return bad(err, errlen,
-                   "%s: parameter 1 is '%.40s', expected $FW, $SW or $CONF",
-                   tid, f[i]);
+        return status_error(
+            C8Y_EINVAL, err, errlen,
+            "%s: parameter 1 is '%.40s', expected $FW, $SW or $CONF", tid,
+            f[i]);
       s->len[cur]++;
       continue;
     }
     if (k <= cur)
-      return bad(err, errlen, "%s: %s after %s (the order is $FW, $SW, $CONF)",
-                 tid, markers[k], markers[cur]);
+      return status_error(C8Y_EINVAL, err, errlen,
+                          "%s: %s after %s (the order is $FW, $SW, $CONF)", tid,
+                          markers[k], markers[cur]);
     cur = k;
     s->start[k] = i + 1;
   }
   if (cur < 0)
-    return bad(err, errlen, "%s: no $FW, $SW or $CONF section", tid);
+    return status_error(C8Y_EINVAL, err, errlen,
+                        "%s: no $FW, $SW or $CONF section", tid);
   return C8Y_OK;
 }
 
@@ -198,7 +193,8 @@ static int plan_from_line(const char *tid, char *const *f, size_t n,
                           profile_plan *p, char *err, size_t errlen) {
   bool typed = strcmp(tid, "531") == 0;
   if (!typed && strcmp(tid, "527") != 0)
-    return bad(err, errlen, "template %s is no device profile", tid);
+    return status_error(C8Y_EINVAL, err, errlen,
+                        "template %s is no device profile", tid);
   sections s;
   int rc = split_sections(tid, f, n, &s, err, errlen);
   if (rc != C8Y_OK)
@@ -206,18 +202,18 @@ static int plan_from_line(const char *tid, char *const *f, size_t n,
   char *const *fw = f + s.start[SEC_FW];
   size_t nfw = s.len[SEC_FW];
   if (nfw > 0 && (nfw < 3 || nfw > 5))
-    return bad(err, errlen,
-               "%s: $FW has %zu parameters, expected name,version,url"
-               "[,isPatch[,dependency]]",
-               tid, nfw);
+    return status_error(C8Y_EINVAL, err, errlen,
+                        "%s: $FW has %zu parameters, expected name,version,url"
+                        "[,isPatch[,dependency]]",
+                        tid, nfw);
   /* "$FW,,,,false," is no firmware: isPatch has its default. */
   bool any_fw = nfw > 0 && (fw[0][0] || fw[1][0] || fw[2][0]);
   if (any_fw) {
     if (!fw[0][0] || !fw[1][0])
-      return bad(err, errlen,
-                 "%s: $FW: firmware name and version must not be "
-                 "empty",
-                 tid);
+      return status_error(C8Y_EINVAL, err, errlen,
+                          "%s: $FW: firmware name and version must not be "
+                          "empty",
+                          tid);
     fw_part part = {fw[0], fw[1], fw[2], nfw > 4 ? fw[4] : "",
                     nfw > 3 && strcmp(fw[3], "true") == 0};
     if ((rc = add_firmware(p, &part)) != C8Y_OK)
@@ -226,12 +222,13 @@ static int plan_from_line(const char *tid, char *const *f, size_t n,
   size_t stride = typed ? 5 : 4;
   size_t nsw = s.len[SEC_SW];
   if (nsw % stride != 0)
-    return bad(err, errlen,
-               "%s: $SW has %zu parameters, not a multiple of %zu (%s)", tid,
-               nsw, stride,
-               typed ? "name,version,type,url,action"
-                     : "name,version,url,"
-                       "action");
+    return status_error(
+        C8Y_EINVAL, err, errlen,
+        "%s: $SW has %zu parameters, not a multiple of %zu (%s)", tid, nsw,
+        stride,
+        typed ? "name,version,type,url,action"
+              : "name,version,url,"
+                "action");
   sw_item *items = calloc(nsw / stride + 1, sizeof *items);
   if (!items)
     return C8Y_ENOMEM;
@@ -241,7 +238,8 @@ static int plan_from_line(const char *tid, char *const *f, size_t n,
                          it[stride - 1]};
     if (!items[i].name[0]) {
       free(items);
-      return bad(err, errlen, "%s: $SW item %zu has an empty name", tid, i + 1);
+      return status_error(C8Y_EINVAL, err, errlen,
+                          "%s: $SW item %zu has an empty name", tid, i + 1);
     }
   }
   rc = add_software(p, items, nsw / stride);
@@ -250,14 +248,14 @@ static int plan_from_line(const char *tid, char *const *f, size_t n,
     return rc;
   size_t nconf = s.len[SEC_CONF];
   if (nconf % 2 != 0)
-    return bad(err, errlen,
-               "%s: $CONF has %zu parameters, not pairs of url,type", tid,
-               nconf);
+    return status_error(C8Y_EINVAL, err, errlen,
+                        "%s: $CONF has %zu parameters, not pairs of url,type",
+                        tid, nconf);
   for (size_t i = 0; i < nconf / 2 && rc == C8Y_OK; i++) {
     char *const *c = f + s.start[SEC_CONF] + i * 2;
     if (!c[1][0])
-      return bad(err, errlen, "%s: $CONF item %zu has an empty type", tid,
-                 i + 1);
+      return status_error(C8Y_EINVAL, err, errlen,
+                          "%s: $CONF item %zu has an empty type", tid, i + 1);
     rc = add_configuration(p, c[0], c[1]);
   }
   return rc;
@@ -275,10 +273,10 @@ static const char *member(json_t *o, const char *key, bool required,
   if (!v || json_is_null(v)) {
     if (!required)
       return "";
-    bad(err, errlen, "%s.%s is missing", where, key);
+    status_error(C8Y_EINVAL, err, errlen, "%s.%s is missing", where, key);
     return NULL;
   }
-  bad(err, errlen, "%s.%s is not a string", where, key);
+  status_error(C8Y_EINVAL, err, errlen, "%s.%s is not a string", where, key);
   return NULL;
 }
 
@@ -288,7 +286,7 @@ static int json_firmware(json_t *fw, profile_plan *p, char *err,
     return C8Y_OK;
   const char *where = PROFILE_FRAGMENT ".firmware";
   if (!json_is_object(fw))
-    return bad(err, errlen, "%s is not an object", where);
+    return status_error(C8Y_EINVAL, err, errlen, "%s is not an object", where);
   fw_part part = {0};
   if (!(part.name = member(fw, "name", true, where, err, errlen)) ||
       !(part.version = member(fw, "version", true, where, err, errlen)) ||
@@ -296,7 +294,8 @@ static int json_firmware(json_t *fw, profile_plan *p, char *err,
       !(part.dependency = member(fw, "dependency", false, where, err, errlen)))
     return C8Y_EINVAL;
   if (!part.name[0] || !part.version[0])
-    return bad(err, errlen, "%s: name and version must not be empty", where);
+    return status_error(C8Y_EINVAL, err, errlen,
+                        "%s: name and version must not be empty", where);
   json_t *patch = json_object_get(fw, "isPatch");
   part.patch =
       json_is_true(patch) ||
@@ -309,7 +308,8 @@ static int json_software(json_t *sw, profile_plan *p, char *err,
   if (!sw || json_is_null(sw))
     return C8Y_OK;
   if (!json_is_array(sw))
-    return bad(err, errlen, PROFILE_FRAGMENT ".software is not an array");
+    return status_error(C8Y_EINVAL, err, errlen,
+                        PROFILE_FRAGMENT ".software is not an array");
   size_t n = json_array_size(sw);
   sw_item *items = calloc(n + 1, sizeof *items);
   if (!items)
@@ -321,7 +321,7 @@ static int json_software(json_t *sw, profile_plan *p, char *err,
     json_t *o = json_array_get(sw, i);
     sw_item *it = &items[i];
     if (!json_is_object(o))
-      rc = bad(err, errlen, "%s is not an object", where);
+      rc = status_error(C8Y_EINVAL, err, errlen, "%s is not an object", where);
     else if (!(it->name = member(o, "name", true, where, err, errlen)) ||
              !(it->version = member(o, "version", false, where, err, errlen)) ||
              !(it->type =
@@ -330,7 +330,7 @@ static int json_software(json_t *sw, profile_plan *p, char *err,
              !(it->action = member(o, "action", true, where, err, errlen)))
       rc = C8Y_EINVAL;
     else if (!it->name[0])
-      rc = bad(err, errlen, "%s.name is empty", where);
+      rc = status_error(C8Y_EINVAL, err, errlen, "%s.name is empty", where);
   }
   if (rc == C8Y_OK)
     rc = add_software(p, items, n);
@@ -343,7 +343,8 @@ static int json_configuration(json_t *conf, profile_plan *p, char *err,
   if (!conf || json_is_null(conf))
     return C8Y_OK;
   if (!json_is_array(conf))
-    return bad(err, errlen, PROFILE_FRAGMENT ".configuration is not an array");
+    return status_error(C8Y_EINVAL, err, errlen,
+                        PROFILE_FRAGMENT ".configuration is not an array");
   int rc = C8Y_OK;
   for (size_t i = 0; i < json_array_size(conf) && rc == C8Y_OK; i++) {
     char where[64];
@@ -351,12 +352,12 @@ static int json_configuration(json_t *conf, profile_plan *p, char *err,
     json_t *o = json_array_get(conf, i);
     const char *url, *type;
     if (!json_is_object(o))
-      rc = bad(err, errlen, "%s is not an object", where);
+      rc = status_error(C8Y_EINVAL, err, errlen, "%s is not an object", where);
     else if (!(url = member(o, "url", true, where, err, errlen)) ||
              !(type = member(o, "type", true, where, err, errlen)))
       rc = C8Y_EINVAL;
     else if (!type[0])
-      rc = bad(err, errlen, "%s.type is empty", where);
+      rc = status_error(C8Y_EINVAL, err, errlen, "%s.type is empty", where);
     else
       rc = add_configuration(p, url, type);
   }
@@ -411,8 +412,8 @@ int profile_plan_new(const char *template_id, char *const *fields, size_t n,
   else if (template_id)
     rc = plan_from_line(template_id, fields, n, out, err, errlen);
   else
-    rc = bad(err, errlen,
-             "the operation carries no " PROFILE_FRAGMENT " object");
+    rc = status_error(C8Y_EINVAL, err, errlen,
+                      "the operation carries no " PROFILE_FRAGMENT " object");
   json_decref(doc);
   if (rc == C8Y_ENOMEM)
     snprintf(err, errlen, "out of memory in the agent");

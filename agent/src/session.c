@@ -140,8 +140,9 @@ static int paho_status(int rc, int otherwise) {
   }
 }
 
-int session_new(const agent_config *cfg, const session_callbacks *cb,
-                session **out, char *err, size_t errlen) {
+static int session_create(const agent_config *cfg, const session_callbacks *cb,
+                          bool registration, session **out, char *err,
+                          size_t errlen) {
   *out = NULL;
   session *s = calloc(1, sizeof *s);
   if (!s) {
@@ -154,9 +155,9 @@ int session_new(const agent_config *cfg, const session_callbacks *cb,
   s->keepalive = cfg->keepalive;
   snprintf(s->uri, sizeof s->uri, "%s://%s:%d", cfg->tls ? "ssl" : "tcp",
            cfg->host, cfg->port);
-  s->client_id = config_client_id(cfg);
-  if (services_will(cfg->device_id ? cfg->device_id : "", s->will,
-                    sizeof s->will) != C8Y_OK) {
+  s->client_id = registration ? dup_opt(cfg->device_id) : config_client_id(cfg);
+  if (!registration && services_will(cfg->device_id ? cfg->device_id : "",
+                                     s->will, sizeof s->will) != C8Y_OK) {
     session_free(s);
     snprintf(err, errlen, "device id too long for the last will");
     return C8Y_EINVAL;
@@ -197,6 +198,17 @@ int session_new(const agent_config *cfg, const session_callbacks *cb,
   return 0;
 }
 
+int session_new(const agent_config *cfg, const session_callbacks *cb,
+                session **out, char *err, size_t errlen) {
+  return session_create(cfg, cb, false, out, err, errlen);
+}
+
+int session_new_registration(const agent_config *cfg,
+                             const session_callbacks *cb, session **out,
+                             char *err, size_t errlen) {
+  return session_create(cfg, cb, true, out, err, errlen);
+}
+
 void session_free(session *s) {
   if (!s)
     return;
@@ -230,7 +242,8 @@ int session_connect(session *s) {
   will.message = s->will;
   will.qos = 1;
   will.retained = 0;
-  o.will = &will;
+  if (s->will[0])
+    o.will = &will;
   if (s->tls) {
     ssl.enableServerCertAuth = 1;
     ssl.verify = s->verify_hostname ? 1 : 0;

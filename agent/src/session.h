@@ -33,6 +33,14 @@ typedef struct session_callbacks {
  * C8Y_ENOTSUP (no TLS in this Paho) or C8Y_EIO, with a message in err. */
 int session_new(const agent_config *cfg, const session_callbacks *cb,
                 session **out, char *err, size_t errlen);
+/* The connection the device registration makes (bootstrap): clientId = the
+ * plain device id, as Cumulocity's registration expects it
+ * (c8y-protocol.md section 1.5), and no will (the bootstrap user may only
+ * publish on s/ucr). cfg->tenant/user/password hold the bootstrap user.
+ * Returns as session_new. */
+int session_new_registration(const agent_config *cfg,
+                             const session_callbacks *cb, session **out,
+                             char *err, size_t errlen);
 void session_free(session *s);
 
 /* Starts connecting; the outcome arrives as connected/connect_failed.

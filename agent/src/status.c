@@ -1,6 +1,23 @@
 #include "status.h"
 
 #include <c8y/plugin.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+void status_seterr(char *err, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+int status_error(int code, char *err, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+  return code;
+}
 
 /* So the text cannot drift from the limit it names. */
 #define STATUS_STR_(x) #x

@@ -1,6 +1,7 @@
 #include "x509.h"
 
 #include "log.h"
+#include "status.h"
 
 #include <c8y/plugin.h>
 #include <errno.h>
@@ -11,22 +12,11 @@
 #include <stdio.h>
 #include <string.h>
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
-/* OpenSSL's reason for the last failure, for the one-line error; the queue
- * is per thread and emptied so that Paho never reports a stale entry. */
-static const char *ssl_reason(void) {
+const char *x509_ssl_reason(const char *fallback) {
   unsigned long e = ERR_peek_last_error();
   const char *r = e ? ERR_reason_error_string(e) : NULL;
   ERR_clear_error();
-  return r ? r : "no PEM data found";
+  return r ? r : fallback;
 }
 
 int x509_no_passphrase(char *buf, int size, int rwflag, void *u) {
@@ -40,15 +30,15 @@ int x509_no_passphrase(char *buf, int size, int rwflag, void *u) {
 static int read_cert(const char *path, X509 **out, char *err, size_t errlen) {
   FILE *f = fopen(path, "re");
   if (!f) {
-    seterr(err, errlen, "[c8y] cert_file %s: cannot open: %s", path,
-           strerror(errno));
+    status_seterr(err, errlen, "[c8y] cert_file %s: cannot open: %s", path,
+                  strerror(errno));
     return C8Y_EIO;
   }
   *out = PEM_read_X509(f, NULL, x509_no_passphrase, NULL);
   fclose(f);
   if (!*out) {
-    seterr(err, errlen, "[c8y] cert_file %s: not a PEM certificate (%s)", path,
-           ssl_reason());
+    status_seterr(err, errlen, "[c8y] cert_file %s: not a PEM certificate (%s)",
+                  path, x509_ssl_reason("no PEM data found"));
     return C8Y_EINVAL;
   }
   return 0;
@@ -59,36 +49,38 @@ static int cert_cn(X509 *x, const char *path, char *cn, size_t cnlen, char *err,
   X509_NAME *name = X509_get_subject_name(x);
   int at = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
   if (at < 0) {
-    seterr(err, errlen,
-           "[c8y] cert_file %s: the certificate subject has no CN (Cumulocity "
-           "takes the device id from it)",
-           path);
+    status_seterr(
+        err, errlen,
+        "[c8y] cert_file %s: the certificate subject has no CN (Cumulocity "
+        "takes the device id from it)",
+        path);
     return C8Y_EINVAL;
   }
   if (X509_NAME_get_index_by_NID(name, NID_commonName, at) >= 0) {
-    seterr(err, errlen,
-           "[c8y] cert_file %s: the certificate subject has several CNs; "
-           "the device id must be unambiguous",
-           path);
+    status_seterr(
+        err, errlen,
+        "[c8y] cert_file %s: the certificate subject has several CNs; "
+        "the device id must be unambiguous",
+        path);
     return C8Y_EINVAL;
   }
   ASN1_STRING *data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, at));
   unsigned char *utf8 = NULL;
   int n = ASN1_STRING_to_UTF8(&utf8, data);
   if (n < 0) {
-    seterr(err, errlen, "[c8y] cert_file %s: unreadable subject CN (%s)", path,
-           ssl_reason());
+    status_seterr(err, errlen, "[c8y] cert_file %s: unreadable subject CN (%s)",
+                  path, x509_ssl_reason("no PEM data found"));
     return C8Y_EINVAL;
   }
   int rc = 0;
   if (n == 0 || memchr(utf8, '\0', (size_t)n)) {
-    seterr(err, errlen, "[c8y] cert_file %s: the subject CN is %s", path,
-           n == 0 ? "empty" : "not text (contains a NUL byte)");
+    status_seterr(err, errlen, "[c8y] cert_file %s: the subject CN is %s", path,
+                  n == 0 ? "empty" : "not text (contains a NUL byte)");
     rc = C8Y_EINVAL;
   } else if ((size_t)n >= cnlen) {
-    seterr(err, errlen,
-           "[c8y] cert_file %s: the subject CN is too long (%d bytes)", path,
-           n);
+    status_seterr(err, errlen,
+                  "[c8y] cert_file %s: the subject CN is too long (%d bytes)",
+                  path, n);
     rc = C8Y_EINVAL;
   } else {
     memcpy(cn, utf8, (size_t)n);
@@ -113,26 +105,27 @@ static int check_key(X509 *x, const char *cert_file, const char *key_file,
                      char *err, size_t errlen) {
   FILE *f = fopen(key_file, "re");
   if (!f) {
-    seterr(err, errlen, "[c8y] key_file %s: cannot open: %s", key_file,
-           strerror(errno));
+    status_seterr(err, errlen, "[c8y] key_file %s: cannot open: %s", key_file,
+                  strerror(errno));
     return C8Y_EIO;
   }
   EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, x509_no_passphrase, NULL);
   fclose(f);
   if (!k) {
-    seterr(err, errlen,
-           "[c8y] key_file %s: not an unencrypted PEM private key (%s)",
-           key_file, ssl_reason());
+    status_seterr(err, errlen,
+                  "[c8y] key_file %s: not an unencrypted PEM private key (%s)",
+                  key_file, x509_ssl_reason("no PEM data found"));
     return C8Y_EINVAL;
   }
   int ok = X509_check_private_key(x, k);
   EVP_PKEY_free(k);
   ERR_clear_error();
   if (ok != 1) {
-    seterr(err, errlen,
-           "[c8y] key_file %s: is not the private key of the certificate in "
-           "[c8y] cert_file %s",
-           key_file, cert_file);
+    status_seterr(
+        err, errlen,
+        "[c8y] key_file %s: is not the private key of the certificate in "
+        "[c8y] cert_file %s",
+        key_file, cert_file);
     return C8Y_EINVAL;
   }
   return 0;
@@ -158,11 +151,12 @@ int x509_check_device_cert(const char *cert_file, const char *key_file,
   char cn[256];
   rc = cert_cn(x, cert_file, cn, sizeof cn, err, errlen);
   if (rc == 0 && device_id && strcmp(cn, device_id) != 0) {
-    seterr(err, errlen,
-           "[c8y] cert_file %s: the certificate CN is \"%s\" but [device] id "
-           "is \"%s\"; Cumulocity identifies the device by the CN, so they "
-           "must be equal",
-           cert_file, cn, device_id);
+    status_seterr(
+        err, errlen,
+        "[c8y] cert_file %s: the certificate CN is \"%s\" but [device] id "
+        "is \"%s\"; Cumulocity identifies the device by the CN, so they "
+        "must be equal",
+        cert_file, cn, device_id);
     rc = C8Y_EINVAL;
   }
   if (rc == 0)

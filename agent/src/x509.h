@@ -28,6 +28,11 @@ int x509_check_device_cert(const char *cert_file, const char *key_file,
  * code): a daemon must never prompt on a terminal for a key passphrase. */
 int x509_no_passphrase(char *buf, int size, int rwflag, void *u);
 
+/* OpenSSL's reason for the last failure on this thread (or `fallback`),
+ * for a one-line error; the thread's error queue is emptied so that Paho
+ * never reports a stale entry. */
+const char *x509_ssl_reason(const char *fallback);
+
 /* Alarm type raised while the device certificate is about to expire. */
 #define X509_EXPIRY_ALARM "c8y_CertificateExpiry"
 

@@ -170,6 +170,28 @@ static int cancel_status(const cmn_proc_opts *o, cmn_proc_result *r) {
   return why == C8Y_ECANCELED ? C8Y_ECANCELED : C8Y_ETIMEDOUT;
 }
 
+/* A run's deadline from o->timeout_s (none: INT64_MAX). */
+static int64_t run_deadline(const cmn_proc_opts *o) {
+  return o->timeout_s > 0 ? now_ms() + o->timeout_s * 1000LL : INT64_MAX;
+}
+
+/* Why a run must end now (the operation cancelled, the plugin unloading,
+ * the deadline passed), with the text in r->why; 0 to go on. */
+static int stop_status(const cmn_proc_opts *o, int64_t deadline,
+                       cmn_proc_result *r) {
+  if (o->op && o->api->op_cancelled(o->op))
+    return cancel_status(o, r);
+  if (o->stop && o->stop(o->stop_ctx)) {
+    snprintf(r->why, sizeof(r->why), "stopped: the plugin is unloading");
+    return C8Y_ECANCELED;
+  }
+  if (now_ms() > deadline) {
+    snprintf(r->why, sizeof(r->why), "timed out after %d s", o->timeout_s);
+    return C8Y_ETIMEDOUT;
+  }
+  return 0;
+}
+
 int cmn_proc_run(char *const argv[], const cmn_proc_opts *o,
                  cmn_proc_result *r) {
   memset(r, 0, sizeof(*r));
@@ -213,27 +235,14 @@ int cmn_proc_run(char *const argv[], const cmn_proc_opts *o,
     return C8Y_EIO;
   }
 
-  int64_t deadline =
-      o->timeout_s > 0 ? now_ms() + o->timeout_s * 1000LL : INT64_MAX;
+  int64_t deadline = run_deadline(o);
   struct pollfd pf[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
   size_t alloc = 0, err_len = 0;
   int open_fds = 2, status = 0, result = 0;
   char buf[8192];
   for (;;) {
-    if (o->op && o->api->op_cancelled(o->op)) {
-      result = cancel_status(o, r);
+    if ((result = stop_status(o, deadline, r)) != 0)
       break;
-    }
-    if (o->stop && o->stop(o->stop_ctx)) {
-      snprintf(r->why, sizeof(r->why), "stopped: the plugin is unloading");
-      result = C8Y_ECANCELED;
-      break;
-    }
-    if (now_ms() > deadline) {
-      snprintf(r->why, sizeof(r->why), "timed out after %d s", o->timeout_s);
-      result = C8Y_ETIMEDOUT;
-      break;
-    }
     if (open_fds == 0) {
       pid_t w = waitpid(pid, &status, WNOHANG);
       if (w == pid)
@@ -308,6 +317,40 @@ int cmn_proc_shell(const char *cmd, const cmn_proc_opts *o,
                    cmn_proc_result *r) {
   char *argv[] = {"/bin/sh", "-c", (char *)cmd, NULL};
   return cmn_proc_run(argv, o, r);
+}
+
+int cmn_proc_upload_url(char *const argv[], const cmn_proc_opts *o,
+                        const char *what, char *url, size_t urln, char *why,
+                        size_t whyn) {
+  cmn_proc_result r;
+  int rc = cmn_proc_run(argv, o, &r);
+  if (rc != 0 || r.exit_code != 0) {
+    char desc[600];
+    cmn_proc_describe(&r, rc, desc, sizeof(desc));
+    snprintf(why, whyn, "upload of %s failed (%s)", what, desc);
+    free(r.out);
+    return C8Y_EIO;
+  }
+  char *u = r.out + strspn(r.out, " \t\r\n");
+  u[strcspn(u, "\r\n")] = '\0';
+  size_t ulen = strlen(u);
+  while (ulen > 0 && (u[ulen - 1] == ' ' || u[ulen - 1] == '\t'))
+    u[--ulen] = '\0';
+  if (ulen == 0 || ulen >= urln) {
+    if (ulen)
+      snprintf(why, whyn,
+               "upload of %s failed: http_helper printed a URL longer than "
+               "%zu bytes",
+               what, urln - 1);
+    else
+      snprintf(why, whyn, "upload of %s failed: http_helper printed no URL",
+               what);
+    free(r.out);
+    return C8Y_EIO;
+  }
+  memcpy(url, u, ulen + 1);
+  free(r.out);
+  return C8Y_OK;
 }
 
 void cmn_proc_describe(const cmn_proc_result *r, int rc, char *out, size_t n) {
@@ -436,26 +479,13 @@ int cmn_proc_priv_run(const char *socket_path, const char *const argv[],
     return C8Y_EIO;
   }
   shutdown(fd, SHUT_WR);
-  int64_t deadline =
-      o->timeout_s > 0 ? now_ms() + o->timeout_s * 1000LL : INT64_MAX;
+  int64_t deadline = run_deadline(o);
   size_t alloc = 0, cap = o->out_cap ? o->out_cap : 64 * 1024;
   int result = 0;
   char buf[8192];
   for (;;) {
-    if (o->op && o->api->op_cancelled(o->op)) {
-      result = cancel_status(o, r);
+    if ((result = stop_status(o, deadline, r)) != 0)
       break;
-    }
-    if (o->stop && o->stop(o->stop_ctx)) {
-      snprintf(r->why, sizeof(r->why), "stopped: the plugin is unloading");
-      result = C8Y_ECANCELED;
-      break;
-    }
-    if (now_ms() > deadline) {
-      snprintf(r->why, sizeof(r->why), "timed out after %d s", o->timeout_s);
-      result = C8Y_ETIMEDOUT;
-      break;
-    }
     struct pollfd pfd = {fd, POLLIN, 0};
     int pr = poll(&pfd, 1, 200);
     if (pr < 0 && errno != EINTR) {

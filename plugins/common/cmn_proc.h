@@ -50,6 +50,14 @@ int cmn_proc_run(char *const argv[], const cmn_proc_opts *o,
 /* cmn_proc_run of "/bin/sh -c cmd". */
 int cmn_proc_shell(const char *cmd, const cmn_proc_opts *o, cmn_proc_result *r);
 
+/* Runs an http_helper that uploads a file and prints the binary's URL on its
+ * first line (blanks around it are ignored). C8Y_OK with the URL in url, or
+ * C8Y_EIO with "upload of <what> failed (<exit and stderr>)" or "upload of
+ * <what> failed: http_helper printed no URL" in why. */
+int cmn_proc_upload_url(char *const argv[], const cmn_proc_opts *o,
+                        const char *what, char *url, size_t urln, char *why,
+                        size_t whyn);
+
 /* "exit 3: <stderr tail>", "exit 3", or the reason the command did not
  * finish (rc != 0), for op_fail. */
 void cmn_proc_describe(const cmn_proc_result *r, int rc, char *out, size_t n);

@@ -819,7 +819,8 @@ static int on_download_file(c8y_plugin *self, c8y_operation *op, void *ud) {
 
 /* <http_helper> upload <type> <path> prints the binary URL. */
 static int upload_with_helper(cfg *c, c8y_operation *op, const cfg_file *f,
-                              char *url, size_t urln, char *why, size_t whyn) {
+                              const char *what, char *url, size_t urln,
+                              char *why, size_t whyn) {
   cfg_envbuf eb;
   const char *const *env = cfg_env(c, f, &eb, 0);
   char *argv[] = {(char *)c->http_helper, "upload", (char *)f->type,
@@ -829,22 +830,7 @@ static int upload_with_helper(cfg *c, c8y_operation *op, const cfg_file *f,
                      .api = c->api,
                      .op = op,
                      .out_cap = 64 * 1024};
-  cmn_proc_result r;
-  int rc = cmn_proc_run(argv, &o, &r);
-  if (rc != 0 || r.exit_code != 0) {
-    char desc[600];
-    cmn_proc_describe(&r, rc, desc, sizeof(desc));
-    snprintf(why, whyn, "upload of '%s' failed (%s)", f->type, desc);
-  } else {
-    r.out[strcspn(r.out, "\r\n")] = '\0';
-    if (!r.out[0])
-      snprintf(why, whyn, "upload of '%s' failed: http_helper printed no URL",
-               f->type);
-    else
-      snprintf(url, urln, "%s", r.out);
-  }
-  free(r.out);
-  return why[0] ? C8Y_EIO : C8Y_OK;
+  return cmn_proc_upload_url(argv, &o, what, url, urln, why, whyn);
 }
 
 static int on_upload_file(c8y_plugin *self, c8y_operation *op, void *ud) {
@@ -867,10 +853,11 @@ static int on_upload_file(c8y_plugin *self, c8y_operation *op, void *ud) {
     api->op_fail(op, why);
     return C8Y_OK;
   }
-  char url[1024] = "";
+  char url[1024] = "", what[200];
+  snprintf(what, sizeof(what), "'%.190s'", f->type);
   if (c->http_helper[0]) {
     /* The helper opens the path itself (checked just now). */
-    upload_with_helper(c, op, f, url, sizeof(url), why, sizeof(why));
+    upload_with_helper(c, op, f, what, url, sizeof(url), why, sizeof(why));
   } else {
     /* The snapshot: an event of the configuration type with the file as
      * its binary, which the platform lists in the device's configuration
@@ -888,12 +875,7 @@ static int on_upload_file(c8y_plugin *self, c8y_operation *op, void *ud) {
                     .text = text,
                     .file_name = slash ? slash + 1 : f->path,
                     .op = op};
-    int rc = api->upload(self, &u);
-    if (rc != C8Y_OK)
-      snprintf(why, sizeof(why), "upload of '%s' failed: %s", f->type,
-               u.error[0] ? u.error : api->status_str(rc));
-    else
-      snprintf(url, sizeof(url), "%s", u.url);
+    cmn_op_upload(api, self, &u, what, url, sizeof(url), why, sizeof(why));
   }
   close(fd);
   if (why[0]) {
@@ -915,7 +897,9 @@ static int type_ok(const char *type) { return !strpbrk(type, ",\""); }
 
 static int path_ok(const char *path) { return path[0] == '/'; }
 
-/* `files = type=/path type2=/path2`: types become the 119 list. */
+/* `files = type=/path type2=/path2`: types become the 119 list. Quotes
+ * hold blanks ("my app"="/etc/my app/app.conf"); an entry that cannot be
+ * used is logged and left out. */
 static int cfg_parse_files(cfg *c) {
   static const cmn_cfg_list_rule rule = {.form = "type=/absolute/path",
                                          .noun = "type",
@@ -1034,12 +1018,8 @@ static int cfg_init(c8y_plugin *self, const c8y_api *api, void **user_data) {
   cfg_recover(c);
   if (c->text_file[0])
     cfg_report_initial(c);
-  if (c->nfiles > 0) {
-    const char *types[CFG_MAX_TYPES];
-    for (size_t i = 0; i < c->nfiles; i++)
-      types[i] = c->files[i].type;
-    cmn_op_send_names(api, self, "119", types, c->nfiles);
-  }
+  cmn_op_send_names(api, self, "119", c->files, sizeof(c->files[0]),
+                    offsetof(cfg_file, type), c->nfiles);
   *user_data = c;
   return C8Y_OK;
 }

@@ -100,6 +100,19 @@ static void env_add(env_list *e, const char *key, const char *value) {
   }
 }
 
+/* C8Y_OP_FIELD_COUNT and C8Y_OP_FIELD_<n> (the first MAX_ARGS) for the
+ * fields the command also gets as arguments. */
+static void env_add_fields(env_list *e, const char *const *fields, size_t n) {
+  char count[32];
+  snprintf(count, sizeof count, "%zu", n);
+  env_add(e, "C8Y_OP_FIELD_COUNT", count);
+  for (size_t i = 0; i < n && i < MAX_ARGS; i++) {
+    char key[48];
+    snprintf(key, sizeof key, "C8Y_OP_FIELD_%zu", i + 1);
+    env_add(e, key, fields[i]);
+  }
+}
+
 static void env_free(env_list *e) {
   for (size_t i = 0; i < e->n; i++)
     free(e->v[i]);
@@ -216,16 +229,9 @@ static int on_operation(c8y_plugin *self, c8y_operation *op, void *ud) {
   env_add(&env, "C8Y_OP_TEMPLATE", api->op_template(op));
   env_add(&env, "C8Y_OP_FRAGMENT", api->op_fragment(op));
   env_add(&env, "C8Y_OP_DEVICE", api->op_device(op));
-  char count[32];
-  snprintf(count, sizeof count, "%zu", n);
-  env_add(&env, "C8Y_OP_FIELD_COUNT", count);
-  for (size_t i = 0; i < n; i++) {
+  for (size_t i = 0; i < n; i++)
     params[i] = api->op_field(op, i);
-    char key[48];
-    snprintf(key, sizeof key, "C8Y_OP_FIELD_%zu", i + 1);
-    if (i < MAX_ARGS)
-      env_add(&env, key, params[i]);
-  }
+  env_add_fields(&env, params, n);
   cmn_proc_result r;
   int rc = run_command(o, params, n, &env, op, &r);
   int done;
@@ -263,16 +269,9 @@ static void on_message(c8y_plugin *self, const c8y_message *m, void *ud) {
   }
   env_add(&env, "C8Y_OP_XID", o->xid);
   env_add(&env, "C8Y_OP_MESSAGE_ID", api->msg_id(m));
-  char count[32];
-  snprintf(count, sizeof count, "%zu", n);
-  env_add(&env, "C8Y_OP_FIELD_COUNT", count);
-  for (size_t i = 0; i < n; i++) {
+  for (size_t i = 0; i < n; i++)
     params[i] = api->msg_field(m, i);
-    char key[48];
-    snprintf(key, sizeof key, "C8Y_OP_FIELD_%zu", i + 1);
-    if (i < MAX_ARGS)
-      env_add(&env, key, params[i]);
-  }
+  env_add_fields(&env, params, n);
   cmn_proc_result r;
   int rc = run_command(o, params, n, &env, NULL, &r);
   if (rc == 0 && r.exit_code == 0) {
@@ -320,20 +319,6 @@ static char *trim(char *s) {
   while (n > 0 && isspace((unsigned char)s[n - 1]))
     s[--n] = 0;
   return s;
-}
-
-static bool parse_bool(const char *v, bool *out) {
-  static const char *const yes[] = {"true", "yes", "on", "1"};
-  static const char *const no[] = {"false", "no", "off", "0"};
-  for (size_t i = 0; i < 4; i++) {
-    if (strcmp(v, yes[i]) == 0)
-      return *out = true;
-    if (strcmp(v, no[i]) == 0) {
-      *out = false;
-      return true;
-    }
-  }
-  return false;
 }
 
 static bool valid_word(const char *s) {
@@ -434,7 +419,7 @@ static void set_key(parse *ps, exec_op *o, const char *key, char *v) {
     if (*v)
       set_user(ps, o, v);
   } else if (strcmp(key, "output_is_result") == 0) {
-    if (!parse_bool(v, &o->output_is_result))
+    if (cmn_cfg_parse_bool(v, &o->output_is_result) != 0)
       bad(ps, "output_is_result: '%s' is not a boolean (true/false)", v);
   } else {
     bad(ps,

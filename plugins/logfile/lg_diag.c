@@ -3,6 +3,7 @@
 #include "lg_diag.h"
 
 #include "cmn_cfg.h"
+#include "cmn_op.h"
 #include "cmn_proc.h"
 
 #include <errno.h>
@@ -43,17 +44,10 @@ int lg_diag_configure(const c8y_api *api, c8y_plugin *self, lg_diag *d) {
 int lg_diag_request(const lg_diag *d, const c8y_api *api, c8y_plugin *self,
                     c8y_operation *op, int timeout_s, size_t lines, char *url,
                     size_t urln, char *why, size_t n) {
-  const char *dir = api->state_dir(self);
-  if (!dir) {
-    snprintf(why, n, "the plugin has no state directory");
-    return C8Y_EIO;
-  }
-  struct timespec ts;
-  struct tm tm;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  gmtime_r(&ts.tv_sec, &tm);
   char stamp[32], path[4200], nlines[32];
-  strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+  const char *dir = cmn_op_state_stamp(api, self, stamp, why, n);
+  if (!dir)
+    return C8Y_EIO;
   if (snprintf(path, sizeof(path), "%s/%s-%s.tar.gz", dir, LG_DIAG_NAME,
                stamp) >= (int)sizeof(path)) {
     snprintf(why, n, "state directory path too long");

@@ -359,17 +359,10 @@ static int collect_journal(lg *l, const char *source, matcher *m,
 
 static int lg_write(lg *l, const char *name, const matcher *m, char *path,
                     size_t pathn, char *why, size_t n) {
-  const char *dir = l->api->state_dir(l->self);
-  if (!dir) {
-    snprintf(why, n, "the plugin has no state directory");
-    return C8Y_EIO;
-  }
-  struct timespec ts;
-  struct tm tm;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  gmtime_r(&ts.tv_sec, &tm);
   char stamp[32];
-  strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+  const char *dir = cmn_op_state_stamp(l->api, l->self, stamp, why, n);
+  if (!dir)
+    return C8Y_EIO;
   int fd = -1;
   for (int i = 1; fd < 0 && i <= 100; i++) {
     if (i == 1)
@@ -453,37 +446,27 @@ static void lg_prune(lg *l) {
   closedir(d);
 }
 
-/* Through the agent's own HTTP client: event c8y_Logfile + binary. */
-static int lg_upload_sdk(lg *l, c8y_operation *op, const char *name,
-                         const char *path, size_t lines, char *url, size_t urln,
-                         char *why, size_t n) {
-  const c8y_api *api = l->api;
-  char text[300];
-  snprintf(text, sizeof(text), "Log file '%s' (%zu lines)", name, lines);
-  const char *base = strrchr(path, '/');
-  c8y_upload u = {.size = sizeof(u),
-                  .path = path,
-                  .type = "c8y_Logfile",
-                  .text = text,
-                  .content_type = "text/plain",
-                  .file_name = base ? base + 1 : path,
-                  .op = op};
-  int rc = api->upload(l->self, &u);
-  if (rc != C8Y_OK) {
-    snprintf(why, n, "upload of log '%s' failed: %s", name,
-             u.error[0] ? u.error : api->status_str(rc));
-    return rc;
-  }
-  snprintf(url, urln, "%s", u.url);
-  return C8Y_OK;
-}
-
+/* Through the agent's own HTTP client (event c8y_Logfile + binary), or the
+ * http_helper when one is set. */
 static int lg_upload(lg *l, c8y_operation *op, const char *name,
                      const char *path, size_t lines, char *url, size_t urln,
                      char *why, size_t n) {
   const c8y_api *api = l->api;
-  if (!l->http_helper[0])
-    return lg_upload_sdk(l, op, name, path, lines, url, urln, why, n);
+  char what[200];
+  snprintf(what, sizeof(what), "log '%s'", name);
+  if (!l->http_helper[0]) {
+    char text[300];
+    snprintf(text, sizeof(text), "Log file '%s' (%zu lines)", name, lines);
+    const char *base = strrchr(path, '/');
+    c8y_upload u = {.size = sizeof(u),
+                    .path = path,
+                    .type = "c8y_Logfile",
+                    .text = text,
+                    .content_type = "text/plain",
+                    .file_name = base ? base + 1 : path,
+                    .op = op};
+    return cmn_op_upload(api, l->self, &u, what, url, urln, why, n);
+  }
   char env_dev[300], env_name[300], env_lines[64];
   snprintf(env_dev, sizeof(env_dev), "C8Y_DEVICE_ID=%s",
            api->device_id(l->self));
@@ -497,29 +480,7 @@ static int lg_upload(lg *l, c8y_operation *op, const char *name,
                      .api = api,
                      .op = op,
                      .out_cap = 64 * 1024};
-  cmn_proc_result r;
-  int rc = cmn_proc_run(argv, &o, &r);
-  if (rc != 0 || r.exit_code != 0) {
-    char desc[600];
-    cmn_proc_describe(&r, rc, desc, sizeof(desc));
-    snprintf(why, n, "upload of log '%s' failed (%s)", name, desc);
-    free(r.out);
-    return C8Y_EIO;
-  }
-  char *u = r.out + strspn(r.out, " \t\r\n");
-  u[strcspn(u, "\r\n")] = '\0';
-  size_t ulen = strlen(u);
-  while (ulen > 0 && (u[ulen - 1] == ' ' || u[ulen - 1] == '\t'))
-    u[--ulen] = '\0';
-  if (ulen == 0 || ulen >= urln) {
-    snprintf(why, n, "upload of log '%s' failed: http_helper printed %s", name,
-             ulen ? "a URL longer than 4 KiB" : "no URL");
-    free(r.out);
-    return C8Y_EIO;
-  }
-  memcpy(url, u, ulen + 1);
-  free(r.out);
-  return C8Y_OK;
+  return cmn_proc_upload_url(argv, &o, what, url, urln, why, n);
 }
 
 /* ---- 522 c8y_LogfileRequest -------------------------------------------------
@@ -640,7 +601,9 @@ static int source_ok(const char *src) {
          (strncmp(src, "journal:", 8) == 0 && src[8]);
 }
 
-/* `logs = name=/path other=journal unit=journal:ssh.service` */
+/* `logs = name=/path other=journal unit=journal:ssh.service`, a path with
+ * blanks in quotes (app="/var/log/my app.log"). An entry that cannot be
+ * used is logged and left out; only a list with none left fails. */
 static int lg_parse_logs(lg *l) {
   static const cmn_cfg_list_rule rule = {
       .form = "name=/path, name=journal or name=journal:<unit>",
@@ -651,14 +614,39 @@ static int lg_parse_logs(lg *l) {
       .value_ok = source_ok};
   cmn_cfg_pair pairs[LOG_MAX_SOURCES];
   size_t n;
-  int rc = cmn_cfg_list(l->api, l->self, "logs", &rule, pairs, LOG_MAX_SOURCES,
-                        &n, &l->logs_buf);
-  for (size_t i = 0; rc == C8Y_OK && i < n; i++)
-    l->logs[l->nlogs++] = (log_source){pairs[i].key, pairs[i].value};
-  for (size_t i = 0; rc == C8Y_OK && i < l->nlogs; i++)
-    if (strncmp(l->logs[i].source, "journal", 7) == 0)
-      return cmn_path_check_key(l->api, l->self, "logs", "journalctl");
-  return rc;
+  /* The support bundle takes the last place of the list. */
+  size_t max = LOG_MAX_SOURCES - (l->diag.enabled ? 1 : 0);
+  int rc = cmn_cfg_list(l->api, l->self, "logs", &rule, pairs, max, &n,
+                        &l->logs_buf);
+  if (rc != C8Y_OK)
+    return rc;
+  int journal = -1; /* unknown until an entry needs journalctl */
+  for (size_t i = 0; i < n; i++) {
+    const cmn_cfg_pair *p = &pairs[i];
+    if (l->diag.enabled && strcmp(p->key, LG_DIAG_NAME) == 0) {
+      cmn_cfg_entry_error(l->api, l->self, "logs", p,
+                          "name '%s' is the support bundle's (set diag = "
+                          "false to use it for a log)",
+                          p->key);
+      continue;
+    }
+    if (strncmp(p->value, "journal", 7) == 0) {
+      if (journal < 0)
+        journal =
+            cmn_path_check_key(l->api, l->self, "logs", "journalctl") == C8Y_OK;
+      if (!journal) {
+        cmn_cfg_entry_error(l->api, l->self, "logs", p,
+                            "journalctl cannot be run (see above)");
+        continue;
+      }
+    }
+    l->logs[l->nlogs++] = (log_source){p->key, p->value};
+  }
+  if (n > 0 && l->nlogs == 0) {
+    l->api->log(l->self, C8Y_LOG_ERROR, "logs: no usable entry");
+    return C8Y_EINVAL;
+  }
+  return C8Y_OK;
 }
 
 static int lg_read_config(lg *l) {
@@ -683,24 +671,10 @@ static int lg_read_config(lg *l) {
   return lg_parse_logs(l);
 }
 
-/* The support bundle goes last in the 118 list. */
-static int lg_add_diag(lg *l) {
-  if (lg_find(l, LG_DIAG_NAME)) {
-    l->api->log(l->self, C8Y_LOG_ERROR,
-                "logs: name '%s' is the support bundle's (set diag = false "
-                "to use it for a log)",
-                LG_DIAG_NAME);
-    return C8Y_EINVAL;
-  }
-  if (l->nlogs == LOG_MAX_SOURCES) {
-    l->api->log(l->self, C8Y_LOG_ERROR,
-                "logs: at most %d entries with the support bundle (set diag "
-                "= false for %d)",
-                LOG_MAX_SOURCES - 1, LOG_MAX_SOURCES);
-    return C8Y_EINVAL;
-  }
+/* The support bundle goes last in the 118 list: lg_parse_logs kept its
+ * name and its place free. */
+static void lg_add_diag(lg *l) {
   l->logs[l->nlogs++] = (log_source){LG_DIAG_NAME, LG_DIAG_SOURCE};
-  return C8Y_OK;
 }
 
 static void lg_free(lg *l) {
@@ -717,7 +691,7 @@ static int lg_init(c8y_plugin *self, const c8y_api *api, void **user_data) {
   int rc = lg_read_config(l);
   size_t configured = l->nlogs;
   if (rc == C8Y_OK && l->diag.enabled)
-    rc = lg_add_diag(l);
+    lg_add_diag(l);
   /* http_helper is only set once the config was read without error. */
   int can_upload =
       rc == C8Y_OK && (l->http_helper[0] || C8Y_API_HAS(api, upload));
@@ -736,12 +710,8 @@ static int lg_init(c8y_plugin *self, const c8y_api *api, void **user_data) {
              "log upload needs HTTP: this agent has no upload (SDK < 1.1) and "
              "no http_helper is set, so c8y_LogfileRequest (522) is not "
              "offered");
-  if (l->nlogs > 0) {
-    const char *names[LOG_MAX_SOURCES];
-    for (size_t i = 0; i < l->nlogs; i++)
-      names[i] = l->logs[i].name;
-    cmn_op_send_names(api, self, "118", names, l->nlogs);
-  }
+  cmn_op_send_names(api, self, "118", l->logs, sizeof(l->logs[0]),
+                    offsetof(log_source, name), l->nlogs);
   *user_data = l;
   return C8Y_OK;
 }

@@ -106,13 +106,32 @@ static inline void fx_up(fx *f, const char *extra) {
   fx_start_connected(f);
 }
 
+/* A boot id file of this test's own (C8Y_BOOT_ID_FILE) holding `id`, in a
+ * fresh temp dir: a fixed name under /tmp is shared with every other run of
+ * the suite on the machine, whose "reboot" would then be this test's. Free
+ * with fx_boot_id_free. */
+static inline char *fx_boot_id_file(const char *id) {
+  char *dir = g_dir_make_tmp("c8y-boot-XXXXXX", NULL);
+  g_assert_nonnull(dir);
+  char *path = g_build_filename(dir, "boot_id", NULL);
+  g_free(dir);
+  g_assert_true(g_file_set_contents(path, id, -1, NULL));
+  return path;
+}
+
+static inline void fx_boot_id_free(char *path) {
+  char *dir = g_path_get_dirname(path);
+  g_unlink(path);
+  g_rmdir(dir);
+  g_free(dir);
+  g_free(path);
+}
+
 /* After the handler showed it runs: the broker acknowledged the 501 before
  * the handler was called, but the simulator's own client may read it a
  * moment later. Returns the status once it left PENDING (bounded). */
 static inline sim_op_status fx_status_after_start(fx *f, long id) {
-  for (int i = 0; i < 500 && sim_operation_status(f->s, id) == SIM_OP_PENDING;
-       i++)
-    g_usleep(10 * 1000);
+  sim_wait_operation_started(f->s, id, 20000);
   return sim_operation_status(f->s, id);
 }
 

@@ -163,6 +163,36 @@ static void test_first_and_second_start(void) {
   sim_stop(s);
 }
 
+/* connect --test before registration tests what the registration uses: the
+ * bootstrap user with clientId = the plain device id, not d:<id>. */
+static void test_connect_test_as_registration(void) {
+  sim *s = start_sim();
+  agent_proc *a = bootstrap_agent(s, SIM_BOOTSTRAP_PASSWORD);
+  const char *args[] = {"connect", "--test", "--timeout", "5", NULL};
+  g_assert_cmpint(agent_proc_start_args(a, args), ==, 0);
+  int rc = agent_proc_wait_exit(a, 20000);
+  char *log = agent_proc_log(a);
+  g_test_message("connect --test -> %d:\n%s", rc, log);
+  g_assert_cmpint(rc, ==, 0);
+  g_assert_nonnull(strstr(log, "as " SIM_BOOTSTRAP_USER " (clientId " BS_DEVICE
+                               "), bootstrap user"));
+  g_assert_nonnull(strstr(log, "connection test passed"));
+  g_free(log);
+  /* The broker saw that clientId (it logs the CONNECT before its CONNACK,
+   * so the line is there once the test passed). */
+  char *blog_path = g_strdup_printf("%s/mosquitto.log", sim_workdir(s));
+  gchar *blog = NULL;
+  g_assert_true(g_file_get_contents(blog_path, &blog, NULL, NULL));
+  g_assert_nonnull(
+      strstr(blog, " as " BS_DEVICE " (p2, c1, k60, u'" SIM_BOOTSTRAP_USER));
+  g_assert_null(strstr(blog, " as d:" BS_DEVICE));
+  g_free(blog);
+  g_free(blog_path);
+  g_assert_cmpuint(sim_bootstrap_requests(s), ==, 0);
+  agent_proc_free(a);
+  sim_stop(s);
+}
+
 /* A wrong bootstrap password: CONNACK refusals named, then exit 3. */
 static void test_bootstrap_refused(void) {
   sim *s = start_sim();
@@ -219,6 +249,8 @@ int main(int argc, char **argv) {
   g_test_add_func("/bootstrap/first_and_second_start",
                   test_first_and_second_start);
   g_test_add_func("/bootstrap/refused", test_bootstrap_refused);
+  g_test_add_func("/bootstrap/connect_test_as_registration",
+                  test_connect_test_as_registration);
   g_test_add_func("/bootstrap/diagnosis", test_bootstrap_diagnosis);
   g_test_add_func("/bootstrap/needs_password", test_bootstrap_needs_password);
   return g_test_run();

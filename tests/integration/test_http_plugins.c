@@ -239,6 +239,18 @@ static char *make_image(fwx *w, const char *name, size_t kib) {
   return path;
 }
 
+/* The installed copy is the served image, byte for byte. */
+static void assert_same_file(const char *want_path, const char *got_path) {
+  char *want, *got;
+  gsize wl, gl;
+  g_assert_true(g_file_get_contents(want_path, &want, &wl, NULL));
+  g_assert_true(g_file_get_contents(got_path, &got, &gl, NULL));
+  g_assert_cmpuint(wl, ==, gl);
+  g_assert_cmpint(memcmp(want, got, wl), ==, 0);
+  g_free(want);
+  g_free(got);
+}
+
 static void test_firmware_update_after_reboot(void) {
   fwx w = {0};
   fw_up(&w);
@@ -258,14 +270,7 @@ static void test_firmware_update_after_reboot(void) {
   wait_reboot_request(&w);
   g_assert_cmpint(fx_status_after_start(&x->f, op), ==, SIM_OP_EXECUTING);
   g_assert_cmpuint(sim_http_range_requests(x->h), >=, 1);
-  char *want, *got;
-  gsize wl, gl;
-  g_assert_true(g_file_get_contents(image, &want, &wl, NULL));
-  g_assert_true(g_file_get_contents(w.slot, &got, &gl, NULL));
-  g_assert_cmpuint(wl, ==, gl);
-  g_assert_cmpint(memcmp(want, got, wl), ==, 0);
-  g_free(want);
-  g_free(got);
+  assert_same_file(image, w.slot);
 
   /* Reboot into the new slot: 115 with the new version, then 503. */
   size_t seen = sim_message_count(x->f.s);
@@ -338,6 +343,56 @@ static void test_firmware_restart_without_reboot(void) {
   g_free(image);
 }
 
+/* Size of a file, -1 when it does not exist. */
+static long long file_size(const char *path) {
+  GStatBuf st;
+  return g_stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+/* SIGTERM in the middle of the image's download: the agent keeps what it
+ * has (as after a network cut or kill -9), and the next attempt of the same
+ * URL resumes it with Range instead of starting from zero. */
+static void test_firmware_download_resumes_after_sigterm(void) {
+  fwx w = {0};
+  fw_up(&w);
+  px *x = &w.x;
+  char *image = make_image(&w, "os-2.0.img", 2 * 1024);
+  char *url = binary_url(x, image);
+  sim_http_stall_downloads(x->h, 1);
+  char *line = g_strdup_printf("515," FX_DEVICE ",devos,2.0,%s", url);
+  long op = sim_create_operation(x->f.s, line);
+  g_assert_true(sim_http_wait_stalled(x->h, 1, 30000));
+  /* The server sent the first half and holds the rest: wait (bounded)
+   * until the agent has written all of it. */
+  char *part = g_strdup_printf("%s/state/plugins/firmware/.image.partial",
+                               agent_proc_dir(x->f.a));
+  long long half = 1024LL * 1024;
+  gint64 until = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
+  while (file_size(part) < half && g_get_monotonic_time() < until)
+    g_usleep(10 * 1000);
+  g_assert_cmpint(file_size(part), ==, half);
+  g_assert_cmpint(agent_proc_stop(x->f.a, 10000), ==, 0);
+  g_assert_cmpint(fx_wait_op(&x->f, op, 10000), ==, SIM_OP_FAILED);
+  fx_log_on_failure(x->f.a);
+  g_assert_cmpint(file_size(part), ==, half);
+
+  /* Cumulocity sends the update again: the same URL continues at half. */
+  fx_start_agent(&x->f);
+  size_t ranges = sim_http_range_requests(x->h);
+  op = sim_create_operation(x->f.s, line);
+  wait_reboot_request(&w);
+  g_assert_cmpint(sim_http_range_requests(x->h), ==, ranges + 1);
+  g_assert_true(agent_proc_wait_log(
+      x->f.a, "resuming download of image at byte 1048576", 1000));
+  assert_same_file(image, w.slot);
+  g_assert_cmpint(file_size(part), ==, -1);
+  g_free(part);
+  g_free(line);
+  g_free(url);
+  g_free(image);
+  fw_down(&w);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/http-plugins/configuration-524-526",
@@ -346,5 +401,7 @@ int main(int argc, char **argv) {
                   test_firmware_update_after_reboot);
   g_test_add_func("/http-plugins/firmware-515-restart-without-reboot",
                   test_firmware_restart_without_reboot);
+  g_test_add_func("/http-plugins/firmware-515-resumes-after-sigterm",
+                  test_firmware_download_resumes_after_sigterm);
   return g_test_run();
 }

@@ -154,15 +154,24 @@ static void test_unknown_template_untouched(void) {
  * the next start picks them up. */
 static void test_stop_leaves_queued_pending(void) {
   fx f = {0};
-  fx_up(&f, NULL);
-  long slow = sim_create_operation(f.s, "511," FX_DEVICE ",slow 800");
+  /* The grace only bounds the stop: the running operation ends when the
+   * test opens its gate, once the stop told it to. */
+  fx_up(&f, "[agent]\nstop_grace_ms = 30000\n");
+  char *gate = g_strdup_printf("%s/gate", agent_proc_dir(f.a));
+  char *line = g_strdup_printf("511," FX_DEVICE ",gate %s", gate);
+  long slow = sim_create_operation(f.s, line);
+  g_free(line);
   long a = sim_create_operation(f.s, "511," FX_DEVICE ",ok a");
   long b = sim_create_operation(f.s, "511," FX_DEVICE ",ok b");
-  for (int i = 0;
-       i < 200 && sim_operation_status(f.s, slow) != SIM_OP_EXECUTING; i++)
-    g_usleep(10 * 1000);
-  g_assert_cmpint(sim_operation_status(f.s, slow), ==, SIM_OP_EXECUTING);
-  g_assert_cmpint(agent_proc_stop(f.a, 10000), ==, 0);
+  /* The handler runs: the SIGTERM finds it running, a and b queued. */
+  g_assert_true(agent_proc_wait_log(f.a, "itest: gate waiting", 20000));
+  g_assert_cmpint(fx_status_after_start(&f, slow), ==, SIM_OP_EXECUTING);
+  g_assert_cmpint(agent_proc_signal(f.a, SIGTERM), ==, 0);
+  g_assert_true(agent_proc_wait_log(
+      f.a, "stopping: 1 running operation(s) told to stop", 20000));
+  g_assert_true(g_file_set_contents(gate, "", 0, NULL));
+  g_free(gate);
+  g_assert_cmpint(agent_proc_wait_exit(f.a, 40000), ==, 0);
   g_assert_cmpint(fx_wait_op(&f, slow, 5000), ==, SIM_OP_SUCCESSFUL);
   g_assert_cmpint(sim_operation_status(f.s, a), ==, SIM_OP_PENDING);
   g_assert_cmpint(sim_operation_status(f.s, b), ==, SIM_OP_PENDING);
@@ -180,22 +189,21 @@ static void write_boot_id(const char *path, const char *id) {
 /* The journal finishes what a killed agent left executing. */
 static void test_journal_after_kill(void) {
   fx f = {0};
-  char *boot = g_build_filename(g_get_tmp_dir(), "c8y-it-boot-id", NULL);
-  write_boot_id(boot, "boot-1\n");
+  char *boot = fx_boot_id_file("boot-1\n");
   g_setenv("C8Y_BOOT_ID_FILE", boot, TRUE);
   fx_up(&f, NULL);
 
   /* 1. A restart that really rebooted: 503 after the agent comes back. */
   long restart = sim_create_operation(f.s, "510," FX_DEVICE);
   long slow = sim_create_operation(f.s, "511," FX_DEVICE ",slow 20000");
-  for (int i = 0;
-       i < 200 && (sim_operation_status(f.s, restart) != SIM_OP_EXECUTING ||
-                   sim_operation_status(f.s, slow) != SIM_OP_EXECUTING);
-       i++)
-    g_usleep(50 * 1000);
-  g_assert_cmpint(sim_operation_status(f.s, restart), ==, SIM_OP_EXECUTING);
-  g_assert_cmpint(sim_operation_status(f.s, slow), ==, SIM_OP_EXECUTING);
-  g_usleep(300 * 1000); /* the journal entry follows the 501's PUBACK */
+  /* Both handlers ran, so both operations are in the journal (it is
+   * written after the 501's PUBACK, before the handler) and the reboot
+   * mark too: the kill comes after that, not after a guess of how long
+   * it takes. */
+  g_assert_true(agent_proc_wait_log(f.a, "itest: reboot armed", 20000));
+  g_assert_true(agent_proc_wait_log(f.a, "itest: slow started", 20000));
+  g_assert_cmpint(fx_status_after_start(&f, restart), ==, SIM_OP_EXECUTING);
+  g_assert_cmpint(fx_status_after_start(&f, slow), ==, SIM_OP_EXECUTING);
   agent_proc_kill(f.a);
   write_boot_id(boot, "boot-2\n");
   fx_start_agent(&f);
@@ -206,10 +214,8 @@ static void test_journal_after_kill(void) {
 
   /* 2. The agent restarts but the machine did not reboot: 502. */
   long again = sim_create_operation(f.s, "510," FX_DEVICE);
-  for (int i = 0;
-       i < 200 && sim_operation_status(f.s, again) != SIM_OP_EXECUTING; i++)
-    g_usleep(50 * 1000);
-  g_usleep(300 * 1000); /* let the journal record the reboot request */
+  g_assert_true(
+      agent_proc_wait_log_count(f.a, "itest: reboot armed", 2, 20000));
   agent_proc_kill(f.a);
   fx_start_agent(&f);
   g_assert_cmpint(fx_wait_op(&f, again, 15000), ==, SIM_OP_FAILED);
@@ -217,8 +223,7 @@ static void test_journal_after_kill(void) {
 
   fx_down(&f);
   g_unsetenv("C8Y_BOOT_ID_FILE");
-  g_unlink(boot);
-  g_free(boot);
+  fx_boot_id_free(boot);
 }
 
 int main(int argc, char **argv) {

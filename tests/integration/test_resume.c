@@ -27,28 +27,22 @@ static long arm(fx *f, const char *tag, int armed_before) {
   long id = sim_create_operation(f->s, line);
   g_free(line);
   g_assert_cmpint(id, >, 0);
-  int armed = 0;
-  for (int i = 0; i < 300 && armed <= armed_before; i++) {
-    armed = count_in_log(f, "itest: resume armed");
-    if (armed <= armed_before)
-      g_usleep(20 * 1000);
-  }
-  g_assert_cmpint(armed, >, armed_before);
+  g_assert_true(agent_proc_wait_log_count(f->a, "itest: resume armed",
+                                          armed_before + 1, 20000));
   g_assert_cmpint(fx_status_after_start(f, id), ==, SIM_OP_EXECUTING);
   return id;
 }
 
 static void test_resume_after_stop_kill_and_reboot(void) {
   fx f = {0};
-  char *boot = g_build_filename(g_get_tmp_dir(), "c8y-it-resume-boot", NULL);
-  write_boot_id(boot, "boot-1\n");
+  char *boot = fx_boot_id_file("boot-1\n");
   g_setenv("C8Y_BOOT_ID_FILE", boot, TRUE);
   fx_up(&f, NULL);
 
   /* 1. A graceful stop (an agent upgrading itself): the same boot. */
   long a = arm(&f, "first", 0);
   g_assert_cmpint(agent_proc_stop(f.a, 10000), ==, 0);
-  g_assert_cmpint(sim_operation_status(f.s, a), ==, SIM_OP_EXECUTING);
+  g_assert_cmpint(fx_status_after_start(&f, a), ==, SIM_OP_EXECUTING);
   fx_start_agent(&f);
   g_assert_cmpint(fx_wait_op(&f, a, 15000), ==, SIM_OP_SUCCESSFUL);
   g_assert_cmpstr(sim_operation_detail(f.s, a), ==, "resumed rebooted=0 first");
@@ -75,8 +69,7 @@ static void test_resume_after_stop_kill_and_reboot(void) {
 
   fx_down(&f);
   g_unsetenv("C8Y_BOOT_ID_FILE");
-  g_unlink(boot);
-  g_free(boot);
+  fx_boot_id_free(boot);
 }
 
 /* Replaces `from` by `to` in the agent's config file (mode kept 0600). */
@@ -122,8 +115,8 @@ static void test_resume_without_child_fails(void) {
   fx_up(&f, "[plugin.itest]\nchild = kid\n");
   long id = sim_create_operation(f.s, "511,kid,resume child");
   g_assert_cmpint(id, >, 0);
-  for (int i = 0; i < 300 && count_in_log(&f, "itest: resume armed") < 1; i++)
-    g_usleep(20 * 1000);
+  g_assert_true(
+      agent_proc_wait_log_count(f.a, "itest: resume armed", 1, 20000));
   g_assert_cmpint(count_in_log(&f, "itest: resume armed"), ==, 1);
   g_assert_cmpint(agent_proc_stop(f.a, 10000), ==, 0);
   edit_config(&f, "child = kid\n", "");
@@ -145,16 +138,15 @@ static void test_resume_gives_up(void) {
   fx_up(&f, NULL);
   long id = sim_create_operation(f.s, "511," FX_DEVICE ",resume-loop");
   g_assert_cmpint(id, >, 0);
-  for (int i = 0; i < 300 && count_in_log(&f, "itest: resume armed") < 1; i++)
-    g_usleep(20 * 1000);
+  g_assert_true(
+      agent_proc_wait_log_count(f.a, "itest: resume armed", 1, 20000));
   for (int restart = 1; restart <= 5; restart++) {
     agent_proc_kill(f.a);
     fx_start_agent(&f);
-    for (int i = 0;
-         i < 500 && count_in_log(&f, "itest: resume armed") < restart + 1; i++)
-      g_usleep(20 * 1000);
+    g_assert_true(agent_proc_wait_log_count(f.a, "itest: resume armed",
+                                            restart + 1, 20000));
     g_assert_cmpint(count_in_log(&f, "itest: resume armed"), ==, restart + 1);
-    g_assert_cmpint(sim_operation_status(f.s, id), ==, SIM_OP_EXECUTING);
+    g_assert_cmpint(fx_status_after_start(&f, id), ==, SIM_OP_EXECUTING);
   }
   agent_proc_kill(f.a);
   fx_start_agent(&f);

@@ -160,13 +160,18 @@ static void test_sighup_reload(void) {
   /* (re-enable first, so an operation can run) */
   g_assert_cmpint(agent_proc_signal(f.a, SIGHUP), ==, 0);
   g_assert_true(agent_proc_wait_log(f.a, "itest 1.0 loaded from", 10000));
-  long slow = sim_create_operation(f.s, "511," FX_DEVICE ",slow 1500");
-  for (int i = 0;
-       i < 100 && sim_operation_status(f.s, slow) != SIM_OP_EXECUTING; i++)
-    g_usleep(20 * 1000);
+  /* The operation ends when the test opens its gate, after the reload was
+   * seen waiting: no race between its run time and the signal. */
+  char *gate = g_strdup_printf("%s/gate", agent_proc_dir(f.a));
+  char *line = g_strdup_printf("511," FX_DEVICE ",gate %s", gate);
+  long slow = sim_create_operation(f.s, line);
+  g_free(line);
+  g_assert_true(agent_proc_wait_log(f.a, "itest: gate waiting", 20000));
   g_assert_cmpint(agent_proc_signal(f.a, SIGHUP), ==, 0);
-  g_assert_true(agent_proc_wait_log(f.a, "reload waits", 5000));
-  g_assert_cmpint(fx_wait_op(&f, slow, 10000), ==, SIM_OP_SUCCESSFUL);
+  g_assert_true(agent_proc_wait_log(f.a, "reload waits", 20000));
+  g_assert_true(g_file_set_contents(gate, "", 0, NULL));
+  g_free(gate);
+  g_assert_cmpint(fx_wait_op(&f, slow, 20000), ==, SIM_OP_SUCCESSFUL);
   /* ...and then happens: a "reloading" line after the "waits" line. */
   gboolean reloaded = FALSE;
   for (int i = 0; i < 250 && !reloaded; i++) {

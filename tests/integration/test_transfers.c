@@ -332,7 +332,13 @@ static void test_jwt_renewed_once_on_401(void) {
 static void test_jwt_renewed_before_expiry(void) {
   hx x = {0};
   hx_start_http(&x, "secret", NULL, NULL);
-  sim_http_set_token_lifetime(x.h, 8); /* renewal due 2 s before exp */
+  /* Valid 12 s more, issued 28 s ago: the agent keeps a quarter of the
+   * lifetime (10 s) as its margin, so the renewal is due in 2 s while a
+   * request still has 10 s to reach the server before the old token
+   * expires (with 8 s and no age, the margin was 2 s: a loaded machine
+   * could spend that between taking the token and the server's check). */
+  sim_http_set_token_lifetime(x.h, 12);
+  sim_http_set_token_age(x.h, 28);
   hx_up(&x, NULL, "http_auth = jwt", NULL);
   char *path = g_build_filename(x.dir, "f.txt", NULL);
   g_assert_true(g_file_set_contents(path, "jwt", -1, NULL));

@@ -602,7 +602,8 @@ static void test_unknown_key(fx *f, gconstpointer data) {
   X(batch_discard)                                                             \
   X(set_health)                                                                \
   X(platform_auth)                                                             \
-  X(add_template_operation)
+  X(add_template_operation)                                                    \
+  X(config_origin)
 /* Declared 1.2 slots that other parts of the agent fill as they land: they
  * move to API_FIELDS then. */
 #define API_FIELDS_PENDING(X)

@@ -81,17 +81,32 @@ static void test_init_no_text_file(fixture *f, gconstpointer data) {
   g_assert_cmpuint(testhost_sent_count(f->h), ==, 0);
 }
 
+/* A bad entry of `files` is named with its file and line and left out;
+ * the good ones keep working. Only a list with none left fails. */
 static void test_bad_config(fixture *f, gconstpointer data) {
   (void)data;
   testhost_set_config(f->h, "files", "agent_conf=/a noequals");
-  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
-  g_assert_nonnull(testhost_find_log(f->h, "files: entry 'noequals'"));
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_OK);
+  g_assert_nonnull(testhost_find_log(
+      f->h, "agent.ini:6: files: entry 'noequals': not type=/absolute/path"));
+  g_assert_cmpstr(testhost_find_line(f->h, "119,"), ==, "s/us|119,agent_conf");
   testhost_free(f->h);
 
   f->h = testhost_new(DEV, f->state);
   testhost_set_config(f->h, "files", "a=/x a=/y");
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_OK);
+  g_assert_nonnull(testhost_find_log(f->h,
+                                     "files: entry 'a=/y': type 'a' is listed "
+                                     "twice (the first one is used)"));
+  g_assert_cmpstr(testhost_find_line(f->h, "119,"), ==, "s/us|119,a");
+  testhost_free(f->h);
+
+  f->h = testhost_new(DEV, f->state);
+  testhost_set_config(f->h, "files", "noequals b=rel");
   g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
-  g_assert_nonnull(testhost_find_log(f->h, "listed twice"));
+  g_assert_nonnull(testhost_find_log(f->h, "entry 'b=rel'"));
+  g_assert_nonnull(
+      testhost_find_log(f->h, "agent.ini:6: files: no usable entry"));
   testhost_free(f->h);
 
   f->h = testhost_new(DEV, f->state);
@@ -101,30 +116,83 @@ static void test_bad_config(fixture *f, gconstpointer data) {
   g_assert_nonnull(testhost_find_log(f->h, "http_helper"));
 }
 
-/* Every check of the `files` list names the setting and the entry. */
+/* Every check of the `files` list names the setting and the entry; the
+ * entry next to it stays usable. */
 static void test_bad_files_list(fixture *f, gconstpointer data) {
   (void)data;
   GString *many = g_string_new("");
   for (int i = 0; i <= 64; i++)
     g_string_append_printf(many, "t%d=/x ", i);
   const char *cases[][2] = {
-      {"=/x", "files: entry '=/x' is not type=/absolute/path"},
-      {"a=rel", "files: entry 'a=rel' is not type=/absolute/path"},
-      {"a,b=/x", "files: type 'a,b' must not contain ',' or '\"'"},
-      {"a=/x b=/y a=/z", "files: type 'a' is listed twice"},
-      /* The agent's config parser refuses such a line before the plugin
-       * sees it. */
-      {many->str, "line longer than 199 characters"},
+      {"=/x", "files: entry '=/x': not type=/absolute/path"},
+      {"a=rel", "files: entry 'a=rel': not type=/absolute/path"},
+      {"a,b=/x", "files: entry 'a,b=/x': type 'a,b' must not contain ',' or "
+                 "'\"'"},
+      {"a=\"/x y", "files: entry 'a=\"/x y': no closing '\"'"},
   };
   for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
     testhost_free(f->h);
     f->h = testhost_new(DEV, f->state);
-    testhost_set_config(f->h, "files", cases[i][0]);
-    g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
+    char *files = g_strdup_printf("good=/etc/good.conf %s", cases[i][0]);
+    testhost_set_config(f->h, "files", files);
+    g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_OK);
     if (!testhost_find_log(f->h, cases[i][1]))
-      g_error("files=%.40s: no log with '%s'", cases[i][0], cases[i][1]);
+      g_error("files=%.40s: no log with '%s'", files, cases[i][1]);
+    g_assert_cmpstr(testhost_find_line(f->h, "119,"), ==, "s/us|119,good");
+    g_free(files);
   }
+  /* The agent's config parser refuses such a line before the plugin sees
+   * it. */
+  testhost_free(f->h);
+  f->h = testhost_new(DEV, f->state);
+  testhost_set_config(f->h, "files", many->str);
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
+  g_assert_nonnull(testhost_find_log(f->h, "line longer than 199 characters"));
   g_string_free(many, TRUE);
+
+  /* An agent before ABI 1.3 cannot tell the line: the rest is the same. */
+  testhost_free(f->h);
+  f->h = testhost_new(DEV, f->state);
+  testhost_set_config(f->h, "files", "good=/etc/good.conf bad");
+  testhost_set_abi_1_0(f->h);
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_OK);
+  g_assert_nonnull(testhost_find_log(
+      f->h, "configuration: files: entry 'bad': not type=/absolute/path"));
+}
+
+/* Types and paths with blanks are written in quotes; they work like any
+ * other entry. */
+static void test_files_with_blanks(fixture *f, gconstpointer data) {
+  (void)data;
+  char *sub = g_build_filename(f->dir, "my dir", NULL);
+  g_assert_cmpint(g_mkdir(sub, 0700), ==, 0);
+  char *target = g_build_filename(sub, "app \"x\".conf", NULL);
+  ptu_write_text(target, "[old]\n");
+  char *src = g_build_filename(f->dir, "new.ini", NULL);
+  ptu_write_text(src, "[new]\n");
+  char *url = g_strdup_printf("file://%s", src);
+  char *files = g_strdup_printf(
+      "\"my app\"=\"%s/my dir/app \\\"x\\\".conf\" plain=%s/plain.conf", f->dir,
+      f->dir);
+  testhost_set_config(f->h, "files", files);
+  testhost_enable_transfers(f->h);
+  testhost_add_download(f->h, url, src);
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_OK);
+  g_assert_null(testhost_find_log(f->h, "entry"));
+  g_assert_cmpstr(testhost_find_line(f->h, "119,"), ==,
+                  "s/us|119,my app,plain");
+  char *line = g_strdup_printf("524," DEV ",%s,my app", url);
+  g_assert_cmpint(testhost_run_operation(f->h, line, OP_WAIT_MS), ==,
+                  TESTHOST_OP_SUCCEEDED);
+  char *got = ptu_read_text(target);
+  g_assert_cmpstr(got, ==, "[new]\n");
+  g_free(got);
+  g_free(line);
+  g_free(files);
+  g_free(url);
+  g_free(src);
+  g_free(target);
+  g_free(sub);
 }
 
 /* ---- 513 ------------------------------------------------------------------
@@ -739,6 +807,7 @@ int main(int argc, char **argv) {
   ADD("/plugin/configuration/init/no-text-file", test_init_no_text_file);
   ADD("/plugin/configuration/init/bad-config", test_bad_config);
   ADD("/plugin/configuration/init/bad-files-list", test_bad_files_list);
+  ADD("/plugin/configuration/init/files-with-blanks", test_files_with_blanks);
   ADD("/plugin/configuration/513/write", test_513_writes_and_reports);
   ADD("/plugin/configuration/513/field-count", test_513_wrong_field_count);
   ADD("/plugin/configuration/513/apply-restores",

@@ -125,8 +125,9 @@ static void test_output_cap_and_no_result(void) {
   char *ini = g_strdup_printf("template = 511\ncommand = %s\n", big);
   g_free(dropin(&e, "a.ini", ini));
   g_free(ini);
+  /* Booleans take agent.ini's words, in any case. */
   ini = g_strdup_printf("template = 518\ncommand = %s\noutput_is_result = "
-                        "no\n",
+                        "No\n",
                         big);
   g_free(dropin(&e, "b.ini", ini));
   g_free(ini);

@@ -101,15 +101,23 @@ static void test_init_without_helper(fixture *f, gconstpointer data) {
   g_assert_cmpstr(testhost_find_line(f->h, "118,"), ==, "s/us|118,app,sys");
 }
 
+/* A bad `logs` entry is named with its file and line and left out, the
+ * others keep working; only a list with none left stops the plugin. */
 static void test_bad_config(fixture *f, gconstpointer data) {
   (void)data;
   static const struct {
     const char *logs, *why;
   } cases[] = {
-      {"app=relative/path", "logs: entry 'app=relative/path'"},
-      {"a/b=/var/log/x", "logs: name 'a/b'"},
-      {"app=/a app=/b", "logs: name 'app' is listed twice"},
+      {"app=relative/path",
+       "agent.ini:6: logs: entry 'app=relative/path': not name=/path, "
+       "name=journal or name=journal:<unit>"},
+      {"a/b=/var/log/x", "logs: entry 'a/b=/var/log/x': name 'a/b' may "
+                         "contain only letters, digits, '_', '-' and '.'"},
+      {"good=/var/log/other", "logs: entry 'good=/var/log/other': name "
+                              "'good' is listed twice (the first one is "
+                              "used)"},
       {"app=journal:", "logs: entry 'app=journal:'"},
+      {"app=\"/var/log/x", "logs: entry 'app=\"/var/log/x': no closing '\"'"},
   };
   static const struct {
     const char *key, *value, *why;
@@ -131,10 +139,46 @@ static void test_bad_config(fixture *f, gconstpointer data) {
   for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
     testhost_free(f->h);
     f->h = testhost_new(DEV, f->state);
+    char *logs = g_strdup_printf("good=/var/log/good.log %s", cases[i].logs);
+    testhost_set_config(f->h, "logs", logs);
+    testhost_set_config(f->h, "diag", "false");
+    g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_OK);
+    if (!testhost_find_log(f->h, cases[i].why))
+      g_error("logs = %s: no log with \"%s\"", logs, cases[i].why);
+    g_assert_cmpstr(testhost_find_line(f->h, "118,"), ==, "s/us|118,good");
+    g_free(logs);
+
+    /* Alone, nothing usable is left (the twice case is good alone). */
+    if (strstr(cases[i].why, "listed twice"))
+      continue;
+    testhost_free(f->h);
+    f->h = testhost_new(DEV, f->state);
     testhost_set_config(f->h, "logs", cases[i].logs);
     g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
-    g_assert_nonnull(testhost_find_log(f->h, cases[i].why));
+    g_assert_nonnull(testhost_find_log(f->h, "logs: no usable entry"));
   }
+}
+
+/* A log file whose path holds blanks is written in quotes. */
+static void test_path_with_blanks(fixture *f, gconstpointer data) {
+  (void)data;
+  char *sub = g_build_filename(f->dir, "my logs", NULL);
+  g_assert_cmpint(g_mkdir(sub, 0700), ==, 0);
+  char *path = g_build_filename(sub, "app 1.log", NULL);
+  ptu_write_text(path, "2024-03-10T09:30:00+0200 ERROR disk low\n");
+  char *logs = g_strdup_printf("app=\"%s\" other=/var/log/other.log", path);
+  testhost_set_config(f->h, "logs", logs);
+  testhost_set_config(f->h, "diag", "false");
+  testhost_set_config(f->h, "http_helper", f->helper);
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_OK);
+  g_assert_cmpstr(testhost_find_line(f->h, "118,"), ==, "s/us|118,app,other");
+  char *got = request_ok(f, "app,2024-03-10T09:00:00+0200,"
+                            "2024-03-10T10:00:00+0200,,100");
+  g_assert_cmpstr(got, ==, "2024-03-10T09:30:00+0200 ERROR disk low\n");
+  g_free(got);
+  g_free(logs);
+  g_free(path);
+  g_free(sub);
 }
 
 /* ---- 522 over a file
@@ -529,9 +573,14 @@ static void test_diag_bundle(fixture *f, gconstpointer data) {
 static void test_diag_name_taken(fixture *f, gconstpointer data) {
   (void)data;
   testhost_enable_transfers(f->h);
-  testhost_set_config(f->h, "logs", "c8y-agent-diag=/var/log/syslog");
-  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_EINVAL);
-  g_assert_nonnull(testhost_find_log(f->h, "is the support bundle's"));
+  testhost_set_config(f->h, "logs",
+                      "c8y-agent-diag=/var/log/syslog app=/var/log/app.log");
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_OK);
+  g_assert_nonnull(testhost_find_log(
+      f->h, "logs: entry 'c8y-agent-diag=/var/log/syslog': name "
+            "'c8y-agent-diag' is the support bundle's"));
+  g_assert_cmpstr(testhost_find_line(f->h, "118,"), ==,
+                  "s/us|118,app,c8y-agent-diag");
 }
 
 int main(int argc, char **argv) {
@@ -542,6 +591,7 @@ int main(int argc, char **argv) {
   ADD("/plugin/logfile/init/registers", test_init);
   ADD("/plugin/logfile/init/without-helper", test_init_without_helper);
   ADD("/plugin/logfile/init/bad-config", test_bad_config);
+  ADD("/plugin/logfile/init/path-with-blanks", test_path_with_blanks);
   ADD("/plugin/logfile/file/window-search", test_file_window_search);
   ADD("/plugin/logfile/file/syslog-times", test_syslog_times);
   ADD("/plugin/logfile/file/keeps-newest", test_keeps_newest_extracts);

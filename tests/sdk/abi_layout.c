@@ -1,4 +1,4 @@
-/* Freezes the plugin ABI (1.0, 1.1, 1.2) on LP64 targets (x86_64, aarch64,
+/* Freezes the plugin ABI (1.0, 1.1, 1.2, 1.3) on LP64 targets (x86_64, aarch64,
  * ...) and on ILP32 targets whose 64-bit integers are 8-byte aligned (armhf,
  * the ARM EABI): every offset and size below is written out by hand, so
  * reordering, retyping or inserting a field fails to compile. A minor
@@ -147,6 +147,15 @@ _Static_assert(sizeof(c8y_platform_auth) == 10008,
 _Static_assert(sizeof(c8y_api) == 432, "c8y_api 1.2 must be 432 bytes");
 #endif
 
+/* c8y_api 1.3 */
+#if C8Y_ABI_MINOR >= 3
+AT(c8y_api, config_origin, 432);
+_Static_assert(sizeof(c8y_api) >= 440, "c8y_api shrank below 1.3");
+#endif
+#if C8Y_ABI_MINOR == 3
+_Static_assert(sizeof(c8y_api) == 440, "c8y_api 1.3 must be 440 bytes");
+#endif
+
 /* c8y_plugin_info 1.0 */
 AT(c8y_plugin_info, abi_major, 0);
 AT(c8y_plugin_info, abi_minor, 4);
@@ -291,6 +300,15 @@ _Static_assert(sizeof(c8y_platform_auth) == 10000,
 #endif
 #if C8Y_ABI_MINOR == 2
 _Static_assert(sizeof(c8y_api) == 220, "c8y_api 1.2 must be 220 bytes");
+#endif
+
+/* c8y_api 1.3 */
+#if C8Y_ABI_MINOR >= 3
+AT(c8y_api, config_origin, 220);
+_Static_assert(sizeof(c8y_api) >= 224, "c8y_api shrank below 1.3");
+#endif
+#if C8Y_ABI_MINOR == 3
+_Static_assert(sizeof(c8y_api) == 224, "c8y_api 1.3 must be 224 bytes");
 #endif
 
 /* c8y_plugin_info 1.0 */

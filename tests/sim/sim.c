@@ -1350,7 +1350,10 @@ const char *sim_operation_detail(sim *s, long id) {
   return d;
 }
 
-int sim_wait_operation_done(sim *s, long id, int timeout_ms) {
+/* Waits until the operation is past `past` (EXECUTING: final; PENDING:
+ * started or final); its status then, or -1 on timeout. */
+static int wait_operation_past(sim *s, long id, sim_op_status past,
+                               int timeout_ms) {
   struct timespec dl = deadline_ts(timeout_ms);
   int res = -1;
   pthread_mutex_lock(&s->mu);
@@ -1358,7 +1361,8 @@ int sim_wait_operation_done(sim *s, long id, int timeout_ms) {
     sim_op *o = op_find(s, id);
     if (!o)
       break;
-    if (o->st == SIM_OP_SUCCESSFUL || o->st == SIM_OP_FAILED) {
+    if (o->st != SIM_OP_PENDING &&
+        (past == SIM_OP_PENDING || o->st != SIM_OP_EXECUTING)) {
       res = (int)o->st;
       break;
     }
@@ -1367,6 +1371,14 @@ int sim_wait_operation_done(sim *s, long id, int timeout_ms) {
   }
   pthread_mutex_unlock(&s->mu);
   return res;
+}
+
+int sim_wait_operation_done(sim *s, long id, int timeout_ms) {
+  return wait_operation_past(s, id, SIM_OP_EXECUTING, timeout_ms);
+}
+
+int sim_wait_operation_started(sim *s, long id, int timeout_ms) {
+  return wait_operation_past(s, id, SIM_OP_PENDING, timeout_ms);
 }
 
 const char *sim_op_status_name(sim_op_status st) {

@@ -105,6 +105,9 @@ const char *sim_operation_detail(sim *s, long id);
 /* Waits until the operation leaves PENDING/EXECUTING; returns its final
  * status or -1 on timeout. */
 int sim_wait_operation_done(sim *s, long id, int timeout_ms);
+/* Waits until the operation left PENDING (its 501, or a final status, was
+ * received); returns its status then, or -1 on timeout. */
+int sim_wait_operation_started(sim *s, long id, int timeout_ms);
 
 /* Raw downstream publish (QoS 1). */
 int sim_publish(sim *s, const char *topic, const char *payload);

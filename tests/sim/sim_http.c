@@ -60,8 +60,12 @@ struct sim_http {
   tok *toks;
   size_t ntoks;
   int lifetime_s;
+  int token_age_s; /* iat this long before the token is minted */
   bool reject;
   int cuts;
+  int stalls;     /* next downloads to hold half way */
+  size_t stalled; /* downloads held half way so far */
+  bool stopping;  /* sim_http_stop: held downloads end now */
   int fails, fail_status;
   int delay_ms;
   bool chunked; /* downloads without Content-Length */
@@ -124,12 +128,12 @@ static char *mint(void *ctx) {
   if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
     return NULL;
   pthread_mutex_lock(&h->mu);
-  long long exp = now + h->lifetime_s;
+  long long exp = now + h->lifetime_s, iat = now - h->token_age_s;
   pthread_mutex_unlock(&h->mu);
   char payload[512];
   snprintf(payload, sizeof payload,
            "{\"sub\":\"%s/%s\",\"ten\":\"%s\",\"iat\":%lld,\"exp\":%lld}",
-           h->tenant, h->user, h->tenant, now, exp);
+           h->tenant, h->user, h->tenant, iat, exp);
   static const char hdr[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
   char *a = b64((const unsigned char *)hdr, strlen(hdr), true);
   char *b = b64((const unsigned char *)payload, strlen(payload), true);
@@ -197,14 +201,39 @@ static enum MHD_Result send_json(struct MHD_Connection *c, int status,
 }
 
 typedef struct file_reader {
+  sim_http *h;
   int fd;
   uint64_t start, len, cut_at; /* cut_at relative to start; len = none */
+  bool stall;                  /* hold at cut_at instead of cutting at once */
 } file_reader;
+
+/* Longest a download is held half way (a test that forgets it still ends). */
+#define STALL_MAX_S 60
+
+/* A held download: counted and announced, then the connection stays open
+ * without data until the server stops (or STALL_MAX_S), and is cut. */
+static void hold_download(sim_http *h) {
+  struct timespec dl;
+  clock_gettime(CLOCK_MONOTONIC, &dl);
+  dl.tv_sec += STALL_MAX_S;
+  pthread_mutex_lock(&h->mu);
+  h->stalled++;
+  pthread_cond_broadcast(&h->cv);
+  while (!h->stopping &&
+         pthread_cond_timedwait(&h->cv, &h->mu, &dl) != ETIMEDOUT) {
+  }
+  pthread_mutex_unlock(&h->mu);
+}
 
 static ssize_t read_file(void *cls, uint64_t pos, char *buf, size_t max) {
   file_reader *fr = cls;
-  if (pos >= fr->cut_at)
+  if (pos >= fr->cut_at) {
+    if (fr->stall) {
+      fr->stall = false;
+      hold_download(fr->h);
+    }
     return MHD_CONTENT_READER_END_WITH_ERROR;
+  }
   if (pos >= fr->len)
     return MHD_CONTENT_READER_END_OF_STREAM;
   uint64_t left = (fr->cut_at < fr->len ? fr->cut_at : fr->len) - pos;
@@ -263,6 +292,7 @@ static enum MHD_Result serve_file(sim_http *h, struct MHD_Connection *c,
     close(fd);
     return MHD_NO;
   }
+  fr->h = h;
   fr->fd = fd;
   fr->start = start;
   fr->len = size ? end - start + 1 : 0;
@@ -271,6 +301,10 @@ static enum MHD_Result serve_file(sim_http *h, struct MHD_Connection *c,
   if (h->cuts > 0 && fr->len > 1) {
     h->cuts--;
     fr->cut_at = fr->len / 2;
+  } else if (h->stalls > 0 && fr->len > 1) {
+    h->stalls--;
+    fr->cut_at = fr->len / 2;
+    fr->stall = true;
   }
   bool chunked = h->chunked;
   pthread_mutex_unlock(&h->mu);
@@ -930,6 +964,11 @@ void sim_http_stop(sim_http *h) {
     return;
   if (h->mqtt && h->d)
     sim_set_token_source(h->mqtt, NULL, NULL);
+  /* Held downloads end first: MHD_stop_daemon joins their threads. */
+  pthread_mutex_lock(&h->mu);
+  h->stopping = true;
+  pthread_cond_broadcast(&h->cv);
+  pthread_mutex_unlock(&h->mu);
   if (h->d)
     MHD_stop_daemon(h->d);
   for (size_t i = 0; i < h->ntoks; i++)
@@ -992,12 +1031,38 @@ long sim_http_add_binary(sim_http *h, const char *path) {
     pthread_mutex_unlock(&h->mu);                                              \
   }
 SETTER(sim_http_cut_downloads, int, cuts)
+SETTER(sim_http_stall_downloads, int, stalls)
 SETTER(sim_http_reject_tokens, bool, reject)
 SETTER(sim_http_set_token_lifetime, int, lifetime_s)
+SETTER(sim_http_set_token_age, int, token_age_s)
 SETTER(sim_http_set_delay, int, delay_ms)
 SETTER(sim_http_set_chunked, bool, chunked)
 SETTER(sim_http_est_single_use_tokens, bool, est_single_use)
 SETTER(sim_http_set_est_auth, sim_http_est_auth, est_auth)
+
+/* CLOCK_MONOTONIC (h->cv's clock) timeout_ms from now. */
+static struct timespec deadline_in(int timeout_ms) {
+  struct timespec dl;
+  clock_gettime(CLOCK_MONOTONIC, &dl);
+  dl.tv_sec += timeout_ms / 1000;
+  dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  if (dl.tv_nsec >= 1000000000L) {
+    dl.tv_sec++;
+    dl.tv_nsec -= 1000000000L;
+  }
+  return dl;
+}
+
+bool sim_http_wait_stalled(sim_http *h, size_t n, int timeout_ms) {
+  struct timespec dl = deadline_in(timeout_ms);
+  pthread_mutex_lock(&h->mu);
+  while (h->stalled < n &&
+         pthread_cond_timedwait(&h->cv, &h->mu, &dl) != ETIMEDOUT) {
+  }
+  bool ok = h->stalled >= n;
+  pthread_mutex_unlock(&h->mu);
+  return ok;
+}
 
 size_t sim_http_est_reenrolls(sim_http *h, bool by_cert) {
   pthread_mutex_lock(&h->mu);
@@ -1064,14 +1129,7 @@ EVENT_FIELD(sim_http_event_binary_name, bin_name)
 EVENT_FIELD(sim_http_event_binary_type, bin_type)
 
 bool sim_http_wait_binaries(sim_http *h, size_t n, int timeout_ms) {
-  struct timespec dl;
-  clock_gettime(CLOCK_MONOTONIC, &dl);
-  dl.tv_sec += timeout_ms / 1000;
-  dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (dl.tv_nsec >= 1000000000L) {
-    dl.tv_sec++;
-    dl.tv_nsec -= 1000000000L;
-  }
+  struct timespec dl = deadline_in(timeout_ms);
   pthread_mutex_lock(&h->mu);
   bool ok = false;
   for (;;) {

@@ -79,6 +79,12 @@ size_t sim_http_est_reenrolls(sim_http *h, bool by_cert);
 /* The next n downloads stop (connection closed) half way through what they
  * were asked for. */
 void sim_http_cut_downloads(sim_http *h, int n);
+/* The next n downloads send half of what they were asked for, then hold the
+ * connection open without more data until the server stops (at most 60 s),
+ * and are cut: a transfer that is in the middle when the client stops. */
+void sim_http_stall_downloads(sim_http *h, int n);
+/* Waits until at least n downloads were held half way; false on timeout. */
+bool sim_http_wait_stalled(sim_http *h, size_t n, int timeout_ms);
 /* The next n requests get `status` with a Cumulocity error body. */
 void sim_http_fail_requests(sim_http *h, int n, int status);
 /* Tokens issued so far become invalid (401). */
@@ -87,6 +93,9 @@ void sim_http_expire_tokens(sim_http *h);
 void sim_http_reject_tokens(sim_http *h, bool reject);
 /* Lifetime of new tokens (default 3600 s). */
 void sim_http_set_token_lifetime(sim_http *h, int seconds);
+/* New tokens claim to have been issued this long ago (iat = now - seconds;
+ * default 0): a token whose renewal is near while its expiry is not. */
+void sim_http_set_token_age(sim_http *h, int seconds);
 /* Each answer waits this long first. */
 void sim_http_set_delay(sim_http *h, int ms);
 /* While true, downloads are sent chunked, without a Content-Length. */

@@ -208,6 +208,25 @@ bool agent_proc_wait_log(agent_proc *a, const char *needle, int timeout_ms) {
   return false;
 }
 
+int agent_proc_log_count(agent_proc *a, const char *needle) {
+  char *log = agent_proc_log(a);
+  int n = 0;
+  for (const char *p = log; p && (p = strstr(p, needle)) != NULL; p++)
+    n++;
+  free(log);
+  return n;
+}
+
+bool agent_proc_wait_log_count(agent_proc *a, const char *needle, int n,
+                               int timeout_ms) {
+  for (int waited = 0; waited <= timeout_ms; waited += 25) {
+    if (agent_proc_log_count(a, needle) >= n)
+      return true;
+    sleep_ms(25);
+  }
+  return false;
+}
+
 static int rm_entry(const char *path, const struct stat *st, int flag,
                     struct FTW *ftw) {
   (void)st;

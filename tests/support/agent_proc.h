@@ -31,6 +31,11 @@ int agent_proc_wait_exit(agent_proc *a, int timeout_ms);
 char *agent_proc_log(agent_proc *a);
 /* Waits until the log contains `needle`; true if it did within timeout. */
 bool agent_proc_wait_log(agent_proc *a, const char *needle, int timeout_ms);
+/* Occurrences of `needle` in the log so far (the log spans restarts). */
+int agent_proc_log_count(agent_proc *a, const char *needle);
+/* Waits until the log holds `needle` at least n times; true if it did. */
+bool agent_proc_wait_log_count(agent_proc *a, const char *needle, int n,
+                               int timeout_ms);
 /* Stops if running, removes the dir. */
 void agent_proc_free(agent_proc *a);
 

@@ -281,7 +281,7 @@ static int write_conf(broker *b, const char *passwd_file, const char *acl_file,
 
 /* True when `pid` holds a socket listening on 127.0.0.1:port: a connect
  * alone could reach another broker that already owns the port. */
-static bool pid_listens(pid_t pid, int port) {
+bool broker_pid_listens(pid_t pid, int port) {
   FILE *f = fopen("/proc/net/tcp", "r");
   if (!f)
     return false;
@@ -399,7 +399,7 @@ static int spawn_once(broker *b, char *err, size_t errlen) {
              last[0] ? last : "no output");
       return 1;
     }
-    if (port_accepts(b->port) && pid_listens(pid, b->port))
+    if (port_accepts(b->port) && broker_pid_listens(pid, b->port))
       return 0;
     sleep_ms(20);
   }

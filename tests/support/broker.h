@@ -7,7 +7,9 @@
 #ifndef C8Y_TEST_BROKER_H
 #define C8Y_TEST_BROKER_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 typedef struct broker broker;
 
@@ -47,6 +49,10 @@ int broker_port(const broker *b);
 /* A loopback port free right now (for another listener). */
 int broker_free_port(void);
 int broker_pid(const broker *b); /* 0 when not running */
+/* True when `pid` holds a socket listening on 127.0.0.1:port: a connect
+ * alone could reach another server that already owns the port (a suite
+ * running next to this one picked the same free port). */
+bool broker_pid_listens(pid_t pid, int port);
 /* SIGTERM, then SIGKILL after 2 s; waitpid; frees b. NULL is a no-op. */
 void broker_stop(broker *b);
 

@@ -261,7 +261,7 @@ static void tb_start_ca(tls_broker *b, const char *server_cert,
         pid = 0; /* exited: most likely the port was taken, try another */
         break;
       }
-      if (port_accepts(b->port)) {
+      if (port_accepts(b->port) && broker_pid_listens(pid, b->port)) {
         b->pid = pid;
         break;
       }

@@ -38,7 +38,7 @@ extern "C" {
 
 /* Major must equal the agent's; minor must be <= the agent's. */
 #define C8Y_ABI_MAJOR 1
-#define C8Y_ABI_MINOR 2
+#define C8Y_ABI_MINOR 3
 
 #if defined(__GNUC__)
 #define C8Y_EXPORT __attribute__((visibility("default")))
@@ -481,7 +481,16 @@ typedef struct c8y_api {
   int (*add_template_operation)(c8y_plugin *self, const char *xid,
                                 const char *message_id, const char *fragment);
 
-  /* ---- ABI 1.3+ fields go here, appended only ---- */
+  /* ---- ABI 1.3 ---- */
+  /* "<file>:<line>" of the assignment of `key` in the plugin's section that
+   * is in force (agent.ini or a conf.d drop-in), or NULL when the key is
+   * not set. For error lines about a value the typed getters cannot check
+   * (one entry of a list, a path that does not exist), written as they
+   * write theirs: "file:line: key: why". Borrowed until fini() returns.
+   * [any thread] */
+  const char *(*config_origin)(c8y_plugin *self, const char *key);
+
+  /* ---- ABI 1.4+ fields go here, appended only ---- */
 } c8y_api;
 
 /* True if the running agent provides `field` (for anything newer than 1.0). */

@@ -5,10 +5,17 @@
  *   fail <reason>        fail synchronously
  *   error                return C8Y_EIO without completing
  *   async <ms> <result>  succeed from another thread after <ms>
- *   slow <ms>            block the handler <ms>, then succeed
+ *   slow <ms>            log "itest: slow started" (the operation is
+ *                        journaled by then), block the handler <ms>, then
+ *                        succeed
+ *   gate <path>          log "itest: gate waiting", block the handler until
+ *                        <path> exists (at most 120 s), then succeed with
+ *                        "gate opened": the test decides when it ends
  *   hang                 return C8Y_PENDING and only give up (op_fail) once
  *                        op_cancelled says the agent timed it out
- *   reboot               op_complete_on_reboot, then C8Y_PENDING forever
+ *   reboot               op_complete_on_reboot, log "itest: reboot armed"
+ *                        (the mark is in the journal), then C8Y_PENDING
+ *                        forever
  *   order <tag>          append <tag> to <state_dir>/order, succeed
  *   resume <tag>         op_resume_after_restart, log "itest: resume armed"
  *                        and stay PENDING; handed again after a restart it
@@ -23,16 +30,16 @@
  *                        op_cancelled
  *   fds                  succeed with what a process the plugin starts
  *                        inherited: "sockets=<n> files=<n>" beyond 0-2
- * 510 (c8y_Restart) behaves like "reboot". A producer "itest" emits a
- * counter every `interval_ms` (0 = no producer). With `burst = N`, init
- * queues "200,c8y_Seq,n,<i>" for i = 1..N once per state dir (a marker file
- * keeps a restarted agent from queueing them again) and logs
- * "itest: burst of N queued": fault tests and benchmarks count them.
- * With `hang_producer = true` the first produce call of the process never
- * returns (logs "itest: producer hanging"), to test bounded stops.
- * `child = <id>` registers a child device whose operations reach the same
- * handlers; `xid = <X-ID>` registers a handler for message id 777 on
- * s/dc/<X-ID> that logs "itest: message 777 <fields...>". */
+ * 510 (c8y_Restart) behaves like "reboot" (and logs the same line). A producer
+ * "itest" emits a counter every `interval_ms` (0 = no producer). With `burst =
+ * N`, init queues "200,c8y_Seq,n,<i>" for i = 1..N once per state dir (a marker
+ * file keeps a restarted agent from queueing them again) and logs "itest: burst
+ * of N queued": fault tests and benchmarks count them. With `hang_producer =
+ * true` the first produce call of the process never returns (logs "itest:
+ * producer hanging"), to test bounded stops. `child = <id>` registers a child
+ * device whose operations reach the same handlers; `xid = <X-ID>` registers a
+ * handler for message id 777 on s/dc/<X-ID> that logs "itest: message 777
+ * <fields...>". */
 #define _POSIX_C_SOURCE 200809L
 #include <c8y/plugin.h>
 
@@ -41,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static const c8y_api *api;
 static const char *xid; /* custom template collection, or NULL */
@@ -89,6 +97,15 @@ static int spawn(job *j) {
   }
   pthread_detach(t);
   return C8Y_PENDING;
+}
+
+/* op_complete_on_reboot; once it returned the mark is journaled, which the
+ * log line tells a test that is about to kill the agent. */
+static int arm_reboot(c8y_plugin *self, c8y_operation *op) {
+  int rc = api->op_complete_on_reboot(op);
+  if (rc == C8Y_OK)
+    api->log(self, C8Y_LOG_NOTICE, "itest: reboot armed");
+  return rc == C8Y_OK ? C8Y_PENDING : rc;
 }
 
 static int on_command(c8y_plugin *self, c8y_operation *op, void *ud) {
@@ -144,7 +161,17 @@ static int on_command(c8y_plugin *self, c8y_operation *op, void *ud) {
     sleep_ms(600000);
     return api->op_succeed(op, "stuck done");
   }
+  if (strncmp(text, "gate ", 5) == 0) {
+    api->log(self, C8Y_LOG_NOTICE, "itest: gate waiting");
+    for (int waited = 0; access(text + 5, F_OK) != 0; waited += 10) {
+      if (waited >= 120000)
+        return api->op_fail(op, "gate never opened");
+      sleep_ms(10);
+    }
+    return api->op_succeed(op, "gate opened");
+  }
   if (strncmp(text, "slow ", 5) == 0) {
+    api->log(self, C8Y_LOG_NOTICE, "itest: slow started");
     sleep_ms(atoi(text + 5));
     return api->op_succeed(op, "slow done");
   }
@@ -166,10 +193,8 @@ static int on_command(c8y_plugin *self, c8y_operation *op, void *ud) {
       api->log(self, C8Y_LOG_NOTICE, "itest: resume armed");
     return rc == C8Y_OK ? C8Y_PENDING : rc;
   }
-  if (strcmp(text, "reboot") == 0) {
-    int rc = api->op_complete_on_reboot(op);
-    return rc == C8Y_OK ? C8Y_PENDING : rc;
-  }
+  if (strcmp(text, "reboot") == 0)
+    return arm_reboot(self, op);
   if (strncmp(text, "order ", 6) == 0) {
     char path[4096];
     snprintf(path, sizeof path, "%s/order", api->state_dir(self));
@@ -211,10 +236,8 @@ static void on_message(c8y_plugin *self, const c8y_message *msg, void *ud) {
 }
 
 static int on_restart(c8y_plugin *self, c8y_operation *op, void *ud) {
-  (void)self;
   (void)ud;
-  int rc = api->op_complete_on_reboot(op);
-  return rc == C8Y_OK ? C8Y_PENDING : rc;
+  return arm_reboot(self, op);
 }
 
 static long counter;
