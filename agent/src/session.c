@@ -4,6 +4,8 @@
 
 #include <MQTTAsync.h>
 #include <c8y/plugin.h>
+#include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +26,12 @@ struct session {
   char *key_file;
   bool tls;
   bool verify_hostname;
+  bool will;
   int keepalive;
+  /* session_disconnect waits for Paho's answer to its DISCONNECT. */
+  pthread_mutex_t dmu;
+  pthread_cond_t dcv;
+  bool disconnecting, disconnected;
 };
 
 typedef struct pub_ctx {
@@ -138,11 +145,23 @@ static int paho_status(int rc, int otherwise) {
   }
 }
 
-int session_new(const agent_config *cfg, const session_callbacks *cb,
-                session **out, char *err, size_t errlen) {
+/* Who connects: the device (session_new) or the bootstrap user. */
+typedef struct identity {
+  char *client_id, *username, *password, *cert_file, *key_file;
+  bool will;
+} identity;
+
+static int create(const agent_config *cfg, const session_callbacks *cb,
+                  identity *id, session **out, char *err, size_t errlen) {
   *out = NULL;
   session *s = calloc(1, sizeof *s);
-  if (!s) {
+  if (!s || !id->client_id) {
+    free(s);
+    free(id->client_id);
+    free(id->username);
+    free(id->password);
+    free(id->cert_file);
+    free(id->key_file);
     snprintf(err, errlen, "out of memory");
     return C8Y_ENOMEM;
   }
@@ -150,27 +169,31 @@ int session_new(const agent_config *cfg, const session_callbacks *cb,
   s->tls = cfg->tls;
   s->verify_hostname = cfg->verify_hostname;
   s->keepalive = cfg->keepalive;
+  s->will = id->will;
+  s->client_id = id->client_id;
+  s->username = id->username;
+  s->password = id->password;
+  s->cert_file = id->cert_file;
+  s->key_file = id->key_file;
+  pthread_mutex_init(&s->dmu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&s->dcv, &ca);
+  pthread_condattr_destroy(&ca);
   snprintf(s->uri, sizeof s->uri, "%s://%s:%d", cfg->tls ? "ssl" : "tcp",
            cfg->host, cfg->port);
-  s->client_id = config_client_id(cfg);
-  /* With a client certificate the CN identifies the device: no user name. */
-  if (cfg->tenant || !cfg->cert_file) {
-    s->username = config_username(cfg);
-    s->password = dup_opt(cfg->password);
-  }
   if (cfg->ca_path) {
     struct stat st;
     if (stat(cfg->ca_path, &st) == 0 && S_ISDIR(st.st_mode))
       s->ca_dir = strdup(cfg->ca_path);
     else
       s->ca_file = strdup(cfg->ca_path);
-  }
-  s->cert_file = dup_opt(cfg->cert_file);
-  s->key_file = dup_opt(cfg->key_file);
-  if (!s->client_id) {
-    session_free(s);
-    snprintf(err, errlen, "out of memory");
-    return C8Y_ENOMEM;
+    if (!s->ca_dir && !s->ca_file) {
+      session_free(s);
+      snprintf(err, errlen, "out of memory");
+      return C8Y_ENOMEM;
+    }
   }
   MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
   co.MQTTVersion = MQTTVERSION_3_1_1;
@@ -181,12 +204,41 @@ int session_new(const agent_config *cfg, const session_callbacks *cb,
   if (rc != MQTTASYNC_SUCCESS) {
     snprintf(err, errlen, "cannot create MQTT client for %s: %s", s->uri,
              MQTTAsync_strerror(rc));
+    s->client = NULL;
     session_free(s);
     return paho_status(rc, C8Y_EIO);
   }
   MQTTAsync_setCallbacks(s->client, s, on_connection_lost, on_message, NULL);
   *out = s;
   return 0;
+}
+
+int session_new(const agent_config *cfg, const session_callbacks *cb,
+                session **out, char *err, size_t errlen) {
+  identity id = {.client_id = config_client_id(cfg), .will = true};
+  /* With a client certificate the CN identifies the device: no user name. */
+  if (cfg->tenant || !cfg->cert_file) {
+    id.username = config_username(cfg);
+    id.password = dup_opt(cfg->password);
+  }
+  id.cert_file = dup_opt(cfg->cert_file);
+  id.key_file = dup_opt(cfg->key_file);
+  if ((cfg->cert_file && !id.cert_file) || (cfg->key_file && !id.key_file))
+    id.client_id = (free(id.client_id), NULL);
+  return create(cfg, cb, &id, out, err, errlen);
+}
+
+int session_new_bootstrap(const agent_config *cfg, const session_callbacks *cb,
+                          session **out, char *err, size_t errlen) {
+  /* As the registration expects: clientId = the plain device id. No will:
+   * the device does not exist on the platform yet. */
+  identity id = {.client_id = dup_opt(cfg->device_id),
+                 .username = dup_opt(cfg->bootstrap_user),
+                 .password = dup_opt(cfg->bootstrap_password)};
+  if ((cfg->bootstrap_user && !id.username) ||
+      (cfg->bootstrap_password && !id.password))
+    id.client_id = (free(id.client_id), NULL);
+  return create(cfg, cb, &id, out, err, errlen);
 }
 
 void session_free(session *s) {
@@ -201,7 +253,25 @@ void session_free(session *s) {
   free(s->ca_dir);
   free(s->cert_file);
   free(s->key_file);
+  pthread_cond_destroy(&s->dcv);
+  pthread_mutex_destroy(&s->dmu);
   free(s);
+}
+
+void session_free_at_exit(session *s) {
+  if (!s)
+    return;
+  pthread_mutex_lock(&s->dmu);
+  bool answered = !s->disconnecting || s->disconnected;
+  pthread_mutex_unlock(&s->dmu);
+  if (!s->client || !answered || MQTTAsync_isConnected(s->client)) {
+    /* Paho may still call back into s: it stays, reachable from Paho's
+     * list of clients, and the process ends it. */
+    return;
+  }
+  /* The client is idle and closed; only its destruction is skipped. */
+  s->client = NULL;
+  session_free(s);
 }
 
 int session_connect(session *s) {
@@ -222,7 +292,7 @@ int session_connect(session *s) {
   will.message = SESSION_WILL_PAYLOAD;
   will.qos = 1;
   will.retained = 0;
-  o.will = &will;
+  o.will = s->will ? &will : NULL;
   if (s->tls) {
     ssl.enableServerCertAuth = 1;
     ssl.verify = s->verify_hostname ? 1 : 0;
@@ -344,17 +414,50 @@ int session_drop(session *s, const char *why) {
   return 0;
 }
 
+static void on_disconnected(void *ctx, MQTTAsync_successData *r) {
+  (void)r;
+  session *s = ctx;
+  pthread_mutex_lock(&s->dmu);
+  s->disconnected = true;
+  pthread_cond_broadcast(&s->dcv);
+  pthread_mutex_unlock(&s->dmu);
+}
+
+static void on_disconnect_failed(void *ctx, MQTTAsync_failureData *r) {
+  (void)r;
+  on_disconnected(ctx, NULL);
+}
+
 void session_disconnect(session *s, int timeout_ms) {
   if (!MQTTAsync_isConnected(s->client))
     return;
   MQTTAsync_disconnectOptions o = MQTTAsync_disconnectOptions_initializer;
   o.timeout = timeout_ms;
-  if (MQTTAsync_disconnect(s->client, &o) != MQTTASYNC_SUCCESS)
+  o.onSuccess = on_disconnected;
+  o.onFailure = on_disconnect_failed;
+  o.context = s;
+  pthread_mutex_lock(&s->dmu);
+  s->disconnecting = true;
+  s->disconnected = false;
+  pthread_mutex_unlock(&s->dmu);
+  if (MQTTAsync_disconnect(s->client, &o) != MQTTASYNC_SUCCESS) {
+    pthread_mutex_lock(&s->dmu);
+    s->disconnecting = false;
+    pthread_mutex_unlock(&s->dmu);
     return;
+  }
   /* Destroying the client before DISCONNECT went out would look like a
-   * lost link to the broker, which then publishes the will. */
-  struct timespec tick = {0, 10 * 1000000L};
-  for (int waited = 0; waited < timeout_ms && MQTTAsync_isConnected(s->client);
-       waited += 10)
-    nanosleep(&tick, NULL);
+   * lost link to the broker, which then publishes the will. Paho answers
+   * once the packet is written (no in-flight messages) or after the
+   * timeout; the wait ends on that answer, not on a polling tick. */
+  struct timespec until;
+  clock_gettime(CLOCK_MONOTONIC, &until);
+  long long ns = until.tv_nsec + (long long)(timeout_ms + 100) * 1000000LL;
+  until.tv_sec += (time_t)(ns / 1000000000LL);
+  until.tv_nsec = (long)(ns % 1000000000LL);
+  pthread_mutex_lock(&s->dmu);
+  int rc = 0;
+  while (!s->disconnected && rc != ETIMEDOUT)
+    rc = pthread_cond_timedwait(&s->dcv, &s->dmu, &until);
+  pthread_mutex_unlock(&s->dmu);
 }

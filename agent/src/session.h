@@ -34,7 +34,19 @@ typedef struct session_callbacks {
  * C8Y_ENOTSUP (no TLS in this Paho) or C8Y_EIO, with a message in err. */
 int session_new(const agent_config *cfg, const session_callbacks *cb,
                 session **out, char *err, size_t errlen);
+/* For device registration (bootstrap.h): clientId = the plain device id,
+ * the bootstrap user and password, no will and no client certificate;
+ * otherwise the same connect and TLS options as session_new. */
+int session_new_bootstrap(const agent_config *cfg, const session_callbacks *cb,
+                          session **out, char *err, size_t errlen);
 void session_free(session *s);
+/* At process exit, after session_disconnect: frees the session but not
+ * Paho's client. Destroying the last client stops Paho's threads, which
+ * sleeps at least 100 ms (Paho 1.3.12, MQTTAsync_stop); the threads are
+ * idle after the DISCONNECT and end with the process. A session whose
+ * DISCONNECT was not answered is left alone entirely (Paho may still call
+ * back into it). */
+void session_free_at_exit(session *s);
 
 /* Starts connecting; the outcome arrives as connected/connect_failed.
  * A request Paho refuses at once is logged and returns C8Y_EINVAL,
@@ -51,7 +63,8 @@ int session_subscribe(session *s, const char *topic, int qos);
  * reports it through the `lost` callback like any other loss. C8Y_ESTATE
  * when it was already down (Paho reports that loss itself), C8Y_ENOMEM. */
 int session_drop(session *s, const char *why);
-/* Clean DISCONNECT (the broker drops the will). */
+/* Clean DISCONNECT (the broker drops the will); returns once Paho reports
+ * it sent (or after timeout_ms). */
 void session_disconnect(session *s, int timeout_ms);
 
 /* The client certificate and key the next session_connect presents (a
