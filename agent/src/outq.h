@@ -130,8 +130,11 @@ typedef struct outq_stats {
   size_t held;        /* statuses/alarms waiting in memory for disk space */
   uint64_t disk_full; /* times the queue ran into a full disk */
   uint64_t io_errors; /* pushes refused for an I/O error */
-  uint64_t fsyncs;    /* data fsyncs of the class files (group commits) */
+  uint64_t fsyncs;    /* fsyncs of the class files (group commits and
+                         rewrites, the directory's included) */
   size_t topics;      /* distinct topics of queued and in-flight entries */
+  uint64_t written;   /* bytes appended to the class files */
+  uint64_t rewritten; /* bytes written by compaction (rewrites) */
 } outq_stats;
 
 /* Returns 0 or, with one line in err (e.g. "state dir: Permission denied"),
