@@ -33,8 +33,10 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -637,6 +639,7 @@ typedef struct tp_result {
 typedef struct lat_result {
   bool ok;
   double p50_ms, p99_ms, max_ms;
+  double fsyncs_per_op; /* agent only: its queue's and journal's, -1 unknown */
 } lat_result;
 
 static void fail(bench *b, const char *what) {
@@ -890,6 +893,38 @@ static lat_result percentiles(long long *v, int k) {
   return r;
 }
 
+/* The fdatasyncs the agent's queue and journal made so far ("storage" of
+ * `status json` on its local API socket), or -1. */
+static long long agent_fsyncs(const char *sock) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  snprintf(a.sun_path, sizeof a.sun_path, "%s", sock);
+  static const char req[] = "status json\n";
+  if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+      write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) {
+    if (fd >= 0)
+      close(fd);
+    return -1;
+  }
+  shutdown(fd, SHUT_WR);
+  char buf[65536];
+  size_t len = 0;
+  for (;;) {
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    if (len + 1 >= sizeof buf || poll(&pfd, 1, 5000) != 1)
+      break;
+    ssize_t n = read(fd, buf + len, sizeof buf - 1 - len);
+    if (n <= 0)
+      break;
+    len += (size_t)n;
+  }
+  close(fd);
+  buf[len] = 0;
+  const char *st = strstr(buf, "\"storage\":");
+  const char *f = st ? strstr(st, "\"fsyncs\":") : NULL;
+  return f ? strtoll(f + 9, NULL, 10) : -1;
+}
+
 /* 3. s/ds 511 -> 501 through the agent, one operation at a time. */
 static lat_result run_latency_agent(bench *b, int qos) {
   lat_result r = {0};
@@ -898,7 +933,13 @@ static lat_result run_latency_agent(bench *b, int qos) {
   child ch = {0};
   cloud *c = &b->c;
   cloud_reset(c, 0);
-  if (!v || agent_start(b, &ch, b->o.itest_dir, qos, NULL) != 0) {
+  r.fsyncs_per_op = -1;
+  /* Its local API, to read how many fdatasyncs the operations cost. */
+  char sock[PATH_MAX + 32], api[PATH_MAX + 64];
+  snprintf(sock, sizeof sock, "%s/api-qos%d.sock", b->dir, qos);
+  snprintf(api, sizeof api, "[api]\nsocket = %s\n", sock);
+  long long fsyncs0 = -1;
+  if (!v || agent_start(b, &ch, b->o.itest_dir, qos, api) != 0) {
     fail(b, "latency: cannot start the agent");
     goto out;
   }
@@ -909,6 +950,8 @@ static lat_result run_latency_agent(bench *b, int qos) {
   }
   for (int i = -WARMUP_OPS; i < k; i++) {
     char op[96];
+    if (i == 0)
+      fsyncs0 = agent_fsyncs(sock);
     pthread_mutex_lock(&c->mu);
     snprintf(c->want503, sizeof c->want503, "r%d", i);
     c->t501_ns = 0;
@@ -930,6 +973,12 @@ static lat_result run_latency_agent(bench *b, int qos) {
       v[i] = c->t501_ns - t0;
   }
   r = percentiles(v, k);
+  long long fsyncs1 = agent_fsyncs(sock);
+  if (fsyncs0 < 0 || fsyncs1 < fsyncs0) {
+    fail(b, "latency: cannot read the agent's fsyncs (status json)");
+    r.fsyncs_per_op = -1;
+  } else
+    r.fsyncs_per_op = (double)(fsyncs1 - fsyncs0) / k;
 out:
   child_stop(&ch, 10000);
   free(v);
@@ -1092,6 +1141,9 @@ static void print_results(const bench *b, const memstat *am, const memstat *bm,
     LAT("max", max_ms);
 #undef LAT
   }
+  /* An operation has two durable steps: its begin and its end. */
+  row("op fdatasyncs per op (base: 2 steps)", lat[1][0].fsyncs_per_op,
+      lat[1][0].ok ? 2.0 : -1, 2);
   const lat_result *na = &lat_nd[0], *ne = &lat_nd[1];
   row("op qos1 latency p50 ms, no-delay broker", na->ok ? na->p50_ms : -1,
       ne->ok ? ne->p50_ms : -1, 3);

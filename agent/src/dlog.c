@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,9 @@ struct dlog {
   long long last_sync;
   dlog_stats st;
 };
+
+/* Totals of every log of the process, for dlog_process_stats. */
+static _Atomic uint64_t total_fsyncs, total_written, total_rewritten;
 
 struct dlog_map {
   const dlog_range *keep;
@@ -106,6 +110,12 @@ long long dlog_last_sync_ms(const dlog *d) { return d->last_sync; }
 void dlog_get_stats(const dlog *d, dlog_stats *out) { *out = d->st; }
 bool dlog_rewriting(const dlog *d) { return d->rewriting; }
 
+void dlog_process_stats(dlog_stats *out) {
+  out->fsyncs = atomic_load(&total_fsyncs);
+  out->written = atomic_load(&total_written);
+  out->rewritten = atomic_load(&total_rewritten);
+}
+
 int dlog_append(dlog *d, const void *buf, size_t len) {
   size_t off = 0;
   if (fsutil_write_all(d->fd, buf, len, &off) != 0) {
@@ -113,12 +123,14 @@ int dlog_append(dlog *d, const void *buf, size_t len) {
     if (off > 0 && ftruncate(d->fd, (off_t)d->size) < 0)
       d->size += off; /* the torn bytes stay; the owner's replay skips them */
     d->st.written += off;
+    atomic_fetch_add(&total_written, off);
     errno = err;
     return -1;
   }
   d->size += len;
   d->wgen++;
   d->st.written += len;
+  atomic_fetch_add(&total_written, len);
   return 0;
 }
 
@@ -143,6 +155,7 @@ int dlog_sync(dlog *d, uint64_t gen) {
     pthread_mutex_lock(d->mu);
     d->syncing = false;
     d->st.fsyncs++;
+    atomic_fetch_add(&total_fsyncs, 1);
     if (rc == 0) {
       d->warned = false;
       d->last_sync = clock_mono_ms();
@@ -316,6 +329,7 @@ int dlog_rewrite(dlog *d, const void *head, size_t hlen, const dlog_range *keep,
       err = errno;
     pthread_mutex_lock(d->mu);
     d->st.fsyncs++;
+    atomic_fetch_add(&total_fsyncs, 1);
     if (!err)
       synced_copied = copied;
   }
@@ -343,6 +357,7 @@ int dlog_rewrite(dlog *d, const void *head, size_t hlen, const dlog_range *keep,
   d->fd = tmpfd;
   d->size = tail_base + (old_size - snap);
   d->st.rewritten += d->size;
+  atomic_fetch_add(&total_rewritten, d->size);
   /* Synced in the new file: the head, the kept ranges, the tail up to
    * synced_copied. The generations stay: everything durable stays so. */
   d->synced_size = tail_base + (synced_copied - snap);
@@ -358,6 +373,7 @@ int dlog_rewrite(dlog *d, const void *head, size_t hlen, const dlog_range *keep,
   int derr = errno;
   pthread_mutex_lock(d->mu);
   d->st.fsyncs++;
+  atomic_fetch_add(&total_fsyncs, 1);
   d->syncing = false;
   d->rewriting = false;
   if (drc != 0)

@@ -108,5 +108,8 @@ int dlog_rewrite(dlog *d, const void *head, size_t hlen, const dlog_range *keep,
 /* Whether a rewrite is running (mutex held). */
 bool dlog_rewriting(const dlog *d);
 void dlog_get_stats(const dlog *d, dlog_stats *out);
+/* The sums over every log this process opened (closed ones included): what
+ * the queue and the journal cost the disk. Thread-safe, no mutex. */
+void dlog_process_stats(dlog_stats *out);
 
 #endif

@@ -72,7 +72,7 @@
 
 #define OUTQ_MAX_LINE ((unsigned)C8Y_MAX_LINE)
 #define OUTQ_MAX_TOPIC 1024u
-#define OUTQ_DEFAULT_MAX_BYTES (16u * 1024u * 1024u)
+#define OUTQ_DEFAULT_MAX_BYTES (48u * 1024u * 1024u)
 /* Format 1 (read only): a fixed 32-byte header. */
 #define REC1_HDR 32u
 /* Format 2: magic, kind, crc, the body length (at most 3 bytes of varint),
