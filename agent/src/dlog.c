@@ -345,6 +345,8 @@ int dlog_rewrite(dlog *d, const void *head, size_t hlen, const dlog_range *keep,
       err = errno;
   }
   free(buf);
+  if (err && d->epoch != epoch)
+    err = EAGAIN; /* truncated or punched under the copy: not an I/O error */
   if (err) {
     free(newpos);
     return rewrite_abort(d, tmpfd, err);
