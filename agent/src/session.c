@@ -262,14 +262,18 @@ void session_free_at_exit(session *s) {
   if (!s)
     return;
   pthread_mutex_lock(&s->dmu);
-  bool answered = !s->disconnecting || s->disconnected;
+  bool clean = s->disconnecting && s->disconnected;
   pthread_mutex_unlock(&s->dmu);
-  if (!s->client || !answered || MQTTAsync_isConnected(s->client)) {
-    /* Paho may still call back into s: it stays, reachable from Paho's
-     * list of clients, and the process ends it. */
+  if (!clean || !s->client || MQTTAsync_isConnected(s->client)) {
+    /* Not known idle (never connected, still connecting, lost, or the
+     * DISCONNECT unanswered): a Paho thread may be inside OpenSSL, which
+     * the process's exit handlers tear down. The full destroy stops the
+     * threads first. */
+    session_free(s);
     return;
   }
-  /* The client is idle and closed; only its destruction is skipped. */
+  /* Cleanly disconnected: Paho's threads have no socket and no work; only
+   * their shutdown (and the client's destruction) is skipped. */
   s->client = NULL;
   session_free(s);
 }

@@ -40,12 +40,13 @@ int session_new(const agent_config *cfg, const session_callbacks *cb,
 int session_new_bootstrap(const agent_config *cfg, const session_callbacks *cb,
                           session **out, char *err, size_t errlen);
 void session_free(session *s);
-/* At process exit, after session_disconnect: frees the session but not
- * Paho's client. Destroying the last client stops Paho's threads, which
- * sleeps at least 100 ms (Paho 1.3.12, MQTTAsync_stop); the threads are
- * idle after the DISCONNECT and end with the process. A session whose
- * DISCONNECT was not answered is left alone entirely (Paho may still call
- * back into it). */
+/* At process exit, after session_disconnect: when the DISCONNECT was
+ * answered, frees the session but not Paho's client. Destroying the last
+ * client stops Paho's threads, which sleeps at least 100 ms (Paho 1.3.12,
+ * MQTTAsync_stop); after a clean DISCONNECT the threads have nothing to do
+ * and end with the process. Otherwise (not connected, connecting, the
+ * DISCONNECT unanswered) the same as session_free: a Paho thread may be
+ * inside OpenSSL, which the exit handlers tear down. */
 void session_free_at_exit(session *s);
 
 /* Starts connecting; the outcome arrives as connected/connect_failed.

@@ -842,6 +842,10 @@ static int on_connect(c8y_plugin *self, c8y_operation *op, void *user_data) {
   }
   if (rc == C8Y_OK) {
     s->id = ++r->next_id;
+    /* Logged before the service thread has it: it may end (and free) the
+     * session before this thread runs again. */
+    api->log(r->self, C8Y_LOG_INFO, "session %u: connecting %s:%ld to %s",
+             s->id, host, port, s->ws_host);
     s->next = r->incoming;
     r->incoming = s;
     r->nsessions++;
@@ -851,9 +855,6 @@ static int on_connect(c8y_plugin *self, c8y_operation *op, void *user_data) {
   if (rc != C8Y_OK) {
     fail_now(r, op, "%s", a ? a->error : "out of memory");
     session_free(s);
-  } else {
-    api->log(r->self, C8Y_LOG_INFO, "session %u: connecting %s:%ld to %s",
-             s->id, host, port, s->ws_host);
   }
   if (a) {
     explicit_bzero(a->authorization, sizeof a->authorization);
