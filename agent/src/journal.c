@@ -352,6 +352,13 @@ static int unsent_add(journal *j, uint64_t id, const char *topic,
   return C8Y_OK;
 }
 
+static journal_status *unsent_find(journal *j, uint64_t id) {
+  for (size_t i = 0; i < j->nunsent; i++)
+    if (j->unsent[i].id == id)
+      return &j->unsent[i];
+  return NULL;
+}
+
 /* Order is kept: statuses are sent again in the order they ended. */
 static bool unsent_remove(journal *j, uint64_t id) {
   for (size_t i = 0; i < j->nunsent; i++)
@@ -399,7 +406,12 @@ static void replay_line(journal *j, const char *line, size_t lineno) {
   if ((uint64_t)id >= j->next_id)
     j->next_id = (uint64_t)id + 1;
   journal_entry *e = find_recovered(j->recovered, j->nrecovered, (uint64_t)id);
-  if (strcmp(kind, "begin") == 0 && !e) {
+  if (strcmp(kind, "begin") == 0 && !e && unsent_find(j, (uint64_t)id)) {
+    /* Ended already (a damaged file: ids are never reused): the status
+     * stands, the begin is not recovered. */
+    log_warning("%s:%zu: begin of operation #%lld after its end; ignored",
+                j->path, lineno, (long long)id);
+  } else if (strcmp(kind, "begin") == 0 && !e) {
     journal_entry *grown =
         realloc(j->recovered, (j->nrecovered + 1) * sizeof *grown);
     if (grown) {

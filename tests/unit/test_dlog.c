@@ -7,6 +7,7 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -143,13 +144,13 @@ static void test_rewrite_keeps_and_maps(fx *f, gconstpointer data) {
 
 typedef struct feeder {
   fx *f;
-  int n;
-  volatile int stop;
+  atomic_int n;
+  atomic_bool stop;
 } feeder;
 
 static void *feed(void *arg) {
   feeder *fd = arg;
-  for (int i = 0; !fd->stop && i < 200000; i++) {
+  for (int i = 0; !atomic_load(&fd->stop) && i < 200000; i++) {
     char line[32];
     snprintf(line, sizeof line, "t%07d\n", i);
     pthread_mutex_lock(&fd->f->mu);
@@ -157,7 +158,7 @@ static void *feed(void *arg) {
     if (i % 64 == 0)
       dlog_sync(fd->f->d, dlog_gen(fd->f->d));
     pthread_mutex_unlock(&fd->f->mu);
-    fd->n = i + 1;
+    atomic_store(&fd->n, i + 1);
   }
   return NULL;
 }
@@ -170,7 +171,7 @@ static void test_rewrite_with_appends(fx *f, gconstpointer data) {
   for (int i = 0; i < 20000; i++)
     g_string_append_printf(old, "o%07d\n", i);
   append(f, old->str);
-  feeder fd = {f, 0, 0};
+  feeder fd = {.f = f};
   pthread_t t;
   pthread_create(&t, NULL, feed, &fd);
   int rc = -1;
@@ -185,14 +186,14 @@ static void test_rewrite_with_appends(fx *f, gconstpointer data) {
       g_test_message("attempt %d: %s", attempt, g_strerror(errno));
     pthread_mutex_unlock(&f->mu);
   }
-  fd.stop = 1;
+  atomic_store(&fd.stop, true);
   pthread_join(t, NULL);
   g_assert_cmpint(rc, ==, 0);
   char *text = contents(f);
   GString *want = g_string_new(NULL);
   for (int i = 1000; i < 2000; i++)
     g_string_append_printf(want, "o%07d\n", i);
-  for (int i = 0; i < fd.n; i++)
+  for (int i = 0; i < atomic_load(&fd.n); i++)
     g_string_append_printf(want, "t%07d\n", i);
   g_assert_cmpuint(strlen(text), ==, want->len);
   g_assert_true(strcmp(text, want->str) == 0);
