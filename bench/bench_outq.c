@@ -7,7 +7,11 @@
  * raw append throughput (one write() per line, as the queue does, without
  * the queue), raw sequential read of the same bytes, and the bytes of the
  * lines themselves (what holding them in RAM would cost at least). Prints
- * one table:
+ * one table. It also measures what the queue writes to disk per line
+ * (wchar of /proc/self/io, outside the queue) against the line's own bytes:
+ * queued, queued and drained ("offline"), and sent one by one with one line
+ * in flight ("online"), and how many lines of a 1M-line backlog the default
+ * size bound keeps. The table:
  * metric, queue, baseline, queue/baseline ("n/a" where no baseline makes
  * sense; RSS is reported as MiB above idle, the old in-memory queue being
  * gone). */
