@@ -9,4 +9,7 @@ scripts/install-deps.sh
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DC8Y_WERROR="${C8Y_WERROR:-ON}" >/dev/null
 cmake --build "$build" -j"$(nproc)"
-ctest --test-dir "$build" --output-on-failure --timeout 900 "$@"
+# As many tests at once as there are cores: the suite must hold under load
+# (tests wait on events, not time), and CI has 30 minutes for all of it.
+# Tests that install system-wide are RUN_SERIAL.
+ctest --test-dir "$build" --output-on-failure --timeout 900 -j"$(nproc)" "$@"

@@ -21,6 +21,7 @@
 #include "registry.h"
 #include "renew.h"
 #include "scheduler.h"
+#include "services.h"
 #include "smartrest.h"
 #include "sockopt.h"
 #include "x509.h"
@@ -62,9 +63,11 @@ typedef struct agent {
   pthread_mutex_t identity_mu;
   bool identity_wanted;
   char *identity_child;
-  uint64_t child_seq; /* registry_child_seq the engine and link have seen */
-  localapi *api;      /* NULL when disabled or it could not start */
-  renew *renew;       /* NULL without a client certificate */
+  uint64_t child_seq;    /* registry_child_seq the engine and link have seen */
+  localapi *api;         /* NULL when disabled or it could not start */
+  renew *renew;          /* NULL without a client certificate */
+  services *svc;         /* the agent's and the plugins' services */
+  const char *link_text; /* the last state notify_status showed */
 
   int wake_fd;
   long long next_watchdog;
@@ -82,9 +85,10 @@ static int signal_pipe[2] = {-1, -1};
 /* Set by SIGTERM/SIGINT: ends a start-up enrollment request at once. */
 static atomic_bool stop_signalled;
 /* With a plugin thread abandoned (still running, it may reach them) the HTTP
- * client and the operation engine stay allocated until the process ends;
- * kept reachable here so leak checkers see that as deliberate. */
-static void *volatile kept_for_abandoned[2];
+ * client, the operation engine and the services stay allocated until the
+ * process ends; kept reachable here so leak checkers see that as
+ * deliberate. */
+static void *volatile kept_for_abandoned[3];
 
 static void on_signal(int sig) {
   int saved = errno;
@@ -149,10 +153,42 @@ static void children_step(agent *a) {
 /* STATUS= for systemctl status, with what the operator must know. */
 static void notify_status(void *ctx, const char *state) {
   agent *a = ctx;
-  char note[512], buf[640];
+  char note[512], down[512], buf[1100];
+  a->link_text = state;
   loader_status_note(&a->plugins, note, sizeof note);
-  snprintf(buf, sizeof buf, "STATUS=%s%s", state, note);
+  services_status_note(a->svc, down, sizeof down);
+  snprintf(buf, sizeof buf, "STATUS=%s%s%s", state, note, down);
   notify_send(buf);
+}
+
+/* What the loader made of each plugin file, for the plugins' services. */
+static void report_plugins(agent *a) {
+  for (size_t i = 0; i < a->plugins.nentries; i++) {
+    const loader_entry *e = &a->plugins.entries[i];
+    char name[64];
+    const char *n = e->name;
+    if (!n) {
+      /* Not loaded far enough to know its name: the file's. */
+      const char *base = strrchr(e->file, '/');
+      snprintf(name, sizeof name, "%s", base ? base + 1 : e->file);
+      char *dot = strstr(name, ".so");
+      if (dot)
+        *dot = '\0';
+      /* It becomes part of a topic: nothing a topic cannot carry. */
+      if (!*name || strspn(name, "abcdefghijklmnopqrstuvwxyz"
+                                 "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
+                        strlen(name))
+        continue;
+      n = name;
+    }
+    char why[600];
+    snprintf(why, sizeof why, "%s%s",
+             e->disabled ? "disabled in the configuration" : "",
+             e->disabled ? "" : (e->reason ? e->reason : "not loaded"));
+    services_plugin_loaded(a->svc, n, e->loaded, !e->loaded && !e->disabled,
+                           why);
+  }
+  services_plugins_done(a->svc);
 }
 
 static void on_message(void *ctx, const char *topic, const char *payload,
@@ -377,6 +413,7 @@ static void setup_host(agent *a) {
   a->host.state_dir = a->cfg.state_dir;
   a->host.wake = wake;
   a->host.wake_ctx = a;
+  a->host.svc = a->svc;
 }
 
 static void shutdown_plugins(agent *a) {
@@ -419,6 +456,7 @@ static void reload_apply(agent *a) {
   ops_set_cancel_grace(a->ops, (uint32_t)a->cfg.stop_grace_ms);
   setup_host(a);
   loader_load_all(&a->host, a->cfg.plugin_dir, true, &a->plugins);
+  report_plugins(a);
   localapi_set_plugins(a->api, &a->plugins, a->reg);
   scheduler_reset(a->reg, clock_mono_ms());
   link_announce(a->link);
@@ -554,6 +592,8 @@ static void main_loop(agent *a) {
       send_identity_request(a);
     children_step(a);
     publish_state(a);
+    if (services_take_changed(a->svc) && a->link_text)
+      notify_status(a, a->link_text);
 
     int timeout = (int)(deadline > now ? deadline - now : 0);
     struct pollfd pfd[2] = {{.fd = a->wake_fd, .events = POLLIN},
@@ -714,7 +754,10 @@ static void agent_cleanup(agent *a) {
   } else {
     kept_for_abandoned[0] = a->http;
     kept_for_abandoned[1] = a->ops;
+    kept_for_abandoned[2] = a->svc; /* its thread may still call set_health */
   }
+  if (!a->plugin_abandoned)
+    services_free(a->svc);
   registry_free(a->reg);
   outq_close(a->q);
   journal_close(a->j);
@@ -761,6 +804,12 @@ int agent_run(const char *config_path) {
     agent_cleanup(&a);
     return AGENT_EXIT_RUNTIME;
   }
+  if (services_new(a.cfg.device_id, a.cfg.state_dir, a.q, a.reg, wake, &a,
+                   &a.svc) != 0) {
+    log_error("out of memory");
+    agent_cleanup(&a);
+    return AGENT_EXIT_RUNTIME;
+  }
   setup_host(&a);
   char herr[512];
   if (http_new(&a.cfg, request_token, &a, &a.http, herr, sizeof herr) != 0)
@@ -779,6 +828,7 @@ int agent_run(const char *config_path) {
   ops_set_cancel_grace(a.ops, (uint32_t)a.cfg.stop_grace_ms);
   ops_recover(a.ops);
   loader_load_all(&a.host, a.cfg.plugin_dir, true, &a.plugins);
+  report_plugins(&a);
   ops_resume(a.ops);
   if (a.cfg.cert_file && (rc = enroll_at_start(&a)) != 0) {
     agent_cleanup(&a);

@@ -143,6 +143,12 @@ static json_t *entry_json(const journal_entry *e, const char *boot,
     json_object_set_new(o, "c8y_id", json_string(e->c8y_id));
   if (o && e->xid)
     json_object_set_new(o, "xid", json_string(e->xid));
+  if (o && e->profile)
+    json_object_set_new(o, "profile", json_true());
+  if (o && e->parent)
+    json_object_set_new(o, "parent", json_integer((json_int_t)e->parent));
+  if (o && (e->profile || e->parent))
+    json_object_set_new(o, "step", json_integer(e->step));
   if (o && e->resume) {
     json_object_set_new(o, "resume", json_true());
     json_object_set_new(
@@ -385,6 +391,14 @@ static journal_entry *find_recovered(journal_entry *v, size_t n, uint64_t id) {
   return NULL;
 }
 
+/* A step number: a profile has a handful of steps; anything negative or
+ * absurd is damage and reads as 0 (the profile starts from its first step,
+ * whose plugins check what is installed already). */
+static unsigned read_step(json_t *v) {
+  json_int_t n = json_integer_value(v);
+  return n > 0 && n < 100000 ? (unsigned)n : 0;
+}
+
 static void replay_line(journal *j, const char *line, size_t lineno) {
   json_error_t jerr;
   json_t *o = json_loads(line, 0, &jerr);
@@ -432,6 +446,11 @@ static void replay_line(journal *j, const char *line, size_t lineno) {
       e->started_ms = json_integer_value(json_object_get(o, "t"));
       json_int_t resumes = json_integer_value(json_object_get(o, "resumes"));
       e->resumes = resumes > 0 ? (unsigned)resumes : 0;
+      e->profile = json_is_true(json_object_get(o, "profile"));
+      json_int_t parent = json_integer_value(json_object_get(o, "parent"));
+      e->parent =
+          parent > 0 && parent <= ((json_int_t)1 << 53) ? (uint64_t)parent : 0;
+      e->step = read_step(json_object_get(o, "step"));
       if (json_is_true(json_object_get(o, "resume")))
         read_resume(j, lineno, o, e);
       const char *bad = e->device ? ident_check(e->device, false) : NULL;
@@ -450,6 +469,8 @@ static void replay_line(journal *j, const char *line, size_t lineno) {
     e->reboot = true;
   } else if (strcmp(kind, "resume") == 0 && e) {
     read_resume(j, lineno, o, e);
+  } else if (strcmp(kind, "step") == 0 && e) {
+    e->step = read_step(json_object_get(o, "step"));
   } else if (strcmp(kind, "cid") == 0 && e) {
     const char *cid = json_string_value(json_object_get(o, "c8y_id"));
     if (cid && !e->c8y_id)
@@ -819,6 +840,15 @@ int journal_mark_reboot(journal *j, uint64_t id) {
     e->reboot = true;
   return append_unlock(
       j, json_pack("{s:s, s:I}", "op", "reboot", "id", (json_int_t)id));
+}
+
+int journal_mark_step(journal *j, uint64_t id, unsigned step) {
+  pthread_mutex_lock(&j->mu);
+  journal_entry *e = find_live(j, id);
+  if (e)
+    e->step = step;
+  return append_unlock(j, json_pack("{s:s, s:I, s:I}", "op", "step", "id",
+                                    (json_int_t)id, "step", (json_int_t)step));
 }
 
 int journal_end(journal *j, uint64_t id) {

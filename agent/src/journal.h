@@ -59,6 +59,15 @@ typedef struct journal_entry {
   size_t nfields;
   char *json; /* the operation's JSON document, or NULL */
   unsigned resumes;
+  /* Device profiles (profile.h): the profile operation itself has
+   * `profile` set and `step` = how many of its steps succeeded; each step
+   * runs as an operation of its own whose entry names the profile's id in
+   * `parent` and its index in `step`. Such a step has no status of its
+   * own on the platform: after a restart ops settles it through its
+   * profile. */
+  bool profile;
+  uint64_t parent;
+  unsigned step;
 } journal_entry;
 
 typedef struct journal journal;
@@ -112,6 +121,8 @@ int journal_mark_resume(journal *j, uint64_t id, const char *const *fields,
  * after the SmartREST line had started it). */
 int journal_set_c8y_id(journal *j, uint64_t id, const char *c8y_id);
 int journal_end(journal *j, uint64_t id);
+/* A profile's steps before `step` succeeded (see journal_entry.profile). */
+int journal_mark_step(journal *j, uint64_t id, unsigned step);
 /* Ends the operation and records its final status (a SmartREST line and
  * its topic) durably in one line; the status stays in the journal until
  * journal_status_sent. Not C8Y_OK: nothing is recorded (the operation is

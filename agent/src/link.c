@@ -4,7 +4,9 @@
 #include "fsutil.h"
 #include "log.h"
 #include "netdiag.h"
+#include "profile.h"
 #include "proto.h"
+#include "services.h"
 #include "session.h"
 #include "smartrest.h"
 #include "sockopt.h"
@@ -280,13 +282,21 @@ static void announce(link_ctx *l) {
   const char *agent_info[] = {"122", "c8y-agent", C8Y_VERSION, "",
                               "c8y-agent project"};
   n += queue_announce(l, "s/us", agent_info, 5);
+  /* The agent as a service of the device: up while connected; the will
+   * (services_will) and a clean stop set it down. */
+  char agent_id[600];
+  if (services_agent_id(c->device_id, agent_id, sizeof agent_id) == 0) {
+    const char *svc[] = {"102", agent_id, SERVICES_AGENT_TYPE,
+                         SERVICES_AGENT_NAME, "up"};
+    n += queue_announce(l, "s/us", svc, 5);
+  }
 
   for (size_t i = 0; i < registry_child_count(l->reg); i++) {
     reg_child *ch = registry_child_at(l->reg, i);
     const char *f[] = {"101", ch->id, ch->name, ch->type};
     n += queue_announce(l, "s/us", f, 4);
   }
-  char *supported = registry_supported_operations(l->reg);
+  char *supported = profile_supported_operations(l->reg);
   n += queue_supported(l, "s/us", supported);
   free(supported);
   char expiry[600];
@@ -691,6 +701,12 @@ int link_open_session(link_ctx *l, char *err, size_t errlen) {
 void link_close_session(link_ctx *l, int timeout_ms) {
   if (!l || !l->sess)
     return;
+  /* A clean DISCONNECT drops the will, so the agent's service goes down
+   * here; Paho's disconnect timeout lets the publish complete. */
+  char down[700];
+  if (l->state == LINK_UP && timeout_ms > 0 &&
+      services_agent_line(l->cfg->device_id, "down", down, sizeof down) == 0)
+    session_publish(l->sess, "s/us", down, strlen(down), 1, 0);
   session_disconnect(l->sess, timeout_ms);
   session_free(l->sess);
   l->sess = NULL;

@@ -18,10 +18,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* How long all workers together get to return from their callbacks on a
- * stop or reload; stuck ones are abandoned so the agent stays responsive. */
-#define LOADER_STOP_BUDGET_MS 1000
-
 /* A path anyone else could write is a path anyone else could run code
  * through: refuse it. */
 static const char *unsafe_mode(const struct stat *st) {
@@ -93,6 +89,7 @@ __attribute__((format(printf, 2, 3))) static void refuse(loader_entry *e,
   va_end(ap);
   free(e->reason);
   e->reason = strdup(buf);
+  e->status = C8Y_EINVAL;
   log_error("plugin %s refused: %s", e->file, buf);
 }
 
@@ -274,6 +271,7 @@ static void load_one(plugin_host *h, const char *path, bool start_workers,
   free(head);
   if (rc != C8Y_OK) {
     refuse(e, "%s", why_init);
+    e->status = rc;
     plugin_host_free_plugin(p);
     close_lib(dl, fd);
     return;
@@ -346,6 +344,12 @@ void loader_load_all(plugin_host *h, const char *dir, bool start_workers,
   load_dir(h, dir, start_workers, out);
   if (out->state_dir)
     quarantine_alarm(h, out);
+}
+
+void loader_load_file(plugin_host *h, const char *path, bool start_workers,
+                      plugin_set *out) {
+  memset(out, 0, sizeof *out);
+  load_one(h, path, start_workers, out);
 }
 
 static void refuse_dir(plugin_set *out, const char *dir, const char *sep,

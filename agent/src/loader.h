@@ -18,6 +18,10 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+/* How long all workers together get to return from their callbacks on a
+ * stop or reload; stuck ones are abandoned so the agent stays responsive. */
+#define LOADER_STOP_BUDGET_MS 1000
+
 typedef struct loader_entry {
   char *file;
   char *name; /* NULL if it never got that far */
@@ -26,6 +30,7 @@ typedef struct loader_entry {
   bool disabled;    /* switched off in the config: not a failure */
   bool quarantined; /* crashed the agent too often, see crash.h */
   char *reason;     /* why not */
+  int status;       /* refused: init's status or C8Y_EINVAL; else C8Y_OK */
 } loader_entry;
 
 /* A loaded library, open until its plugin is released. */
@@ -51,6 +56,11 @@ size_t loader_failures(const plugin_set *s);
  * start_workers is set. Never fails as a whole: problems are per plugin. */
 void loader_load_all(plugin_host *h, const char *dir, bool start_workers,
                      plugin_set *out);
+/* Loads the one plugin file `path` with the same checks (except the
+ * plugin dir's); out->entries[0] says how it went. For a host that runs a
+ * single plugin (capture.h). */
+void loader_load_file(plugin_host *h, const char *path, bool start_workers,
+                      plugin_set *out);
 /* Stops workers and calls fini for every plugin (reverse order). */
 void loader_stop_all(plugin_set *s);
 /* Removes registrations, dlcloses and frees everything in s. */

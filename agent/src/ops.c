@@ -3,6 +3,7 @@
 #include "clock.h"
 #include "ident.h"
 #include "log.h"
+#include "profile.h"
 #include "proto.h"
 #include "smartrest.h"
 #include "status.h"
@@ -48,6 +49,13 @@ enum op_state {
 #define OPS_DEFAULT_GRACE_MS 3000
 /* The failure text of a stop; a plugin's own reason follows it. */
 #define OPS_STOP_TEXT "agent stopped"
+/* Ended operations whose typed or untyped twin line (527/531, 528/529) may
+ * still come in a publish of its own. */
+#define OPS_TWIN_MEMO 16
+/* Rounds of completions ops_process settles in one call: a profile step
+ * that ends queues its profile's next step, whose handler may complete at
+ * once. The rest waits for the next call (the completion woke the loop). */
+#define OPS_DONE_ROUNDS 64
 
 typedef struct json_memo {
   struct json_memo *next;
@@ -102,7 +110,27 @@ struct c8y_operation {
   size_t nparams;
   char *reason;
   json_memo *memo; /* op_json_value answers, alive until the operation is */
+  /* Device profiles (profile.h), main thread only. A profile no plugin
+   * serves is run by the engine itself: its steps are operations of their
+   * own (parent set) that the plugins run, without a status of their own
+   * on the platform. */
+  bool core_profile;            /* the engine runs it */
+  profile_plan *plan;           /* its steps, once started */
+  size_t steps_done;            /* steps that succeeded */
+  bool advance_due;             /* its step succeeded: start the next one */
+  uint64_t failed_step;         /* journal entry of the step that failed it */
+  struct c8y_operation *parent; /* a step: its profile (a reference) */
+  unsigned step;                /* a step: its index */
+  bool twin_seen; /* its 527/531 or 528/529 twin line arrived too */
 };
+
+/* A line of an ended operation whose twin line may still come. */
+typedef struct twin_memo {
+  char *device, *template_id;
+  char **fields;
+  size_t nfields;
+  long long until;
+} twin_memo;
 
 typedef struct op_fifo {
   char *device;
@@ -144,6 +172,8 @@ struct ops {
   size_t ntokens;
   char *ended[OPS_ENDED_IDS];
   size_t ended_next;
+  bool profiles_due; /* some profile's step succeeded: see run_due_profiles */
+  twin_memo twins[OPS_TWIN_MEMO];
 };
 
 /* ---- handles -------------------------------------------------------------
@@ -280,6 +310,10 @@ static void op_free(c8y_operation *op) {
   free_strv(op->fields, op->nfields);
   free_strv(op->params, op->nparams);
   free(op->reason);
+  if (op->plan) {
+    profile_plan_free(op->plan);
+    free(op->plan);
+  }
   for (json_memo *m = op->memo, *next; m; m = next) {
     next = m->next;
     free(m->path);
@@ -343,6 +377,13 @@ static void tokens_clear(ops *o) {
   o->ntokens = 0;
 }
 
+static void twin_memo_clear(twin_memo *m) {
+  free(m->device);
+  free(m->template_id);
+  free_strv(m->fields, m->nfields);
+  memset(m, 0, sizeof *m);
+}
+
 void ops_free(ops *o) {
   if (!o)
     return;
@@ -361,6 +402,8 @@ void ops_free(ops *o) {
   for (size_t i = 0; i < OPS_ENDED_IDS; i++)
     free(o->ended[i]);
   tokens_clear(o);
+  for (size_t i = 0; i < OPS_TWIN_MEMO; i++)
+    twin_memo_clear(&o->twins[i]);
   pthread_mutex_destroy(&o->mu);
   free(o->root);
   free(o);
@@ -568,6 +611,8 @@ static void park(ops *o, c8y_operation *op) {
 /* ---- starting ------------------------------------------------------------
  */
 
+static void run_started(ops *o, c8y_operation *op);
+
 /* The id the statuses use, once known (main thread). */
 static const char *status_id(const c8y_operation *op) {
   return op->c8y_id ? op->c8y_id : op->late_c8y_id;
@@ -591,7 +636,7 @@ static bool start_queued(ops *o, c8y_operation *op) {
 static void start_head(ops *o, op_fifo *f) {
   while (f->head && f->head->state == OP_QUEUED && !o->stopping) {
     c8y_operation *op = f->head;
-    if (op->child && !registry_has_child(o->reg, op->device)) {
+    if (op->child && !registry_device_known(o->reg, op->device)) {
       fifo_unlink(f, op);
       if (op->needs_line)
         o->nwaiting--;
@@ -604,7 +649,10 @@ static void start_head(ops *o, op_fifo *f) {
     }
     if (op->needs_line && !op->has_line)
       return;
-    start_queued(o, op);
+    if (op->parent) /* a profile's step: no status of its own */
+      run_started(o, op);
+    else
+      start_queued(o, op);
     return;
   }
 }
@@ -617,6 +665,8 @@ static void fifo_advance(ops *o, op_fifo *f) {
       f->tail = NULL;
     op_release(done);
   }
+  if (f->head && f->head->advance_due) /* a profile resumed behind another */
+    o->profiles_due = true;
   start_head(o, f);
 }
 
@@ -709,6 +759,106 @@ static bool token_take(ops *o, const c8y_operation *op, bool line) {
   return false;
 }
 
+/* ---- typed twins ---------------------------------------------------------
+ * A device profile comes as 527 and, when a software item has a type, also
+ * as 531 "alongside" (Cumulocity's device-profile page; 528/529 likewise
+ * for a software update). In one publish the plain one is skipped
+ * (superseded); these cover a twin that comes in a publish of its own: it
+ * joins its operation (the typed line replaces the plain one while the
+ * handler has not seen it) or, once that ended, is dropped. */
+
+static bool is_twin_template(const char *template_id) {
+  return proto_richer_twin(template_id) || proto_plain_twin(template_id);
+}
+
+/* An ended operation's line whose twin has not arrived. */
+static void twin_memo_add(ops *o, const c8y_operation *op) {
+  if (!op->has_line || op->twin_seen || !is_twin_template(op->template_id))
+    return;
+  twin_memo *m = &o->twins[0];
+  for (size_t i = 1; i < OPS_TWIN_MEMO; i++) /* a free slot, else the oldest */
+    if (m->device && (!o->twins[i].device || o->twins[i].until < m->until))
+      m = &o->twins[i];
+  twin_memo_clear(m);
+  m->device = strdup(op->device);
+  m->template_id = strdup(op->template_id);
+  m->fields = calloc(op->nfields + 1, sizeof *m->fields);
+  bool ok = m->device && m->template_id && m->fields;
+  for (size_t i = 0; ok && i < op->nfields; i++)
+    ok = (m->fields[m->nfields++] = strdup(op->fields[i])) != NULL;
+  if (!ok) {
+    twin_memo_clear(m);
+    return;
+  }
+  m->until = clock_mono_ms() + OPS_PAIR_WINDOW_MS;
+}
+
+static bool twin_memo_take(ops *o, const c8y_operation *line) {
+  long long now = clock_mono_ms();
+  for (size_t i = 0; i < OPS_TWIN_MEMO; i++) {
+    twin_memo *m = &o->twins[i];
+    if (!m->device || m->until <= now || strcmp(m->device, line->device) != 0 ||
+        !profile_twins(m->template_id, m->fields, m->nfields, line->template_id,
+                       line->fields, line->nfields))
+      continue;
+    twin_memo_clear(m);
+    return true;
+  }
+  return false;
+}
+
+/* True when `line` is the twin of an operation of f (it then joins it) or
+ * of one that ended; the caller drops it. in_payload: its twin came in
+ * the same publish (and was skipped there). */
+static bool twin_copy(ops *o, op_fifo *f, c8y_operation *line,
+                      bool in_payload) {
+  if (!is_twin_template(line->template_id))
+    return false;
+  if (in_payload) {
+    line->twin_seen = true;
+    return false;
+  }
+  for (c8y_operation *x = f ? f->head : NULL; x; x = x->next) {
+    if (x->state == OP_FINISHED || x->parent || !x->has_line || x->twin_seen ||
+        !profile_twins(x->template_id, x->fields, x->nfields, line->template_id,
+                       line->fields, line->nfields))
+      continue;
+    x->twin_seen = true;
+    bool same_runner = x->core_profile == line->core_profile &&
+                       (x->handler == line->handler ||
+                        (x->handler && line->handler &&
+                         x->handler->plugin == line->handler->plugin));
+    bool richer = proto_plain_twin(line->template_id) != NULL;
+    if (richer && same_runner && x->handle == 0 && !x->plan) {
+      char *tid = x->template_id;
+      char **fields = x->fields;
+      size_t n = x->nfields;
+      x->template_id = line->template_id;
+      x->fields = line->fields;
+      x->nfields = line->nfields;
+      x->handler = line->handler;
+      line->template_id = tid;
+      line->fields = fields;
+      line->nfields = n;
+      log_info("operation #%llu (%s): its typed twin %s came on its own; it "
+               "runs from that",
+               (unsigned long long)x->id, x->fragment, x->template_id);
+    } else {
+      log_info("operation #%llu (%s): %s is its twin, come on its own; not "
+               "run again",
+               (unsigned long long)x->id, x->fragment, line->template_id);
+    }
+    return true;
+  }
+  if (twin_memo_take(o, line)) {
+    log_info("%s copy of an operation of %s on %s that already ran (the twin "
+             "of its line); ignored",
+             line->template_id, line->fragment, line->device);
+    return true;
+  }
+  return false;
+}
+
 /* The operation in the engine (queued, running or parked) with this id. */
 static c8y_operation *find_by_c8y_id(ops *o, const char *c8y_id) {
   for (size_t i = 0; i < o->nfifos; i++)
@@ -755,6 +905,10 @@ static bool set_line(c8y_operation *op, const char *template_id,
 }
 
 static bool same_fields(const c8y_operation *op, const c8y_operation *line) {
+  if (op->has_line && op->template_id &&
+      profile_twins(op->template_id, op->fields, op->nfields, line->template_id,
+                    line->fields, line->nfields))
+    return true;
   if (!op->has_line || !op->template_id ||
       strcmp(op->template_id, line->template_id) != 0 ||
       op->nfields != line->nfields)
@@ -765,7 +919,6 @@ static bool same_fields(const c8y_operation *op, const c8y_operation *line) {
   return true;
 }
 
-static void run_started(ops *o, c8y_operation *op);
 static int complete(c8y_operation *op, bool ok, const char *const *params,
                     size_t n, const char *reason);
 
@@ -785,8 +938,12 @@ static void journal_id(ops *o, c8y_operation *op) {
  * stays the one chosen for mate unless mate has not started and the line
  * names a template a template handler serves. */
 static void merge(ops *o, c8y_operation *mate, c8y_operation *copy) {
-  bool visible = mate->handle != 0;
+  /* A profile the engine runs reads its copy once, at its start. */
+  bool visible = mate->handle != 0 || mate->plan != NULL;
+  mate->twin_seen = mate->twin_seen || copy->twin_seen;
   if (copy->c8y_id && !status_id(mate)) {
+    if (mate->plan) /* 121,true names the profile */
+      profile_plan_learn_id(mate->plan, copy->json);
     if (visible) {
       mate->late_c8y_id = copy->c8y_id;
       copy->c8y_id = NULL;
@@ -826,7 +983,7 @@ static void merge(ops *o, c8y_operation *mate, c8y_operation *copy) {
  * its 501 arrived is settled by the reconnect, not matched. */
 static c8y_operation *find_mate(op_fifo *f, const c8y_operation *op) {
   for (c8y_operation *x = f->head; x; x = x->next) {
-    if (x->state == OP_FINISHED || x->state == OP_UNCERTAIN)
+    if (x->state == OP_FINISHED || x->state == OP_UNCERTAIN || x->parent)
       continue;
     if (op->c8y_id && !op->has_line && x->has_line && !status_id(x))
       return x;
@@ -873,6 +1030,8 @@ static void admit(ops *o, c8y_operation *op) {
              line_only ? "SmartREST" : "JSON", op->fragment, op->device);
     if (json_only)
       ended_add(o, op->c8y_id);
+    else
+      twin_memo_add(o, op); /* its twin line may follow on its own */
     op_release(op);
     return;
   }
@@ -885,7 +1044,9 @@ static void admit(ops *o, c8y_operation *op) {
            op->template_id ? op->template_id : op->c8y_id, op->fragment,
            op->device, (unsigned long long)op->id,
            both ? ", Cumulocity id " : "", both ? op->c8y_id : "",
-           op->handler ? "" : " (its device's plugin does not handle it)");
+           op->handler || op->core_profile
+               ? ""
+               : " (its device's plugin does not handle it)");
   fifo_append(f, op);
   if (f->head == op)
     start_head(o, f);
@@ -927,6 +1088,7 @@ typedef struct line_in {
   const char *where; /* "s/ds" or "s/dc/<xid>" */
   const char *template_id, *xid, *fragment;
   const smartrest_record *r;
+  bool twin_in_payload; /* its 527/528 twin was in the same publish */
 } line_in;
 
 static void handle_line(ops *o, const line_in *in, warn_budget *w) {
@@ -946,14 +1108,17 @@ static void handle_line(ops *o, const line_in *in, warn_budget *w) {
     return;
   }
   bool child = strcmp(device, o->root) != 0;
-  bool known = !child || registry_has_child(o->reg, device);
+  bool known = !child || registry_device_known(o->reg, device);
   reg_handler *h = NULL;
   if (known)
     h = in->xid ? registry_fragment_handler_for(o->reg, in->fragment,
                                                 child ? device : NULL)
                 : registry_handler_for(o->reg, tid, in->fragment,
                                        child ? device : NULL);
-  if (known && !h && !child) {
+  /* A device profile no plugin serves: the engine runs its steps. */
+  bool core = known && !h && !child && !in->xid &&
+              strcmp(in->fragment, PROFILE_FRAGMENT) == 0;
+  if (known && !h && !child && !core) {
     if (!ignored_before(o, tid))
       log_notice("%s: no handler for template %s on %s; left untouched "
                  "(logged once per template)",
@@ -968,6 +1133,7 @@ static void handle_line(ops *o, const line_in *in, warn_budget *w) {
     return;
   }
   op->handler = h;
+  op->core_profile = core;
   if (!known) {
     c8y_operation *mate = find_parked_mate(o, op);
     if (mate) {
@@ -983,7 +1149,8 @@ static void handle_line(ops *o, const line_in *in, warn_budget *w) {
     return;
   }
   op_fifo *f = fifo_for(o, device, in->fragment, false);
-  if (f && reconcile_line(o, f, op)) {
+  if ((f && reconcile_line(o, f, op)) ||
+      twin_copy(o, f, op, in->twin_in_payload)) {
     op_release(op);
     return;
   }
@@ -1025,14 +1192,19 @@ static void twins_collect(const smartrest_records *recs, twin_set *t) {
   qsort(t->recs, t->n, sizeof *t->recs, twin_cmp);
 }
 
-static bool superseded(const twin_set *t, const smartrest_record *r) {
-  const char *richer = proto_richer_twin(r->fields[0]);
-  if (!richer || r->nfields < 2 || t->n == 0)
+static bool twins_hold(const twin_set *t, const char *template_id,
+                       const char *device) {
+  if (t->n == 0)
     return false;
-  char *key_fields[2] = {(char *)richer, r->fields[1]};
+  char *key_fields[2] = {(char *)template_id, (char *)device};
   smartrest_record key = {.fields = key_fields, .nfields = 2};
   const smartrest_record *kp = &key;
   return bsearch(&kp, t->recs, t->n, sizeof *t->recs, twin_cmp) != NULL;
+}
+
+static bool superseded(const twin_set *t, const smartrest_record *r) {
+  const char *richer = proto_richer_twin(r->fields[0]);
+  return richer && r->nfields >= 2 && twins_hold(t, richer, r->fields[1]);
 }
 
 /* Downstream records that are answers, not operations. */
@@ -1067,10 +1239,13 @@ void ops_handle_records(ops *o, const smartrest_records *recs) {
                    r->fields[0]);
       continue;
     }
+    const char *plain = proto_plain_twin(r->fields[0]);
     line_in in = {.where = "s/ds",
                   .template_id = r->fields[0],
                   .fragment = fragment,
-                  .r = r};
+                  .r = r,
+                  .twin_in_payload = plain && r->nfields >= 2 &&
+                                     twins_hold(&twins, plain, r->fields[1])};
     handle_line(o, &in, &w);
   }
   if (w.suppressed)
@@ -1222,7 +1397,7 @@ static void handle_json_doc(ops *o, json_t *doc, size_t index, warn_budget *w) {
     return;
   }
   bool child = strcmp(device, o->root) != 0;
-  bool known_device = !child || registry_has_child(o->reg, device);
+  bool known_device = !child || registry_device_known(o->reg, device);
   reg_handler *h = NULL;
   const char *fragment =
       json_fragment(o, doc, child ? device : NULL, known_device, &h);
@@ -1233,7 +1408,12 @@ static void handle_json_doc(ops *o, json_t *doc, size_t index, warn_budget *w) {
                   cid);
     return;
   }
-  if (known_device && !h && !child) {
+  /* A device profile no plugin serves: the engine runs its steps. */
+  bool core = known_device && !h && !child &&
+              json_is_object(json_object_get(doc, PROFILE_FRAGMENT));
+  if (core)
+    fragment = PROFILE_FRAGMENT;
+  if (known_device && !h && !child && !core) {
     if (!ignored_before(o, fragment))
       log_notice("devicecontrol/notifications: no handler for fragment %s on "
                  "%s; left PENDING (logged once per fragment)",
@@ -1253,6 +1433,7 @@ static void handle_json_doc(ops *o, json_t *doc, size_t index, warn_budget *w) {
     return;
   }
   op->handler = h;
+  op->core_profile = core;
   if (!known_device) {
     c8y_operation *mate = find_parked_mate(o, op);
     if (mate) {
@@ -1338,7 +1519,7 @@ void ops_children_changed(ops *o) {
     c8y_operation *op = list;
     list = op->next;
     op->next = NULL;
-    if (!registry_has_child(o->reg, op->device)) {
+    if (!registry_device_known(o->reg, op->device)) {
       park(o, op);
       continue;
     }
@@ -1382,7 +1563,12 @@ static uint32_t timeout_of(const ops *o, const c8y_operation *op) {
                                                 : o->default_timeout_ms;
 }
 
-/* The operation is EXECUTING on the platform: journal it, then run it. */
+static void profile_start(ops *o, c8y_operation *p);
+
+/* The operation is EXECUTING on the platform: journal it, then run it. A
+ * profile the engine runs is journaled with what it was started from, so
+ * a restart goes on with it (the resume rule without a plugin); a step
+ * names its profile. */
 static void run_started(ops *o, c8y_operation *op) {
   journal_entry e = {.id = op->id,
                      .c8y_id = (char *)status_id(op),
@@ -1390,7 +1576,14 @@ static void run_started(ops *o, c8y_operation *op) {
                      .xid = op->xid,
                      .fragment = op->fragment,
                      .device = op->device,
-                     .child = op->child};
+                     .child = op->child,
+                     .profile = op->core_profile,
+                     .resume = op->core_profile,
+                     .fields = op->core_profile ? op->fields : NULL,
+                     .nfields = op->core_profile ? op->nfields : 0,
+                     .json = op->core_profile ? op->json : NULL,
+                     .parent = op->parent ? op->parent->id : 0,
+                     .step = op->step};
   /* Not under o->mu: the journal fsyncs, and it has its own lock. */
   int jrc = journal_begin(o->j, &e);
   if (jrc != 0)
@@ -1398,13 +1591,17 @@ static void run_started(ops *o, c8y_operation *op) {
                 "will leave it EXECUTING",
                 (unsigned long long)op->id);
   op->state = OP_RUNNING;
-  if (o->stopping) {
+  op->resume = op->core_profile;
+  if (o->stopping || op->core_profile) {
     /* Plugins are gone: journaled, so the next start reports it failed
      * instead of leaving it EXECUTING forever. It must not expire in
      * ops_process either: "timed out" would be a false reason, and its
      * handler may already be unloaded (timeout_of read freed memory,
-     * found by scripts/check-tsan.sh). */
+     * found by scripts/check-tsan.sh). A profile has no timeout of its
+     * own: each step has its handler's. */
     op->deadline_ms = LLONG_MAX;
+    if (!o->stopping)
+      profile_start(o, op);
     return;
   }
   op->deadline_ms = clock_mono_ms() + timeout_of(o, op);
@@ -1467,7 +1664,8 @@ void ops_on_disconnect(ops *o, const uint64_t *inflight, size_t ninflight) {
                  (unsigned long long)op->id, op->fragment);
         prev = op;
         link = &op->next;
-      } else if (op->state == OP_QUEUED || op->state == OP_STARTING) {
+      } else if ((op->state == OP_QUEUED || op->state == OP_STARTING) &&
+                 !op->parent) {
         if (op->state == OP_STARTING)
           outq_remove_tag(o->q, op->id);
         if (op->needs_line)
@@ -1484,6 +1682,9 @@ void ops_on_disconnect(ops *o, const uint64_t *inflight, size_t ninflight) {
       }
     }
     f->tail = prev;
+    /* A profile's step (no 501 of its own) that waited for one of those
+     * runs now. */
+    start_head(o, f);
   }
   /* Parked and late copies: the reconnect delivers what is still PENDING
    * again, on both channels. */
@@ -1519,12 +1720,18 @@ static char *failure_text(const ops *o, const c8y_operation *op) {
   return text;
 }
 
+static void step_finished(ops *o, c8y_operation *s);
+
 /* Queues the final status; the journal entry ends only once the status is
  * durable: both in one journal line (queue_final), or, where the journal
  * cannot take it, the status queued durably first. A status that cannot be
  * queued now is retried, and a crash in between reports the operation
  * again instead of losing it. */
 static void finish(ops *o, c8y_operation *op) {
+  if (op->parent) {
+    step_finished(o, op);
+    return;
+  }
   char tbuf[512];
   const char *topic = status_topic(op->device, op->child, tbuf, sizeof tbuf);
   bool by_id = status_id(op) != NULL;
@@ -1577,10 +1784,15 @@ static void finish(ops *o, c8y_operation *op) {
   free(reason);
   if (!ended)
     journal_end(o->j, op->id);
+  /* A profile's failed step is kept until then: a crash in between
+   * reports the profile failed, instead of running that step again. */
+  if (op->failed_step)
+    journal_end(o->j, op->failed_step);
   op->state = OP_FINISHED;
   /* A copy still on its way must not start it again. */
   if (status_id(op))
     ended_add(o, status_id(op));
+  twin_memo_add(o, op);
   if (op->has_line && !status_id(op) && o->json_seen)
     token_add(o, op, false);
   else if (status_id(op) && !op->has_line &&
@@ -1590,6 +1802,200 @@ static void finish(ops *o, c8y_operation *op) {
   op_fifo *f = fifo_for(o, op->device, op->fragment, false);
   if (f)
     fifo_advance(o, f);
+}
+
+/* ---- device profiles run by the engine ------------------------------------
+ * (profile.h) The profile is one Cumulocity operation: one 504/501, one
+ * final status, 121 (c8y_Profile.profileExecuted) false at its start and
+ * true only once every step succeeded, as Cumulocity's device-profile page
+ * lists the device's actions. Each step is an operation of its own in the
+ * FIFO of its fragment (so it waits for a firmware update already running,
+ * and one arriving later waits for it), run by the handler its template
+ * has, with no 501/503 of its own; what its plugin sends (115, 140, 120)
+ * goes out as usual. A step that fails fails the profile with
+ * "<step>: <reason>"; the steps after it never run. The journal records
+ * the profile (what it was started from, how many steps succeeded) and
+ * each step (its profile, its index, the plugin's reboot or resume mark),
+ * so a step that waits for a reboot or a restart is settled after it and
+ * the profile goes on. */
+
+/* Ends a profile as a plugin's completion would (through the done list:
+ * run_started's callers may still use the operation). */
+static void engine_complete(ops *o, c8y_operation *p, bool ok,
+                            const char *reason) {
+  op_ref(p, 1); /* released by the completion */
+  if (complete(p, ok, NULL, 0, reason) == C8Y_ESTATE)
+    log_error("operation #%llu (%s) completed twice", (unsigned long long)p->id,
+              p->fragment);
+  (void)o;
+}
+
+/* 121,<profileExecuted>,<profileId>: the id when the JSON document named
+ * it; empty, the platform takes the oldest EXECUTING profile operation's
+ * (the static templates page; the device-profile page's own example is
+ * "121,false,"). */
+static void profile_report(ops *o, const c8y_operation *p, bool executed) {
+  const char *fields[] = {"121", executed ? "true" : "false",
+                          p->plan->profile_id ? p->plan->profile_id : ""};
+  smartrest_buf b;
+  smartrest_buf_init(&b);
+  int rc = smartrest_encode_line(&b, fields, 3);
+  if (rc == 0)
+    rc = outq_push(o->q, proto_class("121"), proto_replace_key("121"), "s/us",
+                   b.data, 0, proto_replace_flags("121"));
+  if (rc != 0)
+    log_error("operation #%llu (%s): cannot queue 121,%s (status %d)",
+              (unsigned long long)p->id, p->fragment, fields[1], rc);
+  smartrest_buf_free(&b);
+}
+
+/* The step as an operation of its own template and fragment. */
+static c8y_operation *step_op(ops *o, c8y_operation *p, size_t k,
+                              reg_handler *h) {
+  const profile_step *st = &p->plan->steps[k];
+  c8y_operation *s = op_alloc(o, p->device, false, st->fragment);
+  if (!s)
+    return NULL;
+  if (!set_line(s, st->template_id, NULL, st->fields, st->nfields) ||
+      !(s->json = strdup(st->json)) ||
+      !(s->doc = json_loads(st->json, 0, NULL))) {
+    op_release(s);
+    return NULL;
+  }
+  s->handler = h;
+  s->step = (unsigned)k;
+  s->id = journal_next_id(o->j);
+  op_ref(p, 1); /* dropped when the step ends */
+  s->parent = p;
+  return s;
+}
+
+/* Queues the profile's next step, or ends the profile when none is left. */
+static void profile_next(ops *o, c8y_operation *p) {
+  const profile_plan *plan = p->plan;
+  size_t k = p->steps_done;
+  if (k >= plan->nsteps) {
+    log_info("operation #%llu (%s): all %zu steps succeeded",
+             (unsigned long long)p->id, p->fragment, plan->nsteps);
+    profile_report(o, p, true);
+    engine_complete(o, p, true, NULL);
+    return;
+  }
+  const profile_step *st = &plan->steps[k];
+  char reason[400];
+  reg_handler *h = profile_step_handler(o->reg, st);
+  if (!h) {
+    snprintf(reason, sizeof reason,
+             "%.200s: no plugin handles %s (template %s) any more", st->label,
+             st->fragment, st->template_id);
+    engine_complete(o, p, false, reason);
+    return;
+  }
+  c8y_operation *s = step_op(o, p, k, h);
+  op_fifo *f = s ? fifo_for(o, s->device, s->fragment, true) : NULL;
+  if (!f) {
+    if (s) {
+      op_release(s->parent);
+      s->parent = NULL;
+      op_release(s);
+    }
+    snprintf(reason, sizeof reason, "%.200s: out of memory in the agent",
+             st->label);
+    engine_complete(o, p, false, reason);
+    return;
+  }
+  log_info("operation #%llu (%s): step %zu of %zu (%s, template %s) is #%llu",
+           (unsigned long long)p->id, p->fragment, k + 1, plan->nsteps,
+           st->label, st->template_id, (unsigned long long)s->id);
+  fifo_append(f, s);
+  if (f->head == s)
+    start_head(o, f);
+}
+
+/* run_started of a profile the engine runs: its steps, each checked to
+ * have a handler before anything runs. */
+static void profile_start(ops *o, c8y_operation *p) {
+  char err[400];
+  profile_plan *plan = calloc(1, sizeof *plan);
+  int rc = plan ? profile_plan_new(p->template_id, p->fields, p->nfields,
+                                   p->json, plan, err, sizeof err)
+                : C8Y_ENOMEM;
+  if (rc != C8Y_OK) {
+    if (!plan)
+      snprintf(err, sizeof err, "out of memory in the agent");
+    free(plan);
+    engine_complete(o, p, false, err);
+    return;
+  }
+  p->plan = plan;
+  for (size_t i = 0; i < plan->nsteps; i++) {
+    const profile_step *st = &plan->steps[i];
+    if (!profile_step_handler(o->reg, st)) {
+      snprintf(err, sizeof err,
+               "%.200s: no plugin handles %s (template %s); nothing was "
+               "changed",
+               st->label, st->fragment, st->template_id);
+      engine_complete(o, p, false, err);
+      return;
+    }
+  }
+  log_info("operation #%llu (%s): device profile%s%s, %zu steps",
+           (unsigned long long)p->id, p->fragment, plan->profile_id ? " " : "",
+           plan->profile_id ? plan->profile_id : "", plan->nsteps);
+  profile_report(o, p, false);
+  profile_next(o, p);
+}
+
+/* finish() of a step: its profile goes on (run_due_profiles) or fails. */
+static void step_finished(ops *o, c8y_operation *s) {
+  c8y_operation *p = s->parent;
+  bool ok = s->ok && !s->timed_out;
+  const char *label = p->plan && s->step < p->plan->nsteps
+                          ? p->plan->steps[s->step].label
+                          : s->fragment;
+  char *why = ok ? NULL : failure_text(o, s);
+  if (ok) {
+    log_info("operation #%llu (%s): step %u (%s) succeeded",
+             (unsigned long long)p->id, p->fragment, s->step + 1, label);
+    p->steps_done = s->step + 1;
+    if (journal_mark_step(o->j, p->id, (unsigned)p->steps_done) != C8Y_OK)
+      log_warning("operation #%llu: journal write failed; a restart now runs "
+                  "step %u again",
+                  (unsigned long long)p->id, s->step + 1);
+    journal_end(o->j, s->id);
+    p->advance_due = true;
+    o->profiles_due = true;
+  } else {
+    size_t n = strlen(label) + (why ? strlen(why) : 0) + 3;
+    char *reason = malloc(n);
+    if (reason)
+      snprintf(reason, n, "%s: %s", label, why ? why : "");
+    p->failed_step = s->id;
+    engine_complete(o, p, false, reason ? reason : label);
+    free(reason);
+  }
+  free(why);
+  s->state = OP_FINISHED;
+  s->parent = NULL;
+  op_fifo *f = fifo_for(o, s->device, s->fragment, false);
+  if (f)
+    fifo_advance(o, f); /* s may be gone now */
+  op_release(p);
+}
+
+/* The profiles whose step succeeded queue their next one. Not from
+ * finish(), whose callers loop over the FIFO array this may grow. */
+static void run_due_profiles(ops *o) {
+  if (!o->profiles_due)
+    return;
+  o->profiles_due = false;
+  for (size_t i = 0; i < o->nfifos; i++) {
+    c8y_operation *p = o->fifos[i].head;
+    if (p && p->advance_due) {
+      p->advance_due = false;
+      profile_next(o, p);
+    }
+  }
 }
 
 static void keep_earliest(long long *deadline, long long at) {
@@ -1629,15 +2035,25 @@ static void expire_waiting(ops *o, long long now_ms, long long *next) {
 /* finish() never grows the FIFO array (fifo_for without create), so the
  * loops below can go on with the next FIFO after it. */
 long long ops_process(ops *o, long long now_ms) {
-  pthread_mutex_lock(&o->mu);
-  c8y_operation *done = o->done_head;
-  o->done_head = o->done_tail = NULL;
-  pthread_mutex_unlock(&o->mu);
-  while (done) {
-    c8y_operation *next = done->next_done;
-    finish(o, done);
-    done = next;
+  for (int round = 0; round < OPS_DONE_ROUNDS; round++) {
+    pthread_mutex_lock(&o->mu);
+    c8y_operation *done = o->done_head;
+    o->done_head = o->done_tail = NULL;
+    pthread_mutex_unlock(&o->mu);
+    if (!done && !o->profiles_due)
+      break;
+    while (done) {
+      c8y_operation *next = done->next_done;
+      finish(o, done);
+      done = next;
+    }
+    run_due_profiles(o);
   }
+  pthread_mutex_lock(&o->mu);
+  bool more = o->done_head != NULL;
+  pthread_mutex_unlock(&o->mu);
+  if (more || o->profiles_due) /* rounds used up: once more soon */
+    o->host.wake(o->host.ctx);
   bool retry_now = o->retry_at && o->retry_at <= now_ms;
   if (retry_now)
     o->retry_at = 0;
@@ -1662,7 +2078,7 @@ long long ops_process(ops *o, long long now_ms) {
       } else {
         keep_earliest(&next_deadline, op->reconcile_at);
       }
-    } else if (op->state == OP_RUNNING) {
+    } else if (op->state == OP_RUNNING && !op->core_profile) {
       if (op->deadline_ms > now_ms) {
         keep_earliest(&next_deadline, op->deadline_ms);
         continue;
@@ -1711,25 +2127,39 @@ static int fail_entry(ops *o, const journal_entry *e, const char *reason) {
                        reason, 0, &ended);
 }
 
+/* Keeps copies of entries e[0..n) for ops_resume (all or none). 0, or -1
+ * when out of memory. */
+static int keep_entries(ops *o, const journal_entry *const *e, size_t n) {
+  journal_entry *grown =
+      realloc(o->resumable, (o->nresumable + n) * sizeof *grown);
+  if (!grown)
+    return -1;
+  o->resumable = grown;
+  size_t copied = 0;
+  while (copied < n &&
+         journal_entry_copy(e[copied], &grown[o->nresumable + copied]) == 0)
+    copied++;
+  /* After the first keep the journal's flags exist: the others cannot
+   * fail. */
+  if (copied < n || journal_keep_recovered(o->j, e[0]->id) != 0) {
+    while (copied > 0)
+      journal_entry_free(&grown[o->nresumable + --copied]);
+    return -1;
+  }
+  for (size_t i = 1; i < n; i++)
+    journal_keep_recovered(o->j, e[i]->id);
+  o->nresumable += n;
+  return 0;
+}
+
 /* An operation marked with op_resume_after_restart: kept executing for
  * ops_resume, or failed when it was resumed too often already. */
 static int keep_resumable(ops *o, const journal_entry *e) {
-  if (e->resumes < OPS_MAX_RESUMES) {
-    journal_entry *grown =
-        realloc(o->resumable, (o->nresumable + 1) * sizeof *grown);
-    if (grown) {
-      o->resumable = grown;
-      if (journal_entry_copy(e, &grown[o->nresumable]) == 0) {
-        if (journal_keep_recovered(o->j, e->id) == 0) {
-          o->nresumable++;
-          log_notice("operation #%llu (%s) will be resumed once the plugins "
-                     "are loaded",
-                     (unsigned long long)e->id, e->fragment);
-          return 0;
-        }
-        journal_entry_free(&grown[o->nresumable]);
-      }
-    }
+  if (e->resumes < OPS_MAX_RESUMES && keep_entries(o, &e, 1) == 0) {
+    log_notice("operation #%llu (%s) will be resumed once the plugins are "
+               "loaded",
+               (unsigned long long)e->id, e->fragment);
+    return 0;
   }
   char reason[160];
   if (e->resumes >= OPS_MAX_RESUMES)
@@ -1765,6 +2195,76 @@ static void requeue_unsent(ops *o) {
   journal_status_free(v, n);
 }
 
+/* The label of a profile's step k ("firmware", ...) for a reason. */
+static void step_label(const journal_entry *p, unsigned k,
+                       const journal_entry *s, char *out, size_t n) {
+  profile_plan plan;
+  char err[300];
+  if (profile_plan_new(p->template_id, p->fields, p->nfields, p->json, &plan,
+                       err, sizeof err) == C8Y_OK &&
+      k < plan.nsteps)
+    snprintf(out, n, "%s", plan.steps[k].label);
+  else
+    snprintf(out, n, "%s", s->fragment);
+  profile_plan_free(&plan);
+}
+
+/* A profile the engine ran, with the entries of its steps (settled[] marks
+ * them): the step it was at (`step` = steps that succeeded) is kept with it
+ * when its plugin asked to be resumed, counts as done when it waited for
+ * the reboot that happened, and fails the profile otherwise; with no step
+ * running the profile goes on with its next one. Older steps' entries only
+ * missed their end line. */
+static int recover_profile(ops *o, const journal_entry *es, size_t n, size_t pi,
+                           const char *boot, bool *settled) {
+  const journal_entry *p = &es[pi], *cur = NULL;
+  for (size_t k = 0; k < n; k++)
+    if (es[k].parent == p->id) {
+      settled[k] = true;
+      if (es[k].step == p->step)
+        cur = &es[k];
+    }
+  char label[256] = "", reason[600] = "";
+  const char *oom = "out of memory resuming the operation after the restart";
+  if (cur)
+    step_label(p, cur->step, cur, label, sizeof label);
+  if (p->resumes >= OPS_MAX_RESUMES ||
+      (cur && cur->resume && cur->resumes >= OPS_MAX_RESUMES)) {
+    snprintf(reason, sizeof reason,
+             "%s%sthe operation was resumed after %u agent restarts without "
+             "completing",
+             cur ? label : "", cur ? ": " : "", OPS_MAX_RESUMES);
+  } else if (cur && cur->resume) {
+    const journal_entry *both[] = {p, cur};
+    if (keep_entries(o, both, 2) != 0)
+      snprintf(reason, sizeof reason, "%s", oom);
+  } else if (cur && cur->reboot && journal_booted_since(boot, cur->boot_id)) {
+    log_notice("operation #%llu (%s): step %u (%s) completed by the reboot",
+               (unsigned long long)p->id, p->fragment, cur->step + 1, label);
+    if (keep_entries(o, &p, 1) != 0)
+      snprintf(reason, sizeof reason, "%s", oom);
+    else
+      o->resumable[o->nresumable - 1].step = cur->step + 1;
+  } else if (cur) {
+    snprintf(reason, sizeof reason, "%s: %s", label,
+             cur->reboot
+                 ? "the agent restarted but the device did not reboot"
+                 : "the agent stopped while the operation was executing");
+  } else if (keep_entries(o, &p, 1) != 0) {
+    snprintf(reason, sizeof reason, "%s", oom);
+  }
+  if (p->c8y_id)
+    ended_add(o, p->c8y_id);
+  if (!reason[0]) {
+    log_notice("operation #%llu (%s) goes on once the plugins are loaded",
+               (unsigned long long)p->id, p->fragment);
+    return 0;
+  }
+  log_notice("operation #%llu (%s) failed: %s", (unsigned long long)p->id,
+             p->fragment, reason);
+  return fail_entry(o, p, reason) != 0;
+}
+
 void ops_recover(ops *o) {
   requeue_unsent(o);
   const journal_entry *entries;
@@ -1773,8 +2273,23 @@ void ops_recover(ops *o) {
     return;
   char *boot = journal_boot_id();
   int failures = 0;
+  bool *settled = calloc(n, sizeof *settled);
+  for (size_t i = 0; settled && i < n; i++)
+    if (entries[i].profile) {
+      settled[i] = true;
+      failures += recover_profile(o, entries, n, i, boot, settled);
+    }
   for (size_t i = 0; i < n; i++) {
     const journal_entry *e = &entries[i];
+    if (e->parent && settled && !settled[i])
+      log_info("journal entry #%llu: a step of operation #%llu, which ended "
+               "already; dropped",
+               (unsigned long long)e->id, (unsigned long long)e->parent);
+    /* A step never gets a status of its own. (Without memory for the
+     * flags a profile is kept like any resumable operation, and goes on
+     * with the step after those that succeeded.) */
+    if ((settled && settled[i]) || e->parent)
+      continue;
     bool rebooted = journal_booted_since(boot, e->boot_id);
     if (e->resume) {
       failures += keep_resumable(o, e) != 0;
@@ -1799,6 +2314,7 @@ void ops_recover(ops *o) {
     if (e->c8y_id)
       ended_add(o, e->c8y_id);
   }
+  free(settled);
   free(boot);
   if (failures == 0)
     journal_forget_recovered(o->j);
@@ -1818,7 +2334,7 @@ size_t ops_running(ops *o) {
   size_t n = 0;
   for (size_t i = 0; i < o->nfifos; i++) {
     c8y_operation *op = o->fifos[i].head;
-    if (op && op->state == OP_RUNNING) {
+    if (op && op->state == OP_RUNNING && !op->core_profile) {
       pthread_mutex_lock(&o->mu);
       n += !op->finished;
       pthread_mutex_unlock(&o->mu);
@@ -1828,9 +2344,11 @@ size_t ops_running(ops *o) {
 }
 
 /* Operations that must survive the stop: the reboot or upgrade they wait
- * for is probably what stops the agent; the next start settles them. */
+ * for is probably what stops the agent; the next start settles them. A
+ * profile the engine runs has no handler to stop: it ends when its step
+ * does (failed by the stop, or kept for the restart). */
 static bool outlives_stop(const c8y_operation *op) {
-  return op->reboot || op->resume;
+  return op->reboot || op->resume || op->core_profile;
 }
 
 size_t ops_cancel_running(ops *o) {
@@ -2233,12 +2751,120 @@ static reg_handler *resume_handler(ops *o, const journal_entry *e) {
   return registry_fragment_handler_for(o->reg, e->fragment, device);
 }
 
+/* The profile (resumed above) whose step this is, or NULL. */
+static c8y_operation *resumed_profile(ops *o, const journal_entry *step) {
+  op_fifo *f = fifo_for(o, step->device, PROFILE_FRAGMENT, false);
+  for (c8y_operation *p = f ? f->head : NULL; p; p = p->next)
+    if (p->id == step->parent && p->plan)
+      return p;
+  return NULL;
+}
+
+/* The step a profile was at, handed again to its plugin. */
+static void resume_step(ops *o, journal_entry *e, const char *boot) {
+  c8y_operation *p = resumed_profile(o, e);
+  if (!p) { /* its profile failed already */
+    journal_end(o->j, e->id);
+    return;
+  }
+  p->advance_due = false;
+  const char *label =
+      e->step < p->plan->nsteps ? p->plan->steps[e->step].label : e->fragment;
+  reg_handler *h = e->step < p->plan->nsteps ? resume_handler(o, e) : NULL;
+  c8y_operation *s = h ? resumed_op(o, e, h, boot) : NULL;
+  op_fifo *f = s ? fifo_for(o, s->device, s->fragment, true) : NULL;
+  if (!f) {
+    char reason[400];
+    if (h)
+      snprintf(reason, sizeof reason, "%.200s: out of memory in the agent",
+               label);
+    else
+      snprintf(reason, sizeof reason,
+               "%.200s: after the agent restarted no plugin handles %s %.40s "
+               "any more",
+               label, e->template_id ? "template" : "fragment",
+               e->template_id ? e->template_id : e->fragment);
+    if (s)
+      op_release(s);
+    p->failed_step = e->id;
+    engine_complete(o, p, false, reason);
+    return;
+  }
+  op_ref(p, 1);
+  s->parent = p;
+  s->step = e->step;
+  log_notice("operation #%llu (%s): step %u (%s) resumed after the restart%s",
+             (unsigned long long)p->id, p->fragment, s->step + 1, label,
+             s->rebooted ? " (the machine rebooted)" : "");
+  fifo_append(f, s);
+  run_resumed(o, s);
+}
+
+/* Profiles kept by ops_recover go on: the step they were at is resumed in
+ * its plugin, or their next step starts (run_due_profiles). */
+static void resume_profiles(ops *o, const char *boot) {
+  for (size_t i = 0; i < o->nresumable; i++) {
+    journal_entry *e = &o->resumable[i];
+    if (!e->profile)
+      continue;
+    char reason[400] = "out of memory resuming the operation";
+    profile_plan *plan = calloc(1, sizeof *plan);
+    if (!plan ||
+        profile_plan_new(e->template_id, e->fields, e->nfields, e->json, plan,
+                         reason, sizeof reason) != C8Y_OK) {
+      free(plan);
+      resume_refused(o, e, reason);
+      continue;
+    }
+    unsigned done = e->step;
+    c8y_operation *p = resumed_op(o, e, NULL, boot);
+    op_fifo *f = p ? fifo_for(o, p->device, p->fragment, true) : NULL;
+    if (!f) {
+      profile_plan_free(plan);
+      free(plan);
+      if (p)
+        op_release(p);
+      log_error("operation #%llu: out of memory resuming it; the next start "
+                "tries again",
+                (unsigned long long)e->id);
+      continue;
+    }
+    p->core_profile = true;
+    p->plan = plan;
+    p->steps_done = done;
+    p->state = OP_RUNNING;
+    p->deadline_ms = LLONG_MAX;
+    p->advance_due = true; /* unless a step of it is resumed below */
+    log_notice("operation #%llu (%s) goes on after the restart: %u of %zu "
+               "steps done",
+               (unsigned long long)p->id, p->fragment, done, plan->nsteps);
+    fifo_append(f, p);
+  }
+  for (size_t i = 0; i < o->nresumable; i++)
+    if (o->resumable[i].parent)
+      resume_step(o, &o->resumable[i], boot);
+  op_fifo *f = fifo_for(o, o->root, PROFILE_FRAGMENT, false);
+  for (c8y_operation *p = f ? f->head : NULL; p; p = p->next)
+    if (p->advance_due) {
+      if (journal_mark_step(o->j, p->id, (unsigned)p->steps_done) != C8Y_OK)
+        log_warning("operation #%llu: journal write failed",
+                    (unsigned long long)p->id);
+      if (p->steps_done == 0)
+        profile_report(o, p, false);
+      o->profiles_due = true;
+    }
+  run_due_profiles(o);
+}
+
 void ops_resume(ops *o) {
   char *boot = journal_boot_id();
+  resume_profiles(o, boot);
   for (size_t i = 0; i < o->nresumable; i++) {
     journal_entry *e = &o->resumable[i];
     char reason[300];
-    if (e->child && !registry_has_child(o->reg, e->device)) {
+    if (e->profile || e->parent)
+      continue;
+    if (e->child && !registry_device_known(o->reg, e->device)) {
       snprintf(reason, sizeof reason,
                "after the agent restarted no plugin announces the child "
                "device '%.200s' any more",

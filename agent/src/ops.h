@@ -42,6 +42,17 @@
  * the final status is queued durably; it records Cumulocity's id, so a
  * restart or a reboot completes the right operation.
  *
+ * Device profiles (profile.h): a c8y_DeviceProfile of the root that no
+ * plugin serves is run by the engine: one operation (one 504/501, 121 false
+ * at its start, 121 true once every step succeeded, one final status)
+ * whose steps are operations of their own template and fragment, queued in
+ * that fragment's FIFO and run by its handler, without statuses of their
+ * own; a failing step fails the profile with "<step>: <reason>". The
+ * journal records the profile and each step, so a step a plugin resumes
+ * after a restart (firmware that reboots) is handed back to it and the
+ * profile goes on. 527 and 531 (528 and 529) are one operation also when
+ * they come in publishes of their own.
+ *
  * Handles: plugins get a handle number, not the engine's memory. Numbers
  * are never reused (64 bits), so a late or second completion after any
  * number of operations finds nothing and returns C8Y_ESTATE. */

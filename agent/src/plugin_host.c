@@ -7,6 +7,7 @@
 #include "ident.h"
 #include "log.h"
 #include "proto.h"
+#include "services.h"
 #include "smartrest.h"
 #include "status.h"
 
@@ -610,23 +611,67 @@ static int refuse(const char **why, const char *reason) {
   return C8Y_EINVAL;
 }
 
+/* The fragments of a 114 line for a service `owner` announced must be
+ * ones `owner` serves for the service's parent (what it can do there). */
+static bool service_ops_served(plugin_host *h, c8y_plugin *owner,
+                               const char *service, const char *const *fields,
+                               size_t n) {
+  reg_service *svc = registry_find_service(h->reg, service);
+  if (!svc || n < 2)
+    return false;
+  for (size_t i = 1; i < n; i++) {
+    reg_handler *hd =
+        fields[i] ? registry_fragment_handler_for(h->reg, fields[i], service)
+                  : NULL;
+    if (!hd || hd->plugin != owner)
+      return false;
+  }
+  return true;
+}
+
+static int send_static_as(plugin_host *h, c8y_plugin *self, const char *child,
+                          const char *const *fields, size_t n,
+                          const char **why);
+
 int plugin_host_send_static(plugin_host *h, const char *child,
                             const char *const *fields, size_t n,
                             const char **why) {
+  return send_static_as(h, NULL, child, fields, n, why);
+}
+
+/* A 102 makes its service one of the device's (registry_add_service):
+ * operations for it reach the handlers of its parent. A plugin may state
+ * what a service it announced supports (114 on s/us/<service>), listing
+ * only fragments it serves there (Cumulocity "Services": a service
+ * announces c8y_ServiceCommand in its own c8y_SupportedOperations). */
+static int send_static_as(plugin_host *h, c8y_plugin *self, const char *child,
+                          const char *const *fields, size_t n,
+                          const char **why) {
   if (!fields || n == 0 || !fields[0] || !*fields[0])
     return refuse(why, "empty line");
   for (const char *c = fields[0]; *c; c++)
     if (*c < '0' || *c > '9')
       return refuse(why, "the first field must be a numeric static template "
                          "id (custom templates go through send --custom)");
-  if (proto_agent_owned(fields[0]))
+  bool service_ops = strcmp(fields[0], "114") == 0 && self && child &&
+                     registry_owns_service(h->reg, self, child) &&
+                     service_ops_served(h, self, child, fields, n);
+  if (proto_agent_owned(fields[0]) && !service_ops)
     return refuse(why, "operation statuses (5xx) and the supported "
                        "operations list (114) are refused: the agent owns "
-                       "them");
+                       "them (a plugin may send 114 for a service it "
+                       "announced, listing fragments it serves)");
   char topic[300];
   if (build_topic(topic, sizeof topic, "s/us", child) != C8Y_OK)
     return refuse(why, "invalid child id (empty, over 200 bytes, or with "
                        "'/', '+' or '#')");
+  if (strcmp(fields[0], "102") == 0) {
+    if (n < 5 || !fields[1] || ident_check(fields[1], false))
+      return refuse(why, "102 needs a valid service id, type, name and "
+                         "status");
+    if (registry_add_service(h->reg, self, fields[1], child) != C8Y_OK)
+      return C8Y_ENOMEM;
+  }
   return plugin_host_send_fields(h, proto_class(fields[0]), topic, fields, n);
 }
 
@@ -635,7 +680,18 @@ static int api_send_static(c8y_plugin *self, const char *child,
   int rc = admit_line(self);
   if (rc != C8Y_OK)
     return rc;
-  return plugin_host_send_static(self->host, child, fields, n, NULL);
+  return send_static_as(self->host, self, child, fields, n, NULL);
+}
+
+/* ---- api: health ---- */
+
+static int api_set_health(c8y_plugin *self, int up, const char *reason) {
+  if (!self)
+    return C8Y_EINVAL;
+  if (!self->host->svc)
+    return C8Y_ENOTSUP;
+  return services_plugin_health(self->host->svc, self->name, SERVICES_BY_PLUGIN,
+                                up != 0, reason);
 }
 
 static int api_send_event(c8y_plugin *self, const char *child, const char *type,
@@ -863,6 +919,7 @@ static const c8y_api the_api = {
     .batch_commit = api_batch_commit,
     .batch_discard = api_batch_discard,
     .platform_auth = api_platform_auth,
+    .set_health = api_set_health,
     .add_template_operation = api_add_template_operation,
 };
 
@@ -894,8 +951,10 @@ int plugin_host_init_plugin(c8y_plugin *p, const c8y_plugin_info *info,
   free(p->crash_head);
   p->crash_head = crash_head ? strdup(crash_head) : NULL;
   p->registering = true;
+  services_plugin_reset(p->host->svc, p->name);
   crash_enter(p->crash_head, "init", NULL);
-  int rc = p->info.init(p, plugin_host_api(), &p->user_data);
+  int rc = p->info.init(p, p->host->api ? p->host->api : plugin_host_api(),
+                        &p->user_data);
   crash_leave();
   p->registering = false;
   if (rc >= 0 && !p->init_error)
@@ -931,6 +990,7 @@ static void run_produce(c8y_plugin *p, reg_producer *prod) {
   int rc = prod->fn(p, &b, prod->user_data);
   crash_leave();
   live_batch = NULL;
+  bool failed = rc < 0;
   if (rc < 0)
     log_warning("plugin %s: producer %s failed: %s; batch dropped", p->name,
                 prod->name, status_str(rc));
@@ -938,6 +998,20 @@ static void run_produce(c8y_plugin *p, reg_producer *prod) {
     log_warning("plugin %s: producer %s: %s; batch dropped", p->name,
                 prod->name, status_str(rc));
   batch_clear(&b);
+  /* A plugin whose producers keep failing is down until one succeeds
+   * (services.h); a full queue is the agent's trouble, not the plugin's. */
+  if (failed && ++p->produce_failures == SERVICES_PRODUCE_FAILURES) {
+    char why[300];
+    snprintf(why, sizeof why, "producer %s failed %d times in a row: %s",
+             prod->name, SERVICES_PRODUCE_FAILURES, status_str(rc));
+    services_plugin_health(p->host->svc, p->name, SERVICES_BY_AGENT, false,
+                           why);
+  } else if (!failed && p->produce_failures) {
+    if (p->produce_failures >= SERVICES_PRODUCE_FAILURES)
+      services_plugin_health(p->host->svc, p->name, SERVICES_BY_AGENT, true,
+                             NULL);
+    p->produce_failures = 0;
+  }
   atomic_store(&prod->busy, false);
 }
 

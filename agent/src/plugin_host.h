@@ -24,6 +24,11 @@ typedef struct plugin_host {
   void (*wake)(void *ctx); /* new data queued: drain soon */
   void *wake_ctx;
   struct http_ctx *http; /* REST client for download/upload; NULL = none */
+  struct services *svc;  /* plugins' health (set_health); NULL = none */
+  /* The table init() gets; NULL = plugin_host_api(). A capture host (see
+   * capture.h) hands a copy whose slots observe the plugin's calls and then
+   * call the agent's own. */
+  const c8y_api *api;
 } plugin_host;
 
 struct c8y_plugin {
@@ -53,6 +58,7 @@ struct c8y_plugin {
   long long line_refill_ms; /* 0 = bucket not started */
   unsigned long long lines_refused;
   long long refused_logged_ms;
+  unsigned produce_failures; /* in a row, on the worker */
 };
 
 const c8y_api *plugin_host_api(void);

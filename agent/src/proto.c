@@ -58,6 +58,15 @@ const char *proto_richer_twin(const char *template_id) {
   return t ? t->richer_twin : NULL;
 }
 
+const char *proto_plain_twin(const char *template_id) {
+  for (size_t i = 0;
+       template_id && i < sizeof op_templates / sizeof op_templates[0]; i++)
+    if (op_templates[i].richer_twin &&
+        strcmp(op_templates[i].richer_twin, template_id) == 0)
+      return op_templates[i].id;
+  return NULL;
+}
+
 /* A static template id is three digits; anything else is not one. */
 static int numeric_id(const char *id) {
   if (!id || strlen(id) != 3)

@@ -21,6 +21,8 @@ bool proto_fragment_has_template(const char *fragment);
 /* 527 and 528 describe the same operation as the richer 531 and 529 sent
  * in the same payload: the twin that supersedes template_id, or NULL. */
 const char *proto_richer_twin(const char *template_id);
+/* The reverse: the twin that 531 or 529 supersedes, or NULL. */
+const char *proto_plain_twin(const char *template_id);
 
 /* Queue class of an upstream line by its template id: 1xx inventory, 2xx
  * measurement, 3xx alarm, 5xx operation status, anything else (4xx events,

@@ -22,6 +22,8 @@ struct registry {
   uint64_t child_seq;
   char **old_names; /* names and types a re-added child replaced */
   size_t nold_names;
+  reg_service **services; /* under children_mu, never removed */
+  size_t nservices;
 };
 
 registry *registry_new(void) {
@@ -115,9 +117,18 @@ static void free_child(reg_child *x) {
   free(x);
 }
 
+static void free_service(reg_service *x) {
+  free(x->id);
+  free(x->parent);
+  free(x);
+}
+
 void registry_free(registry *r) {
   if (!r)
     return;
+  for (size_t i = 0; i < r->nservices; i++)
+    free_service(r->services[i]);
+  free(r->services);
   for (size_t i = 0; i < r->nproducers; i++)
     free_producer(r->producers[i]);
   for (size_t i = 0; i < r->nhandlers; i++)
@@ -441,6 +452,79 @@ static c8y_plugin *child_owner(registry *r, const char *id) {
   return p;
 }
 
+/* children_mu held. */
+static void disown_services(registry *r, c8y_plugin *p) {
+  for (size_t i = 0; i < r->nservices; i++)
+    if (r->services[i]->owner == p)
+      r->services[i]->owner = NULL;
+}
+
+/* ---- services (under children_mu) ---- */
+
+static reg_service *service_in(registry *r, const char *id) {
+  for (size_t i = 0; id && i < r->nservices; i++)
+    if (strcmp(r->services[i]->id, id) == 0)
+      return r->services[i];
+  return NULL;
+}
+
+int registry_add_service(registry *r, c8y_plugin *owner, const char *id,
+                         const char *parent) {
+  if (!id || !*id)
+    return C8Y_EINVAL;
+  pthread_mutex_lock(&r->children_mu);
+  int rc = C8Y_OK;
+  reg_service *x = service_in(r, id);
+  if (x) {
+    /* The parent stays: its string may be read without the lock. */
+    if (owner)
+      x->owner = owner;
+  } else if (!(x = calloc(1, sizeof *x)) || !(x->id = strdup(id)) ||
+             (parent && !(x->parent = strdup(parent))) ||
+             vec_push((void ***)&r->services, &r->nservices, x) != C8Y_OK) {
+    if (x)
+      free_service(x);
+    rc = C8Y_ENOMEM;
+  } else {
+    x->owner = owner;
+    /* Operations kept for it until now may run (ops_children_changed). */
+    r->child_seq++;
+  }
+  pthread_mutex_unlock(&r->children_mu);
+  return rc;
+}
+
+reg_service *registry_find_service(registry *r, const char *id) {
+  pthread_mutex_lock(&r->children_mu);
+  reg_service *x = service_in(r, id);
+  pthread_mutex_unlock(&r->children_mu);
+  return x;
+}
+
+bool registry_owns_service(registry *r, c8y_plugin *owner, const char *id) {
+  pthread_mutex_lock(&r->children_mu);
+  reg_service *x = service_in(r, id);
+  bool own = x && owner && x->owner == owner;
+  pthread_mutex_unlock(&r->children_mu);
+  return own;
+}
+
+bool registry_device_known(registry *r, const char *id) {
+  if (registry_has_child(r, id))
+    return true;
+  reg_service *x = registry_find_service(r, id);
+  return x && (!x->parent || registry_has_child(r, x->parent));
+}
+
+/* A service's operations are its parent's: the device whose handlers run
+ * them (NULL = root). Anything else is itself. */
+static const char *handler_device(registry *r, const char *device) {
+  if (!device || registry_has_child(r, device))
+    return device;
+  reg_service *x = registry_find_service(r, device);
+  return x ? x->parent : device;
+}
+
 /* Keeps the order of what stays: 114 and producers follow load order. */
 #define REMOVE_OWNED(vec, n, freefn)                                           \
   do {                                                                         \
@@ -462,6 +546,7 @@ void registry_remove_plugin(registry *r, c8y_plugin *p) {
   pthread_mutex_lock(&r->children_mu);
   REMOVE_OWNED(r->children, r->nchildren, free_child);
   REMOVE_OWNED(r->removed, r->nremoved, free_child);
+  disown_services(r, p);
   pthread_mutex_unlock(&r->children_mu);
 }
 
@@ -487,6 +572,7 @@ void registry_forget_plugin(registry *r, c8y_plugin *p) {
   pthread_mutex_lock(&r->children_mu);
   REMOVE_OWNED(r->children, r->nchildren, keep_allocated);
   REMOVE_OWNED(r->removed, r->nremoved, keep_allocated);
+  disown_services(r, p);
   pthread_mutex_unlock(&r->children_mu);
 }
 
@@ -510,6 +596,7 @@ static bool serves(const reg_handler *h, const char *device,
 
 reg_handler *registry_handler_for(registry *r, const char *template_id,
                                   const char *fragment, const char *device) {
+  device = handler_device(r, device);
   c8y_plugin *owner = device ? child_owner(r, device) : NULL;
   if (device && !owner)
     return NULL;
@@ -528,6 +615,7 @@ reg_handler *registry_handler_for(registry *r, const char *template_id,
 
 reg_handler *registry_fragment_handler_for(registry *r, const char *fragment,
                                            const char *device) {
+  device = handler_device(r, device);
   c8y_plugin *owner = device ? child_owner(r, device) : NULL;
   if (device && !owner)
     return NULL;

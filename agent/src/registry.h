@@ -82,6 +82,18 @@ typedef struct reg_child {
   uint64_t seq; /* registry_child_seq when it was (last) added */
 } reg_child;
 
+/* A service of the device (a c8y_Service child addition, announced with
+ * 102): the agent's own, a plugin's health, or one a plugin announced with
+ * send_static. Not a device of its own: its operations (c8y_ServiceCommand)
+ * are operations of its parent, run by the parent's handler with
+ * op_device() the service's id. There is no MQTT message to delete a
+ * service, so a record stays until the registry is freed. */
+typedef struct reg_service {
+  c8y_plugin *owner; /* who announced it; NULL: the agent, or its plugin left */
+  char *id;          /* external id */
+  char *parent;      /* NULL: the root device; else a child id */
+} reg_service;
+
 typedef struct registry registry;
 
 /* NULL when out of memory. */
@@ -142,7 +154,20 @@ uint64_t registry_child_seq(registry *r);
  * one lock: a malloc'ed array the caller frees (not the records, which
  * stay valid). Returns how many; *out is NULL when none or out of memory. */
 size_t registry_children_since(registry *r, uint64_t seq, reg_child ***out);
-/* Removes every registration of p (init rollback, unload). */
+/* Any thread: records (or takes over, for a new owner) the service `id`
+ * of `parent` (NULL = root). A new service bumps registry_child_seq, so
+ * operations kept for it are dispatched. C8Y_ENOMEM. */
+int registry_add_service(registry *r, c8y_plugin *owner, const char *id,
+                         const char *parent);
+/* The service record, or NULL; stays valid until registry_free. */
+reg_service *registry_find_service(registry *r, const char *id);
+/* Whether owner announced the service `id`. */
+bool registry_owns_service(registry *r, c8y_plugin *owner, const char *id);
+/* A device operations may name besides the root: a child (not removed) or
+ * a service of the root or of such a child. */
+bool registry_device_known(registry *r, const char *id);
+/* Removes every registration of p (init rollback, unload); services it
+ * announced stay, without an owner. */
 void registry_remove_plugin(registry *r, c8y_plugin *p);
 /* Removes p's registrations from the lookups without freeing them: for a
  * plugin whose thread may still be running inside one of them. */
@@ -150,9 +175,9 @@ void registry_forget_plugin(registry *r, c8y_plugin *p);
 
 /* The 1.0 handler serving the root device for this template, or NULL. */
 reg_handler *registry_find_handler(registry *r, const char *template_id);
-/* The handler for a static template's line for `device` (NULL = root):
- * a template handler of template_id, else a fragment handler of the
- * template's fragment. */
+/* The handler for a static template's line for `device` (NULL = root; a
+ * service's operations go to its parent's handlers): a template handler of
+ * template_id, else a fragment handler of the template's fragment. */
 reg_handler *registry_handler_for(registry *r, const char *template_id,
                                   const char *fragment, const char *device);
 /* The handler for an operation of `fragment` (JSON or a custom template):

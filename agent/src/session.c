@@ -1,6 +1,7 @@
 #include "session.h"
 
 #include "log.h"
+#include "services.h"
 
 #include <MQTTAsync.h>
 #include <c8y/plugin.h>
@@ -26,8 +27,9 @@ struct session {
   char *key_file;
   bool tls;
   bool verify_hostname;
-  bool will;
+  bool with_will; /* the device's session; not the bootstrap user's */
   int keepalive;
+  char will[700]; /* services_will: the 400 event and the agent's 102 down */
   /* session_disconnect waits for Paho's answer to its DISCONNECT. */
   pthread_mutex_t dmu;
   pthread_cond_t dcv;
@@ -169,7 +171,7 @@ static int create(const agent_config *cfg, const session_callbacks *cb,
   s->tls = cfg->tls;
   s->verify_hostname = cfg->verify_hostname;
   s->keepalive = cfg->keepalive;
-  s->will = id->will;
+  s->with_will = id->will;
   s->client_id = id->client_id;
   s->username = id->username;
   s->password = id->password;
@@ -183,6 +185,12 @@ static int create(const agent_config *cfg, const session_callbacks *cb,
   pthread_condattr_destroy(&ca);
   snprintf(s->uri, sizeof s->uri, "%s://%s:%d", cfg->tls ? "ssl" : "tcp",
            cfg->host, cfg->port);
+  if (s->with_will && services_will(cfg->device_id ? cfg->device_id : "",
+                                    s->will, sizeof s->will) != C8Y_OK) {
+    session_free(s);
+    snprintf(err, errlen, "device id too long for the last will");
+    return C8Y_EINVAL;
+  }
   if (cfg->ca_path) {
     struct stat st;
     if (stat(cfg->ca_path, &st) == 0 && S_ISDIR(st.st_mode))
@@ -293,10 +301,10 @@ int session_connect(session *s) {
   o.username = s->username;
   o.password = s->password;
   will.topicName = SESSION_WILL_TOPIC;
-  will.message = SESSION_WILL_PAYLOAD;
+  will.message = s->will;
   will.qos = 1;
   will.retained = 0;
-  o.will = s->will ? &will : NULL;
+  o.will = s->with_will ? &will : NULL;
   if (s->tls) {
     ssl.enableServerCertAuth = 1;
     ssl.verify = s->verify_hostname ? 1 : 0;

@@ -1,6 +1,7 @@
 /* session: the single MQTT connection to Cumulocity (Paho MQTTAsync).
- * clean session, MQTT 3.1.1, will "400,c8y_ConnectionEvent,..." on s/us
- * (QoS 1, never retained), TLS with server and hostname verification unless
+ * clean session, MQTT 3.1.1, will on s/us (QoS 1, never retained): the
+ * "400,c8y_ConnectionEvent,..." event and the agent's own service down
+ * (services_will), TLS with server and hostname verification unless
  * configured otherwise. Reconnecting is the caller's decision (backoff lives
  * in the runtime). Callbacks run on Paho's threads: keep them short. */
 #ifndef C8Y_SESSION_H
@@ -13,8 +14,6 @@
 #include <stdint.h>
 
 #define SESSION_WILL_TOPIC "s/us"
-#define SESSION_WILL_PAYLOAD                                                   \
-  "400,c8y_ConnectionEvent,\"Device connection was lost.\""
 
 typedef struct session session;
 

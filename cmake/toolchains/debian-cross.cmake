@@ -28,8 +28,11 @@ set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
 # wrapper sets PKG_CONFIG_LIBDIR the same way; setting it here as well
 # keeps a plain pkg-config from returning the host's libraries.
 find_program(PKG_CONFIG_EXECUTABLE NAMES ${C8Y_CROSS_TRIPLE}-pkg-config pkg-config)
+# /var/cache/c8y-agent-cross/<arch> holds the target's copy of -dev
+# packages Debian cannot install next to the host's (install-deps.sh
+# unpacks them there); it comes first.
 set(ENV{PKG_CONFIG_LIBDIR}
-    "/usr/lib/${C8Y_CROSS_TRIPLE}/pkgconfig:/usr/share/pkgconfig")
+    "/var/cache/c8y-agent-cross/${C8Y_CROSS_DEB_ARCH}/usr/lib/${C8Y_CROSS_TRIPLE}/pkgconfig:/usr/lib/${C8Y_CROSS_TRIPLE}/pkgconfig:/usr/share/pkgconfig")
 set(ENV{PKG_CONFIG_PATH} "")
 
 # ctest runs the target's test executables through qemu-user; programs

@@ -11,6 +11,10 @@
  *   remove NAME              remove a package
  *   install-file PATH        install a package file the agent downloaded
  *                            into <state_dir>/plugins/software (dpkg / rpm)
+ *   service start|stop|restart UNIT
+ *                            systemctl for a .service unit listed in the
+ *                            root-owned [plugin.services] units, when
+ *                            [plugin.services] commands is on
  *
  * Run by systemd per connection on /run/c8y-agent-priv/sock
  * (c8y-agent-priv.socket, Accept=yes) as `c8y-agent-priv --serve`, the
@@ -581,7 +585,15 @@ typedef struct priv_agent_ini {
   int rollback_timeout_s;
   bool api_enabled;
   char api_socket[108];
+  char service_units[4096]; /* [plugin.services] units, as written */
+  bool service_commands;    /* [plugin.services] commands */
 } priv_agent_ini;
+
+/* inih's booleans as the agent reads them (config.c). */
+static bool priv_ini_true(const char *v) {
+  return strcmp(v, "false") != 0 && strcmp(v, "no") != 0 &&
+         strcmp(v, "0") != 0 && strcmp(v, "off") != 0;
+}
 
 static void priv_ini_file(priv_ctx *c, const char *path, priv_agent_ini *ini) {
   int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -637,10 +649,15 @@ static void priv_ini_file(priv_ctx *c, const char *path, priv_agent_ini *ini) {
                 "seconds; using %d\n",
                 PRIV_ME, path, lineno, v, ini->rollback_timeout_s);
     } else if (strcmp(section, "api") == 0 && strcmp(s, "enabled") == 0) {
-      ini->api_enabled = strcmp(v, "false") != 0 && strcmp(v, "no") != 0 &&
-                         strcmp(v, "0") != 0 && strcmp(v, "off") != 0;
+      ini->api_enabled = priv_ini_true(v);
     } else if (strcmp(section, "api") == 0 && strcmp(s, "socket") == 0) {
       snprintf(ini->api_socket, sizeof(ini->api_socket), "%s", v);
+    } else if (strcmp(section, "plugin.services") == 0 &&
+               strcmp(s, "units") == 0) {
+      snprintf(ini->service_units, sizeof(ini->service_units), "%s", v);
+    } else if (strcmp(section, "plugin.services") == 0 &&
+               strcmp(s, "commands") == 0) {
+      ini->service_commands = priv_ini_true(v);
     }
   }
   fclose(f);
@@ -654,6 +671,7 @@ static int priv_cmp_str(const void *a, const void *b) {
 static void priv_read_agent_ini(priv_ctx *c, priv_agent_ini *ini) {
   *ini = (priv_agent_ini){.rollback_timeout_s = PRIV_ROLLBACK_DEFAULT_S,
                           .api_enabled = true,
+                          .service_commands = true,
                           .api_socket = "/run/c8y-agent/api.sock"};
   char path[512];
   snprintf(path, sizeof(path), "%s/agent.ini", c->cfg.sysconfdir);
@@ -1161,12 +1179,77 @@ static int verb_install_file(priv_ctx *c, int argc, const char *const *argv) {
   return rc;
 }
 
+/* systemd's unit name rules (systemd.unit(5)), narrowed to what the
+ * agent may ask for: [A-Za-z0-9:_.\-@], at most 255 bytes, ending in
+ * ".service", not starting with '-', '.' or '@' (never an option to
+ * systemctl), an instance after '@' when there is one. */
+static bool priv_unit_ok(const char *n) {
+  static const char suffix[] = ".service";
+  size_t len = strlen(n), sl = sizeof(suffix) - 1;
+  if (len <= sl || len > 255 || strcmp(n + len - sl, suffix) != 0 ||
+      strchr("-.@", n[0]))
+    return false;
+  const char *at = strchr(n, '@');
+  if (at && (strchr(at + 1, '@') || at + 1 == n + len - sl))
+    return false;
+  for (const char *p = n; *p; p++)
+    if (!isalnum((unsigned char)*p) && !strchr(":_.-@\\", *p))
+      return false;
+  return true;
+}
+
+/* Whether `unit` is one of the blank- or comma-separated names. */
+static bool priv_listed(const char *list, const char *unit) {
+  size_t ul = strlen(unit);
+  for (const char *p = list; *p;) {
+    p += strspn(p, " \t,");
+    size_t l = strcspn(p, " \t,");
+    if (l == ul && strncmp(p, unit, l) == 0)
+      return true;
+    p += l;
+  }
+  return false;
+}
+
+/* The allowed units come from the root-owned configuration, never from the
+ * request: the agent asking is not trusted to say what it may do. */
+static int verb_service(priv_ctx *c, int argc, const char *const *argv) {
+  (void)argc;
+  const char *action = argv[0], *unit = argv[1];
+  if (strcmp(action, "start") != 0 && strcmp(action, "stop") != 0 &&
+      strcmp(action, "restart") != 0) {
+    say(c, "service: '%.40s' is not start, stop or restart", action);
+    return 2;
+  }
+  if (!priv_unit_ok(unit)) {
+    say(c, "service: '%.80s' is not a .service unit name", unit);
+    return 2;
+  }
+  priv_agent_ini ini;
+  priv_read_agent_ini(c, &ini);
+  if (!ini.service_commands) {
+    say(c, "service: refused: [plugin.services] commands is off in %s",
+        c->cfg.sysconfdir);
+    return 2;
+  }
+  if (!priv_listed(ini.service_units, unit)) {
+    say(c,
+        "service: refused: %s is not in [plugin.services] units of the "
+        "root-owned configuration in %s",
+        unit, c->cfg.sysconfdir);
+    return 2;
+  }
+  const char *a[] = {"systemctl", action, "--", unit, NULL};
+  return priv_action(c, a);
+}
+
 /* New verbs go here; each checks its own arguments. */
 static const priv_verb priv_verbs[] = {
     {"reboot", 0, 0, "reboot", verb_reboot},
     {"install", 1, 2, "install NAME [VERSION]", verb_install},
     {"remove", 1, 1, "remove NAME", verb_remove},
     {"install-file", 1, 1, "install-file PATH", verb_install_file},
+    {"service", 2, 2, "service start|stop|restart UNIT", verb_service},
 };
 
 static int priv_dispatch(priv_ctx *c, int argc, const char *const *argv) {
@@ -1426,7 +1509,8 @@ int main(int argc, char **argv) {
   if (argc >= 2 &&
       (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
     printf("usage: %s reboot | install NAME [VERSION] | remove NAME | "
-           "install-file PATH\n       %s --serve   (one request on stdin; "
+           "install-file PATH |\n       service start|stop|restart UNIT\n"
+           "       %s --serve   (one request on stdin; "
            "run by c8y-agent-priv.socket)\n",
            PRIV_ME, PRIV_ME);
     return 0;

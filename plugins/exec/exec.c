@@ -14,6 +14,7 @@
 #include "cmn_csv.h"
 #include "cmn_path.h"
 #include "cmn_proc.h"
+#include "exec_param.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -198,10 +199,16 @@ static int run_command(exec_op *o, const char *const *params, size_t nparams,
 }
 
 static int on_operation(c8y_plugin *self, c8y_operation *op, void *ud) {
-  (void)self;
   exec_op *o = ud;
   const c8y_api *api = o->plugin->api;
   size_t n = api->op_field_count(op);
+  /* c8y_ParameterUpdate: checked before the hook runs, reported with 408
+   * once it applied the values (exec_param.h). */
+  bool param = o->template_id && strcmp(o->template_id, "532") == 0;
+  char why[600];
+  size_t room = MAX_ARGS * 2 + 8 - 1 - o->argc - (o->user ? 5 : 0);
+  if (param && !exec_param_check(api, op, room, why, sizeof why))
+    return api->op_fail(op, why);
   const char **params = calloc(n + 1, sizeof *params);
   env_list env = {.n = 0};
   if (!params)
@@ -222,7 +229,11 @@ static int on_operation(c8y_plugin *self, c8y_operation *op, void *ud) {
   cmn_proc_result r;
   int rc = run_command(o, params, n, &env, op, &r);
   int done;
-  if (rc == 0 && r.exit_code == 0) {
+  if (rc == 0 && r.exit_code == 0 && param) {
+    done = exec_param_report(api, self, op, why, sizeof why) == C8Y_OK
+               ? api->op_succeed(op, NULL)
+               : api->op_fail(op, why);
+  } else if (rc == 0 && r.exit_code == 0) {
     trim_output(&r, (size_t)o->plugin->max_output);
     done = api->op_succeed(op, o->output_is_result ? r.out : NULL);
   } else {

@@ -1,5 +1,6 @@
 /* system_metrics: CPU, memory, disk, network and uptime as one measurement of
- * type c8y_SystemMetrics (a 201 line) every `interval` seconds.
+ * type c8y_SystemMetrics (a 201 line) every `interval` seconds, and at once
+ * for c8y_MeasurementRequestOperation (517, "Get measurements").
  *
  * Rates (CPU %, network bytes/s) need two readings, so the first call after
  * start only primes them. The elapsed time for network rates comes from
@@ -16,9 +17,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <time.h>
 
 #define SM_MAX_ITEMS 32
 #define SM_NAME_MAX 64
+/* A measurement request before any reading: the rates (CPU, network) need
+ * a second reading this long after the first. */
+#define SM_PRIME_MS 1000
 
 typedef struct sm_mount {
   char path[256];
@@ -47,6 +52,7 @@ typedef struct sm {
   bool cpu_primed;
   uint64_t cpu_total, cpu_idle;
   double last_uptime; /* < 0 until the first network reading */
+  bool measured;      /* a reading was taken: the rates have a base */
 } sm;
 
 static double round2(double v) {
@@ -258,6 +264,7 @@ static void add_network(c8y_plugin *self, sm *s, c8y_batch *out, double up) {
 static int produce(c8y_plugin *self, c8y_batch *out, void *user_data) {
   sm *s = user_data;
   s->api->batch_set_type(out, "c8y_SystemMetrics");
+  s->measured = true;
   if (s->cpu)
     add_cpu(self, s, out);
   if (s->memory)
@@ -270,6 +277,49 @@ static int produce(c8y_plugin *self, c8y_batch *out, void *user_data) {
   if (s->network)
     add_network(self, s, out, up);
   return C8Y_OK;
+}
+
+/* c8y_MeasurementRequestOperation (517,<device>,<requestName>): Cumulocity's
+ * "Manual status update" page (fragment library, measurement-request.md):
+ * "There is no additional configuration to specify the set of requested
+ * data points available. We recommend triggering an upload of the complete
+ * device state." So every request name gets all this plugin measures, now,
+ * in a batch of its own (ABI 1.2). Runs on the plugin's worker like
+ * produce(), never at the same time, so the rate bases are shared: the
+ * next periodic reading's rates start from this one. */
+static int on_measurement_request(c8y_plugin *self, c8y_operation *op,
+                                  void *user_data) {
+  sm *s = user_data;
+  const c8y_api *api = s->api;
+  if (!s->measured && (s->cpu || s->network)) {
+    /* The first reading only primes the rates: one now, the real one a
+     * moment later, so the answer holds every data point. */
+    c8y_batch *prime = api->batch_begin(self);
+    if (prime) {
+      produce(self, prime, s);
+      api->batch_discard(prime);
+    }
+    for (int t = 0; t < SM_PRIME_MS && !api->op_cancelled(op); t += 50)
+      nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+  }
+  c8y_batch *b = api->batch_begin(self);
+  if (!b)
+    return api->op_fail(op, "the agent is stopping");
+  int rc = produce(self, b, s);
+  if (rc == C8Y_OK)
+    rc = api->batch_commit(b); /* releases b */
+  else
+    api->batch_discard(b);
+  if (rc != C8Y_OK) {
+    char why[200];
+    snprintf(why, sizeof why, "the measurement was not queued: %s",
+             api->status_str(rc));
+    return api->op_fail(op, why);
+  }
+  const char *name = api->op_field_count(op) > 0 ? api->op_field(op, 0) : "";
+  api->log(self, C8Y_LOG_INFO, "measured now for request '%s'",
+           name ? name : "");
+  return api->op_succeed(op, NULL);
 }
 
 /* Splits a space-separated list; calls fn for each word. */
@@ -352,9 +402,22 @@ static int init(c8y_plugin *self, const c8y_api *api, void **user_data) {
     rc = C8Y_EINVAL;
   }
   s->all_ifaces = s->nifaces == 0;
+  int request = 1;
+  if (api->config_bool(self, "measurement_request", 1, &request) != C8Y_OK)
+    rc = C8Y_EINVAL;
   if (rc == C8Y_OK)
     rc = api->add_producer(self, "system_metrics", (uint32_t)interval * 1000u,
                            produce, s);
+  /* Measuring now needs a batch outside produce() (ABI 1.2): an older agent
+   * does not get 517 announced. */
+  bool sdk = C8Y_API_HAS(api, batch_begin) && C8Y_API_HAS(api, batch_commit) &&
+             C8Y_API_HAS(api, batch_discard);
+  if (rc == C8Y_OK && request && sdk)
+    rc = api->add_operation(self, "517", 0, on_measurement_request, s);
+  else if (rc == C8Y_OK && request)
+    api->log(self, C8Y_LOG_NOTICE,
+             "this agent lacks SDK 1.2 (batch_begin): "
+             "c8y_MeasurementRequestOperation (517) is not handled");
   if (rc != C8Y_OK) {
     free(s);
     return rc;

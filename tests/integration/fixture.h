@@ -12,6 +12,10 @@
 #include <string.h>
 
 #define FX_DEVICE "dev1"
+/* For tests that load the bundled plugins (C8Y_PLUGIN_OUT) as the package
+ * installs them: the example plugin is built there too, but it is not in
+ * the package (and it would take 517 from system_metrics). */
+#define FX_AS_PACKAGED "[plugin.example]\nenabled = false\n"
 
 typedef struct fx {
   sim *s;

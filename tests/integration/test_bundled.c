@@ -22,7 +22,7 @@ static void bundled_up(bundled *b) {
       "[plugin.software]\nlist_command = printf "
       "'nginx\\t1.22\\ncurl\\t7.88\\n'\n"
       "type = apt\ninstall_command = echo install {name} {version}\n"
-      "remove_command = echo remove {name}\n",
+      "remove_command = echo remove {name}\n" FX_AS_PACKAGED,
       text);
   b->f.plugin_dir = g_getenv("C8Y_PLUGIN_OUT");
   g_assert_nonnull(b->f.plugin_dir);

@@ -43,8 +43,8 @@ static void px_up(px *x, const char *extra) {
   char err[256];
   if (sim_http_start(&ho, &x->h, err, sizeof err) != 0)
     g_error("sim_http: %s", err);
-  char *ini =
-      g_strdup_printf("[c8y]\nhttp_url = %s\n%s", sim_http_url(x->h), extra);
+  char *ini = g_strdup_printf("[c8y]\nhttp_url = %s\n%s" FX_AS_PACKAGED,
+                              sim_http_url(x->h), extra);
   x->f.plugin_dir = g_getenv("C8Y_PLUGIN_OUT");
   g_assert_nonnull(x->f.plugin_dir);
   fx_make_agent(&x->f, "secret", ini);

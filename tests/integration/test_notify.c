@@ -69,6 +69,38 @@ static void test_notify(void) {
   fx_down(&f);
 }
 
+/* A plugin that is down says so in systemctl status, with the reason, and
+ * the line follows when it reports itself up again. */
+static void test_plugin_down_status(void) {
+  char path[256];
+  int fd = notify_socket(path, sizeof path);
+  g_setenv("NOTIFY_SOCKET", path, TRUE);
+  fx f = {.plugin_dir = SVCTEST_PLUGIN_DIR};
+  fx_start_sim(&f);
+  fx_make_agent(&f, "secret", NULL);
+  fx_start_agent(&f);
+  g_unsetenv("NOTIFY_SOCKET");
+  GString *seen = g_string_new("");
+  g_assert_true(wait_state(fd, seen, "STATUS=connected", 10000));
+  g_assert_cmpint(sim_wait_line(f.s, "s/us", "500", 0, 15000), >=, 0);
+  long id = sim_create_json_operation(
+      f.s, FX_DEVICE,
+      "{\"svctest_Health\":{\"up\":false,\"reason\":\"bus unplugged\"}}");
+  g_assert_cmpint(fx_wait_op(&f, id, 15000), ==, SIM_OP_SUCCESSFUL);
+  g_assert_true(wait_state(
+      fd, seen, "STATUS=connected; plugins down: svctest (bus unplugged)",
+      10000));
+  g_string_truncate(seen, 0);
+  id = sim_create_json_operation(
+      f.s, FX_DEVICE, "{\"svctest_Health\":{\"up\":true,\"reason\":\"\"}}");
+  g_assert_cmpint(fx_wait_op(&f, id, 15000), ==, SIM_OP_SUCCESSFUL);
+  g_assert_true(wait_state(fd, seen, "STATUS=connected\n", 10000));
+  g_string_free(seen, TRUE);
+  close(fd);
+  unlink(path);
+  fx_down(&f);
+}
+
 /* A start a restart cannot fix (a bad device id) exits with the status the
  * unit's RestartPreventExitStatus lists and tells systemd why. */
 static void test_fatal_status(void) {
@@ -121,6 +153,7 @@ static void test_check_config_agrees(void) {
 
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/notify/plugin-down", test_plugin_down_status);
   g_test_add_func("/notify/ready-watchdog-stopping", test_notify);
   g_test_add_func("/notify/fatal-exit-status", test_fatal_status);
   g_test_add_func("/notify/check-config-agrees", test_check_config_agrees);

@@ -39,7 +39,7 @@ static void swx_up(swx *x, const char *version, int hang, int resume_wait) {
       "list_command = cat '%s'\n"
       "install_file_command = cp {file} '%s' && printf '%%s\\t%%s\\n' {name} "
       "'%s' > '%s' && touch '%s'%s\n"
-      "resume_wait = %d\n",
+      "resume_wait = %d\n" FX_AS_PACKAGED,
       sim_http_url(x->h), x->db, x->installed, version, x->db, x->mark,
       hang ? " && sleep 60" : "", resume_wait);
   x->f.plugin_dir = g_getenv("C8Y_PLUGIN_OUT");

@@ -116,6 +116,8 @@ dpkg-deb -c "$devdeb" >"$tmp/dev.list"
 check "dev package has plugin.h" grep -q '/usr/include/c8y/plugin.h$' "$tmp/dev.list"
 check "dev package has a pkg-config file" grep -q '/pkgconfig/.*\.pc$' "$tmp/dev.list"
 check "dev package has the CMake package" grep -q '/cmake/.*Config\.cmake$' "$tmp/dev.list"
+check "dev package has c8y-plugin-check" grep -q '/usr/bin/c8y-plugin-check$' "$tmp/dev.list"
+check "dev package has its man page" grep -q '/man1/c8y-plugin-check\.1\.gz$' "$tmp/dev.list"
 
 # ---- install --------------------------------------------------------------
 if ! dpkg -i "$deb" >"$tmp/dpkg.log" 2>&1; then

@@ -95,6 +95,41 @@ refused install-file "$tmp/state/plugins/software"
 refused install-file "$tmp/state/plugins/software/a;b.deb"
 C8Y_PRIV_PM=none refused install nginx
 
+# service: only units listed in the root-owned [plugin.services] units (the
+# helper reads the file itself), only start/stop/restart, only .service
+# names that cannot be an option.
+mkdir -p "$tmp/etc/conf.d"
+printf '[plugin.services]\nunits = nginx.service, getty@tty1.service\n' >"$tmp/etc/agent.ini"
+chmod 644 "$tmp/etc/agent.ini"
+export C8Y_PRIV_SYSCONFDIR="$tmp/etc"
+ok "would run: systemctl restart -- nginx.service" service restart nginx.service
+ok "would run: systemctl stop -- getty@tty1.service" service stop getty@tty1.service
+ok "would run: systemctl start -- nginx.service" service start nginx.service
+refused service reload nginx.service
+refused service restart ssh.service
+refused service restart nginx
+refused service restart
+refused service restart nginx.service extra
+for unit in '-H.service' '--now.service' '.service' '@x.service' 'getty@.service' \
+    'a;b.service' 'a b.service' '$(id).service' '../x.service' 'nginx.socket' \
+    'a@b@c.service' "$(printf 'a\nb.service')"; do
+  refused service restart "$unit"
+done
+# A drop-in that turns commands off wins; one writable by others is ignored.
+printf '[plugin.services]\ncommands = no\n' >"$tmp/etc/conf.d/50-off.ini"
+chmod 644 "$tmp/etc/conf.d/50-off.ini"
+refused service restart nginx.service
+printf '[plugin.services]\nunits = ssh.service\n' >"$tmp/etc/conf.d/60-evil.ini"
+chmod 666 "$tmp/etc/conf.d/60-evil.ini"
+rm "$tmp/etc/conf.d/50-off.ini"
+out=$("$helper" service restart nginx.service 2>&1)
+case $? in 0) case $out in
+  *"60-evil.ini ignored"*"would run: systemctl restart -- nginx.service") pass "a drop-in writable by others is ignored, and says so" ;;
+  *) bad "evil drop-in: '$out'" ;; esac ;;
+*) bad "evil drop-in: exit $?: '$out'" ;; esac
+refused service restart ssh.service
+unset C8Y_PRIV_SYSCONFDIR
+
 # Only root may run it (without the dry run).
 if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null 2>&1; then
   out=$(env -u C8Y_PRIV_DRY_RUN setpriv --reuid=65534 --regid=65534 \

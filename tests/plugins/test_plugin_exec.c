@@ -417,6 +417,89 @@ static void test_untrusted_command_of_user(void) {
   env_free(&e);
 }
 
+/* c8y_ParameterUpdate (532): the hook gets path type value per parameter
+ * as arguments; once it applied them, 408 with change detection reports
+ * them, then 503. A failing hook: 502 with its reason, no 408, and the
+ * hook's state keeps the old value. */
+static void test_parameter_update(void) {
+  env e;
+  env_init(&e);
+  char *state = g_build_filename(e.dir, "params", NULL);
+  ptu_write_text(state, "old\n");
+  char *body = g_strdup_printf(
+      "for v in \"$@\"; do [ \"$v\" = refuse ] && { echo \"cannot set $1\" "
+      ">&2; exit 4; }; done\n"
+      "printf '%%s|' \"$#\" \"$@\" > '%s'\n",
+      state);
+  char *cmd = script(&e, "params.sh", body);
+  g_free(body);
+  char *ini = g_strdup_printf("template = 532\ncommand = %s\n", cmd);
+  g_free(dropin(&e, "params.ini", ini));
+  g_free(ini);
+  load(&e, NULL);
+  g_assert_true(testhost_has_operation(e.h, "532"));
+  g_assert_cmpint(
+      testhost_run_operation(e.h,
+                             "532,dev1,c8y_RelayStatus.left,b,false,"
+                             "Maint.name,s,\"Smith, J.\",Limit,n,2.5,Gone,,",
+                             10000),
+      ==, TESTHOST_OP_SUCCEEDED);
+  g_assert_cmpuint(testhost_op_param_count(e.h), ==, 0);
+  char *got = ptu_read_text_or_empty(state);
+  g_assert_cmpstr(got, ==,
+                  "12|c8y_RelayStatus.left|b|false|Maint.name|s|Smith, J.|"
+                  "Limit|n|2.5|Gone|||");
+  g_free(got);
+  g_assert_cmpstr(testhost_find_line(e.h, "408,"), ==,
+                  "s/us|408,,,true,c8y_RelayStatus.left,BOOLEAN,false,"
+                  "Maint.name,STRING,\"Smith, J.\",Limit,NUMBER,2.5,Gone,"
+                  "STRING,");
+  /* 408 before the 503 */
+  size_t at408 = 0, at503 = 0;
+  for (size_t i = 0; i < testhost_line_count(e.h); i++) {
+    if (g_str_has_prefix(testhost_line(e.h, i), "s/us|408,"))
+      at408 = i + 1;
+    if (g_str_has_prefix(testhost_line(e.h, i), "s/us|503,c8y_Parameter"))
+      at503 = i + 1;
+  }
+  g_assert_cmpuint(at408, >, 0);
+  g_assert_cmpuint(at503, >, at408);
+
+  testhost_clear_lines(e.h);
+  ptu_write_text(state, "old\n");
+  g_assert_cmpint(testhost_run_operation(e.h, "532,dev1,Mode,s,refuse", 10000),
+                  ==, TESTHOST_OP_FAILED);
+  g_assert_nonnull(strstr(testhost_op_detail(e.h), "exit 4"));
+  g_assert_nonnull(strstr(testhost_op_detail(e.h), "cannot set Mode"));
+  g_assert_null(testhost_find_line(e.h, "408,"));
+  got = ptu_read_text_or_empty(state);
+  g_assert_cmpstr(got, ==, "old\n");
+  g_free(got);
+
+  /* Refused before the hook runs: what 408 could not report truthfully. */
+  const char *bad[][2] = {
+      {"532,dev1,a,b,maybe", "parameter 1 (a, type 'b') has type b with a "
+                             "value that is not true or false"},
+      {"532,dev1,a,s,x,b,q,1", "parameter 2 (b, type 'q') has an unknown type "
+                               "code (b, s, n or empty for null)"},
+      {"532,dev1,a,n,1e", "type n with a value that is not a number"},
+      {"532,dev1,a,s", "2 parameters are not sets of path,type,value"},
+      {"532,dev1,,s,x", "has an empty path"}};
+  for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+    g_assert_cmpint(testhost_run_operation(e.h, bad[i][0], 10000), ==,
+                    TESTHOST_OP_FAILED);
+    if (!strstr(testhost_op_detail(e.h), bad[i][1]))
+      g_error("%s: %s", bad[i][0], testhost_op_detail(e.h));
+  }
+  got = ptu_read_text_or_empty(state);
+  g_assert_cmpstr(got, ==, "old\n");
+  g_free(got);
+  g_assert_null(testhost_find_line(e.h, "408,"));
+  g_free(state);
+  g_free(cmd);
+  env_free(&e);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/exec/no-dir", test_no_dir);
@@ -433,5 +516,6 @@ int main(int argc, char **argv) {
   g_test_add_func("/exec/untrusted-dir", test_untrusted_dir);
   g_test_add_func("/exec/untrusted-command-of-user",
                   test_untrusted_command_of_user);
+  g_test_add_func("/exec/parameter-update", test_parameter_update);
   return g_test_run();
 }

@@ -232,6 +232,64 @@ static void test_install_reboot_and_confirm(fixture *f, gconstpointer data) {
   g_free(line);
 }
 
+/* Index of the first captured line that starts with prefix (after
+ * "topic|"), or -1. */
+static long line_index(fixture *f, const char *prefix) {
+  for (size_t i = 0; i < testhost_line_count(f->h); i++) {
+    const char *l = strchr(testhost_line(f->h, i), '|');
+    if (l && g_str_has_prefix(l + 1, prefix))
+      return (long)i;
+  }
+  return -1;
+}
+
+/* A device profile's firmware step (527: the engine hands this plugin a
+ * 515 of the profile's firmware, without a 501 of its own): the reboot in
+ * the middle is the same, and after the restart the profile ends with the
+ * step's outcome, 121 around it. */
+static void test_profile_step_across_reboot(fixture *f, gconstpointer data) {
+  (void)data;
+  configure(f, "2.0", NULL, NULL, NULL);
+  testhost_clear_lines(f->h);
+  char *line = g_strdup_printf(
+      "527," DEV ",$FW,os,2.0,file://%s,false,,$SW,$CONF", f->image);
+  g_assert_cmpint(run_until_returned(f, line), ==, TESTHOST_OP_RUNNING);
+  g_assert_true(testhost_op_resume_requested(f->h));
+  g_assert_true(g_file_test(f->reboot_mark, G_FILE_TEST_EXISTS));
+  g_assert_cmpstr(testhost_line(f->h, 0), ==, "s/us|501,c8y_DeviceProfile");
+  g_assert_cmpstr(testhost_line(f->h, 1), ==, "s/us|121,false,");
+  boot_pending(f);
+  restart(f, TRUE);
+  configure(f, "2.0", NULL, NULL, NULL);
+  g_assert_cmpint(resumed_outcome(f), ==, TESTHOST_OP_SUCCEEDED);
+  char *l115 = g_strdup_printf("115,os,2.0,file://%s", f->image);
+  long at115 = line_index(f, l115), at121 = line_index(f, "121,true,"),
+       at503 = line_index(f, "503,c8y_DeviceProfile");
+  g_assert_cmpint(at115, >=, 0);
+  g_assert_cmpint(at121, >, at115);
+  g_assert_cmpint(at503, >, at121);
+  g_assert_cmpint(line_index(f, "503,c8y_Firmware"), ==, -1);
+  g_assert_cmpint(line_index(f, "501,"), ==, -1); /* not started again */
+  g_free(l115);
+  g_free(line);
+
+  /* The next image does not boot: the profile fails with the step's
+   * reason, 121 stays false. */
+  testhost_clear_lines(f->h);
+  line = g_strdup_printf("527," DEV ",$FW,os,3.0,file://%s,false,,$SW,$CONF",
+                         f->image);
+  g_assert_cmpint(run_until_returned(f, line), ==, TESTHOST_OP_RUNNING);
+  restart(f, TRUE);
+  configure(f, "3.0", NULL, NULL, NULL);
+  g_assert_cmpint(resumed_outcome(f), ==, TESTHOST_OP_FAILED);
+  g_assert_cmpstr(testhost_op_detail(f->h), ==,
+                  "firmware: after the reboot (the new image did not boot or "
+                  "was rolled back) the running firmware version is '2.0', "
+                  "not '3.0'");
+  g_assert_cmpint(line_index(f, "121,true"), ==, -1);
+  g_free(line);
+}
+
 static void test_rolled_back_image_fails(fixture *f, gconstpointer data) {
   (void)data;
   configure(f, "2.0", NULL, NULL, NULL);
@@ -358,6 +416,8 @@ int main(int argc, char **argv) {
   ADD("/plugin/firmware/515/already-running-and-provided",
       test_already_running_and_provided);
   ADD("/plugin/firmware/515/failures", test_failures_before_reboot);
+  ADD("/plugin/firmware/profile-step-across-reboot",
+      test_profile_step_across_reboot);
   ADD("/plugin/firmware/515/verify-and-no-reboot", test_verify_and_no_reboot);
 #undef ADD
   return g_test_run();

@@ -208,6 +208,7 @@ static void test_bad_config(fx *f, gconstpointer data) {
       {"interfaces", "eth0 eth0", "interfaces: "},
       {"cpu", "maybe", "cpu: "},
       {"network", "2", "network: "},
+      {"measurement_request", "maybe", "measurement_request: "},
   };
   for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
     testhost *h = testhost_new("dev1", NULL);
@@ -220,6 +221,61 @@ static void test_bad_config(fx *f, gconstpointer data) {
   }
 }
 
+/* The index of the k-th captured 201 line (the engine's 501/503 are
+ * captured too). */
+static size_t nth_201(testhost *h, size_t k) {
+  for (size_t i = 0; i < testhost_line_count(h); i++)
+    if (g_str_has_prefix(testhost_line(h, i), "s/us|201,") && k-- == 0)
+      return i;
+  g_error("no 201 line %zu", k);
+  return 0;
+}
+
+/* c8y_MeasurementRequestOperation (517): all data points measured at
+ * once, as the periodic producer would, and the operation succeeds; the
+ * rates continue from the last reading, whichever took it. */
+static void test_measurement_request(fx *f, gconstpointer data) {
+  testhost_set_config(f->h, "disk", "false");
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_OK);
+  g_assert_true(testhost_has_operation(f->h, "517"));
+  g_assert_cmpint(testhost_run_producer(f->h, "system_metrics"), ==, C8Y_OK);
+  snapshot(f, "b");
+  g_assert_cmpint(testhost_run_operation(f->h, "517,dev1,all", 10000), ==,
+                  TESTHOST_OP_SUCCEEDED);
+  g_assert_cmpuint(testhost_count_lines(f->h, "201,"), ==, 2);
+  assert_line(f->h, nth_201(f->h, 1),
+              "c8y_CPU,usage,53\\.33,%,"
+              "c8y_Memory,used_percent,50,%,c8y_Memory,used,3906\\.25,MB,"
+              "c8y_Memory,total,7812\\.5,MB,c8y_Uptime,uptime,1010,s,"
+              "c8y_Network,eth0_rx,10000,B/s,c8y_Network,eth0_tx,2000,B/s,"
+              "c8y_Network,wlan0_rx,5,B/s,c8y_Network,wlan0_tx,3,B/s");
+  g_assert_nonnull(testhost_find_line(f->h, "503,c8y_MeasurementRequest"));
+}
+
+/* A request before any reading: the rates get their base first (on the
+ * real /proc: CPU time always passes in the second between the two), so
+ * the answer has every data point. */
+static void test_measurement_request_first(fx *f, gconstpointer data) {
+  testhost *h = testhost_new("dev1", NULL);
+  g_assert_cmpint(testhost_load(h, PLUGIN_PATH), ==, C8Y_OK);
+  g_assert_cmpint(testhost_run_operation(h, "517,dev1,LOGA", 10000), ==,
+                  TESTHOST_OP_SUCCEEDED);
+  g_assert_cmpuint(testhost_count_lines(h, "201,"), ==, 1);
+  const char *line = testhost_line(h, nth_201(h, 0));
+  g_assert_nonnull(strstr(line, ",c8y_CPU,usage,"));
+  g_assert_nonnull(strstr(line, ",c8y_Memory,used_percent,"));
+  g_assert_nonnull(strstr(line, ",c8y_Disk,root_free,"));
+  testhost_free(h);
+}
+
+/* measurement_request = false leaves 517 to another plugin. */
+static void test_measurement_request_off(fx *f, gconstpointer data) {
+  testhost_set_config(f->h, "measurement_request", "false");
+  g_assert_cmpint(testhost_load(f->h, PLUGIN_PATH), ==, C8Y_OK);
+  g_assert_false(testhost_has_operation(f->h, "517"));
+  g_assert_cmpuint(testhost_producer_count(f->h), ==, 1);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
 #define ADD(path, fn) g_test_add(path, fx, NULL, fx_setup, fn, fx_teardown)
@@ -230,5 +286,10 @@ int main(int argc, char **argv) {
   ADD("/plugin/system_metrics/disk", test_disk);
   ADD("/plugin/system_metrics/real-proc", test_real_proc);
   ADD("/plugin/system_metrics/bad-config", test_bad_config);
+  ADD("/plugin/system_metrics/measurement-request", test_measurement_request);
+  ADD("/plugin/system_metrics/measurement-request-first",
+      test_measurement_request_first);
+  ADD("/plugin/system_metrics/measurement-request-off",
+      test_measurement_request_off);
   return g_test_run();
 }

@@ -7,11 +7,13 @@
 #   (a) cc $(pkg-config --cflags c8y-plugin) -shared -fPIC -Wl,--no-undefined
 #   (b) a CMake project: find_package(C8yAgentSDK 1.0) + c8y_add_plugin
 # Both results must export only c8y_plugin_info_v1 and load through the real
-# loader. SameMajorVersion is checked too: asking for ABI 2.0 or for a newer
-# minor must fail. The CMake-built plugin is copied to dest.so if given.
+# loader, and the CMake-built one passes the conformance kit the SDK
+# installs (the project's own ctest, as sdk/README.md shows it).
+# SameMajorVersion is checked too: asking for ABI 2.0 or for a newer minor
+# must fail. The CMake-built plugin is copied to dest.so if given.
 set -u
 build=$1 abi=$2 agent=$3 work=$4 dest=${5:-}
-CMAKE=${CMAKE:-cmake} CC=${CC:-cc} NM=${NM:-nm} PKG_CONFIG=${PKG_CONFIG:-pkg-config}
+CTEST=${CTEST:-ctest} CMAKE=${CMAKE:-cmake} CC=${CC:-cc} NM=${NM:-nm} PKG_CONFIG=${PKG_CONFIG:-pkg-config}
 here=$(cd "$(dirname "$0")" && pwd)
 umask 022
 fail() { echo "FAIL: $*"; exit 1; }
@@ -83,6 +85,9 @@ undef=$("$NM" -D --undefined-only "$so" | awk '$1 == "U" && $2 !~ /@/ { print $2
 [ -z "$undef" ] || fail "$so needs unversioned symbols (agent internals?): $undef"
 sh "$here/load_check.sh" "$agent" "$so" oot_relay ||
   fail "CMake-built plugin does not load"
+[ -x "$prefix/bin/c8y-plugin-check" ] || fail "no bin/c8y-plugin-check installed"
+"$CTEST" --test-dir "$work/cmake" --output-on-failure ||
+  fail "the plugin's conformance test (c8y-plugin-check from the SDK) failed"
 
 # SameMajorVersion: another major, or a newer minor, must not be accepted.
 major=${abi%%.*} minor=${abi#*.}

@@ -36,6 +36,9 @@ typedef struct sim_dev {
   char *parent; /* NULL for the root */
   long mo_id;
   bool created;
+  /* A c8y_Service child addition (102), not a device: its status (104) */
+  bool service;
+  char *status;
 } sim_dev;
 
 typedef struct sim_coll {
@@ -287,6 +290,7 @@ static sim_dev *dev_add(sim *s, const char *id, const char *parent,
   if (!grow((void **)&s->devs, &s->capdevs, s->ndevs + 1, sizeof *s->devs))
     return NULL;
   sim_dev *d = &s->devs[s->ndevs];
+  memset(d, 0, sizeof *d);
   d->id = strdup(id);
   d->parent = parent ? strdup(parent) : NULL;
   if (!d->id || (parent && !d->parent)) {
@@ -422,6 +426,34 @@ static void handle_record(sim *s, sim_dev *dev, const smartrest_record *r,
       dev_add(s, arg[0], devid, true);
     else
       c->created = true;
+    return;
+  }
+  case 102: {
+    /* Cumulocity "Services": 102 creates the service of the device of the
+     * topic, or updates an existing one's status (thin-edge sends 102 for
+     * every status change). */
+    if (nargs < 4 || !*arg[0] || !*arg[3]) {
+      reply_error(ob, "45", id0, "Wrong number of arguments");
+      return;
+    }
+    sim_dev *c = dev_find(s, arg[0]);
+    if (!c && !(c = dev_add(s, arg[0], devid, true)))
+      return;
+    c->created = true;
+    c->service = true;
+    free(c->status);
+    c->status = strdup(arg[3]);
+    return;
+  }
+  case 104: {
+    if (nargs < 1 || !*arg[0]) {
+      reply_error(ob, "45", id0, "Wrong number of arguments");
+      return;
+    }
+    if (!dev->service)
+      return; /* not a service: nothing to update */
+    free(dev->status);
+    dev->status = strdup(arg[0]);
     return;
   }
   case 105: {
@@ -846,6 +878,7 @@ static void free_sim(sim *s) {
   for (size_t i = 0; i < s->ndevs; i++) {
     free(s->devs[i].id);
     free(s->devs[i].parent);
+    free(s->devs[i].status);
   }
   free(s->devs);
   for (size_t i = 0; i < s->ncolls; i++)
@@ -1203,6 +1236,45 @@ long sim_create_operation(sim *s, const char *line) {
   return id;
 }
 
+long sim_create_operation_copies(sim *s, const char *lines,
+                                 const char *fragments) {
+  smartrest_records recs = {0};
+  if (!lines || smartrest_decode(lines, strlen(lines), &recs) != 0)
+    return -1;
+  const char *frag = NULL, *device = NULL;
+  bool ok = recs.count > 0;
+  for (size_t i = 0; ok && i < recs.count; i++) {
+    const smartrest_record *r = &recs.items[i];
+    int tpl = !r->error && r->nfields >= 2 ? parse_tpl(r->fields[0]) : -1;
+    const char *f = tpl > 0 ? fragment_of(tpl) : NULL;
+    ok = f && *r->fields[1] && (!frag || strcmp(f, frag) == 0) &&
+         (!device || strcmp(r->fields[1], device) == 0);
+    frag = f;
+    device = r->fields[1];
+  }
+  json_t *doc = fragments ? json_loads(fragments, 0, NULL) : NULL;
+  ok = ok && (!fragments || json_is_object(doc));
+  long id = -1;
+  if (ok) {
+    pthread_mutex_lock(&s->mu);
+    sim_op o = {.tpl = parse_tpl(recs.items[0].fields[0]),
+                .fragment = frag,
+                .line = line_copy(lines),
+                .device = strdup(device),
+                .fragments = doc ? json_dumps(doc, JSON_COMPACT) : NULL};
+    id = op_append(s, &o, o.line && o.device && (!doc || o.fragments));
+    pthread_mutex_unlock(&s->mu);
+  }
+  json_decref(doc);
+  smartrest_records_free(&recs);
+  if (id > 0) {
+    publish_raw(s, "s/ds", sim_operation_line(s, id));
+    if (fragments)
+      publish_json(s, id);
+  }
+  return id;
+}
+
 long sim_create_json_operation(sim *s, const char *device,
                                const char *fragments) {
   json_t *doc =
@@ -1346,6 +1418,40 @@ bool sim_device_exists(sim *s, const char *external_id) {
   bool e = d && d->created;
   pthread_mutex_unlock(&s->mu);
   return e;
+}
+
+char *sim_service_status(sim *s, const char *external_id) {
+  pthread_mutex_lock(&s->mu);
+  sim_dev *d = dev_find(s, external_id);
+  char *st = d && d->service && d->status ? strdup(d->status) : NULL;
+  pthread_mutex_unlock(&s->mu);
+  return st;
+}
+
+bool sim_wait_service_status(sim *s, const char *external_id,
+                             const char *status, int timeout_ms) {
+  struct timespec dl = deadline_ts(timeout_ms);
+  pthread_mutex_lock(&s->mu);
+  bool ok = false;
+  for (;;) {
+    sim_dev *d = dev_find(s, external_id);
+    if (d && d->service && d->status && strcmp(d->status, status) == 0) {
+      ok = true;
+      break;
+    }
+    if (!wait_until(s, &dl))
+      break;
+  }
+  pthread_mutex_unlock(&s->mu);
+  return ok;
+}
+
+const char *sim_service_parent(sim *s, const char *external_id) {
+  pthread_mutex_lock(&s->mu);
+  sim_dev *d = dev_find(s, external_id);
+  const char *p = d && d->service ? d->parent : NULL;
+  pthread_mutex_unlock(&s->mu);
+  return p;
 }
 
 void sim_set_token_source(sim *s, char *(*mint)(void *ctx), void *ctx) {

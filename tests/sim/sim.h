@@ -17,6 +17,7 @@
  *   504/505/506 -> moves the operation with that id, if it belongs to the
  *          device of the topic
  *   123 -> "124,<id>"; 105 -> "106,<children>"; 101 registers a child;
+ *   102 creates or updates a service, 104 on s/us/<service> sets its status;
  *   unknown template ids -> "40,<id>,No static template for this message id"
  * Operations are created with sim_create_operation and delivered immediately
  * when the device is subscribed to s/ds (as the platform does) and again on
@@ -72,6 +73,13 @@ int sim_broker_start(sim *s);
  * (sim_set_json_operations) it is also published as JSON on
  * devicecontrol/notifications, after the s/ds line. */
 long sim_create_operation(sim *s, const char *line);
+/* One operation that the platform sends as several s/ds lines in one
+ * publish (a device profile's 527 and 531) and, when `fragments` (a JSON
+ * object, as for sim_create_json_operation, plus e.g. "profileId") is not
+ * NULL, also as that JSON document. The lines must name one device and one
+ * fragment. Returns the id or -1. */
+long sim_create_operation_copies(sim *s, const char *lines,
+                                 const char *fragments);
 /* Creates an operation of any fragment for `device` (root or child id), as
  * the UI or REST API does: `fragments` is a JSON object, e.g.
  * {"acme_Reset":{"mode":"hard"}}; its first key is the fragment. Published
@@ -128,6 +136,16 @@ const char *sim_operation_line(sim *s, long id);
 /* Whether the platform side has created the device (root: by 100 or any
  * data on s/us; child: by 101 or data on s/us/<child>). */
 bool sim_device_exists(sim *s, const char *external_id);
+/* Services (Cumulocity "Services"): 102 on s/us[/<device>] creates the
+ * service of that device or updates its status, 104 on s/us/<service>
+ * updates it. The status (malloc'ed), or NULL when no service has that
+ * id (a device of that id is no service). */
+char *sim_service_status(sim *s, const char *external_id);
+/* Waits until the service has `status`; false on timeout. */
+bool sim_wait_service_status(sim *s, const char *external_id,
+                             const char *status, int timeout_ms);
+/* The device the service belongs to (borrowed until sim_stop), or NULL. */
+const char *sim_service_parent(sim *s, const char *external_id);
 /* True while the simulator's own MQTT client is connected and subscribed. */
 bool sim_connected(sim *s);
 

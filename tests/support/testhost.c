@@ -1,19 +1,17 @@
-/* testhost: see testhost.h. The test thread is the agent's main loop: it
- * alone calls ops_* and outq_take/ack; plugin workers complete operations
- * and wake it through the condition variable. */
+/* testhost: see testhost.h. The agent's core and its capture transport are
+ * capture.c's (shared with c8y-plugin-check); this file adds the test
+ * controls. The test thread is the agent's main loop: it alone pumps the
+ * capture; plugin workers complete operations and wake it. */
 #include "testhost.h"
 
+#include "capture.h"
 #include "config.h"
-#include "crash.h"
 #include "http.h"
-#include "journal.h"
 #include "log.h"
 #include "ops.h"
-#include "outq.h"
 #include "plugin_host.h"
 #include "registry.h"
 #include "smartrest.h"
-#include "status.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -25,18 +23,8 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-/* A producer's callback wrapped so the test learns its status; the worker
- * calls it exactly as it calls the plugin's own. */
-typedef struct prod_wrap {
-  c8y_produce_fn fn;
-  void *ud;
-  int rc;
-} prod_wrap;
 
 /* Each registered handler wrapped so the test sees when it returned. */
 typedef struct handler_wrap {
@@ -50,18 +38,8 @@ struct testhost {
   GPtrArray *cfg_keys; /* key, value, key, value ... */
   agent_config cfg;
   bool cfg_loaded;
-  registry *reg;
-  outq *q;
-  journal *j;
-  ops *o;
-  plugin_host host;
-  c8y_plugin *p;
-  void *dl;
-  /* the plugin's own init, see init_with_test_api */
-  int (*plugin_init)(c8y_plugin *self, const c8y_api *api, void **user_data);
+  capture *c;
   pthread_mutex_t mu;
-  pthread_cond_t cv;
-  bool woken;      /* under mu */
   GPtrArray *logs; /* under mu */
   GPtrArray *lines;
   bool op_done;
@@ -70,15 +48,9 @@ struct testhost {
   char *op_fragment;
   GPtrArray *op_params;
   char *last_503; /* the last 503 captured, after "503," */
-  /* transfers and the api table init gets */
+  /* the api table init gets */
   c8y_api api;
   bool transfers, abi_1_0;
-  GPtrArray *downloads; /* url, path, ... (under mu) */
-  GPtrArray *uploads;   /* UPLOAD_FIELDS per upload (under mu) */
-  size_t ndownloads;    /* under mu */
-  int xfer_fail;        /* under mu */
-  long long skipped_ms; /* testhost_advance */
-  uint64_t child_seq;   /* registry_child_seq the engine has seen */
   handler_wrap *wraps;
   size_t nwraps;
   atomic_bool handler_returned, reboot_requested, resume_requested;
@@ -86,14 +58,11 @@ struct testhost {
    * operation that returns late (its op_succeed already let the test go on)
    * must not mark the next one's handler as returned. */
   atomic_uint op_gen;
-  char *xfer_reason; /* under mu */
-  atomic_int crash;  /* testhost_crash */
+  atomic_int crash; /* testhost_crash */
   /* testhost_set_platform */
   agent_config platform_cfg;
   http_ctx *http;
 };
-
-#define UPLOAD_FIELDS 6
 
 static long long mono_now(void) {
   struct timespec ts;
@@ -101,36 +70,8 @@ static long long mono_now(void) {
   return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The engine's clock: monotonic time plus what the test skipped. */
-static long long engine_now(const testhost *h) {
-  return mono_now() + h->skipped_ms;
-}
-
-static void wake(void *ctx) {
-  testhost *h = ctx;
-  pthread_mutex_lock(&h->mu);
-  h->woken = true;
-  pthread_cond_broadcast(&h->cv);
-  pthread_mutex_unlock(&h->mu);
-}
-
 /* Sleeps until woken or until ms passed. */
-static void wait_wake(testhost *h, long long ms) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += ms / 1000;
-  ts.tv_nsec += (ms % 1000) * 1000000;
-  if (ts.tv_nsec >= 1000000000) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000;
-  }
-  pthread_mutex_lock(&h->mu);
-  while (!h->woken)
-    if (pthread_cond_timedwait(&h->cv, &h->mu, &ts) != 0)
-      break;
-  h->woken = false;
-  pthread_mutex_unlock(&h->mu);
-}
+static void wait_wake(testhost *h, long long ms) { capture_wait(h->c, ms); }
 
 static void log_tap(void *ctx, int level, const char *line) {
   testhost *h = ctx;
@@ -141,12 +82,6 @@ static void log_tap(void *ctx, int level, const char *line) {
   pthread_mutex_lock(&h->mu);
   g_ptr_array_add(h->logs, s);
   pthread_mutex_unlock(&h->mu);
-}
-
-static void dispatch(void *ctx, c8y_operation *op) {
-  (void)ctx;
-  if (plugin_host_queue_operation(ops_plugin(op), op) != 0)
-    ops_dispatch_failed(op, "the plugin is shutting down");
 }
 
 static void finished(void *ctx, const ops_outcome *r) {
@@ -170,45 +105,13 @@ static void set_params(testhost *h, const char *csv) {
   smartrest_records_free(&r);
 }
 
-/* A batch's lines are joined by '\n'; a quoted field may hold one too. */
-static gchar **split_lines(const char *payload) {
-  GPtrArray *out = g_ptr_array_new();
-  bool quoted = false;
-  const char *start = payload;
-  for (const char *c = payload;; c++) {
-    if (*c == '"')
-      quoted = !quoted;
-    if (*c == '\0' || (*c == '\n' && !quoted)) {
-      g_ptr_array_add(out, g_strndup(start, (gsize)(c - start)));
-      if (!*c)
-        break;
-      start = c + 1;
-    }
-  }
-  g_ptr_array_add(out, NULL);
-  return (gchar **)g_ptr_array_free(out, FALSE);
-}
-
-/* The agent's drain: everything queued is "published" and acknowledged. */
-static void drain(testhost *h) {
-  for (int guard = 0; guard < 100000; guard++) {
-    outq_batch b;
-    if (outq_take(h->q, 16000, &b) != 1)
-      break;
-    gchar **lines = split_lines(b.payload);
-    for (gchar **l = lines; *l; l++)
-      if (**l) {
-        g_ptr_array_add(h->lines, g_strdup_printf("%s|%s", b.topic, *l));
-        if (g_str_has_prefix(*l, "503,")) {
-          g_free(h->last_503);
-          h->last_503 = g_strdup(*l + 4);
-        }
-      }
-    g_strfreev(lines);
-    outq_ack(h->q, b.id);
-    for (size_t k = 0; k < b.ntags; k++)
-      ops_on_acked(h->o, b.tags[k], true);
-    outq_batch_free(&b);
+/* What the agent's drain publishes (capture.c). */
+static void captured(void *ctx, const char *topic, const char *line) {
+  testhost *h = ctx;
+  g_ptr_array_add(h->lines, g_strdup_printf("%s|%s", topic, line));
+  if (g_str_has_prefix(line, "503,")) {
+    g_free(h->last_503);
+    h->last_503 = g_strdup(line + 4);
   }
 }
 
@@ -233,14 +136,7 @@ static void settle(testhost *h) {
 
 /* One main-loop turn. */
 static void pump(testhost *h) {
-  uint64_t seq = registry_child_seq(h->reg);
-  if (seq != h->child_seq) {
-    h->child_seq = seq;
-    ops_children_changed(h->o);
-  }
-  drain(h);
-  ops_process(h->o, engine_now(h));
-  drain(h);
+  capture_pump(h->c);
   settle(h);
 }
 
@@ -255,29 +151,22 @@ testhost *testhost_new(const char *device_id, const char *state_dir) {
   h->logs = g_ptr_array_new_with_free_func(g_free);
   h->lines = g_ptr_array_new_with_free_func(g_free);
   h->op_params = g_ptr_array_new_with_free_func(g_free);
-  h->downloads = g_ptr_array_new_with_free_func(g_free);
-  h->uploads = g_ptr_array_new_with_free_func(g_free);
   pthread_mutex_init(&h->mu, NULL);
-  pthread_cond_init(&h->cv, NULL);
-  h->reg = registry_new();
-  g_assert_nonnull(h->reg);
-  outq_options qo;
-  outq_default_options(&qo, NULL);
-  char err[512];
-  if (outq_open(&qo, &h->q, err, sizeof err) != 0)
-    g_error("outq: %s", err);
   log_set_tap(log_tap, h);
   /* The agent's start: the journal in the state dir, then what the
    * previous run on this state dir left executing is settled or kept for
    * ops_resume (testhost_load). A restart is testhost_free + testhost_new
    * on the same state dir. */
-  if (journal_open(h->state_dir, &h->j, err, sizeof err) != 0)
-    g_error("journal: %s", err);
-  ops_host oh = {
-      .ctx = h, .dispatch = dispatch, .wake = wake, .finished = finished};
-  g_assert_cmpint(ops_new(h->device_id, h->reg, h->q, h->j, &oh, 60000, &h->o),
-                  ==, 0);
-  ops_recover(h->o);
+  capture_options co = {.device_id = h->device_id,
+                        .state_dir = h->state_dir,
+                        .op_timeout_ms = 60000,
+                        .platform_name = "testhost",
+                        .ctx = h,
+                        .on_line = captured,
+                        .on_finished = finished};
+  char err[512];
+  if (capture_new(&co, &h->c, err, sizeof err) != C8Y_OK)
+    g_error("capture: %s", err);
   return h;
 }
 
@@ -296,33 +185,14 @@ static void rm_rf(const char *path) {
 }
 
 void testhost_unload(testhost *h) {
-  if (!h->p)
+  if (!capture_plugin(h->c))
     return;
   /* The agent's stop: running handlers are told (op_cancelled), given the
    * grace time, what is left fails; then the worker stops and fini runs. */
-  ops_stop(h->o);
-  if (ops_cancel_running(h->o) > 0) {
-    long long until = mono_now() + h->cfg.stop_grace_ms;
-    while (ops_running(h->o) > 0 && mono_now() < until) {
-      pump(h);
-      wait_wake(h, 20);
-    }
-  }
-  ops_fail_all(h->o, "agent stopped");
-  pump(h);
-  if (h->http) /* the agent's order: transfers end before the workers */
-    http_stop(h->http);
-  plugin_host_stop_worker(h->p);
-  plugin_host_fini_plugin(h->p);
+  capture_unload(h->c, -1);
+  settle(h);
   http_free(h->http);
   h->http = NULL;
-  /* Completions made by fini() become 503/502 lines. */
-  pump(h);
-  registry_remove_plugin(h->reg, h->p);
-  plugin_host_free_plugin(h->p);
-  h->p = NULL;
-  dlclose(h->dl);
-  h->dl = NULL;
   g_free(h->wraps);
   h->wraps = NULL;
 }
@@ -331,11 +201,8 @@ void testhost_free(testhost *h) {
   if (!h)
     return;
   testhost_unload(h);
+  capture_free(h->c);
   log_set_tap(NULL, NULL);
-  ops_free(h->o);
-  journal_close(h->j);
-  outq_close(h->q);
-  registry_free(h->reg);
   if (h->cfg_loaded)
     config_free(&h->cfg);
   rm_rf(h->tmp_dir);
@@ -350,13 +217,9 @@ void testhost_free(testhost *h) {
   g_ptr_array_free(h->logs, TRUE);
   g_ptr_array_free(h->lines, TRUE);
   g_ptr_array_free(h->op_params, TRUE);
-  g_ptr_array_free(h->downloads, TRUE);
-  g_ptr_array_free(h->uploads, TRUE);
-  g_free(h->xfer_reason);
   g_free(h->platform_cfg.http_url);
   g_free(h->platform_cfg.ca_path);
   pthread_mutex_destroy(&h->mu);
-  pthread_cond_destroy(&h->cv);
   g_free(h);
 }
 
@@ -408,172 +271,31 @@ static int load_config(testhost *h, const char *plugin) {
   return C8Y_OK;
 }
 
-/* ---- transfers (see testhost.h) ---- */
-
-static testhost *host_of(c8y_plugin *self) { return self->host->wake_ctx; }
-
-static int xfer_failed(testhost *h, char *err, size_t len, long *code) {
-  pthread_mutex_lock(&h->mu);
-  int rc = h->xfer_fail;
-  if (rc)
-    snprintf(err, len, "%s", h->xfer_reason ? h->xfer_reason : "");
-  pthread_mutex_unlock(&h->mu);
-  if (rc == C8Y_EHTTP || rc == C8Y_EAUTH)
-    *code = rc == C8Y_EAUTH ? 401 : 500;
-  return rc;
-}
-
-static int copy_file(const char *from, const char *to, uint64_t max,
-                     uint64_t *bytes) {
-  FILE *in = fopen(from, "rb");
-  FILE *out = in ? fopen(to, "wb") : NULL;
-  int rc = in && out ? C8Y_OK : C8Y_EIO;
-  char buf[65536];
-  size_t n;
-  *bytes = 0;
-  while (rc == C8Y_OK && (n = fread(buf, 1, sizeof buf, in)) > 0) {
-    *bytes += n;
-    if (max && *bytes > max)
-      rc = C8Y_ETOOBIG;
-    else if (fwrite(buf, 1, n, out) != n)
-      rc = C8Y_EIO;
-  }
-  if (in)
-    fclose(in);
-  if (out && fclose(out) != 0 && rc == C8Y_OK)
-    rc = C8Y_EIO;
-  return rc;
-}
-
-static int xfer_download(c8y_plugin *self, c8y_download *d) {
-  testhost *h = host_of(self);
-  if (!d || d->size < sizeof *d || !d->url || !d->file || !*d->file ||
-      strchr(d->file, '/') || d->file[0] == '.')
-    return C8Y_EINVAL;
-  d->path[0] = d->error[0] = '\0';
-  d->bytes = 0;
-  d->http_code = 0;
-  pthread_mutex_lock(&h->mu);
-  h->ndownloads++;
-  char *src = NULL;
-  for (guint i = 0; i + 1 < h->downloads->len; i += 2)
-    if (strcmp(g_ptr_array_index(h->downloads, i), d->url) == 0)
-      src = g_strdup(g_ptr_array_index(h->downloads, i + 1));
-  pthread_mutex_unlock(&h->mu);
-  int rc = xfer_failed(h, d->error, sizeof d->error, &d->http_code);
-  if (rc == C8Y_OK && !src) {
-    snprintf(d->error, sizeof d->error, "HTTP 404 from testhost: not found");
-    d->http_code = 404;
-    rc = C8Y_EHTTP;
-  }
-  /* The real slot's destination: the plugin's state dir. */
-  const char *dir = rc == C8Y_OK ? plugin_host_api()->state_dir(self) : NULL;
-  if (rc == C8Y_OK && !dir)
-    rc = C8Y_EIO;
-  char path[sizeof d->path];
-  if (rc == C8Y_OK) {
-    snprintf(path, sizeof path, "%s/%s", dir, d->file);
-    rc = copy_file(src, path, d->max_bytes, &d->bytes);
-    if (rc != C8Y_OK)
-      snprintf(d->error, sizeof d->error, "%s", status_str(rc));
-  }
-  char hex[65];
-  if (rc == C8Y_OK && d->sha256 &&
-      (http_sha256_file(path, hex) != 0 || strcasecmp(hex, d->sha256) != 0)) {
-    snprintf(d->error, sizeof d->error,
-             "sha256 of the file from testhost is %s, expected %s", hex,
-             d->sha256);
-    rc = C8Y_ECHECKSUM;
-  }
-  if (rc == C8Y_OK) {
-    memcpy(d->path, path, sizeof path);
-    d->http_code = 200;
-  } else if (dir) {
-    remove(path);
-  }
-  g_free(src);
-  return rc;
-}
-
-static int xfer_upload(c8y_plugin *self, c8y_upload *u) {
-  testhost *h = host_of(self);
-  if (!u || u->size < sizeof *u || !u->path || !u->type || !*u->type)
-    return C8Y_EINVAL;
-  u->url[0] = u->error[0] = '\0';
-  u->http_code = 0;
-  int rc = xfer_failed(h, u->error, sizeof u->error, &u->http_code);
-  if (rc != C8Y_OK)
-    return rc;
-  gchar *content = NULL;
-  GError *err = NULL;
-  if (!g_file_get_contents(u->path, &content, NULL, &err)) {
-    snprintf(u->error, sizeof u->error, "cannot read %s: %s", u->path,
-             err->message);
-    g_error_free(err);
-    return C8Y_EIO;
-  }
-  const char *base = strrchr(u->path, '/');
-  pthread_mutex_lock(&h->mu);
-  g_ptr_array_add(h->uploads, g_strdup(u->type));
-  g_ptr_array_add(h->uploads, g_strdup(u->child_id ? u->child_id : ""));
-  g_ptr_array_add(h->uploads, g_strdup(u->file_name ? u->file_name
-                                       : base       ? base + 1
-                                                    : u->path));
-  g_ptr_array_add(
-      h->uploads,
-      g_strdup(u->content_type ? u->content_type : "application/octet-stream"));
-  g_ptr_array_add(h->uploads, g_strdup(u->text ? u->text : u->type));
-  g_ptr_array_add(h->uploads, content);
-  size_t count = h->uploads->len / UPLOAD_FIELDS;
-  pthread_mutex_unlock(&h->mu);
-  snprintf(u->url, sizeof u->url, "testhost://binaries/%zu", count);
-  u->http_code = 201;
-  return C8Y_OK;
-}
+/* ---- transfers (see testhost.h): capture.c's platform ---- */
 
 void testhost_enable_transfers(testhost *h) { h->transfers = true; }
 void testhost_set_abi_1_0(testhost *h) { h->abi_1_0 = true; }
 
 void testhost_add_download(testhost *h, const char *url, const char *path) {
-  pthread_mutex_lock(&h->mu);
-  g_ptr_array_add(h->downloads, g_strdup(url));
-  g_ptr_array_add(h->downloads, g_strdup(path));
-  pthread_mutex_unlock(&h->mu);
+  capture_add_download(h->c, url, path);
 }
 
 void testhost_fail_transfers(testhost *h, int status, const char *reason) {
-  pthread_mutex_lock(&h->mu);
-  h->xfer_fail = status;
-  g_free(h->xfer_reason);
-  h->xfer_reason = g_strdup(reason);
-  pthread_mutex_unlock(&h->mu);
+  capture_fail_transfers(h->c, status, reason);
 }
 
 size_t testhost_download_count(testhost *h) {
-  pthread_mutex_lock(&h->mu);
-  size_t n = h->ndownloads;
-  pthread_mutex_unlock(&h->mu);
-  return n;
+  return capture_download_count(h->c);
 }
 
-size_t testhost_upload_count(testhost *h) {
-  pthread_mutex_lock(&h->mu);
-  size_t n = h->uploads->len / UPLOAD_FIELDS;
-  pthread_mutex_unlock(&h->mu);
-  return n;
-}
+size_t testhost_upload_count(testhost *h) { return capture_upload_count(h->c); }
 
-/* Uploads are only appended: a field stays valid until testhost_free. */
 const char *testhost_upload_field(testhost *h, size_t i, const char *field) {
-  static const char *const names[UPLOAD_FIELDS] = {
-      "type", "child", "file_name", "content_type", "text", "content"};
-  const char *v = NULL;
-  pthread_mutex_lock(&h->mu);
-  for (size_t k = 0; k < UPLOAD_FIELDS; k++)
-    if (strcmp(names[k], field) == 0 && i * UPLOAD_FIELDS + k < h->uploads->len)
-      v = g_ptr_array_index(h->uploads, i * UPLOAD_FIELDS + k);
-  pthread_mutex_unlock(&h->mu);
-  return v;
+  return capture_upload_field(h->c, i, field);
+}
+
+static testhost *host_of(c8y_plugin *self) {
+  return capture_ctx(capture_of(self));
 }
 
 static int wrapped_handler(c8y_plugin *self, c8y_operation *op, void *ud) {
@@ -582,26 +304,27 @@ static int wrapped_handler(c8y_plugin *self, c8y_operation *op, void *ud) {
   int rc = w->fn(self, op, w->ud);
   if (atomic_load(&w->h->op_gen) == gen)
     atomic_store(&w->h->handler_returned, true);
-  wake(w->h);
+  capture_wake(w->h->c);
   return rc;
 }
 
 static void wrap_handlers(testhost *h) {
-  h->wraps = g_new0(handler_wrap, registry_handler_count(h->reg) + 1);
-  for (size_t i = 0; i < registry_handler_count(h->reg); i++) {
-    reg_handler *r = registry_handler_at(h->reg, i);
+  registry *reg = capture_registry(h->c);
+  h->wraps = g_new0(handler_wrap, registry_handler_count(reg) + 1);
+  for (size_t i = 0; i < registry_handler_count(reg); i++) {
+    reg_handler *r = registry_handler_at(reg, i);
     h->wraps[i] = (handler_wrap){.h = h, .fn = r->fn, .ud = r->user_data};
     r->fn = wrapped_handler;
     r->user_data = &h->wraps[i];
   }
-  h->nwraps = registry_handler_count(h->reg);
+  h->nwraps = registry_handler_count(reg);
 }
 
 /* The plugin's handle names its plugin only while it is live: read it
  * before the call that may end it. */
 static testhost *host_of_op(c8y_operation *op) {
   c8y_plugin *p = ops_handle_plugin(op);
-  return p ? p->host->wake_ctx : NULL;
+  return p ? host_of(p) : NULL;
 }
 
 static int observed_complete_on_reboot(c8y_operation *op) {
@@ -648,8 +371,8 @@ void testhost_crash_at(testhost *h, testhost_crash when) {
 }
 
 void testhost_advance(testhost *h, long long ms) {
-  h->skipped_ms += ms;
-  pump(h);
+  capture_advance(h->c, ms);
+  settle(h);
 }
 
 bool testhost_handler_returned(testhost *h) {
@@ -677,17 +400,14 @@ bool testhost_wait_handler_returned(testhost *h, int timeout_ms) {
   }
 }
 
-/* plugin_host_init_plugin hands init the agent's table: this stand-in for
- * the plugin's init passes the test's copy on instead (transfers, ABI 1.0,
- * the observed slots), so the rest of the lifecycle is the agent's own. */
-static int init_with_test_api(c8y_plugin *self, const c8y_api *api,
-                              void **user_data) {
-  testhost *h = host_of(self);
-  g_assert_true(api == plugin_host_api());
-  h->api = *api;
+/* The table the plugin's init gets (capture_load hands it on): the agent's
+ * own, with the test's deviations (transfers, ABI 1.0) and the observed
+ * slots, so the rest of the lifecycle is the agent's own. */
+static void build_test_api(testhost *h) {
+  h->api = *plugin_host_api();
   if (h->transfers) {
-    h->api.download = xfer_download;
-    h->api.upload = xfer_upload;
+    h->api.download = capture_download;
+    h->api.upload = capture_upload;
   }
   h->api.op_complete_on_reboot = observed_complete_on_reboot;
   h->api.op_resume_after_restart = observed_resume_after_restart;
@@ -698,122 +418,90 @@ static int init_with_test_api(c8y_plugin *self, const c8y_api *api,
     h->api.abi_minor = 0;
     h->api.size = offsetof(c8y_api, download);
   }
-  return h->plugin_init(self, &h->api, user_data);
+}
+
+/* The plugin's name selects its config section, which must be written
+ * before the loader runs init: read from its descriptor first. */
+static char *plugin_name(const char *so_path) {
+  void *dl = dlopen(so_path, RTLD_NOW | RTLD_LOCAL);
+  if (!dl) {
+    g_test_message("dlopen %s: %s", so_path, dlerror());
+    return NULL;
+  }
+  const c8y_plugin_info *info = dlsym(dl, C8Y_PLUGIN_SYMBOL_NAME);
+  char *name = info && info->name ? g_strdup(info->name) : NULL;
+  dlclose(dl);
+  return name;
 }
 
 int testhost_load(testhost *h, const char *so_path) {
-  g_assert_null(h->p);
-  h->dl = dlopen(so_path, RTLD_NOW | RTLD_LOCAL);
-  if (!h->dl) {
-    g_test_message("dlopen %s: %s", so_path, dlerror());
+  g_assert_null(capture_plugin(h->c));
+  char *name = plugin_name(so_path);
+  if (!name)
     return C8Y_EINVAL;
-  }
-  const c8y_plugin_info *info = dlsym(h->dl, C8Y_PLUGIN_SYMBOL_NAME);
-  g_assert_nonnull(info);
-  /* As the loader: only what the plugin declared, newer fields zero. */
-  c8y_plugin_info local;
-  memset(&local, 0, sizeof local);
-  memcpy(&local, info, info->size < sizeof local ? info->size : sizeof local);
-  g_assert_nonnull(local.name);
-  g_assert_nonnull(local.init);
-  if (load_config(h, local.name) != C8Y_OK) {
-    dlclose(h->dl);
-    h->dl = NULL;
+  int rc = load_config(h, name);
+  g_free(name);
+  if (rc != C8Y_OK)
     return C8Y_EINVAL;
-  }
-  h->host = (plugin_host){.cfg = &h->cfg,
-                          .reg = h->reg,
-                          .q = h->q,
-                          .device_id = h->device_id,
-                          .state_dir = h->state_dir,
-                          .wake = wake,
-                          .wake_ctx = h};
   if (h->platform_cfg.http_url) {
     char err[256];
     g_assert_cmpint(http_new(&h->platform_cfg, no_token_source, NULL, &h->http,
                              err, sizeof err),
                     ==, 0);
-    h->host.http = h->http;
   }
-  h->p = plugin_host_new_plugin(&h->host, local.name, local.version, so_path);
-  g_assert_nonnull(h->p);
-  h->plugin_init = local.init;
-  local.init = init_with_test_api;
-  struct stat st;
-  g_assert_cmpint(stat(so_path, &st), ==, 0);
-  char *head = crash_plugin_head(local.name, so_path, &st);
+  build_test_api(h);
   char why[512];
-  int rc = plugin_host_init_plugin(h->p, &local, head, why, sizeof why);
-  free(head);
+  rc = capture_load(h->c, so_path, &h->cfg, &h->api, h->http, why, sizeof why);
   if (rc != C8Y_OK) {
-    log_error("plugin %s refused: %s", so_path, why); /* as the loader */
-    plugin_host_free_plugin(h->p);
-    h->p = NULL;
     http_free(h->http);
     h->http = NULL;
-    dlclose(h->dl);
-    h->dl = NULL;
   } else {
-    plugin_host_report_unused_keys(h->p, false);
     wrap_handlers(h);
-    g_assert_cmpint(plugin_host_start_worker(h->p), ==, 0);
   }
   /* The agent's start after loading: operations kept across the restart
    * go to the handlers now registered, or fail. */
-  ops_resume(h->o);
-  pump(h);
+  capture_resume(h->c);
+  settle(h);
   return rc;
 }
 
 size_t testhost_producer_count(testhost *h) {
-  return registry_producer_count(h->reg);
+  return registry_producer_count(capture_registry(h->c));
 }
 
 const char *testhost_producer_name(testhost *h, size_t i) {
-  return i < registry_producer_count(h->reg)
-             ? registry_producer_at(h->reg, i)->name
-             : NULL;
+  registry *reg = capture_registry(h->c);
+  return i < registry_producer_count(reg) ? registry_producer_at(reg, i)->name
+                                          : NULL;
 }
 
 uint32_t testhost_producer_interval(testhost *h, size_t i) {
-  return i < registry_producer_count(h->reg)
-             ? registry_producer_at(h->reg, i)->interval_ms
+  registry *reg = capture_registry(h->c);
+  return i < registry_producer_count(reg)
+             ? registry_producer_at(reg, i)->interval_ms
              : 0;
 }
 
 bool testhost_has_operation(testhost *h, const char *template_id) {
-  return registry_find_handler(h->reg, template_id) != NULL;
+  return registry_find_handler(capture_registry(h->c), template_id) != NULL;
 }
 
 uint32_t testhost_operation_timeout(testhost *h, const char *template_id) {
-  reg_handler *r = registry_find_handler(h->reg, template_id);
+  reg_handler *r = registry_find_handler(capture_registry(h->c), template_id);
   return r ? r->timeout_ms : 0;
 }
 
-static int wrapped_produce(c8y_plugin *self, c8y_batch *out, void *ud) {
-  prod_wrap *w = ud;
-  w->rc = w->fn(self, out, w->ud);
-  return w->rc;
-}
-
 int testhost_run_producer(testhost *h, const char *name) {
+  registry *reg = capture_registry(h->c);
   reg_producer *prod = NULL;
-  for (size_t i = 0; i < registry_producer_count(h->reg); i++)
-    if (strcmp(registry_producer_at(h->reg, i)->name, name) == 0)
-      prod = registry_producer_at(h->reg, i);
+  for (size_t i = 0; i < registry_producer_count(reg); i++)
+    if (strcmp(registry_producer_at(reg, i)->name, name) == 0)
+      prod = registry_producer_at(reg, i);
   g_assert_nonnull(prod);
-  prod_wrap w = {.fn = prod->fn, .ud = prod->user_data, .rc = C8Y_EINVAL};
-  prod->fn = wrapped_produce;
-  prod->user_data = &w;
-  g_assert_cmpint(plugin_host_queue_produce(h->p, prod), ==, 0);
-  long long end = mono_now() + 30000;
-  while (atomic_load(&prod->busy) && mono_now() < end)
-    wait_wake(h, 10);
-  g_assert_false(atomic_load(&prod->busy));
-  prod->fn = w.fn;
-  prod->user_data = w.ud;
-  pump(h);
-  return w.rc;
+  int rc;
+  g_assert_true(capture_run_producer(h->c, prod, 30000, &rc));
+  settle(h);
+  return rc;
 }
 
 testhost_op_state testhost_op_state_now(testhost *h) {
@@ -823,8 +511,8 @@ testhost_op_state testhost_op_state_now(testhost *h) {
   return h->op_ok ? TESTHOST_OP_SUCCEEDED : TESTHOST_OP_FAILED;
 }
 
-testhost_op_state testhost_run_operation(testhost *h, const char *line,
-                                         int timeout_ms) {
+/* Forgets what the previous operation left: the next one is observed. */
+static void begin_operation(testhost *h) {
   h->op_done = false;
   g_free(h->op_detail);
   h->op_detail = NULL;
@@ -837,7 +525,25 @@ testhost_op_state testhost_run_operation(testhost *h, const char *line,
   atomic_store(&h->resume_requested, false);
   g_free(h->last_503);
   h->last_503 = NULL;
-  ops_handle_payload(h->o, line, strlen(line));
+}
+
+testhost_op_state testhost_run_operation(testhost *h, const char *line,
+                                         int timeout_ms) {
+  begin_operation(h);
+  ops_handle_payload(capture_ops(h->c), line, strlen(line));
+  testhost_wait_op_done(h, timeout_ms);
+  return testhost_op_state_now(h);
+}
+
+bool testhost_has_fragment(testhost *h, const char *fragment) {
+  return registry_fragment_handler_for(capture_registry(h->c), fragment,
+                                       NULL) != NULL;
+}
+
+testhost_op_state testhost_run_json_operation(testhost *h, const char *json,
+                                              int timeout_ms) {
+  begin_operation(h);
+  ops_handle_json(capture_ops(h->c), json, strlen(json));
   testhost_wait_op_done(h, timeout_ms);
   return testhost_op_state_now(h);
 }
@@ -866,7 +572,7 @@ const char *testhost_op_param(testhost *h, size_t i) {
 }
 
 void testhost_cancel_operation(testhost *h) {
-  ops_cancel_running(h->o);
+  ops_cancel_running(capture_ops(h->c));
   pump(h);
 }
 
@@ -875,7 +581,8 @@ int testhost_deliver_message(testhost *h, const char *xid, const char *line) {
   g_assert_cmpint(smartrest_decode(line, strlen(line), &r), ==, 0);
   g_assert_cmpuint(r.count, ==, 1);
   g_assert_null(r.items[0].error);
-  reg_message *m = registry_find_message(h->reg, xid, r.items[0].fields[0]);
+  reg_message *m =
+      registry_find_message(capture_registry(h->c), xid, r.items[0].fields[0]);
   int rc = C8Y_EINVAL;
   if (m) {
     /* The job takes the fields. */

@@ -1,13 +1,14 @@
 /* testhost: the real plugin host for plugin tests, without MQTT.
  *
- * It runs the agent's own modules: the plugin host (plugin_host.c: api table,
- * batches, one worker per plugin), the operation engine (ops.c, with a real
- * journal in the state dir), the registry and an outq opened memory-only.
- * What would be published is captured by taking batches from the queue and
- * acknowledging them, feeding the 501 acks back to the engine as the
- * agent's drain does; the test thread plays the main loop. Only the test
- * controls are its own: config keys, running a producer now, injecting an
- * s/ds line, and reading the captured lines and log lines.
+ * It runs the agent's own modules through agent/src/capture (which
+ * c8y-plugin-check runs too): the loader, the plugin host (plugin_host.c:
+ * api table, batches, one worker per plugin), the operation engine (ops.c,
+ * with a real journal in the state dir), the registry and an outq opened
+ * memory-only. What would be published is captured by taking batches from
+ * the queue and acknowledging them, feeding the 501 acks back to the engine
+ * as the agent's drain does; the test thread plays the main loop. Only the
+ * test controls are its own: config keys, running a producer now,
+ * injecting an s/ds line, and reading the captured lines and log lines.
  *
  * A restart of the agent is testhost_free + testhost_new on the same state
  * dir: the journal lives there, as the agent's does, so what the plugin
@@ -40,12 +41,12 @@ void testhost_free(testhost *h); /* unloads the plugin if loaded */
 /* A key of the plugin's [plugin.<name>] section; call before loading. */
 void testhost_set_config(testhost *h, const char *key, const char *value);
 
-/* dlopen()s the .so and loads it as the agent's loader does
- * (plugin_host_init_plugin, then its worker), then resumes the operations
- * recovered by testhost_new (ops_resume): wait for one with
- * testhost_wait_op_done. Returns init's status (negative: the plugin was
- * not loaded, its registrations rolled back, "plugin <path> refused: why"
- * logged). */
+/* Loads the .so through the agent's loader (loader_load_file: its checks,
+ * dlopen, init, then its worker), then resumes the operations recovered
+ * by testhost_new (ops_resume): wait for one with testhost_wait_op_done.
+ * Returns init's status, or C8Y_EINVAL for a file the loader refuses
+ * (negative: the plugin was not loaded, its registrations rolled back,
+ * "plugin <path> refused: why" logged). */
 int testhost_load(testhost *h, const char *so_path);
 /* The agent's stop: running operations are cancelled and, after the grace
  * time, failed (except those waiting for a reboot or restart), the worker
@@ -69,6 +70,13 @@ int testhost_run_producer(testhost *h, const char *name);
  * the fragment, decoded and joined by ','. */
 testhost_op_state testhost_run_operation(testhost *h, const char *line,
                                          int timeout_ms);
+/* Whether a handler serves `fragment` for the root device. */
+bool testhost_has_fragment(testhost *h, const char *fragment);
+/* The same for a JSON operation as devicecontrol/notifications carries it
+ * ({"id":"7","c8y_X":{...}} for the root; "externalSource" names a child
+ * or a service). */
+testhost_op_state testhost_run_json_operation(testhost *h, const char *json,
+                                              int timeout_ms);
 const char *testhost_op_detail(testhost *h);
 testhost_op_state testhost_op_state_now(testhost *h);
 

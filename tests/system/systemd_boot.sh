@@ -10,9 +10,11 @@
 # the container shares, and the REST side for downloads). Then, end to end:
 # install and `systemd-analyze security`; the README's set-up as root
 # (--check-config, connect --test) with the password file owned by the
-# service account; 511; 528 install and remove from the Debian mirror;
+# service account; 511; services (the agent's own, a unit watched over
+# D-Bus from inside the sandbox, c8y_ServiceCommand through the helper,
+# one refused); 528 install and remove from the Debian mirror;
 # reload while an operation runs; stop with a running operation; the
-# watchdog (a hung main loop); a crash restart; a self-upgrade by URL; a
+# watchdog (a hung main loop); a crash restart and its will; a self-upgrade by URL; a
 # broken self-upgrade that the privileged helper rolls back (502); 510 ->
 # reboot -> 503 after the boot; purge.
 #
@@ -236,7 +238,14 @@ allow = true
 
 [plugin.software]
 rollback_timeout = 20
+
+[plugin.services]
+units = systest-svc.service
 EOF
+# A unit for the services plugin to watch and command.
+printf '[Unit]\nDescription=c8y-agent system test unit\n[Service]\nExecStart=/bin/sleep infinity\n' \
+  >"$root/etc/systemd/system/systest-svc.service"
+ctr systemctl daemon-reload
 ctr sh -c 'chown root:c8y-agent /etc/c8y-agent/conf.d/10-tenant.ini && chmod 640 /etc/c8y-agent/conf.d/10-tenant.ini'
 out=$(ctr c8y-agent --check-config 2>&1)
 check "c8y-agent --check-config as root accepts the password file of c8y-agent" test $? -eq 0
@@ -255,6 +264,27 @@ wait_for "systemctl status says connected" 30 \
 # ---- 511 --------------------------------------------------------------------------
 op "511,$dev,echo hello-from-511"
 wait_for "511 ends 503 with the command's output" 30 seen "503,c8y_Command,.*hello-from-511"
+
+# ---- services: the agent, a watched unit, c8y_ServiceCommand ----------------------
+svc=${dev}_systest-svc.service
+check "the agent is a service of the device, up (102)" seen "102,${dev}_c8y-agent,c8y-agent,c8y-agent,up"
+wait_for "the watched unit is a service, down (102), offering c8y_ServiceCommand (114)" 30 \
+  sh -c "grep -q '102,$svc,systemd,systest-svc.service,down' '$tmp/sim.log' && grep -q '^s/us/$svc 114,c8y_ServiceCommand' '$tmp/sim.log'"
+ctr systemctl start systest-svc
+wait_for "a start is reported up (104) from inside the sandbox, over D-Bus" 30 seen "^s/us/$svc 104,up"
+ctr systemctl stop systest-svc
+wait_for "a stop is reported down (104)" 30 seen "^s/us/$svc 104,down"
+sleep 2 # a late duplicate would show up within this
+check "each change was reported once ($(count "^s/us/$svc 104,up") up, $(count "^s/us/$svc 104,down") down)" \
+  test "$(count "^s/us/$svc 104,up")" = 1 -a "$(count "^s/us/$svc 104,down")" = 1
+simcmd "json $svc {\"c8y_ServiceCommand\":{\"command\":\"START\",\"serviceName\":\"systest-svc.service\",\"serviceType\":\"systemd\"}}"
+wait_for "c8y_ServiceCommand START ends 506 (through the privileged helper)" 60 seen "^s/us/$svc 506,"
+check "the unit runs" ctr systemctl is-active -q systest-svc
+check "the helper ran systemctl" sh -c "nsenter -t $leader -a -- journalctl -q -u 'c8y-agent-priv@*' | grep -q 'running systemctl start -- systest-svc.service'"
+wait_for "... and the start is reported up" 30 sh -c "[ \$(grep -c '^s/us/$svc 104,up' '$tmp/sim.log') -ge 2 ]"
+simcmd "json $dev {\"c8y_ServiceCommand\":{\"command\":\"STOP\",\"serviceName\":\"ssh.service\",\"serviceType\":\"systemd\"}}"
+wait_for "a command for a unit that is not listed is refused with the reason (505)" 30 seen "505,[0-9]+,.*refused: service 'ssh.service'"
+ctr systemctl stop systest-svc
 
 # ---- 528 from the Debian mirror -----------------------------------------------------
 op "528,$dev,hello,,,install"
@@ -309,6 +339,8 @@ restarts=$(ctr systemctl show -P NRestarts c8y-agent)
 ctr sh -c "kill -SEGV $pid"
 wait_for "a crash (SIGSEGV) is restarted" 60 \
   sh -c "[ \"\$(nsenter -t $leader -a -- systemctl show -P NRestarts c8y-agent)\" -gt $restarts ] && nsenter -t $leader -a -- systemctl is-active -q c8y-agent"
+check "the will (400 event and 102 down in one payload) set the agent's service down" \
+  seen "c8y_ConnectionEvent.*102,${dev}_c8y-agent,c8y-agent,c8y-agent,down"
 rm -f "$root/etc/systemd/system/c8y-agent.service.d/50-systest.conf"
 ctr systemctl daemon-reload
 wait_for "connected again" 60 sh -c "nsenter -t $leader -a -- systemctl show -P StatusText c8y-agent | grep -q connected"

@@ -442,6 +442,42 @@ static void test_ids_survive(fx *f, gconstpointer d) {
   }
 }
 
+/* A device profile and its step: the profile's progress (step) and the
+ * step's parent survive a restart, also through a rewrite of the file. */
+static void test_profile_steps(fx *f, gconstpointer d) {
+  journal *j = open_j(f);
+  char *fields[] = {"$FW", "fw", "2", "http://f"};
+  journal_entry p =
+      entry(journal_next_id(j), "c8y_DeviceProfile", "dev1", false);
+  p.template_id = (char *)"527";
+  p.profile = p.resume = true;
+  p.fields = fields;
+  p.nfields = 4;
+  journal_entry s = entry(journal_next_id(j), "c8y_Firmware", "dev1", false);
+  s.template_id = (char *)"515";
+  s.parent = p.id;
+  s.step = 1;
+  g_assert_cmpint(journal_begin(j, &p), ==, 0);
+  g_assert_cmpint(journal_mark_step(j, p.id, 1), ==, 0);
+  g_assert_cmpint(journal_begin(j, &s), ==, 0);
+  journal_close(j);
+  for (int round = 0; round < 2; round++) {
+    j = open_j(f); /* each open rewrites the file from what it read */
+    const journal_entry *rec;
+    g_assert_cmpuint(journal_recovered(j, &rec), ==, 2);
+    const journal_entry *rp = rec[0].id == p.id ? &rec[0] : &rec[1];
+    const journal_entry *rs = rec[0].id == p.id ? &rec[1] : &rec[0];
+    g_assert_true(rp->profile);
+    g_assert_cmpuint(rp->step, ==, 1);
+    g_assert_cmpuint(rp->parent, ==, 0);
+    g_assert_cmpuint(rp->nfields, ==, 4);
+    g_assert_false(rs->profile);
+    g_assert_cmpuint(rs->parent, ==, p.id);
+    g_assert_cmpuint(rs->step, ==, 1);
+    journal_close(j);
+  }
+}
+
 static void test_resume_bad_fields(fx *f, gconstpointer d) {
   journal *j = open_j(f);
   journal_entry a = entry(3, "c8y_Firmware", "dev1", false);
@@ -552,6 +588,8 @@ int main(int argc, char **argv) {
   g_test_add("/journal/resume-kept-across-restarts", fx, NULL, fx_setup,
              test_resume_kept_across_restarts, fx_teardown);
   g_test_add("/journal/ids-survive", fx, NULL, fx_setup, test_ids_survive,
+             fx_teardown);
+  g_test_add("/journal/profile-steps", fx, NULL, fx_setup, test_profile_steps,
              fx_teardown);
   g_test_add("/journal/resume-bad-fields", fx, NULL, fx_setup,
              test_resume_bad_fields, fx_teardown);

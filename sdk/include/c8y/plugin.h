@@ -268,7 +268,11 @@ typedef struct c8y_api {
   /* Any static template line on s/us[/child]: fields[0] is the template id
    * (1xx inventory, 2xx measurement, 3xx alarm, 4xx event). Operation status
    * templates (5xx) and 114 are refused (C8Y_EINVAL): the agent owns the
-   * lifecycle. Returns like send_event. [any thread] */
+   * lifecycle. Since 1.2, a 102 (a service) makes the service part of the
+   * device: its operations reach the handlers of its parent with
+   * op_device() the service; and 114 with child_id a service this plugin
+   * announced, listing fragments it serves there, is accepted. Returns like
+   * send_event. [any thread] */
   int (*send_static)(c8y_plugin *self, const char *child_id,
                      const char *const *fields, size_t nfields);
   /* A line of custom template collection `xid` on s/uc/<xid>[/child].
@@ -451,7 +455,9 @@ typedef struct c8y_api {
   int (*batch_commit)(c8y_batch *b);
   void (*batch_discard)(c8y_batch *b);
   /* The plugin's health, shown as its service on the device (102/104):
-   * up != 0 "up", 0 "down" with `reason` logged and in STATUS. [any thread]
+   * up != 0 "up", 0 "down" with `reason` logged, in STATUS and as the text
+   * of a c8y_PluginDown alarm on the service (cleared when up again). Only
+   * a change is sent. C8Y_OK, C8Y_EINVAL, C8Y_ENOMEM. [any thread]
    */
   int (*set_health)(c8y_plugin *self, int up, const char *reason);
   /* Fills `a` for a connection the plugin opens itself to `a->url`. May
