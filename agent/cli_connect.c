@@ -153,7 +153,7 @@ static int mqtt_steps(const agent_config *cfg, int timeout_s,
   /* The bootstrap user connects the way the registration does (clientId
    * = the plain device id), not as the device will once registered. */
   int new_rc = registration
-                   ? session_new_registration(cfg, &cb, &s, err, sizeof err)
+                   ? session_new_bootstrap(cfg, &cb, &s, err, sizeof err)
                    : session_new(cfg, &cb, &s, err, sizeof err);
   if (new_rc != 0) {
     report(NULL, NETDIAG_MQTT, false, err);

@@ -2,7 +2,8 @@
  * MQTTAsync client (c8y-bench-paho) on one throw-away loopback mosquitto and
  * prints every result next to its baseline from the same run, as a ratio.
  *
- *   1. idle memory: agent with the bundled plugins vs an idle Paho client
+ *   1. idle memory: agent with the bundled plugins vs an idle Paho client,
+ *      then the time from SIGTERM to exit of both (no last will allowed)
  *   2. throughput: N measurement lines (itest `burst`) at QoS 1 and QoS 0
  *      vs the baseline publishing the same lines one per message
  *   3. operation latency: s/ds 511 -> the agent's 501, one at a time, vs a
@@ -22,6 +23,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -31,7 +33,10 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -262,6 +267,7 @@ static double rusage_cpu_ms(const struct rusage *ru) {
 
 typedef struct memstat {
   long rss_kib, hwm_kib, pss_kib, private_kib, threads;
+  double stop_ms; /* SIGTERM -> exit after the idle period */
 } memstat;
 
 static long field_kib(const char *text, const char *key) {
@@ -316,6 +322,7 @@ typedef struct cloud {
   long n101;         /* "101," lines: child registrations */
   long long t500_ns; /* arrival of the first 500 */
   long ready;        /* messages on bench/ready */
+  long wills;        /* "400,c8y_ConnectionEvent" lines: a last will */
   /* one operation or echo in flight */
   char want503[64];
   long long t501_ns;
@@ -399,6 +406,10 @@ static bool count_line(cloud *c, const char *line, size_t len, long long t,
     c->n101++;
     return false;
   }
+  if (len >= 23 && memcmp(line, "400,c8y_ConnectionEvent", 23) == 0) {
+    c->wills++;
+    return true;
+  }
   if (len == 3 && memcmp(line, "500", 3) == 0) {
     if (c->n500++ == 0)
       c->t500_ns = t;
@@ -473,6 +484,7 @@ static bool p_done(const cloud *c, long arg) {
   return c->unique == c->expect;
 }
 static bool p_n500(const cloud *c, long arg) { return c->n500 >= arg; }
+static bool p_wills(const cloud *c, long arg) { return c->wills >= arg; }
 static bool p_ready(const cloud *c, long arg) { return c->ready >= arg; }
 static bool p_501(const cloud *c, long arg) {
   (void)arg;
@@ -627,6 +639,7 @@ typedef struct tp_result {
 typedef struct lat_result {
   bool ok;
   double p50_ms, p99_ms, max_ms;
+  double fsyncs_per_op; /* agent only: its queue's and journal's, -1 unknown */
 } lat_result;
 
 static void fail(bench *b, const char *what) {
@@ -671,6 +684,34 @@ static int baseline_start(bench *b, child *ch, const char *mode, long lines,
   const char *argv[] = {
       b->o.baseline_bin, mode, port, "t1/device", n, q, w, NULL};
   return child_spawn(ch, argv, log, b->env_baseline);
+}
+
+/* SIGTERM to exit, in ms (the exit seen through a pidfd, not a polling
+ * tick); -1 when it did not exit within timeout_ms (then it is killed). */
+static double stop_time_ms(child *ch, int timeout_ms) {
+  if (ch->pid <= 0 || child_poll(ch))
+    return -1;
+  int pidfd = (int)syscall(SYS_pidfd_open, ch->pid, 0);
+  long long t0 = now_ns();
+  if (pidfd < 0 || kill(ch->pid, SIGTERM) != 0) {
+    if (pidfd >= 0)
+      close(pidfd);
+    return -1;
+  }
+  struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
+  int n = poll(&pfd, 1, timeout_ms);
+  long long t1 = now_ns();
+  close(pidfd);
+  if (n != 1) {
+    child_stop(ch, 0);
+    return -1;
+  }
+  int st;
+  if (wait4(ch->pid, &st, 0, &ch->ru) == ch->pid) {
+    ch->exited = true;
+    ch->status = st;
+  }
+  return (double)(t1 - t0) / 1e6;
 }
 
 /* 1. Idle memory: both processes connected and idle side by side. */
@@ -733,6 +774,21 @@ static void run_idle(bench *b, memstat *agent_m, memstat *base_m) {
   sleep_ms(b->o.idle_ms);
   if (proc_mem(a.pid, agent_m) != 0 || proc_mem(p.pid, base_m) != 0)
     fail(b, "idle: cannot read /proc/<pid>/status");
+  /* 1b. Stop when idle: SIGTERM to exit, the baseline doing what the agent
+   * must at least do (a clean DISCONNECT, then freeing its client). A
+   * clean stop leaves no last will on s/us. */
+  pthread_mutex_lock(&b->c.mu);
+  long wills0 = b->c.wills;
+  pthread_mutex_unlock(&b->c.mu);
+  agent_m->stop_ms = stop_time_ms(&a, 10000);
+  base_m->stop_ms = stop_time_ms(&p, 10000);
+  if (agent_m->stop_ms < 0 || base_m->stop_ms < 0)
+    fail(b, "stop: a process did not exit within 10 s of SIGTERM");
+  if (cloud_wait(&b->c, p_wills, wills0 + 1, 500, NULL))
+    fail(b, "stop: the broker published the agent's last will (no clean "
+            "DISCONNECT)");
+  if (a.exited && (!WIFEXITED(a.status) || WEXITSTATUS(a.status) != 0))
+    fail(b, "stop: the agent did not exit with status 0");
 out:
   child_stop(&a, 10000);
   child_stop(&p, 5000);
@@ -837,6 +893,38 @@ static lat_result percentiles(long long *v, int k) {
   return r;
 }
 
+/* The fdatasyncs the agent's queue and journal made so far ("storage" of
+ * `status json` on its local API socket), or -1. */
+static long long agent_fsyncs(const char *sock) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  snprintf(a.sun_path, sizeof a.sun_path, "%s", sock);
+  static const char req[] = "status json\n";
+  if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+      write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) {
+    if (fd >= 0)
+      close(fd);
+    return -1;
+  }
+  shutdown(fd, SHUT_WR);
+  char buf[65536];
+  size_t len = 0;
+  for (;;) {
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    if (len + 1 >= sizeof buf || poll(&pfd, 1, 5000) != 1)
+      break;
+    ssize_t n = read(fd, buf + len, sizeof buf - 1 - len);
+    if (n <= 0)
+      break;
+    len += (size_t)n;
+  }
+  close(fd);
+  buf[len] = 0;
+  const char *st = strstr(buf, "\"storage\":");
+  const char *f = st ? strstr(st, "\"fsyncs\":") : NULL;
+  return f ? strtoll(f + 9, NULL, 10) : -1;
+}
+
 /* 3. s/ds 511 -> 501 through the agent, one operation at a time. */
 static lat_result run_latency_agent(bench *b, int qos) {
   lat_result r = {0};
@@ -845,7 +933,13 @@ static lat_result run_latency_agent(bench *b, int qos) {
   child ch = {0};
   cloud *c = &b->c;
   cloud_reset(c, 0);
-  if (!v || agent_start(b, &ch, b->o.itest_dir, qos, NULL) != 0) {
+  r.fsyncs_per_op = -1;
+  /* Its local API, to read how many fdatasyncs the operations cost. */
+  char sock[PATH_MAX + 32], api[PATH_MAX + 64];
+  snprintf(sock, sizeof sock, "%s/api-qos%d.sock", b->dir, qos);
+  snprintf(api, sizeof api, "[api]\nsocket = %s\n", sock);
+  long long fsyncs0 = -1;
+  if (!v || agent_start(b, &ch, b->o.itest_dir, qos, api) != 0) {
     fail(b, "latency: cannot start the agent");
     goto out;
   }
@@ -856,6 +950,8 @@ static lat_result run_latency_agent(bench *b, int qos) {
   }
   for (int i = -WARMUP_OPS; i < k; i++) {
     char op[96];
+    if (i == 0)
+      fsyncs0 = agent_fsyncs(sock);
     pthread_mutex_lock(&c->mu);
     snprintf(c->want503, sizeof c->want503, "r%d", i);
     c->t501_ns = 0;
@@ -877,6 +973,12 @@ static lat_result run_latency_agent(bench *b, int qos) {
       v[i] = c->t501_ns - t0;
   }
   r = percentiles(v, k);
+  long long fsyncs1 = agent_fsyncs(sock);
+  if (fsyncs0 < 0 || fsyncs1 < fsyncs0) {
+    fail(b, "latency: cannot read the agent's fsyncs (status json)");
+    r.fsyncs_per_op = -1;
+  } else
+    r.fsyncs_per_op = (double)(fsyncs1 - fsyncs0) / k;
 out:
   child_stop(&ch, 10000);
   free(v);
@@ -1015,6 +1117,7 @@ static void print_results(const bench *b, const memstat *am, const memstat *bm,
   row("idle Pss KiB", (double)am->pss_kib, (double)bm->pss_kib, 0);
   row("idle private KiB", (double)am->private_kib, (double)bm->private_kib, 0);
   row("idle threads", (double)am->threads, (double)bm->threads, 0);
+  row("stop when idle ms (SIGTERM->exit)", am->stop_ms, bm->stop_ms, 1);
   for (int q = 1; q >= 0; q--) {
     const tp_result *a = &tp[q][0], *p = &tp[q][1];
     char m[64];
@@ -1038,6 +1141,9 @@ static void print_results(const bench *b, const memstat *am, const memstat *bm,
     LAT("max", max_ms);
 #undef LAT
   }
+  /* An operation has two durable steps: its begin and its end. */
+  row("op fdatasyncs per op (base: 2 steps)", lat[1][0].fsyncs_per_op,
+      lat[1][0].ok ? 2.0 : -1, 2);
   const lat_result *na = &lat_nd[0], *ne = &lat_nd[1];
   row("op qos1 latency p50 ms, no-delay broker", na->ok ? na->p50_ms : -1,
       ne->ok ? ne->p50_ms : -1, 3);
@@ -1226,7 +1332,7 @@ int main(int argc, char **argv) {
   long long t0 = now_ns();
   if (setup(&b, &br) == 0) {
     note("broker on 127.0.0.1:%d, work dir %s", b.port, b.dir);
-    memstat am = {-1, -1, -1, -1, -1}, bm = {-1, -1, -1, -1, -1};
+    memstat am = {-1, -1, -1, -1, -1, -1}, bm = {-1, -1, -1, -1, -1, -1};
     tp_result tp[2][2] = {{{0}}};
     lat_result lat[2][2] = {{{0}}};
     run_idle(&b, &am, &bm);

@@ -7,7 +7,11 @@
  * raw append throughput (one write() per line, as the queue does, without
  * the queue), raw sequential read of the same bytes, and the bytes of the
  * lines themselves (what holding them in RAM would cost at least). Prints
- * one table:
+ * one table. It also measures what the queue writes to disk per line
+ * (wchar of /proc/self/io, outside the queue) against the line's own bytes:
+ * queued, queued and drained ("offline"), and sent one by one with one line
+ * in flight ("online"), and how many lines of a 1M-line backlog the default
+ * size bound keeps. The table:
  * metric, queue, baseline, queue/baseline ("n/a" where no baseline makes
  * sense; RSS is reported as MiB above idle, the old in-memory queue being
  * gone). */
@@ -39,6 +43,20 @@ static double rss_mib(void) {
     fclose(f);
   }
   return (double)res * (double)sysconf(_SC_PAGESIZE) / (1024.0 * 1024.0);
+}
+
+/* Bytes this process handed to write(2) and friends so far (wchar of
+ * /proc/self/io): what the queue writes, counted outside the queue. */
+static double written_bytes(void) {
+  FILE *f = fopen("/proc/self/io", "r");
+  char key[64];
+  unsigned long long v, w = 0;
+  while (f && fscanf(f, "%63s %llu", key, &v) == 2)
+    if (strcmp(key, "wchar:") == 0)
+      w = v;
+  if (f)
+    fclose(f);
+  return (double)w;
 }
 
 static void row(const char *metric, double a, double base, int decimals) {
@@ -113,6 +131,7 @@ int main(int argc, char **argv) {
   close(fd);
 
   double idle = rss_mib();
+  double w0 = written_bytes();
   outq_options o;
   outq_default_options(&o, qdir);
   o.max_bytes = (size_t)n * 64 + (64u << 20);
@@ -133,6 +152,7 @@ int main(int argc, char **argv) {
   double push_s = now_s() - t0;
   double backlog = rss_mib() - idle;
   outq_close(q);
+  double written_push = written_bytes() - w0;
 
   t0 = now_s();
   if (outq_open(&o, &q, err, sizeof err) != 0) {
@@ -172,6 +192,58 @@ int main(int argc, char **argv) {
   outq_tick(q);
   double after = rss_mib() - idle;
   outq_close(q);
+  /* Offline: the backlog written, then its acks (the file emptied). */
+  double written_offline = written_bytes() - w0;
+
+  /* Online: lines sent as they come, one in flight while the next is
+   * queued (the file never empties, so acks are tombstones). */
+  long m = n < 100000 ? n : 100000;
+  double online_line_bytes = 0;
+  if (outq_open(&o, &q, err, sizeof err) != 0) {
+    fprintf(stderr, "c8y-bench-outq: %s\n", err);
+    return 2;
+  }
+  double w1 = written_bytes();
+  uint64_t inflight = 0;
+  for (long i = 0; i < m; i++) {
+    line_for(line, sizeof line, i);
+    online_line_bytes += (double)strlen(line);
+    if (outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", line, 0, 0) != 0)
+      return die("online push");
+    if (outq_take(q, 16000, &b) != 1)
+      return die("online take");
+    if (inflight)
+      outq_ack(q, inflight);
+    inflight = b.id;
+    outq_batch_free(&b);
+  }
+  outq_ack(q, inflight);
+  outq_tick(q);
+  outq_close(q);
+  double written_online = written_bytes() - w1;
+
+  /* A 1M-line backlog at the default size bound (offline for long): how
+   * many lines the queue keeps. */
+  char qdir2[4200];
+  snprintf(qdir2, sizeof qdir2, "%s/q-default", dir);
+  outq_options od;
+  outq_default_options(&od, qdir2);
+  for (int c = 0; c < OUTQ_NCLASSES; c++)
+    od.fsync_ms[c] = OUTQ_FSYNC_NEVER; /* the count, not the disk */
+  if (outq_open(&od, &q, err, sizeof err) != 0) {
+    fprintf(stderr, "c8y-bench-outq: %s\n", err);
+    return 2;
+  }
+  long big = 1000000;
+  for (long i = 0; i < big; i++) {
+    line_for(line, sizeof line, i);
+    if (outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", line, 0, 0) != 0)
+      return die("backlog push");
+  }
+  outq_stats sd;
+  outq_get_stats(q, &sd);
+  outq_close(q);
+  double kept = (double)sd.queued[OUTQ_MEASUREMENT];
   nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
   if (drained != n || nl != n) {
     fprintf(stderr, "c8y-bench-outq: drained %ld of %ld lines\n", drained, n);
@@ -193,6 +265,15 @@ int main(int argc, char **argv) {
   row("drain lines/s (baseline: raw read)", n / drain_s, n / raw_read_s, 0);
   row("replay lines/s (open)", n / replay_s, -1, 0);
   row("lines per batch", (double)n / (double)batches, -1, 1);
+  /* Baseline: the line itself (payload bytes), per line. */
+  double avg_line = line_bytes / (double)n - strlen("s/us");
+  row("disk bytes per line, queued (base: line)", written_push / (double)n,
+      avg_line, 1);
+  row("disk bytes per line, offline (base: line)", written_offline / (double)n,
+      avg_line, 1);
+  row("disk bytes per line, online (base: line)", written_online / (double)m,
+      online_line_bytes / (double)m, 1);
+  row("lines kept of 1M at default max_bytes", kept, (double)big, 0);
   printf("result: complete\n");
   return 0;
 }

@@ -13,6 +13,8 @@ endif()
 set(num "[0-9]+(\\.[0-9]+)?")
 foreach(metric
     "idle VmRSS KiB" "idle VmHWM KiB" "idle Pss KiB" "idle threads"
+    "stop when idle ms \\(SIGTERM->exit\\)"
+    "op fdatasyncs per op \\(base: 2 steps\\)"
     "qos1 lines/s \\(start->last line\\)" "qos1 messages/s \\(start->last line\\)"
     "qos1 CPU ms per 1000 lines"
     "qos0 lines/s \\(start->last line\\)" "qos0 messages/s \\(start->last line\\)"

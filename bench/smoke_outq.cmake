@@ -12,7 +12,10 @@ endif()
 set(num "[0-9]+(\\.[0-9]+)?")
 foreach(metric "backlog RSS MiB above idle per 1M lines"
     "drained RSS MiB above idle" "push lines/s \\(baseline: raw write\\)"
-    "drain lines/s \\(baseline: raw read\\)")
+    "drain lines/s \\(baseline: raw read\\)"
+    "disk bytes per line, offline \\(base: line\\)"
+    "disk bytes per line, online \\(base: line\\)"
+    "lines kept of 1M at default max_bytes")
   if(NOT out MATCHES "${metric} +${num}")
     message(FATAL_ERROR "no line for '${metric}' in the output:\n${err}")
   endif()

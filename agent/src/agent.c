@@ -660,9 +660,48 @@ static void stop_operations(agent *a) {
   ops_fail_all(a->ops, "agent stopped");
 }
 
+/* Ends the process pid and, when it leads one, its process group. */
+static void end_left_process(long pid) {
+  log_notice("stopping: ending process %ld left by a plugin", pid);
+  if (kill(-(pid_t)pid, SIGKILL) != 0)
+    kill((pid_t)pid, SIGKILL);
+}
+
+/* The children of this process from /proc/self/task/<tid>/children (each
+ * thread's own: plugins fork from their workers); false when the kernel
+ * has no such files (CONFIG_PROC_CHILDREN). */
+static bool end_children_of_tasks(void) {
+  DIR *d = opendir("/proc/self/task");
+  if (!d)
+    return false;
+  bool found_file = false;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.')
+      continue;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%.20s/children", e->d_name);
+    FILE *f = fopen(path, "re");
+    if (!f)
+      continue;
+    found_file = true;
+    long pid;
+    while (fscanf(f, "%ld", &pid) == 1)
+      if (pid > 0)
+        end_left_process(pid);
+    fclose(f);
+  }
+  closedir(d);
+  return found_file;
+}
+
 /* Processes plugins started (in their own process groups) and left behind:
- * ended with their group, so a stop leaves nothing running. */
+ * ended with their group, so a stop leaves nothing running. Reads only this
+ * process's threads where the kernel lists their children, every process
+ * otherwise. */
 static void end_child_processes(void) {
+  if (end_children_of_tasks())
+    return;
   DIR *d = opendir("/proc");
   if (!d)
     return;
@@ -688,13 +727,8 @@ static void end_child_processes(void) {
     if (!close_paren ||
         sscanf(close_paren + 1, " %*c %ld %ld", &ppid, &pgrp) != 2)
       continue;
-    if (ppid != self)
-      continue;
-    log_notice("stopping: ending process %ld left by a plugin", pid);
-    if (pgrp == pid)
-      kill(-(pid_t)pgrp, SIGKILL);
-    else
-      kill((pid_t)pid, SIGKILL);
+    if (ppid == self)
+      end_left_process(pid);
   }
   closedir(d);
 }
@@ -711,7 +745,7 @@ static void agent_cleanup(agent *a) {
   end_child_processes();
   if (a->link) {
     flush_before_exit(a);
-    link_close_session(a->link, 1000);
+    link_end_session(a->link, 1000);
   }
   link_free(a->link); /* frees whatever arrived late */
   if (!a->plugin_abandoned) {

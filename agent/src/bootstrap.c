@@ -5,9 +5,10 @@
 #include "log.h"
 #include "netdiag.h"
 #include "notify.h"
+#include "session.h"
 #include "smartrest.h"
+#include "status.h"
 
-#include <MQTTAsync.h>
 #include <c8y/plugin.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -198,8 +199,7 @@ void bootstrap_explain_refusal(const agent_config *cfg) {
 
 typedef struct bs {
   const agent_config *cfg;
-  MQTTAsync client;
-  char uri[600];
+  session *sess;
   int wake_fd;
   pthread_mutex_t mu;
   enum { BS_DOWN, BS_CONNECTING, BS_UP, BS_FAILED } state;
@@ -224,99 +224,64 @@ static void bs_set_state(bs *b, int state, int code, const char *text) {
   bs_wake(b);
 }
 
-static void bs_on_lost(void *ctx, char *cause) {
+static void bs_on_lost(void *ctx, const char *cause) {
   bs_set_state(ctx, BS_FAILED, 0, cause ? cause : "connection lost");
 }
 
-static void bs_on_connected(void *ctx, MQTTAsync_successData *r) {
-  (void)r;
-  bs_set_state(ctx, BS_UP, 0, NULL);
+static void bs_on_connected(void *ctx) { bs_set_state(ctx, BS_UP, 0, NULL); }
+
+static void bs_on_connect_failed(void *ctx, int code, const char *message) {
+  bs_set_state(ctx, BS_FAILED, code, message ? message : "connect failed");
 }
 
-static void bs_on_connect_failed(void *ctx, MQTTAsync_failureData *r) {
-  bs_set_state(ctx, BS_FAILED, r ? r->code : -1,
-               r && r->message ? r->message : "connect failed");
+static void bs_on_delivered(void *ctx, uint64_t id, bool ok) {
+  (void)ctx;
+  (void)id;
+  (void)ok;
 }
 
 /* 70,<tenant>,<user>,<password> on s/dcr (several lines possible). */
-static int bs_on_message(void *ctx, char *topic, int topic_len,
-                         MQTTAsync_message *m) {
+static void bs_on_message(void *ctx, const char *topic, const char *payload,
+                          size_t len) {
   bs *b = ctx;
-  (void)topic_len;
   smartrest_records recs;
-  if (strcmp(topic, "s/dcr") == 0 &&
-      smartrest_decode(m->payload, (size_t)m->payloadlen, &recs) == 0) {
-    for (size_t i = 0; i < recs.count; i++) {
-      smartrest_record *r = &recs.items[i];
-      if (r->error || r->nfields < 4 || strcmp(r->fields[0], "70") != 0 ||
-          !*r->fields[1] || !*r->fields[2] || !*r->fields[3] ||
-          strpbrk(r->fields[1], "/\n") || strchr(r->fields[2], '\n') ||
-          strchr(r->fields[3], '\n')) {
-        log_warning("bootstrap: ignored an unexpected line on s/dcr "
-                    "(record %zu, %zu fields)",
-                    r->line, r->nfields);
-        continue;
-      }
-      pthread_mutex_lock(&b->mu);
-      if (!b->tenant) {
-        b->tenant = strdup(r->fields[1]);
-        b->user = strdup(r->fields[2]);
-        b->password = strdup(r->fields[3]);
-      }
-      pthread_mutex_unlock(&b->mu);
-      explicit_bzero(r->fields[3], strlen(r->fields[3]));
+  if (strcmp(topic, "s/dcr") != 0 || smartrest_decode(payload, len, &recs) != 0)
+    return;
+  for (size_t i = 0; i < recs.count; i++) {
+    smartrest_record *r = &recs.items[i];
+    if (r->error || r->nfields < 4 || strcmp(r->fields[0], "70") != 0 ||
+        !*r->fields[1] || !*r->fields[2] || !*r->fields[3] ||
+        strpbrk(r->fields[1], "/\n") || strchr(r->fields[2], '\n') ||
+        strchr(r->fields[3], '\n')) {
+      log_warning("bootstrap: ignored an unexpected line on s/dcr "
+                  "(record %zu, %zu fields)",
+                  r->line, r->nfields);
+      continue;
     }
-    smartrest_records_free(&recs);
-    bs_wake(b);
+    pthread_mutex_lock(&b->mu);
+    if (!b->tenant) {
+      b->tenant = strdup(r->fields[1]);
+      b->user = strdup(r->fields[2]);
+      b->password = strdup(r->fields[3]);
+    }
+    pthread_mutex_unlock(&b->mu);
+    explicit_bzero(r->fields[3], strlen(r->fields[3]));
   }
-  MQTTAsync_freeMessage(&m);
-  MQTTAsync_free(topic);
-  return 1;
+  smartrest_records_free(&recs);
+  bs_wake(b);
 }
 
-static int bs_connect(bs *b) {
-  const agent_config *c = b->cfg;
-  MQTTAsync_connectOptions o = MQTTAsync_connectOptions_initializer;
-  MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
-  o.keepAliveInterval = c->keepalive;
-  o.cleansession = 1;
-  o.MQTTVersion = MQTTVERSION_3_1_1;
-  o.connectTimeout = 15;
-  o.username = c->bootstrap_user;
-  o.password = c->bootstrap_password;
-  o.onSuccess = bs_on_connected;
-  o.onFailure = bs_on_connect_failed;
-  o.context = b;
-  struct stat st;
-  bool ca_dir = c->ca_path && stat(c->ca_path, &st) == 0 && S_ISDIR(st.st_mode);
-  if (c->tls) {
-    ssl.enableServerCertAuth = 1;
-    ssl.verify = c->verify_hostname ? 1 : 0;
-    ssl.trustStore = ca_dir ? NULL : c->ca_path;
-    ssl.CApath = ca_dir ? c->ca_path : NULL;
-    ssl.sslVersion = MQTT_SSL_VERSION_TLS_1_2;
-    o.ssl = &ssl;
-  }
+static void bs_connect(bs *b) {
   pthread_mutex_lock(&b->mu);
   b->state = BS_CONNECTING;
   pthread_mutex_unlock(&b->mu);
-  int rc = MQTTAsync_connect(b->client, &o);
-  if (rc != MQTTASYNC_SUCCESS) {
-    log_error("bootstrap: cannot start connecting to %s: %s", b->uri,
-              MQTTAsync_strerror(rc));
-    bs_set_state(b, BS_FAILED, rc, MQTTAsync_strerror(rc));
-  }
-  return 0;
+  int rc = session_connect(b->sess); /* logs a refusal */
+  if (rc != 0)
+    bs_set_state(b, BS_FAILED, -1, status_str(rc));
 }
 
 static void bs_request(bs *b) {
-  MQTTAsync_message m = MQTTAsync_message_initializer;
-  m.payload = (void *)"";
-  m.payloadlen = 0;
-  m.qos = 0;
-  m.retained = 0;
-  MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-  if (MQTTAsync_sendMessage(b->client, "s/ucr", &m, &ro) == MQTTASYNC_SUCCESS)
+  if (session_publish(b->sess, "s/ucr", "", 0, 0, 0) == 0)
     log_debug("bootstrap: asked for credentials on s/ucr");
 }
 
@@ -343,16 +308,15 @@ static int bs_run(bs *b, int stop_fd) {
         log_notice("bootstrap: connected to %s as %s (clientId %s); waiting "
                    "for the device to be accepted in Device management > "
                    "Device registration",
-                   b->uri, c->bootstrap_user, c->device_id);
+                   session_uri(b->sess), c->bootstrap_user, c->device_id);
         attempt = refusals = 0;
-        MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-        MQTTAsync_subscribe(b->client, "s/dcr", 1, &ro);
+        session_subscribe(b->sess, "s/dcr", 1);
         next_request = now; /* the first request right away */
       } else if (state == BS_FAILED) {
         if (code == 4 || code == 5) {
           refusals++;
           log_error("bootstrap: %s refused %s: CONNACK %d (%s) [%d of %d]",
-                    b->uri, c->bootstrap_user, code,
+                    session_uri(b->sess), c->bootstrap_user, code,
                     netdiag_connack_meaning(code), refusals,
                     BOOTSTRAP_MAX_REFUSALS);
           if (refusals >= BOOTSTRAP_MAX_REFUSALS) {
@@ -368,7 +332,8 @@ static int bs_run(bs *b, int stop_fd) {
             return C8Y_EAUTH;
           }
         } else {
-          log_warning("bootstrap: no connection to %s: %s", b->uri, text);
+          log_warning("bootstrap: no connection to %s: %s",
+                      session_uri(b->sess), text);
           if (code < 0)
             netdiag_explain_async(c); /* names the exact cause */
         }
@@ -445,25 +410,26 @@ int bootstrap_ensure(agent_config *cfg, int stop_fd) {
   b.cfg = cfg;
   pthread_mutex_init(&b.mu, NULL);
   b.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  snprintf(b.uri, sizeof b.uri, "%s://%s:%d", cfg->tls ? "ssl" : "tcp",
-           cfg->host, cfg->port);
   int rc = C8Y_EIO;
-  MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
-  co.MQTTVersion = MQTTVERSION_3_1_1;
-  /* clientId = the plain device id, as the registration expects it. */
-  if (b.wake_fd < 0 ||
-      MQTTAsync_createWithOptions(&b.client, b.uri, cfg->device_id,
-                                  MQTTCLIENT_PERSISTENCE_NONE, NULL,
-                                  &co) != MQTTASYNC_SUCCESS) {
-    log_error("bootstrap: cannot create an MQTT client for %s", b.uri);
-    b.client = NULL;
+  session_callbacks cb = {.ctx = &b,
+                          .connected = bs_on_connected,
+                          .connect_failed = bs_on_connect_failed,
+                          .lost = bs_on_lost,
+                          .message = bs_on_message,
+                          .delivered = bs_on_delivered};
+  if (b.wake_fd < 0) {
+    log_error("bootstrap: eventfd: %s", strerror(errno));
     goto out;
   }
-  MQTTAsync_setCallbacks(b.client, &b, bs_on_lost, bs_on_message, NULL);
+  rc = session_new_bootstrap(cfg, &cb, &b.sess, err, sizeof err);
+  if (rc != 0) {
+    log_error("bootstrap: %s", err);
+    goto out;
+  }
   notify_send("READY=1\nSTATUS=waiting for device registration (bootstrap)");
   log_notice("bootstrap: no credentials yet for device %s: registering "
              "through %s",
-             cfg->device_id, b.uri);
+             cfg->device_id, session_uri(b.sess));
   rc = bs_run(&b, stop_fd);
   if (rc == 0) {
     rc = bootstrap_store(cfg->state_dir, b.tenant, b.user, b.password, err,
@@ -480,22 +446,18 @@ int bootstrap_ensure(agent_config *cfg, int stop_fd) {
     cfg->password = b.password;
     b.tenant = b.user = b.password = NULL;
   }
-  if (MQTTAsync_isConnected(b.client)) {
-    MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
-    d.timeout = 1000;
-    MQTTAsync_disconnect(b.client, &d);
-    struct timespec tick = {0, 10 * 1000000L};
-    for (int i = 0; i < 100 && MQTTAsync_isConnected(b.client); i++)
-      nanosleep(&tick, NULL);
-  } else if (rc != 0) {
-    /* Paho may still be finishing a failed attempt on its threads;
-     * destroying the client at once races with them (paho.mqtt.c #323). */
+  pthread_mutex_lock(&b.mu);
+  bool up = b.state == BS_UP;
+  pthread_mutex_unlock(&b.mu);
+  session_disconnect(b.sess, 1000);
+  if (!up && rc != 0) {
+    /* Paho may still be finishing an attempt on its threads; destroying
+     * the client at once races with them (paho.mqtt.c #323). */
     struct timespec grace = {0, 200 * 1000000L};
     nanosleep(&grace, NULL);
   }
 out:
-  if (b.client)
-    MQTTAsync_destroy(&b.client);
+  session_free(b.sess);
   if (b.wake_fd >= 0)
     close(b.wake_fd);
   free(b.tenant);

@@ -36,7 +36,10 @@
 #endif
 
 #define CFG_LOCAL_DEVICE_ID "c8y-agent-local"
-#define CFG_DEFAULT_QUEUE_BYTES (16LL * 1024 * 1024)
+/* A backlog of a million measurement lines of up to ~38 bytes (a record
+ * takes ~11 bytes more, outq.c); a day offline of the bundled plugins at
+ * their default intervals takes under 1 MiB. */
+#define CFG_DEFAULT_QUEUE_BYTES (48LL * 1024 * 1024)
 #define CFG_DEFAULT_TRANSFER_BYTES (1024LL * 1024 * 1024)
 /* inih copies section names into a 50-byte buffer and silently truncates. */
 #define CFG_MAX_SECTION 49

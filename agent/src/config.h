@@ -68,7 +68,7 @@ typedef struct agent_config {
   int log_level;     /* LOG_LVL_*, default info */
   int op_timeout_s;  /* default operation handler timeout, default 600 */
   int stop_grace_ms; /* on stop: time running handlers get, default 3000 */
-  long long queue_max_bytes;    /* durable queue cap, default 16 MiB */
+  long long queue_max_bytes;    /* durable queue cap, default 48 MiB */
   long long transfer_max_bytes; /* largest download, default 1 GiB */
 
   /* [api]: the local Unix socket (docs/local-api.md) */

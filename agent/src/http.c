@@ -2,6 +2,7 @@
 
 #include "clock.h"
 #include "fsutil.h"
+#include "libcurl.h"
 #include "log.h"
 #include "outq.h"
 
@@ -56,8 +57,9 @@ struct http_ctx {
   uint64_t max_bytes;
 
   atomic_bool stopping; /* http_stop: every transfer ends now */
-  CURLSH *share;
+  CURLSH *share;        /* set up by the first transfer (curl_ready) */
   pthread_mutex_t share_mu[CURL_LOCK_DATA_LAST];
+  pthread_mutex_t curl_mu; /* guards share's creation */
 
   pthread_mutex_t mu; /* token and id cache */
   pthread_cond_t cv;
@@ -348,6 +350,7 @@ int http_new(const agent_config *cfg, http_token_request_fn request_token,
   pthread_condattr_destroy(&ca);
   for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
     pthread_mutex_init(&h->share_mu[i], NULL);
+  pthread_mutex_init(&h->curl_mu, NULL);
   h->request_token = request_token;
   h->request_ctx = ctx;
   h->jwt = cfg->http_jwt;
@@ -378,22 +381,40 @@ int http_new(const agent_config *cfg, http_token_request_fn request_token,
     http_free(h);
     return C8Y_EINVAL;
   }
-  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK ||
-      !(h->share = curl_share_init())) {
-    seterr(err, errlen, "libcurl initialisation failed");
-    http_free(h);
-    return C8Y_EIO;
-  }
-  curl_share_setopt(h->share, CURLSHOPT_LOCKFUNC, share_lock);
-  curl_share_setopt(h->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
-  curl_share_setopt(h->share, CURLSHOPT_USERDATA, h);
-  curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
-  curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-  curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
   log_info("REST API at %s (%s auth)", h->base_url,
            h->jwt ? "JWT over s/uat" : "Basic");
   *out = h;
   return 0;
+}
+
+/* libcurl and the share of connections, DNS and TLS sessions, set up by
+ * the first transfer: a device that never transfers never loads libcurl
+ * (see libcurl.h). */
+static int curl_ready(http_ctx *h, char *err, size_t errlen) {
+  pthread_mutex_lock(&h->curl_mu);
+  int rc = C8Y_OK;
+  if (!h->share) {
+    if (!libcurl_load()) {
+      seterr(err, errlen, "cannot load libcurl: %s", libcurl_error());
+      rc = C8Y_EIO;
+    } else if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+      seterr(err, errlen, "libcurl initialisation failed");
+      rc = C8Y_EIO;
+    } else if (!(h->share = curl_share_init())) {
+      curl_global_cleanup();
+      seterr(err, errlen, "libcurl initialisation failed");
+      rc = C8Y_EIO;
+    } else {
+      curl_share_setopt(h->share, CURLSHOPT_LOCKFUNC, share_lock);
+      curl_share_setopt(h->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
+      curl_share_setopt(h->share, CURLSHOPT_USERDATA, h);
+      curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+      curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+      curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    }
+  }
+  pthread_mutex_unlock(&h->curl_mu);
+  return rc;
 }
 
 void http_stop(http_ctx *h) {
@@ -437,6 +458,7 @@ void http_free(http_ctx *h) {
   }
   for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
     pthread_mutex_destroy(&h->share_mu[i]);
+  pthread_mutex_destroy(&h->curl_mu);
   pthread_mutex_destroy(&h->mu);
   pthread_cond_destroy(&h->cv);
   for (size_t i = 0; i < h->nids; i++) {
@@ -777,6 +799,9 @@ static int perform(req *r, bool *retry) {
     seterr(r->err, r->errlen, "'%s' is not an http(s) URL", r->url);
     return C8Y_EINVAL;
   }
+  int ready = curl_ready(h, r->err, r->errlen);
+  if (ready != C8Y_OK)
+    return ready;
   bool auth = http_auth_allowed(&h->base, h->tenant_host, r->url);
   char token[8192] = "";
   const char *stale = NULL;

@@ -1,6 +1,7 @@
 #include "journal.h"
 
 #include "clock.h"
+#include "dlog.h"
 #include "fsutil.h"
 #include "ident.h"
 #include "log.h"
@@ -23,22 +24,22 @@
  * last rewrite left (amortised: each line is copied at most about once),
  * but not below this size, where a rewrite saves nothing worth a fsync. */
 #define COMPACT_MIN_BYTES 65536u
-/* A rewrite races with appends from other threads; it gives up when one
- * slipped in and tries again on a later append. */
+/* A rewrite that could not finish is tried again once the file grew by
+ * this much. */
 #define COMPACT_RETRY_BYTES 4096u
 
 /* Locking: mu guards everything below it. Lines are written to the file
- * under mu (page cache only); fdatasync runs outside it with a group-commit
- * token (syncing), so concurrent writers share one fsync and no thread waits
- * on the disk while holding mu. A rewrite builds the new file outside mu,
- * then swaps it in under mu only if no line was appended meanwhile. */
+ * under mu (page cache only); the file is a dlog, so fdatasync (group
+ * commit) and rewrites (the copying, the syncs) run with mu released: no
+ * thread waits on the disk while holding it. */
 struct journal {
   char *dir;
   char *path;
   char *boot_id;
   pthread_mutex_t mu;
-  pthread_cond_t synced_cv;
-  int fd;
+  pthread_cond_t compact_cv; /* a rewrite finished */
+  int dirfd;
+  dlog *log;
   uint64_t next_id;
   /* What the previous run left executing: borrowed by ops until
    * journal_forget_recovered, and in the file until then. */
@@ -50,13 +51,13 @@ struct journal {
    * state a rewrite writes out. */
   journal_entry *live;
   size_t nlive, caplive;
-  uint64_t appended;               /* lines written to the file */
-  uint64_t synced;                 /* lines known durable */
-  uint64_t failed_from, failed_to; /* lines whose fdatasync failed */
-  bool syncing;
+  /* Final statuses of ended operations, in the file until they are sent
+   * (journal_end_status .. journal_status_sent). */
+  journal_status *unsent;
+  size_t nunsent, capunsent;
   bool compacting;
   bool torn; /* the file ends in a partial line that could not be cut off */
-  uint64_t file_bytes, compact_at;
+  uint64_t compact_at;
 };
 
 static void free_fields(char **v, size_t n) {
@@ -276,85 +277,111 @@ bool journal_booted_since(const char *now, const char *then) {
   return false;
 }
 
-/* Waits until line `seq` is durable, running the fdatasync itself when no
- * other thread is; every line written before it is covered by the same
- * call. Called with mu held; mu is released around the fdatasync. */
-static int sync_through(journal *j, uint64_t seq) {
-  while (j->synced < seq) {
-    if (j->syncing) {
-      pthread_cond_wait(&j->synced_cv, &j->mu);
-      continue;
-    }
-    j->syncing = true;
-    uint64_t target = j->appended;
-    int fd = j->fd;
-    pthread_mutex_unlock(&j->mu);
-    int rc = fdatasync(fd);
-    int err = errno;
-    pthread_mutex_lock(&j->mu);
-    if (rc != 0) {
-      log_error("%s: fdatasync failed: %s", j->path, strerror(err));
-      /* Linux reports a writeback error once: retrying would wrongly
-       * succeed, so every line of this batch is reported failed. */
-      j->failed_from = j->synced + 1;
-      j->failed_to = target;
-    }
-    j->synced = target;
-    j->syncing = false;
-    pthread_cond_broadcast(&j->synced_cv);
-  }
-  return seq >= j->failed_from && seq <= j->failed_to ? C8Y_EIO : C8Y_OK;
-}
-
-/* Writes one JSON line (mu held); the line's sequence number in *seq.
- * A partial write is cut off again so the next line starts clean; where
- * that fails, the next line starts on a line of its own, so the torn one
- * costs only itself at replay. */
-static int write_line(journal *j, json_t *obj, uint64_t *seq) {
+/* Writes one JSON line (mu held); the append generation of the line in
+ * *gen. A partial write is cut off again (dlog) so the next line starts
+ * clean; where that fails, the next line starts on a line of its own, so
+ * the torn one costs only itself at replay. */
+static int write_line(journal *j, json_t *obj, uint64_t *gen) {
   char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
   json_decref(obj);
   if (!text)
     return C8Y_ENOMEM;
-  size_t len = strlen(text), written = 0;
+  size_t len = strlen(text);
   text[len] = '\n';
   int rc = C8Y_OK;
   if (j->torn) {
-    rc = fsutil_write_all(j->fd, "\n", 1, &written);
-    j->file_bytes += written;
-    j->torn = rc != C8Y_OK;
+    if (dlog_append(j->log, "\n", 1) == 0)
+      j->torn = false;
+    else
+      rc = C8Y_EIO;
   }
-  if (rc == C8Y_OK)
-    rc = fsutil_write_all(j->fd, text, len + 1, &written);
-  if (rc != C8Y_OK) {
+  uint64_t before = dlog_size(j->log);
+  if (rc == C8Y_OK && dlog_append(j->log, text, len + 1) != 0) {
+    rc = C8Y_EIO;
     log_error("%s: write failed: %s", j->path, strerror(errno));
-    if (written > 0 && ftruncate(j->fd, (off_t)j->file_bytes) != 0) {
-      log_error("%s: cannot cut off the partial line: %s", j->path,
-                strerror(errno));
-      j->file_bytes += written;
+    if (dlog_size(j->log) != before) {
+      log_error("%s: cannot cut off the partial line", j->path);
       j->torn = true;
     }
-  } else {
-    j->file_bytes += len + 1;
-    *seq = ++j->appended;
   }
+  if (rc == C8Y_OK)
+    *gen = dlog_gen(j->log);
   free(text);
   return rc;
 }
 
 static void compact(journal *j, bool wait);
 
-/* Appends one line and returns once it is durable; may then compact the
- * file. Called with mu held, returns with it released. */
-static int append_unlock(journal *j, json_t *obj) {
-  uint64_t seq = 0;
-  int rc = write_line(j, obj, &seq);
-  if (rc == C8Y_OK)
-    rc = sync_through(j, seq);
-  bool due = j->file_bytes >= j->compact_at && !j->compacting;
+/* Appends one line, with `sync` returns once it is durable; may then
+ * compact the file. Called with mu held, returns with it released. */
+static int append_line_unlock(journal *j, json_t *obj, bool sync) {
+  uint64_t gen = 0;
+  int rc = write_line(j, obj, &gen);
+  if (rc == C8Y_OK && sync && dlog_sync(j->log, gen) != 0)
+    rc = C8Y_EIO;
+  bool due = dlog_size(j->log) >= j->compact_at && !j->compacting;
   pthread_mutex_unlock(&j->mu);
   if (due)
     compact(j, false);
   return rc;
+}
+
+static int append_unlock(journal *j, json_t *obj) {
+  return append_line_unlock(j, obj, true);
+}
+
+/* ---- final statuses not sent yet ---------------------------------------- */
+
+static int unsent_add(journal *j, uint64_t id, const char *topic,
+                      const char *line) {
+  for (size_t i = 0; i < j->nunsent; i++)
+    if (j->unsent[i].id == id)
+      return C8Y_OK; /* an older copy of the same status */
+  if (j->nunsent == j->capunsent) {
+    size_t cap = j->capunsent ? 2 * j->capunsent : 8;
+    journal_status *grown = realloc(j->unsent, cap * sizeof *grown);
+    if (!grown)
+      return C8Y_ENOMEM;
+    j->unsent = grown;
+    j->capunsent = cap;
+  }
+  journal_status *st = &j->unsent[j->nunsent];
+  st->id = id;
+  st->topic = strdup(topic);
+  st->line = strdup(line);
+  if (!st->topic || !st->line) {
+    free(st->topic);
+    free(st->line);
+    return C8Y_ENOMEM;
+  }
+  j->nunsent++;
+  return C8Y_OK;
+}
+
+static journal_status *unsent_find(journal *j, uint64_t id) {
+  for (size_t i = 0; i < j->nunsent; i++)
+    if (j->unsent[i].id == id)
+      return &j->unsent[i];
+  return NULL;
+}
+
+/* Order is kept: statuses are sent again in the order they ended. */
+static bool unsent_remove(journal *j, uint64_t id) {
+  for (size_t i = 0; i < j->nunsent; i++)
+    if (j->unsent[i].id == id) {
+      free(j->unsent[i].topic);
+      free(j->unsent[i].line);
+      memmove(&j->unsent[i], &j->unsent[i + 1],
+              (j->nunsent - i - 1) * sizeof *j->unsent);
+      j->nunsent--;
+      return true;
+    }
+  return false;
+}
+
+static json_t *status_json(const journal_status *st) {
+  return json_pack("{s:s, s:I, s:s, s:s}", "op", "end", "id",
+                   (json_int_t)st->id, "topic", st->topic, "line", st->line);
 }
 
 static journal_entry *find_recovered(journal_entry *v, size_t n, uint64_t id) {
@@ -393,7 +420,12 @@ static void replay_line(journal *j, const char *line, size_t lineno) {
   if ((uint64_t)id >= j->next_id)
     j->next_id = (uint64_t)id + 1;
   journal_entry *e = find_recovered(j->recovered, j->nrecovered, (uint64_t)id);
-  if (strcmp(kind, "begin") == 0 && !e) {
+  if (strcmp(kind, "begin") == 0 && !e && unsent_find(j, (uint64_t)id)) {
+    /* Ended already (a damaged file: ids are never reused): the status
+     * stands, the begin is not recovered. */
+    log_warning("%s:%zu: begin of operation #%lld after its end; ignored",
+                j->path, lineno, (long long)id);
+  } else if (strcmp(kind, "begin") == 0 && !e) {
     journal_entry *grown =
         realloc(j->recovered, (j->nrecovered + 1) * sizeof *grown);
     if (grown) {
@@ -443,9 +475,19 @@ static void replay_line(journal *j, const char *line, size_t lineno) {
     const char *cid = json_string_value(json_object_get(o, "c8y_id"));
     if (cid && !e->c8y_id)
       e->c8y_id = strdup(cid);
-  } else if (strcmp(kind, "end") == 0 && e) {
-    entry_clear(e);
-    *e = j->recovered[--j->nrecovered];
+  } else if (strcmp(kind, "end") == 0) {
+    const char *topic = json_string_value(json_object_get(o, "topic"));
+    const char *text = json_string_value(json_object_get(o, "line"));
+    if (topic && text && unsent_add(j, (uint64_t)id, topic, text) != C8Y_OK)
+      log_warning("%s:%zu: out of memory for the final status of operation "
+                  "#%lld; it is not sent again",
+                  j->path, lineno, (long long)id);
+    if (e) {
+      entry_clear(e);
+      *e = j->recovered[--j->nrecovered];
+    }
+  } else if (strcmp(kind, "sent") == 0) {
+    unsent_remove(j, (uint64_t)id);
   }
   json_decref(o);
 }
@@ -499,9 +541,8 @@ typedef struct textbuf {
   bool failed;
 } textbuf;
 
-static void textbuf_add_entry(textbuf *b, const journal_entry *e) {
+static void textbuf_add(textbuf *b, json_t *o) {
   char *text = NULL;
-  json_t *o = entry_json(e, e->boot_id, e->started_ms);
   if (o)
     text = json_dumps(o, JSON_COMPACT);
   json_decref(o);
@@ -526,6 +567,10 @@ static void textbuf_add_entry(textbuf *b, const journal_entry *e) {
   free(text);
 }
 
+static void textbuf_add_entry(textbuf *b, const journal_entry *e) {
+  textbuf_add(b, entry_json(e, e->boot_id, e->started_ms));
+}
+
 /* What the file must say now: the previous run's entries until they are
  * forgotten, then what is executing. mu held. */
 static int snapshot(journal *j, textbuf *b) {
@@ -533,41 +578,26 @@ static int snapshot(journal *j, textbuf *b) {
     textbuf_add_entry(b, &j->recovered[i]);
   for (size_t i = 0; i < j->nlive; i++)
     textbuf_add_entry(b, &j->live[i]);
+  for (size_t i = 0; i < j->nunsent; i++)
+    textbuf_add(b, status_json(&j->unsent[i]));
   return b->failed ? C8Y_ENOMEM : C8Y_OK;
-}
-
-/* A fresh file holding `b`, durable; its descriptor or a C8Y_* code. */
-static int write_fresh(const char *tmp, const textbuf *b) {
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    log_error("%s: %s", tmp, strerror(errno));
-    return C8Y_EIO;
-  }
-  if (fsutil_write_all(fd, b->p ? b->p : "", b->len, NULL) != 0 ||
-      fdatasync(fd) != 0) {
-    log_error("%s: %s", tmp, strerror(errno));
-    close(fd);
-    unlink(tmp);
-    return C8Y_EIO;
-  }
-  return fd;
 }
 
 static void compact_done(journal *j, uint64_t next_at) {
   j->compacting = false;
   j->compact_at = next_at;
-  pthread_cond_broadcast(&j->synced_cv);
+  pthread_cond_broadcast(&j->compact_cv);
 }
 
-/* Rewrites the journal with only what is still executing and renames it
- * over the old one, so the file stays small however long the agent runs.
- * `wait`: take over from a rewrite in progress instead of skipping. */
+/* Rewrites the journal with only what is still executing (and the final
+ * statuses not sent yet) through dlog_rewrite: the snapshot is taken under
+ * mu, the new file written and synced without it, and lines appended
+ * meanwhile are carried over, so the file stays small however long the
+ * agent runs. `wait`: wait for a rewrite in progress instead of skipping. */
 static void compact_run(journal *j, bool wait, int *result) {
-  char tmp[4096];
-  snprintf(tmp, sizeof tmp, "%s.tmp", j->path);
   pthread_mutex_lock(&j->mu);
   while (wait && j->compacting)
-    pthread_cond_wait(&j->synced_cv, &j->mu);
+    pthread_cond_wait(&j->compact_cv, &j->mu);
   if (j->compacting) {
     pthread_mutex_unlock(&j->mu);
     *result = C8Y_EAGAIN;
@@ -576,64 +606,24 @@ static void compact_run(journal *j, bool wait, int *result) {
   j->compacting = true;
   textbuf b = {0};
   int rc = snapshot(j, &b);
-  uint64_t gen = j->appended;
-  pthread_mutex_unlock(&j->mu);
-
-  int fd = rc == C8Y_OK ? write_fresh(tmp, &b) : rc;
+  bool torn = j->torn;
+  if (rc == C8Y_OK &&
+      dlog_rewrite(j->log, b.p ? b.p : "", b.len, NULL, 0, NULL, NULL) != 0)
+    rc = errno == EAGAIN ? C8Y_EAGAIN : C8Y_EIO;
   free(b.p);
-  pthread_mutex_lock(&j->mu);
-  if (fd < 0) {
-    compact_done(j, j->file_bytes + COMPACT_MIN_BYTES);
-    pthread_mutex_unlock(&j->mu);
-    *result = fd;
-    return;
+  uint64_t size = dlog_size(j->log);
+  if (rc == C8Y_OK) {
+    /* A torn line left before the snapshot is gone with the old file. */
+    if (torn)
+      j->torn = false;
+    uint64_t next_at = 2 * size;
+    compact_done(j, next_at < COMPACT_MIN_BYTES ? COMPACT_MIN_BYTES : next_at);
+  } else {
+    compact_done(
+        j, size + (rc == C8Y_EAGAIN ? COMPACT_RETRY_BYTES : COMPACT_MIN_BYTES));
   }
-  /* The sync token: no fdatasync may run on the descriptor being replaced,
-   * and appenders wait for the directory fsync below. */
-  while (j->syncing)
-    pthread_cond_wait(&j->synced_cv, &j->mu);
-  if (j->appended != gen) {
-    compact_done(j, j->file_bytes + COMPACT_RETRY_BYTES);
-    pthread_mutex_unlock(&j->mu);
-    close(fd);
-    unlink(tmp);
-    *result = C8Y_EAGAIN;
-    return;
-  }
-  /* Under mu because the swap must be atomic with appends: a line written
-   * to the old file after the rename would be lost. rename(2) only updates
-   * the directory in memory; the fsync that waits for the disk follows
-   * outside mu. */
-  if (rename(tmp, j->path) != 0) {
-    log_error("%s: rename failed: %s", j->path, strerror(errno));
-    compact_done(j, j->file_bytes + COMPACT_MIN_BYTES);
-    pthread_mutex_unlock(&j->mu);
-    close(fd);
-    unlink(tmp);
-    *result = C8Y_EIO;
-    return;
-  }
-  int old = j->fd;
-  j->fd = fd;
-  j->file_bytes = (uint64_t)b.len;
-  j->torn = false;
-  j->syncing = true;
   pthread_mutex_unlock(&j->mu);
-  if (old >= 0)
-    close(old);
-  /* Without it a power cut could bring the old name back, and with it the
-   * old file, without the lines appended to the new one from now on. */
-  rc = fsutil_fsync_dir(j->dir);
-  if (rc != 0)
-    log_error("%s: fsync failed: %s", j->dir, strerror(errno));
-  pthread_mutex_lock(&j->mu);
-  j->syncing = false;
-  if (j->synced < gen)
-    j->synced = gen;
-  uint64_t next_at = 2 * j->file_bytes;
-  compact_done(j, next_at < COMPACT_MIN_BYTES ? COMPACT_MIN_BYTES : next_at);
-  pthread_mutex_unlock(&j->mu);
-  *result = rc == 0 ? C8Y_OK : C8Y_EIO;
+  *result = rc;
 }
 
 static void compact(journal *j, bool wait) {
@@ -653,8 +643,8 @@ int journal_open(const char *dir, journal **out, char *err, size_t errlen) {
     return C8Y_ENOMEM;
   }
   pthread_mutex_init(&j->mu, NULL);
-  pthread_cond_init(&j->synced_cv, NULL);
-  j->fd = -1;
+  pthread_cond_init(&j->compact_cv, NULL);
+  j->dirfd = -1;
   j->next_id = 1;
   j->recovered_in_file = true;
   j->compact_at = COMPACT_MIN_BYTES;
@@ -673,7 +663,15 @@ int journal_open(const char *dir, journal **out, char *err, size_t errlen) {
     return C8Y_EIO;
   }
   j->boot_id = journal_boot_id();
-  /* Only what is still executing survives the restart. */
+  j->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (j->dirfd < 0 || dlog_open(j->dirfd, dir, JOURNAL_FILE, &j->mu, &j->log,
+                                err, errlen) != 0) {
+    if (j->dirfd < 0)
+      snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+    journal_close(j);
+    return C8Y_EIO;
+  }
+  /* Only what is still executing (or not sent) survives the restart. */
   int rc;
   compact_run(j, true, &rc);
   if (rc != C8Y_OK) {
@@ -689,8 +687,14 @@ int journal_open(const char *dir, journal **out, char *err, size_t errlen) {
 void journal_close(journal *j) {
   if (!j)
     return;
-  if (j->fd >= 0)
-    close(j->fd);
+  dlog_close(j->log);
+  if (j->dirfd >= 0)
+    close(j->dirfd);
+  for (size_t i = 0; i < j->nunsent; i++) {
+    free(j->unsent[i].topic);
+    free(j->unsent[i].line);
+  }
+  free(j->unsent);
   for (size_t i = 0; i < j->nrecovered; i++)
     entry_clear(&j->recovered[i]);
   for (size_t i = 0; i < j->nlive; i++)
@@ -701,7 +705,7 @@ void journal_close(journal *j) {
   free(j->boot_id);
   free(j->path);
   free(j->dir);
-  pthread_cond_destroy(&j->synced_cv);
+  pthread_cond_destroy(&j->compact_cv);
   pthread_mutex_destroy(&j->mu);
   free(j);
 }
@@ -856,4 +860,76 @@ int journal_end(journal *j, uint64_t id) {
   }
   return append_unlock(
       j, json_pack("{s:s, s:I}", "op", "end", "id", (json_int_t)id));
+}
+
+int journal_end_status(journal *j, uint64_t id, const char *topic,
+                       const char *line) {
+  if (!topic || !line)
+    return C8Y_EINVAL;
+  pthread_mutex_lock(&j->mu);
+  if (unsent_add(j, id, topic, line) != C8Y_OK) {
+    pthread_mutex_unlock(&j->mu);
+    return C8Y_ENOMEM;
+  }
+  journal_entry *e = find_live(j, id);
+  if (e) {
+    entry_clear(e);
+    *e = j->live[--j->nlive];
+  }
+  journal_status st = {id, (char *)topic, (char *)line};
+  int rc = append_unlock(j, status_json(&st));
+  if (rc != C8Y_OK) {
+    /* Not durable: the caller queues the status another way, so it must
+     * not come back from here. */
+    pthread_mutex_lock(&j->mu);
+    unsent_remove(j, id);
+    pthread_mutex_unlock(&j->mu);
+  }
+  return rc;
+}
+
+int journal_status_sent(journal *j, uint64_t id) {
+  pthread_mutex_lock(&j->mu);
+  if (!unsent_remove(j, id)) {
+    pthread_mutex_unlock(&j->mu);
+    return C8Y_EINVAL;
+  }
+  return append_line_unlock(
+      j, json_pack("{s:s, s:I}", "op", "sent", "id", (json_int_t)id), false);
+}
+
+size_t journal_unsent(journal *j, journal_status **out) {
+  pthread_mutex_lock(&j->mu);
+  size_t n = j->nunsent;
+  journal_status *v = n ? calloc(n, sizeof *v) : NULL;
+  for (size_t i = 0; v && i < n; i++) {
+    v[i].id = j->unsent[i].id;
+    v[i].topic = strdup(j->unsent[i].topic);
+    v[i].line = strdup(j->unsent[i].line);
+    if (!v[i].topic || !v[i].line) {
+      journal_status_free(v, i + 1);
+      v = NULL;
+    }
+  }
+  pthread_mutex_unlock(&j->mu);
+  *out = v;
+  return v ? n : 0;
+}
+
+void journal_status_free(journal_status *v, size_t n) {
+  for (size_t i = 0; v && i < n; i++) {
+    free(v[i].topic);
+    free(v[i].line);
+  }
+  free(v);
+}
+
+void journal_get_stats(journal *j, journal_stats *out) {
+  pthread_mutex_lock(&j->mu);
+  dlog_stats ds;
+  dlog_get_stats(j->log, &ds);
+  out->fsyncs = ds.fsyncs;
+  out->written = ds.written;
+  out->unsent = j->nunsent;
+  pthread_mutex_unlock(&j->mu);
 }

@@ -1,4 +1,5 @@
-/* journal: the on-disk record of operations the agent set to EXECUTING.
+/* journal: the on-disk record of operations the agent set to EXECUTING, and
+ * of the final statuses of ended ones until they are sent.
  *
  * Each begin/reboot/resume/id/end is one JSON line appended to
  * <state_dir>/operations.journal and fdatasync'ed before the call returns, so
@@ -7,10 +8,25 @@
  * waited for the reboot that happened, a second run of the handler for one
  * marked "resume" with its fields, 502 with a reason otherwise).
  *
- * The file holds only what is executing after every open and, while the
- * agent runs, whenever it has grown to twice what the last rewrite left
- * (at least 64 KiB): the rewrite goes to a temporary file, is fdatasync'ed,
- * renamed over the journal and the directory fsync'ed.
+ * journal_end_status ends an operation and records its final status in the
+ * same line, one fdatasync for both: the status line survives kill -9 and
+ * power loss from then on, and is sent again after a restart until
+ * journal_status_sent (written without an fsync of its own: a lost one
+ * only sends the status once more). ops queues such a status in memory
+ * only (OUTQ_VOLATILE), so an operation's end costs one fdatasync instead
+ * of two (the queue's and the journal's).
+ *
+ * The file holds only what is executing (and not sent) after every open
+ * and, while the agent runs, whenever it has grown to twice what the last
+ * rewrite left (at least 64 KiB): a dlog rewrite (temporary file,
+ * fdatasync, rename, directory fsync; lines appended meanwhile carried
+ * over).
+ *
+ * Compatibility: files written before final statuses were journaled replay
+ * unchanged ("end" lines without "topic"/"line", no "sent" lines). An older
+ * agent reads an "end" with a status as a plain end and ignores "sent":
+ * after a downgrade, a final status that was not sent yet is lost (the
+ * operation stays EXECUTING on the platform).
  *
  * Thread-safe. Writers that call concurrently share one fdatasync (group
  * commit), and no lock is held while the disk is waited for, so callers
@@ -56,6 +72,19 @@ typedef struct journal_entry {
 
 typedef struct journal journal;
 
+/* A final status recorded with journal_end_status. */
+typedef struct journal_status {
+  uint64_t id;
+  char *topic;
+  char *line;
+} journal_status;
+
+typedef struct journal_stats {
+  uint64_t fsyncs;  /* of the journal file, rewrites included */
+  uint64_t written; /* bytes appended */
+  size_t unsent;    /* final statuses not sent yet */
+} journal_stats;
+
 /* Opens (creating) the journal in dir and reads what a previous run left
  * executing. A corrupt line (a crash mid-write) is skipped with a warning.
  * Returns C8Y_OK or C8Y_ENOMEM / C8Y_EIO with one line in err. The calls
@@ -94,6 +123,20 @@ int journal_set_c8y_id(journal *j, uint64_t id, const char *c8y_id);
 int journal_end(journal *j, uint64_t id);
 /* A profile's steps before `step` succeeded (see journal_entry.profile). */
 int journal_mark_step(journal *j, uint64_t id, unsigned step);
+/* Ends the operation and records its final status (a SmartREST line and
+ * its topic) durably in one line; the status stays in the journal until
+ * journal_status_sent. Not C8Y_OK: nothing is recorded (the operation is
+ * not ended either), the caller queues the status another way. */
+int journal_end_status(journal *j, uint64_t id, const char *topic,
+                       const char *line);
+/* The status of `id` was acknowledged by the broker. C8Y_EINVAL when no
+ * such status is waiting. */
+int journal_status_sent(journal *j, uint64_t id);
+/* Copies of the final statuses not sent yet, in the order they ended (what
+ * a previous run left, and this run's); free with journal_status_free. */
+size_t journal_unsent(journal *j, journal_status **out);
+void journal_status_free(journal_status *v, size_t n);
+void journal_get_stats(journal *j, journal_stats *out);
 
 /* Which boot this is: the kernel's boot id, followed by " <token>" when the
  * agent runs with a systemd RuntimeDirectory (a token it keeps there, in

@@ -712,6 +712,14 @@ void link_close_session(link_ctx *l, int timeout_ms) {
   l->sess = NULL;
 }
 
+void link_end_session(link_ctx *l, int timeout_ms) {
+  if (!l || !l->sess)
+    return;
+  session_disconnect(l->sess, timeout_ms);
+  session_free_at_exit(l->sess);
+  l->sess = NULL;
+}
+
 void link_free(link_ctx *l) {
   if (!l)
     return;

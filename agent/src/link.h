@@ -51,6 +51,9 @@ int link_new(const link_params *p, link_ctx **out);
 int link_open_session(link_ctx *l, char *err, size_t errlen);
 /* Disconnects cleanly (the broker drops the will) and frees the session. */
 void link_close_session(link_ctx *l, int timeout_ms);
+/* The same as the process ends: Paho's client is not destroyed (see
+ * session_free_at_exit), which saves its 100 ms thread shutdown. */
+void link_end_session(link_ctx *l, int timeout_ms);
 void link_free(link_ctx *l);
 
 /* Main loop: connects when the backoff allows, watches liveness and moves

@@ -1,6 +1,7 @@
 #include "localapi.h"
 
 #include "clock.h"
+#include "dlog.h"
 #include "fsutil.h"
 #include "log.h"
 #include "plugin_host.h"
@@ -367,11 +368,16 @@ static void do_status_json(localapi *a, smartrest_buf *out) {
                                  level <= LOG_LVL_ERROR ? "error" : "warning",
                                  "text", problem)
                      : json_null();
-  answer_json(out, json_pack("{s:o,s:{s:I,s:I,s:o},s:I,s:o,s:o}", "link", link,
-                             "queue", "bytes", (json_int_t)st.bytes, "inflight",
-                             (json_int_t)st.inflight, "classes", classes,
-                             "operations_running", running, "plugins", plugins,
-                             "last_error", last));
+  dlog_stats ds;
+  dlog_process_stats(&ds);
+  answer_json(
+      out, json_pack("{s:o,s:{s:I,s:I,s:o},s:{s:I,s:I,s:I},s:I,s:o,s:o}",
+                     "link", link, "queue", "bytes", (json_int_t)st.bytes,
+                     "inflight", (json_int_t)st.inflight, "classes", classes,
+                     "storage", "fsyncs", (json_int_t)ds.fsyncs,
+                     "bytes_written", (json_int_t)ds.written, "bytes_rewritten",
+                     (json_int_t)ds.rewritten, "operations_running", running,
+                     "plugins", plugins, "last_error", last));
 }
 
 static void do_ops(localapi *a, bool json, smartrest_buf *out) {

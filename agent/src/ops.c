@@ -443,10 +443,32 @@ static int queue_status_line(ops *o, const char *topic,
   return rc;
 }
 
+/* Queue tags of final statuses journaled with their operation's end: the
+ * journal id with this bit (ids stay far below it, announce tags above). */
+#define OPS_STATUS_TAG (UINT64_C(1) << 61)
+
+/* A final status. With a journal id (end_id), the end of that operation and
+ * the status go into one journal line (one fdatasync for both, see
+ * journal_end_status) and the queue keeps the line in memory until its
+ * PUBACK; *ended says so. Where the journal cannot take it, the status is
+ * queued durably and the caller ends the journal entry itself, as before. */
+static int queue_final(ops *o, const char *topic, const char *line,
+                       uint64_t end_id, bool *ended) {
+  *ended = false;
+  if (end_id && journal_end_status(o->j, end_id, topic, line) == C8Y_OK) {
+    *ended = true;
+    return outq_push(o->q, OUTQ_OPSTATUS, 0, topic, line,
+                     end_id | OPS_STATUS_TAG, OUTQ_VOLATILE);
+  }
+  return outq_push(o->q, OUTQ_OPSTATUS, 0, topic, line, 0, 0);
+}
+
 /* 503/506 with params: a result too large for one publish is cut, marked,
- * and sent rather than lost. `key` is the fragment (503) or the id (506). */
+ * and sent rather than lost. `key` is the fragment (503) or the id (506).
+ * end_id, ended: see queue_final. */
 static int queue_success(ops *o, const char *topic, const char *key, bool by_id,
-                         char **params, size_t nparams) {
+                         char **params, size_t nparams, uint64_t end_id,
+                         bool *ended) {
   const char **fields = calloc(nparams + 2, sizeof *fields);
   if (!fields)
     return C8Y_ENOMEM;
@@ -476,8 +498,8 @@ static int queue_success(ops *o, const char *topic, const char *key, bool by_id,
     cut = shorter;
     fields[nparams + 1] = cut;
   }
-  int rc = b.data ? outq_push(o->q, OUTQ_OPSTATUS, 0, topic, b.data, 0, 0)
-                  : C8Y_ENOMEM;
+  *ended = false;
+  int rc = b.data ? queue_final(o, topic, b.data, end_id, ended) : C8Y_ENOMEM;
   if (rc != 0)
     log_error("cannot queue the %s for %s on %s (status %d)", fields[0], key,
               topic, rc);
@@ -488,13 +510,27 @@ static int queue_success(ops *o, const char *topic, const char *key, bool by_id,
 }
 
 static int queue_failure(ops *o, const char *topic, const char *key, bool by_id,
-                         const char *reason) {
+                         const char *reason, uint64_t end_id, bool *ended) {
+  *ended = false;
   char *r = strdup(reason ? reason : "");
   if (!r)
     return C8Y_ENOMEM;
   utf8_truncate(r, OPS_REASON_MAX);
   const char *fields[] = {by_id ? "505" : "502", key, r};
-  int rc = queue_status_line(o, topic, fields, 3, 0, 0);
+  int rc;
+  if (!end_id) {
+    rc = queue_status_line(o, topic, fields, 3, 0, 0);
+  } else {
+    smartrest_buf b;
+    smartrest_buf_init(&b);
+    rc = smartrest_encode_line(&b, fields, 3);
+    if (rc == 0)
+      rc = queue_final(o, topic, b.data, end_id, ended);
+    if (rc != 0)
+      log_error("cannot queue '%.60s' for %s (status %d)", b.data ? b.data : "",
+                topic, rc);
+    smartrest_buf_free(&b);
+  }
   free(r);
   return rc;
 }
@@ -1590,6 +1626,11 @@ static void run_started(ops *o, c8y_operation *op) {
 }
 
 void ops_on_acked(ops *o, uint64_t tag, bool run) {
+  if (tag & OPS_STATUS_TAG) {
+    /* A final status reached the platform: the journal may let it go. */
+    journal_status_sent(o->j, tag & ~OPS_STATUS_TAG);
+    return;
+  }
   c8y_operation *op = find_starting(o, tag);
   if (!op)
     return;
@@ -1681,9 +1722,11 @@ static char *failure_text(const ops *o, const c8y_operation *op) {
 
 static void step_finished(ops *o, c8y_operation *s);
 
-/* Queues the final status; the journal entry ends only once it is queued
- * durably, so a status that cannot be queued now is retried, and a crash
- * in between reports the operation again instead of losing it. */
+/* Queues the final status; the journal entry ends only once the status is
+ * durable: both in one journal line (queue_final), or, where the journal
+ * cannot take it, the status queued durably first. A status that cannot be
+ * queued now is retried, and a crash in between reports the operation
+ * again instead of losing it. */
 static void finish(ops *o, c8y_operation *op) {
   if (op->parent) {
     step_finished(o, op);
@@ -1694,6 +1737,7 @@ static void finish(ops *o, c8y_operation *op) {
   bool by_id = status_id(op) != NULL;
   const char *key = by_id ? status_id(op) : op->fragment;
   int rc;
+  bool ended = false; /* the journal entry ended with the status */
   bool retry = op->state == OP_FINISHING;
   bool ok = op->ok && !op->timed_out;
   char *reason = NULL;
@@ -1701,7 +1745,8 @@ static void finish(ops *o, c8y_operation *op) {
     if (!retry)
       log_info("operation #%llu (%s) succeeded", (unsigned long long)op->id,
                op->fragment);
-    rc = queue_success(o, topic, key, by_id, op->params, op->nparams);
+    rc = queue_success(o, topic, key, by_id, op->params, op->nparams, op->id,
+                       &ended);
   } else if (!(reason = failure_text(o, op))) {
     rc = C8Y_ENOMEM;
   } else {
@@ -1713,7 +1758,7 @@ static void finish(ops *o, c8y_operation *op) {
         log_info("operation #%llu (%s) failed: %s", (unsigned long long)op->id,
                  op->fragment, reason);
     }
-    rc = queue_failure(o, topic, key, by_id, reason);
+    rc = queue_failure(o, topic, key, by_id, reason, op->id, &ended);
   }
   if (rc != 0) {
     if (!retry)
@@ -1737,7 +1782,8 @@ static void finish(ops *o, c8y_operation *op) {
     o->host.finished(o->host.ctx, &r);
   }
   free(reason);
-  journal_end(o->j, op->id);
+  if (!ended)
+    journal_end(o->j, op->id);
   /* A profile's failed step is kept until then: a crash in between
    * reports the profile failed, instead of running that step again. */
   if (op->failed_step)
@@ -2075,9 +2121,10 @@ static const char *entry_topic(const journal_entry *e, char *buf, size_t len) {
 /* 502/505 for a journal entry. */
 static int fail_entry(ops *o, const journal_entry *e, const char *reason) {
   char tbuf[512];
+  bool ended;
   return queue_failure(o, entry_topic(e, tbuf, sizeof tbuf),
                        e->c8y_id ? e->c8y_id : e->fragment, e->c8y_id != NULL,
-                       reason);
+                       reason, 0, &ended);
 }
 
 /* Keeps copies of entries e[0..n) for ops_resume (all or none). 0, or -1
@@ -2126,6 +2173,26 @@ static int keep_resumable(ops *o, const journal_entry *e) {
   log_notice("operation #%llu (%s) failed: %s", (unsigned long long)e->id,
              e->fragment, reason);
   return fail_entry(o, e, reason);
+}
+
+/* Final statuses the previous run journaled but did not get acknowledged:
+ * queued again first, in the order the operations ended. */
+static void requeue_unsent(ops *o) {
+  journal_status *v;
+  size_t n = journal_unsent(o->j, &v);
+  for (size_t i = 0; i < n; i++) {
+    int rc = outq_push(o->q, OUTQ_OPSTATUS, 0, v[i].topic, v[i].line,
+                       v[i].id | OPS_STATUS_TAG, OUTQ_VOLATILE);
+    if (rc != 0)
+      log_error("cannot queue the final status '%.60s' of operation #%llu "
+                "(status %d); it stays in the journal for the next start",
+                v[i].line, (unsigned long long)v[i].id, rc);
+  }
+  if (n)
+    log_notice("%zu final status(es) of operations that ended before the "
+               "restart will be sent",
+               n);
+  journal_status_free(v, n);
 }
 
 /* The label of a profile's step k ("firmware", ...) for a reason. */
@@ -2199,6 +2266,7 @@ static int recover_profile(ops *o, const journal_entry *es, size_t n, size_t pi,
 }
 
 void ops_recover(ops *o) {
+  requeue_unsent(o);
   const journal_entry *entries;
   size_t n = journal_recovered(o->j, &entries);
   if (n == 0)

@@ -1,40 +1,56 @@
 /* outq: durable store-and-forward queue (see outq.h).
  *
- * On disk: one append-only log per class, queue-<class>.log, holding two
- * kinds of records. An entry record carries one queued line; a tombstone
- * record lists the sequence ranges of entries that are gone (acked, dropped,
- * superseded or removed). Replay = entries minus tombstones. Records start
- * with magic bytes and carry a CRC32 so that a torn append at the tail or a
+ * On disk: one append-only log per class, queue-<class>.log (a dlog: the
+ * appends, group commits and rewrites are dlog's), holding three kinds of
+ * records. An entry record carries one queued line; a tombstone record lists
+ * the sequence ranges of entries that are gone (acked, dropped, superseded or
+ * removed); a topic record gives a topic its number in this file, so entries
+ * carry a number instead of the topic (the root's "s/us" is number 0 and is
+ * never written). Replay = entries minus tombstones. Records start with a
+ * magic byte and carry a CRC32, so that a torn append at the tail or a
  * damaged record in the middle is detected and skipped, resyncing on the next
  * magic. A file whose entries are all gone is truncated; one that is mostly
- * garbage is rewritten (temp file + fsync + rename + fsync dir). Records of
- * entries dropped to make room on a full disk are punched out (zeros), which
- * replay skips silently.
+ * garbage is rewritten (dlog_rewrite: temp file + fsync + rename + fsync dir,
+ * the copying without the queue's lock). Records of entries dropped to make
+ * room on a full disk are punched out (zeros), which replay skips silently.
  *
- * Record layout, little endian:
- *   0 magic "\xC8QUE"  4 crc32 of bytes 8..end  8 type
- *   9 replace key (entries: the caller's key, 0 = none; tombstones: 0)
- *  10 topic length u16  12 data length u32  16 seq u64  24 tag u64
- *  32 topic bytes, then data (the line, or tombstone ranges: u64 first,
- *     u64 count, repeated).
- * Byte 9 was reserved (always 0) before replace keys were stored, so older
- * files replay unchanged, as entries without a key. An older agent rejects
- * a record whose byte 9 is not 0: after a downgrade it skips keyed entries
- * as damage (logged, the line lost) and keeps the rest.
+ * Record layout (format 2), little endian, varints are LEB128:
+ *   0 0xC9  1 kind: 0x50 | type (1 entry, 2 tombstone, 3 topic)
+ *                   | 0x04 (a tag follows) | 0x08 (a replace key follows)
+ *   2 crc32 of the bytes from 6 to the end
+ *   6 varint: the length of the rest, then
+ *     entry:     varint seq, varint topic number, [u64 tag], [u8 key], line
+ *     tombstone: (varint first, varint count) repeated
+ *     topic:     varint topic number, topic
+ * A measurement of ~30 bytes costs ~11 bytes more on disk (format 1 took 36:
+ * a 32-byte header and the topic in every record). A topic record is written
+ * again once its last one is more than TOPIC_REDEF_BYTES behind, so damage to
+ * one costs at most that much of its topic's lines.
+ *
+ * Compatibility: format 1 records ("\xC8QUE" magic: 32-byte header with u16
+ * topic length, u32 data length, u64 seq, u64 tag, then topic and data) are
+ * read by replay, and a file holding any is rewritten in format 2 at open,
+ * so an agent upgraded over an existing state dir sends what the old one
+ * queued. An agent from before format 2 skips format 2 records as damage
+ * (warnings; the lines are lost): a downgrade loses what was queued.
  *
  * Memory: a queued line costs one 12-byte slot (file offset, record size,
- * interned topic id, flags) in a per-class ring of mmap'ed blocks that are
- * unmapped as the ring drains; lines are read back (pread, CRC-checked)
- * when outq_take packs a batch, without the lock for plain batches (the
- * entries are marked in flight first). Appends (write) happen under the
- * lock, their fsyncs outside it (group commit). Only records not in a file
- * (volatile entries, a memory-only queue, statuses held while the disk is
- * full) keep their bytes in memory. Sequence numbers and tags live in the
- * records, so they are read back too when needed (tombstones, ordering). */
+ * header size, interned topic id, flags) in a per-class ring of mmap'ed
+ * blocks that are unmapped as the ring drains; lines are read back (pread,
+ * CRC-checked) when outq_take packs a batch, without the lock for plain
+ * batches (the entries are marked in flight first). Appends (write) happen
+ * under the lock, their fsyncs outside it (group commit). Only records not in
+ * a file (volatile entries, a memory-only queue, statuses held while the disk
+ * is full) keep their bytes in memory. Sequence numbers and tags live in the
+ * records, so they are read back too when needed (tombstones, ordering).
+ *
+ * Acknowledgements are batched: tombstones are written with the class's next
+ * fsync, by outq_tick TOMB_SYNC_MS after the first of them, or when many are
+ * pending; a file that has nothing alive left is truncated instead. */
 #include "outq.h"
 
 #include "clock.h"
-#include "fsutil.h"
+#include "dlog.h"
 #include "log.h"
 
 #include <c8y/plugin.h>
@@ -56,11 +72,25 @@
 
 #define OUTQ_MAX_LINE ((unsigned)C8Y_MAX_LINE)
 #define OUTQ_MAX_TOPIC 1024u
-#define OUTQ_DEFAULT_MAX_BYTES (16u * 1024u * 1024u)
-#define REC_HDR 32u
-#define REC_MAX (REC_HDR + OUTQ_MAX_TOPIC + OUTQ_MAX_LINE)
+#define OUTQ_DEFAULT_MAX_BYTES (48u * 1024u * 1024u)
+/* Format 1 (read only): a fixed 32-byte header. */
+#define REC1_HDR 32u
+/* Format 2: magic, kind, crc, the body length (at most 3 bytes of varint),
+ * then in an entry at most 10 + 5 bytes of varints, 8 of tag, 1 of key. */
+#define REC2_FIXED 6u
+#define REC2_HDR_MAX (REC2_FIXED + 3u + 10u + 5u + 8u + 1u)
+#define REC_MAX (REC1_HDR + OUTQ_MAX_TOPIC + OUTQ_MAX_LINE)
 #define REC_ENTRY 1u
 #define REC_TOMB 2u
+#define REC_TOPIC 3u
+#define KIND_BASE 0x50u
+#define KIND_TAG 0x04u
+#define KIND_KEY 0x08u
+#define REC2_MAGIC 0xC9u
+/* A topic record is repeated once the last one is this far behind. */
+#define TOPIC_REDEF_BYTES (1u << 20)
+/* Pending tombstones written at once beyond this many ranges. */
+#define TOMB_PENDING_MAX 256u
 /* Tombstones are split so that no record is much larger than an entry:
  * resyncing after damage then costs at most a few KiB per candidate. */
 #define TOMB_MAX_RANGES 1024u
@@ -79,12 +109,14 @@
 #define ROOM_BYTES (64u * 1024u)
 /* Drop reports are rate-limited to one line per this many ms. */
 #define DROP_LOG_MS 10000
-/* Tombstones of acks are fsync'ed with the next data fsync, or by outq_tick
- * after this long: losing one in a crash only resends a line. */
+/* Tombstones of acks are written and fsync'ed with the next data fsync, or
+ * by outq_tick this long after the first: losing one in a crash only
+ * resends a line. */
 #define TOMB_SYNC_MS 1000
 #define MAX_TOPICS 65535u
 
-static const unsigned char rec_magic[4] = {0xC8, 'Q', 'U', 'E'};
+static const unsigned char rec1_magic[4] = {0xC8, 'Q', 'U', 'E'};
+static const char default_topic[] = "s/us"; /* topic number 0 */
 
 static const uint32_t crc_table[256] = {
     0x00000000u, 0x77073096u, 0xee0e612cu, 0x990951bau, 0x076dc419u,
@@ -148,11 +180,6 @@ static uint32_t crc32_update(uint32_t crc, const void *data, size_t len) {
   return ~crc;
 }
 
-static void put16(unsigned char *p, uint16_t v) {
-  p[0] = (unsigned char)v;
-  p[1] = (unsigned char)(v >> 8);
-}
-
 static void put32(unsigned char *p, uint32_t v) {
   for (int i = 0; i < 4; i++)
     p[i] = (unsigned char)(v >> (8 * i));
@@ -186,6 +213,7 @@ enum { ST_DEAD = 0, ST_QUEUED = 1, ST_INFLIGHT = 2 };
 #define EF_MEM 4u  /* record bytes in q->mem, not in a file */
 #define EF_HELD 8u /* durable class, not written yet: the disk was full */
 #define EF_TAGGED 16u
+#define EF_V1 32u /* a format 1 record (replayed from an older agent) */
 
 typedef struct ent {
   uint32_t off;   /* file offset (low 32 bits) or memory slot */
@@ -193,7 +221,8 @@ typedef struct ent {
   uint16_t topic; /* interned topic id */
   uint8_t offhi;  /* file offset bits 32..39 */
   uint8_t flags;
-  uint8_t key; /* replace key (inventory), 0 if none */
+  uint8_t key;  /* replace key (inventory), 0 if none */
+  uint8_t hlen; /* record bytes before the line */
 } ent;
 _Static_assert(sizeof(ent) == 12, "a queued line costs 12 bytes");
 
@@ -216,6 +245,11 @@ typedef struct qtopic {
   uint32_t next;                /* bucket chain / free list: id + 1 */
   uint32_t live[OUTQ_NCLASSES]; /* queued + in flight, per class */
   uint32_t refs;
+  /* Its number in each class file (0: none yet, or the default topic) and
+   * where that file's last topic record for it ends. */
+  uint32_t fid[OUTQ_NCLASSES];
+  uint64_t fdef[OUTQ_NCLASSES];
+  bool is_default;
 } qtopic;
 
 typedef struct tagref {
@@ -233,23 +267,18 @@ typedef struct inode {
 
 typedef struct qclass {
   ring r;
-  size_t count;   /* queued entries */
-  size_t nlive;   /* queued + in flight */
-  size_t qbytes;  /* payload + topic bytes of queued entries */
-  size_t nheld;   /* held in memory because the disk was full */
-  int fd;         /* -1 without a directory */
-  char *name;     /* file name inside the directory */
-  char *path;     /* for messages */
-  uint64_t fsize; /* bytes in the file */
-  uint64_t live;  /* bytes of records of entries still alive */
-  size_t ndisk;   /* alive entries that have a record */
-  /* Group commit: appends count wgen; an fsync started when wgen was N
-   * makes everything up to N durable (sgen) or failed (egen). */
-  uint64_t wgen, sgen, egen;
-  int syncing;
-  int readers; /* takes reading the file without the lock */
-  int64_t last_sync;
-  int warned; /* an I/O failure was logged; stay quiet until success */
+  size_t count;       /* queued entries */
+  size_t nlive;       /* queued + in flight */
+  size_t qbytes;      /* payload + topic bytes of queued entries */
+  size_t nheld;       /* held in memory because the disk was full */
+  dlog *log;          /* NULL without a directory */
+  char *name;         /* file name inside the directory */
+  char *path;         /* for messages */
+  uint64_t live;      /* bytes of records of entries still alive */
+  size_t ndisk;       /* alive entries that have a record */
+  uint32_t next_fid;  /* next topic number in this file */
+  int64_t tomb_since; /* when the first pending tombstone came, or 0 */
+  int warned;         /* an I/O failure was logged; stay quiet until success */
 } qclass;
 
 typedef struct bent {
@@ -275,7 +304,6 @@ typedef struct tomb {
 
 struct outq {
   pthread_mutex_t mu;
-  pthread_cond_t sync_cv; /* a group fsync finished */
   qclass c[OUTQ_NCLASSES];
   int fsync_ms[OUTQ_NCLASSES];
   size_t max_bytes;
@@ -312,8 +340,9 @@ struct outq {
   size_t rb_len;
   int dirfd;
   int lockfd;
-  int resfd;       /* the space reserve, -1 if none */
-  int reserve_out; /* 0: in place, else to be (re)created */
+  int resfd;        /* the space reserve, -1 if none */
+  int reserve_out;  /* 0: in place, else to be (re)created */
+  int reserve_busy; /* being allocated, without the lock */
   int64_t reserve_try;
   int disk_full; /* a write failed for lack of space and was not yet healed */
   char *dir;
@@ -323,6 +352,7 @@ struct outq {
   int trim;        /* the queue was large: return memory once it drains */
   int64_t tick_ms; /* the last outq_tick, for outq_next_deadline */
   outq_stats st;
+  dlog_stats gone; /* of the logs replaced at open (format conversion) */
 };
 
 void outq_default_options(outq_options *o, const char *dir) {
@@ -512,6 +542,8 @@ static int topic_intern(outq *q, const char *s, size_t len) {
   t->s[len] = '\0';
   t->len = (uint32_t)len;
   t->hash = h;
+  t->is_default =
+      len == sizeof default_topic - 1 && memcmp(s, default_topic, len) == 0;
   size_t k = h & (q->ntpb - 1);
   t->next = q->tpb[k];
   q->tpb[k] = id + 1;
@@ -590,49 +622,118 @@ static void mem_del(outq *q, uint32_t slot) {
 
 /* ---- records ---------------------------------------------------------- */
 
-static void rec_header(unsigned char *p, unsigned type, uint8_t key,
-                       size_t tlen, size_t dlen, uint64_t seq, uint64_t tag) {
-  memcpy(p, rec_magic, 4);
-  p[8] = (unsigned char)type;
-  p[9] = key;
-  put16(p + 10, (uint16_t)tlen);
-  put32(p + 12, (uint32_t)dlen);
-  put64(p + 16, seq);
-  put64(p + 24, tag);
+static size_t put_varint(unsigned char *p, uint64_t v) {
+  size_t n = 0;
+  while (v >= 0x80) {
+    p[n++] = (unsigned char)(v | 0x80);
+    v >>= 7;
+  }
+  p[n++] = (unsigned char)v;
+  return n;
 }
 
-static void rec_seal(unsigned char *p, size_t len) {
-  put32(p + 4, crc32_update(0, p + 8, len - 8));
+/* Reads a varint from [*p, end); false if it is cut off or too long. */
+static bool get_varint(const unsigned char **p, const unsigned char *end,
+                       uint64_t *v) {
+  uint64_t r = 0;
+  for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+    unsigned char b = *(*p)++;
+    r |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      *v = r;
+      return true;
+    }
+  }
+  return false;
 }
 
-static void encode_entry(unsigned char *p, uint8_t key, const char *topic,
-                         size_t tlen, const char *line, size_t llen,
-                         uint64_t seq, uint64_t tag) {
-  rec_header(p, REC_ENTRY, key, tlen, llen, seq, tag);
-  memcpy(p + REC_HDR, topic, tlen);
-  memcpy(p + REC_HDR + tlen, line, llen);
-  rec_seal(p, REC_HDR + tlen + llen);
+static size_t varint_len(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    n++;
+  }
+  return n;
+}
+
+/* Writes magic, kind, body length and CRC around a body that the caller
+ * placed at p + off, where off = rec2_hdr_size(blen); returns the record
+ * size. */
+static size_t rec2_hdr_size(size_t blen) {
+  return REC2_FIXED + varint_len(blen);
+}
+
+static size_t rec2_seal(unsigned char *p, unsigned kind, size_t blen) {
+  p[0] = REC2_MAGIC;
+  p[1] = (unsigned char)kind;
+  size_t h = REC2_FIXED + put_varint(p + REC2_FIXED, blen);
+  put32(p + 2, crc32_update(0, p + REC2_FIXED, h - REC2_FIXED + blen));
+  return h + blen;
+}
+
+/* An entry record; its size, and in *hlen the bytes before the line. p has
+ * room for REC2_HDR_MAX + llen. */
+static size_t encode_entry(unsigned char *p, uint8_t key, uint32_t fid,
+                           const char *line, size_t llen, uint64_t seq,
+                           uint64_t tag, uint8_t *hlen) {
+  unsigned char pre[32];
+  size_t n = put_varint(pre, seq);
+  n += put_varint(pre + n, fid);
+  unsigned kind = KIND_BASE | REC_ENTRY;
+  if (tag) {
+    kind |= KIND_TAG;
+    put64(pre + n, tag);
+    n += 8;
+  }
+  if (key) {
+    kind |= KIND_KEY;
+    pre[n++] = key;
+  }
+  size_t blen = n + llen, off = rec2_hdr_size(blen);
+  memcpy(p + off, pre, n);
+  memcpy(p + off + n, line, llen);
+  *hlen = (uint8_t)(off + n);
+  return rec2_seal(p, kind, blen);
+}
+
+/* A topic record for topic number fid; p has room for REC2_HDR_MAX +
+ * tlen. */
+static size_t encode_topic(unsigned char *p, uint32_t fid, const char *topic,
+                           size_t tlen) {
+  unsigned char pre[8];
+  size_t n = put_varint(pre, fid);
+  size_t blen = n + tlen, off = rec2_hdr_size(blen);
+  memcpy(p + off, pre, n);
+  memcpy(p + off + n, topic, tlen);
+  return rec2_seal(p, KIND_BASE | REC_TOPIC, blen);
 }
 
 typedef struct rec {
   unsigned type;
+  int format; /* 1 or 2 */
   uint8_t key;
-  uint32_t tlen, dlen;
   uint64_t seq, tag;
-  const unsigned char *topic, *data;
-  size_t len;
+  uint32_t fid;               /* format 2 entries and topic records */
+  const unsigned char *topic; /* format 1 entries, topic records */
+  uint32_t tlen;              /* of topic */
+  const unsigned char *data;  /* the line, or the tombstone body */
+  uint32_t dlen;
+  size_t len;  /* the whole record */
+  size_t hlen; /* format 2 entries: bytes before data */
 } rec;
 
-/* Validates one record at p; 0 if it is complete, intact and sane. */
-static int rec_parse(const unsigned char *p, size_t avail, rec *r) {
-  if (avail < REC_HDR || memcmp(p, rec_magic, 4) != 0)
+/* Validates one format 1 record at p. */
+static int rec1_parse(const unsigned char *p, size_t avail, rec *r) {
+  if (avail < REC1_HDR || memcmp(p, rec1_magic, 4) != 0)
     return -1;
+  r->format = 1;
   r->type = p[8];
   r->key = p[9];
   r->tlen = get16(p + 10);
   r->dlen = get32(p + 12);
   r->seq = get64(p + 16);
   r->tag = get64(p + 24);
+  r->fid = 0;
   if (r->type == REC_ENTRY) {
     if (r->tlen == 0 || r->tlen > OUTQ_MAX_TOPIC || r->dlen == 0 ||
         r->dlen > OUTQ_MAX_LINE || r->seq == 0 || r->seq == UINT64_MAX)
@@ -645,11 +746,12 @@ static int rec_parse(const unsigned char *p, size_t avail, rec *r) {
   } else {
     return -1;
   }
-  r->len = REC_HDR + (size_t)r->tlen + r->dlen;
+  r->len = REC1_HDR + (size_t)r->tlen + r->dlen;
   if (r->len > avail || crc32_update(0, p + 8, r->len - 8) != get32(p + 4))
     return -1;
-  r->topic = p + REC_HDR;
+  r->topic = p + REC1_HDR;
   r->data = r->topic + r->tlen;
+  r->hlen = REC1_HDR + r->tlen;
   if (r->type == REC_ENTRY)
     return memchr(r->topic, 0, r->tlen) || memchr(r->data, 0, r->dlen) ? -1 : 0;
   for (size_t i = 0; i < r->dlen; i += 16) {
@@ -658,6 +760,109 @@ static int rec_parse(const unsigned char *p, size_t avail, rec *r) {
       return -1;
   }
   return 0;
+}
+
+/* Checks the ranges of a format 2 tombstone body. */
+static bool tomb2_valid(const unsigned char *b, const unsigned char *end) {
+  size_t n = 0;
+  while (b < end) {
+    uint64_t first, count;
+    if (!get_varint(&b, end, &first) || !get_varint(&b, end, &count) ||
+        first == 0 || count == 0 || first > UINT64_MAX - count ||
+        ++n > TOMB_MAX_RANGES)
+      return false;
+  }
+  return n > 0;
+}
+
+/* Validates one format 2 record at p. */
+static int rec2_parse(const unsigned char *p, size_t avail, rec *r) {
+  if (avail < REC2_FIXED + 1 || p[0] != REC2_MAGIC)
+    return -1;
+  unsigned kind = p[1];
+  if ((kind & 0xF0u) != KIND_BASE)
+    return -1;
+  const unsigned char *b = p + REC2_FIXED, *end = p + avail;
+  uint64_t blen;
+  if (!get_varint(&b, end > b + 3 ? b + 3 : end, &blen) ||
+      blen > (uint64_t)(end - b))
+    return -1;
+  end = b + blen;
+  r->format = 2;
+  r->type = kind & 3u;
+  r->len = (size_t)(end - p);
+  r->key = 0;
+  r->seq = r->tag = 0;
+  r->fid = 0;
+  r->topic = NULL;
+  r->tlen = 0;
+  if (crc32_update(0, p + REC2_FIXED, r->len - REC2_FIXED) != get32(p + 2))
+    return -1;
+  uint64_t v;
+  if (r->type == REC_ENTRY) {
+    if (!get_varint(&b, end, &r->seq) || r->seq == 0 || r->seq == UINT64_MAX ||
+        !get_varint(&b, end, &v) || v > UINT32_MAX)
+      return -1;
+    r->fid = (uint32_t)v;
+    if (kind & KIND_TAG) {
+      if (end - b < 8 || !(r->tag = get64(b)))
+        return -1;
+      b += 8;
+    }
+    if (kind & KIND_KEY) {
+      if (b >= end || !(r->key = *b++))
+        return -1;
+    }
+    r->data = b;
+    r->dlen = (uint32_t)(end - b);
+    r->hlen = (size_t)(b - p);
+    if (r->dlen == 0 || r->dlen > OUTQ_MAX_LINE || r->hlen > 255 ||
+        memchr(r->data, 0, r->dlen))
+      return -1;
+    return 0;
+  }
+  if (kind & (KIND_TAG | KIND_KEY))
+    return -1;
+  if (r->type == REC_TOMB) {
+    r->data = b;
+    r->dlen = (uint32_t)(end - b);
+    return tomb2_valid(b, end) ? 0 : -1;
+  }
+  if (r->type == REC_TOPIC) {
+    if (!get_varint(&b, end, &v) || v == 0 || v > UINT32_MAX)
+      return -1;
+    r->fid = (uint32_t)v;
+    r->topic = b;
+    r->tlen = (uint32_t)(end - b);
+    return r->tlen == 0 || r->tlen > OUTQ_MAX_TOPIC ||
+                   memchr(r->topic, 0, r->tlen) ||
+                   memchr(r->topic, '\n', r->tlen)
+               ? -1
+               : 0;
+  }
+  return -1;
+}
+
+/* Validates one record of either format at p; 0 if it is complete, intact
+ * and sane. */
+static int rec_parse(const unsigned char *p, size_t avail, rec *r) {
+  if (avail > 0 && p[0] == REC2_MAGIC)
+    return rec2_parse(p, avail, r);
+  return rec1_parse(p, avail, r);
+}
+
+/* Calls fn for each range of a tombstone record. */
+static void tomb_ranges(const rec *r, void (*fn)(void *, uint64_t, uint64_t),
+                        void *ctx) {
+  if (r->format == 1) {
+    for (size_t i = 0; i < r->dlen; i += 16)
+      fn(ctx, get64(r->data + i), get64(r->data + i + 8));
+    return;
+  }
+  const unsigned char *b = r->data, *end = r->data + r->dlen;
+  uint64_t first, count;
+  while (b < end && get_varint(&b, end, &first) && get_varint(&b, end, &count))
+    fn(ctx, first, count);
 }
 
 static void io_warn(qclass *c, const char *what) {
@@ -681,45 +886,57 @@ static ssize_t pread_full(int fd, void *buf, size_t len, uint64_t off) {
   return (ssize_t)got;
 }
 
-/* The record of a live entry, read back (files) and checked; NULL if it is
- * unreadable or damaged (logged). The pointer stays valid until the next
- * read-back or file change. */
-static const unsigned char *rec_get(outq *q, int cls, const ent *e) {
-  if (e->flags & EF_MEM)
-    return q->mem[e->off];
+/* The record of a live entry, read back (files) and checked into *r; NULL
+ * if it is unreadable or damaged (logged). The pointer stays valid until
+ * the next read-back or file change. */
+static const unsigned char *rec_get(outq *q, int cls, const ent *e, rec *r) {
+  const unsigned char *p;
   qclass *c = &q->c[cls];
   uint64_t off = ent_off(e);
-  if (q->rb_cls != cls || off < q->rb_off ||
-      off + e->rlen > q->rb_off + q->rb_len) {
-    if (!q->rb && !(q->rb = malloc(RB_WINDOW + REC_MAX)))
-      return NULL;
-    size_t want = RB_WINDOW;
-    if (off + want > c->fsize)
-      want = c->fsize > off ? (size_t)(c->fsize - off) : 0;
-    if (want < e->rlen)
-      want = e->rlen;
-    ssize_t n = pread_full(c->fd, q->rb, want, off);
-    q->rb_cls = -1;
-    if (n < (ssize_t)e->rlen) {
-      if (n >= 0)
-        errno = EIO;
-      io_warn(c, "reading back a queued line");
-      return NULL;
+  if (e->flags & EF_MEM) {
+    p = q->mem[e->off];
+  } else {
+    if (q->rb_cls != cls || off < q->rb_off ||
+        off + e->rlen > q->rb_off + q->rb_len) {
+      if (!q->rb && !(q->rb = malloc(RB_WINDOW + REC_MAX)))
+        return NULL;
+      uint64_t fsize = dlog_size(c->log);
+      size_t want = RB_WINDOW;
+      if (off + want > fsize)
+        want = fsize > off ? (size_t)(fsize - off) : 0;
+      if (want < e->rlen)
+        want = e->rlen;
+      ssize_t n = pread_full(dlog_fd(c->log), q->rb, want, off);
+      q->rb_cls = -1;
+      if (n < (ssize_t)e->rlen) {
+        if (n >= 0)
+          errno = EIO;
+        io_warn(c, "reading back a queued line");
+        return NULL;
+      }
+      q->rb_cls = cls;
+      q->rb_off = off;
+      q->rb_len = (size_t)n;
     }
-    q->rb_cls = cls;
-    q->rb_off = off;
-    q->rb_len = (size_t)n;
+    p = q->rb + (off - q->rb_off);
   }
-  const unsigned char *p = q->rb + (off - q->rb_off);
-  rec r;
-  if (rec_parse(p, e->rlen, &r) < 0 || r.type != REC_ENTRY ||
-      r.len != e->rlen) {
+  bool v1 = (e->flags & EF_V1) != 0;
+  if (rec_parse(p, e->rlen, r) < 0 || r->type != REC_ENTRY ||
+      r->len != e->rlen || (r->format == 1) != v1 ||
+      (!v1 && r->hlen != e->hlen)) {
     log_error("outq: %s: the record at offset %" PRIu64
               " is damaged on disk; its line is lost",
-              c->path, off);
+              c->path ? c->path : "memory", off);
     return NULL;
   }
   return p;
+}
+
+/* The length of an entry's line, from its slot alone. */
+static size_t ent_llen(const outq *q, const ent *e) {
+  if (e->flags & EF_V1)
+    return (size_t)e->rlen - REC1_HDR - q->tp[e->topic].len;
+  return (size_t)e->rlen - e->hlen;
 }
 
 static void rb_invalidate(outq *q, int cls) {
@@ -729,65 +946,24 @@ static void rb_invalidate(outq *q, int cls) {
 
 /* ---- files ------------------------------------------------------------- */
 
-/* A partial append is cut back so that the file never ends in a torn
- * record we wrote ourselves. */
-static int file_append(qclass *c, const void *buf, size_t len) {
-  size_t off = 0;
-  if (fsutil_write_all(c->fd, buf, len, &off) != 0) {
-    int err = errno;
-    if (off > 0 && ftruncate(c->fd, (off_t)c->fsize) < 0)
-      c->fsize += off; /* the torn record stays; replay skips it */
-    errno = err;
-    return -1;
-  }
-  c->fsize += len;
-  c->wgen++;
-  return 0;
-}
+static int class_dirty(const qclass *c) { return dlog_dirty(c->log); }
 
-static int class_dirty(const qclass *c) { return c->sgen < c->wgen; }
+static void tomb_write(outq *q, int cls);
 
-/* Makes the class file durable up to append generation gen. The fsync runs
- * without q->mu (group commit): pushers arriving meanwhile append and wait
- * for the next fsync, which covers all of them. Called with q->mu held. */
+/* Makes the class file durable up to append generation gen, writing the
+ * pending tombstones first so that they ride on the same fsync. The fsync
+ * runs without q->mu (group commit). Called with q->mu held. */
 static int sync_upto(outq *q, int cls, uint64_t gen) {
   qclass *c = &q->c[cls];
-  while (c->sgen < gen) {
-    if (c->egen >= gen)
-      return -1;
-    if (c->syncing) {
-      pthread_cond_wait(&q->sync_cv, &q->mu);
-      continue;
-    }
-    c->syncing = 1;
-    uint64_t target = c->wgen;
-    int fd = c->fd;
-    pthread_mutex_unlock(&q->mu);
-    int rc = fdatasync(fd);
-    int err = errno;
-    pthread_mutex_lock(&q->mu);
-    c->syncing = 0;
-    q->st.fsyncs++;
-    if (rc == 0) {
-      if (target > c->sgen)
-        c->sgen = target;
-      c->last_sync = clock_mono_ms();
-    } else {
-      c->egen = target;
-      errno = err;
-      io_warn(c, "fsync");
-    }
-    pthread_cond_broadcast(&q->sync_cv);
-  }
-  return 0;
+  if (q->tombs[cls].n)
+    tomb_write(q, cls);
+  return dlog_sync(c->log, gen);
 }
 
-static void wait_no_sync(outq *q, int cls) {
-  while (q->c[cls].syncing)
-    pthread_cond_wait(&q->sync_cv, &q->mu);
-}
-
-static void tomb_add(tomb *t, uint64_t seq) {
+static void tomb_add(outq *q, int cls, uint64_t seq) {
+  tomb *t = &q->tombs[cls];
+  if (!t->n)
+    q->c[cls].tomb_since = clock_mono_ms();
   if (t->n && t->r[t->n - 1].first + t->r[t->n - 1].count == seq) {
     t->r[t->n - 1].count++;
     return;
@@ -801,24 +977,29 @@ static void tomb_add(tomb *t, uint64_t seq) {
   t->n++;
 }
 
-/* Appends the tombstones in t to the class file and empties t. A failure
- * only means the entries may be sent again after a restart. */
-static void tomb_write(qclass *c, tomb *t) {
-  if (c->fd >= 0) {
+/* Appends the pending tombstones of the class to its file. A failure only
+ * means the entries may be sent again after a restart. */
+static void tomb_write(outq *q, int cls) {
+  qclass *c = &q->c[cls];
+  tomb *t = &q->tombs[cls];
+  if (c->log) {
     for (size_t i = 0; i < t->n; i += TOMB_MAX_RANGES) {
       size_t n = t->n - i < TOMB_MAX_RANGES ? t->n - i : TOMB_MAX_RANGES;
-      size_t len = REC_HDR + n * 16;
-      unsigned char stackbuf[REC_HDR + 16 * 16];
-      unsigned char *p = len <= sizeof stackbuf ? stackbuf : malloc(len);
+      unsigned char stackbuf[REC2_HDR_MAX + 16 * 20];
+      size_t cap = REC2_HDR_MAX + n * 20;
+      unsigned char *p = cap <= sizeof stackbuf ? stackbuf : malloc(cap);
       if (!p)
         break;
-      rec_header(p, REC_TOMB, 0, 0, n * 16, 0, 0);
+      unsigned char *body = p + REC2_FIXED + 3;
+      size_t blen = 0;
       for (size_t k = 0; k < n; k++) {
-        put64(p + REC_HDR + 16 * k, t->r[i + k].first);
-        put64(p + REC_HDR + 16 * k + 8, t->r[i + k].count);
+        blen += put_varint(body + blen, t->r[i + k].first);
+        blen += put_varint(body + blen, t->r[i + k].count);
       }
-      rec_seal(p, len);
-      if (file_append(c, p, len) < 0)
+      size_t off = rec2_hdr_size(blen);
+      memmove(p + off, body, blen);
+      size_t len = rec2_seal(p, KIND_BASE | REC_TOMB, blen);
+      if (dlog_append(c->log, p, len) < 0)
         io_warn(c, "writing acknowledgement");
       else
         c->warned = 0;
@@ -827,6 +1008,7 @@ static void tomb_write(qclass *c, tomb *t) {
     }
   }
   t->n = 0;
+  c->tomb_since = 0;
   if (t->cap > 64) {
     free(t->r);
     t->r = NULL;
@@ -837,8 +1019,8 @@ static void tomb_write(qclass *c, tomb *t) {
 /* Sequence number of a live entry (read back for file entries); 0 if its
  * record is unreadable. */
 static uint64_t ent_seq(outq *q, int cls, const ent *e) {
-  const unsigned char *p = rec_get(q, cls, e);
-  return p ? get64(p + 16) : 0;
+  rec r;
+  return rec_get(q, cls, e, &r) ? r.seq : 0;
 }
 
 /* Forgets a live entry. seq: its number for the tombstone, 0 = no tombstone
@@ -846,7 +1028,7 @@ static uint64_t ent_seq(outq *q, int cls, const ent *e) {
 static void ent_kill(outq *q, int cls, uint64_t pos, uint64_t seq) {
   qclass *c = &q->c[cls];
   ent *e = ent_at(&c->r, pos);
-  size_t bytes = e->rlen - REC_HDR;
+  size_t bytes = e->rlen;
   if (ent_state(e) == ST_QUEUED) {
     c->count--;
     c->qbytes -= bytes;
@@ -865,7 +1047,7 @@ static void ent_kill(outq *q, int cls, uint64_t pos, uint64_t seq) {
     c->live -= e->rlen;
     c->ndisk--;
     if (seq)
-      tomb_add(&q->tombs[cls], seq);
+      tomb_add(q, cls, seq);
   }
   if (e->flags & EF_TAGGED)
     q->ntagged--;
@@ -895,112 +1077,146 @@ static int first_queued(outq *q, int cls, uint64_t *pos) {
 
 /* ---- compaction -------------------------------------------------------- */
 
-/* Rewrites the class file with only its live records, atomically. Records
- * are copied from the old file; offsets are switched only once the new file
- * is in place. */
-static int file_rewrite(outq *q, int cls) {
-  qclass *c = &q->c[cls];
-  if (c->syncing || c->readers)
-    return -1; /* its fd is in use outside the lock */
-  char tmp[64];
-  snprintf(tmp, sizeof tmp, "%s.tmp", c->name);
-  int fd = openat(q->dirfd, tmp,
-                  O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    io_warn(c, "compaction");
-    return -1;
+/* The class file starts over: no topic has a number in it. */
+static void topics_forget_file(outq *q, int cls) {
+  for (size_t i = 0; i < q->ntp; i++) {
+    q->tp[i].fid[cls] = 0;
+    q->tp[i].fdef[cls] = 0;
   }
-  qclass nc = *c;
-  nc.fd = fd;
-  nc.fsize = 0;
-  unsigned char *buf = malloc(RB_WINDOW + REC_MAX);
-  int rc = buf ? 0 : -1;
-  size_t fill = 0;
+  q->c[cls].next_fid = 1;
+}
+
+typedef struct swap_ctx {
+  outq *q;
+  int cls;
+} swap_ctx;
+
+static int cmp_dlog_range(const void *a, const void *b) {
+  const dlog_range *x = a, *y = b;
+  return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* At a rewrite's swap (q->mu held): every live record's new offset. */
+static void rewrite_swapped(void *ctx, const dlog_map *m) {
+  swap_ctx *sc = ctx;
+  outq *q = sc->q;
+  qclass *c = &q->c[sc->cls];
   ring *r = &c->r;
-  for (uint64_t pos = r->head; rc == 0 && pos < r->tail; pos++) {
-    ent *e = ent_at(r, pos);
-    if (ent_state(e) == ST_DEAD || (e->flags & EF_MEM))
-      continue;
-    const unsigned char *p = rec_get(q, cls, e);
-    if (!p) {
-      rc = -1; /* left to outq_take, which drops it when it gets there */
-      break;
-    }
-    memcpy(buf + fill, p, e->rlen);
-    fill += e->rlen;
-    if (fill >= RB_WINDOW) {
-      rc = file_append(&nc, buf, fill);
-      fill = 0;
-    }
-  }
-  if (rc == 0 && fill)
-    rc = file_append(&nc, buf, fill);
-  free(buf);
-  if (rc == 0 && fdatasync(fd) < 0)
-    rc = -1;
-  if (rc == 0 && renameat(q->dirfd, tmp, q->dirfd, c->name) < 0)
-    rc = -1;
-  if (rc < 0) {
-    io_warn(c, "compaction");
-    close(fd);
-    unlinkat(q->dirfd, tmp, 0);
-    return -1;
-  }
-  if (fsync(q->dirfd) < 0)
-    io_warn(c, "fsync of the directory");
-  uint64_t off = 0;
   for (uint64_t pos = r->head; pos < r->tail; pos++) {
     ent *e = ent_at(r, pos);
     if (ent_state(e) == ST_DEAD || (e->flags & EF_MEM))
       continue;
+    uint64_t off = dlog_map_offset(m, ent_off(e));
+    if (off == UINT64_MAX) {
+      /* Not kept: cannot happen for a live record; dropped, not lost
+       * silently. */
+      log_error("outq: %s: a queued line was not kept by the rewrite", c->path);
+      ent_kill(q, sc->cls, pos, 0);
+      continue;
+    }
     ent_set_off(e, off);
-    off += e->rlen;
   }
-  close(c->fd);
-  rb_invalidate(q, cls);
-  c->fd = fd;
-  c->fsize = nc.fsize;
-  c->live = nc.fsize;
-  /* Everything is durable now; generations only grow, so that a pusher
-   * waiting for an fsync of the old file is released. */
-  c->wgen++;
-  c->sgen = c->wgen;
-  c->last_sync = clock_mono_ms();
+  /* The topic records went to the start of the new file. */
+  for (size_t i = 0; i < q->ntp; i++)
+    if (q->tp[i].fid[sc->cls])
+      q->tp[i].fdef[sc->cls] = 0;
+  rb_invalidate(q, sc->cls);
   c->warned = 0;
-  return 0;
+}
+
+/* Rewrites the class file with only its live records (and the topic
+ * records they need), through dlog_rewrite: q->mu is released while the
+ * records are copied and the new file is synced. */
+static int file_rewrite(outq *q, int cls) {
+  qclass *c = &q->c[cls];
+  ring *r = &c->r;
+  dlog_range *keep = malloc((c->ndisk ? c->ndisk : 1) * sizeof *keep);
+  size_t n = 0, hcap = 0, hlen = 0;
+  unsigned char *head = NULL;
+  int rc = keep ? 0 : -1;
+  for (uint64_t pos = r->head; rc == 0 && pos < r->tail && n < c->ndisk;
+       pos++) {
+    ent *e = ent_at(r, pos);
+    if (ent_state(e) != ST_DEAD && !(e->flags & EF_MEM))
+      keep[n++] = (dlog_range){ent_off(e), e->rlen};
+  }
+  if (rc == 0) {
+    /* File order (held lines were written after newer ones), and
+     * adjacent records as one range. */
+    qsort(keep, n, sizeof *keep, cmp_dlog_range);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (m && keep[m - 1].off + keep[m - 1].len == keep[i].off)
+        keep[m - 1].len += keep[i].len;
+      else
+        keep[m++] = keep[i];
+    }
+    n = m;
+  }
+  for (size_t i = 0; rc == 0 && i < q->ntp; i++) {
+    qtopic *t = &q->tp[i];
+    if (!t->s || !t->fid[cls])
+      continue;
+    if (hlen + REC2_HDR_MAX + t->len > hcap) {
+      size_t ncap = hcap ? 2 * hcap : 4096;
+      while (ncap < hlen + REC2_HDR_MAX + t->len)
+        ncap *= 2;
+      unsigned char *nh = realloc(head, ncap);
+      if (!nh) {
+        rc = -1;
+        break;
+      }
+      head = nh;
+      hcap = ncap;
+    }
+    hlen += encode_topic(head + hlen, t->fid[cls], t->s, t->len);
+  }
+  if (rc == 0) {
+    swap_ctx sc = {q, cls};
+    rc = dlog_rewrite(c->log, head ? head : (const unsigned char *)"", hlen,
+                      keep, n, rewrite_swapped, &sc);
+  }
+  free(keep);
+  free(head);
+  return rc;
 }
 
 /* Keeps a file from growing without bound: empty once everything in it is
  * gone, rewritten when most of it is garbage (only when `rewrite`, since a
- * rewrite costs the live bytes and two fsyncs). */
+ * rewrite costs the live bytes and two fsyncs, and releases q->mu). */
 static void maybe_compact(outq *q, int cls, int rewrite) {
   qclass *c = &q->c[cls];
-  if (c->fd < 0 || c->fsize == 0)
+  if (!c->log || dlog_size(c->log) == 0)
     return;
+  uint64_t fsize = dlog_size(c->log);
   if (c->ndisk == 0) {
-    if (ftruncate(c->fd, 0) < 0) {
+    if (dlog_truncate(c->log) < 0) {
       io_warn(c, "truncate");
       return;
     }
+    q->tombs[cls].n = 0; /* nothing left for them to cover */
+    c->tomb_since = 0;
+    topics_forget_file(q, cls);
     rb_invalidate(q, cls);
-    c->fsize = 0;
     c->live = 0;
-    c->wgen++; /* the new size is made durable with the next fsync */
     return;
   }
-  if (rewrite && c->fsize >= COMPACT_MIN_BYTES &&
-      (c->fsize - c->live) * 2 > c->fsize)
+  if (rewrite && fsize >= COMPACT_MIN_BYTES && (fsize - c->live) * 2 > fsize)
     file_rewrite(q, cls);
 }
 
-/* Tombstones go out without an fsync of their own: they ride on the next
- * data fsync or outq_tick's. */
-static void flush_tombs(outq *q) {
-  for (int c = 0; c < OUTQ_NCLASSES; c++)
-    if (q->tombs[c].n) {
-      tomb_write(&q->c[c], &q->tombs[c]);
+/* After entries died: a file with nothing alive left is emptied (its
+ * pending tombstones are not needed then); many pending tombstones are
+ * written. The rest waits for the next fsync or outq_tick. */
+static void settle_tombs(outq *q) {
+  for (int c = 0; c < OUTQ_NCLASSES; c++) {
+    if (!q->c[c].log)
+      continue;
+    if (q->c[c].ndisk == 0)
       maybe_compact(q, c, 0);
-    }
+    else if (q->tombs[c].n > TOMB_PENDING_MAX)
+      tomb_write(q, c);
+  }
 }
 
 /* ---- tags ------------------------------------------------------------- */
@@ -1133,12 +1349,11 @@ static int index_find_dup(outq *q, uint32_t topic, const char *line,
     ent *e = ent_at(&c->r, n->pos);
     /* A durable line is not folded into a volatile one: it must survive. */
     if (ent_state(e) != ST_QUEUED || e->topic != topic ||
-        !(!(e->flags & EF_MEM) || (e->flags & EF_HELD) || vol || c->fd < 0))
+        !(!(e->flags & EF_MEM) || (e->flags & EF_HELD) || vol || !c->log))
       continue;
-    const unsigned char *p = rec_get(q, OUTQ_INVENTORY, e);
-    size_t tlen = q->tp[topic].len;
-    if (p && e->rlen - REC_HDR - tlen == llen &&
-        memcmp(p + REC_HDR + tlen, line, llen) == 0)
+    rec r;
+    if (rec_get(q, OUTQ_INVENTORY, e, &r) && r.dlen == llen &&
+        memcmp(r.data, line, llen) == 0)
       return 1;
   }
   return 0;
@@ -1159,7 +1374,7 @@ static size_t index_superseded(outq *q, uint32_t topic, uint8_t key, int kill) {
     ent *e = ent_at(r, n->pos);
     if (ent_state(e) != ST_QUEUED || e->topic != topic || e->key != key)
       continue;
-    bytes += e->rlen - REC_HDR;
+    bytes += e->rlen;
     if (kill) {
       ent_drop(q, OUTQ_INVENTORY, n->pos);
       q->st.coalesced++;
@@ -1243,16 +1458,13 @@ static uint64_t make_room_in(outq *q, int d) {
     q->droplog[1][d]++;
     freed += len;
     if (pe != off) {
-      if (pe > ps &&
-          fallocate(c->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                    (off_t)ps, (off_t)(pe - ps)) < 0)
+      if (pe > ps && dlog_punch(c->log, ps, pe - ps) < 0)
         punch_ok = 0;
       ps = off;
     }
     pe = off + len;
   }
-  if (pe > ps && fallocate(c->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                           (off_t)ps, (off_t)(pe - ps)) < 0)
+  if (pe > ps && dlog_punch(c->log, ps, pe - ps) < 0)
     punch_ok = 0;
   if (!punch_ok && freed)
     log_warning("outq: %s: cannot punch dropped records out (%s); space "
@@ -1260,23 +1472,25 @@ static uint64_t make_room_in(outq *q, int d) {
                 c->path, strerror(errno));
   rb_invalidate(q, d);
   ring_trim(r);
-  if (c->ndisk == 0) {
-    q->tombs[d].n = 0; /* the file is emptied: nothing left to cover */
-    maybe_compact(q, d, 0);
-  }
+  if (c->ndisk == 0)
+    maybe_compact(q, d, 0); /* emptied: its tombstones are not needed */
   return punch_ok || c->ndisk == 0 ? freed : 0;
 }
 
 /* What a full disk takes first. */
 static const int room_order[3] = {OUTQ_MEASUREMENT, OUTQ_EVENT, OUTQ_INVENTORY};
 
-/* Appends a record; on a full disk makes room by the drop order
- * (measurements, then events, then inventory; never statuses or alarms) and
- * for statuses and alarms releases the reserve. 0, or -1 with errno. */
-static int append_room(outq *q, int cls, const unsigned char *p, size_t len) {
+/* Appends bytes at the end of the class file (their offset in *off); on a
+ * full disk makes room by the drop order (measurements, then events, then
+ * inventory; never statuses or alarms) and for statuses and alarms releases
+ * the reserve. 0, 1 when making room emptied this very file (the caller's
+ * topic numbers are void: it encodes again), or -1 with errno. */
+static int append_room(outq *q, int cls, const unsigned char *p, size_t len,
+                       uint64_t *off) {
   qclass *c = &q->c[cls];
   for (;;) {
-    if (file_append(c, p, len) == 0)
+    *off = dlog_size(c->log);
+    if (dlog_append(c->log, p, len) == 0)
       return 0;
     int err = errno;
     if (!disk_full_errno(err))
@@ -1289,14 +1503,18 @@ static int append_room(outq *q, int cls, const unsigned char *p, size_t len) {
                   c->path, strerror(err));
     }
     uint64_t freed = 0;
+    uint32_t fids = c->next_fid;
     for (int k = 0; k < 3 && !freed; k++) {
       freed = make_room_in(q, room_order[k]);
       if (room_order[k] == cls)
         break; /* a class takes room only from itself and those before */
     }
+    if (c->next_fid < fids)
+      return 1;
     if (freed)
       continue;
-    if (cls <= OUTQ_ALARM && q->resfd >= 0 && !q->reserve_out) {
+    if (cls <= OUTQ_ALARM && q->resfd >= 0 && !q->reserve_out &&
+        !q->reserve_busy) {
       if (ftruncate(q->resfd, 0) == 0) {
         q->reserve_out = 1;
         log_warning("outq: disk full: released the %u KiB reserve for "
@@ -1310,20 +1528,79 @@ static int append_room(outq *q, int cls, const unsigned char *p, size_t len) {
   }
 }
 
+/* Bytes a buffer for append_entry needs for a line of llen bytes. */
+#define APPEND_BUF(llen) (2 * REC2_HDR_MAX + OUTQ_MAX_TOPIC + (llen))
+
+/* Writes an entry record to the class file, after a topic record for its
+ * topic when the file has none (or only one far behind). buf: room for
+ * APPEND_BUF(llen). 0 with the record's offset, size and header size, or
+ * -1 with errno. */
+static int append_entry(outq *q, int cls, uint32_t tp, uint8_t key,
+                        const char *line, size_t llen, uint64_t seq,
+                        uint64_t tag, unsigned char *buf, uint64_t *off,
+                        uint16_t *rlen, uint8_t *hlen) {
+  qclass *c = &q->c[cls];
+  qtopic *t = &q->tp[tp];
+  for (;;) {
+    size_t n = 0;
+    uint32_t fid = 0;
+    bool def = false;
+    if (!t->is_default) {
+      fid = t->fid[cls] ? t->fid[cls] : c->next_fid;
+      def =
+          !t->fid[cls] || dlog_size(c->log) - t->fdef[cls] > TOPIC_REDEF_BYTES;
+      if (def)
+        n = encode_topic(buf, fid, t->s, t->len);
+    }
+    size_t elen = encode_entry(buf + n, key, fid, line, llen, seq, tag, hlen);
+    uint64_t start;
+    int rc = append_room(q, cls, buf, n + elen, &start);
+    if (rc == 1)
+      continue; /* the file was emptied: numbered afresh */
+    if (rc < 0)
+      return -1;
+    if (def) {
+      if (!t->fid[cls])
+        c->next_fid++;
+      t->fid[cls] = fid;
+      t->fdef[cls] = start + n;
+    }
+    *off = start + n;
+    *rlen = (uint16_t)elen;
+    return 0;
+  }
+}
+
 /* Writes the class's held entries, oldest first; 0 once none is left. */
 static int held_flush(outq *q, int cls) {
   qclass *c = &q->c[cls];
   ring *r = &c->r;
   size_t wrote = 0;
+  unsigned char *buf = NULL;
   for (uint64_t pos = r->head; c->nheld && pos < r->tail; pos++) {
     ent *e = ent_at(r, pos);
     if (ent_state(e) == ST_DEAD || !(e->flags & EF_HELD))
       continue;
-    uint64_t off = c->fsize;
-    if (append_room(q, cls, q->mem[e->off], e->rlen) < 0)
+    rec mr;
+    if (rec_parse(q->mem[e->off], e->rlen, &mr) < 0)
+      break; /* cannot happen: the agent encoded it itself */
+    if (!buf && !(buf = malloc(APPEND_BUF(OUTQ_MAX_LINE))))
+      break;
+    uint64_t off;
+    uint16_t rlen;
+    uint8_t hlen;
+    if (append_entry(q, cls, e->topic, mr.key, (const char *)mr.data, mr.dlen,
+                     mr.seq, mr.tag, buf, &off, &rlen, &hlen) < 0)
       break;
     mem_del(q, e->off);
     e->flags &= (uint8_t) ~(EF_MEM | EF_HELD);
+    /* The number of its topic in the file may take another byte. */
+    size_t delta = (size_t)rlen - e->rlen;
+    q->bytes += delta;
+    if (ent_state(e) == ST_QUEUED)
+      c->qbytes += delta;
+    e->rlen = rlen;
+    e->hlen = hlen;
     ent_set_off(e, off);
     c->live += e->rlen;
     c->ndisk++;
@@ -1331,6 +1608,7 @@ static int held_flush(outq *q, int cls) {
     q->st.held--;
     wrote++;
   }
+  free(buf);
   if (wrote) {
     c->warned = 0;
     log_notice("outq: %s: disk space is back: wrote %zu held %s%s", c->path,
@@ -1339,20 +1617,29 @@ static int held_flush(outq *q, int cls) {
   return c->nheld ? -1 : 0;
 }
 
+/* (Re)allocates the reserve when it is out, at most once a second. The
+ * allocation writes blocks: it runs without q->mu (held on entry and on
+ * return), and nothing releases the reserve meanwhile. */
 static void reserve_make(outq *q) {
-  if (q->resfd < 0 || !q->reserve_out)
+  if (q->resfd < 0 || !q->reserve_out || q->reserve_busy)
     return;
   int64_t now = clock_mono_ms();
   if (q->reserve_try && now - q->reserve_try < 1000)
     return;
   q->reserve_try = now;
-  if (posix_fallocate(q->resfd, 0, RESERVE_BYTES) == 0) {
+  q->reserve_busy = 1;
+  pthread_mutex_unlock(&q->mu);
+  int rc = posix_fallocate(q->resfd, 0, RESERVE_BYTES);
+  if (rc != 0 && ftruncate(q->resfd, 0) < 0) {
+    /* stays released */
+  }
+  pthread_mutex_lock(&q->mu);
+  q->reserve_busy = 0;
+  if (rc == 0) {
     if (q->reserve_out == 1)
       log_notice("outq: disk space is back: the reserve for statuses and "
                  "alarms is restored");
     q->reserve_out = 0;
-  } else if (ftruncate(q->resfd, 0) < 0) {
-    /* stays released */
   }
 }
 
@@ -1390,14 +1677,17 @@ static const unsigned char *rd_at(reader *r, uint64_t pos, size_t want,
 /* Offset of the next intact record after `from`, or the file size. */
 static uint64_t rd_resync(reader *r, uint64_t from) {
   uint64_t s = from;
-  while (s + REC_HDR <= r->size) {
+  while (s + REC2_FIXED + 1 <= r->size) {
     size_t avail;
     const unsigned char *p = rd_at(r, s, RB_WINDOW, &avail);
-    const unsigned char *m = memmem(p, avail, rec_magic, 4);
+    const unsigned char *m = NULL;
+    for (size_t i = 0; i < avail && !m; i++)
+      if (p[i] == REC2_MAGIC || p[i] == rec1_magic[0])
+        m = p + i;
     if (!m) {
-      if (avail < 4)
+      if (!avail)
         break;
-      s += avail - 3;
+      s += avail;
       continue;
     }
     uint64_t cand = s + (uint64_t)(m - p);
@@ -1462,31 +1752,99 @@ typedef struct replay {
   range *rv;
   size_t nr, capr;
   int damaged;
+  int oom;
+  uint64_t garbage; /* bytes of records no longer needed */
+  /* This file's topic numbers: interned topic id + 1, 0 = not defined. */
+  uint32_t *fid_topic;
+  size_t nfid;
 } replay;
 
-/* Adds a replayed entry record (file offset off) to the class ring. */
-static int replay_entry(outq *q, int cls, const rec *r, uint64_t off) {
-  qclass *c = &q->c[cls];
+static void replay_tomb_range(void *ctx, uint64_t first, uint64_t count) {
+  replay *rp = ctx;
+  range *nv = grow(rp->rv, rp->nr, &rp->capr, sizeof *nv, 64);
+  if (!nv) {
+    rp->oom = 1;
+    return;
+  }
+  rp->rv = nv;
+  rp->rv[rp->nr].first = first;
+  rp->rv[rp->nr].count = count;
+  rp->nr++;
+}
+
+/* A topic record: the number names the topic in this file from here on
+ * (the topic is pinned until the replay ends). */
+static int replay_topic(outq *q, int cls, const rec *r, uint64_t end,
+                        replay *rp) {
   int tp = topic_intern(q, (const char *)r->topic, r->tlen);
   if (tp < 0)
     return -1;
+  if (r->fid >= rp->nfid) {
+    size_t n = rp->nfid ? rp->nfid : 16;
+    while (n <= r->fid)
+      n *= 2;
+    uint32_t *nv = realloc(rp->fid_topic, n * sizeof *nv);
+    if (!nv) {
+      topic_release(q, (uint32_t)tp);
+      return -1;
+    }
+    memset(nv + rp->nfid, 0, (n - rp->nfid) * sizeof *nv);
+    rp->fid_topic = nv;
+    rp->nfid = n;
+  }
+  uint32_t old = rp->fid_topic[r->fid];
+  if (old != (uint32_t)tp + 1) {
+    q->tp[tp].refs++;
+    rp->fid_topic[r->fid] = (uint32_t)tp + 1;
+    if (old) {
+      q->tp[old - 1].refs--;
+      topic_release(q, old - 1);
+    }
+  }
+  qtopic *t = &q->tp[tp];
+  t->fid[cls] = r->fid;
+  t->fdef[cls] = end;
+  if (r->fid >= q->c[cls].next_fid)
+    q->c[cls].next_fid = r->fid + 1;
+  return 0;
+}
+
+/* Releases the topics the replay pinned. */
+static void replay_unpin(outq *q, replay *rp) {
+  for (size_t i = 0; i < rp->nfid; i++)
+    if (rp->fid_topic[i]) {
+      q->tp[rp->fid_topic[i] - 1].refs--;
+      topic_release(q, rp->fid_topic[i] - 1);
+    }
+  free(rp->fid_topic);
+  rp->fid_topic = NULL;
+  rp->nfid = 0;
+}
+
+/* Adds a replayed entry record (file offset off) of topic tp to the class
+ * ring. */
+static int replay_entry(outq *q, int cls, const rec *r, uint32_t tp,
+                        uint64_t off) {
+  qclass *c = &q->c[cls];
   uint64_t pos = c->r.tail;
   ent *e = ring_push(&c->r);
-  if (!e) {
-    topic_release(q, (uint32_t)tp);
+  if (!e)
     return -1;
-  }
   e->rlen = (uint16_t)r->len;
   e->topic = (uint16_t)tp;
+  if (r->format == 1)
+    e->flags |= EF_V1;
+  else
+    e->hlen = (uint8_t)r->hlen;
   ent_set_off(e, off);
   ent_set_state(e, ST_QUEUED);
-  topic_ref(q, (uint32_t)tp, cls);
+  topic_ref(q, tp, cls);
   c->count++;
   c->nlive++;
-  c->qbytes += r->len - REC_HDR;
+  c->qbytes += r->len;
   c->live += r->len;
   c->ndisk++;
-  q->bytes += r->len - REC_HDR;
+  q->bytes += r->len;
   q->st.replayed++;
   if (r->tag) {
     e->flags |= EF_TAGGED;
@@ -1496,11 +1854,33 @@ static int replay_entry(outq *q, int cls, const rec *r, uint64_t off) {
   }
   if (cls == OUTQ_INVENTORY) {
     e->key = r->key;
-    index_add(q, pos,
-              hash_line((const char *)r->topic, r->tlen, (const char *)r->data,
-                        r->dlen));
+    index_add(
+        q, pos,
+        hash_line(q->tp[tp].s, q->tp[tp].len, (const char *)r->data, r->dlen));
   }
   return 0;
+}
+
+/* The interned topic of an entry record; -1 when it names a number no
+ * topic record defined (damage: logged), -2 on ENOMEM. */
+static int replay_entry_topic(outq *q, int cls, const rec *r, uint64_t off,
+                              replay *rp) {
+  if (r->format == 1) {
+    int tp = topic_intern(q, (const char *)r->topic, r->tlen);
+    return tp < 0 ? -2 : tp;
+  }
+  if (r->fid == 0) {
+    int tp = topic_intern(q, default_topic, sizeof default_topic - 1);
+    return tp < 0 ? -2 : tp;
+  }
+  if (r->fid < rp->nfid && rp->fid_topic[r->fid])
+    return (int)rp->fid_topic[r->fid] - 1;
+  log_warning("outq: %s: the record at offset %" PRIu64
+              " names topic number %" PRIu32
+              ", which no intact topic record defines; its line is lost",
+              q->c[cls].path, off, r->fid);
+  rp->damaged = 1;
+  return -1;
 }
 
 /* One pass over the class file: pass 0 collects tombstones, pass 1 loads
@@ -1533,19 +1913,27 @@ static int replay_pass(outq *q, int cls, reader *rd, replay *rp, int pass) {
       last_seq = r.seq;
       if (r.seq >= q->next_seq)
         q->next_seq = r.seq + 1;
-      if (pass == 1 && !ranges_cover(rp->rv, rp->nr, r.seq) &&
-          replay_entry(q, cls, &r, pos) < 0)
+      if (pass == 1) {
+        if (ranges_cover(rp->rv, rp->nr, r.seq)) {
+          rp->garbage += r.len;
+        } else {
+          int tp = replay_entry_topic(q, cls, &r, pos, rp);
+          if (tp == -2 ||
+              (tp >= 0 && replay_entry(q, cls, &r, (uint32_t)tp, pos) < 0))
+            return -1;
+          if (tp == -1)
+            rp->garbage += r.len;
+        }
+      }
+    } else if (r.type == REC_TOPIC) {
+      if (pass == 1 && replay_topic(q, cls, &r, pos + r.len, rp) < 0)
         return -1;
     } else if (pass == 0) {
-      for (size_t i = 0; i < r.dlen; i += 16) {
-        range *nv = grow(rp->rv, rp->nr, &rp->capr, sizeof *nv, 64);
-        if (!nv)
-          return -1;
-        rp->rv = nv;
-        rp->rv[rp->nr].first = get64(r.data + i);
-        rp->rv[rp->nr].count = get64(r.data + i + 8);
-        rp->nr++;
-      }
+      tomb_ranges(&r, replay_tomb_range, rp);
+      if (rp->oom)
+        return -1;
+    } else {
+      rp->garbage += r.len;
     }
     pos += r.len;
   }
@@ -1559,35 +1947,32 @@ static int replay_pass(outq *q, int cls, reader *rd, replay *rp, int pass) {
 /* Loads the class file: entries minus tombstones, in sequence order. */
 static int replay_file(outq *q, int cls, char *err, size_t errlen) {
   qclass *c = &q->c[cls];
-  struct stat sb;
-  if (fstat(c->fd, &sb) < 0) {
-    snprintf(err, errlen, "%s: %s", c->path, strerror(errno));
-    return C8Y_EIO;
-  }
-  reader rd = {.fd = c->fd, .size = (uint64_t)sb.st_size};
+  reader rd = {.fd = dlog_fd(c->log), .size = dlog_size(c->log)};
   replay rp = {0};
   rd.buf = malloc(REPLAY_BUF);
   int rc = rd.buf ? C8Y_OK : C8Y_ENOMEM;
+  c->next_fid = 1;
   for (int pass = 0; rc == 0 && pass < 2; pass++) {
     rd.boff = rd.blen = 0;
     rp.damaged = 0;
-    rc = replay_pass(q, cls, &rd, &rp, pass);
+    rc = replay_pass(q, cls, &rd, &rp, pass) < 0 ? C8Y_ENOMEM : C8Y_OK;
   }
   free(rd.buf);
   free(rp.rv);
+  replay_unpin(q, &rp);
   if (rc < 0) {
-    snprintf(err, errlen, "%s: %s", c->path,
-             rc == C8Y_ENOMEM ? strerror(ENOMEM) : "cannot be replayed");
+    snprintf(err, errlen, "%s: %s", c->path, strerror(ENOMEM));
     return rc;
   }
-  c->fsize = rd.size;
   /* Start from a clean file: damage would otherwise be reported again on
    * every start, and garbage left from before the restart is dropped. */
-  if (rp.damaged || c->fsize != c->live) {
+  if (rp.damaged || rp.garbage) {
+    pthread_mutex_lock(&q->mu);
     if (c->ndisk == 0)
       maybe_compact(q, cls, 0);
     else
       file_rewrite(q, cls);
+    pthread_mutex_unlock(&q->mu);
   }
   return 0;
 }
@@ -1618,16 +2003,19 @@ void outq_close(outq *q) {
     return;
   pthread_mutex_lock(&q->mu);
   for (int c = 0; c < OUTQ_NCLASSES; c++) {
-    wait_no_sync(q, c);
     qclass *qc = &q->c[c];
+    if (qc->log)
+      dlog_wait_idle(qc->log);
     if (qc->nheld && held_flush(q, c) < 0)
       log_error("outq: %s: the disk is still full: %zu held %s are lost",
                 qc->path, qc->nheld, class_names[c]);
-    if (qc->fd >= 0) {
-      tomb_write(qc, &q->tombs[c]);
-      if (class_dirty(qc) && fdatasync(qc->fd) < 0)
-        io_warn(qc, "fsync");
-      close(qc->fd);
+    if (qc->log) {
+      if (qc->ndisk == 0)
+        maybe_compact(q, c, 0);
+      else
+        tomb_write(q, c);
+      dlog_close(qc->log); /* fsyncs what is not durable yet */
+      qc->log = NULL;
     }
     ring_free(&qc->r);
     free(qc->name);
@@ -1660,7 +2048,6 @@ void outq_close(outq *q) {
     close(q->dirfd);
   free(q->dir);
   pthread_mutex_unlock(&q->mu);
-  pthread_cond_destroy(&q->sync_cv);
   pthread_mutex_destroy(&q->mu);
   free(q);
 }
@@ -1691,15 +2078,9 @@ static int open_dir(outq *q, char *err, size_t errlen) {
   }
   for (int c = 0; c < OUTQ_NCLASSES; c++) {
     qclass *qc = &q->c[c];
-    char tmp[64];
-    snprintf(tmp, sizeof tmp, "%s.tmp", qc->name);
-    unlinkat(q->dirfd, tmp, 0); /* a compaction that died half-way */
-    qc->fd = openat(q->dirfd, qc->name, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC,
-                    0600);
-    if (qc->fd < 0) {
-      snprintf(err, errlen, "%s: %s", qc->path, strerror(errno));
+    if (dlog_open(q->dirfd, q->dir, qc->name, &q->mu, &qc->log, err, errlen) <
+        0)
       return C8Y_EIO;
-    }
     int rc = replay_file(q, c, err, errlen);
     if (rc < 0)
       return rc;
@@ -1713,7 +2094,9 @@ static int open_dir(outq *q, char *err, size_t errlen) {
     /* 2: not there yet (quiet); 1: released for a full disk (logged) */
     q->reserve_out =
         fstat(q->resfd, &sb) < 0 || sb.st_size < RESERVE_BYTES ? 2 : 0;
+    pthread_mutex_lock(&q->mu);
     reserve_make(q);
+    pthread_mutex_unlock(&q->mu);
   }
   if (fsync(q->dirfd) < 0) {
     snprintf(err, errlen, "queue dir %s: fsync: %s", q->dir, strerror(errno));
@@ -1735,15 +2118,13 @@ int outq_open(const outq_options *opts, outq **out, char *err, size_t errlen) {
     return C8Y_ENOMEM;
   }
   pthread_mutex_init(&q->mu, NULL);
-  pthread_cond_init(&q->sync_cv, NULL);
   q->max_bytes = opts->max_bytes ? opts->max_bytes : OUTQ_DEFAULT_MAX_BYTES;
   q->next_seq = 1;
   q->dirfd = q->lockfd = q->resfd = -1;
   q->rb_cls = -1;
   for (int c = 0; c < OUTQ_NCLASSES; c++) {
     q->fsync_ms[c] = opts->fsync_ms[c];
-    q->c[c].fd = -1;
-    q->c[c].last_sync = clock_mono_ms();
+    q->c[c].next_fid = 1;
   }
   int ok = 1;
   if (opts->dir) {
@@ -1767,9 +2148,14 @@ int outq_open(const outq_options *opts, outq **out, char *err, size_t errlen) {
     return rc;
   }
   /* The bound may have been lowered since the files were written. */
+  pthread_mutex_lock(&q->mu);
   while (q->bytes > q->max_bytes && drop_one(q, 0) == 0)
     ;
-  flush_tombs(q);
+  for (int c = 0; c < OUTQ_NCLASSES; c++)
+    if (q->c[c].log && q->tombs[c].n && q->c[c].ndisk)
+      tomb_write(q, c);
+  settle_tombs(q);
+  pthread_mutex_unlock(&q->mu);
   char msg[512];
   if (drop_report(q, msg, sizeof msg))
     log_warning("outq: %s", msg);
@@ -1799,6 +2185,13 @@ static void after_unlock(const char *msg, int trim) {
     malloc_trim(0);
 }
 
+/* Size of an entry record of llen bytes in memory (topic number 0), which
+ * is within a byte or two of its size in a file. */
+static size_t entry_size(size_t llen, uint64_t seq, uint64_t tag, uint8_t key) {
+  size_t blen = varint_len(seq) + 1 + (tag ? 8 : 0) + (key ? 1 : 0) + llen;
+  return rec2_hdr_size(blen) + blen;
+}
+
 int outq_push(outq *q, outq_class cls, uint8_t replace_key, const char *topic,
               const char *line, uint64_t tag, unsigned flags) {
   if (!q || !topic || !line || (int)cls < 0 || cls >= OUTQ_NCLASSES ||
@@ -1814,9 +2207,9 @@ int outq_push(outq *q, outq_class cls, uint8_t replace_key, const char *topic,
       memchr(topic, '\n', tlen))
     return C8Y_EINVAL;
   int vol = (flags & OUTQ_VOLATILE) != 0;
-  size_t need = tlen + llen, rlen = REC_HDR + need;
-  unsigned char stackbuf[2048];
-  unsigned char *rb = rlen <= sizeof stackbuf ? stackbuf : malloc(rlen);
+  unsigned char stackbuf[APPEND_BUF(512)];
+  size_t bufsize = APPEND_BUF(llen);
+  unsigned char *rb = bufsize <= sizeof stackbuf ? stackbuf : malloc(bufsize);
   if (!rb)
     return C8Y_ENOMEM;
   pthread_mutex_lock(&q->mu);
@@ -1846,6 +2239,8 @@ int outq_push(outq *q, outq_class cls, uint8_t replace_key, const char *topic,
     if (replace_key && !(flags & OUTQ_LIST_CHUNK))
       sup_bytes = index_superseded(q, (uint32_t)tp, replace_key, 0);
   }
+  uint64_t seq = q->next_seq;
+  size_t need = entry_size(llen, seq, tag, replace_key);
   if (q->bytes - sup_bytes + need > q->max_bytes) {
     size_t droppable = 0;
     for (int d = (int)cls; d < OUTQ_NCLASSES; d++)
@@ -1857,17 +2252,17 @@ int outq_push(outq *q, outq_class cls, uint8_t replace_key, const char *topic,
       goto out;
     }
   }
-  encode_entry(rb, replace_key, topic, tlen, line, llen, q->next_seq, tag);
-  int durable = c->fd >= 0 && !vol, held = 0;
-  uint64_t off = c->fsize, gen = 0;
+  int durable = c->log && !vol, held = 0;
+  uint64_t off = 0, gen = 0;
+  uint16_t rlen = 0;
+  uint8_t hlen = 0;
   if (durable) {
     int wrc = c->nheld ? held_flush(q, cls) : 0;
-    if (wrc == 0) {
-      off = c->fsize;
-      wrc = append_room(q, cls, rb, rlen);
-    } else {
+    if (wrc == 0)
+      wrc = append_entry(q, cls, (uint32_t)tp, replace_key, line, llen, seq,
+                         tag, rb, &off, &rlen, &hlen);
+    else
       errno = ENOSPC;
-    }
     if (wrc < 0) {
       int err = errno;
       if (!disk_full_errno(err)) {
@@ -1889,14 +2284,18 @@ int outq_push(outq *q, outq_class cls, uint8_t replace_key, const char *topic,
                     c->path, strerror(err), class_names[cls]);
       held = 1;
     } else {
-      gen = c->wgen;
+      gen = dlog_gen(c->log);
       c->warned = 0;
     }
   }
   uint32_t slot = 0;
-  if ((!durable || held) && mem_put(q, rb, rlen, &slot) < 0) {
-    rc = C8Y_ENOMEM;
-    goto out;
+  if (!durable || held) {
+    rlen =
+        (uint16_t)encode_entry(rb, replace_key, 0, line, llen, seq, tag, &hlen);
+    if (mem_put(q, rb, rlen, &slot) < 0) {
+      rc = C8Y_ENOMEM;
+      goto out;
+    }
   }
   uint64_t pos = c->r.tail;
   ent *e = ring_push(&c->r);
@@ -1904,13 +2303,14 @@ int outq_push(outq *q, outq_class cls, uint8_t replace_key, const char *topic,
     if (!durable || held)
       mem_del(q, slot);
     else /* the written record must not come back after a restart */
-      tomb_add(&q->tombs[cls], q->next_seq);
+      tomb_add(q, cls, seq);
     q->next_seq++;
-    flush_tombs(q);
+    settle_tombs(q);
     rc = C8Y_ENOMEM;
     goto out;
   }
-  e->rlen = (uint16_t)rlen;
+  e->rlen = rlen;
+  e->hlen = hlen;
   e->topic = (uint16_t)tp;
   e->key = replace_key;
   if (!durable || held) {
@@ -1934,8 +2334,8 @@ int outq_push(outq *q, outq_class cls, uint8_t replace_key, const char *topic,
   }
   c->count++;
   c->nlive++;
-  c->qbytes += need;
-  q->bytes += need;
+  c->qbytes += rlen;
+  q->bytes += rlen;
   q->next_seq++;
   if (cls == OUTQ_INVENTORY)
     index_add(q, pos, hl);
@@ -1949,7 +2349,7 @@ int outq_push(outq *q, outq_class cls, uint8_t replace_key, const char *topic,
   }
   while (q->bytes > q->max_bytes && drop_one(q, (int)cls) == 0)
     ;
-  flush_tombs(q);
+  settle_tombs(q);
   if (durable && !held) {
     int ms = q->fsync_ms[cls];
     if (ms == OUTQ_FSYNC_ALWAYS) {
@@ -1959,14 +2359,14 @@ int outq_push(outq *q, outq_class cls, uint8_t replace_key, const char *topic,
         if (ring_has(r, pos) && ent_state(ent_at(r, pos)) == ST_QUEUED) {
           ent_drop(q, cls, pos);
           ring_trim(r);
-          flush_tombs(q);
+          settle_tombs(q);
         }
         q->st.io_errors++;
         rc = C8Y_EIO;
       }
     } else if (ms > 0 && class_dirty(c) &&
-               clock_mono_ms() - c->last_sync >= ms) {
-      sync_upto(q, cls, c->wgen);
+               clock_mono_ms() - dlog_last_sync_ms(c->log) >= ms) {
+      sync_upto(q, cls, dlog_gen(c->log));
     }
   }
 out:
@@ -1992,7 +2392,7 @@ static void ent_take(outq *q, int cls, uint64_t pos) {
   ent *e = ent_at(&c->r, pos);
   ent_set_state(e, ST_INFLIGHT);
   c->count--;
-  c->qbytes -= e->rlen - REC_HDR;
+  c->qbytes -= e->rlen;
   q->inflight++;
 }
 
@@ -2002,7 +2402,7 @@ static void ent_requeue(outq *q, int cls, uint64_t pos) {
   ent *e = ent_at(&c->r, pos);
   ent_set_state(e, ST_QUEUED);
   c->count++;
-  c->qbytes += e->rlen - REC_HDR;
+  c->qbytes += e->rlen;
   q->inflight--;
   if (pos < c->r.cur)
     c->r.cur = pos;
@@ -2099,7 +2499,6 @@ static int make_batch_of(outq *q, int cls, uint64_t start, size_t max_payload,
                          uint64_t seq_limit, uint64_t only_tag, outq_batch *b) {
   ring *r = &q->c[cls].r;
   uint32_t tp = ent_at(r, start)->topic;
-  size_t tlen = q->tp[tp].len;
   pack pk;
   if (pack_init(&pk, max_payload, 16) < 0 || bt_reserve(q) < 0)
     goto oom;
@@ -2112,20 +2511,19 @@ static int make_batch_of(outq *q, int cls, uint64_t start, size_t max_payload,
       continue;
     if (st != ST_QUEUED || e->topic != tp)
       break;
-    size_t llen = e->rlen - REC_HDR - tlen;
+    size_t llen = ent_llen(q, e);
     if (pk.nb && pk.len + 1 + llen > max_payload)
       break;
-    const unsigned char *p = rec_get(q, cls, e);
-    if (!p) {
+    rec rr;
+    if (!rec_get(q, cls, e, &rr)) {
       ent_kill(q, cls, pos, 0);
       continue;
     }
-    if (only_tag && get64(p + 24) != only_tag)
+    if (only_tag && rr.tag != only_tag)
       continue;
-    uint64_t seq = get64(p + 16);
-    if (pk.nb && seq >= seq_limit)
+    if (pk.nb && rr.seq >= seq_limit)
       break;
-    if (pack_add(&pk, p + REC_HDR + tlen, llen, pos, seq, get64(p + 24)) < 0)
+    if (pack_add(&pk, rr.data, rr.dlen, pos, rr.seq, rr.tag) < 0)
       goto oom;
   }
   if (!pk.nb) {
@@ -2163,14 +2561,22 @@ typedef struct rd_ent {
 /* make_batch for entries in a class file, with the lines read back without
  * q->mu: the entries are marked in flight first (nothing else touches
  * them then, and a punch or truncation never covers a live record), and the
- * file is not rewritten while c->readers is set. Called and returns with
- * q->mu held; same results as make_batch. */
+ * file is not swapped by a rewrite between dlog_read_begin and _end.
+ * Called and returns with q->mu held; same results as make_batch. */
 static int make_batch_io(outq *q, int cls, uint64_t start, size_t max_payload,
                          outq_batch *b) {
   qclass *c = &q->c[cls];
   ring *r = &c->r;
   if (ent_at(r, start)->flags & EF_MEM)
     return make_batch(q, cls, start, max_payload, UINT64_MAX, b);
+  /* May wait for a rewrite's swap (q->mu released): start is checked
+   * again after it. */
+  int fd = dlog_read_begin(c->log);
+  if (!ring_has(r, start) || ent_state(ent_at(r, start)) != ST_QUEUED ||
+      (ent_at(r, start)->flags & EF_MEM)) {
+    dlog_read_end(c->log);
+    return 0;
+  }
   uint32_t tp = ent_at(r, start)->topic;
   size_t tlen = q->tp[tp].len;
   char *topic = strdup(q->tp[tp].s);
@@ -2187,7 +2593,7 @@ static int make_batch_io(outq *q, int cls, uint64_t start, size_t max_payload,
       continue;
     if (st != ST_QUEUED || e->topic != tp || (e->flags & EF_MEM))
       break;
-    size_t llen = e->rlen - REC_HDR - tlen;
+    size_t llen = ent_llen(q, e);
     if (n && len + 1 + llen > max_payload)
       break;
     rd_ent *nv = grow(v, n, &capn, sizeof *v, 16);
@@ -2200,8 +2606,6 @@ static int make_batch_io(outq *q, int cls, uint64_t start, size_t max_payload,
   for (size_t i = 0; i < n; i++)
     ent_take(q, cls, v[i].pos);
   first_queued(q, cls, &start); /* moves cur past what was taken */
-  c->readers++;
-  int fd = c->fd;
   pthread_mutex_unlock(&q->mu);
 
   uint64_t span = v[n - 1].off + v[n - 1].rlen - v[0].off;
@@ -2228,7 +2632,7 @@ static int make_batch_io(outq *q, int cls, uint64_t start, size_t max_payload,
     }
     rec rr;
     if (rec_parse(p, v[i].rlen, &rr) < 0 || rr.type != REC_ENTRY ||
-        rr.len != v[i].rlen || rr.tlen != tlen) {
+        rr.len != v[i].rlen || (rr.format == 1 && rr.tlen != tlen)) {
       v[i].bad = 1;
       continue;
     }
@@ -2238,7 +2642,7 @@ static int make_batch_io(outq *q, int cls, uint64_t start, size_t max_payload,
   free(buf);
 
   pthread_mutex_lock(&q->mu);
-  c->readers--;
+  dlog_read_end(c->log);
   if (!buf) {
     for (size_t i = 0; i < n; i++)
       v[i].bad = 2;
@@ -2271,6 +2675,7 @@ static int make_batch_io(outq *q, int cls, uint64_t start, size_t max_payload,
   pack_publish(q, cls, &pk, topic, b);
   return 1;
 oom:
+  dlog_read_end(c->log);
   pack_free(&pk);
   free(topic);
   free(v);
@@ -2350,7 +2755,7 @@ int outq_take(outq *q, size_t max_payload, outq_batch *b) {
       if (cls == OUTQ_OPSTATUS)
         rc = take_status(q, max_payload, b);
       else if (first_queued(q, cls, &pos))
-        rc = q->c[cls].fd >= 0
+        rc = q->c[cls].log
                  ? make_batch_io(q, cls, pos, max_payload, b)
                  : make_batch(q, cls, pos, max_payload, UINT64_MAX, b);
       /* 0 from make_batch: the line was unreadable and dropped; retry. */
@@ -2438,7 +2843,7 @@ int outq_ack(outq *q, uint64_t batch_id) {
   }
   free(bt.e);
   ring_trim(&c->r);
-  flush_tombs(q);
+  settle_tombs(q);
   int trim = 0;
   maybe_trim(q, &trim);
   if (q->nbt == 0 && q->capbt > 64) {
@@ -2500,7 +2905,7 @@ size_t outq_remove_tag(outq *q, uint64_t tag) {
   }
   for (int c = 0; c < OUTQ_NCLASSES; c++)
     ring_trim(&q->c[c].r);
-  flush_tombs(q);
+  settle_tombs(q);
   pthread_mutex_unlock(&q->mu);
   return n;
 }
@@ -2512,15 +2917,19 @@ void outq_tick(outq *q) {
   q->tick_ms = clock_mono_ms();
   for (int c = 0; c < OUTQ_NCLASSES; c++) {
     qclass *qc = &q->c[c];
+    if (!qc->log)
+      continue;
     if (qc->nheld)
       held_flush(q, c);
+    int64_t now = clock_mono_ms();
+    if (q->tombs[c].n && now - qc->tomb_since >= TOMB_SYNC_MS)
+      tomb_write(q, c);
     int ms = q->fsync_ms[c];
     if (ms == OUTQ_FSYNC_ALWAYS)
       ms = TOMB_SYNC_MS;
-    if (qc->fd >= 0 && class_dirty(qc) && ms >= 0 &&
-        clock_mono_ms() - qc->last_sync >= ms)
-      sync_upto(q, c, qc->wgen);
-    maybe_compact(q, c, 1);
+    if (class_dirty(qc) && ms >= 0 && now - dlog_last_sync_ms(qc->log) >= ms)
+      sync_upto(q, c, dlog_gen(qc->log));
+    maybe_compact(q, c, 1); /* a rewrite releases q->mu meanwhile */
   }
   disk_recovered(q);
   if (!q->st.held)
@@ -2548,11 +2957,15 @@ long long outq_next_deadline(outq *q) {
     int ms = q->fsync_ms[c];
     if (ms == OUTQ_FSYNC_ALWAYS)
       ms = TOMB_SYNC_MS;
-    if (qc->fd >= 0 && class_dirty(qc) && ms >= 0)
-      due = earlier(due, qc->last_sync + ms);
-    if (qc->fd >= 0 && qc->fsize > 0 &&
-        (qc->ndisk == 0 || (qc->fsize >= COMPACT_MIN_BYTES &&
-                            (qc->fsize - qc->live) * 2 > qc->fsize)))
+    if (!qc->log)
+      continue;
+    if (q->tombs[c].n)
+      due = earlier(due, qc->tomb_since + TOMB_SYNC_MS);
+    if (class_dirty(qc) && ms >= 0)
+      due = earlier(due, dlog_last_sync_ms(qc->log) + ms);
+    uint64_t fsize = dlog_size(qc->log);
+    if (fsize > 0 && (qc->ndisk == 0 || (fsize >= COMPACT_MIN_BYTES &&
+                                         (fsize - qc->live) * 2 > fsize)))
       due = earlier(due, q->tick_ms + 1000);
   }
   if (retry)
@@ -2567,8 +2980,19 @@ void outq_get_stats(outq *q, outq_stats *s) {
     return;
   pthread_mutex_lock(&q->mu);
   *s = q->st;
-  for (int c = 0; c < OUTQ_NCLASSES; c++)
+  s->fsyncs = q->gone.fsyncs;
+  s->written = q->gone.written;
+  s->rewritten = q->gone.rewritten;
+  for (int c = 0; c < OUTQ_NCLASSES; c++) {
     s->queued[c] = q->c[c].count;
+    if (q->c[c].log) {
+      dlog_stats ds;
+      dlog_get_stats(q->c[c].log, &ds);
+      s->fsyncs += ds.fsyncs;
+      s->written += ds.written;
+      s->rewritten += ds.rewritten;
+    }
+  }
   s->inflight = q->inflight;
   s->bytes = q->bytes;
   s->topics = q->ntopics;

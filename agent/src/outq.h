@@ -16,13 +16,32 @@
  * it back in its place.
  *
  * Durability: with a directory, every non-volatile entry is appended to an
- * append-only file in it before outq_push returns, and fsync'ed according to
- * the class's policy (group commit: the fsync runs outside the queue's lock
- * and covers every pusher waiting for it). Acknowledgements are written but
- * not fsync'ed on their own (a lost one resends a line after a crash).
- * outq_open replays what was not acked, so a crash or kill -9 loses nothing
- * that outq_push accepted (duplicates are possible: an entry sent but not
- * yet acked is sent again).
+ * append-only file in it (its class's dlog, see dlog.h) before outq_push
+ * returns, and fsync'ed according to the class's policy (group commit: the
+ * fsync runs outside the queue's lock and covers every pusher waiting for
+ * it). outq_open replays what was not acked. Per class, with the default
+ * policy (outq_default_options):
+ *   - statuses and alarms (OUTQ_FSYNC_ALWAYS): outq_push returns after the
+ *     fdatasync: the line survives kill -9 and power loss;
+ *   - events, inventory (1000 ms), measurements (2000 ms): the line is in
+ *     the page cache when outq_push returns, so it survives kill -9; a power
+ *     loss may take the lines of the last interval;
+ *   - OUTQ_VOLATILE entries (the agent's registration lines, 501/504, and
+ *     the final statuses that the operation journal holds durably, see
+ *     journal.h): memory only, rebuilt or re-queued after a restart;
+ *   - acknowledgements (tombstones) are batched: written and fsync'ed with
+ *     the class's next fsync, or by outq_tick one second after the first;
+ *     a file with nothing alive left is truncated instead. A crash or power
+ *     loss within that second sends those lines again (duplicates, never a
+ *     loss): an entry sent but not yet acked is sent again anyway.
+ * Compaction (a file mostly garbage is rewritten) and the full-disk reserve
+ * never wait for the disk under the queue's lock.
+ *
+ * On-disk format: outq.c's records (format 2: ~11 bytes of header and
+ * numbers per line, topics numbered per file). Compatibility: replay also
+ * reads format 1 records (agents before format 2), so an upgrade sends what
+ * the old agent queued; an agent from before format 2 skips format 2
+ * records as damage (warnings), so a downgrade loses the queued lines.
  *
  * Memory: a queued line costs about 12 bytes of RAM (its place in the file,
  * size, topic id and flags; topics are interned); the line itself is read
@@ -31,8 +50,9 @@
  * lines cost ~40 bytes more for the coalescing index. Memory is handed back
  * when the queue drains.
  *
- * Bounds: when the stored bytes would exceed max_bytes, the oldest entries of
- * the least important non-empty class are dropped (never in-flight ones).
+ * Bounds: when the stored bytes (records as they are on disk) would exceed
+ * max_bytes, the oldest entries of the least important non-empty class are
+ * dropped (never in-flight ones).
  * Drops are counted in outq_stats and logged at most every 10 s with counts
  * per class.
  *
@@ -40,12 +60,8 @@
  * topic is folded into it. A line pushed with a replace key (the caller's,
  * e.g. proto_replace_key; the queue does not read the line) supersedes the
  * queued, not yet taken lines of the same topic and key. The key is stored
- * in the entry's record, so replayed entries keep it. Downgrade: an agent
- * from before keys were stored rejects such a record and skips it as damage
- * (a warning, the line is lost); unkeyed records and queue files written
- * before keys replay everywhere. The agent's own registration lines (100,
- * 110, 122, 114, 117) are volatile and rebuilt on every connect, so they are
- * never affected; keyed lines that plugins queued are lost in that case.
+ * in the entry's record, so replayed entries keep it (format 1 records
+ * too).
  *
  * Full disk (ENOSPC, EDQUOT, EFBIG): the queue makes room in this order:
  * queued measurements, then events, then inventory lines are dropped (their
@@ -98,7 +114,7 @@ typedef enum outq_class {
 
 typedef struct outq_options {
   const char *dir;  /* NULL = memory only */
-  size_t max_bytes; /* 0 = 16 MiB */
+  size_t max_bytes; /* record bytes; 0 = 48 MiB */
   int fsync_ms[OUTQ_NCLASSES];
 } outq_options;
 
@@ -122,7 +138,7 @@ typedef struct outq_batch {
 typedef struct outq_stats {
   size_t queued[OUTQ_NCLASSES];    /* entries waiting (not in flight) */
   size_t inflight;                 /* entries in taken, unacked batches */
-  size_t bytes;                    /* stored bytes (payload + topic) */
+  size_t bytes;                    /* stored bytes (records) */
   uint64_t dropped[OUTQ_NCLASSES]; /* dropped by the size bound */
   uint64_t coalesced;
   uint64_t replayed; /* entries recovered by outq_open */
@@ -130,8 +146,11 @@ typedef struct outq_stats {
   size_t held;        /* statuses/alarms waiting in memory for disk space */
   uint64_t disk_full; /* times the queue ran into a full disk */
   uint64_t io_errors; /* pushes refused for an I/O error */
-  uint64_t fsyncs;    /* data fsyncs of the class files (group commits) */
+  uint64_t fsyncs;    /* fsyncs of the class files (group commits and
+                         rewrites, the directory's included) */
   size_t topics;      /* distinct topics of queued and in-flight entries */
+  uint64_t written;   /* bytes appended to the class files */
+  uint64_t rewritten; /* bytes written by compaction (rewrites) */
 } outq_stats;
 
 /* Returns 0 or, with one line in err (e.g. "state dir: Permission denied"),

@@ -5,6 +5,8 @@
 
 #include <MQTTAsync.h>
 #include <c8y/plugin.h>
+#include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,8 +27,13 @@ struct session {
   char *key_file;
   bool tls;
   bool verify_hostname;
+  bool with_will; /* the device's session; not the bootstrap user's */
   int keepalive;
   char will[700]; /* services_will: the 400 event and the agent's 102 down */
+  /* session_disconnect waits for Paho's answer to its DISCONNECT. */
+  pthread_mutex_t dmu;
+  pthread_cond_t dcv;
+  bool disconnecting, disconnected;
 };
 
 typedef struct pub_ctx {
@@ -140,12 +147,23 @@ static int paho_status(int rc, int otherwise) {
   }
 }
 
-static int session_create(const agent_config *cfg, const session_callbacks *cb,
-                          bool registration, session **out, char *err,
-                          size_t errlen) {
+/* Who connects: the device (session_new) or the bootstrap user. */
+typedef struct identity {
+  char *client_id, *username, *password, *cert_file, *key_file;
+  bool will;
+} identity;
+
+static int create(const agent_config *cfg, const session_callbacks *cb,
+                  identity *id, session **out, char *err, size_t errlen) {
   *out = NULL;
   session *s = calloc(1, sizeof *s);
-  if (!s) {
+  if (!s || !id->client_id) {
+    free(s);
+    free(id->client_id);
+    free(id->username);
+    free(id->password);
+    free(id->cert_file);
+    free(id->key_file);
     snprintf(err, errlen, "out of memory");
     return C8Y_ENOMEM;
   }
@@ -153,19 +171,25 @@ static int session_create(const agent_config *cfg, const session_callbacks *cb,
   s->tls = cfg->tls;
   s->verify_hostname = cfg->verify_hostname;
   s->keepalive = cfg->keepalive;
+  s->with_will = id->will;
+  s->client_id = id->client_id;
+  s->username = id->username;
+  s->password = id->password;
+  s->cert_file = id->cert_file;
+  s->key_file = id->key_file;
+  pthread_mutex_init(&s->dmu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&s->dcv, &ca);
+  pthread_condattr_destroy(&ca);
   snprintf(s->uri, sizeof s->uri, "%s://%s:%d", cfg->tls ? "ssl" : "tcp",
            cfg->host, cfg->port);
-  s->client_id = registration ? dup_opt(cfg->device_id) : config_client_id(cfg);
-  if (!registration && services_will(cfg->device_id ? cfg->device_id : "",
-                                     s->will, sizeof s->will) != C8Y_OK) {
+  if (s->with_will && services_will(cfg->device_id ? cfg->device_id : "",
+                                    s->will, sizeof s->will) != C8Y_OK) {
     session_free(s);
     snprintf(err, errlen, "device id too long for the last will");
     return C8Y_EINVAL;
-  }
-  /* With a client certificate the CN identifies the device: no user name. */
-  if (cfg->tenant || !cfg->cert_file) {
-    s->username = config_username(cfg);
-    s->password = dup_opt(cfg->password);
   }
   if (cfg->ca_path) {
     struct stat st;
@@ -173,13 +197,11 @@ static int session_create(const agent_config *cfg, const session_callbacks *cb,
       s->ca_dir = strdup(cfg->ca_path);
     else
       s->ca_file = strdup(cfg->ca_path);
-  }
-  s->cert_file = dup_opt(cfg->cert_file);
-  s->key_file = dup_opt(cfg->key_file);
-  if (!s->client_id) {
-    session_free(s);
-    snprintf(err, errlen, "out of memory");
-    return C8Y_ENOMEM;
+    if (!s->ca_dir && !s->ca_file) {
+      session_free(s);
+      snprintf(err, errlen, "out of memory");
+      return C8Y_ENOMEM;
+    }
   }
   MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
   co.MQTTVersion = MQTTVERSION_3_1_1;
@@ -190,6 +212,7 @@ static int session_create(const agent_config *cfg, const session_callbacks *cb,
   if (rc != MQTTASYNC_SUCCESS) {
     snprintf(err, errlen, "cannot create MQTT client for %s: %s", s->uri,
              MQTTAsync_strerror(rc));
+    s->client = NULL;
     session_free(s);
     return paho_status(rc, C8Y_EIO);
   }
@@ -200,13 +223,30 @@ static int session_create(const agent_config *cfg, const session_callbacks *cb,
 
 int session_new(const agent_config *cfg, const session_callbacks *cb,
                 session **out, char *err, size_t errlen) {
-  return session_create(cfg, cb, false, out, err, errlen);
+  identity id = {.client_id = config_client_id(cfg), .will = true};
+  /* With a client certificate the CN identifies the device: no user name. */
+  if (cfg->tenant || !cfg->cert_file) {
+    id.username = config_username(cfg);
+    id.password = dup_opt(cfg->password);
+  }
+  id.cert_file = dup_opt(cfg->cert_file);
+  id.key_file = dup_opt(cfg->key_file);
+  if ((cfg->cert_file && !id.cert_file) || (cfg->key_file && !id.key_file))
+    id.client_id = (free(id.client_id), NULL);
+  return create(cfg, cb, &id, out, err, errlen);
 }
 
-int session_new_registration(const agent_config *cfg,
-                             const session_callbacks *cb, session **out,
-                             char *err, size_t errlen) {
-  return session_create(cfg, cb, true, out, err, errlen);
+int session_new_bootstrap(const agent_config *cfg, const session_callbacks *cb,
+                          session **out, char *err, size_t errlen) {
+  /* As the registration expects: clientId = the plain device id. No will:
+   * the device does not exist on the platform yet. */
+  identity id = {.client_id = dup_opt(cfg->device_id),
+                 .username = dup_opt(cfg->bootstrap_user),
+                 .password = dup_opt(cfg->bootstrap_password)};
+  if ((cfg->bootstrap_user && !id.username) ||
+      (cfg->bootstrap_password && !id.password))
+    id.client_id = (free(id.client_id), NULL);
+  return create(cfg, cb, &id, out, err, errlen);
 }
 
 void session_free(session *s) {
@@ -221,7 +261,29 @@ void session_free(session *s) {
   free(s->ca_dir);
   free(s->cert_file);
   free(s->key_file);
+  pthread_cond_destroy(&s->dcv);
+  pthread_mutex_destroy(&s->dmu);
   free(s);
+}
+
+void session_free_at_exit(session *s) {
+  if (!s)
+    return;
+  pthread_mutex_lock(&s->dmu);
+  bool clean = s->disconnecting && s->disconnected;
+  pthread_mutex_unlock(&s->dmu);
+  if (!clean || !s->client || MQTTAsync_isConnected(s->client)) {
+    /* Not known idle (never connected, still connecting, lost, or the
+     * DISCONNECT unanswered): a Paho thread may be inside OpenSSL, which
+     * the process's exit handlers tear down. The full destroy stops the
+     * threads first. */
+    session_free(s);
+    return;
+  }
+  /* Cleanly disconnected: Paho's threads have no socket and no work; only
+   * their shutdown (and the client's destruction) is skipped. */
+  s->client = NULL;
+  session_free(s);
 }
 
 int session_connect(session *s) {
@@ -242,8 +304,7 @@ int session_connect(session *s) {
   will.message = s->will;
   will.qos = 1;
   will.retained = 0;
-  if (s->will[0])
-    o.will = &will;
+  o.will = s->with_will ? &will : NULL;
   if (s->tls) {
     ssl.enableServerCertAuth = 1;
     ssl.verify = s->verify_hostname ? 1 : 0;
@@ -365,17 +426,50 @@ int session_drop(session *s, const char *why) {
   return 0;
 }
 
+static void on_disconnected(void *ctx, MQTTAsync_successData *r) {
+  (void)r;
+  session *s = ctx;
+  pthread_mutex_lock(&s->dmu);
+  s->disconnected = true;
+  pthread_cond_broadcast(&s->dcv);
+  pthread_mutex_unlock(&s->dmu);
+}
+
+static void on_disconnect_failed(void *ctx, MQTTAsync_failureData *r) {
+  (void)r;
+  on_disconnected(ctx, NULL);
+}
+
 void session_disconnect(session *s, int timeout_ms) {
   if (!MQTTAsync_isConnected(s->client))
     return;
   MQTTAsync_disconnectOptions o = MQTTAsync_disconnectOptions_initializer;
   o.timeout = timeout_ms;
-  if (MQTTAsync_disconnect(s->client, &o) != MQTTASYNC_SUCCESS)
+  o.onSuccess = on_disconnected;
+  o.onFailure = on_disconnect_failed;
+  o.context = s;
+  pthread_mutex_lock(&s->dmu);
+  s->disconnecting = true;
+  s->disconnected = false;
+  pthread_mutex_unlock(&s->dmu);
+  if (MQTTAsync_disconnect(s->client, &o) != MQTTASYNC_SUCCESS) {
+    pthread_mutex_lock(&s->dmu);
+    s->disconnecting = false;
+    pthread_mutex_unlock(&s->dmu);
     return;
+  }
   /* Destroying the client before DISCONNECT went out would look like a
-   * lost link to the broker, which then publishes the will. */
-  struct timespec tick = {0, 10 * 1000000L};
-  for (int waited = 0; waited < timeout_ms && MQTTAsync_isConnected(s->client);
-       waited += 10)
-    nanosleep(&tick, NULL);
+   * lost link to the broker, which then publishes the will. Paho answers
+   * once the packet is written (no in-flight messages) or after the
+   * timeout; the wait ends on that answer, not on a polling tick. */
+  struct timespec until;
+  clock_gettime(CLOCK_MONOTONIC, &until);
+  long long ns = until.tv_nsec + (long long)(timeout_ms + 100) * 1000000LL;
+  until.tv_sec += (time_t)(ns / 1000000000LL);
+  until.tv_nsec = (long)(ns % 1000000000LL);
+  pthread_mutex_lock(&s->dmu);
+  int rc = 0;
+  while (!s->disconnected && rc != ETIMEDOUT)
+    rc = pthread_cond_timedwait(&s->dcv, &s->dmu, &until);
+  pthread_mutex_unlock(&s->dmu);
 }

@@ -33,15 +33,20 @@ typedef struct session_callbacks {
  * C8Y_ENOTSUP (no TLS in this Paho) or C8Y_EIO, with a message in err. */
 int session_new(const agent_config *cfg, const session_callbacks *cb,
                 session **out, char *err, size_t errlen);
-/* The connection the device registration makes (bootstrap): clientId = the
- * plain device id, as Cumulocity's registration expects it
- * (c8y-protocol.md section 1.5), and no will (the bootstrap user may only
- * publish on s/ucr). cfg->tenant/user/password hold the bootstrap user.
- * Returns as session_new. */
-int session_new_registration(const agent_config *cfg,
-                             const session_callbacks *cb, session **out,
-                             char *err, size_t errlen);
+/* For device registration (bootstrap.h): clientId = the plain device id,
+ * the bootstrap user and password, no will and no client certificate;
+ * otherwise the same connect and TLS options as session_new. */
+int session_new_bootstrap(const agent_config *cfg, const session_callbacks *cb,
+                          session **out, char *err, size_t errlen);
 void session_free(session *s);
+/* At process exit, after session_disconnect: when the DISCONNECT was
+ * answered, frees the session but not Paho's client. Destroying the last
+ * client stops Paho's threads, which sleeps at least 100 ms (Paho 1.3.12,
+ * MQTTAsync_stop); after a clean DISCONNECT the threads have nothing to do
+ * and end with the process. Otherwise (not connected, connecting, the
+ * DISCONNECT unanswered) the same as session_free: a Paho thread may be
+ * inside OpenSSL, which the exit handlers tear down. */
+void session_free_at_exit(session *s);
 
 /* Starts connecting; the outcome arrives as connected/connect_failed.
  * A request Paho refuses at once is logged and returns C8Y_EINVAL,
@@ -58,7 +63,8 @@ int session_subscribe(session *s, const char *topic, int qos);
  * reports it through the `lost` callback like any other loss. C8Y_ESTATE
  * when it was already down (Paho reports that loss itself), C8Y_ENOMEM. */
 int session_drop(session *s, const char *why);
-/* Clean DISCONNECT (the broker drops the will). */
+/* Clean DISCONNECT (the broker drops the will); returns once Paho reports
+ * it sent (or after timeout_ms). */
 void session_disconnect(session *s, int timeout_ms);
 
 /* The client certificate and key the next session_connect presents (a

@@ -17,6 +17,8 @@
  * the ring drained to half: a stalled side slows the other instead of
  * growing a buffer. */
 #define _GNU_SOURCE
+#include "ra_lws.h" /* after <libwebsockets.h>: lws_* name its wrappers */
+
 #include <c8y/plugin.h>
 
 #include <ctype.h>
@@ -635,8 +637,15 @@ static void *service_main(void *arg) {
   return NULL;
 }
 
-/* The lws context with the platform's trust settings; under r->mu. */
+/* The lws context with the platform's trust settings; under r->mu. The
+ * first one loads libwebsockets. */
 static int make_context(ra *r, const c8y_platform_auth *a, bool tls) {
+  char why[600];
+  if (!ra_lws_load(why, sizeof why)) {
+    r->api->log(r->self, C8Y_LOG_ERROR, "%s", why);
+    return C8Y_EIO;
+  }
+  lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_line);
   struct lws_context_creation_info info;
   memset(&info, 0, sizeof info);
   info.port = CONTEXT_PORT_NO_LISTEN;
@@ -833,6 +842,10 @@ static int on_connect(c8y_plugin *self, c8y_operation *op, void *user_data) {
   }
   if (rc == C8Y_OK) {
     s->id = ++r->next_id;
+    /* Logged before the service thread has it: it may end (and free) the
+     * session before this thread runs again. */
+    api->log(r->self, C8Y_LOG_INFO, "session %u: connecting %s:%ld to %s",
+             s->id, host, port, s->ws_host);
     s->next = r->incoming;
     r->incoming = s;
     r->nsessions++;
@@ -842,9 +855,6 @@ static int on_connect(c8y_plugin *self, c8y_operation *op, void *user_data) {
   if (rc != C8Y_OK) {
     fail_now(r, op, "%s", a ? a->error : "out of memory");
     session_free(s);
-  } else {
-    api->log(r->self, C8Y_LOG_INFO, "session %u: connecting %s:%ld to %s",
-             s->id, host, port, s->ws_host);
   }
   if (a) {
     explicit_bzero(a->authorization, sizeof a->authorization);
@@ -982,8 +992,7 @@ static int ra_init(c8y_plugin *self, const c8y_api *api, void **user_data) {
       api->log(self, C8Y_LOG_ERROR, "cannot send 150: %s",
                api->status_str(src));
   }
-  log_owner = r;
-  lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_line);
+  log_owner = r; /* lws logs through it from the first session on */
   *user_data = r;
   return C8Y_OK;
 }
@@ -1003,8 +1012,10 @@ static void ra_fini(c8y_plugin *self, void *user_data) {
   if (r->ctx)
     lws_context_destroy(r->ctx); /* frees what the loop left */
   r->ctx = NULL;
-  /* lws outlives the plugin in a process that links it too */
-  lws_set_log_level(LLL_ERR | LLL_WARN, lwsl_emit_stderr);
+  /* lws outlives the plugin (it stays loaded, or another part of the
+   * process links it too) */
+  if (ra_lws_loaded())
+    lws_set_log_level(LLL_ERR | LLL_WARN, lwsl_emit_stderr);
   log_owner = NULL;
   ra_free(r);
 }

@@ -59,17 +59,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                      .fragment = (char *)"c8y_Command",
                      .device = (char *)"fuzz-dev"};
   check(journal_begin(j, &e) == 0, "begin after recovery");
+  /* Final statuses not sent yet: one more, ended with its status. */
+  journal_status *st;
+  size_t nst = journal_unsent(j, &st);
+  for (size_t i = 0; i < nst; i++) {
+    check(st[i].topic && st[i].line, "unsent status complete");
+    for (size_t k = 0; k < i; k++)
+      check(st[k].id != st[i].id, "unsent ids unique");
+  }
+  journal_status_free(st, nst);
+  journal_entry e2 = e;
+  e2.id = next + 1;
+  check(journal_begin(j, &e2) == 0, "second begin");
+  check(journal_end_status(j, e2.id, "s/us", "503,c8y_Command") == 0,
+        "end with status");
   journal_close(j);
 
   j = open_or_die(dir);
   size_t n2 = journal_recovered(j, &rec);
   check(n2 == n + 1, "recovered set stable across a reopen");
-  check(journal_next_id(j) > next, "ids stay unique across a reopen");
+  check(journal_next_id(j) > next + 1, "ids stay unique across a reopen");
+  check(journal_unsent(j, &st) == nst + 1, "unsent statuses stable");
+  for (size_t i = 0; i < nst + 1; i++)
+    check(journal_status_sent(j, st[i].id) == 0, "status sent");
+  journal_status_free(st, nst + 1);
   check(journal_forget_recovered(j) == 0, "forget_recovered");
   journal_close(j);
 
   j = open_or_die(dir);
   check(journal_recovered(j, &rec) == 0, "nothing left after forget");
+  check(journal_unsent(j, &st) == 0, "nothing unsent after sent");
   journal_close(j);
   return 0;
 }

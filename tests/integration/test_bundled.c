@@ -65,6 +65,18 @@ static void test_announce_and_data(void) {
   /* system_metrics every second */
   g_assert_cmpint(
       sim_wait_line(b.f.s, "s/us", "201,c8y_SystemMetrics", 0, 10000), >=, 0);
+  /* With every bundled plugin loaded and nothing transferred or tunnelled,
+   * neither libcurl nor libwebsockets is mapped: they are loaded on first
+   * use (agent/src/libcurl.c, plugins/remote_access/ra_lws.c). */
+  char maps_path[64];
+  snprintf(maps_path, sizeof maps_path, "/proc/%d/maps",
+           (int)agent_proc_pid(b.f.a));
+  gchar *maps = NULL;
+  g_assert_true(g_file_get_contents(maps_path, &maps, NULL, NULL));
+  g_assert_nonnull(strstr(maps, "remote_access.so"));
+  g_assert_null(strstr(maps, "/libcurl"));
+  g_assert_null(strstr(maps, "/libwebsockets"));
+  g_free(maps);
   bundled_down(&b);
 }
 

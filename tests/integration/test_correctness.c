@@ -219,6 +219,64 @@ static void test_sigterm_with_operations_running(void) {
   fx_down(&f);
 }
 
+/* State letter of a process ('Z' zombie), or 0 when it is gone. */
+static char process_state(long pid) {
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  char *close_paren = strrchr(buf, ')');
+  return close_paren && close_paren[1] == ' ' ? close_paren[2] : 0;
+}
+
+static bool process_ended(long pid, int timeout_ms) {
+  for (int waited = 0; waited <= timeout_ms; waited += 10) {
+    char st = process_state(pid);
+    if (st == 0 || st == 'Z')
+      return true;
+    g_usleep(10000);
+  }
+  return false;
+}
+
+/* A process a plugin started and left running (its own process group, and
+ * a child of that) ends with the agent's stop. */
+static void test_sigterm_ends_left_processes(void) {
+  fx f = {0};
+  fx_up(&f, NULL);
+  long op = sim_create_operation(f.s, "511," FX_DEVICE ",leave");
+  g_assert_cmpint(sim_wait_operation_done(f.s, op, 10000), ==,
+                  SIM_OP_SUCCESSFUL);
+  long leader = atol(sim_operation_detail(f.s, op));
+  g_assert_cmpint(leader, >, 0);
+  /* The shell's background sleep, in the leader's group. */
+  long member = 0;
+  for (int i = 0; i < 500 && member <= 0; i++) {
+    char path[96];
+    snprintf(path, sizeof path, "/proc/%ld/task/%ld/children", leader, leader);
+    char *text = NULL;
+    if (g_file_get_contents(path, &text, NULL, NULL))
+      member = atol(text);
+    g_free(text);
+    if (member <= 0)
+      g_usleep(10000);
+  }
+  g_assert_cmpint(member, >, 0);
+  g_assert_cmpint(process_state(member), !=, 0);
+  g_assert_cmpint(agent_proc_signal(f.a, SIGTERM), ==, 0);
+  g_assert_cmpint(agent_proc_wait_exit(f.a, 10000), ==, 0);
+  char want[96];
+  snprintf(want, sizeof want, "ending process %ld left by a plugin", leader);
+  g_assert_true(agent_proc_wait_log(f.a, want, 1000));
+  g_assert_true(process_ended(leader, 5000));
+  g_assert_true(process_ended(member, 5000));
+  fx_down(&f);
+}
+
 static void test_sigterm_with_a_stuck_handler(void) {
   fx f = {0};
   fx_up(&f, NULL);
@@ -396,6 +454,8 @@ int main(int argc, char **argv) {
   g_test_add_func("/correct/sigterm-running",
                   test_sigterm_with_operations_running);
   g_test_add_func("/correct/sigterm-stuck", test_sigterm_with_a_stuck_handler);
+  g_test_add_func("/correct/sigterm-ends-left-processes",
+                  test_sigterm_ends_left_processes);
   g_test_add_func("/correct/late-completion",
                   test_late_completion_is_refused_safely);
   g_test_add_func("/correct/nodelay", test_mqtt_socket_has_nodelay);

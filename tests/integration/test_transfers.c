@@ -165,6 +165,39 @@ static void test_download_cut_twice(void) {
   hx_down(&x);
 }
 
+/* Whether the agent process has libcurl mapped. */
+static bool agent_maps_libcurl(hx *x) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/maps", (int)agent_proc_pid(x->f.a));
+  gchar *maps = NULL;
+  g_assert_true(g_file_get_contents(path, &maps, NULL, NULL));
+  bool found = strstr(maps, "/libcurl") != NULL;
+  g_free(maps);
+  return found;
+}
+
+/* libcurl (and its dependency tree) is loaded by the first transfer, not
+ * at start: connected and idle, the agent has not mapped it. */
+static void test_libcurl_loaded_on_first_transfer(void) {
+  hx x = {0};
+  hx_start_http(&x, "secret", NULL, NULL);
+  char *src = make_file(&x, "small.bin", 1);
+  char *sha = file_sha256(src);
+  char *url = binary_url(&x, src);
+  hx_up(&x, NULL, NULL, NULL);
+  g_assert_false(agent_maps_libcurl(&x));
+  char *cmd = g_strdup_printf("download %s small.bin %s", url, sha);
+  const char *detail = NULL;
+  g_assert_cmpint(run_cmd(&x, cmd, &detail), ==, SIM_OP_SUCCESSFUL);
+  assert_downloaded(detail, sha, 1u << 20);
+  g_assert_true(agent_maps_libcurl(&x));
+  g_free(cmd);
+  g_free(url);
+  g_free(sha);
+  g_free(src);
+  hx_down(&x);
+}
+
 static void test_download_checksum_and_limit(void) {
   hx x = {0};
   hx_start_http(&x, "secret", NULL, NULL);
@@ -636,6 +669,8 @@ int main(int argc, char **argv) {
   g_test_add_func("/http/logfile-522-diag-bundle",
                   test_logfile_522_diag_bundle);
   g_test_add_func("/http/download-cut-twice-resumes", test_download_cut_twice);
+  g_test_add_func("/http/libcurl-loaded-on-first-transfer",
+                  test_libcurl_loaded_on_first_transfer);
   g_test_add_func("/http/download-checksum-and-limit",
                   test_download_checksum_and_limit);
   g_test_add_func("/http/foreign-host-gets-no-credentials",

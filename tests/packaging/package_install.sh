@@ -109,6 +109,8 @@ check "Package is $pkg" test "$(field Package)" = "$pkg"
 check "Version is $version-<revision>" matches "$(field Version)" "^$version-[0-9]"
 check "Depends has adduser" matches "$(field Depends)" '(^|, )adduser'
 check "Depends has shlibdeps' libc6" matches "$(field Depends)" '(^|, )libc6 '
+check "Depends has libcurl (loaded on the first transfer)" matches "$(field Depends)" '(^|, )libcurl4'
+check "Depends has libwebsockets (loaded by remote_access's first session)" matches "$(field Depends)" '(^|, )libwebsockets[0-9]+'
 check "conffiles lists $config" matches "$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles)" "^$config\$"
 dpkg-deb -c "$devdeb" >"$tmp/dev.list"
 check "dev package has plugin.h" grep -q '/usr/include/c8y/plugin.h$' "$tmp/dev.list"

@@ -272,7 +272,7 @@ static void test_local_sim_defaults(void) {
   g_assert_true(c.state_dir[0] == '/');
   g_assert_cmpint(c.log_level, ==, LOG_LVL_INFO);
   g_assert_cmpint(c.op_timeout_s, ==, 600);
-  g_assert_cmpint(c.queue_max_bytes, ==, 16 * 1024 * 1024);
+  g_assert_cmpint(c.queue_max_bytes, ==, 48 * 1024 * 1024);
   g_assert_cmpuint(c.nentries, ==, 0);
   config_free(&c);
 

@@ -493,6 +493,78 @@ static void test_resume_bad_fields(fx *f, gconstpointer d) {
   journal_close(j);
 }
 
+/* A final status ends its operation and stays (across restarts and
+ * compactions) until it is sent; one fdatasync for the end and the status. */
+static void test_end_status(fx *f, gconstpointer d) {
+  journal *j = open_j(f);
+  journal_entry a = entry(1, "c8y_Restart", "dev1", false);
+  journal_entry b = entry(2, "c8y_Command", "kid", true);
+  g_assert_cmpint(journal_begin(j, &a), ==, C8Y_OK);
+  g_assert_cmpint(journal_begin(j, &b), ==, C8Y_OK);
+  journal_stats st0, st;
+  journal_get_stats(j, &st0);
+  g_assert_cmpint(journal_end_status(j, 1, "s/us", "503,c8y_Restart"), ==,
+                  C8Y_OK);
+  g_assert_cmpint(journal_end_status(j, 2, "s/us/kid", "502,c8y_Command,no"),
+                  ==, C8Y_OK);
+  journal_get_stats(j, &st);
+  g_assert_cmpuint(st.fsyncs - st0.fsyncs, ==, 2);
+  g_assert_cmpuint(st.unsent, ==, 2);
+  g_assert_cmpint(journal_status_sent(j, 1), ==, C8Y_OK);
+  g_assert_cmpint(journal_status_sent(j, 1), ==, C8Y_EINVAL);
+  journal_get_stats(j, &st);
+  g_assert_cmpuint(st.fsyncs - st0.fsyncs, ==, 2); /* "sent": no fsync */
+  journal_close(j);
+
+  /* Restart: both operations ended, one status still to send. */
+  j = open_j(f);
+  const journal_entry *rec;
+  g_assert_cmpuint(journal_recovered(j, &rec), ==, 0);
+  journal_status *v;
+  g_assert_cmpuint(journal_unsent(j, &v), ==, 1);
+  g_assert_cmpuint(v[0].id, ==, 2);
+  g_assert_cmpstr(v[0].topic, ==, "s/us/kid");
+  g_assert_cmpstr(v[0].line, ==, "502,c8y_Command,no");
+  journal_status_free(v, 1);
+  /* Compacted at open: the status is all that is left in the file. */
+  gchar *text = NULL;
+  g_assert_true(g_file_get_contents(f->path, &text, NULL, NULL));
+  g_assert_null(strstr(text, "begin"));
+  g_assert_nonnull(strstr(text, "502,c8y_Command,no"));
+  g_free(text);
+  g_assert_cmpint(journal_status_sent(j, 2), ==, C8Y_OK);
+  journal_close(j);
+  j = open_j(f);
+  g_assert_cmpuint(journal_unsent(j, &v), ==, 0);
+  g_assert_null(v);
+  journal_close(j);
+}
+
+/* A journal written before final statuses were journaled (the fixture of
+ * tests/unit/data/format1) replays as it always did. */
+static void test_compat_before_statuses(fx *f, gconstpointer d) {
+  gchar *from = g_test_build_filename(G_TEST_DIST, "data", "format1",
+                                      "operations.journal", NULL);
+  gchar *data = NULL;
+  gsize len = 0;
+  g_assert_true(g_file_get_contents(from, &data, &len, NULL));
+  g_assert_true(g_file_set_contents(f->path, data, (gssize)len, NULL));
+  g_free(data);
+  g_free(from);
+  journal *j = open_j(f);
+  const journal_entry *rec;
+  g_assert_cmpuint(journal_recovered(j, &rec), ==, 1);
+  g_assert_cmpuint(rec[0].id, ==, 5);
+  g_assert_cmpstr(rec[0].template_id, ==, "510");
+  g_assert_cmpstr(rec[0].fragment, ==, "c8y_Restart");
+  g_assert_true(rec[0].reboot);
+  g_assert_nonnull(rec[0].boot_id);
+  journal_status *v;
+  g_assert_cmpuint(journal_unsent(j, &v), ==, 0);
+  g_assert_cmpuint(journal_next_id(j), ==, 7);
+  journal_close(j);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add("/journal/begin-end-recover", fx, NULL, fx_setup,
@@ -522,6 +594,10 @@ int main(int argc, char **argv) {
   g_test_add("/journal/resume-bad-fields", fx, NULL, fx_setup,
              test_resume_bad_fields, fx_teardown);
   /* Last: it starts threads, after which the fixtures' setenv is unsafe. */
+  g_test_add("/journal/end-status", fx, NULL, fx_setup, test_end_status,
+             fx_teardown);
+  g_test_add("/journal/compat/before-statuses", fx, NULL, fx_setup,
+             test_compat_before_statuses, fx_teardown);
   g_test_add("/journal/concurrent-writers", fx, NULL, fx_setup,
              test_concurrent_writers, fx_teardown);
   return g_test_run();

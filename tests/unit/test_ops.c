@@ -637,6 +637,64 @@ static void test_journal_keeps_id(fx *f, gconstpointer d) {
   g_assert_null(take(f, true, NULL, NULL));
 }
 
+/* The agent dies and starts again on the same journal (a fresh queue). */
+static void restart(fx *f) {
+  ops_free(f->o);
+  journal_close(f->j);
+  outq_close(f->q);
+  outq_options qo;
+  outq_default_options(&qo, NULL);
+  char err[256];
+  g_assert_cmpint(outq_open(&qo, &f->q, err, sizeof err), ==, 0);
+  g_assert_cmpint(journal_open(f->dir, &f->j, err, sizeof err), ==, 0);
+  ops_host h = {.ctx = f, .dispatch = on_dispatch, .wake = on_wake};
+  g_assert_cmpint(ops_new(ROOT, f->reg, f->q, f->j, &h, 60000, &f->o), ==, 0);
+  ops_recover(f->o);
+}
+
+static uint64_t journal_fsyncs(fx *f) {
+  journal_stats st;
+  journal_get_stats(f->j, &st);
+  return st.fsyncs;
+}
+
+/* Each step of an operation costs one journal fdatasync: the begin, and the
+ * end with its final status in the same line. The status goes into the
+ * queue in memory and stays in the journal until its PUBACK: a restart
+ * before that sends it again, one after it does not. */
+static void test_final_status_journaled(fx *f, gconstpointer d) {
+  feed(f, "511," ROOT ",x");
+  uint64_t before = journal_fsyncs(f);
+  g_free(take(f, true, NULL, NULL)); /* the 501's PUBACK: journal begin */
+  g_assert_cmpuint(journal_fsyncs(f), ==, before + 1);
+  c8y_operation *op = g_ptr_array_index(f->dispatched, 0);
+  g_assert_cmpint(ops_op_succeed(op, "done"), ==, C8Y_OK);
+  ops_process(f->o, now_ms());
+  g_assert_cmpuint(journal_fsyncs(f), ==, before + 2);
+  journal_stats js;
+  journal_get_stats(f->j, &js);
+  g_assert_cmpuint(js.unsent, ==, 1);
+
+  /* Sent, not acknowledged, the agent dies: the next start sends it. */
+  uint64_t *tags = NULL;
+  size_t ntags = 0;
+  char *p = take(f, false, &tags, &ntags);
+  g_assert_cmpstr(p, ==, "503,c8y_Command,done");
+  g_assert_cmpuint(ntags, ==, 1);
+  g_free(tags);
+  g_free(p);
+  restart(f);
+  p = take(f, true, NULL, NULL); /* acknowledged this time */
+  g_assert_cmpstr(p, ==, "503,c8y_Command,done");
+  g_free(p);
+  journal_get_stats(f->j, &js);
+  g_assert_cmpuint(js.unsent, ==, 0);
+  /* ... and not again after that. */
+  restart(f);
+  g_assert_null(take(f, true, NULL, NULL));
+  g_assert_cmpuint(ops_active(f->o), ==, 0);
+}
+
 #define ADD(path, fn) g_test_add(path, fx, NULL, fx_setup, fn, fx_teardown)
 
 int main(int argc, char **argv) {
@@ -659,5 +717,6 @@ int main(int argc, char **argv) {
   ADD("/ops/parked-until-child-added", test_parked_until_child_added);
   ADD("/ops/template-record", test_template_record);
   ADD("/ops/journal-keeps-id", test_journal_keeps_id);
+  ADD("/ops/final-status-journaled", test_final_status_journaled);
   return g_test_run();
 }

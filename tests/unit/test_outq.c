@@ -11,6 +11,7 @@
 #include <glib/gstdio.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -112,6 +113,24 @@ static void push_numbered(outq *q, const char *head, const char *tail, int n) {
 
 /* 9-byte lines "200,m,v,<i>". */
 static void push_mv(outq *q, int n) { push_numbered(q, "200,m,v,", "", n); }
+
+/* Bytes of an entry record (format 2, see outq.c) of an llen-byte line
+ * whose sequence number and topic number take one byte each: magic, kind,
+ * CRC (6), the body length (1), seq, topic number, [tag], line. */
+static size_t entry_bytes(size_t llen, bool tag) {
+  return 6 + 1 + 2 + (tag ? 8 : 0) + llen;
+}
+
+/* Uses up sequence numbers 1..n (volatile entries, removed again), so that
+ * later entries' numbers take two bytes: record sizes stay the same for
+ * the rest of a test. */
+static void use_up_seqs(outq *q, int n) {
+  for (int i = 0; i < n; i++) {
+    g_assert_cmpint(
+        outq_push(q, OUTQ_EVENT, 0, "s/us", "400,x", 99, OUTQ_VOLATILE), ==, 0);
+    g_assert_cmpuint(outq_remove_tag(q, 99), ==, 1);
+  }
+}
 
 /* Overwrites len bytes at off in the class file, as damage on disk would. */
 static void poke(const char *dir, int cls, off_t off, const void *data,
@@ -291,8 +310,10 @@ static void test_persist_reopen(void) {
   g_assert_cmpuint(st.queued[OUTQ_OPSTATUS], ==, 1);
   g_assert_cmpuint(st.queued[OUTQ_MEASUREMENT], ==, 2);
   g_assert_cmpuint(st.bytes, ==,
-                   strlen("s/us503,c8y_Restart") + 2 * strlen("s/us200,m,v,1") +
-                       strlen("s/uc/x9,z") + strlen("s/us400,a"));
+                   entry_bytes(strlen("503,c8y_Restart"), true) +
+                       2 * entry_bytes(strlen("200,m,v,1"), false) +
+                       entry_bytes(strlen("9,z"), false) +
+                       entry_bytes(strlen("400,a"), false));
   g_assert_cmpint(outq_take(q, MAXP, &b), ==, 1);
   g_assert_cmpstr(b.payload, ==, "503,c8y_Restart"); /* volatile is gone */
   g_assert_cmpuint(b.ntags, ==, 1);
@@ -403,8 +424,9 @@ static void test_kill9(void) {
   }
 }
 
-/* Five 9-byte lines on "s/us": every record is 32 + 4 + 9 = 45 bytes. */
-#define REC 45
+/* Five 9-byte lines on "s/us": every record is 6 + 1 + 1 + 1 + 9 = 18
+ * bytes (see entry_bytes). */
+#define REC 18
 static void push_five(const char *dir) {
   outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 0);
   push_mv(q, 5);
@@ -436,12 +458,12 @@ static void test_truncated_tail(void) {
   g_test_trap_assert_passed();
   /* One warning naming the file and the offset of the torn record. */
   g_test_trap_assert_stderr("*queue-4.log: truncated or corrupt record at "
-                            "offset 180,*");
+                            "offset 72,*");
   g_test_trap_assert_stderr_unmatched("*queue-4.log*queue-4.log*");
 }
 
 /* One byte of the third line's record is damaged: it alone is lost. */
-#define DAMAGE_OFF (2 * REC + 40)
+#define DAMAGE_OFF (2 * REC + 12)
 #define DAMAGED_FIVE "200,m,v,0\n200,m,v,1\n200,m,v,3\n200,m,v,4"
 
 /* Five lines written, damaged at off, replayed: want is what comes back. */
@@ -464,8 +486,8 @@ static void test_corrupt_middle(void) {
   }
   g_test_trap_subprocess(NULL, 0, 0);
   g_test_trap_assert_passed();
-  g_test_trap_assert_stderr("*queue-4.log: corrupt record at offset 90, "
-                            "skipped 45 bytes*");
+  g_test_trap_assert_stderr("*queue-4.log: corrupt record at offset 36, "
+                            "skipped 18 bytes*");
 }
 
 /* Records punched out to make room on a full disk read as zeros: replay
@@ -504,8 +526,9 @@ static void test_garbage_file(void) {
 
 static void test_drop_policy(void) {
   char *dir = make_dir();
-  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 1000);
-  /* 4 + 16 = 20 bytes each */
+  outq *q = open_q(dir, OUTQ_FSYNC_NEVER, 1300);
+  /* 26 bytes each: 16 of line, 10 of record (a 2-byte sequence number) */
+  use_up_seqs(q, 130);
   g_assert_cmpint(
       outq_push(q, OUTQ_OPSTATUS, 0, "s/us", "503,c8y_Restart1", 0, 0), ==, 0);
   g_assert_cmpint(outq_push(q, OUTQ_ALARM, 0, "s/us", "301,c8y_Alarm,xx", 0, 0),
@@ -518,7 +541,7 @@ static void test_drop_policy(void) {
   }
   outq_stats st;
   outq_get_stats(q, &st);
-  g_assert_cmpuint(st.bytes, <=, 1000);
+  g_assert_cmpuint(st.bytes, <=, 1300);
   g_assert_cmpuint(st.queued[OUTQ_MEASUREMENT], ==, 48);
   g_assert_cmpuint(st.dropped[OUTQ_MEASUREMENT], ==, 52);
   g_assert_cmpuint(st.queued[OUTQ_OPSTATUS], ==, 1);
@@ -546,7 +569,7 @@ static void test_drop_policy(void) {
   outq_get_stats(q, &st);
   g_assert_cmpuint(st.queued[OUTQ_MEASUREMENT], ==, 0);
   g_assert_cmpuint(st.queued[OUTQ_ALARM], ==, 49);
-  g_assert_cmpuint(st.bytes, ==, 1000);
+  g_assert_cmpuint(st.bytes, ==, 1300);
   g_assert_cmpint(
       outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", "200,c8y_T,T,9999", 0, 0), ==,
       C8Y_EAGAIN);
@@ -558,7 +581,7 @@ static void test_drop_policy(void) {
   g_assert_cmpuint(st.queued[OUTQ_ALARM], ==, 48);
   g_assert_cmpuint(st.inflight, ==, 1);
   /* A line larger than the whole bound can never fit. */
-  char big[1100];
+  char big[1400];
   memset(big, 'x', sizeof big - 1);
   big[sizeof big - 1] = '\0';
   g_assert_cmpint(outq_push(q, OUTQ_OPSTATUS, 0, "s/us", big, 0, 0), ==,
@@ -567,7 +590,7 @@ static void test_drop_policy(void) {
   outq_close(q);
 
   /* Drops are durable: the dropped measurements don't come back. */
-  q = open_q(dir, OUTQ_FSYNC_NEVER, 1000);
+  q = open_q(dir, OUTQ_FSYNC_NEVER, 1300);
   outq_get_stats(q, &st);
   g_assert_cmpuint(st.queued[OUTQ_OPSTATUS], ==, 2);
   g_assert_cmpuint(st.queued[OUTQ_ALARM], ==, 48);
@@ -579,7 +602,7 @@ static void test_drop_policy(void) {
   outq_get_stats(q, &st);
   g_assert_cmpuint(st.bytes, <=, 500);
   g_assert_cmpuint(st.queued[OUTQ_OPSTATUS], ==, 2);
-  g_assert_cmpuint(st.queued[OUTQ_ALARM], ==, 23);
+  g_assert_cmpuint(st.queued[OUTQ_ALARM], ==, 17); /* 2 * 26 + 17 * 26 */
   outq_close(q);
   rm_dir(dir);
 }
@@ -638,7 +661,18 @@ static void test_coalesce(void) {
   rm_dir(dir);
 }
 
-/* Byte 9 of the n-th record of a class file: its stored replace key. */
+static uint64_t read_varint(const unsigned char **p) {
+  uint64_t v = 0;
+  for (unsigned shift = 0;; shift += 7) {
+    unsigned char b = *(*p)++;
+    v |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80))
+      return v;
+  }
+}
+
+/* The replace key stored in the n-th entry record of a class file (format
+ * 2: kind bit 0x08 says a key byte follows seq, topic number and tag). */
 static int record_key(const char *dir, int cls, int n) {
   char *path = queue_path(dir, cls);
   gchar *data = NULL;
@@ -646,15 +680,23 @@ static int record_key(const char *dir, int cls, int n) {
   g_assert_true(g_file_get_contents(path, &data, &len, NULL));
   g_free(path);
   size_t off = 0;
-  for (int i = 0; i < n; i++) {
-    g_assert_cmpuint(off + 32, <=, len);
+  int key = -1;
+  for (int entries = 0; key < 0;) {
+    g_assert_cmpuint(off + 7, <=, len);
     const unsigned char *p = (const unsigned char *)data + off;
-    off += 32 + (p[10] | p[11] << 8) +
-           ((size_t)p[12] | (size_t)p[13] << 8 | (size_t)p[14] << 16 |
-            (size_t)p[15] << 24);
+    g_assert_cmpint(p[0], ==, 0xC9);
+    const unsigned char *b = p + 6;
+    uint64_t blen = read_varint(&b);
+    off = (size_t)(b - (const unsigned char *)data) + blen;
+    g_assert_cmpuint(off, <=, len);
+    if ((p[1] & 3) != 1 || entries++ < n)
+      continue;
+    read_varint(&b); /* seq */
+    read_varint(&b); /* topic number */
+    if (p[1] & 0x04)
+      b += 8;
+    key = (p[1] & 0x08) ? *b : 0;
   }
-  g_assert_cmpuint(off + 32, <=, len);
-  int key = (unsigned char)data[off + 9];
   g_free(data);
   return key;
 }
@@ -677,7 +719,7 @@ static void test_replace_keys(void) {
                   C8Y_EINVAL);
   g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, 1, "s/us", "200,a,b,1", 0, 0),
                   ==, C8Y_EINVAL);
-  /* Stored in the record (byte 9, 0 for none, as older agents wrote). */
+  /* Stored in the record (none when 0). */
   g_assert_cmpint(record_key(dir, OUTQ_INVENTORY, 0), ==, 7);
   g_assert_cmpint(record_key(dir, OUTQ_INVENTORY, 2), ==, 8);
   g_assert_cmpint(record_key(dir, OUTQ_INVENTORY, 3), ==, 0);
@@ -1137,7 +1179,7 @@ static void test_readback_crc(void) {
   }
   g_test_trap_subprocess(NULL, 0, 0);
   g_test_trap_assert_passed();
-  g_test_trap_assert_stderr("*queue-4.log: the record at offset 90 is damaged "
+  g_test_trap_assert_stderr("*queue-4.log: the record at offset 36 is damaged "
                             "on disk*");
 }
 
@@ -1277,6 +1319,7 @@ static void test_backlog_memory(void) {
 static void test_drop_log(void) {
   if (g_test_subprocess()) {
     outq *q = open_q(NULL, OUTQ_FSYNC_NEVER, 1000);
+    use_up_seqs(q, 130); /* 26-byte measurements, 27-byte events */
     for (int i = 0; i < 100; i++) {
       char line[32];
       snprintf(line, sizeof line, "200,c8y_T,T,%04d", i);
@@ -1290,7 +1333,7 @@ static void test_drop_log(void) {
     outq_stats st;
     outq_get_stats(q, &st);
     g_assert_cmpuint(st.dropped[OUTQ_MEASUREMENT], ==, 100);
-    g_assert_cmpuint(st.dropped[OUTQ_EVENT], ==, 13);
+    g_assert_cmpuint(st.dropped[OUTQ_EVENT], ==, 23);
     outq_close(q);
     return;
   }
@@ -1298,7 +1341,7 @@ static void test_drop_log(void) {
   g_test_trap_assert_passed();
   g_test_trap_assert_stderr(
       "*queue full (max_bytes): dropped 1 measurements (1 since the start)\n"
-      "*queue full (max_bytes): dropped 13 events, 99 measurements (113 since "
+      "*queue full (max_bytes): dropped 23 events, 99 measurements (123 since "
       "the start)\n*");
 }
 
@@ -1518,6 +1561,113 @@ static void test_disk_full(void) {
   g_assert_cmpint(WEXITSTATUS(status), ==, 0);
 }
 
+/* Copies the format 1 fixture (tests/unit/data/format1, written by the
+ * agent before format 2) into a fresh queue directory. */
+static char *format1_dir(void) {
+  char *dir = make_dir();
+  for (int c = 0; c < OUTQ_NCLASSES; c++) {
+    char name[32];
+    snprintf(name, sizeof name, "queue-%d.log", c);
+    gchar *from =
+        g_test_build_filename(G_TEST_DIST, "data", "format1", name, NULL);
+    gchar *data = NULL;
+    gsize len = 0;
+    g_assert_true(g_file_get_contents(from, &data, &len, NULL));
+    char *to = queue_path(dir, c);
+    g_assert_true(g_file_set_contents(to, data, (gssize)len, NULL));
+    g_free(to);
+    g_free(data);
+    g_free(from);
+  }
+  return dir;
+}
+
+/* An agent upgraded over a state dir of one from before format 2 sends what
+ * that one queued: lines, topics, tags and replace keys of format 1 records,
+ * minus what its tombstones acked; new lines go next to them in format 2,
+ * and both replay again. */
+static void test_compat_format1(void) {
+  char *dir = format1_dir();
+  outq *q = open_q(dir, 1000, 0);
+  outq_stats st;
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.replayed, ==, 9);
+  g_assert_cmpuint(st.queued[OUTQ_MEASUREMENT], ==, 3); /* 1, 2 were acked */
+  g_assert_cmpint(
+      outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", "200,c8y_T,T,6", 0, 0), ==, 0);
+  g_assert_cmpint(
+      outq_push(q, OUTQ_EVENT, 0, "s/us/child1", "400,c8y_E,new", 0, 0), ==, 0);
+  outq_close(q);
+  q = open_q(dir, 1000, 0);
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.replayed, ==, 11);
+  /* A key stored in format 1 still names what a new line supersedes. */
+  g_assert_cmpint(push_inv(q, "s/us", "117,31", 117), ==, 0);
+  /* The usual order: the status waits for the older event and inventory
+   * lines of its topic. */
+  assert_take_ack(q, MAXP, OUTQ_EVENT, "s/us", "400,c8y_E,root event");
+  assert_take_ack(q, MAXP, OUTQ_INVENTORY, "s/us", "114,c8y_Restart\n117,31");
+  outq_batch b;
+  g_assert_cmpint(outq_take(q, MAXP, &b), ==, 1);
+  g_assert_cmpstr(b.payload, ==, "503,c8y_Restart");
+  g_assert_cmpuint(b.ntags, ==, 1);
+  g_assert_cmpuint(b.tags[0], ==, 77);
+  g_assert_cmpint(outq_ack(q, b.id), ==, 0);
+  outq_batch_free(&b);
+  assert_take_ack(q, MAXP, OUTQ_ALARM, "s/us/child1", "301,c8y_A,x");
+  assert_take_ack(q, MAXP, OUTQ_EVENT, "s/us/child1",
+                  "400,c8y_E,child event\n400,c8y_E,new");
+  assert_take_ack(q, MAXP, OUTQ_MEASUREMENT, "s/us",
+                  "200,c8y_T,T,3\n200,c8y_T,T,4\n200,c8y_T,T,5\n"
+                  "200,c8y_T,T,6");
+  assert_empty(q);
+  outq_close(q);
+  q = open_q(dir, 1000, 0);
+  assert_empty(q);
+  outq_close(q);
+  rm_dir(dir);
+}
+
+/* Bytes written per queued line: a ~30-byte measurement costs its line and
+ * an 11-byte record header in one file append; acks of a file that empties
+ * cost nothing (it is truncated), those of a backlog a few bytes per batch. */
+static void test_bytes_per_line(void) {
+  char *dir = make_dir();
+  outq *q = open_q(dir, 2000, 0);
+  use_up_seqs(q, 20000); /* 3-byte sequence numbers, as in a long run */
+  const char *line = "200,c8y_Temperature,T,21.5,C"; /* 28 bytes */
+  outq_stats st0, st;
+  outq_get_stats(q, &st0);
+  /* Offline: a backlog of 1000 lines, then drained. */
+  for (int i = 0; i < 1000; i++)
+    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", line, 0, 0), ==,
+                    0);
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.written - st0.written, ==, 1000 * (6 + 1 + 3 + 1 + 28));
+  outq_batch b;
+  while (outq_take(q, MAXP, &b) == 1) {
+    outq_ack(q, b.id);
+    outq_batch_free(&b);
+  }
+  outq_tick(q);
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.written - st0.written, <=, 1000 * 39 + 100);
+  g_assert_cmpint(file_size(dir, OUTQ_MEASUREMENT), ==, 0);
+  /* Online: one line at a time, each sent before the next. */
+  outq_get_stats(q, &st0);
+  for (int i = 0; i < 100; i++) {
+    g_assert_cmpint(outq_push(q, OUTQ_MEASUREMENT, 0, "s/us", line, 0, 0), ==,
+                    0);
+    g_assert_cmpint(outq_take(q, MAXP, &b), ==, 1);
+    outq_ack(q, b.id);
+    outq_batch_free(&b);
+  }
+  outq_get_stats(q, &st);
+  g_assert_cmpuint(st.written - st0.written, ==, 100 * 39);
+  outq_close(q);
+  rm_dir(dir);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/outq/priority", test_priority);
@@ -1548,5 +1698,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/outq/persist/disk_full", test_disk_full);
   g_test_add_func("/outq/drop_log", test_drop_log);
   g_test_add_func("/outq/persist/punched", test_punched);
+  g_test_add_func("/outq/compat/format1", test_compat_format1);
+  g_test_add_func("/outq/bytes_per_line", test_bytes_per_line);
   return g_test_run();
 }

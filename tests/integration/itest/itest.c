@@ -30,6 +30,9 @@
  *                        op_cancelled
  *   fds                  succeed with what a process the plugin starts
  *                        inherited: "sockets=<n> files=<n>" beyond 0-2
+ *   leave                start `sleep 600 & exec sleep 600` in a process
+ *                        group of its own and succeed with its pid, never
+ *                        waiting for it (what the agent ends at its stop)
  * 510 (c8y_Restart) behaves like "reboot" (and logs the same line). A producer
  * "itest" emits a counter every `interval_ms` (0 = no producer). With `burst =
  * N`, init queues "200,c8y_Seq,n,<i>" for i = 1..N once per state dir (a marker
@@ -155,6 +158,20 @@ static int on_command(c8y_plugin *self, c8y_operation *op, void *ud) {
     pclose(p);
     char result[64];
     snprintf(result, sizeof result, "sockets=%d files=%d", sockets, files);
+    return api->op_succeed(op, result);
+  }
+  if (strcmp(text, "leave") == 0) {
+    pid_t pid = fork();
+    if (pid < 0)
+      return api->op_fail(op, "fork failed");
+    if (pid == 0) {
+      setpgid(0, 0);
+      execl("/bin/sh", "sh", "-c", "sleep 600 & exec sleep 600", (char *)NULL);
+      _exit(127);
+    }
+    setpgid(pid, pid); /* whichever of the two runs first */
+    char result[32];
+    snprintf(result, sizeof result, "%d", (int)pid);
     return api->op_succeed(op, result);
   }
   if (strcmp(text, "stuck") == 0) {
