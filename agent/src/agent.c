@@ -49,6 +49,7 @@ typedef struct agent {
   const char *config_path;
   agent_config cfg;
   outq *q;
+  upstream up; /* every line's way into q */
   journal *j;
   registry *reg;
   ops *ops;
@@ -188,6 +189,39 @@ static void report_plugins(agent *a) {
                            why);
   }
   services_plugins_done(a->svc);
+}
+
+static c8y_plugin *loaded_plugin(const plugin_set *s, const char *name) {
+  for (size_t i = 0; name && i < s->n; i++)
+    if (strcmp(s->plugins[i]->name, name) == 0)
+      return s->plugins[i];
+  return NULL;
+}
+
+/* The plugin list `c8y-agent status` shows. */
+static void publish_plugins(agent *a) {
+  if (!a->api)
+    return;
+  size_t n = a->plugins.nentries;
+  localapi_plugin_row *rows = calloc(n ? n : 1, sizeof *rows);
+  if (!rows)
+    return;
+  for (size_t i = 0; i < n; i++) {
+    const loader_entry *e = &a->plugins.entries[i];
+    localapi_plugin_row *r = &rows[i];
+    *r = (localapi_plugin_row){.name = e->name,
+                               .version = e->version,
+                               .file = e->file,
+                               .state = e->loaded     ? "loaded"
+                                        : e->disabled ? "disabled"
+                                                      : "failed",
+                               .reason = e->reason};
+    c8y_plugin *lp = e->loaded ? loaded_plugin(&a->plugins, e->name) : NULL;
+    if (lp)
+      registry_count_for(a->reg, lp, &r->producers, &r->handlers);
+  }
+  localapi_set_plugins(a->api, rows, n);
+  free(rows);
 }
 
 static void on_message(void *ctx, const char *topic, const char *payload,
@@ -342,7 +376,7 @@ static int start_renewal(agent *a) {
                    .try_identity = try_identity,
                    .bearer =
                        a->cfg.http_jwt && a->http ? renewal_bearer : NULL};
-  return renew_new(&a->cfg, a->q, &rh, &a->renew);
+  return renew_new(&a->cfg, &a->up, &rh, &a->renew);
 }
 
 /* ---- setup ---- */
@@ -392,6 +426,7 @@ static int open_state(agent *a) {
     log_error("%s", err);
     return rc;
   }
+  a->up = (upstream){.q = a->q, .reg = a->reg, .wake = wake, .wake_ctx = a};
   outq_stats st;
   outq_get_stats(a->q, &st);
   if (st.replayed)
@@ -407,11 +442,9 @@ static int open_state(agent *a) {
 static void setup_host(agent *a) {
   a->host.cfg = &a->cfg;
   a->host.reg = a->reg;
-  a->host.q = a->q;
+  a->host.up = &a->up;
   a->host.device_id = a->cfg.device_id;
   a->host.state_dir = a->cfg.state_dir;
-  a->host.wake = wake;
-  a->host.wake_ctx = a;
   a->host.svc = a->svc;
 }
 
@@ -456,7 +489,7 @@ static void reload_apply(agent *a) {
   setup_host(a);
   loader_load_all(&a->host, a->cfg.plugin_dir, true, &a->plugins);
   report_plugins(a);
-  localapi_set_plugins(a->api, &a->plugins, a->reg);
+  publish_plugins(a);
   scheduler_reset(a->reg, clock_mono_ms());
   link_announce(a->link);
 }
@@ -542,7 +575,13 @@ static void publish_state(agent *a) {
 }
 
 static void op_finished(void *ctx, const ops_outcome *r) {
-  localapi_record_op(((agent *)ctx)->api, r);
+  localapi_op_row row = {.id = (unsigned long long)r->id,
+                         .template_id = r->template_id,
+                         .fragment = r->fragment,
+                         .device = r->device,
+                         .ok = r->ok,
+                         .reason = r->reason};
+  localapi_record_op(((agent *)ctx)->api, &row);
 }
 
 /* A missed wakeup costs at most this much. */
@@ -768,8 +807,8 @@ int agent_run(const char *config_path) {
     agent_cleanup(&a);
     return AGENT_EXIT_RUNTIME;
   }
-  if (services_new(a.cfg.device_id, a.cfg.state_dir, a.q, a.reg, wake, &a,
-                   &a.svc) != 0) {
+  if (services_new(a.cfg.device_id, a.cfg.state_dir, &a.up, a.reg, &a.svc) !=
+      0) {
     log_error("out of memory");
     agent_cleanup(&a);
     return AGENT_EXIT_RUNTIME;
@@ -784,7 +823,7 @@ int agent_run(const char *config_path) {
                  .dispatch = dispatch_op,
                  .wake = wake,
                  .finished = op_finished};
-  if (ops_new(a.cfg.device_id, a.reg, a.q, a.j, &oh,
+  if (ops_new(a.cfg.device_id, a.reg, &a.up, a.j, &oh,
               (uint32_t)a.cfg.op_timeout_s * 1000u, &a.ops) != 0) {
     agent_cleanup(&a);
     return AGENT_EXIT_RUNTIME;
@@ -815,7 +854,7 @@ int agent_run(const char *config_path) {
                                : AGENT_EXIT_RUNTIME;
   }
   link_params lp = {.cfg = &a.cfg,
-                    .q = a.q,
+                    .up = &a.up,
                     .ops = a.ops,
                     .reg = a.reg,
                     .queue_dir = a.queue_dir,
@@ -842,9 +881,9 @@ int agent_run(const char *config_path) {
     agent_cleanup(&a);
     return AGENT_EXIT_RUNTIME;
   }
-  if (localapi_start(&a.cfg, a.q, wake, &a, &a.api, err, sizeof err) != 0)
+  if (localapi_start(&a.cfg, &a.up, &a.api, err, sizeof err) != 0)
     log_error("%s; running without it", err);
-  localapi_set_plugins(a.api, &a.plugins, a.reg);
+  publish_plugins(&a);
   publish_state(&a);
   scheduler_reset(a.reg, clock_mono_ms());
   log_notice("c8y-agent %s started: device %s, %zu plugins", C8Y_VERSION,
@@ -869,8 +908,8 @@ static int load_for_inspection(agent *a, const char *config_path) {
     agent_cleanup(a);
     return AGENT_EXIT_RUNTIME;
   }
+  a->up = (upstream){.q = a->q, .reg = a->reg}; /* no main loop to wake */
   setup_host(a);
-  a->host.wake = NULL;
   loader_load_all(&a->host, a->cfg.plugin_dir, false, &a->plugins);
   return 0;
 }

@@ -37,6 +37,7 @@ struct capture {
   capture_options opt;
   registry *reg;
   outq *q;
+  upstream up; /* every line's way into q */
   journal *j;
   ops *o;
   services *svc; /* set_health works as in the agent */
@@ -135,7 +136,7 @@ static void drain(capture *c) {
     emit_lines(c, b.topic, b.payload);
     outq_ack(c->q, b.id);
     for (size_t k = 0; k < b.ntags; k++)
-      ops_on_acked(c->o, b.tags[k], true);
+      ops_on_acked(c->o, upstream_tag_of(b.tags[k]), true);
     outq_batch_free(&b);
   }
 }
@@ -194,18 +195,18 @@ int capture_new(const capture_options *o, capture **out, char *err,
     rc = C8Y_EIO;
     goto fail;
   }
+  c->up = (upstream){.q = c->q, .reg = c->reg, .wake = wake, .wake_ctx = c};
   ops_host oh = {
       .ctx = c, .dispatch = dispatch, .wake = wake, .finished = finished};
-  if (ops_new(c->device_id, c->reg, c->q, c->j, &oh, o->op_timeout_ms, &c->o) !=
-      0) {
+  if (ops_new(c->device_id, c->reg, &c->up, c->j, &oh, o->op_timeout_ms,
+              &c->o) != 0) {
     snprintf(err, len, "out of memory");
     goto fail;
   }
   /* The agent's start: what the previous run on this state dir left
    * executing is settled, or kept for capture_resume. */
   ops_recover(c->o);
-  if (services_new(c->device_id, c->state_dir, c->q, c->reg, wake, c,
-                   &c->svc) != 0) {
+  if (services_new(c->device_id, c->state_dir, &c->up, c->reg, &c->svc) != 0) {
     snprintf(err, len, "out of memory");
     goto fail;
   }
@@ -252,7 +253,7 @@ void capture_free(capture *c) {
 void *capture_ctx(const capture *c) { return c->opt.ctx; }
 
 capture *capture_of(const c8y_plugin *p) {
-  return p && p->host ? p->host->wake_ctx : NULL;
+  return p && p->host && p->host->up ? p->host->up->wake_ctx : NULL;
 }
 
 c8y_plugin *capture_plugin(capture *c) {
@@ -273,11 +274,9 @@ int capture_load(capture *c, const char *so_path, agent_config *cfg,
   c->cfg = cfg;
   c->host = (plugin_host){.cfg = cfg,
                           .reg = c->reg,
-                          .q = c->q,
+                          .up = &c->up,
                           .device_id = c->device_id,
                           .state_dir = c->state_dir,
-                          .wake = wake,
-                          .wake_ctx = c,
                           .http = http,
                           .svc = c->svc,
                           .api = api};

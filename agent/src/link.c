@@ -10,6 +10,7 @@
 #include "session.h"
 #include "smartrest.h"
 #include "sockopt.h"
+#include "upstream.h"
 #include "x509.h"
 
 #include <c8y/plugin.h>
@@ -30,9 +31,6 @@
 #define MAX_INFLIGHT 8 /* batches; Paho's own window is larger */
 /* Publish id of the liveness probe; queue batch ids never get this high. */
 #define PROBE_ID UINT64_MAX
-/* Queue tags of the registration lines and the 500 of one connect (two per
- * connect); operation tags (journal ids) never get this high. */
-#define ANNOUNCE_TAG_BASE (UINT64_C(1) << 62)
 /* Batches the broker can never take are kept here for an operator. */
 #define REJECTED_FILE "rejected.log"
 #define REJECTED_MAX_BYTES (1024 * 1024)
@@ -59,12 +57,13 @@ typedef struct event {
 
 typedef struct inflight {
   uint64_t id;
-  uint64_t *tags;
+  uint64_t *tags; /* upstream_tag_bits */
   size_t ntags;
 } inflight;
 
 struct link_ctx {
   const agent_config *cfg;
+  const upstream *up;
   outq *q;
   ops *ops;
   registry *reg;
@@ -83,16 +82,16 @@ struct link_ctx {
   int auth_failures;
   inflight window[MAX_INFLIGHT];
   size_t ninflight;
-  uint64_t announce_gen;  /* connects so far */
-  uint64_t reg_tag;       /* registration lines of this connect */
-  uint64_t pending_tag;   /* the 500 of this connect */
-  size_t reg_unacked;     /* registration lines not yet acknowledged */
-  bool pending_requested; /* this connect's 500 is queued */
-  long long last_inbound; /* last PUBACK or message from the broker */
-  long long probe_sent;   /* 0 = no probe outstanding */
-  bool dropping;          /* session_drop issued, waiting for the loss */
-  bool trying_identity;   /* reconnecting with a renewed certificate */
-  uint64_t announced_seq; /* children up to this registry_child_seq */
+  uint64_t announce_gen;    /* connects so far */
+  upstream_tag reg_tag;     /* registration lines of this connect */
+  upstream_tag pending_tag; /* the 500 of this connect */
+  size_t reg_unacked;       /* registration lines not yet acknowledged */
+  bool pending_requested;   /* this connect's 500 is queued */
+  long long last_inbound;   /* last PUBACK or message from the broker */
+  long long probe_sent;     /* 0 = no probe outstanding */
+  bool dropping;            /* session_drop issued, waiting for the loss */
+  bool trying_identity;     /* reconnecting with a renewed certificate */
+  uint64_t announced_seq;   /* children up to this registry_child_seq */
 };
 
 /* ---- events from Paho threads ---- */
@@ -188,18 +187,12 @@ static char *read_dmi(const char *field) {
  * and retried after a loss. Volatile: it is rebuilt on every connect. */
 static size_t queue_announce(link_ctx *l, const char *topic,
                              const char *const *fields, size_t n) {
-  smartrest_buf b;
-  smartrest_buf_init(&b);
-  size_t queued = 0;
-  if (smartrest_encode_line(&b, fields, n) == 0 &&
-      outq_push(l->q, OUTQ_INVENTORY, proto_replace_key(fields[0]), topic,
-                b.data, l->reg_tag, OUTQ_VOLATILE) == 0)
-    queued = 1;
-  else
-    log_error("cannot queue the registration line '%.40s' for %s",
-              b.data ? b.data : fields[0], topic);
-  smartrest_buf_free(&b);
-  return queued;
+  if (upstream_send(l->up, OUTQ_INVENTORY, topic, fields, n, OUTQ_VOLATILE,
+                    l->reg_tag) == 0)
+    return 1;
+  log_error("cannot queue the registration line '%s,%.35s' for %s", fields[0],
+            n > 1 && fields[1] ? fields[1] : "", topic);
+  return 0;
 }
 
 static size_t queue_supported(link_ctx *l, const char *topic,
@@ -211,8 +204,8 @@ static size_t queue_supported(link_ctx *l, const char *topic,
   size_t queued = 0;
   if (line) {
     snprintf(line, n, "114,%s", supported);
-    queued = outq_push(l->q, OUTQ_INVENTORY, proto_replace_key("114"), topic,
-                       line, l->reg_tag, OUTQ_VOLATILE) == 0;
+    queued = upstream_send_line(l->up, OUTQ_INVENTORY, topic, line,
+                                OUTQ_VOLATILE, l->reg_tag) == 0;
     free(line);
   }
   return queued;
@@ -241,8 +234,8 @@ static void request_operations(link_ctx *l) {
     session_subscribe(l->sess, topic, qos);
   }
   free(xids);
-  if (outq_push(l->q, OUTQ_OPSTATUS, 0, "s/us", "500", l->pending_tag,
-                OUTQ_VOLATILE) != 0)
+  if (upstream_send_line(l->up, OUTQ_OPSTATUS, "s/us", "500", OUTQ_VOLATILE,
+                         l->pending_tag) != 0)
     log_error("cannot queue the 500 request for pending operations");
   l->pending_requested = true;
   l->host.wake(l->host.ctx);
@@ -254,8 +247,8 @@ static void request_operations(link_ctx *l) {
 static void announce(link_ctx *l) {
   const agent_config *c = l->cfg;
   l->announce_gen++;
-  l->reg_tag = ANNOUNCE_TAG_BASE + 2 * l->announce_gen;
-  l->pending_tag = l->reg_tag + 1;
+  l->reg_tag = (upstream_tag){UPSTREAM_TAG_REGISTRATION, l->announce_gen};
+  l->pending_tag = (upstream_tag){UPSTREAM_TAG_PENDING, l->announce_gen};
   l->pending_requested = false;
   /* Children added from now on are announced on their own afterwards. */
   l->announced_seq = registry_child_seq(l->reg);
@@ -305,9 +298,8 @@ static void announce(link_ctx *l) {
                        sizeof expiry) == 0) {
     /* An alarm (raised or cleared), not registration: the 500 does not
      * wait for it. */
-    char id[4] = {expiry[0], expiry[1], expiry[2], 0};
-    if (outq_push(l->q, proto_class(id), proto_replace_key(id), "s/us", expiry,
-                  0, OUTQ_VOLATILE) != 0)
+    if (upstream_send_line(l->up, UPSTREAM_BY_TEMPLATE, "s/us", expiry,
+                           OUTQ_VOLATILE, UPSTREAM_NO_TAG) != 0)
       log_error("cannot queue the certificate expiry line");
   }
   if (c->required_interval > 0) {
@@ -333,17 +325,26 @@ static void announce(link_ctx *l) {
     request_operations(l);
 }
 
-/* Acknowledged tags that belong to the connect sequence, not operations. */
-static bool announce_acked(link_ctx *l, uint64_t tag) {
-  if (tag < ANNOUNCE_TAG_BASE)
-    return false;
-  if (tag == l->reg_tag && l->reg_unacked > 0 && --l->reg_unacked == 0) {
-    log_info("registration acknowledged; requesting pending operations");
-    request_operations(l);
-  } else if (tag == l->pending_tag) {
-    ops_on_pending_requested(l->ops, clock_mono_ms());
+/* An acknowledged tag: the connect sequence's own, or an operation's. */
+static void tag_acked(link_ctx *l, upstream_tag tag) {
+  switch (tag.kind) {
+  case UPSTREAM_TAG_REGISTRATION:
+    if (upstream_tag_eq(tag, l->reg_tag) && l->reg_unacked > 0 &&
+        --l->reg_unacked == 0) {
+      log_info("registration acknowledged; requesting pending operations");
+      request_operations(l);
+    }
+    break;
+  case UPSTREAM_TAG_PENDING:
+    if (upstream_tag_eq(tag, l->pending_tag))
+      ops_on_pending_requested(l->ops, clock_mono_ms());
+    break;
+  case UPSTREAM_TAG_OPERATION:
+    ops_on_acked(l->ops, tag, *l->running);
+    break;
+  case UPSTREAM_TAG_NONE:
+    break;
   }
-  return true;
 }
 
 /* ---- queue draining ---- */
@@ -387,8 +388,7 @@ static void set_aside(link_ctx *l, outq_batch *b, const char *why) {
     close(fd);
   outq_ack(l->q, b->id);
   for (size_t k = 0; k < b->ntags; k++)
-    if (!announce_acked(l, b->tags[k]))
-      ops_on_acked(l->ops, b->tags[k], *l->running);
+    tag_acked(l, upstream_tag_of(b->tags[k]));
 }
 
 /* Statuses, 500 and registration need their acknowledgement: QoS >= 1
@@ -408,7 +408,8 @@ void link_drain(link_ctx *l) {
      * lines go: 100 must create the device (with its name and type) before
      * lines plugins queued earlier, e.g. the software list, reach it. */
     int took = l->reg_unacked > 0
-                   ? outq_take_tagged(l->q, l->reg_tag, C8Y_MAX_LINE, &b)
+                   ? outq_take_tagged(l->q, upstream_tag_bits(l->reg_tag),
+                                      C8Y_MAX_LINE, &b)
                    : outq_take(l->q, C8Y_MAX_LINE, &b);
     if (took != 1)
       break;
@@ -458,8 +459,7 @@ static void delivered(link_ctx *l, uint64_t id, bool ok) {
     if (ok) {
       outq_ack(l->q, id);
       for (size_t k = 0; k < slot.ntags; k++)
-        if (!announce_acked(l, slot.tags[k]))
-          ops_on_acked(l->ops, slot.tags[k], *l->running);
+        tag_acked(l, upstream_tag_of(slot.tags[k]));
     } else {
       log_debug("publish of batch %llu failed; it goes back to the queue",
                 (unsigned long long)id);
@@ -477,18 +477,18 @@ static void forget_inflight(link_ctx *l) {
   size_t n = 0;
   for (size_t i = 0; i < l->ninflight; i++)
     n += l->window[i].ntags;
-  uint64_t *tags = n ? malloc(n * sizeof *tags) : NULL;
+  upstream_tag *tags = n ? malloc(n * sizeof *tags) : NULL;
   size_t k = 0;
   for (size_t i = 0; i < l->ninflight; i++) {
-    if (tags)
-      memcpy(tags + k, l->window[i].tags, l->window[i].ntags * sizeof *tags);
+    for (size_t t = 0; tags && t < l->window[i].ntags; t++)
+      tags[k + t] = upstream_tag_of(l->window[i].tags[t]);
     k += l->window[i].ntags;
     free(l->window[i].tags);
   }
   l->ninflight = 0;
   outq_requeue_inflight(l->q);
-  outq_remove_tag(l->q, l->reg_tag);
-  outq_remove_tag(l->q, l->pending_tag);
+  upstream_unqueue(l->up, l->reg_tag);
+  upstream_unqueue(l->up, l->pending_tag);
   l->reg_unacked = 0;
   ops_on_disconnect(l->ops, tags, tags ? n : 0);
   free(tags);
@@ -676,7 +676,8 @@ int link_new(const link_params *p, link_ctx **out) {
   if (!l)
     return C8Y_ENOMEM;
   l->cfg = p->cfg;
-  l->q = p->q;
+  l->up = p->up;
+  l->q = p->up->q;
   l->ops = p->ops;
   l->reg = p->reg;
   l->queue_dir = p->queue_dir;
@@ -758,13 +759,9 @@ void link_announce_children(link_ctx *l) {
   for (size_t i = 0; i < n; i++) {
     reg_child *ch = added[i];
     const char *f[] = {"101", ch->id, ch->name, ch->type};
-    smartrest_buf b;
-    smartrest_buf_init(&b);
-    if (smartrest_encode_line(&b, f, 4) != 0 ||
-        outq_push(l->q, OUTQ_INVENTORY, 0, "s/us", b.data, 0, OUTQ_VOLATILE) !=
-            0)
+    if (upstream_send(l->up, OUTQ_INVENTORY, "s/us", f, 4, OUTQ_VOLATILE,
+                      UPSTREAM_NO_TAG) != 0)
       log_error("cannot queue the 101 of child %s", ch->id);
-    smartrest_buf_free(&b);
     char topic[300];
     snprintf(topic, sizeof topic, "s/us/%s", ch->id);
     char *child_ops = registry_child_supported_operations(l->reg, ch);
@@ -773,8 +770,8 @@ void link_announce_children(link_ctx *l) {
       char *line = malloc(len);
       if (line) {
         snprintf(line, len, "114,%s", child_ops);
-        if (outq_push(l->q, OUTQ_INVENTORY, proto_replace_key("114"), topic,
-                      line, 0, OUTQ_VOLATILE) != 0)
+        if (upstream_send_line(l->up, OUTQ_INVENTORY, topic, line,
+                               OUTQ_VOLATILE, UPSTREAM_NO_TAG) != 0)
           log_error("cannot queue the 114 of child %s", ch->id);
         free(line);
       }

@@ -11,8 +11,8 @@
 
 #include "config.h"
 #include "ops.h"
-#include "outq.h"
 #include "registry.h"
+#include "upstream.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -37,7 +37,7 @@ typedef struct link_host {
 
 typedef struct link_params {
   const agent_config *cfg; /* read again after every reload */
-  outq *q;
+  const upstream *up;      /* its queue is the one drained */
   ops *ops;
   registry *reg;
   const char *queue_dir; /* rejected.log goes here */

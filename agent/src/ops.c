@@ -149,7 +149,7 @@ typedef struct pair_token {
 struct ops {
   char *root;
   registry *reg;
-  outq *q;
+  const upstream *up;
   journal *j;
   journal_entry *resumable; /* from ops_recover, for ops_resume */
   size_t nresumable;
@@ -336,15 +336,16 @@ static void op_release(c8y_operation *op) {
 /* ---- engine --------------------------------------------------------------
  */
 
-int ops_new(const char *root_device, registry *reg, outq *q, journal *j,
-            const ops_host *host, uint32_t default_timeout_ms, ops **out) {
+int ops_new(const char *root_device, registry *reg, const upstream *up,
+            journal *j, const ops_host *host, uint32_t default_timeout_ms,
+            ops **out) {
   ops *o = calloc(1, sizeof *o);
   if (!o || !(o->root = strdup(root_device))) {
     free(o);
     return C8Y_ENOMEM;
   }
   o->reg = reg;
-  o->q = q;
+  o->up = up;
   o->j = j;
   o->host = *host;
   o->default_timeout_ms = default_timeout_ms;
@@ -428,18 +429,18 @@ static void utf8_truncate(char *s, size_t max) {
   s[cut] = 0;
 }
 
+/* The tag of an operation's 504/501. */
+static upstream_tag start_tag(const c8y_operation *op) {
+  return (upstream_tag){UPSTREAM_TAG_OPERATION, op->id};
+}
+
 static int queue_status_line(ops *o, const char *topic,
                              const char *const *fields, size_t n,
-                             unsigned flags, uint64_t tag) {
-  smartrest_buf b;
-  smartrest_buf_init(&b);
-  int rc = smartrest_encode_line(&b, fields, n);
-  if (rc == 0)
-    rc = outq_push(o->q, OUTQ_OPSTATUS, 0, topic, b.data, tag, flags);
+                             unsigned flags, upstream_tag tag) {
+  int rc = upstream_send(o->up, OUTQ_OPSTATUS, topic, fields, n, flags, tag);
   if (rc != 0)
-    log_error("cannot queue '%.60s' for %s (status %d)", b.data ? b.data : "",
-              topic, rc);
-  smartrest_buf_free(&b);
+    log_error("cannot queue '%s,%.50s' for %s (status %d)", fields[0],
+              n > 1 && fields[1] ? fields[1] : "", topic, rc);
   return rc;
 }
 
@@ -476,7 +477,8 @@ static int queue_success(ops *o, const char *topic, const char *key, bool by_id,
     cut = shorter;
     fields[nparams + 1] = cut;
   }
-  int rc = b.data ? outq_push(o->q, OUTQ_OPSTATUS, 0, topic, b.data, 0, 0)
+  int rc = b.data ? upstream_send_line(o->up, OUTQ_OPSTATUS, topic, b.data, 0,
+                                       UPSTREAM_NO_TAG)
                   : C8Y_ENOMEM;
   if (rc != 0)
     log_error("cannot queue the %s for %s on %s (status %d)", fields[0], key,
@@ -494,7 +496,7 @@ static int queue_failure(ops *o, const char *topic, const char *key, bool by_id,
     return C8Y_ENOMEM;
   utf8_truncate(r, OPS_REASON_MAX);
   const char *fields[] = {by_id ? "505" : "502", key, r};
-  int rc = queue_status_line(o, topic, fields, 3, 0, 0);
+  int rc = queue_status_line(o, topic, fields, 3, 0, UPSTREAM_NO_TAG);
   free(r);
   return rc;
 }
@@ -588,7 +590,7 @@ static bool start_queued(ops *o, c8y_operation *op) {
                           status_id(op) ? status_id(op) : op->fragment};
   /* Volatile: a 501 left over from a previous run would move an operation
    * nobody is working on to EXECUTING. */
-  if (queue_status_line(o, topic, fields, 2, OUTQ_VOLATILE, op->id) != 0)
+  if (queue_status_line(o, topic, fields, 2, OUTQ_VOLATILE, start_tag(op)) != 0)
     return false;
   op->state = OP_STARTING;
   return true;
@@ -1589,8 +1591,10 @@ static void run_started(ops *o, c8y_operation *op) {
   o->host.dispatch(o->host.ctx, op);
 }
 
-void ops_on_acked(ops *o, uint64_t tag, bool run) {
-  c8y_operation *op = find_starting(o, tag);
+void ops_on_acked(ops *o, upstream_tag tag, bool run) {
+  if (tag.kind != UPSTREAM_TAG_OPERATION)
+    return;
+  c8y_operation *op = find_starting(o, tag.seq);
   if (!op)
     return;
   if (!run)
@@ -1598,23 +1602,24 @@ void ops_on_acked(ops *o, uint64_t tag, bool run) {
   run_started(o, op);
 }
 
-static bool tag_in(uint64_t tag, const uint64_t *tags, size_t n) {
+static bool tag_in(upstream_tag tag, const upstream_tag *tags, size_t n) {
   for (size_t i = 0; i < n; i++)
-    if (tags[i] == tag)
+    if (upstream_tag_eq(tags[i], tag))
       return true;
   return false;
 }
 
-void ops_on_disconnect(ops *o, const uint64_t *inflight, size_t ninflight) {
+void ops_on_disconnect(ops *o, const upstream_tag *inflight, size_t ninflight) {
   for (size_t i = 0; i < o->nfifos; i++) {
     op_fifo *f = &o->fifos[i];
     c8y_operation **link = &f->head;
     c8y_operation *prev = NULL;
     while (*link) {
       c8y_operation *op = *link;
-      if (op->state == OP_STARTING && tag_in(op->id, inflight, ninflight)) {
+      if (op->state == OP_STARTING &&
+          tag_in(start_tag(op), inflight, ninflight)) {
         /* Sent, not acknowledged: the platform may have it either way. */
-        outq_remove_tag(o->q, op->id);
+        upstream_unqueue(o->up, start_tag(op));
         op->state = OP_UNCERTAIN;
         op->reconcile_at = 0;
         op->awaiting_line_copy = false;
@@ -1626,7 +1631,7 @@ void ops_on_disconnect(ops *o, const uint64_t *inflight, size_t ninflight) {
       } else if ((op->state == OP_QUEUED || op->state == OP_STARTING) &&
                  !op->parent) {
         if (op->state == OP_STARTING)
-          outq_remove_tag(o->q, op->id);
+          upstream_unqueue(o->up, start_tag(op));
         if (op->needs_line)
           o->nwaiting--;
         log_info("operation #%llu (%s) not started before the link dropped; "
@@ -1791,16 +1796,11 @@ static void engine_complete(ops *o, c8y_operation *p, bool ok,
 static void profile_report(ops *o, const c8y_operation *p, bool executed) {
   const char *fields[] = {"121", executed ? "true" : "false",
                           p->plan->profile_id ? p->plan->profile_id : ""};
-  smartrest_buf b;
-  smartrest_buf_init(&b);
-  int rc = smartrest_encode_line(&b, fields, 3);
-  if (rc == 0)
-    rc = outq_push(o->q, proto_class("121"), proto_replace_key("121"), "s/us",
-                   b.data, 0, proto_replace_flags("121"));
+  int rc = upstream_send(o->up, UPSTREAM_BY_TEMPLATE, "s/us", fields, 3, 0,
+                         UPSTREAM_NO_TAG);
   if (rc != 0)
     log_error("operation #%llu (%s): cannot queue 121,%s (status %d)",
               (unsigned long long)p->id, p->fragment, fields[1], rc);
-  smartrest_buf_free(&b);
 }
 
 /* The step as an operation of its own template and fragment. */
@@ -2234,7 +2234,7 @@ void ops_recover(ops *o) {
       const char *fields[] = {e->c8y_id ? "506" : "503",
                               e->c8y_id ? e->c8y_id : e->fragment};
       failures += queue_status_line(o, entry_topic(e, tbuf, sizeof tbuf),
-                                    fields, 2, 0, 0) != 0;
+                                    fields, 2, 0, UPSTREAM_NO_TAG) != 0;
     } else {
       const char *reason =
           e->reboot ? "the agent restarted but the device did not reboot"
