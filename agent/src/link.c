@@ -1,17 +1,13 @@
 #include "link.h"
 
 #include "clock.h"
-#include "fsutil.h"
 #include "log.h"
 #include "netdiag.h"
-#include "profile.h"
-#include "proto.h"
+#include "registration.h"
 #include "services.h"
 #include "session.h"
-#include "smartrest.h"
 #include "sockopt.h"
 #include "upstream.h"
-#include "x509.h"
 
 #include <c8y/plugin.h>
 
@@ -21,12 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/utsname.h>
 #include <unistd.h>
-
-#ifndef C8Y_VERSION
-#define C8Y_VERSION "0.0.0"
-#endif
 
 #define MAX_INFLIGHT 8 /* batches; Paho's own window is larger */
 /* Publish id of the liveness probe; queue batch ids never get this high. */
@@ -66,7 +57,6 @@ struct link_ctx {
   const upstream *up;
   outq *q;
   ops *ops;
-  registry *reg;
   const char *queue_dir;
   const bool *running;
   int max_auth_failures;
@@ -82,16 +72,11 @@ struct link_ctx {
   int auth_failures;
   inflight window[MAX_INFLIGHT];
   size_t ninflight;
-  uint64_t announce_gen;    /* connects so far */
-  upstream_tag reg_tag;     /* registration lines of this connect */
-  upstream_tag pending_tag; /* the 500 of this connect */
-  size_t reg_unacked;       /* registration lines not yet acknowledged */
-  bool pending_requested;   /* this connect's 500 is queued */
-  long long last_inbound;   /* last PUBACK or message from the broker */
-  long long probe_sent;     /* 0 = no probe outstanding */
-  bool dropping;            /* session_drop issued, waiting for the loss */
-  bool trying_identity;     /* reconnecting with a renewed certificate */
-  uint64_t announced_seq;   /* children up to this registry_child_seq */
+  registration *regn;     /* what each connect says first */
+  long long last_inbound; /* last PUBACK or message from the broker */
+  long long probe_sent;   /* 0 = no probe outstanding */
+  bool dropping;          /* session_drop issued, waiting for the loss */
+  bool trying_identity;   /* reconnecting with a renewed certificate */
 };
 
 /* ---- events from Paho threads ---- */
@@ -166,177 +151,14 @@ static void cb_delivered(void *ctx, uint64_t id, bool ok) {
   post(ctx, e);
 }
 
-/* ---- connect sequence ---- */
+/* ---- acknowledgements ---- */
 
-/* DMI field, or NULL when unset: firmware fills unset fields with
- * placeholders. */
-static char *read_dmi(const char *field) {
-  char path[128];
-  snprintf(path, sizeof path, "/sys/class/dmi/id/%s", field);
-  char *v = fsutil_read_first_line(path);
-  if (v && (strcmp(v, "None") == 0 || strstr(v, "To Be Filled") != NULL ||
-            strcmp(v, "Default string") == 0)) {
-    free(v);
-    v = NULL;
-  }
-  return v;
-}
-
-/* Registration goes through the queue like everything else: packed (1000
- * children's 101 lines take a handful of publishes), in order, confirmed,
- * and retried after a loss. Volatile: it is rebuilt on every connect. */
-static size_t queue_announce(link_ctx *l, const char *topic,
-                             const char *const *fields, size_t n) {
-  if (upstream_send(l->up, OUTQ_INVENTORY, topic, fields, n, OUTQ_VOLATILE,
-                    l->reg_tag) == 0)
-    return 1;
-  log_error("cannot queue the registration line '%s,%.35s' for %s", fields[0],
-            n > 1 && fields[1] ? fields[1] : "", topic);
-  return 0;
-}
-
-static size_t queue_supported(link_ctx *l, const char *topic,
-                              const char *supported) {
-  if (!supported || !*supported)
-    return 0;
-  size_t n = strlen(supported) + 8;
-  char *line = malloc(n);
-  size_t queued = 0;
-  if (line) {
-    snprintf(line, n, "114,%s", supported);
-    queued = upstream_send_line(l->up, OUTQ_INVENTORY, topic, line,
-                                OUTQ_VOLATILE, l->reg_tag) == 0;
-    free(line);
-  }
-  return queued;
-}
-
-/* s/ds and the custom collections: downstream QoS is the subscription's. */
-static int downstream_qos(const link_ctx *l) {
-  return l->cfg->qos == 2 ? 2 : 1;
-}
-
-/* Every registration line was acknowledged: now the device exists with its
- * capabilities, so subscribe and ask for the pending operations. JSON
- * operations too (Cumulocity "JSON via MQTT": operations of any fragment,
- * with their id; on subscription those not yet forwarded are published):
- * static templates keep arriving on s/ds, and the engine runs each
- * operation once whichever copies arrive (see ops.h). */
-static void request_operations(link_ctx *l) {
-  int qos = downstream_qos(l);
-  session_subscribe(l->sess, "s/ds", qos);
-  session_subscribe(l->sess, "devicecontrol/notifications", qos);
-  const char **xids;
-  size_t nx = registry_xids(l->reg, &xids);
-  for (size_t i = 0; i < nx; i++) {
-    char topic[300];
-    snprintf(topic, sizeof topic, "s/dc/%s", xids[i]);
-    session_subscribe(l->sess, topic, qos);
-  }
-  free(xids);
-  if (upstream_send_line(l->up, OUTQ_OPSTATUS, "s/us", "500", OUTQ_VOLATILE,
-                         l->pending_tag) != 0)
-    log_error("cannot queue the 500 request for pending operations");
-  l->pending_requested = true;
-  l->host.wake(l->host.ctx);
-}
-
-/* 100, 110, 122, children (101, then each child's 114), 114, 117 on every
- * connect, because Cumulocity keeps no session state (clean session); then
- * request_operations once all of it is acknowledged. */
-static void announce(link_ctx *l) {
-  const agent_config *c = l->cfg;
-  l->announce_gen++;
-  l->reg_tag = (upstream_tag){UPSTREAM_TAG_REGISTRATION, l->announce_gen};
-  l->pending_tag = (upstream_tag){UPSTREAM_TAG_PENDING, l->announce_gen};
-  l->pending_requested = false;
-  /* Children added from now on are announced on their own afterwards. */
-  l->announced_seq = registry_child_seq(l->reg);
-  size_t n = 0;
-  const char *dev[] = {"100", c->device_name, c->device_type};
-  n += queue_announce(l, "s/us", dev, 3);
-
-  char *serial =
-      c->hw_serial ? strdup(c->hw_serial) : read_dmi("product_serial");
-  char *model = c->hw_model ? strdup(c->hw_model) : read_dmi("product_name");
-  char *rev =
-      c->hw_revision ? strdup(c->hw_revision) : read_dmi("product_version");
-  struct utsname u;
-  char machine[200] = "Linux";
-  if (uname(&u) == 0)
-    snprintf(machine, sizeof machine, "Linux %s", u.machine);
-  const char *hw[] = {"110", serial ? serial : c->device_id,
-                      model ? model : machine, rev ? rev : ""};
-  n += queue_announce(l, "s/us", hw, 4);
-  free(serial);
-  free(model);
-  free(rev);
-
-  const char *agent_info[] = {"122", "c8y-agent", C8Y_VERSION, "",
-                              "c8y-agent project"};
-  n += queue_announce(l, "s/us", agent_info, 5);
-  /* The agent as a service of the device: up while connected; the will
-   * (services_will) and a clean stop set it down. */
-  char agent_id[600];
-  if (services_agent_id(c->device_id, agent_id, sizeof agent_id) == 0) {
-    const char *svc[] = {"102", agent_id, SERVICES_AGENT_TYPE,
-                         SERVICES_AGENT_NAME, "up"};
-    n += queue_announce(l, "s/us", svc, 5);
-  }
-
-  for (size_t i = 0; i < registry_child_count(l->reg); i++) {
-    reg_child *ch = registry_child_at(l->reg, i);
-    const char *f[] = {"101", ch->id, ch->name, ch->type};
-    n += queue_announce(l, "s/us", f, 4);
-  }
-  char *supported = profile_supported_operations(l->reg);
-  n += queue_supported(l, "s/us", supported);
-  free(supported);
-  char expiry[600];
-  if (c->cert_file && c->cert_warn_days > 0 &&
-      x509_expiry_line(c->cert_file, c->cert_warn_days, expiry,
-                       sizeof expiry) == 0) {
-    /* An alarm (raised or cleared), not registration: the 500 does not
-     * wait for it. */
-    if (upstream_send_line(l->up, UPSTREAM_BY_TEMPLATE, "s/us", expiry,
-                           OUTQ_VOLATILE, UPSTREAM_NO_TAG) != 0)
-      log_error("cannot queue the certificate expiry line");
-  }
-  if (c->required_interval > 0) {
-    char interval[32];
-    snprintf(interval, sizeof interval, "%d", c->required_interval);
-    const char *f[] = {"117", interval};
-    n += queue_announce(l, "s/us", f, 2);
-  }
-  for (size_t i = 0; i < registry_child_count(l->reg); i++) {
-    reg_child *ch = registry_child_at(l->reg, i);
-    char topic[300];
-    snprintf(topic, sizeof topic, "s/us/%s", ch->id);
-    char *child_ops = registry_child_supported_operations(l->reg, ch);
-    n += queue_supported(l, topic, child_ops);
-    free(child_ops);
-  }
-  l->reg_unacked = n;
-  log_info("registration: %zu lines queued (%zu children)", n,
-           registry_child_count(l->reg));
-  session_subscribe(l->sess, "s/e", 0);
-  session_subscribe(l->sess, "s/dat", 0); /* JWT for REST calls */
-  if (n == 0)
-    request_operations(l);
-}
-
-/* An acknowledged tag: the connect sequence's own, or an operation's. */
+/* An acknowledged tag: the registration's own, or an operation's. */
 static void tag_acked(link_ctx *l, upstream_tag tag) {
   switch (tag.kind) {
   case UPSTREAM_TAG_REGISTRATION:
-    if (upstream_tag_eq(tag, l->reg_tag) && l->reg_unacked > 0 &&
-        --l->reg_unacked == 0) {
-      log_info("registration acknowledged; requesting pending operations");
-      request_operations(l);
-    }
-    break;
   case UPSTREAM_TAG_PENDING:
-    if (upstream_tag_eq(tag, l->pending_tag))
+    if (registration_acked(l->regn, tag))
       ops_on_pending_requested(l->ops, clock_mono_ms());
     break;
   case UPSTREAM_TAG_OPERATION:
@@ -345,6 +167,11 @@ static void tag_acked(link_ctx *l, upstream_tag tag) {
   case UPSTREAM_TAG_NONE:
     break;
   }
+}
+
+/* The registration's subscriptions, on this connect's session. */
+static void subscribe(void *ctx, const char *topic, int qos) {
+  session_subscribe(((link_ctx *)ctx)->sess, topic, qos);
 }
 
 /* ---- queue draining ---- */
@@ -407,13 +234,15 @@ void link_drain(link_ctx *l) {
     /* Until the platform acknowledged this connect's registration, only its
      * lines go: 100 must create the device (with its name and type) before
      * lines plugins queued earlier, e.g. the software list, reach it. */
-    int took = l->reg_unacked > 0
-                   ? outq_take_tagged(l->q, upstream_tag_bits(l->reg_tag),
-                                      C8Y_MAX_LINE, &b)
-                   : outq_take(l->q, C8Y_MAX_LINE, &b);
+    upstream_tag first = registration_pending_lines(l->regn);
+    int took =
+        first.kind != UPSTREAM_TAG_NONE
+            ? outq_take_tagged(l->q, upstream_tag_bits(first), C8Y_MAX_LINE, &b)
+            : outq_take(l->q, C8Y_MAX_LINE, &b);
     if (took != 1)
       break;
-    if (!l->pending_requested && b.cls == OUTQ_MEASUREMENT) {
+    if (!registration_operations_requested(l->regn) &&
+        b.cls == OUTQ_MEASUREMENT) {
       /* A measurement backlog must not fill the window (and a slow link)
        * ahead of the 500 that follows the registration. */
       outq_nack(l->q, b.id);
@@ -487,9 +316,7 @@ static void forget_inflight(link_ctx *l) {
   }
   l->ninflight = 0;
   outq_requeue_inflight(l->q);
-  upstream_unqueue(l->up, l->reg_tag);
-  upstream_unqueue(l->up, l->pending_tag);
-  l->reg_unacked = 0;
+  registration_lost(l->regn);
   ops_on_disconnect(l->ops, tags, tags ? n : 0);
   free(tags);
 }
@@ -577,7 +404,7 @@ static void handle_event(link_ctx *l, event *e) {
     if (sockopt_nodelay_to_port(l->cfg->port) == 0)
       log_debug("TCP_NODELAY: no socket to port %d found", l->cfg->port);
     sockopt_cloexec_all();
-    announce(l);
+    registration_start(l->regn);
     l->host.state(l->host.ctx, "connected");
     break;
   case EV_CONNECT_FAILED:
@@ -679,11 +506,15 @@ int link_new(const link_params *p, link_ctx **out) {
   l->up = p->up;
   l->q = p->up->q;
   l->ops = p->ops;
-  l->reg = p->reg;
   l->queue_dir = p->queue_dir;
   l->running = p->running;
   l->max_auth_failures = p->max_auth_failures;
   l->host = p->host;
+  registration_host rh = {.ctx = l, .subscribe = subscribe};
+  if (registration_new(p->cfg, p->reg, p->up, &rh, &l->regn) != C8Y_OK) {
+    free(l);
+    return C8Y_ENOMEM;
+  }
   pthread_mutex_init(&l->evmu, NULL);
   *out = l;
   return 0;
@@ -721,6 +552,7 @@ void link_free(link_ctx *l) {
   for (size_t i = 0; i < l->ninflight; i++)
     free(l->window[i].tags);
   pthread_mutex_destroy(&l->evmu);
+  registration_free(l->regn);
   free(l);
 }
 
@@ -742,47 +574,12 @@ long long link_step(link_ctx *l, long long now) {
 
 void link_announce(link_ctx *l) {
   if (l->state == LINK_UP)
-    announce(l);
+    registration_start(l->regn);
 }
 
-/* ABI 1.2 children added at run time, once the registration of this
- * connect is through: each gets its 101 and its own 114, queued volatile
- * (the next connect's registration announces every child again). */
 void link_announce_children(link_ctx *l) {
-  if (!l || l->state != LINK_UP || !l->pending_requested)
-    return;
-  uint64_t seq = registry_child_seq(l->reg);
-  if (seq == l->announced_seq)
-    return;
-  reg_child **added;
-  size_t n = registry_children_since(l->reg, l->announced_seq, &added);
-  for (size_t i = 0; i < n; i++) {
-    reg_child *ch = added[i];
-    const char *f[] = {"101", ch->id, ch->name, ch->type};
-    if (upstream_send(l->up, OUTQ_INVENTORY, "s/us", f, 4, OUTQ_VOLATILE,
-                      UPSTREAM_NO_TAG) != 0)
-      log_error("cannot queue the 101 of child %s", ch->id);
-    char topic[300];
-    snprintf(topic, sizeof topic, "s/us/%s", ch->id);
-    char *child_ops = registry_child_supported_operations(l->reg, ch);
-    if (child_ops && *child_ops) {
-      size_t len = strlen(child_ops) + 8;
-      char *line = malloc(len);
-      if (line) {
-        snprintf(line, len, "114,%s", child_ops);
-        if (upstream_send_line(l->up, OUTQ_INVENTORY, topic, line,
-                               OUTQ_VOLATILE, UPSTREAM_NO_TAG) != 0)
-          log_error("cannot queue the 114 of child %s", ch->id);
-        free(line);
-      }
-    }
-    free(child_ops);
-  }
-  free(added);
-  l->announced_seq = seq;
-  if (n)
-    log_info("registration: %zu child(ren) added at run time announced", n);
-  l->host.wake(l->host.ctx);
+  if (l && l->state == LINK_UP)
+    registration_announce_children(l->regn);
 }
 
 void link_request_identity(link_ctx *l, const char *child) {

@@ -1,10 +1,11 @@
-/* link: the MQTT link as the main loop sees it. Owns the session, the door
- * through which Paho's threads hand events to the main loop, the link state
- * with its reconnect backoff and liveness probe, the window of batches in
- * flight (queue -> Paho -> PUBACK -> outq_ack and the operations' tags), and
- * the registration each connect repeats (100/110/122/101/114/117, then the
- * subscriptions (s/ds, devicecontrol/notifications, s/dc/<xid>) and the
- * 500 once all of it is acknowledged), and children added at run time.
+/* link: the MQTT link as the main loop sees it: the transport and its
+ * window. Owns the session, the door through which Paho's threads hand
+ * events to the main loop, the link state with its reconnect backoff and
+ * liveness probe, and the window of batches in flight (queue -> Paho ->
+ * PUBACK -> outq_ack and the tags: an operation's to the engine, the
+ * registration's to it). What a connect says first, and the subscriptions
+ * it makes, is registration.h's: the link sends only those lines until the
+ * platform acknowledged them, and no measurements before the 500.
  * Everything except the event door runs on the main loop's thread. */
 #ifndef C8Y_LINK_H
 #define C8Y_LINK_H
