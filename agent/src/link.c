@@ -56,7 +56,7 @@ struct link_ctx {
   const agent_config *cfg;
   const upstream *up;
   outq *q;
-  ops *ops;
+  runtime *rt;
   const char *queue_dir;
   const bool *running;
   int max_auth_failures;
@@ -65,6 +65,10 @@ struct link_ctx {
 
   pthread_mutex_t evmu;
   event *ev_head, *ev_tail;
+  /* requests for transfers, under evmu */
+  bool token_wanted;
+  bool identity_wanted;
+  char *identity_child; /* NULL: the root */
 
   enum link_state state;
   long long reconnect_at;
@@ -159,10 +163,10 @@ static void tag_acked(link_ctx *l, upstream_tag tag) {
   case UPSTREAM_TAG_REGISTRATION:
   case UPSTREAM_TAG_PENDING:
     if (registration_acked(l->regn, tag))
-      ops_on_pending_requested(l->ops, clock_mono_ms());
+      runtime_operations_requested(l->rt);
     break;
   case UPSTREAM_TAG_OPERATION:
-    ops_on_acked(l->ops, tag, *l->running);
+    runtime_acked(l->rt, tag);
     break;
   case UPSTREAM_TAG_NONE:
     break;
@@ -317,7 +321,7 @@ static void forget_inflight(link_ctx *l) {
   l->ninflight = 0;
   outq_requeue_inflight(l->q);
   registration_lost(l->regn);
-  ops_on_disconnect(l->ops, tags, tags ? n : 0);
+  runtime_lost(l->rt, tags, tags ? n : 0);
   free(tags);
 }
 
@@ -463,7 +467,7 @@ static void handle_event(link_ctx *l, event *e) {
     break;
   case EV_MESSAGE:
     l->last_inbound = clock_mono_ms();
-    l->host.message(l->host.ctx, e->topic, e->text, e->len);
+    runtime_message(l->rt, e->topic, e->text, e->len);
     break;
   case EV_DELIVERED:
     delivered(l, e->id, e->ok);
@@ -505,7 +509,7 @@ int link_new(const link_params *p, link_ctx **out) {
   l->cfg = p->cfg;
   l->up = p->up;
   l->q = p->up->q;
-  l->ops = p->ops;
+  l->rt = p->rt;
   l->queue_dir = p->queue_dir;
   l->running = p->running;
   l->max_auth_failures = p->max_auth_failures;
@@ -552,8 +556,49 @@ void link_free(link_ctx *l) {
   for (size_t i = 0; i < l->ninflight; i++)
     free(l->window[i].tags);
   pthread_mutex_destroy(&l->evmu);
+  free(l->identity_child);
   registration_free(l->regn);
   free(l);
+}
+
+void link_want_token(void *link) {
+  link_ctx *l = link;
+  pthread_mutex_lock(&l->evmu);
+  l->token_wanted = true;
+  pthread_mutex_unlock(&l->evmu);
+  l->host.wake(l->host.ctx);
+}
+
+void link_want_identity(void *link, const char *child) {
+  link_ctx *l = link;
+  char *copy = child ? strdup(child) : NULL;
+  pthread_mutex_lock(&l->evmu);
+  free(l->identity_child);
+  l->identity_child = copy;
+  l->identity_wanted = !child || copy;
+  pthread_mutex_unlock(&l->evmu);
+  l->host.wake(l->host.ctx);
+}
+
+/* s/uat and 123 for the transfers waiting for them, while up. */
+static void send_requests(link_ctx *l) {
+  if (l->state != LINK_UP)
+    return;
+  pthread_mutex_lock(&l->evmu);
+  bool token = l->token_wanted, identity = l->identity_wanted;
+  char *child = l->identity_child;
+  l->token_wanted = l->identity_wanted = false;
+  l->identity_child = NULL;
+  pthread_mutex_unlock(&l->evmu);
+  if (token)
+    session_publish(l->sess, "s/uat", "", 0, 0, 0);
+  if (identity) {
+    char topic[300];
+    if (child)
+      snprintf(topic, sizeof topic, "s/us/%s", child);
+    session_publish(l->sess, child ? topic : "s/us", "123", 3, 0, 0);
+  }
+  free(child);
 }
 
 long long link_step(link_ctx *l, long long now) {
@@ -569,6 +614,7 @@ long long link_step(link_ctx *l, long long now) {
   if (next_probe >= 0 && (next < 0 || next_probe < next))
     next = next_probe;
   link_drain(l);
+  send_requests(l);
   return next;
 }
 
@@ -580,20 +626,6 @@ void link_announce(link_ctx *l) {
 void link_announce_children(link_ctx *l) {
   if (l && l->state == LINK_UP)
     registration_announce_children(l->regn);
-}
-
-void link_request_identity(link_ctx *l, const char *child) {
-  if (l->state != LINK_UP)
-    return;
-  char topic[300];
-  if (child)
-    snprintf(topic, sizeof topic, "s/us/%s", child);
-  session_publish(l->sess, child ? topic : "s/us", "123", 3, 0, 0);
-}
-
-void link_request_token(link_ctx *l) {
-  if (l->state == LINK_UP)
-    session_publish(l->sess, "s/uat", "", 0, 0, 0);
 }
 
 int link_try_identity(link_ctx *l, const char *cert_file,
@@ -625,4 +657,31 @@ const char *link_state_name(const link_ctx *l) {
 
 const char *link_uri(const link_ctx *l) {
   return l && l->sess ? session_uri(l->sess) : NULL;
+}
+
+/* ---- as the runtime's transport ---- */
+
+static long long tr_step(void *ctx, long long now) {
+  return link_step(ctx, now);
+}
+static void tr_drain(void *ctx) { link_drain(ctx); }
+static void tr_process(void *ctx, bool stopping) {
+  link_process_events(ctx, stopping);
+}
+static void tr_announce(void *ctx) { link_announce(ctx); }
+static void tr_announce_children(void *ctx) { link_announce_children(ctx); }
+static bool tr_is_up(void *ctx) { return link_is_up(ctx); }
+static const char *tr_state(void *ctx) { return link_state_name(ctx); }
+static const char *tr_server(void *ctx) { return link_uri(ctx); }
+
+void link_transport(link_ctx *l, runtime_transport *out) {
+  *out = (runtime_transport){.ctx = l,
+                             .step = tr_step,
+                             .drain = tr_drain,
+                             .process = tr_process,
+                             .announce = tr_announce,
+                             .announce_children = tr_announce_children,
+                             .is_up = tr_is_up,
+                             .state = tr_state,
+                             .server = tr_server};
 }

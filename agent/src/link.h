@@ -11,8 +11,8 @@
 #define C8Y_LINK_H
 
 #include "config.h"
-#include "ops.h"
 #include "registry.h"
+#include "runtime.h"
 #include "upstream.h"
 
 #include <stdbool.h>
@@ -24,9 +24,6 @@ typedef struct link_host {
   void *ctx;
   /* Any thread: an event is waiting for link_process_events. */
   void (*wake)(void *ctx);
-  /* A message arrived on a subscribed topic (main loop). */
-  void (*message)(void *ctx, const char *topic, const char *payload,
-                  size_t len);
   /* "connected" / "disconnected", for the service manager's status. */
   void (*state)(void *ctx, const char *what);
   /* The platform refused the credentials AGENT_MAX_AUTH_FAILURES times. */
@@ -39,7 +36,9 @@ typedef struct link_host {
 typedef struct link_params {
   const agent_config *cfg; /* read again after every reload */
   const upstream *up;      /* its queue is the one drained */
-  ops *ops;
+  /* Gets what the platform acknowledged, what a loss left in flight, that
+   * the pending operations were requested, and what arrived. */
+  runtime *rt;
   registry *reg;
   const char *queue_dir; /* rejected.log goes here */
   const bool *running;   /* false once the agent stops */
@@ -65,10 +64,14 @@ void link_drain(link_ctx *l);
 void link_process_events(link_ctx *l, bool stopping);
 /* Redoes the registration (after a reload changed plugins or children). */
 void link_announce(link_ctx *l);
-/* s/uat (QoS 0, only while up: a queued token request would be stale). */
-void link_request_token(link_ctx *l);
-/* 123 on s/us or s/us/<child> (QoS 0, only while up), answered by 124. */
-void link_request_identity(link_ctx *l, const char *child);
+/* What a transfer waits for (any thread; http.h's request functions, ctx
+ * the link): an empty s/uat (answered by 71 on s/dat), a 123 on s/us or
+ * s/us/<child> (answered by 124). Sent by link_step while the link is up
+ * (QoS 0: a queued request would be stale). */
+void link_want_token(void *link);
+void link_want_identity(void *link, const char *child);
+/* The link as the runtime's transport (runtime.h). */
+void link_transport(link_ctx *l, runtime_transport *out);
 /* Announces children added since the registration (101, their own 114)
  * once it is through; cheap when nothing was added. */
 void link_announce_children(link_ctx *l);
