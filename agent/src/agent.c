@@ -3,27 +3,17 @@
 #include "bootstrap.h"
 #include "clock.h"
 #include "config.h"
-#include "downstream.h"
 #include "enroll.h"
 #include "fsutil.h"
 #include "http.h"
-#include "journal.h"
 #include "link.h"
-#include "loader.h"
-#include "localapi.h"
 #include "log.h"
 #include "netdiag.h"
 #include "notify.h"
-#include "ops.h"
-#include "outq.h"
-#include "plugin_host.h"
-#include "proto.h"
-#include "registry.h"
 #include "renew.h"
+#include "runtime.h"
 #include "scheduler.h"
 #include "services.h"
-#include "smartrest.h"
-#include "sockopt.h"
 #include "x509.h"
 
 #include <dirent.h>
@@ -48,25 +38,11 @@
 typedef struct agent {
   const char *config_path;
   agent_config cfg;
-  outq *q;
-  journal *j;
-  registry *reg;
-  ops *ops;
-  link_ctx *link;
-  downstream down;
-  plugin_host host;
-  plugin_set plugins;
+  runtime *rt;    /* the runtime graph: queue, engine, plugins, services */
+  link_ctx *link; /* the runtime's transport */
   char *queue_dir;
   http_ctx *http;
-  atomic_bool token_wanted; /* a transfer waits for s/uat -> 71 */
-  /* an upload waits for 123 -> 124 (the child, NULL = root) */
-  pthread_mutex_t identity_mu;
-  bool identity_wanted;
-  char *identity_child;
-  uint64_t child_seq;    /* registry_child_seq the engine and link have seen */
-  localapi *api;         /* NULL when disabled or it could not start */
   renew *renew;          /* NULL without a client certificate */
-  services *svc;         /* the agent's and the plugins' services */
   const char *link_text; /* the last state notify_status showed */
 
   int wake_fd;
@@ -75,20 +51,16 @@ typedef struct agent {
   bool running;
   bool reload_pending; /* SIGHUP arrived while operations were running */
   unsigned reloads;    /* reloads done or refused since the start */
-  /* A plugin thread may still hold operation handles: the engine is not
-   * freed at exit. */
-  bool plugin_abandoned;
   int exit_code;
 } agent;
 
 static int signal_pipe[2] = {-1, -1};
 /* Set by SIGTERM/SIGINT: ends a start-up enrollment request at once. */
 static atomic_bool stop_signalled;
-/* With a plugin thread abandoned (still running, it may reach them) the HTTP
- * client, the operation engine and the services stay allocated until the
- * process ends; kept reachable here so leak checkers see that as
- * deliberate. */
-static void *volatile kept_for_abandoned[3];
+/* With a plugin thread abandoned (still running, it may reach it) the HTTP
+ * client stays allocated until the process ends; kept reachable here so
+ * leak checkers see that as deliberate (runtime.c keeps the engine). */
+static void *volatile kept_for_abandoned;
 
 static void on_signal(int sig) {
   int saved = errno;
@@ -109,91 +81,15 @@ static void wake(void *ctx) {
   }
 }
 
-/* http module, any thread: the main loop publishes the s/uat. */
-static void request_token(void *ctx) {
-  agent *a = ctx;
-  atomic_store(&a->token_wanted, true);
-  wake(a);
-}
-
-/* http module, any thread: the main loop publishes the 123. */
-static void request_identity(void *ctx, const char *child) {
-  agent *a = ctx;
-  pthread_mutex_lock(&a->identity_mu);
-  free(a->identity_child);
-  a->identity_child = child ? strdup(child) : NULL;
-  a->identity_wanted = !child || a->identity_child;
-  pthread_mutex_unlock(&a->identity_mu);
-  wake(a);
-}
-
-static void send_identity_request(agent *a) {
-  pthread_mutex_lock(&a->identity_mu);
-  bool wanted = a->identity_wanted;
-  char *child = a->identity_child;
-  a->identity_wanted = false;
-  a->identity_child = NULL;
-  pthread_mutex_unlock(&a->identity_mu);
-  if (wanted)
-    link_request_identity(a->link, child);
-  free(child);
-}
-
-/* ABI 1.2: a plugin added children (any thread; its wake brings the loop
- * here): operations kept for them are dispatched, and they are announced. */
-static void children_step(agent *a) {
-  uint64_t seq = registry_child_seq(a->reg);
-  if (seq != a->child_seq) {
-    a->child_seq = seq;
-    ops_children_changed(a->ops);
-  }
-  link_announce_children(a->link);
-}
-
 /* STATUS= for systemctl status, with what the operator must know. */
 static void notify_status(void *ctx, const char *state) {
   agent *a = ctx;
   char note[512], down[512], buf[1100];
   a->link_text = state;
-  loader_status_note(&a->plugins, note, sizeof note);
-  services_status_note(a->svc, down, sizeof down);
+  loader_status_note(runtime_plugins(a->rt), note, sizeof note);
+  services_status_note(runtime_services(a->rt), down, sizeof down);
   snprintf(buf, sizeof buf, "STATUS=%s%s%s", state, note, down);
   notify_send(buf);
-}
-
-/* What the loader made of each plugin file, for the plugins' services. */
-static void report_plugins(agent *a) {
-  for (size_t i = 0; i < a->plugins.nentries; i++) {
-    const loader_entry *e = &a->plugins.entries[i];
-    char name[64];
-    const char *n = e->name;
-    if (!n) {
-      /* Not loaded far enough to know its name: the file's. */
-      const char *base = strrchr(e->file, '/');
-      snprintf(name, sizeof name, "%s", base ? base + 1 : e->file);
-      char *dot = strstr(name, ".so");
-      if (dot)
-        *dot = '\0';
-      /* It becomes part of a topic: nothing a topic cannot carry. */
-      if (!*name || strspn(name, "abcdefghijklmnopqrstuvwxyz"
-                                 "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
-                        strlen(name))
-        continue;
-      n = name;
-    }
-    char why[600];
-    snprintf(why, sizeof why, "%s%s",
-             e->disabled ? "disabled in the configuration" : "",
-             e->disabled ? "" : (e->reason ? e->reason : "not loaded"));
-    services_plugin_loaded(a->svc, n, e->loaded, !e->loaded && !e->disabled,
-                           why);
-  }
-  services_plugins_done(a->svc);
-}
-
-static void on_message(void *ctx, const char *topic, const char *payload,
-                       size_t len) {
-  downstream_handle(&((agent *)ctx)->down, topic, payload, len);
 }
 
 static void gave_up(void *ctx) {
@@ -343,17 +239,10 @@ static int start_renewal(agent *a) {
                    .try_identity = try_identity,
                    .bearer =
                        a->cfg.http_jwt && a->http ? renewal_bearer : NULL};
-  return renew_new(&a->cfg, a->q, &rh, &a->renew);
+  return renew_new(&a->cfg, runtime_upstream(a->rt), &rh, &a->renew);
 }
 
 /* ---- setup ---- */
-
-static void dispatch_op(void *ctx, c8y_operation *op) {
-  (void)ctx;
-  c8y_plugin *p = ops_plugin(op);
-  if (plugin_host_queue_operation(p, op) != 0)
-    ops_dispatch_failed(op, "the plugin is shutting down");
-}
 
 static int load_config(agent *a, const char *path) {
   char err[1024];
@@ -370,8 +259,10 @@ static int load_config(agent *a, const char *path) {
   return 0;
 }
 
-static int open_state(agent *a) {
-  char err[1024];
+/* The state dir and the runtime in it: the durable queue in <state_dir>/queue
+ * (what a previous run left is replayed), the journal, the engine (what the
+ * previous run left executing is settled), the services. */
+static int open_runtime(agent *a) {
   int rc = fsutil_mkdir_p(a->cfg.state_dir, 0750);
   if (rc != 0) {
     log_error("state dir %s: %s", a->cfg.state_dir, strerror(errno));
@@ -382,48 +273,19 @@ static int open_state(agent *a) {
   if (!a->queue_dir)
     return C8Y_ENOMEM;
   snprintf(a->queue_dir, n, "%s/queue", a->cfg.state_dir);
-  if ((rc = fsutil_mkdir_p(a->queue_dir, 0750)) != 0) {
-    log_error("queue dir %s: %s", a->queue_dir, strerror(errno));
-    return rc;
-  }
-  outq_options qo;
-  outq_default_options(&qo, a->queue_dir);
-  qo.max_bytes = (size_t)a->cfg.queue_max_bytes;
-  if ((rc = outq_open(&qo, &a->q, err, sizeof err)) != 0) {
+  runtime_options o = {.cfg = &a->cfg,
+                       .device_id = a->cfg.device_id,
+                       .state_dir = a->cfg.state_dir,
+                       .queue_dir = a->queue_dir,
+                       .queue_max_bytes = (size_t)a->cfg.queue_max_bytes,
+                       .op_timeout_ms = (uint32_t)a->cfg.op_timeout_s * 1000u,
+                       .wake = wake,
+                       .wake_ctx = a,
+                       .running = &a->running};
+  char err[1024];
+  if ((rc = runtime_new(&o, &a->rt, err, sizeof err)) != 0)
     log_error("%s", err);
-    return rc;
-  }
-  outq_stats st;
-  outq_get_stats(a->q, &st);
-  if (st.replayed)
-    log_notice("%llu queued lines survived the restart and will be sent",
-               (unsigned long long)st.replayed);
-  if ((rc = journal_open(a->cfg.state_dir, &a->j, err, sizeof err)) != 0) {
-    log_error("%s", err);
-    return rc;
-  }
-  return 0;
-}
-
-static void setup_host(agent *a) {
-  a->host.cfg = &a->cfg;
-  a->host.reg = a->reg;
-  a->host.q = a->q;
-  a->host.device_id = a->cfg.device_id;
-  a->host.state_dir = a->cfg.state_dir;
-  a->host.wake = wake;
-  a->host.wake_ctx = a;
-  a->host.svc = a->svc;
-}
-
-static void shutdown_plugins(agent *a) {
-  loader_stop_all(&a->plugins);
-  for (size_t i = 0; i < a->plugins.n; i++)
-    a->plugin_abandoned |= a->plugins.plugins[i]->abandoned;
-  /* Completions made by fini() become durable 503/502 lines. */
-  if (a->ops)
-    ops_process(a->ops, clock_mono_ms());
-  loader_release_all(&a->plugins, a->reg);
+  return rc;
 }
 
 /* SIGHUP: new config and plugins without dropping the MQTT session. What
@@ -449,17 +311,11 @@ static void reload_apply(agent *a) {
     config_free(&fresh);
     return;
   }
-  shutdown_plugins(a);
+  runtime_stop_plugins(a->rt);
   config_free(&a->cfg);
   a->cfg = fresh;
   log_set_level(a->cfg.log_level);
-  ops_set_cancel_grace(a->ops, (uint32_t)a->cfg.stop_grace_ms);
-  setup_host(a);
-  loader_load_all(&a->host, a->cfg.plugin_dir, true, &a->plugins);
-  report_plugins(a);
-  localapi_set_plugins(a->api, &a->plugins, a->reg);
-  scheduler_reset(a->reg, clock_mono_ms());
-  link_announce(a->link);
+  runtime_reload_plugins(a->rt);
 }
 
 /* systemd learns when a reload starts and ends (RELOADING=1 ... READY=1,
@@ -496,7 +352,7 @@ static void reload_notify_done(agent *a) {
 static void reload(agent *a) {
   if (!a->reload_pending)
     reload_notify_start();
-  if (ops_active(a->ops) > 0) {
+  if (ops_active(runtime_ops(a->rt)) > 0) {
     if (!a->reload_pending)
       log_notice("SIGHUP: reload waits until the running operations finish");
     a->reload_pending = true;
@@ -516,7 +372,7 @@ static void flush_before_exit(agent *a) {
   while (link_is_up(a->link) && clock_mono_ms() < until) {
     link_drain(a->link);
     outq_stats st;
-    outq_get_stats(a->q, &st);
+    outq_get_stats(runtime_queue(a->rt), &st);
     if (st.inflight == 0 && st.queued[OUTQ_OPSTATUS] == 0)
       break;
     stopping_step(a, 50);
@@ -534,16 +390,6 @@ static void install_signals(void) {
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGHUP, &sa, NULL);
-}
-
-/* The snapshot `c8y-agent status` shows. */
-static void publish_state(agent *a) {
-  localapi_set_state(a->api, link_state_name(a->link), link_uri(a->link),
-                     ops_active(a->ops));
-}
-
-static void op_finished(void *ctx, const ops_outcome *r) {
-  localapi_record_op(((agent *)ctx)->api, r);
 }
 
 /* A missed wakeup costs at most this much. */
@@ -565,34 +411,15 @@ static void main_loop(agent *a) {
     /* Each module says when it next has work; the cap only bounds the damage
      * of a missed wakeup. */
     long long deadline = now + MAIN_LOOP_MAX_SLEEP_MS;
-    long long next_op = ops_process(a->ops, now);
-    if (next_op >= 0 && next_op < deadline)
-      deadline = next_op;
-    long long next_prod = scheduler_run(a->reg, now);
-    if (next_prod >= 0 && next_prod < deadline)
-      deadline = next_prod;
     if (a->watchdog_ms > 0 && a->next_watchdog < deadline)
       deadline = a->next_watchdog;
-    long long next_q = outq_next_deadline(a->q);
-    if (next_q >= 0 && next_q <= now) {
-      outq_tick(a->q);
-      next_q = outq_next_deadline(a->q);
-    }
-    if (next_q >= 0 && next_q < deadline)
-      deadline = next_q;
-    long long next_link = link_step(a->link, now);
-    if (next_link >= 0 && next_link < deadline)
-      deadline = next_link;
+    long long next_runtime = runtime_step(a->rt, now);
+    if (next_runtime >= 0 && next_runtime < deadline)
+      deadline = next_runtime;
     long long next_renew = renew_step(a->renew, now, link_is_up(a->link));
     if (next_renew >= 0 && next_renew < deadline)
       deadline = next_renew;
-    if (link_is_up(a->link) && atomic_exchange(&a->token_wanted, false))
-      link_request_token(a->link);
-    if (link_is_up(a->link))
-      send_identity_request(a);
-    children_step(a);
-    publish_state(a);
-    if (services_take_changed(a->svc) && a->link_text)
+    if (services_take_changed(runtime_services(a->rt)) && a->link_text)
       notify_status(a, a->link_text);
 
     int timeout = (int)(deadline > now ? deadline - now : 0);
@@ -620,7 +447,7 @@ static void main_loop(agent *a) {
         }
       }
     }
-    link_process_events(a->link, false);
+    runtime_process(a->rt, false);
     if (a->reload_pending && a->running)
       reload(a);
   }
@@ -637,27 +464,11 @@ static void stopping_step(agent *a, int wait_ms) {
       /* spurious */
     }
   }
-  link_process_events(a->link, true);
-  ops_process(a->ops, clock_mono_ms());
-  link_drain(a->link);
+  runtime_stopping_turn(a->rt);
 }
 
-/* SIGTERM with operations running: tell their handlers (op_cancelled),
- * give them stop_grace_ms, then fail what is left with a durable 502, so
- * nothing stays EXECUTING and the stop stays well within systemd's
- * timeout. Operations waiting for a reboot are left to the next start. */
-static void stop_operations(agent *a) {
-  ops_stop(a->ops);
-  size_t n = ops_cancel_running(a->ops);
-  if (n == 0)
-    return;
-  log_notice("stopping: %zu running operation(s) told to stop; waiting up to "
-             "%d ms",
-             n, a->cfg.stop_grace_ms);
-  long long until = clock_mono_ms() + a->cfg.stop_grace_ms;
-  while (ops_running(a->ops) > 0 && clock_mono_ms() < until)
-    stopping_step(a, 20);
-  ops_fail_all(a->ops, "agent stopped");
+static void stopping_turn(void *ctx, int wait_ms) {
+  stopping_step(ctx, wait_ms);
 }
 
 /* Ends the process pid and, when it leads one, its process group. */
@@ -733,37 +544,35 @@ static void end_child_processes(void) {
   closedir(d);
 }
 
+/* The ordered stop. SIGTERM with operations running: their handlers are
+ * told (op_cancelled) and given stop_grace_ms, then what is left fails with
+ * a durable 502, so nothing stays EXECUTING and the stop stays well within
+ * systemd's timeout (operations waiting for a reboot are left to the next
+ * start). */
 static void agent_cleanup(agent *a) {
-  localapi_stop(a->api);
-  a->api = NULL;
-  if (a->ops)
-    stop_operations(a);
+  if (a->rt) {
+    runtime_stop_api(a->rt);
+    runtime_stop_operations(a->rt, a->cfg.stop_grace_ms, stopping_turn, a);
+  }
   http_stop(a->http);   /* workers in a transfer return promptly */
   renew_free(a->renew); /* its request is cancelled, its token wait ended */
   a->renew = NULL;
-  shutdown_plugins(a);
+  if (a->rt)
+    runtime_stop_plugins(a->rt);
   end_child_processes();
   if (a->link) {
     flush_before_exit(a);
     link_end_session(a->link, 1000);
   }
+  if (a->rt)
+    runtime_set_transport(a->rt, NULL);
   link_free(a->link); /* frees whatever arrived late */
-  if (!a->plugin_abandoned) {
+  if (a->rt && runtime_plugin_abandoned(a->rt))
+    kept_for_abandoned = a->http;
+  else
     http_free(a->http);
-    ops_free(a->ops);
-  } else {
-    kept_for_abandoned[0] = a->http;
-    kept_for_abandoned[1] = a->ops;
-    kept_for_abandoned[2] = a->svc; /* its thread may still call set_health */
-  }
-  if (!a->plugin_abandoned)
-    services_free(a->svc);
-  registry_free(a->reg);
-  outq_close(a->q);
-  journal_close(a->j);
+  runtime_free(a->rt); /* keeps what an abandoned plugin may reach */
   free(a->queue_dir);
-  free(a->identity_child);
-  pthread_mutex_destroy(&a->identity_mu);
   if (a->wake_fd >= 0)
     close(a->wake_fd);
   config_free(&a->cfg);
@@ -774,14 +583,8 @@ static int agent_init(agent *a, const char *config_path) {
   memset(a, 0, sizeof *a);
   a->config_path = config_path;
   a->wake_fd = -1;
-  pthread_mutex_init(&a->identity_mu, NULL);
   if (load_config(a, config_path) != 0)
     return AGENT_EXIT_CONFIG;
-  a->reg = registry_new();
-  if (!a->reg) {
-    log_error("out of memory");
-    return AGENT_EXIT_RUNTIME;
-  }
   a->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (a->wake_fd < 0) {
     log_error("eventfd: %s", strerror(errno));
@@ -800,45 +603,43 @@ int agent_run(const char *config_path) {
   }
   srand((unsigned)time(NULL) ^ (unsigned)getpid());
   install_signals();
-  if (open_state(&a) != 0) {
+  if (open_runtime(&a) != 0) {
     agent_cleanup(&a);
     return AGENT_EXIT_RUNTIME;
   }
-  if (services_new(a.cfg.device_id, a.cfg.state_dir, a.q, a.reg, wake, &a,
-                   &a.svc) != 0) {
-    log_error("out of memory");
+  /* The link exists before the plugins load (a transfer may ask it for a
+   * token or an identity); its session only after the bootstrap. */
+  link_params lp = {.cfg = &a.cfg,
+                    .up = runtime_upstream(a.rt),
+                    .rt = a.rt,
+                    .reg = runtime_registry(a.rt),
+                    .queue_dir = a.queue_dir,
+                    .running = &a.running,
+                    .max_auth_failures = AGENT_MAX_AUTH_FAILURES,
+                    .host = {.ctx = &a,
+                             .wake = wake,
+                             .state = notify_status,
+                             .gave_up = gave_up,
+                             .identity_tried = identity_tried}};
+  if (link_new(&lp, &a.link) != 0) {
     agent_cleanup(&a);
     return AGENT_EXIT_RUNTIME;
   }
-  setup_host(&a);
-  char herr[512];
-  if (http_new(&a.cfg, request_token, &a, &a.http, herr, sizeof herr) != 0)
-    log_error("no file transfers: %s", herr);
-  http_set_identity_source(a.http, request_identity, &a);
-  a.host.http = a.http;
-  ops_host oh = {.ctx = &a,
-                 .dispatch = dispatch_op,
-                 .wake = wake,
-                 .finished = op_finished};
-  if (ops_new(a.cfg.device_id, a.reg, a.q, a.j, &oh,
-              (uint32_t)a.cfg.op_timeout_s * 1000u, &a.ops) != 0) {
-    agent_cleanup(&a);
-    return AGENT_EXIT_RUNTIME;
-  }
-  ops_set_cancel_grace(a.ops, (uint32_t)a.cfg.stop_grace_ms);
-  ops_recover(a.ops);
-  loader_load_all(&a.host, a.cfg.plugin_dir, true, &a.plugins);
-  report_plugins(&a);
-  ops_resume(a.ops);
+  char err[1024];
+  if (http_new(&a.cfg, link_want_token, a.link, &a.http, err, sizeof err) != 0)
+    log_error("no file transfers: %s", err);
+  http_set_identity_source(a.http, link_want_identity, a.link);
+  runtime_set_http(a.rt, a.http);
+  runtime_load_dir(a.rt, a.cfg.plugin_dir, true);
+  runtime_resume(a.rt);
   if (a.cfg.cert_file && (rc = enroll_at_start(&a)) != 0) {
     agent_cleanup(&a);
     return rc < 0 ? AGENT_EXIT_OK : rc;
   }
   if (a.cfg.cert_file) {
-    char xerr[1024];
     if (x509_check_device_cert(a.cfg.cert_file, a.cfg.key_file, a.cfg.device_id,
-                               xerr, sizeof xerr) != 0) {
-      log_error("%s", xerr);
+                               err, sizeof err) != 0) {
+      log_error("%s", err);
       agent_cleanup(&a);
       return AGENT_EXIT_CONFIG;
     }
@@ -850,41 +651,23 @@ int agent_run(const char *config_path) {
            : rc == C8Y_EAUTH   ? AGENT_EXIT_AUTH
                                : AGENT_EXIT_RUNTIME;
   }
-  link_params lp = {.cfg = &a.cfg,
-                    .q = a.q,
-                    .ops = a.ops,
-                    .reg = a.reg,
-                    .queue_dir = a.queue_dir,
-                    .running = &a.running,
-                    .max_auth_failures = AGENT_MAX_AUTH_FAILURES,
-                    .host = {.ctx = &a,
-                             .wake = wake,
-                             .message = on_message,
-                             .state = notify_status,
-                             .gave_up = gave_up,
-                             .identity_tried = identity_tried}};
-  a.down = (downstream){.ops = a.ops, .http = a.http, .reg = a.reg};
-  char err[1024];
-  if (link_new(&lp, &a.link) != 0) {
-    agent_cleanup(&a);
-    return AGENT_EXIT_RUNTIME;
-  }
   if (link_open_session(a.link, err, sizeof err) != 0) {
     log_error("%s", err);
     agent_cleanup(&a);
     return AGENT_EXIT_RUNTIME;
   }
+  runtime_transport mqtt;
+  link_transport(a.link, &mqtt);
+  runtime_set_transport(a.rt, &mqtt);
   if (start_renewal(&a) != 0) {
     agent_cleanup(&a);
     return AGENT_EXIT_RUNTIME;
   }
-  if (localapi_start(&a.cfg, a.q, wake, &a, &a.api, err, sizeof err) != 0)
+  if (runtime_start_api(a.rt, err, sizeof err) != 0)
     log_error("%s; running without it", err);
-  localapi_set_plugins(a.api, &a.plugins, a.reg);
-  publish_state(&a);
-  scheduler_reset(a.reg, clock_mono_ms());
+  scheduler_reset(runtime_registry(a.rt), clock_mono_ms());
   log_notice("c8y-agent %s started: device %s, %zu plugins", C8Y_VERSION,
-             a.cfg.device_id, a.plugins.n);
+             a.cfg.device_id, runtime_plugins(a.rt)->n);
   main_loop(&a);
   rc = a.exit_code;
   agent_cleanup(&a);
@@ -897,17 +680,17 @@ static int load_for_inspection(agent *a, const char *config_path) {
   int rc = agent_init(a, config_path);
   if (rc != 0)
     return rc;
-  outq_options qo;
-  outq_default_options(&qo, NULL);
+  runtime_options o = {.cfg = &a->cfg,
+                       .device_id = a->cfg.device_id,
+                       .state_dir = a->cfg.state_dir,
+                       .inspect = true};
   char err[256];
-  if (outq_open(&qo, &a->q, err, sizeof err) != 0) {
+  if (runtime_new(&o, &a->rt, err, sizeof err) != 0) {
     log_error("%s", err);
     agent_cleanup(a);
     return AGENT_EXIT_RUNTIME;
   }
-  setup_host(a);
-  a->host.wake = NULL;
-  loader_load_all(&a->host, a->cfg.plugin_dir, false, &a->plugins);
+  runtime_load_dir(a->rt, a->cfg.plugin_dir, false);
   return 0;
 }
 
@@ -917,8 +700,8 @@ int agent_list_plugins(const char *config_path, FILE *out) {
   if (rc != 0)
     return rc;
   fprintf(out, "plugin dir: %s\n", a.cfg.plugin_dir);
-  loader_print(&a.plugins, a.reg, out);
-  rc = loader_failures(&a.plugins) == 0 ? 0 : 1;
+  loader_print(runtime_plugins(a.rt), runtime_registry(a.rt), out);
+  rc = loader_failures(runtime_plugins(a.rt)) == 0 ? 0 : 1;
   agent_cleanup(&a);
   return rc;
 }
@@ -931,14 +714,15 @@ int agent_check_plugin_sections(const char *config_path, FILE *out) {
   if (rc != 0)
     return rc;
   size_t problems = 0;
-  const char **names = calloc(a.plugins.nentries + 1, sizeof *names);
+  const plugin_set *plugins = runtime_plugins(a.rt);
+  const char **names = calloc(plugins->nentries + 1, sizeof *names);
   size_t nnames = 0;
-  for (size_t i = 0; names && i < a.plugins.nentries; i++)
-    if (a.plugins.entries[i].name)
-      names[nnames++] = a.plugins.entries[i].name;
+  for (size_t i = 0; names && i < plugins->nentries; i++)
+    if (plugins->entries[i].name)
+      names[nnames++] = plugins->entries[i].name;
   /* Unknown keys were logged (with file:line) as the plugins loaded. */
-  for (size_t i = 0; i < a.plugins.n; i++)
-    problems += plugin_host_report_unused_keys(a.plugins.plugins[i], true);
+  for (size_t i = 0; i < plugins->n; i++)
+    problems += plugin_host_report_unused_keys(plugins->plugins[i], true);
   const char *reported = NULL;
   for (size_t i = 0; i < a.cfg.nentries; i++) {
     const config_entry *e = &a.cfg.entries[i];

@@ -1,7 +1,8 @@
-/* agent: the runtime. Loads the config and plugins, owns the durable queue,
- * the journal, the operation engine and the MQTT session, and runs the main
- * loop: scheduler, event dispatch, queue draining, reconnect backoff,
- * signals (TERM/INT stop, HUP reloads config and plugins). */
+/* agent: the daemon as a process. Loads the config, builds the runtime
+ * (runtime.h: queue, journal, engine, plugins, services, local API) with
+ * the MQTT link as its transport, runs the main loop (the runtime's turn,
+ * the certificate renewal, sd_notify's watchdog and status) and handles
+ * signals (TERM/INT stop in order, HUP reloads config and plugins). */
 #ifndef C8Y_AGENT_H
 #define C8Y_AGENT_H
 

@@ -6,10 +6,8 @@
 #include "clock.h"
 #include "fsutil.h"
 #include "http.h"
-#include "journal.h"
-#include "loader.h"
 #include "outq.h"
-#include "services.h"
+#include "runtime.h"
 #include "status.h"
 
 #include <errno.h>
@@ -33,19 +31,12 @@ typedef struct prod_wrap {
 } prod_wrap;
 
 struct capture {
-  char *device_id, *state_dir, *platform;
+  char *platform;
   capture_options opt;
-  registry *reg;
-  outq *q;
-  journal *j;
-  ops *o;
-  services *svc; /* set_health works as in the agent */
-  plugin_host host;
-  plugin_set set;
+  runtime *rt; /* the agent's, with this capture as its transport */
   bool loaded, abandoned;
   agent_config *cfg;
   long long skipped_ms;
-  uint64_t child_seq; /* registry_child_seq the engine has seen */
   /* A producer that did not return in time keeps its wrapper. */
   prod_wrap *stuck_producer;
   pthread_mutex_t mu;
@@ -94,12 +85,6 @@ long long capture_now(const capture *c) {
   return clock_mono_ms() + c->skipped_ms;
 }
 
-static void dispatch(void *ctx, c8y_operation *op) {
-  (void)ctx;
-  if (plugin_host_queue_operation(ops_plugin(op), op) != 0)
-    ops_dispatch_failed(op, "the plugin is shutting down");
-}
-
 static void finished(void *ctx, const ops_outcome *r) {
   capture *c = ctx;
   if (c->opt.on_finished)
@@ -128,26 +113,37 @@ static void emit_lines(capture *c, const char *topic, char *payload) {
 /* The agent's drain: everything queued is "published" and acknowledged;
  * the acks of 501s start their handlers, as the link's PUBACKs do. */
 static void drain(capture *c) {
+  outq *q = runtime_queue(c->rt);
   for (int guard = 0; guard < 100000; guard++) {
     outq_batch b;
-    if (outq_take(c->q, C8Y_MAX_LINE, &b) != 1)
+    if (outq_take(q, C8Y_MAX_LINE, &b) != 1)
       break;
     emit_lines(c, b.topic, b.payload);
-    outq_ack(c->q, b.id);
+    outq_ack(q, b.id);
     for (size_t k = 0; k < b.ntags; k++)
-      ops_on_acked(c->o, b.tags[k], true);
+      runtime_acked(c->rt, upstream_tag_of(b.tags[k]));
     outq_batch_free(&b);
   }
 }
 
+/* The capture transport: always up, every batch published and
+ * acknowledged at once; no registration (the host plays a platform that
+ * needs none). */
+static long long tr_step(void *ctx, long long now) {
+  (void)now;
+  drain(ctx);
+  return -1;
+}
+static void tr_drain(void *ctx) { drain(ctx); }
+static bool tr_is_up(void *ctx) {
+  (void)ctx;
+  return true;
+}
+
 void capture_pump(capture *c) {
-  uint64_t seq = registry_child_seq(c->reg);
-  if (seq != c->child_seq) {
-    c->child_seq = seq;
-    ops_children_changed(c->o);
-  }
+  runtime_children_step(c->rt);
   drain(c);
-  ops_process(c->o, capture_now(c));
+  runtime_process_ops(c->rt, capture_now(c));
   drain(c);
 }
 
@@ -171,44 +167,39 @@ int capture_new(const capture_options *o, capture **out, char *err,
     return C8Y_ENOMEM;
   }
   c->opt = *o;
-  c->device_id = dup_or(o->device_id, "");
-  c->state_dir = dup_or(o->state_dir, "");
   c->platform = dup_or(o->platform_name, "capture");
   pthread_mutex_init(&c->mu, NULL);
   pthread_cond_init(&c->cv, NULL);
   int rc = C8Y_ENOMEM;
-  if (!c->device_id || !c->state_dir || !c->platform ||
-      !(c->reg = registry_new())) {
+  if (!c->platform) {
     snprintf(err, len, "out of memory");
     goto fail;
   }
-  if (fsutil_mkdir_p(c->state_dir, 0700) != 0) {
-    snprintf(err, len, "cannot create %s: %s", c->state_dir, strerror(errno));
+  const char *dir = o->state_dir ? o->state_dir : "";
+  if (fsutil_mkdir_p(dir, 0700) != 0) {
+    snprintf(err, len, "cannot create %s: %s", dir, strerror(errno));
     rc = C8Y_EIO;
     goto fail;
   }
-  outq_options qo;
-  outq_default_options(&qo, NULL); /* memory only */
-  if (outq_open(&qo, &c->q, err, len) != 0 ||
-      journal_open(c->state_dir, &c->j, err, len) != 0) {
-    rc = C8Y_EIO;
+  /* The agent's start: a memory-only queue, the journal in the state dir;
+   * what the previous run on it left executing is settled, or kept for
+   * capture_resume. */
+  runtime_options co = {.device_id = o->device_id,
+                        .state_dir = dir,
+                        .op_timeout_ms = o->op_timeout_ms,
+                        .wake = wake,
+                        .wake_ctx = c,
+                        .finished = finished,
+                        .finished_ctx = c};
+  if ((rc = runtime_new(&co, &c->rt, err, len)) != C8Y_OK) {
+    if (rc != C8Y_ENOMEM)
+      rc = C8Y_EIO;
     goto fail;
   }
-  ops_host oh = {
-      .ctx = c, .dispatch = dispatch, .wake = wake, .finished = finished};
-  if (ops_new(c->device_id, c->reg, c->q, c->j, &oh, o->op_timeout_ms, &c->o) !=
-      0) {
-    snprintf(err, len, "out of memory");
-    goto fail;
-  }
-  /* The agent's start: what the previous run on this state dir left
-   * executing is settled, or kept for capture_resume. */
-  ops_recover(c->o);
-  if (services_new(c->device_id, c->state_dir, c->q, c->reg, wake, c,
-                   &c->svc) != 0) {
-    snprintf(err, len, "out of memory");
-    goto fail;
-  }
+  runtime_set_transport(c->rt, &(runtime_transport){.ctx = c,
+                                                    .step = tr_step,
+                                                    .drain = tr_drain,
+                                                    .is_up = tr_is_up});
   capture_pump(c);
   *out = c;
   return C8Y_OK;
@@ -226,23 +217,18 @@ static void free_strings(char **v, size_t n) {
 void capture_free(capture *c) {
   if (!c)
     return;
-  capture_unload(c, -1);
+  if (c->rt)
+    capture_unload(c, -1);
   if (c->abandoned) {
     /* Its worker may still run plugin code that reaches the engine, the
      * registry or this capture: they stay, as the agent keeps them. */
     return;
   }
-  ops_free(c->o);
-  services_free(c->svc);
-  journal_close(c->j);
-  outq_close(c->q);
-  registry_free(c->reg);
+  runtime_free(c->rt);
   free(c->stuck_producer);
   free_strings(c->downloads, c->ndownload_pairs * 2);
   free_strings(c->uploads, c->nuploads * UPLOAD_FIELDS);
   free(c->xfer_reason);
-  free(c->device_id);
-  free(c->state_dir);
   free(c->platform);
   pthread_mutex_destroy(&c->mu);
   pthread_cond_destroy(&c->cv);
@@ -252,16 +238,16 @@ void capture_free(capture *c) {
 void *capture_ctx(const capture *c) { return c->opt.ctx; }
 
 capture *capture_of(const c8y_plugin *p) {
-  return p && p->host ? p->host->wake_ctx : NULL;
+  return p && p->host && p->host->up ? p->host->up->wake_ctx : NULL;
 }
 
 c8y_plugin *capture_plugin(capture *c) {
-  return c->loaded ? c->set.plugins[0] : NULL;
+  return c->loaded ? runtime_plugins(c->rt)->plugins[0] : NULL;
 }
 
-ops *capture_ops(capture *c) { return c->o; }
-registry *capture_registry(capture *c) { return c->reg; }
-plugin_host *capture_host(capture *c) { return &c->host; }
+ops *capture_ops(capture *c) { return runtime_ops(c->rt); }
+registry *capture_registry(capture *c) { return runtime_registry(c->rt); }
+plugin_host *capture_host(capture *c) { return runtime_host(c->rt); }
 
 int capture_load(capture *c, const char *so_path, agent_config *cfg,
                  const c8y_api *api, struct http_ctx *http, char *why,
@@ -271,52 +257,35 @@ int capture_load(capture *c, const char *so_path, agent_config *cfg,
     return C8Y_ESTATE;
   }
   c->cfg = cfg;
-  c->host = (plugin_host){.cfg = cfg,
-                          .reg = c->reg,
-                          .q = c->q,
-                          .device_id = c->device_id,
-                          .state_dir = c->state_dir,
-                          .wake = wake,
-                          .wake_ctx = c,
-                          .http = http,
-                          .svc = c->svc,
-                          .api = api};
-  ops_set_cancel_grace(c->o, (uint32_t)cfg->stop_grace_ms);
-  loader_load_file(&c->host, so_path, true, &c->set);
-  int rc = C8Y_OK;
-  if (c->set.n == 1) {
-    c->loaded = true;
-  } else {
-    const loader_entry *e = c->set.nentries ? &c->set.entries[0] : NULL;
-    rc = e && e->status < 0 ? e->status : C8Y_EINVAL;
-    snprintf(why, len, "%s", e && e->reason ? e->reason : "not loaded");
-    loader_release_all(&c->set, c->reg);
-  }
+  runtime_set_config(c->rt, cfg);
+  runtime_set_http(c->rt, http);
+  int rc = runtime_load_file(c->rt, so_path, api, why, len);
+  c->loaded = rc == C8Y_OK;
   capture_pump(c);
   return rc;
 }
 
 void capture_resume(capture *c) {
-  ops_resume(c->o);
+  runtime_resume(c->rt);
   capture_pump(c);
+}
+
+/* A turn of the loop while operations are told to stop. */
+static void stopping_turn(void *ctx, int wait_ms) {
+  capture_pump(ctx);
+  capture_wait(ctx, wait_ms);
 }
 
 bool capture_unload(capture *c, int stop_budget_ms) {
   if (!c->loaded)
     return !c->abandoned;
-  c8y_plugin *p = c->set.plugins[0];
-  ops_stop(c->o);
-  if (ops_cancel_running(c->o) > 0) {
-    long long until = clock_mono_ms() + c->cfg->stop_grace_ms;
-    while (ops_running(c->o) > 0 && clock_mono_ms() < until) {
-      capture_pump(c);
-      capture_wait(c, 20);
-    }
-  }
-  ops_fail_all(c->o, "agent stopped");
+  plugin_set *set = runtime_plugins(c->rt);
+  c8y_plugin *p = set->plugins[0];
+  runtime_stop_operations(c->rt, c->cfg->stop_grace_ms, stopping_turn, c);
   capture_pump(c);
-  if (c->host.http) /* the agent's order: transfers end before the workers */
-    http_stop(c->host.http);
+  struct http_ctx *http = runtime_host(c->rt)->http;
+  if (http) /* the agent's order: transfers end before the workers */
+    http_stop(http);
   bool stopped = true;
   if (stop_budget_ms < 0)
     plugin_host_stop_worker(p);
@@ -326,9 +295,11 @@ bool capture_unload(capture *c, int stop_budget_ms) {
   /* Completions made by fini() become lines. */
   capture_pump(c);
   c->abandoned = !stopped;
-  loader_release_all(&c->set, c->reg);
+  if (c->abandoned)
+    runtime_mark_abandoned(c->rt);
+  loader_release_all(set, runtime_registry(c->rt));
   c->loaded = false;
-  c->host.http = NULL;
+  runtime_set_http(c->rt, NULL);
   return stopped;
 }
 
@@ -349,7 +320,7 @@ bool capture_run_producer(capture *c, reg_producer *prod, int timeout_ms,
   *w = (prod_wrap){.fn = prod->fn, .ud = prod->user_data, .rc = C8Y_EINVAL};
   prod->fn = wrapped_produce;
   prod->user_data = w;
-  if (plugin_host_queue_produce(c->set.plugins[0], prod) != C8Y_OK) {
+  if (plugin_host_queue_produce(capture_plugin(c), prod) != C8Y_OK) {
     prod->fn = w->fn;
     prod->user_data = w->ud;
     free(w);

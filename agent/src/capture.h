@@ -1,17 +1,18 @@
-/* capture: the agent's core with a capture transport instead of MQTT, for
- * hosts that run one plugin and play the platform themselves: the plugin
- * tests (tests/support/testhost) and the conformance kit
+/* capture: the agent's runtime with a capture transport instead of MQTT,
+ * for hosts that run one plugin and play the platform themselves: the
+ * plugin tests (tests/support/testhost) and the conformance kit
  * (c8y-plugin-check, sdk/check).
  *
- * It is the code the daemon runs: the loader (the same checks, dlopen by
- * descriptor), the plugin host (api table, batches, the plugin's worker),
- * the operation engine with a real journal in the state dir, the registry
- * and an outq opened memory-only. Only the transport differs: the drain
- * takes each batch the link would publish, hands its lines to on_line in
- * publish order and acknowledges it, feeding the 501 tags back to the
- * engine as the link's PUBACK does. The caller's thread is the agent's main
- * loop: it alone calls capture_pump (and ops_handle_* through
- * capture_ops); plugin threads only wake it.
+ * It is the graph the daemon runs, built by the same code (runtime.h): the
+ * loader (the same checks, dlopen by descriptor), the plugin host (api
+ * table, batches, the plugin's worker), the services, the operation engine
+ * with a real journal in the state dir, the registry and an outq opened
+ * memory-only. Only the transport differs: the drain takes each batch the
+ * link would publish, hands its lines to on_line in publish order and
+ * acknowledges it, feeding the 501 tags back to the runtime as the link's
+ * PUBACK does; the platform it plays needs no registration. The caller's thread
+ * is the agent's main loop: it alone calls capture_pump (and ops_handle_*
+ * through capture_ops); plugin threads only wake it.
  *
  * Differences from the daemon, all on purpose: the engine's clock can be
  * moved forward (capture_advance: timeouts without waiting for them), and

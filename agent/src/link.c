@@ -1,16 +1,13 @@
 #include "link.h"
 
 #include "clock.h"
-#include "fsutil.h"
 #include "log.h"
 #include "netdiag.h"
-#include "profile.h"
-#include "proto.h"
+#include "registration.h"
 #include "services.h"
 #include "session.h"
-#include "smartrest.h"
 #include "sockopt.h"
-#include "x509.h"
+#include "upstream.h"
 
 #include <c8y/plugin.h>
 
@@ -20,19 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/utsname.h>
 #include <unistd.h>
-
-#ifndef C8Y_VERSION
-#define C8Y_VERSION "0.0.0"
-#endif
 
 #define MAX_INFLIGHT 8 /* batches; Paho's own window is larger */
 /* Publish id of the liveness probe; queue batch ids never get this high. */
 #define PROBE_ID UINT64_MAX
-/* Queue tags of the registration lines and the 500 of one connect (two per
- * connect); operation tags (journal ids) never get this high. */
-#define ANNOUNCE_TAG_BASE (UINT64_C(1) << 62)
 /* Batches the broker can never take are kept here for an operator. */
 #define REJECTED_FILE "rejected.log"
 #define REJECTED_MAX_BYTES (1024 * 1024)
@@ -59,15 +48,15 @@ typedef struct event {
 
 typedef struct inflight {
   uint64_t id;
-  uint64_t *tags;
+  uint64_t *tags; /* upstream_tag_bits */
   size_t ntags;
 } inflight;
 
 struct link_ctx {
   const agent_config *cfg;
+  const upstream *up;
   outq *q;
-  ops *ops;
-  registry *reg;
+  runtime *rt;
   const char *queue_dir;
   const bool *running;
   int max_auth_failures;
@@ -76,6 +65,10 @@ struct link_ctx {
 
   pthread_mutex_t evmu;
   event *ev_head, *ev_tail;
+  /* requests for transfers, under evmu */
+  bool token_wanted;
+  bool identity_wanted;
+  char *identity_child; /* NULL: the root */
 
   enum link_state state;
   long long reconnect_at;
@@ -83,16 +76,11 @@ struct link_ctx {
   int auth_failures;
   inflight window[MAX_INFLIGHT];
   size_t ninflight;
-  uint64_t announce_gen;  /* connects so far */
-  uint64_t reg_tag;       /* registration lines of this connect */
-  uint64_t pending_tag;   /* the 500 of this connect */
-  size_t reg_unacked;     /* registration lines not yet acknowledged */
-  bool pending_requested; /* this connect's 500 is queued */
+  registration *regn;     /* what each connect says first */
   long long last_inbound; /* last PUBACK or message from the broker */
   long long probe_sent;   /* 0 = no probe outstanding */
   bool dropping;          /* session_drop issued, waiting for the loss */
   bool trying_identity;   /* reconnecting with a renewed certificate */
-  uint64_t announced_seq; /* children up to this registry_child_seq */
 };
 
 /* ---- events from Paho threads ---- */
@@ -167,183 +155,29 @@ static void cb_delivered(void *ctx, uint64_t id, bool ok) {
   post(ctx, e);
 }
 
-/* ---- connect sequence ---- */
+/* ---- acknowledgements ---- */
 
-/* DMI field, or NULL when unset: firmware fills unset fields with
- * placeholders. */
-static char *read_dmi(const char *field) {
-  char path[128];
-  snprintf(path, sizeof path, "/sys/class/dmi/id/%s", field);
-  char *v = fsutil_read_first_line(path);
-  if (v && (strcmp(v, "None") == 0 || strstr(v, "To Be Filled") != NULL ||
-            strcmp(v, "Default string") == 0)) {
-    free(v);
-    v = NULL;
+/* An acknowledged tag: the registration's own, or an operation's (its
+ * start or its journaled final status). */
+static void tag_acked(link_ctx *l, upstream_tag tag) {
+  switch (tag.kind) {
+  case UPSTREAM_TAG_REGISTRATION:
+  case UPSTREAM_TAG_PENDING:
+    if (registration_acked(l->regn, tag))
+      runtime_operations_requested(l->rt);
+    break;
+  case UPSTREAM_TAG_OPERATION:
+  case UPSTREAM_TAG_STATUS:
+    runtime_acked(l->rt, tag);
+    break;
+  case UPSTREAM_TAG_NONE:
+    break;
   }
-  return v;
 }
 
-/* Registration goes through the queue like everything else: packed (1000
- * children's 101 lines take a handful of publishes), in order, confirmed,
- * and retried after a loss. Volatile: it is rebuilt on every connect. */
-static size_t queue_announce(link_ctx *l, const char *topic,
-                             const char *const *fields, size_t n) {
-  smartrest_buf b;
-  smartrest_buf_init(&b);
-  size_t queued = 0;
-  if (smartrest_encode_line(&b, fields, n) == 0 &&
-      outq_push(l->q, OUTQ_INVENTORY, proto_replace_key(fields[0]), topic,
-                b.data, l->reg_tag, OUTQ_VOLATILE) == 0)
-    queued = 1;
-  else
-    log_error("cannot queue the registration line '%.40s' for %s",
-              b.data ? b.data : fields[0], topic);
-  smartrest_buf_free(&b);
-  return queued;
-}
-
-static size_t queue_supported(link_ctx *l, const char *topic,
-                              const char *supported) {
-  if (!supported || !*supported)
-    return 0;
-  size_t n = strlen(supported) + 8;
-  char *line = malloc(n);
-  size_t queued = 0;
-  if (line) {
-    snprintf(line, n, "114,%s", supported);
-    queued = outq_push(l->q, OUTQ_INVENTORY, proto_replace_key("114"), topic,
-                       line, l->reg_tag, OUTQ_VOLATILE) == 0;
-    free(line);
-  }
-  return queued;
-}
-
-/* s/ds and the custom collections: downstream QoS is the subscription's. */
-static int downstream_qos(const link_ctx *l) {
-  return l->cfg->qos == 2 ? 2 : 1;
-}
-
-/* Every registration line was acknowledged: now the device exists with its
- * capabilities, so subscribe and ask for the pending operations. JSON
- * operations too (Cumulocity "JSON via MQTT": operations of any fragment,
- * with their id; on subscription those not yet forwarded are published):
- * static templates keep arriving on s/ds, and the engine runs each
- * operation once whichever copies arrive (see ops.h). */
-static void request_operations(link_ctx *l) {
-  int qos = downstream_qos(l);
-  session_subscribe(l->sess, "s/ds", qos);
-  session_subscribe(l->sess, "devicecontrol/notifications", qos);
-  const char **xids;
-  size_t nx = registry_xids(l->reg, &xids);
-  for (size_t i = 0; i < nx; i++) {
-    char topic[300];
-    snprintf(topic, sizeof topic, "s/dc/%s", xids[i]);
-    session_subscribe(l->sess, topic, qos);
-  }
-  free(xids);
-  if (outq_push(l->q, OUTQ_OPSTATUS, 0, "s/us", "500", l->pending_tag,
-                OUTQ_VOLATILE) != 0)
-    log_error("cannot queue the 500 request for pending operations");
-  l->pending_requested = true;
-  l->host.wake(l->host.ctx);
-}
-
-/* 100, 110, 122, children (101, then each child's 114), 114, 117 on every
- * connect, because Cumulocity keeps no session state (clean session); then
- * request_operations once all of it is acknowledged. */
-static void announce(link_ctx *l) {
-  const agent_config *c = l->cfg;
-  l->announce_gen++;
-  l->reg_tag = ANNOUNCE_TAG_BASE + 2 * l->announce_gen;
-  l->pending_tag = l->reg_tag + 1;
-  l->pending_requested = false;
-  /* Children added from now on are announced on their own afterwards. */
-  l->announced_seq = registry_child_seq(l->reg);
-  size_t n = 0;
-  const char *dev[] = {"100", c->device_name, c->device_type};
-  n += queue_announce(l, "s/us", dev, 3);
-
-  char *serial =
-      c->hw_serial ? strdup(c->hw_serial) : read_dmi("product_serial");
-  char *model = c->hw_model ? strdup(c->hw_model) : read_dmi("product_name");
-  char *rev =
-      c->hw_revision ? strdup(c->hw_revision) : read_dmi("product_version");
-  struct utsname u;
-  char machine[200] = "Linux";
-  if (uname(&u) == 0)
-    snprintf(machine, sizeof machine, "Linux %s", u.machine);
-  const char *hw[] = {"110", serial ? serial : c->device_id,
-                      model ? model : machine, rev ? rev : ""};
-  n += queue_announce(l, "s/us", hw, 4);
-  free(serial);
-  free(model);
-  free(rev);
-
-  const char *agent_info[] = {"122", "c8y-agent", C8Y_VERSION, "",
-                              "c8y-agent project"};
-  n += queue_announce(l, "s/us", agent_info, 5);
-  /* The agent as a service of the device: up while connected; the will
-   * (services_will) and a clean stop set it down. */
-  char agent_id[600];
-  if (services_agent_id(c->device_id, agent_id, sizeof agent_id) == 0) {
-    const char *svc[] = {"102", agent_id, SERVICES_AGENT_TYPE,
-                         SERVICES_AGENT_NAME, "up"};
-    n += queue_announce(l, "s/us", svc, 5);
-  }
-
-  for (size_t i = 0; i < registry_child_count(l->reg); i++) {
-    reg_child *ch = registry_child_at(l->reg, i);
-    const char *f[] = {"101", ch->id, ch->name, ch->type};
-    n += queue_announce(l, "s/us", f, 4);
-  }
-  char *supported = profile_supported_operations(l->reg);
-  n += queue_supported(l, "s/us", supported);
-  free(supported);
-  char expiry[600];
-  if (c->cert_file && c->cert_warn_days > 0 &&
-      x509_expiry_line(c->cert_file, c->cert_warn_days, expiry,
-                       sizeof expiry) == 0) {
-    /* An alarm (raised or cleared), not registration: the 500 does not
-     * wait for it. */
-    char id[4] = {expiry[0], expiry[1], expiry[2], 0};
-    if (outq_push(l->q, proto_class(id), proto_replace_key(id), "s/us", expiry,
-                  0, OUTQ_VOLATILE) != 0)
-      log_error("cannot queue the certificate expiry line");
-  }
-  if (c->required_interval > 0) {
-    char interval[32];
-    snprintf(interval, sizeof interval, "%d", c->required_interval);
-    const char *f[] = {"117", interval};
-    n += queue_announce(l, "s/us", f, 2);
-  }
-  for (size_t i = 0; i < registry_child_count(l->reg); i++) {
-    reg_child *ch = registry_child_at(l->reg, i);
-    char topic[300];
-    snprintf(topic, sizeof topic, "s/us/%s", ch->id);
-    char *child_ops = registry_child_supported_operations(l->reg, ch);
-    n += queue_supported(l, topic, child_ops);
-    free(child_ops);
-  }
-  l->reg_unacked = n;
-  log_info("registration: %zu lines queued (%zu children)", n,
-           registry_child_count(l->reg));
-  session_subscribe(l->sess, "s/e", 0);
-  session_subscribe(l->sess, "s/dat", 0); /* JWT for REST calls */
-  if (n == 0)
-    request_operations(l);
-}
-
-/* Acknowledged tags that belong to the connect sequence, not operations. */
-static bool announce_acked(link_ctx *l, uint64_t tag) {
-  if (tag < ANNOUNCE_TAG_BASE)
-    return false;
-  if (tag == l->reg_tag && l->reg_unacked > 0 && --l->reg_unacked == 0) {
-    log_info("registration acknowledged; requesting pending operations");
-    request_operations(l);
-  } else if (tag == l->pending_tag) {
-    ops_on_pending_requested(l->ops, clock_mono_ms());
-  }
-  return true;
+/* The registration's subscriptions, on this connect's session. */
+static void subscribe(void *ctx, const char *topic, int qos) {
+  session_subscribe(((link_ctx *)ctx)->sess, topic, qos);
 }
 
 /* ---- queue draining ---- */
@@ -387,8 +221,7 @@ static void set_aside(link_ctx *l, outq_batch *b, const char *why) {
     close(fd);
   outq_ack(l->q, b->id);
   for (size_t k = 0; k < b->ntags; k++)
-    if (!announce_acked(l, b->tags[k]))
-      ops_on_acked(l->ops, b->tags[k], *l->running);
+    tag_acked(l, upstream_tag_of(b->tags[k]));
 }
 
 /* Statuses, 500 and registration need their acknowledgement: QoS >= 1
@@ -407,12 +240,15 @@ void link_drain(link_ctx *l) {
     /* Until the platform acknowledged this connect's registration, only its
      * lines go: 100 must create the device (with its name and type) before
      * lines plugins queued earlier, e.g. the software list, reach it. */
-    int took = l->reg_unacked > 0
-                   ? outq_take_tagged(l->q, l->reg_tag, C8Y_MAX_LINE, &b)
-                   : outq_take(l->q, C8Y_MAX_LINE, &b);
+    upstream_tag first = registration_pending_lines(l->regn);
+    int took =
+        first.kind != UPSTREAM_TAG_NONE
+            ? outq_take_tagged(l->q, upstream_tag_bits(first), C8Y_MAX_LINE, &b)
+            : outq_take(l->q, C8Y_MAX_LINE, &b);
     if (took != 1)
       break;
-    if (!l->pending_requested && b.cls == OUTQ_MEASUREMENT) {
+    if (!registration_operations_requested(l->regn) &&
+        b.cls == OUTQ_MEASUREMENT) {
       /* A measurement backlog must not fill the window (and a slow link)
        * ahead of the 500 that follows the registration. */
       outq_nack(l->q, b.id);
@@ -458,8 +294,7 @@ static void delivered(link_ctx *l, uint64_t id, bool ok) {
     if (ok) {
       outq_ack(l->q, id);
       for (size_t k = 0; k < slot.ntags; k++)
-        if (!announce_acked(l, slot.tags[k]))
-          ops_on_acked(l->ops, slot.tags[k], *l->running);
+        tag_acked(l, upstream_tag_of(slot.tags[k]));
     } else {
       log_debug("publish of batch %llu failed; it goes back to the queue",
                 (unsigned long long)id);
@@ -477,20 +312,18 @@ static void forget_inflight(link_ctx *l) {
   size_t n = 0;
   for (size_t i = 0; i < l->ninflight; i++)
     n += l->window[i].ntags;
-  uint64_t *tags = n ? malloc(n * sizeof *tags) : NULL;
+  upstream_tag *tags = n ? malloc(n * sizeof *tags) : NULL;
   size_t k = 0;
   for (size_t i = 0; i < l->ninflight; i++) {
-    if (tags)
-      memcpy(tags + k, l->window[i].tags, l->window[i].ntags * sizeof *tags);
+    for (size_t t = 0; tags && t < l->window[i].ntags; t++)
+      tags[k + t] = upstream_tag_of(l->window[i].tags[t]);
     k += l->window[i].ntags;
     free(l->window[i].tags);
   }
   l->ninflight = 0;
   outq_requeue_inflight(l->q);
-  outq_remove_tag(l->q, l->reg_tag);
-  outq_remove_tag(l->q, l->pending_tag);
-  l->reg_unacked = 0;
-  ops_on_disconnect(l->ops, tags, tags ? n : 0);
+  registration_lost(l->regn);
+  runtime_lost(l->rt, tags, tags ? n : 0);
   free(tags);
 }
 
@@ -577,7 +410,7 @@ static void handle_event(link_ctx *l, event *e) {
     if (sockopt_nodelay_to_port(l->cfg->port) == 0)
       log_debug("TCP_NODELAY: no socket to port %d found", l->cfg->port);
     sockopt_cloexec_all();
-    announce(l);
+    registration_start(l->regn);
     l->host.state(l->host.ctx, "connected");
     break;
   case EV_CONNECT_FAILED:
@@ -636,7 +469,7 @@ static void handle_event(link_ctx *l, event *e) {
     break;
   case EV_MESSAGE:
     l->last_inbound = clock_mono_ms();
-    l->host.message(l->host.ctx, e->topic, e->text, e->len);
+    runtime_message(l->rt, e->topic, e->text, e->len);
     break;
   case EV_DELIVERED:
     delivered(l, e->id, e->ok);
@@ -676,13 +509,18 @@ int link_new(const link_params *p, link_ctx **out) {
   if (!l)
     return C8Y_ENOMEM;
   l->cfg = p->cfg;
-  l->q = p->q;
-  l->ops = p->ops;
-  l->reg = p->reg;
+  l->up = p->up;
+  l->q = p->up->q;
+  l->rt = p->rt;
   l->queue_dir = p->queue_dir;
   l->running = p->running;
   l->max_auth_failures = p->max_auth_failures;
   l->host = p->host;
+  registration_host rh = {.ctx = l, .subscribe = subscribe};
+  if (registration_new(p->cfg, p->reg, p->up, &rh, &l->regn) != C8Y_OK) {
+    free(l);
+    return C8Y_ENOMEM;
+  }
   pthread_mutex_init(&l->evmu, NULL);
   *out = l;
   return 0;
@@ -728,7 +566,49 @@ void link_free(link_ctx *l) {
   for (size_t i = 0; i < l->ninflight; i++)
     free(l->window[i].tags);
   pthread_mutex_destroy(&l->evmu);
+  free(l->identity_child);
+  registration_free(l->regn);
   free(l);
+}
+
+void link_want_token(void *link) {
+  link_ctx *l = link;
+  pthread_mutex_lock(&l->evmu);
+  l->token_wanted = true;
+  pthread_mutex_unlock(&l->evmu);
+  l->host.wake(l->host.ctx);
+}
+
+void link_want_identity(void *link, const char *child) {
+  link_ctx *l = link;
+  char *copy = child ? strdup(child) : NULL;
+  pthread_mutex_lock(&l->evmu);
+  free(l->identity_child);
+  l->identity_child = copy;
+  l->identity_wanted = !child || copy;
+  pthread_mutex_unlock(&l->evmu);
+  l->host.wake(l->host.ctx);
+}
+
+/* s/uat and 123 for the transfers waiting for them, while up. */
+static void send_requests(link_ctx *l) {
+  if (l->state != LINK_UP)
+    return;
+  pthread_mutex_lock(&l->evmu);
+  bool token = l->token_wanted, identity = l->identity_wanted;
+  char *child = l->identity_child;
+  l->token_wanted = l->identity_wanted = false;
+  l->identity_child = NULL;
+  pthread_mutex_unlock(&l->evmu);
+  if (token)
+    session_publish(l->sess, "s/uat", "", 0, 0, 0);
+  if (identity) {
+    char topic[300];
+    if (child)
+      snprintf(topic, sizeof topic, "s/us/%s", child);
+    session_publish(l->sess, child ? topic : "s/us", "123", 3, 0, 0);
+  }
+  free(child);
 }
 
 long long link_step(link_ctx *l, long long now) {
@@ -744,70 +624,18 @@ long long link_step(link_ctx *l, long long now) {
   if (next_probe >= 0 && (next < 0 || next_probe < next))
     next = next_probe;
   link_drain(l);
+  send_requests(l);
   return next;
 }
 
 void link_announce(link_ctx *l) {
   if (l->state == LINK_UP)
-    announce(l);
+    registration_start(l->regn);
 }
 
-/* ABI 1.2 children added at run time, once the registration of this
- * connect is through: each gets its 101 and its own 114, queued volatile
- * (the next connect's registration announces every child again). */
 void link_announce_children(link_ctx *l) {
-  if (!l || l->state != LINK_UP || !l->pending_requested)
-    return;
-  uint64_t seq = registry_child_seq(l->reg);
-  if (seq == l->announced_seq)
-    return;
-  reg_child **added;
-  size_t n = registry_children_since(l->reg, l->announced_seq, &added);
-  for (size_t i = 0; i < n; i++) {
-    reg_child *ch = added[i];
-    const char *f[] = {"101", ch->id, ch->name, ch->type};
-    smartrest_buf b;
-    smartrest_buf_init(&b);
-    if (smartrest_encode_line(&b, f, 4) != 0 ||
-        outq_push(l->q, OUTQ_INVENTORY, 0, "s/us", b.data, 0, OUTQ_VOLATILE) !=
-            0)
-      log_error("cannot queue the 101 of child %s", ch->id);
-    smartrest_buf_free(&b);
-    char topic[300];
-    snprintf(topic, sizeof topic, "s/us/%s", ch->id);
-    char *child_ops = registry_child_supported_operations(l->reg, ch);
-    if (child_ops && *child_ops) {
-      size_t len = strlen(child_ops) + 8;
-      char *line = malloc(len);
-      if (line) {
-        snprintf(line, len, "114,%s", child_ops);
-        if (outq_push(l->q, OUTQ_INVENTORY, proto_replace_key("114"), topic,
-                      line, 0, OUTQ_VOLATILE) != 0)
-          log_error("cannot queue the 114 of child %s", ch->id);
-        free(line);
-      }
-    }
-    free(child_ops);
-  }
-  free(added);
-  l->announced_seq = seq;
-  if (n)
-    log_info("registration: %zu child(ren) added at run time announced", n);
-  l->host.wake(l->host.ctx);
-}
-
-void link_request_identity(link_ctx *l, const char *child) {
-  if (l->state != LINK_UP)
-    return;
-  char topic[300];
-  if (child)
-    snprintf(topic, sizeof topic, "s/us/%s", child);
-  session_publish(l->sess, child ? topic : "s/us", "123", 3, 0, 0);
-}
-
-void link_request_token(link_ctx *l) {
-  if (l->state == LINK_UP)
-    session_publish(l->sess, "s/uat", "", 0, 0, 0);
+  if (l && l->state == LINK_UP)
+    registration_announce_children(l->regn);
 }
 
 int link_try_identity(link_ctx *l, const char *cert_file,
@@ -839,4 +667,31 @@ const char *link_state_name(const link_ctx *l) {
 
 const char *link_uri(const link_ctx *l) {
   return l && l->sess ? session_uri(l->sess) : NULL;
+}
+
+/* ---- as the runtime's transport ---- */
+
+static long long tr_step(void *ctx, long long now) {
+  return link_step(ctx, now);
+}
+static void tr_drain(void *ctx) { link_drain(ctx); }
+static void tr_process(void *ctx, bool stopping) {
+  link_process_events(ctx, stopping);
+}
+static void tr_announce(void *ctx) { link_announce(ctx); }
+static void tr_announce_children(void *ctx) { link_announce_children(ctx); }
+static bool tr_is_up(void *ctx) { return link_is_up(ctx); }
+static const char *tr_state(void *ctx) { return link_state_name(ctx); }
+static const char *tr_server(void *ctx) { return link_uri(ctx); }
+
+void link_transport(link_ctx *l, runtime_transport *out) {
+  *out = (runtime_transport){.ctx = l,
+                             .step = tr_step,
+                             .drain = tr_drain,
+                             .process = tr_process,
+                             .announce = tr_announce,
+                             .announce_children = tr_announce_children,
+                             .is_up = tr_is_up,
+                             .state = tr_state,
+                             .server = tr_server};
 }

@@ -1,18 +1,19 @@
-/* link: the MQTT link as the main loop sees it. Owns the session, the door
- * through which Paho's threads hand events to the main loop, the link state
- * with its reconnect backoff and liveness probe, the window of batches in
- * flight (queue -> Paho -> PUBACK -> outq_ack and the operations' tags), and
- * the registration each connect repeats (100/110/122/101/114/117, then the
- * subscriptions (s/ds, devicecontrol/notifications, s/dc/<xid>) and the
- * 500 once all of it is acknowledged), and children added at run time.
+/* link: the MQTT link as the main loop sees it: the transport and its
+ * window. Owns the session, the door through which Paho's threads hand
+ * events to the main loop, the link state with its reconnect backoff and
+ * liveness probe, and the window of batches in flight (queue -> Paho ->
+ * PUBACK -> outq_ack and the tags: an operation's to the engine, the
+ * registration's to it). What a connect says first, and the subscriptions
+ * it makes, is registration.h's: the link sends only those lines until the
+ * platform acknowledged them, and no measurements before the 500.
  * Everything except the event door runs on the main loop's thread. */
 #ifndef C8Y_LINK_H
 #define C8Y_LINK_H
 
 #include "config.h"
-#include "ops.h"
-#include "outq.h"
 #include "registry.h"
+#include "runtime.h"
+#include "upstream.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -23,9 +24,6 @@ typedef struct link_host {
   void *ctx;
   /* Any thread: an event is waiting for link_process_events. */
   void (*wake)(void *ctx);
-  /* A message arrived on a subscribed topic (main loop). */
-  void (*message)(void *ctx, const char *topic, const char *payload,
-                  size_t len);
   /* "connected" / "disconnected", for the service manager's status. */
   void (*state)(void *ctx, const char *what);
   /* The platform refused the credentials AGENT_MAX_AUTH_FAILURES times. */
@@ -37,8 +35,10 @@ typedef struct link_host {
 
 typedef struct link_params {
   const agent_config *cfg; /* read again after every reload */
-  outq *q;
-  ops *ops;
+  const upstream *up;      /* its queue is the one drained */
+  /* Gets what the platform acknowledged, what a loss left in flight, that
+   * the pending operations were requested, and what arrived. */
+  runtime *rt;
   registry *reg;
   const char *queue_dir; /* rejected.log goes here */
   const bool *running;   /* false once the agent stops */
@@ -67,10 +67,14 @@ void link_drain(link_ctx *l);
 void link_process_events(link_ctx *l, bool stopping);
 /* Redoes the registration (after a reload changed plugins or children). */
 void link_announce(link_ctx *l);
-/* s/uat (QoS 0, only while up: a queued token request would be stale). */
-void link_request_token(link_ctx *l);
-/* 123 on s/us or s/us/<child> (QoS 0, only while up), answered by 124. */
-void link_request_identity(link_ctx *l, const char *child);
+/* What a transfer waits for (any thread; http.h's request functions, ctx
+ * the link): an empty s/uat (answered by 71 on s/dat), a 123 on s/us or
+ * s/us/<child> (answered by 124). Sent by link_step while the link is up
+ * (QoS 0: a queued request would be stale). */
+void link_want_token(void *link);
+void link_want_identity(void *link, const char *child);
+/* The link as the runtime's transport (runtime.h). */
+void link_transport(link_ctx *l, runtime_transport *out);
 /* Announces children added since the registration (101, their own 114)
  * once it is through; cheap when nothing was added. */
 void link_announce_children(link_ctx *l);

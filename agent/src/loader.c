@@ -315,14 +315,16 @@ static void quarantine_alarm(plugin_host *h, const plugin_set *s) {
   }
   if (len) {
     const char *f[] = {"302", "c8y_PluginQuarantined", text};
-    if (plugin_host_send_fields(h, OUTQ_ALARM, "s/us", f, 3) == C8Y_OK) {
+    if (upstream_send(h->up, UPSTREAM_BY_TEMPLATE, "s/us", f, 3, 0,
+                      UPSTREAM_NO_TAG) == C8Y_OK) {
       int fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
       if (fd >= 0)
         close(fd);
     }
   } else if (access(marker, F_OK) == 0) {
     const char *f[] = {"306", "c8y_PluginQuarantined"};
-    if (plugin_host_send_fields(h, OUTQ_ALARM, "s/us", f, 2) == C8Y_OK)
+    if (upstream_send(h->up, UPSTREAM_BY_TEMPLATE, "s/us", f, 2, 0,
+                      UPSTREAM_NO_TAG) == C8Y_OK)
       unlink(marker);
   }
 }

@@ -4,8 +4,6 @@
 #include "dlog.h"
 #include "fsutil.h"
 #include "log.h"
-#include "plugin_host.h"
-#include "proto.h"
 #include "smartrest.h"
 #include "status.h"
 
@@ -52,7 +50,7 @@ typedef struct op_record {
 } op_record;
 
 struct localapi {
-  plugin_host host; /* only q and wake: what plugin_send_* use */
+  const upstream *up;
   char *path;
   dev_t dev;
   ino_t ino;
@@ -269,12 +267,12 @@ static void do_send(localapi *a, const localapi_request *r,
   const char *const *f = (const char *const *)r->fields;
   int rc =
       r->cmd == LOCALAPI_SEND
-          ? plugin_host_send_static(&a->host, r->child, f, r->nfields, &why)
-          : plugin_host_send_custom(&a->host, r->xid, r->child, f, r->nfields,
-                                    &why);
+          ? upstream_send_static(a->up, NULL, r->child, f, r->nfields, &why)
+          : upstream_send_custom(a->up, r->xid, r->child, f, r->nfields, &why);
   if (rc == C8Y_OK) {
-    outq_class cls =
-        r->cmd == LOCALAPI_SEND ? proto_class(r->fields[0]) : OUTQ_EVENT;
+    outq_class cls = r->cmd == LOCALAPI_SEND
+                         ? upstream_class("s/us", r->fields[0])
+                         : OUTQ_EVENT;
     appendf(out, "ok queued %s\n", class_names[cls]);
   } else if (why) {
     appendf(out, "error %s\n", why);
@@ -288,7 +286,7 @@ static void do_send(localapi *a, const localapi_request *r,
 
 static void do_status_text(localapi *a, smartrest_buf *out) {
   outq_stats st;
-  outq_get_stats(a->host.q, &st);
+  outq_get_stats(a->up->q, &st);
   smartrest_buf l;
   smartrest_buf_init(&l);
   size_t n = 0;
@@ -337,7 +335,7 @@ static void do_status_text(localapi *a, smartrest_buf *out) {
 
 static void do_status_json(localapi *a, smartrest_buf *out) {
   outq_stats st;
-  outq_get_stats(a->host.q, &st);
+  outq_get_stats(a->up->q, &st);
   char since[40], when[40], problem[512];
   int level = 0;
   long long pms = log_last_problem(problem, sizeof problem, &level);
@@ -853,8 +851,8 @@ static void free_api(localapi *a) {
   free(a);
 }
 
-int localapi_start(const agent_config *cfg, outq *q, void (*wake)(void *ctx),
-                   void *wake_ctx, localapi **out, char *err, size_t errlen) {
+int localapi_start(const agent_config *cfg, const upstream *up, localapi **out,
+                   char *err, size_t errlen) {
   *out = NULL;
   if (!cfg->api_enabled)
     return 0;
@@ -865,9 +863,7 @@ int localapi_start(const agent_config *cfg, outq *q, void (*wake)(void *ctx),
   }
   a->lfd = a->stopfd = -1;
   pthread_mutex_init(&a->mu, NULL);
-  a->host.q = q;
-  a->host.wake = wake;
-  a->host.wake_ctx = wake_ctx;
+  a->up = up;
   a->self_uid = geteuid();
   a->gid = cfg->api_gid;
   snprintf(a->link, sizeof a->link, "down");
@@ -943,44 +939,35 @@ void localapi_set_state(localapi *a, const char *link, const char *server,
   pthread_mutex_unlock(&a->mu);
 }
 
-static c8y_plugin *loaded_plugin(const plugin_set *s, const char *name) {
-  for (size_t i = 0; name && i < s->n; i++)
-    if (strcmp(s->plugins[i]->name, name) == 0)
-      return s->plugins[i];
-  return NULL;
-}
-
-void localapi_set_plugins(localapi *a, const plugin_set *s, registry *reg) {
+void localapi_set_plugins(localapi *a, const localapi_plugin_row *rows,
+                          size_t n) {
   if (!a)
     return;
-  plugin_info *list = calloc(s->nentries ? s->nentries : 1, sizeof *list);
+  plugin_info *list = calloc(n ? n : 1, sizeof *list);
   if (!list)
     return;
-  for (size_t i = 0; i < s->nentries; i++) {
-    const loader_entry *e = &s->entries[i];
+  for (size_t i = 0; i < n; i++) {
+    const localapi_plugin_row *r = &rows[i];
     plugin_info *p = &list[i];
-    p->name = dup_or_null(e->name);
-    p->version = dup_or_null(e->version);
-    p->file = strdup(e->file ? e->file : "?");
-    p->state = strdup(e->loaded     ? "loaded"
-                      : e->disabled ? "disabled"
-                                    : "failed");
-    p->reason = dup_or_null(e->reason);
-    c8y_plugin *lp = e->loaded ? loaded_plugin(s, e->name) : NULL;
-    if (lp)
-      registry_count_for(reg, lp, &p->producers, &p->handlers);
+    p->name = dup_or_null(r->name);
+    p->version = dup_or_null(r->version);
+    p->file = strdup(r->file ? r->file : "?");
+    p->state = strdup(r->state);
+    p->reason = dup_or_null(r->reason);
+    p->producers = r->producers;
+    p->handlers = r->handlers;
   }
   pthread_mutex_lock(&a->mu);
   free_plugins(a);
   a->plugins = list;
-  a->nplugins = s->nentries;
+  a->nplugins = n;
   pthread_mutex_unlock(&a->mu);
 }
 
-void localapi_record_op(localapi *a, const ops_outcome *r) {
+void localapi_record_op(localapi *a, const localapi_op_row *r) {
   if (!a)
     return;
-  op_record n = {.id = (unsigned long long)r->id,
+  op_record n = {.id = r->id,
                  .template_id = dup_or_null(r->template_id),
                  .fragment = dup_or_null(r->fragment),
                  .device = dup_or_null(r->device),

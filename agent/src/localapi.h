@@ -7,18 +7,16 @@
  * members of the configured group are served; anyone else gets one
  * "error ..." line naming the reason and is disconnected (and logged).
  *
- * Lines sent through it take the plugins' path (plugin_host_send_static/custom:
+ * Lines sent through it take the plugins' path (upstream_send_static/custom:
  * same checks, same class per template, the durable queue, then a wake of
  * the main loop). What `status` reports is a snapshot the main loop
- * publishes (localapi_set_*); the API thread never reads agent state. */
+ * publishes as plain rows (localapi_set_*); the API thread never reads
+ * agent state. */
 #ifndef C8Y_LOCALAPI_H
 #define C8Y_LOCALAPI_H
 
 #include "config.h"
-#include "loader.h"
-#include "ops.h"
-#include "outq.h"
-#include "registry.h"
+#include "upstream.h"
 
 #include <c8y/plugin.h>
 #include <stdbool.h>
@@ -32,13 +30,13 @@ typedef struct localapi localapi;
  * the command words. */
 #define LOCALAPI_MAX_REQUEST (C8Y_MAX_LINE + 400)
 
-/* Binds cfg->api_socket (mode, group), starts the thread. q and wake are
- * where accepted lines go. Returns 0, or with one line in err C8Y_EEXIST
- * (the path is another agent's socket or not a socket), C8Y_EIO, C8Y_EINVAL
- * (too long a path) or C8Y_ENOMEM; a NULL *out with 0 means the API is
- * disabled in the configuration. */
-int localapi_start(const agent_config *cfg, outq *q, void (*wake)(void *ctx),
-                   void *wake_ctx, localapi **out, char *err, size_t errlen);
+/* Binds cfg->api_socket (mode, group), starts the thread. up (borrowed) is
+ * where accepted lines go; `status` reads its queue's counters. Returns 0,
+ * or with one line in err C8Y_EEXIST (the path is another agent's socket or
+ * not a socket), C8Y_EIO, C8Y_EINVAL (too long a path) or C8Y_ENOMEM; a
+ * NULL *out with 0 means the API is disabled in the configuration. */
+int localapi_start(const agent_config *cfg, const upstream *up, localapi **out,
+                   char *err, size_t errlen);
 /* Stops the thread, disconnects clients, removes the socket. NULL is a
  * no-op. */
 void localapi_stop(localapi *a);
@@ -49,10 +47,31 @@ void localapi_stop(localapi *a);
  * the engine. The API records when the state last changed. */
 void localapi_set_state(localapi *a, const char *link, const char *server,
                         size_t ops_running);
-/* The loaded and refused plugins with their registrations. */
-void localapi_set_plugins(localapi *a, const plugin_set *s, registry *reg);
-/* An operation finished (an ops_host.finished hook). */
-void localapi_record_op(localapi *a, const ops_outcome *r);
+
+/* One plugin file as the loader left it (strings borrowed for the call). */
+typedef struct localapi_plugin_row {
+  const char *name, *version; /* NULL when not known */
+  const char *file;
+  const char *state;  /* "loaded", "disabled" or "failed" */
+  const char *reason; /* why it is not loaded, or NULL */
+  size_t producers, handlers;
+} localapi_plugin_row;
+
+/* The loaded and refused plugins with their registrations (replaces the
+ * previous list). */
+void localapi_set_plugins(localapi *a, const localapi_plugin_row *rows,
+                          size_t n);
+
+/* One finished operation (strings borrowed for the call). */
+typedef struct localapi_op_row {
+  unsigned long long id;
+  const char *template_id, *fragment, *device; /* nullable */
+  bool ok;
+  const char *reason; /* failures: what went upstream with the 502 */
+} localapi_op_row;
+
+/* An operation finished. */
+void localapi_record_op(localapi *a, const localapi_op_row *r);
 
 /* ---- protocol (exposed for tests) ---- */
 

@@ -149,7 +149,7 @@ typedef struct pair_token {
 struct ops {
   char *root;
   registry *reg;
-  outq *q;
+  const upstream *up;
   journal *j;
   journal_entry *resumable; /* from ops_recover, for ops_resume */
   size_t nresumable;
@@ -336,15 +336,16 @@ static void op_release(c8y_operation *op) {
 /* ---- engine --------------------------------------------------------------
  */
 
-int ops_new(const char *root_device, registry *reg, outq *q, journal *j,
-            const ops_host *host, uint32_t default_timeout_ms, ops **out) {
+int ops_new(const char *root_device, registry *reg, const upstream *up,
+            journal *j, const ops_host *host, uint32_t default_timeout_ms,
+            ops **out) {
   ops *o = calloc(1, sizeof *o);
   if (!o || !(o->root = strdup(root_device))) {
     free(o);
     return C8Y_ENOMEM;
   }
   o->reg = reg;
-  o->q = q;
+  o->up = up;
   o->j = j;
   o->host = *host;
   o->default_timeout_ms = default_timeout_ms;
@@ -428,39 +429,42 @@ static void utf8_truncate(char *s, size_t max) {
   s[cut] = 0;
 }
 
-static int queue_status_line(ops *o, const char *topic,
-                             const char *const *fields, size_t n,
-                             unsigned flags, uint64_t tag) {
-  smartrest_buf b;
-  smartrest_buf_init(&b);
-  int rc = smartrest_encode_line(&b, fields, n);
-  if (rc == 0)
-    rc = outq_push(o->q, OUTQ_OPSTATUS, 0, topic, b.data, tag, flags);
-  if (rc != 0)
-    log_error("cannot queue '%.60s' for %s (status %d)", b.data ? b.data : "",
-              topic, rc);
-  smartrest_buf_free(&b);
-  return rc;
+/* The tag of an operation's 504/501. */
+static upstream_tag start_tag(const c8y_operation *op) {
+  return (upstream_tag){UPSTREAM_TAG_OPERATION, op->id};
 }
 
-/* Queue tags of final statuses journaled with their operation's end: the
- * journal id with this bit (ids stay far below it, announce tags above). */
-#define OPS_STATUS_TAG (UINT64_C(1) << 61)
+static int queue_status_line(ops *o, const char *topic,
+                             const char *const *fields, size_t n,
+                             unsigned flags, upstream_tag tag) {
+  int rc = upstream_send(o->up, OUTQ_OPSTATUS, topic, fields, n, flags, tag);
+  if (rc != 0)
+    log_error("cannot queue '%s,%.50s' for %s (status %d)", fields[0],
+              n > 1 && fields[1] ? fields[1] : "", topic, rc);
+  return rc;
+}
 
 /* A final status. With a journal id (end_id), the end of that operation and
  * the status go into one journal line (one fdatasync for both, see
  * journal_end_status) and the queue keeps the line in memory until its
  * PUBACK; *ended says so. Where the journal cannot take it, the status is
  * queued durably and the caller ends the journal entry itself, as before. */
+/* The tag of a final status journaled with its operation's end (journal
+ * id end_id): acknowledged, the journal may let the status go. */
+static upstream_tag status_tag(uint64_t end_id) {
+  return (upstream_tag){UPSTREAM_TAG_STATUS, end_id};
+}
+
 static int queue_final(ops *o, const char *topic, const char *line,
                        uint64_t end_id, bool *ended) {
   *ended = false;
   if (end_id && journal_end_status(o->j, end_id, topic, line) == C8Y_OK) {
     *ended = true;
-    return outq_push(o->q, OUTQ_OPSTATUS, 0, topic, line,
-                     end_id | OPS_STATUS_TAG, OUTQ_VOLATILE);
+    return upstream_send_line(o->up, OUTQ_OPSTATUS, topic, line, OUTQ_VOLATILE,
+                              status_tag(end_id));
   }
-  return outq_push(o->q, OUTQ_OPSTATUS, 0, topic, line, 0, 0);
+  return upstream_send_line(o->up, OUTQ_OPSTATUS, topic, line, 0,
+                            UPSTREAM_NO_TAG);
 }
 
 /* 503/506 with params: a result too large for one publish is cut, marked,
@@ -519,7 +523,7 @@ static int queue_failure(ops *o, const char *topic, const char *key, bool by_id,
   const char *fields[] = {by_id ? "505" : "502", key, r};
   int rc;
   if (!end_id) {
-    rc = queue_status_line(o, topic, fields, 3, 0, 0);
+    rc = queue_status_line(o, topic, fields, 3, 0, UPSTREAM_NO_TAG);
   } else {
     smartrest_buf b;
     smartrest_buf_init(&b);
@@ -624,7 +628,7 @@ static bool start_queued(ops *o, c8y_operation *op) {
                           status_id(op) ? status_id(op) : op->fragment};
   /* Volatile: a 501 left over from a previous run would move an operation
    * nobody is working on to EXECUTING. */
-  if (queue_status_line(o, topic, fields, 2, OUTQ_VOLATILE, op->id) != 0)
+  if (queue_status_line(o, topic, fields, 2, OUTQ_VOLATILE, start_tag(op)) != 0)
     return false;
   op->state = OP_STARTING;
   return true;
@@ -1625,13 +1629,15 @@ static void run_started(ops *o, c8y_operation *op) {
   o->host.dispatch(o->host.ctx, op);
 }
 
-void ops_on_acked(ops *o, uint64_t tag, bool run) {
-  if (tag & OPS_STATUS_TAG) {
+void ops_on_acked(ops *o, upstream_tag tag, bool run) {
+  if (tag.kind == UPSTREAM_TAG_STATUS) {
     /* A final status reached the platform: the journal may let it go. */
-    journal_status_sent(o->j, tag & ~OPS_STATUS_TAG);
+    journal_status_sent(o->j, tag.seq);
     return;
   }
-  c8y_operation *op = find_starting(o, tag);
+  if (tag.kind != UPSTREAM_TAG_OPERATION)
+    return;
+  c8y_operation *op = find_starting(o, tag.seq);
   if (!op)
     return;
   if (!run)
@@ -1639,23 +1645,24 @@ void ops_on_acked(ops *o, uint64_t tag, bool run) {
   run_started(o, op);
 }
 
-static bool tag_in(uint64_t tag, const uint64_t *tags, size_t n) {
+static bool tag_in(upstream_tag tag, const upstream_tag *tags, size_t n) {
   for (size_t i = 0; i < n; i++)
-    if (tags[i] == tag)
+    if (upstream_tag_eq(tags[i], tag))
       return true;
   return false;
 }
 
-void ops_on_disconnect(ops *o, const uint64_t *inflight, size_t ninflight) {
+void ops_on_disconnect(ops *o, const upstream_tag *inflight, size_t ninflight) {
   for (size_t i = 0; i < o->nfifos; i++) {
     op_fifo *f = &o->fifos[i];
     c8y_operation **link = &f->head;
     c8y_operation *prev = NULL;
     while (*link) {
       c8y_operation *op = *link;
-      if (op->state == OP_STARTING && tag_in(op->id, inflight, ninflight)) {
+      if (op->state == OP_STARTING &&
+          tag_in(start_tag(op), inflight, ninflight)) {
         /* Sent, not acknowledged: the platform may have it either way. */
-        outq_remove_tag(o->q, op->id);
+        upstream_unqueue(o->up, start_tag(op));
         op->state = OP_UNCERTAIN;
         op->reconcile_at = 0;
         op->awaiting_line_copy = false;
@@ -1667,7 +1674,7 @@ void ops_on_disconnect(ops *o, const uint64_t *inflight, size_t ninflight) {
       } else if ((op->state == OP_QUEUED || op->state == OP_STARTING) &&
                  !op->parent) {
         if (op->state == OP_STARTING)
-          outq_remove_tag(o->q, op->id);
+          upstream_unqueue(o->up, start_tag(op));
         if (op->needs_line)
           o->nwaiting--;
         log_info("operation #%llu (%s) not started before the link dropped; "
@@ -1837,16 +1844,11 @@ static void engine_complete(ops *o, c8y_operation *p, bool ok,
 static void profile_report(ops *o, const c8y_operation *p, bool executed) {
   const char *fields[] = {"121", executed ? "true" : "false",
                           p->plan->profile_id ? p->plan->profile_id : ""};
-  smartrest_buf b;
-  smartrest_buf_init(&b);
-  int rc = smartrest_encode_line(&b, fields, 3);
-  if (rc == 0)
-    rc = outq_push(o->q, proto_class("121"), proto_replace_key("121"), "s/us",
-                   b.data, 0, proto_replace_flags("121"));
+  int rc = upstream_send(o->up, UPSTREAM_BY_TEMPLATE, "s/us", fields, 3, 0,
+                         UPSTREAM_NO_TAG);
   if (rc != 0)
     log_error("operation #%llu (%s): cannot queue 121,%s (status %d)",
               (unsigned long long)p->id, p->fragment, fields[1], rc);
-  smartrest_buf_free(&b);
 }
 
 /* The step as an operation of its own template and fragment. */
@@ -2181,8 +2183,8 @@ static void requeue_unsent(ops *o) {
   journal_status *v;
   size_t n = journal_unsent(o->j, &v);
   for (size_t i = 0; i < n; i++) {
-    int rc = outq_push(o->q, OUTQ_OPSTATUS, 0, v[i].topic, v[i].line,
-                       v[i].id | OPS_STATUS_TAG, OUTQ_VOLATILE);
+    int rc = upstream_send_line(o->up, OUTQ_OPSTATUS, v[i].topic, v[i].line,
+                                OUTQ_VOLATILE, status_tag(v[i].id));
     if (rc != 0)
       log_error("cannot queue the final status '%.60s' of operation #%llu "
                 "(status %d); it stays in the journal for the next start",
@@ -2302,7 +2304,7 @@ void ops_recover(ops *o) {
       const char *fields[] = {e->c8y_id ? "506" : "503",
                               e->c8y_id ? e->c8y_id : e->fragment};
       failures += queue_status_line(o, entry_topic(e, tbuf, sizeof tbuf),
-                                    fields, 2, 0, 0) != 0;
+                                    fields, 2, 0, UPSTREAM_NO_TAG) != 0;
     } else {
       const char *reason =
           e->reboot ? "the agent restarted but the device did not reboot"

@@ -60,9 +60,9 @@
 #define C8Y_OPS_H
 
 #include "journal.h"
-#include "outq.h"
 #include "registry.h"
 #include "smartrest.h"
+#include "upstream.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -101,8 +101,10 @@ typedef struct ops_host {
 #define OPS_PARKED_MAX 1000
 
 /* 0 or C8Y_ENOMEM. */
-int ops_new(const char *root_device, registry *reg, outq *q, journal *j,
-            const ops_host *host, uint32_t default_timeout_ms, ops **out);
+/* Statuses go out through up (borrowed). */
+int ops_new(const char *root_device, registry *reg, const upstream *up,
+            journal *j, const ops_host *host, uint32_t default_timeout_ms,
+            ops **out);
 void ops_free(ops *o);
 /* How long a handler told to stop (timeout) has to report why before the
  * engine fails the operation itself (default 3000 ms). */
@@ -125,11 +127,12 @@ void ops_handle_json(ops *o, const char *payload, size_t len);
  * the new children are dispatched. */
 void ops_children_changed(ops *o);
 
-/* A batch carrying this tag (an operation's 501) was acknowledged. With
- * run false (the agent is stopping, plugins are gone) the operation is only
- * journaled, so the next start reports it failed instead of leaving it
- * EXECUTING forever. */
-void ops_on_acked(ops *o, uint64_t tag, bool run);
+/* A batch carrying this tag was acknowledged: an operation's 504/501
+ * (UPSTREAM_TAG_OPERATION; other kinds are not the engine's and ignored)
+ * starts its handler. With run false (the agent is stopping, plugins are
+ * gone) the operation is only journaled, so the next start reports it
+ * failed instead of leaving it EXECUTING forever. */
+void ops_on_acked(ops *o, upstream_tag tag, bool run);
 /* The MQTT link dropped (after outq_requeue_inflight). inflight: the tags
  * of the batches that were sent but not acknowledged. An operation whose
  * 501 was among them may be EXECUTING on the platform or still PENDING: it
@@ -138,7 +141,7 @@ void ops_on_acked(ops *o, uint64_t tag, bool run);
  * comes first, or nothing within a few seconds after the 500 was
  * acknowledged: EXECUTING, run). Operations not yet sent are forgotten:
  * the 500 brings them back. */
-void ops_on_disconnect(ops *o, const uint64_t *inflight, size_t ninflight);
+void ops_on_disconnect(ops *o, const upstream_tag *inflight, size_t ninflight);
 /* The reconnect's 500 was acknowledged. */
 void ops_on_pending_requested(ops *o, long long now_ms);
 /* Completions and timeouts; returns the next deadline (ms, monotonic) or

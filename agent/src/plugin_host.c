@@ -55,22 +55,6 @@ struct c8y_message {
 
 /* ---- queueing upstream lines ---- */
 
-static bool valid_topic_segment(const char *s) {
-  if (!s || !*s || strlen(s) > 200)
-    return false;
-  return strpbrk(s, "/+#") == NULL;
-}
-
-static int build_topic(char *out, size_t len, const char *base,
-                       const char *child) {
-  if (!child)
-    return snprintf(out, len, "%s", base) < (int)len ? C8Y_OK : C8Y_EINVAL;
-  if (ident_check(child, false))
-    return C8Y_EINVAL;
-  return snprintf(out, len, "%s/%s", base, child) < (int)len ? C8Y_OK
-                                                             : C8Y_EINVAL;
-}
-
 /* Seconds of the per-plugin line rate a burst may use up at once. */
 #define LINE_BURST_S 100
 #define REFUSED_LOG_MS 10000
@@ -116,34 +100,6 @@ static int admit_line(c8y_plugin *p) {
                 "plugin_max_lines_per_s); %llu line(s) refused since the last "
                 "report",
                 p->name, rate, report);
-  return rc;
-}
-
-static int queue_line(plugin_host *h, outq_class cls, uint8_t replace_key,
-                      unsigned flags, const char *topic, const char *line) {
-  int rc = outq_push(h->q, cls, replace_key, topic, line, 0, flags);
-  if (rc != C8Y_OK)
-    return rc; /* already in the SDK's code space */
-  if (h->wake)
-    h->wake(h->wake_ctx);
-  return C8Y_OK;
-}
-
-int plugin_host_send_fields(plugin_host *h, outq_class cls, const char *topic,
-                            const char *const *fields, size_t n) {
-  smartrest_buf b;
-  smartrest_buf_init(&b);
-  int rc = smartrest_encode_line(&b, fields, n) == 0 ? C8Y_OK : C8Y_ENOMEM;
-  /* Only static inventory templates replace state; custom templates
-   * (s/uc) are queued as events, so their ids are never taken for static
-   * ones. */
-  bool keyed = cls == OUTQ_INVENTORY && n;
-  uint8_t key = keyed ? proto_replace_key(fields[0]) : 0;
-  unsigned flags = keyed ? proto_replace_flags(fields[0]) : 0;
-  if (rc == C8Y_OK)
-    rc = b.len > C8Y_MAX_LINE ? C8Y_ETOOBIG
-                              : queue_line(h, cls, key, flags, topic, b.data);
-  smartrest_buf_free(&b);
   return rc;
 }
 
@@ -391,7 +347,7 @@ static int api_add_message_handler(c8y_plugin *self, const char *xid,
                                    void *ud) {
   if (!self->registering)
     return C8Y_ESTATE;
-  if (!valid_topic_segment(xid) || !message_id || !*message_id || !fn)
+  if (!upstream_xid_ok(xid) || !message_id || !*message_id || !fn)
     return C8Y_EINVAL;
   return registry_add_message(self->host->reg, self, xid, message_id, fn, ud);
 }
@@ -401,7 +357,7 @@ static int api_add_template_operation(c8y_plugin *self, const char *xid,
                                       const char *fragment) {
   if (!self->registering)
     return C8Y_ESTATE;
-  if (!valid_topic_segment(xid) || !message_id || !*message_id)
+  if (!upstream_xid_ok(xid) || !message_id || !*message_id)
     return C8Y_EINVAL;
   const char *why = fragment_problem(fragment);
   if (why) {
@@ -431,8 +387,9 @@ static int api_add_child(c8y_plugin *self, const char *child_id,
   int rc = registry_add_child(self->host->reg, self, child_id, name, type);
   if (rc == C8Y_OK && !self->registering) {
     api_log(self, C8Y_LOG_INFO, "child %s added", child_id);
-    if (self->host->wake)
-      self->host->wake(self->host->wake_ctx);
+    const upstream *up = self->host->up;
+    if (up && up->wake)
+      up->wake(up->wake_ctx);
   }
   return rc;
 }
@@ -555,9 +512,10 @@ typedef struct flush_ctx {
 static int emit_measurement(void *ctx, const char *line) {
   flush_ctx *f = ctx;
   int rc = admit_line(f->plugin);
-  return rc != C8Y_OK ? rc
-                      : queue_line(f->plugin->host, OUTQ_MEASUREMENT, 0, 0,
-                                   f->topic, line);
+  return rc != C8Y_OK
+             ? rc
+             : upstream_send_line(f->plugin->host->up, OUTQ_MEASUREMENT,
+                                  f->topic, line, 0, UPSTREAM_NO_TAG);
 }
 
 /* 1 sample -> 200; more -> 201 lines of one measurement type. */
@@ -565,7 +523,7 @@ static int batch_flush(c8y_batch *b) {
   if (b->n == 0)
     return C8Y_OK;
   char topic[300];
-  if (build_topic(topic, sizeof topic, "s/us", b->child) != C8Y_OK)
+  if (upstream_topic(NULL, b->child, topic, sizeof topic) != C8Y_OK)
     return C8Y_EINVAL;
   char when[40];
   smartrest_format_time(b->time_ms, when, sizeof when);
@@ -630,83 +588,12 @@ static void api_batch_discard(c8y_batch *b) {
 
 /* ---- api: upstream data ---- */
 
-/* Sets *why (static text) when the line is refused. */
-static int refuse(const char **why, const char *reason) {
-  if (why)
-    *why = reason;
-  return C8Y_EINVAL;
-}
-
-/* The fragments of a 114 line for a service `owner` announced must be
- * ones `owner` serves for the service's parent (what it can do there). */
-static bool service_ops_served(plugin_host *h, c8y_plugin *owner,
-                               const char *service, const char *const *fields,
-                               size_t n) {
-  reg_service *svc = registry_find_service(h->reg, service);
-  if (!svc || n < 2)
-    return false;
-  for (size_t i = 1; i < n; i++) {
-    reg_handler *hd =
-        fields[i] ? registry_fragment_handler_for(h->reg, fields[i], service)
-                  : NULL;
-    if (!hd || hd->plugin != owner)
-      return false;
-  }
-  return true;
-}
-
-static int send_static_as(plugin_host *h, c8y_plugin *self, const char *child,
-                          const char *const *fields, size_t n,
-                          const char **why);
-
-int plugin_host_send_static(plugin_host *h, const char *child,
-                            const char *const *fields, size_t n,
-                            const char **why) {
-  return send_static_as(h, NULL, child, fields, n, why);
-}
-
-/* A 102 makes its service one of the device's (registry_add_service):
- * operations for it reach the handlers of its parent. A plugin may state
- * what a service it announced supports (114 on s/us/<service>), listing
- * only fragments it serves there (Cumulocity "Services": a service
- * announces c8y_ServiceCommand in its own c8y_SupportedOperations). */
-static int send_static_as(plugin_host *h, c8y_plugin *self, const char *child,
-                          const char *const *fields, size_t n,
-                          const char **why) {
-  if (!fields || n == 0 || !fields[0] || !*fields[0])
-    return refuse(why, "empty line");
-  for (const char *c = fields[0]; *c; c++)
-    if (*c < '0' || *c > '9')
-      return refuse(why, "the first field must be a numeric static template "
-                         "id (custom templates go through send --custom)");
-  bool service_ops = strcmp(fields[0], "114") == 0 && self && child &&
-                     registry_owns_service(h->reg, self, child) &&
-                     service_ops_served(h, self, child, fields, n);
-  if (proto_agent_owned(fields[0]) && !service_ops)
-    return refuse(why, "operation statuses (5xx) and the supported "
-                       "operations list (114) are refused: the agent owns "
-                       "them (a plugin may send 114 for a service it "
-                       "announced, listing fragments it serves)");
-  char topic[300];
-  if (build_topic(topic, sizeof topic, "s/us", child) != C8Y_OK)
-    return refuse(why, "invalid child id (empty, over 200 bytes, or with "
-                       "'/', '+' or '#')");
-  if (strcmp(fields[0], "102") == 0) {
-    if (n < 5 || !fields[1] || ident_check(fields[1], false))
-      return refuse(why, "102 needs a valid service id, type, name and "
-                         "status");
-    if (registry_add_service(h->reg, self, fields[1], child) != C8Y_OK)
-      return C8Y_ENOMEM;
-  }
-  return plugin_host_send_fields(h, proto_class(fields[0]), topic, fields, n);
-}
-
 static int api_send_static(c8y_plugin *self, const char *child,
                            const char *const *fields, size_t n) {
   int rc = admit_line(self);
   if (rc != C8Y_OK)
     return rc;
-  return send_static_as(self->host, self, child, fields, n, NULL);
+  return upstream_send_static(self->host->up, self, child, fields, n, NULL);
 }
 
 /* ---- api: health ---- */
@@ -771,29 +658,12 @@ static int api_clear_alarm(c8y_plugin *self, const char *child,
   return api_send_static(self, child, f, 2);
 }
 
-int plugin_host_send_custom(plugin_host *h, const char *xid, const char *child,
-                            const char *const *fields, size_t n,
-                            const char **why) {
-  if (!valid_topic_segment(xid))
-    return refuse(why, "invalid template collection id (empty, over 200 "
-                       "bytes, or with '/', '+' or '#')");
-  if (!fields || n == 0 || !fields[0] || !*fields[0])
-    return refuse(why, "empty line");
-  char base[300];
-  snprintf(base, sizeof base, "s/uc/%s", xid);
-  char topic[600];
-  if (build_topic(topic, sizeof topic, base, child) != C8Y_OK)
-    return refuse(why, "invalid child id (empty, over 200 bytes, or with "
-                       "'/', '+' or '#')");
-  return plugin_host_send_fields(h, OUTQ_EVENT, topic, fields, n);
-}
-
 static int api_send_custom(c8y_plugin *self, const char *xid, const char *child,
                            const char *const *fields, size_t n) {
   int rc = admit_line(self);
   if (rc != C8Y_OK)
     return rc;
-  return plugin_host_send_custom(self->host, xid, child, fields, n, NULL);
+  return upstream_send_custom(self->host->up, xid, child, fields, n, NULL);
 }
 
 /* ---- api: messages, identity ---- */

@@ -9,6 +9,7 @@
 #include "ops.h"
 #include "outq.h"
 #include "registry.h"
+#include "upstream.h"
 
 #include <c8y/plugin.h>
 #include <pthread.h>
@@ -18,11 +19,11 @@
 typedef struct plugin_host {
   agent_config *cfg;
   registry *reg;
-  outq *q;
+  /* Where plugins' lines go; its wake also tells the main loop that a
+   * child was added. */
+  const upstream *up;
   const char *device_id;
   const char *state_dir;
-  void (*wake)(void *ctx); /* new data queued: drain soon */
-  void *wake_ctx;
   struct http_ctx *http; /* REST client for download/upload; NULL = none */
   struct services *svc;  /* plugins' health (set_health); NULL = none */
   /* The table init() gets; NULL = plugin_host_api(). A capture host (see
@@ -107,19 +108,5 @@ size_t plugin_host_report_unused_keys(c8y_plugin *p, bool quiet);
  * NULL: for "did you mean" hints. */
 const char *plugin_host_closest(const char *word, const char *const *candidates,
                                 size_t n);
-
-/* Queue a static template line (used by the runtime too). */
-int plugin_host_send_fields(plugin_host *h, outq_class cls, const char *topic,
-                            const char *const *fields, size_t n);
-
-/* The checks and queueing behind api->send_static and api->send_custom,
- * for other local producers (the local API). A refused line returns
- * C8Y_EINVAL with a static reason in *why (nullable). Any thread. */
-int plugin_host_send_static(plugin_host *h, const char *child,
-                            const char *const *fields, size_t n,
-                            const char **why);
-int plugin_host_send_custom(plugin_host *h, const char *xid, const char *child,
-                            const char *const *fields, size_t n,
-                            const char **why);
 
 #endif

@@ -29,7 +29,7 @@ typedef struct job {
 
 struct renew {
   const agent_config *cfg;
-  outq *q;
+  const upstream *up;
   renew_host host;
   enum state state;
   long long next_wall_s; /* when to try next; 0 = compute from the cert */
@@ -56,13 +56,13 @@ static void free_job(job *j) {
 
 static char *dup_opt(const char *s) { return s ? strdup(s) : NULL; }
 
-int renew_new(const agent_config *cfg, outq *q, const renew_host *host,
-              renew **out) {
+int renew_new(const agent_config *cfg, const upstream *up,
+              const renew_host *host, renew **out) {
   renew *r = calloc(1, sizeof *r);
   if (!r)
     return C8Y_ENOMEM;
   r->cfg = cfg;
-  r->q = q;
+  r->up = up;
   r->host = *host;
   atomic_init(&r->done, false);
   atomic_init(&r->cancel, false);
@@ -112,9 +112,9 @@ static void push_alarm(renew *r, const char *severity, const char *text) {
     snprintf(line, sizeof line, "%s," ENROLL_RENEW_ALARM ",%s", severity,
              clean);
   }
-  if (outq_push(r->q, OUTQ_ALARM, 0, "s/us", line, 0, 0) != 0)
+  if (upstream_send_line(r->up, UPSTREAM_BY_TEMPLATE, "s/us", line, 0,
+                         UPSTREAM_NO_TAG) != 0)
     log_error("cannot queue the certificate renewal alarm");
-  r->host.wake(r->host.ctx);
 }
 
 /* Retry after a failure: doubling from a minute, at most 6 h and at most a

@@ -20,7 +20,7 @@
 #define C8Y_RENEW_H
 
 #include "config.h"
-#include "outq.h"
+#include "upstream.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -43,8 +43,8 @@ typedef struct renew_host {
 
 /* cfg is the running configuration (read again at each step: a reload
  * may change the renewal keys); alarms go into q. */
-int renew_new(const agent_config *cfg, outq *q, const renew_host *host,
-              renew **out);
+int renew_new(const agent_config *cfg, const upstream *up,
+              const renew_host *host, renew **out);
 /* Stops a running request (bounded by its progress check) and frees. */
 void renew_free(renew *r);
 

@@ -31,10 +31,8 @@ typedef struct svc_plugin {
 struct services {
   char *device_id;
   char *path; /* <state_dir>/services, NULL without a state dir */
-  outq *q;
+  const upstream *up;
   registry *reg;
-  void (*wake)(void *);
-  void *wake_ctx;
   /* mu guards the table; emit_mu keeps one plugin's lines in the order of
    * its changes while they are queued (outq I/O happens under emit_mu
    * only, never under mu, which the main loop takes for STATUS=). */
@@ -197,13 +195,9 @@ static void save_remembered(services *s) {
 
 static void queue_fields(services *s, outq_class cls, const char *topic,
                          const char *const *f, size_t n) {
-  smartrest_buf b;
-  smartrest_buf_init(&b);
-  if (smartrest_encode_line(&b, f, n) != 0 ||
-      outq_push(s->q, cls, 0, topic, b.data, 0, 0) != C8Y_OK)
-    log_error("cannot queue the service line '%.60s' for %s",
-              b.data ? b.data : f[0], topic);
-  smartrest_buf_free(&b);
+  if (upstream_send(s->up, cls, topic, f, n, 0, UPSTREAM_NO_TAG) != C8Y_OK)
+    log_error("cannot queue the service line '%s,%.50s' for %s", f[0],
+              n > 1 && f[1] ? f[1] : "", topic);
 }
 
 /* The 102 travels in the alarm class: the queue takes classes by priority
@@ -228,8 +222,6 @@ static void emit(services *s, const char *name, bool down, const char *why,
     const char *alarm[] = {"306", SERVICES_DOWN_ALARM};
     queue_fields(s, OUTQ_ALARM, topic, alarm, 2);
   }
-  if (s->wake)
-    s->wake(s->wake_ctx);
 }
 
 /* What p shows now, and whether that differs from what was queued: then
@@ -273,16 +265,13 @@ static void flush(services *s, const pending *pd) {
     save_remembered(s);
 }
 
-int services_new(const char *device_id, const char *state_dir, outq *q,
-                 registry *reg, void (*wake)(void *), void *wake_ctx,
-                 services **out) {
+int services_new(const char *device_id, const char *state_dir,
+                 const upstream *up, registry *reg, services **out) {
   services *s = calloc(1, sizeof *s);
   if (!s)
     return C8Y_ENOMEM;
-  s->q = q;
+  s->up = up;
   s->reg = reg;
-  s->wake = wake;
-  s->wake_ctx = wake_ctx;
   pthread_mutex_init(&s->mu, NULL);
   pthread_mutex_init(&s->emit_mu, NULL);
   s->device_id = strdup(device_id);

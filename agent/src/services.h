@@ -24,8 +24,8 @@
 #ifndef C8Y_SERVICES_H
 #define C8Y_SERVICES_H
 
-#include "outq.h"
 #include "registry.h"
+#include "upstream.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -58,11 +58,10 @@ typedef enum services_source {
 } services_source;
 
 /* Reads <state_dir>/services (plugins that were services before) and
- * registers the agent's own service. wake: new lines queued (nullable).
+ * registers the agent's own service. Lines go out through up (borrowed).
  * C8Y_ENOMEM. */
-int services_new(const char *device_id, const char *state_dir, outq *q,
-                 registry *reg, void (*wake)(void *), void *wake_ctx,
-                 services **out);
+int services_new(const char *device_id, const char *state_dir,
+                 const upstream *up, registry *reg, services **out);
 void services_free(services *s);
 
 /* Any thread. The plugin's health as `source` sees it; the service is down

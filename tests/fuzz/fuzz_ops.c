@@ -103,7 +103,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   check(journal_open(dir, &j, err, sizeof err) == 0, "journal_open");
   ops_host host = {.ctx = NULL, .dispatch = dispatch, .wake = wake};
   ops *o = NULL;
-  check(ops_new(ROOT, reg, q, j, &host, 60000, &o) == 0, "ops_new");
+  upstream up = {.q = q, .reg = reg};
+  check(ops_new(ROOT, reg, &up, j, &host, 60000, &o) == 0, "ops_new");
 
   uint64_t first = journal_next_id(j);
   ops_handle_payload(o, (const char *)data, size);
@@ -113,7 +114,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (int round = 0; round < 64; round++) {
     uint64_t next = journal_next_id(j);
     for (uint64_t id = acked + 1; id < next; id++)
-      ops_on_acked(o, id, true);
+      ops_on_acked(o, (upstream_tag){UPSTREAM_TAG_OPERATION, id}, true);
     acked = next;
     ops_process(o, now_ms());
     if (ops_active(o) == 0)
@@ -122,10 +123,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size % 2) {
     /* Every second time also with the 501s taken as in flight, so the
      * reconcile path after a reconnect is covered too. */
-    uint64_t inflight[64];
+    upstream_tag inflight[64];
     size_t n = 0;
     for (uint64_t id = first; id < journal_next_id(j) && n < 64; id++)
-      inflight[n++] = id;
+      inflight[n++] = (upstream_tag){UPSTREAM_TAG_OPERATION, id};
     ops_on_disconnect(o, inflight, size % 4 == 1 ? n : 0);
     ops_on_pending_requested(o, now_ms());
     ops_handle_payload(o, (const char *)data, size);

@@ -89,7 +89,7 @@ static void ack_all(ops *o, journal *j, uint64_t *acked) {
   for (int round = 0; round < 64; round++) {
     uint64_t next = journal_next_id(j);
     for (uint64_t id = *acked; id < next; id++)
-      ops_on_acked(o, id, true);
+      ops_on_acked(o, (upstream_tag){UPSTREAM_TAG_OPERATION, id}, true);
     *acked = next;
     ops_process(o, now_ms());
     if (ops_active(o) == 0)
@@ -133,7 +133,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   check(journal_open(dir, &j, err, sizeof err) == 0, "journal_open");
   ops_host host = {.ctx = NULL, .dispatch = dispatch, .wake = wake};
   ops *o = NULL;
-  check(ops_new(ROOT, reg, q, j, &host, 60000, &o) == 0, "ops_new");
+  upstream up = {.q = q, .reg = reg};
+  check(ops_new(ROOT, reg, &up, j, &host, 60000, &o) == 0, "ops_new");
   ops_set_cancel_grace(o, 0);
 
   const char *text = (const char *)data;
@@ -150,10 +151,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   ops_children_changed(o);
   ack_all(o, j, &acked);
   if (size % 2) {
-    uint64_t inflight[64];
+    upstream_tag inflight[64];
     size_t n = 0;
     for (uint64_t id = 1; id < journal_next_id(j) && n < 64; id++)
-      inflight[n++] = id;
+      inflight[n++] = (upstream_tag){UPSTREAM_TAG_OPERATION, id};
     ops_on_disconnect(o, inflight, size % 4 == 1 ? n : 0);
     ops_on_pending_requested(o, now_ms());
     if (sep)

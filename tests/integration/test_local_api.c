@@ -169,6 +169,16 @@ static void test_send(void) {
   cli_free(&r);
   g_assert_cmpint(sim_wait_line(l.f.s, "s/uc/myxid", "m1,x", from, 10000), >=,
                   0);
+  /* A service of the device, as a plugin may announce one: the API shares
+   * the plugins' path, the registry included. */
+  r = cli(&l, NULL,
+          (const char *const[]){"send", "102,lapi_svc,script,Script,up", NULL});
+  g_assert_cmpint(r.status, ==, 0);
+  expect_in("send stdout", r.out, "queued inventory");
+  cli_free(&r);
+  g_assert_cmpint(sim_wait_line(l.f.s, "s/us", "102,lapi_svc,script,Script,up",
+                                from, 10000),
+                  >=, 0);
 
   /* refused lines: exit 1 with the reason, nothing sent */
   const char *bad[][2] = {{"503,c8y_Restart", "5xx"},

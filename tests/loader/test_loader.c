@@ -29,6 +29,7 @@ typedef struct fx {
   agent_config cfg;
   registry *reg;
   outq *q;
+  upstream up;
   plugin_host host;
   plugin_set set;
   bool loaded;
@@ -140,9 +141,10 @@ static void load(fx *f, const char *extra_ini) {
   outq_options qo;
   outq_default_options(&qo, NULL);
   g_assert_cmpint(outq_open(&qo, &f->q, err, sizeof err), ==, 0);
+  f->up = (upstream){.q = f->q, .reg = f->reg};
   f->host = (plugin_host){.cfg = &f->cfg,
                           .reg = f->reg,
-                          .q = f->q,
+                          .up = &f->up,
                           .device_id = "loader-test",
                           .state_dir = f->statedir};
   fflush(stderr);

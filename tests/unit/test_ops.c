@@ -12,6 +12,7 @@
 typedef struct {
   char *dir;
   outq *q;
+  upstream up;
   journal *j;
   registry *reg;
   ops *o;
@@ -46,6 +47,7 @@ static void fx_setup(fx *f, gconstpointer d) {
   outq_default_options(&qo, NULL);
   char err[256];
   g_assert_cmpint(outq_open(&qo, &f->q, err, sizeof err), ==, 0);
+  f->up = (upstream){.q = f->q};
   g_assert_cmpint(journal_open(f->dir, &f->j, err, sizeof err), ==, 0);
   f->reg = registry_new();
   g_assert_nonnull(f->reg);
@@ -57,7 +59,7 @@ static void fx_setup(fx *f, gconstpointer d) {
   g_assert_cmpint(registry_add_child(f->reg, plugin, "kid", "Kid", "t"), ==,
                   C8Y_OK);
   ops_host h = {.ctx = f, .dispatch = on_dispatch, .wake = on_wake};
-  g_assert_cmpint(ops_new(ROOT, f->reg, f->q, f->j, &h, 60000, &f->o), ==, 0);
+  g_assert_cmpint(ops_new(ROOT, f->reg, &f->up, f->j, &h, 60000, &f->o), ==, 0);
 }
 
 static void fx_teardown(fx *f, gconstpointer d) {
@@ -92,7 +94,7 @@ static char *take(fx *f, bool ack, uint64_t **tags, size_t *ntags) {
   if (ack) {
     outq_ack(f->q, b.id);
     for (size_t i = 0; i < b.ntags; i++)
-      ops_on_acked(f->o, b.tags[i], true);
+      ops_on_acked(f->o, upstream_tag_of(b.tags[i]), true);
   }
   outq_batch_free(&b);
   return payload;
@@ -110,7 +112,11 @@ static void lose_link_with_501_in_flight(fx *f) {
   g_assert_cmpstr(p, ==, "501,c8y_Command");
   g_free(p);
   outq_requeue_inflight(f->q);
-  ops_on_disconnect(f->o, tags, ntags);
+  upstream_tag *inflight = g_new(upstream_tag, ntags);
+  for (size_t i = 0; i < ntags; i++)
+    inflight[i] = upstream_tag_of(tags[i]);
+  ops_on_disconnect(f->o, inflight, ntags);
+  g_free(inflight);
   g_free(tags);
 }
 
@@ -233,7 +239,7 @@ static void test_acked_while_stopping(fx *f, gconstpointer d) {
   g_free(p);
   g_assert_cmpuint(ntags, ==, 1);
   ops_stop(f->o);
-  ops_on_acked(f->o, tags[0], false);
+  ops_on_acked(f->o, upstream_tag_of(tags[0]), false);
   g_free(tags);
   g_assert_cmpuint(f->dispatched->len, ==, 0);
   ops_process(f->o, now_ms() + 24LL * 3600 * 1000);
@@ -348,7 +354,7 @@ static void test_json_child(fx *f, gconstpointer d) {
   g_assert_cmpstr(b.payload, ==, "504,77");
   outq_ack(f->q, b.id);
   for (size_t i = 0; i < b.ntags; i++)
-    ops_on_acked(f->o, b.tags[i], true);
+    ops_on_acked(f->o, upstream_tag_of(b.tags[i]), true);
   outq_batch_free(&b);
   (void)tags;
   (void)ntags;
@@ -564,7 +570,7 @@ static void test_parked_until_child_added(fx *f, gconstpointer d) {
   g_assert_cmpstr(b.payload, ==, "504,31");
   outq_ack(f->q, b.id);
   for (size_t i = 0; i < b.ntags; i++)
-    ops_on_acked(f->o, b.tags[i], true);
+    ops_on_acked(f->o, upstream_tag_of(b.tags[i]), true);
   outq_batch_free(&b);
   g_assert_cmpuint(f->dispatched->len, ==, 1);
   c8y_operation *op = g_ptr_array_index(f->dispatched, 0);
@@ -624,7 +630,7 @@ static void test_journal_keeps_id(fx *f, gconstpointer d) {
   char err[256];
   g_assert_cmpint(journal_open(f->dir, &f->j, err, sizeof err), ==, 0);
   ops_host h = {.ctx = f, .dispatch = on_dispatch, .wake = on_wake};
-  g_assert_cmpint(ops_new(ROOT, f->reg, f->q, f->j, &h, 60000, &f->o), ==, 0);
+  g_assert_cmpint(ops_new(ROOT, f->reg, &f->up, f->j, &h, 60000, &f->o), ==, 0);
   ops_recover(f->o);
   g_unsetenv("C8Y_BOOT_ID_FILE");
   g_unlink(boot);
@@ -646,9 +652,10 @@ static void restart(fx *f) {
   outq_default_options(&qo, NULL);
   char err[256];
   g_assert_cmpint(outq_open(&qo, &f->q, err, sizeof err), ==, 0);
+  f->up.q = f->q;
   g_assert_cmpint(journal_open(f->dir, &f->j, err, sizeof err), ==, 0);
   ops_host h = {.ctx = f, .dispatch = on_dispatch, .wake = on_wake};
-  g_assert_cmpint(ops_new(ROOT, f->reg, f->q, f->j, &h, 60000, &f->o), ==, 0);
+  g_assert_cmpint(ops_new(ROOT, f->reg, &f->up, f->j, &h, 60000, &f->o), ==, 0);
   ops_recover(f->o);
 }
 

@@ -15,6 +15,7 @@ typedef struct {
   agent_config cfg;
   registry *reg;
   outq *q;
+  upstream up;
   plugin_host host;
   c8y_plugin *p;
   const c8y_api *api;
@@ -31,7 +32,8 @@ static void fx_setup(fx *f, gconstpointer d) {
   g_assert_cmpint(outq_open(&qo, &f->q, err, sizeof err), ==, 0);
   f->host.cfg = &f->cfg;
   f->host.reg = f->reg;
-  f->host.q = f->q;
+  f->up = (upstream){.q = f->q, .reg = f->reg};
+  f->host.up = &f->up;
   f->host.device_id = "root-dev";
   f->host.state_dir = "/nonexistent";
   f->p =

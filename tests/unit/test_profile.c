@@ -278,6 +278,7 @@ static void test_supported(void) {
 typedef struct fx {
   char *dir, *boot_file;
   outq *q;
+  upstream up;
   journal *j;
   registry *reg;
   ops *o;
@@ -324,6 +325,7 @@ static void start(fx *f) {
   outq_default_options(&qo, NULL);
   char err[256];
   g_assert_cmpint(outq_open(&qo, &f->q, err, sizeof err), ==, 0);
+  f->up = (upstream){.q = f->q};
   g_assert_cmpint(journal_open(f->dir, &f->j, err, sizeof err), ==, 0);
   f->reg = registry_new();
   c8y_plugin *fw = (c8y_plugin *)0x1, *sw = (c8y_plugin *)0x2,
@@ -343,7 +345,7 @@ static void start(fx *f) {
                                          handler, f, NULL),
                     ==, C8Y_OK);
   ops_host h = {.ctx = f, .dispatch = on_dispatch, .wake = on_wake};
-  g_assert_cmpint(ops_new(ROOT, f->reg, f->q, f->j, &h, 60000, &f->o), ==, 0);
+  g_assert_cmpint(ops_new(ROOT, f->reg, &f->up, f->j, &h, 60000, &f->o), ==, 0);
   ops_recover(f->o);
   ops_resume(f->o);
 }
@@ -404,7 +406,7 @@ static char *take_all(fx *f) {
     g_string_append(all, b.payload);
     outq_ack(f->q, b.id);
     for (size_t i = 0; i < b.ntags; i++)
-      ops_on_acked(f->o, b.tags[i], true);
+      ops_on_acked(f->o, upstream_tag_of(b.tags[i]), true);
     outq_batch_free(&b);
   }
   return g_string_free(all, FALSE);

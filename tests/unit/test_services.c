@@ -27,6 +27,7 @@ static void test_will(void) {
 typedef struct world {
   char *dir;
   outq *q;
+  upstream up;
   registry *reg;
   services *s;
 } world;
@@ -37,8 +38,8 @@ static void open_world(world *w, const char *dir) {
   char err[256];
   g_assert_cmpint(outq_open(&o, &w->q, err, sizeof err), ==, 0);
   w->reg = registry_new();
-  g_assert_cmpint(services_new("dev1", dir, w->q, w->reg, NULL, NULL, &w->s),
-                  ==, C8Y_OK);
+  w->up = (upstream){.q = w->q, .reg = w->reg};
+  g_assert_cmpint(services_new("dev1", dir, &w->up, w->reg, &w->s), ==, C8Y_OK);
 }
 
 static void close_world(world *w) {
