@@ -536,16 +536,20 @@ int link_open_session(link_ctx *l, char *err, size_t errlen) {
   return session_new(l->cfg, &cb, &l->sess, err, errlen);
 }
 
-void link_close_session(link_ctx *l, int timeout_ms) {
-  if (!l || !l->sess)
-    return;
-  /* A clean DISCONNECT drops the will, so the agent's service goes down
-   * here; Paho's disconnect timeout lets the publish complete. */
+/* A clean DISCONNECT drops the will, so the agent's service goes down
+ * here; Paho's disconnect timeout lets the publish complete. */
+static void disconnect_cleanly(link_ctx *l, int timeout_ms) {
   char down[700];
   if (l->state == LINK_UP && timeout_ms > 0 &&
       services_agent_line(l->cfg->device_id, "down", down, sizeof down) == 0)
     session_publish(l->sess, "s/us", down, strlen(down), 1, 0);
   session_disconnect(l->sess, timeout_ms);
+}
+
+void link_close_session(link_ctx *l, int timeout_ms) {
+  if (!l || !l->sess)
+    return;
+  disconnect_cleanly(l, timeout_ms);
   session_free(l->sess);
   l->sess = NULL;
 }
@@ -553,7 +557,7 @@ void link_close_session(link_ctx *l, int timeout_ms) {
 void link_end_session(link_ctx *l, int timeout_ms) {
   if (!l || !l->sess)
     return;
-  session_disconnect(l->sess, timeout_ms);
+  disconnect_cleanly(l, timeout_ms);
   session_free_at_exit(l->sess);
   l->sess = NULL;
 }
