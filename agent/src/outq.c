@@ -2772,6 +2772,16 @@ int outq_take(outq *q, size_t max_payload, outq_batch *b) {
   return rc;
 }
 
+/* Whether t still refers to a queued (not in-flight) line tagged tag; a
+ * reference outlives its line until the tag table is compacted. */
+static bool queued_with_tag(outq *q, const tagref *t, uint64_t tag) {
+  ring *r = &q->c[t->cls].r;
+  if (t->tag != tag || !ring_has(r, t->pos))
+    return false;
+  ent *e = ent_at(r, t->pos);
+  return ent_state(e) == ST_QUEUED && (e->flags & EF_TAGGED);
+}
+
 int outq_take_tagged(outq *q, uint64_t tag, size_t max_payload, outq_batch *b) {
   memset(b, 0, sizeof *b);
   if (!q || !tag)
@@ -2782,11 +2792,7 @@ int outq_take_tagged(outq *q, uint64_t tag, size_t max_payload, outq_batch *b) {
   uint64_t best_pos = 0;
   for (size_t i = 0; i < q->ntags; i++) {
     tagref *t = &q->tags[i];
-    ring *r = &q->c[t->cls].r;
-    if (t->tag != tag || !ring_has(r, t->pos))
-      continue;
-    ent *e = ent_at(r, t->pos);
-    if (ent_state(e) != ST_QUEUED || !(e->flags & EF_TAGGED))
+    if (!queued_with_tag(q, t, tag))
       continue;
     if (best_cls < 0 || t->cls < best_cls ||
         (t->cls == best_cls && t->pos < best_pos)) {
@@ -2894,11 +2900,7 @@ size_t outq_remove_tag(outq *q, uint64_t tag) {
   pthread_mutex_lock(&q->mu);
   for (size_t i = 0; i < q->ntags; i++) {
     tagref *t = &q->tags[i];
-    ring *r = &q->c[t->cls].r;
-    if (t->tag != tag || !ring_has(r, t->pos))
-      continue;
-    ent *e = ent_at(r, t->pos);
-    if (ent_state(e) != ST_QUEUED || !(e->flags & EF_TAGGED))
+    if (!queued_with_tag(q, t, tag))
       continue;
     ent_drop(q, t->cls, t->pos);
     n++;
