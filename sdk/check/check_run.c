@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 const check_info check_infos[] = {
@@ -1250,26 +1251,55 @@ static void left_processes(run *r) {
     closedir(d);
 }
 
-static void left_threads(run *r, strlist *before) {
-  strlist after = {0};
-  thread_names(&after);
-  for (size_t i = 0; i < after.n; i++) {
+/* The names in `after` that `before` does not account for (each name of
+ * before matches once); returns how many, their indexes in extra. */
+static size_t unmatched_threads(const strlist *before, const strlist *after,
+                                size_t *extra) {
+  bool *used = calloc(before->n + 1, sizeof *used);
+  size_t n = 0;
+  for (size_t i = 0; i < after->n; i++) {
     bool found = false;
     for (size_t k = 0; k < before->n && !found; k++)
-      if (before->v[k] && strcmp(before->v[k], after.v[i]) == 0) {
-        free(before->v[k]);
-        before->v[k] = NULL; /* each matches once */
-        found = true;
-      }
-    if (!found) {
-      char *subject = xprintf("thread '%s'", after.v[i]);
+      if (used && !used[k] && strcmp(before->v[k], after->v[i]) == 0)
+        used[k] = found = true;
+    if (!found)
+      extra[n++] = i;
+  }
+  free(used);
+  return n;
+}
+
+/* A thread the plugin joined may still be listed for a moment: the kernel
+ * (and qemu-user, sooner) wakes pthread_join when the thread clears its tid,
+ * before the thread leaves /proc/self/task. So a thread counts as left only
+ * when it is still there after LEFT_THREAD_GRACE_MS. */
+#define LEFT_THREAD_GRACE_MS 2000
+
+static void left_threads(run *r, const strlist *before) {
+  long long until = clock_mono_ms() + LEFT_THREAD_GRACE_MS;
+  for (;;) {
+    strlist after = {0};
+    thread_names(&after);
+    size_t *extra = calloc(after.n + 1, sizeof *extra);
+    size_t n = extra ? unmatched_threads(before, &after, extra) : 0;
+    if (n > 0 && clock_mono_ms() < until) {
+      free(extra);
+      strlist_free(&after);
+      struct timespec ts = {0, 10 * 1000000L};
+      nanosleep(&ts, NULL);
+      continue;
+    }
+    for (size_t i = 0; i < n; i++) {
+      char *subject = xprintf("thread '%s'", after.v[extra[i]]);
       finding(r, "left-thread", subject,
               "still running after fini returned; fini must join the "
               "threads the plugin started");
       free(subject);
     }
+    free(extra);
+    strlist_free(&after);
+    return;
   }
-  strlist_free(&after);
 }
 
 static void upstream_findings(run *r) {
