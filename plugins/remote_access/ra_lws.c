@@ -3,11 +3,7 @@
 #define RA_LWS_IMPL
 #include "ra_lws.h"
 
-#include <dlfcn.h>
-#include <pthread.h>
-#include <stdatomic.h>
-#include <stdio.h>
-#include <string.h>
+#include "cmn_lib.h"
 
 #ifndef RA_LWS_SONAME
 #error                                                                         \
@@ -64,51 +60,23 @@ static struct {
 #undef FIELD_VOID
 } fns;
 
-static pthread_once_t once = PTHREAD_ONCE_INIT;
-static atomic_bool loaded;
-static char load_error[512];
+static const cmn_lib_sym syms[] = {
+#define SYM(ret, name, params, args, fail) {#name, &fns.name},
+    RA_LWS_INT(SYM)
+#undef SYM
+#define SYM_VOID(name, params, args) {#name, &fns.name},
+        RA_LWS_VOID(SYM_VOID)
+#undef SYM_VOID
+};
 
-static bool resolve(void *lib, const char *name, void *slot) {
-  void *sym = dlsym(lib, name);
-  if (!sym) {
-    snprintf(load_error, sizeof load_error, "%s: no symbol %s", RA_LWS_SONAME,
-             name);
-    return false;
-  }
-  *(void **)slot = sym; /* the POSIX way from void * to a function */
-  return true;
-}
-
-static void load_once(void) {
-  /* Never closed: the plugin may be unloaded and loaded again, lws's own
-   * state (its log function) outlives it either way. */
-  void *lib = dlopen(RA_LWS_SONAME, RTLD_NOW | RTLD_LOCAL);
-  if (!lib) {
-    const char *why = dlerror();
-    snprintf(load_error, sizeof load_error, "%s", why ? why : RA_LWS_SONAME);
-    return;
-  }
-  bool ok = true;
-#define RESOLVE(ret, name, params, args, fail)                                 \
-  ok = ok && resolve(lib, #name, &fns.name);
-  RA_LWS_INT(RESOLVE)
-#undef RESOLVE
-#define RESOLVE_VOID(name, params, args)                                       \
-  ok = ok && resolve(lib, #name, &fns.name);
-  RA_LWS_VOID(RESOLVE_VOID)
-#undef RESOLVE_VOID
-  atomic_store(&loaded, ok);
-}
+static cmn_lib lib =
+    CMN_LIB_INIT(RA_LWS_SONAME, syms, sizeof syms / sizeof *syms);
 
 bool ra_lws_load(char *err, size_t errlen) {
-  pthread_once(&once, load_once);
-  bool ok = atomic_load(&loaded);
-  if (!ok && err)
-    snprintf(err, errlen, "cannot load libwebsockets: %s", load_error);
-  return ok;
+  return cmn_lib_load(&lib, err, errlen);
 }
 
-bool ra_lws_loaded(void) { return atomic_load(&loaded); }
+bool ra_lws_loaded(void) { return cmn_lib_loaded(&lib); }
 
 #define DEFINE(ret, name, params, args, fail)                                  \
   ret ra_##name params { return ra_lws_load(NULL, 0) ? fns.name args : (fail); }

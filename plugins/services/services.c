@@ -39,6 +39,8 @@
 #include <strings.h>
 #include <sys/eventfd.h>
 #include <systemd/sd-bus.h>
+
+#include "svc_sdbus.h"
 #include <time.h>
 #include <unistd.h>
 
@@ -195,7 +197,15 @@ static int on_properties(sd_bus_message *m, void *ud, sd_bus_error *ret) {
   return 0;
 }
 
+/* No sd-bus call before svc_sdbus_load: s->bus is only set after it. */
+static void bus_close(svc *s) {
+  if (s->bus)
+    s->bus = sd_bus_flush_close_unref(s->bus);
+}
+
 static int bus_open(svc *s, char *why, size_t len) {
+  if (!svc_sdbus_load(why, len))
+    return -ENOSYS;
   int r;
   if (*s->bus_address) {
     r = sd_bus_new(&s->bus);
@@ -213,7 +223,7 @@ static int bus_open(svc *s, char *why, size_t len) {
              *s->bus_address ? "D-Bus at bus_address" : "system bus",
              *s->bus_address ? s->bus_address : "/run/dbus/system_bus_socket",
              strerror(-r));
-    s->bus = sd_bus_flush_close_unref(s->bus);
+    bus_close(s);
   }
   return r;
 }
@@ -322,7 +332,7 @@ static void *monitor(void *arg) {
       set_bus_health(s, true, NULL);
       stop = serve(s, why, sizeof why);
     }
-    s->bus = sd_bus_flush_close_unref(s->bus);
+    bus_close(s);
     if (stop)
       break;
     set_bus_health(s, false, why);
@@ -500,7 +510,7 @@ static int init(c8y_plugin *self, const c8y_api *api, void **user_data) {
     *user_data = NULL;
     return C8Y_OK;
   }
-  s->bus = sd_bus_flush_close_unref(s->bus);
+  bus_close(s);
   if (s->commands && s->use_helper && access(s->helper_socket, F_OK) != 0) {
     api->log(self, C8Y_LOG_WARNING,
              "c8y_ServiceCommand not offered: the privileged helper's socket "
