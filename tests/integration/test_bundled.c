@@ -65,9 +65,10 @@ static void test_announce_and_data(void) {
   /* system_metrics every second */
   g_assert_cmpint(
       sim_wait_line(b.f.s, "s/us", "201,c8y_SystemMetrics", 0, 10000), >=, 0);
-  /* With every bundled plugin loaded and nothing transferred or tunnelled,
-   * neither libcurl nor libwebsockets is mapped: they are loaded on first
-   * use (agent/src/libcurl.c, plugins/remote_access/ra_lws.c). */
+  /* With every bundled plugin loaded, nothing transferred or tunnelled and
+   * no unit watched, neither libcurl nor libwebsockets nor libsystemd is
+   * mapped: they are loaded on first use (agent/src/libcurl.c,
+   * plugins/remote_access/ra_lws.c, plugins/services/svc_sdbus.c). */
   char maps_path[64];
   snprintf(maps_path, sizeof maps_path, "/proc/%d/maps",
            (int)agent_proc_pid(b.f.a));
@@ -76,6 +77,8 @@ static void test_announce_and_data(void) {
   g_assert_nonnull(strstr(maps, "remote_access.so"));
   g_assert_null(strstr(maps, "/libcurl"));
   g_assert_null(strstr(maps, "/libwebsockets"));
+  g_assert_nonnull(strstr(maps, "services.so"));
+  g_assert_null(strstr(maps, "/libsystemd"));
   g_free(maps);
   bundled_down(&b);
 }
