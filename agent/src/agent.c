@@ -19,8 +19,10 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -674,12 +676,45 @@ int agent_run(const char *config_path) {
   return rc;
 }
 
+/* Root inspecting the agent (`--check-config`, `--list-plugins`, as the
+ * README's set-up steps do) runs the plugins' init as the agent's user, the
+ * owner of the state directory. That init reads and writes files the
+ * agent's user can change (a configuration plugin's interrupted apply, its
+ * records, links planted in place of directories), which root must never
+ * act on; and what it creates must stay the service's. A root-owned state
+ * directory is root's agent: nothing changes. Permanent: the rest of the
+ * check reads what the service itself would read. */
+static int drop_to_state_owner(const char *state_dir) {
+  struct stat st;
+  if (geteuid() != 0 || !state_dir || stat(state_dir, &st) != 0 ||
+      st.st_uid == 0)
+    return 0;
+  const struct passwd *pw = getpwuid(st.st_uid);
+  int rc = pw ? initgroups(pw->pw_name, st.st_gid) : setgroups(0, NULL);
+  if (rc == 0)
+    rc = setresgid(st.st_gid, st.st_gid, st.st_gid);
+  if (rc == 0)
+    rc = setresuid(st.st_uid, st.st_uid, st.st_uid);
+  if (rc != 0) {
+    log_error("%s: cannot run the plugins as its owner (uid %u): %s", state_dir,
+              (unsigned)st.st_uid, strerror(errno));
+    return C8Y_EIO;
+  }
+  log_info("plugins loaded as %s (uid %u), the owner of %s",
+           pw ? pw->pw_name : "?", (unsigned)st.st_uid, state_dir);
+  return 0;
+}
+
 /* Loads config and plugins as a start would, without connecting or starting
  * workers (plugins may queue data during init: a memory-only queue). */
 static int load_for_inspection(agent *a, const char *config_path) {
   int rc = agent_init(a, config_path);
   if (rc != 0)
     return rc;
+  if (drop_to_state_owner(a->cfg.state_dir) != 0) {
+    agent_cleanup(a);
+    return AGENT_EXIT_RUNTIME;
+  }
   runtime_options o = {.cfg = &a->cfg,
                        .device_id = a->cfg.device_id,
                        .state_dir = a->cfg.state_dir,

@@ -12,6 +12,7 @@
 #include "status.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
@@ -678,38 +679,43 @@ static const char *api_device_id(c8y_plugin *self) {
   return self->host->device_id;
 }
 
-/* A root-owned directory where the agent's user keeps its state is one the
- * service can no longer write: root runs the agent for the documented
- * `--check-config` and `--list-plugins`, whose plugin init creates these
- * directories first. What root creates here therefore belongs to whoever
- * owns the state directory; a directory some earlier root run left behind
- * is handed over the same way. Nothing is changed when the state directory
- * itself is root's or the caller is not root. */
-static void adopt_state_owner(const char *state_dir, const char *path) {
-  struct stat top, st;
-  if (geteuid() != 0 || stat(state_dir, &top) != 0 || top.st_uid == 0)
-    return;
-  if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != 0)
-    return;
-  if (lchown(path, top.st_uid, top.st_gid) != 0)
-    log_warning("cannot hand %s to uid %u: %s", path, (unsigned)top.st_uid,
-                strerror(errno));
+/* A symlink planted in place of a directory here (the agent's user can
+ * write the state directory) is never followed. */
+static int state_subdir(int dirfd, const char *name) {
+  if (mkdirat(dirfd, name, 0750) != 0 && errno != EEXIST)
+    return -1;
+  return openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+/* <state>/plugins/<name>, made and opened a level at a time. */
+static int make_state_dir(const char *state_dir, const char *name) {
+  if (fsutil_mkdir_p(state_dir, 0750) != 0)
+    return -1;
+  int top = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int plugins = top < 0 ? -1 : state_subdir(top, "plugins");
+  int dir = plugins < 0 ? -1 : state_subdir(plugins, name);
+  int saved = errno;
+  if (top >= 0)
+    close(top);
+  if (plugins >= 0)
+    close(plugins);
+  if (dir >= 0)
+    close(dir);
+  errno = saved;
+  return dir < 0 ? -1 : 0;
 }
 
 static const char *api_state_dir(c8y_plugin *self) {
   pthread_mutex_lock(&self->mu);
   if (!self->state_dir) {
-    char parent[4096], buf[4096 + 256];
-    snprintf(parent, sizeof parent, "%s/plugins", self->host->state_dir);
-    snprintf(buf, sizeof buf, "%s/%s", parent, self->name);
-    if (fsutil_mkdir_p(buf, 0750) == 0) {
-      adopt_state_owner(self->host->state_dir, parent);
-      adopt_state_owner(self->host->state_dir, buf);
+    char buf[4096 + 256];
+    snprintf(buf, sizeof buf, "%s/plugins/%s", self->host->state_dir,
+             self->name);
+    if (make_state_dir(self->host->state_dir, self->name) == 0)
       self->state_dir = strdup(buf);
-    } else {
+    else
       log_error("plugin %s: cannot create %s: %s", self->name, buf,
                 strerror(errno));
-    }
   }
   pthread_mutex_unlock(&self->mu);
   return self->state_dir;

@@ -7,9 +7,12 @@
 
 #include <c8y/plugin.h>
 #include <glib.h>
+#include <glib/gstdio.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct {
   agent_config cfg;
@@ -373,8 +376,51 @@ static void test_transfer_struct_sizes(fx *f, gconstpointer d) {
   g_assert_cmpint(f->api->upload(f->p, &u), !=, C8Y_EINVAL);
 }
 
+/* The plugin's state directory is made under <state>/plugins; a symlink
+ * planted in place of plugins/ (the agent's user can write the state
+ * directory) is not followed. */
+static void test_state_dir(fx *f, gconstpointer d) {
+  (void)d;
+  gchar *top = g_dir_make_tmp("c8y-ph-XXXXXX", NULL);
+  f->host.state_dir = top;
+  gchar *want = g_build_filename(top, "plugins", "unit", NULL);
+  g_assert_cmpstr(f->api->state_dir(f->p), ==, want);
+  g_assert_true(g_file_test(want, G_FILE_TEST_IS_DIR));
+  g_free(want);
+
+  gchar *top2 = g_dir_make_tmp("c8y-ph-XXXXXX", NULL);
+  gchar *elsewhere = g_dir_make_tmp("c8y-ph-XXXXXX", NULL);
+  gchar *link = g_build_filename(top2, "plugins", NULL);
+  g_assert_cmpint(symlink(elsewhere, link), ==, 0);
+  c8y_plugin *p2 =
+      plugin_host_new_plugin(&f->host, "unit2", "1.0", "/nonexistent/u2.so");
+  f->host.state_dir = top2;
+  g_assert_null(f->api->state_dir(p2));
+  gchar *planted = g_build_filename(elsewhere, "unit2", NULL);
+  g_assert_false(g_file_test(planted, G_FILE_TEST_EXISTS));
+  plugin_host_free_plugin(p2);
+  f->host.state_dir = "/nonexistent";
+  g_assert_cmpint(unlink(link), ==, 0);
+  g_rmdir(elsewhere);
+  g_rmdir(top2);
+  gchar *pd = g_build_filename(top, "plugins", "unit", NULL);
+  g_rmdir(pd);
+  g_free(pd);
+  pd = g_build_filename(top, "plugins", NULL);
+  g_rmdir(pd);
+  g_free(pd);
+  g_rmdir(top);
+  g_free(planted);
+  g_free(link);
+  g_free(elsewhere);
+  g_free(top2);
+  g_free(top);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
+  g_test_add("/plugin/state-dir", fx, NULL, fx_setup, test_state_dir,
+             fx_teardown);
   g_test_add("/plugin/add-child-validates", fx, NULL, fx_setup,
              test_add_child_validates, fx_teardown);
   g_test_add("/plugin/producer-cap", fx, NULL, fx_setup, test_producer_cap,
