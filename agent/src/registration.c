@@ -60,7 +60,7 @@ static size_t queue_announce(registration *r, const char *topic,
 }
 
 static size_t queue_supported(registration *r, const char *topic,
-                              const char *supported) {
+                              const char *supported, upstream_tag tag) {
   if (!supported || !*supported)
     return 0;
   size_t n = strlen(supported) + 8;
@@ -69,7 +69,7 @@ static size_t queue_supported(registration *r, const char *topic,
   if (line) {
     snprintf(line, n, "114,%s", supported);
     queued = upstream_send_line(r->up, OUTQ_INVENTORY, topic, line,
-                                OUTQ_VOLATILE, r->reg_tag) == 0;
+                                OUTQ_VOLATILE, tag) == 0;
     free(line);
   }
   return queued;
@@ -140,12 +140,13 @@ void registration_start(registration *r) {
   n += queue_announce(r, "s/us", agent_info, 5);
   /* The agent as a service of the device: up while connected; the will
    * (services_will) and a clean stop set it down. */
-  char agent_id[600];
-  if (services_agent_id(c->device_id, agent_id, sizeof agent_id) == 0) {
-    const char *svc[] = {"102", agent_id, SERVICES_AGENT_TYPE,
-                         SERVICES_AGENT_NAME, "up"};
-    n += queue_announce(r, "s/us", svc, 5);
-  }
+  char up[700];
+  if (services_agent_line(c->device_id, "up", up, sizeof up) == 0 &&
+      upstream_send_line(r->up, OUTQ_INVENTORY, "s/us", up, OUTQ_VOLATILE,
+                         r->reg_tag) == 0)
+    n++;
+  else
+    log_error("cannot queue the agent's own 102 for s/us");
 
   for (size_t i = 0; i < registry_child_count(r->reg); i++) {
     reg_child *ch = registry_child_at(r->reg, i);
@@ -153,7 +154,7 @@ void registration_start(registration *r) {
     n += queue_announce(r, "s/us", f, 4);
   }
   char *supported = profile_supported_operations(r->reg);
-  n += queue_supported(r, "s/us", supported);
+  n += queue_supported(r, "s/us", supported, r->reg_tag);
   free(supported);
   char expiry[600];
   if (c->cert_file && c->cert_warn_days > 0 &&
@@ -176,7 +177,7 @@ void registration_start(registration *r) {
     char topic[300];
     snprintf(topic, sizeof topic, "s/us/%s", ch->id);
     char *child_ops = registry_child_supported_operations(r->reg, ch);
-    n += queue_supported(r, topic, child_ops);
+    n += queue_supported(r, topic, child_ops, r->reg_tag);
     free(child_ops);
   }
   r->reg_unacked = n;
@@ -235,17 +236,9 @@ void registration_announce_children(registration *r) {
     char topic[300];
     snprintf(topic, sizeof topic, "s/us/%s", ch->id);
     char *child_ops = registry_child_supported_operations(r->reg, ch);
-    if (child_ops && *child_ops) {
-      size_t len = strlen(child_ops) + 8;
-      char *line = malloc(len);
-      if (line) {
-        snprintf(line, len, "114,%s", child_ops);
-        if (upstream_send_line(r->up, OUTQ_INVENTORY, topic, line,
-                               OUTQ_VOLATILE, UPSTREAM_NO_TAG) != 0)
-          log_error("cannot queue the 114 of child %s", ch->id);
-        free(line);
-      }
-    }
+    if (child_ops && *child_ops &&
+        !queue_supported(r, topic, child_ops, UPSTREAM_NO_TAG))
+      log_error("cannot queue the 114 of child %s", ch->id);
     free(child_ops);
   }
   free(added);
