@@ -1134,16 +1134,23 @@ static int file_rewrite(outq *q, int cls) {
   size_t n = 0, hcap = 0, hlen = 0;
   unsigned char *head = NULL;
   int rc = keep ? 0 : -1;
+  bool in_file_order = true;
   for (uint64_t pos = r->head; rc == 0 && pos < r->tail && n < c->ndisk;
        pos++) {
     ent *e = ent_at(r, pos);
-    if (ent_state(e) != ST_DEAD && !(e->flags & EF_MEM))
-      keep[n++] = (dlog_range){ent_off(e), e->rlen};
+    if (ent_state(e) != ST_DEAD && !(e->flags & EF_MEM)) {
+      keep[n] = (dlog_range){ent_off(e), e->rlen};
+      in_file_order =
+          in_file_order && (n == 0 || keep[n - 1].off < keep[n].off);
+      n++;
+    }
   }
   if (rc == 0) {
-    /* File order (held lines were written after newer ones), and
-     * adjacent records as one range. */
-    qsort(keep, n, sizeof *keep, cmp_dlog_range);
+    /* File order, and adjacent records as one range. Ring order is file
+     * order unless lines were held (written after newer ones): only then
+     * is the sort, under q->mu, needed. */
+    if (!in_file_order)
+      qsort(keep, n, sizeof *keep, cmp_dlog_range);
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
       if (m && keep[m - 1].off + keep[m - 1].len == keep[i].off)
