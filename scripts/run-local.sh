@@ -28,6 +28,12 @@ log_level = info
 [plugin.system_metrics]
 interval = 10
 
+# The example plugin (plugins/example, not packaged) also registers 517,
+# which the bundled system_metrics answers; two handlers for one template
+# refuse the second plugin, so the local run has the package's set.
+[plugin.example]
+enabled = false
+
 [plugin.restart]
 command = echo "a real device would reboot now"
 
