@@ -2,11 +2,10 @@
 #define CURL_DISABLE_TYPECHECK /* the functions below are the real ones */
 #include "libcurl.h"
 
+#include "cmn_lib.h"
 #include "log.h"
 
 #include <curl/curl.h>
-#include <dlfcn.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -64,60 +63,44 @@ typedef struct table {
   CURLSHcode (*curl_share_setopt)(CURLSH *, CURLSHoption, ...);
 } table;
 
-static pthread_once_t once = PTHREAD_ONCE_INIT;
 static table fns;
-static atomic_bool loaded;
-static char load_error[512];
 
-/* dlsym's void * into a function pointer, the way POSIX describes it. */
-static bool resolve(void *lib, const char *name, void *slot) {
-  void *sym = dlsym(lib, name);
-  if (!sym) {
-    snprintf(load_error, sizeof load_error, "%s: no symbol %s", C8Y_CURL_SONAME,
-             name);
-    return false;
-  }
-  *(void **)slot = sym;
-  return true;
-}
+static const cmn_lib_sym syms[] = {
+#define SYM(ret, name, params, args, fail) {#name, &fns.name},
+    LIBCURL_FORWARDED(SYM)
+#undef SYM
+#define SYM_VOID(name, params, args) {#name, &fns.name},
+        LIBCURL_FORWARDED_VOID(SYM_VOID)
+#undef SYM_VOID
+            {"curl_easy_setopt", &fns.curl_easy_setopt},
+    {"curl_easy_getinfo", &fns.curl_easy_getinfo},
+    {"curl_share_setopt", &fns.curl_share_setopt},
+};
 
-static void load_once(void) {
-  /* Never closed: handles and callbacks live as long as the process. */
-  void *lib = dlopen(C8Y_CURL_SONAME, RTLD_NOW | RTLD_LOCAL);
-  if (!lib) {
-    const char *why = dlerror();
-    snprintf(load_error, sizeof load_error, "%s", why ? why : C8Y_CURL_SONAME);
-  }
-  bool ok = lib != NULL;
-#define RESOLVE(ret, name, params, args, fail)                                 \
-  ok = ok && resolve(lib, #name, &fns.name);
-  LIBCURL_FORWARDED(RESOLVE)
-#undef RESOLVE
-#define RESOLVE_VOID(name, params, args)                                       \
-  ok = ok && resolve(lib, #name, &fns.name);
-  LIBCURL_FORWARDED_VOID(RESOLVE_VOID)
-#undef RESOLVE_VOID
-  ok = ok && resolve(lib, "curl_easy_setopt", &fns.curl_easy_setopt) &&
-       resolve(lib, "curl_easy_getinfo", &fns.curl_easy_getinfo) &&
-       resolve(lib, "curl_share_setopt", &fns.curl_share_setopt);
-  if (!ok) {
-    log_error("HTTP transfers are not available: cannot load libcurl (%s); "
-              "is the package libcurl4 installed?",
-              load_error);
-    return;
-  }
-  atomic_store(&loaded, true);
-  log_debug("libcurl loaded (%s) for the first transfer", C8Y_CURL_SONAME);
-}
+/* Never closed: handles and callbacks live as long as the process. */
+static cmn_lib lib =
+    CMN_LIB_INIT(C8Y_CURL_SONAME, syms, sizeof syms / sizeof *syms);
+static atomic_bool reported;
 
 bool libcurl_load(void) {
-  pthread_once(&once, load_once);
-  return atomic_load(&loaded);
+  if (cmn_lib_loaded(&lib))
+    return true;
+  char err[600];
+  bool ok = cmn_lib_load(&lib, err, sizeof err);
+  if (atomic_exchange(&reported, true))
+    return ok;
+  if (ok)
+    log_debug("libcurl loaded (%s) for the first transfer", C8Y_CURL_SONAME);
+  else
+    log_error("HTTP transfers are not available: %s; is the package libcurl4 "
+              "installed?",
+              err);
+  return ok;
 }
 
-bool libcurl_loaded(void) { return atomic_load(&loaded); }
+bool libcurl_loaded(void) { return cmn_lib_loaded(&lib); }
 
-const char *libcurl_error(void) { return libcurl_loaded() ? "" : load_error; }
+const char *libcurl_error(void) { return libcurl_loaded() ? "" : lib.error; }
 
 #define DEFINE(ret, name, params, args, fail)                                  \
   ret name params { return libcurl_load() ? fns.name args : (fail); }
