@@ -681,7 +681,8 @@ static void test_cli(void) {
   g_assert_true(g_file_test(exe, G_FILE_TEST_IS_EXECUTABLE));
   char *cmd = g_strdup_printf(
       "printf 'op 513,c8y-agent-local,x\\nbogus\\nstatus\\nquit\\n' | "
-      "timeout 20 '%s' --port 0 --quiet --op 510,c8y-agent-local",
+      "timeout 20 '%s' --port 0 --http-port 0 --quiet "
+      "--op 510,c8y-agent-local",
       exe);
   char *argv[] = {"/bin/sh", "-c", cmd, NULL};
   char *out = NULL, *errs = NULL;
