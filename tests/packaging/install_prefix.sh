@@ -82,7 +82,12 @@ else
   bad "find_package(C8yAgentSDK) with CMAKE_PREFIX_PATH=$P failed"
 fi
 
-# The installed agent finds the plugins of its own prefix.
+# The installed agent finds the plugins of its own prefix. Its state goes
+# below $tmp: the compiled-in state directory is the system's
+# /var/lib/c8y-agent, which a test of a prefix install must not create
+# (root-owned, it broke the package test that ran after this one).
+mkdir -p "$P/etc/c8y-agent/conf.d"
+printf '[agent]\nstate_dir = %s/state\n' "$tmp" >"$P/etc/c8y-agent/conf.d/test-state.ini"
 out=$("$P/bin/c8y-agent" --list-plugins -c "$P/etc/c8y-agent/agent.ini" 2>&1)
 pdir=$(cd "$P" && pwd -P)
 printf '%s\n' "$out" | grep -q "loaded from $pdir/.*/plugins/software.so" &&
